@@ -1,0 +1,93 @@
+"""The ``immunotrack`` command line.
+
+Each verb lives in its own module under :mod:`napari_immunotrack.commands`
+and defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Modules import their heavy dependencies inside
+``run`` so that ``immunotrack --help`` stays fast. The command line never
+imports napari or Qt (except ``view``, which opens napari on purpose).
+
+Exit status: 0 success, 2 bad input (an :class:`~.errors.InputError`, one
+line on standard error), 1 internal error (traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+from typing import List, Optional
+
+from . import __version__, commands
+from .errors import Cancelled, ImmunotrackWarning, InputError, one_line
+
+
+def _verb_modules():
+    names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+    return [(name.replace("_", "-"), importlib.import_module(f"{commands.__name__}.{name}")) for name in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immunotrack",
+        description="Follow labelled therapeutic cells in vivo: MRI, PET/SPECT, 19F, MPI and optical images "
+        "in one physical space, registered, segmented and quantified.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-immunotrack {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, module in _verb_modules():
+        p = sub.add_parser(verb, help=module.HELP, description=module.__doc__)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks of internal errors")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(f"immunotrack: warning: {one_line(message)}\n")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return 0
+    debug = getattr(args, "debug", False)
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", ImmunotrackWarning)
+    try:
+        return int(args._run(args) or 0)
+    except InputError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"immunotrack {args.verb}: error: {one_line(exc)}\n")
+        return 2
+    except Cancelled:
+        sys.stderr.write(f"immunotrack {args.verb}: cancelled\n")
+        return 130
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\nimmunotrack {args.verb}: interrupted; no partial output was kept\n")
+        return 130
+    except MemoryError:
+        sys.stderr.write(f"immunotrack {args.verb}: error: out of memory; use a smaller volume or a dask-backed input\n")
+        return 1
+    except Exception as exc:  # an internal error: a bug, not the user's fault
+        if debug:
+            raise
+        sys.stderr.write(
+            f"immunotrack {args.verb}: internal error: {type(exc).__name__}: {one_line(exc)[:300]} "
+            "(run again with --debug for the traceback and report it)\n"
+        )
+        return 1
+
+
+def entry_point() -> None:  # console_scripts target
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry_point()

@@ -1,0 +1,1 @@
+"""One module per ``immunotrack`` verb (see :mod:`napari_immunotrack.cli`)."""

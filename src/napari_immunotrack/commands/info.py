@@ -1,0 +1,85 @@
+"""Describe an image (shape, voxel size, orientation, world box, modality,
+unit, quantitative headers) or, for an output of this package, where it came
+from (its provenance sidecar)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HELP = "describe an image or show where an output came from"
+
+_KEYS = ("SeriesDescription", "Units", "DecayCorrection", "CorrectedImage", "RadionuclideTotalDose",
+         "RadiopharmaceuticalStartDateTime", "RadionuclideHalfLife", "Radionuclide", "PatientWeight",
+         "PatientSize", "PatientSex", "SeriesDate", "SeriesTime", "AcquisitionTime",
+         "EchoTime", "RepetitionTime", "FlipAngle", "MagneticFieldStrength", "leading_axis")
+
+
+def add_arguments(parser):
+    parser.add_argument("path", help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, or an output CSV/NIfTI")
+    parser.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def describe(volume) -> dict:
+    import numpy as np
+
+    bounds = volume.bounds_world()
+    info = {
+        "name": volume.name,
+        "modality": volume.modality,
+        "unit": volume.unit,
+        "shape": list(volume.shape),
+        "dtype": str(volume.data.dtype),
+        "voxel_size_mm": [round(float(s), 6) for s in volume.spacing],
+        "orientation": volume.orientation(),
+        "axis_aligned": volume.is_axis_aligned(),
+        "world_bounds_ras_mm": {"min": np.round(bounds[0], 3).tolist(), "max": np.round(bounds[1], 3).tolist()},
+    }
+    for key in _KEYS:
+        if key in volume.metadata and volume.metadata[key] not in (None, ""):
+            info[key] = volume.metadata[key]
+    return info
+
+
+def run(args) -> int:
+    from ..io import detect_format, load_volumes
+    from ..outputs import sidecar_path
+
+    path = Path(args.path)
+    side = sidecar_path(path)
+    out = {}
+    if side.exists():
+        try:
+            out["provenance"] = json.loads(side.read_text())
+        except ValueError:
+            out["provenance"] = f"unreadable provenance file {side}"
+    is_image = True
+    try:
+        detect_format(path)
+    except Exception:
+        is_image = False
+    if is_image or not side.exists():
+        out["volumes"] = [describe(v) for v in load_volumes(path)]
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    for vol in out.get("volumes", []):
+        print(f"{vol['name']}")
+        for key, value in vol.items():
+            if key != "name":
+                print(f"  {key}: {value}")
+    if "provenance" in out:
+        prov = out["provenance"]
+        print(f"provenance ({side.name}):")
+        if isinstance(prov, dict):
+            print(f"  step: {prov.get('step')}  time: {prov.get('time_utc')}")
+            for name, entry in prov.get("inputs", {}).items():
+                print(f"  input {name}: {entry.get('path', entry.get('value', ''))} sha256={str(entry.get('sha256', ''))[:16]}")
+            for key, value in prov.get("parameters", {}).items():
+                print(f"  parameter {key}: {value}")
+            for warning in prov.get("warnings", []):
+                print(f"  warning: {warning}")
+            print(f"  software: {prov.get('software')}")
+        else:
+            print(f"  {prov}")
+    return 0

@@ -1,0 +1,103 @@
+"""Readers and writers. Every reader returns :class:`~napari_immunotrack.volume.Volume` objects.
+
+:func:`load_volume` opens one volume from any supported path;
+:func:`load_volumes` returns every volume a path holds (a DICOM folder may hold
+several series). Formats:
+
+- NIfTI-1/2 (``.nii``, ``.nii.gz``): :mod:`.nifti`
+- DICOM files and folders (MR, PT, NM, CT): :mod:`.dicom`
+- TIFF / OME-TIFF: :mod:`.tiff`
+- OME-Zarr (lazy, dask): :mod:`.zarr`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from ..errors import InputError
+from ..volume import Volume
+
+
+def detect_format(path) -> str:
+    """The format family of ``path``: "nifti", "dicom", "tiff" or "zarr"; InputError otherwise."""
+    p = Path(path)
+    name = p.name.lower()
+    if not p.exists():
+        raise InputError(f"{path} does not exist; check the path.")
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".zarr", ".ome.zarr")) or (p.is_dir() and ((p / ".zattrs").exists() or (p / "zarr.json").exists() or (p / ".zgroup").exists())):
+        return "zarr"
+    if name.endswith((".tif", ".tiff")):
+        return "tiff"
+    if name.endswith((".dcm", ".ima")) or p.is_dir():
+        return "dicom"
+    if p.is_file():
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+        if len(head) == 132 and head[128:132] == b"DICM":
+            return "dicom"
+    raise InputError(
+        f"{path}: unknown image format; give a NIfTI (.nii, .nii.gz), a DICOM file or folder, "
+        "an OME-TIFF (.ome.tif) or an OME-Zarr (.zarr)."
+    )
+
+
+def load_volumes(path, **kwargs) -> List[Volume]:
+    """Every volume in ``path`` (one per DICOM series; one for other formats)."""
+    fmt = detect_format(path)
+    if fmt == "nifti":
+        from . import nifti
+
+        return [nifti.read_nifti(path, **kwargs)]
+    if fmt == "dicom":
+        from . import dicom
+
+        return dicom.read_dicom(path, **kwargs)
+    if fmt == "tiff":
+        from . import tiff
+
+        return [tiff.read_tiff(path, **kwargs)]
+    from . import zarr as zarr_io
+
+    return [zarr_io.read_ome_zarr(path, **kwargs)]
+
+
+def load_volume(path, **kwargs) -> Volume:
+    """Open one volume from a NIfTI, DICOM, OME-TIFF or OME-Zarr path.
+
+    A DICOM folder with several series is refused with the list of series;
+    use :func:`load_volumes` or point at one series' folder.
+
+    Examples
+    --------
+    >>> import nibabel.testing, os
+    >>> v = load_volume(os.path.join(nibabel.testing.data_path, "example4d.nii.gz"))
+    >>> v.spatial_shape
+    (2, 32, 128)
+    """
+    volumes = load_volumes(path, **kwargs)
+    if len(volumes) > 1:
+        names = "; ".join(f"{v.name} ({v.modality}, {v.spatial_shape})" for v in volumes[:6])
+        raise InputError(
+            f"{path} holds {len(volumes)} series ({names}); point at one series' folder or file, or use load_volumes()."
+        )
+    return volumes[0]
+
+
+def save_labels(labels: Volume, path, overwrite: bool = False, provenance=None):
+    """Write a label Volume to NIfTI with exactly its grid and affine (atomic)."""
+    from . import nifti
+
+    return nifti.write_nifti(labels, path, overwrite=overwrite, provenance=provenance, labels=True)
+
+
+def save_volume(volume: Volume, path, overwrite: bool = False, provenance=None):
+    """Write an image Volume to NIfTI with its grid and affine (atomic)."""
+    from . import nifti
+
+    return nifti.write_nifti(volume, path, overwrite=overwrite, provenance=provenance, labels=False)
+
+
+__all__ = ["load_volume", "load_volumes", "save_labels", "save_volume", "detect_format"]

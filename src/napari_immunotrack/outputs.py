@@ -1,0 +1,108 @@
+"""Writing outputs so that nothing is lost and nothing is half-written.
+
+Every file the package writes goes through :func:`atomic_output`: the data
+are written to a temporary file in the same folder and renamed into place
+(``os.replace`` is atomic on one file system), so a crash or a kill leaves
+the old file or the new one, never part of one. An existing file is never
+replaced unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .errors import InputError, OutputExistsError
+
+
+def _suffixes(path: Path) -> str:
+    # keep double extensions (.nii.gz, .ome.tif) so writers that dispatch on
+    # the file name still recognise the temporary file
+    name = path.name
+    for double in (".nii.gz", ".ome.tif", ".ome.tiff", ".ome.zarr", ".provenance.json"):
+        if name.lower().endswith(double):
+            return name[-len(double):]
+    return path.suffix
+
+
+def check_output(path, overwrite: bool = False) -> Path:
+    """Refuse an output that exists (unless ``overwrite``) or whose folder is missing."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite to replace it.")
+    if path.exists() and path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name for the output.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"the folder {parent} does not exist; create it first or choose another output path.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` on success.
+
+    >>> with atomic_output("table.csv", overwrite=True) as tmp:   # doctest: +SKIP
+    ...     df.to_csv(tmp)
+    """
+    path = check_output(path, overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + _suffixes(path), dir=path.parent or ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if path.exists() and not overwrite:  # appeared while we were writing
+            raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it.")
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path, text: str, overwrite: bool = False) -> Path:
+    """Atomically write a text file."""
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path, obj, overwrite: bool = False) -> Path:
+    """Atomically write JSON (numpy scalars and arrays converted)."""
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def sidecar_path(path) -> Path:
+    """Where the provenance record of ``path`` lives: ``<path>.provenance.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".provenance.json")
+
+
+def write_table(df, path, provenance: Optional[dict] = None, overwrite: bool = False) -> Path:
+    """Write a pandas table as CSV (units in the column names) with its provenance sidecar."""
+    path = Path(path)
+    check_output(path, overwrite)
+    if provenance is not None:
+        check_output(sidecar_path(path), overwrite=True)
+    with atomic_output(path, overwrite) as tmp:
+        df.to_csv(tmp, index=False)
+        if provenance is not None:
+            write_json(sidecar_path(path), provenance, overwrite=True)
+    return path

@@ -1,0 +1,64 @@
+"""Progress reporting and cancellation for long computations.
+
+Every long public function takes ``progress=None``: a callable
+``progress(fraction, message)`` with ``fraction`` in [0, 1]. The GUI passes
+one that updates a progress bar and raises :class:`~.errors.Cancelled` when
+the user pressed Cancel; the command line passes :func:`text_progress`.
+Functions call :func:`report` so that ``progress=None`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def report(progress: Optional[ProgressCallback], fraction: float, message: str = "") -> None:
+    """Call ``progress`` if given (it may raise Cancelled)."""
+    if progress is not None:
+        progress(min(max(float(fraction), 0.0), 1.0), message)
+
+
+def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> Optional[ProgressCallback]:
+    """A callback mapping [0, 1] of a sub-step onto [start, stop] of the whole."""
+    if progress is None:
+        return None
+
+    def sub(fraction: float, message: str = "") -> None:
+        progress(start + (stop - start) * fraction, message)
+
+    return sub
+
+
+class TextProgress:
+    """A one-line progress bar on standard error for the command line."""
+
+    def __init__(self, label: str = "", stream=None, width: int = 30, min_interval: float = 0.1):
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._done = False
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last < self.min_interval:
+            return
+        self._last = now
+        filled = int(round(self.width * fraction))
+        bar = "#" * filled + "-" * (self.width - filled)
+        text = f"\r{self.label} [{bar}] {100 * fraction:5.1f}% {message[:50]:<50}"
+        self.stream.write(text)
+        if fraction >= 1.0 and not self._done:
+            self.stream.write("\n")
+            self._done = True
+        self.stream.flush()
+
+
+def text_progress(label: str = "") -> TextProgress:
+    """A :class:`TextProgress` writing to standard error."""
+    return TextProgress(label)

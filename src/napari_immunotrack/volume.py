@@ -1,0 +1,358 @@
+"""The one data model: a :class:`Volume` is an array plus where it sits.
+
+Conventions, stated once for the whole package
+----------------------------------------------
+World coordinates
+    Millimetres in the scanner's RAS+ frame (x to the subject's Right,
+    y Anterior, z Superior), as NIfTI. DICOM's LPS is converted on reading
+    (x and y negated).
+Array axes
+    ``data`` has three spatial axes, optionally preceded by one non-spatial
+    axis (time frames or echoes, named in ``metadata["leading_axis"]``).
+    ``affine`` maps the index of the *last three* axes ``(a0, a1, a2, 1)`` to
+    world ``(x, y, z, 1)`` in mm. Readers put the slice (slowest) axis first:
+    DICOM gives ``(slice, row, column)`` and NIfTI gives nibabel's ``(i, j, k)``
+    reversed, i.e. ``(k, j, i)``. Nothing else depends on this order: every
+    computation goes through the affine.
+Canonical orientation
+    :meth:`Volume.canonical` transposes and flips (no interpolation) an
+    axis-aligned volume so that axes 0, 1, 2 run to Superior, Anterior,
+    Right with positive spacing. That is what napari displays.
+napari world
+    napari's world axes are ``(z, y, x) = (S, A, R)`` in mm, so the default
+    2D view is axial with the slider on S. :func:`napari_to_ras` and
+    :func:`ras_to_napari` convert points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+#: Modalities, as DICOM Modality codes where one exists.
+MODALITIES = ("MR", "PT", "NM", "CT", "F19", "MPI", "OPT", "SEG", "OT")
+
+
+def _is_dask(array) -> bool:
+    return type(array).__module__.startswith("dask")
+
+
+@dataclass
+class Volume:
+    """An image or label volume in world millimetres (RAS+).
+
+    Parameters
+    ----------
+    data : array (NumPy or dask), 3D or 4D
+        Values. The last three axes are spatial (see module docstring).
+    affine : (4, 4) array
+        Array index of the last three axes to world RAS millimetres.
+    modality : str
+        "MR", "PT", "NM" (SPECT), "CT", "F19", "MPI", "OPT", "SEG" or "OT".
+    unit : str
+        Unit of the values: "a.u.", "Bq/mL", "SUVbw", "mM", "label", ...
+    metadata : dict
+        Acquisition, timing, dose, patient weight/height/sex, echo time, the
+        source path, ... Free-form but keys documented by the readers.
+    name : str
+        Human-readable name, used for napari layer names and table columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]))
+    >>> v.spacing
+    array([2. , 1. , 0.5])
+    >>> v.index_to_world([[1, 2, 3]])
+    array([[2. , 2. , 1.5]])
+    """
+
+    data: Any
+    affine: np.ndarray
+    modality: str = "OT"
+    unit: str = "a.u."
+    metadata: dict = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self):
+        if not hasattr(self.data, "shape") or not hasattr(self.data, "dtype"):
+            self.data = np.asarray(self.data)
+        if self.data.ndim not in (3, 4):
+            raise InputError(
+                f"{self._label()}has {self.data.ndim} dimension(s) where a 3D volume "
+                "(or 3D plus time/echo) is needed; give a volume, not a single slice or a stack of volumes."
+            )
+        if min(self.data.shape) < 1:
+            raise InputError(f"{self._label()}is empty (shape {tuple(self.data.shape)}).")
+        affine = np.asarray(self.affine, dtype=float)
+        if affine.shape != (4, 4):
+            raise InputError(f"{self._label()}affine must be 4x4, got shape {affine.shape}.")
+        if not np.all(np.isfinite(affine)):
+            raise InputError(f"{self._label()}affine has non-finite values; the file's geometry is broken.")
+        if not np.allclose(affine[3], [0, 0, 0, 1]):
+            raise InputError(f"{self._label()}affine's last row must be [0, 0, 0, 1].")
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        if np.any(spacing <= 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12 * max(spacing.prod(), 1e-300):
+            raise InputError(
+                f"{self._label()}has a zero or degenerate voxel size {np.round(spacing, 6).tolist()} mm; "
+                "fix the voxel spacing in the file header."
+            )
+        self.affine = affine
+        self.metadata = dict(self.metadata or {})
+
+    def _label(self) -> str:
+        return f"Volume {self.name!r} " if self.name else "The volume "
+
+    # ----------------------------------------------------------- geometry
+    @property
+    def shape(self) -> tuple:
+        """Shape of ``data`` (all axes)."""
+        return tuple(self.data.shape)
+
+    @property
+    def spatial_shape(self) -> tuple:
+        """Shape of the last three (spatial) axes."""
+        return tuple(self.data.shape[-3:])
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along array axes 0, 1, 2."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in mm^3 (|det| of the affine's 3x3 part)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+    def index_to_world(self, index) -> np.ndarray:
+        """Array indices (N, 3), continuous, to world RAS mm (N, 3)."""
+        idx = np.atleast_2d(np.asarray(index, dtype=float))
+        return idx @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def world_to_index(self, points) -> np.ndarray:
+        """World RAS mm (N, 3) to continuous array indices (N, 3)."""
+        pts = np.atleast_2d(np.asarray(points, dtype=float))
+        inv = np.linalg.inv(self.affine)
+        return pts @ inv[:3, :3].T + inv[:3, 3]
+
+    def corners_world(self) -> np.ndarray:
+        """World positions (8, 3) of the centres of the corner voxels."""
+        n = np.array(self.spatial_shape) - 1
+        corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
+        return self.index_to_world(corners)
+
+    def bounds_world(self) -> np.ndarray:
+        """(2, 3) world box [min, max] of the voxel centres, RAS mm."""
+        c = self.corners_world()
+        return np.stack([c.min(0), c.max(0)])
+
+    def center_world(self) -> np.ndarray:
+        """World position of the centre of the field of view."""
+        return self.index_to_world((np.array(self.spatial_shape) - 1) / 2.0)[0]
+
+    def orientation(self) -> str:
+        """Orientation code of the array axes, e.g. "SAR" or "LPS" (nibabel's aff2axcodes)."""
+        import nibabel as nib
+
+        return "".join(nib.orientations.aff2axcodes(self.affine))
+
+    def is_axis_aligned(self, tol_degrees: float = 0.01) -> bool:
+        """True when each array axis runs along one world axis."""
+        cosines = np.abs(self.affine[:3, :3] / self.spacing)
+        return bool(np.all(cosines.max(axis=0) >= np.cos(np.deg2rad(tol_degrees))))
+
+    def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
+        """True when ``other`` has the same spatial shape and affine."""
+        return self.spatial_shape == other.spatial_shape and np.allclose(self.affine, other.affine, atol=atol)
+
+    # ------------------------------------------------------- derivations
+    def replace(self, **changes) -> "Volume":
+        """A copy with some fields changed (metadata copied, data shared)."""
+        changes.setdefault("metadata", dict(self.metadata))
+        return dataclasses.replace(self, **changes)
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (computes a dask array)."""
+        return np.asarray(self.data.compute() if _is_dask(self.data) else self.data)
+
+    def canonical(self) -> "Volume":
+        """The same voxels, transposed/flipped so axes run S, A, R with positive spacing.
+
+        Only for axis-aligned volumes (no interpolation); see :meth:`for_display`
+        for oblique ones.
+        """
+        if not self.is_axis_aligned(tol_degrees=0.5):
+            raise InputError(f"{self._label()}is oblique; resample it with for_display() instead.")
+        rot = self.affine[:3, :3]
+        # world_axis[a] = which world axis (0=x,1=y,2=z) array axis a runs along
+        world_axis = np.argmax(np.abs(rot), axis=0)
+        sign = np.sign(rot[world_axis, [0, 1, 2]])
+        # target array axis order: z (S), y (A), x (R)
+        order = [int(np.where(world_axis == w)[0][0]) for w in (2, 1, 0)]
+        data = self.data
+        lead = data.ndim - 3
+        shape = np.array(self.spatial_shape)
+        new_affine = self.affine.copy()
+        slices = [slice(None)] * data.ndim
+        for a in range(3):
+            if sign[a] < 0:
+                slices[lead + a] = slice(None, None, -1)
+                # index i in the flipped array is n-1-i in the original
+                new_affine[:3, 3] = new_affine[:3, 3] + new_affine[:3, a] * (shape[a] - 1)
+                new_affine[:3, a] = -new_affine[:3, a]
+        data = data[tuple(slices)]
+        perm = list(range(lead)) + [lead + o for o in order]
+        data = data.transpose(perm)
+        new_affine[:3, :3] = new_affine[:3, :3][:, order]
+        # clean sub-tolerance rotation noise so napari gets a diagonal
+        return self.replace(data=data, affine=new_affine)
+
+    def axis_aligned_grid(self, spacing: Optional[Sequence[float]] = None):
+        """(shape, affine) of an axis-aligned S, A, R grid covering this volume's field of view."""
+        corners = []
+        n = np.array(self.spatial_shape)
+        for i in (-0.5, n[0] - 0.5):
+            for j in (-0.5, n[1] - 0.5):
+                for k in (-0.5, n[2] - 0.5):
+                    corners.append([i, j, k])
+        world = self.index_to_world(np.array(corners))
+        lo, hi = world.min(0), world.max(0)
+        step = np.full(3, float(np.min(self.spacing))) if spacing is None else np.asarray(spacing, float)
+        if step.size == 1:
+            step = np.full(3, float(step))
+        # grid axes 0,1,2 = z, y, x; step given as (x, y, z) spacing
+        size_xyz = np.maximum(np.ceil((hi - lo) / step - 1e-6).astype(int), 1)
+        affine = np.eye(4)
+        for axis, w in enumerate((2, 1, 0)):
+            affine[w, axis] = step[w]
+            affine[w, 3] = lo[w] + step[w] / 2
+        return (int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])), affine
+
+    def resample_to(
+        self,
+        target,
+        order: int = 1,
+        transform: Optional[np.ndarray] = None,
+        fill: float = 0.0,
+    ) -> "Volume":
+        """Resample onto another grid.
+
+        Parameters
+        ----------
+        target : Volume or (shape, affine)
+            The grid to sample on (spatial shape and 4x4 affine).
+        order : int
+            0 nearest neighbour (labels), 1 linear (images), 3 cubic.
+        transform : (4, 4) array, optional
+            World-to-world map from target world points to this volume's
+            world points (a registration result: fixed world -> moving world).
+            Identity when omitted.
+        fill : float
+            Value outside this volume's field of view.
+
+        Returns
+        -------
+        Volume on the target grid, same modality, unit and metadata.
+        """
+        from scipy import ndimage
+
+        if isinstance(target, Volume):
+            shape, t_affine = target.spatial_shape, target.affine
+        else:
+            shape, t_affine = tuple(int(s) for s in target[0]), np.asarray(target[1], float)
+        world_map = np.eye(4) if transform is None else np.asarray(transform, float)
+        # target index -> target world -> source world -> source index
+        m = np.linalg.inv(self.affine) @ world_map @ t_affine
+        src = self.numpy()
+        is_int = np.issubdtype(src.dtype, np.integer) or src.dtype == bool
+        if order == 0 or is_int:
+            out_dtype = src.dtype
+        else:
+            out_dtype = np.result_type(src.dtype, np.float32)
+        if src.ndim == 4:
+            frames = [
+                ndimage.affine_transform(f, m[:3, :3], m[:3, 3], output_shape=shape, order=order,
+                                         mode="constant", cval=fill, output=out_dtype)
+                for f in src
+            ]
+            out = np.stack(frames)
+        else:
+            out = ndimage.affine_transform(src, m[:3, :3], m[:3, 3], output_shape=shape, order=order,
+                                           mode="constant", cval=fill, output=out_dtype)
+        meta = dict(self.metadata)
+        meta["resampled_from"] = {"shape": list(self.spatial_shape), "affine": self.affine.tolist()}
+        return self.replace(data=out, affine=np.array(t_affine, float), metadata=meta)
+
+    def for_display(self, reference: Optional["Volume"] = None, order: int = 1) -> "Volume":
+        """An axis-aligned S, A, R volume for napari.
+
+        Axis-aligned volumes are only transposed/flipped. Oblique ones are
+        resampled onto ``reference``'s grid when it is axis-aligned, else onto
+        an axis-aligned grid covering their own field of view at their finest
+        spacing. Quantification must use the native volume, never this copy.
+        """
+        if self.is_axis_aligned(tol_degrees=0.5):
+            return self.canonical()
+        if reference is not None and reference.is_axis_aligned(tol_degrees=0.5):
+            ref = reference.canonical()
+            out = self.resample_to(ref, order=order)
+        else:
+            out = self.resample_to(self.axis_aligned_grid(), order=order)
+        out.metadata["display_resampled"] = True
+        return out
+
+    def napari_geometry(self) -> dict:
+        """``scale`` and ``translate`` (napari world order S, A, R) of a canonical volume.
+
+        Raises if the volume is not in canonical orientation: call
+        :meth:`for_display` first.
+        """
+        rot = self.affine[:3, :3]
+        expected = np.zeros((3, 3))
+        expected[2, 0], expected[1, 1], expected[0, 2] = rot[2, 0], rot[1, 1], rot[0, 2]
+        if not np.allclose(rot, expected, atol=1e-6 * max(1.0, np.abs(rot).max())) or np.any(np.diag(expected[::-1]) <= 0):
+            raise ValueError("napari_geometry needs a canonical volume; call for_display() first")
+        scale = [rot[2, 0], rot[1, 1], rot[0, 2]]
+        translate = [self.affine[2, 3], self.affine[1, 3], self.affine[0, 3]]
+        lead = self.data.ndim - 3
+        return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
+
+
+def ras_to_napari(points) -> np.ndarray:
+    """World RAS (x, y, z) points to napari world order (z, y, x)."""
+    return np.asarray(points, float)[..., ::-1]
+
+
+def napari_to_ras(points) -> np.ndarray:
+    """napari world (z, y, x) points to RAS (x, y, z)."""
+    return np.asarray(points, float)[..., ::-1]
+
+
+def lps_to_ras_matrix() -> np.ndarray:
+    """The 4x4 matrix that flips x and y (DICOM LPS <-> RAS); its own inverse."""
+    return np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def as_labels(volume: Volume, name: str = "labels") -> Volume:
+    """Check that a volume holds integer labels and return it as such.
+
+    Float volumes whose values are all whole numbers are converted; other
+    floats are refused (a probability map is not a label image).
+    """
+    data = volume.numpy()
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    elif not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)) or not np.all(np.mod(data, 1) == 0):
+            raise InputError(
+                f"{name} has non-integer values ({data.dtype}); give a label image with whole numbers (0 = background)."
+            )
+        data = data.astype(np.int32)
+    if data.size and data.min() < 0:
+        raise InputError(f"{name} has negative labels; labels must be 0 (background) or positive integers.")
+    return volume.replace(data=data, unit="label")
