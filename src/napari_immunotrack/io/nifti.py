@@ -1,9 +1,22 @@
 """NIfTI-1/2 via nibabel.
 
 nibabel's array is ``(i, j, k[, t])``; a Volume holds ``([t,] k, j, i)`` with
-the affine's columns reversed to match (see :mod:`napari_immunotrack.volume`).
+the affine's columns reversed to match (see :mod:`napari_immunotrack.volume`),
+so ``volume.index_to_world([k, j, i]) == img.affine @ [i, j, k, 1]``.
 Writing reverses both again, so a NIfTI read and written keeps exactly its
 grid and affine.
+
+Which affine
+    nibabel's rule: the sform when ``sform_code > 0``, else the qform when
+    ``qform_code > 0``. With both codes 0 the position in the scanner is
+    unknown and the file is refused unless ``allow_unknown_orientation=True``.
+Spatial unit
+    ``xyzt_units`` in metres or micrometres is converted to millimetres;
+    "unknown" (0) is taken as millimetres, as every NIfTI tool does.
+4D
+    The fourth axis becomes the leading axis: echoes when the BIDS sidecar
+    lists several ``EchoTime`` values, else time frames. A trailing axis of
+    length 1 is dropped. 5D files (vectors) put the components first.
 """
 
 from __future__ import annotations
@@ -16,124 +29,258 @@ import numpy as np
 
 from ..errors import ImmunotrackWarning, InputError
 from ..outputs import atomic_output, sidecar_path, write_json
-from ..volume import Volume
+from ..volume import Volume, as_labels
 
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+_SPACE_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
+_TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:120] or type(exc).__name__
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
 
 
 def _sidecar_json(path: Path) -> dict:
     """A BIDS-style JSON beside the image (``x.nii.gz`` -> ``x.json``), if any."""
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-    side = path.with_name(stem + ".json")
-    if side.exists():
-        try:
-            return json.loads(side.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{side}: the JSON sidecar cannot be read ({exc}); fix or remove it.") from None
-    return {}
+    side = path.with_name(_stem(path) + ".json")
+    if not side.exists():
+        return {}
+    try:
+        content = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{side}: the JSON sidecar cannot be read ({_short(exc)}); fix or remove it.") from None
+    if not isinstance(content, dict):
+        raise InputError(f"{side}: the JSON sidecar is not a JSON object (BIDS key/value pairs); fix or remove it.")
+    return content
+
+
+def _choose_affine(header, path: Path, allow_unknown_orientation: bool):
+    """(affine_ijk, source) by the sform/qform codes; refuse a file with neither."""
+    sform_code = int(header["sform_code"])
+    qform_code = int(header["qform_code"])
+    if sform_code > 0:
+        return header.get_sform(), "sform"
+    if qform_code > 0:
+        return header.get_qform(), "qform"
+    if not allow_unknown_orientation:
+        raise InputError(
+            f"{path} has no valid orientation (sform and qform codes are 0), so its position in the scanner "
+            "is unknown; fix the header or load it with allow_unknown_orientation=True."
+        )
+    warnings.warn(f"{path}: no orientation in the header (sform and qform codes 0); placed by its voxel sizes "
+                  "only, so its position relative to other images is unknown.", ImmunotrackWarning, stacklevel=3)
+    return header.get_base_affine(), "voxel sizes only (orientation unknown)"
 
 
 def read_nifti(path, modality: str | None = None, unit: str | None = None,
                allow_unknown_orientation: bool = False, lazy: bool = False) -> Volume:
-    """Read a NIfTI-1/2 file into a Volume.
+    """Read a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into a Volume.
 
-    The affine is the sform when its code is set, else the qform (nibabel's
-    rule). A file with neither has no known position in the scanner: it is
-    refused unless ``allow_unknown_orientation`` (then placed by its voxel
-    sizes only, with a warning).
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    modality, unit : str, optional
+        Override the modality ("MR" by default) and the unit of the values
+        ("a.u." by default). A BIDS JSON sidecar of the same name
+        (``x.nii.gz`` -> ``x.json``) is read into ``metadata``; its
+        ``Modality`` and ``Units`` fields set them otherwise.
+    allow_unknown_orientation : bool
+        Accept a file whose sform and qform codes are both 0 (placed by its
+        voxel sizes only, with an :class:`ImmunotrackWarning`).
+    lazy : bool
+        Return a dask array instead of reading the data.
 
-    A JSON sidecar of the same name (BIDS) is read into ``metadata``; its
-    ``Modality`` and ``Units`` fields set the modality and unit.
+    Returns
+    -------
+    Volume
+        ``data`` is ``([t,] k, j, i)``; ``metadata`` holds ``source_path``,
+        ``format``, ``sform_code``, ``qform_code``, ``affine_source``,
+        ``leading_axis`` (4D), ``frame_interval_s`` (4D time series) and the
+        sidecar's keys.
+
+    Examples
+    --------
+    >>> import os, nibabel as nib, numpy as np
+    >>> from nibabel.testing import data_path
+    >>> f = os.path.join(data_path, "anatomical.nii")
+    >>> v = read_nifti(f)
+    >>> v.spatial_shape, v.orientation()
+    ((25, 41, 33), 'SAL')
+    >>> np.allclose(v.index_to_world([[3, 2, 1]]), nib.load(f).affine @ [1, 2, 3, 1])
+    True
     """
     import nibabel as nib
 
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path.")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a .nii or .nii.gz file.")
     try:
         img = nib.load(str(path))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; check the path.") from None
     except Exception as exc:  # nibabel raises many types for broken headers
-        raise InputError(f"{path} is not a readable NIfTI file ({' '.join(str(exc).split())[:120]}); "
+        raise InputError(f"{path} is not a readable NIfTI file ({_short(exc)}); "
                          "check that the file is complete and not corrupt.") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{path} is not a NIfTI-1/2 image; convert it to NIfTI first.")
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) or isinstance(img, nib.Cifti2Image):
+        raise InputError(f"{path} is not a NIfTI-1/2 volume ({type(img).__name__}); convert it to NIfTI first.")
     header = img.header
-    sform_code = int(header["sform_code"])
-    qform_code = int(header["qform_code"])
-    meta = {"source_path": str(path), "format": "nifti", "sform_code": sform_code, "qform_code": qform_code}
-    if sform_code == 0 and qform_code == 0:
-        message = (f"{path} has no valid orientation (sform and qform codes are 0), so its position in the "
-                   "scanner is unknown; fix the header or load it with allow_unknown_orientation=True.")
-        if not allow_unknown_orientation:
-            raise InputError(message)
-        warnings.warn(f"{path}: no orientation in the header; placed by voxel sizes only.", ImmunotrackWarning)
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) < 3:
+        raise InputError(f"{path} is a {len(shape)}D image {shape}; a 3D volume is needed "
+                         "(save single slices as 3D with one slice).")
+    if any(s < 1 for s in shape):
+        raise InputError(f"{path} is empty (shape {shape}); the header is broken.")
+    zooms = [float(z) for z in header.get_zooms()]
+    if any(not np.isfinite(z) or z <= 0 for z in zooms[:3]):
+        raise InputError(f"{path} has a zero, negative or invalid voxel size {zooms[:3]}; fix pixdim in the header.")
+    affine_ijk, affine_source = _choose_affine(header, path, allow_unknown_orientation)
+    if not np.all(np.isfinite(affine_ijk)):
+        raise InputError(f"{path} has non-finite values in its {affine_source}; the file's geometry is broken.")
+    space_unit, time_unit = header.get_xyzt_units()
+    to_mm = _SPACE_TO_MM.get(space_unit, 1.0)
+    if to_mm != 1.0:
+        # the affine is in the header's unit: scale rotation/zoom and translation alike
+        affine_ijk = affine_ijk.copy()
+        affine_ijk[:3, :] *= to_mm
+    meta = {"source_path": str(path), "format": "nifti2" if isinstance(img, nib.Nifti2Image) else "nifti1",
+            "sform_code": int(header["sform_code"]), "qform_code": int(header["qform_code"]),
+            "affine_source": affine_source, "spatial_unit_in_file": space_unit}
+    if affine_source.startswith("voxel"):
         meta["orientation_unknown"] = True
-    affine_ijk = img.affine
+    descrip = header["descrip"].item()
+    if isinstance(descrip, bytes):
+        descrip = descrip.decode("latin-1").strip("\x00 ")
+    if descrip:
+        meta["descrip"] = descrip
+    if img.get_data_dtype().fields is not None:
+        raise InputError(f"{path} holds RGB or structured voxels ({img.get_data_dtype()}); "
+                         "convert it to a grey-scale volume first.")
     try:
-        data = img.dataobj if lazy else np.asanyarray(img.dataobj)
         if lazy:
             import dask.array as da
 
             data = da.from_array(img.dataobj, chunks="auto")
+        else:
+            data = np.asanyarray(img.dataobj)
+            if not data.dtype.isnative:  # big-endian files: napari and vispy want native order
+                data = data.astype(data.dtype.newbyteorder("="))
     except Exception as exc:
-        raise InputError(f"{path}: the image data cannot be read ({' '.join(str(exc).split())[:120]}); "
-                         "the file is probably truncated.") from None
-    if data.ndim == 2:
-        raise InputError(f"{path} is a 2D image; a 3D volume is needed.")
+        raise InputError(f"{path}: the image data cannot be read ({_short(exc)}); "
+                         "the file is probably truncated or corrupt.") from None
+    # drop trailing axes of length 1 (x, y, z, 1) -> (x, y, z)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    side = _sidecar_json(path)
     if data.ndim > 4:
-        # 5D NIfTI (e.g. vectors): keep the first three spatial axes and flatten the rest
+        # 5D NIfTI (vectors, tensors): components become the leading axis
         data = data.reshape(data.shape[:3] + (-1,))
+        meta["leading_axis"] = "component"
     if data.ndim == 4:
         data = data.transpose(3, 2, 1, 0)
+        echo = side.get("EchoTime")
+        meta.setdefault("leading_axis", "echo" if isinstance(echo, list) and len(echo) == data.shape[0] else "time")
+        if meta["leading_axis"] == "time" and len(zooms) > 3 and zooms[3] > 0 and time_unit in _TIME_TO_S:
+            meta["frame_interval_s"] = zooms[3] * _TIME_TO_S[time_unit]
     else:
         data = data.transpose(2, 1, 0)
-    side = _sidecar_json(path)
     meta.update(side)
-    if data.ndim == 4:
-        meta.setdefault("leading_axis", "echo" if isinstance(side.get("EchoTime"), list) else "time")
-    zooms = header.get_zooms()
-    if any(z <= 0 for z in zooms[:3]):
-        raise InputError(f"{path} has a zero or negative voxel size {zooms[:3]}; fix pixdim in the header.")
-    name = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
     return Volume(
         data=data,
         affine=affine_ijk @ _REVERSE,
         modality=modality or side.get("Modality", "MR"),
         unit=unit or side.get("Units", "a.u."),
         metadata=meta,
-        name=name,
+        name=_stem(path),
     )
+
+
+def _nifti_dtype(data: np.ndarray, labels: bool) -> np.dtype:
+    """A data type NIfTI tools read: small unsigned ints for labels, float32 for float64 images."""
+    if labels:
+        top = int(data.max()) if data.size else 0
+        return np.dtype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32)
+    if data.dtype == bool:
+        return np.dtype(np.uint8)
+    if data.dtype == np.float16:
+        return np.dtype(np.float32)
+    if data.dtype == np.float64:
+        # float32 halves the file; keep float64 only when it would lose values
+        # (e.g. scaled integers read from a NIfTI), so a round trip is exact
+        with np.errstate(over="ignore", invalid="ignore"):
+            lossless = np.array_equal(data.astype(np.float32), data, equal_nan=True)
+        return np.dtype(np.float32 if lossless else np.float64)
+    if data.dtype in (np.int64, np.uint64):
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        return np.dtype(np.int32) if np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max else data.dtype
+    if np.iscomplexobj(data):
+        return np.dtype(np.complex64)
+    return data.dtype
 
 
 def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict | None = None,
                 labels: bool = False) -> Path:
-    """Write ``volume`` to NIfTI-1 atomically, with exactly its grid and affine.
+    """Write ``volume`` to NIfTI atomically, with exactly its grid and affine.
 
-    Labels are stored as the smallest unsigned integer type that holds them.
-    A provenance dictionary, if given, goes to ``<path>.provenance.json``.
+    Parameters
+    ----------
+    volume : Volume
+        3D or 4D. The affine is written as both sform and qform (codes from
+        the source file's ``metadata`` when present, else 1 = scanner), in mm.
+    path : str or Path
+        ``.nii`` or ``.nii.gz``. NIfTI-2 is used only when a dimension
+        exceeds NIfTI-1's limit of 32767.
+    overwrite : bool
+        Replace an existing file (refused otherwise).
+    provenance : dict, optional
+        Written to ``<path>.provenance.json``.
+        Values are stored as they are (float64 as float32 when that loses
+        nothing; bool as uint8; float16 as float32), without scaling.
+    labels : bool
+        Check that the values are whole non-negative numbers
+        (:func:`~napari_immunotrack.volume.as_labels`) and store them as the
+        smallest unsigned integer type that holds them, with the NIfTI
+        intent "label".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> seg = Volume(np.zeros((4, 5, 6), np.uint8), np.diag([2.0, 1.0, 0.5, 1.0]), unit="label")
+    >>> write_nifti(seg, "seg.nii.gz", labels=True)   # doctest: +SKIP
     """
     import nibabel as nib
 
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise InputError(f"{path}: NIfTI output must end in .nii or .nii.gz.")
-    data = volume.numpy()
+    from ..outputs import check_output
+
+    check_output(path, overwrite)  # fail before computing a dask volume
     if labels:
-        top = int(data.max()) if data.size else 0
-        dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
-        data = data.astype(dtype)
-    elif data.dtype == np.float64:
-        data = data.astype(np.float32)
+        volume = as_labels(volume, name=volume.name or "labels")
+    data = volume.numpy()
+    data = data.astype(_nifti_dtype(data, labels), copy=False)
     data = data.transpose(tuple(range(data.ndim))[::-1])  # ([t,] k, j, i) -> (i, j, k[, t])
     affine_ijk = volume.affine @ _REVERSE
-    img = nib.Nifti1Image(data, affine_ijk)
-    code = int(volume.metadata.get("sform_code") or 1)
+    image_class = nib.Nifti2Image if max(data.shape) > 32767 else nib.Nifti1Image
+    img = image_class(data, affine_ijk, dtype=data.dtype)
+    code = int(volume.metadata.get("sform_code") or 0)
+    code = code if code > 0 else 1
+    qcode = int(volume.metadata.get("qform_code") or 0)
     img.set_sform(affine_ijk, code=code)
-    img.set_qform(affine_ijk, code=int(volume.metadata.get("qform_code") or code))
+    img.set_qform(affine_ijk, code=qcode if qcode > 0 else code)
     img.header.set_xyzt_units("mm", "sec")
+    if data.ndim == 4 and volume.metadata.get("frame_interval_s"):
+        img.header.set_zooms(tuple(img.header.get_zooms()[:3]) + (float(volume.metadata["frame_interval_s"]),))
     if labels:
         img.header.set_intent("label")
+        img.header["cal_min"], img.header["cal_max"] = 0, float(data.max()) if data.size else 0
     with atomic_output(path, overwrite) as tmp:
         nib.save(img, str(tmp))
         if provenance is not None:

@@ -1,0 +1,46 @@
+"""napari writer contribution: labels to NIfTI on the source image's grid."""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def write_labels(path: str, data, meta: dict):
+    """Write a Labels layer to NIfTI with its source grid and affine.
+
+    napari gives the layer's data and attributes (scale, translate, affine,
+    metadata). Labels made by this plugin carry their native grid in
+    ``metadata["volume"]``; others are placed by their scale/translate/affine.
+    """
+    import numpy as np
+
+    from .io import save_labels
+    from .provenance import record
+    from .volume import Volume
+    from .widgets._common import _SWAP
+
+    metadata = meta.get("metadata") or {}
+    stored = metadata.get("volume")
+    # napari world (S, A, R) -> RAS; scale/translate and affine composed as napari does
+    n = np.asarray(data).ndim
+    if n != 3:
+        raise InputError(f"only 3D labels can be written to NIfTI (this layer is {n}D).")
+    scale = np.asarray(meta.get("scale", [1, 1, 1]), float)[-3:]
+    translate = np.asarray(meta.get("translate", [0, 0, 0]), float)[-3:]
+    physical = np.eye(4)
+    physical[:3, :3] = np.diag(scale)
+    physical[:3, 3] = translate
+    extra = np.asarray(meta.get("affine", np.eye(4)), float)
+    if extra.shape != (4, 4):
+        extra = np.eye(4)
+    affine = _SWAP @ extra @ physical
+    labels = Volume(np.asarray(data), affine, modality="SEG", unit="label", name=meta.get("name", "labels"))
+    if stored is not None and stored.spatial_shape != labels.spatial_shape or \
+            stored is not None and not np.allclose(stored.affine, labels.affine, atol=1e-6):
+        labels = labels.resample_to(stored, order=0)
+        labels.metadata.update({k: stored.metadata[k] for k in ("sform_code", "qform_code") if k in stored.metadata})
+    prov = record("napari-labels-export", inputs={"source": stored} if stored is not None else {},
+                  parameters={"layer": meta.get("name")})
+    # napari's Save dialog already asked about replacing an existing file
+    save_labels(labels, path, overwrite=True, provenance=prov)
+    return [path]

@@ -1,0 +1,309 @@
+"""What every widget shares: layers <-> Volumes, modality defaults, a worker
+with progress and Cancel, error notifications, and a findings table dock.
+
+Conventions
+-----------
+- A layer made from a Volume carries the native Volume in
+  ``layer.metadata["volume"]`` (its own grid and affine, never resampled) and
+  shows ``volume.for_display()``: canonical S, A, R axes, positioned with
+  ``scale``/``translate`` in napari's world order (S, A, R) mm.
+- :func:`layer_to_volume` gives back the native Volume when the layer's data
+  are untouched, else builds one from the layer's data and its data-to-world
+  transform; ``native=True`` then carries edited labels back onto the native
+  grid (exact for a transposed/flipped display).
+- Long work runs through :class:`TaskRunner`: a worker thread, a progress bar,
+  a Cancel button; the pure function gets a ``progress`` callback that raises
+  :class:`~napari_immunotrack.errors.Cancelled` when Cancel was pressed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import Cancelled, InputError, one_line
+from ..volume import Volume, napari_to_ras, ras_to_napari
+
+#: napari world order is (S, A, R): this swaps it with RAS (x, y, z).
+_SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+
+#: Modality display defaults: colormap, blending, whether values are "hot spots".
+MODALITY_STYLE = {
+    "MR": {"colormap": "gray", "blending": "translucent_no_depth"},
+    "CT": {"colormap": "gray", "blending": "translucent_no_depth"},
+    "PT": {"colormap": "inferno", "blending": "additive", "opacity": 0.8},
+    "NM": {"colormap": "inferno", "blending": "additive", "opacity": 0.8},
+    "F19": {"colormap": "magenta", "blending": "additive"},
+    "MPI": {"colormap": "cyan", "blending": "additive"},
+    "OPT": {"colormap": "green", "blending": "additive"},
+    "OT": {"colormap": "gray", "blending": "translucent_no_depth"},
+}
+
+
+def contrast_limits_for(volume_data, modality: str):
+    """Modality contrast preset: anatomy 0.5-99.5 percentile, hot spots 0-99.9 percentile."""
+    data = np.asarray(volume_data)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
+    if modality in ("PT", "NM", "F19", "MPI", "OPT"):
+        lo, hi = 0.0, float(np.percentile(sample, 99.9))
+        lo = min(lo, float(sample.min()))
+    else:
+        lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if not hi > lo:
+        hi = lo + 1.0
+    return (lo, hi)
+
+
+def volume_layer_data(volume: Volume, reference: Optional[Volume] = None, as_labels: bool = False,
+                      **overrides) -> tuple:
+    """A napari LayerData tuple ``(data, kwargs, layer_type)`` for a Volume."""
+    display = volume.for_display(reference=reference, order=0 if as_labels else 1)
+    geometry = display.napari_geometry()
+    metadata = {"volume": volume, "immunotrack": {"modality": volume.modality, "unit": volume.unit,
+                                                  "display_resampled": bool(display.metadata.get("display_resampled"))}}
+    kwargs: dict[str, Any] = {"name": volume.name or volume.modality, "metadata": metadata,
+                              "units": ("pixel",) * (len(geometry["scale"]) - 3) + ("mm",) * 3, **geometry}
+    if as_labels or volume.modality == "SEG" or volume.unit == "label":
+        kwargs.update(overrides)
+        labels = np.asarray(display.numpy()).astype(np.int32, copy=False)
+        metadata["_display_fingerprint"] = _fingerprint(labels)
+        return labels, kwargs, "labels"
+    style = dict(MODALITY_STYLE.get(volume.modality, MODALITY_STYLE["OT"]))
+    data = display.data
+    metadata["_display_fingerprint"] = _fingerprint(data)
+    if "multiscale" not in volume.metadata:
+        style["contrast_limits"] = contrast_limits_for(display.numpy(), volume.modality)
+    kwargs.update(style)
+    kwargs.update(overrides)
+    if volume.data.ndim == 4 and volume.metadata.get("leading_axis") == "channel":
+        kwargs["channel_axis"] = 0
+        kwargs.pop("colormap", None)
+        kwargs["scale"], kwargs["translate"] = geometry["scale"][1:], geometry["translate"][1:]
+        kwargs["units"] = ("mm",) * 3
+    return data, kwargs, "image"
+
+
+def add_volume(viewer, volume: Volume, reference: Optional[Volume] = None, as_labels: bool = False, **overrides):
+    """Add a Volume to the viewer in world millimetres with modality defaults; return the layer."""
+    data, kwargs, layer_type = volume_layer_data(volume, reference=reference, as_labels=as_labels, **overrides)
+    if layer_type == "labels":
+        return viewer.add_labels(data, **kwargs)
+    return viewer.add_image(data, **kwargs)
+
+
+def layer_affine_ras(layer) -> np.ndarray:
+    """The layer's data index -> world RAS mm 4x4 affine (last three axes)."""
+    matrix = np.asarray(layer._data_to_world.affine_matrix, float)  # napari world order
+    n = matrix.shape[0] - 1
+    if n < 3:
+        raise InputError(f"layer {layer.name!r} is {n}D; a 3D layer is needed.")
+    spatial = np.eye(4)
+    spatial[:3, :3] = matrix[n - 3:n, n - 3:n]
+    spatial[:3, 3] = matrix[n - 3:n, n]
+    return _SWAP @ spatial
+
+
+def layer_to_volume(layer, native: bool = True) -> Volume:
+    """The Volume behind a layer (see module docstring)."""
+    stored = layer.metadata.get("volume") if hasattr(layer, "metadata") else None
+    data = layer.data
+    if isinstance(data, list):  # multiscale: level 0
+        data = data[0]
+    if stored is not None and not _data_changed(layer, stored):
+        return stored
+    affine = layer_affine_ras(layer)
+    is_labels = type(layer).__name__ == "Labels"
+    if stored is not None:
+        modality, unit, meta = stored.modality, stored.unit, dict(stored.metadata)
+    else:
+        modality, unit, meta = ("SEG", "label", {}) if is_labels else ("OT", "a.u.", {})
+    if is_labels:
+        modality, unit = "SEG", "label"
+    vol = Volume(np.asarray(data), affine, modality=modality, unit=unit, metadata=meta, name=layer.name)
+    if native and stored is not None and vol.spatial_shape != stored.spatial_shape and \
+            int(np.prod(vol.spatial_shape)) == int(np.prod(stored.spatial_shape)):
+        vol = vol.resample_to(stored, order=0)
+    elif native and stored is not None and vol.spatial_shape == stored.spatial_shape and \
+            not np.allclose(vol.affine, stored.affine, atol=1e-6):
+        vol = vol.resample_to(stored, order=0)
+    return vol
+
+
+def _fingerprint(data) -> Optional[str]:
+    """A content hash of an in-memory array (None for lazy arrays, which cannot be edited)."""
+    import hashlib
+
+    if isinstance(data, list):
+        data = data[0]
+    if type(data).__module__.startswith(("dask", "zarr")):
+        return None
+    arr = np.ascontiguousarray(np.asarray(data))
+    return hashlib.blake2b(arr.view(np.uint8).reshape(-1), digest_size=16).hexdigest() + str(arr.shape)
+
+
+def _data_changed(layer, stored: Volume) -> bool:
+    """True when the layer's array is no longer the display of ``stored`` (edited labels)."""
+    token = layer.metadata.get("_display_fingerprint")
+    current = _fingerprint(layer.data)
+    if current is None:  # lazy data cannot have been edited in place
+        return False
+    return token != current
+
+
+def shapes_to_mask(shapes_layer, reference: Volume) -> Volume:
+    """Rasterise a Shapes layer (polygons/rectangles/ellipses drawn on slices) onto ``reference``'s grid.
+
+    Each shape's vertices go to world, then to the reference's canonical display
+    grid, where the polygon is filled on the slice it was drawn on; the mask is
+    carried back to the native grid (nearest neighbour, exact for a transposed grid).
+    """
+    from skimage.draw import polygon as fill_polygon
+
+    display = reference.for_display(order=0)
+    mask = np.zeros(display.spatial_shape, np.uint8)
+    to_world = shapes_layer._data_to_world
+    for vertices in shapes_layer.data:
+        world_napari = np.asarray(to_world(np.asarray(vertices, float)))[:, -3:]
+        idx = display.world_to_index(napari_to_ras(world_napari))
+        z = np.round(idx[:, 0]).astype(int)
+        if np.ptp(z) > 0:
+            raise InputError("a shape spans several slices; draw ROIs on one axial slice per shape.")
+        if not 0 <= z[0] < mask.shape[0]:
+            continue
+        rr, cc = fill_polygon(idx[:, 1], idx[:, 2], shape=mask.shape[1:])
+        mask[z[0], rr, cc] = 1
+    vol = Volume(mask, display.affine, modality="SEG", unit="label", name=shapes_layer.name)
+    return vol.resample_to(reference, order=0) if not vol.same_grid(reference) else vol
+
+
+def center_on_world(viewer, ras_point) -> None:
+    """Move every view (slider and camera) to a world RAS point in mm."""
+    point = ras_to_napari(np.asarray(ras_point, float))
+    ndim = viewer.dims.ndim
+    full = list(viewer.dims.point)
+    full[ndim - 3:] = point.tolist()
+    viewer.dims.point = full
+    displayed = list(viewer.dims.displayed)
+    viewer.camera.center = tuple(full[d] for d in displayed)
+
+
+def notify_error(exc: BaseException) -> None:
+    """Show an exception to the user as a one-line napari notification."""
+    from napari.utils.notifications import show_error, show_info
+
+    if isinstance(exc, Cancelled):
+        show_info("cancelled")
+    elif isinstance(exc, InputError):
+        show_error(one_line(exc))
+    else:
+        show_error(f"internal error: {type(exc).__name__}: {one_line(exc)[:200]}")
+
+
+class TaskRunner:
+    """Run a pure function in a worker thread with a progress bar and Cancel.
+
+    ``func`` must accept a ``progress`` keyword (see progress.py). Usage::
+
+        runner = TaskRunner(progress_bar, cancel_button)
+        runner.start(segment_clusters, post, progress_kw="progress", on_done=self._show)
+    """
+
+    def __init__(self, progress_bar=None, cancel_button=None, status_label=None):
+        from qtpy.QtCore import QObject, Signal
+
+        class _Relay(QObject):
+            progressed = Signal(float, str)
+
+        self._relay = _Relay()
+        self._relay.progressed.connect(self._on_progress)
+        self.progress_bar = progress_bar
+        self.cancel_button = cancel_button
+        self.status_label = status_label
+        self._cancel = threading.Event()
+        self.worker = None
+        if cancel_button is not None:
+            cancel_button.clicked.connect(self.cancel)
+            cancel_button.setEnabled(False)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _callback(self, fraction: float, message: str = "") -> None:
+        if self._cancel.is_set():
+            raise Cancelled("cancelled by the user")
+        self._relay.progressed.emit(float(fraction), str(message))  # queued across threads
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.setValue(int(round(100 * fraction)))
+        if self.status_label is not None:
+            self.status_label.setText(message)
+
+    def start(self, func: Callable, *args, on_done: Callable[[Any], None],
+              on_error: Optional[Callable[[BaseException], None]] = None, progress_kw: str = "progress", **kwargs):
+        """Start ``func(*args, progress=..., **kwargs)``; call ``on_done(result)`` in the GUI thread."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            raise InputError("a computation is already running; wait for it or press Cancel.")
+        self._cancel.clear()
+        kwargs[progress_kw] = self._callback
+        worker = create_worker(func, *args, _start_thread=False, **kwargs)
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error or notify_error)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        if self.progress_bar is not None:
+            self.progress_bar.setValue(0)
+        if self.cancel_button is not None:
+            self.cancel_button.setEnabled(True)
+        worker.start()
+        return worker
+
+    def _finished(self) -> None:
+        self.worker = None
+        if self.cancel_button is not None:
+            self.cancel_button.setEnabled(False)
+
+
+def table_widget(df, on_row_clicked: Optional[Callable[[int], None]] = None):
+    """A read-only QTableWidget showing a DataFrame; ``on_row_clicked(row_index)`` on click."""
+    from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+    table = QTableWidget(len(df), len(df.columns))
+    table.setHorizontalHeaderLabels([str(c) for c in df.columns])
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    for r, row in enumerate(df.itertuples(index=False)):
+        for c, value in enumerate(row):
+            text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+            table.setItem(r, c, QTableWidgetItem(text))
+    table.resizeColumnsToContents()
+    if on_row_clicked is not None:
+        table.cellClicked.connect(lambda row, _col: on_row_clicked(row))
+    return table
+
+
+def centroid_of_row(df, row: int):
+    """The RAS centroid (mm) of a table row with centroid_x_mm/centroid_y_mm/centroid_z_mm columns."""
+    return np.array([df.iloc[row][f"centroid_{a}_mm"] for a in "xyz"], float)
+
+
+def show_table_dock(viewer, df, name: str, centre_on_click: bool = True):
+    """Dock a findings table; clicking a row with centroid columns centres the views on it."""
+    on_click = None
+    if centre_on_click and {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(df.columns):
+        def on_click(row):
+            center_on_world(viewer, centroid_of_row(df, row))
+    table = table_widget(df, on_click)
+    viewer.window.add_dock_widget(table, name=name, area="right")
+    return table
