@@ -65,6 +65,47 @@ def atomic_output(path, overwrite: bool = False) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_output_dir(path, overwrite: bool = False) -> Iterator[Path]:
+    """Like :func:`atomic_output` for an output that is a folder (OME-Zarr, DICOM series).
+
+    Yields an empty temporary folder beside ``path``; on success it is
+    renamed to ``path`` (an existing ``path`` is first moved aside and removed
+    only after the rename, so a crash leaves the old folder or the new one).
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite to replace it.")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file; give a folder name for the output.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"the folder {parent} does not exist; create it first or choose another output path.")
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part" + _suffixes(path), dir=parent))
+    old = None
+    try:
+        yield tmp_path
+        if path.exists():
+            if not overwrite:  # appeared while we were writing
+                raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it.")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            os.replace(path, old / path.name)
+            try:
+                os.replace(tmp_path, path)
+            except BaseException:
+                os.replace(old / path.name, path)  # put the old folder back
+                raise
+        else:
+            os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path, text: str, overwrite: bool = False) -> Path:
     """Atomically write a text file."""
     with atomic_output(path, overwrite) as tmp:

@@ -86,11 +86,12 @@ def load_volume(path, **kwargs) -> Volume:
     return volumes[0]
 
 
-def save_labels(labels: Volume, path, overwrite: bool = False, provenance=None):
-    """Write a label Volume to NIfTI with exactly its grid and affine (atomic)."""
+def save_labels(labels: Volume, path, overwrite: bool = False, provenance=None, description=None):
+    """Write a label Volume to NIfTI with exactly its grid and affine (atomic); ``description`` goes to the header."""
     from . import nifti
 
-    return nifti.write_nifti(labels, path, overwrite=overwrite, provenance=provenance, labels=True)
+    return nifti.write_nifti(labels, path, overwrite=overwrite, provenance=provenance, labels=True,
+                             description=description)
 
 
 def save_volume(volume: Volume, path, overwrite: bool = False, provenance=None):

@@ -224,7 +224,7 @@ def _nifti_dtype(data: np.ndarray, labels: bool) -> np.dtype:
 
 
 def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict | None = None,
-                labels: bool = False) -> Path:
+                labels: bool = False, description: str | None = None) -> Path:
     """Write ``volume`` to NIfTI atomically, with exactly its grid and affine.
 
     Parameters
@@ -246,6 +246,9 @@ def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict 
         (:func:`~napari_immunotrack.volume.as_labels`) and store them as the
         smallest unsigned integer type that holds them, with the NIfTI
         intent "label".
+    description : str, optional
+        Written to the header's ``descrip`` field (at most 79 characters
+        kept), e.g. to mark a result as unconfirmed.
 
     Examples
     --------
@@ -278,6 +281,8 @@ def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict 
     img.header.set_xyzt_units("mm", "sec")
     if data.ndim == 4 and volume.metadata.get("frame_interval_s"):
         img.header.set_zooms(tuple(img.header.get_zooms()[:3]) + (float(volume.metadata["frame_interval_s"]),))
+    if description:
+        img.header["descrip"] = str(description)[:79].encode("latin-1", "replace")
     if labels:
         img.header.set_intent("label")
         img.header["cal_min"], img.header["cal_max"] = 0, float(data.max()) if data.size else 0

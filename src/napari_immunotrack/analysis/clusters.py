@@ -1,0 +1,1401 @@
+"""Hypointense (iron) cluster segmentation on T2/T2*-weighted MRI.
+
+Iron-oxide-labelled cells appear as dark "blooming" voids. This module finds
+them, removes the dark spots that were there before injection, and reports
+each cluster (SCIENCE.md section 2). Pure functions: Volumes in, a label
+Volume and a pandas table out; no napari, Qt or file I/O.
+
+Pipeline of :func:`segment_clusters`
+------------------------------------
+1. Everything is carried onto the post-injection image's grid: masks
+   (reference, search, background) by nearest neighbour through world
+   coordinates; the baseline through a registration transform, or used as is
+   when it has exactly the same grid (see :func:`prepare`).
+2. Noise: the Rician sigma from a background (air) ROI, SD/0.6551 or
+   mean/sqrt(pi/2); without one, from the post-minus-baseline difference in
+   the reference ROI (SD/sqrt(2)), from the air at the border of the field of
+   view, or, as an upper bound, from the reference ROI's spread.
+3. Normalisation: ``r = S / mean(S in the reference ROI)``.
+4. Candidate voxels by one rule (``method``):
+
+   - ``"fraction"``: ``r < threshold`` (default 0.5, Tremblay et al. 2018);
+   - ``"percentile"``: the darkest ``threshold`` % of the search ROI
+     (default 10);
+   - ``"ksigma"``: ``S < mean_ref - threshold * SD_ref`` (default 3);
+   - ``"blob"``: local contrast ``c = 1 - G_s1(S) / G_s2(S) > threshold``
+     (default 0.3; Gaussian scales s1 = 0.5, s2 = 3 voxels, a
+     difference-of-Gaussians void detector) with the local deficit above
+     5 times its noise SD. It finds voids of one or two voxels that partial
+     volume keeps above 50 % of the reference.
+
+   The Rician floor guard warns when the threshold in signal units is under
+   3 sigma.
+5. Baseline confirmation (with a pre-injection scan): a voxel must have
+   darkened, ``post < baseline_ratio * pre`` (default 0.6) or, with
+   ``baseline_rule="delta_r2s"``, ``ln(pre/post)`` above ``baseline_k`` times
+   its noise SD (post floored at sigma, where the Rician magnitude has no
+   meaningful R2*); and it must not have been dark before (no baseline voxel
+   in its 3x3x3 neighbourhood is a candidate of the same rule). Voxels dark
+   in both scans (air, bone, vessels, haemorrhage) are thus never reported.
+6. 3D connected components (6, 18 or 26-connected; recorded), restricted to
+   the search ROI, smaller than ``min_size`` voxels removed.
+7. Touching blooms: a component whose smoothed normalised signal has two or
+   more minima at least ``split_h`` deep (h-minima) is split by a watershed
+   from those minima; the split is recorded in the table (``split`` column).
+8. A table with one row per label (see :func:`measure_clusters`).
+
+Dask-backed volumes are processed chunk by chunk (the rule with overlapping
+chunks; each chunk labelled alone and labels merged across chunk faces), and
+give exactly the labels of the in-memory path.
+
+Table columns
+-------------
+``label``, ``voxels``, ``volume_mm3``, ``centroid_x_mm``, ``centroid_y_mm``,
+``centroid_z_mm`` (world RAS; centroid weighted by the signal deficit
+``clip(1 - r, 0, 1)``, which is closer to the dipole centre than the plain
+mask centroid because a bloom's dark core is symmetric about the particle),
+``min_signal_norm`` and ``mean_signal_norm`` (fractions of the reference
+mean), ``baseline_ratio`` (mean post / mean pre over the cluster, NaN
+without a baseline), ``cnr`` = (mean_ref - mean_cluster) / sigma, ``split``.
+A void volume is reported, not a cell count: the bloom size depends on iron,
+field, TE and orientation (Sehl et al. 2020).
+
+Examples
+--------
+>>> import numpy as np
+>>> from napari_immunotrack.volume import Volume
+>>> rng = np.random.default_rng(0)
+>>> img = np.abs(100 + rng.normal(0, 5, (20, 20, 20)) + 1j * rng.normal(0, 5, (20, 20, 20)))
+>>> img[8:11, 8:11, 8:11] = 5.0                     # one dark void of 27 voxels
+>>> post = Volume(img.astype(np.float32), np.diag([0.1, 0.1, 0.1, 1.0]), modality="MR")
+>>> ref = Volume((np.indices(img.shape)[0] < 5).astype(np.uint8), post.affine)
+>>> result = segment_clusters(post, reference_mask=ref)
+>>> len(result.table), int(result.table.voxels[0])
+(1, 27)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import ImmunotrackWarning, InputError
+from ..progress import report, scaled
+from ..volume import Volume
+
+METHODS = ("fraction", "percentile", "ksigma", "blob")
+#: Default threshold of each rule (fraction of reference, percent, k, local contrast).
+DEFAULT_THRESHOLDS = {"fraction": 0.5, "percentile": 10.0, "ksigma": 3.0, "blob": 0.3}
+BASELINE_RULES = ("ratio", "delta_r2s")
+CONNECTIVITIES = {6: 1, 18: 2, 26: 3}
+
+#: SD of a Rayleigh distribution (pure-noise magnitude) in units of sigma: sqrt(2 - pi/2).
+RAYLEIGH_SD = math.sqrt(2.0 - math.pi / 2.0)  # 0.6551
+#: Mean of a Rayleigh distribution in units of sigma: sqrt(pi/2).
+RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)  # 1.2533
+#: Median of a Rayleigh distribution in units of sigma: sqrt(2 ln 2).
+RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))  # 1.1774
+#: A threshold under FLOOR_K * sigma cannot separate a void from noise.
+FLOOR_K = 3.0
+#: Noise statistics use at most this many voxels (a regular subsample).
+_MAX_SAMPLE = 1 << 20
+#: Blob detector: the local deficit must exceed this many noise SDs of the filter.
+BLOB_NOISE_K = 5.0
+
+TABLE_COLUMNS = ["label", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                 "min_signal_norm", "mean_signal_norm", "baseline_ratio", "cnr", "split"]
+
+
+# ---------------------------------------------------------------- small types
+@dataclass
+class NoiseEstimate:
+    """The noise sigma (signal units) and how it was obtained."""
+
+    sigma: float
+    method: str
+    n_voxels: int
+    details: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ReferenceStats:
+    """Mean and SD of the reference tissue (signal units) and where they came from."""
+
+    mean: float
+    sd: float
+    n_voxels: int
+    source: str
+
+
+@dataclass
+class Rule:
+    """A candidate rule with every number it needs, in normalised units (fractions of the reference).
+
+    Made by :meth:`PreparedInputs.rule`; apply it with :meth:`PreparedInputs.candidates`.
+    """
+
+    method: str
+    threshold: float
+    cut: float                       # voxel rules: r < cut; blob: local contrast > cut
+    ref_mean: float
+    pre_ref_mean: Optional[float]
+    sigma: float
+    baseline_rule: str = "ratio"
+    baseline_ratio: float = 0.6
+    baseline_k: float = 3.0
+    blob_sigmas: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = ((0.5,) * 3, (3.0,) * 3)
+    blob_noise_sd: float = 0.0       # noise SD of the blob deficit (signal units)
+
+    @property
+    def threshold_signal(self) -> float:
+        """The rule's threshold in the post image's signal units (voxel rules)."""
+        return self.cut * self.ref_mean
+
+    def depth(self, has_baseline: bool) -> Tuple[int, int, int]:
+        """Halo (voxels per axis) a block needs so that the rule gives the same result as on the whole volume."""
+        if self.method == "blob":
+            return tuple(int(4.0 * s + 0.5) + 1 for s in self.blob_sigmas[1])
+        return (1, 1, 1) if has_baseline else (0, 0, 0)
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "threshold": self.threshold, "cut_normalised": self.cut,
+                "threshold_signal": self.threshold_signal if self.method != "blob" else None,
+                "baseline_rule": self.baseline_rule, "baseline_ratio": self.baseline_ratio,
+                "baseline_k": self.baseline_k,
+                "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None}
+
+
+@dataclass
+class ClusterResult:
+    """What :func:`segment_clusters` returns.
+
+    Attributes
+    ----------
+    labels : Volume
+        Integer labels on the post image's grid (0 background, 1..N clusters),
+        NumPy or dask like the input.
+    table : pandas.DataFrame
+        One row per label (columns in the module docstring).
+    sigma : float
+        Rician noise sigma used (signal units).
+    noise : NoiseEstimate
+    reference : ReferenceStats
+    rule : Rule
+    warnings : list of str
+        Everything doubtful, also emitted as ImmunotrackWarning.
+    parameters : dict
+        All parameters, for provenance.
+    """
+
+    labels: Volume
+    table: Any
+    sigma: float
+    noise: NoiseEstimate
+    reference: ReferenceStats
+    rule: Rule
+    warnings: List[str]
+    parameters: Dict[str, Any]
+
+    def provenance(self, inputs: Optional[dict] = None, step: str = "segment") -> dict:
+        """A provenance record (:func:`napari_immunotrack.provenance.record`) for this result."""
+        from ..provenance import record
+
+        return record(step, inputs, self.parameters, self.warnings,
+                      results={"clusters": int(len(self.table)), "sigma": self.sigma,
+                               "noise_method": self.noise.method, "reference_mean": self.reference.mean,
+                               "reference_source": self.reference.source,
+                               "split_components": int(self.parameters.get("split_components", 0))})
+
+
+# ------------------------------------------------------------------ helpers
+def _warn(message: str, collected: Optional[list]) -> None:
+    message = " ".join(message.split())
+    warnings.warn(message, ImmunotrackWarning, stacklevel=3)
+    if collected is not None:
+        collected.append(message)
+
+
+def _is_dask(array) -> bool:
+    return type(array).__module__.startswith("dask")
+
+
+def _label(volume: Volume, fallback: str) -> str:
+    return f"{fallback} ({volume.name})" if volume.name else fallback
+
+
+def _check_3d(volume: Volume, what: str) -> None:
+    if not isinstance(volume, Volume):
+        raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
+    if volume.data.ndim != 3:
+        raise InputError(f"{what} has {volume.data.ndim} dimensions; give one 3D volume "
+                         "(pick one echo or time frame first).")
+
+
+def structure_for(connectivity: int) -> np.ndarray:
+    """The 3x3x3 structuring element of 6-, 18- or 26-connectivity."""
+    if connectivity not in CONNECTIVITIES:
+        raise InputError(f"connectivity={connectivity} is not supported; use 6, 18 or 26.")
+    return ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity])
+
+
+def mask_on_grid(mask: Optional[Volume], grid: Volume, what: str, collected: Optional[list] = None):
+    """A mask Volume as a boolean array on ``grid`` (nearest neighbour through world coordinates).
+
+    Raises InputError when the mask is empty or lies outside ``grid``'s field of view.
+    Returns None for None. A dask mask on the same grid stays lazy.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Volume):
+        raise InputError(f"{what} must be a Volume (a label or mask image), got {type(mask).__name__}.")
+    if mask.data.ndim != 3:
+        raise InputError(f"{what} has {mask.data.ndim} dimensions; a 3D mask is needed.")
+    if mask.same_grid(grid):
+        data = mask.data
+        out = data != 0 if _is_dask(data) else np.asarray(data) != 0
+        if _is_dask(out):
+            if not bool(out.any().compute()):
+                raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
+            return out
+        out &= np.isfinite(np.asarray(data)) if np.asarray(data).dtype.kind == "f" else True
+        if not out.any():
+            raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
+        return out
+    src = mask.numpy()
+    if not np.any(np.nan_to_num(src) != 0):
+        raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
+    if mask.spatial_shape == grid.spatial_shape:
+        _warn(f"{what} has the image's shape but another affine; it was carried to the image through world "
+              "coordinates (check that it was drawn on this image).", collected)
+    src = (np.nan_to_num(src) != 0).astype(np.uint8)
+    out = Volume(src, mask.affine).resample_to(grid, order=0).numpy() != 0
+    if not out.any():
+        raise InputError(f"{what} lies outside the image: none of its voxels falls in the image's field of view; "
+                         "draw it on this image or check both files' positions.")
+    return out
+
+
+def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: Optional[list] = None) -> Volume:
+    """The baseline carried onto the post image's grid.
+
+    Rules (documented choice): a baseline with exactly the post image's grid
+    (shape and affine) is used as is. Any other baseline needs ``transform``,
+    the 4x4 world-to-world map from post world points to baseline world points
+    (a registration result; ``numpy.eye(4)`` when both are already in the same
+    world) and is then resampled linearly; voxels outside its field of view
+    become NaN and cannot be confirmed. The same shape with another affine is
+    not the same grid and is refused without a transform: it is usually two
+    scans that were never registered.
+    """
+    _check_3d(baseline, "the baseline")
+    if transform is None:
+        if baseline.same_grid(post):
+            return baseline
+        if baseline.spatial_shape == post.spatial_shape:
+            raise InputError("the baseline has the post image's shape but another affine (position or orientation), "
+                             "so they are not the same grid; register them and give the transform "
+                             "(--baseline-transform), or fix the header.")
+        raise InputError(f"the baseline grid {baseline.spatial_shape} differs from the post image grid "
+                         f"{post.spatial_shape} and no transform was given; register them and pass the transform "
+                         "(--baseline-transform FILE, or 'identity' if both are already in the same world).")
+    t = np.asarray(transform, float)
+    if t.shape != (4, 4) or not np.all(np.isfinite(t)) or not np.allclose(t[3], [0, 0, 0, 1]):
+        raise InputError("the baseline transform must be a finite 4x4 affine matrix with last row 0 0 0 1.")
+    if baseline.same_grid(post) and np.allclose(t, np.eye(4), atol=1e-9):
+        return baseline
+    out = baseline.resample_to(post, order=1, transform=t, fill=np.nan)
+    outside = float(np.mean(~np.isfinite(out.numpy())))
+    if outside >= 0.999:
+        raise InputError("the baseline lies outside the post image after the transform; check the transform's "
+                         "direction (post world -> baseline world) and the files.")
+    if outside > 0.01:
+        _warn(f"{100 * outside:.1f}% of the post image lies outside the baseline's field of view; clusters there "
+              "cannot be confirmed and are not reported.", collected)
+    return out
+
+
+# -------------------------------------------------------------------- noise
+def estimate_rician_sigma(image: Volume, background_mask: Volume, estimator: str = "sd") -> float:
+    """Rician noise sigma from a signal-free (air) region of a magnitude image.
+
+    Pure-noise magnitude is Rayleigh: ``sigma = SD_bg / 0.6551`` (``"sd"``)
+    or ``sigma = mean_bg / sqrt(pi/2)`` (``"mean"``).
+
+    Parameters
+    ----------
+    image : Volume
+        Magnitude image.
+    background_mask : Volume
+        Air region (any grid; carried to the image's).
+    estimator : {"sd", "mean"}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> air = np.abs(rng.normal(0, 4, (30, 30, 30)) + 1j * rng.normal(0, 4, (30, 30, 30)))
+    >>> img = Volume(air, np.eye(4))
+    >>> round(estimate_rician_sigma(img, Volume(np.ones(air.shape, np.uint8), np.eye(4))), 1)
+    4.0
+    """
+    return noise_from_background(image, background_mask, estimator).sigma
+
+
+def noise_from_background(image: Volume, background_mask: Volume, estimator: str = "sd",
+                          collected: Optional[list] = None) -> NoiseEstimate:
+    """:func:`estimate_rician_sigma` with both estimates and a warning when they disagree."""
+    if estimator not in ("sd", "mean"):
+        raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
+    _check_3d(image, "the image")
+    mask = mask_on_grid(background_mask, image, "the background ROI", collected)
+    values = _masked_values(image.data, mask)
+    values = values[np.isfinite(values)]
+    if values.size > _MAX_SAMPLE:  # a regular subsample of a million voxels gives sigma to 0.1 %
+        values = values[:: values.size // _MAX_SAMPLE + 1]
+    if values.size < 10:
+        raise InputError(f"the background ROI holds {values.size} usable voxels; draw a larger region of air.")
+    sd_sigma = float(np.std(values, ddof=1)) / RAYLEIGH_SD
+    mean_sigma = float(np.mean(values)) / RAYLEIGH_MEAN
+    if not (sd_sigma > 0 or mean_sigma > 0):
+        raise InputError("the background ROI is constant (zero noise); it is not a magnitude image's air, or the "
+                         "image was masked; draw the background elsewhere or give the sigma.")
+    sigma = sd_sigma if estimator == "sd" else mean_sigma
+    if min(sd_sigma, mean_sigma) <= 0 or max(sd_sigma, mean_sigma) / min(sd_sigma, mean_sigma) > 1.3:
+        _warn(f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
+              f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.", collected)
+    return NoiseEstimate(sigma, f"background ROI ({estimator})", int(values.size),
+                         {"sigma_from_sd": sd_sigma, "sigma_from_mean": mean_sigma})
+
+
+def _masked_values(data, mask) -> np.ndarray:
+    if _is_dask(data) or _is_dask(mask):
+        import dask.array as da
+
+        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
+        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
+        return np.asarray(d[m].compute(), dtype=np.float64)
+    return np.asarray(np.asarray(data)[mask], dtype=np.float64)
+
+
+def _border_air_sigma(data) -> Optional[Tuple[float, int]]:
+    """Sigma from air at the field-of-view border (two-voxel shell), if the border is mostly air."""
+    shells = []
+    for axis in range(3):
+        for sl in (slice(0, 2), slice(-2, None)):
+            idx = [slice(None)] * 3
+            idx[axis] = sl
+            block = data[tuple(idx)]
+            shells.append(np.asarray(block.compute() if _is_dask(block) else block, np.float64).ravel())
+    shell = np.concatenate(shells)
+    shell = shell[np.isfinite(shell)]
+    if shell.size < 500:
+        return None
+    return float(np.median(shell)), int(shell.size)
+
+
+# ---------------------------------------------------------------- preparation
+@dataclass
+class PreparedInputs:
+    """The inputs of a segmentation carried onto the post image's grid, with their statistics.
+
+    Made once by :func:`prepare`; rules with different methods and thresholds
+    are then cheap (:meth:`rule`, :meth:`candidates`, :meth:`preview`), which
+    is what a live preview needs.
+    """
+
+    post: Volume
+    pre: Any                       # array on post's grid or None
+    search: Any                    # bool array or None
+    reference: ReferenceStats
+    pre_reference: Optional[ReferenceStats]
+    noise: NoiseEstimate
+    warnings: List[str]
+    n_nonfinite: int = 0
+    _search_sorted: Optional[np.ndarray] = None
+
+    @property
+    def has_baseline(self) -> bool:
+        return self.pre is not None
+
+    def search_values_sorted(self) -> np.ndarray:
+        """Sorted finite normalised values of the search ROI (or the whole image), cached for the percentile rule."""
+        if self._search_sorted is None:
+            if self.search is not None:
+                vals = _masked_values(self.post.data, self.search)
+            else:
+                vals = np.asarray(self.post.numpy(), np.float64).ravel()
+            vals = vals[np.isfinite(vals)] / self.reference.mean
+            self._search_sorted = np.sort(vals)
+        return self._search_sorted
+
+    def rule(self, method: str = "fraction", threshold: Optional[float] = None, baseline_rule: str = "ratio",
+             baseline_ratio: float = 0.6, baseline_k: float = 3.0, blob_scales_voxels=(0.5, 3.0),
+             collected: Optional[list] = None) -> Rule:
+        """The candidate :class:`Rule` for a method and threshold; warns under the Rician floor."""
+        if method not in METHODS:
+            raise InputError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}.")
+        thr = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
+        try:
+            thr = float(thr)
+        except (TypeError, ValueError):
+            raise InputError(f"threshold={threshold!r} is not a number.") from None
+        if not np.isfinite(thr):
+            raise InputError(f"threshold={threshold} is not a finite number.")
+        if baseline_rule not in BASELINE_RULES:
+            raise InputError(f"baseline_rule={baseline_rule!r} is unknown; use 'ratio' or 'delta_r2s'.")
+        if not 0 < float(baseline_ratio) < 1:
+            raise InputError(f"baseline_ratio={baseline_ratio} must be between 0 and 1 (post/pre; 0.6 by default).")
+        if not float(baseline_k) > 0:
+            raise InputError(f"baseline_k={baseline_k} must be greater than 0.")
+        ref = self.reference
+        sigma = self.noise.sigma
+        spacing = self.post.spacing
+        s1, s2 = (float(s) for s in blob_scales_voxels)
+        # blob scales are in voxels of the finest axis, converted per axis so the filter is isotropic in mm
+        fine = float(spacing.min())
+        sig1 = tuple(float(s1 * fine / sp) for sp in spacing)
+        sig2 = tuple(float(s2 * fine / sp) for sp in spacing)
+        noise_sd = 0.0
+        if method == "fraction":
+            if not 0 < thr < 1:
+                raise InputError(f"threshold={thr} for 'fraction' must be between 0 and 1 (fraction of the "
+                                 "reference; 0.5 by default).")
+            cut = thr
+        elif method == "percentile":
+            if not 0 < thr < 100:
+                raise InputError(f"threshold={thr} for 'percentile' must be between 0 and 100 (10 by default).")
+            vals = self.search_values_sorted()
+            if vals.size == 0:
+                raise InputError("the search ROI holds no finite voxel; draw it on the image.")
+            cut = float(np.percentile(vals, thr))
+        elif method == "ksigma":
+            if not thr > 0:
+                raise InputError(f"threshold={thr} for 'ksigma' must be greater than 0 (k; 3 by default).")
+            cut = 1.0 - thr * ref.sd / ref.mean
+            if cut <= 0:
+                raise InputError(f"mean - {thr:g} SD of the reference is below zero (mean {ref.mean:.4g}, SD "
+                                 f"{ref.sd:.4g}): the reference ROI is too heterogeneous; draw it on uniform tissue "
+                                 "or use another rule.")
+        else:  # blob
+            if not 0 < thr < 1:
+                raise InputError(f"threshold={thr} for 'blob' must be between 0 and 1 (local contrast; 0.3 by default).")
+            if not (0 < s1 < s2):
+                raise InputError(f"blob scales {blob_scales_voxels} must satisfy 0 < inner < outer (voxels).")
+            cut = thr
+            noise_sd = sigma * _dog_noise_gain(sig1, sig2)
+        rule = Rule(method, thr, float(cut), ref.mean,
+                    self.pre_reference.mean if self.pre_reference is not None else None, sigma,
+                    baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd)
+        floor = FLOOR_K * sigma
+        if method != "blob" and rule.threshold_signal < floor:
+            _warn(f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
+                  f"is under the Rician noise floor 3 sigma = {floor:.4g}: voids cannot be told from noise; raise "
+                  "the threshold or use an image with more signal-to-noise.", collected)
+        if method == "blob" and thr * ref.mean < BLOB_NOISE_K * noise_sd:
+            _warn(f"the blob contrast threshold {thr:g} ({thr * ref.mean:.4g} in image units) is under "
+                  f"{BLOB_NOISE_K:g} times the filtered noise ({noise_sd:.4g}); only voids deeper than "
+                  f"{BLOB_NOISE_K * noise_sd / ref.mean:.3g} of the reference are detected.", collected)
+        return rule
+
+    def candidates(self, rule: Rule, region: Optional[Tuple[slice, slice, slice]] = None, progress=None) -> np.ndarray:
+        """Candidate mask (bool) of ``rule`` on the whole grid or on a ``region`` (3 slices) of it.
+
+        The result on a region is exactly the whole-volume result cut to the region.
+        """
+        shape = self.post.spatial_shape
+        if region is None:
+            region = tuple(slice(0, n) for n in shape)
+        region = tuple(slice(*s.indices(n)[:2]) for s, n in zip(region, shape))
+        return _candidates_region(self.post.data, self.pre, self.search, rule, region, progress)
+
+    def preview(self, rule: Rule, axis: int, index: int) -> np.ndarray:
+        """The 2D candidate mask of the slice ``index`` along array ``axis`` (exact, fast: one slice)."""
+        region = [slice(None)] * 3
+        region[axis] = slice(int(index), int(index) + 1)
+        return np.take(self.candidates(rule, tuple(region)), 0, axis=axis)
+
+
+def _dog_noise_gain(sig1, sig2) -> float:
+    """Noise SD of G_s2(x) - G_s1(x) for unit white noise (norm of the kernel difference)."""
+    half = [int(4.0 * s + 0.5) + 1 for s in sig2]
+    delta = np.zeros([2 * h + 1 for h in half])
+    delta[tuple(half)] = 1.0
+    k = ndimage.gaussian_filter(delta, sig2, mode="constant") - ndimage.gaussian_filter(delta, sig1, mode="constant")
+    return float(np.sqrt(np.sum(k * k)))
+
+
+def reference_statistics(image: Volume, reference_mask=None, search_mask=None,
+                         collected: Optional[list] = None) -> ReferenceStats:
+    """Mean and SD of the reference tissue of ``image``.
+
+    With a reference ROI: its finite voxels. Without one (a guess, warned):
+    the median and robust SD (1.4826 MAD) of the search ROI, or of the voxels
+    above the image's 50th percentile when there is no search ROI either.
+    ``reference_mask``/``search_mask`` are Volumes or boolean arrays on the image's grid.
+    """
+    def as_mask(m, what):
+        if m is None or not isinstance(m, Volume):
+            return m
+        return mask_on_grid(m, image, what, collected)
+
+    ref = as_mask(reference_mask, "the reference ROI")
+    if ref is not None:
+        vals = _masked_values(image.data, ref)
+        n_all = vals.size
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            raise InputError("the reference ROI covers only NaN voxels of the image; draw it on valid tissue.")
+        if vals.size < n_all:
+            _warn(f"{n_all - vals.size} NaN voxels in the reference ROI were ignored.", collected)
+        mean = float(np.mean(vals))
+        sd = float(np.std(vals, ddof=1)) if vals.size > 1 else 0.0
+        stats = ReferenceStats(mean, sd, int(vals.size), "reference ROI")
+    else:
+        search = as_mask(search_mask, "the search ROI")
+        if search is not None:
+            vals = _masked_values(image.data, search)
+            where = "the search ROI"
+        else:
+            vals = np.asarray(image.numpy(), np.float64).ravel()
+            vals = vals[np.isfinite(vals)]
+            vals = vals[vals >= np.median(vals)] if vals.size else vals
+            where = "the brighter half of the image"
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            raise InputError("no finite voxel to normalise to; give a reference ROI on tissue.")
+        med = float(np.median(vals))
+        sd = 1.4826 * float(np.median(np.abs(vals - med)))
+        stats = ReferenceStats(med, sd, int(vals.size), f"median of {where} (automatic)")
+        _warn(f"no reference ROI: signal normalised to the median of {where} ({med:.4g}); draw a reference ROI "
+              "(same organ without cells, contralateral node, muscle) for values that can be compared.", collected)
+    if not stats.mean > 0:
+        raise InputError(f"the reference tissue has mean {stats.mean:.4g} (not positive); draw the reference ROI on "
+                         "tissue with signal.")
+    return stats
+
+
+def _estimate_noise(post: Volume, pre, background_mask, ref_mask, reference: ReferenceStats,
+                    sigma: Optional[float], collected: list) -> NoiseEstimate:
+    """The noise sigma: given, from a background ROI, or automatic (see module docstring)."""
+    if sigma is not None:
+        try:
+            s = float(sigma)
+        except (TypeError, ValueError):
+            raise InputError(f"sigma={sigma!r} is not a number.") from None
+        if not (np.isfinite(s) and s > 0):
+            raise InputError(f"sigma={sigma} must be a positive number (signal units).")
+        return NoiseEstimate(s, "given", 0)
+    if background_mask is not None:
+        return noise_from_background(post, background_mask, "sd", collected)
+    if pre is not None and ref_mask is not None:
+        diff = _masked_values(post.data, ref_mask) - _masked_values(pre, ref_mask)
+        diff = diff[np.isfinite(diff)]
+        if diff.size >= 50:
+            mad = 1.4826 * float(np.median(np.abs(diff - np.median(diff))))
+            s = mad / math.sqrt(2.0)
+            if s > 0:
+                return NoiseEstimate(s, "post - baseline difference in the reference ROI (robust SD / sqrt 2)",
+                                     int(diff.size))
+    border = _border_air_sigma(post.data)
+    if border is not None and border[0] < 0.1 * reference.mean and border[0] > 0:
+        s = border[0] / RAYLEIGH_MEDIAN
+        return NoiseEstimate(s, "air at the field-of-view border (median / 1.1774)", border[1])
+    if reference.sd > 0:
+        _warn(f"no background ROI: noise sigma taken from the reference tissue's spread ({reference.sd:.4g}), an "
+              "upper bound that includes tissue texture; draw a background (air) ROI for a true Rician sigma.",
+              collected)
+        return NoiseEstimate(reference.sd, "reference ROI spread (upper bound)", reference.n_voxels)
+    raise InputError("the noise cannot be estimated (no background ROI and a constant reference); draw a "
+                     "background (air) ROI.")
+
+
+def prepare(post: Volume, baseline: Optional[Volume] = None, reference_mask: Optional[Volume] = None,
+            search_mask: Optional[Volume] = None, background_mask: Optional[Volume] = None,
+            baseline_transform=None, sigma: Optional[float] = None) -> PreparedInputs:
+    """Check the inputs, carry them onto ``post``'s grid and measure reference and noise.
+
+    See :func:`segment_clusters` for the parameters. Raises InputError on bad
+    input (empty or outside ROIs, grids that do not match, an all-zero or
+    all-NaN image) and warns (ImmunotrackWarning, also kept in
+    ``.warnings``) on doubtful input (NaN voxels, no reference ROI, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> post = Volume(np.full((8, 8, 8), 100.0, np.float32), np.eye(4))
+    >>> ref = Volume(np.ones((8, 8, 8), np.uint8), np.eye(4))
+    >>> prep = prepare(post, reference_mask=ref, sigma=5.0)
+    >>> prep.reference.mean, prep.rule("fraction").threshold_signal
+    (100.0, 50.0)
+    """
+    collected: list = []
+    _check_3d(post, "the post-injection image")
+    data = post.data
+    if data.dtype.kind not in "iuf":
+        raise InputError(f"the post-injection image has {data.dtype} values; a real-valued magnitude image is needed.")
+    if _is_dask(data):
+        n_finite, n_nonzero = (int(v) for v in _dask_compute(_da_isfinite(data).sum(),
+                                                             ((data != 0) & _da_isfinite(data)).sum()))
+    else:
+        arr = np.asarray(data)
+        finite = np.isfinite(arr) if arr.dtype.kind == "f" else None
+        n_finite = int(np.count_nonzero(finite)) if finite is not None else arr.size
+        del finite
+        n_nonzero = int(np.count_nonzero(arr)) - (arr.size - n_finite)  # NaN and inf count as non-zero
+    size = int(np.prod(post.spatial_shape))
+    if n_finite == 0:
+        raise InputError("the post-injection image has no finite voxel (all NaN); check the file.")
+    if n_nonzero == 0:
+        raise InputError("the post-injection image is all zero; check the file (an empty or masked export?).")
+    if n_finite < size:
+        _warn(f"the post-injection image has {size - n_finite} NaN/inf voxels ({100 * (size - n_finite) / size:.2g}%); "
+              "they are ignored (never part of a cluster or of the reference).", collected)
+    ref_mask = mask_on_grid(reference_mask, post, "the reference ROI", collected)
+    search = mask_on_grid(search_mask, post, "the search ROI", collected)
+    pre = None
+    if baseline is not None:
+        pre_vol = baseline_on_grid(baseline, post, baseline_transform, collected)
+        pre = pre_vol.data
+        if _is_dask(data) and not _is_dask(pre):
+            import dask.array as da
+
+            pre = da.from_array(np.asarray(pre), chunks=data.chunks)
+        elif _is_dask(pre) and not _is_dask(data):
+            pre = np.asarray(pre.compute())
+        elif _is_dask(pre):
+            pre = pre.rechunk(data.chunks)
+    elif baseline_transform is not None:
+        raise InputError("a baseline transform was given without a baseline image.")
+    reference = reference_statistics(post, ref_mask, search, collected)
+    pre_reference = None
+    if pre is not None:
+        pre_vol_grid = post.replace(data=pre)
+        if ref_mask is not None:
+            pre_reference = reference_statistics(pre_vol_grid, ref_mask, None, collected)
+        else:
+            with warnings.catch_warnings():  # the same guess was already reported for the post image
+                warnings.simplefilter("ignore", ImmunotrackWarning)
+                pre_reference = reference_statistics(pre_vol_grid, None, search, None)
+        if ref_mask is not None:
+            drop = reference.mean / pre_reference.mean
+            if drop < 0.8 or drop > 1.25:
+                _warn(f"the reference tissue changed between baseline and post ({drop:.2f} of its baseline mean); "
+                      "check that the reference ROI has no labelled cells and that the scans match.", collected)
+    noise = _estimate_noise(post, pre, background_mask, ref_mask, reference, sigma, collected)
+    if reference.mean < FLOOR_K * noise.sigma:
+        raise InputError(f"the reference tissue mean ({reference.mean:.4g}) is under 3 sigma of noise "
+                         f"({FLOOR_K * noise.sigma:.4g}); the reference ROI is in air or the image is only noise.")
+    return PreparedInputs(post, pre, search, reference, pre_reference, noise, collected, size - n_finite)
+
+
+def _da_isfinite(x):
+    import dask.array as da
+
+    return da.isfinite(x) if x.dtype.kind == "f" else da.ones_like(x, dtype=bool)
+
+
+def _dask_compute(*things):
+    import dask
+
+    return dask.compute(*things)
+
+
+# ------------------------------------------------------------ candidate rule
+def _candidates_block(post, pre, search, rule: Rule) -> np.ndarray:
+    """Candidate mask of one block (NumPy arrays that include the rule's halo)."""
+    post = np.asarray(post, dtype=np.float32)
+    finite = np.isfinite(post)
+    if pre is not None:
+        pre = np.asarray(pre, dtype=np.float32)
+    if rule.method == "blob":
+        sig1, sig2 = rule.blob_sigmas
+        filled = np.where(finite, post, np.float32(rule.ref_mean))
+        g1 = ndimage.gaussian_filter(filled, sig1, mode="nearest")
+        g2 = ndimage.gaussian_filter(filled, sig2, mode="nearest")
+        deficit = g2 - g1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cand = (deficit > rule.cut * g2) & (deficit > BLOB_NOISE_K * rule.blob_noise_sd) & finite & (g2 > 0)
+            if pre is not None:
+                pre_ok = np.isfinite(pre)
+                pfill = np.where(pre_ok, pre, np.float32(rule.pre_ref_mean))
+                p1 = ndimage.gaussian_filter(pfill, sig1, mode="nearest")
+                p2 = ndimage.gaussian_filter(pfill, sig2, mode="nearest")
+                # new: no void here before, and the local signal dropped against the baseline
+                cand &= pre_ok & ((p2 - p1) < rule.cut * p2)
+                cand &= _darkened(g1 / rule.ref_mean, p1 / rule.pre_ref_mean, rule, smoothed=True)
+    else:
+        cand = post < np.float32(rule.cut * rule.ref_mean)  # NaN compares False
+        if search is not None:
+            cand &= np.asarray(search, bool)
+        if pre is not None:
+            _confirm_sparse(cand, post, pre, rule)
+        return cand
+    if search is not None:
+        cand &= np.asarray(search, bool)
+    return cand
+
+
+def _darkened(r_post, r_pre, rule: Rule, smoothed: bool = False) -> np.ndarray:
+    """Baseline confirmation on normalised signals: the voxel darkened since the baseline."""
+    if rule.baseline_rule == "ratio":
+        return r_post < rule.baseline_ratio * r_pre
+    # delta R2*: ln(pre/post) significant against its noise, post floored at sigma (Rician floor)
+    s = rule.sigma / rule.ref_mean
+    sp = rule.sigma / rule.pre_ref_mean
+    if smoothed:  # smoothed signals have less noise; staying conservative keeps the full-noise bound
+        pass
+    post_f = np.maximum(r_post, s)
+    pre_f = np.maximum(r_pre, sp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.log(pre_f / post_f)
+        sd = np.sqrt((sp / pre_f) ** 2 + (s / post_f) ** 2)
+    return d > rule.baseline_k * sd
+
+
+_OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)])
+
+
+def _confirm_sparse(cand: np.ndarray, post: np.ndarray, pre: np.ndarray, rule: Rule) -> None:
+    """Baseline confirmation of the candidate voxels of a block, in place.
+
+    A candidate stays when it darkened (:func:`_darkened`) and no baseline
+    voxel in its 3x3x3 neighbourhood was itself dark (under the rule's cut):
+    the margin removes the partial-volume rim of voids that were there
+    before. Done on the candidate voxels only (a sparse list), so it costs
+    little; outside the block the neighbourhood is clipped, which at the
+    volume's edge is the 'nearest' rule (and inside it the block's halo).
+    """
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
+        return
+    dark_cut = np.float32(rule.cut * rule.pre_ref_mean)
+    pv = post.ravel()[idx]
+    qv = pre.ravel()[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keep = (qv >= dark_cut) & _darkened(pv / np.float32(rule.ref_mean), qv / np.float32(rule.pre_ref_mean), rule)
+    sel = idx[keep]
+    if sel.size:
+        coords = np.unravel_index(sel, cand.shape)
+        ok = np.ones(sel.size, bool)
+        shape = cand.shape
+        # the 3 neighbour positions per axis, clipped at the block's edges
+        steps = [[np.maximum(coords[a] - 1, 0), coords[a], np.minimum(coords[a] + 1, shape[a] - 1)]
+                 for a in range(3)]
+        for off in _OFFSETS:
+            if not off.any():
+                continue
+            v = pre[steps[0][off[0] + 1], steps[1][off[1] + 1], steps[2][off[2] + 1]]
+            ok &= v >= dark_cut  # NaN (outside the baseline) is not confirmed
+        keep[keep] = ok
+    cand.ravel()[idx[~keep]] = False
+
+
+def _candidates_region(post_data, pre_data, search, rule: Rule, region, progress=None, slab: int = 16) -> np.ndarray:
+    """The rule on ``region`` of the full arrays, computed in slabs along axis 0 with the rule's halo."""
+    shape = tuple(post_data.shape)
+    depth = rule.depth(pre_data is not None)
+    out_shape = tuple(s.stop - s.start for s in region)
+    out = np.zeros(out_shape, bool)
+    z0, z1 = region[0].start, region[0].stop
+    starts = list(range(z0, z1, slab))
+    for i, a in enumerate(starts):
+        b = min(a + slab, z1)
+        lo = [max(a - depth[0], 0)] + [max(region[k].start - depth[k], 0) for k in (1, 2)]
+        hi = [min(b + depth[0], shape[0])] + [min(region[k].stop + depth[k], shape[k]) for k in (1, 2)]
+        src = tuple(slice(l, h) for l, h in zip(lo, hi))
+        blk = _candidates_block(_np(post_data[src]), None if pre_data is None else _np(pre_data[src]),
+                                None if search is None else _np(search[src]), rule)
+        keep = (slice(a - lo[0], b - lo[0]),
+                slice(region[1].start - lo[1], region[1].stop - lo[1]),
+                slice(region[2].start - lo[2], region[2].stop - lo[2]))
+        out[a - z0:b - z0] = blk[keep]
+        report(progress, (i + 1) / len(starts), "finding dark voxels")
+    return out
+
+
+def _np(a):
+    return np.asarray(a.compute() if _is_dask(a) else a)
+
+
+# ------------------------------------------------------- component statistics
+_SUM_KEYS = ("count", "sw", "swz", "swy", "swx", "sz", "sy", "sx", "sr", "spost", "spre")
+_MIN_KEYS = ("min_r", "first", "lo0", "lo1", "lo2")
+_MAX_KEYS = ("hi0", "hi1", "hi2")
+
+
+def _sparse_stats(lab: np.ndarray, n: int, coords, post_vals, pre_vals, ref_mean: float,
+                  global_shape) -> Dict[str, np.ndarray]:
+    """Per-label sums, minima and maxima of the voxels of labels 1..n (arrays of length n + 1).
+
+    ``coords`` are global voxel indices (3 arrays). Everything a table row
+    needs is additive (sums) or a min/max, so blocks merge exactly.
+    """
+    post_vals = np.asarray(post_vals, np.float64)
+    r = post_vals / ref_mean
+    w = np.clip(1.0 - r, 0.0, 1.0)
+    w = np.where(np.isfinite(w), w, 0.0)
+    z, y, x = (np.asarray(c, np.float64) for c in coords)
+    out = {}
+    m = n + 1
+
+    def bc(weights=None):
+        return np.bincount(lab, weights=weights, minlength=m)[:m].astype(np.float64)
+
+    out["count"] = bc()
+    out["sw"], out["swz"], out["swy"], out["swx"] = bc(w), bc(w * z), bc(w * y), bc(w * x)
+    out["sz"], out["sy"], out["sx"] = bc(z), bc(y), bc(x)
+    out["sr"] = bc(np.where(np.isfinite(r), r, 0.0))
+    out["spost"] = bc(np.where(np.isfinite(post_vals), post_vals, 0.0))
+    out["spre"] = bc(np.asarray(pre_vals, np.float64)) if pre_vals is not None else np.full(m, np.nan)
+    first = np.ravel_multi_index(tuple(np.asarray(c, np.int64) for c in coords), global_shape).astype(np.float64)
+    mins = {"min_r": r, "first": first, "lo0": z, "lo1": y, "lo2": x}
+    maxs = {"hi0": z, "hi1": y, "hi2": x}
+    for k in _MIN_KEYS:
+        out[k] = np.full(m, np.inf)
+    for k in _MAX_KEYS:
+        out[k] = np.full(m, -np.inf)
+    if lab.size:
+        order = np.argsort(lab, kind="stable")
+        sl = lab[order]
+        starts = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
+        ids = sl[starts]
+        for k, v in mins.items():
+            out[k][ids] = np.minimum.reduceat(v[order], starts)
+        for k, v in maxs.items():
+            out[k][ids] = np.maximum.reduceat(v[order], starts)
+    return out
+
+
+def _merge_stats(stats: Dict[str, np.ndarray], groups: np.ndarray, n_groups: int) -> Dict[str, np.ndarray]:
+    """Combine per-label statistics into groups (``groups[i]`` the group of label i)."""
+    out = {}
+    for k in _SUM_KEYS:
+        out[k] = np.bincount(groups, weights=np.nan_to_num(stats[k], nan=0.0) if k != "spre" else stats[k],
+                             minlength=n_groups)[:n_groups]
+    for k in _MIN_KEYS:
+        v = np.full(n_groups, np.inf)
+        np.minimum.at(v, groups, stats[k])
+        out[k] = v
+    for k in _MAX_KEYS:
+        v = np.full(n_groups, -np.inf)
+        np.maximum.at(v, groups, stats[k])
+        out[k] = v
+    return out
+
+
+def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape, structure, ref_mean,
+                      keep_labels: bool = False) -> dict:
+    """Label one block and gather its per-label statistics and its six faces."""
+    labels, n = ndimage.label(cand, structure=structure, output=np.int32)
+    idx = np.flatnonzero(labels)
+    lab = labels.ravel()[idx]
+    local = np.unravel_index(idx, labels.shape)
+    coords = tuple(local[a] + origin[a] for a in range(3))
+    post_vals = np.asarray(post_blk).ravel()[idx]
+    pre_vals = None if pre_blk is None else np.asarray(pre_blk, np.float64).ravel()[idx]
+    stats = _sparse_stats(lab, n, coords, post_vals, pre_vals, ref_mean, global_shape)
+    faces = {}
+    for axis in range(3):
+        faces[(axis, 0)] = np.take(labels, 0, axis=axis).copy()
+        faces[(axis, 1)] = np.take(labels, -1, axis=axis).copy()
+    out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape}
+    if keep_labels:
+        out["labels"] = labels
+    return out
+
+
+def _union_across_faces(blocks: List[dict], chunks, structure, offsets: List[int], n_total: int) -> np.ndarray:
+    """Group label of every global label id (0..n_total) after merging labels that touch across chunk faces.
+
+    For each chunk border plane, the two planes that meet there are assembled
+    over the whole volume and labelled with the same connectivity: global ids
+    found in one component of that two-plane slab are the same cluster. This
+    covers links across faces, edges and corners of chunks.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    grid_shape = tuple(len(c) for c in chunks)
+    bounds = [np.r_[0, np.cumsum(c)] for c in chunks]
+    by_pos = {}
+    for b, blk_offset in zip(blocks, offsets):
+        by_pos[b["pos"]] = (b, blk_offset)
+    rows, cols = [], []
+    next_node = 0
+    full = tuple(int(bb[-1]) for bb in bounds)
+    for axis in range(3):
+        others = [a for a in range(3) if a != axis]
+        for k in range(1, grid_shape[axis]):
+            slab = np.zeros((2, full[others[0]], full[others[1]]), np.int64)
+            for pos, (b, off) in by_pos.items():
+                if pos[axis] not in (k - 1, k):
+                    continue
+                side = 0 if pos[axis] == k - 1 else 1
+                face = b["faces"][(axis, 1 if side == 0 else 0)].astype(np.int64)
+                face = np.where(face > 0, face + off, 0)
+                o0, o1 = bounds[others[0]][pos[others[0]]], bounds[others[1]][pos[others[1]]]
+                slab[side, o0:o0 + face.shape[0], o1:o1 + face.shape[1]] = face
+            if not (slab[0].any() and slab[1].any()):
+                continue
+            # the two planes, labelled with the connectivity's structure (axis first)
+            comp, nc = ndimage.label(slab > 0, structure=np.moveaxis(structure, axis, 0))
+            sel = slab > 0
+            rows.append(slab[sel])
+            cols.append(n_total + 1 + next_node + comp[sel])  # slab components are new graph nodes
+            next_node += nc + 1
+    if not rows:
+        return np.arange(n_total + 1)
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    size = int(n_total + 2 + c.max())
+    graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(size, size))
+    _, comp = connected_components(graph, directed=False)
+    return comp[: n_total + 1]
+
+
+# ------------------------------------------------------------ touching blooms
+def _split_component(r_crop: np.ndarray, comp: np.ndarray, connectivity: int, min_size: int, h: float,
+                     smooth: Sequence[float]) -> Optional[np.ndarray]:
+    """Sub-labels 1..k of a component with k >= 2 well-separated minima, else None.
+
+    Minima of the smoothed normalised signal at least ``h`` deep (h-minima)
+    are watershed markers; pieces smaller than ``min_size`` give their marker
+    up and the watershed is run again.
+    """
+    from skimage.morphology import h_minima
+    from skimage.segmentation import watershed
+
+    rs = ndimage.gaussian_filter(np.where(np.isfinite(r_crop), r_crop, 1.0), smooth, mode="nearest")
+    inside = rs[comp]
+    top = float(inside.max()) + 2.0 * h + 1.0
+    f = np.where(comp, rs, top)
+    # cheap necessary condition before the h-minima transform: two separate local minima, the
+    # shallower of them at least h below the component's highest value (a basin must be h deep)
+    local = (f == ndimage.minimum_filter(f, size=3, mode="nearest")) & comp
+    lab_local, n_local = ndimage.label(local, structure=np.ones((3, 3, 3), bool))
+    if n_local < 2:
+        return None
+    depths = ndimage.minimum(f, lab_local, np.arange(1, n_local + 1))
+    if np.sort(depths)[1] > float(inside.max()) - h:
+        return None
+    minima = h_minima(f, h).astype(bool) & comp
+    markers, nm = ndimage.label(minima, structure=ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity]))
+    if nm < 2:
+        return None
+    for _ in range(nm):
+        ws = watershed(rs, markers, mask=comp, connectivity=CONNECTIVITIES[connectivity])
+        sizes = np.bincount(ws.ravel(), minlength=markers.max() + 1)
+        present = [m for m in range(1, markers.max() + 1) if np.any(markers == m)]
+        small = [m for m in present if sizes[m] < min_size]
+        if len(present) < 2:
+            return None
+        if not small:
+            # renumber 1..k
+            lut = np.zeros(markers.max() + 1, np.int32)
+            lut[present] = np.arange(1, len(present) + 1)
+            return lut[ws]
+        markers[markers == small[0]] = 0
+    return None
+
+
+# -------------------------------------------------------------- the pipeline
+def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_mask: Optional[Volume] = None,
+                     search_mask: Optional[Volume] = None, background_mask: Optional[Volume] = None,
+                     method: str = "fraction", threshold: Optional[float] = None, min_size: int = 3,
+                     connectivity: int = 26, baseline_ratio: float = 0.6, baseline_rule: str = "ratio",
+                     baseline_k: float = 3.0, baseline_transform=None, split_touching: bool = True,
+                     split_h: float = 0.1, sigma: Optional[float] = None, blob_scales_voxels=(0.5, 3.0),
+                     progress=None, prepared: Optional[PreparedInputs] = None) -> ClusterResult:
+    """Find hypointense (iron) clusters in a T2/T2*-weighted image.
+
+    Parameters
+    ----------
+    post : Volume
+        Post-injection magnitude image (3D, NumPy or dask). Labels come out on its grid.
+    baseline : Volume, optional
+        Pre-injection scan. Voxels that were already dark are never reported.
+    reference_mask : Volume, optional
+        Reference tissue ROI (any grid). Without it the median of the search ROI is used (warned).
+    search_mask : Volume, optional
+        Where to look (any grid). Without it, the whole image.
+    background_mask : Volume, optional
+        Air ROI for the Rician noise sigma (any grid); otherwise estimated automatically.
+    method : {"fraction", "percentile", "ksigma", "blob"}
+    threshold : float, optional
+        The rule's parameter; defaults 0.5, 10 (%), 3 (k) and 0.3 (local contrast).
+    min_size : int
+        Smallest cluster kept, voxels (3).
+    connectivity : {6, 18, 26}
+    baseline_ratio : float
+        post/pre below which a voxel counts as darkened (0.6).
+    baseline_rule : {"ratio", "delta_r2s"}
+    baseline_k : float
+        For "delta_r2s": required significance in noise SDs (3).
+    baseline_transform : (4, 4) array, optional
+        Post world -> baseline world (a registration result); required when the
+        baseline is on another grid (identity if they share the world).
+    split_touching : bool
+        Split components with several well-separated minima (watershed).
+    split_h : float
+        Depth of a minimum (normalised units) needed to split (0.1).
+    sigma : float, optional
+        Noise sigma, if known (signal units); else estimated.
+    blob_scales_voxels : (float, float)
+        Inner and outer Gaussian scales of the blob detector (voxels of the finest axis).
+    progress : callable, optional
+        ``progress(fraction, message)``; may raise Cancelled.
+    prepared : PreparedInputs, optional
+        Reuse inputs prepared by :func:`prepare` (the image/ROI arguments are then ignored).
+
+    Returns
+    -------
+    ClusterResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.full((16, 16, 16), 100.0, np.float32)
+    >>> img += np.random.default_rng(0).normal(0, 3, img.shape).astype(np.float32)
+    >>> pre = Volume(img.copy(), np.eye(4))
+    >>> img[4:7, 4:7, 4:7] = 3.0                          # new void after injection
+    >>> img[10:13, 10:13, 10:13] = 3.0; pre.data[10:13, 10:13, 10:13] = 3.0   # was there before
+    >>> res = segment_clusters(Volume(img, np.eye(4)), baseline=pre, reference_mask=Volume((img > 50).astype(np.uint8), np.eye(4)))
+    >>> res.table[["label", "voxels", "centroid_x_mm"]].values.tolist()
+    [[1, 27, 5.0]]
+    """
+    if not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise InputError(f"min_size={min_size} must be a whole number of voxels, at least 1.")
+    structure = structure_for(connectivity)
+    if not split_h > 0:
+        raise InputError(f"split_h={split_h} must be greater than 0.")
+    report(progress, 0.0, "checking inputs")
+    if prepared is None:
+        prepared = prepare(post, baseline, reference_mask, search_mask, background_mask, baseline_transform, sigma)
+    post = prepared.post
+    collected = list(prepared.warnings)
+    rule = prepared.rule(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels, collected)
+    report(progress, 0.05, "finding dark voxels")
+    if _is_dask(post.data):
+        groups_stats, relabel = _components_dask(prepared, rule, structure, scaled(progress, 0.05, 0.8))
+    else:
+        groups_stats, relabel = _components_memory(prepared, rule, structure, scaled(progress, 0.05, 0.7))
+    stats, n_groups = groups_stats
+    keep = np.flatnonzero(stats["count"] >= min_size)
+    keep = keep[keep > 0]
+    report(progress, 0.85, "separating touching blooms")
+    entries, patches, n_split = _finalise(prepared, rule, structure, connectivity, stats, keep, min_size,
+                                          split_touching, split_h)
+    # final labels in raster order of each cluster's first voxel (the same in memory and in chunks)
+    entries.sort(key=lambda e: e["first"])
+    final_of_group = np.zeros(n_groups, np.int64)
+    patch_final = []
+    for i, e in enumerate(entries, start=1):
+        e["label"] = i
+        if e["piece"] == 0:
+            final_of_group[e["group"]] = i
+    for p in patches:
+        lut = np.zeros(len(p["pieces"]) + 1, np.int32)
+        for k, e in enumerate(p["pieces"], start=1):
+            lut[k] = e["label"]
+        patch_final.append((p["slices"], lut[p["sub"]]))
+    report(progress, 0.95, "writing labels")
+    labels_data = relabel(final_of_group, patch_final)
+    table = _table([e["stats"] for e in entries], [e["label"] for e in entries], [e["piece"] > 0 for e in entries],
+                   post, rule.ref_mean, prepared.noise.sigma, prepared.has_baseline)
+    params = {"method": method, "threshold": rule.threshold, "min_size": int(min_size),
+              "connectivity": int(connectivity), "baseline": prepared.has_baseline,
+              "baseline_rule": baseline_rule if prepared.has_baseline else None,
+              "baseline_ratio": float(baseline_ratio) if prepared.has_baseline else None,
+              "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,
+              "baseline_transform": None if baseline_transform is None else np.asarray(baseline_transform).tolist(),
+              "search_roi": prepared.search is not None, "split_touching": bool(split_touching),
+              "split_h": float(split_h), "split_components": int(n_split), "sigma": prepared.noise.sigma,
+              "noise_method": prepared.noise.method, "reference_mean": rule.ref_mean,
+              "reference_sd": prepared.reference.sd, "reference_source": prepared.reference.source,
+              "baseline_reference_mean": rule.pre_ref_mean, "rule": rule.as_dict(),
+              "centroid": "signal-deficit weighted (1 - r clipped to [0, 1])",
+              "cnr": "(mean_ref - mean_cluster) / sigma"}
+    meta = {"connectivity": int(connectivity), "method": method, "source": post.name, "n_clusters": len(entries)}
+    labels = Volume(labels_data, post.affine, modality="SEG", unit="label", metadata=meta,
+                    name=f"{post.name}_clusters" if post.name else "clusters")
+    report(progress, 1.0, f"{len(entries)} clusters")
+    return ClusterResult(labels, table, prepared.noise.sigma, prepared.noise, prepared.reference, rule, collected,
+                         params)
+
+
+def _components_memory(prepared: PreparedInputs, rule: Rule, structure, progress):
+    """In-memory path: the rule in slabs, one labelling, sparse statistics."""
+    post = prepared.post
+    shape = post.spatial_shape
+    cand = prepared.candidates(rule, progress=scaled(progress, 0.0, 0.7))
+    report(progress, 0.75, "labelling components")
+    pre = None if prepared.pre is None else np.asarray(prepared.pre)
+    blk = _block_components(cand, np.asarray(post.data), pre, (0, 0, 0), shape, structure, rule.ref_mean,
+                            keep_labels=True)
+    del cand
+    labels = blk["labels"]
+    n = blk["n"]
+
+    def relabel(final_of_group, patches):
+        lut = final_of_group.astype(np.int32)
+        # in place, slab by slab, so no second full-size array is made
+        for a in range(0, shape[0], 32):
+            labels[a:a + 32] = lut[labels[a:a + 32]]
+        for slices, sub in patches:
+            view = labels[slices]
+            view[sub > 0] = sub[sub > 0]
+        return labels
+
+    return (blk["stats"], n + 1), relabel
+
+
+def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
+    """Chunked path: rule with overlap, each chunk labelled, labels merged across chunk faces."""
+    import dask
+    import dask.array as da
+
+    shape = prepared.post.spatial_shape
+    depth = rule.depth(prepared.pre is not None)
+    # every chunk must be at least as thick as the halo (small trailing chunks are merged)
+    chunks = _chunks_at_least(prepared.post.data.chunks, depth)
+    depth = tuple(d if len(c) > 1 else 0 for d, c in zip(depth, chunks))
+    post_da = prepared.post.data.rechunk(chunks)
+    pre_da = None if prepared.pre is None else prepared.pre.rechunk(chunks)
+    search_da = None
+    if prepared.search is not None:
+        s = prepared.search
+        search_da = s.rechunk(chunks) if _is_dask(s) else da.from_array(np.asarray(s), chunks=chunks)
+    has_pre, has_search = pre_da is not None, search_da is not None
+
+    def rule_fn(*arrays):
+        p = arrays[0]
+        q = arrays[1] if has_pre else None
+        s = arrays[1 + has_pre] if has_search else None
+        return _candidates_block(p, q, s, rule)
+
+    args = [post_da] + ([pre_da] if has_pre else []) + ([search_da] if has_search else [])
+    if any(depth):
+        cand = da.map_overlap(rule_fn, *args, depth=dict(enumerate(depth)), boundary="none", trim=True,
+                              dtype=bool, allow_rechunk=False)
+        # boundary="none": blocks at the volume edge get no padding, like the in-memory slabs
+    else:
+        cand = da.map_blocks(rule_fn, *args, dtype=bool)
+    bounds = [np.r_[0, np.cumsum(c)] for c in chunks]
+    grid = tuple(len(c) for c in chunks)
+    cand_d = cand.to_delayed()
+    post_d = post_da.to_delayed()
+    pre_d = pre_da.to_delayed() if has_pre else None
+    positions = list(np.ndindex(*grid))
+    tasks = []
+    for pos in positions:
+        origin = tuple(int(bounds[a][pos[a]]) for a in range(3))
+        tasks.append(dask.delayed(_block_components)(cand_d[pos], post_d[pos], None if pre_d is None else pre_d[pos],
+                                                     origin, shape, structure, rule.ref_mean))
+    blocks = []
+    batch = 8
+    for i in range(0, len(tasks), batch):
+        blocks.extend(dask.compute(*tasks[i:i + batch]))
+        report(progress, 0.8 * min(i + batch, len(tasks)) / len(tasks), "labelling chunks")
+    offsets, total = [], 0
+    for pos, b in zip(positions, blocks):
+        b["pos"] = pos
+        offsets.append(total)
+        total += b["n"]
+    report(progress, 0.85, "merging labels across chunks")
+    groups = _union_across_faces(blocks, chunks, structure, offsets, total)
+    # statistics of every global id, then of every group (group 0 = background)
+    all_stats = {k: np.concatenate([b["stats"][k][1:] for b in blocks]) if total else np.zeros(0)
+                 for k in blocks[0]["stats"]}
+    all_stats = {k: np.r_[0.0 if k in _SUM_KEYS else (np.inf if k in _MIN_KEYS else -np.inf), v]
+                 for k, v in all_stats.items()}
+    uniq, group_ids = np.unique(groups, return_inverse=True)
+    # make the background's group 0
+    bg = group_ids[0]
+    group_ids = np.where(group_ids == bg, 0, np.where(group_ids == 0, bg, group_ids))
+    n_groups = int(uniq.size)
+    stats = _merge_stats(all_stats, group_ids, n_groups)
+    for k in _SUM_KEYS:
+        stats[k][0] = 0.0
+
+    def relabel(final_of_group, patches):
+        lut_global = final_of_group[group_ids].astype(np.int32)
+
+        def fn(block, block_info=None):
+            loc = block_info[0]["array-location"]
+            pos = tuple(block_info[0]["chunk-location"])
+            labels, _ = ndimage.label(block, structure=structure, output=np.int32)
+            off = offsets[positions.index(pos)]
+            out = np.where(labels > 0, lut_global[np.minimum(labels + off, lut_global.size - 1)], 0).astype(np.int32)
+            for slices, sub in patches:
+                inter = [(max(s.start, l[0]), min(s.stop, l[1])) for s, l in zip(slices, loc)]
+                if any(a >= b for a, b in inter):
+                    continue
+                src = tuple(slice(a - s.start, b - s.start) for (a, b), s in zip(inter, slices))
+                dst = tuple(slice(a - l[0], b - l[0]) for (a, b), l in zip(inter, loc))
+                piece = sub[src]
+                view = out[dst]
+                view[piece > 0] = piece[piece > 0]
+            return out
+
+        return da.map_blocks(fn, cand, dtype=np.int32)
+
+    return (stats, n_groups), relabel
+
+
+def _chunks_at_least(chunks, depth):
+    """Chunk sizes with every chunk at least ``depth`` thick along its axis (small ones merged into a neighbour)."""
+    out = []
+    for sizes, d in zip(chunks, depth):
+        merged: List[int] = []
+        for c in sizes:
+            if merged and merged[-1] < d:
+                merged[-1] += c
+            else:
+                merged.append(int(c))
+        if len(merged) > 1 and merged[-1] < d:
+            merged[-2] += merged.pop()
+        out.append(tuple(merged))
+    return tuple(out)
+
+
+def _finalise(prepared: PreparedInputs, rule: Rule, structure, connectivity: int, stats, keep, min_size: int,
+              split_touching: bool, split_h: float):
+    """Table entries of the kept groups, splitting touching blooms; patches for the label image."""
+    entries, patches = [], []
+    n_split = 0
+    post = prepared.post
+    shape = post.spatial_shape
+    smooth = tuple(float(np.min(post.spacing) / s) for s in post.spacing)  # 1 voxel of the finest axis
+    margin = [int(3.0 * s + 0.5) + 1 for s in smooth]
+    single = {k: v for k, v in stats.items()}
+    for g in keep:
+        one = {k: np.array([0.0, single[k][g]]) for k in single}
+        entry = {"group": int(g), "piece": 0, "first": float(stats["first"][g]), "stats": one}
+        big = stats["count"][g] >= max(2 * min_size, 8)
+        if not (split_touching and big):
+            entries.append(entry)
+            continue
+        lo = [int(stats[f"lo{a}"][g]) for a in range(3)]
+        hi = [int(stats[f"hi{a}"][g]) + 1 for a in range(3)]
+        # the component itself: the candidates of its box, the connected part holding its first voxel
+        box = tuple(slice(l, h) for l, h in zip(lo, hi))
+        cand = prepared.candidates(rule, box)
+        lab, _ = ndimage.label(cand, structure=structure)
+        first = np.unravel_index(int(stats["first"][g]), shape)
+        comp_id = lab[tuple(first[a] - lo[a] for a in range(3))]
+        # crop with a margin for smoothing
+        clo = [max(l - m, 0) for l, m in zip(lo, margin)]
+        chi = [min(h + m, n) for h, m, n in zip(hi, margin, shape)]
+        crop = tuple(slice(l, h) for l, h in zip(clo, chi))
+        comp = np.zeros(tuple(h - l for l, h in zip(clo, chi)), bool)
+        inner = tuple(slice(l - cl, h - cl) for l, h, cl in zip(lo, hi, clo))
+        comp[inner] = lab == comp_id
+        r_crop = _np(post.data[crop]).astype(np.float64) / rule.ref_mean
+        sub = _split_component(r_crop, comp, connectivity, min_size, split_h, smooth)
+        if sub is None:
+            entries.append(entry)
+            continue
+        n_split += 1
+        k = int(sub.max())
+        idx = np.flatnonzero(sub)
+        sl = sub.ravel()[idx]
+        local = np.unravel_index(idx, sub.shape)
+        coords = tuple(local[a] + clo[a] for a in range(3))
+        pre_vals = None if prepared.pre is None else _np(prepared.pre[crop]).astype(np.float64).ravel()[idx]
+        st = _sparse_stats(sl, k, coords, _np(post.data[crop]).ravel()[idx], pre_vals, rule.ref_mean, shape)
+        pieces = []
+        for j in range(1, k + 1):
+            pe = {"group": int(g), "piece": j, "first": float(st["first"][j]),
+                  "stats": {kk: np.array([0.0, st[kk][j]]) for kk in st}}
+            pieces.append(pe)
+            entries.append(pe)
+        patches.append({"slices": crop, "sub": sub, "pieces": pieces})
+    return entries, patches, n_split
+
+
+# ---------------------------------------------------------------- the table
+def _table(stats_list, labels, split_flags, post: Volume, ref_mean: float, sigma: float, has_baseline: bool):
+    import pandas as pd
+
+    if not stats_list:
+        df = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("label", "voxels") else
+                                        ("bool" if c == "split" else "float64")) for c in TABLE_COLUMNS})
+        return df
+    s = {k: np.array([st[k][1] for st in stats_list]) for k in stats_list[0]}
+    return _table_from_arrays(s, np.asarray(labels), np.asarray(split_flags, bool), post, ref_mean, sigma,
+                              has_baseline)
+
+
+def _table_from_arrays(s, labels, split_flags, post: Volume, ref_mean, sigma, has_baseline):
+    import pandas as pd
+
+    count = s["count"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weighted = s["sw"] > 0
+        cz = np.where(weighted, s["swz"] / s["sw"], s["sz"] / count)
+        cy = np.where(weighted, s["swy"] / s["sw"], s["sy"] / count)
+        cx = np.where(weighted, s["swx"] / s["sw"], s["sx"] / count)
+        world = post.index_to_world(np.stack([cz, cy, cx], axis=1)) if count.size else np.zeros((0, 3))
+        mean_r = s["sr"] / count
+        ratio = s["spost"] / s["spre"] if has_baseline else np.full(count.size, np.nan)
+    return pd.DataFrame({
+        "label": labels.astype(np.int64),
+        "voxels": count.astype(np.int64),
+        "volume_mm3": count * post.voxel_volume_mm3,
+        "centroid_x_mm": world[:, 0], "centroid_y_mm": world[:, 1], "centroid_z_mm": world[:, 2],
+        "min_signal_norm": s["min_r"],
+        "mean_signal_norm": mean_r,
+        "baseline_ratio": ratio,
+        "cnr": ref_mean * (1.0 - mean_r) / sigma,
+        "split": split_flags.astype(bool),
+    })
+
+
+def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma: float,
+                     baseline: Optional[Volume] = None):
+    """The per-cluster table of a label image (e.g. after manual correction).
+
+    Same columns and formulas as :func:`segment_clusters` (``split`` is
+    False). ``labels`` must be on ``post``'s grid (it is carried there by
+    nearest neighbour otherwise); ``baseline`` must be on it too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> post = Volume(np.full((5, 5, 5), 100.0), np.eye(4))
+    >>> post.data[1:3, 1:3, 1:3] = 20.0
+    >>> lab = Volume((post.data < 50).astype(np.int32), np.eye(4))
+    >>> measure_clusters(lab, post, 100.0, 5.0)[["voxels", "mean_signal_norm", "cnr"]].values.tolist()
+    [[8.0, 0.2, 16.0]]
+    """
+    _check_3d(post, "the image")
+    if not isinstance(labels, Volume):
+        raise InputError("labels must be a Volume.")
+    if not labels.same_grid(post):
+        labels = labels.resample_to(post, order=0)
+    lab_arr = np.asarray(labels.numpy())
+    if lab_arr.dtype.kind == "f":
+        lab_arr = np.nan_to_num(lab_arr).astype(np.int64)
+    if lab_arr.size and lab_arr.min() < 0:
+        raise InputError("labels has negative values; labels must be 0 (background) or positive integers.")
+    pre_arr = None
+    if baseline is not None:
+        if not baseline.same_grid(post):
+            raise InputError("the baseline must be on the image's grid to measure clusters; carry it there first.")
+        pre_arr = baseline.numpy()
+    idx = np.flatnonzero(lab_arr)
+    lab = lab_arr.ravel()[idx].astype(np.int64)
+    ids = np.unique(lab)
+    dense = np.searchsorted(ids, lab) + 1
+    coords = np.unravel_index(idx, lab_arr.shape)
+    st = _sparse_stats(dense, ids.size, coords, np.asarray(post.numpy()).ravel()[idx],
+                       None if pre_arr is None else np.asarray(pre_arr, np.float64).ravel()[idx],
+                       float(reference_mean), lab_arr.shape)
+    s = {k: v[1:] for k, v in st.items()}
+    return _table_from_arrays(s, ids, np.zeros(ids.size, bool), post, float(reference_mean), float(sigma),
+                              baseline is not None)

@@ -1,0 +1,796 @@
+"""T1–T2 self-confirmation of dual-mode labels (SCIENCE.md section 3).
+
+Dual-mode agents (ultrasmall iron oxide, Gd-doped iron oxide, ...) shorten
+both T1 and T2: labelled cells are bright on a T1-weighted image and dark on a
+T2-weighted image at the same place. A region counts as labelled only where
+both happen *and* both are new compared with a pre-injection baseline: a
+subacute haemorrhage (methaemoglobin) and melanin are T1-bright and T2-dark on
+their own, and fat is T1-bright. Only the baseline rules them out.
+
+How each side (T1, T2) is decided, chosen from the inputs given
+---------------------------------------------------------------
+``"delta_r"`` (quantitative maps before and after, T1/T2 in ms)
+    ΔR1 = 1000/T1_post − 1000/T1_pre and ΔR2 = 1000/T2_post − 1000/T2_pre in
+    1/s; a voxel changed when ΔR > k·σ_ΔR (and ΔR > ``min_delta_r1/2``).
+    ΔR2/ΔR1 of each region is compared with the agent's r2/r1.
+``"relative"`` (weighted images before and after)
+    E1 = (T1w_post − T1w_pre)/T1w_pre > t1 and T1w_post − T1w_pre > k·σ_d1;
+    E2 = (T2w_post − T2w_pre)/T2w_pre < −t2 and T2w_post − T2w_pre < −k·σ_d2,
+    where the baseline has signal (SNR ≥ ``min_baseline_snr``; the relative
+    change of noise in air means nothing). The relative rule is the field's;
+    the k·σ rule keeps noise from passing it by chance.
+``"ratio"`` (no baseline at all)
+    T1n = T1w/ref1 > 1 + t1 and T2n = T2w/ref2 < 1 − t2, each normalised to a
+    reference region (or the median of the search mask, or of the tissue).
+    The result is a *candidate* mask, unconfirmed everywhere it appears.
+
+σ is the SD inside the reference region when one is given, else 1.4826 × the
+median absolute deviation over the tissue (robust to the few labelled voxels).
+
+Regions (hysteresis, as Canny's edges): a region is a connected set of voxels
+passing both sides' rules with k = ``k_sigma_grow`` (2 by default) that holds
+at least one voxel passing both with k = ``k_sigma`` (3 by default), and at
+least ``min_size`` voxels. A noisy labelled region then stays one region
+instead of breaking into specks, while noise alone (which would need both
+sides beyond 3σ at once) starts none.
+
+All outputs are on T1POST's grid. Other images are used as they are when they
+share that grid, and are carried onto it through world coordinates only when
+a transform says how (``transform`` for the T2 side, ``pre_transform`` for the
+baseline session); a grid mismatch without a transform is an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .. import progress as _progress
+from ..errors import ImmunotrackWarning, InputError
+from ..volume import Volume
+
+#: Okabe–Ito colours (colour-blind safe) of the fusion view.
+FUSION_COLOURS = {
+    "t1_enhancement": "#E69F00",  # orange
+    "t2_darkening": "#56B4E9",  # sky blue
+    "overlap": "#009E73",  # bluish green
+}
+
+#: The warning every unconfirmed (no-baseline) result carries.
+UNCONFIRMED_WARNING = (
+    "UNCONFIRMED: no pre-injection baseline, so T1-bright/T2-dark regions are only candidates; "
+    "subacute haemorrhage (methaemoglobin) and melanin are also T1-bright and T2-dark and fat is "
+    "T1-bright; scan a baseline (pre-injection T1w and T2w) to confirm."
+)
+
+#: Table columns, in order (NaN where a quantity does not apply to the run).
+TABLE_COLUMNS = [
+    "label", "status", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+    "mean_t1_enhancement", "mean_t2_change", "change_vs",
+    "mean_t1w_over_t2w",
+    "mean_delta_r1_per_s", "mean_delta_r2_per_s", "delta_r2_over_delta_r1", "delta_r2_over_delta_r1_se",
+    "agent_r2_over_r1", "r2_over_r1_deviation",
+]
+
+_MAX_SAMPLE = 1_000_000  # voxels used for medians/Otsu (a deterministic stride beyond that)
+
+
+@dataclass
+class ConfirmResult:
+    """What :func:`confirm_dual_mode` returns.
+
+    Attributes
+    ----------
+    t1_change, t2_change : Volume
+        The quantity each side was decided on, on T1POST's grid: ΔR1/ΔR2 in
+        1/s (``"delta_r"``), the relative signal change E1/E2 as a fraction
+        (``"relative"``; E2 < 0 is darker), or the signal normalised to the
+        reference minus 1 (``"ratio"``). NaN where undefined.
+    t1_mask, t2_mask : Volume
+        uint8 masks of the voxels passing each side's rule with k = ``k_sigma``.
+    labels : Volume
+        Confirmed regions (or unconfirmed candidates), 1..N, on T1POST's grid.
+    fusion : dict of Volume
+        ``t1_enhancement`` (T1 only), ``t2_darkening`` (T2 only) and ``overlap``
+        (the cleaned joint mask) as exclusive uint8 masks, for a three-colour
+        view with :data:`FUSION_COLOURS`.
+    table : pandas.DataFrame
+        One row per region (:data:`TABLE_COLUMNS`).
+    confirmed : bool
+        False when there was no baseline (ratio mode): nothing is confirmed.
+    mode : dict
+        How each side was decided: ``{"t1": "delta_r"|"relative"|"ratio", "t2": ...}``.
+    ratio : Volume or None
+        T1w/T2w, each normalised to its reference (ratio mode only).
+    warnings : list of str
+        Everything doubtful, also issued as :class:`ImmunotrackWarning`.
+    parameters : dict
+        Parameters and the rules actually applied (thresholds, σ and where it came from).
+    """
+
+    t1_change: Volume
+    t2_change: Volume
+    t1_mask: Volume
+    t2_mask: Volume
+    labels: Volume
+    fusion: dict
+    table: object
+    confirmed: bool
+    mode: dict
+    ratio: Optional[Volume] = None
+    warnings: list = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``"confirmed"`` or ``"unconfirmed"``."""
+        return "confirmed" if self.confirmed else "unconfirmed"
+
+    @property
+    def n_regions(self) -> int:
+        return int(len(self.table))
+
+
+# --------------------------------------------------------------------------- helpers
+def _warn(messages: list, text: str) -> None:
+    messages.append(text)
+    warnings.warn(text, ImmunotrackWarning, stacklevel=3)
+
+
+def _sub(array: np.ndarray) -> np.ndarray:
+    """A deterministic strided sample (a view) of a C-contiguous array: medians, MADs and Otsu on
+    at most ~1 million voxels cost little and change nothing measurable."""
+    flat = array.reshape(-1)
+    return flat[:: flat.size // _MAX_SAMPLE + 1] if flat.size > _MAX_SAMPLE else flat
+
+
+def _robust_sigma(values: np.ndarray) -> tuple:
+    """(median, 1.4826 × MAD) of the finite values (NaN, NaN if none)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    med = float(np.median(v))
+    return med, float(1.4826 * np.median(np.abs(v - med)))
+
+
+def _otsu_log(values: np.ndarray) -> Optional[float]:
+    """Otsu's threshold of log intensity over positive finite ``values`` (None if it cannot split them).
+
+    Log intensity puts the big air/tissue gap, not the tissue/fat one, between
+    Otsu's two classes.
+    """
+    from skimage.filters import threshold_otsu
+
+    v = values[np.isfinite(values) & (values > 0)]
+    if v.size < 16 or np.ptp(v) == 0:
+        return None
+    return float(np.exp(threshold_otsu(np.log(v.astype(np.float64)))))
+
+
+def _tissue(image: np.ndarray) -> np.ndarray:
+    """Full-size mask of the voxels brighter than :func:`_otsu_log` (tissue vs air)."""
+    thr = _otsu_log(_sub(image))
+    return image > (0 if thr is None else thr)
+
+
+class _Body:
+    """The tissue on T1POST, eroded once so that bright noise specks in air do not count.
+
+    A zero baseline or map voxel there is news; outside it, a masked background.
+    Computed only when asked (it costs a full-volume erosion).
+    """
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+        self._mask = None
+
+    def count(self, where: np.ndarray) -> int:
+        if not where.any():
+            return 0
+        if self._mask is None:
+            from scipy import ndimage
+
+            self._mask = ndimage.binary_erosion(_tissue(self.image),
+                                                structure=ndimage.generate_binary_structure(3, 1))
+        return int(np.count_nonzero(where & self._mask))
+
+
+def _as_3d(volume: Volume, role: str) -> Volume:
+    if not isinstance(volume, Volume):
+        raise InputError(f"{role} must be a Volume (got {type(volume).__name__}); load it with io.load_volume.")
+    if volume.data.ndim != 3:
+        raise InputError(f"{role} has {volume.data.ndim} dimensions; give one 3D volume (pick one echo or frame).")
+    return volume
+
+
+def _grid_text(v: Volume) -> str:
+    return f"shape {list(v.spatial_shape)}, voxel {np.round(v.spacing, 3).tolist()} mm"
+
+
+def _finite_count(role: str, data: np.ndarray, messages: list) -> np.ndarray:
+    """Finite-value mask of a source image; warn about NaN/inf, refuse an image with none."""
+    finite = np.isfinite(data)
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad == finite.size:
+        raise InputError(f"{role} has no finite values (all NaN or infinite); check the file.")
+    if bad:
+        _warn(messages, f"{role} has {bad} NaN or infinite voxel(s); they were left out (never confirmed).")
+    return finite
+
+
+def _carry(volume: Volume, role: str, target: Volume, matrix: Optional[np.ndarray], hint: str,
+           messages: list) -> np.ndarray:
+    """``volume``'s values on ``target``'s grid as float32 (NaN outside its field of view)."""
+    data = volume.numpy()
+    _finite_count(role, data, messages)
+    if volume.same_grid(target):
+        return np.ascontiguousarray(data, np.float32)
+    if matrix is None:
+        raise InputError(
+            f"{role} ({_grid_text(volume)}) is not on T1POST's grid ({_grid_text(target)}) and no transform was "
+            f"given; {hint}"
+        )
+    moved = volume.replace(data=np.asarray(data, np.float32)).resample_to(target, order=1, transform=matrix,
+                                                                          fill=np.nan)
+    out = np.ascontiguousarray(moved.data, np.float32)
+    if not np.isfinite(out).any():
+        raise InputError(f"{role} does not overlap T1POST in world space after the transform; check the transform.")
+    return out
+
+
+def _mask_on(mask: Optional[Volume], role: str, target: Volume) -> Optional[np.ndarray]:
+    """A mask Volume (non-zero = inside) on ``target``'s grid, carried through world coordinates."""
+    if mask is None:
+        return None
+    mask = _as_3d(mask, role)
+    m = mask.numpy()
+    m = np.isfinite(m) & (m != 0) if np.issubdtype(m.dtype, np.floating) else (m != 0)
+    if not mask.same_grid(target):
+        m = mask.replace(data=m.astype(np.uint8)).resample_to(target, order=0).numpy() != 0
+    if not m.any():
+        raise InputError(f"{role} is empty on T1POST's grid; draw it inside the image's field of view.")
+    return m
+
+
+def _sigma(diff: np.ndarray, valid: np.ndarray, ref: Optional[np.ndarray], sample_region: np.ndarray) -> tuple:
+    """(σ, where it came from) of ``diff``: SD in the reference region, else robust over ``sample_region``
+    (a mask over the strided sample :func:`_sub` of the grid)."""
+    if ref is not None:
+        vals = diff[valid & ref]
+        if vals.size < 10:
+            raise InputError("the reference region holds fewer than 10 valid voxels; draw a larger reference region "
+                             "inside tissue seen on every image.")
+        return float(np.std(vals, ddof=1)), "SD in the reference region"
+    _, s = _robust_sigma(_sub(diff)[sample_region])
+    if not np.isfinite(s):
+        raise InputError("no unchanged tissue is left to estimate the noise from; check that the images overlap "
+                         "and hold tissue, or give a reference region.")
+    return s, "1.4826 x MAD over tissue"
+
+
+# --------------------------------------------------------------------------- sides
+def _side_delta_r(name: str, pre_ms: np.ndarray, post_ms: np.ndarray, k_sigma: float, k_grow: float,
+                  min_delta: float, ref: Optional[np.ndarray], body: _Body, messages: list) -> tuple:
+    """ΔR (1/s) from relaxation-time maps in ms: (ΔR, strong mask, weak mask, valid, rule)."""
+    label = f"{name} map"
+    valid = (pre_ms > 0) & (post_ms > 0) & np.isfinite(pre_ms) & np.isfinite(post_ms)
+    if not valid.any():
+        raise InputError(f"the {label}s have no voxel with positive values before and after; "
+                         f"give {name} in ms (values > 0).")
+    nonpos = (pre_ms <= 0) | (post_ms <= 0)  # NaN compares False: only true zeros/negatives
+    inside = body.count(nonpos)
+    if inside:
+        _warn(messages, f"the {label}s have {inside} zero or negative voxel(s) inside the tissue (no fit); "
+                        "ΔR is undefined there (division by zero) and they were left out.")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_pre = np.float32(1000.0) / pre_ms
+        delta = np.float32(1000.0) / post_ms
+    delta -= r_pre
+    invalid = ~valid
+    if invalid.any():
+        delta[invalid] = np.nan
+    valid_s = _sub(valid)
+    median_post = float(np.median(_sub(post_ms)[valid_s]))
+    if median_post < 10:
+        _warn(messages, f"the {label} values look like seconds (median {median_post:.3g}); "
+                        "they were read as ms as documented; convert them to ms if they are seconds.")
+    sigma, source = _sigma(delta, valid, ref, valid_s)
+    # a floor (0.1 % of the median rate) so that noise-free data do not turn rounding into findings
+    floor = 1e-3 * abs(float(np.median(_sub(r_pre)[valid_s])))
+    sigma = max(sigma, floor)
+    strong_thr = max(k_sigma * sigma, float(min_delta))
+    weak_thr = max(k_grow * sigma, float(min_delta))
+    strong = delta > strong_thr  # NaN compares False
+    weak = delta > weak_thr
+    rule = {"mode": "delta_r", "quantity": f"delta_{'r1' if name == 'T1' else 'r2'}_per_s", "unit": "1/s",
+            "non_positive_voxels": int(np.count_nonzero(nonpos)),
+            "rule": f"delta R > {strong_thr:.4g} 1/s to start a region, > {weak_thr:.4g} 1/s to grow it "
+                    f"(k={k_sigma:g} and {k_grow:g} x sigma={sigma:.4g} 1/s from {source}"
+                    f"{'; min ' + format(min_delta, 'g') + ' 1/s' if min_delta else ''})",
+            "sigma": sigma, "sigma_source": source, "threshold": strong_thr, "grow_threshold": weak_thr}
+    return delta, strong, weak, valid, rule
+
+
+def _side_relative(name: str, pre: np.ndarray, post: np.ndarray, threshold: float, k_sigma: float,
+                   k_grow: float, brighter: bool, ref: Optional[np.ndarray], normalise: str,
+                   min_snr: float, body: _Body, messages: list) -> tuple:
+    """Relative change of a weighted image against its baseline: (E, strong, weak, valid, rule)."""
+    role = f"{name}PRE"
+    valid = pre > 0  # NaN compares False
+    valid &= np.isfinite(post)
+    if not valid.any():
+        raise InputError(f"{role} has no positive voxels; the relative change (post - pre)/pre is undefined. "
+                         "Give the pre-injection magnitude image.")
+    nonpos = pre <= 0
+    inside = body.count(nonpos)
+    if inside:
+        _warn(messages, f"{role} has {inside} zero or negative voxel(s) inside the tissue; the relative change is "
+                        "undefined there (division by zero) and they were left out.")
+    pre_s, post_s, valid_s = _sub(pre), _sub(post), _sub(valid)
+    thr = _otsu_log(pre_s[valid_s])
+    tissue_s = valid_s & (pre_s > (0 if thr is None else thr))
+    if not tissue_s.any():
+        tissue_s = valid_s
+    scale, scale_source = 1.0, "none"
+    if normalise == "reference" and ref is not None:
+        region = valid & ref
+        # post scaled so that the unchanged reference tissue has the pre's mean: removes a gain change
+        scale, scale_source = float(np.mean(pre[region]) / np.mean(post[region])), "reference region mean"
+    elif normalise == "tissue":
+        scale = float(np.median(pre_s[tissue_s]) / np.median(post_s[tissue_s]))
+        scale_source = "tissue median"
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"{name}POST has no signal in the reference tissue; cannot scale it to {role}.")
+    diff = post * np.float32(scale) if scale != 1.0 else post.copy()
+    diff -= pre
+    sigma, source = _sigma(diff, valid, ref, tissue_s)
+    # the relative change of a baseline at the noise floor (air) means nothing: need SNR >= min_snr
+    # (sigma of one image = sigma of the difference / sqrt 2)
+    floor = float(min_snr) * sigma / np.sqrt(2.0)
+    valid &= pre > floor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = diff / pre
+    invalid = ~valid
+    if invalid.any():
+        rel[invalid] = np.nan
+        diff[invalid] = np.nan
+    if scale_source == "none":
+        # a scan scaled differently from its baseline makes every voxel "change": say so
+        med = float(np.nanmedian(_sub(rel)[tissue_s]))
+        if abs(med) > 0.1:
+            _warn(messages, f"{name}POST differs from {role} by {100 * med:+.0f}% in the median tissue voxel; "
+                            "the scans may be scaled differently: give a reference region (normalise='reference') "
+                            "or use normalise='tissue'.")
+    sign = 1.0 if brighter else -1.0
+    passed = (rel * np.float32(sign)) > threshold  # NaN compares False
+    signed = diff * np.float32(sign)
+    strong = passed & (signed > k_sigma * sigma)
+    weak = passed & (signed > k_grow * sigma)
+    op = ">" if brighter else "<"
+    t = threshold if brighter else -threshold
+    rule = {"mode": "relative", "quantity": "relative signal change (post-pre)/pre", "unit": "fraction",
+            "non_positive_voxels": int(np.count_nonzero(nonpos)),
+            "rule": f"(post-pre)/pre {op} {t:g} and post-pre {op} {sign * k_sigma:g} x sigma to start a region, "
+                    f"{sign * k_grow:g} x sigma to grow it (sigma={sigma:.4g}, {source}; post scaled by {scale:.4g} "
+                    f"from {scale_source}; baseline SNR >= {min_snr:g})",
+            "sigma": sigma, "sigma_source": source, "threshold": threshold, "post_scale": scale,
+            "baseline_floor": floor}
+    return rel, strong, weak, valid, rule
+
+
+def _reference_level(image: np.ndarray, valid: np.ndarray, ref: Optional[np.ndarray],
+                     search: Optional[np.ndarray], role: str) -> tuple:
+    if ref is not None:
+        vals, source = image[valid & ref], "mean of the reference region"
+        level = float(np.mean(vals)) if vals.size else float("nan")
+    elif search is not None:
+        vals, source = image[valid & search], "median of the search mask"
+        level = float(np.median(vals)) if vals.size else float("nan")
+    else:
+        sample = _sub(image)[_sub(valid)]
+        thr = _otsu_log(sample)
+        vals, source = sample[sample > (0 if thr is None else thr)], "median of the tissue (Otsu)"
+        level = float(np.median(vals)) if vals.size else float("nan")
+    if not level > 0:
+        raise InputError(f"{role}'s reference level ({source}) is not positive; draw a reference region in tissue "
+                         "with signal.")
+    return level, source
+
+
+# --------------------------------------------------------------------------- components and table
+def _regions(seeds: np.ndarray, grow: np.ndarray, min_size: int, connectivity: int, opening: bool) -> np.ndarray:
+    """Connected components of ``grow`` holding a seed voxel and at least ``min_size`` voxels, labelled 1..N."""
+    from scipy import ndimage
+
+    if opening:
+        grow = ndimage.binary_opening(grow, structure=ndimage.generate_binary_structure(3, 1))
+    out = np.zeros(grow.shape, np.int32)
+    # label only the box holding the mask: the joint mask is sparse, the volume large
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(grow.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return out
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    box = tuple(box)
+    rank = {6: 1, 18: 2, 26: 3}[connectivity]
+    labels, n = ndimage.label(grow[box], structure=ndimage.generate_binary_structure(3, rank))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    seeded = np.zeros(n + 1, bool)
+    seeded[labels[seeds[box]]] = True
+    keep = seeded & (sizes >= min_size)
+    keep[0] = False
+    new_id = np.zeros(n + 1, np.int32)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    out[box] = new_id[labels]
+    return out
+
+
+def _region_means(lab: np.ndarray, values: Optional[np.ndarray], n: int) -> np.ndarray:
+    """Mean of the finite ``values`` per label 1..n (NaN where none)."""
+    if values is None:
+        return np.full(n, np.nan)
+    v = values.astype(np.float64)
+    ok = np.isfinite(v)
+    s = np.bincount(lab[ok], weights=v[ok], minlength=n + 1)[1:]
+    c = np.bincount(lab[ok], minlength=n + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+def _table(labels: np.ndarray, grid: Volume, status: str, change_vs: str, e1, e2, ratio, dr1, dr2,
+           sigma1: float, sigma2: float, r2_over_r1: Optional[float]):
+    import pandas as pd
+
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("status", "change_vs") else float)
+                             for c in TABLE_COLUMNS}).astype({"label": int, "voxels": int})
+    where = np.nonzero(labels)
+    lab = labels[where]
+    count = np.bincount(lab, minlength=n + 1)[1:]
+    idx = np.stack([np.bincount(lab, weights=w.astype(np.float64), minlength=n + 1)[1:] / count for w in where], 1)
+    centroid = grid.index_to_world(idx)
+
+    def at(values):
+        return None if values is None else values[where]
+
+    m_dr1, m_dr2 = _region_means(lab, at(dr1), n), _region_means(lab, at(dr2), n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio_obs = m_dr2 / m_dr1
+        # standard error of a ratio of two means, from each side's voxel noise
+        se = np.abs(ratio_obs) * np.sqrt((sigma2 / m_dr2) ** 2 + (sigma1 / m_dr1) ** 2) / np.sqrt(count)
+    agent = np.full(n, np.nan if r2_over_r1 is None else float(r2_over_r1))
+    table = pd.DataFrame({
+        "label": np.arange(1, n + 1, dtype=int),
+        "status": status,
+        "voxels": count.astype(int),
+        "volume_mm3": count * grid.voxel_volume_mm3,
+        "centroid_x_mm": centroid[:, 0], "centroid_y_mm": centroid[:, 1], "centroid_z_mm": centroid[:, 2],
+        "mean_t1_enhancement": _region_means(lab, at(e1), n),
+        "mean_t2_change": _region_means(lab, at(e2), n),
+        "change_vs": change_vs,
+        "mean_t1w_over_t2w": _region_means(lab, at(ratio), n),
+        "mean_delta_r1_per_s": m_dr1, "mean_delta_r2_per_s": m_dr2,
+        "delta_r2_over_delta_r1": ratio_obs, "delta_r2_over_delta_r1_se": se,
+        "agent_r2_over_r1": agent,
+        "r2_over_r1_deviation": ratio_obs / agent - 1.0,
+    })
+    return table[TABLE_COLUMNS]
+
+
+# --------------------------------------------------------------------------- main entry
+def confirm_dual_mode(
+    t1_post: Volume,
+    t2_post: Volume,
+    t1_pre: Optional[Volume] = None,
+    t2_pre: Optional[Volume] = None,
+    t1_map_pre: Optional[Volume] = None,
+    t1_map_post: Optional[Volume] = None,
+    t2_map_pre: Optional[Volume] = None,
+    t2_map_post: Optional[Volume] = None,
+    t1_threshold: float = 0.2,
+    t2_threshold: float = 0.2,
+    k_sigma: float = 3.0,
+    k_sigma_grow: float = 2.0,
+    min_size: int = 3,
+    opening: bool = False,
+    connectivity: int = 26,
+    search_mask: Optional[Volume] = None,
+    reference_mask: Optional[Volume] = None,
+    r2_over_r1: Optional[float] = None,
+    transform: Optional[np.ndarray] = None,
+    pre_transform: Optional[np.ndarray] = None,
+    normalise: str = "reference",
+    min_baseline_snr: float = 5.0,
+    min_delta_r1: float = 0.0,
+    min_delta_r2: float = 0.0,
+    progress=None,
+) -> ConfirmResult:
+    """Find regions that are T1-bright AND T2-dark, new since the baseline.
+
+    Parameters
+    ----------
+    t1_post, t2_post : Volume
+        Post-injection T1-weighted and T2-weighted images. T1POST's grid is
+        the grid of every output.
+    t1_pre, t2_pre : Volume, optional
+        Pre-injection baselines. Give both or neither: with neither (and no
+        maps) only unconfirmed candidates come out (ratio mode).
+    t1_map_pre, t1_map_post, t2_map_pre, t2_map_post : Volume, optional
+        Quantitative T1/T2 maps in ms, in pairs (pre and post). A side with a
+        map pair is decided on ΔR = 1000/T_post − 1000/T_pre (1/s); a map pair
+        counts as that side's baseline.
+    t1_threshold, t2_threshold : float
+        Minimum relative change of the weighted signal: E1 > t1, E2 < −t2
+        (fractions; 0.2 = 20 %). In ratio mode: T1n > 1 + t1, T2n < 1 − t2.
+    k_sigma : float
+        Noise rule to start a region: the change must exceed k·σ (σ of the
+        difference image, or of ΔR) on both sides. 0 turns it off.
+    k_sigma_grow : float
+        Noise rule for the voxels a region grows into (at most ``k_sigma``).
+    min_size : int
+        Smallest region kept, in voxels (after the optional opening).
+    opening : bool
+        Binary opening (6-connected cross) of the joint mask before labelling.
+    connectivity : {6, 18, 26}
+        Voxel connectivity of a region.
+    search_mask, reference_mask : Volume, optional
+        Where to look, and an unchanged reference tissue (σ, normalisation,
+        ratio-mode reference). Carried to T1POST's grid through world
+        coordinates (nearest neighbour) when on another grid.
+    r2_over_r1 : float, optional
+        The agent's relaxivity ratio r2/r1, compared with ΔR2/ΔR1 per region.
+    transform : (4, 4) array, optional
+        T1POST world -> T2 world (RAS mm, ``fixed_to_moving`` of a
+        registration of T2 onto T1). Needed when the T2 images are on another
+        grid; ``np.eye(4)`` says they share T1POST's scanner frame.
+    pre_transform : (4, 4) array, optional
+        T1POST world -> baseline-session world, for baselines on another grid.
+        A T2 baseline on neither T1POST's nor T2POST's grid is carried through
+        ``transform @ pre_transform``.
+    normalise : {"reference", "tissue", "none"}
+        How post images are scaled to their baseline before comparing:
+        to the reference region's mean (only when one is given), to the
+        tissue median, or not at all.
+    min_baseline_snr : float
+        Weighted baselines darker than this many noise σ (air) are left out:
+        their relative change is noise divided by noise.
+    min_delta_r1, min_delta_r2 : float
+        Optional floors (1/s) for ΔR1 and ΔR2 on top of k·σ.
+    progress : callable, optional
+        ``progress(fraction, message)``; may raise Cancelled.
+
+    Returns
+    -------
+    ConfirmResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> rng = np.random.default_rng(0)
+    >>> pre1 = Volume(100 + rng.normal(0, 2, (20, 20, 20)), np.eye(4))
+    >>> pre2 = Volume(100 + rng.normal(0, 2, (20, 20, 20)), np.eye(4))
+    >>> post1, post2 = pre1.numpy().copy(), pre2.numpy().copy()
+    >>> post1[8:11, 8:11, 8:11] *= 1.6     # T1-bright
+    >>> post2[8:11, 8:11, 8:11] *= 0.4     # and T2-dark at the same place
+    >>> res = confirm_dual_mode(pre1.replace(data=post1), pre2.replace(data=post2), pre1, pre2)
+    >>> res.confirmed, res.n_regions, int(res.table.voxels[0])
+    (True, 1, 27)
+    """
+    messages: list = []
+    t1_post = _as_3d(t1_post, "T1POST")
+    t2_post = _as_3d(t2_post, "T2POST")
+    for value, name in ((t1_threshold, "t1_threshold"), (t2_threshold, "t2_threshold")):
+        if not (np.isfinite(value) and 0 <= value < 1):
+            raise InputError(f"{name} must be a fraction between 0 and 1 (e.g. 0.2 for 20 %), got {value}.")
+    if not (np.isfinite(k_sigma) and k_sigma >= 0):
+        raise InputError(f"k_sigma must be 0 or more, got {k_sigma}.")
+    if not (np.isfinite(k_sigma_grow) and 0 <= k_sigma_grow):
+        raise InputError(f"k_sigma_grow must be 0 or more, got {k_sigma_grow}.")
+    k_sigma_grow = min(float(k_sigma_grow), float(k_sigma))  # growing is never stricter than starting
+    if not (np.isfinite(min_baseline_snr) and min_baseline_snr >= 0):
+        raise InputError(f"min_baseline_snr must be 0 or more, got {min_baseline_snr}.")
+    if int(min_size) < 1:
+        raise InputError(f"min_size must be at least 1 voxel, got {min_size}.")
+    if connectivity not in (6, 18, 26):
+        raise InputError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
+    if normalise not in ("reference", "tissue", "none"):
+        raise InputError(f"normalise must be 'reference', 'tissue' or 'none', got {normalise!r}.")
+    if r2_over_r1 is not None and not (np.isfinite(r2_over_r1) and r2_over_r1 > 0):
+        raise InputError(f"r2_over_r1 must be a positive number, got {r2_over_r1}.")
+    for pre, post, name in ((t1_map_pre, t1_map_post, "T1"), (t2_map_pre, t2_map_post, "T2")):
+        if (pre is None) != (post is None):
+            missing = "pre" if pre is None else "post"
+            raise InputError(f"the {name} map {missing}-injection is missing; give {name} maps in pairs "
+                             "(pre and post) or none.")
+    t1_has = t1_pre is not None or t1_map_pre is not None
+    t2_has = t2_pre is not None or t2_map_pre is not None
+    if t1_has != t2_has:
+        have, lack = ("T1", "T2") if t1_has else ("T2", "T1")
+        raise InputError(f"a baseline was given for {have} only; give the pre-injection {lack} image too "
+                         f"(--{lack.lower()}-pre), or no baseline at all for unconfirmed candidates.")
+    baseline = t1_has and t2_has
+    transforms = {}
+    for value, name in ((transform, "transform"), (pre_transform, "pre_transform")):
+        if value is not None:
+            m = np.asarray(value, float)
+            if m.shape != (4, 4) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-9:
+                raise InputError(f"{name} must be an invertible 4x4 world-to-world matrix.")
+            value = m
+        transforms[name] = value
+    transform, pre_transform = transforms["transform"], transforms["pre_transform"]
+
+    # ---- everything onto T1POST's grid
+    grid = t1_post
+    t2_hint = ("register T2 to T1 and pass the transform (--transform T.tfm), or --transform identity if both "
+               "are in the same scanner frame.")
+    pre_hint = ("register the baseline to the post-injection scan and pass --pre-transform, or give a baseline on "
+                "the same grid.")
+    if pre_transform is not None:
+        t2_pre_matrix = pre_transform if transform is None else transform @ pre_transform
+    else:
+        t2_pre_matrix = None
+
+    def t2_side(vol, role, is_pre):
+        vol = _as_3d(vol, role)
+        if vol.same_grid(grid):
+            return _carry(vol, role, grid, None, "", messages)
+        if vol.same_grid(t2_post) and not t2_post.same_grid(grid):
+            # a T2-side image on T2POST's grid goes where T2POST goes
+            return _carry(vol, role, grid, transform, t2_hint, messages)
+        matrix = t2_pre_matrix if is_pre else transform
+        return _carry(vol, role, grid, matrix, pre_hint if is_pre else t2_hint, messages)
+
+    def t1_side(vol, role, is_pre):
+        vol = _as_3d(vol, role)
+        return _carry(vol, role, grid, pre_transform if is_pre else None,
+                      pre_hint if is_pre else "resample it onto T1POST's grid first.", messages)
+
+    a1 = _carry(t1_post, "T1POST", grid, None, "", messages)
+    a2 = t2_side(t2_post, "T2POST", False)
+    p1 = t1_side(t1_pre, "T1PRE", True) if t1_pre is not None else None
+    p2 = t2_side(t2_pre, "T2PRE", True) if t2_pre is not None else None
+    m1 = (t1_side(t1_map_pre, "T1 map pre", True), t1_side(t1_map_post, "T1 map post", False)) \
+        if t1_map_pre is not None else None
+    m2 = (t2_side(t2_map_pre, "T2 map pre", True), t2_side(t2_map_post, "T2 map post", False)) \
+        if t2_map_pre is not None else None
+    search = _mask_on(search_mask, "search mask", grid)
+    ref = _mask_on(reference_mask, "reference mask", grid)
+    _progress.report(progress, 0.3, "images on T1POST's grid")
+
+    # ---- each side
+    rules: dict = {}
+    e1 = e2 = dr1 = dr2 = ratio = None
+    sigma1 = sigma2 = float("nan")
+    body = _Body(a1)
+    if baseline:
+        change_vs = "baseline"
+        sides = {}
+        for key, pre, post, thr, brighter in (("t1", p1, a1, t1_threshold, True), ("t2", p2, a2, t2_threshold, False)):
+            if pre is not None:
+                sides[key] = _side_relative(key.upper(), pre, post, thr, k_sigma, k_sigma_grow, brighter, ref,
+                                            normalise, min_baseline_snr, body, messages)
+        _progress.report(progress, 0.5, "relative change")
+        for key, maps, min_delta in (("t1", m1, min_delta_r1), ("t2", m2, min_delta_r2)):
+            if maps is not None:
+                if key in sides:  # the weighted change stays in the table; the maps decide
+                    rules[f"{key}_weighted"] = sides[key][4]
+                sides[key + "_maps"] = _side_delta_r(key.upper(), maps[0], maps[1], k_sigma, k_sigma_grow,
+                                                     min_delta, ref, body, messages)
+        e1 = sides["t1"][0] if "t1" in sides else None
+        e2 = sides["t2"][0] if "t2" in sides else None
+        dr1 = sides["t1_maps"][0] if "t1_maps" in sides else None
+        dr2 = sides["t2_maps"][0] if "t2_maps" in sides else None
+        side1 = sides.get("t1_maps", sides.get("t1"))
+        side2 = sides.get("t2_maps", sides.get("t2"))
+        t1_change, strong1, weak1, valid1, rules["t1"] = side1
+        t2_change, strong2, weak2, valid2, rules["t2"] = side2
+        mode1, mode2 = rules["t1"]["mode"], rules["t2"]["mode"]
+        unit1, unit2 = rules["t1"]["unit"], rules["t2"]["unit"]
+        if dr1 is not None:
+            sigma1 = rules["t1"]["sigma"]
+        if dr2 is not None:
+            sigma2 = rules["t2"]["sigma"]
+    else:
+        change_vs = "reference tissue"
+        mode1 = mode2 = "ratio"
+        valid1 = np.isfinite(a1) & (a1 > 0)
+        valid2 = np.isfinite(a2)
+        if not valid1.any():
+            raise InputError("T1POST has no positive voxels; give the T1-weighted magnitude image.")
+        ref1, src1 = _reference_level(a1, valid1, ref, search, "T1POST")
+        ref2, src2 = _reference_level(a2, valid2 & (a2 > 0), ref, search, "T2POST")
+        e1 = a1 / np.float32(ref1)
+        e2 = a2 / np.float32(ref2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = e1 / e2
+        ratio[~(valid1 & valid2 & (e2 > 0))] = np.nan
+        strong1 = weak1 = valid1 & (e1 > 1 + t1_threshold)
+        strong2 = weak2 = valid2 & (e2 < 1 - t2_threshold)
+        e1 -= np.float32(1)
+        e2 -= np.float32(1)
+        e1[~valid1] = np.nan
+        e2[~valid2] = np.nan
+        t1_change, t2_change = e1, e2
+        unit1 = unit2 = "fraction (signal / reference - 1)"
+        rules["t1"] = {"mode": "ratio", "rule": f"T1w/ref > {1 + t1_threshold:g} (ref {ref1:.4g} = {src1})",
+                       "reference_level": ref1, "reference_source": src1}
+        rules["t2"] = {"mode": "ratio", "rule": f"T2w/ref < {1 - t2_threshold:g} (ref {ref2:.4g} = {src2})",
+                       "reference_level": ref2, "reference_source": src2}
+        _warn(messages, UNCONFIRMED_WARNING)
+    _progress.report(progress, 0.7, "joint mask")
+
+    # ---- joint mask, regions, table
+    seeds = strong1 & strong2
+    grow = weak1 & weak2
+    if search is not None:
+        seeds &= search
+        grow &= search
+    labels = _regions(seeds, grow, int(min_size), connectivity, opening)
+    _progress.report(progress, 0.85, "regions")
+    status = "confirmed" if baseline else "unconfirmed"
+    table = _table(labels, grid, status, change_vs, e1, e2, ratio, dr1, dr2, sigma1, sigma2, r2_over_r1)
+    if r2_over_r1 is not None and (dr1 is None or dr2 is None):
+        _warn(messages, "r2_over_r1 was given but delta R1/delta R2 need T1 and T2 maps before and after; "
+                        "the relaxivity check was not done.")
+    elif r2_over_r1 is not None and len(table):
+        dev = (table["delta_r2_over_delta_r1"] - r2_over_r1).abs()
+        off = table[(dev > 3 * table["delta_r2_over_delta_r1_se"]) & (table["r2_over_r1_deviation"].abs() > 0.25)]
+        for row in off.itertuples():
+            _warn(messages, f"region {row.label}: delta R2/delta R1 = {row.delta_r2_over_delta_r1:.3g} where the "
+                            f"agent's r2/r1 is {r2_over_r1:g} (r1 quenched by compartmentalisation, or not this agent).")
+    _progress.report(progress, 0.95, "fusion")
+
+    # ---- outputs on T1POST's grid
+    overlap = labels > 0
+    name = "confirmed" if baseline else "candidates_UNCONFIRMED"
+    description = ("immunotrack confirm: T1-T2 confirmed regions" if baseline else
+                   "UNCONFIRMED T1-T2 candidates (no baseline): haemorrhage/melanin/fat possible")
+    meta = {"confirmed": baseline, "status": status, "description": description, "mode": {"t1": mode1, "t2": mode2}}
+
+    def vol(data, vname, unit, modality="OT"):
+        return Volume(data, grid.affine.copy(), modality=modality, unit=unit, name=vname, metadata=dict(meta))
+
+    suffix = "" if baseline else " (UNCONFIRMED)"
+    fusion = {
+        "t1_enhancement": vol((strong1 & ~overlap).view(np.uint8), "T1 enhancement" + suffix, "mask"),
+        "t2_darkening": vol((strong2 & ~overlap).view(np.uint8), "T2 darkening" + suffix, "mask"),
+        "overlap": vol(overlap.view(np.uint8), "T1+T2 overlap" + suffix, "mask"),
+    }
+    parameters = {
+        "t1_threshold": t1_threshold, "t2_threshold": t2_threshold, "k_sigma": k_sigma,
+        "k_sigma_grow": k_sigma_grow, "min_size": int(min_size), "opening": bool(opening),
+        "connectivity": connectivity, "normalise": normalise, "min_baseline_snr": min_baseline_snr,
+        "min_delta_r1": min_delta_r1, "min_delta_r2": min_delta_r2, "r2_over_r1": r2_over_r1,
+        "transform": None if transform is None else transform.tolist(),
+        "pre_transform": None if pre_transform is None else pre_transform.tolist(),
+        "search_mask": search_mask is not None, "reference_mask": reference_mask is not None,
+        "confirmed": baseline, "status": status, "mode": {"t1": mode1, "t2": mode2}, "rules": rules,
+        "grid": {"shape": list(grid.spatial_shape), "affine": grid.affine.tolist()},
+        "valid_voxels": {"t1": int(np.count_nonzero(valid1)), "t2": int(np.count_nonzero(valid2))},
+        "regions": int(len(table)),
+    }
+    result = ConfirmResult(
+        t1_change=vol(t1_change, "T1 change" if baseline else "T1w normalised - 1" + suffix, unit1),
+        t2_change=vol(t2_change, "T2 change" if baseline else "T2w normalised - 1" + suffix, unit2),
+        t1_mask=vol(strong1.view(np.uint8), "T1 enhanced" + suffix, "mask"),
+        t2_mask=vol(strong2.view(np.uint8), "T2 darkened" + suffix, "mask"),
+        labels=vol(labels, name, "label", modality="SEG"),
+        fusion=fusion,
+        table=table,
+        confirmed=baseline,
+        mode={"t1": mode1, "t2": mode2},
+        ratio=None if ratio is None else vol(ratio, "T1w/T2w (normalised)" + suffix, "ratio"),
+        warnings=messages,
+        parameters=parameters,
+    )
+    _progress.report(progress, 1.0, f"{len(table)} {status} region(s)")
+    return result
+
+
+__all__ = ["confirm_dual_mode", "ConfirmResult", "FUSION_COLOURS", "UNCONFIRMED_WARNING", "TABLE_COLUMNS"]

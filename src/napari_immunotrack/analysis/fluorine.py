@@ -1,0 +1,320 @@
+"""19F MRI cell counting against a reference tube (SCIENCE.md section 5).
+
+A 19F image has no anatomical background: every hot spot is perfluorocarbon,
+in labelled cells (or in macrophages that ate them). A reference tube of
+known 19F concentration in the field of view calibrates signal to atoms
+(Srinivas et al., MRM 2007 58:725; Ahrens & Bulte, Nat Rev Immunol 2013).
+
+Steps of :func:`fluorine_cells`
+-------------------------------
+1. Noise sigma from a signal-free background mask: magnitude images are
+   Rician, pure noise has mean sigma*sqrt(pi/2), so sigma = mean_bg / sqrt(pi/2).
+   Without a mask: sigma = median / sqrt(2 ln 2) of the voxels outside the ROIs
+   and the reference (the Rayleigh median; a warning says it was estimated).
+2. Rician bias correction per voxel: I_c = sqrt(max(I^2 - 2 sigma^2, 0)).
+3. Calibration: F_ref per voxel = c_ref[mM] * 1e-3 * N_A * V_voxel[L]
+   (times the 19F atoms per molecule when c_ref is a compound's concentration);
+   atoms per signal unit k = F_ref / mean(I_c over the reference mask).
+4. Detection: voxels with SNR = I / sigma >= 3.5 in connected components
+   (26-connected by default) of at least 3 voxels.
+5. Per ROI: F = k * sum(w * I_c) over detected voxels (w = partial-voxel
+   weight of the ROI); cells = F / F_c.
+6. Detection limit of the scan, in cells per voxel: 3.5 sigma k / F_c.
+   An ROI with no detected voxel reports no count (NaN) and the status
+   "below detection limit", never an invented number. When more than half
+   of an ROI's sum comes from voxels near the threshold (SNR < 1.5 x 3.5),
+   the count is flagged and a warning says it is probably an underestimate.
+
+Examples
+--------
+>>> import numpy as np
+>>> from napari_immunotrack.volume import Volume
+>>> aff = np.diag([0.5, 0.5, 0.5, 1.0])
+>>> img = np.full((20, 20, 20), 10.0 * np.sqrt(np.pi / 2), np.float32)   # noise floor, sigma = 10
+>>> img[2:6, 2:6, 2:6] = 1000.0                                         # reference tube, 50 mM
+>>> img[12:15, 12:15, 12:15] = 500.0                                    # a depot
+>>> ref = np.zeros((20, 20, 20), np.uint8); ref[2:6, 2:6, 2:6] = 1
+>>> roi = np.zeros((20, 20, 20), np.uint8); roi[10:17, 10:17, 10:17] = 1
+>>> df = fluorine_cells(Volume(img, aff, "F19"), Volume(roi, aff), Volume(ref, aff), 50.0, 1e12,
+...                     noise_sigma=10.0)
+>>> round(float(df.loc[0, "cell_count"]) / 1e3, 1)   # thousand cells: 27 voxels at 25 mM
+50.8
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional
+
+import numpy as np
+
+from .. import progress as _progress
+from ..errors import ImmunotrackWarning, InputError
+from ..volume import Volume
+from .roi import RoiMap, carry_rois
+
+AVOGADRO = 6.02214076e23
+#: Rayleigh (pure-noise magnitude) mean / sigma and median / sigma.
+RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)
+RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))
+
+
+def _mask_map(mask, target: Volume, what: str, progress=None) -> RoiMap:
+    """A mask Volume (any non-zero value) carried to ``target`` as label 1."""
+    if isinstance(mask, RoiMap):
+        return mask
+    if not isinstance(mask, Volume):
+        raise InputError(f"the {what} must be a mask Volume.")
+    data = mask.numpy()
+    if data.ndim == 4:
+        data = data[0]
+    if not np.issubdtype(data.dtype, np.number) and data.dtype != bool:
+        raise InputError(f"the {what} is not numeric.")
+    binary = (np.nan_to_num(data) != 0).astype(np.uint8)
+    if not binary.any():
+        raise InputError(f"the {what} is empty (no non-zero voxel); draw it over the {what.split()[-1]} first.")
+    m = mask.replace(data=binary, unit="label")
+    try:
+        return carry_rois(m, target, name=f"the 19F image ({what})", progress=progress)
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None):
+    """Rician noise sigma of a magnitude image and how it was found.
+
+    Parameters
+    ----------
+    image : Volume
+    noise_mask : Volume, optional
+        Signal-free background; sigma = mean / sqrt(pi/2).
+    exclude : bool array, optional
+        Voxels to leave out of the automatic estimate (ROIs, reference).
+
+    Returns
+    -------
+    (sigma, method) : (float, str)
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> noise = np.hypot(rng.normal(0, 5, (30, 30, 30)), rng.normal(0, 5, (30, 30, 30)))
+    >>> s, how = estimate_sigma(Volume(noise, np.eye(4)))
+    >>> round(s, 1)
+    5.0
+    """
+    data = image.numpy().astype(np.float64)
+    if noise_mask is not None:
+        nmap = _mask_map(noise_mask, image, "noise mask")
+        w = nmap.weight[0].astype(np.float64)
+        vals = data.reshape(-1)[nmap.index[0]]
+        keep = w >= 0.5
+        if keep.sum() < 10:
+            raise InputError("the noise mask holds fewer than 10 voxels of the 19F image; draw a larger "
+                             "signal-free region.")
+        mean = float(vals[keep].mean())
+        if not mean > 0:
+            raise InputError("the noise mask's mean is not positive; the image is not a magnitude image or the "
+                             "mask is wrong.")
+        return mean / RAYLEIGH_MEAN, "mean of the noise mask / sqrt(pi/2) (Rician background)"
+    flat = data.reshape(-1)
+    if exclude is not None:
+        flat = flat[~exclude.reshape(-1)]
+    flat = flat[np.isfinite(flat)]
+    if flat.size < 100:
+        raise InputError("too few voxels outside the ROIs to estimate the noise; give a noise mask.")
+    median = float(np.median(flat))
+    if not median > 0:
+        raise InputError("the image background is zero (not a magnitude image or already thresholded); give the "
+                         "noise sigma (--noise-sigma) or a noise mask.")
+    return median / RAYLEIGH_MEDIAN, "median of voxels outside the ROIs and reference / sqrt(2 ln 2) (Rayleigh)"
+
+
+def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm: float,
+                   fluorine_per_cell: float, *, noise_mask=None, noise_sigma: Optional[float] = None,
+                   snr_threshold: float = 3.5, min_cluster_voxels: int = 3, connectivity: int = 26,
+                   rician_correction: bool = True, fluorine_atoms_per_molecule: float = 1.0,
+                   transform: Optional[np.ndarray] = None, supersample: int = 3,
+                   near_threshold_factor: float = 1.5, progress=None):
+    """19F atoms and cells per ROI, calibrated on a reference tube.
+
+    Parameters
+    ----------
+    f19 : Volume
+        19F magnitude image (3D).
+    rois : Volume or RoiMap
+        Labels on any grid (carried to the 19F grid with partial-voxel weights).
+    reference_mask : Volume
+        Mask of the reference tube (any grid; drawn inside the tube).
+    reference_concentration_mm : float
+        19F concentration of the reference (mM of 19F atoms; see
+        ``fluorine_atoms_per_molecule``).
+    fluorine_per_cell : float
+        19F atoms per cell (F_c, measured in vitro).
+    noise_mask : Volume, optional
+        Signal-free background for sigma (recommended).
+    noise_sigma : float, optional
+        Known noise sigma (overrides the estimate).
+    snr_threshold : float
+        Voxels with I / sigma below this are not counted (3.5).
+    min_cluster_voxels : int
+        Smallest connected cluster of detected voxels that counts (3).
+    connectivity : {6, 18, 26}
+    rician_correction : bool
+        Use sqrt(max(I^2 - 2 sigma^2, 0)) instead of I.
+    fluorine_atoms_per_molecule : float
+        Multiplies ``reference_concentration_mm`` when it is the concentration of
+        a compound (e.g. 3 for trifluoroacetic acid); 1 when it is already mM of 19F.
+    transform : (4, 4) array, optional
+        World-to-world map from 19F world to the ROI image's world (the masks
+        share the 19F world).
+    supersample : int
+        Partial-voxel subsampling for ROIs on other grids.
+    near_threshold_factor : float
+        Voxels with SNR below factor x threshold are "near threshold".
+    progress : callable, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label: label, voxels, volume_ml, counted_voxels, fluorine_atoms,
+        cell_count (NaN when below the limit), status, snr (mean SNR of counted
+        voxels), snr_max, detection_limit_cells (cells per voxel),
+        detection_limit_atoms, near_threshold_fraction. ``attrs``: "warnings",
+        "parameters" (sigma and how, reference mean, atoms per signal unit).
+    """
+    import pandas as pd
+    from scipy import ndimage
+
+    if f19.data.ndim != 3:
+        raise InputError("the 19F image must be 3D.")
+    if reference_concentration_mm is None or not np.isfinite(reference_concentration_mm) \
+            or reference_concentration_mm <= 0:
+        raise InputError(f"the reference concentration must be a positive number of mM "
+                         f"(got {reference_concentration_mm}).")
+    if fluorine_per_cell is None or not np.isfinite(fluorine_per_cell) or fluorine_per_cell <= 0:
+        raise InputError(f"the 19F atoms per cell must be positive (got {fluorine_per_cell}).")
+    if not fluorine_atoms_per_molecule > 0:
+        raise InputError("fluorine_atoms_per_molecule must be positive.")
+    if not snr_threshold > 0:
+        raise InputError(f"the SNR threshold must be positive (got {snr_threshold}).")
+    if int(min_cluster_voxels) < 1:
+        raise InputError(f"the minimum cluster size must be at least 1 voxel (got {min_cluster_voxels}).")
+    if connectivity not in (6, 18, 26):
+        raise InputError(f"connectivity must be 6, 18 or 26 (got {connectivity}).")
+    warns = []
+
+    def warn(msg):
+        warns.append(msg)
+        warnings.warn(msg, ImmunotrackWarning, stacklevel=3)
+
+    _progress.report(progress, 0.0, "carrying ROIs and reference")
+    ref_map = _mask_map(reference_mask, f19, "reference tube mask")
+    roi_map = carry_rois(rois, f19, transform=transform, supersample=supersample, name="the 19F image",
+                         progress=_progress.scaled(progress, 0.05, 0.4))
+    warns.extend(roi_map.warnings)
+    data = f19.numpy().astype(np.float64)
+    flat = data.reshape(-1)
+    if not np.all(np.isfinite(flat)):
+        raise InputError("the 19F image has NaN or infinite values; fix the reconstruction or mask them to 0.")
+
+    # ---- noise
+    if noise_sigma is not None:
+        if not noise_sigma > 0:
+            raise InputError(f"the noise sigma must be positive (got {noise_sigma}).")
+        sigma, how = float(noise_sigma), "given"
+    else:
+        exclude = None
+        if noise_mask is None:
+            exclude = np.zeros(flat.size, bool)
+            for idx in [*roi_map.index, *ref_map.index]:
+                exclude[idx] = True
+            # keep away from the hot spots' tails
+            exclude = ndimage.binary_dilation(exclude.reshape(data.shape), iterations=2) | (flat.reshape(data.shape)
+                                                                                            >= np.percentile(flat, 99.5))
+        sigma, how = estimate_sigma(f19, noise_mask, exclude)
+        if noise_mask is None:
+            warn(f"no noise mask: sigma = {sigma:.4g} estimated from the background median; give a signal-free "
+                 "noise mask for a traceable estimate.")
+    _progress.report(progress, 0.45, "calibrating on the reference")
+
+    corrected = np.sqrt(np.maximum(flat ** 2 - 2.0 * sigma ** 2, 0.0)) if rician_correction else flat
+    # ---- reference
+    w_ref = ref_map.weight[0].astype(np.float64)
+    ref_vals = corrected[ref_map.index[0]]
+    ref_mean = float(np.dot(w_ref, ref_vals) / w_ref.sum())
+    ref_snr = ref_mean / sigma
+    if not ref_mean > 0:
+        raise InputError("the reference tube has no signal above the noise; check the reference mask.")
+    if ref_snr < snr_threshold:
+        raise InputError(f"the reference tube's SNR is {ref_snr:.2f}, below {snr_threshold}; it cannot calibrate "
+                         "the image. Check the reference mask and concentration.")
+    if ref_snr < 10:
+        warn(f"the reference tube's SNR is only {ref_snr:.1f}; the calibration is noisy.")
+    ref_cv = float(np.sqrt(np.dot(w_ref, (ref_vals - ref_mean) ** 2) / w_ref.sum()) / ref_mean)
+    voxel_l = f19.voxel_volume_mm3 * 1e-6
+    f_ref = reference_concentration_mm * fluorine_atoms_per_molecule * 1e-3 * AVOGADRO * voxel_l
+    atoms_per_signal = f_ref / ref_mean
+    limit_atoms = snr_threshold * sigma * atoms_per_signal
+    limit_cells = limit_atoms / fluorine_per_cell
+
+    # ---- detection mask: SNR and cluster size
+    snr = flat / sigma
+    detected = (snr >= snr_threshold).reshape(data.shape)
+    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    comp, n_comp = ndimage.label(detected, structure=structure)
+    if n_comp:
+        sizes = np.bincount(comp.reshape(-1))
+        keep_comp = sizes >= int(min_cluster_voxels)
+        keep_comp[0] = False
+        kept = keep_comp[comp].reshape(-1)
+    else:
+        kept = np.zeros(flat.size, bool)
+    _progress.report(progress, 0.6, "counting")
+
+    rows = []
+    near_cut = near_threshold_factor * snr_threshold
+    voxel_ml = f19.voxel_volume_mm3 / 1000.0
+    for i, label in enumerate(roi_map.labels):
+        idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
+        k = kept[idx]
+        signal = float(np.dot(w[k], corrected[idx][k]))
+        counted = int(np.count_nonzero(k & (w >= 0.5)))
+        row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)), "volume_ml": float(w.sum() * voxel_ml),
+               "counted_voxels": counted}
+        if not np.any(k) or signal <= 0:
+            row.update(fluorine_atoms=float("nan"), cell_count=float("nan"), status="below detection limit",
+                       snr=float("nan"), snr_max=float(snr[idx].max()), near_threshold_fraction=float("nan"))
+        else:
+            atoms = atoms_per_signal * signal
+            s_k = snr[idx][k]
+            near = float(np.dot(w[k][s_k < near_cut], corrected[idx][k][s_k < near_cut]) / signal)
+            status = "ok"
+            if near > 0.5:
+                status = "near threshold"
+                warn(f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
+                     "the count is probably an underestimate.")
+            row.update(fluorine_atoms=float(atoms), cell_count=float(atoms / fluorine_per_cell), status=status,
+                       snr=float(np.average(s_k, weights=w[k])), snr_max=float(s_k.max()),
+                       near_threshold_fraction=near)
+        row.update(detection_limit_cells=float(limit_cells), detection_limit_atoms=float(limit_atoms))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    below = df.loc[df["status"] == "below detection limit", "label"].tolist()
+    if below:
+        warn(f"ROI(s) {below}: no 19F signal above the detection limit ({limit_cells:.3g} cells per voxel); "
+             "no count is reported for them.")
+    df.attrs["warnings"] = warns
+    df.attrs["parameters"] = {
+        "sigma": sigma, "sigma_method": how, "rician_correction": rician_correction,
+        "reference_concentration_mm": reference_concentration_mm,
+        "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule, "fluorine_per_cell": fluorine_per_cell,
+        "reference_mean_signal": ref_mean, "reference_snr": ref_snr, "reference_cv": ref_cv,
+        "reference_voxels": float(w_ref.sum()), "atoms_per_reference_voxel": f_ref,
+        "atoms_per_signal_unit": atoms_per_signal, "snr_threshold": snr_threshold,
+        "min_cluster_voxels": int(min_cluster_voxels), "connectivity": connectivity,
+        "detection_limit_cells_per_voxel": limit_cells, "roi_mapping": roi_map.method,
+    }
+    _progress.report(progress, 1.0, "done")
+    return df

@@ -1,0 +1,213 @@
+"""T1-T2 self-confirmation of dual-mode labels: regions T1-bright AND T2-dark,
+new since the pre-injection baseline (SCIENCE.md section 3).
+
+The output has T1POST's grid and affine and is non-zero (1..N, one label per
+region) where confirmed. Without --t1-pre/--t2-pre (and without maps) it holds
+UNCONFIRMED candidates only: subacute haemorrhage, melanin and fat can look
+the same without a baseline; its header description, provenance and table
+say so.
+
+Example:
+  immunotrack confirm --t1 t1w_post.nii.gz --t2 t2w_post.nii.gz \\
+      --t1-pre t1w_pre.nii.gz --t2-pre t2w_pre.nii.gz -o confirmed.nii.gz --table regions.csv
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import add_output, existing_path, load, positive_float, positive_int
+
+HELP = "T1-T2 self-confirmation of dual-mode labels (T1-bright AND T2-dark, new since baseline)"
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a fraction between 0 and 1 (0.2 = 20%)")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+def add_arguments(parser):
+    parser.add_argument("--t1", required=True, type=existing_path, metavar="T1POST",
+                        help="post-injection T1-weighted image (its grid is the output's)")
+    parser.add_argument("--t2", required=True, type=existing_path, metavar="T2POST",
+                        help="post-injection T2-weighted image")
+    parser.add_argument("--t1-pre", type=existing_path, metavar="T1PRE", help="pre-injection T1-weighted baseline")
+    parser.add_argument("--t2-pre", type=existing_path, metavar="T2PRE", help="pre-injection T2-weighted baseline")
+    parser.add_argument("--t1-map-pre", type=existing_path, help="T1 map (ms) before injection")
+    parser.add_argument("--t1-map-post", type=existing_path, help="T1 map (ms) after injection")
+    parser.add_argument("--t2-map-pre", type=existing_path, help="T2 map (ms) before injection")
+    parser.add_argument("--t2-map-post", type=existing_path, help="T2 map (ms) after injection")
+    add_output(parser, help="confirmed regions as NIfTI labels (.nii.gz), on T1POST's grid")
+    parser.add_argument("--table", help="per-region table (CSV)")
+    parser.add_argument("--maps-prefix", help="also write PREFIX_t1_change.nii.gz, PREFIX_t2_change.nii.gz "
+                                              "(and PREFIX_ratio.nii.gz without a baseline)")
+    parser.add_argument("--t1-threshold", type=_fraction, default=0.2,
+                        help="minimum T1w enhancement (post-pre)/pre, fraction (default 0.2)")
+    parser.add_argument("--t2-threshold", type=_fraction, default=0.2,
+                        help="minimum T2w darkening -(post-pre)/pre, fraction (default 0.2)")
+    parser.add_argument("--k-sigma", type=_non_negative, default=3.0,
+                        help="the change must also exceed k x noise sigma (default 3; 0 = off for weighted images)")
+    parser.add_argument("--k-sigma-grow", type=_non_negative, default=2.0,
+                        help="voxels joining a started region need only k x sigma (default 2)")
+    parser.add_argument("--min-baseline-snr", type=_non_negative, default=5.0,
+                        help="leave out baseline voxels darker than this many noise sigma (air; default 5)")
+    parser.add_argument("--min-size", type=positive_int, default=3, help="smallest region kept, voxels (default 3)")
+    parser.add_argument("--opening", action="store_true", help="binary opening of the joint mask before labelling")
+    parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
+                        help="voxel connectivity of a region (default 26)")
+    parser.add_argument("--search-mask", type=existing_path, help="look only inside this mask (non-zero voxels)")
+    parser.add_argument("--reference-mask", type=existing_path,
+                        help="unchanged reference tissue: noise sigma, scaling, ratio-mode reference")
+    parser.add_argument("--normalise", choices=("reference", "tissue", "none"), default="reference",
+                        help="scale post to baseline by the reference region (default, only if given), "
+                             "the tissue median, or not at all")
+    parser.add_argument("--r2-over-r1", type=positive_float, help="the agent's r2/r1, checked against dR2/dR1")
+    parser.add_argument("--transform", metavar="T2_TRANSFORM",
+                        help="T1POST world -> T2 world (ITK .tfm from 'immunotrack register', a 4x4 RAS matrix "
+                             ".txt/.npy), or 'identity' when T2 shares T1's scanner frame; needed only when the "
+                             "T2 images are on another grid")
+    parser.add_argument("--pre-transform", metavar="PRE_TRANSFORM",
+                        help="post world -> baseline world (as --transform), for baselines on another grid")
+
+
+def read_matrix(text: str, what: str):
+    """A 4x4 RAS world-to-world matrix from 'identity', a .npy/.txt 4x4 matrix or an ITK transform file."""
+    import numpy as np
+
+    from ..errors import InputError
+
+    if text.strip().lower() == "identity":
+        return np.eye(4)
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"{what} {text} does not exist; give a transform file or 'identity'.")
+    name = path.name.lower()
+    try:
+        if name.endswith(".npy"):
+            matrix = np.load(path, allow_pickle=False)
+        elif name.endswith((".tfm", ".h5", ".mat")) or (name.endswith(".txt") and "#insight" in
+                                                         path.read_text(errors="ignore")[:200].lower()):
+            from ..io import transforms
+
+            matrix = transforms.read_transform(path)
+            matrix = getattr(matrix, "matrix", matrix)
+        else:
+            matrix = np.loadtxt(path)
+    except InputError:
+        raise
+    except Exception as exc:  # numpy/ITK raise many types for unreadable files
+        raise InputError(f"{what} {text} cannot be read as a transform ({' '.join(str(exc).split())[:100]}).") \
+            from None
+    matrix = np.asarray(matrix, float)
+    if matrix.shape != (4, 4):
+        raise InputError(f"{what} {text} is not a 4x4 matrix (shape {matrix.shape}).")
+    return matrix
+
+
+def run(args) -> int:
+    import sys
+
+    import numpy as np
+
+    from .. import outputs, provenance
+    from ..analysis.confirm import TABLE_COLUMNS, confirm_dual_mode  # noqa: F401
+    from ..errors import InputError
+    from ..io import save_labels, save_volume
+    from ..progress import text_progress
+
+    out = Path(args.output)
+    if not out.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(f"{out}: the output must be NIfTI (.nii or .nii.gz).")
+    # every output checked before any work, so nothing is half-written
+    planned = [out]
+    if args.table:
+        if not args.table.lower().endswith(".csv"):
+            raise InputError(f"{args.table}: the table must be a .csv file.")
+        planned.append(Path(args.table))
+    baseline = bool(args.t1_pre or args.t2_pre or args.t1_map_pre or args.t2_map_pre)
+    if args.maps_prefix:
+        planned += [Path(f"{args.maps_prefix}_t1_change.nii.gz"), Path(f"{args.maps_prefix}_t2_change.nii.gz")]
+        if not baseline:
+            planned.append(Path(f"{args.maps_prefix}_ratio.nii.gz"))
+    if len({p.resolve() for p in planned}) != len(planned):
+        raise InputError("two outputs have the same path; give different names to -o, --table and --maps-prefix.")
+    for path in planned:
+        outputs.check_output(path, args.overwrite)
+
+    transform = read_matrix(args.transform, "--transform") if args.transform else None
+    pre_transform = read_matrix(args.pre_transform, "--pre-transform") if args.pre_transform else None
+    files = {"t1_post": args.t1, "t2_post": args.t2, "t1_pre": args.t1_pre, "t2_pre": args.t2_pre,
+             "t1_map_pre": args.t1_map_pre, "t1_map_post": args.t1_map_post,
+             "t2_map_pre": args.t2_map_pre, "t2_map_post": args.t2_map_post,
+             "search_mask": args.search_mask, "reference_mask": args.reference_mask}
+    roles = {"t1_post": "T1POST", "t2_post": "T2POST", "t1_pre": "T1PRE", "t2_pre": "T2PRE",
+             "t1_map_pre": "T1 map pre", "t1_map_post": "T1 map post", "t2_map_pre": "T2 map pre",
+             "t2_map_post": "T2 map post", "search_mask": "search mask", "reference_mask": "reference mask"}
+    volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
+    # a progress bar only on a terminal: in a pipe or a log, an error stays the only line on stderr
+    bar = text_progress("confirm") if sys.stderr.isatty() else None
+    shown = []
+
+    def progress(fraction, message=""):
+        shown.append(fraction)
+        if bar is not None:
+            bar(fraction, message)
+
+    try:
+        result = confirm_dual_mode(
+            **volumes, t1_threshold=args.t1_threshold, t2_threshold=args.t2_threshold, k_sigma=args.k_sigma,
+            k_sigma_grow=args.k_sigma_grow, min_baseline_snr=args.min_baseline_snr,
+            min_size=args.min_size, opening=args.opening, connectivity=args.connectivity,
+            r2_over_r1=args.r2_over_r1, transform=transform, pre_transform=pre_transform,
+            normalise=args.normalise, progress=progress,
+        )
+    except BaseException:
+        if bar is not None and shown and shown[-1] < 1.0:
+            sys.stderr.write("\n")  # end the progress line so the error stands on its own line
+        raise
+    status = result.status
+    params = dict(result.parameters, transform_file=args.transform, pre_transform_file=args.pre_transform)
+    extra = {"status": status, "confirmed": result.confirmed,
+             "description": result.labels.metadata["description"], "regions": len(result.table)}
+    record = provenance.record("confirm", inputs=files, parameters=params, warnings=result.warnings, **extra)
+    labels = result.labels
+    save_labels(labels, out, overwrite=args.overwrite, provenance=record, description=labels.metadata["description"])
+    if args.table:
+        outputs.write_table(result.table, args.table, provenance=record, overwrite=args.overwrite)
+    if args.maps_prefix:
+        maps = [("t1_change", result.t1_change), ("t2_change", result.t2_change)]
+        if result.ratio is not None:
+            maps.append(("ratio", result.ratio))
+        for suffix, vol in maps:
+            vol = vol.replace(data=np.nan_to_num(vol.numpy(), nan=0.0).astype(np.float32))
+            save_volume(vol, f"{args.maps_prefix}_{suffix}.nii.gz", overwrite=args.overwrite,
+                        provenance=dict(record, map=suffix, unit=vol.unit))
+    n = len(result.table)
+    if result.confirmed:
+        print(f"{n} confirmed region(s) (T1: {result.mode['t1']}, T2: {result.mode['t2']}) -> {out}")
+    else:
+        print(f"UNCONFIRMED: {n} candidate region(s), no baseline; haemorrhage, melanin or fat possible -> {out}")
+    if n:
+        cols = ["label", "status", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                "mean_t1_enhancement", "mean_t2_change"]
+        print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0

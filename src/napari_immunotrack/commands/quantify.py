@@ -1,0 +1,196 @@
+"""PET/SPECT readouts per ROI: activity concentration (Bq/mL), SUV (bw, lbm, bsa, ibw),
+SUVpeak, total activity, %ID and %ID/g, computed on the PET's own grid with the
+ROIs (drawn on any grid, e.g. the MRI) carried to it with partial-voxel weights.
+
+PET is a DICOM series folder or a NIfTI with a JSON sidecar holding the same DICOM
+fields (Units, DecayCorrection, RadionuclideTotalDose, RadiopharmaceuticalStartDateTime,
+RadionuclideHalfLife, PatientWeight, SeriesDate, SeriesTime, ...). Header values can be
+replaced (--dose-mbq, --weight-kg, --injection-time, ...); replacements and every guess
+are recorded in the provenance file beside the CSV.
+
+Example: immunotrack quantify pet_dicom/ --roi organs.nii.gz -o readouts.csv --suv lbm
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+HELP = "PET/SPECT Bq/mL, SUV, SUVpeak, %ID per ROI on the PET's own grid"
+
+
+# ---------------------------------------------------------------------------- shared by fluorine and mpi
+def number(value, name: str, *, positive: bool = True, minimum=None, integer: bool = False):
+    """A command-line number checked here (so a bad value exits 2 with one line, not argparse's usage)."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, not {value!r}.") from None
+    if not math.isfinite(x):
+        raise InputError(f"{name} must be a finite number, not {value!r}.")
+    if positive and not x > 0:
+        raise InputError(f"{name} must be greater than 0 (got {value}).")
+    if minimum is not None and x < minimum:
+        raise InputError(f"{name} must be at least {minimum} (got {value}).")
+    if integer:
+        if x != int(x):
+            raise InputError(f"{name} must be a whole number (got {value}).")
+        return int(x)
+    return x
+
+
+def load_transform(path):
+    """A 4x4 world-to-world matrix (quantitative image world -> ROI image world) from a file.
+
+    ``.tfm``/``.txt`` ITK transforms (LPS, fixed -> moving, fixed = the quantitative
+    image) or a text/CSV/.npy file holding a 4x4 RAS matrix.
+    """
+    import numpy as np
+
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"transform {p} does not exist.")
+    try:  # the package's transform reader, when present
+        from ..io import transforms as _tx  # type: ignore
+
+        reader = getattr(_tx, "read_transform", None)
+    except ImportError:
+        reader = None
+    if reader is not None and p.suffix.lower() in (".tfm", ".h5", ".mat"):
+        result = reader(p)
+        matrix = getattr(result, "matrix", result)
+        return np.asarray(matrix, float)
+    if p.suffix.lower() == ".tfm":
+        import SimpleITK as sitk
+
+        from ..registration import sitk_transform_to_matrix
+
+        try:
+            return sitk_transform_to_matrix(sitk.ReadTransform(str(p)))
+        except RuntimeError as exc:
+            raise InputError(f"transform {p} cannot be read ({' '.join(str(exc).split())[:100]}).") from None
+    try:
+        m = np.load(p) if p.suffix.lower() == ".npy" else np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"transform {p} is not a 4x4 matrix ({' '.join(str(exc).split())[:100]}).") from None
+    m = np.asarray(m, float)
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0, 0, 0, 1]])
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise InputError(f"transform {p} is not a 4x4 affine matrix (last row 0 0 0 1).")
+    return m
+
+
+def progress_for(label: str):
+    """A progress bar on standard error when it is a terminal (keeps error output to one line otherwise)."""
+    from ..progress import text_progress
+
+    return text_progress(label) if sys.stderr.isatty() else None
+
+
+def labels_arg(text):
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise InputError(f"--labels must be comma-separated whole numbers, not {text!r}.") from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"--labels must list positive label values (got {text!r}).")
+    return values
+
+
+# ---------------------------------------------------------------------------- the verb
+def add_arguments(parser):
+    from ._common import add_output
+
+    parser.add_argument("pet", help="PET/SPECT: DICOM series folder, or NIfTI with a JSON sidecar of DICOM fields")
+    parser.add_argument("--roi", required=True, help="ROI label image (NIfTI, DICOM, ...) on any grid; 0 = background")
+    add_output(parser, help="output CSV, one row per ROI label")
+    parser.add_argument("--suv", default="bw",
+                        help="SUV type(s) besides bw: bw, lbm, bsa, ibw (comma-separated; default bw)")
+    parser.add_argument("--lbm-formula", default="janmahasatian", help="janmahasatian (default) or james")
+    g = parser.add_argument_group("header values (replace or complete the file's header)")
+    g.add_argument("--dose-mbq", help="injected activity at the injection time (MBq)")
+    g.add_argument("--weight-kg", help="body weight (kg; a mouse is about 0.025)")
+    g.add_argument("--weight-unit", default="auto", help="how to read PatientWeight: auto (default), kg or g")
+    g.add_argument("--height-cm", help="body height (cm), for SUV lbm/bsa/ibw")
+    g.add_argument("--sex", help="M or F (for SUV lbm/ibw)")
+    g.add_argument("--injection-time", help="injection date-time, ISO 8601 (2024-05-01T09:30:00) or HH:MM:SS")
+    g.add_argument("--scan-time", help="scan reference date-time (ISO 8601 or HH:MM:SS)")
+    g.add_argument("--half-life-s", help="radionuclide half-life (s)")
+    g.add_argument("--decay-correction", help="START, ADMIN or NONE (what the pixel values are corrected to)")
+    g.add_argument("--units", help="pixel units: BQML, GML, CM2ML, CNTS, CPS ...")
+    g.add_argument("--calibration-cps-per-mbq", help="counts images (SPECT): system calibration in cps/MBq")
+    g.add_argument("--acquisition-duration-s", help="counts images: acquisition duration (s)")
+    parser.add_argument("--transform", help="world-to-world transform PET -> ROI image (.tfm, or a 4x4 RAS matrix "
+                                            "in .txt/.csv/.npy), e.g. a registration with the PET fixed")
+    parser.add_argument("--labels", help="only these labels (comma-separated)")
+    parser.add_argument("--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated "
+                                                          "grids (default 3)")
+    parser.add_argument("--density", default="1.0", help="tissue density for %%ID/g (g/mL, default 1.0)")
+    parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak (1 cm3 sphere)")
+
+
+def run(args) -> int:
+    from ..analysis import pet as pet_mod
+    from ..analysis.roi import carry_rois
+    from ..outputs import check_output, sidecar_path, write_table
+    from ..provenance import record
+    from ._common import load
+
+    out = check_output(args.output, args.overwrite)
+    suv_types = [t.strip().lower() for t in str(args.suv).split(",") if t.strip()]
+    for t in suv_types:
+        if t.removeprefix("suv") not in pet_mod.SUV_TYPES:
+            raise InputError(f"--suv must be among bw, lbm, bsa, ibw (got {t!r}).")
+    if args.lbm_formula not in pet_mod.LBM_FORMULAS:
+        raise InputError(f"--lbm-formula must be janmahasatian or james (got {args.lbm_formula!r}).")
+    if args.weight_unit not in ("auto", "kg", "g"):
+        raise InputError(f"--weight-unit must be auto, kg or g (got {args.weight_unit!r}).")
+    if args.sex is not None and args.sex.upper()[:1] not in ("M", "F", "O"):
+        raise InputError(f"--sex must be M, F or O (got {args.sex!r}).")
+    dc = args.decay_correction.upper() if args.decay_correction else None
+    if dc is not None and dc not in ("START", "ADMIN", "NONE"):
+        raise InputError(f"--decay-correction must be START, ADMIN or NONE (got {args.decay_correction!r}).")
+    overrides = {
+        "dose_mbq": number(args.dose_mbq, "--dose-mbq"),
+        "weight_kg": number(args.weight_kg, "--weight-kg"),
+        "height_cm": number(args.height_cm, "--height-cm"),
+        "sex": args.sex.upper()[:1] if args.sex else None,
+        "injection_time": args.injection_time,
+        "scan_time": args.scan_time,
+        "half_life_s": number(args.half_life_s, "--half-life-s"),
+        "decay_correction": dc,
+        "units": args.units,
+        "calibration_cps_per_mbq": number(args.calibration_cps_per_mbq, "--calibration-cps-per-mbq"),
+        "acquisition_duration_s": number(args.acquisition_duration_s, "--acquisition-duration-s"),
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    supersample = number(args.supersample, "--supersample", integer=True)
+    density = number(args.density, "--density")
+    labels = labels_arg(args.labels)
+    transform = load_transform(args.transform)
+
+    pet = load(args.pet, "PET")
+    if pet.data.ndim != 3:
+        raise InputError(f"PET {args.pet} is 4D ({pet.metadata.get('leading_axis', 'frames')}); give one frame "
+                         "(a static series).")
+    roi = load(args.roi, "ROI")
+    header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
+    rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
+    df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
+                              density_g_ml=density, peak=not args.no_peak, progress=progress_for("quantify"))
+    params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
+    prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
+                  parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])
+    write_table(df, out, provenance=prov, overwrite=args.overwrite)
+    print(f"{len(df)} ROI(s) -> {out} (provenance: {sidecar_path(out).name})")
+    return 0

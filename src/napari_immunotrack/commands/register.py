@@ -1,0 +1,127 @@
+"""Register MOVING to FIXED (rigid or affine, Mattes mutual information) and
+write the transform as an ITK .tfm file (fixed physical point -> moving
+physical point, LPS inside the file, as Slicer and ANTs read it). With
+--fixed-points/--moving-points the transform is fitted to paired landmarks
+instead. Optionally writes the moving image resampled onto the fixed grid.
+Nothing is written unless the registration succeeds."""
+
+from __future__ import annotations
+
+HELP = "register two images (rigid/affine mutual information, or landmarks) and write an ITK .tfm"
+
+
+def add_arguments(parser):
+    from ._common import add_output
+
+    parser.add_argument("fixed", help="fixed (reference) image: NIfTI, DICOM file or folder, OME-TIFF")
+    parser.add_argument("moving", help="moving image, in any format the readers open")
+    add_output(parser, help="output transform file (.tfm, .txt or .mat)")
+    parser.add_argument("--transform", choices=("rigid", "affine"), default="rigid",
+                        help="rigid (6 parameters, default) or affine (rigid first, then 12 parameters)")
+    parser.add_argument("--fixed-mask", metavar="M", help="label image: compute the metric only inside it (fixed side)")
+    parser.add_argument("--moving-mask", metavar="M", help="label image: compute the metric only inside it (moving side)")
+    parser.add_argument("--resampled", metavar="OUT.nii.gz",
+                        help="also write the moving image resampled onto the fixed grid (linear interpolation)")
+    parser.add_argument("--initializer", choices=("auto", "moments", "geometry", "none"), default="auto",
+                        help="starting translation: centres of mass, field-of-view centres, as they are, "
+                             "or the best of the three (default auto)")
+    parser.add_argument("--bins", type=int, default=32, help="histogram bins of the Mattes metric (default 32)")
+    parser.add_argument("--fixed-points", metavar="CSV",
+                        help="landmarks on the fixed image (columns x_mm, y_mm, z_mm in world RAS, one row per "
+                             "landmark); with --moving-points, fit the transform to the pairs instead of intensities")
+    parser.add_argument("--moving-points", metavar="CSV", help="the same landmarks on the moving image, same row order")
+
+
+def _read_points(path, what: str):
+    import numpy as np
+    import pandas as pd
+
+    from ..errors import InputError
+
+    try:
+        table = pd.read_csv(path)
+    except Exception as exc:  # pandas raises many types for broken CSVs
+        raise InputError(f"{what} {path} cannot be read as CSV ({' '.join(str(exc).split())[:100]}).") from None
+    columns = ["x_mm", "y_mm", "z_mm"]
+    if not set(columns) <= set(table.columns):
+        raise InputError(f"{what} {path} needs columns x_mm, y_mm, z_mm (world RAS mm); it has "
+                         f"{', '.join(map(str, table.columns))}.")
+    return np.asarray(table[columns], float)
+
+
+def run(args) -> int:
+    import sys
+
+    import numpy as np
+
+    from .. import provenance
+    from ..errors import InputError
+    from ..io import save_volume
+    from ..io.transforms import TRANSFORM_SUFFIXES, write_transform
+    from ..outputs import check_output, sidecar_path
+    from ..progress import text_progress
+    from ..registration import METRIC_NOTE, register, register_landmarks
+    from ._common import load
+
+    out = check_output(args.output, args.overwrite)
+    if not out.name.lower().endswith(TRANSFORM_SUFFIXES):
+        raise InputError(f"{out}: the transform output must end in .tfm (ITK text, read by Slicer and ANTs), "
+                         ".txt or .mat.")
+    check_output(sidecar_path(out), args.overwrite)
+    resampled_path = None
+    if args.resampled:
+        resampled_path = check_output(args.resampled, args.overwrite)
+        if not resampled_path.name.lower().endswith((".nii", ".nii.gz")):
+            raise InputError(f"{resampled_path}: the resampled image must be NIfTI (.nii or .nii.gz).")
+        if resampled_path.resolve() == out.resolve():
+            raise InputError("--resampled and -o name the same file; give two different names.")
+    if bool(args.fixed_points) != bool(args.moving_points):
+        raise InputError("landmarks need both --fixed-points and --moving-points (the same landmarks, same order).")
+
+    fixed = load(args.fixed, "fixed image")
+    moving = load(args.moving, "moving image")
+    inputs = {"fixed": args.fixed, "moving": args.moving}
+    if args.fixed_points:
+        if args.fixed_mask or args.moving_mask:
+            raise InputError("masks are used by intensity registration only; drop them or the landmark files.")
+        inputs.update(fixed_points=args.fixed_points, moving_points=args.moving_points)
+        result = register_landmarks(_read_points(args.fixed_points, "--fixed-points"),
+                                    _read_points(args.moving_points, "--moving-points"), transform=args.transform)
+    else:
+        fixed_mask = load(args.fixed_mask, "fixed mask") if args.fixed_mask else None
+        moving_mask = load(args.moving_mask, "moving mask") if args.moving_mask else None
+        inputs.update(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
+        sys.stderr.write(f"registering {moving.name or args.moving} to {fixed.name or args.fixed} ({args.transform})\n")
+        result = register(fixed, moving, transform=args.transform, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                          initializer=args.initializer, bins=args.bins, progress=text_progress("register"))
+
+    resampled = None
+    if resampled_path is not None:
+        resampled = moving.resample_to(fixed, order=1, transform=result.fixed_to_moving)
+        resampled.name = f"{moving.name}_in_{fixed.name}" if moving.name else "resampled"
+    record = provenance.record("register", inputs=inputs, parameters=result.parameters,
+                               warnings=result.warnings, result=result.to_dict())
+    # Both outputs or none: the transform is removed again if the image cannot be written.
+    write_transform(out, result.fixed_to_moving, overwrite=args.overwrite, provenance=record)
+    if resampled is not None:
+        try:
+            save_volume(resampled, resampled_path, overwrite=args.overwrite, provenance=record)
+        except BaseException:
+            for leftover in (out, sidecar_path(out)):
+                leftover.unlink(missing_ok=True)
+            raise
+
+    np.set_printoptions(suppress=True, precision=4)
+    if result.method == "landmarks":
+        print(f"landmarks: {len(result.fre_mm)} pairs, RMS fiducial registration error {result.metric_final:.3f} mm "
+              f"(before: {result.metric_initial:.3f} mm); per pair (mm): "
+              + ", ".join(f"{v:.2f}" for v in result.fre_mm))
+    else:
+        start = result.metric_initial if np.isfinite(result.metric_initial) else result.metric_after_init
+        print(f"metric ({METRIC_NOTE}): start {start:.4f} -> final {result.metric_final:.4f}; "
+              f"{result.iterations} iterations, {result.elapsed_s:.2f} s")
+    print("fixed_to_moving (RAS mm):")
+    for row in result.fixed_to_moving:
+        print("  " + "  ".join(f"{v:10.5f}" for v in row))
+    print(f"wrote {out}" + (f" and {resampled_path}" if resampled_path is not None else ""))
+    return 0

@@ -1,0 +1,175 @@
+"""Find hypointense (iron) cell clusters on a T2/T2*-weighted image: dark voids
+new since the pre-injection baseline (SCIENCE.md section 2).
+
+LABELS has exactly POST's grid and affine, one integer label per cluster;
+CLUSTERS (CSV) has one row per label: voxels, volume_mm3, centroid in world
+RAS mm, min/mean signal normalised to the reference tissue, baseline ratio
+and contrast-to-noise ratio. Each output gets a .provenance.json beside it.
+Without --baseline, intrinsic dark spots (air, bone, vessels, haemorrhage)
+cannot be told from labelled cells. OME-Zarr inputs are processed chunk by
+chunk.
+
+Example:
+  immunotrack segment t2s_post.nii.gz --baseline t2s_pre.nii.gz \\
+      --reference-mask muscle.nii.gz --search-mask node.nii.gz \\
+      -o clusters.nii.gz --table clusters.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_output, existing_path, positive_float, positive_int
+
+HELP = "find iron-labelled cell clusters (dark voids new since baseline) on T2/T2*-weighted MRI"
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def add_arguments(parser):
+    parser.add_argument("post", type=existing_path, metavar="POST",
+                        help="post-injection T2/T2*-weighted magnitude image (its grid is the output's)")
+    parser.add_argument("--baseline", type=existing_path, metavar="PRE",
+                        help="pre-injection scan; voids already there are never reported")
+    parser.add_argument("--baseline-transform", metavar="TRANSFORM",
+                        help="POST world -> PRE world (ITK .tfm from 'immunotrack register', a 4x4 RAS matrix "
+                             ".txt/.npy), or 'identity' when PRE shares POST's scanner frame; needed only when "
+                             "PRE is on another grid")
+    parser.add_argument("--reference-mask", type=existing_path, metavar="REF",
+                        help="reference tissue without cells (non-zero voxels); default: the median of the "
+                             "search region (a warned guess)")
+    parser.add_argument("--search-mask", type=existing_path, metavar="SEARCH",
+                        help="look only inside this mask (non-zero voxels); default: the whole image")
+    parser.add_argument("--background-mask", type=existing_path, metavar="AIR",
+                        help="air region for the Rician noise sigma; default: estimated automatically")
+    add_output(parser, help="cluster labels as NIfTI (.nii or .nii.gz), on POST's grid")
+    parser.add_argument("--table", metavar="CLUSTERS.csv", help="per-cluster table (CSV)")
+    parser.add_argument("--method", choices=("fraction", "percentile", "ksigma", "blob"), default="fraction",
+                        help="candidate rule: fraction of reference (default), darkest percentile of the search "
+                             "region, mean - k SD of the reference, or local-contrast blob detector")
+    parser.add_argument("--threshold", type=_number,
+                        help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.3)")
+    parser.add_argument("--min-size", type=positive_int, default=3, help="smallest cluster kept, voxels (default 3)")
+    parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
+                        help="voxel connectivity of a cluster (default 26)")
+    parser.add_argument("--baseline-ratio", type=_number, default=0.6,
+                        help="post/pre below which a voxel counts as darkened (default 0.6)")
+    parser.add_argument("--baseline-rule", choices=("ratio", "delta_r2s"), default="ratio",
+                        help="darkening test: post/pre ratio (default) or delta R2* above k noise SD")
+    parser.add_argument("--baseline-k", type=positive_float, default=3.0,
+                        help="k for --baseline-rule delta_r2s (default 3)")
+    parser.add_argument("--no-split", action="store_true",
+                        help="do not split touching blooms (watershed from separate minima)")
+    parser.add_argument("--sigma", type=positive_float, help="noise sigma in image units, if known")
+
+
+def read_transform_arg(text: str, what: str):
+    """A 4x4 RAS world-to-world matrix from 'identity', a .npy/.txt matrix or an ITK transform file."""
+    import numpy as np
+
+    from ..errors import InputError
+
+    if text.strip().lower() == "identity":
+        return np.eye(4)
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"{what} {text} does not exist; give a transform file or 'identity'.")
+    name = path.name.lower()
+    try:
+        if name.endswith(".npy"):
+            matrix = np.load(path, allow_pickle=False)
+        elif name.endswith((".tfm", ".mat")) or (name.endswith(".txt") and
+                                                 "#insight" in path.read_text(errors="ignore")[:200].lower()):
+            from ..io.transforms import read_transform
+
+            matrix = read_transform(path)
+        else:
+            matrix = np.loadtxt(path)
+    except InputError:
+        raise
+    except Exception as exc:  # numpy/ITK raise many types for unreadable files
+        raise InputError(f"{what} {text} cannot be read as a transform ({' '.join(str(exc).split())[:100]}).") \
+            from None
+    matrix = np.asarray(matrix, float)
+    if matrix.shape != (4, 4):
+        raise InputError(f"{what} {text} is not a 4x4 matrix (shape {matrix.shape}).")
+    return matrix
+
+
+def run(args) -> int:
+    import sys
+
+    from .. import outputs, provenance
+    from ..analysis.clusters import segment_clusters
+    from ..errors import InputError
+    from ..io import save_labels
+    from ..progress import text_progress
+    from ._common import load
+
+    out = Path(args.output)
+    if not out.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(f"{out}: the labels output must be NIfTI (.nii or .nii.gz).")
+    # every output is checked before any work, so a failure leaves nothing behind
+    planned = [out]
+    if args.table:
+        if not args.table.lower().endswith(".csv"):
+            raise InputError(f"{args.table}: the table must be a .csv file.")
+        planned.append(Path(args.table))
+    if len({p.resolve() for p in planned}) != len(planned):
+        raise InputError("-o and --table are the same file; give them different names.")
+    for path in planned:
+        outputs.check_output(path, args.overwrite)
+    if args.baseline_transform and not args.baseline:
+        raise InputError("--baseline-transform was given without --baseline.")
+    transform = read_transform_arg(args.baseline_transform, "--baseline-transform") if args.baseline_transform \
+        else None
+
+    files = {"post": args.post, "baseline": args.baseline, "reference_mask": args.reference_mask,
+             "search_mask": args.search_mask, "background_mask": args.background_mask}
+    roles = {"post": "POST", "baseline": "PRE (--baseline)", "reference_mask": "--reference-mask",
+             "search_mask": "--search-mask", "background_mask": "--background-mask"}
+    volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
+    bar = text_progress("segment") if sys.stderr.isatty() else None  # in a pipe or log, errors stay one line
+    shown = []
+
+    def progress(fraction, message=""):
+        shown.append(fraction)
+        if bar is not None:
+            bar(fraction, message)
+
+    try:
+        result = segment_clusters(
+            volumes["post"], baseline=volumes["baseline"], reference_mask=volumes["reference_mask"],
+            search_mask=volumes["search_mask"], background_mask=volumes["background_mask"], method=args.method,
+            threshold=args.threshold, min_size=args.min_size, connectivity=args.connectivity,
+            baseline_ratio=args.baseline_ratio, baseline_rule=args.baseline_rule, baseline_k=args.baseline_k,
+            baseline_transform=transform, split_touching=not args.no_split, sigma=args.sigma, progress=progress)
+    except BaseException:
+        if bar is not None and shown and shown[-1] < 1.0:
+            sys.stderr.write("\n")  # end the progress line so the error stands on its own line
+        raise
+    params = dict(result.parameters, baseline_transform_file=args.baseline_transform)
+    record = provenance.record("segment", inputs=files, parameters=params, warnings=result.warnings,
+                               clusters=int(len(result.table)), sigma=result.sigma,
+                               noise_method=result.noise.method, reference_source=result.reference.source)
+    save_labels(result.labels, out, overwrite=args.overwrite, provenance=record,
+                description=f"immunotrack segment {args.method} clusters")
+    if args.table:
+        outputs.write_table(result.table, args.table, provenance=record, overwrite=args.overwrite)
+    n = len(result.table)
+    print(f"{n} cluster(s) ({args.method}, threshold {result.rule.threshold:g}; reference mean "
+          f"{result.reference.mean:.4g} from {result.reference.source}; noise sigma {result.sigma:.4g} from "
+          f"{result.noise.method}; {'baseline-confirmed' if volumes['baseline'] is not None else 'NO baseline'})"
+          f" -> {out}")
+    if n:
+        cols = ["label", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                "min_signal_norm", "baseline_ratio", "cnr"]
+        text = result.table[cols].head(50).to_string(index=False, float_format=lambda v: f"{v:.3g}")
+        print(text + (f"\n... ({n - 50} more)" if n > 50 else ""))
+    return 0

@@ -1,0 +1,990 @@
+"""Multimodal rigid and affine registration (SCIENCE.md section 7).
+
+Directions, stated once
+-----------------------
+Every transform in this module is a 4x4 matrix ``fixed_to_moving`` in world
+RAS millimetres: it maps a point of the *fixed* world to the point of the
+*moving* world that shows the same anatomy (ITK's convention, the one of
+``.tfm`` files, Slicer and ANTs, except that files are in LPS; see
+:mod:`napari_immunotrack.io.transforms`). Two consequences:
+
+- resampling the moving image onto the fixed grid uses it directly:
+  ``moving.resample_to(fixed, transform=result.fixed_to_moving)``;
+- displaying the moving image in the fixed world without resampling changes
+  its affine to ``inv(fixed_to_moving) @ moving.affine``
+  (:meth:`RegistrationResult.apply_to_affine`), because a moving voxel at
+  moving world point ``p`` belongs at fixed world point ``inv(T) @ p``.
+
+SimpleITK images use LPS physical points and index order ``(x, y, z)`` =
+array axes ``(2, 1, 0)``; :func:`volume_to_sitk` and :func:`sitk_to_volume`
+are the only places that know it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import progress as _progress
+from .errors import ImmunotrackWarning, InputError
+from .volume import Volume
+
+#: LPS <-> RAS flip of x and y (its own inverse).
+_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+# --------------------------------------------------------------------------- conversions
+def ras_to_lps_transform(matrix) -> np.ndarray:
+    """A 4x4 world-to-world transform in RAS expressed in LPS (and back: same formula)."""
+    return _FLIP @ np.asarray(matrix, float) @ _FLIP
+
+
+lps_to_ras_transform = ras_to_lps_transform
+
+
+def volume_to_sitk(volume: Volume, pixel_type=None):
+    """A SimpleITK image with the same voxels and physical geometry (LPS).
+
+    The array ``(a0, a1, a2)`` becomes sitk index ``(x, y, z) = (a2, a1, a0)``,
+    so sitk's direction columns are the Volume affine's columns reversed, and
+    x and y are negated (RAS -> LPS).
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D volume (4D volumes are refused: pick a frame first).
+    pixel_type : SimpleITK pixel id, optional
+        Cast to this type (``sitk.sitkFloat32`` for registration); the
+        array's own type when omitted.
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]))
+    >>> img = volume_to_sitk(v)
+    >>> img.GetSize(), img.GetSpacing()
+    ((6, 5, 4), (0.5, 1.0, 2.0))
+    >>> img.TransformIndexToPhysicalPoint((3, 2, 1))   # LPS of array index (1, 2, 3)
+    (-2.0, -2.0, 1.5)
+    """
+    import SimpleITK as sitk
+
+    if volume.data.ndim != 3:
+        raise InputError(
+            f"{volume._label()}has {volume.data.ndim} dimensions ({volume.shape}); registration needs one 3D "
+            "volume: pick one frame or average the frames first."
+        )
+    arr = np.ascontiguousarray(volume.numpy())
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    img = sitk.GetImageFromArray(arr)
+    # columns of the LPS matrix in sitk index order (x, y, z) = array axes (2, 1, 0)
+    lps = (_FLIP[:3, :3] @ volume.affine[:3, :3])[:, ::-1]
+    spacing = np.linalg.norm(lps, axis=0)
+    direction = lps / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise InputError(
+            f"{volume._label()}has a sheared voxel grid (non-orthogonal axes), which registration cannot use; "
+            "resample it onto an orthogonal grid first."
+        )
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetDirection([float(d) for d in direction.ravel()])
+    img.SetOrigin([float(o) for o in (_FLIP[:3, :3] @ volume.affine[:3, 3])])
+    if pixel_type is not None:
+        img = sitk.Cast(img, pixel_type)
+    return img
+
+
+def sitk_affine(image) -> np.ndarray:
+    """The Volume-convention affine (array index of axes 0, 1, 2 -> RAS mm) of a sitk image."""
+    direction = np.array(image.GetDirection(), float).reshape(3, 3)
+    lps = direction * np.array(image.GetSpacing(), float)  # columns in sitk index order x, y, z
+    affine = np.eye(4)
+    affine[:3, :3] = _FLIP[:3, :3] @ lps[:, ::-1]
+    affine[:3, 3] = _FLIP[:3, :3] @ np.array(image.GetOrigin(), float)
+    return affine
+
+
+def sitk_to_volume(image, like: Optional[Volume] = None, **fields) -> Volume:
+    """A Volume from a 3D SimpleITK image (inverse of :func:`volume_to_sitk`).
+
+    ``like`` supplies modality, unit, metadata and name; ``fields`` override them.
+    """
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3:
+        raise InputError(f"a {image.GetDimension()}D SimpleITK image cannot be a Volume; give a 3D image.")
+    data = sitk.GetArrayFromImage(image)
+    base = {} if like is None else dict(modality=like.modality, unit=like.unit, metadata=dict(like.metadata),
+                                         name=like.name)
+    base.update(fields)
+    return Volume(data=data, affine=sitk_affine(image), **base)
+
+
+def sitk_transform_to_matrix(transform) -> np.ndarray:
+    """The 4x4 RAS world matrix of a linear SimpleITK transform (which works in LPS).
+
+    Found by mapping the origin and three unit points, so any linear transform
+    (Euler, Versor, Similarity, Affine, a composite of those) works; a
+    non-linear transform is refused.
+    """
+    probe = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float) * 100.0
+    mapped = np.array([transform.TransformPoint(tuple(float(c) for c in p)) for p in probe])
+    lps = np.eye(4)
+    lps[:3, 3] = mapped[0]
+    lps[:3, :3] = ((mapped[1:] - mapped[0]) / 100.0).T
+    check = np.array([37.0, -52.0, 81.0])
+    if not np.allclose(transform.TransformPoint(tuple(check)), lps[:3, :3] @ check + lps[:3, 3], atol=1e-4):
+        raise InputError("the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
+                         "affine transforms can be used here.")
+    return lps_to_ras_transform(lps)
+
+
+def matrix_to_sitk_transform(matrix):
+    """A SimpleITK ``AffineTransform`` (LPS) of a 4x4 RAS world matrix."""
+    import SimpleITK as sitk
+
+    lps = ras_to_lps_transform(matrix)
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
+    tx.SetTranslation([float(v) for v in lps[:3, 3]])
+    return tx
+
+
+# --------------------------------------------------------------------------- result
+#: How the metric values are reported (ITK's sign convention).
+METRIC_NOTE = "Mattes mutual information as ITK reports it: the negative MI, so lower is better"
+
+
+@dataclass
+class RegistrationResult:
+    """The outcome of :func:`register` or :func:`register_landmarks`.
+
+    Attributes
+    ----------
+    fixed_to_moving : (4, 4) array
+        World RAS mm: a fixed world point -> the moving world point of the same anatomy.
+    metric_initial : float
+        Metric with the images as they were (identity); NaN if they did not overlap.
+        For landmarks: the RMS distance of the pairs before registration (mm).
+    metric_final : float
+        Metric after registration (for landmarks: RMS fiducial registration error, mm).
+    iterations : int
+        Optimiser iterations over all stages.
+    parameters : dict
+        Every setting used (JSON-ready), for provenance.
+    stages : list of dict
+        One entry per stage/level: name, iterations, metric, stop condition, seconds.
+    elapsed_s : float
+        Wall time of the registration.
+    method : str
+        "intensity" or "landmarks".
+    warnings : list of str
+        Doubtful points the user must see (also issued as ImmunotrackWarning).
+    metric_after_init : float
+        Metric after the geometric initialisation (intensity method).
+    fre_mm : array, optional
+        Landmarks: fiducial registration error of each pair (mm).
+    """
+
+    fixed_to_moving: np.ndarray
+    metric_initial: float
+    metric_final: float
+    iterations: int
+    parameters: dict
+    stages: list = field(default_factory=list)
+    elapsed_s: float = 0.0
+    method: str = "intensity"
+    warnings: list = field(default_factory=list)
+    metric_after_init: float = float("nan")
+    fre_mm: Optional[np.ndarray] = None
+
+    @property
+    def moving_to_fixed(self) -> np.ndarray:
+        """Inverse map: a moving world point -> the fixed world point of the same anatomy."""
+        return np.linalg.inv(self.fixed_to_moving)
+
+    def apply_to_affine(self, moving_affine) -> np.ndarray:
+        """The moving image's new index->world affine that shows it in the fixed world, unresampled.
+
+        ``inv(fixed_to_moving) @ moving_affine``: a moving voxel at moving world
+        point ``p`` belongs at fixed world point ``inv(T) @ p``.
+        """
+        return self.moving_to_fixed @ np.asarray(moving_affine, float)
+
+    def transform_points(self, fixed_points) -> np.ndarray:
+        """Fixed world RAS points (N, 3) -> moving world RAS points (N, 3)."""
+        pts = np.atleast_2d(np.asarray(fixed_points, float))
+        return pts @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record for provenance files."""
+        out = {
+            "method": self.method,
+            "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
+            "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",
+            "metric_initial": _num(self.metric_initial),
+            "metric_after_init": _num(self.metric_after_init),
+            "metric_final": _num(self.metric_final),
+            "metric": METRIC_NOTE if self.method == "intensity" else "RMS distance of landmark pairs (mm)",
+            "iterations": int(self.iterations),
+            "elapsed_s": round(float(self.elapsed_s), 3),
+            "parameters": self.parameters,
+            "stages": self.stages,
+            "warnings": list(self.warnings),
+        }
+        if self.fre_mm is not None:
+            out["fre_mm"] = np.round(np.asarray(self.fre_mm), 4).tolist()
+        return out
+
+
+def _num(value):
+    value = float(value)
+    return None if not np.isfinite(value) else round(value, 6)
+
+
+# --------------------------------------------------------------------------- input checks
+_MIN_VOXELS_PER_AXIS = 4
+
+
+def _check_image(volume, role: str, notes: Optional[list] = None) -> np.ndarray:
+    """The image's voxels as float32, after refusing what cannot be registered."""
+    if not isinstance(volume, Volume):
+        raise InputError(f"the {role} image must be a Volume (napari_immunotrack.io.load_volume gives one), "
+                         f"not {type(volume).__name__}.")
+    if volume.data.ndim != 3:
+        raise InputError(f"the {role} image has {volume.data.ndim} dimensions {volume.shape}; registration needs "
+                         "one 3D volume: pick one frame or average the frames first.")
+    shape = volume.spatial_shape
+    if min(shape) < _MIN_VOXELS_PER_AXIS:
+        kind = "2D (a single slice)" if sorted(shape)[0] == 1 else f"too thin ({min(shape)} voxels along one axis)"
+        raise InputError(f"the {role} image is {kind}, shape {shape}; intensity registration needs two 3D volumes "
+                         "(load the whole series), or pair landmarks instead.")
+    data = np.asarray(volume.numpy(), dtype=np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        if not finite.any():
+            raise InputError(f"the {role} image has no finite value (all NaN or infinite); check the file.")
+        data = np.where(finite, data, np.min(data[finite])).astype(np.float32)
+        _warn(f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
+              "for registration.", notes)
+    lo, hi = float(data.min()), float(data.max())
+    if hi == lo:
+        what = "empty (every voxel is 0)" if hi == 0 else f"constant (every voxel is {hi:g})"
+        raise InputError(f"the {role} image is {what}, so there is nothing to align; check that the right image "
+                         "or series was given.")
+    return data
+
+
+def _check_mask(mask, image: Volume, role: str) -> Optional[np.ndarray]:
+    """A boolean mask on ``image``'s grid (resampled through world coordinates), or None."""
+    if mask is None:
+        return None
+    if isinstance(mask, Volume):
+        if mask.data.ndim != 3:
+            raise InputError(f"the {role} mask must be a 3D label image, got shape {mask.shape}.")
+        on_grid = mask if mask.same_grid(image) else mask.resample_to(image, order=0)
+        values = on_grid.numpy()
+    else:
+        values = np.asarray(mask)
+        if values.shape != image.spatial_shape:
+            raise InputError(f"the {role} mask has shape {values.shape} but the {role} image {image.spatial_shape}; "
+                             "give the mask as a Volume (placed in world space) or on the image's grid.")
+    out = np.asarray(values != 0)
+    count = int(out.sum())
+    if count == 0:
+        raise InputError(f"the {role} mask does not overlap the {role} image (no mask voxel falls inside it); check "
+                         f"that the mask was drawn on the {role} image, in the same world space.")
+    if count < 64:
+        raise InputError(f"the {role} mask covers only {count} voxels of the {role} image; draw a larger mask "
+                         "(the whole body or organ of interest), or register without it.")
+    return out
+
+
+def _warn(message: str, collected: Optional[list] = None) -> None:
+    warnings.warn(message, ImmunotrackWarning, stacklevel=3)
+    if collected is not None:
+        collected.append(message)
+
+
+# --------------------------------------------------------------------------- intensity registration
+class _Abort(Exception):
+    """Raised inside a SimpleITK callback to stop the optimiser (never escapes this module)."""
+
+
+def _install_abort_hook() -> None:
+    # SimpleITK prints an exception raised in a Python callback through
+    # sys.excepthook before turning it into a RuntimeError; keep our own
+    # stop signal silent and pass everything else to the previous hook.
+    import sys
+
+    if getattr(sys.excepthook, "_immunotrack_abort_hook", False):
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if isinstance(exc, _Abort):
+            return
+        previous(exc_type, exc, tb)
+
+    hook._immunotrack_abort_hook = True
+    sys.excepthook = hook
+
+
+def _robust_clip(data: np.ndarray, mask: Optional[np.ndarray], percentile: float) -> np.ndarray:
+    """Clip the brightest voxels (a bladder, a hot spot) so they do not squeeze the histogram."""
+    if percentile >= 100:
+        return data
+    values = data[mask] if mask is not None else data.ravel()
+    step = max(1, values.size // 2_000_000)
+    hi = float(np.percentile(values[::step], percentile))
+    if hi > float(values.min()):
+        data = np.minimum(data, np.float32(hi))
+    return data
+
+
+def _to_sitk(volume: Volume, data: np.ndarray):
+    import SimpleITK as sitk
+
+    return volume_to_sitk(volume.replace(data=data), sitk.sitkFloat32)
+
+
+def _mask_to_sitk(volume: Volume, mask: Optional[np.ndarray]):
+    if mask is None:
+        return None
+    return volume_to_sitk(volume.replace(data=mask.astype(np.uint8)))
+
+
+def _level_factors(spacing, size, factor: float, minimum_size: int = 8):
+    """Per-axis integer shrink factors giving about ``factor`` x the spacing, keeping each axis >= minimum_size voxels."""
+    spacing = np.asarray(spacing, float)
+    out = []
+    for sp, n in zip(spacing, size):
+        f = max(1, int(np.floor(factor + 1e-6)))
+        f = min(f, max(1, n // minimum_size))
+        out.append(int(f))
+    return out
+
+
+def _shrink(image, factors, mask=False):
+    import SimpleITK as sitk
+
+    if all(f == 1 for f in factors):
+        return image
+    if mask:
+        shrunk = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), [int(f) for f in factors])
+        return sitk.Cast(shrunk >= 0.5, sitk.sitkUInt8)
+    return sitk.BinShrink(image, [int(f) for f in factors])
+
+
+@dataclass
+class _Level:
+    fixed: object
+    moving: object
+    fixed_mask: object
+    moving_mask: object
+    spacing_mm: float
+    n_fixed: int
+
+
+def _build_pyramid(f_img, m_img, f_mask, m_mask, shrink_factors, smoothing, fine_smoothing=0.0):
+    """Images of each level: block-averaged (BinShrink) then lightly smoothed, coarse to fine."""
+    import SimpleITK as sitk
+
+    f_sp = np.array(f_img.GetSpacing())
+    m_sp = np.array(m_img.GetSpacing())
+    # Registering finer than half the coarser image's voxel adds time, not accuracy.
+    base = max(1.0, 0.5 * float(m_sp.max()) / float(f_sp.min()))
+    levels = []
+    for s in shrink_factors:
+        ff = _level_factors(f_sp, f_img.GetSize(), s * np.floor(base))
+        level_spacing = float(np.min(f_sp * ff))
+        # the moving image is block-averaged only where it is at least twice finer than the level
+        mf = _level_factors(m_sp, m_img.GetSize(), 0.5 * level_spacing / float(m_sp.min()))
+        fl, ml = _shrink(f_img, ff), _shrink(m_img, mf)
+        if smoothing > 0 and s > 1:
+            fl = sitk.SmoothingRecursiveGaussian(fl, smoothing * level_spacing)
+            ml = sitk.SmoothingRecursiveGaussian(ml, smoothing * level_spacing)
+        elif fine_smoothing > 0:
+            # noise of the moving image (PET) at the finest level
+            ml = sitk.SmoothingRecursiveGaussian(ml, fine_smoothing * float(m_sp.max()))
+        fml = _shrink(f_mask, ff, mask=True) if f_mask is not None else None
+        mml = _shrink(m_mask, mf, mask=True) if m_mask is not None else None
+        n_fixed = int(np.prod(fl.GetSize())) if fml is None else int(sitk.GetArrayViewFromImage(fml).sum())
+        levels.append(_Level(fl, ml, fml, mml, level_spacing, max(n_fixed, 1)))
+    return levels
+
+
+def _centroid(image, mask, weighted: bool) -> np.ndarray:
+    """Physical (LPS) centre of an image: of its intensity (moments) or of its field of view (geometry)."""
+    import SimpleITK as sitk
+
+    size = np.array(image.GetSize())
+    if not weighted:
+        return np.array(image.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2.0)))
+    arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
+    sel = np.ones(arr.shape, bool) if mask is None else sitk.GetArrayViewFromImage(mask) > 0
+    values = arr[sel]
+    w = np.clip(arr - np.percentile(values, 10), 0, None) * sel
+    total = w.sum()
+    if not total > 0:
+        return _centroid(image, mask, weighted=False)
+    idx = [np.tensordot(w.sum(axis=tuple(a for a in range(3) if a != ax)), np.arange(arr.shape[ax]), 1) / total
+           for ax in range(3)]
+    # array axes (z, y, x) -> sitk index (x, y, z)
+    return np.array(image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in idx[::-1])))
+
+
+def _overlap_fraction(level: _Level, transform, n: int = 4000) -> float:
+    """Fraction of fixed-image sample points (inside its mask) that land inside the moving image (and mask)."""
+    import SimpleITK as sitk
+
+    f, m = level.fixed, level.moving
+    size = np.array(f.GetSize())
+    if level.fixed_mask is not None:
+        idx = np.argwhere(sitk.GetArrayViewFromImage(level.fixed_mask) > 0)[:, ::-1]
+    else:
+        grid = np.stack(np.meshgrid(*[np.arange(s) for s in size], indexing="ij"), -1).reshape(-1, 3)
+        idx = grid
+    if len(idx) > n:
+        idx = idx[np.linspace(0, len(idx) - 1, n).astype(int)]
+    direction = np.array(f.GetDirection()).reshape(3, 3) * np.array(f.GetSpacing())
+    pts = idx @ direction.T + np.array(f.GetOrigin())
+    lps = sitk_transform_to_matrix(transform)  # RAS
+    lps = ras_to_lps_transform(lps)
+    mpts = pts @ lps[:3, :3].T + lps[:3, 3]
+    md = np.array(m.GetDirection()).reshape(3, 3) * np.array(m.GetSpacing())
+    midx = (mpts - np.array(m.GetOrigin())) @ np.linalg.inv(md).T
+    msize = np.array(m.GetSize())
+    inside = np.all((midx >= -0.5) & (midx <= msize - 0.5), axis=1)
+    if level.moving_mask is not None and inside.any():
+        r = np.clip(np.round(midx[inside]).astype(int), 0, msize - 1)
+        mm = sitk.GetArrayViewFromImage(level.moving_mask)
+        inside[np.where(inside)[0]] = mm[r[:, 2], r[:, 1], r[:, 0]] > 0
+    return float(inside.mean()) if len(inside) else 0.0
+
+
+_MOVING_GRADIENT_FILTER = False
+
+
+def _metric_method(level: _Level, bins: int, samples: int, seed: int):
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
+    fraction = min(1.0, samples / level.n_fixed)
+    if fraction >= 1.0:
+        reg.SetMetricSamplingStrategy(reg.NONE)
+    else:
+        reg.SetMetricSamplingStrategy(reg.REGULAR)
+        reg.SetMetricSamplingPercentage(fraction, int(seed))
+    if level.fixed_mask is not None:
+        reg.SetMetricFixedMask(level.fixed_mask)
+    if level.moving_mask is not None:
+        reg.SetMetricMovingMask(level.moving_mask)
+    # gradients computed at the sample points only: much cheaper than a
+    # gradient image of the whole volume at every level
+    reg.MetricUseFixedImageGradientFilterOff()
+    if _MOVING_GRADIENT_FILTER:
+        reg.MetricUseMovingImageGradientFilterOn()
+    else:
+        reg.MetricUseMovingImageGradientFilterOff()
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
+
+
+def _evaluate(level: _Level, transform, bins: int, samples: int, seed: int) -> float:
+    """The metric of ``transform`` on one level, on the same sample points as the optimiser (NaN: no overlap).
+
+    ``MetricEvaluate`` would ignore the sampling and visit every voxel; one
+    optimiser iteration with a negligible step evaluates the sampled metric
+    at the starting position instead, several times faster.
+    """
+    reg = _metric_method(level, bins, samples, seed)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1e-12, minStep=1e-15, numberOfIterations=1)
+    reg.SetInitialTransform(transform, inPlace=False)
+    try:
+        reg.Execute(level.fixed, level.moving)
+    except RuntimeError:
+        return float("nan")
+    return float(reg.GetMetricValue())
+
+
+def _euler(center, translation, angles=(0.0, 0.0, 0.0)):
+    import SimpleITK as sitk
+
+    tx = sitk.Euler3DTransform()
+    tx.SetCenter([float(c) for c in center])
+    tx.SetRotation(*[float(a) for a in angles])
+    tx.SetTranslation([float(t) for t in translation])
+    return tx
+
+
+_INITIALIZERS = ("auto", "moments", "geometry", "none")
+_TRANSFORMS = ("rigid", "affine")
+
+
+def register(
+    fixed: Volume,
+    moving: Volume,
+    transform: str = "rigid",
+    *,
+    fixed_mask=None,
+    moving_mask=None,
+    initializer: str = "auto",
+    bins: int = 32,
+    shrink_factors: Sequence[float] = (4, 2, 1),
+    smoothing: float = 0.0,
+    samples=(3000, 6000, 12000),
+    max_iterations: int = 200,
+    min_step_mm: float = 0.02,
+    clip_percentile: float = 99.9,
+    allow_worse: bool = False,
+    seed: int = 1,
+    relaxation: float = 0.7,
+    fine_smoothing: float = 0.0,
+    progress=None,
+) -> RegistrationResult:
+    """Register ``moving`` to ``fixed`` by Mattes mutual information: rigid, then (optionally) affine.
+
+    The moving image is not resampled: the result is a world-to-world
+    transform (see the module docstring for its direction).
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+        3D volumes of the same subject, any modalities, grids and orientations.
+    transform : {"rigid", "affine"}
+        "affine" runs the rigid stages first, then 12 parameters on the two finest levels.
+    fixed_mask, moving_mask : Volume or bool array, optional
+        Where the metric is computed (the body, the organ to align). A Volume
+        is carried onto its image's grid through world coordinates; an array
+        must have the image's spatial shape.
+    initializer : {"auto", "moments", "geometry", "none"}
+        Starting translation: intensity centres of mass ("moments"), field-of-view
+        centres ("geometry"), the images as they are ("none"), or whichever of the
+        three gives the best metric on the coarsest level ("auto").
+    bins : int
+        Histogram bins of the Mattes metric (SCIENCE.md: 32-64).
+    shrink_factors : sequence of float
+        Pyramid levels as multiples of the fixed voxel size, coarse to fine. The
+        finest level never goes below half the moving voxel size.
+    smoothing : float
+        Gaussian sigma of coarse levels, as a fraction of the level's voxel size.
+    samples : int or sequence of int
+        Fixed-image points (regular grid, inside the mask) per level, coarse to fine.
+    max_iterations : int
+        Per level.
+    min_step_mm : float
+        Convergence: the optimiser stops when its step (in mm of physical shift)
+        is below this at the finest level.
+    clip_percentile : float
+        Intensities above this percentile are clipped for the metric (hot spots).
+    allow_worse : bool
+        Return a result whose metric is worse than at the start instead of refusing it.
+    seed : int
+        Seed (>= 1) of the sample grid's jitter, so that results are reproducible
+        (SimpleITK reads 0 as "seed from the clock").
+    progress : callable, optional
+        ``progress(fraction, message)``; may raise Cancelled.
+
+    Returns
+    -------
+    RegistrationResult
+
+    Raises
+    ------
+    InputError
+        2D, empty or constant images, masks outside their image, images that do
+        not overlap, or a result worse than the start.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate import registration_pair   # doctest: +SKIP
+    >>> fixed, moving, truth, _ = registration_pair(seed=0)          # doctest: +SKIP
+    >>> result = register(fixed, moving, transform="rigid")          # doctest: +SKIP
+    >>> moved = moving.replace(affine=result.apply_to_affine(moving.affine))  # doctest: +SKIP
+    """
+    import SimpleITK as sitk
+
+    from .errors import Cancelled
+
+    t_start = time.perf_counter()
+    if transform not in _TRANSFORMS:
+        raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
+    if initializer not in _INITIALIZERS:
+        raise InputError(f"initializer must be one of {', '.join(_INITIALIZERS)}, not {initializer!r}.")
+    if int(seed) < 1:
+        raise InputError(f"seed must be a whole number >= 1 (0 would mean a random seed), not {seed}.")
+    if not 8 <= int(bins) <= 256:
+        raise InputError(f"bins must be between 8 and 256 (32-64 is usual), not {bins}.")
+    notes: list = []
+    f_data = _check_image(fixed, "fixed", notes)
+    m_data = _check_image(moving, "moving", notes)
+    f_mask = _check_mask(fixed_mask, fixed, "fixed")
+    m_mask = _check_mask(moving_mask, moving, "moving")
+    for data, mask, role in ((f_data, f_mask, "fixed"), (m_data, m_mask, "moving")):
+        if mask is not None and float(np.ptp(data[mask])) == 0:
+            raise InputError(f"the {role} image is constant inside its mask; draw the mask over the anatomy to align.")
+    f_data = _robust_clip(f_data, f_mask, clip_percentile)
+    m_data = _robust_clip(m_data, m_mask, clip_percentile)
+    _progress.report(progress, 0.0, "preparing images")
+
+    f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
+    levels = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask),
+                            [float(s) for s in shrink_factors], float(smoothing), float(fine_smoothing))
+    coarse, finest = levels[0], levels[-1]
+    per_level = [int(v) for v in np.broadcast_to(np.atleast_1d(samples), (len(levels),))]
+
+    # ---- initialisation: a translation (rotation centre at the fixed centre of mass)
+    c_fixed = _centroid(coarse.fixed, coarse.fixed_mask, weighted=True)
+    candidates = {
+        "none": _euler(c_fixed, (0, 0, 0)),
+        "geometry": _euler(_centroid(coarse.fixed, None, False),
+                           _centroid(coarse.moving, None, False) - _centroid(coarse.fixed, None, False)),
+        "moments": _euler(c_fixed, _centroid(coarse.moving, coarse.moving_mask, weighted=True) - c_fixed),
+    }
+    names = list(candidates) if initializer == "auto" else [initializer]
+    scores = {}
+    for name in names:
+        overlap = _overlap_fraction(coarse, candidates[name])
+        metric = _evaluate(coarse, candidates[name], bins, per_level[0], seed) if overlap >= 0.05 else float("nan")
+        scores[name] = (overlap, metric)
+    usable = {k: v for k, v in scores.items() if v[0] >= 0.05 and np.isfinite(v[1])}
+    if not usable:
+        best = max(scores.values(), key=lambda v: v[0])[0]
+        raise InputError(
+            f"the images do not overlap after initialisation ({initializer}: {100 * best:.0f}% of the fixed image "
+            "falls inside the moving one); check that both show the same subject and body part, try another "
+            "initializer (moments, geometry) or pair landmarks."
+        )
+    init_name = min(usable, key=lambda k: usable[k][1])
+    tx = candidates[init_name]
+    if usable[init_name][0] < 0.25:
+        _warn(f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
+              "initialisation; check the result or use masks or landmarks.", notes)
+    metric_identity = _evaluate(finest, candidates["none"], bins, per_level[-1], seed)
+    metric_init = metric_identity if init_name == "none" else float("nan")
+
+    # ---- stages: rigid on every level, then affine on the two finest
+    plan = [("rigid", i, lv) for i, lv in enumerate(levels)]
+    if transform == "affine":
+        plan += [("affine", i, lv) for i, lv in enumerate(levels) if i >= len(levels) - 2]
+    stages = []
+    total_iterations = 0
+    _install_abort_hook()
+    state = {"cancelled": None}
+    for k, (kind, index, level) in enumerate(plan):
+        if kind == "affine" and not isinstance(tx, sitk.AffineTransform):
+            affine = sitk.AffineTransform(3)
+            affine.SetCenter(tx.GetCenter())
+            affine.SetMatrix(tx.GetMatrix())
+            affine.SetTranslation(tx.GetTranslation())
+            tx = affine
+        reg = _metric_method(level, bins, per_level[index], seed)
+        last = index == len(levels) - 1
+        step_min = float(min_step_mm) if last else max(float(min_step_mm), 0.05 * level.spacing_mm)
+        reg.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
+            relaxationFactor=float(relaxation), gradientMagnitudeTolerance=1e-8)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetInitialTransform(tx, inPlace=True)
+        label = f"{kind} level {index + 1}/{len(levels)} ({level.spacing_mm:.3g} mm)"
+
+        def on_iteration(reg=reg, k=k, label=label):
+            it = reg.GetOptimizerIteration()
+            frac = (k + min(it / 60.0, 0.95)) / len(plan)
+            try:
+                _progress.report(progress, frac, f"{label}: iteration {it}, metric {reg.GetMetricValue():.4f}")
+            except Cancelled as exc:
+                state["cancelled"] = exc
+                raise _Abort() from None
+
+        reg.AddCommand(sitk.sitkIterationEvent, on_iteration)
+        t0 = time.perf_counter()
+        try:
+            _progress.report(progress, k / len(plan), label)
+            reg.Execute(level.fixed, level.moving)
+        except RuntimeError as exc:
+            if state["cancelled"] is not None:
+                raise state["cancelled"]
+            text = str(exc)
+            if "outside" in text.lower() or "valid points" in text.lower() or "samples" in text.lower():
+                raise InputError(
+                    f"the registration lost the overlap between the images at the {label}; check that both show "
+                    "the same body part, add masks, or pair landmarks."
+                ) from None
+            raise
+        iterations = int(reg.GetOptimizerIteration())
+        total_iterations += iterations
+        last_metric = float(reg.GetMetricValue())
+        stages.append({"stage": kind, "level": index + 1, "voxel_mm": round(level.spacing_mm, 4),
+                       "iterations": iterations, "metric": round(float(reg.GetMetricValue()), 6),
+                       "stop": reg.GetOptimizerStopConditionDescription(),
+                       "seconds": round(time.perf_counter() - t0, 3)})
+
+    # the optimiser's last value is the metric on the finest level's sample points,
+    # the same points as metric_identity, so the two compare
+    metric_final = last_metric
+    if not np.isfinite(metric_identity):
+        metric_init = _evaluate(finest, candidates[init_name], bins, per_level[-1], seed)
+    matrix = sitk_transform_to_matrix(tx)
+    start = metric_identity if np.isfinite(metric_identity) else metric_init
+    parameters = {
+        "transform": transform, "metric": "MattesMutualInformation", "bins": int(bins),
+        "initializer": initializer, "initializer_used": init_name,
+        "initializer_scores": {k: {"overlap": round(v[0], 4), "metric": _num(v[1])} for k, v in scores.items()},
+        "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels], "shrink_factors": [float(s) for s in shrink_factors],
+        "smoothing_fraction": float(smoothing), "samples_per_level": per_level, "sampling": "regular",
+        "optimizer": "RegularStepGradientDescent", "max_iterations_per_level": int(max_iterations),
+        "min_step_mm": float(min_step_mm), "scales": "physical shift", "interpolator": "linear",
+        "clip_percentile": float(clip_percentile), "seed": int(seed),
+        "fixed_mask": f_mask is not None, "moving_mask": m_mask is not None,
+    }
+    if transform == "affine":
+        sv = np.linalg.svd(matrix[:3, :3], compute_uv=False)
+        if sv.max() / sv.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
+            _warn(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
+                  "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.", notes)
+    if np.isfinite(start) and metric_final > start + 0.01 * abs(start):
+        message = (f"the registration made the metric worse ({start:.4f} at the start, {metric_final:.4f} after); "
+                   "the result is not trustworthy: try transform='rigid', masks around the anatomy, another "
+                   "initializer, or landmarks.")
+        if not allow_worse:
+            raise InputError(message)
+        _warn(message, notes)
+    _progress.report(progress, 1.0, f"done: metric {metric_final:.4f}")
+    return RegistrationResult(
+        fixed_to_moving=matrix, metric_initial=metric_identity, metric_final=metric_final,
+        iterations=total_iterations, parameters=parameters, stages=stages,
+        elapsed_s=time.perf_counter() - t_start, method="intensity", warnings=notes,
+        metric_after_init=metric_init,
+    )
+
+
+# --------------------------------------------------------------------------- landmarks
+def _points(points, role: str) -> np.ndarray:
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise InputError(f"{role} landmarks must be an (N, 3) array of world RAS mm, got shape {pts.shape}.")
+    if not np.all(np.isfinite(pts)):
+        raise InputError(f"{role} landmarks contain NaN or infinite coordinates.")
+    return pts
+
+
+def register_landmarks(fixed_points, moving_points, transform: str = "rigid") -> RegistrationResult:
+    """Least-squares rigid or affine transform from paired landmarks (fiducials).
+
+    Parameters
+    ----------
+    fixed_points, moving_points : (N, 3) arrays
+        The same anatomical points, in the same order, in each image's world
+        (RAS mm). napari Points layers give (z, y, x): convert with
+        :func:`napari_immunotrack.volume.napari_to_ras`.
+    transform : {"rigid", "affine"}
+        Rigid (Kabsch/Umeyama without scaling, needs >= 3 pairs not on a line)
+        or affine (ordinary least squares, needs >= 4 pairs not in a plane).
+
+    Returns
+    -------
+    RegistrationResult
+        ``method="landmarks"``; ``fre_mm`` the fiducial registration error of
+        each pair (distance between the mapped fixed point and its moving
+        partner), ``metric_final`` their RMS and ``metric_initial`` the RMS
+        distance before registration. With localisation error FLE (RMS, 3D, both
+        sides together) the expected RMS FRE is ``sqrt(1 - p / (3 N)) * FLE``
+        (p = 6 rigid, 12 affine): see :func:`expected_fre`. A small FRE does
+        not prove a small error elsewhere (Fitzpatrick 2009): check targets.
+
+    Examples
+    --------
+    >>> fixed = np.array([[0, 0, 0], [50, 0, 0], [0, 40, 0], [0, 0, 30.0]])
+    >>> moving = fixed + [5.0, -3.0, 2.0]
+    >>> r = register_landmarks(fixed, moving)
+    >>> np.round(r.fixed_to_moving[:3, 3], 6).tolist(), round(r.metric_final, 6)
+    ([5.0, -3.0, 2.0], 0.0)
+    """
+    t0 = time.perf_counter()
+    if transform not in _TRANSFORMS:
+        raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
+    p = _points(fixed_points, "fixed")
+    q = _points(moving_points, "moving")
+    if len(p) != len(q):
+        raise InputError(f"{len(p)} fixed landmarks but {len(q)} moving ones; place the same landmarks, in the same "
+                         "order, on both images.")
+    need = 3 if transform == "rigid" else 4
+    if len(p) < need:
+        raise InputError(f"{len(p)} landmark pair(s) given; a {transform} fit needs at least {need} pairs (6 or more "
+                         "spread around the region of interest are better): add landmarks.")
+    sv = np.linalg.svd(p - p.mean(0), compute_uv=False)
+    if sv[0] == 0 or sv[1] / sv[0] < 1e-3:
+        raise InputError("the fixed landmarks lie on a line (or on one point), so rotations about it are "
+                         "undetermined; add landmarks off that line.")
+    if transform == "affine" and sv[2] / sv[0] < 1e-3:
+        raise InputError("the fixed landmarks lie in one plane, which an affine fit cannot use; add landmarks off "
+                         "that plane or use a rigid fit.")
+    matrix = np.eye(4)
+    if transform == "rigid":
+        pm, qm = p.mean(0), q.mean(0)
+        u, _, vt = np.linalg.svd((p - pm).T @ (q - qm))
+        d = np.sign(np.linalg.det(vt.T @ u.T))
+        rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+        matrix[:3, :3] = rot
+        matrix[:3, 3] = qm - rot @ pm
+    else:
+        design = np.c_[p, np.ones(len(p))]
+        coef, *_ = np.linalg.lstsq(design, q, rcond=None)
+        matrix[:3, :] = coef.T
+    mapped = p @ matrix[:3, :3].T + matrix[:3, 3]
+    fre = np.linalg.norm(mapped - q, axis=1)
+    notes: list = []
+    if len(p) >= 5 and np.median(fre) > 0 and fre.max() > 3 * np.median(fre) and fre.max() > 1e-6:
+        worst = int(np.argmax(fre))
+        _warn(f"landmark pair {worst + 1} fits much worse than the others ({fre[worst]:.2f} mm against a median of "
+              f"{np.median(fre):.2f} mm); check that it marks the same point on both images.", notes)
+    if transform == "affine":
+        s = np.linalg.svd(matrix[:3, :3], compute_uv=False)
+        if s.max() / s.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
+            _warn(f"the affine landmark fit scales by {s.min():.2f}-{s.max():.2f} or mirrors; check the pairing or "
+                  "use a rigid fit.", notes)
+    dof = 6 if transform == "rigid" else 12
+    return RegistrationResult(
+        fixed_to_moving=matrix,
+        metric_initial=float(np.sqrt(np.mean(np.sum((p - q) ** 2, axis=1)))),
+        metric_final=float(np.sqrt(np.mean(fre ** 2))),
+        iterations=0,
+        parameters={"transform": transform, "method": "least squares" + (" (Kabsch)" if dof == 6 else ""),
+                    "n_pairs": int(len(p)), "fixed_points_ras_mm": np.round(p, 4).tolist(),
+                    "moving_points_ras_mm": np.round(q, 4).tolist()},
+        elapsed_s=time.perf_counter() - t0, method="landmarks", warnings=notes, fre_mm=fre,
+    )
+
+
+def expected_fre(fle_rms_mm: float, n_points: int, transform: str = "rigid") -> float:
+    """Expected RMS fiducial registration error for a localisation error ``fle_rms_mm``.
+
+    ``fle_rms_mm`` is the RMS 3D distance between where a landmark is marked on
+    the two images (both localisation errors together). For ``N`` pairs and a
+    least-squares fit with ``p`` parameters (6 rigid, 12 affine):
+    ``E[FRE^2] = (1 - p / (3 N)) FLE^2`` (Fitzpatrick, West & Maurer 1998;
+    exact for affine, first order for rigid).
+
+    >>> round(expected_fre(1.0, 6, "rigid"), 4)
+    0.8165
+    """
+    p = 6 if transform == "rigid" else 12
+    if n_points * 3 <= p:
+        return 0.0
+    return float(fle_rms_mm * np.sqrt(1.0 - p / (3.0 * n_points)))
+
+
+def expected_tre(fixed_points, targets, fle_rms_mm: float) -> np.ndarray:
+    """Expected RMS target registration error (mm) of a rigid landmark fit at ``targets`` (RAS mm).
+
+    Fitzpatrick, West & Maurer 1998:
+    ``TRE^2(r) = FLE^2 / N * (1 + 1/3 * sum_k d_k^2 / f_k^2)``, with ``d_k`` the
+    distance of ``r`` from principal axis ``k`` of the landmarks and ``f_k`` the
+    RMS distance of the landmarks from that axis.
+    """
+    p = _points(fixed_points, "fixed")
+    r = np.atleast_2d(np.asarray(targets, float))
+    centre = p.mean(0)
+    _, _, vt = np.linalg.svd(p - centre)
+    pc = (p - centre) @ vt.T
+    rc = (r - centre) @ vt.T
+    ratio = 0.0
+    for k in range(3):
+        others = [j for j in range(3) if j != k]
+        f2 = np.mean(np.sum(pc[:, others] ** 2, axis=1))
+        d2 = np.sum(rc[:, others] ** 2, axis=1)
+        ratio = ratio + d2 / f2
+    return np.sqrt(fle_rms_mm ** 2 / len(p) * (1.0 + ratio / 3.0))
+
+
+# --------------------------------------------------------------------------- resampling and quality control
+def resample_moving(fixed: Volume, moving: Volume, result, order: int = 1) -> Volume:
+    """The moving image resampled onto the fixed grid through a result (or a 4x4 fixed_to_moving matrix)."""
+    matrix = result.fixed_to_moving if isinstance(result, RegistrationResult) else np.asarray(result, float)
+    out = moving.resample_to(fixed, order=order, transform=matrix)
+    out.name = f"{moving.name} registered" if moving.name else "registered"
+    return out
+
+
+def _normalise(data: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Intensities to [0, 1] between the 1st and 99th percentiles (so two modalities compare)."""
+    values = data[mask] if mask is not None and mask.any() else data.ravel()
+    step = max(1, values.size // 1_000_000)
+    lo, hi = np.percentile(values[::step], [1, 99])
+    if not hi > lo:
+        lo, hi = float(values.min()), float(values.max())
+        if not hi > lo:
+            return np.zeros(data.shape, np.float32)
+    return np.clip((data - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def _same_grid_pair(fixed: Volume, moving_on_fixed: Volume):
+    if not fixed.same_grid(moving_on_fixed):
+        raise InputError("quality-control views need the moving image on the fixed grid; resample it first "
+                         "(resample_moving).")
+    return _normalise(np.asarray(fixed.numpy(), np.float32)), _normalise(np.asarray(moving_on_fixed.numpy(), np.float32))
+
+
+def checkerboard(fixed: Volume, moving_on_fixed: Volume, square_mm: float = 10.0) -> Volume:
+    """Alternate squares of the fixed and the registered moving image (both scaled to [0, 1]).
+
+    The squares are ``square_mm`` wide in world millimetres, in 3D; edges that
+    run straight across square borders show a good registration.
+
+    >>> v = Volume(np.zeros((4, 4, 4)), np.eye(4))
+    >>> checkerboard(v, v.replace(data=np.ones((4, 4, 4))), square_mm=2).numpy()[0, 0].tolist()
+    [0.0, 0.0, 1.0, 1.0]
+    """
+    a, b = _same_grid_pair(fixed, moving_on_fixed)
+    if not square_mm > 0:
+        raise InputError(f"square_mm must be positive, not {square_mm}.")
+    idx = np.indices(fixed.spatial_shape).reshape(3, -1).T
+    world = fixed.index_to_world(idx)
+    cells = np.floor(world / square_mm).astype(np.int64).sum(axis=1) % 2
+    pick = cells.reshape(fixed.spatial_shape).astype(bool)
+    out = np.where(pick, b, a).astype(np.float32)
+    return fixed.replace(data=out, unit="a.u.", modality="OT", name="checkerboard")
+
+
+def difference(fixed: Volume, moving_on_fixed: Volume) -> Volume:
+    """Registered moving minus fixed, each scaled to [0, 1] (so modalities compare; 0 = agreement)."""
+    a, b = _same_grid_pair(fixed, moving_on_fixed)
+    return fixed.replace(data=(b - a).astype(np.float32), unit="a.u.", modality="OT", name="difference")
+
+
+def edges(volume: Volume, threshold: float = 0.2) -> Volume:
+    """Edges of an image (gradient magnitude above ``threshold`` of its maximum, in world mm) as labels 0/1."""
+    from scipy import ndimage
+
+    data = _normalise(np.asarray(volume.numpy(), np.float32))
+    smooth = ndimage.gaussian_filter(data, 1.0)
+    spacing = volume.spacing
+    grads = np.gradient(smooth, *spacing)
+    magnitude = np.sqrt(sum(g * g for g in grads))
+    top = float(magnitude.max())
+    mask = magnitude > threshold * top if top > 0 else np.zeros(data.shape, bool)
+    return volume.replace(data=mask.astype(np.uint8), unit="label", modality="SEG", name=f"{volume.name} edges")
+
+
+def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixed_mask=None, moving_mask=None,
+                    bins: int = 32, samples: int = 12000, seed: int = 1) -> float:
+    """The Mattes metric (ITK sign: lower is better) of a transform, on the fixed grid.
+
+    Use it for the "metric before and after" of a transform that did not come
+    from :func:`register` (landmarks, a file). NaN when the images do not overlap.
+    """
+    f_data = _check_image(fixed, "fixed")
+    m_data = _check_image(moving, "moving")
+    f_mask = _check_mask(fixed_mask, fixed, "fixed")
+    m_mask = _check_mask(moving_mask, moving, "moving")
+    f_img, m_img = _to_sitk(fixed, _robust_clip(f_data, f_mask, 99.9)), _to_sitk(moving, _robust_clip(m_data, m_mask, 99.9))
+    level = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask), [1.0], 0.0)[0]
+    matrix = np.eye(4) if fixed_to_moving is None else np.asarray(fixed_to_moving, float)
+    return _evaluate(level, matrix_to_sitk_transform(matrix), bins, samples, seed)

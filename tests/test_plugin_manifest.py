@@ -1,0 +1,38 @@
+"""The npe2 manifest: valid, discoverable, and the same file at the top level and in the package."""
+
+from pathlib import Path
+
+import napari_immunotrack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_manifest_in_package_is_the_top_level_file():
+    top = (ROOT / "napari.yaml").read_text()
+    packaged = (Path(napari_immunotrack.__file__).parent / "napari.yaml").read_text()
+    assert packaged == top
+
+
+def test_manifest_validates_and_commands_import():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-immunotrack")
+    assert manifest.name == "napari-immunotrack"
+    manifest.validate_imports()  # every python_name in the manifest imports
+    readers = manifest.contributions.readers
+    assert readers and readers[0].accepts_directories
+    patterns = set(readers[0].filename_patterns)
+    assert {"*.nii", "*.nii.gz", "*.dcm", "*.tif", "*.zarr"} <= patterns
+    writers = manifest.contributions.writers
+    assert writers[0].layer_types == ["labels"] and ".nii.gz" in writers[0].filename_extensions
+
+
+def test_cli_does_not_import_napari_or_qt():
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_immunotrack.cli import build_parser; build_parser(); "
+            "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'vispy') if m in sys.modules]; "
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, f"the command line imported {result.stdout.strip()}"
