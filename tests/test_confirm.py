@@ -139,8 +139,8 @@ def test_relative_mode_confirms_labelled_only_and_matches_signal_equations(ph):
         m = truth == d["id"]
         e1 = nl["t1_post"][m].mean() / nl["t1_pre"][m].mean() - 1
         e2 = nl["t2_post"][m].mean() / nl["t2_pre"][m].mean() - 1
-        assert row.mean_t1_enhancement == pytest.approx(e1, abs=0.05)
-        assert row.mean_t2_change == pytest.approx(e2, abs=0.03)
+        assert row.mean_t1_enhancement_fraction == pytest.approx(e1, abs=0.05)
+        assert row.mean_t2_change_fraction == pytest.approx(e2, abs=0.03)
         assert row.status == "confirmed" and row.change_vs == "baseline"
         assert row.volume_mm3 == pytest.approx(m.sum() * 0.25 * 0.25 * 0.5, rel=0.1)
     assert list(res.table.columns) == TABLE_COLUMNS
@@ -222,7 +222,8 @@ def test_maps_in_phantom_and_relaxivity_mismatch_warning(ph):
     hit, stray = overlaps(res.labels.numpy(), ph["truth"].numpy())
     assert hit == {1, 2, 3, 4} and stray == []
     # with weighted baselines too, both kinds of change are in the table
-    assert res.table.mean_t1_enhancement.notna().all() and res.table.mean_delta_r1_per_s.notna().all()
+    assert res.table.mean_t1_enhancement_fraction.notna().all()
+    assert res.table.mean_delta_r1_per_s.notna().all()
     for _, row in res.table.iterrows():
         c = ph["conc"][res.labels.numpy() == row.label].mean()
         assert row.mean_delta_r1_per_s == pytest.approx(R1_AGENT * c, rel=0.05)
@@ -362,6 +363,30 @@ def test_search_mask_min_size_connectivity_and_progress(ph):
         confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"], progress=cancel)
 
 
+def test_region_table_of_edited_labels_and_clean_fusion(ph):
+    from napari_immunotrack.analysis.confirm import region_table
+    from scipy import ndimage
+
+    v = ph["volumes"]
+    res = confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"])
+    labels = res.labels.numpy().copy()
+    ids = np.unique(labels[labels > 0])
+    labels[labels == ids[1]] = 0               # a region removed by hand
+    labels[labels == ids[2]] = 17              # another one renumbered
+    table = region_table(res.labels.replace(data=labels), res)
+    assert sorted(table.label) == sorted([int(ids[0]), 17, int(ids[3])])
+    orig = res.table.set_index("label")
+    for col in ("voxels", "mean_t1_enhancement_fraction", "centroid_x_mm"):
+        assert table.set_index("label").loc[17, col] == pytest.approx(orig.loc[int(ids[2]), col])
+    # on another grid (e.g. a display copy), carried back through world coordinates
+    canon = res.labels.replace(data=labels).canonical()
+    assert region_table(canon, res).voxels.tolist() == table.voxels.tolist()
+    # the single-side fusion channels hold no speck under min_size
+    for key in ("t1_enhancement", "t2_darkening"):
+        lab, n = ndimage.label(res.fusion[key].numpy(), structure=np.ones((3, 3, 3)))
+        assert n == 0 or np.bincount(lab.ravel())[1:].min() >= 3
+
+
 # ----------------------------------------------------------------------------- bad input (API)
 def test_bad_inputs_api(ph):
     v = ph["volumes"]
@@ -392,8 +417,8 @@ def test_zero_negative_and_nan_baselines(ph):
     assert len([w for w in warned if "zero or negative" in w and "T1PRE" in w]) == 1
     assert overlaps(res.labels.numpy(), truth) == ({2, 3, 4}, [])
     assert np.isnan(res.t1_change.numpy()[truth == 1]).all()
-    cols = ["voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "mean_t1_enhancement",
-            "mean_t2_change"]
+    cols = ["voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+            "mean_t1_enhancement_fraction", "mean_t2_change_fraction"]
     assert np.isfinite(res.table[cols].to_numpy(float)).all()
     with pytest.raises(InputError, match="T1PRE has no positive voxels"):
         confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"].replace(data=np.zeros_like(pre)), v["t2_pre"])
@@ -546,6 +571,21 @@ def test_cli_transform_identity_and_matrix_file(scene_files, tmp_path, capsys):
     assert np.array_equal(a, load_volume(tmp_path / "b.nii.gz").numpy())
     hit, stray = overlaps(a, sc["truth_labels"].numpy())
     assert len(hit) == 3 and stray == []
+    # an ITK .tfm from a registration (T1 world -> T2 world), T2 images placed in their own moved world
+    from napari_immunotrack.io.transforms import write_transform
+
+    moved = rigid_matrix((0.0, 0.0, 6.0), (0.2, -0.3, 0.1))
+    for key in ("t2_post", "t2_pre"):
+        save_volume(sc[key].replace(affine=moved @ sc[key].affine), tmp_path / f"{key}_moved.nii.gz")
+    write_transform(tmp_path / "t1_to_t2.tfm", moved)
+    rc = main(["confirm", "--t1", str(p["t1_post"]), "--t2", str(tmp_path / "t2_post_moved.nii.gz"),
+               "--t1-pre", str(p["t1_pre"]), "--t2-pre", str(tmp_path / "t2_pre_moved.nii.gz"),
+               "--transform", str(tmp_path / "t1_to_t2.tfm"), "-o", str(tmp_path / "d.nii.gz")])
+    assert rc == 0, capsys.readouterr().err
+    capsys.readouterr()
+    d = load_volume(tmp_path / "d.nii.gz").numpy()
+    assert overlaps(d, sc["truth_labels"].numpy())[1] == [] and len(np.unique(d)) == 4
+    assert (d > 0).sum() == pytest.approx((load_volume(tmp_path / "a.nii.gz").numpy() > 0).sum(), rel=0.15)
     np.savetxt(tmp_path / "bad.txt", np.eye(3))
     assert main(args + ["-o", str(tmp_path / "c.nii.gz"), "--transform", str(tmp_path / "bad.txt")]) == 2
     assert "4x4" in _one_error_line(capsys)

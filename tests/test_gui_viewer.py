@@ -12,6 +12,7 @@ import pytest
 
 from napari_immunotrack.io.nifti import write_nifti
 from napari_immunotrack.volume import Volume, napari_to_ras, ras_to_napari
+from napari_immunotrack.widgets._common import center_on_world
 
 pytestmark = pytest.mark.gui
 
@@ -20,7 +21,8 @@ MARKERS_RAS = np.array([[2.0, -3.0, 4.0], [-4.0, 5.0, -2.0], [6.0, 1.0, 1.0]])
 
 def _phantom(spacing, shape, origin, flip_xy=False):
     """A volume with a bright voxel at each marker (markers lie on the grid)."""
-    affine = np.eye(4)
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
     # axes 0,1,2 = z, y, x (canonical), optionally stored as LPS-like flipped axes
     affine[2, 0], affine[1, 1], affine[0, 2] = spacing
     affine[:3, 3] = origin
@@ -77,6 +79,7 @@ def test_mri_nifti_and_pet_dicom_share_world(make_napari_viewer, tmp_path):
         np.testing.assert_allclose(world, expected, atol=1e-3)
         # the same world point reads the marker's value in each layer
         for n, point in enumerate(expected):
+            center_on_world(viewer, MARKERS_RAS[n])  # the slider moves to the marker's slice
             value = layer.get_value(point, world=True)
             assert value == pytest.approx(100.0 * (n + 1), rel=1e-3)
         # distances between markers in napari's world are true distances in mm

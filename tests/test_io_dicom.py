@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from napari_immunotrack.cli import main
 from napari_immunotrack.errors import ImmunotrackWarning, InputError, OutputExistsError
 from napari_immunotrack.io import load_volume, load_volumes
-from napari_immunotrack.io.dicom import dicom_seconds, make_study, read_dicom, write_dicom_series
+from napari_immunotrack.io.dicom import SLICE_HEADER_KEYS, dicom_seconds, make_study, read_dicom, write_dicom_series
 from napari_immunotrack.volume import Volume
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
@@ -468,6 +468,7 @@ def test_pet_metadata_and_headers(tmp_path):
     assert m["ActualFrameDuration"] == 600000 and m["FrameReferenceTime"] == 0.0
     assert [h["AcquisitionTime"] for h in m["slice_headers"]] == acq_times
     assert [h["slice"] for h in m["slice_headers"]] == list(range(5))
+    assert all(set(h) == set(SLICE_HEADER_KEYS) for h in m["slice_headers"])
     assert m["slice_headers"][0]["ImagePositionPatient"] == [0.0, 0.0, 0.0]
     hdr = m["dicom_header"]
     assert isinstance(hdr, pydicom.Dataset) and "PixelData" not in hdr and hdr.Modality == "PT"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+import zarr.storage
 
 from napari_immunotrack.errors import ImmunotrackWarning, InputError, OutputExistsError
 from napari_immunotrack.io import detect_format, load_volume
@@ -58,10 +59,8 @@ def test_ome_without_unit_is_micrometre(tmp_path):
     xml_data = np.zeros((3, 4, 5), np.uint8)
     tifffile.imwrite(tmp_path / "b.ome.tif", xml_data, ome=True,
                      metadata={"axes": "ZYX", "PhysicalSizeX": 2.0, "PhysicalSizeY": 2.0, "PhysicalSizeZ": 5.0})
-    text = tifffile.TiffFile(tmp_path / "b.ome.tif").ome_metadata
-    if 'PhysicalSizeXUnit' in text:  # tifffile may write the unit explicitly; then strip it and re-test
-        text = text.replace('PhysicalSizeXUnit="µm"', "")
-        tifffile.tiffcomment(tmp_path / "b.ome.tif", text.encode())
+    with tifffile.TiffFile(tmp_path / "b.ome.tif") as tf:
+        assert "PhysicalSizeXUnit" not in tf.ome_metadata and 'PhysicalSizeX="2.0"' in tf.ome_metadata
     np.testing.assert_allclose(read_tiff(tmp_path / "b.ome.tif").spacing, [0.005, 0.002, 0.002])
 
 
@@ -370,31 +369,36 @@ def test_zarr_open_with_every_chunk_corrupt(tmp_path):
             v.numpy()
 
 
-def test_zarr_open_counts_only_metadata_reads(tmp_path):
-    from zarr.storage import LocalStore
+class RecordingStore(zarr.storage.LocalStore):
+    """A local store that records every key read (zarr reads through get or get_sync).
 
+    Defined at module level: dask tokenizes arrays by pickling them, and a
+    class local to a test function would be pickled by value.
+    """
+
+    read_keys: list = []
+
+    async def get(self, key, prototype=None, byte_range=None):
+        RecordingStore.read_keys.append(key)
+        return await super().get(key, prototype, byte_range)
+
+    def get_sync(self, key, *args, **kwargs):
+        RecordingStore.read_keys.append(key)
+        return super().get_sync(key, *args, **kwargs)
+
+
+def test_zarr_open_counts_only_metadata_reads(tmp_path):
     vol = Volume(np.ones((16, 16, 16), np.uint8), np.eye(4))
     write_ome_zarr(vol, tmp_path / "c.zarr", levels=2, chunks=(4, 4, 4))
-    keys = []
-
-    class Recording(LocalStore):
-        """A local store that records every key read (zarr reads through get or get_sync)."""
-
-        async def get(self, key, prototype=None, byte_range=None):
-            keys.append(key)
-            return await super().get(key, prototype, byte_range)
-
-        def get_sync(self, key, *args, **kwargs):
-            keys.append(key)
-            return super().get_sync(key, *args, **kwargs)
-
-    v = read_ome_zarr(Recording(str(tmp_path / "c.zarr"), read_only=True))
+    keys = RecordingStore.read_keys
+    keys.clear()
+    v = read_ome_zarr(RecordingStore(str(tmp_path / "c.zarr"), read_only=True))
     assert v.shape == (16, 16, 16)
     metadata_names = (".zattrs", ".zarray", ".zgroup", "zarr.json", ".zmetadata")
     assert keys and all(k.rsplit("/", 1)[-1] in metadata_names for k in keys), keys
     n_meta = len(keys)
     assert int(v.data.sum().compute()) == 16 ** 3
-    assert len(keys) >= n_meta + 64 + 8  # computing reads every chunk of level 0 (the recorder works)
+    assert len(keys) >= n_meta + 64  # computing reads every chunk of level 0 (the recorder works)
 
 
 def test_zarr_huge_sparse_opens_fast(tmp_path):

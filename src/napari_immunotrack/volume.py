@@ -34,6 +34,9 @@ import numpy as np
 
 from .errors import InputError
 
+#: How far (in voxels) drawing a volume axis-aligned may move a voxel before it must be resampled.
+_DISPLAY_TOLERANCE_VOXELS = 0.1
+
 #: Modalities, as DICOM Modality codes where one exists.
 MODALITIES = ("MR", "PT", "NM", "CT", "F19", "MPI", "OPT", "SEG", "OT")
 
@@ -166,6 +169,21 @@ class Volume:
         cosines = np.abs(self.affine[:3, :3] / self.spacing)
         return bool(np.all(cosines.max(axis=0) >= np.cos(np.deg2rad(tol_degrees))))
 
+    def axis_aligned_error_mm(self) -> float:
+        """Largest shift (mm) of a voxel centre if the affine's off-axis terms were dropped.
+
+        How wrong an axis-aligned drawing (napari ``scale``/``translate``) of
+        this volume would be: 0 for an exactly axis-aligned volume.
+        """
+        rot = self.affine[:3, :3]
+        rows = np.argmax(np.abs(rot), axis=0)
+        dominant = np.zeros_like(rot)
+        dominant[rows, [0, 1, 2]] = rot[rows, [0, 1, 2]]
+        n = np.array(self.spatial_shape) - 1
+        # |linear map| is convex: its maximum over the box is at a corner
+        corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
+        return float(np.abs(corners @ (rot - dominant).T).max())
+
     def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
         """True when ``other`` has the same spatial shape and affine."""
         return self.spatial_shape == other.spatial_shape and np.allclose(self.affine, other.affine, atol=atol)
@@ -227,7 +245,8 @@ class Volume:
             step = np.full(3, float(step))
         # grid axes 0,1,2 = z, y, x; step given as (x, y, z) spacing
         size_xyz = np.maximum(np.ceil((hi - lo) / step - 1e-6).astype(int), 1)
-        affine = np.eye(4)
+        affine = np.zeros((4, 4))  # not eye(4): its diagonal would add stray terms to the permuted axes
+        affine[3, 3] = 1.0
         for axis, w in enumerate((2, 1, 0)):
             affine[w, axis] = step[w]
             affine[w, 3] = lo[w] + step[w] / 2
@@ -253,7 +272,10 @@ class Volume:
             world points (a registration result: fixed world -> moving world).
             Identity when omitted.
         fill : float
-            Value outside this volume's field of view.
+            Value outside this volume's field of view, i.e. for target points
+            more than half a voxel beyond its edge voxels' centres (index
+            outside [-0.5, n - 0.5)). Inside, interpolation near the edge
+            repeats the edge voxels.
 
         Returns
         -------
@@ -269,21 +291,38 @@ class Volume:
         # target index -> target world -> source world -> source index
         m = np.linalg.inv(self.affine) @ world_map @ t_affine
         src = self.numpy()
-        is_int = np.issubdtype(src.dtype, np.integer) or src.dtype == bool
+        is_bool = src.dtype == bool
+        if is_bool:  # ndimage does not write bool outputs
+            src = src.view(np.uint8)
+        is_int = np.issubdtype(src.dtype, np.integer)
         if order == 0 or is_int:
             out_dtype = src.dtype
         else:
             out_dtype = np.result_type(src.dtype, np.float32)
-        if src.ndim == 4:
-            frames = [
-                ndimage.affine_transform(f, m[:3, :3], m[:3, 3], output_shape=shape, order=order,
-                                         mode="constant", cval=fill, output=out_dtype)
-                for f in src
-            ]
-            out = np.stack(frames)
-        else:
-            out = ndimage.affine_transform(src, m[:3, :3], m[:3, 3], output_shape=shape, order=order,
-                                           mode="constant", cval=fill, output=out_dtype)
+        matrix, offset = m[:3, :3], m[:3, 3]
+        # The field of view is the voxels' footprint, index [-0.5, n - 0.5) on each axis. Plain
+        # mode="constant" would instead drop every point outside [0, n - 1], including edge
+        # voxels whose index comes out as -1e-16 from float round-off (so resampling onto the
+        # same grid lost its border). Nearest neighbour: "grid-constant" is exactly the footprint.
+        # Higher orders: interpolate with the edge repeated, then fill outside the footprint.
+        inside = None
+        if order != 0:
+            inside = ndimage.affine_transform(np.ones(self.spatial_shape, np.uint8), matrix, offset,
+                                              output_shape=shape, order=0, mode="grid-constant", cval=0,
+                                              output=np.uint8).astype(bool)
+
+        def sample(frame):
+            if order == 0:
+                return ndimage.affine_transform(frame, matrix, offset, output_shape=shape, order=0,
+                                                mode="grid-constant", cval=fill, output=out_dtype)
+            values = ndimage.affine_transform(frame, matrix, offset, output_shape=shape, order=order,
+                                              mode="nearest", output=out_dtype)
+            values[~inside] = fill
+            return values
+
+        out = np.stack([sample(f) for f in src]) if src.ndim == 4 else sample(src)
+        if is_bool:
+            out = out.astype(bool)
         meta = dict(self.metadata)
         meta["resampled_from"] = {"shape": list(self.spatial_shape), "affine": self.affine.tolist()}
         return self.replace(data=out, affine=np.array(t_affine, float), metadata=meta)
@@ -295,8 +334,14 @@ class Volume:
         resampled onto ``reference``'s grid when it is axis-aligned, else onto
         an axis-aligned grid covering their own field of view at their finest
         spacing. Quantification must use the native volume, never this copy.
+
+        "Axis-aligned" here means that drawing the volume with napari's
+        ``scale``/``translate`` moves no voxel by more than 0.1 voxel
+        (:meth:`axis_aligned_error_mm`); a slightly tilted volume that fails
+        this is resampled, so :meth:`napari_geometry` always accepts the result.
         """
-        if self.is_axis_aligned(tol_degrees=0.5):
+        if self.is_axis_aligned(tol_degrees=0.5) and \
+                self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(np.min(self.spacing)):
             return self.canonical()
         if reference is not None and reference.is_axis_aligned(tol_degrees=0.5):
             ref = reference.canonical()
@@ -310,12 +355,17 @@ class Volume:
         """``scale`` and ``translate`` (napari world order S, A, R) of a canonical volume.
 
         Raises if the volume is not in canonical orientation: call
-        :meth:`for_display` first.
+        :meth:`for_display` first. Off-axis terms so small that dropping them
+        moves no voxel by more than 0.1 voxel (float noise, a tilt of
+        hundredths of a degree) are accepted.
         """
         rot = self.affine[:3, :3]
         expected = np.zeros((3, 3))
         expected[2, 0], expected[1, 1], expected[0, 2] = rot[2, 0], rot[1, 1], rot[0, 2]
-        if not np.allclose(rot, expected, atol=1e-6 * max(1.0, np.abs(rot).max())) or np.any(np.diag(expected[::-1]) <= 0):
+        canonical_axes = np.all(np.argmax(np.abs(rot), axis=0) == [2, 1, 0]) and np.all(np.diag(expected[::-1]) > 0)
+        small = self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(np.min(self.spacing)) or \
+            np.allclose(rot, expected, atol=1e-6 * max(1.0, np.abs(rot).max()))
+        if not (canonical_axes and small):
             raise ValueError("napari_geometry needs a canonical volume; call for_display() first")
         scale = [rot[2, 0], rot[1, 1], rot[0, 2]]
         translate = [self.affine[2, 3], self.affine[1, 3], self.affine[0, 3]]

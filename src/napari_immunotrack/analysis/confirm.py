@@ -69,7 +69,7 @@ UNCONFIRMED_WARNING = (
 #: Table columns, in order (NaN where a quantity does not apply to the run).
 TABLE_COLUMNS = [
     "label", "status", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-    "mean_t1_enhancement", "mean_t2_change", "change_vs",
+    "mean_t1_enhancement_fraction", "mean_t2_change_fraction", "change_vs",
     "mean_t1w_over_t2w",
     "mean_delta_r1_per_s", "mean_delta_r2_per_s", "delta_r2_over_delta_r1", "delta_r2_over_delta_r1_se",
     "agent_r2_over_r1", "r2_over_r1_deviation",
@@ -95,8 +95,9 @@ class ConfirmResult:
         Confirmed regions (or unconfirmed candidates), 1..N, on T1POST's grid.
     fusion : dict of Volume
         ``t1_enhancement`` (T1 only), ``t2_darkening`` (T2 only) and ``overlap``
-        (the cleaned joint mask) as exclusive uint8 masks, for a three-colour
-        view with :data:`FUSION_COLOURS`.
+        (the regions) as exclusive uint8 masks, for a three-colour view with
+        :data:`FUSION_COLOURS`; the single-side channels keep only components
+        of at least ``min_size`` voxels.
     table : pandas.DataFrame
         One row per region (:data:`TABLE_COLUMNS`).
     confirmed : bool
@@ -105,6 +106,11 @@ class ConfirmResult:
         How each side was decided: ``{"t1": "delta_r"|"relative"|"ratio", "t2": ...}``.
     ratio : Volume or None
         T1w/T2w, each normalised to its reference (ratio mode only).
+    quantities : dict of Volume or None
+        Every per-voxel quantity behind the table: ``t1_enhancement`` and
+        ``t2_change`` (relative change, or signal/reference − 1 in ratio mode),
+        ``ratio``, ``delta_r1`` and ``delta_r2`` (1/s); None where not computed.
+        :func:`region_table` uses them for hand-edited labels.
     warnings : list of str
         Everything doubtful, also issued as :class:`ImmunotrackWarning`.
     parameters : dict
@@ -121,6 +127,7 @@ class ConfirmResult:
     confirmed: bool
     mode: dict
     ratio: Optional[Volume] = None
+    quantities: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
 
@@ -429,57 +436,139 @@ def _regions(seeds: np.ndarray, grow: np.ndarray, min_size: int, connectivity: i
     return out
 
 
-def _region_means(lab: np.ndarray, values: Optional[np.ndarray], n: int) -> np.ndarray:
-    """Mean of the finite ``values`` per label 1..n (NaN where none)."""
+def _drop_small(mask: np.ndarray, min_size: int, connectivity: int) -> np.ndarray:
+    """``mask`` without its connected components under ``min_size`` voxels.
+
+    For a display channel: sparse masks (noise specks) are handled as a graph
+    of their voxels, which costs far less than labelling the whole volume.
+    """
+    idx = np.flatnonzero(mask)
+    if min_size <= 1 or idx.size == 0:
+        return mask
+    if idx.size > 100_000:
+        from scipy import ndimage
+
+        rank = {6: 1, 18: 2, 26: 3}[connectivity]
+        labels, _ = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, rank))
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= min_size
+        keep[0] = False
+        return keep[labels]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    shape = np.array(mask.shape)
+    coords = np.stack(np.unravel_index(idx, mask.shape), 1)
+    rows, cols = [], []
+    # half of the neighbour offsets (the other half are their negatives: the graph is undirected)
+    for off in np.array([o for o in np.ndindex(3, 3, 3)]) - 1:
+        if tuple(off) <= (0, 0, 0) or np.abs(off).sum() > {6: 1, 18: 2, 26: 3}[connectivity]:
+            continue
+        nb = coords + off
+        inside = np.all((nb >= 0) & (nb < shape), axis=1)
+        lin = np.ravel_multi_index(tuple(nb[inside].T), mask.shape)
+        pos = np.searchsorted(idx, lin)
+        pos[pos == idx.size] = 0
+        hit = idx[pos] == lin
+        rows.append(np.flatnonzero(inside)[hit])
+        cols.append(pos[hit])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(idx.size, idx.size))
+    _, comp = connected_components(graph, directed=False)
+    keep = np.bincount(comp)[comp] >= min_size
+    out = np.zeros(mask.shape, bool)
+    out.reshape(-1)[idx[keep]] = True
+    return out
+
+
+def _region_means(index: np.ndarray, values: Optional[np.ndarray], n: int) -> np.ndarray:
+    """Mean of the finite ``values`` per region index 0..n-1 (NaN where none)."""
     if values is None:
         return np.full(n, np.nan)
     v = values.astype(np.float64)
     ok = np.isfinite(v)
-    s = np.bincount(lab[ok], weights=v[ok], minlength=n + 1)[1:]
-    c = np.bincount(lab[ok], minlength=n + 1)[1:]
+    s = np.bincount(index[ok], weights=v[ok], minlength=n)
+    c = np.bincount(index[ok], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
 
-def _table(labels: np.ndarray, grid: Volume, status: str, change_vs: str, e1, e2, ratio, dr1, dr2,
+def _table(labels: np.ndarray, grid: Volume, status: str, change_vs: str, quantities: dict,
            sigma1: float, sigma2: float, r2_over_r1: Optional[float]):
+    """One row per label present in ``labels`` (any positive ids, gaps allowed)."""
     import pandas as pd
 
-    n = int(labels.max()) if labels.size else 0
-    if n == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("status", "change_vs") else float)
-                             for c in TABLE_COLUMNS}).astype({"label": int, "voxels": int})
     where = np.nonzero(labels)
-    lab = labels[where]
-    count = np.bincount(lab, minlength=n + 1)[1:]
-    idx = np.stack([np.bincount(lab, weights=w.astype(np.float64), minlength=n + 1)[1:] / count for w in where], 1)
+    ids, index = np.unique(labels[where], return_inverse=True)
+    n = len(ids)
+    if n == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("status", "change_vs") else
+                                          int if c in ("label", "voxels") else float) for c in TABLE_COLUMNS})
+    count = np.bincount(index, minlength=n)
+    idx = np.stack([np.bincount(index, weights=w.astype(np.float64), minlength=n) / count for w in where], 1)
     centroid = grid.index_to_world(idx)
 
-    def at(values):
-        return None if values is None else values[where]
+    def mean(key):
+        values = quantities.get(key)
+        return _region_means(index, None if values is None else values[where], n)
 
-    m_dr1, m_dr2 = _region_means(lab, at(dr1), n), _region_means(lab, at(dr2), n)
+    m_dr1, m_dr2 = mean("delta_r1"), mean("delta_r2")
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio_obs = m_dr2 / m_dr1
         # standard error of a ratio of two means, from each side's voxel noise
         se = np.abs(ratio_obs) * np.sqrt((sigma2 / m_dr2) ** 2 + (sigma1 / m_dr1) ** 2) / np.sqrt(count)
     agent = np.full(n, np.nan if r2_over_r1 is None else float(r2_over_r1))
     table = pd.DataFrame({
-        "label": np.arange(1, n + 1, dtype=int),
+        "label": ids.astype(int),
         "status": status,
         "voxels": count.astype(int),
         "volume_mm3": count * grid.voxel_volume_mm3,
         "centroid_x_mm": centroid[:, 0], "centroid_y_mm": centroid[:, 1], "centroid_z_mm": centroid[:, 2],
-        "mean_t1_enhancement": _region_means(lab, at(e1), n),
-        "mean_t2_change": _region_means(lab, at(e2), n),
+        "mean_t1_enhancement_fraction": mean("t1_enhancement"),
+        "mean_t2_change_fraction": mean("t2_change"),
         "change_vs": change_vs,
-        "mean_t1w_over_t2w": _region_means(lab, at(ratio), n),
+        "mean_t1w_over_t2w": mean("ratio"),
         "mean_delta_r1_per_s": m_dr1, "mean_delta_r2_per_s": m_dr2,
         "delta_r2_over_delta_r1": ratio_obs, "delta_r2_over_delta_r1_se": se,
         "agent_r2_over_r1": agent,
         "r2_over_r1_deviation": ratio_obs / agent - 1.0,
     })
     return table[TABLE_COLUMNS]
+
+
+def region_table(labels: Volume, result: "ConfirmResult"):
+    """The per-region table of (hand-edited) ``labels`` from a result's change maps.
+
+    Use it after correcting ``result.labels`` with napari's label tools: the
+    labels are carried to the result's grid (nearest neighbour) when they are
+    on another one, and every positive id present gets a row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> rng = np.random.default_rng(1)
+    >>> pre = Volume(100 + rng.normal(0, 1, (10, 10, 10)), np.eye(4))
+    >>> post1, post2 = pre.numpy() * 1.0, pre.numpy() * 1.0
+    >>> post1[2:5, 2:5, 2:5] *= 2.0; post2[2:5, 2:5, 2:5] *= 0.5
+    >>> res = confirm_dual_mode(pre.replace(data=post1), pre.replace(data=post2), pre, pre)
+    >>> edited = res.labels.numpy().copy(); edited[2, 2:5, 2:5] = 0   # remove one slice by hand
+    >>> int(region_table(res.labels.replace(data=edited), res).voxels[0])
+    18
+    """
+    from ..volume import as_labels
+
+    grid = result.labels
+    lab = as_labels(_as_3d(labels, "labels"), name="labels")
+    if not lab.same_grid(grid):
+        lab = lab.resample_to(grid, order=0)
+    quantities = {k: (None if v is None else v.numpy()) for k, v in result.quantities.items()}
+    rules = result.parameters.get("rules", {})
+    sigma1 = rules.get("t1", {}).get("sigma", float("nan")) if result.mode.get("t1") == "delta_r" else float("nan")
+    sigma2 = rules.get("t2", {}).get("sigma", float("nan")) if result.mode.get("t2") == "delta_r" else float("nan")
+    return _table(np.asarray(lab.numpy()), grid, result.status,
+                  "baseline" if result.confirmed else "reference tissue", quantities, sigma1, sigma2,
+                  result.parameters.get("r2_over_r1"))
 
 
 # --------------------------------------------------------------------------- main entry
@@ -734,7 +823,8 @@ def confirm_dual_mode(
     labels = _regions(seeds, grow, int(min_size), connectivity, opening)
     _progress.report(progress, 0.85, "regions")
     status = "confirmed" if baseline else "unconfirmed"
-    table = _table(labels, grid, status, change_vs, e1, e2, ratio, dr1, dr2, sigma1, sigma2, r2_over_r1)
+    quantities = {"t1_enhancement": e1, "t2_change": e2, "ratio": ratio, "delta_r1": dr1, "delta_r2": dr2}
+    table = _table(labels, grid, status, change_vs, quantities, sigma1, sigma2, r2_over_r1)
     if r2_over_r1 is not None and (dr1 is None or dr2 is None):
         _warn(messages, "r2_over_r1 was given but delta R1/delta R2 need T1 and T2 maps before and after; "
                         "the relaxivity check was not done.")
@@ -743,7 +833,8 @@ def confirm_dual_mode(
         off = table[(dev > 3 * table["delta_r2_over_delta_r1_se"]) & (table["r2_over_r1_deviation"].abs() > 0.25)]
         for row in off.itertuples():
             _warn(messages, f"region {row.label}: delta R2/delta R1 = {row.delta_r2_over_delta_r1:.3g} where the "
-                            f"agent's r2/r1 is {r2_over_r1:g} (r1 quenched by compartmentalisation, or not this agent).")
+                            f"agent's r2/r1 is {r2_over_r1:g} (r1 quenched by compartmentalisation, "
+                            "or not this agent).")
     _progress.report(progress, 0.95, "fusion")
 
     # ---- outputs on T1POST's grid
@@ -752,14 +843,19 @@ def confirm_dual_mode(
     description = ("immunotrack confirm: T1-T2 confirmed regions" if baseline else
                    "UNCONFIRMED T1-T2 candidates (no baseline): haemorrhage/melanin/fat possible")
     meta = {"confirmed": baseline, "status": status, "description": description, "mode": {"t1": mode1, "t2": mode2}}
+    # keep T1POST's NIfTI orientation codes, so a written output matches its header too
+    meta.update({k: grid.metadata[k] for k in ("sform_code", "qform_code") if k in grid.metadata})
 
     def vol(data, vname, unit, modality="OT"):
         return Volume(data, grid.affine.copy(), modality=modality, unit=unit, name=vname, metadata=dict(meta))
 
     suffix = "" if baseline else " (UNCONFIRMED)"
+    # single-side channels cleaned like the regions (no specks under min_size), for a readable view
+    only1 = _drop_small(strong1 & ~overlap, int(min_size), connectivity)
+    only2 = _drop_small(strong2 & ~overlap, int(min_size), connectivity)
     fusion = {
-        "t1_enhancement": vol((strong1 & ~overlap).view(np.uint8), "T1 enhancement" + suffix, "mask"),
-        "t2_darkening": vol((strong2 & ~overlap).view(np.uint8), "T2 darkening" + suffix, "mask"),
+        "t1_enhancement": vol(only1.view(np.uint8), "T1 enhancement" + suffix, "mask"),
+        "t2_darkening": vol(only2.view(np.uint8), "T2 darkening" + suffix, "mask"),
         "overlap": vol(overlap.view(np.uint8), "T1+T2 overlap" + suffix, "mask"),
     }
     parameters = {
@@ -786,6 +882,13 @@ def confirm_dual_mode(
         confirmed=baseline,
         mode={"t1": mode1, "t2": mode2},
         ratio=None if ratio is None else vol(ratio, "T1w/T2w (normalised)" + suffix, "ratio"),
+        quantities={
+            "t1_enhancement": None if e1 is None else vol(e1, "T1w relative change" + suffix, "fraction"),
+            "t2_change": None if e2 is None else vol(e2, "T2w relative change" + suffix, "fraction"),
+            "ratio": None if ratio is None else vol(ratio, "T1w/T2w (normalised)" + suffix, "ratio"),
+            "delta_r1": None if dr1 is None else vol(dr1, "delta R1", "1/s"),
+            "delta_r2": None if dr2 is None else vol(dr2, "delta R2", "1/s"),
+        },
         warnings=messages,
         parameters=parameters,
     )
@@ -793,4 +896,5 @@ def confirm_dual_mode(
     return result
 
 
-__all__ = ["confirm_dual_mode", "ConfirmResult", "FUSION_COLOURS", "UNCONFIRMED_WARNING", "TABLE_COLUMNS"]
+__all__ = ["confirm_dual_mode", "region_table", "ConfirmResult", "FUSION_COLOURS", "UNCONFIRMED_WARNING",
+           "TABLE_COLUMNS"]

@@ -11,7 +11,11 @@ Steps of :func:`fluorine_cells`
    Rician, pure noise has mean sigma*sqrt(pi/2), so sigma = mean_bg / sqrt(pi/2).
    Without a mask: sigma = median / sqrt(2 ln 2) of the voxels outside the ROIs
    and the reference (the Rayleigh median; a warning says it was estimated).
-2. Rician bias correction per voxel: I_c = sqrt(max(I^2 - 2 sigma^2, 0)).
+2. Rician bias correction per voxel (:func:`rician_correct`): by default
+   I_c = sqrt(max(I^2 - 2 sigma^2, 0)) as SCIENCE.md gives ("power": unbiased
+   for A^2, about -sigma^2/(2A) low for A); "amplitude" uses
+   sqrt(max(I^2 - sigma^2, 0)) (Gudbjartsson & Patz, MRM 1995: unbiased for A to
+   second order at high SNR); "none" sums the raw magnitudes.
 3. Calibration: F_ref per voxel = c_ref[mM] * 1e-3 * N_A * V_voxel[L]
    (times the 19F atoms per molecule when c_ref is a compound's concentration);
    atoms per signal unit k = F_ref / mean(I_c over the reference mask).
@@ -81,6 +85,38 @@ def _mask_map(mask, target: Volume, what: str, progress=None) -> RoiMap:
         raise InputError(f"{what}: {exc}") from None
 
 
+RICIAN_METHODS = ("power", "amplitude", "none")
+
+
+def rician_correct(values, sigma: float, method="power"):
+    """Per-voxel Rician bias correction of magnitudes ``values`` with noise ``sigma``.
+
+    Parameters
+    ----------
+    values : array
+    sigma : float
+    method : {"power", "amplitude", "none"} or bool
+        "power" (True): sqrt(max(I^2 - 2 sigma^2, 0)); "amplitude":
+        sqrt(max(I^2 - sigma^2, 0)); "none" (False): I.
+
+    Examples
+    --------
+    >>> rician_correct(np.array([5.0, 1.0]), 2.0)
+    array([4.12310563, 0.        ])
+    """
+    if method is True:
+        method = "power"
+    if method is False or method is None:
+        method = "none"
+    if method not in RICIAN_METHODS:
+        raise InputError(f"rician_correction must be one of {', '.join(RICIAN_METHODS)} (got {method!r}).")
+    v = np.asarray(values, np.float64)
+    if method == "none":
+        return v
+    k = 2.0 if method == "power" else 1.0
+    return np.sqrt(np.maximum(v ** 2 - k * sigma ** 2, 0.0))
+
+
 def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None):
     """Rician noise sigma of a magnitude image and how it was found.
 
@@ -134,7 +170,7 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
 def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm: float,
                    fluorine_per_cell: float, *, noise_mask=None, noise_sigma: Optional[float] = None,
                    snr_threshold: float = 3.5, min_cluster_voxels: int = 3, connectivity: int = 26,
-                   rician_correction: bool = True, fluorine_atoms_per_molecule: float = 1.0,
+                   rician_correction="power", fluorine_atoms_per_molecule: float = 1.0,
                    transform: Optional[np.ndarray] = None, supersample: int = 3,
                    near_threshold_factor: float = 1.5, progress=None):
     """19F atoms and cells per ROI, calibrated on a reference tube.
@@ -161,8 +197,9 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     min_cluster_voxels : int
         Smallest connected cluster of detected voxels that counts (3).
     connectivity : {6, 18, 26}
-    rician_correction : bool
-        Use sqrt(max(I^2 - 2 sigma^2, 0)) instead of I.
+    rician_correction : {"power", "amplitude", "none"} or bool
+        Per-voxel bias correction (:func:`rician_correct`); "power" (True) is
+        sqrt(max(I^2 - 2 sigma^2, 0)) as SCIENCE.md gives.
     fluorine_atoms_per_molecule : float
         Multiplies ``reference_concentration_mm`` when it is the concentration of
         a compound (e.g. 3 for trifluoroacetic acid); 1 when it is already mM of 19F.
@@ -197,6 +234,11 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
         raise InputError(f"the 19F atoms per cell must be positive (got {fluorine_per_cell}).")
     if not fluorine_atoms_per_molecule > 0:
         raise InputError("fluorine_atoms_per_molecule must be positive.")
+    rician_correct(np.zeros(1), 1.0, rician_correction)  # checks the method name
+    if rician_correction is True:
+        rician_correction = "power"
+    elif rician_correction is False or rician_correction is None:
+        rician_correction = "none"
     if not snr_threshold > 0:
         raise InputError(f"the SNR threshold must be positive (got {snr_threshold}).")
     if int(min_cluster_voxels) < 1:
@@ -239,7 +281,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                  "noise mask for a traceable estimate.")
     _progress.report(progress, 0.45, "calibrating on the reference")
 
-    corrected = np.sqrt(np.maximum(flat ** 2 - 2.0 * sigma ** 2, 0.0)) if rician_correction else flat
+    corrected = rician_correct(flat, sigma, rician_correction)
     # ---- reference
     w_ref = ref_map.weight[0].astype(np.float64)
     ref_vals = corrected[ref_map.index[0]]

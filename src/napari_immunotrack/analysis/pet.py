@@ -1098,9 +1098,9 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
     if header is None:
         header = read_pet_header(volume, **overrides)
     header.require(None, need_dose=need_dose)
-    data = volume.numpy().astype(np.float32, copy=True)
     if volume.data.ndim == 4:
         raise InputError("a dynamic (4D) PET was given; select one frame first.")
+    data = volume.numpy()
     units = header.units
     if units == "BQML":
         scale = header.unit_scale
@@ -1116,10 +1116,13 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
         voxel_ml = volume.voxel_volume_mm3 / 1000.0
         rate = 1.0 if units in ("CPS", "PROPCPS") else 1.0 / header.acquisition_duration_s
         scale = rate / header.calibration_cps_per_mbq * 1e6 / voxel_ml
-    data *= np.float32(scale)
     factors = decay_factors(header, data.shape[0])
-    if not np.all(factors == 1.0):
-        data *= factors.astype(np.float32)[:, None, None]
+    if scale != 1.0 or not np.all(factors == 1.0) or data.dtype != np.float32:
+        data = data.astype(np.float32, copy=True)  # never scale the caller's array in place
+        if scale != 1.0:
+            data *= np.float32(scale)
+        if not np.all(factors == 1.0):
+            data *= factors.astype(np.float32)[:, None, None]
     meta = dict(volume.metadata)
     meta.pop("dicom_header", None)
     meta["pet_header"] = header.as_dict()
@@ -1150,7 +1153,8 @@ def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None
 # ----------------------------------------------------------------------------- ROI table
 def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHeader] = None,
                  lbm_formula: str = "janmahasatian", transform=None, supersample: int = 3,
-                 density_g_ml: float = 1.0, peak: bool = True, progress=None, **overrides):
+                 density_g_ml: float = 1.0, peak: bool = True, peak_ml: float = 1.0, progress=None,
+                 **overrides):
     """Per-ROI PET readouts on the PET's own grid.
 
     Parameters
@@ -1173,7 +1177,10 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     density_g_ml : float
         Tissue density for %ID/g.
     peak : bool
-        Compute SUVpeak (1 cm3 sphere).
+        Compute SUVpeak.
+    peak_ml : float
+        Volume of the SUVpeak sphere: 1 mL (PERCIST) by default; a mouse organ
+        may call for a smaller sphere (e.g. 0.01 mL), recorded in provenance.
     progress : callable, optional
 
     Returns
@@ -1206,6 +1213,7 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     conc = activity_concentration(pet, header, need_dose=True)
     _progress.report(progress, 0.1, "carrying ROIs to the PET grid")
     stats = _roi.roi_statistics(conc, rois, transform=transform, supersample=supersample, peak=peak,
+                                peak_radius_mm=_roi.peak_radius_mm(peak_ml),
                                 progress=_progress.scaled(progress, 0.1, 0.98))
     import pandas as pd
 
@@ -1229,7 +1237,7 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     out.attrs["header"] = header.as_dict()
     out.attrs["parameters"] = {
         "suv_types": types, "lbm_formula": lbm_formula, "supersample": supersample, "density_g_ml": density_g_ml,
-        "peak_sphere_ml": 1.0, "suv_factors": factors, "decayed_dose_bq": a_dec,
+        "peak_sphere_ml": peak_ml if peak else None, "suv_factors": factors, "decayed_dose_bq": a_dec,
         "reference_time": header.reference_time.isoformat() if header.reference_time else None,
         "roi_mapping": stats.attrs.get("method"),
     }

@@ -192,7 +192,8 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
 
     top = int(lab.max()) if lab.size else 0
     if top == 0:
-        raise InputError(f"the ROI image {rois.name!r} is empty (no non-zero label); draw an ROI first.")
+        what = f"the ROI image {rois.name!r}" if rois.name else "the ROI image"
+        raise InputError(f"{what} is empty (no non-zero label); draw an ROI first.")
     if top > 5_000_000:
         raise InputError(f"the ROI image has label values up to {top}; relabel it with consecutive integers.")
     lab_i = lab if lab.dtype.itemsize <= 4 and lab.dtype.kind in "iu" else lab.astype(np.int64)
@@ -216,7 +217,12 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
     offs = (np.arange(n) + 0.5) / n - 0.5
     sub = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)
     sub_roi = sub @ m[:3, :3].T
-    lab_shape = np.array(lab.shape)
+    sampled = None
+    if not same and perm is None:
+        # one pass over the union of the labels' footprints on the target grid, all labels at once
+        sampled = _supersampled_all(lab_i, boxes, present, m, m_back, sub_roi, shape,
+                                    _progress.scaled(progress, 0.0, 0.8))
+        progress = _progress.scaled(progress, 0.8, 1.0)
 
     out_idx, out_w, fov, src_ml, warns = [], [], [], [], []
     for count, value in enumerate(present):
@@ -241,22 +247,18 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
         if frac_fov == 0.0:
             raise InputError(f"ROI label {value} lies entirely outside {name}'s field of view; check the "
                              "registration or draw the ROI inside the image.")
-        # target voxels that the label's bounding box can touch
-        lo = np.array([s.start for s in sl], float) - 0.5
-        hi = np.array([s.stop for s in sl], float) - 0.5
-        corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
-        tc = corners @ m_back[:3, :3].T + m_back[:3, 3]
-        t_lo = np.maximum(np.floor(tc.min(0) + 0.5).astype(int), 0)
-        t_hi = np.minimum(np.floor(tc.max(0) + 0.5).astype(int), np.array(shape) - 1)
         idx_parts, w_parts = [], []
-        if np.all(t_hi >= t_lo):
-            if perm is not None:
+        if sampled is not None:
+            if value in sampled:
+                idx_parts.append(sampled[value][0])
+                w_parts.append(sampled[value][1])
+        else:
+            t_lo, t_hi = _target_box([sl], m_back, shape)
+            if np.all(t_hi >= t_lo):
                 idx, w = _exact_axis_aligned(crop, sl, m, perm, t_lo, t_hi, shape)
                 if idx.size:
                     idx_parts.append(idx)
                     w_parts.append(w)
-            else:
-                _supersampled(lab_i, value, m, sub, sub_roi, lab_shape, t_lo, t_hi, shape, idx_parts, w_parts)
         if not idx_parts:
             raise InputError(f"ROI label {value} covers no voxel of {name} after mapping to its grid (the ROI is "
                              "outside the field of view or much smaller than a voxel); check the ROI and registration.")
@@ -327,26 +329,121 @@ def _exact_axis_aligned(crop, sl, m, perm, t_lo, t_hi, shape):
     return idx, frac[nz].astype(np.float32)
 
 
-def _supersampled(lab_i, value, m, sub, sub_roi, lab_shape, t_lo, t_hi, shape, idx_parts, w_parts):
-    """Fractions by supersampling each target voxel (any affine relation between the grids)."""
+def _target_box(slices, m_back: np.ndarray, shape):
+    """Inclusive (lo, hi) target indices that ROI boxes ``slices`` can touch (clipped to the grid)."""
+    corners = []
+    for sl in slices:
+        lo = np.array([x.start for x in sl], float) - 0.5
+        hi = np.array([x.stop for x in sl], float) - 0.5
+        corners += [[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+    tc = np.array(corners) @ m_back[:3, :3].T + m_back[:3, 3]
+    t_lo = np.maximum(np.floor(tc.min(0) + 0.5).astype(int), 0)
+    t_hi = np.minimum(np.floor(tc.max(0) + 0.5).astype(int), np.array(shape) - 1)
+    return t_lo, t_hi
+
+
+def _sample_box(flat_lab, pshape, strides, t_lo, t_hi, m, sub32, shape, only=None, progress=None):
+    """Label fractions of the target voxels in the box [t_lo, t_hi] by supersampling.
+
+    Every subvoxel centre is mapped to the (zero-padded) ROI array and takes
+    the label there. With ``only``, the fraction of that one label; else of
+    every label. Returns (labels, flat target indices, weights) arrays.
+    """
+    n_sub = sub32.shape[0]
     ax1 = np.arange(t_lo[1], t_hi[1] + 1)
     ax2 = np.arange(t_lo[2], t_hi[2] + 1)
     plane = np.stack(np.meshgrid(ax1, ax2, indexing="ij"), -1).reshape(-1, 2)
-    rows = max(1, _MAX_POINTS // max(1, plane.shape[0] * sub.shape[0]))
+    rows = max(1, _MAX_POINTS // max(1, plane.shape[0] * n_sub))
+    top = int(flat_lab.max()) + 1
+    parts_lab, parts_idx, parts_w = [], [], []
+    n_rows = t_hi[0] - t_lo[0] + 1
     for a0 in range(t_lo[0], t_hi[0] + 1, rows):
         a0s = np.arange(a0, min(a0 + rows, t_hi[0] + 1))
         base = np.column_stack([np.repeat(a0s, plane.shape[0]), np.tile(plane, (a0s.size, 1))])
-        base_roi = base @ m[:3, :3].T + m[:3, 3]
-        pts = np.floor(base_roi[:, None, :] + sub_roi[None, :, :] + 0.5).astype(np.int64)
-        ok = np.all((pts >= 0) & (pts < lab_shape), axis=2)
-        hit = np.zeros(ok.shape, bool)
-        p = pts[ok]
-        hit[ok] = lab_i[p[:, 0], p[:, 1], p[:, 2]] == value
-        w = hit.mean(axis=1)
-        keep = w > 0
-        if np.any(keep):
-            idx_parts.append(np.ravel_multi_index(tuple(base[keep].T), shape).astype(np.int64))
-            w_parts.append(w[keep].astype(np.float32))
+        base_roi = (base @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
+        lin = np.zeros((base.shape[0], n_sub), np.int64)
+        for axis in range(3):
+            p = np.floor(base_roi[:, axis, None] + sub32[None, :, axis]).astype(np.int64)
+            np.clip(p, 0, pshape[axis] - 1, out=p)
+            lin += p * strides[axis]
+        vals = flat_lab[lin]
+        flat_t = np.ravel_multi_index(tuple(base.T), shape).astype(np.int64)
+        if only is not None:
+            w = np.count_nonzero(vals == only, axis=1) / n_sub
+            keep = w > 0
+            parts_lab.append(np.full(int(keep.sum()), only, np.int64))
+            parts_idx.append(flat_t[keep])
+            parts_w.append(w[keep].astype(np.float32))
+        else:
+            first = vals[:, 0]
+            uniform = np.all(vals == first[:, None], axis=1)
+            take = uniform & (first > 0)
+            if np.any(take):
+                parts_lab.append(first[take].astype(np.int64))
+                parts_idx.append(flat_t[take])
+                parts_w.append(np.ones(int(take.sum()), np.float32))
+            mixed = np.nonzero(~uniform)[0]
+            if mixed.size:
+                keys = mixed[:, None].astype(np.int64) * top + vals[mixed].astype(np.int64)
+                keys, counts = np.unique(keys.reshape(-1), return_counts=True)
+                row, lab = keys // top, keys % top
+                keep = lab > 0
+                parts_lab.append(lab[keep])
+                parts_idx.append(flat_t[row[keep]])
+                parts_w.append((counts[keep] / n_sub).astype(np.float32))
+        _progress.report(progress, (a0s[-1] - t_lo[0] + 1) / n_rows, "carrying ROIs")
+    return parts_lab, parts_idx, parts_w
+
+
+def _supersampled_all(lab_i, boxes, present, m, m_back, sub_roi, shape, progress=None) -> dict:
+    """Fractions of every label by supersampling the target voxels (any affine relation between the grids).
+
+    Sparse ROIs are sampled label by label in their own boxes; ROIs whose
+    boxes overlap a lot (an organ atlas) in one pass over the union of the
+    boxes, all labels at once. Returns {label: (flat target indices, float32 weights)}.
+    """
+    t_lo, t_hi = _target_box([boxes[v - 1] for v in present], m_back, shape)
+    if np.any(t_hi < t_lo):
+        return {}
+    per_label = {v: _target_box([boxes[v - 1]], m_back, shape) for v in present}
+    sizes = {v: int(np.prod(np.maximum(hi - lo + 1, 0))) for v, (lo, hi) in per_label.items()}
+    union = int(np.prod(t_hi - t_lo + 1))
+    # a one-voxel zero border lets every subpoint index the array after clipping (no bounds masks)
+    padded = np.pad(lab_i, 1)
+    pshape = np.array(padded.shape)
+    flat_lab = padded.reshape(-1)
+    strides = np.array([pshape[1] * pshape[2], pshape[2], 1], np.int64)
+    sub32 = (sub_roi + 1.5).astype(np.float32)  # +1 for the border, +0.5 to round by floor
+    parts_lab, parts_idx, parts_w = [], [], []
+    if sum(sizes.values()) <= union:
+        done = 0
+        for v in present:
+            lo, hi = per_label[v]
+            if np.any(hi < lo):
+                continue
+            a, b, c = _sample_box(flat_lab, pshape, strides, lo, hi, m, sub32, shape, only=v)
+            parts_lab += a
+            parts_idx += b
+            parts_w += c
+            done += sizes[v]
+            _progress.report(progress, done / max(1, sum(sizes.values())), "carrying ROIs")
+    else:
+        parts_lab, parts_idx, parts_w = _sample_box(flat_lab, pshape, strides, t_lo, t_hi, m, sub32, shape,
+                                                    progress=progress)
+    if not parts_lab:
+        return {}
+    labs = np.concatenate(parts_lab)
+    idx = np.concatenate(parts_idx)
+    w = np.concatenate(parts_w)
+    wanted = np.zeros(int(max(present)) + 1, bool)
+    wanted[present] = True
+    keep = (labs < wanted.size) & wanted[np.minimum(labs, wanted.size - 1)]
+    labs, idx, w = labs[keep], idx[keep], w[keep]
+    order = np.argsort(labs, kind="stable")
+    labs, idx, w = labs[order], idx[order], w[order]
+    starts = np.searchsorted(labs, present, side="left")
+    stops = np.searchsorted(labs, present, side="right")
+    return {v: (idx[a:b], w[a:b]) for v, a, b in zip(present, starts, stops) if b > a}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -376,7 +473,8 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(v[k])
 
 
-def sphere_kernel(affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsample: int = 7) -> np.ndarray:
+def sphere_kernel(affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsample: int = 7,
+                  normalize: bool = True) -> np.ndarray:
     """Partial-voxel weights of a sphere of ``radius_mm`` centred on a voxel, on a grid of ``affine``.
 
     Each kernel voxel is split into ``subsample^3`` points; its weight is the
@@ -397,16 +495,28 @@ def sphere_kernel(affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsamp
     s = subsample
     offs = (np.arange(s) + 0.5) / s - 0.5
     sub = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)
-    weights = np.zeros(grid.shape[0])
-    for chunk in range(0, grid.shape[0], 4096):
-        pts = grid[chunk:chunk + 4096, None, :] + sub[None, :, :]
+    # voxels wholly inside (or outside) the sphere need no subsampling
+    centre_mm = np.linalg.norm(grid @ rot.T, axis=1)
+    half_diag = 0.5 * np.linalg.norm(np.abs(rot).sum(axis=1))
+    weights = (centre_mm + half_diag <= radius_mm).astype(float)
+    edge = np.nonzero((centre_mm + half_diag > radius_mm) & (centre_mm - half_diag <= radius_mm))[0]
+    for chunk in range(0, edge.size, 4096):
+        part = edge[chunk:chunk + 4096]
+        pts = grid[part, None, :] + sub[None, :, :]
         mm = pts @ rot.T
-        weights[chunk:chunk + 4096] = (np.einsum("ijk,ijk->ij", mm, mm) <= radius_mm ** 2).mean(axis=1)
+        weights[part] = (np.einsum("ijk,ijk->ij", mm, mm) <= radius_mm ** 2).mean(axis=1)
     kernel = weights.reshape([a.size for a in axes])
     total = kernel.sum()
     if total <= 0:
         raise InputError(f"the peak sphere (r = {radius_mm} mm) is empty on this grid.")
-    return kernel / total
+    return kernel / total if normalize else kernel
+
+
+def peak_radius_mm(volume_ml: float) -> float:
+    """Radius (mm) of a sphere of ``volume_ml`` (1 mL -> 6.2035 mm)."""
+    if not volume_ml > 0:
+        raise InputError(f"the peak sphere volume must be positive (got {volume_ml} mL).")
+    return (3.0 * volume_ml / (4.0 * math.pi)) ** (1.0 / 3.0) * 10.0
 
 
 def _peak(image: np.ndarray, bbox, centres, kernel: np.ndarray) -> float:

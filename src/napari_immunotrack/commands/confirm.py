@@ -129,7 +129,7 @@ def run(args) -> int:
     import numpy as np
 
     from .. import outputs, provenance
-    from ..analysis.confirm import TABLE_COLUMNS, confirm_dual_mode  # noqa: F401
+    from ..analysis.confirm import confirm_dual_mode
     from ..errors import InputError
     from ..io import save_labels, save_volume
     from ..progress import text_progress
@@ -208,6 +208,6 @@ def run(args) -> int:
         print(f"UNCONFIRMED: {n} candidate region(s), no baseline; haemorrhage, melanin or fat possible -> {out}")
     if n:
         cols = ["label", "status", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                "mean_t1_enhancement", "mean_t2_change"]
+                "mean_t1_enhancement_fraction", "mean_t2_change_fraction"]
         print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0

@@ -30,7 +30,9 @@ def add_arguments(parser):
     parser.add_argument("--connectivity", default="26", help="cluster connectivity: 6, 18 or 26 (default 26)")
     parser.add_argument("--fluorine-atoms-per-molecule", default="1",
                         help="19F atoms per molecule when the reference concentration is a compound's (default 1)")
-    parser.add_argument("--no-rician-correction", action="store_true", help="sum raw magnitudes")
+    parser.add_argument("--rician-correction", default="power",
+                        help="per-voxel bias correction: power = sqrt(I^2 - 2 sigma^2) (default), "
+                             "amplitude = sqrt(I^2 - sigma^2), none")
     parser.add_argument("--transform", help="world-to-world transform 19F -> ROI image (.tfm or 4x4 matrix file)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
 
@@ -58,7 +60,7 @@ def run(args) -> int:
     noise = load(args.noise_mask, "noise mask") if args.noise_mask else None
     df = fluorine_cells(f19, roi, ref, c_ref, f_cell, noise_mask=noise, noise_sigma=sigma, snr_threshold=snr,
                         min_cluster_voxels=min_cluster, connectivity=connectivity,
-                        rician_correction=not args.no_rician_correction, fluorine_atoms_per_molecule=per_molecule,
+                        rician_correction=args.rician_correction, fluorine_atoms_per_molecule=per_molecule,
                         transform=transform, supersample=supersample, progress=progress_for("fluorine"))
     prov = record("fluorine", inputs={"f19": args.f19, "reference_mask": args.reference_mask, "roi": args.roi,
                                       "noise_mask": args.noise_mask, "transform": args.transform},

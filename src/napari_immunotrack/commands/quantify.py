@@ -136,7 +136,8 @@ def add_arguments(parser):
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated "
                                                           "grids (default 3)")
     parser.add_argument("--density", default="1.0", help="tissue density for %%ID/g (g/mL, default 1.0)")
-    parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak (1 cm3 sphere)")
+    parser.add_argument("--peak-ml", default="1.0", help="SUVpeak sphere volume (mL; default 1.0 as PERCIST)")
+    parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
 
 
 def run(args) -> int:
@@ -176,6 +177,7 @@ def run(args) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     supersample = number(args.supersample, "--supersample", integer=True)
     density = number(args.density, "--density")
+    peak_ml = number(args.peak_ml, "--peak-ml")
     labels = labels_arg(args.labels)
     transform = load_transform(args.transform)
 
@@ -187,7 +189,7 @@ def run(args) -> int:
     header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
     df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
-                              density_g_ml=density, peak=not args.no_peak, progress=progress_for("quantify"))
+                              density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml, progress=progress_for("quantify"))
     params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
     prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
                   parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])

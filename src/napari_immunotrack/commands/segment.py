@@ -54,7 +54,7 @@ def add_arguments(parser):
                         help="candidate rule: fraction of reference (default), darkest percentile of the search "
                              "region, mean - k SD of the reference, or local-contrast blob detector")
     parser.add_argument("--threshold", type=_number,
-                        help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.3)")
+                        help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.2)")
     parser.add_argument("--min-size", type=positive_int, default=3, help="smallest cluster kept, voxels (default 3)")
     parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
                         help="voxel connectivity of a cluster (default 26)")

@@ -51,9 +51,10 @@ those of the earliest slice), the radiopharmaceutical fields of
 ``RadionuclideHalfLife`` [s], ``RadiopharmaceuticalStartTime``,
 ``RadiopharmaceuticalStartDateTime``), ``dicom_header`` (the first sorted
 slice's pydicom Dataset without pixel data, private tags included),
-``slice_headers`` (see :data:`SLICE_HEADER_KEYS`), ``files`` (paths in
-sorted order), and for 4D ``leading_axis`` and ``frames`` (one dict of
-timing/echo fields per frame).
+``slice_headers`` (see :data:`SLICE_HEADER_KEYS`), ``files`` (the files
+read), ``slice_normal_lps``, ``gantry_tilt_deg`` (only when sheared), and
+for 4D ``leading_axis`` and ``frames`` (one dict of timing/echo fields per
+frame; ``EchoTime`` becomes the list of echo times for echoes).
 
 Writing (:func:`write_dicom_series`)
 ------------------------------------
@@ -497,9 +498,11 @@ def read_dicom(path, progress=None) -> List[Volume]:
     >>> import os
     >>> from pydicom.data import get_testdata_file
     >>> folder = os.path.join(os.path.dirname(get_testdata_file("CT_small.dcm")), "dicomdirtests", "98892001")
-    >>> import warnings; warnings.simplefilter("ignore")
-    >>> [v.spatial_shape for v in read_dicom(folder)]   # the CT series; the 2-view scout is skipped
-    [(5, 16, 16)]
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:   # the 2-view scout is skipped, with a warning
+    ...     volumes = read_dicom(folder)
+    >>> [v.spatial_shape for v in volumes], "Scout" in str(caught[-1].message)
+    ([(5, 16, 16)], True)
     """
     path = Path(path)
     if not path.exists():
@@ -951,7 +954,12 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         if axis == "echo":
             meta["EchoTime"] = [fr["EchoTime"] for fr in meta["frames"]]
     meta["slice_normal_lps"] = normal.tolist()
-    meta["dicom_header"] = head  # pydicom Dataset read without pixel data: private tags stay readable
+    try:  # read any deferred large element now, so the header outlives the files (e.g. a temporary folder)
+        for _ in head:
+            pass
+    except Exception:  # a malformed element is left as it is; its neighbours are read
+        pass
+    meta["dicom_header"] = head  # pydicom Dataset without pixel data: private tags stay readable
     name = _get(head, "SeriesDescription") or f"{dicom_modality} {_get(head, 'SeriesNumber', '')}".strip()
     return Volume(data=data, affine=affine, modality=modality, unit=_unit(head, dicom_modality),
                   metadata=meta, name=str(name))

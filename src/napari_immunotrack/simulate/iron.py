@@ -21,11 +21,15 @@ Physics (each step is a parameter you can change):
    signal is the magnitude of the mean of ``exp(-i phi)`` over the voxel
    (intravoxel dephasing, Yablonskiy & Haacke, MRM 1994 32:749). Voxels where
    the phase changes by more than ``near_phase`` rad across the voxel are
-   supersampled (``supersample``^3 points); elsewhere the phase is linear over
+   split into ``supersample``^3 sub-voxels, each integrated with its own
+   local linear phase; elsewhere the phase is linear over
    the voxel and the exact result of a linear phase is used,
    ``prod_a |sinc(g . e_a / 2)|`` (g the phase gradient, e_a the voxel edges).
-   Spins inside the cluster sphere give no signal (intracellular iron makes
-   their T2* microseconds). The dark "bloom" is therefore much larger than
+   Against a brute-force 24^3-point average, supersample=3 is within 0.016
+   of the signal factor everywhere outside the cluster (0.0005 on average).
+   Voxels whose centre is within the cluster sphere (plus half a voxel) are
+   voids: their spins are inside the iron-laden cells (T2* of microseconds)
+   or fully dephased. The dark "bloom" is therefore much larger than
    the cluster and grows with iron mass and TE (its radius roughly as
    (m_Fe TE)^(1/3)).
 5. Spin echo refocuses the static dephasing. What is left is the loss from
@@ -157,61 +161,78 @@ def _box_radius_mm(moment: float, seq: Sequence, h_mm: float, eps: float = 0.002
     return float(r * 1e3)
 
 
-def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluster], seq: Sequence,
-                  field_t: float = 9.4, b0_direction=(0.0, 0.0, 1.0), supersample: int = 5,
+def _sinc(x):
+    """sin(x)/x (unnormalised), 1 at 0."""
+    x = np.asarray(x)
+    small = np.abs(x) < 1e-4
+    safe = np.where(small, 1.0, x)
+    return np.where(small, 1.0 - x * x / 6.0, np.sin(safe) / safe)
+
+
+def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluster], seq,
+                  field_t: float = 9.4, b0_direction=(0.0, 0.0, 1.0), supersample: int = 3,
                   near_phase: float = 0.5, to_phantom: Optional[np.ndarray] = None,
-                  msat_am2_per_kg_fe: float = MSAT_AM2_PER_KG_FE) -> Tuple[np.ndarray, np.ndarray]:
+                  msat_am2_per_kg_fe: float = MSAT_AM2_PER_KG_FE):
     """Signal factors (0-1) of the voxels that iron clusters darken.
 
     Parameters
     ----------
     shape, affine : the image grid (index -> world mm).
     clusters : list of IronCluster (phantom-world positions).
-    seq : the Sequence ("GRE": intravoxel dephasing; "SE": diffusion loss).
+    seq : a Sequence ("GRE": intravoxel dephasing; "SE": diffusion loss), or a list of them
+        (the field is computed once and shared, which is much faster than one call each).
     field_t : B0 in tesla (sets the moment through the Langevin function).
     b0_direction : B0 direction in *phantom* world (the bore axis, z).
-    supersample : sub-points per axis for voxels near a cluster.
-    near_phase : phase change across a voxel (rad) above which it is supersampled.
+    supersample : sub-voxels per axis for voxels where the phase is not linear over the voxel;
+        each sub-voxel is integrated with its own linear phase, so 3 is accurate (within
+        0.016 of a brute-force 24^3-point average, 0.0005 on average).
+    near_phase : phase change across a voxel (rad, GRE) above which it is supersampled.
     to_phantom : map from this grid's world to phantom world, if different.
 
     Returns
     -------
-    flat_index : int64 array of voxel indices (``np.ravel_multi_index`` order)
-    factor : float32 array, same length: multiply the noiseless signal by it.
+    (flat_index, factor) for one sequence, a list of them for a list of sequences:
+    flat_index : int64 voxel indices (``np.ravel_multi_index`` order);
+    factor : float32, same length: multiply the noiseless signal by it.
     """
+    many = isinstance(seq, (list, tuple))
+    seqs = list(seq) if many else [seq]
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     shape = tuple(int(s) for s in shape)
     m = np.asarray(affine, float) if to_phantom is None else np.asarray(to_phantom, float) @ affine
     inv = np.linalg.inv(m)
     b0 = np.asarray(b0_direction, float)
     b0 = b0 / np.linalg.norm(b0)
     active = [c for c in clusters if c.iron_pg > 0]
-    if not active or seq.kind not in ("GRE", "SE"):
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    use = [q.kind in ("GRE", "SE") for q in seqs]
+    if not active or not any(use):
+        return [empty] * len(seqs) if many else empty
     h_mm = float(np.linalg.norm(m[:3, :3], axis=0).max())
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
     moments = [float(magnetic_moment(c.iron_pg, field_t, msat_am2_per_kg_fe)) for c in active]
     boxes = []
     mask = np.zeros(shape, bool)
     for c, mu in zip(active, moments):
-        r = _box_radius_mm(mu, seq, h_mm) + c.radius_mm + h_mm
+        r = max(_box_radius_mm(mu, q, h_mm) for q, u in zip(seqs, use) if u) + c.radius_mm + h_mm
         centre_idx = inv[:3, :3] @ c.center_mm + inv[:3, 3]
-        half = r / np.linalg.norm(m[:3, :3], axis=0)
+        half = r / spacing
         lo = np.maximum(np.floor(centre_idx - half).astype(int), 0)
         hi = np.minimum(np.ceil(centre_idx + half).astype(int) + 1, shape)
         boxes.append((lo, hi))
         if np.all(hi > lo):
             mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
     flat = np.flatnonzero(mask)
+    del mask
     if flat.size == 0:
-        return flat.astype(np.int64), np.zeros(0, np.float32)
+        return [empty] * len(seqs) if many else empty
     # position of each masked voxel in the point list, so each cluster touches only its own box
-    pos = np.full(shape, -1, np.int64)
-    pos.reshape(-1)[flat] = np.arange(flat.size)
+    pos = np.full(shape, -1, np.int32)
+    pos.reshape(-1)[flat] = np.arange(flat.size, dtype=np.int32)
     idx = np.stack(np.unravel_index(flat, shape), axis=1)
     pts_mm = idx @ m[:3, :3].T + m[:3, 3]
-    te = seq.te_ms / 1000.0
     # field gradient at voxel centres (T/m), summed over the clusters whose box holds the voxel
     grad = np.zeros((flat.size, 3))
-    near = np.zeros(flat.size, bool)
+    inside = np.zeros(flat.size, bool)
     for c, mu, (lo, hi) in zip(active, moments, boxes):
         if np.any(hi <= lo):
             continue
@@ -220,53 +241,83 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
         _, g = dipole_field(p * 1e-3, c.center_mm * 1e-3, mu, b0, want_gradient=True)
         grad[rows] += g
         dist = np.linalg.norm(p - c.center_mm, axis=1)
-        near[rows[dist < c.radius_mm + 1.5 * h_mm]] = True
+        inside[rows[dist < c.radius_mm + 0.5 * h_mm]] = True
+    del pos
     edges_m = m[:3, :3].T * 1e-3  # rows: voxel edge vectors (m) along array axes
     d = DIFFUSION_MM2_S * 1e-6
-    if seq.kind == "GRE":
-        dphi = GAMMA_1H * te * (grad @ edges_m.T)  # phase change across the voxel along each axis
-        factor = np.prod(np.abs(np.sinc(dphi / (2 * np.pi))), axis=1)  # np.sinc(x) = sin(pi x)/(pi x)
-        near |= np.abs(dphi).max(axis=1) > near_phase
-    else:
-        g2 = np.einsum("ij,ij->i", grad, grad)
-        att = GAMMA_1H ** 2 * g2 * d * te ** 3 / 12.0
-        factor = np.exp(-att)
-        # the gradient changes across the voxel where attenuation is noticeable
-        near |= att > 0.05
-    # supersample the near voxels
-    sel = np.flatnonzero(near)
+    gedge = grad @ edges_m.T  # field change across the voxel along each axis (T)
+    factors, nears = [], []
+    for q, u in zip(seqs, use):
+        te = q.te_ms / 1000.0
+        if not u:
+            factors.append(None)
+            nears.append(np.zeros(flat.size, bool))
+        elif q.kind == "GRE":
+            dphi = GAMMA_1H * te * gedge  # phase change across the voxel along each axis
+            factors.append(np.abs(np.prod(_sinc(dphi / 2), axis=1)))
+            # the linear-phase result is exact where the phase is nearly linear over the voxel
+            nears.append(np.abs(dphi).max(axis=1) > near_phase)
+        else:
+            att = GAMMA_1H ** 2 * np.einsum("ij,ij->i", grad, grad) * d * te ** 3 / 12.0
+            factors.append(np.exp(-att))
+            # the gradient changes across the voxel where the attenuation is noticeable
+            nears.append(att > 0.05)
+    # supersample the near voxels: split each into s^3 sub-voxels, each with its own phase and
+    # gradient; inside a sub-voxel the phase is taken as linear (exact sinc factor), which makes a
+    # small s accurate where the phase curves. The sub-voxel fields serve every sequence.
+    any_near = np.logical_or.reduce(nears)
+    sel = np.flatnonzero(any_near)
     if sel.size:
         s = int(supersample)
         offs = (np.arange(s) + 0.5) / s - 0.5
         o = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)  # (s^3, 3) index offsets
         o_mm = o @ m[:3, :3].T
-        chunk = max(1, 2_000_000 // len(o))
+        sub_edges = (edges_m / s).astype(np.float32)
+        chunk = max(1, 1_000_000 // len(o))
         for a in range(0, sel.size, chunk):
             rows = sel[a:a + chunk]
             ridx = idx[rows]
-            bz = np.zeros((rows.size, len(o)))
-            gsub = np.zeros((rows.size, len(o), 3)) if seq.kind == "SE" else None
-            alive = np.ones((rows.size, len(o)), bool)
+            # float32 here: the phase error (< 1e-4 rad) is far below what matters, the speed doubles
+            bz = np.zeros((rows.size, len(o)), np.float32)
+            gsub = np.zeros((rows.size, len(o), 3), np.float32)
             for c, mu, (lo, hi) in zip(active, moments, boxes):
                 inb = np.flatnonzero(np.all((ridx >= lo) & (ridx < hi), axis=1))
                 if inb.size == 0:
                     continue
-                sub_mm = pts_mm[rows[inb]][:, None, :] + o_mm[None]  # (n, s^3, 3)
-                b, g = dipole_field(sub_mm * 1e-3, c.center_mm * 1e-3, mu, b0, want_gradient=seq.kind == "SE")
+                # positions relative to the cluster (small numbers: float32 keeps their precision)
+                rel = ((pts_mm[rows[inb]] - c.center_mm)[:, None, :] + o_mm[None]).astype(np.float32) * 1e-3
+                b, g = dipole_field(rel, np.zeros(3, np.float32), np.float32(mu), b0.astype(np.float32),
+                                    want_gradient=True)
                 bz[inb] += b
-                if gsub is not None:
-                    gsub[inb] += g
-                rel = sub_mm - c.center_mm
-                alive[inb] &= np.einsum("...i,...i->...", rel, rel) > c.radius_mm ** 2
-            if seq.kind == "GRE":
-                ph = GAMMA_1H * te * bz
-                val = np.abs((np.cos(ph) * alive).mean(1) + 1j * (np.sin(ph) * alive).mean(1))
-            else:
-                att = GAMMA_1H ** 2 * np.einsum("...i,...i->...", gsub, gsub) * d * te ** 3 / 12.0
-                val = (np.exp(-att) * alive).mean(1)
-            factor[rows] = val
-    keep = factor < 0.9995
-    return flat[keep].astype(np.int64), factor[keep].astype(np.float32)
+                gsub[inb] += g
+            g2 = None
+            for q, u, fac, near in zip(seqs, use, factors, nears):
+                if not u:
+                    continue
+                here = near[rows]
+                if not here.any():
+                    continue
+                te = np.float32(q.te_ms / 1000.0)
+                if q.kind == "GRE":
+                    ph = np.float32(GAMMA_1H) * te * bz[here]
+                    lin = np.prod(_sinc(np.float32(GAMMA_1H) * te * (gsub[here] @ sub_edges.T) / 2), axis=-1)
+                    val = np.abs((np.cos(ph) * lin).mean(1) + 1j * (np.sin(ph) * lin).mean(1))
+                else:
+                    if g2 is None:
+                        g2 = np.einsum("...i,...i->...", gsub, gsub)
+                    att = np.float32(GAMMA_1H ** 2 * d) * g2[here] * te ** 3 / np.float32(12.0)
+                    val = np.exp(-att).mean(1)
+                fac[rows[here]] = val
+    out = []
+    for fac in factors:
+        if fac is None:
+            out.append(empty)
+            continue
+        # voxels whose centre lies in a cluster: its spins give no signal, the rest are dephased
+        fac[inside] = 0.0
+        keep = fac < 0.9995
+        out.append((flat[keep].astype(np.int64), fac[keep].astype(np.float32)))
+    return out if many else out[0]
 
 
 def apply_bloom(image: np.ndarray, flat_index: np.ndarray, factor: np.ndarray) -> np.ndarray:

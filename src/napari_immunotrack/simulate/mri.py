@@ -65,12 +65,12 @@ class Sequence:
 SEQUENCES: Dict[float, Dict[str, Sequence]] = {
     9.4: {
         "T1w": Sequence("T1w", "SE", 600.0, 8.0, 90.0),
-        "T2w": Sequence("T2w", "SE", 3000.0, 30.0, 90.0),
+        "T2w": Sequence("T2w", "SE", 5000.0, 30.0, 90.0),
         "T2starw": Sequence("T2starw", "GRE", 40.0, 5.0, 12.0),
     },
     7.0: {
         "T1w": Sequence("T1w", "SE", 600.0, 9.0, 90.0),
-        "T2w": Sequence("T2w", "SE", 3000.0, 33.0, 90.0),
+        "T2w": Sequence("T2w", "SE", 5000.0, 33.0, 90.0),
         "T2starw": Sequence("T2starw", "GRE", 40.0, 6.0, 12.0),
     },
 }
@@ -167,32 +167,32 @@ def weighted_image(labels: np.ndarray, seq: Sequence, field_t: float = 9.4,
     luts = property_luts(field_t)
     lut = signal(seq, luts["pd"], luts["r1"], luts["r2"], luts["r2s"]).astype(np.float32)
     out = lut[labels]
-    changed = np.zeros(labels.shape, bool)
-    d1 = np.zeros(labels.shape, np.float32) if any(v is not None for v in (agent_mM, extra_r1)) else None
-    d2 = np.zeros(labels.shape, np.float32) if any(v is not None for v in (agent_mM, extra_r2)) else None
-    d2s = np.zeros(labels.shape, np.float32) if any(v is not None for v in (agent_mM, extra_r2s)) else None
+    if agent_mM is not None and agent is None:
+        raise InputError("agent_mM was given without its relaxivity (agent=...).")
+    extras = [np.asarray(e) for e in (extra_r1, extra_r2, extra_r2s) if e is not None]
+    changed = None
     if agent_mM is not None:
-        if agent is None:
-            raise InputError("agent_mM was given without its relaxivity (agent=...).")
-        if np.any(np.asarray(agent_mM) < 0):
+        agent_mM = np.asarray(agent_mM, np.float32)
+        if np.any(agent_mM < 0):
             raise InputError("agent_mM has negative concentrations; concentrations are >= 0 mM.")
-        c = np.asarray(agent_mM, np.float32)
-        d1 += agent.r1 * c
-        d2 += agent.r2 * c
-        d2s += agent.r2s * c
-        changed |= c > 0
-    for arr, extra in ((d1, extra_r1), (d2, extra_r2), (d2s, extra_r2s)):
-        if extra is not None:
-            arr += np.asarray(extra, np.float32)
-            changed |= np.asarray(extra) != 0
-    if changed.any():
+        changed = agent_mM > 0
+    for e in extras:
+        changed = (e != 0) if changed is None else (changed | (e != 0))
+    if changed is not None and changed.any():
+        # recompute only the voxels an agent or an extra rate touches
         lab = labels[changed]
-        z = np.zeros(lab.shape, np.float32)
-        out[changed] = signal(
-            seq, luts["pd"][lab], luts["r1"][lab] + (d1[changed] if d1 is not None else z),
-            luts["r2"][lab] + (d2[changed] if d2 is not None else z),
-            luts["r2s"][lab] + (d2s[changed] if d2s is not None else z),
-        )
+        r1 = luts["r1"][lab].astype(np.float32)
+        r2 = luts["r2"][lab].astype(np.float32)
+        r2s = luts["r2s"][lab].astype(np.float32)
+        if agent_mM is not None:
+            c = agent_mM[changed]
+            r1 += agent.r1 * c
+            r2 += agent.r2 * c
+            r2s += agent.r2s * c
+        for arr, extra in ((r1, extra_r1), (r2, extra_r2), (r2s, extra_r2s)):
+            if extra is not None:
+                arr += np.asarray(extra, np.float32)[changed]
+        out[changed] = signal(seq, luts["pd"][lab], r1, r2, r2s)
     if scale != 1.0:
         out *= np.float32(scale)
     return out

@@ -69,7 +69,7 @@ _TISSUE_ROWS = [
     # Early subacute haemorrhage (intracellular methaemoglobin): T1 short
     # (bright on T1w) and T2/T2* short (dark) - Bradley, Radiology 1993
     # 189:15; Wood, in SCIENCE.md section 3.
-    ("haemorrhage",    14, 0.80,  600.0,  12.0,  4.0),
+    ("haemorrhage",    14, 0.80,  600.0,  12.0,  2.5),
     # Lung parenchyma: little tissue, huge susceptibility gradients.
     ("lung",           15, 0.20, 1400.0,  15.0,  1.0),
     # Gas in the gut: an air pocket inside the body.
@@ -236,12 +236,23 @@ class Body(Solid):
         ext = np.array([self.a, self.b, self.half_length])
         return self.center - ext, self.center + ext
 
-    def _norm(self, x, y, z, shrink):
+    def _profile(self, z):
         s = np.abs((z - self.center[2]) / self.half_length)
-        prof = np.power(np.clip(1.0 - s ** self.power, 0.0, None), 1.0 / self.power)
+        if self.power == 4.0:  # the default: two square roots are much cheaper than a fractional power
+            s2 = s * s
+            prof = np.sqrt(np.sqrt(np.clip(1.0 - s2 * s2, 0.0, None)))
+        else:
+            prof = np.power(np.clip(1.0 - s ** self.power, 0.0, None), 1.0 / self.power)
+        return s, prof
+
+    def _norm(self, x, y, z, shrink):
+        # the profile depends on z only: on an axis-aligned grid z is a (n, 1, 1) array and this is cheap
+        s, prof = self._profile(z)
         a = np.maximum(self.a * prof - shrink, 1e-6)
         b = np.maximum(self.b * prof - shrink, 1e-6)
-        q = ((x - self.center[0]) / a) ** 2 + ((y - self.center[1]) / b) ** 2
+        dx = (x - self.center[0]) / a
+        dy = (y - self.center[1]) / b
+        q = dx * dx + dy * dy
         return np.where(s <= 1.0, q, np.inf)
 
     def inside(self, x, y, z):
@@ -274,13 +285,20 @@ def grid_affine(shape: Sequence[int], voxel_mm, center_mm=(0.0, 0.0, 0.0),
 
 
 def world_coords(shape, affine, start=(0, 0, 0)):
-    """Broadcastable world x, y, z of a grid block starting at index ``start``."""
-    i0 = np.arange(shape[0], dtype=float)[:, None, None] + start[0]
-    i1 = np.arange(shape[1], dtype=float)[None, :, None] + start[1]
-    i2 = np.arange(shape[2], dtype=float)[None, None, :] + start[2]
+    """Broadcastable world x, y, z of a grid block starting at index ``start``.
+
+    Terms with a zero affine coefficient are skipped, so on an axis-aligned
+    grid each coordinate stays a thin (n, 1, 1)-like array.
+    """
+    axes = [np.arange(shape[a], dtype=float).reshape([-1 if b == a else 1 for b in range(3)]) + start[a]
+            for a in range(3)]
     out = []
     for r in range(3):
-        out.append(affine[r, 0] * i0 + affine[r, 1] * i1 + affine[r, 2] * i2 + affine[r, 3])
+        acc = np.full((1, 1, 1), affine[r, 3])
+        for a in range(3):
+            if affine[r, a] != 0.0:
+                acc = acc + affine[r, a] * axes[a]
+        out.append(acc)
     return out
 
 

@@ -76,7 +76,7 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
                   iron_pg_range: Seq[float] = (1000.0, 10000.0), min_separation_mm: float = 1.5,
                   decoys: bool = True, shape: Seq[int] = (64, 96, 96), voxel_mm: float = 0.1,
                   te_ms: Optional[float] = None, field_t: float = 9.4, near_touching: bool = False,
-                  iron_pg_per_cell: float = 5.0) -> Dict:
+                  iron_pg_per_cell: float = 5.0, clusters: Optional[List[dict]] = None) -> Dict:
     """Iron-labelled cell clusters on a T2*-weighted gradient echo, before and after injection.
 
     A cross-section of soft tissue (muscle with a lymph-node-like region,
@@ -101,6 +101,9 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
     near_touching : put the last cluster next to the first so their blooms
         (r < 0.5) are 1-2 voxels apart.
     iron_pg_per_cell : iron per cell (pg), for the cell counts in the truth.
+    clusters : optional list of {"centroid_ras_mm": (x, y, z), "iron_pg": float} placing the
+        clusters yourself (then ``n_clusters``, ``iron_pg_range`` and ``near_touching`` are
+        ignored). A cluster outside the body, or with negative iron, is an InputError.
 
     Returns
     -------
@@ -212,6 +215,27 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
         return float(max(d.max(), 0.0))
 
     pair: List[np.ndarray] = []
+    if clusters is not None:
+        # explicit clusters: check each before anything else
+        given = []
+        for i, c in enumerate(clusters):
+            try:
+                p = np.asarray(c["centroid_ras_mm"], float).reshape(3)
+                fe = iron_mod.check_iron(c["iron_pg"], f"clusters[{i}]['iron_pg']")
+            except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                raise InputError(f"clusters[{i}] must be a dict with 'centroid_ras_mm' (3 numbers, mm) and "
+                                 "'iron_pg' (pg).") from None
+            ijk = np.round((np.linalg.inv(affine) @ np.r_[p, 1.0])[:3]).astype(int)
+            inside_grid = bool(np.all(ijk >= 0) and np.all(ijk < np.array(shape)))
+            if not inside_grid or labels[tuple(ijk)] == 0:
+                raise InputError(f"clusters[{i}] at {np.round(p, 3).tolist()} mm is outside the body; place "
+                                 "clusters inside the tissue (the search_mask).")
+            given.append((p, fe))
+        n = len(given)
+        irons = np.array([fe for _, fe in given])
+        near_touching = False
     if near_touching and n >= 2:
         # the first and last clusters sit side by side along x (perpendicular to B0),
         # their voids (r < 0.5) 1-2 voxels apart; place the pair first
@@ -223,13 +247,16 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
                        and far_from_decoys(p + offset, sep), lo_box, hi_box, [], sep)[0]
         pair = [first, first + offset]
     n_free = n - len(pair)
-    pos = _place(rng, n_free, lambda p: in_tissue(p) and far_from_decoys(p, sep), lo_box, hi_box, pair, sep) \
-        if n_free else []
+    if clusters is not None:
+        pos = [p for p, _ in given]
+    else:
+        pos = _place(rng, n_free, lambda p: in_tissue(p) and far_from_decoys(p, sep), lo_box, hi_box, pair, sep) \
+            if n_free else []
     if pair:
         pos = [pair[0]] + pos + [pair[1]]
         near_pair = [1, n]
     clusters = [iron_mod.IronCluster(p, fe, fe / iron_pg_per_cell, id=i + 1) for i, (p, fe) in enumerate(zip(pos, irons))]
-    if pair:
+    if pair and clusters:
         # the two fields add, so the joint voids are larger than each alone: push the partner
         # out voxel by voxel until the voids are separate (>= 1 empty voxel between them)
         ca, cb = clusters[0], clusters[-1]
@@ -302,7 +329,7 @@ def _grid_xyz(shape, affine):
 
 # ============================================================================ 2. dual mode
 def dual_mode_scene(seed: int = 0, snr: float = 25.0, shape: Seq[int] = (48, 64, 64), voxel_mm: float = 0.15,
-                    field_t: float = 9.4, n_labelled: int = 3, concentration_mM: Seq[float] = (0.2, 0.6),
+                    field_t: float = 9.4, n_labelled: int = 3, concentration_mM: Seq[float] = (0.3, 0.8),
                     agent: str = "dual_mode", confounders: bool = True) -> Dict:
     """T1-T2 dual-mode labelled regions with T1-bright / T2-dark confounders, before and after.
 
@@ -314,8 +341,8 @@ def dual_mode_scene(seed: int = 0, snr: float = 25.0, shape: Seq[int] = (48, 64,
     Returns
     -------
     dict
-        ``t1_pre``, ``t1_post`` : T1-weighted spin echo (TR 600 ms) magnitude, muscle = 1000
-        ``t2_pre``, ``t2_post`` : T2-weighted spin echo (TR 3000 ms) magnitude, muscle = 1000
+        ``t1_pre``, ``t1_post`` : T1-weighted spin echo (TR 600 ms, TE 8 ms) magnitude, muscle = 1000
+        ``t2_pre``, ``t2_post`` : T2-weighted spin echo (TR 5000 ms, TE 30 ms) magnitude, muscle = 1000
         ``t1_map_pre``, ``t1_map_post``, ``t2_map_pre``, ``t2_map_post`` : noiseless maps in ms (air 0)
         ``truth_labels`` : label Volume (region id per voxel, 0 elsewhere)
         ``reference_mask``, ``background_mask`` : uint8 Volumes

@@ -41,8 +41,9 @@ Layout (BIDS-like)::
       sub-01/ses-day1/rois/sub-01_ses-day1_dseg.nii.gz
 
 Images are stored as 16-bit integers with a NIfTI scale factor (``scl_slope``)
-of about sigma/8 for the noisy images, which adds a negligible
-quantisation noise (variance sigma^2/768) and keeps the files small.
+of sigma/5 for the noisy images (MRI, 19F, MPI), which adds a negligible
+quantisation noise (SD sigma/17, i.e. +0.17 % to the noise SD) and keeps the
+files small.
 """
 
 from __future__ import annotations
@@ -79,11 +80,11 @@ SIZES = {
     "tiny": {"mri_shape": (64, 48, 56), "mri_voxel": 0.6, "pet_voxel": 1.2, "spect_voxel": 1.5, "f19_voxel": 1.2,
              "mpi_voxel": 1.2, "optical_pixel": 0.6, "supersample": 1, "bloom_supersample": 3},
     # the bundled sample study (small enough for git)
-    "sample": {"mri_shape": (152, 96, 112), "mri_voxel": 0.25, "pet_voxel": 0.6, "spect_voxel": 0.8,
-               "f19_voxel": 0.5, "mpi_voxel": 0.5, "optical_pixel": 0.2, "supersample": 2, "bloom_supersample": 4},
+    "sample": {"mri_shape": (152, 96, 112), "mri_voxel": 0.25, "pet_voxel": 0.7, "spect_voxel": 0.8,
+               "f19_voxel": 0.5, "mpi_voxel": 0.5, "optical_pixel": 0.2, "supersample": 2, "bloom_supersample": 3},
     # mouse-sized grids of a real study (192 x 192 x 256 MRI at 0.15 mm)
     "full": {"mri_shape": (256, 192, 192), "mri_voxel": 0.15, "pet_voxel": 0.4, "spect_voxel": 0.5,
-             "f19_voxel": 0.4, "mpi_voxel": 0.3, "optical_pixel": 0.1, "supersample": 2, "bloom_supersample": 4},
+             "f19_voxel": 0.4, "mpi_voxel": 0.3, "optical_pixel": 0.1, "supersample": 2, "bloom_supersample": 3},
 }
 
 #: Centre of the MRI field of view (phantom world, mm): the torso from the liver to the inguinal nodes.
@@ -91,8 +92,8 @@ MRI_CENTER_MM = (1.5, 0.0, -2.5)
 
 #: Sites that hold cell foci, with the number of foci and their spread radius (mm, used by PET/SPECT/19F).
 FOCI = {
-    "liver": (16, 1.2), "spleen": (8, 0.8), "tumour": (6, 0.5), "ln_inguinal_right": (3, 0.3),
-    "ln_iliac": (2, 0.3), "ln_inguinal_left": (2, 0.3), "lung": (12, 0.8),
+    "liver": (10, 1.2), "spleen": (6, 0.8), "tumour": (6, 0.5), "ln_inguinal_right": (3, 0.3),
+    "ln_iliac": (2, 0.3), "ln_inguinal_left": (2, 0.3), "lung": (8, 0.8),
 }
 
 DC_DEPOT_CENTER = (-8.8, 2.0, -10.0)
@@ -341,18 +342,18 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         fe = f["label_live"].get("iron", 0.0) + f["label_macrophage"].get("iron", 0.0)
         if fe > 0:
             clusters.append(iron_mod.IronCluster(f["center_mm"], fe, max(f["live_cells"], 0.0), id=f["id"], site=f["site"]))
-    for key, seq in seqs.items():
+    blooms = (iron_mod.bloom_factors(shape, mri_aff, clusters, list(seqs.values()), field_t,
+                                     supersample=grid["bloom_supersample"]) if clusters else [None] * len(seqs))
+    for (key, seq), bloom in zip(seqs.items(), blooms):
         scale = REFERENCE_SIGNAL / tissue_signal(seq, field_t, "muscle")
         img = weighted_image(labels, seq, field_t, agent_mM=agent_mM, agent=dual if agent_mM is not None else None,
                              scale=scale)
-        if clusters:
-            idx, fac = iron_mod.bloom_factors(shape, mri_aff, clusters, seq, field_t,
-                                              supersample=grid["bloom_supersample"])
-            iron_mod.apply_bloom(img, idx, fac)
+        if bloom is not None:
+            iron_mod.apply_bloom(img, *bloom)
         sigma = REFERENCE_SIGNAL / design.snr
         vols[key] = Volume(rician(img, sigma, rng), mri_aff, "MR", "a.u.", seq.metadata(field_t), key)
         sidecars[key] = dict(seq.metadata(field_t), Units="a.u.", NoiseSigma=sigma,
-                             SNRReference="muscle", ReferenceSignal=REFERENCE_SIGNAL, quantisation_step=sigma / 8)
+                             SNRReference="muscle", ReferenceSignal=REFERENCE_SIGNAL, quantisation_step=sigma / 5)
     vols["dseg"] = Volume(labels, mri_aff, "SEG", "label", {"label_names": LABELS}, "dseg")
     sidecars["dseg"] = {"Modality": "SEG", "Units": "label", "LabelNames": {str(k): v for k, v in LABELS.items()}}
     truth["mri"] = {"field_t": field_t, "snr": design.snr, "sigma": REFERENCE_SIGNAL / design.snr,
@@ -448,7 +449,7 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
                                  "19F reference tube")
     f_side = {"Modality": "F19", "Units": "a.u.", "Nucleus": "19F", "MagneticFieldStrength": field_t,
               "ReferenceConcentration_mM": design.f19_reference_mM, "ReferenceMask": "desc-reftube_mask",
-              "NoiseSigma": f19["sigma"], "quantisation_step": f19["sigma"] / 8,
+              "NoiseSigma": f19["sigma"], "quantisation_step": f19["sigma"] / 5,
               "FluorineAtomsPerCell": f_per_cell}
     sidecars["f19"] = f_side
     sidecars["f19_reftube"] = {"Modality": "SEG", "Units": "label", "LabelNames": {"1": "reference tube"}}
@@ -487,14 +488,10 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     vols["mpi"] = Volume(m_img["image"], m_aff, "MPI", "a.u.", {}, "MPI")
     sidecars["mpi"] = {"Modality": "MPI", "Units": "a.u.", "Tracer": "SPION (labelled cells)",
                        "PSF_FWHM_mm": list(design.mpi_fwhm_mm), "NoiseSD": design.mpi_noise_sd,
-                       "quantisation_step": design.mpi_noise_sd / 8, "FiducialsFile": "fiducials.csv"}
-    import pandas as pd
-
-    tables["mpi_fiducials"] = pd.DataFrame({
-        "name": [f"fiducial_{i + 1}" for i in range(len(fid_world))],
-        "x_mm": [p[0] for p in fid_world], "y_mm": [p[1] for p in fid_world], "z_mm": [p[2] for p in fid_world],
-        "iron_ng": [float(m) for m in design.mpi_fiducials_ng],
-    })
+                       "quantisation_step": design.mpi_noise_sd / 5, "FiducialsFile": "fiducials.csv"}
+    tables["mpi_fiducials"] = [
+        {"name": f"fiducial_{i + 1}", "x_mm": float(p[0]), "y_mm": float(p[1]), "z_mm": float(p[2]),
+         "iron_ng": float(mass)} for i, (p, mass) in enumerate(zip(fid_world, design.mpi_fiducials_ng))]
     truth["mpi"] = {
         "k_per_ng": design.mpi_k_per_ng, "background": 0.0, "noise_sd": design.mpi_noise_sd,
         "fwhm_mm": list(design.mpi_fwhm_mm), "total_cell_iron_ng": float(sum(ng)),
@@ -634,7 +631,11 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
         tsv = session_dir / "rois" / f"{prefix}_dseg.tsv"
         tsv.write_text("index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(LABELS.items())), encoding="utf-8")
     if "mpi_fiducials" in result["tables"]:
-        result["tables"]["mpi_fiducials"].to_csv(session_dir / "mpi" / f"{prefix}_fiducials.csv", index=False)
+        rows = result["tables"]["mpi_fiducials"]
+        cols = ["name", "x_mm", "y_mm", "z_mm", "iron_ng"]
+        text = ",".join(cols) + "\n" + "".join(",".join(f"{r[c]!s}" if c == "name" else repr(float(r[c]))
+                                                       for c in cols) + "\n" for r in rows)
+        (session_dir / "mpi" / f"{prefix}_fiducials.csv").write_text(text, encoding="utf-8")
     for key, folder, modality in (("pet", "pet", "PT"), ("spect", "spect", "NM")):
         if key not in vols:
             continue
@@ -663,7 +664,9 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
         v = vols["fluo"]
         # the TIFF frame is nominal (rows along +y, columns along +x); the true placement is in the sidecar
         px = side["fluo"]["PixelSize_mm"]
-        nominal = Volume(v.numpy().astype(np.float32), np.diag([px, px, px, 1.0]), "OPT", "a.u.", {}, v.name)
+        # canonical nominal frame: planes along S, rows along A, columns along R (what read_tiff assumes)
+        nominal_affine = np.array([[0, 0, px, 0], [0, px, 0, 0], [px, 0, 0, 0], [0, 0, 0, 1.0]])
+        nominal = Volume(v.numpy().astype(np.float32), nominal_affine, "OPT", "a.u.", {}, v.name)
         write_ome_tiff(nominal, d / f"{prefix}_fluo.ome.tif", overwrite=True)
         _json(d / f"{prefix}_fluo.json", side["fluo"])
         files.append(str(d / f"{prefix}_fluo.ome.tif"))

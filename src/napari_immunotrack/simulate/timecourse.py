@@ -122,8 +122,9 @@ def car_t_population(cells: float = 5e6, iron_pg: float = 5.0, f_per_cell: float
         name="car_t", cells=cells,
         label_per_cell={"iron": iron_pg, "f19": f_per_cell, "zr89": zr89_bq, "in111": in111_bq, "dye": dye},
         route="iv",
+        # the left inguinal node is contralateral to the tumour: no CAR-T homing (it drains the DC vaccine)
         k_in={"liver": 0.8, "spleen": 0.6, "tumour": 0.10, "ln_inguinal_right": 0.06, "ln_iliac": 0.03,
-              "ln_inguinal_left": 0.01},
+              "ln_inguinal_left": 0.0},
         doubling_days={"tumour": 2.0, "ln_inguinal_right": 1.5, "ln_iliac": 2.5},
         death={"circulation": 0.05, "liver": 0.5, "spleen": 0.2, "tumour": 0.1, "ln_inguinal_right": 0.05,
                "ln_iliac": 0.05, "ln_inguinal_left": 0.1},
