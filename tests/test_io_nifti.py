@@ -118,6 +118,15 @@ def test_no_orientation_refused_unless_allowed(tmp_path):
     np.testing.assert_allclose(v.spacing, [2, 2, 2])
 
 
+def test_degenerate_sform_refused(tmp_path):
+    img = nib.Nifti1Image(np.zeros((3, 4, 5), np.float32), np.eye(4))
+    img.set_sform(np.diag([1.0, 0.0, 1.0, 1.0]), code=1)
+    nib.save(img, str(tmp_path / "flat.nii"))
+    with pytest.raises(InputError, match="flat.nii.*sform.*degenerate voxel size") as excinfo:
+        read_nifti(tmp_path / "flat.nii")
+    assert_one_line_input_error(excinfo)
+
+
 def test_spatial_units_converted_to_mm(tmp_path):
     data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     affine = np.diag([50.0, 100.0, 200.0, 1.0])  # micrometres

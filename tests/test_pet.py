@@ -553,3 +553,43 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert main(["quantify", str(pet_dir), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out),
                  "--overwrite"]) == 0
     assert "suv_bw_mean" in out.read_text()
+
+
+def test_cli_transform_and_label_subset(tmp_path):
+    """ROIs drawn in another scanner's world (shifted 7 mm): --transform (PET world -> ROI world) carries them."""
+    c = linear_activity()
+    save_volume(Volume(c, AFF, "PT", "Bq/mL"), tmp_path / "pet.nii.gz")
+    sidecar = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG}
+    (tmp_path / "pet.json").write_text(json.dumps(sidecar))
+    roi, truth = roi_on_mm_grid()
+    shift = np.eye(4)
+    shift[:3, 3] = [7.0, -3.0, 2.0]
+    save_labels(roi.replace(affine=shift @ roi.affine), tmp_path / "roi.nii.gz")
+    np.savetxt(tmp_path / "pet_to_roi.txt", shift)
+    out = tmp_path / "r.csv"
+    assert main(["quantify", str(tmp_path / "pet.nii.gz"), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out),
+                 "--transform", str(tmp_path / "pet_to_roi.txt"), "--labels", "1,3"]) == 0
+    df = pd.read_csv(out).set_index("label")
+    assert list(df.index) == [1, 3]
+    for k in (1, 3):
+        assert df.loc[k, "mean_bq_ml"] == pytest.approx(truth[k][0], rel=0.005)
+        assert df.loc[k, "suv_bw_mean"] == pytest.approx(truth[k][0] * W_KG * 1000 / DOSE, rel=0.005)
+
+
+def test_dynamic_pet_is_refused():
+    data = np.ones((2,) + SHAPE, np.float32)
+    vol = Volume(data, AFF, "PT", "Bq/mL", {"Units": "BQML", "DecayCorrection": "ADMIN", "leading_axis": "time"})
+    with pytest.raises(InputError, match="4D"):
+        P.activity_concentration(vol)
+
+
+def test_small_fov_with_kilograms_is_warned():
+    """A mouse written as 25 (grams) without species: kept as kg but the small field of view raises a warning."""
+    small = Volume(np.full((10, 20, 20), 1000.0, np.float32), np.diag([0.5, 0.5, 0.5, 1.0]), "PT", "Bq/mL",
+                   {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25})
+    with pytest.warns(ImmunotrackWarning, match="small-animal"):
+        h = P.read_pet_header(small)
+    assert h.weight_kg == 25.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ImmunotrackWarning)
+        assert P.read_pet_header(small, weight_kg=0.025).weight_kg == 0.025

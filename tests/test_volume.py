@@ -191,6 +191,28 @@ def test_resample_with_transform_equals_moved_copy(affine, angle, shift, seed):
     np.testing.assert_allclose(via_transform.data, via_copy.data, atol=1e-4)
 
 
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_resample_field_of_view_is_the_voxel_footprint(order):
+    data = np.array([[[10.0, 20.0, 30.0, 40.0]]], np.float32)
+    v = Volume(data, np.eye(4)[:, [2, 1, 0, 3]])  # axis 2 along x, 1 mm voxels centred at x = 0..3
+    for shift, first in ((-0.4, 10.0), (-0.6, -1.0), (3.4, 40.0), (3.6, -1.0)):
+        grid = v.affine.copy()
+        grid[0, 3] = shift  # one target voxel centred at x = shift
+        out = v.resample_to(((1, 1, 1), grid), order=order, fill=-1.0)
+        if order < 3 or first == -1.0:
+            assert out.data[0, 0, 0] == pytest.approx(first), (shift, order)
+        else:  # a cubic spline overshoots a little beyond the edge centre, but it is inside
+            assert out.data[0, 0, 0] == pytest.approx(first, abs=2.0)
+    # the same grid keeps every voxel, edges included
+    np.testing.assert_allclose(v.resample_to(v, order=order, fill=-1.0).data, data, atol=1e-5)
+    # NaN fill of an oblique linear resampling leaves NaN only outside
+    theta = np.deg2rad(30)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    out = v.resample_to(((3, 3, 6), rot @ np.eye(4)[:, [2, 1, 0, 3]]), order=order, fill=np.nan)
+    assert np.isnan(out.data).any() and np.nanmax(out.data) <= 40.0 + 1e-4
+
+
 def test_resample_4d_and_metadata():
     data = np.stack([np.full((3, 4, 5), t, np.float32) for t in range(3)])
     v = Volume(data, np.eye(4), metadata={"leading_axis": "time"})

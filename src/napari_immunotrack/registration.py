@@ -338,16 +338,44 @@ def _install_abort_hook() -> None:
     sys.excepthook = hook
 
 
-def _robust_clip(data: np.ndarray, mask: Optional[np.ndarray], percentile: float) -> np.ndarray:
-    """Clip the brightest voxels (a bladder, a hot spot) so they do not squeeze the histogram."""
-    if percentile >= 100:
-        return data
+#: Modalities whose images are sparse hot spots on a faint background (counts, spins, iron).
+HOT_SPOT_MODALITIES = ("PT", "NM", "F19", "MPI", "OPT")
+
+
+def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percentile: float) -> np.ndarray:
+    """The intensities the metric sees.
+
+    "linear": the values, those above ``percentile`` clipped (a bladder or a
+    hot spot would otherwise squeeze everything else into one bin).
+    "log": ``log(1 + (v - min) / (p90 - min))`` after the same clipping. Hot-spot
+    images (PET, SPECT, MPI) share with anatomy mostly their faint body
+    background, a few percent of the hot spots' value: the logarithm spreads
+    it over the histogram instead of leaving it in the first bin.
+    "rank": each value replaced by its quantile (histogram equalisation).
+    """
     values = data[mask] if mask is not None else data.ravel()
-    step = max(1, values.size // 2_000_000)
-    hi = float(np.percentile(values[::step], percentile))
-    if hi > float(values.min()):
-        data = np.minimum(data, np.float32(hi))
+    step = max(1, values.size // 500_000)
+    sample = values[::step]
+    lo = float(sample.min())
+    if mode == "rank":
+        q = np.unique(np.percentile(sample, np.linspace(0, 100, 257)))
+        return np.interp(data, q, np.linspace(0, 1, len(q))).astype(np.float32) if len(q) > 2 else data
+    hi = float(np.percentile(sample, percentile)) if percentile < 100 else float(sample.max())
+    if not hi > lo:  # fewer bright voxels than the percentile: keep them
+        hi = float(values.max())
+    data = np.clip(data, None, np.float32(hi))
+    if mode == "log":
+        scale = float(np.percentile(sample, 90)) - lo
+        if not scale > 0:
+            scale = (hi - lo) / 100.0
+        data = np.log1p(np.maximum(data - lo, 0) / scale).astype(np.float32)
     return data
+
+
+def _intensity_mode(volume: Volume, intensity: str) -> str:
+    if intensity == "auto":
+        return "log" if volume.modality in HOT_SPOT_MODALITIES else "linear"
+    return intensity
 
 
 def _to_sitk(volume: Volume, data: np.ndarray):
@@ -516,6 +544,8 @@ class _Sampler:
 _MOVING_GRADIENT_FILTER = False
 #: fraction of fixed sample points that must land in the moving image after initialisation
 _MIN_OVERLAP = 0.05
+#: below this final mutual information (nats) a result is flagged as unreliable
+_LOW_INFORMATION = 0.1
 #: points of the reported (NumPy) mutual information
 _QC_POINTS = 20000
 _COARSE_MIN_STEP = 0.05
@@ -561,6 +591,7 @@ def _euler(center, translation, angles=(0.0, 0.0, 0.0)):
 
 
 _INITIALIZERS = ("auto", "moments", "geometry", "none")
+_INTENSITY_MODES = ("auto", "linear", "log", "rank")
 _TRANSFORMS = ("rigid", "affine")
 
 
@@ -578,6 +609,7 @@ def register(
     samples=None,
     max_iterations: int = 200,
     min_step_mm: float = 0.02,
+    intensity: str = "auto",
     clip_percentile: float = 99.9,
     allow_worse: bool = False,
     seed: int = 1,
@@ -619,8 +651,14 @@ def register(
     min_step_mm : float
         Convergence: the optimiser stops when its step (in mm of physical shift)
         is below this at the finest level.
+    intensity : {"auto", "linear", "log", "rank"}
+        What the metric sees of each image: "linear" values (clipped at
+        ``clip_percentile``), "log" (compressed so a faint body background
+        counts beside hot spots) or "rank" (histogram-equalised quantiles);
+        "auto" takes "log" for hot-spot modalities (PT, NM, F19, MPI, OPT) and
+        "linear" for anatomy (MR, CT, ...).
     clip_percentile : float
-        Intensities above this percentile are clipped for the metric (hot spots).
+        Linear intensities above this percentile are clipped for the metric (hot spots).
     allow_worse : bool
         Return a result whose metric is worse than at the start instead of refusing it.
     seed : int
@@ -655,6 +693,8 @@ def register(
         raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
     if initializer not in _INITIALIZERS:
         raise InputError(f"initializer must be one of {', '.join(_INITIALIZERS)}, not {initializer!r}.")
+    if intensity not in _INTENSITY_MODES:
+        raise InputError(f"intensity must be one of {', '.join(_INTENSITY_MODES)}, not {intensity!r}.")
     if int(seed) < 1:
         raise InputError(f"seed must be a whole number >= 1 (0 would mean a random seed), not {seed}.")
     if not 8 <= int(bins) <= 256:
@@ -667,8 +707,9 @@ def register(
     for data, mask, role in ((f_data, f_mask, "fixed"), (m_data, m_mask, "moving")):
         if mask is not None and float(np.ptp(data[mask])) == 0:
             raise InputError(f"the {role} image is constant inside its mask; draw the mask over the anatomy to align.")
-    f_data = _robust_clip(f_data, f_mask, clip_percentile)
-    m_data = _robust_clip(m_data, m_mask, clip_percentile)
+    modes = (_intensity_mode(fixed, intensity), _intensity_mode(moving, intensity))
+    f_data = _intensities(f_data, f_mask, modes[0], clip_percentile)
+    m_data = _intensities(m_data, m_mask, modes[1], clip_percentile)
     _progress.report(progress, 0.0, "preparing images")
 
     f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
@@ -782,6 +823,7 @@ def register(
         "smoothing_fraction": float(smoothing), "samples_per_level": per_level, "sampling": "regular",
         "optimizer": "RegularStepGradientDescent", "max_iterations_per_level": int(max_iterations),
         "min_step_mm": float(min_step_mm), "scales": "physical shift", "interpolator": "linear",
+        "intensity": intensity, "intensity_used": {"fixed": modes[0], "moving": modes[1]},
         "clip_percentile": float(clip_percentile), "seed": int(seed),
         "fixed_mask": f_mask is not None, "moving_mask": m_mask is not None,
     }
@@ -790,11 +832,17 @@ def register(
         if sv.max() / sv.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
             _warn(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
                   "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.", notes)
-    if not np.isfinite(metric_final) or (np.isfinite(start) and metric_final < start - max(0.005, 0.01 * abs(start))):
+    if np.isfinite(metric_final) and metric_final < _LOW_INFORMATION:
+        _warn(f"the images share little information (mutual information {metric_final:.3f} nats), so this "
+              "intensity registration is unreliable; check it by eye, or use landmarks (fiducials), or register to "
+              "an image that shows the same thing (e.g. MPI or 19F to PET).", notes)
+    if not np.isfinite(metric_final):
+        raise InputError("the registration moved the moving image off the fixed one (no overlap left); check that "
+                         "both show the same body part, add masks, or pair landmarks.")
+    if np.isfinite(start) and metric_final < start - max(0.002, 0.01 * abs(start)):
         message = (f"the registration made the metric worse (mutual information {start:.4f} at the start, "
-                   f"{metric_final:.4f} after); "
-                   "the result is not trustworthy: try transform='rigid', masks around the anatomy, another "
-                   "initializer, or landmarks.")
+                   f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
+                   "around the anatomy, another initializer, or landmarks.")
         if not allow_worse:
             raise InputError(message)
         _warn(message, notes)
@@ -1017,7 +1065,7 @@ def edges(volume: Volume, threshold: float = 0.2) -> Volume:
 
 
 def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixed_mask=None, moving_mask=None,
-                    bins: int = 32, points: int = _QC_POINTS) -> float:
+                    bins: int = 32, points: int = _QC_POINTS, intensity: str = "auto") -> float:
     """The mutual information (nats, higher is better) of a transform, as :func:`register` reports it.
 
     Use it for the "metric before and after" of a transform that did not come
@@ -1036,8 +1084,8 @@ def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixe
     m_data = _check_image(moving, "moving")
     f_mask = _check_mask(fixed_mask, fixed, "fixed")
     m_mask = _check_mask(moving_mask, moving, "moving")
-    f_img = _to_sitk(fixed, _robust_clip(f_data, f_mask, 99.9))
-    m_img = _to_sitk(moving, _robust_clip(m_data, m_mask, 99.9))
+    f_img = _to_sitk(fixed, _intensities(f_data, f_mask, _intensity_mode(fixed, intensity), 99.9))
+    m_img = _to_sitk(moving, _intensities(m_data, m_mask, _intensity_mode(moving, intensity), 99.9))
     level = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask), [1.0], 0.0)[0]
     matrix = np.eye(4) if fixed_to_moving is None else np.asarray(fixed_to_moving, float)
     return _Sampler(level, bins, points).score(matrix)[0]

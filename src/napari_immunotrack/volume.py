@@ -306,7 +306,14 @@ class Volume:
         # same grid lost its border). Nearest neighbour: "grid-constant" is exactly the footprint.
         # Higher orders: interpolate with the edge repeated, then fill outside the footprint.
         inside = None
-        if order != 0:
+        n_src = np.array(self.spatial_shape, float)
+        t_corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                              for k in (0, shape[2] - 1)])
+        s_corners = (m @ t_corners.T).T[:, :3]
+        # both boxes are convex and the map affine: if the target's corners fall in the source's
+        # footprint, every target point does, and the footprint mask is not needed
+        all_inside = bool(np.all(s_corners >= -0.5) and np.all(s_corners < n_src - 0.5))
+        if order != 0 and not all_inside:
             inside = ndimage.affine_transform(np.ones(self.spatial_shape, np.uint8), matrix, offset,
                                               output_shape=shape, order=0, mode="grid-constant", cval=0,
                                               output=np.uint8).astype(bool)
@@ -317,7 +324,9 @@ class Volume:
                                                 mode="grid-constant", cval=fill, output=out_dtype)
             values = ndimage.affine_transform(frame, matrix, offset, output_shape=shape, order=order,
                                               mode="nearest", output=out_dtype)
-            values[~inside] = fill
+            if inside is not None:
+                with np.errstate(invalid="ignore"):  # a NaN fill in an integer output, as ndimage casts it
+                    values[~inside] = np.array(fill).astype(values.dtype)
             return values
 
         out = np.stack([sample(f) for f in src]) if src.ndim == 4 else sample(src)

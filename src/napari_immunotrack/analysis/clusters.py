@@ -355,14 +355,11 @@ def noise_from_background(image: Volume, background_mask: Volume, estimator: str
         raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
     _check_3d(image, "the image")
     mask = mask_on_grid(background_mask, image, "the background ROI", collected)
-    values = _masked_values(image.data, mask)
-    values = values[np.isfinite(values)]
-    if values.size > _MAX_SAMPLE:  # a regular subsample of a million voxels gives sigma to 0.1 %
-        values = values[:: values.size // _MAX_SAMPLE + 1]
-    if values.size < 10:
-        raise InputError(f"the background ROI holds {values.size} usable voxels; draw a larger region of air.")
-    sd_sigma = float(np.std(values, ddof=1)) / RAYLEIGH_SD
-    mean_sigma = float(np.mean(values)) / RAYLEIGH_MEAN
+    _, n, mean, sd = _masked_moments(image.data, mask)
+    if n < 10:
+        raise InputError(f"the background ROI holds {n} usable voxels; draw a larger region of air.")
+    sd_sigma = sd / RAYLEIGH_SD
+    mean_sigma = mean / RAYLEIGH_MEAN
     if not (sd_sigma > 0 or mean_sigma > 0):
         raise InputError("the background ROI is constant (zero noise); it is not a magnitude image's air, or the "
                          "image was masked; draw the background elsewhere or give the sigma.")
@@ -370,8 +367,43 @@ def noise_from_background(image: Volume, background_mask: Volume, estimator: str
     if min(sd_sigma, mean_sigma) <= 0 or max(sd_sigma, mean_sigma) / min(sd_sigma, mean_sigma) > 1.3:
         _warn(f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
               f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.", collected)
-    return NoiseEstimate(sigma, f"background ROI ({estimator})", int(values.size),
+    return NoiseEstimate(sigma, f"background ROI ({estimator})", int(n),
                          {"sigma_from_sd": sd_sigma, "sigma_from_mean": mean_sigma})
+
+
+def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
+    """(voxels in mask, finite voxels in mask, mean, SD with ddof=1) of ``data`` over ``mask``.
+
+    Sums in float64, slab by slab (NumPy) or as dask reductions, so a large
+    region costs no copy of its values.
+    """
+    if _is_dask(data) or _is_dask(mask):
+        import dask
+        import dask.array as da
+
+        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
+        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
+        m = m.rechunk(d.chunks)
+        fin = m & _da_isfinite(d)
+        v = da.where(fin, d, 0).astype(np.float64)
+        n_mask, n, s1, s2 = dask.compute(m.sum(), fin.sum(), v.sum(), (v * v).sum())
+        n_mask, n, s1, s2 = int(n_mask), int(n), float(s1), float(s2)
+    else:
+        data, mask = np.asarray(data), np.asarray(mask)
+        n_mask = n = 0
+        s1 = s2 = 0.0
+        for a in range(0, data.shape[0], 32):
+            vals = np.asarray(data[a:a + 32][mask[a:a + 32]], np.float64)
+            n_mask += vals.size
+            vals = vals[np.isfinite(vals)]
+            n += vals.size
+            s1 += float(vals.sum())
+            s2 += float(np.dot(vals, vals))
+    if n == 0:
+        return n_mask, 0, float("nan"), float("nan")
+    mean = s1 / n
+    var = max(s2 - s1 * mean, 0.0) / (n - 1) if n > 1 else 0.0
+    return n_mask, n, mean, math.sqrt(var)
 
 
 def _masked_values(data, mask) -> np.ndarray:
@@ -382,6 +414,11 @@ def _masked_values(data, mask) -> np.ndarray:
         m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
         return np.asarray(d[m].compute(), dtype=np.float64)
     return np.asarray(np.asarray(data)[mask], dtype=np.float64)
+
+
+def _sample_step(shape, target: int = 1 << 22) -> int:
+    """Stride per axis that keeps a regular subsample of a volume under ``target`` voxels."""
+    return max(1, int(math.ceil((float(np.prod(shape)) / target) ** (1.0 / 3.0))))
 
 
 def _border_air_sigma(data) -> Optional[Tuple[float, int]]:
@@ -561,23 +598,22 @@ def reference_statistics(image: Volume, reference_mask=None, search_mask=None,
 
     ref = as_mask(reference_mask, "the reference ROI")
     if ref is not None:
-        vals = _masked_values(image.data, ref)
-        n_all = vals.size
-        vals = vals[np.isfinite(vals)]
-        if vals.size == 0:
+        n_all, n, mean, sd = _masked_moments(image.data, ref)
+        if n == 0:
             raise InputError("the reference ROI covers only NaN voxels of the image; draw it on valid tissue.")
-        if vals.size < n_all:
-            _warn(f"{n_all - vals.size} NaN voxels in the reference ROI were ignored.", collected)
-        mean = float(np.mean(vals))
-        sd = float(np.std(vals, ddof=1)) if vals.size > 1 else 0.0
-        stats = ReferenceStats(mean, sd, int(vals.size), "reference ROI")
+        if n < n_all:
+            _warn(f"{n_all - n} NaN voxels in the reference ROI were ignored.", collected)
+        stats = ReferenceStats(mean, sd, int(n), "reference ROI")
     else:
+        # a guess from a regular subsample (at most ~4 million voxels): the median needs no more
+        step = _sample_step(image.spatial_shape)
+        sub = tuple(slice(None, None, step) for _ in range(3))
         search = as_mask(search_mask, "the search ROI")
         if search is not None:
-            vals = _masked_values(image.data, search)
+            vals = _masked_values(image.data[sub], search[sub])
             where = "the search ROI"
         else:
-            vals = np.asarray(image.numpy(), np.float64).ravel()
+            vals = _np(image.data[sub]).astype(np.float64).ravel()
             vals = vals[np.isfinite(vals)]
             vals = vals[vals >= np.median(vals)] if vals.size else vals
             where = "the brighter half of the image"

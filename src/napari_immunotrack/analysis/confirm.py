@@ -372,10 +372,17 @@ def _side_relative(name: str, pre: np.ndarray, post: np.ndarray, threshold: floa
                             "the scans may be scaled differently: give a reference region (normalise='reference') "
                             "or use normalise='tissue'.")
     sign = 1.0 if brighter else -1.0
-    passed = (rel * np.float32(sign)) > threshold  # NaN compares False
-    signed = diff * np.float32(sign)
-    strong = passed & (signed > k_sigma * sigma)
-    weak = passed & (signed > k_grow * sigma)
+    # NaN compares False; written out per direction to spare full-volume temporaries
+    if brighter:
+        passed = rel > threshold
+        strong = diff > k_sigma * sigma
+        weak = diff > k_grow * sigma
+    else:
+        passed = rel < -threshold
+        strong = diff < -k_sigma * sigma
+        weak = diff < -k_grow * sigma
+    strong &= passed
+    weak &= passed
     op = ">" if brighter else "<"
     t = threshold if brighter else -threshold
     rule = {"mode": "relative", "quantity": "relative signal change (post-pre)/pre", "unit": "fraction",

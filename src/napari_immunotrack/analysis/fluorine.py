@@ -273,8 +273,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
             for idx in [*roi_map.index, *ref_map.index]:
                 exclude[idx] = True
             # keep away from the hot spots' tails
-            exclude = ndimage.binary_dilation(exclude.reshape(data.shape), iterations=2) | (flat.reshape(data.shape)
-                                                                                            >= np.percentile(flat, 99.5))
+            hot = flat.reshape(data.shape) >= np.percentile(flat, 99.5)
+            exclude = ndimage.binary_dilation(exclude.reshape(data.shape), iterations=2) | hot
         sigma, how = estimate_sigma(f19, noise_mask, exclude)
         if noise_mask is None:
             warn(f"no noise mask: sigma = {sigma:.4g} estimated from the background median; give a signal-free "

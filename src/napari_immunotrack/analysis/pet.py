@@ -52,6 +52,8 @@ Weight
     PatientWeight is kg (DICOM). Taken as grams (warning) when above 1000, or
     when the species is a mouse or rat (PatientSpeciesDescription) and the
     value is above 2 (no mouse or rat weighs 2 kg): a mouse is 0.025 kg.
+    Otherwise a weight above 2 kg in a field of view under 200 mm (a
+    small-animal scanner) is kept but warned about (grams written as kg?).
 Height
     PatientSize is m; above 3 it is taken as cm (warning).
 Sex
@@ -88,7 +90,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -585,7 +587,8 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
     # ---- correction flags
     corrected, _ = f.get("CorrectedImage")
     if corrected is not None:
-        h.corrected_image = [c.strip().upper() for c in (_text(corrected) or "").replace(",", "\\").split("\\") if c.strip()]
+        parts = (_text(corrected) or "").replace(",", "\\").split("\\")
+        h.corrected_image = [c.strip().upper() for c in parts if c.strip()]
     dc, src = f.get("DecayCorrection")
     if dc is None and "ImageDecayCorrected" in volume.metadata:  # BIDS PET
         dc, src = ("START" if volume.metadata.get("ImageDecayCorrected") else "NONE"), "ImageDecayCorrected (BIDS)"
@@ -609,7 +612,8 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
         has_decy = "DECY" in h.corrected_image
         if h.decay_correction in ("START", "ADMIN") and not has_decy:
             h.problems.append(f"contradictory header: DecayCorrection is {h.decay_correction} but CorrectedImage "
-                              f"({'/'.join(h.corrected_image)}) lacks DECY; set --decay-correction to say which is right.")
+                              f"({'/'.join(h.corrected_image)}) lacks DECY; set --decay-correction to say "
+                              "which is right.")
         if h.decay_correction == "NONE" and has_decy:
             h.problems.append("contradictory header: DecayCorrection is NONE but CorrectedImage includes DECY; "
                               "set --decay-correction to say which is right.")
@@ -670,6 +674,11 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
     species = _text(f.get("PatientSpeciesDescription")[0]) or _text(volume.metadata.get("Species"))
     h.species = species
     _read_weight(h, f, volume.metadata, weight_kg, weight_unit)
+    fov_mm = float(np.max(np.array(volume.spatial_shape) * volume.spacing))
+    if h.weight_kg and h.weight_kg > 2 and fov_mm < 200 and "user" not in h.sources.get("weight_kg", ""):
+        # a small-animal field of view with a weight of kilograms: perhaps grams written as kg
+        h.warn(f"PatientWeight {h.weight_kg:g} kg with a {fov_mm:.0f} mm field of view (a small-animal scanner?): "
+               f"if the animal weighs {h.weight_kg:g} g, give --weight-kg {h.weight_kg / 1000:g}.")
     _read_height(h, f, height_m, height_cm)
     raw_sex, _ = f.get("PatientSex")
     if sex is not None:
@@ -906,7 +915,6 @@ def _read_times(h: PetHeader, f: _Fields, volume: Volume, injection_time, scan_t
             h.warn("the header has no SeriesTime; the dose is decayed to the first AcquisitionTime.")
     else:
         ref, ref_src = None, None
-    h.series_time = series_dt
     if h.decay_correction == "NONE":
         h.slice_times = starts
         h.slice_durations_s = durations
@@ -916,8 +924,6 @@ def _read_times(h: PetHeader, f: _Fields, volume: Volume, injection_time, scan_t
     # ---- injection
     inj_dt_raw, _ = f.get("RadiopharmaceuticalStartDateTime")
     inj_tm_raw, _ = f.get("RadiopharmaceuticalStartTime")
-    if inj_dt_raw is None and volume.metadata.get("InjectionStart") is not None:  # BIDS: seconds from TimeZero
-        pass
     if injection_time is not None:
         inj = _as_datetime_override(injection_time, scan_date_default)
         h.overrides["injection_time"] = {"value": inj.isoformat(),

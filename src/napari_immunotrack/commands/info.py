@@ -12,12 +12,15 @@ HELP = "describe an image or show where an output came from"
 _KEYS = ("SeriesDescription", "Units", "DecayCorrection", "CorrectedImage", "RadionuclideTotalDose",
          "RadiopharmaceuticalStartDateTime", "RadionuclideHalfLife", "Radionuclide", "PatientWeight",
          "PatientSize", "PatientSex", "SeriesDate", "SeriesTime", "AcquisitionTime",
-         "EchoTime", "RepetitionTime", "FlipAngle", "MagneticFieldStrength", "leading_axis")
+         "EchoTime", "RepetitionTime", "FlipAngle", "MagneticFieldStrength", "leading_axis", "channel_names",
+         "frame_interval_s", "affine_source", "voxel_size_source", "orientation_nominal", "orientation_unknown")
 
 
 def add_arguments(parser):
     parser.add_argument("path", help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, or an output CSV/NIfTI")
     parser.add_argument("--json", action="store_true", help="print as JSON")
+    parser.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
+                        help="pixel size in mm of a TIFF/OME-Zarr without one: one number, (y x) or (z y x)")
 
 
 def describe(volume) -> dict:
@@ -38,7 +41,21 @@ def describe(volume) -> dict:
     for key in _KEYS:
         if key in volume.metadata and volume.metadata[key] not in (None, ""):
             info[key] = volume.metadata[key]
+    multiscale = volume.metadata.get("multiscale")
+    if isinstance(multiscale, dict) and multiscale.get("arrays"):
+        info["pyramid_shapes"] = [list(a.shape) for a in multiscale["arrays"]]
     return info
+
+
+def describe_table(path) -> dict:
+    """Rows and columns of a CSV/TSV output."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, sep="\t" if str(path).lower().endswith(".tsv") else ",")
+    except Exception as exc:  # a broken table is still described by its provenance
+        return {"unreadable": " ".join(str(exc).split())[:120]}
+    return {"rows": int(len(df)), "columns": [str(c) for c in df.columns]}
 
 
 def run(args) -> int:
@@ -53,13 +70,18 @@ def run(args) -> int:
             out["provenance"] = json.loads(side.read_text())
         except ValueError:
             out["provenance"] = f"unreadable provenance file {side}"
-    is_image = True
+    fmt = None
     try:
-        detect_format(path)
+        fmt = detect_format(path)
     except Exception:
-        is_image = False
-    if is_image or not side.exists():
-        out["volumes"] = [describe(v) for v in load_volumes(path)]
+        pass
+    if fmt is not None or not side.exists():
+        kwargs = {}
+        if args.voxel_size and fmt in ("tiff", "zarr"):
+            kwargs["voxel_size_mm"] = args.voxel_size[0] if len(args.voxel_size) == 1 else tuple(args.voxel_size)
+        out["volumes"] = [describe(v) for v in load_volumes(path, **kwargs)]
+    elif path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+        out["table"] = describe_table(path)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -68,6 +90,12 @@ def run(args) -> int:
         for key, value in vol.items():
             if key != "name":
                 print(f"  {key}: {value}")
+    if "table" in out:
+        table = out["table"]
+        if "rows" in table:
+            print(f"{path.name}: table of {table['rows']} rows; columns: {', '.join(table['columns'])}")
+        else:
+            print(f"{path.name}: table that cannot be read ({table['unreadable']})")
     if "provenance" in out:
         prov = out["provenance"]
         print(f"provenance ({side.name}):")

@@ -25,7 +25,8 @@ def add_arguments(parser):
     parser.add_argument("--radius-mm", default="3.0", help="fiducial integration radius (mm, default 3)")
     parser.add_argument("--background", default="auto", help="per-voxel background: auto (median away from "
                                                              "fiducials and ROIs) or a number")
-    parser.add_argument("--dilate-mm", default="1.0", help="dilation for the sensitivity column (mm, default 1; 0 = off)")
+    parser.add_argument("--dilate-mm", default="1.0",
+                        help="dilation for the sensitivity column (mm, default 1; 0 = off)")
     parser.add_argument("--transform", help="world-to-world transform MPI -> ROI image (.tfm or 4x4 matrix file)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
 
@@ -55,7 +56,8 @@ def run(args) -> int:
     try:
         fiducials = pd.read_csv(fid_path)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise InputError(f"fiducial table {fid_path} is not a readable CSV ({' '.join(str(exc).split())[:100]}).") from None
+        detail = " ".join(str(exc).split())[:100]
+        raise InputError(f"fiducial table {fid_path} is not a readable CSV ({detail}).") from None
     transform = load_transform(args.transform)
     mpi = load(args.mpi, "MPI image")
     roi = load(args.roi, "ROI")

@@ -77,7 +77,10 @@ def load_transform(path):
         except RuntimeError as exc:
             raise InputError(f"transform {p} cannot be read ({' '.join(str(exc).split())[:100]}).") from None
     try:
-        m = np.load(p) if p.suffix.lower() == ".npy" else np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None)
+        if p.suffix.lower() == ".npy":
+            m = np.load(p)
+        else:
+            m = np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None)
     except (OSError, ValueError) as exc:
         raise InputError(f"transform {p} is not a 4x4 matrix ({' '.join(str(exc).split())[:100]}).") from None
     m = np.asarray(m, float)
@@ -189,7 +192,8 @@ def run(args) -> int:
     header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
     df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
-                              density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml, progress=progress_for("quantify"))
+                              density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
+                              progress=progress_for("quantify"))
     params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
     prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
                   parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])

@@ -190,14 +190,17 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     else:
         data = data.transpose(2, 1, 0)
     meta.update(side)
-    return Volume(
-        data=data,
-        affine=affine_ijk @ _REVERSE,
-        modality=modality or side.get("Modality", "MR"),
-        unit=unit or side.get("Units", "a.u."),
-        metadata=meta,
-        name=_stem(path),
-    )
+    try:
+        return Volume(
+            data=data,
+            affine=affine_ijk @ _REVERSE,
+            modality=modality or side.get("Modality", "MR"),
+            unit=unit or side.get("Units", "a.u."),
+            metadata=meta,
+            name=_stem(path),
+        )
+    except InputError as exc:  # e.g. a degenerate sform: say which file and which affine
+        raise InputError(f"{path} ({affine_source}): {exc}") from None
 
 
 def _nifti_dtype(data: np.ndarray, labels: bool) -> np.dtype:

@@ -317,8 +317,8 @@ def read_tiff(path, voxel_size_mm: Union[None, float, Sequence[float]] = None, a
         else:
             if "x" not in sizes or "y" not in sizes:
                 raise InputError(f"{path} has no physical pixel size (no OME PhysicalSizeX/Y, ImageJ or "
-                                 "resolution metadata); give the pixel size, e.g. voxel_size_mm=0.1 "
-                                 "(--voxel-size on the command line).")
+                                 "resolution metadata); give its pixel size in mm (voxel_size_mm=0.1 in Python, "
+                                 "--voxel-size 0.1 on the command line).")
             if "z" not in sizes and not single_plane:
                 raise InputError(f"{path} is a stack of {data.shape[-3]} planes without a z spacing; give "
                                  "voxel_size_mm=(z, y, x) with the distance between planes.")

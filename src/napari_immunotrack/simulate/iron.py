@@ -46,7 +46,7 @@ assumed uniform inside a voxel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence as Seq, Tuple
+from typing import List, Optional, Sequence as Seq
 
 import numpy as np
 
@@ -115,7 +115,7 @@ def magnetic_moment(iron_pg, field_t: float, msat_am2_per_kg_fe: float = MSAT_AM
                     core_diameter_nm: float = 10.0) -> np.ndarray:
     """Magnetic moment (A m^2) of ``iron_pg`` of SPIO iron in a field of ``field_t`` tesla.
 
-    >>> round(float(magnetic_moment(1000.0, 9.4)) / 1e-13, 3)   # 1 ng Fe
+    >>> round(float(magnetic_moment(1000.0, 9.4)) * 1e10, 3)   # 1 ng Fe: ~1e-10 A m^2
     0.998
     """
     core_m = MAGNETITE_MS_A_PER_M * np.pi / 6.0 * (core_diameter_nm * 1e-9) ** 3

@@ -407,7 +407,7 @@ def make_mouse(seed: int = 0, jitter: float = 0.04) -> Mouse:
 
     >>> m = make_mouse(0)
     >>> sorted(m.sites)[:3]
-    ['kidney_left', 'kidney_right', 'liver']
+    ['bladder', 'kidney_left', 'kidney_right']
     """
     rng = np.random.default_rng(seed)
 

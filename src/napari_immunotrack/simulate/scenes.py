@@ -445,7 +445,7 @@ def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: floa
                        mpi_fwhm_mm: Seq[float] = (1.5, 1.5, 1.5)) -> Dict:
     """PET, 19F and MPI readouts of one mouse with known activities, cells and iron.
 
-    The PET grid (0.6 mm) covers the whole mouse, in a scanner world rotated
+    The PET grid (0.7 mm) covers the whole mouse, in a scanner world rotated
     and shifted from the MRI world by ``mri_to_pet``. The 89Zr activity
     (``injected_mbq`` at injection, decayed ``scan_delay_h``) is spread over
     organs by fixed fractions of the injected dose; the image is
@@ -499,7 +499,7 @@ def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: floa
                  "bladder": 0.005}
     fractions["muscle"] = 1.0 - sum(fractions.values())
     sources = [ActivitySource(a_scan * f, label=L[name], name=name) for name, f in fractions.items()]
-    pet_shape, pet_aff = _mouse_grid((1.5, 0.0, 0.0), (34.0, 26.0, 84.0), 0.6)
+    pet_shape, pet_aff = _mouse_grid((1.5, 0.0, 0.0), (34.0, 26.0, 84.0), 0.7)
     pet0, info = activity_image(mouse.solids, sources, pet_shape, pet_aff, pet_fwhm_mm,
                                 to_phantom=np.linalg.inv(mri_to_pet), supersample=2)
     voxel_ml = info["voxel_ml"]

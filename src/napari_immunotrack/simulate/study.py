@@ -709,6 +709,9 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
     if not parent.exists():
         raise InputError(f"the folder {parent} does not exist; create it first.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the study is an ordinary folder
     try:
         truth = {
             "description": "Ground truth of a napari-immunotrack simulated study (see simulate/study.py).",
@@ -826,12 +829,13 @@ DISPLAY = {
 }
 
 
-def list_sample_files(root, session: Optional[str] = None, subject: Optional[str] = None) -> List[dict]:
+def list_sample_files(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> List[dict]:
     """The images of a simulated study with what a viewer needs to show them (pure; reads only JSON).
 
     Parameters
     ----------
-    root : the study folder (holding ``ground_truth.json`` and ``sub-*``).
+    root : the study folder (holding ``ground_truth.json`` and ``sub-*``); default: the bundled
+        sample study (:func:`napari_immunotrack.data.sample_study_root`).
     session : e.g. "day1" or "ses-day1" (default: every session).
     subject : e.g. "01" (default: every subject).
 
@@ -843,6 +847,10 @@ def list_sample_files(root, session: Optional[str] = None, subject: Optional[str
     and ``mri_to_world`` (the true MRI-world -> modality-world map, for checking a registration;
     never needed to open the file).
     """
+    if root is None:
+        from ..data import sample_study_root
+
+        root = sample_study_root()
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give the study folder (the one holding sub-* folders).")

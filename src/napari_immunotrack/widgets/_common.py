@@ -257,7 +257,8 @@ class TaskRunner:
             raise InputError("a computation is already running; wait for it or press Cancel.")
         self._cancel.clear()
         kwargs[progress_kw] = self._callback
-        worker = create_worker(func, *args, _start_thread=False, **kwargs)
+        # errors are shown by on_error (a notification), not re-raised into the Qt loop
+        worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.returned.connect(on_done)
         worker.errored.connect(on_error or notify_error)
         worker.finished.connect(self._finished)

@@ -268,6 +268,7 @@ class ConfirmWidget(QWidget):
             notify_error(exc)
             return
         self._inputs_used = {k: self.combos[k].currentText() for k, v in volumes.items() if v is not None}
+        self._reference = volumes["t1_post"]  # the display reference of the results
         self.status.setText("running...")
         self.runner.start(_guarded(confirm_dual_mode), **volumes, **self.parameters(), on_done=self._done,
                           on_error=self._failed)
@@ -309,7 +310,7 @@ class ConfirmWidget(QWidget):
     def _show(self, result) -> None:
         self.result = result
         suffix = "" if result.confirmed else " (UNCONFIRMED)"
-        reference = layer_to_volume(self.viewer.layers[self._inputs_used["t1_post"]])
+        reference = self._reference
         for key in ("t1_enhancement", "t2_darkening", "overlap"):
             vol = result.fusion[key].replace(name=LAYER_NAMES[key] + suffix)
             self._put(key, vol, reference, colormap=_mask_colormap(key), blending="translucent",

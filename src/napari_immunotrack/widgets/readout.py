@@ -1,0 +1,625 @@
+"""Quantitative readouts in napari (thin; the science is in :mod:`..analysis.pet`,
+:mod:`..analysis.roi`).
+
+:class:`ReadoutWidget` (dock)
+    Choose an ROI Labels layer (drawn on any grid, e.g. the MRI) and the
+    quantitative image layers (PET, SPECT, 19F, MPI, ...). For every ROI
+    label and every chosen layer the table gives the statistics in physical
+    units, computed on each image's own grid (the ROIs are carried to it with
+    partial-voxel weights); PET/SPECT layers add SUV, SUVpeak, total
+    activity and %ID. The table is recomputed when the ROI layer is painted.
+    A header panel shows the PET's quantitative DICOM fields; dose, weight,
+    height, sex and times can be edited (the edits are recorded in the
+    exported provenance). A bar chart shows one metric per ROI; "Export CSV"
+    writes the table with its provenance.
+:class:`CursorReadoutWidget` (dock)
+    Every layer's value under the mouse, read from the layer's native
+    volume, in its unit (and SUVbw for PET layers whose header allows it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                            QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout,
+                            QWidget)
+
+from ..errors import InputError, one_line
+from ..volume import Volume, napari_to_ras
+from ._common import TaskRunner, layer_to_volume, notify_error, table_widget
+
+_QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
+_NUCLEAR = ("PT", "NM")
+#: Header fields the user may edit: (override key, label, unit shown).
+EDITABLE = (("dose_mbq", "Injected dose (MBq)"), ("weight_kg", "Weight (kg)"), ("height_cm", "Height (cm)"),
+            ("sex", "Sex (M/F/O)"), ("injection_time", "Injection (ISO date-time)"),
+            ("scan_time", "Scan reference (ISO date-time)"))
+
+
+def unit_slug(unit: str) -> str:
+    """Column suffix of a unit: "Bq/mL" -> "bq_ml", "a.u." -> "au", "ng Fe" -> "ng_fe"."""
+    slug = re.sub(r"[^a-z0-9]+", "_", str(unit).lower().replace(".", "")).strip("_")
+    return slug or "au"
+
+
+def _label_names(volume: Volume) -> dict:
+    names = volume.metadata.get("label_names") or {}
+    out = {}
+    for k, v in dict(names).items():
+        try:
+            out[int(k)] = str(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def is_nuclear(volume: Volume) -> bool:
+    return volume.modality in _NUCLEAR or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
+
+
+def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Optional[dict] = None, progress=None):
+    """Per-ROI statistics of several quantitative volumes (GUI-free; the widget's computation).
+
+    Parameters
+    ----------
+    rois : Volume
+        Labels on any grid.
+    layers : list of (name, Volume)
+    suv_type : str
+        SUV type reported for PET/SPECT layers (besides bw).
+    overrides : dict, optional
+        {layer name: read_pet_header keyword overrides} (the header panel's edits).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table: layer, unit, label, name, then statistics whose column names
+        carry the unit (mean_bq_ml, suv_bw_mean, mean_au, ...), and status.
+        ``attrs["warnings"]``, ``attrs["headers"]`` (per PET layer).
+    """
+    import pandas as pd
+
+    from .. import progress as _progress
+    from ..analysis import pet as pet_mod
+    from ..analysis.roi import roi_statistics
+
+    overrides = overrides or {}
+    names = _label_names(rois)
+    frames, warns, headers = [], [], {}
+    for i, (lname, vol) in enumerate(layers):
+        sub = _progress.scaled(progress, i / len(layers), (i + 1) / len(layers))
+        if vol.data.ndim != 3:
+            raise InputError(f"layer {lname!r} is 4D; ROI readouts need a 3D image.")
+        status = "ok"
+        df = None
+        if is_nuclear(vol):
+            header = pet_mod.read_pet_header(vol, **overrides.get(lname, {}))
+            headers[lname] = header.as_dict()
+            try:
+                df = pet_mod.quantify_pet(vol, rois, suv_types=(suv_type,), header=header, progress=sub)
+                unit = "Bq/mL"
+            except InputError as exc:  # no SUV possible: still give Bq/mL (or the raw unit), say why
+                status = f"no SUV: {one_line(exc)}"
+                try:
+                    conc = pet_mod.activity_concentration(vol, header)
+                except InputError:
+                    conc = vol
+                unit = conc.unit
+                df = None
+                vol = conc
+        if df is None:
+            stats = roi_statistics(vol, rois, progress=sub)
+            unit = vol.unit
+            slug = unit_slug(unit)
+            df = pd.DataFrame({"label": stats["label"], "voxels": stats["voxels"], "volume_ml": stats["volume_ml"]})
+            for s in ("mean", "sd", "min", "median", "max", "peak"):
+                df[f"{s}_{slug}"] = stats[s]
+            df[f"integral_{slug}_ml"] = stats["integral"]
+            warns.extend(stats.attrs.get("warnings", []))
+        else:
+            warns.extend(df.attrs.get("warnings", []))
+        df.insert(0, "unit", unit)
+        df.insert(0, "layer", lname)
+        df.insert(3, "name", [names.get(int(v), "") for v in df["label"]])
+        df["status"] = status
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out.attrs["warnings"] = list(dict.fromkeys(warns))
+    out.attrs["headers"] = headers
+    return out
+
+
+def cursor_values(viewer, position) -> list:
+    """[(layer name, value, unit)] of every image/labels layer at a napari world position (S, A, R)."""
+    ras = napari_to_ras(np.asarray(position, float)[-3:])
+    out = []
+    for layer in viewer.layers:
+        kind = type(layer).__name__
+        if kind not in ("Image", "Labels"):
+            continue
+        vol = layer.metadata.get("volume") if hasattr(layer, "metadata") else None
+        if vol is None:
+            try:
+                vol = layer_to_volume(layer, native=False)
+            except Exception:  # a 2D or RGB layer: no value in world mm
+                continue
+        idx = np.round(vol.world_to_index(ras)[0]).astype(int)
+        if np.any(idx < 0) or np.any(idx >= np.array(vol.spatial_shape)):
+            out.append((layer.name, None, vol.unit))
+            continue
+        data = vol.data
+        if data.ndim == 4:
+            step = int(viewer.dims.current_step[0]) if viewer.dims.ndim >= 4 else 0
+            value = data[min(step, data.shape[0] - 1)][tuple(idx)]
+        else:
+            value = data[tuple(idx)]
+        out.append((layer.name, float(np.asarray(value)), vol.unit))
+    return out
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _guarded(func):
+    def call(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - shown to the user as one notification
+            return _Failed(exc)
+
+    return call
+
+
+class ReadoutWidget(QWidget):
+    """Dock widget: per-ROI readouts of quantitative layers, header panel, bar chart, CSV export."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.table = None  # the last DataFrame
+        self.overrides: dict = {}
+        self._roi_layer = None
+        self._pending = False
+        self._live = False
+        self._shown_header: dict = {}
+
+        layout = QVBoxLayout(self)
+        box = QGroupBox("Inputs")
+        form = QFormLayout(box)
+        self.roi_combo = QComboBox()
+        self.layer_list = QListWidget()
+        self.layer_list.setMaximumHeight(110)
+        self.suv_combo = QComboBox()
+        self.suv_combo.addItems(["bw", "lbm", "bsa", "ibw"])
+        form.addRow("ROI labels", self.roi_combo)
+        form.addRow("Quantitative layers", self.layer_list)
+        form.addRow("SUV type", self.suv_combo)
+        layout.addWidget(box)
+
+        self.header_box = QGroupBox("PET/SPECT header")
+        hform = QFormLayout(self.header_box)
+        self.header_layer_combo = QComboBox()
+        hform.addRow("Layer", self.header_layer_combo)
+        self.header_info = QLabel("")
+        self.header_info.setWordWrap(True)
+        hform.addRow(self.header_info)
+        self.header_edits = {}
+        for key, label in EDITABLE:
+            edit = QLineEdit()
+            edit.setObjectName(key)
+            self.header_edits[key] = edit
+            hform.addRow(label, edit)
+        self.apply_header = QPushButton("Apply edits")
+        hform.addRow(self.apply_header)
+        layout.addWidget(self.header_box)
+
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Compute")
+        self.cancel_button = QPushButton("Cancel")
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        self.table_view = table_widget(_empty_frame())
+        layout.addWidget(self.table_view)
+
+        chart_row = QHBoxLayout()
+        self.metric_combo = QComboBox()
+        chart_row.addWidget(QLabel("Chart"))
+        chart_row.addWidget(self.metric_combo, 1)
+        layout.addLayout(chart_row)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        layout.addWidget(self.canvas)
+        self.export_button = QPushButton("Export CSV...")
+        self.export_button.setEnabled(False)
+        layout.addWidget(self.export_button)
+
+        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(400)
+        self._timer.timeout.connect(self.run)
+        self.run_button.clicked.connect(self.run)
+        self.apply_header.clicked.connect(self._apply_header_edits)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.metric_combo.currentTextChanged.connect(self._draw_chart)
+        self.roi_combo.currentTextChanged.connect(self._watch_roi_layer)
+        self.header_layer_combo.currentTextChanged.connect(self._show_header)
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self._refresh_choices()
+
+    # ------------------------------------------------------------------ choices
+    def _refresh_choices(self, event=None) -> None:
+        labels = [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Labels"]
+        images = [ly for ly in self.viewer.layers if type(ly).__name__ == "Image"]
+        current = self.roi_combo.currentText()
+        self.roi_combo.blockSignals(True)
+        self.roi_combo.clear()
+        self.roi_combo.addItems(labels)
+        if current in labels:
+            self.roi_combo.setCurrentText(current)
+        self.roi_combo.blockSignals(False)
+        checked = self.selected_layers()
+        known = {self.layer_list.item(i).text() for i in range(self.layer_list.count())}
+        self.layer_list.clear()
+        for ly in images:
+            item = QListWidgetItem(ly.name)
+            vol = ly.metadata.get("volume")
+            quantitative = vol is not None and vol.modality in ("PT", "NM", "F19", "MPI")
+            on = ly.name in checked or (ly.name not in known and quantitative)
+            item.setCheckState(_checked(on))
+            self.layer_list.addItem(item)
+        pets = [ly.name for ly in images if ly.metadata.get("volume") is not None
+                and is_nuclear(ly.metadata["volume"])]
+        cur = self.header_layer_combo.currentText()
+        self.header_layer_combo.blockSignals(True)
+        self.header_layer_combo.clear()
+        self.header_layer_combo.addItems(pets)
+        if cur in pets:
+            self.header_layer_combo.setCurrentText(cur)
+        self.header_layer_combo.blockSignals(False)
+        self.header_box.setVisible(bool(pets))
+        self._watch_roi_layer()
+        self._show_header()
+
+    def selected_layers(self) -> list:
+        return [self.layer_list.item(i).text() for i in range(self.layer_list.count())
+                if self.layer_list.item(i).checkState() == _checked(True)]
+
+    def select(self, roi: Optional[str] = None, layers=None) -> None:
+        """Choose inputs by layer name (for scripts and tests)."""
+        if roi is not None:
+            if self.roi_combo.findText(roi) < 0:
+                raise InputError(f"no Labels layer named {roi!r}.")
+            self.roi_combo.setCurrentText(roi)
+        if layers is not None:
+            for i in range(self.layer_list.count()):
+                item = self.layer_list.item(i)
+                item.setCheckState(_checked(item.text() in layers))
+
+    def _watch_roi_layer(self, *args) -> None:
+        """Recompute (debounced) when the chosen ROI layer is painted or replaced."""
+        name = self.roi_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is self._roi_layer:
+            return
+        for old in [self._roi_layer] if self._roi_layer is not None else []:
+            for ev in ("paint", "data", "labels_update"):
+                emitter = getattr(old.events, ev, None)
+                if emitter is not None:
+                    try:
+                        emitter.disconnect(self._roi_edited)
+                    except (TypeError, ValueError, RuntimeError):
+                        pass
+        self._roi_layer = layer
+        if layer is not None:
+            for ev in ("paint", "data", "labels_update"):
+                emitter = getattr(layer.events, ev, None)
+                if emitter is not None:
+                    emitter.connect(self._roi_edited)
+
+    def _roi_edited(self, event=None) -> None:
+        if self._live:  # live once a first readout was asked for
+            self._timer.start()
+
+    # ------------------------------------------------------------------ header panel
+    def _header_volume(self) -> Optional[Volume]:
+        name = self.header_layer_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            return None
+        return self.viewer.layers[name].metadata.get("volume")
+
+    def _show_header(self, *args) -> None:
+        from ..analysis.pet import read_pet_header
+
+        vol = self._header_volume()
+        name = self.header_layer_combo.currentText()
+        if vol is None:
+            return
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                h = read_pet_header(vol, **self.overrides.get(name, {}))
+            except InputError as exc:
+                self.header_info.setText(one_line(exc))
+                return
+        problems = "; ".join(h.problems)
+        dec = h.decayed_dose_bq
+        info = [f"Units {h.units or '?'}, DecayCorrection {h.decay_correction or '?'}, "
+                f"nuclide {h.radionuclide or '?'}, T1/2 {h.half_life_s or '?'} s",
+                f"decayed dose {dec / 1e6:.4g} MBq at {h.reference_time}" if dec else "decayed dose: unknown"]
+        if h.warnings:
+            info.append("guesses: " + "; ".join(h.warnings))
+        if problems:
+            info.append("problems: " + problems)
+        if h.overrides:
+            info.append("edited: " + ", ".join(sorted(h.overrides)))
+        self.header_info.setText("\n".join(info))
+        values = {"dose_mbq": f"{h.dose_bq / 1e6:.6g}" if h.dose_bq else "",
+                  "weight_kg": f"{h.weight_kg:.6g}" if h.weight_kg else "",
+                  "height_cm": f"{h.height_m * 100:.6g}" if h.height_m else "",
+                  "sex": h.sex or "",
+                  "injection_time": h.injection_time.isoformat() if h.injection_time else "",
+                  "scan_time": h.reference_time.isoformat() if h.reference_time and h.decay_correction != "ADMIN"
+                  else (h.series_time.isoformat() if h.series_time else "")}
+        self._shown_header = values
+        for key, edit in self.header_edits.items():
+            edit.setText(values.get(key, ""))
+
+    def _apply_header_edits(self) -> None:
+        """Turn the edited fields into overrides of the chosen PET layer's header, then recompute."""
+        try:
+            self.set_header_edits(**{k: e.text().strip() for k, e in self.header_edits.items()
+                                     if e.text().strip() != self._shown_header.get(k, "")})
+        except InputError as exc:
+            notify_error(exc)
+            return
+        if self.table is not None:
+            self.run()
+
+    def set_header_edits(self, layer: Optional[str] = None, **fields) -> dict:
+        """Record user edits (dose_mbq, weight_kg, height_cm, sex, injection_time, scan_time) for a PET layer."""
+        name = layer or self.header_layer_combo.currentText()
+        if not name:
+            raise InputError("no PET/SPECT layer to edit.")
+        current = dict(self.overrides.get(name, {}))
+        for key, value in fields.items():
+            if key not in dict(EDITABLE):
+                raise InputError(f"{key!r} is not an editable header field.")
+            if value in ("", None):
+                current.pop(key, None)
+                continue
+            if key in ("dose_mbq", "weight_kg", "height_cm"):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise InputError(f"{dict(EDITABLE)[key]} must be a number, not {value!r}.") from None
+                if not value > 0:
+                    raise InputError(f"{dict(EDITABLE)[key]} must be positive.")
+            if key == "sex":
+                value = str(value).upper()[:1]
+                if value not in ("M", "F", "O"):
+                    raise InputError("sex must be M, F or O.")
+            current[key] = value
+        self.overrides[name] = current
+        self._show_header()
+        return current
+
+    # ------------------------------------------------------------------ computing
+    def run(self) -> None:
+        if self.runner.running:
+            self._pending = True
+            return
+        try:
+            roi_name = self.roi_combo.currentText()
+            if not roi_name or roi_name not in self.viewer.layers:
+                raise InputError("choose an ROI Labels layer (draw ROIs on the anatomy first).")
+            names = self.selected_layers()
+            if not names:
+                raise InputError("tick at least one quantitative layer.")
+            rois = layer_to_volume(self.viewer.layers[roi_name], native=True)
+            stored = self.viewer.layers[roi_name].metadata.get("volume")
+            if stored is not None and "label_names" in stored.metadata:
+                rois.metadata["label_names"] = stored.metadata["label_names"]
+            layers = [(n, layer_to_volume(self.viewer.layers[n])) for n in names]
+        except InputError as exc:
+            notify_error(exc)
+            self.status.setText(one_line(exc))
+            return
+        self._inputs = {"rois": rois, **{n: v for n, v in layers}}
+        self._live = True
+        self.status.setText("computing...")
+        self.runner.start(_guarded(readout_table), rois, layers, suv_type=self.suv_combo.currentText(),
+                          overrides={k: dict(v) for k, v in self.overrides.items()}, on_done=self._done,
+                          on_error=self._failed)
+
+    def _done(self, result) -> None:
+        if isinstance(result, _Failed):
+            self._failed(result.exc)
+            return
+        self.table = result
+        self._show_table(result)
+        n_roi = result["label"].nunique() if len(result) else 0
+        msg = f"{n_roi} ROI(s) x {result['layer'].nunique() if len(result) else 0} layer(s)"
+        notes = [s for s in result.get("status", []) if s != "ok"] if len(result) else []
+        if notes:
+            msg += "; " + notes[0]
+        if result.attrs.get("warnings"):
+            msg += "; " + result.attrs["warnings"][0]
+        self.status.setText(msg)
+        self.export_button.setEnabled(True)
+        if self._pending:
+            self._pending = False
+            QTimer.singleShot(0, self.run)
+
+    def _failed(self, exc) -> None:
+        notify_error(exc)
+        self.status.setText(one_line(exc))
+        if self._pending:
+            self._pending = False
+            QTimer.singleShot(0, self.run)
+
+    def _show_table(self, df) -> None:
+        layout = self.layout()
+        new = table_widget(df)
+        layout.replaceWidget(self.table_view, new)
+        self.table_view.deleteLater()
+        self.table_view = new
+        from pandas.api.types import is_numeric_dtype
+
+        numeric = [c for c in df.columns if c not in ("label", "voxels") and is_numeric_dtype(df[c])]
+        current = self.metric_combo.currentText()
+        self.metric_combo.blockSignals(True)
+        self.metric_combo.clear()
+        self.metric_combo.addItems(numeric)
+        preferred = [c for c in (current, f"suv_{self.suv_combo.currentText()}_mean", "percent_id_per_g",
+                                 "mean_bq_ml") if c in numeric]
+        if preferred:
+            self.metric_combo.setCurrentText(preferred[0])
+        self.metric_combo.blockSignals(False)
+        self._draw_chart()
+
+    def _draw_chart(self, *args) -> None:
+        """Bars of the chosen metric per ROI (organ), one colour per layer."""
+        self.figure.clear()
+        df, metric = self.table, self.metric_combo.currentText()
+        if df is None or metric not in getattr(df, "columns", []):
+            self.canvas.draw_idle()
+            return
+        ax = self.figure.add_subplot(111)
+        rows = df[np.isfinite(df[metric].astype(float))]
+        layers = list(dict.fromkeys(rows["layer"]))
+        labels = list(dict.fromkeys(rows["label"]))
+        width = 0.8 / max(1, len(layers))
+        colours = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]  # Okabe-Ito
+        for i, lname in enumerate(layers):
+            sub = rows[rows["layer"] == lname].set_index("label")
+            x = [labels.index(k) + i * width for k in sub.index]
+            ax.bar(x, sub[metric], width=width, label=lname, color=colours[i % len(colours)])
+        names = df.drop_duplicates("label").set_index("label")["name"]
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(labels))])
+        ax.set_xticklabels([names.get(k) or str(k) for k in labels], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(metric, fontsize=8)
+        if len(layers) > 1:
+            ax.legend(fontsize=7)
+        self.canvas.draw_idle()
+
+    # ------------------------------------------------------------------ export
+    def export(self, path, overwrite: bool = False):
+        """Write the last table as CSV with its provenance (header edits included)."""
+        from .. import provenance
+        from ..outputs import write_table
+
+        if self.table is None:
+            raise InputError("compute the readouts first.")
+        record = provenance.record(
+            "readout", inputs=getattr(self, "_inputs", {}),
+            parameters={"suv_type": self.suv_combo.currentText(), "roi_layer": self.roi_combo.currentText(),
+                        "layers": sorted(self.table["layer"].unique().tolist()), "header_edits": self.overrides},
+            warnings=self.table.attrs.get("warnings", []), pet_headers=self.table.attrs.get("headers", {}))
+        return write_table(self.table, path, provenance=record, overwrite=overwrite)
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save readouts as CSV", "readouts.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:  # the file dialog already asked before replacing
+            self.export(path, overwrite=True)
+        except Exception as exc:  # shown, never raised into Qt's event loop
+            notify_error(exc)
+            return
+        self.status.setText(f"saved {path}")
+
+
+class CursorReadoutWidget(QWidget):
+    """Dock widget: every layer's value under the mouse, in its unit."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        layout = QVBoxLayout(self)
+        self.text = QLabel("move the mouse over the image")
+        self.text.setWordWrap(True)
+        layout.addWidget(self.text)
+        layout.addStretch(1)
+        self._suv_cache: dict = {}
+        self.viewer.mouse_move_callbacks.append(self._on_move)
+
+    def _suv_factor(self, layer_name: str, volume: Volume) -> Optional[float]:
+        """SUVbw per stored value of a PET layer (None when the header cannot give it); cached per layer."""
+        import warnings
+
+        from ..analysis import pet as pet_mod
+
+        key = (layer_name, id(volume))
+        if key not in self._suv_cache:
+            factor = None
+            if is_nuclear(volume) and volume.data.ndim == 3:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        header = pet_mod.read_pet_header(volume)
+                        conc = pet_mod.activity_concentration(volume, header, need_dose=True)
+                        if header.decay_correction != "NONE":
+                            factor = pet_mod.suv_factor(header, "bw") * conc.metadata["activity_scale"]
+                    except InputError:
+                        factor = None
+            self._suv_cache[key] = factor
+        return self._suv_cache[key]
+
+    def describe(self, position) -> str:
+        """The readout text at a napari world position (S, A, R mm)."""
+        lines = []
+        ras = napari_to_ras(np.asarray(position, float)[-3:])
+        lines.append(f"RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm")
+        for name, value, unit in cursor_values(self.viewer, position):
+            if value is None:
+                lines.append(f"{name}: outside")
+                continue
+            text = f"{name}: {value:.5g} {unit}"
+            layer = self.viewer.layers[name]
+            vol = layer.metadata.get("volume")
+            if vol is not None:
+                factor = self._suv_factor(name, vol)
+                if factor is not None:
+                    text += f" = SUVbw {value * factor:.4g}"
+            lines.append(text)
+        return "\n".join(lines)
+
+    def _on_move(self, viewer, event) -> None:
+        try:
+            self.text.setText(self.describe(event.position))
+        except Exception as exc:  # never break mouse handling
+            self.text.setText(one_line(exc))
+
+
+def _checked(on: bool):
+    from qtpy.QtCore import Qt
+
+    return Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
+
+
+def _empty_frame():
+    import pandas as pd
+
+    return pd.DataFrame({"layer": [], "label": []})
+
+
+__all__ = ["ReadoutWidget", "CursorReadoutWidget", "readout_table", "cursor_values", "unit_slug"]
