@@ -505,12 +505,12 @@ def test_bad_parameters(pair):
 
 
 def worse_pair():
-    """Two aligned images (identity is right) whose moments initialiser starts a full lattice period off.
+    """Two aligned images (the identity is right) on which the moments initialiser leads astray.
 
-    A lattice of identical spheres has many local optima; the moving image
-    also holds a bright slab the fixed one lacks, which drags its centre of
-    mass 12 mm away, so the optimiser settles on a shifted lattice position
-    with a worse metric than the start.
+    A lattice of identical spheres has many local optima. The moving image
+    (an inverted contrast) also holds a bright slab the fixed one lacks,
+    which drags its centre of mass 6 mm away; from there the optimiser
+    settles on a wrong lattice position whose metric is worse than at the start.
     """
     shape = (40, 40, 40)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -523,7 +523,7 @@ def worse_pair():
     moving = 1.0 - spheres * 0.8
     moving[:, :, 34:] = 3.0  # a bright slab only in the moving image
     moving = moving + rng.normal(0, 0.05, shape).astype(np.float32)
-    return Volume(fixed, affine, "MR", name="fixed"), Volume(moving.astype(np.float32), affine, "PT", name="moving")
+    return Volume(fixed, affine, "MR", name="fixed"), Volume(moving.astype(np.float32), affine, "MR", name="moving")
 
 
 def test_result_worse_than_the_start_is_refused():
