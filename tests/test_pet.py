@@ -583,13 +583,27 @@ def test_dynamic_pet_is_refused():
         P.activity_concentration(vol)
 
 
-def test_small_fov_with_kilograms_is_warned():
-    """A mouse written as 25 (grams) without species: kept as kg but the small field of view raises a warning."""
+
+def test_weight_unit_option():
+    """Without a species a 25 is kg (DICOM); weight_unit="g" says it is grams."""
     small = Volume(np.full((10, 20, 20), 1000.0, np.float32), np.diag([0.5, 0.5, 0.5, 1.0]), "PT", "Bq/mL",
                    {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25})
-    with pytest.warns(ImmunotrackWarning, match="small-animal"):
-        h = P.read_pet_header(small)
-    assert h.weight_kg == 25.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ImmunotrackWarning)
-        assert P.read_pet_header(small, weight_kg=0.025).weight_kg == 0.025
+    assert P.read_pet_header(small).weight_kg == 25.0
+    h = P.read_pet_header(small, weight_unit="g")
+    assert h.weight_kg == 0.025 and "grams" in h.sources["weight_kg"]
+
+
+def test_transform_files(tmp_path):
+    from napari_immunotrack.commands.quantify import load_transform
+    from napari_immunotrack.io.transforms import write_transform
+
+    m = np.eye(4)
+    m[:3, :3] = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    m[:3, 3] = [3.0, -2.0, 5.0]
+    write_transform(tmp_path / "t.tfm", m)
+    assert np.allclose(load_transform(tmp_path / "t.tfm"), m, atol=1e-9)
+    pd.DataFrame(m).to_csv(tmp_path / "t.csv", header=False, index=False)
+    assert np.allclose(load_transform(tmp_path / "t.csv"), m)
+    (tmp_path / "bad.txt").write_text("not a matrix\n")
+    with pytest.raises(InputError):
+        load_transform(tmp_path / "bad.txt")

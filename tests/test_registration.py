@@ -531,7 +531,7 @@ def test_result_worse_than_the_start_is_refused():
     with pytest.raises(InputError, match="made the metric worse"):
         reg.register(fixed, moving, initializer="moments")
     with pytest.warns(ImmunotrackWarning, match="made the metric worse"):
-        result = reg.register(fixed, moving, initializer="moments", allow_worse=True)
+        result = reg.register(fixed, moving, initializer="moments", force=True)
     assert result.metric_final < result.metric_initial
     assert any("worse" in w for w in result.warnings)
 

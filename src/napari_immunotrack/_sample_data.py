@@ -1,39 +1,113 @@
-"""napari sample-data contribution: the bundled mouse study, one session, in one physical space."""
+"""napari sample-data contribution and study loading: one session of a study,
+every modality in one physical space, with modality defaults."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import List, Optional
 
-def study_layer_data(root=None, session: str | None = None, subject: str | None = None) -> list:
-    """LayerData tuples for one session of a study (default: the sample, first post-injection day).
+import numpy as np
 
-    Images are placed in world millimetres with their modality defaults; the
-    session's ROI label maps come as Labels layers. Transforms found beside
-    a modality (``*_to_*.tfm``) are applied to its display.
+#: Which images are shown when a session opens (the rest are loaded but hidden).
+_SHOWN_SUFFIXES = ("T2starw", "dseg")
+_SHOWN_MODALITIES = ("PT", "F19")
+#: Layer order, bottom to top: anatomy, labels, then hot spots.
+_ORDER = {"MR": 0, "CT": 0, "OT": 1, "SEG": 2, "OPT": 3, "NM": 4, "MPI": 5, "F19": 6, "PT": 7}
+
+
+def _sidecar(path: Path) -> dict:
+    name = path.name
+    for ext in (".nii.gz", ".ome.tif", ".ome.tiff", ".nii", ".tif", ".tiff"):
+        if name.lower().endswith(ext):
+            side = path.with_name(name[: -len(ext)] + ".json")
+            if side.is_file():
+                try:
+                    return json.loads(side.read_text())
+                except ValueError:
+                    return {}
+    return {}
+
+
+def session_transforms(session_dir: Path) -> dict:
+    """Registration results saved in ``<session>/xfm/``: {datatype: fixed(anat)->moving 4x4 RAS}.
+
+    Files are named ``*_from-<datatype>_to-anat.tfm`` (ITK, fixed physical point -> moving).
+    """
+    from .io.transforms import read_transform
+
+    found = {}
+    xfm = session_dir / "xfm"
+    if xfm.is_dir():
+        for tfm in sorted(xfm.glob("*_from-*_to-anat.tfm")):
+            datatype = tfm.name.split("_from-")[1].split("_to-")[0]
+            found[datatype] = read_transform(tfm)
+    return found
+
+
+def load_session(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> List:
+    """The Volumes of one session, placed in the anatomy's (MRI) world.
+
+    Registration transforms saved in the session's ``xfm/`` folder move a
+    modality's affine into the MRI world (data untouched, so numbers stay on
+    the native grid); an optical image is placed by the ``ImageToWorldAffine``
+    of its JSON sidecar when there is one.
+
+    Returns a list of (Volume, StudyFile) in display order (anatomy first).
     """
     from .data import sample_study_root
     from .io import load_volumes
     from .study import discover, sessions
-    from .widgets._common import volume_layer_data
 
-    root = root or sample_study_root()
+    root = Path(root) if root else sample_study_root()
     files = discover(root)
     subject = subject or files[0].subject
     names = sessions(files, subject)
     if session is None:
-        post = [s for s in names if any(f.day and f.day > 0 for f in files if f.session == s)]
+        post = [s for s in names if any(f.day and f.day > 0 for f in files if f.session == s and f.subject == subject)]
         session = (post or names)[0]
+    session = session[4:] if session.startswith("ses-") else session
     chosen = [f for f in files if f.subject == subject and f.session == session]
-    layers, reference = [], None
+    if not chosen:
+        from .errors import InputError
+
+        raise InputError(f"no images for subject {subject} session {session}; sessions are: {', '.join(names)}.")
+    transforms = session_transforms(root / f"sub-{subject}" / f"ses-{session}")
+    out = []
     for f in chosen:
         for volume in load_volumes(f.path):
-            if reference is None and volume.modality == "MR" and volume.is_axis_aligned():
-                reference = volume
-            volume.metadata.setdefault("study", {"subject": f.subject, "session": f.session, "day": f.day,
-                                                 "datatype": f.datatype, "suffix": f.suffix})
-            volume.name = volume.name or f.path.name
-            extra = {"opacity": 0.35} if f.is_labels else {}
-            data, kwargs, kind = volume_layer_data(volume, reference=reference, as_labels=f.is_labels, **extra)
-            layers.append((data, kwargs, kind))
+            side = _sidecar(f.path)
+            if volume.modality == "OPT" and "ImageToWorldAffine" in side:
+                volume = volume.replace(affine=np.array(side["ImageToWorldAffine"], float))
+            if f.datatype in transforms:
+                # a moving voxel at world p sits at fixed world T^-1 p
+                volume = volume.replace(affine=np.linalg.inv(transforms[f.datatype]) @ volume.affine)
+                volume.metadata["registered_to"] = "anat"
+            if f.is_labels:
+                volume = volume.replace(modality="SEG", unit="label")
+            volume.metadata["study"] = {"subject": f.subject, "session": f.session, "day": f.day,
+                                        "datatype": f.datatype, "suffix": f.suffix}
+            suffix = f.suffix if f.suffix not in (f.datatype,) else ""
+            volume.name = f"{suffix or volume.name or f.datatype} (day {f.day:g})" if f.day is not None else \
+                (volume.name or f.path.name)
+            out.append((volume, f))
+    out.sort(key=lambda vf: _ORDER.get(vf[0].modality, 1))
+    return out
+
+
+def study_layer_data(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> list:
+    """LayerData tuples for one session (default: the sample study's first post-injection day)."""
+    from .widgets._common import volume_layer_data
+
+    loaded = load_session(root, session, subject)
+    reference = next((v for v, _ in loaded if v.modality == "MR" and v.is_axis_aligned()), None)
+    layers = []
+    for volume, f in loaded:
+        shown = f.suffix in _SHOWN_SUFFIXES or volume.modality in _SHOWN_MODALITIES
+        extra = {"visible": shown}
+        if f.is_labels:
+            extra.update(opacity=0.5)
+        layers.append(volume_layer_data(volume, reference=reference, as_labels=f.is_labels, **extra))
     return layers
 
 

@@ -611,7 +611,7 @@ def register(
     min_step_mm: float = 0.02,
     intensity: str = "auto",
     clip_percentile: float = 99.9,
-    allow_worse: bool = False,
+    force: bool = False,
     seed: int = 1,
     relaxation: float = 0.7,
     fine_smoothing: float = 0.0,
@@ -659,8 +659,9 @@ def register(
         "linear" for anatomy (MR, CT, ...).
     clip_percentile : float
         Linear intensities above this percentile are clipped for the metric (hot spots).
-    allow_worse : bool
-        Return a result whose metric is worse than at the start instead of refusing it.
+    force : bool
+        Return a doubtful result (a metric worse than at the start, or images
+        that share no usable information) with a warning instead of refusing it.
     seed : int
         Seed (>= 1) of the sample grid's jitter, so that results are reproducible
         (SimpleITK reads 0 as "seed from the clock").
@@ -832,20 +833,28 @@ def register(
         if sv.max() / sv.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
             _warn(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
                   "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.", notes)
-    if np.isfinite(metric_final) and metric_final < _LOW_INFORMATION:
-        _warn(f"the images share little information (mutual information {metric_final:.3f} nats), so this "
-              "intensity registration is unreliable; check it by eye, or use landmarks (fiducials), or register to "
-              "an image that shows the same thing (e.g. MPI or 19F to PET).", notes)
     if not np.isfinite(metric_final):
         raise InputError("the registration moved the moving image off the fixed one (no overlap left); check that "
                          "both show the same body part, add masks, or pair landmarks.")
+    # Mutual information of a histogram is biased upwards by about (bins - 1)^2 / (2 N) nats even for
+    # unrelated images: a result not clearly above that carries no information.
+    chance = (int(bins) - 1) ** 2 / (2.0 * max(overlap_final * len(fine_sampler.points), 1.0))
+    doubts = []
     if np.isfinite(start) and metric_final < start - max(0.002, 0.01 * abs(start)):
-        message = (f"the registration made the metric worse (mutual information {start:.4f} at the start, "
-                   f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
-                   "around the anatomy, another initializer, or landmarks.")
-        if not allow_worse:
-            raise InputError(message)
-        _warn(message, notes)
+        doubts.append(f"the registration made the metric worse (mutual information {start:.4f} at the start, "
+                      f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
+                      "around the anatomy, another initializer, or landmarks")
+    if metric_final < 2 * chance:
+        doubts.append(f"the images share no usable information (mutual information {metric_final:.3f} nats, about "
+                      f"what unrelated images give: {chance:.3f}), so intensities cannot align them; pair landmarks "
+                      "(fiducials), or register to an image that shows the same thing (e.g. MPI or 19F to PET)")
+    if doubts and not force:
+        raise InputError(doubts[0] + ".")
+    for doubt in doubts:
+        _warn(doubt + ".", notes)
+    if not doubts and metric_final < _LOW_INFORMATION:
+        _warn(f"the images share little information (mutual information {metric_final:.3f} nats), so this "
+              "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
     _progress.report(progress, 1.0, f"done: metric {metric_final:.4f}")
     return RegistrationResult(
         fixed_to_moving=matrix, metric_initial=metric_identity, metric_final=metric_final,

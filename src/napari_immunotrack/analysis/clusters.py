@@ -374,7 +374,7 @@ def noise_from_background(image: Volume, background_mask: Volume, estimator: str
 def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
     """(voxels in mask, finite voxels in mask, mean, SD with ddof=1) of ``data`` over ``mask``.
 
-    Sums in float64, slab by slab (NumPy) or as dask reductions, so a large
+    Sums in float64, slab by slab (NumPy) or one NumPy reduction per dask chunk, so a large
     region costs no copy of its values.
     """
     if _is_dask(data) or _is_dask(mask):
@@ -384,26 +384,32 @@ def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
         d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
         m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
         m = m.rechunk(d.chunks)
-        fin = m & _da_isfinite(d)
-        v = da.where(fin, d, 0).astype(np.float64)
-        n_mask, n, s1, s2 = dask.compute(m.sum(), fin.sum(), v.sum(), (v * v).sum())
-        n_mask, n, s1, s2 = int(n_mask), int(n), float(s1), float(s2)
+        # one NumPy reduction per chunk (much faster than an element-wise dask graph)
+        parts = dask.compute(*[dask.delayed(_moment_sums)(db, mb) for db, mb in
+                               zip(d.to_delayed().ravel(), m.to_delayed().ravel())])
+        n_mask, n, s1, s2 = (sum(p[i] for p in parts) for i in range(4))
     else:
-        data, mask = np.asarray(data), np.asarray(mask)
-        n_mask = n = 0
-        s1 = s2 = 0.0
-        for a in range(0, data.shape[0], 32):
-            vals = np.asarray(data[a:a + 32][mask[a:a + 32]], np.float64)
-            n_mask += vals.size
-            vals = vals[np.isfinite(vals)]
-            n += vals.size
-            s1 += float(vals.sum())
-            s2 += float(np.dot(vals, vals))
+        n_mask, n, s1, s2 = _moment_sums(data, mask)
     if n == 0:
         return n_mask, 0, float("nan"), float("nan")
     mean = s1 / n
     var = max(s2 - s1 * mean, 0.0) / (n - 1) if n > 1 else 0.0
     return n_mask, n, mean, math.sqrt(var)
+
+
+def _moment_sums(data, mask) -> Tuple[int, int, float, float]:
+    """(voxels in mask, finite voxels, sum, sum of squares) in float64, slab by slab."""
+    data, mask = np.asarray(data), np.asarray(mask)
+    n_mask = n = 0
+    s1 = s2 = 0.0
+    for a in range(0, data.shape[0], 32):
+        vals = np.asarray(data[a:a + 32][mask[a:a + 32]], np.float64)
+        n_mask += vals.size
+        vals = vals[np.isfinite(vals)]
+        n += vals.size
+        s1 += float(vals.sum())
+        s2 += float(np.dot(vals, vals))
+    return n_mask, n, s1, s2
 
 
 def _masked_values(data, mask) -> np.ndarray:
@@ -947,15 +953,70 @@ def _merge_stats(stats: Dict[str, np.ndarray], groups: np.ndarray, n_groups: int
     return out
 
 
+@dataclass
+class _SplitSpec:
+    """How touching blooms are split (see :func:`_split_component`)."""
+
+    enabled: bool
+    connectivity: int
+    min_size: int
+    h: float
+    smooth: Tuple[float, float, float]   # Gaussian sigma per axis, voxels (1 voxel of the finest axis)
+    margin: Tuple[int, int, int]         # crop margin per axis for the smoothing
+    ref_mean: float
+
+    @property
+    def min_voxels(self) -> int:
+        """Components smaller than this are never split (two blooms of min_size each, at least 8 voxels)."""
+        return max(2 * self.min_size, 8)
+
+    @classmethod
+    def for_grid(cls, post: Volume, enabled, connectivity, min_size, h, ref_mean) -> "_SplitSpec":
+        smooth = tuple(float(np.min(post.spacing) / sp) for sp in post.spacing)
+        margin = tuple(int(3.0 * sm + 0.5) + 1 for sm in smooth)
+        return cls(bool(enabled), int(connectivity), int(min_size), float(h), smooth, margin, float(ref_mean))
+
+
+def _split_in_arrays(post_crop, pre_crop, comp: np.ndarray, crop_lo, spec: _SplitSpec, global_shape):
+    """Split one component from NumPy crops (``crop_lo`` their global origin); None when it stays whole."""
+    r_crop = np.asarray(post_crop, np.float64) / spec.ref_mean
+    sub = _split_component(r_crop, comp, spec.connectivity, spec.min_size, spec.h, spec.smooth)
+    if sub is None:
+        return None
+    k = int(sub.max())
+    idx = np.flatnonzero(sub)
+    local = np.unravel_index(idx, sub.shape)
+    coords = tuple(local[a] + crop_lo[a] for a in range(3))
+    pre_vals = None if pre_crop is None else np.asarray(pre_crop, np.float64).ravel()[idx]
+    st = _sparse_stats(sub.ravel()[idx], k, coords, np.asarray(post_crop).ravel()[idx], pre_vals, spec.ref_mean,
+                       global_shape)
+    slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(crop_lo, sub.shape))
+    return {"slices": slices, "sub": sub.astype(np.int32), "stats": st, "k": k}
+
+
+def _crop_bounds(lo, hi, margin, shape):
+    """[lo - margin, hi + margin) clipped to the volume, per axis."""
+    clo = [max(int(l) - m, 0) for l, m in zip(lo, margin)]
+    chi = [min(int(h) + m, n) for h, m, n in zip(hi, margin, shape)]
+    return clo, chi
+
+
 def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape, structure, ref_mean,
-                      keep_labels: bool = False) -> dict:
-    """Label one block and gather its per-label statistics and its six faces."""
+                      split: Optional[_SplitSpec] = None, keep_labels: bool = False) -> dict:
+    """Label one block; its per-label statistics, its six faces, and the splits of its inner components.
+
+    A component is split here when it cannot continue in another block (it
+    does not touch an inner face) and its smoothing crop lies in the block:
+    the crop is then exactly the one the whole-volume path would use. Other
+    components are split later from crops (:func:`_split_by_crop`).
+    """
     labels, n = ndimage.label(cand, structure=structure, output=np.int32)
     idx = np.flatnonzero(labels)
     lab = labels.ravel()[idx]
     local = np.unravel_index(idx, labels.shape)
     coords = tuple(local[a] + origin[a] for a in range(3))
-    post_vals = np.asarray(post_blk).ravel()[idx]
+    post_blk = np.asarray(post_blk)
+    post_vals = post_blk.ravel()[idx]
     pre_vals = None if pre_blk is None else np.asarray(pre_blk, np.float64).ravel()[idx]
     seeds = None if cand.dtype == bool else cand.ravel()[idx] == 2
     stats = _sparse_stats(lab, n, coords, post_vals, pre_vals, ref_mean, global_shape, seeds)
@@ -963,7 +1024,24 @@ def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape,
     for axis in range(3):
         faces[(axis, 0)] = np.take(labels, 0, axis=axis).copy()
         faces[(axis, 1)] = np.take(labels, -1, axis=axis).copy()
-    out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape}
+    splits = {}
+    if split is not None and split.enabled and n:
+        bshape = labels.shape
+        end = [origin[a] + bshape[a] for a in range(3)]
+        big = np.flatnonzero((stats["count"] >= split.min_voxels) & (stats["seeds"] >= 1))
+        for j in big[big > 0]:
+            lo = [int(stats[f"lo{a}"][j]) for a in range(3)]
+            hi = [int(stats[f"hi{a}"][j]) + 1 for a in range(3)]
+            inner_face = any((lo[a] == origin[a] and origin[a] > 0) or (hi[a] == end[a] and end[a] < global_shape[a])
+                             for a in range(3))
+            clo, chi = _crop_bounds(lo, hi, split.margin, global_shape)
+            if inner_face or any(clo[a] < origin[a] or chi[a] > end[a] for a in range(3)):
+                continue  # may continue in another block, or its crop leaves the block: done from crops later
+            sl = tuple(slice(clo[a] - origin[a], chi[a] - origin[a]) for a in range(3))
+            comp = labels[sl] == j
+            splits[int(j)] = _split_in_arrays(post_blk[sl], None if pre_blk is None else np.asarray(pre_blk)[sl],
+                                              comp, clo, split, global_shape)
+    out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape, "splits": splits}
     if keep_labels:
         out["labels"] = labels
     return out
@@ -1141,34 +1219,21 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
     collected = list(prepared.warnings)
     rule = prepared.rule(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels, collected)
     report(progress, 0.05, "finding dark voxels")
+    spec = _SplitSpec.for_grid(post, split_touching, connectivity, min_size, split_h, rule.ref_mean)
     if _is_dask(post.data):
-        groups_stats, relabel = _components_dask(prepared, rule, structure, scaled(progress, 0.05, 0.8))
+        stats, presplit, relabel = _components_dask(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
     else:
-        groups_stats, relabel = _components_memory(prepared, rule, structure, scaled(progress, 0.05, 0.7))
-    stats, n_groups = groups_stats
+        stats, presplit, relabel = _components_memory(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
     # blob components must hold a seed (always true for the other rules)
     keep = np.flatnonzero((stats["count"] >= min_size) & (stats["seeds"] >= 1))
     keep = keep[keep > 0]
     report(progress, 0.85, "separating touching blooms")
-    entries, patches, n_split = _finalise(prepared, rule, structure, connectivity, stats, keep, min_size,
-                                          split_touching, split_h)
-    # final labels in raster order of each cluster's first voxel (the same in memory and in chunks)
-    entries.sort(key=lambda e: e["first"])
-    final_of_group = np.zeros(n_groups, np.int64)
-    patch_final = []
-    for i, e in enumerate(entries, start=1):
-        e["label"] = i
-        if e["piece"] == 0:
-            final_of_group[e["group"]] = i
-    for p in patches:
-        lut = np.zeros(len(p["pieces"]) + 1, np.int32)
-        for k, e in enumerate(p["pieces"], start=1):
-            lut[k] = e["label"]
-        patch_final.append((p["slices"], lut[p["sub"]]))
+    rows, final_of_group, patches, n_split = _finalise(prepared, rule, structure, stats, keep, spec, presplit)
     report(progress, 0.95, "writing labels")
-    labels_data = relabel(final_of_group, patch_final)
-    table = _table([e["stats"] for e in entries], [e["label"] for e in entries], [e["piece"] > 0 for e in entries],
-                   post, rule.ref_mean, prepared.noise.sigma, prepared.has_baseline)
+    labels_data = relabel(final_of_group, patches)
+    n_clusters = int(rows["count"].size)
+    table = _table_from_arrays(rows, np.arange(1, n_clusters + 1), rows["split"], post, rule.ref_mean,
+                               prepared.noise.sigma, prepared.has_baseline)
     params = {"method": method, "threshold": rule.threshold, "min_size": int(min_size),
               "connectivity": int(connectivity), "baseline": prepared.has_baseline,
               "baseline_rule": baseline_rule if prepared.has_baseline else None,
@@ -1182,26 +1247,25 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
               "baseline_reference_mean": rule.pre_ref_mean, "rule": rule.as_dict(),
               "centroid": "signal-deficit weighted (1 - r clipped to [0, 1])",
               "cnr": "(mean_ref - mean_cluster) / sigma"}
-    meta = {"connectivity": int(connectivity), "method": method, "source": post.name, "n_clusters": len(entries)}
+    meta = {"connectivity": int(connectivity), "method": method, "source": post.name, "n_clusters": n_clusters}
     labels = Volume(labels_data, post.affine, modality="SEG", unit="label", metadata=meta,
                     name=f"{post.name}_clusters" if post.name else "clusters")
-    report(progress, 1.0, f"{len(entries)} clusters")
+    report(progress, 1.0, f"{n_clusters} clusters")
     return ClusterResult(labels, table, prepared.noise.sigma, prepared.noise, prepared.reference, rule, collected,
                          params)
 
 
-def _components_memory(prepared: PreparedInputs, rule: Rule, structure, progress):
-    """In-memory path: the rule in slabs, one labelling, sparse statistics."""
+def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _SplitSpec, progress):
+    """In-memory path: the rule in slabs, one labelling, sparse statistics, splits in place."""
     post = prepared.post
     shape = post.spatial_shape
     cand = prepared.candidates(rule, progress=scaled(progress, 0.0, 0.7), raw=True)
     report(progress, 0.75, "labelling components")
     pre = None if prepared.pre is None else np.asarray(prepared.pre)
     blk = _block_components(cand, np.asarray(post.data), pre, (0, 0, 0), shape, structure, rule.ref_mean,
-                            keep_labels=True)
+                            split=spec, keep_labels=True)
     del cand
     labels = blk["labels"]
-    n = blk["n"]
 
     def relabel(final_of_group, patches):
         lut = final_of_group.astype(np.int32)
@@ -1213,13 +1277,21 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, progress
             view[sub > 0] = sub[sub > 0]
         return labels
 
-    return (blk["stats"], n + 1), relabel
+    return blk["stats"], blk["splits"], relabel
 
 
-def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
-    """Chunked path: rule with overlap, each chunk labelled, labels merged across chunk faces."""
+def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _SplitSpec, progress):
+    """Chunked path: rule with overlap, each chunk labelled, labels merged across chunk faces.
+
+    All chunks are computed in one dask graph (each input chunk is read once
+    for its own block and the halos of its neighbours); only small per-chunk
+    results (statistics, faces, splits) come back. The label image is a lazy
+    dask array that recomputes each chunk's labels and maps them to the final
+    numbers, so it can be written chunk by chunk.
+    """
     import dask
     import dask.array as da
+    from dask.callbacks import Callback
 
     shape = prepared.post.spatial_shape
     depth = rule.depth(prepared.pre is not None)
@@ -1233,6 +1305,7 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
         s = prepared.search
         search_da = s.rechunk(chunks) if _is_dask(s) else da.from_array(np.asarray(s), chunks=chunks)
     has_pre, has_search = pre_da is not None, search_da is not None
+    out_dtype = np.uint8 if rule.method == "blob" else bool
 
     def rule_fn(*arrays):
         p = arrays[0]
@@ -1242,11 +1315,11 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
 
     args = [post_da] + ([pre_da] if has_pre else []) + ([search_da] if has_search else [])
     if any(depth):
-        cand = da.map_overlap(rule_fn, *args, depth=dict(enumerate(depth)), boundary="none", trim=True,
-                              dtype=np.uint8 if rule.method == "blob" else bool, allow_rechunk=False)
         # boundary="none": blocks at the volume edge get no padding, like the in-memory slabs
+        cand = da.map_overlap(rule_fn, *args, depth=dict(enumerate(depth)), boundary="none", trim=True,
+                              dtype=out_dtype, allow_rechunk=False)
     else:
-        cand = da.map_blocks(rule_fn, *args, dtype=np.uint8 if rule.method == "blob" else bool)
+        cand = da.map_blocks(rule_fn, *args, dtype=out_dtype)
     bounds = [np.r_[0, np.cumsum(c)] for c in chunks]
     grid = tuple(len(c) for c in chunks)
     cand_d = cand.to_delayed()
@@ -1257,12 +1330,19 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
     for pos in positions:
         origin = tuple(int(bounds[a][pos[a]]) for a in range(3))
         tasks.append(dask.delayed(_block_components)(cand_d[pos], post_d[pos], None if pre_d is None else pre_d[pos],
-                                                     origin, shape, structure, rule.ref_mean))
-    blocks = []
-    batch = 8
-    for i in range(0, len(tasks), batch):
-        blocks.extend(dask.compute(*tasks[i:i + batch]))
-        report(progress, 0.8 * min(i + batch, len(tasks)) / len(tasks), "labelling chunks")
+                                                     origin, shape, structure, rule.ref_mean, spec))
+    keys = {t.key for t in tasks}
+
+    class _Report(Callback):
+        done = 0
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in keys:
+                _Report.done += 1
+                report(progress, 0.8 * _Report.done / len(keys), "labelling chunks")
+
+    with _Report():
+        blocks = list(dask.compute(*tasks))
     offsets, total = [], 0
     for pos, b in zip(positions, blocks):
         b["pos"] = pos
@@ -1283,15 +1363,21 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
     stats = _merge_stats(all_stats, group_ids, n_groups)
     for k in _SUM_KEYS:
         stats[k][0] = 0.0
+    # splits made inside blocks, by group (such a component never spans blocks, so its group is itself)
+    presplit = {}
+    for b, off in zip(blocks, offsets):
+        for j, res in b["splits"].items():
+            presplit[int(group_ids[off + j])] = res
 
     def relabel(final_of_group, patches):
         lut_global = final_of_group[group_ids].astype(np.int32)
+        offset_of = dict(zip(positions, offsets))
 
         def fn(block, block_info=None):
             loc = block_info[0]["array-location"]
             pos = tuple(block_info[0]["chunk-location"])
             labels, _ = ndimage.label(block, structure=structure, output=np.int32)
-            off = offsets[positions.index(pos)]
+            off = offset_of[pos]
             out = np.where(labels > 0, lut_global[np.minimum(labels + off, lut_global.size - 1)], 0).astype(np.int32)
             for slices, sub in patches:
                 inter = [(max(s.start, l[0]), min(s.stop, l[1])) for s, l in zip(slices, loc)]
@@ -1306,7 +1392,7 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, progress):
 
         return da.map_blocks(fn, cand, dtype=np.int32)
 
-    return (stats, n_groups), relabel
+    return stats, presplit, relabel
 
 
 def _chunks_at_least(chunks, depth):
@@ -1325,74 +1411,84 @@ def _chunks_at_least(chunks, depth):
     return tuple(out)
 
 
-def _finalise(prepared: PreparedInputs, rule: Rule, structure, connectivity: int, stats, keep, min_size: int,
-              split_touching: bool, split_h: float):
-    """Table entries of the kept groups, splitting touching blooms; patches for the label image."""
-    entries, patches = [], []
-    n_split = 0
-    post = prepared.post
-    shape = post.spatial_shape
-    smooth = tuple(float(np.min(post.spacing) / s) for s in post.spacing)  # 1 voxel of the finest axis
-    margin = [int(3.0 * s + 0.5) + 1 for s in smooth]
-    single = {k: v for k, v in stats.items()}
-    for g in keep:
-        one = {k: np.array([0.0, single[k][g]]) for k in single}
-        entry = {"group": int(g), "piece": 0, "first": float(stats["first"][g]), "stats": one}
-        big = stats["count"][g] >= max(2 * min_size, 8)
-        if not (split_touching and big):
-            entries.append(entry)
-            continue
-        lo = [int(stats[f"lo{a}"][g]) for a in range(3)]
-        hi = [int(stats[f"hi{a}"][g]) + 1 for a in range(3)]
-        # the component itself: the candidates of its box, the connected part holding its first voxel
-        box = tuple(slice(l, h) for l, h in zip(lo, hi))
-        cand = prepared.candidates(rule, box)
-        lab, _ = ndimage.label(cand, structure=structure)
-        first = np.unravel_index(int(stats["first"][g]), shape)
-        comp_id = lab[tuple(first[a] - lo[a] for a in range(3))]
-        # crop with a margin for smoothing
-        clo = [max(l - m, 0) for l, m in zip(lo, margin)]
-        chi = [min(h + m, n) for h, m, n in zip(hi, margin, shape)]
-        crop = tuple(slice(l, h) for l, h in zip(clo, chi))
-        comp = np.zeros(tuple(h - l for l, h in zip(clo, chi)), bool)
-        inner = tuple(slice(l - cl, h - cl) for l, h, cl in zip(lo, hi, clo))
-        comp[inner] = lab == comp_id
-        r_crop = _np(post.data[crop]).astype(np.float64) / rule.ref_mean
-        sub = _split_component(r_crop, comp, connectivity, min_size, split_h, smooth)
-        if sub is None:
-            entries.append(entry)
-            continue
-        n_split += 1
-        k = int(sub.max())
-        idx = np.flatnonzero(sub)
-        sl = sub.ravel()[idx]
-        local = np.unravel_index(idx, sub.shape)
-        coords = tuple(local[a] + clo[a] for a in range(3))
-        pre_vals = None if prepared.pre is None else _np(prepared.pre[crop]).astype(np.float64).ravel()[idx]
-        st = _sparse_stats(sl, k, coords, _np(post.data[crop]).ravel()[idx], pre_vals, rule.ref_mean, shape)
-        pieces = []
-        for j in range(1, k + 1):
-            pe = {"group": int(g), "piece": j, "first": float(st["first"][j]),
-                  "stats": {kk: np.array([0.0, st[kk][j]]) for kk in st}}
-            pieces.append(pe)
-            entries.append(pe)
-        patches.append({"slices": crop, "sub": sub, "pieces": pieces})
-    return entries, patches, n_split
+def _split_by_crop(prepared: PreparedInputs, rule: Rule, structure, stats, g: int, spec: _SplitSpec):
+    """Split group ``g`` from crops of the inputs (components that span chunks or reach a chunk's edge).
+
+    The crop holds the component's box, the rule's halo and the smoothing
+    margin (clipped to the volume), read at once (one dask compute), so the
+    rule and the split give exactly what the whole volume gives.
+    """
+    shape = prepared.post.spatial_shape
+    lo = [int(stats[f"lo{a}"][g]) for a in range(3)]
+    hi = [int(stats[f"hi{a}"][g]) + 1 for a in range(3)]
+    depth = rule.depth(prepared.pre is not None)
+    ext = [max(d, m) for d, m in zip(depth, spec.margin)]
+    elo, ehi = _crop_bounds(lo, hi, ext, shape)
+    big = tuple(slice(l, h) for l, h in zip(elo, ehi))
+    parts = [prepared.post.data[big], None if prepared.pre is None else prepared.pre[big],
+             None if prepared.search is None else prepared.search[big]]
+    if any(_is_dask(p) for p in parts if p is not None):
+        import dask
+
+        parts = list(dask.compute(*parts))
+    post_c, pre_c, search_c = (None if p is None else np.asarray(p) for p in parts)
+    # the component: the candidates of its box, the connected part holding its first voxel
+    box = tuple(slice(l - e, h - e) for l, h, e in zip(lo, hi, elo))
+    cand = _candidates_region(post_c, pre_c, search_c, rule, box) > 0
+    lab, _ = ndimage.label(cand, structure=structure)
+    first = np.unravel_index(int(stats["first"][g]), shape)
+    comp_id = lab[tuple(first[a] - lo[a] for a in range(3))]
+    clo, chi = _crop_bounds(lo, hi, spec.margin, shape)
+    comp = np.zeros(tuple(h - l for l, h in zip(clo, chi)), bool)
+    comp[tuple(slice(l - c, h - c) for l, h, c in zip(lo, hi, clo))] = lab == comp_id
+    sl = tuple(slice(c - e, h - e) for c, h, e in zip(clo, chi, elo))
+    return _split_in_arrays(post_c[sl], None if pre_c is None else pre_c[sl], comp, clo, spec, shape)
+
+
+def _finalise(prepared: PreparedInputs, rule: Rule, structure, stats, keep, spec: _SplitSpec, presplit: dict):
+    """Rows of the table (in final label order), the group -> label map, the label patches of split groups.
+
+    Final labels follow the raster order of each cluster's first voxel, which
+    is the same in memory and in chunks.
+    """
+    n_groups = stats["count"].size
+    big = keep[stats["count"][keep] >= spec.min_voxels] if spec.enabled else keep[:0]
+    results = {}
+    for g in big:
+        g = int(g)
+        results[g] = presplit[g] if g in presplit else _split_by_crop(prepared, rule, structure, stats, g, spec)
+    split_groups = np.array(sorted(g for g, r in results.items() if r is not None), np.int64)
+    whole = keep[~np.isin(keep, split_groups)]
+    parts = [{k: stats[k][whole] for k in stats}]
+    group_of_row = [whole]
+    piece_of_row = [np.zeros(whole.size, np.int64)]
+    for g in split_groups:
+        st, k = results[g]["stats"], results[g]["k"]
+        parts.append({key: st[key][1:k + 1] for key in stats})
+        group_of_row.append(np.full(k, g))
+        piece_of_row.append(np.arange(1, k + 1))
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in stats}
+    group_of_row = np.concatenate(group_of_row)
+    piece_of_row = np.concatenate(piece_of_row)
+    order = np.argsort(rows["first"], kind="stable")
+    rows = {k: v[order] for k, v in rows.items()}
+    group_of_row, piece_of_row = group_of_row[order], piece_of_row[order]
+    rows["split"] = piece_of_row > 0
+    final = np.arange(1, order.size + 1)
+    final_of_group = np.zeros(n_groups, np.int64)
+    whole_rows = piece_of_row == 0
+    final_of_group[group_of_row[whole_rows]] = final[whole_rows]
+    patches = []
+    for g in split_groups:
+        res = results[g]
+        lut = np.zeros(res["k"] + 1, np.int32)
+        mine = group_of_row == g
+        lut[piece_of_row[mine]] = final[mine]
+        patches.append((res["slices"], lut[res["sub"]]))
+    return rows, final_of_group, patches, int(split_groups.size)
 
 
 # ---------------------------------------------------------------- the table
-def _table(stats_list, labels, split_flags, post: Volume, ref_mean: float, sigma: float, has_baseline: bool):
-    import pandas as pd
-
-    if not stats_list:
-        df = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("label", "voxels") else
-                                        ("bool" if c == "split" else "float64")) for c in TABLE_COLUMNS})
-        return df
-    s = {k: np.array([st[k][1] for st in stats_list]) for k in stats_list[0]}
-    return _table_from_arrays(s, np.asarray(labels), np.asarray(split_flags, bool), post, ref_mean, sigma,
-                              has_baseline)
-
-
 def _table_from_arrays(s, labels, split_flags, post: Volume, ref_mean, sigma, has_baseline):
     import pandas as pd
 

@@ -52,8 +52,9 @@ Weight
     PatientWeight is kg (DICOM). Taken as grams (warning) when above 1000, or
     when the species is a mouse or rat (PatientSpeciesDescription) and the
     value is above 2 (no mouse or rat weighs 2 kg): a mouse is 0.025 kg.
-    Otherwise a weight above 2 kg in a field of view under 200 mm (a
-    small-animal scanner) is kept but warned about (grams written as kg?).
+    Without a species, values up to 1000 are kg as DICOM says (a mouse
+    written as 25 g cannot be told from a 25 kg child: check the header
+    panel, or pass weight_unit="g" / --weight-kg).
 Height
     PatientSize is m; above 3 it is taken as cm (warning).
 Sex
@@ -674,11 +675,6 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
     species = _text(f.get("PatientSpeciesDescription")[0]) or _text(volume.metadata.get("Species"))
     h.species = species
     _read_weight(h, f, volume.metadata, weight_kg, weight_unit)
-    fov_mm = float(np.max(np.array(volume.spatial_shape) * volume.spacing))
-    if h.weight_kg and h.weight_kg > 2 and fov_mm < 200 and "user" not in h.sources.get("weight_kg", ""):
-        # a small-animal field of view with a weight of kilograms: perhaps grams written as kg
-        h.warn(f"PatientWeight {h.weight_kg:g} kg with a {fov_mm:.0f} mm field of view (a small-animal scanner?): "
-               f"if the animal weighs {h.weight_kg:g} g, give --weight-kg {h.weight_kg / 1000:g}.")
     _read_height(h, f, height_m, height_cm)
     raw_sex, _ = f.get("PatientSex")
     if sex is not None:

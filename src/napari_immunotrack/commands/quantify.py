@@ -47,41 +47,28 @@ def number(value, name: str, *, positive: bool = True, minimum=None, integer: bo
 def load_transform(path):
     """A 4x4 world-to-world matrix (quantitative image world -> ROI image world) from a file.
 
-    ``.tfm``/``.txt`` ITK transforms (LPS, fixed -> moving, fixed = the quantitative
-    image) or a text/CSV/.npy file holding a 4x4 RAS matrix.
+    ITK transform files (``.tfm``, ``.mat``, or an ITK ``.txt``; LPS, fixed ->
+    moving, with the quantitative image fixed, as ``immunotrack register``,
+    Slicer and ANTs write them), or a plain 4x4 RAS matrix in ``.txt``,
+    ``.csv`` or ``.npy``.
     """
     import numpy as np
+
+    from ..io.transforms import read_transform
 
     if path is None:
         return None
     p = Path(path)
     if not p.exists():
         raise InputError(f"transform {p} does not exist.")
-    try:  # the package's transform reader, when present
-        from ..io import transforms as _tx  # type: ignore
-
-        reader = getattr(_tx, "read_transform", None)
-    except ImportError:
-        reader = None
-    if reader is not None and p.suffix.lower() in (".tfm", ".h5", ".mat"):
-        result = reader(p)
-        matrix = getattr(result, "matrix", result)
-        return np.asarray(matrix, float)
-    if p.suffix.lower() == ".tfm":
-        import SimpleITK as sitk
-
-        from ..registration import sitk_transform_to_matrix
-
-        try:
-            return sitk_transform_to_matrix(sitk.ReadTransform(str(p)))
-        except RuntimeError as exc:
-            raise InputError(f"transform {p} cannot be read ({' '.join(str(exc).split())[:100]}).") from None
+    suffix = p.suffix.lower()
+    if suffix not in (".npy", ".csv", ".txt"):
+        return read_transform(p)
     try:
-        if p.suffix.lower() == ".npy":
-            m = np.load(p)
-        else:
-            m = np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None)
+        m = np.load(p) if suffix == ".npy" else np.loadtxt(p, delimiter="," if suffix == ".csv" else None)
     except (OSError, ValueError) as exc:
+        if suffix == ".txt":  # an ITK text transform
+            return read_transform(p)
         raise InputError(f"transform {p} is not a 4x4 matrix ({' '.join(str(exc).split())[:100]}).") from None
     m = np.asarray(m, float)
     if m.shape == (3, 4):

@@ -26,6 +26,12 @@ def add_arguments(parser):
                         help="starting translation: centres of mass, field-of-view centres, as they are, "
                              "or the best of the three (default auto)")
     parser.add_argument("--bins", type=int, default=32, help="histogram bins of the Mattes metric (default 32)")
+    parser.add_argument("--intensity", choices=("auto", "linear", "log", "rank"), default="auto",
+                        help="what the metric sees: linear values, log-compressed (default for PET, SPECT, 19F, "
+                             "MPI: a faint body counts beside hot spots) or ranks; auto picks by modality")
+    parser.add_argument("--force", action="store_true",
+                        help="write a doubtful result (metric worse than at the start, or no shared information) "
+                             "with a warning instead of refusing it")
     parser.add_argument("--fixed-points", metavar="CSV",
                         help="landmarks on the fixed image (columns x_mm, y_mm, z_mm in world RAS, one row per "
                              "landmark); with --moving-points, fit the transform to the pairs instead of intensities")
@@ -92,8 +98,19 @@ def run(args) -> int:
         moving_mask = load(args.moving_mask, "moving mask") if args.moving_mask else None
         inputs.update(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
         sys.stderr.write(f"registering {moving.name or args.moving} to {fixed.name or args.fixed} ({args.transform})\n")
-        result = register(fixed, moving, transform=args.transform, fixed_mask=fixed_mask, moving_mask=moving_mask,
-                          initializer=args.initializer, bins=args.bins, progress=text_progress("register"))
+        bar, shown = text_progress("register"), []
+
+        def progress(fraction, message):
+            shown.append(fraction)
+            bar(fraction, message)
+
+        try:
+            result = register(fixed, moving, transform=args.transform, fixed_mask=fixed_mask,
+                              moving_mask=moving_mask, initializer=args.initializer, bins=args.bins,
+                              intensity=args.intensity, force=args.force, progress=progress)
+        finally:
+            if shown and shown[-1] < 1.0:  # end the progress line before an error message
+                sys.stderr.write("\n")
 
     resampled = None
     if resampled_path is not None:

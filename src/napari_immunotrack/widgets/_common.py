@@ -33,8 +33,8 @@ _SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float
 MODALITY_STYLE = {
     "MR": {"colormap": "gray", "blending": "translucent_no_depth"},
     "CT": {"colormap": "gray", "blending": "translucent_no_depth"},
-    "PT": {"colormap": "inferno", "blending": "additive", "opacity": 0.8},
-    "NM": {"colormap": "inferno", "blending": "additive", "opacity": 0.8},
+    "PT": {"colormap": "inferno", "blending": "additive", "opacity": 0.7},
+    "NM": {"colormap": "inferno", "blending": "additive", "opacity": 0.7},
     "F19": {"colormap": "magenta", "blending": "additive"},
     "MPI": {"colormap": "cyan", "blending": "additive"},
     "OPT": {"colormap": "green", "blending": "additive"},
@@ -43,15 +43,21 @@ MODALITY_STYLE = {
 
 
 def contrast_limits_for(volume_data, modality: str):
-    """Modality contrast preset: anatomy 0.5-99.5 percentile, hot spots 0-99.9 percentile."""
+    """Modality contrast preset.
+
+    Anatomy: 0.5-99.5 percentile. PET/SPECT: 0 to the 99.9 percentile (body
+    uptake stays visible). 19F, MPI and optical have no tissue background: the
+    window starts above the noise (99th percentile) so only hot spots show.
+    """
     data = np.asarray(volume_data)
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return (0.0, 1.0)
     sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
-    if modality in ("PT", "NM", "F19", "MPI", "OPT"):
-        lo, hi = 0.0, float(np.percentile(sample, 99.9))
-        lo = min(lo, float(sample.min()))
+    if modality in ("PT", "NM"):
+        lo, hi = min(0.0, float(sample.min())), float(np.percentile(sample, 99.9))
+    elif modality in ("F19", "MPI", "OPT"):
+        lo, hi = float(np.percentile(sample, 99.0)), float(sample.max())
     else:
         lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if not hi > lo:

@@ -1,0 +1,304 @@
+"""The whole analysis of one study session, without a screen (pure, no napari).
+
+:func:`analyse_session` chains what an analyst does by hand on one
+post-injection session of a study laid out as :mod:`napari_immunotrack.study`
+describes, with the pre-injection session as baseline:
+
+1. register PET, SPECT and MPI to the anatomy (MRI) by mutual information;
+2. segment iron clusters on the T2*-weighted image against the baseline;
+3. confirm dual-mode (T1-bright and T2-dark) sites against the baseline;
+4. read PET and SPECT (Bq/mL, SUVbw, %ID), 19F (atoms, cells) and MPI (iron,
+   cells) per organ ROI, carried from the MRI grid to each native grid.
+
+Each step that fails is recorded and the rest go on; the result says which
+steps are partial. :func:`compare_with_truth` sets the numbers beside a
+simulated study's ``ground_truth.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from .errors import InputError, one_line
+from .progress import report, scaled
+
+#: Organ labels of the sample study's ``dseg`` maps (``*_dseg.tsv`` beside them overrides).
+READOUT_ORGANS = ("liver", "spleen", "tumour", "ln_inguinal_right", "ln_inguinal_left", "ln_iliac", "kidney_left",
+                  "kidney_right", "muscle")
+
+
+@dataclass
+class SessionResult:
+    """Everything :func:`analyse_session` made: Volumes, tables, transforms, errors."""
+
+    subject: str
+    session: str
+    volumes: Dict[str, object] = field(default_factory=dict)
+    tables: Dict[str, object] = field(default_factory=dict)
+    transforms: Dict[str, np.ndarray] = field(default_factory=dict)
+    registrations: Dict[str, object] = field(default_factory=dict)
+    errors: Dict[str, str] = field(default_factory=dict)
+    timings_s: Dict[str, float] = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+
+
+def _label_names(dseg_path: Path) -> Dict[int, str]:
+    tsv = Path(str(dseg_path).replace(".nii.gz", ".tsv"))
+    names = {}
+    if tsv.exists():
+        for line in tsv.read_text().splitlines()[1:]:
+            index, _, name = line.partition("\t")
+            if index.strip().isdigit():
+                names[int(index)] = name.strip()
+    return names
+
+
+def _pick(files, session, datatype, suffix=None):
+    for f in files:
+        if f.session == session and f.datatype == datatype and (suffix is None or f.suffix == suffix):
+            return f
+    return None
+
+
+def analyse_session(root, session: str, baseline_session: Optional[str] = None, subject: Optional[str] = None,
+                    iron_per_cell_pg: float = 5.0, fluorine_per_cell: Optional[float] = None,
+                    register_modalities=("pet", "spect", "mpi"), progress=None) -> SessionResult:
+    """Run the whole pipeline on one session (see the module docstring)."""
+    import pandas as pd
+
+    from .analysis.clusters import segment_clusters
+    from .analysis.confirm import confirm_dual_mode
+    from .analysis.fluorine import fluorine_cells
+    from .analysis.mpi import mpi_iron
+    from .analysis.pet import quantify_pet
+    from .io import load_volume
+    from .registration import register
+    from .study import discover, sessions
+
+    root = Path(root)
+    files = discover(root)
+    subject = subject or files[0].subject
+    files = [f for f in files if f.subject == subject]
+    names = sessions(files)
+    session = session[4:] if session.startswith("ses-") else session
+    if session not in names:
+        raise InputError(f"session {session!r} not found for subject {subject}; sessions are {', '.join(names)}.")
+    if baseline_session is None:
+        baseline_session = next((s for s in names if any(f.day == 0 for f in files if f.session == s)), None)
+    out = SessionResult(subject, session)
+    out.parameters = {"baseline_session": baseline_session, "iron_per_cell_pg": iron_per_cell_pg,
+                      "fluorine_per_cell": fluorine_per_cell}
+
+    def step(name, fraction_start, fraction_stop, func):
+        report(progress, fraction_start, name)
+        t0 = time.perf_counter()
+        try:
+            func(scaled(progress, fraction_start, fraction_stop))
+        except InputError as exc:
+            out.errors[name] = one_line(exc)
+        except Exception as exc:  # keep the other steps going; the report says what failed
+            out.errors[name] = f"internal error: {type(exc).__name__}: {one_line(exc)[:200]}"
+            out.errors[name + "_traceback"] = traceback.format_exc(limit=4)
+        out.timings_s[name] = round(time.perf_counter() - t0, 2)
+
+    anat = {s: _pick(files, session, "anat", s) for s in ("T1w", "T2w", "T2starw")}
+    base = {s: _pick(files, baseline_session, "anat", s) for s in ("T1w", "T2w", "T2starw")} if baseline_session else {}
+    dseg_file = _pick(files, session, "rois", "dseg")
+    if anat["T2starw"] is None and anat["T1w"] is None:
+        raise InputError(f"session {session} has no anatomical MRI (anat/*_T1w or *_T2starw); nothing to analyse.")
+    reference = load_volume((anat["T2w"] or anat["T1w"] or anat["T2starw"]).path)
+    dseg = load_volume(dseg_file.path).replace(modality="SEG", unit="label") if dseg_file else None
+    label_names = _label_names(dseg_file.path) if dseg_file else {}
+    index_of = {v: k for k, v in label_names.items()}
+    out.volumes["dseg"] = dseg
+
+    def organ_mask(*names_):
+        if dseg is None:
+            return None
+        data = np.isin(dseg.numpy(), [index_of[n] for n in names_ if n in index_of]).astype(np.uint8)
+        return dseg.replace(data=data, name="+".join(names_))
+
+    def organ_rois():
+        """The readout organs as one label map (label values as in the dseg)."""
+        if dseg is None:
+            raise InputError("no ROI label map (rois/*_dseg.nii.gz) in this session; draw ROIs first.")
+        keep = [index_of[n] for n in READOUT_ORGANS if n in index_of]
+        data = np.where(np.isin(dseg.numpy(), keep), dseg.numpy(), 0).astype(np.int32)
+        return dseg.replace(data=data)
+
+    def name_rows(df):
+        df = df.copy()
+        df.insert(1, "organ", [label_names.get(int(v), str(v)) for v in df["label"]])
+        return df
+
+    # 1. registration of the other scanners' images to the MRI (data kept on their grids)
+    moved = {}
+    for i, datatype in enumerate(register_modalities):
+        f = _pick(files, session, datatype)
+        if f is None:
+            continue
+
+        def run_registration(p, f=f, datatype=datatype):
+            moving = load_volume(f.path)
+            result = register(reference, moving, "rigid", progress=p)
+            out.registrations[datatype] = result
+            out.transforms[datatype] = result.fixed_to_moving
+            # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
+            moved[datatype] = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
+
+        step(f"register_{datatype}", 0.02 + 0.12 * i, 0.14 + 0.12 * i, run_registration)
+
+    # 2. iron clusters on the T2*-weighted image against the baseline
+    def run_clusters(p):
+        if anat["T2starw"] is None:
+            raise InputError("no T2*-weighted image (anat/*_T2starw) in this session.")
+        post = load_volume(anat["T2starw"].path)
+        pre = load_volume(base["T2starw"].path) if base.get("T2starw") else None
+        result = segment_clusters(post, baseline=pre, reference_mask=organ_mask("muscle"),
+                                  background_mask=organ_mask("air"), progress=p)
+        out.volumes["clusters"] = result.labels
+        out.tables["clusters"] = result.table
+        out.tables["clusters_provenance"] = result.parameters
+
+    step("clusters", 0.40, 0.55, run_clusters)
+
+    # 3. T1-T2 self-confirmation against the baseline
+    def run_confirm(p):
+        if anat["T1w"] is None or anat["T2w"] is None:
+            raise InputError("T1w and T2w images are needed for the T1-T2 confirmation.")
+        kwargs = {}
+        if base.get("T1w") and base.get("T2w"):
+            kwargs = {"t1_pre": load_volume(base["T1w"].path), "t2_pre": load_volume(base["T2w"].path)}
+        result = confirm_dual_mode(load_volume(anat["T1w"].path), load_volume(anat["T2w"].path),
+                                   reference_mask=organ_mask("muscle"), progress=p, **kwargs)
+        out.volumes["confirmed"] = result.labels
+        out.tables["confirmed"] = result.table
+
+    step("confirm", 0.55, 0.65, run_confirm)
+
+    # 4. readouts per organ on each native grid
+    def run_pet(datatype):
+        def inner(p):
+            if datatype not in moved:
+                f = _pick(files, session, datatype)
+                if f is None:
+                    raise InputError(f"no {datatype} image in this session.")
+                raise InputError(f"{datatype} was not registered to the MRI ({out.errors.get('register_' + datatype)}).")
+            df = quantify_pet(moved[datatype], organ_rois(), progress=p)
+            out.tables[datatype] = name_rows(df)
+        return inner
+
+    step("pet", 0.65, 0.75, run_pet("pet"))
+    step("spect", 0.75, 0.82, run_pet("spect"))
+
+    def run_f19(p):
+        f = _pick(files, session, "f19", "19F")
+        tube = next((g for g in files if g.session == session and g.datatype == "f19" and "reftube" in str(g.path)), None)
+        if f is None or tube is None:
+            raise InputError("no 19F image with its reference-tube mask in this session.")
+        f19 = load_volume(f.path)
+        side = {}
+        side_path = Path(str(f.path).replace(".nii.gz", ".json"))
+        if side_path.exists():
+            side = json.loads(side_path.read_text())
+        c_ref = float(side.get("ReferenceConcentration_mM", side.get("reference_mM", 100.0)))
+        per_cell = fluorine_per_cell or float(side.get("FluorinePerCell", 1e12))
+        out.parameters.update(f19_reference_mM=c_ref, fluorine_per_cell=per_cell)
+        df = fluorine_cells(f19, organ_rois(), load_volume(tube.path), c_ref, per_cell, progress=p)
+        out.tables["f19"] = name_rows(df)
+
+    step("f19", 0.82, 0.90, run_f19)
+
+    def run_mpi(p):
+        if "mpi" not in moved:
+            raise InputError(f"MPI was not registered to the MRI ({out.errors.get('register_mpi', 'no MPI image')}).")
+        f = _pick(files, session, "mpi")
+        fid = sorted(Path(f.path).parent.glob("*_fiducials.csv"))
+        if not fid:
+            raise InputError("no MPI fiducials file (mpi/*_fiducials.csv) in this session.")
+        fiducials = pd.read_csv(fid[0])
+        # fiducial positions are in the MPI scanner's world: move them with the image
+        mpi_native = load_volume(f.path)
+        df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg,
+                      transform=out.transforms["mpi"], progress=p)
+        out.tables["mpi"] = name_rows(df)
+
+    step("mpi", 0.90, 0.99, run_mpi)
+    report(progress, 1.0, "done")
+    return out
+
+
+def compare_with_truth(result: SessionResult, truth: dict):
+    """A table of measured versus true values for a simulated study (one row per quantity)."""
+    import pandas as pd
+
+    ses = truth["subjects"][result.subject]["sessions"][f"ses-{result.session}"]
+    rows = []
+
+    def add(quantity, site, measured, true, unit, tolerance=None):
+        err = (measured - true) / true * 100 if true not in (0, None) and measured is not None else np.nan
+        rows.append({"quantity": quantity, "site": site, "measured": measured, "truth": true, "unit": unit,
+                     "error_percent": err})
+
+    # registration: target registration error over the MRI field of view
+    for datatype, matrix in result.transforms.items():
+        key = f"mri_to_{datatype}"
+        true = ses.get(datatype, {}).get(key)
+        if true is None:
+            continue
+        mri_affine = np.array(ses["mri"]["affine"])
+        shape = np.array(ses["mri"]["shape"])
+        grid = np.stack(np.meshgrid(*[np.linspace(0.2, 0.8, 5) * (n - 1) for n in shape], indexing="ij"), -1)
+        pts = grid.reshape(-1, 3) @ mri_affine[:3, :3].T + mri_affine[:3, 3]
+        hom = np.c_[pts, np.ones(len(pts))]
+        tre = np.linalg.norm((hom @ np.asarray(matrix).T)[:, :3] - (hom @ np.array(true).T)[:, :3], axis=1)
+        add(f"registration TRE mean ({datatype})", "MRI field of view", float(tre.mean()), 0.0, "mm")
+        add(f"registration TRE max ({datatype})", "MRI field of view", float(tre.max()), 0.0, "mm")
+
+    # iron clusters: detected clusters near a true iron focus inside the MRI field of view
+    if "clusters" in result.tables:
+        table = result.tables["clusters"]
+        found = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
+        add("iron clusters detected", "all", float(len(found)), None, "clusters")
+        decoys = [c for c in truth.get("confounders", [])]
+        near_decoy = sum(1 for c in decoys if len(found) and
+                         np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 0.5)
+        add("clusters on a confounder (pre-existing dark spot)", "all", float(near_decoy), 0.0, "clusters")
+
+    # dual-mode sites
+    if "confirmed" in result.tables:
+        table = result.tables["confirmed"]
+        found = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
+        for region in ses["mri"].get("dual_mode_regions", []):
+            hit = bool(len(found)) and np.min(np.linalg.norm(found - np.array(region["centroid_ras_mm"]), axis=1)) \
+                < max(1.0, region["radius_mm"] * 1.5)
+            add("dual-mode site confirmed", region["site"], float(hit), 1.0, "yes/no")
+        for c in truth.get("confounders", []):
+            hit = bool(len(found)) and np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 1.0
+            add("confounder confirmed", c["label"], float(hit), 0.0, "yes/no")
+
+    # PET: percent of injected dose per organ against the activity the simulator put there
+    sites = ses.get("sites", {})
+    for key, column, unit, quantity in (("f19", "fluorine_atoms", "19F atoms", "19F atoms"),
+                                        ("mpi", "iron_ng", "ng Fe", "MPI iron")):
+        if key not in result.tables:
+            continue
+        label_key = "f19" if key == "f19" else "iron"
+        scale = 1.0 if key == "f19" else 1e-3  # truth iron is in pg
+        df = result.tables[key]
+        for _, row in df.iterrows():
+            site = sites.get(row["organ"])
+            if not site:
+                continue
+            true = (site.get("label_live", {}).get(label_key, 0.0) +
+                    site.get("label_macrophage", {}).get(label_key, 0.0)) * scale
+            if true > 0:
+                add(quantity, row["organ"], float(row[column]) if np.isfinite(row[column]) else None, true, unit)
+    return pd.DataFrame(rows)
