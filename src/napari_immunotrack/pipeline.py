@@ -267,6 +267,19 @@ def compare_with_truth(result: SessionResult, truth: dict):
         table = result.tables["clusters"]
         found = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
         add("iron clusters detected", "all", float(len(found)), None, "clusters")
+        # true iron foci inside the MRI field of view (their blooms are what the MRI sees)
+        mri_affine = np.array(ses["mri"]["affine"])
+        shape = np.array(ses["mri"]["shape"])
+        foci = np.array([f["centroid_ras_mm"] for f in ses.get("foci", []) if f.get("iron_pg", 0) > 0]).reshape(-1, 3)
+        if len(foci):
+            idx = (np.c_[foci, np.ones(len(foci))] @ np.linalg.inv(mri_affine).T)[:, :3]
+            foci = foci[np.all((idx >= 2) & (idx <= shape - 3), axis=1)]
+        if len(foci) and len(found):
+            d = np.linalg.norm(found[:, None, :] - foci[None, :, :], axis=2)
+            recall = float(np.mean(d.min(axis=0) < 1.0))
+            precision = float(np.mean(d.min(axis=1) < 1.0))
+            add("iron foci found within 1 mm (recall)", f"{len(foci)} foci in view", recall, 1.0, "fraction")
+            add("clusters within 1 mm of a true focus (precision)", "all", precision, 1.0, "fraction")
         decoys = [c for c in truth.get("confounders", [])]
         near_decoy = sum(1 for c in decoys if len(found) and
                          np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 0.5)

@@ -46,6 +46,14 @@ class TextProgress:
 
     def __call__(self, fraction: float, message: str = "") -> None:
         now = time.monotonic()
+        if not getattr(self.stream, "isatty", lambda: False)():
+            # a log file or a pipe: one line per 10% step, no carriage returns
+            step = int(fraction * 10)
+            if step > getattr(self, "_last_step", -1):
+                self._last_step = step
+                self.stream.write(f"{self.label} {100 * fraction:5.1f}% {message}\n")
+                self.stream.flush()
+            return
         if fraction < 1.0 and now - self._last < self.min_interval:
             return
         self._last = now

@@ -987,7 +987,7 @@ def _split_in_arrays(post_crop, pre_crop, comp: np.ndarray, crop_lo, spec: _Spli
     idx = np.flatnonzero(sub)
     local = np.unravel_index(idx, sub.shape)
     coords = tuple(local[a] + crop_lo[a] for a in range(3))
-    pre_vals = None if pre_crop is None else np.asarray(pre_crop, np.float64).ravel()[idx]
+    pre_vals = None if pre_crop is None else np.asarray(pre_crop).ravel()[idx].astype(np.float64)
     st = _sparse_stats(sub.ravel()[idx], k, coords, np.asarray(post_crop).ravel()[idx], pre_vals, spec.ref_mean,
                        global_shape)
     slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(crop_lo, sub.shape))
@@ -1017,7 +1017,7 @@ def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape,
     coords = tuple(local[a] + origin[a] for a in range(3))
     post_blk = np.asarray(post_blk)
     post_vals = post_blk.ravel()[idx]
-    pre_vals = None if pre_blk is None else np.asarray(pre_blk, np.float64).ravel()[idx]
+    pre_vals = None if pre_blk is None else np.asarray(pre_blk).ravel()[idx].astype(np.float64)
     seeds = None if cand.dtype == bool else cand.ravel()[idx] == 2
     stats = _sparse_stats(lab, n, coords, post_vals, pre_vals, ref_mean, global_shape, seeds)
     faces = {}
@@ -1552,7 +1552,7 @@ def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma:
     dense = np.searchsorted(ids, lab) + 1
     coords = np.unravel_index(idx, lab_arr.shape)
     st = _sparse_stats(dense, ids.size, coords, np.asarray(post.numpy()).ravel()[idx],
-                       None if pre_arr is None else np.asarray(pre_arr, np.float64).ravel()[idx],
+                       None if pre_arr is None else np.asarray(pre_arr).ravel()[idx].astype(np.float64),
                        float(reference_mean), lab_arr.shape)
     s = {k: v[1:] for k, v in st.items()}
     return _table_from_arrays(s, ids, np.zeros(ids.size, bool), post, float(reference_mean), float(sigma),

@@ -1,0 +1,105 @@
+"""Run the whole pipeline headless on the bundled sample study (or another
+simulated study) and print how its numbers compare with the ground truth:
+registration of PET/SPECT/MPI to the MRI, iron clusters against the baseline,
+T1-T2 confirmation, PET/SPECT readouts, 19F cells and MPI iron per organ.
+Outputs (labels, tables, transforms, each with provenance) go to the output
+folder."""
+
+from __future__ import annotations
+
+HELP = "run the whole pipeline on the sample study and compare it with the ground truth"
+
+
+def add_arguments(parser):
+    parser.add_argument("study", nargs="?", help="simulated study folder (default: the bundled sample study)")
+    parser.add_argument("-o", "--output", default="demo_output", help="output folder (default: demo_output)")
+    parser.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
+    parser.add_argument("--session", default="day1", help="post-injection session to analyse (default: day1)")
+
+
+def write_outputs(result, out_dir, provenance_base: dict, overwrite: bool):
+    """Write a SessionResult's labels, tables and transforms (atomic, with provenance)."""
+    from pathlib import Path
+
+    from ..io import save_labels
+    from ..io.transforms import write_transform
+    from ..outputs import write_table
+
+    out_dir = Path(out_dir)
+    written = []
+    for name in ("clusters", "confirmed"):
+        if result.volumes.get(name) is not None:
+            path = out_dir / f"{name}.nii.gz"
+            save_labels(result.volumes[name], path, overwrite=overwrite, provenance={**provenance_base, "output": name})
+            written.append(path)
+    for name, table in result.tables.items():
+        if hasattr(table, "to_csv"):
+            path = out_dir / f"{name}.csv"
+            write_table(table, path, provenance={**provenance_base, "output": name}, overwrite=overwrite)
+            written.append(path)
+    for datatype, matrix in result.transforms.items():
+        path = out_dir / f"from-{datatype}_to-anat.tfm"
+        reg = result.registrations.get(datatype)
+        extra = {"metric_initial": getattr(reg, "metric_initial", None), "metric_final": getattr(reg, "metric_final", None)}
+        write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra})
+        written.append(path)
+    return written
+
+
+def run(args) -> int:
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..data import sample_study_root
+    from ..errors import InputError
+    from ..pipeline import analyse_session, compare_with_truth
+    from ..progress import text_progress
+    from ..provenance import record
+
+    root = Path(args.study) if args.study else sample_study_root()
+    truth_path = root / "ground_truth.json"
+    if not truth_path.exists():
+        raise InputError(f"{root} has no ground_truth.json; `demo` runs on a simulated study "
+                         "(use the individual verbs on real data).")
+    out_dir = Path(args.output)
+    if out_dir.exists() and any(out_dir.iterdir()) and not args.overwrite:
+        raise InputError(f"{out_dir} exists and is not empty; pass --overwrite or choose another --output.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = analyse_session(root, args.session, progress=text_progress("demo"))
+    truth = json.loads(truth_path.read_text())
+    comparison = compare_with_truth(result, truth)
+    prov = record("demo", inputs={"study": root}, parameters={"session": args.session, **result.parameters},
+                  errors={k: v for k, v in result.errors.items() if not k.endswith("_traceback")},
+                  timings_s=result.timings_s)
+    written = write_outputs(result, out_dir, prov, overwrite=True)
+    from ..outputs import write_table
+
+    write_table(comparison, out_dir / "comparison_with_truth.csv", provenance=prov, overwrite=True)
+    elapsed = time.perf_counter() - t0
+
+    with pd.option_context("display.width", 160, "display.max_columns", 12, "display.max_rows", 200,
+                           "display.float_format", "{:.4g}".format):
+        print(f"\nnapari-immunotrack demo on {root} (session {args.session}), {elapsed:.1f} s\n")
+        for name in ("pet", "f19", "mpi"):
+            table = result.tables.get(name)
+            if table is not None:
+                cols = [c for c in ("organ", "volume_ml", "mean_bq_ml", "suv_bw_mean", "percent_id", "fluorine_atoms",
+                                    "cell_count", "status", "iron_ng") if c in table.columns]
+                print(f"{name} per organ:\n{table[cols].to_string(index=False)}\n")
+        for name in ("clusters", "confirmed"):
+            table = result.tables.get(name)
+            if table is not None:
+                print(f"{name}: {len(table)} region(s)")
+        print("\ncomparison with the ground truth:")
+        print(comparison.to_string(index=False))
+    failed = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
+    for step, message in failed.items():
+        sys.stderr.write(f"immunotrack demo: step {step} did not complete (partial results): {message}\n")
+    print(f"\n{len(written) + 1} files written to {out_dir}/ (each with a .provenance.json)")
+    internal = [k for k, v in failed.items() if v.startswith("internal error")]
+    return 1 if internal else 0
