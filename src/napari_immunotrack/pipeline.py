@@ -224,10 +224,11 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
         if not fid:
             raise InputError("no MPI fiducials file (mpi/*_fiducials.csv) in this session.")
         fiducials = pd.read_csv(fid[0])
-        # fiducial positions are in the MPI scanner's world: move them with the image
+        # fiducial positions are in the MPI scanner's world, so the image stays there and the
+        # ROIs come from the MRI world through the registration (MPI world -> MRI world)
         mpi_native = load_volume(f.path)
         df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg,
-                      transform=out.transforms["mpi"], progress=p)
+                      transform=np.linalg.inv(out.transforms["mpi"]), progress=p)
         out.tables["mpi"] = name_rows(df)
 
     step("mpi", 0.90, 0.99, run_mpi)

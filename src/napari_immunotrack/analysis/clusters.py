@@ -1015,9 +1015,10 @@ def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape,
     lab = labels.ravel()[idx]
     local = np.unravel_index(idx, labels.shape)
     coords = tuple(local[a] + origin[a] for a in range(3))
+    # values gathered by index tuples: no copy of the block even when it is a strided view
     post_blk = np.asarray(post_blk)
-    post_vals = post_blk.ravel()[idx]
-    pre_vals = None if pre_blk is None else np.asarray(pre_blk).ravel()[idx].astype(np.float64)
+    post_vals = post_blk[local]
+    pre_vals = None if pre_blk is None else np.asarray(pre_blk)[local].astype(np.float64)
     seeds = None if cand.dtype == bool else cand.ravel()[idx] == 2
     stats = _sparse_stats(lab, n, coords, post_vals, pre_vals, ref_mean, global_shape, seeds)
     faces = {}
@@ -1551,8 +1552,8 @@ def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma:
     ids = np.unique(lab)
     dense = np.searchsorted(ids, lab) + 1
     coords = np.unravel_index(idx, lab_arr.shape)
-    st = _sparse_stats(dense, ids.size, coords, np.asarray(post.numpy()).ravel()[idx],
-                       None if pre_arr is None else np.asarray(pre_arr).ravel()[idx].astype(np.float64),
+    st = _sparse_stats(dense, ids.size, coords, np.asarray(post.numpy())[coords],
+                       None if pre_arr is None else np.asarray(pre_arr)[coords].astype(np.float64),
                        float(reference_mean), lab_arr.shape)
     s = {k: v[1:] for k, v in st.items()}
     return _table_from_arrays(s, ids, np.zeros(ids.size, bool), post, float(reference_mean), float(sigma),

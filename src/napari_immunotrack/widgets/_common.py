@@ -81,9 +81,16 @@ def volume_layer_data(volume: Volume, reference: Optional[Volume] = None, as_lab
         return labels, kwargs, "labels"
     style = dict(MODALITY_STYLE.get(volume.modality, MODALITY_STYLE["OT"]))
     data = display.data
-    metadata["_display_fingerprint"] = _fingerprint(data)
-    if "multiscale" not in volume.metadata:
+    pyramid = volume.metadata.get("multiscale")
+    if pyramid and volume.is_axis_aligned() and len(pyramid.get("arrays", [])) > 1:
+        # a lazy pyramid (OME-Zarr): napari shows the level that fits the screen
+        levels = [Volume(a, aff).canonical().data for a, aff in zip(pyramid["arrays"], pyramid["affines"])]
+        data = levels
+        kwargs["multiscale"] = True
+        style["contrast_limits"] = contrast_limits_for(np.asarray(levels[-1]), volume.modality)
+    else:
         style["contrast_limits"] = contrast_limits_for(display.numpy(), volume.modality)
+    metadata["_display_fingerprint"] = _fingerprint(data)
     kwargs.update(style)
     kwargs.update(overrides)
     if volume.data.ndim == 4 and volume.metadata.get("leading_axis") == "channel":
