@@ -1,0 +1,68 @@
+"""The bundled sample study opened in a real napari viewer (Xvfb + OpenGL)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_immunotrack.data import sample_study_root
+from napari_immunotrack.volume import ras_to_napari
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def sample_viewer(make_napari_viewer, monkeypatch):
+    import napari
+
+    from napari_immunotrack.commands import view
+
+    created = []
+
+    def make(*args, **kwargs):
+        viewer = make_napari_viewer(show=False)
+        created.append(viewer)
+        return viewer
+
+    monkeypatch.setattr(napari, "Viewer", make)
+    return view.open_viewer(show=False)
+
+
+def test_sample_study_opens_in_one_physical_space(sample_viewer):
+    viewer = sample_viewer
+    modalities = {layer.metadata["volume"].modality for layer in viewer.layers}
+    assert {"MR", "PT", "NM", "F19", "MPI", "OPT", "SEG"} <= modalities
+    rng = np.random.default_rng(0)
+    for layer in viewer.layers:
+        volume = layer.metadata["volume"]
+        display = volume.for_display()
+        # a displayed voxel sits at the world point its native Volume gives it (napari order S, A, R)
+        idx = rng.integers(0, np.array(display.spatial_shape), size=(5, 3)).astype(float)
+        napari_world = np.array([layer.data_to_world(i) for i in idx])[:, -3:]
+        np.testing.assert_allclose(napari_world, ras_to_napari(display.index_to_world(idx)), atol=1e-6)
+    # modality defaults
+    by_modality = {layer.metadata["volume"].modality: layer for layer in viewer.layers}
+    assert by_modality["MR"].colormap.name == "gray"
+    assert by_modality["PT"].blending == "additive"
+    assert by_modality["F19"].colormap.name == "magenta"
+    assert by_modality["MPI"].colormap.name == "cyan"
+    assert by_modality["OPT"].colormap.name == "green"
+
+
+def test_19f_hot_spot_is_where_the_truth_puts_the_cells(sample_viewer):
+    """Centring on the truth's richest 19F focus lands the slider there and reads a 19F hot spot."""
+    from napari_immunotrack.widgets._common import center_on_world
+
+    truth = json.loads((sample_study_root() / "ground_truth.json").read_text())
+    ses = truth["subjects"]["01"]["sessions"]["ses-day1"]
+    focus = max(ses["foci"], key=lambda f: f["label_live"]["f19"] + f["label_macrophage"]["f19"])
+    depot = focus["centroid_ras_mm"]
+    viewer = sample_viewer
+    center_on_world(viewer, depot)
+    point = ras_to_napari(np.array(depot))
+    np.testing.assert_allclose(np.array(viewer.dims.point)[-3:], point, atol=0.5)
+    f19 = next(layer for layer in viewer.layers if layer.metadata["volume"].modality == "F19")
+    values = f19.data
+    at_depot = f19.get_value(point, world=True)
+    # the focus is a 19F hot spot: far above the image's median (pure noise)
+    assert at_depot > 5 * np.median(values)
