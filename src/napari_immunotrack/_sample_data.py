@@ -68,13 +68,15 @@ def load_session(root=None, session: Optional[str] = None, subject: Optional[str
         session = (post or names)[0]
     session = session[4:] if session.startswith("ses-") else session
     chosen = [f for f in files if f.subject == subject and f.session == session]
+    baseline = [f for f in files if f.subject == subject and f.day == 0 and f.session != session and
+                f.datatype == "anat"]
     if not chosen:
         from .errors import InputError
 
         raise InputError(f"no images for subject {subject} session {session}; sessions are: {', '.join(names)}.")
     transforms = session_transforms(root / f"sub-{subject}" / f"ses-{session}")
     out = []
-    for f in chosen:
+    for f in chosen + baseline:  # the pre-injection anatomy comes along as the baseline
         for volume in load_volumes(f.path):
             side = _sidecar(f.path)
             if volume.modality == "OPT" and "ImageToWorldAffine" in side:
@@ -102,8 +104,10 @@ def study_layer_data(root=None, session: Optional[str] = None, subject: Optional
     loaded = load_session(root, session, subject)
     reference = next((v for v, _ in loaded if v.modality == "MR" and v.is_axis_aligned()), None)
     layers = []
+    # the baseline anatomy is loaded hidden; the session asked for is shown
+    shown_session = next((f.session for _, f in loaded if f.day != 0), loaded[0][1].session if loaded else None)
     for volume, f in loaded:
-        shown = f.suffix in _SHOWN_SUFFIXES or volume.modality in _SHOWN_MODALITIES
+        shown = (f.suffix in _SHOWN_SUFFIXES or volume.modality in _SHOWN_MODALITIES) and f.session == shown_session
         extra = {"visible": shown}
         if f.is_labels:
             extra.update(opacity=0.5)

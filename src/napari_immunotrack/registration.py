@@ -694,7 +694,7 @@ def register(
         raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
     if initializer not in _INITIALIZERS:
         raise InputError(f"initializer must be one of {', '.join(_INITIALIZERS)}, not {initializer!r}.")
-    if intensity not in _INTENSITY_MODES:
+    if not all(m in _INTENSITY_MODES for m in ((intensity,) if isinstance(intensity, str) else intensity)):
         raise InputError(f"intensity must be one of {', '.join(_INTENSITY_MODES)}, not {intensity!r}.")
     if int(seed) < 1:
         raise InputError(f"seed must be a whole number >= 1 (0 would mean a random seed), not {seed}.")
@@ -708,7 +708,8 @@ def register(
     for data, mask, role in ((f_data, f_mask, "fixed"), (m_data, m_mask, "moving")):
         if mask is not None and float(np.ptp(data[mask])) == 0:
             raise InputError(f"the {role} image is constant inside its mask; draw the mask over the anatomy to align.")
-    modes = (_intensity_mode(fixed, intensity), _intensity_mode(moving, intensity))
+    pair_modes = (intensity, intensity) if isinstance(intensity, str) else tuple(intensity)
+    modes = (_intensity_mode(fixed, pair_modes[0]), _intensity_mode(moving, pair_modes[1]))
     f_data = _intensities(f_data, f_mask, modes[0], clip_percentile)
     m_data = _intensities(m_data, m_mask, modes[1], clip_percentile)
     _progress.report(progress, 0.0, "preparing images")

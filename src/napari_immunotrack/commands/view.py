@@ -7,7 +7,7 @@ from __future__ import annotations
 HELP = "open napari with a study (default: the sample study) and the plugin's docks"
 
 #: Dock widgets opened by `view`, as (napari.yaml widget display name, area).
-DOCKS = ()
+DOCKS = (("Cursor readout", "right"), ("Quantitative readouts", "right"), ("T1-T2 confirmation", "right"))
 
 
 def add_arguments(parser):
@@ -18,7 +18,7 @@ def add_arguments(parser):
     parser.add_argument("--screenshot", help="save a screenshot of the window to this PNG and quit")
 
 
-def open_viewer(study=None, session=None, subject=None, show=True):
+def open_viewer(study=None, session=None, subject=None, show=True, docks=True):
     """A napari viewer with the study's session loaded (used by `view` and the tests)."""
     import napari
 
@@ -34,11 +34,14 @@ def open_viewer(study=None, session=None, subject=None, show=True):
     viewer.camera.orientation2d = ("up", "right")  # anterior up, subject's right to the right
     viewer.scale_bar.visible = True
     viewer.axes.visible = False
-    for name, area in DOCKS:
-        try:
-            viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=True)
-        except Exception:  # a missing optional widget must not stop the viewer
-            pass
+    if docks:
+        for name, area in DOCKS:
+            try:
+                viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=True)
+            except Exception as exc:  # a broken optional widget must not stop the viewer
+                from napari.utils.notifications import show_warning
+
+                show_warning(f"the {name} dock could not open: {exc}")
     fit_to_anatomy(viewer)
     return viewer
 
