@@ -434,7 +434,7 @@ def test_quality_control_views(pair):
     on_fixed = reg.resample_moving(fixed, moving, TRUE)
     board = reg.checkerboard(fixed, on_fixed, square_mm=8.0)
     assert board.same_grid(fixed) and 0.0 <= board.numpy().min() and board.numpy().max() <= 1.0
-    a, b = reg._normalise(fixed.numpy()), reg._normalise(on_fixed.numpy())
+    a, b = reg.normalised(fixed).numpy(), reg.normalised(on_fixed).numpy()  # log for the PET, as the metric
     from_fixed = np.isclose(board.numpy(), a)
     from_moving = np.isclose(board.numpy(), b)
     assert (from_fixed | from_moving).all() and 0.3 < from_fixed.mean() < 0.7
@@ -572,7 +572,7 @@ def test_cli_register_writes_transform_and_resampled(files, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "start" in captured.out and "final" in captured.out and "mutual information" in captured.out
-    assert "register [" in captured.err  # progress
+    assert "register" in captured.err and "100.0%" in captured.err  # progress
     fixed = load_volume(files / "mri.nii.gz")
     mean, worst = tre(read_transform(out), TRUE, body_points(fixed))
     assert mean < 0.5 and worst < 1.0
@@ -682,3 +682,50 @@ def test_cli_does_not_import_napari(files, tmp_path):
             "assert rc == 0; assert 'napari' not in sys.modules and 'qtpy' not in sys.modules; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+
+# ----------------------------------------------------------------------------- the simulated study
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    import json
+
+    from napari_immunotrack.simulate import make_study
+
+    root = make_study(tmp_path_factory.mktemp("study") / "study", timepoints_days=(1,), size="tiny")
+    truth = json.loads((root / "ground_truth.json").read_text())["subjects"]["01"]["sessions"]["ses-day1"]
+    ses = root / "sub-01" / "ses-day1"
+    mri = load_volume(next((ses / "anat").glob("*_T2w.nii.gz")))
+    data = mri.numpy()
+    idx = np.argwhere(data > np.percentile(data, 50))
+    pts = mri.index_to_world(idx[np.random.default_rng(0).choice(len(idx), 3000, replace=False)])
+    images = {"pet": load_volume(ses / "pet"), "mpi": load_volume(next((ses / "mpi").glob("*_mpi.nii.gz"))),
+              "f19": load_volume(next((ses / "f19").glob("*_19F.nii.gz")))}
+    return mri, images, {k: np.array(truth[k][f"mri_to_{k}"]) for k in images}, pts
+
+
+def test_study_pet_to_mri_then_mpi_to_pet(tiny_study):
+    mri, images, truth, pts = tiny_study
+    pet = reg.register(mri, images["pet"])
+    assert pet.parameters["intensity_used"] == {"fixed": "linear", "moving": "log"}
+    mean, worst = tre(pet.fixed_to_moving, truth["pet"], pts)
+    assert mean < 0.6 and worst < 1.0, (mean, worst)
+    # MPI has no anatomy: registered to the (registered) PET around its hot spots
+    pet_in_mri_world = images["pet"].replace(affine=pet.apply_to_affine(images["pet"].affine))
+    mpi = reg.register(pet_in_mri_world, images["mpi"])
+    assert mpi.parameters["hot_spot_mask"] is True
+    mean, worst = tre(mpi.fixed_to_moving, truth["mpi"], pts)  # MRI world -> MPI world, composed through the PET
+    assert mean < 0.6 and worst < 1.0, (mean, worst)
+
+
+@pytest.mark.parametrize("key", ["mpi", "f19"])
+def test_study_hot_spot_images_against_mri_are_refused(tiny_study, key):
+    mri, images, truth, pts = tiny_study
+    with pytest.raises(InputError, match="no usable information|worse"):
+        reg.register(mri, images[key])
+
+
+def test_no_shared_information_is_refused(pair):
+    fixed, moving = pair
+    noise = moving.replace(data=np.random.default_rng(0).normal(0, 1, moving.spatial_shape).astype(np.float32))
+    with pytest.raises(InputError, match="no usable information"):
+        reg.register(fixed, noise, initializer="none")

@@ -308,6 +308,28 @@ def _check_mask(mask, image: Volume, role: str) -> Optional[np.ndarray]:
     return out
 
 
+#: Modalities whose images are hot spots on noise: registered to each other around their hot spots.
+_HOT_MATCH = ("PT", "NM", "F19", "MPI")
+
+
+def _hot_spot_mask(volume: Volume, data: np.ndarray) -> np.ndarray:
+    """Voxels above 5 % of the image maximum, dilated by 3 mm: where a hot-spot image holds information."""
+    from scipy import ndimage
+
+    top = float(data.max())
+    floor = float(np.median(data))
+    hot = data > floor + _HOT_FRACTION * (top - floor)
+    radius = np.maximum(np.round(_HOT_DILATION_MM / volume.spacing).astype(int), 1)
+    ball = np.ones(tuple(2 * r + 1 for r in radius), bool)
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball &= sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius)) <= 1.0
+    mask = ndimage.binary_dilation(hot, structure=ball)
+    if int(mask.sum()) < _MIN_LEVEL_VOXELS:
+        raise InputError(f"the fixed image's hot spots cover only {int(mask.sum())} voxels, too few to register "
+                         "on; register to an anatomical image, use landmarks, or pass hot_spots=False.")
+    return mask
+
+
 def _warn(message: str, collected: Optional[list] = None) -> None:
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
@@ -390,15 +412,10 @@ def _mask_to_sitk(volume: Volume, mask: Optional[np.ndarray]):
     return volume_to_sitk(volume.replace(data=mask.astype(np.uint8)))
 
 
-def _level_factors(spacing, size, factor: float, minimum_size: int = 8):
-    """Per-axis integer shrink factors giving about ``factor`` x the spacing, keeping each axis >= minimum_size voxels."""
-    spacing = np.asarray(spacing, float)
-    out = []
-    for sp, n in zip(spacing, size):
-        f = max(1, int(np.floor(factor + 1e-6)))
-        f = min(f, max(1, n // minimum_size))
-        out.append(int(f))
-    return out
+def _level_factors(size, factor: float, minimum_size: int = 8):
+    """Per-axis integer shrink factors of about ``factor``, keeping each axis >= ``minimum_size`` voxels."""
+    f = max(1, int(np.floor(factor + 1e-6)))
+    return [int(min(f, max(1, n // minimum_size))) for n in size]
 
 
 def _shrink(image, factors, mask=False):
@@ -422,8 +439,9 @@ class _Level:
     n_fixed: int
 
 
-def _build_pyramid(f_img, m_img, f_mask, m_mask, shrink_factors, smoothing, fine_smoothing=0.0):
-    """Images of each level: block-averaged (BinShrink) then lightly smoothed, coarse to fine."""
+def _build_pyramid(f_img, m_img, f_mask, m_mask, shrink_factors, smoothing):
+    """Images of each level, coarse to fine: block averages (BinShrink, which also anti-aliases),
+    optionally smoothed; much cheaper than ITK's own smoothing of the full image at every level."""
     import SimpleITK as sitk
 
     f_sp = np.array(f_img.GetSpacing())
@@ -432,17 +450,14 @@ def _build_pyramid(f_img, m_img, f_mask, m_mask, shrink_factors, smoothing, fine
     base = max(1.0, 0.5 * float(m_sp.max()) / float(f_sp.min()))
     levels = []
     for s in shrink_factors:
-        ff = _level_factors(f_sp, f_img.GetSize(), s * np.floor(base))
+        ff = _level_factors(f_img.GetSize(), s * np.floor(base))
         level_spacing = float(np.min(f_sp * ff))
         # the moving image is block-averaged only where it is at least twice finer than the level
-        mf = _level_factors(m_sp, m_img.GetSize(), 0.5 * level_spacing / float(m_sp.min()))
+        mf = _level_factors(m_img.GetSize(), 0.5 * level_spacing / float(m_sp.min()))
         fl, ml = _shrink(f_img, ff), _shrink(m_img, mf)
         if smoothing > 0 and s > 1:
             fl = sitk.SmoothingRecursiveGaussian(fl, smoothing * level_spacing)
             ml = sitk.SmoothingRecursiveGaussian(ml, smoothing * level_spacing)
-        elif fine_smoothing > 0:
-            # noise of the moving image (PET) at the finest level
-            ml = sitk.SmoothingRecursiveGaussian(ml, fine_smoothing * float(m_sp.max()))
         fml = _shrink(f_mask, ff, mask=True) if f_mask is not None else None
         mml = _shrink(m_mask, mf, mask=True) if m_mask is not None else None
         n_fixed = int(np.prod(fl.GetSize())) if fml is None else int(sitk.GetArrayViewFromImage(fml).sum())
@@ -541,15 +556,20 @@ class _Sampler:
         return float(np.sum(joint[nz] * np.log(joint[nz] / outer[nz]))), overlap
 
 
-_MOVING_GRADIENT_FILTER = False
 #: fraction of fixed sample points that must land in the moving image after initialisation
 _MIN_OVERLAP = 0.05
-#: below this final mutual information (nats) a result is flagged as unreliable
-_LOW_INFORMATION = 0.1
+#: fewest fixed voxels (inside the mask) a pyramid level must have
+_MIN_LEVEL_VOXELS = 300
+#: hot-spot masks: voxels above this fraction of the image maximum, dilated by this many mm
+_HOT_FRACTION, _HOT_DILATION_MM = 0.05, 3.0
+#: below this final mutual information (nats) a result is refused (force=True keeps it) ...
+_NO_INFORMATION = 0.1
+#: ... and below this one it comes with a warning
+_LOW_INFORMATION = 0.2
 #: points of the reported (NumPy) mutual information
 _QC_POINTS = 20000
+#: convergence of the coarser levels: a step below this fraction of the level's voxel (the finest uses min_step_mm)
 _COARSE_MIN_STEP = 0.05
-_FINE_LR = 1.0
 #: sample points on the finest level, the one above, and coarser ones
 _DEFAULT_SAMPLES = (12000, 6000, 3000)
 
@@ -572,10 +592,7 @@ def _metric_method(level: _Level, bins: int, samples: int, seed: int):
     # gradients computed at the sample points only: much cheaper than a
     # gradient image of the whole volume at every level
     reg.MetricUseFixedImageGradientFilterOff()
-    if _MOVING_GRADIENT_FILTER:
-        reg.MetricUseMovingImageGradientFilterOn()
-    else:
-        reg.MetricUseMovingImageGradientFilterOff()
+    reg.MetricUseMovingImageGradientFilterOff()
     reg.SetInterpolator(sitk.sitkLinear)
     return reg
 
@@ -610,11 +627,11 @@ def register(
     max_iterations: int = 200,
     min_step_mm: float = 0.02,
     intensity: str = "auto",
+    hot_spots: Optional[bool] = None,
     clip_percentile: float = 99.9,
     force: bool = False,
     seed: int = 1,
     relaxation: float = 0.7,
-    fine_smoothing: float = 0.0,
     progress=None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` by Mattes mutual information: rigid, then (optionally) affine.
@@ -657,6 +674,13 @@ def register(
         counts beside hot spots) or "rank" (histogram-equalised quantiles);
         "auto" takes "log" for hot-spot modalities (PT, NM, F19, MPI, OPT) and
         "linear" for anatomy (MR, CT, ...).
+    hot_spots : bool, optional
+        Compute the metric only around the fixed image's hot spots (voxels above
+        5 % of its maximum, dilated by 3 mm), where two hot-spot images share
+        their information; the rest is background noise. By default (None) on
+        when both images are hot-spot modalities (PET, SPECT, MPI, 19F) and no
+        fixed mask is given: MPI or 19F registered to PET. The mask counts as
+        the fixed mask.
     clip_percentile : float
         Linear intensities above this percentile are clipped for the metric (hot spots).
     force : bool
@@ -705,6 +729,10 @@ def register(
     m_data = _check_image(moving, "moving", notes)
     f_mask = _check_mask(fixed_mask, fixed, "fixed")
     m_mask = _check_mask(moving_mask, moving, "moving")
+    if hot_spots is None:
+        hot_spots = (fixed_mask is None and fixed.modality in _HOT_MATCH and moving.modality in _HOT_MATCH)
+    if hot_spots:
+        f_mask = _hot_spot_mask(fixed, f_data) if f_mask is None else f_mask & _hot_spot_mask(fixed, f_data)
     for data, mask, role in ((f_data, f_mask, "fixed"), (m_data, m_mask, "moving")):
         if mask is not None and float(np.ptp(data[mask])) == 0:
             raise InputError(f"the {role} image is constant inside its mask; draw the mask over the anatomy to align.")
@@ -716,7 +744,13 @@ def register(
 
     f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
     levels = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask),
-                            [float(s) for s in shrink_factors], float(smoothing), float(fine_smoothing))
+                            [float(s) for s in shrink_factors], float(smoothing))
+    # a level with too few fixed voxels (a small mask) cannot estimate a histogram: start finer
+    while len(levels) > 1 and levels[0].n_fixed < _MIN_LEVEL_VOXELS:
+        levels.pop(0)
+    if levels[-1].n_fixed < _MIN_LEVEL_VOXELS:
+        raise InputError(f"only {levels[-1].n_fixed} fixed voxels are left for the metric (mask or image too "
+                         "small); enlarge the mask or use landmarks.")
     coarse, finest = levels[0], levels[-1]
     if samples is None:
         per_level = [_DEFAULT_SAMPLES[min(len(levels) - 1 - i, 2)] for i in range(len(levels))]
@@ -774,7 +808,7 @@ def register(
         last = index == len(levels) - 1
         step_min = float(min_step_mm) if last else max(float(min_step_mm), _COARSE_MIN_STEP * level.spacing_mm)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=level.spacing_mm * (1.0 if index == 0 else _FINE_LR), minStep=step_min, numberOfIterations=int(max_iterations),
+            learningRate=level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
             relaxationFactor=float(relaxation), gradientMagnitudeTolerance=1e-8)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
@@ -784,7 +818,7 @@ def register(
             it = reg.GetOptimizerIteration()
             frac = (k + min(it / 60.0, 0.95)) / len(plan)
             try:
-                _progress.report(progress, frac, f"{label}: iteration {it}, metric {reg.GetMetricValue():.4f}")
+                _progress.report(progress, frac, f"{label}: iteration {it}, Mattes cost {reg.GetMetricValue():.4f}")
             except Cancelled as exc:
                 state["cancelled"] = exc
                 raise _Abort() from None
@@ -827,7 +861,7 @@ def register(
         "min_step_mm": float(min_step_mm), "scales": "physical shift", "interpolator": "linear",
         "intensity": intensity, "intensity_used": {"fixed": modes[0], "moving": modes[1]},
         "clip_percentile": float(clip_percentile), "seed": int(seed),
-        "fixed_mask": f_mask is not None, "moving_mask": m_mask is not None,
+        "fixed_mask": fixed_mask is not None, "moving_mask": m_mask is not None, "hot_spot_mask": bool(hot_spots),
     }
     if transform == "affine":
         sv = np.linalg.svd(matrix[:3, :3], compute_uv=False)
@@ -845,9 +879,9 @@ def register(
         doubts.append(f"the registration made the metric worse (mutual information {start:.4f} at the start, "
                       f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
                       "around the anatomy, another initializer, or landmarks")
-    if metric_final < 2 * chance:
-        doubts.append(f"the images share no usable information (mutual information {metric_final:.3f} nats, about "
-                      f"what unrelated images give: {chance:.3f}), so intensities cannot align them; pair landmarks "
+    if metric_final < max(2 * chance, _NO_INFORMATION):
+        doubts.append(f"the images share no usable information (mutual information {metric_final:.3f} nats; "
+                      f"unrelated images give about {chance:.3f}), so intensities cannot align them; pair landmarks "
                       "(fiducials), or register to an image that shows the same thing (e.g. MPI or 19F to PET)")
     if doubts and not force:
         raise InputError(doubts[0] + ".")
@@ -856,7 +890,7 @@ def register(
     if not doubts and metric_final < _LOW_INFORMATION:
         _warn(f"the images share little information (mutual information {metric_final:.3f} nats), so this "
               "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
-    _progress.report(progress, 1.0, f"done: metric {metric_final:.4f}")
+    _progress.report(progress, 1.0, f"done: mutual information {metric_final:.4f} nats")
     return RegistrationResult(
         fixed_to_moving=matrix, metric_initial=metric_identity, metric_final=metric_final,
         iterations=total_iterations, parameters=parameters, stages=stages,
@@ -1013,9 +1047,16 @@ def resample_moving(fixed: Volume, moving: Volume, result, order: int = 1) -> Vo
     return out
 
 
-def _normalise(data: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Intensities to [0, 1] between the 1st and 99th percentiles (so two modalities compare)."""
-    values = data[mask] if mask is not None and mask.any() else data.ravel()
+def _normalise(data: np.ndarray, mode: str = "linear") -> np.ndarray:
+    """Intensities to [0, 1] between the 1st and 99th percentiles, after the metric's intensity mapping.
+
+    With ``mode="log"`` (hot-spot images) the faint body shows beside the hot
+    spots, as the metric saw it, so two modalities can be compared by eye.
+    """
+    data = np.asarray(data, np.float32)
+    if mode != "linear":
+        data = _intensities(data, None, mode, 99.9)
+    values = data.ravel()
     step = max(1, values.size // 1_000_000)
     lo, hi = np.percentile(values[::step], [1, 99])
     if not hi > lo:
@@ -1025,38 +1066,50 @@ def _normalise(data: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarra
     return np.clip((data - lo) / (hi - lo), 0, 1).astype(np.float32)
 
 
-def _same_grid_pair(fixed: Volume, moving_on_fixed: Volume):
+def _same_grid_pair(fixed: Volume, moving_on_fixed: Volume, intensity: str = "auto"):
     if not fixed.same_grid(moving_on_fixed):
         raise InputError("quality-control views need the moving image on the fixed grid; resample it first "
                          "(resample_moving).")
-    return _normalise(np.asarray(fixed.numpy(), np.float32)), _normalise(np.asarray(moving_on_fixed.numpy(), np.float32))
+    return (_normalise(fixed.numpy(), _intensity_mode(fixed, intensity)),
+            _normalise(moving_on_fixed.numpy(), _intensity_mode(moving_on_fixed, intensity)))
 
 
-def checkerboard(fixed: Volume, moving_on_fixed: Volume, square_mm: float = 10.0) -> Volume:
+def normalised(volume: Volume, intensity: str = "auto") -> Volume:
+    """The volume scaled to [0, 1] as the quality-control views show it (log for hot-spot modalities)."""
+    return volume.replace(data=_normalise(volume.numpy(), _intensity_mode(volume, intensity)), unit="a.u.",
+                          modality="OT", name=f"{volume.name} (normalised)")
+
+
+def checkerboard(fixed: Volume, moving_on_fixed: Volume, square_mm: float = 10.0, intensity: str = "auto") -> Volume:
     """Alternate squares of the fixed and the registered moving image (both scaled to [0, 1]).
 
     The squares are ``square_mm`` wide in world millimetres, in 3D; edges that
-    run straight across square borders show a good registration.
+    run straight across square borders show a good registration. Each image
+    is scaled between its 1st and 99th percentiles, hot-spot modalities after
+    a logarithm (``intensity``, as in :func:`register`) so their body shows.
 
     >>> fixed = Volume(np.zeros((1, 1, 4)), np.eye(4))
     >>> moving = fixed.replace(data=np.arange(4.0).reshape(1, 1, 4))
     >>> [round(float(v), 2) for v in checkerboard(fixed, moving, square_mm=2).numpy()[0, 0]]
     [0.0, 0.0, 0.67, 1.0]
     """
-    a, b = _same_grid_pair(fixed, moving_on_fixed)
+    a, b = _same_grid_pair(fixed, moving_on_fixed, intensity)
     if not square_mm > 0:
         raise InputError(f"square_mm must be positive, not {square_mm}.")
-    idx = np.indices(fixed.spatial_shape).reshape(3, -1).T
-    world = fixed.index_to_world(idx)
-    cells = np.floor(world / square_mm).astype(np.int64).sum(axis=1) % 2
-    pick = cells.reshape(fixed.spatial_shape).astype(bool)
-    out = np.where(pick, b, a).astype(np.float32)
+    # world = A @ index + t, one world axis at a time by broadcasting (no N x 3 array)
+    n0, n1, n2 = fixed.spatial_shape
+    axes = (np.arange(n0)[:, None, None], np.arange(n1)[None, :, None], np.arange(n2)[None, None, :])
+    parity = np.zeros(fixed.spatial_shape, np.int64)
+    for w in range(3):
+        coord = fixed.affine[w, 3] + sum(fixed.affine[w, k] * axes[k] for k in range(3))
+        parity += np.floor(coord / square_mm).astype(np.int64)
+    out = np.where(parity % 2 == 1, b, a).astype(np.float32)
     return fixed.replace(data=out, unit="a.u.", modality="OT", name="checkerboard")
 
 
-def difference(fixed: Volume, moving_on_fixed: Volume) -> Volume:
-    """Registered moving minus fixed, each scaled to [0, 1] (so modalities compare; 0 = agreement)."""
-    a, b = _same_grid_pair(fixed, moving_on_fixed)
+def difference(fixed: Volume, moving_on_fixed: Volume, intensity: str = "auto") -> Volume:
+    """Registered moving minus fixed, each scaled to [0, 1] as in :func:`checkerboard` (0 = agreement)."""
+    a, b = _same_grid_pair(fixed, moving_on_fixed, intensity)
     return fixed.replace(data=(b - a).astype(np.float32), unit="a.u.", modality="OT", name="difference")
 
 

@@ -1045,7 +1045,26 @@ def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape,
     out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape, "splits": splits}
     if keep_labels:
         out["labels"] = labels
+    else:  # the candidates, compactly, so the label image can be rebuilt without reading the inputs again
+        out["mask"] = _pack_mask(cand)
     return out
+
+
+def _pack_mask(cand: np.ndarray):
+    """A block's candidate mask in the smaller of two forms: flat indices (sparse) or packed bits."""
+    flat = np.flatnonzero(cand)
+    if flat.size * 4 < cand.size // 8:
+        return ("index", cand.shape, flat.astype(np.int32 if cand.size < 2 ** 31 else np.int64))
+    return ("bits", cand.shape, np.packbits(cand.ravel() > 0))
+
+
+def _unpack_mask(packed) -> np.ndarray:
+    kind, shape, payload = packed
+    if kind == "index":
+        out = np.zeros(int(np.prod(shape)), bool)
+        out[payload] = True
+        return out.reshape(shape)
+    return np.unpackbits(payload, count=int(np.prod(shape))).astype(bool).reshape(shape)
 
 
 def _union_across_faces(blocks: List[dict], chunks, structure, offsets: List[int], n_total: int) -> np.ndarray:
@@ -1284,15 +1303,15 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _S
 def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _SplitSpec, progress):
     """Chunked path: rule with overlap, each chunk labelled, labels merged across chunk faces.
 
-    All chunks are computed in one dask graph (each input chunk is read once
-    for its own block and the halos of its neighbours); only small per-chunk
-    results (statistics, faces, splits) come back. The label image is a lazy
-    dask array that recomputes each chunk's labels and maps them to the final
-    numbers, so it can be written chunk by chunk.
+    Chunks are computed one layer (along axis 0) at a time; only small
+    per-chunk results come back (statistics, faces, splits, and the candidate
+    mask as packed bits or sparse indices). The label image is a lazy dask
+    array that relabels each chunk from its stored mask and maps it to the
+    final numbers, without reading the inputs again, so it can be written
+    chunk by chunk.
     """
     import dask
     import dask.array as da
-    from dask.callbacks import Callback
 
     shape = prepared.post.spatial_shape
     depth = rule.depth(prepared.pre is not None)
@@ -1332,18 +1351,15 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
         origin = tuple(int(bounds[a][pos[a]]) for a in range(3))
         tasks.append(dask.delayed(_block_components)(cand_d[pos], post_d[pos], None if pre_d is None else pre_d[pos],
                                                      origin, shape, structure, rule.ref_mean, spec))
-    keys = {t.key for t in tasks}
-
-    class _Report(Callback):
-        done = 0
-
-        def _posttask(self, key, result, dsk, state, worker_id):
-            if key in keys:
-                _Report.done += 1
-                report(progress, 0.8 * _Report.done / len(keys), "labelling chunks")
-
-    with _Report():
-        blocks = list(dask.compute(*tasks))
+    # one layer of chunks along axis 0 at a time: the memory held is that of a few layers of chunks
+    # (a layer, its halo neighbours and the dask scheduler's read-ahead), whatever the volume's depth
+    blocks = [None] * len(tasks)
+    layers = sorted({pos[0] for pos in positions})
+    for i, layer in enumerate(layers):
+        which = [k for k, pos in enumerate(positions) if pos[0] == layer]
+        for k, res in zip(which, dask.compute(*[tasks[k] for k in which])):
+            blocks[k] = res
+        report(progress, 0.8 * (i + 1) / len(layers), "labelling chunks")
     offsets, total = [], 0
     for pos, b in zip(positions, blocks):
         b["pos"] = pos
@@ -1370,14 +1386,17 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
         for j, res in b["splits"].items():
             presplit[int(group_ids[off + j])] = res
 
+    masks = {pos: b.pop("mask") for pos, b in zip(positions, blocks)}
+
     def relabel(final_of_group, patches):
         lut_global = final_of_group[group_ids].astype(np.int32)
         offset_of = dict(zip(positions, offsets))
 
         def fn(block, block_info=None):
+            # the block's labels again from its stored candidates (the same labelling as the first pass)
             loc = block_info[0]["array-location"]
             pos = tuple(block_info[0]["chunk-location"])
-            labels, _ = ndimage.label(block, structure=structure, output=np.int32)
+            labels, _ = ndimage.label(_unpack_mask(masks[pos]), structure=structure, output=np.int32)
             off = offset_of[pos]
             out = np.where(labels > 0, lut_global[np.minimum(labels + off, lut_global.size - 1)], 0).astype(np.int32)
             for slices, sub in patches:
@@ -1391,7 +1410,7 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
                 view[piece > 0] = piece[piece > 0]
             return out
 
-        return da.map_blocks(fn, cand, dtype=np.int32)
+        return da.map_blocks(fn, da.zeros(shape, chunks=chunks, dtype=np.int32), dtype=np.int32)
 
     return stats, presplit, relabel
 

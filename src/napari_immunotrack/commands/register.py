@@ -55,8 +55,31 @@ def _read_points(path, what: str):
     return np.asarray(table[columns], float)
 
 
+def _import_nibabel_without_pydicom() -> None:
+    """Import nibabel without letting it import pydicom (a third of this command's start-up time).
+
+    nibabel imports pydicom eagerly only to decode DICOM header extensions
+    inside NIfTI files, which registration never reads. pydicom is hidden
+    during that one import and stays importable afterwards (the DICOM reader
+    imports it itself).
+    """
+    import sys
+
+    if "nibabel" in sys.modules or "pydicom" in sys.modules:
+        return
+    sys.modules["pydicom"] = None  # "import pydicom" now fails fast inside nibabel's optional_package
+    try:
+        import nibabel.nifti1  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        del sys.modules["pydicom"]
+
+
 def run(args) -> int:
     import sys
+
+    _import_nibabel_without_pydicom()
 
     import numpy as np
 

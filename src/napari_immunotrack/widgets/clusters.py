@@ -1,0 +1,490 @@
+"""Iron cluster widget (thin; the science is in :mod:`napari_immunotrack.analysis.clusters`).
+
+Pick the post-injection T2/T2*-weighted image and, to exclude voids that
+were there before, the pre-injection baseline; a reference tissue ROI, a
+search ROI and an air ROI (napari Labels layers or Shapes drawn on axial
+slices); the candidate rule and its parameters.
+
+- "Live preview" shows the rule on the slice on screen (one slice only: fast)
+  in a "cluster preview" layer while parameters move or the slice changes.
+- "Find clusters" runs on the whole volume in a worker thread, with progress
+  and Cancel. The clusters come back as an editable Labels layer ("iron
+  clusters": correct them with napari's brush, eraser and fill) and a table
+  dock: click a row to centre the views on that cluster.
+- "Export" writes the (edited) labels as NIfTI on the post image's own grid
+  and the table re-measured from them as CSV, each with its provenance
+  sidecar; nothing is overwritten without asking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                            QLabel, QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..analysis import clusters as C
+from ..errors import InputError, one_line
+from ..volume import Volume
+from ._common import (TaskRunner, _fingerprint, layer_to_volume, notify_error, shapes_to_mask, show_table_dock,
+                      volume_layer_data)
+
+_NONE = "(none)"
+
+#: (key, label, optional, kinds of layer offered)
+_INPUTS = (
+    ("post", "T2/T2*w post", False, ("Image",)),
+    ("baseline", "Baseline (pre)", True, ("Image",)),
+    ("reference_mask", "Reference ROI", True, ("Labels", "Shapes")),
+    ("search_mask", "Search ROI", True, ("Labels", "Shapes")),
+    ("background_mask", "Air ROI (noise)", True, ("Labels", "Shapes")),
+)
+
+#: Layers this widget owns.
+LAYER_NAMES = {"labels": "iron clusters", "preview": "cluster preview"}
+
+#: Spin box range, step and decimals of each rule's threshold.
+_THRESHOLD_SPIN = {"fraction": (0.01, 0.99, 0.05, 2), "percentile": (0.1, 99.0, 1.0, 1),
+                   "ksigma": (0.1, 20.0, 0.5, 1), "blob": (0.01, 0.99, 0.05, 2)}
+_THRESHOLD_TIPS = {"fraction": "voxels below this fraction of the reference mean (0.5: Tremblay et al. 2018)",
+                   "percentile": "the darkest p % of the search ROI (10 for tumours)",
+                   "ksigma": "voxels below mean - k SD of the reference",
+                   "blob": "local contrast 1 - G(0.5 vox)/G(3 vox) above this (small voids)"}
+
+
+class _Failed:
+    """An exception carried back from the worker as a result (shown as one notification)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _guarded(func):
+    def call(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every error is shown to the user, none is lost
+            return _Failed(exc)
+
+    return call
+
+
+class ClusterWidget(QWidget):
+    """Dock widget: find hypointense (iron) cell clusters, preview, correct and export them."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result: Optional[C.ClusterResult] = None
+        self.layers: dict = {}
+        self.table = None          # the QTableWidget of the docked table
+        self._table_dock = None
+        self._pending = False
+        self._inputs_used: dict = {}
+        self._volumes_used: dict = {}
+        self._prep_key = None
+        self._prep = None
+        self._preview_slice = None
+
+        layout = QVBoxLayout(self)
+        box = QGroupBox("Images and ROIs")
+        form = QFormLayout(box)
+        self.combos = {}
+        for key, label, optional, _kinds in _INPUTS:
+            combo = QComboBox()
+            combo.setObjectName(key)
+            self.combos[key] = combo
+            form.addRow(label + ("" if optional else " *"), combo)
+        self.same_world = QCheckBox("baseline on another grid: same world, resample it")
+        self.same_world.setToolTip("use when the baseline is registered (or from the same session) but has "
+                                   "another voxel grid; otherwise a baseline must have the post image's grid")
+        form.addRow("", self.same_world)
+        layout.addWidget(box)
+
+        box = QGroupBox("Rule")
+        form = QFormLayout(box)
+        self.method = QComboBox()
+        self.method.addItems(list(C.METHODS))
+        self.threshold = QDoubleSpinBox()
+        self.min_size = QSpinBox()
+        self.min_size.setRange(1, 10_000_000)
+        self.min_size.setValue(3)
+        self.min_size.setToolTip("smallest cluster kept, voxels")
+        self.connectivity = QComboBox()
+        self.connectivity.addItems(["26", "18", "6"])
+        self.baseline_ratio = QDoubleSpinBox()
+        self.baseline_ratio.setRange(0.05, 0.95)
+        self.baseline_ratio.setSingleStep(0.05)
+        self.baseline_ratio.setValue(0.6)
+        self.baseline_ratio.setToolTip("with a baseline: a voxel must have darkened to post/pre below this")
+        self.split = QCheckBox("split touching blooms")
+        self.split.setChecked(True)
+        form.addRow("method", self.method)
+        form.addRow("threshold", self.threshold)
+        form.addRow("min size (voxels)", self.min_size)
+        form.addRow("connectivity", self.connectivity)
+        form.addRow("baseline ratio", self.baseline_ratio)
+        form.addRow("", self.split)
+        self.live = QCheckBox("Live preview (current slice)")
+        form.addRow("", self.live)
+        layout.addWidget(box)
+        self._method_changed()
+
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Find clusters")
+        self.cancel_button = QPushButton("Cancel")
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.export_button = QPushButton("Export labels and table...")
+        self.export_button.setEnabled(False)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.export_button)
+        layout.addStretch(1)
+
+        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(150)
+        self._timer.timeout.connect(self.update_preview)
+        self.run_button.clicked.connect(self.run)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.method.currentIndexChanged.connect(self._method_changed)
+        for widget in (self.threshold, self.baseline_ratio):
+            widget.valueChanged.connect(self._schedule_preview)
+        self.connectivity.currentIndexChanged.connect(self._schedule_preview)
+        self.live.toggled.connect(self._live_toggled)
+        self.same_world.toggled.connect(self._inputs_changed)
+        for combo in self.combos.values():
+            combo.currentIndexChanged.connect(self._inputs_changed)
+        self.viewer.dims.events.current_step.connect(self._schedule_preview)
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self._refresh_choices()
+
+    # ------------------------------------------------------------------ inputs
+    def _refresh_choices(self, event=None) -> None:
+        own = {id(layer) for layer in self.layers.values()}
+        for key, _label, optional, kinds in _INPUTS:
+            names = [ly.name for ly in self.viewer.layers if type(ly).__name__ in kinds and id(ly) not in own]
+            combo = self.combos[key]
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            if optional:
+                combo.addItem(_NONE)
+            combo.addItems(names)
+            if current in names or (optional and current == _NONE):
+                combo.setCurrentText(current)
+            else:
+                guess = self._guess(key, names)
+                combo.setCurrentIndex(0)
+                if guess:
+                    combo.setCurrentText(guess)
+            combo.blockSignals(False)
+
+    @staticmethod
+    def _guess(key: str, names) -> Optional[str]:
+        """Pre-select by name: "..._post"/"T2starw" for the image, "pre"/"day0" for the baseline, "ref..." ROIs."""
+        import re
+
+        def tokens(name):
+            return set(t for t in re.split(r"[^a-z0-9]+", name.lower()) if t)
+
+        pre_words = {"pre", "baseline", "day0", "d0"}
+        if key == "post":
+            named = [n for n in names if "post" in tokens(n)] or [n for n in names if not (tokens(n) & pre_words)]
+            return named[0] if named else None
+        if key == "baseline":
+            return next((n for n in names if tokens(n) & pre_words), None)
+        word = {"reference_mask": ("reference", "ref"), "search_mask": ("search",),
+                "background_mask": ("background", "air", "bg")}[key]
+        return next((n for n in names if tokens(n) & set(word)), None)
+
+    def select(self, **layer_names) -> None:
+        """Choose inputs by layer name, e.g. ``select(post="T2starw_post", baseline=None)`` (None = none)."""
+        for key, name in layer_names.items():
+            if key not in self.combos:
+                raise InputError(f"unknown input {key!r}; choose among {', '.join(self.combos)}.")
+            text = _NONE if name is None else name
+            if self.combos[key].findText(text) < 0:
+                raise InputError(f"no layer named {name!r} for {key}.")
+            self.combos[key].setCurrentText(text)
+
+    def _layer(self, key):
+        name = self.combos[key].currentText()
+        if not name or name == _NONE:
+            return None
+        if name not in self.viewer.layers:
+            raise InputError(f"the layer {name!r} chosen for {key} is gone; choose another.")
+        return self.viewer.layers[name]
+
+    def volumes(self) -> dict:
+        """The chosen inputs as Volumes (ROIs drawn as Shapes rasterised on the post image's grid)."""
+        layer = self._layer("post")
+        if layer is None:
+            raise InputError("choose the post-injection T2/T2*-weighted image layer.")
+        post = layer_to_volume(layer)
+        out = {"post": post}
+        for key, *_ in _INPUTS[1:]:
+            layer = self._layer(key)
+            if layer is None:
+                out[key] = None
+            elif type(layer).__name__ == "Shapes":
+                if len(layer.data) == 0:
+                    raise InputError(f"the Shapes layer {layer.name!r} has no shape; draw the ROI first.")
+                out[key] = shapes_to_mask(layer, post)
+            else:
+                out[key] = layer_to_volume(layer)
+        return out
+
+    def parameters(self) -> dict:
+        return {"method": self.method.currentText(), "threshold": float(self.threshold.value()),
+                "min_size": int(self.min_size.value()), "connectivity": int(self.connectivity.currentText()),
+                "baseline_ratio": float(self.baseline_ratio.value()), "split_touching": self.split.isChecked()}
+
+    def _transform(self, volumes):
+        base = volumes.get("baseline")
+        if base is not None and self.same_world.isChecked() and not base.same_grid(volumes["post"]):
+            return np.eye(4)
+        return None
+
+    def _method_changed(self, *args) -> None:
+        method = self.method.currentText()
+        lo, hi, step, decimals = _THRESHOLD_SPIN[method]
+        self.threshold.blockSignals(True)
+        self.threshold.setDecimals(decimals)
+        self.threshold.setRange(lo, hi)
+        self.threshold.setSingleStep(step)
+        self.threshold.setValue(C.DEFAULT_THRESHOLDS[method])
+        self.threshold.setToolTip(_THRESHOLD_TIPS[method])
+        self.threshold.blockSignals(False)
+        self._schedule_preview()
+
+    def _inputs_changed(self, *args) -> None:
+        self._prep_key = None
+        self._schedule_preview()
+
+    # ------------------------------------------------------------------ preview
+    def _live_toggled(self, on: bool) -> None:
+        if on:
+            self._schedule_preview()
+        elif self.layers.get("preview") in self.viewer.layers:
+            self.viewer.layers.remove(self.layers.pop("preview"))
+
+    def _schedule_preview(self, *args) -> None:
+        if self.live.isChecked():
+            self._timer.start()
+
+    def _prepared_for_display(self):
+        """Inputs prepared on the post layer's display grid (cached until an input or an ROI changes)."""
+        layers = [self._layer(k) for k, *_ in _INPUTS]
+        key = tuple((ly.name, _fingerprint(ly.data) if type(ly).__name__ == "Labels" else
+                     (repr([np.asarray(d).round(3).tolist() for d in ly.data]) if type(ly).__name__ == "Shapes"
+                      else id(ly.data))) if ly is not None else None for ly in layers) + (self.same_world.isChecked(),)
+        if key != self._prep_key:
+            vols = self.volumes()
+            display = {k: (v.for_display(reference=vols["post"]) if v is not None and k in ("post", "baseline")
+                           else v) for k, v in vols.items()}
+            transform = self._transform(display)
+            self._prep = C.prepare(display["post"], display["baseline"], display["reference_mask"],
+                                   display["search_mask"], display["background_mask"], transform)
+            self._prep_key = key
+        return self._prep
+
+    def update_preview(self) -> Optional[np.ndarray]:
+        """Show the rule on the displayed slice in the preview layer; returns the 2D mask (None in 3D view)."""
+        if not self.live.isChecked():
+            return None
+        try:
+            post_layer = self._layer("post")
+            if post_layer is None:
+                raise InputError("choose the post-injection T2/T2*-weighted image layer.")
+            if self.viewer.dims.ndisplay != 2:
+                self.status.setText("the live preview works in the 2D view")
+                return None
+            prep = self._prepared_for_display()
+            p = self.parameters()
+            rule = prep.rule(p["method"], p["threshold"], baseline_ratio=p["baseline_ratio"])
+            ndim = self.viewer.dims.ndim
+            spatial = [d - (ndim - 3) for d in self.viewer.dims.not_displayed if d >= ndim - 3]
+            axis = spatial[0]
+            data_pos = np.asarray(post_layer.world_to_data(self.viewer.dims.point))[-3:]
+            index = int(np.clip(np.round(data_pos[axis]), 0, prep.post.spatial_shape[axis] - 1))
+            mask2d = prep.preview(rule, axis, index)
+        except Exception as exc:  # shown, never raised into Qt's event loop
+            notify_error(exc)
+            self.status.setText(one_line(exc))
+            return None
+        layer = self.layers.get("preview")
+        if layer is None or layer not in self.viewer.layers or layer.data.shape != prep.post.spatial_shape:
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+            empty = Volume(np.zeros(prep.post.spatial_shape, np.uint8), prep.post.affine, modality="SEG",
+                           unit="label", name=LAYER_NAMES["preview"])
+            data, kwargs, _ = volume_layer_data(empty, as_labels=True, opacity=0.5)
+            kwargs["metadata"] = {}  # a scratch layer: not an input, not a result
+            layer = self.viewer.add_labels(data.astype(np.uint8), **kwargs)
+            self.layers["preview"] = layer
+            self._preview_slice = None
+        data = layer.data
+        if self._preview_slice is not None:
+            data[self._preview_slice] = 0
+        sl = [slice(None)] * 3
+        sl[axis] = index
+        self._preview_slice = tuple(sl)
+        data[self._preview_slice] = mask2d.astype(np.uint8)
+        layer.refresh()
+        self.status.setText(f"preview: {int(mask2d.sum())} candidate voxel(s) on this slice "
+                            f"({p['method']} {p['threshold']:g}; components and min size apply on Find clusters)")
+        return mask2d
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> None:
+        """Segment the whole volume in a worker thread (queued if one is running)."""
+        if self.runner.running:
+            self._pending = True
+            return
+        try:
+            volumes = self.volumes()
+        except InputError as exc:
+            notify_error(exc)
+            self.status.setText(one_line(exc))
+            return
+        self._inputs_used = {k: self.combos[k].currentText() for k, v in volumes.items() if v is not None}
+        self._volumes_used = volumes
+        transform = self._transform(volumes)
+        self.status.setText("running...")
+        self.runner.start(_guarded(C.segment_clusters), volumes["post"], baseline=volumes["baseline"],
+                          reference_mask=volumes["reference_mask"], search_mask=volumes["search_mask"],
+                          background_mask=volumes["background_mask"], baseline_transform=transform,
+                          **self.parameters(), on_done=self._done, on_error=self._failed)
+
+    def _done(self, result) -> None:
+        if isinstance(result, _Failed):
+            self._failed(result.exc)
+        else:
+            self._show(result)
+
+    def _failed(self, exc) -> None:
+        notify_error(exc)
+        self.status.setText(one_line(exc))
+        self._run_pending()
+
+    def _run_pending(self) -> None:
+        if self._pending:
+            self._pending = False
+            QTimer.singleShot(0, self.run)
+
+    def _show(self, result) -> None:
+        self.result = result
+        post = self._volumes_used["post"]
+        labels = result.labels.replace(name=LAYER_NAMES["labels"])
+        data, kwargs, _ = volume_layer_data(labels, reference=post, as_labels=True, opacity=0.7)
+        layer = self.layers.get("labels")
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+        self.layers["labels"] = self.viewer.add_labels(data, **kwargs)
+        self._show_table(result.table)
+        n = len(result.table)
+        text = (f"{n} cluster(s); reference mean {result.reference.mean:.4g} ({result.reference.source}); "
+                f"noise sigma {result.sigma:.4g} ({result.noise.method}). Edit the '{LAYER_NAMES['labels']}' "
+                "layer with the brush or eraser, then export.")
+        if self._volumes_used.get("baseline") is None:
+            text += " NO baseline: intrinsic dark spots (air, bone, vessels, haemorrhage) are not excluded."
+        if result.warnings:
+            from napari.utils.notifications import show_warning
+
+            for message in result.warnings:
+                show_warning(message)
+            text += " Warnings: " + " | ".join(result.warnings)
+        self.status.setText(text)
+        self.export_button.setEnabled(True)
+        self._refresh_choices()
+        self._run_pending()
+
+    def _show_table(self, df) -> None:
+        if self._table_dock is not None:
+            try:
+                self.viewer.window.remove_dock_widget(self._table_dock)
+            except (LookupError, ValueError, RuntimeError):  # already closed by the user
+                pass
+        self.table = show_table_dock(self.viewer, df, "iron clusters")
+        self._table_dock = self.table
+
+    # ------------------------------------------------------------------ export
+    def current_labels(self) -> Volume:
+        """The (possibly hand-edited) clusters as a Volume on the post image's grid."""
+        if self.result is None or self.layers.get("labels") not in self.viewer.layers:
+            raise InputError("find the clusters first (the clusters layer is missing).")
+        vol = layer_to_volume(self.layers["labels"], native=True)
+        grid = self.result.labels
+        if not vol.same_grid(grid):
+            vol = vol.resample_to(grid, order=0)
+        return vol.replace(name=grid.name, metadata=dict(grid.metadata), modality="SEG", unit="label")
+
+    def current_table(self, labels: Optional[Volume] = None):
+        """The table measured from the (edited) labels, with the run's reference mean and sigma."""
+        labels = self.current_labels() if labels is None else labels
+        post, base = self._volumes_used["post"], self._volumes_used.get("baseline")
+        if base is not None:
+            base = C.baseline_on_grid(base, post, self._transform(self._volumes_used))
+        return C.measure_clusters(labels, post, self.result.reference.mean, self.result.sigma, baseline=base)
+
+    def export(self, labels_path, table_path=None, overwrite: bool = False):
+        """Write the (edited) labels as NIfTI on the post image's grid and, if asked, the table as CSV.
+
+        Both paths are checked before anything is written. Returns the table.
+        """
+        from .. import provenance
+        from ..io import save_labels
+        from ..outputs import check_output, write_table
+
+        labels_path = Path(labels_path)
+        if not labels_path.name.lower().endswith((".nii", ".nii.gz")):
+            raise InputError(f"{labels_path}: labels are written as NIfTI (.nii or .nii.gz).")
+        check_output(labels_path, overwrite)
+        if table_path is not None:
+            if not str(table_path).lower().endswith(".csv"):
+                raise InputError(f"{table_path}: the table is written as CSV (.csv).")
+            check_output(table_path, overwrite)
+        labels = self.current_labels()
+        table = self.current_table(labels)
+        edited = not np.array_equal(labels.numpy(), self.result.labels.numpy())
+        record = provenance.record("segment", inputs={k: v for k, v in self._volumes_used.items() if v is not None},
+                                   parameters=dict(self.result.parameters, edited_by_hand=edited),
+                                   warnings=self.result.warnings, clusters=len(table), layers=self._inputs_used)
+        save_labels(labels, labels_path, overwrite=overwrite, provenance=record,
+                    description=f"immunotrack segment {self.result.parameters['method']} clusters")
+        if table_path is not None:
+            write_table(table, table_path, provenance=record, overwrite=overwrite)
+        return table
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save clusters as NIfTI", "clusters.nii.gz",
+                                              "NIfTI (*.nii.gz *.nii)")
+        if not path:
+            return
+        name = Path(path).name
+        stem = name[:-7] if name.lower().endswith(".nii.gz") else Path(path).stem
+        table_path = Path(path).with_name(stem + "_clusters.csv")
+        # the file dialog already asked about the NIfTI; ask about the table beside it
+        if table_path.exists() and QMessageBox.question(self, "Replace?", f"{table_path} exists. Replace it?") \
+                != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.export(path, table_path, overwrite=True)
+        except Exception as exc:  # shown, never raised into Qt's event loop
+            notify_error(exc)
+            return
+        self.status.setText(f"saved {path} and {table_path.name}")
+
+
+__all__ = ["ClusterWidget", "LAYER_NAMES"]
