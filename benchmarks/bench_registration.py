@@ -178,7 +178,8 @@ def compare(name, pairs, repeats):
     t = np.array([r["recipe"] for r in rows])
     print(f"  ours:   mean TRE {o[:, 0].mean():.2f} mm (worst pair {o[:, 0].max():.2f}; requirement <= 1 mm), "
           f"max TRE {o[:, 1].max():.2f} mm (requirement <= 2 mm)")
-    print(f"  recipe: mean TRE {t[:, 0].mean():.2f} mm (worst pair {t[:, 0].max():.2f}), max TRE {t[:, 1].max():.2f} mm")
+    print(f"  recipe: mean TRE {t[:, 0].mean():.2f} mm (worst pair {t[:, 0].max():.2f}), "
+          f"max TRE {t[:, 1].max():.2f} mm")
     wall = np.median(o[:, 2] / t[:, 2])
     cpu = np.median(o[:, 3] / t[:, 3])
     print(f"  time ours/recipe: wall {wall:.2f}x, cpu {cpu:.2f}x (median over pairs; requirement <= 1)")

@@ -28,8 +28,16 @@ def _verb_modules():
     return [(name.replace("_", "-"), importlib.import_module(f"{commands.__name__}.{name}")) for name in names]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error policy: a bad argument is one line on
+    standard error (no usage block) and exit status 2. Sub-parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="immunotrack",
         description="Follow labelled therapeutic cells in vivo: MRI, PET/SPECT, 19F, MPI and optical images "
         "in one physical space, registered, segmented and quantified.",
@@ -52,7 +60,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad argument (one line already on stderr)
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "verb", None):
         parser.print_help()
         return 0

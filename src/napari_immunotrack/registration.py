@@ -376,18 +376,19 @@ def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percen
     "rank": each value replaced by its quantile (histogram equalisation).
     """
     values = data[mask] if mask is not None else data.ravel()
-    step = max(1, values.size // 500_000)
+    step = -(-values.size // 100_000)  # percentiles from a regular subsample of <= 100k: as good, faster
     sample = values[::step]
     lo = float(sample.min())
     if mode == "rank":
         q = np.unique(np.percentile(sample, np.linspace(0, 100, 257)))
         return np.interp(data, q, np.linspace(0, 1, len(q))).astype(np.float32) if len(q) > 2 else data
-    hi = float(np.percentile(sample, percentile)) if percentile < 100 else float(sample.max())
+    p90, hi = (float(v) for v in np.percentile(sample, [90.0, min(float(percentile), 100.0)]))
     if not hi > lo:  # fewer bright voxels than the percentile: keep them
         hi = float(values.max())
-    data = np.clip(data, None, np.float32(hi))
+    if hi < float(values.max()):
+        data = np.minimum(data, np.float32(hi))
     if mode == "log":
-        scale = float(np.percentile(sample, 90)) - lo
+        scale = p90 - lo
         if not scale > 0:
             scale = (hi - lo) / 100.0
         data = np.log1p(np.maximum(data - lo, 0) / scale).astype(np.float32)
@@ -516,6 +517,7 @@ class _Sampler:
         lo, hi = float(farr.min()), float(farr.max())
         self.fbin = np.clip(((fvals - lo) / max(hi - lo, 1e-30) * self.bins).astype(np.int64), 0, self.bins - 1)
         self.moving = sitk.GetArrayViewFromImage(m)
+        self.moving_flat = np.ascontiguousarray(self.moving).ravel()
         self.m_lo, self.m_hi = float(self.moving.min()), float(self.moving.max())
         m_grid = np.array(m.GetDirection()).reshape(3, 3) * np.array(m.GetSpacing())
         self.m_inv = np.linalg.inv(m_grid)
@@ -539,14 +541,16 @@ class _Sampler:
             return float("nan"), overlap
         base = np.minimum(np.floor(idx).astype(np.int64), self.m_size - 2)
         frac = idx - base
+        # trilinear interpolation by flat indices into the (z, y, x) array: faster than 3-axis fancy indexing
+        nz_, ny_, nx_ = self.moving.shape
+        start = (base[:, 2] * ny_ + base[:, 1]) * nx_ + base[:, 0]
         values = np.zeros(len(sel))
-        for dx in (0, 1):
-            wx = frac[:, 0] if dx else 1 - frac[:, 0]
+        for dz in (0, 1):
+            wz = frac[:, 2] if dz else 1 - frac[:, 2]
             for dy in (0, 1):
-                wy = frac[:, 1] if dy else 1 - frac[:, 1]
-                for dz in (0, 1):
-                    wz = frac[:, 2] if dz else 1 - frac[:, 2]
-                    values += wx * wy * wz * self.moving[base[:, 2] + dz, base[:, 1] + dy, base[:, 0] + dx]
+                wzy = wz * (frac[:, 1] if dy else 1 - frac[:, 1])
+                row = start + (dz * ny_ + dy) * nx_
+                values += wzy * ((1 - frac[:, 0]) * self.moving_flat[row] + frac[:, 0] * self.moving_flat[row + 1])
         mbin = np.clip(((values - self.m_lo) / max(self.m_hi - self.m_lo, 1e-30) * self.bins).astype(np.int64),
                        0, self.bins - 1)
         joint = np.bincount(self.fbin[sel] * self.bins + mbin, minlength=self.bins ** 2).reshape(self.bins, self.bins)
@@ -689,6 +693,10 @@ def register(
     seed : int
         Seed (>= 1) of the sample grid's jitter, so that results are reproducible
         (SimpleITK reads 0 as "seed from the clock").
+    relaxation : float
+        The optimiser (regular-step gradient descent, steps in mm of physical
+        shift) multiplies its step by this when the gradient turns back; 0.7
+        rather than ITK's 0.5 keeps noise in the metric from stopping it early.
     progress : callable, optional
         ``progress(fraction, message)``; may raise Cancelled.
 
@@ -700,14 +708,28 @@ def register(
     ------
     InputError
         2D, empty or constant images, masks outside their image, images that do
-        not overlap, or a result worse than the start.
+        not overlap, and (unless ``force``) a result worse than the start or
+        images that share no usable information: each with what to try instead.
+
+    Notes
+    -----
+    The method, and why: a translation from centres of mass or field-of-view
+    centres (the better of the two and the identity); a pyramid of block
+    averages; on each level Mattes MI on a regular grid of fixed points
+    (jittered, seeded) optimised by regular-step gradient descent with
+    physical-shift scales; rigid, then affine on the two finest levels. The
+    reported metric is a separate NumPy mutual information on 20000 fixed
+    points, the same points before and after, so the two compare.
 
     Examples
     --------
-    >>> from napari_immunotrack.simulate import registration_pair   # doctest: +SKIP
-    >>> fixed, moving, truth, _ = registration_pair(seed=0)          # doctest: +SKIP
-    >>> result = register(fixed, moving, transform="rigid")          # doctest: +SKIP
-    >>> moved = moving.replace(affine=result.apply_to_affine(moving.affine))  # doctest: +SKIP
+    >>> from napari_immunotrack.simulate import registration_pair
+    >>> pair = registration_pair(seed=0)        # MRI and PET of a mouse, known transform
+    >>> result = register(pair["fixed"], pair["moving"], transform="rigid")
+    >>> error = result.transform_points(pair["landmarks_fixed"]) - pair["landmarks_moving"]
+    >>> bool(np.linalg.norm(error, axis=1).max() < 1.0)   # mm
+    True
+    >>> shown = pair["moving"].replace(affine=result.apply_to_affine(pair["moving"].affine))
     """
     import SimpleITK as sitk
 
@@ -855,10 +877,13 @@ def register(
         "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": _num(v[1])}
                                for k, v in scores.items()},
         "overlap_final": round(float(overlap_final), 4),
-        "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels], "shrink_factors": [float(s) for s in shrink_factors],
-        "smoothing_fraction": float(smoothing), "samples_per_level": per_level, "sampling": "regular",
+        "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels],
+        "shrink_factors": [float(s) for s in shrink_factors],
+        "smoothing_fraction": float(smoothing), "samples_per_level": per_level,
+        "sampling": "regular (jittered)",
         "optimizer": "RegularStepGradientDescent", "max_iterations_per_level": int(max_iterations),
-        "min_step_mm": float(min_step_mm), "scales": "physical shift", "interpolator": "linear",
+        "min_step_mm": float(min_step_mm), "relaxation": float(relaxation), "scales": "physical shift",
+        "interpolator": "linear",
         "intensity": intensity, "intensity_used": {"fixed": modes[0], "moving": modes[1]},
         "clip_percentile": float(clip_percentile), "seed": int(seed),
         "fixed_mask": fixed_mask is not None, "moving_mask": m_mask is not None, "hot_spot_mask": bool(hot_spots),

@@ -226,10 +226,6 @@ def _is_dask(array) -> bool:
     return type(array).__module__.startswith("dask")
 
 
-def _label(volume: Volume, fallback: str) -> str:
-    return f"{fallback} ({volume.name})" if volume.name else fallback
-
-
 def _check_3d(volume: Volume, what: str) -> None:
     if not isinstance(volume, Volume):
         raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
@@ -809,10 +805,9 @@ def _darkened(r_post, r_pre, rule: Rule, smoothed: bool = False) -> np.ndarray:
     if rule.baseline_rule == "ratio":
         return r_post < rule.baseline_ratio * r_pre
     # delta R2*: ln(pre/post) significant against its noise, post floored at sigma (Rician floor)
+    # (on smoothed signals, as the blob rule uses, the full-noise SD keeps the test conservative)
     s = rule.sigma / rule.ref_mean
     sp = rule.sigma / rule.pre_ref_mean
-    if smoothed:  # smoothed signals have less noise; staying conservative keeps the full-noise bound
-        pass
     post_f = np.maximum(r_post, s)
     pre_f = np.maximum(r_pre, sp)
     with np.errstate(divide="ignore", invalid="ignore"):

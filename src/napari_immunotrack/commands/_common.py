@@ -49,3 +49,36 @@ def load(path, what: str, **kwargs):
         return load_volume(path, **kwargs)
     except InputError as exc:
         raise InputError(f"{what}: {exc}") from None
+
+
+def read_transform_arg(text: str, what: str):
+    """A 4x4 RAS world-to-world matrix from 'identity', a .npy/.txt matrix or an ITK transform file."""
+    import numpy as np
+
+    from ..errors import InputError
+
+    if text.strip().lower() == "identity":
+        return np.eye(4)
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"{what} {text} does not exist; give a transform file or 'identity'.")
+    name = path.name.lower()
+    try:
+        if name.endswith(".npy"):
+            matrix = np.load(path, allow_pickle=False)
+        elif name.endswith((".tfm", ".mat")) or (name.endswith(".txt") and
+                                                 "#insight" in path.read_text(errors="ignore")[:200].lower()):
+            from ..io.transforms import read_transform
+
+            matrix = read_transform(path)
+        else:
+            matrix = np.loadtxt(path)
+    except InputError:
+        raise
+    except Exception as exc:  # numpy/ITK raise many types for unreadable files
+        raise InputError(f"{what} {text} cannot be read as a transform ({' '.join(str(exc).split())[:100]}).") \
+            from None
+    matrix = np.asarray(matrix, float)
+    if matrix.shape != (4, 4):
+        raise InputError(f"{what} {text} is not a 4x4 matrix (shape {matrix.shape}).")
+    return matrix

@@ -89,40 +89,6 @@ def add_arguments(parser):
                         help="post world -> baseline world (as --transform), for baselines on another grid")
 
 
-def read_matrix(text: str, what: str):
-    """A 4x4 RAS world-to-world matrix from 'identity', a .npy/.txt 4x4 matrix or an ITK transform file."""
-    import numpy as np
-
-    from ..errors import InputError
-
-    if text.strip().lower() == "identity":
-        return np.eye(4)
-    path = Path(text)
-    if not path.exists():
-        raise InputError(f"{what} {text} does not exist; give a transform file or 'identity'.")
-    name = path.name.lower()
-    try:
-        if name.endswith(".npy"):
-            matrix = np.load(path, allow_pickle=False)
-        elif name.endswith((".tfm", ".h5", ".mat")) or (name.endswith(".txt") and "#insight" in
-                                                         path.read_text(errors="ignore")[:200].lower()):
-            from ..io import transforms
-
-            matrix = transforms.read_transform(path)
-            matrix = getattr(matrix, "matrix", matrix)
-        else:
-            matrix = np.loadtxt(path)
-    except InputError:
-        raise
-    except Exception as exc:  # numpy/ITK raise many types for unreadable files
-        raise InputError(f"{what} {text} cannot be read as a transform ({' '.join(str(exc).split())[:100]}).") \
-            from None
-    matrix = np.asarray(matrix, float)
-    if matrix.shape != (4, 4):
-        raise InputError(f"{what} {text} is not a 4x4 matrix (shape {matrix.shape}).")
-    return matrix
-
-
 def run(args) -> int:
     import sys
 
@@ -152,6 +118,8 @@ def run(args) -> int:
         raise InputError("two outputs have the same path; give different names to -o, --table and --maps-prefix.")
     for path in planned:
         outputs.check_output(path, args.overwrite)
+
+    from ._common import read_transform_arg as read_matrix
 
     transform = read_matrix(args.transform, "--transform") if args.transform else None
     pre_transform = read_matrix(args.pre_transform, "--pre-transform") if args.pre_transform else None

@@ -19,7 +19,8 @@ def add_arguments(parser):
     parser.add_argument("--transform", choices=("rigid", "affine"), default="rigid",
                         help="rigid (6 parameters, default) or affine (rigid first, then 12 parameters)")
     parser.add_argument("--fixed-mask", metavar="M", help="label image: compute the metric only inside it (fixed side)")
-    parser.add_argument("--moving-mask", metavar="M", help="label image: compute the metric only inside it (moving side)")
+    parser.add_argument("--moving-mask", metavar="M",
+                        help="label image: compute the metric only inside it (moving side)")
     parser.add_argument("--resampled", metavar="OUT.nii.gz",
                         help="also write the moving image resampled onto the fixed grid (linear interpolation)")
     parser.add_argument("--initializer", choices=("auto", "moments", "geometry", "none"), default="auto",
@@ -120,19 +121,23 @@ def run(args) -> int:
         fixed_mask = load(args.fixed_mask, "fixed mask") if args.fixed_mask else None
         moving_mask = load(args.moving_mask, "moving mask") if args.moving_mask else None
         inputs.update(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
-        sys.stderr.write(f"registering {moving.name or args.moving} to {fixed.name or args.fixed} ({args.transform})\n")
-        bar, shown = text_progress("register"), []
+        # progress only on a terminal: in a pipe or a log an error stays the one line on stderr
+        bar, shown = (text_progress("register") if sys.stderr.isatty() else None), []
+        if bar is not None:
+            sys.stderr.write(f"registering {moving.name or args.moving} to {fixed.name or args.fixed} "
+                             f"({args.transform})\n")
 
         def progress(fraction, message):
             shown.append(fraction)
-            bar(fraction, message)
+            if bar is not None:
+                bar(fraction, message)
 
         try:
             result = register(fixed, moving, transform=args.transform, fixed_mask=fixed_mask,
                               moving_mask=moving_mask, initializer=args.initializer, bins=args.bins,
                               intensity=args.intensity, force=args.force, progress=progress)
         finally:
-            if shown and shown[-1] < 1.0:  # end the progress line before an error message
+            if bar is not None and shown and shown[-1] < 1.0:  # end the progress line before an error message
                 sys.stderr.write("\n")
 
     resampled = None

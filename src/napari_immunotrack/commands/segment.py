@@ -69,39 +69,6 @@ def add_arguments(parser):
     parser.add_argument("--sigma", type=positive_float, help="noise sigma in image units, if known")
 
 
-def read_transform_arg(text: str, what: str):
-    """A 4x4 RAS world-to-world matrix from 'identity', a .npy/.txt matrix or an ITK transform file."""
-    import numpy as np
-
-    from ..errors import InputError
-
-    if text.strip().lower() == "identity":
-        return np.eye(4)
-    path = Path(text)
-    if not path.exists():
-        raise InputError(f"{what} {text} does not exist; give a transform file or 'identity'.")
-    name = path.name.lower()
-    try:
-        if name.endswith(".npy"):
-            matrix = np.load(path, allow_pickle=False)
-        elif name.endswith((".tfm", ".mat")) or (name.endswith(".txt") and
-                                                 "#insight" in path.read_text(errors="ignore")[:200].lower()):
-            from ..io.transforms import read_transform
-
-            matrix = read_transform(path)
-        else:
-            matrix = np.loadtxt(path)
-    except InputError:
-        raise
-    except Exception as exc:  # numpy/ITK raise many types for unreadable files
-        raise InputError(f"{what} {text} cannot be read as a transform ({' '.join(str(exc).split())[:100]}).") \
-            from None
-    matrix = np.asarray(matrix, float)
-    if matrix.shape != (4, 4):
-        raise InputError(f"{what} {text} is not a 4x4 matrix (shape {matrix.shape}).")
-    return matrix
-
-
 def run(args) -> int:
     import sys
 
@@ -127,6 +94,8 @@ def run(args) -> int:
         outputs.check_output(path, args.overwrite)
     if args.baseline_transform and not args.baseline:
         raise InputError("--baseline-transform was given without --baseline.")
+    from ._common import read_transform_arg
+
     transform = read_transform_arg(args.baseline_transform, "--baseline-transform") if args.baseline_transform \
         else None
 

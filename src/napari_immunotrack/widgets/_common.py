@@ -202,7 +202,8 @@ def center_on_world(viewer, ras_point) -> None:
     full[ndim - 3:] = point.tolist()
     viewer.dims.point = full
     displayed = list(viewer.dims.displayed)
-    viewer.camera.center = tuple(full[d] for d in displayed)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
+    camera.center = tuple(full[d] for d in displayed)
 
 
 def notify_error(exc: BaseException) -> None:

@@ -78,7 +78,8 @@ def compute(fixed, moving, method="intensity", transform="rigid", fixed_mask=Non
             result = reg.register_landmarks(fixed_points, moving_points, transform=transform)
             report(progress, 0.3, "landmarks fitted; metric before and after")
             try:
-                metrics = (reg.evaluate_metric(fixed, moving), reg.evaluate_metric(fixed, moving, result.fixed_to_moving))
+                metrics = (reg.evaluate_metric(fixed, moving),
+                           reg.evaluate_metric(fixed, moving, result.fixed_to_moving))
             except InputError:
                 metrics = (float("nan"), float("nan"))
         else:
