@@ -565,14 +565,15 @@ def files(tmp_path_factory, pair):
     return folder
 
 
-def test_cli_register_writes_transform_and_resampled(files, tmp_path, capsys):
+def test_cli_register_writes_transform_and_resampled(files, tmp_path, capsys, monkeypatch):
     out, res = tmp_path / "pet_to_mri.tfm", tmp_path / "pet_on_mri.nii.gz"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress is drawn on a terminal only
     rc = main(["register", str(files / "mri.nii.gz"), str(files / "pet.nii.gz"), "-o", str(out),
                "--transform", "rigid", "--resampled", str(res)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "start" in captured.out and "final" in captured.out and "mutual information" in captured.out
-    assert "register" in captured.err and "100.0%" in captured.err  # progress
+    assert "registering pet to mri" in captured.err and "100.0%" in captured.err  # progress
     fixed = load_volume(files / "mri.nii.gz")
     mean, worst = tre(read_transform(out), TRUE, body_points(fixed))
     assert mean < 0.5 and worst < 1.0

@@ -29,20 +29,107 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
-def session_transforms(session_dir: Path) -> dict:
+def session_transforms(session_dir: Path, errors: Optional[list] = None) -> dict:
     """Registration results saved in ``<session>/xfm/``: {datatype: fixed(anat)->moving 4x4 RAS}.
 
     Files are named ``*_from-<datatype>_to-anat.tfm`` (ITK, fixed physical point -> moving).
+    An unreadable file raises InputError, or, when ``errors`` (a list) is given, its
+    message is appended there and the other files are still read.
     """
+    from .errors import InputError, one_line
     from .io.transforms import read_transform
 
     found = {}
-    xfm = session_dir / "xfm"
+    xfm = Path(session_dir) / "xfm"
     if xfm.is_dir():
         for tfm in sorted(xfm.glob("*_from-*_to-anat.tfm")):
             datatype = tfm.name.split("_from-")[1].split("_to-")[0]
-            found[datatype] = read_transform(tfm)
+            try:
+                found[datatype] = read_transform(tfm)
+            except InputError as exc:
+                if errors is None:
+                    raise
+                errors.append(one_line(exc))
     return found
+
+
+def label_names_beside(path: Path) -> dict:
+    """Label names from the BIDS ``.tsv`` beside a label map (``index<TAB>name``), else {}."""
+    name = path.name
+    for ext in (".nii.gz", ".nii"):
+        if name.lower().endswith(ext):
+            tsv = path.with_name(name[: -len(ext)] + ".tsv")
+            break
+    else:
+        return {}
+    names = {}
+    if tsv.is_file():
+        try:
+            lines = tsv.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return {}
+        for line in lines[1:]:
+            index, _, label = line.partition("\t")
+            if index.strip().isdigit() and label.strip():
+                names[int(index)] = label.strip()
+    return names
+
+
+#: Modalities from another scanner than the MRI: without a saved registration they are not in the MRI's world.
+NEEDS_REGISTRATION = ("PT", "NM", "MPI", "CT")
+
+
+def load_study_file(f, transforms: Optional[dict] = None) -> List:
+    """The Volumes of one study file, placed in the session anatomy's (MRI) world.
+
+    Parameters
+    ----------
+    f : StudyFile
+    transforms : dict, optional
+        {datatype: fixed(anat)->moving 4x4 RAS} (see :func:`session_transforms`);
+        a matching one moves the affine into the MRI world (data untouched).
+
+    Each Volume's ``metadata["study"]`` says where it comes from (subject,
+    session, day, datatype, suffix, role, track) and, for PET/SPECT/MPI/CT,
+    whether a registration placed it (``registered``).
+    """
+    from .io import load_volumes
+
+    transforms = transforms or {}
+    volumes = load_volumes(f.path)
+    uid = f.dicom.get("select_series")
+    if uid:  # a scanner export folder holding several series: keep this file's one
+        volumes = [v for v in volumes if str(v.metadata.get("SeriesInstanceUID", "")) == uid] or volumes[:1]
+    out = []
+    role_modality = f.modality
+    for volume in volumes:
+        side = _sidecar(f.path)
+        if volume.modality == "OPT" and "ImageToWorldAffine" in side:
+            volume = volume.replace(affine=np.array(side["ImageToWorldAffine"], float))
+        if role_modality not in ("OT", "SEG") and volume.modality in ("MR", "OT") and role_modality != volume.modality \
+                and "Modality" not in side and not f.dicom:
+            volume = volume.replace(modality=role_modality)  # a plain NIfTI named *_pet, *_19F, ...
+        registered = None
+        if f.datatype in transforms:
+            # a moving voxel at world p sits at fixed world T^-1 p
+            volume = volume.replace(affine=np.linalg.inv(transforms[f.datatype]) @ volume.affine)
+            volume.metadata["registered_to"] = "anat"
+            registered = True
+        elif volume.modality in NEEDS_REGISTRATION:
+            registered = False
+        if f.is_labels:
+            volume = volume.replace(modality="SEG", unit="label")
+            names = label_names_beside(Path(f.path))
+            if names and not volume.metadata.get("label_names"):
+                volume.metadata["label_names"] = names
+        volume.metadata["study"] = {"subject": f.subject, "session": f.session, "day": f.day,
+                                    "datatype": f.datatype, "suffix": f.suffix, "role": f.role, "track": f.track,
+                                    "registered": registered}
+        suffix = f.suffix if f.suffix not in (f.datatype,) else ""
+        volume.name = f"{suffix or volume.name or f.datatype} (day {f.day:g})" if f.day is not None else \
+            (volume.name or f.path.name)
+        out.append(volume)
+    return out
 
 
 def load_session(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> List:
@@ -56,7 +143,6 @@ def load_session(root=None, session: Optional[str] = None, subject: Optional[str
     Returns a list of (Volume, StudyFile) in display order (anatomy first).
     """
     from .data import sample_study_root
-    from .io import load_volumes
     from .study import discover, sessions
 
     root = Path(root) if root else sample_study_root()
@@ -74,24 +160,11 @@ def load_session(root=None, session: Optional[str] = None, subject: Optional[str
         from .errors import InputError
 
         raise InputError(f"no images for subject {subject} session {session}; sessions are: {', '.join(names)}.")
-    transforms = session_transforms(root / f"sub-{subject}" / f"ses-{session}")
+    session_dir = chosen[0].session_dir or root / f"sub-{subject}" / f"ses-{session}"
+    transforms = session_transforms(Path(session_dir))
     out = []
     for f in chosen + baseline:  # the pre-injection anatomy comes along as the baseline
-        for volume in load_volumes(f.path):
-            side = _sidecar(f.path)
-            if volume.modality == "OPT" and "ImageToWorldAffine" in side:
-                volume = volume.replace(affine=np.array(side["ImageToWorldAffine"], float))
-            if f.datatype in transforms:
-                # a moving voxel at world p sits at fixed world T^-1 p
-                volume = volume.replace(affine=np.linalg.inv(transforms[f.datatype]) @ volume.affine)
-                volume.metadata["registered_to"] = "anat"
-            if f.is_labels:
-                volume = volume.replace(modality="SEG", unit="label")
-            volume.metadata["study"] = {"subject": f.subject, "session": f.session, "day": f.day,
-                                        "datatype": f.datatype, "suffix": f.suffix}
-            suffix = f.suffix if f.suffix not in (f.datatype,) else ""
-            volume.name = f"{suffix or volume.name or f.datatype} (day {f.day:g})" if f.day is not None else \
-                (volume.name or f.path.name)
+        for volume in load_study_file(f, transforms):
             out.append((volume, f))
     out.sort(key=lambda vf: _ORDER.get(vf[0].modality, 1))
     return out

@@ -11,7 +11,9 @@ describes, with the pre-injection session as baseline:
    cells) per organ ROI, carried from the MRI grid to each native grid.
 
 Each step that fails is recorded and the rest go on; the result says which
-steps are partial. :func:`compare_with_truth` sets the numbers beside a
+steps are partial. :func:`analyse_inputs` runs the same steps on explicit input
+files, a chosen subset of steps and per-step parameters (what ``immunotrack
+batch`` runs for each subject and session). :func:`compare_with_truth` sets the numbers beside a
 simulated study's ``ground_truth.json``.
 """
 
@@ -67,19 +69,67 @@ def _pick(files, session, datatype, suffix=None):
     return None
 
 
+#: The steps of a session analysis, in the order they run (names used by pipeline files).
+STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi")
+
+#: The inputs (roles) of a session and where a study laid out as :mod:`.study` describes keeps them:
+#: glob patterns relative to the session folder. ``baseline_<role>`` inputs (T1w, T2w, T2starw) come
+#: from the baseline session's folder with the same pattern.
+DEFAULT_INPUT_PATTERNS = {
+    "T1w": "anat/*_T1w.nii.gz",
+    "T2w": "anat/*_T2w.nii.gz",
+    "T2starw": "anat/*_T2starw.nii.gz",
+    "dseg": "rois/*_dseg.nii.gz",
+    "pet": "pet",
+    "spect": "spect",
+    "f19": "f19/*_19F.nii.gz",
+    "f19_reftube": "f19/*_desc-reftube_mask.nii.gz",
+    "mpi": "mpi/*_mpi.nii.gz",
+    "mpi_fiducials": "mpi/*_fiducials.csv",
+}
+#: Roles also read from the baseline (pre-injection) session.
+BASELINE_ROLES = ("T1w", "T2w", "T2starw")
+
+
+def study_session_inputs(files, session: str, baseline_session: Optional[str]) -> Dict[str, Path]:
+    """The inputs of one session as :func:`analyse_session` finds them in a discovered study.
+
+    ``files`` is :func:`~napari_immunotrack.study.discover`'s list for one subject. Returns
+    ``{role: path}`` for the roles of :data:`DEFAULT_INPUT_PATTERNS` that exist (plus
+    ``baseline_T1w`` ... from ``baseline_session``).
+    """
+    found: Dict[str, Path] = {}
+    for s in BASELINE_ROLES:
+        f = _pick(files, session, "anat", s)
+        if f is not None:
+            found[s] = Path(f.path)
+        b = _pick(files, baseline_session, "anat", s) if baseline_session else None
+        if b is not None:
+            found["baseline_" + s] = Path(b.path)
+    dseg = _pick(files, session, "rois", "dseg")
+    if dseg is not None:
+        found["dseg"] = Path(dseg.path)
+    for datatype in ("pet", "spect", "mpi"):
+        f = _pick(files, session, datatype)
+        if f is not None:
+            found[datatype] = Path(f.path)
+    f19 = _pick(files, session, "f19", "19F")
+    if f19 is not None:
+        found["f19"] = Path(f19.path)
+    tube = next((g for g in files if g.session == session and g.datatype == "f19" and "reftube" in str(g.path)), None)
+    if tube is not None:
+        found["f19_reftube"] = Path(tube.path)
+    if "mpi" in found:
+        fid = sorted(Path(found["mpi"]).parent.glob("*_fiducials.csv"))
+        if fid:
+            found["mpi_fiducials"] = fid[0]
+    return found
+
+
 def analyse_session(root, session: str, baseline_session: Optional[str] = None, subject: Optional[str] = None,
                     iron_per_cell_pg: float = 5.0, fluorine_per_cell: Optional[float] = None,
                     register_modalities=("pet", "spect", "mpi"), progress=None) -> SessionResult:
     """Run the whole pipeline on one session (see the module docstring)."""
-    import pandas as pd
-
-    from .analysis.clusters import segment_clusters
-    from .analysis.confirm import confirm_dual_mode
-    from .analysis.fluorine import fluorine_cells
-    from .analysis.mpi import mpi_iron
-    from .analysis.pet import quantify_pet
-    from .io import load_volume
-    from .registration import register
     from .study import discover, sessions
 
     root = Path(root)
@@ -92,9 +142,85 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
         raise InputError(f"session {session!r} not found for subject {subject}; sessions are {', '.join(names)}.")
     if baseline_session is None:
         baseline_session = next((s for s in names if any(f.day == 0 for f in files if f.session == s)), None)
+    inputs = study_session_inputs(files, session, baseline_session)
+    parameters = {"register": {"modalities": tuple(register_modalities)},
+                  "mpi": {"iron_per_cell_pg": iron_per_cell_pg}, "f19": {"fluorine_per_cell": fluorine_per_cell}}
+    return analyse_inputs(inputs, subject, session, baseline_session=baseline_session, parameters=parameters,
+                          progress=progress)
+
+
+#: Parameters of a step that are not arguments of its analysis function (see :func:`analyse_inputs`).
+STEP_EXTRAS = {
+    "register": {"modalities": ("pet", "spect", "mpi")},
+    "clusters": {"chunks": None},
+    "f19": {"reference_concentration_mm": None, "fluorine_per_cell": None},
+}
+
+
+def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = "", *, steps=None,
+                   parameters: Optional[dict] = None, baseline_session: Optional[str] = None,
+                   progress=None) -> SessionResult:
+    """The session pipeline on explicit input files (what :func:`analyse_session` and ``immunotrack batch`` run).
+
+    Parameters
+    ----------
+    inputs : {role: path}
+        Files of the session by role (see :data:`DEFAULT_INPUT_PATTERNS`; ``baseline_T1w``,
+        ``baseline_T2w``, ``baseline_T2starw`` from the pre-injection session). Missing roles
+        make the steps that need them fail (recorded in ``errors``), not the whole run.
+    subject, session : str
+        Names recorded in the result.
+    steps : sequence of str, optional
+        Which of :data:`STEPS` to run (all by default). Without "register", PET, SPECT and MPI
+        are taken to share the MRI's world (e.g. a PET/MR scanner).
+    parameters : {step: {name: value}}, optional
+        Keyword arguments of each step's function (``register``, ``segment_clusters``,
+        ``confirm_dual_mode``, ``quantify_pet``, ``fluorine_cells``, ``mpi_iron``), plus
+        ``register.modalities``, ``clusters.chunks`` (read the T2*-weighted images lazily in
+        chunks of this shape: processed chunk by chunk) and ``f19.reference_concentration_mm``
+        / ``f19.fluorine_per_cell`` (default: the 19F sidecar's values).
+    baseline_session : str, optional
+        Name recorded in the result's parameters.
+
+    Returns
+    -------
+    SessionResult
+
+    Examples
+    --------
+    >>> res = analyse_inputs({"T2starw": "post.nii.gz", "baseline_T2starw": "pre.nii.gz"},
+    ...                      steps=["clusters"], parameters={"clusters": {"threshold": 0.4}})  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    from .analysis.clusters import segment_clusters
+    from .analysis.confirm import confirm_dual_mode
+    from .analysis.fluorine import fluorine_cells
+    from .analysis.mpi import mpi_iron
+    from .analysis.pet import quantify_pet
+    from .io import load_volume
+    from .registration import register
+
+    steps = tuple(STEPS if steps is None else steps)
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise InputError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}.")
+    parameters = {k: dict(v or {}) for k, v in (parameters or {}).items()}
+
+    def params(name):
+        """(extras, keyword arguments) of a step."""
+        given = dict(parameters.get(name, {}))
+        extras = dict(STEP_EXTRAS.get(name, {}))
+        for key in list(given):
+            if key in extras:
+                extras[key] = given.pop(key)
+        return extras, given
+
+    inputs = {k: Path(v) for k, v in inputs.items() if v is not None}
     out = SessionResult(subject, session)
+    iron_per_cell_pg = parameters.get("mpi", {}).get("iron_per_cell_pg", 5.0)
     out.parameters = {"baseline_session": baseline_session, "iron_per_cell_pg": iron_per_cell_pg,
-                      "fluorine_per_cell": fluorine_per_cell}
+                      "fluorine_per_cell": params("f19")[0]["fluorine_per_cell"]}
 
     def step(name, fraction_start, fraction_stop, func):
         report(progress, fraction_start, name)
@@ -108,14 +234,15 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
             out.errors[name + "_traceback"] = traceback.format_exc(limit=4)
         out.timings_s[name] = round(time.perf_counter() - t0, 2)
 
-    anat = {s: _pick(files, session, "anat", s) for s in ("T1w", "T2w", "T2starw")}
-    base = {s: _pick(files, baseline_session, "anat", s) for s in ("T1w", "T2w", "T2starw")} if baseline_session else {}
-    dseg_file = _pick(files, session, "rois", "dseg")
+    anat = {s: inputs.get(s) for s in BASELINE_ROLES}
+    base = {s: inputs.get("baseline_" + s) for s in BASELINE_ROLES}
+    dseg_path = inputs.get("dseg")
     if anat["T2starw"] is None and anat["T1w"] is None:
         raise InputError(f"session {session} has no anatomical MRI (anat/*_T1w or *_T2starw); nothing to analyse.")
-    reference = load_volume((anat["T2w"] or anat["T1w"] or anat["T2starw"]).path)
-    dseg = load_volume(dseg_file.path).replace(modality="SEG", unit="label") if dseg_file else None
-    label_names = _label_names(dseg_file.path) if dseg_file else {}
+    registering = "register" in steps
+    reference = load_volume(anat["T2w"] or anat["T1w"] or anat["T2starw"]) if registering else None
+    dseg = load_volume(dseg_path).replace(modality="SEG", unit="label") if dseg_path else None
+    label_names = _label_names(dseg_path) if dseg_path else {}
     index_of = {v: k for k, v in label_names.items()}
     out.volumes["dseg"] = dseg
 
@@ -140,98 +267,132 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
 
     # 1. registration of the other scanners' images to the MRI (data kept on their grids)
     moved = {}
-    for i, datatype in enumerate(register_modalities):
-        f = _pick(files, session, datatype)
-        if f is None:
-            continue
+    if registering:
+        extras, kwargs = params("register")
+        for i, datatype in enumerate(extras["modalities"]):
+            path = inputs.get(datatype)
+            if path is None:
+                continue
 
-        def run_registration(p, f=f, datatype=datatype):
-            moving = load_volume(f.path)
-            result = register(reference, moving, "rigid", progress=p)
-            out.registrations[datatype] = result
-            out.transforms[datatype] = result.fixed_to_moving
-            # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
-            moved[datatype] = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
+            def run_registration(p, path=path, datatype=datatype):
+                moving = load_volume(path)
+                result = register(reference, moving, progress=p, **kwargs)
+                out.registrations[datatype] = result
+                out.transforms[datatype] = result.fixed_to_moving
+                # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
+                moved[datatype] = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
 
-        step(f"register_{datatype}", 0.02 + 0.12 * i, 0.14 + 0.12 * i, run_registration)
+            step(f"register_{datatype}", 0.02 + 0.12 * i, 0.14 + 0.12 * i, run_registration)
+
+    def in_mri_world(datatype):
+        """The image of ``datatype`` in MRI world (registered, or as it is without a register step)."""
+        if datatype in moved:
+            return moved[datatype]
+        path = inputs.get(datatype)
+        if path is None:
+            raise InputError(f"no {datatype} image in this session.")
+        if registering:
+            raise InputError(f"{datatype} was not registered to the MRI "
+                             f"({out.errors.get('register_' + datatype, 'not among the registered modalities')}).")
+        return load_volume(path)  # no register step: the scanners share the MRI's world
 
     # 2. iron clusters on the T2*-weighted image against the baseline
     def run_clusters(p):
+        extras, kwargs = params("clusters")
         if anat["T2starw"] is None:
             raise InputError("no T2*-weighted image (anat/*_T2starw) in this session.")
-        post = load_volume(anat["T2starw"].path)
-        pre = load_volume(base["T2starw"].path) if base.get("T2starw") else None
+        chunks = extras["chunks"]
+
+        def load(path):
+            if chunks is None:
+                return load_volume(path)
+            vol = load_volume(path, lazy=True) if str(path).lower().endswith((".nii", ".nii.gz")) else load_volume(path)
+            import dask.array as da
+
+            data = vol.data if hasattr(vol.data, "rechunk") else da.from_array(vol.data, chunks=tuple(chunks))
+            return vol.replace(data=data.rechunk(tuple(chunks)))
+
+        post = load(anat["T2starw"])
+        pre = load(base["T2starw"]) if base.get("T2starw") else None
         result = segment_clusters(post, baseline=pre, reference_mask=organ_mask("muscle"),
-                                  background_mask=organ_mask("air"), progress=p)
+                                  background_mask=organ_mask("air"), progress=p, **kwargs)
         out.volumes["clusters"] = result.labels
         out.tables["clusters"] = result.table
         out.tables["clusters_provenance"] = result.parameters
 
-    step("clusters", 0.40, 0.55, run_clusters)
+    if "clusters" in steps:
+        step("clusters", 0.40, 0.55, run_clusters)
 
     # 3. T1-T2 self-confirmation against the baseline
     def run_confirm(p):
+        _, kwargs = params("confirm")
         if anat["T1w"] is None or anat["T2w"] is None:
             raise InputError("T1w and T2w images are needed for the T1-T2 confirmation.")
-        kwargs = {}
+        pre = {}
         if base.get("T1w") and base.get("T2w"):
-            kwargs = {"t1_pre": load_volume(base["T1w"].path), "t2_pre": load_volume(base["T2w"].path)}
-        result = confirm_dual_mode(load_volume(anat["T1w"].path), load_volume(anat["T2w"].path),
-                                   reference_mask=organ_mask("muscle"), progress=p, **kwargs)
+            pre = {"t1_pre": load_volume(base["T1w"]), "t2_pre": load_volume(base["T2w"])}
+        result = confirm_dual_mode(load_volume(anat["T1w"]), load_volume(anat["T2w"]),
+                                   reference_mask=organ_mask("muscle"), progress=p, **pre, **kwargs)
         out.volumes["confirmed"] = result.labels
         out.tables["confirmed"] = result.table
 
-    step("confirm", 0.55, 0.65, run_confirm)
+    if "confirm" in steps:
+        step("confirm", 0.55, 0.65, run_confirm)
 
     # 4. readouts per organ on each native grid
     def run_pet(datatype):
         def inner(p):
-            if datatype not in moved:
-                f = _pick(files, session, datatype)
-                if f is None:
-                    raise InputError(f"no {datatype} image in this session.")
-                raise InputError(f"{datatype} was not registered to the MRI ({out.errors.get('register_' + datatype)}).")
-            df = quantify_pet(moved[datatype], organ_rois(), progress=p)
+            _, kwargs = params(datatype)
+            df = quantify_pet(in_mri_world(datatype), organ_rois(), progress=p, **kwargs)
             out.tables[datatype] = name_rows(df)
         return inner
 
-    step("pet", 0.65, 0.75, run_pet("pet"))
-    step("spect", 0.75, 0.82, run_pet("spect"))
+    if "pet" in steps:
+        step("pet", 0.65, 0.75, run_pet("pet"))
+    if "spect" in steps:
+        step("spect", 0.75, 0.82, run_pet("spect"))
 
     def run_f19(p):
-        f = _pick(files, session, "f19", "19F")
-        tube = next((g for g in files if g.session == session and g.datatype == "f19" and "reftube" in str(g.path)), None)
+        extras, kwargs = params("f19")
+        f, tube = inputs.get("f19"), inputs.get("f19_reftube")
         if f is None or tube is None:
             raise InputError("no 19F image with its reference-tube mask in this session.")
-        f19 = load_volume(f.path)
+        f19 = load_volume(f)
         side = {}
-        side_path = Path(str(f.path).replace(".nii.gz", ".json"))
+        side_path = Path(str(f).replace(".nii.gz", ".json"))
         if side_path.exists():
             side = json.loads(side_path.read_text())
-        c_ref = float(side.get("ReferenceConcentration_mM", side.get("reference_mM", 100.0)))
-        per_cell = fluorine_per_cell or float(side.get("FluorinePerCell", 1e12))
+        c_ref = extras["reference_concentration_mm"]
+        if c_ref is None:
+            c_ref = float(side.get("ReferenceConcentration_mM", side.get("reference_mM", 100.0)))
+        per_cell = extras["fluorine_per_cell"] or float(side.get("FluorinePerCell", 1e12))
         out.parameters.update(f19_reference_mM=c_ref, fluorine_per_cell=per_cell)
-        df = fluorine_cells(f19, organ_rois(), load_volume(tube.path), c_ref, per_cell, progress=p)
+        df = fluorine_cells(f19, organ_rois(), load_volume(tube), c_ref, per_cell, progress=p, **kwargs)
         out.tables["f19"] = name_rows(df)
 
-    step("f19", 0.82, 0.90, run_f19)
+    if "f19" in steps:
+        step("f19", 0.82, 0.90, run_f19)
 
     def run_mpi(p):
-        if "mpi" not in moved:
+        _, kwargs = params("mpi")
+        kwargs.pop("iron_per_cell_pg", None)
+        if registering and "mpi" not in moved:
             raise InputError(f"MPI was not registered to the MRI ({out.errors.get('register_mpi', 'no MPI image')}).")
-        f = _pick(files, session, "mpi")
-        fid = sorted(Path(f.path).parent.glob("*_fiducials.csv"))
-        if not fid:
+        if inputs.get("mpi") is None:
+            raise InputError("no MPI image in this session.")
+        if inputs.get("mpi_fiducials") is None:
             raise InputError("no MPI fiducials file (mpi/*_fiducials.csv) in this session.")
-        fiducials = pd.read_csv(fid[0])
+        fiducials = pd.read_csv(inputs["mpi_fiducials"])
         # fiducial positions are in the MPI scanner's world, so the image stays there and the
         # ROIs come from the MRI world through the registration (MPI world -> MRI world)
-        mpi_native = load_volume(f.path)
-        df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg,
-                      transform=np.linalg.inv(out.transforms["mpi"]), progress=p)
+        mpi_native = load_volume(inputs["mpi"])
+        transform = np.linalg.inv(out.transforms["mpi"]) if registering else None
+        df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg, transform=transform, progress=p,
+                      **kwargs)
         out.tables["mpi"] = name_rows(df)
 
-    step("mpi", 0.90, 0.99, run_mpi)
+    if "mpi" in steps:
+        step("mpi", 0.90, 0.99, run_mpi)
     report(progress, 1.0, "done")
     return out
 

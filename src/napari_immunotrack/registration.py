@@ -376,7 +376,7 @@ def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percen
     "rank": each value replaced by its quantile (histogram equalisation).
     """
     values = data[mask] if mask is not None else data.ravel()
-    step = -(-values.size // 100_000)  # percentiles from a regular subsample of <= 100k: as good, faster
+    step = max(1, values.size // 500_000)  # percentiles from a regular subsample of big images
     sample = values[::step]
     lo = float(sample.min())
     if mode == "rank":
@@ -525,8 +525,13 @@ class _Sampler:
         self.m_size = np.array(m.GetSize())
         self.m_mask = None if level.moving_mask is None else sitk.GetArrayViewFromImage(level.moving_mask)
 
-    def score(self, fixed_to_moving_ras) -> tuple:
-        """(mutual information in nats or NaN, fraction of points inside the moving image)."""
+    def score(self, fixed_to_moving_ras, chance: bool = False) -> tuple:
+        """(mutual information in nats or NaN, fraction of points inside the moving image[, chance level]).
+
+        With ``chance``, also the mean MI of the same values with their pairing
+        shuffled: the positive bias a histogram estimate has for unrelated
+        images, which grows as the points get fewer.
+        """
         lps = ras_to_lps_transform(fixed_to_moving_ras)
         idx = (self.points @ lps[:3, :3].T + lps[:3, 3] - self.m_origin) @ self.m_inv.T  # x, y, z
         inside = np.all((idx >= 0) & (idx <= self.m_size - 1), axis=1)
@@ -538,7 +543,7 @@ class _Sampler:
             sel, idx = sel[keep], idx[keep]
         overlap = len(sel) / max(len(self.points), 1)
         if len(sel) < 50:
-            return float("nan"), overlap
+            return (float("nan"), overlap) + ((float("nan"),) if chance else ())
         base = np.minimum(np.floor(idx).astype(np.int64), self.m_size - 2)
         frac = idx - base
         # trilinear interpolation by flat indices into the (z, y, x) array: faster than 3-axis fancy indexing
@@ -553,11 +558,19 @@ class _Sampler:
                 values += wzy * ((1 - frac[:, 0]) * self.moving_flat[row] + frac[:, 0] * self.moving_flat[row + 1])
         mbin = np.clip(((values - self.m_lo) / max(self.m_hi - self.m_lo, 1e-30) * self.bins).astype(np.int64),
                        0, self.bins - 1)
-        joint = np.bincount(self.fbin[sel] * self.bins + mbin, minlength=self.bins ** 2).reshape(self.bins, self.bins)
+        mi = self._mi(self.fbin[sel], mbin)
+        if not chance:
+            return mi, overlap
+        # the same values with their pairing shuffled: what unrelated images of these histograms give
+        rng = np.random.default_rng(0)
+        return mi, overlap, float(np.mean([self._mi(self.fbin[sel], rng.permutation(mbin)) for _ in range(3)]))
+
+    def _mi(self, fbin: np.ndarray, mbin: np.ndarray) -> float:
+        joint = np.bincount(fbin * self.bins + mbin, minlength=self.bins ** 2).reshape(self.bins, self.bins)
         joint = joint / joint.sum()
         outer = joint.sum(1)[:, None] * joint.sum(0)[None, :]
         nz = joint > 0
-        return float(np.sum(joint[nz] * np.log(joint[nz] / outer[nz]))), overlap
+        return float(np.sum(joint[nz] * np.log(joint[nz] / outer[nz])))
 
 
 #: fraction of fixed sample points that must land in the moving image after initialisation
@@ -566,7 +579,7 @@ _MIN_OVERLAP = 0.05
 _MIN_LEVEL_VOXELS = 300
 #: hot-spot masks: voxels above this fraction of the image maximum, dilated by this many mm
 _HOT_FRACTION, _HOT_DILATION_MM = 0.05, 3.0
-#: below this final mutual information (nats) a result is refused (force=True keeps it) ...
+#: below this mutual information above chance (nats) a result is refused (force=True keeps it) ...
 _NO_INFORMATION = 0.1
 #: ... and below this one it comes with a warning
 _LOW_INFORMATION = 0.2
@@ -868,7 +881,7 @@ def register(
                        "seconds": round(time.perf_counter() - t0, 3)})
 
     matrix = sitk_transform_to_matrix(tx)
-    metric_final, overlap_final = fine_sampler.score(matrix)
+    metric_final, overlap_final, chance = fine_sampler.score(matrix, chance=True)
     start = metric_identity if np.isfinite(metric_identity) else metric_init
     parameters = {
         "transform": transform, "optimised_metric": "MattesMutualInformation", "bins": int(bins),
@@ -876,7 +889,7 @@ def register(
         "initializer": initializer, "initializer_used": init_name,
         "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": _num(v[1])}
                                for k, v in scores.items()},
-        "overlap_final": round(float(overlap_final), 4),
+        "overlap_final": round(float(overlap_final), 4), "mutual_information_chance": _num(chance),
         "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels],
         "shrink_factors": [float(s) for s in shrink_factors],
         "smoothing_fraction": float(smoothing), "samples_per_level": per_level,
@@ -896,24 +909,24 @@ def register(
     if not np.isfinite(metric_final):
         raise InputError("the registration moved the moving image off the fixed one (no overlap left); check that "
                          "both show the same body part, add masks, or pair landmarks.")
-    # Mutual information of a histogram is biased upwards by about (bins - 1)^2 / (2 N) nats even for
-    # unrelated images: a result not clearly above that carries no information.
-    chance = (int(bins) - 1) ** 2 / (2.0 * max(overlap_final * len(fine_sampler.points), 1.0))
     doubts = []
     if np.isfinite(start) and metric_final < start - max(0.002, 0.01 * abs(start)):
         doubts.append(f"the registration made the metric worse (mutual information {start:.4f} at the start, "
                       f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
                       "around the anatomy, another initializer, or landmarks")
-    if metric_final < max(2 * chance, _NO_INFORMATION):
-        doubts.append(f"the images share no usable information (mutual information {metric_final:.3f} nats; "
-                      f"unrelated images give about {chance:.3f}), so intensities cannot align them; pair landmarks "
+    # a histogram's MI is biased upwards even for unrelated images (the more so, the fewer the points):
+    # what counts is the information above that chance level
+    if metric_final - chance < _NO_INFORMATION:
+        doubts.append(f"the images share no usable information (mutual information {metric_final:.3f} nats where "
+                      f"unrelated images give {chance:.3f}), so intensities cannot align them; pair landmarks "
                       "(fiducials), or register to an image that shows the same thing (e.g. MPI or 19F to PET)")
     if doubts and not force:
         raise InputError(doubts[0] + ".")
     for doubt in doubts:
         _warn(doubt + ".", notes)
-    if not doubts and metric_final < _LOW_INFORMATION:
-        _warn(f"the images share little information (mutual information {metric_final:.3f} nats), so this "
+    if not doubts and metric_final - chance < _LOW_INFORMATION:
+        _warn(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
+              f"{chance:.3f}), so this "
               "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
     _progress.report(progress, 1.0, f"done: mutual information {metric_final:.4f} nats")
     return RegistrationResult(

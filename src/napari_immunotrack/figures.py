@@ -1,0 +1,829 @@
+"""Publication figures from Volumes and tables (matplotlib, Agg; no napari needed).
+
+Panels
+------
+:func:`fused_slice`
+    One slice through world coordinates: the anatomy in grey, a quantitative
+    overlay (PET/SPECT/19F/MPI) in colour with a colour bar in its physical
+    unit, ROI and cluster outlines, a scale bar in mm and orientation letters.
+    Every volume is resampled onto one 2D display grid in world mm (through
+    its own affine, and a registration transform if given), so images of
+    different grids line up wherever they are drawn.
+:func:`montage`
+    Several fused slices (slices of one study, or one slice over timepoints)
+    sharing one colour range and one colour bar.
+:func:`mip`
+    A maximum-intensity projection along a world axis.
+:func:`organ_bars`, :func:`time_course`
+    Per-organ bar charts with error bars; time courses per site with the
+    fitted model, the detection limit and flagged sites.
+:func:`save_figure`
+    PNG at a chosen DPI and vector SVG/PDF, each with a provenance sidecar.
+
+Conventions
+-----------
+- Axes are in world millimetres; the scale bar is drawn in those data
+  coordinates, so its length in pixels is (length mm) x (pixels per mm).
+- Orientation letters come from RAS. By default the subject's right is on
+  the image's right (neurological); ``radiological=True`` mirrors it.
+- Colour-blind-safe style: Okabe-Ito for categories, perceptually uniform
+  maps (inferno, viridis, cividis, magma) for values.
+- Deterministic output: the same inputs give byte-identical PNG and SVG
+  (fixed SVG hash salt, no dates in the file metadata).
+
+Examples
+--------
+>>> import numpy as np
+>>> from napari_immunotrack.volume import Volume
+>>> mri = Volume(np.ones((20, 40, 40), np.float32), np.diag([0.5, 0.5, 0.5, 1.0]), "MR", "a.u.")
+>>> pet = mri.replace(data=np.random.default_rng(0).random((20, 40, 40)).astype(np.float32), modality="PT",
+...                   unit="Bq/mL")
+>>> result = fused_slice(mri, pet, plane="axial", overlay_range=(0.2, 1.0), scale_bar_mm=5)
+>>> result.info["colorbar_range"]
+(0.2, 1.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from .errors import ImmunotrackWarning, InputError
+from .volume import Volume
+
+#: Okabe & Ito (2008) colour-blind-safe categorical palette.
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+
+#: Continuous colour map per modality (perceptually uniform, colour-blind safe).
+MODALITY_CMAP = {"PT": "inferno", "NM": "magma", "F19": "viridis", "MPI": "cividis", "OPT": "viridis", "MR": "gray",
+                 "CT": "gray"}
+
+#: Style of every figure (Agg, DejaVu Sans which matplotlib ships, so it renders the same everywhere).
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "axes.prop_cycle": None,  # set below (Okabe-Ito)
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "lines.linewidth": 1.2,
+    "svg.hashsalt": "napari-immunotrack",
+    "svg.fonttype": "path",
+    "pdf.fonttype": 42,
+    "image.interpolation": "nearest",
+    "savefig.facecolor": "white",
+    "path.simplify": False,
+}
+
+#: Planes: normal world axis, horizontal and vertical world axes (0=x, 1=y, 2=z) and edge letters
+#: (left, right, bottom, top) for the neurological display.
+PLANES = {
+    "axial": {"normal": 2, "h": 0, "v": 1, "letters": ("L", "R", "P", "A")},
+    "coronal": {"normal": 1, "h": 0, "v": 2, "letters": ("L", "R", "I", "S")},
+    "sagittal": {"normal": 0, "h": 1, "v": 2, "letters": ("P", "A", "I", "S")},
+}
+
+SCALE_BAR_COLOR = "#FFFFFF"
+OUTLINE_COLORS = OKABE_ITO
+
+
+def _style() -> dict:
+    from cycler import cycler
+
+    style = dict(STYLE)
+    style["axes.prop_cycle"] = cycler(color=list(OKABE_ITO))
+    return style
+
+
+@contextlib.contextmanager
+def figure_style():
+    """Context manager applying :data:`STYLE` (used by every function here)."""
+    import matplotlib
+
+    with matplotlib.rc_context(_style()):
+        yield
+
+
+def _new_figure(size_in):
+    """A pyplot-free Agg figure (thread-safe: the napari widget draws in a worker)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size_in)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+@dataclass
+class FigureResult:
+    """A figure and what it shows (for tests, captions and provenance).
+
+    ``info`` holds per panel: plane, position (mm), field of view, colour-bar range, unit,
+    scale-bar length (mm), pixel size of the display grid and warnings.
+    """
+
+    figure: object
+    axes: Dict[str, object] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    def save(self, path, *, dpi: int = 300, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
+             provenance: Optional[dict] = None):
+        """Shortcut for :func:`save_figure`."""
+        return save_figure(self, path, dpi=dpi, formats=formats, overwrite=overwrite, provenance=provenance)
+
+
+# --------------------------------------------------------------------------- geometry
+def _check_volume(volume, role: str, need_unit: bool = False) -> Volume:
+    if not isinstance(volume, Volume):
+        raise InputError(f"the {role} must be a Volume (got {type(volume).__name__}).")
+    if need_unit and (volume.unit is None or not str(volume.unit).strip()):
+        raise InputError(f"the {role} {volume.name!r} has no unit, so its colour bar cannot say what it shows; "
+                         "set its unit (e.g. 'Bq/mL', 'SUVbw', 'mM') or pass unit=...")
+    return volume
+
+
+def in_reference_world(volume: Volume, fixed_to_moving: Optional[np.ndarray]) -> Volume:
+    """The volume placed in the reference (fixed) world by a registration, unresampled.
+
+    ``fixed_to_moving`` maps a reference world point to this volume's world
+    (``RegistrationResult.fixed_to_moving``); the affine becomes ``inv(T) @ affine``.
+    """
+    if fixed_to_moving is None:
+        return volume
+    t = np.asarray(fixed_to_moving, float)
+    if t.shape != (4, 4) or not np.all(np.isfinite(t)):
+        raise InputError("the transform must be a finite 4x4 matrix (reference world -> volume world).")
+    return volume.replace(affine=np.linalg.inv(t) @ volume.affine)
+
+
+def _world_box(volume: Volume) -> np.ndarray:
+    """(2, 3) world box of a volume's field of view (voxel edges)."""
+    n = np.array(volume.spatial_shape)
+    corners = np.array([[i, j, k] for i in (-0.5, n[0] - 0.5) for j in (-0.5, n[1] - 0.5) for k in (-0.5, n[2] - 0.5)])
+    w = volume.index_to_world(corners)
+    return np.stack([w.min(0), w.max(0)])
+
+
+def display_grid(plane: str, position_mm: float, h_range, v_range, pixel_mm: float):
+    """The (shape, affine) of a one-voxel-thick 3D grid sampling a plane in world mm.
+
+    Array axes (0, rows, columns): row 0 at the top (largest vertical coordinate),
+    columns along the horizontal world axis increasing to the right.
+    """
+    p = PLANES[plane]
+    if not pixel_mm > 0:
+        raise InputError(f"pixel_mm={pixel_mm} must be > 0 mm.")
+    nh = max(int(round((h_range[1] - h_range[0]) / pixel_mm)), 1)
+    nv = max(int(round((v_range[1] - v_range[0]) / pixel_mm)), 1)
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    affine[p["normal"], 0] = 1.0  # the slab is one voxel of 1 mm (only its centre is sampled)
+    affine[p["normal"], 3] = position_mm
+    affine[p["v"], 1] = -pixel_mm
+    affine[p["v"], 3] = v_range[1] - pixel_mm / 2
+    affine[p["h"], 2] = pixel_mm
+    affine[p["h"], 3] = h_range[0] + pixel_mm / 2
+    extent = (h_range[0], h_range[0] + nh * pixel_mm, v_range[1] - nv * pixel_mm, v_range[1])
+    return (1, nv, nh), affine, extent
+
+
+def sample_plane(volume: Volume, grid, order: int = 1, fill: float = np.nan) -> np.ndarray:
+    """A volume's values on a display grid (2D array, rows top to bottom); ``fill`` outside its field of view."""
+    shape, affine = grid[0], grid[1]
+    vol = volume
+    if vol.data.ndim == 4:
+        vol = vol.replace(data=vol.numpy()[0])
+    data = vol.numpy()
+    if order == 0 or np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+        out = vol.resample_to((shape, affine), order=0, fill=0).numpy()
+    else:
+        out = vol.replace(data=data.astype(np.float32, copy=False)).resample_to((shape, affine), order=order,
+                                                                                fill=fill).numpy()
+    return np.asarray(out)[0]
+
+
+def _auto_position(volume: Volume, plane: str) -> float:
+    return float(volume.center_world()[PLANES[plane]["normal"]])
+
+
+# --------------------------------------------------------------------------- drawing helpers
+def _nice_length(span_mm: float) -> float:
+    """A round scale-bar length about a fifth of the field of view."""
+    target = span_mm / 5.0
+    for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500):
+        if v >= target * 0.7:
+            return float(v)
+    return float(round(target))
+
+
+def _scale_bar(ax, extent, length_mm: float, color=SCALE_BAR_COLOR, radiological=False):
+    """A bar of ``length_mm`` in data coordinates (mm) at the lower right corner of the screen.
+
+    Mirrored (radiological) axes run from h1 on the left to h0 on the right, so the bar then
+    starts at h0.
+    """
+    from matplotlib.patches import Rectangle
+
+    h0, h1, v0, v1 = extent
+    width, height = h1 - h0, v1 - v0
+    if length_mm > 0.9 * width:
+        raise InputError(f"scale bar of {length_mm:g} mm does not fit in the {width:.1f} mm wide field of view; "
+                         "choose a shorter one.")
+    margin = 0.04 * width
+    thickness = max(0.012 * height, 0.15)
+    x_left = h0 + margin if radiological else h1 - margin - length_mm
+    y = v0 + 0.05 * height
+    rect = Rectangle((x_left, y), length_mm, thickness, facecolor=color, edgecolor="none", linewidth=0,
+                     antialiased=False, zorder=10)
+    ax.add_patch(rect)
+    ax.text(x_left + length_mm / 2, y + thickness + 0.01 * height, f"{length_mm:g} mm", color=color, ha="center",
+            va="bottom", fontsize=7, zorder=10)
+    return rect
+
+
+def _orientation_letters(ax, plane: str, radiological: bool):
+    import matplotlib.patheffects as pe
+
+    left, right, bottom, top = PLANES[plane]["letters"]
+    if radiological and plane in ("axial", "coronal"):
+        left, right = right, left
+    effects = [pe.withStroke(linewidth=1.5, foreground="black")]
+    kw = dict(color="white", fontsize=8, fontweight="bold", transform=ax.transAxes, zorder=11, path_effects=effects)
+    ax.text(0.015, 0.5, left, ha="left", va="center", **kw)
+    ax.text(0.985, 0.5, right, ha="right", va="center", **kw)
+    ax.text(0.5, 0.015, bottom, ha="center", va="bottom", **kw)
+    ax.text(0.5, 0.985, top, ha="center", va="top", **kw)
+
+
+def _outlines(ax, labels2d: np.ndarray, extent, color, linewidth=0.8, values=None):
+    """Contours of each label value at the boundaries between pixel centres (data coordinates)."""
+    h0, h1, v0, v1 = extent
+    nv, nh = labels2d.shape
+    px_h, px_v = (h1 - h0) / nh, (v1 - v0) / nv
+    xs = h0 + (np.arange(nh) + 0.5) * px_h
+    ys = v1 - (np.arange(nv) + 0.5) * px_v
+    values = sorted(int(v) for v in np.unique(labels2d) if v != 0) if values is None else values
+    drawn = []
+    for i, value in enumerate(values):
+        mask = (labels2d == value).astype(float)
+        if not mask.any():
+            continue
+        c = color[i % len(color)] if isinstance(color, (list, tuple)) else color
+        # pad so a label touching the edge still closes
+        padded = np.pad(mask, 1)
+        xp = np.concatenate([[xs[0] - px_h], xs, [xs[-1] + px_h]])
+        yp = np.concatenate([[ys[0] + px_v], ys, [ys[-1] - px_v]])
+        ax.contour(xp, yp, padded, levels=[0.5], colors=[c], linewidths=linewidth, antialiased=True, zorder=5)
+        drawn.append(value)
+    return drawn
+
+
+def _range_of(values: np.ndarray, value_range) -> tuple:
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise InputError(f"value range {value_range} must be two finite numbers, low < high.")
+        return lo, hi
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(np.percentile(finite, 1.0)), float(np.percentile(finite, 99.5))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def _unit_label(volume: Volume, unit: Optional[str], warn: list) -> str:
+    unit = unit if unit is not None else volume.unit
+    if unit is None or not str(unit).strip():
+        raise InputError(f"the overlay {volume.name!r} has no unit, so its colour bar cannot say what it shows; "
+                         "set its unit (e.g. 'Bq/mL', 'SUVbw', 'mM') or pass unit=...")
+    if str(unit).strip().lower() in ("a.u.", "au", "arbitrary"):
+        msg = (f"the overlay {volume.name or volume.modality!r} is in arbitrary units (a.u.); calibrate it "
+               "(PET Bq/mL or SUV, 19F mM against the reference tube, MPI ng Fe) for a colour bar in physical units.")
+        warnings.warn(msg, ImmunotrackWarning, stacklevel=3)
+        warn.append(msg)
+    name = volume.name or volume.modality
+    return f"{name} ({unit})"
+
+
+# --------------------------------------------------------------------------- panels
+def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, labels=(), *, plane: str = "axial",
+               position_mm: Optional[float] = None, fov_mm=None, pixel_mm: Optional[float] = None,
+               anatomy_range=None, overlay_range=None, overlay_cmap: Optional[str] = None,
+               overlay_alpha: float = 0.85, overlay_threshold: Optional[float] = None, unit: Optional[str] = None,
+               outline_colors=None, outline_width: float = 0.8, scale_bar_mm: Optional[float] = None,
+               letters: bool = True, radiological: bool = False, title: Optional[str] = None) -> dict:
+    """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`)."""
+    from matplotlib import colormaps
+
+    if plane not in PLANES:
+        raise InputError(f"plane={plane!r} is unknown; use one of {list(PLANES)}.")
+    if anatomy is None and overlay is None:
+        raise InputError("nothing to draw: give an anatomy and/or an overlay volume.")
+    if anatomy is not None:
+        _check_volume(anatomy, "anatomy")
+    if overlay is not None:
+        _check_volume(overlay, "overlay")
+    labels = [labels] if isinstance(labels, Volume) else list(labels or ())
+    for lab in labels:
+        _check_volume(lab[0] if isinstance(lab, tuple) else lab, "outline label volume")
+    base = anatomy if anatomy is not None else overlay
+    p = PLANES[plane]
+    warn: list = []
+    box = _world_box(base)
+    if fov_mm is None:
+        h_range, v_range = (box[0][p["h"]], box[1][p["h"]]), (box[0][p["v"]], box[1][p["v"]])
+    else:
+        (h_range, v_range) = fov_mm
+    position = _auto_position(base, plane) if position_mm is None else float(position_mm)
+    if not box[0][p["normal"]] <= position <= box[1][p["normal"]]:
+        raise InputError(f"{plane} position {position:g} mm is outside the volume "
+                         f"({box[0][p['normal']]:.1f} to {box[1][p['normal']]:.1f} mm).")
+    if pixel_mm is None:
+        sp = base.spacing
+        pixel_mm = float(np.min(sp))
+    grid = display_grid(plane, position, h_range, v_range, pixel_mm)
+    extent = grid[2]
+    info = {"plane": plane, "position_mm": position, "extent_mm": tuple(float(e) for e in extent),
+            "pixel_mm": float(pixel_mm), "letters": PLANES[plane]["letters"], "radiological": bool(radiological)}
+    ax.set_facecolor("black")
+    if anatomy is not None:
+        a2d = sample_plane(anatomy, grid, order=1)
+        lo, hi = _range_of(a2d, anatomy_range)
+        ax.imshow(np.nan_to_num(a2d, nan=lo), cmap="gray", vmin=lo, vmax=hi, extent=extent, origin="upper",
+                  interpolation="nearest", zorder=1)
+        info["anatomy_range"] = (lo, hi)
+    mappable = None
+    if overlay is not None:
+        unit_text = _unit_label(overlay, unit, warn)
+        o2d = sample_plane(overlay, grid, order=1)
+        lo, hi = _range_of(o2d, overlay_range)
+        cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].copy()
+        cmap.set_bad(alpha=0.0)
+        threshold = lo if overlay_threshold is None else float(overlay_threshold)
+        shown = np.ma.masked_where(~np.isfinite(o2d) | (o2d < threshold), o2d)
+        mappable = ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi, alpha=overlay_alpha, extent=extent,
+                             origin="upper", interpolation="nearest", zorder=2)
+        info.update(colorbar_range=(lo, hi), colorbar_label=unit_text, overlay_cmap=cmap.name,
+                    overlay_threshold=threshold)
+    drawn = []
+    colors = list(outline_colors or OUTLINE_COLORS)
+    for i, lab in enumerate(labels):
+        vol, col = (lab if isinstance(lab, tuple) else (lab, None))
+        l2d = sample_plane(vol, grid, order=0)
+        # one colour per label value, or the colour given with the volume
+        values = _outlines(ax, l2d, extent, col if col else colors, linewidth=outline_width)
+        drawn.append({"name": vol.name, "labels": values})
+    info["outlines"] = drawn
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    if radiological and plane in ("axial", "coronal"):
+        ax.set_xlim(extent[1], extent[0])
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if scale_bar_mm is None:
+        scale_bar_mm = _nice_length(extent[1] - extent[0])
+    if scale_bar_mm:
+        if scale_bar_mm <= 0:
+            raise InputError(f"scale_bar_mm={scale_bar_mm} must be > 0 mm (or 0 for none).")
+        _scale_bar(ax, extent, float(scale_bar_mm), radiological=radiological and plane in ("axial", "coronal"))
+    info["scale_bar_mm"] = float(scale_bar_mm or 0)
+    if letters:
+        _orientation_letters(ax, plane, radiological)
+    if title:
+        ax.set_title(title)
+    info["warnings"] = warn
+    info["_mappable"] = mappable
+    return info
+
+
+def _colorbar(fig, mappable, ax_or_axes, label: str):
+    cb = fig.colorbar(mappable, ax=ax_or_axes, fraction=0.046, pad=0.03)
+    cb.set_label(label)
+    cb.ax.tick_params(labelsize=7)
+    return cb
+
+
+def _describe_inputs(**volumes) -> dict:
+    from .provenance import describe_input
+
+    out = {}
+    for key, value in volumes.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                v = v[0] if isinstance(v, tuple) else v
+                out[f"{key}_{i}"] = describe_input(v)
+        else:
+            out[key] = describe_input(value)
+    return out
+
+
+def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, labels=(), *, plane: str = "axial",
+                position_mm: Optional[float] = None, width_in: float = 3.4, colorbar: bool = True,
+                **kwargs) -> FigureResult:
+    """A publication panel: one fused slice through world coordinates.
+
+    Parameters
+    ----------
+    anatomy : Volume (MRI/CT), drawn in grey; None for the overlay alone.
+    overlay : Volume in physical units (PET Bq/mL or SUV, 19F mM, MPI ng Fe ...), drawn in colour
+        above ``overlay_threshold`` (default: the low end of the range) with a colour bar.
+        Place a registered image first with :func:`in_reference_world`.
+    labels : Volume or list of Volumes (or ``(Volume, colour)`` pairs): outlines of every label.
+    plane : "axial", "coronal" or "sagittal".
+    position_mm : world coordinate of the slice along the plane's normal (z, y or x);
+        default the centre of the anatomy.
+    width_in : figure width in inches (the height follows the field of view).
+    **kwargs : ``fov_mm=((h0, h1), (v0, v1))``, ``pixel_mm``, ``anatomy_range``, ``overlay_range``,
+        ``overlay_cmap``, ``overlay_alpha``, ``overlay_threshold``, ``unit``, ``outline_colors``,
+        ``scale_bar_mm`` (0 for none), ``letters``, ``radiological``, ``title``.
+
+    Returns
+    -------
+    FigureResult; ``info["panel"]`` has the plane, position, field of view (mm), colour-bar
+    range and label, scale-bar length and display pixel size.
+    """
+    with figure_style():
+        base = anatomy if anatomy is not None else overlay
+        if base is None:
+            raise InputError("nothing to draw: give an anatomy and/or an overlay volume.")
+        p = PLANES.get(plane)
+        if p is None:
+            raise InputError(f"plane={plane!r} is unknown; use one of {list(PLANES)}.")
+        box = _world_box(base)
+        fov = kwargs.get("fov_mm")
+        w = (fov[0][1] - fov[0][0]) if fov else box[1][p["h"]] - box[0][p["h"]]
+        h = (fov[1][1] - fov[1][0]) if fov else box[1][p["v"]] - box[0][p["v"]]
+        extra = 0.9 if (overlay is not None and colorbar) else 0.0
+        fig = _new_figure((width_in, max((width_in - extra) * h / w, 1.0) + 0.35))
+        ax = fig.add_axes([0.02, 0.03, 0.72 if extra else 0.96, 0.9])
+        info = draw_fused(ax, anatomy, overlay, labels, plane=plane, position_mm=position_mm, **kwargs)
+        mappable = info.pop("_mappable")
+        axes = {"image": ax}
+        if mappable is not None and colorbar:
+            cax = fig.add_axes([0.78, 0.1, 0.035, 0.75])
+            cb = fig.colorbar(mappable, cax=cax)
+            cb.set_label(info["colorbar_label"])
+            cax.tick_params(labelsize=7)
+            axes["colorbar"] = cax
+        result = FigureResult(fig, axes, {"panel": info, **{k: v for k, v in info.items() if k != "warnings"}},
+                              _describe_inputs(anatomy=anatomy, overlay=overlay, labels=list(
+                                  [labels] if isinstance(labels, Volume) else labels or ())),
+                              list(info["warnings"]))
+        return result
+
+
+def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range=None, panel_width_in: float = 2.2,
+            colorbar_label: Optional[str] = None, suptitle: Optional[str] = None) -> FigureResult:
+    """Several fused slices in a grid, one colour range and one colour bar.
+
+    Parameters
+    ----------
+    panels : list of dicts of :func:`draw_fused` arguments (``anatomy``, ``overlay``, ``labels``,
+        ``plane``, ``position_mm``, ``title``, ...): slices of one study or one slice over timepoints.
+    ncols : columns (default: all in one row up to 4).
+    shared_range : (low, high) for every overlay (default: the union of the panels' auto ranges).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> v = Volume(np.ones((10, 20, 20), np.float32), np.eye(4), "PT", "Bq/mL")
+    >>> r = montage([{"anatomy": None, "overlay": v, "position_mm": z} for z in (2.0, 5.0)], shared_range=(0, 2))
+    >>> len(r.info["panels"])
+    2
+    """
+    if not panels:
+        raise InputError("a montage needs at least one panel.")
+    with figure_style():
+        n = len(panels)
+        ncols = ncols or min(n, 4)
+        nrows = int(np.ceil(n / ncols))
+        first = panels[0]
+        base = first.get("anatomy") if first.get("anatomy") is not None else first.get("overlay")
+        if base is None:
+            raise InputError("the first montage panel has neither an anatomy nor an overlay.")
+        plane = first.get("plane", "axial")
+        p = PLANES.get(plane, PLANES["axial"])
+        box = _world_box(base)
+        fov = first.get("fov_mm")
+        w = (fov[0][1] - fov[0][0]) if fov else box[1][p["h"]] - box[0][p["h"]]
+        h = (fov[1][1] - fov[1][0]) if fov else box[1][p["v"]] - box[0][p["v"]]
+        has_overlay = any(pn.get("overlay") is not None for pn in panels)
+        cbar_w = 0.9 if has_overlay else 0.0
+        panel_h = panel_width_in * h / w
+        fig = _new_figure((panel_width_in * ncols + cbar_w, panel_h * nrows + 0.3 * nrows + (0.3 if suptitle else 0)))
+        if shared_range is None and has_overlay:
+            lows, highs = [], []
+            for pn in panels:
+                if pn.get("overlay") is not None:
+                    base_pn = pn.get("anatomy") if pn.get("anatomy") is not None else pn["overlay"]
+                    pl = pn.get("plane", "axial")
+                    bx = _world_box(base_pn)
+                    pp = PLANES[pl]
+                    fv = pn.get("fov_mm") or ((bx[0][pp["h"]], bx[1][pp["h"]]), (bx[0][pp["v"]], bx[1][pp["v"]]))
+                    pos = pn.get("position_mm", _auto_position(base_pn, pl))
+                    grid = display_grid(pl, pos, fv[0], fv[1], pn.get("pixel_mm") or float(np.min(base_pn.spacing)))
+                    lo, hi = _range_of(sample_plane(pn["overlay"], grid), None)
+                    lows.append(lo)
+                    highs.append(hi)
+            shared_range = (min(lows), max(highs))
+        infos, axes, warn, mappable, label = [], {}, [], None, colorbar_label
+        left_frac = (panel_width_in * ncols) / (panel_width_in * ncols + cbar_w)
+        for i, pn in enumerate(panels):
+            r, c = divmod(i, ncols)
+            ax = fig.add_axes([c / ncols * left_frac + 0.005, 1 - (r + 1) / nrows + 0.02,
+                               left_frac / ncols - 0.01, 1 / nrows - 0.02 - (0.06 if suptitle else 0.05)])
+            kw = {k: v for k, v in pn.items() if k not in ("anatomy", "overlay", "labels")}
+            if pn.get("overlay") is not None:
+                kw.setdefault("overlay_range", shared_range)
+            info = draw_fused(ax, pn.get("anatomy"), pn.get("overlay"), pn.get("labels", ()), **kw)
+            m = info.pop("_mappable")
+            if m is not None:
+                mappable = m
+                label = label or info["colorbar_label"]
+            warn.extend(info["warnings"])
+            infos.append(info)
+            axes[f"panel_{i}"] = ax
+        if mappable is not None:
+            cax = fig.add_axes([left_frac + 0.02 * (1 - left_frac), 0.12, 0.25 * (1 - left_frac), 0.7])
+            cb = fig.colorbar(mappable, cax=cax)
+            cb.set_label(label)
+            axes["colorbar"] = cax
+        if suptitle:
+            fig.suptitle(suptitle, fontsize=9)
+        inputs = {}
+        for i, pn in enumerate(panels):
+            for k, v in _describe_inputs(anatomy=pn.get("anatomy"), overlay=pn.get("overlay")).items():
+                inputs[f"panel{i}_{k}"] = v
+        return FigureResult(fig, axes, {"panels": infos, "colorbar_range": tuple(shared_range) if has_overlay else None},
+                            inputs, list(dict.fromkeys(warn)))
+
+
+def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optional[str] = None,
+        unit: Optional[str] = None, pixel_mm: Optional[float] = None, scale_bar_mm: Optional[float] = None,
+        title: Optional[str] = None, width_in: float = 3.0, radiological: bool = False) -> FigureResult:
+    """Maximum-intensity projection of a volume along the normal of ``plane`` (world axes).
+
+    The volume is first resampled onto an axis-aligned world grid (linear), so
+    oblique and LPS-ordered images project along true world directions.
+    """
+    from matplotlib import colormaps
+
+    _check_volume(volume, "volume")
+    if plane not in PLANES:
+        raise InputError(f"plane={plane!r} is unknown; use one of {list(PLANES)}.")
+    with figure_style():
+        warn: list = []
+        label = _unit_label(volume, unit, warn)
+        spacing = pixel_mm or float(np.min(volume.spacing))
+        shape, affine = volume.axis_aligned_grid(spacing)
+        data = volume.replace(data=volume.numpy().astype(np.float32)).resample_to((shape, affine), order=1,
+                                                                                  fill=np.nan).numpy()
+        # grid axes 0, 1, 2 run along z, y, x (see Volume.axis_aligned_grid)
+        p = PLANES[plane]
+        axis_of = {2: 0, 1: 1, 0: 2}
+        proj = np.nanmax(data, axis=axis_of[p["normal"]]) if np.isfinite(data).any() else np.zeros(1)
+        # remaining axes: the two of (z, y, x) left, in that order -> rows = larger world index axis
+        remaining = [w for w in (2, 1, 0) if w != p["normal"]]  # world axes in array order
+        img = proj
+        if remaining[0] == p["h"]:  # rows run along the horizontal axis: transpose
+            img = img.T
+        # rows run along the vertical world axis, increasing with the index: flip so up is up
+        img = img[::-1]
+        lo_w = affine[:3, 3] - spacing / 2
+        n_xyz = {0: shape[2], 1: shape[1], 2: shape[0]}
+        extent = (lo_w[p["h"]], lo_w[p["h"]] + n_xyz[p["h"]] * spacing,
+                  lo_w[p["v"]], lo_w[p["v"]] + n_xyz[p["v"]] * spacing)
+        lo, hi = _range_of(img, value_range)
+        w, h = extent[1] - extent[0], extent[3] - extent[2]
+        fig = _new_figure((width_in, max((width_in - 0.9) * h / w, 1.0) + 0.35))
+        ax = fig.add_axes([0.02, 0.03, 0.72, 0.9])
+        ax.set_facecolor("black")
+        cm = colormaps[cmap or MODALITY_CMAP.get(volume.modality, "inferno")]
+        m = ax.imshow(np.nan_to_num(img, nan=lo), cmap=cm, vmin=lo, vmax=hi, extent=extent, origin="upper",
+                      interpolation="nearest")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        if radiological and plane in ("axial", "coronal"):
+            ax.set_xlim(extent[1], extent[0])
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        bar = _nice_length(w) if scale_bar_mm is None else scale_bar_mm
+        if bar:
+            _scale_bar(ax, extent, float(bar), radiological=radiological and plane in ("axial", "coronal"))
+        _orientation_letters(ax, plane, radiological)
+        cax = fig.add_axes([0.78, 0.1, 0.035, 0.75])
+        cb = fig.colorbar(m, cax=cax)
+        cb.set_label(label)
+        ax.set_title(title or f"MIP ({plane})")
+        info = {"plane": plane, "extent_mm": tuple(float(e) for e in extent), "colorbar_range": (lo, hi),
+                "colorbar_label": label, "scale_bar_mm": float(bar or 0), "pixel_mm": spacing}
+        return FigureResult(fig, {"image": ax, "colorbar": cax}, info, _describe_inputs(volume=volume), warn)
+
+
+def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optional[str] = None,
+               category: str = "organ", unit: Optional[str] = None, title: Optional[str] = None,
+               log: bool = False, width_in: float = 4.5, height_in: float = 2.6) -> FigureResult:
+    """Bar chart per organ (category), optionally grouped (e.g. by day), with error bars.
+
+    Parameters
+    ----------
+    table : DataFrame with ``category``, ``value`` (and ``error``, ``group``) columns.
+    value, error : column names; the y label says the value's unit (``unit`` or the column name).
+    group : column whose values become side-by-side bars in Okabe-Ito colours (e.g. "day").
+    """
+    import pandas as pd
+
+    if table is None or not len(table):
+        raise InputError("the table for the bar chart is empty.")
+    for col in [c for c in (value, error, group, category) if c]:
+        if col not in table.columns:
+            raise InputError(f"the table has no column {col!r}; columns are {list(table.columns)}.")
+    with figure_style():
+        df = table.copy()
+        cats = list(dict.fromkeys(df[category]))
+        groups = list(dict.fromkeys(df[group])) if group else [None]
+        fig = _new_figure((width_in, height_in))
+        ax = fig.add_axes([0.12, 0.3, 0.85, 0.6])
+        width = 0.8 / len(groups)
+        x = np.arange(len(cats))
+        for gi, g in enumerate(groups):
+            sub = df if g is None else df[df[group] == g]
+            vals = [float(sub.loc[sub[category] == c, value].iloc[0]) if (sub[category] == c).any() else np.nan
+                    for c in cats]
+            errs = ([float(sub.loc[sub[category] == c, error].iloc[0]) if (sub[category] == c).any() else np.nan
+                     for c in cats] if error else None)
+            lab = None if g is None else (f"day {g:g}" if group == "day" and isinstance(g, (int, float)) else str(g))
+            ax.bar(x + (gi - (len(groups) - 1) / 2) * width, np.nan_to_num(vals), width * 0.92,
+                   yerr=None if errs is None else np.nan_to_num(errs), capsize=2, color=OKABE_ITO[gi % 8],
+                   label=lab, error_kw={"elinewidth": 0.8, "capthick": 0.8})
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(c).replace("_", " ") for c in cats], rotation=35, ha="right")
+        ax.set_ylabel(unit or value)
+        if log:
+            ax.set_yscale("log")
+        if group:
+            ax.legend(ncol=min(len(groups), 4), loc="upper right")
+        if title:
+            ax.set_title(title)
+        del pd
+        return FigureResult(fig, {"bars": ax}, {"categories": cats, "groups": groups, "value": value, "error": error},
+                            {}, [])
+
+
+def time_course(table, value: str, *, site: str = "site", day: str = "day", error: Optional[str] = None,
+                model: Optional[str] = None, limit: Optional[str] = None, flags: Optional[dict] = None,
+                unit: Optional[str] = None, title: Optional[str] = None, log: bool = True,
+                width_in: float = 4.5, height_in: float = 3.0) -> FigureResult:
+    """Time courses per site: measured points (markers), a model column (dashed), the detection limit (dotted).
+
+    Parameters
+    ----------
+    table : long DataFrame with ``site``, ``day`` and ``value`` columns (one readout).
+    model : column of model values at the same days (e.g. ``cells_model``), drawn dashed.
+    limit : column of the detection limit, drawn dotted.
+    flags : {site: True} sites to mark "macrophage-held?" (e.g. ``LongitudinalResult.sites``).
+    """
+    if table is None or not len(table):
+        raise InputError("the table for the time course is empty.")
+    for col in [c for c in (value, site, day, error, model, limit) if c]:
+        if col not in table.columns:
+            raise InputError(f"the table has no column {col!r}; columns are {list(table.columns)}.")
+    with figure_style():
+        fig = _new_figure((width_in, height_in))
+        ax = fig.add_axes([0.13, 0.14, 0.55, 0.76])
+        markers = "osD^v<>p"
+        for i, (name, sub) in enumerate(table.groupby(site, sort=False)):
+            sub = sub.sort_values(day)
+            y = sub[value].to_numpy(float)
+            if not np.isfinite(y).any():
+                continue
+            color = OKABE_ITO[i % 8]
+            flagged = bool(flags and flags.get(name))
+            lab = str(name).replace("_", " ") + (" (macrophage-held?)" if flagged else "")
+            yerr = sub[error].to_numpy(float) if error else None
+            ax.errorbar(sub[day], y, yerr=yerr, marker=markers[i % len(markers)], color=color, linestyle="-",
+                        label=lab, capsize=2, markersize=4, markerfacecolor="white" if flagged else color)
+            if model:
+                ax.plot(sub[day], sub[model], linestyle="--", color=color, linewidth=0.9)
+            if limit and np.isfinite(sub[limit].to_numpy(float)).any():
+                ax.plot(sub[day], sub[limit], linestyle=":", color=color, linewidth=0.8)
+        ax.set_xlabel("days after injection")
+        ax.set_ylabel(unit or value)
+        if log:
+            ax.set_yscale("log")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        if title:
+            ax.set_title(title)
+        notes = []
+        if model:
+            notes.append("dashed: model")
+        if limit:
+            notes.append("dotted: detection limit")
+        if notes:
+            ax.text(1.02, 0.0, "; ".join(notes), transform=ax.transAxes, fontsize=6, va="bottom")
+        return FigureResult(fig, {"plot": ax}, {"value": value, "model": model, "limit": limit}, {}, [])
+
+
+# --------------------------------------------------------------------------- saving
+_FORMATS = ("png", "svg", "pdf")
+
+
+def render_png(result, dpi: int = 100) -> np.ndarray:
+    """The figure as an RGBA uint8 array (what a PNG at ``dpi`` holds), for tests and thumbnails."""
+    fig = result.figure if isinstance(result, FigureResult) else result
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+
+def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
+                provenance: Optional[dict] = None):
+    """Write a figure as PNG (at ``dpi``) and/or SVG/PDF, each with a ``.provenance.json`` sidecar.
+
+    Parameters
+    ----------
+    result : FigureResult (or a matplotlib Figure).
+    path : output file; its suffix picks the format, or give ``formats`` and a stem
+        (``fig`` -> ``fig.png``, ``fig.svg``).
+    dpi : dots per inch of the PNG (and of raster parts in vector files).
+    overwrite : replace existing files (refused otherwise).
+    provenance : extra fields for the sidecar (step, parameters); the figure's inputs are added.
+
+    Returns
+    -------
+    list of written paths (figures only; each has ``<path>.provenance.json`` beside it).
+    """
+    from .outputs import atomic_output, check_output, sidecar_path, write_json
+    from .provenance import record
+
+    if not (isinstance(dpi, (int, np.integer)) or float(dpi).is_integer()) or not 10 <= int(dpi) <= 2400:
+        raise InputError(f"dpi={dpi} must be a whole number between 10 and 2400.")
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if formats is None:
+        if suffix not in _FORMATS:
+            raise InputError(f"{path.name}: the file name must end in .png, .svg or .pdf (or pass formats=...).")
+        targets = [path]
+    else:
+        bad = [f for f in formats if f.lower() not in _FORMATS]
+        if bad:
+            raise InputError(f"unknown figure format(s) {bad}; use png, svg or pdf.")
+        stem = path.with_suffix("") if suffix in _FORMATS else path
+        targets = [stem.with_name(stem.name + "." + f.lower()) for f in formats]
+    for t in targets:
+        check_output(t, overwrite)
+    fig = result.figure if isinstance(result, FigureResult) else result
+    inputs = result.inputs if isinstance(result, FigureResult) else {}
+    warn = result.warnings if isinstance(result, FigureResult) else []
+    info = _json_info(result.info) if isinstance(result, FigureResult) else {}
+    written = []
+    with figure_style():
+        for target in targets:
+            fmt = target.suffix.lower().lstrip(".")
+            # no dates or software stamps in the files: the same figure is byte-identical
+            metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+                        "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}}[fmt]
+            with atomic_output(target, overwrite) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=int(dpi), metadata=metadata, facecolor="white")
+            rec = dict(provenance or {})
+            prov = record(rec.pop("step", "figure"), parameters={"dpi": int(dpi), "format": fmt,
+                                                                   **rec.pop("parameters", {}), "figure": info},
+                          warnings=list(warn) + list(rec.pop("warnings", [])), **rec)
+            prov["inputs"] = {**inputs, **prov.get("inputs", {})}
+            write_json(sidecar_path(target), prov, overwrite=True)
+            written.append(target)
+    return written
+
+
+def _json_info(info):
+    """The figure info without matplotlib objects (JSON-ready)."""
+    if isinstance(info, dict):
+        return {k: _json_info(v) for k, v in info.items() if not k.startswith("_")}
+    if isinstance(info, (list, tuple)):
+        return [_json_info(v) for v in info]
+    if isinstance(info, (np.generic,)):
+        return info.item()
+    if isinstance(info, (str, int, float, bool)) or info is None:
+        return info
+    return str(info)

@@ -1,0 +1,304 @@
+"""Property-based search for reader crashes: random damage to valid files.
+
+The contract of every reader: a file opens as Volumes that the rest of the
+plugin can use (``immunotrack info``'s description and napari's layer data
+are built from them), or it is refused with an
+:class:`~napari_immunotrack.errors.InputError` whose message is one line.
+Any other exception is a bug. The damage is what real files suffer: exports
+cut short, bytes flipped on a bad disk, header fields hand-typed at the
+scanner (zero, negative, NaN, infinite or enormous values), missing fields.
+
+Budget: about 2000 examples in all in about 25 s on one core; cheap targets get more.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from napari_immunotrack.commands.info import describe
+from napari_immunotrack.errors import ImmunotrackWarning, InputError
+from napari_immunotrack.io import load_volumes
+from napari_immunotrack.volume import Volume
+from napari_immunotrack.widgets._common import volume_layer_data
+
+
+def budget(n):
+    return settings(max_examples=n, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def opens_or_refuses(path):
+    """Load ``path``; return the volumes or None when refused with a one-line InputError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImmunotrackWarning)
+            volumes = load_volumes(path)
+    except InputError as exc:
+        text = str(exc)
+        assert text and "\n" not in text and "Traceback" not in text
+        return None
+    assert volumes and all(isinstance(v, Volume) for v in volumes)
+    for v in volumes:
+        # what `immunotrack info` and the napari reader do next with an opened volume
+        assert np.all(np.isfinite(v.affine)) and v.voxel_volume_mm3 > 0
+        describe(v)
+        try:
+            volume_layer_data(v)
+        except InputError:
+            pass
+    return volumes
+
+
+# ------------------------------------------------------------------------- NIfTI
+def _nifti_bytes(dtype=np.int16, shape=(5, 4, 3)) -> bytes:
+    data = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    affine = np.array([[0.0, 0, 2.0, -10], [0, 1.5, 0, 20], [-1.0, 0, 0, 30], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    bio = io.BytesIO()
+    img.to_file_map({"image": nib.FileHolder(fileobj=bio), "header": nib.FileHolder(fileobj=bio)})
+    return bio.getvalue()
+
+
+VALID_NII = _nifti_bytes()
+VALID_NII_F32 = _nifti_bytes(np.float32, (3, 4, 2))
+
+#: NIfTI-1 header fields (byte offset, struct format) that users' files get wrong.
+NIFTI_FIELDS = {
+    "sizeof_hdr": (0, "<i"), "dim0": (40, "<h"), "dim1": (42, "<h"), "dim2": (44, "<h"), "dim3": (46, "<h"),
+    "dim4": (48, "<h"), "dim5": (50, "<h"), "datatype": (70, "<h"), "bitpix": (72, "<h"),
+    "pixdim0": (76, "<f"), "pixdim1": (80, "<f"), "pixdim2": (84, "<f"), "pixdim3": (88, "<f"),
+    "pixdim4": (92, "<f"), "vox_offset": (108, "<f"), "scl_slope": (112, "<f"), "scl_inter": (116, "<f"),
+    "xyzt_units": (123, "<B"), "cal_max": (124, "<f"), "qform_code": (252, "<h"), "sform_code": (254, "<h"),
+    "quatern_b": (256, "<f"), "quatern_c": (260, "<f"), "quatern_d": (264, "<f"), "qoffset_x": (268, "<f"),
+    "srow_x0": (280, "<f"), "srow_x3": (292, "<f"), "srow_y1": (300, "<f"), "srow_z2": (320, "<f"),
+    "srow_z3": (324, "<f"), "magic": (344, "<i"),
+}
+SPECIAL_FLOATS = st.sampled_from([0.0, -0.0, -1.0, 1e-30, 1e30, 3.4e38, float("nan"), float("inf"), float("-inf")])
+SPECIAL_INTS = st.sampled_from([0, -1, 1, 2, 3, 4, 5, 7, 8, 16, 64, 255, 32767, -32768, 2 ** 31 - 1])
+
+
+@st.composite
+def field_edits(draw):
+    """1-3 header fields set to hand-typed-looking or absurd values."""
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(sorted(NIFTI_FIELDS)))
+        offset, fmt = NIFTI_FIELDS[name]
+        if fmt == "<f":
+            value = draw(SPECIAL_FLOATS | st.floats(-1e6, 1e6, allow_nan=False, width=32))
+        elif fmt == "<B":
+            value = draw(st.integers(0, 255))
+        elif fmt == "<h":
+            value = draw(SPECIAL_INTS.filter(lambda v: -32768 <= v <= 32767) | st.integers(-32768, 32767))
+        else:
+            value = draw(SPECIAL_INTS | st.integers(-2 ** 31, 2 ** 31 - 1))
+        edits.append((offset, fmt, value))
+    return edits
+
+
+def _apply(raw: bytes, edits) -> bytes:
+    buf = bytearray(raw)
+    for offset, fmt, value in edits:
+        struct.pack_into(fmt, buf, offset, value)
+    return bytes(buf)
+
+
+@budget(500)
+@given(edits=field_edits(), gz=st.booleans(), base=st.sampled_from(["int16", "float32"]))
+@example(edits=[(42, "<h", 32767), (44, "<h", 32767), (46, "<h", 32767)], gz=False, base="int16")  # enormous dims
+@example(edits=[(42, "<h", 32767), (44, "<h", 32767), (46, "<h", 32767)], gz=True, base="float32")
+@example(edits=[(80, "<f", 0.0), (254, "<h", 0), (252, "<h", 1)], gz=False, base="int16")  # zero voxel size
+@example(edits=[(280, "<f", float("nan"))], gz=True, base="int16")  # NaN in the sform
+@example(edits=[(112, "<f", float("inf"))], gz=False, base="float32")  # infinite scale slope
+def test_nifti_with_absurd_header_fields(tmp_path_factory, edits, gz, base):
+    raw = _apply(VALID_NII if base == "int16" else VALID_NII_F32, edits)
+    path = tmp_path_factory.mktemp("nii") / ("img.nii.gz" if gz else "img.nii")
+    path.write_bytes(gzip.compress(raw, compresslevel=1) if gz else raw)
+    opens_or_refuses(path)
+
+
+@budget(300)
+@given(cut=st.integers(0, len(VALID_NII) - 1), gz=st.booleans())
+def test_truncated_nifti(tmp_path_factory, cut, gz):
+    path = tmp_path_factory.mktemp("nii") / ("cut.nii.gz" if gz else "cut.nii")
+    data = gzip.compress(VALID_NII, compresslevel=1) if gz else VALID_NII
+    if gz:
+        cut = cut * len(data) // len(VALID_NII)
+    path.write_bytes(data[:cut])
+    assert opens_or_refuses(path) is None  # a cut file never opens as if it were complete
+
+
+@budget(300)
+@given(flips=st.lists(st.tuples(st.integers(0, len(VALID_NII) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_nifti_with_flipped_bytes(tmp_path_factory, flips):
+    buf = bytearray(VALID_NII)
+    for pos, value in flips:
+        buf[pos] = value
+    path = tmp_path_factory.mktemp("nii") / "flip.nii"
+    path.write_bytes(bytes(buf))
+    opens_or_refuses(path)
+
+
+@budget(150)
+@given(noise=st.binary(min_size=0, max_size=600), suffix=st.sampled_from([".nii", ".nii.gz", ".dcm", ".tif", ""]))
+def test_random_bytes_with_an_image_name(tmp_path_factory, noise, suffix):
+    path = tmp_path_factory.mktemp("junk") / f"scan{suffix}"
+    path.write_bytes(noise)
+    assert opens_or_refuses(path) is None
+
+
+def test_enormous_dimensions_are_refused_before_reading(tmp_path):
+    """A header claiming 32767^3 voxels over a 1 kB file: a clear refusal, no attempt to allocate 70 TB."""
+    raw = _apply(VALID_NII, [(42, "<h", 32767), (44, "<h", 32767), (46, "<h", 32767)])
+    for name, content in (("huge.nii", raw), ("huge.nii.gz", gzip.compress(raw))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match="truncated|corrupt|too (large|big)|voxels"):
+            load_volumes(tmp_path / name)
+
+
+# ------------------------------------------------------------------------- DICOM
+def _dicom_series(folder: Path, n=3):
+    """A 3-slice MR series written from pydicom's MR_small.dcm (so every tag a scanner writes is there)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    pos = [float(v) for v in base.ImagePositionPatient]
+    normal = np.cross(np.array(base.ImageOrientationPatient[:3], float), np.array(base.ImageOrientationPatient[3:], float))
+    paths = []
+    for i in range(n):
+        ds = base.copy()
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in np.add(pos, 2.0 * i * normal)]
+        ds.InstanceNumber = i + 1
+        ds.SOPInstanceUID = f"{base.SOPInstanceUID}.{i + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        paths.append(folder / f"slice{i}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def series_bytes(tmp_path_factory):
+    paths = _dicom_series(tmp_path_factory.mktemp("series"))
+    return [p.read_bytes() for p in paths]
+
+
+def _write_series(folder: Path, contents):
+    folder.mkdir()
+    for i, content in enumerate(contents):
+        (folder / f"slice{i}.dcm").write_bytes(content)
+    return folder
+
+
+def test_the_unharmed_series_opens(tmp_path, series_bytes):
+    (volume,) = opens_or_refuses(_write_series(tmp_path / "s", series_bytes))
+    assert volume.spatial_shape == (3, 64, 64)
+    assert volume.spacing[0] == pytest.approx(2.0, abs=1e-3)
+
+
+@budget(200)
+@given(which=st.integers(0, 2), cut=st.floats(0.0, 0.999))
+def test_dicom_series_with_a_truncated_file(tmp_path_factory, series_bytes, which, cut):
+    contents = list(series_bytes)
+    contents[which] = contents[which][: int(cut * len(contents[which]))]
+    volumes = opens_or_refuses(_write_series(tmp_path_factory.mktemp("d") / "s", contents))
+    # a series with a slice cut short never opens as a complete 3-slice volume holding wrong pixels
+    assert volumes is None or all(v.spatial_shape[0] < 3 or v.metadata.get("files") for v in volumes)
+
+
+@budget(200)
+@given(which=st.integers(0, 2),
+       flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), min_size=1, max_size=6))
+def test_dicom_series_with_flipped_bytes(tmp_path_factory, series_bytes, which, flips):
+    contents = list(series_bytes)
+    buf = bytearray(contents[which])
+    for where, value in flips:
+        buf[int(where * len(buf))] = value
+    contents[which] = bytes(buf)
+    opens_or_refuses(_write_series(tmp_path_factory.mktemp("d") / "s", contents))
+
+
+#: Header fields with the values hand-typed or left out at the scanner.
+DICOM_EDITS = {
+    "PixelSpacing": [None, ["0", "0"], ["-1", "1"], ["nan", "1"], ["inf", "1"], ["1"], ["1e30", "1e30"], ["abc", "1"]],
+    "ImagePositionPatient": [None, ["0", "0"], ["nan", "0", "0"], ["inf", "0", "0"], ["1e308", "0", "0"]],
+    "ImageOrientationPatient": [None, ["0"] * 6, ["1", "0", "0", "1", "0", "0"], ["nan"] * 6, ["1", "0", "0"]],
+    "Rows": [None, 0, 1, 65535], "Columns": [None, 0, 1, 65535],
+    "BitsAllocated": [None, 0, 1, 7, 12, 32, 64], "BitsStored": [None, 0, 40], "HighBit": [None, 99],
+    "PixelRepresentation": [None, 1, 7], "SamplesPerPixel": [None, 0, 3],
+    "PhotometricInterpretation": [None, "RGB", "PALETTE COLOR", ""],
+    "RescaleSlope": [None, "0", "nan", "inf", "-1e38"], "RescaleIntercept": ["nan", "1e308"],
+    "NumberOfFrames": [None, "0", "5", "-1", "abc"], "SliceThickness": [None, "0", "-2", "nan"],
+    "SeriesInstanceUID": [None, ""], "Modality": [None, "", "PT", "NM", "SR"],
+    "SpacingBetweenSlices": ["0", "-3", "nan"], "PixelData": [None, b"", b"\x00" * 10],
+}
+
+
+@st.composite
+def dicom_edits(draw):
+    keys = draw(st.lists(st.sampled_from(sorted(DICOM_EDITS)), min_size=1, max_size=3, unique=True))
+    return [(k, draw(st.sampled_from(DICOM_EDITS[k]))) for k in keys]
+
+
+@budget(250)
+@given(edits=dicom_edits(), every_file=st.booleans())
+def test_dicom_series_with_absurd_header_values(tmp_path_factory, series_bytes, edits, every_file):
+    import pydicom
+
+    contents = []
+    for i, content in enumerate(series_bytes):
+        if i == 1 or every_file:
+            ds = pydicom.dcmread(io.BytesIO(content))
+            for keyword, value in edits:
+                if value is None:
+                    if keyword in ds:
+                        delattr(ds, keyword)
+                else:
+                    setattr(ds, keyword, value)
+            out = io.BytesIO()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.save_as(out, enforce_file_format=False)
+            content = out.getvalue()
+        contents.append(content)
+    opens_or_refuses(_write_series(tmp_path_factory.mktemp("d") / "s", contents))
+
+
+@budget(100)
+@given(drop=st.sets(st.integers(0, 2), max_size=2), duplicate=st.booleans(), junk=st.booleans())
+def test_dicom_series_with_missing_duplicated_and_foreign_files(tmp_path_factory, series_bytes, drop, duplicate, junk):
+    contents = [c for i, c in enumerate(series_bytes) if i not in drop]
+    if duplicate:
+        contents.append(contents[0])
+    folder = _write_series(tmp_path_factory.mktemp("d") / "s", contents)
+    if junk:
+        (folder / "README").write_text("exported from the scanner\n")
+        (folder / "DICOMDIR.dcm").write_bytes(b"\x00" * 200)
+    opens_or_refuses(folder)
+
+
+@budget(150)
+@given(cut=st.floats(0.0, 0.999), flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), max_size=4))
+def test_multiframe_dicom_damaged(tmp_path_factory, cut, flips):
+    """A real multi-frame file (pydicom's RT dose grid) cut short or with flipped bytes."""
+    from pydicom.data import get_testdata_file
+
+    buf = bytearray(Path(get_testdata_file("rtdose.dcm")).read_bytes())
+    for where, value in flips:
+        buf[int(where * len(buf))] = value
+    path = tmp_path_factory.mktemp("mf") / "dose.dcm"
+    path.write_bytes(bytes(buf[: max(int(cut * len(buf)), 1)] if cut > 0 else buf))
+    opens_or_refuses(path)
