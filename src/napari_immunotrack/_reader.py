@@ -25,10 +25,14 @@ def get_reader(path):
 
 
 def read_layers(path):
-    """Layer data tuples for ``path``; a bad file becomes a napari notification, not a crash."""
+    """Layer data tuples for ``path``; a bad file becomes a napari notification, not a crash.
+
+    A volume that opens but cannot be shown (e.g. an absurd voxel size) is
+    reported the same way; the other series of a DICOM folder still open.
+    """
     from .errors import InputError, one_line
     from .io import load_volumes
-    from .widgets._common import volume_layer_data
+    from .widgets._common import notify_error, volume_layer_data
 
     if isinstance(path, list):
         path = path[0]
@@ -39,4 +43,13 @@ def read_layers(path):
 
         show_error(one_line(exc))
         return []
-    return [volume_layer_data(v) for v in volumes]
+    except Exception as exc:  # a bug, not the user's fault: one notification, the viewer stays usable
+        notify_error(exc)
+        return []
+    layers = []
+    for volume in volumes:
+        try:
+            layers.append(volume_layer_data(volume))
+        except Exception as exc:  # InputError: one line; anything else: "internal error: ..."
+            notify_error(exc)
+    return layers

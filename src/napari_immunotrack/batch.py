@@ -32,7 +32,7 @@ holds the same input and parameter hashes, else runs
 into a temporary folder renamed into place (so a killed run leaves finished
 folders and nothing half-written). A failing task is reported and the others
 go on. At the end the per-task tables are concatenated into the cohort
-tables (``cohort.csv``: one row per subject, session and site) and a figure.
+tables (``cohort.csv``: one row per subject, session and site) and figures.
 
 Output folder::
 
@@ -40,7 +40,7 @@ Output folder::
     OUT/sub-01/ses-day1/                     one task: labels, tables, transforms, done.json
     OUT/cohort.csv                           one row per subject, session and site (organ)
     OUT/cohort_<table>.csv                   every per-task table, concatenated (pet, f19, clusters, ...)
-    OUT/cohort.png                           per-organ readouts per subject over days
+    OUT/cohort_<readout>.png                 per-site time courses (mean ± SD over subjects)
     OUT/failures.csv                         one row per failed task or step
 """
 
@@ -56,6 +56,7 @@ import os
 import re
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -142,16 +143,21 @@ class Pipeline:
     description: str = ""
     source: str = "pipeline"
     text: str = ""
+    # computed once where the pipeline is read, and shipped to the workers with it (so a worker that
+    # only finds its task unchanged does not import the analyses to hash the parameters)
+    _resolved: Optional[dict] = field(default=None, repr=False, compare=False)
 
     def resolved(self) -> dict:
         """Everything that defines the results: steps with every parameter (defaults filled), inputs."""
-        steps = {}
-        for step in STEPS:
-            if step in self.steps:
-                steps[step] = {**step_parameters(step), **self.steps[step]}
-        return json.loads(json.dumps({"steps": steps, "inputs": dict(sorted(self.inputs.items())),
-                                      "subjects": self.subjects, "sessions": self.sessions,
-                                      "baseline_session": self.baseline_session}, default=str))
+        if self._resolved is None:
+            steps = {}
+            for step in STEPS:
+                if step in self.steps:
+                    steps[step] = {**step_parameters(step), **self.steps[step]}
+            self._resolved = json.loads(json.dumps({"steps": steps, "inputs": dict(sorted(self.inputs.items())),
+                                                    "subjects": self.subjects, "sessions": self.sessions,
+                                                    "baseline_session": self.baseline_session}, default=str))
+        return json.loads(json.dumps(self._resolved))
 
     @property
     def sha256(self) -> str:
@@ -362,9 +368,11 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
     name = data.get("name") or Path(source).stem
     if not isinstance(name, str):
         raise InputError(f"{at('name')}: name must be text.")
-    return Pipeline(name=name, steps=steps, inputs=inputs, subjects=out["subjects"], sessions=out["sessions"],
-                    baseline_session=out["baseline_session"], description=str(data.get("description") or ""),
-                    source=source, text=text)
+    pipeline = Pipeline(name=name, steps=steps, inputs=inputs, subjects=out["subjects"], sessions=out["sessions"],
+                        baseline_session=out["baseline_session"], description=str(data.get("description") or ""),
+                        source=source, text=text)
+    pipeline.resolved()
+    return pipeline
 
 
 def load_pipeline(path) -> Pipeline:
@@ -486,6 +494,7 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
     root = Path(cohort_dir)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give the cohort folder holding the subject folders.")
+    root = root.resolve()  # absolute paths: a worker of a remote cluster has another working folder
     subjects = sorted(p for p in root.glob(pipeline.subjects) if p.is_dir() and _visible(p))
     if not subjects:
         raise InputError(f"{root} has no subject folder matching {pipeline.subjects!r}; check the folder or the "
@@ -538,14 +547,18 @@ def task_folder(out_dir, task: dict) -> Path:
 
 
 # =============================================================================== one task (on a worker)
-def _limit_threads(n: int) -> None:
-    """One task = ``n`` cores: ITK's threads too (and a single thread makes registration bit-reproducible)."""
-    try:
-        import SimpleITK as sitk
+@contextlib.contextmanager
+def _limit_threads(n: int):
+    """One task = ``n`` cores: ITK's threads too (one thread also makes registration bit-reproducible:
+    ITK's multi-threaded metric sums in a varying order, which moves a result by ~1e-12 mm)."""
+    import SimpleITK as sitk
 
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(n))
-    except ImportError:  # pragma: no cover - SimpleITK is a dependency
-        pass
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(n))
+    try:
+        yield
+    finally:  # a worker thread inside the caller's process (processes=False) leaves it as it was
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def _peak_rss_mb() -> float:
@@ -586,8 +599,8 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
     """Run one (subject, session) task; never raises (a failure is returned as its one-line message).
 
     Returns a record: ``subject``, ``session``, ``day``, ``status`` ("ok", "partial", "skipped",
-    "failed"), ``message``, ``errors`` ({step: message}), ``seconds``, ``peak_rss_mb`` (of the
-    worker process so far), ``worker`` (host:pid).
+    "failed"), ``message``, ``errors`` ({step: message}), ``seconds`` (wall), ``cpu_s`` (CPU time of
+    the worker process meanwhile), ``peak_rss_mb`` (of the worker process so far), ``worker`` (host:pid).
     """
     import dask
 
@@ -595,14 +608,13 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
     from .pipeline import analyse_inputs
     from .provenance import record as prov_record
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     rec = {"subject": task["subject"], "session": task["session"], "day": task["day"], "status": "failed",
            "message": "", "errors": {}, "seconds": 0.0, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     folder = task_folder(out_dir, task)
     try:
         if task["problems"]:
             raise InputError("; ".join(task["problems"]))
-        _limit_threads(threads)
         hashes = input_hashes(task["inputs"])
         done_path = folder / "done.json"
         if done_path.exists():
@@ -614,14 +626,18 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
                 rec.update(status="skipped", errors=done.get("errors", {}), previous_status=done.get("status"),
                            message="unchanged since " + str(done.get("finished_utc", "?")))
                 return rec
-        # dask arrays inside the task (chunked volumes) are computed here, not sent back to the cluster
-        with dask.config.set(scheduler="synchronous" if threads == 1 else "threads", num_workers=threads):
+        # dask arrays inside the task (chunked volumes) are computed here, not sent back to the cluster;
+        # the analyses' warnings (guesses, small ROIs) are kept in the provenance, not printed by the worker
+        with dask.config.set(scheduler="synchronous" if threads == 1 else "threads", num_workers=threads), \
+                _limit_threads(threads), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result = analyse_inputs(task["inputs"], task["subject"], task["session"], steps=list(pipeline.steps),
                                     parameters=pipeline.steps, baseline_session=task["baseline_session"])
             errors = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
+            notes = list(dict.fromkeys(one_line(w.message) for w in caught if issubclass(w.category, UserWarning)))
             prov = prov_record("batch", parameters={"pipeline": pipeline.name, **pipeline.resolved(),
                                                     **result.parameters, "itk_threads": threads},
-                               warnings=[], errors=errors, timings_s=result.timings_s,
+                               warnings=notes, errors=errors, timings_s=result.timings_s,
                                subject=task["subject"], session=task["session"],
                                parameters_sha256=pipeline.sha256)
             prov["inputs"] = {role: {"path": str(Path(p).resolve()), "sha256": hashes[role]}
@@ -630,10 +646,13 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
             folder.parent.mkdir(parents=True, exist_ok=True)
             # everything goes to a temporary folder renamed into place: complete or absent
             with atomic_output_dir(folder, overwrite=True) as tmp:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; results are ordinary folders
                 written = _write_task_outputs(result, tmp, prov)
                 write_json(tmp / "done.json", {
                     "subject": task["subject"], "session": task["session"], "day": task["day"],
-                    "status": status, "errors": errors, "pipeline": pipeline.name,
+                    "status": status, "errors": errors, "warnings": notes, "pipeline": pipeline.name,
                     "parameters_sha256": pipeline.sha256, "inputs_sha256": hashes,
                     "inputs": {role: str(Path(p).resolve()) for role, p in sorted(task["inputs"].items())},
                     "outputs": sorted(written), "timings_s": result.timings_s,
@@ -647,6 +666,7 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
         rec["message"] = f"internal error: {type(exc).__name__}: {one_line(exc)[:300]}"
     finally:
         rec["seconds"] = round(time.perf_counter() - t0, 2)
+        rec["cpu_s"] = round(time.process_time() - cpu0, 2)  # below ``seconds``: the task waited for a core
         rec["peak_rss_mb"] = _peak_rss_mb()
     return rec
 
@@ -758,13 +778,16 @@ def connect(workers: Optional[int] = None, scheduler: Optional[str] = None, proc
 
     if scheduler:
         address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
-        if not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(:\d+)?/?$", address):
+        if not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$", address):
             raise InputError(f"--scheduler {scheduler!r} is not a Dask scheduler address; give tcp://host:port.")
         try:
             client = Client(address, timeout=f"{timeout_s}s")
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
                              f"({one_line(exc)[:120]}); check the address and that the scheduler is running.") from None
+        except (Exception, MemoryError) as exc:  # something answered that does not speak Dask's protocol
+            raise InputError(f"what answers at {address} is not a Dask scheduler ({type(exc).__name__}); give the "
+                             "scheduler's address (port 8786 by default, not the dashboard's 8787).") from None
         return client, None
     n = int(workers) if workers else max(1, os.cpu_count() or 1)
     kwargs = {"env": {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}} if processes else {}
@@ -781,11 +804,16 @@ def _read_csv(path):
     return pd.read_csv(path, float_precision="round_trip", keep_default_na=True)
 
 
+def _label(prefix: str, name: str) -> str:
+    """BIDS-style label (``sub-01``, ``ses-day1``): text in every CSV reader, joins participants.tsv."""
+    return f"{prefix}-{name}" if name else ""
+
+
 def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
     """The cohort tables from the finished tasks' folders: ``cohort`` and ``cohort_<table>``.
 
-    ``cohort_<table>`` is every task's ``<table>.csv`` with ``subject``, ``session``, ``day`` in
-    front; ``cohort`` has one row per subject, session and site (organ) with the readouts of
+    ``cohort_<table>`` is every task's ``<table>.csv`` with ``subject`` (``sub-01``), ``session``
+    (``ses-day1``) and ``day`` in front; ``cohort`` has one row per subject, session and site (organ) with the readouts of
     :data:`COHORT_COLUMNS` as ``<step>_<column>``.
     """
     import pandas as pd
@@ -800,8 +828,8 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
             if path.exists():
                 df = _read_csv(path)
                 df.insert(0, "day", rec["day"] if rec["day"] is not None else float("nan"))
-                df.insert(0, "session", rec["session"])
-                df.insert(0, "subject", rec["subject"])
+                df.insert(0, "session", _label("ses", rec["session"]))
+                df.insert(0, "subject", _label("sub", rec["subject"]))
                 tables[name].append(df)
     out = {f"cohort_{k}": pd.concat(v, ignore_index=True) for k, v in tables.items() if v}
     keys = ["subject", "session", "day", "site"]
@@ -820,48 +848,31 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
     return out
 
 
-def cohort_figure(cohort, path) -> Optional[Path]:
-    """Per-organ readouts per subject over days (one panel per readout), written as PNG."""
-    import matplotlib
+#: Readouts of the cohort table drawn as time courses at the end: (column, axis label).
+COHORT_FIGURES = (("pet_percent_id", "PET %ID"), ("spect_percent_id", "SPECT %ID"),
+                  ("f19_cell_count", "19F cells"), ("mpi_cell_count", "MPI cells"))
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    from .outputs import atomic_output
+def cohort_figures(cohort, out_dir, provenance: Optional[dict] = None) -> List[Path]:
+    """Per-site time courses (mean ± SD over subjects) of the cohort table's readouts, one PNG each.
 
-    panels = [(c, t) for c, t in (("pet_percent_id", "PET %ID"), ("spect_percent_id", "SPECT %ID"),
-                                  ("f19_cell_count", "19F cells"), ("mpi_cell_count", "MPI cells"),
-                                  ("mpi_iron_ng", "MPI iron (ng)"))
-              if c in cohort.columns and cohort[c].notna().any()][:4]
-    if not panels:
-        return None
-    sites = [s for s in cohort["site"].dropna().unique()]
-    colours = dict(zip(sites, plt.get_cmap("tab10")(np.linspace(0, 1, 10))[:len(sites)]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (column, title) in zip(axes[0], panels):
-        for site in sites:
-            rows = cohort[(cohort["site"] == site) & cohort[column].notna()]
-            if rows.empty:
-                continue
-            for _, sub in rows.groupby("subject"):
-                sub = sub.sort_values("day")
-                ax.plot(sub["day"], sub[column], "-o", color=colours[site], alpha=0.35, lw=0.8, ms=3)
-            mean = rows.groupby("day")[column].mean()
-            ax.plot(mean.index, mean.values, "-", color=colours[site], lw=2.2, label=site)
-        ax.set_title(title)
-        ax.set_xlabel("day after injection")
-        values = cohort[column].to_numpy(float)
-        if np.nanmin(values) > 0 and np.nanmax(values) / np.nanmin(values) > 100:
-            ax.set_yscale("log")
-    axes[0][-1].legend(fontsize=7, loc="best", title="site (thin: subjects, thick: mean)", title_fontsize=7)
-    fig.suptitle(f"cohort readouts per organ ({cohort['subject'].nunique()} subjects)")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    Drawn with :func:`napari_immunotrack.figures.time_course`; written as ``cohort_<column>.png``
+    with a provenance sidecar. Readouts without any value are left out.
+    """
+    from . import figures
+
+    written = []
+    n = cohort["subject"].nunique()
+    for column, label in COHORT_FIGURES:
+        if column not in cohort.columns or not cohort[column].notna().any():
+            continue
+        agg = (cohort.groupby(["site", "day"], sort=False)[column].agg(["mean", "std"]).reset_index()
+               .rename(columns={"mean": column, "std": "sd"}))
+        result = figures.time_course(agg, column, error="sd", unit=f"{label} (mean ± SD, {n} subjects)",
+                                     title=f"{label} per site")
+        written += figures.save_figure(result, Path(out_dir) / f"cohort_{column}.png", dpi=150, overwrite=True,
+                                       provenance=dict(provenance or {}, step="batch"))
+    return written
 
 
 # =============================================================================== the driver
@@ -875,6 +886,9 @@ class BatchSummary:
     seconds: float = 0.0
     workers: int = 0
     notes: List[str] = field(default_factory=list)
+    figures: List[Path] = field(default_factory=list)
+    #: wall time of the phases: "checks", "cluster_start", "tasks", "cohort_outputs" (s)
+    timings_s: Dict[str, float] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.records)
@@ -896,10 +910,11 @@ class BatchSummary:
 def _failure_rows(records):
     rows = []
     for r in records:
+        who = {"subject": _label("sub", r["subject"]), "session": _label("ses", r["session"])}
         if r["status"] == "failed":
-            rows.append({"subject": r["subject"], "session": r["session"], "step": "all", "message": r["message"]})
+            rows.append({**who, "step": "all", "message": r["message"]})
         for step, message in (r.get("errors") or {}).items():
-            rows.append({"subject": r["subject"], "session": r["session"], "step": step, "message": message})
+            rows.append({**who, "step": step, "message": message})
     return rows
 
 
@@ -940,12 +955,14 @@ def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, s
     # every check before any work: the pipeline (done), the cohort, the output folder, the cluster
     tasks = find_tasks(pipeline, cohort_dir)
     out = check_output_dir(out_dir, pipeline, overwrite)
+    summary = BatchSummary(Path(out))
+    summary.timings_s["checks"] = round(time.perf_counter() - t0, 2)
     own_client = client is None
     cluster = None
     if own_client:
         client, cluster = connect(workers=min(workers or (os.cpu_count() or 1), len(tasks)), scheduler=scheduler,
                                   processes=processes)
-    summary = BatchSummary(Path(out))
+    summary.timings_s["cluster_start"] = round(time.perf_counter() - t0 - summary.timings_s["checks"], 2)
     try:
         summary.workers = len(client.scheduler_info().get("workers", {}))
         out.mkdir(exist_ok=True)
@@ -961,9 +978,10 @@ def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, s
             futures = {}
             for task in tasks:
                 key = f"immunotrack-batch-{run_id}-sub-{task['subject']}-ses-{task['session']}"
-                fut = client.submit(run_task, task, pipeline, str(out), key=key, pure=False)
+                fut = client.submit(run_task, task, pipeline, str(out.resolve()), key=key, pure=False)
                 futures[fut] = task
             report(progress, 0.0, f"{len(tasks)} tasks on {summary.workers} worker(s)")
+            t_tasks = time.perf_counter()
             for i, fut in enumerate(as_completed(list(futures)), 1):
                 task = futures[fut]
                 try:
@@ -976,6 +994,8 @@ def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, s
                 report(progress, i / len(tasks),
                        f"sub-{rec['subject']} {rec['session']} {rec['status']} ({i}/{len(tasks)})")
             summary.records.sort(key=lambda r: (r["subject"], r["day"] if r["day"] is not None else -1, r["session"]))
+            summary.timings_s["tasks"] = round(time.perf_counter() - t_tasks, 2)
+            t_outputs = time.perf_counter()
             # ------------------------------------------------------------ cohort outputs
             prov = prov_record("batch", inputs={"pipeline": pipeline.source if Path(pipeline.source).exists() else None},
                                parameters={"pipeline": pipeline.name, **pipeline.resolved()},
@@ -988,17 +1008,15 @@ def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, s
                 import pandas as pd
 
                 try:
-                    fig = cohort_figure(pd.read_csv(summary.tables["cohort"]), out / "cohort.png")
+                    extra = {k: prov[k] for k in ("parameters", "parameters_sha256", "cohort")}
+                    summary.figures = cohort_figures(pd.read_csv(summary.tables["cohort"]), out, extra)
                 except Exception as exc:  # a figure must not lose the tables
-                    fig = None
-                    summary.notes.append(f"the cohort figure failed: {type(exc).__name__}: {one_line(exc)[:200]}")
-                if fig is not None:
-                    summary.tables["figure"] = fig
-                    write_json(out / "cohort.png.provenance.json", prov, overwrite=True)
+                    summary.notes.append(f"the cohort figures failed: {type(exc).__name__}: {one_line(exc)[:200]}")
             import pandas as pd
 
             failures = pd.DataFrame(_failure_rows(summary.records), columns=["subject", "session", "step", "message"])
             summary.tables["failures"] = write_table(failures, out / "failures.csv", provenance=prov, overwrite=True)
+            summary.timings_s["cohort_outputs"] = round(time.perf_counter() - t_outputs, 2)
     finally:
         if own_client:
             client.close()

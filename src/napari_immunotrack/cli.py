@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -54,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SHOW_ALL_WARNINGS = False  # set by --debug
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # the package's own warnings always; other libraries' (numpy, pydicom, nibabel) only with --debug
+    if not (issubclass(category, ImmunotrackWarning) or _SHOW_ALL_WARNINGS):
+        return
     sys.stderr.write(f"immunotrack: warning: {one_line(message)}\n")
 
 
@@ -68,10 +75,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     debug = getattr(args, "debug", False)
+    global _SHOW_ALL_WARNINGS
+    _SHOW_ALL_WARNINGS = bool(debug)
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", ImmunotrackWarning)
     try:
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows up here, inside the error policy
+        return rc
     except InputError as exc:
         if debug:
             raise
@@ -83,6 +94,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"\nimmunotrack {args.verb}: interrupted; no partial output was kept\n")
         return 130
+    except BrokenPipeError:  # `immunotrack info x | head`: the reader left; not an error of ours
+        try:  # no second complaint when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     except MemoryError:
         sys.stderr.write(f"immunotrack {args.verb}: error: out of memory; use a smaller volume or a dask-backed input\n")
         return 1

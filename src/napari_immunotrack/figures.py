@@ -369,12 +369,17 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         unit_text = _unit_label(overlay, unit, warn)
         o2d = sample_plane(overlay, grid, order=1)
         lo, hi = _range_of(o2d, overlay_range)
-        cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].copy()
-        cmap.set_bad(alpha=0.0)
+        cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].with_extremes(
+            bad=(0.0, 0.0, 0.0, 0.0))
         threshold = lo if overlay_threshold is None else float(overlay_threshold)
         shown = np.ma.masked_where(~np.isfinite(o2d) | (o2d < threshold), o2d)
-        mappable = ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi, alpha=overlay_alpha, extent=extent,
-                             origin="upper", interpolation="nearest", zorder=2)
+        ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi, alpha=overlay_alpha, extent=extent, origin="upper",
+                  interpolation="nearest", zorder=2)
+        # the colour bar shows the map itself (opaque), not the overlay blended over grey
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        mappable = ScalarMappable(norm=Normalize(vmin=lo, vmax=hi), cmap=cmap)
         info.update(colorbar_range=(lo, hi), colorbar_label=unit_text, overlay_cmap=cmap.name,
                     overlay_threshold=threshold)
     drawn = []
@@ -409,13 +414,6 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
     info["warnings"] = warn
     info["_mappable"] = mappable
     return info
-
-
-def _colorbar(fig, mappable, ax_or_axes, label: str):
-    cb = fig.colorbar(mappable, ax=ax_or_axes, fraction=0.046, pad=0.03)
-    cb.set_label(label)
-    cb.ax.tick_params(labelsize=7)
-    return cb
 
 
 def _describe_inputs(**volumes) -> dict:
@@ -652,8 +650,6 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
     value, error : column names; the y label says the value's unit (``unit`` or the column name).
     group : column whose values become side-by-side bars in Okabe-Ito colours (e.g. "day").
     """
-    import pandas as pd
-
     if table is None or not len(table):
         raise InputError("the table for the bar chart is empty.")
     for col in [c for c in (value, error, group, category) if c]:
@@ -686,7 +682,6 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
             ax.legend(ncol=min(len(groups), 4), loc="upper right")
         if title:
             ax.set_title(title)
-        del pd
         return FigureResult(fig, {"bars": ax}, {"categories": cats, "groups": groups, "value": value, "error": error},
                             {}, [])
 
@@ -694,7 +689,7 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
 def time_course(table, value: str, *, site: str = "site", day: str = "day", error: Optional[str] = None,
                 model: Optional[str] = None, limit: Optional[str] = None, flags: Optional[dict] = None,
                 unit: Optional[str] = None, title: Optional[str] = None, log: bool = True,
-                width_in: float = 4.5, height_in: float = 3.0) -> FigureResult:
+                width_in: float = 4.5, height_in: float = 3.4) -> FigureResult:
     """Time courses per site: measured points (markers), a model column (dashed), the detection limit (dotted).
 
     Parameters
@@ -711,7 +706,7 @@ def time_course(table, value: str, *, site: str = "site", day: str = "day", erro
             raise InputError(f"the table has no column {col!r}; columns are {list(table.columns)}.")
     with figure_style():
         fig = _new_figure((width_in, height_in))
-        ax = fig.add_axes([0.13, 0.14, 0.55, 0.76])
+        ax = fig.add_axes([0.14, 0.36, 0.82, 0.56])
         markers = "osD^v<>p"
         for i, (name, sub) in enumerate(table.groupby(site, sort=False)):
             sub = sub.sort_values(day)
@@ -732,7 +727,7 @@ def time_course(table, value: str, *, site: str = "site", day: str = "day", erro
         ax.set_ylabel(unit or value)
         if log:
             ax.set_yscale("log")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=6.5)
         if title:
             ax.set_title(title)
         notes = []
@@ -741,7 +736,7 @@ def time_course(table, value: str, *, site: str = "site", day: str = "day", erro
         if limit:
             notes.append("dotted: detection limit")
         if notes:
-            ax.text(1.02, 0.0, "; ".join(notes), transform=ax.transAxes, fontsize=6, va="bottom")
+            fig.text(0.99, 0.01, "; ".join(notes), fontsize=6, ha="right", va="bottom")
         return FigureResult(fig, {"plot": ax}, {"value": value, "model": model, "limit": limit}, {}, [])
 
 
@@ -798,6 +793,12 @@ def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]
     warn = result.warnings if isinstance(result, FigureResult) else []
     info = _json_info(result.info) if isinstance(result, FigureResult) else {}
     written = []
+    extra = dict(provenance or {})
+    step = extra.pop("step", "figure")
+    parameters = {"dpi": int(dpi), **extra.pop("parameters", {}), "figure": info}
+    # one record for all formats (collecting software versions is not free)
+    base = record(step, parameters=parameters, warnings=list(warn) + list(extra.pop("warnings", [])), **extra)
+    base["inputs"] = {**inputs, **base.get("inputs", {})}
     with figure_style():
         for target in targets:
             fmt = target.suffix.lower().lstrip(".")
@@ -806,11 +807,7 @@ def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]
                         "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}}[fmt]
             with atomic_output(target, overwrite) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=int(dpi), metadata=metadata, facecolor="white")
-            rec = dict(provenance or {})
-            prov = record(rec.pop("step", "figure"), parameters={"dpi": int(dpi), "format": fmt,
-                                                                   **rec.pop("parameters", {}), "figure": info},
-                          warnings=list(warn) + list(rec.pop("warnings", [])), **rec)
-            prov["inputs"] = {**inputs, **prov.get("inputs", {})}
+            prov = dict(base, parameters={**base["parameters"], "format": fmt})
             write_json(sidecar_path(target), prov, overwrite=True)
             written.append(target)
     return written

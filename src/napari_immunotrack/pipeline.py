@@ -20,6 +20,7 @@ simulated study's ``ground_truth.json``.
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ class SessionResult:
 
 
 def _label_names(dseg_path: Path) -> Dict[int, str]:
-    tsv = Path(str(dseg_path).replace(".nii.gz", ".tsv"))
+    # the BIDS .tsv beside the label map, whatever its format (x_dseg.nii.gz, x_dseg.ome.zarr -> x_dseg.tsv)
+    tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")
     names = {}
     if tsv.exists():
         for line in tsv.read_text().splitlines()[1:]:
@@ -241,7 +243,9 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         raise InputError(f"session {session} has no anatomical MRI (anat/*_T1w or *_T2starw); nothing to analyse.")
     registering = "register" in steps
     reference = load_volume(anat["T2w"] or anat["T1w"] or anat["T2starw"]) if registering else None
-    dseg = load_volume(dseg_path).replace(modality="SEG", unit="label") if dseg_path else None
+    # a huge scan analysed chunk by chunk (clusters only) never loads its label map whole
+    chunked_only = params("clusters")[0]["chunks"] is not None and set(steps) <= {"register", "clusters"}
+    dseg = load_volume(dseg_path).replace(modality="SEG", unit="label") if dseg_path and not chunked_only else None
     label_names = _label_names(dseg_path) if dseg_path else {}
     index_of = {v: k for k, v in label_names.items()}
     out.volumes["dseg"] = dseg
@@ -312,10 +316,22 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
             data = vol.data if hasattr(vol.data, "rechunk") else da.from_array(vol.data, chunks=tuple(chunks))
             return vol.replace(data=data.rechunk(tuple(chunks)))
 
+        def lazy_organ_mask(name):
+            """An organ of the label map as a lazy (dask) mask, computed chunk by chunk with the image."""
+            if dseg_path is None:
+                return None
+            import dask.array as da
+
+            labels = load(dseg_path)
+            index = [index_of[name]] if name in index_of else []
+            return labels.replace(data=da.isin(labels.data, index).astype(np.uint8), modality="SEG", unit="label",
+                                  name=name)
+
         post = load(anat["T2starw"])
         pre = load(base["T2starw"]) if base.get("T2starw") else None
-        result = segment_clusters(post, baseline=pre, reference_mask=organ_mask("muscle"),
-                                  background_mask=organ_mask("air"), progress=p, **kwargs)
+        mask = organ_mask if chunks is None else lazy_organ_mask
+        result = segment_clusters(post, baseline=pre, reference_mask=mask("muscle"),
+                                  background_mask=mask("air"), progress=p, **kwargs)
         out.volumes["clusters"] = result.labels
         out.tables["clusters"] = result.table
         out.tables["clusters_provenance"] = result.parameters

@@ -586,7 +586,7 @@ _LOW_INFORMATION = 0.2
 #: points of the reported (NumPy) mutual information
 _QC_POINTS = 20000
 #: convergence of the coarser levels: a step below this fraction of the level's voxel (the finest uses min_step_mm)
-_COARSE_MIN_STEP = 0.05
+_COARSE_MIN_STEP = 0.01
 #: sample points on the finest level, the one above, and coarser ones
 _DEFAULT_SAMPLES = (12000, 6000, 3000)
 
@@ -642,7 +642,7 @@ def register(
     smoothing: float = 0.0,
     samples=None,
     max_iterations: int = 200,
-    min_step_mm: float = 0.02,
+    min_step_mm: float = 0.04,
     intensity: str = "auto",
     hot_spots: Optional[bool] = None,
     clip_percentile: float = 99.9,

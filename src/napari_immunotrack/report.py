@@ -261,7 +261,8 @@ def _centroid_of(dseg, index: int):
 _CSS = """
 body{font-family:DejaVu Sans,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.82em;margin:.6em 0}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
+table{border-collapse:collapse;font-size:.78em;margin:.6em 0;display:block;overflow-x:auto}
+td.t{max-width:26em;text-align:left}td.l{min-width:22em;max-width:34em;text-align:left}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f0f0f0}td.t{text-align:left}.flag{background:#fde0c5;font-weight:bold}.partial{color:#D55E00}
 figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-size:.8em;max-width:520px}
 img{max-width:520px;border:1px solid #ddd}.note{font-size:.85em;color:#555}code{font-size:.9em}
@@ -281,6 +282,12 @@ def _fmt(v):
     return html.escape(str(v))
 
 
+def _cell_class(v) -> str:
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
+        return ""
+    return " class=l" if isinstance(v, str) and len(v) > 40 else " class=t"
+
+
 def _html_table(df, link: Optional[str] = None, flag_col: Optional[str] = None, max_rows: int = 200) -> str:
     if df is None or not len(df):
         return "<p class='note'>(empty)</p>"
@@ -288,8 +295,7 @@ def _html_table(df, link: Optional[str] = None, flag_col: Optional[str] = None, 
     rows = []
     for _, r in df.head(max_rows).iterrows():
         cls = " class='flag'" if flag_col and r.get(flag_col) is True else ""
-        cells = "".join(f"<td{'' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else ' class=t'}>"
-                        f"{_fmt(v)}</td>" for v in r.values)
+        cells = "".join(f"<td{_cell_class(v)}>{_fmt(v)}</td>" for v in r.values)
         rows.append(f"<tr{cls}>{cells}</tr>")
     more = f"<p class='note'>first {max_rows} of {len(df)} rows; all in the CSV.</p>" if len(df) > max_rows else ""
     src = (f"<p class='note'>CSV: <a href='{link}'>{link}</a> &middot; provenance: "
@@ -419,6 +425,9 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
             partial.append(f"session {s} could not be analysed: {one_line(exc)}")
             continue
         for step, msg in analysed[s]["errors"].items():
+            # a readout left out because its registration failed is said once, by the registration step
+            if f"register_{step}" in analysed[s]["errors"] and "was not registered" in msg:
+                msg = f"left out (its registration to the MRI failed, see register_{step})"
             partial.append(f"session {s}, step {step}: {msg}")
         res.sessions[s] = {"reused": analysed[s]["reused"], "errors": analysed[s]["errors"],
                            "timings_s": analysed[s]["timings_s"], "day": days[s]}
@@ -516,6 +525,8 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
         conv = find_pdf_converter()
         res.pdf_note = (f"report.pdf beside this page (converted with {Path(conv[0]).name})" if conv else
                         "no PDF converter installed (chromium or wkhtmltopdf); this HTML is the report")
+    else:
+        res.pdf_note = "not requested"
     page = _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, priors, transforms,
                  reg_errors, fig_notes, versions(), __version__, long_warnings)
     write_text(res.html, page, overwrite=True)
@@ -552,15 +563,19 @@ def _compare_with_truth(root, subject, long, days, analysed):
         t = tsites.get(r["site"])
         if not t or "false_positive_fraction_iron" not in t:
             continue
-        sel = tc[(tc["site"] == r["site"]) & (tc["day"] == last) & (tc["readout"] == "19F")]
+        # the first readout (19F, MPI, PET, SPECT) that measured the site on the last day
+        sel = tc[(tc["site"] == r["site"]) & (tc["day"] == last) & np.isfinite(tc["cells_model"].astype(float))]
+        sel = sel.sort_values("readout", key=lambda s: s.map({k: i for i, k in enumerate(
+            ("19F", "MPI iron", "PET", "SPECT"))}))
         model = float(sel["cells_model"].iloc[0]) if len(sel) else np.nan
         corrected = float(sel["cells_corrected"].iloc[0]) if len(sel) else np.nan
         live = float(t["live_cells"])
         rows.append({"site": r["site"], "day": last, "macrophage_flag": r["macrophage_flag"],
                      "true_macrophage_fraction_iron": t["false_positive_fraction_iron"],
-                     "true_live_cells": live, "cells_model_19F": model,
+                     "true_live_cells": live, "readout": sel["readout"].iloc[0] if len(sel) else "",
+                     "cells_model": model,
                      "cells_model_error_percent": (model - live) / live * 100 if live > 0 else np.nan,
-                     "cells_corrected_19F": corrected,
+                     "cells_corrected": corrected,
                      "cells_corrected_error_percent": (corrected - live) / live * 100 if live > 0 else np.nan})
     return pd.DataFrame(rows)
 
@@ -626,7 +641,7 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
     elif pet_f is None or "pet" not in t2["transforms"]:
         res.partial.append(f"figure of PET on MRI left out: no registered PET in session {s0}")
     # 2. montage over time: T2*w + 19F (mM) at the same slice
-    panels, hi = [], 0.0
+    panels, hi, noise = [], 0.0, []
     for s in ordered:
         f19_f, tube_f = find(s, "f19", "19F"), find(s, "f19", contains="reftube")
         t2s = anat_of(files, s, "T2starw")
@@ -634,20 +649,28 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
             continue
         side = Path(str(f19_f.path).replace(".nii.gz", ".json"))
         c_ref = float(json.loads(side.read_text()).get("ReferenceConcentration_mM", 100.0)) if side.exists() else 100.0
-        f19 = f19_in_mM(load_volume(f19_f.path), load_volume(tube_f.path), c_ref)
+        tube = load_volume(tube_f.path)
+        f19 = f19_in_mM(load_volume(f19_f.path), tube, c_ref)
+        values = f19.numpy()
+        outside = values[tube.resample_to(f19, order=0).numpy() == 0]
+        # Rician noise floor from the median of the (mostly empty) image: sigma = median / sqrt(2 ln 2)
+        noise.append(float(np.median(outside)) / np.sqrt(2 * np.log(2)))
+        hi = max(hi, float(outside.max()))
         labels = [(analysed[s]["volumes"]["clusters"].replace(name="iron clusters"), "#56B4E9")] \
             if analysed[s]["volumes"].get("clusters") is not None else []
-        hi = max(hi, float(np.percentile(f19.numpy(), 99.95)))
         panels.append({"anatomy": load_volume(t2s.path), "overlay": f19, "labels": labels, "position_mm": z_mm,
                        "title": f"day {days[s]:g}"})
     if panels:
+        # show 19F above the detection threshold of SCIENCE.md section 5 (SNR 3.5)
+        threshold = 3.5 * float(np.max(noise))
         for p in panels:
-            p["overlay_threshold"] = 0.1 * hi
+            p["overlay_threshold"] = threshold
         r = F.montage(panels, shared_range=(0.0, hi), colorbar_label="19F (mM, reference-tube calibrated)",
                       suptitle="T2*w + 19F over time")
         save("montage_19f_days", r, "The same axial slice on each day: T2*-weighted MRI (grey), 19F in mM "
-             "calibrated against the reference tube (one colour range), iron clusters (sky-blue outlines).",
-             {"position_mm": z_mm, "range_mM": [0.0, hi]})
+             f"calibrated against the reference tube (one colour range; shown above SNR 3.5, {threshold:.1f} mM), "
+             "iron clusters (sky-blue outlines).", {"position_mm": z_mm, "range_mM": [0.0, hi],
+                                                   "threshold_mM": threshold})
     _report(progress, 0.6, "montage")
     # 3. per-organ bar charts and time courses
     organs = []
@@ -739,9 +762,15 @@ def _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, p
                  "left unknown. A site is flagged when the signal persists while the live-cell model (k<sub>live</sub> "
                  f"= cell loss + efflux) leaves &ge; {100 * long.parameters['flag_fraction']:.0f}% of it unexplained, "
                  "or puts the live cells below the detection limit while the signal stays above it.</p>")
-    sites = long.sites.copy()
+    order = [c for c in ("site", "macrophage_flag", "flag_reason", "unexplained_fraction_last", "k_signal_per_day",
+                         "k_live_per_day", "doubling_days", "doubling_source", "day_below_limit", "readouts")
+             if c in long.sites.columns]
+    sites = long.sites[order]
     parts.append("<h3>Sites</h3>" + _html_table(sites, "tables/site_flags.csv", flag_col="macrophage_flag"))
-    fits = long.fits.drop(columns=[c for c in ("message",) if c in long.fits.columns])
+    fit_cols = [c for c in ("site", "readout", "n_points", "status", "k_signal_per_day", "k_signal_se",
+                            "k_live_per_day", "k_live_source", "doubling_days", "doubling_source", "day_below_limit",
+                            "unexplained_fraction_last", "macrophage_flag", "missing_days") if c in long.fits.columns]
+    fits = long.fits[fit_cols]
     parts.append("<h3>Model fits per site and readout</h3>" + _html_table(fits, "tables/longitudinal_fits.csv",
                                                                           flag_col="macrophage_flag"))
     cols = [c for c in ("site", "day", "readout", "value", "unit", "apparent_cells", "cells_corrected",

@@ -193,7 +193,8 @@ class StudyFile:
         """
         desc = self.entities.get("desc") or ""
         if self.role in ("MR", "unknown") and not desc:
-            desc = self.dicom.get("SeriesDescription", "") or (self.suffix if self.role == "unknown" else "")
+            # an MRI of unnamed weighting (or an unknown image) keeps its own name, so two never share a layer
+            desc = self.dicom.get("SeriesDescription", "") or (self.suffix if self.suffix != self.datatype else "")
         return f"{self.role}:{desc}" if desc else self.role
 
     @property

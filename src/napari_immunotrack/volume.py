@@ -37,6 +37,9 @@ from .errors import InputError
 #: How far (in voxels) drawing a volume axis-aligned may move a voxel before it must be resampled.
 _DISPLAY_TOLERANCE_VOXELS = 0.1
 
+#: An oblique volume's display grid may hold at most this many times its own voxels (or 2^22).
+_DISPLAY_GROWTH_LIMIT = 256
+
 #: Modalities, as DICOM Modality codes where one exists.
 MODALITIES = ("MR", "PT", "NM", "CT", "F19", "MPI", "OPT", "SEG", "OT")
 
@@ -356,7 +359,16 @@ class Volume:
             ref = reference.canonical()
             out = self.resample_to(ref, order=order)
         else:
-            out = self.resample_to(self.axis_aligned_grid(), order=order)
+            grid = self.axis_aligned_grid()
+            n_display, n_native = float(np.prod(grid[0])), float(np.prod(self.spatial_shape))
+            # a header with an absurd voxel size (a 1 km voxel beside 1 mm ones) would ask for a
+            # display grid of billions of voxels: refuse it rather than freeze or run out of memory
+            if n_display > max(_DISPLAY_GROWTH_LIMIT * n_native, 2.0 ** 22):
+                raise InputError(
+                    f"{self._label()}cannot be shown: its voxel sizes {np.round(self.spacing, 4).tolist()} mm "
+                    f"would need a display grid of {n_display:.3g} voxels; check the voxel sizes in the header."
+                )
+            out = self.resample_to(grid, order=order)
         out.metadata["display_resampled"] = True
         return out
 

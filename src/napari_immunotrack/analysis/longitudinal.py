@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -171,10 +171,8 @@ def fit_dilution_clearance(days, label, *, cells=None, doubling_days: Optional[f
         if n_cells.shape != t.shape:
             raise InputError(f"cells ({n_cells.size}) and days ({t.size}) must have the same length.")
     ok = np.isfinite(y) & (y > 0)
-    order = np.argsort(t)
     t_ref = float(t[ok].min()) if ok.any() else (float(t.min()) if t.size else 0.0)
     fit = DilutionFit(n_points=int(ok.sum()), t_ref_days=t_ref, efflux_per_day=float(efflux_per_day))
-    del order
     if not ok.any():
         fit.message = "no timepoint with a detected signal; nothing to fit."
         return fit
@@ -509,7 +507,8 @@ def analyse_timecourse(timecourse, *, kinetics: Optional[Mapping[str, SiteKineti
         if assessed:
             votes = sum(1 for _, f, _ in assessed if f)
             flag = votes * 2 > len(assessed) or (votes * 2 == len(assessed) and assessed[0][1])
-            u_med = float(np.nanmedian([u for _, _, u in assessed]))
+            us = [u for _, _, u in assessed if np.isfinite(u)]
+            u_med = float(np.median(us)) if us else float("nan")
         else:
             flag, u_med = None, float("nan")
         first = next((r for r in fit_rows if r["site"] == site and r.get("status") == "fitted"), None)
@@ -595,8 +594,8 @@ def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[
     ...                         "centroid_z_mm": [0.0], "volume_mm3": [2.0]}),
     ...      3.0: pd.DataFrame({"label": [4], "centroid_x_mm": [0.3], "centroid_y_mm": [0.0],
     ...                         "centroid_z_mm": [0.0], "volume_mm3": [1.0]})}
-    >>> track_clusters(t)[["track", "day", "label"]].values.tolist()
-    [[1, 1.0, 1], [1, 3.0, 4]]
+    >>> track_clusters(t)[["track", "label"]].values.tolist()
+    [[1, 1], [1, 4]]
     """
     import pandas as pd
 

@@ -58,6 +58,9 @@ from ..volume import Volume, as_labels
 #: Radius (mm) of the 1 cm^3 sphere of SUVpeak: (3 / (4 pi))^(1/3) * 10 mm.
 PEAK_RADIUS_MM = (3.0 / (4.0 * math.pi)) ** (1.0 / 3.0) * 10.0
 
+#: Largest peak-sphere kernel (voxels) :func:`roi_statistics` builds (a 1 mL sphere on a 0.1 mm grid is 2e6).
+_MAX_PEAK_KERNEL_VOXELS = 2 ** 24
+
 _MAX_POINTS = 1 << 21  # subpoints per chunk while carrying (bounds memory to ~100 MB)
 
 
@@ -188,6 +191,9 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
     world = np.eye(4) if transform is None else np.asarray(transform, float)
     if world.shape != (4, 4) or not np.all(np.isfinite(world)):
         raise InputError("the transform must be a finite 4x4 matrix.")
+    if not np.allclose(world[3], [0, 0, 0, 1]) or abs(np.linalg.det(world[:3, :3])) < 1e-9:
+        raise InputError("the transform is not an invertible affine map (last row 0 0 0 1, non-zero determinant); "
+                         "check the transform file.")
     from scipy import ndimage
 
     top = int(lab.max()) if lab.size else 0
@@ -473,23 +479,30 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(v[k])
 
 
+def _kernel_half(affine: np.ndarray, radius_mm: float, max_half=None) -> np.ndarray:
+    """Half-extent (voxels) of :func:`sphere_kernel` along each index axis, clipped to ``max_half``."""
+    inv = np.linalg.inv(np.asarray(affine, float)[:3, :3])
+    # a kernel voxel at index offset h reaches h - 0.5
+    half = np.floor(radius_mm * np.linalg.norm(inv, axis=1) + 0.5).astype(int)
+    return half if max_half is None else np.minimum(half, np.asarray(max_half, int))
+
+
 def sphere_kernel(affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsample: int = 7,
-                  normalize: bool = True) -> np.ndarray:
+                  normalize: bool = True, max_half=None) -> np.ndarray:
     """Partial-voxel weights of a sphere of ``radius_mm`` centred on a voxel, on a grid of ``affine``.
 
     Each kernel voxel is split into ``subsample^3`` points; its weight is the
     fraction inside the sphere (works for anisotropic and oblique grids). The
-    kernel sums to 1 (a mean filter).
+    kernel sums to 1 (a mean filter). ``max_half`` (voxels per axis) cuts
+    the kernel to what can overlap an image of shape ``max_half + 1``.
 
     >>> k = sphere_kernel(np.diag([2.0, 2.0, 2.0, 1.0]))
     >>> k.shape, round(float(k.sum()), 6)
     ((7, 7, 7), 1.0)
     """
     rot = np.asarray(affine, float)[:3, :3]
-    inv = np.linalg.inv(rot)
     # half-extent of the sphere along each index axis: r * |row of inv(rot)|
-    # (a kernel voxel at index offset h reaches h - 0.5)
-    half = np.floor(radius_mm * np.linalg.norm(inv, axis=1) + 0.5).astype(int)
+    half = _kernel_half(affine, radius_mm, max_half)
     axes = [np.arange(-h, h + 1) for h in half]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(float)
     s = subsample
@@ -599,7 +612,19 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
     data = image.numpy()
     flat = data.reshape(-1)
     voxel_ml = image.voxel_volume_mm3 / 1000.0
-    kernel = sphere_kernel(image.affine, peak_radius_mm) if peak else None
+    kernel, notes = None, []
+    if peak:
+        # kernel offsets beyond the image never overlap it: cut them (exact, as _peak renormalises
+        # clipped spheres); a sphere of millions of voxels (microscopy pixels) gets no peak
+        half = _kernel_half(image.affine, peak_radius_mm, np.array(data.shape) - 1)
+        if float(np.prod(2 * half + 1)) > _MAX_PEAK_KERNEL_VOXELS:
+            message = (f"no peak for {label_name}: a sphere of {peak_radius_mm:.3g} mm spans "
+                       f"{float(np.prod(2 * half + 1)):.3g} of its {np.round(image.spacing, 4).tolist()} mm voxels; "
+                       "the peak column is left empty.")
+            warnings.warn(message, ImmunotrackWarning, stacklevel=2)
+            notes.append(message)
+        else:
+            kernel = sphere_kernel(image.affine, peak_radius_mm, max_half=half)
     rows = []
     for i, label in enumerate(rmap.labels):
         idx, w = rmap.index[i], rmap.weight[i].astype(np.float64)
@@ -627,7 +652,9 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
             "integral": float(np.dot(w, vals) * voxel_ml),
             "fraction_in_fov": float(rmap.fraction_in_fov[i]),
         }
-        if peak:
+        if peak and kernel is None:
+            row["peak"] = float("nan")
+        elif peak:
             centres = idx[inside] if np.any(inside) else idx[w == w.max()]
             coords = np.unravel_index(idx, data.shape)
             bbox = (np.array([c.min() for c in coords]), np.array([c.max() for c in coords]))
@@ -635,7 +662,7 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
         rows.append(row)
         _progress.report(progress, 0.5 + 0.5 * (i + 1) / len(rmap.labels), f"statistics of ROI {label}")
     df = pd.DataFrame(rows)
-    df.attrs["warnings"] = list(rmap.warnings)
+    df.attrs["warnings"] = list(rmap.warnings) + notes
     df.attrs["method"] = rmap.method
     df.attrs["unit"] = image.unit
     return df

@@ -5,7 +5,8 @@ a finished task whose inputs and parameters are unchanged (content hashes in
 its done.json) is skipped on the next run, and every task's outputs appear
 complete or not at all. A failing subject is reported (OUT/failures.csv) and
 the others finish. At the end: OUT/cohort.csv (one row per subject, session
-and site), OUT/cohort_<table>.csv (every per-task table) and OUT/cohort.png.
+and site), OUT/cohort_<table>.csv (every per-task table) and
+OUT/cohort_<readout>.png (time courses per site).
 
 Example:
   immunotrack batch examples/pipeline.yaml my_cohort -o results --workers 2
@@ -64,9 +65,10 @@ def run(args) -> int:
                 print(f"\ncohort readouts per day and site (mean, SD over {df['subject'].nunique()} subjects):")
                 print(view.to_string())
         print(f"\ncohort table: {cohort} ({len(df)} rows: subject x session x site)")
-    for name in ("figure", "failures"):
-        if name in summary.tables:
-            print(f"{name}: {summary.tables[name]}")
+    for path in summary.figures:
+        print(f"figure: {path}")
+    if "failures" in summary.tables:
+        print(f"failures: {summary.tables['failures']}")
     for rec in summary.failed:
         sys.stderr.write(f"immunotrack batch: sub-{rec['subject']} {rec['session']} failed: {rec['message']}\n")
     for rec in summary.records:

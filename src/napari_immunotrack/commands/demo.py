@@ -3,7 +3,8 @@ simulated study) and print how its numbers compare with the ground truth:
 registration of PET/SPECT/MPI to the MRI, iron clusters against the baseline,
 T1-T2 confirmation, PET/SPECT readouts, 19F cells and MPI iron per organ.
 Outputs (labels, tables, transforms, each with provenance) go to the output
-folder."""
+folder, and the study's HTML report (every session over time, figures,
+macrophage flags; see `immunotrack report`) to its `report/` subfolder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def add_arguments(parser):
     parser.add_argument("-o", "--output", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     parser.add_argument("--session", default="day1", help="post-injection session to analyse (default: day1)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip the study report (report/index.html: every session over time)")
 
 
 def write_outputs(result, out_dir, provenance_base: dict, overwrite: bool):
@@ -97,9 +100,21 @@ def run(args) -> int:
                 print(f"{name}: {len(table)} region(s)")
         print("\ncomparison with the ground truth:")
         print(comparison.to_string(index=False))
+    report_result = None
+    if not getattr(args, "no_report", False):
+        from ..report import build_report
+
+        # the session analysed above is reused; the other sessions are analysed for the time course
+        report_result = build_report(root, out_dir / "report", overwrite=True, precomputed={args.session: result},
+                                     pdf=False, progress=text_progress("report"))
+        flagged = [r["site"] for _, r in report_result.longitudinal.sites.iterrows() if r["macrophage_flag"] is True]
+        print(f"\nstudy report: {report_result.html} ({len(report_result.figures)} figures); sites flagged as "
+              f"macrophage-held signal: {', '.join(flagged) if flagged else 'none'}")
     failed = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
     for step, message in failed.items():
         sys.stderr.write(f"immunotrack demo: step {step} did not complete (partial results): {message}\n")
     print(f"\n{len(written) + 1} files written to {out_dir}/ (each with a .provenance.json)")
     internal = [k for k, v in failed.items() if v.startswith("internal error")]
+    if report_result is not None:
+        internal += [n for n in report_result.partial if "internal error" in n]
     return 1 if internal else 0

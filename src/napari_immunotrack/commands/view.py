@@ -6,44 +6,73 @@ from __future__ import annotations
 
 HELP = "open napari with a study (default: the sample study) and the plugin's docks"
 
-#: Dock widgets opened by `view`, as (napari.yaml widget display name, area).
-DOCKS = (("Cursor readout", "right"), ("Quantitative readouts", "right"), ("T1-T2 confirmation", "right"))
+#: Dock widgets opened by `view` besides the Study dock, as (napari.yaml widget display name, tabified with
+#: the Study dock). The cursor readout sits below the Study dock, always in view.
+DOCKS = (("Quantitative readouts", True), ("T1-T2 confirmation", True), ("Cursor readout", False))
 
 
 def add_arguments(parser):
-    parser.add_argument("study", nargs="?", help="study folder (default: the bundled sample study)")
+    parser.add_argument("study", nargs="?", help="study folder, or a saved study state (.json) (default: the "
+                        "bundled sample study)")
     parser.add_argument("--session", help="session to show first, e.g. day1 (default: first post-injection)")
     parser.add_argument("--subject", help="subject to show (default: the first)")
-    parser.add_argument("--goto", metavar="R,A,S", help="centre the views on this world point (mm)")
+    parser.add_argument("--state", help="reopen a saved study state (immunotrack_state.json)")
+    parser.add_argument("--goto", metavar="R,A,S", help="centre the views on this world point (mm); write "
+                        "negative values as --goto=-6.5,-0.4,8.9")
+    parser.add_argument("--three-plane", action="store_true", help="show the axial, coronal and sagittal planes")
+    parser.add_argument("--3d", dest="three_d", action="store_true", help="start in 3D")
     parser.add_argument("--screenshot", help="save a screenshot of the window to this PNG and quit")
 
 
-def open_viewer(study=None, session=None, subject=None, show=True, docks=True):
-    """A napari viewer with the study's session loaded (used by `view` and the tests)."""
+def open_viewer(study=None, session=None, subject=None, show=True, docks=True, state=None, three_plane=False,
+                progressive=False):
+    """A napari viewer with the study's session loaded and the docks in place (used by `view` and the tests).
+
+    The Study dock (:class:`~napari_immunotrack.widgets.study.StudyWidget`) opens the study; it is
+    reachable as ``viewer.window._immunotrack_study``. ``progressive`` draws the visible layers
+    first and adds the hidden ones from the event loop (the command line); tests get all layers.
+    """
     import napari
 
-    from .._sample_data import study_layer_data
+    from ..widgets.study import StudyWidget
 
-    layers = study_layer_data(study, session=session, subject=subject)
     viewer = napari.Viewer(title="napari-immunotrack", show=show)
     viewer.window.resize(1500, 950)
-    for data, kwargs, kind in layers:
-        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
-        if kind == "labels":
-            layer.contour = 1  # organ outlines, not filled regions, over the anatomy
-    viewer.camera.orientation2d = ("up", "right")  # anterior up, subject's right to the right
-    viewer.scale_bar.visible = True
-    viewer.axes.visible = False
+    widget = StudyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Study", area="right")
+    viewer.window._immunotrack_study = widget  # the command line and tests reach the dock here
+    import warnings
+
+    with warnings.catch_warnings():  # viewer.axes moved in napari 0.9 (scene.overlays.axes); both work
+        warnings.simplefilter("ignore", DeprecationWarning)
+        viewer.axes.visible = False
+    # the study first: the analysis docks then pre-select their inputs among its layers
+    if state:
+        widget.open_state(state)
+    else:
+        widget.open_study(study, subject=subject, session=session, progressive=progressive)
     if docks:
-        for name, area in DOCKS:
+        for name, tabify in DOCKS:
             try:
-                viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=True)
+                viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=tabify)
             except Exception as exc:  # a broken optional widget must not stop the viewer
                 from napari.utils.notifications import show_warning
 
                 show_warning(f"the {name} dock could not open: {exc}")
-    fit_to_anatomy(viewer)
+        dock = getattr(viewer.window, "_dock_widgets", {}).get("Study")
+        if dock is not None:
+            from qtpy.QtCore import QTimer
+
+            dock.raise_()  # the Study tab in front (again once the window is laid out)
+            QTimer.singleShot(0, dock.raise_)
+    if three_plane:
+        widget.set_three_plane(True)
     return viewer
+
+
+def study_widget(viewer):
+    """The Study dock of a viewer made by :func:`open_viewer`."""
+    return getattr(viewer.window, "_immunotrack_study", None)
 
 
 def fit_to_anatomy(viewer) -> None:
@@ -53,39 +82,75 @@ def fit_to_anatomy(viewer) -> None:
     viewer.reset_view()
     for layer in viewer.layers:
         volume = layer.metadata.get("volume")
-        if volume is not None and volume.modality == "MR":
+        if volume is not None and volume.modality == "MR" and layer.visible:
             center_on_world(viewer, volume.center_world())
             if hasattr(viewer, "fit_to_view"):
                 viewer.fit_to_view(layers=[layer])
             return
 
 
+def _parse_goto(text):
+    from ..errors import InputError
+
+    try:
+        point = [float(v) for v in text.split(",")]
+        if len(point) != 3:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--goto {text!r}: give three numbers R,A,S in mm, e.g. --goto 1.5,-2,3") from None
+    return point
+
+
 def run(args) -> int:
     import importlib.util
+    from pathlib import Path
 
     from ..errors import InputError
 
     if importlib.util.find_spec("napari") is None:
         raise InputError("napari is not installed; install the GUI with `pip install napari-immunotrack[all]` "
                          "or run the headless `immunotrack demo`.")
+    # check what can be checked before a window opens: a bad path is one line on stderr, exit 2
+    point = _parse_goto(args.goto) if args.goto else None
+    state = args.state
+    if args.study and str(args.study).lower().endswith(".json") and state is None:
+        state, args.study = args.study, None
+    if state is not None:
+        from ..study import load_state
+
+        load_state(state)  # a corrupt or foreign file: InputError before napari starts
+    elif args.study is not None:
+        from ..study import open_study
+
+        if not Path(args.study).exists():
+            raise InputError(f"{args.study} does not exist; give a study folder (sub-*/ses-*/...) or a scanner "
+                             "export folder, or nothing for the sample study.")
+        open_study(args.study)  # no images: InputError before napari starts
+    if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
+        raise InputError(f"--screenshot {args.screenshot}: give a .png file name.")
     import napari
 
-    viewer = open_viewer(args.study, args.session, args.subject, show=True)
-    if args.goto:
+    viewer = open_viewer(args.study, args.session, args.subject, show=True, state=state,
+                         three_plane=args.three_plane, progressive=not args.screenshot)
+    widget = study_widget(viewer)
+    if args.three_d:
+        widget.set_ndisplay(3)
+    if point is not None:
         from ..widgets._common import center_on_world
 
-        try:
-            point = [float(v) for v in args.goto.split(",")]
-            assert len(point) == 3
-        except (ValueError, AssertionError):
-            raise InputError(f"--goto {args.goto!r}: give three numbers R,A,S in mm, e.g. --goto 1.5,-2,3") from None
         center_on_world(viewer, point)
     if args.screenshot:
         from qtpy.QtWidgets import QApplication
 
-        QApplication.processEvents()
+        widget.finish_loading()
+        if widget.three_plane is not None:
+            widget.three_plane.refresh()
+        for _ in range(3):
+            QApplication.processEvents()
         viewer.screenshot(args.screenshot, canvas_only=False)
+        widget.shutdown()
         viewer.close()
         return 0
     napari.run()
+    widget.shutdown()
     return 0

@@ -12,11 +12,42 @@ several series). Formats:
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 from ..errors import InputError
 from ..volume import Volume
+
+
+#: Image formats of other tools, named in the refusal so the user knows what to convert.
+_FOREIGN = (((".hdr", ".img", ".hdr.gz", ".img.gz"), "an Analyze or NIfTI-pair (.hdr/.img) file"),
+            ((".mnc", ".mnc.gz"), "a MINC file"), ((".mgz", ".mgh"), "a FreeSurfer MGH file"),
+            ((".par", ".rec"), "a Philips PAR/REC file"), ((".head", ".brik", ".brik.gz"), "an AFNI file"),
+            ((".v",), "an ECAT file"), ((".nrrd", ".nhdr"), "a NRRD file"), ((".mha", ".mhd"), "a MetaImage file"))
+
+
+@contextlib.contextmanager
+def captured_log(name: str) -> Iterator[list]:
+    """Collect what a library logs on ``logging.getLogger(name)`` (nibabel's header repairs, tifffile's
+    complaints) instead of letting it print on standard error; yields the list of messages."""
+    import logging
+
+    messages: list = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(" ".join(record.getMessage().split()))
+
+    logger = logging.getLogger(name)
+    saved, propagate = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [Collect()]
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.handlers[:] = saved
+        logger.propagate = propagate
 
 
 def detect_format(path) -> str:
@@ -38,6 +69,10 @@ def detect_format(path) -> str:
             head = fh.read(132)
         if len(head) == 132 and head[128:132] == b"DICM":
             return "dicom"
+    for endings, kind in _FOREIGN:
+        if name.endswith(endings):
+            raise InputError(f"{path} is {kind}, which this plugin does not read; convert it to NIfTI first "
+                             "(e.g. nibabel: nib.save(nib.load(path), 'image.nii.gz'), or dcm2niix / mri_convert).")
     raise InputError(
         f"{path}: unknown image format; give a NIfTI (.nii, .nii.gz), a DICOM file or folder, "
         "an OME-TIFF (.ome.tif) or an OME-Zarr (.zarr)."

@@ -78,6 +78,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shutil
@@ -258,7 +259,8 @@ def _read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
     except InvalidDicomError:
         if explicit:
             raise InputError(f"{path} is not a DICOM file (no 'DICM' marker after the 128-byte preamble); "
-                             "give a DICOM file or the folder of a DICOM series.") from None
+                             "give a DICOM file or the folder of a DICOM series (a raw dataset without the "
+                             "preamble must be converted first, e.g. dcmconv +F).") from None
         if path.suffix.lower() in (".dcm", ".ima", ".dicom"):
             warnings.warn(f"{path} has a DICOM extension but is not a DICOM file; skipped.", ImmunotrackWarning)
         return None
@@ -307,6 +309,9 @@ def _frames_of(ds, path: Path) -> List[_Frame]:
     uid = str(ds.get("SeriesInstanceUID", "") or "") or f"(no SeriesInstanceUID: {path.parent})"
     rows, cols = int(ds.Rows), int(ds.Columns)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if "MOSAIC" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+        raise InputError(f"{path} is a Siemens mosaic (the slices of a volume tiled in one image), which is not "
+                         "read; convert the series to NIfTI first (e.g. with dcm2niix).")
     if samples != 1:
         raise InputError(f"{path} is a colour image ({samples} samples per pixel); only greyscale volumes "
                          "(MR, PET, SPECT, CT) can be read.")
@@ -515,7 +520,8 @@ def read_dicom(path, progress=None) -> List[Volume]:
     for i, f in enumerate(files):
         ds = _read_header(f, explicit, suspects)
         if ds is not None:
-            frames.extend(_frames_of(ds, f))
+            with _header_values(f):
+                frames.extend(_frames_of(ds, f))
         if i % 20 == 0:
             _progress.report(progress, 0.3 * (i + 1) / len(files), "reading DICOM headers")
     if suspects:
@@ -536,7 +542,8 @@ def read_dicom(path, progress=None) -> List[Volume]:
     for n, (key, members) in enumerate(ordered):
         sub = _progress.scaled(progress, 0.3 + 0.7 * n / len(ordered), 0.3 + 0.7 * (n + 1) / len(ordered))
         try:
-            volumes.append(_build_volume(members, path, sub))
+            with _header_values(members[0].path):
+                volumes.append(_build_volume(members, path, sub))
         except InputError as exc:
             if len(ordered) == 1:
                 raise
@@ -567,6 +574,21 @@ def read_dicom(path, progress=None) -> List[Volume]:
     return volumes
 
 
+@contextlib.contextmanager
+def _header_values(path: Path):
+    """Turn what a corrupt or hand-edited header value makes numpy/pydicom raise (``int('abc')``,
+    a missing attribute, an impossible shape) into the InputError of a bad file."""
+    try:
+        yield
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
+            NotImplementedError) as exc:  # pydicom: NotImplementedError for an unknown VR (a damaged byte)
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path}: a DICOM header value cannot be used ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:100]}); the file is corrupt or was edited by hand: "
+                         "fix it or remove it from the folder.") from None
+
+
 def _series_number(ds) -> float:
     n = _get(ds, "SeriesNumber")
     try:
@@ -577,7 +599,7 @@ def _series_number(ds) -> float:
 
 def _series_label(ds) -> str:
     desc = _get(ds, "SeriesDescription") or ""
-    return f"{_get(ds, 'SeriesNumber', '?')} ({ds.get('Modality', '?')}{', ' + desc if desc else ''})"
+    return f"{_get(ds, 'SeriesNumber', '?')} ({_get(ds, 'Modality', '?')}{', ' + desc if desc else ''})"
 
 
 def _volume_label(ds, source: Path) -> str:
@@ -749,14 +771,20 @@ def _decode(path: Path, ds) -> np.ndarray:
         raise InputError(f"{path}: the pixel data cannot be read ({' '.join(str(exc).split())[:100]}); the file "
                          "is probably truncated or corrupt: copy it again.") from None
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if ts is not None and not ts.is_compressed and ts.is_little_endian and "PixelData" in ds:
+    try:
+        compressed = ts is not None and ts.is_compressed
+        plain = ts is not None and not compressed and ts.is_little_endian
+    except (AttributeError, ValueError, TypeError):  # a damaged UID (pydicom raises on unknown ones)
+        raise InputError(f"{path}: the transfer syntax {' '.join(str(ts).split())[:70]!r} in the file meta is not "
+                         "a DICOM transfer syntax; the file is corrupt: copy it again.") from None
+    if plain and "PixelData" in ds:
         fast = _fast_pixels(ds)
         if fast is not None:
             return fast
     try:
         return ds.pixel_array
     except Exception as exc:
-        if ts is not None and ts.is_compressed:
+        if compressed:
             try:
                 from pydicom.pixels import get_decoder
 
@@ -780,9 +808,12 @@ def _fast_pixels(ds) -> Optional[np.ndarray]:
     if bits not in (8, 16, 32) or stored != bits or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):  # as _frames_of: an unreadable NumberOfFrames is one frame
+        n = 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    raw = ds.PixelData
+    raw = ds.PixelData or b""  # an empty element reads as None
     need = rows * cols * n * dtype.itemsize
     if len(raw) < need:
         raise InputError(f"{ds.filename}: the pixel data are {len(raw)} bytes where {need} are expected; the file is "

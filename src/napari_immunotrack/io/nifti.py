@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import ImmunotrackWarning, InputError
 from ..outputs import atomic_output, sidecar_path, write_json
 from ..volume import Volume, as_labels
+from . import captured_log
 
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 _SPACE_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
@@ -123,7 +124,8 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a .nii or .nii.gz file.")
     try:
-        img = nib.load(str(path))
+        with captured_log("nibabel.global") as repairs:  # nibabel logs its header repairs on stderr
+            img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken headers
         raise InputError(f"{path} is not a readable NIfTI file ({_short(exc)}); "
                          "check that the file is complete and not corrupt.") from None
@@ -140,9 +142,26 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     if any(not np.isfinite(z) or z <= 0 for z in zooms[:3]):
         raise InputError(f"{path} has a zero, negative or invalid voxel size {zooms[:3]}; fix pixdim in the header.")
     affine_ijk, affine_source = _choose_affine(header, path, allow_unknown_orientation)
+    if affine_source != "sform" and any("pixdim" in m and "non-zero" in m for m in repairs):
+        # nibabel set the zero voxel sizes to 1 mm: a guess the placement would rest on
+        raise InputError(f"{path} has a zero voxel size in pixdim and no sform, so its geometry is unknown; "
+                         "fix pixdim in the header.")
+    minimum = int(getattr(type(header), "single_vox_offset", 0))
+    offset = getattr(img.dataobj, "offset", minimum)  # where nibabel will read the voxels from
+    if offset < minimum:
+        raise InputError(f"{path}: vox_offset {offset} points inside the header (a .nii file's "
+                         f"voxels start at byte {minimum} or later), so the voxels would be read from the header; "
+                         "the file was written wrongly: export it again.")
     if not np.all(np.isfinite(affine_ijk)):
         raise InputError(f"{path} has non-finite values in its {affine_source}; the file's geometry is broken.")
-    space_unit, time_unit = header.get_xyzt_units()
+    try:
+        space_unit, time_unit = header.get_xyzt_units()
+    except KeyError:  # a unit code NIfTI does not define (nibabel raises KeyError)
+        raw = int(header["xyzt_units"])
+        if raw % 8 not in (0, 1, 2, 3):
+            raise InputError(f"{path} has an invalid spatial unit code {raw % 8} (xyzt_units {raw}); "
+                             "fix the header (2 = millimetres).") from None
+        space_unit, time_unit = nib.nifti1.unit_codes.label[raw % 8], "unknown"
     to_mm = _SPACE_TO_MM.get(space_unit, 1.0)
     if to_mm != 1.0:
         # the affine is in the header's unit: scale rotation/zoom and translation alike
@@ -190,6 +209,8 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     else:
         data = data.transpose(2, 1, 0)
     meta.update(side)
+    for message in repairs:  # shown only for a file that opens; a refused file gets its one error line
+        warnings.warn(f"{path}: header repaired on reading: {message}", ImmunotrackWarning, stacklevel=2)
     try:
         return Volume(
             data=data,

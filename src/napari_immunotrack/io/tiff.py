@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import ImmunotrackWarning, InputError
 from ..outputs import atomic_output, sidecar_path, write_json
 from ..volume import Volume
+from . import captured_log
 
 #: length units to millimetres (OME's UnitsLength symbols, ImageJ's spellings)
 _TO_MM = {
@@ -229,11 +230,18 @@ def read_tiff(path, voxel_size_mm: Union[None, float, Sequence[float]] = None, a
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
-    try:
-        tf = tifffile.TiffFile(str(path))
-    except Exception as exc:
-        raise InputError(f"{path} is not a readable TIFF file ({_short(exc)}); "
-                         "check that the file is complete and not corrupt.") from None
+    with captured_log("tifffile"):  # tifffile logs what it skips in a damaged file straight to stderr
+        try:
+            tf = tifffile.TiffFile(str(path))
+        except Exception as exc:
+            raise InputError(f"{path} is not a readable TIFF file ({_short(exc)}); "
+                             "check that the file is complete and not corrupt.") from None
+        return _read_opened_tiff(tf, path, voxel_size_mm, affine, channel, series, modality, unit, lazy)
+
+
+def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: int, modality: str, unit: str,
+                      lazy: bool) -> Volume:
+    """The body of :func:`read_tiff` once the file is open."""
     try:
         if not tf.series or series < 0 or series >= len(tf.series):
             raise InputError(f"{path} has {len(tf.series)} image series; series={series} does not exist.")

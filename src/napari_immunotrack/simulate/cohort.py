@@ -224,3 +224,35 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _main(argv=None) -> int:
+    """``python -m napari_immunotrack.simulate.cohort OUT_DIR [--subjects N] [--days 0 1 3] [--size tiny]``."""
+    import argparse
+    import sys
+
+    from ..errors import one_line
+    from ..progress import text_progress
+
+    parser = argparse.ArgumentParser(prog="python -m napari_immunotrack.simulate.cohort",
+                                     description="Write a simulated cohort (N animals with biological variation).")
+    parser.add_argument("out_dir")
+    parser.add_argument("--subjects", type=int, default=8, help="number of animals (default 8)")
+    parser.add_argument("--days", type=float, nargs="+", default=[0, 1, 3],
+                        help="timepoints, days after injection; 0 = baseline (default 0 1 3)")
+    parser.add_argument("--size", default="tiny", help="tiny (default), sample or full")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variation", type=float, default=1.0, help="scale of the default biological spreads")
+    args = parser.parse_args(argv)
+    try:
+        root = make_cohort(args.out_dir, n_subjects=args.subjects, seed=args.seed, timepoints_days=args.days,
+                           size=args.size, variation=args.variation, progress=text_progress("cohort"))
+    except InputError as exc:
+        sys.stderr.write(f"error: {one_line(exc)}\n")
+        return 2
+    print(f"{args.subjects} simulated subjects x days {args.days} ({args.size}) -> {root}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_main())

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBo
                             QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPushButton, QRadioButton, QSizePolicy,
                             QSlider, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from ..errors import InputError, OutputExistsError, one_line
+from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
 from ._common import _fingerprint, center_on_world, layer_to_volume, notify_error, volume_layer_data
 
@@ -200,12 +200,27 @@ def prepare_file(f, transforms: dict, reference: Optional[Volume], baseline: boo
 
 
 def prepare_session(study, subject: str, session: str, reference: Optional[Volume], tracks=None,
-                    baseline: bool = False) -> SessionData:
-    """Every file of a session prepared for display; a file that fails is reported, the rest go on."""
+                    baseline: bool = False, done: Optional[SessionData] = None) -> SessionData:
+    """Every file of a session prepared for display; a file that fails is reported, the rest go on.
+
+    ``tracks`` limits it to some tracks; ``done`` is a partial result whose
+    tracks are kept (not read again). Without a ``reference`` the first
+    axis-aligned MRI of the session becomes the grid oblique volumes are
+    resampled to for display.
+    """
     from .._sample_data import session_transforms
+    from ..study import track_order
 
     result = SessionData(session)
-    files = [f for f in study.session_files(subject, session) if tracks is None or f.track in tracks]
+    if done is not None:
+        result.layers.update(done.layers)
+        result.errors.extend(done.errors)
+    files = [f for f in study.session_files(subject, session) if (tracks is None or f.track in tracks)
+             and f.track not in result.layers]
+    files.sort(key=lambda f: track_order(f.track))  # anatomy first: it is the display reference
+    if reference is None:
+        reference = next((p.volume for p in result.layers.values() if p.volume.modality == "MR"
+                          and p.volume.is_axis_aligned()), None)
     transforms = {}
     if files and files[0].session_dir is not None:
         transforms = session_transforms(Path(files[0].session_dir), errors=result.errors)
@@ -223,6 +238,9 @@ def prepare_session(study, subject: str, session: str, reference: Optional[Volum
             continue
         if prepared:
             result.layers[f.track] = prepared[0]
+            volume = prepared[0].volume
+            if reference is None and volume.modality == "MR" and volume.is_axis_aligned():
+                reference = volume
     return result
 
 
@@ -405,7 +423,7 @@ class _PlanePanel(QLabel):
         self.owner = owner
         self.plane = plane
         self.image: Optional[PlaneImage] = None
-        self.setMinimumSize(160, 140)
+        self.setMinimumSize(200, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setStyleSheet("background-color: black;")
@@ -532,7 +550,10 @@ class ThreePlaneView(QWidget):
         """Render the three planes now (also called by the timer)."""
         layers = list(self.viewer.layers)
         point = self.point_ras()
-        bounds = _layer_world_bounds([ly for ly in layers if _sampleable(ly)])
+        # the field of view of the visible anatomy (the whole-body PET would make the torso tiny)
+        shown = [ly for ly in layers if _sampleable(ly)]
+        anatomy = [ly for ly in shown if ly.metadata.get("immunotrack", {}).get("modality") in ("MR", "CT")]
+        bounds = _layer_world_bounds(anatomy or shown)
         for plane, panel in self.panels.items():
             try:
                 panel.show_image(render_plane(layers, plane, point, bounds))
@@ -576,6 +597,7 @@ class StudyWidget(QWidget):
         self.shown: Dict[str, bool] = {}          # the user's tick per track
         self.messages: List[str] = []             # everything told to the user (tests read it)
         self.findings: List[dict] = []
+        self._findings_cache: Dict[tuple, list] = {}
         self.extra_findings: List[dict] = []
         self.three_plane: Optional[ThreePlaneView] = None
         self._three_plane_dock = None
@@ -585,6 +607,7 @@ class StudyWidget(QWidget):
         self._adjust: Dict[tuple, dict] = {}      # (session, track) -> affine changes made by the user
         self._pending_layers: List[tuple] = []    # hidden layers still to add after the first frame
         self._updating_tree = False
+        self._told: set = set()
         self.state_path: Optional[Path] = None
         self._build()
         self._bind_keys()
@@ -628,7 +651,7 @@ class StudyWidget(QWidget):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["study", "details"])
         self.tree.setColumnWidth(0, 190)
-        self.tree.setMinimumHeight(220)
+        self.tree.setMinimumHeight(150)
         self.tree.itemChanged.connect(self._tree_item_changed)
         self.tree.itemClicked.connect(self._tree_item_clicked)
         layout.addWidget(self.tree, 2)
@@ -696,7 +719,7 @@ class StudyWidget(QWidget):
         self.findings_tree.setColumnWidth(0, 150)
         self.findings_tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.findings_tree.itemClicked.connect(self._finding_clicked)
-        self.findings_tree.setMinimumHeight(120)
+        self.findings_tree.setMinimumHeight(80)
         f_layout.addWidget(self.findings_tree)
         refresh = QPushButton("Refresh findings")
         refresh.clicked.connect(self.refresh_findings)
@@ -731,11 +754,14 @@ class StudyWidget(QWidget):
             return None
 
     def _tell(self, message: str, level: str = "info") -> None:
-        """Show a message in the dock and as a napari notification."""
+        """Show a message in the dock and (the first time it is said) as a napari notification."""
         from napari.utils.notifications import show_error, show_info, show_warning
 
         self.messages.append(message)
         self.status.setText(message)
+        if message in self._told:
+            return  # stepping back and forth must not repeat the same pop-up
+        self._told.add(message)
         {"info": show_info, "warning": show_warning, "error": show_error}[level](message)
 
     # ------------------------------------------------------------------ asking the user (tests replace these)
@@ -807,19 +833,28 @@ class StudyWidget(QWidget):
         self.slider.setMaximum(max(len(names) - 1, 0))
         self.slider.setValue(names.index(session))
         self.slider.blockSignals(False)
+        # the shown tracks are read now; the others of this session in the background
+        anatomy = [t for t in tracks if t.partition(":")[0] in ("T2starw", "T2w", "T1w", "MR")
+                   and study.file(self.subject, session, t) is not None]
+        data = prepare_session(study, self.subject, session, None,
+                               tracks=[t for t, on in self.shown.items() if on] + anatomy[:1])
         # the reference grid for oblique volumes: the first axis-aligned MRI of the session
-        data = self._session_data(session)
         self.reference = next((p.volume for p in data.layers.values() if p.volume.modality == "MR"
                                and p.volume.is_axis_aligned()), None)
+        with self._lock:
+            self._cache[(self.subject, session, False)] = self._executor.submit(
+                prepare_session, study, self.subject, session, self.reference, None, False, data)
         self.session = session
         self._create_layers(data, progressive=progressive)
         self._update_timepoint_label()
+        self._mark_current_session()
         for problem in study.problems:
             self._tell(problem, "warning")
         self._report_session(data)
         self._fit_view()
-        self._prefetch()
-        self.refresh_findings()
+        if not progressive:
+            self._prefetch()
+        self._findings_timer.start()
         return study
 
     def _fit_view(self) -> None:
@@ -827,7 +862,6 @@ class StudyWidget(QWidget):
 
         self.viewer.camera.orientation2d = ("up", "right")  # anterior up, subject's right to the right
         self.viewer.scale_bar.visible = True
-        self.viewer.scale_bar.unit = "mm"
         fit_to_anatomy(self.viewer)
 
     def _close_study(self) -> None:
@@ -878,50 +912,60 @@ class StudyWidget(QWidget):
         return None
 
     def _create_layers(self, data: SessionData, progressive: bool) -> None:
-        """One layer per track (shown or hidden), and the baseline anatomy hidden."""
-        tracks = self.study.tracks(self.subject)
-        todo = []
-        for track in tracks:
+        """One layer per track (shown or hidden), and the baseline anatomy hidden.
+
+        The visible layers come first; with ``progressive`` the hidden ones (and the
+        baseline, read only then) are added from the event loop after the first frame,
+        and the other timepoints are prepared in the background after that.
+        """
+        first, rest = [], []
+        for track in self.study.tracks(self.subject):
             prepared = data.layers.get(track)
             visible = self.shown.get(track, False) and prepared is not None
-            todo.append((not visible, "track", track, prepared))
+            (first if visible else rest).append(("track", track, prepared))
         baseline = self._baseline_session()
         if baseline is not None and baseline != self.session:
-            base = self._session_data(baseline, baseline=True)
-            for track in BASELINE_TRACKS:
-                if track in base.layers:
-                    todo.append((True, "baseline", track, base.layers[track]))
-        # visible layers first (bottom to top), hidden ones after: they can come after the first frame
-        todo.sort(key=lambda t: t[0])
-        first = [t for t in todo if not t[0]]
-        rest = [t for t in todo if t[0]]
+            rest.extend(("baseline", track, None) for track in BASELINE_TRACKS
+                        if self.study.file(self.subject, baseline, track) is not None)
         for item in first:
-            self._add_layer(*item[1:])
+            self._add_layer(*item)
+        self._pending_layers = rest
         if progressive and rest:
-            self._pending_layers = rest
             QTimer.singleShot(0, self._add_pending)
         else:
-            for item in rest:
-                self._add_layer(*item[1:])
-            self._order_layers()
+            self.finish_loading()
 
     def _add_pending(self) -> None:
         """Add the next hidden layer (one per event-loop turn keeps the window responsive)."""
         if not self._pending_layers:
             return
-        item = self._pending_layers.pop(0)
-        self._add_layer(*item[1:])
+        self._add_layer(*self._resolve(self._pending_layers.pop(0)))
         if self._pending_layers:
             QTimer.singleShot(0, self._add_pending)
         else:
             self._order_layers()
+            QTimer.singleShot(100, self._prefetch)
+
+    def _resolve(self, item: tuple) -> tuple:
+        """A pending layer's prepared data (read in the background meanwhile)."""
+        role, track, prepared = item
+        if role == "baseline" and prepared is None:
+            prepared = self._session_data(self._baseline_session(), baseline=True).layers.get(track)
+        elif prepared is None:
+            data = self._session_data(self.session)
+            for error in data.errors:
+                if error not in self._told:
+                    self._tell(error, "error")
+            prepared = data.layers.get(track)
+        return role, track, prepared
 
     def finish_loading(self) -> None:
         """Add every layer still pending (what a screenshot or a test waits for)."""
         while self._pending_layers:
-            item = self._pending_layers.pop(0)
-            self._add_layer(*item[1:])
+            self._add_layer(*self._resolve(self._pending_layers.pop(0)))
         self._order_layers()
+        if self.study is not None:
+            self._prefetch()
 
     def _add_layer(self, role: str, track: str, prepared: Optional[Prepared]):
         from ..study import track_label
@@ -930,7 +974,9 @@ class StudyWidget(QWidget):
             # this track has no image at this timepoint: an empty placeholder appears when it gets one
             return None
         kwargs = dict(prepared.kwargs)
+        # the layer's own copies: the cached session data must not change with the layer
         kwargs["metadata"] = dict(kwargs["metadata"])
+        kwargs["metadata"]["immunotrack"] = dict(kwargs["metadata"]["immunotrack"])
         kwargs["visible"] = role == "track" and self.shown.get(track, False)
         adder = self.viewer.add_labels if prepared.kind == "labels" else self.viewer.add_image
         layer = adder(prepared.data, **kwargs)
@@ -972,7 +1018,10 @@ class StudyWidget(QWidget):
         when = f"day {day:g}" if day is not None else self.session
         for error in data.errors:
             self._tell(error, "error")
-        unregistered = [track_label(t) for t, p in data.layers.items() if p.registered is False]
+        from .._sample_data import NEEDS_REGISTRATION
+
+        unregistered = sorted({f.label for f in self.study.session_files(self.subject, self.session)
+                               if f.modality in NEEDS_REGISTRATION and self.study.transform_for(f) is None})
         if unregistered:
             self._tell(f"{when}: {', '.join(unregistered)} not registered to the MRI (no xfm/*_from-<type>_to-anat"
                        ".tfm in this session): shown where the scanner put them; register them (Registration dock) "
@@ -1131,22 +1180,25 @@ class StudyWidget(QWidget):
         previous = self.session
         self.session = session
         point = tuple(self.viewer.dims.point)
+        with self._deferred_extent(list(self.track_layers.values())):
+            for track in self.study.tracks(self.subject):
+                layer = self.track_layers.get(track)
+                prepared = data.layers.get(track)
+                if layer is None:
+                    continue
+                if prepared is None:
+                    layer.visible = False
+                    layer.metadata["immunotrack"] = dict(layer.metadata["immunotrack"], study_session=None)
+                    day = self.study.day(self.subject, session)
+                    layer.name = layer_name(layer.metadata["immunotrack"].get("track_label", track), day, session,
+                                            "none")
+                    continue
+                self._swap(layer, prepared)
+                self._apply_adjustment(layer, session, track)
         for track in self.study.tracks(self.subject):
-            layer = self.track_layers.get(track)
             prepared = data.layers.get(track)
-            if layer is None:
-                if prepared is not None and self.shown.get(track):
-                    self._add_layer("track", track, prepared)
-                continue
-            if prepared is None:
-                layer.visible = False
-                layer.metadata["immunotrack"]["study_session"] = None
-                day = self.study.day(self.subject, session)
-                layer.name = layer_name(layer.metadata["immunotrack"].get("track_label", track), day, session,
-                                        "none")
-                continue
-            self._swap(layer, prepared)
-            self._apply_adjustment(layer, session, track)
+            if track not in self.track_layers and prepared is not None and self.shown.get(track):
+                self._add_layer("track", track, prepared)  # a kind missing at the first timepoint
         self._order_layers()
         # the same world point: napari may clamp it to a new extent; put it back
         if tuple(self.viewer.dims.point) != point:
@@ -1160,16 +1212,48 @@ class StudyWidget(QWidget):
             self._report_session(data)
         self._active_changed()
 
+    @contextlib.contextmanager
+    def _deferred_extent(self, layers):
+        """Swap several layers with one recomputation of the viewer's extent (not one per setter).
+
+        napari recomputes the world extent and re-slices every layer after each data,
+        scale, translate or affine change; here those calls are held back and made once.
+        """
+        update = getattr(self.viewer, "_on_layers_change", None)
+        emitters = []
+        if update is not None:
+            for layer in layers:
+                for name in ("data", "scale", "translate", "affine"):
+                    emitter = getattr(layer.events, name, None)
+                    if emitter is not None:
+                        emitter.block(callback=update)
+                        emitters.append(emitter)
+        try:
+            yield
+        finally:
+            for emitter in emitters:
+                emitter.unblock(callback=update)
+            if update is not None:
+                update()
+
     def _swap(self, layer, prepared: Prepared) -> None:
-        """Put a prepared volume into an existing layer, keeping the user's display settings."""
-        was_visible = layer.visible
+        """Put a prepared volume into an existing layer, keeping the user's display settings.
+
+        Only what changes is set (each napari setter re-slices or re-computes the
+        world extent), and a hidden layer is not re-drawn.
+        """
         kwargs = prepared.kwargs
+        want_visible = bool(self.shown.get(prepared.track, layer.visible))
+        if layer.visible and not want_visible:
+            layer.visible = False
         block = getattr(layer, "_block_refresh", None)
         ctx = block() if block is not None else contextlib.nullcontext()
         with ctx:
             layer.data = prepared.data
-            layer.scale = kwargs["scale"]
-            layer.translate = kwargs["translate"]
+            if not np.allclose(layer.scale, kwargs["scale"]):
+                layer.scale = kwargs["scale"]
+            if not np.allclose(layer.translate, kwargs["translate"]):
+                layer.translate = kwargs["translate"]
             if not np.allclose(np.asarray(layer.affine.affine_matrix), np.eye(layer.ndim + 1)):
                 layer.affine = np.eye(layer.ndim + 1)
             metadata = dict(layer.metadata)
@@ -1178,18 +1262,18 @@ class StudyWidget(QWidget):
                                            track_label=layer.metadata["immunotrack"].get("track_label"))
             layer.metadata = metadata
             if prepared.kind == "image":
-                new_range = prepared.kwargs["contrast_limits"]
+                new_limits = kwargs["contrast_limits"]
+                lo_range, hi_range = layer.contrast_limits_range
                 if self.link_windows.isChecked():
-                    lo, hi = layer.contrast_limits
-                    layer.contrast_limits_range = (min(lo, new_range[0], *layer.contrast_limits_range),
-                                                   max(hi, new_range[1], *layer.contrast_limits_range))
+                    # linked: the same window at every timepoint (the range only grows to hold the data)
+                    layer.contrast_limits_range = (min(lo_range, new_limits[0]), max(hi_range, new_limits[1]))
                 else:
-                    layer.contrast_limits_range = (min(new_range[0], np.nanmin(prepared.data)),
-                                                   max(new_range[1], np.nanmax(prepared.data)))
-                    layer.contrast_limits = new_range
-        layer.name = prepared.kwargs["name"]
-        layer.visible = self.shown.get(prepared.track, was_visible)
-        if layer.visible:
+                    layer.contrast_limits_range = (min(lo_range, new_limits[0]), max(hi_range, new_limits[1]))
+                    layer.contrast_limits = new_limits
+        layer.name = kwargs["name"]
+        if want_visible and not layer.visible:
+            layer.visible = True  # refreshes
+        elif layer.visible:
             layer.refresh()
 
     def _update_timepoint_label(self) -> None:
@@ -1345,8 +1429,15 @@ class StudyWidget(QWidget):
             if layer in self.baseline_layers.values():
                 continue
             try:
-                volume = layer_to_volume(layer, native=False)
-                findings.extend(label_findings(volume, layer.name))
+                # unchanged labels (same array content, same place) keep their findings: stepping
+                # timepoints back and forth must not recount every organ
+                key = (layer.name, _fingerprint(layer.data),
+                       np.asarray(layer._data_to_world.affine_matrix, float).round(9).tobytes())
+                found = self._findings_cache.get(key)
+                if found is None:
+                    found = label_findings(layer_to_volume(layer, native=False), layer.name)
+                    self._findings_cache[key] = found
+                findings.extend(found)
             except Exception:  # noqa: BLE001 - a 2D or odd labels layer has no findings in world mm
                 continue
         findings.extend(self.extra_findings)
@@ -1396,11 +1487,12 @@ class StudyWidget(QWidget):
         if self.study is None:
             self._tell("open a study first; there is nothing to save.", "warning")
             return
-        # Qt's own dialog asks before replacing a file: we pass overwrite=True only after that question
+        # one question of ours (listing the state and its labels files) instead of Qt's about the JSON only
         start = str(self.state_path or default_state_path(self.study.root))
-        path, _ = QFileDialog.getSaveFileName(self, "Save the study state", start, "Study state (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the study state", start, "Study state (*.json)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
         if path:
-            self._guard(self.save_state, path, overwrite=True if Path(path).exists() else False)
+            self._guard(self.save_state, path, overwrite=None)
 
     def current_state(self, state_path) -> tuple:
         """The state dictionary of what is shown, and the labels Volumes to save beside it.
@@ -1488,8 +1580,9 @@ class StudyWidget(QWidget):
                 return None
             overwrite = True
         overwrite = bool(overwrite)
-        for p in targets:
-            check_output(p, overwrite) if p.parent.exists() else None
+        for p in targets:  # every output checked before anything is written
+            if p.parent.exists():
+                check_output(p, overwrite)
         from ..provenance import sha256_path
 
         for rel, volume in to_save.items():

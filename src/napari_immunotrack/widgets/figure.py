@@ -1,0 +1,272 @@
+"""Publication figures from the current napari view (thin; the drawing is :mod:`..figures`).
+
+:class:`FigureWidget` (dock)
+    Pick the anatomy layer (grey), the overlay layer (colour, with a colour
+    bar in its unit) and the Labels layers to outline; the plane and the slice
+    come from the current view, the colour ranges from the layers' contrast
+    limits, so the figure shows what the screen shows, redrawn from the native
+    volumes in world millimetres with a scale bar and orientation letters.
+    "Save figure..." writes PNG (at the chosen DPI), SVG or PDF with a
+    provenance sidecar; "Save 3D snapshot..." renders the viewer in 3D and
+    saves the canvas as PNG (with the camera in its sidecar).
+
+:func:`figure_from_viewer` and :func:`snapshot_3d` are the widget's work,
+callable without the dock (and in tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
+                            QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget, QDoubleSpinBox,
+                            QCheckBox)
+from qtpy.QtCore import Qt
+
+from ..errors import InputError, one_line
+from ._common import layer_to_volume, notify_error
+
+#: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
+_PLANE_OF_DISPLAYED = {(1, 2): "axial", (0, 2): "coronal", (0, 1): "sagittal"}
+#: napari world axis of each plane's normal (S=0, A=1, R=2).
+_NORMAL_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
+_NONE = "(none)"
+
+
+def current_plane(viewer) -> tuple:
+    """(plane, position in world mm along its normal) of the viewer's 2D view."""
+    if viewer.dims.ndim < 3:
+        raise InputError("the viewer shows fewer than 3 dimensions; open a 3D volume first.")
+    displayed = tuple(sorted(int(d) - (viewer.dims.ndim - 3) for d in viewer.dims.displayed[-2:]))
+    plane = _PLANE_OF_DISPLAYED.get(displayed)
+    if plane is None or viewer.dims.ndisplay != 2:
+        raise InputError("switch the viewer to a 2D axial, coronal or sagittal view to make a slice figure.")
+    axis = viewer.dims.ndim - 3 + _NORMAL_AXIS[plane]
+    return plane, float(viewer.dims.point[axis])
+
+
+def _layer(viewer, name):
+    if name in (None, "", _NONE):
+        return None
+    try:
+        return viewer.layers[name]
+    except KeyError:
+        raise InputError(f"there is no layer named {name!r} in the viewer.") from None
+
+
+def _cmap_name(layer) -> Optional[str]:
+    from matplotlib import colormaps
+
+    name = getattr(getattr(layer, "colormap", None), "name", None)
+    return name if name in colormaps else None
+
+
+def figure_from_viewer(viewer, anatomy: Optional[str] = None, overlay: Optional[str] = None,
+                       outlines: Sequence[str] = (), *, scale_bar_mm: Optional[float] = None,
+                       radiological: bool = False, title: Optional[str] = None):
+    """The fused-slice figure of the current view (see :func:`napari_immunotrack.figures.fused_slice`).
+
+    Layers are given by name; their native Volumes are drawn through world
+    coordinates, with the layers' contrast limits as value ranges.
+    """
+    from .. import figures
+
+    plane, position = current_plane(viewer)
+    a_layer, o_layer = _layer(viewer, anatomy), _layer(viewer, overlay)
+    if a_layer is None and o_layer is None:
+        raise InputError("choose an anatomy layer and/or an overlay layer to draw.")
+    kwargs = {}
+    a_vol = o_vol = None
+    if a_layer is not None:
+        a_vol = layer_to_volume(a_layer)
+        kwargs["anatomy_range"] = tuple(float(v) for v in a_layer.contrast_limits)
+    if o_layer is not None:
+        o_vol = layer_to_volume(o_layer)
+        kwargs["overlay_range"] = tuple(float(v) for v in o_layer.contrast_limits)
+        kwargs["overlay_cmap"] = _cmap_name(o_layer)
+        kwargs["overlay_alpha"] = float(min(max(o_layer.opacity, 0.3), 1.0))
+    # one Okabe-Ito colour per outlined layer (ROIs, clusters), so the legend is the layer
+    labels = [(layer_to_volume(_layer(viewer, n)), figures.OKABE_ITO[i % len(figures.OKABE_ITO)])
+              for i, n in enumerate(outlines)]
+    return figures.fused_slice(a_vol, o_vol, labels, plane=plane, position_mm=position, scale_bar_mm=scale_bar_mm,
+                               radiological=radiological, title=title, **kwargs)
+
+
+def save_view_figure(viewer, path, *, dpi: int = 300, overwrite: bool = False, **kwargs) -> Path:
+    """Draw :func:`figure_from_viewer` and save it (format from the suffix) with its provenance sidecar."""
+    from ..figures import save_figure
+
+    result = figure_from_viewer(viewer, **kwargs)
+    try:
+        written = save_figure(result, path, dpi=dpi, overwrite=overwrite,
+                              provenance={"step": "napari figure widget",
+                                          "parameters": {"layers": {k: v for k, v in kwargs.items()
+                                                                    if k in ("anatomy", "overlay", "outlines")}}})
+    finally:
+        result.figure.clear()
+    return written[0]
+
+
+def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) -> Path:
+    """Render the viewer in 3D, save the canvas as PNG with a provenance sidecar, and restore the view."""
+    from PIL import Image
+
+    from ..outputs import atomic_output, check_output, sidecar_path, write_json
+    from ..provenance import record
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{path.name}: a 3D snapshot is saved as .png.")
+    check_output(path, overwrite)
+    if not len(viewer.layers):
+        raise InputError("the viewer has no layer to render.")
+    before = viewer.dims.ndisplay
+    try:
+        viewer.dims.ndisplay = 3
+        if before != 3:
+            viewer.reset_view()  # the 2D camera means nothing in 3D: frame the whole scene
+        image = viewer.screenshot(canvas_only=True, flash=False, scale=scale)
+        camera = {"angles": [float(a) for a in viewer.camera.angles], "zoom": float(viewer.camera.zoom),
+                  "center": [float(c) for c in viewer.camera.center]}
+    finally:
+        viewer.dims.ndisplay = before
+    image = np.asarray(image)
+    if image.ndim != 3 or image.size == 0 or not image[..., :3].any():
+        raise InputError("the 3D rendering came back empty (is the napari window shown, with OpenGL?); "
+                         "nothing was saved.")
+    with atomic_output(path, overwrite) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    layers = [{"name": layer.name, "visible": bool(layer.visible), "type": type(layer).__name__}
+              for layer in viewer.layers]
+    write_json(sidecar_path(path), record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
+                                                                            "shape_px": list(image.shape)}),
+               overwrite=True)
+    return path
+
+
+class FigureWidget(QWidget):
+    """Dock widget: save a publication figure of the current view, or a 3D snapshot."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.last_path: Optional[Path] = None
+        layout = QVBoxLayout(self)
+        box = QGroupBox("Layers")
+        form = QFormLayout(box)
+        self.anatomy_combo = QComboBox()
+        self.overlay_combo = QComboBox()
+        self.outline_list = QListWidget()
+        self.outline_list.setMaximumHeight(90)
+        form.addRow("Anatomy (grey)", self.anatomy_combo)
+        form.addRow("Overlay (colour)", self.overlay_combo)
+        form.addRow("Outlines", self.outline_list)
+        layout.addWidget(box)
+        opts = QGroupBox("Figure")
+        oform = QFormLayout(opts)
+        self.scale_bar = QDoubleSpinBox()
+        self.scale_bar.setRange(0.0, 500.0)
+        self.scale_bar.setDecimals(1)
+        self.scale_bar.setSuffix(" mm")
+        self.scale_bar.setSpecialValueText("auto")
+        self.dpi = QSpinBox()
+        self.dpi.setRange(50, 1200)
+        self.dpi.setValue(300)
+        self.format_combo = QComboBox()
+        self.format_combo.addItems(["png", "svg", "pdf"])
+        self.radiological = QCheckBox("radiological (subject's right on the left)")
+        oform.addRow("Scale bar", self.scale_bar)
+        oform.addRow("DPI (PNG)", self.dpi)
+        oform.addRow("Format", self.format_combo)
+        oform.addRow(self.radiological)
+        layout.addWidget(opts)
+        row = QHBoxLayout()
+        self.save_button = QPushButton("Save figure...")
+        self.snapshot_button = QPushButton("Save 3D snapshot...")
+        row.addWidget(self.save_button)
+        row.addWidget(self.snapshot_button)
+        layout.addLayout(row)
+        self.status = QLabel("The plane and slice come from the current view.")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.save_button.clicked.connect(lambda: self.save_figure())
+        self.snapshot_button.clicked.connect(lambda: self.save_snapshot())
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh)
+        self._refresh()
+
+    # ------------------------------------------------------------------ layer choices
+    def _refresh(self, *_):
+        images = [layer.name for layer in self.viewer.layers if type(layer).__name__ == "Image"]
+        labels = [layer.name for layer in self.viewer.layers if type(layer).__name__ == "Labels"]
+        for combo, prefer in ((self.anatomy_combo, ("MR", "CT")), (self.overlay_combo, ("PT", "NM", "F19", "MPI"))):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([_NONE] + images)
+            if current in images:
+                combo.setCurrentText(current)
+            else:
+                pick = next((n for n in images if self._modality(n) in prefer), None)
+                if pick:
+                    combo.setCurrentText(pick)
+            combo.blockSignals(False)
+        checked = {self.outline_list.item(i).text() for i in range(self.outline_list.count())
+                   if self.outline_list.item(i).checkState() == Qt.CheckState.Checked}
+        self.outline_list.clear()
+        for name in labels:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in checked else Qt.CheckState.Unchecked)
+            self.outline_list.addItem(item)
+
+    def _modality(self, name) -> str:
+        vol = self.viewer.layers[name].metadata.get("volume")
+        return getattr(vol, "modality", "")
+
+    def choices(self) -> dict:
+        """The widget's current choices as :func:`figure_from_viewer` keywords."""
+        outlines = [self.outline_list.item(i).text() for i in range(self.outline_list.count())
+                    if self.outline_list.item(i).checkState() == Qt.CheckState.Checked]
+        return {"anatomy": self.anatomy_combo.currentText(), "overlay": self.overlay_combo.currentText(),
+                "outlines": outlines, "scale_bar_mm": self.scale_bar.value() or None,
+                "radiological": self.radiological.isChecked()}
+
+    # ------------------------------------------------------------------ actions
+    def save_figure(self, path=None, overwrite: bool = False) -> Optional[Path]:
+        """Save the figure of the current view (asks for a file name when ``path`` is None)."""
+        if path is None:
+            fmt = self.format_combo.currentText()
+            path, _ = QFileDialog.getSaveFileName(self, "Save figure", f"figure.{fmt}", f"{fmt.upper()} (*.{fmt})")
+            if not path:
+                return None
+            overwrite = True  # the file dialog already asked before replacing
+        try:
+            written = save_view_figure(self.viewer, path, dpi=self.dpi.value(), overwrite=overwrite, **self.choices())
+        except InputError as exc:
+            self.status.setText(f"not saved: {one_line(exc)}")
+            notify_error(exc)
+            return None
+        self.last_path = written
+        self.status.setText(f"saved {written} (provenance beside it)")
+        return written
+
+    def save_snapshot(self, path=None, overwrite: bool = False) -> Optional[Path]:
+        """Save a 3D rendering of the viewer as PNG."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save 3D snapshot", "snapshot_3d.png", "PNG (*.png)")
+            if not path:
+                return None
+            overwrite = True
+        try:
+            written = snapshot_3d(self.viewer, path, overwrite=overwrite)
+        except InputError as exc:
+            self.status.setText(f"not saved: {one_line(exc)}")
+            notify_error(exc)
+            return None
+        self.last_path = written
+        self.status.setText(f"saved {written}")
+        return written
