@@ -280,7 +280,10 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
 
             def run_registration(p, path=path, datatype=datatype):
                 moving = load_volume(path)
-                result = register(reference, moving, progress=p, **kwargs)
+                # MPI and 19F show only hot spots, no anatomy: register them to the PET already
+                # placed in MRI world (fixed -> moving is then MRI world -> their world directly)
+                fixed = moved["pet"] if datatype in ("mpi", "f19") and "pet" in moved else reference
+                result = register(fixed, moving, progress=p, **kwargs)
                 out.registrations[datatype] = result
                 out.transforms[datatype] = result.fixed_to_moving
                 # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
