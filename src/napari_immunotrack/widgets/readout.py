@@ -134,12 +134,12 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
 
 
 def cursor_values(viewer, position) -> list:
-    """[(layer name, value, unit)] of every image/labels layer at a napari world position (S, A, R)."""
+    """[(layer name, value, unit)] of every visible image/labels layer at a napari world position (S, A, R)."""
     ras = napari_to_ras(np.asarray(position, float)[-3:])
     out = []
     for layer in viewer.layers:
         kind = type(layer).__name__
-        if kind not in ("Image", "Labels"):
+        if kind not in ("Image", "Labels") or not layer.visible:
             continue
         vol = layer.metadata.get("volume") if hasattr(layer, "metadata") else None
         if vol is None:
