@@ -33,9 +33,12 @@ def test_sample_study_opens_in_one_physical_space(sample_viewer):
     modalities = {layer.metadata["volume"].modality for layer in viewer.layers}
     assert {"MR", "PT", "NM", "F19", "MPI", "OPT", "SEG"} <= modalities
     rng = np.random.default_rng(0)
+    reference = next(layer.metadata["volume"] for layer in viewer.layers
+                     if layer.metadata["volume"].modality == "MR" and layer.metadata["volume"].is_axis_aligned())
     for layer in viewer.layers:
         volume = layer.metadata["volume"]
-        display = volume.for_display()
+        # registered (oblique) volumes are shown on the reference MRI's grid
+        display = volume.for_display(reference=reference)
         # a displayed voxel sits at the world point its native Volume gives it (napari order S, A, R)
         idx = rng.integers(0, np.array(display.spatial_shape), size=(5, 3)).astype(float)
         napari_world = np.array([layer.data_to_world(i) for i in idx])[:, -3:]

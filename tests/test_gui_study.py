@@ -178,7 +178,8 @@ def test_sample_study_defaults_docks_and_timepoint_steps(make_napari_viewer, mon
         assert pet.name == "PET SUVbw (day 1)" and pet.colorbar.visible
         # SUV: the displayed values are the native Bq/mL times the header's SUVbw factor
         factor = suv_display_factor(pet.metadata["volume"])
-        native = pet.metadata["volume"].for_display().numpy()
+        # the sample's PET is registered (oblique in MRI world): it is shown on the reference MRI's grid
+        native = pet.metadata["volume"].for_display(reference=widget.reference).numpy()
         np.testing.assert_allclose(np.asarray(pet.data), native * factor, rtol=1e-5)
         assert 0 < pet.contrast_limits[1] < 1000  # an SUV window, not Bq/mL
         docks = " ".join(getattr(viewer.window, "_dock_widgets", {}))

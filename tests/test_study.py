@@ -49,7 +49,11 @@ def test_sample_study_roles_timepoints_and_tracks():
     assert tracks.index("T2starw") < tracks.index("ROI") < tracks.index("19F") < tracks.index("PET")
     # the baseline holds anatomy only: not reported as missing PET; nothing else is missing
     assert study.missing("01") == []
-    assert study.problems == [] and study.transforms == []
+    assert study.problems == []
+    # the sample ships our registration results (PET, SPECT, MPI to the MRI) for the post-injection days
+    found = {(t.session, t.moving, t.fixed) for t in study.transforms}
+    assert {("day1", "pet", "anat"), ("day1", "spect", "anat"), ("day1", "mpi", "anat")} <= found
+    assert all(t.session != "day0" for t in study.transforms)
     assert track_label("T2starw") == "T2*w" and track_label("ROI:reftube") == "ROI reftube"
 
 
