@@ -36,3 +36,17 @@ def test_cli_does_not_import_napari_or_qt():
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, f"the command line imported {result.stdout.strip()}"
+
+
+def test_every_verb_has_working_help(capsys):
+    from napari_immunotrack.cli import _verb_modules, main
+
+    verbs = [verb for verb, _ in _verb_modules()]
+    assert {"info", "register", "segment", "confirm", "quantify", "fluorine", "mpi", "demo", "report", "batch",
+            "view"} <= set(verbs)
+    for verb in verbs:
+        try:
+            main([verb, "--help"])
+        except SystemExit as exc:  # argparse exits 0 after printing help
+            assert exc.code == 0, verb
+        assert f"usage: immunotrack {verb}" in capsys.readouterr().out

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 import warnings
 from typing import List, Optional
@@ -37,6 +38,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
+def _escape_percent(text: str) -> str:
+    """Escape a literal % for argparse (keeping %(default)s-style fields and %%)."""
+    return re.sub(r"%%|%\([a-z_]+\)[sdrf]|%", lambda m: m.group(0) if len(m.group(0)) > 1 else "%%", text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="immunotrack",
@@ -47,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of internal errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, module in _verb_modules():
-        p = sub.add_parser(verb, help=module.HELP, description=module.__doc__)
+        p = sub.add_parser(verb, help=_escape_percent(module.HELP), description=module.__doc__)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show full tracebacks of internal errors")
         module.add_arguments(p)
+        for action in p._actions:  # "%ID" in a help text would break argparse's %-formatting
+            if action.help:
+                action.help = _escape_percent(action.help)
         p.set_defaults(_run=module.run)
     return parser
 
