@@ -24,6 +24,14 @@ pytestmark = pytest.mark.gui
 AFF = np.array([[0.0, 0.0, -0.5, 12.0], [0.0, 0.8, 0.0, -7.0], [2.0, 0.0, 0.0, 3.0], [0, 0, 0, 1.0]])
 
 
+@pytest.fixture(autouse=True)
+def no_napari_confirm(monkeypatch):
+    """napari's own "really close?" dialog (a user setting) is not what these tests are about."""
+    from napari.settings import get_settings
+
+    monkeypatch.setattr(get_settings().application, "confirm_close_window", False)
+
+
 @pytest.fixture
 def answers(monkeypatch):
     """The user's answers: set answers["choice"] / answers["folder"]; the questions asked are recorded."""
