@@ -791,8 +791,10 @@ def connect(workers: Optional[int] = None, scheduler: Optional[str] = None, proc
         return client, None
     n = int(workers) if workers else max(1, os.cpu_count() or 1)
     kwargs = {"env": {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}} if processes else {}
+    # Dask's own log lines (a worker's heartbeat racing the shutdown...) are not for the user: a task's
+    # failure, a dead worker included, is reported by run_batch
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
-                           silence_logs=logging.ERROR, memory_limit=memory_limit, **kwargs)
+                           silence_logs=logging.CRITICAL, memory_limit=memory_limit, **kwargs)
     return Client(cluster), cluster
 
 

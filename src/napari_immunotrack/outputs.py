@@ -57,6 +57,11 @@ def atomic_output(path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600): give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        if tmp_path.is_file():
+            os.chmod(tmp_path, 0o666 & ~umask)
         if path.exists() and not overwrite:  # appeared while we were writing
             raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it.")
         os.replace(tmp_path, path)

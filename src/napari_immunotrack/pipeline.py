@@ -384,7 +384,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         c_ref = extras["reference_concentration_mm"]
         if c_ref is None:
             c_ref = float(side.get("ReferenceConcentration_mM", side.get("reference_mM", 100.0)))
-        per_cell = extras["fluorine_per_cell"] or float(side.get("FluorinePerCell", 1e12))
+        per_cell = extras["fluorine_per_cell"] or float(side.get("FluorineAtomsPerCell", side.get("FluorinePerCell", 1e12)))
         out.parameters.update(f19_reference_mM=c_ref, fluorine_per_cell=per_cell)
         df = fluorine_cells(f19, organ_rois(), load_volume(tube), c_ref, per_cell, progress=p, **kwargs)
         out.tables["f19"] = name_rows(df)
