@@ -8,15 +8,16 @@ Any other exception is a bug. The damage is what real files suffer: exports
 cut short, bytes flipped on a bad disk, header fields hand-typed at the
 scanner (zero, negative, NaN, infinite or enormous values), missing fields.
 
-Budget: about 2000 examples in all in about 25 s on one core; cheap targets get more.
+Budget: about 2400 examples in all in about 30 s on one core; cheap targets get more.
+IMMUNOTRACK_FUZZ_SCALE multiplies it (see :data:`FUZZ_SCALE`).
 """
 
 from __future__ import annotations
 
-import os
 import functools
 import gzip
 import io
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -334,3 +335,75 @@ def test_multiframe_dicom_damaged(tmp_path_factory, cut, flips):
     path = tmp_path_factory.mktemp("mf") / "dose.dcm"
     path.write_bytes(bytes(buf[: max(int(cut * len(buf)), 1)] if cut > 0 else buf))
     opens_or_refuses(path)
+
+
+# ------------------------------------------------------------------------- OME-TIFF and OME-Zarr
+@functools.lru_cache(maxsize=1)
+def ome_tiff_bytes() -> bytes:
+    """A small OME-TIFF written by the plugin (physical sizes in its OME-XML)."""
+    import tempfile
+
+    from napari_immunotrack.io.tiff import write_ome_tiff
+
+    vol = Volume(np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8), np.diag([2.0, 0.5, 0.5, 1.0]), "OPT")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_ome_tiff(vol, Path(tmp) / "img.ome.tif")
+        return Path(path).read_bytes()
+
+
+@budget(200)
+@given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), max_size=6))
+def test_ome_tiff_cut_short_or_with_flipped_bytes(tmp_path_factory, cut, flips):
+    buf = bytearray(ome_tiff_bytes())
+    for where, value in flips:
+        buf[int(where * len(buf))] = value
+    path = tmp_path_factory.mktemp("tif") / "img.ome.tif"
+    path.write_bytes(bytes(buf[: max(1, int(cut * len(buf)))]))
+    opens_or_refuses(path)
+
+
+ZARR_EDITS = st.sampled_from([
+    ("multiscales", None), ("multiscales", []), ("multiscales", "abc"), ("axes", None), ("axes", []),
+    ("axes", [{"name": "z"}, {"name": "y"}]), ("unit", "parsec"), ("unit", None), ("scale", [0.0, 1.0, 1.0]),
+    ("scale", [-1.0, 1.0, 1.0]), ("scale", [float("nan"), 1.0, 1.0]), ("scale", [1.0]), ("scale", "abc"),
+    ("translation", [1e308, 0.0, 0.0]), ("translation", ["a", 0, 0]), ("path", "missing"), ("path", None),
+    ("datasets", []), ("version", "9.9"), ("transforms", None)])
+
+
+@budget(80)
+@given(edits=st.lists(ZARR_EDITS, min_size=1, max_size=3))
+def test_ome_zarr_with_damaged_metadata(tmp_path_factory, edits):
+    import json
+
+    from napari_immunotrack.io.zarr import write_ome_zarr
+
+    vol = Volume(np.ones((4, 6, 6), np.float32), np.diag([2.0, 0.5, 0.5, 1.0]), "OPT")
+    store = write_ome_zarr(vol, tmp_path_factory.mktemp("z") / "img.ome.zarr", levels=1, chunks=(4, 6, 6))
+    attrs_path = next(p for p in (Path(store) / "zarr.json", Path(store) / ".zattrs") if p.exists())
+    doc = json.loads(attrs_path.read_text())
+    attrs = doc.get("attributes", doc)
+    ms = attrs.get("ome", attrs).get("multiscales")
+    for key, value in edits:
+        if key in ("multiscales",):
+            target = attrs.get("ome", attrs)
+        elif key in ("axes", "datasets", "version"):
+            target = ms[0] if isinstance(ms, list) and ms else {}
+        elif key == "unit":
+            target = (ms[0].get("axes") or [{}])[0] if isinstance(ms, list) and ms else {}
+        elif key == "path":
+            target = (ms[0].get("datasets") or [{}])[0] if isinstance(ms, list) and ms else {}
+        elif key == "transforms":
+            target = (ms[0].get("datasets") or [{}])[0] if isinstance(ms, list) and ms else {}
+            key = "coordinateTransformations"
+        else:  # scale / translation of level 0
+            ds = (ms[0].get("datasets") or [{}])[0] if isinstance(ms, list) and ms else {}
+            transforms = ds.get("coordinateTransformations") or []
+            target = next((t for t in transforms if isinstance(t, dict) and key in t), {})
+        if not isinstance(target, dict):
+            continue
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    attrs_path.write_text(json.dumps(doc))
+    opens_or_refuses(store)

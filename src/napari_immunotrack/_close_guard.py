@@ -74,7 +74,7 @@ def _has_content(layer) -> bool:
 
 def remember_saved(layer_or_data) -> None:
     """Record that this content was saved (call it after writing a layer by another route)."""
-    if hasattr(layer_or_data, "data"):
+    if hasattr(layer_or_data, "metadata") and _kind(layer_or_data) in _KINDS:  # a layer (arrays have .data too)
         fp = content_fingerprint(layer_or_data)
         if fp is not None:
             layer_or_data.metadata["_saved_fingerprint"] = fp
@@ -234,13 +234,13 @@ class _CloseGuard:
         self.filter = Filter(window)  # owned by the window (Qt parent)
         window.installEventFilter(self.filter)
         # File > Close Window and File > Exit call close(..., confirm_need=True); viewer.close() does not
-        cls_close, win = type(window).close, weakref.ref(window)
+        win = weakref.ref(window)
 
         def close(quit_app=False, confirm_need=False):
             g = guard()
             if confirm_need and g is not None and not g.may_close():
                 return None
-            return cls_close(win(), quit_app=quit_app, confirm_need=confirm_need)
+            return type(win()).close(win(), quit_app=quit_app, confirm_need=confirm_need)
 
         window.close = close
 

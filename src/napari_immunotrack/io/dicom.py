@@ -518,9 +518,9 @@ def read_dicom(path, progress=None) -> List[Volume]:
     suspects: List[Path] = []
     _progress.report(progress, 0.0, "reading DICOM headers")
     for i, f in enumerate(files):
-        ds = _read_header(f, explicit, suspects)
-        if ds is not None:
-            with _header_values(f):
+        with _header_values(f):
+            ds = _read_header(f, explicit, suspects)
+            if ds is not None:
                 frames.extend(_frames_of(ds, f))
         if i % 20 == 0:
             _progress.report(progress, 0.3 * (i + 1) / len(files), "reading DICOM headers")

@@ -236,7 +236,21 @@ def read_tiff(path, voxel_size_mm: Union[None, float, Sequence[float]] = None, a
         except Exception as exc:
             raise InputError(f"{path} is not a readable TIFF file ({_short(exc)}); "
                              "check that the file is complete and not corrupt.") from None
-        return _read_opened_tiff(tf, path, voxel_size_mm, affine, channel, series, modality, unit, lazy)
+        try:
+            return _read_opened_tiff(tf, path, voxel_size_mm, affine, channel, series, modality, unit, lazy)
+        except InputError:
+            raise
+        except Exception as exc:
+            # tifffile parses the pages lazily: a damaged directory shows up here, as whatever tifffile
+            # raises (TiffFileError, RuntimeError, TypeError...); an error of our own code stays a bug
+            import traceback
+
+            frames = traceback.extract_tb(exc.__traceback__)
+            if not frames or "tifffile" not in Path(frames[-1].filename).parts[-2:][0]:
+                raise
+            tf.close()
+            raise InputError(f"{path} is not a readable TIFF file ({_short(exc)}); the file is probably "
+                             "truncated or corrupt: copy it again.") from None
 
 
 def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: int, modality: str, unit: str,
@@ -409,7 +423,8 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
     if volume.name:
         metadata["Name"] = volume.name
     with atomic_output(path, overwrite) as tmp:
-        tifffile.imwrite(str(tmp), data, ome=True, metadata=metadata,
+        # minisblack: else tifffile takes a last axis of 3 or 4 voxels for RGB(A) samples and fails
+        tifffile.imwrite(str(tmp), data, ome=True, metadata=metadata, photometric="minisblack",
                          compression="zlib" if data.nbytes > (1 << 20) else None)
         if provenance is not None:
             write_json(sidecar_path(path), provenance, overwrite=True)

@@ -112,13 +112,25 @@ def _axes(ms: dict, ndim: int):
 def _transforms(transforms, ndim: int):
     """(scale, translation) of a list of NGFF coordinateTransformations."""
     scale, trans = np.ones(ndim), np.zeros(ndim)
+    if not isinstance(transforms, (list, tuple, type(None))) or \
+            not all(isinstance(t, dict) for t in transforms or []):
+        raise InputError("the coordinateTransformations in the metadata are not a list of objects; "
+                         "the metadata are damaged: write the image again.")
     for t in transforms or []:
         kind = t.get("type")
-        if kind == "scale" and "scale" in t:
-            s = np.asarray(t["scale"], float)
+        try:
+            value = np.asarray(t.get(kind), float) if kind in ("scale", "translation") and kind in t else None
+        except (TypeError, ValueError):  # e.g. "scale": "abc"
+            raise InputError(f"a {kind} transform holds non-numeric values ({str(t.get(kind))[:40]}); the metadata "
+                             "are damaged: write the image again.") from None
+        if value is not None and (value.ndim != 1 or not np.all(np.isfinite(value))):
+            raise InputError(f"a {kind} transform holds {value.tolist()}: not a list of finite numbers; the metadata "
+                             "are damaged: write the image again.")
+        if kind == "scale" and value is not None:
+            s = value
             scale, trans = scale * s, trans * s
-        elif kind == "translation" and "translation" in t:
-            trans = trans + np.asarray(t["translation"], float)
+        elif kind == "translation" and value is not None:
+            trans = trans + value
         elif kind == "identity":
             continue
         elif kind in ("scale", "translation"):
