@@ -341,8 +341,10 @@ def test_saved_state_reopens_identical(study_widget, marker_study):
     center_on_world(viewer, MARKER)
     path = widget.save_state(overwrite=None)  # no file yet: nothing to ask
     assert path == marker_study / STATE_NAME
-    saved = (marker_study / "immunotrack_state_layers" / "my_ROI.nii.gz")
-    assert saved.exists()
+    saved = list((marker_study / "immunotrack_state_layers").glob("my_ROI-*.nii.gz"))
+    assert len(saved) == 1  # the ROI's file, named by its content
+    from napari_immunotrack._close_guard import unsaved_layers
+    assert roi not in unsaved_layers(viewer)  # saved with the state: closing napari will not ask about it
 
     viewer2, widget2 = study_widget()
     check = widget2.open_state(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from napari_immunotrack.data import sample_study_root
 from napari_immunotrack.errors import InputError, OutputExistsError
 from napari_immunotrack.io.nifti import write_nifti
 from napari_immunotrack.study import (STATE_NAME, check_state, discover, load_state, new_state, open_study,
-                                      role_from_words, save_state, sessions, track_label)
+                                      role_from_words, save_state, save_state_with_labels, saved_layers_dir,
+                                      sessions, track_label)
 from napari_immunotrack.volume import Volume
 
 
@@ -218,6 +220,41 @@ def test_state_round_trip_and_overwrite_refused(tmp_path):
     assert path.read_bytes() == before  # nothing the user saved is overwritten without asking
     save_state(state, path, overwrite=True)
     assert load_state(path)["session"] == "day3"
+
+
+def _labels_state(root, path, value):
+    state = new_state(root, path, "01", "day1")
+    data = np.zeros((6, 7, 8), np.uint8)
+    data[1:4, 2:5, 3:6] = value
+    rel = f"{path.stem}_layers/roi.nii.gz"
+    state["layers"].append({"name": "roi", "kind": "labels", "saved": rel})
+    return state, {rel: Volume(data, np.diag([0.5, 0.4, 0.3, 1.0]), modality="SEG", unit="label", name="roi")}
+
+
+def test_labels_are_saved_under_new_names_and_the_old_ones_removed_after_the_switch(tmp_path):
+    from napari_immunotrack.io import load_volume
+
+    path = tmp_path / STATE_NAME
+    state, labels = _labels_state(tmp_path, path, 3)
+    save_state_with_labels(state, path, labels)
+    assert state["layers"][0]["saved"].endswith("roi.nii.gz")  # the caller's dictionary is not changed
+    first = load_state(path)["layers"][0]
+    first_file = tmp_path / first["saved"]
+    assert first_file.name.startswith("roi-") and first["sha256"][:12] in first_file.name
+    np.testing.assert_array_equal(load_volume(first_file).numpy(), labels[state["layers"][0]["saved"]].numpy())
+    assert check_state(load_state(path), path).ok
+    folder = saved_layers_dir(path)
+    (folder / "my_notes.txt").write_text("mine")  # a file of the user's in that folder is never removed
+    (folder / ".roi.draft.nii.gz").write_bytes(b"left by a killed save")
+    state2, labels2 = _labels_state(tmp_path, path, 5)
+    with pytest.raises(OutputExistsError):
+        save_state_with_labels(state2, path, labels2)
+    assert load_state(path)["layers"][0] == first and first_file.exists()  # refused: nothing changed
+    save_state_with_labels(state2, path, labels2, overwrite=True)
+    second = load_state(path)["layers"][0]
+    assert second["saved"] != first["saved"] and not first_file.exists()
+    assert load_volume(tmp_path / second["saved"]).numpy().max() == 5
+    assert sorted(f.name for f in folder.iterdir()) == sorted([Path(second["saved"]).name, "my_notes.txt"])
 
 
 def test_corrupt_or_foreign_state_file_is_refused_and_left_untouched(tmp_path):

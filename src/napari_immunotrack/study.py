@@ -44,11 +44,12 @@ import datetime as _dt
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .errors import InputError
+from .errors import ImmunotrackWarning, InputError
 
 _SIDE_FILES = (".json", ".csv", ".tsv", ".txt", ".md", ".tfm", ".html", ".png", ".svg", ".pdf", ".mat", ".xml",
                ".log", ".py", ".yaml", ".yml")
@@ -642,6 +643,81 @@ def save_state(state: dict, path, overwrite: bool = False) -> Path:
     return write_json(path, state, overwrite=overwrite)
 
 
+_HASHED_LABELS = re.compile(r"-[0-9a-f]{12}\.nii\.gz$")
+
+
+def save_state_with_labels(state: dict, path, labels: Dict[str, object], overwrite: bool = False) -> Path:
+    """Save a state and the labels Volumes it refers to; a crash leaves the old state or the new one, complete.
+
+    ``labels`` maps the relative path given in a layer entry's ``saved``
+    (``<state>_layers/<name>.nii.gz``) to its labels Volume. Each volume is
+    written under a new, content-addressed name (``<name>-<sha256[:12]>.nii.gz``)
+    so it never replaces a file the previous state uses; the entry gets that
+    name and its SHA-256. The JSON is written last, by an atomic rename: that
+    rename is the switch from the old state to the new. Only then are the
+    label files no state refers to any more removed (the previous state's,
+    and leftovers of a save that was killed).
+    """
+    from .io import save_labels
+    from .outputs import check_output
+    from .provenance import sha256_path
+
+    path = Path(path)
+    _validate(state, path)
+    check_output(path, overwrite)
+    previous = _saved_files(path) if path.exists() else set()
+    state = json.loads(json.dumps(state))  # the caller's dictionary is not changed
+    written = set()
+    for rel, volume in labels.items():
+        entries = [e for e in state["layers"] if e.get("saved") == rel]
+        if not entries:
+            raise ValueError(f"no layer entry of the state is saved as {rel}")
+        draft = path.parent / rel
+        draft.parent.mkdir(parents=True, exist_ok=True)
+        draft = draft.with_name("." + draft.name[: -len(".nii.gz")] + ".draft.nii.gz")
+        save_labels(volume, draft, overwrite=True)
+        digest = sha256_path(draft)
+        final = draft.with_name(Path(rel).name[: -len(".nii.gz")] + f"-{digest[:12]}.nii.gz")
+        os.replace(draft, final)  # an existing file of that name has the same content
+        new_rel = final.relative_to(path.parent).as_posix()
+        for entry in entries:
+            entry.update(saved=new_rel, sha256=digest)
+        written.add(final.resolve())
+    save_state(state, path, overwrite=overwrite)
+    _remove_unused_label_files(path, previous - written)
+    return path
+
+
+def _saved_files(state_path: Path) -> set:
+    """The resolved label files a saved state refers to (empty when it cannot be read)."""
+    try:
+        old = load_state(state_path)
+    except InputError:
+        return set()
+    return {(state_path.parent / e["saved"]).resolve() for e in old["layers"] if isinstance(e.get("saved"), str)}
+
+
+def _remove_unused_label_files(state_path: Path, candidates: set) -> None:
+    """Remove label files the state at ``state_path`` does not use: ``candidates`` (the previous state's)
+    and, in its layers folder, hashed or draft files left by an interrupted save. Other files are kept."""
+    used = _saved_files(state_path)
+    folder = saved_layers_dir(state_path)
+    leftovers = set()
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if _HASHED_LABELS.search(f.name) or (f.name.startswith(".") and (".draft." in f.name or ".part" in f.name)):
+                leftovers.add(f.resolve())
+    # the temporary JSON of a killed save (atomic_output names it .<name>.<random>.part.json)
+    leftovers.update(f.resolve() for f in state_path.parent.glob(f".{state_path.name}.*.part*"))
+    for f in (set(candidates) | leftovers) - used:
+        try:
+            f.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. read-only: the state is saved; the stale file only takes space
+            warnings.warn(f"could not remove the unused label file {f} ({exc})", ImmunotrackWarning, stacklevel=3)
+
+
 def load_state(path) -> dict:
     """Read a study state file; a missing, corrupt or foreign file is an InputError saying so.
 
@@ -749,5 +825,6 @@ def check_state(state: dict, state_path, root=None, hashes: bool = True) -> Stat
 
 __all__ = ["StudyFile", "Study", "StudyTransform", "discover", "sessions", "open_study", "discover_transforms",
            "role_from_words", "track_label", "track_order", "is_image_path", "ROLES", "STATE_NAME",
-           "default_state_path", "saved_layers_dir", "new_state", "save_state", "load_state", "check_state",
+           "default_state_path", "saved_layers_dir", "new_state", "save_state", "save_state_with_labels", "load_state",
+           "check_state",
            "state_study_root", "StateCheck"]

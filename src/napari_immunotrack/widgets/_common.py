@@ -194,6 +194,11 @@ def shapes_to_mask(shapes_layer, reference: Volume) -> Volume:
     return vol.resample_to(reference, order=0) if not vol.same_grid(reference) else vol
 
 
+def viewer_camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (``viewer.camera`` is deprecated)."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
+
 def center_on_world(viewer, ras_point) -> None:
     """Move every view (slider and camera) to a world RAS point in mm."""
     point = ras_to_napari(np.asarray(ras_point, float))
@@ -202,8 +207,7 @@ def center_on_world(viewer, ras_point) -> None:
     full[ndim - 3:] = point.tolist()
     viewer.dims.point = full
     displayed = list(viewer.dims.displayed)
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
-    camera.center = tuple(full[d] for d in displayed)
+    viewer_camera(viewer).center = tuple(full[d] for d in displayed)
 
 
 def notify_error(exc: BaseException) -> None:

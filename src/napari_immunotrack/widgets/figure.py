@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBo
 from qtpy.QtCore import Qt
 
 from ..errors import InputError, one_line
-from ._common import layer_to_volume, notify_error
+from ._common import layer_to_volume, notify_error, viewer_camera
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
 _PLANE_OF_DISPLAYED = {(1, 2): "axial", (0, 2): "coronal", (0, 1): "sagittal"}
@@ -128,8 +128,9 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
         if before != 3:
             viewer.reset_view()  # the 2D camera means nothing in 3D: frame the whole scene
         image = viewer.screenshot(canvas_only=True, flash=False, scale=scale)
-        camera = {"angles": [float(a) for a in viewer.camera.angles], "zoom": float(viewer.camera.zoom),
-                  "center": [float(c) for c in viewer.camera.center]}
+        cam = viewer_camera(viewer)
+        camera = {"angles": [float(a) for a in cam.angles], "zoom": float(cam.zoom),
+                  "center": [float(c) for c in cam.center]}
     finally:
         viewer.dims.ndisplay = before
     image = np.asarray(image)

@@ -49,7 +49,8 @@ from qtpy.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBo
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
-from ._common import _fingerprint, center_on_world, layer_to_volume, notify_error, volume_layer_data
+from ._common import (_fingerprint, center_on_world, layer_to_volume, notify_error, viewer_camera,
+                      volume_layer_data)
 
 #: Tracks shown when a study opens (others are loaded hidden; tick them in the tree).
 DEFAULT_SHOWN = ("T2starw", "ROI", "PET", "19F")
@@ -860,7 +861,7 @@ class StudyWidget(QWidget):
     def _fit_view(self) -> None:
         from ..commands.view import fit_to_anatomy
 
-        self.viewer.camera.orientation2d = ("up", "right")  # anterior up, subject's right to the right
+        viewer_camera(self.viewer).orientation2d = ("up", "right")  # anterior up, subject's right to the right
         self.viewer.scale_bar.visible = True
         fit_to_anatomy(self.viewer)
 
@@ -1376,7 +1377,7 @@ class StudyWidget(QWidget):
             self.plane_combo.blockSignals(True)
             self.plane_combo.setCurrentText(plane)
             self.plane_combo.blockSignals(False)
-        self.viewer.camera.orientation2d = ("up", "right")
+        viewer_camera(self.viewer).orientation2d = ("up", "right")
 
     def set_three_plane(self, on: bool) -> Optional[ThreePlaneView]:
         """Show or hide the axial/coronal/sagittal panels under the main view."""
@@ -1561,37 +1562,30 @@ class StudyWidget(QWidget):
 
         ``overwrite``: True replaces, False refuses (InputError), None asks
         the user (Yes/No) when the file exists. Returns the path, or None
-        when the user said no (nothing written).
+        when the user said no (nothing written). Labels are written under new
+        names and the JSON last, so a crash keeps the old state or the new one
+        (see :func:`study.save_state_with_labels`).
         """
-        from ..io import save_labels
+        from .._close_guard import remember_saved
         from ..outputs import check_output
-        from ..study import default_state_path, save_state
+        from ..study import default_state_path, save_state_with_labels
 
         if self.study is None:
             raise InputError("open a study first; there is nothing to save.")
         path = Path(path) if path else default_state_path(self.study.root)
         state, to_save = self.current_state(path)
-        targets = [path] + [path.parent / rel for rel in to_save]
-        existing = [p for p in targets if p.exists()]
-        if existing and overwrite is None:
-            names = ", ".join(p.name for p in existing[:4])
-            if not self.ask("Replace the saved study state?", f"{names} exist(s) in {path.parent}. Replace?"):
+        if path.exists() and overwrite is None:
+            if not self.ask("Replace the saved study state?", f"{path.name} exists in {path.parent}. Replace it "
+                            "(its labels files are replaced too)?"):
                 self._tell("not saved: the existing study state was kept.", "info")
                 return None
             overwrite = True
-        overwrite = bool(overwrite)
-        for p in targets:  # every output checked before anything is written
-            if p.parent.exists():
-                check_output(p, overwrite)
-        from ..provenance import sha256_path
-
-        for rel, volume in to_save.items():
-            target = path.parent / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_labels(volume, target, overwrite=overwrite)
-            entry = next(e for e in state["layers"] if e.get("saved") == rel)
-            entry["sha256"] = sha256_path(target)
-        save_state(state, path, overwrite=overwrite)
+        check_output(path, bool(overwrite))
+        save_state_with_labels(state, path, to_save, overwrite=bool(overwrite))
+        for volume in to_save.values():  # the close guard no longer counts these as unsaved
+            layer = _layer_named(self.viewer, volume.name)
+            if layer is not None:
+                remember_saved(layer)
         self.state_path = path
         self._tell(f"study state saved to {path}" + (f" with {len(to_save)} labels layer(s)" if to_save else ""))
         return path
@@ -1732,7 +1726,7 @@ class StudyWidget(QWidget):
                 continue
 
     def _view_state(self) -> dict:
-        camera = self.viewer.camera
+        camera = viewer_camera(self.viewer)
         return {"ndisplay": int(self.viewer.dims.ndisplay), "order": [int(o) for o in self.viewer.dims.order],
                 "point": [float(p) for p in self.viewer.dims.point],
                 "camera": {"center": [float(c) for c in camera.center], "zoom": float(camera.zoom),
@@ -1750,11 +1744,11 @@ class StudyWidget(QWidget):
         camera = view.get("camera") or {}
         with contextlib.suppress(Exception):
             if camera.get("zoom"):
-                self.viewer.camera.zoom = float(camera["zoom"])
+                viewer_camera(self.viewer).zoom = float(camera["zoom"])
             if camera.get("center"):
-                self.viewer.camera.center = tuple(camera["center"])
+                viewer_camera(self.viewer).center = tuple(camera["center"])
             if camera.get("angles"):
-                self.viewer.camera.angles = tuple(camera["angles"])
+                viewer_camera(self.viewer).angles = tuple(camera["angles"])
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event):  # noqa: N802 - Qt name
@@ -1772,6 +1766,14 @@ class StudyWidget(QWidget):
         self._bound = []
         if self.three_plane is not None:
             self.three_plane.close_view()
+
+
+def _layer_named(viewer, name: str):
+    """The viewer's layer of that name, or None (it may have been removed or renamed)."""
+    try:
+        return viewer.layers[name]
+    except (KeyError, ValueError):
+        return None
 
 
 def _apply_props(layer, entry: dict) -> None:
