@@ -18,7 +18,7 @@ from napari_immunotrack.errors import InputError
 from napari_immunotrack.io.nifti import write_nifti
 from napari_immunotrack.study import STATE_NAME
 from napari_immunotrack.volume import Volume, ras_to_napari
-from napari_immunotrack.widgets._common import center_on_world
+from napari_immunotrack.widgets._common import add_volume, center_on_world
 
 pytestmark = pytest.mark.gui
 
@@ -182,7 +182,9 @@ def test_sample_study_defaults_docks_and_timepoint_steps(make_napari_viewer, mon
         native = pet.metadata["volume"].for_display(reference=widget.reference).numpy()
         np.testing.assert_allclose(np.asarray(pet.data), native * factor, rtol=1e-5)
         assert 0 < pet.contrast_limits[1] < 1000  # an SUV window, not Bq/mL
-        docks = " ".join(getattr(viewer.window, "_dock_widgets", {}))
+        from napari_immunotrack import _close_guard
+        assert viewer.window._qt_window in _close_guard._GUARDS  # `view` guards unsaved work on close
+        docks = " ".join(viewer.window.dock_widgets)
         for name in ("Study", "Cursor readout", "Quantitative readouts", "T1-T2 confirmation"):
             assert name in docks
 
@@ -282,7 +284,6 @@ def test_findings_list_centres_views(study_widget, marker_study):
     clusters = np.zeros(mri.shape, np.int32)
     clusters[2:4, 3:5, 4:6] = 1
     clusters[10, 12, 14] = 2
-    from napari_immunotrack.widgets._common import add_volume
 
     add_volume(viewer, mri.replace(data=clusters, modality="SEG", unit="label", name="iron clusters"),
                as_labels=True)
@@ -368,6 +369,41 @@ def test_saved_state_reopens_identical(study_widget, marker_study):
     assert not widget2.link_windows.isChecked()
     np.testing.assert_allclose(viewer2.dims.point, viewer.dims.point)
     assert viewer2.layers["my ROI"].metadata["volume"].same_grid(mri)
+
+
+def test_closing_with_a_drawn_roi_asks_until_the_state_is_saved(study_widget, marker_study, monkeypatch):
+    from napari._qt.qt_main_window import _QtMainWindow
+
+    from napari_immunotrack import _close_guard
+
+    asked, closes = [], []
+    monkeypatch.setattr(_close_guard, "ask_unsaved", lambda parent, names: asked.append(list(names)) or "cancel")
+    real_close = _QtMainWindow.close
+
+    def close(self, quit_app=False, confirm_need=False):  # a user's close would close the window now
+        if confirm_need:
+            closes.append(quit_app)
+            return True
+        return real_close(self, quit_app=quit_app, confirm_need=confirm_need)
+
+    monkeypatch.setattr(_QtMainWindow, "close", close)
+    viewer, widget = study_widget()  # opening the dock installs the guard
+    widget.open_study(marker_study, shown=("T2starw", "ROI"))
+    menu_close = lambda: viewer.window._qt_window.close(quit_app=False, confirm_need=True)  # noqa: E731
+    menu_close()
+    assert asked == [] and closes == [False]  # the study's own ROI file, unedited: nothing to lose
+    mri = widget.track_layers["T2starw"].metadata["volume"]
+    drawn = np.zeros(mri.shape, np.uint8)
+    drawn[2:5, 3:6, 4:7] = 1
+    # an analysis result shown as labels (not edited) is not asked about; a hand-drawn one is
+    add_volume(viewer, mri.replace(data=drawn, modality="SEG", unit="label", name="tumour"), as_labels=True)
+    user_roi = viewer.add_labels(np.zeros(mri.shape, np.uint8), name="hand drawn")
+    user_roi.data[1, 1, 1] = 3
+    menu_close()
+    assert asked == [["hand drawn"]] and closes == [False]  # cancelled: the window stays
+    widget.save_state()
+    menu_close()
+    assert len(asked) == 1 and closes == [False, False]  # saved with the state: no question
 
 
 def test_state_is_not_overwritten_without_asking(study_widget, marker_study, monkeypatch):

@@ -122,9 +122,9 @@ def _free_path(folder: Path, stem: str, suffix: str) -> Path:
 def _world_ras(layer, data) -> np.ndarray:
     """Layer data coordinates (N, D) -> world RAS mm (N, 3)."""
     from .volume import napari_to_ras
+    from .widgets._common import data_to_world_points
 
-    world = np.asarray(layer._data_to_world(np.asarray(data, float)))
-    return napari_to_ras(world[:, -3:])
+    return napari_to_ras(data_to_world_points(layer, data)[:, -3:])
 
 
 def save_layer(layer, folder) -> Path:
@@ -299,6 +299,9 @@ def install_close_guard(viewer):
     >>> viewer = napari.Viewer()             # doctest: +SKIP
     >>> install_close_guard(viewer)          # doctest: +SKIP
     """
+    # a plugin widget gets the viewer behind napari's PublicOnlyProxy; the guard needs the Qt main window,
+    # which napari 0.9 offers only privately, so it works on the viewer itself
+    viewer = getattr(viewer, "__wrapped__", viewer)
     window = getattr(getattr(viewer, "window", None), "_qt_window", None)
     if window is None:  # a headless ViewerModel: nothing to guard
         return None

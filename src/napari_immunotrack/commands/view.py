@@ -35,9 +35,11 @@ def open_viewer(study=None, session=None, subject=None, show=True, docks=True, s
     """
     import napari
 
+    from .._close_guard import install_close_guard
     from ..widgets.study import StudyWidget
 
     viewer = napari.Viewer(title="napari-immunotrack", show=show)
+    install_close_guard(viewer)  # closing with unsaved labels/ROIs asks first
     viewer.window.resize(1500, 950)
     widget = StudyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Study", area="right")
@@ -60,7 +62,8 @@ def open_viewer(study=None, session=None, subject=None, show=True, docks=True, s
                 from napari.utils.notifications import show_warning
 
                 show_warning(f"the {name} dock could not open: {exc}")
-        dock = getattr(viewer.window, "_dock_widgets", {}).get("Study")
+        inner = (getattr(viewer.window, "dock_widgets", {}) or {}).get("Study")
+        dock = inner.parent() if inner is not None else None  # the dock around the widget (napari 0.9)
         if dock is not None:
             from qtpy.QtCore import QTimer
 

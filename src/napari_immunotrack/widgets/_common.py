@@ -109,9 +109,32 @@ def add_volume(viewer, volume: Volume, reference: Optional[Volume] = None, as_la
     return viewer.add_image(data, **kwargs)
 
 
+def data_to_world_matrix(layer) -> np.ndarray:
+    """The layer's data -> napari world (n+1)x(n+1) affine, from the public ``layer.data_to_world``.
+
+    Plugin widgets get proxied layers on which private attributes such as
+    ``_data_to_world`` are deprecated (napari 0.9), so the matrix is rebuilt from
+    the images of the origin and the unit vectors (exact for an affine map).
+    """
+    n = layer.ndim
+    origin = np.asarray(layer.data_to_world(np.zeros(n)), float)
+    matrix = np.eye(n + 1)
+    for axis in range(n):
+        matrix[:n, axis] = np.asarray(layer.data_to_world(np.eye(n)[axis]), float) - origin
+    matrix[:n, n] = origin
+    return matrix
+
+
+def data_to_world_points(layer, data) -> np.ndarray:
+    """Layer data coordinates (N, n) -> napari world coordinates (N, n)."""
+    matrix = data_to_world_matrix(layer)
+    n = matrix.shape[0] - 1
+    return np.asarray(data, float).reshape(-1, n) @ matrix[:n, :n].T + matrix[:n, n]
+
+
 def layer_affine_ras(layer) -> np.ndarray:
     """The layer's data index -> world RAS mm 4x4 affine (last three axes)."""
-    matrix = np.asarray(layer._data_to_world.affine_matrix, float)  # napari world order
+    matrix = data_to_world_matrix(layer)  # napari world order
     n = matrix.shape[0] - 1
     if n < 3:
         raise InputError(f"layer {layer.name!r} is {n}D; a 3D layer is needed.")
@@ -179,9 +202,8 @@ def shapes_to_mask(shapes_layer, reference: Volume) -> Volume:
 
     display = reference.for_display(order=0)
     mask = np.zeros(display.spatial_shape, np.uint8)
-    to_world = shapes_layer._data_to_world
     for vertices in shapes_layer.data:
-        world_napari = np.asarray(to_world(np.asarray(vertices, float)))[:, -3:]
+        world_napari = data_to_world_points(shapes_layer, vertices)[:, -3:]
         idx = display.world_to_index(napari_to_ras(world_napari))
         z = np.round(idx[:, 0]).astype(int)
         if np.ptp(z) > 0:

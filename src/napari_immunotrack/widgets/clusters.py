@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 from ..analysis import clusters as C
 from ..errors import InputError, one_line
 from ..volume import Volume
+from .._close_guard import install_close_guard
 from ._common import (TaskRunner, _fingerprint, layer_to_volume, notify_error, shapes_to_mask, show_table_dock,
                       volume_layer_data)
 
@@ -78,6 +79,7 @@ class ClusterWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         self.result: Optional[C.ClusterResult] = None
         self.layers: dict = {}
         self.table = None          # the QTableWidget of the docked table

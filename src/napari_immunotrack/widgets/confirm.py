@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 
 from ..analysis.confirm import FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode, region_table
 from ..errors import InputError, one_line
+from .._close_guard import install_close_guard
 from ._common import TaskRunner, layer_to_volume, notify_error, show_table_dock, volume_layer_data
 
 _NONE = "(none)"
@@ -97,6 +98,7 @@ class ConfirmWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         self.result = None
         self.layers: dict = {}
         self.table_dock = None

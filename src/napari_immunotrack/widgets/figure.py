@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBo
 from qtpy.QtCore import Qt
 
 from ..errors import InputError, one_line
+from .._close_guard import install_close_guard
 from ._common import layer_to_volume, notify_error, viewer_camera
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
@@ -153,6 +154,7 @@ class FigureWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         self.last_path: Optional[Path] = None
         layout = QVBoxLayout(self)
         box = QGroupBox("Layers")

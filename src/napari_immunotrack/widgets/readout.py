@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBo
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
+from .._close_guard import install_close_guard
 from ._common import TaskRunner, layer_to_volume, notify_error, table_widget
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
@@ -182,6 +183,7 @@ class ReadoutWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         self.table = None  # the last DataFrame
         self.overrides: dict = {}
         self._roi_layer = None
@@ -554,6 +556,7 @@ class CursorReadoutWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         layout = QVBoxLayout(self)
         self.text = QLabel("move the mouse over the image")
         self.text.setWordWrap(True)

@@ -32,7 +32,8 @@ from .. import registration as reg
 from ..errors import InputError, one_line
 from ..progress import report, scaled
 from ..volume import napari_to_ras
-from ._common import TaskRunner, layer_to_volume, notify_error, volume_layer_data
+from .._close_guard import install_close_guard
+from ._common import TaskRunner, data_to_world_points, layer_to_volume, notify_error, volume_layer_data
 
 _NONE = "(none)"
 METHODS = {"Intensity (mutual information)": "intensity", "Landmarks (paired points)": "landmarks"}
@@ -60,7 +61,7 @@ def _points_ras(layer) -> np.ndarray:
     data = np.asarray(layer.data, float)
     if data.ndim != 2 or data.shape[1] < 3:
         raise InputError(f"the points layer {layer.name!r} must hold 3D points.")
-    world = np.asarray(layer._data_to_world(data))[:, -3:]
+    world = data_to_world_points(layer, data)[:, -3:]
     return napari_to_ras(world)
 
 
@@ -104,6 +105,7 @@ class RegistrationWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         self.result: Optional[reg.RegistrationResult] = None
         self.metrics = (float("nan"), float("nan"))
         self.qc_layers: dict = {}

@@ -49,8 +49,9 @@ from qtpy.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBo
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
-from ._common import (_fingerprint, center_on_world, layer_to_volume, notify_error, viewer_camera,
-                      volume_layer_data)
+from .._close_guard import install_close_guard
+from ._common import (_fingerprint, center_on_world, data_to_world_matrix, layer_to_volume, notify_error,
+                      viewer_camera, volume_layer_data)
 
 #: Tracks shown when a study opens (others are loaded hidden; tick them in the tree).
 DEFAULT_SHOWN = ("T2starw", "ROI", "PET", "19F")
@@ -330,7 +331,7 @@ def _sampleable(layer) -> bool:
 
 def _sample_layer(layer, pts_ras: np.ndarray) -> np.ndarray:
     """Nearest-neighbour values of a 3D layer at world points (RAS mm); NaN outside."""
-    matrix = np.linalg.inv(np.asarray(layer._data_to_world.affine_matrix, float))
+    matrix = np.linalg.inv(data_to_world_matrix(layer))
     pts = ras_to_napari(pts_ras)
     idx = np.rint(pts @ matrix[:3, :3].T + matrix[:3, 3]).astype(np.int64)
     shape = np.array(layer.data.shape[-3:])
@@ -375,7 +376,7 @@ def render_plane(layers, plane: str, point_ras, bounds_ras: Optional[np.ndarray]
     step = max(span[col_axis], span[row_axis]) / max_pixels
     spacings = []
     for layer in layers:
-        m = np.asarray(layer._data_to_world.affine_matrix, float)[:3, :3]
+        m = data_to_world_matrix(layer)[:3, :3]
         spacings.append(float(np.min(np.linalg.norm(m, axis=0))))
     if spacings:
         step = max(step, min(spacings))
@@ -589,6 +590,7 @@ class StudyWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
         self.study = None
         self.subject: Optional[str] = None
         self.session: Optional[str] = None
@@ -1433,7 +1435,7 @@ class StudyWidget(QWidget):
                 # unchanged labels (same array content, same place) keep their findings: stepping
                 # timepoints back and forth must not recount every organ
                 key = (layer.name, _fingerprint(layer.data),
-                       np.asarray(layer._data_to_world.affine_matrix, float).round(9).tobytes())
+                       data_to_world_matrix(layer).round(9).tobytes())
                 found = self._findings_cache.get(key)
                 if found is None:
                     found = label_findings(layer_to_volume(layer, native=False), layer.name)
@@ -1685,13 +1687,8 @@ class StudyWidget(QWidget):
 
     def _plugin_docks(self) -> Dict[str, QWidget]:
         """{dock name: inner widget} of the docked widgets (this one included)."""
-        out = {}
-        docks = getattr(self.viewer.window, "_dock_widgets", {}) or {}
-        for name, dock in dict(docks).items():
-            inner = dock.widget() if hasattr(dock, "widget") else None
-            if inner is not None:
-                out[str(name)] = inner
-        return out
+        docks = getattr(self.viewer.window, "dock_widgets", {}) or {}  # napari 0.9: the inner widgets
+        return {str(name): getattr(inner, "native", inner) for name, inner in dict(docks).items()}
 
     def _collect_parameters(self) -> dict:
         params = {"Study": self.state_parameters()}
