@@ -107,6 +107,15 @@ def test_info_of_output_table_shows_provenance(tmp_path, capsys):
     data = run_json(capsys, table)
     assert data["provenance"]["inputs"]["pet"]["sha256"] == provenance.sha256_path(source)
     assert data["table"] == {"rows": 1, "columns": ["label", "mean_bq_ml"]}
+    assert data["provenance"]["output_sha256"] == provenance.sha256_path(table)
+    assert data["provenance_matches_output"] is True and "output sha256: matches this file" in \
+        (main(["info", str(table)]), capsys.readouterr().out)[1]
+    # the table edited by hand (or a new table beside an old record): info says the record is not for it
+    table.write_text(table.read_text().replace("1234.5", "999.0"))
+    assert main(["info", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: this record was written for other content" in out
+    assert run_json(capsys, table)["provenance_matches_output"] is False
 
 
 def test_info_of_table_without_provenance_is_bad_input(tmp_path, capsys):

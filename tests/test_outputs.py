@@ -185,3 +185,27 @@ def test_write_json_converts_numpy(tmp_path):
     out = write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(3), "p": tmp_path})
     assert json.loads(out.read_text()) == {"a": 1.5, "b": [0, 1, 2], "p": str(tmp_path)}
     assert os.path.getsize(out) > 0
+
+
+def test_a_record_left_beside_an_older_table_is_detected(tmp_path, monkeypatch):
+    """A crash between the sidecar's rename and the table's leaves the old table with the new record:
+    the record's output hash tells them apart (``immunotrack info`` warns)."""
+    import napari_immunotrack.outputs as outputs
+
+    out = write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv", provenance=provenance.record("first"))
+    assert outputs.sidecar_matches(out) is True
+    real_replace = os.replace
+
+    def crash_on_the_table(src, dst):
+        if str(dst).endswith("t.csv"):
+            raise KeyboardInterrupt  # the process dies here
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", crash_on_the_table)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(pd.DataFrame({"a": [2]}), out, provenance=provenance.record("second"), overwrite=True)
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    assert pd.read_csv(out)["a"].tolist() == [1]  # the old table, whole
+    assert json.loads(sidecar_path(out).read_text())["step"] == "second"
+    assert outputs.sidecar_matches(out) is False
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]  # no temporary file left

@@ -769,7 +769,7 @@ def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]
     -------
     list of written paths (figures only; each has ``<path>.provenance.json`` beside it).
     """
-    from .outputs import atomic_output, check_output, sidecar_path, write_json
+    from .outputs import atomic_output, check_output, write_sidecar
     from .provenance import record
 
     if not (isinstance(dpi, (int, np.integer)) or float(dpi).is_integer()) or not 10 <= int(dpi) <= 2400:
@@ -808,7 +808,7 @@ def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]
             with atomic_output(target, overwrite) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=int(dpi), metadata=metadata, facecolor="white")
             prov = dict(base, parameters={**base["parameters"], "format": fmt})
-            write_json(sidecar_path(target), prov, overwrite=True)
+            write_sidecar(target, prov)
             written.append(target)
     return written
 

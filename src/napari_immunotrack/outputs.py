@@ -141,6 +141,39 @@ def sidecar_path(path) -> Path:
     return path.with_name(path.name + ".provenance.json")
 
 
+def write_sidecar(path, provenance: dict, written=None) -> Path:
+    """Write the provenance record of the output ``path`` atomically, with the output's SHA-256.
+
+    ``written`` is the finished output file when it still has its temporary
+    name (the sidecar is written just before the output's rename). The hash
+    lets :func:`sidecar_matches` (and ``immunotrack info``) tell whether the
+    record and the file belong together, e.g. after an interrupted run or a
+    hand edit of the output.
+    """
+    from .provenance import sha256_path
+
+    record = dict(provenance)
+    output = Path(written) if written is not None else Path(path)
+    if output.is_file():
+        record["output_sha256"] = sha256_path(output)
+    return write_json(sidecar_path(path), record, overwrite=True)
+
+
+def sidecar_matches(path) -> Optional[bool]:
+    """True/False when ``path``'s sidecar records an output hash that equals/differs from the file's; None when
+    there is nothing to compare (no sidecar, no hash in it, or a folder output)."""
+    from .provenance import sha256_path
+
+    path, side = Path(path), sidecar_path(path)
+    try:
+        expected = json.loads(side.read_text(encoding="utf-8")).get("output_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not expected or not path.is_file():
+        return None
+    return sha256_path(path) == expected
+
+
 def write_table(df, path, provenance: Optional[dict] = None, overwrite: bool = False) -> Path:
     """Write a pandas table as CSV (units in the column names) with its provenance sidecar."""
     path = Path(path)
@@ -150,5 +183,5 @@ def write_table(df, path, provenance: Optional[dict] = None, overwrite: bool = F
     with atomic_output(path, overwrite) as tmp:
         df.to_csv(tmp, index=False)
         if provenance is not None:
-            write_json(sidecar_path(path), provenance, overwrite=True)
+            write_sidecar(path, provenance, written=tmp)
     return path

@@ -60,7 +60,7 @@ def describe_table(path) -> dict:
 
 def run(args) -> int:
     from ..io import detect_format, load_volumes
-    from ..outputs import sidecar_path
+    from ..outputs import sidecar_matches, sidecar_path
 
     path = Path(args.path)
     side = sidecar_path(path)
@@ -70,6 +70,9 @@ def run(args) -> int:
             out["provenance"] = json.loads(side.read_text())
         except ValueError:
             out["provenance"] = f"unreadable provenance file {side}"
+        match = sidecar_matches(path)
+        if match is not None:
+            out["provenance_matches_output"] = match
     fmt = None
     try:
         fmt = detect_format(path)
@@ -108,6 +111,11 @@ def run(args) -> int:
             for warning in prov.get("warnings", []):
                 print(f"  warning: {warning}")
             print(f"  software: {prov.get('software')}")
+            if out.get("provenance_matches_output") is True:
+                print("  output sha256: matches this file")
+            elif out.get("provenance_matches_output") is False:
+                print("  WARNING: this record was written for other content (sha256 differs): the file was "
+                      "changed afterwards or a run was interrupted; rerun the step to get a matching record.")
         else:
             print(f"  {prov}")
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImmunotrackWarning, InputError
-from ..outputs import atomic_output, sidecar_path, write_json
+from ..outputs import atomic_output, write_sidecar
 from ..volume import Volume, as_labels
 from . import captured_log
 
@@ -313,5 +313,5 @@ def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict 
     with atomic_output(path, overwrite) as tmp:
         nib.save(img, str(tmp))
         if provenance is not None:
-            write_json(sidecar_path(path), provenance, overwrite=True)
+            write_sidecar(path, provenance, written=tmp)
     return path

@@ -44,7 +44,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..errors import ImmunotrackWarning, InputError
-from ..outputs import atomic_output, sidecar_path, write_json
+from ..outputs import atomic_output, write_sidecar
 from ..volume import Volume
 from . import captured_log
 
@@ -427,5 +427,5 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
         tifffile.imwrite(str(tmp), data, ome=True, metadata=metadata, photometric="minisblack",
                          compression="zlib" if data.nbytes > (1 << 20) else None)
         if provenance is not None:
-            write_json(sidecar_path(path), provenance, overwrite=True)
+            write_sidecar(path, provenance, written=tmp)
     return path

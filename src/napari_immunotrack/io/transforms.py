@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..outputs import atomic_output, sidecar_path, write_json
+from ..outputs import atomic_output, write_sidecar
 
 #: File name endings ITK reads and writes as transform files.
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".mat")
@@ -76,7 +76,7 @@ def write_transform(path, fixed_to_moving, overwrite: bool = False, provenance: 
     with atomic_output(path, overwrite) as tmp:
         sitk.WriteTransform(tx, str(tmp))
         if provenance is not None:
-            write_json(sidecar_path(path), provenance, overwrite=True)
+            write_sidecar(path, provenance, written=tmp)
     return path
 
 

@@ -31,7 +31,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..errors import InputError
-from ..outputs import atomic_output_dir, sidecar_path, write_json
+from ..outputs import atomic_output_dir, write_sidecar
 from ..volume import Volume
 
 #: OME-NGFF (UDUNITS-2) length units to millimetres, plus common short forms
@@ -473,7 +473,7 @@ def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] 
             attrs = {"ome": ome, _ATTRS_KEY: ours}
         group.attrs.update(attrs)
         if provenance is not None:
-            write_json(sidecar_path(path), provenance, overwrite=True)
+            write_sidecar(path, provenance)
     return path
 
 

@@ -114,7 +114,7 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
     """Render the viewer in 3D, save the canvas as PNG with a provenance sidecar, and restore the view."""
     from PIL import Image
 
-    from ..outputs import atomic_output, check_output, sidecar_path, write_json
+    from ..outputs import atomic_output, check_output, write_sidecar
     from ..provenance import record
 
     path = Path(path)
@@ -142,7 +142,7 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
         Image.fromarray(image).save(tmp, format="PNG")
     layers = [{"name": layer.name, "visible": bool(layer.visible), "type": type(layer).__name__}
               for layer in viewer.layers]
-    write_json(sidecar_path(path), record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
+    write_sidecar(path, record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
                                                                             "shape_px": list(image.shape)}),
                overwrite=True)
     return path
