@@ -52,3 +52,24 @@ def test_demo_refuses_bad_input(tiny_study, tmp_path, capsys):
     assert main(["demo", str(tiny_study), "-o", str(occupied)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (occupied / "mine.csv").read_text() == "precious\n"
+
+
+def test_a_failing_demo_leaves_the_previous_output_whole_and_nothing_new(tiny_study, tmp_path, capsys, monkeypatch):
+    from napari_immunotrack.commands import demo as demo_mod
+
+    real_write_outputs = demo_mod.write_outputs
+
+    def write_some_then_fail(result, out_dir, provenance_base, overwrite):
+        real_write_outputs(result, out_dir, provenance_base, overwrite)
+        raise RuntimeError("disk went away")  # an internal error halfway through the outputs
+
+    monkeypatch.setattr(demo_mod, "write_outputs", write_some_then_fail)
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "pet.csv").write_text("the last good run\n")
+    assert main(["demo", str(tiny_study), "-o", str(previous), "--overwrite", "--no-report"]) == 1
+    assert "internal error" in capsys.readouterr().err
+    assert sorted(p.name for p in previous.iterdir()) == ["pet.csv"]
+    assert (previous / "pet.csv").read_text() == "the last good run\n"
+    assert main(["demo", str(tiny_study), "-o", str(tmp_path / "fresh"), "--no-report"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous"]  # no empty or half-written folder

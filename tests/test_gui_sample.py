@@ -69,3 +69,27 @@ def test_19f_hot_spot_is_where_the_truth_puts_the_cells(sample_viewer):
     at_depot = f19.get_value(point, world=True)
     # the focus is a 19F hot spot: far above the image's median (pure noise)
     assert at_depot > 5 * np.median(values)
+
+
+def test_view_screenshot_from_the_command_line(tmp_path):
+    """`immunotrack view --screenshot` in its own process: a real picture of the window, with provenance."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from napari_immunotrack.outputs import sidecar_matches, sidecar_path
+
+    shot = tmp_path / "day3.png"
+    cmd = [sys.executable, "-m", "napari_immunotrack.cli", "view", "--session", "day3", "--screenshot", str(shot)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    image = np.asarray(Image.open(shot))
+    assert image.shape[0] > 400 and image.shape[1] > 600  # the whole window, docks included
+    assert image[..., :3].std() > 10  # a picture, not a blank canvas
+    record = json.loads(sidecar_path(shot).read_text())
+    assert record["step"] == "view screenshot" and record["parameters"]["session"] == "day3"
+    assert any("T2" in name for name in record["parameters"]["layers"])
+    assert sidecar_matches(shot) is True
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left

@@ -133,6 +133,7 @@ def inp(tmp_path_factory) -> Path:
     (d / "typo.yaml").write_text("steps:\n  clusters: {thresold: 0.5}\n")
     (d / "pipeline.yaml").write_text("steps:\n  clusters: {method: fraction}\n")
     (d / "counts_wrong.csv").write_text("x,y\n1,2\n")
+    (d / "earlier_shot.png").write_bytes(b"\x89PNG a screenshot the user keeps")
     (d / "broken_state.json").write_text('{"format": "napari-immunotrack study state", "version": 1, "layers": [')
     (d / "fake_simulated").mkdir()  # passes demo's first check (a simulated study has ground_truth.json)
     (d / "fake_simulated" / "ground_truth.json").write_text("{}")
@@ -268,6 +269,7 @@ BAD = {
         (["{i}/broken_state.json"], "corrupt"),
         (["{i}/cohort", "--goto", "1,2"], "three numbers"),
         (["{i}/cohort", "--screenshot", "{o}/shot.jpg"], ".png"),
+        (["{i}/cohort", "--screenshot", "{i}/earlier_shot.png"], "already exists"),
     ],
     "batch": [
         (["{i}/missing.yaml", "{i}/cohort", "-o", "{o}/b"], "does not exist"),

@@ -59,6 +59,7 @@ def run(args) -> int:
 
     from ..data import sample_study_root
     from ..errors import InputError
+    from ..outputs import atomic_output_dir, write_table
     from ..pipeline import analyse_session, compare_with_truth
     from ..progress import text_progress
     from ..provenance import record
@@ -69,9 +70,11 @@ def run(args) -> int:
         raise InputError(f"{root} has no ground_truth.json; `demo` runs on a simulated study "
                          "(use the individual verbs on real data).")
     out_dir = Path(args.output)
-    if out_dir.exists() and any(out_dir.iterdir()) and not args.overwrite:
+    # an existing empty folder may be used; one with files only with --overwrite
+    replace = bool(args.overwrite) or (out_dir.is_dir() and not any(out_dir.iterdir()))
+    if out_dir.exists() and not replace:
         raise InputError(f"{out_dir} exists and is not empty; pass --overwrite or choose another --output.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = analyse_session(root, args.session, progress=text_progress("demo"))
     truth = json.loads(truth_path.read_text())
@@ -79,10 +82,19 @@ def run(args) -> int:
     prov = record("demo", inputs={"study": root}, parameters={"session": args.session, **result.parameters},
                   errors={k: v for k, v in result.errors.items() if not k.endswith("_traceback")},
                   timings_s=result.timings_s)
-    written = write_outputs(result, out_dir, prov, overwrite=True)
-    from ..outputs import write_table
+    report_result = None
+    # everything goes into a temporary folder renamed to out_dir at the end: a crash leaves the old folder
+    # (or none), never a mix of old and new results
+    with atomic_output_dir(out_dir, overwrite=replace) as tmp_dir:
+        written = write_outputs(result, tmp_dir, prov, overwrite=True)
+        write_table(comparison, tmp_dir / "comparison_with_truth.csv", provenance=prov, overwrite=True)
+        if not getattr(args, "no_report", False):
+            from ..report import build_report
 
-    write_table(comparison, out_dir / "comparison_with_truth.csv", provenance=prov, overwrite=True)
+            # the session analysed above is reused; the other sessions are analysed for the time course
+            report_result = build_report(root, tmp_dir / "report", overwrite=True,
+                                         precomputed={args.session: result}, pdf=False,
+                                         progress=text_progress("report"))
     elapsed = time.perf_counter() - t0
 
     with pd.option_context("display.width", 160, "display.max_columns", 12, "display.max_rows", 200,
@@ -100,15 +112,10 @@ def run(args) -> int:
                 print(f"{name}: {len(table)} region(s)")
         print("\ncomparison with the ground truth:")
         print(comparison.to_string(index=False))
-    report_result = None
-    if not getattr(args, "no_report", False):
-        from ..report import build_report
-
-        # the session analysed above is reused; the other sessions are analysed for the time course
-        report_result = build_report(root, out_dir / "report", overwrite=True, precomputed={args.session: result},
-                                     pdf=False, progress=text_progress("report"))
+    if report_result is not None:
         flagged = [r["site"] for _, r in report_result.longitudinal.sites.iterrows() if r["macrophage_flag"] is True]
-        print(f"\nstudy report: {report_result.html} ({len(report_result.figures)} figures); sites flagged as "
+        html = out_dir / Path(report_result.html).relative_to(tmp_dir)
+        print(f"\nstudy report: {html} ({len(report_result.figures)} figures); sites flagged as "
               f"macrophage-held signal: {', '.join(flagged) if flagged else 'none'}")
     failed = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
     for step, message in failed.items():

@@ -22,7 +22,9 @@ def add_arguments(parser):
                         "negative values as --goto=-6.5,-0.4,8.9")
     parser.add_argument("--three-plane", action="store_true", help="show the axial, coronal and sagittal planes")
     parser.add_argument("--3d", dest="three_d", action="store_true", help="start in 3D")
-    parser.add_argument("--screenshot", help="save a screenshot of the window to this PNG and quit")
+    parser.add_argument("--screenshot", help="save a screenshot of the window to this PNG (with its provenance "
+                        "record) and quit")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot file")
 
 
 def open_viewer(study=None, session=None, subject=None, show=True, docks=True, state=None, three_plane=False,
@@ -105,6 +107,24 @@ def _parse_goto(text):
     return point
 
 
+def save_screenshot(viewer, args, state) -> None:
+    """Write the window's picture to ``args.screenshot`` atomically, with what was shown in its sidecar."""
+    from PIL import Image
+
+    from ..outputs import atomic_output, write_sidecar
+    from ..provenance import record
+
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    widget = study_widget(viewer)
+    shown = {"study": str(widget.study.root) if widget.study is not None else None, "subject": widget.subject,
+             "session": widget.session, "state": str(state) if state else None, "goto": args.goto,
+             "three_plane": bool(args.three_plane), "3d": bool(args.three_d),
+             "layers": [layer.name for layer in viewer.layers if layer.visible]}
+    with atomic_output(args.screenshot, args.overwrite) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+        write_sidecar(args.screenshot, record("view screenshot", parameters=shown), written=tmp)
+
+
 def run(args) -> int:
     import importlib.util
     from pathlib import Path
@@ -130,8 +150,12 @@ def run(args) -> int:
             raise InputError(f"{args.study} does not exist; give a study folder (sub-*/ses-*/...) or a scanner "
                              "export folder, or nothing for the sample study.")
         open_study(args.study)  # no images: InputError before napari starts
-    if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
-        raise InputError(f"--screenshot {args.screenshot}: give a .png file name.")
+    if args.screenshot:
+        from ..outputs import check_output
+
+        if not str(args.screenshot).lower().endswith(".png"):
+            raise InputError(f"--screenshot {args.screenshot}: give a .png file name.")
+        check_output(args.screenshot, args.overwrite)  # before the window opens, not after the work
     import napari
 
     viewer = open_viewer(args.study, args.session, args.subject, show=True, state=state,
@@ -151,7 +175,7 @@ def run(args) -> int:
             widget.three_plane.refresh()
         for _ in range(3):
             QApplication.processEvents()
-        viewer.screenshot(args.screenshot, canvas_only=False)
+        save_screenshot(viewer, args, state)
         widget.shutdown()
         viewer.close()
         return 0
