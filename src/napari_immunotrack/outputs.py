@@ -89,6 +89,9 @@ def atomic_output_dir(path, overwrite: bool = False) -> Iterator[Path]:
     if not parent.exists():
         raise InputError(f"the folder {parent} does not exist; create it first or choose another output path.")
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part" + _suffixes(path), dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
     old = None
     try:
         yield tmp_path

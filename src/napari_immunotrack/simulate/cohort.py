@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
+from ..outputs import atomic_output_dir
 from ..progress import report, scaled
 
 #: Log-normal SD (about the coefficient of variation) of each factor by default.
@@ -139,15 +138,8 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True.")
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"the folder {parent} does not exist; create it first.")
-    # written in a temporary folder renamed at the end: a crash leaves no half cohort
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
+    # written in a temporary folder renamed at the end: a crash leaves the old folder or none, never half
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         truth = {
             "description": "Ground truth of a napari-immunotrack simulated cohort (see simulate/cohort.py); "
                            "each subject as in a simulated study (simulate/study.py), plus its variation.",
@@ -212,17 +204,6 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
             "participant_id\tweight_kg\tcar_t_cells\tdc_vaccine_cells\tcells_factor\tweight_factor\n"
             + "".join(f"{p}\t{w:.6g}\t{c:.6g}\t{d:.6g}\t{fc:.6f}\t{fw:.6f}\n" for p, w, c, d, fc, fw in participants),
             encoding="utf-8")
-        backup = None
-        if out_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=parent))
-            os.rmdir(backup)
-            os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

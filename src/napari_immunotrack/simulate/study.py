@@ -51,8 +51,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence as Seq
@@ -60,6 +58,7 @@ from typing import Dict, List, Optional, Sequence as Seq
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
+from ..outputs import atomic_output_dir
 from ..progress import report, scaled
 from ..volume import Volume
 from . import iron as iron_mod
@@ -705,14 +704,8 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True.")
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"the folder {parent} does not exist; create it first.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the study is an ordinary folder
-    try:
+    # written in a temporary folder renamed at the end: a crash leaves the old folder or none, never half
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         truth = {
             "description": "Ground truth of a napari-immunotrack simulated study (see simulate/study.py).",
             "conventions": {
@@ -784,17 +777,6 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
             "Name": "napari-immunotrack simulated mouse study", "BIDSVersion": "1.9.0", "DatasetType": "raw",
             "GeneratedBy": [{"Name": "napari_immunotrack.simulate.study.make_study",
                              "Description": f"seed={seed}, size={size}, timepoints_days={days}"}]})
-        backup = None
-        if out_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=parent))
-            os.rmdir(backup)
-            os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
