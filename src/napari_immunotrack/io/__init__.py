@@ -26,6 +26,21 @@ _FOREIGN = (((".hdr", ".img", ".hdr.gz", ".img.gz"), "an Analyze or NIfTI-pair (
             ((".par", ".rec"), "a Philips PAR/REC file"), ((".head", ".brik", ".brik.gz"), "an AFNI file"),
             ((".v",), "an ECAT file"), ((".nrrd", ".nhdr"), "a NRRD file"), ((".mha", ".mhd"), "a MetaImage file"))
 
+#: Files that are not volume images at all (or hold them packed): what they are and what to give instead.
+_NOT_VOLUMES = (
+    ((".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar"),
+     "is an archive; extract it first and give the extracted DICOM folder or image file."),
+    ((".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"),
+     "is a 2D picture without a voxel size or position, not a volume image; give the original NIfTI, DICOM, "
+     "OME-TIFF or OME-Zarr data (a microscope stack can be saved as a TIFF and opened with its pixel size)."),
+    ((".npy", ".npz", ".mat", ".h5", ".hdf5"),
+     "is an array file without voxel size or orientation; save the array as NIfTI with its affine first "
+     "(e.g. nib.save(nib.Nifti1Image(array, affine), 'image.nii.gz'))."),
+    ((".gii", ".gii.gz"), "is a GIFTI surface (a mesh or values on one), not a volume image; give a NIfTI "
+                          "or DICOM volume."),
+    ((".trk", ".tck", ".trx"), "is a tractography streamline file, not a volume image; give a NIfTI or DICOM volume."),
+)
+
 
 @contextlib.contextmanager
 def captured_log(name: str) -> Iterator[list]:
@@ -69,10 +84,18 @@ def detect_format(path) -> str:
             head = fh.read(132)
         if len(head) == 132 and head[128:132] == b"DICM":
             return "dicom"
+    for endings, what in _NOT_VOLUMES:
+        if name.endswith(endings):
+            raise InputError(f"{path} {what}")
     for endings, kind in _FOREIGN:
         if name.endswith(endings):
             raise InputError(f"{path} is {kind}, which this plugin does not read; convert it to NIfTI first "
                              "(e.g. nibabel: nib.save(nib.load(path), 'image.nii.gz'), or dcm2niix / mri_convert).")
+    if name.endswith(".gz") and p.is_file():  # a gzipped DICOM file or other image (not .nii.gz: see above)
+        with open(p, "rb") as fh:
+            if fh.read(2) == b"\x1f\x8b":
+                raise InputError(f"{path} is gzip-compressed; decompress it first (e.g. gunzip) and give the file "
+                                 "inside (a DICOM file, or a NIfTI named .nii.gz).")
     raise InputError(
         f"{path}: unknown image format; give a NIfTI (.nii, .nii.gz), a DICOM file or folder, "
         "an OME-TIFF (.ome.tif) or an OME-Zarr (.zarr)."

@@ -258,6 +258,15 @@ def _read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
             ds = pydicom.dcmread(str(path), defer_size=_DEFER_BYTES, force=False)
     except InvalidDicomError:
         if explicit:
+            raw = _raw_dataset(path)
+            if raw is not None and ("Rows" not in raw or "Columns" not in raw):
+                raise InputError(f"{path} holds no image: it is a DICOM object of class {_object_name(raw)}, stored "
+                                 "without the DICOM file header; give a DICOM image file or the folder of a "
+                                 "series.") from None
+            if raw is not None:
+                raise InputError(f"{path} is a DICOM image of class {_object_name(raw)}, stored without the "
+                                 "128-byte preamble and 'DICM' file header; convert it to a standard DICOM file "
+                                 "first (e.g. dcmconv +F in.dcm out.dcm).") from None
             raise InputError(f"{path} is not a DICOM file (no 'DICM' marker after the 128-byte preamble); "
                              "give a DICOM file or the folder of a DICOM series (a raw dataset without the "
                              "preamble must be converted first, e.g. dcmconv +F).") from None
@@ -279,10 +288,53 @@ def _read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
             suspects.append(path)
             return None
         if explicit:
-            raise InputError(f"{path} holds no image (Modality {ds.get('Modality', '?')}); "
-                             "give a DICOM image file or the folder of a series.")
+            if sop_class == "1.2.840.10008.1.3.10" or "DirectoryRecordSequence" in ds:
+                raise InputError(f"{path} is a DICOMDIR (the index of a DICOM disc or export), not an image; "
+                                 "give the folder that holds it (every series below it is read) or one series' "
+                                 "folder.")
+            if "PixelData" in ds and not sop_class and "Modality" not in ds:
+                raise InputError(f"{path}: the DICOM header is damaged (pixel data but no Rows/Columns, Modality "
+                                 "or SOP class); the file is probably corrupt: copy or export it again.")
+            what = (f"Modality {ds.Modality}" if ds.get("Modality") else
+                    f"a DICOM object of class {_object_name(ds)}" if sop_class else
+                    "its header has no Modality, SOP class or pixel data")
+            raise InputError(f"{path} holds no image ({what}); give a DICOM image file or the folder of a series.")
         return None
     return ds
+
+
+def _raw_dataset(path: Path):
+    """A DICOM dataset written without preamble and file meta (as some tools export), or None.
+
+    Only what parses into a dataset naming its SOP class or modality counts: anything
+    else forced through pydicom (a text file, a truncated header) is not DICOM.
+    """
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+            sop = str(ds.get("SOPClassUID", "") or "")
+            modality = str(ds.get("Modality", "") or "")
+    except Exception:
+        return None
+    if sop.startswith("1.2.840.10008.") or (modality.isalnum() and modality.isupper() and len(modality) <= 16):
+        return ds
+    return None
+
+
+def _object_name(ds) -> str:
+    """What a DICOM object is, for a message: its SOP class's name and modality (e.g.
+    "RT Structure Set Storage (Modality RTSTRUCT)")."""
+    from pydicom.uid import UID
+
+    sop = str(ds.get("SOPClassUID", "") or "") or \
+        str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    name = UID(sop).name if sop else ""
+    name = name or "unknown"  # pydicom names an unlisted UID by its digits
+    modality = str(ds.get("Modality", "") or "")
+    return f"{name} (Modality {modality})" if modality else name
 
 
 def _is_known_non_image(sop_class: str) -> bool:
@@ -529,6 +581,12 @@ def read_dicom(path, progress=None) -> List[Volume]:
                       f"headers?), skipped: {', '.join(str(p.relative_to(path)) for p in suspects[:3])}"
                       f"{', ...' if len(suspects) > 3 else ''}.", ImmunotrackWarning)
     if not frames:
+        # a folder of raw datasets (no preamble/'DICM'): say so rather than "no DICOM image"; a few files suffice
+        raw = next((f for f in files[:20] if (ds := _raw_dataset(f)) is not None and "Rows" in ds), None)
+        if raw is not None:
+            raise InputError(f"{path} holds DICOM images stored without the 128-byte preamble and 'DICM' file "
+                             f"header (e.g. {raw.name}); convert them to standard DICOM files first "
+                             "(e.g. dcmconv +F in.dcm out.dcm).")
         raise InputError(f"{path} holds no DICOM image ({len(files)} file(s) looked at); give the folder of a "
                          "DICOM series (files with or without .dcm extension).")
     if explicit and len(frames) == 1:
@@ -638,7 +696,7 @@ def _check_common_geometry(members: List[_Frame], label: str):
     r, c = first.orientation[:3], first.orientation[3:]
     if abs(np.linalg.norm(r) - 1) > 1e-3 or abs(np.linalg.norm(c) - 1) > 1e-3 or abs(np.dot(r, c)) > 1e-3:
         raise InputError(f"{label}: ImageOrientationPatient {_fmt(first.orientation)} is not two orthogonal unit "
-                         "vectors; the header is broken.")
+                         "vectors; the header is broken: export the series again.")
 
 
 def _frame_key(fr: _Frame, axis: str) -> tuple:
@@ -740,10 +798,24 @@ def _decoder_hint(ds) -> str:
 
         missing = get_decoder(ts).missing_dependencies
         if missing:
-            hint = "install one of: " + " / ".join(" ".join(m.split()) for m in missing)
+            hint = "install a decoder: " + ", or ".join(_pip_command(m) for m in missing)
     except Exception:
         pass
     return f"its pixel data are compressed as {name} ({ts}) and no installed decoder can read them; {hint}"
+
+
+def _pip_command(requirement: str) -> str:
+    """pydicom's "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1" as the command a user
+    types: "pip install pylibjpeg pylibjpeg-libjpeg" (gdcm's package on PyPI is python-gdcm)."""
+    import re
+
+    if "requires" not in requirement:
+        return " ".join(requirement.split())
+    needs = requirement.split("requires", 1)[-1]
+    names = [n for n in re.findall(r"([A-Za-z][\w.-]*)\s*(?:[<>=!~]=?\s*[\d.]+)?", needs)
+             if n not in ("and", "numpy")]  # numpy is there already
+    names = ["python-gdcm" if n == "gdcm" else n for n in names]
+    return "pip install " + " ".join(dict.fromkeys(names)) if names else " ".join(requirement.split())
 
 
 def _file_pixels(path: Path, ds) -> np.ndarray:

@@ -46,6 +46,39 @@ def _stem(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
 
 
+def _compression_mismatch(path: Path) -> str:
+    """What is wrong when the name and the gzip compression of a NIfTI disagree ('' if they agree).
+
+    Common user mistakes nibabel reports only as "cannot work out file type" or "not a gzip
+    file": a .nii.gz renamed .nii, a .nii renamed .nii.gz, a .nii.gz compressed a second time.
+    """
+    import gzip
+    import zlib
+
+    gz_magic = b"\x1f\x8b"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(352)
+        inner = b""
+        if head[:2] == gz_magic:
+            with gzip.open(path, "rb") as fh:
+                inner = fh.read(352)
+    except (OSError, EOFError, zlib.error):  # a damaged gzip stream: not a naming mistake
+        return ""
+    # a NIfTI-1 header says 348 in its first 4 bytes, a NIfTI-2 header 540 (either byte order)
+    def is_nifti(block: bytes) -> bool:
+        return block[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c", b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
+
+    gzipped_name = path.name.lower().endswith(".gz")
+    if head[:2] == gz_magic and inner[:2] == gz_magic:
+        return "is gzip-compressed twice; decompress it once (e.g. gunzip) and name the result .nii.gz."
+    if head[:2] == gz_magic and not gzipped_name and is_nifti(inner):
+        return "is gzip-compressed but its name ends in .nii; rename it to .nii.gz."
+    if head[:2] != gz_magic and gzipped_name and is_nifti(head):
+        return "is not gzip-compressed although its name ends in .gz; rename it to .nii."
+    return ""
+
+
 def _sidecar_json(path: Path) -> dict:
     """A BIDS-style JSON beside the image (``x.nii.gz`` -> ``x.json``), if any."""
     side = path.with_name(_stem(path) + ".json")
@@ -127,6 +160,9 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
         with captured_log("nibabel.global") as repairs:  # nibabel logs its header repairs on stderr
             img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken headers
+        mismatch = _compression_mismatch(path)
+        if mismatch:
+            raise InputError(f"{path} {mismatch}") from None
         raise InputError(f"{path} is not a readable NIfTI file ({_short(exc)}); "
                          "check that the file is complete and not corrupt.") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) or isinstance(img, nib.Cifti2Image):
@@ -137,7 +173,7 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
         raise InputError(f"{path} is a {len(shape)}D image {shape}; a 3D volume is needed "
                          "(save single slices as 3D with one slice).")
     if any(s < 1 for s in shape):
-        raise InputError(f"{path} is empty (shape {shape}); the header is broken.")
+        raise InputError(f"{path} is empty (shape {shape}); the header is broken: export the image again.")
     zooms = [float(z) for z in header.get_zooms()]
     if any(not np.isfinite(z) or z <= 0 for z in zooms[:3]):
         raise InputError(f"{path} has a zero, negative or invalid voxel size {zooms[:3]}; fix pixdim in the header.")
@@ -153,7 +189,8 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
                          f"voxels start at byte {minimum} or later), so the voxels would be read from the header; "
                          "the file was written wrongly: export it again.")
     if not np.all(np.isfinite(affine_ijk)):
-        raise InputError(f"{path} has non-finite values in its {affine_source}; the file's geometry is broken.")
+        raise InputError(f"{path} has non-finite values in its {affine_source}; the file's geometry is broken: "
+                         "fix the header or export the image again.")
     try:
         space_unit, time_unit = header.get_xyzt_units()
     except KeyError:  # a unit code NIfTI does not define (nibabel raises KeyError)
@@ -191,7 +228,7 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
                 data = data.astype(data.dtype.newbyteorder("="))
     except Exception as exc:
         raise InputError(f"{path}: the image data cannot be read ({_short(exc)}); "
-                         "the file is probably truncated or corrupt.") from None
+                         "the file is probably truncated or corrupt: copy or export it again.") from None
     # drop trailing axes of length 1 (x, y, z, 1) -> (x, y, z)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]

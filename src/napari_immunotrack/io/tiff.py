@@ -270,7 +270,7 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
                 data = s.asarray()
         except Exception as exc:
             raise InputError(f"{path}: the image data cannot be read ({_short(exc)}); "
-                             "the file is probably truncated or corrupt.") from None
+                             "the file is probably truncated or corrupt: copy or export it again.") from None
         try:
             data, axes = _normalise_axes(data, s.axes)
         except InputError as exc:
@@ -338,12 +338,16 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
             meta["voxel_size_source"] = "voxel_size_mm parameter"
         else:
             if "x" not in sizes or "y" not in sizes:
+                # every verb and the napari reader open files without a pixel-size option: the fix that
+                # works everywhere is to store the size in the file
                 raise InputError(f"{path} has no physical pixel size (no OME PhysicalSizeX/Y, ImageJ or "
-                                 "resolution metadata); give its pixel size in mm (voxel_size_mm=0.1 in Python, "
-                                 "--voxel-size 0.1 on the command line).")
+                                 "resolution metadata); set it in the file and save again (Fiji: Image > "
+                                 "Properties, then File > Save), or give it in mm when opening (voxel_size_mm=0.1 "
+                                 "in Python, --voxel-size 0.1 with immunotrack info).")
             if "z" not in sizes and not single_plane:
-                raise InputError(f"{path} is a stack of {data.shape[-3]} planes without a z spacing; give "
-                                 "voxel_size_mm=(z, y, x) with the distance between planes.")
+                raise InputError(f"{path} is a stack of {data.shape[-3]} planes without a z spacing; set the "
+                                 "distance between planes in the file and save again (Fiji: Image > Properties, "
+                                 "voxel depth), or give voxel_size_mm=(z, y, x) in Python.")
             z = sizes.get("z", min(sizes["x"], sizes["y"]))
             zyx = np.array([z, sizes["y"], sizes["x"]])
             meta["voxel_size_source"] = size_source
