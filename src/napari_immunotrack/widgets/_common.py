@@ -14,11 +14,21 @@ Conventions
 - Long work runs through :class:`TaskRunner`: a worker thread, a progress bar,
   a Cancel button; the pure function gets a ``progress`` callback that raises
   :class:`~napari_immunotrack.errors.Cancelled` when Cancel was pressed.
+  :class:`RunRow` builds that row (Run, Cancel, progress bar, status line).
+- Layer choosers: :func:`fill_combo` refills a combo box of layer names
+  keeping the user's choice, :func:`chosen_layer` reads it back,
+  :func:`follow_layers` refreshes when layers come and go, and
+  :class:`LayerPickers` is a form of such combo boxes keyed by input.
+- Saving: :func:`save_dialog` (one file) and :func:`export_labels_dialog`
+  (labels as NIfTI and their table as CSV beside them) ask for the path,
+  write, and report errors as notifications; :func:`check_labels_export` and
+  :func:`write_labels_export` check both paths first, then write both.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -244,6 +254,26 @@ def notify_error(exc: BaseException) -> None:
         show_error(f"internal error: {type(exc).__name__}: {one_line(exc)[:200]}")
 
 
+class Failed:
+    """An exception carried back from a worker as its result (shown as one notification)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def guarded(func: Callable) -> Callable:
+    """``func`` returning its exception as a :class:`Failed` instead of raising it: the GUI thread then
+    shows it as one notification (superqt's worker would also re-raise it into Qt's event loop)."""
+
+    def call(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every error is shown to the user, none is lost
+            return Failed(exc)
+
+    return call
+
+
 class TaskRunner:
     """Run a pure function in a worker thread with a progress bar and Cancel.
 
@@ -289,8 +319,13 @@ class TaskRunner:
             self.status_label.setText(message)
 
     def start(self, func: Callable, *args, on_done: Callable[[Any], None],
-              on_error: Optional[Callable[[BaseException], None]] = None, progress_kw: str = "progress", **kwargs):
-        """Start ``func(*args, progress=..., **kwargs)``; call ``on_done(result)`` in the GUI thread."""
+              on_error: Optional[Callable[[BaseException], None]] = None, progress_kw: str = "progress",
+              guard: bool = False, **kwargs):
+        """Start ``func(*args, progress=..., **kwargs)``; call ``on_done(result)`` in the GUI thread.
+
+        ``on_error(exc)`` (default :func:`notify_error`) gets an exception raised by ``func`` and
+        a :class:`Failed` returned by it; ``guard=True`` wraps ``func`` in :func:`guarded`.
+        """
         from napari.qt.threading import create_worker
 
         if self.worker is not None:
@@ -298,9 +333,13 @@ class TaskRunner:
         self._cancel.clear()
         kwargs[progress_kw] = self._callback
         # errors are shown by on_error (a notification), not re-raised into the Qt loop
+        if guard:
+            func = guarded(func)
         worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True, **kwargs)
-        worker.returned.connect(on_done)
-        worker.errored.connect(on_error or notify_error)
+        on_error = on_error or notify_error
+        # a Failed result (see guarded) goes to on_error, in the GUI thread like any result
+        worker.returned.connect(lambda result: on_error(result.exc) if isinstance(result, Failed) else on_done(result))
+        worker.errored.connect(on_error)
         worker.finished.connect(self._finished)
         self.worker = worker
         if self.progress_bar is not None:
@@ -314,6 +353,278 @@ class TaskRunner:
         self.worker = None
         if self.cancel_button is not None:
             self.cancel_button.setEnabled(False)
+
+
+class RunRow:
+    """A Run and a Cancel button side by side, a progress bar and a word-wrapped status line,
+    added to ``layout`` in that order and wired to a :class:`TaskRunner` (``self.runner``).
+
+    With ``owner`` (the widget), the parts also become the owner's attributes ``run_button``,
+    ``cancel_button``, ``progress_bar``, ``status`` and ``runner`` (what scripts and tests use).
+    A run asked for while one is running is remembered (:meth:`busy`) and started when that
+    one ends (:meth:`run_pending`)::
+
+        self.run_row = RunRow(layout, "Find clusters", on_run=self.run, owner=self)
+        def run(self):
+            if self.run_row.busy():
+                return
+            ...
+            self.runner.start(func, ..., on_done=self._show, on_error=self._failed)
+    """
+
+    PARTS = ("run_button", "cancel_button", "progress_bar", "status", "runner")
+
+    def __init__(self, layout, run_text: str, on_run: Optional[Callable[[], None]] = None, owner=None):
+        from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton
+
+        row = QHBoxLayout()
+        self.run_button = QPushButton(run_text)
+        self.cancel_button = QPushButton("Cancel")
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
+        self.pending = False
+        if on_run is not None:
+            self.run_button.clicked.connect(on_run)
+        for part in self.PARTS if owner is not None else ():
+            setattr(owner, part, getattr(self, part))
+
+    def busy(self) -> bool:
+        """True while a computation runs; the caller's run is then queued for :meth:`run_pending`."""
+        if self.runner.running:
+            self.pending = True
+            return True
+        return False
+
+    def run_pending(self, run: Callable[[], None]) -> None:
+        """Start ``run`` from the event loop if a run was asked for while the last one was running."""
+        if self.pending:
+            from qtpy.QtCore import QTimer
+
+            self.pending = False
+            QTimer.singleShot(0, run)
+
+    def fail(self, exc: BaseException) -> None:
+        """Show an error: a notification and one line in the status."""
+        notify_error(exc)
+        self.status.setText(one_line(exc))
+
+
+def debounce_timer(parent, msec: int, slot: Callable[[], Any]):
+    """A single-shot QTimer calling ``slot`` ``msec`` after its last ``start()`` (live previews)."""
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(msec)
+    timer.timeout.connect(slot)
+    return timer
+
+
+#: The first entry of an optional layer chooser.
+NONE = "(none)"
+
+
+def layers_of(viewer, kinds, exclude=()) -> list:
+    """The viewer's layers whose type name is in ``kinds`` ("Image", "Labels", ...), but not those in ``exclude``."""
+    skip = {id(layer) for layer in exclude}
+    return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(ly) not in skip]
+
+
+def fill_combo(combo, names, optional: bool = False, guess: Optional[str] = None) -> None:
+    """Refill a combo box of layer names without emitting signals.
+
+    The current choice stays if it is still offered; otherwise ``guess`` (if offered)
+    is chosen, else the first entry. ``optional`` puts :data:`NONE` first.
+    """
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    if optional:
+        combo.addItem(NONE)
+    combo.addItems(list(names))
+    if current in names or (optional and current == NONE):
+        combo.setCurrentText(current)
+    else:
+        combo.setCurrentIndex(0)
+        if guess and guess in names:
+            combo.setCurrentText(guess)
+    combo.blockSignals(False)
+
+
+def chosen_layer(viewer, combo, what: str):
+    """The layer named in ``combo`` (None for :data:`NONE` or nothing); InputError if it is gone.
+
+    ``what`` completes the message: "the layer 'x' chosen {what} is gone", e.g. "for post".
+    """
+    name = combo.currentText()
+    if not name or name == NONE:
+        return None
+    if name not in viewer.layers:
+        raise InputError(f"the layer {name!r} chosen {what} is gone; choose another.")
+    return viewer.layers[name]
+
+
+def choose(combo, name: Optional[str], missing: str) -> None:
+    """Choose ``name`` (None: :data:`NONE`) in a combo box; InputError(``missing``) if it is not offered."""
+    text = NONE if name is None else name
+    if combo.findText(text) < 0:
+        raise InputError(missing)
+    combo.setCurrentText(text)
+
+
+def follow_layers(viewer, refresh: Callable) -> None:
+    """Call ``refresh`` now and whenever a layer is added to or removed from the viewer."""
+    viewer.layers.events.inserted.connect(refresh)
+    viewer.layers.events.removed.connect(refresh)
+    refresh()
+
+
+class LayerPickers:
+    """A form of layer choosers, one combo box a row, kept in step with the viewer's layers.
+
+    ``inputs`` holds ``(key, label, optional, kinds)`` rows: ``kinds`` are the layer type
+    names offered ("Image", "Labels", "Shapes"); a required input's label gets " *".
+    ``guess(key, names)`` pre-selects a layer by its name; layers listed by ``exclude()``
+    (the widget's own outputs) are not offered. ``combos`` maps keys to the combo boxes.
+    """
+
+    def __init__(self, viewer, form, inputs, guess: Optional[Callable] = None,
+                 exclude: Optional[Callable[[], Any]] = None):
+        from qtpy.QtWidgets import QComboBox
+
+        self.viewer, self.inputs = viewer, tuple(inputs)
+        self._guess, self._exclude = guess, exclude
+        self.combos: dict = {}
+        for key, label, optional, _kinds in self.inputs:
+            combo = QComboBox()
+            combo.setObjectName(key)
+            self.combos[key] = combo
+            form.addRow(label + ("" if optional else " *"), combo)
+
+    def refresh(self, event=None) -> None:
+        """Offer the current layers again (keeping each choice that is still there)."""
+        own = list(self._exclude()) if self._exclude is not None else []
+        for key, _label, optional, kinds in self.inputs:
+            names = [ly.name for ly in layers_of(self.viewer, kinds, own)]
+            guess = self._guess(key, names) if self._guess is not None else None
+            fill_combo(self.combos[key], names, optional, guess)
+
+    def follow(self) -> None:
+        """Refresh now and whenever layers come and go."""
+        follow_layers(self.viewer, self.refresh)
+
+    def select(self, **layer_names) -> None:
+        """Choose inputs by layer name, e.g. ``select(post="T2starw_post", baseline=None)`` (None = none)."""
+        for key, name in layer_names.items():
+            if key not in self.combos:
+                raise InputError(f"unknown input {key!r}; choose among {', '.join(self.combos)}.")
+            choose(self.combos[key], name, f"no layer named {name!r} for {key}.")
+
+    def layer(self, key: str):
+        """The layer chosen for ``key`` (None when none)."""
+        return chosen_layer(self.viewer, self.combos[key], f"for {key}")
+
+    def names(self, keys) -> dict:
+        """{key: chosen layer name} for ``keys`` (what a provenance record lists)."""
+        return {k: self.combos[k].currentText() for k in keys}
+
+
+def _write_and_report(write: Callable[[], Any], status, text: str) -> None:
+    try:
+        write()
+    except Exception as exc:  # shown, never raised into Qt's event loop
+        notify_error(exc)
+        return
+    if status is not None:
+        status.setText(text)
+
+
+def save_dialog(parent, status, caption: str, default_name: str, file_filter: str,
+                write: Callable[[str], Any]) -> None:
+    """Ask for a file, then ``write(path)``; "saved <path>" in ``status`` or one notification on error.
+
+    The file dialog itself asks before replacing a file, so ``write`` may overwrite.
+    """
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getSaveFileName(parent, caption, default_name, file_filter)
+    if path:
+        _write_and_report(lambda: write(path), status, f"saved {path}")
+
+
+def export_labels_dialog(parent, status, caption: str, default_name: str, table_suffix: str,
+                         export: Callable[..., Any]) -> None:
+    """Ask for a NIfTI path, then ``export(path, table_path, overwrite=True)``.
+
+    The table goes beside the labels as ``<stem><table_suffix>`` (e.g. "_clusters.csv"); the
+    file dialog asked about the NIfTI, so a question here asks before replacing the table.
+    """
+    from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+    path, _ = QFileDialog.getSaveFileName(parent, caption, default_name, "NIfTI (*.nii.gz *.nii)")
+    if not path:
+        return
+    name = Path(path).name
+    stem = name[:-7] if name.lower().endswith(".nii.gz") else Path(path).stem
+    table_path = Path(path).with_name(stem + table_suffix)
+    if table_path.exists() and QMessageBox.question(parent, "Replace?", f"{table_path} exists. Replace it?") \
+            != QMessageBox.StandardButton.Yes:
+        return
+    _write_and_report(lambda: export(path, table_path, overwrite=True), status,
+                      f"saved {path} and {table_path.name}")
+
+
+def labels_on_grid(layer, grid: Volume) -> Volume:
+    """A (possibly hand-edited) Labels layer as a Volume on ``grid`` (the result it was shown from),
+    with the grid's name and metadata."""
+    vol = layer_to_volume(layer, native=True)
+    if not vol.same_grid(grid):
+        vol = vol.resample_to(grid, order=0)
+    return vol.replace(name=grid.name, metadata=dict(grid.metadata), modality="SEG", unit="label")
+
+
+def check_labels_export(labels_path, table_path=None, overwrite: bool = False, csv_table: bool = False) -> Path:
+    """Refuse an export before anything is written: the labels must be NIfTI, neither file may exist
+    (unless ``overwrite``); ``csv_table`` also asks for a ``.csv`` table. Returns the labels path."""
+    from ..outputs import check_output
+
+    labels_path = Path(labels_path)
+    if not labels_path.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(f"{labels_path}: labels are written as NIfTI (.nii or .nii.gz).")
+    check_output(labels_path, overwrite)
+    if table_path is not None:
+        if csv_table and not str(table_path).lower().endswith(".csv"):
+            raise InputError(f"{table_path}: the table is written as CSV (.csv).")
+        check_output(table_path, overwrite)
+    return labels_path
+
+
+def write_labels_export(labels: Volume, table, record: dict, labels_path, table_path=None, overwrite: bool = False,
+                        description: str = "") -> None:
+    """Write labels (NIfTI) and, if ``table_path``, their table (CSV), each with the provenance ``record``."""
+    from ..io import save_labels
+    from ..outputs import write_table
+
+    save_labels(labels, labels_path, overwrite=overwrite, provenance=record, description=description)
+    if table_path is not None:
+        write_table(table, table_path, provenance=record, overwrite=overwrite)
+
+
+def replace_table_dock(viewer, old, df, name: str):
+    """Dock a findings table (:func:`show_table_dock`) in place of ``old`` (if still open); return it."""
+    if old is not None:
+        try:
+            viewer.window.remove_dock_widget(old)
+        except (LookupError, ValueError, RuntimeError):  # already closed by the user
+            pass
+    return show_table_dock(viewer, df, name)
 
 
 def table_widget(df, on_row_clicked: Optional[Callable[[int], None]] = None):

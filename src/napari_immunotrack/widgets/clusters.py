@@ -18,22 +18,19 @@ slices); the candidate rule and its parameters.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                            QLabel, QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QPushButton, QSpinBox,
+                            QVBoxLayout, QWidget)
 
 from ..analysis import clusters as C
-from ..errors import InputError, one_line
+from ..errors import InputError
 from ..volume import Volume
 from .._close_guard import install_close_guard
-from ._common import (TaskRunner, _fingerprint, layer_to_volume, notify_error, shapes_to_mask, show_table_dock,
-                      volume_layer_data)
-
-_NONE = "(none)"
+from ._common import (LayerPickers, RunRow, _fingerprint, check_labels_export, debounce_timer, export_labels_dialog,
+                      labels_on_grid, layer_to_volume, replace_table_dock, shapes_to_mask, volume_layer_data,
+                      write_labels_export)
 
 #: (key, label, optional, kinds of layer offered)
 _INPUTS = (
@@ -56,23 +53,6 @@ _THRESHOLD_TIPS = {"fraction": "voxels below this fraction of the reference mean
                    "blob": "local contrast 1 - G(0.5 vox)/G(3 vox) above this (small voids)"}
 
 
-class _Failed:
-    """An exception carried back from the worker as a result (shown as one notification)."""
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _guarded(func):
-    def call(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every error is shown to the user, none is lost
-            return _Failed(exc)
-
-    return call
-
-
 class ClusterWidget(QWidget):
     """Dock widget: find hypointense (iron) cell clusters, preview, correct and export them."""
 
@@ -83,8 +63,6 @@ class ClusterWidget(QWidget):
         self.result: Optional[C.ClusterResult] = None
         self.layers: dict = {}
         self.table = None          # the QTableWidget of the docked table
-        self._table_dock = None
-        self._pending = False
         self._inputs_used: dict = {}
         self._volumes_used: dict = {}
         self._prep_key = None
@@ -94,12 +72,8 @@ class ClusterWidget(QWidget):
         layout = QVBoxLayout(self)
         box = QGroupBox("Images and ROIs")
         form = QFormLayout(box)
-        self.combos = {}
-        for key, label, optional, _kinds in _INPUTS:
-            combo = QComboBox()
-            combo.setObjectName(key)
-            self.combos[key] = combo
-            form.addRow(label + ("" if optional else " *"), combo)
+        self.pickers = LayerPickers(napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values)
+        self.combos = self.pickers.combos
         self.same_world = QCheckBox("baseline on another grid: same world, resample it")
         self.same_world.setToolTip("use when the baseline is registered (or from the same session) but has "
                                    "another voxel grid; otherwise a baseline must have the post image's grid")
@@ -135,28 +109,13 @@ class ClusterWidget(QWidget):
         layout.addWidget(box)
         self._method_changed()
 
-        row = QHBoxLayout()
-        self.run_button = QPushButton("Find clusters")
-        self.cancel_button = QPushButton("Cancel")
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.run_row = RunRow(layout, "Find clusters", on_run=self.run, owner=self)  # run_button, status, runner...
         self.export_button = QPushButton("Export labels and table...")
         self.export_button.setEnabled(False)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
         layout.addWidget(self.export_button)
         layout.addStretch(1)
 
-        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(150)
-        self._timer.timeout.connect(self.update_preview)
-        self.run_button.clicked.connect(self.run)
+        self._timer = debounce_timer(self, 150, self.update_preview)
         self.export_button.clicked.connect(self._export_dialog)
         self.method.currentIndexChanged.connect(self._method_changed)
         for widget in (self.threshold, self.baseline_ratio):
@@ -167,31 +126,9 @@ class ClusterWidget(QWidget):
         for combo in self.combos.values():
             combo.currentIndexChanged.connect(self._inputs_changed)
         self.viewer.dims.events.current_step.connect(self._schedule_preview)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
+        self.pickers.follow()
 
     # ------------------------------------------------------------------ inputs
-    def _refresh_choices(self, event=None) -> None:
-        own = {id(layer) for layer in self.layers.values()}
-        for key, _label, optional, kinds in _INPUTS:
-            names = [ly.name for ly in self.viewer.layers if type(ly).__name__ in kinds and id(ly) not in own]
-            combo = self.combos[key]
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            if optional:
-                combo.addItem(_NONE)
-            combo.addItems(names)
-            if current in names or (optional and current == _NONE):
-                combo.setCurrentText(current)
-            else:
-                guess = self._guess(key, names)
-                combo.setCurrentIndex(0)
-                if guess:
-                    combo.setCurrentText(guess)
-            combo.blockSignals(False)
-
     @staticmethod
     def _guess(key: str, names) -> Optional[str]:
         """Pre-select by name: "..._post"/"T2starw" for the image, "pre"/"day0" for the baseline, "ref..." ROIs."""
@@ -212,31 +149,17 @@ class ClusterWidget(QWidget):
 
     def select(self, **layer_names) -> None:
         """Choose inputs by layer name, e.g. ``select(post="T2starw_post", baseline=None)`` (None = none)."""
-        for key, name in layer_names.items():
-            if key not in self.combos:
-                raise InputError(f"unknown input {key!r}; choose among {', '.join(self.combos)}.")
-            text = _NONE if name is None else name
-            if self.combos[key].findText(text) < 0:
-                raise InputError(f"no layer named {name!r} for {key}.")
-            self.combos[key].setCurrentText(text)
-
-    def _layer(self, key):
-        name = self.combos[key].currentText()
-        if not name or name == _NONE:
-            return None
-        if name not in self.viewer.layers:
-            raise InputError(f"the layer {name!r} chosen for {key} is gone; choose another.")
-        return self.viewer.layers[name]
+        self.pickers.select(**layer_names)
 
     def volumes(self) -> dict:
         """The chosen inputs as Volumes (ROIs drawn as Shapes rasterised on the post image's grid)."""
-        layer = self._layer("post")
+        layer = self.pickers.layer("post")
         if layer is None:
             raise InputError("choose the post-injection T2/T2*-weighted image layer.")
         post = layer_to_volume(layer)
         out = {"post": post}
         for key, *_ in _INPUTS[1:]:
-            layer = self._layer(key)
+            layer = self.pickers.layer(key)
             if layer is None:
                 out[key] = None
             elif type(layer).__name__ == "Shapes":
@@ -287,7 +210,7 @@ class ClusterWidget(QWidget):
 
     def _prepared_for_display(self):
         """Inputs prepared on the post layer's display grid (cached until an input or an ROI changes)."""
-        layers = [self._layer(k) for k, *_ in _INPUTS]
+        layers = [self.pickers.layer(k) for k, *_ in _INPUTS]
         key = tuple((ly.name, _fingerprint(ly.data) if type(ly).__name__ == "Labels" else
                      (repr([np.asarray(d).round(3).tolist() for d in ly.data]) if type(ly).__name__ == "Shapes"
                       else id(ly.data))) if ly is not None else None for ly in layers) + (self.same_world.isChecked(),)
@@ -306,7 +229,7 @@ class ClusterWidget(QWidget):
         if not self.live.isChecked():
             return None
         try:
-            post_layer = self._layer("post")
+            post_layer = self.pickers.layer("post")
             if post_layer is None:
                 raise InputError("choose the post-injection T2/T2*-weighted image layer.")
             if self.viewer.dims.ndisplay != 2:
@@ -322,8 +245,7 @@ class ClusterWidget(QWidget):
             index = int(np.clip(np.round(data_pos[axis]), 0, prep.post.spatial_shape[axis] - 1))
             mask2d = prep.preview(rule, axis, index)
         except Exception as exc:  # shown, never raised into Qt's event loop
-            notify_error(exc)
-            self.status.setText(one_line(exc))
+            self.run_row.fail(exc)
             return None
         layer = self.layers.get("preview")
         if layer is None or layer not in self.viewer.layers or layer.data.shape != prep.post.spatial_shape:
@@ -351,39 +273,25 @@ class ClusterWidget(QWidget):
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Segment the whole volume in a worker thread (queued if one is running)."""
-        if self.runner.running:
-            self._pending = True
+        if self.run_row.busy():
             return
         try:
             volumes = self.volumes()
         except InputError as exc:
-            notify_error(exc)
-            self.status.setText(one_line(exc))
+            self.run_row.fail(exc)
             return
-        self._inputs_used = {k: self.combos[k].currentText() for k, v in volumes.items() if v is not None}
+        self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._volumes_used = volumes
         transform = self._transform(volumes)
         self.status.setText("running...")
-        self.runner.start(_guarded(C.segment_clusters), volumes["post"], baseline=volumes["baseline"],
+        self.runner.start(C.segment_clusters, volumes["post"], baseline=volumes["baseline"],
                           reference_mask=volumes["reference_mask"], search_mask=volumes["search_mask"],
                           background_mask=volumes["background_mask"], baseline_transform=transform,
-                          **self.parameters(), on_done=self._done, on_error=self._failed)
-
-    def _done(self, result) -> None:
-        if isinstance(result, _Failed):
-            self._failed(result.exc)
-        else:
-            self._show(result)
+                          **self.parameters(), on_done=self._show, on_error=self._failed, guard=True)
 
     def _failed(self, exc) -> None:
-        notify_error(exc)
-        self.status.setText(one_line(exc))
-        self._run_pending()
-
-    def _run_pending(self) -> None:
-        if self._pending:
-            self._pending = False
-            QTimer.singleShot(0, self.run)
+        self.run_row.fail(exc)
+        self.run_row.run_pending(self.run)
 
     def _show(self, result) -> None:
         self.result = result
@@ -409,28 +317,18 @@ class ClusterWidget(QWidget):
             text += " Warnings: " + " | ".join(result.warnings)
         self.status.setText(text)
         self.export_button.setEnabled(True)
-        self._refresh_choices()
-        self._run_pending()
+        self.pickers.refresh()
+        self.run_row.run_pending(self.run)
 
     def _show_table(self, df) -> None:
-        if self._table_dock is not None:
-            try:
-                self.viewer.window.remove_dock_widget(self._table_dock)
-            except (LookupError, ValueError, RuntimeError):  # already closed by the user
-                pass
-        self.table = show_table_dock(self.viewer, df, "iron clusters")
-        self._table_dock = self.table
+        self.table = replace_table_dock(self.viewer, self.table, df, "iron clusters")
 
     # ------------------------------------------------------------------ export
     def current_labels(self) -> Volume:
         """The (possibly hand-edited) clusters as a Volume on the post image's grid."""
         if self.result is None or self.layers.get("labels") not in self.viewer.layers:
             raise InputError("find the clusters first (the clusters layer is missing).")
-        vol = layer_to_volume(self.layers["labels"], native=True)
-        grid = self.result.labels
-        if not vol.same_grid(grid):
-            vol = vol.resample_to(grid, order=0)
-        return vol.replace(name=grid.name, metadata=dict(grid.metadata), modality="SEG", unit="label")
+        return labels_on_grid(self.layers["labels"], self.result.labels)
 
     def current_table(self, labels: Optional[Volume] = None):
         """The table measured from the (edited) labels, with the run's reference mean and sigma."""
@@ -446,47 +344,21 @@ class ClusterWidget(QWidget):
         Both paths are checked before anything is written. Returns the table.
         """
         from .. import provenance
-        from ..io import save_labels
-        from ..outputs import check_output, write_table
 
-        labels_path = Path(labels_path)
-        if not labels_path.name.lower().endswith((".nii", ".nii.gz")):
-            raise InputError(f"{labels_path}: labels are written as NIfTI (.nii or .nii.gz).")
-        check_output(labels_path, overwrite)
-        if table_path is not None:
-            if not str(table_path).lower().endswith(".csv"):
-                raise InputError(f"{table_path}: the table is written as CSV (.csv).")
-            check_output(table_path, overwrite)
+        labels_path = check_labels_export(labels_path, table_path, overwrite, csv_table=True)
         labels = self.current_labels()
         table = self.current_table(labels)
         edited = not np.array_equal(labels.numpy(), self.result.labels.numpy())
         record = provenance.record("segment", inputs={k: v for k, v in self._volumes_used.items() if v is not None},
                                    parameters=dict(self.result.parameters, edited_by_hand=edited),
                                    warnings=self.result.warnings, clusters=len(table), layers=self._inputs_used)
-        save_labels(labels, labels_path, overwrite=overwrite, provenance=record,
-                    description=f"immunotrack segment {self.result.parameters['method']} clusters")
-        if table_path is not None:
-            write_table(table, table_path, provenance=record, overwrite=overwrite)
+        write_labels_export(labels, table, record, labels_path, table_path, overwrite,
+                            description=f"immunotrack segment {self.result.parameters['method']} clusters")
         return table
 
     def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save clusters as NIfTI", "clusters.nii.gz",
-                                              "NIfTI (*.nii.gz *.nii)")
-        if not path:
-            return
-        name = Path(path).name
-        stem = name[:-7] if name.lower().endswith(".nii.gz") else Path(path).stem
-        table_path = Path(path).with_name(stem + "_clusters.csv")
-        # the file dialog already asked about the NIfTI; ask about the table beside it
-        if table_path.exists() and QMessageBox.question(self, "Replace?", f"{table_path} exists. Replace it?") \
-                != QMessageBox.StandardButton.Yes:
-            return
-        try:
-            self.export(path, table_path, overwrite=True)
-        except Exception as exc:  # shown, never raised into Qt's event loop
-            notify_error(exc)
-            return
-        self.status.setText(f"saved {path} and {table_path.name}")
+        export_labels_dialog(self, self.status, "Save clusters as NIfTI", "clusters.nii.gz", "_clusters.csv",
+                             self.export)
 
 
 __all__ = ["ClusterWidget", "LAYER_NAMES"]

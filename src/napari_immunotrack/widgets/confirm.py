@@ -22,58 +22,35 @@ each with its provenance sidecar; nothing is overwritten without asking.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                            QLabel, QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox,
+                            QVBoxLayout, QWidget)
 
 from ..analysis.confirm import FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode, region_table
-from ..errors import InputError, one_line
+from ..errors import InputError
 from .._close_guard import install_close_guard
-from ._common import TaskRunner, layer_to_volume, notify_error, show_table_dock, volume_layer_data
+from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog, labels_on_grid,
+                      layer_to_volume, notify_error, replace_table_dock, volume_layer_data, write_labels_export)
 
-_NONE = "(none)"
-
-#: (key, label, optional, layer kind) of every input the widget offers.
+#: (key, label, optional, kinds of layer offered) of every input the widget offers.
 _INPUTS = (
-    ("t1_post", "T1w post", False, "image"),
-    ("t2_post", "T2w post", False, "image"),
-    ("t1_pre", "T1w pre (baseline)", True, "image"),
-    ("t2_pre", "T2w pre (baseline)", True, "image"),
-    ("t1_map_pre", "T1 map pre (ms)", True, "image"),
-    ("t1_map_post", "T1 map post (ms)", True, "image"),
-    ("t2_map_pre", "T2 map pre (ms)", True, "image"),
-    ("t2_map_post", "T2 map post (ms)", True, "image"),
-    ("search_mask", "Search mask", True, "labels"),
-    ("reference_mask", "Reference tissue", True, "labels"),
+    ("t1_post", "T1w post", False, ("Image",)),
+    ("t2_post", "T2w post", False, ("Image",)),
+    ("t1_pre", "T1w pre (baseline)", True, ("Image",)),
+    ("t2_pre", "T2w pre (baseline)", True, ("Image",)),
+    ("t1_map_pre", "T1 map pre (ms)", True, ("Image",)),
+    ("t1_map_post", "T1 map post (ms)", True, ("Image",)),
+    ("t2_map_pre", "T2 map pre (ms)", True, ("Image",)),
+    ("t2_map_post", "T2 map post (ms)", True, ("Image",)),
+    ("search_mask", "Search mask", True, ("Labels",)),
+    ("reference_mask", "Reference tissue", True, ("Labels",)),
 )
 
 #: Names of the layers this widget owns.
 LAYER_NAMES = {"t1_enhancement": "T1 enhancement", "t2_darkening": "T2 darkening", "overlap": "T1+T2 overlap",
                "labels": "confirmed regions"}
-
-
-class _Failed:
-    """An exception carried back from the worker as a result."""
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _guarded(func):
-    """``func`` returning its exception instead of raising it: the GUI thread then shows it as one
-    notification (superqt's worker would also re-raise it into Qt's event loop as a traceback)."""
-
-    def call(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every error is shown to the user, none is lost
-            return _Failed(exc)
-
-    return call
 
 
 def _mask_colormap(key: str):
@@ -102,19 +79,14 @@ class ConfirmWidget(QWidget):
         self.result = None
         self.layers: dict = {}
         self.table_dock = None
-        self._pending = False
         self._inputs_used: dict = {}
         self._last_status = None
 
         layout = QVBoxLayout(self)
         box = QGroupBox("Images")
         form = QFormLayout(box)
-        self.combos = {}
-        for key, label, optional, _kind in _INPUTS:
-            combo = QComboBox()
-            combo.setObjectName(key)
-            self.combos[key] = combo
-            form.addRow(label + ("" if optional else " *"), combo)
+        self.pickers = LayerPickers(napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values)
+        self.combos = self.pickers.combos
         layout.addWidget(box)
 
         box = QGroupBox("Thresholds")
@@ -138,32 +110,17 @@ class ConfirmWidget(QWidget):
         form.addRow("", self.live)
         layout.addWidget(box)
 
-        row = QHBoxLayout()
-        self.run_button = QPushButton("Confirm")
-        self.cancel_button = QPushButton("Cancel")
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.run_row = RunRow(layout, "Confirm", on_run=self.run, owner=self)  # run_button, status, runner...
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
         self.banner.setStyleSheet("color: #D55E00; font-weight: bold;")  # Okabe-Ito vermillion
         self.export_button = QPushButton("Export labels and table...")
         self.export_button.setEnabled(False)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
         layout.addWidget(self.banner)
         layout.addWidget(self.export_button)
         layout.addStretch(1)
 
-        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(300)
-        self._timer.timeout.connect(self.run)
-        self.run_button.clicked.connect(self.run)
+        self._timer = debounce_timer(self, 300, self.run)
         self.export_button.clicked.connect(self._export_dialog)
         for widget in (self.t1_threshold, self.t2_threshold, self.k_sigma, self.k_sigma_grow, self.min_size):
             widget.valueChanged.connect(self._parameters_changed)
@@ -171,9 +128,7 @@ class ConfirmWidget(QWidget):
         self.live.toggled.connect(self._parameters_changed)
         for combo in self.combos.values():
             combo.currentIndexChanged.connect(self._parameters_changed)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
+        self.pickers.follow()
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -185,29 +140,6 @@ class ConfirmWidget(QWidget):
         spin.setValue(value)
         spin.setToolTip(tip)
         return spin
-
-    def _refresh_choices(self, event=None) -> None:
-        """Offer the viewer's image layers (and labels layers for masks), our own outputs excluded."""
-        own = {id(layer) for layer in self.layers.values()}
-        images = [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Image" and id(ly) not in own]
-        labels = [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Labels" and id(ly) not in own]
-        for key, _label, optional, kind in _INPUTS:
-            combo = self.combos[key]
-            current = combo.currentText()
-            names = (labels if kind == "labels" else images)
-            combo.blockSignals(True)
-            combo.clear()
-            if optional:
-                combo.addItem(_NONE)
-            combo.addItems(names)
-            if current in names or (optional and current == _NONE):
-                combo.setCurrentText(current)
-            else:
-                combo.setCurrentIndex(0)
-                guess = self._guess(key, names)  # pre-select by name: "t1...post", "T2w_pre", ...
-                if guess:
-                    combo.setCurrentText(guess)
-            combo.blockSignals(False)
 
     @staticmethod
     def _guess(key: str, names) -> Optional[str]:
@@ -230,22 +162,11 @@ class ConfirmWidget(QWidget):
 
     def select(self, **layer_names) -> None:
         """Choose inputs by layer name, e.g. ``select(t1_post="T1w_post", t2_pre=None)`` (None = none)."""
-        for key, name in layer_names.items():
-            if key not in self.combos:
-                raise InputError(f"unknown input {key!r}; choose among {', '.join(self.combos)}.")
-            combo = self.combos[key]
-            text = _NONE if name is None else name
-            if combo.findText(text) < 0:
-                raise InputError(f"no layer named {name!r} for {key}.")
-            combo.setCurrentText(text)
+        self.pickers.select(**layer_names)
 
     def _volume(self, key):
-        name = self.combos[key].currentText()
-        if not name or name == _NONE:
-            return None
-        if name not in self.viewer.layers:
-            raise InputError(f"the layer {name!r} chosen for {key} is gone; choose another.")
-        return layer_to_volume(self.viewer.layers[name])
+        layer = self.pickers.layer(key)
+        return None if layer is None else layer_to_volume(layer)
 
     def parameters(self) -> dict:
         return {"t1_threshold": self.t1_threshold.value(), "t2_threshold": self.t2_threshold.value(),
@@ -259,8 +180,7 @@ class ConfirmWidget(QWidget):
 
     def run(self) -> None:
         """Run the confirmation in a worker thread (queued if one is running)."""
-        if self.runner.running:
-            self._pending = True
+        if self.run_row.busy():
             return
         try:
             volumes = {key: self._volume(key) for key, *_ in _INPUTS}
@@ -269,27 +189,15 @@ class ConfirmWidget(QWidget):
         except InputError as exc:
             notify_error(exc)
             return
-        self._inputs_used = {k: self.combos[k].currentText() for k, v in volumes.items() if v is not None}
+        self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._reference = volumes["t1_post"]  # the display reference of the results
         self.status.setText("running...")
-        self.runner.start(_guarded(confirm_dual_mode), **volumes, **self.parameters(), on_done=self._done,
-                          on_error=self._failed)
-
-    def _done(self, result) -> None:
-        if isinstance(result, _Failed):
-            self._failed(result.exc)
-        else:
-            self._show(result)
+        self.runner.start(confirm_dual_mode, **volumes, **self.parameters(), on_done=self._show,
+                          on_error=self._failed, guard=True)
 
     def _failed(self, exc) -> None:
-        notify_error(exc)
-        self.status.setText(one_line(exc))
-        self._run_pending()
-
-    def _run_pending(self) -> None:
-        if self._pending:
-            self._pending = False
-            QTimer.singleShot(0, self.run)
+        self.run_row.fail(exc)
+        self.run_row.run_pending(self.run)
 
     def _put(self, key: str, volume, reference, **style):
         """Add a result layer, or update ours in place (keeps the user's display settings)."""
@@ -340,27 +248,18 @@ class ConfirmWidget(QWidget):
                 show_warning(UNCONFIRMED_WARNING)
         self._last_status = result.status
         self.export_button.setEnabled(True)
-        self._refresh_choices()
-        self._run_pending()
+        self.pickers.refresh()
+        self.run_row.run_pending(self.run)
 
     def _show_table(self, df, title: str) -> None:
-        if self.table_dock is not None:
-            try:
-                self.viewer.window.remove_dock_widget(self.table_dock)
-            except (LookupError, ValueError, RuntimeError):  # already closed by the user
-                pass
-        self.table_dock = show_table_dock(self.viewer, df, title)  # the table widget inside the dock
+        self.table_dock = replace_table_dock(self.viewer, self.table_dock, df, title)  # the table widget in the dock
 
     # ------------------------------------------------------------------ export
     def current_labels(self):
         """The (possibly hand-edited) regions as a Volume on T1POST's grid."""
         if self.result is None or self.layers.get("labels") not in self.viewer.layers:
             raise InputError("run the confirmation first (the regions layer is missing).")
-        vol = layer_to_volume(self.layers["labels"], native=True)
-        grid = self.result.labels
-        if not vol.same_grid(grid):
-            vol = vol.resample_to(grid, order=0)
-        return vol.replace(name=grid.name, metadata=dict(grid.metadata), modality="SEG", unit="label")
+        return labels_on_grid(self.layers["labels"], self.result.labels)
 
     def export(self, labels_path, table_path=None, overwrite: bool = False):
         """Write the (edited) labels as NIfTI on T1POST's grid and, if asked, the table as CSV.
@@ -368,15 +267,8 @@ class ConfirmWidget(QWidget):
         Both paths are checked before anything is written. Returns the table written.
         """
         from .. import provenance
-        from ..io import save_labels
-        from ..outputs import check_output, write_table
 
-        labels_path = Path(labels_path)
-        if not labels_path.name.lower().endswith((".nii", ".nii.gz")):
-            raise InputError(f"{labels_path}: labels are written as NIfTI (.nii or .nii.gz).")
-        check_output(labels_path, overwrite)
-        if table_path is not None:
-            check_output(table_path, overwrite)
+        labels_path = check_labels_export(labels_path, table_path, overwrite)
         labels = self.current_labels()
         table = region_table(labels, self.result)
         edited = not np.array_equal(labels.numpy(), self.result.labels.numpy())
@@ -390,29 +282,12 @@ class ConfirmWidget(QWidget):
                                    warnings=self.result.warnings, status=self.result.status,
                                    confirmed=self.result.confirmed, description=description,
                                    regions=len(table), layers=self._inputs_used)
-        save_labels(labels, labels_path, overwrite=overwrite, provenance=record, description=description)
-        if table_path is not None:
-            write_table(table, table_path, provenance=record, overwrite=overwrite)
+        write_labels_export(labels, table, record, labels_path, table_path, overwrite, description=description)
         return table
 
     def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save regions as NIfTI", "confirmed.nii.gz",
-                                              "NIfTI (*.nii.gz *.nii)")
-        if not path:
-            return
-        name = Path(path).name
-        stem = name[:-7] if name.lower().endswith(".nii.gz") else Path(path).stem
-        table_path = Path(path).with_name(stem + "_regions.csv")
-        # the file dialog already asked about the NIfTI; ask about the table beside it
-        if table_path.exists() and QMessageBox.question(self, "Replace?", f"{table_path} exists. Replace it?") \
-                != QMessageBox.StandardButton.Yes:
-            return
-        try:
-            self.export(path, table_path, overwrite=True)
-        except Exception as exc:  # shown, never raised into Qt's event loop
-            notify_error(exc)
-            return
-        self.status.setText(f"saved {path} and {table_path.name}")
+        export_labels_dialog(self, self.status, "Save regions as NIfTI", "confirmed.nii.gz", "_regions.csv",
+                             self.export)
 
 
 __all__ = ["ConfirmWidget", "LAYER_NAMES"]

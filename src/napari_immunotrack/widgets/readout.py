@@ -23,15 +23,14 @@ import re
 from typing import Optional
 
 import numpy as np
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                            QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                            QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
 from .._close_guard import install_close_guard
-from ._common import TaskRunner, layer_to_volume, notify_error, table_widget
+from ._common import (RunRow, choose, debounce_timer, fill_combo, follow_layers, layer_to_volume, layers_of,
+                      notify_error, save_dialog, table_widget)
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
 _NUCLEAR = ("PT", "NM")
@@ -162,21 +161,6 @@ def cursor_values(viewer, position) -> list:
     return out
 
 
-class _Failed:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _guarded(func):
-    def call(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - shown to the user as one notification
-            return _Failed(exc)
-
-    return call
-
-
 class ReadoutWidget(QWidget):
     """Dock widget: per-ROI readouts of quantitative layers, header panel, bar chart, CSV export."""
 
@@ -187,7 +171,6 @@ class ReadoutWidget(QWidget):
         self.table = None  # the last DataFrame
         self.overrides: dict = {}
         self._roi_layer = None
-        self._pending = False
         self._live = False
         self._shown_header: dict = {}
 
@@ -221,17 +204,7 @@ class ReadoutWidget(QWidget):
         hform.addRow(self.apply_header)
         layout.addWidget(self.header_box)
 
-        row = QHBoxLayout()
-        self.run_button = QPushButton("Compute")
-        self.cancel_button = QPushButton("Cancel")
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
+        self.run_row = RunRow(layout, "Compute", on_run=self.run, owner=self)  # run_button, status, runner...
         self.table_view = table_widget(_empty_frame())
         layout.addWidget(self.table_view)
 
@@ -250,32 +223,19 @@ class ReadoutWidget(QWidget):
         self.export_button.setEnabled(False)
         layout.addWidget(self.export_button)
 
-        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(400)
-        self._timer.timeout.connect(self.run)
-        self.run_button.clicked.connect(self.run)
+        self._timer = debounce_timer(self, 400, self.run)
         self.apply_header.clicked.connect(self._apply_header_edits)
         self.export_button.clicked.connect(self._export_dialog)
         self.metric_combo.currentTextChanged.connect(self._draw_chart)
         self.roi_combo.currentTextChanged.connect(self._watch_roi_layer)
         self.header_layer_combo.currentTextChanged.connect(self._show_header)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
+        follow_layers(self.viewer, self._refresh_choices)
 
     # ------------------------------------------------------------------ choices
     def _refresh_choices(self, event=None) -> None:
-        labels = [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Labels"]
-        images = [ly for ly in self.viewer.layers if type(ly).__name__ == "Image"]
-        current = self.roi_combo.currentText()
-        self.roi_combo.blockSignals(True)
-        self.roi_combo.clear()
-        self.roi_combo.addItems(labels)
-        if current in labels:
-            self.roi_combo.setCurrentText(current)
-        self.roi_combo.blockSignals(False)
+        labels = [ly.name for ly in layers_of(self.viewer, ("Labels",))]
+        images = layers_of(self.viewer, ("Image",))
+        fill_combo(self.roi_combo, labels)
         checked = self.selected_layers()
         known = {self.layer_list.item(i).text() for i in range(self.layer_list.count())}
         self.layer_list.clear()
@@ -288,13 +248,7 @@ class ReadoutWidget(QWidget):
             self.layer_list.addItem(item)
         pets = [ly.name for ly in images if ly.metadata.get("volume") is not None
                 and is_nuclear(ly.metadata["volume"])]
-        cur = self.header_layer_combo.currentText()
-        self.header_layer_combo.blockSignals(True)
-        self.header_layer_combo.clear()
-        self.header_layer_combo.addItems(pets)
-        if cur in pets:
-            self.header_layer_combo.setCurrentText(cur)
-        self.header_layer_combo.blockSignals(False)
+        fill_combo(self.header_layer_combo, pets)
         self.header_box.setVisible(bool(pets))
         self._watch_roi_layer()
         self._show_header()
@@ -306,9 +260,7 @@ class ReadoutWidget(QWidget):
     def select(self, roi: Optional[str] = None, layers=None) -> None:
         """Choose inputs by layer name (for scripts and tests)."""
         if roi is not None:
-            if self.roi_combo.findText(roi) < 0:
-                raise InputError(f"no Labels layer named {roi!r}.")
-            self.roi_combo.setCurrentText(roi)
+            choose(self.roi_combo, roi, f"no Labels layer named {roi!r}.")
         if layers is not None:
             for i in range(self.layer_list.count()):
                 item = self.layer_list.item(i)
@@ -426,8 +378,7 @@ class ReadoutWidget(QWidget):
 
     # ------------------------------------------------------------------ computing
     def run(self) -> None:
-        if self.runner.running:
-            self._pending = True
+        if self.run_row.busy():
             return
         try:
             roi_name = self.roi_combo.currentText()
@@ -442,20 +393,16 @@ class ReadoutWidget(QWidget):
                 rois.metadata["label_names"] = stored.metadata["label_names"]
             layers = [(n, layer_to_volume(self.viewer.layers[n])) for n in names]
         except InputError as exc:
-            notify_error(exc)
-            self.status.setText(one_line(exc))
+            self.run_row.fail(exc)
             return
         self._inputs = {"rois": rois, **{n: v for n, v in layers}}
         self._live = True
         self.status.setText("computing...")
-        self.runner.start(_guarded(readout_table), rois, layers, suv_type=self.suv_combo.currentText(),
+        self.runner.start(readout_table, rois, layers, suv_type=self.suv_combo.currentText(),
                           overrides={k: dict(v) for k, v in self.overrides.items()}, on_done=self._done,
-                          on_error=self._failed)
+                          on_error=self._failed, guard=True)
 
     def _done(self, result) -> None:
-        if isinstance(result, _Failed):
-            self._failed(result.exc)
-            return
         self.table = result
         self._show_table(result)
         n_roi = result["label"].nunique() if len(result) else 0
@@ -467,16 +414,11 @@ class ReadoutWidget(QWidget):
             msg += "; " + result.attrs["warnings"][0]
         self.status.setText(msg)
         self.export_button.setEnabled(True)
-        if self._pending:
-            self._pending = False
-            QTimer.singleShot(0, self.run)
+        self.run_row.run_pending(self.run)
 
     def _failed(self, exc) -> None:
-        notify_error(exc)
-        self.status.setText(one_line(exc))
-        if self._pending:
-            self._pending = False
-            QTimer.singleShot(0, self.run)
+        self.run_row.fail(exc)
+        self.run_row.run_pending(self.run)
 
     def _show_table(self, df) -> None:
         layout = self.layout()
@@ -539,15 +481,8 @@ class ReadoutWidget(QWidget):
         return write_table(self.table, path, provenance=record, overwrite=overwrite)
 
     def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save readouts as CSV", "readouts.csv", "CSV (*.csv)")
-        if not path:
-            return
-        try:  # the file dialog already asked before replacing
-            self.export(path, overwrite=True)
-        except Exception as exc:  # shown, never raised into Qt's event loop
-            notify_error(exc)
-            return
-        self.status.setText(f"saved {path}")
+        save_dialog(self, self.status, "Save readouts as CSV", "readouts.csv", "CSV (*.csv)",
+                    lambda path: self.export(path, overwrite=True))  # the dialog asked before replacing
 
 
 class CursorReadoutWidget(QWidget):

@@ -24,18 +24,17 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                            QListWidget, QListWidgetItem, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
+                            QListWidgetItem, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import registration as reg
 from ..errors import InputError, one_line
 from ..progress import report, scaled
 from ..volume import napari_to_ras
 from .._close_guard import install_close_guard
-from ._common import TaskRunner, data_to_world_points, layer_to_volume, notify_error, volume_layer_data
+from ._common import (Failed, RunRow, chosen_layer, choose, data_to_world_points, fill_combo, follow_layers,
+                      layer_to_volume, layers_of, notify_error, save_dialog, volume_layer_data)
 
-_NONE = "(none)"
 METHODS = {"Intensity (mutual information)": "intensity", "Landmarks (paired points)": "landmarks"}
 #: Names of the quality-control layers this widget owns.
 QC_NAMES = {"checkerboard": "QC checkerboard", "difference": "QC difference", "moving": "QC moving on fixed grid",
@@ -47,13 +46,6 @@ QC_VIEWS = {"checkerboard": ("checkerboard",), "difference": ("difference",), "e
 _MOVING_ORDER = ("PT", "NM", "CT", "MPI", "F19", "OPT")
 #: napari world order (S, A, R) <-> RAS (x, y, z)
 _SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-
-
-class _Failed:
-    """An exception carried back from the worker as a result (shown as one notification)."""
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
 
 
 def _points_ras(layer) -> np.ndarray:
@@ -96,7 +88,7 @@ def compute(fixed, moving, method="intensity", transform="rigid", fixed_mask=Non
         report(progress, 1.0, "done")
         return result, qc, metrics
     except Exception as exc:  # noqa: BLE001 - shown to the user in the GUI thread, never lost
-        return _Failed(exc)
+        return Failed(exc)
 
 
 class RegistrationWidget(QWidget):
@@ -150,15 +142,7 @@ class RegistrationWidget(QWidget):
         form.addRow("Checkerboard", self.square_mm)
         layout.addWidget(box)
 
-        row = QHBoxLayout()
-        self.run_button = QPushButton("Register")
-        self.cancel_button = QPushButton("Cancel")
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.run_row = RunRow(layout, "Register", on_run=self.run, owner=self)  # run_button, status, runner...
         self.metric_label = QLabel("")
         self.metric_label.setWordWrap(True)
         self.fre_table = QTableWidget(0, 2)
@@ -172,8 +156,6 @@ class RegistrationWidget(QWidget):
         self.save_button = QPushButton("Save transform...")
         row2.addWidget(self.undo_button)
         row2.addWidget(self.save_button)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
         layout.addWidget(self.metric_label)
         layout.addWidget(self.fre_table)
         qc_row = QFormLayout()
@@ -184,36 +166,17 @@ class RegistrationWidget(QWidget):
         self.undo_button.setEnabled(False)
         self.save_button.setEnabled(False)
 
-        self.runner = TaskRunner(self.progress_bar, self.cancel_button, self.status)
-        self.run_button.clicked.connect(self.run)
         self.undo_button.clicked.connect(self.undo)
         self.save_button.clicked.connect(self._save_dialog)
         self.qc_combo.currentTextChanged.connect(self.show_qc)
         self.method_combo.currentTextChanged.connect(self._method_changed)
         self.moving_combo.currentTextChanged.connect(self._refresh_companions)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
+        follow_layers(self.viewer, self._refresh_choices)
         self._method_changed()
 
     # ------------------------------------------------------------------ choices
     def _layers(self, kind: str):
-        own = {id(layer) for layer in self.qc_layers.values()}
-        return [ly for ly in self.viewer.layers if type(ly).__name__ == kind and id(ly) not in own]
-
-    @staticmethod
-    def _fill(combo, names, optional=False, guess=None):
-        current = combo.currentText()
-        combo.blockSignals(True)
-        combo.clear()
-        if optional:
-            combo.addItem(_NONE)
-        combo.addItems(names)
-        if current in names or (optional and current == _NONE):
-            combo.setCurrentText(current)
-        elif guess in names:
-            combo.setCurrentText(guess)
-        combo.blockSignals(False)
+        return layers_of(self.viewer, (kind,), exclude=self.qc_layers.values())
 
     def _refresh_choices(self, event=None) -> None:
         images = self._layers("Image")
@@ -225,14 +188,14 @@ class RegistrationWidget(QWidget):
         ranked = sorted(others, key=lambda n: _MOVING_ORDER.index(modality[n]) if modality[n] in _MOVING_ORDER
                         else len(_MOVING_ORDER))
         hot = ranked[0] if ranked else None
-        self._fill(self.fixed_combo, names, guess=anatomy)
-        self._fill(self.moving_combo, names, guess=hot)
+        fill_combo(self.fixed_combo, names, guess=anatomy)
+        fill_combo(self.moving_combo, names, guess=hot)
         labels = [ly.name for ly in self._layers("Labels")]
-        self._fill(self.fixed_mask_combo, labels, optional=True)
-        self._fill(self.moving_mask_combo, labels, optional=True)
+        fill_combo(self.fixed_mask_combo, labels, optional=True)
+        fill_combo(self.moving_mask_combo, labels, optional=True)
         points = [ly.name for ly in self._layers("Points")]
-        self._fill(self.fixed_points_combo, points, optional=True, guess=points[0] if points else None)
-        self._fill(self.moving_points_combo, points, optional=True, guess=points[1] if len(points) > 1 else None)
+        fill_combo(self.fixed_points_combo, points, optional=True, guess=points[0] if points else None)
+        fill_combo(self.moving_points_combo, points, optional=True, guess=points[1] if len(points) > 1 else None)
         self._refresh_companions()
 
     def _refresh_companions(self, *args) -> None:
@@ -269,9 +232,7 @@ class RegistrationWidget(QWidget):
                              (self.moving_mask_combo, moving_mask), (self.fixed_points_combo, fixed_points),
                              (self.moving_points_combo, moving_points)):
             if value is not None:
-                if combo.findText(value) < 0:
-                    raise InputError(f"no choice named {value!r}.")
-                combo.setCurrentText(value)
+                choose(combo, value, f"no choice named {value!r}.")
         if method is not None:
             self.method_combo.setCurrentText(next(k for k, v in METHODS.items() if v == method))
         if companions is not None:
@@ -281,12 +242,7 @@ class RegistrationWidget(QWidget):
                 item.setCheckState(Qt.CheckState.Checked if item.text() in companions else Qt.CheckState.Unchecked)
 
     def _layer(self, combo, what: str):
-        name = combo.currentText()
-        if not name or name == _NONE:
-            return None
-        if name not in self.viewer.layers:
-            raise InputError(f"the layer {name!r} chosen as {what} is gone; choose another.")
-        return self.viewer.layers[name]
+        return chosen_layer(self.viewer, combo, f"as {what}")
 
     # ------------------------------------------------------------------ running
     def run(self) -> None:
@@ -322,10 +278,7 @@ class RegistrationWidget(QWidget):
         self.runner.start(compute, fixed, moving, on_done=self._done, on_error=self._failed, **kwargs)
 
     def _done(self, out) -> None:
-        if isinstance(out, _Failed):
-            self._failed(out.exc)
-            return
-        result, qc, metrics = out
+        result, qc, metrics = out  # a Failed from compute goes to _failed (see TaskRunner.start)
         moving_layer = self._inputs["moving"]
         if moving_layer not in self.viewer.layers:
             self._failed(InputError("the moving layer was removed while registering; nothing was applied."))
@@ -453,16 +406,8 @@ class RegistrationWidget(QWidget):
         return write_transform(path, self.result.fixed_to_moving, overwrite=overwrite, provenance=record)
 
     def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save transform", "transform.tfm",
-                                              "ITK transform (*.tfm *.txt *.mat)")
-        if not path:
-            return
-        try:
-            self.save_transform(path, overwrite=True)  # the dialog already asked before replacing
-        except Exception as exc:  # shown, never raised into Qt's event loop
-            notify_error(exc)
-            return
-        self.status.setText(f"saved {path}")
+        save_dialog(self, self.status, "Save transform", "transform.tfm", "ITK transform (*.tfm *.txt *.mat)",
+                    lambda path: self.save_transform(path, overwrite=True))  # the dialog asked before replacing
 
 
 __all__ = ["RegistrationWidget", "compute", "QC_NAMES"]
