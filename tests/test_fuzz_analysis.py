@@ -158,7 +158,7 @@ def masks(draw, grid: Volume, allow_none=True, hostile=True):
 
 
 # ------------------------------------------------------------------ clusters
-@budget(300)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_segment_clusters(data, hostile):
     from napari_immunotrack.analysis.clusters import segment_clusters
@@ -224,7 +224,7 @@ def test_segment_clusters_in_chunks_equals_in_memory(data):
 
 
 # ------------------------------------------------------------------ T1-T2 confirmation
-@budget(200)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_confirm_dual_mode(data, hostile):
     from napari_immunotrack.analysis.confirm import confirm_dual_mode
@@ -256,7 +256,7 @@ def test_confirm_dual_mode(data, hostile):
 
 
 # ------------------------------------------------------------------ ROIs
-@budget(400)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_carry_rois_and_roi_statistics(data, hostile):
     from napari_immunotrack.analysis.roi import RoiMap, carry_rois, roi_statistics
@@ -303,7 +303,7 @@ BAD_HEADER = {
 }
 
 
-@budget(300)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_quantify_pet(data, hostile):
     from napari_immunotrack.analysis.pet import quantify_pet
@@ -337,7 +337,7 @@ def test_quantify_pet(data, hostile):
 
 
 # ------------------------------------------------------------------ 19F
-@budget(250)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_fluorine_cells(data, hostile):
     from napari_immunotrack.analysis.fluorine import fluorine_cells
@@ -365,7 +365,7 @@ def test_fluorine_cells(data, hostile):
 
 
 # ------------------------------------------------------------------ MPI
-@budget(250)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_mpi_iron(data, hostile):
     from napari_immunotrack.analysis.mpi import mpi_iron
@@ -398,7 +398,7 @@ def test_mpi_iron(data, hostile):
 
 
 # ------------------------------------------------------------------ registration
-@budget(500)
+@budget(2000)
 @given(n=st.sampled_from(range(13)), transform=st.sampled_from(["rigid", "affine"] * 3 + ["similarity"]),
        layout=st.sampled_from(["random", "random", "random", "collinear", "planar", "duplicate", "nan", "huge"]),
        seed=st.integers(0, 999))
@@ -435,7 +435,7 @@ def _blob(shape, affine, centre_mm, sigma_mm=3.0):
     return np.exp(-np.sum((world - centre_mm) ** 2, axis=1) / (2 * sigma_mm ** 2)).reshape(shape) * 1000
 
 
-@budget(40)
+@budget(2000)
 @given(data=st.data(), hostile=hostile_st)
 def test_register_images(data, hostile):
     from napari_immunotrack.registration import register
@@ -457,7 +457,7 @@ def test_register_images(data, hostile):
         assert res.fixed_to_moving.shape == (4, 4) and np.all(np.isfinite(res.fixed_to_moving))
 
 
-@budget(60)
+@budget(2000)
 @given(shape=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)),
        spacing=st.sampled_from([0.5, 1.0, 2.5]), seed=st.integers(0, 999))
 def test_peak_sphere_cut_to_the_image_is_exact(shape, spacing, seed):

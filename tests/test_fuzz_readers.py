@@ -123,7 +123,7 @@ def _apply(raw: bytes, edits) -> bytes:
     return bytes(buf)
 
 
-@budget(500)
+@budget(1000)
 @given(edits=field_edits(), gz=st.booleans(), base=st.sampled_from(["int16", "float32"]))
 @example(edits=[(42, "<h", 32767), (44, "<h", 32767), (46, "<h", 32767)], gz=False, base="int16")  # enormous dims
 @example(edits=[(42, "<h", 32767), (44, "<h", 32767), (46, "<h", 32767)], gz=True, base="float32")
@@ -137,7 +137,7 @@ def test_nifti_with_absurd_header_fields(tmp_path_factory, edits, gz, base):
     opens_or_refuses(path)
 
 
-@budget(300)
+@budget(800)
 @given(cut=st.integers(0, len(VALID_NII) - 1), gz=st.booleans())
 def test_truncated_nifti(tmp_path_factory, cut, gz):
     path = tmp_path_factory.mktemp("nii") / ("cut.nii.gz" if gz else "cut.nii")
@@ -148,7 +148,7 @@ def test_truncated_nifti(tmp_path_factory, cut, gz):
     assert opens_or_refuses(path) is None  # a cut file never opens as if it were complete
 
 
-@budget(300)
+@budget(800)
 @given(flips=st.lists(st.tuples(st.integers(0, len(VALID_NII) - 1), st.integers(0, 255)), min_size=1, max_size=8))
 def test_nifti_with_flipped_bytes(tmp_path_factory, flips):
     buf = bytearray(VALID_NII)
@@ -159,7 +159,7 @@ def test_nifti_with_flipped_bytes(tmp_path_factory, flips):
     opens_or_refuses(path)
 
 
-@budget(150)
+@budget(400)
 @given(noise=st.binary(min_size=0, max_size=600), suffix=st.sampled_from([".nii", ".nii.gz", ".dcm", ".tif", ""]))
 def test_random_bytes_with_an_image_name(tmp_path_factory, noise, suffix):
     path = tmp_path_factory.mktemp("junk") / f"scan{suffix}"
@@ -220,7 +220,7 @@ def test_the_unharmed_series_opens(tmp_path):
     assert volume.spacing[0] == pytest.approx(2.0, abs=1e-3)
 
 
-@budget(200)
+@budget(500)
 @given(which=st.integers(0, 2), cut=st.floats(0.0, 0.999))
 def test_dicom_series_with_a_truncated_file(tmp_path_factory, which, cut):
     contents = list(series_bytes())
@@ -230,7 +230,7 @@ def test_dicom_series_with_a_truncated_file(tmp_path_factory, which, cut):
     assert volumes is None or all(v.spatial_shape[0] < 3 or v.metadata.get("files") for v in volumes)
 
 
-@budget(200)
+@budget(500)
 @given(which=st.integers(0, 2),
        flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), min_size=1, max_size=6))
 def test_dicom_series_with_flipped_bytes(tmp_path_factory, which, flips):
@@ -286,7 +286,7 @@ def dicom_edits(draw):
     return [(k, draw(st.sampled_from(DICOM_EDITS[k]))) for k in keys]
 
 
-@budget(250)
+@budget(700)
 @given(edits=dicom_edits(), every_file=st.booleans())
 def test_dicom_series_with_absurd_header_values(tmp_path_factory, edits, every_file):
     import pydicom
@@ -310,7 +310,7 @@ def test_dicom_series_with_absurd_header_values(tmp_path_factory, edits, every_f
     opens_or_refuses(_write_series(tmp_path_factory.mktemp("d") / "s", contents))
 
 
-@budget(100)
+@budget(300)
 @given(drop=st.sets(st.integers(0, 2), max_size=2), duplicate=st.booleans(), junk=st.booleans())
 def test_dicom_series_with_missing_duplicated_and_foreign_files(tmp_path_factory, drop, duplicate, junk):
     contents = [c for i, c in enumerate(series_bytes()) if i not in drop]
@@ -323,7 +323,7 @@ def test_dicom_series_with_missing_duplicated_and_foreign_files(tmp_path_factory
     opens_or_refuses(folder)
 
 
-@budget(150)
+@budget(300)
 @given(cut=st.floats(0.0, 0.999), flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), max_size=4))
 def test_multiframe_dicom_damaged(tmp_path_factory, cut, flips):
     """A real multi-frame file (pydicom's RT dose grid) cut short or with flipped bytes."""
@@ -351,7 +351,7 @@ def ome_tiff_bytes() -> bytes:
         return Path(path).read_bytes()
 
 
-@budget(200)
+@budget(2000)
 @given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), max_size=6))
 def test_ome_tiff_cut_short_or_with_flipped_bytes(tmp_path_factory, cut, flips):
     buf = bytearray(ome_tiff_bytes())
@@ -370,7 +370,7 @@ ZARR_EDITS = st.sampled_from([
     ("datasets", []), ("version", "9.9"), ("transforms", None)])
 
 
-@budget(80)
+@budget(2000)
 @given(edits=st.lists(ZARR_EDITS, min_size=1, max_size=3))
 def test_ome_zarr_with_damaged_metadata(tmp_path_factory, edits):
     import json

@@ -17,9 +17,9 @@ from napari_immunotrack.errors import InputError
 from napari_immunotrack.volume import Volume, as_labels, lps_to_ras_matrix, napari_to_ras, ras_to_napari
 
 # about 3500 examples in all: cheap geometry targets get most, resampling fewer
-FAST = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-MEDIUM = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MEDIUM = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 spacing_st = st.floats(0.01, 10.0, allow_nan=False)
 translation_st = st.floats(-500.0, 500.0, allow_nan=False)
