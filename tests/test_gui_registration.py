@@ -173,3 +173,25 @@ def test_cancel_leaves_layers_alone(make_napari_viewer, qtbot, pair):
     _wait(widget, qtbot)
     assert widget.result is None and widget.status.text() == "cancelled"
     assert np.allclose(layer_affine_ras(moving_layer), before)
+
+
+def test_a_second_run_while_one_runs_is_a_message(make_napari_viewer, qtbot, pair, monkeypatch):
+    from napari_immunotrack.widgets import registration as reg_mod
+    from napari_immunotrack.widgets.registration import RegistrationWidget
+
+    viewer = make_napari_viewer()
+    add_volume(viewer, pair["fixed"])
+    add_volume(viewer, pair["moving"])
+    extra = add_volume(viewer, pair["moving"].replace(name="another moving"))
+    widget = RegistrationWidget(viewer)
+    widget.select(method="intensity", transform="rigid")
+    told = []
+    monkeypatch.setattr(reg_mod, "notify_error", lambda exc: told.append(str(exc)))
+    widget.run()
+    widget.moving_combo.setCurrentText(extra.name)
+    widget.run()  # clicked again: no exception reaches the Qt loop, the first run goes on
+    assert told == ["a computation is already running; wait for it or press Cancel."]
+    assert widget.status.text() == "registering..."
+    _wait(widget, qtbot)
+    assert widget.result is not None, widget.status.text()
+    assert widget._inputs["moving"].name == pair["moving"].name  # applied to what the first run registered

@@ -272,10 +272,16 @@ class RegistrationWidget(QWidget):
         except InputError as exc:
             self._failed(exc)
             return
+        try:  # a second click while one registration runs: a message, not an exception in the Qt loop
+            self.runner.start(compute, fixed, moving, on_done=self._done, on_error=self._failed, **kwargs)
+        except InputError as exc:
+            notify_error(exc)  # the running registration's status line stays
+            return
+        # set after the start (a refused second click must not change what the running one applies to);
+        # the result arrives through the Qt loop, so after this method returns
         self._inputs = {"fixed": fixed_layer, "moving": moving_layer, "fixed_volume": fixed, "moving_volume": moving,
                         "points": (kwargs.get("fixed_points") is not None and self.moving_points_combo.currentText())}
         self.status.setText("registering...")
-        self.runner.start(compute, fixed, moving, on_done=self._done, on_error=self._failed, **kwargs)
 
     def _done(self, out) -> None:
         result, qc, metrics = out  # a Failed from compute goes to _failed (see TaskRunner.start)
