@@ -230,8 +230,9 @@ def _check_3d(volume: Volume, what: str) -> None:
     if not isinstance(volume, Volume):
         raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
     if volume.data.ndim != 3:
-        raise InputError(f"{what} has {volume.data.ndim} dimensions; give one 3D volume "
-                         "(pick one echo or time frame first).")
+        raise InputError(f"{what} has {volume.data.ndim} dimensions; give one 3D volume: save one echo or "
+                         "time frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1, or "
+                         "nibabel.funcs.four_to_three).")
 
 
 def structure_for(connectivity: int) -> np.ndarray:

@@ -209,7 +209,8 @@ def _as_3d(volume: Volume, role: str) -> Volume:
     if not isinstance(volume, Volume):
         raise InputError(f"{role} must be a Volume (got {type(volume).__name__}); load it with io.load_volume.")
     if volume.data.ndim != 3:
-        raise InputError(f"{role} has {volume.data.ndim} dimensions; give one 3D volume (pick one echo or frame).")
+        raise InputError(f"{role} has {volume.data.ndim} dimensions; give one 3D volume: save one echo "
+                         "or frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1).")
     return volume
 
 
