@@ -193,8 +193,8 @@ def test_new_labels_landmarks_and_rois_are_saved_in_world_millimetres(make_napar
     painted = viewer.add_labels(np.zeros((5, 6, 7), np.uint8), name="drawn", scale=(2.0, 0.5, 0.5),
                                 translate=(10.0, -3.0, 4.0))
     painted.data[2, 3, 4] = 1
-    points = viewer.add_points([[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]], name="landmarks")
-    shapes = viewer.add_shapes([np.array([[0.0, 0, 0], [0, 4, 0], [0, 4, 4]])], shape_type="polygon", name="roi")
+    viewer.add_points([[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]], name="landmarks")
+    viewer.add_shapes([np.array([[0.0, 0, 0], [0, 4, 0], [0, 4, 4]])], shape_type="polygon", name="roi")
     assert {layer.name for layer in unsaved_layers(viewer)} == {"drawn", "landmarks", "roi"}
     answers.update(choice="save", folder=str(tmp_path))
     _close_from_menu(viewer)

@@ -652,10 +652,9 @@ def centroid_of_row(df, row: int):
 
 def show_table_dock(viewer, df, name: str, centre_on_click: bool = True):
     """Dock a findings table; clicking a row with centroid columns centres the views on it."""
-    on_click = None
-    if centre_on_click and {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(df.columns):
-        def on_click(row):
-            center_on_world(viewer, centroid_of_row(df, row))
+    has_centroids = {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(df.columns)
+    on_click = (lambda row: center_on_world(viewer, centroid_of_row(df, row))) \
+        if centre_on_click and has_centroids else None
     table = table_widget(df, on_click)
     viewer.window.add_dock_widget(table, name=name, area="right")
     return table

@@ -143,8 +143,7 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
     layers = [{"name": layer.name, "visible": bool(layer.visible), "type": type(layer).__name__}
               for layer in viewer.layers]
     write_sidecar(path, record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
-                                                                            "shape_px": list(image.shape)}),
-               overwrite=True)
+                                                                "shape_px": list(image.shape)}))
     return path
 
 
