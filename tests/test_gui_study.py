@@ -195,7 +195,7 @@ def test_sample_study_defaults_docks_and_timepoint_steps(make_napari_viewer, mon
         pet_before = np.asarray(pet.data).copy()
         pet.contrast_limits = (0.0, 4.0)  # the user's window
         center_on_world(viewer, [3.0, -2.0, -5.0])
-        point, center = tuple(viewer.dims.point), tuple(viewer.camera.center)
+        point, center = tuple(viewer.dims.point), tuple(viewer.scene.camera.center)
         for future in list(widget._cache.values()):
             future.result()  # the background preparation, as a user who looked at day 1 for a moment
         t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def test_sample_study_defaults_docks_and_timepoint_steps(make_napari_viewer, mon
         assert t2s.name == "T2starw (day 3)" and pet.name == "PET SUVbw (day 3)"
         assert not np.array_equal(np.asarray(t2s.data), before)
         assert not np.array_equal(np.asarray(pet.data), pet_before)
-        assert tuple(viewer.dims.point) == point and tuple(viewer.camera.center) == center
+        assert tuple(viewer.dims.point) == point and tuple(viewer.scene.camera.center) == center
         assert tuple(pet.contrast_limits) == (0.0, 4.0)  # linked windowing across timepoints
         assert elapsed < 3.0  # generous under a loaded test machine; benchmarks/bench_viewer.py measures it
         # the analyses get day 3's native volume

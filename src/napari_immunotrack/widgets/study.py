@@ -864,7 +864,8 @@ class StudyWidget(QWidget):
         from ..commands.view import fit_to_anatomy
 
         viewer_camera(self.viewer).orientation2d = ("up", "right")  # anterior up, subject's right to the right
-        self.viewer.scale_bar.visible = True
+        canvas = getattr(self.viewer, "canvas", None)  # napari 0.9; viewer.scale_bar is deprecated
+        (canvas.overlays["scale_bar"] if canvas is not None else self.viewer.scale_bar).visible = True
         fit_to_anatomy(self.viewer)
 
     def _close_study(self) -> None:
