@@ -93,3 +93,26 @@ def test_view_screenshot_from_the_command_line(tmp_path):
     assert any("T2" in name for name in record["parameters"]["layers"])
     assert sidecar_matches(shot) is True
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_docks_opened_from_the_plugin_menu_choose_sensible_inputs(make_napari_viewer, qtbot):
+    """Sample data + the docks as napari's Plugins menu opens them (behind napari's proxy): the inputs
+    pre-selected are the T2*w image and its day-0 baseline, the organ ROIs (not the reference tube)."""
+    viewer = make_napari_viewer(show=False)
+    viewer.open_sample("napari-immunotrack", "mouse_study")
+    _, clusters = viewer.window.add_plugin_dock_widget("napari-immunotrack", "Iron clusters")
+    _, confirm = viewer.window.add_plugin_dock_widget("napari-immunotrack", "T1-T2 confirmation")
+    _, readouts = viewer.window.add_plugin_dock_widget("napari-immunotrack", "Quantitative readouts")
+    assert clusters.combos["post"].currentText() == "T2starw (day 1)"
+    assert clusters.combos["baseline"].currentText() == "T2starw (day 0)"
+    chosen = {k: confirm.combos[k].currentText() for k in ("t1_post", "t2_post", "t1_pre", "t2_pre")}
+    assert chosen == {"t1_post": "T1w (day 1)", "t2_post": "T2w (day 1)", "t1_pre": "T1w (day 0)",
+                      "t2_pre": "T2w (day 0)"}
+    assert readouts.roi_combo.currentText() == "ROI (day 1)"  # the organs; "ROI reftube" lies outside PET
+    readouts.run()
+    qtbot.waitUntil(lambda: not readouts.runner.running, timeout=120000)
+    from napari_immunotrack.io import load_volume
+
+    dseg = load_volume(sample_study_root() / "sub-01" / "ses-day1" / "rois" / "sub-01_ses-day1_dseg.nii.gz")
+    n_labels = len(np.setdiff1d(np.unique(dseg.numpy()), [0]))
+    assert readouts.status.text().startswith(f"{n_labels} ROI(s)"), readouts.status.text()

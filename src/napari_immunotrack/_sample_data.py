@@ -126,8 +126,9 @@ def load_study_file(f, transforms: Optional[dict] = None) -> List:
                                     "datatype": f.datatype, "suffix": f.suffix, "role": f.role, "track": f.track,
                                     "registered": registered}
         suffix = f.suffix if f.suffix not in (f.datatype,) else ""
-        volume.name = f"{suffix or volume.name or f.datatype} (day {f.day:g})" if f.day is not None else \
-            (volume.name or f.path.name)
+        # labels are named as the Study dock names them ("ROI", "ROI reftube"), not by a bare "dseg"/"mask"
+        base = f.label if f.is_labels else (suffix or volume.name or f.datatype)
+        volume.name = f"{base} (day {f.day:g})" if f.day is not None else (volume.name or f.path.name)
         out.append(volume)
     return out
 

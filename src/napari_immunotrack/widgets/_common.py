@@ -427,6 +427,32 @@ def debounce_timer(parent, msec: int, slot: Callable[[], Any]):
     return timer
 
 
+def name_tokens(name: str) -> set:
+    """The lower-case words of a layer name ("T2starw baseline (day 0)" -> {"t2starw", "baseline", "day", "0"})."""
+    import re
+
+    return {t for t in re.split(r"[^a-z0-9]+", name.lower()) if t}
+
+
+def looks_pre_injection(name: str) -> bool:
+    """True for a layer name of a baseline: "pre", "baseline", "day0"/"d0" or "(day 0)" (not "day 0.5")."""
+    import re
+
+    return bool(name_tokens(name) & {"pre", "baseline", "day0", "d0"}) or \
+        re.search(r"\bday[\s_-]*0(?![\d.])", name.lower()) is not None
+
+
+def t2star_first(names) -> list:
+    """``names`` ordered for iron detection: T2*-weighted/SWI first, then other T2, then the rest."""
+    def rank(name):
+        tokens = name_tokens(name)
+        if tokens & {"t2starw", "t2star", "t2s", "swi", "gre"} or "t2*" in name.lower():
+            return 0
+        return 1 if any(t.startswith("t2") for t in tokens) else 2
+
+    return sorted(names, key=rank)  # stable: the viewer's order among equals
+
+
 #: The first entry of an optional layer chooser.
 NONE = "(none)"
 

@@ -29,8 +29,8 @@ from ..errors import InputError
 from ..volume import Volume
 from .._close_guard import install_close_guard
 from ._common import (LayerPickers, RunRow, _fingerprint, check_labels_export, debounce_timer, export_labels_dialog,
-                      labels_on_grid, layer_to_volume, replace_table_dock, shapes_to_mask, volume_layer_data,
-                      write_labels_export)
+                      labels_on_grid, layer_to_volume, looks_pre_injection, name_tokens, replace_table_dock,
+                      shapes_to_mask, t2star_first, volume_layer_data, write_labels_export)
 
 #: (key, label, optional, kinds of layer offered)
 _INPUTS = (
@@ -132,20 +132,15 @@ class ClusterWidget(QWidget):
     @staticmethod
     def _guess(key: str, names) -> Optional[str]:
         """Pre-select by name: "..._post"/"T2starw" for the image, "pre"/"day0" for the baseline, "ref..." ROIs."""
-        import re
-
-        def tokens(name):
-            return set(t for t in re.split(r"[^a-z0-9]+", name.lower()) if t)
-
-        pre_words = {"pre", "baseline", "day0", "d0"}
         if key == "post":
-            named = [n for n in names if "post" in tokens(n)] or [n for n in names if not (tokens(n) & pre_words)]
-            return named[0] if named else None
+            post = [n for n in names if not looks_pre_injection(n)]
+            named = [n for n in post if "post" in name_tokens(n)] or post
+            return (t2star_first(named) or [None])[0]
         if key == "baseline":
-            return next((n for n in names if tokens(n) & pre_words), None)
+            return (t2star_first([n for n in names if looks_pre_injection(n)]) or [None])[0]
         word = {"reference_mask": ("reference", "ref"), "search_mask": ("search",),
                 "background_mask": ("background", "air", "bg")}[key]
-        return next((n for n in names if tokens(n) & set(word)), None)
+        return next((n for n in names if name_tokens(n) & set(word)), None)
 
     def select(self, **layer_names) -> None:
         """Choose inputs by layer name, e.g. ``select(post="T2starw_post", baseline=None)`` (None = none)."""

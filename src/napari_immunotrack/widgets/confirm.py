@@ -32,7 +32,8 @@ from ..analysis.confirm import FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual
 from ..errors import InputError
 from .._close_guard import install_close_guard
 from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog, labels_on_grid,
-                      layer_to_volume, notify_error, replace_table_dock, volume_layer_data, write_labels_export)
+                      layer_to_volume, looks_pre_injection, notify_error, replace_table_dock, volume_layer_data,
+                      write_labels_export)
 
 #: (key, label, optional, kinds of layer offered) of every input the widget offers.
 _INPUTS = (
@@ -155,7 +156,7 @@ class ConfirmWidget(QWidget):
             if not ({side, side + "w", side + "map"} & set(tokens)):
                 continue
             is_map = "map" in tokens or side + "map" in tokens
-            is_pre = bool({"pre", "baseline", "day0", "d0"} & set(tokens))
+            is_pre = looks_pre_injection(name)
             if is_map == want_map and is_pre == want_pre:
                 return name
         return None

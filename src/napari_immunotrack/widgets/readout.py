@@ -235,7 +235,9 @@ class ReadoutWidget(QWidget):
     def _refresh_choices(self, event=None) -> None:
         labels = [ly.name for ly in layers_of(self.viewer, ("Labels",))]
         images = layers_of(self.viewer, ("Image",))
-        fill_combo(self.roi_combo, labels)
+        # organ ROIs first: a reference-tube mask lies outside most images (PET, SPECT, MPI)
+        organs = [n for n in labels if not any(w in n.lower() for w in ("reftube", "tube", "reference", "mask"))]
+        fill_combo(self.roi_combo, labels, guess=organs[0] if organs else None)
         checked = self.selected_layers()
         known = {self.layer_list.item(i).text() for i in range(self.layer_list.count())}
         self.layer_list.clear()
