@@ -29,7 +29,7 @@ def answers(monkeypatch):
     """The user's answers: set answers["choice"] / answers["folder"]; the questions asked are recorded."""
     state = {"choice": "cancel", "folder": None, "asked": []}
 
-    def ask(parent, names):
+    def ask(parent, names, action="closing"):
         state["asked"].append(list(names))
         return state["choice"]
 

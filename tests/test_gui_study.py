@@ -377,7 +377,7 @@ def test_closing_with_a_drawn_roi_asks_until_the_state_is_saved(study_widget, ma
     from napari_immunotrack import _close_guard
 
     asked, closes = [], []
-    monkeypatch.setattr(_close_guard, "ask_unsaved", lambda parent, names: asked.append(list(names)) or "cancel")
+    monkeypatch.setattr(_close_guard, "ask_unsaved", lambda parent, names, action: asked.append(list(names)) or "cancel")
     real_close = _QtMainWindow.close
 
     def close(self, quit_app=False, confirm_need=False):  # a user's close would close the window now
@@ -404,6 +404,47 @@ def test_closing_with_a_drawn_roi_asks_until_the_state_is_saved(study_widget, ma
     widget.save_state()
     menu_close()
     assert len(asked) == 1 and closes == [False, False]  # saved with the state: no question
+
+
+def test_edited_study_roi_is_not_lost_when_stepping_timepoints(study_widget, marker_study, monkeypatch, tmp_path):
+    """Corrections painted into the study's ROI layer: another timepoint (or study) replaces its data, so the
+    dock asks first; Cancel keeps the timepoint and the work, Save writes it, Discard goes on."""
+    from napari_immunotrack import _close_guard
+    from napari_immunotrack.io import load_volume
+
+    answers, asked = ["cancel"], []
+
+    def ask(parent, names, action):
+        asked.append((list(names), action))
+        return answers[0]
+
+    monkeypatch.setattr(_close_guard, "ask_unsaved", ask)
+    monkeypatch.setattr(_close_guard, "choose_folder", lambda parent, start: str(tmp_path))
+    viewer, widget = study_widget()
+    widget.open_study(marker_study, shown=("T2starw", "ROI"))
+    first = widget.session
+    roi = widget.track_layers["ROI"]
+    other = [s for s in widget.study.sessions(widget.subject) if s != first][0]
+    widget.set_timepoint(other)  # nothing edited: no question
+    assert asked == [] and widget.session == other
+    widget.set_timepoint(first)
+    roi.data[0, 0, 0] = 9  # a correction painted by the analyst
+    roi.refresh()
+    painted = np.array(roi.data)
+    widget._guard(widget.set_timepoint, other)
+    assert asked == [([roi.name], f"showing {other}")] and roi.name.startswith("ROI")
+    assert widget.session == first and np.array_equal(roi.data, painted)  # cancelled: all as it was
+    assert widget.slider.value() == widget.study.sessions(widget.subject).index(first)
+    answers[0] = "save"
+    widget.set_timepoint(other)
+    assert widget.session == other
+    saved = list(tmp_path.glob("*.nii.gz"))
+    assert len(saved) == 1 and load_volume(saved[0]).numpy().max() == 9  # the correction is on disk
+    roi.data[0, 0, 0] = 7
+    roi.refresh()
+    answers[0] = "discard"
+    widget.open_study(marker_study, shown=("T2starw",))  # another study (here: the same one again) asks too
+    assert len(asked) == 3 and asked[-1][1].startswith("opening")
 
 
 def test_state_is_not_overwritten_without_asking(study_widget, marker_study, monkeypatch):

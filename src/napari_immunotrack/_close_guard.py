@@ -7,6 +7,8 @@ Shapes or Points layer holds work that was not saved, a dialog offers
 **Save** (every such layer into one chosen folder, never replacing a file),
 **Discard** or **Cancel** (the window stays open, the work intact). Closing
 from code (``viewer.close()`` in scripts and tests) is not interrupted.
+:func:`offer_to_save` asks the same before the Study dock replaces or removes
+edited layers (another timepoint, subject or study; reopening a state).
 
 What counts as unsaved, by content fingerprint (see
 :func:`napari_immunotrack.widgets._common._fingerprint`):
@@ -86,23 +88,55 @@ def remember_saved(layer_or_data) -> None:
         _SAVED.add(fp)
 
 
+def is_unsaved(layer) -> bool:
+    """True for a Labels, Shapes or Points layer holding work not saved (see the module docstring)."""
+    if _kind(layer) not in _KINDS:
+        return False
+    fp = content_fingerprint(layer)
+    if fp is None:
+        return False
+    meta = layer.metadata
+    if fp in {meta.get("_display_fingerprint"), meta.get("_saved_fingerprint")} or fp in _SAVED:
+        return False
+    # a new, empty layer: nothing to lose
+    return meta.get("_display_fingerprint") is not None or _has_content(layer)
+
+
 def unsaved_layers(viewer) -> list:
-    """Labels, Shapes and Points layers holding work not saved (see the module docstring)."""
-    out = []
-    for layer in viewer.layers:
-        if _kind(layer) not in _KINDS:
-            continue
-        fp = content_fingerprint(layer)
-        if fp is None:
-            continue
-        meta = layer.metadata
-        known = {meta.get("_display_fingerprint"), meta.get("_saved_fingerprint")}
-        if fp in known or fp in _SAVED:
-            continue
-        if meta.get("_display_fingerprint") is None and not _has_content(layer):
-            continue  # a new, empty layer: nothing to lose
-        out.append(layer)
-    return out
+    """The viewer's layers holding work not saved (see :func:`is_unsaved`)."""
+    return [layer for layer in viewer.layers if is_unsaved(layer)]
+
+
+def offer_to_save(parent, layers, action: str = "closing") -> bool:
+    """Before ``action`` ("closing", "showing day 3"...) removes or replaces ``layers``, ask Save / Discard /
+    Cancel about those holding unsaved work. True when the action may go on: nothing unsaved, saved now
+    (into a folder the user picks, never over a file) or discarded; False keeps everything as it is."""
+    from napari.utils.notifications import show_info
+
+    from .widgets._common import notify_error
+
+    try:
+        layers = [layer for layer in layers if is_unsaved(layer)]
+    except Exception as exc:  # never trap the user: a failed check does not block the action
+        notify_error(exc)
+        return True
+    if not layers:
+        return True
+    choice = ask_unsaved(parent, [layer.name for layer in layers], action)
+    if choice == "discard":
+        return True
+    if choice != "save":
+        return False
+    folder = choose_folder(parent, _start_folder(layers))
+    if not folder:
+        return False
+    try:
+        paths = save_layers(layers, folder)
+    except Exception as exc:  # the work stays where it is
+        notify_error(exc)
+        return False
+    show_info(f"saved {len(paths)} layer(s) to {folder}: " + ", ".join(p.name for p in paths))
+    return True
 
 
 # ------------------------------------------------------------------------ saving
@@ -169,8 +203,9 @@ def save_layers(layers, folder) -> List[Path]:
 
 
 # ------------------------------------------------------------------------ the dialog (tests replace these)
-def ask_unsaved(parent, names: List[str]) -> str:
-    """Ask Save / Discard / Cancel about the unsaved layers; returns "save", "discard" or "cancel"."""
+def ask_unsaved(parent, names: List[str], action: str = "closing") -> str:
+    """Ask Save / Discard / Cancel about the unsaved layers before ``action``; returns "save", "discard" or
+    "cancel"."""
     from qtpy.QtWidgets import QMessageBox
 
     box = QMessageBox(parent)
@@ -178,7 +213,7 @@ def ask_unsaved(parent, names: List[str]) -> str:
     box.setWindowTitle("Unsaved work")
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     box.setText(f"{len(names)} layer(s) have changes that were not saved: {shown}.")
-    box.setInformativeText("Save them before closing? Labels are saved as NIfTI on their source grid, "
+    box.setInformativeText(f"Save them before {action}? Labels are saved as NIfTI on their source grid, "
                            "points and shapes as CSV in world millimetres.")
     box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                            | QMessageBox.StandardButton.Cancel)
@@ -254,35 +289,10 @@ class _CloseGuard:
 
     def may_close(self) -> bool:
         """True when the window may close: nothing unsaved, saved now, or discarded."""
-        from napari.utils.notifications import show_info
-
-        from .widgets._common import notify_error
-
         viewer, window = self.viewer, self.window
         if viewer is None or window is None:
             return True
-        try:
-            layers = unsaved_layers(viewer)
-        except Exception as exc:  # never trap the user in a window that cannot close
-            notify_error(exc)
-            return True
-        if not layers:
-            return True
-        choice = ask_unsaved(window, [layer.name for layer in layers])
-        if choice == "discard":
-            return True
-        if choice != "save":
-            return False
-        folder = choose_folder(window, _start_folder(layers))
-        if not folder:
-            return False
-        try:
-            paths = save_layers(layers, folder)
-        except Exception as exc:  # the window stays open with the work in it
-            notify_error(exc)
-            return False
-        show_info(f"saved {len(paths)} layer(s) to {folder}: " + ", ".join(p.name for p in paths))
-        return True
+        return offer_to_save(window, list(viewer.layers), "closing")
 
 
 #: napari Qt window -> its guard (weak keys: a closed window takes its guard with it)
@@ -311,5 +321,5 @@ def install_close_guard(viewer):
     return guard
 
 
-__all__ = ["install_close_guard", "unsaved_layers", "save_layer", "save_layers", "remember_saved",
+__all__ = ["install_close_guard", "unsaved_layers", "is_unsaved", "offer_to_save", "save_layer", "save_layers", "remember_saved",
            "content_fingerprint"]

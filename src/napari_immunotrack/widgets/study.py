@@ -49,7 +49,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBo
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
-from .._close_guard import install_close_guard
+from .._close_guard import install_close_guard, offer_to_save
 from ._common import (_fingerprint, center_on_world, data_to_world_matrix, layer_to_volume, notify_error,
                       viewer_camera, volume_layer_data)
 
@@ -806,6 +806,11 @@ class StudyWidget(QWidget):
 
         root = Path(root) if root else sample_study_root()
         study = discover_study(root)  # InputError (no images...) leaves the current study as it was
+        if not self._may_replace(self._study_layers(), f"opening {root.name} (subject {subject or 'first'})"):
+            if self.study is not None:
+                self._fill_subjects()  # the subject chooser back on the subject still shown
+            self._tell("the open study was kept: it holds edited layers that were not saved.", "info")
+            return None
         self._close_study()
         self.study = study
         self.subject = subject if subject in study.subjects() else study.subjects()[0]
@@ -867,6 +872,16 @@ class StudyWidget(QWidget):
         canvas = getattr(self.viewer, "canvas", None)  # napari 0.9; viewer.scale_bar is deprecated
         (canvas.overlays["scale_bar"] if canvas is not None else self.viewer.scale_bar).visible = True
         fit_to_anatomy(self.viewer)
+
+    def _study_layers(self) -> list:
+        """The layers showing study files (their data change with the timepoint, subject or study)."""
+        return [ly for ly in list(self.track_layers.values()) + list(self.baseline_layers.values())
+                if ly in self.viewer.layers]
+
+    def _may_replace(self, layers, action: str) -> bool:
+        """Ask Save / Discard / Cancel when ``layers`` hold edits not saved (e.g. corrections painted into
+        the study's ROI); True when ``action`` may replace them."""
+        return offer_to_save(self, layers, action)
 
     def _close_study(self) -> None:
         """Remove the previous study's layers (other layers stay) and forget its cache."""
@@ -1177,6 +1192,12 @@ class StudyWidget(QWidget):
         if session not in names:
             raise InputError(f"no session {session!r} for subject {self.subject}; sessions are {', '.join(names)}.")
         if session == self.session:
+            return
+        if not self._may_replace(self._study_layers(), f"showing {session}"):
+            self.slider.blockSignals(True)
+            self.slider.setValue(names.index(self.session))  # the slider back on the timepoint still shown
+            self.slider.blockSignals(False)
+            self._tell(f"still showing {self.session}: edited layers were not saved.", "info")
             return
         data = self._session_data(session)
         self.finish_loading()
@@ -1615,7 +1636,8 @@ class StudyWidget(QWidget):
             root = Path(located)
             check = check_state(state, path, root=root)
         shown = state.get("tracks_shown")
-        self.open_study(root, subject=state["subject"], session=state["session"], shown=shown)
+        if self.open_study(root, subject=state["subject"], session=state["session"], shown=shown) is None:
+            return None  # the user kept the open study (edited layers not saved)
         self.state_path = path
         self._adjust = {(a["session"], a["track"]): {k: a[k] for k in ("layer_affine", "affine_ras") if k in a}
                         for a in state.get("adjustments", []) if "session" in a and "track" in a}
@@ -1647,6 +1669,9 @@ class StudyWidget(QWidget):
                     volume.metadata["label_names"] = {int(k): v for k, v in entry["label_names"].items()}
                 data, kwargs, _ = volume_layer_data(volume, reference=self.reference, as_labels=True)
                 existing = [ly for ly in self.viewer.layers if ly.name == name]
+                if not self._may_replace(existing, f"replacing {name!r} by the saved one"):
+                    problems.append(f"{name}: kept the layer open now (edited, not saved) instead of the saved one")
+                    continue
                 for old in existing:
                     self.viewer.layers.remove(old)
                 layer = self.viewer.add_labels(data, **kwargs)
