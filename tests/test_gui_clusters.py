@@ -163,3 +163,29 @@ def test_cluster_widget_shapes_reference_and_bad_input(make_napari_viewer, qtbot
     assert "has no shape" in widget.status.text()
     assert widget.result is previous
     del errors
+
+
+def test_corrected_clusters_are_not_replaced_by_a_new_run_without_asking(make_napari_viewer, qtbot, scene,
+                                                                        monkeypatch):
+    from napari_immunotrack import _close_guard
+    from napari_immunotrack.widgets.clusters import ClusterWidget
+
+    asked, answer = [], ["cancel"]
+    monkeypatch.setattr(_close_guard, "ask_unsaved", lambda parent, names, action: asked.append(names) or answer[0])
+    viewer = make_napari_viewer()
+    _add_scene(viewer, scene)
+    widget = ClusterWidget(viewer)
+    _run(widget, qtbot)
+    _run(widget, qtbot)  # a rerun over an untouched result: no question
+    assert asked == []
+    layer = widget.layers["labels"]
+    layer.data[tuple(np.argwhere(layer.data > 0)[0])] = 0  # the analyst erases a false cluster voxel
+    layer.refresh()
+    edited = np.array(layer.data)
+    widget.result = None
+    widget.run()  # cancelled: nothing starts, the corrected layer stays
+    assert asked == [[layer.name]] and not widget.runner.running and widget.result is None
+    assert widget.layers["labels"] is layer and np.array_equal(layer.data, edited)
+    answer[0] = "discard"
+    _run(widget, qtbot)
+    assert len(asked) == 2 and widget.layers["labels"] is not layer

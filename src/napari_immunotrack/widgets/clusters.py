@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 from ..analysis import clusters as C
 from ..errors import InputError
 from ..volume import Volume
-from .._close_guard import install_close_guard
+from .._close_guard import install_close_guard, offer_to_save, remember_saved
 from ._common import (LayerPickers, RunRow, _fingerprint, check_labels_export, debounce_timer, export_labels_dialog,
                       labels_on_grid, layer_to_volume, looks_pre_injection, name_tokens, replace_table_dock,
                       shapes_to_mask, t2star_first, volume_layer_data, write_labels_export)
@@ -275,6 +275,11 @@ class ClusterWidget(QWidget):
         except InputError as exc:
             self.run_row.fail(exc)
             return
+        # the new result replaces our labels layer: corrections painted into it are offered for saving first
+        ours = self.layers.get("labels")
+        if ours is not None and ours in self.viewer.layers and \
+                not offer_to_save(self, [ours], "replacing them with a new result"):
+            return
         self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._volumes_used = volumes
         transform = self._transform(volumes)
@@ -349,6 +354,7 @@ class ClusterWidget(QWidget):
                                    warnings=self.result.warnings, clusters=len(table), layers=self._inputs_used)
         write_labels_export(labels, table, record, labels_path, table_path, overwrite,
                             description=f"immunotrack segment {self.result.parameters['method']} clusters")
+        remember_saved(self.layers["labels"])  # exported: closing or a rerun no longer asks about it
         return table
 
     def _export_dialog(self) -> None:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, Q
 
 from ..analysis.confirm import FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode, region_table
 from ..errors import InputError
-from .._close_guard import install_close_guard
+from .._close_guard import install_close_guard, offer_to_save, remember_saved
 from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog, labels_on_grid,
                       layer_to_volume, looks_pre_injection, notify_error, replace_table_dock, volume_layer_data,
                       write_labels_export)
@@ -190,6 +190,11 @@ class ConfirmWidget(QWidget):
         except InputError as exc:
             notify_error(exc)
             return
+        # the new result replaces our labels layer: corrections painted into it are offered for saving first
+        ours = self.layers.get("labels")
+        if ours is not None and ours in self.viewer.layers and \
+                not offer_to_save(self, [ours], "replacing them with a new result"):
+            return
         self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._reference = volumes["t1_post"]  # the display reference of the results
         self.status.setText("running...")
@@ -284,6 +289,7 @@ class ConfirmWidget(QWidget):
                                    confirmed=self.result.confirmed, description=description,
                                    regions=len(table), layers=self._inputs_used)
         write_labels_export(labels, table, record, labels_path, table_path, overwrite, description=description)
+        remember_saved(self.layers["labels"])  # exported: closing or a rerun no longer asks about it
         return table
 
     def _export_dialog(self) -> None:
