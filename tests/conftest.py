@@ -25,3 +25,14 @@ def _no_modal_unsaved_question(monkeypatch):
         raise AssertionError(f"unexpected Save/Discard/Cancel question before {action} about {list(names)}")
 
     monkeypatch.setattr(_close_guard, "ask_unsaved", unexpected)
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """(level, text) of every notification the plugin shows in napari."""
+    import napari.utils.notifications as notes
+
+    shown = []
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(notes, f"show_{level}", lambda text, level=level: shown.append((level, str(text))))
+    return shown

@@ -190,17 +190,6 @@ CORPUS = {
 }
 
 
-@pytest.fixture
-def notifications(monkeypatch):
-    """What the plugin shows in napari: (level, text) of every notification."""
-    import napari.utils.notifications as notes
-
-    shown = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(notes, f"show_{level}", lambda text, level=level: shown.append((level, str(text))))
-    return shown
-
-
 def _cli_one_line(capsys, path) -> str:
     rc = main(["info", str(path)])
     captured = capsys.readouterr()

@@ -189,17 +189,6 @@ BAD = {
 }
 
 
-@pytest.fixture
-def notifications(monkeypatch):
-    """(level, text) of every notification the plugin shows in napari."""
-    import napari.utils.notifications as notes
-
-    shown = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(notes, f"show_{level}", lambda text, level=level: shown.append((level, str(text))))
-    return shown
-
-
 def _listing(d: Path) -> set:
     return {p for p in d.rglob("*")}
 
