@@ -22,12 +22,13 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+                            QVBoxLayout)
 
 from ..analysis import clusters as C
 from ..errors import InputError
 from ..volume import Volume
-from .._close_guard import install_close_guard, offer_to_save, remember_saved
+from .._close_guard import offer_to_save, remember_saved
+from ._dock import PluginDock
 from ._common import (LayerPickers, RunRow, _fingerprint, check_labels_export, debounce_timer, export_labels_dialog,
                       labels_on_grid, layer_to_volume, looks_pre_injection, name_tokens, replace_table_dock,
                       shapes_to_mask, t2star_first, volume_layer_data, write_labels_export)
@@ -53,13 +54,11 @@ _THRESHOLD_TIPS = {"fraction": "voxels below this fraction of the reference mean
                    "blob": "local contrast 1 - G(0.5 vox)/G(3 vox) above this (small voids)"}
 
 
-class ClusterWidget(QWidget):
+class ClusterWidget(PluginDock):
     """Dock widget: find hypointense (iron) cell clusters, preview, correct and export them."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         self.result: Optional[C.ClusterResult] = None
         self.layers: dict = {}
         self.table = None          # the QTableWidget of the docked table

@@ -26,11 +26,12 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+                            QVBoxLayout)
 
 from ..analysis.confirm import FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode, region_table
 from ..errors import InputError
-from .._close_guard import install_close_guard, offer_to_save, remember_saved
+from .._close_guard import offer_to_save, remember_saved
+from ._dock import PluginDock
 from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog, labels_on_grid,
                       layer_to_volume, looks_pre_injection, notify_error, replace_table_dock, volume_layer_data,
                       write_labels_export)
@@ -70,13 +71,11 @@ def _mask_colormap(key: str):
                     display_name=f"{key} ({FUSION_COLOURS[key]})")
 
 
-class ConfirmWidget(QWidget):
+class ConfirmWidget(PluginDock):
     """Dock widget: T1-T2 self-confirmation of dual-mode labels."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         self.result = None
         self.layers: dict = {}
         self.table_dock = None

@@ -21,12 +21,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                            QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget, QDoubleSpinBox,
+                            QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QDoubleSpinBox,
                             QCheckBox)
 from qtpy.QtCore import Qt
 
 from ..errors import InputError, one_line
-from .._close_guard import install_close_guard
+from ._dock import PluginDock
 from ._common import layer_to_volume, notify_error, viewer_camera
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
@@ -147,13 +147,11 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
     return path
 
 
-class FigureWidget(QWidget):
+class FigureWidget(PluginDock):
     """Dock widget: save a publication figure of the current view, or a 3D snapshot."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         self.last_path: Optional[Path] = None
         layout = QVBoxLayout(self)
         box = QGroupBox("Layers")
@@ -240,35 +238,30 @@ class FigureWidget(QWidget):
     # ------------------------------------------------------------------ actions
     def save_figure(self, path=None, overwrite: bool = False) -> Optional[Path]:
         """Save the figure of the current view (asks for a file name when ``path`` is None)."""
+        fmt = self.format_combo.currentText()
+        return self._save(path, overwrite, "Save figure", f"figure.{fmt}", f"{fmt.upper()} (*.{fmt})",
+                          lambda p, ow: save_view_figure(self.viewer, p, dpi=self.dpi.value(), overwrite=ow,
+                                                         **self.choices()), " (provenance beside it)")
+
+    def save_snapshot(self, path=None, overwrite: bool = False) -> Optional[Path]:
+        """Save a 3D rendering of the viewer as PNG."""
+        return self._save(path, overwrite, "Save 3D snapshot", "snapshot_3d.png", "PNG (*.png)",
+                          lambda p, ow: snapshot_3d(self.viewer, p, overwrite=ow))
+
+    def _save(self, path, overwrite: bool, caption: str, default: str, file_filter: str, write,
+              note: str = "") -> Optional[Path]:
+        """Ask for a path when ``path`` is None, then ``write(path, overwrite)``; bad input is one message."""
         if path is None:
-            fmt = self.format_combo.currentText()
-            path, _ = QFileDialog.getSaveFileName(self, "Save figure", f"figure.{fmt}", f"{fmt.upper()} (*.{fmt})")
+            path, _ = QFileDialog.getSaveFileName(self, caption, default, file_filter)
             if not path:
                 return None
             overwrite = True  # the file dialog already asked before replacing
         try:
-            written = save_view_figure(self.viewer, path, dpi=self.dpi.value(), overwrite=overwrite, **self.choices())
+            written = write(path, overwrite)
         except InputError as exc:
             self.status.setText(f"not saved: {one_line(exc)}")
             notify_error(exc)
             return None
         self.last_path = written
-        self.status.setText(f"saved {written} (provenance beside it)")
-        return written
-
-    def save_snapshot(self, path=None, overwrite: bool = False) -> Optional[Path]:
-        """Save a 3D rendering of the viewer as PNG."""
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save 3D snapshot", "snapshot_3d.png", "PNG (*.png)")
-            if not path:
-                return None
-            overwrite = True
-        try:
-            written = snapshot_3d(self.viewer, path, overwrite=overwrite)
-        except InputError as exc:
-            self.status.setText(f"not saved: {one_line(exc)}")
-            notify_error(exc)
-            return None
-        self.last_path = written
-        self.status.setText(f"saved {written}")
+        self.status.setText(f"saved {written}{note}")
         return written

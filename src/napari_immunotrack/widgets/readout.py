@@ -24,11 +24,11 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                            QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+                            QListWidgetItem, QPushButton, QVBoxLayout)
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
-from .._close_guard import install_close_guard
+from ._dock import PluginDock
 from ._common import (RunRow, choose, debounce_timer, fill_combo, follow_layers, layer_to_volume, layers_of,
                       notify_error, save_dialog, table_widget)
 
@@ -161,13 +161,11 @@ def cursor_values(viewer, position) -> list:
     return out
 
 
-class ReadoutWidget(QWidget):
+class ReadoutWidget(PluginDock):
     """Dock widget: per-ROI readouts of quantitative layers, header panel, bar chart, CSV export."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         self.table = None  # the last DataFrame
         self.overrides: dict = {}
         self._roi_layer = None
@@ -487,13 +485,11 @@ class ReadoutWidget(QWidget):
                     lambda path: self.export(path, overwrite=True))  # the dialog asked before replacing
 
 
-class CursorReadoutWidget(QWidget):
+class CursorReadoutWidget(PluginDock):
     """Dock widget: every layer's value under the mouse, in its unit."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         layout = QVBoxLayout(self)
         self.text = QLabel("move the mouse over the image")
         self.text.setWordWrap(True)

@@ -25,13 +25,13 @@ from typing import Optional
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                            QListWidgetItem, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                            QListWidgetItem, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from .. import registration as reg
 from ..errors import InputError, one_line
 from ..progress import report, scaled
 from ..volume import napari_to_ras
-from .._close_guard import install_close_guard
+from ._dock import PluginDock
 from ._common import (Failed, RunRow, chosen_layer, choose, data_to_world_points, fill_combo, follow_layers,
                       layer_to_volume, layers_of, notify_error, save_dialog, volume_layer_data)
 
@@ -91,13 +91,11 @@ def compute(fixed, moving, method="intensity", transform="rigid", fixed_mask=Non
         return Failed(exc)
 
 
-class RegistrationWidget(QWidget):
+class RegistrationWidget(PluginDock):
     """Dock widget: register a moving image layer to a fixed one."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         self.result: Optional[reg.RegistrationResult] = None
         self.metrics = (float("nan"), float("nan"))
         self.qc_layers: dict = {}

@@ -49,7 +49,8 @@ from qtpy.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBo
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
-from .._close_guard import install_close_guard, offer_to_save
+from .._close_guard import offer_to_save
+from ._dock import PluginDock
 from ._common import (_fingerprint, center_on_world, data_to_world_matrix, layer_to_volume, notify_error,
                       viewer_camera, volume_layer_data)
 
@@ -584,13 +585,11 @@ _ROLE_TRACK, _ROLE_SESSION, _ROLE_FINDING = Qt.ItemDataRole.UserRole, Qt.ItemDat
     Qt.ItemDataRole.UserRole + 2
 
 
-class StudyWidget(QWidget):
+class StudyWidget(PluginDock):
     """Dock widget: open a study, tick modalities, step timepoints, presets, findings, three planes, state."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        install_close_guard(napari_viewer)  # edited labels/ROIs are offered for saving on close
+        super().__init__(napari_viewer)  # self.viewer; the close guard
         self.study = None
         self.subject: Optional[str] = None
         self.session: Optional[str] = None
