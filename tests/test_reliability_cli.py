@@ -605,3 +605,28 @@ def test_killing_a_state_save_leaves_the_previous_or_the_new_state(tmp_path, mod
         saves.append(len(done))
         first = max(g, last) + 1
     assert sum(saves) >= 6, saves  # the kills did land during a run of saves
+
+
+@pytest.mark.parametrize("code, expect", [(13, "cannot write in"), (30, "cannot write in"), (28, "no space left while writing in")])
+def test_an_unwritable_or_full_output_folder_is_bad_input_not_a_bug(inp, tmp_path, capsys, monkeypatch, code,
+                                                                     expect):
+    import napari_immunotrack.outputs as outputs
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / ".clusters.nii.gz.x1.part.nii.gz"))
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refuse)  # what a read-only or full disk does
+    rc = main(["segment", str(inp / "post.nii.gz"), "-o", str(tmp_path / "clusters.nii.gz")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert f"immunotrack segment: error: {expect} {tmp_path}" in lines[-1] and "Traceback" not in lines[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_without_write_permission_is_refused_before_any_work(inp, tmp_path, capsys, monkeypatch):
+    import napari_immunotrack.outputs as outputs
+
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)  # root ignores chmod: ask os.access
+    rc = main(["segment", str(inp / "post.nii.gz"), "-o", str(tmp_path / "clusters.nii.gz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"cannot write in {tmp_path}" in err[0]

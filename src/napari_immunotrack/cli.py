@@ -22,7 +22,7 @@ import warnings
 from typing import List, Optional
 
 from . import __version__, commands
-from .errors import Cancelled, ImmunotrackWarning, InputError, one_line
+from .errors import Cancelled, ImmunotrackWarning, InputError, one_line, user_error
 
 
 def _verb_modules():
@@ -115,6 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # an internal error: a bug, not the user's fault
         if debug:
             raise
+        if user_error(exc) is not None:  # no permission, read-only or full disk: the user's to fix
+            sys.stderr.write(f"immunotrack {args.verb}: error: {one_line(user_error(exc))}\n")
+            return 2
         sys.stderr.write(
             f"immunotrack {args.verb}: internal error: {type(exc).__name__}: {one_line(exc)[:300]} "
             "(run again with --debug for the traceback and report it)\n"

@@ -38,6 +38,29 @@ class ImmunotrackWarning(UserWarning):
     """A guess or a doubtful result the user must see."""
 
 
+def user_error(exc: BaseException):
+    """The :class:`InputError` a file-system failure means for the user, or None for anything else.
+
+    A folder without write permission, a read-only file system or a full disk
+    is not a bug: the user must choose another place or free space.
+    """
+    import errno
+
+    if not isinstance(exc, OSError):
+        return None
+    from pathlib import Path
+
+    # the folder, not the temporary file inside it that the atomic writers were creating
+    where = Path(exc.filename).parent if exc.filename else "the output folder"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputError(f"cannot write in {where} (no permission or a read-only file system); choose a folder "
+                          "you can write to.")
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return InputError(f"no space left while writing in {where}; free some space or choose another disk "
+                          "(nothing half-written was kept).")
+    return None
+
+
 def one_line(exc: BaseException) -> str:
     """The one-line text shown to a user for ``exc``."""
     text = " ".join(str(exc).split())

@@ -39,7 +39,15 @@ def check_output(path, overwrite: bool = False) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise InputError(f"the folder {parent} does not exist; create it first or choose another output path.")
+    check_writable(parent)
     return path
+
+
+def check_writable(folder) -> None:
+    """Refuse, before any work, a folder the process cannot write in (permissions or a read-only mount)."""
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write in {folder} (no permission or a read-only file system); choose a folder "
+                         "you can write to.")
 
 
 @contextlib.contextmanager
@@ -88,6 +96,7 @@ def atomic_output_dir(path, overwrite: bool = False) -> Iterator[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise InputError(f"the folder {parent} does not exist; create it first or choose another output path.")
+    check_writable(parent)
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part" + _suffixes(path), dir=parent))
     umask = os.umask(0)
     os.umask(umask)

@@ -59,7 +59,7 @@ def run(args) -> int:
 
     from ..data import sample_study_root
     from ..errors import InputError
-    from ..outputs import atomic_output_dir, write_table
+    from ..outputs import atomic_output_dir, check_writable, write_table
     from ..pipeline import analyse_session, compare_with_truth
     from ..progress import text_progress
     from ..provenance import record
@@ -75,6 +75,7 @@ def run(args) -> int:
     if out_dir.exists() and not replace:
         raise InputError(f"{out_dir} exists and is not empty; pass --overwrite or choose another --output.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir.parent)  # before a minute of analysis, not after
     t0 = time.perf_counter()
     result = analyse_session(root, args.session, progress=text_progress("demo"))
     truth = json.loads(truth_path.read_text())

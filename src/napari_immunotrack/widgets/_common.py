@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import Cancelled, InputError, one_line
+from ..errors import Cancelled, InputError, one_line, user_error
 from ..volume import Volume, napari_to_ras, ras_to_napari
 
 #: napari world order is (S, A, R): this swaps it with RAS (x, y, z).
@@ -246,6 +246,7 @@ def notify_error(exc: BaseException) -> None:
     """Show an exception to the user as a one-line napari notification."""
     from napari.utils.notifications import show_error, show_info
 
+    exc = user_error(exc) or exc  # no permission, read-only or full disk: said as the user's to fix
     if isinstance(exc, Cancelled):
         show_info("cancelled")
     elif isinstance(exc, InputError):
