@@ -245,6 +245,9 @@ class RegistrationWidget(PluginDock):
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Register in a worker thread; the result is applied when it comes back."""
+        if self.runner.running:  # a second click: one message; the running registration and its inputs stay
+            notify_error(InputError("a computation is already running; wait for it or press Cancel."))
+            return
         try:
             fixed_layer = self._layer(self.fixed_combo, "fixed image")
             moving_layer = self._layer(self.moving_combo, "moving image")
@@ -270,13 +273,7 @@ class RegistrationWidget(PluginDock):
         except InputError as exc:
             self._failed(exc)
             return
-        try:  # a second click while one registration runs: a message, not an exception in the Qt loop
-            self.runner.start(compute, fixed, moving, on_done=self._done, on_error=self._failed, **kwargs)
-        except InputError as exc:
-            notify_error(exc)  # the running registration's status line stays
-            return
-        # set after the start (a refused second click must not change what the running one applies to);
-        # the result arrives through the Qt loop, so after this method returns
+        self.runner.start(compute, fixed, moving, on_done=self._done, on_error=self._failed, **kwargs)
         self._inputs = {"fixed": fixed_layer, "moving": moving_layer, "fixed_volume": fixed, "moving_volume": moving,
                         "points": (kwargs.get("fixed_points") is not None and self.moving_points_combo.currentText())}
         self.status.setText("registering...")
