@@ -667,7 +667,6 @@ def save_state_with_labels(state: dict, path, labels: Dict[str, object], overwri
     check_output(path, overwrite)
     previous = _saved_files(path) if path.exists() else set()
     state = json.loads(json.dumps(state))  # the caller's dictionary is not changed
-    written = set()
     for rel, volume in labels.items():
         entries = [e for e in state["layers"] if e.get("saved") == rel]
         if not entries:
@@ -682,25 +681,27 @@ def save_state_with_labels(state: dict, path, labels: Dict[str, object], overwri
         new_rel = final.relative_to(path.parent).as_posix()
         for entry in entries:
             entry.update(saved=new_rel, sha256=digest)
-        written.add(final.resolve())
     save_state(state, path, overwrite=overwrite)
-    _remove_unused_label_files(path, previous - written)
+    _remove_unused_label_files(path, previous, used=_saved_in(state, path))
     return path
 
 
 def _saved_files(state_path: Path) -> set:
-    """The resolved label files a saved state refers to (empty when it cannot be read)."""
+    """The resolved label files the state saved at ``state_path`` refers to (empty when it cannot be read)."""
     try:
-        old = load_state(state_path)
+        return _saved_in(load_state(state_path), state_path)
     except InputError:
         return set()
-    return {(state_path.parent / e["saved"]).resolve() for e in old["layers"] if isinstance(e.get("saved"), str)}
 
 
-def _remove_unused_label_files(state_path: Path, candidates: set) -> None:
-    """Remove label files the state at ``state_path`` does not use: ``candidates`` (the previous state's)
-    and, in its layers folder, hashed or draft files left by an interrupted save. Other files are kept."""
-    used = _saved_files(state_path)
+def _saved_in(state: dict, state_path: Path) -> set:
+    """The resolved label files ``state`` (saved at ``state_path``) refers to."""
+    return {(state_path.parent / e["saved"]).resolve() for e in state["layers"] if isinstance(e.get("saved"), str)}
+
+
+def _remove_unused_label_files(state_path: Path, candidates: set, used: set) -> None:
+    """Remove label files the state at ``state_path`` does not use (``used``): ``candidates`` (the previous
+    state's) and, in its layers folder, hashed or draft files left by an interrupted save. Other files are kept."""
     folder = saved_layers_dir(state_path)
     leftovers = set()
     if folder.is_dir():

@@ -1590,7 +1590,6 @@ class StudyWidget(PluginDock):
         (see :func:`study.save_state_with_labels`).
         """
         from .._close_guard import remember_saved
-        from ..outputs import check_output
         from ..study import default_state_path, save_state_with_labels
 
         if self.study is None:
@@ -1603,8 +1602,7 @@ class StudyWidget(PluginDock):
                 self._tell("not saved: the existing study state was kept.", "info")
                 return None
             overwrite = True
-        check_output(path, bool(overwrite))
-        save_state_with_labels(state, path, to_save, overwrite=bool(overwrite))
+        save_state_with_labels(state, path, to_save, overwrite=bool(overwrite))  # checks before writing
         for volume in to_save.values():  # the close guard no longer counts these as unsaved
             layer = _layer_named(self.viewer, volume.name)
             if layer is not None:
