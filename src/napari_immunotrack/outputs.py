@@ -186,6 +186,17 @@ def sidecar_matches(path) -> Optional[bool]:
     return sha256_path(path) == expected
 
 
+def write_png(image, path, provenance: Optional[dict] = None, overwrite: bool = False) -> Path:
+    """Write an RGB(A) picture (e.g. a napari screenshot) as PNG, atomically, with its provenance sidecar."""
+    from PIL import Image
+
+    with atomic_output(path, overwrite) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+        if provenance is not None:
+            write_sidecar(path, provenance, written=tmp)
+    return Path(path)
+
+
 def write_table(df, path, provenance: Optional[dict] = None, overwrite: bool = False) -> Path:
     """Write a pandas table as CSV (units in the column names) with its provenance sidecar."""
     path = Path(path)

@@ -109,9 +109,7 @@ def _parse_goto(text):
 
 def save_screenshot(viewer, args, state) -> None:
     """Write the window's picture to ``args.screenshot`` atomically, with what was shown in its sidecar."""
-    from PIL import Image
-
-    from ..outputs import atomic_output, write_sidecar
+    from ..outputs import write_png
     from ..provenance import record
 
     image = viewer.screenshot(canvas_only=False, flash=False)
@@ -120,9 +118,7 @@ def save_screenshot(viewer, args, state) -> None:
              "session": widget.session, "state": str(state) if state else None, "goto": args.goto,
              "three_plane": bool(args.three_plane), "3d": bool(args.three_d),
              "layers": [layer.name for layer in viewer.layers if layer.visible]}
-    with atomic_output(args.screenshot, args.overwrite) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-        write_sidecar(args.screenshot, record("view screenshot", parameters=shown), written=tmp)
+    write_png(image, args.screenshot, record("view screenshot", parameters=shown), overwrite=args.overwrite)
 
 
 def run(args) -> int:

@@ -112,9 +112,7 @@ def save_view_figure(viewer, path, *, dpi: int = 300, overwrite: bool = False, *
 
 def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) -> Path:
     """Render the viewer in 3D, save the canvas as PNG with a provenance sidecar, and restore the view."""
-    from PIL import Image
-
-    from ..outputs import atomic_output, check_output, write_sidecar
+    from ..outputs import check_output, write_png
     from ..provenance import record
 
     path = Path(path)
@@ -138,13 +136,11 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
     if image.ndim != 3 or image.size == 0 or not image[..., :3].any():
         raise InputError("the 3D rendering came back empty (is the napari window shown, with OpenGL?); "
                          "nothing was saved.")
-    with atomic_output(path, overwrite) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
     layers = [{"name": layer.name, "visible": bool(layer.visible), "type": type(layer).__name__}
               for layer in viewer.layers]
-    write_sidecar(path, record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
-                                                                "shape_px": list(image.shape)}))
-    return path
+    return write_png(image, path, record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
+                                                                          "shape_px": list(image.shape)}),
+                     overwrite=overwrite)
 
 
 class FigureWidget(PluginDock):
