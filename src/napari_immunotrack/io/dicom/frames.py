@@ -1,0 +1,208 @@
+"""The 2D images of a DICOM file with their geometry: single-frame files, enhanced multi-frame
+(per-frame functional groups), NM reconstructed SPECT and RT dose grids."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import numpy as np
+
+from ...errors import ImmunotrackWarning, InputError
+from .headers import _floats, _get, _item
+
+
+@dataclass
+class _Frame:
+    """One 2D image: a single-frame file or one frame of a multi-frame file."""
+
+    path: Path
+    header: Any                       # pydicom Dataset without pixel data (shared by frames of one file)
+    frame: Optional[int]              # index in a multi-frame file, None for a single-frame file
+    group: tuple                      # what makes a volume: (SeriesInstanceUID, file for multi-frame)
+    position: Optional[np.ndarray]    # ImagePositionPatient, LPS mm
+    orientation: Optional[np.ndarray]  # the 6 direction cosines
+    spacing: Optional[np.ndarray]     # PixelSpacing (row spacing, column spacing) mm
+    rows: int
+    cols: int
+    slope: float = 1.0
+    intercept: float = 0.0
+    info: dict = field(default_factory=dict)  # per-slice timing etc. (plain values)
+
+
+def _frames_of(ds, path: Path) -> List[_Frame]:
+    """The 2D images of one file, with their geometry (None where the header lacks it)."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "") or f"(no SeriesInstanceUID: {path.parent})"
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if "MOSAIC" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+        raise InputError(f"{path} is a Siemens mosaic (the slices of a volume tiled in one image), which is not "
+                         "read; convert the series to NIfTI first (e.g. with dcm2niix).")
+    if samples != 1:
+        raise InputError(f"{path} is a colour image ({samples} samples per pixel); only greyscale volumes "
+                         "(MR, PET, SPECT, CT) can be read.")
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        n_frames = 1
+    if n_frames <= 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        # NM files written one slice per file may keep the geometry in the detector item only
+        det = _item(ds, "DetectorInformationSequence") if "ImagePositionPatient" not in ds else None
+        src = det if det is not None else ds
+        src_orient = src if "ImageOrientationPatient" in src else ds
+        return [_Frame(path=path, header=ds, frame=None, group=(uid, ""),
+                       position=_floats(src, "ImagePositionPatient", 3),
+                       orientation=_floats(src_orient, "ImageOrientationPatient", 6),
+                       spacing=_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
+                       slope=float(_get(ds, "RescaleSlope", 1.0)),
+                       intercept=float(_get(ds, "RescaleIntercept", 0.0)),
+                       info=_slice_info(ds))]
+    group = (uid, str(path))  # a multi-frame file is one volume by itself
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return _enhanced_frames(ds, path, group, rows, cols)
+    if str(ds.get("Modality", "")) == "NM":
+        return _nm_frames(ds, path, group, rows, cols, n_frames)
+    if "GridFrameOffsetVector" in ds:
+        return _grid_offset_frames(ds, path, group, rows, cols, n_frames)
+    raise InputError(f"{path} is a multi-frame {ds.get('Modality', '')} file with no per-frame positions "
+                     "(no functional groups, NM slice vector or grid offsets), so its frames cannot be placed "
+                     "in space; export it as one file per slice.")
+
+
+def _slice_info(ds) -> dict:
+    """Per-slice fields kept in ``slice_headers`` and used to order frames."""
+    info = {k: _get(ds, k) for k in ("AcquisitionDate", "AcquisitionTime", "FrameReferenceTime",
+                                     "ActualFrameDuration", "DecayFactor", "InstanceNumber", "EchoTime",
+                                     "EchoNumbers", "TemporalPositionIdentifier", "TriggerTime",
+                                     "SOPInstanceUID", "ContentDate", "ContentTime")}
+    if info["EchoNumbers"] is not None and isinstance(info["EchoNumbers"], list):
+        info["EchoNumbers"] = info["EchoNumbers"][0] if info["EchoNumbers"] else None
+    return info
+
+
+def _fg(ds, i, sequence, keyword):
+    """A value from per-frame functional group ``i``, else from the shared group (enhanced multi-frame)."""
+    for groups, index in ((ds.get("PerFrameFunctionalGroupsSequence"), i),
+                          (ds.get("SharedFunctionalGroupsSequence"), 0)):
+        if groups and index < len(groups):
+            item = _item(groups[index], sequence)
+            if item is not None and keyword in item:
+                return item
+    return None
+
+
+def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
+    frames = []
+    n = len(ds.PerFrameFunctionalGroupsSequence)
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        n_frames = 1
+    if n != n_frames:
+        raise InputError(f"{path}: the per-frame functional groups describe {n} frames but the file holds "
+                         f"{n_frames} (NumberOfFrames); the file is inconsistent: export it again.")
+    if n == 1:
+        group = (group[0], "")  # one slice per enhanced file: slices of a series join by SeriesInstanceUID
+    for i in range(n):
+        pos_item = _fg(ds, i, "PlanePositionSequence", "ImagePositionPatient")
+        ori_item = _fg(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
+        pix_item = _fg(ds, i, "PixelMeasuresSequence", "PixelSpacing")
+        rescale = _fg(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
+        echo = _fg(ds, i, "MREchoSequence", "EffectiveEchoTime")
+        content = _item(ds.PerFrameFunctionalGroupsSequence[i], "FrameContentSequence")  # always per frame
+        info = _slice_info(ds)
+        info["InstanceNumber"] = i + 1
+        if echo is not None:
+            info["EchoTime"] = _get(echo, "EffectiveEchoTime")
+        if content is not None:
+            when = _get(content, "FrameAcquisitionDateTime") or _get(content, "FrameReferenceDateTime")
+            if when:
+                info["AcquisitionDate"], info["AcquisitionTime"] = when[:8], when[8:].split("+")[0].split("-")[0]
+            info["TemporalPositionIdentifier"] = _get(content, "TemporalPositionIndex")
+        frames.append(_Frame(
+            path=path, header=ds, frame=i, group=group,
+            position=_floats(pos_item, "ImagePositionPatient", 3) if pos_item is not None else None,
+            orientation=_floats(ori_item, "ImageOrientationPatient", 6) if ori_item is not None else None,
+            spacing=_floats(pix_item, "PixelSpacing", 2) if pix_item is not None else None,
+            rows=rows, cols=cols,
+            slope=float(_get(rescale if rescale is not None else ds, "RescaleSlope", 1.0)),
+            intercept=float(_get(rescale if rescale is not None else ds, "RescaleIntercept", 0.0)),
+            info=info))
+    return frames
+
+
+def _nm_frames(ds, path, group, rows, cols, n_frames) -> List[_Frame]:
+    """NM multi-frame: a reconstructed SPECT volume (RECON TOMO) as one file."""
+    image_type = _get(ds, "ImageType") or []
+    image_type = [str(t).upper() for t in (image_type if isinstance(image_type, list) else [image_type])]
+    if "SliceVector" not in ds and not any("RECON" in t for t in image_type):
+        kinds = ("STATIC", "DYNAMIC", "GATED", "WHOLE BODY", "TOMO", "GATED TOMO")
+        kind = next((t for t in image_type if t in kinds), "planar")
+        raise InputError(f"{path} is an NM {kind} acquisition (planar images or projections), not a reconstructed "
+                         "SPECT volume; give the reconstructed (RECON TOMO) series.")
+    det = _item(ds, "DetectorInformationSequence")
+    src = det if det is not None and "ImagePositionPatient" in det else ds
+    position = _floats(src, "ImagePositionPatient", 3)
+    src = det if det is not None and "ImageOrientationPatient" in det else ds
+    orientation = _floats(src, "ImageOrientationPatient", 6)
+    step = _get(ds, "SpacingBetweenSlices")
+    if step is None and _get(ds, "SliceThickness") is not None:
+        step = _get(ds, "SliceThickness")
+        warnings.warn(f"{path}: no SpacingBetweenSlices; the SPECT slice spacing is taken from SliceThickness "
+                      f"({step} mm), as NM cameras intend.", ImmunotrackWarning)
+    if step is None:
+        raise InputError(f"{path}: the NM volume has neither SpacingBetweenSlices nor SliceThickness, so the "
+                         "distance between its slices is unknown; re-export it with the slice spacing.")
+    for vec in ("EnergyWindowVector", "DetectorVector", "PhaseVector", "RotationVector", "RRIntervalVector"):
+        values = _get(ds, vec)
+        if isinstance(values, list) and len(set(values)) > 1:
+            raise InputError(f"{path}: the NM file mixes several {vec[:-6].lower()}s ({sorted(set(values))}); "
+                             "export one reconstructed volume per file.")
+    slices = _get(ds, "SliceVector")
+    slices = slices if isinstance(slices, list) and len(slices) == n_frames else list(range(1, n_frames + 1))
+    slots = _get(ds, "TimeSlotVector")
+    slots = slots if isinstance(slots, list) and len(slots) == n_frames else None
+    frames = []
+    if position is not None and orientation is not None:
+        normal = np.cross(orientation[:3], orientation[3:])
+    for i in range(n_frames):
+        info = _slice_info(ds)
+        info["InstanceNumber"] = i + 1
+        if slots is not None:
+            info["TemporalPositionIdentifier"] = slots[i]
+        pos = None
+        if position is not None and orientation is not None:
+            # DICOM PS3.3 C.8.4.8: slices run along the normal from the detector's ImagePositionPatient
+            pos = position + (int(slices[i]) - 1) * float(step) * normal
+        frames.append(_Frame(path=path, header=ds, frame=i, group=group, position=pos, orientation=orientation,
+                             spacing=_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
+                             slope=float(_get(ds, "RescaleSlope", 1.0)),
+                             intercept=float(_get(ds, "RescaleIntercept", 0.0)), info=info))
+    return frames
+
+
+def _grid_offset_frames(ds, path, group, rows, cols, n_frames) -> List[_Frame]:
+    """RT dose (and similar) multi-frame grids: frame k at ImagePositionPatient + offset_k along the normal."""
+    position = _floats(ds, "ImagePositionPatient", 3)
+    orientation = _floats(ds, "ImageOrientationPatient", 6)
+    offsets = _floats(ds, "GridFrameOffsetVector", n_frames)
+    if offsets is None:
+        raise InputError(f"{path}: GridFrameOffsetVector does not give one offset per frame ({n_frames}); "
+                         "the file's frames cannot be placed.")
+    scale = float(_get(ds, "DoseGridScaling", 1.0))
+    frames = []
+    for i in range(n_frames):
+        pos = None
+        if position is not None and orientation is not None:
+            normal = np.cross(orientation[:3], orientation[3:])
+            # the first frame is at ImagePositionPatient in both offset conventions (relative or absolute)
+            pos = position + (offsets[i] - offsets[0]) * normal
+        info = _slice_info(ds)
+        info["InstanceNumber"] = i + 1
+        frames.append(_Frame(path=path, header=ds, frame=i, group=group, position=pos, orientation=orientation,
+                             spacing=_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
+                             slope=scale * float(_get(ds, "RescaleSlope", 1.0)),
+                             intercept=float(_get(ds, "RescaleIntercept", 0.0)), info=info))
+    return frames
