@@ -338,70 +338,8 @@ def _number(value) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
-def parse_dicom_date(value) -> Optional[_dt.date]:
-    """DICOM DA ('YYYYMMDD') or ISO date; None when empty."""
-    if isinstance(value, _dt.datetime):
-        return value.date()
-    if isinstance(value, _dt.date):
-        return value
-    text = _text(value)
-    if not text:
-        return None
-    digits = re.sub(r"[^0-9]", "", text)
-    if len(digits) != 8:
-        raise InputError(f"date {text!r} is not a valid DICOM date (YYYYMMDD).")
-    try:
-        return _dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
-    except ValueError:
-        raise InputError(f"date {text!r} is not a valid date.") from None
-
-
-def parse_dicom_time(value) -> Optional[_dt.time]:
-    """DICOM TM ('HHMMSS.FFFFFF', 'HHMM', 'HH:MM:SS') or ISO time; None when empty."""
-    if isinstance(value, _dt.datetime):
-        return value.time()
-    if isinstance(value, _dt.time):
-        return value
-    text = _text(value)
-    if not text:
-        return None
-    text = text.replace(":", "")
-    m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?", text)
-    if not m:
-        raise InputError(f"time {value!r} is not a valid DICOM time (HHMMSS.FFFFFF).")
-    hh, mm, ss = int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
-    frac = int((m.group(4) or "0").ljust(6, "0"))
-    if ss == 60:  # leap second written by some scanners
-        ss = 59
-    try:
-        return _dt.time(hh, mm, ss, frac)
-    except ValueError:
-        raise InputError(f"time {value!r} is not a valid time of day.") from None
-
-
-def parse_dicom_datetime(value) -> Optional[_dt.datetime]:
-    """DICOM DT ('YYYYMMDDHHMMSS.FFFFFF&ZZXX') or ISO 8601; naive local time; None when empty.
-
-    A UTC offset, if any, is dropped: the scanner writes all times of a study
-    in the same local time.
-    """
-    if isinstance(value, _dt.datetime):
-        return value.replace(tzinfo=None)
-    text = _text(value)
-    if not text:
-        return None
-    if "-" in text[:8] or "T" in text:  # ISO 8601
-        try:
-            return _dt.datetime.fromisoformat(text.replace("Z", "")).replace(tzinfo=None)
-        except ValueError:
-            raise InputError(f"date-time {text!r} is not valid ISO 8601 (YYYY-MM-DDTHH:MM:SS).") from None
-    text = re.sub(r"[+-]\d{4}$", "", text)
-    m = re.fullmatch(r"(\d{8})(\d{2,6}(?:\.\d{1,6})?)?", text)
-    if not m:
-        raise InputError(f"date-time {text!r} is not a valid DICOM date-time (YYYYMMDDHHMMSS).")
-    date = parse_dicom_date(m.group(1))
-    time = parse_dicom_time(m.group(2)) if m.group(2) else _dt.time(0, 0)
-    return _dt.datetime.combine(date, time)
+# the package's one DICOM date/time parser (issue 16): imported, not written twice
+from ..io.dicom.headers import parse_dicom_date, parse_dicom_datetime, parse_dicom_time  # noqa: E402,F401
 
 
 def nuclide_key(text) -> Optional[str]:
