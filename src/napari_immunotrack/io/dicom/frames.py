@@ -93,7 +93,25 @@ def _fg(ds, i, sequence, keyword):
     return None
 
 
+def _converted(ds, i) -> dict:
+    """The classic per-slice fields a Legacy Converted Enhanced file keeps in its Unassigned Shared /
+    Per-Frame Converted Attributes (echo time, temporal position, frame timing of the source slices)."""
+    out = {}
+    for groups, index, keyword in ((ds.get("SharedFunctionalGroupsSequence"), 0,
+                                    "UnassignedSharedConvertedAttributesSequence"),
+                                   (ds.get("PerFrameFunctionalGroupsSequence"), i,
+                                    "UnassignedPerFrameConvertedAttributesSequence")):
+        if groups and index < len(groups):
+            item = _item(groups[index], keyword)
+            if item is not None:
+                out.update({k: v for k, v in _slice_info(item).items() if v is not None and k != "InstanceNumber"})
+    return out
+
+
 def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
+    """Frames of an enhanced (or legacy converted enhanced) multi-frame image: geometry, rescale, echo and
+    timing from the per-frame functional group of each frame, else from the shared group
+    (``docs/methods/dicom-objects.md#enhanced-multi-frame``)."""
     frames = []
     n = len(ds.PerFrameFunctionalGroupsSequence)
     try:
@@ -105,24 +123,48 @@ def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
                          f"{n_frames} (NumberOfFrames); the file is inconsistent: export it again.")
     if n == 1:
         group = (group[0], "")  # one slice per enhanced file: slices of a series join by SeriesInstanceUID
+    contents = [_item(item, "FrameContentSequence") for item in ds.PerFrameFunctionalGroupsSequence]
+    stacks = {str(_get(c, "StackID")) for c in contents if c is not None and _get(c, "StackID") is not None}
     for i in range(n):
         pos_item = _fg(ds, i, "PlanePositionSequence", "ImagePositionPatient")
         ori_item = _fg(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
         pix_item = _fg(ds, i, "PixelMeasuresSequence", "PixelSpacing")
         rescale = _fg(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
         echo = _fg(ds, i, "MREchoSequence", "EffectiveEchoTime")
-        content = _item(ds.PerFrameFunctionalGroupsSequence[i], "FrameContentSequence")  # always per frame
+        timing = _fg(ds, i, "MRTimingAndRelatedParametersSequence", "RepetitionTime")
+        flip = _fg(ds, i, "MRTimingAndRelatedParametersSequence", "FlipAngle")
+        decay = _fg(ds, i, "PETFrameCorrectionFactorsSequence", "DecayFactor")
+        content = contents[i]  # always per frame
         info = _slice_info(ds)
+        info.update(_converted(ds, i))
         info["InstanceNumber"] = i + 1
         if echo is not None:
             info["EchoTime"] = _get(echo, "EffectiveEchoTime")
+        if timing is not None:
+            info["RepetitionTime"] = _get(timing, "RepetitionTime")
+        if flip is not None:
+            info["FlipAngle"] = _get(flip, "FlipAngle")
+        if decay is not None:
+            info["DecayFactor"] = _get(decay, "DecayFactor")
+        if rescale is not None and _get(rescale, "RescaleType"):
+            info["RescaleType"] = str(_get(rescale, "RescaleType")).upper()
+        frame_group = group
         if content is not None:
             when = _get(content, "FrameAcquisitionDateTime") or _get(content, "FrameReferenceDateTime")
-            if when:
+            if when and isinstance(when, str) and len(when) >= 10:
                 info["AcquisitionDate"], info["AcquisitionTime"] = when[:8], when[8:].split("+")[0].split("-")[0]
-            info["TemporalPositionIdentifier"] = _get(content, "TemporalPositionIndex")
+            if _get(content, "TemporalPositionIndex") is not None:
+                info["TemporalPositionIdentifier"] = _get(content, "TemporalPositionIndex")
+            if _get(content, "FrameAcquisitionDuration") is not None:
+                info["ActualFrameDuration"] = _get(content, "FrameAcquisitionDuration")
+            index = _get(content, "DimensionIndexValues")
+            if index is not None:
+                info["DimensionIndexValues"] = index if isinstance(index, list) else [index]
+            if len(stacks) > 1:
+                # several stacks (slice packages, e.g. three orthogonal ones) in one file: one volume each
+                frame_group = (group[0], group[1], f"stack {_get(content, 'StackID')}")
         frames.append(_Frame(
-            path=path, header=ds, frame=i, group=group,
+            path=path, header=ds, frame=i, group=frame_group,
             position=_floats(pos_item, "ImagePositionPatient", 3) if pos_item is not None else None,
             orientation=_floats(ori_item, "ImageOrientationPatient", 6) if ori_item is not None else None,
             spacing=_floats(pix_item, "PixelSpacing", 2) if pix_item is not None else None,

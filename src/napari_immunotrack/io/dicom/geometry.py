@@ -97,10 +97,13 @@ def _frame_key(fr: _Frame, axis: str) -> tuple:
 
     def k(v):
         return (0, 0.0) if v is None else (1, float(v))
+    # enhanced multi-frame: the dimension index (echo, temporal position, ...) breaks remaining ties
+    index = tuple(k(v) for v in (info.get("DimensionIndexValues") or []))
     if axis == "echo":
-        return (k(info.get("EchoTime")), k(info.get("EchoNumbers")))
+        return (k(info.get("EchoTime")), k(info.get("EchoNumbers"))) + index
     return (k(info.get("TemporalPositionIdentifier")), k(info.get("FrameReferenceTime")),
-            k(dicom_seconds(info.get("AcquisitionDate"), info.get("AcquisitionTime"))), k(info.get("TriggerTime")))
+            k(dicom_seconds(info.get("AcquisitionDate"), info.get("AcquisitionTime"))),
+            k(info.get("TriggerTime"))) + index
 
 
 def _arrange(members: List[_Frame], label: str):

@@ -47,6 +47,15 @@ def _file_pixels(path: Path, ds) -> np.ndarray:
     ``ds`` is the file's dataset read with deferred pixel data; the pixel
     element is removed from it afterwards (it becomes ``dicom_header``).
     """
+    if getattr(ds, "_immunotrack_pixels_taken", False):
+        # a file holding several volumes (stacks of an enhanced file): the pixels were taken from this header
+        # by the first volume; read them from the file again for the next
+        import pydicom
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fresh = pydicom.dcmread(str(path), defer_size=16384)
+        return _file_pixels(path, fresh)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(f"{path}: no pixel data (the file is probably truncated); copy it again or remove it.")
     try:
@@ -54,6 +63,7 @@ def _file_pixels(path: Path, ds) -> np.ndarray:
             warnings.simplefilter("ignore")
             return _decode(path, ds)
     finally:
+        ds._immunotrack_pixels_taken = True
         for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
             if keyword in ds:
                 del ds[keyword]  # also drops pydicom's cached decoded array

@@ -13,7 +13,7 @@ from ...errors import ImmunotrackWarning, InputError
 from ...volume import Volume
 from .frames import _Frame, _frames_of
 from .geometry import _SPACING_ABS_TOL, _arrange, _check_common_geometry, _check_spacing, slice_affine
-from .headers import (PLAIN_KEYS, RADIOPHARM_KEYS, _get, _header_values, _item, _list_files, _raw_dataset,
+from .headers import (_PET_UNITS, PLAIN_KEYS, RADIOPHARM_KEYS, _get, _header_values, _item, _list_files, _raw_dataset,
                       _read_header, _series_label, _series_number, _unit, _volume_label, dicom_seconds)
 from .pixels import _file_pixels
 
@@ -198,15 +198,29 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
     meta.update({"source_path": str(source), "format": "dicom", "Modality": dicom_modality,
                  "SeriesInstanceUID": str(_get(header, "SeriesInstanceUID", "") or "")})
     head = first.header
+    # a Legacy Converted Enhanced file keeps classic attributes in its unassigned converted sequences
+    converted = [item for groups, keyword in (("SharedFunctionalGroupsSequence",
+                                               "UnassignedSharedConvertedAttributesSequence"),
+                                              ("PerFrameFunctionalGroupsSequence",
+                                               "UnassignedPerFrameConvertedAttributesSequence"))
+                 if first.frame is not None and head.get(groups)
+                 for item in [_item(head.get(groups)[0], keyword)] if item is not None]
     for key in PLAIN_KEYS:
         value = _get(head, key)
+        for item in converted:
+            value = _get(item, key) if value is None else value
         if value is not None:
             meta[key] = value
     if first.frame is not None:  # multi-frame: per-frame timing replaces file-level values
-        for key in ("FrameReferenceTime", "ActualFrameDuration", "EchoTime"):
+        for key in ("FrameReferenceTime", "ActualFrameDuration", "EchoTime", "RepetitionTime", "FlipAngle"):
             if first.info.get(key) is not None:
                 meta[key] = first.info[key]
+        if "Units" not in meta and first.info.get("RescaleType") in _PET_UNITS and dicom_modality in ("PT", "NM"):
+            # enhanced PET keeps the unit as the RescaleType of its pixel value transformation
+            meta["Units"] = first.info["RescaleType"]
     rp = _item(head, "RadiopharmaceuticalInformationSequence")
+    for item in converted:
+        rp = _item(item, "RadiopharmaceuticalInformationSequence") if rp is None else rp
     if rp is not None:
         for key in RADIOPHARM_KEYS:
             value = _get(rp, key)
@@ -253,10 +267,21 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         meta["leading_axis"] = axis
         meta["frames"] = [{k: frame[0].info.get(k) for k in ("FrameReferenceTime", "ActualFrameDuration",
                                                                 "AcquisitionDate", "AcquisitionTime", "EchoTime",
-                                                                "EchoNumbers", "TemporalPositionIdentifier")}
+                                                                "EchoNumbers", "TemporalPositionIdentifier",
+                                                                "RepetitionTime", "FlipAngle", "DecayFactor")}
                           for frame in frames]
         if axis == "echo":
             meta["EchoTime"] = [fr["EchoTime"] for fr in meta["frames"]]
+    # echo times in ms, one per echo (the leading axis of an echo series; one value for a single echo),
+    # for relaxometry: docs/methods/dicom-objects.md#echo-times
+    echo_times = meta.get("EchoTime") if axis in (None, "echo") else None
+    echo_list = echo_times if isinstance(echo_times, list) else [echo_times] if echo_times is not None else []
+    try:
+        echo_ms = [float(t) for t in echo_list]
+    except (TypeError, ValueError):
+        echo_ms = []
+    if echo_ms and all(np.isfinite(echo_ms)):
+        meta["echo_times_ms"] = echo_ms
     meta["slice_normal_lps"] = normal.tolist()
     try:  # read any deferred large element now, so the header outlives the files (e.g. a temporary folder)
         for _ in head:
@@ -265,5 +290,14 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         pass
     meta["dicom_header"] = head  # pydicom Dataset without pixel data: private tags stay readable
     name = _get(head, "SeriesDescription") or f"{dicom_modality} {_get(head, 'SeriesNumber', '')}".strip()
-    return Volume(data=data, affine=affine, modality=modality, unit=_unit(head, dicom_modality),
+    unit = _unit(head, dicom_modality)
+    if "Units" not in head and str(meta.get("Units", "")).upper() in _PET_UNITS:
+        from pydicom.dataset import Dataset
+
+        units = Dataset()
+        units.Units = str(meta["Units"]).upper()
+        if meta.get("SUVType"):
+            units.SUVType = meta["SUVType"]
+        unit = _unit(units, dicom_modality)
+    return Volume(data=data, affine=affine, modality=modality, unit=unit,
                   metadata=meta, name=str(name))
