@@ -13,7 +13,8 @@ _KEYS = ("SeriesDescription", "Units", "DecayCorrection", "CorrectedImage", "Rad
          "RadiopharmaceuticalStartDateTime", "RadionuclideHalfLife", "Radionuclide", "PatientWeight",
          "PatientSize", "PatientSex", "SeriesDate", "SeriesTime", "AcquisitionTime",
          "EchoTime", "RepetitionTime", "FlipAngle", "MagneticFieldStrength", "leading_axis", "channel_names",
-         "frame_interval_s", "affine_source", "voxel_size_source", "orientation_nominal", "orientation_unknown")
+         "frame_interval_s", "affine_source", "voxel_size_source", "orientation_nominal", "orientation_unknown",
+         "echo_times_ms", "label_names", "segmentation_type", "ReferencedSeriesInstanceUID")
 
 
 def add_arguments(parser):
@@ -21,6 +22,7 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
                         help="pixel size in mm of a TIFF/OME-Zarr without one: one number, (y x) or (z y x)")
+    parser.add_argument("--reference", help="for a DICOM SEG or RTSTRUCT: the series folder it was drawn on")
 
 
 def describe(volume) -> dict:
@@ -82,6 +84,8 @@ def run(args) -> int:
         kwargs = {}
         if args.voxel_size and fmt in ("tiff", "zarr"):
             kwargs["voxel_size_mm"] = args.voxel_size[0] if len(args.voxel_size) == 1 else tuple(args.voxel_size)
+        if getattr(args, "reference", None):
+            kwargs["reference"] = args.reference
         out["volumes"] = [describe(v) for v in load_volumes(path, **kwargs)]
     elif path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
         out["table"] = describe_table(path)

@@ -5,7 +5,9 @@
 several series). Formats:
 
 - NIfTI-1/2 (``.nii``, ``.nii.gz``): :mod:`.nifti`
-- DICOM files and folders (MR, PT, NM, CT): :mod:`.dicom`
+- DICOM files and folders (MR, PT, NM, CT; classic and enhanced multi-frame): :mod:`.dicom`
+- DICOM SEG and RTSTRUCT files as labels (``reference=`` the series they were drawn on):
+  :mod:`.dicom_seg`, :mod:`.rtstruct`; results out as DICOM SEG and SR: :mod:`.dicom_export`
 - TIFF / OME-TIFF: :mod:`.tiff`
 - OME-Zarr (lazy, dask): :mod:`.zarr`
 """
@@ -102,9 +104,28 @@ def detect_format(path) -> str:
     )
 
 
-def load_volumes(path, **kwargs) -> List[Volume]:
-    """Every volume in ``path`` (one per DICOM series; one for other formats)."""
+def load_volumes(path, reference=None, **kwargs) -> List[Volume]:
+    """Every volume in ``path`` (one per DICOM series; one for other formats).
+
+    A DICOM SEG or RTSTRUCT file opens as labels (:mod:`.dicom_seg`, :mod:`.rtstruct`);
+    ``reference`` is the series their geometry is in (required for RTSTRUCT).
+    """
     fmt = detect_format(path)
+    if fmt == "dicom" and Path(path).is_file():
+        from .dicom_seg import dicom_object_kind
+
+        kind = dicom_object_kind(path)
+        if kind == "seg":
+            from .dicom_seg import read_seg
+
+            return [read_seg(path, reference=reference)]
+        if kind == "rtstruct":
+            from .rtstruct import read_rtstruct
+
+            return [read_rtstruct(path, reference=reference)]
+    if reference is not None:
+        raise InputError(f"--reference (reference=) is for a DICOM SEG or RTSTRUCT file; {path} is neither: "
+                         "drop it.")
     if fmt == "nifti":
         from . import nifti
 

@@ -58,6 +58,13 @@ def read_dicom(path, progress=None) -> List[Volume]:
     for i, f in enumerate(files):
         with _header_values(f):
             ds = _read_header(f, explicit, suspects)
+            if ds is not None and _is_derived_object(ds):
+                # a segmentation (or RT structure set) lying in the series folder is not an image of it
+                if explicit:
+                    raise InputError(f"{f} is a DICOM {ds.get('Modality', 'SEG')} object (labels, not an image); "
+                                     "open it with load_volume / immunotrack info, giving the series it was drawn "
+                                     "on with --reference.")
+                ds = None
             if ds is not None:
                 frames.extend(_frames_of(ds, f))
         if i % 20 == 0:
@@ -301,3 +308,10 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         unit = _unit(units, dicom_modality)
     return Volume(data=data, affine=affine, modality=modality, unit=unit,
                   metadata=meta, name=str(name))
+
+
+def _is_derived_object(ds) -> bool:
+    """A DICOM SEG (binary/fractional or label map): pixel data, but labels of another series."""
+    sop = str(ds.get("SOPClassUID", "") or "")
+    return sop in ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7") or \
+        str(ds.get("Modality", "")) == "SEG"
