@@ -136,14 +136,18 @@ def test_seg_without_plane_positions_needs_its_series(tmp_path, capsys):
     seg.DimensionIndexSequence = seg.DimensionIndexSequence[:1]  # the segment number only
     for item in seg.PerFrameFunctionalGroupsSequence:
         item.FrameContentSequence[0].DimensionIndexValues = [item.FrameContentSequence[0].DimensionIndexValues[0]]
-    seg.save_as(tmp_path / "nopos.dcm")
+    (tmp_path / "alone").mkdir()
+    seg.save_as(tmp_path / "alone" / "nopos.dcm")
     uid = datasets[0].SeriesInstanceUID
     with pytest.raises(InputError, match=f"no plane positions.*{uid}"):
-        read_seg(tmp_path / "nopos.dcm")
-    assert main(["info", str(tmp_path / "nopos.dcm")]) == 2
+        read_seg(tmp_path / "alone" / "nopos.dcm")
+    assert main(["info", str(tmp_path / "alone" / "nopos.dcm")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    back = read_seg(tmp_path / "nopos.dcm", reference=folder)
+    back = read_seg(tmp_path / "alone" / "nopos.dcm", reference=folder)
     np.testing.assert_array_equal(back.numpy(), truth)
+    # beside its series (a PACS export's layout) the series is found without --reference
+    seg.save_as(folder / "nopos.dcm")
+    np.testing.assert_array_equal(load_volume(folder / "nopos.dcm").numpy(), truth)
 
 
 def test_series_folder_holding_a_seg_still_opens_as_the_series(tmp_path):
@@ -238,15 +242,20 @@ def test_rtstruct_with_holes_and_island_dice_against_analytic_mask(tmp_path):
 def test_rtstruct_without_reference_is_one_line(tmp_path, capsys):
     folder, _ = _series(tmp_path, name="mr", modality="MR")
     ref = load_volume(folder)
-    path = _rtstruct(tmp_path / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"], ref.metadata["FrameOfReferenceUID"],
+    (tmp_path / "alone").mkdir()
+    path = _rtstruct(tmp_path / "alone" / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"], ref.metadata["FrameOfReferenceUID"],
                      [(1, "box", [_contour(np.array([[2, 2], [2, 8], [8, 8], [8, 2]], float), 3, ref)])])
-    with pytest.raises(InputError, match="give the image series they were drawn on"):
+    with pytest.raises(InputError, match="is not beside it; give that series with --reference"):
         read_rtstruct(path)
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ref.metadata["SeriesInstanceUID"] in err[0]
     assert main(["info", str(path), "--reference", str(folder)]) == 0
     assert "box" in capsys.readouterr().out
+    # stored beside its series (as a PACS or Slicer export does), it opens without --reference
+    (tmp_path / "mr" / "RS.dcm").write_bytes(path.read_bytes())
+    beside = load_volume(tmp_path / "mr" / "RS.dcm")
+    assert beside.numpy()[3, 2:9, 2:9].all() and int(beside.numpy().sum()) == 49
 
 
 # ------------------------------------------------------------------ SEG + SR out, round trip

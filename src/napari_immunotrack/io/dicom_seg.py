@@ -126,6 +126,22 @@ def reference_volume(reference, series_uids: List[str], frame_of_reference: str,
                      "series; give the folder of the one series it was drawn on with --reference.")
 
 
+def find_reference(path, series_uids: List[str]) -> Optional[Volume]:
+    """The referenced series when it lies beside the object (in the object's folder, searched recursively,
+    as a PACS or Slicer export stores them), else None; a folder that cannot be read counts as not found."""
+    from .dicom import read_dicom
+
+    if not series_uids:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            volumes = read_dicom(Path(path).parent)
+    except InputError:
+        return None
+    return next((v for v in volumes if v.metadata.get("SeriesInstanceUID") in series_uids), None)
+
+
 def _labels_from_planes(planes: np.ndarray, numbers: List[int], threshold: float, path) -> np.ndarray:
     """(…, segments) binary or fractional planes -> one label image (segment numbers, 0 = none)."""
     inside = planes >= threshold
@@ -219,10 +235,11 @@ def read_seg(path, reference=None, threshold: float = 0.5) -> Volume:
             if ref is not None and not volume.same_grid(ref):
                 volume = volume.resample_to(ref, order=0)
         else:
+            ref = ref if ref is not None else find_reference(path, series_uids)
             if ref is None:
                 what = f"series {series_uids[0]}" if series_uids else "the series it was drawn on"
                 raise InputError(f"{path}: the SEG's frames have no plane positions, so they are placed only by the "
-                                 f"images they were drawn on ({what}), which were not given; give that series' "
+                                 f"images they were drawn on ({what}), which were not given nor found beside it; give that series' "
                                  "folder with --reference (load_volume(seg, reference=folder)).")
             uids = _slice_uids(ref, path)
             with warnings.catch_warnings():
@@ -283,4 +300,4 @@ def _slice_uids(ref: Volume, path) -> List[str]:
     return [str(u) for u in uids]
 
 
-__all__ = ["read_seg", "dicom_object_kind", "reference_volume", "SEG_SOP_CLASSES", "RTSTRUCT_SOP_CLASS"]
+__all__ = ["read_seg", "dicom_object_kind", "reference_volume", "find_reference", "SEG_SOP_CLASSES", "RTSTRUCT_SOP_CLASS"]

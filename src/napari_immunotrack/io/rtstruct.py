@@ -61,7 +61,8 @@ def read_rtstruct(path, reference=None) -> Volume:
         The RTSTRUCT file.
     reference : str, Path or Volume
         The series the contours were drawn on (a DICOM folder or file, or its
-        Volume). Required: contours have no voxel grid of their own.
+        Volume). Contours have no voxel grid of their own: without it the
+        series is looked for beside the file (its folder, recursively).
 
     Returns
     -------
@@ -76,7 +77,7 @@ def read_rtstruct(path, reference=None) -> Volume:
     """
     from skimage.draw import polygon2mask
 
-    from .dicom_seg import reference_volume
+    from .dicom_seg import find_reference, reference_volume
 
     path = Path(path)
     if not path.is_file():
@@ -84,9 +85,12 @@ def read_rtstruct(path, reference=None) -> Volume:
     ds = _read(path)
     series_uids = referenced_series_uids(ds)
     if reference is None:
+        reference = find_reference(path, series_uids)  # stored beside it, as exports do
+    if reference is None:
         what = f"series {series_uids[0]}" if series_uids else "the series it was drawn on"
-        raise InputError(f"{path}: an RTSTRUCT's contours have no voxel grid; give the image series they were "
-                         f"drawn on ({what}) with --reference (load_volume(rtstruct, reference=folder)).")
+        raise InputError(f"{path}: an RTSTRUCT's contours have no voxel grid and the image series they were drawn "
+                         f"on ({what}) is not beside it; give that series with --reference "
+                         "(load_volume(rtstruct, reference=folder)).")
     frames = ds.get("ReferencedFrameOfReferenceSequence") or []
     frame_uid = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""
     ref = reference_volume(reference, series_uids, frame_uid, path, "RTSTRUCT")
