@@ -195,10 +195,16 @@ def read_seg(path, reference=None, threshold: float = 0.5) -> Volume:
         raise InputError(f"{path}: not a readable DICOM SEG ({' '.join(str(exc).split())[:120]}); export the "
                          "segmentation again (e.g. from 3D Slicer or OHIF).") from None
     try:
-        numbers = [int(n) for n in seg.get_segment_numbers()]
-    except Exception as exc:
-        raise InputError(f"{path}: the SEG's segment list cannot be read ({' '.join(str(exc).split())[:100]}); "
-                         "the file is damaged: export it again.") from None
+        return _seg_volume(seg, path, reference, threshold)
+    except InputError:
+        raise
+    except Exception as exc:  # highdicom raises many types on a damaged SEG's attributes: all mean a bad file
+        raise InputError(f"{path}: the DICOM SEG is damaged ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:120]}); export the segmentation again.") from None
+
+
+def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
+    numbers = [int(n) for n in seg.get_segment_numbers()]
     if not numbers:
         raise InputError(f"{path}: the SEG holds no segment; export a segmentation with at least one segment.")
     segments = []

@@ -75,14 +75,25 @@ def read_rtstruct(path, reference=None) -> Volume:
     --------
     >>> # see tests/test_dicom_objects.py for a structure set with holes written by pydicom
     """
-    from skimage.draw import polygon2mask
-
-    from .dicom_seg import find_reference, reference_volume
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file; give an RTSTRUCT file.")
     ds = _read(path)
+    try:
+        return _rasterise(ds, path, reference)
+    except InputError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
+            NotImplementedError) as exc:  # a damaged or hand-edited element
+        raise InputError(f"{path}: the RTSTRUCT is damaged ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:120]}); export the structure set again.") from None
+
+
+def _rasterise(ds, path: Path, reference) -> Volume:
+    from skimage.draw import polygon2mask
+
+    from .dicom_seg import find_reference, reference_volume
+
     series_uids = referenced_series_uids(ds)
     if reference is None:
         reference = find_reference(path, series_uids)  # stored beside it, as exports do
