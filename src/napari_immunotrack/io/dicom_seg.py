@@ -204,6 +204,15 @@ def read_seg(path, reference=None, threshold: float = 0.5) -> Volume:
 
 
 def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence")
+    try:
+        n_frames = int(seg.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        n_frames = -1
+    if per_frame is not None and len(per_frame) != n_frames:
+        raise InputError(f"{path}: the per-frame functional groups describe {len(per_frame)} frames but the file "
+                         f"holds {n_frames if n_frames >= 0 else 'an unreadable number of'} (NumberOfFrames); the "
+                         "file is inconsistent: export it again.")
     numbers = [int(n) for n in seg.get_segment_numbers()]
     if not numbers:
         raise InputError(f"{path}: the SEG holds no segment; export a segmentation with at least one segment.")
