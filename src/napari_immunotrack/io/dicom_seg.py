@@ -192,6 +192,9 @@ def read_seg(path, reference=None, threshold: float = 0.5) -> Volume:
             warnings.simplefilter("ignore")
             seg = hd.seg.segread(str(path))
     except Exception as exc:  # highdicom/pydicom raise many types on a damaged SEG: all mean a bad file
+        if "little endian" in str(exc).lower():
+            raise InputError(f"{path}: the SEG is stored big-endian, which highdicom does not read; convert it to "
+                             "little endian first (e.g. dcmconv +te in.dcm out.dcm, or gdcmconv).") from None
         raise InputError(f"{path}: not a readable DICOM SEG ({' '.join(str(exc).split())[:120]}); export the "
                          "segmentation again (e.g. from 3D Slicer or OHIF).") from None
     try:
