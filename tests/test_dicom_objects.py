@@ -3,6 +3,7 @@ analytic masks, and the same labels in world space after a round trip."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -324,13 +325,17 @@ def test_export_cli_writes_seg_sr_and_provenance(tmp_path, capsys):
     ref = load_volume(folder)
     labels, truth = _mri_labels(ref)
     save_labels(labels, tmp_path / "labels.nii.gz")
+    (tmp_path / "labels.tsv").write_text("index\tname\n4\tlymph node\n9\tspleen cluster\n")  # BIDS dseg names
     pd.DataFrame({"label": [4, 9], "percent_id_per_g": [3.5, 4.5]}).to_csv(tmp_path / "readouts.csv", index=False)
     rc = main(["export", str(tmp_path / "labels.nii.gz"), "--source", str(folder), "--seg", str(tmp_path / "o.dcm"),
                "--table", str(tmp_path / "readouts.csv"), "--sr", str(tmp_path / "o_sr.dcm"), "--seg-type", "labelmap"])
     assert rc == 0, capsys.readouterr().err
     for name in ("o.dcm", "o_sr.dcm"):
         assert (tmp_path / f"{name}.provenance.json").exists()
-    np.testing.assert_array_equal(load_volume(tmp_path / "o.dcm", reference=folder).numpy(), truth)
+    seg = load_volume(tmp_path / "o.dcm", reference=folder)
+    np.testing.assert_array_equal(seg.numpy(), truth)
+    assert seg.metadata["label_names"] == {4: "lymph node", 9: "spleen cluster"}
+    assert "labels" in json.loads((tmp_path / "o.dcm.provenance.json").read_text())["inputs"]
     assert read_sr(tmp_path / "o_sr.dcm").set_index("label").loc[9, "percent_id_per_g"] == 4.5
     # existing output without --overwrite: refused
     assert main(["export", str(tmp_path / "labels.nii.gz"), "--source", str(folder), "--seg",

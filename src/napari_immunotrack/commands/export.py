@@ -3,7 +3,8 @@ DICOM SR (TID 1500 measurement report) referencing the segments, for PACS, 3D Sl
 
 The labels may be on another grid than the source (MRI clusters exported
 against the PET series): they are carried into the source series' geometry
-through world space (nearest neighbour). The source must be the DICOM series
+through world space (nearest neighbour). Segment names come from the labels (a DICOM SEG's
+segment labels, or the BIDS ``.tsv`` beside a NIfTI label map), else "label N". The source must be the DICOM series
 the labels belong to; no UIDs are invented for a NIfTI source. Both files are
 built before either is written; each gets a .provenance.json beside it
 (docs/methods/dicom-objects.md).
@@ -48,6 +49,14 @@ def run(args) -> int:
         check_output(out, args.overwrite)
         check_output(sidecar_path(out), overwrite=True)
     labels = load(args.labels, f"LABELS {args.labels}")
+    if not labels.metadata.get("label_names"):
+        from pathlib import Path
+
+        from .._sample_data import label_names_beside
+
+        names = label_names_beside(Path(args.labels))  # a BIDS dseg .tsv beside the NIfTI names the segments
+        if names:
+            labels.metadata["label_names"] = names
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImmunotrackWarning)
         seg, datasets = build_seg(labels, args.source, segmentation_type=args.seg_type)
