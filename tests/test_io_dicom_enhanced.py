@@ -265,3 +265,21 @@ def test_enhanced_frames_count_mismatch_is_one_line(tmp_path, capsys):
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NumberOfFrames" in err[0]
+
+
+# ------------------------------------------------------------------ sampling lists for relaxometry
+def test_variable_flip_angle_series_orders_frames_and_lists_the_angles(tmp_path):
+    """A classic VFA series with no temporal position: frames told apart (and ordered) by FlipAngle only;
+    metadata flip_angles_deg and repetition_time_ms for the relaxometry fit."""
+    vol = Volume(_smooth((3, 4, 5, 6), 11), _oblique_affine(), modality="MR", metadata={"leading_axis": "time"})
+    angles = [2.0, 5.0, 15.0]
+    folder = write_dicom_series(vol, tmp_path / "vfa", shuffle_names=True,
+                                extra={"TemporalPositionIdentifier": None, "NumberOfTemporalPositions": None,
+                                       "FlipAngle": lambda s, f: angles[f], "RepetitionTime": 15.0})
+    back = load_volume(folder)
+    assert back.metadata["flip_angles_deg"] == angles and back.metadata["repetition_time_ms"] == 15.0
+    idx = np.indices(back.spatial_shape).reshape(3, -1)
+    in_vol = np.rint(np.linalg.solve(vol.affine, back.affine @ np.r_[idx, np.ones((1, idx.shape[1]))])[:3]).astype(int)
+    for f in range(3):
+        np.testing.assert_allclose(back.numpy()[f][tuple(idx)], vol.numpy()[f][tuple(in_vol)],
+                                   atol=vol.numpy().max() / 30000)

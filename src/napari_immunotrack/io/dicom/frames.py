@@ -76,7 +76,8 @@ def _slice_info(ds) -> dict:
     info = {k: _get(ds, k) for k in ("AcquisitionDate", "AcquisitionTime", "FrameReferenceTime",
                                      "ActualFrameDuration", "DecayFactor", "InstanceNumber", "EchoTime",
                                      "EchoNumbers", "TemporalPositionIdentifier", "TriggerTime",
-                                     "SOPInstanceUID", "ContentDate", "ContentTime")}
+                                     "SOPInstanceUID", "ContentDate", "ContentTime", "FlipAngle",
+                                     "RepetitionTime", "InversionTime")}
     if info["EchoNumbers"] is not None and isinstance(info["EchoNumbers"], list):
         info["EchoNumbers"] = info["EchoNumbers"][0] if info["EchoNumbers"] else None
     return info
@@ -134,6 +135,7 @@ def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
         timing = _fg(ds, i, "MRTimingAndRelatedParametersSequence", "RepetitionTime")
         flip = _fg(ds, i, "MRTimingAndRelatedParametersSequence", "FlipAngle")
         decay = _fg(ds, i, "PETFrameCorrectionFactorsSequence", "DecayFactor")
+        inversion = _fg(ds, i, "MRModifierSequence", "InversionTimes")
         content = contents[i]  # always per frame
         info = _slice_info(ds)
         info.update(_converted(ds, i))
@@ -146,6 +148,9 @@ def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
             info["FlipAngle"] = _get(flip, "FlipAngle")
         if decay is not None:
             info["DecayFactor"] = _get(decay, "DecayFactor")
+        if inversion is not None:
+            times = _get(inversion, "InversionTimes")
+            info["InversionTime"] = times[0] if isinstance(times, list) and times else times
         if rescale is not None and _get(rescale, "RescaleType"):
             info["RescaleType"] = str(_get(rescale, "RescaleType")).upper()
         frame_group = group

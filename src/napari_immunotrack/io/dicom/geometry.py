@@ -103,7 +103,7 @@ def _frame_key(fr: _Frame, axis: str) -> tuple:
         return (k(info.get("EchoTime")), k(info.get("EchoNumbers"))) + index
     return (k(info.get("TemporalPositionIdentifier")), k(info.get("FrameReferenceTime")),
             k(dicom_seconds(info.get("AcquisitionDate"), info.get("AcquisitionTime"))),
-            k(info.get("TriggerTime"))) + index
+            k(info.get("TriggerTime")), k(info.get("InversionTime")), k(info.get("FlipAngle"))) + index
 
 
 def _arrange(members: List[_Frame], label: str):

@@ -275,7 +275,8 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         meta["frames"] = [{k: frame[0].info.get(k) for k in ("FrameReferenceTime", "ActualFrameDuration",
                                                                 "AcquisitionDate", "AcquisitionTime", "EchoTime",
                                                                 "EchoNumbers", "TemporalPositionIdentifier",
-                                                                "RepetitionTime", "FlipAngle", "DecayFactor")}
+                                                                "RepetitionTime", "FlipAngle", "DecayFactor",
+                                                                "InversionTime")}
                           for frame in frames]
         if axis == "echo":
             meta["EchoTime"] = [fr["EchoTime"] for fr in meta["frames"]]
@@ -289,6 +290,19 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         echo_ms = []
     if echo_ms and all(np.isfinite(echo_ms)):
         meta["echo_times_ms"] = echo_ms
+    # the other sampling lists of quantitative MRI (variable flip angle, inversion recovery), one per frame
+    # when they change along the leading axis; TR in ms (docs/methods/dicom-objects.md#echo-times)
+    for key, out in (("FlipAngle", "flip_angles_deg"), ("InversionTime", "inversion_times_ms")):
+        values = [fr.get(key) for fr in meta.get("frames", [])]
+        try:
+            values = [float(v) for v in values] if values and None not in values else []
+        except (TypeError, ValueError):
+            values = []
+        if len(set(values)) > 1:
+            meta[out] = values
+    tr = meta.get("RepetitionTime")
+    if isinstance(tr, (int, float)) and np.isfinite(tr):
+        meta["repetition_time_ms"] = float(tr)
     meta["slice_normal_lps"] = normal.tolist()
     try:  # read any deferred large element now, so the header outlives the files (e.g. a temporary folder)
         for _ in head:
