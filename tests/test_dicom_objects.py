@@ -226,7 +226,7 @@ def test_rtstruct_with_holes_and_island_dice_against_analytic_mask(tmp_path):
         contours += [_contour(_circle(centre, 20), z, ref), _contour(_circle(centre, 10), z, ref),
                      _contour(_circle(centre, 4), z, ref)]
     square = np.array([[4, 4], [4, 14], [14, 14], [14, 4]], float)
-    truth[8][4:15, 4:15] = 7  # pixel centres on the square's edges count as inside (skimage)
+    truth[8][4:14, 4:14] = 7  # the square [4, 14]^2 covers 10 x 10 pixels (half-open spans keep its area)
     rtstruct = _rtstruct(tmp_path / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"],
                          ref.metadata["FrameOfReferenceUID"],
                          [(1, "ring", contours), (7, "square", [_contour(square, 8, ref)])])
@@ -256,7 +256,7 @@ def test_rtstruct_without_reference_is_one_line(tmp_path, capsys):
     # stored beside its series (as a PACS or Slicer export does), it opens without --reference
     (tmp_path / "mr" / "RS.dcm").write_bytes(path.read_bytes())
     beside = load_volume(tmp_path / "mr" / "RS.dcm")
-    assert beside.numpy()[3, 2:9, 2:9].all() and int(beside.numpy().sum()) == 49
+    assert beside.numpy()[3, 2:8, 2:8].all() and int(beside.numpy().sum()) == 36  # [2, 8]^2: 6 x 6 pixels
 
 
 # ------------------------------------------------------------------ SEG + SR out, round trip
@@ -368,3 +368,30 @@ def test_export_bad_input_one_line_nothing_written(tmp_path, capsys, case):
     assert expected in err[0]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]  # no output, no temp
     assert not (tmp_path / "o.dcm").exists() and not (tmp_path / "o_sr.dcm").exists()
+
+
+def test_even_odd_fill_agrees_with_scikit_image_polygons_xor():
+    """The scanline fill equals scikit-image's polygon fill combined by XOR, except on edge pixels."""
+    from skimage.draw import polygon2mask
+
+    from napari_immunotrack.io.rtstruct import even_odd_mask
+
+    rng = np.random.default_rng(3)
+    shape = (80, 90)
+    for _ in range(20):
+        polygons = []
+        for r in (30, 18, 7):  # nested: outer, hole, island; jittered, random start and winding
+            t = np.sort(rng.uniform(0, 2 * np.pi, 40))[:: rng.choice([-1, 1])]
+            radius = r * (1 + 0.1 * rng.uniform(-1, 1, t.size))
+            polygons.append(np.c_[40.3 + radius * np.sin(t), 44.7 + radius * np.cos(t)])
+        ours = even_odd_mask(polygons, shape)
+        theirs = np.zeros(shape, bool)
+        for poly in polygons:
+            theirs ^= polygon2mask(shape, poly)
+        differ = ours != theirs
+        assert differ.sum() <= 0.01 * theirs.sum()
+        # every differing pixel centre is within one pixel of an edge
+        rows, cols = np.nonzero(differ)
+        for y, x in zip(rows, cols):
+            d = min(np.min(np.hypot(p[:, 0] - y, p[:, 1] - x)) for p in polygons)
+            assert d < 5.0  # vertices are at most ~4.7 pixels apart: near an edge

@@ -38,8 +38,8 @@ def objects_bytes():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
-                legacy_datasets=datasets, series_instance_uid=hd.UID(), series_number=5,
-                sop_instance_uid=hd.UID(), instance_number=1)
+                legacy_datasets=datasets, series_instance_uid="1.2.826.0.1.3680043.10.511.9.1", series_number=5,
+                sop_instance_uid="1.2.826.0.1.3680043.10.511.9.2", instance_number=1)
         buf = io.BytesIO()
         enhanced.save_as(buf)
         enhanced_bytes = buf.getvalue()
@@ -57,7 +57,8 @@ def objects_bytes():
             warnings.simplefilter("ignore")
             seg = hd.seg.Segmentation(
                 source_images=ordered, pixel_array=mask, segmentation_type="BINARY", segment_descriptions=desc,
-                series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(), instance_number=1,
+                series_instance_uid="1.2.826.0.1.3680043.10.511.9.3", series_number=9,
+                sop_instance_uid="1.2.826.0.1.3680043.10.511.9.4", instance_number=1,
                 manufacturer="t", manufacturer_model_name="t", software_versions="1", device_serial_number="1")
         buf = io.BytesIO()
         seg.save_as(buf)
@@ -70,8 +71,9 @@ def _rtstruct_bytes(volume) -> bytes:
     from pydicom.dataset import Dataset, FileMetaDataset
 
     ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.481.3", pydicom.uid.generate_uid()
-    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", pydicom.uid.generate_uid()
+    # fixed UIDs (and fixed files): the fuzz examples damage the same bytes on every run
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.481.3", "1.2.826.0.1.3680043.10.511.9.5"
+    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", "1.2.826.0.1.3680043.10.511.9.6"
     series, study, frame = Dataset(), Dataset(), Dataset()
     series.SeriesInstanceUID = volume.metadata["SeriesInstanceUID"]
     study.RTReferencedSeriesSequence = [series]

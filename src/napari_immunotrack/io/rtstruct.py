@@ -4,11 +4,14 @@ An RT structure set holds each ROI as closed polygons in patient coordinates
 (LPS mm), one or more per image plane. They have no grid of their own, so the
 series they were drawn on is needed (``reference``). Each contour is carried
 into that series' voxel indices; a contour lies on a slice when its points are
-within a quarter of the slice spacing of that slice's plane. On each slice the
-contours of one ROI are combined by the even-odd rule (XOR of their filled
-interiors): a contour inside another is a hole, one inside a hole an island,
-as treatment planning systems and 3D Slicer's importer draw them. A voxel is
-inside a polygon when its centre is (scikit-image ``polygon2mask``)
+within a quarter of the slice spacing of that slice's plane. On each slice
+the contours of one ROI are filled together by the even-odd rule (a pixel
+centre is inside when a ray from it crosses the contours an odd number of
+times): a contour inside another is a hole, one inside a hole an island, as
+treatment planning systems and 3D Slicer's importer draw them, whatever the
+contours' order or winding. :func:`even_odd_mask` is a vectorised scanline
+fill (about 100 times faster than filling each polygon with scikit-image and
+XOR-ing; the tests check both agree away from the edges)
 (``docs/methods/dicom-objects.md#rtstruct-in``).
 
 Labels are the ROINumbers, ``metadata["label_names"]`` the ROINames. Where
@@ -27,6 +30,55 @@ from ..errors import ImmunotrackWarning, InputError
 from ..volume import Volume
 
 _ON_PLANE = 0.25  # a contour is on a slice when within this fraction of the slice spacing
+
+
+def even_odd_mask(polygons, shape) -> np.ndarray:
+    """Fill closed polygons on a 2D grid by the even-odd rule: a pixel is inside when a ray from its centre
+    crosses the polygons' edges an odd number of times (nested polygons are holes, islands, ...).
+
+    A scanline fill of all polygons of a plane at once, vectorised over edges and rows. Pixel centres
+    are at integer (row, column); an edge counts for the rows ``min(r0, r1) <= row < max(r0, r1)`` and a
+    centre is inside a span ``[x_in, x_out)`` (half-open: a polygon's area is kept, and two polygons
+    sharing an edge do not both claim its pixels).
+
+    Parameters
+    ----------
+    polygons : list of (N, 2) arrays
+        Vertices as (row, column) in pixel units; closed implicitly.
+    shape : (rows, columns)
+
+    Returns
+    -------
+    bool array of ``shape``.
+
+    Examples
+    --------
+    >>> square = np.array([[1, 1], [1, 5], [5, 5], [5, 1]], float)
+    >>> hole = np.array([[2, 2], [2, 4], [4, 4], [4, 2]], float)
+    >>> m = even_odd_mask([square, hole], (7, 7))
+    >>> int(m.sum()), bool(m[1, 1]), bool(m[2, 2]), bool(m[3, 1])
+    (12, True, False, True)
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    counts = np.zeros((rows, cols + 1), np.int32)
+    for poly in polygons:
+        p = np.asarray(poly, float)
+        r0, c0 = p[:, 0], p[:, 1]
+        r1, c1 = np.roll(r0, -1), np.roll(c0, -1)
+        lo, hi = np.minimum(r0, r1), np.maximum(r0, r1)
+        first = np.clip(np.ceil(lo), 0, rows).astype(np.int64)   # rows whose centres the edge crosses
+        last = np.clip(np.ceil(hi), 0, rows).astype(np.int64)    # (exclusive)
+        n = last - first
+        keep = n > 0
+        if not np.any(keep):
+            continue
+        edge = np.repeat(np.flatnonzero(keep), n[keep])
+        offsets = np.arange(edge.size) - np.repeat(np.cumsum(n[keep]) - n[keep], n[keep])
+        y = first[edge] + offsets
+        x = c0[edge] + (y - r0[edge]) * (c1[edge] - c0[edge]) / (r1[edge] - r0[edge])
+        start = np.clip(np.ceil(x), 0, cols).astype(np.int64)    # centres at or right of the crossing
+        np.add.at(counts, (y, start), 1)
+    return (np.cumsum(counts, axis=1)[:, :cols] % 2) == 1
 
 
 def _read(path: Path):
@@ -83,15 +135,12 @@ def read_rtstruct(path, reference=None) -> Volume:
         return _rasterise(ds, path, reference)
     except InputError:
         raise
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
-            NotImplementedError) as exc:  # a damaged or hand-edited element
+    except Exception as exc:  # pydicom parses elements lazily: a damaged one raises here, of many types
         raise InputError(f"{path}: the RTSTRUCT is damaged ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:120]}); export the structure set again.") from None
 
 
 def _rasterise(ds, path: Path, reference) -> Volume:
-    from skimage.draw import polygon2mask
-
     from .dicom_seg import find_reference, reference_volume
 
     series_uids = referenced_series_uids(ds)
@@ -148,10 +197,10 @@ def _rasterise(ds, path: Path, reference) -> Volume:
             if np.abs(index[:, 0] - s).max() > _ON_PLANE or not 0 <= s < shape[0]:
                 off_plane += 1
                 continue
-            mask = polygon2mask(shape[1:], index[:, 1:])
-            planes[s] = planes.get(s, np.zeros(shape[1:], bool)) ^ mask  # even-odd: nested contours are holes
+            planes.setdefault(s, []).append(index[:, 1:])
             used += 1
-        for s, mask in planes.items():
+        for s, polygons in planes.items():
+            mask = even_odd_mask(polygons, shape[1:])  # nested contours are holes, islands in holes are in
             overlap += int(np.count_nonzero(labels[s][mask]))
             labels[s][mask] = number
         rois.append({"number": number, "name": names.get(number, f"ROI {number}"), "contours": used,
