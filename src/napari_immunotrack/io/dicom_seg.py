@@ -241,14 +241,26 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
         geometry = None
     try:
         if geometry is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                hv = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True,
-                                    allow_missing_positions=True)
-            planes = np.asarray(hv.array, dtype=np.float32)
-            if planes.ndim == 3:
-                planes = planes[..., None]
-            labels = _labels_from_planes(planes, numbers, threshold, path)
+            labels = None
+            if seg_type in ("BINARY", "LABELMAP"):
+                try:  # one label image straight away (fast), unless segments overlap
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        hv = seg.get_volume(segment_numbers=numbers, combine_segments=True, relabel=False,
+                                            allow_missing_positions=True)
+                    labels = np.asarray(hv.array)
+                    labels = labels.astype(np.uint16 if max(numbers) > 255 else np.uint8, copy=False)
+                except Exception:  # overlapping segments (or a damaged frame): the plane by plane route says which
+                    labels = None
+            if labels is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    hv = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True,
+                                        allow_missing_positions=True)
+                planes = np.asarray(hv.array, dtype=np.float32)
+                if planes.ndim == 3:
+                    planes = planes[..., None]
+                labels = _labels_from_planes(planes, numbers, threshold, path)
             volume = Volume(labels, _LPS_TO_RAS @ np.asarray(hv.affine, float), "SEG", "label", name=path.stem)
             if ref is not None and not volume.same_grid(ref):
                 volume = volume.resample_to(ref, order=0)
