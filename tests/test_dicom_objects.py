@@ -395,3 +395,25 @@ def test_even_odd_fill_agrees_with_scikit_image_polygons_xor():
         for y, x in zip(rows, cols):
             d = min(np.min(np.hypot(p[:, 0] - y, p[:, 1] - x)) for p in polygons)
             assert d < 5.0  # vertices are at most ~4.7 pixels apart: near an edge
+
+
+@pytest.mark.parametrize("kind", ["binary", "labelmap"])
+def test_export_against_an_enhanced_multiframe_source(tmp_path, kind):
+    """The source may be one enhanced multi-frame file (frames in the file's own order): same labels back."""
+    folder, _ = _series(tmp_path, name="mr", modality="MR", shape=(6, 8, 9))
+    datasets, _ = _datasets(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+            legacy_datasets=datasets[::-1], series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(),
+            instance_number=1)
+    (tmp_path / "enh").mkdir()
+    enhanced.save_as(tmp_path / "enh" / "e.dcm")
+    ref = load_volume(tmp_path / "enh")
+    labels = np.zeros(ref.spatial_shape, np.uint8)
+    labels[1:4, 2:5, 3:7] = 2
+    labels[5, 0, 0] = 1
+    seg = write_seg(Volume(labels, ref.affine, "SEG", "label"), tmp_path / "enh", tmp_path / "seg.dcm",
+                    segmentation_type=kind)
+    np.testing.assert_array_equal(load_volume(seg, reference=tmp_path / "enh").numpy(), labels)
+    assert hd.seg.segread(str(seg)).ReferencedSeriesSequence[0].SeriesInstanceUID == ref.metadata["SeriesInstanceUID"]
