@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -244,8 +243,9 @@ def test_rtstruct_without_reference_is_one_line(tmp_path, capsys):
     folder, _ = _series(tmp_path, name="mr", modality="MR")
     ref = load_volume(folder)
     (tmp_path / "alone").mkdir()
-    path = _rtstruct(tmp_path / "alone" / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"], ref.metadata["FrameOfReferenceUID"],
-                     [(1, "box", [_contour(np.array([[2, 2], [2, 8], [8, 8], [8, 2]], float), 3, ref)])])
+    box = _contour(np.array([[2, 2], [2, 8], [8, 8], [8, 2]], float), 3, ref)
+    path = _rtstruct(tmp_path / "alone" / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"],
+                     ref.metadata["FrameOfReferenceUID"], [(1, "box", [box])])
     with pytest.raises(InputError, match="is not beside it; give that series with --reference"):
         read_rtstruct(path)
     assert main(["info", str(path)]) == 2

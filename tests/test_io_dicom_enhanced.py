@@ -149,7 +149,8 @@ def _enhanced_by_hand(singles, path, *, order, shared_orientation=True, echo_of=
         shared.PlaneOrientationSequence = [orient]
     ds.SharedFunctionalGroupsSequence = [shared]
     # in-stack position: rank of the slice along its stack's normal (1 = first)
-    normal = np.cross(np.array(first.ImageOrientationPatient[:3], float), np.array(first.ImageOrientationPatient[3:], float))
+    orientation = np.array(first.ImageOrientationPatient, float)
+    normal = np.cross(orientation[:3], orientation[3:])
     depth = {i: round(float(np.dot(np.array(s.ImagePositionPatient, float), normal)), 3) for i, s in enumerate(singles)}
     in_stack_of = {i: sorted(set(depth.values())).index(d) + 1 for i, d in depth.items()}
     per_frame = []

@@ -481,5 +481,6 @@ def read_sr(path):
     return pd.DataFrame(rows)
 
 
-__all__ = ["write_seg", "write_sr", "build_seg", "build_sr", "save_dataset", "read_table", "read_sr", "column_code", "source_series", "labels_on_source", "COLUMN_CODES",
+__all__ = ["write_seg", "write_sr", "build_seg", "build_sr", "save_dataset", "read_table", "read_sr", "column_code",
+           "source_series", "labels_on_source", "COLUMN_CODES",
            "LOCAL_SCHEME"]

@@ -269,8 +269,8 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
             if ref is None:
                 what = f"series {series_uids[0]}" if series_uids else "the series it was drawn on"
                 raise InputError(f"{path}: the SEG's frames have no plane positions, so they are placed only by the "
-                                 f"images they were drawn on ({what}), which were not given nor found beside it; give that series' "
-                                 "folder with --reference (load_volume(seg, reference=folder)).")
+                                 f"images they were drawn on ({what}), which were not given nor found beside it; "
+                                 "give that series' folder with --reference (load_volume(seg, reference=folder)).")
             uids = _slice_uids(ref, path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -330,4 +330,5 @@ def _slice_uids(ref: Volume, path) -> List[str]:
     return [str(u) for u in uids]
 
 
-__all__ = ["read_seg", "dicom_object_kind", "reference_volume", "find_reference", "SEG_SOP_CLASSES", "RTSTRUCT_SOP_CLASS"]
+__all__ = ["read_seg", "dicom_object_kind", "reference_volume", "find_reference", "SEG_SOP_CLASSES",
+           "RTSTRUCT_SOP_CLASS"]

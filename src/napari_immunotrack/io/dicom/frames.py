@@ -11,11 +11,11 @@ from typing import Any, List, Optional
 import numpy as np
 
 from ...errors import ImmunotrackWarning, InputError
-from .headers import _floats, _get, _item
+from .headers import first_item, header_floats, header_value
 
 
 @dataclass
-class _Frame:
+class Frame:
     """One 2D image: a single-frame file or one frame of a multi-frame file."""
 
     path: Path
@@ -32,7 +32,7 @@ class _Frame:
     info: dict = field(default_factory=dict)  # per-slice timing etc. (plain values)
 
 
-def _frames_of(ds, path: Path) -> List[_Frame]:
+def frames_of(ds, path: Path) -> List[Frame]:
     """The 2D images of one file, with their geometry (None where the header lacks it)."""
     uid = str(ds.get("SeriesInstanceUID", "") or "") or f"(no SeriesInstanceUID: {path.parent})"
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -49,15 +49,15 @@ def _frames_of(ds, path: Path) -> List[_Frame]:
         n_frames = 1
     if n_frames <= 1 and "PerFrameFunctionalGroupsSequence" not in ds:
         # NM files written one slice per file may keep the geometry in the detector item only
-        det = _item(ds, "DetectorInformationSequence") if "ImagePositionPatient" not in ds else None
+        det = first_item(ds, "DetectorInformationSequence") if "ImagePositionPatient" not in ds else None
         src = det if det is not None else ds
         src_orient = src if "ImageOrientationPatient" in src else ds
-        return [_Frame(path=path, header=ds, frame=None, group=(uid, ""),
-                       position=_floats(src, "ImagePositionPatient", 3),
-                       orientation=_floats(src_orient, "ImageOrientationPatient", 6),
-                       spacing=_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
-                       slope=float(_get(ds, "RescaleSlope", 1.0)),
-                       intercept=float(_get(ds, "RescaleIntercept", 0.0)),
+        return [Frame(path=path, header=ds, frame=None, group=(uid, ""),
+                       position=header_floats(src, "ImagePositionPatient", 3),
+                       orientation=header_floats(src_orient, "ImageOrientationPatient", 6),
+                       spacing=header_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
+                       slope=float(header_value(ds, "RescaleSlope", 1.0)),
+                       intercept=float(header_value(ds, "RescaleIntercept", 0.0)),
                        info=_slice_info(ds))]
     group = (uid, str(path))  # a multi-frame file is one volume by itself
     if "PerFrameFunctionalGroupsSequence" in ds:
@@ -73,7 +73,7 @@ def _frames_of(ds, path: Path) -> List[_Frame]:
 
 def _slice_info(ds) -> dict:
     """Per-slice fields kept in ``slice_headers`` and used to order frames."""
-    info = {k: _get(ds, k) for k in ("AcquisitionDate", "AcquisitionTime", "FrameReferenceTime",
+    info = {k: header_value(ds, k) for k in ("AcquisitionDate", "AcquisitionTime", "FrameReferenceTime",
                                      "ActualFrameDuration", "DecayFactor", "InstanceNumber", "EchoTime",
                                      "EchoNumbers", "TemporalPositionIdentifier", "TriggerTime",
                                      "SOPInstanceUID", "ContentDate", "ContentTime", "FlipAngle",
@@ -88,7 +88,7 @@ def _fg(ds, i, sequence, keyword):
     for groups, index in ((ds.get("PerFrameFunctionalGroupsSequence"), i),
                           (ds.get("SharedFunctionalGroupsSequence"), 0)):
         if groups and index < len(groups):
-            item = _item(groups[index], sequence)
+            item = first_item(groups[index], sequence)
             if item is not None and keyword in item:
                 return item
     return None
@@ -103,13 +103,13 @@ def _converted(ds, i) -> dict:
                                    (ds.get("PerFrameFunctionalGroupsSequence"), i,
                                     "UnassignedPerFrameConvertedAttributesSequence")):
         if groups and index < len(groups):
-            item = _item(groups[index], keyword)
+            item = first_item(groups[index], keyword)
             if item is not None:
                 out.update({k: v for k, v in _slice_info(item).items() if v is not None and k != "InstanceNumber"})
     return out
 
 
-def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
+def _enhanced_frames(ds, path, group, rows, cols) -> List[Frame]:
     """Frames of an enhanced (or legacy converted enhanced) multi-frame image: geometry, rescale, echo and
     timing from the per-frame functional group of each frame, else from the shared group
     (``docs/methods/dicom-objects.md#enhanced-multi-frame``)."""
@@ -124,8 +124,9 @@ def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
                          f"{n_frames} (NumberOfFrames); the file is inconsistent: export it again.")
     if n == 1:
         group = (group[0], "")  # one slice per enhanced file: slices of a series join by SeriesInstanceUID
-    contents = [_item(item, "FrameContentSequence") for item in ds.PerFrameFunctionalGroupsSequence]
-    stacks = {str(_get(c, "StackID")) for c in contents if c is not None and _get(c, "StackID") is not None}
+    contents = [first_item(item, "FrameContentSequence") for item in ds.PerFrameFunctionalGroupsSequence]
+    stacks = {str(header_value(c, "StackID")) for c in contents
+              if c is not None and header_value(c, "StackID") is not None}
     for i in range(n):
         pos_item = _fg(ds, i, "PlanePositionSequence", "ImagePositionPatient")
         ori_item = _fg(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
@@ -141,75 +142,75 @@ def _enhanced_frames(ds, path, group, rows, cols) -> List[_Frame]:
         info.update(_converted(ds, i))
         info["InstanceNumber"] = i + 1
         if echo is not None:
-            info["EchoTime"] = _get(echo, "EffectiveEchoTime")
+            info["EchoTime"] = header_value(echo, "EffectiveEchoTime")
         if timing is not None:
-            info["RepetitionTime"] = _get(timing, "RepetitionTime")
+            info["RepetitionTime"] = header_value(timing, "RepetitionTime")
         if flip is not None:
-            info["FlipAngle"] = _get(flip, "FlipAngle")
+            info["FlipAngle"] = header_value(flip, "FlipAngle")
         if decay is not None:
-            info["DecayFactor"] = _get(decay, "DecayFactor")
+            info["DecayFactor"] = header_value(decay, "DecayFactor")
         if inversion is not None:
-            times = _get(inversion, "InversionTimes")
+            times = header_value(inversion, "InversionTimes")
             info["InversionTime"] = times[0] if isinstance(times, list) and times else times
-        if rescale is not None and _get(rescale, "RescaleType"):
-            info["RescaleType"] = str(_get(rescale, "RescaleType")).upper()
+        if rescale is not None and header_value(rescale, "RescaleType"):
+            info["RescaleType"] = str(header_value(rescale, "RescaleType")).upper()
         frame_group = group
         if content is not None:
-            when = _get(content, "FrameAcquisitionDateTime") or _get(content, "FrameReferenceDateTime")
+            when = header_value(content, "FrameAcquisitionDateTime") or header_value(content, "FrameReferenceDateTime")
             if when and isinstance(when, str) and len(when) >= 10:
                 info["AcquisitionDate"], info["AcquisitionTime"] = when[:8], when[8:].split("+")[0].split("-")[0]
-            if _get(content, "TemporalPositionIndex") is not None:
-                info["TemporalPositionIdentifier"] = _get(content, "TemporalPositionIndex")
-            if _get(content, "FrameAcquisitionDuration") is not None:
-                info["ActualFrameDuration"] = _get(content, "FrameAcquisitionDuration")
-            index = _get(content, "DimensionIndexValues")
+            if header_value(content, "TemporalPositionIndex") is not None:
+                info["TemporalPositionIdentifier"] = header_value(content, "TemporalPositionIndex")
+            if header_value(content, "FrameAcquisitionDuration") is not None:
+                info["ActualFrameDuration"] = header_value(content, "FrameAcquisitionDuration")
+            index = header_value(content, "DimensionIndexValues")
             if index is not None:
                 info["DimensionIndexValues"] = index if isinstance(index, list) else [index]
             if len(stacks) > 1:
                 # several stacks (slice packages, e.g. three orthogonal ones) in one file: one volume each
-                frame_group = (group[0], group[1], f"stack {_get(content, 'StackID')}")
-        frames.append(_Frame(
+                frame_group = (group[0], group[1], f"stack {header_value(content, 'StackID')}")
+        frames.append(Frame(
             path=path, header=ds, frame=i, group=frame_group,
-            position=_floats(pos_item, "ImagePositionPatient", 3) if pos_item is not None else None,
-            orientation=_floats(ori_item, "ImageOrientationPatient", 6) if ori_item is not None else None,
-            spacing=_floats(pix_item, "PixelSpacing", 2) if pix_item is not None else None,
+            position=header_floats(pos_item, "ImagePositionPatient", 3) if pos_item is not None else None,
+            orientation=header_floats(ori_item, "ImageOrientationPatient", 6) if ori_item is not None else None,
+            spacing=header_floats(pix_item, "PixelSpacing", 2) if pix_item is not None else None,
             rows=rows, cols=cols,
-            slope=float(_get(rescale if rescale is not None else ds, "RescaleSlope", 1.0)),
-            intercept=float(_get(rescale if rescale is not None else ds, "RescaleIntercept", 0.0)),
+            slope=float(header_value(rescale if rescale is not None else ds, "RescaleSlope", 1.0)),
+            intercept=float(header_value(rescale if rescale is not None else ds, "RescaleIntercept", 0.0)),
             info=info))
     return frames
 
 
-def _nm_frames(ds, path, group, rows, cols, n_frames) -> List[_Frame]:
+def _nm_frames(ds, path, group, rows, cols, n_frames) -> List[Frame]:
     """NM multi-frame: a reconstructed SPECT volume (RECON TOMO) as one file."""
-    image_type = _get(ds, "ImageType") or []
+    image_type = header_value(ds, "ImageType") or []
     image_type = [str(t).upper() for t in (image_type if isinstance(image_type, list) else [image_type])]
     if "SliceVector" not in ds and not any("RECON" in t for t in image_type):
         kinds = ("STATIC", "DYNAMIC", "GATED", "WHOLE BODY", "TOMO", "GATED TOMO")
         kind = next((t for t in image_type if t in kinds), "planar")
         raise InputError(f"{path} is an NM {kind} acquisition (planar images or projections), not a reconstructed "
                          "SPECT volume; give the reconstructed (RECON TOMO) series.")
-    det = _item(ds, "DetectorInformationSequence")
+    det = first_item(ds, "DetectorInformationSequence")
     src = det if det is not None and "ImagePositionPatient" in det else ds
-    position = _floats(src, "ImagePositionPatient", 3)
+    position = header_floats(src, "ImagePositionPatient", 3)
     src = det if det is not None and "ImageOrientationPatient" in det else ds
-    orientation = _floats(src, "ImageOrientationPatient", 6)
-    step = _get(ds, "SpacingBetweenSlices")
-    if step is None and _get(ds, "SliceThickness") is not None:
-        step = _get(ds, "SliceThickness")
+    orientation = header_floats(src, "ImageOrientationPatient", 6)
+    step = header_value(ds, "SpacingBetweenSlices")
+    if step is None and header_value(ds, "SliceThickness") is not None:
+        step = header_value(ds, "SliceThickness")
         warnings.warn(f"{path}: no SpacingBetweenSlices; the SPECT slice spacing is taken from SliceThickness "
                       f"({step} mm), as NM cameras intend.", ImmunotrackWarning)
     if step is None:
         raise InputError(f"{path}: the NM volume has neither SpacingBetweenSlices nor SliceThickness, so the "
                          "distance between its slices is unknown; re-export it with the slice spacing.")
     for vec in ("EnergyWindowVector", "DetectorVector", "PhaseVector", "RotationVector", "RRIntervalVector"):
-        values = _get(ds, vec)
+        values = header_value(ds, vec)
         if isinstance(values, list) and len(set(values)) > 1:
             raise InputError(f"{path}: the NM file mixes several {vec[:-6].lower()}s ({sorted(set(values))}); "
                              "export one reconstructed volume per file.")
-    slices = _get(ds, "SliceVector")
+    slices = header_value(ds, "SliceVector")
     slices = slices if isinstance(slices, list) and len(slices) == n_frames else list(range(1, n_frames + 1))
-    slots = _get(ds, "TimeSlotVector")
+    slots = header_value(ds, "TimeSlotVector")
     slots = slots if isinstance(slots, list) and len(slots) == n_frames else None
     frames = []
     if position is not None and orientation is not None:
@@ -223,22 +224,22 @@ def _nm_frames(ds, path, group, rows, cols, n_frames) -> List[_Frame]:
         if position is not None and orientation is not None:
             # DICOM PS3.3 C.8.4.8: slices run along the normal from the detector's ImagePositionPatient
             pos = position + (int(slices[i]) - 1) * float(step) * normal
-        frames.append(_Frame(path=path, header=ds, frame=i, group=group, position=pos, orientation=orientation,
-                             spacing=_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
-                             slope=float(_get(ds, "RescaleSlope", 1.0)),
-                             intercept=float(_get(ds, "RescaleIntercept", 0.0)), info=info))
+        frames.append(Frame(path=path, header=ds, frame=i, group=group, position=pos, orientation=orientation,
+                             spacing=header_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
+                             slope=float(header_value(ds, "RescaleSlope", 1.0)),
+                             intercept=float(header_value(ds, "RescaleIntercept", 0.0)), info=info))
     return frames
 
 
-def _grid_offset_frames(ds, path, group, rows, cols, n_frames) -> List[_Frame]:
+def _grid_offset_frames(ds, path, group, rows, cols, n_frames) -> List[Frame]:
     """RT dose (and similar) multi-frame grids: frame k at ImagePositionPatient + offset_k along the normal."""
-    position = _floats(ds, "ImagePositionPatient", 3)
-    orientation = _floats(ds, "ImageOrientationPatient", 6)
-    offsets = _floats(ds, "GridFrameOffsetVector", n_frames)
+    position = header_floats(ds, "ImagePositionPatient", 3)
+    orientation = header_floats(ds, "ImageOrientationPatient", 6)
+    offsets = header_floats(ds, "GridFrameOffsetVector", n_frames)
     if offsets is None:
         raise InputError(f"{path}: GridFrameOffsetVector does not give one offset per frame ({n_frames}); "
                          "the file's frames cannot be placed.")
-    scale = float(_get(ds, "DoseGridScaling", 1.0))
+    scale = float(header_value(ds, "DoseGridScaling", 1.0))
     frames = []
     for i in range(n_frames):
         pos = None
@@ -248,8 +249,8 @@ def _grid_offset_frames(ds, path, group, rows, cols, n_frames) -> List[_Frame]:
             pos = position + (offsets[i] - offsets[0]) * normal
         info = _slice_info(ds)
         info["InstanceNumber"] = i + 1
-        frames.append(_Frame(path=path, header=ds, frame=i, group=group, position=pos, orientation=orientation,
-                             spacing=_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
-                             slope=scale * float(_get(ds, "RescaleSlope", 1.0)),
-                             intercept=float(_get(ds, "RescaleIntercept", 0.0)), info=info))
+        frames.append(Frame(path=path, header=ds, frame=i, group=group, position=pos, orientation=orientation,
+                             spacing=header_floats(ds, "PixelSpacing", 2), rows=rows, cols=cols,
+                             slope=scale * float(header_value(ds, "RescaleSlope", 1.0)),
+                             intercept=float(header_value(ds, "RescaleIntercept", 0.0)), info=info))
     return frames

@@ -11,12 +11,12 @@ from typing import List
 import numpy as np
 
 from ...errors import InputError
-from .frames import _Frame
+from .frames import Frame
 from .headers import dicom_seconds
 
 _DUP_TOL_MM = 0.01      # positions closer than this along the normal are "the same position"
 _ORIENT_TOL = 1e-4      # direction cosines must agree to this
-_SPACING_ABS_TOL = 0.01  # mm; and 1 % of the step, whichever is larger
+SPACING_ABS_TOL = 0.01  # mm; and 1 % of the step, whichever is larger
 
 #: LPS <-> RAS (its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -60,7 +60,7 @@ def _fmt(values) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in np.atleast_1d(values)) + "]"
 
 
-def _check_common_geometry(members: List[_Frame], label: str):
+def check_common_geometry(members: List[Frame], label: str):
     """Every slice has position, orientation, spacing; all share orientation, size and spacing."""
     first = members[0]
     for keyword, attr in (("ImageOrientationPatient", "orientation"), ("ImagePositionPatient", "position"),
@@ -91,7 +91,7 @@ def _check_common_geometry(members: List[_Frame], label: str):
                          "vectors; the header is broken: export the series again.")
 
 
-def _frame_key(fr: _Frame, axis: str) -> tuple:
+def _frame_key(fr: Frame, axis: str) -> tuple:
     """Sort key of the slices sharing a position: echo or time order (never file name / InstanceNumber)."""
     info = fr.info
 
@@ -106,7 +106,7 @@ def _frame_key(fr: _Frame, axis: str) -> tuple:
             k(info.get("TriggerTime")), k(info.get("InversionTime")), k(info.get("FlipAngle"))) + index
 
 
-def _arrange(members: List[_Frame], label: str):
+def arrange_frames(members: List[Frame], label: str):
     """Sort slices along the normal and split duplicates into frames: (frames[f][s], leading_axis, normal)."""
     first = members[0]
     r, c = first.orientation[:3], first.orientation[3:]
@@ -135,7 +135,7 @@ def _arrange(members: List[_Frame], label: str):
         echoes = [{(members[i].info.get("EchoTime"), members[i].info.get("EchoNumbers")) for i in cl}
                   for cl in clusters]
         axis = "echo" if all(len(e) == n_frames for e in echoes) else "time"
-    frames: List[List[_Frame]] = [[] for _ in range(n_frames)]
+    frames: List[List[Frame]] = [[] for _ in range(n_frames)]
     for cl in clusters:
         group = [members[i] for i in cl]
         if axis is not None:
@@ -151,13 +151,13 @@ def _arrange(members: List[_Frame], label: str):
     return frames, axis, normal
 
 
-def _check_spacing(frame0: List[_Frame], normal: np.ndarray, label: str) -> np.ndarray:
+def check_spacing(frame0: List[Frame], normal: np.ndarray, label: str) -> np.ndarray:
     """Uniform steps along the normal and positions on one line; returns the step vector (LPS mm)."""
     pos = np.array([m.position for m in frame0])
     dist = pos @ normal
     steps = np.diff(dist)
     ref = float(np.median(steps))
-    tol = max(_SPACING_ABS_TOL, 0.01 * ref)
+    tol = max(SPACING_ABS_TOL, 0.01 * ref)
     bad = np.flatnonzero(np.abs(steps - ref) > tol)
     if bad.size:
         multiples = steps[bad] / ref
@@ -183,7 +183,7 @@ def _check_spacing(frame0: List[_Frame], normal: np.ndarray, label: str) -> np.n
     return step
 
 
-def _geometry_from_affine(affine: np.ndarray):
+def geometry_from_affine(affine: np.ndarray):
     """(step_lps, row_cosine, column_cosine, row_spacing, column_spacing, origin_lps) of a RAS affine."""
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
     cols = lps[:3, :3]

@@ -44,17 +44,17 @@ _IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.",)
 _NON_IMAGE_SOP = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
 }
-_SOP_CLASS = {
+SOP_CLASS = {
     "PT": "1.2.840.10008.5.1.4.1.1.128",  # PET Image Storage
     "NM": "1.2.840.10008.5.1.4.1.1.20",   # Nuclear Medicine Image Storage
     "MR": "1.2.840.10008.5.1.4.1.1.4",    # MR Image Storage
     "CT": "1.2.840.10008.5.1.4.1.1.2",    # CT Image Storage
     "OT": "1.2.840.10008.5.1.4.1.1.7",    # Secondary Capture Image Storage
 }
-_PET_UNITS = {"BQML": "Bq/mL", "CNTS": "counts", "PROPCNTS": "counts", "CM2ML": "SUVbsa", "GML": "SUVbw",
+PET_UNITS = {"BQML": "Bq/mL", "CNTS": "counts", "PROPCNTS": "counts", "CM2ML": "SUVbsa", "GML": "SUVbw",
               "%ID/G": "%ID/g", "NONE": "a.u."}
 _SUV_TYPES = {"BW": "SUVbw", "BSA": "SUVbsa", "LBM": "SUVlbm", "IBW": "SUVibw"}
-_UNIT_TO_DICOM = {"Bq/mL": "BQML", "counts": "CNTS", "SUVbw": "GML", "SUVbsa": "CM2ML", "SUVlbm": "GML",
+UNIT_TO_DICOM = {"Bq/mL": "BQML", "counts": "CNTS", "SUVbw": "GML", "SUVbsa": "CM2ML", "SUVlbm": "GML",
                   "SUVibw": "GML", "%ID/g": "%ID/G"}
 
 _DEFER_BYTES = 16384   # values larger than this are read from the file only when used
@@ -83,7 +83,7 @@ def _plain(value):
     return str(value)
 
 
-def _get(ds, keyword, default=None):
+def header_value(ds, keyword, default=None):
     """``ds.keyword`` as a plain value, ``default`` when absent or empty."""
     try:
         elem = ds[keyword] if keyword in ds else None
@@ -97,9 +97,9 @@ def _get(ds, keyword, default=None):
         return default
 
 
-def _floats(ds, keyword, n):
+def header_floats(ds, keyword, n):
     """A numeric multi-value (n numbers) as an array, None when absent or malformed."""
-    value = _get(ds, keyword)
+    value = header_value(ds, keyword)
     if value is None:
         return None
     if not isinstance(value, list):
@@ -111,7 +111,7 @@ def _floats(ds, keyword, n):
     return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
 
 
-def _item(ds, sequence_keyword):
+def first_item(ds, sequence_keyword):
     """The first item of a sequence, or None."""
     seq = ds.get(sequence_keyword) if sequence_keyword in ds else None
     return seq[0] if seq else None
@@ -231,7 +231,7 @@ def _text(value) -> Optional[str]:
     return text or None
 
 
-def _read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
+def read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
     """The dataset of ``path`` (pixels deferred), or None when it is not a DICOM image.
 
     ``explicit``: the user named this file, so "not DICOM" is an error rather than a skip.
@@ -249,7 +249,7 @@ def _read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
             ds = pydicom.dcmread(str(path), defer_size=_DEFER_BYTES, force=False)
     except InvalidDicomError:
         if explicit:
-            raw = _raw_dataset(path)
+            raw = raw_dataset(path)
             if raw is not None and ("Rows" not in raw or "Columns" not in raw):
                 raise InputError(f"{path} holds no image: it is a DICOM object of class {_object_name(raw)}, stored "
                                  "without the DICOM file header; give a DICOM image file or the folder of a "
@@ -294,7 +294,7 @@ def _read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
     return ds
 
 
-def _raw_dataset(path: Path):
+def raw_dataset(path: Path):
     """A DICOM dataset written without preamble and file meta (as some tools export), or None.
 
     Only what parses into a dataset naming its SOP class or modality counts: anything
@@ -338,7 +338,7 @@ def _is_known_non_image(sop_class: str) -> bool:
                                          "raw data", "spectroscopy", "treatment record"))
 
 
-def _list_files(root: Path) -> List[Path]:
+def list_files(root: Path) -> List[Path]:
     """Every regular file under ``root`` (recursive), hidden files excluded, in a stable order."""
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -348,7 +348,7 @@ def _list_files(root: Path) -> List[Path]:
 
 
 @contextlib.contextmanager
-def _header_values(path: Path):
+def bad_values_as_input_error(path: Path):
     """Turn what a corrupt or hand-edited header value makes numpy/pydicom raise (``int('abc')``,
     a missing attribute, an impossible shape) into the InputError of a bad file."""
     try:
@@ -362,36 +362,40 @@ def _header_values(path: Path):
                          "fix it or remove it from the folder.") from None
 
 
-def _series_number(ds) -> float:
-    n = _get(ds, "SeriesNumber")
+def series_sort_key(ds) -> float:
+    """SeriesNumber as a number for sorting series (missing or unreadable last)."""
+    n = header_value(ds, "SeriesNumber")
     try:
         return float(n)
     except (TypeError, ValueError):
         return float("inf")
 
 
-def _series_label(ds) -> str:
-    desc = _get(ds, "SeriesDescription") or ""
-    return f"{_get(ds, 'SeriesNumber', '?')} ({_get(ds, 'Modality', '?')}{', ' + desc if desc else ''})"
+def series_label(ds) -> str:
+    """'<SeriesNumber> (<Modality>, <SeriesDescription>)' for messages."""
+    desc = header_value(ds, "SeriesDescription") or ""
+    return f"{header_value(ds, 'SeriesNumber', '?')} ({header_value(ds, 'Modality', '?')}{', ' + desc if desc else ''})"
 
 
-def _volume_label(ds, source: Path) -> str:
-    return f"DICOM series {_series_label(ds)} in {source}"
+def volume_label(ds, source: Path) -> str:
+    """'DICOM series <label> in <source>', how messages name a series."""
+    return f"DICOM series {series_label(ds)} in {source}"
 
 
-def _unit(ds, modality: str) -> str:
-    units = str(_get(ds, "Units", "") or "").upper()
+def pixel_unit(ds, modality: str) -> str:
+    """The unit of the pixel values: PET/NM Units (BQML -> Bq/mL, GML -> SUV type, ...), CT HU, RT dose Gy, else a.u."""
+    units = str(header_value(ds, "Units", "") or "").upper()
     if modality in ("PT", "NM") and units:
         if units == "GML":
-            suv_type = str(_get(ds, "SUVType", "") or "BW").upper()
+            suv_type = str(header_value(ds, "SUVType", "") or "BW").upper()
             return _SUV_TYPES.get(suv_type, "SUVbw")
-        return _PET_UNITS.get(units, units)
+        return PET_UNITS.get(units, units)
     if modality == "PT":
         return "a.u."
     if modality == "NM":
         return "counts"
     if modality == "CT":
         return "HU"
-    if str(_get(ds, "Modality", "")) == "RTDOSE":
-        return "Gy" if str(_get(ds, "DoseUnits", "")).upper() == "GY" else "relative dose"
+    if str(header_value(ds, "Modality", "")) == "RTDOSE":
+        return "Gy" if str(header_value(ds, "DoseUnits", "")).upper() == "GY" else "relative dose"
     return "a.u."

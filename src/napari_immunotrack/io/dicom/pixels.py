@@ -41,7 +41,7 @@ def _pip_command(requirement: str) -> str:
     return "pip install " + " ".join(dict.fromkeys(names)) if names else " ".join(requirement.split())
 
 
-def _file_pixels(path: Path, ds) -> np.ndarray:
+def file_pixels(path: Path, ds) -> np.ndarray:
     """The stored (unscaled) pixel array of one file: (rows, cols) or (frames, rows, cols).
 
     ``ds`` is the file's dataset read with deferred pixel data; the pixel
@@ -55,7 +55,7 @@ def _file_pixels(path: Path, ds) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fresh = pydicom.dcmread(str(path), defer_size=16384)
-        return _file_pixels(path, fresh)
+        return file_pixels(path, fresh)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(f"{path}: no pixel data (the file is probably truncated); copy it again or remove it.")
     try:
@@ -115,7 +115,7 @@ def _fast_pixels(ds) -> Optional[np.ndarray]:
     rows, cols = int(ds.Rows), int(ds.Columns)
     try:
         n = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):  # as _frames_of: an unreadable NumberOfFrames is one frame
+    except (TypeError, ValueError):  # as frames_of: an unreadable NumberOfFrames is one frame
         n = 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     raw = ds.PixelData or b""  # an empty element reads as None

@@ -11,11 +11,12 @@ import numpy as np
 from ... import progress as _progress
 from ...errors import ImmunotrackWarning, InputError
 from ...volume import Volume
-from .frames import _Frame, _frames_of
-from .geometry import _SPACING_ABS_TOL, _arrange, _check_common_geometry, _check_spacing, slice_affine
-from .headers import (_PET_UNITS, PLAIN_KEYS, RADIOPHARM_KEYS, _get, _header_values, _item, _list_files, _raw_dataset,
-                      _read_header, _series_label, _series_number, _unit, _volume_label, dicom_seconds)
-from .pixels import _file_pixels
+from .frames import Frame, frames_of
+from .geometry import SPACING_ABS_TOL, arrange_frames, check_common_geometry, check_spacing, slice_affine
+from .headers import (PET_UNITS, PLAIN_KEYS, RADIOPHARM_KEYS, bad_values_as_input_error, dicom_seconds, first_item,
+                      header_value, list_files, pixel_unit, raw_dataset, read_header, series_label, series_sort_key,
+                      volume_label)
+from .pixels import file_pixels
 
 
 def read_dicom(path, progress=None) -> List[Volume]:
@@ -51,13 +52,13 @@ def read_dicom(path, progress=None) -> List[Volume]:
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
     explicit = path.is_file()
-    files = [path] if explicit else _list_files(path)
-    frames: List[_Frame] = []
+    files = [path] if explicit else list_files(path)
+    frames: List[Frame] = []
     suspects: List[Path] = []
     _progress.report(progress, 0.0, "reading DICOM headers")
     for i, f in enumerate(files):
-        with _header_values(f):
-            ds = _read_header(f, explicit, suspects)
+        with bad_values_as_input_error(f):
+            ds = read_header(f, explicit, suspects)
             if ds is not None and _is_derived_object(ds):
                 # a segmentation (or RT structure set) lying in the series folder is not an image of it
                 if explicit:
@@ -66,7 +67,7 @@ def read_dicom(path, progress=None) -> List[Volume]:
                                      "on with --reference.")
                 ds = None
             if ds is not None:
-                frames.extend(_frames_of(ds, f))
+                frames.extend(frames_of(ds, f))
         if i % 20 == 0:
             _progress.report(progress, 0.3 * (i + 1) / len(files), "reading DICOM headers")
     if suspects:
@@ -75,7 +76,7 @@ def read_dicom(path, progress=None) -> List[Volume]:
                       f"{', ...' if len(suspects) > 3 else ''}.", ImmunotrackWarning)
     if not frames:
         # a folder of raw datasets (no preamble/'DICM'): say so rather than "no DICOM image"; a few files suffice
-        raw = next((f for f in files[:20] if (ds := _raw_dataset(f)) is not None and "Rows" in ds), None)
+        raw = next((f for f in files[:20] if (ds := raw_dataset(f)) is not None and "Rows" in ds), None)
         if raw is not None:
             raise InputError(f"{path} holds DICOM images stored without the 128-byte preamble and 'DICM' file "
                              f"header (e.g. {raw.name}); convert them to standard DICOM files first "
@@ -85,23 +86,23 @@ def read_dicom(path, progress=None) -> List[Volume]:
     if explicit and len(frames) == 1:
         raise InputError(f"{path} holds one 2D slice; a 3D volume is needed: give the series folder "
                          "(all the slices' files) instead of one file.")
-    groups: Dict[tuple, List[_Frame]] = {}
+    groups: Dict[tuple, List[Frame]] = {}
     for fr in frames:
         groups.setdefault(fr.group, []).append(fr)
     volumes, failures = [], []
-    ordered = sorted(groups.items(), key=lambda kv: (_series_number(kv[1][0].header), kv[0]))
+    ordered = sorted(groups.items(), key=lambda kv: (series_sort_key(kv[1][0].header), kv[0]))
     for n, (key, members) in enumerate(ordered):
         sub = _progress.scaled(progress, 0.3 + 0.7 * n / len(ordered), 0.3 + 0.7 * (n + 1) / len(ordered))
         try:
-            with _header_values(members[0].path):
+            with bad_values_as_input_error(members[0].path):
                 volumes.append(_build_volume(members, path, sub))
         except InputError as exc:
             if len(ordered) == 1:
                 raise
             # the reason without the series label and folder the message starts with
-            label = _series_label(members[0].header)
+            label = series_label(members[0].header)
             reason = str(exc)
-            full = " ".join(_volume_label(members[0].header, path).split())  # InputError collapses spaces
+            full = " ".join(volume_label(members[0].header, path).split())  # InputError collapses spaces
             for prefix in (f"{full}: ", f"{full} "):
                 reason = reason.replace(prefix, "")
             failures.append((label, reason))
@@ -125,12 +126,12 @@ def read_dicom(path, progress=None) -> List[Volume]:
     return volumes
 
 
-def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
+def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
     """One series' images -> a Volume (checks, sorting, pixels, affine, metadata)."""
     header = members[0].header
-    label = _volume_label(header, source)
+    label = volume_label(header, source)
     # the same image twice (a folder copied into itself): keep one, say so
-    unique: Dict[tuple, _Frame] = {}
+    unique: Dict[tuple, Frame] = {}
     for m in members:
         key = (m.info.get("SOPInstanceUID") or str(m.path), m.frame)
         unique.setdefault(key, m)
@@ -141,12 +142,12 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
     if len(members) == 1:
         raise InputError(f"{label} holds one 2D slice ({members[0].path.name}); a 3D volume is needed: give the "
                          "series folder with all its slices.")
-    _check_common_geometry(members, label)
-    frames, axis, normal = _arrange(members, label)
-    step = _check_spacing(frames[0], normal, label)
+    check_common_geometry(members, label)
+    frames, axis, normal = arrange_frames(members, label)
+    step = check_spacing(frames[0], normal, label)
     for f in frames[1:]:
         off = np.abs(np.array([m.position for m in f]) - np.array([m.position for m in frames[0]])).max()
-        if off > _SPACING_ABS_TOL:
+        if off > SPACING_ABS_TOL:
             raise InputError(f"{label}: the {axis} frames are not at the same positions (up to {off:.3f} mm apart); "
                              "give a series whose frames share one grid.")
     first = frames[0][0]
@@ -170,7 +171,7 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
     cache_path, cache = None, None
     for i, m in enumerate(flat):
         if m.path != cache_path:
-            cache_path, cache = m.path, _file_pixels(m.path, m.header)
+            cache_path, cache = m.path, file_pixels(m.path, m.header)
         if m.frame is None or cache.ndim == 2:
             raw = cache
         elif m.frame < cache.shape[0]:
@@ -200,10 +201,10 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
         data = data.reshape((n_slices, first.rows, first.cols))
 
     # ---- metadata
-    dicom_modality = str(_get(header, "Modality", "OT") or "OT")
+    dicom_modality = str(header_value(header, "Modality", "OT") or "OT")
     modality = dicom_modality if dicom_modality in ("MR", "PT", "NM", "CT", "OT") else "OT"
     meta.update({"source_path": str(source), "format": "dicom", "Modality": dicom_modality,
-                 "SeriesInstanceUID": str(_get(header, "SeriesInstanceUID", "") or "")})
+                 "SeriesInstanceUID": str(header_value(header, "SeriesInstanceUID", "") or "")})
     head = first.header
     # a Legacy Converted Enhanced file keeps classic attributes in its unassigned converted sequences
     converted = [item for groups, keyword in (("SharedFunctionalGroupsSequence",
@@ -211,32 +212,32 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
                                               ("PerFrameFunctionalGroupsSequence",
                                                "UnassignedPerFrameConvertedAttributesSequence"))
                  if first.frame is not None and head.get(groups)
-                 for item in [_item(head.get(groups)[0], keyword)] if item is not None]
+                 for item in [first_item(head.get(groups)[0], keyword)] if item is not None]
     for key in PLAIN_KEYS:
-        value = _get(head, key)
+        value = header_value(head, key)
         for item in converted:
-            value = _get(item, key) if value is None else value
+            value = header_value(item, key) if value is None else value
         if value is not None:
             meta[key] = value
     if first.frame is not None:  # multi-frame: per-frame timing replaces file-level values
         for key in ("FrameReferenceTime", "ActualFrameDuration", "EchoTime", "RepetitionTime", "FlipAngle"):
             if first.info.get(key) is not None:
                 meta[key] = first.info[key]
-        if "Units" not in meta and first.info.get("RescaleType") in _PET_UNITS and dicom_modality in ("PT", "NM"):
+        if "Units" not in meta and first.info.get("RescaleType") in PET_UNITS and dicom_modality in ("PT", "NM"):
             # enhanced PET keeps the unit as the RescaleType of its pixel value transformation
             meta["Units"] = first.info["RescaleType"]
-    rp = _item(head, "RadiopharmaceuticalInformationSequence")
+    rp = first_item(head, "RadiopharmaceuticalInformationSequence")
     for item in converted:
-        rp = _item(item, "RadiopharmaceuticalInformationSequence") if rp is None else rp
+        rp = first_item(item, "RadiopharmaceuticalInformationSequence") if rp is None else rp
     if rp is not None:
         for key in RADIOPHARM_KEYS:
-            value = _get(rp, key)
+            value = header_value(rp, key)
             if value is not None:
                 meta[key] = value
-        code = _item(rp, "RadionuclideCodeSequence")
-        if code is not None and _get(code, "CodeMeaning"):
-            meta["Radionuclide"] = _get(code, "CodeMeaning")
-    if "Radionuclide" not in meta and str(_get(head, "Modality")) in ("PT", "NM"):
+        code = first_item(rp, "RadionuclideCodeSequence")
+        if code is not None and header_value(code, "CodeMeaning"):
+            meta["Radionuclide"] = header_value(code, "CodeMeaning")
+    if "Radionuclide" not in meta and str(header_value(head, "Modality")) in ("PT", "NM"):
         # GE writes the nuclide name in a private tag (0011,100D) on NM
         try:
             value = head[0x0011, 0x100D].value if (0x0011, 0x100D) in head else None
@@ -249,7 +250,7 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
     # earliest acquisition date/time over all slices (the PET reference time may depend on it)
     times = []
     for m in flat:
-        date = m.info.get("AcquisitionDate") or _get(m.header, "SeriesDate")
+        date = m.info.get("AcquisitionDate") or header_value(m.header, "SeriesDate")
         when = dicom_seconds(date, m.info.get("AcquisitionTime"))
         if when is not None:
             times.append((when, m))
@@ -310,16 +311,17 @@ def _build_volume(members: List[_Frame], source: Path, progress=None) -> Volume:
     except Exception:  # a malformed element is left as it is; its neighbours are read
         pass
     meta["dicom_header"] = head  # pydicom Dataset without pixel data: private tags stay readable
-    name = _get(head, "SeriesDescription") or f"{dicom_modality} {_get(head, 'SeriesNumber', '')}".strip()
-    unit = _unit(head, dicom_modality)
-    if "Units" not in head and str(meta.get("Units", "")).upper() in _PET_UNITS:
+    name = (header_value(head, "SeriesDescription")
+            or f"{dicom_modality} {header_value(head, 'SeriesNumber', '')}".strip())
+    unit = pixel_unit(head, dicom_modality)
+    if "Units" not in head and str(meta.get("Units", "")).upper() in PET_UNITS:
         from pydicom.dataset import Dataset
 
         units = Dataset()
         units.Units = str(meta["Units"]).upper()
         if meta.get("SUVType"):
             units.SUVType = meta["SUVType"]
-        unit = _unit(units, dicom_modality)
+        unit = pixel_unit(units, dicom_modality)
     return Volume(data=data, affine=affine, modality=modality, unit=unit,
                   metadata=meta, name=str(name))
 

@@ -14,8 +14,8 @@ import numpy as np
 from ... import progress as _progress
 from ...errors import InputError, OutputExistsError
 from ...volume import Volume
-from .geometry import _geometry_from_affine
-from .headers import _SOP_CLASS, _UNIT_TO_DICOM, RADIOPHARM_KEYS
+from .geometry import geometry_from_affine
+from .headers import RADIOPHARM_KEYS, SOP_CLASS, UNIT_TO_DICOM
 
 
 def make_study(**fields) -> dict:
@@ -236,7 +236,7 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
     if not parent.exists():
         raise InputError(f"the folder {parent} does not exist; create it first or choose another output path.")
     modality = (modality or volume.modality or "OT").upper()
-    if modality not in _SOP_CLASS:
+    if modality not in SOP_CLASS:
         modality = "OT"
     if multiframe and modality != "NM":
         raise InputError("multiframe=True writes an NM (SPECT) multi-frame file; give modality='NM' or "
@@ -250,7 +250,7 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
     axis = str(volume.metadata.get("leading_axis", "time")) if is_4d else None
     if multiframe and is_4d:
         raise InputError("multiframe=True writes one 3D SPECT volume; write each frame as its own series.")
-    step, row_cos, col_cos, row_sp, col_sp, origin = _geometry_from_affine(volume.affine)
+    step, row_cos, col_cos, row_sp, col_sp, origin = geometry_from_affine(volume.affine)
     normal = np.cross(row_cos, col_cos)
     thickness = float(np.linalg.norm(step))
     # one quantisation over all frames, slice by slice (frame-major)
@@ -277,7 +277,7 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
     # ---- the attributes common to every file
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = _SOP_CLASS[modality]
+    ds.SOPClassUID = SOP_CLASS[modality]
     ds.Modality = modality
     ds.ImageType = ["DERIVED", "PRIMARY"] + (["RECON TOMO", "EMISSION"] if multiframe else [])
     ds.Manufacturer = "napari-immunotrack"
@@ -319,7 +319,7 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
     if modality in ("PT", "NM"):
         rp_keys = set(RADIOPHARM_KEYS) | {"RadionuclideCodeSequence", "RadiopharmaceuticalCodeSequence",
                                           "RadiopharmaceuticalRoute"}
-        units = pet.pop("Units", None) or _UNIT_TO_DICOM.get(volume.unit) or ("BQML" if modality == "PT" else None)
+        units = pet.pop("Units", None) or UNIT_TO_DICOM.get(volume.unit) or ("BQML" if modality == "PT" else None)
         if units:
             ds.Units = units
             if units == "GML":
