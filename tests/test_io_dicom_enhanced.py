@@ -80,7 +80,8 @@ def test_legacy_converted_enhanced_pet_keeps_units_and_world_positions(tmp_path)
     study = make_study(StudyDate="20240301", StudyTime="090000")
     classic_dir = write_dicom_series(vol, tmp_path / "pet", study=study, patient={"PatientWeight": 0.025},
                                      pet={"RadionuclideTotalDose": 7.4e6, "RadionuclideHalfLife": 6586.2,
-                                          "RadiopharmaceuticalStartTime": "093000", "SeriesTime": "100000"})
+                                          "RadiopharmaceuticalStartTime": "093000", "SeriesTime": "100000",
+                                          "AcquisitionTime": "100000"})
     classic = load_volume(classic_dir)
     enhanced = _legacy(hd.legacy.LegacyConvertedEnhancedPETImage, [pydicom.dcmread(p) for p in _files(classic_dir)])
     out = tmp_path / "folder"
@@ -90,6 +91,10 @@ def test_legacy_converted_enhanced_pet_keeps_units_and_world_positions(tmp_path)
     assert back.unit == "Bq/mL" and back.modality == "PT"
     assert back.metadata["RadionuclideTotalDose"] == pytest.approx(7.4e6)
     assert back.metadata["PatientWeight"] == pytest.approx(0.025)
+    from napari_immunotrack.analysis.pet import read_pet_header, suv_factor
+
+    # SUV from the enhanced file exactly as from the classic series (same header fields found)
+    assert suv_factor(read_pet_header(back)) == suv_factor(read_pet_header(classic))
     np.testing.assert_allclose(back.affine, classic.affine, atol=1e-4)
     np.testing.assert_allclose(back.numpy(), classic.numpy(), rtol=1e-6)
     # and the values the simulator wrote, voxel by voxel at the same world points (within the 16-bit quantisation)
