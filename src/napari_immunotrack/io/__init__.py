@@ -156,7 +156,7 @@ def load_volumes(path, **kwargs) -> List[Volume]:
     if fmt == "mdf":
         from . import mdf
 
-        return [mdf.read_mdf(path, **kwargs)]
+        return mdf.read_mdf(path, **kwargs)
     if fmt == "itk":
         from . import itkimage
 
