@@ -393,3 +393,54 @@ def select_frames(volume: Volume, first: int, last: Optional[int] = None) -> Vol
     meta["frame_window"] = [first, last]
     name = f"{volume.name} frame {first}" if first == last else f"{volume.name} frames {first}-{last}"
     return volume.replace(data=data, metadata=meta, name=name)
+
+
+def choose_frames(volume: Volume, text: Optional[str], label: str = "PET") -> Volume:
+    """The frame ``"N"`` or window ``"A-B"`` (0-based, inclusive) of a dynamic volume, as ``--frames`` gives it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = Volume(np.arange(4.0)[:, None, None, None] * np.ones((4, 2, 2, 2)), np.eye(4), "PT",
+    ...            metadata={"leading_axis": "time"})
+    >>> float(choose_frames(v, "3").data.mean()), float(choose_frames(v, "0-1").data.mean())
+    (3.0, 0.5)
+    """
+    n = volume.data.shape[0] if volume.data.ndim == 4 else 1
+    if text is None or not str(text).strip():
+        raise InputError(f"{label} is dynamic ({n} {volume.metadata.get('leading_axis', 'time')} frames); choose a "
+                         f"frame or a window with --frames N or --frames A-B (0 to {n - 1}).")
+    parts = str(text).replace(" ", "").split("-")
+    try:
+        first, last = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
+    except ValueError:
+        first = last = None
+    if first is None:
+        raise InputError(f"--frames must be a frame number N or a window A-B (got {text!r}).")
+    return select_frames(volume, first, last)
+
+
+def quantify_frames(pet: Volume, rois, **kwargs):
+    """Per-frame PET readouts of a dynamic study: one :func:`~napari_immunotrack.analysis.pet.quantify_pet`
+    table per frame, stacked, with columns ``frame``, ``frame_start_s`` and ``frame_duration_s`` first.
+
+    ``rois`` are on the PET grid (from :func:`napari_immunotrack.analysis.roi.carry_rois`); keyword
+    arguments go to ``quantify_pet``.
+    """
+    import pandas as pd
+
+    from ..analysis.pet import quantify_pet
+
+    if pet.data.ndim != 4:
+        raise InputError("per-frame readouts need a dynamic (4D) PET; this one is 3D.")
+    tables = []
+    frames = pet.metadata.get("frames") or [{} for _ in range(pet.data.shape[0])]
+    for i in range(pet.data.shape[0]):
+        df = quantify_pet(select_frames(pet, i), rois, **kwargs)
+        df.insert(0, "frame_duration_s", float(frames[i].get("ActualFrameDuration") or 0.0) / 1000.0)
+        df.insert(0, "frame_start_s", frames[i].get("frame_start_s"))
+        df.insert(0, "frame", i)
+        tables.append(df)
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs = dict(tables[0].attrs)
+    return out
