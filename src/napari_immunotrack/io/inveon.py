@@ -54,7 +54,7 @@ from ..errors import InputError
 from ..volume import Volume
 
 _TYPES = {1: "i1", 2: "<i2", 3: "<i4", 4: "<f4", 5: ">f4", 6: ">i2", 7: ">i4"}
-_POSES = {1: "Foot_Prone", 2: "Head_Prone", 3: "Foot_Supine", 4: "Head_Supine", 5: "Foot_Right",
+INVEON_POSES = {1: "Foot_Prone", 2: "Head_Prone", 3: "Foot_Supine", 4: "Head_Supine", 5: "Foot_Right",
           6: "Head_Right", 7: "Foot_Left", 8: "Head_Left"}
 _MODALITY = {0: "PT", 1: "CT", 2: "NM"}
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -219,7 +219,7 @@ def read_inveon(path) -> Volume:
         raise InputError(f"{hdr}: the voxel size is missing or not positive (pixel_size_x/y/z in mm or pixel_size/"
                          "axial_plane_size in cm); fix the header.")
     pose_code = _num(study, "subject_orientation", hdr, default=0, kind=int)
-    pose = _POSES.get(pose_code)
+    pose = INVEON_POSES.get(pose_code)
     from .bruker import subject_from_magnet
 
     rot = subject_from_magnet(pose or "Head_Supine")
