@@ -40,6 +40,7 @@ parameters), and for 4D ``leading_axis`` and ``frames``.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -122,18 +123,23 @@ def _list(value, n=None, kind=float) -> list:
     arr = np.atleast_1d(np.asarray(value, dtype=object)).ravel().tolist()
     try:
         return [kind(v) for v in arr]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"a ParaVision parameter holds {value!r} where numbers are needed; the visu_pars file is "
                          "damaged: copy the scan folder again.") from None
 
 
 def _dtype(vp: dict, reco: dict, where: Path) -> np.dtype:
-    word = vp.get("VisuCoreWordType") or reco.get("RECO_wordtype")
-    order = vp.get("VisuCoreByteOrder") or reco.get("RECO_byte_order") or "littleEndian"
-    if isinstance(word, (list, tuple)):
-        word = word[0]
-    if isinstance(order, (list, tuple)):
-        order = order[0]
+    def first(value):
+        if isinstance(value, np.ndarray):
+            value = value.ravel().tolist()
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        return value
+
+    word = first(vp.get("VisuCoreWordType"))
+    word = word if word is not None else first(reco.get("RECO_wordtype"))
+    order = first(vp.get("VisuCoreByteOrder"))
+    order = order if order is not None else (first(reco.get("RECO_byte_order")) or "littleEndian")
     code = _WORD.get(str(word))
     endian = _ORDER.get(str(order).lower())
     if code is None or endian is None:
@@ -153,10 +159,10 @@ def _frame_groups(vp: dict, frame_count: int, dim: int) -> list:
             if isinstance(item, tuple) and len(item) >= 2:
                 try:
                     groups.append((str(item[1]), int(item[0])))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     groups = []
                     break
-    if not groups or int(np.prod([max(n, 1) for _, n in groups])) != frame_count or any(n < 1 for _, n in groups):
+    if not groups or math.prod(max(n, 1) for _, n in groups) != frame_count or any(n < 1 for _, n in groups):
         groups = [("FG_SLICE" if dim == 2 else "FG_CYCLE", frame_count)]
     return groups
 
@@ -171,7 +177,7 @@ def _packages(vp: dict, positions: np.ndarray, orients: np.ndarray, n_slices: in
             for item in items:
                 first, count = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (None, None)
                 out.append((first, count))
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             out = []
         if out and all(c is not None and c > 0 for _, c in out) and sum(c for _, c in out) == n_slices:
             start, result = 0, []
@@ -252,7 +258,7 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
         size = [int(v) for v in _list(vp.get("VisuCoreSize"))]
         extent = _list(vp.get("VisuCoreExtent"))
         frame_count = int(vp.get("VisuCoreFrameCount", 1))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{vp_file}: VisuCoreDim/Size/Extent/FrameCount are missing or not numbers; the file is "
                          "damaged: copy the scan folder again.") from None
     desc = vp.get("VisuCoreDimDesc")
@@ -265,7 +271,7 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
     if not all(np.isfinite(e) and e > 0 for e in extent):
         raise InputError(f"{vp_file}: VisuCoreExtent {extent} (field of view, mm) must be positive; the file is damaged.")
     dtype = _dtype(vp, reco, vp_file)
-    frame_voxels = int(np.prod(size))
+    frame_voxels = math.prod(size)
     need = frame_count * frame_voxels * dtype.itemsize
     have = seq.stat().st_size
     if have != need:

@@ -333,6 +333,9 @@ def read_inveon(path) -> Volume:
     for i, fr in enumerate(frames):
         start = _num(fr, "frame_start", hdr, default=0.0)
         dur = _num(fr, "frame_duration", hdr, default=0.0)
+        if not (-1e7 < start < 1e7 and 0 <= dur < 1e7):  # 1e7 s: four months
+            raise InputError(f"{hdr}: frame {i} starts at {start} s and lasts {dur} s; that is not a frame of a "
+                             "scan: fix the header.")
         entry = {"FrameReferenceTime": 1000.0 * (start + dur / 2.0), "ActualFrameDuration": 1000.0 * dur,
                  "frame_start_s": start, "frame_duration_s": dur,
                  "DecayFactor": _num(fr, "decay_correction", hdr, default=1.0)}

@@ -60,8 +60,19 @@ def _struct(text: str) -> tuple:
     return tuple(_scalar(p) for p in parts if p.strip())
 
 
+_MAX_RUN = 1 << 22  # values a run-length group may expand to (a 2048x2048 frame count is far below)
+
+
+def _expand(match) -> str:
+    count = int(match.group(1))
+    if count > _MAX_RUN:
+        raise InputError(f"a ParaVision parameter repeats a value {count} times (@{count}*(...)); the parameter "
+                         "file is damaged: copy the scan folder again.")
+    return " ".join([match.group(2).strip()] * count)
+
+
 def _values(body: str) -> list:
-    body = _RUN.sub(lambda m: " ".join([m.group(2).strip()] * int(m.group(1))), body)
+    body = _RUN.sub(_expand, body)
     out = []
     for token in _TOKEN.findall(body):
         out.append(_struct(token) if token.startswith("(") else _scalar(token))
