@@ -78,9 +78,12 @@ def read_mdf(path) -> List[Volume]:
     list of Volume
         One (3D, or 4D over frames) per multispectral channel.
     """
-    import h5py
-
     p = Path(path)
+    try:
+        import h5py
+    except ImportError:
+        raise InputError(f"{p} is an MDF (HDF5) file and reading it needs h5py; install it (pip install h5py).") \
+            from None
     try:
         f = h5py.File(p, "r")
     except OSError:
