@@ -315,7 +315,8 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
 
     strides = np.cumprod([1] + lengths[:-1])
     other = [i for i in range(len(groups)) if i != slice_g]
-    lead = next((i for i in other if lengths[i] > 1), None)
+    # real/imaginary parts (FG_COMPLEX) are never a time axis: they become separate volumes
+    lead = next((i for i in other if lengths[i] > 1 and names[i] != "FG_COMPLEX"), None)
     split = [i for i in other if lengths[i] > 1 and i != lead]
     leading_axis = None if lead is None else ("echo" if names[lead] == "FG_ECHO" else "time")
 
