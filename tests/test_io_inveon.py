@@ -84,6 +84,10 @@ def test_voxel_size_in_cm_only(tmp_path):
     a = load_volume(write_inveon(tmp_path / "a", np.ones((3, 4, 5)), pixel_mm=(0.7, 0.7, 0.8)))
     b = load_volume(write_inveon(tmp_path / "b", np.ones((3, 4, 5)), pixel_mm=(0.7, 0.7, 0.8), cm_only=True))
     assert np.allclose(a.affine, b.affine) and np.allclose(b.spacing, [0.8, 0.7, 0.7])
+    # a writer that put pixel_size_x/y/z in cm as well (equal to pixel_size): still 0.7/0.8 mm
+    c = write_inveon(tmp_path / "c", np.ones((3, 4, 5)), pixel_mm=(0.7, 0.7, 0.8), cm_only=True,
+                     extra_lines=["pixel_size_x 0.07", "pixel_size_y 0.07", "pixel_size_z 0.08"])
+    assert np.allclose(load_volume(c).spacing, [0.8, 0.7, 0.7])
 
 
 # ------------------------------------------------------------------------------------------ header fields

@@ -335,3 +335,23 @@ def test_napari_reader_claims_scan_folders_and_2dseq(tmp_path):
         warnings.simplefilter("ignore")
         layers = get_reader(str(pdata / "2dseq"))(str(pdata / "2dseq"))
     assert len(layers) == 1 and layers[0][0].shape[-3:] == (6, 8, 10)
+
+
+def test_echo_group_first_and_positions_given_per_frame(tmp_path):
+    """MSME-like order (echoes fastest) with VisuCorePosition/Orientation repeated for every frame."""
+    n_echo, n_sl = 3, 4
+    stored = np.zeros((n_echo * n_sl, 4, 5))
+    positions, orient = [], []
+    for f in range(n_echo * n_sl):
+        e, s = f % n_echo, f // n_echo
+        stored[f] = 10 * e + s
+        positions.append([0.0, 0.0, 1.5 * (n_sl - 1 - s)])  # slices listed head to foot
+        orient.append(np.eye(3).ravel())
+    pdata = write_paravision(tmp_path / "s" / "4", stored, extent=(5.0, 4.0), orientation=orient,
+                             positions=positions, frame_groups=[(n_echo, "FG_ECHO"), (n_sl, "FG_SLICE")],
+                             echo_times=[8.0, 16.0, 24.0])
+    vol = load_volume(pdata)
+    assert vol.shape == (n_echo, n_sl, 4, 5) and vol.metadata["leading_axis"] == "echo"
+    # slices sorted foot to head along the normal: array slice 0 is the last listed one (z = 0)
+    assert np.allclose(vol.index_to_world([[0, 0, 0], [3, 0, 0]])[:, 2], [0.0, 4.5])
+    assert np.array_equal(vol.data[2, :, 0, 0], 20 + np.array([3, 2, 1, 0]))

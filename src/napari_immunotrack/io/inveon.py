@@ -207,8 +207,14 @@ def read_inveon(path) -> Volume:
     py = _num(study, "pixel_size_y", hdr)
     pz = _num(study, "pixel_size_z", hdr)
     cm = _num(study, "pixel_size", hdr)
+    voxel_source = "pixel_size_x/y/z (mm)"
+    if px is not None and cm and cm > 0 and abs(px / cm - 1.0) < 0.05:
+        # pixel_size_x equal to pixel_size (cm): this writer put the per-axis sizes in cm too
+        px, py, pz = px * 10.0, (py or px / 10.0) * 10.0, pz * 10.0 if pz else None
+        voxel_source = "pixel_size_x/y/z read as cm (equal to pixel_size, which is in cm)"
     if px is None and cm is not None:
         px = py = cm * 10.0
+        voxel_source = "pixel_size and axial_plane_size (cm)"
     if py is None:
         py = px
     if pz is None:
@@ -266,7 +272,7 @@ def read_inveon(path) -> Volume:
             stack = da.stack(parts)
         data = stack.astype(np.float32) * scales.astype(np.float32)[:, None, None, None]
     # ---- header fields as DICOM keywords
-    meta: dict = {"format": "inveon", "source_path": str(hdr), "files": [str(hdr), str(img)], "Modality": modality,
+    meta: dict = {"format": "inveon", "source_path": str(hdr), "voxel_size_source": voxel_source, "files": [str(hdr), str(img)], "Modality": modality,
                   "inveon_header": dict(study), "inveon_frames": [dict(f) for f in frames],
                   "activity_scale_per_frame": scales.tolist()}
     unit = "a.u."
