@@ -355,3 +355,12 @@ def test_echo_group_first_and_positions_given_per_frame(tmp_path):
     # slices sorted foot to head along the normal: array slice 0 is the last listed one (z = 0)
     assert np.allclose(vol.index_to_world([[0, 0, 0], [3, 0, 0]])[:, 2], [0.0, 4.5])
     assert np.array_equal(vol.data[2, :, 0, 0], 20 + np.array([3, 2, 1, 0]))
+
+
+def test_a_study_folder_names_its_scans(tmp_path):
+    for n in (1, 3):
+        write_paravision(tmp_path / "study" / str(n), np.ones((2, 3, 3)), extent=(3.0, 3.0), orientation=np.eye(3),
+                         positions=[[0, 0, 0], [0, 0, 1]])
+    (tmp_path / "study" / "subject").write_text("##$SUBJECT_id=<m1>\n##END=\n")
+    with pytest.raises(InputError, match=r"ParaVision study with 2 scans \(1, 3\)"):
+        load_volume(tmp_path / "study")

@@ -96,13 +96,31 @@ def is_paravision(path) -> bool:
         return False
     if (p / "2dseq").exists() or (p / "visu_pars").exists():
         return True
-    return (p / "pdata").is_dir() or ((p / "acqp").is_file() and (p / "method").is_file())
+    if (p / "pdata").is_dir() or ((p / "acqp").is_file() and (p / "method").is_file()):
+        return True
+    return bool(_study_scans(p))
+
+
+def _study_scans(p: Path) -> list:
+    """Numbered scan folders of a ParaVision study folder (one with a ``subject`` file), else []."""
+    if not (p / "subject").is_file():
+        return []
+    try:
+        return sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit() and (d / "acqp").is_file()),
+                      key=lambda d: int(d.name))
+    except OSError:
+        return []
 
 
 def _reco_folder(path) -> Path:
     p = Path(path)
     if p.is_file():
         return p.parent
+    scans = [] if (p / "pdata").is_dir() or (p / "acqp").is_file() else _study_scans(p)
+    if scans:
+        listing = ", ".join(d.name for d in scans[:12]) + (" ..." if len(scans) > 12 else "")
+        raise InputError(f"{p} is a ParaVision study with {len(scans)} scans ({listing}); open one scan folder, "
+                         f"e.g. {scans[0]}.")
     if (p / "2dseq").exists() or (p / "visu_pars").exists():
         return p
     pdata = p / "pdata"
