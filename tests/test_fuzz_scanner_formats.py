@@ -113,7 +113,8 @@ def _write_inveon(root: Path, header: str, img: bytes) -> Path:
 def test_inveon_with_absurd_header_values(tmp_path_factory, edits, open_img):
     header = INV_HDR
     for key, value in edits:
-        header = re.sub(rf"(?m)^(\s*){key} .*$", lambda m: f"{m.group(1)}{key} {value}", header, count=1)
+        line = f"{key} {value}"
+        header = re.sub(rf"(?m)^(\s*){key} .*$", lambda m, line=line: m.group(1) + line, header, count=1)
     hdr = _write_inveon(tmp_path_factory.mktemp("inv"), header, INV_IMG)
     opens_or_refuses(hdr.parent / "pet.img" if open_img else hdr)
 

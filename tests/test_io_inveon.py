@@ -146,7 +146,7 @@ def _pet_pair(tmp_path, **kw):
 
 
 def test_quantify_gives_the_same_suv_from_inveon_as_from_dicom_and_the_analytic_value(tmp_path):
-    hdr, folder, roi, truth, hot = _pet_pair(tmp_path)
+    hdr, folder, roi, _, _ = _pet_pair(tmp_path)
     for src, out in ((hdr, "inveon.csv"), (tmp_path / "pet.img", "img.csv"), (folder, "dicom.csv")):
         run = cli("quantify", src, "--roi", roi, "-o", tmp_path / out, "--no-peak")
         assert run.returncode == 0, run.stderr
