@@ -107,7 +107,7 @@ def write_paravision(scan_dir, stored, *, extent, orientation, positions, dim: i
     vp["VisuCoreDimDesc"] = f"( {dim} )\n" + " ".join(["spatial"] * dim)
     if groups:
         vp["VisuFGOrderDescDim"] = len(groups)
-        vp["VisuFGOrderDesc"] = [(int(n), name, "<>", 0, 0) for n, name in groups]
+        vp["VisuFGOrderDesc"] = [(int(n), f"<{name}>", "<>", 0, 0) for n, name in groups]
     if slice_packs is not None:
         vp["VisuCoreSlicePacksDef"] = (0, len(slice_packs))
         vp["VisuCoreSlicePacksSlices"] = [(0, int(c)) for c in slice_packs]
