@@ -260,6 +260,16 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
     list of Volume
         One per slice package (and per index of any frame group beyond the
         first non-slice one), modality "MR".
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.simulate.scanner_files import write_paravision
+    >>> pdata = write_paravision(tempfile.mkdtemp() + "/5", np.ones((3, 4, 6)), extent=(6.0, 4.0),
+    ...                          orientation=np.eye(3), positions=[[0, 0, z] for z in (0, 1, 2)])
+    >>> v = read_paravision(pdata.parent.parent)[0]
+    >>> v.spatial_shape, v.orientation(), v.metadata["SubjectPosition"]
+    ((3, 4, 6), 'SPL', 'Head_Prone')
     """
     folder = _reco_folder(path)
     seq = folder / "2dseq"

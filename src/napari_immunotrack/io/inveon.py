@@ -165,6 +165,16 @@ def read_inveon(path) -> Volume:
     -------
     Volume
         3D for one frame; 4D (time, z, y, x), lazy, for a dynamic study.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.simulate.scanner_files import write_inveon
+    >>> hdr = write_inveon(tempfile.mkdtemp() + "/pet", np.full((2, 3, 4), 10.0), calibration_factor=2.0,
+    ...                    branching_fraction=0.5)
+    >>> v = read_inveon(hdr)
+    >>> float(v.data.max()), v.unit, v.metadata["DecayCorrection"]
+    (40.0, 'Bq/mL', 'START')
     """
     hdr, img = pair_of(path)
     if not hdr.exists():

@@ -34,6 +34,16 @@ def read_itk_image(path) -> Volume:
     -------
     Volume
         modality "OT" (NRRD and MetaImage carry no modality), unit "a.u.".
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, SimpleITK as sitk
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.nrrd")
+    >>> image = sitk.GetImageFromArray(np.zeros((2, 3, 4), np.float32)); image.SetSpacing((0.5, 0.5, 2.0))
+    >>> sitk.WriteImage(image, path)
+    >>> v = read_itk_image(path)
+    >>> v.spatial_shape, v.spacing.tolist(), v.orientation()
+    ((2, 3, 4), [2.0, 0.5, 0.5], 'SPL')
     """
     import SimpleITK as sitk
 

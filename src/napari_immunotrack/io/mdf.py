@@ -77,6 +77,17 @@ def read_mdf(path) -> List[Volume]:
     -------
     list of Volume
         One (3D, or 4D over frames) per multispectral channel.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, h5py
+    >>> path = os.path.join(tempfile.mkdtemp(), "reco.mdf")
+    >>> with h5py.File(path, "w") as f:
+    ...     f["reconstruction/data"] = np.ones((1, 24, 1)); f["reconstruction/size"] = [4, 3, 2]
+    ...     f["reconstruction/fieldOfView"] = [0.04, 0.03, 0.02]
+    >>> v = read_mdf(path)[0]
+    >>> v.spatial_shape, v.spacing.tolist(), v.modality
+    ((2, 3, 4), [10.0, 10.0, 10.0], 'MPI')
     """
     p = Path(path)
     try:
