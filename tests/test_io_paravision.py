@@ -364,3 +364,13 @@ def test_a_study_folder_names_its_scans(tmp_path):
     (tmp_path / "study" / "subject").write_text("##$SUBJECT_id=<m1>\n##END=\n")
     with pytest.raises(InputError, match=r"ParaVision study with 2 scans \(1, 3\)"):
         load_volume(tmp_path / "study")
+
+
+def test_frame_count_missing_is_taken_from_the_file(tmp_path):
+    stored = np.arange(3)[:, None, None] * np.ones((3, 2, 2))
+    pdata = write_paravision(tmp_path / "s" / "1", stored, extent=(2.0, 2.0), orientation=np.eye(3),
+                             positions=[[0, 0, z] for z in (0.0, 1.0, 2.0)])
+    text = (pdata / "visu_pars").read_text()
+    (pdata / "visu_pars").write_text("\n".join(ln for ln in text.splitlines() if "VisuCoreFrameCount" not in ln))
+    vol = load_volume(pdata)
+    assert vol.shape == (3, 2, 2) and np.array_equal(vol.data[:, 0, 0], [0, 1, 2])

@@ -285,7 +285,7 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
         dim = int(vp.get("VisuCoreDim", 0))
         size = [int(v) for v in _list(vp.get("VisuCoreSize"))]
         extent = _list(vp.get("VisuCoreExtent"))
-        frame_count = int(vp.get("VisuCoreFrameCount", 1))
+        frame_count = int(vp.get("VisuCoreFrameCount", 0))
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"{vp_file}: VisuCoreDim/Size/Extent/FrameCount are missing or not numbers; the file is "
                          "damaged: copy the scan folder again.") from None
@@ -293,13 +293,16 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
     if desc is not None and any(str(d) != "spatial" for d in np.atleast_1d(np.asarray(desc, dtype=object)).ravel()):
         raise InputError(f"{folder} is a spectroscopic ParaVision dataset (VisuCoreDimDesc {desc}), not an image; "
                          "give an imaging scan.")
-    if dim not in (2, 3) or len(size) != dim or len(extent) != dim or frame_count < 1 or min(size) < 1:
+    if dim not in (2, 3) or len(size) != dim or len(extent) != dim or min(size) < 1 or \
+            (frame_count < 1 and "VisuCoreFrameCount" in vp):
         raise InputError(f"{vp_file}: VisuCoreDim {dim} with VisuCoreSize {size} and VisuCoreExtent {extent} does not "
                          "describe a 2D or 3D image; the file is damaged or not an image.")
     if not all(np.isfinite(e) and e > 0 for e in extent):
         raise InputError(f"{vp_file}: VisuCoreExtent {extent} (field of view, mm) must be positive; the file is damaged.")
     dtype = _dtype(vp, reco, vp_file)
     frame_voxels = math.prod(size)
+    if "VisuCoreFrameCount" not in vp:  # not written by some exporters: the frames the file holds
+        frame_count = max(1, seq.stat().st_size // max(frame_voxels * dtype.itemsize, 1))
     need = frame_count * frame_voxels * dtype.itemsize
     have = seq.stat().st_size
     if have != need:
