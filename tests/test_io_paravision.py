@@ -262,7 +262,8 @@ def test_scan_folder_pdata_folder_and_2dseq_are_the_same(tmp_path):
     pdata, *_ = phantom_scan(tmp_path, "Head_Supine", n=(10, 8, 6))
     scan = pdata.parent.parent
     a, b, c = load_volume(scan), load_volume(pdata), load_volume(pdata / "2dseq")
-    assert a.same_grid(b) and b.same_grid(c) and np.array_equal(a.numpy(), c.numpy())
+    d = load_volume(scan / "pdata")
+    assert a.same_grid(b) and b.same_grid(c) and c.same_grid(d) and np.array_equal(a.numpy(), c.numpy())
     assert detect_format(scan) == detect_format(pdata / "2dseq") == "paravision"
 
 

@@ -98,6 +98,8 @@ def is_paravision(path) -> bool:
         return True
     if (p / "pdata").is_dir() or ((p / "acqp").is_file() and (p / "method").is_file()):
         return True
+    if p.name == "pdata" and (p.parent / "acqp").is_file():
+        return True
     return bool(_study_scans(p))
 
 
@@ -123,7 +125,7 @@ def _reco_folder(path) -> Path:
                          f"e.g. {scans[0]}.")
     if (p / "2dseq").exists() or (p / "visu_pars").exists():
         return p
-    pdata = p / "pdata"
+    pdata = p if (p.name == "pdata" and not (p / "pdata").is_dir()) else p / "pdata"
     recos = sorted((d for d in pdata.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)) \
         if pdata.is_dir() else []
     for d in recos:
