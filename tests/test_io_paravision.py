@@ -375,3 +375,70 @@ def test_frame_count_missing_is_taken_from_the_file(tmp_path):
     (pdata / "visu_pars").write_text("\n".join(ln for ln in text.splitlines() if "VisuCoreFrameCount" not in ln))
     vol = load_volume(pdata)
     assert vol.shape == (3, 2, 2) and np.array_equal(vol.data[:, 0, 0], [0, 1, 2])
+
+
+PV7_STYLE = """##TITLE=Parameter List, ParaVision 7.0.0
+##JCAMPDX=4.24
+##DATATYPE=Parameter Values
+$$ @vis= VisuVersion VisuUid VisuCreator
+##$VisuCreatorVersion=( 195 )
+<7.0.0>
+##$VisuCoreFrameCount=4
+##$VisuCoreDim=2
+##$VisuCoreSize=( 2 )
+16 16
+##$VisuCoreDimDesc=( 2 )
+spatial spatial
+##$VisuCoreExtent=( 2 )
+20 20
+##$VisuCoreFrameThickness=( 1 )
+2
+##$VisuCoreOrientation=( 1, 9 )
+1 0 0 0 1 0 0 0 1
+##$VisuCorePosition=( 1, 3 )
+-10 -10 3
+$$ @vis= VisuCoreOrientation VisuCorePosition VisuCoreDataMin VisuCoreDataMax
+##$VisuCoreDataSlope=( 4 )
+0.000245341790903415 0.000245341790903415 
+0.000245341790903415 0.000245341790903415
+##$VisuCoreDataOffs=( 4 )
+@4*(0)
+##$VisuCoreFrameType=( 1 )
+MAGNITUDE_IMAGE
+##$VisuCoreWordType=_16BIT_SGN_INT
+##$VisuCoreByteOrder=littleEndian
+##$VisuFGOrderDescDim=1
+##$VisuFGOrderDesc=( 1 )
+(4, <FG_CYCLE>, <>, 0, 0)
+##$VisuGroupDepVals=( 1 )
+(<>, 0)
+##$VisuSubjectInstanceCreationDate=(1744188369, 252, 120)
+##$VisuStudyDescription=( 2048 )
+<\\
+A phantom, several lines long...>
+##$VisuSubjectType=Quadruped
+##$VisuSubjectWeight=0.35
+##$VisuSubjectPosition=Head_Prone
+##$VisuAcqEchoTime=( 1 )
+0.985
+##$VisuAcquisitionProtocol=( 65 )
+<FLASH_dynamic>
+##END=
+$$ File finished by PARX
+"""
+
+
+def test_a_visu_pars_in_paravision_7_layout(tmp_path):
+    """Comment lines between records, wrapped values ending in a space, run-length, a one-slice time series."""
+    pdata = tmp_path / "15" / "pdata" / "1"
+    pdata.mkdir(parents=True)
+    (pdata / "visu_pars").write_text(PV7_STYLE)
+    np.arange(4 * 16 * 16, dtype="<i2").tofile(pdata / "2dseq")
+    vol = load_volume(tmp_path / "15")
+    assert vol.shape == (4, 1, 16, 16) and vol.metadata["leading_axis"] == "time"
+    assert vol.metadata["EchoTime"] == 0.985 and vol.metadata["PatientWeight"] == 0.35
+    assert np.allclose(vol.numpy()[1, 0, 0, :3], (256 + np.arange(3)) * 0.000245341790903415)
+    # centre of the first voxel at (-10, -10, 3) LPS -> (10, 10, 3) RAS; 1.25 mm pixels
+    assert np.allclose(vol.index_to_world([[0, 0, 0], [0, 0, 1]]), [[10, 10, 3], [8.75, 10, 3]])
+    api = brukerapi.Dataset(str(pdata / "2dseq"))
+    assert np.allclose(np.diag([-1, -1, 1, 1.0]) @ api.affine_of_package(0) @ [1, 0, 0, 1], [8.75, 10, 3, 1])

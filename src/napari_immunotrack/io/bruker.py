@@ -435,7 +435,7 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
                         entry["EchoTime"] = echo_times[t]
                     frames_meta.append(entry)
                 meta["frames"] = frames_meta
-            elif isinstance(meta.get("EchoTime"), list) and len(meta["EchoTime"]) == 1:
+            if isinstance(meta.get("EchoTime"), list) and len(meta["EchoTime"]) == 1:
                 meta["EchoTime"] = meta["EchoTime"][0]
             volumes.append(Volume(data=data, affine=affine, modality="MR", unit=meta.get("unit", "a.u."),
                                   metadata=meta, name=name))
