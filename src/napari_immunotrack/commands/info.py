@@ -14,11 +14,15 @@ _KEYS = ("SeriesDescription", "Units", "DecayCorrection", "CorrectedImage", "Rad
          "PatientSize", "PatientSex", "SeriesDate", "SeriesTime", "AcquisitionTime",
          "EchoTime", "RepetitionTime", "FlipAngle", "MagneticFieldStrength", "leading_axis", "channel_names",
          "frame_interval_s", "affine_source", "voxel_size_source", "orientation_nominal", "orientation_unknown",
-         "echo_times_ms", "label_names", "segmentation_type", "ReferencedSeriesInstanceUID")
+         "echo_times_ms", "label_names", "segmentation_type", "ReferencedSeriesInstanceUID",
+         "ParaVisionVersion", "SubjectType", "SubjectPosition", "slice_package", "PatientSpeciesDescription",
+         "ActualFrameDuration", "frame_window", "calibration_note", "dose_note", "weight_note", "overscan_voxels",
+         "tracer")
 
 
 def add_arguments(parser):
-    parser.add_argument("path", help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, or an output CSV/NIfTI")
+    parser.add_argument("path", help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, ParaVision scan folder "
+                        "or 2dseq, Inveon .img/.hdr, MDF (.mdf/.h5), NRRD, MetaImage, or an output CSV/NIfTI")
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
                         help="pixel size in mm of a TIFF/OME-Zarr without one: one number, (y x) or (z y x)")

@@ -128,6 +128,7 @@ def add_arguments(parser):
     parser.add_argument("--density", default="1.0", help="tissue density for %%ID/g (g/mL, default 1.0)")
     parser.add_argument("--peak-ml", default="1.0", help="SUVpeak sphere volume (mL; default 1.0 as PERCIST)")
     parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
+    parser.add_argument("--frames", help="dynamic PET: frame N or window A-B (0-based, inclusive; duration-weighted mean)")
 
 
 def run(args) -> int:
@@ -172,9 +173,10 @@ def run(args) -> int:
     transform = load_transform(args.transform)
 
     pet = load(args.pet, "PET")
-    if pet.data.ndim != 3:
-        raise InputError(f"PET {args.pet} is 4D ({pet.metadata.get('leading_axis', 'frames')}); give one frame "
-                         "(a static series).")
+    if pet.data.ndim != 3:  # a dynamic PET: the frame or window chosen with --frames (io/inveon.py)
+        from ..io.inveon import choose_frames
+
+        pet = choose_frames(pet, args.frames, args.pet)
     roi = load(args.roi, "ROI")
     header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")

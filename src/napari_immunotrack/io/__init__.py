@@ -10,6 +10,10 @@ several series). Formats:
   :mod:`.dicom_seg`, :mod:`.rtstruct`; results out as DICOM SEG and SR: :mod:`.dicom_export`
 - TIFF / OME-TIFF: :mod:`.tiff`
 - OME-Zarr (lazy, dask): :mod:`.zarr`
+- Bruker ParaVision scan folders, ``pdata/N`` folders and ``2dseq`` files: :mod:`.bruker`
+- Siemens Inveon / microPET ``.img`` + ``.img.hdr`` (either of the pair): :mod:`.inveon`
+- MPI Data Format (MDF, HDF5: ``.mdf``, ``.h5``) reconstructions: :mod:`.mdf`
+- NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``): :mod:`.itkimage`
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..volume import Volume
 _FOREIGN = (((".hdr", ".img", ".hdr.gz", ".img.gz"), "an Analyze or NIfTI-pair (.hdr/.img) file"),
             ((".mnc", ".mnc.gz"), "a MINC file"), ((".mgz", ".mgh"), "a FreeSurfer MGH file"),
             ((".par", ".rec"), "a Philips PAR/REC file"), ((".head", ".brik", ".brik.gz"), "an AFNI file"),
-            ((".v",), "an ECAT file"), ((".nrrd", ".nhdr"), "a NRRD file"), ((".mha", ".mhd"), "a MetaImage file"))
+            ((".v",), "an ECAT file"))
 
 #: Files that are not volume images at all (or hold them packed): what they are and what to give instead.
 _NOT_VOLUMES = (
@@ -68,11 +72,15 @@ def captured_log(name: str) -> Iterator[list]:
 
 
 def detect_format(path) -> str:
-    """The format family of ``path``: "nifti", "dicom", "tiff" or "zarr"; InputError otherwise."""
+    """The format family of ``path``: "nifti", "dicom", "tiff", "zarr", "paravision", "inveon", "mdf" or
+    "itk" (NRRD/MetaImage); InputError otherwise."""
     p = Path(path)
     name = p.name.lower()
     if not p.exists():
         raise InputError(f"{path} does not exist; check the path.")
+    scanner = _scanner_format(p)
+    if scanner is not None:
+        return scanner
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
     if name.endswith((".zarr", ".ome.zarr")) or (p.is_dir() and ((p / ".zattrs").exists() or (p / "zarr.json").exists() or (p / ".zgroup").exists())):
@@ -100,8 +108,28 @@ def detect_format(path) -> str:
                                  "inside (a DICOM file, or a NIfTI named .nii.gz).")
     raise InputError(
         f"{path}: unknown image format; give a NIfTI (.nii, .nii.gz), a DICOM file or folder, "
-        "an OME-TIFF (.ome.tif) or an OME-Zarr (.zarr)."
+        "an OME-TIFF (.ome.tif), an OME-Zarr (.zarr), a ParaVision scan folder or 2dseq, an Inveon .img/.hdr, "
+        "an MDF (.mdf/.h5), a NRRD (.nrrd/.nhdr) or a MetaImage (.mha/.mhd)."
     )
+
+
+def _scanner_format(p: Path):
+    """"paravision", "inveon", "mdf" or "itk" when ``p`` is one of those files, else None."""
+    name = p.name.lower()
+    if name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")) and p.is_file():
+        return "itk"
+    from . import bruker, inveon
+
+    if bruker.is_paravision(p):
+        return "paravision"
+    if inveon.is_inveon(p):
+        return "inveon"
+    if name.endswith((".mdf", ".h5", ".hdf5")) and p.is_file():
+        from . import mdf
+
+        if name.endswith(".mdf") or mdf.is_mdf(p):
+            return "mdf"
+    return None
 
 
 def load_volumes(path, reference=None, **kwargs) -> List[Volume]:
@@ -138,13 +166,29 @@ def load_volumes(path, reference=None, **kwargs) -> List[Volume]:
         from . import tiff
 
         return [tiff.read_tiff(path, **kwargs)]
+    if fmt == "paravision":
+        from . import bruker
+
+        return bruker.read_paravision(path, **kwargs)
+    if fmt == "inveon":
+        from . import inveon
+
+        return [inveon.read_inveon(path, **kwargs)]
+    if fmt == "mdf":
+        from . import mdf
+
+        return mdf.read_mdf(path, **kwargs)
+    if fmt == "itk":
+        from . import itkimage
+
+        return [itkimage.read_itk_image(path, **kwargs)]
     from . import zarr as zarr_io
 
     return [zarr_io.read_ome_zarr(path, **kwargs)]
 
 
 def load_volume(path, **kwargs) -> Volume:
-    """Open one volume from a NIfTI, DICOM, OME-TIFF or OME-Zarr path.
+    """Open one volume from a NIfTI, DICOM, OME-TIFF, OME-Zarr, ParaVision, Inveon, MDF, NRRD or MetaImage path.
 
     A DICOM folder with several series is refused with the list of series;
     use :func:`load_volumes` or point at one series' folder.
@@ -157,6 +201,10 @@ def load_volume(path, **kwargs) -> Volume:
     (2, 32, 128)
     """
     volumes = load_volumes(path, **kwargs)
+    if len(volumes) > 1 and volumes[0].metadata.get("format") == "paravision":
+        names = "; ".join(f"{i}: {v.name} {v.spatial_shape}" for i, v in enumerate(volumes[:6]))
+        raise InputError(f"{path} holds {len(volumes)} ParaVision volumes (slice packages or frame groups: {names}); "
+                         "pick one with load_volume(path, package=N) for a slice package, or use load_volumes().")
     if len(volumes) > 1:
         names = "; ".join(f"{v.name} ({v.modality}, {v.spatial_shape})" for v in volumes[:6])
         raise InputError(
