@@ -1,0 +1,167 @@
+"""Partial-volume correction (analysis/pvc.py) against known truth: analytic slabs, NEMA-like rods,
+the sample study's own ROIs blurred with the simulator's PSF."""
+
+import glob
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_immunotrack.analysis.pvc import (PointSpread, add_pvc_columns, correct_means, gaussian_blur, gtm,
+                                             parse_fwhm, positron_range_fwhm_mm, rbv, resolve_psf)
+from napari_immunotrack.analysis.roi import carry_rois
+from napari_immunotrack.errors import ImmunotrackWarning, InputError
+from napari_immunotrack.simulate.nema import nema_rods
+from napari_immunotrack.volume import Volume
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "mouse_study"
+SIGMA_PER_FWHM = 1 / (2 * math.sqrt(2 * math.log(2)))
+
+
+def _slabs(fwhm=3.0, values=(4.0, 1.0), affine=None):
+    lab = np.zeros((40, 6, 6), np.uint8)
+    lab[5:20] = 1
+    lab[20:35] = 2
+    truth = np.choose(lab, [0.0, *values])
+    img = ndimage.gaussian_filter(truth, (fwhm * SIGMA_PER_FWHM, 0, 0), mode="constant", truncate=4.0)
+    aff = np.eye(4) if affine is None else affine
+    return Volume(img, aff, "PT"), Volume(lab, aff), truth
+
+
+def test_two_slabs_analytic_gtm_and_rbv_exact():
+    img, lab, _ = _slabs()
+    g = gtm(img, lab, PointSpread((3.0, 0, 0)))
+    assert np.allclose(g.corrected, [4.0, 1.0], atol=1e-4)
+    # uncorrected: the hot slab loses to the cold one and to the air beyond it
+    assert g.measured[0] < 3.85 and g.measured[1] > 1.05
+    assert np.allclose(g.recovery, g.measured / g.corrected)
+    # the analytic W: a 15-voxel slab beside air keeps 1 - (spill at both edges)
+    s = 3.0 * SIGMA_PER_FWHM
+    x = np.arange(15) + 0.5
+    from scipy.special import erf
+    keep = np.mean(0.5 * (erf(x / (s * math.sqrt(2))) + erf((15 - x) / (s * math.sqrt(2)))))
+    assert g.matrix[0, 0] == pytest.approx(keep, abs=0.01)
+    _, _, means = rbv(img, lab, PointSpread((3.0, 0, 0)))
+    assert np.allclose(means, [4.0, 1.0], atol=1e-3)
+
+
+def test_anisotropic_psf_follows_the_world_axis_on_a_permuted_grid():
+    # array axis 0 runs along world y with 2 mm voxels: a 6 mm FWHM along y is sigma 3 mm / 2.355 / 2 voxels
+    aff = np.array([[0, 1.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+    psf = PointSpread((0.5, 6.0, 0.7))
+    assert psf.sigma_voxels(aff) == pytest.approx([6.0 * SIGMA_PER_FWHM / 2, 0.5 * SIGMA_PER_FWHM,
+                                                    0.7 * SIGMA_PER_FWHM])
+    img, lab, _ = _slabs(fwhm=3.0, affine=aff)  # 3 voxels along axis 0 = 6 mm
+    g = gtm(img, lab, PointSpread((0.0, 6.0, 0.0)))
+    assert np.allclose(g.corrected, [4.0, 1.0], atol=1e-3)
+    wrong = gtm(img, lab, PointSpread((6.0, 0.0, 0.0)))   # the blur along the wrong axis corrects nothing
+    assert abs(wrong.corrected[0] - 4.0) > 0.1
+
+
+@pytest.mark.parametrize("background", [0.0, 25.0])
+def test_nema_rods_recovered_within_5_percent(background):
+    ph = nema_rods(voxel_mm=0.5, fwhm_mm=1.5, background=background, length_mm=6.0, supersample=4)
+    rm = carry_rois(ph["labels"], ph["image"])
+    psf = resolve_psf(ph["image"])
+    assert psf.source.startswith("header") and psf.fwhm_mm.tolist() == [1.5, 1.5, 1.5]
+    g = gtm(ph["image"], rm, psf)
+    _, _, rbv_means = rbv(ph["image"], rm, psf, gtm_result=g)
+    for i, label in enumerate(g.labels):
+        truth = ph["truth"][int(label)]
+        if int(label) in ph["diameters_mm"]:
+            assert g.corrected[i] == pytest.approx(truth, rel=0.05), (label, g.corrected[i])
+            assert rbv_means[i] == pytest.approx(truth, rel=0.05), (label, rbv_means[i])
+        else:
+            assert g.corrected[i] == pytest.approx(truth, abs=0.02 * ph["truth"][1])
+    # without correction the 1 mm rod reads far low and the 5 mm rod still low
+    one, five = (int(np.nonzero(g.labels == k)[0][0]) for k in (1, 5))
+    assert g.measured[one] < 0.5 * ph["truth"][1]
+    assert g.measured[five] < 0.9 * ph["truth"][1]
+    assert g.recovery[one] == pytest.approx(g.measured[one] / g.corrected[one])
+
+
+def test_sample_study_rois_with_the_simulators_psf():
+    """The sample study's label map as truth (one concentration per tissue), blurred with the MPI PSF
+    (1.2, 1.6, 1.6 mm) and summed into 0.75 mm voxels; its ROIs carried with partial-voxel weights."""
+    from napari_immunotrack.io import load_volume
+
+    dseg = load_volume(glob.glob(str(SAMPLE / "sub-01" / "ses-day3" / "rois" / "*dseg.nii.gz"))[0])
+    lab = dseg.numpy().astype(int)
+    conc = np.zeros(256)
+    conc[1:18] = np.random.default_rng(1).uniform(1, 10, 17)
+    conc[16] = 0.0  # gut gas
+    psf = PointSpread((1.2, 1.6, 1.6))
+    blurred = gaussian_blur(conc[lab], psf.sigma_voxels(dseg.affine)).astype(np.float64)
+    f = 3
+    sh = tuple(s // f for s in lab.shape)
+    coarse = blurred[:sh[0] * f, :sh[1] * f, :sh[2] * f].reshape(sh[0], f, sh[1], f, sh[2], f).mean(axis=(1, 3, 5))
+    aff = dseg.affine.copy()
+    aff[:3, :3] *= f
+    aff[:3, 3] = dseg.affine[:3, 3] + dseg.affine[:3, :3] @ np.full(3, (f - 1) / 2)
+    img = Volume(coarse.astype(np.float32), aff, "MPI")
+    rm = carry_rois(dseg, img)
+    spleen = 4
+    for method in ("gtm", "rbv"):
+        r = correct_means(img, rm, method, psf)
+        errors = {int(k): (c / conc[k] - 1) for k, c in zip(r["labels"], r["corrected"]) if conc[k] > 0}
+        raw = {int(k): (m / conc[k] - 1) for k, m in zip(r["labels"], r["measured"]) if conc[k] > 0}
+        assert raw[spleen] < -0.15                       # the spleen reads low without correction
+        assert abs(errors[spleen]) < 0.05
+        # objects of at least 2 x FWHM (equivalent-sphere diameter >= 3.2 mm): within 5 %
+        for k, e in errors.items():
+            volume = np.count_nonzero(lab == k) * 0.25 ** 3
+            if (6 * volume / math.pi) ** (1 / 3) >= 2 * 1.6:
+                assert abs(e) < 0.05, (method, k, e, raw[k])
+
+
+def test_ill_conditioned_rois_smaller_than_the_psf_warn():
+    lab = np.zeros((30, 30, 30), np.uint8)
+    lab[14, 14, 14] = 1
+    lab[14, 14, 15] = 2
+    img = Volume(gaussian_blur((lab > 0) * 10.0, [2.0] * 3), np.eye(4), "PT")
+    with pytest.warns(ImmunotrackWarning, match="ill-conditioned.*smaller than the PSF"):
+        g = gtm(img, Volume(lab, np.eye(4)), PointSpread(4.7))
+    assert g.condition_number > 30
+
+
+def test_psf_source_order_and_positron_range():
+    meta_psf = Volume(np.zeros((4, 4, 4)), np.eye(4), "MPI", metadata={"PSF_FWHM_mm": [1.2, 1.6, 1.6]})
+    with pytest.warns(ImmunotrackWarning, match="header"):
+        assert resolve_psf(meta_psf, "2").fwhm_mm.tolist() == [1.2, 1.6, 1.6]
+    pet = Volume(np.zeros((4, 4, 4)), np.eye(4) * [0.8, 0.8, 0.8, 1], "PT")
+    assert resolve_psf(pet, "1.1,1.2,1.3").fwhm_mm.tolist() == [1.1, 1.2, 1.3]
+    assert resolve_psf(pet).source == "default for PT (preclinical)"
+    clinical = Volume(np.zeros((4, 4, 4)), np.eye(4) * [4, 4, 4, 1], "PT")
+    assert resolve_psf(clinical).fwhm_mm[0] == 5.0
+    # quadrature with a 3D-Gaussian stand-in of the mean positron range: FWHM = 2.3548 R / (2 sqrt(2/pi))
+    for iso, r_mean in (("89Zr", 1.3), ("Cu-64", 0.7), ("F18", 0.6), ("68Ga", 2.9), ("124I", 3.4)):
+        extra = 2.3548200 * r_mean / (2 * math.sqrt(2 / math.pi))
+        assert positron_range_fwhm_mm(iso) == pytest.approx(extra, rel=1e-6)
+        p = resolve_psf(pet, 1.4, isotope=iso)
+        assert p.fwhm_mm[0] == pytest.approx(math.hypot(1.4, extra))
+        assert p.scanner_fwhm_mm[0] == 1.4
+    with pytest.raises(InputError, match="positron range"):
+        resolve_psf(pet, 1.4, isotope="99mTc")
+    with pytest.raises(InputError, match="--psf-fwhm"):
+        parse_fwhm("1,2")
+    with pytest.raises(InputError, match="--psf-fwhm"):
+        parse_fwhm("abc")
+    with pytest.raises(InputError, match="PSF"):
+        resolve_psf(Volume(np.zeros((4, 4, 4)), np.eye(4), "OPT"))
+
+
+def test_pvc_columns_sit_beside_the_uncorrected_ones():
+    import pandas as pd
+
+    img, lab, _ = _slabs()
+    r = correct_means(img, lab, "gtm", PointSpread((3.0, 0, 0)))
+    df = pd.DataFrame({"label": [1, 2], "mean": r["measured"], "total": r["measured"] * 15 * 36, "sd": [0, 0]})
+    out = add_pvc_columns(df, r, ["mean", "total"])
+    assert list(out.columns) == ["label", "mean", "mean_pvc", "total", "total_pvc", "sd", "recovery_coefficient"]
+    assert out["mean_pvc"].tolist() == pytest.approx([4.0, 1.0], abs=1e-4)
+    assert out["total_pvc"].tolist() == pytest.approx([4.0 * 540, 540.0], rel=1e-4)
+    with pytest.raises(InputError, match="--pvc"):
+        correct_means(img, lab, "yang", PointSpread(3.0))
