@@ -128,6 +128,8 @@ def add_arguments(parser):
     parser.add_argument("--density", default="1.0", help="tissue density for %%ID/g (g/mL, default 1.0)")
     parser.add_argument("--peak-ml", default="1.0", help="SUVpeak sphere volume (mL; default 1.0 as PERCIST)")
     parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
+    from . import _pvc
+    _pvc.add_arguments(parser)  # --pvc, --psf-fwhm, --positron-range (h19)
 
 
 def run(args) -> int:
@@ -170,6 +172,8 @@ def run(args) -> int:
     peak_ml = number(args.peak_ml, "--peak-ml")
     labels = labels_arg(args.labels)
     transform = load_transform(args.transform)
+    from . import _pvc
+    pvc = _pvc.requested(args)
 
     pet = load(args.pet, "PET")
     if pet.data.ndim != 3:
@@ -182,6 +186,10 @@ def run(args) -> int:
                               density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
                               progress=progress_for("quantify"))
     params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
+    if pvc:  # corrected _pvc columns on the Bq/mL image (commands/_pvc.py)
+        df, params["pvc"] = _pvc.correct(args, pet_mod.activity_concentration(pet, header, need_dose=True),
+                                         rois if labels is None else roi, df, _pvc.PET_COLUMNS, transform=transform,
+                                         supersample=supersample)
     prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
                   parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
