@@ -117,6 +117,86 @@ def rician_correct(values, sigma: float, method="power"):
     return np.sqrt(np.maximum(v ** 2 - k * sigma ** 2, 0.0))
 
 
+ESTIMATORS = ("whole-roi", "threshold")
+
+
+def _rician_pdf_matrix(amplitudes, r):
+    from scipy.special import i0e
+
+    dr = r[1] - r[0]
+    return np.array([r * np.exp(-(r - a) ** 2 / 2.0) * i0e(r * a) for a in amplitudes]) * dr
+
+
+_TABLE = {}
+
+
+def amplitude_table():
+    """The per-voxel amplitude estimator h (sigma = 1) and its mean and variance (cached).
+
+    h is piecewise linear in the magnitude r (knots every 0.25 sigma up to 8 sigma,
+    sqrt(r^2 - 1) beyond), chosen by least squares so that E[h(I) | A] = A for true
+    amplitudes A in 0..8 sigma under Rician noise, with A = 0 weighted 300 x (most
+    voxels of a generous ROI hold no signal) and a small roughness penalty
+    (docs/methods/fluorine.md#whole-roi-estimate). Bias: < 0.02 sigma at A = 0 and for
+    A >= 1.5 sigma; about -0.27 sigma at 0.5-1 sigma (partial-volume edges).
+
+    Returns
+    -------
+    dict: ``r``, ``h`` (the estimator on the grid r), ``A``, ``mean`` (E[h|A]), ``var`` (Var[h|A]).
+    """
+    if _TABLE:
+        return _TABLE
+    r = np.linspace(0.0, 16.0, 3201)
+    amps = np.linspace(0.0, 8.0, 161)
+    P = _rician_pdf_matrix(amps, r)
+    knots = np.arange(0.0, 8.0 + 1e-9, 0.25)
+    B = np.array([np.clip(1.0 - np.abs(r - k) / 0.25, 0.0, 1.0) for k in knots])
+    B[-1] = np.where(r >= knots[-1], 1.0, B[-1])
+    tail = np.where(r >= knots[-1], np.sqrt(np.maximum(r ** 2 - 1.0, 0.0)) - math.sqrt(knots[-1] ** 2 - 1.0), 0.0)
+    M, t = P @ B.T, P @ tail
+    W = np.ones(amps.size)
+    W[0] = 300.0
+    D = np.diff(np.eye(knots.size), 2, axis=0)
+    Q = M.T @ (W[:, None] * M) + 0.003 * amps.size * D.T @ D
+    coef = np.linalg.solve(Q, M.T @ (W * (amps - t)))
+    h = B.T @ coef + tail
+    mean = P @ h
+    var = np.maximum(P @ h ** 2 - mean ** 2, 0.0)
+    _TABLE.update(r=r, h=h, A=amps, mean=mean, var=var)
+    return _TABLE
+
+
+def amplitude_estimate(values, sigma: float):
+    """Approximately unbiased Rician amplitude of each magnitude in ``values`` (may be negative).
+
+    Unlike sqrt(I^2 - 2 sigma^2), its expectation is ~0 for a signal-free voxel, so a
+    sum over a whole ROI does not pick up the noise floor (:func:`amplitude_table`).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> noise = np.hypot(rng.normal(0, 1, 200000), rng.normal(0, 1, 200000))
+    >>> abs(float(amplitude_estimate(noise, 1.0).mean())) < 0.03
+    True
+    >>> hot = np.hypot(3.0 + rng.normal(0, 1, 200000), rng.normal(0, 1, 200000))
+    >>> round(float(amplitude_estimate(hot, 1.0).mean()), 1)
+    3.0
+    """
+    tab = amplitude_table()
+    x = np.asarray(values, np.float64) / sigma
+    out = np.interp(x, tab["r"], tab["h"])
+    big = x > tab["r"][-1]
+    out[big] = np.sqrt(x[big] ** 2 - 1.0)
+    return out * sigma
+
+
+def amplitude_variance(amplitude, sigma: float):
+    """Variance of :func:`amplitude_estimate` for true amplitude(s) ``amplitude`` (clipped to >= 0)."""
+    tab = amplitude_table()
+    a = np.clip(np.asarray(amplitude, np.float64) / sigma, 0.0, None)
+    return np.interp(a, tab["A"], tab["var"], right=float(tab["var"][-1])) * sigma ** 2
+
+
 def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None):
     """Rician noise sigma of a magnitude image and how it was found.
 
@@ -172,7 +252,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                    snr_threshold: float = 3.5, min_cluster_voxels: int = 3, connectivity: int = 26,
                    rician_correction="power", fluorine_atoms_per_molecule: float = 1.0,
                    transform: Optional[np.ndarray] = None, supersample: int = 3,
-                   near_threshold_factor: float = 1.5, progress=None):
+                   near_threshold_factor: float = 1.5, estimator: str = "whole-roi", pvc: Optional[str] = None,
+                   psf=None, progress=None):
     """19F atoms and cells per ROI, calibrated on a reference tube.
 
     Parameters
@@ -209,17 +290,34 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     supersample : int
         Partial-voxel subsampling for ROIs on other grids.
     near_threshold_factor : float
-        Voxels with SNR below factor x threshold are "near threshold".
+        Voxels with SNR below factor x threshold are "near threshold" ("threshold" estimator).
+    estimator : {"whole-roi", "threshold"}
+        "whole-roi" (default): every voxel of the ROI counts through the
+        approximately unbiased Rician amplitude (:func:`amplitude_estimate`,
+        zero on average for a signal-free voxel), with a standard error from the
+        noise model and Currie's detection limit per ROI. "threshold": the older
+        count of voxels above ``snr_threshold`` in clusters (biased low near the
+        noise floor). See docs/methods/fluorine.md.
+    pvc : {None, "none", "gtm", "rbv"}
+        Partial-volume correction (docs/methods/pvc.md): adds ``fluorine_atoms_pvc``,
+        ``cell_count_pvc`` and ``recovery_coefficient``.
+    psf : PointSpread, float, str or sequence, optional
+        PSF for ``pvc`` (FWHM mm; default per modality: the voxel alone for 19F MRI).
     progress : callable, optional
 
     Returns
     -------
     pandas.DataFrame
         One row per label: label, voxels, volume_ml, counted_voxels, fluorine_atoms,
-        cell_count (NaN when below the limit), status, snr (mean SNR of counted
-        voxels), snr_max, detection_limit_cells (cells per voxel),
-        detection_limit_atoms, near_threshold_fraction. ``attrs``: "warnings",
-        "parameters" (sigma and how, reference mean, atoms per signal unit).
+        cell_count (NaN when below the limit: no confident number), status ("ok" or
+        "below detection limit"; "near threshold" with the threshold estimator),
+        snr_max, detection_limit_cells_roi (cells the ROI must hold to be detected),
+        detection_limit_cells_per_voxel (the scan's per-voxel limit, snr_threshold
+        sigma), detection_limit_atoms_roi. The whole-ROI estimator adds
+        fluorine_atoms_se, cell_count_se, cell_count_ci95_low/high (95 % interval)
+        and cell_count_upper_bound (one-sided 95 % upper bound, filled for every ROI,
+        the number to quote below the limit); the threshold estimator adds snr and
+        near_threshold_fraction. ``attrs``: "warnings", "parameters".
     """
     import pandas as pd
     from scipy import ndimage
@@ -245,6 +343,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
         raise InputError(f"the minimum cluster size must be at least 1 voxel (got {min_cluster_voxels}).")
     if connectivity not in (6, 18, 26):
         raise InputError(f"connectivity must be 6, 18 or 26 (got {connectivity}).")
+    if estimator not in ESTIMATORS:
+        raise InputError(f"the estimator must be one of {', '.join(ESTIMATORS)} (got {estimator!r}).")
     warns = []
 
     def warn(msg):
@@ -281,7 +381,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                  "noise mask for a traceable estimate.")
     _progress.report(progress, 0.45, "calibrating on the reference")
 
-    corrected = rician_correct(flat, sigma, rician_correction)
+    whole = estimator == "whole-roi"
+    corrected = amplitude_estimate(flat, sigma) if whole else rician_correct(flat, sigma, rician_correction)
     # ---- reference
     w_ref = ref_map.weight[0].astype(np.float64)
     ref_vals = corrected[ref_map.index[0]]
@@ -294,69 +395,123 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                          "the image. Check the reference mask and concentration.")
     if ref_snr < 10:
         warn(f"the reference tube's SNR is only {ref_snr:.1f}; the calibration is noisy.")
-    ref_cv = float(np.sqrt(np.dot(w_ref, (ref_vals - ref_mean) ** 2) / w_ref.sum()) / ref_mean)
+    ref_sd = float(np.sqrt(np.dot(w_ref, (ref_vals - ref_mean) ** 2) / w_ref.sum()))
+    ref_cv = ref_sd / ref_mean
+    # relative standard error of the calibration (reference mean over its voxels)
+    ref_rel_se = ref_cv / math.sqrt(max(float(w_ref.sum()), 1.0))
     voxel_l = f19.voxel_volume_mm3 * 1e-6
     f_ref = reference_concentration_mm * fluorine_atoms_per_molecule * 1e-3 * AVOGADRO * voxel_l
     atoms_per_signal = f_ref / ref_mean
-    limit_atoms = snr_threshold * sigma * atoms_per_signal
-    limit_cells = limit_atoms / fluorine_per_cell
-
-    # ---- detection mask: SNR and cluster size
+    limit_atoms_voxel = snr_threshold * sigma * atoms_per_signal
+    limit_cells_voxel = limit_atoms_voxel / fluorine_per_cell
     snr = flat / sigma
-    detected = (snr >= snr_threshold).reshape(data.shape)
-    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
-    comp, n_comp = ndimage.label(detected, structure=structure)
-    if n_comp:
-        sizes = np.bincount(comp.reshape(-1))
-        keep_comp = sizes >= int(min_cluster_voxels)
-        keep_comp[0] = False
-        kept = keep_comp[comp].reshape(-1)
-    else:
-        kept = np.zeros(flat.size, bool)
-    _progress.report(progress, 0.6, "counting")
 
+    pvc_result = None
+    if pvc not in (None, "none"):
+        from .pvc import correct_means, resolve_psf
+
+        psf_obj = psf if psf is not None and not isinstance(psf, (int, float, str, list, tuple, np.ndarray)) \
+            else resolve_psf(f19, psf, modality="F19")
+        pvc_result = correct_means(f19.replace(data=corrected.reshape(data.shape).astype(np.float32)), roi_map,
+                                   pvc, psf_obj)
+        warns.extend(pvc_result["warnings"])
+    _progress.report(progress, 0.6, "counting")
     rows = []
-    near_cut = near_threshold_factor * snr_threshold
     voxel_ml = f19.voxel_volume_mm3 / 1000.0
-    for i, label in enumerate(roi_map.labels):
-        idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
-        k = kept[idx]
-        signal = float(np.dot(w[k], corrected[idx][k]))
-        counted = int(np.count_nonzero(k & (w >= 0.5)))
-        row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)), "volume_ml": float(w.sum() * voxel_ml),
-               "counted_voxels": counted}
-        if not np.any(k) or signal <= 0:
-            row.update(fluorine_atoms=float("nan"), cell_count=float("nan"), status="below detection limit",
-                       snr=float("nan"), snr_max=float(snr[idx].max()), near_threshold_fraction=float("nan"))
-        else:
+    z95 = 1.959963984540054
+    if whole:
+        for i, label in enumerate(roi_map.labels):
+            idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
+            amp = corrected[idx]
+            signal = float(np.dot(w, amp))
+            var_signal = float(np.dot(w ** 2, amplitude_variance(amp, sigma)))
+            var_zero = float(np.dot(w ** 2, amplitude_variance(np.zeros(1), sigma)[0] * np.ones_like(w)))
             atoms = atoms_per_signal * signal
-            s_k = snr[idx][k]
-            near = float(np.dot(w[k][s_k < near_cut], corrected[idx][k][s_k < near_cut]) / signal)
-            status = "ok"
-            if near > 0.5:
-                status = "near threshold"
-                warn(f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
-                     "the count is probably an underestimate.")
-            row.update(fluorine_atoms=float(atoms), cell_count=float(atoms / fluorine_per_cell), status=status,
-                       snr=float(np.average(s_k, weights=w[k])), snr_max=float(s_k.max()),
-                       near_threshold_fraction=near)
-        row.update(detection_limit_cells=float(limit_cells), detection_limit_atoms=float(limit_atoms))
-        rows.append(row)
+            se_atoms = math.sqrt((atoms_per_signal ** 2) * var_signal + (atoms * ref_rel_se) ** 2)
+            se0_atoms = atoms_per_signal * math.sqrt(var_zero)
+            decision_atoms = 1.6448536269514722 * se0_atoms      # Currie's critical level (5 % false positives)
+            limit_atoms = 3.289707253902945 * se0_atoms         # Currie's detection limit (5 % false negatives)
+            detected = atoms > decision_atoms
+            cells = max(atoms, 0.0) / fluorine_per_cell
+            se_cells = se_atoms / fluorine_per_cell
+            row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
+                   "volume_ml": float(w.sum() * voxel_ml), "counted_voxels": int(np.count_nonzero(w >= 0.5)),
+                   "fluorine_atoms": float(max(atoms, 0.0)) if detected else float("nan"),
+                   "fluorine_atoms_se": float(se_atoms),
+                   "cell_count": float(cells) if detected else float("nan"),
+                   "cell_count_se": float(se_cells),
+                   "cell_count_ci95_low": float(max(cells - z95 * se_cells, 0.0)) if detected else 0.0,
+                   "cell_count_ci95_high": float(cells + z95 * se_cells) if detected else float("nan"),
+                   "cell_count_upper_bound": float(cells + 1.6448536269514722 * se_cells),
+                   "status": "ok" if detected else "below detection limit",
+                   "snr_max": float(snr[idx].max()),
+                   "detection_limit_cells_roi": float(limit_atoms / fluorine_per_cell),
+                   "detection_limit_cells_per_voxel": float(limit_cells_voxel),
+                   "detection_limit_atoms_roi": float(limit_atoms)}
+            rows.append(row)
+    else:
+        # ---- detection mask: SNR and cluster size
+        detected_mask = (snr >= snr_threshold).reshape(data.shape)
+        structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+        comp, n_comp = ndimage.label(detected_mask, structure=structure)
+        if n_comp:
+            sizes = np.bincount(comp.reshape(-1))
+            keep_comp = sizes >= int(min_cluster_voxels)
+            keep_comp[0] = False
+            kept = keep_comp[comp].reshape(-1)
+        else:
+            kept = np.zeros(flat.size, bool)
+        near_cut = near_threshold_factor * snr_threshold
+        for i, label in enumerate(roi_map.labels):
+            idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
+            k = kept[idx]
+            signal = float(np.dot(w[k], corrected[idx][k]))
+            counted = int(np.count_nonzero(k & (w >= 0.5)))
+            row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
+                   "volume_ml": float(w.sum() * voxel_ml), "counted_voxels": counted}
+            if not np.any(k) or signal <= 0:
+                row.update(fluorine_atoms=float("nan"), cell_count=float("nan"), status="below detection limit",
+                           snr=float("nan"), snr_max=float(snr[idx].max()), near_threshold_fraction=float("nan"))
+            else:
+                atoms = atoms_per_signal * signal
+                s_k = snr[idx][k]
+                near = float(np.dot(w[k][s_k < near_cut], corrected[idx][k][s_k < near_cut]) / signal)
+                status = "ok"
+                if near > 0.5:
+                    status = "near threshold"
+                    warn(f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
+                         "the count is probably an underestimate.")
+                row.update(fluorine_atoms=float(atoms), cell_count=float(atoms / fluorine_per_cell), status=status,
+                           snr=float(np.average(s_k, weights=w[k])), snr_max=float(s_k.max()),
+                           near_threshold_fraction=near)
+            # a site is detectable when it fills the minimum cluster at the per-voxel limit
+            row.update(detection_limit_cells_roi=float(limit_cells_voxel * int(min_cluster_voxels)),
+                       detection_limit_cells_per_voxel=float(limit_cells_voxel),
+                       detection_limit_atoms_roi=float(limit_atoms_voxel * int(min_cluster_voxels)))
+            rows.append(row)
     df = pd.DataFrame(rows)
-    below = df.loc[df["status"] == "below detection limit", "label"].tolist()
-    if below:
-        warn(f"ROI(s) {below}: no 19F signal above the detection limit ({limit_cells:.3g} cells per voxel); "
-             "no count is reported for them.")
+    if pvc_result is not None:
+        from .pvc import add_pvc_columns
+
+        df = add_pvc_columns(df, pvc_result, ["fluorine_atoms", "cell_count"])
+    below = df.loc[df["status"] == "below detection limit"]
+    if len(below):
+        limits = ", ".join(f"{int(r.label)} (< {r.detection_limit_cells_roi:.3g} cells)" for r in below.itertuples())
+        warn(f"ROI(s) below the detection limit, no count reported: {limits}.")
     df.attrs["warnings"] = warns
     df.attrs["parameters"] = {
-        "sigma": sigma, "sigma_method": how, "rician_correction": rician_correction,
+        "estimator": estimator,
+        "sigma": sigma, "sigma_method": how, "rician_correction": "unbiased amplitude" if whole else rician_correction,
         "reference_concentration_mm": reference_concentration_mm,
         "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule, "fluorine_per_cell": fluorine_per_cell,
         "reference_mean_signal": ref_mean, "reference_snr": ref_snr, "reference_cv": ref_cv,
+        "reference_relative_se": ref_rel_se,
         "reference_voxels": float(w_ref.sum()), "atoms_per_reference_voxel": f_ref,
         "atoms_per_signal_unit": atoms_per_signal, "snr_threshold": snr_threshold,
         "min_cluster_voxels": int(min_cluster_voxels), "connectivity": connectivity,
-        "detection_limit_cells_per_voxel": limit_cells, "roi_mapping": roi_map.method,
+        "detection_limit_cells_per_voxel": limit_cells_voxel, "roi_mapping": roi_map.method,
+        "pvc": pvc_result["provenance"] if pvc_result is not None else None,
+        "method": "docs/methods/fluorine.md",
     }
     _progress.report(progress, 1.0, "done")
     return df

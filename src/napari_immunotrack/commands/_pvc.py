@@ -15,13 +15,14 @@ from ..errors import InputError
 PET_COLUMNS = ("mean_bq_ml", "total_activity_kbq", "total_activity_mbq", "percent_id", "percent_id_per_g")
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, positron_range: bool = True) -> None:
     g = parser.add_argument_group("partial-volume correction (docs/methods/pvc.md)")
     g.add_argument("--pvc", default="none", help="none (default), gtm (regional means) or rbv (voxel-wise image)")
     g.add_argument("--psf-fwhm", help="PSF FWHM in mm: one value or x,y,z (used when the header has none; "
                                       "default per modality)")
-    g.add_argument("--positron-range", help="add this isotope's positron range to the PSF (89Zr, 64Cu, 18F, 68Ga, "
-                                            "124I)")
+    if positron_range:
+        g.add_argument("--positron-range", help="add this isotope's positron range to the PSF (89Zr, 64Cu, 18F, 68Ga, "
+                                                "124I)")
 
 
 def requested(args) -> bool:
