@@ -1,4 +1,4 @@
-"""19F MRI cell counting against a reference tube (SCIENCE.md section 5).
+"""19F MRI cell counting against a reference tube (docs/methods/fluorine.md).
 
 A 19F image has no anatomical background: every hot spot is perfluorocarbon,
 in labelled cells (or in macrophages that ate them). A reference tube of
@@ -12,14 +12,19 @@ Steps of :func:`fluorine_cells`
    Without a mask: sigma = median / sqrt(2 ln 2) of the voxels outside the ROIs
    and the reference (the Rayleigh median; a warning says it was estimated).
 2. Rician bias correction per voxel (:func:`rician_correct`): by default
-   I_c = sqrt(max(I^2 - 2 sigma^2, 0)) as SCIENCE.md gives ("power": unbiased
+   I_c = sqrt(max(I^2 - 2 sigma^2, 0)) ("power": unbiased
    for A^2, about -sigma^2/(2A) low for A); "amplitude" uses
    sqrt(max(I^2 - sigma^2, 0)) (Gudbjartsson & Patz, MRM 1995: unbiased for A to
    second order at high SNR); "none" sums the raw magnitudes.
 3. Calibration: F_ref per voxel = c_ref[mM] * 1e-3 * N_A * V_voxel[L]
    (times the 19F atoms per molecule when c_ref is a compound's concentration);
    atoms per signal unit k = F_ref / mean(I_c over the reference mask).
-4. Detection: voxels with SNR = I / sigma >= 3.5 in connected components
+4. Counting (default, ``estimator="whole-roi"``): every voxel of the ROI through the
+   approximately unbiased amplitude :func:`amplitude_estimate` (zero on average for a
+   signal-free voxel), F = k * sum(w * h(I)), with its standard error, 95 % interval and
+   Currie's detection limit of the ROI (docs/methods/fluorine.md#whole-roi-estimate).
+   Steps 2 and 4'-6 below describe the older ``estimator="threshold"``.
+4'. Detection: voxels with SNR = I / sigma >= 3.5 in connected components
    (26-connected by default) of at least 3 voxels.
 5. Per ROI: F = k * sum(w * I_c) over detected voxels (w = partial-voxel
    weight of the ROI); cells = F / F_c.
@@ -40,7 +45,7 @@ Examples
 >>> ref = np.zeros((20, 20, 20), np.uint8); ref[2:6, 2:6, 2:6] = 1
 >>> roi = np.zeros((20, 20, 20), np.uint8); roi[10:17, 10:17, 10:17] = 1
 >>> df = fluorine_cells(Volume(img, aff, "F19"), Volume(roi, aff), Volume(ref, aff), 50.0, 1e12,
-...                     noise_sigma=10.0)
+...                     noise_sigma=10.0, estimator="threshold")
 >>> round(float(df.loc[0, "cell_count"]) / 1e3, 1)   # thousand cells: 27 voxels at 25 mM
 50.8
 """
@@ -280,7 +285,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     connectivity : {6, 18, 26}
     rician_correction : {"power", "amplitude", "none"} or bool
         Per-voxel bias correction (:func:`rician_correct`); "power" (True) is
-        sqrt(max(I^2 - 2 sigma^2, 0)) as SCIENCE.md gives.
+        sqrt(max(I^2 - 2 sigma^2, 0)).
     fluorine_atoms_per_molecule : float
         Multiplies ``reference_concentration_mm`` when it is the concentration of
         a compound (e.g. 3 for trifluoroacetic acid); 1 when it is already mM of 19F.

@@ -22,7 +22,7 @@ Examples
 --------
 >>> ph = nema_rods(voxel_mm=0.5, fwhm_mm=1.5, length_mm=6.0, supersample=2)
 >>> ph["image"].spatial_shape, sorted(ph["truth"])[:3]
-((24, 64, 64), [1, 2, 3])
+((32, 80, 80), [1, 2, 3])
 """
 
 from __future__ import annotations
