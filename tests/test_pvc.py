@@ -165,3 +165,104 @@ def test_pvc_columns_sit_beside_the_uncorrected_ones():
     assert out["total_pvc"].tolist() == pytest.approx([4.0 * 540, 540.0], rel=1e-4)
     with pytest.raises(InputError, match="--pvc"):
         correct_means(img, lab, "yang", PointSpread(3.0))
+
+
+# ---------------------------------------------------------------------------- command line
+def _rods_files(tmp_path, modality="PT", sidecar=None):
+    from napari_immunotrack.io import save_labels, save_volume
+
+    ph = nema_rods(voxel_mm=0.5, fwhm_mm=1.5, background=10.0, length_mm=6.0, supersample=2, modality=modality)
+    save_volume(ph["image"], tmp_path / "img.nii.gz")
+    if sidecar is not None:
+        (tmp_path / "img.json").write_text(__import__("json").dumps(sidecar))
+    save_labels(ph["labels"], tmp_path / "rods.nii.gz")
+    return ph
+
+
+def test_cli_quantify_pvc_columns_and_provenance(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from napari_immunotrack.cli import main
+
+    sidecar = {"Modality": "PT", "Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e6,
+               "RadiopharmaceuticalStartTime": "09:00:00", "RadionuclideHalfLife": 6586.2, "PatientWeight": 0.025,
+               "SeriesDate": "20240305", "SeriesTime": "10:00:00", "AcquisitionTime": "10:00:00",
+               "PSF_FWHM_mm": 1.5}
+    ph = _rods_files(tmp_path, sidecar=sidecar)
+    base = ["quantify", str(tmp_path / "img.nii.gz"), "--roi", str(tmp_path / "rods.nii.gz"), "--no-peak"]
+    for method in ("gtm", "rbv"):
+        out = tmp_path / f"{method}.csv"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(base + ["-o", str(out), "--pvc", method, "--psf-fwhm", "3"]) == 0
+        df = pd.read_csv(out).set_index("label")
+        cols = list(df.columns)
+        assert cols.index("mean_bq_ml_pvc") == cols.index("mean_bq_ml") + 1
+        assert cols.index("suv_bw_mean_pvc") == cols.index("suv_bw_mean") + 1
+        for label, d in ph["diameters_mm"].items():
+            if d >= 2:
+                assert df.loc[label, "mean_bq_ml_pvc"] == pytest.approx(ph["truth"][label], rel=0.05)
+                assert df.loc[label, "mean_bq_ml"] < 0.9 * ph["truth"][label]
+            ratio = df.loc[label, "mean_bq_ml_pvc"] / df.loc[label, "mean_bq_ml"]
+            assert df.loc[label, "suv_bw_mean_pvc"] / df.loc[label, "suv_bw_mean"] == pytest.approx(ratio)
+            assert df.loc[label, "percent_id_pvc"] / df.loc[label, "percent_id"] == pytest.approx(ratio)
+            assert df.loc[label, "recovery_coefficient"] == pytest.approx(1 / ratio)
+        prov = json.loads((tmp_path / f"{method}.csv.provenance.json").read_text())
+        pvc = prov["parameters"]["pvc"]
+        # the header's PSF wins over --psf-fwhm (and says so)
+        assert pvc["method"] == method and pvc["psf"]["source"] == "header PSF_FWHM_mm"
+        assert pvc["psf"]["fwhm_mm"] == [1.5, 1.5, 1.5] and pvc["condition_number"] > 1
+    # no --pvc: no extra columns
+    assert main(base + ["-o", str(tmp_path / "none.csv")]) == 0
+    assert not any(c.endswith("_pvc") for c in pd.read_csv(tmp_path / "none.csv").columns)
+    capsys.readouterr()
+    for bad, message in ((["--pvc", "yang"], "--pvc must be one of none, gtm, rbv"),
+                         (["--pvc", "gtm", "--psf-fwhm", "1,2"], "--psf-fwhm"),
+                         (["--pvc", "gtm", "--positron-range", "99Tc"], "positron range")):
+        assert main(base + ["-o", str(tmp_path / "bad.csv"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not (tmp_path / "bad.csv").exists()
+
+
+def test_cli_mpi_pvc_iron_against_truth(tmp_path):
+    import pandas as pd
+
+    from napari_immunotrack.cli import main
+    from napari_immunotrack.io import save_volume
+
+    ph = _rods_files(tmp_path, modality="MPI")
+    k_per_ng = 10.0        # integrated signal per ng
+    img = ph["image"]
+    data = img.numpy().astype(np.float64)
+    # three fiducials (blurred points of known iron) in the corners, away from the phantom
+    fids = []
+    for n, (x, y) in zip((100.0, 300.0, 600.0), ((17.0, 17.0), (-17.0, 17.0), (17.0, -17.0))):
+        point = np.zeros(data.shape)
+        idx = np.round(np.linalg.inv(img.affine) @ [x, y, 0.0, 1.0])[:3].astype(int)
+        point[tuple(idx)] = k_per_ng * n
+        data += gaussian_blur(point, PointSpread(1.5).sigma_voxels(img.affine))
+        world = img.affine @ [*idx, 1.0]
+        fids.append({"x_mm": world[0], "y_mm": world[1], "z_mm": world[2], "iron_ng": n, "radius_mm": 2.5})
+    data += np.random.default_rng(0).normal(0, 0.01, data.shape)
+    save_volume(img.replace(data=data.astype(np.float32)), tmp_path / "mpi.nii.gz")
+    pd.DataFrame(fids).to_csv(tmp_path / "fid.csv", index=False)
+    out = tmp_path / "iron.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["mpi", str(tmp_path / "mpi.nii.gz"), "--roi", str(tmp_path / "rods.nii.gz"), "--fiducials",
+                     str(tmp_path / "fid.csv"), "--iron-per-cell", "5", "--pvc", "gtm", "--psf-fwhm", "1.5",
+                     "-o", str(out)]) == 0
+    df = pd.read_csv(out).set_index("label")
+    from napari_immunotrack.io import load_volume
+
+    rmap = carry_rois(load_volume(tmp_path / "rods.nii.gz"), img)
+    for i, label in enumerate(rmap.labels):
+        if int(label) not in ph["diameters_mm"] or ph["diameters_mm"][int(label)] < 2:
+            continue
+        true_ng = ph["truth"][int(label)] * float(rmap.weight[i].sum()) / k_per_ng
+        assert df.loc[label, "iron_ng"] < 0.9 * true_ng
+        assert df.loc[label, "iron_ng_pvc"] == pytest.approx(true_ng, rel=0.05)
+        assert df.loc[label, "cell_count_pvc"] == pytest.approx(df.loc[label, "iron_ng_pvc"] / 5e-3)
