@@ -266,3 +266,67 @@ def test_cli_mpi_pvc_iron_against_truth(tmp_path):
         assert df.loc[label, "iron_ng"] < 0.9 * true_ng
         assert df.loc[label, "iron_ng_pvc"] == pytest.approx(true_ng, rel=0.05)
         assert df.loc[label, "cell_count_pvc"] == pytest.approx(df.loc[label, "iron_ng_pvc"] / 5e-3)
+
+
+def test_readout_dock_table_and_batch_steps_take_pvc():
+    from napari_immunotrack.batch import step_parameters
+    from napari_immunotrack.widgets.readout import readout_table
+
+    ph = nema_rods(voxel_mm=0.5, fwhm_mm=1.5, background=10.0, length_mm=6.0, supersample=2, modality="MPI")
+    img = ph["image"].replace(unit="a.u.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = readout_table(ph["labels"], [("rods", img)], pvc="rbv").set_index("label")
+    for label, d in ph["diameters_mm"].items():
+        if d >= 2:
+            assert df.loc[label, "mean_au_pvc"] == pytest.approx(ph["truth"][label], rel=0.05)
+            assert df.loc[label, "integral_au_ml_pvc"] / df.loc[label, "integral_au_ml"] == \
+                pytest.approx(1 / df.loc[label, "recovery_coefficient"])
+    assert "sd_au_pvc" not in df.columns and "max_au_pvc" not in df.columns
+    for step in ("pet", "spect", "mpi"):
+        assert step_parameters(step)["pvc"] == "none" and step_parameters(step)["psf_fwhm"] is None
+    assert step_parameters("f19")["pvc"] is None and step_parameters("f19")["estimator"] == "whole-roi"
+
+
+def test_cli_fluorine_pvc_and_estimator(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from napari_immunotrack.cli import main
+    from napari_immunotrack.io import save_labels, save_volume
+    from napari_immunotrack.simulate.fluorine import FluorineDepot, f19_image
+    from napari_immunotrack.simulate.phantom import Cylinder, Sphere, grid_affine
+
+    shape, aff = (32, 32, 32), grid_affine((32, 32, 32), 0.5)
+    sim = f19_image([FluorineDepot((0, 0, 0), 2e5, 1e12, 1.5)], Cylinder((5, -5, -6), (5, -5, 6), 1.5), 50.0,
+                    shape, aff, snr=60.0, rng=np.random.default_rng(0))
+    truth = sim["atoms"].sum() / 1e12
+    # a tight ROI drawn on a fine grid: the depot itself (partial voxels at its edge)
+    fine = grid_affine((128, 128, 128), 0.125)
+    from napari_immunotrack.simulate.phantom import rasterize
+    roi = rasterize([(1, Sphere((0, 0, 0), 1.5))], (128, 128, 128), fine)
+    noise = np.zeros(shape, np.uint8)
+    noise[:, :, :5] = 1
+    save_volume(Volume(sim["image"], aff, "F19"), tmp_path / "f19.nii.gz")
+    save_labels(Volume(sim["reference_mask"], aff, "SEG"), tmp_path / "ref.nii.gz")
+    save_labels(Volume(roi, fine, "SEG"), tmp_path / "roi.nii.gz")
+    save_labels(Volume(noise, aff, "SEG"), tmp_path / "air.nii.gz")
+    base = ["fluorine", str(tmp_path / "f19.nii.gz"), "--reference-mask", str(tmp_path / "ref.nii.gz"),
+            "--reference-concentration", "50", "--roi", str(tmp_path / "roi.nii.gz"), "--fluorine-per-cell", "1e12",
+            "--noise-mask", str(tmp_path / "air.nii.gz")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(base + ["-o", str(tmp_path / "c.csv"), "--pvc", "gtm"]) == 0
+    df = pd.read_csv(tmp_path / "c.csv")
+    cols = list(df.columns)
+    assert cols.index("cell_count_pvc") == cols.index("cell_count") + 1
+    # the voxel itself is 19F MRI's default PSF: the correction gives back the depot's edge voxels
+    assert df.loc[0, "cell_count_pvc"] == pytest.approx(truth, rel=0.03)
+    assert df.loc[0, "recovery_coefficient"] < 0.97
+    prov = json.loads((tmp_path / "c.csv.provenance.json").read_text())
+    assert prov["parameters"]["pvc"]["psf"]["source"] == "default for F19 (preclinical)"
+    assert prov["parameters"]["estimator"] == "whole-roi"
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "bad.csv"), "--estimator", "peaks"]) == 2
+    assert "estimator" in capsys.readouterr().err

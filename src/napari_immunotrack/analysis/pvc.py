@@ -624,3 +624,92 @@ def add_pvc_columns(df, result: dict, columns: Sequence[str], label_column: str 
     out["recovery_coefficient"] = out[label_column].map(lambda x: recovery.get(int(x), np.nan)).astype(float)
     out.attrs = dict(df.attrs)
     return out
+
+
+def is_regional_column(column: str) -> bool:
+    """Whether a readout column is an ROI mean or sum (which a PVC factor scales), e.g. ``mean_bq_ml``,
+    ``suv_bw_mean``, ``integral_au_ml``, ``percent_id``; not SD, min, max, median or peak."""
+    c = str(column)
+    return (c.startswith(("mean_", "integral_", "total_")) or (c.startswith("suv_") and c.endswith("_mean"))
+            or c in ("percent_id", "percent_id_per_g", "percent_id_per_ml", "signal", "fluorine_atoms",
+                     "cell_count", "iron_ng")) and not c.endswith("_pvc")
+
+
+def add_readout_pvc(df, image: Volume, rois, method: str, psf_fwhm=None, *, isotope: Optional[str] = None,
+                    columns: Optional[Sequence[str]] = None, progress=None, **kwargs):
+    """``df`` (one row per ROI label, from :func:`~napari_immunotrack.analysis.roi.roi_statistics`-like
+    readouts of ``image``) with ``<column>_pvc`` beside each regional column and ``recovery_coefficient``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Must have a ``label`` column.
+    image : Volume
+        The linear image the columns were computed from (Bq/mL for PET).
+    rois : Volume or RoiMap
+        Every label of the ROI image (all become GTM regions).
+    method : {"none", "gtm", "rbv"}
+    psf_fwhm : float, str or sequence, optional
+        Used when the header has no PSF (see :func:`resolve_psf`).
+    isotope : str, optional
+        Adds positron range.
+    columns : sequence of str, optional
+        The columns to correct (default: every column :func:`is_regional_column` accepts).
+    progress : callable, optional
+    **kwargs
+        Passed to :func:`gtm` (transform, supersample, background options).
+
+    Returns
+    -------
+    (DataFrame, dict or None)
+        The table and the provenance of the correction (None for "none").
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from scipy import ndimage
+    >>> lab = np.zeros((40, 6, 6), np.uint8); lab[5:20] = 1; lab[20:35] = 2
+    >>> img = ndimage.gaussian_filter(np.choose(lab, [0.0, 4.0, 1.0]), (3 / 2.3548, 0, 0), mode="constant")
+    >>> df = pd.DataFrame({"label": [1, 2], "mean_au": [3.775, 1.064], "sd_au": [0.3, 0.1]})
+    >>> out, prov = add_readout_pvc(df, Volume(img, np.eye(4), "PT"), Volume(lab, np.eye(4)), "gtm", (3, 0, 0))
+    >>> list(out.columns), np.round(out["mean_au_pvc"], 2).tolist()
+    (['label', 'mean_au', 'mean_au_pvc', 'sd_au', 'recovery_coefficient'], [4.0, 1.0])
+    """
+    method = str(method or "none").lower()
+    if method == "none":
+        return df, None
+    psf = resolve_psf(image, psf_fwhm, isotope=isotope)
+    result = correct_means(image, rois, method, psf, progress=progress, **kwargs)
+    chosen = [c for c in df.columns if (is_regional_column(c) if columns is None else c in columns)]
+    out = add_pvc_columns(df, result, chosen)
+    out.attrs["warnings"] = list(df.attrs.get("warnings", [])) + result["warnings"]
+    return out, result["provenance"]
+
+
+def add_mpi_pvc(df, mpi: Volume, rois, method: str, psf_fwhm=None, *, progress=None, **kwargs):
+    """MPI table (:func:`~napari_immunotrack.analysis.mpi.mpi_iron`) with ``signal_pvc``, ``iron_ng_pvc``,
+    ``cell_count_pvc`` and ``recovery_coefficient``.
+
+    The background-subtracted image is corrected; iron and cells then come from the corrected
+    signal through the fiducial calibration, so its intercept is applied once and not scaled.
+    ROIs below the detection limit get no corrected count either.
+
+    Returns
+    -------
+    (DataFrame, dict or None) as :func:`add_readout_pvc`.
+    """
+    method = str(method or "none").lower()
+    if method == "none":
+        return df, None
+    params, cal = df.attrs["parameters"], df.attrs["calibration"]
+    image = mpi.replace(data=(np.asarray(mpi.numpy(), np.float64) - float(params["background"])).astype(np.float32))
+    psf = resolve_psf(image, psf_fwhm)
+    result = correct_means(image, rois, method, psf, progress=progress, **kwargs)
+    out = add_pvc_columns(df, result, ["signal"])
+    iron = (out["signal_pvc"] - cal["intercept"]) / cal["k_per_ng"]
+    ok = out["status"] == "ok"
+    q_ng = float(params["iron_per_cell_pg"]) / 1000.0
+    out.insert(list(out.columns).index("iron_ng") + 1, "iron_ng_pvc", iron.where(ok, np.nan))
+    out.insert(list(out.columns).index("cell_count") + 1, "cell_count_pvc", (iron / q_ng).where(ok, np.nan))
+    out.attrs["warnings"] = list(df.attrs.get("warnings", [])) + result["warnings"]
+    return out, result["provenance"]

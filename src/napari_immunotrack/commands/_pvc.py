@@ -44,32 +44,16 @@ def correct(args, image, rois, df, columns, progress=None, **carry):
     reports only some: an unsegmented organ would otherwise join the background region) or a
     RoiMap already on the image grid; ``carry`` (transform, supersample) carries the label image.
     """
-    from ..analysis.pvc import add_pvc_columns, correct_means, resolve_psf
+    from ..analysis.pvc import add_readout_pvc
 
-    psf = resolve_psf(image, getattr(args, "psf_fwhm", None), isotope=getattr(args, "positron_range", None))
-    result = correct_means(image, rois, args.pvc, psf, progress=progress, **carry)
-    out = add_pvc_columns(df, result, [c for c in df.columns if c in columns or _suv_mean(c)])
-    out.attrs.setdefault("warnings", [])
-    out.attrs["warnings"] = list(out.attrs["warnings"]) + result["warnings"]
-    return out, result["provenance"]
-
-
-def _suv_mean(column: str) -> bool:
-    return column.startswith("suv_") and column.endswith("_mean")
+    chosen = [c for c in df.columns if c in columns or (c.startswith("suv_") and c.endswith("_mean"))]
+    return add_readout_pvc(df, image, rois, args.pvc, getattr(args, "psf_fwhm", None),
+                           isotope=getattr(args, "positron_range", None), columns=chosen, progress=progress,
+                           **carry)
 
 
 def correct_mpi(args, mpi, rois, df, progress=None, **carry):
-    """MPI: correct the background-subtracted image, then iron and cells from the corrected signal
-    through the fiducial calibration (so its intercept is applied once, not scaled)."""
-    import numpy as np
+    """MPI: iron and cells from the corrected signal (see :func:`~napari_immunotrack.analysis.pvc.add_mpi_pvc`)."""
+    from ..analysis.pvc import add_mpi_pvc
 
-    bg = float(df.attrs["parameters"]["background"])
-    cal = df.attrs["calibration"]
-    image = mpi.replace(data=(np.asarray(mpi.numpy(), np.float64) - bg).astype(np.float32))
-    out, prov = correct(args, image, rois, df, ("signal",), progress=progress, **carry)
-    iron = (out["signal_pvc"] - cal["intercept"]) / cal["k_per_ng"]
-    ok = out["status"] == "ok"
-    q_ng = float(df.attrs["parameters"]["iron_per_cell_pg"]) / 1000.0
-    out.insert(list(out.columns).index("iron_ng") + 1, "iron_ng_pvc", iron.where(ok, np.nan))
-    out.insert(list(out.columns).index("cell_count") + 1, "cell_count_pvc", (iron / q_ng).where(ok, np.nan))
-    return out, prov
+    return add_mpi_pvc(df, mpi, rois, args.pvc, getattr(args, "psf_fwhm", None), progress=progress, **carry)

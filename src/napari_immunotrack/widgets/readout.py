@@ -61,7 +61,8 @@ def is_nuclear(volume: Volume) -> bool:
     return volume.modality in _NUCLEAR or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
 
 
-def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Optional[dict] = None, progress=None):
+def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Optional[dict] = None, progress=None,
+                  pvc: str = "none", psf_fwhm=None):
     """Per-ROI statistics of several quantitative volumes (GUI-free; the widget's computation).
 
     Parameters
@@ -73,6 +74,9 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
         SUV type reported for PET/SPECT layers (besides bw).
     overrides : dict, optional
         {layer name: read_pet_header keyword overrides} (the header panel's edits).
+    pvc, psf_fwhm : str, optional
+        Partial-volume correction ("none", "gtm", "rbv") and PSF FWHM (mm) when the layer's
+        header has none: adds ``<column>_pvc`` and ``recovery_coefficient`` (docs/methods/pvc.md).
 
     Returns
     -------
@@ -121,6 +125,11 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
             df[f"integral_{slug}_ml"] = stats["integral"]
             warns.extend(stats.attrs.get("warnings", []))
         else:
+            warns.extend(df.attrs.get("warnings", []))
+        if pvc != "none":  # partial-volume corrected columns, computed on the image the table read (h19)
+            from ..analysis.pvc import add_readout_pvc
+            image = vol if status != "ok" or not is_nuclear(vol) else pet_mod.activity_concentration(vol, header)
+            df, _ = add_readout_pvc(df, image, rois, pvc, psf_fwhm)
             warns.extend(df.attrs.get("warnings", []))
         df.insert(0, "unit", unit)
         df.insert(0, "layer", lname)
@@ -183,6 +192,12 @@ class ReadoutWidget(PluginDock):
         form.addRow("ROI labels", self.roi_combo)
         form.addRow("Quantitative layers", self.layer_list)
         form.addRow("SUV type", self.suv_combo)
+        self.pvc_combo = QComboBox()  # partial-volume correction (h19, docs/methods/pvc.md)
+        self.pvc_combo.addItems(["none", "gtm", "rbv"])
+        self.psf_edit = QLineEdit()
+        self.psf_edit.setPlaceholderText("header, else modality default (x,y,z mm)")
+        form.addRow("Partial-volume correction", self.pvc_combo)
+        form.addRow("PSF FWHM (mm)", self.psf_edit)
         layout.addWidget(box)
 
         self.header_box = QGroupBox("PET/SPECT header")
@@ -399,7 +414,9 @@ class ReadoutWidget(PluginDock):
         self._live = True
         self.status.setText("computing...")
         self.runner.start(readout_table, rois, layers, suv_type=self.suv_combo.currentText(),
-                          overrides={k: dict(v) for k, v in self.overrides.items()}, on_done=self._done,
+                          overrides={k: dict(v) for k, v in self.overrides.items()},
+                          pvc=self.pvc_combo.currentText(), psf_fwhm=self.psf_edit.text().strip() or None,
+                          on_done=self._done,
                           on_error=self._failed, guard=True)
 
     def _done(self, result) -> None:
