@@ -65,8 +65,9 @@ def test_low_counts_unbiased_and_intervals_cover_truth(cells, radius_mm):
         covered += row["cell_count_ci95_low"] <= truth <= row["cell_count_ci95_high"]
     truth = float(np.mean(truths))
     assert abs(np.mean(estimates) / truth - 1) < 0.05, np.mean(estimates) / truth
-    # the reported standard error is the real spread of the repetitions (so the interval is honest)
-    assert np.std(estimates) == pytest.approx(np.mean(ses), rel=0.3), (np.std(estimates), np.mean(ses))
+    # the reported standard error follows the real spread of the repetitions: never much smaller (the
+    # interval would over-promise), at most 1.5x larger (the plug-in variance is conservative at low SNR)
+    assert 0.8 * np.std(estimates) <= np.mean(ses) <= 1.5 * np.std(estimates), (np.std(estimates), np.mean(ses))
     assert covered >= 45, covered                         # >= 90 % of 50 repetitions
 
 

@@ -202,7 +202,8 @@ def amplitude_variance(amplitude, sigma: float):
     return np.interp(a, tab["A"], tab["var"], right=float(tab["var"][-1])) * sigma ** 2
 
 
-def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None):
+def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None, *,
+                   with_error: bool = False):
     """Rician noise sigma of a magnitude image and how it was found.
 
     Parameters
@@ -213,9 +214,13 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
     exclude : bool array, optional
         Voxels to leave out of the automatic estimate (ROIs, reference).
 
+    with_error : bool
+        Also return the relative standard error of sigma: sqrt((4 - pi) / pi) / sqrt(N) for
+        the Rayleigh mean, 1 / (2 ln 2 sqrt(N)) for the Rayleigh median (N voxels).
+
     Returns
     -------
-    (sigma, method) : (float, str)
+    (sigma, method) : (float, str), or (sigma, method, relative_se) with ``with_error``
 
     Examples
     --------
@@ -238,7 +243,9 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
         if not mean > 0:
             raise InputError("the noise mask's mean is not positive; the image is not a magnitude image or the "
                              "mask is wrong.")
-        return mean / RAYLEIGH_MEAN, "mean of the noise mask / sqrt(pi/2) (Rician background)"
+        rel = math.sqrt((4.0 - math.pi) / math.pi) / math.sqrt(float(keep.sum()))
+        out = (mean / RAYLEIGH_MEAN, "mean of the noise mask / sqrt(pi/2) (Rician background)")
+        return (*out, rel) if with_error else out
     flat = data.reshape(-1)
     if exclude is not None:
         flat = flat[~exclude.reshape(-1)]
@@ -249,7 +256,8 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
     if not median > 0:
         raise InputError("the image background is zero (not a magnitude image or already thresholded); give the "
                          "noise sigma (--noise-sigma) or a noise mask.")
-    return median / RAYLEIGH_MEDIAN, "median of voxels outside the ROIs and reference / sqrt(2 ln 2) (Rayleigh)"
+    out = (median / RAYLEIGH_MEDIAN, "median of voxels outside the ROIs and reference / sqrt(2 ln 2) (Rayleigh)")
+    return (*out, 1.0 / (2.0 * math.log(2.0) * math.sqrt(flat.size))) if with_error else out
 
 
 def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm: float,
@@ -370,7 +378,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     if noise_sigma is not None:
         if not noise_sigma > 0:
             raise InputError(f"the noise sigma must be positive (got {noise_sigma}).")
-        sigma, how = float(noise_sigma), "given"
+        sigma, how, sigma_rel_se = float(noise_sigma), "given", 0.0
     else:
         exclude = None
         if noise_mask is None:
@@ -380,7 +388,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
             # keep away from the hot spots' tails
             hot = flat.reshape(data.shape) >= np.percentile(flat, 99.5)
             exclude = ndimage.binary_dilation(exclude.reshape(data.shape), iterations=2) | hot
-        sigma, how = estimate_sigma(f19, noise_mask, exclude)
+        sigma, how, sigma_rel_se = estimate_sigma(f19, noise_mask, exclude, with_error=True)
         if noise_mask is None:
             warn(f"no noise mask: sigma = {sigma:.4g} estimated from the background median; give a signal-free "
                  "noise mask for a traceable estimate.")
@@ -425,14 +433,25 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     voxel_ml = f19.voxel_volume_mm3 / 1000.0
     z95 = 1.959963984540054
     if whole:
+        # the variance of each voxel's estimate is read at a local (3x3x3) mean amplitude: a voxel's own
+        # noisy estimate would put half of the empty voxels at A > 0, where the variance is smaller
+        local_amp = np.clip(ndimage.uniform_filter(corrected.reshape(data.shape), 3, mode="nearest"), 0, None)
+        local_amp = local_amp.reshape(-1)
         for i, label in enumerate(roi_map.labels):
             idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
             amp = corrected[idx]
             signal = float(np.dot(w, amp))
-            var_signal = float(np.dot(w ** 2, amplitude_variance(amp, sigma)))
+            var_signal = float(np.dot(w ** 2, amplitude_variance(local_amp[idx], sigma)))
             var_zero = float(np.dot(w ** 2, amplitude_variance(np.zeros(1), sigma)[0] * np.ones_like(w)))
             atoms = atoms_per_signal * signal
-            se_atoms = math.sqrt((atoms_per_signal ** 2) * var_signal + (atoms * ref_rel_se) ** 2)
+            # the error of sigma moves every voxel's estimate (and the reference's) together
+            d_atoms = 0.0
+            if sigma_rel_se > 0:
+                s_plus = sigma * 1.001
+                ref_plus = float(np.dot(w_ref, amplitude_estimate(flat[ref_map.index[0]], s_plus)) / w_ref.sum())
+                atoms_plus = f_ref / ref_plus * float(np.dot(w, amplitude_estimate(flat[idx], s_plus)))
+                d_atoms = (atoms_plus - atoms) / 0.001 * sigma_rel_se
+            se_atoms = math.sqrt((atoms_per_signal ** 2) * var_signal + (atoms * ref_rel_se) ** 2 + d_atoms ** 2)
             se0_atoms = atoms_per_signal * math.sqrt(var_zero)
             decision_atoms = 1.6448536269514722 * se0_atoms      # Currie's critical level (5 % false positives)
             limit_atoms = 3.289707253902945 * se0_atoms         # Currie's detection limit (5 % false negatives)
@@ -506,7 +525,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     df.attrs["warnings"] = warns
     df.attrs["parameters"] = {
         "estimator": estimator,
-        "sigma": sigma, "sigma_method": how, "rician_correction": "unbiased amplitude" if whole else rician_correction,
+        "sigma": sigma, "sigma_method": how, "sigma_relative_se": sigma_rel_se, "rician_correction": "unbiased amplitude" if whole else rician_correction,
         "reference_concentration_mm": reference_concentration_mm,
         "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule, "fluorine_per_cell": fluorine_per_cell,
         "reference_mean_signal": ref_mean, "reference_snr": ref_snr, "reference_cv": ref_cv,
