@@ -37,7 +37,7 @@ def main(n=256, n_rois=20, seed=0):
     t2 = time.perf_counter()
     rbv(img, rmap, psf)
     t3 = time.perf_counter()
-    err = [abs(c / truth[lab == l].mean() - 1) for l, c in zip(g.labels, g.corrected)]
+    err = [abs(c / truth[lab == k].mean() - 1) for k, c in zip(g.labels, g.corrected)]
     print(f"{n}^3, {len(g.labels)} ROIs + background: GTM {t1 - t0:.2f} s, RBV after GTM {t2 - t1:.2f} s, "
           f"RBV from scratch {t3 - t2:.2f} s; max |GTM error| {100 * max(err):.2f} %, cond {g.condition_number:.3g}")
 

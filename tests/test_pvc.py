@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_immunotrack.analysis.pvc import (PointSpread, add_pvc_columns, correct_means, gaussian_blur, gtm,
-                                             parse_fwhm, positron_range_fwhm_mm, rbv, resolve_psf)
+from napari_immunotrack.analysis.pvc import (
+    PointSpread,
+    add_pvc_columns,
+    correct_means,
+    gaussian_blur,
+    gtm,
+    parse_fwhm,
+    positron_range_fwhm_mm,
+    rbv,
+    resolve_psf,
+)
 from napari_immunotrack.analysis.roi import carry_rois
 from napari_immunotrack.errors import ImmunotrackWarning, InputError
 from napari_immunotrack.simulate.nema import nema_rods

@@ -525,7 +525,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     df.attrs["warnings"] = warns
     df.attrs["parameters"] = {
         "estimator": estimator,
-        "sigma": sigma, "sigma_method": how, "sigma_relative_se": sigma_rel_se, "rician_correction": "unbiased amplitude" if whole else rician_correction,
+        "sigma": sigma, "sigma_method": how, "sigma_relative_se": sigma_rel_se,
+        "rician_correction": "unbiased amplitude" if whole else rician_correction,
         "reference_concentration_mm": reference_concentration_mm,
         "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule, "fluorine_per_cell": fluorine_per_cell,
         "reference_mean_signal": ref_mean, "reference_snr": ref_snr, "reference_cv": ref_cv,

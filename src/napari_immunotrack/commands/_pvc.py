@@ -17,11 +17,11 @@ PET_COLUMNS = ("mean_bq_ml", "total_activity_kbq", "total_activity_mbq", "percen
 
 def add_arguments(parser, positron_range: bool = True) -> None:
     g = parser.add_argument_group("partial-volume correction (docs/methods/pvc.md)")
-    g.add_argument("--pvc", default="none", help="none (default), gtm (regional means) or rbv (voxel-wise image)")
-    g.add_argument("--psf-fwhm", help="PSF FWHM in mm: one value or x,y,z (used when the header has none; "
+    g.add_argument("--pvc", default="none", metavar="{none,gtm,rbv}", help="none (default), gtm (regional means) or rbv (voxel-wise image)")
+    g.add_argument("--psf-fwhm", metavar="MM", help="PSF FWHM in mm: one value or x,y,z (used when the header has none; "
                                       "default per modality)")
     if positron_range:
-        g.add_argument("--positron-range", help="add this isotope's positron range to the PSF (89Zr, 64Cu, 18F, 68Ga, "
+        g.add_argument("--positron-range", metavar="ISOTOPE", help="add this isotope's positron range to the PSF (89Zr, 64Cu, 18F, 68Ga, "
                                                 "124I)")
 
 

@@ -30,7 +30,7 @@ def add_arguments(parser):
     parser.add_argument("--transform", help="world-to-world transform MPI -> ROI image (.tfm or 4x4 matrix file)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
     from . import _pvc
-    _pvc.add_arguments(parser)  # --pvc, --psf-fwhm, --positron-range (h19)
+    _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm (h19)
 
 
 def run(args) -> int:
