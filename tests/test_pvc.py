@@ -126,6 +126,26 @@ def test_sample_study_rois_with_the_simulators_psf():
                 assert abs(e) < 0.05, (method, k, e, raw[k])
 
 
+def test_oblique_grid_isotropic_psf_is_exact():
+    from napari_immunotrack.simulate.phantom import rotation_matrix
+
+    rot = np.eye(4)
+    rot[:3, :3] = rotation_matrix((20.0, -35.0, 50.0))
+    aff = rot @ np.diag([0.8, 0.8, 0.8, 1.0])
+    psf = PointSpread(2.0)
+    assert psf.sigma_voxels(aff) == pytest.approx([2.0 * SIGMA_PER_FWHM / 0.8] * 3)
+    lab = np.zeros((40, 40, 40), np.uint8)
+    zz, yy, xx = np.ogrid[:40, :40, :40]
+    lab[(zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 17) ** 2 < 25] = 1
+    lab[(zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 25) ** 2 < 16] = 2
+    truth = np.choose(lab, [1.0, 8.0, 3.0])
+    img = Volume(gaussian_blur(truth, psf.sigma_voxels(aff)), aff, "PT")
+    g = gtm(img, Volume(lab, aff), psf, background_mask=np.ones(lab.shape, bool))
+    assert g.corrected == pytest.approx([8.0, 3.0], rel=1e-3)
+    assert g.background_corrected == pytest.approx(1.0, rel=1e-2)
+    assert g.measured[0] < 7.0
+
+
 def test_ill_conditioned_rois_smaller_than_the_psf_warn():
     lab = np.zeros((30, 30, 30), np.uint8)
     lab[14, 14, 14] = 1
@@ -223,6 +243,13 @@ def test_cli_quantify_pvc_columns_and_provenance(tmp_path, capsys):
         # the header's PSF wins over --psf-fwhm (and says so)
         assert pvc["method"] == method and pvc["psf"]["source"] == "header PSF_FWHM_mm"
         assert pvc["psf"]["fwhm_mm"] == [1.5, 1.5, 1.5] and pvc["condition_number"] > 1
+    # --labels reports some ROIs; every label still takes part in the correction (same values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(base + ["-o", str(tmp_path / "some.csv"), "--pvc", "rbv", "--labels", "2,4"]) == 0
+    some = pd.read_csv(tmp_path / "some.csv").set_index("label")
+    assert list(some.index) == [2, 4]
+    assert some["mean_bq_ml_pvc"].tolist() == pytest.approx(df.loc[[2, 4], "mean_bq_ml_pvc"].tolist(), rel=1e-6)
     # no --pvc: no extra columns
     assert main(base + ["-o", str(tmp_path / "none.csv")]) == 0
     assert not any(c.endswith("_pvc") for c in pd.read_csv(tmp_path / "none.csv").columns)
