@@ -93,7 +93,7 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
 
     overrides = overrides or {}
     names = _label_names(rois)
-    frames, warns, headers = [], [], {}
+    frames, warns, headers, pvc_prov = [], [], {}, {}
     for i, (lname, vol) in enumerate(layers):
         sub = _progress.scaled(progress, i / len(layers), (i + 1) / len(layers))
         if vol.data.ndim != 3:
@@ -129,7 +129,7 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
         if pvc != "none":  # partial-volume corrected columns, computed on the image the table read (h19)
             from ..analysis.pvc import add_readout_pvc
             image = vol if status != "ok" or not is_nuclear(vol) else pet_mod.activity_concentration(vol, header)
-            df, _ = add_readout_pvc(df, image, rois, pvc, psf_fwhm)
+            df, pvc_prov[lname] = add_readout_pvc(df, image, rois, pvc, psf_fwhm)
             warns.extend(df.attrs.get("warnings", []))
         df.insert(0, "unit", unit)
         df.insert(0, "layer", lname)
@@ -138,6 +138,7 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
         frames.append(df)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.attrs["warnings"] = list(dict.fromkeys(warns))
+    out.attrs["pvc"] = pvc_prov  # method, PSF and conditioning per layer (provenance)
     out.attrs["headers"] = headers
     return out
 
@@ -494,7 +495,8 @@ class ReadoutWidget(PluginDock):
             "readout", inputs=getattr(self, "_inputs", {}),
             parameters={"suv_type": self.suv_combo.currentText(), "roi_layer": self.roi_combo.currentText(),
                         "layers": sorted(self.table["layer"].unique().tolist()), "header_edits": self.overrides},
-            warnings=self.table.attrs.get("warnings", []), pet_headers=self.table.attrs.get("headers", {}))
+            warnings=self.table.attrs.get("warnings", []), pet_headers=self.table.attrs.get("headers", {}),
+            pvc=self.table.attrs.get("pvc", {}))
         return write_table(self.table, path, provenance=record, overwrite=overwrite)
 
     def _export_dialog(self) -> None:
