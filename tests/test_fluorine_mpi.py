@@ -43,7 +43,14 @@ def test_f19_counts_within_15_percent(scene):
         assert row["fluorine_atoms"] == pytest.approx(depot["atoms"], rel=0.15)
     # detection limit: 3.5 sigma in atoms / F_c; sigma = gain c_ref / SNR, so 3.5 (c_ref / SNR) mM per voxel
     expected = 3.5 * (sc["f19_reference_mM"] / 20.0) * sc["f19_atoms_per_mM_voxel"] / 1e12
-    assert df["detection_limit_cells"].iloc[0] == pytest.approx(expected, rel=0.05)
+    assert df["detection_limit_cells_per_voxel"].iloc[0] == pytest.approx(expected, rel=0.05)
+    # the whole-ROI count comes with its standard error (coverage over repetitions: test_fluorine_limit.py)
+    for depot in sc["f19_depots"]:
+        row = df.loc[depot["label"]]
+        assert row["cell_count_ci95_low"] < row["cell_count"] < row["cell_count_ci95_high"]
+        assert abs(row["cell_count"] - depot["cells"]) < 3 * row["cell_count_se"]
+        assert row["cell_count"] == pytest.approx(depot["cells"], rel=0.05)
+        assert row["detection_limit_cells_roi"] > row["detection_limit_cells_per_voxel"]
     params = df.attrs["parameters"]
     assert params["sigma"] == pytest.approx(sc["f19_sigma"], rel=0.05)
     assert params["atoms_per_reference_voxel"] == pytest.approx(
@@ -68,7 +75,9 @@ def test_f19_below_detection_limit_is_flagged_not_invented():
     weak = df.loc[3]
     assert weak["status"] == "below detection limit"
     assert np.isnan(weak["cell_count"]) and np.isnan(weak["fluorine_atoms"])
-    assert weak["detection_limit_cells"] > 150.0
+    # the limit of this ROI and an upper bound (cells) are reported instead of a number
+    assert weak["detection_limit_cells_roi"] > 150.0
+    assert weak["cell_count_upper_bound"] >= 150.0 and weak["cell_count_ci95_low"] == 0.0
     assert df.loc[1, "cell_count"] == pytest.approx(1e5, rel=0.15)
 
 
@@ -110,7 +119,8 @@ def test_rician_correction_bias():
 def test_f19_synthetic_depot_count():
     f19, roi, ref, noise, truth = _synthetic_f19(depot_snr=8.0, size=6)
     for method in ("power", "amplitude", "none"):
-        df = fluorine_cells(f19, roi, ref, 50.0, 1e12, noise_mask=noise, rician_correction=method)
+        df = fluorine_cells(f19, roi, ref, 50.0, 1e12, noise_mask=noise, rician_correction=method,
+                            estimator="threshold")
         assert df.loc[0, "fluorine_atoms"] == pytest.approx(truth, rel=0.05), method
         assert df.loc[0, "counted_voxels"] == 216
 
@@ -118,7 +128,7 @@ def test_f19_synthetic_depot_count():
 def test_f19_near_threshold_warning():
     f19, roi, ref, noise, truth = _synthetic_f19(depot_snr=4.2, seed=2)
     with pytest.warns(ImmunotrackWarning, match="near the SNR threshold"):
-        df = fluorine_cells(f19, roi, ref, 50.0, 1e12, noise_mask=noise)
+        df = fluorine_cells(f19, roi, ref, 50.0, 1e12, noise_mask=noise, estimator="threshold")
     assert df.loc[0, "status"] == "near threshold" and df.loc[0, "near_threshold_fraction"] > 0.5
 
 
@@ -150,7 +160,8 @@ def test_cli_fluorine(tmp_path, scene, capsys):
             "--roi", str(tmp_path / "roi.nii.gz"), "--fluorine-per-cell", "1e12", "-o", str(out)]
     assert main(base + ["--reference-concentration", "50", "--noise-mask", str(tmp_path / "air.nii.gz")]) == 0
     df = pd.read_csv(out).set_index("label")
-    assert {"fluorine_atoms", "cell_count", "snr", "detection_limit_cells"} <= set(df.columns)
+    assert {"fluorine_atoms", "cell_count", "cell_count_ci95_low", "cell_count_ci95_high", "cell_count_upper_bound",
+            "detection_limit_cells_roi", "detection_limit_cells_per_voxel"} <= set(df.columns)
     for depot in sc["f19_depots"]:
         assert df.loc[depot["label"], "cell_count"] == pytest.approx(depot["cells"], rel=0.15)
     prov = json.loads((tmp_path / "cells.csv.provenance.json").read_text())

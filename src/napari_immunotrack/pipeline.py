@@ -156,6 +156,9 @@ STEP_EXTRAS = {
     "register": {"modalities": ("pet", "spect", "mpi")},
     "clusters": {"chunks": None},
     "f19": {"reference_concentration_mm": None, "fluorine_per_cell": None},
+    # partial-volume correction of the readouts (analysis/pvc.py; f19 takes pvc/psf as fluorine_cells arguments)
+    "pet": {"pvc": "none", "psf_fwhm": None}, "spect": {"pvc": "none", "psf_fwhm": None},
+    "mpi": {"pvc": "none", "psf_fwhm": None},
 }
 
 
@@ -361,8 +364,11 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     # 4. readouts per organ on each native grid
     def run_pet(datatype):
         def inner(p):
-            _, kwargs = params(datatype)
+            extras, kwargs = params(datatype)
             df = quantify_pet(in_mri_world(datatype), organ_rois(), progress=p, **kwargs)
+            if extras["pvc"] != "none":  # factors on the image as stored (Bq/mL up to a global scale)
+                from .analysis.pvc import add_readout_pvc
+                df, _ = add_readout_pvc(df, in_mri_world(datatype), organ_rois(), extras["pvc"], extras["psf_fwhm"])
             out.tables[datatype] = name_rows(df)
         return inner
 
@@ -393,7 +399,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         step("f19", 0.82, 0.90, run_f19)
 
     def run_mpi(p):
-        _, kwargs = params("mpi")
+        extras, kwargs = params("mpi")
         kwargs.pop("iron_per_cell_pg", None)
         if registering and "mpi" not in moved:
             raise InputError(f"MPI was not registered to the MRI ({out.errors.get('register_mpi', 'no MPI image')}).")
@@ -408,6 +414,9 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         transform = np.linalg.inv(out.transforms["mpi"]) if registering else None
         df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg, transform=transform, progress=p,
                       **kwargs)
+        if extras["pvc"] != "none":  # iron_ng_pvc, cell_count_pvc (analysis/pvc.py)
+            from .analysis.pvc import add_mpi_pvc
+            df, _ = add_mpi_pvc(df, mpi_native, organ_rois(), extras["pvc"], extras["psf_fwhm"], transform=transform)
         out.tables["mpi"] = name_rows(df)
 
     if "mpi" in steps:

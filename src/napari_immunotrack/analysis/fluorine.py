@@ -1,4 +1,4 @@
-"""19F MRI cell counting against a reference tube (SCIENCE.md section 5).
+"""19F MRI cell counting against a reference tube (docs/methods/fluorine.md).
 
 A 19F image has no anatomical background: every hot spot is perfluorocarbon,
 in labelled cells (or in macrophages that ate them). A reference tube of
@@ -12,14 +12,19 @@ Steps of :func:`fluorine_cells`
    Without a mask: sigma = median / sqrt(2 ln 2) of the voxels outside the ROIs
    and the reference (the Rayleigh median; a warning says it was estimated).
 2. Rician bias correction per voxel (:func:`rician_correct`): by default
-   I_c = sqrt(max(I^2 - 2 sigma^2, 0)) as SCIENCE.md gives ("power": unbiased
+   I_c = sqrt(max(I^2 - 2 sigma^2, 0)) ("power": unbiased
    for A^2, about -sigma^2/(2A) low for A); "amplitude" uses
    sqrt(max(I^2 - sigma^2, 0)) (Gudbjartsson & Patz, MRM 1995: unbiased for A to
    second order at high SNR); "none" sums the raw magnitudes.
 3. Calibration: F_ref per voxel = c_ref[mM] * 1e-3 * N_A * V_voxel[L]
    (times the 19F atoms per molecule when c_ref is a compound's concentration);
    atoms per signal unit k = F_ref / mean(I_c over the reference mask).
-4. Detection: voxels with SNR = I / sigma >= 3.5 in connected components
+4. Counting (default, ``estimator="whole-roi"``): every voxel of the ROI through the
+   approximately unbiased amplitude :func:`amplitude_estimate` (zero on average for a
+   signal-free voxel), F = k * sum(w * h(I)), with its standard error, 95 % interval and
+   Currie's detection limit of the ROI (docs/methods/fluorine.md#whole-roi-estimate).
+   Steps 2 and 4'-6 below describe the older ``estimator="threshold"``.
+4'. Detection: voxels with SNR = I / sigma >= 3.5 in connected components
    (26-connected by default) of at least 3 voxels.
 5. Per ROI: F = k * sum(w * I_c) over detected voxels (w = partial-voxel
    weight of the ROI); cells = F / F_c.
@@ -40,7 +45,7 @@ Examples
 >>> ref = np.zeros((20, 20, 20), np.uint8); ref[2:6, 2:6, 2:6] = 1
 >>> roi = np.zeros((20, 20, 20), np.uint8); roi[10:17, 10:17, 10:17] = 1
 >>> df = fluorine_cells(Volume(img, aff, "F19"), Volume(roi, aff), Volume(ref, aff), 50.0, 1e12,
-...                     noise_sigma=10.0)
+...                     noise_sigma=10.0, estimator="threshold")
 >>> round(float(df.loc[0, "cell_count"]) / 1e3, 1)   # thousand cells: 27 voxels at 25 mM
 50.8
 """
@@ -117,7 +122,88 @@ def rician_correct(values, sigma: float, method="power"):
     return np.sqrt(np.maximum(v ** 2 - k * sigma ** 2, 0.0))
 
 
-def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None):
+ESTIMATORS = ("whole-roi", "threshold")
+
+
+def _rician_pdf_matrix(amplitudes, r):
+    from scipy.special import i0e
+
+    dr = r[1] - r[0]
+    return np.array([r * np.exp(-(r - a) ** 2 / 2.0) * i0e(r * a) for a in amplitudes]) * dr
+
+
+_TABLE = {}
+
+
+def amplitude_table():
+    """The per-voxel amplitude estimator h (sigma = 1) and its mean and variance (cached).
+
+    h is piecewise linear in the magnitude r (knots every 0.25 sigma up to 8 sigma,
+    sqrt(r^2 - 1) beyond), chosen by least squares so that E[h(I) | A] = A for true
+    amplitudes A in 0..8 sigma under Rician noise, with A = 0 weighted 300 x (most
+    voxels of a generous ROI hold no signal) and a small roughness penalty
+    (docs/methods/fluorine.md#whole-roi-estimate). Bias: < 0.02 sigma at A = 0 and for
+    A >= 1.5 sigma; about -0.27 sigma at 0.5-1 sigma (partial-volume edges).
+
+    Returns
+    -------
+    dict: ``r``, ``h`` (the estimator on the grid r), ``A``, ``mean`` (E[h|A]), ``var`` (Var[h|A]).
+    """
+    if _TABLE:
+        return _TABLE
+    r = np.linspace(0.0, 16.0, 3201)
+    amps = np.linspace(0.0, 8.0, 161)
+    P = _rician_pdf_matrix(amps, r)
+    knots = np.arange(0.0, 8.0 + 1e-9, 0.25)
+    B = np.array([np.clip(1.0 - np.abs(r - k) / 0.25, 0.0, 1.0) for k in knots])
+    B[-1] = np.where(r >= knots[-1], 1.0, B[-1])
+    tail = np.where(r >= knots[-1], np.sqrt(np.maximum(r ** 2 - 1.0, 0.0)) - math.sqrt(knots[-1] ** 2 - 1.0), 0.0)
+    M, t = P @ B.T, P @ tail
+    W = np.ones(amps.size)
+    W[0] = 300.0
+    D = np.diff(np.eye(knots.size), 2, axis=0)
+    Q = M.T @ (W[:, None] * M) + 0.003 * amps.size * D.T @ D
+    coef = np.linalg.solve(Q, M.T @ (W * (amps - t)))
+    h = B.T @ coef + tail
+    mean = P @ h
+    var = np.maximum(P @ h ** 2 - mean ** 2, 0.0)
+    _TABLE.update(r=r, h=h, A=amps, mean=mean, var=var)
+    return _TABLE
+
+
+def amplitude_estimate(values, sigma: float):
+    """Approximately unbiased Rician amplitude of each magnitude in ``values`` (may be negative).
+
+    Unlike sqrt(I^2 - 2 sigma^2), its expectation is ~0 for a signal-free voxel, so a
+    sum over a whole ROI does not pick up the noise floor (:func:`amplitude_table`).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> noise = np.hypot(rng.normal(0, 1, 200000), rng.normal(0, 1, 200000))
+    >>> abs(float(amplitude_estimate(noise, 1.0).mean())) < 0.03
+    True
+    >>> hot = np.hypot(3.0 + rng.normal(0, 1, 200000), rng.normal(0, 1, 200000))
+    >>> round(float(amplitude_estimate(hot, 1.0).mean()), 1)
+    3.0
+    """
+    tab = amplitude_table()
+    x = np.asarray(values, np.float64) / sigma
+    out = np.interp(x, tab["r"], tab["h"])
+    big = x > tab["r"][-1]
+    out[big] = np.sqrt(x[big] ** 2 - 1.0)
+    return out * sigma
+
+
+def amplitude_variance(amplitude, sigma: float):
+    """Variance of :func:`amplitude_estimate` for true amplitude(s) ``amplitude`` (clipped to >= 0)."""
+    tab = amplitude_table()
+    a = np.clip(np.asarray(amplitude, np.float64) / sigma, 0.0, None)
+    return np.interp(a, tab["A"], tab["var"], right=float(tab["var"][-1])) * sigma ** 2
+
+
+def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None, *,
+                   with_error: bool = False):
     """Rician noise sigma of a magnitude image and how it was found.
 
     Parameters
@@ -128,9 +214,13 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
     exclude : bool array, optional
         Voxels to leave out of the automatic estimate (ROIs, reference).
 
+    with_error : bool
+        Also return the relative standard error of sigma: sqrt((4 - pi) / pi) / sqrt(N) for
+        the Rayleigh mean, 1 / (2 ln 2 sqrt(N)) for the Rayleigh median (N voxels).
+
     Returns
     -------
-    (sigma, method) : (float, str)
+    (sigma, method) : (float, str), or (sigma, method, relative_se) with ``with_error``
 
     Examples
     --------
@@ -153,7 +243,9 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
         if not mean > 0:
             raise InputError("the noise mask's mean is not positive; the image is not a magnitude image or the "
                              "mask is wrong.")
-        return mean / RAYLEIGH_MEAN, "mean of the noise mask / sqrt(pi/2) (Rician background)"
+        rel = math.sqrt((4.0 - math.pi) / math.pi) / math.sqrt(float(keep.sum()))
+        out = (mean / RAYLEIGH_MEAN, "mean of the noise mask / sqrt(pi/2) (Rician background)")
+        return (*out, rel) if with_error else out
     flat = data.reshape(-1)
     if exclude is not None:
         flat = flat[~exclude.reshape(-1)]
@@ -164,7 +256,8 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
     if not median > 0:
         raise InputError("the image background is zero (not a magnitude image or already thresholded); give the "
                          "noise sigma (--noise-sigma) or a noise mask.")
-    return median / RAYLEIGH_MEDIAN, "median of voxels outside the ROIs and reference / sqrt(2 ln 2) (Rayleigh)"
+    out = (median / RAYLEIGH_MEDIAN, "median of voxels outside the ROIs and reference / sqrt(2 ln 2) (Rayleigh)")
+    return (*out, 1.0 / (2.0 * math.log(2.0) * math.sqrt(flat.size))) if with_error else out
 
 
 def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm: float,
@@ -172,7 +265,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                    snr_threshold: float = 3.5, min_cluster_voxels: int = 3, connectivity: int = 26,
                    rician_correction="power", fluorine_atoms_per_molecule: float = 1.0,
                    transform: Optional[np.ndarray] = None, supersample: int = 3,
-                   near_threshold_factor: float = 1.5, progress=None):
+                   near_threshold_factor: float = 1.5, estimator: str = "whole-roi", pvc: Optional[str] = None,
+                   psf=None, progress=None):
     """19F atoms and cells per ROI, calibrated on a reference tube.
 
     Parameters
@@ -199,7 +293,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     connectivity : {6, 18, 26}
     rician_correction : {"power", "amplitude", "none"} or bool
         Per-voxel bias correction (:func:`rician_correct`); "power" (True) is
-        sqrt(max(I^2 - 2 sigma^2, 0)) as SCIENCE.md gives.
+        sqrt(max(I^2 - 2 sigma^2, 0)).
     fluorine_atoms_per_molecule : float
         Multiplies ``reference_concentration_mm`` when it is the concentration of
         a compound (e.g. 3 for trifluoroacetic acid); 1 when it is already mM of 19F.
@@ -209,17 +303,34 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     supersample : int
         Partial-voxel subsampling for ROIs on other grids.
     near_threshold_factor : float
-        Voxels with SNR below factor x threshold are "near threshold".
+        Voxels with SNR below factor x threshold are "near threshold" ("threshold" estimator).
+    estimator : {"whole-roi", "threshold"}
+        "whole-roi" (default): every voxel of the ROI counts through the
+        approximately unbiased Rician amplitude (:func:`amplitude_estimate`,
+        zero on average for a signal-free voxel), with a standard error from the
+        noise model and Currie's detection limit per ROI. "threshold": the older
+        count of voxels above ``snr_threshold`` in clusters (biased low near the
+        noise floor). See docs/methods/fluorine.md.
+    pvc : {None, "none", "gtm", "rbv"}
+        Partial-volume correction (docs/methods/pvc.md): adds ``fluorine_atoms_pvc``,
+        ``cell_count_pvc`` and ``recovery_coefficient``.
+    psf : PointSpread, float, str or sequence, optional
+        PSF for ``pvc`` (FWHM mm; default per modality: the voxel alone for 19F MRI).
     progress : callable, optional
 
     Returns
     -------
     pandas.DataFrame
         One row per label: label, voxels, volume_ml, counted_voxels, fluorine_atoms,
-        cell_count (NaN when below the limit), status, snr (mean SNR of counted
-        voxels), snr_max, detection_limit_cells (cells per voxel),
-        detection_limit_atoms, near_threshold_fraction. ``attrs``: "warnings",
-        "parameters" (sigma and how, reference mean, atoms per signal unit).
+        cell_count (NaN when below the limit: no confident number), status ("ok" or
+        "below detection limit"; "near threshold" with the threshold estimator),
+        snr_max, detection_limit_cells_roi (cells the ROI must hold to be detected),
+        detection_limit_cells_per_voxel (the scan's per-voxel limit, snr_threshold
+        sigma), detection_limit_atoms_roi. The whole-ROI estimator adds
+        fluorine_atoms_se, cell_count_se, cell_count_ci95_low/high (95 % interval)
+        and cell_count_upper_bound (one-sided 95 % upper bound, filled for every ROI,
+        the number to quote below the limit); the threshold estimator adds snr and
+        near_threshold_fraction. ``attrs``: "warnings", "parameters".
     """
     import pandas as pd
     from scipy import ndimage
@@ -245,6 +356,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
         raise InputError(f"the minimum cluster size must be at least 1 voxel (got {min_cluster_voxels}).")
     if connectivity not in (6, 18, 26):
         raise InputError(f"connectivity must be 6, 18 or 26 (got {connectivity}).")
+    if estimator not in ESTIMATORS:
+        raise InputError(f"the estimator must be one of {', '.join(ESTIMATORS)} (got {estimator!r}).")
     warns = []
 
     def warn(msg):
@@ -265,7 +378,7 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     if noise_sigma is not None:
         if not noise_sigma > 0:
             raise InputError(f"the noise sigma must be positive (got {noise_sigma}).")
-        sigma, how = float(noise_sigma), "given"
+        sigma, how, sigma_rel_se = float(noise_sigma), "given", 0.0
     else:
         exclude = None
         if noise_mask is None:
@@ -275,13 +388,14 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
             # keep away from the hot spots' tails
             hot = flat.reshape(data.shape) >= np.percentile(flat, 99.5)
             exclude = ndimage.binary_dilation(exclude.reshape(data.shape), iterations=2) | hot
-        sigma, how = estimate_sigma(f19, noise_mask, exclude)
+        sigma, how, sigma_rel_se = estimate_sigma(f19, noise_mask, exclude, with_error=True)
         if noise_mask is None:
             warn(f"no noise mask: sigma = {sigma:.4g} estimated from the background median; give a signal-free "
                  "noise mask for a traceable estimate.")
     _progress.report(progress, 0.45, "calibrating on the reference")
 
-    corrected = rician_correct(flat, sigma, rician_correction)
+    whole = estimator == "whole-roi"
+    corrected = amplitude_estimate(flat, sigma) if whole else rician_correct(flat, sigma, rician_correction)
     # ---- reference
     w_ref = ref_map.weight[0].astype(np.float64)
     ref_vals = corrected[ref_map.index[0]]
@@ -294,69 +408,135 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                          "the image. Check the reference mask and concentration.")
     if ref_snr < 10:
         warn(f"the reference tube's SNR is only {ref_snr:.1f}; the calibration is noisy.")
-    ref_cv = float(np.sqrt(np.dot(w_ref, (ref_vals - ref_mean) ** 2) / w_ref.sum()) / ref_mean)
+    ref_sd = float(np.sqrt(np.dot(w_ref, (ref_vals - ref_mean) ** 2) / w_ref.sum()))
+    ref_cv = ref_sd / ref_mean
+    # relative standard error of the calibration (reference mean over its voxels)
+    ref_rel_se = ref_cv / math.sqrt(max(float(w_ref.sum()), 1.0))
     voxel_l = f19.voxel_volume_mm3 * 1e-6
     f_ref = reference_concentration_mm * fluorine_atoms_per_molecule * 1e-3 * AVOGADRO * voxel_l
     atoms_per_signal = f_ref / ref_mean
-    limit_atoms = snr_threshold * sigma * atoms_per_signal
-    limit_cells = limit_atoms / fluorine_per_cell
-
-    # ---- detection mask: SNR and cluster size
+    limit_atoms_voxel = snr_threshold * sigma * atoms_per_signal
+    limit_cells_voxel = limit_atoms_voxel / fluorine_per_cell
     snr = flat / sigma
-    detected = (snr >= snr_threshold).reshape(data.shape)
-    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
-    comp, n_comp = ndimage.label(detected, structure=structure)
-    if n_comp:
-        sizes = np.bincount(comp.reshape(-1))
-        keep_comp = sizes >= int(min_cluster_voxels)
-        keep_comp[0] = False
-        kept = keep_comp[comp].reshape(-1)
-    else:
-        kept = np.zeros(flat.size, bool)
-    _progress.report(progress, 0.6, "counting")
 
+    pvc_result = None
+    if pvc not in (None, "none"):
+        from .pvc import correct_means, resolve_psf
+
+        psf_obj = psf if psf is not None and not isinstance(psf, (int, float, str, list, tuple, np.ndarray)) \
+            else resolve_psf(f19, psf, modality="F19")
+        pvc_result = correct_means(f19.replace(data=corrected.reshape(data.shape).astype(np.float32)), roi_map,
+                                   pvc, psf_obj)
+        warns.extend(pvc_result["warnings"])
+    _progress.report(progress, 0.6, "counting")
     rows = []
-    near_cut = near_threshold_factor * snr_threshold
     voxel_ml = f19.voxel_volume_mm3 / 1000.0
-    for i, label in enumerate(roi_map.labels):
-        idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
-        k = kept[idx]
-        signal = float(np.dot(w[k], corrected[idx][k]))
-        counted = int(np.count_nonzero(k & (w >= 0.5)))
-        row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)), "volume_ml": float(w.sum() * voxel_ml),
-               "counted_voxels": counted}
-        if not np.any(k) or signal <= 0:
-            row.update(fluorine_atoms=float("nan"), cell_count=float("nan"), status="below detection limit",
-                       snr=float("nan"), snr_max=float(snr[idx].max()), near_threshold_fraction=float("nan"))
-        else:
+    z95 = 1.959963984540054
+    if whole:
+        # the variance of each voxel's estimate is read at a local (3x3x3) mean amplitude: a voxel's own
+        # noisy estimate would put half of the empty voxels at A > 0, where the variance is smaller
+        local_amp = np.clip(ndimage.uniform_filter(corrected.reshape(data.shape), 3, mode="nearest"), 0, None)
+        local_amp = local_amp.reshape(-1)
+        for i, label in enumerate(roi_map.labels):
+            idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
+            amp = corrected[idx]
+            signal = float(np.dot(w, amp))
+            var_signal = float(np.dot(w ** 2, amplitude_variance(local_amp[idx], sigma)))
+            var_zero = float(np.dot(w ** 2, amplitude_variance(np.zeros(1), sigma)[0] * np.ones_like(w)))
             atoms = atoms_per_signal * signal
-            s_k = snr[idx][k]
-            near = float(np.dot(w[k][s_k < near_cut], corrected[idx][k][s_k < near_cut]) / signal)
-            status = "ok"
-            if near > 0.5:
-                status = "near threshold"
-                warn(f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
-                     "the count is probably an underestimate.")
-            row.update(fluorine_atoms=float(atoms), cell_count=float(atoms / fluorine_per_cell), status=status,
-                       snr=float(np.average(s_k, weights=w[k])), snr_max=float(s_k.max()),
-                       near_threshold_fraction=near)
-        row.update(detection_limit_cells=float(limit_cells), detection_limit_atoms=float(limit_atoms))
-        rows.append(row)
+            # the error of sigma moves every voxel's estimate (and the reference's) together
+            d_atoms = 0.0
+            if sigma_rel_se > 0:
+                s_plus = sigma * 1.001
+                ref_plus = float(np.dot(w_ref, amplitude_estimate(flat[ref_map.index[0]], s_plus)) / w_ref.sum())
+                atoms_plus = f_ref / ref_plus * float(np.dot(w, amplitude_estimate(flat[idx], s_plus)))
+                d_atoms = (atoms_plus - atoms) / 0.001 * sigma_rel_se
+            se_atoms = math.sqrt((atoms_per_signal ** 2) * var_signal + (atoms * ref_rel_se) ** 2 + d_atoms ** 2)
+            se0_atoms = atoms_per_signal * math.sqrt(var_zero)
+            decision_atoms = 1.6448536269514722 * se0_atoms      # Currie's critical level (5 % false positives)
+            limit_atoms = 3.289707253902945 * se0_atoms         # Currie's detection limit (5 % false negatives)
+            detected = atoms > decision_atoms
+            cells = max(atoms, 0.0) / fluorine_per_cell
+            se_cells = se_atoms / fluorine_per_cell
+            row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
+                   "volume_ml": float(w.sum() * voxel_ml), "counted_voxels": int(np.count_nonzero(w >= 0.5)),
+                   "fluorine_atoms": float(max(atoms, 0.0)) if detected else float("nan"),
+                   "fluorine_atoms_se": float(se_atoms),
+                   "cell_count": float(cells) if detected else float("nan"),
+                   "cell_count_se": float(se_cells),
+                   "cell_count_ci95_low": float(max(cells - z95 * se_cells, 0.0)) if detected else 0.0,
+                   "cell_count_ci95_high": float(cells + z95 * se_cells) if detected else float("nan"),
+                   "cell_count_upper_bound": float(cells + 1.6448536269514722 * se_cells),
+                   "status": "ok" if detected else "below detection limit",
+                   "snr_max": float(snr[idx].max()),
+                   "detection_limit_cells_roi": float(limit_atoms / fluorine_per_cell),
+                   "detection_limit_cells_per_voxel": float(limit_cells_voxel),
+                   "detection_limit_atoms_roi": float(limit_atoms)}
+            rows.append(row)
+    else:
+        # ---- detection mask: SNR and cluster size
+        detected_mask = (snr >= snr_threshold).reshape(data.shape)
+        structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+        comp, n_comp = ndimage.label(detected_mask, structure=structure)
+        if n_comp:
+            sizes = np.bincount(comp.reshape(-1))
+            keep_comp = sizes >= int(min_cluster_voxels)
+            keep_comp[0] = False
+            kept = keep_comp[comp].reshape(-1)
+        else:
+            kept = np.zeros(flat.size, bool)
+        near_cut = near_threshold_factor * snr_threshold
+        for i, label in enumerate(roi_map.labels):
+            idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
+            k = kept[idx]
+            signal = float(np.dot(w[k], corrected[idx][k]))
+            counted = int(np.count_nonzero(k & (w >= 0.5)))
+            row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
+                   "volume_ml": float(w.sum() * voxel_ml), "counted_voxels": counted}
+            if not np.any(k) or signal <= 0:
+                row.update(fluorine_atoms=float("nan"), cell_count=float("nan"), status="below detection limit",
+                           snr=float("nan"), snr_max=float(snr[idx].max()), near_threshold_fraction=float("nan"))
+            else:
+                atoms = atoms_per_signal * signal
+                s_k = snr[idx][k]
+                near = float(np.dot(w[k][s_k < near_cut], corrected[idx][k][s_k < near_cut]) / signal)
+                status = "ok"
+                if near > 0.5:
+                    status = "near threshold"
+                    warn(f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
+                         "the count is probably an underestimate.")
+                row.update(fluorine_atoms=float(atoms), cell_count=float(atoms / fluorine_per_cell), status=status,
+                           snr=float(np.average(s_k, weights=w[k])), snr_max=float(s_k.max()),
+                           near_threshold_fraction=near)
+            # a site is detectable when it fills the minimum cluster at the per-voxel limit
+            row.update(detection_limit_cells_roi=float(limit_cells_voxel * int(min_cluster_voxels)),
+                       detection_limit_cells_per_voxel=float(limit_cells_voxel),
+                       detection_limit_atoms_roi=float(limit_atoms_voxel * int(min_cluster_voxels)))
+            rows.append(row)
     df = pd.DataFrame(rows)
-    below = df.loc[df["status"] == "below detection limit", "label"].tolist()
-    if below:
-        warn(f"ROI(s) {below}: no 19F signal above the detection limit ({limit_cells:.3g} cells per voxel); "
-             "no count is reported for them.")
+    if pvc_result is not None:
+        from .pvc import add_pvc_columns
+
+        df = add_pvc_columns(df, pvc_result, ["fluorine_atoms", "cell_count"])
+    below = df.loc[df["status"] == "below detection limit"]
+    if len(below):
+        limits = ", ".join(f"{int(r.label)} (< {r.detection_limit_cells_roi:.3g} cells)" for r in below.itertuples())
+        warn(f"ROI(s) below the detection limit, no count reported: {limits}.")
     df.attrs["warnings"] = warns
     df.attrs["parameters"] = {
-        "sigma": sigma, "sigma_method": how, "rician_correction": rician_correction,
+        "estimator": estimator,
+        "sigma": sigma, "sigma_method": how, "sigma_relative_se": sigma_rel_se,
+        "rician_correction": "unbiased amplitude" if whole else rician_correction,
         "reference_concentration_mm": reference_concentration_mm,
         "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule, "fluorine_per_cell": fluorine_per_cell,
         "reference_mean_signal": ref_mean, "reference_snr": ref_snr, "reference_cv": ref_cv,
+        "reference_relative_se": ref_rel_se,
         "reference_voxels": float(w_ref.sum()), "atoms_per_reference_voxel": f_ref,
         "atoms_per_signal_unit": atoms_per_signal, "snr_threshold": snr_threshold,
         "min_cluster_voxels": int(min_cluster_voxels), "connectivity": connectivity,
-        "detection_limit_cells_per_voxel": limit_cells, "roi_mapping": roi_map.method,
+        "detection_limit_cells_per_voxel": limit_cells_voxel, "roi_mapping": roi_map.method,
+        "pvc": pvc_result["provenance"] if pvc_result is not None else None,
+        "method": "docs/methods/fluorine.md",
     }
     _progress.report(progress, 1.0, "done")
     return df

@@ -1,9 +1,12 @@
-"""19F MRI cell counts per ROI, calibrated on a reference tube of known 19F concentration.
+"""19F MRI cell counts per ROI, calibrated on a reference tube of known 19F concentration
+(docs/methods/fluorine.md).
 
-F_ref per voxel = c_ref N_A V_voxel; F in an ROI = (F_ref / mean reference signal) x the
-Rician-corrected signal of its voxels with SNR >= 3.5 in clusters of >= 3 voxels;
-cells = F / (19F atoms per cell). The detection limit of the scan (cells per voxel) is
-reported, and an ROI with nothing above it gets no count ("below detection limit").
+F_ref per voxel = c_ref N_A V_voxel; F in an ROI = (F_ref / mean reference signal) x the sum
+over the whole ROI of an approximately unbiased Rician amplitude (zero on average where there
+is no 19F), with a standard error, a 95 % interval and the ROI's detection limit in cells;
+cells = F / (19F atoms per cell). An ROI below its limit gets no count but an upper bound
+("below detection limit"). --estimator threshold keeps the older count of voxels with
+SNR >= 3.5 in clusters of >= 3 voxels. --pvc gtm|rbv adds partial-volume corrected columns.
 
 Example: immunotrack fluorine f19.nii.gz --reference-mask tube.nii.gz --reference-concentration 50
          --roi nodes.nii.gz --fluorine-per-cell 1e12 --noise-mask air.nii.gz -o cells.csv
@@ -35,6 +38,10 @@ def add_arguments(parser):
                              "amplitude = sqrt(I^2 - sigma^2), none")
     parser.add_argument("--transform", help="world-to-world transform 19F -> ROI image (.tfm or 4x4 matrix file)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
+    parser.add_argument("--estimator", default="whole-roi",
+                        help="whole-roi (default: every voxel, noise floor removed, with uncertainty) or threshold")
+    from . import _pvc
+    _pvc.add_arguments(parser, positron_range=False)
 
 
 def run(args) -> int:
@@ -54,6 +61,8 @@ def run(args) -> int:
     per_molecule = number(args.fluorine_atoms_per_molecule, "--fluorine-atoms-per-molecule")
     supersample = number(args.supersample, "--supersample", integer=True)
     transform = load_transform(args.transform)
+    from . import _pvc
+    pvc = args.pvc if _pvc.requested(args) else None
     f19 = load(args.f19, "19F image")
     ref = load(args.reference_mask, "reference mask")
     roi = load(args.roi, "ROI")
@@ -61,7 +70,8 @@ def run(args) -> int:
     df = fluorine_cells(f19, roi, ref, c_ref, f_cell, noise_mask=noise, noise_sigma=sigma, snr_threshold=snr,
                         min_cluster_voxels=min_cluster, connectivity=connectivity,
                         rician_correction=args.rician_correction, fluorine_atoms_per_molecule=per_molecule,
-                        transform=transform, supersample=supersample, progress=progress_for("fluorine"))
+                        transform=transform, supersample=supersample, estimator=args.estimator, pvc=pvc,
+                        psf=args.psf_fwhm, progress=progress_for("fluorine"))
     prov = record("fluorine", inputs={"f19": args.f19, "reference_mask": args.reference_mask, "roi": args.roi,
                                       "noise_mask": args.noise_mask, "transform": args.transform},
                   parameters=dict(df.attrs["parameters"], transform=args.transform), warnings=df.attrs["warnings"])

@@ -29,6 +29,8 @@ def add_arguments(parser):
                         help="dilation for the sensitivity column (mm, default 1; 0 = off)")
     parser.add_argument("--transform", help="world-to-world transform MPI -> ROI image (.tfm or 4x4 matrix file)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
+    from . import _pvc
+    _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm (h19)
 
 
 def run(args) -> int:
@@ -59,14 +61,19 @@ def run(args) -> int:
         detail = " ".join(str(exc).split())[:100]
         raise InputError(f"fiducial table {fid_path} is not a readable CSV ({detail}).") from None
     transform = load_transform(args.transform)
+    from . import _pvc
+    pvc = _pvc.requested(args)
     mpi = load(args.mpi, "MPI image")
     roi = load(args.roi, "ROI")
     df = mpi_iron(mpi, roi, fiducials, q_cell, transform=transform, supersample=supersample, radius_mm=radius,
                   background=background, dilate_mm=dilate, progress=progress_for("mpi"))
     cal = df.attrs["calibration"]
+    params = dict(df.attrs["parameters"], transform=args.transform)
+    if pvc:  # iron_ng_pvc, cell_count_pvc (commands/_pvc.py)
+        df, params["pvc"] = _pvc.correct_mpi(args, mpi, roi, df, transform=transform, supersample=supersample)
     prov = record("mpi", inputs={"mpi": args.mpi, "fiducials": args.fiducials, "roi": args.roi,
                                  "transform": args.transform},
-                  parameters=dict(df.attrs["parameters"], transform=args.transform), warnings=df.attrs["warnings"],
+                  parameters=params, warnings=df.attrs["warnings"],
                   calibration=cal)
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
     print(f"calibration: {cal['k_per_ng']:.4g} per ng, intercept {cal['intercept']:.4g}, R^2 {cal['r2']:.4f} "

@@ -129,6 +129,8 @@ def add_arguments(parser):
     parser.add_argument("--peak-ml", default="1.0", help="SUVpeak sphere volume (mL; default 1.0 as PERCIST)")
     parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
     parser.add_argument("--frames", help="dynamic PET: frame N or window A-B (0-based, inclusive; duration-weighted mean)")
+    from . import _pvc
+    _pvc.add_arguments(parser)  # --pvc, --psf-fwhm, --positron-range (h19)
 
 
 def run(args) -> int:
@@ -171,6 +173,8 @@ def run(args) -> int:
     peak_ml = number(args.peak_ml, "--peak-ml")
     labels = labels_arg(args.labels)
     transform = load_transform(args.transform)
+    from . import _pvc
+    pvc = _pvc.requested(args)
 
     pet = load(args.pet, "PET")
     if pet.data.ndim != 3:  # a dynamic PET: the frame or window chosen with --frames (io/inveon.py)
@@ -184,6 +188,10 @@ def run(args) -> int:
                               density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
                               progress=progress_for("quantify"))
     params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
+    if pvc:  # corrected _pvc columns on the Bq/mL image (commands/_pvc.py)
+        df, params["pvc"] = _pvc.correct(args, pet_mod.activity_concentration(pet, header, need_dose=True),
+                                         rois if labels is None else roi, df, _pvc.PET_COLUMNS, transform=transform,
+                                         supersample=supersample)
     prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
                   parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])
     write_table(df, out, provenance=prov, overwrite=args.overwrite)

@@ -1,7 +1,7 @@
 """19F MRI of perfluorocarbon-labelled cells: hot spots on no background, and a reference tube.
 
 Model (Srinivas et al., MRM 2007 58:725; Ahrens & Bulte, Nat Rev Immunol
-2013 13:755; SCIENCE.md section 5):
+2013 13:755; docs/methods/fluorine.md):
 
 - A depot of ``cells`` cells, each with ``f_per_cell`` 19F atoms, spreads
   its atoms uniformly over a ball of ``radius_mm`` (or at one point when the

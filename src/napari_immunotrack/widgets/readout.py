@@ -61,7 +61,8 @@ def is_nuclear(volume: Volume) -> bool:
     return volume.modality in _NUCLEAR or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
 
 
-def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Optional[dict] = None, progress=None):
+def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Optional[dict] = None, progress=None,
+                  pvc: str = "none", psf_fwhm=None):
     """Per-ROI statistics of several quantitative volumes (GUI-free; the widget's computation).
 
     Parameters
@@ -73,6 +74,9 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
         SUV type reported for PET/SPECT layers (besides bw).
     overrides : dict, optional
         {layer name: read_pet_header keyword overrides} (the header panel's edits).
+    pvc, psf_fwhm : str, optional
+        Partial-volume correction ("none", "gtm", "rbv") and PSF FWHM (mm) when the layer's
+        header has none: adds ``<column>_pvc`` and ``recovery_coefficient`` (docs/methods/pvc.md).
 
     Returns
     -------
@@ -89,7 +93,7 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
 
     overrides = overrides or {}
     names = _label_names(rois)
-    frames, warns, headers = [], [], {}
+    frames, warns, headers, pvc_prov = [], [], {}, {}
     for i, (lname, vol) in enumerate(layers):
         sub = _progress.scaled(progress, i / len(layers), (i + 1) / len(layers))
         if vol.data.ndim != 3:
@@ -122,6 +126,11 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
             warns.extend(stats.attrs.get("warnings", []))
         else:
             warns.extend(df.attrs.get("warnings", []))
+        if pvc != "none":  # partial-volume corrected columns, computed on the image the table read (h19)
+            from ..analysis.pvc import add_readout_pvc
+            image = vol if status != "ok" or not is_nuclear(vol) else pet_mod.activity_concentration(vol, header)
+            df, pvc_prov[lname] = add_readout_pvc(df, image, rois, pvc, psf_fwhm)
+            warns.extend(df.attrs.get("warnings", []))
         df.insert(0, "unit", unit)
         df.insert(0, "layer", lname)
         df.insert(3, "name", [names.get(int(v), "") for v in df["label"]])
@@ -129,6 +138,7 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
         frames.append(df)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.attrs["warnings"] = list(dict.fromkeys(warns))
+    out.attrs["pvc"] = pvc_prov  # method, PSF and conditioning per layer (provenance)
     out.attrs["headers"] = headers
     return out
 
@@ -183,6 +193,12 @@ class ReadoutWidget(PluginDock):
         form.addRow("ROI labels", self.roi_combo)
         form.addRow("Quantitative layers", self.layer_list)
         form.addRow("SUV type", self.suv_combo)
+        self.pvc_combo = QComboBox()  # partial-volume correction (h19, docs/methods/pvc.md)
+        self.pvc_combo.addItems(["none", "gtm", "rbv"])
+        self.psf_edit = QLineEdit()
+        self.psf_edit.setPlaceholderText("header, else modality default (x,y,z mm)")
+        form.addRow("Partial-volume correction", self.pvc_combo)
+        form.addRow("PSF FWHM (mm)", self.psf_edit)
         layout.addWidget(box)
 
         self.header_box = QGroupBox("PET/SPECT header")
@@ -399,7 +415,9 @@ class ReadoutWidget(PluginDock):
         self._live = True
         self.status.setText("computing...")
         self.runner.start(readout_table, rois, layers, suv_type=self.suv_combo.currentText(),
-                          overrides={k: dict(v) for k, v in self.overrides.items()}, on_done=self._done,
+                          overrides={k: dict(v) for k, v in self.overrides.items()},
+                          pvc=self.pvc_combo.currentText(), psf_fwhm=self.psf_edit.text().strip() or None,
+                          on_done=self._done,
                           on_error=self._failed, guard=True)
 
     def _done(self, result) -> None:
@@ -477,7 +495,8 @@ class ReadoutWidget(PluginDock):
             "readout", inputs=getattr(self, "_inputs", {}),
             parameters={"suv_type": self.suv_combo.currentText(), "roi_layer": self.roi_combo.currentText(),
                         "layers": sorted(self.table["layer"].unique().tolist()), "header_edits": self.overrides},
-            warnings=self.table.attrs.get("warnings", []), pet_headers=self.table.attrs.get("headers", {}))
+            warnings=self.table.attrs.get("warnings", []), pet_headers=self.table.attrs.get("headers", {}),
+            pvc=self.table.attrs.get("pvc", {}))
         return write_table(self.table, path, provenance=record, overwrite=overwrite)
 
     def _export_dialog(self) -> None:
