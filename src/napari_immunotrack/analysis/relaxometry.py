@@ -1112,32 +1112,62 @@ def relaxometry_roi_table(maps: Dict[str, Volume], rois, *, unreliable: Optional
         ``label``, ``voxels``, ``volume_ml``, ``<key>_mean``, ``<key>_sd``,
         ``<key>_median`` per map, ``unreliable_fraction`` and the metal columns.
     """
+    import pandas as pd
+
+    from ..volume import as_labels
     from .roi import roi_statistics
 
     if not maps:
         raise InputError("no map to tabulate.")
-    table = None
-    bad = None if unreliable is None else unreliable.numpy() != 0
     keys = list(maps)
+    grid = maps[keys[0]]
+    notes = []
+    labels_vol = as_labels(rois, name="the ROI image")
+    all_labels = [int(v) for v in np.unique(labels_vol.numpy()) if v != 0]
+    if not all_labels:
+        raise InputError("the ROI image holds no label (all 0); draw or choose an ROI.")
+    # labels that reach the maps' field of view (the maps may cover part of the body only)
+    inverse = None if transform is None else np.linalg.inv(np.asarray(transform, float))
+    on_grid = labels_vol.resample_to(grid, order=0, transform=transform).numpy()
+    present = [v for v in all_labels if np.any(on_grid == v)]
+    outside = [v for v in all_labels if v not in present]
+    if outside:
+        notes.append(f"ROI label(s) {', '.join(map(str, outside))} lie outside the maps' field of view: no statistics.")
+    if not present:
+        raise InputError("no ROI label reaches the maps' field of view; check the ROI image and its registration.")
+    del inverse
+    bad = np.zeros(grid.spatial_shape, bool) if unreliable is None else unreliable.numpy() != 0
+    kept = labels_vol.replace(data=np.where(np.isin(labels_vol.numpy(), present), labels_vol.numpy(), 0))
+    flags = roi_statistics(grid.replace(data=bad.astype(np.float32), unit="fraction"), kept, transform=transform,
+                           peak=False, name="the maps")
+    table = flags[["label", "voxels", "volume_ml", "mean"]].rename(columns={"mean": "unreliable_fraction"})
+    # an ROI with no reliable voxel gets empty statistics rather than an error
+    usable = [int(v) for v, f in zip(table["label"], table["unreliable_fraction"]) if f < 0.999]
+    if len(usable) < len(present):
+        notes.append(f"ROI label(s) {', '.join(str(v) for v in present if v not in usable)} hold no reliable fit: "
+                     "their map statistics are empty.")
+    reliable = kept.replace(data=np.where(np.isin(kept.numpy(), usable), kept.numpy(), 0))
     for i, key in enumerate(keys):
+        if not usable:
+            break
         vol = maps[key]
-        data = vol.numpy().astype(np.float64)
-        if bad is not None:
-            data = np.where(bad, np.nan, data)
-        stats = roi_statistics(vol.replace(data=data), rois, transform=transform, peak=False, name=key,
-                               progress=_progress.scaled(progress, i / (len(keys) + 1), (i + 1) / (len(keys) + 1)))
+        data = np.where(bad, np.nan, vol.numpy().astype(np.float64))
+        with warnings.catch_warnings():  # the field-of-view notes were given once, for the mask
+            warnings.simplefilter("ignore", ImmunotrackWarning)
+            stats = roi_statistics(vol.replace(data=data), reliable, transform=transform, peak=False, name=key,
+                                   progress=_progress.scaled(progress, i / (len(keys) + 1), (i + 1) / (len(keys) + 1)))
         cols = {"mean": f"{key}_mean", "sd": f"{key}_sd", "median": f"{key}_median"}
         part = stats[["label"] + list(cols)].rename(columns=cols)
         if key == concentration_key:
-            part[f"{metal}_umol"] = stats["integral"]  # mM x mL = umol
+            # integral = sum of w x C x voxel mL over the ROI's reliable voxels; mM x mL = umol
+            part[f"{metal}_umol"] = stats["integral"]
             part[f"{metal}_ug"] = stats["integral"] * MOLAR_MASS[metal]
-        if table is None:
-            table = stats[["label", "voxels", "volume_ml"]].merge(part, on="label")
-        else:
-            table = table.merge(part, on="label", how="outer")
-    if unreliable is not None:
-        frac = roi_statistics(unreliable.replace(data=bad.astype(np.float32), unit="fraction"), rois,
-                              transform=transform, peak=False, name="unreliable mask")
-        table = table.merge(frac[["label", "mean"]].rename(columns={"mean": "unreliable_fraction"}), on="label")
+        table = table.merge(part, on="label", how="left")
+    if outside:
+        table = pd.concat([table, pd.DataFrame({"label": outside, "voxels": 0, "volume_ml": 0.0})], ignore_index=True)
+    table = table.sort_values("label").reset_index(drop=True)
+    table.attrs["warnings"] = notes
+    for message in notes:
+        warnings.warn(message, ImmunotrackWarning, stacklevel=2)
     _progress.report(progress, 1.0, "ROI table")
     return table
