@@ -945,8 +945,9 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
     n_signal = np.zeros(v, int)
     extra_arrays: Dict[str, np.ndarray] = {}
     chunk = _CHUNK if method != "epg" else 1 << 15
+    every = index.size == v  # every voxel fitted: contiguous slices, no gather copies
     for start in range(0, index.size, chunk):
-        sel = index[start: start + chunk]
+        sel = slice(start, min(start + chunk, v)) if every else index[start: start + chunk]
         decay = model in ("t2star", "t2") and method != "epg"
         y = flat[:, sel] if decay else flat[:, sel].astype(np.float64)
         if decay:
