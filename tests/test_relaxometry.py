@@ -335,3 +335,16 @@ def test_multi_echo_dicom_series_gives_its_echo_times_to_the_fit(tmp_path):
     assert rx.acquisition_lists(back)["echo_times_ms"] == pytest.approx(te)
     maps = rx.fit_relaxation(back, "t2star", noise_sigma=0)
     np.testing.assert_allclose(maps.time_ms.numpy(), 18.0, rtol=0.01)
+
+
+def test_header_units_by_format():
+    data = np.ones((3, 2, 2, 2))
+    for fmt, te, expected in (("nifti1", [0.002, 0.004, 0.006], [2.0, 4.0, 6.0]), ("dicom", [2.0, 4.0, 6.0], [2.0, 4.0, 6.0]),
+                              ("paravision", [2.0, 4.0, 6.0], [2.0, 4.0, 6.0])):
+        vol = Volume(data, np.eye(4), metadata={"format": fmt, "EchoTime": te, "RepetitionTime": 0.8 if fmt == "nifti1"
+                                                else 800.0})
+        lists = rx.acquisition_lists(vol)
+        assert lists["echo_times_ms"] == pytest.approx(expected) and lists["repetition_time_ms"] == pytest.approx(800.0)
+    # the readers' unit-explicit keys win
+    vol = Volume(data, np.eye(4), metadata={"format": "nifti1", "EchoTime": [1, 2, 3], "echo_times_ms": [5, 6, 7]})
+    assert rx.acquisition_lists(vol)["echo_times_ms"] == [5.0, 6.0, 7.0]

@@ -176,9 +176,10 @@ def acquisition_lists(series: Volume) -> dict:
 
     Unit-explicit keys written by the readers win (``echo_times_ms``,
     ``flip_angles_deg``, ``repetition_time_ms``, ``inversion_times_ms``,
-    ``saturation_times_ms``); otherwise BIDS sidecar keys (``EchoTime``,
-    ``RepetitionTime``, ``InversionTime`` in seconds; ``FlipAngle`` in degrees)
-    for NIfTI and DICOM attributes (milliseconds) for DICOM.
+    ``saturation_times_ms``); otherwise ``EchoTime``, ``RepetitionTime`` and
+    ``InversionTime``: in seconds for a NIfTI (its BIDS JSON sidecar), in
+    milliseconds for anything else (DICOM attributes, ParaVision parameters);
+    ``FlipAngle`` in degrees.
 
     Returns
     -------
@@ -194,8 +195,8 @@ def acquisition_lists(series: Volume) -> dict:
     """
     meta = series.metadata or {}
     fmt = str(meta.get("format", "")).lower()
-    # BIDS JSON holds seconds; DICOM attributes hold milliseconds
-    to_ms = 1.0 if fmt.startswith("dicom") else 1000.0
+    # a NIfTI's BIDS JSON sidecar holds seconds; DICOM attributes and ParaVision's visu_pars milliseconds
+    to_ms = 1000.0 if fmt.startswith("nifti") else 1.0
 
     def timed(explicit, header):
         if meta.get(explicit) is not None:

@@ -13,7 +13,7 @@ Examples
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> s = multi_echo_gre(np.array([1000.0]), np.array([50.0]), [2.0, 4.0], 0.0, rng)
->>> np.round(s[:, 0], 2).tolist()
+>>> [round(float(v), 2) for v in s[:, 0]]
 [904.84, 818.73]
 """
 
