@@ -110,3 +110,12 @@ def test_maps_dock_vfa_with_b1_and_bad_input_in_the_status(make_napari_viewer, q
     truth = load_volume(TRUTH / "sub-01_ses-day1_desc-truth_T1_ms.nii.gz").numpy()
     ok = (maps.unreliable.numpy() == 0) & np.isfinite(truth)
     assert maps.parameters["b1_map"] and np.median(maps.time_ms.numpy()[ok] / truth[ok]) == pytest.approx(1.0, abs=0.05)
+    # Cancel stops a long fit (EPG on the multi-echo spin echo): no new result, the status says so
+    panel.series_combo.setCurrentText("MESE (day 1)")
+    assert panel.model_combo.currentText() == "t2"
+    panel.method_combo.setCurrentText("epg")
+    before = panel.result
+    panel.run()
+    panel.cancel_button.click()
+    _wait(qtbot, panel)
+    assert panel.result is before and "cancel" in panel.status.text()

@@ -896,7 +896,8 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
         if tr_ms is None or not np.isfinite(float(tr_ms)) or float(tr_ms) <= 0:
             raise InputError(f"{name} has no repetition time in its header; give it with --tr-ms (e.g. --tr-ms 15).")
         tr_ms = float(tr_ms)
-    data = series.numpy().astype(np.float64 if series.numpy().dtype == np.float64 else np.float32, copy=False)
+    data = series.numpy()
+    data = data.astype(np.float64 if data.dtype == np.float64 else np.float32, copy=False)
     n = data.shape[0]
     spatial = data.shape[1:]
     if noise_sigma is None:
@@ -954,7 +955,9 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
         if decay:
             out = fit_decay(y, x, noise_sigma, "loglinear" if method == "loglinear" else "rician")
         elif method == "epg":
-            out = fit_epg(y, x, noise_sigma, refocusing_deg, t1_ms)
+            done = start / max(index.size, 1)
+            out = fit_epg(y, x, noise_sigma, refocusing_deg, t1_ms, progress=_progress.scaled(
+                progress, done, min(start + chunk, index.size) / max(index.size, 1)))
         elif model == "t1vfa":
             out = fit_vfa(y, x, tr_ms, None if b1_flat is None else b1_flat[sel], method)
         elif model == "t1sr":
