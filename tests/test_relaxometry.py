@@ -348,3 +348,28 @@ def test_header_units_by_format():
     # the readers' unit-explicit keys win
     vol = Volume(data, np.eye(4), metadata={"format": "nifti1", "EchoTime": [1, 2, 3], "echo_times_ms": [5, 6, 7]})
     assert rx.acquisition_lists(vol)["echo_times_ms"] == [5.0, 6.0, 7.0]
+
+
+def test_delta_r1_from_vfa_gives_gadolinium_within_10_percent():
+    rng = np.random.default_rng(8)
+    shape = (8, 16, 16)
+    gd = np.zeros(shape)
+    gd[:4, 2:14, 2:14], gd[4:, 2:14, 2:14] = 0.1, 0.3  # mM Gd: delta R1 = r1 x C
+    relax = rx.agent_relaxivity("gadoteridol", 9.4)
+    flips, tr = [3.0, 10.0, 20.0], 15.0
+    b1 = np.full(shape, 0.9)
+    r1_tissue = 1000.0 / 1800.0
+
+    def series(r1):
+        return Volume(sim.vfa_series(np.full(shape, 20000.0), r1, flips, tr, SIGMA, rng, b1=b1), np.eye(4), "MR",
+                      "a.u.", {"flip_angles_deg": flips, "repetition_time_ms": tr})
+
+    b1_map = Volume(b1.astype(np.float32), np.eye(4))
+    pre = rx.fit_relaxation(series(np.full(shape, r1_tissue)), "t1vfa", b1=b1_map, noise_sigma=SIGMA)
+    post = rx.fit_relaxation(series(r1_tissue + relax.r1 * gd), "t1vfa", b1=b1_map, noise_sigma=SIGMA)
+    conc = rx.concentration(rx.delta_rate(post.rate_per_s, pre.rate_per_s), relax.r1, "Gd")
+    assert conc.metadata["metal"] == "Gd"
+    for c in (0.1, 0.3):
+        assert np.nanmean(conc.numpy()[gd == c]) == pytest.approx(c, rel=0.10)
+    ug = rx.metal_mass_ug(conc, "Gd").numpy()
+    assert np.nanmean(ug[gd == 0.3]) == pytest.approx(0.3 * 1.0 * 157.25e-3, rel=0.10)
