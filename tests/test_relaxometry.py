@@ -284,6 +284,7 @@ def test_relax_command_writes_maps_companions_table_and_refuses_bad_input(tmp_pa
         path = tmp_path / f"t2s{suffix}.nii.gz"
         assert path.exists() and (tmp_path / f"t2s{suffix}.nii.gz.provenance.json").exists(), suffix
     t2s, r2s = load_volume(out), load_volume(tmp_path / "t2s_R2star.nii.gz")
+    assert (t2s.unit, r2s.unit, load_volume(tmp_path / "t2s_Fe_mM.nii.gz").unit) == ("ms", "1/s", "mM")
     series = load_volume(post)
     assert t2s.same_grid(series) and t2s.data.ndim == 3
     both = np.isfinite(t2s.numpy())

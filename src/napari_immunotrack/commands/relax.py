@@ -10,7 +10,8 @@ Written beside MAP (e.g. t2s.nii.gz): t2s_R2star.nii.gz (1/s), t2s_goodness.nii.
 (R^2), t2s_unreliable.nii.gz (0 = reliable; 1 fit failed, 2 out of range, 4 too few
 samples above noise, summed), t2s_S0.nii.gz (or _M0), t2s_B1.nii.gz (EPG); with
 --baseline: t2s_deltaR2star.nii.gz, t2s_Fe_mM.nii.gz and t2s_Fe_ug.nii.gz (ug per voxel;
-Gd for T1 models unless --metal). Each file gets its provenance sidecar.
+Gd for T1 models unless --metal). Each map gets its provenance sidecar and a BIDS-style
+JSON (x.json) holding its unit.
 
 Example: immunotrack relax megre.nii.gz --model t2star -o t2s.nii.gz
          --baseline megre_pre.nii.gz --relaxivity ferumoxytol --roi rois.nii.gz --table t2s.csv
@@ -86,13 +87,18 @@ def _companions(out):
     raise InputError(f"{out}: the map must be a NIfTI file (.nii.gz or .nii).")
 
 
+def _json_beside(path):
+    stem, _ext = _companions(path)
+    return f"{stem}.json"
+
+
 def run(args) -> int:
     import numpy as np
 
     from ..analysis import relaxometry as rx
     from ..errors import InputError
     from ..io.nifti import write_nifti
-    from ..outputs import check_output, sidecar_path, write_table
+    from ..outputs import check_output, sidecar_path, write_json, write_table
     from ..provenance import record
     from ._common import load, read_transform_arg
     from .quantify import number, progress_for
@@ -140,8 +146,9 @@ def run(args) -> int:
                 raise InputError(f"--relaxivity {args.relaxivity} must be > 0 (mM^-1 s^-1).")
             paths["concentration"] = f"{stem}_{metal}_mM{ext}"
             paths["mass"] = f"{stem}_{metal}_ug{ext}"
-    for p in paths.values():  # refuse before any work
+    for p in [str(out)] + list(paths.values()):  # refuse before any work
         check_output(p, args.overwrite)
+        check_output(_json_beside(p), args.overwrite)
     if args.table:
         check_output(args.table, args.overwrite)
     b1 = load(args.b1, "B1 map") if args.b1 else None
@@ -197,6 +204,9 @@ def run(args) -> int:
     for key, (vol, path) in outputs.items():
         write_nifti(vol, path, overwrite=args.overwrite, provenance=dict(prov, output=key),
                     description=f"immunotrack relax {model} {key}")
+        # a BIDS-style JSON beside each map carries its unit, so readers (and napari) show it
+        write_json(_json_beside(path), {"Units": vol.unit, "Modality": "MR", "Description": vol.name,
+                                        "GeneratedBy": "immunotrack relax"}, overwrite=args.overwrite)
     if table is not None:
         write_table(table, args.table, provenance=dict(prov, output="table"), overwrite=args.overwrite)
     n_fit = parameters["voxels_fitted"]
