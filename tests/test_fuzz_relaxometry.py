@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from test_fuzz_analysis import budget, result_or_input_error
 
 from napari_immunotrack.analysis import relaxometry as rx
 from napari_immunotrack.volume import Volume
-from test_fuzz_analysis import budget, result_or_input_error
 
 DTYPES = ["uint8", "int16", "int64", "float32", "float64"]
 

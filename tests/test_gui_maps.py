@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_immunotrack.data import sample_study_root  # noqa: E402
-from napari_immunotrack.io import load_volume  # noqa: E402
+from napari_immunotrack.data import sample_study_root
+from napari_immunotrack.io import load_volume
 
 TRUTH = sample_study_root() / "qmri" / "truth"
 

@@ -61,7 +61,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -124,7 +123,7 @@ _GD_EXTRAPOLATED = ("extrapolated (docs/methods/relaxometry.md#relaxivity): r1 o
                     "little above 3 T; measure your own for quantitative work")
 
 #: Default relaxivities (mM^-1 s^-1) by (agent, field in T). See docs/methods/relaxometry.md#relaxivity.
-RELAXIVITIES: Dict[tuple, AgentRelaxivity] = {}
+RELAXIVITIES: dict[tuple, AgentRelaxivity] = {}
 for _field, _r1, _r2, _r2s, _src in ((1.5, 19.0, 64.9, 64.4, _KNOBLOCH), (3.0, 9.5, 65.2, 55.7, _KNOBLOCH),
                                       (4.7, 6.0, 66.0, 60.0, _EXTRAPOLATED), (7.0, 4.0, 66.0, 60.0, _EXTRAPOLATED),
                                       (9.4, 3.0, 66.0, 60.0, _EXTRAPOLATED)):
@@ -263,7 +262,7 @@ def check_model(model: str) -> str:
 
 
 # --------------------------------------------------------------------------- noise
-def estimate_noise_sigma(image: np.ndarray) -> Optional[float]:
+def estimate_noise_sigma(image: np.ndarray) -> float | None:
     """Gaussian noise sigma of a magnitude image from its signal-free background (Rayleigh), or None.
 
     Iterates ``sigma^2 = <M^2 | M < 2.5 sigma> / (2 c)`` where ``c = 0.85638`` is
@@ -642,7 +641,7 @@ def _grid_start(y, basis_of_rate, rates):
     return amp, out
 
 
-def fit_vfa(y: np.ndarray, flip_deg: np.ndarray, tr_ms: float, b1: Optional[np.ndarray] = None,
+def fit_vfa(y: np.ndarray, flip_deg: np.ndarray, tr_ms: float, b1: np.ndarray | None = None,
             method: str = "nonlinear", rate_bounds=(0.02, 200.0)) -> dict:
     """T1 (as R1) and M0 from spoiled gradient echoes at several flip angles (DESPOT1).
 
@@ -656,7 +655,7 @@ def fit_vfa(y: np.ndarray, flip_deg: np.ndarray, tr_ms: float, b1: Optional[np.n
     dict: ``amplitude`` (M0), ``rate`` (R1, 1/s), ``fitted`` (n, v).
     """
     y = np.asarray(y, float)
-    n, v = y.shape
+    v = y.shape[1]
     scale = np.ones(v) if b1 is None else np.asarray(b1, float)
     a = np.deg2rad(np.asarray(flip_deg, float))[:, None] * scale[None, :]
     tr = float(tr_ms) / 1000.0
@@ -666,7 +665,6 @@ def fit_vfa(y: np.ndarray, flip_deg: np.ndarray, tr_ms: float, b1: Optional[np.n
         xx = y / np.tan(a)
         xm, ym = xx.mean(0), yy.mean(0)
         slope = ((xx - xm) * (yy - ym)).sum(0) / ((xx - xm) ** 2).sum(0)
-        e1 = np.clip(slope, math.exp(-tr * rate_bounds[0]), math.exp(-tr * rate_bounds[1]))
         e1 = np.clip(np.nan_to_num(slope, nan=0.5), math.exp(-tr * rate_bounds[1]), math.exp(-tr * rate_bounds[0]))
         rate = -np.log(e1) / tr
         m0 = np.nan_to_num((ym - e1 * xm) / (1 - e1))
@@ -780,7 +778,7 @@ class RelaxationMaps:
     goodness: Volume
     unreliable: Volume
     amplitude: Volume
-    extra: Dict[str, Volume] = field(default_factory=dict)
+    extra: dict[str, Volume] = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
@@ -799,7 +797,7 @@ class RelaxationMaps:
 
 
 def model_curve(model: str, method: str, amplitude: float, rate: float, x, parameters: dict,
-                extra: Optional[dict] = None) -> np.ndarray:
+                extra: dict | None = None) -> np.ndarray:
     """Expected magnitude of a fitted voxel at sampling values ``x`` (for plots).
 
     >>> round(float(model_curve("t2star", "loglinear", 100.0, 50.0, [20.0], {})[0]), 4)
@@ -831,7 +829,7 @@ def model_curve(model: str, method: str, amplitude: float, rate: float, x, param
     return np.abs(amplitude + float(extra.get("b", -2 * amplitude)) * np.exp(-x / 1000.0 * rate))
 
 
-def _default_range_ms(model: str, x: np.ndarray, tr_ms: Optional[float]) -> tuple:
+def _default_range_ms(model: str, x: np.ndarray, tr_ms: float | None) -> tuple:
     if model in ("t2star", "t2"):
         spacing = float(np.min(np.diff(x))) if x.size > 1 else float(x[0])
         return (0.5 * min(spacing, float(x[0]) if x[0] > 0 else spacing), 5.0 * float(x.max()))
@@ -841,9 +839,9 @@ def _default_range_ms(model: str, x: np.ndarray, tr_ms: Optional[float]) -> tupl
 
 
 def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angles_deg=None, tr_ms=None,
-                   inversion_times_ms=None, saturation_times_ms=None, b1: Optional[Volume] = None,
-                   method: Optional[str] = None, noise_sigma: Optional[float] = None,
-                   mask: Optional[Volume] = None, valid_range_ms=None, refocusing_deg: Optional[float] = None,
+                   inversion_times_ms=None, saturation_times_ms=None, b1: Volume | None = None,
+                   method: str | None = None, noise_sigma: float | None = None,
+                   mask: Volume | None = None, valid_range_ms=None, refocusing_deg: float | None = None,
                    t1_ms: float = 1000.0, progress=None) -> RelaxationMaps:
     """Fit a relaxometry model voxel by voxel and return its maps.
 
@@ -945,7 +943,7 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
     rate = np.full(v, np.nan)
     good = np.full(v, np.nan)
     n_signal = np.zeros(v, int)
-    extra_arrays: Dict[str, np.ndarray] = {}
+    extra_arrays: dict[str, np.ndarray] = {}
     chunk = _CHUNK if method != "epg" else 1 << 15
     every = index.size == v  # every voxel fitted: contiguous slices, no gather copies
     for start in range(0, index.size, chunk):
@@ -1022,8 +1020,8 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
 
 
 # --------------------------------------------------------------------------- concentrations
-def delta_rate(post: Volume, baseline: Volume, transform: Optional[np.ndarray] = None,
-               post_unreliable: Optional[Volume] = None, baseline_unreliable: Optional[Volume] = None) -> Volume:
+def delta_rate(post: Volume, baseline: Volume, transform: np.ndarray | None = None,
+               post_unreliable: Volume | None = None, baseline_unreliable: Volume | None = None) -> Volume:
     """Rate change ``R_post - R_baseline`` (1/s) on the post map's grid.
 
     Parameters
@@ -1091,9 +1089,9 @@ def metal_mass_ug(conc: Volume, metal: str = "Fe") -> Volume:
     return Volume(ug.astype(np.float32), conc.affine, "MR", "ug", {"metal": metal}, f"{metal} (ug per voxel)")
 
 
-def relaxometry_roi_table(maps: Dict[str, Volume], rois, *, unreliable: Optional[Volume] = None,
-                          concentration_key: Optional[str] = None, metal: str = "Fe",
-                          transform: Optional[np.ndarray] = None, progress=None):
+def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume | None = None,
+                          concentration_key: str | None = None, metal: str = "Fe",
+                          transform: np.ndarray | None = None, progress=None):
     """ROI table of relaxometry maps: mean, SD and median of each map, with amounts of metal.
 
     Parameters
@@ -1132,7 +1130,6 @@ def relaxometry_roi_table(maps: Dict[str, Volume], rois, *, unreliable: Optional
     if not all_labels:
         raise InputError("the ROI image holds no label (all 0); draw or choose an ROI.")
     # labels that reach the maps' field of view (the maps may cover part of the body only)
-    inverse = None if transform is None else np.linalg.inv(np.asarray(transform, float))
     on_grid = labels_vol.resample_to(grid, order=0, transform=transform).numpy()
     present = [v for v in all_labels if np.any(on_grid == v)]
     outside = [v for v in all_labels if v not in present]
@@ -1140,7 +1137,6 @@ def relaxometry_roi_table(maps: Dict[str, Volume], rois, *, unreliable: Optional
         notes.append(f"ROI label(s) {', '.join(map(str, outside))} lie outside the maps' field of view: no statistics.")
     if not present:
         raise InputError("no ROI label reaches the maps' field of view; check the ROI image and its registration.")
-    del inverse
     bad = np.zeros(grid.spatial_shape, bool) if unreliable is None else unreliable.numpy() != 0
     kept = labels_vol.replace(data=np.where(np.isin(labels_vol.numpy(), present), labels_vol.numpy(), 0))
     flags = roi_statistics(grid.replace(data=bad.astype(np.float32), unit="fraction"), kept, transform=transform,

@@ -19,7 +19,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -163,7 +163,14 @@ def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_m
         relaxivity, total iron).
     """
     from .phantom import grid_affine, property_luts
-    from .study import MRI_CENTER_MM, SIZES, _foci_state, make_subject, simulate_population, StudyDesign
+    from .study import (
+        MRI_CENTER_MM,
+        SIZES,
+        StudyDesign,
+        _foci_state,
+        make_subject,
+        simulate_population,
+    )
 
     design = StudyDesign()
     subject = make_subject(1, seed)

@@ -23,16 +23,33 @@ module only gathers inputs, runs the worker and shows results.
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                            QTabWidget, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..analysis import relaxometry as rx
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
-from ._common import NONE, RunRow, add_volume, chosen_layer, fill_combo, follow_layers, layer_to_volume
+from ._common import (
+    NONE,
+    RunRow,
+    add_volume,
+    chosen_layer,
+    fill_combo,
+    follow_layers,
+    layer_to_volume,
+)
 from ._dock import PluginDock
 
 #: Display of each map: colormap and how the contrast limits are chosen.
@@ -141,8 +158,8 @@ class RelaxometryPanel(QWidget):
     def __init__(self, viewer, parent=None):
         super().__init__(parent)
         self.viewer = viewer
-        self.result: Optional[dict] = None
-        self.result_series: Optional[Volume] = None
+        self.result: dict | None = None
+        self.result_series: Volume | None = None
         self.output_layers: list = []
         self._roi_cache: dict = {}
         self.last_plot_ms = float("nan")
@@ -230,7 +247,7 @@ class RelaxometryPanel(QWidget):
         if self.series_combo.currentText() != before:
             self._series_changed(self.series_combo.currentText())
 
-    def series_volume(self) -> Optional[Volume]:
+    def series_volume(self) -> Volume | None:
         layer = chosen_layer(self.viewer, self.series_combo, "as the series")
         return None if layer is None else layer_to_volume(layer)
 
@@ -349,7 +366,7 @@ class RelaxometryPanel(QWidget):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.output_layers = []
-        t_name, r_name = maps.names
+        t_name = maps.names[0]
         reliable = maps.unreliable.numpy() == 0
         t = maps.time_ms.numpy()
         shown = [(maps.goodness, "goodness", (0.0, 1.0), False), (maps.rate_per_s, "rate", None, False)]
@@ -383,7 +400,7 @@ class RelaxometryPanel(QWidget):
             self._roi_cache[key] = vol.resample_to(series, order=0).numpy()
         return self._roi_cache[key]
 
-    def plot_at(self, ras) -> Optional[dict]:
+    def plot_at(self, ras) -> dict | None:
         """Update the plot for a world point (RAS mm); returns what was drawn (None outside the series).
 
         The samples of the voxel under the point (or the mean over its ROI label
@@ -496,4 +513,4 @@ class MapsWidget(PluginDock):
                 notify_error(exc)
 
 
-__all__ = ["MapsWidget", "RelaxometryPanel", "compute_maps", "guess_model", "sample_qmri_paths", "NONE"]
+__all__ = ["NONE", "MapsWidget", "RelaxometryPanel", "compute_maps", "guess_model", "sample_qmri_paths"]
