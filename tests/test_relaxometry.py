@@ -374,3 +374,20 @@ def test_delta_r1_from_vfa_gives_gadolinium_within_10_percent():
         assert np.nanmean(conc.numpy()[gd == c]) == pytest.approx(c, rel=0.10)
     ug = rx.metal_mass_ug(conc, "Gd").numpy()
     assert np.nanmean(ug[gd == 0.3]) == pytest.approx(0.3 * 1.0 * 157.25e-3, rel=0.10)
+
+
+def test_relax_step_for_pipelines_matches_the_command(tmp_path):
+    """The pipeline-step function gives the table `immunotrack relax` writes, on the bundled sample."""
+    import pandas as pd
+
+    from napari_immunotrack.io import load_volume
+
+    post = QMRI / "sub-01/ses-day1/sub-01_ses-day1_MEGRE.nii.gz"
+    pre = QMRI / "sub-01/ses-day0/sub-01_ses-day0_MEGRE.nii.gz"
+    rois = sample_study_root() / "sub-01/ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"
+    out = rx.relax_step(load_volume(post), load_volume(rois), baseline=load_volume(pre), relaxivity="ferumoxytol")
+    assert out["parameters"]["relaxivity_per_mM_s"] == 60.0 and out["concentration"].unit == "mM"
+    assert main(["relax", str(post), "--model", "t2star", "-o", str(tmp_path / "m.nii.gz"), "--baseline", str(pre),
+                 "--relaxivity", "ferumoxytol", "--roi", str(rois), "--table", str(tmp_path / "m.csv")]) == 0
+    written = pd.read_csv(tmp_path / "m.csv")
+    pd.testing.assert_frame_equal(out["table"].reset_index(drop=True), written, check_dtype=False, rtol=1e-6)

@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -1172,3 +1173,87 @@ def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume |
         warnings.warn(message, ImmunotrackWarning, stacklevel=2)
     _progress.report(progress, 1.0, "ROI table")
     return table
+
+
+# --------------------------------------------------------------------------- pipeline step
+def relax_step(series: Volume, rois: Optional[Volume] = None, *, baseline: Optional[Volume] = None,
+               model: str = "t2star", method: Optional[str] = None, relaxivity=None,
+               field_t: Optional[float] = None, metal: Optional[str] = None, noise_sigma: Optional[float] = None,
+               b1: Optional[Volume] = None, roi_transform: Optional[np.ndarray] = None,
+               baseline_transform: Optional[np.ndarray] = None, progress=None) -> dict:
+    """One session's relaxometry as a pipeline step: maps, delta R, concentration and the ROI table.
+
+    What ``immunotrack relax`` computes, as a function a batch pipeline can call
+    with the session's files already loaded (sampling lists from the headers).
+
+    Parameters
+    ----------
+    series : Volume
+        The 4D series (multi-echo GRE for the default model).
+    rois : Volume, optional
+        Organ labels (any grid) for the table.
+    baseline : Volume, optional
+        The pre-injection series of the same kind.
+    model, method, noise_sigma, b1
+        As :func:`fit_relaxation`.
+    relaxivity : float or str, optional
+        mM^-1 s^-1, or an agent name of :data:`AGENTS` (its default at ``field_t``,
+        else at the header's ``MagneticFieldStrength``).
+    metal : "Fe" or "Gd", optional
+        Default: the agent's; Fe for T2/T2*, Gd for T1 models with a number.
+    roi_transform, baseline_transform : (4, 4) arrays, optional
+        World-to-world maps from the series' world to the ROI's and the baseline's.
+
+    Returns
+    -------
+    dict
+        ``maps`` (:class:`RelaxationMaps`), ``delta`` and ``concentration`` (Volumes or
+        None), ``table`` (DataFrame or None), ``parameters`` (JSON-ready).
+
+    Examples
+    --------
+    >>> te = np.array([2.0, 4, 6, 8])
+    >>> s = Volume(1000 * np.exp(-te / 20)[:, None, None, None] * np.ones((4, 2, 2, 2)), np.eye(4),
+    ...            metadata={"echo_times_ms": te.tolist()})
+    >>> out = relax_step(s, baseline=s, relaxivity=60.0, noise_sigma=0)
+    >>> float(np.nanmax(np.abs(out["concentration"].numpy())))
+    0.0
+    """
+    model = check_model(model)
+    sub = _progress.scaled
+    maps = fit_relaxation(series, model, method=method, noise_sigma=noise_sigma, b1=b1,
+                          progress=sub(progress, 0.0, 0.45 if baseline is not None else 0.8))
+    parameters = dict(maps.parameters)
+    delta = conc = table = None
+    r_value = None
+    if baseline is not None:
+        pre = fit_relaxation(baseline, model, method=method, noise_sigma=noise_sigma, b1=b1,
+                             progress=sub(progress, 0.45, 0.8))
+        delta = delta_rate(maps.rate_per_s, pre.rate_per_s, transform=baseline_transform,
+                           post_unreliable=maps.unreliable, baseline_unreliable=pre.unreliable)
+        if relaxivity is not None:
+            try:
+                r_value = float(relaxivity)
+                metal = metal or ("Fe" if model in ("t2star", "t2") else "Gd")
+                source = "given"
+            except (TypeError, ValueError):
+                field = field_t if field_t is not None else series.metadata.get("MagneticFieldStrength")
+                if field is None:
+                    raise InputError(f"{series.name or 'the series'} has no MagneticFieldStrength in its header; "
+                                     f"give field_t to pick the default relaxivity of {relaxivity}.") from None
+                agent = agent_relaxivity(str(relaxivity), float(field))
+                r_value, metal, source = agent.for_model(model), metal or agent.metal, agent.source
+            conc = concentration(delta, r_value, metal)
+            parameters.update(relaxivity_per_mM_s=r_value, relaxivity_source=source, metal=metal)
+    if rois is not None:
+        t_name, r_name = QUANTITY[model][:2]
+        tab = {f"{t_name}_ms": maps.time_ms, f"{r_name}_per_s": maps.rate_per_s, "goodness_R2": maps.goodness}
+        if delta is not None:
+            tab[f"delta{r_name}_per_s"] = delta
+        if conc is not None:
+            tab[f"{metal}_mM"] = conc
+        table = relaxometry_roi_table(tab, rois, unreliable=maps.unreliable,
+                                      concentration_key=f"{metal}_mM" if conc is not None else None,
+                                      metal=metal or "Fe", transform=roi_transform, progress=sub(progress, 0.8, 1.0))
+    _progress.report(progress, 1.0, "relaxometry done")
+    return {"maps": maps, "delta": delta, "concentration": conc, "table": table, "parameters": parameters}
