@@ -61,7 +61,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -1176,11 +1175,11 @@ def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume |
 
 
 # --------------------------------------------------------------------------- pipeline step
-def relax_step(series: Volume, rois: Optional[Volume] = None, *, baseline: Optional[Volume] = None,
-               model: str = "t2star", method: Optional[str] = None, relaxivity=None,
-               field_t: Optional[float] = None, metal: Optional[str] = None, noise_sigma: Optional[float] = None,
-               b1: Optional[Volume] = None, roi_transform: Optional[np.ndarray] = None,
-               baseline_transform: Optional[np.ndarray] = None, progress=None) -> dict:
+def relax_step(series: Volume, rois: Volume | None = None, *, baseline: Volume | None = None,
+               model: str = "t2star", method: str | None = None, relaxivity=None,
+               field_t: float | None = None, metal: str | None = None, noise_sigma: float | None = None,
+               b1: Volume | None = None, roi_transform: np.ndarray | None = None,
+               baseline_transform: np.ndarray | None = None, progress=None) -> dict:
     """One session's relaxometry as a pipeline step: maps, delta R, concentration and the ROI table.
 
     What ``immunotrack relax`` computes, as a function a batch pipeline can call
