@@ -91,6 +91,10 @@ MOLAR_MASS = {"Fe": 55.845, "Gd": 157.25}
 #: Voxels fitted together (memory: a few arrays of chunk x samples float64).
 _CHUNK = 1 << 15
 
+#: EPG dictionary steps: T2 ratio between neighbouring atoms and B1 step (refined by a parabola between atoms).
+_EPG_T2_RATIO = 1.06
+_EPG_B1_STEP = 0.05
+
 #: Samples above this many noise sigmas count as signal.
 _SIGNAL_SIGMAS = 3.0
 
@@ -552,7 +556,7 @@ def fit_epg(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, refocusing_deg
             t1_ms: float = 1000.0, t2_range_ms=(2.0, 2000.0), b1_range=(0.5, 1.3), progress=None) -> dict:
     """T2 and B1 of CPMG echo trains by matching a dictionary of EPG curves.
 
-    The dictionary spans T2 (log-spaced, 4 % steps) and B1 (0.025 steps). The
+    The dictionary spans T2 (log-spaced, 6 % steps) and B1 (0.05 steps). The
     match is made on squared magnitudes minus the noise floor, ``M^2 - 2 sigma^2``,
     whose expectation is exactly ``A^2 x atom^2`` for Rician data: each voxel takes
     the atom whose squared train has the highest normalised correlation with it;
@@ -570,8 +574,8 @@ def fit_epg(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, refocusing_deg
     if not np.allclose(te, esp * np.arange(1, te.size + 1), rtol=1e-3, atol=1e-3):
         raise InputError(f"the EPG fit needs equally spaced echoes at ESP, 2 ESP, 3 ESP, ... (got "
                          f"{', '.join(f'{t:g}' for t in te)} ms); use --method exponential for other echo trains.")
-    t2_grid = np.exp(np.arange(np.log(t2_range_ms[0]), np.log(t2_range_ms[1]) + 1e-9, np.log(1.04)))
-    b1_grid = np.arange(b1_range[0], b1_range[1] + 1e-9, 0.025)
+    t2_grid = np.exp(np.arange(np.log(t2_range_ms[0]), np.log(t2_range_ms[1]) + 1e-9, np.log(_EPG_T2_RATIO)))
+    b1_grid = np.arange(b1_range[0], b1_range[1] + 1e-9, _EPG_B1_STEP)
     tt, bb = np.meshgrid(t2_grid, b1_grid, indexing="ij")
     atoms = epg_cpmg(tt, bb, esp, te.size, t1_ms, refocusing_deg).reshape(te.size, -1)  # (n, nT2*nB1)
     sigma = float(sigma or 0.0)
@@ -611,8 +615,8 @@ def fit_epg(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, refocusing_deg
                                                        corr[rows, itc + 1, ib]), 0.0)
         ob = np.where((ib > 0) & (ib < nb - 1), vertex(corr[rows, it, ibc - 1], corr[rows, it, ibc],
                                                        corr[rows, it, ibc + 1]), 0.0)
-        best_t2[sl] = np.exp(np.log(t2_grid[it]) + ot * np.log(1.04))
-        best_b1[sl] = b1_grid[ib] + ob * 0.025
+        best_t2[sl] = np.exp(np.log(t2_grid[it]) + ot * np.log(_EPG_T2_RATIO))
+        best_b1[sl] = b1_grid[ib] + ob * _EPG_B1_STEP
         _progress.report(progress, min(start + step, v) / v, "EPG dictionary")
     curves = epg_cpmg(best_t2, best_b1, esp, te.size, t1_ms, refocusing_deg)
     c2 = curves * curves
