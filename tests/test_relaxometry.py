@@ -391,3 +391,28 @@ def test_relax_step_for_pipelines_matches_the_command(tmp_path):
                  "--relaxivity", "ferumoxytol", "--roi", str(rois), "--table", str(tmp_path / "m.csv")]) == 0
     written = pd.read_csv(tmp_path / "m.csv")
     pd.testing.assert_frame_equal(out["table"].reset_index(drop=True), written, check_dtype=False, rtol=1e-6)
+
+
+def test_relax_is_a_pipeline_and_batch_step():
+    """The session pipeline runs `relax` on a session with a multi-echo GRE (and its baseline); others skip it."""
+    from napari_immunotrack.batch import step_parameters
+    from napari_immunotrack.pipeline import STEPS, analyse_inputs
+
+    assert "relax" in STEPS
+    params = step_parameters("relax")
+    assert params["model"] == "t2star" and "relaxivity" in params and "series" not in params
+    ses = sample_study_root() / "sub-01/ses-day1"
+    inputs = {"T2starw": ses / "anat/sub-01_ses-day1_T2starw.nii.gz", "dseg": ses / "rois/sub-01_ses-day1_dseg.nii.gz",
+              "MEGRE": QMRI / "sub-01/ses-day1/sub-01_ses-day1_MEGRE.nii.gz",
+              "baseline_MEGRE": QMRI / "sub-01/ses-day0/sub-01_ses-day0_MEGRE.nii.gz"}
+    out = analyse_inputs(inputs, "01", "day1", steps=["relax"], parameters={"relax": {"relaxivity": "ferumoxytol"}})
+    assert "relax" not in out.errors, out.errors
+    table = out.tables["relax"]
+    truth = json.loads((QMRI / "truth/truth.json").read_text())
+    liver_truth = sum(f["iron_pg"] for f in truth["foci"] if f["site"] == "liver") * 1e-6
+    liver = table[table["organ"] == "liver"].iloc[0]
+    assert liver["Fe_ug"] == pytest.approx(liver_truth, rel=0.15)
+    # a session without the series: the step does not run and reports nothing
+    del inputs["MEGRE"], inputs["baseline_MEGRE"]
+    out = analyse_inputs(inputs, "01", "day1", steps=["relax"])
+    assert "relax" not in out.tables and "relax" not in out.errors
