@@ -80,6 +80,7 @@ _WIRED = {
     "mpi": {"mpi", "rois", "fiducials", "transform", "calibration", "progress"},
 }
 _WIRED["spect"] = _WIRED["pet"]
+_WIRED["relax"] = {"series", "rois", "baseline", "b1", "roi_transform", "baseline_transform", "progress"}
 
 #: Defaults of step arguments that have none in their function (the pipeline's own default).
 _PIPELINE_DEFAULTS = {"mpi": {"iron_per_cell_pg": 5.0}}
@@ -92,7 +93,7 @@ COHORT_COLUMNS = {
     "mpi": ("iron_ng", "cell_count"),
 }
 #: Per-task tables concatenated into ``cohort_<name>.csv``.
-TASK_TABLES = ("pet", "spect", "f19", "mpi", "clusters", "confirmed")
+TASK_TABLES = ("pet", "spect", "f19", "mpi", "clusters", "confirmed", "relax")
 
 
 # =============================================================================== pipeline files
@@ -103,11 +104,12 @@ def _functions():
     from .analysis.fluorine import fluorine_cells
     from .analysis.mpi import mpi_iron
     from .analysis.pet import quantify_pet, read_pet_header
+    from .analysis.relaxometry import relax_step
     from .registration import register
 
     return {"register": (register,), "clusters": (segment_clusters,), "confirm": (confirm_dual_mode,),
             "pet": (quantify_pet, read_pet_header), "spect": (quantify_pet, read_pet_header),
-            "f19": (fluorine_cells,), "mpi": (mpi_iron,)}
+            "f19": (fluorine_cells,), "mpi": (mpi_iron,), "relax": (relax_step,)}
 
 
 def step_parameters(step: str) -> Dict[str, object]:

@@ -72,7 +72,7 @@ def _pick(files, session, datatype, suffix=None):
 
 
 #: The steps of a session analysis, in the order they run (names used by pipeline files).
-STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi")
+STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi", "relax")
 
 #: The inputs (roles) of a session and where a study laid out as :mod:`.study` describes keeps them:
 #: glob patterns relative to the session folder. ``baseline_<role>`` inputs (T1w, T2w, T2starw) come
@@ -88,9 +88,10 @@ DEFAULT_INPUT_PATTERNS = {
     "f19_reftube": "f19/*_desc-reftube_mask.nii.gz",
     "mpi": "mpi/*_mpi.nii.gz",
     "mpi_fiducials": "mpi/*_fiducials.csv",
+    "MEGRE": "anat/*_MEGRE.nii.gz",  # multi-echo GRE for the relax step (h21a)
 }
 #: Roles also read from the baseline (pre-injection) session.
-BASELINE_ROLES = ("T1w", "T2w", "T2starw")
+BASELINE_ROLES = ("T1w", "T2w", "T2starw", "MEGRE")
 
 
 def study_session_inputs(files, session: str, baseline_session: Optional[str]) -> Dict[str, Path]:
@@ -421,6 +422,15 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
 
     if "mpi" in steps:
         step("mpi", 0.90, 0.99, run_mpi)
+    if "relax" in steps and inputs.get("MEGRE") is not None:  # only sessions with a multi-echo series (h21a)
+        from .analysis.relaxometry import relax_step
+
+        def run_relax(p):
+            res = relax_step(load_volume(inputs["MEGRE"]), organ_rois() if dseg is not None else None, progress=p,
+                             baseline=load_volume(base["MEGRE"]) if base.get("MEGRE") else None, **params("relax")[1])
+            if res["table"] is not None:
+                out.tables["relax"] = name_rows(res["table"])
+        step("relax", 0.99, 1.0, run_relax)
     report(progress, 1.0, "done")
     return out
 

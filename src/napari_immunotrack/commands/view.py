@@ -9,6 +9,7 @@ HELP = "open napari with a study (default: the sample study) and the plugin's do
 #: Dock widgets opened by `view` besides the Study dock, as (napari.yaml widget display name, tabified with
 #: the Study dock). The cursor readout sits below the Study dock, always in view.
 DOCKS = (("Quantitative readouts", True), ("Iron clusters", True), ("T1-T2 confirmation", True), ("Registration", True),
+         ("Maps", True),
          ("Cursor readout", False))
 
 

@@ -246,6 +246,13 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     else:
         data = data.transpose(2, 1, 0)
     meta.update(side)
+    if data.ndim == 4:  # BIDS lists (seconds) under unit-explicit keys for the relaxometry fits
+        for key, out, to_unit in (("EchoTime", "echo_times_ms", 1000.0), ("InversionTime", "inversion_times_ms", 1000.0),
+                                  ("FlipAngle", "flip_angles_deg", 1.0)):
+            values = side.get(key)
+            if isinstance(values, list) and len(values) == data.shape[0] and \
+                    all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                meta[out] = [float(v) * to_unit for v in values]
     for message in repairs:  # shown only for a file that opens; a refused file gets its one error line
         warnings.warn(f"{path}: header repaired on reading: {message}", ImmunotrackWarning, stacklevel=2)
     try:
