@@ -1,0 +1,684 @@
+"""Session alignment: one animal's anatomical MRI of one session brought onto another session's.
+
+Animals are taken out of the scanner between sessions, so each session sees
+the animal in its own pose (rotations of 5-30 degrees, shifts of millimetres,
+sometimes prone one day and supine the next), on its own grid, with its own
+receiver gain and coil bias field. Same-contrast MRI of the same animal is
+the easiest registration problem there is once intensities are made
+comparable, and the one where a baseline comparison needs sub-voxel accuracy.
+The method (docs/methods/registration.md#session-alignment):
+
+1. **Comparable intensities**: N4 bias-field correction (SimpleITK) on each
+   image, fitted on a coarse copy and applied at full resolution, then gain
+   normalisation (the median of reference tissue, by default the body, set to 1).
+2. **Capture range**: the body masks' centres of mass give the translation; an
+   orientation search evaluates the correlation metric on a coarse level for a
+   grid of rotations (default +-30 degrees about every axis in 15 degree steps,
+   and a 180 degree turn about the body's long axis when ``allow_flip``); the
+   best few starts are optimised on the coarse level and the best one is refined.
+3. **Fine registration**: rigid (6 parameters) by normalised correlation on
+   a pyramid down to the full resolution; optionally affine (12) and a
+   regularised B-spline deformation on top.
+4. **Doubt, said aloud**: the final correlation, the overlap of the body masks,
+   the spread of refinements from perturbed starts (an estimate of the
+   residual error in mm) and, for B-splines, the smallest Jacobian determinant
+   (folding) are reported; a doubtful result carries a warning naming the reason.
+
+Transforms follow :mod:`napari_immunotrack.registration`: ``fixed_to_moving`` maps a
+fixed-world point (RAS mm) to the moving-world point showing the same anatomy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .errors import ImmunotrackWarning, InputError
+from .registration import (
+    matrix_to_sitk_transform,
+    sitk_transform_to_matrix,
+    volume_to_sitk,
+)
+from .volume import Volume
+
+#: Below this normalised correlation (after bias and gain correction) two same-contrast MRIs are not aligned.
+MIN_CORRELATION = 0.6
+#: Below this Dice overlap of the body masks the alignment is doubtful.
+MIN_BODY_DICE = 0.85
+#: A residual-error estimate above this many voxels makes the alignment doubtful.
+MAX_PRECISION_VOXELS = 1.0
+
+
+@dataclass
+class AlignmentResult:
+    """The outcome of :func:`align_mri`.
+
+    Attributes
+    ----------
+    fixed_to_moving : (4, 4) array
+        Linear part (rigid or affine): a fixed world point -> the moving world point of the same anatomy.
+    transform : str
+        "rigid", "affine" or "bspline".
+    correlation : float
+        Normalised correlation of the corrected images inside the fixed body mask (1 = identical).
+    body_dice : float
+        Overlap of the two body masks after alignment.
+    precision_mm : float
+        Spread (max over the body's bounding box) of refinements restarted from perturbed starts:
+        an estimate of the residual alignment error.
+    min_jacobian : float
+        Smallest Jacobian determinant of the deformable part (1 for linear transforms); <= 0 means folding.
+    doubtful : bool
+        True when any check failed; ``warnings`` says which.
+    warnings : list of str
+    elapsed_s : float
+    stages : list of dict
+    parameters : dict
+        Every setting, for provenance.
+    deformable : SimpleITK transform or None
+        The B-spline part, applied after the linear one (fixed world -> moving world, in LPS as ITK).
+    """
+
+    fixed_to_moving: np.ndarray
+    transform: str
+    correlation: float
+    body_dice: float
+    precision_mm: float
+    min_jacobian: float = 1.0
+    doubtful: bool = False
+    warnings: List[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    stages: list = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+    deformable: object = None
+
+    @property
+    def moving_to_fixed(self) -> np.ndarray:
+        return np.linalg.inv(self.fixed_to_moving)
+
+    def transform_points(self, fixed_points) -> np.ndarray:
+        """Fixed world RAS points (N, 3) -> moving world RAS points (N, 3), deformation included."""
+        pts = np.atleast_2d(np.asarray(fixed_points, float))
+        out = pts @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
+        if self.deformable is not None:
+            # the B-spline works on fixed-world LPS points before the linear map
+            lps = pts * [-1, -1, 1]
+            moved = np.array([self.deformable.TransformPoint(tuple(map(float, p))) for p in lps]) * [-1, -1, 1]
+            out = moved @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready record for provenance."""
+        return {
+            "method": "session alignment (docs/methods/registration.md#session-alignment)",
+            "transform": self.transform,
+            "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
+            "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",
+            "correlation": round(float(self.correlation), 6),
+            "body_dice": round(float(self.body_dice), 6),
+            "precision_mm": round(float(self.precision_mm), 6),
+            "min_jacobian": round(float(self.min_jacobian), 6),
+            "doubtful": bool(self.doubtful),
+            "warnings": list(self.warnings),
+            "elapsed_s": round(float(self.elapsed_s), 3),
+            "stages": self.stages,
+            "parameters": self.parameters,
+        }
+
+
+# --------------------------------------------------------------------------- intensities
+def body_mask(data: np.ndarray) -> np.ndarray:
+    """The animal: voxels above an Otsu threshold of the lightly smoothed image, holes filled, largest part.
+
+    >>> img = np.zeros((20, 20, 20), np.float32); img[5:15, 5:15, 5:15] = 100
+    >>> int(body_mask(img + np.random.default_rng(0).normal(0, 5, img.shape)).sum())
+    1000
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(data, np.float32)
+    smooth = ndimage.uniform_filter(data, 3)
+    finite = smooth[np.isfinite(smooth)]
+    if finite.size == 0 or float(finite.max()) <= float(finite.min()):
+        return np.zeros(data.shape, bool)
+    mask = smooth > threshold_otsu(finite)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    for axis_slices in range(1):  # fill holes slice-free (3D)
+        mask = ndimage.binary_fill_holes(mask)
+    return mask
+
+
+def correct_intensities(volume: Volume, *, bias_correction: bool = True, gain_normalisation: bool = True,
+                        reference_mask: Optional[np.ndarray] = None, body: Optional[np.ndarray] = None,
+                        n4_target_voxels: int = 8_000,
+                        n4_iterations: Sequence[int] = (15,)) -> tuple:
+    """Bias-field correct (N4) and gain-normalise an MRI so another session's can be compared with it.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D MRI.
+    bias_correction : bool
+        Run N4 (fitted on a copy shrunk to about ``n4_target_voxels``, applied at full resolution).
+    gain_normalisation : bool
+        Divide by the median of ``reference_mask`` (default: the body mask) so reference tissue reads 1.
+    reference_mask : bool array, optional
+        Reference tissue (e.g. muscle) on the volume's grid.
+    body : bool array, optional
+        The body mask if already known (else :func:`body_mask`).
+
+    Returns
+    -------
+    (Volume, dict)
+        The corrected volume (float32) and a record: ``bias_correction``, ``gain`` (the divisor),
+        ``bias_range`` (min/max of the fitted field inside the body).
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(volume.numpy(), np.float32)
+    if data.ndim != 3:
+        raise InputError(f"{volume.name or 'the image'} has {data.ndim} dimensions; alignment needs one 3D MRI.")
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    mask = body_mask(data) if body is None else np.asarray(body, bool)
+    if mask.sum() < 64:
+        raise InputError(f"{volume.name or 'the image'} shows no body (an empty or constant image); "
+                         "give the session's anatomical MRI.")
+    record = {"bias_correction": bool(bias_correction), "gain_normalisation": bool(gain_normalisation)}
+    out = data
+    if bias_correction:
+        img = sitk.GetImageFromArray(np.maximum(data, 0) + 1e-3)
+        img.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
+        msk = sitk.GetImageFromArray(mask.astype(np.uint8))
+        msk.CopyInformation(img)
+        factor = max(1, int(round((data.size / n4_target_voxels) ** (1 / 3))))
+        small = sitk.Shrink(img, [factor] * 3)
+        small_mask = sitk.Shrink(msk, [factor] * 3)
+        n4 = sitk.N4BiasFieldCorrectionImageFilter()
+        n4.SetMaximumNumberOfIterations([int(i) for i in n4_iterations])
+        n4.Execute(small, small_mask)
+        # the field is smooth: evaluate it on the coarse grid and interpolate (much cheaper than at every voxel)
+        small_log = n4.GetLogBiasFieldAsImage(small)
+        log_bias = sitk.GetArrayFromImage(sitk.Resample(small_log, img, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                        sitk.sitkFloat32)).astype(np.float32)
+        bias = np.exp(log_bias)
+        out = data / bias
+        inside = bias[mask]
+        record["bias_range"] = [round(float(inside.min()), 4), round(float(inside.max()), 4)]
+        record["n4_shrink"] = factor
+    if gain_normalisation:
+        ref = mask if reference_mask is None else np.asarray(reference_mask, bool)
+        if ref.shape != data.shape or ref.sum() == 0:
+            raise InputError("the reference-tissue mask is empty or not on the image's grid; give a mask of "
+                             "the image's shape, or none to use the body.")
+        gain = float(np.median(out[ref]))
+        if not gain > 0:
+            raise InputError(f"{volume.name or 'the image'}: reference tissue has no positive signal; "
+                             "check the mask or switch gain normalisation off.")
+        out = out / gain
+        record["gain"] = round(gain, 6)
+    return volume.replace(data=out.astype(np.float32)), record
+
+
+# --------------------------------------------------------------------------- geometry helpers
+def _centroid_lps(image_sitk, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask).mean(axis=0)[::-1]  # sitk index order x, y, z
+    return np.array(image_sitk.TransformContinuousIndexToPhysicalPoint(tuple(float(i) for i in idx)))
+
+
+def _principal_axis_lps(image_sitk, mask: np.ndarray) -> np.ndarray:
+    pts = np.argwhere(mask)[::7][:, ::-1].astype(float)
+    direction = np.array(image_sitk.GetDirection()).reshape(3, 3) * np.array(image_sitk.GetSpacing())
+    phys = pts @ direction.T
+    cov = np.cov(phys.T)
+    w, v = np.linalg.eigh(cov)
+    return v[:, int(np.argmax(w))]
+
+
+def _rotation(angles_rad) -> np.ndarray:
+    ax, ay, az = angles_rad
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _axis_turn(axis: np.ndarray, angle: float) -> np.ndarray:
+    a = axis / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def _euler_from(matrix3: np.ndarray, center, translation):
+    import SimpleITK as sitk
+
+    tx = sitk.Euler3DTransform()
+    tx.SetCenter(tuple(float(c) for c in center))
+    tx.SetMatrix(tuple(float(v) for v in np.asarray(matrix3).ravel()), 1e-4)
+    tx.SetTranslation(tuple(float(t) for t in translation))
+    return tx
+
+
+def _shrunk(image, target_voxels: int):
+    import SimpleITK as sitk
+
+    n = float(np.prod(image.GetSize()))
+    f = max(1, int(round((n / target_voxels) ** (1 / 3))))
+    if f == 1:
+        return image, 1
+    factors = [int(min(f, max(1, s // 8))) for s in image.GetSize()]
+    return sitk.BinShrink(image, factors), f
+
+
+def _method(metric: str, fixed_mask, sampling: float, seed: int):
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    if metric == "correlation":
+        reg.SetMetricAsCorrelation()
+    elif metric == "mattes":
+        reg.SetMetricAsMattesMutualInformation(32)
+    else:
+        reg.SetMetricAsMeanSquares()
+    if sampling < 1.0:
+        reg.SetMetricSamplingStrategy(reg.REGULAR)
+        reg.SetMetricSamplingPercentage(float(sampling), int(seed))
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
+
+
+def _optimise(reg, fixed, moving, tx, iterations: int, min_step: float, learning_rate: float):
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=min_step,
+                                                 numberOfIterations=int(iterations), relaxationFactor=0.6,
+                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetInitialTransform(tx, inPlace=True)
+    reg.Execute(fixed, moving)
+    return tx, float(reg.GetMetricValue()), int(reg.GetOptimizerIteration())
+
+
+def _mask_image(mask: np.ndarray, like):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img.CopyInformation(like)
+    return img
+
+
+# --------------------------------------------------------------------------- the alignment
+def align_mri(
+    fixed: Volume,
+    moving: Volume,
+    transform: str = "rigid",
+    *,
+    fixed_mask: Optional[np.ndarray] = None,
+    bias_correction: str = "local",
+    local_sigma_mm: float = 2.0,
+    gain_normalisation: bool = True,
+    search: bool = True,
+    max_rotation_deg: float = 30.0,
+    rotation_step_deg: float = 15.0,
+    allow_flip: bool = False,
+    n_starts: int = 3,
+    bspline_spacing_mm: float = 6.0,
+    precision_check: bool = False,
+    samples: int = 60_000,
+    seed: int = 1,
+) -> AlignmentResult:
+    """Align the same animal's same-contrast MRI of another session (``moving``) to ``fixed``.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+        3D anatomical MRIs of one animal, same contrast, any grids, poses, gains and coil profiles.
+    transform : {"rigid", "affine", "bspline"}
+        "affine" adds 12 parameters after the rigid stage; "bspline" adds a regularised B-spline
+        deformation (control points every ``bspline_spacing_mm``) after the rigid stage.
+    fixed_mask : bool array on the fixed grid, optional
+        Where the metric is computed (default: the body).
+    bias_correction : {"differential", "n4", "none"}
+        "differential" (default, fast): after the middle level, the smooth ratio of the two sessions'
+        coil profiles is fitted (a quadratic in log intensity over the fixed body) and removed from
+        the fixed image before the fine level; "n4": N4 on each image first (:func:`correct_intensities`).
+    gain_normalisation : bool
+        Divide each image by its body's median signal.
+    search : bool
+        Orientation search over +-``max_rotation_deg`` in ``rotation_step_deg`` steps (and a 180 degree
+        prone/supine turn about the long axis when ``allow_flip``). Off: start from the centres of mass.
+    n_starts : int
+        How many of the best search positions are optimised on the coarse level.
+    precision_check : bool
+        Restart the last level from two perturbed positions and report the spread (``precision_mm``).
+
+    Returns
+    -------
+    AlignmentResult
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> from napari_immunotrack.simulate import sessions as s
+    >>> mouse = make_mouse(0)
+    >>> a = s.session_mri(mouse, np.eye(4), voxel_mm=0.4, seed=1)
+    >>> pose = s.pose_matrix((10, -5, 20), (2, -1, 1), center_mm=(1, -1, 4))
+    >>> b = s.session_mri(mouse, pose, voxel_mm=0.4, gain=1.3, bias_strength=0.2, seed=2)
+    >>> r = align_mri(a.volume, b.volume)
+    >>> bool(s.target_registration_error(r.fixed_to_moving, np.eye(4), pose, [[1, -1, 4]])[0] < 0.2)
+    True
+    """
+    import SimpleITK as sitk
+
+    if transform not in ("rigid", "affine", "bspline"):
+        raise InputError(f"transform={transform!r} must be 'rigid', 'affine' or 'bspline'.")
+    t0 = time.perf_counter()
+    stages: list = []
+    if bias_correction not in ("local", "differential", "n4", "none"):
+        raise InputError(f"bias_correction={bias_correction!r} must be 'local', 'differential', 'n4' or 'none'.")
+    n4 = bias_correction == "n4"
+    f_body = body_mask(np.asarray(fixed.numpy(), np.float32)) if fixed.data.ndim == 3 else None
+    m_body = body_mask(np.asarray(moving.numpy(), np.float32)) if moving.data.ndim == 3 else None
+    fixed_c, f_rec = correct_intensities(fixed, bias_correction=n4, gain_normalisation=gain_normalisation,
+                                         body=f_body)
+    moving_c, m_rec = correct_intensities(moving, bias_correction=n4, gain_normalisation=gain_normalisation,
+                                          body=m_body)
+    if bias_correction == "local":
+        fixed_c = fixed_c.replace(data=local_normalise(fixed_c.data, fixed_c.spacing, local_sigma_mm, f_body))
+        moving_c = moving_c.replace(data=local_normalise(moving_c.data, moving_c.spacing, local_sigma_mm, m_body))
+    stages.append({"name": "intensities", "seconds": round(time.perf_counter() - t0, 3)})
+    f_mask = f_body if fixed_mask is None else np.asarray(fixed_mask, bool)
+    if f_mask.shape != f_body.shape or not f_mask.any():
+        raise InputError("the fixed mask is empty or not on the fixed image's grid.")
+    f_img = volume_to_sitk(fixed_c, sitk.sitkFloat32)
+    m_img = volume_to_sitk(moving_c, sitk.sitkFloat32)
+    f_mask_img = _mask_image(f_mask, f_img)
+
+    # ---- initial translation from the body masks' centres of mass, rotation about the fixed centre
+    c_f = _centroid_lps(f_img, f_body)
+    c_m = _centroid_lps(m_img, m_body)
+    long_axis = _principal_axis_lps(f_img, f_body)
+
+    coarse_f, cf = _shrunk(f_img, 12_000)
+    coarse_m, _ = _shrunk(m_img, 12_000)
+    coarse_mask = sitk.Cast(sitk.BinShrink(sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(cf, max(1, s // 8)))
+                                                                                     for s in f_img.GetSize()]) >= 0.5,
+                            sitk.sitkUInt8) if cf > 1 else f_mask_img
+    coarse_f = sitk.SmoothingRecursiveGaussian(coarse_f, 0.5 * float(np.max(coarse_f.GetSpacing())))
+    coarse_m = sitk.SmoothingRecursiveGaussian(coarse_m, 0.5 * float(np.max(coarse_m.GetSpacing())))
+
+    def start(rot3):
+        # the fixed centroid maps onto the moving centroid
+        return _euler_from(rot3, c_f, c_m - c_f)
+
+    candidates = [np.eye(3)]
+    if search:
+        steps = np.arange(-max_rotation_deg, max_rotation_deg + 1e-6, rotation_step_deg)
+        candidates = [_rotation(np.deg2rad(a)) for a in itertools.product(steps, steps, steps)]
+    if allow_flip:
+        turn = _axis_turn(long_axis, np.pi)
+        candidates = candidates + [r @ turn for r in candidates]
+    t1 = time.perf_counter()
+    values = _search_scores(coarse_f, coarse_m, coarse_mask, candidates, c_f, c_m, seed)
+    scored = list(zip(values, candidates))
+    scored.sort(key=lambda x: x[0])
+    stages.append({"name": "orientation search", "candidates": len(candidates),
+                   "seconds": round(time.perf_counter() - t1, 3)})
+
+    # ---- optimise the best starts on the coarse level; keep the best
+    t2 = time.perf_counter()
+    best = None
+    for value, rot in scored[:max(1, n_starts)]:
+        tx = start(rot)
+        reg = _method("correlation", coarse_mask, 1.0, seed)
+        tx, metric, its = _optimise(reg, coarse_f, coarse_m, tx, 100, 0.01 * float(np.min(coarse_f.GetSpacing())),
+                                    2.0 * float(np.max(coarse_f.GetSpacing())))
+        if best is None or metric < best[0]:
+            best = (metric, tx)
+    ambiguous = len(scored) > 1 and best is not None
+    stages.append({"name": "coarse", "starts": min(len(scored), n_starts), "metric": best[0],
+                   "seconds": round(time.perf_counter() - t2, 3)})
+    rigid = best[1]
+
+    # ---- refine: middle then full resolution
+    t3 = time.perf_counter()
+    mid_f, mf = _shrunk(f_img, 150_000)
+    mid_m, _ = _shrunk(m_img, 150_000)
+    mid_mask = sitk.Cast(sitk.BinShrink(sitk.Cast(f_mask_img, sitk.sitkFloat32),
+                                        [int(min(mf, max(1, s // 8))) for s in f_img.GetSize()]) >= 0.5,
+                         sitk.sitkUInt8) if mf > 1 else f_mask_img
+    mid_sampling = min(1.0, samples / float(np.prod(mid_f.GetSize())))
+    reg = _method("correlation", mid_mask, mid_sampling, seed)
+    rigid, metric, its = _optimise(reg, mid_f, mid_m, rigid, 100, 1e-3 * float(np.min(mid_f.GetSpacing())),
+                                   0.5 * float(np.max(mid_f.GetSpacing())))
+    stages.append({"name": "middle", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t3, 3)})
+    t4 = time.perf_counter()
+    if bias_correction == "differential":
+        f_img, ratio_range = _remove_differential_bias(f_img, m_img, f_body, rigid)
+        f_rec["differential_bias_range"] = ratio_range
+        stages.append({"name": "differential bias", "seconds": round(time.perf_counter() - t4, 3)})
+        if mf > 1:  # the middle level sees the corrected image too
+            reg = _method("correlation", mid_mask, mid_sampling, seed)
+            mid_f = _shrunk(f_img, 150_000)[0]
+    t4 = time.perf_counter()
+    fine_sampling = min(1.0, samples / float(np.prod(f_img.GetSize())))
+    fine_step = 0.25 * float(np.min(f_img.GetSpacing()))
+    if mf > 1:
+        reg = _method("correlation", f_mask_img, fine_sampling, seed)
+        rigid, metric, its = _optimise(reg, f_img, m_img, rigid, 40, 0.02 * fine_step, fine_step)
+        stages.append({"name": "fine", "metric": metric, "iterations": its,
+                       "seconds": round(time.perf_counter() - t4, 3)})
+    linear = rigid
+    if transform == "affine":
+        t5 = time.perf_counter()
+        aff = sitk.AffineTransform(3)
+        aff.SetCenter(rigid.GetCenter())
+        aff.SetMatrix(rigid.GetMatrix())
+        aff.SetTranslation(rigid.GetTranslation())
+        reg = _method("correlation", f_mask_img, fine_sampling, seed)
+        linear, metric, its = _optimise(reg, f_img, m_img, aff, 100, 1e-3 * fine_step, fine_step)
+        stages.append({"name": "affine", "metric": metric, "iterations": its,
+                       "seconds": round(time.perf_counter() - t5, 3)})
+    matrix = sitk_transform_to_matrix(linear)
+
+    # ---- optional deformation
+    deformable = None
+    min_jac = 1.0
+    if transform == "bspline":
+        t6 = time.perf_counter()
+        size_mm = np.array(f_img.GetSize()) * np.array(f_img.GetSpacing())
+        mesh = [max(1, int(round(s / bspline_spacing_mm))) for s in size_mm]
+        bsp = sitk.BSplineTransformInitializer(f_img, mesh, 3)
+        reg = _method("correlation", mid_mask, 1.0, seed)
+        reg.SetMovingInitialTransform(linear)
+        reg.SetInitialTransform(bsp, inPlace=True)
+        reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=60,
+                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=200,
+                                 costFunctionConvergenceFactor=1e7)
+        reg.Execute(mid_f, mid_m)
+        deformable = bsp
+        disp = sitk.TransformToDisplacementField(bsp, sitk.sitkVectorFloat64, mid_f.GetSize(), mid_f.GetOrigin(),
+                                                 mid_f.GetSpacing(), mid_f.GetDirection())
+        jac = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(disp))
+        inside = sitk.GetArrayFromImage(mid_mask).astype(bool)
+        min_jac = float(jac[inside].min()) if inside.any() else float(jac.min())
+        metric = float(reg.GetMetricValue())
+        stages.append({"name": "bspline", "mesh": mesh, "metric": metric, "min_jacobian": round(min_jac, 4),
+                       "seconds": round(time.perf_counter() - t6, 3)})
+
+    # ---- quality checks
+    voxel = float(np.min(fixed.spacing))
+    corr = -float(metric)
+    moved_mask = sitk.Resample(_mask_image(m_body, m_img), f_img, _as_total(linear, deformable),
+                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    mm = sitk.GetArrayFromImage(moved_mask).astype(bool)
+    dice = float(2 * (mm & f_body).sum() / max(1, mm.sum() + f_body.sum()))
+    precision = 0.0
+    if precision_check:
+        t7 = time.perf_counter()
+        corners = _box_corners_lps(f_img, f_body)
+        ref_pts = np.array([linear.TransformPoint(tuple(p)) for p in corners])
+        spread = 0.0
+        rng = np.random.default_rng(seed)
+        for _ in range(2):
+            tx = sitk.Euler3DTransform(rigid)
+            params = np.array(tx.GetParameters())
+            params[:3] += np.deg2rad(rng.choice([-1, 1], 3) * 0.5)
+            params[3:] += rng.choice([-1, 1], 3) * voxel
+            tx.SetParameters(tuple(params))
+            reg = _method("correlation", mid_mask, mid_sampling, seed)
+            tx, _, _ = _optimise(reg, mid_f, mid_m, tx, 100, 1e-3 * float(np.min(mid_f.GetSpacing())),
+                                 0.25 * float(np.max(mid_f.GetSpacing())))
+            pts = np.array([tx.TransformPoint(tuple(p)) for p in corners])
+            spread = max(spread, float(np.linalg.norm(pts - ref_pts, axis=1).max()))
+        precision = spread
+        stages.append({"name": "precision check", "seconds": round(time.perf_counter() - t7, 3)})
+    problems = []
+    if corr < MIN_CORRELATION:
+        problems.append(f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): different "
+                        "animals, contrasts or no overlap?")
+    if dice < MIN_BODY_DICE:
+        problems.append(f"the body outlines overlap only {dice:.0%} after alignment (< {MIN_BODY_DICE:.0%})")
+    if precision > MAX_PRECISION_VOXELS * voxel:
+        problems.append(f"restarts from nearby positions disagree by {precision:.2f} mm "
+                        f"(> {MAX_PRECISION_VOXELS:g} voxel): the optimum is poorly defined")
+    if min_jac <= 0:
+        problems.append(f"the deformation folds (smallest Jacobian determinant {min_jac:.2f} <= 0); "
+                        "use a coarser B-spline spacing or a rigid/affine transform")
+    for p in problems:
+        warnings.warn(f"session alignment of {moving.name or 'moving'} to {fixed.name or 'fixed'} is doubtful: "
+                      f"{p}.", ImmunotrackWarning, stacklevel=2)
+    params = {"transform": transform, "bias_correction": bias_correction, "gain_normalisation": gain_normalisation,
+              "search": search, "max_rotation_deg": max_rotation_deg, "rotation_step_deg": rotation_step_deg,
+              "allow_flip": allow_flip, "n_starts": n_starts, "bspline_spacing_mm": bspline_spacing_mm,
+              "metric": "normalised correlation", "fixed_intensities": f_rec, "moving_intensities": m_rec}
+    del ambiguous
+    return AlignmentResult(matrix, transform, corr, dice, precision, min_jac, bool(problems), problems,
+                           time.perf_counter() - t0, stages, params, deformable)
+
+
+def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0,
+                    body: Optional[np.ndarray] = None) -> np.ndarray:
+    """Each body voxel divided by the body's Gaussian-weighted local mean (air set to 0).
+
+    A smooth coil profile (wavelength of centimetres) cancels in the ratio, while tissue
+    boundaries stay; the filter is isotropic, so it commutes with the animal's rotation and two
+    sessions' normalised images stay comparable.
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(data, np.float32)
+    body = body_mask(data) if body is None else np.asarray(body, bool)
+
+    def smooth(arr):  # recursive (IIR) Gaussian: cost independent of sigma
+        img = sitk.GetImageFromArray(arr.astype(np.float32))
+        img.SetSpacing(tuple(float(v) for v in spacing_mm[::-1]))
+        return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, float(sigma_mm)))
+
+    num = smooth(np.where(body, data, 0))
+    den = smooth(body)
+    out = np.zeros_like(data)
+    ok = body & (den > 1e-3)
+    out[ok] = data[ok] * den[ok] / np.maximum(num[ok], 1e-6)
+    return out
+
+
+def _poly_terms(shape, step: int = 1):
+    axes = np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32)[::step] for n in shape], indexing="ij")
+    return [np.ones_like(axes[0])] + list(axes) + [a * b for i, a in enumerate(axes) for b in axes[i:]]
+
+
+def _remove_differential_bias(f_img, m_img, f_body: np.ndarray, transform):
+    """Fit log(moving on fixed / fixed) inside the (eroded) fixed body by a quadratic and put it on the fixed.
+
+    Two sessions of one animal differ, after alignment, by the ratio of their coil profiles (smooth) plus
+    noise; removing that ratio makes the intensities comparable (the differential bias correction of
+    longitudinal MRI). Returns the corrected fixed image and the fitted ratio's range inside the body.
+    """
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    moved = sitk.GetArrayFromImage(sitk.Resample(m_img, f_img, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    fixed = sitk.GetArrayFromImage(f_img)
+    inner = ndimage.binary_erosion(f_body, iterations=2)
+    ok = inner & (moved > 0.05) & (fixed > 0.05)
+    step = max(1, int(round((ok.size / 200_000) ** (1 / 3))))
+    sub = (slice(None, None, step),) * 3
+    oks = ok[sub]
+    if oks.sum() < 100:
+        return f_img, [1.0, 1.0]
+    ratio = np.log(moved[sub][oks] / fixed[sub][oks])
+    terms = _poly_terms(fixed.shape, step)
+    design = np.stack([t[oks] for t in terms], 1).astype(np.float64)
+    # robust to the few voxels that differ for real (cells arrived): two passes, trimming outliers
+    coef, *_ = np.linalg.lstsq(design, ratio, rcond=None)
+    resid = ratio - design @ coef
+    keep = np.abs(resid) < 2.5 * 1.4826 * np.median(np.abs(resid - np.median(resid)))
+    coef, *_ = np.linalg.lstsq(design[keep], ratio[keep], rcond=None)
+    field = sum(c * t for c, t in zip(coef.astype(np.float32), _poly_terms(fixed.shape)))
+    field = np.exp(field).astype(np.float32)
+    out = sitk.GetImageFromArray(fixed * field)
+    out.CopyInformation(f_img)
+    inside = field[f_body]
+    return out, [round(float(inside.min()), 4), round(float(inside.max()), 4)]
+
+
+def _search_scores(coarse_f, coarse_m, coarse_mask, rotations, c_f, c_m, seed: int, n_points: int = 4000):
+    """Negative normalised correlation (lower is better) of each start: rotation about the fixed body
+    centre with the centres of mass matched. Vectorised over all starts (one interpolation call)."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    f_arr = sitk.GetArrayFromImage(coarse_f)
+    m_arr = sitk.GetArrayFromImage(coarse_m)
+    mask = sitk.GetArrayFromImage(coarse_mask).astype(bool)
+    idx = np.argwhere(mask)
+    if len(idx) > n_points:
+        idx = idx[np.random.default_rng(seed).choice(len(idx), n_points, replace=False)]
+    f_vals = f_arr[tuple(idx.T)].astype(np.float64)
+    f_vals = (f_vals - f_vals.mean()) / max(float(f_vals.std()), 1e-9)
+    pts = np.array([coarse_f.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p[::-1]))
+                    for p in idx[:1]])  # warm-up; the matrix form below does the rest
+    direction = np.array(coarse_f.GetDirection()).reshape(3, 3) * np.array(coarse_f.GetSpacing())
+    pts = idx[:, ::-1] @ direction.T + np.array(coarse_f.GetOrigin())
+    m_dir = np.array(coarse_m.GetDirection()).reshape(3, 3) * np.array(coarse_m.GetSpacing())
+    m_inv = np.linalg.inv(m_dir)
+    m_origin = np.array(coarse_m.GetOrigin())
+    rel = pts - c_f
+    coords = []
+    for rot in rotations:
+        q = rel @ np.asarray(rot).T + c_m
+        coords.append(((q - m_origin) @ m_inv.T)[:, ::-1])  # sitk x, y, z -> array z, y, x
+    coords = np.concatenate(coords).T
+    vals = ndimage.map_coordinates(m_arr, coords, order=1, mode="constant", cval=0.0).reshape(len(rotations), -1)
+    vals = vals - vals.mean(axis=1, keepdims=True)
+    norm = np.maximum(np.linalg.norm(vals, axis=1), 1e-9)
+    return list(-(vals @ f_vals) / (norm * np.sqrt(len(f_vals))))
+
+
+def _as_total(linear, deformable):
+    import SimpleITK as sitk
+
+    if deformable is None:
+        return linear
+    total = sitk.CompositeTransform(3)
+    total.AddTransform(linear)
+    total.AddTransform(deformable)
+    return total
+
+
+def _box_corners_lps(image, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(0)[::-1], idx.max(0)[::-1]
+    corners = [(x, y, z) for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    return np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p)) for p in corners])
