@@ -34,6 +34,7 @@ import itertools
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -48,6 +49,8 @@ from .volume import Volume
 
 #: Below this normalised correlation (after bias and gain correction) two same-contrast MRIs are not aligned.
 MIN_CORRELATION = 0.6
+#: Below this fraction of the correlation two aligned noisy copies of the animal would reach: doubtful.
+RELATIVE_CORRELATION = 0.9
 #: Below this Dice overlap of the body masks the alignment is doubtful.
 MIN_BODY_DICE = 0.85
 #: A residual-error estimate above this many voxels makes the alignment doubtful.
@@ -236,13 +239,32 @@ def _centroid_lps(image_sitk, mask: np.ndarray) -> np.ndarray:
     return np.array(image_sitk.TransformContinuousIndexToPhysicalPoint(tuple(float(i) for i in idx)))
 
 
-def _principal_axis_lps(image_sitk, mask: np.ndarray) -> np.ndarray:
+def _principal_axes_lps(image_sitk, mask: np.ndarray) -> list:
     pts = np.argwhere(mask)[::7][:, ::-1].astype(float)
     direction = np.array(image_sitk.GetDirection()).reshape(3, 3) * np.array(image_sitk.GetSpacing())
     phys = pts @ direction.T
-    cov = np.cov(phys.T)
-    w, v = np.linalg.eigh(cov)
-    return v[:, int(np.argmax(w))]
+    _, v = np.linalg.eigh(np.cov(phys.T))
+    return [v[:, i] for i in range(3)]
+
+
+def reliability(normalised: np.ndarray, gain_normalised: np.ndarray, body: np.ndarray) -> float:
+    """Share of the (locally normalised) body signal's variance that is not noise.
+
+    The noise sigma comes from the air of the gain-normalised image (Rician background:
+    mean = sigma * sqrt(pi / 2)), in units of the body's median, which is what local normalisation
+    divides by. Two perfectly aligned sessions correlate at about sqrt(rel_a * rel_b).
+    Returns NaN when the field of view has no air to measure the noise in.
+    """
+    from scipy import ndimage
+
+    air = ~ndimage.binary_dilation(body, iterations=3)
+    if air.sum() < 500:
+        return float("nan")
+    sigma = float(np.mean(gain_normalised[air])) / np.sqrt(np.pi / 2)
+    var_total = float(np.var(normalised[body]))
+    if var_total <= 0:
+        return float("nan")
+    return max(var_total - sigma ** 2, 0.0) / var_total
 
 
 def _rotation(angles_rad) -> np.ndarray:
@@ -389,10 +411,9 @@ def align_mri(
     n4 = bias_correction == "n4"
     f_body = body_mask(np.asarray(fixed.numpy(), np.float32)) if fixed.data.ndim == 3 else None
     m_body = body_mask(np.asarray(moving.numpy(), np.float32)) if moving.data.ndim == 3 else None
-    fixed_c, f_rec = correct_intensities(fixed, bias_correction=n4, gain_normalisation=gain_normalisation,
-                                         body=f_body)
-    moving_c, m_rec = correct_intensities(moving, bias_correction=n4, gain_normalisation=gain_normalisation,
-                                          body=m_body)
+    fixed_c, f_rec = correct_intensities(fixed, bias_correction=n4, gain_normalisation=True, body=f_body)
+    moving_c, m_rec = correct_intensities(moving, bias_correction=n4, gain_normalisation=True, body=m_body)
+    f_gain, m_gain = fixed_c.data, moving_c.data
     if bias_correction == "local":
         fixed_c = fixed_c.replace(data=local_normalise(fixed_c.data, fixed_c.spacing, local_sigma_mm, f_body))
         moving_c = moving_c.replace(data=local_normalise(moving_c.data, moving_c.spacing, local_sigma_mm, m_body))
@@ -407,7 +428,6 @@ def align_mri(
     # ---- initial translation from the body masks' centres of mass, rotation about the fixed centre
     c_f = _centroid_lps(f_img, f_body)
     c_m = _centroid_lps(m_img, m_body)
-    long_axis = _principal_axis_lps(f_img, f_body)
 
     coarse_f, cf = _shrunk(f_img, 12_000)
     coarse_m, _ = _shrunk(m_img, 12_000)
@@ -426,8 +446,12 @@ def align_mri(
         steps = np.arange(-max_rotation_deg, max_rotation_deg + 1e-6, rotation_step_deg)
         candidates = [_rotation(np.deg2rad(a)) for a in itertools.product(steps, steps, steps)]
     if allow_flip:
-        turn = _axis_turn(long_axis, np.pi)
-        candidates = candidates + [r @ turn for r in candidates]
+        # prone <-> supine is a half turn about the animal's long axis; in a slab the longest axis of the
+        # visible body need not be the animal's, so try a half turn about each principal axis
+        base = list(candidates)
+        for axis in _principal_axes_lps(f_img, f_body):
+            turn = _axis_turn(axis, np.pi)
+            candidates = candidates + [r @ turn for r in base]
     t1 = time.perf_counter()
     values = _search_scores(coarse_f, coarse_m, coarse_mask, candidates, c_f, c_m, seed)
     scored = list(zip(values, candidates))
@@ -518,11 +542,15 @@ def align_mri(
 
     # ---- quality checks
     voxel = float(np.min(fixed.spacing))
-    corr = -float(metric)
-    moved_mask = sitk.Resample(_mask_image(m_body, m_img), f_img, _as_total(linear, deformable),
-                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    total = _as_total(linear, deformable)
+    moved_mask = sitk.Resample(_mask_image(m_body, m_img), f_img, total, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     mm = sitk.GetArrayFromImage(moved_mask).astype(bool)
     dice = float(2 * (mm & f_body).sum() / max(1, mm.sum() + f_body.sum()))
+    moved = sitk.GetArrayFromImage(sitk.Resample(m_img, f_img, total, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    both = f_mask & mm
+    corr = float(np.corrcoef(sitk.GetArrayFromImage(f_img)[both], moved[both])[0, 1]) if both.sum() > 10 else 0.0
+    corr = corr if np.isfinite(corr) else 0.0
+    expected = float(np.sqrt(reliability(fixed_c.data, f_gain, f_body) * reliability(moving_c.data, m_gain, m_body)))
     precision = 0.0
     if precision_check:
         t7 = time.perf_counter()
@@ -544,9 +572,13 @@ def align_mri(
         precision = spread
         stages.append({"name": "precision check", "seconds": round(time.perf_counter() - t7, 3)})
     problems = []
-    if corr < MIN_CORRELATION:
-        problems.append(f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): different "
-                        "animals, contrasts or no overlap?")
+    limit = MIN_CORRELATION if not np.isfinite(expected) else max(MIN_CORRELATION, RELATIVE_CORRELATION * expected)
+    if corr < limit:
+        problems.append(f"the aligned images correlate at {corr:.2f} where the same animal would reach about "
+                        f"{expected:.2f} at this noise: a different animal, another contrast or too little overlap?"
+                        if np.isfinite(expected) else
+                        f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): a different animal, "
+                        "another contrast or too little overlap?")
     if dice < MIN_BODY_DICE:
         problems.append(f"the body outlines overlap only {dice:.0%} after alignment (< {MIN_BODY_DICE:.0%})")
     if precision > MAX_PRECISION_VOXELS * voxel:
@@ -563,6 +595,7 @@ def align_mri(
               "allow_flip": allow_flip, "n_starts": n_starts, "bspline_spacing_mm": bspline_spacing_mm,
               "metric": "normalised correlation", "fixed_intensities": f_rec, "moving_intensities": m_rec}
     del ambiguous
+    params["expected_correlation"] = round(expected, 4) if np.isfinite(expected) else None
     return AlignmentResult(matrix, transform, corr, dice, precision, min_jac, bool(problems), problems,
                            time.perf_counter() - t0, stages, params, deformable)
 
@@ -682,3 +715,189 @@ def _box_corners_lps(image, mask: np.ndarray) -> np.ndarray:
     lo, hi = idx.min(0)[::-1], idx.max(0)[::-1]
     corners = [(x, y, z) for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
     return np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p)) for p in corners])
+
+
+# --------------------------------------------------------------------------- a whole study
+#: Anatomical contrasts tried for session alignment, in order of preference.
+ALIGN_CONTRASTS = ("T2w", "T1w", "T2starw", "MR")
+
+
+@dataclass
+class SessionAlignment:
+    """What :func:`align_study` did for one session."""
+
+    subject: str
+    session: str
+    reference: str
+    status: str  # "reference", "aligned", "reused", "doubtful", "failed"
+    path: Optional[str] = None
+    message: str = ""
+    result: Optional[AlignmentResult] = None
+
+
+def session_transform_name(subject: str, session: str, reference: str) -> str:
+    """File name of a session's alignment to the reference session (``from-anat_to-ses<ref>``).
+
+    >>> session_transform_name("01", "day3", "day0")
+    'sub-01_ses-day3_from-anat_to-sesday0.tfm'
+    """
+    ref = "ses" + "".join(ch for ch in reference if ch.isalnum())
+    return f"sub-{subject}_ses-{session}_from-anat_to-{ref}.tfm"
+
+
+def _pick_reference(study, subject: str, reference: Optional[str]) -> str:
+    sessions = study.sessions(subject)
+    if reference:
+        name = reference[4:] if reference.startswith("ses-") else reference
+        if name not in sessions:
+            raise InputError(f"subject {subject} has no session {reference!r} (it has {', '.join(sessions)}); "
+                             "give one of those with --reference.")
+        return name
+    pre = [s for s in sessions if any(f.phase == "pre" for f in study.session_files(subject, s))]
+    return pre[0] if pre else sessions[0]
+
+
+def _anatomy(study, subject: str, session: str, contrast: Optional[str]):
+    files = [f for f in study.session_files(subject, session) if not f.is_labels]
+    roles = (contrast,) if contrast else ALIGN_CONTRASTS
+    for role in roles:
+        hit = [f for f in files if f.role == role]
+        if hit:
+            return hit[0]
+    return None
+
+
+def align_study(root, *, reference: Optional[str] = None, subject: Optional[str] = None,
+                contrast: Optional[str] = None, transform: str = "rigid", allow_flip: bool = False,
+                overwrite: bool = False, force: bool = False, progress=None) -> List[SessionAlignment]:
+    """Align every session's anatomical MRI to a reference session and save the transforms in the study.
+
+    Each session gets ``xfm/sub-<S>_ses-<T>_from-anat_to-ses<REF>.tfm`` (ITK text: a reference-session
+    world point -> the same anatomy in this session's world; other modalities of the session follow
+    their own ``from-<modality>_to-anat`` transform, composed with this one) and its provenance
+    sidecar. A transform already there whose inputs hash the same is reused. A session that cannot
+    be aligned is reported and skipped; the others are still done.
+
+    Parameters
+    ----------
+    root : path
+        The study folder (BIDS-like or a scanner export; see :mod:`napari_immunotrack.study`).
+    reference : str, optional
+        Reference session (``day0`` or ``ses-day0``); default the pre-injection session, else the first.
+    subject : str, optional
+        Only this subject.
+    contrast : str, optional
+        The MRI role to align (T2w, T1w, T2starw); default the first of those both sessions have.
+    transform : {"rigid", "affine", "bspline"}
+        See :func:`align_mri`; the B-spline part is saved beside the linear file (``_desc-bspline.tfm``).
+    allow_flip : bool
+        Also search a prone/supine half turn.
+    overwrite : bool
+        Recompute and replace existing transforms.
+    force : bool
+        Save doubtful alignments too (with their warnings in the provenance).
+
+    Returns
+    -------
+    list of SessionAlignment
+    """
+    import SimpleITK as sitk
+
+    from . import provenance
+    from .io import load_volume
+    from .io.transforms import write_transform
+    from .outputs import atomic_output, write_sidecar
+    from .study import open_study
+
+    study = open_study(root)
+    subjects = [subject] if subject else study.subjects()
+    if subject and subject not in study.subjects():
+        raise InputError(f"{root} has no subject {subject!r} (it has {', '.join(study.subjects())}).")
+    out: List[SessionAlignment] = []
+    jobs = []
+    for sub in subjects:
+        ref = _pick_reference(study, sub, reference)
+        for ses in study.sessions(sub):
+            jobs.append((sub, ses, ref))
+    for n, (sub, ses, ref) in enumerate(jobs):
+        if progress is not None:
+            progress(n / max(len(jobs), 1), f"sub-{sub} ses-{ses}")
+        if ses == ref:
+            out.append(SessionAlignment(sub, ses, ref, "reference"))
+            continue
+        ref_file = _anatomy(study, sub, ref, contrast)
+        ses_file = _anatomy(study, sub, ses, contrast)
+        if ref_file is None or ses_file is None:
+            missing = ref if ref_file is None else ses
+            out.append(SessionAlignment(sub, ses, ref, "failed", message=(
+                f"sub-{sub} ses-{ses}: no {contrast or 'anatomical'} MRI in session {missing} to align with; "
+                f"add one (or choose another with --contrast)")))
+            continue
+        session_dir = Path(ses_file.session_dir or Path(ses_file.path).parent)
+        path = session_dir / "xfm" / session_transform_name(sub, ses, ref)
+        inputs = {"fixed": str(ref_file.path), "moving": str(ses_file.path)}
+        if path.exists() and not overwrite:
+            if _same_inputs(path, inputs, transform):
+                out.append(SessionAlignment(sub, ses, ref, "reused", str(path)))
+                continue
+            out.append(SessionAlignment(sub, ses, ref, "failed", str(path), (
+                f"sub-{sub} ses-{ses}: {path.name} exists but was made from other images or settings; "
+                "rerun with --overwrite to replace it")))
+            continue
+        try:
+            fixed = load_volume(ref_file.path)
+            moving = load_volume(ses_file.path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImmunotrackWarning)
+                result = align_mri(fixed, moving, transform, allow_flip=allow_flip)
+                if result.doubtful and not allow_flip:  # a prone/supine change looks like this: try the half turns
+                    flipped = align_mri(fixed, moving, transform, allow_flip=True)
+                    if flipped.correlation > result.correlation:
+                        result = flipped
+        except InputError as exc:
+            out.append(SessionAlignment(sub, ses, ref, "failed", message=f"sub-{sub} ses-{ses}: {exc}"))
+            continue
+        if result.doubtful and not force:
+            out.append(SessionAlignment(sub, ses, ref, "doubtful", None, (
+                f"sub-{sub} ses-{ses}: alignment to ses-{ref} is doubtful ({'; '.join(result.warnings)}); "
+                "nothing saved: check both images are the same animal and contrast, or save it anyway with "
+                "--force"), result))
+            continue
+        record = provenance.record("align", inputs=inputs, parameters=result.parameters, warnings=result.warnings,
+                                   result=result.to_dict())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_transform(path, result.fixed_to_moving, overwrite=True, provenance=record)
+        if result.deformable is not None:
+            bpath = path.with_name(path.name[:-4] + "_desc-bspline.tfm")
+            with atomic_output(bpath, True) as tmp:
+                sitk.WriteTransform(result.deformable, str(tmp))
+                write_sidecar(bpath, record, written=tmp)
+        out.append(SessionAlignment(sub, ses, ref, "doubtful-saved" if result.doubtful else "aligned", str(path),
+                                    "; ".join(result.warnings), result))
+    if progress is not None:
+        progress(1.0, "done")
+    return out
+
+
+def _same_inputs(path: Path, inputs: dict, transform: str) -> bool:
+    """True when the saved transform's provenance names the same input files with the same content."""
+    import json
+
+    from .outputs import sidecar_path
+    from .provenance import sha256_path
+
+    side = sidecar_path(path)
+    if not side.exists():
+        return False
+    try:
+        rec = json.loads(side.read_text())
+        saved = rec.get("inputs", {})
+        if rec.get("parameters", {}).get("transform") != transform:
+            return False
+        for role, file in inputs.items():
+            entry = saved.get(role, {})
+            if not entry.get("sha256") or entry.get("sha256") != sha256_path(file):
+                return False
+        return True
+    except (OSError, ValueError):
+        return False
