@@ -354,7 +354,7 @@ def align_mri(
     rotation_step_deg: float = 15.0,
     allow_flip: bool = False,
     n_starts: int = 3,
-    bspline_spacing_mm: float = 6.0,
+    bspline_spacing_mm: float = 4.0,
     precision_check: bool = False,
     samples: int = 60_000,
     seed: int = 1,
@@ -522,13 +522,13 @@ def align_mri(
         t6 = time.perf_counter()
         size_mm = np.array(f_img.GetSize()) * np.array(f_img.GetSpacing())
         mesh = [max(1, int(round(s / bspline_spacing_mm))) for s in size_mm]
-        bsp = sitk.BSplineTransformInitializer(f_img, mesh, 3)
-        reg = _method("correlation", mid_mask, 1.0, seed)
+        bsp = sitk.BSplineTransformInitializer(mid_f, mesh, 3)
+        reg = _method("correlation", mid_mask, min(1.0, 20_000 / float(np.prod(mid_f.GetSize()))), seed)
         reg.SetMovingInitialTransform(linear)
         reg.SetInitialTransform(bsp, inPlace=True)
-        reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=60,
-                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=200,
-                                 costFunctionConvergenceFactor=1e7)
+        reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=50,
+                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=120,
+                                 costFunctionConvergenceFactor=1e9)
         reg.Execute(mid_f, mid_m)
         deformable = bsp
         disp = sitk.TransformToDisplacementField(bsp, sitk.sitkVectorFloat64, mid_f.GetSize(), mid_f.GetOrigin(),

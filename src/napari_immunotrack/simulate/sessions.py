@@ -211,3 +211,16 @@ def grid_points(volume: Volume, step_mm: float = 2.0, inside: Optional[np.ndarra
     if inside is not None:
         idx = idx[inside[tuple(idx.T)]]
     return volume.index_to_world(idx)
+
+
+def deformed_position(session: SessionMRI, undeformed_world: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """Where anatomy that would sit at ``undeformed_world`` (session world, rigid pose only) appears
+    in the deformed image: solves x + d(x) = y for x by fixed-point iteration (d smooth and small)."""
+    vol = session.volume
+    y = vol.world_to_index(undeformed_world)
+    x = y.copy()
+    for _ in range(iterations):
+        d = np.stack([ndimage.map_coordinates(session.displacement_vox[k], x.T, order=1, mode="nearest")
+                      for k in range(3)], 1)
+        x = y - d
+    return vol.index_to_world(x)
