@@ -356,7 +356,7 @@ def align_mri(
     n_starts: int = 3,
     bspline_spacing_mm: float = 4.0,
     precision_check: bool = False,
-    samples: int = 60_000,
+    samples: int = 40_000,
     seed: int = 1,
 ) -> AlignmentResult:
     """Align the same animal's same-contrast MRI of another session (``moving``) to ``fixed``.
@@ -613,9 +613,11 @@ def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0,
     data = np.asarray(data, np.float32)
     body = body_mask(data) if body is None else np.asarray(body, bool)
 
-    def smooth(arr):  # recursive (IIR) Gaussian: cost independent of sigma
+    import SimpleITK as sitk
+
+    def smooth(arr):  # recursive (IIR) Gaussian: cost independent of sigma, isotropic in mm
         img = sitk.GetImageFromArray(arr.astype(np.float32))
-        img.SetSpacing(tuple(float(v) for v in spacing_mm[::-1]))
+        img.SetSpacing(tuple(float(v) for v in np.asarray(spacing_mm, float)[::-1]))
         return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, float(sigma_mm)))
 
     num = smooth(np.where(body, data, 0))
