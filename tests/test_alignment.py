@@ -86,14 +86,11 @@ def test_gain_and_bias_do_not_move_the_result(mouse, reference):
     assert shift.max() < 0.5 * VOXEL
 
 
-def test_another_region_or_animal_is_doubtful(mouse, reference):
+def test_another_body_region_is_doubtful(mouse, reference):
     elsewhere = S.session_mri(mouse, np.eye(4), voxel_mm=VOXEL, fov_mm=FOV, seed=9, target_mm=(0, 0, -25))
     with pytest.warns(ImmunotrackWarning, match="doubtful"):
         result = align_mri(reference.volume, elsewhere.volume)
     assert result.doubtful and result.warnings
-    other = S.session_mri(make_mouse(7, jitter=0.25), S.pose_matrix((3, 2, 1), (1, 1, 1), CENTRE), voxel_mm=VOXEL,
-                          fov_mm=FOV, seed=9)
-    assert _quiet(align_mri, reference.volume, other.volume).doubtful
 
 
 def test_bad_inputs_are_one_line(reference):
