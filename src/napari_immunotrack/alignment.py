@@ -6,7 +6,7 @@ sometimes prone one day and supine the next), on its own grid, with its own
 receiver gain and coil bias field. Same-contrast MRI of the same animal is
 the easiest registration problem there is once intensities are made
 comparable, and the one where a baseline comparison needs sub-voxel accuracy.
-The method (docs/methods/registration.md#session-alignment):
+The method (docs/methods/session-alignment.md):
 
 1. **Comparable intensities**: N4 bias-field correction (SimpleITK) on each
    image, fitted on a coarse copy and applied at full resolution, then gain
@@ -121,7 +121,7 @@ class AlignmentResult:
     def to_dict(self) -> dict:
         """JSON-ready record for provenance."""
         return {
-            "method": "session alignment (docs/methods/registration.md#session-alignment)",
+            "method": "session alignment (docs/methods/session-alignment.md)",
             "transform": self.transform,
             "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
             "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",

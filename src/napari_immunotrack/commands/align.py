@@ -11,7 +11,7 @@ and reused on a rerun while their inputs are unchanged. Every other modality
 of a session follows its MRI through its own from-<modality>_to-anat
 transform composed with this one. A session that cannot be aligned is
 reported in one line; the others are still done (exit status 2 if any
-failed). Method: docs/methods/registration.md#session-alignment."""
+failed). Method: docs/methods/session-alignment.md."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ the coil's sensitivity profile (bias field) differ, and soft tissue has moved
 a little. This module renders one anatomical MRI of the phantom under such
 conditions, with every truth needed to score an alignment.
 
-Conventions (docs/methods/simulator.md#repositioned-sessions)
+Conventions (docs/methods/session-alignment.md#simulated-repositioning)
 ----------------------------------------------------------------
 ``pose`` is a 4x4 map from phantom world to the session's scanner world (RAS mm).
 For two sessions A and B, the world-to-world map that a registration with A

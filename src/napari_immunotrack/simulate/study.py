@@ -124,7 +124,7 @@ class StudyDesign:
     mpi_noise_sd: float = 1.0
     mu_eff_per_mm: float = 1.0
     photons_per_dye_unit: float = 1e-3
-    # Sessions as a real lab acquires them (docs/methods/simulator.md#repositioned-sessions): the animal
+    # Sessions as a real lab acquires them (docs/methods/session-alignment.md#simulated-repositioning): the animal
     # is put back in its own pose each session, the operator centres a new field of view on it, and the
     # receiver gain, coil profile and soft tissue differ. Off: every session on one bed (the old layout).
     repositioned: bool = False
