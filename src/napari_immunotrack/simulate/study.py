@@ -124,6 +124,17 @@ class StudyDesign:
     mpi_noise_sd: float = 1.0
     mu_eff_per_mm: float = 1.0
     photons_per_dye_unit: float = 1e-3
+    # Sessions as a real lab acquires them (docs/methods/session-alignment.md#simulated-repositioning): the animal
+    # is put back in its own pose each session, the operator centres a new field of view on it, and the
+    # receiver gain, coil profile and soft tissue differ. Off: every session on one bed (the old layout).
+    repositioned: bool = False
+    pose_max_rotation_deg: float = 15.0
+    pose_max_shift_mm: float = 3.0
+    flip_day: Optional[float] = None  # the session scanned prone instead of supine (a half turn)
+    gain_range: Seq[float] = (0.7, 1.4)
+    bias_strength: float = 0.2
+    deformation_mm: float = 0.15
+    fov_offset_mm: float = 1.0
 
     def check(self):
         check_field(self.field_t)
@@ -133,6 +144,10 @@ class StudyDesign:
             raise InputError(f"f19_reference_mM={self.f19_reference_mM} must be > 0 mM.")
         if any(m < 0 for m in self.mpi_fiducials_ng):
             raise InputError(f"mpi_fiducials_ng={list(self.mpi_fiducials_ng)} has a negative iron mass.")
+        if self.pose_max_rotation_deg < 0 or self.pose_max_shift_mm < 0 or self.deformation_mm < 0:
+            raise InputError("pose_max_rotation_deg, pose_max_shift_mm and deformation_mm must be >= 0.")
+        if len(tuple(self.gain_range)) != 2 or min(self.gain_range) <= 0:
+            raise InputError(f"gain_range={list(self.gain_range)} must be two positive numbers.")
 
 
 def _injection(design: StudyDesign) -> _dt.datetime:
@@ -232,6 +247,37 @@ def _session_poses(subject: Subject, day: float) -> Dict[str, np.ndarray]:
     return poses
 
 
+def session_pose(subject: "Subject", day: float, design: StudyDesign) -> dict:
+    """The animal's pose in the MRI scanner at one session (phantom world -> session MRI world), with the
+    session's receiver gain, coil-bias strength, soft-tissue deformation and field-of-view offset.
+
+    Identity, gain 1 and no bias or deformation unless ``design.repositioned`` (seeded by subject and day,
+    on a stream of its own so the other random draws do not change).
+    """
+    from .sessions import pose_matrix
+
+    if not design.repositioned:
+        return {"matrix": np.eye(4), "rotation_deg_xyz": [0.0, 0.0, 0.0], "translation_mm": [0.0, 0.0, 0.0],
+                "rotation_center_mm": list(MRI_CENTER_MM), "flipped": False, "gain": 1.0, "bias_strength": 0.0,
+                "deformation_mm": 0.0, "fov_offset_mm": [0.0, 0.0, 0.0], "seed": None}
+    seed = subject.seed * 104_729 + int(round(day * 1000)) + 17
+    rng = np.random.default_rng(seed)
+    rot = rng.uniform(-design.pose_max_rotation_deg, design.pose_max_rotation_deg, 3)
+    shift = rng.uniform(-design.pose_max_shift_mm, design.pose_max_shift_mm, 3)
+    flipped = design.flip_day is not None and float(design.flip_day) == float(day)
+    lo, hi = sorted(float(g) for g in design.gain_range)
+    return {"matrix": pose_matrix(rot, shift, MRI_CENTER_MM, flip=flipped), "rotation_deg_xyz": rot.tolist(),
+            "translation_mm": shift.tolist(), "rotation_center_mm": list(MRI_CENTER_MM), "flipped": flipped,
+            "gain": float(rng.uniform(lo, hi)), "bias_strength": float(design.bias_strength),
+            "deformation_mm": float(design.deformation_mm),
+            "fov_offset_mm": rng.uniform(-design.fov_offset_mm, design.fov_offset_mm, 3).tolist(), "seed": seed}
+
+
+def _apply_pose(matrix: np.ndarray, point) -> list:
+    p = np.asarray(point, float)
+    return [float(v) for v in matrix[:3, :3] @ p + matrix[:3, 3]]
+
+
 def _scanner_grid(to_world: np.ndarray, extent: np.ndarray, voxel: float, lps: bool, margin: float = 4.0):
     """Axis-aligned grid in a scanner's world covering the mouse box (phantom world) mapped by ``to_world``."""
     lo, hi = extent
@@ -306,14 +352,22 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     dc = simulate_population(design.dc_vaccine, [day])
     foci = [] if baseline else _foci_state(subject, tc, dc, day)
     poses = _session_poses(subject, day)
+    pose = session_pose(subject, day, design)
+    S = pose["matrix"]  # phantom world -> this session's MRI world
     vols, sidecars, tables = {}, {}, {}
     truth = {"day": day, "session": f"ses-{_session_name(day)}", "baseline": baseline,
-             "mri_datetime": scan0.isoformat()}
+             "mri_datetime": scan0.isoformat(),
+             "session_pose": dict({k: v for k, v in pose.items() if k != "matrix"},
+                                  phantom_to_mri_world=S.tolist())}
     report(progress, 0.02, "anatomy")
     # ------------------------------------------------------------------ MRI
     shape = tuple(grid["mri_shape"])
-    mri_aff = grid_affine(shape, grid["mri_voxel"], MRI_CENTER_MM)
-    labels = mouse.labels(shape, mri_aff)
+    # the operator centres an axis-aligned field of view on the posed anatomy (scanner world) ...
+    mri_center = np.array(_apply_pose(S, MRI_CENTER_MM)) + np.asarray(pose["fov_offset_mm"], float)
+    mri_aff = grid_affine(shape, grid["mri_voxel"], mri_center)
+    # ... and the phantom is evaluated where each scanner voxel lands on the animal
+    ph_aff = np.linalg.inv(S) @ mri_aff
+    labels = mouse.labels(shape, ph_aff)
     seqs = sequences(field_t)
     agent_mM = None
     dual = relaxivity("dual_mode", field_t)
@@ -330,9 +384,10 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
                 ("ln_inguinal_left", node_c, DC_NODE_RADIUS, node_amount, node["live_cells"])):
             vol_ul = 4.0 / 3.0 * np.pi * radius ** 3  # mm^3 = uL
             conc = amount / vol_ul * 1e-6  # fmol/uL = nM -> mM
-            mask = rasterize([(1, Sphere(centre, radius))], shape, mri_aff).astype(bool)
+            mask = rasterize([(1, Sphere(centre, radius))], shape, ph_aff).astype(bool)
             agent_mM[mask] = conc
-            dc_truth.append({"site": name, "centroid_ras_mm": centre.tolist(), "radius_mm": radius,
+            dc_truth.append({"site": name, "centroid_ras_mm": _apply_pose(S, centre),
+                             "centroid_phantom_mm": [float(v) for v in centre], "radius_mm": radius,
                              "concentration_mM": conc, "agent_fmol": amount, "live_cells": live,
                              "agent": "dual_mode", "r1": dual.r1, "r2": dual.r2, "r2s": dual.r2s,
                              "voxels": int(mask.sum())})
@@ -341,21 +396,36 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         fe = f["label_live"].get("iron", 0.0) + f["label_macrophage"].get("iron", 0.0)
         if fe > 0:
             clusters.append(iron_mod.IronCluster(f["center_mm"], fe, max(f["live_cells"], 0.0), id=f["id"], site=f["site"]))
-    blooms = (iron_mod.bloom_factors(shape, mri_aff, clusters, list(seqs.values()), field_t,
+    blooms = (iron_mod.bloom_factors(shape, ph_aff, clusters, list(seqs.values()), field_t,
                                      supersample=grid["bloom_supersample"]) if clusters else [None] * len(seqs))
+    session_rng = np.random.default_rng(pose["seed"]) if pose["seed"] is not None else None
+    bias = disp = None
+    if design.repositioned:
+        from .sessions import bias_field, smooth_displacement
+
+        bias = bias_field(shape, pose["bias_strength"], session_rng)
+        disp = smooth_displacement(shape, [grid["mri_voxel"]] * 3, pose["deformation_mm"], session_rng)
+    dseg = labels if disp is None else _warp(labels, disp, order=0)
+    gain = float(pose["gain"])
     for (key, seq), bloom in zip(seqs.items(), blooms):
         scale = REFERENCE_SIGNAL / tissue_signal(seq, field_t, "muscle")
-        img = weighted_image(labels, seq, field_t, agent_mM=agent_mM, agent=dual if agent_mM is not None else None,
-                             scale=scale)
+        img = weighted_image(labels, seq, field_t, agent_mM=agent_mM, agent=dual if agent_mM is not None else None, scale=scale)
         if bloom is not None:
             iron_mod.apply_bloom(img, *bloom)
+        if disp is not None:  # soft tissue moved a little; the coil sees the moved tissue
+            img = _warp(img, disp, order=1) * bias
         sigma = REFERENCE_SIGNAL / design.snr
-        vols[key] = Volume(rician(img, sigma, rng), mri_aff, "MR", "a.u.", seq.metadata(field_t), key)
-        sidecars[key] = dict(seq.metadata(field_t), Units="a.u.", NoiseSigma=sigma,
-                             SNRReference="muscle", ReferenceSignal=REFERENCE_SIGNAL, quantisation_step=sigma / 5)
-    vols["dseg"] = Volume(labels, mri_aff, "SEG", "label", {"label_names": LABELS}, "dseg")
+        noisy = rician(img, sigma, rng)
+        if gain != 1.0:
+            noisy = (noisy * gain).astype(np.float32)
+        vols[key] = Volume(noisy, mri_aff, "MR", "a.u.", seq.metadata(field_t), key)
+        sidecars[key] = dict(seq.metadata(field_t), Units="a.u.", NoiseSigma=sigma * gain,
+                             SNRReference="muscle", ReferenceSignal=REFERENCE_SIGNAL * gain,
+                             quantisation_step=sigma * gain / 5)
+    vols["dseg"] = Volume(dseg, mri_aff, "SEG", "label", {"label_names": LABELS}, "dseg")
     sidecars["dseg"] = {"Modality": "SEG", "Units": "label", "LabelNames": {str(k): v for k, v in LABELS.items()}}
-    truth["mri"] = {"field_t": field_t, "snr": design.snr, "sigma": REFERENCE_SIGNAL / design.snr,
+    truth["mri"] = {"field_t": field_t, "snr": design.snr, "sigma": REFERENCE_SIGNAL / design.snr * gain,
+                    "receiver_gain": gain,
                     "reference_tissue": "muscle", "reference_signal": REFERENCE_SIGNAL,
                     "sequences": {k: s.metadata(field_t) for k, s in seqs.items()},
                     "shape": list(shape), "affine": mri_aff.tolist(),
@@ -366,7 +436,8 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         return {"volumes": vols, "sidecars": sidecars, "tables": tables, "truth": truth}
     truth["foci"] = [{
         "id": f["id"], "site": f["site"], "population": f["population"],
-        "centroid_ras_mm": [float(v) for v in f["center_mm"]], "spread_mm": f["spread_mm"],
+        "centroid_ras_mm": _apply_pose(S, f["center_mm"]), "centroid_phantom_mm": [float(v) for v in f["center_mm"]],
+        "spread_mm": f["spread_mm"],
         "live_cells": f["live_cells"], "label_live": f["label_live"], "label_macrophage": f["label_macrophage"],
         "iron_pg": f["label_live"]["iron"] + f["label_macrophage"]["iron"],
     } for f in foci]
@@ -380,7 +451,7 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         t_half = half_life_s(nuclide)
         scan_time = inj + _dt.timedelta(days=day, minutes=offset_min)
         dfac = decay_factor((scan_time - inj).total_seconds(), t_half)
-        to_world = poses[key]
+        to_world = poses[key] @ S  # phantom -> MRI world -> this scanner's world
         g_shape, g_aff = _scanner_grid(to_world, mouse.extent_mm, vox, lps=True)
         sources = []
         for f in foci:
@@ -428,8 +499,9 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     f_vox = grid["f19_voxel"]
     f_shape = tuple(int(np.ceil(s * grid["mri_voxel"] / f_vox)) for s in shape)
     f_shape = (f_shape[0], f_shape[1] + int(np.ceil(6.0 / f_vox)), f_shape[2])  # room below for the tube
-    f_center = np.array(MRI_CENTER_MM) + [0.0, -3.0, 0.0]
+    f_center = mri_center + [0.0, -3.0, 0.0]  # same scanner and bed as the MRI (scanner world)
     f_aff = grid_affine(f_shape, f_vox, f_center)
+    S_inv = np.linalg.inv(S)
     f_per_cell = design.car_t.label_per_cell["f19"]
     depots = []
     for f in foci:
@@ -440,9 +512,11 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     half_y = (f_shape[1] - 1) / 2 * f_vox
     tube_c = np.array([f_center[0] - 6.0, f_center[1] - half_y + 2.0, f_center[2]])
     tube_len = (f_shape[0] - 1) / 2 * f_vox - 2.0
-    tube = Cylinder(tube_c - [0, 0, tube_len], tube_c + [0, 0, tube_len], 1.0)
-    f19 = f19_image(depots, tube, design.f19_reference_mM, f_shape, f_aff, snr=design.f19_snr, rng=rng,
-                    supersample=3)
+    # the tube lies on the bed (scanner world); the depots move with the animal (phantom world)
+    tube = Cylinder(np.array(_apply_pose(S_inv, tube_c - [0, 0, tube_len])),
+                    np.array(_apply_pose(S_inv, tube_c + [0, 0, tube_len])), 1.0)
+    f19 = f19_image(depots, tube, design.f19_reference_mM, f_shape, f_aff, to_phantom=S_inv, snr=design.f19_snr,
+                    rng=rng, supersample=3)
     vols["f19"] = Volume(f19["image"], f_aff, "F19", "a.u.", {}, "19F")
     vols["f19_reftube"] = Volume(f19["reference_mask"], f_aff, "SEG", "label", {"label_names": {1: "reference tube"}},
                                  "19F reference tube")
@@ -463,7 +537,7 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     }
     report(progress, 0.75, "19F done")
     # ------------------------------------------------------------------ MPI (own scanner)
-    to_mpi = poses["mpi"]
+    to_mpi = poses["mpi"] @ S
     # the whole animal plus room on the bed below it for the fiducials
     m_shape, m_aff = _scanner_grid(to_mpi, mouse.extent_mm + np.array([[0, -6.0, 0], [0, 0, 0]]),
                                    grid["mpi_voxel"], lps=False, margin=3.0)
@@ -504,6 +578,7 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     dye = [(f["label_live"]["dye"] + f["label_macrophage"]["dye"]) * design.photons_per_dye_unit for f in foci]
     opt = optical_image(mouse, np.array(dye_pts) if dye_pts else np.zeros((0, 3)), np.array(dye),
                         pixel_mm=grid["optical_pixel"], mu_eff_per_mm=design.mu_eff_per_mm, rng=rng)
+    opt["affine"] = S @ np.asarray(opt["affine"], float)  # the optical frame follows the animal into MRI world
     vols["fluo"] = Volume(opt["image"], opt["affine"], "OPT", "a.u.", {"optical_affine": opt["affine"].tolist()}, "fluorescence")
     sidecars["fluo"] = {"Modality": "OPT", "Units": "a.u.", "View": "ventral (camera above the supine animal)",
                         "PixelSize_mm": opt["pixel_mm"], "mu_eff_per_mm": opt["mu_eff_per_mm"],
@@ -517,6 +592,14 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     truth["sites"] = _site_truth(tc[day], dc[day], design)
     report(progress, 1.0, "timepoint done")
     return {"volumes": vols, "sidecars": sidecars, "tables": tables, "truth": truth}
+
+
+def _warp(image: np.ndarray, displacement_vox: np.ndarray, order: int) -> np.ndarray:
+    """``image`` sampled at index + displacement (a smooth soft-tissue shift)."""
+    from scipy import ndimage
+
+    coords = np.indices(image.shape, dtype=np.float32) + displacement_vox
+    return ndimage.map_coordinates(image, coords, order=order, mode="nearest").astype(image.dtype)
 
 
 def _site_truth(car: dict, dc: dict, design: StudyDesign) -> dict:
@@ -709,7 +792,9 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
         truth = {
             "description": "Ground truth of a napari-immunotrack simulated study (see simulate/study.py).",
             "conventions": {
-                "world": "RAS millimetres; the MRI world is the phantom world",
+                "world": "RAS millimetres; each session's MRI world is the phantom world moved by the session's "
+                         "pose (sessions.<ses>.session_pose.phantom_to_mri_world; identity when every session "
+                         "lies on one bed); centroid_ras_mm are in that session's MRI world",
                 "transforms": "mri_to_<modality>: 4x4 matrix mapping a point of MRI world (RAS mm) to the same "
                               "anatomical point in that modality's world (RAS mm); identity for 19F",
                 "times": "days after injection; day 0 is the baseline MRI scanned 30 min before injection",

@@ -1,0 +1,926 @@
+"""Session alignment: one animal's anatomical MRI of one session brought onto another session's.
+
+Animals are taken out of the scanner between sessions, so each session sees
+the animal in its own pose (rotations of 5-30 degrees, shifts of millimetres,
+sometimes prone one day and supine the next), on its own grid, with its own
+receiver gain and coil bias field. Same-contrast MRI of the same animal is
+the easiest registration problem there is once intensities are made
+comparable, and the one where a baseline comparison needs sub-voxel accuracy.
+The method (docs/methods/session-alignment.md):
+
+1. **Comparable intensities**: N4 bias-field correction (SimpleITK) on each
+   image, fitted on a coarse copy and applied at full resolution, then gain
+   normalisation (the median of reference tissue, by default the body, set to 1).
+2. **Capture range**: the body masks' centres of mass give the translation; an
+   orientation search evaluates the correlation metric on a coarse level for a
+   grid of rotations (default +-30 degrees about every axis in 15 degree steps,
+   and a 180 degree turn about the body's long axis when ``allow_flip``); the
+   best few starts are optimised on the coarse level and the best one is refined.
+3. **Fine registration**: rigid (6 parameters) by normalised correlation on
+   a pyramid down to the full resolution; optionally affine (12) and a
+   regularised B-spline deformation on top.
+4. **Doubt, said aloud**: the final correlation, the overlap of the body masks,
+   the spread of refinements from perturbed starts (an estimate of the
+   residual error in mm) and, for B-splines, the smallest Jacobian determinant
+   (folding) are reported; a doubtful result carries a warning naming the reason.
+
+Transforms follow :mod:`napari_immunotrack.registration`: ``fixed_to_moving`` maps a
+fixed-world point (RAS mm) to the moving-world point showing the same anatomy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .errors import ImmunotrackWarning, InputError
+from .registration import (
+    matrix_to_sitk_transform,
+    sitk_transform_to_matrix,
+    volume_to_sitk,
+)
+from .volume import Volume
+
+#: Below this normalised correlation (after intensity harmonisation) two same-contrast MRIs are not aligned.
+#: Aligned sessions of one animal reach 0.6-0.97 (coarse grids, noise and arrived cells lower it); a wrong
+#: half turn or another body region stays near 0.
+MIN_CORRELATION = 0.5
+#: Two optimised starts whose correlations differ by less than this, but whose poses differ, make the result
+#: ambiguous.
+AMBIGUITY_MARGIN = 0.01
+#: Below this Dice overlap of the body masks the alignment is doubtful.
+MIN_BODY_DICE = 0.85
+#: A residual-error estimate above this many voxels makes the alignment doubtful.
+MAX_PRECISION_VOXELS = 1.0
+
+
+@dataclass
+class AlignmentResult:
+    """The outcome of :func:`align_mri`.
+
+    Attributes
+    ----------
+    fixed_to_moving : (4, 4) array
+        Linear part (rigid or affine): a fixed world point -> the moving world point of the same anatomy.
+    transform : str
+        "rigid", "affine" or "bspline".
+    correlation : float
+        Normalised correlation of the corrected images inside the fixed body mask (1 = identical).
+    body_dice : float
+        Overlap of the two body masks after alignment.
+    precision_mm : float
+        Spread (max over the body's bounding box) of refinements restarted from perturbed starts:
+        an estimate of the residual alignment error.
+    min_jacobian : float
+        Smallest Jacobian determinant of the deformable part (1 for linear transforms); <= 0 means folding.
+    doubtful : bool
+        True when any check failed; ``warnings`` says which.
+    warnings : list of str
+    elapsed_s : float
+    stages : list of dict
+    parameters : dict
+        Every setting, for provenance.
+    deformable : SimpleITK transform or None
+        The B-spline part, applied after the linear one (fixed world -> moving world, in LPS as ITK).
+    """
+
+    fixed_to_moving: np.ndarray
+    transform: str
+    correlation: float
+    body_dice: float
+    precision_mm: float
+    min_jacobian: float = 1.0
+    doubtful: bool = False
+    warnings: List[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    stages: list = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+    deformable: object = None
+
+    @property
+    def moving_to_fixed(self) -> np.ndarray:
+        return np.linalg.inv(self.fixed_to_moving)
+
+    def transform_points(self, fixed_points) -> np.ndarray:
+        """Fixed world RAS points (N, 3) -> moving world RAS points (N, 3), deformation included."""
+        pts = np.atleast_2d(np.asarray(fixed_points, float))
+        out = pts @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
+        if self.deformable is not None:
+            # the B-spline works on fixed-world LPS points before the linear map
+            lps = pts * [-1, -1, 1]
+            moved = np.array([self.deformable.TransformPoint(tuple(map(float, p))) for p in lps]) * [-1, -1, 1]
+            out = moved @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready record for provenance."""
+        return {
+            "method": "session alignment (docs/methods/session-alignment.md)",
+            "transform": self.transform,
+            "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
+            "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",
+            "correlation": round(float(self.correlation), 6),
+            "body_dice": round(float(self.body_dice), 6),
+            "precision_mm": round(float(self.precision_mm), 6),
+            "min_jacobian": round(float(self.min_jacobian), 6),
+            "doubtful": bool(self.doubtful),
+            "warnings": list(self.warnings),
+            "elapsed_s": round(float(self.elapsed_s), 3),
+            "stages": self.stages,
+            "parameters": self.parameters,
+        }
+
+
+# --------------------------------------------------------------------------- intensities
+def body_mask(data: np.ndarray) -> np.ndarray:
+    """The animal: voxels above an Otsu threshold of the lightly smoothed image, holes filled, largest part.
+
+    >>> img = np.zeros((20, 20, 20), np.float32); img[5:15, 5:15, 5:15] = 100
+    >>> int(body_mask(img + np.random.default_rng(0).normal(0, 5, img.shape)).sum())
+    1000
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(data, np.float32)
+    smooth = ndimage.uniform_filter(data, 3)
+    finite = smooth[np.isfinite(smooth)]
+    if finite.size == 0 or float(finite.max()) <= float(finite.min()):
+        return np.zeros(data.shape, bool)
+    mask = smooth > threshold_otsu(finite)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    for axis_slices in range(1):  # fill holes slice-free (3D)
+        mask = ndimage.binary_fill_holes(mask)
+    return mask
+
+
+def correct_intensities(volume: Volume, *, bias_correction: bool = True, gain_normalisation: bool = True,
+                        reference_mask: Optional[np.ndarray] = None, body: Optional[np.ndarray] = None,
+                        n4_target_voxels: int = 8_000,
+                        n4_iterations: Sequence[int] = (15,)) -> tuple:
+    """Bias-field correct (N4) and gain-normalise an MRI so another session's can be compared with it.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D MRI.
+    bias_correction : bool
+        Run N4 (fitted on a copy shrunk to about ``n4_target_voxels``, applied at full resolution).
+    gain_normalisation : bool
+        Divide by the median of ``reference_mask`` (default: the body mask) so reference tissue reads 1.
+    reference_mask : bool array, optional
+        Reference tissue (e.g. muscle) on the volume's grid.
+    body : bool array, optional
+        The body mask if already known (else :func:`body_mask`).
+
+    Returns
+    -------
+    (Volume, dict)
+        The corrected volume (float32) and a record: ``bias_correction``, ``gain`` (the divisor),
+        ``bias_range`` (min/max of the fitted field inside the body).
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(volume.numpy(), np.float32)
+    if data.ndim != 3:
+        raise InputError(f"{volume.name or 'the image'} has {data.ndim} dimensions; alignment needs one 3D MRI.")
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    mask = body_mask(data) if body is None else np.asarray(body, bool)
+    if mask.sum() < 64:
+        raise InputError(f"{volume.name or 'the image'} shows no body (an empty or constant image); "
+                         "give the session's anatomical MRI.")
+    record = {"bias_correction": bool(bias_correction), "gain_normalisation": bool(gain_normalisation)}
+    out = data
+    if bias_correction:
+        img = sitk.GetImageFromArray(np.maximum(data, 0) + 1e-3)
+        img.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
+        msk = sitk.GetImageFromArray(mask.astype(np.uint8))
+        msk.CopyInformation(img)
+        factor = max(1, int(round((data.size / n4_target_voxels) ** (1 / 3))))
+        small = sitk.Shrink(img, [factor] * 3)
+        small_mask = sitk.Shrink(msk, [factor] * 3)
+        n4 = sitk.N4BiasFieldCorrectionImageFilter()
+        n4.SetMaximumNumberOfIterations([int(i) for i in n4_iterations])
+        n4.Execute(small, small_mask)
+        # the field is smooth: evaluate it on the coarse grid and interpolate (much cheaper than at every voxel)
+        small_log = n4.GetLogBiasFieldAsImage(small)
+        log_bias = sitk.GetArrayFromImage(sitk.Resample(small_log, img, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                        sitk.sitkFloat32)).astype(np.float32)
+        bias = np.exp(log_bias)
+        out = data / bias
+        inside = bias[mask]
+        record["bias_range"] = [round(float(inside.min()), 4), round(float(inside.max()), 4)]
+        record["n4_shrink"] = factor
+    if gain_normalisation:
+        ref = mask if reference_mask is None else np.asarray(reference_mask, bool)
+        if ref.shape != data.shape or ref.sum() == 0:
+            raise InputError("the reference-tissue mask is empty or not on the image's grid; give a mask of "
+                             "the image's shape, or none to use the body.")
+        gain = float(np.median(out[ref]))
+        if not gain > 0:
+            raise InputError(f"{volume.name or 'the image'}: reference tissue has no positive signal; "
+                             "check the mask or switch gain normalisation off.")
+        out = out / gain
+        record["gain"] = round(gain, 6)
+    return volume.replace(data=out.astype(np.float32)), record
+
+
+# --------------------------------------------------------------------------- geometry helpers
+def _centroid_lps(image_sitk, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask).mean(axis=0)[::-1]  # sitk index order x, y, z
+    return np.array(image_sitk.TransformContinuousIndexToPhysicalPoint(tuple(float(i) for i in idx)))
+
+
+def _principal_axes_lps(image_sitk, mask: np.ndarray) -> list:
+    pts = np.argwhere(mask)[::7][:, ::-1].astype(float)
+    direction = np.array(image_sitk.GetDirection()).reshape(3, 3) * np.array(image_sitk.GetSpacing())
+    phys = pts @ direction.T
+    _, v = np.linalg.eigh(np.cov(phys.T))
+    return [v[:, i] for i in range(3)]
+
+
+def reliability(normalised: np.ndarray, gain_normalised: np.ndarray, body: np.ndarray) -> float:
+    """Share of the (locally normalised) body signal's variance that is not noise.
+
+    The noise sigma comes from the air of the gain-normalised image (Rician background:
+    mean = sigma * sqrt(pi / 2)), in units of the body's median, which is what local normalisation
+    divides by. Two perfectly aligned sessions correlate at about sqrt(rel_a * rel_b).
+    Returns NaN when the field of view has no air to measure the noise in.
+    """
+    from scipy import ndimage
+
+    air = ~ndimage.binary_dilation(body, iterations=3)
+    if air.sum() < 500:
+        return float("nan")
+    sigma = float(np.mean(gain_normalised[air])) / np.sqrt(np.pi / 2)
+    var_total = float(np.var(normalised[body]))
+    if var_total <= 0:
+        return float("nan")
+    return max(var_total - sigma ** 2, 0.0) / var_total
+
+
+def _rotation(angles_rad) -> np.ndarray:
+    ax, ay, az = angles_rad
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _axis_turn(axis: np.ndarray, angle: float) -> np.ndarray:
+    a = axis / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def _euler_from(matrix3: np.ndarray, center, translation):
+    import SimpleITK as sitk
+
+    tx = sitk.Euler3DTransform()
+    tx.SetCenter(tuple(float(c) for c in center))
+    tx.SetMatrix(tuple(float(v) for v in np.asarray(matrix3).ravel()), 1e-4)
+    tx.SetTranslation(tuple(float(t) for t in translation))
+    return tx
+
+
+def _shrunk(image, target_voxels: int):
+    import SimpleITK as sitk
+
+    n = float(np.prod(image.GetSize()))
+    f = max(1, int(round((n / target_voxels) ** (1 / 3))))
+    if f == 1:
+        return image, 1
+    factors = [int(min(f, max(1, s // 8))) for s in image.GetSize()]
+    return sitk.BinShrink(image, factors), f
+
+
+def _method(metric: str, fixed_mask, sampling: float, seed: int):
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    if metric == "correlation":
+        reg.SetMetricAsCorrelation()
+    elif metric == "mattes":
+        reg.SetMetricAsMattesMutualInformation(32)
+    else:
+        reg.SetMetricAsMeanSquares()
+    if sampling < 1.0:
+        reg.SetMetricSamplingStrategy(reg.REGULAR)
+        reg.SetMetricSamplingPercentage(float(sampling), int(seed))
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
+
+
+def _optimise(reg, fixed, moving, tx, iterations: int, min_step: float, learning_rate: float):
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=min_step,
+                                                 numberOfIterations=int(iterations), relaxationFactor=0.6,
+                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetInitialTransform(tx, inPlace=True)
+    reg.Execute(fixed, moving)
+    return tx, float(reg.GetMetricValue()), int(reg.GetOptimizerIteration())
+
+
+def _mask_image(mask: np.ndarray, like):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img.CopyInformation(like)
+    return img
+
+
+# --------------------------------------------------------------------------- the alignment
+def align_mri(
+    fixed: Volume,
+    moving: Volume,
+    transform: str = "rigid",
+    *,
+    fixed_mask: Optional[np.ndarray] = None,
+    bias_correction: str = "local",
+    local_sigma_mm: float = 2.0,
+    gain_normalisation: bool = True,
+    search: bool = True,
+    max_rotation_deg: float = 30.0,
+    rotation_step_deg: float = 15.0,
+    allow_flip: bool = False,
+    n_starts: int = 3,
+    bspline_spacing_mm: float = 4.0,
+    precision_check: bool = False,
+    samples: int = 60_000,
+    seed: int = 1,
+) -> AlignmentResult:
+    """Align the same animal's same-contrast MRI of another session (``moving``) to ``fixed``.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+        3D anatomical MRIs of one animal, same contrast, any grids, poses, gains and coil profiles.
+    transform : {"rigid", "affine", "bspline"}
+        "affine" adds 12 parameters after the rigid stage; "bspline" adds a regularised B-spline
+        deformation (control points every ``bspline_spacing_mm``) after the rigid stage.
+    fixed_mask : bool array on the fixed grid, optional
+        Where the metric is computed (default: the body).
+    bias_correction : {"differential", "n4", "none"}
+        "differential" (default, fast): after the middle level, the smooth ratio of the two sessions'
+        coil profiles is fitted (a quadratic in log intensity over the fixed body) and removed from
+        the fixed image before the fine level; "n4": N4 on each image first (:func:`correct_intensities`).
+    gain_normalisation : bool
+        Divide each image by its body's median signal.
+    search : bool
+        Orientation search over +-``max_rotation_deg`` in ``rotation_step_deg`` steps (and a 180 degree
+        prone/supine turn about the long axis when ``allow_flip``). Off: start from the centres of mass.
+    n_starts : int
+        How many of the best search positions are optimised on the coarse level.
+    precision_check : bool
+        Restart the last level from two perturbed positions and report the spread (``precision_mm``).
+
+    Returns
+    -------
+    AlignmentResult
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> from napari_immunotrack.simulate import sessions as s
+    >>> mouse = make_mouse(0)
+    >>> a = s.session_mri(mouse, np.eye(4), voxel_mm=0.4, seed=1)
+    >>> pose = s.pose_matrix((10, -5, 20), (2, -1, 1), center_mm=(1, -1, 4))
+    >>> b = s.session_mri(mouse, pose, voxel_mm=0.4, gain=1.3, bias_strength=0.2, seed=2)
+    >>> r = align_mri(a.volume, b.volume)
+    >>> bool(s.target_registration_error(r.fixed_to_moving, np.eye(4), pose, [[1, -1, 4]])[0] < 0.2)
+    True
+    """
+    import SimpleITK as sitk
+
+    if transform not in ("rigid", "affine", "bspline"):
+        raise InputError(f"transform={transform!r} must be 'rigid', 'affine' or 'bspline'.")
+    t0 = time.perf_counter()
+    stages: list = []
+    if bias_correction not in ("local", "differential", "n4", "none"):
+        raise InputError(f"bias_correction={bias_correction!r} must be 'local', 'differential', 'n4' or 'none'.")
+    n4 = bias_correction == "n4"
+    f_body = body_mask(np.asarray(fixed.numpy(), np.float32)) if fixed.data.ndim == 3 else None
+    m_body = body_mask(np.asarray(moving.numpy(), np.float32)) if moving.data.ndim == 3 else None
+    fixed_c, f_rec = correct_intensities(fixed, bias_correction=n4, gain_normalisation=True, body=f_body)
+    moving_c, m_rec = correct_intensities(moving, bias_correction=n4, gain_normalisation=True, body=m_body)
+    f_gain, m_gain = fixed_c.data, moving_c.data
+    if bias_correction == "local":
+        fixed_c = fixed_c.replace(data=local_normalise(fixed_c.data, fixed_c.spacing, local_sigma_mm, f_body))
+        moving_c = moving_c.replace(data=local_normalise(moving_c.data, moving_c.spacing, local_sigma_mm, m_body))
+    stages.append({"name": "intensities", "seconds": round(time.perf_counter() - t0, 3)})
+    f_mask = f_body if fixed_mask is None else np.asarray(fixed_mask, bool)
+    if f_mask.shape != f_body.shape or not f_mask.any():
+        raise InputError("the fixed mask is empty or not on the fixed image's grid.")
+    f_img = volume_to_sitk(fixed_c, sitk.sitkFloat32)
+    m_img = volume_to_sitk(moving_c, sitk.sitkFloat32)
+    f_mask_img = _mask_image(f_mask, f_img)
+
+    # ---- initial translation from the body masks' centres of mass, rotation about the fixed centre
+    c_f = _centroid_lps(f_img, f_body)
+    c_m = _centroid_lps(m_img, m_body)
+
+    coarse_f, cf = _shrunk(f_img, 12_000)
+    coarse_m, _ = _shrunk(m_img, 12_000)
+    coarse_mask = sitk.Cast(sitk.BinShrink(sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(cf, max(1, s // 8)))
+                                                                                     for s in f_img.GetSize()]) >= 0.5,
+                            sitk.sitkUInt8) if cf > 1 else f_mask_img
+    coarse_f = sitk.SmoothingRecursiveGaussian(coarse_f, 0.5 * float(np.max(coarse_f.GetSpacing())))
+    coarse_m = sitk.SmoothingRecursiveGaussian(coarse_m, 0.5 * float(np.max(coarse_m.GetSpacing())))
+
+    def start(rot3):
+        # the fixed centroid maps onto the moving centroid
+        return _euler_from(rot3, c_f, c_m - c_f)
+
+    candidates = [np.eye(3)]
+    if search:
+        steps = np.arange(-max_rotation_deg, max_rotation_deg + 1e-6, rotation_step_deg)
+        candidates = [_rotation(np.deg2rad(a)) for a in itertools.product(steps, steps, steps)]
+    if allow_flip:
+        # prone <-> supine is a half turn about the animal's long axis; in a slab the longest axis of the
+        # visible body need not be the animal's, so try a half turn about each principal axis
+        base = list(candidates)
+        for axis in _principal_axes_lps(f_img, f_body):
+            turn = _axis_turn(axis, np.pi)
+            candidates = candidates + [r @ turn for r in base]
+    t1 = time.perf_counter()
+    values = _search_scores(coarse_f, coarse_m, coarse_mask, candidates, c_f, c_m, seed)
+    scored = list(zip(values, candidates))
+    scored.sort(key=lambda x: x[0])
+    stages.append({"name": "orientation search", "candidates": len(candidates),
+                   "seconds": round(time.perf_counter() - t1, 3)})
+
+    # ---- optimise the best starts on the coarse level; keep the best
+    t2 = time.perf_counter()
+    optimised = []
+    for value, rot in scored[:max(1, n_starts)]:
+        tx = start(rot)
+        reg = _method("correlation", coarse_mask, 1.0, seed)
+        tx, metric, its = _optimise(reg, coarse_f, coarse_m, tx, 100, 0.01 * float(np.min(coarse_f.GetSpacing())),
+                                    2.0 * float(np.max(coarse_f.GetSpacing())))
+        optimised.append((metric, tx))
+    optimised.sort(key=lambda x: x[0])
+    best = optimised[0]
+    # another start that fits almost as well at a clearly different pose: the optimum is not unique
+    corners = _box_corners_lps(f_img, f_body)
+    best_pts = np.array([best[1].TransformPoint(tuple(p)) for p in corners])
+    rival = None
+    for metric, tx in optimised[1:]:
+        pts_other = np.array([tx.TransformPoint(tuple(p)) for p in corners])
+        far = float(np.linalg.norm(pts_other - best_pts, axis=1).max()) > 2.0 * float(np.max(coarse_f.GetSpacing()))
+        if far and metric - best[0] < AMBIGUITY_MARGIN:
+            rival = (metric, tx)
+            break
+    stages.append({"name": "coarse", "starts": min(len(scored), n_starts), "metric": best[0],
+                   "seconds": round(time.perf_counter() - t2, 3)})
+    rigid = best[1]
+
+    # ---- refine: middle then full resolution
+    t3 = time.perf_counter()
+    mid_f, mf = _shrunk(f_img, 150_000)
+    mid_m, _ = _shrunk(m_img, 150_000)
+    mid_mask = sitk.Cast(sitk.BinShrink(sitk.Cast(f_mask_img, sitk.sitkFloat32),
+                                        [int(min(mf, max(1, s // 8))) for s in f_img.GetSize()]) >= 0.5,
+                         sitk.sitkUInt8) if mf > 1 else f_mask_img
+    mid_sampling = min(1.0, samples / float(np.prod(mid_f.GetSize())))
+    reg = _method("correlation", mid_mask, mid_sampling, seed)
+    rigid, metric, its = _optimise(reg, mid_f, mid_m, rigid, 100, 1e-3 * float(np.min(mid_f.GetSpacing())),
+                                   0.5 * float(np.max(mid_f.GetSpacing())))
+    stages.append({"name": "middle", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t3, 3)})
+    t4 = time.perf_counter()
+    if bias_correction == "differential":
+        f_img, ratio_range = _remove_differential_bias(f_img, m_img, f_body, rigid)
+        f_rec["differential_bias_range"] = ratio_range
+        stages.append({"name": "differential bias", "seconds": round(time.perf_counter() - t4, 3)})
+        if mf > 1:  # the middle level sees the corrected image too
+            reg = _method("correlation", mid_mask, mid_sampling, seed)
+            mid_f = _shrunk(f_img, 150_000)[0]
+    t4 = time.perf_counter()
+    fine_sampling = min(1.0, samples / float(np.prod(f_img.GetSize())))
+    fine_step = 0.25 * float(np.min(f_img.GetSpacing()))
+    if mf > 1:
+        reg = _method("correlation", f_mask_img, fine_sampling, seed)
+        rigid, metric, its = _optimise(reg, f_img, m_img, rigid, 40, 0.02 * fine_step, fine_step)
+        stages.append({"name": "fine", "metric": metric, "iterations": its,
+                       "seconds": round(time.perf_counter() - t4, 3)})
+    linear = rigid
+    if transform == "affine":
+        t5 = time.perf_counter()
+        aff = sitk.AffineTransform(3)
+        aff.SetCenter(rigid.GetCenter())
+        aff.SetMatrix(rigid.GetMatrix())
+        aff.SetTranslation(rigid.GetTranslation())
+        reg = _method("correlation", f_mask_img, fine_sampling, seed)
+        linear, metric, its = _optimise(reg, f_img, m_img, aff, 100, 1e-3 * fine_step, fine_step)
+        stages.append({"name": "affine", "metric": metric, "iterations": its,
+                       "seconds": round(time.perf_counter() - t5, 3)})
+    matrix = sitk_transform_to_matrix(linear)
+
+    # ---- optional deformation
+    deformable = None
+    min_jac = 1.0
+    if transform == "bspline":
+        t6 = time.perf_counter()
+        size_mm = np.array(f_img.GetSize()) * np.array(f_img.GetSpacing())
+        mesh = [max(1, int(round(s / bspline_spacing_mm))) for s in size_mm]
+        bsp = sitk.BSplineTransformInitializer(mid_f, mesh, 3)
+        reg = _method("correlation", mid_mask, min(1.0, 20_000 / float(np.prod(mid_f.GetSize()))), seed)
+        reg.SetMovingInitialTransform(linear)
+        reg.SetInitialTransform(bsp, inPlace=True)
+        reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=50,
+                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=120,
+                                 costFunctionConvergenceFactor=1e9)
+        reg.Execute(mid_f, mid_m)
+        deformable = bsp
+        disp = sitk.TransformToDisplacementField(bsp, sitk.sitkVectorFloat64, mid_f.GetSize(), mid_f.GetOrigin(),
+                                                 mid_f.GetSpacing(), mid_f.GetDirection())
+        jac = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(disp))
+        inside = sitk.GetArrayFromImage(mid_mask).astype(bool)
+        min_jac = float(jac[inside].min()) if inside.any() else float(jac.min())
+        metric = float(reg.GetMetricValue())
+        stages.append({"name": "bspline", "mesh": mesh, "metric": metric, "min_jacobian": round(min_jac, 4),
+                       "seconds": round(time.perf_counter() - t6, 3)})
+
+    # ---- quality checks
+    voxel = float(np.min(fixed.spacing))
+    total = _as_total(linear, deformable)
+    moved_mask = sitk.Resample(_mask_image(m_body, m_img), f_img, total, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    mm = sitk.GetArrayFromImage(moved_mask).astype(bool)
+    dice = float(2 * (mm & f_body).sum() / max(1, mm.sum() + f_body.sum()))
+    moved = sitk.GetArrayFromImage(sitk.Resample(m_img, f_img, total, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    both = f_mask & mm
+    corr = float(np.corrcoef(sitk.GetArrayFromImage(f_img)[both], moved[both])[0, 1]) if both.sum() > 10 else 0.0
+    corr = corr if np.isfinite(corr) else 0.0
+    expected = float(np.sqrt(reliability(fixed_c.data, f_gain, f_body) * reliability(moving_c.data, m_gain, m_body)))
+    if rival is not None:
+        # compare on the final level: the rival may lose once refined
+        reg = _method("correlation", f_mask_img, fine_sampling, seed)
+        reg.SetInitialTransform(rival[1], inPlace=False)
+        try:
+            rival_value = -float(reg.MetricEvaluate(f_img, m_img))
+        except RuntimeError:
+            rival_value = 0.0
+        if rival_value < corr - AMBIGUITY_MARGIN:
+            rival = None
+    precision = 0.0
+    if precision_check:
+        t7 = time.perf_counter()
+        corners = _box_corners_lps(f_img, f_body)
+        ref_pts = np.array([linear.TransformPoint(tuple(p)) for p in corners])
+        spread = 0.0
+        rng = np.random.default_rng(seed)
+        for _ in range(2):
+            tx = sitk.Euler3DTransform(rigid)
+            params = np.array(tx.GetParameters())
+            params[:3] += np.deg2rad(rng.choice([-1, 1], 3) * 0.5)
+            params[3:] += rng.choice([-1, 1], 3) * voxel
+            tx.SetParameters(tuple(params))
+            reg = _method("correlation", mid_mask, mid_sampling, seed)
+            tx, _, _ = _optimise(reg, mid_f, mid_m, tx, 100, 1e-3 * float(np.min(mid_f.GetSpacing())),
+                                 0.25 * float(np.max(mid_f.GetSpacing())))
+            pts = np.array([tx.TransformPoint(tuple(p)) for p in corners])
+            spread = max(spread, float(np.linalg.norm(pts - ref_pts, axis=1).max()))
+        precision = spread
+        stages.append({"name": "precision check", "seconds": round(time.perf_counter() - t7, 3)})
+    problems = []
+    if corr < MIN_CORRELATION:
+        problems.append(f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): another body "
+                        "region, another contrast, a prone/supine turn (--allow-flip) or a different animal?")
+    if rival is not None:
+        problems.append("two clearly different poses fit almost equally well (a near-symmetric field of view?); "
+                        "check the result, or give a mask of distinctive anatomy")
+    if dice < MIN_BODY_DICE:
+        problems.append(f"the body outlines overlap only {dice:.0%} after alignment (< {MIN_BODY_DICE:.0%})")
+    if precision > MAX_PRECISION_VOXELS * voxel:
+        problems.append(f"restarts from nearby positions disagree by {precision:.2f} mm "
+                        f"(> {MAX_PRECISION_VOXELS:g} voxel): the optimum is poorly defined")
+    if min_jac <= 0:
+        problems.append(f"the deformation folds (smallest Jacobian determinant {min_jac:.2f} <= 0); "
+                        "use a coarser B-spline spacing or a rigid/affine transform")
+    for p in problems:
+        warnings.warn(f"session alignment of {moving.name or 'moving'} to {fixed.name or 'fixed'} is doubtful: "
+                      f"{p}.", ImmunotrackWarning, stacklevel=2)
+    params = {"transform": transform, "bias_correction": bias_correction, "gain_normalisation": gain_normalisation,
+              "search": search, "max_rotation_deg": max_rotation_deg, "rotation_step_deg": rotation_step_deg,
+              "allow_flip": allow_flip, "n_starts": n_starts, "bspline_spacing_mm": bspline_spacing_mm,
+              "metric": "normalised correlation", "fixed_intensities": f_rec, "moving_intensities": m_rec}
+    params["expected_correlation"] = round(expected, 4) if np.isfinite(expected) else None
+    return AlignmentResult(matrix, transform, corr, dice, precision, min_jac, bool(problems), problems,
+                           time.perf_counter() - t0, stages, params, deformable)
+
+
+def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0,
+                    body: Optional[np.ndarray] = None) -> np.ndarray:
+    """Each body voxel divided by the body's Gaussian-weighted local mean (air set to 0).
+
+    A smooth coil profile (wavelength of centimetres) cancels in the ratio, while tissue
+    boundaries stay; the filter is isotropic, so it commutes with the animal's rotation and two
+    sessions' normalised images stay comparable.
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(data, np.float32)
+    body = body_mask(data) if body is None else np.asarray(body, bool)
+
+    import SimpleITK as sitk
+
+    def smooth(arr):  # recursive (IIR) Gaussian: cost independent of sigma, isotropic in mm
+        img = sitk.GetImageFromArray(arr.astype(np.float32))
+        img.SetSpacing(tuple(float(v) for v in np.asarray(spacing_mm, float)[::-1]))
+        return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, float(sigma_mm)))
+
+    num = smooth(np.where(body, data, 0))
+    den = smooth(body)
+    out = np.zeros_like(data)
+    ok = body & (den > 1e-3)
+    out[ok] = data[ok] * den[ok] / np.maximum(num[ok], 1e-6)
+    return out
+
+
+def _poly_terms(shape, step: int = 1):
+    axes = np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32)[::step] for n in shape], indexing="ij")
+    return [np.ones_like(axes[0])] + list(axes) + [a * b for i, a in enumerate(axes) for b in axes[i:]]
+
+
+def _remove_differential_bias(f_img, m_img, f_body: np.ndarray, transform):
+    """Fit log(moving on fixed / fixed) inside the (eroded) fixed body by a quadratic and put it on the fixed.
+
+    Two sessions of one animal differ, after alignment, by the ratio of their coil profiles (smooth) plus
+    noise; removing that ratio makes the intensities comparable (the differential bias correction of
+    longitudinal MRI). Returns the corrected fixed image and the fitted ratio's range inside the body.
+    """
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    moved = sitk.GetArrayFromImage(sitk.Resample(m_img, f_img, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    fixed = sitk.GetArrayFromImage(f_img)
+    inner = ndimage.binary_erosion(f_body, iterations=2)
+    ok = inner & (moved > 0.05) & (fixed > 0.05)
+    step = max(1, int(round((ok.size / 200_000) ** (1 / 3))))
+    sub = (slice(None, None, step),) * 3
+    oks = ok[sub]
+    if oks.sum() < 100:
+        return f_img, [1.0, 1.0]
+    ratio = np.log(moved[sub][oks] / fixed[sub][oks])
+    terms = _poly_terms(fixed.shape, step)
+    design = np.stack([t[oks] for t in terms], 1).astype(np.float64)
+    # robust to the few voxels that differ for real (cells arrived): two passes, trimming outliers
+    coef, *_ = np.linalg.lstsq(design, ratio, rcond=None)
+    resid = ratio - design @ coef
+    keep = np.abs(resid) < 2.5 * 1.4826 * np.median(np.abs(resid - np.median(resid)))
+    coef, *_ = np.linalg.lstsq(design[keep], ratio[keep], rcond=None)
+    field = sum(c * t for c, t in zip(coef.astype(np.float32), _poly_terms(fixed.shape)))
+    field = np.exp(field).astype(np.float32)
+    out = sitk.GetImageFromArray(fixed * field)
+    out.CopyInformation(f_img)
+    inside = field[f_body]
+    return out, [round(float(inside.min()), 4), round(float(inside.max()), 4)]
+
+
+def _search_scores(coarse_f, coarse_m, coarse_mask, rotations, c_f, c_m, seed: int, n_points: int = 4000):
+    """Negative normalised correlation (lower is better) of each start: rotation about the fixed body
+    centre with the centres of mass matched. Vectorised over all starts (one interpolation call)."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    f_arr = sitk.GetArrayFromImage(coarse_f)
+    m_arr = sitk.GetArrayFromImage(coarse_m)
+    mask = sitk.GetArrayFromImage(coarse_mask).astype(bool)
+    idx = np.argwhere(mask)
+    if len(idx) > n_points:
+        idx = idx[np.random.default_rng(seed).choice(len(idx), n_points, replace=False)]
+    f_vals = f_arr[tuple(idx.T)].astype(np.float64)
+    f_vals = (f_vals - f_vals.mean()) / max(float(f_vals.std()), 1e-9)
+    pts = np.array([coarse_f.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p[::-1]))
+                    for p in idx[:1]])  # warm-up; the matrix form below does the rest
+    direction = np.array(coarse_f.GetDirection()).reshape(3, 3) * np.array(coarse_f.GetSpacing())
+    pts = idx[:, ::-1] @ direction.T + np.array(coarse_f.GetOrigin())
+    m_dir = np.array(coarse_m.GetDirection()).reshape(3, 3) * np.array(coarse_m.GetSpacing())
+    m_inv = np.linalg.inv(m_dir)
+    m_origin = np.array(coarse_m.GetOrigin())
+    rel = pts - c_f
+    coords = []
+    for rot in rotations:
+        q = rel @ np.asarray(rot).T + c_m
+        coords.append(((q - m_origin) @ m_inv.T)[:, ::-1])  # sitk x, y, z -> array z, y, x
+    coords = np.concatenate(coords).T
+    vals = ndimage.map_coordinates(m_arr, coords, order=1, mode="constant", cval=0.0).reshape(len(rotations), -1)
+    vals = vals - vals.mean(axis=1, keepdims=True)
+    norm = np.maximum(np.linalg.norm(vals, axis=1), 1e-9)
+    return list(-(vals @ f_vals) / (norm * np.sqrt(len(f_vals))))
+
+
+def _as_total(linear, deformable):
+    import SimpleITK as sitk
+
+    if deformable is None:
+        return linear
+    total = sitk.CompositeTransform(3)
+    total.AddTransform(linear)
+    total.AddTransform(deformable)
+    return total
+
+
+def _box_corners_lps(image, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(0)[::-1], idx.max(0)[::-1]
+    corners = [(x, y, z) for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    return np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p)) for p in corners])
+
+
+# --------------------------------------------------------------------------- a whole study
+#: Anatomical contrasts tried for session alignment, in order of preference.
+ALIGN_CONTRASTS = ("T2w", "T1w", "T2starw", "MR")
+
+
+@dataclass
+class SessionAlignment:
+    """What :func:`align_study` did for one session."""
+
+    subject: str
+    session: str
+    reference: str
+    status: str  # "reference", "aligned", "reused", "doubtful", "failed"
+    path: Optional[str] = None
+    message: str = ""
+    result: Optional[AlignmentResult] = None
+
+
+def session_transform_name(subject: str, session: str, reference: str) -> str:
+    """File name of a session's alignment to the reference session (``from-anat_to-ses<ref>``).
+
+    >>> session_transform_name("01", "day3", "day0")
+    'sub-01_ses-day3_from-anat_to-sesday0.tfm'
+    """
+    ref = "ses" + "".join(ch for ch in reference if ch.isalnum())
+    return f"sub-{subject}_ses-{session}_from-anat_to-{ref}.tfm"
+
+
+def _pick_reference(study, subject: str, reference: Optional[str]) -> str:
+    sessions = study.sessions(subject)
+    if reference:
+        name = reference[4:] if reference.startswith("ses-") else reference
+        if name not in sessions:
+            raise InputError(f"subject {subject} has no session {reference!r} (it has {', '.join(sessions)}); "
+                             "give one of those with --reference.")
+        return name
+    pre = [s for s in sessions if any(f.phase == "pre" for f in study.session_files(subject, s))]
+    return pre[0] if pre else sessions[0]
+
+
+def _anatomy(study, subject: str, session: str, contrast: Optional[str]):
+    files = [f for f in study.session_files(subject, session) if not f.is_labels]
+    roles = (contrast,) if contrast else ALIGN_CONTRASTS
+    for role in roles:
+        hit = [f for f in files if f.role == role]
+        if hit:
+            return hit[0]
+    return None
+
+
+def align_study(root, *, reference: Optional[str] = None, subject: Optional[str] = None,
+                contrast: Optional[str] = None, transform: str = "rigid", allow_flip: bool = False,
+                overwrite: bool = False, force: bool = False, progress=None) -> List[SessionAlignment]:
+    """Align every session's anatomical MRI to a reference session and save the transforms in the study.
+
+    Each session gets ``xfm/sub-<S>_ses-<T>_from-anat_to-ses<REF>.tfm`` (ITK text: a reference-session
+    world point -> the same anatomy in this session's world; other modalities of the session follow
+    their own ``from-<modality>_to-anat`` transform, composed with this one) and its provenance
+    sidecar. A transform already there whose inputs hash the same is reused. A session that cannot
+    be aligned is reported and skipped; the others are still done.
+
+    Parameters
+    ----------
+    root : path
+        The study folder (BIDS-like or a scanner export; see :mod:`napari_immunotrack.study`).
+    reference : str, optional
+        Reference session (``day0`` or ``ses-day0``); default the pre-injection session, else the first.
+    subject : str, optional
+        Only this subject.
+    contrast : str, optional
+        The MRI role to align (T2w, T1w, T2starw); default the first of those both sessions have.
+    transform : {"rigid", "affine", "bspline"}
+        See :func:`align_mri`; the B-spline part is saved beside the linear file (``_desc-bspline.tfm``).
+    allow_flip : bool
+        Also search a prone/supine half turn.
+    overwrite : bool
+        Recompute and replace existing transforms.
+    force : bool
+        Save doubtful alignments too (with their warnings in the provenance).
+
+    Returns
+    -------
+    list of SessionAlignment
+    """
+    import SimpleITK as sitk
+
+    from . import provenance
+    from .io import load_volume
+    from .io.transforms import write_transform
+    from .outputs import atomic_output, write_sidecar
+    from .study import open_study
+
+    study = open_study(root)
+    subjects = [subject] if subject else study.subjects()
+    if subject and subject not in study.subjects():
+        raise InputError(f"{root} has no subject {subject!r} (it has {', '.join(study.subjects())}).")
+    out: List[SessionAlignment] = []
+    jobs = []
+    for sub in subjects:
+        ref = _pick_reference(study, sub, reference)
+        for ses in study.sessions(sub):
+            jobs.append((sub, ses, ref))
+    for n, (sub, ses, ref) in enumerate(jobs):
+        if progress is not None:
+            progress(n / max(len(jobs), 1), f"sub-{sub} ses-{ses}")
+        if ses == ref:
+            out.append(SessionAlignment(sub, ses, ref, "reference"))
+            continue
+        ref_file = _anatomy(study, sub, ref, contrast)
+        ses_file = _anatomy(study, sub, ses, contrast)
+        if ref_file is None or ses_file is None:
+            missing = ref if ref_file is None else ses
+            out.append(SessionAlignment(sub, ses, ref, "failed", message=(
+                f"sub-{sub} ses-{ses}: no {contrast or 'anatomical'} MRI in session {missing} to align with; "
+                f"add one (or choose another with --contrast)")))
+            continue
+        session_dir = Path(ses_file.session_dir or Path(ses_file.path).parent)
+        path = session_dir / "xfm" / session_transform_name(sub, ses, ref)
+        inputs = {"fixed": str(ref_file.path), "moving": str(ses_file.path)}
+        if path.exists() and not overwrite:
+            if _same_inputs(path, inputs, transform):
+                out.append(SessionAlignment(sub, ses, ref, "reused", str(path)))
+                continue
+            out.append(SessionAlignment(sub, ses, ref, "failed", str(path), (
+                f"sub-{sub} ses-{ses}: {path.name} exists but was made from other images or settings; "
+                "rerun with --overwrite to replace it")))
+            continue
+        try:
+            fixed = load_volume(ref_file.path)
+            moving = load_volume(ses_file.path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImmunotrackWarning)
+                result = align_mri(fixed, moving, transform, allow_flip=allow_flip)
+                if result.doubtful and not allow_flip:  # a prone/supine change looks like this: try the half turns
+                    flipped = align_mri(fixed, moving, transform, allow_flip=True)
+                    if flipped.correlation > result.correlation:
+                        result = flipped
+        except InputError as exc:
+            out.append(SessionAlignment(sub, ses, ref, "failed", message=f"sub-{sub} ses-{ses}: {exc}"))
+            continue
+        if result.doubtful and not force:
+            out.append(SessionAlignment(sub, ses, ref, "doubtful", None, (
+                f"sub-{sub} ses-{ses}: alignment to ses-{ref} is doubtful ({'; '.join(result.warnings)}); "
+                "nothing saved: check both images are the same animal and contrast, or save it anyway with "
+                "--force"), result))
+            continue
+        record = provenance.record("align", inputs=inputs, parameters=result.parameters, warnings=result.warnings,
+                                   result=result.to_dict())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_transform(path, result.fixed_to_moving, overwrite=True, provenance=record)
+        if result.deformable is not None:
+            bpath = path.with_name(path.name[:-4] + "_desc-bspline.tfm")
+            with atomic_output(bpath, True) as tmp:
+                sitk.WriteTransform(result.deformable, str(tmp))
+                write_sidecar(bpath, record, written=tmp)
+        out.append(SessionAlignment(sub, ses, ref, "doubtful-saved" if result.doubtful else "aligned", str(path),
+                                    "; ".join(result.warnings), result))
+    if progress is not None:
+        progress(1.0, "done")
+    return out
+
+
+def _same_inputs(path: Path, inputs: dict, transform: str) -> bool:
+    """True when the saved transform's provenance names the same input files with the same content."""
+    import json
+
+    from .outputs import sidecar_path
+    from .provenance import sha256_path
+
+    side = sidecar_path(path)
+    if not side.exists():
+        return False
+    try:
+        rec = json.loads(side.read_text())
+        saved = rec.get("inputs", {})
+        if rec.get("parameters", {}).get("transform") != transform:
+            return False
+        for role, file in inputs.items():
+            entry = saved.get(role, {})
+            if not entry.get("sha256") or entry.get("sha256") != sha256_path(file):
+                return False
+        return True
+    except (OSError, ValueError):
+        return False

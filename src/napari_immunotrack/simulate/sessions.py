@@ -1,0 +1,226 @@
+"""Sessions acquired like a real lab: the animal repositioned, its own grid, gain, coil bias and soft-tissue shift.
+
+Between two imaging sessions a mouse is taken out of the scanner. The next
+session sees it in another rigid pose (rotations of a few to ~20 degrees,
+shifts of millimetres, sometimes prone one day and supine the next), the
+operator centres a new field of view on the anatomy, the receiver gain and
+the coil's sensitivity profile (bias field) differ, and soft tissue has moved
+a little. This module renders one anatomical MRI of the phantom under such
+conditions, with every truth needed to score an alignment.
+
+Conventions (docs/methods/session-alignment.md#simulated-repositioning)
+----------------------------------------------------------------
+``pose`` is a 4x4 map from phantom world to the session's scanner world (RAS mm).
+For two sessions A and B, the world-to-world map that a registration with A
+fixed and B moving should find is ``pose_B @ inv(pose_A)`` (a fixed-world point
+to the moving-world point showing the same anatomy; the convention of
+:mod:`napari_immunotrack.registration`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..volume import Volume
+from .mri import rician, sequences, tissue_signal, weighted_image
+from .phantom import LABEL_OF, Mouse, grid_affine, rasterize, rotation_matrix
+
+#: Muscle signal of the rendered images before gain (the package's usual SNR reference).
+REFERENCE_SIGNAL = 1000.0
+
+
+def pose_matrix(rotation_deg: Sequence[float] = (0.0, 0.0, 0.0), translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
+                center_mm: Sequence[float] = (0.0, 0.0, 0.0), flip: bool = False,
+                long_axis: int = 2) -> np.ndarray:
+    """A rigid phantom-to-scanner map: rotate about ``center_mm`` (x, then y, then z), then shift.
+
+    ``flip`` adds a 180 degree turn about the body's long axis (prone <-> supine).
+
+    >>> p = pose_matrix((0, 0, 90), (1, 0, 0))
+    >>> np.round(p @ [1.0, 0, 0, 1], 6).tolist()
+    [1.0, 1.0, 0.0, 1.0]
+    """
+    rot = rotation_matrix(rotation_deg)
+    if flip:
+        turn = np.diag([-1.0, -1.0, -1.0])
+        turn[long_axis, long_axis] = 1.0
+        rot = rot @ turn
+    c = np.asarray(center_mm, float)
+    out = np.eye(4)
+    out[:3, :3] = rot
+    out[:3, 3] = c - rot @ c + np.asarray(translation_mm, float)
+    return out
+
+
+def random_pose(rng: np.random.Generator, max_rotation_deg: float = 15.0, max_shift_mm: float = 3.0,
+                center_mm: Sequence[float] = (0.0, 0.0, 0.0), flip: bool = False) -> Dict:
+    """Draw a pose uniformly within +-``max_rotation_deg`` per axis and +-``max_shift_mm`` per axis."""
+    rot = rng.uniform(-max_rotation_deg, max_rotation_deg, 3)
+    shift = rng.uniform(-max_shift_mm, max_shift_mm, 3)
+    return {"matrix": pose_matrix(rot, shift, center_mm, flip), "rotation_deg_xyz": rot.tolist(),
+            "translation_mm": shift.tolist(), "rotation_center_mm": list(map(float, center_mm)), "flipped": flip}
+
+
+def bias_field(shape, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative coil profile exp(strength * p) with p a random quadratic in [-1, 1] coordinates.
+
+    ``strength`` 0.2 gives roughly +-20 % over the field of view, like a volume coil's falloff.
+    """
+    if strength == 0:
+        return np.ones(shape, np.float32)
+    axes = np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape], indexing="ij")
+    terms = list(axes) + [a * b for i, a in enumerate(axes) for b in axes[i:]]
+    coef = rng.normal(size=len(terms))
+    p = sum(c * t for c, t in zip(coef, terms))
+    p = p / max(float(np.abs(p).max()), 1e-6)
+    return np.exp(strength * p).astype(np.float32)
+
+
+def smooth_displacement(shape, spacing_mm, amplitude_mm: float, rng: np.random.Generator,
+                        wavelength_mm: float = 12.0) -> np.ndarray:
+    """A smooth soft-tissue displacement field (3, *shape) in voxels, peak about ``amplitude_mm``.
+
+    A sum of a few random low-frequency sinusoids per axis (wavelength ~``wavelength_mm``).
+    """
+    spacing = np.asarray(spacing_mm, float)
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    out = np.zeros((3,) + tuple(shape), np.float32)
+    if amplitude_mm == 0:
+        return out
+    for axis in range(3):
+        field = np.zeros(shape, np.float32)
+        for _ in range(3):
+            k = rng.normal(size=3)
+            k = 2 * np.pi * k / (np.linalg.norm(k) * wavelength_mm)
+            phase = rng.uniform(0, 2 * np.pi)
+            field += np.sin(k[0] * grids[0] + k[1] * grids[1] + k[2] * grids[2] + phase).astype(np.float32)
+        out[axis] = field * (amplitude_mm / 3.0) / spacing[axis]
+    return out
+
+
+@dataclass
+class SessionMRI:
+    """One rendered session: the image and its truth."""
+
+    volume: Volume
+    pose: np.ndarray
+    gain: float
+    bias: np.ndarray
+    displacement_vox: np.ndarray
+    labels: np.ndarray
+
+
+def session_mri(mouse: Mouse, pose: np.ndarray, *, target_mm: Sequence[float] = (1.0, -1.0, 4.0),
+                fov_mm: Sequence[float] = (12.8, 25.6, 25.6), voxel_mm: float = 0.2, sequence: str = "T2w",
+                field_t: float = 9.4, snr: float = 25.0, gain: float = 1.0, bias_strength: float = 0.0,
+                deformation_mm: float = 0.0, fov_offset_mm: Sequence[float] = (0.0, 0.0, 0.0),
+                supersample: int = 2, noise: bool = True, seed: int = 0, name: str = "T2w") -> SessionMRI:
+    """Render one anatomical MRI session of ``mouse`` placed by ``pose``.
+
+    Parameters
+    ----------
+    mouse : Mouse
+        The phantom (:func:`~.phantom.make_mouse`).
+    pose : (4, 4)
+        Phantom world -> this session's scanner world.
+    target_mm : (3,)
+        Phantom-world point the operator centres the field of view on (x, y, z).
+    fov_mm : (3,)
+        Field of view along array axes 0, 1, 2 (S, A, R of the scanner), mm.
+    voxel_mm : float
+        Isotropic voxel size.
+    sequence : str
+        One of the simulator's weighted sequences (``T1w``, ``T2w``, ``T2starw``).
+    snr : float
+        Muscle signal over the noise sigma (gain scales both, so SNR does not change with gain).
+    gain : float
+        Receiver gain: multiplies signal and noise.
+    bias_strength : float
+        Coil profile strength (see :func:`bias_field`).
+    deformation_mm : float
+        Peak amplitude of a smooth soft-tissue displacement.
+    fov_offset_mm : (3,)
+        Where the operator put the field-of-view centre relative to the posed target (world x, y, z mm).
+    supersample : int
+        Partial-volume rendering: tissue labels on a grid this many times finer, signals averaged.
+    noise : bool
+        Add Rician noise.
+
+    Returns
+    -------
+    SessionMRI
+        ``volume`` (MR, axis-aligned grid in scanner world), ``pose``, ``gain``, ``bias`` (the field
+        applied), ``displacement_vox`` (3, *shape) and ``labels`` (nearest label per voxel before deformation).
+    """
+    if voxel_mm <= 0 or supersample < 1:
+        raise InputError("voxel_mm must be > 0 and supersample >= 1.")
+    rng = np.random.default_rng(seed)
+    pose = np.asarray(pose, float)
+    center = pose[:3, :3] @ np.asarray(target_mm, float) + pose[:3, 3] + np.asarray(fov_offset_mm, float)
+    shape = tuple(int(round(f / voxel_mm)) for f in fov_mm)
+    affine = grid_affine(shape, voxel_mm, center)
+    fine_shape = tuple(s * supersample for s in shape)
+    fine_aff = grid_affine(fine_shape, voxel_mm / supersample, center)
+    to_phantom = np.linalg.inv(pose)
+    seq = sequences(field_t)[sequence]
+    scale = REFERENCE_SIGNAL / tissue_signal(seq, field_t, "muscle")
+    fine_labels = rasterize(mouse.solids, fine_shape, fine_aff, to_phantom)
+    img = weighted_image(fine_labels, seq, field_t, scale=scale)
+    if supersample > 1:
+        img = img.reshape(shape[0], supersample, shape[1], supersample, shape[2], supersample).mean(axis=(1, 3, 5))
+    labels = rasterize(mouse.solids, shape, affine, to_phantom)
+    disp = smooth_displacement(shape, [voxel_mm] * 3, deformation_mm, rng)
+    if deformation_mm:
+        coords = np.indices(shape, dtype=np.float32) + disp
+        img = ndimage.map_coordinates(img, coords, order=1, mode="nearest").astype(np.float32)
+    bias = bias_field(shape, bias_strength, rng)
+    img = img * bias
+    if noise:
+        img = rician(img, REFERENCE_SIGNAL / snr, rng)
+    img = (img * gain).astype(np.float32)
+    vol = Volume(img, affine, "MR", "a.u.", {"sequence": sequence, "gain": gain, "simulated": True}, name)
+    return SessionMRI(vol, pose, gain, bias, disp, labels)
+
+
+def landmarks(mouse: Mouse, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Phantom-world anatomical landmarks (organ and node centres) for scoring alignments."""
+    names = names or [n for n in mouse.sites if n in LABEL_OF]
+    return {n: np.asarray(mouse.sites[n]["center_mm"], float) for n in names if n in mouse.sites}
+
+
+def target_registration_error(estimated_fixed_to_moving: np.ndarray, pose_fixed: np.ndarray,
+                              pose_moving: np.ndarray, points_phantom: np.ndarray) -> np.ndarray:
+    """Distance (mm) between where an estimated map sends each landmark and where it truly is."""
+    p = np.c_[np.asarray(points_phantom, float), np.ones(len(points_phantom))]
+    fixed_pts = p @ np.asarray(pose_fixed).T
+    true_moving = fixed_pts @ (np.asarray(pose_moving) @ np.linalg.inv(pose_fixed)).T
+    est_moving = fixed_pts @ np.asarray(estimated_fixed_to_moving).T
+    return np.linalg.norm(est_moving[:, :3] - true_moving[:, :3], axis=1)
+
+
+def grid_points(volume: Volume, step_mm: float = 2.0, inside: Optional[np.ndarray] = None) -> np.ndarray:
+    """World points on a regular grid over a volume (optionally only where ``inside`` is true): TRE targets."""
+    step = max(1, int(round(step_mm / float(volume.spacing.min()))))
+    idx = np.stack(np.meshgrid(*[np.arange(0, n, step) for n in volume.spatial_shape], indexing="ij"), -1)
+    idx = idx.reshape(-1, 3)
+    if inside is not None:
+        idx = idx[inside[tuple(idx.T)]]
+    return volume.index_to_world(idx)
+
+
+def deformed_position(session: SessionMRI, undeformed_world: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """Where anatomy that would sit at ``undeformed_world`` (session world, rigid pose only) appears
+    in the deformed image: solves x + d(x) = y for x by fixed-point iteration (d smooth and small)."""
+    vol = session.volume
+    y = vol.world_to_index(undeformed_world)
+    x = y.copy()
+    for _ in range(iterations):
+        d = np.stack([ndimage.map_coordinates(session.displacement_vox[k], x.T, order=1, mode="nearest")
+                      for k in range(3)], 1)
+        x = y - d
+    return vol.index_to_world(x)
