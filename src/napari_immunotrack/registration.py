@@ -31,19 +31,11 @@ import numpy as np
 
 from . import progress as _progress
 from .errors import ImmunotrackWarning, InputError
+from .affines import LPS_TO_RAS, lps_to_ras_transform, ras_to_lps_transform  # noqa: F401  (public here too)
 from .volume import Volume
 
-#: LPS <-> RAS flip of x and y (its own inverse).
-_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-# --------------------------------------------------------------------------- conversions
-def ras_to_lps_transform(matrix) -> np.ndarray:
-    """A 4x4 world-to-world transform in RAS expressed in LPS (and back: same formula)."""
-    return _FLIP @ np.asarray(matrix, float) @ _FLIP
-
-
-lps_to_ras_transform = ras_to_lps_transform
+#: LPS <-> RAS flip of x and y (its own inverse); see :mod:`napari_immunotrack.affines`.
+_FLIP = LPS_TO_RAS
 
 
 def volume_to_sitk(volume: Volume, pixel_type=None):

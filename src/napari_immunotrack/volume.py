@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .affines import lps_to_ras_matrix, napari_to_ras, ras_to_napari  # noqa: F401  (public here too)
 from .errors import InputError
 
 #: How far (in voxels) drawing a volume axis-aligned may move a voxel before it must be resampled.
@@ -392,21 +393,6 @@ class Volume:
         translate = [self.affine[2, 3], self.affine[1, 3], self.affine[0, 3]]
         lead = self.data.ndim - 3
         return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
-
-
-def ras_to_napari(points) -> np.ndarray:
-    """World RAS (x, y, z) points to napari world order (z, y, x)."""
-    return np.asarray(points, float)[..., ::-1]
-
-
-def napari_to_ras(points) -> np.ndarray:
-    """napari world (z, y, x) points to RAS (x, y, z)."""
-    return np.asarray(points, float)[..., ::-1]
-
-
-def lps_to_ras_matrix() -> np.ndarray:
-    """The 4x4 matrix that flips x and y (DICOM LPS <-> RAS); its own inverse."""
-    return np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def as_labels(volume: Volume, name: str = "labels") -> Volume:

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..affines import REVERSE_AXES
 from ..errors import InputError
 
 
@@ -274,7 +275,7 @@ def grid_affine(shape: Sequence[int], voxel_mm, center_mm=(0.0, 0.0, 0.0),
     spacing = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
     if np.any(spacing <= 0):
         raise InputError(f"voxel_mm={list(spacing)} must be positive (millimetres).")
-    cols = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float).T * spacing  # axis0->z, axis1->y, axis2->x
+    cols = REVERSE_AXES[:3, :3] * spacing  # axis0->z, axis1->y, axis2->x
     if rotation is not None:
         cols = np.asarray(rotation, float) @ cols
     affine = np.eye(4)

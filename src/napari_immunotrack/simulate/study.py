@@ -57,6 +57,7 @@ from typing import Dict, List, Optional, Sequence as Seq
 
 import numpy as np
 
+from ..affines import LPS_TO_RAS
 from ..errors import InputError, OutputExistsError
 from ..outputs import atomic_output_dir
 from ..progress import report, scaled
@@ -241,7 +242,7 @@ def _scanner_grid(to_world: np.ndarray, extent: np.ndarray, voxel: float, lps: b
     size = whi - wlo
     shape = tuple(int(np.ceil(s / voxel)) for s in size[::-1])  # (z, y, x)
     center = (wlo + whi) / 2
-    rot = np.diag([-1.0, -1.0, 1.0]) if lps else None  # array axes run S, P, L: DICOM's usual axial order
+    rot = LPS_TO_RAS[:3, :3] if lps else None  # array axes run S, P, L: DICOM's usual axial order
     return shape, grid_affine(shape, voxel, center, rotation=rot)
 
 
@@ -558,7 +559,7 @@ def _uid(*parts) -> str:
 def _write_nifti(volume: Volume, path: Path, step: Optional[float], labels: bool = False):
     """NIfTI-1 with exactly the Volume's grid; noisy images as int16 with scl_slope = ``step``."""
     import nibabel as nib
-    from ..io.nifti import _REVERSE
+    from ..affines import reverse_index_order
     from ..outputs import atomic_output
 
     data = volume.numpy()
@@ -573,7 +574,7 @@ def _write_nifti(volume: Volume, path: Path, step: Optional[float], labels: bool
     else:
         arr = data.astype(np.float32)
     arr = arr.transpose(2, 1, 0)
-    aff = volume.affine @ _REVERSE
+    aff = reverse_index_order(volume.affine)
     img = nib.Nifti1Image(arr, aff)
     img.set_sform(aff, code=1)
     img.set_qform(aff, code=1)

@@ -33,11 +33,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ..affines import REVERSE_AXES
 from ..errors import Cancelled, InputError, one_line, user_error
 from ..volume import Volume, napari_to_ras, ras_to_napari
 
-#: napari world order is (S, A, R): this swaps it with RAS (x, y, z).
-_SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+#: napari world order is (S, A, R): this swaps it with RAS (x, y, z) (old name of affines.REVERSE_AXES).
+_SWAP = REVERSE_AXES
 
 #: Modality display defaults: colormap, blending, whether values are "hot spots".
 MODALITY_STYLE = {

@@ -48,7 +48,8 @@ from qtpy.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBo
                             QSlider, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from ..errors import InputError, one_line
-from ..volume import Volume, napari_to_ras, ras_to_napari
+from ..affines import napari_to_ras, ras_to_napari
+from ..volume import Volume
 from .._close_guard import offer_to_save
 from ._dock import PluginDock
 from ._common import (_fingerprint, center_on_world, data_to_world_matrix, layer_to_volume, notify_error,
