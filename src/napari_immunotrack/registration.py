@@ -66,7 +66,7 @@ def volume_to_sitk(volume: Volume, pixel_type=None):
 
     if volume.data.ndim != 3:
         raise InputError(
-            f"{volume._label()}has {volume.data.ndim} dimensions ({volume.shape}); registration needs one 3D "
+            f"{volume.message_prefix()}has {volume.data.ndim} dimensions ({volume.shape}); registration needs one 3D "
             "volume: pick one frame or average the frames first."
         )
     arr = np.ascontiguousarray(volume.numpy())
@@ -79,7 +79,7 @@ def volume_to_sitk(volume: Volume, pixel_type=None):
     direction = lps / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise InputError(
-            f"{volume._label()}has a sheared voxel grid (non-orthogonal axes), which registration cannot use; "
+            f"{volume.message_prefix()}has a sheared voxel grid (non-orthogonal axes), which registration cannot use; "
             "resample it onto an orthogonal grid first."
         )
     img.SetSpacing([float(s) for s in spacing])

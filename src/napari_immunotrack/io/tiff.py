@@ -391,7 +391,7 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
     if not path.name.lower().endswith((".tif", ".tiff")):
         raise InputError(f"{path}: OME-TIFF output must end in .ome.tif or .ome.tiff.")
     if not volume.is_axis_aligned(tol_degrees=1e-4):
-        raise InputError(f"{volume._label()}is oblique; OME-TIFF stores axis-aligned grids only: "
+        raise InputError(f"{volume.message_prefix()}is oblique; OME-TIFF stores axis-aligned grids only: "
                          "resample it with for_display() first.")
     canon = volume.canonical()
     data = canon.numpy()

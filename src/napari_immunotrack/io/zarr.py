@@ -404,7 +404,7 @@ def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] 
     if len(tuple(chunks)) != 3 or any(int(c) < 1 for c in chunks):
         raise InputError(f"chunks={tuple(chunks)} must be three positive integers (z, y, x).")
     if not volume.is_axis_aligned(tol_degrees=1e-4):
-        raise InputError(f"{volume._label()}is oblique; OME-Zarr stores axis-aligned grids only: "
+        raise InputError(f"{volume.message_prefix()}is oblique; OME-Zarr stores axis-aligned grids only: "
                          "resample it with for_display() first.")
     canon = volume.canonical()
     data = canon.data
