@@ -209,7 +209,7 @@ class StudyFile:
 
 
 def read_label_names(dseg_path) -> Dict[int, str]:
-    """The region names of a BIDS label map, read from the ``.tsv`` beside it ({} when there is none).
+    r"""The region names of a BIDS label map, read from the ``.tsv`` beside it ({} when there is none).
 
     The table's first column is the label index, the second the name, after a
     header row; ``x_dseg.nii.gz``, ``x_dseg.ome.zarr`` or ``x_dseg.tif`` all read ``x_dseg.tsv``.
