@@ -54,12 +54,12 @@ from .cohort import (COHORT_COLUMNS, COHORT_FIGURES, TASK_TABLES, _label, _read_
                      cohort_tables)
 from .config import (_PIPELINE_DEFAULTS, _WIRED, PIPELINE_KEYS, Pipeline, _check_values, _functions,  # noqa: F401
                      _plain, _type_problem, _yaml_tree, load_pipeline, parse_pipeline, pipeline_from_settings,
-                     step_parameters)
+                     step_models, step_parameters, step_schema)
 from .run import (_LOCK, MANIFEST, BatchSummary, _differences, _failure_rows, _lock, _remove_stale,  # noqa: F401
                   check_output_dir, connect, run_batch)
 from .tasks import (_day, _limit_threads, _match, _peak_rss_mb, _visible, _write_task_outputs,  # noqa: F401
                     find_tasks, input_hashes, run_task, task_folder)
 
 __all__ = ["PIPELINE_KEYS", "COHORT_COLUMNS", "COHORT_FIGURES", "TASK_TABLES", "MANIFEST", "Pipeline", "BatchSummary",
-           "step_parameters", "parse_pipeline", "load_pipeline", "pipeline_from_settings", "find_tasks", "task_folder",
+           "step_parameters", "step_models", "step_schema", "parse_pipeline", "load_pipeline", "pipeline_from_settings", "find_tasks", "task_folder",
            "input_hashes", "run_task", "check_output_dir", "connect", "cohort_tables", "cohort_figures", "run_batch"]

@@ -9,9 +9,10 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ..errors import InputError, one_line
+from ..params import ParamModel, parameter_model
 from ..pipeline import DEFAULT_INPUT_PATTERNS, STEP_EXTRAS, STEPS
 
 #: Top-level keys of a pipeline file.
@@ -60,10 +61,14 @@ def step_parameters(step: str) -> Dict[str, object]:
         raise InputError(f"unknown step {step!r}; steps are {', '.join(STEPS)}.")
     out: Dict[str, object] = {}
     for func in _functions()[step]:
+        model = parameter_model(func)  # an analysis with a parameter model: its defaults, read now
         for name, p in inspect.signature(func).parameters.items():
             if name in _WIRED[step] or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
-            default = p.default if p.default is not p.empty else _PIPELINE_DEFAULTS.get(step, {}).get(name)
+            if model is not None and name in model:
+                default = model[name].default
+            else:
+                default = p.default if p.default is not p.empty else _PIPELINE_DEFAULTS.get(step, {}).get(name)
             out.setdefault(name, list(default) if isinstance(default, tuple) else default)
     for name, default in STEP_EXTRAS.get(step, {}).items():
         out[name] = list(default) if isinstance(default, tuple) else default
@@ -160,8 +165,27 @@ def _type_problem(value, default) -> Optional[str]:
     return None
 
 
+def step_models(step: str) -> List[ParamModel]:
+    """The parameter models of a step's analysis functions (those that have one)."""
+    return [m for m in (parameter_model(f) for f in _functions()[step]) if m is not None]
+
+
+def step_schema(step: str) -> Optional[dict]:
+    """The JSON Schema of a step's parameters in a pipeline file, from its analysis' parameter model
+    (None for a step whose analysis has no model yet)."""
+    models = step_models(step)
+    return models[0].json_schema() if models else None
+
+
 def _check_values(step: str, params: dict, where) -> None:
     """Checks of a step's values that need no data (so bad values fail before any work)."""
+    for model in step_models(step):  # types, ranges and choices of the modelled parameters
+        for key, value in params.items():
+            if key in model:
+                try:
+                    model[key].check(value, where=f"{step}.{key}")
+                except InputError as exc:
+                    raise InputError(f"{where(step, key)}: {one_line(exc)}") from None
     full = {**step_parameters(step), **params}
     try:
         if step == "register":
@@ -182,11 +206,6 @@ def _check_values(step: str, params: dict, where) -> None:
             if chunks is not None and (not isinstance(chunks, list) or len(chunks) != 3 or
                                        any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in chunks)):
                 raise InputError(f"clusters.chunks={chunks!r} must be three positive whole numbers, e.g. [64, 64, 64].")
-        elif step == "confirm":
-            if full["connectivity"] not in (6, 18, 26):
-                raise InputError(f"confirm.connectivity={full['connectivity']} must be 6, 18 or 26.")
-            if full["min_size"] < 1:
-                raise InputError(f"confirm.min_size={full['min_size']} must be at least 1 voxel.")
         elif step == "mpi" and not full["iron_per_cell_pg"] > 0:
             raise InputError(f"mpi.iron_per_cell_pg={full['iron_per_cell_pg']} must be greater than 0.")
         elif step == "f19":
