@@ -440,7 +440,7 @@ def register(
         centres ("geometry"), the images as they are ("none"), or whichever of the
         three gives the best metric on the coarsest level ("auto").
     bins : int
-        Histogram bins of the Mattes metric (SCIENCE.md: 32-64).
+        Histogram bins of the Mattes metric (32-64 usual; docs/methods/registration.md#intensity-registration-mattes-mutual-information).
     shrink_factors : sequence of float
         Pyramid levels as multiples of the fixed voxel size, coarse to fine. The
         finest level never goes below half the moving voxel size.

@@ -1,6 +1,6 @@
 """Point-based (landmark) registration and its expected errors (FRE, TRE).
 
-See ``docs/methods/registration.md#landmarks``.
+See ``docs/methods/registration.md#landmark-registration``.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ _TISSUE_ROWS = [
     ("bone",           13, 0.08,  800.0,   2.0,  0.8),
     # Early subacute haemorrhage (intracellular methaemoglobin): T1 short
     # (bright on T1w) and T2/T2* short (dark) - Bradley, Radiology 1993
-    # 189:15; Wood, in SCIENCE.md section 3.
+    # 189:15; Wood (see docs/methods/confirmation.md#references).
     ("haemorrhage",    14, 0.80,  600.0,  12.0,  2.5),
     # Lung parenchyma: little tissue, huge susceptibility gradients.
     ("lung",           15, 0.20, 1400.0,  15.0,  1.0),
@@ -84,7 +84,7 @@ LABELS: Dict[int, str] = {t.label: t.name for t in TISSUES_9P4T.values()}
 LABEL_OF: Dict[str, int] = {t.name: t.label for t in TISSUES_9P4T.values()}
 
 #: Tissues that are dark on T2*-weighted images without any label, i.e. the
-#: regions that fool a naive threshold (SCIENCE.md section 2).
+#: regions that fool a naive threshold (docs/methods/simulator.md#phantom).
 DARK_CONFOUNDERS = ("air", "gut_gas", "bone", "vessel", "haemorrhage", "lung")
 
 #: Supported field strengths (T).
