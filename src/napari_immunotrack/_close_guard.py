@@ -47,7 +47,7 @@ def offer_to_save(parent, layers, action: str = "closing") -> bool:
     (into a folder the user picks, never over a file) or discarded; False keeps everything as it is."""
     from napari.utils.notifications import show_info
 
-    from .widgets._common import notify_error
+    from ._notify import notify_error
 
     try:
         layers = [layer for layer in layers if is_unsaved(layer)]
@@ -89,8 +89,8 @@ def _free_path(folder: Path, stem: str, suffix: str) -> Path:
 
 def _world_ras(layer, data) -> np.ndarray:
     """Layer data coordinates (N, D) -> world RAS mm (N, 3)."""
-    from .volume import napari_to_ras
-    from .widgets._common import data_to_world_points
+    from .affines import napari_to_ras
+    from .layer_geometry import data_to_world_points
 
     return napari_to_ras(data_to_world_points(layer, data)[:, -3:])
 
