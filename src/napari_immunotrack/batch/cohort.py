@@ -26,7 +26,7 @@ def _read_csv(path):
     return pd.read_csv(path, float_precision="round_trip", keep_default_na=True)
 
 
-def _label(prefix: str, name: str) -> str:
+def bids_label(prefix: str, name: str) -> str:
     """BIDS-style label (``sub-01``, ``ses-day1``): text in every CSV reader, joins participants.tsv."""
     return f"{prefix}-{name}" if name else ""
 
@@ -50,8 +50,8 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
             if path.exists():
                 df = _read_csv(path)
                 df.insert(0, "day", rec["day"] if rec["day"] is not None else float("nan"))
-                df.insert(0, "session", _label("ses", rec["session"]))
-                df.insert(0, "subject", _label("sub", rec["subject"]))
+                df.insert(0, "session", bids_label("ses", rec["session"]))
+                df.insert(0, "subject", bids_label("sub", rec["subject"]))
                 tables[name].append(df)
     out = {f"cohort_{k}": pd.concat(v, ignore_index=True) for k, v in tables.items() if v}
     keys = ["subject", "session", "day", "site"]

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import InputError, one_line
-from .cohort import _label, cohort_figures, cohort_tables  # noqa: F401
+from .cohort import bids_label, cohort_figures, cohort_tables  # noqa: F401
 from .config import Pipeline, load_pipeline, parse_pipeline, pipeline_from_settings  # noqa: F401
-from .tasks import _visible, find_tasks, input_hashes, run_task, task_folder  # noqa: F401
+from .tasks import is_visible, find_tasks, input_hashes, run_task, task_folder  # noqa: F401
 
 # =============================================================================== the output folder
 MANIFEST = "batch.json"
@@ -56,7 +56,7 @@ def check_output_dir(out_dir, pipeline: Pipeline, overwrite: bool = False) -> Pa
             detail = f"; differs in {diff[0]}" + (f" and {len(diff) - 1} more" if len(diff) > 1 else "") if diff else ""
             raise InputError(f"{out} holds the results of another pipeline ({old.get('pipeline', '?')!r}{detail}); "
                              "choose another -o, or pass --overwrite to replace them.")
-    elif any(_visible(p) for p in out.iterdir()):
+    elif any(is_visible(p) for p in out.iterdir()):
         raise InputError(f"{out} is not empty and holds no batch results ({MANIFEST} missing); choose a new or "
                          "empty folder, or pass --overwrite to write into it.")
     return out
@@ -182,7 +182,7 @@ class BatchSummary:
 def _failure_rows(records):
     rows = []
     for r in records:
-        who = {"subject": _label("sub", r["subject"]), "session": _label("ses", r["session"])}
+        who = {"subject": bids_label("sub", r["subject"]), "session": bids_label("ses", r["session"])}
         if r["status"] == "failed":
             rows.append({**who, "step": "all", "message": r["message"]})
         for step, message in (r.get("errors") or {}).items():

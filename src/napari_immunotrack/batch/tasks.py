@@ -24,13 +24,14 @@ def _day(session: str) -> Optional[float]:
     return float(match.group(1).replace("p", ".")) if match else None
 
 
-def _visible(path: Path) -> bool:
+def is_visible(path: Path) -> bool:
+    """False for hidden files and provenance sidecars (they do not make a folder "not empty")."""
     return not path.name.startswith(".") and not path.name.endswith(".provenance.json")
 
 
 def _match(folder: Path, pattern: str):
     """(path or None, problem or None) for one input pattern in one folder."""
-    hits = sorted(p for p in folder.glob(pattern) if _visible(p))
+    hits = sorted(p for p in folder.glob(pattern) if is_visible(p))
     if len(hits) > 1:
         names = ", ".join(p.name for p in hits[:4])
         return None, f"the pattern {pattern!r} matches {len(hits)} files in {folder} ({names}); make it match one"
@@ -47,7 +48,7 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give the cohort folder holding the subject folders.")
     root = root.resolve()  # absolute paths: a worker of a remote cluster has another working folder
-    subjects = sorted(p for p in root.glob(pipeline.subjects) if p.is_dir() and _visible(p))
+    subjects = sorted(p for p in root.glob(pipeline.subjects) if p.is_dir() and is_visible(p))
     if not subjects:
         raise InputError(f"{root} has no subject folder matching {pipeline.subjects!r}; check the folder or the "
                          "pipeline's 'subjects' pattern.")
@@ -57,7 +58,7 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
         if pipeline.sessions is None:
             sessions = [sub_dir]
         else:
-            sessions = sorted(p for p in sub_dir.glob(pipeline.sessions) if p.is_dir() and _visible(p))
+            sessions = sorted(p for p in sub_dir.glob(pipeline.sessions) if p.is_dir() and is_visible(p))
         names = {p: (p.name[4:] if p.name.startswith("ses-") else p.name) for p in sessions}
         baseline = None
         if pipeline.baseline_session == "auto":
@@ -100,7 +101,7 @@ def task_folder(out_dir, task: dict) -> Path:
 
 # =============================================================================== one task (on a worker)
 @contextlib.contextmanager
-def _limit_threads(n: int):
+def limit_threads(n: int):
     """One task = ``n`` cores: ITK's threads too (one thread also makes registration bit-reproducible:
     ITK's multi-threaded metric sums in a varying order, which moves a result by ~1e-12 mm)."""
     import SimpleITK as sitk
@@ -181,7 +182,7 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
         # dask arrays inside the task (chunked volumes) are computed here, not sent back to the cluster;
         # the analyses' warnings (guesses, small ROIs) are kept in the provenance, not printed by the worker
         with dask.config.set(scheduler="synchronous" if threads == 1 else "threads", num_workers=threads), \
-                _limit_threads(threads), warnings.catch_warnings(record=True) as caught:
+                limit_threads(threads), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = analyse_inputs(task["inputs"], task["subject"], task["session"], steps=list(pipeline.steps),
                                     parameters=pipeline.steps, baseline_session=task["baseline_session"])

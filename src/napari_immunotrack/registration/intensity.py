@@ -17,7 +17,7 @@ from ..affines import ras_to_lps_transform
 from ..errors import ImmunotrackWarning, InputError
 from ..volume import Volume
 from .itk_bridge import sitk_transform_to_matrix, volume_to_sitk
-from .result import METRIC_NOTE, RegistrationResult, _num
+from .result import METRIC_NOTE, RegistrationResult, plain_number
 
 # --------------------------------------------------------------------------- input checks
 _MIN_VOXELS_PER_AXIS = 4
@@ -42,7 +42,7 @@ def _check_image(volume, role: str, notes: Optional[list] = None) -> np.ndarray:
         if not finite.any():
             raise InputError(f"the {role} image has no finite value (all NaN or infinite); check the file.")
         data = np.where(finite, data, np.min(data[finite])).astype(np.float32)
-        _warn(f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
+        warn_or_collect(f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
               "for registration.", notes)
     lo, hi = float(data.min()), float(data.max())
     if hi == lo:
@@ -99,7 +99,8 @@ def _hot_spot_mask(volume: Volume, data: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _warn(message: str, collected: Optional[list] = None) -> None:
+def warn_or_collect(message: str, collected: Optional[list] = None) -> None:
+    """Warn (ImmunotrackWarning) and, when given a list, also keep the message in it (for the result)."""
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
         collected.append(message)
@@ -133,7 +134,7 @@ def _install_abort_hook() -> None:
 HOT_SPOT_MODALITIES = ("PT", "NM", "F19", "MPI", "OPT")
 
 
-def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percentile: float) -> np.ndarray:
+def scaled_intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percentile: float) -> np.ndarray:
     """The intensities the metric sees.
 
     "linear": the values, those above ``percentile`` clipped (a bladder or a
@@ -164,7 +165,8 @@ def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percen
     return data
 
 
-def _intensity_mode(volume: Volume, intensity: str) -> str:
+def intensity_mode(volume: Volume, intensity: str) -> str:
+    """The intensity scaling used for a volume: ``"auto"`` is "log" for hot-spot modalities, else "linear"."""
     if intensity == "auto":
         return "log" if volume.modality in HOT_SPOT_MODALITIES else "linear"
     return intensity
@@ -395,7 +397,8 @@ def _euler(center, translation, angles=(0.0, 0.0, 0.0)):
 
 _INITIALIZERS = ("auto", "moments", "geometry", "none")
 _INTENSITY_MODES = ("auto", "linear", "log", "rank")
-_TRANSFORMS = ("rigid", "affine")
+#: The transform kinds :func:`register` and :func:`~.landmarks.register_landmarks` estimate.
+TRANSFORM_KINDS = ("rigid", "affine")
 
 
 def register(
@@ -518,7 +521,7 @@ def register(
     from ..errors import Cancelled
 
     t_start = time.perf_counter()
-    if transform not in _TRANSFORMS:
+    if transform not in TRANSFORM_KINDS:
         raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
     if initializer not in _INITIALIZERS:
         raise InputError(f"initializer must be one of {', '.join(_INITIALIZERS)}, not {initializer!r}.")
@@ -541,9 +544,9 @@ def register(
         if mask is not None and float(np.ptp(data[mask])) == 0:
             raise InputError(f"the {role} image is constant inside its mask; draw the mask over the anatomy to align.")
     pair_modes = (intensity, intensity) if isinstance(intensity, str) else tuple(intensity)
-    modes = (_intensity_mode(fixed, pair_modes[0]), _intensity_mode(moving, pair_modes[1]))
-    f_data = _intensities(f_data, f_mask, modes[0], clip_percentile)
-    m_data = _intensities(m_data, m_mask, modes[1], clip_percentile)
+    modes = (intensity_mode(fixed, pair_modes[0]), intensity_mode(moving, pair_modes[1]))
+    f_data = scaled_intensities(f_data, f_mask, modes[0], clip_percentile)
+    m_data = scaled_intensities(m_data, m_mask, modes[1], clip_percentile)
     _progress.report(progress, 0.0, "preparing images")
 
     f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
@@ -586,7 +589,7 @@ def register(
     init_name = max(usable, key=lambda k: usable[k][1])
     tx = candidates[init_name]
     if usable[init_name][0] < 0.25:
-        _warn(f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
+        warn_or_collect(f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
               "initialisation; check the result or use masks or landmarks.", notes)
     # the reported metric: mutual information on the finest level's points (higher is better)
     fine_sampler = _Sampler(finest, bins, _QC_POINTS)
@@ -656,9 +659,9 @@ def register(
         "transform": transform, "optimised_metric": "MattesMutualInformation", "bins": int(bins),
         "reported_metric": METRIC_NOTE, "reported_metric_points": int(len(fine_sampler.points)),
         "initializer": initializer, "initializer_used": init_name,
-        "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": _num(v[1])}
+        "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": plain_number(v[1])}
                                for k, v in scores.items()},
-        "overlap_final": round(float(overlap_final), 4), "mutual_information_chance": _num(chance),
+        "overlap_final": round(float(overlap_final), 4), "mutual_information_chance": plain_number(chance),
         "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels],
         "shrink_factors": [float(s) for s in shrink_factors],
         "smoothing_fraction": float(smoothing), "samples_per_level": per_level,
@@ -673,7 +676,7 @@ def register(
     if transform == "affine":
         sv = np.linalg.svd(matrix[:3, :3], compute_uv=False)
         if sv.max() / sv.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
-            _warn(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
+            warn_or_collect(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
                   "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.", notes)
     if not np.isfinite(metric_final):
         raise InputError("the registration moved the moving image off the fixed one (no overlap left); check that "
@@ -692,9 +695,9 @@ def register(
     if doubts and not force:
         raise InputError(doubts[0] + ".")
     for doubt in doubts:
-        _warn(doubt + ".", notes)
+        warn_or_collect(doubt + ".", notes)
     if not doubts and metric_final - chance < _LOW_INFORMATION:
-        _warn(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
+        warn_or_collect(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
               f"{chance:.3f}), so this "
               "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
     _progress.report(progress, 1.0, f"done: mutual information {metric_final:.4f} nats")
@@ -727,8 +730,8 @@ def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixe
     m_data = _check_image(moving, "moving")
     f_mask = _check_mask(fixed_mask, fixed, "fixed")
     m_mask = _check_mask(moving_mask, moving, "moving")
-    f_img = _to_sitk(fixed, _intensities(f_data, f_mask, _intensity_mode(fixed, intensity), 99.9))
-    m_img = _to_sitk(moving, _intensities(m_data, m_mask, _intensity_mode(moving, intensity), 99.9))
+    f_img = _to_sitk(fixed, scaled_intensities(f_data, f_mask, intensity_mode(fixed, intensity), 99.9))
+    m_img = _to_sitk(moving, scaled_intensities(m_data, m_mask, intensity_mode(moving, intensity), 99.9))
     level = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask), [1.0], 0.0)[0]
     matrix = np.eye(4) if fixed_to_moving is None else np.asarray(fixed_to_moving, float)
     return _Sampler(level, bins, points).score(matrix)[0]

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from .intensity import _TRANSFORMS, _warn
+from .intensity import TRANSFORM_KINDS, warn_or_collect
 from .result import RegistrationResult
 
 
@@ -57,7 +57,7 @@ def register_landmarks(fixed_points, moving_points, transform: str = "rigid") ->
     ([5.0, -3.0, 2.0], 0.0)
     """
     t0 = time.perf_counter()
-    if transform not in _TRANSFORMS:
+    if transform not in TRANSFORM_KINDS:
         raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
     p = _points(fixed_points, "fixed")
     q = _points(moving_points, "moving")
@@ -92,12 +92,12 @@ def register_landmarks(fixed_points, moving_points, transform: str = "rigid") ->
     notes: list = []
     if len(p) >= 5 and np.median(fre) > 0 and fre.max() > 3 * np.median(fre) and fre.max() > 1e-6:
         worst = int(np.argmax(fre))
-        _warn(f"landmark pair {worst + 1} fits much worse than the others ({fre[worst]:.2f} mm against a median of "
+        warn_or_collect(f"landmark pair {worst + 1} fits much worse than the others ({fre[worst]:.2f} mm against a median of "
               f"{np.median(fre):.2f} mm); check that it marks the same point on both images.", notes)
     if transform == "affine":
         s = np.linalg.svd(matrix[:3, :3], compute_uv=False)
         if s.max() / s.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
-            _warn(f"the affine landmark fit scales by {s.min():.2f}-{s.max():.2f} or mirrors; check the pairing or "
+            warn_or_collect(f"the affine landmark fit scales by {s.min():.2f}-{s.max():.2f} or mirrors; check the pairing or "
                   "use a rigid fit.", notes)
     dof = 6 if transform == "rigid" else 12
     return RegistrationResult(

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
-from .intensity import _intensities, _intensity_mode
+from .intensity import scaled_intensities, intensity_mode
 from .result import RegistrationResult
 
 
@@ -28,7 +28,7 @@ def _normalise(data: np.ndarray, mode: str = "linear") -> np.ndarray:
     """
     data = np.asarray(data, np.float32)
     if mode != "linear":
-        data = _intensities(data, None, mode, 99.9)
+        data = scaled_intensities(data, None, mode, 99.9)
     values = data.ravel()
     step = max(1, values.size // 1_000_000)
     lo, hi = np.percentile(values[::step], [1, 99])
@@ -43,13 +43,13 @@ def _same_grid_pair(fixed: Volume, moving_on_fixed: Volume, intensity: str = "au
     if not fixed.same_grid(moving_on_fixed):
         raise InputError("quality-control views need the moving image on the fixed grid; resample it first "
                          "(resample_moving).")
-    return (_normalise(fixed.numpy(), _intensity_mode(fixed, intensity)),
-            _normalise(moving_on_fixed.numpy(), _intensity_mode(moving_on_fixed, intensity)))
+    return (_normalise(fixed.numpy(), intensity_mode(fixed, intensity)),
+            _normalise(moving_on_fixed.numpy(), intensity_mode(moving_on_fixed, intensity)))
 
 
 def normalised(volume: Volume, intensity: str = "auto") -> Volume:
     """The volume scaled to [0, 1] as the quality-control views show it (log for hot-spot modalities)."""
-    return volume.replace(data=_normalise(volume.numpy(), _intensity_mode(volume, intensity)), unit="a.u.",
+    return volume.replace(data=_normalise(volume.numpy(), intensity_mode(volume, intensity)), unit="a.u.",
                           modality="OT", name=f"{volume.name} (normalised)")
 
 

@@ -81,9 +81,9 @@ class RegistrationResult:
             "method": self.method,
             "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
             "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",
-            "metric_initial": _num(self.metric_initial),
-            "metric_after_init": _num(self.metric_after_init),
-            "metric_final": _num(self.metric_final),
+            "metric_initial": plain_number(self.metric_initial),
+            "metric_after_init": plain_number(self.metric_after_init),
+            "metric_final": plain_number(self.metric_final),
             "metric": METRIC_NOTE if self.method == "intensity" else "RMS distance of landmark pairs (mm)",
             "iterations": int(self.iterations),
             "elapsed_s": round(float(self.elapsed_s), 3),
@@ -96,6 +96,7 @@ class RegistrationResult:
         return out
 
 
-def _num(value):
+def plain_number(value):
+    """A float rounded to 6 decimals for reports, or None for NaN/inf."""
     value = float(value)
     return None if not np.isfinite(value) else round(value, 6)

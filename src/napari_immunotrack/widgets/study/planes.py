@@ -18,8 +18,8 @@ from .._common import data_to_world_matrix
 
 PLANES = ("axial", "coronal", "sagittal")
 #: For each plane: (fixed RAS axis, column RAS axis (increasing to the right), row RAS axis (increasing upwards)).
-_PLANE_AXES = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
-_AXIS_LETTERS = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}
+PLANE_AXES = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
+AXIS_LETTERS = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}
 
 
 @dataclass
@@ -45,7 +45,7 @@ class PlaneImage:
         return self.origin + row * self.row_step + col * self.col_step
 
 
-def _layer_world_bounds(layers) -> Optional[np.ndarray]:
+def layer_world_bounds(layers) -> Optional[np.ndarray]:
     """(2, 3) RAS box covering the layers."""
     boxes = []
     for layer in layers:
@@ -60,7 +60,8 @@ def _layer_world_bounds(layers) -> Optional[np.ndarray]:
     return np.stack([boxes.min(0), boxes.max(0)])
 
 
-def _sampleable(layer) -> bool:
+def sampleable(layer) -> bool:
+    """True for a visible 3D image or labels layer whose data can be sampled in memory."""
     kind = type(layer).__name__
     if kind not in ("Image", "Labels") or not layer.visible or getattr(layer, "multiscale", False):
         return False
@@ -104,13 +105,13 @@ def render_plane(layers, plane: str, point_ras, bounds_ras: Optional[np.ndarray]
     opacity, and blended bottom to top (additive, translucent, minimum,
     opaque). Labels use their colours, as outlines when ``contour`` > 0.
     """
-    layers = [ly for ly in layers if _sampleable(ly)]
+    layers = [ly for ly in layers if sampleable(ly)]
     point_ras = np.asarray(point_ras, float)
     if bounds_ras is None:
-        bounds_ras = _layer_world_bounds(layers)
+        bounds_ras = layer_world_bounds(layers)
     if bounds_ras is None:
         return None
-    fixed, col_axis, row_axis = _PLANE_AXES[plane]
+    fixed, col_axis, row_axis = PLANE_AXES[plane]
     lo, hi = bounds_ras
     span = np.maximum(hi - lo, 1e-6)
     step = max(span[col_axis], span[row_axis]) / max_pixels

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 from ...affines import napari_to_ras
 from ...errors import one_line
 from .._common import center_on_world
-from .planes import _AXIS_LETTERS, _PLANE_AXES, PLANES, PlaneImage, _layer_world_bounds, _sampleable, render_plane  # noqa: F401
+from .planes import AXIS_LETTERS, PLANE_AXES, PLANES, PlaneImage, layer_world_bounds, sampleable, render_plane  # noqa: F401
 
 
 class _PlanePanel(QLabel):
@@ -71,12 +71,12 @@ class _PlanePanel(QLabel):
         painter.drawLine(QPointF(x0, cy), QPointF(x0 + n_col * scale, cy))
         painter.drawLine(QPointF(cx, y0), QPointF(cx, y0 + n_row * scale))
         # orientation letters and the plane's position
-        fixed, col_axis, row_axis = _PLANE_AXES[self.plane]
+        fixed, col_axis, row_axis = PLANE_AXES[self.plane]
         painter.setPen(QColor(255, 255, 255))
-        painter.drawText(int(x0 + 2), int(y0 + n_row * scale / 2), _AXIS_LETTERS[col_axis][0])
-        painter.drawText(int(x0 + n_col * scale - 10), int(y0 + n_row * scale / 2), _AXIS_LETTERS[col_axis][1])
-        painter.drawText(int(x0 + n_col * scale / 2), int(y0 + 12), _AXIS_LETTERS[row_axis][1])
-        painter.drawText(int(x0 + n_col * scale / 2), int(y0 + n_row * scale - 2), _AXIS_LETTERS[row_axis][0])
+        painter.drawText(int(x0 + 2), int(y0 + n_row * scale / 2), AXIS_LETTERS[col_axis][0])
+        painter.drawText(int(x0 + n_col * scale - 10), int(y0 + n_row * scale / 2), AXIS_LETTERS[col_axis][1])
+        painter.drawText(int(x0 + n_col * scale / 2), int(y0 + 12), AXIS_LETTERS[row_axis][1])
+        painter.drawText(int(x0 + n_col * scale / 2), int(y0 + n_row * scale - 2), AXIS_LETTERS[row_axis][0])
         axis_name = "RAS"[fixed]
         painter.drawText(4, 12, f"{self.plane}  {axis_name} = {image.point_ras[fixed]:.2f} mm")
         painter.end()
@@ -94,7 +94,7 @@ class _PlanePanel(QLabel):
     def wheelEvent(self, event):  # noqa: N802 - Qt name
         if self.image is None:
             return
-        fixed = _PLANE_AXES[self.plane][0]
+        fixed = PLANE_AXES[self.plane][0]
         point = np.array(self.image.point_ras, float)
         delta = 1 if event.angleDelta().y() > 0 else -1
         point[fixed] += delta * float(np.linalg.norm(self.image.col_step))
@@ -156,9 +156,9 @@ class ThreePlaneView(QWidget):
         layers = list(self.viewer.layers)
         point = self.point_ras()
         # the field of view of the visible anatomy (the whole-body PET would make the torso tiny)
-        shown = [ly for ly in layers if _sampleable(ly)]
+        shown = [ly for ly in layers if sampleable(ly)]
         anatomy = [ly for ly in shown if ly.metadata.get("immunotrack", {}).get("modality") in ("MR", "CT")]
-        bounds = _layer_world_bounds(anatomy or shown)
+        bounds = layer_world_bounds(anatomy or shown)
         for plane, panel in self.panels.items():
             try:
                 panel.show_image(render_plane(layers, plane, point, bounds))
