@@ -3,6 +3,7 @@
 - :mod:`.dock` -- :class:`StudyWidget`, the dock ("Study"): draws the view model and moves napari layers.
 - :mod:`.model` -- :class:`StudyViewModel`: study, subject, timepoint, ticked tracks, adjustments (no Qt).
 - :mod:`.session` -- the session loader: study files read and prepared as napari layers (no Qt).
+- :mod:`.layers` -- sessions cached in the background, one layer per track, swapped per timepoint.
 - :mod:`.planes` / :mod:`.three_plane` -- the three-plane rendering (no Qt) and its panels (Qt).
 - :mod:`.state` -- saving and reopening the study state (the format is :mod:`napari_immunotrack.study`'s).
 
@@ -15,7 +16,7 @@ import importlib
 #: public name -> submodule; loaded on first use, so that ``model``, ``session`` and ``planes``
 #: import without Qt (PEP 562 module ``__getattr__``)
 _WHERE = {
-    "StudyWidget": "dock", "fit_to_anatomy": "dock", "_COLORBAR_POSITION": "dock",
+    "StudyWidget": "dock", "fit_to_anatomy": "dock", "_COLORBAR_POSITION": "layers", "StudyLayersMixin": "layers",
     "StudyViewModel": "model", "TreeRow": "model",
     "PLANES": "planes", "PlaneImage": "planes", "render_plane": "planes",
     "BASELINE_TRACKS": "session", "DEFAULT_SHOWN": "session", "PRESETS": "session", "Prepared": "session",
