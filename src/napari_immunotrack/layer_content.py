@@ -62,7 +62,7 @@ def array_fingerprint(data) -> Optional[str]:
     if type(data).__module__.startswith(("dask", "zarr")):
         return None
     arr = np.ascontiguousarray(np.asarray(data))
-    return hashlib.blake2b(arr.view(np.uint8).reshape(-1), digest_size=16).hexdigest() + str(arr.shape)
+    return hashlib.blake2b(arr.view(np.uint8).reshape(-1).data, digest_size=16).hexdigest() + str(arr.shape)
 
 
 def content_fingerprint(layer) -> Optional[str]:

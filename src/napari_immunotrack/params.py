@@ -327,10 +327,10 @@ class ParamModel:
                 bound.arguments[name] = p.default if value is FROM_MODEL else p.check(value)
             return func(*bound.args, **bound.kwargs)
 
-        wrapper.__signature__ = sig.replace(parameters=[
+        wrapper.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
             q.replace(default=self.params[q.name].default) if q.name in self.params else q
             for q in sig.parameters.values()])
-        wrapper.parameter_model = self
+        wrapper.parameter_model = self  # type: ignore[attr-defined]
         return wrapper
 
     # ------------------------------------------------------------------ the command line

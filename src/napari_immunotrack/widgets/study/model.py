@@ -13,7 +13,7 @@ display. See ``docs/methods/study-viewer.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ...errors import InputError
 from .session import DEFAULT_SHOWN
@@ -77,9 +77,10 @@ class StudyViewModel:
     """
 
     def __init__(self):
-        self.study = None
-        self.subject: Optional[str] = None
-        self.session: Optional[str] = None
+        # the open Study, its subject and session (None before a study is opened; the methods below need one)
+        self.study: Any = None
+        self.subject: Any = None
+        self.session: Any = None
         self.shown: Dict[str, bool] = {}
         #: (session, track) -> the user's affine changes ({"layer_affine": ..., "affine_ras": ...})
         self.adjustments: Dict[Tuple[str, str], dict] = {}
@@ -95,12 +96,12 @@ class StudyViewModel:
         """
         warnings = []
         subjects = study.subjects()
-        chosen = subject if subject in subjects else subjects[0]
+        chosen: str = subject if subject is not None and subject in subjects else subjects[0]
         if subject and subject not in subjects:
             warnings.append(f"subject {subject} is not in {study.root}; showing {chosen}.")
         names = study.sessions(chosen)
         session = strip_ses(session)
-        if session not in names:
+        if session is None or session not in names:
             if session:
                 warnings.append(f"session {session} is not in subject {chosen}; sessions are {', '.join(names)}.")
             post = [s for s in names if any(f.phase == "post" for f in study.session_files(chosen, s))]
@@ -112,6 +113,7 @@ class StudyViewModel:
             known = [t for t in tracks if not t.startswith("unknown")]
             hot = [t for t in known if t.partition(":")[0] in HOT_SPOT_KINDS]
             wanted = set((anatomy or known)[:1]) | set(hot)
+        assert session is not None
         return chosen, session, {t: (t in wanted and not t.startswith("unknown")) for t in tracks}, warnings
 
     def open(self, study, subject: Optional[str] = None, session: Optional[str] = None,
@@ -149,11 +151,11 @@ class StudyViewModel:
     def resolve_session(self, session: str) -> str:
         """A session name given by the user (with or without ``ses-``), checked; InputError when unknown."""
         self.require_study()
-        session = strip_ses(session)
-        if session not in self.sessions:
-            raise InputError(f"no session {session!r} for subject {self.subject}; sessions are "
+        name = strip_ses(session) or ""
+        if name not in self.sessions:
+            raise InputError(f"no session {name!r} for subject {self.subject}; sessions are "
                              f"{', '.join(self.sessions)}.")
-        return session
+        return name
 
     def step_target(self, delta: int) -> str:
         """The session ``delta`` timepoints away (clamped to the first and last)."""
@@ -187,7 +189,7 @@ class StudyViewModel:
         """Subjects -> timepoints -> modalities, with what is missing and what is registered."""
         from ...study import track_label
 
-        study, rows = self.study, []
+        study, rows = self.study, []  # type: Tuple[Any, List[TreeRow]]
         if study is None:
             return rows
         for subject in study.subjects():
