@@ -232,12 +232,17 @@ def read_label_names(dseg_path) -> Dict[int, str]:
     {1: 'liver', 2: 'spleen'}
     """
     tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")
-    names = {}
-    if tsv.exists():
-        for line in tsv.read_text().splitlines()[1:]:
-            index, _, name = line.partition("\t")
-            if index.strip().isdigit():
-                names[int(index)] = name.strip()
+    names: Dict[int, str] = {}
+    if not tsv.is_file():
+        return names
+    try:
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):  # an unreadable table: the regions keep their numbers
+        return names
+    for line in lines[1:]:
+        index, _, name = line.partition("\t")
+        if index.strip().isdigit() and name.strip():
+            names[int(index)] = name.strip()
     return names
 
 

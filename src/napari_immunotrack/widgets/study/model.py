@@ -227,7 +227,7 @@ class StudyViewModel:
 
         ``present_tracks`` are the tracks read at this timepoint, ``errors`` the files that failed.
         """
-        from ..._sample_data import NEEDS_REGISTRATION
+        from ...study_loading import NEEDS_REGISTRATION
         from ...study import track_label
 
         when = session_text(self.study, self.subject, self.session)

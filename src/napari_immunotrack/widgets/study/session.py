@@ -129,7 +129,7 @@ def prepare_file(f, transforms: dict, reference: Optional[Volume], baseline: boo
     the native values times the SUV factor; the native Volume is kept in the
     metadata), float data are shown as float32.
     """
-    from ..._sample_data import load_study_file
+    from ...study_loading import load_study_file
 
     out = []
     for volume in load_study_file(f, transforms):
@@ -175,7 +175,7 @@ def prepare_session(study, subject: str, session: str, reference: Optional[Volum
     axis-aligned MRI of the session becomes the grid oblique volumes are
     resampled to for display.
     """
-    from ..._sample_data import session_transforms
+    from ...study_loading import session_transforms
     from ...study import track_order
 
     result = SessionData(session)
