@@ -11,7 +11,7 @@ from code (``viewer.close()`` in scripts and tests) is not interrupted.
 edited layers (another timepoint, subject or study; reopening a state).
 
 What counts as unsaved, by content fingerprint (see
-:func:`napari_immunotrack.widgets._common._fingerprint`):
+:mod:`napari_immunotrack.layer_content`, which holds the fingerprints and the saved registry):
 
 - a layer made by the plugin from a file or an analysis keeps the
   fingerprint of what it showed (``metadata["_display_fingerprint"]``): it is
@@ -30,7 +30,6 @@ each with its provenance sidecar.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import weakref
 from pathlib import Path
@@ -38,73 +37,8 @@ from typing import List, Optional
 
 import numpy as np
 
-#: Fingerprints of layer contents saved in this session (content-based, so any copy counts as saved).
-_SAVED: set = set()
-
-_KINDS = ("Labels", "Shapes", "Points")
-
-
-def _kind(layer) -> str:
-    return type(layer).__name__
-
-
-def content_fingerprint(layer) -> Optional[str]:
-    """A hash of what the user could lose in ``layer`` (None for lazy data, which cannot be edited)."""
-    from .widgets._common import _fingerprint
-
-    kind = _kind(layer)
-    if kind == "Labels":
-        return _fingerprint(layer.data)
-    h = hashlib.blake2b(digest_size=16)
-    if kind == "Points":
-        h.update(np.ascontiguousarray(np.asarray(layer.data, float)).tobytes())
-    elif kind == "Shapes":
-        for shape, shape_type in zip(layer.data, layer.shape_type):
-            h.update(str(shape_type).encode())
-            h.update(np.ascontiguousarray(np.asarray(shape, float)).tobytes())
-    else:
-        return None
-    return kind + h.hexdigest()
-
-
-def _has_content(layer) -> bool:
-    if _kind(layer) == "Labels":
-        data = layer.data[0] if isinstance(layer.data, list) else layer.data
-        return bool(np.any(np.asarray(data)))
-    return len(layer.data) > 0
-
-
-def remember_saved(layer_or_data) -> None:
-    """Record that this content was saved (call it after writing a layer by another route)."""
-    if hasattr(layer_or_data, "metadata") and _kind(layer_or_data) in _KINDS:  # a layer (arrays have .data too)
-        fp = content_fingerprint(layer_or_data)
-        if fp is not None:
-            layer_or_data.metadata["_saved_fingerprint"] = fp
-    else:
-        from .widgets._common import _fingerprint
-
-        fp = _fingerprint(layer_or_data)
-    if fp is not None:
-        _SAVED.add(fp)
-
-
-def is_unsaved(layer) -> bool:
-    """True for a Labels, Shapes or Points layer holding work not saved (see the module docstring)."""
-    if _kind(layer) not in _KINDS:
-        return False
-    fp = content_fingerprint(layer)
-    if fp is None:
-        return False
-    meta = layer.metadata
-    if fp in {meta.get("_display_fingerprint"), meta.get("_saved_fingerprint")} or fp in _SAVED:
-        return False
-    # a new, empty layer: nothing to lose
-    return meta.get("_display_fingerprint") is not None or _has_content(layer)
-
-
-def unsaved_layers(viewer) -> list:
-    """The viewer's layers holding work not saved (see :func:`is_unsaved`)."""
-    return [layer for layer in viewer.layers if is_unsaved(layer)]
+from .layer_content import (EDITABLE_KINDS as _KINDS, content_fingerprint, is_unsaved, layer_kind as _kind,  # noqa: F401
+                            remember_saved, unsaved_layers)
 
 
 def offer_to_save(parent, layers, action: str = "closing") -> bool:
@@ -113,7 +47,7 @@ def offer_to_save(parent, layers, action: str = "closing") -> bool:
     (into a folder the user picks, never over a file) or discarded; False keeps everything as it is."""
     from napari.utils.notifications import show_info
 
-    from .widgets._common import notify_error
+    from ._notify import notify_error
 
     try:
         layers = [layer for layer in layers if is_unsaved(layer)]
@@ -155,8 +89,8 @@ def _free_path(folder: Path, stem: str, suffix: str) -> Path:
 
 def _world_ras(layer, data) -> np.ndarray:
     """Layer data coordinates (N, D) -> world RAS mm (N, 3)."""
-    from .volume import napari_to_ras
-    from .widgets._common import data_to_world_points
+    from .affines import napari_to_ras
+    from .layer_geometry import data_to_world_points
 
     return napari_to_ras(data_to_world_points(layer, data)[:, -3:])
 

@@ -17,7 +17,7 @@ def write_labels(path: str, data, meta: dict):
     from .io import save_labels
     from .provenance import record
     from .volume import Volume
-    from .widgets._common import _SWAP
+    from .affines import napari_affine_to_ras
 
     metadata = meta.get("metadata") or {}
     stored = metadata.get("volume")
@@ -33,7 +33,7 @@ def write_labels(path: str, data, meta: dict):
     extra = np.asarray(meta.get("affine", np.eye(4)), float)
     if extra.shape != (4, 4):
         extra = np.eye(4)
-    affine = _SWAP @ extra @ physical
+    affine = napari_affine_to_ras(extra @ physical)
     labels = Volume(np.asarray(data), affine, modality="SEG", unit="label", name=meta.get("name", "labels"))
     if stored is not None and stored.spatial_shape != labels.spatial_shape or \
             stored is not None and not np.allclose(stored.affine, labels.affine, atol=1e-6):
@@ -43,7 +43,7 @@ def write_labels(path: str, data, meta: dict):
                   parameters={"layer": meta.get("name")})
     # napari's Save dialog already asked about replacing an existing file
     save_labels(labels, path, overwrite=True, provenance=prov)
-    from ._close_guard import remember_saved
+    from .layer_content import remember_saved  # a neutral module: the writer does not import the close guard
 
     remember_saved(np.asarray(data))  # the close guard no longer counts this content as unsaved
     return [path]

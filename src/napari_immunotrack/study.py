@@ -208,6 +208,44 @@ class StudyFile:
         return self.path.name
 
 
+def read_label_names(dseg_path) -> Dict[int, str]:
+    r"""The region names of a BIDS label map, read from the ``.tsv`` beside it ({} when there is none).
+
+    The table's first column is the label index, the second the name, after a
+    header row; ``x_dseg.nii.gz``, ``x_dseg.ome.zarr`` or ``x_dseg.tif`` all read ``x_dseg.tsv``.
+
+    Parameters
+    ----------
+    dseg_path : path
+        The label image.
+
+    Returns
+    -------
+    dict
+        {label index: name}.
+
+    Examples
+    --------
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "sub-01_dseg.tsv").write_text("index\tname\n1\tliver\n2\tspleen\n")
+    >>> read_label_names(d / "sub-01_dseg.nii.gz")
+    {1: 'liver', 2: 'spleen'}
+    """
+    tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")
+    names: Dict[int, str] = {}
+    if not tsv.is_file():
+        return names
+    try:
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):  # an unreadable table: the regions keep their numbers
+        return names
+    for line in lines[1:]:
+        index, _, name = line.partition("\t")
+        if index.strip().isdigit() and name.strip():
+            names[int(index)] = name.strip()
+    return names
+
+
 def track_label(track: str) -> str:
     """The user-facing name of a track key ("ROI:reftube" -> "ROI reftube", "T2starw" -> "T2*w")."""
     role, _, desc = track.partition(":")

@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .affines import lps_to_ras_matrix, napari_to_ras, ras_to_napari  # noqa: F401  (public here too)
 from .errors import InputError
 
 #: How far (in voxels) drawing a volume axis-aligned may move a voxel before it must be resampled.
@@ -90,29 +91,39 @@ class Volume:
             self.data = np.asarray(self.data)
         if self.data.ndim not in (3, 4):
             raise InputError(
-                f"{self._label()}has {self.data.ndim} dimension(s) where a 3D volume "
+                f"{self.message_prefix()}has {self.data.ndim} dimension(s) where a 3D volume "
                 "(or 3D plus time/echo) is needed; give a volume, not a single slice or a stack of volumes."
             )
         if min(self.data.shape) < 1:
-            raise InputError(f"{self._label()}is empty (shape {tuple(self.data.shape)}).")
+            raise InputError(f"{self.message_prefix()}is empty (shape {tuple(self.data.shape)}).")
         affine = np.asarray(self.affine, dtype=float)
         if affine.shape != (4, 4):
-            raise InputError(f"{self._label()}affine must be 4x4, got shape {affine.shape}.")
+            raise InputError(f"{self.message_prefix()}affine must be 4x4, got shape {affine.shape}.")
         if not np.all(np.isfinite(affine)):
-            raise InputError(f"{self._label()}affine has non-finite values; the file's geometry is broken.")
+            raise InputError(f"{self.message_prefix()}affine has non-finite values; the file's geometry is broken.")
         if not np.allclose(affine[3], [0, 0, 0, 1]):
-            raise InputError(f"{self._label()}affine's last row must be [0, 0, 0, 1].")
+            raise InputError(f"{self.message_prefix()}affine's last row must be [0, 0, 0, 1].")
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         if np.any(spacing <= 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12 * max(spacing.prod(), 1e-300):
             raise InputError(
-                f"{self._label()}has a zero or degenerate voxel size {np.round(spacing, 6).tolist()} mm; "
+                f"{self.message_prefix()}has a zero or degenerate voxel size {np.round(spacing, 6).tolist()} mm; "
                 "fix the voxel spacing in the file header."
             )
         self.affine = affine
         self.metadata = dict(self.metadata or {})
 
-    def _label(self) -> str:
+    def message_prefix(self) -> str:
+        """How error messages name this volume: ``"Volume 'T2w' "`` (or ``"The volume "`` without a name).
+
+        Examples
+        --------
+        >>> Volume(np.zeros((2, 2, 2)), np.eye(4), name="T2w").message_prefix() + "is empty."
+        "Volume 'T2w' is empty."
+        """
         return f"Volume {self.name!r} " if self.name else "The volume "
+
+    #: Old private name of :meth:`message_prefix`.
+    _label = message_prefix
 
     # ----------------------------------------------------------- geometry
     @property
@@ -208,7 +219,7 @@ class Volume:
         for oblique ones.
         """
         if not self.is_axis_aligned(tol_degrees=0.5):
-            raise InputError(f"{self._label()}is oblique; resample it with for_display() instead.")
+            raise InputError(f"{self.message_prefix()}is oblique; resample it with for_display() instead.")
         rot = self.affine[:3, :3]
         # world_axis[a] = which world axis (0=x,1=y,2=z) array axis a runs along
         world_axis = np.argmax(np.abs(rot), axis=0)
@@ -365,7 +376,7 @@ class Volume:
             # display grid of billions of voxels: refuse it rather than freeze or run out of memory
             if n_display > max(_DISPLAY_GROWTH_LIMIT * n_native, 2.0 ** 22):
                 raise InputError(
-                    f"{self._label()}cannot be shown: its voxel sizes {np.round(self.spacing, 4).tolist()} mm "
+                    f"{self.message_prefix()}cannot be shown: its voxel sizes {np.round(self.spacing, 4).tolist()} mm "
                     f"would need a display grid of {n_display:.3g} voxels; check the voxel sizes in the header."
                 )
             out = self.resample_to(grid, order=order)
@@ -392,21 +403,6 @@ class Volume:
         translate = [self.affine[2, 3], self.affine[1, 3], self.affine[0, 3]]
         lead = self.data.ndim - 3
         return {"scale": [1.0] * lead + scale, "translate": [0.0] * lead + translate}
-
-
-def ras_to_napari(points) -> np.ndarray:
-    """World RAS (x, y, z) points to napari world order (z, y, x)."""
-    return np.asarray(points, float)[..., ::-1]
-
-
-def napari_to_ras(points) -> np.ndarray:
-    """napari world (z, y, x) points to RAS (x, y, z)."""
-    return np.asarray(points, float)[..., ::-1]
-
-
-def lps_to_ras_matrix() -> np.ndarray:
-    """The 4x4 matrix that flips x and y (DICOM LPS <-> RAS); its own inverse."""
-    return np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def as_labels(volume: Volume, name: str = "labels") -> Volume:

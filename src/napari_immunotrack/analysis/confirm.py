@@ -1,4 +1,4 @@
-"""T1–T2 self-confirmation of dual-mode labels (SCIENCE.md section 3).
+"""T1–T2 self-confirmation of dual-mode labels (``docs/methods/confirmation.md``).
 
 Dual-mode agents (ultrasmall iron oxide, Gd-doped iron oxide, ...) shorten
 both T1 and T2: labelled cells are bright on a T1-weighted image and dark on a
@@ -38,6 +38,11 @@ All outputs are on T1POST's grid. Other images are used as they are when they
 share that grid, and are carried onto it through world coordinates only when
 a transform says how (``transform`` for the T2 side, ``pre_transform`` for the
 baseline session); a grid mismatch without a transform is an error.
+
+The tunable parameters, their defaults, units and ranges are written once, in
+:data:`CONFIRM_PARAMETERS` (a :class:`~napari_immunotrack.params.ParamModel`):
+:func:`confirm_dual_mode`, ``immunotrack confirm``, the "T1-T2 confirmation"
+dock, the batch step ``confirm`` and the saved study state all take them from it.
 """
 
 from __future__ import annotations
@@ -50,7 +55,37 @@ import numpy as np
 
 from .. import progress as _progress
 from ..errors import ImmunotrackWarning, InputError
+from ..params import FROM_MODEL, Param, ParamModel
 from ..volume import Volume
+
+#: The tunable parameters of :func:`confirm_dual_mode`: the one place their defaults and limits are written.
+CONFIRM_PARAMETERS = ParamModel("confirm", [
+    Param("t1_threshold", float, 0.2, "minimum T1w enhancement (post-pre)/pre", unit="fraction",
+          minimum=0.0, maximum=1.0, exclusive_maximum=True, rule="a fraction between 0 and 1 (e.g. 0.2 for 20 %)",
+          label="T1 threshold", step=0.05, form_maximum=0.99),
+    Param("t2_threshold", float, 0.2, "minimum T2w darkening -(post-pre)/pre", unit="fraction",
+          minimum=0.0, maximum=1.0, exclusive_maximum=True, rule="a fraction between 0 and 1 (e.g. 0.2 for 20 %)",
+          label="T2 threshold", step=0.05, form_maximum=0.99),
+    Param("k_sigma", float, 3.0, "a region starts where both changes exceed k x noise sigma (0 = off for weighted "
+          "images)", unit="sigma", minimum=0.0, label="k sigma (start)", step=0.5, form_maximum=10.0),
+    Param("k_sigma_grow", float, 2.0, "a region grows into voxels beyond k x sigma (at most k sigma)", unit="sigma",
+          minimum=0.0, label="k sigma (grow)", step=0.5, form_maximum=10.0),
+    Param("min_baseline_snr", float, 5.0, "leave out baseline voxels darker than this many noise sigma (air)",
+          unit="sigma", minimum=0.0, label="min baseline SNR", step=0.5, form_maximum=100.0),
+    Param("min_size", int, 3, "smallest region kept", unit="voxels", minimum=1, label="min size (voxels)",
+          form_maximum=10_000_000),
+    Param("opening", bool, False, "binary opening of the joint mask before labelling",
+          label="opening before labelling"),
+    Param("connectivity", int, 26, "voxel connectivity of a region", choices=(6, 18, 26)),
+    Param("normalise", str, "reference", "scale post to baseline by the reference region (only if given), the "
+          "tissue median, or not at all", choices=("reference", "tissue", "none")),
+    Param("r2_over_r1", float, None, "the agent's r2/r1, checked against dR2/dR1", minimum=0.0,
+          exclusive_minimum=True, optional=True, rule="a positive number", label="r2/r1"),
+    Param("min_delta_r1", float, 0.0, "floor for dR1 on top of k sigma (maps only)", unit="1/s", minimum=0.0,
+          label="min dR1", flag="--min-delta-r1"),
+    Param("min_delta_r2", float, 0.0, "floor for dR2 on top of k sigma (maps only)", unit="1/s", minimum=0.0,
+          label="min dR2", flag="--min-delta-r2"),
+])
 
 #: Okabe–Ito colours (colour-blind safe) of the fusion view.
 FUSION_COLOURS = {
@@ -580,6 +615,7 @@ def region_table(labels: Volume, result: "ConfirmResult"):
 
 
 # --------------------------------------------------------------------------- main entry
+@CONFIRM_PARAMETERS.bind
 def confirm_dual_mode(
     t1_post: Volume,
     t2_post: Volume,
@@ -589,25 +625,29 @@ def confirm_dual_mode(
     t1_map_post: Optional[Volume] = None,
     t2_map_pre: Optional[Volume] = None,
     t2_map_post: Optional[Volume] = None,
-    t1_threshold: float = 0.2,
-    t2_threshold: float = 0.2,
-    k_sigma: float = 3.0,
-    k_sigma_grow: float = 2.0,
-    min_size: int = 3,
-    opening: bool = False,
-    connectivity: int = 26,
+    t1_threshold: float = FROM_MODEL,
+    t2_threshold: float = FROM_MODEL,
+    k_sigma: float = FROM_MODEL,
+    k_sigma_grow: float = FROM_MODEL,
+    min_size: int = FROM_MODEL,
+    opening: bool = FROM_MODEL,
+    connectivity: int = FROM_MODEL,
     search_mask: Optional[Volume] = None,
     reference_mask: Optional[Volume] = None,
-    r2_over_r1: Optional[float] = None,
+    r2_over_r1: Optional[float] = FROM_MODEL,
     transform: Optional[np.ndarray] = None,
     pre_transform: Optional[np.ndarray] = None,
-    normalise: str = "reference",
-    min_baseline_snr: float = 5.0,
-    min_delta_r1: float = 0.0,
-    min_delta_r2: float = 0.0,
+    normalise: str = FROM_MODEL,
+    min_baseline_snr: float = FROM_MODEL,
+    min_delta_r1: float = FROM_MODEL,
+    min_delta_r2: float = FROM_MODEL,
     progress=None,
 ) -> ConfirmResult:
     """Find regions that are T1-bright AND T2-dark, new since the baseline.
+
+    The defaults and limits of the tunable parameters are those of
+    :data:`CONFIRM_PARAMETERS` (shown in this signature); values outside
+    their limits raise InputError before any work.
 
     Parameters
     ----------
@@ -682,24 +722,8 @@ def confirm_dual_mode(
     messages: list = []
     t1_post = _as_3d(t1_post, "T1POST")
     t2_post = _as_3d(t2_post, "T2POST")
-    for value, name in ((t1_threshold, "t1_threshold"), (t2_threshold, "t2_threshold")):
-        if not (np.isfinite(value) and 0 <= value < 1):
-            raise InputError(f"{name} must be a fraction between 0 and 1 (e.g. 0.2 for 20 %), got {value}.")
-    if not (np.isfinite(k_sigma) and k_sigma >= 0):
-        raise InputError(f"k_sigma must be 0 or more, got {k_sigma}.")
-    if not (np.isfinite(k_sigma_grow) and 0 <= k_sigma_grow):
-        raise InputError(f"k_sigma_grow must be 0 or more, got {k_sigma_grow}.")
+    # the scalar parameters were checked against CONFIRM_PARAMETERS by the decorator
     k_sigma_grow = min(float(k_sigma_grow), float(k_sigma))  # growing is never stricter than starting
-    if not (np.isfinite(min_baseline_snr) and min_baseline_snr >= 0):
-        raise InputError(f"min_baseline_snr must be 0 or more, got {min_baseline_snr}.")
-    if int(min_size) < 1:
-        raise InputError(f"min_size must be at least 1 voxel, got {min_size}.")
-    if connectivity not in (6, 18, 26):
-        raise InputError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
-    if normalise not in ("reference", "tissue", "none"):
-        raise InputError(f"normalise must be 'reference', 'tissue' or 'none', got {normalise!r}.")
-    if r2_over_r1 is not None and not (np.isfinite(r2_over_r1) and r2_over_r1 > 0):
-        raise InputError(f"r2_over_r1 must be a positive number, got {r2_over_r1}.")
     for pre, post, name in ((t1_map_pre, t1_map_post, "T1"), (t2_map_pre, t2_map_post, "T2")):
         if (pre is None) != (post is None):
             missing = "pre" if pre is None else "post"
@@ -904,5 +928,5 @@ def confirm_dual_mode(
     return result
 
 
-__all__ = ["confirm_dual_mode", "region_table", "ConfirmResult", "FUSION_COLOURS", "UNCONFIRMED_WARNING",
+__all__ = ["CONFIRM_PARAMETERS", "confirm_dual_mode", "region_table", "ConfirmResult", "FUSION_COLOURS", "UNCONFIRMED_WARNING",
            "TABLE_COLUMNS"]

@@ -1,11 +1,15 @@
 """T1-T2 self-confirmation of dual-mode labels: regions T1-bright AND T2-dark,
-new since the pre-injection baseline (SCIENCE.md section 3).
+new since the pre-injection baseline (``docs/methods/confirmation.md``).
 
 The output has T1POST's grid and affine and is non-zero (1..N, one label per
 region) where confirmed. Without --t1-pre/--t2-pre (and without maps) it holds
 UNCONFIRMED candidates only: subacute haemorrhage, melanin and fat can look
 the same without a baseline; its header description, provenance and table
 say so.
+
+The analysis' options (thresholds, k sigma, sizes, ...) are made from
+:data:`napari_immunotrack.analysis.confirm.CONFIRM_PARAMETERS`, so their defaults,
+limits and help are the function's, the dock's and the batch step's.
 
 Example:
   immunotrack confirm --t1 t1w_post.nii.gz --t2 t2w_post.nii.gz \\
@@ -16,33 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import add_output, existing_path, load, positive_float, positive_int
+from ._common import add_output, existing_path, load
 
 HELP = "T1-T2 self-confirmation of dual-mode labels (T1-bright AND T2-dark, new since baseline)"
-
-
-def _fraction(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be a fraction between 0 and 1 (0.2 = 20%)")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return value
 
 
 def add_arguments(parser):
@@ -60,27 +40,12 @@ def add_arguments(parser):
     parser.add_argument("--table", help="per-region table (CSV)")
     parser.add_argument("--maps-prefix", help="also write PREFIX_t1_change.nii.gz, PREFIX_t2_change.nii.gz "
                                               "(and PREFIX_ratio.nii.gz without a baseline)")
-    parser.add_argument("--t1-threshold", type=_fraction, default=0.2,
-                        help="minimum T1w enhancement (post-pre)/pre, fraction (default 0.2)")
-    parser.add_argument("--t2-threshold", type=_fraction, default=0.2,
-                        help="minimum T2w darkening -(post-pre)/pre, fraction (default 0.2)")
-    parser.add_argument("--k-sigma", type=_non_negative, default=3.0,
-                        help="the change must also exceed k x noise sigma (default 3; 0 = off for weighted images)")
-    parser.add_argument("--k-sigma-grow", type=_non_negative, default=2.0,
-                        help="voxels joining a started region need only k x sigma (default 2)")
-    parser.add_argument("--min-baseline-snr", type=_non_negative, default=5.0,
-                        help="leave out baseline voxels darker than this many noise sigma (air; default 5)")
-    parser.add_argument("--min-size", type=positive_int, default=3, help="smallest region kept, voxels (default 3)")
-    parser.add_argument("--opening", action="store_true", help="binary opening of the joint mask before labelling")
-    parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
-                        help="voxel connectivity of a region (default 26)")
+    from ..analysis.confirm import CONFIRM_PARAMETERS
+
+    CONFIRM_PARAMETERS.add_arguments(parser)  # --t1-threshold ... --min-delta-r2: defaults and checks from the model
     parser.add_argument("--search-mask", type=existing_path, help="look only inside this mask (non-zero voxels)")
     parser.add_argument("--reference-mask", type=existing_path,
                         help="unchanged reference tissue: noise sigma, scaling, ratio-mode reference")
-    parser.add_argument("--normalise", choices=("reference", "tissue", "none"), default="reference",
-                        help="scale post to baseline by the reference region (default, only if given), "
-                             "the tissue median, or not at all")
-    parser.add_argument("--r2-over-r1", type=positive_float, help="the agent's r2/r1, checked against dR2/dR1")
     parser.add_argument("--transform", metavar="T2_TRANSFORM",
                         help="T1POST world -> T2 world (ITK .tfm from 'immunotrack register', a 4x4 RAS matrix "
                              ".txt/.npy), or 'identity' when T2 shares T1's scanner frame; needed only when the "
@@ -95,7 +60,7 @@ def run(args) -> int:
     import numpy as np
 
     from .. import outputs, provenance
-    from ..analysis.confirm import confirm_dual_mode
+    from ..analysis.confirm import CONFIRM_PARAMETERS, confirm_dual_mode
     from ..errors import InputError
     from ..io import save_labels, save_volume
     from ..progress import text_progress
@@ -141,13 +106,8 @@ def run(args) -> int:
             bar(fraction, message)
 
     try:
-        result = confirm_dual_mode(
-            **volumes, t1_threshold=args.t1_threshold, t2_threshold=args.t2_threshold, k_sigma=args.k_sigma,
-            k_sigma_grow=args.k_sigma_grow, min_baseline_snr=args.min_baseline_snr,
-            min_size=args.min_size, opening=args.opening, connectivity=args.connectivity,
-            r2_over_r1=args.r2_over_r1, transform=transform, pre_transform=pre_transform,
-            normalise=args.normalise, progress=progress,
-        )
+        result = confirm_dual_mode(**volumes, **CONFIRM_PARAMETERS.from_args(args), transform=transform,
+                                   pre_transform=pre_transform, progress=progress)
     except BaseException:
         if bar is not None and shown and shown[-1] < 1.0:
             sys.stderr.write("\n")  # end the progress line so the error stands on its own line

@@ -83,17 +83,14 @@ def study_widget(viewer):
 
 
 def fit_to_anatomy(viewer) -> None:
-    """Centre the slider and the camera on the first MRI layer and zoom to its field of view."""
-    from ..widgets._common import center_on_world
+    """Centre the slider and the camera on the first MRI layer and zoom to its field of view.
 
-    viewer.reset_view()
-    for layer in viewer.layers:
-        volume = layer.metadata.get("volume")
-        if volume is not None and volume.modality == "MR" and layer.visible:
-            center_on_world(viewer, volume.center_world())
-            if hasattr(viewer, "fit_to_view"):
-                viewer.fit_to_view(layers=[layer])
-            return
+    Kept here for old imports; it lives with the Study dock
+    (:func:`napari_immunotrack.widgets.study.fit_to_anatomy`), which the command imports, never the reverse.
+    """
+    from ..widgets.study import fit_to_anatomy as fit
+
+    fit(viewer)
 
 
 def _parse_goto(text):

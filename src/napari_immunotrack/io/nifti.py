@@ -29,10 +29,12 @@ import numpy as np
 
 from ..errors import ImmunotrackWarning, InputError
 from ..outputs import atomic_output, write_sidecar
+from ..affines import REVERSE_AXES, reverse_index_order
 from ..volume import Volume, as_labels
 from . import captured_log
 
-_REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+#: Old private name of :data:`napari_immunotrack.affines.REVERSE_AXES` (kept for old imports).
+_REVERSE = REVERSE_AXES
 _SPACE_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
 _TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 
@@ -258,7 +260,7 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     try:
         return Volume(
             data=data,
-            affine=affine_ijk @ _REVERSE,
+            affine=reverse_index_order(affine_ijk),
             modality=modality or side.get("Modality", "MR"),
             unit=unit or side.get("Units", "a.u."),
             metadata=meta,
@@ -338,7 +340,7 @@ def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict 
     data = volume.numpy()
     data = data.astype(_nifti_dtype(data, labels), copy=False)
     data = data.transpose(tuple(range(data.ndim))[::-1])  # ([t,] k, j, i) -> (i, j, k[, t])
-    affine_ijk = volume.affine @ _REVERSE
+    affine_ijk = reverse_index_order(volume.affine)
     image_class = nib.Nifti2Image if max(data.shape) > 32767 else nib.Nifti1Image
     img = image_class(data, affine_ijk, dtype=data.dtype)
     code = int(volume.metadata.get("sform_code") or 0)

@@ -43,6 +43,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..affines import zyx_grid_affine
 from ..errors import ImmunotrackWarning, InputError
 from ..outputs import atomic_output, write_sidecar
 from ..volume import Volume
@@ -354,9 +355,7 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
             if single_plane and "z" not in sizes:
                 meta["slice_thickness_note"] = "single plane: thickness set to the in-plane pixel size"
         # index (z, y, x) -> world: column 0 = z along S, column 1 = y along A, column 2 = x along R
-        affine = np.zeros((4, 4))
-        affine[2, 0], affine[1, 1], affine[0, 2], affine[3, 3] = zyx[0], zyx[1], zyx[2], 1.0
-        affine[:3, 3] = [origin.get("x", 0.0), origin.get("y", 0.0), origin.get("z", 0.0)]
+        affine = zyx_grid_affine(zyx, [origin.get("x", 0.0), origin.get("y", 0.0), origin.get("z", 0.0)])
         if origin:
             meta["origin_source"] = "OME Plane Position"
         meta["orientation_nominal"] = True
@@ -392,7 +391,7 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
     if not path.name.lower().endswith((".tif", ".tiff")):
         raise InputError(f"{path}: OME-TIFF output must end in .ome.tif or .ome.tiff.")
     if not volume.is_axis_aligned(tol_degrees=1e-4):
-        raise InputError(f"{volume._label()}is oblique; OME-TIFF stores axis-aligned grids only: "
+        raise InputError(f"{volume.message_prefix()}is oblique; OME-TIFF stores axis-aligned grids only: "
                          "resample it with for_display() first.")
     canon = volume.canonical()
     data = canon.numpy()

@@ -30,6 +30,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..affines import ras_to_napari, zyx_grid_affine
 from ..errors import InputError
 from ..outputs import atomic_output_dir, write_sidecar
 from ..volume import Volume
@@ -300,10 +301,7 @@ def read_ome_zarr(path, level: int = 0, modality: Optional[str] = None, unit: Op
         if len(space) == 2:  # one slice, as thick as the finest in-plane pixel
             s = np.concatenate([[min(s)], s])
             t = np.concatenate([[0.0], t])
-        affine = np.zeros((4, 4))
-        affine[2, 0], affine[1, 1], affine[0, 2], affine[3, 3] = s[0], s[1], s[2], 1.0
-        affine[:3, 3] = [t[2], t[1], t[0]]
-        return affine
+        return zyx_grid_affine(s, t[::-1])  # OME-NGFF translations are in (z, y, x) order
 
     def arrange(arr):
         index = tuple(select.get(i, slice(None)) for i in range(ndim))
@@ -406,7 +404,7 @@ def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] 
     if len(tuple(chunks)) != 3 or any(int(c) < 1 for c in chunks):
         raise InputError(f"chunks={tuple(chunks)} must be three positive integers (z, y, x).")
     if not volume.is_axis_aligned(tol_degrees=1e-4):
-        raise InputError(f"{volume._label()}is oblique; OME-Zarr stores axis-aligned grids only: "
+        raise InputError(f"{volume.message_prefix()}is oblique; OME-Zarr stores axis-aligned grids only: "
                          "resample it with for_display() first.")
     canon = volume.canonical()
     data = canon.data
@@ -418,7 +416,7 @@ def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] 
     darr = data.rechunk(chunk_shape) if isinstance(data, da.Array) else da.from_array(data, chunks=chunk_shape)
     is_labels = np.issubdtype(darr.dtype, np.integer) and (canon.unit == "label" or canon.modality == "SEG")
     spacing = canon.spacing  # (z, y, x) mm
-    origin = canon.affine[:3, 3][::-1]  # (z, y, x) mm of voxel (0, 0, 0)
+    origin = ras_to_napari(canon.affine[:3, 3])  # (z, y, x) mm of voxel (0, 0, 0)
 
     axes = [("z", "space"), ("y", "space"), ("x", "space")]
     if lead:

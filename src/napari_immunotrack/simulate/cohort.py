@@ -130,7 +130,7 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
 
     design = design or S.StudyDesign()
     design.check()
-    S._check_size(size)
+    S.check_size(size)
     days = S.check_timepoints(timepoints_days)
     spreads = _variation(variation)
     if isinstance(n_subjects, bool) or not isinstance(n_subjects, (int, np.integer)) or n_subjects < 1:
@@ -149,7 +149,7 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
                             "labels": S.LABEL_UNITS_DOC,
                             "variation": "multiplicative factors drawn per subject (log-normal, mean 1)"},
             "seed": int(seed), "size": size, "timepoints_days": days, "n_subjects": int(n_subjects),
-            "variation_sd": spreads, "design": S._design_dict(design), "subjects": {}, "confounders": [],
+            "variation_sd": spreads, "design": S.design_to_dict(design), "subjects": {}, "confounders": [],
         }
         files: list = []
         participants = []
@@ -166,7 +166,7 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
                 {"kind": "air", "label": "gut_gas", "centroid_ras_mm": mouse.confounders["gut_gas"].center.tolist()}]
             car = sub_design.car_t
             sub_truth = {
-                "seed": subject.seed, "variation": factors, "design": S._design_dict(sub_design),
+                "seed": subject.seed, "variation": factors, "design": S.design_to_dict(sub_design),
                 "sites": {k: {"label": v["label"], "center_ras_mm": v["center_mm"].tolist(), "radius_mm": v["radius_mm"]}
                           for k, v in mouse.sites.items()},
                 "confounders": confounders,
@@ -184,18 +184,18 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
             for day in days:
                 sub_progress = scaled(progress, done / n_steps, (done + 0.9) / n_steps)
                 res = S.simulate_timepoint(day, subject=subject, size=size, design=sub_design, progress=sub_progress)
-                ses_dir = tmp / f"sub-{subject.label}" / f"ses-{S._session_name(day)}"
+                ses_dir = tmp / f"sub-{subject.label}" / f"ses-{S.session_name(day)}"
                 ses_dir.mkdir(parents=True, exist_ok=True)
                 S.write_timepoint(res, ses_dir, subject.label, day, seed, sub_design, files)
-                sub_truth["sessions"][f"ses-{S._session_name(day)}"] = res["truth"]
+                sub_truth["sessions"][f"ses-{S.session_name(day)}"] = res["truth"]
                 done += 1
                 report(progress, done / n_steps, f"sub-{subject.label} day {day:g} written")
             truth["subjects"][subject.label] = sub_truth
             participants.append((f"sub-{subject.label}", sub_design.patient_weight_kg, car.cells,
                                  sub_design.dc_vaccine.cells, factors["cells"], factors["weight"]))
         truth["files"] = sorted(os.path.relpath(f, tmp) for f in files)
-        S._json(tmp / "ground_truth.json", truth)
-        S._json(tmp / "dataset_description.json", {
+        S.write_truth_json(tmp / "ground_truth.json", truth)
+        S.write_truth_json(tmp / "dataset_description.json", {
             "Name": "napari-immunotrack simulated cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
             "GeneratedBy": [{"Name": "napari_immunotrack.simulate.cohort.make_cohort",
                              "Description": f"n_subjects={n_subjects}, seed={seed}, size={size}, "

@@ -2,7 +2,7 @@
 
 Model (Zheng et al., Sci Rep 2016 6:38137 for linearity and cell detection;
 Sehl & Foster, Sci Rep 2021 11:3016 for calibration with fiducials;
-SCIENCE.md section 6):
+docs/methods/simulator.md#mpi):
 
 - Iron (ng) is deposited on a fine grid (labelled-cell clusters, iron held by
   macrophages, fiducials of known iron mass), blurred with a Gaussian PSF

@@ -22,7 +22,7 @@ Model (each step a parameter):
    voxel) that gives the right order of noise and its growth with
    lower activity.
 
-Values are Bq/mL. Half-lives follow SCIENCE.md section 4.
+Values are Bq/mL. Half-lives follow docs/methods/simulator.md#pet-and-spect.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from scipy import ndimage
 from ..errors import InputError
 from .phantom import Solid, rasterize
 
-#: Half-lives in seconds (SCIENCE.md section 4).
+#: Half-lives in seconds (docs/methods/simulator.md#pet-and-spect).
 HALF_LIFE_S = {
     "F-18": 6586.2,
     "Ga-68": 4062.6,

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..affines import REVERSE_AXES
 from ..errors import InputError
 
 
@@ -68,7 +69,7 @@ _TISSUE_ROWS = [
     ("bone",           13, 0.08,  800.0,   2.0,  0.8),
     # Early subacute haemorrhage (intracellular methaemoglobin): T1 short
     # (bright on T1w) and T2/T2* short (dark) - Bradley, Radiology 1993
-    # 189:15; Wood, in SCIENCE.md section 3.
+    # 189:15; Wood (see docs/methods/confirmation.md#references).
     ("haemorrhage",    14, 0.80,  600.0,  12.0,  2.5),
     # Lung parenchyma: little tissue, huge susceptibility gradients.
     ("lung",           15, 0.20, 1400.0,  15.0,  1.0),
@@ -83,7 +84,7 @@ LABELS: Dict[int, str] = {t.label: t.name for t in TISSUES_9P4T.values()}
 LABEL_OF: Dict[str, int] = {t.name: t.label for t in TISSUES_9P4T.values()}
 
 #: Tissues that are dark on T2*-weighted images without any label, i.e. the
-#: regions that fool a naive threshold (SCIENCE.md section 2).
+#: regions that fool a naive threshold (docs/methods/simulator.md#phantom).
 DARK_CONFOUNDERS = ("air", "gut_gas", "bone", "vessel", "haemorrhage", "lung")
 
 #: Supported field strengths (T).
@@ -274,7 +275,7 @@ def grid_affine(shape: Sequence[int], voxel_mm, center_mm=(0.0, 0.0, 0.0),
     spacing = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
     if np.any(spacing <= 0):
         raise InputError(f"voxel_mm={list(spacing)} must be positive (millimetres).")
-    cols = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float).T * spacing  # axis0->z, axis1->y, axis2->x
+    cols = REVERSE_AXES[:3, :3] * spacing  # axis0->z, axis1->y, axis2->x
     if rotation is not None:
         cols = np.asarray(rotation, float) @ cols
     affine = np.eye(4)

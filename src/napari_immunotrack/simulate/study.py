@@ -57,6 +57,7 @@ from typing import Dict, List, Optional, Sequence as Seq
 
 import numpy as np
 
+from ..affines import LPS_TO_RAS
 from ..errors import InputError, OutputExistsError
 from ..outputs import atomic_output_dir
 from ..progress import report, scaled
@@ -175,13 +176,21 @@ def check_timepoints(timepoints_days) -> List[float]:
     return sorted(t)
 
 
-def _check_size(size: str) -> dict:
+def check_size(size: str) -> dict:
+    """The grid settings of a study size name ("small", ...); InputError naming the sizes when unknown."""
     if size not in SIZES:
         raise InputError(f"size={size!r} is unknown; use one of {sorted(SIZES)}.")
     return SIZES[size]
 
 
-def _session_name(day: float) -> str:
+def session_name(day: float) -> str:
+    """The session folder name of a study day: 1 -> "day1", 0.5 -> "day0p5".
+
+    Examples
+    --------
+    >>> session_name(3), session_name(0.5)
+    ('day3', 'day0p5')
+    """
     return f"day{int(day)}" if float(day).is_integer() else f"day{day:g}".replace(".", "p")
 
 
@@ -287,7 +296,7 @@ def _scanner_grid(to_world: np.ndarray, extent: np.ndarray, voxel: float, lps: b
     size = whi - wlo
     shape = tuple(int(np.ceil(s / voxel)) for s in size[::-1])  # (z, y, x)
     center = (wlo + whi) / 2
-    rot = np.diag([-1.0, -1.0, 1.0]) if lps else None  # array axes run S, P, L: DICOM's usual axial order
+    rot = LPS_TO_RAS[:3, :3] if lps else None  # array axes run S, P, L: DICOM's usual axial order
     return shape, grid_affine(shape, voxel, center, rotation=rot)
 
 
@@ -339,7 +348,7 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     """
     design = design or StudyDesign()
     design.check()
-    grid = _check_size(size)
+    grid = check_size(size)
     day = check_timepoints([day])[0]
     subject = subject or make_subject(1, seed)
     mouse = subject.mouse
@@ -355,7 +364,7 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     pose = session_pose(subject, day, design)
     S = pose["matrix"]  # phantom world -> this session's MRI world
     vols, sidecars, tables = {}, {}, {}
-    truth = {"day": day, "session": f"ses-{_session_name(day)}", "baseline": baseline,
+    truth = {"day": day, "session": f"ses-{session_name(day)}", "baseline": baseline,
              "mri_datetime": scan0.isoformat(),
              "session_pose": dict({k: v for k, v in pose.items() if k != "matrix"},
                                   phantom_to_mri_world=S.tolist())}
@@ -641,7 +650,7 @@ def _uid(*parts) -> str:
 def _write_nifti(volume: Volume, path: Path, step: Optional[float], labels: bool = False):
     """NIfTI-1 with exactly the Volume's grid; noisy images as int16 with scl_slope = ``step``."""
     import nibabel as nib
-    from ..io.nifti import _REVERSE
+    from ..affines import reverse_index_order
     from ..outputs import atomic_output
 
     data = volume.numpy()
@@ -656,7 +665,7 @@ def _write_nifti(volume: Volume, path: Path, step: Optional[float], labels: bool
     else:
         arr = data.astype(np.float32)
     arr = arr.transpose(2, 1, 0)
-    aff = volume.affine @ _REVERSE
+    aff = reverse_index_order(volume.affine)
     img = nib.Nifti1Image(arr, aff)
     img.set_sform(aff, code=1)
     img.set_qform(aff, code=1)
@@ -671,7 +680,8 @@ def _write_nifti(volume: Volume, path: Path, step: Optional[float], labels: bool
     return step
 
 
-def _json(path: Path, obj):
+def write_truth_json(path: Path, obj) -> None:
+    """Write a simulator JSON file (ground truth, dataset description): sorted keys, NumPy values as lists."""
     path.write_text(json.dumps(obj, indent=1, default=_default, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -689,7 +699,7 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
     from ..io.dicom import write_dicom_series
     from ..io.tiff import write_ome_tiff
 
-    ses = f"ses-{_session_name(day)}"
+    ses = f"ses-{session_name(day)}"
     prefix = f"sub-{subject_label}_{ses}"
     vols, side = result["volumes"], result["sidecars"]
     plan = [("T1w", "anat", f"{prefix}_T1w.nii.gz"), ("T2w", "anat", f"{prefix}_T2w.nii.gz"),
@@ -707,7 +717,7 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
         used = _write_nifti(vols[key], d / name, step, labels=is_label)
         if used:
             meta["QuantisationStep"] = used
-        _json(d / name.replace(".nii.gz", ".json"), meta)
+        write_truth_json(d / name.replace(".nii.gz", ".json"), meta)
         files.append(str((d / name)))
     if "dseg" in vols:
         tsv = session_dir / "rois" / f"{prefix}_dseg.tsv"
@@ -750,7 +760,7 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
         nominal_affine = np.array([[0, 0, px, 0], [0, px, 0, 0], [px, 0, 0, 0], [0, 0, 0, 1.0]])
         nominal = Volume(v.numpy().astype(np.float32), nominal_affine, "OPT", "a.u.", {}, v.name)
         write_ome_tiff(nominal, d / f"{prefix}_fluo.ome.tif", overwrite=True)
-        _json(d / f"{prefix}_fluo.json", side["fluo"])
+        write_truth_json(d / f"{prefix}_fluo.json", side["fluo"])
         files.append(str(d / f"{prefix}_fluo.ome.tif"))
 
 
@@ -780,7 +790,7 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
     """
     design = design or StudyDesign()
     design.check()
-    _check_size(size)
+    check_size(size)
     days = check_timepoints(timepoints_days)
     if int(subjects) < 1:
         raise InputError(f"subjects={subjects} must be at least 1.")
@@ -803,7 +813,7 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
                               "exocytosed label): signal without live cells, a false positive for cell counts",
             },
             "seed": int(seed), "size": size, "timepoints_days": days, "subjects": {},
-            "design": _design_dict(design),
+            "design": design_to_dict(design),
             "confounders": [],
         }
         files: list = []
@@ -849,16 +859,16 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
             for day in days:
                 sub_progress = scaled(progress, step / n_steps, (step + 0.9) / n_steps)
                 res = simulate_timepoint(day, subject=subject, size=size, design=design, progress=sub_progress)
-                ses_dir = tmp / f"sub-{subject.label}" / f"ses-{_session_name(day)}"
+                ses_dir = tmp / f"sub-{subject.label}" / f"ses-{session_name(day)}"
                 ses_dir.mkdir(parents=True, exist_ok=True)
                 write_timepoint(res, ses_dir, subject.label, day, seed, design, files)
-                sub_truth["sessions"][f"ses-{_session_name(day)}"] = res["truth"]
+                sub_truth["sessions"][f"ses-{session_name(day)}"] = res["truth"]
                 step += 1
                 report(progress, step / n_steps, f"sub-{subject.label} day {day:g} written")
             truth["subjects"][subject.label] = sub_truth
         truth["files"] = sorted(os.path.relpath(f, tmp) for f in files)
-        _json(tmp / "ground_truth.json", truth)
-        _json(tmp / "dataset_description.json", {
+        write_truth_json(tmp / "ground_truth.json", truth)
+        write_truth_json(tmp / "dataset_description.json", {
             "Name": "napari-immunotrack simulated mouse study", "BIDSVersion": "1.9.0", "DatasetType": "raw",
             "GeneratedBy": [{"Name": "napari_immunotrack.simulate.study.make_study",
                              "Description": f"seed={seed}, size={size}, timepoints_days={days}"}]})
@@ -871,7 +881,8 @@ LABEL_UNITS_DOC = {
 }
 
 
-def _design_dict(design: StudyDesign) -> dict:
+def design_to_dict(design: StudyDesign) -> dict:
+    """A study design as plain JSON-ready values (as recorded in ground_truth.json)."""
     out = {}
     for k, v in design.__dict__.items():
         if isinstance(v, Population):
@@ -974,3 +985,7 @@ def _day_of(session_name: str) -> float:
 
     m = re.search(r"day(\d+(?:p\d+)?)", session_name)
     return float(m.group(1).replace("p", ".")) if m else -1.0
+
+
+# old private names (kept for callers written before they were made public)
+_check_size, _session_name, _json, _design_dict = check_size, session_name, write_truth_json, design_to_dict

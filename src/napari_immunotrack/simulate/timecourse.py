@@ -1,4 +1,6 @@
-"""Where labelled cells and their label are, day by day (SCIENCE.md section 8).
+"""Where labelled cells and their label are, day by day.
+
+See docs/methods/simulator.md#time-course-where-cells-and-label-are-day-by-day.
 
 A compartment model, integrated numerically (RK4, step 0.005 day), for each
 injected cell population:

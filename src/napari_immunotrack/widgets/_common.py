@@ -33,11 +33,15 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import Cancelled, InputError, one_line, user_error
+from ..affines import REVERSE_AXES
+from .._notify import notify_error  # noqa: F401  (the docks import it from here)
+from ..layer_content import array_fingerprint as _fingerprint  # old private name, used by the docks
+from ..layer_geometry import data_to_world_matrix, data_to_world_points  # noqa: F401  (as above)
+from ..errors import Cancelled, InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
 
-#: napari world order is (S, A, R): this swaps it with RAS (x, y, z).
-_SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+#: napari world order is (S, A, R): this swaps it with RAS (x, y, z) (old name of affines.REVERSE_AXES).
+_SWAP = REVERSE_AXES
 
 #: Modality display defaults: colormap, blending, whether values are "hot spots".
 MODALITY_STYLE = {
@@ -119,29 +123,6 @@ def add_volume(viewer, volume: Volume, reference: Optional[Volume] = None, as_la
     return viewer.add_image(data, **kwargs)
 
 
-def data_to_world_matrix(layer) -> np.ndarray:
-    """The layer's data -> napari world (n+1)x(n+1) affine, from the public ``layer.data_to_world``.
-
-    Plugin widgets get proxied layers on which private attributes such as
-    ``_data_to_world`` are deprecated (napari 0.9), so the matrix is rebuilt from
-    the images of the origin and the unit vectors (exact for an affine map).
-    """
-    n = layer.ndim
-    origin = np.asarray(layer.data_to_world(np.zeros(n)), float)
-    matrix = np.eye(n + 1)
-    for axis in range(n):
-        matrix[:n, axis] = np.asarray(layer.data_to_world(np.eye(n)[axis]), float) - origin
-    matrix[:n, n] = origin
-    return matrix
-
-
-def data_to_world_points(layer, data) -> np.ndarray:
-    """Layer data coordinates (N, n) -> napari world coordinates (N, n)."""
-    matrix = data_to_world_matrix(layer)
-    n = matrix.shape[0] - 1
-    return np.asarray(data, float).reshape(-1, n) @ matrix[:n, :n].T + matrix[:n, n]
-
-
 def layer_affine_ras(layer) -> np.ndarray:
     """The layer's data index -> world RAS mm 4x4 affine (last three axes)."""
     matrix = data_to_world_matrix(layer)  # napari world order
@@ -178,18 +159,6 @@ def layer_to_volume(layer, native: bool = True) -> Volume:
             not np.allclose(vol.affine, stored.affine, atol=1e-6):
         vol = vol.resample_to(stored, order=0)
     return vol
-
-
-def _fingerprint(data) -> Optional[str]:
-    """A content hash of an in-memory array (None for lazy arrays, which cannot be edited)."""
-    import hashlib
-
-    if isinstance(data, list):
-        data = data[0]
-    if type(data).__module__.startswith(("dask", "zarr")):
-        return None
-    arr = np.ascontiguousarray(np.asarray(data))
-    return hashlib.blake2b(arr.view(np.uint8).reshape(-1), digest_size=16).hexdigest() + str(arr.shape)
 
 
 def _data_changed(layer, stored: Volume) -> bool:
@@ -240,19 +209,6 @@ def center_on_world(viewer, ras_point) -> None:
     viewer.dims.point = full
     displayed = list(viewer.dims.displayed)
     viewer_camera(viewer).center = tuple(full[d] for d in displayed)
-
-
-def notify_error(exc: BaseException) -> None:
-    """Show an exception to the user as a one-line napari notification."""
-    from napari.utils.notifications import show_error, show_info
-
-    exc = user_error(exc) or exc  # no permission, read-only or full disk: said as the user's to fix
-    if isinstance(exc, Cancelled):
-        show_info("cancelled")
-    elif isinstance(exc, InputError):
-        show_error(one_line(exc))
-    else:
-        show_error(f"internal error: {type(exc).__name__}: {one_line(exc)[:200]}")
 
 
 class Failed:

@@ -15,6 +15,11 @@ The result comes back as:
 - without a baseline, everything is named and flagged UNCONFIRMED, with the
   haemorrhage/melanin/fat warning in the widget and a notification.
 
+The threshold form is made from
+:data:`~napari_immunotrack.analysis.confirm.CONFIRM_PARAMETERS` (defaults,
+ranges, steps, labels and tooltips), and the dock saves and reopens its
+values in the study state through the same model (:meth:`ConfirmWidget.state_parameters`).
+
 "Live preview" re-runs (debounced) whenever a threshold changes. "Export"
 writes the (edited) labels on T1POST's grid as NIfTI and the table as CSV,
 each with its provenance sidecar; nothing is overwritten without asking.
@@ -25,13 +30,14 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox,
-                            QVBoxLayout)
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout
 
-from ..analysis.confirm import FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode, region_table
+from ..analysis.confirm import (CONFIRM_PARAMETERS, FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode,
+                                region_table)
 from ..errors import InputError
 from .._close_guard import offer_to_save, remember_saved
 from ._dock import PluginDock
+from ._params import build_form, form_values, set_form_values
 from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog, labels_on_grid,
                       layer_to_volume, looks_pre_injection, notify_error, replace_table_dock, volume_layer_data,
                       write_labels_export)
@@ -49,6 +55,15 @@ _INPUTS = (
     ("search_mask", "Search mask", True, ("Labels",)),
     ("reference_mask", "Reference tissue", True, ("Labels",)),
 )
+
+#: The parameters of CONFIRM_PARAMETERS the form shows (the others keep their model default, or the state's value).
+FORM_PARAMETERS = ("t1_threshold", "t2_threshold", "k_sigma", "k_sigma_grow", "min_size", "opening")
+
+#: Keys under which study states saved before the parameter model stored this dock's values
+#: (read from its widgets in order): what they mean now.
+_LEGACY_STATE_KEYS = {"QDoubleSpinBox0": "t1_threshold", "QDoubleSpinBox1": "t2_threshold",
+                      "QDoubleSpinBox2": "k_sigma", "QDoubleSpinBox3": "k_sigma_grow", "QSpinBox0": "min_size",
+                      "QCheckBox0": "opening", "QCheckBox1": "live"}
 
 #: Names of the layers this widget owns.
 LAYER_NAMES = {"t1_enhancement": "T1 enhancement", "t2_darkening": "T2 darkening", "overlap": "T1+T2 overlap",
@@ -91,21 +106,17 @@ class ConfirmWidget(PluginDock):
 
         box = QGroupBox("Thresholds")
         form = QFormLayout(box)
-        self.t1_threshold = self._spin(0.0, 0.99, 0.2, 0.05, "T1w enhancement (post-pre)/pre above this fraction")
-        self.t2_threshold = self._spin(0.0, 0.99, 0.2, 0.05, "T2w darkening -(post-pre)/pre above this fraction")
-        self.k_sigma = self._spin(0.0, 10.0, 3.0, 0.5, "a region starts where both changes exceed k x noise sigma")
-        self.k_sigma_grow = self._spin(0.0, 10.0, 2.0, 0.5, "a region grows into voxels beyond k x sigma")
-        self.min_size = QSpinBox()
-        self.min_size.setRange(1, 10_000_000)
-        self.min_size.setValue(3)
-        self.min_size.setToolTip("smallest region kept, in voxels")
-        self.opening = QCheckBox("opening before labelling")
-        form.addRow("T1 threshold", self.t1_threshold)
-        form.addRow("T2 threshold", self.t2_threshold)
-        form.addRow("k sigma (start)", self.k_sigma)
-        form.addRow("k sigma (grow)", self.k_sigma_grow)
-        form.addRow("min size (voxels)", self.min_size)
-        form.addRow("", self.opening)
+        # the form is made from the parameter model: defaults, ranges, labels and tooltips are the CLI's
+        self.form = build_form(CONFIRM_PARAMETERS, FORM_PARAMETERS, form)
+        #: the model's parameters the form does not show (the model's defaults, or a reopened state's values)
+        self.other_parameters = {k: v for k, v in CONFIRM_PARAMETERS.defaults().items() if k not in self.form}
+        # the Qt widgets, by the names the dock always had
+        self.t1_threshold = self.form["t1_threshold"].native
+        self.t2_threshold = self.form["t2_threshold"].native
+        self.k_sigma = self.form["k_sigma"].native
+        self.k_sigma_grow = self.form["k_sigma_grow"].native
+        self.min_size = self.form["min_size"].native
+        self.opening = self.form["opening"].native
         self.live = QCheckBox("Live preview")
         form.addRow("", self.live)
         layout.addWidget(box)
@@ -122,25 +133,14 @@ class ConfirmWidget(PluginDock):
 
         self._timer = debounce_timer(self, 300, self.run)
         self.export_button.clicked.connect(self._export_dialog)
-        for widget in (self.t1_threshold, self.t2_threshold, self.k_sigma, self.k_sigma_grow, self.min_size):
-            widget.valueChanged.connect(self._parameters_changed)
-        self.opening.toggled.connect(self._parameters_changed)
+        for widget in self.form.values():
+            widget.changed.connect(self._parameters_changed)
         self.live.toggled.connect(self._parameters_changed)
         for combo in self.combos.values():
             combo.currentIndexChanged.connect(self._parameters_changed)
         self.pickers.follow()
 
     # ------------------------------------------------------------------ inputs
-    @staticmethod
-    def _spin(lo, hi, value, step, tip):
-        spin = QDoubleSpinBox()
-        spin.setRange(lo, hi)
-        spin.setDecimals(2)
-        spin.setSingleStep(step)
-        spin.setValue(value)
-        spin.setToolTip(tip)
-        return spin
-
     @staticmethod
     def _guess(key: str, names) -> Optional[str]:
         """A layer name that looks like ``key``: "T1w_post", "t2_map_pre", "sub-01_ses-day0_T2w" (day 0 = pre)."""
@@ -169,9 +169,32 @@ class ConfirmWidget(PluginDock):
         return None if layer is None else layer_to_volume(layer)
 
     def parameters(self) -> dict:
-        return {"t1_threshold": self.t1_threshold.value(), "t2_threshold": self.t2_threshold.value(),
-                "k_sigma": self.k_sigma.value(), "k_sigma_grow": min(self.k_sigma_grow.value(), self.k_sigma.value()),
-                "min_size": self.min_size.value(), "opening": self.opening.isChecked()}
+        """Every parameter of :data:`CONFIRM_PARAMETERS`: the form's values and the others'."""
+        values = {**self.other_parameters, **form_values(self.form)}
+        values["k_sigma_grow"] = min(values["k_sigma_grow"], values["k_sigma"])  # never stricter than starting
+        return values
+
+    # ------------------------------------------------------------------ study state (through the model)
+    def state_parameters(self) -> dict:
+        """What the study state saves of this dock: every model parameter, live preview, the chosen layers."""
+        state = CONFIRM_PARAMETERS.to_state({**self.other_parameters, **form_values(self.form)})
+        state["live"] = self.live.isChecked()
+        state["inputs"] = self.pickers.names(self.combos)
+        return state
+
+    def set_state_parameters(self, values: dict) -> None:
+        """Show a saved state's values: missing ones take the model's default, bad ones are reported."""
+        values = {_LEGACY_STATE_KEYS.get(k, k): v for k, v in dict(values).items()}
+        params, problems = CONFIRM_PARAMETERS.from_state(values)
+        self.live.setChecked(False)  # no run while the values change
+        set_form_values(self.form, {k: v for k, v in params.items() if k in self.form})
+        self.other_parameters = {k: v for k, v in params.items() if k not in self.form}
+        for key, name in dict(values.get("inputs") or {}).items():
+            if key in self.combos and self.combos[key].findText(str(name)) >= 0:
+                self.combos[key].setCurrentText(str(name))
+        self.live.setChecked(bool(values.get("live", False)))
+        if problems:
+            notify_error(InputError("T1-T2 confirmation: " + "; ".join(problems) + " (the default is used)."))
 
     # ------------------------------------------------------------------ running
     def _parameters_changed(self, *args) -> None:

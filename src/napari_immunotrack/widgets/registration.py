@@ -27,6 +27,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
                             QListWidgetItem, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
+from ..affines import REVERSE_AXES
 from .. import registration as reg
 from ..errors import InputError, one_line
 from ..progress import report, scaled
@@ -45,7 +46,7 @@ QC_VIEWS = {"checkerboard": ("checkerboard",), "difference": ("difference",), "e
 #: Preferred moving image, by modality: what is usually registered to the anatomy.
 _MOVING_ORDER = ("PT", "NM", "CT", "MPI", "F19", "OPT")
 #: napari world order (S, A, R) <-> RAS (x, y, z)
-_SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+_SWAP = REVERSE_AXES
 
 
 def _points_ras(layer) -> np.ndarray:

@@ -1,254 +1,23 @@
-"""Multimodal rigid and affine registration (SCIENCE.md section 7).
+"""Intensity (mutual-information) registration of two volumes, rigid or affine, multi-resolution.
 
-Directions, stated once
------------------------
-Every transform in this module is a 4x4 matrix ``fixed_to_moving`` in world
-RAS millimetres: it maps a point of the *fixed* world to the point of the
-*moving* world that shows the same anatomy (ITK's convention, the one of
-``.tfm`` files, Slicer and ANTs, except that files are in LPS; see
-:mod:`napari_immunotrack.io.transforms`). Two consequences:
-
-- resampling the moving image onto the fixed grid uses it directly:
-  ``moving.resample_to(fixed, transform=result.fixed_to_moving)``;
-- displaying the moving image in the fixed world without resampling changes
-  its affine to ``inv(fixed_to_moving) @ moving.affine``
-  (:meth:`RegistrationResult.apply_to_affine`), because a moving voxel at
-  moving world point ``p`` belongs at fixed world point ``inv(T) @ p``.
-
-SimpleITK images use LPS physical points and index order ``(x, y, z)`` =
-array axes ``(2, 1, 0)``; :func:`volume_to_sitk` and :func:`sitk_to_volume`
-are the only places that know it.
+See ``docs/methods/registration.md`` for the metric, the pyramid and the refusals.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
-from . import progress as _progress
-from .errors import ImmunotrackWarning, InputError
-from .volume import Volume
-
-#: LPS <-> RAS flip of x and y (its own inverse).
-_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-# --------------------------------------------------------------------------- conversions
-def ras_to_lps_transform(matrix) -> np.ndarray:
-    """A 4x4 world-to-world transform in RAS expressed in LPS (and back: same formula)."""
-    return _FLIP @ np.asarray(matrix, float) @ _FLIP
-
-
-lps_to_ras_transform = ras_to_lps_transform
-
-
-def volume_to_sitk(volume: Volume, pixel_type=None):
-    """A SimpleITK image with the same voxels and physical geometry (LPS).
-
-    The array ``(a0, a1, a2)`` becomes sitk index ``(x, y, z) = (a2, a1, a0)``,
-    so sitk's direction columns are the Volume affine's columns reversed, and
-    x and y are negated (RAS -> LPS).
-
-    Parameters
-    ----------
-    volume : Volume
-        A 3D volume (4D volumes are refused: pick a frame first).
-    pixel_type : SimpleITK pixel id, optional
-        Cast to this type (``sitk.sitkFloat32`` for registration); the
-        array's own type when omitted.
-
-    Examples
-    --------
-    >>> v = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]))
-    >>> img = volume_to_sitk(v)
-    >>> img.GetSize(), img.GetSpacing()
-    ((6, 5, 4), (0.5, 1.0, 2.0))
-    >>> img.TransformIndexToPhysicalPoint((3, 2, 1))   # LPS of array index (1, 2, 3)
-    (-2.0, -2.0, 1.5)
-    """
-    import SimpleITK as sitk
-
-    if volume.data.ndim != 3:
-        raise InputError(
-            f"{volume._label()}has {volume.data.ndim} dimensions ({volume.shape}); registration needs one 3D "
-            "volume: pick one frame or average the frames first."
-        )
-    arr = np.ascontiguousarray(volume.numpy())
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    img = sitk.GetImageFromArray(arr)
-    # columns of the LPS matrix in sitk index order (x, y, z) = array axes (2, 1, 0)
-    lps = (_FLIP[:3, :3] @ volume.affine[:3, :3])[:, ::-1]
-    spacing = np.linalg.norm(lps, axis=0)
-    direction = lps / spacing
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-        raise InputError(
-            f"{volume._label()}has a sheared voxel grid (non-orthogonal axes), which registration cannot use; "
-            "resample it onto an orthogonal grid first."
-        )
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetDirection([float(d) for d in direction.ravel()])
-    img.SetOrigin([float(o) for o in (_FLIP[:3, :3] @ volume.affine[:3, 3])])
-    if pixel_type is not None:
-        img = sitk.Cast(img, pixel_type)
-    return img
-
-
-def sitk_affine(image) -> np.ndarray:
-    """The Volume-convention affine (array index of axes 0, 1, 2 -> RAS mm) of a sitk image."""
-    direction = np.array(image.GetDirection(), float).reshape(3, 3)
-    lps = direction * np.array(image.GetSpacing(), float)  # columns in sitk index order x, y, z
-    affine = np.eye(4)
-    affine[:3, :3] = _FLIP[:3, :3] @ lps[:, ::-1]
-    affine[:3, 3] = _FLIP[:3, :3] @ np.array(image.GetOrigin(), float)
-    return affine
-
-
-def sitk_to_volume(image, like: Optional[Volume] = None, **fields) -> Volume:
-    """A Volume from a 3D SimpleITK image (inverse of :func:`volume_to_sitk`).
-
-    ``like`` supplies modality, unit, metadata and name; ``fields`` override them.
-    """
-    import SimpleITK as sitk
-
-    if image.GetDimension() != 3:
-        raise InputError(f"a {image.GetDimension()}D SimpleITK image cannot be a Volume; give a 3D image.")
-    data = sitk.GetArrayFromImage(image)
-    base = {} if like is None else dict(modality=like.modality, unit=like.unit, metadata=dict(like.metadata),
-                                         name=like.name)
-    base.update(fields)
-    return Volume(data=data, affine=sitk_affine(image), **base)
-
-
-def sitk_transform_to_matrix(transform) -> np.ndarray:
-    """The 4x4 RAS world matrix of a linear SimpleITK transform (which works in LPS).
-
-    Found by mapping the origin and three unit points, so any linear transform
-    (Euler, Versor, Similarity, Affine, a composite of those) works; a
-    non-linear transform is refused.
-    """
-    if hasattr(transform, "IsLinear") and not transform.IsLinear():
-        raise InputError("the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
-                         "affine transforms can be used here.")
-    probe = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float) * 100.0
-    mapped = np.array([transform.TransformPoint(tuple(float(c) for c in p)) for p in probe])
-    lps = np.eye(4)
-    lps[:3, 3] = mapped[0]
-    lps[:3, :3] = ((mapped[1:] - mapped[0]) / 100.0).T
-    check = np.array([37.0, -52.0, 81.0])
-    if not np.allclose(transform.TransformPoint(tuple(check)), lps[:3, :3] @ check + lps[:3, 3], atol=1e-4):
-        raise InputError("the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
-                         "affine transforms can be used here.")
-    return lps_to_ras_transform(lps)
-
-
-def matrix_to_sitk_transform(matrix):
-    """A SimpleITK ``AffineTransform`` (LPS) of a 4x4 RAS world matrix."""
-    import SimpleITK as sitk
-
-    lps = ras_to_lps_transform(matrix)
-    tx = sitk.AffineTransform(3)
-    tx.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
-    tx.SetTranslation([float(v) for v in lps[:3, 3]])
-    return tx
-
-
-# --------------------------------------------------------------------------- result
-#: How the metric values are reported (ITK's sign convention).
-METRIC_NOTE = ("mutual information (nats) of a joint intensity histogram on fixed-image sample points; "
-               "higher is better")
-
-
-@dataclass
-class RegistrationResult:
-    """The outcome of :func:`register` or :func:`register_landmarks`.
-
-    Attributes
-    ----------
-    fixed_to_moving : (4, 4) array
-        World RAS mm: a fixed world point -> the moving world point of the same anatomy.
-    metric_initial : float
-        Metric with the images as they were (identity); NaN if they did not overlap.
-        For landmarks: the RMS distance of the pairs before registration (mm).
-    metric_final : float
-        Metric after registration (for landmarks: RMS fiducial registration error, mm).
-    iterations : int
-        Optimiser iterations over all stages.
-    parameters : dict
-        Every setting used (JSON-ready), for provenance.
-    stages : list of dict
-        One entry per stage/level: name, iterations, metric, stop condition, seconds.
-    elapsed_s : float
-        Wall time of the registration.
-    method : str
-        "intensity" or "landmarks".
-    warnings : list of str
-        Doubtful points the user must see (also issued as ImmunotrackWarning).
-    metric_after_init : float
-        Metric after the geometric initialisation (intensity method).
-    fre_mm : array, optional
-        Landmarks: fiducial registration error of each pair (mm).
-    """
-
-    fixed_to_moving: np.ndarray
-    metric_initial: float
-    metric_final: float
-    iterations: int
-    parameters: dict
-    stages: list = field(default_factory=list)
-    elapsed_s: float = 0.0
-    method: str = "intensity"
-    warnings: list = field(default_factory=list)
-    metric_after_init: float = float("nan")
-    fre_mm: Optional[np.ndarray] = None
-
-    @property
-    def moving_to_fixed(self) -> np.ndarray:
-        """Inverse map: a moving world point -> the fixed world point of the same anatomy."""
-        return np.linalg.inv(self.fixed_to_moving)
-
-    def apply_to_affine(self, moving_affine) -> np.ndarray:
-        """The moving image's new index->world affine that shows it in the fixed world, unresampled.
-
-        ``inv(fixed_to_moving) @ moving_affine``: a moving voxel at moving world
-        point ``p`` belongs at fixed world point ``inv(T) @ p``.
-        """
-        return self.moving_to_fixed @ np.asarray(moving_affine, float)
-
-    def transform_points(self, fixed_points) -> np.ndarray:
-        """Fixed world RAS points (N, 3) -> moving world RAS points (N, 3)."""
-        pts = np.atleast_2d(np.asarray(fixed_points, float))
-        return pts @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
-
-    def to_dict(self) -> dict:
-        """A JSON-ready record for provenance files."""
-        out = {
-            "method": self.method,
-            "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
-            "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",
-            "metric_initial": _num(self.metric_initial),
-            "metric_after_init": _num(self.metric_after_init),
-            "metric_final": _num(self.metric_final),
-            "metric": METRIC_NOTE if self.method == "intensity" else "RMS distance of landmark pairs (mm)",
-            "iterations": int(self.iterations),
-            "elapsed_s": round(float(self.elapsed_s), 3),
-            "parameters": self.parameters,
-            "stages": self.stages,
-            "warnings": list(self.warnings),
-        }
-        if self.fre_mm is not None:
-            out["fre_mm"] = np.round(np.asarray(self.fre_mm), 4).tolist()
-        return out
-
-
-def _num(value):
-    value = float(value)
-    return None if not np.isfinite(value) else round(value, 6)
-
+from .. import progress as _progress
+from ..affines import ras_to_lps_transform
+from ..errors import ImmunotrackWarning, InputError
+from ..volume import Volume
+from .itk_bridge import sitk_transform_to_matrix, volume_to_sitk
+from .result import METRIC_NOTE, RegistrationResult, plain_number
 
 # --------------------------------------------------------------------------- input checks
 _MIN_VOXELS_PER_AXIS = 4
@@ -273,7 +42,7 @@ def _check_image(volume, role: str, notes: Optional[list] = None) -> np.ndarray:
         if not finite.any():
             raise InputError(f"the {role} image has no finite value (all NaN or infinite); check the file.")
         data = np.where(finite, data, np.min(data[finite])).astype(np.float32)
-        _warn(f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
+        warn_or_collect(f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
               "for registration.", notes)
     lo, hi = float(data.min()), float(data.max())
     if hi == lo:
@@ -330,7 +99,8 @@ def _hot_spot_mask(volume: Volume, data: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _warn(message: str, collected: Optional[list] = None) -> None:
+def warn_or_collect(message: str, collected: Optional[list] = None) -> None:
+    """Warn (ImmunotrackWarning) and, when given a list, also keep the message in it (for the result)."""
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
         collected.append(message)
@@ -364,7 +134,7 @@ def _install_abort_hook() -> None:
 HOT_SPOT_MODALITIES = ("PT", "NM", "F19", "MPI", "OPT")
 
 
-def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percentile: float) -> np.ndarray:
+def scaled_intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percentile: float) -> np.ndarray:
     """The intensities the metric sees.
 
     "linear": the values, those above ``percentile`` clipped (a bladder or a
@@ -395,7 +165,8 @@ def _intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percen
     return data
 
 
-def _intensity_mode(volume: Volume, intensity: str) -> str:
+def intensity_mode(volume: Volume, intensity: str) -> str:
+    """The intensity scaling used for a volume: ``"auto"`` is "log" for hot-spot modalities, else "linear"."""
     if intensity == "auto":
         return "log" if volume.modality in HOT_SPOT_MODALITIES else "linear"
     return intensity
@@ -626,7 +397,8 @@ def _euler(center, translation, angles=(0.0, 0.0, 0.0)):
 
 _INITIALIZERS = ("auto", "moments", "geometry", "none")
 _INTENSITY_MODES = ("auto", "linear", "log", "rank")
-_TRANSFORMS = ("rigid", "affine")
+#: The transform kinds :func:`register` and :func:`~.landmarks.register_landmarks` estimate.
+TRANSFORM_KINDS = ("rigid", "affine")
 
 
 def register(
@@ -671,7 +443,7 @@ def register(
         centres ("geometry"), the images as they are ("none"), or whichever of the
         three gives the best metric on the coarsest level ("auto").
     bins : int
-        Histogram bins of the Mattes metric (SCIENCE.md: 32-64).
+        Histogram bins of the Mattes metric (32-64 usual; docs/methods/registration.md#intensity-registration-mattes-mutual-information).
     shrink_factors : sequence of float
         Pyramid levels as multiples of the fixed voxel size, coarse to fine. The
         finest level never goes below half the moving voxel size.
@@ -746,10 +518,10 @@ def register(
     """
     import SimpleITK as sitk
 
-    from .errors import Cancelled
+    from ..errors import Cancelled
 
     t_start = time.perf_counter()
-    if transform not in _TRANSFORMS:
+    if transform not in TRANSFORM_KINDS:
         raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
     if initializer not in _INITIALIZERS:
         raise InputError(f"initializer must be one of {', '.join(_INITIALIZERS)}, not {initializer!r}.")
@@ -772,9 +544,9 @@ def register(
         if mask is not None and float(np.ptp(data[mask])) == 0:
             raise InputError(f"the {role} image is constant inside its mask; draw the mask over the anatomy to align.")
     pair_modes = (intensity, intensity) if isinstance(intensity, str) else tuple(intensity)
-    modes = (_intensity_mode(fixed, pair_modes[0]), _intensity_mode(moving, pair_modes[1]))
-    f_data = _intensities(f_data, f_mask, modes[0], clip_percentile)
-    m_data = _intensities(m_data, m_mask, modes[1], clip_percentile)
+    modes = (intensity_mode(fixed, pair_modes[0]), intensity_mode(moving, pair_modes[1]))
+    f_data = scaled_intensities(f_data, f_mask, modes[0], clip_percentile)
+    m_data = scaled_intensities(m_data, m_mask, modes[1], clip_percentile)
     _progress.report(progress, 0.0, "preparing images")
 
     f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
@@ -817,7 +589,7 @@ def register(
     init_name = max(usable, key=lambda k: usable[k][1])
     tx = candidates[init_name]
     if usable[init_name][0] < 0.25:
-        _warn(f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
+        warn_or_collect(f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
               "initialisation; check the result or use masks or landmarks.", notes)
     # the reported metric: mutual information on the finest level's points (higher is better)
     fine_sampler = _Sampler(finest, bins, _QC_POINTS)
@@ -887,9 +659,9 @@ def register(
         "transform": transform, "optimised_metric": "MattesMutualInformation", "bins": int(bins),
         "reported_metric": METRIC_NOTE, "reported_metric_points": int(len(fine_sampler.points)),
         "initializer": initializer, "initializer_used": init_name,
-        "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": _num(v[1])}
+        "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": plain_number(v[1])}
                                for k, v in scores.items()},
-        "overlap_final": round(float(overlap_final), 4), "mutual_information_chance": _num(chance),
+        "overlap_final": round(float(overlap_final), 4), "mutual_information_chance": plain_number(chance),
         "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels],
         "shrink_factors": [float(s) for s in shrink_factors],
         "smoothing_fraction": float(smoothing), "samples_per_level": per_level,
@@ -904,7 +676,7 @@ def register(
     if transform == "affine":
         sv = np.linalg.svd(matrix[:3, :3], compute_uv=False)
         if sv.max() / sv.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
-            _warn(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
+            warn_or_collect(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
                   "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.", notes)
     if not np.isfinite(metric_final):
         raise InputError("the registration moved the moving image off the fixed one (no overlap left); check that "
@@ -923,9 +695,9 @@ def register(
     if doubts and not force:
         raise InputError(doubts[0] + ".")
     for doubt in doubts:
-        _warn(doubt + ".", notes)
+        warn_or_collect(doubt + ".", notes)
     if not doubts and metric_final - chance < _LOW_INFORMATION:
-        _warn(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
+        warn_or_collect(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
               f"{chance:.3f}), so this "
               "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
     _progress.report(progress, 1.0, f"done: mutual information {metric_final:.4f} nats")
@@ -936,233 +708,6 @@ def register(
         metric_after_init=metric_init,
     )
 
-
-# --------------------------------------------------------------------------- landmarks
-def _points(points, role: str) -> np.ndarray:
-    pts = np.asarray(points, dtype=float)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        raise InputError(f"{role} landmarks must be an (N, 3) array of world RAS mm, got shape {pts.shape}.")
-    if not np.all(np.isfinite(pts)):
-        raise InputError(f"{role} landmarks contain NaN or infinite coordinates.")
-    return pts
-
-
-def register_landmarks(fixed_points, moving_points, transform: str = "rigid") -> RegistrationResult:
-    """Least-squares rigid or affine transform from paired landmarks (fiducials).
-
-    Parameters
-    ----------
-    fixed_points, moving_points : (N, 3) arrays
-        The same anatomical points, in the same order, in each image's world
-        (RAS mm). napari Points layers give (z, y, x): convert with
-        :func:`napari_immunotrack.volume.napari_to_ras`.
-    transform : {"rigid", "affine"}
-        Rigid (Kabsch/Umeyama without scaling, needs >= 3 pairs not on a line)
-        or affine (ordinary least squares, needs >= 4 pairs not in a plane).
-
-    Returns
-    -------
-    RegistrationResult
-        ``method="landmarks"``; ``fre_mm`` the fiducial registration error of
-        each pair (distance between the mapped fixed point and its moving
-        partner), ``metric_final`` their RMS and ``metric_initial`` the RMS
-        distance before registration. With localisation error FLE (RMS, 3D, both
-        sides together) the expected RMS FRE is ``sqrt(1 - p / (3 N)) * FLE``
-        (p = 6 rigid, 12 affine): see :func:`expected_fre`. A small FRE does
-        not prove a small error elsewhere (Fitzpatrick 2009): check targets.
-
-    Examples
-    --------
-    >>> fixed = np.array([[0, 0, 0], [50, 0, 0], [0, 40, 0], [0, 0, 30.0]])
-    >>> moving = fixed + [5.0, -3.0, 2.0]
-    >>> r = register_landmarks(fixed, moving)
-    >>> np.round(r.fixed_to_moving[:3, 3], 6).tolist(), round(r.metric_final, 6)
-    ([5.0, -3.0, 2.0], 0.0)
-    """
-    t0 = time.perf_counter()
-    if transform not in _TRANSFORMS:
-        raise InputError(f"transform must be 'rigid' or 'affine', not {transform!r}.")
-    p = _points(fixed_points, "fixed")
-    q = _points(moving_points, "moving")
-    if len(p) != len(q):
-        raise InputError(f"{len(p)} fixed landmarks but {len(q)} moving ones; place the same landmarks, in the same "
-                         "order, on both images.")
-    need = 3 if transform == "rigid" else 4
-    if len(p) < need:
-        raise InputError(f"{len(p)} landmark pair(s) given; a {transform} fit needs at least {need} pairs (6 or more "
-                         "spread around the region of interest are better): add landmarks.")
-    sv = np.linalg.svd(p - p.mean(0), compute_uv=False)
-    if sv[0] == 0 or sv[1] / sv[0] < 1e-3:
-        raise InputError("the fixed landmarks lie on a line (or on one point), so rotations about it are "
-                         "undetermined; add landmarks off that line.")
-    if transform == "affine" and sv[2] / sv[0] < 1e-3:
-        raise InputError("the fixed landmarks lie in one plane, which an affine fit cannot use; add landmarks off "
-                         "that plane or use a rigid fit.")
-    matrix = np.eye(4)
-    if transform == "rigid":
-        pm, qm = p.mean(0), q.mean(0)
-        u, _, vt = np.linalg.svd((p - pm).T @ (q - qm))
-        d = np.sign(np.linalg.det(vt.T @ u.T))
-        rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-        matrix[:3, :3] = rot
-        matrix[:3, 3] = qm - rot @ pm
-    else:
-        design = np.c_[p, np.ones(len(p))]
-        coef, *_ = np.linalg.lstsq(design, q, rcond=None)
-        matrix[:3, :] = coef.T
-    mapped = p @ matrix[:3, :3].T + matrix[:3, 3]
-    fre = np.linalg.norm(mapped - q, axis=1)
-    notes: list = []
-    if len(p) >= 5 and np.median(fre) > 0 and fre.max() > 3 * np.median(fre) and fre.max() > 1e-6:
-        worst = int(np.argmax(fre))
-        _warn(f"landmark pair {worst + 1} fits much worse than the others ({fre[worst]:.2f} mm against a median of "
-              f"{np.median(fre):.2f} mm); check that it marks the same point on both images.", notes)
-    if transform == "affine":
-        s = np.linalg.svd(matrix[:3, :3], compute_uv=False)
-        if s.max() / s.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
-            _warn(f"the affine landmark fit scales by {s.min():.2f}-{s.max():.2f} or mirrors; check the pairing or "
-                  "use a rigid fit.", notes)
-    dof = 6 if transform == "rigid" else 12
-    return RegistrationResult(
-        fixed_to_moving=matrix,
-        metric_initial=float(np.sqrt(np.mean(np.sum((p - q) ** 2, axis=1)))),
-        metric_final=float(np.sqrt(np.mean(fre ** 2))),
-        iterations=0,
-        parameters={"transform": transform, "method": "least squares" + (" (Kabsch)" if dof == 6 else ""),
-                    "n_pairs": int(len(p)), "fixed_points_ras_mm": np.round(p, 4).tolist(),
-                    "moving_points_ras_mm": np.round(q, 4).tolist()},
-        elapsed_s=time.perf_counter() - t0, method="landmarks", warnings=notes, fre_mm=fre,
-    )
-
-
-def expected_fre(fle_rms_mm: float, n_points: int, transform: str = "rigid") -> float:
-    """Expected RMS fiducial registration error for a localisation error ``fle_rms_mm``.
-
-    ``fle_rms_mm`` is the RMS 3D distance between where a landmark is marked on
-    the two images (both localisation errors together). For ``N`` pairs and a
-    least-squares fit with ``p`` parameters (6 rigid, 12 affine):
-    ``E[FRE^2] = (1 - p / (3 N)) FLE^2`` (Fitzpatrick, West & Maurer 1998;
-    exact for affine, first order for rigid).
-
-    >>> round(expected_fre(1.0, 6, "rigid"), 4)
-    0.8165
-    """
-    p = 6 if transform == "rigid" else 12
-    if n_points * 3 <= p:
-        return 0.0
-    return float(fle_rms_mm * np.sqrt(1.0 - p / (3.0 * n_points)))
-
-
-def expected_tre(fixed_points, targets, fle_rms_mm: float) -> np.ndarray:
-    """Expected RMS target registration error (mm) of a rigid landmark fit at ``targets`` (RAS mm).
-
-    Fitzpatrick, West & Maurer 1998:
-    ``TRE^2(r) = FLE^2 / N * (1 + 1/3 * sum_k d_k^2 / f_k^2)``, with ``d_k`` the
-    distance of ``r`` from principal axis ``k`` of the landmarks and ``f_k`` the
-    RMS distance of the landmarks from that axis.
-    """
-    p = _points(fixed_points, "fixed")
-    r = np.atleast_2d(np.asarray(targets, float))
-    centre = p.mean(0)
-    _, _, vt = np.linalg.svd(p - centre)
-    pc = (p - centre) @ vt.T
-    rc = (r - centre) @ vt.T
-    ratio = 0.0
-    for k in range(3):
-        others = [j for j in range(3) if j != k]
-        f2 = np.mean(np.sum(pc[:, others] ** 2, axis=1))
-        d2 = np.sum(rc[:, others] ** 2, axis=1)
-        ratio = ratio + d2 / f2
-    return np.sqrt(fle_rms_mm ** 2 / len(p) * (1.0 + ratio / 3.0))
-
-
-# --------------------------------------------------------------------------- resampling and quality control
-def resample_moving(fixed: Volume, moving: Volume, result, order: int = 1) -> Volume:
-    """The moving image resampled onto the fixed grid through a result (or a 4x4 fixed_to_moving matrix)."""
-    matrix = result.fixed_to_moving if isinstance(result, RegistrationResult) else np.asarray(result, float)
-    out = moving.resample_to(fixed, order=order, transform=matrix)
-    out.name = f"{moving.name} registered" if moving.name else "registered"
-    return out
-
-
-def _normalise(data: np.ndarray, mode: str = "linear") -> np.ndarray:
-    """Intensities to [0, 1] between the 1st and 99th percentiles, after the metric's intensity mapping.
-
-    With ``mode="log"`` (hot-spot images) the faint body shows beside the hot
-    spots, as the metric saw it, so two modalities can be compared by eye.
-    """
-    data = np.asarray(data, np.float32)
-    if mode != "linear":
-        data = _intensities(data, None, mode, 99.9)
-    values = data.ravel()
-    step = max(1, values.size // 1_000_000)
-    lo, hi = np.percentile(values[::step], [1, 99])
-    if not hi > lo:
-        lo, hi = float(values.min()), float(values.max())
-        if not hi > lo:
-            return np.zeros(data.shape, np.float32)
-    return np.clip((data - lo) / (hi - lo), 0, 1).astype(np.float32)
-
-
-def _same_grid_pair(fixed: Volume, moving_on_fixed: Volume, intensity: str = "auto"):
-    if not fixed.same_grid(moving_on_fixed):
-        raise InputError("quality-control views need the moving image on the fixed grid; resample it first "
-                         "(resample_moving).")
-    return (_normalise(fixed.numpy(), _intensity_mode(fixed, intensity)),
-            _normalise(moving_on_fixed.numpy(), _intensity_mode(moving_on_fixed, intensity)))
-
-
-def normalised(volume: Volume, intensity: str = "auto") -> Volume:
-    """The volume scaled to [0, 1] as the quality-control views show it (log for hot-spot modalities)."""
-    return volume.replace(data=_normalise(volume.numpy(), _intensity_mode(volume, intensity)), unit="a.u.",
-                          modality="OT", name=f"{volume.name} (normalised)")
-
-
-def checkerboard(fixed: Volume, moving_on_fixed: Volume, square_mm: float = 10.0, intensity: str = "auto") -> Volume:
-    """Alternate squares of the fixed and the registered moving image (both scaled to [0, 1]).
-
-    The squares are ``square_mm`` wide in world millimetres, in 3D; edges that
-    run straight across square borders show a good registration. Each image
-    is scaled between its 1st and 99th percentiles, hot-spot modalities after
-    a logarithm (``intensity``, as in :func:`register`) so their body shows.
-
-    >>> fixed = Volume(np.zeros((1, 1, 4)), np.eye(4))
-    >>> moving = fixed.replace(data=np.arange(4.0).reshape(1, 1, 4))
-    >>> [round(float(v), 2) for v in checkerboard(fixed, moving, square_mm=2).numpy()[0, 0]]
-    [0.0, 0.0, 0.67, 1.0]
-    """
-    a, b = _same_grid_pair(fixed, moving_on_fixed, intensity)
-    if not square_mm > 0:
-        raise InputError(f"square_mm must be positive, not {square_mm}.")
-    # world = A @ index + t, one world axis at a time by broadcasting (no N x 3 array)
-    n0, n1, n2 = fixed.spatial_shape
-    axes = (np.arange(n0)[:, None, None], np.arange(n1)[None, :, None], np.arange(n2)[None, None, :])
-    parity = np.zeros(fixed.spatial_shape, np.int64)
-    for w in range(3):
-        coord = fixed.affine[w, 3] + sum(fixed.affine[w, k] * axes[k] for k in range(3))
-        parity += np.floor(coord / square_mm).astype(np.int64)
-    out = np.where(parity % 2 == 1, b, a).astype(np.float32)
-    return fixed.replace(data=out, unit="a.u.", modality="OT", name="checkerboard")
-
-
-def difference(fixed: Volume, moving_on_fixed: Volume, intensity: str = "auto") -> Volume:
-    """Registered moving minus fixed, each scaled to [0, 1] as in :func:`checkerboard` (0 = agreement)."""
-    a, b = _same_grid_pair(fixed, moving_on_fixed, intensity)
-    return fixed.replace(data=(b - a).astype(np.float32), unit="a.u.", modality="OT", name="difference")
-
-
-def edges(volume: Volume, threshold: float = 0.2) -> Volume:
-    """Edges of an image (gradient magnitude above ``threshold`` of its maximum, in world mm) as labels 0/1."""
-    from scipy import ndimage
-
-    data = _normalise(np.asarray(volume.numpy(), np.float32))
-    smooth = ndimage.gaussian_filter(data, 1.0)
-    spacing = volume.spacing
-    grads = np.gradient(smooth, *spacing)
-    magnitude = np.sqrt(sum(g * g for g in grads))
-    top = float(magnitude.max())
-    mask = magnitude > threshold * top if top > 0 else np.zeros(data.shape, bool)
-    return volume.replace(data=mask.astype(np.uint8), unit="label", modality="SEG", name=f"{volume.name} edges")
 
 
 def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixed_mask=None, moving_mask=None,
@@ -1185,9 +730,8 @@ def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixe
     m_data = _check_image(moving, "moving")
     f_mask = _check_mask(fixed_mask, fixed, "fixed")
     m_mask = _check_mask(moving_mask, moving, "moving")
-    f_img = _to_sitk(fixed, _intensities(f_data, f_mask, _intensity_mode(fixed, intensity), 99.9))
-    m_img = _to_sitk(moving, _intensities(m_data, m_mask, _intensity_mode(moving, intensity), 99.9))
+    f_img = _to_sitk(fixed, scaled_intensities(f_data, f_mask, intensity_mode(fixed, intensity), 99.9))
+    m_img = _to_sitk(moving, scaled_intensities(m_data, m_mask, intensity_mode(moving, intensity), 99.9))
     level = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask), [1.0], 0.0)[0]
     matrix = np.eye(4) if fixed_to_moving is None else np.asarray(fixed_to_moving, float)
     return _Sampler(level, bins, points).score(matrix)[0]
-

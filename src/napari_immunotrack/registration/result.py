@@ -1,0 +1,102 @@
+"""What a registration returns (:class:`RegistrationResult`), whichever method made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+# --------------------------------------------------------------------------- result
+#: How the metric values are reported (ITK's sign convention).
+METRIC_NOTE = ("mutual information (nats) of a joint intensity histogram on fixed-image sample points; "
+               "higher is better")
+
+
+@dataclass
+class RegistrationResult:
+    """The outcome of :func:`register` or :func:`register_landmarks`.
+
+    Attributes
+    ----------
+    fixed_to_moving : (4, 4) array
+        World RAS mm: a fixed world point -> the moving world point of the same anatomy.
+    metric_initial : float
+        Metric with the images as they were (identity); NaN if they did not overlap.
+        For landmarks: the RMS distance of the pairs before registration (mm).
+    metric_final : float
+        Metric after registration (for landmarks: RMS fiducial registration error, mm).
+    iterations : int
+        Optimiser iterations over all stages.
+    parameters : dict
+        Every setting used (JSON-ready), for provenance.
+    stages : list of dict
+        One entry per stage/level: name, iterations, metric, stop condition, seconds.
+    elapsed_s : float
+        Wall time of the registration.
+    method : str
+        "intensity" or "landmarks".
+    warnings : list of str
+        Doubtful points the user must see (also issued as ImmunotrackWarning).
+    metric_after_init : float
+        Metric after the geometric initialisation (intensity method).
+    fre_mm : array, optional
+        Landmarks: fiducial registration error of each pair (mm).
+    """
+
+    fixed_to_moving: np.ndarray
+    metric_initial: float
+    metric_final: float
+    iterations: int
+    parameters: dict
+    stages: list = field(default_factory=list)
+    elapsed_s: float = 0.0
+    method: str = "intensity"
+    warnings: list = field(default_factory=list)
+    metric_after_init: float = float("nan")
+    fre_mm: Optional[np.ndarray] = None
+
+    @property
+    def moving_to_fixed(self) -> np.ndarray:
+        """Inverse map: a moving world point -> the fixed world point of the same anatomy."""
+        return np.linalg.inv(self.fixed_to_moving)
+
+    def apply_to_affine(self, moving_affine) -> np.ndarray:
+        """The moving image's new index->world affine that shows it in the fixed world, unresampled.
+
+        ``inv(fixed_to_moving) @ moving_affine``: a moving voxel at moving world
+        point ``p`` belongs at fixed world point ``inv(T) @ p``.
+        """
+        return self.moving_to_fixed @ np.asarray(moving_affine, float)
+
+    def transform_points(self, fixed_points) -> np.ndarray:
+        """Fixed world RAS points (N, 3) -> moving world RAS points (N, 3)."""
+        pts = np.atleast_2d(np.asarray(fixed_points, float))
+        return pts @ self.fixed_to_moving[:3, :3].T + self.fixed_to_moving[:3, 3]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record for provenance files."""
+        out = {
+            "method": self.method,
+            "fixed_to_moving_ras": np.round(self.fixed_to_moving, 9).tolist(),
+            "direction": "fixed world point (RAS mm) -> moving world point (RAS mm)",
+            "metric_initial": plain_number(self.metric_initial),
+            "metric_after_init": plain_number(self.metric_after_init),
+            "metric_final": plain_number(self.metric_final),
+            "metric": METRIC_NOTE if self.method == "intensity" else "RMS distance of landmark pairs (mm)",
+            "iterations": int(self.iterations),
+            "elapsed_s": round(float(self.elapsed_s), 3),
+            "parameters": self.parameters,
+            "stages": self.stages,
+            "warnings": list(self.warnings),
+        }
+        if self.fre_mm is not None:
+            out["fre_mm"] = np.round(np.asarray(self.fre_mm), 4).tolist()
+        return out
+
+
+def plain_number(value):
+    """A float rounded to 6 decimals for reports, or None for NaN/inf."""
+    value = float(value)
+    return None if not np.isfinite(value) else round(value, 6)

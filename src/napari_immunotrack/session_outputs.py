@@ -1,0 +1,57 @@
+"""The files of one analysed session: labels, tables and transforms, written atomically with provenance.
+
+Shared by ``immunotrack demo`` (:mod:`napari_immunotrack.commands.demo`) and
+the batch tasks (:mod:`napari_immunotrack.batch.tasks`), so the batch never
+imports a command (a command is above it). Pure: no argparse, no napari.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+
+def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: bool) -> List[Path]:
+    """Write a :class:`~napari_immunotrack.pipeline.SessionResult`'s labels, tables and transforms.
+
+    Parameters
+    ----------
+    result : SessionResult
+        ``volumes`` ("clusters", "confirmed" label Volumes or None), ``tables``
+        (name -> DataFrame), ``transforms`` (datatype -> 4x4 RAS matrix) and
+        ``registrations`` (datatype -> registration result with its metrics).
+    out_dir : path
+        Existing folder.
+    provenance_base : dict
+        The provenance record; each file adds its ``output`` name.
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    list of Path
+        The files written: ``<name>.nii.gz``, ``<table>.csv``, ``from-<datatype>_to-anat.tfm``.
+    """
+    from .io import save_labels
+    from .io.transforms import write_transform
+    from .outputs import write_table
+
+    out_dir = Path(out_dir)
+    written = []
+    for name in ("clusters", "confirmed"):
+        if result.volumes.get(name) is not None:
+            path = out_dir / f"{name}.nii.gz"
+            save_labels(result.volumes[name], path, overwrite=overwrite, provenance={**provenance_base, "output": name})
+            written.append(path)
+    for name, table in result.tables.items():
+        if hasattr(table, "to_csv"):
+            path = out_dir / f"{name}.csv"
+            write_table(table, path, provenance={**provenance_base, "output": name}, overwrite=overwrite)
+            written.append(path)
+    for datatype, matrix in result.transforms.items():
+        path = out_dir / f"from-{datatype}_to-anat.tfm"
+        reg = result.registrations.get(datatype)
+        extra = {"metric_initial": getattr(reg, "metric_initial", None), "metric_final": getattr(reg, "metric_final", None)}
+        write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra})
+        written.append(path)
+    return written

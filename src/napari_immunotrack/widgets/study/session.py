@@ -1,0 +1,242 @@
+"""Study session loading for the Study dock: read a session's files and prepare napari layers (no Qt).
+
+Session volumes are read and prepared for display (canonical axes, SUV
+scaling, contrast presets) in a background thread, one session at a time;
+the dock caches the result, so stepping to a prepared timepoint only swaps
+arrays. The native Volume stays in ``layer.metadata["volume"]`` (Bq/mL for
+PET): the analysis widgets quantify it, never the SUV display copy. Also the
+findings of a labels volume (one centroid per label). See
+``docs/methods/study-viewer.md``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ...errors import InputError, one_line
+from ...layer_content import array_fingerprint
+from ...volume import Volume
+from .._common import volume_layer_data
+
+#: Tracks shown when a study opens (others are loaded hidden; tick them in the tree).
+DEFAULT_SHOWN = ("T2starw", "ROI", "PET", "19F")
+#: Baseline (pre-injection) anatomy kept as separate hidden layers for the analysis widgets.
+BASELINE_TRACKS = ("T1w", "T2w", "T2starw")
+
+
+# ============================================================================ display preparation (no Qt)
+def suv_display_factor(volume: Volume) -> Optional[float]:
+    """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it."""
+    if volume.modality not in ("PT", "NM") or volume.data.ndim != 3:
+        return None
+    from ...analysis import pet as pet_mod
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = pet_mod.read_pet_header(volume)
+            conc = pet_mod.activity_concentration(volume, header, need_dose=True)
+            if header.decay_correction == "NONE":
+                return None  # per-frame decay: one factor would be wrong
+            factor = pet_mod.suv_factor(header, "bw") * conc.metadata["activity_scale"]
+        except (InputError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+    return float(factor) if np.isfinite(factor) and factor > 0 else None
+
+
+#: Contrast presets per modality: name -> ("percentile", lo %, hi %) on the displayed data, or ("fixed", lo, hi).
+PRESETS = {
+    "MR": {"auto (0.5-99.5 %)": ("percentile", 0.5, 99.5), "wide (0-99.9 %)": ("percentile", 0.0, 99.9),
+           "dark spots (1-70 %)": ("percentile", 1.0, 70.0)},
+    "CT": {"soft tissue (-160..240 HU)": ("fixed", -160.0, 240.0), "bone (-500..1300 HU)": ("fixed", -500.0, 1300.0),
+           "auto (0.5-99.5 %)": ("percentile", 0.5, 99.5)},
+    "SUV": {"SUV 0-2": ("fixed", 0.0, 2.0), "SUV 0-5": ("fixed", 0.0, 5.0), "SUV 0-10": ("fixed", 0.0, 10.0),
+            "auto (0-99.9 %)": ("percentile", None, 99.9)},
+    "PT": {"auto (0-99.9 %)": ("percentile", None, 99.9), "full (0-max)": ("percentile", None, 100.0)},
+    "HOT": {"hot spots (99 %-max)": ("percentile", 99.0, 100.0), "above noise (95 %-max)": ("percentile", 95.0, 100.0),
+            "full (0-max)": ("percentile", None, 100.0)},
+    "OT": {"auto (0.5-99.5 %)": ("percentile", 0.5, 99.5), "full (min-max)": ("percentile", 0.0, 100.0)},
+}
+
+
+def preset_group(modality: str, display_unit: str = "") -> str:
+    """Which preset list fits a layer: "MR", "CT", "SUV", "PT", "HOT" or "OT"."""
+    if modality in ("PT", "NM"):
+        return "SUV" if display_unit.startswith("SUV") else "PT"
+    if modality in ("F19", "MPI", "OPT"):
+        return "HOT"
+    return modality if modality in PRESETS else "OT"
+
+
+def preset_limits(data, group: str, name: str) -> tuple:
+    """Contrast limits (lo, hi) of preset ``name`` of ``group`` for ``data``."""
+    kind, lo, hi = PRESETS[group][name]
+    if kind == "fixed":
+        return (float(lo), float(hi))
+    arr = np.asarray(data)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    if finite.size > 2_000_000:
+        finite = finite[:: finite.size // 2_000_000 + 1]
+    low = min(0.0, float(finite.min())) if lo is None else float(np.percentile(finite, lo))
+    high = float(np.percentile(finite, hi))
+    if not high > low:
+        high = low + 1.0
+    return (low, high)
+
+
+@dataclass
+class Prepared:
+    """One study file ready for napari: the native Volume and its LayerData tuple."""
+
+    volume: Volume
+    data: object
+    kwargs: dict
+    kind: str  # "image" or "labels"
+    source: Path
+    track: str
+    session: str
+    day: Optional[float]
+    label: str
+    display_unit: str = ""
+    registered: Optional[bool] = None
+
+
+@dataclass
+class SessionData:
+    """A prepared session: {track: Prepared}, and one-line errors for files that failed."""
+
+    session: str
+    layers: Dict[str, Prepared] = field(default_factory=dict)
+    errors: List[str] = field(default_factory=list)
+
+
+def layer_name(label: str, day: Optional[float], session: str, extra: str = "") -> str:
+    when = f"day {day:g}" if day is not None else session or "no session"
+    return f"{label}{' ' + extra if extra else ''} ({when})"
+
+
+def prepare_file(f, transforms: dict, reference: Optional[Volume], baseline: bool = False) -> List[Prepared]:
+    """Read one study file and build its napari LayerData (thread-safe; no Qt).
+
+    PET/SPECT are shown in SUVbw when their header allows (the layer data are
+    the native values times the SUV factor; the native Volume is kept in the
+    metadata), float data are shown as float32.
+    """
+    from ...study_loading import load_study_file
+
+    out = []
+    for volume in load_study_file(f, transforms):
+        label = "PET" if f.role == "PET" else "SPECT" if f.role == "SPECT" else \
+            (f.suffix if f.modality == "MR" and f.role != "MR" else f.label)
+        if f.role == "MR" and f.dicom.get("SeriesDescription"):
+            label = f.dicom["SeriesDescription"]
+        volume.name = layer_name(label, f.day, f.session, "baseline" if baseline else "")
+        as_labels = f.is_labels or volume.modality == "SEG"
+        data, kwargs, kind = volume_layer_data(volume, reference=reference, as_labels=as_labels)
+        display_unit = volume.unit
+        if kind == "image" and not kwargs.get("multiscale") and "channel_axis" not in kwargs:
+            factor = suv_display_factor(volume)
+            arr = np.asarray(data)
+            if factor is not None:
+                arr = arr.astype(np.float32) * np.float32(factor)
+                display_unit = "SUVbw"
+                volume.name = layer_name(label, f.day, f.session, "SUVbw")
+                kwargs["name"] = volume.name
+                kwargs["contrast_limits"] = preset_limits(arr, "SUV", "auto (0-99.9 %)")
+            elif arr.dtype == np.float64:
+                arr = arr.astype(np.float32)  # half the memory and texture upload; display only
+            data = arr
+            # the layer shows this array: layer_to_volume must still hand back the native Volume
+            kwargs["metadata"]["_display_fingerprint"] = array_fingerprint(data)
+        kwargs["metadata"]["immunotrack"].update(display_unit=display_unit, study_track=f.track,
+                                                 study_session=f.session, study_role="baseline" if baseline
+                                                 else "track")
+        if kind == "labels":
+            kwargs.setdefault("opacity", 0.5)
+        registered = volume.metadata.get("study", {}).get("registered")
+        out.append(Prepared(volume, data, kwargs, kind, Path(f.path), f.track, f.session, f.day, label,
+                            display_unit, registered))
+    return out
+
+
+def prepare_session(study, subject: str, session: str, reference: Optional[Volume], tracks=None,
+                    baseline: bool = False, done: Optional[SessionData] = None) -> SessionData:
+    """Every file of a session prepared for display; a file that fails is reported, the rest go on.
+
+    ``tracks`` limits it to some tracks; ``done`` is a partial result whose
+    tracks are kept (not read again). Without a ``reference`` the first
+    axis-aligned MRI of the session becomes the grid oblique volumes are
+    resampled to for display.
+    """
+    from ...study_loading import session_transforms
+    from ...study import track_order
+
+    result = SessionData(session)
+    if done is not None:
+        result.layers.update(done.layers)
+        result.errors.extend(done.errors)
+    files = [f for f in study.session_files(subject, session) if (tracks is None or f.track in tracks)
+             and f.track not in result.layers]
+    files.sort(key=lambda f: track_order(f.track))  # anatomy first: it is the display reference
+    if reference is None:
+        reference = next((p.volume for p in result.layers.values() if p.volume.modality == "MR"
+                          and p.volume.is_axis_aligned()), None)
+    transforms = {}
+    if files and files[0].session_dir is not None:
+        transforms = session_transforms(Path(files[0].session_dir), errors=result.errors)
+    for f in files:
+        if f.track in result.layers:  # a second image of the same kind in one session: the first is shown
+            continue
+        try:
+            prepared = prepare_file(f, transforms, reference, baseline=baseline)
+        except InputError as exc:
+            result.errors.append(f"{study.relative(f.path)}: {one_line(exc)}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the study
+            result.errors.append(f"{study.relative(f.path)}: internal error {type(exc).__name__}: "
+                                 f"{one_line(exc)[:150]}")
+            continue
+        if prepared:
+            result.layers[f.track] = prepared[0]
+            volume = prepared[0].volume
+            if reference is None and volume.modality == "MR" and volume.is_axis_aligned():
+                reference = volume
+    return result
+
+
+# ============================================================================ findings (no Qt)
+def label_findings(volume: Volume, source: str) -> list:
+    """One finding per label of a label Volume: dicts with source, label, name, voxels, volume_mm3, centroid_ras_mm."""
+    from scipy import ndimage
+
+    data = np.asarray(volume.numpy())
+    if data.ndim == 4:
+        data = data[0]
+    data = data.astype(np.int64, copy=False)
+    present = np.unique(data)
+    present = present[present > 0]
+    if present.size == 0:
+        return []
+    names = {}
+    for k, v in dict(volume.metadata.get("label_names") or {}).items():
+        try:
+            names[int(k)] = str(v)
+        except (TypeError, ValueError):
+            continue
+    counts = ndimage.sum_labels(np.ones_like(data, dtype=np.float32), data, present)
+    centres = np.array(ndimage.center_of_mass(np.ones_like(data, dtype=np.uint8), data, present), float)
+    world = volume.index_to_world(centres.reshape(-1, 3))
+    out = []
+    for label, n, centre in zip(present, counts, world):
+        out.append({"source": source, "label": int(label), "name": names.get(int(label), ""), "voxels": int(n),
+                    "volume_mm3": float(n * volume.voxel_volume_mm3), "centroid_ras_mm": centre.tolist()})
+    return out
+
+
