@@ -327,10 +327,10 @@ def b0_from_symmetry(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.0, smo
                      step_ppm: float = 0.01, chunk: int = 1024) -> np.ndarray:
     """B0 (ppm) per voxel as the centre about which the spectrum is most symmetric (WASSR, "MSCF").
 
-    For each candidate centre ``c`` the cost is the mean of
-    ``(S(c + d) - S(c - d))^2`` over the distances ``d`` that both sides
-    sample (``S`` the spline through the spectrum); the minimum over ``c`` is
-    refined by a parabola. Unlike the spectrum's minimum, it uses the whole
+    For each candidate centre ``c`` (near the spectrum's minimum) the cost is
+    the mean of ``(S(c + d) - S(c - d))^2`` over distances ``d`` that both
+    sides sample (``S`` the spline through the spectrum); the minimum over
+    ``c`` is refined by a parabola. Unlike the spectrum's minimum, it uses the whole
     water line, so noise moves it less.
 
     Parameters
@@ -356,29 +356,32 @@ def b0_from_symmetry(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.0, smo
     >>> round(float(b0_from_symmetry(z[:, None], dw)[0]), 3)
     -0.117
     """
-    from scipy.interpolate import CubicSpline
-
     dw = np.asarray(dw, float)
-    span = min(-dw[0], dw[-1])
-    search = min(search_ppm, 0.5 * span)
-    centres = np.arange(-search, search + step_ppm / 2, step_ppm)
-    half = span - search  # both c-d and c+d inside the sampled range for every candidate
-    spacing = np.median(np.diff(dw)) if dw.size > 1 else 0.1
+    spacing = float(np.median(np.diff(dw))) if dw.size > 1 else 0.1
+    # candidates around each voxel's minimum: far from the line both wings are flat and look "symmetric"
+    first = b0_from_minimum(z, dw, search_ppm=search_ppm, smoothing=smoothing, step_ppm=step_ppm, chunk=chunk)
+    reach = max(3 * spacing, 0.2)
+    rel = np.arange(-reach, reach + step_ppm / 2, step_ppm)
+    half = min(-dw[0], dw[-1]) - abs(search_ppm) - reach
+    half = max(half, 2 * spacing)
     dist = np.linspace(spacing / 2, half, max(8, int(np.ceil(half / (spacing / 2)))))
-    plus = (centres[:, None] + dist[None, :]).ravel()
-    minus = (centres[:, None] - dist[None, :]).ravel()
-    S = smoothing_matrix(dw, smoothing)
     out = np.full(z.shape[1], np.nan)
     for sl in _chunks(z.shape[1], chunk):
         block = z[:, sl]
-        ok = np.all(np.isfinite(block), axis=0)
+        ok = np.all(np.isfinite(block), axis=0) & np.isfinite(first[sl])
         if not ok.any():
             continue
-        spline = CubicSpline(dw, S @ block[:, ok], axis=0, bc_type="natural")
-        diff = spline(plus) - spline(minus)
-        cost = np.mean((diff * diff).reshape(centres.size, dist.size, -1), axis=1)
+        coef = spline_coefficients(block[:, ok], dw, smoothing)
+        centres = first[sl][ok][None, :] + rel[:, None]  # (C, v)
+        plus = (centres[:, None, :] + dist[None, :, None]).reshape(-1, centres.shape[1])
+        minus = (centres[:, None, :] - dist[None, :, None]).reshape(-1, centres.shape[1])
+        diff = evaluate_spline(coef, dw, plus) - evaluate_spline(coef, dw, minus)
+        diff = diff.reshape(rel.size, dist.size, -1)
+        # points beyond the sampled range are left out of the mean (NaN), not counted as symmetric
+        cost = np.nanmean(diff * diff, axis=1)
+        cost[np.sum(np.isfinite(diff), axis=1) < max(4, dist.size // 2)] = np.nan
         res = np.full(block.shape[1], np.nan)
-        res[ok] = _grid_minimum(cost, centres)
+        res[ok] = first[sl][ok] + _grid_minimum(cost, rel)
         out[sl] = res
     return out
 
@@ -527,7 +530,7 @@ def parse_pool_option(text: str) -> Tuple[str, float]:
 
 def _pack(pools: Sequence[Pool]):
     """Start vector and bounds: [c, A_0, G_0, d_0, A_1, G_1, d_1, ...]."""
-    start, lo, hi = [1.0], [0.5], [1.3]
+    start, lo, hi = [1.0], [0.5], [1.0]  # Z cannot exceed 1: a free baseline trades off with a broad MT pool
     for p in pools:
         start += [p.amplitude, p.width, p.offset]
         lo += [p.amplitude_bounds[0], p.width_bounds[0], p.offset_bounds[0]]
@@ -616,7 +619,7 @@ class LorentzianFit:
 
 def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Optional[Sequence[Pool]] = None,
                     max_iter: int = 100, tol: float = 1e-6, chunk: int = 2048, starts: Optional[np.ndarray] = None,
-                    progress=None) -> LorentzianFit:
+                    z_floor: float = 0.0, restarts: int = 3, progress=None) -> LorentzianFit:
     """Fit the multi-pool Lorentzian model to every spectrum at once.
 
     A projected Levenberg-Marquardt: all voxels of a chunk take their steps
@@ -638,6 +641,13 @@ def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Optional[Sequence[Pool
         Relative cost decrease under which a voxel counts as converged.
     chunk : int
         Voxels per batch (memory ~ chunk x K x P x 8 bytes x 3).
+    z_floor : float
+        Points with ``Z < z_floor`` get zero weight: near the water line a magnitude image's
+        noise floor (Rician bias) lifts Z, which would widen the fitted water line and eat
+        the solute pools (about ``3 sigma / M0``; docs/methods/cest.md#noise-floor).
+    restarts : int
+        Starts per voxel (1: the default start only); the best fit is kept. Extra starts move
+        the broad pools (MT wider and deeper, amine wider), where multi-pool fits get stuck.
     starts : ndarray (P,) or (V, P), optional
         Start values (default: the pools' start values, water amplitude from the spectrum's depth).
     progress : callable, optional
@@ -675,7 +685,7 @@ def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Optional[Sequence[Pool
     chunks = list(_chunks(n_vox, chunk))
     for ci, sl in enumerate(chunks):
         y = z[:, sl].T  # (v, K)
-        weight = np.isfinite(y).astype(float)
+        weight = (np.isfinite(y) & ~(y < z_floor)).astype(float)
         y = np.nan_to_num(y)
         valid = weight.sum(axis=1) >= n_par
         if starts is not None:
@@ -688,10 +698,23 @@ def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Optional[Sequence[Pool
                 near = np.where(weight > 0, y, np.inf).min(axis=1)
             p[:, 0] = np.clip(np.where(np.isfinite(far), far, 1.0) + 0.05, lo[0], hi[0])
             p[:, 1] = np.clip(p[:, 0] - np.where(np.isfinite(near), near, 0.0) - 0.1, lo[1], hi[1])
+            p[:, 2] = np.clip(_half_depth_width(y, weight, dw), lo[2], hi[2])
+            # water line where the spectrum is deepest: the solute pools then start at their own offsets
+            p[:, 3] = np.clip(dw[np.argmin(np.where(weight > 0, y, np.inf), axis=1)], lo[3], hi[3])
         p = np.clip(p, lo, hi)
-        res = _lm_batch(y, weight, p, lo, hi, dw, max_iter, tol, valid,
-                        progress=scaled(progress, ci / len(chunks), (ci + 1) / len(chunks)))
-        p, cost, conv, iters = res
+        variants = [p] + [np.clip(_variant(p, pools, k), lo, hi) for k in range(1, max(1, int(restarts)))]
+        best = None
+        for vi, start in enumerate(variants):
+            frac0 = (ci + vi / len(variants)) / len(chunks)
+            res = _lm_batch(y, weight, start, lo, hi, dw, max_iter, tol, valid,
+                            progress=scaled(progress, frac0, frac0 + 1 / len(variants) / len(chunks)))
+            if best is None:
+                best = list(res)
+            else:  # keep, per voxel, the start that reached the lowest cost (local minima of multi-pool fits)
+                better = res[1] < best[1]
+                best[0][better], best[1][better], best[2][better] = res[0][better], res[1][better], res[2][better]
+                best[3] = max(best[3], res[3])
+        p, cost, conv, iters = best
         iters_total = max(iters_total, iters)
         p[~valid] = np.nan
         params[sl] = p
@@ -700,6 +723,31 @@ def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Optional[Sequence[Pool
         converged[sl] = conv & valid
     report(progress, 1.0, "Lorentzian fit done")
     return LorentzianFit(pools, params, rmse, iters_total, converged)
+
+
+def _variant(p: np.ndarray, pools: Sequence[Pool], k: int) -> np.ndarray:
+    """Start variant ``k`` (1, 2, ...): broad pools moved to other plausible basins."""
+    q = p.copy()
+    for i, pool in enumerate(pools):
+        col = 1 + 3 * i
+        if pool.name == "mt":
+            q[:, col] = pool.amplitude * (2.0 if k % 2 else 0.5)
+            q[:, col + 1] = pool.width * (2.5 if k % 2 else 0.5)
+            q[:, col + 2] = pool.offset - (1.5 if k % 2 else -1.0)
+        elif pool.name != "water":
+            q[:, col] = pool.amplitude * (0.5 + k)
+            q[:, col + 1] = pool.width * (1.0 + 0.5 * k)
+    return q
+
+
+def _half_depth_width(y: np.ndarray, weight: np.ndarray, dw: np.ndarray) -> np.ndarray:
+    """Full width (ppm) of each spectrum's dip at half its depth: a start for the water width."""
+    filled = np.where(weight > 0, y, np.nan)
+    top = np.nanmax(filled, axis=1, initial=-np.inf, where=weight > 0)
+    bottom = np.nanmin(filled, axis=1, initial=np.inf, where=weight > 0)
+    below = filled < (0.5 * (top + bottom))[:, None]
+    width = np.where(below, 1.0, 0.0).sum(axis=1) * (np.median(np.diff(dw)) if dw.size > 1 else 1.0)
+    return np.where(np.isfinite(width) & (width > 0), width, 1.4)
 
 
 def _lm_batch(y, weight, p, lo, hi, dw, max_iter, tol, valid, progress=None):
@@ -801,8 +849,8 @@ def map_name(kind: str, value=None) -> str:
 def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_offset: Optional[float] = None,
                  wassr: Optional[Volume] = None, wassr_offsets=None, mtrasym_ppm: Sequence[float] = (3.5,),
                  pools: Optional[Sequence[Pool]] = None, b0_method: Optional[str] = None,
-                 smoothing: float = 0.0, mask: Optional[Volume] = None, fit: bool = True, max_iter: int = 200,
-                 progress=None) -> CestResult:
+                 smoothing: float = 0.0, mask: Optional[Volume] = None, fit: bool = True, max_iter: int = 100,
+                 z_floor: float = 0.02, progress=None) -> CestResult:
     """Z-spectra, B0 map, MTRasym maps and Lorentzian pool maps of a CEST series.
 
     Parameters
@@ -831,6 +879,10 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
         Voxels to analyse (default: M0 above 5 % of its 99th percentile).
     fit : bool
         Run the Lorentzian fit.
+    max_iter : int
+        Levenberg-Marquardt iterations at most.
+    z_floor : float
+        Z values below this are left out of the fit (noise floor; see :func:`fit_lorentzians`).
     progress : callable, optional
 
     Returns
@@ -889,7 +941,7 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
     elif b0_method == "minimum":
         b0v = b0_from_minimum(zv, dw, smoothing=smoothing)
     elif b0_method == "fit":
-        pre = fit_lorentzians(zv, dw, pools, max_iter=max_iter, progress=scaled(progress, 0.05, 0.4))
+        pre = fit_lorentzians(zv, dw, pools, max_iter=max_iter, z_floor=z_floor, progress=scaled(progress, 0.05, 0.4))
         b0v = pre.values("water", "offset")
     elif b0_method == "none":
         b0v = np.zeros(n_vox)
@@ -915,7 +967,7 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
     result_fit = None
     if fit:
         report(progress, 0.45, "Lorentzian fit")
-        result_fit = fit_lorentzians(zc, dw, pools, max_iter=max_iter, progress=scaled(progress, 0.45, 0.98))
+        result_fit = fit_lorentzians(zc, dw, pools, max_iter=max_iter, z_floor=z_floor, progress=scaled(progress, 0.45, 0.98))
         for pool in result_fit.pools:
             to_map(result_fit.values(pool.name, "amplitude"), map_name("amplitude", pool.name), "fraction of M0")
             to_map(result_fit.values(pool.name, "width"), map_name("width", pool.name), "ppm")
@@ -928,7 +980,7 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
     b0_full = maps["b0_ppm"].data.astype(float)
     params = {"offsets_ppm": offsets.tolist(), "m0": "image" if m0 is not None else
               f"frames with |offset| >= {abs(m0_offset) if m0_offset is not None else M0_OFFSET_LIMIT_PPM:g} ppm",
-              "b0_method": b0_method, "smoothing": smoothing, "mtrasym_ppm": [float(v) for v in
+              "b0_method": b0_method, "smoothing": smoothing, "z_floor": z_floor, "max_iter": max_iter, "mtrasym_ppm": [float(v) for v in
                                                                             np.atleast_1d(mtrasym_ppm)],
               "pools": [_pool_dict(p) for p in (result_fit.pools if result_fit else [])],
               "voxels": int(n_vox)}

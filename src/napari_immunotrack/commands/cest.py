@@ -29,7 +29,7 @@ def add_arguments(parser):
     parser.add_argument("series", type=existing_path, metavar="SERIES",
                         help="4D CEST series (NIfTI/DICOM), one image per saturation offset")
     parser.add_argument("--offsets-ppm", metavar="LIST|FILE",
-                        help="saturation offsets in ppm, comma-separated or a file (default: the JSON sidecar's "
+                        help="saturation offsets in ppm, comma-separated (write --offsets-ppm=-300,... when it starts with -) or a file (default: the JSON sidecar's "
                              "SaturationOffsetsPPM)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--m0", type=existing_path, metavar="M0", help="unsaturated reference image (3D, or 4D repeats)")
@@ -37,7 +37,7 @@ def add_arguments(parser):
                        help="frames at or beyond this offset (e.g. -300) are M0 (default: |offset| >= 100 ppm)")
     parser.add_argument("--wassr", type=existing_path, metavar="WASSR", help="WASSR series for the B0 map")
     parser.add_argument("--wassr-offsets-ppm", metavar="LIST|FILE",
-                        help="offsets of the WASSR series (default: its JSON sidecar)")
+                        help="offsets of the WASSR series (default: its JSON sidecar); a list starting with - needs = (--wassr-offsets-ppm=-1.5,...)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     parser.add_argument("--pools", default="water,amide,amine,noe,mt",
@@ -51,6 +51,10 @@ def add_arguments(parser):
                              "(default otherwise), the water pool of a Lorentzian fit, or none")
     parser.add_argument("--smoothing", type=float, default=0.0,
                         help="smoothing-spline lambda for the B0 search (default 0: interpolating spline)")
+    parser.add_argument("--z-floor", type=float, default=0.02,
+                        help="Z values below this are left out of the Lorentzian fit (magnitude noise floor near "
+                             "water; about 3 x noise / M0; default 0.02)")
+    parser.add_argument("--max-iter", type=int, default=100, help="Levenberg-Marquardt iterations at most (100)")
     parser.add_argument("--mask", type=existing_path, help="analyse only these voxels (default: M0 above 5 %% of "
                                                            "its 99th percentile)")
 
@@ -94,7 +98,8 @@ def run(args) -> int:
     mask = load(args.mask, "mask") if args.mask else None
     result = analyse_cest(series, offsets, m0=m0, m0_offset=args.m0_offset, wassr=wassr, wassr_offsets=wassr_offsets,
                           mtrasym_ppm=mtr, pools=pools, b0_method=args.b0_method, smoothing=args.smoothing,
-                          mask=mask, fit=fit, progress=text_progress("cest"))
+                          mask=mask, fit=fit, z_floor=args.z_floor, max_iter=args.max_iter,
+                          progress=text_progress("cest"))
     prov = record("cest", inputs={"series": args.series, "m0": args.m0, "wassr": args.wassr, "mask": args.mask},
                   parameters=result.parameters, warnings=result.warnings)
     zc = Volume(np.nan_to_num(result.z, nan=0.0).astype(np.float32), series.affine, modality="MR",

@@ -149,7 +149,7 @@ def tissue_spectra(tissues: Dict[str, Tissue], offsets_ppm, b0_range_ppm: float 
 def simulate_cest(labels: np.ndarray, affine: np.ndarray, tissue_of_label: Dict[int, str],
                   offsets_ppm: Sequence[float], b0_ppm: np.ndarray, m0: np.ndarray, *, snr: float = 100.0,
                   wassr_offsets_ppm: Optional[Sequence[float]] = None, b1_ut: float = 1.0, tsat_s: float = 2.0,
-                  wassr_b1_ut: float = 0.1, wassr_tsat_s: float = 0.5, field_t: float = 9.4,
+                  wassr_b1_ut: float = 0.3, wassr_tsat_s: float = 0.5, field_t: float = 9.4,
                   tissues: Optional[Dict[str, Tissue]] = None, seed: int = 0) -> dict:
     """A CEST series (and WASSR) of a labelled volume with a B0 map.
 
