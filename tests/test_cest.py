@@ -245,3 +245,27 @@ def test_sample_cest_series_is_readable_with_its_sidecar():
     offsets = cest.series_offsets(series)
     assert offsets.size == series.shape[0] and np.any(np.abs(offsets) >= 100)
     assert found[0].stat().st_size <= 3 * 1024 * 1024
+
+
+def test_cest_step_on_the_sample_session_gives_organ_means():
+    root = Path(__file__).resolve().parents[1] / "sample_data" / "mouse_study" / "sub-01" / "ses-day1"
+    series = sorted(root.glob("cest/*_cest.nii.gz"))
+    if not series:
+        pytest.skip("sample CEST series not generated on this branch")
+    truth = json.loads(next(root.glob("cest/*_desc-truth_cest.json")).read_text())
+    tissues = next(root.glob("cest/*_desc-cesttissues_dseg.nii.gz"))
+    maps, table = cest.cest_step({"cest": series[0], "cest_wassr": next(root.glob("cest/*_wassr.nii.gz")),
+                                  "dseg": tissues}, mtrasym_ppm=[3.4], pools=("amine", "noe", "mt"),
+                                  extra_pools={"lrp": 3.4}, label_names={1: "muscle", 2: "tumour", 3: "depot"})
+    from napari_immunotrack.io import load_volume
+
+    b0_truth = load_volume(next(root.glob("cest/*_desc-truth_b0map.nii.gz"))).numpy()
+    inside = load_volume(tissues).numpy() > 0
+    assert np.nanmax(np.abs(maps["b0_ppm"].numpy()[inside] - b0_truth[inside])) < 0.02
+    rows = table.set_index("name")
+    # the depot's reporter: MTRasym gain over the tumour around it = the LRP's isolated effect (25 %)
+    gain = rows.loc["depot", "mtrasym_3.4ppm"] - rows.loc["tumour", "mtrasym_3.4ppm"]
+    assert gain == pytest.approx(truth["tissues"]["depot"]["effects"]["lrp"], rel=0.25)
+    # the fitted 3.4 ppm pool is larger in the depot than in the tumour by about the LRP's effect
+    lrp_gain = rows.loc["depot", "amplitude_lrp"] - rows.loc["tumour", "amplitude_lrp"]
+    assert lrp_gain == pytest.approx(truth["tissues"]["depot"]["effects"]["lrp"], rel=0.35)

@@ -989,13 +989,74 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
                       result_fit, sel, params, warnings_)
 
 
+def cest_step(inputs: Dict[str, object], *, offsets=None, m0_offset: Optional[float] = None,
+              mtrasym_ppm: Sequence[float] = (3.5,), pools: Sequence[str] = ("amide", "amine", "noe", "mt"),
+              extra_pools: Optional[Dict[str, float]] = None, b0_method: Optional[str] = None,
+              z_floor: float = 0.02, label_names: Optional[Dict[int, str]] = None, progress=None):
+    """The ``cest`` step of a session pipeline: maps from files, and their means per organ label.
+
+    Parameters
+    ----------
+    inputs : {role: path}
+        ``cest`` (the 4D series, offsets in its sidecar unless ``offsets`` is given), optional
+        ``cest_wassr`` (WASSR series with its sidecar), ``cest_m0`` (M0 image) and ``dseg``
+        (organ labels on any grid; carried to the CEST grid through world coordinates).
+    offsets, m0_offset, mtrasym_ppm, b0_method, z_floor
+        As in :func:`analyse_cest`.
+    pools, extra_pools
+        Default pools by name and user pools ``{name: ppm}`` (:func:`make_pools`).
+    label_names : {label: name}, optional
+        Names of the ``dseg`` labels for the table.
+
+    Returns
+    -------
+    maps : {name: Volume}
+        As :attr:`CestResult.maps`.
+    table : pandas.DataFrame
+        One row per organ label present on the CEST grid: ``label``, ``name``, ``voxels`` and
+        the mean of every map (column = map name, units in docs/methods/cest.md).
+
+    Examples
+    --------
+    >>> maps, table = cest_step({"cest": "ses-day1/cest/sub-01_ses-day1_cest.nii.gz",
+    ...                          "dseg": "ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"})  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    from ..io import load_volume
+
+    if not inputs.get("cest"):
+        raise InputError("the cest step needs a CEST series (cest/*_cest.nii.gz in the session).")
+    series = load_volume(inputs["cest"])
+    wassr = load_volume(inputs["cest_wassr"]) if inputs.get("cest_wassr") else None
+    m0 = load_volume(inputs["cest_m0"]) if inputs.get("cest_m0") else None
+    result = analyse_cest(series, offsets, m0=m0, m0_offset=m0_offset, wassr=wassr, mtrasym_ppm=mtrasym_ppm,
+                          pools=make_pools(pools, extra_pools), b0_method=b0_method, z_floor=z_floor,
+                          progress=progress)
+    rows = []
+    if inputs.get("dseg"):
+        reference = result.maps["b0_ppm"]
+        organs = np.asarray(load_volume(inputs["dseg"]).resample_to(reference, order=0).numpy()).astype(int)
+        for label in np.unique(organs[result.mask & (organs > 0)]):
+            inside = (organs == label) & result.mask
+            row = {"label": int(label), "name": (label_names or {}).get(int(label), str(label)),
+                   "voxels": int(inside.sum())}
+            for name, vol in result.maps.items():
+                row[name] = float(np.nanmean(np.asarray(vol.data)[inside]))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["parameters"] = result.parameters
+    table.attrs["warnings"] = result.warnings
+    return result.maps, table
+
+
 def _pool_dict(pool: Pool) -> dict:
     return {"name": pool.name, "offset": pool.offset, "offset_bounds": list(pool.offset_bounds),
             "amplitude": pool.amplitude, "amplitude_bounds": list(pool.amplitude_bounds),
             "width": pool.width, "width_bounds": list(pool.width_bounds)}
 
 
-__all__ = ["DEFAULT_POOLS", "CestResult", "LorentzianFit", "Pool", "analyse_cest", "b0_from_minimum",
+__all__ = ["DEFAULT_POOLS", "CestResult", "cest_step", "LorentzianFit", "Pool", "analyse_cest", "b0_from_minimum",
            "b0_from_symmetry", "fit_lorentzians", "lorentzian_model", "make_pools", "map_name", "m0_frames",
            "mtrasym", "parse_offsets", "parse_pool_option", "series_offsets", "shift_spectra", "z_spectrum"]
 
