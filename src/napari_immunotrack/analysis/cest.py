@@ -188,12 +188,16 @@ def z_spectrum(signal: np.ndarray, offsets, m0: Optional[np.ndarray] = None, m0_
     if keep.sum() < 3:
         raise InputError(f"only {int(keep.sum())} saturated offsets besides M0; a Z-spectrum needs at least 3.")
     dw, inverse = np.unique(np.round(offsets[keep], 9), return_inverse=True)
+    if dw.size < 3:
+        raise InputError(f"only {dw.size} distinct saturation offset(s) besides M0; a Z-spectrum needs at least 3 "
+                         "(check the offsets list).")
     data = signal[keep]
     summed = np.zeros((dw.size,) + data.shape[1:])
     np.add.at(summed, inverse, data)
     summed /= np.bincount(inverse, minlength=dw.size).reshape((-1,) + (1,) * (data.ndim - 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = np.where(m0 > 0, summed / np.where(m0 > 0, m0, 1.0), np.nan)
+    z[~np.isfinite(z)] = np.nan
     return z, dw, m0
 
 
@@ -226,8 +230,14 @@ def spline_coefficients(z: np.ndarray, dw: np.ndarray, lam: float = 0.0) -> np.n
     """Piecewise-cubic coefficients, shape (4, K-1, V), of the natural spline through ``z`` (K, V)."""
     from scipy.interpolate import CubicSpline
 
-    zs = smoothing_matrix(dw, lam) @ z if lam else z
-    return CubicSpline(dw, zs, axis=0, bc_type="natural").c
+    z = np.asarray(z, float)
+    # a spectrum with a missing (non-finite) point gets no spline: NaN coefficients, NaN values
+    ok = np.all(np.isfinite(z), axis=0)
+    coef = np.full((4, max(dw.size - 1, 1), z.shape[1]), np.nan)
+    if ok.any():
+        zs = smoothing_matrix(dw, lam) @ z[:, ok] if lam else z[:, ok]
+        coef[:, :, ok] = CubicSpline(dw, zs, axis=0, bc_type="natural").c
+    return coef
 
 
 def evaluate_spline(coef: np.ndarray, dw: np.ndarray, x: np.ndarray) -> np.ndarray:
