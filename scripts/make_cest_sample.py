@@ -1,7 +1,8 @@
 """Add a small CEST series (with WASSR and truth) to one session of the sample study.
 
-Writes, in ``sample_data/mouse_study/sub-01/ses-day1/cest/`` (nothing existing is
-replaced; the folder appears whole or not at all):
+Writes, in ``sample_data/mouse_study/cest/sub-01/ses-day1/`` (beside the subject tree, so that
+the study browser's session contents stay as they were; nothing existing is replaced; the
+folder appears whole or not at all):
 
 - ``sub-01_ses-day1_cest.nii.gz`` + ``.json``: 4D, M0 at -300 ppm then 61 offsets
   -6..6 ppm (0.2 ppm steps), CW saturation 1 uT for 2 s at 9.4 T, Rician noise
@@ -36,7 +37,8 @@ from napari_immunotrack.outputs import atomic_output_dir, write_json, write_text
 from napari_immunotrack.simulate import cest as sim  # noqa: E402
 from napari_immunotrack.volume import Volume  # noqa: E402
 
-SESSION = ROOT / "sample_data" / "mouse_study" / "sub-01" / "ses-day1"
+SESSION = ROOT / "sample_data" / "mouse_study" / "sub-01" / "ses-day1"  # its organ map places the slab
+TARGET = ROOT / "sample_data" / "mouse_study" / "cest" / "sub-01" / "ses-day1"
 PREFIX = "sub-01_ses-day1"
 SHAPE = (3, 64, 64)  # (slice S, row A, column R)
 SPACING = (1.0, 0.5, 0.5)  # mm along S, A, R
@@ -79,7 +81,8 @@ def main(overwrite: bool = False) -> Path:
                  reporter={"name": "lrp", "offset_ppm": 3.4}, b0_map=f"{PREFIX}_desc-truth_b0map.nii.gz",
                  labels={"1": "muscle", "2": "tumour", "3": "depot (LRP reporter)"},
                  made_by="scripts/make_cest_sample.py")
-    target = SESSION / "cest"
+    target = TARGET
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output_dir(target, overwrite=overwrite) as tmp:
         for key, stem in (("series", "cest"), ("wassr", "wassr")):
             vol = out[key]

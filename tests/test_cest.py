@@ -236,7 +236,7 @@ def test_cli_writes_maps_atomically_and_refuses_existing(tmp_path):
 
 def test_sample_cest_series_is_readable_with_its_sidecar():
     root = Path(__file__).resolve().parents[1] / "sample_data" / "mouse_study"
-    found = sorted(root.glob("sub-*/ses-*/cest/*_cest.nii.gz"))
+    found = sorted(root.glob("cest/sub-*/ses-*/*_cest.nii.gz"))
     if not found:
         pytest.skip("sample CEST series not generated on this branch")
     from napari_immunotrack.io import load_volume
@@ -248,18 +248,18 @@ def test_sample_cest_series_is_readable_with_its_sidecar():
 
 
 def test_cest_step_on_the_sample_session_gives_organ_means():
-    root = Path(__file__).resolve().parents[1] / "sample_data" / "mouse_study" / "sub-01" / "ses-day1"
-    series = sorted(root.glob("cest/*_cest.nii.gz"))
+    root = Path(__file__).resolve().parents[1] / "sample_data" / "mouse_study" / "cest" / "sub-01" / "ses-day1"
+    series = sorted(root.glob("*_cest.nii.gz"))
     if not series:
         pytest.skip("sample CEST series not generated on this branch")
-    truth = json.loads(next(root.glob("cest/*_desc-truth_cest.json")).read_text())
-    tissues = next(root.glob("cest/*_desc-cesttissues_dseg.nii.gz"))
-    maps, table = cest.cest_step({"cest": series[0], "cest_wassr": next(root.glob("cest/*_wassr.nii.gz")),
+    truth = json.loads(next(root.glob("*_desc-truth_cest.json")).read_text())
+    tissues = next(root.glob("*_desc-cesttissues_dseg.nii.gz"))
+    maps, table = cest.cest_step({"cest": series[0], "cest_wassr": next(root.glob("*_wassr.nii.gz")),
                                   "dseg": tissues}, mtrasym_ppm=[3.4], pools=("amine", "noe", "mt"),
                                   extra_pools={"lrp": 3.4}, label_names={1: "muscle", 2: "tumour", 3: "depot"})
     from napari_immunotrack.io import load_volume
 
-    b0_truth = load_volume(next(root.glob("cest/*_desc-truth_b0map.nii.gz"))).numpy()
+    b0_truth = load_volume(next(root.glob("*_desc-truth_b0map.nii.gz"))).numpy()
     inside = load_volume(tissues).numpy() > 0
     assert np.nanmax(np.abs(maps["b0_ppm"].numpy()[inside] - b0_truth[inside])) < 0.02
     rows = table.set_index("name")

@@ -1041,7 +1041,7 @@ def cest_step(inputs: Dict[str, object], *, offsets=None, m0_offset: Optional[fl
 
     Examples
     --------
-    >>> maps, table = cest_step({"cest": "ses-day1/cest/sub-01_ses-day1_cest.nii.gz",
+    >>> maps, table = cest_step({"cest": "cest/sub-01/ses-day1/sub-01_ses-day1_cest.nii.gz",
     ...                          "dseg": "ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"})  # doctest: +SKIP
     """
     import pandas as pd

@@ -44,7 +44,7 @@ def sample_cest_paths() -> dict:
     """Paths of the bundled CEST sample (series, WASSR, tissue labels), by layer name; empty if absent."""
     root = Path(__file__).resolve().parents[3] / "sample_data" / "mouse_study"
     found = {}
-    for folder in sorted(root.glob("sub-*/ses-*/cest")):
+    for folder in sorted(root.glob("cest/sub-*/ses-*")):
         for pattern, name in (("*_cest.nii.gz", "CEST"), ("*_wassr.nii.gz", "WASSR"),
                               ("*_desc-cesttissues_dseg.nii.gz", "CEST tissues")):
             hit = sorted(folder.glob(pattern))
