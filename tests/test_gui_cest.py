@@ -113,3 +113,33 @@ def test_cest_panel_bad_input_is_one_line(make_napari_viewer, study):
 
             QApplication.processEvents()
     assert "has 3 offsets" in panel.status.text() and "\n" not in panel.status.text()
+
+
+def test_sample_cest_opens_plots_and_cancels(make_napari_viewer, qtbot):
+    import json
+
+    from napari_immunotrack.io import load_volume
+    from napari_immunotrack.widgets.maps_cest import build_cest_panel, sample_cest_paths
+
+    paths = sample_cest_paths()
+    if not paths:
+        pytest.skip("sample CEST series not generated on this branch")
+    viewer = make_napari_viewer()
+    panel = build_cest_panel(viewer)
+    panel.open_sample()
+    assert {"CEST", "WASSR", "CEST tissues"} <= {ly.name for ly in viewer.layers}
+    assert panel.series_combo.currentText() == "CEST" and panel.wassr_combo.currentText() == "WASSR"
+    assert panel.extra_pools_edit.text() == "lrp:3.4" and panel.wassr_offsets_edit.text().startswith("-1.5")
+    # raw Z at the depot centre (before computing) equals the file's data over its M0 frame
+    truth = json.loads(next(paths["CEST"].parent.glob("*_desc-truth_cest.json")).read_text())
+    series = load_volume(paths["CEST"])
+    drawn = panel.plot_at(truth["depot_centre_ras_mm"])
+    idx = drawn["index"]
+    data = np.asarray(series.data, float)[(slice(None),) + idx]
+    np.testing.assert_allclose(drawn["y"], data[1:] / data[0], rtol=1e-5)
+    # Cancel stops the computation: no maps, the status says so
+    panel.run()
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not panel.runner.running, timeout=60000)
+    assert panel.result is None and not panel.output_layers
+    assert "cancel" in panel.status.text().lower()
