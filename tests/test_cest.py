@@ -4,7 +4,8 @@ Amplitude definition (docs/methods/cest.md#validation): the truth of a pool's am
 its isolated effect in the Bloch-McConnell simulation, Z without the pool minus Z with it at
 the pool's offset; the fitted Lorentzian amplitude is the same difference in the fitted model.
 "SNR 100" is M0 / noise sigma per voxel (Rician magnitude noise); amplitudes are compared on
-the fit of an ROI's mean spectrum (200 voxels), as CEST studies report them. Per-voxel B0 is
+the fit of an ROI's mean spectrum (200 voxels), as CEST studies report them, over 8 noise
+realisations (median within 10 %, each within 25 %). Per-voxel B0 is
 compared voxel by voxel.
 """
 
@@ -109,11 +110,9 @@ def test_b0_from_z_spectrum_on_bloch_mcconnell_spectra():
     assert np.max(np.abs(fit.values("water", "offset") - SHIFTS)) < 0.02
 
 
-@pytest.mark.parametrize("case, sigma, tolerance", [("reporter", 0.01, 0.10), ("amide", 0.0, 0.10),
-                                                    # amide next to bmctool's broad guanidine pool (2 ppm,
-                                                    # k = 1000/s) at SNR 100: 20 % low, above the 10 % target
-                                                    ("amide", 0.01, 0.25)])
-def test_pool_amplitude_on_bloch_mcconnell_spectra(case, sigma, tolerance):
+@pytest.mark.parametrize("case, sigma", [("reporter", 0.01), ("amide", 0.01), ("amide", 0.0)])
+def test_pool_amplitude_on_bloch_mcconnell_spectra_within_10_percent(case, sigma):
+    """Median over 8 ROIs (200 voxels at SNR 100 each) within 10 % of the isolated effect; every ROI within 25 %."""
     rng = np.random.default_rng(7 if case == "amide" else 8)
     if case == "amide":  # bmctool's own 5-pool tissue
         drop, add, at, pools = (), (), 3.5, cest.make_pools()
@@ -125,19 +124,23 @@ def test_pool_amplitude_on_bloch_mcconnell_spectra(case, sigma, tolerance):
         pools = cest.make_pools(["amine", "noe", "mt"], {"lrp": 3.4})
         truth = ref.z_spectrum((3.4,), drop=(3.5,))[0] - ref.z_spectrum((3.4,), drop=(3.5,), add=(lrp,))[0]
         name = "lrp"
+    assert truth > 0.005
     shift = 0.23
     z = ref.z_spectrum(OFFSETS, shift, drop=drop, add=add)
     dw = np.array(OFFSETS)
-    voxels = _rician(np.repeat(z[:, None], 200, axis=1), sigma, rng) if sigma else z[:, None]  # SNR 100
-    # B0 from the ROI's mean spectrum (water pool of a first fit), then the corrected spectrum is fitted
-    mean = voxels.mean(axis=1, keepdims=True)
-    b0 = cest.fit_lorentzians(mean, dw, pools, z_floor=0.03).values("water", "offset")
-    assert abs(b0[0] - shift) < 0.02
-    fit = cest.fit_lorentzians(cest.shift_spectra(mean, dw, b0), dw, pools, z_floor=0.03)
-    amplitude = fit.values(name, "amplitude")[0]
-    assert truth > 0.005
-    assert amplitude == pytest.approx(truth, rel=tolerance), (amplitude, truth)
-    assert fit.values(name, "offset")[0] == pytest.approx(at, abs=0.2)
+    errors = []
+    for _ in range(8 if sigma else 1):
+        voxels = _rician(np.repeat(z[:, None], 200, axis=1), sigma, rng) if sigma else z[:, None]
+        # B0 from the ROI's mean spectrum (water pool of a first fit), then the corrected spectrum is fitted
+        mean = voxels.mean(axis=1, keepdims=True)
+        b0 = cest.fit_lorentzians(mean, dw, pools, z_floor=0.03).values("water", "offset")
+        assert abs(b0[0] - shift) < 0.02
+        fit = cest.fit_lorentzians(cest.shift_spectra(mean, dw, b0), dw, pools, z_floor=0.03)
+        errors.append(fit.values(name, "amplitude")[0] / truth - 1)
+        assert fit.values(name, "offset")[0] == pytest.approx(at, abs=0.2)
+    errors = np.array(errors)
+    assert abs(np.median(errors)) < 0.10, errors
+    assert np.max(np.abs(errors)) < 0.25, errors
 
 
 # ----------------------------------------------------------------------------- volumes, bad input, CLI
