@@ -22,7 +22,6 @@ world, centred on the tumour of the session's organ map. Run from the repository
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -31,11 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_immunotrack.io import load_volume  # noqa: E402
-from napari_immunotrack.io.nifti import write_nifti  # noqa: E402
-from napari_immunotrack.outputs import atomic_output_dir, write_json, write_text  # noqa: E402
-from napari_immunotrack.simulate import cest as sim  # noqa: E402
-from napari_immunotrack.volume import Volume  # noqa: E402
+from napari_immunotrack.io import load_volume
+from napari_immunotrack.io.nifti import write_nifti
+from napari_immunotrack.outputs import atomic_output_dir, write_json, write_text
+from napari_immunotrack.simulate import cest as sim
+from napari_immunotrack.volume import Volume
 
 SESSION = ROOT / "sample_data" / "mouse_study" / "sub-01" / "ses-day1"  # its organ map places the slab
 TARGET = ROOT / "sample_data" / "mouse_study" / "cest" / "sub-01" / "ses-day1"

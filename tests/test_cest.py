@@ -149,7 +149,7 @@ def _small_study(tmp_path=None, snr=100.0):
     labels[:, 2:10, 2:10] = 1
     labels[:, 4:8, 4:8] = 2
     labels[:, 5:7, 5:7] = 3
-    zz, yy, xx = np.mgrid[0:2, 0:12, 0:12]
+    _, yy, xx = np.mgrid[0:2, 0:12, 0:12]
     b0 = (0.03 * (xx - 6) - 0.02 * (yy - 6)).astype(float)
     m0 = np.where(labels > 0, 1000.0, 0.0)
     out = sim.simulate_cest(labels, np.diag([0.5, 0.5, 1.0, 1.0]), {1: "muscle", 2: "tumour", 3: "depot"},
@@ -195,7 +195,7 @@ def test_bad_input_says_what_is_missing():
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "napari_immunotrack.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
 
 
 def test_cli_writes_maps_atomically_and_refuses_existing(tmp_path):

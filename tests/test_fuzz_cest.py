@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from test_fuzz_analysis import budget, result_or_input_error
 
 from napari_immunotrack.analysis import cest
 from napari_immunotrack.volume import Volume
-
-from test_fuzz_analysis import budget, result_or_input_error
 
 
 @st.composite
@@ -68,7 +67,7 @@ def test_analyse_cest_gives_bounded_maps_or_one_line(inputs):
     if res is None:
         return
     spatial = series.shape[1:]
-    for name, vol in res.maps.items():
+    for vol in res.maps.values():
         assert vol.shape == spatial and np.allclose(vol.affine, series.affine)
     if res.fit is not None:
         _, lo, hi = cest._pack(res.fit.pools)

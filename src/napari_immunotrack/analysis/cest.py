@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -128,14 +128,14 @@ def series_offsets(series: Volume, offsets=None, what: str = "CEST series",
     return offsets
 
 
-def m0_frames(offsets: np.ndarray, m0_offset: Optional[float] = None) -> np.ndarray:
+def m0_frames(offsets: np.ndarray, m0_offset: float | None = None) -> np.ndarray:
     """Boolean mask of the frames used as M0: ``|offset| >= |m0_offset|`` (default :data:`M0_OFFSET_LIMIT_PPM`)."""
     limit = M0_OFFSET_LIMIT_PPM if m0_offset is None else abs(float(m0_offset))
     return np.abs(np.asarray(offsets, float)) >= limit - 1e-6
 
 
-def z_spectrum(signal: np.ndarray, offsets, m0: Optional[np.ndarray] = None, m0_offset: Optional[float] = None,
-               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def z_spectrum(signal: np.ndarray, offsets, m0: np.ndarray | None = None, m0_offset: float | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise a CEST series to a Z-spectrum, sorted by offset.
 
     Parameters
@@ -396,7 +396,7 @@ def b0_from_symmetry(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.0, smo
     return out
 
 
-def shift_spectra(z: np.ndarray, dw: np.ndarray, b0_ppm: np.ndarray, out_dw: Optional[np.ndarray] = None,
+def shift_spectra(z: np.ndarray, dw: np.ndarray, b0_ppm: np.ndarray, out_dw: np.ndarray | None = None,
                   smoothing: float = 0.0) -> np.ndarray:
     """B0-corrected spectra: each voxel's spline re-sampled at ``out_dw + B0``.
 
@@ -431,7 +431,7 @@ def shift_spectra(z: np.ndarray, dw: np.ndarray, b0_ppm: np.ndarray, out_dw: Opt
     return evaluate_spline(coef, dw, out_dw[:, None] + b0[None, :])
 
 
-def mtrasym(z: np.ndarray, dw: np.ndarray, at_ppm: Sequence[float], b0_ppm: Optional[np.ndarray] = None
+def mtrasym(z: np.ndarray, dw: np.ndarray, at_ppm: Sequence[float], b0_ppm: np.ndarray | None = None
             ) -> np.ndarray:
     """MTRasym(dw) = Z(-dw) - Z(+dw) on the (B0-corrected) spectra.
 
@@ -474,15 +474,15 @@ class Pool:
 
     name: str
     offset: float
-    offset_bounds: Tuple[float, float]
+    offset_bounds: tuple[float, float]
     amplitude: float
-    amplitude_bounds: Tuple[float, float]
+    amplitude_bounds: tuple[float, float]
     width: float
-    width_bounds: Tuple[float, float]
+    width_bounds: tuple[float, float]
 
 
 #: Default pools (3-9.4 T, saturation around 0.5-2 uT; see docs/methods/cest.md#pools).
-DEFAULT_POOLS: Dict[str, Pool] = {
+DEFAULT_POOLS: dict[str, Pool] = {
     "water": Pool("water", 0.0, (-1.0, 1.0), 0.9, (0.02, 1.0), 1.4, (0.1, 10.0)),
     "amide": Pool("amide", 3.5, (3.2, 3.8), 0.025, (0.0, 0.3), 1.0, (0.3, 5.0)),
     "amine": Pool("amine", 2.2, (1.6, 2.8), 0.01, (0.0, 0.3), 1.5, (0.5, 5.0)),
@@ -492,7 +492,7 @@ DEFAULT_POOLS: Dict[str, Pool] = {
 
 
 def make_pools(names: Iterable[str] = ("water", "amide", "amine", "noe", "mt"),
-               extra: Optional[Dict[str, float]] = None, extra_tolerance_ppm: float = 0.2) -> List[Pool]:
+               extra: dict[str, float] | None = None, extra_tolerance_ppm: float = 0.2) -> list[Pool]:
     """The pools of a fit: default pools by name plus user pools ``{name: ppm}`` (e.g. ``{"lrp": 3.4}``).
 
     A user pool with a default pool's name moves that pool's offset; its offset may vary by
@@ -503,7 +503,7 @@ def make_pools(names: Iterable[str] = ("water", "amide", "amine", "noe", "mt"),
     >>> [p.name for p in make_pools(["water", "mt"], {"lrp": 3.4})]
     ['water', 'mt', 'lrp']
     """
-    pools: Dict[str, Pool] = {"water": DEFAULT_POOLS["water"]}
+    pools: dict[str, Pool] = {"water": DEFAULT_POOLS["water"]}
     for name in names:
         key = name.strip().lower()
         if not key:
@@ -526,7 +526,7 @@ def make_pools(names: Iterable[str] = ("water", "amide", "amine", "noe", "mt"),
     return list(pools.values())
 
 
-def parse_pool_option(text: str) -> Tuple[str, float]:
+def parse_pool_option(text: str) -> tuple[str, float]:
     """``"lrp:3.4"`` -> ``("lrp", 3.4)`` (the ``--pool NAME:PPM`` option)."""
     name, sep, ppm = str(text).partition(":")
     try:
@@ -602,7 +602,7 @@ def lorentzian_model(params: np.ndarray, dw: np.ndarray, jacobian: bool = False)
 class LorentzianFit:
     """Result of :func:`fit_lorentzians`: parameters per voxel and what they mean."""
 
-    pools: List[Pool]
+    pools: list[Pool]
     params: np.ndarray  # (V, 1 + 3 n)
     rmse: np.ndarray  # (V,)
     iterations: int = 0
@@ -619,7 +619,7 @@ class LorentzianFit:
         """Per-voxel amplitude (fraction of M0), width (FWHM, ppm) or offset (ppm; water: B0 residual)."""
         return self.params[:, self.index(pool, what)]
 
-    def model(self, dw: np.ndarray, without: Optional[str] = None) -> np.ndarray:
+    def model(self, dw: np.ndarray, without: str | None = None) -> np.ndarray:
         """The fitted spectra (V, K) at ``dw``; ``without`` drops one pool (its reference spectrum)."""
         params = self.params.copy()
         if without is not None:
@@ -627,8 +627,8 @@ class LorentzianFit:
         return lorentzian_model(params, dw)
 
 
-def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Optional[Sequence[Pool]] = None,
-                    max_iter: int = 100, tol: float = 1e-5, chunk: int = 2048, starts: Optional[np.ndarray] = None,
+def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Sequence[Pool] | None = None,
+                    max_iter: int = 100, tol: float = 1e-5, chunk: int = 2048, starts: np.ndarray | None = None,
                     z_floor: float = 0.0, restarts: int = 3, progress=None) -> LorentzianFit:
     """Fit the multi-pool Lorentzian model to every spectrum at once.
 
@@ -844,15 +844,15 @@ def _lm_batch(y, weight, p, lo, hi, dw, max_iter, tol, valid, progress=None):
 class CestResult:
     """Maps of :func:`analyse_cest` (Volumes on the series' grid) and what produced them."""
 
-    maps: Dict[str, Volume]
+    maps: dict[str, Volume]
     dw: np.ndarray
     z: np.ndarray  # (K, *spatial) B0-corrected Z-spectra
     z_raw: np.ndarray  # (K, *spatial) before B0 correction
     b0_ppm: np.ndarray  # spatial
-    fit: Optional[LorentzianFit]
+    fit: LorentzianFit | None
     mask: np.ndarray
     parameters: dict
-    warnings: List[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _format_ppm(value: float) -> str:
@@ -869,10 +869,10 @@ def map_name(kind: str, value=None) -> str:
     return f"{kind}_{value}"
 
 
-def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_offset: Optional[float] = None,
-                 wassr: Optional[Volume] = None, wassr_offsets=None, mtrasym_ppm: Sequence[float] = (3.5,),
-                 pools: Optional[Sequence[Pool]] = None, b0_method: Optional[str] = None,
-                 smoothing: float = 0.0, mask: Optional[Volume] = None, fit: bool = True, max_iter: int = 100,
+def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offset: float | None = None,
+                 wassr: Volume | None = None, wassr_offsets=None, mtrasym_ppm: Sequence[float] = (3.5,),
+                 pools: Sequence[Pool] | None = None, b0_method: str | None = None,
+                 smoothing: float = 0.0, mask: Volume | None = None, fit: bool = True, max_iter: int = 100,
                  z_floor: float = 0.02, progress=None) -> CestResult:
     """Z-spectra, B0 map, MTRasym maps and Lorentzian pool maps of a CEST series.
 
@@ -935,7 +935,7 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
         sel = default_mask(m0_img)
     zv = z.reshape(dw.size, -1)[:, sel.ravel()]
     n_vox = zv.shape[1]
-    warnings_: List[str] = []
+    warnings_: list[str] = []
     if b0_method is None:
         b0_method = "wassr" if wassr is not None else "minimum"
     if b0_method in ("wassr", "wassr-minimum") and wassr is None:
@@ -972,7 +972,7 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
         raise InputError(f"unknown B0 method {b0_method!r}; use wassr, wassr-minimum, minimum, fit or none.")
     report(progress, 0.4, "B0 correction")
     zc = shift_spectra(zv, dw, b0v) if b0_method != "none" else zv.copy()
-    maps: Dict[str, Volume] = {}
+    maps: dict[str, Volume] = {}
     affine = series.affine
 
     def to_map(values, name, unit):
@@ -1012,10 +1012,10 @@ def analyse_cest(series: Volume, offsets=None, m0: Optional[Volume] = None, m0_o
                       result_fit, sel, params, warnings_)
 
 
-def cest_step(inputs: Dict[str, object], *, offsets=None, m0_offset: Optional[float] = None,
+def cest_step(inputs: dict[str, object], *, offsets=None, m0_offset: float | None = None,
               mtrasym_ppm: Sequence[float] = (3.5,), pools: Sequence[str] = ("amide", "amine", "noe", "mt"),
-              extra_pools: Optional[Dict[str, float]] = None, b0_method: Optional[str] = None,
-              z_floor: float = 0.02, label_names: Optional[Dict[int, str]] = None, progress=None):
+              extra_pools: dict[str, float] | None = None, b0_method: str | None = None,
+              z_floor: float = 0.02, label_names: dict[int, str] | None = None, progress=None):
     """The ``cest`` step of a session pipeline: maps from files, and their means per organ label.
 
     Parameters
@@ -1079,8 +1079,26 @@ def _pool_dict(pool: Pool) -> dict:
             "width": pool.width, "width_bounds": list(pool.width_bounds)}
 
 
-__all__ = ["DEFAULT_POOLS", "CestResult", "cest_step", "LorentzianFit", "Pool", "analyse_cest", "b0_from_minimum",
-           "b0_from_symmetry", "fit_lorentzians", "lorentzian_model", "make_pools", "map_name", "m0_frames",
-           "mtrasym", "parse_offsets", "parse_pool_option", "series_offsets", "shift_spectra", "z_spectrum"]
+__all__ = [
+    "DEFAULT_POOLS",
+    "CestResult",
+    "LorentzianFit",
+    "Pool",
+    "analyse_cest",
+    "b0_from_minimum",
+    "b0_from_symmetry",
+    "cest_step",
+    "fit_lorentzians",
+    "lorentzian_model",
+    "m0_frames",
+    "make_pools",
+    "map_name",
+    "mtrasym",
+    "parse_offsets",
+    "parse_pool_option",
+    "series_offsets",
+    "shift_spectra",
+    "z_spectrum",
+]
 
 _ = Cancelled  # progress callbacks raise it; re-exported for callers catching it here

@@ -60,12 +60,16 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     import numpy as np
 
-    from ..analysis.cest import analyse_cest, make_pools, parse_offsets, parse_pool_option
+    from ..analysis.cest import (
+        analyse_cest,
+        make_pools,
+        parse_offsets,
+        parse_pool_option,
+    )
     from ..errors import InputError
     from ..io.nifti import write_nifti
     from ..outputs import atomic_output_dir, check_writable, write_json

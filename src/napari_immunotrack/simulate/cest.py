@@ -14,8 +14,8 @@ the pool minus the spectrum with it, at the pool's offset (docs/methods/cest.md#
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class Tissue:
     t2: float
     pools: Sequence[BMPool] = field(default_factory=tuple)
 
-    def without(self, pool: str) -> "Tissue":
+    def without(self, pool: str) -> Tissue:
         """The same tissue without one pool (the reference of an effect)."""
         return Tissue(self.name, self.t1, self.t2, tuple(p for p in self.pools if p.name != pool))
 
@@ -58,7 +58,7 @@ def _pools_9t4(amide_f=0.0009, amine_f=0.0009, noe_f=0.005, mt_f=0.1):
 
 
 #: Tissues of the sample (9.4 T): muscle, tumour and an LRP-expressing cell depot in the tumour.
-TISSUES: Dict[str, Tissue] = {
+TISSUES: dict[str, Tissue] = {
     "muscle": Tissue("muscle", 1.8, 0.035, _pools_9t4(amide_f=0.0007, mt_f=0.12)),
     "tumour": Tissue("tumour", 2.2, 0.06, _pools_9t4(amide_f=0.0011, mt_f=0.06)),
     "depot": Tissue("depot", 2.2, 0.06, _pools_9t4(amide_f=0.0011, mt_f=0.06)
@@ -88,7 +88,7 @@ def bloch_mcconnell_z(tissue: Tissue, offsets_ppm, b1_ut: float = 1.0, tsat_s: f
 
     Examples
     --------
-    >>> water = Tissue("water", 3.0, 2.0)
+    >>> water = Tissue("water", 3.0, 0.05)
     >>> z = bloch_mcconnell_z(water, [0.0, 100.0])
     >>> bool(z[0] < 0.01 and z[1] > 0.99)
     True
@@ -137,7 +137,7 @@ def pool_effect(tissue: Tissue, pool: str, at_ppm: float, **kwargs) -> float:
                  - bloch_mcconnell_z(tissue, [at_ppm], **kwargs)[0])
 
 
-def tissue_spectra(tissues: Dict[str, Tissue], offsets_ppm, b0_range_ppm: float = 1.0, step_ppm: float = 0.01,
+def tissue_spectra(tissues: dict[str, Tissue], offsets_ppm, b0_range_ppm: float = 1.0, step_ppm: float = 0.01,
                    **kwargs):
     """Fine-grid spectra of each tissue covering ``offsets +- b0_range`` (for shifting by B0 per voxel)."""
     offsets = np.asarray(offsets_ppm, float)
@@ -146,11 +146,11 @@ def tissue_spectra(tissues: Dict[str, Tissue], offsets_ppm, b0_range_ppm: float 
     return grid, {name: bloch_mcconnell_z(t, grid, **kwargs) for name, t in tissues.items()}
 
 
-def simulate_cest(labels: np.ndarray, affine: np.ndarray, tissue_of_label: Dict[int, str],
+def simulate_cest(labels: np.ndarray, affine: np.ndarray, tissue_of_label: dict[int, str],
                   offsets_ppm: Sequence[float], b0_ppm: np.ndarray, m0: np.ndarray, *, snr: float = 100.0,
-                  wassr_offsets_ppm: Optional[Sequence[float]] = None, b1_ut: float = 1.0, tsat_s: float = 2.0,
+                  wassr_offsets_ppm: Sequence[float] | None = None, b1_ut: float = 1.0, tsat_s: float = 2.0,
                   wassr_b1_ut: float = 0.3, wassr_tsat_s: float = 0.5, field_t: float = 9.4,
-                  tissues: Optional[Dict[str, Tissue]] = None, seed: int = 0) -> dict:
+                  tissues: dict[str, Tissue] | None = None, seed: int = 0) -> dict:
     """A CEST series (and WASSR) of a labelled volume with a B0 map.
 
     Parameters
@@ -230,5 +230,14 @@ def default_wassr_offsets(n: int = 21, span_ppm: float = 1.5) -> np.ndarray:
     return np.linspace(-span_ppm, span_ppm, n)
 
 
-__all__ = ["BMPool", "TISSUES", "Tissue", "bloch_mcconnell_z", "default_offsets", "default_wassr_offsets",
-           "pool_effect", "simulate_cest", "tissue_spectra"]
+__all__ = [
+    "TISSUES",
+    "BMPool",
+    "Tissue",
+    "bloch_mcconnell_z",
+    "default_offsets",
+    "default_wassr_offsets",
+    "pool_effect",
+    "simulate_cest",
+    "tissue_spectra",
+]

@@ -18,15 +18,30 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..analysis import cest
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
-from ._common import RunRow, add_volume, chosen_layer, fill_combo, follow_layers, layer_to_volume
+from ._common import (
+    RunRow,
+    add_volume,
+    chosen_layer,
+    fill_combo,
+    follow_layers,
+    layer_to_volume,
+)
 
 #: Smallest height of the plot (pixels), so that axis labels stay readable in a narrow dock.
 PLOT_MIN_HEIGHT = 260
@@ -65,7 +80,7 @@ def _limits(data, lo_pct=1.0, hi_pct=99.0, symmetric=False):
     return (lo, hi if hi > lo else lo + 1e-6)
 
 
-def parse_numbers(text: str, what: str) -> Optional[list]:
+def parse_numbers(text: str, what: str) -> list | None:
     """Comma/space-separated numbers from a line edit (None when empty)."""
     text = (text or "").strip()
     if not text:
@@ -82,10 +97,10 @@ class CestPanel(QWidget):
     def __init__(self, viewer, parent=None):
         super().__init__(parent)
         self.viewer = viewer
-        self.result: Optional[cest.CestResult] = None
-        self.result_series: Optional[Volume] = None
+        self.result: cest.CestResult | None = None
+        self.result_series: Volume | None = None
         self.output_layers: list = []
-        self._row_of_voxel: Optional[np.ndarray] = None
+        self._row_of_voxel: np.ndarray | None = None
         self._roi_cache: dict = {}
         self._roi_fit_cache: dict = {}
         self.last_plot_ms = float("nan")
@@ -175,12 +190,12 @@ class CestPanel(QWidget):
         if self.series_combo.currentText() != before:
             self._series_changed(self.series_combo.currentText())
 
-    def _volume(self, combo, what: str) -> Optional[Volume]:
+    def _volume(self, combo, what: str) -> Volume | None:
         layer = chosen_layer(self.viewer, combo, what)
         return None if layer is None else layer_to_volume(layer)
 
     @staticmethod
-    def _sidecar_offsets(vol: Optional[Volume]) -> str:
+    def _sidecar_offsets(vol: Volume | None) -> str:
         if vol is None:
             return ""
         found = next((vol.metadata[k] for k in cest.OFFSET_KEYS_PPM if k in vol.metadata), None)
@@ -240,8 +255,8 @@ class CestPanel(QWidget):
         fit = bool([n for n in names if n.strip().lower() not in ("water", "none")] or extra)
         pools = cest.make_pools([n for n in names if n.strip().lower() not in ("water", "none")], extra)
         mtr = parse_numbers(self.mtrasym_edit.text(), "MTRasym offsets") or [3.5]
-        return dict(series=series, offsets=offsets, m0=m0, m0_offset=m0_offset[0] if m0_offset else None,
-                    wassr=wassr, wassr_offsets=w_offsets, mtrasym_ppm=mtr, pools=pools, fit=fit)
+        return {"series": series, "offsets": offsets, "m0": m0, "m0_offset": m0_offset[0] if m0_offset else None,
+                "wassr": wassr, "wassr_offsets": w_offsets, "mtrasym_ppm": mtr, "pools": pools, "fit": fit}
 
     # ------------------------------------------------------------------ run
     def run(self) -> None:
@@ -296,7 +311,7 @@ class CestPanel(QWidget):
             self._roi_cache[key] = layer_to_volume(layer).resample_to(series, order=0).numpy()
         return self._roi_cache[key]
 
-    def plot_at(self, ras) -> Optional[dict]:
+    def plot_at(self, ras) -> dict | None:
         """Update the plot for a world point (RAS mm); returns what was drawn (None outside the series)."""
         start = time.perf_counter()
         series = self.result_series
@@ -397,7 +412,7 @@ class CestPanel(QWidget):
             return None
         return np.asarray(offsets, float), (m0_offset[0] if m0_offset else None)
 
-    def _roi_fit(self, label: int, y: np.ndarray, res: cest.CestResult) -> Optional[np.ndarray]:
+    def _roi_fit(self, label: int, y: np.ndarray, res: cest.CestResult) -> np.ndarray | None:
         if label not in self._roi_fit_cache:
             fit = cest.fit_lorentzians(y[:, None], res.dw, res.fit.pools, z_floor=res.parameters.get("z_floor", 0.0))
             self._roi_fit_cache[label] = fit.params[0]
@@ -415,4 +430,4 @@ def build_cest_panel(viewer) -> QWidget:
     return CestPanel(viewer)
 
 
-__all__ = ["CestPanel", "MAP_STYLE", "build_cest_panel", "parse_numbers", "sample_cest_paths"]
+__all__ = ["MAP_STYLE", "CestPanel", "build_cest_panel", "parse_numbers", "sample_cest_paths"]
