@@ -191,6 +191,12 @@ def test_bad_input_says_what_is_missing():
         cest.analyse_cest(bare)
     with pytest.raises(InputError, match="--pool"):
         cest.parse_pool_option("lrp")
+    # offsets in Hz in the sidecar are read with the field strength, refused without it
+    ppm = np.array(series.metadata["SaturationOffsetsPPM"])
+    in_hz = series.replace(metadata={"MTOffsetFrequency": list(ppm * 42.57747892 * 9.4), "MagneticFieldStrength": 9.4})
+    np.testing.assert_allclose(cest.series_offsets(in_hz), ppm, atol=1e-9)
+    with pytest.raises(InputError, match="in Hz.*MagneticFieldStrength"):
+        cest.series_offsets(in_hz.replace(metadata={"MTOffsetFrequency": list(ppm)}))
 
 
 def _cli(*args):
@@ -213,7 +219,7 @@ def test_cli_writes_maps_atomically_and_refuses_existing(tmp_path):
     w_offsets = ",".join(f"{v:g}" for v in out["wassr"].metadata["SaturationOffsetsPPM"])
     target = tmp_path / "maps"
     r = _cli("cest", series_path, "--offsets-ppm", tmp_path / "offsets.txt", "--m0-offset", "-300", "--wassr",
-             wassr_path, f"--wassr-offsets-ppm={w_offsets}", "-o", target, "--pool", "lrp:3.4",
+             wassr_path, "--wassr-offsets-ppm", w_offsets, "-o", target, "--pool", "lrp:3.4",
              "--mtrasym-ppm", "3.4,2")
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in target.glob("*.nii.gz"))

@@ -44,6 +44,12 @@ M0_OFFSET_LIMIT_PPM = 100.0
 #: Sidecar keys read (in this order) for the saturation offsets in ppm.
 OFFSET_KEYS_PPM = ("SaturationOffsetsPPM", "SaturationOffsetFrequencyPPM", "offsets_ppm", "OffsetsPPM")
 
+#: Sidecar keys of offsets in Hz (converted with ``MagneticFieldStrength``; BIDS uses Hz for MT offsets).
+OFFSET_KEYS_HZ = ("SaturationOffsetsHz", "MTOffsetFrequency")
+
+#: 1H gyromagnetic ratio / 2 pi (MHz/T): Hz per ppm = this x field (T).
+GAMMA_MHZ_PER_T = 42.57747892
+
 
 # ----------------------------------------------------------------------------- offsets and Z
 def parse_offsets(value, what: str = "--offsets-ppm") -> np.ndarray:
@@ -117,6 +123,14 @@ def series_offsets(series: Volume, offsets=None, what: str = "CEST series",
                          "saturation offset): give the 4D NIfTI/DICOM series.")
     if offsets is None:
         found = next((series.metadata[k] for k in OFFSET_KEYS_PPM if k in series.metadata), None)
+        hz_key = next((k for k in OFFSET_KEYS_HZ if k in series.metadata), None)
+        if found is None and hz_key is not None:  # offsets in Hz (e.g. BIDS MTOffsetFrequency): ppm needs the field
+            field_t = series.metadata.get("MagneticFieldStrength")
+            if not field_t:
+                raise InputError(f"{what} {series.name or ''} gives its offsets in Hz ({hz_key}) but no "
+                                 f"MagneticFieldStrength; give the offsets in ppm with {option}.")
+            hz = parse_offsets(series.metadata[hz_key], hz_key)
+            found = hz / (GAMMA_MHZ_PER_T * float(field_t))
         if found is None:
             raise InputError(f"{what} {series.name or ''} has no saturation offsets in its header or JSON sidecar "
                              f"('SaturationOffsetsPPM'); give them with {option} LIST|FILE.")

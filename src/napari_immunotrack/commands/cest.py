@@ -3,7 +3,7 @@ multi-pool Lorentzian amplitude/width/offset maps (docs/methods/cest.md).
 
 SERIES is a 4D image, one 3D image per saturation offset; the offsets come from
 --offsets-ppm (a list or a file) or the series' JSON sidecar
-("SaturationOffsetsPPM"). M0 is an unsaturated image (--m0) or the frames at or
+("SaturationOffsetsPPM", or "MTOffsetFrequency" in Hz with "MagneticFieldStrength"). M0 is an unsaturated image (--m0) or the frames at or
 beyond --m0-offset (e.g. -300 ppm) in the series. B0 comes from a WASSR scan
 (--wassr, maximum symmetry) or the Z-spectrum minimum (spline).
 
@@ -24,12 +24,18 @@ HELP = "CEST: B0 map, MTRasym and multi-pool Lorentzian maps from a Z-spectrum s
 
 
 def add_arguments(parser):
+    import re
+
     from ._common import existing_path
+
+    # offsets lists start with a minus sign (--offsets-ppm -300,-6,-5.8,...): argparse must read them as
+    # values, not as unknown options (its own matcher only knows single negative numbers)
+    parser._negative_number_matcher = re.compile(r"^-\d*\.?\d+([eE][-+]?\d+)?([,;\s]+-?\d*\.?\d+([eE][-+]?\d+)?)*,?$")
 
     parser.add_argument("series", type=existing_path, metavar="SERIES",
                         help="4D CEST series (NIfTI/DICOM), one image per saturation offset")
     parser.add_argument("--offsets-ppm", metavar="LIST|FILE",
-                        help="saturation offsets in ppm, comma-separated (write --offsets-ppm=-300,... when it starts with -) or a file (default: the JSON sidecar's "
+                        help="saturation offsets in ppm, comma-separated (e.g. -300,-6,-5.8,...,6) or a file (default: the JSON sidecar's "
                              "SaturationOffsetsPPM)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--m0", type=existing_path, metavar="M0", help="unsaturated reference image (3D, or 4D repeats)")
@@ -37,7 +43,7 @@ def add_arguments(parser):
                        help="frames at or beyond this offset (e.g. -300) are M0 (default: |offset| >= 100 ppm)")
     parser.add_argument("--wassr", type=existing_path, metavar="WASSR", help="WASSR series for the B0 map")
     parser.add_argument("--wassr-offsets-ppm", metavar="LIST|FILE",
-                        help="offsets of the WASSR series (default: its JSON sidecar); a list starting with - needs = (--wassr-offsets-ppm=-1.5,...)")
+                        help="offsets of the WASSR series (default: its JSON sidecar)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     parser.add_argument("--pools", default="water,amide,amine,noe,mt",
