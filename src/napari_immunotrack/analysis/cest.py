@@ -937,8 +937,26 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
         if m0_data.shape[-3:] != spatial:
             raise InputError(f"the M0 image has shape {m0_data.shape[-3:]} but the CEST series' images have "
                              f"{spatial}; give an M0 on the series' grid.")
-    report(progress, 0.0, "Z-spectra")
+    if b0_method is None:
+        b0_method = "wassr" if wassr is not None else "minimum"
+    if b0_method not in ("wassr", "wassr-minimum", "minimum", "fit", "none"):
+        raise InputError(f"unknown B0 method {b0_method!r}; use wassr, wassr-minimum, minimum, fit or none.")
+    if b0_method in ("wassr", "wassr-minimum") and wassr is None:
+        raise InputError(f"B0 method {b0_method!r} needs a WASSR scan; give --wassr WASSR --wassr-offsets-ppm LIST.")
+    w_off = None
+    if wassr is not None:  # every input checked before the first progress line
+        w_off = series_offsets(wassr, wassr_offsets, what="WASSR series", option="--wassr-offsets-ppm")
+        if wassr.data.shape[1:] != spatial:
+            raise InputError(f"the WASSR series' images have shape {wassr.data.shape[1:]} but the CEST series' have "
+                             f"{spatial}; give both on one grid.")
+        n_wassr = np.unique(np.round(w_off[~m0_frames(w_off)], 9)).size
+        if n_wassr < 5:
+            raise InputError(f"the WASSR scan has {n_wassr} offsets; at least 5 around 0 ppm are needed.")
     z, dw, m0_img = z_spectrum(signal, offsets, m0_data, m0_offset)
+    n_par = 1 + 3 * len(pools if pools is not None else make_pools())
+    if (fit or b0_method == "fit") and dw.size < n_par:
+        raise InputError(f"{dw.size} offsets cannot determine the {n_par} parameters of the Lorentzian pools; "
+                         "acquire more offsets or fit fewer pools (--pools).")
     if mask is not None:
         sel = np.asarray(mask.numpy()) > 0
         if sel.shape != spatial:
@@ -947,19 +965,12 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
         sel &= np.isfinite(m0_img) & (m0_img > 0)
     else:
         sel = default_mask(m0_img)
+    report(progress, 0.0, "Z-spectra")
     zv = z.reshape(dw.size, -1)[:, sel.ravel()]
     n_vox = zv.shape[1]
     warnings_: list[str] = []
-    if b0_method is None:
-        b0_method = "wassr" if wassr is not None else "minimum"
-    if b0_method in ("wassr", "wassr-minimum") and wassr is None:
-        raise InputError(f"B0 method {b0_method!r} needs a WASSR scan; give --wassr WASSR --wassr-offsets-ppm LIST.")
     report(progress, 0.05, "B0 map")
     if b0_method in ("wassr", "wassr-minimum"):
-        w_off = series_offsets(wassr, wassr_offsets, what="WASSR series", option="--wassr-offsets-ppm")
-        if wassr.data.shape[1:] != spatial:
-            raise InputError(f"the WASSR series' images have shape {wassr.data.shape[1:]} but the CEST series' have "
-                             f"{spatial}; give both on one grid.")
         w_sig = np.asarray(wassr.numpy(), np.float64)
         keep = ~m0_frames(w_off)
         w_dw, inv = np.unique(np.round(w_off[keep], 9), return_inverse=True)
@@ -969,8 +980,6 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
         wv = w.reshape(w_dw.size, -1)[:, sel.ravel()]
         with np.errstate(invalid="ignore", divide="ignore"):
             wv = wv / np.nanmax(np.abs(wv), axis=0, keepdims=True)  # symmetry and minimum ignore the scale
-        if w_dw.size < 5:
-            raise InputError(f"the WASSR scan has {w_dw.size} offsets; at least 5 around 0 ppm are needed.")
         if b0_method == "wassr":
             b0v = b0_from_symmetry(wv, w_dw, smoothing=smoothing)
         else:
