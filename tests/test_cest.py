@@ -230,6 +230,10 @@ def test_cli_writes_maps_atomically_and_refuses_existing(tmp_path):
     b0_map = nib.load(target / "b0_ppm.nii.gz")
     data = np.asarray(b0_map.dataobj).transpose(2, 1, 0)
     assert np.nanmax(np.abs(data[labels > 0] - b0[labels > 0])) < 0.02
+    from napari_immunotrack.io import load_volume
+
+    assert load_volume(target / "b0_ppm.nii.gz").unit == "ppm"
+    assert load_volume(target / "amplitude_lrp.nii.gz").unit == "fraction of M0"
     prov = json.loads((target / "b0_ppm.nii.gz.provenance.json").read_text())
     assert prov["parameters"]["b0_method"] == "wassr"
     # an existing output folder is refused without --overwrite, untouched

@@ -117,6 +117,9 @@ def run(args) -> int:
     with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
         for name, volume in result.maps.items():
             write_nifti(volume, tmp / f"{name}.nii.gz", provenance=dict(prov, quantity=name, unit=volume.unit))
+            # a sidecar with the unit: the map reopens in ppm / fraction of M0, not "a.u."
+            write_json(tmp / f"{name}.json", {"Units": volume.unit, "Quantity": name,
+                                              "Description": "immunotrack cest, docs/methods/cest.md"})
         write_nifti(zc, tmp / "zspectrum_b0corrected.nii.gz", provenance=dict(prov, quantity="Z (B0-corrected)"))
         write_json(tmp / "zspectrum_b0corrected.json", {"SaturationOffsetsPPM": result.dw.tolist(),
                                                          "Units": "fraction of M0"})
