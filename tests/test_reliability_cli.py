@@ -137,6 +137,11 @@ def inp(tmp_path_factory) -> Path:
     (d / "broken_state.json").write_text('{"format": "napari-immunotrack study state", "version": 1, "layers": [')
     (d / "fake_simulated").mkdir()  # passes demo's first check (a simulated study has ground_truth.json)
     (d / "fake_simulated" / "ground_truth.json").write_text("{}")
+    cest_offsets = [-300.0, -2.0, -1.0, 0.0, 1.0, 2.0]  # a tiny CEST series, offsets in its sidecar
+    zspec = 1 - 0.9 / (1 + (np.array(cest_offsets) / 0.8) ** 2)
+    save_volume(Volume((100 * zspec[:, None, None, None] * np.ones((1, 4, 4, 4))).astype(np.float32), AFF, "MR"),
+                d / "cest.nii.gz")
+    (d / "cest.json").write_text(json.dumps({"SaturationOffsetsPPM": cest_offsets}))
     return d
 
 
@@ -160,6 +165,12 @@ def _run(argv, inp: Path, out: Path):
 # ------------------------------------------------------------------------ bad input, every verb
 #: verb -> [(arguments with {i} the inputs folder and {o} the output folder, what the one line must say)]
 BAD = {
+    "cest": [
+        (["{i}/pre.nii.gz", "-o", "{o}/c"], "is a 3D image"),
+        (["{i}/cest.nii.gz", "--offsets-ppm", "1,2,3", "-o", "{o}/c"], "has 3 offsets"),
+        (["{i}/cest.nii.gz", "--offsets-ppm", "-3,-2,-1,0,1,2", "-o", "{o}/c"], "no M0 reference"),
+        (["{i}/cest.nii.gz", "-o", "{o}/c", "--pool", "lrp"], "NAME:PPM"),
+    ],
     "info": [
         (["{i}/missing.nii.gz"], "does not exist"),
         (["{i}/truncated.nii.gz"], "truncated"),
@@ -347,7 +358,7 @@ GOOD = {
              "5", "--background", "0", "-o", "{o}/m.csv"], ["m.csv"]),
 }
 #: verbs whose output is a folder: refused when it exists and is not empty
-FOLDER_OUTPUT = {"demo": ["{i}/not_simulated", "-o", "{o}"], "batch": ["{i}/pipeline.yaml", "{i}/cohort", "-o", "{o}"],
+FOLDER_OUTPUT = {"cest": ["{i}/cest.nii.gz", "-o", "{o}"], "demo": ["{i}/not_simulated", "-o", "{o}"], "batch": ["{i}/pipeline.yaml", "{i}/cohort", "-o", "{o}"],
                  "report": ["{i}/cohort", "-o", "{o}"]}
 
 
@@ -414,6 +425,7 @@ def test_outputs_have_provenance_and_overwrite_replaces(inp, tmp_path, capsys, v
 # ------------------------------------------------------------------------ internal errors
 #: verb -> (module attribute the verb calls, arguments reaching it)
 INTERNAL = {
+    "cest": ("napari_immunotrack.analysis.cest.analyse_cest", ["{i}/cest.nii.gz", "-o", "{o}/c"]),
     "info": ("napari_immunotrack.io.load_volumes", ["{i}/pre.nii.gz"]),
     "register": ("napari_immunotrack.registration.register", ["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm"]),
     "segment": ("napari_immunotrack.analysis.clusters.segment_clusters", GOOD["segment"][0]),
