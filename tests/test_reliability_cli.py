@@ -142,6 +142,12 @@ def inp(tmp_path_factory) -> Path:
     save_volume(Volume((100 * zspec[:, None, None, None] * np.ones((1, 4, 4, 4))).astype(np.float32), AFF, "MR"),
                 d / "cest.nii.gz")
     (d / "cest.json").write_text(json.dumps({"SaturationOffsetsPPM": cest_offsets}))
+    # a 3-echo gradient-echo series (T2* 20 ms) for relax, and a DICOM series for export
+    echoes = np.stack([pre * np.exp(-te / 20.0) for te in (3.0, 6.0, 9.0)]).astype(np.float32)
+    save_volume(Volume(echoes, AFF, "MR"), d / "megre.nii.gz")
+    from napari_immunotrack.io.dicom import write_dicom_series
+
+    write_dicom_series(Volume(pre.astype(np.float32), AFF, "MR"), d / "dicom_mr", modality="MR")
     return d
 
 
@@ -165,6 +171,23 @@ def _run(argv, inp: Path, out: Path):
 # ------------------------------------------------------------------------ bad input, every verb
 #: verb -> [(arguments with {i} the inputs folder and {o} the output folder, what the one line must say)]
 BAD = {
+    "relax": [
+        (["{i}/pre.nii.gz", "--model", "t2star", "-o", "{o}/m.nii.gz"], "single 3D volume"),
+        (["{i}/frames.nii.gz", "--model", "t2star", "-o", "{o}/m.nii.gz"], "--echo-times-ms"),
+        (["{i}/frames.nii.gz", "--model", "t2star", "--echo-times-ms", "5,3", "-o", "{o}/m.nii.gz"], "do not increase"),
+        (["{i}/frames.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
+         "one value per volume"),
+    ],
+    "export": [
+        (["{i}/roi.nii.gz", "--source", "{i}/pre.nii.gz", "--seg", "{o}/s.dcm"], "is not a DICOM series"),
+        (["{i}/roi.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm", "--table", "{i}/counts_wrong.csv"],
+         "go together"),
+        (["{i}/empty_mask.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm"], "no label"),
+    ],
+    "align": [
+        (["{i}/empty_folder"], "holds no images"),
+        (["{i}/cohort", "--reference", "day9"], "no session"),
+    ],
     "cest": [
         (["{i}/pre.nii.gz", "-o", "{o}/c"], "is a 3D image"),
         (["{i}/cest.nii.gz", "--offsets-ppm", "1,2,3", "-o", "{o}/c"], "has 3 offsets"),
@@ -342,6 +365,9 @@ def test_unknown_verb_and_option_are_one_line(capsys):
 # ------------------------------------------------------------------------ existing outputs
 #: verb -> (arguments of a run that would succeed, the outputs it would write)
 GOOD = {
+    "relax": (["{i}/megre.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
+              ["m.nii.gz", "m_R2star.nii.gz", "m_unreliable.nii.gz"]),
+    "export": (["{i}/roi.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm"], ["s.dcm"]),
     "register": (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--fixed-points", "{i}/points.csv",
                   "--moving-points", "{i}/points_moved.csv"], ["t.tfm"]),
     "segment": (["{i}/post.nii.gz", "--baseline", "{i}/pre.nii.gz", "--reference-mask", "{i}/ref.nii.gz",
@@ -364,7 +390,8 @@ FOLDER_OUTPUT = {"cest": ["{i}/cest.nii.gz", "-o", "{o}"], "demo": ["{i}/not_sim
 
 def test_every_verb_with_outputs_is_checked_for_overwrites():
     verbs = {name for name, _ in cli._verb_modules()}
-    assert verbs == set(GOOD) | set(FOLDER_OUTPUT) | {"info", "view"}
+    # align writes into the study's xfm/ folders: reuse and refusal without --overwrite are in test_alignment.py
+    assert verbs == set(GOOD) | set(FOLDER_OUTPUT) | {"info", "view", "align"}
 
 
 @pytest.mark.parametrize("verb", sorted(GOOD))
@@ -406,7 +433,9 @@ def test_outputs_have_provenance_and_overwrite_replaces(inp, tmp_path, capsys, v
         assert prov["step"] == verb and prov["time_utc"] and prov["software"]["numpy"] == np.__version__
         assert prov["parameters"]
         files = [e for e in prov["inputs"].values() if "path" in e]
-        assert files and all(hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest() == e["sha256"] for e in files)
+        from napari_immunotrack.provenance import sha256_path  # files, and folders (a DICOM series)
+
+        assert files and all(sha256_path(e["path"]) == e["sha256"] for e in files)
     capsys.readouterr()
     assert main(["info", str(tmp_path / outputs[0])]) == 0
     shown = capsys.readouterr().out
@@ -425,6 +454,9 @@ def test_outputs_have_provenance_and_overwrite_replaces(inp, tmp_path, capsys, v
 # ------------------------------------------------------------------------ internal errors
 #: verb -> (module attribute the verb calls, arguments reaching it)
 INTERNAL = {
+    "relax": ("napari_immunotrack.analysis.relaxometry.fit_relaxation", GOOD["relax"][0]),
+    "export": ("napari_immunotrack.io.dicom_export.build_seg", GOOD["export"][0]),
+    "align": ("napari_immunotrack.alignment.align_study", ["{i}/cohort"]),
     "cest": ("napari_immunotrack.analysis.cest.analyse_cest", ["{i}/cest.nii.gz", "-o", "{o}/c"]),
     "info": ("napari_immunotrack.io.load_volumes", ["{i}/pre.nii.gz"]),
     "register": ("napari_immunotrack.registration.register", ["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm"]),
