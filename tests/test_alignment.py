@@ -132,5 +132,15 @@ def test_align_study_saves_reuses_and_reports(tmp_path, mouse):
         assert tre.mean() <= 0.5 * VOXEL
     again = {r.session: r.status for r in align_study(root, contrast="T2w")}
     assert again["day1"] == again["day3"] == "reused"
+    # an input changed since: the saved transform is kept and the user told to --overwrite
+    saved = root / "sub-01" / "ses-day3" / "xfm" / session_transform_name("01", "day3", "day0")
+    before = saved.read_bytes()
+    img = S.session_mri(mouse, poses["day3"], voxel_mm=VOXEL, fov_mm=FOV, seed=99, bias_strength=0.2)
+    save_volume(img.volume, root / "sub-01" / "ses-day3" / "anat" / "sub-01_ses-day3_T2w.nii.gz", overwrite=True)
+    changed = {r.session: r for r in align_study(root, contrast="T2w")}
+    assert changed["day3"].status == "failed" and "--overwrite" in changed["day3"].message
+    assert saved.read_bytes() == before
+    redone = {r.session: r.status for r in align_study(root, contrast="T2w", overwrite=True)}
+    assert redone["day3"] == "aligned" and saved.read_bytes() != before
     with pytest.raises(InputError, match="no session"):
         align_study(root, reference="day5")
