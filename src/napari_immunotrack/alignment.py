@@ -940,3 +940,44 @@ def _same_inputs(path: Path, inputs: dict, transform: str) -> bool:
         return True
     except (OSError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------- baselines
+def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = False) -> tuple:
+    """The map from post world to baseline world for a pre-injection baseline of the same animal.
+
+    Identity (no registration) when the baseline already shares the post image's grid; otherwise a
+    session alignment with the post image fixed (:func:`align_mri`, with the precision check), so the
+    baseline can be carried onto the post grid (``baseline.resample_to(post, transform=matrix)``).
+
+    Returns
+    -------
+    (matrix, record)
+        ``matrix`` (4x4, post world RAS mm -> baseline world) and a JSON-ready record: ``method``
+        ("same grid" or the alignment's record), ``tolerance_voxels``: how far (in post voxels) a
+        baseline comparison should look around each voxel to survive the residual misalignment
+        (at least 1; the precision estimate rounded up otherwise).
+
+    Raises
+    ------
+    InputError
+        When the alignment is doubtful (the images are then not the same animal and region, or need
+        a manual transform).
+    """
+    if baseline.same_grid(post):
+        return np.eye(4), {"method": "same grid (no registration)", "tolerance_voxels": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImmunotrackWarning)
+        result = align_mri(post, baseline, precision_check=True, allow_flip=allow_flip)
+        if result.doubtful and not allow_flip:
+            flipped = align_mri(post, baseline, precision_check=True, allow_flip=True)
+            if flipped.correlation > result.correlation:
+                result = flipped
+    if result.doubtful:
+        raise InputError(f"the baseline {baseline.name or ''} could not be aligned to the post image "
+                         f"({'; '.join(result.warnings)}); give its transform with --baseline-transform FILE "
+                         "(e.g. from immunotrack align or register).")
+    voxel = float(np.min(post.spacing))
+    tolerance = max(1, int(np.ceil(result.precision_mm / voxel - 1e-9)))
+    record = dict(result.to_dict(), tolerance_voxels=tolerance)
+    return result.fixed_to_moving, record
