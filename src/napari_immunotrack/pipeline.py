@@ -50,6 +50,8 @@ class SessionResult:
     errors: Dict[str, str] = field(default_factory=dict)
     timings_s: Dict[str, float] = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
+    #: {datatype: (fixed, moving)} image records of each transform (see io.transforms.describe_image)
+    transform_images: Dict[str, tuple] = field(default_factory=dict)
 
 
 def _label_names(dseg_path: Path) -> Dict[int, str]:
@@ -130,8 +132,8 @@ def study_session_inputs(files, session: str, baseline_session: Optional[str]) -
 
 def analyse_session(root, session: str, baseline_session: Optional[str] = None, subject: Optional[str] = None,
                     iron_per_cell_pg: float = 5.0, fluorine_per_cell: Optional[float] = None,
-                    register_modalities=("pet", "spect", "mpi"), progress=None) -> SessionResult:
-    """Run the whole pipeline on one session (see the module docstring)."""
+                    register_modalities=("pet", "spect", "mpi"), progress=None, steps=None) -> SessionResult:
+    """Run the whole pipeline on one session (see the module docstring); ``steps`` as in :func:`analyse_inputs`."""
     from .study import discover, sessions
 
     root = Path(root)
@@ -148,7 +150,7 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
     parameters = {"register": {"modalities": tuple(register_modalities)},
                   "mpi": {"iron_per_cell_pg": iron_per_cell_pg}, "f19": {"fluorine_per_cell": fluorine_per_cell}}
     return analyse_inputs(inputs, subject, session, baseline_session=baseline_session, parameters=parameters,
-                          progress=progress)
+                          progress=progress, steps=steps)
 
 
 #: Parameters of a step that are not arguments of its analysis function (see :func:`analyse_inputs`).
@@ -201,6 +203,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     from .analysis.mpi import mpi_iron
     from .analysis.pet import quantify_pet
     from .io import load_volume
+    from .io.transforms import describe_image
     from .registration import register
 
     steps = tuple(STEPS if steps is None else steps)
@@ -286,6 +289,10 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
                 result = register(fixed, moving, progress=p, **kwargs)
                 out.registrations[datatype] = result
                 out.transforms[datatype] = result.fixed_to_moving
+                # fixed is the MRI world (for MPI/19F: the PET already moved into it), moving the scanner's world
+                out.transform_images[datatype] = (
+                    describe_image(reference, role="MRI world (fixed)", datatype="anat"),
+                    describe_image(moving, role=f"{datatype} scanner world (moving)", path=path, datatype=datatype))
                 # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
                 moved[datatype] = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
 

@@ -143,7 +143,7 @@ def load_priors(path=None, study_root=None) -> dict:
 # --------------------------------------------------------------------------- one session
 def _write_session(result, ses_dir: Path, prov: dict):
     from .io import save_labels
-    from .io.transforms import write_transform
+    from .io.transforms import describe_image, write_transform
     from .outputs import write_table
 
     ses_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +160,10 @@ def _write_session(result, ses_dir: Path, prov: dict):
     for datatype, matrix in result.transforms.items():
         reg = result.registrations.get(datatype)
         write_transform(ses_dir / f"from-{datatype}_to-anat.tfm", matrix, overwrite=True,
+                        fixed=(getattr(result, "transform_images", {}).get(datatype) or [None])[0]
+                        or describe_image(role="MRI world", datatype="anat"),
+                        moving=(getattr(result, "transform_images", {}).get(datatype) or [None, None])[1]
+                        or describe_image(role=f"{datatype} scanner world", datatype=datatype),
                         provenance={**prov, "output": datatype,
                                     "registration": reg.to_dict() if hasattr(reg, "to_dict") else None})
         written["transforms"].append(datatype)

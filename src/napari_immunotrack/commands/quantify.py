@@ -45,37 +45,12 @@ def number(value, name: str, *, positive: bool = True, minimum=None, integer: bo
 
 
 def load_transform(path):
-    """A 4x4 world-to-world matrix (quantitative image world -> ROI image world) from a file.
-
-    ITK transform files (``.tfm``, ``.mat``, or an ITK ``.txt``; LPS, fixed ->
-    moving, with the quantitative image fixed, as ``immunotrack register``,
-    Slicer and ANTs write them), or a plain 4x4 RAS matrix in ``.txt``,
-    ``.csv`` or ``.npy``.
-    """
-    import numpy as np
-
-    from ..io.transforms import read_transform
-
+    """The 4x4 matrix of a transform file as written (no direction resolved; see ``_common.transform_arg``)."""
     if path is None:
         return None
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"transform {p} does not exist.")
-    suffix = p.suffix.lower()
-    if suffix not in (".npy", ".csv", ".txt"):
-        return read_transform(p)
-    try:
-        m = np.load(p) if suffix == ".npy" else np.loadtxt(p, delimiter="," if suffix == ".csv" else None)
-    except (OSError, ValueError) as exc:
-        if suffix == ".txt":  # an ITK text transform
-            return read_transform(p)
-        raise InputError(f"transform {p} is not a 4x4 matrix ({' '.join(str(exc).split())[:100]}).") from None
-    m = np.asarray(m, float)
-    if m.shape == (3, 4):
-        m = np.vstack([m, [0, 0, 0, 1]])
-    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
-        raise InputError(f"transform {p} is not a 4x4 affine matrix (last row 0 0 0 1).")
-    return m
+    from ..io.transforms import read_transform_file
+
+    return read_transform_file(path, "transform").fixed_to_moving
 
 
 def progress_for(label: str):
@@ -99,7 +74,7 @@ def labels_arg(text):
 
 # ---------------------------------------------------------------------------- the verb
 def add_arguments(parser):
-    from ._common import add_output
+    from ._common import add_output, add_transform_arguments
 
     parser.add_argument("pet", help="PET/SPECT: DICOM series folder, or NIfTI with a JSON sidecar of DICOM fields")
     parser.add_argument("--roi", required=True, help="ROI label image (NIfTI, DICOM, ...) on any grid; 0 = background")
@@ -120,8 +95,7 @@ def add_arguments(parser):
     g.add_argument("--units", help="pixel units: BQML, GML, CM2ML, CNTS, CPS ...")
     g.add_argument("--calibration-cps-per-mbq", help="counts images (SPECT): system calibration in cps/MBq")
     g.add_argument("--acquisition-duration-s", help="counts images: acquisition duration (s)")
-    parser.add_argument("--transform", help="world-to-world transform PET -> ROI image (.tfm, or a 4x4 RAS matrix "
-                                            "in .txt/.csv/.npy), e.g. a registration with the PET fixed")
+    add_transform_arguments(parser, "PET")
     parser.add_argument("--labels", help="only these labels (comma-separated)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated "
                                                           "grids (default 3)")
@@ -135,7 +109,7 @@ def run(args) -> int:
     from ..analysis.roi import carry_rois
     from ..outputs import check_output, sidecar_path, write_table
     from ..provenance import record
-    from ._common import load
+    from ._common import load, transform_arg
 
     out = check_output(args.output, args.overwrite)
     suv_types = [t.strip().lower() for t in str(args.suv).split(",") if t.strip()]
@@ -169,19 +143,21 @@ def run(args) -> int:
     density = number(args.density, "--density")
     peak_ml = number(args.peak_ml, "--peak-ml")
     labels = labels_arg(args.labels)
-    transform = load_transform(args.transform)
 
     pet = load(args.pet, "PET")
     if pet.data.ndim != 3:
         raise InputError(f"PET {args.pet} is 4D ({pet.metadata.get('leading_axis', 'frames')}); give one frame "
                          "(a static series).")
     roi = load(args.roi, "ROI")
+    transform, direction = transform_arg(args.transform, pet, roi, fixed=args.transform_fixed, image_path=args.pet,
+                                         other_path=args.roi, image_name="the PET")
     header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
     df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
                               density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
                               progress=progress_for("quantify"))
-    params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
+    params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, transform_direction=direction,
+                  labels=labels)
     prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
                   parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
