@@ -369,6 +369,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     def run_pet(datatype):
         def inner(p):
             _, kwargs = params(datatype)
+            kwargs.setdefault("label_names", label_names)  # per-organ densities for %ID/g
             df = quantify_pet(in_mri_world(datatype), organ_rois(), progress=p, **kwargs)
             out.tables[datatype] = name_rows(df)
         return inner

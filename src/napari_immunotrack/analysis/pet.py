@@ -216,6 +216,14 @@ class PetHeader:
     slice_durations_s: Optional[list] = None
     corrected_image: list = field(default_factory=list)
     species: Optional[str] = None
+    #: why the weight could not be read (ambiguous unit), raised when a weight is needed
+    weight_problem: Optional[str] = None
+    #: a measured lean body mass (qMR/DEXA), kg: SUVlbm of any species
+    lean_mass_kg: Optional[float] = None
+    #: body surface area formula: "dubois" (humans) or "meeh" (k W^(2/3), animals)
+    bsa_formula: str = "dubois"
+    #: Meeh's constant k (cm2 g^-2/3): about 9.8 for mice
+    meeh_k: float = 9.8
     warnings: list = field(default_factory=list)
     sources: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
@@ -306,12 +314,18 @@ class PetHeader:
         if self.units == "CM2ML":
             suv_types.append("bsa")
         for t in suv_types:
+            if (not self.weight_kg or self.weight_kg <= 0) and self.weight_problem:
+                raise InputError(self.weight_problem)
             if not self.weight_kg or self.weight_kg <= 0:
                 raise InputError("the header has no patient weight (PatientWeight (0010,1030)); give it "
                                  "(--weight-kg) to compute SUV.")
-            if t in ("lbm", "bsa", "ibw") and (not self.height_m or self.height_m <= 0):
-                raise InputError(f"SUV{t} needs the patient height (PatientSize (0010,1020)), which is missing; "
-                                 "give it (--height-cm) or use --suv bw.")
+            if t in ("lbm", "bsa", "ibw"):
+                body_size(self, t, lbm_formula)  # refuses animals, a missing height, formulas out of range
+        converted = self.suv_type_in_file if self.units == "GML" else None
+        if converted in ("lbm", "ibw") and self.sex not in ("M", "F") and not (converted == "lbm" and
+                                                                               self.lean_mass_kg):
+            raise InputError(f"the pixel values are SUV{converted} (Units GML, SUVType {converted.upper()}), whose "
+                             "formula depends on sex, and PatientSex (0010,0040) is missing; give it (--sex M or F).")
 
 
 # ----------------------------------------------------------------------------- parsing helpers
@@ -520,8 +534,14 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
                     height_cm: Optional[float] = None, sex: Optional[str] = None, injection_time=None,
                     scan_time=None, half_life_s: Optional[float] = None, decay_correction: Optional[str] = None,
                     units: Optional[str] = None, calibration_cps_per_mbq: Optional[float] = None,
-                    acquisition_duration_s: Optional[float] = None, weight_unit: str = "auto") -> PetHeader:
+                    acquisition_duration_s: Optional[float] = None, weight_unit: str = "auto",
+                    species: Optional[str] = None, lean_mass_kg: Optional[float] = None,
+                    bsa_formula: str = "auto", meeh_k: Optional[float] = None) -> PetHeader:
     """Parse the quantitative PET/SPECT header of ``volume``, with optional user overrides.
+
+    ``species`` replaces PatientSpeciesDescription; ``lean_mass_kg`` is a measured lean
+    mass (qMR/DEXA) for SUVlbm; ``bsa_formula`` "auto" (Du Bois for humans, Meeh for animals
+    only when asked), "dubois" or "meeh" with ``meeh_k`` (cm2 g^-2/3, default 9.8 for mice).
 
     Parameters
     ----------
@@ -672,8 +692,23 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
             h.sources["acquisition_duration_s"] = "FrameDuration (BIDS, s)"
 
     # ---- patient
-    species = _text(f.get("PatientSpeciesDescription")[0]) or _text(volume.metadata.get("Species"))
-    h.species = species
+    header_species = _text(f.get("PatientSpeciesDescription")[0]) or _text(volume.metadata.get("Species"))
+    if species is not None:
+        h.overrides["species"] = {"value": species, "header": header_species}
+        h.sources["species"] = "user"
+    h.species = species if species is not None else header_species
+    if lean_mass_kg is not None:
+        if not lean_mass_kg > 0:
+            raise InputError(f"the lean mass must be positive (got {lean_mass_kg} kg).")
+        h.lean_mass_kg = float(lean_mass_kg)
+        h.sources["lean_mass_kg"] = "user (measured)"
+    if bsa_formula not in ("auto", "dubois", "meeh"):
+        raise InputError(f"bsa_formula must be auto, dubois or meeh (got {bsa_formula!r}).")
+    h.bsa_formula = "dubois" if bsa_formula == "auto" else bsa_formula
+    if meeh_k is not None:
+        if not meeh_k > 0:
+            raise InputError(f"Meeh's constant must be positive (got {meeh_k}).")
+        h.meeh_k = float(meeh_k)
     _read_weight(h, f, volume.metadata, weight_kg, weight_unit)
     _read_height(h, f, height_m, height_cm)
     raw_sex, _ = f.get("PatientSex")
@@ -733,7 +768,18 @@ def _read_weight(h: PetHeader, f: _Fields, meta: dict, weight_kg, weight_unit: s
                    f"({w / 1000:g} kg). Give --weight-kg if this is wrong.")
             w, note = w / 1000.0, "grams (mouse/rat weight > 2)"
         else:
-            note = "kg"
+            human = h.species is not None and any(k in h.species.lower() for k in _HUMAN)
+            size = _number(f.get("PatientSize")[0])
+            tall = size is not None and (_HUMAN_MIN_HEIGHT_M <= size <= 3.0 or 50.0 <= size <= 300.0)
+            if w >= 2 and not human and not tall and h.species is None:
+                # 25 is a 25 kg child or a 25 g mouse: a factor of 1000 in every SUV (docs/methods/pet.md#weight)
+                h.weight_problem = (f"PatientWeight {w:g} has no unit that can be trusted (no species, no human "
+                                    "height): give --weight-unit kg or g (or --weight-kg), or set "
+                                    "PatientSpeciesDescription (0010,2201).")
+                h.sources["weight_kg"] = f"{src}: ambiguous unit (refused)"
+                return
+            note = "kg" if w < 2 else ("kg (human species)" if human else
+                                       "kg (human height)" if tall else "kg (species given)")
             if w > 300:
                 h.warn(f"PatientWeight {w:g} kg is implausibly high; check it.")
     else:
@@ -984,13 +1030,27 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
     """
     suv_type = _check_suv_type(suv_type)
     w = header.weight_kg
+    if (not w or w <= 0) and header.weight_problem:
+        raise InputError(header.weight_problem)
     if not w or w <= 0:
         raise InputError("SUV needs the patient weight, which is missing; give it (--weight-kg).")
     if suv_type == "bw":
         return w * 1000.0
+    if suv_type == "lbm" and header.lean_mass_kg:
+        return float(header.lean_mass_kg) * 1000.0  # measured (qMR/DEXA): any species
+    if suv_type == "bsa" and header.bsa_formula == "meeh":
+        return float(header.meeh_k) * (w * 1000.0) ** (2.0 / 3.0)  # Meeh: cm2 from grams
+    if is_non_human(header):
+        what = header.species or f"a {w * 1000:g} g animal"
+        alternative = {"lbm": "a measured lean mass (qMR/DEXA: --lean-mass-g)",
+                       "bsa": "Meeh's BSA k W^(2/3) (--bsa-formula meeh; k about 9.8 for mice, --meeh-k)",
+                       "ibw": "SUVbw, or a measured lean mass (--suv lbm --lean-mass-g)"}[suv_type]
+        raise InputError(f"SUV{suv_type} uses human formulas (height, sex) that do not apply to {what}; use "
+                         f"{alternative} instead (docs/methods/pet.md#body-size).")
     h_m = header.height_m
     if not h_m or h_m <= 0:
-        raise InputError(f"SUV{suv_type} needs the patient height, which is missing; give it (--height-cm).")
+        raise InputError(f"SUV{suv_type} needs the patient height (PatientSize (0010,1020)), which is missing; "
+                         "give it (--height-cm) or use --suv bw.")
     h_cm = h_m * 100.0
     if suv_type == "bsa":
         return 0.007184 * w ** 0.425 * h_cm ** 0.725 * 1e4
@@ -1152,11 +1212,141 @@ def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None
     return out
 
 
+# ----------------------------------------------------------------------------- species and peak sphere
+_HUMAN = ("human", "homo sapiens", "homo")
+#: Small animals have no PatientSize in metres close to a human's: a height of at least this says "human".
+_HUMAN_MIN_HEIGHT_M = 0.5
+#: Default PSF FWHM (mm) of a preclinical PET/SPECT when neither the header nor the user gives one
+#: (small-animal PET with 18F/89Zr: about 1.2-1.8 mm at the centre of the field of view; docs/methods/pet.md#suvpeak).
+PRECLINICAL_PSF_FWHM_MM = 1.5
+#: PERCIST's SUVpeak sphere for humans (mL).
+PERCIST_PEAK_ML = 1.0
+
+
+def is_non_human(header: PetHeader) -> bool:
+    """True for an animal: a non-human species in the header, or a body weight under 2 kg.
+
+    Examples
+    --------
+    >>> is_non_human(PetHeader(weight_kg=0.025)), is_non_human(PetHeader(weight_kg=70.0, species="Homo sapiens"))
+    (True, False)
+    """
+    species = (header.species or "").strip().lower()
+    if species:
+        return not any(species.startswith(k) or k in species for k in _HUMAN)
+    return header.weight_kg is not None and 0 < header.weight_kg < 2.0
+
+
+def psf_fwhm_from_header(volume: Volume) -> Optional[float]:
+    """The largest PSF FWHM (mm) recorded with the image (sidecar ``PSF_FWHM_mm`` or ``PSFFWHM``), or None."""
+    meta = volume.metadata or {}
+    for key in ("PSF_FWHM_mm", "PSFFWHM", "psf_fwhm_mm", "SpatialResolution_mm"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        try:
+            v = np.atleast_1d(np.asarray(value, float))
+        except (TypeError, ValueError):
+            continue
+        if v.size and np.all(np.isfinite(v)) and np.all(v > 0):
+            return float(v.max())
+    return None
+
+
+def peak_label(volume_ml: float) -> str:
+    """Column suffix naming a peak sphere's volume: 0.0118 mL -> "12ul", 2 mL -> "2ml".
+
+    >>> peak_label(0.01149), peak_label(1.0)
+    ('11ul', '1ml')
+    """
+    ul = volume_ml * 1000.0
+    return f"{ul:.0f}ul" if ul < 999.5 else f"{volume_ml:.3g}ml"
+
+
+def peak_sphere(header: PetHeader, volume: Volume, peak_ml: Optional[float] = None,
+                psf_fwhm_mm: Optional[float] = None) -> dict:
+    """How SUVpeak is measured for this scan (``docs/methods/pet.md#suvpeak``).
+
+    Humans: PERCIST's 1 mL sphere (any voxels around a centre in the ROI). Animals
+    (:func:`is_non_human`): a sphere of diameter 2 x the PSF FWHM (header, else the
+    user's, else :data:`PRECLINICAL_PSF_FWHM_MM`) restricted to the ROI, with the
+    volume in the column names (``suv_bw_peak_12ul``). ``peak_ml`` overrides the volume.
+
+    Returns
+    -------
+    dict
+        volume_ml, radius_mm, restricted (bool), suffix ("" for PERCIST), reason.
+    """
+    from . import roi as _roi
+
+    animal = is_non_human(header)
+    fwhm = psf_fwhm_mm if psf_fwhm_mm is not None else psf_fwhm_from_header(volume)
+    if peak_ml is not None:
+        if not peak_ml > 0:
+            raise InputError(f"the peak sphere volume must be positive (got {peak_ml} mL).")
+        volume_ml, reason = float(peak_ml), "volume given"
+    elif animal:
+        source = "header/user" if fwhm is not None else "preclinical default"
+        fwhm = fwhm if fwhm is not None else PRECLINICAL_PSF_FWHM_MM
+        d_mm = 2.0 * fwhm
+        volume_ml, reason = math.pi / 6.0 * d_mm ** 3 / 1000.0, f"diameter 2 x PSF FWHM {fwhm:g} mm ({source})"
+    else:
+        volume_ml, reason = PERCIST_PEAK_ML, "PERCIST 1 mL (human)"
+    restricted = animal
+    suffix = "" if (not animal and abs(volume_ml - PERCIST_PEAK_ML) < 1e-12) else "_" + peak_label(volume_ml)
+    return {"volume_ml": volume_ml, "radius_mm": _roi.peak_radius_mm(volume_ml), "restricted": restricted,
+            "suffix": suffix, "reason": reason, "non_human": animal, "psf_fwhm_mm": fwhm}
+
+
+# ----------------------------------------------------------------------------- tissue density
+#: Mass density (g/mL) by organ name, for %ID/g (docs/methods/pet.md#density; ICRU Report 44 / ICRP 89 values).
+TISSUE_DENSITY_G_ML = {
+    "lung": 0.30,          # inflated lung with its air (ICRU 44: 0.26; ICRP 89: ~0.3)
+    "fat": 0.95,           # adipose tissue (ICRU 44: 0.95)
+    "adipose": 0.95,
+    "bone": 1.92,          # cortical bone (ICRU 44: 1.92)
+    "cortical_bone": 1.92,
+    "trabecular_bone": 1.18,
+    "bone_marrow": 1.03,
+    "blood": 1.06,
+    "vessel": 1.06,
+    "liver": 1.06,
+    "spleen": 1.06,
+    "kidney": 1.05,
+    "muscle": 1.05,
+    "brain": 1.04,
+    "air": None,           # gas holds no tissue: %ID/g is not defined (NaN)
+    "gut_gas": None,
+}
+#: Soft tissue not in the table (ICRU 44 soft tissue: 1.03-1.06; we use 1.04).
+SOFT_TISSUE_DENSITY_G_ML = 1.04
+
+
+def density_for(name: Optional[str], table: Optional[dict] = None, default: float = SOFT_TISSUE_DENSITY_G_ML) -> tuple:
+    """(density g/mL, source) of an organ by name: the user's table first, then ours by name or prefix.
+
+    >>> density_for("lung")[0], density_for("kidney_left")[0], density_for("tumour")[0]
+    (0.3, 1.05, 1.04)
+    """
+    key = str(name or "").strip().lower().replace(" ", "_")
+    for source, tab in (("user table", table or {}), ("tissue table", TISSUE_DENSITY_G_ML)):
+        tab = {str(k).lower(): v for k, v in tab.items()}
+        if key in tab:
+            return (float("nan"), "gas: no tissue") if tab[key] is None else (float(tab[key]), source)
+        # kidney_left -> kidney, ln_inguinal_right -> ln_inguinal
+        parts = key.split("_")
+        for n in range(len(parts) - 1, 0, -1):
+            if "_".join(parts[:n]) in tab and tab["_".join(parts[:n])] is not None:
+                return float(tab["_".join(parts[:n])]), source
+    return float(default), "soft tissue default"
+
+
 # ----------------------------------------------------------------------------- ROI table
 def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHeader] = None,
                  lbm_formula: str = "janmahasatian", transform=None, supersample: int = 3,
-                 density_g_ml: float = 1.0, peak: bool = True, peak_ml: float = 1.0, progress=None,
-                 **overrides):
+                 density_g_ml: Optional[float] = None, peak: bool = True, peak_ml: Optional[float] = None,
+                 peak_fwhm_mm: Optional[float] = None, label_names: Optional[dict] = None,
+                 density_table: Optional[dict] = None, progress=None, **overrides):
     """Per-ROI PET readouts on the PET's own grid.
 
     Parameters
@@ -1176,21 +1366,29 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
         World-to-world map from PET world to ROI world (a registration result).
     supersample : int
         Subsamples per axis for the partial-voxel weights (1 = nearest neighbour).
-    density_g_ml : float
-        Tissue density for %ID/g.
+    density_g_ml : float, optional
+        One tissue density for every ROI (g/mL) for %ID/g; default: per label from
+        its name (:func:`density_for`, ``docs/methods/pet.md#density``).
     peak : bool
         Compute SUVpeak.
-    peak_ml : float
-        Volume of the SUVpeak sphere: 1 mL (PERCIST) by default; a mouse organ
-        may call for a smaller sphere (e.g. 0.01 mL), recorded in provenance.
+    peak_ml : float, optional
+        Volume of the SUVpeak sphere; default from :func:`peak_sphere` (PERCIST 1 mL for
+        humans; 2 x PSF FWHM diameter, restricted to the ROI, for animals).
+    peak_fwhm_mm : float, optional
+        PSF FWHM (mm) for the preclinical peak sphere (default: header, else 1.5 mm).
+    label_names : {label: name}, optional
+        Organ names (for the density table).
+    density_table : {name: g/mL}, optional
+        The user's densities (override the tissue table by name).
     progress : callable, optional
 
     Returns
     -------
     pandas.DataFrame
-        One row per label: label, voxels, volume_ml, mean/sd/min/median/max/peak_bq_ml,
-        suv_<t>_mean/sd/min/median/max/peak, total_activity_kbq, total_activity_mbq,
-        percent_id, percent_id_per_g. ``df.attrs`` holds "header", "warnings", "parameters".
+        One row per label: label, voxels, volume_ml, mean/sd/min/median/max_bq_ml, peak_bq_ml[_<V>ul],
+        suv_<t>_mean/sd/min/median/max, suv_<t>_peak[_<V>ul], total_activity_kbq, total_activity_mbq,
+        percent_id, percent_id_per_ml, percent_id_per_g, density_g_ml. ``df.attrs`` holds "header",
+        "warnings", "parameters".
 
     Examples
     --------
@@ -1200,7 +1398,7 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     from .. import progress as _progress
     from . import roi as _roi
 
-    if density_g_ml is None or not density_g_ml > 0:
+    if density_g_ml is not None and not density_g_ml > 0:
         raise InputError(f"the tissue density must be positive (got {density_g_ml} g/mL).")
     if header is None:
         header = read_pet_header(pet, **overrides)
@@ -1211,35 +1409,51 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
             types.append(t)
     header.require(types[-1] if len(types) > 1 else "bw", lbm_formula)
     factors = {t: suv_factor(header, t, lbm_formula) for t in types}
+    sphere = peak_sphere(header, pet, peak_ml, peak_fwhm_mm) if peak else None
     _progress.report(progress, 0.02, "activity concentration")
     conc = activity_concentration(pet, header, need_dose=True)
     _progress.report(progress, 0.1, "carrying ROIs to the PET grid")
     stats = _roi.roi_statistics(conc, rois, transform=transform, supersample=supersample, peak=peak,
-                                peak_radius_mm=_roi.peak_radius_mm(peak_ml),
+                                peak_radius_mm=sphere["radius_mm"] if sphere else _roi.PEAK_RADIUS_MM,
+                                peak_in_roi_only=bool(sphere and sphere["restricted"]),
                                 progress=_progress.scaled(progress, 0.1, 0.98))
     import pandas as pd
 
     a_dec = header.decayed_dose_bq
+    suffix = sphere["suffix"] if sphere else ""
     out = pd.DataFrame({"label": stats["label"], "voxels": stats["voxels"], "volume_ml": stats["volume_ml"]})
     for s in ("mean", "sd", "min", "median", "max", "peak"):
         if s in stats:
-            out[f"{s}_bq_ml"] = stats[s]
+            out[f"{s}_bq_ml" + (suffix if s == "peak" else "")] = stats[s]
     for t in types:
         for s in ("mean", "sd", "min", "median", "max", "peak"):
             if s in stats:
-                out[f"suv_{t}_{s}"] = stats[s] * factors[t]
+                out[f"suv_{t}_{s}" + (suffix if s == "peak" else "")] = stats[s] * factors[t]
+    if "peak_method" in stats:
+        out["peak_method"] = stats["peak_method"]
     total_bq = stats["integral"]  # sum of w * C[Bq/mL] * V[mL]
     out["total_activity_kbq"] = total_bq / 1e3
     out["total_activity_mbq"] = total_bq / 1e6
     out["percent_id"] = 100.0 * total_bq / a_dec
-    out["percent_id_per_g"] = out["percent_id"] / (stats["volume_ml"] * density_g_ml)
+    out["percent_id_per_ml"] = out["percent_id"] / stats["volume_ml"]
+    if density_g_ml is not None:
+        densities = [(float(density_g_ml), "user (one value)")] * len(out)
+    else:
+        names = label_names or {}
+        densities = [density_for(names.get(int(v), ""), density_table) for v in out["label"]]
+    out["density_g_ml"] = [d for d, _ in densities]
+    out["percent_id_per_g"] = out["percent_id_per_ml"] / out["density_g_ml"]
     out["fraction_in_fov"] = stats["fraction_in_fov"]
     warns = list(header.warnings) + list(stats.attrs.get("warnings", []))
     out.attrs["warnings"] = warns
     out.attrs["header"] = header.as_dict()
     out.attrs["parameters"] = {
-        "suv_types": types, "lbm_formula": lbm_formula, "supersample": supersample, "density_g_ml": density_g_ml,
-        "peak_sphere_ml": peak_ml if peak else None, "suv_factors": factors, "decayed_dose_bq": a_dec,
+        "suv_types": types, "lbm_formula": lbm_formula, "supersample": supersample,
+        "density_g_ml": density_g_ml if density_g_ml is not None else "per label (docs/methods/pet.md#density)",
+        "density_sources": sorted({src for _, src in densities}),
+        "peak_sphere_ml": sphere["volume_ml"] if sphere else None,
+        "peak_sphere": {k: v for k, v in sphere.items()} if sphere else None,
+        "suv_factors": factors, "decayed_dose_bq": a_dec,
         "reference_time": header.reference_time.isoformat() if header.reference_time else None,
         "roi_mapping": stats.attrs.get("method"),
     }

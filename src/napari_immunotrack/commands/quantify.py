@@ -53,6 +53,62 @@ def load_transform(path):
     return read_transform_file(path, "transform").fixed_to_moving
 
 
+def roi_label_names(roi_path) -> dict:
+    """{label: name} from the BIDS-style .tsv (index, name) beside a label image, or {}."""
+    import csv
+
+    p = Path(str(roi_path))
+    stem = p.name
+    for ext in (".nii.gz", ".nii", ".ome.zarr", ".zarr", ".tif", ".tiff", ".nrrd", ".mha"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    tsv = p.with_name(stem + ".tsv")
+    if not tsv.is_file():
+        return {}
+    names = {}
+    try:
+        with open(tsv, newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                try:
+                    names[int(row.get("index", ""))] = str(row.get("name", "")).strip()
+                except ValueError:
+                    continue
+    except OSError:
+        return {}
+    return names
+
+
+def read_density_table(path) -> dict:
+    """{organ name: density g/mL} from a CSV/TSV (name, density_g_ml) or a JSON object."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--density-table {p} does not exist.")
+    try:
+        if p.suffix.lower() == ".json":
+            table = json.loads(p.read_text())
+            if not isinstance(table, dict):
+                raise ValueError("not an object")
+        else:
+            import pandas as pd
+
+            df = pd.read_csv(p, sep=None, engine="python")
+            cols = {c.lower(): c for c in df.columns}
+            name_col = cols.get("name") or df.columns[0]
+            dens_col = cols.get("density_g_ml") or cols.get("density") or df.columns[1]
+            table = dict(zip(df[name_col].astype(str), df[dens_col]))
+        table = {str(k): float(v) for k, v in table.items()}
+    except (ValueError, TypeError, IndexError, OSError) as exc:
+        raise InputError(f"--density-table {p} is not a name,density_g_ml table ({' '.join(str(exc).split())[:80]})."
+                         ) from None
+    bad = [k for k, v in table.items() if not (v > 0 and math.isfinite(v))]
+    if bad:
+        raise InputError(f"--density-table {p}: densities must be positive numbers (bad: {', '.join(bad[:3])}).")
+    return table
+
+
 def progress_for(label: str):
     """A progress bar on standard error when it is a terminal (keeps error output to one line otherwise)."""
     from ..progress import text_progress
@@ -88,6 +144,11 @@ def add_arguments(parser):
     g.add_argument("--weight-unit", default="auto", help="how to read PatientWeight: auto (default), kg or g")
     g.add_argument("--height-cm", help="body height (cm), for SUV lbm/bsa/ibw")
     g.add_argument("--sex", help="M or F (for SUV lbm/ibw)")
+    g.add_argument("--species", help="species (replaces PatientSpeciesDescription), e.g. mouse, rat, human")
+    g.add_argument("--lean-mass-g", help="measured lean body mass (g; qMR/DEXA) for --suv lbm of any species")
+    g.add_argument("--bsa-formula", default="auto", choices=("auto", "dubois", "meeh"),
+                   help="body surface area for --suv bsa: Du Bois (humans; default) or Meeh k*W^(2/3) (animals)")
+    g.add_argument("--meeh-k", help="Meeh's constant k (cm2/g^(2/3); default 9.8, the mouse value)")
     g.add_argument("--injection-time", help="injection date-time, ISO 8601 (2024-05-01T09:30:00) or HH:MM:SS")
     g.add_argument("--scan-time", help="scan reference date-time (ISO 8601 or HH:MM:SS)")
     g.add_argument("--half-life-s", help="radionuclide half-life (s)")
@@ -99,8 +160,16 @@ def add_arguments(parser):
     parser.add_argument("--labels", help="only these labels (comma-separated)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated "
                                                           "grids (default 3)")
-    parser.add_argument("--density", default="1.0", help="tissue density for %%ID/g (g/mL, default 1.0)")
-    parser.add_argument("--peak-ml", default="1.0", help="SUVpeak sphere volume (mL; default 1.0 as PERCIST)")
+    parser.add_argument("--density", default="auto",
+                        help="tissue density for %%ID/g: auto (default: per organ from the ROI's label names, "
+                             "docs/methods/pet.md#density) or one value in g/mL for every ROI")
+    parser.add_argument("--density-table", help="CSV/TSV (name,density_g_ml) or JSON {name: g/mL} replacing the "
+                                                "default densities by organ name")
+    parser.add_argument("--peak-ml", default="auto",
+                        help="SUVpeak sphere volume (mL): auto (default: 1 mL PERCIST for humans; for animals a "
+                             "sphere of 2 x the PSF FWHM restricted to the ROI) or a number")
+    parser.add_argument("--peak-fwhm-mm", help="PSF FWHM (mm) sizing the preclinical SUVpeak sphere (default: "
+                                               "header, else 1.5 mm)")
     parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
 
 
@@ -137,11 +206,23 @@ def run(args) -> int:
         "units": args.units,
         "calibration_cps_per_mbq": number(args.calibration_cps_per_mbq, "--calibration-cps-per-mbq"),
         "acquisition_duration_s": number(args.acquisition_duration_s, "--acquisition-duration-s"),
+        "species": args.species,
+        "lean_mass_kg": None if args.lean_mass_g is None else number(args.lean_mass_g, "--lean-mass-g") / 1000.0,
+        "meeh_k": number(args.meeh_k, "--meeh-k"),
     }
+    if args.bsa_formula != "auto":
+        overrides["bsa_formula"] = args.bsa_formula
     overrides = {k: v for k, v in overrides.items() if v is not None}
     supersample = number(args.supersample, "--supersample", integer=True)
-    density = number(args.density, "--density")
-    peak_ml = number(args.peak_ml, "--peak-ml")
+    density = None if str(args.density).lower() == "auto" else number(args.density, "--density")
+    density_table = read_density_table(args.density_table) if args.density_table else None
+    peak_ml = None if str(args.peak_ml).lower() == "auto" else number(args.peak_ml, "--peak-ml")
+    peak_fwhm = number(args.peak_fwhm_mm, "--peak-fwhm-mm")
+    if peak_fwhm is None and getattr(args, "psf_fwhm", None):  # the PVC option's PSF, when given
+        try:
+            peak_fwhm = max(float(v) for v in str(args.psf_fwhm).split(","))
+        except ValueError:
+            peak_fwhm = None
     labels = labels_arg(args.labels)
 
     pet = load(args.pet, "PET")
@@ -155,6 +236,8 @@ def run(args) -> int:
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
     df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
                               density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
+                              peak_fwhm_mm=peak_fwhm, label_names=roi_label_names(args.roi),
+                              density_table=density_table,
                               progress=progress_for("quantify"))
     params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, transform_direction=direction,
                   labels=labels)
