@@ -1132,7 +1132,7 @@ def decay_factors(header: PetHeader, n_slices: int) -> np.ndarray:
 
 
 def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *, need_dose: bool = False,
-                           **overrides) -> Volume:
+                           lbm_formula: str = "janmahasatian", **overrides) -> Volume:
     """Activity concentration (Bq/mL) at the header's reference time, on the volume's own grid.
 
     Parameters
@@ -1143,6 +1143,8 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
         From :func:`read_pet_header`; parsed from ``volume`` (with ``overrides``) when omitted.
     need_dose : bool
         Refuse when the decayed dose is unknown even if the units would not need it.
+    lbm_formula : {"janmahasatian", "james"}
+        The lean-body-mass formula of pixel values stored as SUVlbm (Units GML, SUVType LBM).
 
     Returns
     -------
@@ -1167,7 +1169,7 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
     if units == "BQML":
         scale = header.unit_scale
     elif units == "GML":
-        scale = header.decayed_dose_bq / body_size(header, header.suv_type_in_file or "bw")
+        scale = header.decayed_dose_bq / body_size(header, header.suv_type_in_file or "bw", lbm_formula)
     elif units == "CM2ML":
         scale = header.decayed_dose_bq / body_size(header, "bsa")
     elif header.philips_activity_scale is not None:
@@ -1204,7 +1206,7 @@ def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None
         header = read_pet_header(volume, **overrides)
     suv_type = _check_suv_type(suv_type)
     factor = suv_factor(header, suv_type, lbm_formula)
-    conc = activity_concentration(volume, header)
+    conc = activity_concentration(volume, header, lbm_formula=lbm_formula)
     out = conc.replace(data=conc.data * np.float32(factor), unit=f"SUV{suv_type} ({SUV_UNITS[suv_type]})",
                        name=(volume.name or "pet") + f"_suv{suv_type}")
     out.metadata["suv_factor"] = factor
@@ -1411,7 +1413,7 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     factors = {t: suv_factor(header, t, lbm_formula) for t in types}
     sphere = peak_sphere(header, pet, peak_ml, peak_fwhm_mm) if peak else None
     _progress.report(progress, 0.02, "activity concentration")
-    conc = activity_concentration(pet, header, need_dose=True)
+    conc = activity_concentration(pet, header, need_dose=True, lbm_formula=lbm_formula)
     _progress.report(progress, 0.1, "carrying ROIs to the PET grid")
     stats = _roi.roi_statistics(conc, rois, transform=transform, supersample=supersample, peak=peak,
                                 peak_radius_mm=sphere["radius_mm"] if sphere else _roi.PEAK_RADIUS_MM,
