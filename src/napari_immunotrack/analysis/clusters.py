@@ -108,6 +108,9 @@ FLOOR_K = 3.0
 _MAX_SAMPLE = 1 << 20
 #: Blob detector: the local deficit must exceed this many noise SDs of the filter.
 BLOB_NOISE_K = 5.0
+#: Every rule needs voxels darker than the reference tissue: under mean_ref - DARKER_K * SD_ref
+#: (outside about 98 % of the reference's own voxels; docs/methods/clusters.md#darker-than-reference).
+DARKER_K = 2.0
 
 TABLE_COLUMNS = ["label", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                  "min_signal_norm", "mean_signal_norm", "baseline_ratio", "cnr", "split"]
@@ -152,6 +155,8 @@ class Rule:
     baseline_k: float = 3.0
     blob_sigmas: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = ((0.5,) * 3, (3.0,) * 3)
     blob_noise_sd: float = 0.0       # noise SD of the blob deficit (signal units)
+    darker_cap: float = 1.0          # every voxel must be under darker_cap * ref_mean (darker than the reference)
+    fixed_share: bool = False        # the rule marks a fixed share of the search region by construction
 
     @property
     def threshold_signal(self) -> float:
@@ -169,7 +174,9 @@ class Rule:
                 "threshold_signal": self.threshold_signal if self.method != "blob" else None,
                 "baseline_rule": self.baseline_rule, "baseline_ratio": self.baseline_ratio,
                 "baseline_k": self.baseline_k,
-                "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None}
+                "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None,
+                "darker_than_reference_below_normalised": self.darker_cap,
+                "fixed_share_of_search_region": self.fixed_share}
 
 
 @dataclass
@@ -506,9 +513,22 @@ class PreparedInputs:
         else:  # blob
             cut = thr
             noise_sd = sigma * _dog_noise_gain(sig1, sig2)
+        # every rule: darker than the reference tissue (the percentile of a region without voids is just its
+        # darkest noise, which would otherwise always come out as "clusters")
+        darker_cap = max(1.0 - DARKER_K * ref.sd / ref.mean, 0.0)
+        if method == "percentile":
+            _warn(f"the percentile rule marks the darkest {thr:g} % of the search region by construction (a fixed "
+                  f"share, voids or not); only voxels also darker than the reference (under {darker_cap:.3g} of its "
+                  "mean) and, with a baseline, darker than before are kept.", collected)
+        if method != "blob" and cut > darker_cap:
+            if method != "percentile":
+                _warn(f"the {method} threshold ({cut:.3g} of the reference) is not darker than the reference tissue "
+                      f"(mean - {DARKER_K:g} SD = {darker_cap:.3g}); it is lowered to {darker_cap:.3g}.", collected)
+            cut = darker_cap
         rule = Rule(method, thr, float(cut), ref.mean,
                     self.pre_reference.mean if self.pre_reference is not None else None, sigma,
-                    baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd)
+                    baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd,
+                    darker_cap=float(darker_cap), fixed_share=method == "percentile")
         floor = FLOOR_K * sigma
         if method != "blob" and rule.threshold_signal < floor:
             _warn(f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
@@ -776,7 +796,7 @@ def _candidates_block(post, pre, search, rule: Rule) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             # seeds: contrast above the threshold and significant; weak: above half the threshold
             # (kept only when connected to a seed, so a one-voxel void keeps its partial-volume rim)
-            weak = (deficit > 0.5 * rule.cut * g2) & finite & (g2 > 0)
+            weak = (deficit > 0.5 * rule.cut * g2) & finite & (g2 > 0) & (filled < rule.darker_cap * rule.ref_mean)
             seed = weak & (deficit > rule.cut * g2) & (deficit > BLOB_NOISE_K * rule.blob_noise_sd)
             cand = weak
             if pre is not None:
@@ -1241,7 +1261,9 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
     else:
         stats, presplit, relabel = _components_memory(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
     # blob components must hold a seed (always true for the other rules)
-    keep = np.flatnonzero((stats["count"] >= min_size) & (stats["seeds"] >= 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        darker = stats["sr"] < stats["count"]  # mean normalised signal < 1: CNR > 0 (a brighter "void" is dropped)
+    keep = np.flatnonzero((stats["count"] >= min_size) & (stats["seeds"] >= 1) & darker)
     keep = keep[keep > 0]
     report(progress, 0.85, "separating touching blooms")
     rows, final_of_group, patches, n_split = _finalise(prepared, rule, structure, stats, keep, spec, presplit)
