@@ -503,4 +503,23 @@ def compare_with_truth(result: SessionResult, truth: dict):
                     site.get("label_macrophage", {}).get(label_key, 0.0)) * scale
             if true > 0:
                 add(quantity, row["organ"], float(row[column]) if np.isfinite(row[column]) else None, true, unit)
+
+    # PET and SPECT: %ID per organ against the activity the simulator put in that organ (its sources at scan
+    # time over the injected activity decayed to the scan), so that nuclear readouts are compared too
+    for key, quantity in (("pet", "PET %ID"), ("spect", "SPECT %ID")):
+        if key not in result.tables or not isinstance(ses.get(key), dict):
+            continue
+        nuc = ses[key]
+        injected = float(nuc.get("injected_bq") or 0.0) * float(nuc.get("decay_factor") or 0.0)
+        if injected <= 0:
+            continue
+        per_site = {}
+        for src in nuc.get("sources", []):
+            name = str(src.get("name", "")).split("#")[0]
+            per_site[name] = per_site.get(name, 0.0) + float(src.get("bq_at_scan", 0.0))
+        for _, row in result.tables[key].iterrows():
+            true = 100.0 * per_site.get(row["organ"], 0.0) / injected
+            if true > 0:
+                value = float(row["percent_id"])
+                add(quantity, row["organ"], value if np.isfinite(value) else None, true, "%ID")
     return pd.DataFrame(rows)

@@ -2,7 +2,7 @@
 
 Iron-oxide-labelled cells appear as dark "blooming" voids. This module finds
 them, removes the dark spots that were there before injection, and reports
-each cluster (SCIENCE.md section 2). Pure functions: Volumes in, a label
+each cluster (docs/methods/clusters.md). Pure functions: Volumes in, a label
 Volume and a pandas table out; no napari, Qt or file I/O.
 
 Pipeline of :func:`segment_clusters`

@@ -17,8 +17,8 @@ a NIfTI's JSON sidecar gives the same DICOM keywords as plain keys):
    SUVpeak, total activity, %ID, %ID/g), with ROIs drawn on any grid and
    carried to the PET's own grid (:mod:`.roi`).
 
-Rules (see SCIENCE.md section 4; each choice is recorded in ``header.sources``)
--------------------------------------------------------------------------------
+Rules (see docs/methods/pet.md; each choice is recorded in ``header.sources``)
+------------------------------------------------------------------------------
 Units
     BQML (Bq/mL); GML (values are SUV of the header's SUVType, BW when
     absent); CM2ML (SUVbsa in cm2/mL); Philips CNTS with the private Activity
@@ -47,14 +47,19 @@ Half-life
     the named nuclide's is refused as contradictory.
 Dose
     RadionuclideTotalDose in Bq; a value between 0 and 1e4 is taken as MBq
-    (warning), as SCIENCE.md says.
+    (warning; docs/methods/pet.md#dose).
 Weight
     PatientWeight is kg (DICOM). Taken as grams (warning) when above 1000, or
     when the species is a mouse or rat (PatientSpeciesDescription) and the
     value is above 2 (no mouse or rat weighs 2 kg): a mouse is 0.025 kg.
-    Without a species, values up to 1000 are kg as DICOM says (a mouse
-    written as 25 g cannot be told from a 25 kg child: check the header
-    panel, or pass weight_unit="g" / --weight-kg).
+    Without a species, a value from 2 to 1000 is refused as ambiguous (a mouse
+    written as 25 g cannot be told from a 25 kg child) unless a human height
+    (PatientSize >= 0.5 m) says human, or weight_unit / --weight-kg is given;
+    under 2 it is kg (an animal).
+Species
+    Animals (a non-human species, or under 2 kg) get no human body-size
+    formula: SUVlbm needs a measured lean mass, SUVbsa Meeh's k W^(2/3);
+    SUVpeak uses a sphere of 2 x the PSF FWHM restricted to the ROI.
 Height
     PatientSize is m; above 3 it is taken as cm (warning).
 Sex

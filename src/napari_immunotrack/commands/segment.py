@@ -1,5 +1,5 @@
 """Find hypointense (iron) cell clusters on a T2/T2*-weighted image: dark voids
-new since the pre-injection baseline (SCIENCE.md section 2).
+new since the pre-injection baseline (docs/methods/clusters.md).
 
 LABELS has exactly POST's grid and affine, one integer label per cluster;
 CLUSTERS (CSV) has one row per label: voxels, volume_mm3, centroid in world
