@@ -312,7 +312,8 @@ def read_transform_file(spec, what: str = "--transform") -> TransformFile:
             else:
                 m = np.loadtxt(path, delimiter="," if name.endswith(".csv") else None)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{what} {text} is not a 4x4 matrix ({' '.join(str(exc).split())[:100]}).") from None
+            raise InputError(f"{what} {text} cannot be read as a transform: not a 4x4 matrix "
+                             f"({' '.join(str(exc).split())[:100]}).") from None
         matrix = _check_matrix(m, f"{what} {text}")
         return TransformFile(matrix, None, None, "plain matrix", str(path))
     else:
