@@ -79,7 +79,7 @@ Examples
 >>> from napari_immunotrack.volume import Volume
 >>> meta = {"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 370e6,
 ...         "RadiopharmaceuticalStartDateTime": "20240101100000", "SeriesDate": "20240101",
-...         "SeriesTime": "110000", "RadionuclideHalfLife": 6586.2, "PatientWeight": 70}
+...         "SeriesTime": "110000", "RadionuclideHalfLife": 6586.2, "PatientWeight": 70, "PatientSize": 1.75}
 >>> pet = Volume(np.full((2, 2, 2), 5000.0, np.float32), np.eye(4), "PT", "BQML", meta)
 >>> header = read_pet_header(pet)
 >>> round(header.decayed_dose_bq / 1e6, 2)
