@@ -141,3 +141,11 @@ def test_bad_input(study, tmp_path, capsys):
         assert len(err) == 1 and message in err[0], err
         out = tmp_path / argv[argv.index("-o") + 1].split("/")[-1]
         assert not (out / "index.html").exists()
+
+
+def test_cells_corrected_carries_its_assumptions(report):
+    rc, out = report
+    prov = json.loads((out / "tables" / "timecourse.csv.provenance.json").read_text())
+    text = prov["parameters"]["column_descriptions"]["cells_corrected"]
+    assert "ASSUMES" in text and "not a measurement" in text
+    assert "literature" in json.dumps(prov).lower() or "literature" in (out / "index.html").read_text()

@@ -508,7 +508,12 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
             organ_rows.append(ot)
     organs = pd.concat(organ_rows, ignore_index=True) if organ_rows else pd.DataFrame()
     table("organ_readouts", organs, "organ_readouts")
-    table("timecourse", long.timecourse, "longitudinal", long.parameters, long_warnings)
+    from .analysis.longitudinal import COLUMN_DESCRIPTIONS
+
+    # the model columns carry their assumptions (cells_corrected is not a measurement)
+    table("timecourse", long.timecourse, "longitudinal",
+          {**long.parameters, "column_descriptions": {c: d for c, d in COLUMN_DESCRIPTIONS.items()
+                                                      if c in long.timecourse.columns}}, long_warnings)
     table("longitudinal_fits", long.fits, "longitudinal", long.parameters, long_warnings)
     table("site_flags", long.sites, "longitudinal", long.parameters, long_warnings)
     if len(tracks):
