@@ -55,7 +55,9 @@ def add_arguments(parser):
     parser.add_argument("--table", metavar="CLUSTERS.csv", help="per-cluster table (CSV)")
     parser.add_argument("--method", choices=("fraction", "percentile", "ksigma", "blob"), default="fraction",
                         help="candidate rule: fraction of reference (default), darkest percentile of the search "
-                             "region, mean - k SD of the reference, or local-contrast blob detector")
+                             "region (a fixed share by construction), mean - k SD of the reference, or "
+                             "local-contrast blob detector; every rule keeps only voxels darker than the reference "
+                             "(docs/methods/clusters.md)")
     parser.add_argument("--threshold", type=_number,
                         help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.2)")
     parser.add_argument("--min-size", type=positive_int, default=3, help="smallest cluster kept, voxels (default 3)")
