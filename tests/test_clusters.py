@@ -234,9 +234,18 @@ def test_fraction_percentile_and_ksigma_rules():
     r = data / prep.reference.mean
     # fraction: exactly r < tau
     assert np.array_equal(prep.candidates(prep.rule("fraction", 0.9)), r < 0.9)
-    # percentile: the darkest p % of the search region (here the whole image)
-    frac = prep.candidates(prep.rule("percentile", 10.0)).mean()
-    assert frac == pytest.approx(0.10, abs=0.002)
+    # percentile: the darkest p % of the search region (here the whole image), but only voxels darker than the
+    # reference (under mean - 2 SD): on tissue without voids the 10th percentile is just noise, not 10 % clusters
+    cap = 1.0 - C.DARKER_K * prep.reference.sd / prep.reference.mean
+    rule = prep.rule("percentile", 10.0)
+    assert rule.cut == pytest.approx(cap) and rule.fixed_share
+    assert np.array_equal(prep.candidates(rule), r < np.float32(cap))
+    assert prep.candidates(rule).mean() < 0.03
+    # with real voids (13 % of the image at a third of the reference) the darkest 10 % are all void
+    voids = data.copy()
+    voids[10:, :, :6] *= 0.33  # noisy voids outside the reference ROI (the first 10 planes)
+    pv = C.prepare(vol(voids), reference_mask=ref, sigma=4.0)
+    assert pv.candidates(pv.rule("percentile", 10.0)).mean() == pytest.approx(0.10, abs=0.002)
     # ksigma: S < mean - k SD of the reference
     rule = prep.rule("ksigma", 2.0)
     cut = prep.reference.mean - 2.0 * prep.reference.sd
@@ -639,3 +648,27 @@ def test_cli_baseline_transform_identity_resamples_another_grid(scene_files, tmp
     out = capsys.readouterr().out
     n = int(out.split(" cluster")[0])
     assert n == len(s["truth"]["clusters"])
+
+
+def test_percentile_rule_on_the_pre_injection_image_finds_no_cluster():
+    """Issue 22: on the day-0 T2*w (no cells yet) with the tumour as search ROI the percentile rule used to report
+    110 'iron clusters' brighter than the muscle; every rule now needs voxels darker than the reference."""
+    from napari_immunotrack.data import sample_study_root
+    from napari_immunotrack.io import load_volume
+
+    for ses, expect_clusters in (("day0", False), ("day1", True)):
+        d = sample_study_root() / "sub-01" / f"ses-{ses}"
+        t2s = load_volume(d / "anat" / f"sub-01_ses-{ses}_T2starw.nii.gz")
+        dseg = load_volume(d / "rois" / f"sub-01_ses-{ses}_dseg.nii.gz")
+        lab = dseg.numpy()
+        tumour = dseg.replace(data=(lab == 7).astype(np.uint8))
+        muscle = dseg.replace(data=(lab == 1).astype(np.uint8))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = C.segment_clusters(t2s, reference_mask=muscle, search_mask=tumour, method="percentile")
+        assert any("fixed share" in str(w.message) for w in caught)  # the rule says what it is
+        assert res.parameters["rule"]["fixed_share_of_search_region"] is True
+        if expect_clusters:
+            assert len(res.table) > 0 and (res.table["cnr"] > 0).all() and (res.table["mean_signal_norm"] < 1).all()
+        else:
+            assert len(res.table) == 0

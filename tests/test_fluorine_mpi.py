@@ -270,3 +270,56 @@ def test_cli_mpi(tmp_path, scene, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and message in err[0], (extra, err)
         assert not out2.exists()
+
+
+# ---------------------------------------------------------------------------- issue 22: MPI names and bounds
+def test_mpi_intercept_scales_with_the_roi_volume():
+    """A residual per-voxel background (0.3 a.u.) makes the fit's intercept; each ROI gets its own share of it."""
+    from napari_immunotrack.analysis.mpi import mpi_iron
+
+    aff = np.diag([0.5, 0.5, 0.5, 1.0])
+    img = np.full((60, 60, 60), 0.3)
+    fids = []
+    for (z, y, x), ng in (((8, 8, 8), 100.0), ((8, 8, 50), 500.0), ((50, 8, 8), 1000.0)):
+        img[z, y, x] += 10.0 * ng
+        fids.append({"x_mm": z * 0.5, "y_mm": y * 0.5, "z_mm": x * 0.5, "iron_ng": ng})  # eye-like affine: axis 0 is x
+    img[30, 30, 30] += 250.0      # 25 ng in a big ROI (20^3 voxels)
+    img[45, 45, 45] += 250.0      # 25 ng in a small one (5^3)
+    roi = np.zeros(img.shape, np.uint8)
+    roi[20:40, 20:40, 20:40] = 1
+    roi[43:48, 43:48, 43:48] = 2
+    df = mpi_iron(Volume(img.astype(np.float32), aff, "MPI"), Volume(roi, aff), pd.DataFrame(fids), 5.0,
+                  background=0.0, dilate_mm=0.0).set_index("label")
+    assert df.attrs["calibration"]["intercept_model"] == "volume"
+    assert df.attrs["calibration"]["intercept"] > 200  # 0.3 x ~900 voxels per sphere
+    for label in (1, 2):  # a constant intercept would give 238 ng and 1.7 ng
+        assert df.loc[label, "iron_ng_measured"] == pytest.approx(25.0, rel=0.01)
+
+
+def test_mpi_below_detection_limit_gives_an_upper_bound_never_a_negative_count():
+    from napari_immunotrack.analysis.mpi import mpi_iron
+
+    aff = np.diag([0.5, 0.5, 0.5, 1.0])
+    rng = np.random.default_rng(3)
+    img = rng.normal(0.0, 1.0, (50, 50, 50))
+    fids = []
+    for (z, y, x), ng in (((8, 8, 8), 100.0), ((8, 8, 40), 500.0), ((40, 8, 8), 1000.0)):
+        img[z, y, x] += 10.0 * ng
+        fids.append({"x_mm": z * 0.5, "y_mm": y * 0.5, "z_mm": x * 0.5, "iron_ng": ng})  # eye-like affine: axis 0 is x
+    roi = np.zeros(img.shape, np.uint8)
+    roi[20:35, 20:35, 20:35] = 1          # empty: noise only
+    roi[38:46, 38:46, 38:46] = 2
+    img[42, 42, 42] += 2000.0             # 200 ng: detected
+    df = mpi_iron(Volume(img.astype(np.float32), aff, "MPI"), Volume(roi, aff), pd.DataFrame(fids), 5.0,
+                  background=0.0).set_index("label")
+    empty = df.loc[1]
+    assert empty["status"] == "below detection limit" and np.isnan(empty["cell_count"])
+    assert np.isnan(empty["cell_count_dilated"])
+    sd = empty["iron_ng_noise_sd"]
+    assert empty["cell_count_upper_bound"] == pytest.approx((max(empty["iron_ng_measured"], 0) + 2 * sd) / 0.005)
+    assert empty["detection_limit_cells_roi"] == pytest.approx(3.5 * sd / 0.005)
+    hot = df.loc[2]
+    assert hot["status"] == "ok" and hot["iron_ng"] == pytest.approx(200.0, rel=0.05)
+    assert np.isnan(hot["cell_count_upper_bound"])
+    counts = df[["cell_count", "cell_count_dilated", "cell_count_upper_bound"]].to_numpy()
+    assert np.all(counts[np.isfinite(counts)] >= 0)

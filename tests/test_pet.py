@@ -370,7 +370,8 @@ def test_broken_headers_are_refused(tmp_path, obj, case):
 
 def test_height_needed_for_lbm(tmp_path, obj):
     c, labels = obj
-    pet = build(tmp_path, "noheight", c, patient={"PatientSize": None}, pet=base_pet())
+    pet = build(tmp_path, "noheight", c, patient={"PatientSize": None, "PatientSpeciesDescription": "Homo sapiens"},
+                pet=base_pet())
     with pytest.raises(InputError, match="height"):
         suv_stats(pet, labels, suv_types=("lbm",))
     df = suv_stats(pet, labels, suv_types=("lbm",), height_cm=175.0)
@@ -471,7 +472,8 @@ def test_cli_quantify_dicom_with_roi_on_another_grid(tmp_path):
         assert df.loc[k, "volume_ml"] == pytest.approx(volume_ml, rel=1e-6)  # exact overlap weights
         assert df.loc[k, "total_activity_mbq"] == pytest.approx(mean * volume_ml / 1e6, rel=0.005)
         assert df.loc[k, "percent_id"] == pytest.approx(100 * mean * volume_ml / a_dec(), rel=0.005)
-        assert df.loc[k, "percent_id_per_g"] == pytest.approx(df.loc[k, "percent_id"] / volume_ml, rel=1e-6)
+        # no organ names beside this ROI: soft tissue, 1.04 g/mL (docs/methods/pet.md#density)
+        assert df.loc[k, "percent_id_per_g"] == pytest.approx(df.loc[k, "percent_id"] / volume_ml / 1.04, rel=1e-6)
         assert df.loc[k, "suv_bw_min"] < df.loc[k, "suv_bw_median"] < df.loc[k, "suv_bw_max"]
     prov = json.loads((tmp_path / "readouts.csv.provenance.json").read_text())
     assert prov["step"] == "quantify" and prov["pet_header"]["decayed_dose_bq"] == pytest.approx(a_dec())
@@ -483,6 +485,7 @@ def test_cli_quantify_nifti_with_sidecar(tmp_path):
     save_volume(Volume(c, AFF, "PT", "Bq/mL"), tmp_path / "pet.nii.gz")
     sidecar = {"Modality": "PT", "Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": DOSE,
                "RadiopharmaceuticalStartTime": "09:00:00", "RadionuclideHalfLife": T_F18, "PatientWeight": W_KG,
+               "PatientSpeciesDescription": "Homo sapiens",
                "SeriesDate": "20240305", "SeriesTime": "10:00:00", "AcquisitionTime": "10:00:00"}
     (tmp_path / "pet.json").write_text(json.dumps(sidecar))
     roi, truth = roi_on_mm_grid()
@@ -498,7 +501,8 @@ def test_cli_quantify_nifti_with_sidecar(tmp_path):
 def test_suvpeak_of_a_uniform_sphere_and_a_gradient(obj):
     c, labels = obj
     vol = Volume(c.astype(np.float32), AFF, "PT", "Bq/mL",
-                 {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG})
+                 {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG,
+                  "PatientSpeciesDescription": "Homo sapiens"})
     df = P.quantify_pet(vol, Volume(labels, AFF)).set_index("label")
     # a 9 mm sphere holds a 1 mL sphere (6.2 mm) around its centre: the peak is the hot value
     assert df.loc[1, "peak_bq_ml"] == pytest.approx(C_HOT, rel=1e-6)
@@ -520,14 +524,15 @@ def test_suvpeak_of_a_uniform_sphere_and_a_gradient(obj):
 def test_cli_bad_inputs(tmp_path, capsys):
     c = linear_activity()
     pet_dir = tmp_path / "pet"
-    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), pet_dir, patient={"PatientWeight": W_KG}, pet=base_pet())
+    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), pet_dir, patient={"PatientWeight": W_KG, "PatientSize": H_M},
+                       pet=base_pet())
     roi, _ = roi_on_mm_grid()
     save_labels(roi, tmp_path / "roi.nii.gz")
     far = roi.replace(affine=roi.affine @ np.array([[1, 0, 0, 500.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     save_labels(far, tmp_path / "far.nii.gz")
     save_labels(roi.replace(data=np.zeros_like(roi.data)), tmp_path / "empty.nii.gz")
     broken = tmp_path / "broken"
-    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), broken, patient={"PatientWeight": W_KG},
+    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), broken, patient={"PatientWeight": W_KG, "PatientSize": H_M},
                        pet=base_pet(RadionuclideTotalDose=None))
     out = tmp_path / "o.csv"
     cases = [
@@ -559,7 +564,8 @@ def test_cli_transform_and_label_subset(tmp_path):
     """ROIs drawn in another scanner's world (shifted 7 mm): --transform (PET world -> ROI world) carries them."""
     c = linear_activity()
     save_volume(Volume(c, AFF, "PT", "Bq/mL"), tmp_path / "pet.nii.gz")
-    sidecar = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG}
+    sidecar = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG,
+               "PatientSpeciesDescription": "human"}
     (tmp_path / "pet.json").write_text(json.dumps(sidecar))
     roi, truth = roi_on_mm_grid()
     shift = np.eye(4)
@@ -585,10 +591,14 @@ def test_dynamic_pet_is_refused():
 
 
 def test_weight_unit_option():
-    """Without a species a 25 is kg (DICOM); weight_unit="g" says it is grams."""
+    """Without a species or a human height a 25 is a 25 kg child or a 25 g mouse: refused until a unit is given."""
     small = Volume(np.full((10, 20, 20), 1000.0, np.float32), np.diag([0.5, 0.5, 0.5, 1.0]), "PT", "Bq/mL",
                    {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25})
-    assert P.read_pet_header(small).weight_kg == 25.0
+    assert P.read_pet_header(small).weight_kg is None
+    with pytest.raises(InputError, match="--weight-unit kg or g"):
+        P.suv_factor(P.read_pet_header(small), "bw")
+    assert float(P.activity_concentration(small).data.max()) == 1000.0  # Bq/mL needs no weight
+    assert P.read_pet_header(small, weight_unit="kg").weight_kg == 25.0
     h = P.read_pet_header(small, weight_unit="g")
     assert h.weight_kg == 0.025 and "grams" in h.sources["weight_kg"]
 
@@ -607,3 +617,101 @@ def test_transform_files(tmp_path):
     (tmp_path / "bad.txt").write_text("not a matrix\n")
     with pytest.raises(InputError):
         load_transform(tmp_path / "bad.txt")
+
+
+# ---------------------------------------------------------------------------- issue 22: rodent-sized numbers
+def _sample_pet_table(**kwargs):
+    from napari_immunotrack.data import sample_study_root
+    from napari_immunotrack.io import load_volume
+    from napari_immunotrack.io.transforms import read_transform_file, resolve_direction
+
+    ses = sample_study_root() / "sub-01" / "ses-day1"
+    pet = load_volume(ses / "pet")
+    dseg = load_volume(ses / "rois" / "sub-01_ses-day1_dseg.nii.gz")
+    tf = read_transform_file(ses / "xfm" / "sub-01_ses-day1_from-pet_to-anat.tfm")
+    m, _ = resolve_direction(tf, pet, dseg)
+    return P.quantify_pet(pet, dseg, transform=m, **kwargs)
+
+
+def test_sample_study_suvpeak_is_sized_for_a_mouse_and_never_above_suvmax():
+    """25 g mouse: sphere of 2 x FWHM (1.5 mm default -> 14 uL) restricted to the ROI; peak <= max in every organ."""
+    df = _sample_pet_table()
+    assert "suv_bw_peak_14ul" in df.columns and "suv_bw_peak" not in df.columns
+    assert df.attrs["parameters"]["peak_sphere"]["volume_ml"] == pytest.approx(np.pi / 6 * 3.0 ** 3 / 1000)
+    assert np.all(df["suv_bw_peak_14ul"] <= df["suv_bw_max"] * (1 + 1e-9))
+    assert np.all(df["suv_bw_peak_14ul"] >= 0)
+    kidney = df.set_index("label").loc[5]  # the issue's kidney: peak 7.25 with mean 0.098 and max 0.236
+    assert kidney["suv_bw_peak_14ul"] <= kidney["suv_bw_max"]
+    # a header FWHM of 1 mm -> a 2 mm sphere (4 uL)
+    df2 = _sample_pet_table(peak_fwhm_mm=1.0)
+    assert "suv_bw_peak_4ul" in df2.columns
+
+
+def test_restricted_peak_ignores_a_hot_neighbour_and_falls_back_for_tiny_rois():
+    aff = np.diag([0.5, 0.5, 0.5, 1.0])
+    img = np.full((40, 40, 40), 1.0, np.float32)
+    img[:, :, 20:] = 100.0                      # a hot organ beside ours
+    lab = np.zeros(img.shape, np.uint8)
+    lab[10:30, 10:30, 8:20] = 1                 # our ROI: uniform 1.0, touching the hot organ
+    lab[18:20, 18:20, 4:6] = 2                  # 8 voxels (1 uL): smaller than the sphere
+    img[19, 19, 5] = 5.0
+    meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 0.025}
+    df = P.quantify_pet(Volume(img, aff, "PT", "Bq/mL", meta), Volume(lab, aff)).set_index("label")
+    col = "peak_bq_ml_14ul"
+    assert df.loc[1, col] == pytest.approx(1.0, rel=1e-6)  # PERCIST's unrestricted sphere would see the 100s
+    assert df.loc[2, "peak_method"].startswith("hottest voxel")
+    assert df.loc[2, col] == pytest.approx((7 * 1.0 + 5.0) / 8, rel=1e-6)  # the ROI's voxels around the hottest
+    assert df.loc[2, col] <= df.loc[2, "max_bq_ml"]
+    # a human keeps PERCIST's 1 mL sphere and the unsuffixed column
+    human = dict(meta, PatientWeight=70.0, PatientSpeciesDescription="Homo sapiens")
+    dfh = P.quantify_pet(Volume(img, aff, "PT", "Bq/mL", human), Volume(lab, aff))
+    assert "suv_bw_peak" in dfh.columns and dfh.attrs["parameters"]["peak_sphere_ml"] == 1.0
+
+
+def test_body_size_formulas_are_refused_for_a_mouse_with_alternatives(tmp_path, capsys):
+    meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25,
+            "PatientSpeciesDescription": "Mus musculus", "PatientSize": 0.1, "PatientSex": "F"}
+    vol = Volume(np.full((6, 6, 6), 1000.0, np.float32), np.eye(4), "PT", "Bq/mL", meta)
+    h = P.read_pet_header(vol)
+    assert h.weight_kg == 0.025
+    for t, hint in (("lbm", "--lean-mass-g"), ("bsa", "Meeh"), ("ibw", "SUVbw")):
+        with pytest.raises(InputError, match=hint):
+            P.suv_factor(h, t)
+    # Meeh: BSA = 9.8 W[g]^(2/3) cm2 (25 g -> 83.8 cm2); a measured lean mass of 20 g
+    hm = P.read_pet_header(vol, bsa_formula="meeh")
+    assert P.body_size(hm, "bsa") == pytest.approx(9.8 * 25 ** (2 / 3))
+    hl = P.read_pet_header(vol, lean_mass_kg=0.020)
+    assert P.suv_factor(hl, "lbm") == pytest.approx(20.0 / 1e6)
+    # no species, weight 0.025 kg: an animal by weight -> refused the same way
+    with pytest.raises(InputError, match="human formulas"):
+        P.suv_factor(P.PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e6, weight_kg=0.025,
+                                 height_m=0.1, sex="F"), "lbm")
+    # the CLI: one line
+    capsys.readouterr()
+    save_volume(vol, tmp_path / "pet.nii.gz")
+    (tmp_path / "pet.json").write_text(json.dumps(meta))
+    save_labels(Volume(np.ones((6, 6, 6), np.uint8), np.eye(4)), tmp_path / "roi.nii.gz")
+    rc = main(["quantify", str(tmp_path / "pet.nii.gz"), "--roi", str(tmp_path / "roi.nii.gz"), "-o",
+               str(tmp_path / "o.csv"), "--suv", "lbm", "--weight-kg", "0.025"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "lean mass" in err[0] and not (tmp_path / "o.csv").exists()
+
+
+def test_density_per_label_and_percent_id_per_ml():
+    aff = np.eye(4)
+    img = np.full((10, 10, 12), 1000.0, np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[:, :, :4], lab[:, :, 4:8], lab[:, :, 8:] = 1, 2, 3
+    meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e7, "PatientWeight": 0.025}
+    vol = Volume(img, aff, "PT", "Bq/mL", meta)
+    names = {1: "lung", 2: "fat", 3: "kidney_left"}
+    df = P.quantify_pet(vol, Volume(lab, aff), label_names=names).set_index("label")
+    pid_ml = 100 * 1000.0 / 1e7  # %ID per mL of tissue
+    assert np.allclose(df["percent_id_per_ml"], pid_ml)
+    assert df.loc[1, "percent_id_per_g"] == pytest.approx(pid_ml / 0.30)
+    assert df.loc[2, "percent_id_per_g"] == pytest.approx(pid_ml / 0.95)
+    assert df.loc[3, "percent_id_per_g"] == pytest.approx(pid_ml / 1.05)
+    df2 = P.quantify_pet(vol, Volume(lab, aff), label_names=names, density_table={"lung": 0.26}).set_index("label")
+    assert df2.loc[1, "percent_id_per_g"] == pytest.approx(pid_ml / 0.26)
+    df3 = P.quantify_pet(vol, Volume(lab, aff), density_g_ml=1.0)
+    assert np.allclose(df3["percent_id_per_g"], pid_ml)

@@ -29,24 +29,32 @@ def test_report_flags_the_macrophage_site_and_no_true_site(report, study, capsys
     assert rc == 0
     flags = pd.read_csv(out / "tables" / "site_flags.csv").set_index("site")
     truth = json.loads((study / "ground_truth.json").read_text())["subjects"]["01"]["sessions"]["ses-day7"]["sites"]
-    # the liver's signal is macrophage-held on day 7 (truth: > 90% of its iron), the targets' is not
+    # the liver's signal is macrophage-held on day 7 (truth: > 90% of its iron), the targets' is not. The priors
+    # are literature defaults, not the simulation's design (issue 22: no circular validation), so the model
+    # is validated here, not fitted to the truth.
     assert truth["liver"]["false_positive_fraction_iron"] > 0.9
-    assert flags.loc["liver", "macrophage_flag"] == True  # noqa: E712 (CSV booleans)
+    assessed = flags.dropna(subset=["unexplained_fraction_last"])
+    assert assessed["unexplained_fraction_last"].idxmax() == "liver"
+    assert flags.loc["liver", "unexplained_fraction_last"] > 0.8
     for site in ("tumour", "ln_inguinal_right", "ln_iliac"):
         assert truth[site]["false_positive_fraction_iron"] < 0.6
         assert flags.loc[site, "macrophage_flag"] == False  # noqa: E712
-    cmp = pd.read_csv(out / "tables" / "comparison_with_truth.csv").set_index("site")
-    assert cmp.loc["liver", "macrophage_flag"] == True  # noqa: E712
-    # the SCIENCE formula counts macrophage-held label as cells: 10x too many in the liver; the model does not
-    assert cmp.loc["liver", "cells_corrected"] > 5 * cmp.loc["liver", "true_live_cells"]
-    assert cmp.loc["liver", "cells_model"] < 2 * cmp.loc["liver", "true_live_cells"]
+    cmp = pd.read_csv(out / "tables" / "comparison_with_truth.csv")
+    # every readout is compared, PET and SPECT included
+    assert {"19F", "MPI iron", "PET", "SPECT"} <= set(cmp["readout"])
+    liver = cmp[cmp["site"] == "liver"].set_index("readout")
+    # cells_corrected counts macrophage-held label as cells (>5x the truth in the liver); the live-cell model
+    # removes most of it
+    assert (liver["cells_corrected"] > 5 * liver["true_live_cells"]).all()
+    assert (liver["cells_model"] < 0.25 * liver["cells_corrected"]).all()
 
 
 def test_report_html_tables_figures_and_provenance(report):
     rc, out = report
     page = (out / "index.html").read_text()
-    for needle in ("Labelled-cell tracking report", "Sites flagged as macrophage-held", "<b>liver</b>",
-                   "Parameters and provenance", "k_signal_per_day", "design (ground_truth.json)",
+    for needle in ("Labelled-cell tracking report", "Sites flagged as macrophage-held", "liver",
+                   "Parameters and provenance", "k_signal_per_day", "literature defaults",
+                   "ASSUMES the doubling time",
                    "figures/fused_pet_axial.png", "tables/site_flags.csv.provenance.json"):
         assert needle in page, needle
     for name in ("fused_pet_axial", "montage_19f_days", "pet_mip_coronal", "bars_pet_suv", "timecourse_19f"):
@@ -133,3 +141,11 @@ def test_bad_input(study, tmp_path, capsys):
         assert len(err) == 1 and message in err[0], err
         out = tmp_path / argv[argv.index("-o") + 1].split("/")[-1]
         assert not (out / "index.html").exists()
+
+
+def test_cells_corrected_carries_its_assumptions(report):
+    rc, out = report
+    prov = json.loads((out / "tables" / "timecourse.csv.provenance.json").read_text())
+    text = prov["parameters"]["column_descriptions"]["cells_corrected"]
+    assert "ASSUMES" in text and "not a measurement" in text
+    assert "literature" in json.dumps(prov).lower() or "literature" in (out / "index.html").read_text()

@@ -50,6 +50,8 @@ class SessionResult:
     errors: Dict[str, str] = field(default_factory=dict)
     timings_s: Dict[str, float] = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
+    #: {datatype: (fixed, moving)} image records of each transform (see io.transforms.describe_image)
+    transform_images: Dict[str, tuple] = field(default_factory=dict)
 
 
 def _label_names(dseg_path: Path) -> Dict[int, str]:
@@ -131,8 +133,8 @@ def study_session_inputs(files, session: str, baseline_session: Optional[str]) -
 
 def analyse_session(root, session: str, baseline_session: Optional[str] = None, subject: Optional[str] = None,
                     iron_per_cell_pg: float = 5.0, fluorine_per_cell: Optional[float] = None,
-                    register_modalities=("pet", "spect", "mpi"), progress=None) -> SessionResult:
-    """Run the whole pipeline on one session (see the module docstring)."""
+                    register_modalities=("pet", "spect", "mpi"), progress=None, steps=None) -> SessionResult:
+    """Run the whole pipeline on one session (see the module docstring); ``steps`` as in :func:`analyse_inputs`."""
     from .study import discover, sessions
 
     root = Path(root)
@@ -149,7 +151,7 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
     parameters = {"register": {"modalities": tuple(register_modalities)},
                   "mpi": {"iron_per_cell_pg": iron_per_cell_pg}, "f19": {"fluorine_per_cell": fluorine_per_cell}}
     return analyse_inputs(inputs, subject, session, baseline_session=baseline_session, parameters=parameters,
-                          progress=progress)
+                          progress=progress, steps=steps)
 
 
 #: Parameters of a step that are not arguments of its analysis function (see :func:`analyse_inputs`).
@@ -205,6 +207,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     from .analysis.mpi import mpi_iron
     from .analysis.pet import quantify_pet
     from .io import load_volume
+    from .io.transforms import describe_image
     from .registration import register
 
     steps = tuple(STEPS if steps is None else steps)
@@ -290,6 +293,10 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
                 result = register(fixed, moving, progress=p, **kwargs)
                 out.registrations[datatype] = result
                 out.transforms[datatype] = result.fixed_to_moving
+                # fixed is the MRI world (for MPI/19F: the PET already moved into it), moving the scanner's world
+                out.transform_images[datatype] = (
+                    describe_image(reference, role="MRI world (fixed)", datatype="anat"),
+                    describe_image(moving, role=f"{datatype} scanner world (moving)", path=path, datatype=datatype))
                 # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
                 moved[datatype] = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
 
@@ -366,6 +373,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     def run_pet(datatype):
         def inner(p):
             extras, kwargs = params(datatype)
+            kwargs.setdefault("label_names", label_names)  # per-organ densities for %ID/g
             df = quantify_pet(in_mri_world(datatype), organ_rois(), progress=p, **kwargs)
             if extras["pvc"] != "none":  # factors on the image as stored (Bq/mL up to a global scale)
                 from .analysis.pvc import add_readout_pvc
@@ -514,4 +522,23 @@ def compare_with_truth(result: SessionResult, truth: dict):
                     site.get("label_macrophage", {}).get(label_key, 0.0)) * scale
             if true > 0:
                 add(quantity, row["organ"], float(row[column]) if np.isfinite(row[column]) else None, true, unit)
+
+    # PET and SPECT: %ID per organ against the activity the simulator put in that organ (its sources at scan
+    # time over the injected activity decayed to the scan), so that nuclear readouts are compared too
+    for key, quantity in (("pet", "PET %ID"), ("spect", "SPECT %ID")):
+        if key not in result.tables or not isinstance(ses.get(key), dict):
+            continue
+        nuc = ses[key]
+        injected = float(nuc.get("injected_bq") or 0.0) * float(nuc.get("decay_factor") or 0.0)
+        if injected <= 0:
+            continue
+        per_site = {}
+        for src in nuc.get("sources", []):
+            name = str(src.get("name", "")).split("#")[0]
+            per_site[name] = per_site.get(name, 0.0) + float(src.get("bq_at_scan", 0.0))
+        for _, row in result.tables[key].iterrows():
+            true = 100.0 * per_site.get(row["organ"], 0.0) / injected
+            if true > 0:
+                value = float(row["percent_id"])
+                add(quantity, row["organ"], value if np.isfinite(value) else None, true, "%ID")
     return pd.DataFrame(rows)

@@ -24,10 +24,11 @@ The doubling time is not identifiable from label totals and the
 macrophage-held share of the signal needs a model of the live cells (see
 :mod:`~napari_immunotrack.analysis.longitudinal`). Give them as a JSON file
 (``{"sites": {"tumour": {"doubling_days": 2.0, "loss_per_day": 0.1}, ...},
-"efflux_per_day": {"19F": 0.02, ...}, "injected_cells": 5e6}``). For a
-simulated study without such a file the report uses the simulation's
-design (in ``ground_truth.json``) and says so; for a real study without
-one, the flag is "not assessable" and the report says why.
+"efflux_per_day": {"19F": 0.02, ...}, "injected_cells": 5e6}``). Without
+such a file the report uses literature defaults
+(``docs/methods/longitudinal.md#priors``) and says so; a simulated study's
+ground truth is only compared with, never used as a prior, so the model's
+accuracy in the truth table is a validation.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ import numpy as np
 from .errors import ImmunotrackWarning, InputError, one_line
 from .progress import report as _report, scaled
 
-#: Label of the simulation's design per readout (for the efflux priors of a simulated study).
-_READOUT_LABEL = {"19F": "f19", "MPI iron": "iron", "PET": "zr89", "SPECT": "in111"}
 #: Organs drawn as ROI outlines in the fused figure.
 _OUTLINE_ORGANS = ("tumour", "ln_inguinal_right", "ln_inguinal_left", "ln_iliac", "liver", "spleen")
 _ANALYSIS_VERSION = 1   # bump when the cached session outputs change meaning
@@ -95,14 +94,14 @@ def _inputs_hash(files, parameters) -> str:
 
 
 def load_priors(path=None, study_root=None) -> dict:
-    """Kinetic priors from a JSON file, else from a simulated study's design, else none.
+    """Kinetic priors from a JSON file, else the literature defaults (never a study's ground truth).
 
     Returns ``{"sites": {site: SiteKinetics}, "efflux_per_day": {...}, "injected_cells": float|None,
     "source": str}``.
     """
     from .analysis.longitudinal import SiteKinetics
 
-    out = {"sites": {}, "efflux_per_day": {}, "injected_cells": None, "source": "none"}
+    out = {"sites": {}, "efflux_per_day": {}, "injected_cells": None, "source": "none", "literature": False}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -125,25 +124,29 @@ def load_priors(path=None, study_root=None) -> dict:
         out["injected_cells"] = data.get("injected_cells")
         out["source"] = f"kinetics file {path.name}"
         return out
+    # No file: literature priors, never the study's ground truth (the truth only compares, so the model's
+    # accuracy below is a validation; docs/methods/longitudinal.md#priors).
+    from .analysis.longitudinal import LITERATURE_EFFLUX_PER_DAY, LITERATURE_SITE_PRIORS, LITERATURE_SOURCE
+
+    out["literature"] = True  # sites resolved by name (analysis.longitudinal.literature_priors)
+    out["efflux_per_day"] = dict(LITERATURE_EFFLUX_PER_DAY)
+    out["source"] = LITERATURE_SOURCE + "; give --kinetics for your own"
+    out["literature_sites"] = dict(LITERATURE_SITE_PRIORS)
+    # the injected cell number is an input of the experiment (what was injected), not an outcome: a simulated
+    # study records it in its design, a real one passes --injected-cells
     truth_path = Path(study_root) / "ground_truth.json" if study_root is not None else None
     if truth_path is not None and truth_path.exists():
-        truth = json.loads(truth_path.read_text())
-        design = (truth.get("design") or {}).get("car_t")
-        if design:
-            for site in design.get("k_in", {}):
-                out["sites"][site] = SiteKinetics(design.get("doubling_days", {}).get(site),
-                                                  design.get("death", {}).get(site), "simulation design")
-            exo = design.get("exocytosis", {})
-            out["efflux_per_day"] = {r: float(exo[lab]) for r, lab in _READOUT_LABEL.items() if lab in exo}
-            out["injected_cells"] = float(design.get("cells")) if design.get("cells") else None
-            out["source"] = "the simulated study's design (ground_truth.json); give --kinetics for a real study"
+        design = (json.loads(truth_path.read_text()).get("design") or {}).get("car_t") or {}
+        if design.get("cells"):
+            out["injected_cells"] = float(design["cells"])
+            out["source"] += "; injected cells from the experiment's record (simulation design)"
     return out
 
 
 # --------------------------------------------------------------------------- one session
 def _write_session(result, ses_dir: Path, prov: dict):
     from .io import save_labels
-    from .io.transforms import write_transform
+    from .io.transforms import describe_image, write_transform
     from .outputs import write_table
 
     ses_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,10 @@ def _write_session(result, ses_dir: Path, prov: dict):
     for datatype, matrix in result.transforms.items():
         reg = result.registrations.get(datatype)
         write_transform(ses_dir / f"from-{datatype}_to-anat.tfm", matrix, overwrite=True,
+                        fixed=(getattr(result, "transform_images", {}).get(datatype) or [None])[0]
+                        or describe_image(role="MRI world", datatype="anat"),
+                        moving=(getattr(result, "transform_images", {}).get(datatype) or [None, None])[1]
+                        or describe_image(role=f"{datatype} scanner world", datatype=datatype),
                         provenance={**prov, "output": datatype,
                                     "registration": reg.to_dict() if hasattr(reg, "to_dict") else None})
         written["transforms"].append(datatype)
@@ -466,7 +473,10 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImmunotrackWarning)
         tc = lg.timecourse_table(session_tables, injected_cells=priors["injected_cells"])
-        long = lg.analyse_timecourse(tc, kinetics=priors["sites"], cell_counts=cell_counts,
+        site_priors = priors["sites"]
+        if priors.get("literature"):
+            site_priors = lg.literature_priors(sorted(set(tc["site"])))
+        long = lg.analyse_timecourse(tc, kinetics=site_priors, cell_counts=cell_counts,
                                      efflux_per_day=priors["efflux_per_day"])
     long_warnings = [one_line(w.message) for w in caught]
     res.longitudinal = long
@@ -498,7 +508,12 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
             organ_rows.append(ot)
     organs = pd.concat(organ_rows, ignore_index=True) if organ_rows else pd.DataFrame()
     table("organ_readouts", organs, "organ_readouts")
-    table("timecourse", long.timecourse, "longitudinal", long.parameters, long_warnings)
+    from .analysis.longitudinal import COLUMN_DESCRIPTIONS
+
+    # the model columns carry their assumptions (cells_corrected is not a measurement)
+    table("timecourse", long.timecourse, "longitudinal",
+          {**long.parameters, "column_descriptions": {c: d for c, d in COLUMN_DESCRIPTIONS.items()
+                                                      if c in long.timecourse.columns}}, long_warnings)
     table("longitudinal_fits", long.fits, "longitudinal", long.parameters, long_warnings)
     table("site_flags", long.sites, "longitudinal", long.parameters, long_warnings)
     if len(tracks):
@@ -563,20 +578,26 @@ def _compare_with_truth(root, subject, long, days, analysed):
         t = tsites.get(r["site"])
         if not t or "false_positive_fraction_iron" not in t:
             continue
-        # the first readout (19F, MPI, PET, SPECT) that measured the site on the last day
-        sel = tc[(tc["site"] == r["site"]) & (tc["day"] == last) & np.isfinite(tc["cells_model"].astype(float))]
-        sel = sel.sort_values("readout", key=lambda s: s.map({k: i for i, k in enumerate(
-            ("19F", "MPI iron", "PET", "SPECT"))}))
-        model = float(sel["cells_model"].iloc[0]) if len(sel) else np.nan
-        corrected = float(sel["cells_corrected"].iloc[0]) if len(sel) else np.nan
         live = float(t["live_cells"])
-        rows.append({"site": r["site"], "day": last, "macrophage_flag": r["macrophage_flag"],
-                     "true_macrophage_fraction_iron": t["false_positive_fraction_iron"],
-                     "true_live_cells": live, "readout": sel["readout"].iloc[0] if len(sel) else "",
-                     "cells_model": model,
-                     "cells_model_error_percent": (model - live) / live * 100 if live > 0 else np.nan,
-                     "cells_corrected": corrected,
-                     "cells_corrected_error_percent": (corrected - live) / live * 100 if live > 0 else np.nan})
+        # every readout that measured the site on the last day (19F, MPI, PET, SPECT), one row each
+        sel = tc[(tc["site"] == r["site"]) & (tc["day"] == last)]
+        order = {k: i for i, k in enumerate(("19F", "MPI iron", "PET", "SPECT"))}
+        sel = sel.sort_values("readout", key=lambda s: s.map(order))
+        for _, row in sel.iterrows():
+            model = float(row["cells_model"]) if np.isfinite(float(row.get("cells_model", np.nan))) else np.nan
+            corrected = float(row.get("cells_corrected", np.nan))
+            apparent = float(row.get("apparent_cells", np.nan))
+            if not (np.isfinite(model) or np.isfinite(apparent)):
+                continue
+            rows.append({"site": r["site"], "day": last, "readout": row["readout"],
+                         "macrophage_flag": r["macrophage_flag"],
+                         "true_macrophage_fraction_iron": t["false_positive_fraction_iron"],
+                         "true_live_cells": live, "apparent_cells": apparent,
+                         "apparent_cells_error_percent": (apparent - live) / live * 100 if live > 0 else np.nan,
+                         "cells_model": model,
+                         "cells_model_error_percent": (model - live) / live * 100 if live > 0 else np.nan,
+                         "cells_corrected": corrected,
+                         "cells_corrected_error_percent": (corrected - live) / live * 100 if live > 0 else np.nan})
     return pd.DataFrame(rows)
 
 
@@ -661,7 +682,7 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         panels.append({"anatomy": load_volume(t2s.path), "overlay": f19, "labels": labels, "position_mm": z_mm,
                        "title": f"day {days[s]:g}"})
     if panels:
-        # show 19F above the detection threshold of SCIENCE.md section 5 (SNR 3.5)
+        # show 19F above the detection threshold (SNR 3.5; docs/methods/fluorine.md)
         threshold = 3.5 * float(np.max(noise))
         for p in panels:
             p["overlay_threshold"] = threshold
@@ -695,7 +716,7 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         flags = {r_["site"]: bool(r_["macrophage_flag"]) for _, r_ in long.sites.iterrows()
                  if r_["macrophage_flag"] is True}
         r = F.time_course(sub, "apparent_cells", model="live_label_model",
-                          limit="detection_limit_cells" if readout == "19F" else None, flags=flags,
+                          limit="detection_limit_cells_cluster" if readout == "19F" else None, flags=flags,
                           unit="apparent cells (label / label per cell at injection)",
                           title=f"{readout}: label per site over time")
         save(f"timecourse_{readout.lower()}", r,
@@ -745,8 +766,10 @@ def _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, p
     parts.append("</ul>")
     parts.append("<p class='note'>What the numbers measure: imaging counts the <i>label</i>, not live cells. Label per "
                  "cell halves at each division and label taken up by host macrophages from dead cells looks like "
-                 "cells. Apparent cells = label / label per cell at injection; corrected cells = apparent x "
-                 "2<sup>t/T<sub>d</sub></sup>; the live-cell model predicts the label live cells can still carry.</p>")
+                 "cells. Apparent cells = label / label per cell at injection; the live-cell model predicts the label live "
+                 "cells can still carry. <b>cells_corrected</b> = apparent x 2<sup>t/T<sub>d</sub></sup> "
+                 "e<sup>e t</sup> is not a measurement: it assumes the prior doubling time and efflux hold at the "
+                 "site from day 0 and that no label sits outside live cells (see the column descriptions).</p>")
     # figures
     if res.figures:
         parts.append("<h2>Figures</h2>")
@@ -754,7 +777,7 @@ def _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, p
             parts.append(_figure_html(f"figures/{path.name}", notes.get(name, name)))
     # longitudinal
     parts.append("<h2>Following the sites over time</h2>")
-    parts.append("<p class='note'>Model (SCIENCE.md section 8): label per live cell q(t) = q<sub>0</sub> 2<sup>-t/T<sub>d"
+    parts.append("<p class='note'>Model (docs/methods/longitudinal.md): label per live cell q(t) = q<sub>0</sub> 2<sup>-t/T<sub>d"
                  "</sub></sup> e<sup>-e t</sup>; label in live cells L(t) = L(t<sub>ref</sub>) e<sup>-k (t - t<sub>ref"
                  "</sub>)</sup>. k<sub>signal</sub> is fitted to the measured label (least squares on log values, "
                  "&ge; 3 timepoints); T<sub>d</sub> cannot be fitted from label totals (division conserves label): "
@@ -774,9 +797,14 @@ def _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, p
     parts.append("<h3>Model fits per site and readout</h3>" + _html_table(fits, "tables/longitudinal_fits.csv",
                                                                           flag_col="macrophage_flag"))
     cols = [c for c in ("site", "day", "readout", "value", "unit", "apparent_cells", "cells_corrected",
-                        "live_label_model", "cells_model", "unexplained_fraction", "detection_limit_cells", "status")
+                        "live_label_model", "cells_model", "unexplained_fraction", "detection_limit_cells_roi",
+                        "detection_limit_cells_cluster", "status")
             if c in long.timecourse.columns]
-    parts.append("<h3>Time course (raw values and model)</h3>"
+    from .analysis.longitudinal import COLUMN_DESCRIPTIONS
+
+    described = "".join(f"<li><b>{esc(c)}</b>: {esc(COLUMN_DESCRIPTIONS[c])}</li>" for c in cols
+                        if c in COLUMN_DESCRIPTIONS)
+    parts.append("<h3>Time course (raw values and model)</h3><ul class='note'>" + described + "</ul>"
                  + _html_table(long.timecourse[cols], "tables/timecourse.csv"))
     if long_warnings:
         parts.append("<p class='partial'>" + "<br>".join(esc(w) for w in long_warnings) + "</p>")

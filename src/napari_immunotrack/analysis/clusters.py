@@ -2,8 +2,11 @@
 
 Iron-oxide-labelled cells appear as dark "blooming" voids. This module finds
 them, removes the dark spots that were there before injection, and reports
-each cluster (SCIENCE.md section 2). Pure functions: Volumes in, a label
+each cluster (docs/methods/clusters.md). Pure functions: Volumes in, a label
 Volume and a pandas table out; no napari, Qt or file I/O.
+
+Noise estimation and mask carrying live in :mod:`.cluster_noise`, the connected-components engine in
+:mod:`.cluster_components` (both re-exported here); this module holds the rules and drives the engine.
 
 Pipeline of :func:`segment_clusters`
 ------------------------------------
@@ -80,8 +83,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -89,39 +92,59 @@ from scipy import ndimage
 from ..errors import ImmunotrackWarning, InputError
 from ..progress import report, scaled
 from ..volume import Volume
+from .cluster_components import (  # noqa: F401  (re-exported: the names stay importable from here)
+    _MAX_KEYS,
+    _MIN_KEYS,
+    _SUM_KEYS,
+    CONNECTIVITIES,
+    _block_components,
+    _crop_bounds,
+    _merge_stats,
+    _pack_mask,
+    _sparse_stats,
+    _split_component,
+    _split_in_arrays,
+    _SplitSpec,
+    _union_across_faces,
+    _unpack_mask,
+)
+from .cluster_noise import (  # noqa: F401  (re-exported: the public names stay importable from here)
+    _MAX_SAMPLE,
+    RAYLEIGH_MEAN,
+    RAYLEIGH_MEDIAN,
+    RAYLEIGH_SD,
+    NoiseEstimate,
+    _border_air_sigma,
+    _check_3d,
+    _is_dask,
+    _masked_moments,
+    _masked_values,
+    _moment_sums,
+    _sample_step,
+    _warn,
+    estimate_rician_sigma,
+    mask_on_grid,
+    noise_from_background,
+)
 
 METHODS = ("fraction", "percentile", "ksigma", "blob")
 #: Default threshold of each rule (fraction of reference, percent, k, local contrast).
 DEFAULT_THRESHOLDS = {"fraction": 0.5, "percentile": 10.0, "ksigma": 3.0, "blob": 0.2}
 BASELINE_RULES = ("ratio", "delta_r2s")
-CONNECTIVITIES = {6: 1, 18: 2, 26: 3}
 
-#: SD of a Rayleigh distribution (pure-noise magnitude) in units of sigma: sqrt(2 - pi/2).
-RAYLEIGH_SD = math.sqrt(2.0 - math.pi / 2.0)  # 0.6551
-#: Mean of a Rayleigh distribution in units of sigma: sqrt(pi/2).
-RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)  # 1.2533
-#: Median of a Rayleigh distribution in units of sigma: sqrt(2 ln 2).
-RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))  # 1.1774
 #: A threshold under FLOOR_K * sigma cannot separate a void from noise.
 FLOOR_K = 3.0
-#: Noise statistics use at most this many voxels (a regular subsample).
-_MAX_SAMPLE = 1 << 20
 #: Blob detector: the local deficit must exceed this many noise SDs of the filter.
 BLOB_NOISE_K = 5.0
+#: Every rule needs voxels darker than the reference tissue: under mean_ref - DARKER_K * SD_ref
+#: (outside about 98 % of the reference's own voxels; docs/methods/clusters.md#darker-than-reference).
+DARKER_K = 2.0
 
 TABLE_COLUMNS = ["label", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                  "min_signal_norm", "mean_signal_norm", "baseline_ratio", "cnr", "split"]
 
 
 # ---------------------------------------------------------------- small types
-@dataclass
-class NoiseEstimate:
-    """The noise sigma (signal units) and how it was obtained."""
-
-    sigma: float
-    method: str
-    n_voxels: int
-    details: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,6 +175,8 @@ class Rule:
     baseline_k: float = 3.0
     blob_sigmas: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = ((0.5,) * 3, (3.0,) * 3)
     blob_noise_sd: float = 0.0       # noise SD of the blob deficit (signal units)
+    darker_cap: float = 1.0          # every voxel must be under darker_cap * ref_mean (darker than the reference)
+    fixed_share: bool = False        # the rule marks a fixed share of the search region by construction
 
     @property
     def threshold_signal(self) -> float:
@@ -169,7 +194,9 @@ class Rule:
                 "threshold_signal": self.threshold_signal if self.method != "blob" else None,
                 "baseline_rule": self.baseline_rule, "baseline_ratio": self.baseline_ratio,
                 "baseline_k": self.baseline_k,
-                "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None}
+                "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None,
+                "darker_than_reference_below_normalised": self.darker_cap,
+                "fixed_share_of_search_region": self.fixed_share}
 
 
 @dataclass
@@ -215,24 +242,6 @@ class ClusterResult:
 
 
 # ------------------------------------------------------------------ helpers
-def _warn(message: str, collected: Optional[list]) -> None:
-    message = " ".join(message.split())
-    warnings.warn(message, ImmunotrackWarning, stacklevel=3)
-    if collected is not None:
-        collected.append(message)
-
-
-def _is_dask(array) -> bool:
-    return type(array).__module__.startswith("dask")
-
-
-def _check_3d(volume: Volume, what: str) -> None:
-    if not isinstance(volume, Volume):
-        raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
-    if volume.data.ndim != 3:
-        raise InputError(f"{what} has {volume.data.ndim} dimensions; give one 3D volume: save one echo or "
-                         "time frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1, or "
-                         "nibabel.funcs.four_to_three).")
 
 
 def structure_for(connectivity: int) -> np.ndarray:
@@ -240,43 +249,6 @@ def structure_for(connectivity: int) -> np.ndarray:
     if connectivity not in CONNECTIVITIES:
         raise InputError(f"connectivity={connectivity} is not supported; use 6, 18 or 26.")
     return ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity])
-
-
-def mask_on_grid(mask: Optional[Volume], grid: Volume, what: str, collected: Optional[list] = None):
-    """A mask Volume as a boolean array on ``grid`` (nearest neighbour through world coordinates).
-
-    Raises InputError when the mask is empty or lies outside ``grid``'s field of view.
-    Returns None for None. A dask mask on the same grid stays lazy.
-    """
-    if mask is None:
-        return None
-    if not isinstance(mask, Volume):
-        raise InputError(f"{what} must be a Volume (a label or mask image), got {type(mask).__name__}.")
-    if mask.data.ndim != 3:
-        raise InputError(f"{what} has {mask.data.ndim} dimensions; a 3D mask is needed.")
-    if mask.same_grid(grid):
-        data = mask.data
-        out = data != 0 if _is_dask(data) else np.asarray(data) != 0
-        if _is_dask(out):
-            if not bool(out.any().compute()):
-                raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
-            return out
-        out &= np.isfinite(np.asarray(data)) if np.asarray(data).dtype.kind == "f" else True
-        if not out.any():
-            raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
-        return out
-    src = mask.numpy()
-    if not np.any(np.nan_to_num(src) != 0):
-        raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
-    src = (np.nan_to_num(src) != 0).astype(np.uint8)
-    out = Volume(src, mask.affine).resample_to(grid, order=0).numpy() != 0
-    if not out.any():
-        raise InputError(f"{what} lies outside the image: none of its voxels falls in the image's field of view; "
-                         "draw it on this image or check both files' positions.")
-    if mask.spatial_shape == grid.spatial_shape:
-        _warn(f"{what} has the image's shape but another affine; it was carried to the image through world "
-              "coordinates (check that it was drawn on this image).", collected)
-    return out
 
 
 def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: Optional[list] = None) -> Volume:
@@ -316,128 +288,6 @@ def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: 
         _warn(f"{100 * outside:.1f}% of the post image lies outside the baseline's field of view; clusters there "
               "cannot be confirmed and are not reported.", collected)
     return out
-
-
-# -------------------------------------------------------------------- noise
-def estimate_rician_sigma(image: Volume, background_mask: Volume, estimator: str = "sd") -> float:
-    """Rician noise sigma from a signal-free (air) region of a magnitude image.
-
-    Pure-noise magnitude is Rayleigh: ``sigma = SD_bg / 0.6551`` (``"sd"``)
-    or ``sigma = mean_bg / sqrt(pi/2)`` (``"mean"``).
-
-    Parameters
-    ----------
-    image : Volume
-        Magnitude image.
-    background_mask : Volume
-        Air region (any grid; carried to the image's).
-    estimator : {"sd", "mean"}
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(1)
-    >>> air = np.abs(rng.normal(0, 4, (30, 30, 30)) + 1j * rng.normal(0, 4, (30, 30, 30)))
-    >>> img = Volume(air, np.eye(4))
-    >>> round(estimate_rician_sigma(img, Volume(np.ones(air.shape, np.uint8), np.eye(4))), 1)
-    4.0
-    """
-    return noise_from_background(image, background_mask, estimator).sigma
-
-
-def noise_from_background(image: Volume, background_mask: Volume, estimator: str = "sd",
-                          collected: Optional[list] = None) -> NoiseEstimate:
-    """:func:`estimate_rician_sigma` with both estimates and a warning when they disagree."""
-    if estimator not in ("sd", "mean"):
-        raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
-    _check_3d(image, "the image")
-    mask = mask_on_grid(background_mask, image, "the background ROI", collected)
-    _, n, mean, sd = _masked_moments(image.data, mask)
-    if n < 10:
-        raise InputError(f"the background ROI holds {n} usable voxels; draw a larger region of air.")
-    sd_sigma = sd / RAYLEIGH_SD
-    mean_sigma = mean / RAYLEIGH_MEAN
-    if not (sd_sigma > 0 or mean_sigma > 0):
-        raise InputError("the background ROI is constant (zero noise); it is not a magnitude image's air, or the "
-                         "image was masked; draw the background elsewhere or give the sigma.")
-    sigma = sd_sigma if estimator == "sd" else mean_sigma
-    if min(sd_sigma, mean_sigma) <= 0 or max(sd_sigma, mean_sigma) / min(sd_sigma, mean_sigma) > 1.3:
-        _warn(f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
-              f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.", collected)
-    return NoiseEstimate(sigma, f"background ROI ({estimator})", int(n),
-                         {"sigma_from_sd": sd_sigma, "sigma_from_mean": mean_sigma})
-
-
-def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
-    """(voxels in mask, finite voxels in mask, mean, SD with ddof=1) of ``data`` over ``mask``.
-
-    Sums in float64, slab by slab (NumPy) or one NumPy reduction per dask chunk, so a large
-    region costs no copy of its values.
-    """
-    if _is_dask(data) or _is_dask(mask):
-        import dask
-        import dask.array as da
-
-        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
-        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
-        m = m.rechunk(d.chunks)
-        # one NumPy reduction per chunk (much faster than an element-wise dask graph)
-        parts = dask.compute(*[dask.delayed(_moment_sums)(db, mb) for db, mb in
-                               zip(d.to_delayed().ravel(), m.to_delayed().ravel())])
-        n_mask, n, s1, s2 = (sum(p[i] for p in parts) for i in range(4))
-    else:
-        n_mask, n, s1, s2 = _moment_sums(data, mask)
-    if n == 0:
-        return n_mask, 0, float("nan"), float("nan")
-    mean = s1 / n
-    var = max(s2 - s1 * mean, 0.0) / (n - 1) if n > 1 else 0.0
-    return n_mask, n, mean, math.sqrt(var)
-
-
-def _moment_sums(data, mask) -> Tuple[int, int, float, float]:
-    """(voxels in mask, finite voxels, sum, sum of squares) in float64, slab by slab."""
-    data, mask = np.asarray(data), np.asarray(mask)
-    n_mask = n = 0
-    s1 = s2 = 0.0
-    for a in range(0, data.shape[0], 32):
-        vals = np.asarray(data[a:a + 32][mask[a:a + 32]], np.float64)
-        n_mask += vals.size
-        vals = vals[np.isfinite(vals)]
-        n += vals.size
-        s1 += float(vals.sum())
-        s2 += float(np.dot(vals, vals))
-    return n_mask, n, s1, s2
-
-
-def _masked_values(data, mask) -> np.ndarray:
-    if _is_dask(data) or _is_dask(mask):
-        import dask.array as da
-
-        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
-        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
-        return np.asarray(d[m].compute(), dtype=np.float64)
-    return np.asarray(np.asarray(data)[mask], dtype=np.float64)
-
-
-def _sample_step(shape, target: int = 1 << 22) -> int:
-    """Stride per axis that keeps a regular subsample of a volume under ``target`` voxels."""
-    return max(1, int(math.ceil((float(np.prod(shape)) / target) ** (1.0 / 3.0))))
-
-
-def _border_air_sigma(data) -> Optional[Tuple[float, int]]:
-    """Sigma from air at the field-of-view border (two-voxel shell), if the border is mostly air."""
-    shells = []
-    for axis in range(3):
-        for sl in (slice(0, 2), slice(-2, None)):
-            idx = [slice(None)] * 3
-            idx[axis] = sl
-            block = data[tuple(idx)]
-            shells.append(np.asarray(block.compute() if _is_dask(block) else block, np.float64).ravel())
-    shell = np.concatenate(shells)
-    shell = shell[np.isfinite(shell)]
-    if shell.size < 500:
-        return None
-    return float(np.median(shell)), int(shell.size)
 
 
 # ---------------------------------------------------------------- preparation
@@ -506,9 +356,22 @@ class PreparedInputs:
         else:  # blob
             cut = thr
             noise_sd = sigma * _dog_noise_gain(sig1, sig2)
+        # every rule: darker than the reference tissue (the percentile of a region without voids is just its
+        # darkest noise, which would otherwise always come out as "clusters")
+        darker_cap = max(1.0 - DARKER_K * ref.sd / ref.mean, 0.0)
+        if method == "percentile":
+            _warn(f"the percentile rule marks the darkest {thr:g} % of the search region by construction (a fixed "
+                  f"share, voids or not); only voxels also darker than the reference (under {darker_cap:.3g} of its "
+                  "mean) and, with a baseline, darker than before are kept.", collected)
+        if method != "blob" and cut > darker_cap:
+            if method != "percentile":
+                _warn(f"the {method} threshold ({cut:.3g} of the reference) is not darker than the reference tissue "
+                      f"(mean - {DARKER_K:g} SD = {darker_cap:.3g}); it is lowered to {darker_cap:.3g}.", collected)
+            cut = darker_cap
         rule = Rule(method, thr, float(cut), ref.mean,
                     self.pre_reference.mean if self.pre_reference is not None else None, sigma,
-                    baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd)
+                    baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd,
+                    darker_cap=float(darker_cap), fixed_share=method == "percentile")
         floor = FLOOR_K * sigma
         if method != "blob" and rule.threshold_signal < floor:
             _warn(f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
@@ -776,7 +639,7 @@ def _candidates_block(post, pre, search, rule: Rule) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             # seeds: contrast above the threshold and significant; weak: above half the threshold
             # (kept only when connected to a seed, so a one-voxel void keeps its partial-volume rim)
-            weak = (deficit > 0.5 * rule.cut * g2) & finite & (g2 > 0)
+            weak = (deficit > 0.5 * rule.cut * g2) & finite & (g2 > 0) & (filled < rule.darker_cap * rule.ref_mean)
             seed = weak & (deficit > rule.cut * g2) & (deficit > BLOB_NOISE_K * rule.blob_noise_sd)
             cand = weak
             if pre is not None:
@@ -882,281 +745,6 @@ def _np(a):
     return np.asarray(a.compute() if _is_dask(a) else a)
 
 
-# ------------------------------------------------------- component statistics
-_SUM_KEYS = ("count", "seeds", "sw", "swz", "swy", "swx", "sz", "sy", "sx", "sr", "spost", "spre")
-_MIN_KEYS = ("min_r", "first", "lo0", "lo1", "lo2")
-_MAX_KEYS = ("hi0", "hi1", "hi2")
-
-
-def _sparse_stats(lab: np.ndarray, n: int, coords, post_vals, pre_vals, ref_mean: float,
-                  global_shape, seeds=None) -> Dict[str, np.ndarray]:
-    """Per-label sums, minima and maxima of the voxels of labels 1..n (arrays of length n + 1).
-
-    ``coords`` are global voxel indices (3 arrays). Everything a table row
-    needs is additive (sums) or a min/max, so blocks merge exactly.
-    """
-    post_vals = np.asarray(post_vals, np.float64)
-    r = post_vals / ref_mean
-    w = np.clip(1.0 - r, 0.0, 1.0)
-    w = np.where(np.isfinite(w), w, 0.0)
-    z, y, x = (np.asarray(c, np.float64) for c in coords)
-    out = {}
-    m = n + 1
-
-    def bc(weights=None):
-        return np.bincount(lab, weights=weights, minlength=m)[:m].astype(np.float64)
-
-    out["count"] = bc()
-    out["seeds"] = out["count"].copy() if seeds is None else bc(np.asarray(seeds, np.float64))
-    out["sw"], out["swz"], out["swy"], out["swx"] = bc(w), bc(w * z), bc(w * y), bc(w * x)
-    out["sz"], out["sy"], out["sx"] = bc(z), bc(y), bc(x)
-    out["sr"] = bc(np.where(np.isfinite(r), r, 0.0))
-    out["spost"] = bc(np.where(np.isfinite(post_vals), post_vals, 0.0))
-    out["spre"] = bc(np.asarray(pre_vals, np.float64)) if pre_vals is not None else np.full(m, np.nan)
-    first = np.ravel_multi_index(tuple(np.asarray(c, np.int64) for c in coords), global_shape).astype(np.float64)
-    mins = {"min_r": r, "first": first, "lo0": z, "lo1": y, "lo2": x}
-    maxs = {"hi0": z, "hi1": y, "hi2": x}
-    for k in _MIN_KEYS:
-        out[k] = np.full(m, np.inf)
-    for k in _MAX_KEYS:
-        out[k] = np.full(m, -np.inf)
-    if lab.size:
-        order = np.argsort(lab, kind="stable")
-        sl = lab[order]
-        starts = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
-        ids = sl[starts]
-        for k, v in mins.items():
-            out[k][ids] = np.minimum.reduceat(v[order], starts)
-        for k, v in maxs.items():
-            out[k][ids] = np.maximum.reduceat(v[order], starts)
-    return out
-
-
-def _merge_stats(stats: Dict[str, np.ndarray], groups: np.ndarray, n_groups: int) -> Dict[str, np.ndarray]:
-    """Combine per-label statistics into groups (``groups[i]`` the group of label i)."""
-    out = {}
-    for k in _SUM_KEYS:
-        out[k] = np.bincount(groups, weights=np.nan_to_num(stats[k], nan=0.0) if k != "spre" else stats[k],
-                             minlength=n_groups)[:n_groups]
-    for k in _MIN_KEYS:
-        v = np.full(n_groups, np.inf)
-        np.minimum.at(v, groups, stats[k])
-        out[k] = v
-    for k in _MAX_KEYS:
-        v = np.full(n_groups, -np.inf)
-        np.maximum.at(v, groups, stats[k])
-        out[k] = v
-    return out
-
-
-@dataclass
-class _SplitSpec:
-    """How touching blooms are split (see :func:`_split_component`)."""
-
-    enabled: bool
-    connectivity: int
-    min_size: int
-    h: float
-    smooth: Tuple[float, float, float]   # Gaussian sigma per axis, voxels (1 voxel of the finest axis)
-    margin: Tuple[int, int, int]         # crop margin per axis for the smoothing
-    ref_mean: float
-
-    @property
-    def min_voxels(self) -> int:
-        """Components smaller than this are never split (two blooms of min_size each, at least 8 voxels)."""
-        return max(2 * self.min_size, 8)
-
-    @classmethod
-    def for_grid(cls, post: Volume, enabled, connectivity, min_size, h, ref_mean) -> "_SplitSpec":
-        smooth = tuple(float(np.min(post.spacing) / sp) for sp in post.spacing)
-        margin = tuple(int(3.0 * sm + 0.5) + 1 for sm in smooth)
-        return cls(bool(enabled), int(connectivity), int(min_size), float(h), smooth, margin, float(ref_mean))
-
-
-def _split_in_arrays(post_crop, pre_crop, comp: np.ndarray, crop_lo, spec: _SplitSpec, global_shape):
-    """Split one component from NumPy crops (``crop_lo`` their global origin); None when it stays whole."""
-    r_crop = np.asarray(post_crop, np.float64) / spec.ref_mean
-    sub = _split_component(r_crop, comp, spec.connectivity, spec.min_size, spec.h, spec.smooth)
-    if sub is None:
-        return None
-    k = int(sub.max())
-    idx = np.flatnonzero(sub)
-    local = np.unravel_index(idx, sub.shape)
-    coords = tuple(local[a] + crop_lo[a] for a in range(3))
-    pre_vals = None if pre_crop is None else np.asarray(pre_crop).ravel()[idx].astype(np.float64)
-    st = _sparse_stats(sub.ravel()[idx], k, coords, np.asarray(post_crop).ravel()[idx], pre_vals, spec.ref_mean,
-                       global_shape)
-    slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(crop_lo, sub.shape))
-    return {"slices": slices, "sub": sub.astype(np.int32), "stats": st, "k": k}
-
-
-def _crop_bounds(lo, hi, margin, shape):
-    """[lo - margin, hi + margin) clipped to the volume, per axis."""
-    clo = [max(int(l) - m, 0) for l, m in zip(lo, margin)]
-    chi = [min(int(h) + m, n) for h, m, n in zip(hi, margin, shape)]
-    return clo, chi
-
-
-def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape, structure, ref_mean,
-                      split: Optional[_SplitSpec] = None, keep_labels: bool = False) -> dict:
-    """Label one block; its per-label statistics, its six faces, and the splits of its inner components.
-
-    A component is split here when it cannot continue in another block (it
-    does not touch an inner face) and its smoothing crop lies in the block:
-    the crop is then exactly the one the whole-volume path would use. Other
-    components are split later from crops (:func:`_split_by_crop`).
-    """
-    labels, n = ndimage.label(cand, structure=structure, output=np.int32)
-    idx = np.flatnonzero(labels)
-    lab = labels.ravel()[idx]
-    local = np.unravel_index(idx, labels.shape)
-    coords = tuple(local[a] + origin[a] for a in range(3))
-    # values gathered by index tuples: no copy of the block even when it is a strided view
-    post_blk = np.asarray(post_blk)
-    post_vals = post_blk[local]
-    pre_vals = None if pre_blk is None else np.asarray(pre_blk)[local].astype(np.float64)
-    seeds = None if cand.dtype == bool else cand.ravel()[idx] == 2
-    stats = _sparse_stats(lab, n, coords, post_vals, pre_vals, ref_mean, global_shape, seeds)
-    faces = {}
-    for axis in range(3):
-        faces[(axis, 0)] = np.take(labels, 0, axis=axis).copy()
-        faces[(axis, 1)] = np.take(labels, -1, axis=axis).copy()
-    splits = {}
-    if split is not None and split.enabled and n:
-        bshape = labels.shape
-        end = [origin[a] + bshape[a] for a in range(3)]
-        big = np.flatnonzero((stats["count"] >= split.min_voxels) & (stats["seeds"] >= 1))
-        for j in big[big > 0]:
-            lo = [int(stats[f"lo{a}"][j]) for a in range(3)]
-            hi = [int(stats[f"hi{a}"][j]) + 1 for a in range(3)]
-            inner_face = any((lo[a] == origin[a] and origin[a] > 0) or (hi[a] == end[a] and end[a] < global_shape[a])
-                             for a in range(3))
-            clo, chi = _crop_bounds(lo, hi, split.margin, global_shape)
-            if inner_face or any(clo[a] < origin[a] or chi[a] > end[a] for a in range(3)):
-                continue  # may continue in another block, or its crop leaves the block: done from crops later
-            sl = tuple(slice(clo[a] - origin[a], chi[a] - origin[a]) for a in range(3))
-            comp = labels[sl] == j
-            splits[int(j)] = _split_in_arrays(post_blk[sl], None if pre_blk is None else np.asarray(pre_blk)[sl],
-                                              comp, clo, split, global_shape)
-    out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape, "splits": splits}
-    if keep_labels:
-        out["labels"] = labels
-    else:  # the candidates, compactly, so the label image can be rebuilt without reading the inputs again
-        out["mask"] = _pack_mask(cand)
-    return out
-
-
-def _pack_mask(cand: np.ndarray):
-    """A block's candidate mask in the smaller of two forms: flat indices (sparse) or packed bits."""
-    flat = np.flatnonzero(cand)
-    if flat.size * 4 < cand.size // 8:
-        return ("index", cand.shape, flat.astype(np.int32 if cand.size < 2 ** 31 else np.int64))
-    return ("bits", cand.shape, np.packbits(cand.ravel() > 0))
-
-
-def _unpack_mask(packed) -> np.ndarray:
-    kind, shape, payload = packed
-    if kind == "index":
-        out = np.zeros(int(np.prod(shape)), bool)
-        out[payload] = True
-        return out.reshape(shape)
-    return np.unpackbits(payload, count=int(np.prod(shape))).astype(bool).reshape(shape)
-
-
-def _union_across_faces(blocks: List[dict], chunks, structure, offsets: List[int], n_total: int) -> np.ndarray:
-    """Group label of every global label id (0..n_total) after merging labels that touch across chunk faces.
-
-    For each chunk border plane, the two planes that meet there are assembled
-    over the whole volume and labelled with the same connectivity: global ids
-    found in one component of that two-plane slab are the same cluster. This
-    covers links across faces, edges and corners of chunks.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    grid_shape = tuple(len(c) for c in chunks)
-    bounds = [np.r_[0, np.cumsum(c)] for c in chunks]
-    by_pos = {}
-    for b, blk_offset in zip(blocks, offsets):
-        by_pos[b["pos"]] = (b, blk_offset)
-    rows, cols = [], []
-    next_node = 0
-    full = tuple(int(bb[-1]) for bb in bounds)
-    for axis in range(3):
-        others = [a for a in range(3) if a != axis]
-        for k in range(1, grid_shape[axis]):
-            slab = np.zeros((2, full[others[0]], full[others[1]]), np.int64)
-            for pos, (b, off) in by_pos.items():
-                if pos[axis] not in (k - 1, k):
-                    continue
-                side = 0 if pos[axis] == k - 1 else 1
-                face = b["faces"][(axis, 1 if side == 0 else 0)].astype(np.int64)
-                face = np.where(face > 0, face + off, 0)
-                o0, o1 = bounds[others[0]][pos[others[0]]], bounds[others[1]][pos[others[1]]]
-                slab[side, o0:o0 + face.shape[0], o1:o1 + face.shape[1]] = face
-            if not (slab[0].any() and slab[1].any()):
-                continue
-            # the two planes, labelled with the connectivity's structure (axis first)
-            comp, nc = ndimage.label(slab > 0, structure=np.moveaxis(structure, axis, 0))
-            sel = slab > 0
-            rows.append(slab[sel])
-            cols.append(n_total + 1 + next_node + comp[sel])  # slab components are new graph nodes
-            next_node += nc + 1
-    if not rows:
-        return np.arange(n_total + 1)
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    size = int(n_total + 2 + c.max())
-    graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(size, size))
-    _, comp = connected_components(graph, directed=False)
-    return comp[: n_total + 1]
-
-
-# ------------------------------------------------------------ touching blooms
-def _split_component(r_crop: np.ndarray, comp: np.ndarray, connectivity: int, min_size: int, h: float,
-                     smooth: Sequence[float]) -> Optional[np.ndarray]:
-    """Sub-labels 1..k of a component with k >= 2 well-separated minima, else None.
-
-    Minima of the smoothed normalised signal at least ``h`` deep (h-minima)
-    are watershed markers; pieces smaller than ``min_size`` give their marker
-    up and the watershed is run again.
-    """
-    from skimage.morphology import h_minima
-    from skimage.segmentation import watershed
-
-    rs = ndimage.gaussian_filter(np.where(np.isfinite(r_crop), r_crop, 1.0), smooth, mode="nearest")
-    inside = rs[comp]
-    top = float(inside.max()) + 2.0 * h + 1.0
-    f = np.where(comp, rs, top)
-    # cheap necessary condition before the h-minima transform: two separate local minima, the
-    # shallower of them at least h below the component's highest value (a basin must be h deep)
-    local = (f == ndimage.minimum_filter(f, size=3, mode="nearest")) & comp
-    lab_local, n_local = ndimage.label(local, structure=np.ones((3, 3, 3), bool))
-    if n_local < 2:
-        return None
-    depths = ndimage.minimum(f, lab_local, np.arange(1, n_local + 1))
-    if np.sort(depths)[1] > float(inside.max()) - h:
-        return None
-    minima = h_minima(f, h).astype(bool) & comp
-    markers, nm = ndimage.label(minima, structure=ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity]))
-    if nm < 2:
-        return None
-    for _ in range(nm):
-        ws = watershed(rs, markers, mask=comp, connectivity=CONNECTIVITIES[connectivity])
-        sizes = np.bincount(ws.ravel(), minlength=markers.max() + 1)
-        present = [m for m in range(1, markers.max() + 1) if np.any(markers == m)]
-        small = [m for m in present if sizes[m] < min_size]
-        if len(present) < 2:
-            return None
-        if not small:
-            # renumber 1..k
-            lut = np.zeros(markers.max() + 1, np.int32)
-            lut[present] = np.arange(1, len(present) + 1)
-            return lut[ws]
-        markers[markers == small[0]] = 0
-    return None
-
-
 # -------------------------------------------------------------- the pipeline
 def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_mask: Optional[Volume] = None,
                      search_mask: Optional[Volume] = None, background_mask: Optional[Volume] = None,
@@ -1241,7 +829,9 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
     else:
         stats, presplit, relabel = _components_memory(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
     # blob components must hold a seed (always true for the other rules)
-    keep = np.flatnonzero((stats["count"] >= min_size) & (stats["seeds"] >= 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        darker = stats["sr"] < stats["count"]  # mean normalised signal < 1: CNR > 0 (a brighter "void" is dropped)
+    keep = np.flatnonzero((stats["count"] >= min_size) & (stats["seeds"] >= 1) & darker)
     keep = keep[keep > 0]
     report(progress, 0.85, "separating touching blooms")
     rows, final_of_group, patches, n_split = _finalise(prepared, rule, structure, stats, keep, spec, presplit)

@@ -1,4 +1,4 @@
-"""Following labelled cells over days: dilution, clearance and macrophage-held label (SCIENCE.md section 8).
+"""Following labelled cells over days: dilution, clearance and macrophage-held label (docs/methods/longitudinal.md).
 
 Every label fades, and not all of the fading is cell death. This module
 turns the per-session readouts (19F cells, MPI iron, PET/SPECT %ID, iron
@@ -14,7 +14,7 @@ The model, per site, for live labelled cells (times in days after injection)
   ``k`` (1/day) is the clearance (death of the cells and efflux);
 - live labelled cells: ``N(t) = L(t) / q(t)``. With the label expressed in
   *apparent cells* (``N_app = label / q0``), the corrected count is
-  ``N = N_app * 2^(t / T_d) * exp(e t)`` (SCIENCE.md: N_true ~ N_app 2^(t/T_d)).
+  ``N = N_app * 2^(t / T_d) * exp(e t)`` (docs/methods/longitudinal.md#corrected-cells).
 
 What the data can tell (identifiability)
 ----------------------------------------
@@ -244,7 +244,7 @@ def fit_dilution_clearance(days, label, *, cells=None, doubling_days: Optional[f
 
 
 def corrected_cells(days, apparent_cells, doubling_days: Optional[float], efflux_per_day: float = 0.0):
-    """Apparent to live-cell numbers: ``N_app * 2^(t / T_d) * exp(e t)`` (SCIENCE.md section 8).
+    """Apparent to live-cell numbers: ``N_app * 2^(t / T_d) * exp(e t)`` (docs/methods/longitudinal.md).
 
     NaN where ``doubling_days`` is unknown (None/NaN); unchanged by division when it is inf.
 
@@ -306,7 +306,11 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
 
     Returns
     -------
-    DataFrame with columns ``site, day, readout, value, unit, apparent_cells, detection_limit_cells, status``.
+    DataFrame with columns ``site, day, readout, value, unit, apparent_cells, detection_limit_cells_roi,
+    detection_limit_cells_cluster, status``: ``detection_limit_cells_roi`` is the readout's own limit for the
+    whole ROI (MPI: 3.5 noise SDs of the ROI sum; 19F when its table gives one); ``detection_limit_cells_cluster``
+    is the smallest compact depot a per-voxel limit can show (3 voxels at the 19F per-voxel limit). They are
+    different numbers and never share a name (docs/methods/longitudinal.md#detection-limits).
     """
     import pandas as pd
 
@@ -332,7 +336,8 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
             df = session_tables[d].get(key) if session_tables[d] else None
             for site in sites:
                 row = {"site": site, "day": d, "readout": readout, "value": np.nan, "unit": unit,
-                       "apparent_cells": np.nan, "detection_limit_cells": np.nan, "status": "missing"}
+                       "apparent_cells": np.nan, "detection_limit_cells_roi": np.nan,
+                       "detection_limit_cells_cluster": np.nan, "status": "missing"}
                 if df is not None and column in df.columns and site in set(df["organ"]):
                     r = df[df["organ"] == site].iloc[0]
                     value = float(r[column]) if r[column] is not None else np.nan
@@ -347,15 +352,19 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
                         row["apparent_cells"] = float(r[cells_col])
                     elif injected_cells is not None and np.isfinite(value):
                         row["apparent_cells"] = value / 100.0 * injected_cells
-                    if "detection_limit_cells" in df.columns:
-                        # a site is detectable when it fills the minimum cluster (3 voxels) at the voxel limit
-                        row["detection_limit_cells"] = 3.0 * float(r["detection_limit_cells"])
+                    if "detection_limit_cells_roi" in df.columns:
+                        row["detection_limit_cells_roi"] = float(r["detection_limit_cells_roi"])
                     elif readout == "MPI iron" and "iron_ng_noise_sd" in df.columns and "cell_count" in df.columns \
                             and np.isfinite(value) and value > 0:
-                        row["detection_limit_cells"] = 3.5 * float(r["iron_ng_noise_sd"]) * float(r["cell_count"]) / value
+                        row["detection_limit_cells_roi"] = 3.5 * float(r["iron_ng_noise_sd"]) * float(r["cell_count"]) / value
+                    per_voxel = next((c for c in ("detection_limit_cells_voxel", "detection_limit_cells")
+                                      if c in df.columns), None)
+                    if readout == "19F" and per_voxel is not None:
+                        # the smallest compact depot: the minimum cluster (3 voxels) at the per-voxel limit
+                        row["detection_limit_cells_cluster"] = 3.0 * float(r[per_voxel])
                 rows.append(row)
     return pd.DataFrame(rows, columns=["site", "day", "readout", "value", "unit", "apparent_cells",
-                                       "detection_limit_cells", "status"])
+                                       "detection_limit_cells_roi", "detection_limit_cells_cluster", "status"])
 
 
 @dataclass
@@ -368,6 +377,54 @@ class SiteKinetics:
     doubling_days: Optional[float] = None
     loss_per_day: Optional[float] = None
     source: str = "user"
+
+
+#: Kinetic priors from the literature, used when the user gives none (never from a study's ground truth).
+#: Orders of magnitude for adoptively transferred, activated T cells in mice; see
+#: docs/methods/longitudinal.md#priors for the sources and ranges. Doubling only where T cells expand
+#: (lymph nodes, tumour); loss = death + emigration.
+LITERATURE_SITE_PRIORS = {
+    "tumour": (2.0, 0.1), "ln": (2.0, 0.1), "lymph": (2.0, 0.1),
+    "spleen": (None, 0.2), "liver": (None, 0.3), "lung": (None, 0.5), "circulation": (None, 0.1),
+}
+#: Label efflux from live cells (1/day) by readout (docs/methods/longitudinal.md#priors).
+LITERATURE_EFFLUX_PER_DAY = {"19F": 0.02, "MPI iron": 0.02, "PET": 0.05, "SPECT": 0.1}
+LITERATURE_SOURCE = "literature defaults (docs/methods/longitudinal.md#priors)"
+
+#: What the model columns of the time-course table mean, with their assumptions.
+COLUMN_DESCRIPTIONS = {
+    "apparent_cells": "label at the site divided by the label per cell at injection (cells if no division, "
+                      "no efflux, no label outside live cells)",
+    "cells_corrected": "ASSUMES the doubling time and efflux of the priors hold at this site, every cell divides "
+                       "at that rate from day 0 and no label sits outside live cells: apparent_cells x "
+                       "2^(t/T_d) x e^(e t). Off by the ratio of true to assumed division (it was +54 % to "
+                       "+1869 % off on the simulated study); not a measurement.",
+    "live_label_model": "label the live cells would hold under the fitted or prior kinetics",
+    "cells_model": "live cells of the dilution-clearance model fitted to the time course",
+    "unexplained_fraction": "share of the measured label the live-cell model cannot explain (macrophage-held "
+                            "signal when large)",
+    "detection_limit_cells_roi": "the readout's detection limit for the whole ROI (cells)",
+    "detection_limit_cells_cluster": "smallest compact depot the per-voxel limit shows: 3 voxels at the 19F "
+                                     "per-voxel limit (cells)",
+}
+
+
+def literature_priors(sites) -> dict:
+    """{site: SiteKinetics} from :data:`LITERATURE_SITE_PRIORS` (by name or prefix: ``ln_iliac`` -> ``ln``).
+
+    >>> literature_priors(["ln_iliac", "kidney_left"])["ln_iliac"].doubling_days
+    2.0
+    """
+    out = {}
+    for site in sites:
+        key = str(site).lower()
+        match = next((k for k in LITERATURE_SITE_PRIORS if key == k or key.startswith(k + "_") or
+                      key.startswith(k)), None)
+        if match is None:
+            continue
+        d, loss = LITERATURE_SITE_PRIORS[match]
+        out[site] = SiteKinetics(d, loss, LITERATURE_SOURCE)
+    return out
 
 
 @dataclass

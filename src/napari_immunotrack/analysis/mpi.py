@@ -1,4 +1,4 @@
-"""MPI iron quantification with fiducials (SCIENCE.md section 6).
+"""MPI iron quantification with fiducials (docs/methods/mpi.md).
 
 MPI signal is linear in iron mass. Fiducials of known iron in the field of
 view calibrate it; an ROI's integrated signal then gives its iron, and the
@@ -14,13 +14,20 @@ Steps
    when the fiducial table has a ``signal`` column, those values.
 3. Calibration: least squares S = k m + b across fiducials, with R^2.
    Refused with fewer than two fiducials, with all fiducials of the same
-   iron, or when the signal does not grow with iron.
-4. Per ROI: S_ROI = sum(w (I - background)), iron m = (S_ROI - b) / k,
+   iron, or when the signal does not grow with iron. The background is
+   subtracted per voxel, so b is a residual background per voxel times the
+   fiducial sphere's size: an ROI of V voxels gets b V / V_sphere
+   ("volume" intercept model); with a ``signal`` column (signals integrated
+   elsewhere) b is subtracted as it is ("constant").
+4. Per ROI: S_ROI = sum(w (I - background)), iron m = (S_ROI - b_ROI) / k,
    cells = m / q_cell. The MPI point spread (mm wide) spills signal out of a
    tight ROI: ``iron_ng_dilated`` repeats the readout with the ROI dilated
    by ``dilate_mm`` and ``dilation_change_percent`` says how sensitive the
    number is to the ROI. ``iron_ng_noise_sd`` is the noise of the ROI sum
-   in ng; an ROI under 3.5 times it is "below detection limit".
+   in ng; an ROI under 3.5 times it (``detection_limit_ng_roi``, per ROI) is
+   "below detection limit" and gets an upper bound
+   (``cell_count_upper_bound`` = (max(m, 0) + 2 SD) / q_cell) instead of a count;
+   no count is ever negative.
 
 Fiducial table columns: ``x_mm, y_mm, z_mm`` (world RAS mm, the MPI's
 world), ``iron_ng``, optional ``radius_mm`` (per fiducial) and ``signal``.
@@ -53,6 +60,12 @@ from ..volume import Volume
 from .roi import RoiMap, carry_rois
 
 
+#: An ROI is detected when its iron exceeds this many noise SDs of its sum.
+DETECTION_K = 3.5
+#: Upper bound of an undetected ROI: max(measured, 0) + this many noise SDs (about 97.7 % one-sided).
+UPPER_BOUND_K = 2.0
+
+
 @dataclass
 class MpiCalibration:
     """Linear calibration S = k m + b of integrated MPI signal against iron mass.
@@ -83,13 +96,25 @@ class MpiCalibration:
     warnings: list = field(default_factory=list)
     noise_sd: float = float("nan")
     background_method: str = "given"
+    #: how the intercept applies to an ROI: "volume" (a residual per-voxel background, scaled by the
+    #: integration volume; spheres integrated here) or "constant" (the fiducial table's own signals)
+    intercept_model: str = "volume"
+    #: intercept per voxel of integration (volume model): b / mean fiducial sphere size in voxels
+    intercept_per_voxel: float = 0.0
 
-    def iron_ng(self, signal):
-        """Iron (ng) of an integrated, background-subtracted signal."""
-        return (np.asarray(signal, float) - self.intercept) / self.k_per_ng
+    def intercept_for(self, voxels=None) -> float:
+        """The intercept of an integration over ``voxels`` (weighted voxel count; docs/methods/mpi.md#intercept)."""
+        if self.intercept_model == "volume" and voxels is not None:
+            return float(self.intercept_per_voxel * voxels)
+        return float(self.intercept)
+
+    def iron_ng(self, signal, voxels=None):
+        """Iron (ng) of an integrated, background-subtracted signal over ``voxels`` (weighted count)."""
+        return (np.asarray(signal, float) - self.intercept_for(voxels)) / self.k_per_ng
 
     def as_dict(self) -> dict:
-        return {"k_per_ng": self.k_per_ng, "intercept": self.intercept, "r2": self.r2, "n": self.n,
+        return {"k_per_ng": self.k_per_ng, "intercept": self.intercept, "intercept_model": self.intercept_model,
+                "intercept_per_voxel": self.intercept_per_voxel, "r2": self.r2, "n": self.n,
                 "background": self.background, "background_method": self.background_method,
                 "noise_sd_per_voxel": self.noise_sd, "method": self.method,
                 "fiducials": self.table.to_dict(orient="records")}
@@ -264,8 +289,16 @@ def mpi_calibration(mpi: Volume, fiducials, *, radius_mm: float = 3.0, backgroun
     table["signal"] = signal
     table["iron_ng_fitted"] = (signal - b) / k
     table["residual_ng"] = table["iron_ng_fitted"] - m
+    # The background was subtracted voxel by voxel, so an intercept is what is left of it per voxel
+    # (times the sphere's size): an ROI gets the intercept of its own size, not the spheres' one.
+    if spheres:
+        sphere_voxels = float(np.mean([float(w.sum()) for _, w, _ in spheres]))
+        model, per_voxel = "volume", float(b) / sphere_voxels
+    else:
+        model, per_voxel = "constant", 0.0
     return MpiCalibration(k_per_ng=float(k), intercept=float(b), r2=float(r2), n=len(m), background=bg,
-                          table=table, method=method, warnings=warns, noise_sd=noise_sd, background_method=how)
+                          table=table, method=method, warnings=warns, noise_sd=noise_sd, background_method=how,
+                          intercept_model=model, intercept_per_voxel=per_voxel)
 
 
 def _dilated(rmap: RoiMap, i: int, spacing: np.ndarray, dilate_mm: float):
@@ -357,23 +390,31 @@ def mpi_iron(mpi: Volume, rois, fiducials, iron_per_cell_pg: float, *, transform
     for i, label in enumerate(rmap.labels):
         idx, w = rmap.index[i], rmap.weight[i].astype(np.float64)
         signal = float(np.dot(w, flat[idx] - bg))
-        iron = float(cal.iron_ng(signal))
+        iron = float(cal.iron_ng(signal, float(w.sum())))
         sd_ng = float(noise_sd * np.sqrt(np.dot(w, w)) / cal.k_per_ng) if np.isfinite(noise_sd) else float("nan")
+        limit_ng = DETECTION_K * sd_ng
         status = "ok"
-        if np.isfinite(sd_ng) and iron < 3.5 * sd_ng:
+        if np.isfinite(sd_ng) and iron < limit_ng:
             status = "below detection limit"
+        ok = status == "ok"
+        bound = max(iron, 0.0) + UPPER_BOUND_K * sd_ng
         row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
                "volume_ml": float(w.sum() * mpi.voxel_volume_mm3 / 1000.0), "signal": signal,
-               "iron_ng": iron if status == "ok" else float("nan"), "iron_ng_measured": iron,
+               "iron_ng": iron if ok else float("nan"), "iron_ng_measured": iron,
                "iron_ng_noise_sd": sd_ng, "status": status,
-               "cell_count": iron / q_ng if status == "ok" else float("nan")}
+               "cell_count": iron / q_ng if ok else float("nan"),
+               # below the limit: an upper bound, never a negative count (docs/methods/mpi.md#detection-limit)
+               "iron_ng_upper_bound": float("nan") if ok else bound,
+               "cell_count_upper_bound": float("nan") if ok else bound / q_ng,
+               "detection_limit_ng_roi": limit_ng,
+               "detection_limit_cells_roi": limit_ng / q_ng}
         if dilated[i] is not None:
             d_idx, d_w = dilated[i]
-            iron_d = float(cal.iron_ng(float(np.dot(d_w, flat[d_idx] - bg))))
-            row["iron_ng_dilated"] = iron_d
-            row["dilation_change_percent"] = 100.0 * (iron_d - iron) / iron if iron > 0 else float("nan")
-            row["cell_count_dilated"] = iron_d / q_ng
-            if status == "ok" and abs(row["dilation_change_percent"]) > 10:
+            iron_d = float(cal.iron_ng(float(np.dot(d_w, flat[d_idx] - bg)), float(d_w.sum())))
+            row["iron_ng_dilated"] = iron_d if ok else float("nan")
+            row["dilation_change_percent"] = 100.0 * (iron_d - iron) / iron if ok and iron > 0 else float("nan")
+            row["cell_count_dilated"] = max(iron_d, 0.0) / q_ng if ok else float("nan")
+            if ok and abs(row["dilation_change_percent"]) > 10:
                 msg = (f"ROI {label}: dilating it by {dilate_mm:g} mm changes the iron by "
                        f"{row['dilation_change_percent']:+.0f}%; the ROI cuts the point spread (spill-over).")
                 warns.append(msg)
@@ -382,7 +423,8 @@ def mpi_iron(mpi: Volume, rois, fiducials, iron_per_cell_pg: float, *, transform
     df = pd.DataFrame(rows)
     below = df.loc[df["status"] != "ok", "label"].tolist()
     if below:
-        msg = f"ROI(s) {below}: iron below the detection limit (3.5 x noise of the ROI sum); no count reported."
+        msg = (f"ROI(s) {below}: iron below the detection limit ({DETECTION_K:g} x noise of the ROI sum); an upper "
+               "bound is reported instead of a count (cell_count_upper_bound).")
         warns.append(msg)
         warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
     df.attrs["warnings"] = warns

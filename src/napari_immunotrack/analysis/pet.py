@@ -1,5 +1,8 @@
 """PET/SPECT quantification: activity concentration (Bq/mL), SUV and ROI readouts.
 
+Header reading (:class:`PetHeader`, :func:`read_pet_header`) lives in :mod:`.pet_header` and is
+re-exported here; this module holds the SUV maths, the peak sphere, densities and the ROI table.
+
 The steps, each a pure function of a :class:`~napari_immunotrack.volume.Volume`
 (its ``metadata``: the DICOM reader keeps the first slice's header in
 ``metadata["dicom_header"]`` and per-slice times in ``metadata["slice_headers"]``;
@@ -17,8 +20,8 @@ a NIfTI's JSON sidecar gives the same DICOM keywords as plain keys):
    SUVpeak, total activity, %ID, %ID/g), with ROIs drawn on any grid and
    carried to the PET's own grid (:mod:`.roi`).
 
-Rules (see SCIENCE.md section 4; each choice is recorded in ``header.sources``)
--------------------------------------------------------------------------------
+Rules (see docs/methods/pet.md; each choice is recorded in ``header.sources``)
+------------------------------------------------------------------------------
 Units
     BQML (Bq/mL); GML (values are SUV of the header's SUVType, BW when
     absent); CM2ML (SUVbsa in cm2/mL); Philips CNTS with the private Activity
@@ -47,14 +50,19 @@ Half-life
     the named nuclide's is refused as contradictory.
 Dose
     RadionuclideTotalDose in Bq; a value between 0 and 1e4 is taken as MBq
-    (warning), as SCIENCE.md says.
+    (warning; docs/methods/pet.md#dose).
 Weight
     PatientWeight is kg (DICOM). Taken as grams (warning) when above 1000, or
     when the species is a mouse or rat (PatientSpeciesDescription) and the
     value is above 2 (no mouse or rat weighs 2 kg): a mouse is 0.025 kg.
-    Without a species, values up to 1000 are kg as DICOM says (a mouse
-    written as 25 g cannot be told from a 25 kg child: check the header
-    panel, or pass weight_unit="g" / --weight-kg).
+    Without a species, a value from 2 to 1000 is refused as ambiguous (a mouse
+    written as 25 g cannot be told from a 25 kg child) unless a human height
+    (PatientSize >= 0.5 m) says human, or weight_unit / --weight-kg is given;
+    under 2 it is kg (an animal).
+Species
+    Animals (a non-human species, or under 2 kg) get no human body-size
+    formula: SUVlbm needs a measured lean mass, SUVbsa Meeh's k W^(2/3);
+    SUVpeak uses a sphere of 2 x the PSF FWHM restricted to the ROI.
 Height
     PatientSize is m; above 3 it is taken as cm (warning).
 Sex
@@ -74,7 +82,7 @@ Examples
 >>> from napari_immunotrack.volume import Volume
 >>> meta = {"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 370e6,
 ...         "RadiopharmaceuticalStartDateTime": "20240101100000", "SeriesDate": "20240101",
-...         "SeriesTime": "110000", "RadionuclideHalfLife": 6586.2, "PatientWeight": 70}
+...         "SeriesTime": "110000", "RadionuclideHalfLife": 6586.2, "PatientWeight": 70, "PatientSize": 1.75}
 >>> pet = Volume(np.full((2, 2, 2), 5000.0, np.float32), np.eye(4), "PT", "BQML", meta)
 >>> header = read_pet_header(pet)
 >>> round(header.decayed_dose_bq / 1e6, 2)
@@ -85,827 +93,28 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import math
-import re
-import warnings
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from ..errors import ImmunotrackWarning, InputError
+from ..errors import InputError
 from ..volume import Volume
 
-#: Half-lives (s) of the nuclides used for cell tracking and PET (used when the header lacks one).
-HALF_LIVES_S = {
-    "F18": 6586.2,
-    "GA68": 4062.6,
-    "ZR89": 282240.0,
-    "CU64": 45720.0,
-    "IN111": 242330.0,
-    "TC99M": 21624.0,
-    "C11": 1223.4,
-    "N13": 597.9,
-    "O15": 122.24,
-    "I124": 360806.0,
-    "RB82": 76.38,
-    "Y86": 53064.0,
-    "I123": 47602.0,
-    "I131": 692928.0,
-    "LU177": 574300.0,
-}
-
-_ELEMENTS = {
-    "FLUORINE": "F", "GALLIUM": "GA", "ZIRCONIUM": "ZR", "COPPER": "CU", "INDIUM": "IN",
-    "TECHNETIUM": "TC", "CARBON": "C", "NITROGEN": "N", "OXYGEN": "O", "IODINE": "I",
-    "RUBIDIUM": "RB", "YTTRIUM": "Y", "LUTETIUM": "LU",
-}
-
-SUV_TYPES = ("bw", "lbm", "bsa", "ibw")
-LBM_FORMULAS = ("janmahasatian", "james")
-#: Unit of each SUV type.
-SUV_UNITS = {"bw": "g/mL", "lbm": "g/mL", "bsa": "cm2/mL", "ibw": "g/mL"}
-
-_COUNT_UNITS = ("CNTS", "PROPCNTS", "CPS", "PROPCPS")
-_UNIT_SYNONYMS = {
-    "BQML": ("BQML", 1.0), "BQ/ML": ("BQML", 1.0), "BQ/CC": ("BQML", 1.0), "KBQ/ML": ("BQML", 1e3),
-    "KBQML": ("BQML", 1e3), "MBQ/ML": ("BQML", 1e6), "GML": ("GML", 1.0), "G/ML": ("GML", 1.0),
-    "CM2ML": ("CM2ML", 1.0), "CM2/ML": ("CM2ML", 1.0), "CNTS": ("CNTS", 1.0), "COUNTS": ("CNTS", 1.0),
-    "PROPCNTS": ("PROPCNTS", 1.0), "CPS": ("CPS", 1.0), "PROPCPS": ("PROPCPS", 1.0),
-}
-_SUVTYPE_CODES = {"BW": "bw", "BSA": "bsa", "LBM": "lbm", "IBW": "ibw"}
-
-# Private tags (group, creator, element offset within the creator's block)
-_PHILIPS = (0x7053, "Philips PET Private Group")
-_PHILIPS_SUV_SCALE = 0x00  # (7053,1000) SUV Scale Factor
-_PHILIPS_ACTIVITY_SCALE = 0x09  # (7053,1009) Activity Concentration Scale Factor
-_GE = (0x0009, "GEMS_PETD_01")
-_GE_SCAN_DATETIME = 0x0D  # (0009,100D) scan date-time
-
-_SPECIES_SMALL = ("mouse", "mus ", "mus musculus", "rat", "rattus", "murine")
-
-
-# ----------------------------------------------------------------------------- header model
-@dataclass
-class PetHeader:
-    """The quantitative fields of a PET/SPECT header, with where each came from.
-
-    Attributes
-    ----------
-    units : str
-        Normalised DICOM Units code: BQML, GML, CM2ML, CNTS, PROPCNTS, CPS or PROPCPS.
-    unit_scale : float
-        Factor to the Units code (1000 for a sidecar in kBq/mL).
-    modality : str
-        "PT" or "NM".
-    decay_correction : str
-        START, ADMIN or NONE.
-    dose_bq : float or None
-        Injected activity at ``injection_time`` (Bq).
-    injection_time, series_time, reference_time : datetime or None
-        Injection; scan reference; the time the activity concentrations and
-        the decayed dose refer to (the injection for ADMIN).
-    half_life_s : float or None
-    radionuclide : str or None
-        Canonical nuclide key, e.g. "F18", "ZR89", "TC99M".
-    weight_kg, height_m : float or None
-    sex : str
-        "M", "F" or "O" (unknown).
-    suv_type_in_file : str or None
-        For GML/CM2ML data: the SUV type of the stored values.
-    philips_suv_scale, philips_activity_scale : float or None
-        Philips private factors from the rescaled value to SUVbw and to Bq/mL.
-    calibration_cps_per_mbq : float or None
-        Counts-to-activity calibration for counts images (SPECT).
-    acquisition_duration_s : float or None
-        Duration used to turn counts into count rates.
-    slice_times : list of datetime or None
-        Start of the acquisition of each slice along axis 0 (DecayCorrection NONE).
-    slice_durations_s : list of float or None
-    corrected_image : list of str
-    species : str or None
-    warnings : list of str
-        Every guess made (also emitted as ImmunotrackWarning).
-    sources : dict
-        Where each value came from (header tag, table, rule or "user").
-    overrides : dict
-        Values the user set, with the header value each replaced.
-    """
-
-    units: Optional[str] = None
-    unit_scale: float = 1.0
-    modality: str = "PT"
-    decay_correction: Optional[str] = None
-    dose_bq: Optional[float] = None
-    injection_time: Optional[_dt.datetime] = None
-    series_time: Optional[_dt.datetime] = None
-    reference_time: Optional[_dt.datetime] = None
-    half_life_s: Optional[float] = None
-    radionuclide: Optional[str] = None
-    weight_kg: Optional[float] = None
-    height_m: Optional[float] = None
-    sex: str = "O"
-    suv_type_in_file: Optional[str] = None
-    philips_suv_scale: Optional[float] = None
-    philips_activity_scale: Optional[float] = None
-    calibration_cps_per_mbq: Optional[float] = None
-    acquisition_duration_s: Optional[float] = None
-    slice_times: Optional[list] = None
-    slice_durations_s: Optional[list] = None
-    corrected_image: list = field(default_factory=list)
-    species: Optional[str] = None
-    warnings: list = field(default_factory=list)
-    sources: dict = field(default_factory=dict)
-    overrides: dict = field(default_factory=dict)
-    problems: list = field(default_factory=list)
-
-    # ------------------------------------------------------------- derived
-    @property
-    def decay_time_s(self) -> Optional[float]:
-        """Seconds from the injection to the reference time (0 for ADMIN)."""
-        if self.decay_correction == "ADMIN":
-            return 0.0
-        if self.injection_time is None or self.reference_time is None:
-            return None
-        return (self.reference_time - self.injection_time).total_seconds()
-
-    @property
-    def decayed_dose_bq(self) -> Optional[float]:
-        """Injected activity decayed to the reference time (Bq)."""
-        if self.dose_bq is None:
-            return None
-        dt = self.decay_time_s
-        if dt is None:
-            return None
-        if dt == 0:
-            return float(self.dose_bq)
-        if not self.half_life_s:
-            return None
-        return float(self.dose_bq) * 2.0 ** (-dt / self.half_life_s)
-
-    def warn(self, message: str) -> None:
-        """Record a guess and show it."""
-        self.warnings.append(message)
-        warnings.warn(message, ImmunotrackWarning, stacklevel=3)
-
-    def as_dict(self) -> dict:
-        """Plain JSON-able dictionary (for provenance and tables)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, _dt.datetime):
-                value = value.isoformat()
-            elif isinstance(value, list) and value and isinstance(value[0], _dt.datetime):
-                value = [v.isoformat() for v in value]
-            out[f.name] = value
-        out["decay_time_s"] = self.decay_time_s
-        out["decayed_dose_bq"] = self.decayed_dose_bq
-        return out
-
-    # --------------------------------------------------------- validation
-    def require(self, suv_type: Optional[str] = "bw", lbm_formula: str = "janmahasatian",
-                need_dose: bool = True) -> None:
-        """Raise InputError with the reason when these data cannot give Bq/mL or the SUV asked for."""
-        if self.problems:
-            raise InputError(self.problems[0])
-        if self.units is None:
-            raise InputError("the PET header has no Units (0054,1001); cannot tell Bq/mL from counts or SUV. "
-                             "Give a series with Units BQML, or set the units.")
-        if self.units in _COUNT_UNITS and self.philips_activity_scale is None and self.philips_suv_scale is None:
-            if not self.calibration_cps_per_mbq:
-                raise InputError(f"the image is in counts (Units {self.units}) and no calibration factor was given; "
-                                 "SPECT/PET counts need a calibration in cps/MBq (--calibration-cps-per-mbq).")
-            if self.units in ("CNTS", "PROPCNTS") and not self.acquisition_duration_s:
-                raise InputError("the image is in counts but the acquisition duration is unknown "
-                                 "(ActualFrameDuration missing); give it (--acquisition-duration-s).")
-        needs_suv_inputs = need_dose or suv_type is not None or self.units in ("GML", "CM2ML") or (
-            self.units in _COUNT_UNITS and self.philips_activity_scale is None and self.philips_suv_scale is not None)
-        if needs_suv_inputs:
-            if not self.dose_bq or self.dose_bq <= 0:
-                raise InputError("the header has no injected dose (RadionuclideTotalDose (0018,1074)); "
-                                 "give it (--dose-mbq) to compute SUV, total activity and %ID.")
-            if self.decay_correction != "ADMIN":
-                if self.injection_time is None:
-                    raise InputError("the header has no injection time (RadiopharmaceuticalStartDateTime/StartTime); "
-                                     "give it (--injection-time) to decay-correct the dose.")
-                if self.reference_time is None:
-                    raise InputError("the header has no scan time (SeriesDate/SeriesTime or AcquisitionTime); "
-                                     "give it (--scan-time) to decay-correct the dose.")
-                if not self.half_life_s:
-                    raise InputError("the radionuclide's half-life is unknown (no RadionuclideHalfLife and no known "
-                                     "Radionuclide); give it (--half-life-s).")
-                if self.decay_time_s < 0:
-                    raise InputError(f"the injection ({self.injection_time.isoformat()}) is after the scan reference "
-                                     f"time ({self.reference_time.isoformat()}); the header times contradict each "
-                                     "other: fix them (--injection-time/--scan-time).")
-        suv_types = [suv_type] if suv_type else []
-        if self.units == "GML":
-            suv_types.append(self.suv_type_in_file or "bw")
-        if self.units == "CM2ML":
-            suv_types.append("bsa")
-        for t in suv_types:
-            if not self.weight_kg or self.weight_kg <= 0:
-                raise InputError("the header has no patient weight (PatientWeight (0010,1030)); give it "
-                                 "(--weight-kg) to compute SUV.")
-            if t in ("lbm", "bsa", "ibw") and (not self.height_m or self.height_m <= 0):
-                raise InputError(f"SUV{t} needs the patient height (PatientSize (0010,1020)), which is missing; "
-                                 "give it (--height-cm) or use --suv bw.")
-
-
-# ----------------------------------------------------------------------------- parsing helpers
-def _text(value) -> Optional[str]:
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = "\\".join(str(v) for v in value)
-    text = str(value).strip()
-    return text or None
-
-
-def _number(value) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        if len(value) == 0:
-            return None
-        value = value[0]
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-# the package's one DICOM date/time parser (issue 16): imported, not written twice
-from ..io.dicom.headers import parse_dicom_date, parse_dicom_datetime, parse_dicom_time  # noqa: E402,F401
-
-
-def nuclide_key(text) -> Optional[str]:
-    """Canonical key ("F18", "ZR89", "TC99M", ...) of a nuclide name such as '^18^Fluorine', 'F-18', '89Zr'."""
-    text = _text(text)
-    if not text:
-        return None
-    s = re.sub(r"[^A-Z0-9]", "", text.upper())
-    for name in sorted(_ELEMENTS, key=len, reverse=True):
-        s = s.replace(name, _ELEMENTS[name])
-    m = re.fullmatch(r"(\d+)(M?)([A-Z]{1,2})", s) or None
-    if m:
-        key = f"{m.group(3)}{m.group(1)}{m.group(2)}"
-    else:
-        m = re.fullmatch(r"([A-Z]{1,2})(\d+)(M?)", s)
-        if not m:
-            return None
-        key = f"{m.group(1)}{m.group(2)}{m.group(3)}"
-    return key
-
-
-class _Fields:
-    """Look up DICOM keywords in a Volume's metadata: plain keys, then the pydicom header."""
-
-    _RADIOPHARM = ("RadionuclideTotalDose", "RadiopharmaceuticalStartDateTime", "RadiopharmaceuticalStartTime",
-                   "RadionuclideHalfLife", "RadionuclideCodeSequence", "Radiopharmaceutical",
-                   "RadionuclidePositronFraction")
-
-    def __init__(self, metadata: dict):
-        self.meta = metadata or {}
-        self.ds = self.meta.get("dicom_header")
-        seq = self.meta.get("RadiopharmaceuticalInformationSequence")
-        self.radio_dict = seq[0] if isinstance(seq, list) and seq and isinstance(seq[0], dict) else {}
-        self.radio_ds = None
-        if self.ds is not None:
-            s = getattr(self.ds, "RadiopharmaceuticalInformationSequence", None)
-            if s:
-                self.radio_ds = s[0]
-
-    @staticmethod
-    def _empty(value) -> bool:
-        return value is None or (isinstance(value, str) and not value.strip()) or (
-            hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0)
-
-    def get(self, keyword: str):
-        """(value, source) of ``keyword``; (None, None) when absent."""
-        value = self.meta.get(keyword)
-        if not self._empty(value):
-            return value, keyword
-        if keyword in self._RADIOPHARM:
-            value = self.radio_dict.get(keyword)
-            if not self._empty(value):
-                return value, keyword
-            if self.radio_ds is not None:
-                value = getattr(self.radio_ds, keyword, None)
-                if not self._empty(value):
-                    return value, keyword
-        if self.ds is not None:
-            value = getattr(self.ds, keyword, None)
-            if not self._empty(value):
-                return value, keyword
-        return None, None
-
-    def private(self, group: int, creator: str, offset: int, meta_key: str):
-        """A private element by creator (falls back to block 0x10 when the creator was stripped)."""
-        value = self.meta.get(meta_key)
-        if not self._empty(value):
-            return value, meta_key
-        ds = self.ds
-        if ds is None:
-            return None, None
-        try:
-            elem = ds.get_private_item(group, offset, creator)
-            if elem is not None and not self._empty(elem.value):
-                return elem.value, f"({group:04X},{0x1000 + offset:04X}) {creator}"
-        except (KeyError, ValueError):
-            pass
-        tag = (group << 16) | (0x1000 + offset)
-        if tag in ds and not self._empty(ds[tag].value):
-            return ds[tag].value, f"({group:04X},{0x1000 + offset:04X}) without private creator"
-        return None, None
-
-
-def _private_number(value) -> Optional[float]:
-    """Private numeric values may come as numbers, strings or raw little-endian doubles/floats."""
-    if isinstance(value, (bytes, bytearray)):
-        raw = bytes(value)
-        try:
-            if len(raw) == 8:
-                return float(np.frombuffer(raw, "<f8")[0])
-            if len(raw) == 4:
-                return float(np.frombuffer(raw, "<f4")[0])
-            return _number(raw.decode("ascii").strip("\x00 "))
-        except (ValueError, UnicodeDecodeError):
-            return None
-    return _number(value)
-
-
-def _as_datetime_override(value, default_date: Optional[_dt.date]) -> _dt.datetime:
-    """A user-given time: datetime, ISO date-time, DICOM DT, or a time of day on ``default_date``."""
-    if isinstance(value, _dt.datetime):
-        return value.replace(tzinfo=None)
-    text = str(value).strip()
-    if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?|\d{4,6}(\.\d+)?", text):
-        if default_date is None:
-            raise InputError(f"time {text!r} has no date and the header has none; give a full date-time "
-                             "(YYYY-MM-DDTHH:MM:SS).")
-        t = parse_dicom_time(text.zfill(5) if ":" in text and len(text.split(":")[0]) == 1 else text)
-        return _dt.datetime.combine(default_date, t)
-    return parse_dicom_datetime(text)
-
-
-# ----------------------------------------------------------------------------- read the header
-def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq: Optional[float] = None,
-                    weight_kg: Optional[float] = None, height_m: Optional[float] = None,
-                    height_cm: Optional[float] = None, sex: Optional[str] = None, injection_time=None,
-                    scan_time=None, half_life_s: Optional[float] = None, decay_correction: Optional[str] = None,
-                    units: Optional[str] = None, calibration_cps_per_mbq: Optional[float] = None,
-                    acquisition_duration_s: Optional[float] = None, weight_unit: str = "auto") -> PetHeader:
-    """Parse the quantitative PET/SPECT header of ``volume``, with optional user overrides.
-
-    Parameters
-    ----------
-    volume : Volume
-        A PET/SPECT Volume from :func:`napari_immunotrack.io.load_volume` (DICOM,
-        or NIfTI with a JSON sidecar of the same DICOM keywords).
-    dose_bq, dose_mbq : float, optional
-        Injected activity (overrides RadionuclideTotalDose).
-    weight_kg, height_m, height_cm, sex : optional
-        Patient overrides.
-    injection_time, scan_time : datetime or str, optional
-        ISO 8601 date-time, DICOM DT, or a time of day (on the scan date).
-        ``scan_time`` sets the reference time of START-corrected data.
-    half_life_s : float, optional
-    decay_correction : {"START", "ADMIN", "NONE"}, optional
-    units : str, optional
-        Units code overriding the header (e.g. "BQML").
-    calibration_cps_per_mbq : float, optional
-        Calibration of counts images (SPECT).
-    acquisition_duration_s : float, optional
-        Duration of a counts acquisition (overrides ActualFrameDuration).
-    weight_unit : {"auto", "kg", "g"}
-        How to read PatientWeight; "auto" applies the rule in the module docstring.
-
-    Returns
-    -------
-    PetHeader
-        Never raises for missing values (a header panel can show them);
-        :meth:`PetHeader.require` refuses what cannot give the numbers asked for.
-        Malformed dates/times and contradictions do raise InputError.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_immunotrack.volume import Volume
-    >>> import warnings
-    >>> v = Volume(np.ones((2, 2, 2)), np.eye(4), "PT", metadata={"Units": "BQML", "RadionuclideTotalDose": 185})
-    >>> with warnings.catch_warnings(record=True):
-    ...     h = read_pet_header(v)
-    >>> h.dose_bq, h.sources["dose_bq"]
-    (185000000.0, 'RadionuclideTotalDose (0018,1074) read as MBq (value < 1e4)')
-    """
-    f = _Fields(volume.metadata)
-    h = PetHeader()
-    h.modality = str(volume.modality or f.get("Modality")[0] or "PT")
-
-    # ---- units
-    raw_units, src = f.get("Units")
-    if units is not None:
-        h.overrides["units"] = {"value": units, "header": _text(raw_units)}
-        raw_units, src = units, "user"
-    if raw_units is None and volume.unit and volume.unit.upper().replace(" ", "") in _UNIT_SYNONYMS:
-        raw_units, src = volume.unit, "Volume.unit"
-    if raw_units is not None:
-        key = str(raw_units).strip().upper().replace(" ", "")
-        if key not in _UNIT_SYNONYMS:
-            h.problems.append(f"the image's Units are {raw_units!r}, which this tool cannot turn into activity "
-                              "(BQML, GML, CM2ML, CNTS with Philips scale factors or a calibration, CPS); "
-                              "convert the image to Bq/mL or set the units.")
-        else:
-            h.units, h.unit_scale = _UNIT_SYNONYMS[key]
-            h.sources["units"] = src
-
-    # ---- correction flags
-    corrected, _ = f.get("CorrectedImage")
-    if corrected is not None:
-        parts = (_text(corrected) or "").replace(",", "\\").split("\\")
-        h.corrected_image = [c.strip().upper() for c in parts if c.strip()]
-    dc, src = f.get("DecayCorrection")
-    if dc is None and "ImageDecayCorrected" in volume.metadata:  # BIDS PET
-        dc, src = ("START" if volume.metadata.get("ImageDecayCorrected") else "NONE"), "ImageDecayCorrected (BIDS)"
-    if decay_correction is not None:
-        h.overrides["decay_correction"] = {"value": decay_correction, "header": _text(dc)}
-        dc, src = decay_correction, "user"
-    if dc is not None:
-        dc = str(dc).strip().upper()
-        if dc not in ("START", "ADMIN", "NONE"):
-            h.problems.append(f"DecayCorrection is {dc!r}; only START, ADMIN and NONE are defined. Fix the header "
-                              "or set --decay-correction.")
-        h.decay_correction = dc
-        h.sources["decay_correction"] = src
-    else:
-        h.decay_correction = "NONE" if "DECY" not in h.corrected_image and h.corrected_image else "START"
-        h.sources["decay_correction"] = "assumed"
-        if h.units not in _COUNT_UNITS:
-            h.warn(f"the header has no DecayCorrection (0054,1102); assumed {h.decay_correction}"
-                   f"{' (CorrectedImage lacks DECY)' if h.decay_correction == 'NONE' else ''}.")
-    if h.corrected_image and "decay_correction" not in h.overrides:
-        has_decy = "DECY" in h.corrected_image
-        if h.decay_correction in ("START", "ADMIN") and not has_decy:
-            h.problems.append(f"contradictory header: DecayCorrection is {h.decay_correction} but CorrectedImage "
-                              f"({'/'.join(h.corrected_image)}) lacks DECY; set --decay-correction to say "
-                              "which is right.")
-        if h.decay_correction == "NONE" and has_decy:
-            h.problems.append("contradictory header: DecayCorrection is NONE but CorrectedImage includes DECY; "
-                              "set --decay-correction to say which is right.")
-    if h.corrected_image and "ATTN" not in h.corrected_image and h.modality == "PT":
-        h.warn(f"CorrectedImage ({'/'.join(h.corrected_image)}) lacks ATTN: the image is not attenuation-corrected "
-               "and its activity values are not quantitative.")
-
-    # ---- SUV type of GML / CM2ML data
-    if h.units == "GML":
-        st, _ = f.get("SUVType")
-        code = (_text(st) or "").upper()
-        if code in _SUVTYPE_CODES:
-            h.suv_type_in_file = _SUVTYPE_CODES[code]
-            h.sources["suv_type_in_file"] = "SUVType (0054,1006)"
-        elif code:
-            h.problems.append(f"the image is SUV of type {code!r} (SUVType), which cannot be converted; "
-                              "use a Bq/mL series.")
-        else:
-            h.suv_type_in_file = "bw"
-            h.sources["suv_type_in_file"] = "assumed"
-            h.warn("Units GML without SUVType (0054,1006): the values are assumed to be SUVbw.")
-    elif h.units == "CM2ML":
-        h.suv_type_in_file = "bsa"
-        h.sources["suv_type_in_file"] = "Units CM2ML"
-
-    # ---- Philips private scale factors
-    value, src = f.private(_PHILIPS[0], _PHILIPS[1], _PHILIPS_ACTIVITY_SCALE, "PhilipsActivityConcentrationScaleFactor")
-    if _private_number(value):
-        h.philips_activity_scale = _private_number(value)
-        h.sources["philips_activity_scale"] = src
-    value, src = f.private(_PHILIPS[0], _PHILIPS[1], _PHILIPS_SUV_SCALE, "PhilipsSUVScaleFactor")
-    if _private_number(value):
-        h.philips_suv_scale = _private_number(value)
-        h.sources["philips_suv_scale"] = src
-
-    # ---- SPECT calibration / duration
-    if calibration_cps_per_mbq is not None:
-        if not calibration_cps_per_mbq > 0:
-            raise InputError(f"the calibration factor must be positive (got {calibration_cps_per_mbq} cps/MBq).")
-        h.calibration_cps_per_mbq = float(calibration_cps_per_mbq)
-        h.sources["calibration_cps_per_mbq"] = "user"
-    if acquisition_duration_s is not None:
-        if not acquisition_duration_s > 0:
-            raise InputError(f"the acquisition duration must be positive (got {acquisition_duration_s} s).")
-        h.acquisition_duration_s = float(acquisition_duration_s)
-        h.sources["acquisition_duration_s"] = "user"
-    else:
-        dur, src = f.get("ActualFrameDuration")
-        if _number(dur):
-            h.acquisition_duration_s = _number(dur) / 1000.0
-            h.sources["acquisition_duration_s"] = "ActualFrameDuration (0018,1242)"
-        elif _number(volume.metadata.get("FrameDuration")):
-            fd = volume.metadata.get("FrameDuration")
-            h.acquisition_duration_s = float(fd[0] if isinstance(fd, list) else fd)
-            h.sources["acquisition_duration_s"] = "FrameDuration (BIDS, s)"
-
-    # ---- patient
-    species = _text(f.get("PatientSpeciesDescription")[0]) or _text(volume.metadata.get("Species"))
-    h.species = species
-    _read_weight(h, f, volume.metadata, weight_kg, weight_unit)
-    _read_height(h, f, height_m, height_cm)
-    raw_sex, _ = f.get("PatientSex")
-    if sex is not None:
-        h.overrides["sex"] = {"value": sex, "header": _text(raw_sex)}
-        raw_sex = sex
-        h.sources["sex"] = "user"
-    s = (_text(raw_sex) or "").upper()[:1]
-    h.sex = s if s in ("M", "F") else "O"
-    if "sex" not in h.sources:
-        h.sources["sex"] = "PatientSex (0010,0040)" if s in ("M", "F") else "unknown"
-
-    # ---- nuclide and half-life
-    _read_half_life(h, f, volume.metadata, half_life_s)
-
-    # ---- dose
-    _read_dose(h, f, volume.metadata, dose_bq, dose_mbq)
-
-    # ---- times
-    _read_times(h, f, volume, injection_time, scan_time)
-    return h
-
-
-def _read_weight(h: PetHeader, f: _Fields, meta: dict, weight_kg, weight_unit: str) -> None:
-    if weight_kg is not None:
-        if not weight_kg > 0:
-            raise InputError(f"the weight must be positive (got {weight_kg} kg).")
-        header_w = _number(f.get("PatientWeight")[0])
-        h.overrides["weight_kg"] = {"value": float(weight_kg), "header": header_w}
-        h.weight_kg = float(weight_kg)
-        h.sources["weight_kg"] = "user"
-        return
-    raw, src = f.get("PatientWeight")
-    w = _number(raw)
-    unit = weight_unit
-    if w is None and _number(meta.get("BodyWeight")):  # BIDS
-        w = _number(meta.get("BodyWeight"))
-        src = "BodyWeight (BIDS)"
-        unit = str(meta.get("BodyWeightUnits", "kg")).strip().lower() if weight_unit == "auto" else weight_unit
-        if unit not in ("kg", "g"):
-            h.problems.append(f"BodyWeightUnits {unit!r} is not kg or g; fix the sidecar or give --weight-kg.")
-            return
-    if w is None or w <= 0:
-        return
-    if unit == "g":
-        w, note = w / 1000.0, "grams (weight_unit='g')"
-    elif unit == "kg":
-        note = "kg"
-    elif unit == "auto":
-        small = h.species is not None and any(k in h.species.lower() + " " for k in _SPECIES_SMALL)
-        if w > 1000:
-            h.warn(f"PatientWeight {w:g} is not a plausible weight in kg; taken as grams ({w / 1000:g} kg). "
-                   "Give --weight-kg if this is wrong.")
-            w, note = w / 1000.0, "grams (value > 1000)"
-        elif small and w > 2:
-            h.warn(f"PatientWeight {w:g} for a {h.species} is not plausible in kg; taken as grams "
-                   f"({w / 1000:g} kg). Give --weight-kg if this is wrong.")
-            w, note = w / 1000.0, "grams (mouse/rat weight > 2)"
-        else:
-            note = "kg"
-            if w > 300:
-                h.warn(f"PatientWeight {w:g} kg is implausibly high; check it.")
-    else:
-        raise InputError(f"weight_unit must be 'auto', 'kg' or 'g', not {weight_unit!r}.")
-    h.weight_kg = float(w)
-    h.sources["weight_kg"] = f"{src} read as {note}"
-
-
-def _read_height(h: PetHeader, f: _Fields, height_m, height_cm) -> None:
-    if height_cm is not None:
-        height_m = float(height_cm) / 100.0
-    if height_m is not None:
-        if not height_m > 0:
-            raise InputError(f"the height must be positive (got {height_m} m).")
-        h.overrides["height_m"] = {"value": float(height_m), "header": _number(f.get("PatientSize")[0])}
-        h.height_m = float(height_m)
-        h.sources["height_m"] = "user"
-        return
-    raw, src = f.get("PatientSize")
-    size = _number(raw)
-    if size is None or size <= 0:
-        return
-    if size > 3:
-        h.warn(f"PatientSize {size:g} is not a plausible height in m; taken as cm ({size / 100:g} m).")
-        h.height_m = size / 100.0
-        h.sources["height_m"] = "PatientSize (0010,1020) read as cm (value > 3)"
-    else:
-        h.height_m = size
-        h.sources["height_m"] = "PatientSize (0010,1020)"
-
-
-def _read_half_life(h: PetHeader, f: _Fields, meta: dict, half_life_s) -> None:
-    names = []
-    code_seq, _ = f.get("RadionuclideCodeSequence")
-    if code_seq is not None:
-        item = code_seq[0] if isinstance(code_seq, (list, tuple)) or hasattr(code_seq, "__getitem__") else code_seq
-        try:
-            meaning = item.get("CodeMeaning") if isinstance(item, dict) else getattr(item, "CodeMeaning", None)
-        except (IndexError, KeyError, TypeError):
-            meaning = None
-        names.append(meaning)
-    for key in ("Radionuclide", "TracerRadionuclide", "Radiopharmaceutical"):
-        value = meta.get(key) if key != "Radiopharmaceutical" else f.get(key)[0]
-        if value is None and key == "Radionuclide":
-            value = f.get(key)[0]
-        names.append(value)
-    for name in names:
-        key = nuclide_key(name)
-        if key:
-            h.radionuclide = key
-            h.sources["radionuclide"] = str(_text(name))
-            break
-    table = HALF_LIVES_S.get(h.radionuclide) if h.radionuclide else None
-    raw, src = f.get("RadionuclideHalfLife")
-    header_value = _number(raw)
-    if half_life_s is not None:
-        if not half_life_s > 0:
-            raise InputError(f"the half-life must be positive (got {half_life_s} s).")
-        h.overrides["half_life_s"] = {"value": float(half_life_s), "header": header_value}
-        h.half_life_s = float(half_life_s)
-        h.sources["half_life_s"] = "user"
-        return
-    if header_value is not None and header_value > 0:
-        if table and abs(header_value - table) / table > 0.05:
-            h.problems.append(f"contradictory header: RadionuclideHalfLife {header_value:g} s does not match "
-                              f"{h.radionuclide} ({table:g} s); give the right one (--half-life-s).")
-        h.half_life_s = header_value
-        h.sources["half_life_s"] = "RadionuclideHalfLife (0018,1075)"
-    elif table:
-        h.half_life_s = table
-        h.sources["half_life_s"] = f"table value for {h.radionuclide}"
-        h.warn(f"the header has no RadionuclideHalfLife; used {table:g} s for {h.radionuclide}.")
-
-
-def _read_dose(h: PetHeader, f: _Fields, meta: dict, dose_bq, dose_mbq) -> None:
-    raw, src = f.get("RadionuclideTotalDose")
-    header_dose = _number(raw)
-    if dose_mbq is not None:
-        dose_bq = float(dose_mbq) * 1e6
-    if dose_bq is not None:
-        if not dose_bq > 0:
-            raise InputError(f"the injected dose must be positive (got {dose_bq} Bq).")
-        h.overrides["dose_bq"] = {"value": float(dose_bq), "header": header_dose}
-        h.dose_bq = float(dose_bq)
-        h.sources["dose_bq"] = "user"
-        return
-    unit = "Bq"
-    if header_dose is None and _number(meta.get("InjectedRadioactivity")):  # BIDS
-        header_dose = _number(meta.get("InjectedRadioactivity"))
-        unit = str(meta.get("InjectedRadioactivityUnits", "MBq")).strip()
-        src = f"InjectedRadioactivity (BIDS, {unit})"
-        factor = {"bq": 1.0, "kbq": 1e3, "mbq": 1e6, "gbq": 1e9, "mci": 3.7e7, "uci": 3.7e4}.get(unit.lower())
-        if factor is None:
-            h.problems.append(f"InjectedRadioactivityUnits {unit!r} is not Bq, kBq, MBq, GBq or mCi; fix the sidecar.")
-            return
-        h.dose_bq = header_dose * factor
-        h.sources["dose_bq"] = src
-        return
-    if header_dose is None or header_dose <= 0:
-        return
-    if header_dose < 1e4:
-        h.warn(f"RadionuclideTotalDose {header_dose:g} is too small for Bq; taken as MBq "
-               f"({header_dose * 1e6:.4g} Bq). Give --dose-mbq if this is wrong.")
-        h.dose_bq = header_dose * 1e6
-        h.sources["dose_bq"] = "RadionuclideTotalDose (0018,1074) read as MBq (value < 1e4)"
-    else:
-        h.dose_bq = header_dose
-        h.sources["dose_bq"] = "RadionuclideTotalDose (0018,1074)"
-
-
-def _slice_times(f: _Fields, volume: Volume, series_date):
-    """Per-slice acquisition starts (datetime) and durations (s) along axis 0, or (None, None)."""
-    rows = volume.metadata.get("slice_headers")
-    starts, durations = [], []
-    if isinstance(rows, list) and rows:
-        for row in rows:
-            date = parse_dicom_date(row.get("AcquisitionDate")) or series_date
-            time = parse_dicom_time(row.get("AcquisitionTime"))
-            if time is None or date is None:
-                starts = []
-                break
-            starts.append(_dt.datetime.combine(date, time))
-            durations.append((_number(row.get("ActualFrameDuration")) or 0.0) / 1000.0)
-        if starts:
-            return starts, durations
-    # one acquisition time for the whole volume (NIfTI sidecar or a single-frame header)
-    adt = parse_dicom_datetime(f.get("AcquisitionDateTime")[0])
-    if adt is None:
-        time = parse_dicom_time(f.get("AcquisitionTime")[0])
-        date = parse_dicom_date(f.get("AcquisitionDate")[0]) or series_date
-        adt = _dt.datetime.combine(date, time) if (time is not None and date is not None) else None
-    if adt is None:
-        return None, None
-    dur = _number(f.get("ActualFrameDuration")[0])
-    dur = dur / 1000.0 if dur else (_number(volume.metadata.get("FrameDuration")) or 0.0)
-    return [adt], [dur]
-
-
-def _read_times(h: PetHeader, f: _Fields, volume: Volume, injection_time, scan_time) -> None:
-    series_date = parse_dicom_date(f.get("SeriesDate")[0])
-    series_tm = parse_dicom_time(f.get("SeriesTime")[0])
-    if series_date is None:
-        series_date = parse_dicom_date(f.get("AcquisitionDate")[0]) or parse_dicom_date(f.get("StudyDate")[0])
-    series_dt = _dt.datetime.combine(series_date, series_tm) if (series_date and series_tm) else None
-    h.series_time = series_dt
-    starts, durations = _slice_times(f, volume, series_date)
-    if starts is not None and len(starts) not in (1, volume.spatial_shape[0]):
-        starts, durations = [min(starts)], [max(durations)]
-    earliest = min(starts) if starts else None
-    ge_raw, ge_src = f.private(_GE[0], _GE[1], _GE_SCAN_DATETIME, "GEScanDateTime")
-    ge_dt = None
-    if ge_raw is not None:
-        ge_text = ge_raw.decode("ascii", "ignore").strip("\x00 ") if isinstance(ge_raw, bytes) else ge_raw
-        ge_dt = parse_dicom_datetime(ge_text)
-    scan_date_default = series_date or (earliest.date() if earliest else None)
-
-    # ---- reference time of the values
-    if scan_time is not None:
-        ref = _as_datetime_override(scan_time, scan_date_default)
-        h.overrides["scan_time"] = {"value": ref.isoformat(), "header": series_dt.isoformat() if series_dt else None}
-        ref_src = "user"
-    elif h.decay_correction == "NONE":
-        ref = earliest or series_dt
-        ref_src = "earliest AcquisitionTime" if earliest else "SeriesDate/SeriesTime"
-    elif series_dt is not None and (earliest is None or series_dt <= earliest + _dt.timedelta(seconds=1)):
-        ref, ref_src = series_dt, "SeriesDate/SeriesTime"
-    elif ge_dt is not None:
-        ref, ref_src = ge_dt, f"GE private scan date-time {ge_src}"
-    elif earliest is not None:
-        ref, ref_src = earliest, "earliest AcquisitionDate/AcquisitionTime"
-        if series_dt is not None:
-            h.warn(f"SeriesTime ({series_dt.time()}) is later than the first AcquisitionTime ({earliest.time()}) "
-                   "(a post-processed series?); the dose is decayed to the first acquisition instead.")
-        else:
-            h.warn("the header has no SeriesTime; the dose is decayed to the first AcquisitionTime.")
-    else:
-        ref, ref_src = None, None
-    if h.decay_correction == "NONE":
-        h.slice_times = starts
-        h.slice_durations_s = durations
-        if starts and all(d == 0 for d in durations):
-            h.warn("DecayCorrection NONE without ActualFrameDuration: the decay during each frame is not corrected.")
-
-    # ---- injection
-    inj_dt_raw, _ = f.get("RadiopharmaceuticalStartDateTime")
-    inj_tm_raw, _ = f.get("RadiopharmaceuticalStartTime")
-    if injection_time is not None:
-        inj = _as_datetime_override(injection_time, scan_date_default)
-        h.overrides["injection_time"] = {"value": inj.isoformat(),
-                                         "header": _text(inj_dt_raw) or _text(inj_tm_raw)}
-        inj_src = "user"
-        if ref is not None and inj > ref and re.fullmatch(r"[\d:.]+", str(injection_time).strip()):
-            inj -= _dt.timedelta(days=1)
-            h.warn(f"the injection time {injection_time} is after the scan time; taken as the day before "
-                   "(injection before midnight).")
-    else:
-        inj_dt = parse_dicom_datetime(inj_dt_raw)
-        inj_tm = parse_dicom_time(inj_tm_raw)
-        inj, inj_src = None, None
-        if inj_dt is not None:
-            inj, inj_src = inj_dt, "RadiopharmaceuticalStartDateTime (0018,1078)"
-            if inj_tm is not None and abs(_seconds_of_day(inj_dt.time()) - _seconds_of_day(inj_tm)) > 1.0 and \
-                    abs(abs(_seconds_of_day(inj_dt.time()) - _seconds_of_day(inj_tm)) - 86400) > 1.0:
-                h.problems.append(f"contradictory header: RadiopharmaceuticalStartDateTime ({inj_dt.time()}) and "
-                                  f"RadiopharmaceuticalStartTime ({inj_tm}) disagree; give the injection time "
-                                  "(--injection-time).")
-        elif inj_tm is not None:
-            day = (ref.date() if ref is not None else scan_date_default)
-            if day is not None:
-                inj = _dt.datetime.combine(day, inj_tm)
-                inj_src = "RadiopharmaceuticalStartTime (0018,1072) on the scan date"
-                if ref is not None and inj > ref:
-                    inj -= _dt.timedelta(days=1)
-                    inj_src = "RadiopharmaceuticalStartTime (0018,1072) on the day before the scan"
-                    h.warn(f"RadiopharmaceuticalStartTime {inj_tm} is after the scan time {ref.time()}; the injection "
-                           "is taken as the day before (before midnight).")
-    h.injection_time = inj
-    if inj_src:
-        h.sources["injection_time"] = inj_src
-    if h.decay_correction == "ADMIN":
-        # values are decay-corrected to the administration: that is their reference time
-        h.reference_time = inj
-        h.sources["reference_time"] = "injection (DecayCorrection ADMIN)"
-    else:
-        h.reference_time = ref
-        if ref_src:
-            h.sources["reference_time"] = ref_src
-    dt = h.decay_time_s
-    if dt is not None and h.half_life_s and dt > 20 * h.half_life_s:
-        h.warn(f"the scan is {dt / h.half_life_s:.1f} half-lives after the injection; check the times and nuclide.")
-
-
-def _seconds_of_day(t: _dt.time) -> float:
-    return t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
+# header reading lives in .pet_header; its public names stay importable from here
+from .pet_header import (  # noqa: F401
+    HALF_LIVES_S,
+    LBM_FORMULAS,
+    SUV_TYPES,
+    SUV_UNITS,
+    PetHeader,
+    is_non_human,
+    nuclide_key,
+    parse_dicom_date,
+    parse_dicom_datetime,
+    parse_dicom_time,
+    read_pet_header,
+)
 
 
 # ----------------------------------------------------------------------------- body size and SUV
@@ -922,13 +131,27 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
     """
     suv_type = _check_suv_type(suv_type)
     w = header.weight_kg
+    if (not w or w <= 0) and header.weight_problem:
+        raise InputError(header.weight_problem)
     if not w or w <= 0:
         raise InputError("SUV needs the patient weight, which is missing; give it (--weight-kg).")
     if suv_type == "bw":
         return w * 1000.0
+    if suv_type == "lbm" and header.lean_mass_kg:
+        return float(header.lean_mass_kg) * 1000.0  # measured (qMR/DEXA): any species
+    if suv_type == "bsa" and header.bsa_formula == "meeh":
+        return float(header.meeh_k) * (w * 1000.0) ** (2.0 / 3.0)  # Meeh: cm2 from grams
+    if is_non_human(header):
+        what = header.species or f"a {w * 1000:g} g animal"
+        alternative = {"lbm": "a measured lean mass (qMR/DEXA: --lean-mass-g)",
+                       "bsa": "Meeh's BSA k W^(2/3) (--bsa-formula meeh; k about 9.8 for mice, --meeh-k)",
+                       "ibw": "SUVbw, or a measured lean mass (--suv lbm --lean-mass-g)"}[suv_type]
+        raise InputError(f"SUV{suv_type} uses human formulas (height, sex) that do not apply to {what}; use "
+                         f"{alternative} instead (docs/methods/pet.md#body-size).")
     h_m = header.height_m
     if not h_m or h_m <= 0:
-        raise InputError(f"SUV{suv_type} needs the patient height, which is missing; give it (--height-cm).")
+        raise InputError(f"SUV{suv_type} needs the patient height (PatientSize (0010,1020)), which is missing; "
+                         "give it (--height-cm) or use --suv bw.")
     h_cm = h_m * 100.0
     if suv_type == "bsa":
         return 0.007184 * w ** 0.425 * h_cm ** 0.725 * 1e4
@@ -1010,7 +233,7 @@ def decay_factors(header: PetHeader, n_slices: int) -> np.ndarray:
 
 
 def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *, need_dose: bool = False,
-                           **overrides) -> Volume:
+                           lbm_formula: str = "janmahasatian", **overrides) -> Volume:
     """Activity concentration (Bq/mL) at the header's reference time, on the volume's own grid.
 
     Parameters
@@ -1021,6 +244,8 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
         From :func:`read_pet_header`; parsed from ``volume`` (with ``overrides``) when omitted.
     need_dose : bool
         Refuse when the decayed dose is unknown even if the units would not need it.
+    lbm_formula : {"janmahasatian", "james"}
+        The lean-body-mass formula of pixel values stored as SUVlbm (Units GML, SUVType LBM).
 
     Returns
     -------
@@ -1045,7 +270,7 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
     if units == "BQML":
         scale = header.unit_scale
     elif units == "GML":
-        scale = header.decayed_dose_bq / body_size(header, header.suv_type_in_file or "bw")
+        scale = header.decayed_dose_bq / body_size(header, header.suv_type_in_file or "bw", lbm_formula)
     elif units == "CM2ML":
         scale = header.decayed_dose_bq / body_size(header, "bsa")
     elif header.philips_activity_scale is not None:
@@ -1082,7 +307,7 @@ def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None
         header = read_pet_header(volume, **overrides)
     suv_type = _check_suv_type(suv_type)
     factor = suv_factor(header, suv_type, lbm_formula)
-    conc = activity_concentration(volume, header)
+    conc = activity_concentration(volume, header, lbm_formula=lbm_formula)
     out = conc.replace(data=conc.data * np.float32(factor), unit=f"SUV{suv_type} ({SUV_UNITS[suv_type]})",
                        name=(volume.name or "pet") + f"_suv{suv_type}")
     out.metadata["suv_factor"] = factor
@@ -1090,11 +315,124 @@ def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None
     return out
 
 
+# ----------------------------------------------------------------------------- species and peak sphere
+#: Default PSF FWHM (mm) of a preclinical PET/SPECT when neither the header nor the user gives one
+#: (small-animal PET with 18F/89Zr: about 1.2-1.8 mm at the centre of the field of view; docs/methods/pet.md#suvpeak).
+PRECLINICAL_PSF_FWHM_MM = 1.5
+#: PERCIST's SUVpeak sphere for humans (mL).
+PERCIST_PEAK_ML = 1.0
+
+
+def psf_fwhm_from_header(volume: Volume) -> Optional[float]:
+    """The largest PSF FWHM (mm) recorded with the image (sidecar ``PSF_FWHM_mm`` or ``PSFFWHM``), or None."""
+    meta = volume.metadata or {}
+    for key in ("PSF_FWHM_mm", "PSFFWHM", "psf_fwhm_mm", "SpatialResolution_mm"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        try:
+            v = np.atleast_1d(np.asarray(value, float))
+        except (TypeError, ValueError):
+            continue
+        if v.size and np.all(np.isfinite(v)) and np.all(v > 0):
+            return float(v.max())
+    return None
+
+
+def peak_label(volume_ml: float) -> str:
+    """Column suffix naming a peak sphere's volume: 0.0118 mL -> "12ul", 2 mL -> "2ml".
+
+    >>> peak_label(0.01149), peak_label(1.0)
+    ('11ul', '1ml')
+    """
+    ul = volume_ml * 1000.0
+    return f"{ul:.0f}ul" if ul < 999.5 else f"{volume_ml:.3g}ml"
+
+
+def peak_sphere(header: PetHeader, volume: Volume, peak_ml: Optional[float] = None,
+                psf_fwhm_mm: Optional[float] = None) -> dict:
+    """How SUVpeak is measured for this scan (``docs/methods/pet.md#suvpeak``).
+
+    Humans: PERCIST's 1 mL sphere (any voxels around a centre in the ROI). Animals
+    (:func:`is_non_human`): a sphere of diameter 2 x the PSF FWHM (header, else the
+    user's, else :data:`PRECLINICAL_PSF_FWHM_MM`) restricted to the ROI, with the
+    volume in the column names (``suv_bw_peak_12ul``). ``peak_ml`` overrides the volume.
+
+    Returns
+    -------
+    dict
+        volume_ml, radius_mm, restricted (bool), suffix ("" for PERCIST), reason.
+    """
+    from . import roi as _roi
+
+    animal = is_non_human(header)
+    fwhm = psf_fwhm_mm if psf_fwhm_mm is not None else psf_fwhm_from_header(volume)
+    if peak_ml is not None:
+        if not peak_ml > 0:
+            raise InputError(f"the peak sphere volume must be positive (got {peak_ml} mL).")
+        volume_ml, reason = float(peak_ml), "volume given"
+    elif animal:
+        source = "header/user" if fwhm is not None else "preclinical default"
+        fwhm = fwhm if fwhm is not None else PRECLINICAL_PSF_FWHM_MM
+        d_mm = 2.0 * fwhm
+        volume_ml, reason = math.pi / 6.0 * d_mm ** 3 / 1000.0, f"diameter 2 x PSF FWHM {fwhm:g} mm ({source})"
+    else:
+        volume_ml, reason = PERCIST_PEAK_ML, "PERCIST 1 mL (human)"
+    restricted = animal
+    suffix = "" if (not animal and abs(volume_ml - PERCIST_PEAK_ML) < 1e-12) else "_" + peak_label(volume_ml)
+    return {"volume_ml": volume_ml, "radius_mm": _roi.peak_radius_mm(volume_ml), "restricted": restricted,
+            "suffix": suffix, "reason": reason, "non_human": animal, "psf_fwhm_mm": fwhm}
+
+
+# ----------------------------------------------------------------------------- tissue density
+#: Mass density (g/mL) by organ name, for %ID/g (docs/methods/pet.md#density; ICRU Report 44 / ICRP 89 values).
+TISSUE_DENSITY_G_ML = {
+    "lung": 0.30,          # inflated lung with its air (ICRU 44: 0.26; ICRP 89: ~0.3)
+    "fat": 0.95,           # adipose tissue (ICRU 44: 0.95)
+    "adipose": 0.95,
+    "bone": 1.92,          # cortical bone (ICRU 44: 1.92)
+    "cortical_bone": 1.92,
+    "trabecular_bone": 1.18,
+    "bone_marrow": 1.03,
+    "blood": 1.06,
+    "vessel": 1.06,
+    "liver": 1.06,
+    "spleen": 1.06,
+    "kidney": 1.05,
+    "muscle": 1.05,
+    "brain": 1.04,
+    "air": None,           # gas holds no tissue: %ID/g is not defined (NaN)
+    "gut_gas": None,
+}
+#: Soft tissue not in the table (ICRU 44 soft tissue: 1.03-1.06; we use 1.04).
+SOFT_TISSUE_DENSITY_G_ML = 1.04
+
+
+def density_for(name: Optional[str], table: Optional[dict] = None, default: float = SOFT_TISSUE_DENSITY_G_ML) -> tuple:
+    """(density g/mL, source) of an organ by name: the user's table first, then ours by name or prefix.
+
+    >>> density_for("lung")[0], density_for("kidney_left")[0], density_for("tumour")[0]
+    (0.3, 1.05, 1.04)
+    """
+    key = str(name or "").strip().lower().replace(" ", "_")
+    for source, tab in (("user table", table or {}), ("tissue table", TISSUE_DENSITY_G_ML)):
+        tab = {str(k).lower(): v for k, v in tab.items()}
+        if key in tab:
+            return (float("nan"), "gas: no tissue") if tab[key] is None else (float(tab[key]), source)
+        # kidney_left -> kidney, ln_inguinal_right -> ln_inguinal
+        parts = key.split("_")
+        for n in range(len(parts) - 1, 0, -1):
+            if "_".join(parts[:n]) in tab and tab["_".join(parts[:n])] is not None:
+                return float(tab["_".join(parts[:n])]), source
+    return float(default), "soft tissue default"
+
+
 # ----------------------------------------------------------------------------- ROI table
 def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHeader] = None,
                  lbm_formula: str = "janmahasatian", transform=None, supersample: int = 3,
-                 density_g_ml: float = 1.0, peak: bool = True, peak_ml: float = 1.0, progress=None,
-                 **overrides):
+                 density_g_ml: Optional[float] = None, peak: bool = True, peak_ml: Optional[float] = None,
+                 peak_fwhm_mm: Optional[float] = None, label_names: Optional[dict] = None,
+                 density_table: Optional[dict] = None, progress=None, **overrides):
     """Per-ROI PET readouts on the PET's own grid.
 
     Parameters
@@ -1114,21 +452,29 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
         World-to-world map from PET world to ROI world (a registration result).
     supersample : int
         Subsamples per axis for the partial-voxel weights (1 = nearest neighbour).
-    density_g_ml : float
-        Tissue density for %ID/g.
+    density_g_ml : float, optional
+        One tissue density for every ROI (g/mL) for %ID/g; default: per label from
+        its name (:func:`density_for`, ``docs/methods/pet.md#density``).
     peak : bool
         Compute SUVpeak.
-    peak_ml : float
-        Volume of the SUVpeak sphere: 1 mL (PERCIST) by default; a mouse organ
-        may call for a smaller sphere (e.g. 0.01 mL), recorded in provenance.
+    peak_ml : float, optional
+        Volume of the SUVpeak sphere; default from :func:`peak_sphere` (PERCIST 1 mL for
+        humans; 2 x PSF FWHM diameter, restricted to the ROI, for animals).
+    peak_fwhm_mm : float, optional
+        PSF FWHM (mm) for the preclinical peak sphere (default: header, else 1.5 mm).
+    label_names : {label: name}, optional
+        Organ names (for the density table).
+    density_table : {name: g/mL}, optional
+        The user's densities (override the tissue table by name).
     progress : callable, optional
 
     Returns
     -------
     pandas.DataFrame
-        One row per label: label, voxels, volume_ml, mean/sd/min/median/max/peak_bq_ml,
-        suv_<t>_mean/sd/min/median/max/peak, total_activity_kbq, total_activity_mbq,
-        percent_id, percent_id_per_g. ``df.attrs`` holds "header", "warnings", "parameters".
+        One row per label: label, voxels, volume_ml, mean/sd/min/median/max_bq_ml, peak_bq_ml[_<V>ul],
+        suv_<t>_mean/sd/min/median/max, suv_<t>_peak[_<V>ul], total_activity_kbq, total_activity_mbq,
+        percent_id, percent_id_per_ml, percent_id_per_g, density_g_ml. ``df.attrs`` holds "header",
+        "warnings", "parameters".
 
     Examples
     --------
@@ -1138,7 +484,7 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     from .. import progress as _progress
     from . import roi as _roi
 
-    if density_g_ml is None or not density_g_ml > 0:
+    if density_g_ml is not None and not density_g_ml > 0:
         raise InputError(f"the tissue density must be positive (got {density_g_ml} g/mL).")
     if header is None:
         header = read_pet_header(pet, **overrides)
@@ -1149,35 +495,51 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
             types.append(t)
     header.require(types[-1] if len(types) > 1 else "bw", lbm_formula)
     factors = {t: suv_factor(header, t, lbm_formula) for t in types}
+    sphere = peak_sphere(header, pet, peak_ml, peak_fwhm_mm) if peak else None
     _progress.report(progress, 0.02, "activity concentration")
-    conc = activity_concentration(pet, header, need_dose=True)
+    conc = activity_concentration(pet, header, need_dose=True, lbm_formula=lbm_formula)
     _progress.report(progress, 0.1, "carrying ROIs to the PET grid")
     stats = _roi.roi_statistics(conc, rois, transform=transform, supersample=supersample, peak=peak,
-                                peak_radius_mm=_roi.peak_radius_mm(peak_ml),
+                                peak_radius_mm=sphere["radius_mm"] if sphere else _roi.PEAK_RADIUS_MM,
+                                peak_in_roi_only=bool(sphere and sphere["restricted"]),
                                 progress=_progress.scaled(progress, 0.1, 0.98))
     import pandas as pd
 
     a_dec = header.decayed_dose_bq
+    suffix = sphere["suffix"] if sphere else ""
     out = pd.DataFrame({"label": stats["label"], "voxels": stats["voxels"], "volume_ml": stats["volume_ml"]})
     for s in ("mean", "sd", "min", "median", "max", "peak"):
         if s in stats:
-            out[f"{s}_bq_ml"] = stats[s]
+            out[f"{s}_bq_ml" + (suffix if s == "peak" else "")] = stats[s]
     for t in types:
         for s in ("mean", "sd", "min", "median", "max", "peak"):
             if s in stats:
-                out[f"suv_{t}_{s}"] = stats[s] * factors[t]
+                out[f"suv_{t}_{s}" + (suffix if s == "peak" else "")] = stats[s] * factors[t]
+    if "peak_method" in stats:
+        out["peak_method"] = stats["peak_method"]
     total_bq = stats["integral"]  # sum of w * C[Bq/mL] * V[mL]
     out["total_activity_kbq"] = total_bq / 1e3
     out["total_activity_mbq"] = total_bq / 1e6
     out["percent_id"] = 100.0 * total_bq / a_dec
-    out["percent_id_per_g"] = out["percent_id"] / (stats["volume_ml"] * density_g_ml)
+    out["percent_id_per_ml"] = out["percent_id"] / stats["volume_ml"]
+    if density_g_ml is not None:
+        densities = [(float(density_g_ml), "user (one value)")] * len(out)
+    else:
+        names = label_names or {}
+        densities = [density_for(names.get(int(v), ""), density_table) for v in out["label"]]
+    out["density_g_ml"] = [d for d, _ in densities]
+    out["percent_id_per_g"] = out["percent_id_per_ml"] / out["density_g_ml"]
     out["fraction_in_fov"] = stats["fraction_in_fov"]
     warns = list(header.warnings) + list(stats.attrs.get("warnings", []))
     out.attrs["warnings"] = warns
     out.attrs["header"] = header.as_dict()
     out.attrs["parameters"] = {
-        "suv_types": types, "lbm_formula": lbm_formula, "supersample": supersample, "density_g_ml": density_g_ml,
-        "peak_sphere_ml": peak_ml if peak else None, "suv_factors": factors, "decayed_dose_bq": a_dec,
+        "suv_types": types, "lbm_formula": lbm_formula, "supersample": supersample,
+        "density_g_ml": density_g_ml if density_g_ml is not None else "per label (docs/methods/pet.md#density)",
+        "density_sources": sorted({src for _, src in densities}),
+        "peak_sphere_ml": sphere["volume_ml"] if sphere else None,
+        "peak_sphere": {k: v for k, v in sphere.items()} if sphere else None,
+        "suv_factors": factors, "decayed_dose_bq": a_dec,
         "reference_time": header.reference_time.isoformat() if header.reference_time else None,
         "roi_mapping": stats.attrs.get("method"),
     }

@@ -565,9 +565,82 @@ def _peak(image: np.ndarray, bbox, centres, kernel: np.ndarray) -> float:
     return float(np.nanmax(values)) if np.any(np.isfinite(values)) else float("nan")
 
 
+#: A restricted peak sphere counts only where at least this share of it lies in the ROI.
+PEAK_MIN_INSIDE = 0.5
+
+
+def peak_in_roi(image: np.ndarray, idx: np.ndarray, w: np.ndarray, kernel: np.ndarray, roi_max: float,
+                min_inside: float = PEAK_MIN_INSIDE) -> tuple:
+    """The peak of one ROI restricted to the ROI (preclinical SUVpeak; ``docs/methods/pet.md#suvpeak``).
+
+    The sphere mean is taken over the ROI's own (partial-voxel weighted) voxels only,
+    at every centre inside the ROI where at least ``min_inside`` of the sphere lies in
+    the ROI. When no centre qualifies (the ROI is smaller than the sphere) the peak is
+    the mean of the hottest ROI voxel and its 26 neighbours that are in the ROI. The
+    result never exceeds ``roi_max``.
+
+    Parameters
+    ----------
+    image : 3D array
+    idx, w : arrays
+        Flat indices and partial-voxel weights of the ROI on ``image``'s grid.
+    kernel : 3D array
+        Sphere weights (:func:`sphere_kernel`, normalised to sum 1).
+    roi_max : float
+        The ROI's maximum (the cap).
+    min_inside : float
+
+    Returns
+    -------
+    (peak, method) : (float, str)
+
+    Examples
+    --------
+    >>> img = np.zeros((9, 9, 9)); img[4, 4, 4] = 10.0
+    >>> idx = np.ravel_multi_index(np.nonzero(np.ones((3, 3, 3)))[0:3], (3, 3, 3))
+    >>> flat = np.ravel_multi_index(tuple(a + 3 for a in np.unravel_index(idx, (3, 3, 3))), img.shape)
+    >>> peak_in_roi(img, flat, np.ones(27), np.ones((5, 5, 5)) / 125, 10.0)
+    (0.37037037037037035, 'hottest voxel + 26 neighbours (ROI smaller than the sphere)')
+    """
+    from scipy import ndimage
+
+    shape = image.shape
+    coords = np.unravel_index(idx, shape)
+    half = np.array(kernel.shape) // 2
+    lo = np.maximum(np.array([c.min() for c in coords]) - half, 0)
+    hi = np.minimum(np.array([c.max() for c in coords]) + half + 1, shape)
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    crop = np.nan_to_num(image[sl].astype(np.float64), nan=0.0)
+    wimg = np.zeros(crop.shape)
+    local = tuple(c - s.start for c, s in zip(coords, sl))
+    np.add.at(wimg, local, w)
+    wimg = np.clip(wimg, 0.0, 1.0)
+    vals = image[coords].astype(np.float64)
+    centres = w >= min(0.5, float(w.max()))
+    sphere_voxels = float(kernel.sum() / kernel.max())  # full voxels carry the kernel's largest weight
+    if float(w.sum()) >= min_inside * sphere_voxels:
+        from scipy.signal import fftconvolve
+
+        k = kernel[::-1, ::-1, ::-1]
+        num = fftconvolve(crop * wimg, k, mode="same")
+        den = fftconvolve(wimg, k, mode="same")
+        at = tuple(a[centres] for a in local)
+        ok = den[at] >= min_inside * float(kernel.sum())
+        if np.any(ok):
+            peak = float(np.max(num[at][ok] / den[at][ok]))
+            return min(peak, roi_max), "sphere in ROI"
+    # the ROI is smaller than the sphere: the hottest voxel and its 26 neighbours (those in the ROI)
+    hottest = int(np.argmax(np.where(centres, vals, -np.inf)))
+    c = tuple(int(a[hottest]) for a in local)
+    box = tuple(slice(max(x - 1, 0), x + 2) for x in c)
+    wsum = float(wimg[box].sum())
+    peak = float((crop[box] * wimg[box]).sum() / wsum) if wsum > 0 else float(vals[hottest])
+    return min(peak, roi_max), "hottest voxel + 26 neighbours (ROI smaller than the sphere)"
+
+
 def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = None, supersample: int = 3,
                    peak: bool = True, peak_radius_mm: float = PEAK_RADIUS_MM, min_weight: float = 0.5,
-                   name: Optional[str] = None, progress=None):
+                   name: Optional[str] = None, progress=None, peak_in_roi_only: bool = False):
     """Weighted statistics of ``image`` in each ROI, on ``image``'s own grid.
 
     Parameters
@@ -587,6 +660,10 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
     min_weight : float
         Voxels with at least this weight count as inside for ``voxels``, min, max
         and the peak centres.
+    peak_in_roi_only : bool
+        Restrict the peak sphere to the ROI (:func:`peak_in_roi`: sphere mean over ROI
+        voxels, 26-neighbour fallback, never above the ROI maximum; preclinical SUVpeak);
+        False: the PERCIST sphere over all voxels around centres in the ROI.
     name : str, optional
         Name of the image in messages.
     progress : callable, optional
@@ -658,7 +735,10 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
             centres = idx[inside] if np.any(inside) else idx[w == w.max()]
             coords = np.unravel_index(idx, data.shape)
             bbox = (np.array([c.min() for c in coords]), np.array([c.max() for c in coords]))
-            row["peak"] = _peak(data, bbox, centres, kernel)
+            if peak_in_roi_only:
+                row["peak"], row["peak_method"] = peak_in_roi(data, idx, w, kernel, row["max"])
+            else:
+                row["peak"] = _peak(data, bbox, centres, kernel)
         rows.append(row)
         _progress.report(progress, 0.5 + 0.5 * (i + 1) / len(rmap.labels), f"statistics of ROI {label}")
     df = pd.DataFrame(rows)

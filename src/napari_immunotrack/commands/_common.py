@@ -52,33 +52,41 @@ def load(path, what: str, **kwargs):
 
 
 def read_transform_arg(text: str, what: str):
-    """A 4x4 RAS world-to-world matrix from 'identity', a .npy/.txt matrix or an ITK transform file."""
-    import numpy as np
+    """A 4x4 RAS matrix as written in the file ('identity', a .npy/.txt/.csv matrix or an ITK transform file).
 
-    from ..errors import InputError
+    The direction is not resolved here (see :func:`transform_arg`); this is for verbs whose
+    documentation fixes it.
+    """
+    from ..io.transforms import read_transform_file
 
-    if text.strip().lower() == "identity":
-        return np.eye(4)
-    path = Path(text)
-    if not path.exists():
-        raise InputError(f"{what} {text} does not exist; give a transform file or 'identity'.")
-    name = path.name.lower()
-    try:
-        if name.endswith(".npy"):
-            matrix = np.load(path, allow_pickle=False)
-        elif name.endswith((".tfm", ".mat")) or (name.endswith(".txt") and
-                                                 "#insight" in path.read_text(errors="ignore")[:200].lower()):
-            from ..io.transforms import read_transform
+    return read_transform_file(text, what).fixed_to_moving
 
-            matrix = read_transform(path)
-        else:
-            matrix = np.loadtxt(path)
-    except InputError:
-        raise
-    except Exception as exc:  # numpy/ITK raise many types for unreadable files
-        raise InputError(f"{what} {text} cannot be read as a transform ({' '.join(str(exc).split())[:100]}).") \
-            from None
-    matrix = np.asarray(matrix, float)
-    if matrix.shape != (4, 4):
-        raise InputError(f"{what} {text} is not a 4x4 matrix (shape {matrix.shape}).")
-    return matrix
+
+def add_transform_arguments(parser, image: str, other: str = "ROI image", flag: str = "--transform") -> None:
+    """``--transform`` (or ``flag``) and ``--transform-fixed``: a registration used whichever way it was made."""
+    parser.add_argument(flag, help=f"registration between the {image} and the {other}: the .tfm of "
+                                   f"'immunotrack register' (either image fixed), Slicer or ANTs, or a 4x4 RAS "
+                                   f"matrix ({image} world -> {other} world) in .txt/.csv/.npy; see "
+                                   "docs/methods/transforms.md")
+    dest = flag.lstrip("-").replace("-", "_") + "_fixed"
+    parser.add_argument(flag + "-fixed", dest=dest, default="auto", choices=("auto", "image", "other"),
+                        help=f"which image was the registration's fixed one: auto (default: from the file's "
+                             f"direction record, else by overlap), image (the {image}) or other (the {other})")
+
+
+def transform_arg(text, image, other, *, fixed: str = "auto", what: str = "--transform", image_path=None,
+                  other_path=None, image_name: str = "the image", other_name: str = "the ROI image"):
+    """``image`` world -> ``other`` world from a transform argument, whichever image was fixed.
+
+    Returns
+    -------
+    (matrix or None, how) : the matrix and one sentence for the provenance saying how its direction was decided.
+    """
+    if text is None:
+        return None, None
+    from ..io.transforms import read_transform_file, resolve_direction
+
+    tf = read_transform_file(text, what)
+    matrix, how = resolve_direction(tf, image, other, fixed=fixed, image_path=image_path, other_path=other_path,
+                                    image_name=image_name, other_name=other_name)
+    return matrix, how

@@ -15,7 +15,7 @@ HELP = "MPI: iron mass and cell counts per ROI from fiducials"
 
 
 def add_arguments(parser):
-    from ._common import add_output
+    from ._common import add_output, add_transform_arguments
 
     parser.add_argument("mpi", help="MPI image (NIfTI, DICOM, ...)")
     parser.add_argument("--fiducials", required=True, help="CSV: x_mm, y_mm, z_mm, iron_ng[, radius_mm][, signal]")
@@ -27,7 +27,7 @@ def add_arguments(parser):
                                                              "fiducials and ROIs) or a number")
     parser.add_argument("--dilate-mm", default="1.0",
                         help="dilation for the sensitivity column (mm, default 1; 0 = off)")
-    parser.add_argument("--transform", help="world-to-world transform MPI -> ROI image (.tfm or 4x4 matrix file)")
+    add_transform_arguments(parser, "MPI image")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
     from . import _pvc
     _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm (h19)
@@ -42,8 +42,8 @@ def run(args) -> int:
     from ..errors import InputError
     from ..outputs import check_output, sidecar_path, write_table
     from ..provenance import record
-    from ._common import load
-    from .quantify import load_transform, number, progress_for
+    from ._common import load, transform_arg
+    from .quantify import number, progress_for
 
     out = check_output(args.output, args.overwrite)
     q_cell = number(args.iron_per_cell, "--iron-per-cell")
@@ -60,11 +60,12 @@ def run(args) -> int:
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         detail = " ".join(str(exc).split())[:100]
         raise InputError(f"fiducial table {fid_path} is not a readable CSV ({detail}).") from None
-    transform = load_transform(args.transform)
     from . import _pvc
     pvc = _pvc.requested(args)
     mpi = load(args.mpi, "MPI image")
     roi = load(args.roi, "ROI")
+    transform, direction = transform_arg(args.transform, mpi, roi, fixed=args.transform_fixed, image_path=args.mpi,
+                                         other_path=args.roi, image_name="the MPI image")
     df = mpi_iron(mpi, roi, fiducials, q_cell, transform=transform, supersample=supersample, radius_mm=radius,
                   background=background, dilate_mm=dilate, progress=progress_for("mpi"))
     cal = df.attrs["calibration"]
@@ -73,7 +74,7 @@ def run(args) -> int:
         df, params["pvc"] = _pvc.correct_mpi(args, mpi, roi, df, transform=transform, supersample=supersample)
     prov = record("mpi", inputs={"mpi": args.mpi, "fiducials": args.fiducials, "roi": args.roi,
                                  "transform": args.transform},
-                  parameters=params, warnings=df.attrs["warnings"],
+                  parameters=dict(params, transform_direction=direction), warnings=df.attrs["warnings"],
                   calibration=cal)
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
     print(f"calibration: {cal['k_per_ng']:.4g} per ng, intercept {cal['intercept']:.4g}, R^2 {cal['r2']:.4f} "

@@ -45,37 +45,68 @@ def number(value, name: str, *, positive: bool = True, minimum=None, integer: bo
 
 
 def load_transform(path):
-    """A 4x4 world-to-world matrix (quantitative image world -> ROI image world) from a file.
-
-    ITK transform files (``.tfm``, ``.mat``, or an ITK ``.txt``; LPS, fixed ->
-    moving, with the quantitative image fixed, as ``immunotrack register``,
-    Slicer and ANTs write them), or a plain 4x4 RAS matrix in ``.txt``,
-    ``.csv`` or ``.npy``.
-    """
-    import numpy as np
-
-    from ..io.transforms import read_transform
-
+    """The 4x4 matrix of a transform file as written (no direction resolved; see ``_common.transform_arg``)."""
     if path is None:
         return None
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"transform {p} does not exist.")
-    suffix = p.suffix.lower()
-    if suffix not in (".npy", ".csv", ".txt"):
-        return read_transform(p)
+    from ..io.transforms import read_transform_file
+
+    return read_transform_file(path, "transform").fixed_to_moving
+
+
+def roi_label_names(roi_path) -> dict:
+    """{label: name} from the BIDS-style .tsv (index, name) beside a label image, or {}."""
+    import csv
+
+    p = Path(str(roi_path))
+    stem = p.name
+    for ext in (".nii.gz", ".nii", ".ome.zarr", ".zarr", ".tif", ".tiff", ".nrrd", ".mha"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    tsv = p.with_name(stem + ".tsv")
+    if not tsv.is_file():
+        return {}
+    names = {}
     try:
-        m = np.load(p) if suffix == ".npy" else np.loadtxt(p, delimiter="," if suffix == ".csv" else None)
-    except (OSError, ValueError) as exc:
-        if suffix == ".txt":  # an ITK text transform
-            return read_transform(p)
-        raise InputError(f"transform {p} is not a 4x4 matrix ({' '.join(str(exc).split())[:100]}).") from None
-    m = np.asarray(m, float)
-    if m.shape == (3, 4):
-        m = np.vstack([m, [0, 0, 0, 1]])
-    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
-        raise InputError(f"transform {p} is not a 4x4 affine matrix (last row 0 0 0 1).")
-    return m
+        with open(tsv, newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                try:
+                    names[int(row.get("index", ""))] = str(row.get("name", "")).strip()
+                except ValueError:
+                    continue
+    except OSError:
+        return {}
+    return names
+
+
+def read_density_table(path) -> dict:
+    """{organ name: density g/mL} from a CSV/TSV (name, density_g_ml) or a JSON object."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--density-table {p} does not exist.")
+    try:
+        if p.suffix.lower() == ".json":
+            table = json.loads(p.read_text())
+            if not isinstance(table, dict):
+                raise ValueError("not an object")
+        else:
+            import pandas as pd
+
+            df = pd.read_csv(p, sep=None, engine="python")
+            cols = {c.lower(): c for c in df.columns}
+            name_col = cols.get("name") or df.columns[0]
+            dens_col = cols.get("density_g_ml") or cols.get("density") or df.columns[1]
+            table = dict(zip(df[name_col].astype(str), df[dens_col]))
+        table = {str(k): float(v) for k, v in table.items()}
+    except (ValueError, TypeError, IndexError, OSError) as exc:
+        raise InputError(f"--density-table {p} is not a name,density_g_ml table ({' '.join(str(exc).split())[:80]})."
+                         ) from None
+    bad = [k for k, v in table.items() if not (v > 0 and math.isfinite(v))]
+    if bad:
+        raise InputError(f"--density-table {p}: densities must be positive numbers (bad: {', '.join(bad[:3])}).")
+    return table
 
 
 def progress_for(label: str):
@@ -99,7 +130,7 @@ def labels_arg(text):
 
 # ---------------------------------------------------------------------------- the verb
 def add_arguments(parser):
-    from ._common import add_output
+    from ._common import add_output, add_transform_arguments
 
     parser.add_argument("pet", help="PET/SPECT: DICOM series folder, or NIfTI with a JSON sidecar of DICOM fields")
     parser.add_argument("--roi", required=True, help="ROI label image (NIfTI, DICOM, ...) on any grid; 0 = background")
@@ -113,6 +144,11 @@ def add_arguments(parser):
     g.add_argument("--weight-unit", default="auto", help="how to read PatientWeight: auto (default), kg or g")
     g.add_argument("--height-cm", help="body height (cm), for SUV lbm/bsa/ibw")
     g.add_argument("--sex", help="M or F (for SUV lbm/ibw)")
+    g.add_argument("--species", help="species (replaces PatientSpeciesDescription), e.g. mouse, rat, human")
+    g.add_argument("--lean-mass-g", help="measured lean body mass (g; qMR/DEXA) for --suv lbm of any species")
+    g.add_argument("--bsa-formula", default="auto", choices=("auto", "dubois", "meeh"),
+                   help="body surface area for --suv bsa: Du Bois (humans; default) or Meeh k*W^(2/3) (animals)")
+    g.add_argument("--meeh-k", help="Meeh's constant k (cm2/g^(2/3); default 9.8, the mouse value)")
     g.add_argument("--injection-time", help="injection date-time, ISO 8601 (2024-05-01T09:30:00) or HH:MM:SS")
     g.add_argument("--scan-time", help="scan reference date-time (ISO 8601 or HH:MM:SS)")
     g.add_argument("--half-life-s", help="radionuclide half-life (s)")
@@ -120,13 +156,20 @@ def add_arguments(parser):
     g.add_argument("--units", help="pixel units: BQML, GML, CM2ML, CNTS, CPS ...")
     g.add_argument("--calibration-cps-per-mbq", help="counts images (SPECT): system calibration in cps/MBq")
     g.add_argument("--acquisition-duration-s", help="counts images: acquisition duration (s)")
-    parser.add_argument("--transform", help="world-to-world transform PET -> ROI image (.tfm, or a 4x4 RAS matrix "
-                                            "in .txt/.csv/.npy), e.g. a registration with the PET fixed")
+    add_transform_arguments(parser, "PET")
     parser.add_argument("--labels", help="only these labels (comma-separated)")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated "
                                                           "grids (default 3)")
-    parser.add_argument("--density", default="1.0", help="tissue density for %%ID/g (g/mL, default 1.0)")
-    parser.add_argument("--peak-ml", default="1.0", help="SUVpeak sphere volume (mL; default 1.0 as PERCIST)")
+    parser.add_argument("--density", default="auto",
+                        help="tissue density for %%ID/g: auto (default: per organ from the ROI's label names, "
+                             "docs/methods/pet.md#density) or one value in g/mL for every ROI")
+    parser.add_argument("--density-table", help="CSV/TSV (name,density_g_ml) or JSON {name: g/mL} replacing the "
+                                                "default densities by organ name")
+    parser.add_argument("--peak-ml", default="auto",
+                        help="SUVpeak sphere volume (mL): auto (default: 1 mL PERCIST for humans; for animals a "
+                             "sphere of 2 x the PSF FWHM restricted to the ROI) or a number")
+    parser.add_argument("--peak-fwhm-mm", help="PSF FWHM (mm) sizing the preclinical SUVpeak sphere (default: "
+                                               "header, else 1.5 mm)")
     parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
     parser.add_argument("--frames", help="dynamic PET: frame N or window A-B (0-based, inclusive; duration-weighted mean)")
     from . import _pvc
@@ -138,7 +181,7 @@ def run(args) -> int:
     from ..analysis.roi import carry_rois
     from ..outputs import check_output, sidecar_path, write_table
     from ..provenance import record
-    from ._common import load
+    from ._common import load, transform_arg
 
     out = check_output(args.output, args.overwrite)
     suv_types = [t.strip().lower() for t in str(args.suv).split(",") if t.strip()]
@@ -166,13 +209,24 @@ def run(args) -> int:
         "units": args.units,
         "calibration_cps_per_mbq": number(args.calibration_cps_per_mbq, "--calibration-cps-per-mbq"),
         "acquisition_duration_s": number(args.acquisition_duration_s, "--acquisition-duration-s"),
+        "species": args.species,
+        "lean_mass_kg": None if args.lean_mass_g is None else number(args.lean_mass_g, "--lean-mass-g") / 1000.0,
+        "meeh_k": number(args.meeh_k, "--meeh-k"),
     }
+    if args.bsa_formula != "auto":
+        overrides["bsa_formula"] = args.bsa_formula
     overrides = {k: v for k, v in overrides.items() if v is not None}
     supersample = number(args.supersample, "--supersample", integer=True)
-    density = number(args.density, "--density")
-    peak_ml = number(args.peak_ml, "--peak-ml")
+    density = None if str(args.density).lower() == "auto" else number(args.density, "--density")
+    density_table = read_density_table(args.density_table) if args.density_table else None
+    peak_ml = None if str(args.peak_ml).lower() == "auto" else number(args.peak_ml, "--peak-ml")
+    peak_fwhm = number(args.peak_fwhm_mm, "--peak-fwhm-mm")
+    if peak_fwhm is None and getattr(args, "psf_fwhm", None):  # the PVC option's PSF, when given
+        try:
+            peak_fwhm = max(float(v) for v in str(args.psf_fwhm).split(","))
+        except ValueError:
+            peak_fwhm = None
     labels = labels_arg(args.labels)
-    transform = load_transform(args.transform)
     from . import _pvc
     pvc = _pvc.requested(args)
 
@@ -182,12 +236,17 @@ def run(args) -> int:
 
         pet = choose_frames(pet, args.frames, args.pet)
     roi = load(args.roi, "ROI")
+    transform, direction = transform_arg(args.transform, pet, roi, fixed=args.transform_fixed, image_path=args.pet,
+                                         other_path=args.roi, image_name="the PET")
     header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
     df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
                               density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
+                              peak_fwhm_mm=peak_fwhm, label_names=roi_label_names(args.roi),
+                              density_table=density_table,
                               progress=progress_for("quantify"))
-    params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, labels=labels)
+    params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, transform_direction=direction,
+                  labels=labels)
     if pvc:  # corrected _pvc columns on the Bq/mL image (commands/_pvc.py)
         df, params["pvc"] = _pvc.correct(args, pet_mod.activity_concentration(pet, header, need_dose=True),
                                          rois if labels is None else roi, df, _pvc.PET_COLUMNS, transform=transform,

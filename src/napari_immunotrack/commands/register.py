@@ -87,7 +87,7 @@ def run(args) -> int:
     from .. import provenance
     from ..errors import InputError
     from ..io import save_volume
-    from ..io.transforms import TRANSFORM_SUFFIXES, write_transform
+    from ..io.transforms import TRANSFORM_SUFFIXES, describe_image, write_transform
     from ..outputs import check_output, sidecar_path
     from ..progress import text_progress
     from ..registration import METRIC_NOTE, register, register_landmarks
@@ -147,7 +147,9 @@ def run(args) -> int:
     record = provenance.record("register", inputs=inputs, parameters=result.parameters,
                                warnings=result.warnings, result=result.to_dict())
     # Both outputs or none: the transform is removed again if the image cannot be written.
-    write_transform(out, result.fixed_to_moving, overwrite=args.overwrite, provenance=record)
+    write_transform(out, result.fixed_to_moving, overwrite=args.overwrite, provenance=record,
+                    fixed=describe_image(fixed, role="fixed", path=args.fixed),
+                    moving=describe_image(moving, role="moving", path=args.moving))
     if resampled is not None:
         try:
             save_volume(resampled, resampled_path, overwrite=args.overwrite, provenance=record)

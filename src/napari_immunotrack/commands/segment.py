@@ -1,5 +1,5 @@
 """Find hypointense (iron) cell clusters on a T2/T2*-weighted image: dark voids
-new since the pre-injection baseline (SCIENCE.md section 2).
+new since the pre-injection baseline (docs/methods/clusters.md).
 
 LABELS has exactly POST's grid and affine, one integer label per cluster;
 CLUSTERS (CSV) has one row per label: voxels, volume_mm3, centroid in world
@@ -38,9 +38,12 @@ def add_arguments(parser):
     parser.add_argument("--baseline", type=existing_path, metavar="PRE",
                         help="pre-injection scan; voids already there are never reported")
     parser.add_argument("--baseline-transform", metavar="TRANSFORM",
-                        help="POST world -> PRE world (ITK .tfm from 'immunotrack register', a 4x4 RAS matrix "
-                             ".txt/.npy), or 'identity' when PRE shares POST's scanner frame; needed only when "
-                             "PRE is on another grid")
+                        help="registration of POST and PRE (ITK .tfm from 'immunotrack register' with either "
+                             "fixed, a 4x4 RAS matrix POST world -> PRE world in .txt/.npy), or 'identity' when PRE "
+                             "shares POST's scanner frame; needed only when PRE is on another grid")
+    parser.add_argument("--baseline-transform-fixed", default="auto", choices=("auto", "image", "other"),
+                        help="which image was fixed in that registration: auto (from the file's direction record, "
+                             "else by overlap), image (POST) or other (PRE)")
     parser.add_argument("--reference-mask", type=existing_path, metavar="REF",
                         help="reference tissue without cells (non-zero voxels); default: the median of the "
                              "search region (a warned guess)")
@@ -52,7 +55,9 @@ def add_arguments(parser):
     parser.add_argument("--table", metavar="CLUSTERS.csv", help="per-cluster table (CSV)")
     parser.add_argument("--method", choices=("fraction", "percentile", "ksigma", "blob"), default="fraction",
                         help="candidate rule: fraction of reference (default), darkest percentile of the search "
-                             "region, mean - k SD of the reference, or local-contrast blob detector")
+                             "region (a fixed share by construction), mean - k SD of the reference, or "
+                             "local-contrast blob detector; every rule keeps only voxels darker than the reference "
+                             "(docs/methods/clusters.md)")
     parser.add_argument("--threshold", type=_number,
                         help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.2)")
     parser.add_argument("--min-size", type=positive_int, default=3, help="smallest cluster kept, voxels (default 3)")
@@ -94,16 +99,18 @@ def run(args) -> int:
         outputs.check_output(path, args.overwrite)
     if args.baseline_transform and not args.baseline:
         raise InputError("--baseline-transform was given without --baseline.")
-    from ._common import read_transform_arg
-
-    transform = read_transform_arg(args.baseline_transform, "--baseline-transform") if args.baseline_transform \
-        else None
+    from ._common import transform_arg
 
     files = {"post": args.post, "baseline": args.baseline, "reference_mask": args.reference_mask,
              "search_mask": args.search_mask, "background_mask": args.background_mask}
     roles = {"post": "POST", "baseline": "PRE (--baseline)", "reference_mask": "--reference-mask",
              "search_mask": "--search-mask", "background_mask": "--background-mask"}
     volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
+    # POST world -> PRE world, whichever of the two was fixed when they were registered
+    transform, direction = transform_arg(args.baseline_transform, volumes["post"], volumes["baseline"],
+                                         fixed=args.baseline_transform_fixed, what="--baseline-transform",
+                                         image_path=args.post, other_path=args.baseline, image_name="POST",
+                                         other_name="the baseline (PRE)")
     bar = text_progress("segment") if sys.stderr.isatty() else None  # in a pipe or log, errors stay one line
     shown = []
 
@@ -123,7 +130,8 @@ def run(args) -> int:
         if bar is not None and shown and shown[-1] < 1.0:
             sys.stderr.write("\n")  # end the progress line so the error stands on its own line
         raise
-    params = dict(result.parameters, baseline_transform_file=args.baseline_transform)
+    params = dict(result.parameters, baseline_transform_file=args.baseline_transform,
+                  baseline_transform_direction=direction)
     record = provenance.record("segment", inputs=files, parameters=params, warnings=result.warnings,
                                clusters=int(len(result.table)), sigma=result.sigma,
                                noise_method=result.noise.method, reference_source=result.reference.source)

@@ -49,7 +49,8 @@ LAYER_NAMES = {"labels": "iron clusters", "preview": "cluster preview"}
 _THRESHOLD_SPIN = {"fraction": (0.01, 0.99, 0.05, 2), "percentile": (0.1, 99.0, 1.0, 1),
                    "ksigma": (0.1, 20.0, 0.5, 1), "blob": (0.01, 0.99, 0.05, 2)}
 _THRESHOLD_TIPS = {"fraction": "voxels below this fraction of the reference mean (0.5: Tremblay et al. 2018)",
-                   "percentile": "the darkest p % of the search ROI (10 for tumours)",
+                   "percentile": "the darkest p % of the search ROI, a fixed share by construction; only voxels "
+                                 "darker than the reference are kept",
                    "ksigma": "voxels below mean - k SD of the reference",
                    "blob": "local contrast 1 - G(0.5 vox)/G(3 vox) above this (small voids)"}
 

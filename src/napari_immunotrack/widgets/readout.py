@@ -104,7 +104,8 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
             header = pet_mod.read_pet_header(vol, **overrides.get(lname, {}))
             headers[lname] = header.as_dict()
             try:
-                df = pet_mod.quantify_pet(vol, rois, suv_types=(suv_type,), header=header, progress=sub)
+                df = pet_mod.quantify_pet(vol, rois, suv_types=(suv_type,), header=header, progress=sub,
+                                          label_names=names)  # per-organ densities for %ID/g
                 unit = "Bq/mL"
             except InputError as exc:  # no SUV possible: still give Bq/mL (or the raw unit), say why
                 status = f"no SUV: {one_line(exc)}"

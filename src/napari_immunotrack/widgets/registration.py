@@ -397,7 +397,7 @@ class RegistrationWidget(PluginDock):
     def save_transform(self, path, overwrite: bool = False) -> Path:
         """Write the last transform as an ITK file (fixed -> moving, LPS inside) with its provenance."""
         from .. import provenance
-        from ..io.transforms import write_transform
+        from ..io.transforms import describe_image, write_transform
 
         if self.result is None:
             raise InputError("register first: there is no transform to save.")
@@ -405,7 +405,9 @@ class RegistrationWidget(PluginDock):
         record = provenance.record("register", inputs=inputs, parameters=self.result.parameters,
                                    warnings=self.result.warnings, result=self.result.to_dict(),
                                    layers={"fixed": self._inputs["fixed"].name, "moving": self._inputs["moving"].name})
-        return write_transform(path, self.result.fixed_to_moving, overwrite=overwrite, provenance=record)
+        return write_transform(path, self.result.fixed_to_moving, overwrite=overwrite, provenance=record,
+                               fixed=describe_image(inputs["fixed"], role="fixed"),
+                               moving=describe_image(inputs["moving"], role="moving"))
 
     def _save_dialog(self) -> None:
         save_dialog(self, self.status, "Save transform", "transform.tfm", "ITK transform (*.tfm *.txt *.mat)",

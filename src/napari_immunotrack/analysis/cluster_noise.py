@@ -1,0 +1,222 @@
+"""Noise of magnitude MR images for the cluster rules: Rician sigma from air, masks carried to a grid.
+
+Split from :mod:`.clusters` (which re-exports every name here): the Rician noise sigma from a background
+(air) ROI (SD / 0.6551 or mean / sqrt(pi/2)), masked moments computed lazily on dask arrays, the air at the
+border of the field of view, and ROI masks carried onto the post-injection grid. See
+``docs/methods/clusters.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import ImmunotrackWarning, InputError
+from ..volume import Volume
+
+#: SD of a Rayleigh distribution (pure-noise magnitude) in units of sigma: sqrt(2 - pi/2).
+RAYLEIGH_SD = math.sqrt(2.0 - math.pi / 2.0)  # 0.6551
+
+
+#: Mean of a Rayleigh distribution in units of sigma: sqrt(pi/2).
+RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)  # 1.2533
+
+
+#: Median of a Rayleigh distribution in units of sigma: sqrt(2 ln 2).
+RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))  # 1.1774
+
+
+#: Noise statistics use at most this many voxels (a regular subsample).
+_MAX_SAMPLE = 1 << 20
+
+
+@dataclass
+class NoiseEstimate:
+    """The noise sigma (signal units) and how it was obtained."""
+
+    sigma: float
+    method: str
+    n_voxels: int
+    details: Dict[str, float] = field(default_factory=dict)
+
+
+def _warn(message: str, collected: Optional[list]) -> None:
+    message = " ".join(message.split())
+    warnings.warn(message, ImmunotrackWarning, stacklevel=3)
+    if collected is not None:
+        collected.append(message)
+
+
+def _is_dask(array) -> bool:
+    return type(array).__module__.startswith("dask")
+
+
+def _check_3d(volume: Volume, what: str) -> None:
+    if not isinstance(volume, Volume):
+        raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
+    if volume.data.ndim != 3:
+        raise InputError(f"{what} has {volume.data.ndim} dimensions; give one 3D volume: save one echo or "
+                         "time frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1, or "
+                         "nibabel.funcs.four_to_three).")
+
+
+def mask_on_grid(mask: Optional[Volume], grid: Volume, what: str, collected: Optional[list] = None):
+    """A mask Volume as a boolean array on ``grid`` (nearest neighbour through world coordinates).
+
+    Raises InputError when the mask is empty or lies outside ``grid``'s field of view.
+    Returns None for None. A dask mask on the same grid stays lazy.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Volume):
+        raise InputError(f"{what} must be a Volume (a label or mask image), got {type(mask).__name__}.")
+    if mask.data.ndim != 3:
+        raise InputError(f"{what} has {mask.data.ndim} dimensions; a 3D mask is needed.")
+    if mask.same_grid(grid):
+        data = mask.data
+        out = data != 0 if _is_dask(data) else np.asarray(data) != 0
+        if _is_dask(out):
+            if not bool(out.any().compute()):
+                raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
+            return out
+        out &= np.isfinite(np.asarray(data)) if np.asarray(data).dtype.kind == "f" else True
+        if not out.any():
+            raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
+        return out
+    src = mask.numpy()
+    if not np.any(np.nan_to_num(src) != 0):
+        raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
+    src = (np.nan_to_num(src) != 0).astype(np.uint8)
+    out = Volume(src, mask.affine).resample_to(grid, order=0).numpy() != 0
+    if not out.any():
+        raise InputError(f"{what} lies outside the image: none of its voxels falls in the image's field of view; "
+                         "draw it on this image or check both files' positions.")
+    if mask.spatial_shape == grid.spatial_shape:
+        _warn(f"{what} has the image's shape but another affine; it was carried to the image through world "
+              "coordinates (check that it was drawn on this image).", collected)
+    return out
+
+
+def estimate_rician_sigma(image: Volume, background_mask: Volume, estimator: str = "sd") -> float:
+    """Rician noise sigma from a signal-free (air) region of a magnitude image.
+
+    Pure-noise magnitude is Rayleigh: ``sigma = SD_bg / 0.6551`` (``"sd"``)
+    or ``sigma = mean_bg / sqrt(pi/2)`` (``"mean"``).
+
+    Parameters
+    ----------
+    image : Volume
+        Magnitude image.
+    background_mask : Volume
+        Air region (any grid; carried to the image's).
+    estimator : {"sd", "mean"}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> air = np.abs(rng.normal(0, 4, (30, 30, 30)) + 1j * rng.normal(0, 4, (30, 30, 30)))
+    >>> img = Volume(air, np.eye(4))
+    >>> round(estimate_rician_sigma(img, Volume(np.ones(air.shape, np.uint8), np.eye(4))), 1)
+    4.0
+    """
+    return noise_from_background(image, background_mask, estimator).sigma
+
+
+def noise_from_background(image: Volume, background_mask: Volume, estimator: str = "sd",
+                          collected: Optional[list] = None) -> NoiseEstimate:
+    """:func:`estimate_rician_sigma` with both estimates and a warning when they disagree."""
+    if estimator not in ("sd", "mean"):
+        raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
+    _check_3d(image, "the image")
+    mask = mask_on_grid(background_mask, image, "the background ROI", collected)
+    _, n, mean, sd = _masked_moments(image.data, mask)
+    if n < 10:
+        raise InputError(f"the background ROI holds {n} usable voxels; draw a larger region of air.")
+    sd_sigma = sd / RAYLEIGH_SD
+    mean_sigma = mean / RAYLEIGH_MEAN
+    if not (sd_sigma > 0 or mean_sigma > 0):
+        raise InputError("the background ROI is constant (zero noise); it is not a magnitude image's air, or the "
+                         "image was masked; draw the background elsewhere or give the sigma.")
+    sigma = sd_sigma if estimator == "sd" else mean_sigma
+    if min(sd_sigma, mean_sigma) <= 0 or max(sd_sigma, mean_sigma) / min(sd_sigma, mean_sigma) > 1.3:
+        _warn(f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
+              f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.", collected)
+    return NoiseEstimate(sigma, f"background ROI ({estimator})", int(n),
+                         {"sigma_from_sd": sd_sigma, "sigma_from_mean": mean_sigma})
+
+
+def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
+    """(voxels in mask, finite voxels in mask, mean, SD with ddof=1) of ``data`` over ``mask``.
+
+    Sums in float64, slab by slab (NumPy) or one NumPy reduction per dask chunk, so a large
+    region costs no copy of its values.
+    """
+    if _is_dask(data) or _is_dask(mask):
+        import dask
+        import dask.array as da
+
+        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
+        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
+        m = m.rechunk(d.chunks)
+        # one NumPy reduction per chunk (much faster than an element-wise dask graph)
+        parts = dask.compute(*[dask.delayed(_moment_sums)(db, mb) for db, mb in
+                               zip(d.to_delayed().ravel(), m.to_delayed().ravel())])
+        n_mask, n, s1, s2 = (sum(p[i] for p in parts) for i in range(4))
+    else:
+        n_mask, n, s1, s2 = _moment_sums(data, mask)
+    if n == 0:
+        return n_mask, 0, float("nan"), float("nan")
+    mean = s1 / n
+    var = max(s2 - s1 * mean, 0.0) / (n - 1) if n > 1 else 0.0
+    return n_mask, n, mean, math.sqrt(var)
+
+
+def _moment_sums(data, mask) -> Tuple[int, int, float, float]:
+    """(voxels in mask, finite voxels, sum, sum of squares) in float64, slab by slab."""
+    data, mask = np.asarray(data), np.asarray(mask)
+    n_mask = n = 0
+    s1 = s2 = 0.0
+    for a in range(0, data.shape[0], 32):
+        vals = np.asarray(data[a:a + 32][mask[a:a + 32]], np.float64)
+        n_mask += vals.size
+        vals = vals[np.isfinite(vals)]
+        n += vals.size
+        s1 += float(vals.sum())
+        s2 += float(np.dot(vals, vals))
+    return n_mask, n, s1, s2
+
+
+def _masked_values(data, mask) -> np.ndarray:
+    if _is_dask(data) or _is_dask(mask):
+        import dask.array as da
+
+        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
+        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
+        return np.asarray(d[m].compute(), dtype=np.float64)
+    return np.asarray(np.asarray(data)[mask], dtype=np.float64)
+
+
+def _sample_step(shape, target: int = 1 << 22) -> int:
+    """Stride per axis that keeps a regular subsample of a volume under ``target`` voxels."""
+    return max(1, int(math.ceil((float(np.prod(shape)) / target) ** (1.0 / 3.0))))
+
+
+def _border_air_sigma(data) -> Optional[Tuple[float, int]]:
+    """Sigma from air at the field-of-view border (two-voxel shell), if the border is mostly air."""
+    shells = []
+    for axis in range(3):
+        for sl in (slice(0, 2), slice(-2, None)):
+            idx = [slice(None)] * 3
+            idx[axis] = sl
+            block = data[tuple(idx)]
+            shells.append(np.asarray(block.compute() if _is_dask(block) else block, np.float64).ravel())
+    shell = np.concatenate(shells)
+    shell = shell[np.isfinite(shell)]
+    if shell.size < 500:
+        return None
+    return float(np.median(shell)), int(shell.size)
