@@ -55,15 +55,10 @@ class SessionResult:
 
 
 def _label_names(dseg_path: Path) -> Dict[int, str]:
-    # the BIDS .tsv beside the label map, whatever its format (x_dseg.nii.gz, x_dseg.ome.zarr -> x_dseg.tsv)
-    tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")
-    names = {}
-    if tsv.exists():
-        for line in tsv.read_text().splitlines()[1:]:
-            index, _, name = line.partition("\t")
-            if index.strip().isdigit():
-                names[int(index)] = name.strip()
-    return names
+    """Kept for old callers: :func:`napari_immunotrack.study.read_label_names` (the one .tsv reader)."""
+    from .study import read_label_names
+
+    return read_label_names(dseg_path)
 
 
 def _pick(files, session, datatype, suffix=None):

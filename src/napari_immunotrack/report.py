@@ -606,7 +606,7 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
     """Draw the report's figures (each PNG + SVG with provenance)."""
     from . import figures as F
     from .io import load_volume
-    from .pipeline import _label_names
+    from .study import read_label_names
 
     out = res.out_dir / "figures"
     ordered = sorted(analysed, key=lambda s: days[s])
@@ -626,7 +626,7 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
 
     dseg_f = find(s0, "rois", "dseg")
     dseg = load_volume(dseg_f.path).replace(modality="SEG", unit="label", name="organs") if dseg_f else None
-    names = _label_names(dseg_f.path) if dseg_f else {}
+    names = read_label_names(dseg_f.path) if dseg_f else {}
     index_of = {v: k for k, v in names.items()}
     organ_outline = None
     z_mm = None

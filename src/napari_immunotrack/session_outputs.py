@@ -33,7 +33,7 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
         The files written: ``<name>.nii.gz``, ``<table>.csv``, ``from-<datatype>_to-anat.tfm``.
     """
     from .io import save_labels
-    from .io.transforms import write_transform
+    from .io.transforms import describe_image, write_transform
     from .outputs import write_table
 
     out_dir = Path(out_dir)
@@ -52,6 +52,10 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
         path = out_dir / f"from-{datatype}_to-anat.tfm"
         reg = result.registrations.get(datatype)
         extra = {"metric_initial": getattr(reg, "metric_initial", None), "metric_final": getattr(reg, "metric_final", None)}
-        write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra})
+        # fixed: the MRI world (anat); moving: the scanner's own world (the direction record, docs/methods/transforms.md)
+        images = getattr(result, "transform_images", {}).get(datatype) or (
+            describe_image(role="MRI world", datatype="anat"), describe_image(role=f"{datatype} world", datatype=datatype))
+        write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra},
+                        fixed=images[0], moving=images[1])
         written.append(path)
     return written

@@ -60,7 +60,9 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
         df = out.get(f"cohort_{step}")
         if df is None:
             continue
-        cols = [c for c in columns if c in df.columns]
+        # a preclinical SUVpeak names its sphere volume (suv_bw_peak_14ul): take whichever peak column is there
+        cols = [c for c in columns if c in df.columns] + [c for c in df.columns if c.startswith("suv_bw_peak_")
+                                                          and "suv_bw_peak" in columns]
         part = df[["subject", "session", "day", "organ"] + cols].rename(
             columns={"organ": "site", **{c: f"{step}_{c}" for c in cols}})
         merged = part if merged is None else merged.merge(part, on=keys, how="outer", sort=False)

@@ -84,10 +84,7 @@ def run(args) -> int:
     for path in planned:
         outputs.check_output(path, args.overwrite)
 
-    from ._common import read_transform_arg as read_matrix
-
-    transform = read_matrix(args.transform, "--transform") if args.transform else None
-    pre_transform = read_matrix(args.pre_transform, "--pre-transform") if args.pre_transform else None
+    from ._common import transform_arg
     files = {"t1_post": args.t1, "t2_post": args.t2, "t1_pre": args.t1_pre, "t2_pre": args.t2_pre,
              "t1_map_pre": args.t1_map_pre, "t1_map_post": args.t1_map_post,
              "t2_map_pre": args.t2_map_pre, "t2_map_post": args.t2_map_post,
@@ -96,6 +93,15 @@ def run(args) -> int:
              "t1_map_pre": "T1 map pre", "t1_map_post": "T1 map post", "t2_map_pre": "T2 map pre",
              "t2_map_post": "T2 map post", "search_mask": "search mask", "reference_mask": "reference mask"}
     volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
+    # either role of an `immunotrack register` output is accepted: the direction is read from its record,
+    # else decided by overlap (docs/methods/transforms.md)
+    transform, direction = transform_arg(args.transform, volumes["t1_post"], volumes["t2_post"],
+                                         what="--transform", image_path=args.t1, other_path=args.t2,
+                                         image_name="T1POST", other_name="T2POST")
+    baseline = volumes["t1_pre"] if volumes["t1_pre"] is not None else volumes["t2_pre"]
+    pre_transform, pre_direction = (None, None) if baseline is None else transform_arg(
+        args.pre_transform, volumes["t1_post"], baseline, what="--pre-transform", image_path=args.t1,
+        other_path=args.t1_pre or args.t2_pre, image_name="T1POST", other_name="the baseline")
     # a progress bar only on a terminal: in a pipe or a log, an error stays the only line on stderr
     bar = text_progress("confirm") if sys.stderr.isatty() else None
     shown = []
@@ -113,7 +119,8 @@ def run(args) -> int:
             sys.stderr.write("\n")  # end the progress line so the error stands on its own line
         raise
     status = result.status
-    params = dict(result.parameters, transform_file=args.transform, pre_transform_file=args.pre_transform)
+    params = dict(result.parameters, transform_file=args.transform, pre_transform_file=args.pre_transform,
+                  transform_direction=direction, pre_transform_direction=pre_direction)
     extra = {"status": status, "confirmed": result.confirmed,
              "description": result.labels.metadata["description"], "regions": len(result.table)}
     record = provenance.record("confirm", inputs=files, parameters=params, warnings=result.warnings, **extra)

@@ -21,36 +21,11 @@ def add_arguments(parser):
 
 
 def write_outputs(result, out_dir, provenance_base: dict, overwrite: bool):
-    """Write a SessionResult's labels, tables and transforms (atomic, with provenance)."""
-    from pathlib import Path
+    """Write a SessionResult's labels, tables and transforms (atomic, with provenance): see
+    :func:`napari_immunotrack.session_outputs.write_session_outputs`, shared with the batch."""
+    from ..session_outputs import write_session_outputs
 
-    from ..io import save_labels
-    from ..io.transforms import describe_image, write_transform
-    from ..outputs import write_table
-
-    out_dir = Path(out_dir)
-    written = []
-    for name in ("clusters", "confirmed"):
-        if result.volumes.get(name) is not None:
-            path = out_dir / f"{name}.nii.gz"
-            save_labels(result.volumes[name], path, overwrite=overwrite, provenance={**provenance_base, "output": name})
-            written.append(path)
-    for name, table in result.tables.items():
-        if hasattr(table, "to_csv"):
-            path = out_dir / f"{name}.csv"
-            write_table(table, path, provenance={**provenance_base, "output": name}, overwrite=overwrite)
-            written.append(path)
-    for datatype, matrix in result.transforms.items():
-        path = out_dir / f"from-{datatype}_to-anat.tfm"
-        reg = result.registrations.get(datatype)
-        extra = {"metric_initial": getattr(reg, "metric_initial", None), "metric_final": getattr(reg, "metric_final", None)}
-        # fixed: the MRI world (anat); moving: the scanner's own world
-        images = getattr(result, "transform_images", {}).get(datatype) or (
-            describe_image(role="MRI world", datatype="anat"), describe_image(role=f"{datatype} world", datatype=datatype))
-        write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra},
-                        fixed=images[0], moving=images[1])
-        written.append(path)
-    return written
+    return write_session_outputs(result, out_dir, provenance_base, overwrite)
 
 
 def run(args) -> int:

@@ -29,7 +29,8 @@ from ..errors import InputError
 from ..volume import Volume
 from .._close_guard import offer_to_save, remember_saved
 from ._dock import PluginDock
-from ._common import (LayerPickers, RunRow, _fingerprint, check_labels_export, debounce_timer, export_labels_dialog,
+from ..layer_content import array_fingerprint
+from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog,
                       labels_on_grid, layer_to_volume, looks_pre_injection, name_tokens, replace_table_dock,
                       shapes_to_mask, t2star_first, volume_layer_data, write_labels_export)
 
@@ -206,7 +207,7 @@ class ClusterWidget(PluginDock):
     def _prepared_for_display(self):
         """Inputs prepared on the post layer's display grid (cached until an input or an ROI changes)."""
         layers = [self.pickers.layer(k) for k, *_ in _INPUTS]
-        key = tuple((ly.name, _fingerprint(ly.data) if type(ly).__name__ == "Labels" else
+        key = tuple((ly.name, array_fingerprint(ly.data) if type(ly).__name__ == "Labels" else
                      (repr([np.asarray(d).round(3).tolist() for d in ly.data]) if type(ly).__name__ == "Shapes"
                       else id(ly.data))) if ly is not None else None for ly in layers) + (self.same_world.isChecked(),)
         if key != self._prep_key:
