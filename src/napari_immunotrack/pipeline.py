@@ -69,7 +69,7 @@ def _pick(files, session, datatype, suffix=None):
 
 
 #: The steps of a session analysis, in the order they run (names used by pipeline files).
-STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi", "relax")
+STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi", "relax", "cest")
 
 #: The inputs (roles) of a session and where a study laid out as :mod:`.study` describes keeps them:
 #: glob patterns relative to the session folder. ``baseline_<role>`` inputs (T1w, T2w, T2starw) come
@@ -85,7 +85,9 @@ DEFAULT_INPUT_PATTERNS = {
     "f19_reftube": "f19/*_desc-reftube_mask.nii.gz",
     "mpi": "mpi/*_mpi.nii.gz",
     "mpi_fiducials": "mpi/*_fiducials.csv",
-    "MEGRE": "anat/*_MEGRE.nii.gz",  # multi-echo GRE for the relax step (h21a)
+    "MEGRE": "anat/*_MEGRE.nii.gz",  # multi-echo GRE for the relax step
+    "cest": "cest/*_cest.nii.gz",  # saturation-offset series (offsets in its JSON sidecar) for the cest step
+    "cest_wassr": "cest/*_wassr.nii.gz",
 }
 #: Roles also read from the baseline (pre-injection) session.
 BASELINE_ROLES = ("T1w", "T2w", "T2starw", "MEGRE")
@@ -434,6 +436,16 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
             if res["table"] is not None:
                 out.tables["relax"] = name_rows(res["table"])
         step("relax", 0.99, 1.0, run_relax)
+    if "cest" in steps and inputs.get("cest") is not None:  # only sessions with a CEST series
+        from .analysis.cest import cest_step
+
+        def run_cest(p):
+            files = {k: inputs[k] for k in ("cest", "cest_wassr", "cest_m0", "dseg") if inputs.get(k) is not None}
+            maps, table = cest_step(files, label_names=label_names, progress=p, **params("cest")[1])
+            for name, vol in maps.items():
+                out.volumes[f"cest_{name}"] = vol
+            out.tables["cest"] = table
+        step("cest", 0.995, 1.0, run_cest)
     report(progress, 1.0, "done")
     return out
 

@@ -345,7 +345,7 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
                     row.update(value=value, status=status if np.isfinite(value) else
                                (status if status != "ok" else "no value"))
                     if column == "percent_id" and np.isfinite(value) and value < min_percent_id:
-                        row["status"] = "below detection"
+                        row["status"] = "below detection limit"  # the fluorine and MPI tables' wording
                         rows.append(row)
                         continue
                     if cells_col and cells_col in df.columns:
@@ -357,7 +357,8 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
                     elif readout == "MPI iron" and "iron_ng_noise_sd" in df.columns and "cell_count" in df.columns \
                             and np.isfinite(value) and value > 0:
                         row["detection_limit_cells_roi"] = 3.5 * float(r["iron_ng_noise_sd"]) * float(r["cell_count"]) / value
-                    per_voxel = next((c for c in ("detection_limit_cells_voxel", "detection_limit_cells")
+                    per_voxel = next((c for c in ("detection_limit_cells_per_voxel", "detection_limit_cells_voxel",
+                                                 "detection_limit_cells")
                                       if c in df.columns), None)
                     if readout == "19F" and per_voxel is not None:
                         # the smallest compact depot: the minimum cluster (3 voxels) at the per-voxel limit

@@ -15,7 +15,7 @@ COHORT_COLUMNS = {
     "mpi": ("iron_ng", "cell_count"),
 }
 #: Per-task tables concatenated into ``cohort_<name>.csv``.
-TASK_TABLES = ("pet", "spect", "f19", "mpi", "clusters", "confirmed", "relax")
+TASK_TABLES = ("pet", "spect", "f19", "mpi", "clusters", "confirmed", "relax", "cest")
 
 
 # =============================================================================== cohort tables and figure
