@@ -13,7 +13,7 @@ Every choice, and why:
   baseline MRI scanned 30 min before injection (MRI only: nothing to see in
   the other modalities before injection); days 1, 3, 7 follow migration to
   the tumour and its draining node, division (label per cell halves),
-  exocytosis, death and macrophage uptake (SCIENCE.md section 8).
+  exocytosis, death and macrophage uptake (docs/methods/simulator.md#time-course-where-cells-and-label-are-day-by-day).
 - ``size="sample"``: MRI 152 x 96 x 112 at 0.25 mm (the torso from the liver
   to the inguinal nodes), PET 0.7 mm and SPECT 0.8 mm over the whole mouse,
   19F and MPI 0.5 mm, optical 0.2 mm pixels. Small enough for git (about

@@ -6,13 +6,11 @@ import pandas as pd
 import pytest
 
 from napari_immunotrack.cli import main
-from napari_immunotrack.simulate.study import make_study
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study") / "mouse"
-    return make_study(root, seed=3, timepoints_days=(0, 1), size="tiny")
+def tiny_study(simulated_study):
+    return simulated_study  # tests/conftest.py: one tiny study for the session
 
 
 def test_demo_numbers_match_the_truth(tiny_study, tmp_path, capsys):

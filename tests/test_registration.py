@@ -690,12 +690,10 @@ def test_cli_does_not_import_napari(files, tmp_path):
 
 # ----------------------------------------------------------------------------- the simulated study
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
+def tiny_study(simulated_study):
     import json
 
-    from napari_immunotrack.simulate import make_study
-
-    root = make_study(tmp_path_factory.mktemp("study") / "study", timepoints_days=(1,), size="tiny")
+    root = simulated_study  # tests/conftest.py: one tiny study for the session
     truth = json.loads((root / "ground_truth.json").read_text())["subjects"]["01"]["sessions"]["ses-day1"]
     ses = root / "sub-01" / "ses-day1"
     mri = load_volume(next((ses / "anat").glob("*_T2w.nii.gz")))

@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 
 from napari_immunotrack.cli import main
-from napari_immunotrack.simulate.study import make_study
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_study(tmp_path_factory.mktemp("study") / "mouse", seed=3, timepoints_days=(0, 1, 3, 7), size="tiny")
+def study(simulated_study):
+    return simulated_study  # tests/conftest.py: one tiny study for the session (days 0, 1, 3, 7)
 
 
 @pytest.fixture(scope="module")

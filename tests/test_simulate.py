@@ -24,7 +24,7 @@ def test_rician_pure_noise_mean_is_sigma_sqrt_pi_over_2():
     sigma = 37.0
     mag = rician(np.zeros((200, 200, 25), np.float32), sigma, rng)
     assert mag.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.02)
-    # the SD of pure Rician noise is 0.6551 sigma (SCIENCE.md section 2)
+    # the SD of pure Rician noise is 0.6551 sigma (docs/methods/simulator.md#rician-noise)
     assert mag.std() == pytest.approx(0.6551 * sigma, rel=0.02)
 
 

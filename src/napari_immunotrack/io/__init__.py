@@ -197,8 +197,8 @@ def load_volume(path, **kwargs) -> Volume:
     --------
     >>> import nibabel.testing, os
     >>> v = load_volume(os.path.join(nibabel.testing.data_path, "example4d.nii.gz"))
-    >>> v.spatial_shape
-    (2, 32, 128)
+    >>> v.spatial_shape, v.data.shape, v.orientation()  # nibabel: (128, 96, 24, 2), LAS; slices first here
+    ((24, 96, 128), (2, 24, 96, 128), 'SAL')
     """
     volumes = load_volumes(path, **kwargs)
     if len(volumes) > 1 and volumes[0].metadata.get("format") == "paravision":
