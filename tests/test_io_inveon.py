@@ -214,7 +214,7 @@ def test_quantify_frames_and_windows_of_a_dynamic_study(tmp_path):
 def test_per_frame_readouts_of_uncorrected_frames_match_the_corrected_study(tmp_path):
     """decay_correction_applied 0: each frame is corrected from its own start and duration (DICOM NONE)."""
     from napari_immunotrack.analysis.roi import carry_rois
-    from napari_immunotrack.io.inveon import quantify_frames
+    from napari_immunotrack.analysis.pet import quantify_frames
 
     corrected = load_volume(_dynamic(tmp_path, n=5, shape=(6, 6, 6), decay_applied=1))
     raw = load_volume(_dynamic(tmp_path, n=5, shape=(6, 6, 6), decay_applied=0))

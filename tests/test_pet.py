@@ -1,6 +1,6 @@
 """PET/SPECT quantification: header variants on DICOM series built here, SUV formulas, the CLI.
 
-The reference object (SCIENCE.md section 4): a hot sphere, a cold sphere and a
+The reference object (docs/methods/pet.md): a hot sphere, a cold sphere and a
 background of known activity concentration at the scan reference time. Each
 header variant stores it the way a scanner would (Bq/mL, SUV, Philips counts,
 decay-corrected to the injection, not decay-corrected per bed, ...); the readout

@@ -242,10 +242,6 @@ class PetHeader:
                 raise InputError("the header has no patient weight (PatientWeight (0010,1030)); give it "
                                  "(--weight-kg) to compute SUV.")
             if t in ("lbm", "bsa", "ibw"):
-                from .pet import (
-                    body_size,  # the maths module (imports this one at load)
-                )
-
                 body_size(self, t, lbm_formula)  # refuses animals, a missing height, formulas out of range
         converted = self.suv_type_in_file if self.units == "GML" else None
         if converted in ("lbm", "ibw") and self.sex not in ("M", "F") and not (converted == "lbm" and
@@ -898,3 +894,70 @@ def is_non_human(header: PetHeader) -> bool:
     if species:
         return not any(species.startswith(k) or k in species for k in _HUMAN)
     return header.weight_kg is not None and 0 < header.weight_kg < 2.0
+
+
+# ----------------------------------------------------------------------------- body size
+def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janmahasatian") -> float:
+    """The normaliser of an SUV type: weight (g), BSA (cm2), LBM (g) or IBW (g).
+
+    Examples
+    --------
+    >>> h = PetHeader(weight_kg=70.0, height_m=1.75, sex="M")
+    >>> round(body_size(h, "bsa"))   # Du Bois, cm2
+    18481
+    >>> round(body_size(h, "lbm", "james") / 1000, 2)
+    56.52
+    """
+    suv_type = _check_suv_type(suv_type)
+    w = header.weight_kg
+    if (not w or w <= 0) and header.weight_problem:
+        raise InputError(header.weight_problem)
+    if not w or w <= 0:
+        raise InputError("SUV needs the patient weight, which is missing; give it (--weight-kg).")
+    if suv_type == "bw":
+        return w * 1000.0
+    if suv_type == "lbm" and header.lean_mass_kg:
+        return float(header.lean_mass_kg) * 1000.0  # measured (qMR/DEXA): any species
+    if suv_type == "bsa" and header.bsa_formula == "meeh":
+        return float(header.meeh_k) * (w * 1000.0) ** (2.0 / 3.0)  # Meeh: cm2 from grams
+    if is_non_human(header):
+        what = header.species or f"a {w * 1000:g} g animal"
+        alternative = {"lbm": "a measured lean mass (qMR/DEXA: --lean-mass-g)",
+                       "bsa": "Meeh's BSA k W^(2/3) (--bsa-formula meeh; k about 9.8 for mice, --meeh-k)",
+                       "ibw": "SUVbw, or a measured lean mass (--suv lbm --lean-mass-g)"}[suv_type]
+        raise InputError(f"SUV{suv_type} uses human formulas (height, sex) that do not apply to {what}; use "
+                         f"{alternative} instead (docs/methods/pet.md#body-size).")
+    h_m = header.height_m
+    if not h_m or h_m <= 0:
+        raise InputError(f"SUV{suv_type} needs the patient height (PatientSize (0010,1020)), which is missing; "
+                         "give it (--height-cm) or use --suv bw.")
+    h_cm = h_m * 100.0
+    if suv_type == "bsa":
+        return 0.007184 * w ** 0.425 * h_cm ** 0.725 * 1e4
+    sexes = [header.sex] if header.sex in ("M", "F") else ["M", "F"]
+    values = []
+    for s in sexes:
+        if suv_type == "lbm":
+            if lbm_formula == "james":
+                lbm = 1.10 * w - 128 * (w / h_cm) ** 2 if s == "M" else 1.07 * w - 148 * (w / h_cm) ** 2
+            elif lbm_formula == "janmahasatian":
+                bmi = w / h_m ** 2
+                lbm = 9270 * w / (6680 + 216 * bmi) if s == "M" else 9270 * w / (8780 + 244 * bmi)
+            else:
+                raise InputError(f"lbm_formula must be one of {LBM_FORMULAS}, not {lbm_formula!r}.")
+            values.append(lbm)
+        else:  # ibw, Devine
+            h_in = h_cm / 2.54
+            values.append((50.0 if s == "M" else 45.5) + 2.3 * (h_in - 60.0))
+    value = float(np.mean(values))
+    if value <= 0:
+        raise InputError(f"the {suv_type.upper()} formula gives {value:.3g} kg for weight {w:g} kg and height "
+                         f"{h_m:g} m (outside the formula's range); use --suv bw.")
+    return value * 1000.0
+
+
+def _check_suv_type(suv_type: str) -> str:
+    t = str(suv_type).lower().removeprefix("suv")
+    if t not in SUV_TYPES:
+        raise InputError(f"SUV type must be one of {', '.join(SUV_TYPES)}, not {suv_type!r}.")
+    return t

@@ -437,29 +437,3 @@ def choose_frames(volume: Volume, text: Optional[str], label: str = "PET") -> Vo
     if first is None:
         raise InputError(f"--frames must be a frame number N or a window A-B (got {text!r}).")
     return select_frames(volume, first, last)
-
-
-def quantify_frames(pet: Volume, rois, **kwargs):
-    """Per-frame PET readouts of a dynamic study: one :func:`~napari_immunotrack.analysis.pet.quantify_pet`
-    table per frame, stacked, with columns ``frame``, ``frame_start_s`` and ``frame_duration_s`` first.
-
-    ``rois`` are on the PET grid (from :func:`napari_immunotrack.analysis.roi.carry_rois`); keyword
-    arguments go to ``quantify_pet``.
-    """
-    import pandas as pd
-
-    from ..analysis.pet import quantify_pet
-
-    if pet.data.ndim != 4:
-        raise InputError("per-frame readouts need a dynamic (4D) PET; this one is 3D.")
-    tables = []
-    frames = pet.metadata.get("frames") or [{} for _ in range(pet.data.shape[0])]
-    for i in range(pet.data.shape[0]):
-        df = quantify_pet(select_frames(pet, i), rois, **kwargs)
-        df.insert(0, "frame_duration_s", float(frames[i].get("ActualFrameDuration") or 0.0) / 1000.0)
-        df.insert(0, "frame_start_s", frames[i].get("frame_start_s"))
-        df.insert(0, "frame", i)
-        tables.append(df)
-    out = pd.concat(tables, ignore_index=True)
-    out.attrs = dict(tables[0].attrs)
-    return out
