@@ -351,10 +351,12 @@ def list_files(root: Path) -> List[Path]:
 def bad_values_as_input_error(path: Path):
     """Turn what a corrupt or hand-edited header value makes numpy/pydicom raise (``int('abc')``,
     a missing attribute, an impossible shape) into the InputError of a bad file."""
+    from pydicom.errors import BytesLengthException  # a value cut short (a file truncated inside its header)
+
     try:
         yield
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
-            NotImplementedError) as exc:  # pydicom: NotImplementedError for an unknown VR (a damaged byte)
+            NotImplementedError, BytesLengthException) as exc:  # pydicom: NotImplementedError for an unknown VR
         if isinstance(exc, InputError):
             raise
         raise InputError(f"{path}: a DICOM header value cannot be used ({type(exc).__name__}: "
