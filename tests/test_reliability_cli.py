@@ -255,7 +255,7 @@ BAD = {
         (["{i}/pet_weight_0.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv"], "weight"),
         (["{i}/pet_dose_0.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv"], "injected dose"),
         (["{i}/pet_injected_after_scan.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv"], "after the scan"),
-        (["{i}/frames.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv"], "4d"),
+        (["{i}/frames.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv"], "--frames"),
         (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--suv", "abc"], "--suv"),
         (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--dose-mbq", "-5"], "--dose-mbq"),
         (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--injection-time", "noon"], "noon"),

@@ -148,7 +148,7 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     >>> v = read_nifti(f)
     >>> v.spatial_shape, v.orientation()
     ((25, 41, 33), 'SAL')
-    >>> np.allclose(v.index_to_world([[3, 2, 1]]), nib.load(f).affine @ [1, 2, 3, 1])
+    >>> np.allclose(v.index_to_world([[3, 2, 1]])[0], (nib.load(f).affine @ [1, 2, 3, 1])[:3])
     True
     """
     import nibabel as nib
