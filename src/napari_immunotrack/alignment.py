@@ -57,7 +57,7 @@ AMBIGUITY_MARGIN = 0.01
 #: Below this Dice overlap of the body masks the alignment is doubtful.
 MIN_BODY_DICE = 0.85
 #: A residual-error estimate above this many voxels makes the alignment doubtful.
-MAX_PRECISION_VOXELS = 1.0
+MAX_PRECISION_VOXELS = 2.0
 
 
 @dataclass
@@ -605,9 +605,9 @@ def align_mri(
             params[:3] += np.deg2rad(rng.choice([-1, 1], 3) * 0.5)
             params[3:] += rng.choice([-1, 1], 3) * voxel
             tx.SetParameters(tuple(params))
-            reg = _method("correlation", mid_mask, mid_sampling, seed)
-            tx, _, _ = _optimise(reg, mid_f, mid_m, tx, 100, 1e-3 * float(np.min(mid_f.GetSpacing())),
-                                 0.25 * float(np.max(mid_f.GetSpacing())))
+            # restarted on the last level, as the result was found
+            reg = _method("correlation", f_mask_img, fine_sampling, seed + 1)
+            tx, _, _ = _optimise(reg, f_img, m_img, tx, 60, 0.02 * fine_step, fine_step)
             pts = np.array([tx.TransformPoint(tuple(p)) for p in corners])
             spread = max(spread, float(np.linalg.norm(pts - ref_pts, axis=1).max()))
         precision = spread

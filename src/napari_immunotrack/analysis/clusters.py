@@ -177,6 +177,7 @@ class Rule:
     blob_noise_sd: float = 0.0       # noise SD of the blob deficit (signal units)
     darker_cap: float = 1.0          # every voxel must be under darker_cap * ref_mean (darker than the reference)
     fixed_share: bool = False        # the rule marks a fixed share of the search region by construction
+    baseline_tolerance: int = 1      # voxels around each candidate that must not have been dark at baseline
 
     @property
     def threshold_signal(self) -> float:
@@ -187,7 +188,8 @@ class Rule:
         """Halo (voxels per axis) a block needs so that the rule gives the same result as on the whole volume."""
         if self.method == "blob":
             return tuple(int(4.0 * s + 0.5) + 1 for s in self.blob_sigmas[1])
-        return (1, 1, 1) if has_baseline else (0, 0, 0)
+        r = int(self.baseline_tolerance)
+        return (r, r, r) if has_baseline else (0, 0, 0)
 
     def as_dict(self) -> dict:
         return {"method": self.method, "threshold": self.threshold, "cut_normalised": self.cut,
@@ -196,6 +198,7 @@ class Rule:
                 "baseline_k": self.baseline_k,
                 "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None,
                 "darker_than_reference_below_normalised": self.darker_cap,
+                "baseline_tolerance_voxels": self.baseline_tolerance,
                 "fixed_share_of_search_region": self.fixed_share}
 
 
@@ -327,7 +330,7 @@ class PreparedInputs:
 
     def rule(self, method: str = "fraction", threshold: Optional[float] = None, baseline_rule: str = "ratio",
              baseline_ratio: float = 0.6, baseline_k: float = 3.0, blob_scales_voxels=(0.5, 3.0),
-             collected: Optional[list] = None) -> Rule:
+             collected: Optional[list] = None, baseline_tolerance_voxels: int = 1) -> Rule:
         """The candidate :class:`Rule` for a method and threshold; warns under the Rician floor."""
         thr = check_rule_parameters(method, threshold, baseline_rule, baseline_ratio, baseline_k,
                                     blob_scales_voxels)
@@ -371,7 +374,8 @@ class PreparedInputs:
         rule = Rule(method, thr, float(cut), ref.mean,
                     self.pre_reference.mean if self.pre_reference is not None else None, sigma,
                     baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd,
-                    darker_cap=float(darker_cap), fixed_share=method == "percentile")
+                    darker_cap=float(darker_cap), fixed_share=method == "percentile",
+                    baseline_tolerance=int(baseline_tolerance_voxels))
         floor = FLOOR_K * sigma
         if method != "blob" and rule.threshold_signal < floor:
             _warn(f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
@@ -680,16 +684,20 @@ def _darkened(r_post, r_pre, rule: Rule, smoothed: bool = False) -> np.ndarray:
     return d > rule.baseline_k * sd
 
 
-_OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)])
+def _offsets(radius: int) -> np.ndarray:
+    """Neighbour offsets within ``radius`` voxels per axis (the centre left out)."""
+    r = range(-int(radius), int(radius) + 1)
+    return np.array([(a, b, c) for a in r for b in r for c in r if (a, b, c) != (0, 0, 0)])
 
 
 def _confirm_sparse(cand: np.ndarray, post: np.ndarray, pre: np.ndarray, rule: Rule) -> None:
     """Baseline confirmation of the candidate voxels of a block, in place.
 
     A candidate stays when it darkened (:func:`_darkened`) and no baseline
-    voxel in its 3x3x3 neighbourhood was itself dark (under the rule's cut):
-    the margin removes the partial-volume rim of voids that were there
-    before. Done on the candidate voxels only (a sparse list), so it costs
+    voxel within ``rule.baseline_tolerance`` voxels (3x3x3 by default) was
+    itself dark (under the rule's cut): the margin removes the partial-volume
+    rim of voids that were there before, and a residual misalignment of the
+    baseline of up to that many voxels (docs/methods/clusters.md). Done on the candidate voxels only (a sparse list), so it costs
     little; outside the block the neighbourhood is clipped, which at the
     volume's edge is the 'nearest' rule (and inside it the block's halo).
     """
@@ -706,13 +714,8 @@ def _confirm_sparse(cand: np.ndarray, post: np.ndarray, pre: np.ndarray, rule: R
         coords = np.unravel_index(sel, cand.shape)
         ok = np.ones(sel.size, bool)
         shape = cand.shape
-        # the 3 neighbour positions per axis, clipped at the block's edges
-        steps = [[np.maximum(coords[a] - 1, 0), coords[a], np.minimum(coords[a] + 1, shape[a] - 1)]
-                 for a in range(3)]
-        for off in _OFFSETS:
-            if not off.any():
-                continue
-            v = pre[steps[0][off[0] + 1], steps[1][off[1] + 1], steps[2][off[2] + 1]]
+        for off in _offsets(rule.baseline_tolerance):  # neighbours clipped at the block's edges
+            v = pre[tuple(np.clip(coords[a] + off[a], 0, shape[a] - 1) for a in range(3))]
             ok &= v >= dark_cut  # NaN (outside the baseline) is not confirmed
         keep[keep] = ok
     cand.ravel()[idx[~keep]] = False
@@ -752,7 +755,8 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
                      connectivity: int = 26, baseline_ratio: float = 0.6, baseline_rule: str = "ratio",
                      baseline_k: float = 3.0, baseline_transform=None, split_touching: bool = True,
                      split_h: float = 0.1, sigma: Optional[float] = None, blob_scales_voxels=(0.5, 3.0),
-                     progress=None, prepared: Optional[PreparedInputs] = None) -> ClusterResult:
+                     progress=None, prepared: Optional[PreparedInputs] = None,
+                     baseline_tolerance_voxels: int = 1) -> ClusterResult:
     """Find hypointense (iron) clusters in a T2/T2*-weighted image.
 
     Parameters
@@ -781,6 +785,11 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
     baseline_transform : (4, 4) array, optional
         Post world -> baseline world (a registration result); required when the
         baseline is on another grid (identity if they share the world).
+    baseline_tolerance_voxels : int
+        A candidate must have no dark baseline voxel within this many voxels (default 1, the
+        3x3x3 neighbourhood): raise it to the baseline registration's residual error in voxels
+        (:func:`napari_immunotrack.alignment.baseline_alignment` gives it) so a structure that was
+        dark before and moved by a fraction of a voxel is not reported.
     split_touching : bool
         Split components with several well-separated minima (watershed).
     split_h : float
@@ -821,7 +830,10 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
         prepared = prepare(post, baseline, reference_mask, search_mask, background_mask, baseline_transform, sigma)
     post = prepared.post
     collected = list(prepared.warnings)
-    rule = prepared.rule(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels, collected)
+    if int(baseline_tolerance_voxels) != baseline_tolerance_voxels or not 1 <= baseline_tolerance_voxels <= 5:
+        raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 1 to 5.")
+    rule = prepared.rule(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels, collected,
+                         baseline_tolerance_voxels=int(baseline_tolerance_voxels))
     report(progress, 0.05, "finding dark voxels")
     spec = _SplitSpec.for_grid(post, split_touching, connectivity, min_size, split_h, rule.ref_mean)
     if _is_dask(post.data):
@@ -842,6 +854,7 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
                                prepared.noise.sigma, prepared.has_baseline)
     params = {"method": method, "threshold": rule.threshold, "min_size": int(min_size),
               "connectivity": int(connectivity), "baseline": prepared.has_baseline,
+              "baseline_tolerance_voxels": int(baseline_tolerance_voxels) if prepared.has_baseline else None,
               "baseline_rule": baseline_rule if prepared.has_baseline else None,
               "baseline_ratio": float(baseline_ratio) if prepared.has_baseline else None,
               "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,

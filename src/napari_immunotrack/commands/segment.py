@@ -40,10 +40,16 @@ def add_arguments(parser):
     parser.add_argument("--baseline-transform", metavar="TRANSFORM",
                         help="registration of POST and PRE (ITK .tfm from 'immunotrack register' with either "
                              "fixed, a 4x4 RAS matrix POST world -> PRE world in .txt/.npy), or 'identity' when PRE "
-                             "shares POST's scanner frame; needed only when PRE is on another grid")
+                             "shares POST's scanner frame, or 'auto': register PRE to POST now (same-contrast "
+                             "session alignment, docs/methods/session-alignment.md) when their grids differ; needed "
+                             "only when PRE is on another grid")
     parser.add_argument("--baseline-transform-fixed", default="auto", choices=("auto", "image", "other"),
                         help="which image was fixed in that registration: auto (from the file's direction record, "
                              "else by overlap), image (POST) or other (PRE)")
+    parser.add_argument("--baseline-tolerance-voxels", type=int, default=None, metavar="N",
+                        help="a cluster voxel needs no dark baseline voxel within N voxels (default 1, or the "
+                             "residual error of '--baseline-transform auto' rounded up): structures dark before "
+                             "that moved by a fraction of a voxel are not new iron")
     parser.add_argument("--reference-mask", type=existing_path, metavar="REF",
                         help="reference tissue without cells (non-zero voxels); default: the median of the "
                              "search region (a warned guess)")
@@ -107,10 +113,21 @@ def run(args) -> int:
              "search_mask": "--search-mask", "background_mask": "--background-mask"}
     volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
     # POST world -> PRE world, whichever of the two was fixed when they were registered
-    transform, direction = transform_arg(args.baseline_transform, volumes["post"], volumes["baseline"],
-                                         fixed=args.baseline_transform_fixed, what="--baseline-transform",
-                                         image_path=args.post, other_path=args.baseline, image_name="POST",
-                                         other_name="the baseline (PRE)")
+    tolerance = args.baseline_tolerance_voxels
+    alignment = None
+    if args.baseline_transform is not None and args.baseline_transform.strip().lower() == "auto":
+        from ..alignment import baseline_alignment
+
+        transform, alignment = baseline_alignment(volumes["post"], volumes["baseline"])
+        direction = "registered now (--baseline-transform auto): POST fixed, PRE moving"
+        if tolerance is None:
+            tolerance = alignment["tolerance_voxels"]
+    else:
+        transform, direction = transform_arg(args.baseline_transform, volumes["post"], volumes["baseline"],
+                                             fixed=args.baseline_transform_fixed, what="--baseline-transform",
+                                             image_path=args.post, other_path=args.baseline, image_name="POST",
+                                             other_name="the baseline (PRE)")
+    tolerance = 1 if tolerance is None else tolerance
     bar = text_progress("segment") if sys.stderr.isatty() else None  # in a pipe or log, errors stay one line
     shown = []
 
@@ -125,13 +142,14 @@ def run(args) -> int:
             search_mask=volumes["search_mask"], background_mask=volumes["background_mask"], method=args.method,
             threshold=args.threshold, min_size=args.min_size, connectivity=args.connectivity,
             baseline_ratio=args.baseline_ratio, baseline_rule=args.baseline_rule, baseline_k=args.baseline_k,
-            baseline_transform=transform, split_touching=not args.no_split, sigma=args.sigma, progress=progress)
+            baseline_transform=transform, split_touching=not args.no_split, sigma=args.sigma, progress=progress,
+            baseline_tolerance_voxels=tolerance)
     except BaseException:
         if bar is not None and shown and shown[-1] < 1.0:
             sys.stderr.write("\n")  # end the progress line so the error stands on its own line
         raise
     params = dict(result.parameters, baseline_transform_file=args.baseline_transform,
-                  baseline_transform_direction=direction)
+                  baseline_transform_direction=direction, baseline_alignment=alignment)
     record = provenance.record("segment", inputs=files, parameters=params, warnings=result.warnings,
                                clusters=int(len(result.table)), sigma=result.sigma,
                                noise_method=result.noise.method, reference_source=result.reference.source)
