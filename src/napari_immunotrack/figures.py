@@ -481,7 +481,8 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         lo, hi = _range_of(o2d, overlay_range, nonzero=True)
         cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].with_extremes(
             bad=(0.0, 0.0, 0.0, 0.0))
-        threshold = lo if overlay_threshold is None else float(overlay_threshold)
+        # default: 5 % up the colour range, so a faint background of the overlay does not veil the anatomy
+        threshold = lo + 0.05 * (hi - lo) if overlay_threshold is None else float(overlay_threshold)
         shown = np.ma.masked_where(~np.isfinite(o2d) | (o2d < threshold), o2d)
         ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi, alpha=overlay_alpha, extent=extent, origin="upper",
                   interpolation="nearest", zorder=2)
@@ -565,7 +566,7 @@ def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, lab
     ----------
     anatomy : Volume (MRI/CT), drawn in grey; None for the overlay alone.
     overlay : Volume in physical units (PET Bq/mL or SUV, 19F mM, MPI ng Fe ...), drawn in colour
-        above ``overlay_threshold`` (default: the low end of the range) with a colour bar.
+        above ``overlay_threshold`` (default: 5 % up the colour range) with a colour bar.
         Place a registered image first with :func:`in_reference_world`.
     labels : Volume or list of Volumes (or ``(Volume, colour)`` pairs): outlines of every label.
     plane : "axial", "coronal" or "sagittal".
