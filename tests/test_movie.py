@@ -233,3 +233,17 @@ def test_a_timepoint_without_the_track_keeps_the_colour_bar(tmp_path):
     # the colour-bar pixels (to the right of the image) are the same on both frames
     right = slice(int(0.7 * SIZE[0]), SIZE[0])
     assert np.array_equal(k1.image[int(0.3 * SIZE[1]):, right], k2.image[int(0.3 * SIZE[1]):, right])
+
+
+def test_arbitrary_units_warn_once_and_reach_the_provenance(tmp_path):
+    from napari_immunotrack.errors import ImmunotrackWarning
+
+    study = _study(tmp_path / "s")
+    for side in study.glob("sub-01/ses-*/mpi/*.json"):
+        side.write_text(json.dumps({"Modality": "MPI", "Units": "a.u."}))
+    with pytest.warns(ImmunotrackWarning) as record:
+        res = M.make_movie(study, tmp_path / "au.gif", track="MPI", size=SIZE, fps=4, hold_s=0.5, fade_s=0.5)
+    said = [str(r.message) for r in record if "arbitrary units" in str(r.message)]
+    assert len(said) == 1 and said == [w for w in res.warnings if "arbitrary" in w]
+    prov = json.loads((tmp_path / "au.gif.provenance.json").read_text())
+    assert said[0] in prov["warnings"]

@@ -44,13 +44,14 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ImmunotrackWarning, InputError
 from .volume import Volume
 
 #: Tracks a movie can show: track -> (study role, what the colour bar says when the file has no unit).
@@ -180,7 +181,7 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
     if subject not in subjects:
         raise InputError(f"subject {subject!r} is not in the study; subjects are {', '.join(subjects)}.")
     role = TRACKS[track]
-    warnings: List[str] = []
+    notes: List[str] = []
     out: List[MovieTimepoint] = []
     sessions = study.sessions(subject)
     for i, session in enumerate(sessions):
@@ -215,14 +216,14 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
         elif f.datatype not in ("anat", "f19"):
             msg = (f"{session}: no saved registration of {track} to the anatomy (xfm/*_from-{f.datatype}_to-anat.tfm); "
                    "shown where its header places it.")
-            warnings.append(msg)
+            notes.append(msg)
         if track == "19F":
             side = _sidecar(f.path)
             tube = study.file(subject, session, "ROI:reftube")
             if tube is not None:
                 over = _calibrate_19f(over, load_volume(tube.path), float(side.get("ReferenceConcentration_mM", 100.0)))
             else:
-                warnings.append(f"{session}: no 19F reference-tube mask; 19F shown uncalibrated ({over.unit}).")
+                notes.append(f"{session}: no 19F reference-tube mask; 19F shown uncalibrated ({over.unit}).")
         over = _nice_unit(over.replace(name=track))
         out.append(MovieTimepoint(session, day, under, over, anatomy_label=under_label))
     if not out:
@@ -237,8 +238,13 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
     if len(units) > 1:
         raise InputError(f"the {track} images are in different units ({', '.join(sorted(units))}); one colour bar "
                          "cannot show them; calibrate them alike first.")
+    unit = next((str(t.overlay.unit) for t in out if t.overlay is not None), "")
+    if track != "T2starw" and unit.strip().lower() in ("a.u.", "au", "arbitrary", ""):
+        notes.append(f"the {track} images are in arbitrary units ({unit or 'no unit'}); calibrate them (PET Bq/mL or "
+                     "SUV, 19F mM against the reference tube, MPI ng Fe with fiducials) for a colour bar in physical "
+                     "units.")
     report(progress, 1.0, "loaded")
-    return out, warnings
+    return out, notes
 
 
 # --------------------------------------------------------------------------- geometry of the frames
@@ -431,8 +437,10 @@ def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[flo
             kw = {}
             if t.overlay is not None and lo_hi is not None:
                 kw = dict(overlay_range=lo_hi, overlay_threshold=threshold, overlay_cmap=cm_name)
-            panel = F.draw_fused(ax, t.anatomy, t.overlay if lo_hi is not None else None, (), plane=plane,
-                                 position_mm=position_mm, pixel_mm=pixel_mm, **kw)
+            with warnings.catch_warnings():  # said once for the whole movie (make_movie), not once per frame
+                warnings.simplefilter("ignore", ImmunotrackWarning)
+                panel = F.draw_fused(ax, t.anatomy, t.overlay if lo_hi is not None else None, (), plane=plane,
+                                     position_mm=position_mm, pixel_mm=pixel_mm, **kw)
             panel.pop("_mappable", None)
             info.update({k: v for k, v in panel.items() if k in ("extent_mm", "position_mm", "pixel_mm",
                                                                    "letter_corner")})
@@ -615,8 +623,10 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
             if exe is None:
                 raise InputError("writing MP4 needs an ffmpeg program on the PATH (e.g. 'apt install ffmpeg' or "
                                  "'conda install ffmpeg'; or set IMMUNOTRACK_FFMPEG); or write a GIF (-o movie.gif).")
-    series, warnings = load_track_series(study_root, track, subject=subject, anatomy=anatomy,
-                                         progress=scaled(progress, 0.0, 0.3))
+    series, notes = load_track_series(study_root, track, subject=subject, anatomy=anatomy,
+                                      progress=scaled(progress, 0.0, 0.3))
+    for note in notes:  # shown once (the CLI prints ImmunotrackWarnings), and kept in the provenance
+        warnings.warn(note, ImmunotrackWarning, stacklevel=2)
     t_load = time.perf_counter()
     if plane != "mip" and position_mm is None:
         position_mm = _peak_position(series, plane) if track != "T2starw" else \
@@ -680,12 +690,12 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
                   "encoder": (exe if fmt == "mp4" else "Pillow GIF")}
         extra = dict(provenance or {})
         prov = record(extra.pop("step", "movie"), inputs={"study": str(study_root)}, parameters=params,
-                      warnings=warnings + list(extra.pop("warnings", [])), **extra)
+                      warnings=notes + list(extra.pop("warnings", [])), **extra)
         write_sidecar(output, prov)
     report(progress, 1.0, "movie written" if output is not None else "movie rendered")
     t_end = time.perf_counter()
     return MovieResult(output, n_written or len(spec), size, float(fps), [t.day for t in series],
                        [t.stamp for t in series], tuple(lo_hi) if lo_hi else None, threshold, unit, plane, position_mm,
-                       warnings,
+                       notes,
                        {"load": t_load - t0, "render": t_render - t_load, "write": t_end - t_render,
                         "total": t_end - t0}, keys)
