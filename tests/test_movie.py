@@ -247,3 +247,18 @@ def test_arbitrary_units_warn_once_and_reach_the_provenance(tmp_path):
     assert len(said) == 1 and said == [w for w in res.warnings if "arbitrary" in w]
     prov = json.loads((tmp_path / "au.gif.provenance.json").read_text())
     assert said[0] in prov["warnings"]
+
+
+def test_one_marker_corner_and_a_slice_inside_the_body(tmp_path):
+    """A bright fiducial outside the body does not pull the slice out of the body; the orientation marker
+    stays in one corner on every frame."""
+    study = _study(tmp_path / "s")
+    for path in study.glob("sub-01/ses-*/mpi/*.nii.gz"):
+        img = nib.load(path)
+        data = np.asarray(img.dataobj).copy()
+        data[38, 2, 16] = 500.0  # a fiducial in the air at the corner of the field of view (x = 9 mm)
+        nib.save(nib.Nifti1Image(data, img.affine), path)
+    res = _render(study, plane="sagittal")
+    assert abs(res.position_mm - 3.0) <= 1.0  # through the blob (x = 3 mm), not the fiducial
+    corners = {k.info["letter_corner"] for k in res.key_frames}
+    assert len(corners) == 1

@@ -433,8 +433,12 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
                anatomy_range=None, overlay_range=None, overlay_cmap: Optional[str] = None,
                overlay_alpha: float = 0.85, overlay_threshold: Optional[float] = None, unit: Optional[str] = None,
                outline_colors=None, outline_width: float = 0.8, scale_bar_mm: Optional[float] = None,
-               letters: bool = True, radiological: bool = False, title: Optional[str] = None) -> dict:
-    """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`)."""
+               letters: bool = True, radiological: bool = False, title: Optional[str] = None,
+               letter_corner: Optional[str] = None) -> dict:
+    """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`).
+
+    ``letter_corner`` forces the corner of the orientation marker (default: the one with the least signal).
+    """
     from matplotlib import colormaps
 
     if plane not in PLANES:
@@ -530,7 +534,7 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         if signal is not None and radiological and plane in ("axial", "coronal"):
             signal = signal[:, ::-1]  # as displayed
         bar_corner = "lower left" if radiological and plane in ("axial", "coronal") else "lower right"
-        marker = _orientation_letters(ax, plane, radiological, image=signal,
+        marker = _orientation_letters(ax, plane, radiological, image=signal, corner=letter_corner,
                                       avoid=(bar_corner,) if scale_bar_mm else ())
         info["letter_corner"] = marker["corner"]
         info["letters_shown"] = marker["letters"]

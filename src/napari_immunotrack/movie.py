@@ -249,7 +249,8 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
 
 # --------------------------------------------------------------------------- geometry of the frames
 def _peak_position(series: Sequence[MovieTimepoint], plane: str) -> float:
-    """World coordinate (along the plane's normal) of the peak of the summed, smoothed signal."""
+    """World coordinate (along the plane's normal) of the strongest smoothed signal inside the body
+    (the anatomy above 20 % of its 99.5th percentile, holes filled) over all timepoints."""
     from scipy import ndimage
 
     from .figures import PLANES
@@ -262,6 +263,18 @@ def _peak_position(series: Sequence[MovieTimepoint], plane: str) -> float:
             continue
         data = np.nan_to_num(t.overlay.numpy().astype(np.float32))
         smooth = ndimage.uniform_filter(data, 3)
+        if t.anatomy is not None:
+            # inside the body only: calibration fiducials and reference tubes sit outside it
+            anat = t.anatomy.resample_to(t.overlay, order=0, fill=0).numpy()
+            anat = np.nan_to_num(np.asarray(anat, np.float32))
+            if anat.any():
+                from .figures import robust_range
+
+                hi = robust_range(anat)[1]
+                body = ndimage.binary_opening(anat > 0.2 * hi, iterations=1)
+                body = ndimage.binary_fill_holes(ndimage.binary_closing(body, iterations=2))
+                if body.any():
+                    smooth = np.where(body, smooth, -np.inf)
         idx = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
         if smooth[idx] > best:
             best = float(smooth[idx])
@@ -381,7 +394,8 @@ def _text_box(fig, artist, size) -> Tuple[int, int, int, int]:
 
 def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[float], size: Tuple[int, int],
                      overlay_range: Optional[tuple], title: str, unit_label: str, cmap: Optional[str] = None,
-                     threshold: Optional[float] = None, angle_deg: float = 0.0, unit: str = "") -> KeyFrame:
+                     threshold: Optional[float] = None, angle_deg: float = 0.0, unit: str = "",
+                     letter_corner: Optional[str] = None) -> KeyFrame:
     """One frame (RGB uint8, ``size`` = (width, height) pixels) of one timepoint.
 
     The image fills the left of the frame, the colour bar (``overlay_range``, shared by every frame)
@@ -425,7 +439,8 @@ def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[flo
             ax.axis("off")
             F._scale_bar(ax, extent, F._nice_length(extent[1] - extent[0]))
             if angle_deg % 360 == 0:  # turned views have no fixed left/right: the title gives the angle
-                marker = F._orientation_letters(ax, "coronal", False, image=a_img, avoid=("lower right",))
+                marker = F._orientation_letters(ax, "coronal", False, image=a_img, corner=letter_corner,
+                                                avoid=("lower right",))
                 info["letter_corner"] = marker["corner"]
             info.update(extent_mm=tuple(float(e) for e in extent), angle_deg=float(angle_deg))
         else:
@@ -440,7 +455,7 @@ def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[flo
             with warnings.catch_warnings():  # said once for the whole movie (make_movie), not once per frame
                 warnings.simplefilter("ignore", ImmunotrackWarning)
                 panel = F.draw_fused(ax, t.anatomy, t.overlay if lo_hi is not None else None, (), plane=plane,
-                                     position_mm=position_mm, pixel_mm=pixel_mm, **kw)
+                                     position_mm=position_mm, pixel_mm=pixel_mm, letter_corner=letter_corner, **kw)
             panel.pop("_mappable", None)
             info.update({k: v for k, v in panel.items() if k in ("extent_mm", "position_mm", "pixel_mm",
                                                                    "letter_corner")})
@@ -657,6 +672,19 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
                                          unit_label=label, cmap=cmap, threshold=threshold, angle_deg=angle,
                                          unit=unit))
             report(scaled(progress, 0.3, 0.85), (i * views + v + 1) / total, f"frame {t.stamp}")
+    # one corner for the orientation marker on every frame (it must not jump between timepoints):
+    # the one most frames chose as emptiest
+    corners = [k.info.get("letter_corner") for k in keys if k.info.get("letter_corner")]
+    if corners and len(set(corners)) > 1:
+        corner = max(dict.fromkeys(corners), key=corners.count)
+        for i, k in enumerate(keys):
+            if k.info.get("letter_corner") not in (None, corner):
+                t = series[i // views]
+                keys[i] = render_key_frame(t, plane=plane, position_mm=position_mm, size=size, overlay_range=lo_hi,
+                                           title=title + (f" · turned {k.info.get('angle_deg', 0):.0f}°"
+                                                          if rotate_views else ""),
+                                           unit_label=label, cmap=cmap, threshold=threshold,
+                                           angle_deg=k.info.get("angle_deg", 0.0), unit=unit, letter_corner=corner)
     t_render = time.perf_counter()
     if rotate_views:
         # each timepoint turns once: every view is shown one frame; no cross-fade between turns
