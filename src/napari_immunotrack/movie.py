@@ -341,7 +341,9 @@ def _projection(volume: Volume, how: str, angle_deg: float, spacing: Optional[fl
     about the S axis: (image rows top = superior, extent in mm)."""
     from scipy import ndimage
 
-    sp = spacing or max(float(np.min(volume.spacing)), float(np.max(_box(volume)[1] - _box(volume)[0])) / 128.0)
+    # about 100 samples across: a turning projection is a view, not a measurement, and rotating a
+    # finer grid costs the cube of the resolution on every view
+    sp = spacing or max(float(np.min(volume.spacing)), float(np.max(_box(volume)[1] - _box(volume)[0])) / 100.0)
     key = (id(volume), round(sp, 6))
     if key not in _ALIGNED:  # resampling once per volume, not once per view of a turn
         if len(_ALIGNED) > 8:
