@@ -83,7 +83,7 @@ def test_robust_range_of_a_fused_slice_leaves_out_zeros():
     data[5, 5:15, 5:15] = np.linspace(10, 20, 100).reshape(10, 10)
     pet = Volume(data, aff, "PT", "kBq/mL", name="PET")
     res = F.fused_slice(None, pet, position_mm=2.5)
-    lo, hi = res.info["colorbar_range"]
+    lo, _hi = res.info["colorbar_range"]
     nz = data[5][data[5] != 0]
     assert lo == pytest.approx(np.percentile(nz, 1.0), rel=0.02) and lo > 9.0  # zeros would put lo at 0
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from test_movie import _study
 
 
 def test_movie_dock_exports_a_gif(make_napari_viewer, qtbot, tmp_path):
     import imageio.v3 as iio
-
     from napari.layers import Layer
 
     from napari_immunotrack.io import load_volume

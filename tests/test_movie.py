@@ -83,7 +83,7 @@ def test_frames_count_size_stamps_and_change_with_the_data(study):
     a, b = _outside(k1, k2)
     diff = np.abs(a - b).sum(axis=2)
     assert diff.max() > 60
-    rows, cols = np.nonzero(diff > 30)
+    _rows, cols = np.nonzero(diff > 30)
     # the blob is 3 mm right of the centre: in the neurological axial view right of the body's centre column
     body_cols = np.nonzero((k3.image[:, :, :].astype(int).sum(axis=2) > 150).any(axis=0))[0]
     assert cols.mean() > (body_cols.min() + body_cols.max()) / 2
@@ -173,7 +173,7 @@ def test_rotating_projection_turns_the_blob(study):
     def blob_col(key):
         hot = key.image[..., 0].astype(int) - key.image[..., 2].astype(int)  # warm colours of the map
         hot[:, int(0.75 * SIZE[0]):] = 0  # not the colour bar
-        rows, cols = np.nonzero(hot > 60)
+        _rows, cols = np.nonzero(hot > 60)
         return cols.mean()
 
     c0, c90, c180 = blob_col(views[0]), blob_col(views[1]), blob_col(views[2])

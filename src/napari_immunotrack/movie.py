@@ -538,7 +538,7 @@ def _write_gif(frames: Iterator[np.ndarray], durations: Sequence[float], path: P
     from PIL import Image
 
     kept, seconds, last = [], [], None
-    for frame, d in zip(frames, durations):
+    for frame, d in zip(frames, durations, strict=True):
         if last is not None and np.array_equal(frame, last):
             seconds[-1] += d  # e.g. a fade between two timepoints that show the same data
             continue

@@ -11,8 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit,
-                            QPushButton, QSpinBox, QVBoxLayout)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
 
 from ..errors import InputError
 from ._common import RunRow
