@@ -722,6 +722,7 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
         prov = record(extra.pop("step", "movie"), inputs={"study": str(study_root)}, parameters=params,
                       warnings=notes + list(extra.pop("warnings", [])), **extra)
         write_sidecar(output, prov)
+    _ALIGNED.clear()  # the resampled volumes of the turning views are not kept after the movie
     report(progress, 1.0, "movie written" if output is not None else "movie rendered")
     t_end = time.perf_counter()
     return MovieResult(output, n_written or len(spec), size, float(fps), [t.day for t in series],
