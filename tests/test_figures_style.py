@@ -122,3 +122,23 @@ def test_bar_chart_organ_names_are_inside_the_canvas():
     for t in res.axes["bars"].get_xticklabels() + [res.axes["bars"].yaxis.label]:
         bb = t.get_window_extent(renderer)
         assert bb.x0 >= 0 and bb.y0 >= 0 and bb.x1 <= rgba.shape[1] and bb.y1 <= rgba.shape[0]
+
+
+def test_montage_panels_share_one_marker_corner():
+    """Signal in a different corner of each panel: every panel still shows the marker in the same corner,
+    one that is empty in most of them, and each panel has exactly one marker (two letters)."""
+    shape = (10, 40, 40)
+    aff = np.diag([0.5, 0.5, 0.5, 1.0])
+    panels = []
+    for rows, cols in ((slice(0, 10), slice(0, 10)), (slice(0, 10), slice(0, 10)), (slice(0, 10), slice(30, 40))):
+        data = np.zeros(shape, np.float32)
+        data[5] = 10.0
+        data[5, rows, cols] = 0.0  # an empty corner, not the same in every panel
+        mri = Volume(data, aff, "MR", "a.u.")
+        panels.append({"anatomy": mri, "overlay": None, "position_mm": 2.5})
+    res = F.montage(panels)
+    corners = [p["letter_corner"] for p in res.info["panels"]]
+    assert len(set(corners)) == 1
+    for i in range(3):
+        letters = [t.get_text() for t in res.axes[f"panel_{i}"].texts if len(t.get_text()) == 1]
+        assert len(letters) == 2

@@ -339,13 +339,13 @@ def _orientation_letters(ax, plane: str, radiological: bool, image: Optional[np.
     kw = dict(color="white", fontsize=8, fontweight="bold", transform=ax.transAxes, zorder=11, path_effects=effects)
     length = 0.09
     arrow = dict(arrowstyle="-|>", color="white", linewidth=1.0, mutation_scale=7)
-    ax.annotate("", xy=(x0 + sx * length, y0), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
-                zorder=11)
-    ax.annotate("", xy=(x0, y0 + sy * length), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
-                zorder=11)
+    ah = ax.annotate("", xy=(x0 + sx * length, y0), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
+                     zorder=11)
+    av = ax.annotate("", xy=(x0, y0 + sy * length), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
+                     zorder=11)
     th = ax.text(x0 + sx * (length + 0.015), y0, h_letter, ha="left" if sx > 0 else "right", va="center", **kw)
     tv = ax.text(x0, y0 + sy * (length + 0.015), v_letter, ha="center", va="bottom" if sy > 0 else "top", **kw)
-    return {"corner": corner, "letters": (h_letter, v_letter), "texts": (th, tv)}
+    return {"corner": corner, "letters": (h_letter, v_letter), "texts": (th, tv), "artists": (ah, av, th, tv)}
 
 
 def _outlines(ax, labels2d: np.ndarray, extent, color, linewidth=0.8, values=None):
@@ -538,6 +538,8 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
                                       avoid=(bar_corner,) if scale_bar_mm else ())
         info["letter_corner"] = marker["corner"]
         info["letters_shown"] = marker["letters"]
+        info["_marker"] = marker
+        info["_letter_avoid"] = (bar_corner,) if scale_bar_mm else ()
     if title:
         ax.set_title(title)
     info["warnings"] = warn
@@ -602,6 +604,8 @@ def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, lab
         ax = fig.add_axes([0.02, 0.03, 0.72 if extra else 0.96, 0.9])
         info = draw_fused(ax, anatomy, overlay, labels, plane=plane, position_mm=position_mm, **kwargs)
         mappable = info.pop("_mappable")
+        info.pop("_marker", None)
+        info.pop("_letter_avoid", None)
         axes = {"image": ax}
         if mappable is not None and colorbar:
             cax = fig.add_axes([0.78, 0.1, 0.035, 0.75])
@@ -686,6 +690,20 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
             warn.extend(info["warnings"])
             infos.append(info)
             axes[f"panel_{i}"] = ax
+        # one corner for the orientation marker in every panel: the one most panels found emptiest
+        corners = [i_.get("letter_corner") for i_ in infos if i_.get("letter_corner")]
+        if len(set(corners)) > 1:
+            corner = max(dict.fromkeys(corners), key=corners.count)
+            for i, info in enumerate(infos):
+                if info.get("letter_corner") not in (None, corner):
+                    for artist in info["_marker"]["artists"]:
+                        artist.remove()
+                    marker = _orientation_letters(axes[f"panel_{i}"], info["plane"], info["radiological"],
+                                                  corner=corner)
+                    info["letter_corner"], info["letters_shown"] = marker["corner"], marker["letters"]
+        for info in infos:
+            info.pop("_marker", None)
+            info.pop("_letter_avoid", None)
         if mappable is not None:
             cax = fig.add_axes([left_frac + 0.02 * (1 - left_frac), 0.12, 0.25 * (1 - left_frac), 0.7])
             cb = fig.colorbar(mappable, cax=cax)
