@@ -124,15 +124,51 @@ def test_images_on_different_grids_line_up_in_world_coordinates():
 
 
 def test_orientation_letters_follow_ras():
+    # an empty image: the marker goes to the upper left; its arrows point right and down, tipped with the
+    # letters of the sides they point to
     res = F.fused_slice(_black_mri(), None, plane="coronal")
     texts = {t.get_text(): t.get_position() for t in res.axes["image"].texts if len(t.get_text()) == 1}
-    assert texts["L"][0] < 0.5 < texts["R"][0] and texts["I"][1] < 0.5 < texts["S"][1]
+    assert set(texts) == {"R", "I"} and res.info["letter_corner"] == "upper left"
+    assert texts["R"][0] > 0.1 and texts["R"][1] > 0.9 and texts["I"][0] < 0.1 and texts["I"][1] < 0.9
     mirrored = F.fused_slice(_black_mri(), None, plane="axial", radiological=True)
     texts = {t.get_text(): t.get_position() for t in mirrored.axes["image"].texts if len(t.get_text()) == 1}
-    assert texts["R"][0] < 0.5 < texts["L"][0] and texts["P"][1] < 0.5 < texts["A"][1]
+    assert set(texts) == {"L", "P"}  # mirrored: the screen's right is the subject's left
     # mirrored axes: data x grows to the left
     xlim = mirrored.axes["image"].get_xlim()
     assert xlim[0] > xlim[1]
+
+
+@pytest.mark.parametrize("quiet", ["upper left", "upper right", "lower left"])
+def test_orientation_letters_sit_in_the_emptiest_corner_never_on_the_data(quiet):
+    """Signal everywhere but one corner (a tumour at the right edge, where "R" used to sit): the letters go
+    to that corner, and the image under each letter is dark."""
+    shape, aff = _grid()
+    data = np.full(shape, 100.0, np.float32)
+    mri = Volume(data, aff, "MR", "a.u.")
+    grid_res = F.fused_slice(mri, None, plane="axial", scale_bar_mm=0)
+    h0, h1, v0, v1 = grid_res.info["extent_mm"]
+    w, h = h1 - h0, v1 - v0
+    # empty the chosen corner (30 % of each side) in world coordinates
+    ijk = np.indices(shape).reshape(3, -1).T
+    xyz = mri.index_to_world(ijk)
+    left = xyz[:, 0] < h0 + 0.3 * w
+    top = xyz[:, 1] > v1 - 0.3 * h
+    want = {"upper left": left & top, "upper right": ~left & (xyz[:, 0] > h1 - 0.3 * w) & top,
+            "lower left": left & (xyz[:, 1] < v0 + 0.3 * h)}[quiet]
+    data.reshape(-1)[want] = 0.0
+    res = F.fused_slice(mri.replace(data=data), None, plane="axial", scale_bar_mm=0)
+    assert res.info["letter_corner"] == quiet
+    rgba = F.render_png(res, dpi=150)
+    fig, ax = res.figure, res.axes["image"]
+    renderer = fig.canvas.get_renderer()
+    for t in ax.texts:
+        if len(t.get_text()) != 1:
+            continue
+        bb = t.get_window_extent(renderer)
+        cx, cy = int((bb.x0 + bb.x1) / 2), int(rgba.shape[0] - (bb.y0 + bb.y1) / 2)
+        # around the letter (a ring outside its glyph): black background, not the grey of the data
+        ring = np.concatenate([rgba[cy - 14:cy + 15, cx - 14, :3], rgba[cy - 14:cy + 15, cx + 14, :3]])
+        assert ring.mean() < 40, (t.get_text(), ring.mean())
 
 
 def test_mip_projects_along_world_axes():
@@ -168,7 +204,7 @@ def test_montage_shares_one_colour_range_and_bars_and_time_courses_draw():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["day 1", "day 3"]
     tc = table.rename(columns={"organ": "site"})
     course = F.time_course(tc, "suv", error="sd", flags={"liver": True})
-    labels = [t.get_text() for t in course.axes["plot"].get_legend().get_texts()]
+    labels = [t.get_text() for t in course.figure.legends[0].get_texts()]  # below the plot, outside the axes
     assert labels == ["liver (macrophage-held?)", "tumour"]
     with pytest.raises(InputError, match="no column"):
         F.organ_bars(table, "missing")

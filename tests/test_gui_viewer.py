@@ -99,4 +99,4 @@ def test_reader_refuses_broken_file_with_notification(make_napari_viewer, tmp_pa
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage-not-a-nifti")
     reader = get_reader(str(bad))
     assert reader is not None
-    assert reader(str(bad)) == []
+    assert reader(str(bad)) == [(None,)]

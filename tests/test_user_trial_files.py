@@ -224,7 +224,7 @@ def test_a_bad_file_says_what_is_wrong_and_what_to_do(tmp_path, capsys, notifica
         assert reader is None  # napari's own readers (or none) get the file; the plugin does not claim it
     else:
         assert reader is not None
-        assert reader(str(path)) == []
+        assert reader(str(path)) == [(None,)]
         errors = [text for level, text in notifications if level == "error"]
         assert len(errors) == 1 and "\n" not in errors[0], notifications
         assert errors[0] in line  # the same words on the command line and in napari
@@ -336,7 +336,7 @@ def test_jpeg_ls_series_needs_a_decoder_and_says_which(tmp_path, capsys, notific
     line = _one_error_line(capsys, ["info", str(folder)])
     assert re.search(r"compressed as JPEG-LS Lossless.*no installed decoder.*install a decoder: pip install \S+",
                      line), line
-    assert get_reader(str(folder))(str(folder)) == []
+    assert get_reader(str(folder))(str(folder)) == [(None,)]
     errors = [text for level, text in notifications if level == "error"]
     assert len(errors) == 1 and errors[0] in line
 

@@ -93,6 +93,41 @@ PLANES = {
     "sagittal": {"normal": 0, "h": 1, "v": 2, "letters": ("P", "A", "I", "S")},
 }
 
+#: Markers cycled with the Okabe-Ito colours: style k is colour k % 8 with marker (k + k // 8) % 8,
+#: so the first 64 sites all differ in colour or marker.
+SITE_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p")
+#: Sites every figure knows, in a fixed order: a site keeps its colour and marker in every figure
+#: (19F, PET, MPI, cohort), whatever other sites a figure shows.
+KNOWN_SITES = ("tumour", "ln_inguinal_right", "ln_inguinal_left", "ln_iliac", "liver", "spleen", "kidney_left",
+               "kidney_right", "lung", "bladder", "muscle", "bone", "injection_site", "blood", "heart", "brain",
+               "ln_axillary_right", "ln_axillary_left", "ln_popliteal", "ln_mesenteric", "fat", "gut", "vessel")
+_SITE_INDEX = {name: i for i, name in enumerate(KNOWN_SITES)}
+
+
+def _site_key(name) -> str:
+    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def site_style(name) -> dict:
+    """The colour and marker of a site, the same in every figure and every call.
+
+    Known sites (:data:`KNOWN_SITES`) have fixed styles; another name gets the next free style the
+    first time any figure draws it and keeps it for the rest of the session.
+
+    Examples
+    --------
+    >>> site_style("liver") == site_style("Liver") == site_style("liver")
+    True
+    >>> site_style("tumour")["color"] != site_style("ln_inguinal_right")["color"]
+    True
+    """
+    key = _site_key(name)
+    if key not in _SITE_INDEX:
+        _SITE_INDEX[key] = len(_SITE_INDEX)
+    k = _SITE_INDEX[key]
+    return {"color": OKABE_ITO[k % 8], "marker": SITE_MARKERS[(k + k // 8) % 8]}
+
+
 SCALE_BAR_COLOR = "#FFFFFF"
 OUTLINE_COLORS = OKABE_ITO
 
@@ -114,12 +149,12 @@ def figure_style():
         yield
 
 
-def _new_figure(size_in):
+def _new_figure(size_in, layout=None):
     """A pyplot-free Agg figure (thread-safe: the napari widget draws in a worker)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size_in)
+    fig = Figure(figsize=size_in, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -253,18 +288,64 @@ def _scale_bar(ax, extent, length_mm: float, color=SCALE_BAR_COLOR, radiological
     return rect
 
 
-def _orientation_letters(ax, plane: str, radiological: bool):
+def emptiest_corner(signal: Optional[np.ndarray], fraction: float = 0.18, avoid=()) -> str:
+    """The display corner ("upper left", "upper right", "lower left", "lower right") whose
+    ``fraction`` x ``fraction`` box holds the least signal (rows top to bottom, as displayed).
+
+    Ties (e.g. no signal) go to the upper left; corners in ``avoid`` (the scale bar's) are not used.
+
+    Examples
+    --------
+    >>> img = np.zeros((100, 100)); img[:30, :30] = 1.0; img[70:, 70:] = 1.0; img[:20, 80:] = 0.2
+    >>> emptiest_corner(img)
+    'lower left'
+    """
+    corners = [c for c in ("upper left", "upper right", "lower left", "lower right") if c not in avoid]
+    if signal is None or np.asarray(signal).ndim != 2 or not np.asarray(signal).size:
+        return corners[0]
+    img = np.nan_to_num(np.abs(np.asarray(signal, float)))
+    nr, nc = img.shape
+    hr, hc = max(int(round(fraction * nr)), 1), max(int(round(fraction * nc)), 1)
+    boxes = {"upper left": img[:hr, :hc], "upper right": img[:hr, nc - hc:], "lower left": img[nr - hr:, :hc],
+             "lower right": img[nr - hr:, nc - hc:]}
+    return min(corners, key=lambda k: (round(float(boxes[k].sum()), 9), corners.index(k)))
+
+
+#: Axes-fraction anchor of the orientation marker in each corner, and the direction its arrows grow.
+_CORNERS = {"upper left": (0.04, 0.96, 1, -1), "upper right": (0.96, 0.96, -1, -1),
+            "lower left": (0.04, 0.04, 1, 1), "lower right": (0.96, 0.04, -1, 1)}
+
+
+def _orientation_letters(ax, plane: str, radiological: bool, image: Optional[np.ndarray] = None,
+                         corner: Optional[str] = None, avoid=()) -> dict:
+    """An orientation marker in the image corner with the least signal, away from the data.
+
+    Two short arrows from the corner point along the screen's horizontal and vertical
+    directions, each tipped with the letter of the side it points to (e.g. "R" and "A" on an
+    axial slice in the neurological convention), so the letters never sit on a tumour at the
+    edge of the field of view. ``image`` is the displayed signal (rows top to bottom, columns as
+    shown); ``corner`` forces one. Returns ``{"corner", "letters", "texts"}``.
+    """
     import matplotlib.patheffects as pe
 
     left, right, bottom, top = PLANES[plane]["letters"]
     if radiological and plane in ("axial", "coronal"):
         left, right = right, left
+    corner = corner or emptiest_corner(image, avoid=avoid)
+    x0, y0, sx, sy = _CORNERS[corner]
+    h_letter = right if sx > 0 else left   # the arrow points inwards: towards the side on that screen edge
+    v_letter = top if sy > 0 else bottom
     effects = [pe.withStroke(linewidth=1.5, foreground="black")]
     kw = dict(color="white", fontsize=8, fontweight="bold", transform=ax.transAxes, zorder=11, path_effects=effects)
-    ax.text(0.015, 0.5, left, ha="left", va="center", **kw)
-    ax.text(0.985, 0.5, right, ha="right", va="center", **kw)
-    ax.text(0.5, 0.015, bottom, ha="center", va="bottom", **kw)
-    ax.text(0.5, 0.985, top, ha="center", va="top", **kw)
+    length = 0.09
+    arrow = dict(arrowstyle="-|>", color="white", linewidth=1.0, mutation_scale=7)
+    ah = ax.annotate("", xy=(x0 + sx * length, y0), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
+                     zorder=11)
+    av = ax.annotate("", xy=(x0, y0 + sy * length), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
+                     zorder=11)
+    th = ax.text(x0 + sx * (length + 0.015), y0, h_letter, ha="left" if sx > 0 else "right", va="center", **kw)
+    tv = ax.text(x0, y0 + sy * (length + 0.015), v_letter, ha="center", va="bottom" if sy > 0 else "top", **kw)
+    return {"corner": corner, "letters": (h_letter, v_letter), "texts": (th, tv), "artists": (ah, av, th, tv)}
 
 
 def _outlines(ax, labels2d: np.ndarray, extent, color, linewidth=0.8, values=None):
@@ -290,17 +371,46 @@ def _outlines(ax, labels2d: np.ndarray, extent, color, linewidth=0.8, values=Non
     return drawn
 
 
-def _range_of(values: np.ndarray, value_range) -> tuple:
+def robust_range(values, low: float = 1.0, high: float = 99.5, *, nonzero: bool = True, value_range=None) -> tuple:
+    """A colour range on robust percentiles of the data shown: (``low``, ``high``) percentiles of the
+    finite (and, by default, non-zero) values, so a few hot voxels or an empty background do not
+    squash the map (a 19F image whose reference tube reads 800 mM still shows 5-50 mM spots).
+
+    Parameters
+    ----------
+    values : array of the values drawn (any shape; NaN ignored).
+    low, high : percentiles (default 1st and 99.5th).
+    nonzero : leave exact zeros out (background, outside the field of view).
+    value_range : (low, high) given by the user: checked and returned as is.
+
+    Returns
+    -------
+    (low, high) floats with high > low.
+
+    Examples
+    --------
+    >>> v = np.zeros(3000); v[:1000] = np.linspace(1, 10, 1000); v[:3] = 800.0   # 3 hot voxels, 2000 zeros
+    >>> lo, hi = robust_range(v)
+    >>> round(lo, 1), round(hi, 1)
+    (1.1, 10.0)
+    """
     if value_range is not None:
         lo, hi = (float(v) for v in value_range)
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise InputError(f"value range {value_range} must be two finite numbers, low < high.")
         return lo, hi
+    values = np.asarray(values, dtype=float).ravel()
     finite = values[np.isfinite(values)]
+    if nonzero and np.any(finite != 0):
+        finite = finite[finite != 0]
     if finite.size == 0:
         return 0.0, 1.0
-    lo, hi = float(np.percentile(finite, 1.0)), float(np.percentile(finite, 99.5))
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+    lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    return (lo, hi) if hi > lo else (lo, lo + max(abs(lo), 1.0) * 1e-3 if lo else 1.0)
+
+
+def _range_of(values: np.ndarray, value_range, nonzero: bool = False) -> tuple:
+    return robust_range(values, nonzero=nonzero, value_range=value_range)
 
 
 def _unit_label(volume: Volume, unit: Optional[str], warn: list) -> str:
@@ -323,8 +433,12 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
                anatomy_range=None, overlay_range=None, overlay_cmap: Optional[str] = None,
                overlay_alpha: float = 0.85, overlay_threshold: Optional[float] = None, unit: Optional[str] = None,
                outline_colors=None, outline_width: float = 0.8, scale_bar_mm: Optional[float] = None,
-               letters: bool = True, radiological: bool = False, title: Optional[str] = None) -> dict:
-    """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`)."""
+               letters: bool = True, radiological: bool = False, title: Optional[str] = None,
+               letter_corner: Optional[str] = None) -> dict:
+    """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`).
+
+    ``letter_corner`` forces the corner of the orientation marker (default: the one with the least signal).
+    """
     from matplotlib import colormaps
 
     if plane not in PLANES:
@@ -368,10 +482,11 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
     if overlay is not None:
         unit_text = _unit_label(overlay, unit, warn)
         o2d = sample_plane(overlay, grid, order=1)
-        lo, hi = _range_of(o2d, overlay_range)
+        lo, hi = _range_of(o2d, overlay_range, nonzero=True)
         cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].with_extremes(
             bad=(0.0, 0.0, 0.0, 0.0))
-        threshold = lo if overlay_threshold is None else float(overlay_threshold)
+        # default: 5 % up the colour range, so a faint background of the overlay does not veil the anatomy
+        threshold = lo + 0.05 * (hi - lo) if overlay_threshold is None else float(overlay_threshold)
         shown = np.ma.masked_where(~np.isfinite(o2d) | (o2d < threshold), o2d)
         ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi, alpha=overlay_alpha, extent=extent, origin="upper",
                   interpolation="nearest", zorder=2)
@@ -408,7 +523,23 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         _scale_bar(ax, extent, float(scale_bar_mm), radiological=radiological and plane in ("axial", "coronal"))
     info["scale_bar_mm"] = float(scale_bar_mm or 0)
     if letters:
-        _orientation_letters(ax, plane, radiological)
+        signal = None
+        if anatomy is not None:
+            lo_a, hi_a = info["anatomy_range"]
+            signal = np.clip((np.nan_to_num(a2d, nan=lo_a) - lo_a) / (hi_a - lo_a), 0, 1)
+        if overlay is not None:
+            lo_o, hi_o = info["colorbar_range"]
+            shown_o = np.clip((np.nan_to_num(o2d, nan=lo_o) - lo_o) / (hi_o - lo_o), 0, 1) * 4  # hot spots count most
+            signal = shown_o if signal is None else signal + shown_o
+        if signal is not None and radiological and plane in ("axial", "coronal"):
+            signal = signal[:, ::-1]  # as displayed
+        bar_corner = "lower left" if radiological and plane in ("axial", "coronal") else "lower right"
+        marker = _orientation_letters(ax, plane, radiological, image=signal, corner=letter_corner,
+                                      avoid=(bar_corner,) if scale_bar_mm else ())
+        info["letter_corner"] = marker["corner"]
+        info["letters_shown"] = marker["letters"]
+        info["_marker"] = marker
+        info["_letter_avoid"] = (bar_corner,) if scale_bar_mm else ()
     if title:
         ax.set_title(title)
     info["warnings"] = warn
@@ -441,7 +572,7 @@ def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, lab
     ----------
     anatomy : Volume (MRI/CT), drawn in grey; None for the overlay alone.
     overlay : Volume in physical units (PET Bq/mL or SUV, 19F mM, MPI ng Fe ...), drawn in colour
-        above ``overlay_threshold`` (default: the low end of the range) with a colour bar.
+        above ``overlay_threshold`` (default: 5 % up the colour range) with a colour bar.
         Place a registered image first with :func:`in_reference_world`.
     labels : Volume or list of Volumes (or ``(Volume, colour)`` pairs): outlines of every label.
     plane : "axial", "coronal" or "sagittal".
@@ -473,6 +604,8 @@ def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, lab
         ax = fig.add_axes([0.02, 0.03, 0.72 if extra else 0.96, 0.9])
         info = draw_fused(ax, anatomy, overlay, labels, plane=plane, position_mm=position_mm, **kwargs)
         mappable = info.pop("_mappable")
+        info.pop("_marker", None)
+        info.pop("_letter_avoid", None)
         axes = {"image": ax}
         if mappable is not None and colorbar:
             cax = fig.add_axes([0.78, 0.1, 0.035, 0.75])
@@ -528,7 +661,7 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
         panel_h = panel_width_in * h / w
         fig = _new_figure((panel_width_in * ncols + cbar_w, panel_h * nrows + 0.3 * nrows + (0.3 if suptitle else 0)))
         if shared_range is None and has_overlay:
-            lows, highs = [], []
+            shown = []  # one robust range over the values of every panel (not the widest panel's extremes)
             for pn in panels:
                 if pn.get("overlay") is not None:
                     base_pn = pn.get("anatomy") if pn.get("anatomy") is not None else pn["overlay"]
@@ -538,10 +671,8 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
                     fv = pn.get("fov_mm") or ((bx[0][pp["h"]], bx[1][pp["h"]]), (bx[0][pp["v"]], bx[1][pp["v"]]))
                     pos = pn.get("position_mm", _auto_position(base_pn, pl))
                     grid = display_grid(pl, pos, fv[0], fv[1], pn.get("pixel_mm") or float(np.min(base_pn.spacing)))
-                    lo, hi = _range_of(sample_plane(pn["overlay"], grid), None)
-                    lows.append(lo)
-                    highs.append(hi)
-            shared_range = (min(lows), max(highs))
+                    shown.append(sample_plane(pn["overlay"], grid).ravel())
+            shared_range = robust_range(np.concatenate(shown))
         infos, axes, warn, mappable, label = [], {}, [], None, colorbar_label
         left_frac = (panel_width_in * ncols) / (panel_width_in * ncols + cbar_w)
         for i, pn in enumerate(panels):
@@ -559,6 +690,20 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
             warn.extend(info["warnings"])
             infos.append(info)
             axes[f"panel_{i}"] = ax
+        # one corner for the orientation marker in every panel: the one most panels found emptiest
+        corners = [i_.get("letter_corner") for i_ in infos if i_.get("letter_corner")]
+        if len(set(corners)) > 1:
+            corner = max(dict.fromkeys(corners), key=corners.count)
+            for i, info in enumerate(infos):
+                if info.get("letter_corner") not in (None, corner):
+                    for artist in info["_marker"]["artists"]:
+                        artist.remove()
+                    marker = _orientation_letters(axes[f"panel_{i}"], info["plane"], info["radiological"],
+                                                  corner=corner)
+                    info["letter_corner"], info["letters_shown"] = marker["corner"], marker["letters"]
+        for info in infos:
+            info.pop("_marker", None)
+            info.pop("_letter_avoid", None)
         if mappable is not None:
             cax = fig.add_axes([left_frac + 0.02 * (1 - left_frac), 0.12, 0.25 * (1 - left_frac), 0.7])
             cb = fig.colorbar(mappable, cax=cax)
@@ -609,7 +754,7 @@ def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optio
         n_xyz = {0: shape[2], 1: shape[1], 2: shape[0]}
         extent = (lo_w[p["h"]], lo_w[p["h"]] + n_xyz[p["h"]] * spacing,
                   lo_w[p["v"]], lo_w[p["v"]] + n_xyz[p["v"]] * spacing)
-        lo, hi = _range_of(img, value_range)
+        lo, hi = _range_of(img, value_range, nonzero=True)
         w, h = extent[1] - extent[0], extent[3] - extent[2]
         fig = _new_figure((width_in, max((width_in - 0.9) * h / w, 1.0) + 0.35))
         ax = fig.add_axes([0.02, 0.03, 0.72, 0.9])
@@ -629,13 +774,17 @@ def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optio
         bar = _nice_length(w) if scale_bar_mm is None else scale_bar_mm
         if bar:
             _scale_bar(ax, extent, float(bar), radiological=radiological and plane in ("axial", "coronal"))
-        _orientation_letters(ax, plane, radiological)
+        shown_img = img[:, ::-1] if radiological and plane in ("axial", "coronal") else img
+        marker = _orientation_letters(ax, plane, radiological, image=np.clip(
+            (np.nan_to_num(shown_img, nan=lo) - lo) / (hi - lo), 0, 1),
+            avoid=("lower left" if radiological and plane in ("axial", "coronal") else "lower right",) if bar else ())
         cax = fig.add_axes([0.78, 0.1, 0.035, 0.75])
         cb = fig.colorbar(m, cax=cax)
         cb.set_label(label)
         ax.set_title(title or f"MIP ({plane})")
         info = {"plane": plane, "extent_mm": tuple(float(e) for e in extent), "colorbar_range": (lo, hi),
-                "colorbar_label": label, "scale_bar_mm": float(bar or 0), "pixel_mm": spacing}
+                "colorbar_label": label, "scale_bar_mm": float(bar or 0), "pixel_mm": spacing,
+                "letter_corner": marker["corner"]}
         return FigureResult(fig, {"image": ax, "colorbar": cax}, info, _describe_inputs(volume=volume), warn)
 
 
@@ -659,8 +808,8 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
         df = table.copy()
         cats = list(dict.fromkeys(df[category]))
         groups = list(dict.fromkeys(df[group])) if group else [None]
-        fig = _new_figure((width_in, height_in))
-        ax = fig.add_axes([0.12, 0.3, 0.85, 0.6])
+        fig = _new_figure((width_in, height_in), layout="constrained")  # rotated organ names never cut
+        ax = fig.add_subplot()
         width = 0.8 / len(groups)
         x = np.arange(len(cats))
         for gi, g in enumerate(groups):
@@ -686,6 +835,14 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
                             {}, [])
 
 
+def _wrap_label(text: str, length_in: float, fontsize: float = 8.0) -> str:
+    """Break an axis label into lines that fit ``length_in`` inches (DejaVu Sans: ~0.6 em per character)."""
+    import textwrap
+
+    per_line = max(int(length_in * 72 / (0.6 * fontsize)), 12)
+    return textwrap.fill(str(text), per_line, break_on_hyphens=False) if len(str(text)) > per_line else str(text)
+
+
 def time_course(table, value: str, *, site: str = "site", day: str = "day", error: Optional[str] = None,
                 model: Optional[str] = None, limit: Optional[str] = None, flags: Optional[dict] = None,
                 unit: Optional[str] = None, title: Optional[str] = None, log: bool = True,
@@ -705,39 +862,46 @@ def time_course(table, value: str, *, site: str = "site", day: str = "day", erro
         if col not in table.columns:
             raise InputError(f"the table has no column {col!r}; columns are {list(table.columns)}.")
     with figure_style():
-        fig = _new_figure((width_in, height_in))
-        ax = fig.add_axes([0.14, 0.36, 0.82, 0.56])
-        markers = "osD^v<>p"
-        for i, (name, sub) in enumerate(table.groupby(site, sort=False)):
+        from matplotlib.lines import Line2D
+
+        # constrained layout sizes the margins to the labels, so a long unit or 10^6 ticks are never cut
+        fig = _new_figure((width_in, height_in), layout="constrained")
+        ax = fig.add_subplot()
+        styles = {}
+        for name, sub in table.groupby(site, sort=False):
             sub = sub.sort_values(day)
             y = sub[value].to_numpy(float)
             if not np.isfinite(y).any():
                 continue
-            color = OKABE_ITO[i % 8]
+            style = site_style(name)
+            styles[str(name)] = style
+            color = style["color"]
             flagged = bool(flags and flags.get(name))
             lab = str(name).replace("_", " ") + (" (macrophage-held?)" if flagged else "")
             yerr = sub[error].to_numpy(float) if error else None
-            ax.errorbar(sub[day], y, yerr=yerr, marker=markers[i % len(markers)], color=color, linestyle="-",
+            ax.errorbar(sub[day], y, yerr=yerr, marker=style["marker"], color=color, linestyle="-",
                         label=lab, capsize=2, markersize=4, markerfacecolor="white" if flagged else color)
             if model:
                 ax.plot(sub[day], sub[model], linestyle="--", color=color, linewidth=0.9)
             if limit and np.isfinite(sub[limit].to_numpy(float)).any():
                 ax.plot(sub[day], sub[limit], linestyle=":", color=color, linewidth=0.8)
         ax.set_xlabel("days after injection")
-        ax.set_ylabel(unit or value)
+        ax.set_ylabel(_wrap_label(unit or value, height_in * 0.55))
         if log:
             ax.set_yscale("log")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=6.5)
+        handles, labels = ax.get_legend_handles_labels()
+        if model:
+            handles.append(Line2D([], [], color="0.3", linestyle="--", linewidth=0.9))
+            labels.append("model")
+        if limit:
+            handles.append(Line2D([], [], color="0.3", linestyle=":", linewidth=0.8))
+            labels.append("detection limit")
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=6.5)
         if title:
             ax.set_title(title)
-        notes = []
-        if model:
-            notes.append("dashed: model")
-        if limit:
-            notes.append("dotted: detection limit")
-        if notes:
-            fig.text(0.99, 0.01, "; ".join(notes), fontsize=6, ha="right", va="bottom")
-        return FigureResult(fig, {"plot": ax}, {"value": value, "model": model, "limit": limit}, {}, [])
+        return FigureResult(fig, {"plot": ax}, {"value": value, "model": model, "limit": limit, "site_styles": styles},
+                            {}, [])
 
 
 # --------------------------------------------------------------------------- saving
