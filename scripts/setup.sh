@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 extras="${1:-all}"
 APT_PACKAGES="xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 \
 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 \
-libxcb-xfixes0 libdbus-1-3 libfontconfig1"
+libxcb-xfixes0 libdbus-1-3 libfontconfig1 ffmpeg"
 
 missing=""
 for pkg in $APT_PACKAGES; do

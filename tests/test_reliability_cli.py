@@ -171,6 +171,12 @@ def _run(argv, inp: Path, out: Path):
 # ------------------------------------------------------------------------ bad input, every verb
 #: verb -> [(arguments with {i} the inputs folder and {o} the output folder, what the one line must say)]
 BAD = {
+    "movie": [
+        (["{i}/empty_folder", "-o", "{o}/m.gif"], "holds no images"),
+        (["{i}/cohort", "-o", "{o}/m.txt"], ".mp4 or .gif"),
+        (["{i}/cohort", "-o", "{o}/m.gif", "--size", "10x10"], "even numbers"),
+        (["{i}/cohort", "-o", "{o}/m.gif", "--fps", "abc"], "must be a number"),
+    ],
     "relax": [
         (["{i}/pre.nii.gz", "--model", "t2star", "-o", "{o}/m.nii.gz"], "single 3D volume"),
         (["{i}/frames.nii.gz", "--model", "t2star", "-o", "{o}/m.nii.gz"], "--echo-times-ms"),
@@ -365,6 +371,7 @@ def test_unknown_verb_and_option_are_one_line(capsys):
 # ------------------------------------------------------------------------ existing outputs
 #: verb -> (arguments of a run that would succeed, the outputs it would write)
 GOOD = {
+    "movie": (["{i}/cohort", "-o", "{o}/m.gif", "--track", "T2starw", "--size", "320x240"], ["m.gif"]),
     "relax": (["{i}/megre.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
               ["m.nii.gz", "m_R2star.nii.gz", "m_unreliable.nii.gz"]),
     "export": (["{i}/roi.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm"], ["s.dcm"]),
@@ -454,6 +461,7 @@ def test_outputs_have_provenance_and_overwrite_replaces(inp, tmp_path, capsys, v
 # ------------------------------------------------------------------------ internal errors
 #: verb -> (module attribute the verb calls, arguments reaching it)
 INTERNAL = {
+    "movie": ("napari_immunotrack.movie.make_movie", GOOD["movie"][0]),
     "relax": ("napari_immunotrack.analysis.relaxometry.fit_relaxation", GOOD["relax"][0]),
     "export": ("napari_immunotrack.io.dicom_export.build_seg", GOOD["export"][0]),
     "align": ("napari_immunotrack.alignment.align_study", ["{i}/cohort"]),

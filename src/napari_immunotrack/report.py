@@ -686,11 +686,12 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         threshold = 3.5 * float(np.max(noise))
         for p in panels:
             p["overlay_threshold"] = threshold
-        r = F.montage(panels, shared_range=(0.0, hi), colorbar_label="19F (mM, reference-tube calibrated)",
+        # one colour range for all days, on robust percentiles of the values shown (figures.robust_range)
+        r = F.montage(panels, colorbar_label="19F (mM, reference-tube calibrated)",
                       suptitle="T2*w + 19F over time")
         save("montage_19f_days", r, "The same axial slice on each day: T2*-weighted MRI (grey), 19F in mM "
              f"calibrated against the reference tube (one colour range; shown above SNR 3.5, {threshold:.1f} mM), "
-             "iron clusters (sky-blue outlines).", {"position_mm": z_mm, "range_mM": [0.0, hi],
+             "iron clusters (sky-blue outlines).", {"position_mm": z_mm, "range_mM": list(r.info.get("colorbar_range", (0.0, hi))),
                                                    "threshold_mM": threshold})
     _report(progress, 0.6, "montage")
     # 3. per-organ bar charts and time courses
