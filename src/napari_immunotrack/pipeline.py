@@ -52,6 +52,8 @@ class SessionResult:
     parameters: dict = field(default_factory=dict)
     #: {datatype: (fixed, moving)} image records of each transform (see io.transforms.describe_image)
     transform_images: Dict[str, tuple] = field(default_factory=dict)
+    #: DICOM objects made by the ``dicom`` step: {"organs_seg": Dataset, "pet_sr": Dataset}
+    dicom: Dict[str, object] = field(default_factory=dict)
 
 
 def _label_names(dseg_path: Path) -> Dict[int, str]:
@@ -69,7 +71,9 @@ def _pick(files, session, datatype, suffix=None):
 
 
 #: The steps of a session analysis, in the order they run (names used by pipeline files).
-STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi", "relax", "cest")
+STEPS = ("register", "clusters", "confirm", "pet", "spect", "f19", "mpi", "relax", "cest", "dicom")
+#: Steps run when none are named: every one but ``dicom`` (DICOM SEG/SR export is asked for explicitly).
+DEFAULT_STEPS = tuple(s for s in STEPS if s != "dicom")
 
 #: The inputs (roles) of a session and where a study laid out as :mod:`.study` describes keeps them:
 #: glob patterns relative to the session folder. ``baseline_<role>`` inputs (T1w, T2w, T2starw) come
@@ -207,7 +211,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     from .io.transforms import describe_image
     from .registration import register
 
-    steps = tuple(STEPS if steps is None else steps)
+    steps = tuple(DEFAULT_STEPS if steps is None else steps)
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise InputError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}.")
@@ -436,6 +440,20 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
             if res["table"] is not None:
                 out.tables["relax"] = name_rows(res["table"])
         step("relax", 0.99, 1.0, run_relax)
+    if "dicom" in steps and dseg is not None and inputs.get("pet") is not None:
+        from .io.dicom_export import build_seg, build_sr
+
+        def run_dicom(p):
+            # the organ labels as a DICOM SEG on the PET series, and the PET readouts as a TID 1500 SR
+            # referencing it (docs/methods/dicom-objects.md); the labels go into the PET's world first
+            labels = organ_rois()
+            if out.transforms.get("pet") is not None:
+                labels = labels.replace(affine=out.transforms["pet"] @ labels.affine)
+            seg, datasets = build_seg(labels, inputs["pet"], label_names=label_names, **params("dicom")[1])
+            out.dicom["organs_seg"] = seg
+            if out.tables.get("pet") is not None:
+                out.dicom["pet_sr"] = build_sr(out.tables["pet"], seg, datasets)
+        step("dicom", 0.995, 1.0, run_dicom)
     if "cest" in steps and inputs.get("cest") is not None:  # only sessions with a CEST series
         from .analysis.cest import cest_step
 

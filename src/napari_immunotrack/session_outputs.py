@@ -58,4 +58,11 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
         write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra},
                         fixed=images[0], moving=images[1])
         written.append(path)
+    if getattr(result, "dicom", None):  # the dicom step: organ SEG on the PET series and the PET SR
+        from .io.dicom_export import save_dataset
+
+        for name, ds in result.dicom.items():
+            path = out_dir / f"{name}.dcm"
+            save_dataset(ds, path, overwrite=overwrite, provenance={**provenance_base, "output": name})
+            written.append(path)
     return written

@@ -31,6 +31,7 @@ _WIRED = {
     "mpi": {"mpi", "rois", "fiducials", "transform", "calibration", "progress"},
 }
 _WIRED["spect"] = _WIRED["pet"]
+_WIRED["dicom"] = {"labels", "source", "label_names", "series_description", "series_number"}
 _WIRED["cest"] = {"inputs", "label_names", "progress"}
 _WIRED["relax"] = {"series", "rois", "baseline", "b1", "roi_transform", "baseline_transform", "progress"}
 
@@ -47,12 +48,13 @@ def _functions():
     from ..analysis.mpi import mpi_iron
     from ..analysis.pet import quantify_pet, read_pet_header
     from ..analysis.cest import cest_step
+    from ..io.dicom_export import build_seg
     from ..analysis.relaxometry import relax_step
     from ..registration import register
 
     return {"register": (register,), "clusters": (segment_clusters,), "confirm": (confirm_dual_mode,),
             "pet": (quantify_pet, read_pet_header), "spect": (quantify_pet, read_pet_header),
-            "f19": (fluorine_cells,), "mpi": (mpi_iron,), "relax": (relax_step,), "cest": (cest_step,)}
+            "f19": (fluorine_cells,), "mpi": (mpi_iron,), "relax": (relax_step,), "cest": (cest_step,), "dicom": (build_seg,)}
 
 
 def step_parameters(step: str) -> Dict[str, object]:
