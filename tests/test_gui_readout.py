@@ -130,3 +130,35 @@ def test_cursor_readout(make_napari_viewer, pet, rois):
     assert "roi: 0 label" in text or "roi: 1 label" in text
     far = widget.describe(ras_to_napari(np.array([500.0, 0.0, 0.0])))
     assert "pet: outside" in far
+
+
+def test_readouts_leave_as_dicom_seg_and_sr_on_the_series_world(make_napari_viewer, qtbot, tmp_path, pet, rois):
+    """The PET written as a DICOM series and shown registered (moved) in napari: the SEG's labels lie in the
+    series' own world (where the PET voxels under the ROIs are), and the SR holds the dock's numbers."""
+    from napari_immunotrack.io import load_volume
+    from napari_immunotrack.io.dicom import write_dicom_series
+    from napari_immunotrack.io.dicom_export import read_sr
+    from napari_immunotrack.widgets.readout import ReadoutWidget
+
+    series = write_dicom_series(pet, tmp_path / "pet", modality="PT", pet=None,
+                                extra={k: v for k, v in HEADER.items() if k not in ("CorrectedImage",)})
+    native = load_volume(series)
+    shift = np.eye(4)
+    shift[:3, 3] = [3.0, -2.0, 1.0]  # the registration moved the PET layer into the MRI world
+    shown = native.replace(affine=shift @ native.affine, name="pet")
+    viewer = make_napari_viewer()
+    add_volume(viewer, shown)
+    add_volume(viewer, rois, as_labels=True)
+    widget = ReadoutWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    table = _compute(widget, qtbot).set_index("label")
+    seg_path, sr_path = widget.export_dicom(tmp_path / "rois_seg.dcm", series)
+    seg = load_volume(seg_path, reference=series)
+    # a label voxel of the SEG, mapped back through the shift, is inside the same ROI in the MRI world
+    idx = np.argwhere(seg.numpy() == 1)
+    pts = seg.index_to_world(idx) + shift[:3, 3]
+    ridx = np.round(rois.world_to_index(pts)).astype(int)
+    assert np.mean(rois.numpy()[tuple(ridx.T)] == 1) > 0.9
+    sr = read_sr(sr_path).set_index("label")
+    for k in (1, 2):
+        assert sr.loc[k, "suv_bw_mean"] == pytest.approx(table.loc[k, "suv_bw_mean"], rel=1e-12)

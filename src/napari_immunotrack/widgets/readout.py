@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -237,10 +238,16 @@ class ReadoutWidget(PluginDock):
         self.export_button = QPushButton("Export CSV...")
         self.export_button.setEnabled(False)
         layout.addWidget(self.export_button)
+        self.dicom_button = QPushButton("Export DICOM SEG + SR...")
+        self.dicom_button.setToolTip("the ROIs as a DICOM SEG on the PET/SPECT series and the readouts as a "
+                                     "TID 1500 SR referencing it (for PACS, 3D Slicer, OHIF)")
+        self.dicom_button.setEnabled(False)
+        layout.addWidget(self.dicom_button)
 
         self._timer = debounce_timer(self, 400, self.run)
         self.apply_header.clicked.connect(self._apply_header_edits)
         self.export_button.clicked.connect(self._export_dialog)
+        self.dicom_button.clicked.connect(self._export_dicom_dialog)
         self.metric_combo.currentTextChanged.connect(self._draw_chart)
         self.roi_combo.currentTextChanged.connect(self._watch_roi_layer)
         self.header_layer_combo.currentTextChanged.connect(self._show_header)
@@ -433,6 +440,7 @@ class ReadoutWidget(PluginDock):
             msg += "; " + result.attrs["warnings"][0]
         self.status.setText(msg)
         self.export_button.setEnabled(True)
+        self.dicom_button.setEnabled(True)
         self.run_row.run_pending(self.run)
 
     def _failed(self, exc) -> None:
@@ -503,6 +511,63 @@ class ReadoutWidget(PluginDock):
     def _export_dialog(self) -> None:
         save_dialog(self, self.status, "Save readouts as CSV", "readouts.csv", "CSV (*.csv)",
                     lambda path: self.export(path, overwrite=True))  # the dialog asked before replacing
+
+    def export_dicom(self, seg_path, source, layer: Optional[str] = None, overwrite: bool = False):
+        """Write the ROIs as a DICOM SEG on ``source`` (the DICOM series shown as ``layer``) and that layer's
+        readouts as a TID 1500 SR beside it (``<seg stem>_sr.dcm``), both with provenance.
+
+        The ROIs are carried into the series' own world: a registered layer is shown moved, so the map from
+        the shown grid to the series' grid (same voxels) is applied first (docs/methods/dicom-objects.md).
+        Returns the two paths.
+        """
+        from .. import provenance
+        from ..io.dicom_export import build_seg, build_sr, save_dataset, source_series
+        from ..outputs import check_output, sidecar_path
+
+        if self.table is None:
+            raise InputError("compute the readouts first.")
+        quant = sorted(self.table["layer"].unique().tolist())
+        layer = layer or (quant[0] if len(quant) == 1 else None)
+        if layer not in quant:
+            raise InputError(f"choose which layer the series is ({', '.join(quant)}); its readouts go in the SR.")
+        seg_path = Path(seg_path)
+        sr_path = seg_path.with_name(seg_path.name[:-4] + "_sr.dcm" if seg_path.name.lower().endswith(".dcm")
+                                     else seg_path.name + "_sr.dcm")
+        for out in (seg_path, sr_path):
+            check_output(out, overwrite)
+        shown = self._inputs[layer]
+        native, _ = source_series(source)
+        if tuple(native.spatial_shape) != tuple(shown.spatial_shape):
+            raise InputError(f"{source} ({native.spatial_shape}) is not the series shown as {layer!r} "
+                             f"({shown.spatial_shape}); choose the folder that layer was opened from.")
+        shown_to_native = native.affine @ np.linalg.inv(shown.affine)  # identity unless registered
+        rois = self._inputs["rois"]
+        labels = rois.replace(affine=shown_to_native @ rois.affine)
+        seg, datasets = build_seg(labels, source, label_names=rois.metadata.get("label_names"))
+        rows = self.table[self.table["layer"] == layer]
+        sr = build_sr(rows, seg, datasets)
+        record = provenance.record("readout dicom export", inputs={"source": str(source)},
+                                   parameters={"layer": layer, "roi_layer": self.roi_combo.currentText(),
+                                               "shown_to_native": np.round(shown_to_native, 9).tolist()})
+        save_dataset(seg, seg_path, overwrite=overwrite, provenance=record)
+        try:
+            save_dataset(sr, sr_path, overwrite=overwrite, provenance=record)
+        except BaseException:  # both or neither
+            for leftover in (seg_path, sidecar_path(seg_path)):
+                leftover.unlink(missing_ok=True)
+            raise
+        return seg_path, sr_path
+
+    def _export_dicom_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        layer = self.header_layer_combo.currentText() or None
+        vol = self.viewer.layers[layer].metadata.get("volume") if layer in self.viewer.layers else None
+        start = str((vol.metadata.get("source_path") if vol is not None else None) or "")
+        source = QFileDialog.getExistingDirectory(self, "The DICOM series the readouts were made on", start)
+        if source:
+            save_dialog(self, self.status, "Save the DICOM SEG (the SR goes beside it)", "rois_seg.dcm",
+                        "DICOM (*.dcm)", lambda path: self.export_dicom(path, source, layer, overwrite=True))
 
 
 class CursorReadoutWidget(PluginDock):
