@@ -46,8 +46,16 @@ def _pair(mouse, rng, voxel, max_rot, max_shift, edge=False, seed=0):
         rot[rng.integers(3)] = rng.choice([-max_rot, max_rot])
     pose = S.pose_matrix(rot, rng.uniform(-max_shift, max_shift, 3), CENTRE)
     fov = (64 * voxel, 128 * voxel, 128 * voxel)
-    moving = S.session_mri(mouse, pose, voxel_mm=voxel, fov_mm=fov, seed=seed, gain=rng.uniform(0.6, 1.5),
-                           bias_strength=0.25, fov_offset_mm=rng.uniform(-1, 1, 3))
+    moving = S.session_mri(
+        mouse,
+        pose,
+        voxel_mm=voxel,
+        fov_mm=fov,
+        seed=seed,
+        gain=rng.uniform(0.6, 1.5),
+        bias_strength=0.25,
+        fov_offset_mm=rng.uniform(-1, 1, 3),
+    )
     return pose, moving
 
 
@@ -74,9 +82,11 @@ def main(argv=None) -> int:
             r = align_mri(ref.volume, moving.volume, bias_correction=bias)
             tres.append(S.target_registration_error(r.fixed_to_moving, np.eye(4), pose, pts))
         means = np.array([t.mean() for t in tres])
-        print(f"TRE +-15 deg/+-3 mm, gain and bias, {label}: mean {means.mean():.4f} mm "
-              f"({means.mean() / voxel:.2f} voxel), worst pose mean {means.max():.4f} mm, worst point "
-              f"{max(t.max() for t in tres):.4f} mm  [requirement: mean <= {0.5 * voxel:.3f} mm]")
+        print(
+            f"TRE +-15 deg/+-3 mm, gain and bias, {label}: mean {means.mean():.4f} mm "
+            f"({means.mean() / voxel:.2f} voxel), worst pose mean {means.max():.4f} mm, worst point "
+            f"{max(t.max() for t in tres):.4f} mm  [requirement: mean <= {0.5 * voxel:.3f} mm]"
+        )
 
     ok = 0
     for i in range(args.capture):
@@ -93,8 +103,10 @@ def main(argv=None) -> int:
         align_mri(ref.volume, moving.volume)
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
-    print(f"align_mri, 1-million-voxel pair: median wall {np.median(walls):.2f} s, CPU {np.median(cpus):.2f} s "
-          f"[requirement: <= 1 s]")
+    print(
+        f"align_mri, 1-million-voxel pair: median wall {np.median(walls):.2f} s, CPU {np.median(cpus):.2f} s "
+        f"[requirement: <= 1 s]"
+    )
 
     from napari_immunotrack.io import save_volume
 
@@ -110,8 +122,10 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             subprocess.run(cli, check=True, capture_output=True)
             times.append(time.perf_counter() - t)
-        print(f"immunotrack align (2 sessions, start-up included): median {np.median(times):.2f} s "
-              f"[requirement: <= 1.5 s]")
+        print(
+            f"immunotrack align (2 sessions, start-up included): median {np.median(times):.2f} s "
+            f"[requirement: <= 1.5 s]"
+        )
     print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -78,8 +78,12 @@ def tiled_study(dst: Path, reps) -> Path:
             vol = load_volume(src / ses / kind / f"sub-01_{ses}_{suffix}.nii.gz")
             out = dst / "sub-01" / ses / kind
             out.mkdir(parents=True, exist_ok=True)
-            write_ome_zarr(vol.replace(data=np.tile(vol.numpy(), reps)), out / f"sub-01_{ses}_{suffix}.ome.zarr",
-                           levels=1, chunks=(64, 64, 64))
+            write_ome_zarr(
+                vol.replace(data=np.tile(vol.numpy(), reps)),
+                out / f"sub-01_{ses}_{suffix}.ome.zarr",
+                levels=1,
+                chunks=(64, 64, 64),
+            )
         tsv = src / ses / "rois" / f"sub-01_{ses}_dseg.tsv"
         shutil.copy(tsv, dst / "sub-01" / ses / "rois" / tsv.name)
     return dst
@@ -94,8 +98,7 @@ def large_volume(work: Path) -> None:
     from napari_immunotrack.pipeline import analyse_inputs
 
     print("\n--- large single volume: clusters step on OME-Zarr, chunk by chunk")
-    text = ("inputs:\n  T2starw: anat/*_T2starw.ome.zarr\n  dseg: rois/*_dseg.ome.zarr\n"
-            "steps:\n  clusters:{}\n")
+    text = "inputs:\n  T2starw: anat/*_T2starw.ome.zarr\n  dseg: rois/*_dseg.ome.zarr\nsteps:\n  clusters:{}\n"
     peaks = {}
     for name, reps in (("2x", (2, 1, 1)), ("8x", (8, 1, 1))):
         root = tiled_study(work / f"large_{name}", reps)
@@ -109,23 +112,27 @@ def large_volume(work: Path) -> None:
             if chunks is not None:  # the lazy labels, computed chunk by chunk (as the batch writes them)
                 for block in result.volumes["clusters"].data.blocks.ravel():
                     block.compute()
-            peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
             shape = result.volumes["clusters"].spatial_shape
-            image_mb = np.prod(shape) * 2 / 2 ** 20  # int16 on disk, float32 when read: x2
+            image_mb = np.prod(shape) * 2 / 2**20  # int16 on disk, float32 when read: x2
             key = f"{name} {'in memory' if chunks is None else 'chunked'}"
             peaks[key] = peak
-            print(f"{key:<16} {shape} ({np.prod(shape) / 1e6:.1f} Mvoxels, {image_mb:.0f} MB int16): "
-                  f"{len(result.tables['clusters'])} clusters in {time.perf_counter() - t0:.1f} s, "
-                  f"peak traced memory {peak:.0f} MB")
+            print(
+                f"{key:<16} {shape} ({np.prod(shape) / 1e6:.1f} Mvoxels, {image_mb:.0f} MB int16): "
+                f"{len(result.tables['clusters'])} clusters in {time.perf_counter() - t0:.1f} s, "
+                f"peak traced memory {peak:.0f} MB"
+            )
             if chunks is None:
                 reference = labels
             else:
                 same = np.array_equal(result.volumes["clusters"].numpy(), reference)
                 print(f"chunked labels equal the in-memory labels: {same}")
-    print(f"peak memory, 8x vs 2x volume (4x the voxels): chunked {peaks['8x chunked'] / peaks['2x chunked']:.2f}x, "
-          f"in memory {peaks['8x in memory'] / peaks['2x in memory']:.2f}x  (requirement: chunked bounded, not "
-          "proportional to the scan's length)")
+    print(
+        f"peak memory, 8x vs 2x volume (4x the voxels): chunked {peaks['8x chunked'] / peaks['2x chunked']:.2f}x, "
+        f"in memory {peaks['8x in memory'] / peaks['2x in memory']:.2f}x  (requirement: chunked bounded, not "
+        "proportional to the scan's length)"
+    )
 
 
 def main() -> None:
@@ -154,11 +161,13 @@ def cohort_figures(args, work: Path) -> None:
     if not cohort.exists():
         t0 = time.perf_counter()
         make_cohort(cohort, n_subjects=args.subjects, seed=11, timepoints_days=args.days, size=args.size)
-        print(f"simulated cohort: {args.subjects} subjects x days {args.days} ({args.size}) in "
-              f"{time.perf_counter() - t0:.1f} s -> {cohort}")
+        print(
+            f"simulated cohort: {args.subjects} subjects x days {args.days} ({args.size}) in "
+            f"{time.perf_counter() - t0:.1f} s -> {cohort}"
+        )
     import psutil
 
-    total_mb = psutil.virtual_memory().total / 2 ** 20
+    total_mb = psutil.virtual_memory().total / 2**20
     results = {}
     # alternate 1 and 2 workers and keep each one's fastest run: other processes on a shared machine
     # only ever slow a run down
@@ -170,29 +179,41 @@ def cohort_figures(args, work: Path) -> None:
         counts = {s: summary.count(s) for s in ("ok", "partial", "skipped", "failed")}
         if workers not in results or wall < results[workers][0]:
             results[workers] = (wall, summary)
-        print(f"{len(summary.records)} tasks {counts}: wall {wall:.1f} s (checks {summary.timings_s['checks']:.1f}, "
-              f"cluster start {summary.timings_s['cluster_start']:.1f}, tasks {summary.timings_s['tasks']:.1f}, "
-              f"cohort tables + figure {summary.timings_s['cohort_outputs']:.1f}); task time median "
-              f"{statistics.median(per_task):.2f} s (first task of a worker, with its imports: "
-              f"{max(per_task):.1f} s)")
-        print(f"CPU time / wall time of the tasks: {cpu_share(summary):.2f} (1.00 = each task had a core to itself; "
-              "lower = the cores were shared with other processes)")
+        print(
+            f"{len(summary.records)} tasks {counts}: wall {wall:.1f} s (checks {summary.timings_s['checks']:.1f}, "
+            f"cluster start {summary.timings_s['cluster_start']:.1f}, tasks {summary.timings_s['tasks']:.1f}, "
+            f"cohort tables + figure {summary.timings_s['cohort_outputs']:.1f}); task time median "
+            f"{statistics.median(per_task):.2f} s (first task of a worker, with its imports: "
+            f"{max(per_task):.1f} s)"
+        )
+        print(
+            f"CPU time / wall time of the tasks: {cpu_share(summary):.2f} (1.00 = each task had a core to itself; "
+            "lower = the cores were shared with other processes)"
+        )
         peaks = summary.peak_rss_mb_per_worker
-        print(f"peak memory per worker: {', '.join(f'{v:.0f} MB' for v in sorted(peaks.values()))} "
-              f"(Dask memory limit per worker {total_mb / workers:.0f} MB)")
+        print(
+            f"peak memory per worker: {', '.join(f'{v:.0f} MB' for v in sorted(peaks.values()))} "
+            f"(Dask memory limit per worker {total_mb / workers:.0f} MB)"
+        )
         print(f"after: {load()}")
     (w1, s1), (w2, s2) = results[1], results[2]
     print("\n=== figures ===")
     print(f"speed-up 1 -> 2 workers, whole run : {w1 / w2:.2f}x   (requirement: >= 1.7x)")
-    print(f"speed-up 1 -> 2 workers, task phase: {s1.timings_s['tasks'] / s2.timings_s['tasks']:.2f}x   "
-          f"(CPU time / wall time of the tasks in these runs: {cpu_share(s1):.2f} and {cpu_share(s2):.2f})")
+    print(
+        f"speed-up 1 -> 2 workers, task phase: {s1.timings_s['tasks'] / s2.timings_s['tasks']:.2f}x   "
+        f"(CPU time / wall time of the tasks in these runs: {cpu_share(s1):.2f} and {cpu_share(s2):.2f})"
+    )
     peak = max(max(s.peak_rss_mb_per_worker.values()) for s in (s1, s2))
-    print(f"peak memory of a worker: {peak:.0f} MB  (requirement: bounded; it does not grow with the number "
-          f"of subjects: each worker holds one task's images at a time)")
+    print(
+        f"peak memory of a worker: {peak:.0f} MB  (requirement: bounded; it does not grow with the number "
+        f"of subjects: each worker holds one task's images at a time)"
+    )
     t0 = time.perf_counter()
     again = run_batch(PIPELINE, cohort, work / "out2", workers=2)
-    print(f"resume of the finished 2-worker run: {again.count('skipped')}/{len(again.records)} tasks skipped "
-          f"in {time.perf_counter() - t0:.1f} s  (requirement: finished tasks not redone)")
+    print(
+        f"resume of the finished 2-worker run: {again.count('skipped')}/{len(again.records)} tasks skipped "
+        f"in {time.perf_counter() - t0:.1f} s  (requirement: finished tasks not redone)"
+    )
     print(load())
 
 

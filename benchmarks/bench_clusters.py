@@ -92,34 +92,47 @@ def main(argv=None) -> int:
 
     print("simulating a 256x256x128 T2*w scene (40 clusters, decoys, SNR 20) ...", flush=True)
     s = cluster_scene(seed=0, snr=20.0, n_clusters=40, shape=(128, 256, 256))
-    kw = dict(baseline=s["pre"], reference_mask=s["reference_mask"], search_mask=s["search_mask"],
-              background_mask=s["background_mask"])
+    kw = dict(
+        baseline=s["pre"],
+        reference_mask=s["reference_mask"],
+        search_mask=s["search_mask"],
+        background_mask=s["background_mask"],
+    )
     t_seg, res = best_of(lambda: segment_clusters(s["post"], **kw))
     t_lab = bare_label_time(s["post"], res.reference.mean)
     f1, tp, fp, fn = f1_score(res.table, [c["centroid_ras_mm"] for c in s["truth"]["clusters"]])
-    print(f"[256x256x128] segment_clusters: {t_seg:.3f} s  (requirement: < 1 s)  "
-          f"{'OK' if t_seg < 1 else 'TOO SLOW'}")
+    print(f"[256x256x128] segment_clusters: {t_seg:.3f} s  (requirement: < 1 s)  {'OK' if t_seg < 1 else 'TOO SLOW'}")
     print(f"[256x256x128] bare ndimage.label: {t_lab:.3f} s; ratio {t_seg / t_lab:.1f}x  (aim: < 5x)")
     print(f"[256x256x128] F1 {f1:.3f} (tp {tp}, fp {fp}, fn {fn}; requirement >= 0.9)")
 
     if not args.skip_512:
         reps = (4, 2, 2)
-        big = {k: s[k].replace(data=np.tile(s[k].data, reps)) for k in
-               ("post", "pre", "reference_mask", "search_mask", "background_mask")}
+        big = {
+            k: s[k].replace(data=np.tile(s[k].data, reps))
+            for k in ("post", "pre", "reference_mask", "search_mask", "background_mask")
+        }
         post = big["post"]
-        kw = dict(baseline=big["pre"], reference_mask=big["reference_mask"], search_mask=big["search_mask"],
-                  background_mask=big["background_mask"])
+        kw = dict(
+            baseline=big["pre"],
+            reference_mask=big["reference_mask"],
+            search_mask=big["search_mask"],
+            background_mask=big["background_mask"],
+        )
         t_seg, res = best_of(lambda: segment_clusters(post, **kw), repeat=2)
         n = len(res.table)
         del res
         t_lab = bare_label_time(post, 1000.0)
         peak, res = peak_memory(lambda: segment_clusters(post, **kw))
         size = post.data.nbytes
-        print(f"[512^3] segment_clusters: {t_seg:.2f} s  (requirement: < 10 s)  {'OK' if t_seg < 10 else 'TOO SLOW'}"
-              f"; {n} clusters (40 x 16 tiles expected: {40 * 16})")
+        print(
+            f"[512^3] segment_clusters: {t_seg:.2f} s  (requirement: < 10 s)  {'OK' if t_seg < 10 else 'TOO SLOW'}"
+            f"; {n} clusters (40 x 16 tiles expected: {40 * 16})"
+        )
         print(f"[512^3] bare ndimage.label: {t_lab:.2f} s; ratio {t_seg / t_lab:.1f}x  (aim: < 5x)")
-        print(f"[512^3] peak memory allocated during the call: {peak / 2**20:.0f} MiB = {peak / size:.2f}x the "
-              f"image's {size / 2**20:.0f} MiB (requirement: <= 3x)  {'OK' if peak <= 3 * size else 'TOO MUCH'}")
+        print(
+            f"[512^3] peak memory allocated during the call: {peak / 2**20:.0f} MiB = {peak / size:.2f}x the "
+            f"image's {size / 2**20:.0f} MiB (requirement: <= 3x)  {'OK' if peak <= 3 * size else 'TOO MUCH'}"
+        )
         del res, big, post
         gc.collect()
 
@@ -137,15 +150,20 @@ def main(argv=None) -> int:
                     z = zarr.open_array(path, mode="w", shape=shape, dtype=s[k].data.dtype, chunks=(128, 128, 128))
                     layer = np.tile(s[k].data, (1, 2, 2))
                     for a in range(0, shape[0], 128):
-                        z[a:a + 128] = layer
+                        z[a : a + 128] = layer
                     del layer
                     vols[k] = s[k].replace(data=da.from_zarr(path))
                 gc.collect()
                 size = int(np.prod(shape)) * 4
 
                 def run():
-                    r = segment_clusters(vols["post"], baseline=vols["pre"], reference_mask=vols["reference_mask"],
-                                         search_mask=vols["search_mask"], background_mask=vols["background_mask"])
+                    r = segment_clusters(
+                        vols["post"],
+                        baseline=vols["pre"],
+                        reference_mask=vols["reference_mask"],
+                        search_mask=vols["search_mask"],
+                        background_mask=vols["background_mask"],
+                    )
                     r.labels.data.to_zarr(os.path.join(tmp, "labels.zarr"), overwrite=True)  # chunk by chunk
                     return r
 
@@ -153,15 +171,19 @@ def main(argv=None) -> int:
                 peak, r = peak_memory(run)
                 t_dask = time.perf_counter() - t0
                 lab = zarr.open_array(os.path.join(tmp, "labels.zarr"), mode="r")
-                n_lab = max(int(np.max(lab[a:a + 128])) for a in range(0, shape[0], 128))
+                n_lab = max(int(np.max(lab[a : a + 128])) for a in range(0, shape[0], 128))
                 peaks.append(peak)
-                print(f"[dask {shape[0]}x512x512 from zarr, 128^3 chunks] segment + write labels chunk by chunk: "
-                      f"{t_dask:.1f} s, {len(r.table)} clusters ({40 * 4 * layers} expected, {n_lab} labels "
-                      f"written); peak memory {peak / 2**20:.0f} MiB = {peak / size:.2f}x the image's "
-                      f"{size / 2**20:.0f} MiB")
+                print(
+                    f"[dask {shape[0]}x512x512 from zarr, 128^3 chunks] segment + write labels chunk by chunk: "
+                    f"{t_dask:.1f} s, {len(r.table)} clusters ({40 * 4 * layers} expected, {n_lab} labels "
+                    f"written); peak memory {peak / 2**20:.0f} MiB = {peak / size:.2f}x the image's "
+                    f"{size / 2**20:.0f} MiB"
+                )
                 del r, vols
-        print(f"[dask] peak memory when the depth doubles: x{peaks[1] / peaks[0]:.2f} (chunk-layer by layer: "
-              "stays ~1 while the volume doubles, so volumes larger than memory run)")
+        print(
+            f"[dask] peak memory when the depth doubles: x{peaks[1] / peaks[0]:.2f} (chunk-layer by layer: "
+            "stays ~1 while the volume doubles, so volumes larger than memory run)"
+        )
     return 0
 
 

@@ -53,9 +53,11 @@ def detection(seeds, snrs, concentration):
                     if mode == "weighted":
                         res = confirm_dual_mode(sc["t1_post"], sc["t2_post"], sc["t1_pre"], sc["t2_pre"])
                     else:
-                        res = confirm_dual_mode(sc["t1_post"], sc["t2_post"],
-                                                **{k: sc[k] for k in ("t1_map_pre", "t1_map_post", "t2_map_pre",
-                                                                      "t2_map_post")})
+                        res = confirm_dual_mode(
+                            sc["t1_post"],
+                            sc["t2_post"],
+                            **{k: sc[k] for k in ("t1_map_pre", "t1_map_post", "t2_map_pre", "t2_map_post")},
+                        )
                 h, k, c, s = score(sc, res)
                 hit, n, conf, stray, rows = hit + h, n + k, conf + c, stray + s, rows + len(res.table)
             totals.setdefault(mode, [0, 0, 0, 0])
@@ -64,8 +66,10 @@ def detection(seeds, snrs, concentration):
             print(f"{snr:>5g} {mode:>9} {hit:>5}/{n:<4} {100 * hit / n:>5.0f}% {conf:>12} {stray:>6} {rows:>5}")
     for mode, (hit, n, conf, stray) in totals.items():
         ok = hit >= 0.9 * n and conf == 0 and stray == 0
-        print(f"  {mode}: {hit}/{n} = {100 * hit / n:.0f}% confirmed (requirement >= 90%), confounders {conf} "
-              f"(requirement 0), stray {stray} (requirement 0) -> {'PASS' if ok else 'FAIL'}")
+        print(
+            f"  {mode}: {hit}/{n} = {100 * hit / n:.0f}% confirmed (requirement >= 90%), confounders {conf} "
+            f"(requirement 0), stray {stray} (requirement 0) -> {'PASS' if ok else 'FAIL'}"
+        )
 
 
 def speed(repeats):
@@ -88,10 +92,14 @@ def speed(repeats):
     tracemalloc.stop()
     med = float(np.median(times))
     print(f"  first call (imports, page faults): {first:.2f} s")
-    print(f"  median of {repeats}: {med:.2f} s, best {min(times):.2f} s (requirement < 1 s) -> "
-          f"{'PASS' if med < 1.0 else 'FAIL'}")
-    print(f"  CPU time per call (median): {float(np.median(cpu)):.2f} s (single-threaded NumPy/SciPy: wall time "
-          "exceeds it only when other processes share the cores)")
+    print(
+        f"  median of {repeats}: {med:.2f} s, best {min(times):.2f} s (requirement < 1 s) -> "
+        f"{'PASS' if med < 1.0 else 'FAIL'}"
+    )
+    print(
+        f"  CPU time per call (median): {float(np.median(cpu)):.2f} s (single-threaded NumPy/SciPy: wall time "
+        "exceeds it only when other processes share the cores)"
+    )
     print(f"  peak memory of one call: {peak / 2**20:.0f} MiB (inputs: 4 x {np.prod(shape) * 4 / 2**20:.0f} MiB)")
     print(f"  regions found: {len(res.table)} of {len(sc['truth']['labelled'])} labelled")
 

@@ -48,8 +48,12 @@ def main(n_slices: int = 128, size: int = 256) -> None:
         ref, t_classic = _timed(lambda: load_volume(folder), 2)
         datasets = [pydicom.dcmread(h["file"]) for h in ref.metadata["slice_headers"]]
         enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
-            legacy_datasets=datasets, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
-            instance_number=1)
+            legacy_datasets=datasets,
+            series_instance_uid=hd.UID(),
+            series_number=2,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+        )
         enhanced.save_as(tmp / "enhanced.dcm")
         _, t_enhanced = _timed(lambda: load_volume(tmp / "enhanced.dcm"), 2)
         print(f"read {n_slices}x{size}x{size}: classic series {t_classic:.2f} s, enhanced file {t_enhanced:.2f} s")
@@ -62,13 +66,17 @@ def main(n_slices: int = 128, size: int = 256) -> None:
         labels[150:200, 350:420, 50:140] = 8
         lab = Volume(labels, fine, "SEG", "label", {"label_names": {3: "a", 8: "b"}})
         for kind in ("binary", "labelmap"):
-            path, t_write = _timed(lambda: write_seg(lab, folder, tmp / f"{kind}.dcm", segmentation_type=kind,
-                                                     overwrite=True))
+            path, t_write = _timed(
+                lambda: write_seg(lab, folder, tmp / f"{kind}.dcm", segmentation_type=kind, overwrite=True)
+            )
             _, t_read = _timed(lambda: load_volume(path, reference=folder))
-            print(f"SEG {kind}: write (with resampling from a {labels.shape} grid) {t_write:.2f} s, "
-                  f"{path.stat().st_size / 1e6:.1f} MB; read onto the series {t_read:.2f} s")
-        table = pd.DataFrame({"label": [3, 8], "suv_bw_mean": [1.5, 2.5], "volume_ml": [0.1, 0.2],
-                              "iron_ng": [10.0, 20.0]})
+            print(
+                f"SEG {kind}: write (with resampling from a {labels.shape} grid) {t_write:.2f} s, "
+                f"{path.stat().st_size / 1e6:.1f} MB; read onto the series {t_read:.2f} s"
+            )
+        table = pd.DataFrame(
+            {"label": [3, 8], "suv_bw_mean": [1.5, 2.5], "volume_ml": [0.1, 0.2], "iron_ng": [10.0, 20.0]}
+        )
         sr, t_sr = _timed(lambda: write_sr(table, tmp / "binary.dcm", folder, tmp / "sr.dcm"))
         _, t_srr = _timed(lambda: read_sr(sr))
         print(f"SR: write {t_sr:.2f} s (includes reading the source headers), read {t_srr:.3f} s")
@@ -81,8 +89,13 @@ def main(n_slices: int = 128, size: int = 256) -> None:
         contours = []
         for z in range(n_slices):
             contours += [_contour(_circle((128, 128), r), z, ref) for r in (90, 40, 15)]
-        _rtstruct(tmp / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"], ref.metadata["FrameOfReferenceUID"],
-                  [(1, "ring", contours)])
+        _rtstruct(
+            tmp / "rs.dcm",
+            ref,
+            ref.metadata["SeriesInstanceUID"],
+            ref.metadata["FrameOfReferenceUID"],
+            [(1, "ring", contours)],
+        )
         _, t_rt = _timed(lambda: load_volume(tmp / "rs.dcm", reference=ref))
         print(f"RTSTRUCT: {len(contours)} contours of 256 points rasterised in {t_rt:.2f} s")
 

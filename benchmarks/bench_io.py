@@ -59,8 +59,10 @@ def bench_nifti(tmp: Path) -> None:
         assert np.isfinite(total)
         best, best_full = min(times), min(times_full)
         ok = "PASS" if best_full < 1.0 else "FAIL"
-        print(f"NIfTI 256^3 float32 {ext:7s} ({size_mb:5.1f} MB): load_volume {best:.3f} s, "
-              f"load + read every voxel {best_full:.3f} s  [requirement < 1 s: {ok}]")
+        print(
+            f"NIfTI 256^3 float32 {ext:7s} ({size_mb:5.1f} MB): load_volume {best:.3f} s, "
+            f"load + read every voxel {best_full:.3f} s  [requirement < 1 s: {ok}]"
+        )
 
 
 _CHILD = r"""
@@ -100,19 +102,26 @@ def make_sparse_ome_zarr(path: Path, shape=(2048, 4096, 4096), chunks=(64, 64, 6
     scales, trans = [], []
     spacing = np.array([0.004, 0.002, 0.002])  # mm (light-sheet-like: 4 um z, 2 um in plane)
     for k in range(levels):
-        f = 2 ** k
+        f = 2**k
         lvl_shape = tuple(s // f for s in shape)
-        arr = group.create_array(str(k), shape=lvl_shape, chunks=chunks, dtype="uint16", fill_value=0,
-                                 chunk_key_encoding={"name": "v2", "separator": "/"})
+        arr = group.create_array(
+            str(k),
+            shape=lvl_shape,
+            chunks=chunks,
+            dtype="uint16",
+            fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+        )
         # a few real chunks, including the ones the slice read below touches
         block = np.full(chunks, 1000 + k, np.uint16)
         mid = lvl_shape[0] // 2 // chunks[0] * chunks[0]
-        for (z, y, x) in ((0, 0, 0), (mid, 0, 0), (mid, 64, 128), (lvl_shape[0] - 64, lvl_shape[1] - 64, 0)):
-            arr[z:z + 64, y:y + 64, x:x + 64] = block
+        for z, y, x in ((0, 0, 0), (mid, 0, 0), (mid, 64, 128), (lvl_shape[0] - 64, lvl_shape[1] - 64, 0)):
+            arr[z : z + 64, y : y + 64, x : x + 64] = block
         scales.append(list(spacing * f))
         trans.append(list((f - 1) / 2 * spacing))
-    group.attrs.update({"multiscales": [multiscale_attrs([("z", "space"), ("y", "space"), ("x", "space")],
-                                                         scales, trans)]})
+    group.attrs.update(
+        {"multiscales": [multiscale_attrs([("z", "space"), ("y", "space"), ("x", "space")], scales, trans)]}
+    )
 
 
 def bench_zarr(tmp: Path) -> None:
@@ -120,8 +129,10 @@ def bench_zarr(tmp: Path) -> None:
     t0 = time.perf_counter()
     make_sparse_ome_zarr(path)
     disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e3
-    print(f"(made a sparse 2048x4096x4096 uint16 OME-Zarr, 64 GiB logical, {disk:.0f} kB on disk, "
-          f"in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"(made a sparse 2048x4096x4096 uint16 OME-Zarr, 64 GiB logical, {disk:.0f} kB on disk, "
+        f"in {time.perf_counter() - t0:.1f} s)"
+    )
     results = []
     for _ in range(REPEATS):
         out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=True)
@@ -132,10 +143,14 @@ def bench_zarr(tmp: Path) -> None:
     assert r["shape"] == [2048, 4096, 4096], r["shape"]
     assert r["plane_sum"] == 2 * 64 * 64 * 1000, r["plane_sum"]  # the two written chunks the mid plane crosses
     print(f"OME-Zarr 64 GiB open: {best_open:.3f} s  [requirement < 2 s: {'PASS' if best_open < 2 else 'FAIL'}]")
-    print(f"OME-Zarr 64 GiB open: max RSS delta {worst_rss:.1f} MB  "
-          f"[requirement < 200 MB: {'PASS' if worst_rss < 200 else 'FAIL'}]")
-    print(f"   (levels {r['levels']}; one 4096x4096 plane read in {min(x['plane_s'] for x in results):.2f} s, "
-          f"RSS delta then {max(x['plane_rss_delta_mb'] for x in results):.0f} MB; no requirement)")
+    print(
+        f"OME-Zarr 64 GiB open: max RSS delta {worst_rss:.1f} MB  "
+        f"[requirement < 200 MB: {'PASS' if worst_rss < 200 else 'FAIL'}]"
+    )
+    print(
+        f"   (levels {r['levels']}; one 4096x4096 plane read in {min(x['plane_s'] for x in results):.2f} s, "
+        f"RSS delta then {max(x['plane_rss_delta_mb'] for x in results):.0f} MB; no requirement)"
+    )
 
 
 def main() -> None:

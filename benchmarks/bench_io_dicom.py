@@ -45,10 +45,14 @@ def main(n_slices: int = 300, size: int = 256, repeats: int = 3) -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         err = np.abs(back.numpy() - data).max()
-        print(f"series: {n_slices} slices of {size}x{size} float32 -> int16 + per-slice slope, {size_mb:.1f} MB on disk")
+        print(
+            f"series: {n_slices} slices of {size}x{size} float32 -> int16 + per-slice slope, {size_mb:.1f} MB on disk"
+        )
         print(f"write_dicom_series: {t_write:.2f} s (no requirement)")
-        print(f"load_volume (best of {repeats}): {min(times):.2f} s, all {[round(t, 2) for t in times]}"
-              f"  (requirement < 3 s)")
+        print(
+            f"load_volume (best of {repeats}): {min(times):.2f} s, all {[round(t, 2) for t in times]}"
+            f"  (requirement < 3 s)"
+        )
         print(f"peak Python memory during load: {peak / 1e6:.0f} MB for a {data.nbytes / 1e6:.0f} MB volume")
         print(f"round-trip max |error|: {err:.3g} (quantisation step <= {data.max() / 65535:.3g})")
         print(f"affine identical: {np.allclose(back.affine, affine, atol=1e-6)}")

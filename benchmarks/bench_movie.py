@@ -26,12 +26,19 @@ def main():
     warnings.simplefilter("ignore")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [("PET axial 1080p GIF", "pet.gif", dict(track="PET", plane="axial", size="1920x1080")),
-                 ("19F coronal 1080p GIF", "f19.gif", dict(track="19F", plane="coronal", size="1920x1080"))]
+        cases = [
+            ("PET axial 1080p GIF", "pet.gif", dict(track="PET", plane="axial", size="1920x1080")),
+            ("19F coronal 1080p GIF", "f19.gif", dict(track="19F", plane="coronal", size="1920x1080")),
+        ]
         if find_ffmpeg():
             cases.insert(0, ("PET axial 1080p MP4", "pet.mp4", dict(track="PET", plane="axial", size="1920x1080")))
-            cases.append(("PET rotating MIP 720p MP4 (24 views x 4 days)", "mip.mp4",
-                          dict(track="PET", plane="mip", size="1280x720", rotate_views=24)))
+            cases.append(
+                (
+                    "PET rotating MIP 720p MP4 (24 views x 4 days)",
+                    "mip.mp4",
+                    dict(track="PET", plane="mip", size="1280x720", rotate_views=24),
+                )
+            )
         for name, out, kw in cases:
             t0 = time.perf_counter()
             res = make_movie(SAMPLE, Path(tmp) / out, **kw)
@@ -39,11 +46,15 @@ def main():
             size_mb = (Path(tmp) / out).stat().st_size / 1e6
             rows.append((name, len(res.stamps), res.n_frames, wall, res.seconds, size_mb))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{'movie':48s} {'days':>4s} {'frames':>6s} {'total s':>8s} {'load':>6s} {'render':>7s} {'encode':>7s} "
-          f"{'MB':>6s}")
+    print(
+        f"{'movie':48s} {'days':>4s} {'frames':>6s} {'total s':>8s} {'load':>6s} {'render':>7s} {'encode':>7s} "
+        f"{'MB':>6s}"
+    )
     for name, days, frames, wall, sec, mb in rows:
-        print(f"{name:48s} {days:4d} {frames:6d} {wall:8.2f} {sec['load']:6.2f} {sec['render']:7.2f} "
-              f"{sec['write']:7.2f} {mb:6.2f}")
+        print(
+            f"{name:48s} {days:4d} {frames:6d} {wall:8.2f} {sec['load']:6.2f} {sec['render']:7.2f} "
+            f"{sec['write']:7.2f} {mb:6.2f}"
+        )
     print(f"peak memory (RSS) {peak:.0f} MB; ffmpeg: {find_ffmpeg() or 'none (MP4 not measured)'}")
     first = rows[0]
     ok = first[1] == 4 and first[3] <= 20.0

@@ -23,8 +23,8 @@ def main(n=256, n_rois=20, seed=0):
     truth = np.where(body, 1.0, 0.0).astype(np.float32)
     for k in range(n_rois):
         r = rng.uniform(4, 12)
-        c = rng.uniform(0.15 * n, 0.85 * n, 3)   # spread over the body: the working box is most of the volume
-        ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < r ** 2
+        c = rng.uniform(0.15 * n, 0.85 * n, 3)  # spread over the body: the working box is most of the volume
+        ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < r**2
         lab[ball] = k + 1
         truth[ball] = rng.uniform(2, 10)
     psf = PointSpread(2.5)
@@ -38,9 +38,11 @@ def main(n=256, n_rois=20, seed=0):
     rbv(img, rmap, psf)
     t3, c3 = time.perf_counter(), time.process_time()
     err = [abs(c / truth[lab == k].mean() - 1) for k, c in zip(g.labels, g.corrected)]
-    print(f"{n}^3, {len(g.labels)} ROIs + background: GTM {t1 - t0:.2f} s, RBV after GTM {t2 - t1:.2f} s, "
-          f"RBV from scratch {t3 - t2:.2f} s wall (CPU {c1 - c0:.2f} / {c2 - c1:.2f} / {c3 - c2:.2f} s); "
-          f"max |GTM error| {100 * max(err):.2f} %, cond {g.condition_number:.3g}")
+    print(
+        f"{n}^3, {len(g.labels)} ROIs + background: GTM {t1 - t0:.2f} s, RBV after GTM {t2 - t1:.2f} s, "
+        f"RBV from scratch {t3 - t2:.2f} s wall (CPU {c1 - c0:.2f} / {c2 - c1:.2f} / {c3 - c2:.2f} s); "
+        f"max |GTM error| {100 * max(err):.2f} %, cond {g.condition_number:.3g}"
+    )
 
 
 if __name__ == "__main__":

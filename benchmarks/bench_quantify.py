@@ -47,10 +47,18 @@ def make_data(seed: int = 0):
         labels[sl][inside & (labels[sl] == 0)] = k
         pet[sl][inside] = rng.uniform(1e4, 1e5)
         spheres.append((c, r_vox))
-    meta = {"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 370e6,
-            "RadionuclideHalfLife": 6586.2, "RadiopharmaceuticalStartDateTime": "20240101090000",
-            "SeriesDate": "20240101", "SeriesTime": "100000", "PatientWeight": 75.0, "PatientSize": 1.8,
-            "PatientSex": "M"}
+    meta = {
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "RadionuclideTotalDose": 370e6,
+        "RadionuclideHalfLife": 6586.2,
+        "RadiopharmaceuticalStartDateTime": "20240101090000",
+        "SeriesDate": "20240101",
+        "SeriesTime": "100000",
+        "PatientWeight": 75.0,
+        "PatientSize": 1.8,
+        "PatientSex": "M",
+    }
     return Volume(pet, aff, "PT", "Bq/mL", meta, "pet"), Volume(labels, aff, "SEG", "label", {}, "rois"), spheres
 
 
@@ -70,8 +78,11 @@ def main():
     small = np.zeros((20, 20, 20), np.uint8)
     small[5:9, 5:9, 5:9] = 1
     P.quantify_pet(pet, Volume(small, rois.affine), suv_types=("bw",))  # warm up the imports
-    df = timed("1. SUV statistics, ROIs on the PET grid (with SUVpeak)",
-               lambda: P.quantify_pet(pet, rois, suv_types=("bw", "lbm")), requirement=2.0)
+    df = timed(
+        "1. SUV statistics, ROIs on the PET grid (with SUVpeak)",
+        lambda: P.quantify_pet(pet, rois, suv_types=("bw", "lbm")),
+        requirement=2.0,
+    )
     assert len(df) == N_ROIS
     timed("   the same without SUVpeak", lambda: P.quantify_pet(pet, rois, peak=False))
 
@@ -81,8 +92,7 @@ def main():
     roi_aff = np.array([[0, 0, 1.5, lo[0] + 0.3], [0, 1.5, 0, lo[1] + 0.3], [1.5, 0, 0, lo[2] + 0.3], [0, 0, 0, 1]])
     other = rois.resample_to((roi_shape, roi_aff), order=0)
     n_other = len(np.unique(other.numpy())) - 1
-    timed(f"2. ROIs ({n_other}) on a 1.5 mm axis-aligned grid: carry (exact overlap)",
-          lambda: carry_rois(other, pet))
+    timed(f"2. ROIs ({n_other}) on a 1.5 mm axis-aligned grid: carry (exact overlap)", lambda: carry_rois(other, pet))
     timed("   carry + SUV statistics", lambda: P.quantify_pet(pet, other))
 
     # 3. ROIs on a rotated grid

@@ -45,13 +45,17 @@ def bench_t2star_speed():
         t0, c0 = time.perf_counter(), time.process_time()
         maps = rx.fit_relaxation(series, "t2star", method=method, noise_sigma=SIGMA)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"1. T2* 256x256x64x8 ({method}): {dt:.2f} s wall, {cpu:.2f} s CPU (one thread; requirement <= 5 s "
-              "for the default; wall time depends on the load of the shared machine)")
+        print(
+            f"1. T2* 256x256x64x8 ({method}): {dt:.2f} s wall, {cpu:.2f} s CPU (one thread; requirement <= 5 s "
+            "for the default; wall time depends on the load of the shared machine)"
+        )
         est = maps.time_ms.numpy()
         for t in np.unique(truth):
             sel = est[truth == t]
-            print(f"   T2* {t:4.0f} ms: median error {100 * (np.nanmedian(sel) / t - 1):+.2f} %, "
-                  f"mean-rate error {100 * (1000 / np.nanmean(1000 / sel) / t - 1):+.2f} %")
+            print(
+                f"   T2* {t:4.0f} ms: median error {100 * (np.nanmedian(sel) / t - 1):+.2f} %, "
+                f"mean-rate error {100 * (1000 / np.nanmean(1000 / sel) / t - 1):+.2f} %"
+            )
 
 
 def _report(name, est, truth, dt):
@@ -67,19 +71,25 @@ def bench_other_models():
     for b1, method in ((1.0, "exponential"), (0.8, "exponential"), (0.8, "epg")):
         stack = sim.multi_echo_se(1000.0, 1000.0 / t2, 8.0, 10, SIGMA, rng, b1=b1)
         t0 = time.perf_counter()
-        maps = rx.fit_relaxation(_series(stack[:, :, None, None], echo_times_ms=te.tolist()), "t2", method=method,
-                                 noise_sigma=SIGMA)
+        maps = rx.fit_relaxation(
+            _series(stack[:, :, None, None], echo_times_ms=te.tolist()), "t2", method=method, noise_sigma=SIGMA
+        )
         _report(f"T2 {method}, B1 {b1}", maps.time_ms.numpy()[:, 0, 0], t2, time.perf_counter() - t0)
     t1 = np.repeat([800.0, 1400.0, 2000.0], n)
     b1 = np.tile(np.linspace(0.8, 1.2, n), 3)
     stack = sim.vfa_series(20000.0, 1000.0 / t1, [3.0, 10.0, 20.0], 15.0, SIGMA, rng, b1=b1)
     t0 = time.perf_counter()
-    maps = rx.fit_relaxation(_series(stack[:, :, None, None], flip_angles_deg=[3.0, 10.0, 20.0],
-                                     repetition_time_ms=15.0), "t1vfa",
-                             b1=Volume(b1[:, None, None].astype(np.float32), np.eye(4)), noise_sigma=SIGMA)
+    maps = rx.fit_relaxation(
+        _series(stack[:, :, None, None], flip_angles_deg=[3.0, 10.0, 20.0], repetition_time_ms=15.0),
+        "t1vfa",
+        b1=Volume(b1[:, None, None].astype(np.float32), np.eye(4)),
+        noise_sigma=SIGMA,
+    )
     _report("T1 VFA with B1", maps.time_ms.numpy()[:, 0, 0], t1, time.perf_counter() - t0)
-    for model, times, make in (("t1sr", [100.0, 300.0, 700.0, 1500.0, 3000.0, 6000.0], sim.saturation_recovery_series),
-                               ("t1ir", [50.0, 250.0, 600.0, 1200.0, 2500.0, 5000.0], sim.inversion_recovery_series)):
+    for model, times, make in (
+        ("t1sr", [100.0, 300.0, 700.0, 1500.0, 3000.0, 6000.0], sim.saturation_recovery_series),
+        ("t1ir", [50.0, 250.0, 600.0, 1200.0, 2500.0, 5000.0], sim.inversion_recovery_series),
+    ):
         stack = make(1000.0, 1000.0 / t1, times, SIGMA, rng)
         key = "saturation_times_ms" if model == "t1sr" else "inversion_times_ms"
         t0 = time.perf_counter()
@@ -93,17 +103,20 @@ def bench_iron():
     shape = (12, 40, 40)
     fe = np.zeros(shape)
     for i, c in enumerate((0.2, 0.4, 0.8)):
-        fe[4 * i: 4 * i + 4, 4:36, 4:36] = c
+        fe[4 * i : 4 * i + 4, 4:36, 4:36] = c
     r = rx.agent_relaxivity("ferumoxytol", 9.4).r2s
-    pre = _series(sim.multi_echo_gre(np.full(shape, 1000.0), np.full(shape, 40.0), te, SIGMA, rng),
-                  echo_times_ms=te.tolist())
+    pre = _series(
+        sim.multi_echo_gre(np.full(shape, 1000.0), np.full(shape, 40.0), te, SIGMA, rng), echo_times_ms=te.tolist()
+    )
     post = pre.replace(data=sim.multi_echo_gre(np.full(shape, 1000.0), 40.0 + r * fe, te, SIGMA, rng))
     a = rx.fit_relaxation(post, "t2star", noise_sigma=SIGMA)
     b = rx.fit_relaxation(pre, "t2star", noise_sigma=SIGMA)
     conc = rx.concentration(rx.delta_rate(a.rate_per_s, b.rate_per_s), r).numpy()
     for c in (0.2, 0.4, 0.8):
-        print(f"4. iron {c} mM: measured {np.nanmean(conc[fe == c]):.4f} mM "
-              f"({100 * (np.nanmean(conc[fe == c]) / c - 1):+.1f} %; requirement within 10 %)")
+        print(
+            f"4. iron {c} mM: measured {np.nanmean(conc[fe == c]):.4f} mM "
+            f"({100 * (np.nanmean(conc[fe == c]) / c - 1):+.1f} %; requirement within 10 %)"
+        )
 
 
 def bench_cursor():
@@ -127,8 +140,10 @@ def bench_cursor():
     for i in range(0, min(len(ok), 4000), 200):
         panel.plot_at(series.index_to_world(ok[i][None])[0])
         times.append(panel.last_plot_ms)
-    print(f"5. cursor plot update (voxel, fit, redraw): median {np.median(times):.1f} ms, max {np.max(times):.1f} ms "
-          f"over {len(times)} positions (requirement <= 100 ms)")
+    print(
+        f"5. cursor plot update (voxel, fit, redraw): median {np.median(times):.1f} ms, max {np.max(times):.1f} ms "
+        f"over {len(times)} positions (requirement <= 100 ms)"
+    )
     viewer.close()
 
 

@@ -50,9 +50,11 @@ def bench_state_save(folder: Path) -> None:
     plain_dir = folder / "plain"
     plain_dir.mkdir()
     plain = best_of(3, lambda: [save_labels(v, plain_dir / Path(r).name, overwrite=True) for r, v in labels.items()])
-    print(f"state save, 3 labels 256x256x128: {safe:.2f} s (plain NIfTI writes of the same: {plain:.2f} s, "
-          f"{safe / plain:.2f}x); files left in the layers folder: "
-          f"{len(list(study.saved_layers_dir(path).iterdir()))} (expected 3)")
+    print(
+        f"state save, 3 labels 256x256x128: {safe:.2f} s (plain NIfTI writes of the same: {plain:.2f} s, "
+        f"{safe / plain:.2f}x); files left in the layers folder: "
+        f"{len(list(study.saved_layers_dir(path).iterdir()))} (expected 3)"
+    )
 
 
 def bench_sidecar_hash(folder: Path) -> None:
@@ -61,8 +63,10 @@ def bench_sidecar_hash(folder: Path) -> None:
     rec = provenance.record("bench")
     bare = best_of(3, lambda: save_volume(vol, folder / "bare.nii", overwrite=True))
     with_rec = best_of(3, lambda: save_volume(vol, folder / "rec.nii", overwrite=True, provenance=rec))
-    print(f"256^3 float32 .nii output: {bare:.2f} s bare, {with_rec:.2f} s with the sidecar and its output "
-          f"SHA-256 (+{with_rec - bare:.2f} s for {vol.data.nbytes / 2**20:.0f} MiB)")
+    print(
+        f"256^3 float32 .nii output: {bare:.2f} s bare, {with_rec:.2f} s with the sidecar and its output "
+        f"SHA-256 (+{with_rec - bare:.2f} s for {vol.data.nbytes / 2**20:.0f} MiB)"
+    )
 
 
 _CHILD = """
@@ -82,8 +86,10 @@ print(rss() - before)
 def bench_lazy_hash() -> None:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, check=True)
-    print(f"provenance hash of a 2 GiB lazy array: peak +{float(out.stdout.split()[-1]):.0f} MB "
-          f"(slab 256 MB; the array would be 2048 MB), {time.perf_counter() - t0:.1f} s")
+    print(
+        f"provenance hash of a 2 GiB lazy array: peak +{float(out.stdout.split()[-1]):.0f} MB "
+        f"(slab 256 MB; the array would be 2048 MB), {time.perf_counter() - t0:.1f} s"
+    )
 
 
 def main() -> None:

@@ -32,11 +32,21 @@ def accuracy():
     # clearances of 0.1-0.3 per day; for slower clearance the same noise gives about the same absolute
     # error of k (about 0.01 per day over a week), i.e. a larger relative one (printed below)
     worst = {"T_d": 0.0, "k": 0.0, "cells": 0.0, "k_abs": 0.0}
-    for i, (td, death, efflux) in enumerate([(2.0, 0.15, 0.0), (1.5, 0.1, 0.05), (3.0, 0.3, 0.02), (1.0, 0.1, 0.03),
-                                             (4.0, 0.2, 0.0)]):
-        pop = Population(name="t", cells=1e6, label_per_cell={"iron": 5.0}, route="iv", k_in={"site": 30.0},
-                         doubling_days={"site": td}, death={"site": death, "circulation": 0.0},
-                         exocytosis={"iron": efflux}, retained={"iron": 0.0}, macrophage_loss={"iron": 50.0})
+    for i, (td, death, efflux) in enumerate(
+        [(2.0, 0.15, 0.0), (1.5, 0.1, 0.05), (3.0, 0.3, 0.02), (1.0, 0.1, 0.03), (4.0, 0.2, 0.0)]
+    ):
+        pop = Population(
+            name="t",
+            cells=1e6,
+            label_per_cell={"iron": 5.0},
+            route="iv",
+            k_in={"site": 30.0},
+            doubling_days={"site": td},
+            death={"site": death, "circulation": 0.0},
+            exocytosis={"iron": efflux},
+            retained={"iron": 0.0},
+            macrophage_loss={"iron": 50.0},
+        )
         state = simulate_population(pop, days)
         rng = np.random.default_rng(100 + i)
         s = [state[d]["sites"]["site"] for d in days]

@@ -33,20 +33,26 @@ def main():
     from napari_immunotrack.simulate import cluster_scene, dual_mode_scene, quantitative_scene, registration_pair
     from napari_immunotrack.simulate.study import SIZES, make_study, make_subject, simulate_timepoint
 
-    print(f"cores available: {os.cpu_count()}; load average now: {os.getloadavg()[0]:.1f} "
-          "(wall times grow with other jobs; CPU time does not)")
+    print(
+        f"cores available: {os.cpu_count()}; load average now: {os.getloadavg()[0]:.1f} "
+        "(wall times grow with other jobs; CPU time does not)"
+    )
     print(f"full size MRI grid: {SIZES['full']['mri_shape']} at {SIZES['full']['mri_voxel']} mm")
     subject = make_subject(1, 0)
     t, res = timed(simulate_timepoint, 1.0, subject=subject, size="full")
     shapes = {k: v.spatial_shape for k, v in res["volumes"].items()}
-    print(f"simulate one timepoint, all modalities, in memory: {t:6.1f} s wall, {timed.cpu:5.1f} s CPU"
-          "   (requirement < 20 s)")
+    print(
+        f"simulate one timepoint, all modalities, in memory: {t:6.1f} s wall, {timed.cpu:5.1f} s CPU"
+        "   (requirement < 20 s)"
+    )
     print(f"  grids: {shapes}")
     with tempfile.TemporaryDirectory() as tmp:
         t, out = timed(make_study, Path(tmp) / "study", seed=0, timepoints_days=(1,), size="full")
         mb = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()) / 1e6
-        print(f"make_study one timepoint, full size, simulate + write: {t:6.1f} s wall, {timed.cpu:5.1f} s CPU"
-              f"   (requirement < 20 s; {mb:.0f} MB written)")
+        print(
+            f"make_study one timepoint, full size, simulate + write: {t:6.1f} s wall, {timed.cpu:5.1f} s CPU"
+            f"   (requirement < 20 s; {mb:.0f} MB written)"
+        )
     for fn in (cluster_scene, dual_mode_scene, quantitative_scene, registration_pair):
         t, _ = timed(fn, seed=0)
         print(f"{fn.__name__:>20}: {t:5.2f} s   (target < 1 s)")

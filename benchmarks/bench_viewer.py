@@ -79,9 +79,12 @@ def _child() -> None:
         widget.step(delta)
         widget.three_plane.refresh()  # the panels are drawn in the same turn as the canvas
         steps3.append(wait_draw(t))
-    print(f"RESULT napari_start={t_napari:.3f} first_frame={first_frame:.3f} cpu_open={cpu_open:.3f} "
-          f"all_layers={all_layers:.3f} step_max={max(steps):.3f} step_median={sorted(steps)[len(steps) // 2]:.3f} "
-          f"step3_max={max(steps3):.3f} layers={len(viewer.layers)}", flush=True)
+    print(
+        f"RESULT napari_start={t_napari:.3f} first_frame={first_frame:.3f} cpu_open={cpu_open:.3f} "
+        f"all_layers={all_layers:.3f} step_max={max(steps):.3f} step_median={sorted(steps)[len(steps) // 2]:.3f} "
+        f"step3_max={max(steps3):.3f} layers={len(viewer.layers)}",
+        flush=True,
+    )
     widget.shutdown()
     viewer.close()
 
@@ -114,23 +117,32 @@ def main() -> int:
         return max(r[key] for r in results)
 
     print(f"napari start (napari.Viewer(), not this package):     best {best('napari_start'):.2f} s")
-    print(f"open sample study -> first drawn frame:               best {best('first_frame'):.2f} s, "
-          f"worst {worst('first_frame'):.2f} s   (requirement < 5 s)")
+    print(
+        f"open sample study -> first drawn frame:               best {best('first_frame'):.2f} s, "
+        f"worst {worst('first_frame'):.2f} s   (requirement < 5 s)"
+    )
     print(f"  process CPU time of that open:                      best {best('cpu_open'):.2f} s")
-    print(f"  the hidden layers added after the first frame:      best {best('all_layers'):.2f} s "
-          f"({int(results[0]['layers'])} layers in all)")
-    print(f"timepoint step -> next drawn frame:                   median {best('step_median'):.3f} s, "
-          f"worst {worst('step_max'):.3f} s   (requirement < 0.5 s)")
-    print(f"timepoint step with the three-plane layout:           worst {worst('step3_max'):.3f} s "
-          "(requirement < 0.5 s)")
+    print(
+        f"  the hidden layers added after the first frame:      best {best('all_layers'):.2f} s "
+        f"({int(results[0]['layers'])} layers in all)"
+    )
+    print(
+        f"timepoint step -> next drawn frame:                   median {best('step_median'):.3f} s, "
+        f"worst {worst('step_max'):.3f} s   (requirement < 0.5 s)"
+    )
+    print(
+        f"timepoint step with the three-plane layout:           worst {worst('step3_max'):.3f} s (requirement < 0.5 s)"
+    )
     # the whole command a user types, process start to exit after the first screenshot
     exe = shutil.which("immunotrack") or os.path.join(os.path.dirname(sys.executable), "immunotrack")
     if os.path.exists(exe):
         shot = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bench_viewer_shot.png")
         t = time.perf_counter()
         subprocess.run([exe, "view", "--screenshot", shot], capture_output=True, timeout=600)
-        print(f"`immunotrack view --screenshot` (process start to exit, all layers, docks): "
-              f"{time.perf_counter() - t:.2f} s (no requirement; for reference)")
+        print(
+            f"`immunotrack view --screenshot` (process start to exit, all layers, docks): "
+            f"{time.perf_counter() - t:.2f} s (no requirement; for reference)"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -30,11 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_immunotrack.io import load_volume
-from napari_immunotrack.io.nifti import write_nifti
-from napari_immunotrack.outputs import atomic_output_dir, write_json, write_text
-from napari_immunotrack.simulate import cest as sim
-from napari_immunotrack.volume import Volume
+from napari_immunotrack.io import load_volume  # noqa: E402 (after the sys.path line)
+from napari_immunotrack.io.nifti import write_nifti  # noqa: E402 (after the sys.path line)
+from napari_immunotrack.outputs import atomic_output_dir, write_json, write_text  # noqa: E402 (after the sys.path line)
+from napari_immunotrack.simulate import cest as sim  # noqa: E402 (after the sys.path line)
+from napari_immunotrack.volume import Volume  # noqa: E402 (after the sys.path line)
 
 SESSION = ROOT / "sample_data" / "mouse_study" / "sub-01" / "ses-day1"  # its organ map places the slab
 TARGET = ROOT / "sample_data" / "mouse_study" / "cest" / "sub-01" / "ses-day1"
@@ -65,39 +65,61 @@ def main(overwrite: bool = False) -> Path:
     sampled[inside] = organ[tuple(src[inside].T)]
     sampled = sampled.reshape(SHAPE)
     labels = np.zeros(SHAPE, np.uint8)
-    labels[(sampled > 0) & (sampled != index.get("air", 0)) & (sampled != index.get("gut_gas", -1))
-           & (sampled != index.get("lung", -1))] = 1  # every soft tissue as muscle-like
+    labels[
+        (sampled > 0)
+        & (sampled != index.get("air", 0))
+        & (sampled != index.get("gut_gas", -1))
+        & (sampled != index.get("lung", -1))
+    ] = 1  # every soft tissue as muscle-like
     labels[sampled == index["tumour"]] = 2
     dist = np.linalg.norm(world - centre, axis=1).reshape(SHAPE)
     labels[(dist <= DEPOT_RADIUS_MM) & (labels == 2)] = 3
     # a smooth B0 field (shim residual), about +-0.3 ppm over the slab
     wx, wy, _wz = (world - centre).T.reshape((3,) + SHAPE)  # R, A, S offsets from the centre (mm)
-    b0 = 0.02 * wx - 0.015 * wy + 0.004 * (wx ** 2 + wy ** 2) / 4.0 - 0.05
+    b0 = 0.02 * wx - 0.015 * wy + 0.004 * (wx**2 + wy**2) / 4.0 - 0.05
     m0 = np.where(labels == 1, 1000.0, np.where(labels >= 2, 1100.0, 0.0))
-    out = sim.simulate_cest(labels, affine, {1: "muscle", 2: "tumour", 3: "depot"}, sim.default_offsets(61, 6.0),
-                            b0, m0, snr=110.0, wassr_offsets_ppm=sim.default_wassr_offsets(31, 1.5), seed=2021)
-    truth = dict(out["truth"], depot_centre_ras_mm=centre.tolist(), depot_radius_mm=DEPOT_RADIUS_MM,
-                 reporter={"name": "lrp", "offset_ppm": 3.4}, b0_map=f"{PREFIX}_desc-truth_b0map.nii.gz",
-                 labels={"1": "muscle", "2": "tumour", "3": "depot (LRP reporter)"},
-                 made_by="scripts/make_cest_sample.py")
+    out = sim.simulate_cest(
+        labels,
+        affine,
+        {1: "muscle", 2: "tumour", 3: "depot"},
+        sim.default_offsets(61, 6.0),
+        b0,
+        m0,
+        snr=110.0,
+        wassr_offsets_ppm=sim.default_wassr_offsets(31, 1.5),
+        seed=2021,
+    )
+    truth = dict(
+        out["truth"],
+        depot_centre_ras_mm=centre.tolist(),
+        depot_radius_mm=DEPOT_RADIUS_MM,
+        reporter={"name": "lrp", "offset_ppm": 3.4},
+        b0_map=f"{PREFIX}_desc-truth_b0map.nii.gz",
+        labels={"1": "muscle", "2": "tumour", "3": "depot (LRP reporter)"},
+        made_by="scripts/make_cest_sample.py",
+    )
     target = TARGET
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output_dir(target, overwrite=overwrite) as tmp:
         for key, stem in (("series", "cest"), ("wassr", "wassr")):
             vol = out[key]
-            scaled = Volume(np.clip(np.rint(vol.data), 0, 32767).astype(np.int16), vol.affine, "MR", "a.u.", {},
-                            stem)
+            scaled = Volume(np.clip(np.rint(vol.data), 0, 32767).astype(np.int16), vol.affine, "MR", "a.u.", {}, stem)
             write_nifti(scaled, tmp / f"{PREFIX}_{stem}.nii.gz")
             meta = {k: v for k, v in vol.metadata.items() if k != "leading_axis"}
-            meta.update(Modality="MR", Units="a.u.", SaturationPulse="continuous wave block",
-                        Description=f"simulated {'CEST' if stem == 'cest' else 'WASSR'} series (Bloch-McConnell), "
-                                    "one volume per saturation offset")
+            meta.update(
+                Modality="MR",
+                Units="a.u.",
+                SaturationPulse="continuous wave block",
+                Description=f"simulated {'CEST' if stem == 'cest' else 'WASSR'} series (Bloch-McConnell), "
+                "one volume per saturation offset",
+            )
             write_json(tmp / f"{PREFIX}_{stem}.json", meta)
         write_nifti(out["b0_ppm"], tmp / f"{PREFIX}_desc-truth_b0map.nii.gz")
         write_json(tmp / f"{PREFIX}_desc-truth_b0map.json", {"Units": "ppm", "Description": "true B0 offset"})
         write_nifti(out["labels"], tmp / f"{PREFIX}_desc-cesttissues_dseg.nii.gz", labels=True)
-        write_text(tmp / f"{PREFIX}_desc-cesttissues_dseg.tsv", "index\tname\n0\tair\n1\tmuscle\n2\ttumour\n"
-                                                                 "3\tlrp_depot\n")
+        write_text(
+            tmp / f"{PREFIX}_desc-cesttissues_dseg.tsv", "index\tname\n0\tair\n1\tmuscle\n2\ttumour\n3\tlrp_depot\n"
+        )
         write_json(tmp / f"{PREFIX}_desc-truth_cest.json", truth)
     for f in sorted(target.iterdir()):
         print(f"{f.stat().st_size / 1e6:6.2f} MB  {f.relative_to(ROOT)}")

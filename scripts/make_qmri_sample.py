@@ -89,30 +89,78 @@ def main(argv=None) -> int:
     truth_dir = OUT / "truth"
     for d in (day1, day0, truth_dir):
         d.mkdir(parents=True)
-    common = {"MagneticFieldStrength": info["field_t"], "NoiseSigma": sigma, "Modality": "MR", "Units": "a.u.",
-              "QuantisationStep": step}
+    common = {
+        "MagneticFieldStrength": info["field_t"],
+        "NoiseSigma": sigma,
+        "Modality": "MR",
+        "Units": "a.u.",
+        "QuantisationStep": step,
+    }
     p = info["protocol"]
     s = scene["series"]
     entries = [
-        (day1 / "sub-01_ses-day1_MEGRE", s["MEGRE"], dict(common, EchoTime=[t / 1000 for t in p["MEGRE"]["echo_times_ms"]],
-                                                         RepetitionTime=0.8, FlipAngle=30.0, ScanningSequence="GR")),
-        (day0 / "sub-01_ses-day0_MEGRE", scene["baseline"]["MEGRE"],
-         dict(common, EchoTime=[t / 1000 for t in p["MEGRE"]["echo_times_ms"]], RepetitionTime=0.8, FlipAngle=30.0,
-              ScanningSequence="GR")),
-        (day1 / "sub-01_ses-day1_MESE", s["MESE"], dict(common, EchoTime=[t / 1000 for t in s["MESE"].metadata[
-            "echo_times_ms"]], RepetitionTime=3.0, RefocusingFlipAngle=180.0, ScanningSequence="SE")),
-        (day1 / "sub-01_ses-day1_VFA", s["VFA"], dict(common, FlipAngle=p["VFA"]["flip_angles_deg"],
-                                                     RepetitionTime=p["VFA"]["repetition_time_ms"] / 1000,
-                                                     ScanningSequence="GR")),
-        (day1 / "sub-01_ses-day1_IRT1", s["IR"], dict(common, InversionTime=[t / 1000 for t in p["IR"][
-            "inversion_times_ms"]], RepetitionTime=10.0, ScanningSequence="IR")),
+        (
+            day1 / "sub-01_ses-day1_MEGRE",
+            s["MEGRE"],
+            dict(
+                common,
+                EchoTime=[t / 1000 for t in p["MEGRE"]["echo_times_ms"]],
+                RepetitionTime=0.8,
+                FlipAngle=30.0,
+                ScanningSequence="GR",
+            ),
+        ),
+        (
+            day0 / "sub-01_ses-day0_MEGRE",
+            scene["baseline"]["MEGRE"],
+            dict(
+                common,
+                EchoTime=[t / 1000 for t in p["MEGRE"]["echo_times_ms"]],
+                RepetitionTime=0.8,
+                FlipAngle=30.0,
+                ScanningSequence="GR",
+            ),
+        ),
+        (
+            day1 / "sub-01_ses-day1_MESE",
+            s["MESE"],
+            dict(
+                common,
+                EchoTime=[t / 1000 for t in s["MESE"].metadata["echo_times_ms"]],
+                RepetitionTime=3.0,
+                RefocusingFlipAngle=180.0,
+                ScanningSequence="SE",
+            ),
+        ),
+        (
+            day1 / "sub-01_ses-day1_VFA",
+            s["VFA"],
+            dict(
+                common,
+                FlipAngle=p["VFA"]["flip_angles_deg"],
+                RepetitionTime=p["VFA"]["repetition_time_ms"] / 1000,
+                ScanningSequence="GR",
+            ),
+        ),
+        (
+            day1 / "sub-01_ses-day1_IRT1",
+            s["IR"],
+            dict(
+                common,
+                InversionTime=[t / 1000 for t in p["IR"]["inversion_times_ms"]],
+                RepetitionTime=10.0,
+                ScanningSequence="IR",
+            ),
+        ),
     ]
     for stem, vol, side in entries:
         _write(vol, stem.with_name(stem.name + ".nii.gz"), step)
         _sidecar(stem.with_name(stem.name + ".json"), side)
     _write(scene["b1"], day1 / "sub-01_ses-day1_TB1map.nii.gz")
-    _sidecar(day1 / "sub-01_ses-day1_TB1map.json", {"Units": "relative", "Modality": "MR",
-                                                    "Description": "relative flip angle (1 = nominal)"})
+    _sidecar(
+        day1 / "sub-01_ses-day1_TB1map.json",
+        {"Units": "relative", "Modality": "MR", "Description": "relative flip angle (1 = nominal)"},
+    )
     for key in ("T2star_ms", "T2_ms", "T1_ms", "Fe_mM"):
         _write(scene["truth"][key], truth_dir / f"sub-01_ses-day1_desc-truth_{key}.nii.gz")
     _write(scene["truth"]["R2star_baseline_per_s"], truth_dir / "sub-01_ses-day0_desc-truth_R2star_per_s.nii.gz")

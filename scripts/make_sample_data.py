@@ -54,8 +54,15 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     try:
-        out = make_study(args.out, seed=SEED, timepoints_days=TIMEPOINTS_DAYS, subjects=1, size=SIZE,
-                         overwrite=args.overwrite, progress=text_progress("simulating"))
+        out = make_study(
+            args.out,
+            seed=SEED,
+            timepoints_days=TIMEPOINTS_DAYS,
+            subjects=1,
+            size=SIZE,
+            overwrite=args.overwrite,
+            progress=text_progress("simulating"),
+        )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -45,9 +45,12 @@ def main(root: Path) -> None:
             if datatype == "pet":
                 pet_in_mri = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
             out = xfm / f"sub-{f.subject}_ses-{session}_from-{datatype}_to-anat.tfm"
-            write_transform(out, result.fixed_to_moving, overwrite=True,
-                            provenance=record("register", inputs={"fixed": fixed, "moving": f.path},
-                                              parameters=result.parameters))
+            write_transform(
+                out,
+                result.fixed_to_moving,
+                overwrite=True,
+                provenance=record("register", inputs={"fixed": fixed, "moving": f.path}, parameters=result.parameters),
+            )
             print(f"{session} {datatype}: metric {result.metric_initial:.3f} -> {result.metric_final:.3f}, {out.name}")
 
 

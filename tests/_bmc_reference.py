@@ -16,9 +16,9 @@ import numpy as np
 bmctool = __import__("pytest").importorskip("bmctool")  # the testing extra; never downloaded at test time
 pp = __import__("pytest").importorskip("pypulseq")
 
-from bmctool.parameters import Parameters
-from bmctool.parameters.CESTPool import CESTPool
-from bmctool.simulation import BMCSim
+from bmctool.parameters import Parameters  # noqa: E402 (after the importorskip)
+from bmctool.parameters.CESTPool import CESTPool  # noqa: E402 (after the importorskip)
+from bmctool.simulation import BMCSim  # noqa: E402 (after the importorskip)
 
 CONFIG_5POOL = Path(bmctool.__file__).parent / "library" / "sim-library" / "config_5pool.yaml"
 GAMMA_MHZ = 42.5764
@@ -30,8 +30,9 @@ def _sequence(offsets_ppm, b1_ut, tsat_s, field_t):
     flip = b1_ut * 1e-6 * 2 * np.pi * GAMMA_MHZ * 1e6 * tsat_s
     adc = pp.make_adc(num_samples=1, duration=1e-3)
     for off in offsets_ppm:
-        seq.add_block(pp.make_block_pulse(flip_angle=flip, duration=tsat_s, freq_offset=off * GAMMA_MHZ * field_t,
-                                          system=system))
+        seq.add_block(
+            pp.make_block_pulse(flip_angle=flip, duration=tsat_s, freq_offset=off * GAMMA_MHZ * field_t, system=system)
+        )
         seq.add_block(pp.make_delay(1e-3))
         seq.add_block(adc)
     seq.set_definition("offsets_ppm", [float(o) for o in offsets_ppm])
@@ -49,8 +50,14 @@ def parameters(drop=(), add=()):
 
 
 @functools.lru_cache(maxsize=64)
-def z_spectrum(offsets_ppm: tuple, b0_shift_ppm: float = 0.0, b1_ut: float = 1.0, tsat_s: float = 2.0,
-               drop: tuple = (), add: tuple = ()) -> np.ndarray:
+def z_spectrum(
+    offsets_ppm: tuple,
+    b0_shift_ppm: float = 0.0,
+    b1_ut: float = 1.0,
+    tsat_s: float = 2.0,
+    drop: tuple = (),
+    add: tuple = (),
+) -> np.ndarray:
     """Z at the nominal ``offsets_ppm`` of a voxel whose water line sits at ``b0_shift_ppm``."""
     params = parameters(drop, add)
     field_t = float(params.system.b0)

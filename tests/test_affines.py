@@ -24,8 +24,7 @@ def test_lps_transform_matches_point_conversion():
     moved_lps = p_lps @ m[:3, :3].T + m[:3, 3]
     m_ras = affines.lps_to_ras_transform(m)
     p_ras = affines.lps_to_ras_points(p_lps)
-    np.testing.assert_allclose(p_ras @ m_ras[:3, :3].T + m_ras[:3, 3], affines.lps_to_ras_points(moved_lps),
-                               atol=1e-12)
+    np.testing.assert_allclose(p_ras @ m_ras[:3, :3].T + m_ras[:3, 3], affines.lps_to_ras_points(moved_lps), atol=1e-12)
 
 
 def test_reverse_index_order_agrees_with_nibabel(tmp_path):
@@ -53,7 +52,7 @@ def test_zyx_grid_affine_matches_volume_spacing():
 
 
 def test_sitk_agrees_with_lps_conversion():
-    sitk = pytest.importorskip("SimpleITK")
+    pytest.importorskip("SimpleITK")
     from napari_immunotrack.registration import volume_to_sitk
 
     a = affines.zyx_grid_affine((2.0, 1.0, 0.5), (10.0, -3.0, 4.0))

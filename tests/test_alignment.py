@@ -44,8 +44,16 @@ def _quiet(fn, *args, **kwargs):
 def test_repositioned_session_within_half_a_voxel(mouse, reference, seed):
     rng = np.random.default_rng(100 + seed)
     pose = S.random_pose(rng, 15.0, 3.0, CENTRE)["matrix"]
-    moving = S.session_mri(mouse, pose, voxel_mm=VOXEL, fov_mm=FOV, seed=10 + seed, gain=rng.uniform(0.6, 1.5),
-                           bias_strength=0.25, fov_offset_mm=rng.uniform(-1, 1, 3))
+    moving = S.session_mri(
+        mouse,
+        pose,
+        voxel_mm=VOXEL,
+        fov_mm=FOV,
+        seed=10 + seed,
+        gain=rng.uniform(0.6, 1.5),
+        bias_strength=0.25,
+        fov_offset_mm=rng.uniform(-1, 1, 3),
+    )
     result = align_mri(reference.volume, moving.volume)
     tre = _tre(result, reference, pose)
     assert tre.mean() <= 0.5 * VOXEL, tre.mean()
@@ -108,16 +116,20 @@ def test_align_study_saves_reuses_and_reports(tmp_path, mouse):
     from napari_immunotrack.io.transforms import read_transform
 
     root = tmp_path / "study"
-    poses = {"day0": np.eye(4), "day1": S.pose_matrix((8, -4, 10), (2, 1, -1), CENTRE),
-             "day3": S.pose_matrix((-12, 6, -5), (-1.5, 2, 0.5), CENTRE)}
+    poses = {
+        "day0": np.eye(4),
+        "day1": S.pose_matrix((8, -4, 10), (2, 1, -1), CENTRE),
+        "day3": S.pose_matrix((-12, 6, -5), (-1.5, 2, 0.5), CENTRE),
+    }
     for n, (ses, pose) in enumerate(poses.items()):
-        img = S.session_mri(mouse, pose, voxel_mm=VOXEL, fov_mm=FOV, seed=30 + n, gain=1 + 0.2 * n,
-                            bias_strength=0.2)
+        img = S.session_mri(mouse, pose, voxel_mm=VOXEL, fov_mm=FOV, seed=30 + n, gain=1 + 0.2 * n, bias_strength=0.2)
         folder = root / "sub-01" / f"ses-{ses}" / "anat"
         folder.mkdir(parents=True)
         save_volume(img.volume, folder / f"sub-01_ses-{ses}_T2w.nii.gz")
     (root / "sub-01" / "ses-day7" / "anat").mkdir(parents=True)
-    shutil.copy(folder / "sub-01_ses-day3_T2w.nii.gz", root / "sub-01" / "ses-day7" / "anat" / "sub-01_ses-day7_T1w.nii.gz")
+    shutil.copy(
+        folder / "sub-01_ses-day3_T2w.nii.gz", root / "sub-01" / "ses-day7" / "anat" / "sub-01_ses-day7_T1w.nii.gz"
+    )
 
     results = {r.session: r for r in align_study(root, contrast="T2w")}
     assert results["day0"].status == "reference"

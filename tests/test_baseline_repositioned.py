@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from test_clusters import centroids, decoys_hit, match
 
 from napari_immunotrack.alignment import baseline_alignment
 from napari_immunotrack.analysis import clusters as C
@@ -18,8 +19,6 @@ from napari_immunotrack.simulate.mri import rician
 from napari_immunotrack.simulate.phantom import grid_affine
 from napari_immunotrack.simulate.sessions import bias_field, pose_matrix
 from napari_immunotrack.volume import Volume
-
-from test_clusters import centroids, decoys_hit, match
 
 
 def repositioned_baseline(scene, seed, rotation_deg=8.0, shift_mm=1.0, gain=1.3, bias=0.2):
@@ -40,9 +39,15 @@ def repositioned_baseline(scene, seed, rotation_deg=8.0, shift_mm=1.0, gain=1.3,
 def _score(scene, baseline, transform, tolerance):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
-        res = C.segment_clusters(scene["post"], baseline=baseline, reference_mask=scene["reference_mask"],
-                                 search_mask=scene["search_mask"], background_mask=scene["background_mask"],
-                                 baseline_transform=transform, baseline_tolerance_voxels=tolerance)
+        res = C.segment_clusters(
+            scene["post"],
+            baseline=baseline,
+            reference_mask=scene["reference_mask"],
+            search_mask=scene["search_mask"],
+            background_mask=scene["background_mask"],
+            baseline_transform=transform,
+            baseline_tolerance_voxels=tolerance,
+        )
     tp, fp, fn, _ = match(centroids(res.table), [c["centroid_ras_mm"] for c in scene["truth"]["clusters"]])
     return 2 * tp / max(2 * tp + fp + fn, 1), decoys_hit(centroids(res.table), scene["truth"]["decoys"])
 
@@ -71,8 +76,7 @@ def test_ten_repositioned_pairs_at_the_detection_limit():
     of 10 repositioned, re-gained, re-biased pairs."""
     f1s, decoys = [], []
     for seed in range(10):
-        scene, baseline, _, transform, record = _pair(seed, snr=11, near_touching=True,
-                                                      iron_pg_range=(1500.0, 6000.0))
+        scene, baseline, _, transform, record = _pair(seed, snr=11, near_touching=True, iron_pg_range=(1500.0, 6000.0))
         f1, hits = _score(scene, baseline, transform, record["tolerance_voxels"])
         f1s.append(f1)
         decoys.append(hits)

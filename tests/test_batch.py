@@ -159,9 +159,24 @@ def test_rerun_skips_unchanged_tasks_and_redoes_changed_ones(first_run, broken_c
 def test_killed_run_resumes_without_redoing_finished_subjects(cohort, tmp_path):
     out = tmp_path / "results"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-m", "napari_immunotrack.cli", "batch", str(EXAMPLE), str(cohort),
-                             "-o", str(out), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "napari_immunotrack.cli",
+            "batch",
+            str(EXAMPLE),
+            str(cohort),
+            "-o",
+            str(out),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 150
         while not list(out.glob("sub-*/ses-*/done.json")) and time.monotonic() < deadline and proc.poll() is None:
@@ -216,13 +231,18 @@ def test_chunked_clusters_equal_in_memory_and_are_written_chunk_by_chunk(cohort,
     folder = B.task_folder(tmp_path, task)
     chunked = load_volume(folder / "clusters.ome.zarr")
     assert type(chunked.data).__module__.startswith("dask")
-    assert np.array_equal(chunked.numpy(), labels_mem) and np.allclose(chunked.affine, memory.volumes["clusters"].affine)
+    assert np.array_equal(chunked.numpy(), labels_mem) and np.allclose(
+        chunked.affine, memory.volumes["clusters"].affine
+    )
     # same clusters; the statistics summed chunk by chunk differ only in the last bits (summation order)
     table, expected = _read(folder / "clusters.csv"), _read_table(memory.tables["clusters"], tmp_path)
     assert table[["label", "voxels", "split"]].equals(expected[["label", "voxels", "split"]])
     pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-9, atol=0)
-    crossing = sum(len({int(i) // c for i in np.nonzero(labels_mem == lab)[axis]}) > 1
-                   for lab in range(1, labels_mem.max() + 1) for axis, c in enumerate((24, 20, 20)))
+    crossing = sum(
+        len({int(i) // c for i in np.nonzero(labels_mem == lab)[axis]}) > 1
+        for lab in range(1, labels_mem.max() + 1)
+        for axis, c in enumerate((24, 20, 20))
+    )
     assert crossing >= 1
 
 
@@ -234,12 +254,26 @@ def _read_table(df, tmp_path):
 
 # ----------------------------------------------------------------------------- pipeline files
 def test_pipeline_from_settings_round_trip():
-    settings = {"name": "from-widgets", "clusters": {"method": "fraction", "threshold": np.float64(0.45),
-                                                     "min_size": np.int64(4), "connectivity": 26,
-                                                     "baseline_ratio": 0.6, "split_touching": True},
-                "confirm": {"t1_threshold": 0.25, "t2_threshold": 0.2, "k_sigma": 3.0, "k_sigma_grow": 2.0,
-                            "min_size": 3, "opening": False},
-                "register": {"transform": "rigid", "bins": 48}}
+    settings = {
+        "name": "from-widgets",
+        "clusters": {
+            "method": "fraction",
+            "threshold": np.float64(0.45),
+            "min_size": np.int64(4),
+            "connectivity": 26,
+            "baseline_ratio": 0.6,
+            "split_touching": True,
+        },
+        "confirm": {
+            "t1_threshold": 0.25,
+            "t2_threshold": 0.2,
+            "k_sigma": 3.0,
+            "k_sigma_grow": 2.0,
+            "min_size": 3,
+            "opening": False,
+        },
+        "register": {"transform": "rigid", "bins": 48},
+    }
     text = B.pipeline_from_settings(settings)
     p = B.parse_pipeline(text)
     assert p.name == "from-widgets" and list(p.steps) == ["register", "clusters", "confirm"]
@@ -258,16 +292,22 @@ def test_parameter_hash_follows_results_not_spelling():
     assert a.sha256 == b.sha256 != c.sha256
 
 
-@pytest.mark.parametrize("text,line,words", [
-    ("steps:\n  register: {}\n  segment: {}\n", 3, ["unknown step 'segment'"]),
-    ("name: x\nsteps:\n  clusters:\n    method: fraction\n    treshold: 0.4\n", 5,
-     ["unknown parameter 'treshold'", "step clusters", "did you mean 'threshold'"]),
-    ("steps:\n  - register\n  - clusters: {min_size: three}\n", 3, ["clusters.min_size must be a whole number"]),
-    ("steps:\n  clusters: {method: otsu}\n", 2, ["otsu"]),
-    ("stepz:\n  clusters: {}\n", 1, ["unknown key 'stepz'", "did you mean 'steps'"]),
-    ("steps:\n  f19: {}\ninputs:\n  T1: anat/*_T1w.nii.gz\n", 4, ["unknown input 'T1'"]),
-    ("steps:\n  clusters: {threshold: 0.4\n", 3, ["not valid YAML"]),
-])
+@pytest.mark.parametrize(
+    "text,line,words",
+    [
+        ("steps:\n  register: {}\n  segment: {}\n", 3, ["unknown step 'segment'"]),
+        (
+            "name: x\nsteps:\n  clusters:\n    method: fraction\n    treshold: 0.4\n",
+            5,
+            ["unknown parameter 'treshold'", "step clusters", "did you mean 'threshold'"],
+        ),
+        ("steps:\n  - register\n  - clusters: {min_size: three}\n", 3, ["clusters.min_size must be a whole number"]),
+        ("steps:\n  clusters: {method: otsu}\n", 2, ["otsu"]),
+        ("stepz:\n  clusters: {}\n", 1, ["unknown key 'stepz'", "did you mean 'steps'"]),
+        ("steps:\n  f19: {}\ninputs:\n  T1: anat/*_T1w.nii.gz\n", 4, ["unknown input 'T1'"]),
+        ("steps:\n  clusters: {threshold: 0.4\n", 3, ["not valid YAML"]),
+    ],
+)
 def test_bad_pipeline_files_name_the_problem_and_its_line(tmp_path, capsys, cohort, text, line, words):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -294,8 +334,10 @@ def test_bad_cohort_scheduler_and_output_folder_fail_before_any_work(tmp_path, c
     (empty / "scans").mkdir(parents=True)
     fails([EXAMPLE, empty, "-o", tmp_path / "o1"], "no subject folder matching 'sub-*'")
     assert not (tmp_path / "o1").exists()
-    took = fails([EXAMPLE, cohort, "-o", tmp_path / "o2", "--scheduler", "tcp://127.0.0.1:9"],
-                 "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    took = fails(
+        [EXAMPLE, cohort, "-o", tmp_path / "o2", "--scheduler", "tcp://127.0.0.1:9"],
+        "cannot reach the Dask scheduler at tcp://127.0.0.1:9",
+    )
     assert took < 20 and not (tmp_path / "o2").exists()
     fails([EXAMPLE, cohort, "-o", tmp_path / "o3", "--scheduler", "not an address"], "not a Dask scheduler address")
     # the dashboard's port (or any web server) instead of the scheduler's
@@ -308,8 +350,11 @@ def test_bad_cohort_scheduler_and_output_folder_fail_before_any_work(tmp_path, c
 
     with socketserver.TCPServer(("127.0.0.1", 0), Web) as web:
         threading.Thread(target=web.serve_forever, daemon=True).start()
-        fails([EXAMPLE, cohort, "-o", tmp_path / "o3", "--scheduler", f"tcp://127.0.0.1:{web.server_address[1]}"],
-              "is not a Dask scheduler", "8786")
+        fails(
+            [EXAMPLE, cohort, "-o", tmp_path / "o3", "--scheduler", f"tcp://127.0.0.1:{web.server_address[1]}"],
+            "is not a Dask scheduler",
+            "8786",
+        )
         web.shutdown()
     assert not (tmp_path / "o3").exists()
     # a folder holding another pipeline's results is left alone
@@ -317,8 +362,12 @@ def test_bad_cohort_scheduler_and_output_folder_fail_before_any_work(tmp_path, c
     other = tmp_path / "other.yaml"
     other.write_text(EXAMPLE.read_text().replace("threshold: 0.5", "threshold: 0.4"))
     before = sorted(p.name for p in previous.iterdir())
-    fails([other, cohort, "-o", previous], "holds the results of another pipeline ('car-t-tracking'",
-          "clusters.threshold 0.5 -> 0.4", "--overwrite")
+    fails(
+        [other, cohort, "-o", previous],
+        "holds the results of another pipeline ('car-t-tracking'",
+        "clusters.threshold 0.5 -> 0.4",
+        "--overwrite",
+    )
     assert sorted(p.name for p in previous.iterdir()) == before
     occupied = tmp_path / "occupied"
     occupied.mkdir()

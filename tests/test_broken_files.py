@@ -39,7 +39,7 @@ def _nifti(path: Path, data=None, edit=None, cut=None, gz=False):
     img.set_qform(AFFINE, code=1)
     img.header.set_data_offset(352)
     raw = bytearray(img.header.binaryblock + b"\x00" * 4 + np.asarray(data).tobytes(order="F"))
-    for offset, fmt, value in (edit or []):
+    for offset, fmt, value in edit or []:
         struct.pack_into(fmt, raw, offset, value)
     raw = bytes(raw[:cut] if cut else raw)
     path.write_bytes(gzip.compress(raw) if gz else raw)
@@ -124,8 +124,9 @@ def dcm_series_without_pixel_spacing(d):
 
 
 def dcm_series_with_mixed_orientations(d):
-    return _series(d / "series", extra={"ImageOrientationPatient":
-                                        lambda s, f: [1, 0, 0, 0, 1, 0] if s else [0, 1, 0, 0, 0, -1]})
+    return _series(
+        d / "series", extra={"ImageOrientationPatient": lambda s, f: [1, 0, 0, 0, 1, 0] if s else [0, 1, 0, 0, 0, -1]}
+    )
 
 
 def dcm_one_slice_file(d):
@@ -245,8 +246,7 @@ def test_mixed_series_folder(tmp_path, capsys, notifications):
 def test_a_volume_that_opens_but_cannot_be_shown_is_a_notification(tmp_path, notifications):
     """A voxel 1 km wide beside 1 mm ones (a typo in the sform) would ask napari for a display grid of
     billions of voxels: the reader says so instead of freezing the viewer."""
-    path = _nifti(tmp_path / "typo.nii", edit=[(254, "<h", 1), (280, "<f", -1e6), (284, "<f", 0.0),
-                                                 (288, "<f", 1.0)])
+    path = _nifti(tmp_path / "typo.nii", edit=[(254, "<h", 1), (280, "<f", -1e6), (284, "<f", 0.0), (288, "<f", 1.0)])
     assert load_volume(path).spacing.max() > 1e5  # it opens: the header is only absurd
     shown = _napari_one_error(path, notifications)
     assert "cannot be shown" in shown and "voxel sizes" in shown

@@ -83,8 +83,12 @@ def test_lorentzian_fit_recovers_its_model_exactly():
 # ----------------------------------------------------------------------------- Bloch-McConnell (bmctool)
 def test_own_bloch_mcconnell_solver_agrees_with_bmctool():
     params = ref.parameters()
-    tissue = sim.Tissue("cfg", params.water_pool.t1, params.water_pool.t2,
-                        tuple(sim.BMPool(f"p{i}", p.f, p.t1, p.t2, p.k, p.dw) for i, p in enumerate(params.cest_pools)))
+    tissue = sim.Tissue(
+        "cfg",
+        params.water_pool.t1,
+        params.water_pool.t2,
+        tuple(sim.BMPool(f"p{i}", p.f, p.t1, p.t2, p.k, p.dw) for i, p in enumerate(params.cest_pools)),
+    )
     mine = sim.bloch_mcconnell_z(tissue, np.array(OFFSETS), b1_ut=1.0, tsat_s=2.0, field_t=float(params.system.b0))
     theirs = ref.z_spectrum(OFFSETS)
     assert np.max(np.abs(mine - theirs)) < 3e-3  # bmctool rounds gamma and adds 1 ms gaps
@@ -152,16 +156,29 @@ def _small_study(tmp_path=None, snr=100.0):
     _, yy, xx = np.mgrid[0:2, 0:12, 0:12]
     b0 = (0.03 * (xx - 6) - 0.02 * (yy - 6)).astype(float)
     m0 = np.where(labels > 0, 1000.0, 0.0)
-    out = sim.simulate_cest(labels, np.diag([0.5, 0.5, 1.0, 1.0]), {1: "muscle", 2: "tumour", 3: "depot"},
-                            sim.default_offsets(61, 6.0), b0, m0, snr=snr,
-                            wassr_offsets_ppm=sim.default_wassr_offsets(31, 1.5), seed=1)
+    out = sim.simulate_cest(
+        labels,
+        np.diag([0.5, 0.5, 1.0, 1.0]),
+        {1: "muscle", 2: "tumour", 3: "depot"},
+        sim.default_offsets(61, 6.0),
+        b0,
+        m0,
+        snr=snr,
+        wassr_offsets_ppm=sim.default_wassr_offsets(31, 1.5),
+        seed=1,
+    )
     return out, labels, b0
 
 
 def test_analyse_cest_volumes_b0_and_reporter_depot():
     out, labels, b0 = _small_study(snr=400)
-    res = cest.analyse_cest(out["series"], wassr=out["wassr"], mtrasym_ppm=[3.4, 2.0],
-                            pools=cest.make_pools(["amide", "amine", "noe", "mt"], {"lrp": 3.4}), fit=False)
+    res = cest.analyse_cest(
+        out["series"],
+        wassr=out["wassr"],
+        mtrasym_ppm=[3.4, 2.0],
+        pools=cest.make_pools(["amide", "amine", "noe", "mt"], {"lrp": 3.4}),
+        fit=False,
+    )
     got = res.maps["b0_ppm"].data
     inside = labels > 0
     assert np.nanmax(np.abs(got[inside] - b0[inside])) < 0.02
@@ -200,8 +217,13 @@ def test_bad_input_says_what_is_missing():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "napari_immunotrack.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "napari_immunotrack.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_cli_writes_maps_atomically_and_refuses_existing(tmp_path):
@@ -218,13 +240,36 @@ def test_cli_writes_maps_atomically_and_refuses_existing(tmp_path):
     (tmp_path / "offsets.txt").write_text(offsets.replace(",", "\n"))
     w_offsets = ",".join(f"{v:g}" for v in out["wassr"].metadata["SaturationOffsetsPPM"])
     target = tmp_path / "maps"
-    r = _cli("cest", series_path, "--offsets-ppm", tmp_path / "offsets.txt", "--m0-offset", "-300", "--wassr",
-             wassr_path, "--wassr-offsets-ppm", w_offsets, "-o", target, "--pool", "lrp:3.4",
-             "--mtrasym-ppm", "3.4,2")
+    r = _cli(
+        "cest",
+        series_path,
+        "--offsets-ppm",
+        tmp_path / "offsets.txt",
+        "--m0-offset",
+        "-300",
+        "--wassr",
+        wassr_path,
+        "--wassr-offsets-ppm",
+        w_offsets,
+        "-o",
+        target,
+        "--pool",
+        "lrp:3.4",
+        "--mtrasym-ppm",
+        "3.4,2",
+    )
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in target.glob("*.nii.gz"))
-    for expected in ("b0_ppm.nii.gz", "mtrasym_3.4ppm.nii.gz", "mtrasym_2ppm.nii.gz", "amplitude_amide.nii.gz",
-                     "amplitude_lrp.nii.gz", "amplitude_mt.nii.gz", "width_noe.nii.gz", "offset_amine.nii.gz"):
+    for expected in (
+        "b0_ppm.nii.gz",
+        "mtrasym_3.4ppm.nii.gz",
+        "mtrasym_2ppm.nii.gz",
+        "amplitude_amide.nii.gz",
+        "amplitude_lrp.nii.gz",
+        "amplitude_mt.nii.gz",
+        "width_noe.nii.gz",
+        "offset_amine.nii.gz",
+    ):
         assert expected in names
         assert (target / (expected + ".provenance.json")).exists()
     b0_map = nib.load(target / "b0_ppm.nii.gz")
@@ -267,9 +312,13 @@ def test_cest_step_on_the_sample_session_gives_organ_means():
         pytest.skip("sample CEST series not generated on this branch")
     truth = json.loads(next(root.glob("*_desc-truth_cest.json")).read_text())
     tissues = next(root.glob("*_desc-cesttissues_dseg.nii.gz"))
-    maps, table = cest.cest_step({"cest": series[0], "cest_wassr": next(root.glob("*_wassr.nii.gz")),
-                                  "dseg": tissues}, mtrasym_ppm=[3.4], pools=("amine", "noe", "mt"),
-                                  extra_pools={"lrp": 3.4}, label_names={1: "muscle", 2: "tumour", 3: "depot"})
+    maps, table = cest.cest_step(
+        {"cest": series[0], "cest_wassr": next(root.glob("*_wassr.nii.gz")), "dseg": tissues},
+        mtrasym_ppm=[3.4],
+        pools=("amine", "noe", "mt"),
+        extra_pools={"lrp": 3.4},
+        label_names={1: "muscle", 2: "tumour", 3: "depot"},
+    )
     from napari_immunotrack.io import load_volume
 
     b0_truth = load_volume(next(root.glob("*_desc-truth_b0map.nii.gz"))).numpy()

@@ -108,8 +108,10 @@ def test_info_of_output_table_shows_provenance(tmp_path, capsys):
     assert data["provenance"]["inputs"]["pet"]["sha256"] == provenance.sha256_path(source)
     assert data["table"] == {"rows": 1, "columns": ["label", "mean_bq_ml"]}
     assert data["provenance"]["output_sha256"] == provenance.sha256_path(table)
-    assert data["provenance_matches_output"] is True and "output sha256: matches this file" in \
-        (main(["info", str(table)]), capsys.readouterr().out)[1]
+    assert (
+        data["provenance_matches_output"] is True
+        and "output sha256: matches this file" in (main(["info", str(table)]), capsys.readouterr().out)[1]
+    )
     # the table edited by hand (or a new table beside an old record): info says the record is not for it
     table.write_text(table.read_text().replace("1234.5", "999.0"))
     assert main(["info", str(table)]) == 0
@@ -128,8 +130,12 @@ def test_info_zarr_pyramid(tmp_path, capsys):
     from napari_immunotrack.io.zarr import write_ome_zarr
     from napari_immunotrack.volume import Volume
 
-    write_ome_zarr(Volume(np.zeros((8, 16, 16), np.uint16), np.diag([0.01, 0.01, 0.02, 1.0])),
-                   tmp_path / "s.ome.zarr", levels=2, chunks=(8, 8, 8))
+    write_ome_zarr(
+        Volume(np.zeros((8, 16, 16), np.uint16), np.diag([0.01, 0.01, 0.02, 1.0])),
+        tmp_path / "s.ome.zarr",
+        levels=2,
+        chunks=(8, 8, 8),
+    )
     info = run_json(capsys, tmp_path / "s.ome.zarr")["volumes"][0]
     # the diagonal affine runs axis 0 along x (R): the file stores it in canonical (z, y, x) order
     assert info["pyramid_shapes"] == [[16, 16, 8], [8, 8, 4]] and info["orientation"] == "SAR"
@@ -137,20 +143,22 @@ def test_info_zarr_pyramid(tmp_path, capsys):
 
 
 def test_cli_does_not_import_napari_or_qt():
-    code = ("import napari_immunotrack.cli, napari_immunotrack.commands.info, napari_immunotrack.io, sys; "
-            "napari_immunotrack.cli.build_parser(); "
-            "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'vispy') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import napari_immunotrack.cli, napari_immunotrack.commands.info, napari_immunotrack.io, sys; "
+        "napari_immunotrack.cli.build_parser(); "
+        "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'vispy') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_real_subprocess(tmp_path):
     exe = VENV_BIN / "immunotrack"
     assert exe.exists(), exe
-    ok = subprocess.run([str(exe), "info", os.path.join(data_path, "anatomical.nii")], capture_output=True,
-                        text=True, timeout=120)
+    ok = subprocess.run(
+        [str(exe), "info", os.path.join(data_path, "anatomical.nii")], capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0 and "shape: [25, 41, 33]" in ok.stdout and ok.stderr == ""
-    bad = subprocess.run([str(exe), "info", str(tmp_path / "missing.nii")], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run([str(exe), "info", str(tmp_path / "missing.nii")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr

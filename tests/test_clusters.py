@@ -20,7 +20,7 @@ TOL_MM = 0.35  # a detection matches a true cluster when its centroid is this cl
 
 
 # ----------------------------------------------------------------- helpers
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scene(seed=0, snr=20.0, near=False):
     from napari_immunotrack.simulate import cluster_scene
 
@@ -30,8 +30,14 @@ def scene(seed=0, snr=20.0, near=False):
 def run_scene(s, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
-        return C.segment_clusters(s["post"], baseline=s["pre"], reference_mask=s["reference_mask"],
-                                  search_mask=s["search_mask"], background_mask=s["background_mask"], **kw)
+        return C.segment_clusters(
+            s["post"],
+            baseline=s["pre"],
+            reference_mask=s["reference_mask"],
+            search_mask=s["search_mask"],
+            background_mask=s["background_mask"],
+            **kw,
+        )
 
 
 def centroids(table):
@@ -115,8 +121,12 @@ def test_without_baseline_the_decoys_are_reported():
     s = scene(0, 20.0, False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
-        res = C.segment_clusters(s["post"], reference_mask=s["reference_mask"], search_mask=s["search_mask"],
-                                 background_mask=s["background_mask"])
+        res = C.segment_clusters(
+            s["post"],
+            reference_mask=s["reference_mask"],
+            search_mask=s["search_mask"],
+            background_mask=s["background_mask"],
+        )
     assert decoys_hit(centroids(res.table), s["truth"]["decoys"]) >= 3
     assert not res.parameters["baseline"]
     assert res.table.baseline_ratio.isna().all()
@@ -127,7 +137,7 @@ def test_table_values_against_truth_and_definitions():
     res = run_scene(s)
     t = res.table
     assert list(t.columns) == C.TABLE_COLUMNS
-    np.testing.assert_allclose(t.volume_mm3, t.voxels * 0.1 ** 3)
+    np.testing.assert_allclose(t.volume_mm3, t.voxels * 0.1**3)
     # blooms are voids: min near the Rician floor, baseline ratio well under the 0.6 rule
     assert (t.min_signal_norm < 0.15).all() and (t.baseline_ratio < 0.45).all()
     # CNR = (mean_ref - mean_cluster) / sigma
@@ -175,8 +185,9 @@ def _pair(distance_mm, direction=(0.7071, 0.7071, 0.0), seed=0, snr=20.0):
     return Volume(post, aff), Volume(pre, aff), Volume(ref, aff), np.array([c - d, c + d])
 
 
-@pytest.mark.parametrize("distance,direction", [(0.55, (0.7071, 0.7071, 0.0)), (0.55, (1.0, 0.0, 0.0)),
-                                                (0.6, (0.7071, 0.0, 0.7071))])
+@pytest.mark.parametrize(
+    "distance,direction", [(0.55, (0.7071, 0.7071, 0.0)), (0.55, (1.0, 0.0, 0.0)), (0.6, (0.7071, 0.0, 0.7071))]
+)
 def test_touching_blooms_are_split(distance, direction):
     """Blooms that merge into one component (a saddle under r = 0.5) come out as two clusters."""
     post, pre, ref, truth = _pair(distance, direction)
@@ -258,9 +269,9 @@ def test_blob_detector_finds_single_voxel_voids_the_fraction_rule_misses():
     clean_vox = [(8, 8, 8), (8, 22, 20), (22, 10, 16), (20, 24, 24)]
     for z, y, x in clean_vox:  # a one-voxel void with partial volume around it: r ~ 0.55 at its centre
         data[z, y, x] = 55.0
-        data[z - 1:z + 2, y, x] = np.minimum(data[z - 1:z + 2, y, x], 80.0)
-        data[z, y - 1:y + 2, x] = np.minimum(data[z, y - 1:y + 2, x], 80.0)
-        data[z, y, x - 1:x + 2] = np.minimum(data[z, y, x - 1:x + 2], 80.0)
+        data[z - 1 : z + 2, y, x] = np.minimum(data[z - 1 : z + 2, y, x], 80.0)
+        data[z, y - 1 : y + 2, x] = np.minimum(data[z, y - 1 : y + 2, x], 80.0)
+        data[z, y, x - 1 : x + 2] = np.minimum(data[z, y, x - 1 : x + 2], 80.0)
     ref = vol((np.indices(data.shape)[1] < 4).astype(np.uint8))
     frac = C.segment_clusters(vol(data), reference_mask=ref, sigma=2.0)
     blob = C.segment_clusters(vol(data), reference_mask=ref, sigma=2.0, method="blob")
@@ -272,19 +283,19 @@ def test_blob_detector_finds_single_voxel_voids_the_fraction_rule_misses():
 def test_baseline_removes_preexisting_voids_and_keeps_new_ones():
     post = noisy_tissue((24, 24, 24), 100.0, 3.0, seed=4)
     pre = noisy_tissue((24, 24, 24), 100.0, 3.0, seed=5)
-    post[4:8, 4:8, 4:8] = 3.0              # new since baseline
-    post[14:19, 14:19, 14:19] = 3.0        # there before: air
+    post[4:8, 4:8, 4:8] = 3.0  # new since baseline
+    post[14:19, 14:19, 14:19] = 3.0  # there before: air
     pre[14:19, 14:19, 14:19] = 3.0
-    post[14:20, 3:6, 3:6] = 45.0           # halved, but ratio 0.45/1.0 < 0.6: new
+    post[14:20, 3:6, 3:6] = 45.0  # halved, but ratio 0.45/1.0 < 0.6: new
     ref = vol((np.indices(post.shape)[2] > 20).astype(np.uint8))
     res = C.segment_clusters(vol(post), baseline=vol(pre), reference_mask=ref)
-    assert sorted(res.table.voxels.tolist()) == [6 * 3 * 3, 4 ** 3]
+    assert sorted(res.table.voxels.tolist()) == [6 * 3 * 3, 4**3]
     # a stricter ratio (0.4) drops the halved one: the ratio is the rule
     strict = C.segment_clusters(vol(post), baseline=vol(pre), reference_mask=ref, baseline_ratio=0.4)
-    assert strict.table.voxels.tolist() == [4 ** 3]
+    assert strict.table.voxels.tolist() == [4**3]
     # the delta R2* rule keeps both new voids and still drops the old one
     dr2 = C.segment_clusters(vol(post), baseline=vol(pre), reference_mask=ref, baseline_rule="delta_r2s")
-    assert sorted(dr2.table.voxels.tolist()) == [6 * 3 * 3, 4 ** 3]
+    assert sorted(dr2.table.voxels.tolist()) == [6 * 3 * 3, 4**3]
 
 
 def test_rim_of_a_preexisting_void_is_not_reported():
@@ -314,15 +325,16 @@ def test_connectivity_is_applied_and_recorded():
 
 def test_min_size_and_search_roi():
     data = np.full((16, 16, 16), 100.0, np.float32)
-    data[2:4, 2:4, 2] = 1.0      # 4 voxels
+    data[2:4, 2:4, 2] = 1.0  # 4 voxels
     data[10:13, 10:13, 10:13] = 1.0  # 27 voxels
     ref = vol((np.indices(data.shape)[0] > 13).astype(np.uint8))
     assert C.segment_clusters(vol(data), reference_mask=ref, sigma=1.0, min_size=5).table.voxels.tolist() == [27]
     assert C.segment_clusters(vol(data), reference_mask=ref, sigma=1.0).table.voxels.tolist() == [4, 27]
     search = np.zeros(data.shape, np.uint8)
     search[:8, :8, :8] = 1
-    assert C.segment_clusters(vol(data), reference_mask=ref, search_mask=vol(search),
-                              sigma=1.0).table.voxels.tolist() == [4]
+    assert C.segment_clusters(
+        vol(data), reference_mask=ref, search_mask=vol(search), sigma=1.0
+    ).table.voxels.tolist() == [4]
 
 
 def test_world_centroid_and_volume_on_an_oblique_anisotropic_grid():
@@ -364,9 +376,14 @@ def test_baseline_through_a_transform_gives_the_same_clusters():
         C.segment_clusters(s["post"], baseline=moved, reference_mask=s["reference_mask"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
-        res = C.segment_clusters(s["post"], baseline=moved, baseline_transform=shift,
-                                 reference_mask=s["reference_mask"], search_mask=s["search_mask"],
-                                 background_mask=s["background_mask"])
+        res = C.segment_clusters(
+            s["post"],
+            baseline=moved,
+            baseline_transform=shift,
+            reference_mask=s["reference_mask"],
+            search_mask=s["search_mask"],
+            background_mask=s["background_mask"],
+        )
     assert np.array_equal(res.labels.numpy(), direct.labels.numpy())
 
 
@@ -401,8 +418,12 @@ def test_dask_chunks_give_the_same_clusters_as_memory(method, baseline):
     da = pytest.importorskip("dask.array")
     s = scene(0, 10.0, True)
     chunks = (14, 24, 24)  # borders cut through clusters; an 8-thick last chunk along axis 0 (merged for blob)
-    kw = dict(reference_mask=s["reference_mask"], search_mask=s["search_mask"],
-              background_mask=s["background_mask"], method=method)
+    kw = dict(
+        reference_mask=s["reference_mask"],
+        search_mask=s["search_mask"],
+        background_mask=s["background_mask"],
+        method=method,
+    )
     mem = C.segment_clusters(s["post"], baseline=s["pre"] if baseline else None, **kw)
     post_d = s["post"].replace(data=da.from_array(s["post"].data, chunks=chunks))
     pre_d = s["pre"].replace(data=da.from_array(s["pre"].data, chunks=chunks)) if baseline else None
@@ -411,8 +432,9 @@ def test_dask_chunks_give_the_same_clusters_as_memory(method, baseline):
     labels = lazy.labels.numpy()
     assert np.array_equal(labels, mem.labels.numpy())
     cols = [c for c in C.TABLE_COLUMNS]
-    np.testing.assert_allclose(lazy.table[cols].to_numpy(float), mem.table[cols].to_numpy(float), rtol=1e-9,
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        lazy.table[cols].to_numpy(float), mem.table[cols].to_numpy(float), rtol=1e-9, equal_nan=True
+    )
     # clusters do cross chunk borders in this scene
     crossing = 0
     for lab in range(1, labels.max() + 1):
@@ -436,8 +458,16 @@ def test_chunked_union_matches_scipy_label_on_random_masks():
         blocks, offsets, total = [], [], 0
         for pos in np.ndindex(3, 2, 2):
             sl = tuple(slice(bounds[a][pos[a]], bounds[a][pos[a] + 1]) for a in range(3))
-            b = C._block_components(m[sl], np.ones(m[sl].shape), None, tuple(bounds[a][pos[a]] for a in range(3)),
-                                    m.shape, st, 1.0, keep_labels=True)
+            b = C._block_components(
+                m[sl],
+                np.ones(m[sl].shape),
+                None,
+                tuple(bounds[a][pos[a]] for a in range(3)),
+                m.shape,
+                st,
+                1.0,
+                keep_labels=True,
+            )
             b.update(pos=pos, sl=sl)
             blocks.append(b)
             offsets.append(total)
@@ -458,8 +488,10 @@ def test_bad_inputs_raise_one_line_errors():
         C.segment_clusters(vol(data), baseline=vol(noisy_tissue((10, 12, 12))), reference_mask=ref)
     with pytest.raises(InputError, match="reference ROI is empty"):
         C.segment_clusters(vol(data), reference_mask=vol(np.zeros(data.shape, np.uint8)))
-    outside = Volume(np.ones((4, 4, 4), np.uint8), np.diag([1.0, 1.0, 1.0, 1.0]) + np.array(
-        [[0, 0, 0, 500.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    outside = Volume(
+        np.ones((4, 4, 4), np.uint8),
+        np.diag([1.0, 1.0, 1.0, 1.0]) + np.array([[0, 0, 0, 500.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+    )
     with pytest.raises(InputError, match="outside the image"):
         C.segment_clusters(vol(data), reference_mask=outside)
     with pytest.raises(InputError, match="all zero"):
@@ -516,8 +548,9 @@ def _write(tmp_path, name, volume):
 def scene_files(tmp_path_factory):
     s = scene(1, 20.0, True)
     d = tmp_path_factory.mktemp("segment")
-    files = {k: _write(d, f"{k}.nii.gz", s[k]) for k in ("post", "pre", "reference_mask", "search_mask",
-                                                         "background_mask")}
+    files = {
+        k: _write(d, f"{k}.nii.gz", s[k]) for k in ("post", "pre", "reference_mask", "search_mask", "background_mask")
+    }
     return s, files
 
 
@@ -527,9 +560,24 @@ def test_cli_segment_writes_labels_on_post_grid_and_table(scene_files, tmp_path,
 
     s, f = scene_files
     out, table = tmp_path / "labels.nii.gz", tmp_path / "clusters.csv"
-    rc = main(["segment", f["post"], "--baseline", f["pre"], "--reference-mask", f["reference_mask"],
-               "--search-mask", f["search_mask"], "--background-mask", f["background_mask"],
-               "-o", str(out), "--table", str(table)])
+    rc = main(
+        [
+            "segment",
+            f["post"],
+            "--baseline",
+            f["pre"],
+            "--reference-mask",
+            f["reference_mask"],
+            "--search-mask",
+            f["search_mask"],
+            "--background-mask",
+            f["background_mask"],
+            "-o",
+            str(out),
+            "--table",
+            str(table),
+        ]
+    )
     assert rc == 0
     post_img, lab_img = nib.load(f["post"]), nib.load(str(out))
     assert lab_img.shape == post_img.shape
@@ -577,8 +625,9 @@ def test_cli_bad_inputs_one_line_and_nothing_written(scene_files, tmp_path, caps
     small = _write(tmp_path, "small_pre.nii.gz", Volume(s["pre"].data[:40], s["pre"].affine))
     _bad(base + ["--baseline", small, "--reference-mask", f["reference_mask"]], capsys, "no transform", tmp_path)
     # empty reference ROI
-    empty = _write(tmp_path, "empty.nii.gz", s["reference_mask"].replace(data=np.zeros(s["post"].spatial_shape,
-                                                                                   np.uint8)))
+    empty = _write(
+        tmp_path, "empty.nii.gz", s["reference_mask"].replace(data=np.zeros(s["post"].spatial_shape, np.uint8))
+    )
     _bad(base + ["--reference-mask", empty], capsys, "reference ROI is empty", tmp_path)
     # reference ROI outside the image
     far = s["reference_mask"].affine.copy()
@@ -589,21 +638,38 @@ def test_cli_bad_inputs_one_line_and_nothing_written(scene_files, tmp_path, caps
     zero = _write(tmp_path, "zero.nii.gz", s["post"].replace(data=np.zeros(s["post"].spatial_shape, np.float32)))
     _bad(["segment", zero, "-o", out], capsys, "all zero", tmp_path)
     # all-NaN image
-    nan = _write(tmp_path, "nan.nii.gz", s["post"].replace(data=np.full(s["post"].spatial_shape, np.nan,
-                                                                       np.float32)))
+    nan = _write(tmp_path, "nan.nii.gz", s["post"].replace(data=np.full(s["post"].spatial_shape, np.nan, np.float32)))
     _bad(["segment", nan, "-o", out], capsys, "all NaN", tmp_path)
     # a bad threshold, a bad transform file, a wrong output type
     _bad(base + ["--threshold", "2"], capsys, "between 0 and 1", tmp_path)
-    _bad(base + ["--baseline", f["pre"], "--baseline-transform", str(tmp_path / "none.tfm")], capsys,
-         "does not exist", tmp_path)
+    _bad(
+        base + ["--baseline", f["pre"], "--baseline-transform", str(tmp_path / "none.tfm")],
+        capsys,
+        "does not exist",
+        tmp_path,
+    )
     _bad(["segment", f["post"], "-o", str(tmp_path / "out.csv")], capsys, "must be NIfTI", tmp_path)
 
 
 def test_cli_warns_under_the_rician_floor_and_on_nan(scene_files, tmp_path, capsys):
     s, f = scene_files
     out = tmp_path / "l.nii.gz"
-    rc = main(["segment", f["post"], "--baseline", f["pre"], "--reference-mask", f["reference_mask"],
-               "--background-mask", f["background_mask"], "--threshold", "0.1", "-o", str(out)])
+    rc = main(
+        [
+            "segment",
+            f["post"],
+            "--baseline",
+            f["pre"],
+            "--reference-mask",
+            f["reference_mask"],
+            "--background-mask",
+            f["background_mask"],
+            "--threshold",
+            "0.1",
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0 and "Rician noise floor" in err and err.count("\n") == 1
     prov = json.loads((tmp_path / "l.nii.gz.provenance.json").read_text())
@@ -611,8 +677,20 @@ def test_cli_warns_under_the_rician_floor_and_on_nan(scene_files, tmp_path, caps
     data = s["post"].numpy().copy()
     data[:, :3, :] = np.nan
     nanfile = _write(tmp_path, "post_nan.nii.gz", s["post"].replace(data=data))
-    rc = main(["segment", nanfile, "--baseline", f["pre"], "--reference-mask", f["reference_mask"],
-               "--background-mask", f["background_mask"], "-o", str(tmp_path / "n.nii.gz")])
+    rc = main(
+        [
+            "segment",
+            nanfile,
+            "--baseline",
+            f["pre"],
+            "--reference-mask",
+            f["reference_mask"],
+            "--background-mask",
+            f["background_mask"],
+            "-o",
+            str(tmp_path / "n.nii.gz"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0 and "NaN" in err and err.count("\n") == 1
 
@@ -622,13 +700,40 @@ def test_cli_does_not_overwrite_without_flag(scene_files, tmp_path, capsys):
     out = tmp_path / "out.nii.gz"
     out.write_bytes(b"precious")
     table = tmp_path / "t.csv"
-    rc = main(["segment", f["post"], "--baseline", f["pre"], "--reference-mask", f["reference_mask"],
-               "-o", str(out), "--table", str(table)])
+    rc = main(
+        [
+            "segment",
+            f["post"],
+            "--baseline",
+            f["pre"],
+            "--reference-mask",
+            f["reference_mask"],
+            "-o",
+            str(out),
+            "--table",
+            str(table),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--overwrite" in err[0]
     assert out.read_bytes() == b"precious" and not table.exists()
-    rc = main(["segment", f["post"], "--baseline", f["pre"], "--reference-mask", f["reference_mask"],
-               "--background-mask", f["background_mask"], "-o", str(out), "--table", str(table), "--overwrite"])
+    rc = main(
+        [
+            "segment",
+            f["post"],
+            "--baseline",
+            f["pre"],
+            "--reference-mask",
+            f["reference_mask"],
+            "--background-mask",
+            f["background_mask"],
+            "-o",
+            str(out),
+            "--table",
+            str(table),
+            "--overwrite",
+        ]
+    )
     assert rc == 0 and out.read_bytes()[:2] == b"\x1f\x8b" and table.exists()
 
 
@@ -636,12 +741,25 @@ def test_cli_baseline_transform_identity_resamples_another_grid(scene_files, tmp
     """A baseline on a finer grid of the same world: refused alone, accepted with 'identity'."""
     s, f = scene_files
     pre = s["pre"]
-    finer = pre.resample_to((tuple(2 * n for n in pre.spatial_shape),
-                             pre.affine @ np.diag([0.5, 0.5, 0.5, 1.0]) + np.c_[np.zeros((4, 3)),
-                                                                              np.r_[-0.025, -0.025, -0.025, 0]]))
+    finer = pre.resample_to(
+        (
+            tuple(2 * n for n in pre.spatial_shape),
+            pre.affine @ np.diag([0.5, 0.5, 0.5, 1.0]) + np.c_[np.zeros((4, 3)), np.r_[-0.025, -0.025, -0.025, 0]],
+        )
+    )
     path = _write(tmp_path, "pre_fine.nii.gz", finer)
-    argv = ["segment", f["post"], "--baseline", path, "--reference-mask", f["reference_mask"],
-            "--background-mask", f["background_mask"], "-o", str(tmp_path / "l.nii.gz")]
+    argv = [
+        "segment",
+        f["post"],
+        "--baseline",
+        path,
+        "--reference-mask",
+        f["reference_mask"],
+        "--background-mask",
+        f["background_mask"],
+        "-o",
+        str(tmp_path / "l.nii.gz"),
+    ]
     assert main(argv) == 2
     assert "no transform" in capsys.readouterr().err
     assert main(argv + ["--baseline-transform", "identity"]) == 0

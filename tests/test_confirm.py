@@ -60,12 +60,22 @@ def phantom(seed=0, snr=25.0, shape=(24, 40, 40), concentrations=(0.9, 1.0, 1.1,
         return ((world - np.asarray(c)) ** 2).sum(-1) <= r * r
 
     offsets = [(-2.2, -2.2, -2), (2.2, -2.2, 2), (-2.2, 2.2, 2), (2.2, 2.2, -2)]
-    labelled = [{"id": i + 1, "centroid": centre + o, "concentration": c}
-                for i, (o, c) in enumerate(zip(offsets, concentrations))]
-    confounders = {"haemorrhage": centre + [0, -2.5, 0], "melanin": centre + [2.5, 0, 0],
-                   "fat": centre + [0, 2.5, 0], "air": centre + [-2.5, 0, 0]}
-    for kind, (t1, t2, p) in {"haemorrhage": (700, 14, 0.8), "melanin": (900, 18, 0.8), "fat": (800, 50, 1.0),
-                              "air": (1000, 1, 0.0)}.items():
+    labelled = [
+        {"id": i + 1, "centroid": centre + o, "concentration": c}
+        for i, (o, c) in enumerate(zip(offsets, concentrations))
+    ]
+    confounders = {
+        "haemorrhage": centre + [0, -2.5, 0],
+        "melanin": centre + [2.5, 0, 0],
+        "fat": centre + [0, 2.5, 0],
+        "air": centre + [-2.5, 0, 0],
+    }
+    for kind, (t1, t2, p) in {
+        "haemorrhage": (700, 14, 0.8),
+        "melanin": (900, 18, 0.8),
+        "fat": (800, 50, 1.0),
+        "air": (1000, 1, 0.0),
+    }.items():
         m = ball(confounders[kind], 0.8)
         r1[m], r2[m], pd[m] = 1000 / t1, 1000 / t2, p
     conc = np.zeros(shape)
@@ -75,8 +85,12 @@ def phantom(seed=0, snr=25.0, shape=(24, 40, 40), concentrations=(0.9, 1.0, 1.1,
         conc[m] = d["concentration"]
         truth[m] = d["id"]
     r1p, r2p = r1 + R1_AGENT * conc, r2 + R2_AGENT * conc
-    noiseless = {"t1_pre": spin_echo(pd, r1, r2, TR1, TE1), "t1_post": spin_echo(pd, r1p, r2p, TR1, TE1),
-                 "t2_pre": spin_echo(pd, r1, r2, TR2, TE2), "t2_post": spin_echo(pd, r1p, r2p, TR2, TE2)}
+    noiseless = {
+        "t1_pre": spin_echo(pd, r1, r2, TR1, TE1),
+        "t1_post": spin_echo(pd, r1p, r2p, TR1, TE1),
+        "t2_pre": spin_echo(pd, r1, r2, TR2, TE2),
+        "t2_post": spin_echo(pd, r1p, r2p, TR2, TE2),
+    }
     ref1 = spin_echo(MUSCLE["pd"], 1000 / MUSCLE["t1"], 1000 / MUSCLE["t2"], TR1, TE1)
     ref2 = spin_echo(MUSCLE["pd"], 1000 / MUSCLE["t1"], 1000 / MUSCLE["t2"], TR2, TE2)
     vols = {}
@@ -87,8 +101,14 @@ def phantom(seed=0, snr=25.0, shape=(24, 40, 40), concentrations=(0.9, 1.0, 1.1,
     for key, rate in (("t1_map_pre", r1), ("t1_map_post", r1p), ("t2_map_pre", r2), ("t2_map_post", r2p)):
         t = 1000.0 / rate * (1 + rng.normal(0, map_noise, shape))
         vols[key] = Volume(np.where(pd > 0, t, 0).astype(np.float32), aff, modality="MR", unit="ms", name=key)
-    return {"volumes": vols, "noiseless": noiseless, "labelled": labelled, "confounders": confounders,
-            "truth": Volume(truth, aff, unit="label"), "conc": conc}
+    return {
+        "volumes": vols,
+        "noiseless": noiseless,
+        "labelled": labelled,
+        "confounders": confounders,
+        "truth": Volume(truth, aff, unit="label"),
+        "conc": conc,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +154,10 @@ def test_relative_mode_confirms_labelled_only_and_matches_signal_equations(ph):
     nl = ph["noiseless"]
     for d in ph["labelled"]:
         row = res.table.iloc[int(np.argmin(np.linalg.norm(centroids - d["centroid"], axis=1)))]
-        assert np.linalg.norm(row[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
-                              - d["centroid"]) < 0.15
+        assert (
+            np.linalg.norm(row[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float) - d["centroid"])
+            < 0.15
+        )
         m = truth == d["id"]
         e1 = nl["t1_post"][m].mean() / nl["t1_pre"][m].mean() - 1
         e2 = nl["t2_post"][m].mean() / nl["t2_pre"][m].mean() - 1
@@ -169,7 +191,7 @@ def test_delta_r_from_maps_fitted_with_signal_equations():
     shape = (16, 24, 24)
     aff = np.diag([0.3, 0.3, 0.3, 1.0])
     conc = np.zeros(shape)
-    conc[4:9, 4:9, 4:9] = 0.4    # region 1
+    conc[4:9, 4:9, 4:9] = 0.4  # region 1
     conc[4:9, 14:19, 14:19] = 0.8  # region 2
     r1 = 1000 / 1900 + R1_AGENT * conc
     r2 = 1000 / 30 + R2_AGENT * conc
@@ -193,8 +215,12 @@ def test_delta_r_from_maps_fitted_with_signal_equations():
 
     base1 = np.full(shape, 1000 / 1900)
     base2 = np.full(shape, 1000 / 30)
-    maps = {"t1_map_pre": t1_map(base1), "t1_map_post": t1_map(r1), "t2_map_pre": t2_map(base2),
-            "t2_map_post": t2_map(r2)}
+    maps = {
+        "t1_map_pre": t1_map(base1),
+        "t1_map_post": t1_map(r1),
+        "t2_map_pre": t2_map(base2),
+        "t2_map_post": t2_map(r2),
+    }
     vols = {k: Volume(m.astype(np.float32), aff, unit="ms") for k, m in maps.items()}
     weighted = Volume(np.full(shape, 100.0, np.float32), aff)
     res = confirm_dual_mode(weighted, weighted, r2_over_r1=R2_AGENT / R1_AGENT, **vols)
@@ -216,8 +242,7 @@ def test_delta_r_from_maps_fitted_with_signal_equations():
 def test_maps_in_phantom_and_relaxivity_mismatch_warning(ph):
     v = ph["volumes"]
     maps = {k: v[k] for k in ("t1_map_pre", "t1_map_post", "t2_map_pre", "t2_map_post")}
-    res, warned = quiet(confirm_dual_mode, v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"], r2_over_r1=5.0,
-                        **maps)
+    res, warned = quiet(confirm_dual_mode, v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"], r2_over_r1=5.0, **maps)
     assert warned == []  # zero maps in the air outside the body are a masked background, not news
     hit, stray = overlaps(res.labels.numpy(), ph["truth"].numpy())
     assert hit == {1, 2, 3, 4} and stray == []
@@ -257,7 +282,8 @@ def test_without_baseline_everything_is_unconfirmed(ph):
     res_ref, _ = quiet(confirm_dual_mode, v["t1_post"], v["t2_post"], reference_mask=v["t1_post"].replace(data=ref))
     assert res_ref.parameters["rules"]["t1"]["reference_source"] == "mean of the reference region"
     assert res_ref.parameters["rules"]["t1"]["reference_level"] == pytest.approx(
-        v["t1_post"].numpy()[ref > 0].mean(), rel=1e-5)
+        v["t1_post"].numpy()[ref > 0].mean(), rel=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- simulator scenes
@@ -281,9 +307,17 @@ def test_dual_mode_scene(seed, snr):
     assert len(hit_m) == n and stray_m == []
     assert res_m.table.delta_r2_over_delta_r1.to_numpy() == pytest.approx(sc["truth"]["r2_over_r1"], rel=1e-3)
     for d in sc["truth"]["labelled"]:
-        row = res_m.table.iloc[int(np.argmin(np.linalg.norm(
-            res_m.table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() - d["centroid_ras_mm"],
-            axis=1)))]
+        row = res_m.table.iloc[
+            int(
+                np.argmin(
+                    np.linalg.norm(
+                        res_m.table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
+                        - d["centroid_ras_mm"],
+                        axis=1,
+                    )
+                )
+            )
+        ]
         assert row.mean_delta_r1_per_s == pytest.approx(d["r1"] * d["concentration_mM"], rel=1e-3)
         assert row.mean_delta_r2_per_s == pytest.approx(d["r2"] * d["concentration_mM"], rel=1e-3)
 
@@ -293,8 +327,9 @@ def test_scene_with_reference_region_and_gain_change():
     t1_post = sc["t1_post"].replace(data=sc["t1_post"].numpy() * 1.5)  # receiver gain changed between sessions
     res, warned = quiet(confirm_dual_mode, t1_post, sc["t2_post"], sc["t1_pre"], sc["t2_pre"], normalise="none")
     assert any("scaled differently" in w for w in warned)
-    res, warned = quiet(confirm_dual_mode, t1_post, sc["t2_post"], sc["t1_pre"], sc["t2_pre"],
-                        reference_mask=sc["reference_mask"])
+    res, warned = quiet(
+        confirm_dual_mode, t1_post, sc["t2_post"], sc["t1_pre"], sc["t2_pre"], reference_mask=sc["reference_mask"]
+    )
     assert warned == []
     assert res.parameters["rules"]["t1"]["post_scale"] == pytest.approx(1 / 1.5, rel=0.02)
     assert res.parameters["rules"]["t1"]["sigma_source"] == "SD in the reference region"
@@ -351,8 +386,15 @@ def test_search_mask_min_size_connectivity_and_progress(ph):
     big = confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"], min_size=int((truth > 0).sum()))
     assert len(big.table) == 0 and big.labels.numpy().max() == 0
     calls = []
-    confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"], opening=True, connectivity=6,
-                      progress=lambda f, m: calls.append(f))
+    confirm_dual_mode(
+        v["t1_post"],
+        v["t2_post"],
+        v["t1_pre"],
+        v["t2_pre"],
+        opening=True,
+        connectivity=6,
+        progress=lambda f, m: calls.append(f),
+    )
     assert calls[-1] == 1.0 and calls == sorted(calls)
 
     def cancel(fraction, message):
@@ -364,15 +406,16 @@ def test_search_mask_min_size_connectivity_and_progress(ph):
 
 
 def test_region_table_of_edited_labels_and_clean_fusion(ph):
-    from napari_immunotrack.analysis.confirm import region_table
     from scipy import ndimage
+
+    from napari_immunotrack.analysis.confirm import region_table
 
     v = ph["volumes"]
     res = confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"])
     labels = res.labels.numpy().copy()
     ids = np.unique(labels[labels > 0])
-    labels[labels == ids[1]] = 0               # a region removed by hand
-    labels[labels == ids[2]] = 17              # another one renumbered
+    labels[labels == ids[1]] = 0  # a region removed by hand
+    labels[labels == ids[2]] = 17  # another one renumbered
     table = region_table(res.labels.replace(data=labels), res)
     assert sorted(table.label) == sorted([int(ids[0]), 17, int(ids[3])])
     orig = res.table.set_index("label")
@@ -396,8 +439,16 @@ def test_bad_inputs_api(ph):
         confirm_dual_mode(v["t1_post"], v["t2_post"], t2_pre=v["t2_pre"])
     with pytest.raises(InputError, match="T1 map pre-injection is missing"):
         confirm_dual_mode(v["t1_post"], v["t2_post"], t1_map_post=v["t1_map_post"])
-    for kwargs in ({"t1_threshold": 1.5}, {"t2_threshold": -0.1}, {"k_sigma": -1}, {"min_size": 0},
-                   {"connectivity": 4}, {"normalise": "zscore"}, {"r2_over_r1": 0}, {"transform": np.eye(3)}):
+    for kwargs in (
+        {"t1_threshold": 1.5},
+        {"t2_threshold": -0.1},
+        {"k_sigma": -1},
+        {"min_size": 0},
+        {"connectivity": 4},
+        {"normalise": "zscore"},
+        {"r2_over_r1": 0},
+        {"transform": np.eye(3)},
+    ):
         with pytest.raises(InputError):
             confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"], v["t2_pre"], **kwargs)
     four_d = Volume(np.zeros((2,) + v["t1_post"].spatial_shape, np.float32), v["t1_post"].affine)
@@ -411,14 +462,21 @@ def test_zero_negative_and_nan_baselines(ph):
     v = ph["volumes"]
     truth = ph["truth"].numpy()
     pre = v["t1_pre"].numpy().copy()
-    pre[truth == 1] = 0.0   # a labelled ball has no baseline signal: cannot divide
+    pre[truth == 1] = 0.0  # a labelled ball has no baseline signal: cannot divide
     pre[10:12, 18:20, 18:20] = -5.0
     res, warned = quiet(confirm_dual_mode, v["t1_post"], v["t2_post"], v["t1_pre"].replace(data=pre), v["t2_pre"])
     assert len([w for w in warned if "zero or negative" in w and "T1PRE" in w]) == 1
     assert overlaps(res.labels.numpy(), truth) == ({2, 3, 4}, [])
     assert np.isnan(res.t1_change.numpy()[truth == 1]).all()
-    cols = ["voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-            "mean_t1_enhancement_fraction", "mean_t2_change_fraction"]
+    cols = [
+        "voxels",
+        "volume_mm3",
+        "centroid_x_mm",
+        "centroid_y_mm",
+        "centroid_z_mm",
+        "mean_t1_enhancement_fraction",
+        "mean_t2_change_fraction",
+    ]
     assert np.isfinite(res.table[cols].to_numpy(float)).all()
     with pytest.raises(InputError, match="T1PRE has no positive voxels"):
         confirm_dual_mode(v["t1_post"], v["t2_post"], v["t1_pre"].replace(data=np.zeros_like(pre)), v["t2_pre"])
@@ -444,8 +502,17 @@ def scene_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("confirm")
     sc = dual_mode_scene(seed=0, snr=25.0, concentration_mM=(0.5, 1.0))
     paths = {}
-    for key in ("t1_pre", "t1_post", "t2_pre", "t2_post", "t1_map_pre", "t1_map_post", "t2_map_pre", "t2_map_post",
-                "reference_mask"):
+    for key in (
+        "t1_pre",
+        "t1_post",
+        "t2_pre",
+        "t2_post",
+        "t1_map_pre",
+        "t1_map_post",
+        "t2_map_pre",
+        "t2_map_post",
+        "reference_mask",
+    ):
         paths[key] = d / f"{key}.nii.gz"
         save_volume(sc[key], paths[key])
     return d, paths, sc
@@ -460,9 +527,31 @@ def _one_error_line(capsys):
 def test_cli_confirm_writes_labels_table_and_provenance(scene_files, tmp_path, capsys):
     _, p, sc = scene_files
     out, table = tmp_path / "confirmed.nii.gz", tmp_path / "regions.csv"
-    rc = main(["confirm", "--t1", str(p["t1_post"]), "--t2", str(p["t2_post"]), "--t1-pre", str(p["t1_pre"]),
-               "--t2-pre", str(p["t2_pre"]), "-o", str(out), "--table", str(table), "--t1-threshold", "0.2",
-               "--t2-threshold", "0.2", "--min-size", "3", "--maps-prefix", str(tmp_path / "maps")])
+    rc = main(
+        [
+            "confirm",
+            "--t1",
+            str(p["t1_post"]),
+            "--t2",
+            str(p["t2_post"]),
+            "--t1-pre",
+            str(p["t1_pre"]),
+            "--t2-pre",
+            str(p["t2_pre"]),
+            "-o",
+            str(out),
+            "--table",
+            str(table),
+            "--t1-threshold",
+            "0.2",
+            "--t2-threshold",
+            "0.2",
+            "--min-size",
+            "3",
+            "--maps-prefix",
+            str(tmp_path / "maps"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "3 confirmed region(s)" in captured.out
@@ -484,12 +573,44 @@ def test_cli_confirm_writes_labels_table_and_provenance(scene_files, tmp_path, c
     assert t1c.same_grid(labels) and np.nanmax(t1c.numpy()) > 1.0
     # no overwrite without --overwrite; nothing changed
     before = out.read_bytes()
-    rc = main(["confirm", "--t1", str(p["t1_post"]), "--t2", str(p["t2_post"]), "--t1-pre", str(p["t1_pre"]),
-               "--t2-pre", str(p["t2_pre"]), "-o", str(out)])
+    rc = main(
+        [
+            "confirm",
+            "--t1",
+            str(p["t1_post"]),
+            "--t2",
+            str(p["t2_post"]),
+            "--t1-pre",
+            str(p["t1_pre"]),
+            "--t2-pre",
+            str(p["t2_pre"]),
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 2 and "already exists" in _one_error_line(capsys) and out.read_bytes() == before
-    rc = main(["confirm", "--t1", str(p["t1_post"]), "--t2", str(p["t2_post"]), "--t1-map-pre", str(p["t1_map_pre"]),
-               "--t1-map-post", str(p["t1_map_post"]), "--t2-map-pre", str(p["t2_map_pre"]), "--t2-map-post",
-               str(p["t2_map_post"]), "--r2-over-r1", "10", "-o", str(out), "--overwrite"])
+    rc = main(
+        [
+            "confirm",
+            "--t1",
+            str(p["t1_post"]),
+            "--t2",
+            str(p["t2_post"]),
+            "--t1-map-pre",
+            str(p["t1_map_pre"]),
+            "--t1-map-post",
+            str(p["t1_map_post"]),
+            "--t2-map-pre",
+            str(p["t2_map_pre"]),
+            "--t2-map-post",
+            str(p["t2_map_post"]),
+            "--r2-over-r1",
+            "10",
+            "-o",
+            str(out),
+            "--overwrite",
+        ]
+    )
     assert rc == 0
     prov = json.loads((tmp_path / "confirmed.nii.gz.provenance.json").read_text())
     assert prov["parameters"]["mode"] == {"t1": "delta_r", "t2": "delta_r"}
@@ -498,8 +619,21 @@ def test_cli_confirm_writes_labels_table_and_provenance(scene_files, tmp_path, c
 def test_cli_without_baseline_marks_everything_unconfirmed(scene_files, tmp_path, capsys):
     _, p, _ = scene_files
     out, table = tmp_path / "cand.nii.gz", tmp_path / "cand.csv"
-    rc = main(["confirm", "--t1", str(p["t1_post"]), "--t2", str(p["t2_post"]), "-o", str(out), "--table", str(table),
-               "--maps-prefix", str(tmp_path / "m")])
+    rc = main(
+        [
+            "confirm",
+            "--t1",
+            str(p["t1_post"]),
+            "--t2",
+            str(p["t2_post"]),
+            "-o",
+            str(out),
+            "--table",
+            str(table),
+            "--maps-prefix",
+            str(tmp_path / "m"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0
     assert captured.out.startswith("UNCONFIRMED") and "haemorrhage" in captured.err
@@ -516,8 +650,7 @@ def test_cli_bad_inputs_one_line_nothing_written(scene_files, tmp_path, capsys):
     d, p, sc = scene_files
     other_grid = d / "t2_other_grid.nii.gz"
     if not other_grid.exists():
-        save_volume(sc["t2_post"].resample_to((sc["t2_post"].spatial_shape, np.diag([0.2, 0.2, 0.2, 1.0]))),
-                    other_grid)
+        save_volume(sc["t2_post"].resample_to((sc["t2_post"].spatial_shape, np.diag([0.2, 0.2, 0.2, 1.0]))), other_grid)
     short_pre = d / "t1_pre_short.nii.gz"
     if not short_pre.exists():
         save_volume(Volume(sc["t1_pre"].numpy()[:-4], sc["t1_pre"].affine), short_pre)
@@ -531,8 +664,7 @@ def test_cli_bad_inputs_one_line_nothing_written(scene_files, tmp_path, capsys):
     out = tmp_path / "x.nii.gz"
     table = tmp_path / "x.csv"
     cases = [
-        (["--t2", str(other_grid), "--t1-pre", str(p["t1_pre"]), "--t2-pre", str(p["t2_pre"])],
-         "not on T1POST's grid"),
+        (["--t2", str(other_grid), "--t1-pre", str(p["t1_pre"]), "--t2-pre", str(p["t2_pre"])], "not on T1POST's grid"),
         (["--t2", str(p["t2_post"]), "--t1-pre", str(short_pre), "--t2-pre", str(p["t2_pre"])], "T1PRE"),
         (["--t2", str(p["t2_post"]), "--t1-pre", str(p["t1_pre"])], "baseline was given for T1 only"),
         (["--t2", str(p["t2_post"]), "--t2-pre", str(p["t2_pre"])], "baseline was given for T2 only"),
@@ -555,12 +687,24 @@ def test_cli_transform_identity_and_matrix_file(scene_files, tmp_path, capsys):
     d, p, sc = scene_files
     other_grid = d / "t2_post_grid2.nii.gz"
     other_pre = d / "t2_pre_grid2.nii.gz"
-    grid = (sc["t2_post"].spatial_shape, sc["t2_post"].affine @ np.diag([1.0, 1.0, 1.0, 1.0]) + np.array(
-        [[0, 0, 0, 0.05], [0, 0, 0, -0.05], [0, 0, 0, 0.0], [0, 0, 0, 0]]))
+    grid = (
+        sc["t2_post"].spatial_shape,
+        sc["t2_post"].affine @ np.diag([1.0, 1.0, 1.0, 1.0])
+        + np.array([[0, 0, 0, 0.05], [0, 0, 0, -0.05], [0, 0, 0, 0.0], [0, 0, 0, 0]]),
+    )
     save_volume(sc["t2_post"].resample_to(grid), other_grid)
     save_volume(sc["t2_pre"].resample_to(grid), other_pre)
-    args = ["confirm", "--t1", str(p["t1_post"]), "--t2", str(other_grid), "--t1-pre", str(p["t1_pre"]),
-            "--t2-pre", str(other_pre)]
+    args = [
+        "confirm",
+        "--t1",
+        str(p["t1_post"]),
+        "--t2",
+        str(other_grid),
+        "--t1-pre",
+        str(p["t1_pre"]),
+        "--t2-pre",
+        str(other_pre),
+    ]
     assert main(args + ["-o", str(tmp_path / "a.nii.gz")]) == 2
     assert "--transform" in _one_error_line(capsys)
     assert main(args + ["-o", str(tmp_path / "a.nii.gz"), "--transform", "identity"]) == 0
@@ -578,9 +722,23 @@ def test_cli_transform_identity_and_matrix_file(scene_files, tmp_path, capsys):
     for key in ("t2_post", "t2_pre"):
         save_volume(sc[key].replace(affine=moved @ sc[key].affine), tmp_path / f"{key}_moved.nii.gz")
     write_transform(tmp_path / "t1_to_t2.tfm", moved)
-    rc = main(["confirm", "--t1", str(p["t1_post"]), "--t2", str(tmp_path / "t2_post_moved.nii.gz"),
-               "--t1-pre", str(p["t1_pre"]), "--t2-pre", str(tmp_path / "t2_pre_moved.nii.gz"),
-               "--transform", str(tmp_path / "t1_to_t2.tfm"), "-o", str(tmp_path / "d.nii.gz")])
+    rc = main(
+        [
+            "confirm",
+            "--t1",
+            str(p["t1_post"]),
+            "--t2",
+            str(tmp_path / "t2_post_moved.nii.gz"),
+            "--t1-pre",
+            str(p["t1_pre"]),
+            "--t2-pre",
+            str(tmp_path / "t2_pre_moved.nii.gz"),
+            "--transform",
+            str(tmp_path / "t1_to_t2.tfm"),
+            "-o",
+            str(tmp_path / "d.nii.gz"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     capsys.readouterr()
     d = load_volume(tmp_path / "d.nii.gz").numpy()

@@ -28,8 +28,14 @@ def test_demo_numbers_match_the_truth(tiny_study, tmp_path, capsys):
     assert rows[("clusters on a confounder (pre-existing dark spot)", "all")] == 0
     assert rows[("clusters within 1 mm of a true focus (precision)", "all")] >= 0.8
     # MPI iron in the liver (the largest depot) within 10% of the iron put in
-    assert abs(comparison[(comparison["quantity"] == "MPI iron") & (comparison["site"] == "liver")]
-               ["error_percent"].iloc[0]) < 10
+    assert (
+        abs(
+            comparison[(comparison["quantity"] == "MPI iron") & (comparison["site"] == "liver")]["error_percent"].iloc[
+                0
+            ]
+        )
+        < 10
+    )
     # every output has its provenance record
     for name in ("clusters.nii.gz", "confirmed.nii.gz", "pet.csv", "f19.csv", "mpi.csv", "from-pet_to-anat.tfm"):
         assert (out / name).exists()

@@ -27,8 +27,12 @@ PET_AFFINE = np.array([[0, 0, -0.8, 12.0], [0, -0.8, 0, 9.0], [1.2, 0, 0, -6.0],
 
 
 def _series(tmp_path, name="pet", shape=(12, 24, 26), affine=PET_AFFINE, modality="PT", study=None):
-    vol = Volume(np.random.default_rng(0).random(shape).astype(np.float32) * 1000, affine, modality=modality,
-                 unit="Bq/mL" if modality == "PT" else "a.u.")
+    vol = Volume(
+        np.random.default_rng(0).random(shape).astype(np.float32) * 1000,
+        affine,
+        modality=modality,
+        unit="Bq/mL" if modality == "PT" else "a.u.",
+    )
     return write_dicom_series(vol, tmp_path / name, study=study), vol
 
 
@@ -40,20 +44,32 @@ def _datasets(folder):
 
 def _description(n, label):
     return hd.seg.SegmentDescription(
-        segment_number=n, segment_label=label,
+        segment_number=n,
+        segment_label=label,
         segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
-        segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"), algorithm_type="MANUAL")
+        segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"),
+        algorithm_type="MANUAL",
+    )
 
 
 def _hd_seg(datasets, pixels, kind, labels=("spleen", "node"), **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return hd.seg.Segmentation(
-            source_images=datasets, pixel_array=pixels, segmentation_type=kind,
+            source_images=datasets,
+            pixel_array=pixels,
+            segmentation_type=kind,
             segment_descriptions=[_description(i + 1, name) for i, name in enumerate(labels)],
-            series_instance_uid=hd.UID(), series_number=20, sop_instance_uid=hd.UID(), instance_number=1,
-            manufacturer="test", manufacturer_model_name="test", software_versions="1", device_serial_number="1",
-            **kwargs)
+            series_instance_uid=hd.UID(),
+            series_number=20,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="test",
+            manufacturer_model_name="test",
+            software_versions="1",
+            device_serial_number="1",
+            **kwargs,
+        )
 
 
 def _truth(shape):
@@ -222,13 +238,20 @@ def test_rtstruct_with_holes_and_island_dice_against_analytic_mask(tmp_path):
     contours = []
     for z in range(2, 8):
         truth[z][ring_truth] = 1
-        contours += [_contour(_circle(centre, 20), z, ref), _contour(_circle(centre, 10), z, ref),
-                     _contour(_circle(centre, 4), z, ref)]
+        contours += [
+            _contour(_circle(centre, 20), z, ref),
+            _contour(_circle(centre, 10), z, ref),
+            _contour(_circle(centre, 4), z, ref),
+        ]
     square = np.array([[4, 4], [4, 14], [14, 14], [14, 4]], float)
     truth[8][4:14, 4:14] = 7  # the square [4, 14]^2 covers 10 x 10 pixels (half-open spans keep its area)
-    rtstruct = _rtstruct(tmp_path / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"],
-                         ref.metadata["FrameOfReferenceUID"],
-                         [(1, "ring", contours), (7, "square", [_contour(square, 8, ref)])])
+    rtstruct = _rtstruct(
+        tmp_path / "rs.dcm",
+        ref,
+        ref.metadata["SeriesInstanceUID"],
+        ref.metadata["FrameOfReferenceUID"],
+        [(1, "ring", contours), (7, "square", [_contour(square, 8, ref)])],
+    )
     got = load_volume(rtstruct, reference=folder)
     assert got.metadata["label_names"] == {1: "ring", 7: "square"}
     np.testing.assert_allclose(got.affine, ref.affine)
@@ -244,8 +267,13 @@ def test_rtstruct_without_reference_is_one_line(tmp_path, capsys):
     ref = load_volume(folder)
     (tmp_path / "alone").mkdir()
     box = _contour(np.array([[2, 2], [2, 8], [8, 8], [8, 2]], float), 3, ref)
-    path = _rtstruct(tmp_path / "alone" / "rs.dcm", ref, ref.metadata["SeriesInstanceUID"],
-                     ref.metadata["FrameOfReferenceUID"], [(1, "box", [box])])
+    path = _rtstruct(
+        tmp_path / "alone" / "rs.dcm",
+        ref,
+        ref.metadata["SeriesInstanceUID"],
+        ref.metadata["FrameOfReferenceUID"],
+        [(1, "box", [box])],
+    )
     with pytest.raises(InputError, match="is not beside it; give that series with --reference"):
         read_rtstruct(path)
     assert main(["info", str(path)]) == 2
@@ -280,9 +308,18 @@ def test_export_round_trip_labels_and_measurements(tmp_path, kind):
     ref = load_volume(folder)
     labels, truth = _mri_labels(ref)
     seg_path = write_seg(labels, folder, tmp_path / "out.seg.dcm", segmentation_type=kind)
-    table = pd.DataFrame({"label": [4, 9], "suv_bw_mean": [1.2345678901234567, 0.1 + 0.2],
-                          "suv_bw_peak": [2.5, 1e-7], "percent_id_per_g": [3.7, 12.25], "volume_ml": [0.1, 0.002],
-                          "iron_ng": [120.5, np.nan], "cell_count": [15000.0, 250.0], "voxels": [36, 36]})
+    table = pd.DataFrame(
+        {
+            "label": [4, 9],
+            "suv_bw_mean": [1.2345678901234567, 0.1 + 0.2],
+            "suv_bw_peak": [2.5, 1e-7],
+            "percent_id_per_g": [3.7, 12.25],
+            "volume_ml": [0.1, 0.002],
+            "iron_ng": [120.5, np.nan],
+            "cell_count": [15000.0, 250.0],
+            "voxels": [36, 36],
+        }
+    )
     with pytest.warns(Warning, match="voxels"):
         sr_path = write_sr(table, seg_path, folder, tmp_path / "out.sr.dcm")
     # labels: this plugin's reader and highdicom's, in world space on the PET grid
@@ -327,8 +364,22 @@ def test_export_cli_writes_seg_sr_and_provenance(tmp_path, capsys):
     save_labels(labels, tmp_path / "labels.nii.gz")
     (tmp_path / "labels.tsv").write_text("index\tname\n4\tlymph node\n9\tspleen cluster\n")  # BIDS dseg names
     pd.DataFrame({"label": [4, 9], "percent_id_per_g": [3.5, 4.5]}).to_csv(tmp_path / "readouts.csv", index=False)
-    rc = main(["export", str(tmp_path / "labels.nii.gz"), "--source", str(folder), "--seg", str(tmp_path / "o.dcm"),
-               "--table", str(tmp_path / "readouts.csv"), "--sr", str(tmp_path / "o_sr.dcm"), "--seg-type", "labelmap"])
+    rc = main(
+        [
+            "export",
+            str(tmp_path / "labels.nii.gz"),
+            "--source",
+            str(folder),
+            "--seg",
+            str(tmp_path / "o.dcm"),
+            "--table",
+            str(tmp_path / "readouts.csv"),
+            "--sr",
+            str(tmp_path / "o_sr.dcm"),
+            "--seg-type",
+            "labelmap",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     for name in ("o.dcm", "o_sr.dcm"):
         assert (tmp_path / f"{name}.provenance.json").exists()
@@ -338,8 +389,10 @@ def test_export_cli_writes_seg_sr_and_provenance(tmp_path, capsys):
     assert "labels" in json.loads((tmp_path / "o.dcm.provenance.json").read_text())["inputs"]
     assert read_sr(tmp_path / "o_sr.dcm").set_index("label").loc[9, "percent_id_per_g"] == 4.5
     # existing output without --overwrite: refused
-    assert main(["export", str(tmp_path / "labels.nii.gz"), "--source", str(folder), "--seg",
-                 str(tmp_path / "o.dcm")]) == 2
+    assert (
+        main(["export", str(tmp_path / "labels.nii.gz"), "--source", str(folder), "--seg", str(tmp_path / "o.dcm")])
+        == 2
+    )
 
 
 @pytest.mark.parametrize("case", ["nifti_source", "unknown_label", "sr_without_table", "labels_elsewhere"])
@@ -363,8 +416,12 @@ def test_export_bad_input_one_line_nothing_written(tmp_path, capsys, case):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    expected = {"nifti_source": "not a DICOM series", "unknown_label": "label 5",
-                "sr_without_table": "--table and --sr", "labels_elsewhere": "no labelled voxel"}[case]
+    expected = {
+        "nifti_source": "not a DICOM series",
+        "unknown_label": "label 5",
+        "sr_without_table": "--table and --sr",
+        "labels_elsewhere": "no labelled voxel",
+    }[case]
     assert expected in err[0]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]  # no output, no temp
     assert not (tmp_path / "o.dcm").exists() and not (tmp_path / "o_sr.dcm").exists()
@@ -405,15 +462,20 @@ def test_export_against_an_enhanced_multiframe_source(tmp_path, kind):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
-            legacy_datasets=datasets[::-1], series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(),
-            instance_number=1)
+            legacy_datasets=datasets[::-1],
+            series_instance_uid=hd.UID(),
+            series_number=5,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+        )
     (tmp_path / "enh").mkdir()
     enhanced.save_as(tmp_path / "enh" / "e.dcm")
     ref = load_volume(tmp_path / "enh")
     labels = np.zeros(ref.spatial_shape, np.uint8)
     labels[1:4, 2:5, 3:7] = 2
     labels[5, 0, 0] = 1
-    seg = write_seg(Volume(labels, ref.affine, "SEG", "label"), tmp_path / "enh", tmp_path / "seg.dcm",
-                    segmentation_type=kind)
+    seg = write_seg(
+        Volume(labels, ref.affine, "SEG", "label"), tmp_path / "enh", tmp_path / "seg.dcm", segmentation_type=kind
+    )
     np.testing.assert_array_equal(load_volume(seg, reference=tmp_path / "enh").numpy(), labels)
     assert hd.seg.segread(str(seg)).ReferencedSeriesSequence[0].SeriesInstanceUID == ref.metadata["SeriesInstanceUID"]

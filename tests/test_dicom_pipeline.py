@@ -21,7 +21,9 @@ def session(tmp_path_factory):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
-        result = analyse_session(sample_study_root(), "day1", baseline_session="day0", steps=("register", "pet", "dicom"))
+        result = analyse_session(
+            sample_study_root(), "day1", baseline_session="day0", steps=("register", "pet", "dicom")
+        )
     out = tmp_path_factory.mktemp("dicom_step")
     written = write_session_outputs(result, out, {"step": "test"}, overwrite=False)
     return result, out, {p.name for p in written}

@@ -37,8 +37,12 @@ def _pixels_to_data(ax, rows, cols, height):
 
 def test_colour_bar_range_equals_the_range_asked_for():
     mri = _black_mri()
-    pet = mri.replace(data=np.random.default_rng(0).random(mri.shape).astype(np.float32) * 10, modality="PT",
-                      unit="kBq/mL", name="PET")
+    pet = mri.replace(
+        data=np.random.default_rng(0).random(mri.shape).astype(np.float32) * 10,
+        modality="PT",
+        unit="kBq/mL",
+        name="PET",
+    )
     res = F.fused_slice(mri, pet, overlay_range=(2.0, 7.0), plane="axial", position_mm=0.0)
     cax = res.axes["colorbar"]
     assert res.info["colorbar_range"] == (2.0, 7.0)
@@ -59,14 +63,15 @@ def test_colour_bar_range_equals_the_range_asked_for():
 
 @pytest.mark.parametrize("length_mm, radiological", [(5.0, False), (2.0, True)])
 def test_scale_bar_length_in_pixels_matches_the_millimetres(length_mm, radiological):
-    res = F.fused_slice(_black_mri(), None, plane="axial", scale_bar_mm=length_mm, letters=False,
-                        radiological=radiological)
+    res = F.fused_slice(
+        _black_mri(), None, plane="axial", scale_bar_mm=length_mm, letters=False, radiological=radiological
+    )
     ax = res.axes["image"]
     img = F.render_png(res, dpi=DPI)
     white = np.all(img[:, :, :3] == 255, axis=2)
     box = ax.get_window_extent()
     h = img.shape[0]
-    inside = white[int(h - box.y1) + 1:int(h - box.y0) - 1, int(box.x0) + 1:int(box.x1) - 1]
+    inside = white[int(h - box.y1) + 1 : int(h - box.y0) - 1, int(box.x0) + 1 : int(box.x1) - 1]
     runs = [np.diff(np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))) for row in inside]
     longest = max(int(r[::2].max()) if r.size else 0 for r in runs)
     xlim = ax.get_xlim()
@@ -109,7 +114,7 @@ def test_images_on_different_grids_line_up_in_world_coordinates():
     a = np.deg2rad(20)
     rot = np.array([[-np.cos(a), np.sin(a), 0], [-np.sin(a), -np.cos(a), 0], [0, 0, 1.0]])  # LPS-like, rotated
     pet_aff = np.eye(4)
-    pet_aff[:3, :3] = rot[:, ::-1] * 0.5       # array axes (slice, row, column)
+    pet_aff[:3, :3] = rot[:, ::-1] * 0.5  # array axes (slice, row, column)
     pet_aff[:3, 3] = spot - pet_aff[:3, :3] @ np.array([10, 12, 14])
     pet_data = np.zeros((24, 28, 30), np.float32)
     pet_data[10, 12, 14] = 50.0
@@ -153,8 +158,11 @@ def test_orientation_letters_sit_in_the_emptiest_corner_never_on_the_data(quiet)
     xyz = mri.index_to_world(ijk)
     left = xyz[:, 0] < h0 + 0.3 * w
     top = xyz[:, 1] > v1 - 0.3 * h
-    want = {"upper left": left & top, "upper right": ~left & (xyz[:, 0] > h1 - 0.3 * w) & top,
-            "lower left": left & (xyz[:, 1] < v0 + 0.3 * h)}[quiet]
+    want = {
+        "upper left": left & top,
+        "upper right": ~left & (xyz[:, 0] > h1 - 0.3 * w) & top,
+        "lower left": left & (xyz[:, 1] < v0 + 0.3 * h),
+    }[quiet]
     data.reshape(-1)[want] = 0.0
     res = F.fused_slice(mri.replace(data=data), None, plane="axial", scale_bar_mm=0)
     assert res.info["letter_corner"] == quiet
@@ -167,7 +175,7 @@ def test_orientation_letters_sit_in_the_emptiest_corner_never_on_the_data(quiet)
         bb = t.get_window_extent(renderer)
         cx, cy = int((bb.x0 + bb.x1) / 2), int(rgba.shape[0] - (bb.y0 + bb.y1) / 2)
         # around the letter (a ring outside its glyph): black background, not the grey of the data
-        ring = np.concatenate([rgba[cy - 14:cy + 15, cx - 14, :3], rgba[cy - 14:cy + 15, cx + 14, :3]])
+        ring = np.concatenate([rgba[cy - 14 : cy + 15, cx - 14, :3], rgba[cy - 14 : cy + 15, cx + 14, :3]])
         assert ring.mean() < 40, (t.get_text(), ring.mean())
 
 
@@ -196,11 +204,12 @@ def test_montage_shares_one_colour_range_and_bars_and_time_courses_draw():
     res = F.montage(panels)
     assert res.info["colorbar_range"][0] <= 1.0 and res.info["colorbar_range"][1] >= 4.0
     assert {p["colorbar_range"] for p in res.info["panels"]} == {res.info["colorbar_range"]}
-    table = pd.DataFrame({"organ": ["liver", "tumour"] * 2, "day": [1, 1, 3, 3], "suv": [3.0, 1.0, 2.5, 1.5],
-                          "sd": [0.3, 0.2, 0.2, 0.1]})
+    table = pd.DataFrame(
+        {"organ": ["liver", "tumour"] * 2, "day": [1, 1, 3, 3], "suv": [3.0, 1.0, 2.5, 1.5], "sd": [0.3, 0.2, 0.2, 0.1]}
+    )
     bars = F.organ_bars(table, "suv", error="sd", group="day", unit="SUVbw")
     ax = bars.axes["bars"]
-    assert len(ax.containers) == 4    # two groups: bars + error bars each
+    assert len(ax.containers) == 4  # two groups: bars + error bars each
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["day 1", "day 3"]
     tc = table.rename(columns={"organ": "site"})
     course = F.time_course(tc, "suv", error="sd", flags={"liver": True})
@@ -213,8 +222,9 @@ def test_montage_shares_one_colour_range_and_bars_and_time_courses_draw():
 def test_same_inputs_give_identical_files(tmp_path):
     mri = _black_mri()
     mri = mri.replace(data=np.random.default_rng(1).random(mri.shape).astype(np.float32))
-    pet = mri.replace(data=np.random.default_rng(2).random(mri.shape).astype(np.float32), modality="PT",
-                      unit="SUVbw", name="PET")
+    pet = mri.replace(
+        data=np.random.default_rng(2).random(mri.shape).astype(np.float32), modality="PT", unit="SUVbw", name="PET"
+    )
     lab = mri.replace(data=(mri.numpy() > 0.97).astype(np.uint8), modality="SEG", unit="label", name="roi")
     digests = []
     for i in range(2):

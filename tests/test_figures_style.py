@@ -62,12 +62,12 @@ def test_robust_colour_bar_on_a_19f_montage_with_a_hot_reference_tube():
     for day, spot in ((1, 50.0), (3, 20.0), (7, 5.0)):
         data = np.zeros(shape, np.float32)
         data[10, 10:40, 10:40] = rng.uniform(0.5, 1.0, (30, 30)) * spot  # labelled cells
-        data[10, 50:52, 50:52] = 800.0                                     # 4 voxels of reference tube
+        data[10, 50:52, 50:52] = 800.0  # 4 voxels of reference tube
         f19 = Volume(data, aff, "F19", "mM", name="19F")
         panels.append({"anatomy": None, "overlay": f19, "position_mm": 5.0, "title": f"day {day}"})
     res = F.montage(panels)
     lo, hi = res.info["colorbar_range"]
-    assert hi < 60.0 and lo < 5.0, (lo, hi)   # the 800 mM tube (0.15 % of the shown voxels) is beyond the 99.5th
+    assert hi < 60.0 and lo < 5.0, (lo, hi)  # the 800 mM tube (0.15 % of the shown voxels) is beyond the 99.5th
     values = np.concatenate([p["overlay"].numpy()[10].ravel() for p in panels])
     nz = values[values != 0]
     # (the display grid samples between voxel centres: linear interpolation moves the percentiles a little)
@@ -88,8 +88,9 @@ def test_robust_range_of_a_fused_slice_leaves_out_zeros():
     assert lo == pytest.approx(np.percentile(nz, 1.0), rel=0.02) and lo > 9.0  # zeros would put lo at 0
 
 
-@pytest.mark.parametrize("unit, scale", [("apparent cells (label / label per cell at injection)", 1e7),
-                                         ("void volume (mm³)", 1.0)])
+@pytest.mark.parametrize(
+    "unit, scale", [("apparent cells (label / label per cell at injection)", 1e7), ("void volume (mm³)", 1.0)]
+)
 def test_time_course_labels_are_inside_the_canvas(unit, scale):
     table = _course(["tumour", "ln_inguinal_right", "ln_inguinal_left", "liver", "spleen", "ln_iliac"], "PET")
     table["cells"] *= scale

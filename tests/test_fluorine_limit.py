@@ -19,19 +19,27 @@ TUBE = Cylinder((5.5, -7.0, -8.0), (5.5, -7.0, 8.0), 1.6)
 def _masks(radius_mm):
     roi = (fraction_inside(Sphere((0, 0, 0), radius_mm * 3 ** (1 / 3)), SHAPE, AFF) >= 0.5).astype(np.uint8)
     noise = np.zeros(SHAPE, np.uint8)
-    noise[:, :, :6] = 1        # x < -6 mm: no depot, no tube
+    noise[:, :, :6] = 1  # x < -6 mm: no depot, no tube
     return Volume(roi, AFF, "SEG"), Volume(noise, AFF, "SEG")
 
 
 def _depot_snr(cells, radius_mm):
-    voxels = 4 / 3 * np.pi * radius_mm ** 3 / VOXEL ** 3
-    mm = cells * 1e12 / voxels / atoms_per_mM_voxel(VOXEL ** 3)
+    voxels = 4 / 3 * np.pi * radius_mm**3 / VOXEL**3
+    mm = cells * 1e12 / voxels / atoms_per_mM_voxel(VOXEL**3)
     return mm / C_REF * REF_SNR
 
 
 def _run(cells, radius_mm, seed):
-    sim = f19_image([FluorineDepot((0, 0, 0), cells, 1e12, radius_mm)], TUBE, C_REF, SHAPE, AFF,
-                    snr=REF_SNR, gain_per_mM=GAIN, rng=np.random.default_rng(seed))
+    sim = f19_image(
+        [FluorineDepot((0, 0, 0), cells, 1e12, radius_mm)],
+        TUBE,
+        C_REF,
+        SHAPE,
+        AFF,
+        snr=REF_SNR,
+        gain_per_mM=GAIN,
+        rng=np.random.default_rng(seed),
+    )
     roi, noise = _masks(radius_mm)
     img = Volume(sim["image"], AFF, "F19")
     ref = Volume(sim["reference_mask"], AFF, "SEG")
@@ -43,7 +51,7 @@ def _run(cells, radius_mm, seed):
 def test_amplitude_estimator_is_unbiased_at_the_noise_floor_and_above():
     tab = amplitude_table()
     bias = tab["mean"] - tab["A"]
-    assert abs(bias[0]) < 0.02                      # a signal-free voxel adds nothing on average
+    assert abs(bias[0]) < 0.02  # a signal-free voxel adds nothing on average
     assert np.all(np.abs(bias[tab["A"] >= 1.5]) < 0.1)
     rng = np.random.default_rng(3)
     for a in (0.0, 2.0, 5.0):
@@ -54,7 +62,7 @@ def test_amplitude_estimator_is_unbiased_at_the_noise_floor_and_above():
 @pytest.mark.slow
 @pytest.mark.parametrize("cells,radius_mm", [(1e4, 1.5), (2e4, 1.75), (4e4, 2.0)])
 def test_low_counts_unbiased_and_intervals_cover_truth(cells, radius_mm):
-    assert 2.0 <= _depot_snr(cells, radius_mm) <= 5.0          # the regime the issue names
+    assert 2.0 <= _depot_snr(cells, radius_mm) <= 5.0  # the regime the issue names
     estimates, covered, truths, ses = [], 0, [], []
     for seed in range(50):
         row, truth = _run(cells, radius_mm, seed)
@@ -68,7 +76,7 @@ def test_low_counts_unbiased_and_intervals_cover_truth(cells, radius_mm):
     # the reported standard error follows the real spread of the repetitions: never much smaller (the
     # interval would over-promise), at most 1.5x larger (the plug-in variance is conservative at low SNR)
     assert 0.8 * np.std(estimates) <= np.mean(ses) <= 1.5 * np.std(estimates), (np.std(estimates), np.mean(ses))
-    assert covered >= 45, covered                         # >= 90 % of 50 repetitions
+    assert covered >= 45, covered  # >= 90 % of 50 repetitions
 
 
 @pytest.mark.parametrize("cells", [1e5, 1e6, 1e7])

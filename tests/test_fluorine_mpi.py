@@ -34,8 +34,14 @@ def noise_mask_of(sc):
 # ---------------------------------------------------------------------------- 19F
 def test_f19_counts_within_15_percent(scene):
     sc = scene
-    df = fluorine_cells(sc["f19"], sc["f19_depot_labels"], sc["f19_reference_mask"], sc["f19_reference_mM"],
-                        1e12, noise_mask=noise_mask_of(sc)).set_index("label")
+    df = fluorine_cells(
+        sc["f19"],
+        sc["f19_depot_labels"],
+        sc["f19_reference_mask"],
+        sc["f19_reference_mM"],
+        1e12,
+        noise_mask=noise_mask_of(sc),
+    ).set_index("label")
     for depot in sc["f19_depots"]:
         row = df.loc[depot["label"]]
         assert row["status"] == "ok"
@@ -54,14 +60,16 @@ def test_f19_counts_within_15_percent(scene):
     params = df.attrs["parameters"]
     assert params["sigma"] == pytest.approx(sc["f19_sigma"], rel=0.05)
     assert params["atoms_per_reference_voxel"] == pytest.approx(
-        sc["f19_reference_mM"] * 1e-3 * AVOGADRO * sc["f19"].voxel_volume_mm3 * 1e-6)
+        sc["f19_reference_mM"] * 1e-3 * AVOGADRO * sc["f19"].voxel_volume_mm3 * 1e-6
+    )
 
 
 def test_f19_automatic_sigma_warns_and_still_counts(scene):
     sc = scene
     with pytest.warns(ImmunotrackWarning, match="no noise mask"):
-        df = fluorine_cells(sc["f19"], sc["f19_depot_labels"], sc["f19_reference_mask"], sc["f19_reference_mM"],
-                            1e12).set_index("label")
+        df = fluorine_cells(
+            sc["f19"], sc["f19_depot_labels"], sc["f19_reference_mask"], sc["f19_reference_mM"], 1e12
+        ).set_index("label")
     assert df.attrs["parameters"]["sigma"] == pytest.approx(sc["f19_sigma"], rel=0.05)
     for depot in sc["f19_depots"]:
         assert df.loc[depot["label"], "cell_count"] == pytest.approx(depot["cells"], rel=0.15)
@@ -70,8 +78,14 @@ def test_f19_automatic_sigma_warns_and_still_counts(scene):
 def test_f19_below_detection_limit_is_flagged_not_invented():
     sc = quantitative_scene(seed=5, f19_cells=(1e5, 1e6, 150.0), mpi_cells=(2e4,))
     with pytest.warns(ImmunotrackWarning, match="below|no 19F signal"):
-        df = fluorine_cells(sc["f19"], sc["f19_depot_labels"], sc["f19_reference_mask"], sc["f19_reference_mM"],
-                            1e12, noise_mask=noise_mask_of(sc)).set_index("label")
+        df = fluorine_cells(
+            sc["f19"],
+            sc["f19_depot_labels"],
+            sc["f19_reference_mask"],
+            sc["f19_reference_mM"],
+            1e12,
+            noise_mask=noise_mask_of(sc),
+        ).set_index("label")
     weak = df.loc[3]
     assert weak["status"] == "below detection limit"
     assert np.isnan(weak["cell_count"]) and np.isnan(weak["fluorine_atoms"])
@@ -87,17 +101,17 @@ def _synthetic_f19(depot_snr, seed=0, sigma=10.0, size=4):
     shape = (30, 30, 30)
     clean = np.zeros(shape)
     clean[3:9, 3:9, 3:9] = 20 * sigma
-    clean[15:15 + size, 15:15 + size, 15:15 + size] = depot_snr * sigma
+    clean[15 : 15 + size, 15 : 15 + size, 15 : 15 + size] = depot_snr * sigma
     img = np.hypot(clean + rng.normal(0, sigma, shape), rng.normal(0, sigma, shape)).astype(np.float32)
     aff = np.diag([0.5, 0.5, 0.5, 1.0])
     ref = np.zeros(shape, np.uint8)
     ref[3:9, 3:9, 3:9] = 1
     roi = np.zeros(shape, np.uint8)
-    roi[13:17 + size, 13:17 + size, 13:17 + size] = 1
+    roi[13 : 17 + size, 13 : 17 + size, 13 : 17 + size] = 1
     noise = np.zeros(shape, np.uint8)
     noise[22:, 22:, :] = 1
     atoms_per_mm = 1e-3 * AVOGADRO * 0.125e-6
-    truth_atoms = size ** 3 * (depot_snr / 20.0) * 50.0 * atoms_per_mm
+    truth_atoms = size**3 * (depot_snr / 20.0) * 50.0 * atoms_per_mm
     return Volume(img, aff, "F19"), Volume(roi, aff), Volume(ref, aff), Volume(noise, aff), truth_atoms
 
 
@@ -109,8 +123,8 @@ def test_rician_correction_bias():
     raw = rician_correct(mag, sigma, "none").mean() / a - 1
     power = rician_correct(mag, sigma, "power").mean() / a - 1
     amplitude = rician_correct(mag, sigma, "amplitude").mean() / a - 1
-    assert raw == pytest.approx(sigma ** 2 / (2 * a ** 2), abs=5e-4)  # +0.78%: magnitudes are biased high
-    assert power == pytest.approx(-sigma ** 2 / (2 * a ** 2), abs=5e-4)  # sqrt(I^2 - 2 s^2): as much low
+    assert raw == pytest.approx(sigma**2 / (2 * a**2), abs=5e-4)  # +0.78%: magnitudes are biased high
+    assert power == pytest.approx(-(sigma**2) / (2 * a**2), abs=5e-4)  # sqrt(I^2 - 2 s^2): as much low
     assert abs(amplitude) < 5e-4  # sqrt(I^2 - s^2): unbiased to second order
     with pytest.raises(InputError, match="rician_correction"):
         rician_correct(mag, sigma, "magic")
@@ -119,8 +133,9 @@ def test_rician_correction_bias():
 def test_f19_synthetic_depot_count():
     f19, roi, ref, noise, truth = _synthetic_f19(depot_snr=8.0, size=6)
     for method in ("power", "amplitude", "none"):
-        df = fluorine_cells(f19, roi, ref, 50.0, 1e12, noise_mask=noise, rician_correction=method,
-                            estimator="threshold")
+        df = fluorine_cells(
+            f19, roi, ref, 50.0, 1e12, noise_mask=noise, rician_correction=method, estimator="threshold"
+        )
         assert df.loc[0, "fluorine_atoms"] == pytest.approx(truth, rel=0.05), method
         assert df.loc[0, "counted_voxels"] == 216
 
@@ -153,15 +168,33 @@ def test_cli_fluorine(tmp_path, scene, capsys):
     save_labels(sc["f19_reference_mask"], tmp_path / "ref.nii.gz")
     save_labels(sc["f19_depot_labels"], tmp_path / "roi.nii.gz")
     save_labels(noise_mask_of(sc), tmp_path / "air.nii.gz")
-    save_labels(sc["f19_reference_mask"].replace(data=np.zeros(sc["f19"].spatial_shape, np.uint8)),
-                tmp_path / "empty.nii.gz")
+    save_labels(
+        sc["f19_reference_mask"].replace(data=np.zeros(sc["f19"].spatial_shape, np.uint8)), tmp_path / "empty.nii.gz"
+    )
     out = tmp_path / "cells.csv"
-    base = ["fluorine", str(tmp_path / "f19.nii.gz"), "--reference-mask", str(tmp_path / "ref.nii.gz"),
-            "--roi", str(tmp_path / "roi.nii.gz"), "--fluorine-per-cell", "1e12", "-o", str(out)]
+    base = [
+        "fluorine",
+        str(tmp_path / "f19.nii.gz"),
+        "--reference-mask",
+        str(tmp_path / "ref.nii.gz"),
+        "--roi",
+        str(tmp_path / "roi.nii.gz"),
+        "--fluorine-per-cell",
+        "1e12",
+        "-o",
+        str(out),
+    ]
     assert main(base + ["--reference-concentration", "50", "--noise-mask", str(tmp_path / "air.nii.gz")]) == 0
     df = pd.read_csv(out).set_index("label")
-    assert {"fluorine_atoms", "cell_count", "cell_count_ci95_low", "cell_count_ci95_high", "cell_count_upper_bound",
-            "detection_limit_cells_roi", "detection_limit_cells_per_voxel"} <= set(df.columns)
+    assert {
+        "fluorine_atoms",
+        "cell_count",
+        "cell_count_ci95_low",
+        "cell_count_ci95_high",
+        "cell_count_upper_bound",
+        "detection_limit_cells_roi",
+        "detection_limit_cells_per_voxel",
+    } <= set(df.columns)
     for depot in sc["f19_depots"]:
         assert df.loc[depot["label"], "cell_count"] == pytest.approx(depot["cells"], rel=0.15)
     prov = json.loads((tmp_path / "cells.csv.provenance.json").read_text())
@@ -245,8 +278,16 @@ def test_cli_mpi(tmp_path, scene, capsys):
     sc = scene
     save_volume(sc["mpi"], tmp_path / "mpi.nii.gz")
     save_labels(sc["mpi_depot_labels"], tmp_path / "roi.nii.gz")
-    rows = [{"x_mm": f["position_ras_mm"][0], "y_mm": f["position_ras_mm"][1], "z_mm": f["position_ras_mm"][2],
-             "iron_ng": f["iron_ng"], "radius_mm": 3.0} for f in sc["mpi_fiducials"]]
+    rows = [
+        {
+            "x_mm": f["position_ras_mm"][0],
+            "y_mm": f["position_ras_mm"][1],
+            "z_mm": f["position_ras_mm"][2],
+            "iron_ng": f["iron_ng"],
+            "radius_mm": 3.0,
+        }
+        for f in sc["mpi_fiducials"]
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "fid.csv", index=False)
     pd.DataFrame(rows[:1]).to_csv(tmp_path / "fid1.csv", index=False)
     out = tmp_path / "iron.csv"
@@ -283,13 +324,19 @@ def test_mpi_intercept_scales_with_the_roi_volume():
     for (z, y, x), ng in (((8, 8, 8), 100.0), ((8, 8, 50), 500.0), ((50, 8, 8), 1000.0)):
         img[z, y, x] += 10.0 * ng
         fids.append({"x_mm": z * 0.5, "y_mm": y * 0.5, "z_mm": x * 0.5, "iron_ng": ng})  # eye-like affine: axis 0 is x
-    img[30, 30, 30] += 250.0      # 25 ng in a big ROI (20^3 voxels)
-    img[45, 45, 45] += 250.0      # 25 ng in a small one (5^3)
+    img[30, 30, 30] += 250.0  # 25 ng in a big ROI (20^3 voxels)
+    img[45, 45, 45] += 250.0  # 25 ng in a small one (5^3)
     roi = np.zeros(img.shape, np.uint8)
     roi[20:40, 20:40, 20:40] = 1
     roi[43:48, 43:48, 43:48] = 2
-    df = mpi_iron(Volume(img.astype(np.float32), aff, "MPI"), Volume(roi, aff), pd.DataFrame(fids), 5.0,
-                  background=0.0, dilate_mm=0.0).set_index("label")
+    df = mpi_iron(
+        Volume(img.astype(np.float32), aff, "MPI"),
+        Volume(roi, aff),
+        pd.DataFrame(fids),
+        5.0,
+        background=0.0,
+        dilate_mm=0.0,
+    ).set_index("label")
     assert df.attrs["calibration"]["intercept_model"] == "volume"
     assert df.attrs["calibration"]["intercept"] > 200  # 0.3 x ~900 voxels per sphere
     for label in (1, 2):  # a constant intercept would give 238 ng and 1.7 ng
@@ -307,11 +354,12 @@ def test_mpi_below_detection_limit_gives_an_upper_bound_never_a_negative_count()
         img[z, y, x] += 10.0 * ng
         fids.append({"x_mm": z * 0.5, "y_mm": y * 0.5, "z_mm": x * 0.5, "iron_ng": ng})  # eye-like affine: axis 0 is x
     roi = np.zeros(img.shape, np.uint8)
-    roi[20:35, 20:35, 20:35] = 1          # empty: noise only
+    roi[20:35, 20:35, 20:35] = 1  # empty: noise only
     roi[38:46, 38:46, 38:46] = 2
-    img[42, 42, 42] += 2000.0             # 200 ng: detected
-    df = mpi_iron(Volume(img.astype(np.float32), aff, "MPI"), Volume(roi, aff), pd.DataFrame(fids), 5.0,
-                  background=0.0).set_index("label")
+    img[42, 42, 42] += 2000.0  # 200 ng: detected
+    df = mpi_iron(
+        Volume(img.astype(np.float32), aff, "MPI"), Volume(roi, aff), pd.DataFrame(fids), 5.0, background=0.0
+    ).set_index("label")
     empty = df.loc[1]
     assert empty["status"] == "below detection limit" and np.isnan(empty["cell_count"])
     assert np.isnan(empty["cell_count_dilated"])

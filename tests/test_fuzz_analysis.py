@@ -29,15 +29,15 @@ from scipy.spatial.transform import Rotation
 from napari_immunotrack.errors import ImmunotrackWarning, InputError
 from napari_immunotrack.volume import Volume
 
-
 #: IMMUNOTRACK_FUZZ_SCALE=20 (say, in a nightly job) multiplies every budget and draws fresh random
 #: examples each run; the default (1) is a fixed, reproducible set that fits the CI time.
 FUZZ_SCALE = max(1, int(os.environ.get("IMMUNOTRACK_FUZZ_SCALE", "1")))
 
 
 def budget(n):
-    return settings(max_examples=n * FUZZ_SCALE, deadline=None, derandomize=FUZZ_SCALE == 1,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=n * FUZZ_SCALE, deadline=None, derandomize=FUZZ_SCALE == 1, suppress_health_check=list(HealthCheck)
+    )
 
 
 def result_or_input_error(func, *args, **kwargs):
@@ -45,7 +45,7 @@ def result_or_input_error(func, *args, **kwargs):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ImmunotrackWarning)  # guesses are allowed, and recorded
-            warnings.simplefilter("ignore", RuntimeWarning)     # numpy's "mean of empty slice" and kin
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "mean of empty slice" and kin
             result = func(*args, **kwargs)
     except InputError as exc:
         text = str(exc)
@@ -89,7 +89,7 @@ def affines(draw, oblique=True, spacings=(0.05, 0.3, 0.5, 1.0, 2.0, 4.0)):
 def arrays(draw, shape, dtypes=DTYPES, hostile=True):
     """Random data: noise or noise with a bright/dark block; hostile: also constants, zeros, NaN/inf voxels."""
     dtype = np.dtype(draw(st.sampled_from(dtypes)))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     kinds = ["noise", "blocky"] + (["constant", "zeros", "huge"] if hostile else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "noise":
@@ -103,8 +103,8 @@ def arrays(draw, shape, dtypes=DTYPES, hostile=True):
     else:
         data = np.full(shape, 100.0) + rng.normal(0, 2, shape)
         lo = [int(rng.integers(0, s)) for s in shape]
-        data[lo[0]:lo[0] + 3, lo[1]:lo[1] + 3, lo[2]:lo[2] + 3] = draw(st.sampled_from([1.0, 10.0, 400.0]))
-    if dtype == bool:
+        data[lo[0] : lo[0] + 3, lo[1] : lo[1] + 3, lo[2] : lo[2] + 3] = draw(st.sampled_from([1.0, 10.0, 400.0]))
+    if dtype is bool:
         data = data > np.median(data)
     elif np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -130,7 +130,7 @@ def masks(draw, grid: Volume, allow_none=True, hostile=True):
     """A mask/label image: None, on ``grid`` or (hostile) on another grid, possibly empty or float-typed."""
     if allow_none and draw(st.booleans()):
         return None
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     same = not hostile or draw(st.booleans())
     shape = grid.spatial_shape if same else draw(shape_st)
     affine = grid.affine if same else draw(affines())
@@ -141,7 +141,7 @@ def masks(draw, grid: Volume, allow_none=True, hostile=True):
         data = (rng.random(shape) < draw(st.sampled_from([0.3, 0.7]))).astype(np.uint8)
     elif kind == "block":
         lo = [int(rng.integers(0, s)) for s in shape]
-        data[lo[0]:lo[0] + 3, lo[1]:lo[1] + 3, lo[2]:lo[2] + 3] = 1
+        data[lo[0] : lo[0] + 3, lo[1] : lo[1] + 3, lo[2] : lo[2] + 3] = 1
     elif kind == "full":
         data[:] = 1
     elif kind == "float":
@@ -149,7 +149,7 @@ def masks(draw, grid: Volume, allow_none=True, hostile=True):
     elif kind == "labels":
         data = rng.integers(0, 4, shape).astype(np.int16)
     elif kind == "big labels":  # label values far apart, up to the int32 limit
-        data = rng.choice(np.array([0, 1, 65535, 2 ** 31 - 1], np.int64), shape)
+        data = rng.choice(np.array([0, 1, 65535, 2**31 - 1], np.int64), shape)
     elif kind == "4d":  # a mask with a leading axis (time frames)
         data = (rng.random((2,) + tuple(shape)) < 0.5).astype(np.uint8)
     if not hostile and not data.any():
@@ -166,17 +166,26 @@ def test_segment_clusters(data, hostile):
     post = data.draw(images(dtypes=["uint8", "int16", "float32", "float64"], hostile=hostile))
     baseline = None
     if data.draw(st.booleans()):
-        baseline = data.draw(images(shape=post.spatial_shape, affine=post.affine, dtypes=["int16", "float32"],
-                                    hostile=hostile))
+        baseline = data.draw(
+            images(shape=post.spatial_shape, affine=post.affine, dtypes=["int16", "float32"], hostile=hostile)
+        )
     method = data.draw(st.sampled_from(["fraction", "percentile", "ksigma", "blob"]))
     threshold = pick(data, hostile, [None, 0.3, 0.5, 0.9], [-1.0, 0.0, 2.0, 10.0, 50.0, np.nan])
     res = result_or_input_error(
-        segment_clusters, post, baseline=baseline, reference_mask=data.draw(masks(post, hostile=hostile)),
-        search_mask=data.draw(masks(post, hostile=hostile)), background_mask=data.draw(masks(post, hostile=hostile)),
-        method=method, threshold=threshold, min_size=pick(data, hostile, [1, 2, 3], [0]),
+        segment_clusters,
+        post,
+        baseline=baseline,
+        reference_mask=data.draw(masks(post, hostile=hostile)),
+        search_mask=data.draw(masks(post, hostile=hostile)),
+        background_mask=data.draw(masks(post, hostile=hostile)),
+        method=method,
+        threshold=threshold,
+        min_size=pick(data, hostile, [1, 2, 3], [0]),
         connectivity=pick(data, hostile, [6, 18, 26], [7]),
         baseline_rule=data.draw(st.sampled_from(["ratio", "delta_r2s"])),
-        split_touching=data.draw(st.booleans()), sigma=pick(data, hostile, [None, 0.5, 5.0], [0.0, -1.0]))
+        split_touching=data.draw(st.booleans()),
+        sigma=pick(data, hostile, [None, 0.5, 5.0], [0.0, -1.0]),
+    )
     if res is None:
         return
     labels = res.labels.numpy()
@@ -198,18 +207,22 @@ def test_segment_clusters_in_chunks_equals_in_memory(data):
     from napari_immunotrack.analysis.clusters import segment_clusters
 
     shape = data.draw(st.tuples(st.integers(4, 12), st.integers(4, 12), st.integers(4, 12)))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     img = (100 + rng.normal(0, 2, shape)).astype(np.float32)
     for _ in range(data.draw(st.integers(1, 4))):  # dark voids, some across chunk faces
         lo = [int(rng.integers(0, s - 1)) for s in shape]
         size = [int(rng.integers(1, 4)) for _ in range(3)]
-        img[lo[0]:lo[0] + size[0], lo[1]:lo[1] + size[1], lo[2]:lo[2] + size[2]] = 5.0
+        img[lo[0] : lo[0] + size[0], lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]] = 5.0
     post = Volume(img, data.draw(affines()))
     ref = Volume((img > 50).astype(np.uint8), post.affine)
     chunks = tuple(data.draw(st.integers(2, 6)) for _ in range(3))
-    kwargs = dict(reference_mask=ref, min_size=data.draw(st.integers(1, 3)),
-                  connectivity=data.draw(st.sampled_from([6, 18, 26])), split_touching=data.draw(st.booleans()),
-                  sigma=2.0)
+    kwargs = dict(
+        reference_mask=ref,
+        min_size=data.draw(st.integers(1, 3)),
+        connectivity=data.draw(st.sampled_from([6, 18, 26])),
+        split_touching=data.draw(st.booleans()),
+        sigma=2.0,
+    )
     memory = result_or_input_error(segment_clusters, post, **kwargs)
     chunked = result_or_input_error(segment_clusters, post.replace(data=da.from_array(img, chunks=chunks)), **kwargs)
     assert (memory is None) == (chunked is None)
@@ -231,22 +244,42 @@ def test_confirm_dual_mode(data, hostile):
 
     t1 = data.draw(images(dtypes=["uint8", "int16", "float32", "float64"], hostile=hostile))
     same = not hostile or data.draw(st.booleans())
-    t2 = data.draw(images(shape=t1.spatial_shape if same else None, affine=t1.affine if same else None,
-                          dtypes=["int16", "float32", "float64"], hostile=hostile))
+    t2 = data.draw(
+        images(
+            shape=t1.spatial_shape if same else None,
+            affine=t1.affine if same else None,
+            dtypes=["int16", "float32", "float64"],
+            hostile=hostile,
+        )
+    )
     pre = pick(data, hostile, ["none", "both"], ["t1 only"])
-    t1_pre = data.draw(images(shape=t1.spatial_shape, affine=t1.affine, dtypes=["float32"], hostile=hostile)) \
-        if pre != "none" else None
-    t2_pre = data.draw(images(shape=t2.spatial_shape, affine=t2.affine, dtypes=["float32"], hostile=hostile)) \
-        if pre == "both" else None
+    t1_pre = (
+        data.draw(images(shape=t1.spatial_shape, affine=t1.affine, dtypes=["float32"], hostile=hostile))
+        if pre != "none"
+        else None
+    )
+    t2_pre = (
+        data.draw(images(shape=t2.spatial_shape, affine=t2.affine, dtypes=["float32"], hostile=hostile))
+        if pre == "both"
+        else None
+    )
     res = result_or_input_error(
-        confirm_dual_mode, t1, t2, t1_pre, t2_pre,
+        confirm_dual_mode,
+        t1,
+        t2,
+        t1_pre,
+        t2_pre,
         t1_threshold=pick(data, hostile, [0.0, 0.2, 0.5], [0.999, 1.5, -0.1]),
-        t2_threshold=pick(data, hostile, [0.0, 0.2, 0.9]), k_sigma=pick(data, hostile, [0.0, 3.0], [-1.0]),
-        min_size=pick(data, hostile, [1, 2, 3], [0]), opening=data.draw(st.booleans()),
-        connectivity=pick(data, hostile, [6, 18, 26], [4]), search_mask=data.draw(masks(t1, hostile=hostile)),
+        t2_threshold=pick(data, hostile, [0.0, 0.2, 0.9]),
+        k_sigma=pick(data, hostile, [0.0, 3.0], [-1.0]),
+        min_size=pick(data, hostile, [1, 2, 3], [0]),
+        opening=data.draw(st.booleans()),
+        connectivity=pick(data, hostile, [6, 18, 26], [4]),
+        search_mask=data.draw(masks(t1, hostile=hostile)),
         reference_mask=data.draw(masks(t1, hostile=hostile)),
         transform=None if same else data.draw(st.none() | st.just(np.eye(4))),
-        normalise=pick(data, hostile, ["reference", "tissue", "none"], ["bogus"]))
+        normalise=pick(data, hostile, ["reference", "tissue", "none"], ["bogus"]),
+    )
     if res is None:
         return
     labels = res.labels.numpy()
@@ -277,17 +310,33 @@ def test_carry_rois_and_roi_statistics(data, hostile):
         for label in rmap.labels:
             w = rmap.weight_volume(label)
             assert np.all((w >= 0) & (w <= 1 + 1e-6)) and w.sum() > 0
-    df = result_or_input_error(roi_statistics, image, rois, transform=transform, supersample=max(supersample, 1),
-                               peak=data.draw(st.booleans()), peak_radius_mm=pick(data, hostile, [0.5, 6.2], [0.0]))
+    df = result_or_input_error(
+        roi_statistics,
+        image,
+        rois,
+        transform=transform,
+        supersample=max(supersample, 1),
+        peak=data.draw(st.booleans()),
+        peak_radius_mm=pick(data, hostile, [0.5, 6.2], [0.0]),
+    )
     if df is not None:
         assert isinstance(df, pd.DataFrame) and len(df) >= 1
         assert np.all(df["volume_ml"] > 0)
 
 
 # ------------------------------------------------------------------ PET/SPECT
-GOOD_HEADER = {"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e7,
-               "RadionuclideHalfLife": 6586.2, "PatientWeight": 0.025, "PatientSize": 0.1, "PatientSex": "F",
-               "SeriesDate": "20240305", "SeriesTime": "100000", "RadiopharmaceuticalStartTime": "090000"}
+GOOD_HEADER = {
+    "Units": "BQML",
+    "DecayCorrection": "START",
+    "RadionuclideTotalDose": 1e7,
+    "RadionuclideHalfLife": 6586.2,
+    "PatientWeight": 0.025,
+    "PatientSize": 0.1,
+    "PatientSex": "F",
+    "SeriesDate": "20240305",
+    "SeriesTime": "100000",
+    "RadiopharmaceuticalStartTime": "090000",
+}
 BAD_HEADER = {
     "Units": ["CNTS", "GML", "SUV", None, "", "bqml"],
     "DecayCorrection": ["ADMIN", "NONE", None, "XYZ"],
@@ -309,9 +358,15 @@ def test_quantify_pet(data, hostile):
     from napari_immunotrack.analysis.pet import quantify_pet
 
     # PET voxels of 0.3 mm or more: SUVpeak's 1 mL sphere on a 0.05 mm grid is millions of voxels (slow, not wrong)
-    pet = data.draw(images(affine=data.draw(affines(spacings=[0.3, 1.0, 2.0, 4.0])),
-                           modality=data.draw(st.sampled_from(["PT", "NM"])), unit="Bq/mL",
-                           dtypes=["int16", "float32", "float64"], hostile=hostile))
+    pet = data.draw(
+        images(
+            affine=data.draw(affines(spacings=[0.3, 1.0, 2.0, 4.0])),
+            modality=data.draw(st.sampled_from(["PT", "NM"])),
+            unit="Bq/mL",
+            dtypes=["int16", "float32", "float64"],
+            hostile=hostile,
+        )
+    )
     pet.metadata.update(GOOD_HEADER)
     if hostile:  # 1-3 fields hand-typed wrong or left out
         for key in data.draw(st.lists(st.sampled_from(sorted(BAD_HEADER)), min_size=1, max_size=3, unique=True)):
@@ -325,10 +380,16 @@ def test_quantify_pet(data, hostile):
         overrides["weight_kg"] = data.draw(st.sampled_from([0.025, 0.0, 1e9]))
     if hostile and data.draw(st.booleans()):
         overrides["injection_time"] = data.draw(st.sampled_from(["09:00:00", "2030-01-01T00:00:00", "noon"]))
-    df = result_or_input_error(quantify_pet, pet, rois,
-                               suv_types=pick(data, hostile, [("bw",), ("bw", "lbm", "bsa", "ibw")], [("xyz",)]),
-                               supersample=data.draw(st.sampled_from([1, 3])), peak=data.draw(st.booleans()),
-                               density_g_ml=pick(data, hostile, [1.0, 1.05], [0.0]), **overrides)
+    df = result_or_input_error(
+        quantify_pet,
+        pet,
+        rois,
+        suv_types=pick(data, hostile, [("bw",), ("bw", "lbm", "bsa", "ibw")], [("xyz",)]),
+        supersample=data.draw(st.sampled_from([1, 3])),
+        peak=data.draw(st.booleans()),
+        density_g_ml=pick(data, hostile, [1.0, 1.05], [0.0]),
+        **overrides,
+    )
     if df is not None:
         assert len(df) >= 1 and np.all(df["volume_ml"] > 0)
         if "suv_bw_mean" in df:
@@ -352,12 +413,18 @@ def test_fluorine_cells(data, hostile):
         img[rois.numpy() > 0] += data.draw(st.sampled_from([0.0, 2.0, 15.0]))
         f19 = f19.replace(data=img.astype(np.float32))
     df = result_or_input_error(
-        fluorine_cells, f19, rois, reference,
+        fluorine_cells,
+        f19,
+        rois,
+        reference,
         pick(data, hostile, [50.0, 5.0], [0.0, -1.0, float("inf"), 1e-12]),
-        pick(data, hostile, [1e12, 1e11], [0.0]), noise_mask=data.draw(masks(f19, hostile=hostile)),
+        pick(data, hostile, [1e12, 1e11], [0.0]),
+        noise_mask=data.draw(masks(f19, hostile=hostile)),
         noise_sigma=pick(data, hostile, [None, 1.0], [0.0, -2.0, float("nan")]),
-        snr_threshold=pick(data, hostile, [3.5, 2.0], [0.0]), min_cluster_voxels=pick(data, hostile, [1, 3], [0]),
-        rician_correction=pick(data, hostile, ["power", "amplitude", "none", True], ["bogus"]))
+        snr_threshold=pick(data, hostile, [3.5, 2.0], [0.0]),
+        min_cluster_voxels=pick(data, hostile, [1, 3], [0]),
+        rician_correction=pick(data, hostile, ["power", "amplitude", "none", True], ["bogus"]),
+    )
     if df is not None:
         assert len(df) >= 1
         counted = df["cell_count"].dropna()
@@ -370,8 +437,14 @@ def test_fluorine_cells(data, hostile):
 def test_mpi_iron(data, hostile):
     from napari_immunotrack.analysis.mpi import mpi_iron
 
-    mpi = data.draw(images(shape=data.draw(st.tuples(*[st.integers(5, 9)] * 3)), modality="MPI",
-                           dtypes=["uint8", "float32", "float64"], hostile=hostile))
+    mpi = data.draw(
+        images(
+            shape=data.draw(st.tuples(*[st.integers(5, 9)] * 3)),
+            modality="MPI",
+            dtypes=["uint8", "float32", "float64"],
+            hostile=hostile,
+        )
+    )
     n = pick(data, hostile, [2, 3, 4], [0, 1])
     rng = np.random.default_rng(data.draw(st.integers(0, 999)))
     index = np.stack([rng.integers(0, s, n) for s in mpi.spatial_shape], axis=1)
@@ -388,10 +461,16 @@ def test_mpi_iron(data, hostile):
     if data.draw(st.booleans()):
         fid["signal"] = 10.0 * fid["iron_ng"]
     df = result_or_input_error(
-        mpi_iron, mpi, data.draw(masks(mpi, allow_none=False, hostile=hostile)), fid,
-        pick(data, hostile, [5.0, 50.0], [0.0, -1.0]), radius_mm=pick(data, hostile, [0.1, 3.0], [0.0]),
+        mpi_iron,
+        mpi,
+        data.draw(masks(mpi, allow_none=False, hostile=hostile)),
+        fid,
+        pick(data, hostile, [5.0, 50.0], [0.0, -1.0]),
+        radius_mm=pick(data, hostile, [0.1, 3.0], [0.0]),
         background=pick(data, hostile, ["auto", 0.0, 1.0], [float("nan"), "bogus"]),
-        dilate_mm=pick(data, hostile, [0.0, 1.0], [-1.0]), supersample=data.draw(st.sampled_from([1, 3])))
+        dilate_mm=pick(data, hostile, [0.0, 1.0], [-1.0]),
+        supersample=data.draw(st.sampled_from([1, 3])),
+    )
     if df is not None:
         assert len(df) >= 1 and "iron_ng" in df
         assert df.attrs["calibration"]["k_per_ng"] > 0
@@ -399,9 +478,12 @@ def test_mpi_iron(data, hostile):
 
 # ------------------------------------------------------------------ registration
 @budget(2000)
-@given(n=st.sampled_from(range(13)), transform=st.sampled_from(["rigid", "affine"] * 3 + ["similarity"]),
-       layout=st.sampled_from(["random", "random", "random", "collinear", "planar", "duplicate", "nan", "huge"]),
-       seed=st.integers(0, 999))
+@given(
+    n=st.sampled_from(range(13)),
+    transform=st.sampled_from(["rigid", "affine"] * 3 + ["similarity"]),
+    layout=st.sampled_from(["random", "random", "random", "collinear", "planar", "duplicate", "nan", "huge"]),
+    seed=st.integers(0, 999),
+)
 def test_register_landmarks(n, transform, layout, seed):
     from napari_immunotrack.registration import register_landmarks
 
@@ -432,7 +514,7 @@ def test_register_landmarks(n, transform, layout, seed):
 def _blob(shape, affine, centre_mm, sigma_mm=3.0):
     idx = np.indices(shape).reshape(3, -1).T
     world = Volume(np.zeros(shape), affine).index_to_world(idx)
-    return np.exp(-np.sum((world - centre_mm) ** 2, axis=1) / (2 * sigma_mm ** 2)).reshape(shape) * 1000
+    return np.exp(-np.sum((world - centre_mm) ** 2, axis=1) / (2 * sigma_mm**2)).reshape(shape) * 1000
 
 
 @budget(2000)
@@ -443,23 +525,35 @@ def test_register_images(data, hostile):
     side = st.integers(2, 12) if hostile else st.integers(8, 14)
     shape = data.draw(st.tuples(side, side, side))
     fixed = data.draw(images(shape=shape, dtypes=["uint8", "int16", "float32"], hostile=hostile))
-    moving = data.draw(images(shape=data.draw(st.tuples(side, side, side)), dtypes=["uint8", "float32", "float64"],
-                              hostile=hostile))
+    moving = data.draw(
+        images(shape=data.draw(st.tuples(side, side, side)), dtypes=["uint8", "float32", "float64"], hostile=hostile)
+    )
     if not hostile:  # one blob seen by both, a few mm apart
         fixed = fixed.replace(data=_blob(shape, fixed.affine, fixed.center_world()).astype(np.float32))
-        moving = moving.replace(data=_blob(moving.spatial_shape, moving.affine,
-                                           moving.center_world() + [1.0, -1.0, 0.5]).astype(np.float32))
-    res = result_or_input_error(register, fixed, moving, transform=data.draw(st.sampled_from(["rigid", "affine"])),
-                                fixed_mask=data.draw(masks(fixed, hostile=hostile)), max_iterations=15,
-                                shrink_factors=data.draw(st.sampled_from([(1,), (2, 1)])),
-                                bins=pick(data, hostile, [8, 32], [4]), force=data.draw(st.booleans()))
+        moving = moving.replace(
+            data=_blob(moving.spatial_shape, moving.affine, moving.center_world() + [1.0, -1.0, 0.5]).astype(np.float32)
+        )
+    res = result_or_input_error(
+        register,
+        fixed,
+        moving,
+        transform=data.draw(st.sampled_from(["rigid", "affine"])),
+        fixed_mask=data.draw(masks(fixed, hostile=hostile)),
+        max_iterations=15,
+        shrink_factors=data.draw(st.sampled_from([(1,), (2, 1)])),
+        bins=pick(data, hostile, [8, 32], [4]),
+        force=data.draw(st.booleans()),
+    )
     if res is not None:
         assert res.fixed_to_moving.shape == (4, 4) and np.all(np.isfinite(res.fixed_to_moving))
 
 
 @budget(2000)
-@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)),
-       spacing=st.sampled_from([0.5, 1.0, 2.5]), seed=st.integers(0, 999))
+@given(
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)),
+    spacing=st.sampled_from([0.5, 1.0, 2.5]),
+    seed=st.integers(0, 999),
+)
 def test_peak_sphere_cut_to_the_image_is_exact(shape, spacing, seed):
     """roi_statistics cuts the SUVpeak sphere to the image (so microscopy-sized grids stay cheap):
     the peak is exactly that of the whole sphere."""

@@ -21,10 +21,15 @@ from napari_immunotrack.volume import Volume
 def cest_inputs(draw):
     shape = tuple(draw(st.integers(1, 4)) for _ in range(3))
     n = draw(st.integers(3, 20))
-    offsets = draw(st.lists(st.sampled_from([-300.0, -6.0, -3.5, -2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 3.4,
-                                             3.5, 6.0, 300.0]), min_size=n, max_size=n))
+    offsets = draw(
+        st.lists(
+            st.sampled_from([-300.0, -6.0, -3.5, -2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 3.4, 3.5, 6.0, 300.0]),
+            min_size=n,
+            max_size=n,
+        )
+    )
     kind = draw(st.sampled_from(["lorentz", "random", "zeros", "nan", "negative"]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = np.asarray(offsets)[:, None, None, None]
     if kind == "lorentz":
         data = 1000 * (1 - 0.9 / (1 + ((x - rng.uniform(-0.5, 0.5)) / 0.7) ** 2)) * np.ones((1,) + shape)
@@ -38,8 +43,11 @@ def cest_inputs(draw):
         data.flat[rng.integers(0, data.size, max(1, data.size // 5))] = rng.choice([np.nan, np.inf, -np.inf])
     else:
         data = rng.normal(0, 100, (n,) + shape)
-    series = Volume(data.astype(draw(st.sampled_from([np.float32, np.float64, np.int16]))), np.eye(4),
-                    metadata={"SaturationOffsetsPPM": offsets} if draw(st.booleans()) else {})
+    series = Volume(
+        data.astype(draw(st.sampled_from([np.float32, np.float64, np.int16]))),
+        np.eye(4),
+        metadata={"SaturationOffsetsPPM": offsets} if draw(st.booleans()) else {},
+    )
     m0 = None
     if draw(st.booleans()):
         m0_shape = shape if draw(st.booleans()) else (shape[0] + 1,) + shape[1:]
@@ -62,8 +70,9 @@ def test_analyse_cest_gives_bounded_maps_or_one_line(inputs):
 
         assert isinstance(exc, InputError)
         return
-    res = result_or_input_error(cest.analyse_cest, series, offsets, m0=m0, mtrasym_ppm=mtr, pools=pool_list,
-                                b0_method=method, max_iter=15)
+    res = result_or_input_error(
+        cest.analyse_cest, series, offsets, m0=m0, mtrasym_ppm=mtr, pools=pool_list, b0_method=method, max_iter=15
+    )
     if res is None:
         return
     spatial = series.shape[1:]

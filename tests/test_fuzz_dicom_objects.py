@@ -38,8 +38,12 @@ def objects_bytes():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
-                legacy_datasets=datasets, series_instance_uid="1.2.826.0.1.3680043.10.511.9.1", series_number=5,
-                sop_instance_uid="1.2.826.0.1.3680043.10.511.9.2", instance_number=1)
+                legacy_datasets=datasets,
+                series_instance_uid="1.2.826.0.1.3680043.10.511.9.1",
+                series_number=5,
+                sop_instance_uid="1.2.826.0.1.3680043.10.511.9.2",
+                instance_number=1,
+            )
         buf = io.BytesIO()
         enhanced.save_as(buf)
         enhanced_bytes = buf.getvalue()
@@ -48,18 +52,32 @@ def objects_bytes():
         mask = np.zeros(volume.spatial_shape + (2,), bool)
         mask[:, 20:40, 20:40, 0] = True
         mask[1, 5:15, 5:15, 1] = True
-        desc = [hd.seg.SegmentDescription(
-            segment_number=i + 1, segment_label=f"s{i + 1}",
-            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
-            segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"), algorithm_type="MANUAL")
-            for i in range(2)]
+        desc = [
+            hd.seg.SegmentDescription(
+                segment_number=i + 1,
+                segment_label=f"s{i + 1}",
+                segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+                segmented_property_type=hd.sr.CodedConcept("78961009", "SCT", "Spleen"),
+                algorithm_type="MANUAL",
+            )
+            for i in range(2)
+        ]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             seg = hd.seg.Segmentation(
-                source_images=ordered, pixel_array=mask, segmentation_type="BINARY", segment_descriptions=desc,
-                series_instance_uid="1.2.826.0.1.3680043.10.511.9.3", series_number=9,
-                sop_instance_uid="1.2.826.0.1.3680043.10.511.9.4", instance_number=1,
-                manufacturer="t", manufacturer_model_name="t", software_versions="1", device_serial_number="1")
+                source_images=ordered,
+                pixel_array=mask,
+                segmentation_type="BINARY",
+                segment_descriptions=desc,
+                series_instance_uid="1.2.826.0.1.3680043.10.511.9.3",
+                series_number=9,
+                sop_instance_uid="1.2.826.0.1.3680043.10.511.9.4",
+                instance_number=1,
+                manufacturer="t",
+                manufacturer_model_name="t",
+                software_versions="1",
+                device_serial_number="1",
+            )
         buf = io.BytesIO()
         seg.save_as(buf)
         seg_bytes = buf.getvalue()
@@ -87,8 +105,9 @@ def _rtstruct_bytes(volume) -> bytes:
     rc.ContourSequence = []
     for s in range(volume.spatial_shape[0]):
         for half in (20, 8):  # outer square and a hole
-            corners = np.array([[32 - half, 32 - half], [32 - half, 32 + half], [32 + half, 32 + half],
-                                [32 + half, 32 - half]], float)
+            corners = np.array(
+                [[32 - half, 32 - half], [32 - half, 32 + half], [32 + half, 32 + half], [32 + half, 32 - half]], float
+            )
             ras = volume.index_to_world(np.c_[np.full(4, s), corners])
             item = Dataset()
             item.ContourGeometricType = "CLOSED_PLANAR"
@@ -124,8 +143,11 @@ def test_the_unharmed_objects_open(tmp_path_factory):
     assert contours.numpy()[:, 32, 32].sum() == 0 and contours.numpy()[:, 32, 15].all()
 
 
-damage = dict(which=st.sampled_from([1, 2, 3]), cut=st.floats(0.0, 0.999),
-              flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), max_size=6))
+damage = dict(
+    which=st.sampled_from([1, 2, 3]),
+    cut=st.floats(0.0, 0.999),
+    flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(0, 255)), max_size=6),
+)
 
 
 @budget(300)
@@ -143,24 +165,52 @@ def test_enhanced_seg_rtstruct_cut_or_flipped(tmp_path_factory, which, cut, flip
 
 #: (object, sequence path, keyword, hand-typed values)
 EDITS = [
-    (1, ("PerFrameFunctionalGroupsSequence", 1, "PlanePositionSequence", 0), "ImagePositionPatient",
-     [None, ["nan", "0", "0"], ["1e308", "0", "0"], ["0", "0"], ["abc", "1", "2"]]),
-    (1, ("SharedFunctionalGroupsSequence", 0, "PlaneOrientationSequence", 0), "ImageOrientationPatient",
-     [None, ["0"] * 6, ["1", "0", "0", "1", "0", "0"], ["nan"] * 6]),
-    (1, ("SharedFunctionalGroupsSequence", 0, "PixelMeasuresSequence", 0), "PixelSpacing",
-     [None, ["0", "0"], ["-1", "1"], ["inf", "1"]]),
-    (1, ("PerFrameFunctionalGroupsSequence", 0, "PixelValueTransformationSequence", 0), "RescaleSlope",
-     [None, "0", "nan", "-1e38"]),
+    (
+        1,
+        ("PerFrameFunctionalGroupsSequence", 1, "PlanePositionSequence", 0),
+        "ImagePositionPatient",
+        [None, ["nan", "0", "0"], ["1e308", "0", "0"], ["0", "0"], ["abc", "1", "2"]],
+    ),
+    (
+        1,
+        ("SharedFunctionalGroupsSequence", 0, "PlaneOrientationSequence", 0),
+        "ImageOrientationPatient",
+        [None, ["0"] * 6, ["1", "0", "0", "1", "0", "0"], ["nan"] * 6],
+    ),
+    (
+        1,
+        ("SharedFunctionalGroupsSequence", 0, "PixelMeasuresSequence", 0),
+        "PixelSpacing",
+        [None, ["0", "0"], ["-1", "1"], ["inf", "1"]],
+    ),
+    (
+        1,
+        ("PerFrameFunctionalGroupsSequence", 0, "PixelValueTransformationSequence", 0),
+        "RescaleSlope",
+        [None, "0", "nan", "-1e38"],
+    ),
     (1, (), "NumberOfFrames", [None, "0", "7", "-1", "abc"]),
     (2, (), "NumberOfFrames", [None, "0", "9", "abc"]),
     (2, (), "SegmentationType", [None, "", "FRACTIONAL", "NONSENSE"]),
     (2, ("SegmentSequence", 0), "SegmentNumber", [None, 0, 7, 65535]),
-    (2, ("PerFrameFunctionalGroupsSequence", 0, "PlanePositionSequence", 0), "ImagePositionPatient",
-     [None, ["nan", "0", "0"], ["0", "0"]]),
-    (2, ("PerFrameFunctionalGroupsSequence", 0, "SegmentIdentificationSequence", 0), "ReferencedSegmentNumber",
-     [None, 0, 9]),
-    (3, ("ROIContourSequence", 0, "ContourSequence", 0), "ContourData",
-     [None, ["1", "2"], ["nan", "0", "0", "1", "1", "1", "2", "2", "2"], ["1e308"] * 9, ["a", "b", "c"]]),
+    (
+        2,
+        ("PerFrameFunctionalGroupsSequence", 0, "PlanePositionSequence", 0),
+        "ImagePositionPatient",
+        [None, ["nan", "0", "0"], ["0", "0"]],
+    ),
+    (
+        2,
+        ("PerFrameFunctionalGroupsSequence", 0, "SegmentIdentificationSequence", 0),
+        "ReferencedSegmentNumber",
+        [None, 0, 9],
+    ),
+    (
+        3,
+        ("ROIContourSequence", 0, "ContourSequence", 0),
+        "ContourData",
+        [None, ["1", "2"], ["nan", "0", "0", "1", "1", "1", "2", "2", "2"], ["1e308"] * 9, ["a", "b", "c"]],
+    ),
     (3, ("ROIContourSequence", 0), "ReferencedROINumber", [None, 0, 99]),
     (3, ("StructureSetROISequence", 0), "ROINumber", [None, "x", "-4"]),
     (3, ("ROIContourSequence", 0, "ContourSequence", 1), "ContourGeometricType", [None, "POINT", "OPEN_PLANAR"]),

@@ -16,14 +16,15 @@ FUZZ_SCALE = max(1, int(os.environ.get("IMMUNOTRACK_FUZZ_SCALE", "1")))
 
 
 def budget(n):
-    return settings(max_examples=n * FUZZ_SCALE, deadline=None, derandomize=FUZZ_SCALE == 1,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=n * FUZZ_SCALE, deadline=None, derandomize=FUZZ_SCALE == 1, suppress_health_check=list(HealthCheck)
+    )
 
 
 @budget(150)
 @given(data=st.data())
 def test_model_images_are_corrected_exactly(data):
-    rng = np.random.default_rng(data.draw(st.integers(0, 10 ** 6)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 10**6)))
     shape = tuple(data.draw(st.integers(14, 22)) for _ in range(3))
     # any axis order, flips and anisotropic spacing
     perm = data.draw(st.permutations([0, 1, 2]))

@@ -28,7 +28,7 @@ def series_st(draw):
     model = draw(st.sampled_from(rx.MODELS))
     n = draw(st.integers(2, 8))
     shape = (n,) + draw(st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     if model in ("t2star", "t2"):
         x = np.sort(rng.uniform(1, 60, n)) if model == "t2star" else 8.0 * np.arange(1, n + 1)
         truth = rng.uniform(3, 200, shape[1:])
@@ -66,8 +66,13 @@ def series_st(draw):
     else:
         data = data.astype(dtype)
     sigma = draw(st.sampled_from([None, 0.0, 5.0] + ([-1.0, float("nan")] if hostile else [])))
-    key = {"t2star": "echo_times_ms", "t2": "echo_times_ms", "t1vfa": "flip_angles_deg",
-           "t1sr": "saturation_times_ms", "t1ir": "inversion_times_ms"}[model]
+    key = {
+        "t2star": "echo_times_ms",
+        "t2": "echo_times_ms",
+        "t1vfa": "flip_angles_deg",
+        "t1sr": "saturation_times_ms",
+        "t1ir": "inversion_times_ms",
+    }[model]
     kwargs = {key: [float(v) for v in x], "noise_sigma": sigma}
     if model == "t1vfa":
         kwargs["tr_ms"] = 15.0

@@ -20,10 +20,33 @@ from test_fuzz_readers import budget, opens_or_refuses
 from napari_immunotrack.simulate.scanner_files import write_inveon, write_paravision
 
 #: values a hand-edited or damaged parameter may hold
-GARBAGE = ["0", "-1", "nan", "inf", "1e308", "-1e308", "( 2 )\n0 0", "( 3 )\n1 2 3", "<>", "", "( 9 )\nnan nan nan",
-           "( 2 )\n1e9 1e9", "@99999999999*(1)", "( 2 )\n@2*(0)", "Head_Upside", "_64BIT_COMPLEX", "bigEndian",
-           "(0, 9)", "( 1 )\n(0, 99)", "( 1 )\n(999, <FG_SLICE>, <>, 0, 0)", "( 2, 9 )\n1 0 0 0 1 0 0 0 1",
-           "( 4, 3 )\n0 0 0 0 0 0 0 0 0 0 0 0", "abc", "3.5", "( 65 )\n<x>"]
+GARBAGE = [
+    "0",
+    "-1",
+    "nan",
+    "inf",
+    "1e308",
+    "-1e308",
+    "( 2 )\n0 0",
+    "( 3 )\n1 2 3",
+    "<>",
+    "",
+    "( 9 )\nnan nan nan",
+    "( 2 )\n1e9 1e9",
+    "@99999999999*(1)",
+    "( 2 )\n@2*(0)",
+    "Head_Upside",
+    "_64BIT_COMPLEX",
+    "bigEndian",
+    "(0, 9)",
+    "( 1 )\n(0, 99)",
+    "( 1 )\n(999, <FG_SLICE>, <>, 0, 0)",
+    "( 2, 9 )\n1 0 0 0 1 0 0 0 1",
+    "( 4, 3 )\n0 0 0 0 0 0 0 0 0 0 0 0",
+    "abc",
+    "3.5",
+    "( 65 )\n<x>",
+]
 
 
 def _paravision_base() -> Path:
@@ -31,9 +54,16 @@ def _paravision_base() -> Path:
     rng = np.random.default_rng(0)
     stored = rng.integers(0, 500, (6, 5, 4)).astype(np.int16)  # 3 slices x 2 echoes
     orient = np.tile(np.eye(3).ravel(), (3, 1))
-    return write_paravision(folder / "scan" / "1", stored, extent=(4.0, 5.0), orientation=orient,
-                            positions=[[0, 0, z] for z in (0.0, 1.0, 2.0)], slopes=[0.5] * 6,
-                            frame_groups=[(3, "FG_SLICE"), (2, "FG_ECHO")], echo_times=[10.0, 20.0])
+    return write_paravision(
+        folder / "scan" / "1",
+        stored,
+        extent=(4.0, 5.0),
+        orientation=orient,
+        positions=[[0, 0, z] for z in (0.0, 1.0, 2.0)],
+        slopes=[0.5] * 6,
+        frame_groups=[(3, "FG_SLICE"), (2, "FG_ECHO")],
+        echo_times=[10.0, 20.0],
+    )
 
 
 PV = _paravision_base()
@@ -74,8 +104,10 @@ def test_truncated_2dseq(tmp_path_factory, cut):
 
 
 @budget(300)
-@given(which=st.sampled_from(["visu_pars", "reco"]),
-       flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=6))
+@given(
+    which=st.sampled_from(["visu_pars", "reco"]),
+    flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=6),
+)
 def test_paravision_parameter_files_with_flipped_bytes(tmp_path_factory, which, flips):
     buf = bytearray(PV_FILES[which])
     for pos, value in flips:
@@ -87,17 +119,36 @@ def test_paravision_parameter_files_with_flipped_bytes(tmp_path_factory, which, 
 # ------------------------------------------------------------------------------------------ Inveon
 def _inveon_base() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="fuzz_inveon_"))
-    return write_inveon(folder / "pet", np.arange(2 * 3 * 4 * 5, dtype=float).reshape(2, 3, 4, 5), data_type=2,
-                        scale_factors=[0.5, 0.25], calibration_factor=10.0, frame_starts=[0, 60],
-                        frame_durations=[60, 60])
+    return write_inveon(
+        folder / "pet",
+        np.arange(2 * 3 * 4 * 5, dtype=float).reshape(2, 3, 4, 5),
+        data_type=2,
+        scale_factors=[0.5, 0.25],
+        calibration_factor=10.0,
+        frame_starts=[0, 60],
+        frame_durations=[60, 60],
+    )
 
 
 INV = _inveon_base()
 INV_HDR = INV.read_text()
 INV_IMG = (INV.parent / "pet.img").read_bytes()
 INV_KEYS = sorted({ln.split()[0] for ln in INV_HDR.splitlines() if ln.strip() and not ln.startswith("#")})
-INV_GARBAGE = ["0", "-1", "nan", "inf", "1e308", "99999999999", "", "x", "8", "0 -5", "Wed Feb 30 25:61:00 2024",
-               "2 2 2", "-0"]
+INV_GARBAGE = [
+    "0",
+    "-1",
+    "nan",
+    "inf",
+    "1e308",
+    "99999999999",
+    "",
+    "x",
+    "8",
+    "0 -5",
+    "Wed Feb 30 25:61:00 2024",
+    "2 2 2",
+    "-0",
+]
 
 
 def _write_inveon(root: Path, header: str, img: bytes) -> Path:
@@ -107,8 +158,10 @@ def _write_inveon(root: Path, header: str, img: bytes) -> Path:
 
 
 @budget(400)
-@given(edits=st.lists(st.tuples(st.sampled_from(INV_KEYS), st.sampled_from(INV_GARBAGE)), min_size=1, max_size=3),
-       open_img=st.booleans())
+@given(
+    edits=st.lists(st.tuples(st.sampled_from(INV_KEYS), st.sampled_from(INV_GARBAGE)), min_size=1, max_size=3),
+    open_img=st.booleans(),
+)
 @example(edits=[("x_dimension", "99999999999")], open_img=False)
 @example(edits=[("total_frames", "99999999999")], open_img=True)
 def test_inveon_with_absurd_header_values(tmp_path_factory, edits, open_img):
@@ -129,9 +182,12 @@ def test_inveon_with_short_data(tmp_path_factory, cut):
 
 # ------------------------------------------------------------------------------------------ MDF, NRRD, MHA
 @budget(300)
-@given(size=st.lists(st.integers(-2, 6), min_size=0, max_size=4),
-       fov=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=4),
-       shape=st.lists(st.integers(0, 13), min_size=1, max_size=4), order=st.sampled_from(["xyz", "zyx", "xxz", ""]))
+@given(
+    size=st.lists(st.integers(-2, 6), min_size=0, max_size=4),
+    fov=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=4),
+    shape=st.lists(st.integers(0, 13), min_size=1, max_size=4),
+    order=st.sampled_from(["xyz", "zyx", "xxz", ""]),
+)
 def test_mdf_with_absurd_grids(tmp_path_factory, size, fov, shape, order):
     import h5py
 
@@ -160,8 +216,11 @@ ITK = {ext: _itk_bytes(ext) for ext in ("nrrd", "mha")}
 
 
 @budget(400)
-@given(ext=st.sampled_from(sorted(ITK)), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
-                                                        min_size=1, max_size=6), cut=st.booleans())
+@given(
+    ext=st.sampled_from(sorted(ITK)),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=6),
+    cut=st.booleans(),
+)
 def test_nrrd_and_metaimage_with_damaged_headers(tmp_path_factory, ext, flips, cut):
     buf = bytearray(ITK[ext])
     for pos, value in flips:
@@ -174,8 +233,10 @@ def test_nrrd_and_metaimage_with_damaged_headers(tmp_path_factory, ext, flips, c
 
 
 @budget(300)
-@given(noise=st.binary(min_size=0, max_size=600),
-       name=st.sampled_from(["2dseq", "x.img.hdr", "x.hdr", "x.mdf", "x.h5", "x.nrrd", "x.nhdr", "x.mha", "x.mhd"]))
+@given(
+    noise=st.binary(min_size=0, max_size=600),
+    name=st.sampled_from(["2dseq", "x.img.hdr", "x.hdr", "x.mdf", "x.h5", "x.nrrd", "x.nhdr", "x.mha", "x.mhd"]),
+)
 def test_random_bytes_with_a_scanner_file_name(tmp_path_factory, noise, name):
     path = tmp_path_factory.mktemp("junk") / name
     path.write_bytes(noise)

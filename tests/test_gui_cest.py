@@ -19,9 +19,17 @@ def study():
     yy, xx = np.mgrid[0:14, 0:14]
     b0 = np.broadcast_to(0.025 * (xx - 7) - 0.015 * (yy - 7), labels.shape).astype(float)
     m0 = np.where(labels > 0, 1000.0, 0.0)
-    out = sim.simulate_cest(labels, np.diag([0.5, 0.5, 1.0, 1.0]), {1: "muscle", 2: "tumour", 3: "depot"},
-                            sim.default_offsets(61, 6.0), b0, m0, snr=300,
-                            wassr_offsets_ppm=sim.default_wassr_offsets(31, 1.5), seed=4)
+    out = sim.simulate_cest(
+        labels,
+        np.diag([0.5, 0.5, 1.0, 1.0]),
+        {1: "muscle", 2: "tumour", 3: "depot"},
+        sim.default_offsets(61, 6.0),
+        b0,
+        m0,
+        snr=300,
+        wassr_offsets_ppm=sim.default_wassr_offsets(31, 1.5),
+        seed=4,
+    )
     out["series"].name, out["wassr"].name = "CEST", "WASSR"
     return out, labels, b0
 

@@ -186,12 +186,12 @@ def test_saved_with_the_plugin_writer_is_not_asked_again(viewer_with_labels, ans
     assert unsaved_layers(viewer) == [layer]
 
 
-def test_new_labels_landmarks_and_rois_are_saved_in_world_millimetres(make_napari_viewer, answers, closed,
-                                                                      tmp_path):
+def test_new_labels_landmarks_and_rois_are_saved_in_world_millimetres(make_napari_viewer, answers, closed, tmp_path):
     viewer = make_napari_viewer()
     install_close_guard(viewer)
-    painted = viewer.add_labels(np.zeros((5, 6, 7), np.uint8), name="drawn", scale=(2.0, 0.5, 0.5),
-                                translate=(10.0, -3.0, 4.0))
+    painted = viewer.add_labels(
+        np.zeros((5, 6, 7), np.uint8), name="drawn", scale=(2.0, 0.5, 0.5), translate=(10.0, -3.0, 4.0)
+    )
     painted.data[2, 3, 4] = 1
     viewer.add_points([[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]], name="landmarks")
     viewer.add_shapes([np.array([[0.0, 0, 0], [0, 4, 0], [0, 4, 4]])], shape_type="polygon", name="roi")

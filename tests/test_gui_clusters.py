@@ -35,8 +35,11 @@ def _add_scene(viewer, scene, with_baseline=True):
     add_volume(viewer, scene["post"])
     if with_baseline:
         add_volume(viewer, scene["pre"])
-    for key, name in (("reference_mask", "reference ROI"), ("search_mask", "search ROI"),
-                      ("background_mask", "air ROI")):
+    for key, name in (
+        ("reference_mask", "reference ROI"),
+        ("search_mask", "search ROI"),
+        ("background_mask", "air ROI"),
+    ):
         add_volume(viewer, scene[key].replace(name=name), as_labels=True)
 
 
@@ -121,7 +124,7 @@ def test_cluster_widget_live_preview_on_the_current_slice(make_napari_viewer, qt
     assert np.array_equal(mask, expected)
     layer = widget.layers["preview"]
     assert np.array_equal(np.asarray(layer.data)[z] > 0, expected)
-    assert not np.asarray(layer.data)[:z].any() and not np.asarray(layer.data)[z + 1:].any()
+    assert not np.asarray(layer.data)[:z].any() and not np.asarray(layer.data)[z + 1 :].any()
     # a parameter change updates it (debounced): a lower threshold, fewer voxels
     widget.threshold.setValue(0.2)
     qtbot.waitUntil(lambda: (np.asarray(layer.data)[z] > 0).sum() < expected.sum(), timeout=5000)
@@ -144,8 +147,9 @@ def test_cluster_widget_shapes_reference_and_bad_input(make_napari_viewer, qtbot
     ys, xs = np.nonzero(ref[z])
     corners = scene["post"].index_to_world([[z, ys.min() + 2, xs.min() + 2], [z, ys.max() - 2, xs.max() - 2]])
     (x0, y0, zz), (x1, y1, _) = corners
-    shapes = viewer.add_shapes([[[zz, y0, x0], [zz, y0, x1], [zz, y1, x1], [zz, y1, x0]]], shape_type="polygon",
-                               name="reference drawn")
+    shapes = viewer.add_shapes(
+        [[[zz, y0, x0], [zz, y0, x1], [zz, y1, x1], [zz, y1, x0]]], shape_type="polygon", name="reference drawn"
+    )
     assert shapes.ndim == 3
     widget.select(reference_mask="reference drawn", baseline=None)
     _run(widget, qtbot)
@@ -165,8 +169,7 @@ def test_cluster_widget_shapes_reference_and_bad_input(make_napari_viewer, qtbot
     del errors
 
 
-def test_corrected_clusters_are_not_replaced_by_a_new_run_without_asking(make_napari_viewer, qtbot, scene,
-                                                                        monkeypatch):
+def test_corrected_clusters_are_not_replaced_by_a_new_run_without_asking(make_napari_viewer, qtbot, scene, monkeypatch):
     from napari_immunotrack import _close_guard
     from napari_immunotrack.widgets.clusters import ClusterWidget
 

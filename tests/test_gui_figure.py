@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gui
 
 def _scene():
     aff = np.zeros((4, 4))
-    aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = 0.5, 0.5, 0.5, 1.0   # (z, y, x) array axes
+    aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = 0.5, 0.5, 0.5, 1.0  # (z, y, x) array axes
     aff[:3, 3] = (-10.0, -10.0, -5.0)
     shape = (20, 40, 40)
     idx = np.indices(shape).reshape(3, -1).T
@@ -33,24 +33,24 @@ def test_figure_of_the_current_view_and_a_3d_snapshot(make_napari_viewer, tmp_pa
     from napari_immunotrack.widgets.figure import FigureWidget, figure_from_viewer
 
     mri, pet, roi = _scene()
-    viewer = make_napari_viewer(show=True)    # a hidden canvas renders nothing in 3D
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders nothing in 3D
     add_volume(viewer, mri)
     pet_layer = add_volume(viewer, pet)
     add_volume(viewer, roi, as_labels=True)
     pet_layer.contrast_limits = (5.0, 30.0)
-    viewer.dims.set_point(0, 1.0)       # axial slice at S = 1 mm
+    viewer.dims.set_point(0, 1.0)  # axial slice at S = 1 mm
     widget = FigureWidget(viewer)
     viewer.window.add_dock_widget(widget)
     assert widget.anatomy_combo.currentText() == "T2w" and widget.overlay_combo.currentText() == "PET"
     from qtpy.QtCore import Qt
 
-    widget.outline_list.item(0).setCheckState(Qt.CheckState.Checked)   # tick "roi"
+    widget.outline_list.item(0).setCheckState(Qt.CheckState.Checked)  # tick "roi"
     widget.dpi.setValue(100)
 
     result = figure_from_viewer(viewer, **widget.choices())
     panel = result.info["panel"]
     assert panel["plane"] == "axial" and panel["position_mm"] == pytest.approx(1.0, abs=0.26)
-    assert result.info["colorbar_range"] == (5.0, 30.0)            # the layer's contrast limits
+    assert result.info["colorbar_range"] == (5.0, 30.0)  # the layer's contrast limits
     assert panel["outlines"][0]["labels"] == [1]
     result.figure.clear()
 
@@ -70,11 +70,11 @@ def test_figure_of_the_current_view_and_a_3d_snapshot(make_napari_viewer, tmp_pa
     viewer.dims.order = (0, 1, 2)
 
     snap = widget.save_snapshot(tmp_path / "snap.png")
-    assert snap.exists() and viewer.dims.ndisplay == 2      # the 2D view is restored
+    assert snap.exists() and viewer.dims.ndisplay == 2  # the 2D view is restored
     from PIL import Image
 
     pixels = np.asarray(Image.open(snap))
-    assert pixels.ndim == 3 and pixels[..., :3].std() > 0     # something was rendered
+    assert pixels.ndim == 3 and pixels[..., :3].std() > 0  # something was rendered
     assert "camera" in json.loads((tmp_path / "snap.png.provenance.json").read_text())["parameters"]
 
 

@@ -60,8 +60,9 @@ def test_maps_dock_computes_t2star_and_iron_and_plots_the_voxel_under_the_cursor
     np.testing.assert_allclose(panel.data_line.get_ydata(), drawn["y"])
     te = np.asarray(maps.parameters["sampling"])
     t2s = float(maps.time_ms.numpy()[tuple(voxel)])
-    expected = np.sqrt((maps.amplitude.numpy()[tuple(voxel)] * np.exp(-te / t2s)) ** 2
-                       + 2 * maps.parameters["noise_sigma"] ** 2)
+    expected = np.sqrt(
+        (maps.amplitude.numpy()[tuple(voxel)] * np.exp(-te / t2s)) ** 2 + 2 * maps.parameters["noise_sigma"] ** 2
+    )
     np.testing.assert_allclose(np.interp(te, drawn["fit_x"], drawn["fit"]), expected, rtol=2e-3)
     assert f"{t2s:.4g}" in panel.plot_title.text()
     # speed: a cursor update (fit curve and redraw) within 100 ms; the median of a few, on a shared machine

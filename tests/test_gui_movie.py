@@ -15,7 +15,9 @@ def test_movie_dock_exports_a_gif(make_napari_viewer, qtbot, tmp_path):
 
     study = _study(tmp_path / "study")
     viewer = make_napari_viewer()
-    data, meta, kind = volume_layer_data(load_volume(study / "sub-01" / "ses-day1" / "anat" / "sub-01_ses-day1_T2w.nii.gz"))
+    data, meta, kind = volume_layer_data(
+        load_volume(study / "sub-01" / "ses-day1" / "anat" / "sub-01_ses-day1_T2w.nii.gz")
+    )
     viewer.add_layer(Layer.create(data, meta, kind))
     widget = MovieWidget(viewer)
     assert widget.study_edit.text() == str(study)  # found from the layer's source file

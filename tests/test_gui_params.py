@@ -25,8 +25,9 @@ def test_form_and_state_follow_the_model(make_napari_viewer, monkeypatch):
     assert spin.toolTip() == p.describe()
 
     for name, value in CHANGED.items():
-        monkeypatch.setitem(CONFIRM_PARAMETERS.params, name,
-                            dataclasses.replace(CONFIRM_PARAMETERS[name], default=value))
+        monkeypatch.setitem(
+            CONFIRM_PARAMETERS.params, name, dataclasses.replace(CONFIRM_PARAMETERS[name], default=value)
+        )
     widget = ConfirmWidget(viewer)
     params = widget.parameters()
     assert {k: params[k] for k in CHANGED} == CHANGED

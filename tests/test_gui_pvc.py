@@ -12,9 +12,16 @@ from napari_immunotrack.widgets._common import add_volume
 
 pytestmark = pytest.mark.gui
 
-HEADER = {"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e6, "RadionuclideHalfLife": 6586.2,
-          "RadiopharmaceuticalStartDateTime": "20240305090000", "SeriesDate": "20240305", "SeriesTime": "100000",
-          "PatientWeight": 0.025}
+HEADER = {
+    "Units": "BQML",
+    "DecayCorrection": "START",
+    "RadionuclideTotalDose": 1e6,
+    "RadionuclideHalfLife": 6586.2,
+    "RadiopharmaceuticalStartDateTime": "20240305090000",
+    "SeriesDate": "20240305",
+    "SeriesTime": "100000",
+    "PatientWeight": 0.025,
+}
 
 
 def test_readout_dock_pvc(make_napari_viewer, qtbot, tmp_path):
@@ -22,7 +29,7 @@ def test_readout_dock_pvc(make_napari_viewer, qtbot, tmp_path):
 
     ph = nema_rods(voxel_mm=0.5, fwhm_mm=1.5, background=10.0, length_mm=6.0, supersample=2)
     pet = ph["image"]
-    pet.metadata = {**HEADER}          # no PSF in this header: the dock's FWHM is used
+    pet.metadata = {**HEADER}  # no PSF in this header: the dock's FWHM is used
     pet.name = "pet"
     viewer = make_napari_viewer()
     add_volume(viewer, pet)

@@ -49,8 +49,7 @@ def test_broken_nifti_after_the_chooser_gives_one_line(make_napari_viewer, tmp_p
     assert len(viewer.layers) == 0
 
 
-def test_broken_file_only_we_claim_gives_one_line_without_chooser(make_napari_viewer, tmp_path, shown,
-                                                                  monkeypatch):
+def test_broken_file_only_we_claim_gives_one_line_without_chooser(make_napari_viewer, tmp_path, shown, monkeypatch):
     from napari._qt.dialogs import qt_reader_dialog
 
     def never(self):

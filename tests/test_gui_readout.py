@@ -18,10 +18,19 @@ pytestmark = pytest.mark.gui
 AFF = np.array([[0.0, 0.0, -2.0, 31.0], [0.0, -2.0, 0.0, 29.0], [2.0, 0.0, 0.0, -19.0], [0, 0, 0, 1.0]])
 SHAPE = (20, 32, 32)
 GRAD = np.array([25.0, -15.0, 40.0])
-HEADER = {"Units": "BQML", "DecayCorrection": "START", "CorrectedImage": ["ATTN", "DECY"],
-          "RadionuclideTotalDose": 370e6, "RadionuclideHalfLife": 6586.2,
-          "RadiopharmaceuticalStartDateTime": "20240305090000", "SeriesDate": "20240305", "SeriesTime": "100000",
-          "PatientWeight": 70.0, "PatientSize": 1.75, "PatientSex": "M"}
+HEADER = {
+    "Units": "BQML",
+    "DecayCorrection": "START",
+    "CorrectedImage": ["ATTN", "DECY"],
+    "RadionuclideTotalDose": 370e6,
+    "RadionuclideHalfLife": 6586.2,
+    "RadiopharmaceuticalStartDateTime": "20240305090000",
+    "SeriesDate": "20240305",
+    "SeriesTime": "100000",
+    "PatientWeight": 70.0,
+    "PatientSize": 1.75,
+    "PatientSex": "M",
+}
 
 
 def world(shape, affine):
@@ -140,8 +149,13 @@ def test_readouts_leave_as_dicom_seg_and_sr_on_the_series_world(make_napari_view
     from napari_immunotrack.io.dicom_export import read_sr
     from napari_immunotrack.widgets.readout import ReadoutWidget
 
-    series = write_dicom_series(pet, tmp_path / "pet", modality="PT", pet=None,
-                                extra={k: v for k, v in HEADER.items() if k not in ("CorrectedImage",)})
+    series = write_dicom_series(
+        pet,
+        tmp_path / "pet",
+        modality="PT",
+        pet=None,
+        extra={k: v for k, v in HEADER.items() if k not in ("CorrectedImage",)},
+    )
     native = load_volume(series)
     shift = np.eye(4)
     shift[:3, 3] = [3.0, -2.0, 1.0]  # the registration moved the PET layer into the MRI world

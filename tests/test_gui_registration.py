@@ -118,8 +118,9 @@ def test_landmarks_and_bad_input(make_napari_viewer, qtbot, pair):
     viewer.add_points(ras_to_napari(lf), name="fixed landmarks", size=1.0)
     viewer.add_points(ras_to_napari(lm), name="moving landmarks", size=1.0)
     widget = RegistrationWidget(viewer)
-    widget.select(method="landmarks", transform="rigid", fixed_points="fixed landmarks",
-                  moving_points="moving landmarks")
+    widget.select(
+        method="landmarks", transform="rigid", fixed_points="fixed landmarks", moving_points="moving landmarks"
+    )
     widget.run()
     _wait(widget, qtbot)
     result = widget.result

@@ -33,8 +33,11 @@ def test_sample_study_opens_in_one_physical_space(sample_viewer):
     modalities = {layer.metadata["volume"].modality for layer in viewer.layers}
     assert {"MR", "PT", "NM", "F19", "MPI", "OPT", "SEG"} <= modalities
     rng = np.random.default_rng(0)
-    reference = next(layer.metadata["volume"] for layer in viewer.layers
-                     if layer.metadata["volume"].modality == "MR" and layer.metadata["volume"].is_axis_aligned())
+    reference = next(
+        layer.metadata["volume"]
+        for layer in viewer.layers
+        if layer.metadata["volume"].modality == "MR" and layer.metadata["volume"].is_axis_aligned()
+    )
     for layer in viewer.layers:
         volume = layer.metadata["volume"]
         # registered (oblique) volumes are shown on the reference MRI's grid
@@ -106,8 +109,12 @@ def test_docks_opened_from_the_plugin_menu_choose_sensible_inputs(make_napari_vi
     assert clusters.combos["post"].currentText() == "T2starw (day 1)"
     assert clusters.combos["baseline"].currentText() == "T2starw (day 0)"
     chosen = {k: confirm.combos[k].currentText() for k in ("t1_post", "t2_post", "t1_pre", "t2_pre")}
-    assert chosen == {"t1_post": "T1w (day 1)", "t2_post": "T2w (day 1)", "t1_pre": "T1w (day 0)",
-                      "t2_pre": "T2w (day 0)"}
+    assert chosen == {
+        "t1_post": "T1w (day 1)",
+        "t2_post": "T2w (day 1)",
+        "t1_pre": "T1w (day 0)",
+        "t2_pre": "T2w (day 0)",
+    }
     assert readouts.roi_combo.currentText() == "ROI (day 1)"  # the organs; "ROI reftube" lies outside PET
     readouts.run()
     qtbot.waitUntil(lambda: not readouts.runner.running, timeout=120000)

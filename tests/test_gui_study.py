@@ -22,12 +22,11 @@ from napari_immunotrack.widgets._common import add_volume, center_on_world
 
 pytestmark = pytest.mark.gui
 
-MARKER = np.array([2.0, -1.5, 3.0])            # RAS mm, on every grid below
-PET_SHIFT = np.array([3.0, -2.0, 1.0])         # MRI world -> PET scanner world (a translation, mm)
+MARKER = np.array([2.0, -1.5, 3.0])  # RAS mm, on every grid below
+PET_SHIFT = np.array([3.0, -2.0, 1.0])  # MRI world -> PET scanner world (a translation, mm)
 
 
-def _volume(spacing, shape, origin, marker_value, background, modality="MR", unit="a.u.", marker=MARKER,
-            flip_xy=False):
+def _volume(spacing, shape, origin, marker_value, background, modality="MR", unit="a.u.", marker=MARKER, flip_xy=False):
     affine = np.zeros((4, 4))
     affine[3, 3] = 1
     affine[2, 0], affine[1, 1], affine[0, 2] = spacing, spacing, spacing
@@ -49,9 +48,15 @@ def _write(vol, path, labels=False):
 
 
 def _pet(day):
-    return {"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e7,
-            "RadionuclideHalfLife": 282240.0, "RadiopharmaceuticalStartDateTime": "20260101090000",
-            "SeriesDate": f"2026010{1 + day}", "SeriesTime": "090000"}
+    return {
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "RadionuclideTotalDose": 1e7,
+        "RadionuclideHalfLife": 282240.0,
+        "RadiopharmaceuticalStartDateTime": "20260101090000",
+        "SeriesDate": f"2026010{1 + day}",
+        "SeriesTime": "090000",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +72,33 @@ def _marker_study_master(tmp_path_factory):
         _write(mri, ses / "anat" / f"sub-01_ses-day{day}_T2starw.nii.gz")
         if day == 0:
             continue
-        pet = _volume(1.0, (12, 13, 14), (11.0, 2.5, -3.0), 1000.0 * day, 20.0, "PT", "Bq/mL",
-                      marker=MARKER + PET_SHIFT, flip_xy=True)
+        pet = _volume(
+            1.0,
+            (12, 13, 14),
+            (11.0, 2.5, -3.0),
+            1000.0 * day,
+            20.0,
+            "PT",
+            "Bq/mL",
+            marker=MARKER + PET_SHIFT,
+            flip_xy=True,
+        )
         (ses / "pet").parent.mkdir(parents=True, exist_ok=True)
-        write_dicom_series(pet, ses / "pet", modality="PT", series_description="pet",
-                           patient={"PatientWeight": 0.025}, pet=_pet(day))
+        write_dicom_series(
+            pet, ses / "pet", modality="PT", series_description="pet", patient={"PatientWeight": 0.025}, pet=_pet(day)
+        )
         if day == 1:
             shift = np.eye(4)
             shift[:3, 3] = PET_SHIFT
             (ses / "xfm").mkdir()
             write_transform(ses / "xfm" / "sub-01_ses-day1_from-pet_to-anat.tfm", shift)
-            _write(_volume(1.0, (10, 11, 12), (-4.0, -6.5, -2.0), 30.0, 0.1),
-                   ses / "f19" / "sub-01_ses-day1_19F.nii.gz")
-        _write(_volume(0.5, (14, 16, 18), (-4.0, -5.5, -1.0), 7.0 * day, 0.0),
-               ses / "mpi" / f"sub-01_ses-day{day}_mpi.nii.gz")
+            _write(
+                _volume(1.0, (10, 11, 12), (-4.0, -6.5, -2.0), 30.0, 0.1), ses / "f19" / "sub-01_ses-day1_19F.nii.gz"
+            )
+        _write(
+            _volume(0.5, (14, 16, 18), (-4.0, -5.5, -1.0), 7.0 * day, 0.0),
+            ses / "mpi" / f"sub-01_ses-day{day}_mpi.nii.gz",
+        )
         labels = np.zeros((20, 22, 24), np.uint8)
         labels[8:13, 8:13, 8:13] = 3
         organ = Volume(labels, mri.affine, modality="SEG", unit="label")
@@ -127,16 +145,23 @@ def test_marker_sits_at_one_world_point_in_every_modality(study_widget, marker_s
     viewer, widget = study_widget()
     widget.open_study(marker_study, shown=("T2starw", "PET", "19F", "MPI", "ROI"))
     names = {layer.name for layer in viewer.layers}
-    assert {"T2starw (day 1)", "PET SUVbw (day 1)", "19F (day 1)", "MPI (day 1)", "ROI (day 1)",
-            "T2starw baseline (day 0)"} <= names
+    assert {
+        "T2starw (day 1)",
+        "PET SUVbw (day 1)",
+        "19F (day 1)",
+        "MPI (day 1)",
+        "ROI (day 1)",
+        "T2starw baseline (day 0)",
+    } <= names
     expected = ras_to_napari(MARKER)
     for track in ("T2starw", "PET", "19F", "MPI"):
         layer = widget.track_layers[track]
         np.testing.assert_allclose(_marker_world(layer), expected, atol=1e-6, err_msg=track)
     # the organ label is centred on the marker too
     roi = widget.track_layers["ROI"]
-    np.testing.assert_allclose(np.asarray(roi.data_to_world(np.argwhere(roi.data == 3).mean(0)))[-3:], expected,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(roi.data_to_world(np.argwhere(roi.data == 3).mean(0)))[-3:], expected, atol=1e-6
+    )
     # under the mouse at that point every modality reads its marker
     center_on_world(viewer, MARKER)
     values = {t: widget.track_layers[t].get_value(expected, world=True) for t in ("T2starw", "19F", "MPI")}
@@ -166,13 +191,28 @@ def test_sample_study_defaults_docks_and_timepoint_steps(make_napari_viewer, mon
     widget = view.study_widget(viewer)
     try:
         by_track = widget.track_layers
-        assert set(by_track) == {"T1w", "T2w", "T2starw", "ROI", "ROI:reftube", "fluorescence", "SPECT", "MPI",
-                                 "19F", "PET"}
+        assert set(by_track) == {
+            "T1w",
+            "T2w",
+            "T2starw",
+            "ROI",
+            "ROI:reftube",
+            "fluorescence",
+            "SPECT",
+            "MPI",
+            "19F",
+            "PET",
+        }
         assert set(widget.baseline_layers) == {"T1w", "T2w", "T2starw"}
         assert {n for n, ly in by_track.items() if ly.visible} == {"T2starw", "ROI", "PET", "19F"}
         assert by_track["T2starw"].colormap.name == "gray"
-        for track, cmap in (("PET", "inferno"), ("SPECT", "inferno"), ("19F", "magenta"), ("MPI", "cyan"),
-                            ("fluorescence", "green")):
+        for track, cmap in (
+            ("PET", "inferno"),
+            ("SPECT", "inferno"),
+            ("19F", "magenta"),
+            ("MPI", "cyan"),
+            ("fluorescence", "green"),
+        ):
             assert by_track[track].colormap.name == cmap and by_track[track].blending == "additive", track
         pet = by_track["PET"]
         assert pet.name == "PET SUVbw (day 1)" and pet.colorbar.visible
@@ -183,6 +223,7 @@ def test_sample_study_defaults_docks_and_timepoint_steps(make_napari_viewer, mon
         np.testing.assert_allclose(np.asarray(pet.data), native * factor, rtol=1e-5)
         assert 0 < pet.contrast_limits[1] < 1000  # an SUV window, not Bq/mL
         from napari_immunotrack import _close_guard
+
         assert viewer.window._qt_window in _close_guard._GUARDS  # `view` guards unsaved work on close
         docks = " ".join(viewer.window.dock_widgets)
         for name in ("Study", "Cursor readout", "Quantitative readouts", "T1-T2 confirmation"):
@@ -285,15 +326,15 @@ def test_findings_list_centres_views(study_widget, marker_study):
     clusters[2:4, 3:5, 4:6] = 1
     clusters[10, 12, 14] = 2
 
-    add_volume(viewer, mri.replace(data=clusters, modality="SEG", unit="label", name="iron clusters"),
-               as_labels=True)
+    add_volume(viewer, mri.replace(data=clusters, modality="SEG", unit="label", name="iron clusters"), as_labels=True)
     findings = widget.refresh_findings()
     by_source = {(f["source"], f["label"]): f for f in findings}
     liver = by_source[("ROI (day 1)", 3)]
     assert liver["name"] == "liver" and liver["voxels"] == 125
     np.testing.assert_allclose(liver["centroid_ras_mm"], MARKER, atol=1e-9)
-    np.testing.assert_allclose(by_source[("iron clusters", 1)]["centroid_ras_mm"],
-                               mri.index_to_world([[2.5, 3.5, 4.5]])[0], atol=1e-9)
+    np.testing.assert_allclose(
+        by_source[("iron clusters", 1)]["centroid_ras_mm"], mri.index_to_world([[2.5, 3.5, 4.5]])[0], atol=1e-9
+    )
     assert by_source[("iron clusters", 1)]["volume_mm3"] == pytest.approx(8 * 0.125)
     index = findings.index(by_source[("iron clusters", 2)])
     point = widget.go_to_finding(index)
@@ -330,9 +371,10 @@ def test_saved_state_reopens_identical(study_widget, marker_study):
     move = np.eye(4)
     move[:3, 3] = [0.5, -1.0, 0.25]  # napari order S, A, R
     mpi.affine = move
-    mpi.metadata["volume"] = mpi.metadata["volume"].replace(affine=np.eye(4) @ mpi.metadata["volume"].affine +
-                                                            np.pad(np.array([[0, 0, 0, 0.25], [0, 0, 0, -1.0],
-                                                                             [0, 0, 0, 0.5]]), ((0, 1), (0, 0))))
+    mpi.metadata["volume"] = mpi.metadata["volume"].replace(
+        affine=np.eye(4) @ mpi.metadata["volume"].affine
+        + np.pad(np.array([[0, 0, 0, 0.25], [0, 0, 0, -1.0], [0, 0, 0, 0.5]]), ((0, 1), (0, 0)))
+    )
     mri = widget.track_layers["T2starw"].metadata["volume"]
     drawn = np.zeros(mri.shape, np.uint8)
     drawn[4:9, 5:10, 6:11] = 2
@@ -345,6 +387,7 @@ def test_saved_state_reopens_identical(study_widget, marker_study):
     saved = list((marker_study / "immunotrack_state_layers").glob("my_ROI-*.nii.gz"))
     assert len(saved) == 1  # the ROI's file, named by its content
     from napari_immunotrack._close_guard import unsaved_layers
+
     assert roi not in unsaved_layers(viewer)  # saved with the state: closing napari will not ask about it
 
     viewer2, widget2 = study_widget()
@@ -356,8 +399,12 @@ def test_saved_state_reopens_identical(study_widget, marker_study):
     for a in viewer.layers:
         b = viewer2.layers[a.name]
         assert type(a) is type(b) and a.visible == b.visible and a.opacity == pytest.approx(b.opacity), a.name
-        np.testing.assert_allclose(np.asarray(a._data_to_world.affine_matrix),
-                                   np.asarray(b._data_to_world.affine_matrix), atol=1e-9, err_msg=a.name)
+        np.testing.assert_allclose(
+            np.asarray(a._data_to_world.affine_matrix),
+            np.asarray(b._data_to_world.affine_matrix),
+            atol=1e-9,
+            err_msg=a.name,
+        )
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
         if type(a).__name__ == "Image":
             assert a.colormap.name == b.colormap.name and a.blending == b.blending
@@ -377,7 +424,9 @@ def test_closing_with_a_drawn_roi_asks_until_the_state_is_saved(study_widget, ma
     from napari_immunotrack import _close_guard
 
     asked, closes = [], []
-    monkeypatch.setattr(_close_guard, "ask_unsaved", lambda parent, names, action: asked.append(list(names)) or "cancel")
+    monkeypatch.setattr(
+        _close_guard, "ask_unsaved", lambda parent, names, action: asked.append(list(names)) or "cancel"
+    )
     real_close = _QtMainWindow.close
 
     def close(self, quit_app=False, confirm_need=False):  # a user's close would close the window now

@@ -59,11 +59,23 @@ def test_mri_nifti_and_pet_dicom_share_world(make_napari_viewer, tmp_path):
     mri_path = tmp_path / "mri.nii.gz"
     write_nifti(mri, mri_path)
     pet_dir = tmp_path / "pet"
-    write_dicom_series(pet, pet_dir, modality="PT", series_description="pet", shuffle_names=True,
-                       patient={"PatientWeight": 0.025},
-                       pet={"Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e7,
-                            "RadionuclideHalfLife": 282240.0, "RadiopharmaceuticalStartDateTime": "20260101090000",
-                            "SeriesDate": "20260102", "SeriesTime": "090000"})
+    write_dicom_series(
+        pet,
+        pet_dir,
+        modality="PT",
+        series_description="pet",
+        shuffle_names=True,
+        patient={"PatientWeight": 0.025},
+        pet={
+            "Units": "BQML",
+            "DecayCorrection": "START",
+            "RadionuclideTotalDose": 1e7,
+            "RadionuclideHalfLife": 282240.0,
+            "RadiopharmaceuticalStartDateTime": "20260101090000",
+            "SeriesDate": "20260102",
+            "SeriesTime": "090000",
+        },
+    )
 
     viewer = make_napari_viewer()
     mri_layers = viewer.open(str(mri_path), plugin="napari-immunotrack")

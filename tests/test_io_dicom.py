@@ -42,12 +42,12 @@ def make_affine(directions, spacing, origin):
 S, A, R = np.array([0, 0, 1.0]), np.array([0, 1.0, 0]), np.array([1.0, 0, 0])
 GEOMETRIES = {
     # name: (directions of array axes 0 (slices), 1 (rows), 2 (columns) in RAS)
-    "axial": (S, -A, -R),           # as scanners write it: ImageOrientationPatient [1,0,0, 0,1,0]
-    "axial_canonical": (S, A, R),   # Volume.canonical() order
-    "coronal": (-A, -S, -R),        # IOP [1,0,0, 0,0,-1]
-    "sagittal": (R, -S, -A),        # IOP [0,1,0, 0,0,-1]
+    "axial": (S, -A, -R),  # as scanners write it: ImageOrientationPatient [1,0,0, 0,1,0]
+    "axial_canonical": (S, A, R),  # Volume.canonical() order
+    "coronal": (-A, -S, -R),  # IOP [1,0,0, 0,0,-1]
+    "sagittal": (R, -S, -A),  # IOP [0,1,0, 0,0,-1]
     "oblique20": tuple(rotation([1, 0.3, 0.2], 20) @ d for d in (S, -A, -R)),
-    "left_handed": (S, A, -R),      # slices run against row x column cosines: read back reversed
+    "left_handed": (S, A, -R),  # slices run against row x column cosines: read back reversed
     "coronal_left_handed": (A, -S, -R),
 }
 
@@ -207,8 +207,12 @@ def test_mixed_slopes_make_float_and_are_applied_per_slice(tmp_path):
     data = np.full((4, 3, 3), 100, np.int16)
     vol = Volume(data, make_affine((S, A, R), (1, 1, 1), (0, 0, 0)), modality="PT")
     slopes = [1.0, 0.5, 2.0, 1.0]
-    folder = write_dicom_series(vol, tmp_path / "m", rescale="none",
-                                extra={"RescaleSlope": lambda s, f: slopes[s], "RescaleIntercept": lambda s, f: s})
+    folder = write_dicom_series(
+        vol,
+        tmp_path / "m",
+        rescale="none",
+        extra={"RescaleSlope": lambda s, f: slopes[s], "RescaleIntercept": lambda s, f: s},
+    )
     back = load_volume(folder)
     assert back.data.dtype == np.float32
     np.testing.assert_allclose(back.numpy()[:, 0, 0], [100 * sl + s for s, sl in enumerate(slopes)])
@@ -274,10 +278,7 @@ def test_real_ct_series_header_values_land_in_the_affine():
     assert v.name == "SmartScore - Gated 0.5 sec" and v.modality == "CT" and v.unit == "HU"
     assert v.spatial_shape == (5, 16, 16)
     # headers: IOP [1,0,0,0,1,0], PixelSpacing 0.488281, IPP z from 8.7625 (instance 6) down to -1.2375 (instance 10)
-    expected = np.array([[0, 0, -0.488281, 72.199997],
-                         [0, -0.488281, 0, 143.0],
-                         [2.5, 0, 0, -1.2375],
-                         [0, 0, 0, 1]])
+    expected = np.array([[0, 0, -0.488281, 72.199997], [0, -0.488281, 0, 143.0], [2.5, 0, 0, -1.2375], [0, 0, 0, 1]])
     np.testing.assert_allclose(v.affine, expected, atol=1e-6)
     lowest = pydicom.dcmread(DIRTESTS / "98892001" / "CT5N" / "3353")
     assert float(lowest.ImagePositionPatient[2]) == pytest.approx(-1.2375)
@@ -385,11 +386,15 @@ def test_nm_multiframe_spect_round_trip(tmp_path):
     assert_same_world(lh, back_lh, value_tol=quant_tol(lh.numpy().max() / 65535, lh.numpy().max()))
     # no slice spacing at all: refused; SliceThickness only: used, with a warning
     with pytest.raises(InputError, match="neither SpacingBetweenSlices nor SliceThickness"):
-        load_volume(write_dicom_series(vol, tmp_path / "nos", multiframe=True,
-                                       extra={"SpacingBetweenSlices": None, "SliceThickness": None}))
+        load_volume(
+            write_dicom_series(
+                vol, tmp_path / "nos", multiframe=True, extra={"SpacingBetweenSlices": None, "SliceThickness": None}
+            )
+        )
     with pytest.warns(ImmunotrackWarning, match="SliceThickness"):
-        v2 = load_volume(write_dicom_series(vol, tmp_path / "st", multiframe=True,
-                                            extra={"SpacingBetweenSlices": None}))
+        v2 = load_volume(
+            write_dicom_series(vol, tmp_path / "st", multiframe=True, extra={"SpacingBetweenSlices": None})
+        )
     np.testing.assert_allclose(v2.affine, affine, atol=1e-6)
 
 
@@ -405,9 +410,21 @@ def test_enhanced_multiframe_from_functional_groups(tmp_path):
     first = singles[0]
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4.1", pydicom.uid.generate_uid()  # Enhanced MR
-    for key in ("Modality", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber",
-                "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
-                "HighBit", "PixelRepresentation"):
+    for key in (
+        "Modality",
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "FrameOfReferenceUID",
+        "SeriesNumber",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+    ):
         setattr(ds, key, first.data_element(key).value)
     ds.NumberOfFrames = len(singles)
     shared = Dataset()
@@ -442,20 +459,39 @@ def test_enhanced_multiframe_from_functional_groups(tmp_path):
 
 # --------------------------------------------------------------- metadata and units
 def test_pet_metadata_and_headers(tmp_path):
-    vol = Volume(smooth_volume((5, 6, 7)), make_affine((S, A, R), (2, 1, 1), (0, 0, 0)), modality="PT",
-                 unit="Bq/mL", name="pet")
+    vol = Volume(
+        smooth_volume((5, 6, 7)), make_affine((S, A, R), (2, 1, 1), (0, 0, 0)), modality="PT", unit="Bq/mL", name="pet"
+    )
     study = make_study(StudyDate="20240301", StudyTime="090000")
     acq_times = ["101530", "101500", "101600", "101515", "101545"]  # per slice, earliest on slice 1
     folder = write_dicom_series(
-        vol, tmp_path / "pet", series_description="PET WB", study=study, shuffle_names=True, series_number=3,
+        vol,
+        tmp_path / "pet",
+        series_description="PET WB",
+        study=study,
+        shuffle_names=True,
+        series_number=3,
         patient={"PatientWeight": 0.0251, "PatientSize": 0.09, "PatientSex": "F", "PatientID": "m1"},
-        pet={"DecayCorrection": "START", "CorrectedImage": ["ATTN", "DECY", "SCAT"], "SeriesDate": "20240301",
-             "SeriesTime": "101500", "RadionuclideTotalDose": 7.4e6, "RadionuclideHalfLife": 282240.0,
-             "RadiopharmaceuticalStartDateTime": "20240228093000", "Radiopharmaceutical": "89Zr-oxine",
-             "RadionuclideCodeSequence": {"CodeValue": "C-1313", "CodingSchemeDesignator": "SRT",
-                                          "CodeMeaning": "^89^Zirconium"},
-             "FrameReferenceTime": 0.0, "ActualFrameDuration": 600000, "DecayFactor": 1.0},
-        extra={"AcquisitionTime": lambda s, f: acq_times[s]})
+        pet={
+            "DecayCorrection": "START",
+            "CorrectedImage": ["ATTN", "DECY", "SCAT"],
+            "SeriesDate": "20240301",
+            "SeriesTime": "101500",
+            "RadionuclideTotalDose": 7.4e6,
+            "RadionuclideHalfLife": 282240.0,
+            "RadiopharmaceuticalStartDateTime": "20240228093000",
+            "Radiopharmaceutical": "89Zr-oxine",
+            "RadionuclideCodeSequence": {
+                "CodeValue": "C-1313",
+                "CodingSchemeDesignator": "SRT",
+                "CodeMeaning": "^89^Zirconium",
+            },
+            "FrameReferenceTime": 0.0,
+            "ActualFrameDuration": 600000,
+            "DecayFactor": 1.0,
+        },
+        extra={"AcquisitionTime": lambda s, f: acq_times[s]},
+    )
     v = load_volume(folder)
     m = v.metadata
     assert v.name == "PET WB" and v.unit == "Bq/mL" and m["format"] == "dicom"
@@ -491,11 +527,20 @@ def test_private_tags_stay_readable(tmp_path):
     assert float(hdr[0x7053, 0x1009].value) == 1.5
 
 
-@pytest.mark.parametrize("modality, units, suv_type, unit", [
-    ("PT", "BQML", None, "Bq/mL"), ("PT", "GML", None, "SUVbw"), ("PT", "GML", "BSA", "SUVbsa"),
-    ("PT", "CNTS", None, "counts"), ("PT", "CM2ML", None, "SUVbsa"), ("NM", None, None, "counts"),
-    ("NM", "BQML", None, "Bq/mL"), ("MR", None, None, "a.u."), ("CT", None, None, "HU"),
-])
+@pytest.mark.parametrize(
+    "modality, units, suv_type, unit",
+    [
+        ("PT", "BQML", None, "Bq/mL"),
+        ("PT", "GML", None, "SUVbw"),
+        ("PT", "GML", "BSA", "SUVbsa"),
+        ("PT", "CNTS", None, "counts"),
+        ("PT", "CM2ML", None, "SUVbsa"),
+        ("NM", None, None, "counts"),
+        ("NM", "BQML", None, "Bq/mL"),
+        ("MR", None, None, "a.u."),
+        ("CT", None, None, "HU"),
+    ],
+)
 def test_units(tmp_path, modality, units, suv_type, unit):
     vol = Volume(np.ones((3, 2, 2), np.float32), np.eye(4), modality=modality, unit="a.u.")
     pet = {"Units": units} if units else None
@@ -531,10 +576,13 @@ def test_4d_dynamic_pet_sorted_by_frame_time(tmp_path):
     affine = make_affine((S, A, R), (2, 1, 1), (1, 2, 3))
     vol = Volume(data, affine, modality="PT", metadata={"leading_axis": "time"})
     # frame times in reverse of the frame index relation used by TemporalPositionIdentifier (removed)
-    folder = write_dicom_series(vol, tmp_path / "dyn", shuffle_names=True,
-                                pet={"FrameReferenceTime": [30000.0, 90000.0, 150000.0],
-                                     "ActualFrameDuration": [60000, 60000, 60000]},
-                                extra={"TemporalPositionIdentifier": None})
+    folder = write_dicom_series(
+        vol,
+        tmp_path / "dyn",
+        shuffle_names=True,
+        pet={"FrameReferenceTime": [30000.0, 90000.0, 150000.0], "ActualFrameDuration": [60000, 60000, 60000]},
+        extra={"TemporalPositionIdentifier": None},
+    )
     back = load_volume(folder)
     assert back.shape == shape and back.metadata["leading_axis"] == "time"
     assert [f["FrameReferenceTime"] for f in back.metadata["frames"]] == [30000.0, 90000.0, 150000.0]
@@ -556,8 +604,7 @@ def test_4d_multi_echo_mr(tmp_path):
     assert back.metadata["leading_axis"] == "echo" and back.metadata["EchoTime"] == [5.0, 10.0, 20.0]
     assert np.array_equal(back.numpy(), data)
     # same echo and no time: images at one position cannot be ordered
-    folder = write_dicom_series(vol, tmp_path / "bad", rescale="none",
-                                extra={"EchoNumbers": None, "EchoTime": 5.0})
+    folder = write_dicom_series(vol, tmp_path / "bad", rescale="none", extra={"EchoNumbers": None, "EchoTime": 5.0})
     with pytest.raises(InputError, match="have the same time and echo"):
         load_volume(folder)
 
@@ -565,8 +612,9 @@ def test_4d_multi_echo_mr(tmp_path):
 def test_gantry_tilt_gives_an_exact_sheared_affine(tmp_path):
     vol = Volume(smooth_volume((5, 4, 4)), make_affine((S, -A, -R), (2, 1, 1), (0, 0, 0)), modality="CT")
     # shift each slice 0.3 mm posterior (LPS +y) per slice, as a tilted gantry does
-    folder = write_dicom_series(vol, tmp_path / "tilt",
-                                extra={"ImagePositionPatient": lambda s, f: [0.0, 0.3 * s, 2.0 * s]})
+    folder = write_dicom_series(
+        vol, tmp_path / "tilt", extra={"ImagePositionPatient": lambda s, f: [0.0, 0.3 * s, 2.0 * s]}
+    )
     with pytest.warns(ImmunotrackWarning, match="gantry tilt"):
         back = load_volume(folder)
     np.testing.assert_allclose(back.affine[:3, 0], [0, -0.3, 2.0], atol=1e-9)
@@ -591,9 +639,11 @@ def test_dicom_seconds():
 @pytest.fixture
 def series(tmp_path):
     """Writes a 6-slice axial MR series with optional header changes; returns its folder."""
+
     def make(name="s", **kwargs):
         vol = Volume(smooth_volume((6, 5, 5)), make_affine((S, -A, -R), (2.0, 1.0, 1.0), (0, 0, 0)), modality="MR")
         return write_dicom_series(vol, tmp_path / name, **kwargs)
+
     return make
 
 
@@ -609,8 +659,11 @@ def test_missing_slice(series, capsys):
 def test_inconsistent_spacing(series):
     z = [0, 2, 4, 6.7, 8.7, 10.7]
     folder = series(extra={"ImagePositionPatient": lambda s, f: [0, 0, z[s]]})
-    with pytest.raises(InputError, match=r"inconsistent slice spacing: steps of \[2.7\] mm between positions 4.000 "
-                                         r"to 6.700"):
+    with pytest.raises(
+        InputError,
+        match=r"inconsistent slice spacing: steps of \[2.7\] mm between positions 4.000 "
+        r"to 6.700",
+    ):
         load_volume(folder)
     # within tolerance (0.01 mm): accepted
     z_ok = [0, 2, 4.005, 6, 8, 10]

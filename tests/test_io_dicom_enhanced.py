@@ -19,6 +19,7 @@ from napari_immunotrack.volume import Volume
 
 hd = pytest.importorskip("highdicom")
 
+
 def _oblique_affine(origin=(3.0, -4.0, 5.0)):
     """An oblique, orthogonal RAS affine (slices 1.5 mm, rows 0.6 mm, columns 0.7 mm)."""
     q, _ = np.linalg.qr(np.array([[0.2, 0.1, 1.0], [0.1, -1.0, 0.05], [1.0, 0.05, -0.2]]))
@@ -49,16 +50,26 @@ def _world_points(vol: Volume, n=50, seed=0):
 def _legacy(cls, singles, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # highdicom's note on the one-component patient name
-        return cls(legacy_datasets=singles, series_instance_uid=hd.UID(), series_number=7,
-                   sop_instance_uid=hd.UID(), instance_number=1, **kwargs)
+        return cls(
+            legacy_datasets=singles,
+            series_instance_uid=hd.UID(),
+            series_number=7,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            **kwargs,
+        )
 
 
 # ------------------------------------------------------------------ highdicom legacy converted enhanced
 def test_legacy_converted_enhanced_mr_multi_echo_matches_classic_series(tmp_path):
     """Two echoes in one Legacy Converted Enhanced MR file (highdicom): the same voxels at the same world points
     as the classic series it was made from, and the echo list in metadata["echo_times_ms"]."""
-    vol = Volume(_smooth((2, 5, 6, 7)), _oblique_affine(), modality="MR",
-                 metadata={"leading_axis": "echo", "EchoTime": [4.5, 12.0]})
+    vol = Volume(
+        _smooth((2, 5, 6, 7)),
+        _oblique_affine(),
+        modality="MR",
+        metadata={"leading_axis": "echo", "EchoTime": [4.5, 12.0]},
+    )
     classic_dir = write_dicom_series(vol, tmp_path / "classic", shuffle_names=True)
     classic = load_volume(classic_dir)
     enhanced = _legacy(hd.legacy.LegacyConvertedEnhancedMRImage, [pydicom.dcmread(p) for p in _files(classic_dir)])
@@ -70,18 +81,28 @@ def test_legacy_converted_enhanced_mr_multi_echo_matches_classic_series(tmp_path
     idx, world = _world_points(classic)
     back_idx = np.linalg.solve(back.affine, np.c_[world, np.ones(len(world))].T).T[:, :3]
     np.testing.assert_allclose(back_idx, idx, atol=1e-3 / 0.6)  # same world points within 1e-3 mm
-    np.testing.assert_allclose(back.affine @ np.c_[idx, np.ones(len(idx))].T,
-                               classic.affine @ np.c_[idx, np.ones(len(idx))].T, atol=1e-3)
+    np.testing.assert_allclose(
+        back.affine @ np.c_[idx, np.ones(len(idx))].T, classic.affine @ np.c_[idx, np.ones(len(idx))].T, atol=1e-3
+    )
     np.testing.assert_array_equal(back.numpy(), classic.numpy())  # same stored values, same rescale
 
 
 def test_legacy_converted_enhanced_pet_keeps_units_and_world_positions(tmp_path):
     vol = Volume(_smooth((6, 8, 9), 3) * 10, _oblique_affine((10, 20, -30)), modality="PT", unit="Bq/mL")
     study = make_study(StudyDate="20240301", StudyTime="090000")
-    classic_dir = write_dicom_series(vol, tmp_path / "pet", study=study, patient={"PatientWeight": 0.025},
-                                     pet={"RadionuclideTotalDose": 7.4e6, "RadionuclideHalfLife": 6586.2,
-                                          "RadiopharmaceuticalStartTime": "093000", "SeriesTime": "100000",
-                                          "AcquisitionTime": "100000"})
+    classic_dir = write_dicom_series(
+        vol,
+        tmp_path / "pet",
+        study=study,
+        patient={"PatientWeight": 0.025},
+        pet={
+            "RadionuclideTotalDose": 7.4e6,
+            "RadionuclideHalfLife": 6586.2,
+            "RadiopharmaceuticalStartTime": "093000",
+            "SeriesTime": "100000",
+            "AcquisitionTime": "100000",
+        },
+    )
     classic = load_volume(classic_dir)
     enhanced = _legacy(hd.legacy.LegacyConvertedEnhancedPETImage, [pydicom.dcmread(p) for p in _files(classic_dir)])
     out = tmp_path / "folder"
@@ -129,17 +150,40 @@ def test_enhanced_file_agrees_with_simpleitk_in_world_space(tmp_path):
 
 
 # ------------------------------------------------------------------ per-frame variants written by hand
-def _enhanced_by_hand(singles, path, *, order, shared_orientation=True, echo_of=None, temporal_of=None,
-                      stack_of=None, sop="1.2.840.10008.5.1.4.1.1.4.1", modality="MR", units=None):
+def _enhanced_by_hand(
+    singles,
+    path,
+    *,
+    order,
+    shared_orientation=True,
+    echo_of=None,
+    temporal_of=None,
+    stack_of=None,
+    sop="1.2.840.10008.5.1.4.1.1.4.1",
+    modality="MR",
+    units=None,
+):
     """An Enhanced MR (or PET) Image file from classic slices, frames in ``order``: per-frame plane position,
     rescale (and orientation unless shared), FrameContent with DimensionIndexValues/StackID/InStackPosition,
     MREchoSequence EffectiveEchoTime per frame; no classic EchoTime anywhere."""
     first = singles[0]
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = sop, pydicom.uid.generate_uid()
-    for key in ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber", "Rows", "Columns",
-                "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
-                "PixelRepresentation", "PatientID"):
+    for key in (
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "FrameOfReferenceUID",
+        "SeriesNumber",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PatientID",
+    ):
         setattr(ds, key, first.data_element(key).value)
     ds.Modality = modality
     if units:
@@ -199,8 +243,12 @@ def _enhanced_by_hand(singles, path, *, order, shared_orientation=True, echo_of=
 def test_per_frame_orientation_echo_and_dimension_index(tmp_path):
     """Per-frame orientation, per-frame rescale, shuffled frames, echo only in MREchoSequence: the echoes are
     ordered by EffectiveEchoTime, and every voxel sits where the classic route puts it."""
-    vol = Volume(_smooth((3, 4, 5, 6), 7), _oblique_affine(), modality="MR",
-                 metadata={"leading_axis": "echo", "EchoTime": [3.0, 9.0, 27.0]})
+    vol = Volume(
+        _smooth((3, 4, 5, 6), 7),
+        _oblique_affine(),
+        modality="MR",
+        metadata={"leading_axis": "echo", "EchoTime": [3.0, 9.0, 27.0]},
+    )
     classic_dir = write_dicom_series(vol, tmp_path / "classic")
     classic = load_volume(classic_dir)
     singles = [pydicom.dcmread(p) for p in _files(classic_dir)]
@@ -208,8 +256,9 @@ def test_per_frame_orientation_echo_and_dimension_index(tmp_path):
     for s in singles:
         del s.EchoTime
     order = np.random.default_rng(4).permutation(len(singles))
-    path = _enhanced_by_hand(singles, tmp_path / "enh.dcm", order=order, shared_orientation=False,
-                             echo_of=lambda i: echo_ms[i])
+    path = _enhanced_by_hand(
+        singles, tmp_path / "enh.dcm", order=order, shared_orientation=False, echo_of=lambda i: echo_ms[i]
+    )
     back = load_volume(path)
     assert back.shape == (3, 4, 5, 6) and back.metadata["leading_axis"] == "echo"
     assert back.metadata["echo_times_ms"] == [3.0, 9.0, 27.0]
@@ -219,15 +268,23 @@ def test_per_frame_orientation_echo_and_dimension_index(tmp_path):
 
 def test_enhanced_pet_temporal_positions_by_frame_content(tmp_path):
     """A dynamic enhanced PET: frames told apart only by FrameContent TemporalPositionIndex."""
-    vol = Volume(_smooth((3, 4, 5, 6), 9), _oblique_affine(), modality="PT", unit="Bq/mL",
-                 metadata={"leading_axis": "time"})
+    vol = Volume(
+        _smooth((3, 4, 5, 6), 9), _oblique_affine(), modality="PT", unit="Bq/mL", metadata={"leading_axis": "time"}
+    )
     classic_dir = write_dicom_series(vol, tmp_path / "classic")
     classic = load_volume(classic_dir)
     singles = [pydicom.dcmread(p) for p in _files(classic_dir)]
     frame_of = {i: int(s.TemporalPositionIdentifier) for i, s in enumerate(singles)}
     order = np.random.default_rng(5).permutation(len(singles))
-    path = _enhanced_by_hand(singles, tmp_path / "pet.dcm", order=order, temporal_of=lambda i: frame_of[i],
-                             sop="1.2.840.10008.5.1.4.1.1.130", modality="PT", units="BQML")
+    path = _enhanced_by_hand(
+        singles,
+        tmp_path / "pet.dcm",
+        order=order,
+        temporal_of=lambda i: frame_of[i],
+        sop="1.2.840.10008.5.1.4.1.1.130",
+        modality="PT",
+        units="BQML",
+    )
     back = load_volume(path)
     assert back.metadata["leading_axis"] == "time" and back.unit == "Bq/mL"
     assert [f["TemporalPositionIdentifier"] for f in back.metadata["frames"]] == [1, 2, 3]
@@ -239,21 +296,28 @@ def test_enhanced_pet_temporal_positions_by_frame_content(tmp_path):
 def test_two_stacks_in_one_file_are_two_volumes(tmp_path):
     """Two slice packages (different orientations) in one enhanced file: one volume per StackID."""
     a = Volume(_smooth((4, 5, 6), 1), _oblique_affine(), modality="MR")
-    b = Volume(_smooth((4, 5, 6), 2), np.array([[0, 0, -0.5, 5], [0, -0.5, 0, 5], [1.0, 0, 0, 0], [0, 0, 0, 1]]),
-               modality="MR")
+    b = Volume(
+        _smooth((4, 5, 6), 2), np.array([[0, 0, -0.5, 5], [0, -0.5, 0, 5], [1.0, 0, 0, 0], [0, 0, 0, 1]]), modality="MR"
+    )
     study = make_study()
     sa = [pydicom.dcmread(p) for p in _files(write_dicom_series(a, tmp_path / "a", study=study))]
     sb = [pydicom.dcmread(p) for p in _files(write_dicom_series(b, tmp_path / "b", study=study))]
     for s in sb:
         s.SeriesInstanceUID = sa[0].SeriesInstanceUID
     singles = sa + sb
-    path = _enhanced_by_hand(singles, tmp_path / "two.dcm", order=list(range(len(singles))),
-                             shared_orientation=False, stack_of=lambda i: 1 if i < len(sa) else 2)
+    path = _enhanced_by_hand(
+        singles,
+        tmp_path / "two.dcm",
+        order=list(range(len(singles))),
+        shared_orientation=False,
+        stack_of=lambda i: 1 if i < len(sa) else 2,
+    )
     vols = load_volumes(path)
     assert len(vols) == 2
     by_shape = sorted(vols, key=lambda v: v.metadata["slice_normal_lps"][2])
-    refs = sorted([load_volume(tmp_path / "a"), load_volume(tmp_path / "b")],
-                  key=lambda v: v.metadata["slice_normal_lps"][2])
+    refs = sorted(
+        [load_volume(tmp_path / "a"), load_volume(tmp_path / "b")], key=lambda v: v.metadata["slice_normal_lps"][2]
+    )
     for got, ref in zip(by_shape, refs):
         np.testing.assert_allclose(got.affine, ref.affine, atol=1e-6)
         np.testing.assert_array_equal(got.numpy(), ref.numpy())
@@ -279,13 +343,22 @@ def test_variable_flip_angle_series_orders_frames_and_lists_the_angles(tmp_path)
     metadata flip_angles_deg and repetition_time_ms for the relaxometry fit."""
     vol = Volume(_smooth((3, 4, 5, 6), 11), _oblique_affine(), modality="MR", metadata={"leading_axis": "time"})
     angles = [2.0, 5.0, 15.0]
-    folder = write_dicom_series(vol, tmp_path / "vfa", shuffle_names=True,
-                                extra={"TemporalPositionIdentifier": None, "NumberOfTemporalPositions": None,
-                                       "FlipAngle": lambda s, f: angles[f], "RepetitionTime": 15.0})
+    folder = write_dicom_series(
+        vol,
+        tmp_path / "vfa",
+        shuffle_names=True,
+        extra={
+            "TemporalPositionIdentifier": None,
+            "NumberOfTemporalPositions": None,
+            "FlipAngle": lambda s, f: angles[f],
+            "RepetitionTime": 15.0,
+        },
+    )
     back = load_volume(folder)
     assert back.metadata["flip_angles_deg"] == angles and back.metadata["repetition_time_ms"] == 15.0
     idx = np.indices(back.spatial_shape).reshape(3, -1)
     in_vol = np.rint(np.linalg.solve(vol.affine, back.affine @ np.r_[idx, np.ones((1, idx.shape[1]))])[:3]).astype(int)
     for f in range(3):
-        np.testing.assert_allclose(back.numpy()[f][tuple(idx)], vol.numpy()[f][tuple(in_vol)],
-                                   atol=vol.numpy().max() / 30000)
+        np.testing.assert_allclose(
+            back.numpy()[f][tuple(idx)], vol.numpy()[f][tuple(in_vol)], atol=vol.numpy().max() / 30000
+        )

@@ -32,8 +32,9 @@ SCAN = dt.datetime(2024, 5, 1, 10, 0, 0)
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "napari_immunotrack.cli", *map(str, args)], capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "napari_immunotrack.cli", *map(str, args)], capture_output=True, text=True
+    )
 
 
 # ------------------------------------------------------------------------------------------ values
@@ -45,8 +46,15 @@ def test_every_data_type_and_byte_order_with_frame_scale_calibration_and_branchi
     stored = rng.integers(-hi, hi, (2, 3, 4, 5)).astype(np.float64)
     if dtype.kind == "f":
         stored *= 0.37
-    hdr = write_inveon(tmp_path / "pet", stored, data_type=code, scale_factors=[0.5, 2.0], calibration_factor=3.2,
-                       branching_fraction=0.9673, calibration_units=2)
+    hdr = write_inveon(
+        tmp_path / "pet",
+        stored,
+        data_type=code,
+        scale_factors=[0.5, 2.0],
+        calibration_factor=3.2,
+        branching_fraction=0.9673,
+        calibration_units=2,
+    )
     vol = load_volume(hdr)
     expected = stored * np.array([0.5, 2.0])[:, None, None, None] * 3.2 / 0.9673
     assert vol.shape == (2, 3, 4, 5) and vol.unit == "Bq/mL"
@@ -68,13 +76,20 @@ def test_bq_per_ml_within_0_1_percent_of_the_analytic_activity(tmp_path):
     """A sphere of known concentration, stored as int16 with the scanner's scale, comes back within 0.1 %."""
     conc = 52_345.6  # Bq/mL at the scan start
     z, y, x = np.mgrid[:24, :24, :24]
-    sphere = ((x - 11.5) ** 2 + (y - 11.5) ** 2 + (z - 11.5) ** 2) < 8 ** 2
+    sphere = ((x - 11.5) ** 2 + (y - 11.5) ** 2 + (z - 11.5) ** 2) < 8**2
     truth = np.where(sphere, conc, 0.1 * conc)
     cal, bf = 1.37e3, 0.9673
     scale = truth.max() / (32767 * cal / bf)  # the per-frame scale a scanner picks to use the int16 range
     stored = np.round(truth / (scale * cal / bf))
-    hdr = write_inveon(tmp_path / "pet", stored, data_type=2, scale_factors=[scale], calibration_factor=cal,
-                       branching_fraction=bf, pixel_mm=(0.4, 0.4, 0.8))
+    hdr = write_inveon(
+        tmp_path / "pet",
+        stored,
+        data_type=2,
+        scale_factors=[scale],
+        calibration_factor=cal,
+        branching_fraction=bf,
+        pixel_mm=(0.4, 0.4, 0.8),
+    )
     vol = load_volume(hdr)
     assert abs(vol.numpy()[sphere].mean() / conc - 1) < 1e-3
     assert np.allclose(vol.spacing, [0.8, 0.4, 0.4])
@@ -85,8 +100,13 @@ def test_voxel_size_in_cm_only(tmp_path):
     b = load_volume(write_inveon(tmp_path / "b", np.ones((3, 4, 5)), pixel_mm=(0.7, 0.7, 0.8), cm_only=True))
     assert np.allclose(a.affine, b.affine) and np.allclose(b.spacing, [0.8, 0.7, 0.7])
     # a writer that put pixel_size_x/y/z in cm as well (equal to pixel_size): still 0.7/0.8 mm
-    c = write_inveon(tmp_path / "c", np.ones((3, 4, 5)), pixel_mm=(0.7, 0.7, 0.8), cm_only=True,
-                     extra_lines=["pixel_size_x 0.07", "pixel_size_y 0.07", "pixel_size_z 0.08"])
+    c = write_inveon(
+        tmp_path / "c",
+        np.ones((3, 4, 5)),
+        pixel_mm=(0.7, 0.7, 0.8),
+        cm_only=True,
+        extra_lines=["pixel_size_x 0.07", "pixel_size_y 0.07", "pixel_size_z 0.08"],
+    )
     assert np.allclose(load_volume(c).spacing, [0.8, 0.7, 0.7])
 
 
@@ -96,8 +116,18 @@ def test_voxel_size_in_cm_only(tmp_path):
 def test_dose_and_weight_units(tmp_path, dose, units, bq, weight, w_units, kg):
     from napari_immunotrack.analysis.pet import read_pet_header
 
-    vol = load_volume(write_inveon(tmp_path / "pet", np.ones((2, 2, 2)), dose=dose, dose_units=units,
-                                   weight=weight, weight_units=w_units, injection_time=INJ, scan_time=SCAN))
+    vol = load_volume(
+        write_inveon(
+            tmp_path / "pet",
+            np.ones((2, 2, 2)),
+            dose=dose,
+            dose_units=units,
+            weight=weight,
+            weight_units=w_units,
+            injection_time=INJ,
+            scan_time=SCAN,
+        )
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", ImmunotrackWarning)  # nothing guessed: every field has its unit
         h = read_pet_header(vol)
@@ -124,22 +154,43 @@ def _pet_pair(tmp_path, **kw):
     from napari_immunotrack.io.dicom import write_dicom_series
 
     z, y, x = np.mgrid[:20, :22, :24]
-    hot = ((x - 14) ** 2 + (y - 10) ** 2 + (z - 9) ** 2) < 5 ** 2
+    hot = ((x - 14) ** 2 + (y - 10) ** 2 + (z - 9) ** 2) < 5**2
     truth = np.where(hot, 80_000.0, 5_000.0)
     cal, bf = 250.0, 0.9673
     scale = truth.max() / (30000 * cal / bf)
     stored = np.round(truth / (scale * cal / bf))
-    hdr = write_inveon(tmp_path / "pet", stored, data_type=6, scale_factors=[scale], calibration_factor=cal,
-                       branching_fraction=bf, dose=0.3, dose_units=1, weight=24.0, weight_units=1,
-                       injection_time=INJ, scan_time=SCAN, pixel_mm=(0.8, 0.8, 0.8), **kw)
+    hdr = write_inveon(
+        tmp_path / "pet",
+        stored,
+        data_type=6,
+        scale_factors=[scale],
+        calibration_factor=cal,
+        branching_fraction=bf,
+        dose=0.3,
+        dose_units=1,
+        weight=24.0,
+        weight_units=1,
+        injection_time=INJ,
+        scan_time=SCAN,
+        pixel_mm=(0.8, 0.8, 0.8),
+        **kw,
+    )
     inveon = load_volume(hdr)
     m = inveon.metadata
-    pet = {"Units": "BQML", "DecayCorrection": "START", "SeriesDate": m["SeriesDate"], "SeriesTime": m["SeriesTime"],
-           "AcquisitionDate": m["AcquisitionDate"], "AcquisitionTime": m["AcquisitionTime"],
-           "RadionuclideTotalDose": m["RadionuclideTotalDose"], "RadionuclideHalfLife": m["RadionuclideHalfLife"],
-           "RadiopharmaceuticalStartDateTime": m["RadiopharmaceuticalStartDateTime"]}
-    folder = write_dicom_series(inveon, tmp_path / "dicom", modality="PT", pet=pet,
-                                patient={"PatientWeight": m["PatientWeight"]})
+    pet = {
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "SeriesDate": m["SeriesDate"],
+        "SeriesTime": m["SeriesTime"],
+        "AcquisitionDate": m["AcquisitionDate"],
+        "AcquisitionTime": m["AcquisitionTime"],
+        "RadionuclideTotalDose": m["RadionuclideTotalDose"],
+        "RadionuclideHalfLife": m["RadionuclideHalfLife"],
+        "RadiopharmaceuticalStartDateTime": m["RadiopharmaceuticalStartDateTime"],
+    }
+    folder = write_dicom_series(
+        inveon, tmp_path / "dicom", modality="PT", pet=pet, patient={"PatientWeight": m["PatientWeight"]}
+    )
     labels = Volume(hot.astype(np.uint8), inveon.affine, "SEG", "label")
     save_labels(labels, tmp_path / "roi.nii.gz")
     return hdr, folder, tmp_path / "roi.nii.gz", truth, hot
@@ -172,9 +223,18 @@ def _dynamic(tmp_path, n=20, shape=(16, 18, 20), decay_applied=1):
             stored[f] = 40_000.0
         else:  # mean activity during the frame, not corrected
             stored[f] = 40_000.0 * math.exp(-lam * starts[f]) * (-math.expm1(-lam * durs[f])) / (lam * durs[f])
-    hdr = write_inveon(tmp_path / f"dyn{decay_applied}", stored, frame_starts=starts, frame_durations=durs,
-                       decay_correction_applied=decay_applied, dose=11.1, dose_units=2, weight=25.0,
-                       injection_time=INJ, scan_time=SCAN)
+    hdr = write_inveon(
+        tmp_path / f"dyn{decay_applied}",
+        stored,
+        frame_starts=starts,
+        frame_durations=durs,
+        decay_correction_applied=decay_applied,
+        dose=11.1,
+        dose_units=2,
+        weight=25.0,
+        injection_time=INJ,
+        scan_time=SCAN,
+    )
     return hdr
 
 
@@ -201,8 +261,17 @@ def test_quantify_frames_and_windows_of_a_dynamic_study(tmp_path):
     assert run.returncode == 2 and "--frames" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.csv").exists()
     for frames in ("2", "1-4"):
-        run = cli("quantify", hdr, "--roi", tmp_path / "roi.nii.gz", "-o", tmp_path / f"f{frames}.csv", "--frames",
-                  frames, "--no-peak")
+        run = cli(
+            "quantify",
+            hdr,
+            "--roi",
+            tmp_path / "roi.nii.gz",
+            "-o",
+            tmp_path / f"f{frames}.csv",
+            "--frames",
+            frames,
+            "--no-peak",
+        )
         assert run.returncode == 0, run.stderr
         df = pd.read_csv(tmp_path / f"f{frames}.csv")
         assert abs(df["mean_bq_ml"][0] / 40_000.0 - 1) < 1e-4
@@ -213,8 +282,8 @@ def test_quantify_frames_and_windows_of_a_dynamic_study(tmp_path):
 
 def test_per_frame_readouts_of_uncorrected_frames_match_the_corrected_study(tmp_path):
     """decay_correction_applied 0: each frame is corrected from its own start and duration (DICOM NONE)."""
-    from napari_immunotrack.analysis.roi import carry_rois
     from napari_immunotrack.analysis.pet import quantify_frames
+    from napari_immunotrack.analysis.roi import carry_rois
 
     corrected = load_volume(_dynamic(tmp_path, n=5, shape=(6, 6, 6), decay_applied=1))
     raw = load_volume(_dynamic(tmp_path, n=5, shape=(6, 6, 6), decay_applied=0))
@@ -243,12 +312,17 @@ def test_subject_orientation_places_markers_on_the_animal(tmp_path, code):
     k, j, i = np.meshgrid(*(np.arange(n),) * 3, indexing="ij")
     gantry = np.stack([i, j, k], -1) * step - (n - 1) / 2 * step
     ras = (gantry @ S.T) * [-1, -1, 1]
-    values = sum(a * np.exp(-np.sum((ras - m) ** 2, -1) / (2 * 0.7 ** 2)) for m, a in zip(MARKERS, AMPLITUDES))
+    values = sum(a * np.exp(-np.sum((ras - m) ** 2, -1) / (2 * 0.7**2)) for m, a in zip(MARKERS, AMPLITUDES))
     vol = load_volume(write_inveon(tmp_path / "p", values, pixel_mm=(step,) * 3, subject_orientation=code))
     labels, count = ndimage.label(vol.numpy() > 20)
     assert count == len(MARKERS)
-    found = sorted(((vol.numpy()[labels == lab].max(), ndimage.center_of_mass(np.where(labels == lab, vol.numpy(), 0)))
-                    for lab in range(1, count + 1)), key=lambda t: -t[0])
+    found = sorted(
+        (
+            (vol.numpy()[labels == lab].max(), ndimage.center_of_mass(np.where(labels == lab, vol.numpy(), 0)))
+            for lab in range(1, count + 1)
+        ),
+        key=lambda t: -t[0],
+    )
     world = vol.index_to_world([c for _, c in found])
     assert np.linalg.norm(world - MARKERS, axis=1).max() < 0.5 * step
 

@@ -98,8 +98,9 @@ def _image(direction=(0, 1, 0, -1, 0, 0, 0, 0, 1)):
 
 
 @pytest.mark.parametrize("ext", ["nrrd", "nhdr", "mha", "mhd"])
-@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 1, 0, -1, 0, 0, 0, 0, 1),
-                                       (0.8, -0.6, 0, 0.6, 0.8, 0, 0, 0, 1)])
+@pytest.mark.parametrize(
+    "direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 1, 0, -1, 0, 0, 0, 0, 1), (0.8, -0.6, 0, 0.6, 0.8, 0, 0, 0, 1)]
+)
 def test_nrrd_and_metaimage_match_simpleitk_world(tmp_path, ext, direction):
     arr, im = _image(direction)
     path = tmp_path / f"x.{ext}"
@@ -114,9 +115,11 @@ def test_nrrd_and_metaimage_match_simpleitk_world(tmp_path, ext, direction):
 def test_nrrd_in_ras_space_written_by_hand(tmp_path):
     """A NRRD whose space is right-anterior-superior (as Slicer can write) is turned to RAS correctly."""
     data = np.arange(24, dtype="<i2").reshape(2, 3, 4)  # (z, y, x)
-    header = ("NRRD0004\ntype: short\ndimension: 3\nspace: right-anterior-superior\nsizes: 4 3 2\n"
-              "space directions: (0.5,0,0) (0,0.7,0) (0,0,1.1)\nkinds: domain domain domain\nendian: little\n"
-              "encoding: raw\nspace origin: (10,20,30)\n\n")
+    header = (
+        "NRRD0004\ntype: short\ndimension: 3\nspace: right-anterior-superior\nsizes: 4 3 2\n"
+        "space directions: (0.5,0,0) (0,0.7,0) (0,0,1.1)\nkinds: domain domain domain\nendian: little\n"
+        "encoding: raw\nspace origin: (10,20,30)\n\n"
+    )
     path = tmp_path / "ras.nrrd"
     path.write_bytes(header.encode() + data.tobytes())
     vol = load_volume(path)
@@ -159,8 +162,11 @@ def test_cli_info_and_napari_reader(tmp_path, name):
     else:
         sitk.WriteImage(_image()[1], str(tmp_path / name))
     assert detect_format(tmp_path / name) in ("itk", "mdf")
-    run = subprocess.run([sys.executable, "-m", "napari_immunotrack.cli", "info", str(tmp_path / name), "--json"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_immunotrack.cli", "info", str(tmp_path / name), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["volumes"][0]["shape"] in ([4, 5, 6], [2, 2, 3])
     assert get_reader(str(tmp_path / name)) is not None

@@ -15,8 +15,14 @@ from napari_immunotrack.io import load_volume, save_labels, save_volume
 from napari_immunotrack.io.nifti import read_nifti, write_nifti
 from napari_immunotrack.volume import Volume
 
-SHIPPED = ["anatomical.nii", "example4d.nii.gz", "example_nifti2.nii.gz", "functional.nii",
-           "standard.nii.gz", "reoriented_anat_moved.nii"]
+SHIPPED = [
+    "anatomical.nii",
+    "example4d.nii.gz",
+    "example_nifti2.nii.gz",
+    "functional.nii",
+    "standard.nii.gz",
+    "reoriented_anat_moved.nii",
+]
 
 
 def shipped(name):
@@ -305,8 +311,9 @@ def test_write_dtypes_and_frame_interval(tmp_path):
     mask = Volume(np.ones((3, 4, 5), bool), np.eye(4))
     write_nifti(mask, tmp_path / "mask.nii")
     assert nib.load(str(tmp_path / "mask.nii")).get_data_dtype() == np.uint8
-    series = Volume(np.zeros((4, 3, 4, 5), np.float32), np.eye(4), metadata={"leading_axis": "time",
-                                                                            "frame_interval_s": 1.5})
+    series = Volume(
+        np.zeros((4, 3, 4, 5), np.float32), np.eye(4), metadata={"leading_axis": "time", "frame_interval_s": 1.5}
+    )
     write_nifti(series, tmp_path / "series.nii.gz")
     back = read_nifti(tmp_path / "series.nii.gz")
     assert back.shape == (4, 3, 4, 5) and back.metadata["frame_interval_s"] == pytest.approx(1.5)
@@ -317,8 +324,9 @@ def test_write_oblique_dask_volume(tmp_path):
 
     theta = np.deg2rad(20)
     affine = np.eye(4)
-    affine[:3, :3] = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]) \
-        @ np.diag([0.5, 0.7, 1.1])
+    affine[:3, :3] = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    ) @ np.diag([0.5, 0.7, 1.1])
     affine[:3, 3] = [-3, 4, 12]
     data = da.arange(4 * 5 * 6, chunks=30).reshape(4, 5, 6).astype(np.float32)
     write_nifti(Volume(data, affine), tmp_path / "obl.nii.gz")

@@ -32,9 +32,11 @@ SIGMA = 0.7
 
 # ------------------------------------------------------------------------------------------ JCAMP
 def test_jcamp_values_arrays_strings_structs_and_run_length():
-    text = ("##TITLE=visu_pars\n$$ a comment\n##$A=( 2, 3 )\n1 2 3 \n4 5 6\n##$B=( 65 )\n<Head first, prone>\n"
-            "##$C=( 4 )\n@3*(1.5) 2\n##$D=Quadruped\n##$E=( 2 )\n(5, <FG_SLICE>, <>, 0, 2) (3, <FG_ECHO>, <>, 2, 1)\n"
-            "##$F=(0, 1)\n##$G=-2.5e-3\n##$H=( 2, 65 )\n<mm> <mm>\n##END=\n")
+    text = (
+        "##TITLE=visu_pars\n$$ a comment\n##$A=( 2, 3 )\n1 2 3 \n4 5 6\n##$B=( 65 )\n<Head first, prone>\n"
+        "##$C=( 4 )\n@3*(1.5) 2\n##$D=Quadruped\n##$E=( 2 )\n(5, <FG_SLICE>, <>, 0, 2) (3, <FG_ECHO>, <>, 2, 1)\n"
+        "##$F=(0, 1)\n##$G=-2.5e-3\n##$H=( 2, 65 )\n<mm> <mm>\n##END=\n"
+    )
     p = parse_jcamp(text)
     assert p["A"].tolist() == [[1, 2, 3], [4, 5, 6]]
     assert p["B"] == "Head first, prone"
@@ -53,8 +55,9 @@ def magnet_grid(kind: str):
     return {"axial": e, "coronal": e[[0, 2, 1]], "sagittal": e[[1, 2, 0]]}[kind]
 
 
-def phantom_scan(tmp_path, pose, kind="axial", subject_offset=(0.5, -1.0, 1.0), n=(36, 36, 36), step=0.5,
-                 subject_type="Quadruped"):
+def phantom_scan(
+    tmp_path, pose, kind="axial", subject_offset=(0.5, -1.0, 1.0), n=(36, 36, 36), step=0.5, subject_type="Quadruped"
+):
     """Write a marker-phantom scan acquired in the magnet frame with the animal in ``pose``.
 
     ParaVision stores the geometry in subject coordinates (its patient system,
@@ -66,19 +69,34 @@ def phantom_scan(tmp_path, pose, kind="axial", subject_offset=(0.5, -1.0, 1.0), 
     nx, ny, nz = n
     origin_m = -(np.array([nx, ny, nz]) - 1) / 2.0 * step
     k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    coords = (origin_m[0] + i * step)[..., None] * rows_m[0] + (origin_m[1] + j * step)[..., None] * rows_m[1] + \
-        (origin_m[2] + k * step)[..., None] * rows_m[2]
+    coords = (
+        (origin_m[0] + i * step)[..., None] * rows_m[0]
+        + (origin_m[1] + j * step)[..., None] * rows_m[1]
+        + (origin_m[2] + k * step)[..., None] * rows_m[2]
+    )
     ras = (coords @ S.T + np.asarray(subject_offset)) @ LPS_TO_RAS.T
     values = np.zeros(ras.shape[:3])
     for m, a in zip(MARKERS, AMPLITUDES):
-        values += a * np.exp(-np.sum((ras - m) ** 2, axis=-1) / (2 * SIGMA ** 2))
+        values += a * np.exp(-np.sum((ras - m) ** 2, axis=-1) / (2 * SIGMA**2))
     stored = np.round(values / 0.01).astype(np.int16)  # (slice, y, x)
     orient = np.tile((S @ rows_m.T).T.ravel(), (nz, 1))
-    positions = np.array([S @ (origin_m[0] * rows_m[0] + origin_m[1] * rows_m[1] + (origin_m[2] + kk * step)
-                               * rows_m[2]) + subject_offset for kk in range(nz)])
-    pdata = write_paravision(tmp_path / f"{pose}_{kind}" / "5", stored, extent=(nx * step, ny * step),
-                             orientation=orient, positions=positions, slopes=[0.01] * nz,
-                             subject_type=subject_type, subject_position=pose)
+    positions = np.array(
+        [
+            S @ (origin_m[0] * rows_m[0] + origin_m[1] * rows_m[1] + (origin_m[2] + kk * step) * rows_m[2])
+            + subject_offset
+            for kk in range(nz)
+        ]
+    )
+    pdata = write_paravision(
+        tmp_path / f"{pose}_{kind}" / "5",
+        stored,
+        extent=(nx * step, ny * step),
+        orientation=orient,
+        positions=positions,
+        slopes=[0.01] * nz,
+        subject_type=subject_type,
+        subject_position=pose,
+    )
     return pdata, stored, positions, orient, step
 
 
@@ -173,17 +191,34 @@ def test_pose_matrices_are_rotations_and_distinct():
 
 
 # ------------------------------------------------------------------------------------------ values
-@pytest.mark.parametrize("word,order", [("i2", "littleEndian"), ("i2", "bigEndian"), ("i4", "bigEndian"),
-                                        ("u1", "littleEndian"), ("f4", "bigEndian"), ("f4", "littleEndian")])
+@pytest.mark.parametrize(
+    "word,order",
+    [
+        ("i2", "littleEndian"),
+        ("i2", "bigEndian"),
+        ("i4", "bigEndian"),
+        ("u1", "littleEndian"),
+        ("f4", "bigEndian"),
+        ("f4", "littleEndian"),
+    ],
+)
 def test_word_types_byte_orders_and_per_frame_slope(tmp_path, word, order):
     rng = np.random.default_rng(1)
     stored = rng.integers(0, 120, (4, 6, 7)).astype(np.float64)
     if word == "f4":
         stored += 0.25
     slopes, offsets = [0.5, 1.0, 2.0, 3.5], [0.0, -1.0, 10.0, 0.25]
-    pdata = write_paravision(tmp_path / "s" / "1", stored, extent=(7.0, 6.0), orientation=np.eye(3),
-                             positions=[[0, 0, z] for z in range(4)], slopes=slopes, offsets=offsets, word=word,
-                             byte_order=order)
+    pdata = write_paravision(
+        tmp_path / "s" / "1",
+        stored,
+        extent=(7.0, 6.0),
+        orientation=np.eye(3),
+        positions=[[0, 0, z] for z in range(4)],
+        slopes=slopes,
+        offsets=offsets,
+        word=word,
+        byte_order=order,
+    )
     vol = load_volume(pdata / "2dseq")
     expected = stored * np.array(slopes)[:, None, None] + np.array(offsets)[:, None, None]
     assert np.allclose(vol.numpy(), expected, rtol=1e-6)
@@ -193,8 +228,14 @@ def test_word_types_byte_orders_and_per_frame_slope(tmp_path, word, order):
 
 def test_unscaled_integers_keep_their_type(tmp_path):
     stored = np.arange(2 * 3 * 4).reshape(2, 3, 4)
-    pdata = write_paravision(tmp_path / "s" / "1", stored, extent=(4.0, 3.0), orientation=np.eye(3),
-                             positions=[[0, 0, 0], [0, 0, 1]], byte_order="bigEndian")
+    pdata = write_paravision(
+        tmp_path / "s" / "1",
+        stored,
+        extent=(4.0, 3.0),
+        orientation=np.eye(3),
+        positions=[[0, 0, 0], [0, 0, 1]],
+        byte_order="bigEndian",
+    )
     vol = load_volume(pdata)
     assert vol.data.dtype == np.int16 and vol.data.dtype.isnative and np.array_equal(vol.data, stored)
 
@@ -203,9 +244,17 @@ def test_3d_acquisition_with_repetitions(tmp_path):
     rng = np.random.default_rng(2)
     stored = rng.random((3, 5, 6, 8)).astype(np.float32)  # 3 repetitions of a 8x6x5 volume
     rot = np.array([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]])  # read along y, phase along z, "slice" along x
-    pdata = write_paravision(tmp_path / "s" / "2", stored, dim=3, extent=(4.0, 3.0, 2.5), orientation=rot,
-                             positions=[[1.0, 2.0, 3.0]], word="f4", frame_groups=[(3, "FG_CYCLE")],
-                             slopes=[1.0, 2.0, 3.0])
+    pdata = write_paravision(
+        tmp_path / "s" / "2",
+        stored,
+        dim=3,
+        extent=(4.0, 3.0, 2.5),
+        orientation=rot,
+        positions=[[1.0, 2.0, 3.0]],
+        word="f4",
+        frame_groups=[(3, "FG_CYCLE")],
+        slopes=[1.0, 2.0, 3.0],
+    )
     vol = load_volume(pdata)
     assert vol.shape == (3, 5, 6, 8) and vol.metadata["leading_axis"] == "time"
     assert np.allclose(vol.numpy(), stored * np.array([1.0, 2.0, 3.0])[:, None, None, None], rtol=1e-6)
@@ -213,8 +262,10 @@ def test_3d_acquisition_with_repetitions(tmp_path):
     lps = np.array([1.0, 2.0, 3.0]) + 3 * 0.5 * rot[0] + 2 * 0.5 * rot[1] + 1 * 0.5 * rot[2]
     assert np.allclose(vol.index_to_world([[1, 2, 3]])[0], LPS_TO_RAS @ lps)
     api = brukerapi.Dataset(str(pdata / "2dseq"))
-    assert np.allclose(np.diag([-1, -1, 1, 1.0]) @ api.affine_of_package(0) @ [3, 2, 1, 1],
-                       np.append(vol.index_to_world([[1, 2, 3]])[0], 1))
+    assert np.allclose(
+        np.diag([-1, -1, 1, 1.0]) @ api.affine_of_package(0) @ [3, 2, 1, 1],
+        np.append(vol.index_to_world([[1, 2, 3]])[0], 1),
+    )
 
 
 def test_echoes_become_the_leading_axis_and_repetitions_split(tmp_path):
@@ -224,9 +275,15 @@ def test_echoes_become_the_leading_axis_and_repetitions_split(tmp_path):
     for f in range(frames):  # first group fastest: slice, then echo, then repetition
         s, e, r = f % n_sl, (f // n_sl) % n_echo, f // (n_sl * n_echo)
         stored[f] = 100 * r + 10 * e + s
-    pdata = write_paravision(tmp_path / "s" / "3", stored, extent=(6.0, 5.0), orientation=np.eye(3),
-                             positions=[[0, 0, 2.0 * s] for s in range(n_sl)], echo_times=[10.0, 20.0, 30.0],
-                             frame_groups=[(n_sl, "FG_SLICE"), (n_echo, "FG_ECHO"), (n_rep, "FG_CYCLE")])
+    pdata = write_paravision(
+        tmp_path / "s" / "3",
+        stored,
+        extent=(6.0, 5.0),
+        orientation=np.eye(3),
+        positions=[[0, 0, 2.0 * s] for s in range(n_sl)],
+        echo_times=[10.0, 20.0, 30.0],
+        frame_groups=[(n_sl, "FG_SLICE"), (n_echo, "FG_ECHO"), (n_rep, "FG_CYCLE")],
+    )
     vols = load_volumes(pdata)
     assert len(vols) == n_rep
     for r, v in enumerate(vols):
@@ -246,8 +303,14 @@ def test_slice_packages_are_separate_volumes(tmp_path):
     positions = [[0, 0, -1.0], [0, 0, 0.0], [0, 0, 1.0], [-0.5, 0, 0], [0.5, 0, 0]]
     stored = np.arange(5)[:, None, None] * np.ones((5, 4, 4))
     for packs in ([3, 2], None):  # with VisuCoreSlicePacksSlices, and PV 5.1 style without it
-        pdata = write_paravision(tmp_path / str(packs) / "1", stored, extent=(4.0, 4.0), orientation=orient,
-                                 positions=positions, slice_packs=packs)
+        pdata = write_paravision(
+            tmp_path / str(packs) / "1",
+            stored,
+            extent=(4.0, 4.0),
+            orientation=orient,
+            positions=positions,
+            slice_packs=packs,
+        )
         vols = load_volumes(pdata)
         assert [v.spatial_shape for v in vols] == [(3, 4, 4), (2, 4, 4)]
         assert vols[0].orientation() != vols[1].orientation()
@@ -270,8 +333,14 @@ def test_scan_folder_pdata_folder_and_2dseq_are_the_same(tmp_path):
 def test_reverse_disk_slice_order(tmp_path):
     stored = np.arange(4)[:, None, None] * np.ones((4, 3, 3))
     positions = [[0, 0, z] for z in (0.0, 1.0, 2.0, 3.0)]
-    pdata = write_paravision(tmp_path / "s" / "1", stored, extent=(3.0, 3.0), orientation=np.eye(3),
-                             positions=positions, extra={"VisuCoreDiskSliceOrder": "disk_reverse_slice_order"})
+    pdata = write_paravision(
+        tmp_path / "s" / "1",
+        stored,
+        extent=(3.0, 3.0),
+        orientation=np.eye(3),
+        positions=positions,
+        extra={"VisuCoreDiskSliceOrder": "disk_reverse_slice_order"},
+    )
     vol = load_volume(pdata)
     # disk frame i belongs to the position listed last-first: frame 3 sits at z = 0
     assert vol.index_to_world([[0, 0, 0]])[0][2] == 0.0 and vol.data[0, 0, 0] == 3
@@ -306,8 +375,9 @@ def test_cli_info_on_a_truncated_scan_exits_2_with_one_line(tmp_path):
     pdata, *_ = phantom_scan(tmp_path, "Head_Prone", n=(10, 8, 6))
     (pdata / "2dseq").write_bytes((pdata / "2dseq").read_bytes()[:50])
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    run = subprocess.run([sys.executable, "-m", "napari_immunotrack.cli", "info", str(pdata)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_immunotrack.cli", "info", str(pdata)], capture_output=True, text=True
+    )
     assert run.returncode == 2
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "2dseq" in lines[0] and "Traceback" not in run.stderr
@@ -316,8 +386,11 @@ def test_cli_info_on_a_truncated_scan_exits_2_with_one_line(tmp_path):
 
 def test_cli_info_describes_a_scan(tmp_path):
     pdata, *_ = phantom_scan(tmp_path, "Head_Prone", n=(10, 8, 6))
-    run = subprocess.run([sys.executable, "-m", "napari_immunotrack.cli", "info", str(pdata.parent.parent), "--json"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_immunotrack.cli", "info", str(pdata.parent.parent), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     import json
 
@@ -348,9 +421,15 @@ def test_echo_group_first_and_positions_given_per_frame(tmp_path):
         stored[f] = 10 * e + s
         positions.append([0.0, 0.0, 1.5 * (n_sl - 1 - s)])  # slices listed head to foot
         orient.append(np.eye(3).ravel())
-    pdata = write_paravision(tmp_path / "s" / "4", stored, extent=(5.0, 4.0), orientation=orient,
-                             positions=positions, frame_groups=[(n_echo, "FG_ECHO"), (n_sl, "FG_SLICE")],
-                             echo_times=[8.0, 16.0, 24.0])
+    pdata = write_paravision(
+        tmp_path / "s" / "4",
+        stored,
+        extent=(5.0, 4.0),
+        orientation=orient,
+        positions=positions,
+        frame_groups=[(n_echo, "FG_ECHO"), (n_sl, "FG_SLICE")],
+        echo_times=[8.0, 16.0, 24.0],
+    )
     vol = load_volume(pdata)
     assert vol.shape == (n_echo, n_sl, 4, 5) and vol.metadata["leading_axis"] == "echo"
     # slices sorted foot to head along the normal: array slice 0 is the last listed one (z = 0)
@@ -360,8 +439,13 @@ def test_echo_group_first_and_positions_given_per_frame(tmp_path):
 
 def test_a_study_folder_names_its_scans(tmp_path):
     for n in (1, 3):
-        write_paravision(tmp_path / "study" / str(n), np.ones((2, 3, 3)), extent=(3.0, 3.0), orientation=np.eye(3),
-                         positions=[[0, 0, 0], [0, 0, 1]])
+        write_paravision(
+            tmp_path / "study" / str(n),
+            np.ones((2, 3, 3)),
+            extent=(3.0, 3.0),
+            orientation=np.eye(3),
+            positions=[[0, 0, 0], [0, 0, 1]],
+        )
     (tmp_path / "study" / "subject").write_text("##$SUBJECT_id=<m1>\n##END=\n")
     with pytest.raises(InputError, match=r"ParaVision study with 2 scans \(1, 3\)"):
         load_volume(tmp_path / "study")
@@ -369,8 +453,13 @@ def test_a_study_folder_names_its_scans(tmp_path):
 
 def test_frame_count_missing_is_taken_from_the_file(tmp_path):
     stored = np.arange(3)[:, None, None] * np.ones((3, 2, 2))
-    pdata = write_paravision(tmp_path / "s" / "1", stored, extent=(2.0, 2.0), orientation=np.eye(3),
-                             positions=[[0, 0, z] for z in (0.0, 1.0, 2.0)])
+    pdata = write_paravision(
+        tmp_path / "s" / "1",
+        stored,
+        extent=(2.0, 2.0),
+        orientation=np.eye(3),
+        positions=[[0, 0, z] for z in (0.0, 1.0, 2.0)],
+    )
     text = (pdata / "visu_pars").read_text()
     (pdata / "visu_pars").write_text("\n".join(ln for ln in text.splitlines() if "VisuCoreFrameCount" not in ln))
     vol = load_volume(pdata)
@@ -399,7 +488,7 @@ spatial spatial
 -10 -10 3
 $$ @vis= VisuCoreOrientation VisuCorePosition VisuCoreDataMin VisuCoreDataMax
 ##$VisuCoreDataSlope=( 4 )
-0.000245341790903415 0.000245341790903415 
+0.000245341790903415 0.000245341790903415
 0.000245341790903415 0.000245341790903415
 ##$VisuCoreDataOffs=( 4 )
 @4*(0)

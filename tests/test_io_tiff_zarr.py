@@ -35,10 +35,21 @@ def zyx_affine(spacing_zyx, origin_xyz=(0, 0, 0)):
 @pytest.mark.parametrize("unit, factor", [("µm", 1e-3), ("nm", 1e-6), ("mm", 1.0), ("cm", 10.0)])
 def test_ome_units_to_mm(tmp_path, unit, factor):
     data = np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 3, 4, 5)
-    tifffile.imwrite(tmp_path / "a.ome.tif", data, ome=True, metadata={
-        "axes": "CZYX", "PhysicalSizeX": 0.5, "PhysicalSizeXUnit": unit, "PhysicalSizeY": 0.25,
-        "PhysicalSizeYUnit": unit, "PhysicalSizeZ": 2.0, "PhysicalSizeZUnit": unit,
-        "Channel": {"Name": ["GFP", "mCherry"]}})
+    tifffile.imwrite(
+        tmp_path / "a.ome.tif",
+        data,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeX": 0.5,
+            "PhysicalSizeXUnit": unit,
+            "PhysicalSizeY": 0.25,
+            "PhysicalSizeYUnit": unit,
+            "PhysicalSizeZ": 2.0,
+            "PhysicalSizeZUnit": unit,
+            "Channel": {"Name": ["GFP", "mCherry"]},
+        },
+    )
     v = read_tiff(tmp_path / "a.ome.tif")
     assert v.shape == (2, 3, 4, 5) and v.modality == "OPT" and v.unit == "a.u."
     np.testing.assert_allclose(v.spacing, np.array([2.0, 0.25, 0.5]) * factor)
@@ -57,8 +68,12 @@ def test_ome_units_to_mm(tmp_path, unit, factor):
 def test_ome_without_unit_is_micrometre(tmp_path):
     # OME's schema default unit for PhysicalSize is the micrometre
     xml_data = np.zeros((3, 4, 5), np.uint8)
-    tifffile.imwrite(tmp_path / "b.ome.tif", xml_data, ome=True,
-                     metadata={"axes": "ZYX", "PhysicalSizeX": 2.0, "PhysicalSizeY": 2.0, "PhysicalSizeZ": 5.0})
+    tifffile.imwrite(
+        tmp_path / "b.ome.tif",
+        xml_data,
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 2.0, "PhysicalSizeY": 2.0, "PhysicalSizeZ": 5.0},
+    )
     with tifffile.TiffFile(tmp_path / "b.ome.tif") as tf:
         assert "PhysicalSizeXUnit" not in tf.ome_metadata and 'PhysicalSizeX="2.0"' in tf.ome_metadata
     np.testing.assert_allclose(read_tiff(tmp_path / "b.ome.tif").spacing, [0.005, 0.002, 0.002])
@@ -66,8 +81,13 @@ def test_ome_without_unit_is_micrometre(tmp_path):
 
 def test_imagej_spacing_and_unit(tmp_path):
     data = np.ones((6, 7, 8), np.float32)
-    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.5, 1 / 0.25),
-                     metadata={"spacing": 3.0, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.5, 1 / 0.25),
+        metadata={"spacing": 3.0, "unit": "um", "axes": "ZYX"},
+    )
     v = read_tiff(tmp_path / "ij.tif")
     np.testing.assert_allclose(v.spacing, [0.003, 0.00025, 0.0005])
     assert v.metadata["voxel_size_source"] == "ImageJ metadata" and v.metadata["format"] == "imagej-tiff"
@@ -107,8 +127,9 @@ def test_no_physical_size_needs_voxel_size(tmp_path):
 
 
 def test_stack_without_z_spacing_refused(tmp_path):
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 6, 7), np.uint8), resolution=(100.0, 100.0),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "stack.tif", np.zeros((5, 6, 7), np.uint8), resolution=(100.0, 100.0), resolutionunit="CENTIMETER"
+    )
     with pytest.raises(InputError, match="z spacing"):
         read_tiff(tmp_path / "stack.tif")
     v = read_tiff(tmp_path / "stack.tif", voxel_size_mm=(0.5, 0.1, 0.1))
@@ -116,9 +137,20 @@ def test_stack_without_z_spacing_refused(tmp_path):
 
 
 def test_voxel_size_override_warns_when_file_differs(tmp_path):
-    tifffile.imwrite(tmp_path / "o.ome.tif", np.zeros((2, 5, 6), np.uint8), ome=True,
-                     metadata={"axes": "ZYX", "PhysicalSizeX": 10, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 10,
-                               "PhysicalSizeYUnit": "µm", "PhysicalSizeZ": 10, "PhysicalSizeZUnit": "µm"})
+    tifffile.imwrite(
+        tmp_path / "o.ome.tif",
+        np.zeros((2, 5, 6), np.uint8),
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 10,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": 10,
+            "PhysicalSizeYUnit": "µm",
+            "PhysicalSizeZ": 10,
+            "PhysicalSizeZUnit": "µm",
+        },
+    )
     with pytest.warns(ImmunotrackWarning, match="overrides"):
         v = read_tiff(tmp_path / "o.ome.tif", voxel_size_mm=0.02)
     np.testing.assert_allclose(v.spacing, [0.02] * 3)
@@ -137,8 +169,13 @@ def test_affine_override(tmp_path):
 
 def test_time_and_channels_need_a_channel(tmp_path):
     data = np.random.default_rng(0).integers(0, 100, (3, 2, 4, 5, 6)).astype(np.uint16)
-    meta = {"axes": "TCZYX", "PhysicalSizeX": 1, "PhysicalSizeY": 1, "PhysicalSizeZ": 1,
-            "Channel": {"Name": ["a", "b"]}}
+    meta = {
+        "axes": "TCZYX",
+        "PhysicalSizeX": 1,
+        "PhysicalSizeY": 1,
+        "PhysicalSizeZ": 1,
+        "Channel": {"Name": ["a", "b"]},
+    }
     tifffile.imwrite(tmp_path / "tc.ome.tif", data, ome=True, metadata=meta)
     with pytest.raises(InputError, match="channel=") as excinfo:
         read_tiff(tmp_path / "tc.ome.tif")
@@ -164,8 +201,13 @@ def test_rgb_samples_are_channels(tmp_path):
 def test_write_ome_tiff_round_trip(tmp_path):
     rng = np.random.default_rng(2)
     affine = zyx_affine((0.5, 0.02, 0.01), (1.25, -3.5, 7.0))
-    vol = Volume(rng.random((2, 3, 20, 30)).astype(np.float32), affine, modality="OPT",
-                 metadata={"leading_axis": "channel", "channel_names": ["GFP", "Cy5"]}, name="mouse")
+    vol = Volume(
+        rng.random((2, 3, 20, 30)).astype(np.float32),
+        affine,
+        modality="OPT",
+        metadata={"leading_axis": "channel", "channel_names": ["GFP", "Cy5"]},
+        name="mouse",
+    )
     write_ome_tiff(vol, tmp_path / "m.ome.tif")
     back = load_volume(tmp_path / "m.ome.tif")
     np.testing.assert_allclose(back.affine, affine, atol=1e-12)
@@ -211,8 +253,12 @@ def test_broken_tiffs(tmp_path):
     with pytest.raises(InputError, match="not a readable TIFF") as excinfo:
         load_volume(tmp_path / "garbage.tif")
     assert one_line(excinfo)
-    tifffile.imwrite(tmp_path / "full.tif", np.random.default_rng(1).random((8, 64, 64)).astype(np.float32),
-                     resolution=(100.0, 100.0), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "full.tif",
+        np.random.default_rng(1).random((8, 64, 64)).astype(np.float32),
+        resolution=(100.0, 100.0),
+        resolutionunit="CENTIMETER",
+    )
     raw = (tmp_path / "full.tif").read_bytes()
     (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError) as excinfo:
@@ -224,8 +270,12 @@ def test_broken_tiffs(tmp_path):
 
 def test_lazy_tiff(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
-    tifffile.imwrite(tmp_path / "l.ome.tif", data, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 1,
-                                                                      "PhysicalSizeY": 1, "PhysicalSizeZ": 1})
+    tifffile.imwrite(
+        tmp_path / "l.ome.tif",
+        data,
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 1, "PhysicalSizeY": 1, "PhysicalSizeZ": 1},
+    )
     v = read_tiff(tmp_path / "l.ome.tif", lazy=True)
     assert type(v.data).__module__.startswith("dask")
     np.testing.assert_array_equal(v.numpy(), data)
@@ -236,8 +286,14 @@ def test_lazy_tiff(tmp_path):
 def channel_volume():
     rng = np.random.default_rng(5)
     affine = zyx_affine((0.04, 0.02, 0.01), (0.5, 1.5, -2.0))
-    return Volume(rng.random((2, 17, 24, 33)).astype(np.float32), affine, modality="OPT", unit="a.u.",
-                  metadata={"leading_axis": "channel", "channel_names": ["GFP", "Cy5"]}, name="lightsheet")
+    return Volume(
+        rng.random((2, 17, 24, 33)).astype(np.float32),
+        affine,
+        modality="OPT",
+        unit="a.u.",
+        metadata={"leading_axis": "channel", "channel_names": ["GFP", "Cy5"]},
+        name="lightsheet",
+    )
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
@@ -284,11 +340,27 @@ def test_zarr_labels_pyramid_keeps_label_values(tmp_path):
 
 def _hand_written_store(path, axes, scale, translation, shape=(3, 4, 5), global_ct=None, version_key=True):
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    arr = group.create_array("s0", shape=shape, chunks=shape, dtype="float32", fill_value=0,
-                             chunk_key_encoding={"name": "v2", "separator": "/"})
+    arr = group.create_array(
+        "s0",
+        shape=shape,
+        chunks=shape,
+        dtype="float32",
+        fill_value=0,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
     arr[...] = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    ms = {"axes": axes, "datasets": [{"path": "s0", "coordinateTransformations": [
-        {"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]}]}
+    ms = {
+        "axes": axes,
+        "datasets": [
+            {
+                "path": "s0",
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": translation},
+                ],
+            }
+        ],
+    }
     if global_ct:
         ms["coordinateTransformations"] = global_ct
     if version_key:
@@ -299,8 +371,13 @@ def _hand_written_store(path, axes, scale, translation, shape=(3, 4, 5), global_
 
 def test_zarr_micrometre_units_and_global_transform(tmp_path):
     axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
-    path = _hand_written_store(tmp_path / "um.zarr", axes, [4.0, 2.0, 1.0], [10.0, 20.0, 30.0],
-                               global_ct=[{"type": "scale", "scale": [2.0, 2.0, 2.0]}])
+    path = _hand_written_store(
+        tmp_path / "um.zarr",
+        axes,
+        [4.0, 2.0, 1.0],
+        [10.0, 20.0, 30.0],
+        global_ct=[{"type": "scale", "scale": [2.0, 2.0, 2.0]}],
+    )
     v = read_ome_zarr(path)
     # world = 2 * (s * i + t): spacing (8, 4, 2) um, origin (z, y, x) = (20, 40, 60) um
     np.testing.assert_allclose(v.spacing, [0.008, 0.004, 0.002])
@@ -397,7 +474,7 @@ def test_zarr_open_counts_only_metadata_reads(tmp_path):
     metadata_names = (".zattrs", ".zarray", ".zgroup", "zarr.json", ".zmetadata")
     assert keys and all(k.rsplit("/", 1)[-1] in metadata_names for k in keys), keys
     n_meta = len(keys)
-    assert int(v.data.sum().compute()) == 16 ** 3
+    assert int(v.data.sum().compute()) == 16**3
     assert len(keys) >= n_meta + 64  # computing reads every chunk of level 0 (the recorder works)
 
 
@@ -407,9 +484,15 @@ def test_zarr_huge_sparse_opens_fast(tmp_path):
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     scales, trans = [], []
     for k in range(3):
-        f = 2 ** k
-        arr = group.create_array(str(k), shape=(1024 // f, 2048 // f, 2048 // f), chunks=(64, 64, 64),
-                                 dtype="uint16", fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"})
+        f = 2**k
+        arr = group.create_array(
+            str(k),
+            shape=(1024 // f, 2048 // f, 2048 // f),
+            chunks=(64, 64, 64),
+            dtype="uint16",
+            fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+        )
         arr[:64, :64, :64] = 7
         scales.append([0.004 * f, 0.002 * f, 0.002 * f])
         trans.append([0.0, 0.0, 0.0])
@@ -417,6 +500,6 @@ def test_zarr_huge_sparse_opens_fast(tmp_path):
     t0 = time.perf_counter()
     v = load_volume(path)
     elapsed = time.perf_counter() - t0
-    assert v.shape == (1024, 2048, 2048) and v.data.nbytes == 8 * 2 ** 30
+    assert v.shape == (1024, 2048, 2048) and v.data.nbytes == 8 * 2**30
     assert elapsed < 1.5, elapsed
     assert int(np.asarray(v.data[0, :64, :64]).sum()) == 7 * 64 * 64

@@ -31,7 +31,7 @@ def _study(root: Path, blob=BLOB, shift_mm=(3.0, 0.0, 0.0)):
     ijk = np.indices(shape).astype(float)
     xyz = np.stack([aff[a, a] * ijk[a] + aff[a, 3] for a in range(3)])
     body = ((xyz[0] / 9.0) ** 2 + (xyz[1] / 11.0) ** 2) <= 1.0
-    blob_mask = ((xyz[0] - shift_mm[0]) ** 2 + (xyz[1] - shift_mm[1]) ** 2 + (xyz[2] - shift_mm[2]) ** 2) <= 2.0 ** 2
+    blob_mask = ((xyz[0] - shift_mm[0]) ** 2 + (xyz[1] - shift_mm[1]) ** 2 + (xyz[2] - shift_mm[2]) ** 2) <= 2.0**2
     for day, value in blob.items():
         ses = root / "sub-01" / f"ses-day{day}"
         (ses / "anat").mkdir(parents=True)
@@ -142,14 +142,32 @@ def test_gif_reads_back_with_imageio(study, tmp_path):
 def test_mp4_reads_back_with_ffmpeg(study, tmp_path):
     out = tmp_path / "mpi.mp4"
     res = M.make_movie(study, out, track="MPI", size=SIZE, fps=4, hold_s=0.5, fade_s=0.5)
-    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-                            "stream=nb_read_frames,width,height,codec_name", "-of", "json", str(out)],
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width,height,codec_name",
+            "-of",
+            "json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stream = json.loads(probe.stdout)["streams"][0]
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", SIZE[0], SIZE[1])
     assert int(stream["nb_read_frames"]) == res.n_frames == 10
-    raw = subprocess.run([M.find_ffmpeg(), "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [M.find_ffmpeg(), "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
     frames = np.frombuffer(raw, np.uint8).reshape(-1, SIZE[1], SIZE[0], 3)
     assert frames.shape[0] == 10
     # H.264 is lossy (and 4:2:0): the decoded frames match the rendered ones closely
@@ -172,7 +190,7 @@ def test_rotating_projection_turns_the_blob(study):
 
     def blob_col(key):
         hot = key.image[..., 0].astype(int) - key.image[..., 2].astype(int)  # warm colours of the map
-        hot[:, int(0.75 * SIZE[0]):] = 0  # not the colour bar
+        hot[:, int(0.75 * SIZE[0]) :] = 0  # not the colour bar
         _rows, cols = np.nonzero(hot > 60)
         return cols.mean()
 
@@ -197,8 +215,26 @@ def test_bad_requests_are_one_line(study, tmp_path):
 
 def test_cli_movie_writes_gif_with_provenance(study, tmp_path, capsys):
     out = tmp_path / "cli.gif"
-    rc = main(["movie", str(study), "-o", str(out), "--track", "MPI", "--size", "320x180", "--fps", "4",
-               "--hold", "0.5", "--fade", "0.5", "--plane", "coronal"])
+    rc = main(
+        [
+            "movie",
+            str(study),
+            "-o",
+            str(out),
+            "--track",
+            "MPI",
+            "--size",
+            "320x180",
+            "--fps",
+            "4",
+            "--hold",
+            "0.5",
+            "--fade",
+            "0.5",
+            "--plane",
+            "coronal",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "frames 320x180 (day 1, day 2, day 3" in printed
@@ -218,10 +254,10 @@ def test_sample_study_pet_movie_frames():
     assert res.unit == "kBq/mL"
     warm = [(k.image[..., 0].astype(int) - k.image[..., 2].astype(int)) > 80 for k in res.key_frames]
     colour_bar = np.logical_and.reduce(warm)  # warm on every frame: the colour bar, not the data
-    header = int(0.15 * 360)                   # the orange "no PET at this timepoint" note of day 0
+    header = int(0.15 * 360)  # the orange "no PET at this timepoint" note of day 0
     warm = [int((w & ~colour_bar)[header:].sum()) for w in warm]
-    assert warm[0] < 50 < warm[1]             # no PET before injection, a hot spot on day 1
-    assert warm[3] < warm[1]                    # 89Zr decays and clears: less above the threshold on day 7
+    assert warm[0] < 50 < warm[1]  # no PET before injection, a hot spot on day 1
+    assert warm[3] < warm[1]  # 89Zr decays and clears: less above the threshold on day 7
 
 
 def test_a_timepoint_without_the_track_keeps_the_colour_bar(tmp_path):
@@ -232,7 +268,7 @@ def test_a_timepoint_without_the_track_keeps_the_colour_bar(tmp_path):
     k1, k2 = res.key_frames[:2]
     # the colour-bar pixels (to the right of the image) are the same on both frames
     right = slice(int(0.7 * SIZE[0]), SIZE[0])
-    assert np.array_equal(k1.image[int(0.3 * SIZE[1]):, right], k2.image[int(0.3 * SIZE[1]):, right])
+    assert np.array_equal(k1.image[int(0.3 * SIZE[1]) :, right], k2.image[int(0.3 * SIZE[1]) :, right])
 
 
 def test_arbitrary_units_warn_once_and_reach_the_provenance(tmp_path):

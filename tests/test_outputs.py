@@ -17,8 +17,15 @@ import pytest
 
 from napari_immunotrack import provenance
 from napari_immunotrack.errors import InputError, OutputExistsError
-from napari_immunotrack.outputs import (atomic_output, atomic_output_dir, check_output, sidecar_path, write_json,
-                                        write_table, write_text)
+from napari_immunotrack.outputs import (
+    atomic_output,
+    atomic_output_dir,
+    check_output,
+    sidecar_path,
+    write_json,
+    write_table,
+    write_text,
+)
 from napari_immunotrack.volume import Volume
 
 
@@ -92,8 +99,9 @@ def test_sigkill_during_write_never_leaves_a_partial_file(tmp_path):
 
     def run(kill_after=None):
         target.write_bytes(b"OLD CONTENT")
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(target), str(megabytes)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_CHILD, str(target), str(megabytes)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         start = time.perf_counter()
         if kill_after is not None:
@@ -142,8 +150,12 @@ def test_write_table_with_provenance_sidecar(tmp_path):
     image = tmp_path / "mri.nii.gz"
     image.write_bytes(b"pretend image bytes")
     df = pd.DataFrame({"label": [1, 2], "volume_mm3": [12.5, 3.25], "mean_bq_ml": [1000.0, np.nan]})
-    rec = provenance.record("roi_stats", inputs={"image": image, "missing": None}, parameters={"threshold": 0.5},
-                            warnings=["a doubtful value"])
+    rec = provenance.record(
+        "roi_stats",
+        inputs={"image": image, "missing": None},
+        parameters={"threshold": 0.5},
+        warnings=["a doubtful value"],
+    )
     out = write_table(df, tmp_path / "stats.csv", provenance=rec)
     back = pd.read_csv(out)
     pd.testing.assert_frame_equal(back, df)

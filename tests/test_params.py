@@ -20,8 +20,9 @@ CHANGED = {"t1_threshold": 0.35, "min_size": 5, "connectivity": 6, "normalise": 
 def changed_model(monkeypatch):
     """CONFIRM_PARAMETERS with some defaults changed, as a maintainer would change them in the model."""
     for name, value in CHANGED.items():
-        monkeypatch.setitem(CONFIRM_PARAMETERS.params, name,
-                            dataclasses.replace(CONFIRM_PARAMETERS[name], default=value))
+        monkeypatch.setitem(
+            CONFIRM_PARAMETERS.params, name, dataclasses.replace(CONFIRM_PARAMETERS[name], default=value)
+        )
     return CONFIRM_PARAMETERS
 
 
@@ -29,8 +30,9 @@ def _cli_args(tmp_path, extra=()):
     t1, t2 = tmp_path / "t1.nii.gz", tmp_path / "t2.nii.gz"
     for p in (t1, t2):
         p.touch()
-    return build_parser().parse_args(["confirm", "--t1", str(t1), "--t2", str(t2), "-o", str(tmp_path / "o.nii.gz"),
-                                      *extra])
+    return build_parser().parse_args(
+        ["confirm", "--t1", str(t1), "--t2", str(t2), "-o", str(tmp_path / "o.nii.gz"), *extra]
+    )
 
 
 def test_every_surface_shows_the_model_defaults(tmp_path):
@@ -41,10 +43,10 @@ def test_every_surface_shows_the_model_defaults(tmp_path):
     state, problems = model.from_state({})
     assert not problems
     for p in model:
-        assert getattr(args, p.name) == p.default, p.name                 # CLI
-        assert steps[p.name] == p.default, p.name                         # batch pipeline step
-        assert sig[p.name].default == p.default, p.name                   # the function's signature
-        assert state[p.name] == p.default, p.name                         # a state that lacks it
+        assert getattr(args, p.name) == p.default, p.name  # CLI
+        assert steps[p.name] == p.default, p.name  # batch pipeline step
+        assert sig[p.name].default == p.default, p.name  # the function's signature
+        assert state[p.name] == p.default, p.name  # a state that lacks it
 
 
 def test_changing_the_model_moves_cli_batch_function_and_state(changed_model, tmp_path):
@@ -65,9 +67,20 @@ def test_changing_the_model_moves_cli_batch_function_and_state(changed_model, tm
 
 def test_the_model_default_is_the_old_literal_default_and_gives_the_same_numbers():
     """Moving the defaults into the model changed no number: explicit old values == model defaults."""
-    old = dict(t1_threshold=0.2, t2_threshold=0.2, k_sigma=3.0, k_sigma_grow=2.0, min_size=3, opening=False,
-               connectivity=26, r2_over_r1=None, normalise="reference", min_baseline_snr=5.0, min_delta_r1=0.0,
-               min_delta_r2=0.0)
+    old = dict(
+        t1_threshold=0.2,
+        t2_threshold=0.2,
+        k_sigma=3.0,
+        k_sigma_grow=2.0,
+        min_size=3,
+        opening=False,
+        connectivity=26,
+        r2_over_r1=None,
+        normalise="reference",
+        min_baseline_snr=5.0,
+        min_delta_r1=0.0,
+        min_delta_r2=0.0,
+    )
     assert CONFIRM_PARAMETERS.defaults() == old
     scene = dual_mode_scene(seed=3, snr=20.0, concentration_mM=(0.5, 1.0))
     vols = (scene["t1_post"], scene["t2_post"], scene["t1_pre"], scene["t2_pre"])
@@ -95,15 +108,25 @@ def test_limits_come_from_the_model_everywhere(tmp_path, capsys):
     # the batch schema is the model's
     schema = batch.step_schema("confirm")
     assert schema["properties"]["t1_threshold"] == {
-        "type": "number", "default": 0.2, "minimum": 0.0, "exclusiveMaximum": 1.0, "x-unit": "fraction",
-        "description": CONFIRM_PARAMETERS["t1_threshold"].describe()}
+        "type": "number",
+        "default": 0.2,
+        "minimum": 0.0,
+        "exclusiveMaximum": 1.0,
+        "x-unit": "fraction",
+        "description": CONFIRM_PARAMETERS["t1_threshold"].describe(),
+    }
     assert schema["properties"]["connectivity"]["enum"] == [6, 18, 26]
 
 
 def test_param_model_rules():
-    model = ParamModel("m", [Param("a", float, 1.0, "a value", minimum=0.0, exclusive_minimum=True),
-                             Param("n", int, 2, "a count", minimum=1, maximum=9),
-                             Param("flag", bool, True, "a switch")])
+    model = ParamModel(
+        "m",
+        [
+            Param("a", float, 1.0, "a value", minimum=0.0, exclusive_minimum=True),
+            Param("n", int, 2, "a count", minimum=1, maximum=9),
+            Param("flag", bool, True, "a switch"),
+        ],
+    )
     assert model.validate({"n": np.int64(4), "a": 2}) == {"a": 2.0, "n": 4, "flag": True}
     for bad in ({"a": 0.0}, {"a": float("nan")}, {"n": 10}, {"n": 2.5}, {"n": True}, {"flag": 1}, {"zz": 1}):
         with pytest.raises(InputError):

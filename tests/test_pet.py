@@ -68,8 +68,15 @@ def build(tmp_path, name, stored, *, modality="PT", unit="Bq/mL", patient=None, 
     base_patient.update(patient or {})
     base_patient = {k: v for k, v in base_patient.items() if v is not None}
     vol = Volume(np.asarray(stored, np.float32), AFF, modality, unit, name=name)
-    folder = write_dicom_series(vol, tmp_path / name, patient=base_patient, pet=pet or {}, extra=extra or {},
-                                shuffle_names=7, rescale="per-slice")
+    folder = write_dicom_series(
+        vol,
+        tmp_path / name,
+        patient=base_patient,
+        pet=pet or {},
+        extra=extra or {},
+        shuffle_names=7,
+        rescale="per-slice",
+    )
     if private:
         for f in folder.iterdir():
             ds = pydicom.dcmread(f)
@@ -81,13 +88,24 @@ def build(tmp_path, name, stored, *, modality="PT", unit="Bq/mL", patient=None, 
 
 def base_pet(**changes):
     """DICOM PET fields of the baseline (BQML, START, F-18 injected 1 h before the series)."""
-    pet = {"Units": "BQML", "DecayCorrection": "START", "CorrectedImage": ["ATTN", "DECY"],
-           "RadionuclideTotalDose": DOSE, "RadionuclideHalfLife": T_F18,
-           "RadiopharmaceuticalStartDateTime": "20240305090000", "RadiopharmaceuticalStartTime": "090000",
-           "RadionuclideCodeSequence": {"CodeValue": "C-111A1", "CodingSchemeDesignator": "SRT",
-                                        "CodeMeaning": "^18^Fluorine"},
-           "SeriesDate": "20240305", "SeriesTime": "100000", "AcquisitionDate": "20240305",
-           "AcquisitionTime": "100000"}
+    pet = {
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "CorrectedImage": ["ATTN", "DECY"],
+        "RadionuclideTotalDose": DOSE,
+        "RadionuclideHalfLife": T_F18,
+        "RadiopharmaceuticalStartDateTime": "20240305090000",
+        "RadiopharmaceuticalStartTime": "090000",
+        "RadionuclideCodeSequence": {
+            "CodeValue": "C-111A1",
+            "CodingSchemeDesignator": "SRT",
+            "CodeMeaning": "^18^Fluorine",
+        },
+        "SeriesDate": "20240305",
+        "SeriesTime": "100000",
+        "AcquisitionDate": "20240305",
+        "AcquisitionTime": "100000",
+    }
     pet.update(changes)
     return {k: v for k, v in pet.items() if v is not None}
 
@@ -95,8 +113,9 @@ def base_pet(**changes):
 def suv_stats(volume, labels, suv_types=("bw",), **overrides):
     """Readouts of label 0 = the whole object (hot + cold + background), 1 hot, 2 cold, 3 background."""
     header = P.read_pet_header(volume, **overrides)
-    whole = P.quantify_pet(volume, Volume((labels > 0).astype(np.uint8), AFF), suv_types=suv_types, peak=False,
-                           header=header)
+    whole = P.quantify_pet(
+        volume, Volume((labels > 0).astype(np.uint8), AFF), suv_types=suv_types, peak=False, header=header
+    )
     parts = P.quantify_pet(volume, Volume(labels, AFF), suv_types=suv_types, peak=False, header=header)
     whole["label"] = 0
     out = pd.concat([whole, parts]).set_index("label")
@@ -151,8 +170,7 @@ def test_gml_is_converted_to_the_suv_asked(tmp_path, obj):
 
 def test_gml_without_suvtype_assumes_bw_with_a_warning(tmp_path, obj):
     c, labels = obj
-    pet = build(tmp_path, "gml2", c * BW_FACTOR, unit="SUVbw", pet=base_pet(Units="GML"),
-                extra={"SUVType": None})
+    pet = build(tmp_path, "gml2", c * BW_FACTOR, unit="SUVbw", pet=base_pet(Units="GML"), extra={"SUVType": None})
     with pytest.warns(ImmunotrackWarning, match="assumed to be SUVbw"):
         df = suv_stats(pet, labels)
     check_object(df, BW_FACTOR)
@@ -160,7 +178,7 @@ def test_gml_without_suvtype_assumes_bw_with_a_warning(tmp_path, obj):
 
 def test_cm2ml_suvbsa(tmp_path, obj):
     c, labels = obj
-    bsa_cm2 = 0.007184 * W_KG ** 0.425 * (H_M * 100) ** 0.725 * 1e4
+    bsa_cm2 = 0.007184 * W_KG**0.425 * (H_M * 100) ** 0.725 * 1e4
     pet = build(tmp_path, "cm2ml", c * bsa_cm2 / a_dec(), unit="SUVbsa", pet=base_pet(Units="CM2ML"))
     df = suv_stats(pet, labels, suv_types=("bw", "bsa"))
     check_object(df, BW_FACTOR)
@@ -170,8 +188,10 @@ def test_cm2ml_suvbsa(tmp_path, obj):
 def test_philips_cnts_activity_concentration_scale(tmp_path, obj):
     c, labels = obj
     scale = 0.5  # Bq/mL per (rescaled) count
-    priv = [(0x7053, "Philips PET Private Group", 0x09, "DS", "0.5"),
-            (0x7053, "Philips PET Private Group", 0x00, "DS", "0.0")]  # SUV factor absent (0): not used
+    priv = [
+        (0x7053, "Philips PET Private Group", 0x09, "DS", "0.5"),
+        (0x7053, "Philips PET Private Group", 0x00, "DS", "0.0"),
+    ]  # SUV factor absent (0): not used
     pet = build(tmp_path, "philips_ac", c / scale, unit="counts", pet=base_pet(Units="CNTS"), private=priv)
     h = P.read_pet_header(pet)
     assert h.units == "CNTS" and h.philips_activity_scale == pytest.approx(0.5)
@@ -182,8 +202,7 @@ def test_philips_cnts_suv_scale_factor(tmp_path, obj):
     c, labels = obj
     f_suv = 2.5e-4  # SUVbw per (rescaled) count, as Philips writes in (7053,1000)
     priv = [(0x7053, "Philips PET Private Group", 0x00, "DS", "0.00025")]
-    pet = build(tmp_path, "philips_suv", c * BW_FACTOR / f_suv, unit="counts", pet=base_pet(Units="CNTS"),
-                private=priv)
+    pet = build(tmp_path, "philips_suv", c * BW_FACTOR / f_suv, unit="counts", pet=base_pet(Units="CNTS"), private=priv)
     df = suv_stats(pet, labels)
     check_object(df, BW_FACTOR)
     assert df.loc[1, "mean_bq_ml"] == pytest.approx(C_HOT, rel=0.01)
@@ -209,10 +228,17 @@ def test_mouse_weight_rule(tmp_path, obj):
     """A mouse's PatientWeight of 25 is grams (species rule); 0.025 is kg as DICOM says."""
     c, labels = obj
     mouse = {"PatientWeight": 25.0, "PatientSpeciesDescription": "Mus musculus", "PatientSize": None}
-    zr = base_pet(RadionuclideTotalDose=1.0e6, RadionuclideHalfLife=282240.0,
-                  RadionuclideCodeSequence={"CodeValue": "C-1018C", "CodingSchemeDesignator": "SRT",
-                                            "CodeMeaning": "^89^Zirconium"},
-                  RadiopharmaceuticalStartDateTime="20240304100000", RadiopharmaceuticalStartTime="100000")
+    zr = base_pet(
+        RadionuclideTotalDose=1.0e6,
+        RadionuclideHalfLife=282240.0,
+        RadionuclideCodeSequence={
+            "CodeValue": "C-1018C",
+            "CodingSchemeDesignator": "SRT",
+            "CodeMeaning": "^89^Zirconium",
+        },
+        RadiopharmaceuticalStartDateTime="20240304100000",
+        RadiopharmaceuticalStartTime="100000",
+    )
     ad = 1.0e6 * 2 ** (-(24 * 3600.0) / 282240.0)
     pet = build(tmp_path, "mouse_g", c / 100.0, patient=mouse, pet=zr)
     with pytest.warns(ImmunotrackWarning, match="Mus musculus"):
@@ -265,8 +291,13 @@ def test_decay_correction_none_per_bed(tmp_path, obj):
     for s, t0 in enumerate(starts):
         stored[s] *= 2.0 ** (-t0 / T_F18) * (-math.expm1(-lam * duration)) / (lam * duration)
     times = {s: (SCAN + dt.timedelta(seconds=t)).strftime("%H%M%S") for s, t in enumerate(starts)}
-    pet = build(tmp_path, "none", stored, pet=base_pet(DecayCorrection="NONE", CorrectedImage=["ATTN"]),
-                extra={"AcquisitionTime": lambda s, f: times[s], "ActualFrameDuration": 300000})
+    pet = build(
+        tmp_path,
+        "none",
+        stored,
+        pet=base_pet(DecayCorrection="NONE", CorrectedImage=["ATTN"]),
+        extra={"AcquisitionTime": lambda s, f: times[s], "ActualFrameDuration": 300000},
+    )
     h = P.read_pet_header(pet)
     assert h.decay_correction == "NONE" and h.reference_time == SCAN
     assert len(h.slice_times) == SHAPE[0]
@@ -279,8 +310,11 @@ def test_decay_correction_none_per_bed(tmp_path, obj):
 @pytest.mark.parametrize("which", ["datetime_only", "time_only"])
 def test_injection_time_from_one_field(tmp_path, obj, which):
     c, labels = obj
-    fields = {"RadiopharmaceuticalStartTime": None} if which == "datetime_only" else \
-        {"RadiopharmaceuticalStartDateTime": None}
+    fields = (
+        {"RadiopharmaceuticalStartTime": None}
+        if which == "datetime_only"
+        else {"RadiopharmaceuticalStartDateTime": None}
+    )
     pet = build(tmp_path, which, c, pet=base_pet(**fields))
     h = P.read_pet_header(pet)
     assert h.injection_time == INJ
@@ -289,9 +323,17 @@ def test_injection_time_from_one_field(tmp_path, obj, which):
 
 def test_injection_before_midnight_scan_after(tmp_path, obj):
     c, labels = obj
-    pet = build(tmp_path, "midnight", c, pet=base_pet(RadiopharmaceuticalStartDateTime=None,
-                                                       RadiopharmaceuticalStartTime="233000",
-                                                       SeriesTime="003000", AcquisitionTime="003000"))
+    pet = build(
+        tmp_path,
+        "midnight",
+        c,
+        pet=base_pet(
+            RadiopharmaceuticalStartDateTime=None,
+            RadiopharmaceuticalStartTime="233000",
+            SeriesTime="003000",
+            AcquisitionTime="003000",
+        ),
+    )
     with pytest.warns(ImmunotrackWarning, match="day before"):
         h = P.read_pet_header(pet)
         df = suv_stats(pet, labels)
@@ -300,17 +342,30 @@ def test_injection_before_midnight_scan_after(tmp_path, obj):
     check_object(df, BW_FACTOR)
 
 
-NUCLIDES = [("^18^Fluorine", 6586.2), ("^68^Gallium", 4062.6), ("^89^Zirconium", 282240.0),
-            ("^64^Copper", 45720.0), ("^111^Indium", 242330.0), ("^99m^Technetium", 21624.0)]
+NUCLIDES = [
+    ("^18^Fluorine", 6586.2),
+    ("^68^Gallium", 4062.6),
+    ("^89^Zirconium", 282240.0),
+    ("^64^Copper", 45720.0),
+    ("^111^Indium", 242330.0),
+    ("^99m^Technetium", 21624.0),
+]
 
 
 @pytest.mark.parametrize("meaning,t_half", NUCLIDES)
 def test_half_life_from_the_header(tmp_path, obj, meaning, t_half):
     c, labels = obj
-    pet = build(tmp_path, "nuclide", c, pet=base_pet(
-        RadionuclideHalfLife=t_half,
-        RadionuclideCodeSequence={"CodeValue": "X", "CodingSchemeDesignator": "99TEST", "CodeMeaning": meaning},
-        RadiopharmaceuticalStartDateTime="20240305070000", RadiopharmaceuticalStartTime="070000"))
+    pet = build(
+        tmp_path,
+        "nuclide",
+        c,
+        pet=base_pet(
+            RadionuclideHalfLife=t_half,
+            RadionuclideCodeSequence={"CodeValue": "X", "CodingSchemeDesignator": "99TEST", "CodeMeaning": meaning},
+            RadiopharmaceuticalStartDateTime="20240305070000",
+            RadiopharmaceuticalStartTime="070000",
+        ),
+    )
     h = P.read_pet_header(pet)
     assert h.half_life_s == pytest.approx(t_half)
     assert P.HALF_LIVES_S[h.radionuclide] == pytest.approx(t_half)
@@ -332,11 +387,25 @@ def test_spect_counts_need_a_calibration(tmp_path, obj):
     lam = math.log(2) / t_half
     voxel_ml = 0.008
     counts = c * voxel_ml * 1e-6 * cal * duration * (-math.expm1(-lam * duration)) / (lam * duration)
-    spect = build(tmp_path, "spect", counts, modality="NM", unit="counts", pet=base_pet(
-        Units="CNTS", DecayCorrection="NONE", CorrectedImage=["ATTN"], RadionuclideHalfLife=t_half,
-        ActualFrameDuration=duration * 1000,
-        RadionuclideCodeSequence={"CodeValue": "C-163A8", "CodingSchemeDesignator": "SRT",
-                                  "CodeMeaning": "^99m^Technetium"}))
+    spect = build(
+        tmp_path,
+        "spect",
+        counts,
+        modality="NM",
+        unit="counts",
+        pet=base_pet(
+            Units="CNTS",
+            DecayCorrection="NONE",
+            CorrectedImage=["ATTN"],
+            RadionuclideHalfLife=t_half,
+            ActualFrameDuration=duration * 1000,
+            RadionuclideCodeSequence={
+                "CodeValue": "C-163A8",
+                "CodingSchemeDesignator": "SRT",
+                "CodeMeaning": "^99m^Technetium",
+            },
+        ),
+    )
     with pytest.raises(InputError, match="calibration"):
         suv_stats(spect, labels)
     df = suv_stats(spect, labels, calibration_cps_per_mbq=cal)
@@ -349,13 +418,19 @@ BROKEN = {
     "no dose": ({"RadionuclideTotalDose": None}, {}, "no injected dose"),
     "no weight": ({}, {"PatientWeight": None}, "no patient weight"),
     "unknown units": ({"Units": "PCNT"}, {}, "Units are 'PCNT'"),
-    "injection after scan": ({"RadiopharmaceuticalStartDateTime": "20240305110000",
-                              "RadiopharmaceuticalStartTime": "110000"}, {}, "after the scan"),
+    "injection after scan": (
+        {"RadiopharmaceuticalStartDateTime": "20240305110000", "RadiopharmaceuticalStartTime": "110000"},
+        {},
+        "after the scan",
+    ),
     "START without DECY": ({"CorrectedImage": ["ATTN"]}, {}, "contradictory"),
     "start date-time vs time": ({"RadiopharmaceuticalStartTime": "083000"}, {}, "disagree"),
     "half-life vs nuclide": ({"RadionuclideHalfLife": 282240.0}, {}, "does not match F18"),
-    "no injection time": ({"RadiopharmaceuticalStartDateTime": None, "RadiopharmaceuticalStartTime": None}, {},
-                          "no injection time"),
+    "no injection time": (
+        {"RadiopharmaceuticalStartDateTime": None, "RadiopharmaceuticalStartTime": None},
+        {},
+        "no injection time",
+    ),
 }
 
 
@@ -370,8 +445,13 @@ def test_broken_headers_are_refused(tmp_path, obj, case):
 
 def test_height_needed_for_lbm(tmp_path, obj):
     c, labels = obj
-    pet = build(tmp_path, "noheight", c, patient={"PatientSize": None, "PatientSpeciesDescription": "Homo sapiens"},
-                pet=base_pet())
+    pet = build(
+        tmp_path,
+        "noheight",
+        c,
+        patient={"PatientSize": None, "PatientSpeciesDescription": "Homo sapiens"},
+        pet=base_pet(),
+    )
     with pytest.raises(InputError, match="height"):
         suv_stats(pet, labels, suv_types=("lbm",))
     df = suv_stats(pet, labels, suv_types=("lbm",), height_cm=175.0)
@@ -386,18 +466,19 @@ def test_body_size_formulas():
     f = P.PetHeader(weight_kg=60.0, height_m=1.65, sex="F")
     o = P.PetHeader(weight_kg=60.0, height_m=1.65, sex="O")
     assert P.body_size(m, "bw") == 80000.0
-    assert P.body_size(m, "bsa") == pytest.approx(0.007184 * 80 ** 0.425 * 180 ** 0.725 * 1e4)
+    assert P.body_size(m, "bsa") == pytest.approx(0.007184 * 80**0.425 * 180**0.725 * 1e4)
     assert P.body_size(m, "lbm", "james") == pytest.approx((1.10 * 80 - 128 * (80 / 180) ** 2) * 1000)
     assert P.body_size(f, "lbm", "james") == pytest.approx((1.07 * 60 - 148 * (60 / 165) ** 2) * 1000)
-    bmi_m, bmi_f = 80 / 1.8 ** 2, 60 / 1.65 ** 2
+    bmi_m, bmi_f = 80 / 1.8**2, 60 / 1.65**2
     assert P.body_size(m, "lbm") == pytest.approx(9270 * 80 / (6680 + 216 * bmi_m) * 1000)
     assert P.body_size(f, "lbm") == pytest.approx(9270 * 60 / (8780 + 244 * bmi_f) * 1000)
     assert P.body_size(m, "ibw") == pytest.approx((50 + 2.3 * (180 / 2.54 - 60)) * 1000)
     assert P.body_size(f, "ibw") == pytest.approx((45.5 + 2.3 * (165 / 2.54 - 60)) * 1000)
     male = P.body_size(P.PetHeader(weight_kg=60.0, height_m=1.65, sex="M"), "lbm")
     assert P.body_size(o, "lbm") == pytest.approx((male + P.body_size(f, "lbm")) / 2)
-    h = P.PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e8, weight_kg=60.0, height_m=1.65, sex="O",
-                    injection_time=INJ)
+    h = P.PetHeader(
+        units="BQML", decay_correction="ADMIN", dose_bq=1e8, weight_kg=60.0, height_m=1.65, sex="O", injection_time=INJ
+    )
     with pytest.warns(ImmunotrackWarning, match="sex unknown"):
         P.suv_factor(h, "lbm")
     with pytest.raises(InputError, match="SUV type"):
@@ -411,9 +492,18 @@ def test_parsing_helpers():
     assert P.parse_dicom_time("1015") == dt.time(10, 15)
     with pytest.raises(InputError):
         P.parse_dicom_time("25xx")
-    for text, key in [("^18^Fluorine", "F18"), ("F-18", "F18"), ("89Zr", "ZR89"), ("Zirconium-89", "ZR89"),
-                      ("^99m^Technetium", "TC99M"), ("Tc-99m", "TC99M"), ("In111", "IN111"), ("64Cu", "CU64"),
-                      ("Ga-68", "GA68"), ("FDG", None)]:
+    for text, key in [
+        ("^18^Fluorine", "F18"),
+        ("F-18", "F18"),
+        ("89Zr", "ZR89"),
+        ("Zirconium-89", "ZR89"),
+        ("^99m^Technetium", "TC99M"),
+        ("Tc-99m", "TC99M"),
+        ("In111", "IN111"),
+        ("64Cu", "CU64"),
+        ("Ga-68", "GA68"),
+        ("FDG", None),
+    ]:
         assert P.nuclide_key(text) == key, text
 
 
@@ -455,16 +545,34 @@ def roi_on_mm_grid():
 def test_cli_quantify_dicom_with_roi_on_another_grid(tmp_path):
     c = linear_activity()
     pet_dir = tmp_path / "pet"
-    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), pet_dir, shuffle_names=3,
-                       patient={"PatientWeight": W_KG, "PatientSize": H_M, "PatientSex": "F"}, pet=base_pet())
+    write_dicom_series(
+        Volume(c, AFF, "PT", "Bq/mL"),
+        pet_dir,
+        shuffle_names=3,
+        patient={"PatientWeight": W_KG, "PatientSize": H_M, "PatientSex": "F"},
+        pet=base_pet(),
+    )
     roi, truth = roi_on_mm_grid()
     save_labels(roi, tmp_path / "roi.nii.gz")
     out = tmp_path / "readouts.csv"
     rc = main(["quantify", str(pet_dir), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out), "--suv", "lbm"])
     assert rc == 0
     df = pd.read_csv(out).set_index("label")
-    required = ["voxels", "volume_ml", "mean_bq_ml", "max_bq_ml", "suv_bw_mean", "suv_bw_min", "suv_bw_median",
-                "suv_bw_max", "suv_bw_peak", "total_activity_mbq", "percent_id", "percent_id_per_g", "suv_lbm_mean"]
+    required = [
+        "voxels",
+        "volume_ml",
+        "mean_bq_ml",
+        "max_bq_ml",
+        "suv_bw_mean",
+        "suv_bw_min",
+        "suv_bw_median",
+        "suv_bw_max",
+        "suv_bw_peak",
+        "total_activity_mbq",
+        "percent_id",
+        "percent_id_per_g",
+        "suv_lbm_mean",
+    ]
     assert set(required) <= set(df.columns)
     for k, (mean, volume_ml) in truth.items():
         assert df.loc[k, "mean_bq_ml"] == pytest.approx(mean, rel=0.005)
@@ -483,16 +591,24 @@ def test_cli_quantify_dicom_with_roi_on_another_grid(tmp_path):
 def test_cli_quantify_nifti_with_sidecar(tmp_path):
     c = linear_activity()
     save_volume(Volume(c, AFF, "PT", "Bq/mL"), tmp_path / "pet.nii.gz")
-    sidecar = {"Modality": "PT", "Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": DOSE,
-               "RadiopharmaceuticalStartTime": "09:00:00", "RadionuclideHalfLife": T_F18, "PatientWeight": W_KG,
-               "PatientSpeciesDescription": "Homo sapiens",
-               "SeriesDate": "20240305", "SeriesTime": "10:00:00", "AcquisitionTime": "10:00:00"}
+    sidecar = {
+        "Modality": "PT",
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "RadionuclideTotalDose": DOSE,
+        "RadiopharmaceuticalStartTime": "09:00:00",
+        "RadionuclideHalfLife": T_F18,
+        "PatientWeight": W_KG,
+        "PatientSpeciesDescription": "Homo sapiens",
+        "SeriesDate": "20240305",
+        "SeriesTime": "10:00:00",
+        "AcquisitionTime": "10:00:00",
+    }
     (tmp_path / "pet.json").write_text(json.dumps(sidecar))
     roi, truth = roi_on_mm_grid()
     save_labels(roi, tmp_path / "roi.nii.gz")
     out = tmp_path / "r.csv"
-    assert main(["quantify", str(tmp_path / "pet.nii.gz"), "--roi", str(tmp_path / "roi.nii.gz"),
-                 "-o", str(out)]) == 0
+    assert main(["quantify", str(tmp_path / "pet.nii.gz"), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out)]) == 0
     df = pd.read_csv(out).set_index("label")
     for k, (mean, _) in truth.items():
         assert df.loc[k, "suv_bw_mean"] == pytest.approx(mean * BW_FACTOR, rel=0.005)
@@ -500,9 +616,19 @@ def test_cli_quantify_nifti_with_sidecar(tmp_path):
 
 def test_suvpeak_of_a_uniform_sphere_and_a_gradient(obj):
     c, labels = obj
-    vol = Volume(c.astype(np.float32), AFF, "PT", "Bq/mL",
-                 {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG,
-                  "PatientSpeciesDescription": "Homo sapiens"})
+    vol = Volume(
+        c.astype(np.float32),
+        AFF,
+        "PT",
+        "Bq/mL",
+        {
+            "Units": "BQML",
+            "DecayCorrection": "ADMIN",
+            "RadionuclideTotalDose": DOSE,
+            "PatientWeight": W_KG,
+            "PatientSpeciesDescription": "Homo sapiens",
+        },
+    )
     df = P.quantify_pet(vol, Volume(labels, AFF)).set_index("label")
     # a 9 mm sphere holds a 1 mL sphere (6.2 mm) around its centre: the peak is the hot value
     assert df.loc[1, "peak_bq_ml"] == pytest.approx(C_HOT, rel=1e-6)
@@ -524,16 +650,21 @@ def test_suvpeak_of_a_uniform_sphere_and_a_gradient(obj):
 def test_cli_bad_inputs(tmp_path, capsys):
     c = linear_activity()
     pet_dir = tmp_path / "pet"
-    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), pet_dir, patient={"PatientWeight": W_KG, "PatientSize": H_M},
-                       pet=base_pet())
+    write_dicom_series(
+        Volume(c, AFF, "PT", "Bq/mL"), pet_dir, patient={"PatientWeight": W_KG, "PatientSize": H_M}, pet=base_pet()
+    )
     roi, _ = roi_on_mm_grid()
     save_labels(roi, tmp_path / "roi.nii.gz")
     far = roi.replace(affine=roi.affine @ np.array([[1, 0, 0, 500.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     save_labels(far, tmp_path / "far.nii.gz")
     save_labels(roi.replace(data=np.zeros_like(roi.data)), tmp_path / "empty.nii.gz")
     broken = tmp_path / "broken"
-    write_dicom_series(Volume(c, AFF, "PT", "Bq/mL"), broken, patient={"PatientWeight": W_KG, "PatientSize": H_M},
-                       pet=base_pet(RadionuclideTotalDose=None))
+    write_dicom_series(
+        Volume(c, AFF, "PT", "Bq/mL"),
+        broken,
+        patient={"PatientWeight": W_KG, "PatientSize": H_M},
+        pet=base_pet(RadionuclideTotalDose=None),
+    )
     out = tmp_path / "o.csv"
     cases = [
         ([str(pet_dir), "--roi", str(tmp_path / "far.nii.gz")], "outside"),
@@ -555,8 +686,7 @@ def test_cli_bad_inputs(tmp_path, capsys):
     rc = main(["quantify", str(pet_dir), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
     assert out.read_text() == "keep me"
-    assert main(["quantify", str(pet_dir), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out),
-                 "--overwrite"]) == 0
+    assert main(["quantify", str(pet_dir), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out), "--overwrite"]) == 0
     assert "suv_bw_mean" in out.read_text()
 
 
@@ -564,8 +694,13 @@ def test_cli_transform_and_label_subset(tmp_path):
     """ROIs drawn in another scanner's world (shifted 7 mm): --transform (PET world -> ROI world) carries them."""
     c = linear_activity()
     save_volume(Volume(c, AFF, "PT", "Bq/mL"), tmp_path / "pet.nii.gz")
-    sidecar = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": DOSE, "PatientWeight": W_KG,
-               "PatientSpeciesDescription": "human"}
+    sidecar = {
+        "Units": "BQML",
+        "DecayCorrection": "ADMIN",
+        "RadionuclideTotalDose": DOSE,
+        "PatientWeight": W_KG,
+        "PatientSpeciesDescription": "human",
+    }
     (tmp_path / "pet.json").write_text(json.dumps(sidecar))
     roi, truth = roi_on_mm_grid()
     shift = np.eye(4)
@@ -573,8 +708,23 @@ def test_cli_transform_and_label_subset(tmp_path):
     save_labels(roi.replace(affine=shift @ roi.affine), tmp_path / "roi.nii.gz")
     np.savetxt(tmp_path / "pet_to_roi.txt", shift)
     out = tmp_path / "r.csv"
-    assert main(["quantify", str(tmp_path / "pet.nii.gz"), "--roi", str(tmp_path / "roi.nii.gz"), "-o", str(out),
-                 "--transform", str(tmp_path / "pet_to_roi.txt"), "--labels", "1,3"]) == 0
+    assert (
+        main(
+            [
+                "quantify",
+                str(tmp_path / "pet.nii.gz"),
+                "--roi",
+                str(tmp_path / "roi.nii.gz"),
+                "-o",
+                str(out),
+                "--transform",
+                str(tmp_path / "pet_to_roi.txt"),
+                "--labels",
+                "1,3",
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(out).set_index("label")
     assert list(df.index) == [1, 3]
     for k in (1, 3):
@@ -589,11 +739,15 @@ def test_dynamic_pet_is_refused():
         P.activity_concentration(vol)
 
 
-
 def test_weight_unit_option():
     """Without a species or a human height a 25 is a 25 kg child or a 25 g mouse: refused until a unit is given."""
-    small = Volume(np.full((10, 20, 20), 1000.0, np.float32), np.diag([0.5, 0.5, 0.5, 1.0]), "PT", "Bq/mL",
-                   {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25})
+    small = Volume(
+        np.full((10, 20, 20), 1000.0, np.float32),
+        np.diag([0.5, 0.5, 0.5, 1.0]),
+        "PT",
+        "Bq/mL",
+        {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25},
+    )
     assert P.read_pet_header(small).weight_kg is None
     with pytest.raises(InputError, match="--weight-unit kg or g"):
         P.suv_factor(P.read_pet_header(small), "bw")
@@ -637,7 +791,7 @@ def test_sample_study_suvpeak_is_sized_for_a_mouse_and_never_above_suvmax():
     """25 g mouse: sphere of 2 x FWHM (1.5 mm default -> 14 uL) restricted to the ROI; peak <= max in every organ."""
     df = _sample_pet_table()
     assert "suv_bw_peak_14ul" in df.columns and "suv_bw_peak" not in df.columns
-    assert df.attrs["parameters"]["peak_sphere"]["volume_ml"] == pytest.approx(np.pi / 6 * 3.0 ** 3 / 1000)
+    assert df.attrs["parameters"]["peak_sphere"]["volume_ml"] == pytest.approx(np.pi / 6 * 3.0**3 / 1000)
     assert np.all(df["suv_bw_peak_14ul"] <= df["suv_bw_max"] * (1 + 1e-9))
     assert np.all(df["suv_bw_peak_14ul"] >= 0)
     kidney = df.set_index("label").loc[5]  # the issue's kidney: peak 7.25 with mean 0.098 and max 0.236
@@ -650,10 +804,10 @@ def test_sample_study_suvpeak_is_sized_for_a_mouse_and_never_above_suvmax():
 def test_restricted_peak_ignores_a_hot_neighbour_and_falls_back_for_tiny_rois():
     aff = np.diag([0.5, 0.5, 0.5, 1.0])
     img = np.full((40, 40, 40), 1.0, np.float32)
-    img[:, :, 20:] = 100.0                      # a hot organ beside ours
+    img[:, :, 20:] = 100.0  # a hot organ beside ours
     lab = np.zeros(img.shape, np.uint8)
-    lab[10:30, 10:30, 8:20] = 1                 # our ROI: uniform 1.0, touching the hot organ
-    lab[18:20, 18:20, 4:6] = 2                  # 8 voxels (1 uL): smaller than the sphere
+    lab[10:30, 10:30, 8:20] = 1  # our ROI: uniform 1.0, touching the hot organ
+    lab[18:20, 18:20, 4:6] = 2  # 8 voxels (1 uL): smaller than the sphere
     img[19, 19, 5] = 5.0
     meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 0.025}
     df = P.quantify_pet(Volume(img, aff, "PT", "Bq/mL", meta), Volume(lab, aff)).set_index("label")
@@ -669,8 +823,15 @@ def test_restricted_peak_ignores_a_hot_neighbour_and_falls_back_for_tiny_rois():
 
 
 def test_body_size_formulas_are_refused_for_a_mouse_with_alternatives(tmp_path, capsys):
-    meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 25,
-            "PatientSpeciesDescription": "Mus musculus", "PatientSize": 0.1, "PatientSex": "F"}
+    meta = {
+        "Units": "BQML",
+        "DecayCorrection": "ADMIN",
+        "RadionuclideTotalDose": 1e6,
+        "PatientWeight": 25,
+        "PatientSpeciesDescription": "Mus musculus",
+        "PatientSize": 0.1,
+        "PatientSex": "F",
+    }
     vol = Volume(np.full((6, 6, 6), 1000.0, np.float32), np.eye(4), "PT", "Bq/mL", meta)
     h = P.read_pet_header(vol)
     assert h.weight_kg == 0.025
@@ -684,15 +845,29 @@ def test_body_size_formulas_are_refused_for_a_mouse_with_alternatives(tmp_path, 
     assert P.suv_factor(hl, "lbm") == pytest.approx(20.0 / 1e6)
     # no species, weight 0.025 kg: an animal by weight -> refused the same way
     with pytest.raises(InputError, match="human formulas"):
-        P.suv_factor(P.PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e6, weight_kg=0.025,
-                                 height_m=0.1, sex="F"), "lbm")
+        P.suv_factor(
+            P.PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e6, weight_kg=0.025, height_m=0.1, sex="F"),
+            "lbm",
+        )
     # the CLI: one line
     capsys.readouterr()
     save_volume(vol, tmp_path / "pet.nii.gz")
     (tmp_path / "pet.json").write_text(json.dumps(meta))
     save_labels(Volume(np.ones((6, 6, 6), np.uint8), np.eye(4)), tmp_path / "roi.nii.gz")
-    rc = main(["quantify", str(tmp_path / "pet.nii.gz"), "--roi", str(tmp_path / "roi.nii.gz"), "-o",
-               str(tmp_path / "o.csv"), "--suv", "lbm", "--weight-kg", "0.025"])
+    rc = main(
+        [
+            "quantify",
+            str(tmp_path / "pet.nii.gz"),
+            "--roi",
+            str(tmp_path / "roi.nii.gz"),
+            "-o",
+            str(tmp_path / "o.csv"),
+            "--suv",
+            "lbm",
+            "--weight-kg",
+            "0.025",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "lean mass" in err[0] and not (tmp_path / "o.csv").exists()
 

@@ -42,7 +42,7 @@ def james(w, h_cm, sex):
 
 
 def janma(w, h_m, sex):
-    bmi = w / h_m ** 2
+    bmi = w / h_m**2
     return 9270 * w / (6680 + 216 * bmi) if sex == "M" else 9270 * w / (8780 + 244 * bmi)
 
 
@@ -51,11 +51,21 @@ def devine(h_cm, sex):
 
 
 def dubois_cm2(w, h_cm):
-    return 0.007184 * w ** 0.425 * h_cm ** 0.725 * 1e4
+    return 0.007184 * w**0.425 * h_cm**0.725 * 1e4
 
 
-def write_series(folder, values, *, units="BQML", suv_type=None, sex="M", height_m=H_M,
-                 decay_correction="START", series_time=None, slice_offsets_s=None):
+def write_series(
+    folder,
+    values,
+    *,
+    units="BQML",
+    suv_type=None,
+    sex="M",
+    height_m=H_M,
+    decay_correction="START",
+    series_time=None,
+    slice_offsets_s=None,
+):
     """A PET series, one file per slice, written with pydicom only (16-bit, per-slice rescale slope)."""
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
@@ -114,8 +124,7 @@ def decayed_dose(ref_time):
 def check_suvbw(folder, **kwargs):
     vol = load_volume(folder)
     header = P.read_pet_header(vol, **{k: v for k, v in kwargs.items() if k != "lbm_formula"})
-    conc = P.activity_concentration(vol, header, need_dose=True, lbm_formula=kwargs.get("lbm_formula",
-                                                                                        "janmahasatian"))
+    conc = P.activity_concentration(vol, header, need_dose=True, lbm_formula=kwargs.get("lbm_formula", "janmahasatian"))
     suv = conc.numpy() * P.suv_factor(header, "bw")
     got = (float(suv.min()), float(np.median(suv)), float(suv.max()))
     assert got == pytest.approx((0.2, 1.0, 4.0), rel=2e-4), got
@@ -139,11 +148,15 @@ def test_gml_lbm_converted_back_to_suvbw(tmp_path, sex, formula):
 
 @pytest.mark.parametrize("sex", ["M", "F"])
 def test_gml_ibw_and_bsa_converted_back(tmp_path, sex):
-    check_suvbw(write_series(tmp_path / "ibw", suv_bw_image() * devine(H_M * 100, sex) / W_KG, units="GML",
-                             suv_type="IBW", sex=sex))
+    check_suvbw(
+        write_series(
+            tmp_path / "ibw", suv_bw_image() * devine(H_M * 100, sex) / W_KG, units="GML", suv_type="IBW", sex=sex
+        )
+    )
     bsa = dubois_cm2(W_KG, H_M * 100)
-    check_suvbw(write_series(tmp_path / "bsa", suv_bw_image() * bsa / (W_KG * 1000), units="GML", suv_type="BSA",
-                             sex=sex))
+    check_suvbw(
+        write_series(tmp_path / "bsa", suv_bw_image() * bsa / (W_KG * 1000), units="GML", suv_type="BSA", sex=sex)
+    )
     check_suvbw(write_series(tmp_path / "cm2ml", suv_bw_image() * bsa / (W_KG * 1000), units="CM2ML", sex=sex))
 
 
@@ -151,8 +164,7 @@ def test_start_with_series_time_after_acquisition_uses_the_earliest_acquisition(
     """A series re-saved 40 min after the scan: SeriesTime is late; values are decay-corrected to the scan start."""
     offsets = [i * 20 for i in range(8)]  # slices acquired over 140 s; the first is the scan start
     bq = suv_bw_image() * decayed_dose(ACQ) / (W_KG * 1000)
-    folder = write_series(tmp_path / "late", bq, series_time=ACQ + dt.timedelta(minutes=40),
-                          slice_offsets_s=offsets)
+    folder = write_series(tmp_path / "late", bq, series_time=ACQ + dt.timedelta(minutes=40), slice_offsets_s=offsets)
     header = check_suvbw(folder)
     assert header.reference_time == ACQ
     # taking SeriesTime would have been 40 min of 18F decay off (29 %): make sure the test could fail

@@ -31,8 +31,19 @@ def test_every_verb_has_working_help(capsys):
     from napari_immunotrack.cli import _verb_modules, main
 
     verbs = [verb for verb, _ in _verb_modules()]
-    assert {"info", "register", "segment", "confirm", "quantify", "fluorine", "mpi", "demo", "report", "batch",
-            "view"} <= set(verbs)
+    assert {
+        "info",
+        "register",
+        "segment",
+        "confirm",
+        "quantify",
+        "fluorine",
+        "mpi",
+        "demo",
+        "report",
+        "batch",
+        "view",
+    } <= set(verbs)
     for verb in verbs:
         try:
             main([verb, "--help"])

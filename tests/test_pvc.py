@@ -51,6 +51,7 @@ def test_two_slabs_analytic_gtm_and_rbv_exact():
     s = 3.0 * SIGMA_PER_FWHM
     x = np.arange(15) + 0.5
     from scipy.special import erf
+
     keep = np.mean(0.5 * (erf(x / (s * math.sqrt(2))) + erf((15 - x) / (s * math.sqrt(2)))))
     assert g.matrix[0, 0] == pytest.approx(keep, abs=0.01)
     _, _, means = rbv(img, lab, PointSpread((3.0, 0, 0)))
@@ -61,12 +62,13 @@ def test_anisotropic_psf_follows_the_world_axis_on_a_permuted_grid():
     # array axis 0 runs along world y with 2 mm voxels: a 6 mm FWHM along y is sigma 3 mm / 2.355 / 2 voxels
     aff = np.array([[0, 1.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
     psf = PointSpread((0.5, 6.0, 0.7))
-    assert psf.sigma_voxels(aff) == pytest.approx([6.0 * SIGMA_PER_FWHM / 2, 0.5 * SIGMA_PER_FWHM,
-                                                    0.7 * SIGMA_PER_FWHM])
+    assert psf.sigma_voxels(aff) == pytest.approx(
+        [6.0 * SIGMA_PER_FWHM / 2, 0.5 * SIGMA_PER_FWHM, 0.7 * SIGMA_PER_FWHM]
+    )
     img, lab, _ = _slabs(fwhm=3.0, affine=aff)  # 3 voxels along axis 0 = 6 mm
     g = gtm(img, lab, PointSpread((0.0, 6.0, 0.0)))
     assert np.allclose(g.corrected, [4.0, 1.0], atol=1e-3)
-    wrong = gtm(img, lab, PointSpread((6.0, 0.0, 0.0)))   # the blur along the wrong axis corrects nothing
+    wrong = gtm(img, lab, PointSpread((6.0, 0.0, 0.0)))  # the blur along the wrong axis corrects nothing
     assert abs(wrong.corrected[0] - 4.0) > 0.1
 
 
@@ -106,7 +108,7 @@ def test_sample_study_rois_with_the_simulators_psf():
     blurred = gaussian_blur(conc[lab], psf.sigma_voxels(dseg.affine)).astype(np.float64)
     f = 3
     sh = tuple(s // f for s in lab.shape)
-    coarse = blurred[:sh[0] * f, :sh[1] * f, :sh[2] * f].reshape(sh[0], f, sh[1], f, sh[2], f).mean(axis=(1, 3, 5))
+    coarse = blurred[: sh[0] * f, : sh[1] * f, : sh[2] * f].reshape(sh[0], f, sh[1], f, sh[2], f).mean(axis=(1, 3, 5))
     aff = dseg.affine.copy()
     aff[:3, :3] *= f
     aff[:3, 3] = dseg.affine[:3, 3] + dseg.affine[:3, :3] @ np.full(3, (f - 1) / 2)
@@ -117,11 +119,11 @@ def test_sample_study_rois_with_the_simulators_psf():
         r = correct_means(img, rm, method, psf)
         errors = {int(k): (c / conc[k] - 1) for k, c in zip(r["labels"], r["corrected"]) if conc[k] > 0}
         raw = {int(k): (m / conc[k] - 1) for k, m in zip(r["labels"], r["measured"]) if conc[k] > 0}
-        assert raw[spleen] < -0.15                       # the spleen reads low without correction
+        assert raw[spleen] < -0.15  # the spleen reads low without correction
         assert abs(errors[spleen]) < 0.05
         # objects of at least 2 x FWHM (equivalent-sphere diameter >= 3.2 mm): within 5 %
         for k, e in errors.items():
-            volume = np.count_nonzero(lab == k) * 0.25 ** 3
+            volume = np.count_nonzero(lab == k) * 0.25**3
             if (6 * volume / math.pi) ** (1 / 3) >= 2 * 1.6:
                 assert abs(e) < 0.05, (method, k, e, raw[k])
 
@@ -215,10 +217,19 @@ def test_cli_quantify_pvc_columns_and_provenance(tmp_path, capsys):
 
     from napari_immunotrack.cli import main
 
-    sidecar = {"Modality": "PT", "Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e6,
-               "RadiopharmaceuticalStartTime": "09:00:00", "RadionuclideHalfLife": 6586.2, "PatientWeight": 0.025,
-               "SeriesDate": "20240305", "SeriesTime": "10:00:00", "AcquisitionTime": "10:00:00",
-               "PSF_FWHM_mm": 1.5}
+    sidecar = {
+        "Modality": "PT",
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "RadionuclideTotalDose": 1e6,
+        "RadiopharmaceuticalStartTime": "09:00:00",
+        "RadionuclideHalfLife": 6586.2,
+        "PatientWeight": 0.025,
+        "SeriesDate": "20240305",
+        "SeriesTime": "10:00:00",
+        "AcquisitionTime": "10:00:00",
+        "PSF_FWHM_mm": 1.5,
+    }
     ph = _rods_files(tmp_path, sidecar=sidecar)
     base = ["quantify", str(tmp_path / "img.nii.gz"), "--roi", str(tmp_path / "rods.nii.gz"), "--no-peak"]
     for method in ("gtm", "rbv"):
@@ -254,9 +265,11 @@ def test_cli_quantify_pvc_columns_and_provenance(tmp_path, capsys):
     assert main(base + ["-o", str(tmp_path / "none.csv")]) == 0
     assert not any(c.endswith("_pvc") for c in pd.read_csv(tmp_path / "none.csv").columns)
     capsys.readouterr()
-    for bad, message in ((["--pvc", "yang"], "--pvc must be one of none, gtm, rbv"),
-                         (["--pvc", "gtm", "--psf-fwhm", "1,2"], "--psf-fwhm"),
-                         (["--pvc", "gtm", "--positron-range", "99Tc"], "positron range")):
+    for bad, message in (
+        (["--pvc", "yang"], "--pvc must be one of none, gtm, rbv"),
+        (["--pvc", "gtm", "--psf-fwhm", "1,2"], "--psf-fwhm"),
+        (["--pvc", "gtm", "--positron-range", "99Tc"], "positron range"),
+    ):
         assert main(base + ["-o", str(tmp_path / "bad.csv"), *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
@@ -270,7 +283,7 @@ def test_cli_mpi_pvc_iron_against_truth(tmp_path):
     from napari_immunotrack.io import save_volume
 
     ph = _rods_files(tmp_path, modality="MPI")
-    k_per_ng = 10.0        # integrated signal per ng
+    k_per_ng = 10.0  # integrated signal per ng
     img = ph["image"]
     data = img.numpy().astype(np.float64)
     # three fiducials (blurred points of known iron) in the corners, away from the phantom
@@ -288,9 +301,27 @@ def test_cli_mpi_pvc_iron_against_truth(tmp_path):
     out = tmp_path / "iron.csv"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["mpi", str(tmp_path / "mpi.nii.gz"), "--roi", str(tmp_path / "rods.nii.gz"), "--fiducials",
-                     str(tmp_path / "fid.csv"), "--iron-per-cell", "5", "--pvc", "gtm", "--psf-fwhm", "1.5",
-                     "-o", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "mpi",
+                    str(tmp_path / "mpi.nii.gz"),
+                    "--roi",
+                    str(tmp_path / "rods.nii.gz"),
+                    "--fiducials",
+                    str(tmp_path / "fid.csv"),
+                    "--iron-per-cell",
+                    "5",
+                    "--pvc",
+                    "gtm",
+                    "--psf-fwhm",
+                    "1.5",
+                    "-o",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     df = pd.read_csv(out).set_index("label")
     from napari_immunotrack.io import load_volume
 
@@ -316,8 +347,9 @@ def test_readout_dock_table_and_batch_steps_take_pvc():
     for label, d in ph["diameters_mm"].items():
         if d >= 2:
             assert df.loc[label, "mean_au_pvc"] == pytest.approx(ph["truth"][label], rel=0.05)
-            assert df.loc[label, "integral_au_ml_pvc"] / df.loc[label, "integral_au_ml"] == \
-                pytest.approx(1 / df.loc[label, "recovery_coefficient"])
+            assert df.loc[label, "integral_au_ml_pvc"] / df.loc[label, "integral_au_ml"] == pytest.approx(
+                1 / df.loc[label, "recovery_coefficient"]
+            )
     assert "sd_au_pvc" not in df.columns and "max_au_pvc" not in df.columns
     for step in ("pet", "spect", "mpi"):
         assert step_parameters(step)["pvc"] == "none" and step_parameters(step)["psf_fwhm"] is None
@@ -335,12 +367,20 @@ def test_cli_fluorine_pvc_and_estimator(tmp_path, capsys):
     from napari_immunotrack.simulate.phantom import Cylinder, Sphere, grid_affine
 
     shape, aff = (32, 32, 32), grid_affine((32, 32, 32), 0.5)
-    sim = f19_image([FluorineDepot((0, 0, 0), 2e5, 1e12, 1.5)], Cylinder((5, -5, -6), (5, -5, 6), 1.5), 50.0,
-                    shape, aff, snr=60.0, rng=np.random.default_rng(0))
+    sim = f19_image(
+        [FluorineDepot((0, 0, 0), 2e5, 1e12, 1.5)],
+        Cylinder((5, -5, -6), (5, -5, 6), 1.5),
+        50.0,
+        shape,
+        aff,
+        snr=60.0,
+        rng=np.random.default_rng(0),
+    )
     truth = sim["atoms"].sum() / 1e12
     # a tight ROI drawn on a fine grid: the depot itself (partial voxels at its edge)
     fine = grid_affine((128, 128, 128), 0.125)
     from napari_immunotrack.simulate.phantom import rasterize
+
     roi = rasterize([(1, Sphere((0, 0, 0), 1.5))], (128, 128, 128), fine)
     noise = np.zeros(shape, np.uint8)
     noise[:, :, :5] = 1
@@ -348,9 +388,20 @@ def test_cli_fluorine_pvc_and_estimator(tmp_path, capsys):
     save_labels(Volume(sim["reference_mask"], aff, "SEG"), tmp_path / "ref.nii.gz")
     save_labels(Volume(roi, fine, "SEG"), tmp_path / "roi.nii.gz")
     save_labels(Volume(noise, aff, "SEG"), tmp_path / "air.nii.gz")
-    base = ["fluorine", str(tmp_path / "f19.nii.gz"), "--reference-mask", str(tmp_path / "ref.nii.gz"),
-            "--reference-concentration", "50", "--roi", str(tmp_path / "roi.nii.gz"), "--fluorine-per-cell", "1e12",
-            "--noise-mask", str(tmp_path / "air.nii.gz")]
+    base = [
+        "fluorine",
+        str(tmp_path / "f19.nii.gz"),
+        "--reference-mask",
+        str(tmp_path / "ref.nii.gz"),
+        "--reference-concentration",
+        "50",
+        "--roi",
+        str(tmp_path / "roi.nii.gz"),
+        "--fluorine-per-cell",
+        "1e12",
+        "--noise-mask",
+        str(tmp_path / "air.nii.gz"),
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(base + ["-o", str(tmp_path / "c.csv"), "--pvc", "gtm"]) == 0

@@ -98,8 +98,10 @@ def phantom_pair(fixed_to_moving, seed=0, noise=0.03):
     where = apply(np.linalg.inv(fixed_to_moving), _grid(m_shape, m_aff))
     moving = _phantom(where, "PT").reshape(m_shape)
     moving = ndimage.gaussian_filter(moving, 1.2) + rng.normal(0, noise, m_shape).astype(np.float32)
-    return (Volume(fixed.astype(np.float32), f_aff, modality="MR", name="mri"),
-            Volume(moving.astype(np.float32), m_aff, modality="PT", unit="Bq/mL", name="pet"))
+    return (
+        Volume(fixed.astype(np.float32), f_aff, modality="MR", name="mri"),
+        Volume(moving.astype(np.float32), m_aff, modality="PT", unit="Bq/mL", name="pet"),
+    )
 
 
 def body_points(volume, n=3000, seed=0):
@@ -245,8 +247,14 @@ def test_affine_registration_recovers_scaling(pair):
 
 def test_masks_restrict_the_metric(pair):
     fixed, moving = pair
-    body = Volume((np.sum(((_grid(fixed.spatial_shape, fixed.affine) - _BODY[0]) / (np.array(_BODY[1]) + 3)) ** 2,
-                          axis=1) <= 1).reshape(fixed.spatial_shape).astype(np.uint8), fixed.affine, "SEG", "label")
+    body = Volume(
+        (np.sum(((_grid(fixed.spatial_shape, fixed.affine) - _BODY[0]) / (np.array(_BODY[1]) + 3)) ** 2, axis=1) <= 1)
+        .reshape(fixed.spatial_shape)
+        .astype(np.uint8),
+        fixed.affine,
+        "SEG",
+        "label",
+    )
     result = reg.register(fixed, moving, fixed_mask=body)
     mean, worst = tre(result.fixed_to_moving, TRUE, body_points(fixed))
     assert mean < 0.5 and worst < 1.0
@@ -323,8 +331,8 @@ def test_landmarks_recover_rigid_transform_with_expected_fre():
             warnings.simplefilter("ignore", ImmunotrackWarning)
             r = reg.register_landmarks(fixed_pts, moving_pts, "rigid")
         assert r.fre_mm.shape == (6,)
-        assert np.isclose(r.metric_final, np.sqrt(np.mean(r.fre_mm ** 2)))
-        fre2.append(np.mean(r.fre_mm ** 2))
+        assert np.isclose(r.metric_final, np.sqrt(np.mean(r.fre_mm**2)))
+        fre2.append(np.mean(r.fre_mm**2))
         tre_centre.append(np.linalg.norm(apply(r.fixed_to_moving, target) - apply(truth, target)))
     expected = reg.expected_fre(fle, 6, "rigid")  # sqrt(1 - 2/6) * FLE = 1.0 mm
     assert np.isclose(np.sqrt(np.mean(fre2)), expected, rtol=0.1)
@@ -349,14 +357,17 @@ def test_expected_tre_grows_away_from_the_landmarks():
     assert far > 2 * near
 
 
-@pytest.mark.parametrize("fixed_pts, moving_pts, transform, match", [
-    ([[0, 0, 0], [1, 0, 0]], [[0, 0, 0], [1, 0, 0]], "rigid", "at least 3 pairs"),
-    ([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0], [0, 1, 0]], "affine", "at least 4 pairs"),
-    ([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0]], "rigid", "same landmarks"),
-    ([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], [[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], "rigid", "line"),
-    ([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], [[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], "affine", "plane"),
-    ([[0, 0, np.nan], [1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0], [0, 1, 0]], "rigid", "NaN"),
-])
+@pytest.mark.parametrize(
+    "fixed_pts, moving_pts, transform, match",
+    [
+        ([[0, 0, 0], [1, 0, 0]], [[0, 0, 0], [1, 0, 0]], "rigid", "at least 3 pairs"),
+        ([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0], [0, 1, 0]], "affine", "at least 4 pairs"),
+        ([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0]], "rigid", "same landmarks"),
+        ([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], [[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], "rigid", "line"),
+        ([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], [[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], "affine", "plane"),
+        ([[0, 0, np.nan], [1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0], [0, 1, 0]], "rigid", "NaN"),
+    ],
+)
 def test_bad_landmarks_are_refused(fixed_pts, moving_pts, transform, match):
     with pytest.raises(InputError, match=match):
         reg.register_landmarks(fixed_pts, moving_pts, transform)
@@ -397,7 +408,8 @@ def test_reads_slicer_style_and_composite_files(tmp_path):
     # 3D Slicer writes a MatrixOffsetTransformBase with a centre of rotation
     (tmp_path / "slicer.tfm").write_text(
         "#Insight Transform File V1.0\n#Transform 0\nTransform: MatrixOffsetTransformBase_double_3_3\n"
-        "Parameters: 0 -1 0 1 0 0 0 0 1 5 6 7\nFixedParameters: 10 20 30\n")
+        "Parameters: 0 -1 0 1 0 0 0 0 1 5 6 7\nFixedParameters: 10 20 30\n"
+    )
     m = read_transform(tmp_path / "slicer.tfm")
     lps = np.eye(4)
     lps[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
@@ -411,10 +423,13 @@ def test_reads_slicer_style_and_composite_files(tmp_path):
     assert np.allclose(read_transform(tmp_path / "comp.tfm"), a @ b, atol=1e-9)
 
 
-@pytest.mark.parametrize("content, match", [
-    ("not a transform\n", "not a readable"),
-    (None, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("not a transform\n", "not a readable"),
+        (None, "does not exist"),
+    ],
+)
 def test_bad_transform_files(tmp_path, content, match):
     path = tmp_path / "bad.tfm"
     if content is not None:
@@ -517,7 +532,7 @@ def worse_pair():
     idx = np.indices(shape).reshape(3, -1).T.astype(float)
     period = 8.0
     cell = (idx % period) - period / 2 + 0.5
-    spheres = (np.sum(cell ** 2, axis=1) <= 3.0 ** 2).reshape(shape).astype(np.float32)
+    spheres = (np.sum(cell**2, axis=1) <= 3.0**2).reshape(shape).astype(np.float32)
     rng = np.random.default_rng(0)
     fixed = spheres + rng.normal(0, 0.05, shape).astype(np.float32)
     moving = 1.0 - spheres * 0.8
@@ -571,8 +586,19 @@ def files(tmp_path_factory, pair):
 def test_cli_register_writes_transform_and_resampled(files, tmp_path, capsys, monkeypatch):
     out, res = tmp_path / "pet_to_mri.tfm", tmp_path / "pet_on_mri.nii.gz"
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress is drawn on a terminal only
-    rc = main(["register", str(files / "mri.nii.gz"), str(files / "pet.nii.gz"), "-o", str(out),
-               "--transform", "rigid", "--resampled", str(res)])
+    rc = main(
+        [
+            "register",
+            str(files / "mri.nii.gz"),
+            str(files / "pet.nii.gz"),
+            "-o",
+            str(out),
+            "--transform",
+            "rigid",
+            "--resampled",
+            str(res),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "start" in captured.out and "final" in captured.out and "mutual information" in captured.out
@@ -587,7 +613,11 @@ def test_cli_register_writes_transform_and_resampled(files, tmp_path, capsys, mo
     record = json.loads((tmp_path / "pet_to_mri.tfm.provenance.json").read_text())
     assert record["step"] == "register" and "sha256" in record["inputs"]["fixed"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "pet_on_mri.nii.gz", "pet_on_mri.nii.gz.provenance.json", "pet_to_mri.tfm", "pet_to_mri.tfm.provenance.json"]
+        "pet_on_mri.nii.gz",
+        "pet_on_mri.nii.gz.provenance.json",
+        "pet_to_mri.tfm",
+        "pet_to_mri.tfm.provenance.json",
+    ]
 
 
 def test_cli_landmarks(tmp_path, files, capsys):
@@ -597,8 +627,19 @@ def test_cli_landmarks(tmp_path, files, capsys):
     pd.DataFrame(pts, columns=["x_mm", "y_mm", "z_mm"]).to_csv(tmp_path / "f.csv", index=False)
     pd.DataFrame(apply(TRUE, pts), columns=["x_mm", "y_mm", "z_mm"]).to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "lm.tfm"
-    rc = main(["register", str(files / "mri.nii.gz"), str(files / "pet.nii.gz"), "-o", str(out),
-               "--fixed-points", str(tmp_path / "f.csv"), "--moving-points", str(tmp_path / "m.csv")])
+    rc = main(
+        [
+            "register",
+            str(files / "mri.nii.gz"),
+            str(files / "pet.nii.gz"),
+            "-o",
+            str(out),
+            "--fixed-points",
+            str(tmp_path / "f.csv"),
+            "--moving-points",
+            str(tmp_path / "m.csv"),
+        ]
+    )
     assert rc == 0
     assert "fiducial registration error" in capsys.readouterr().out
     assert np.allclose(read_transform(out), TRUE, atol=1e-6)
@@ -649,8 +690,9 @@ def _bad_case(name, folder, tmp_path):
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", ["2d", "constant", "mask", "no-overlap", "worse", "landmarks",
-                                  "one-landmark-file", "missing"])
+@pytest.mark.parametrize(
+    "name", ["2d", "constant", "mask", "no-overlap", "worse", "landmarks", "one-landmark-file", "missing"]
+)
 def test_cli_bad_inputs_leave_nothing(name, files, tmp_path, capsys):
     args, expected = _bad_case(name, files, tmp_path)
     before = set(tmp_path.iterdir())
@@ -680,10 +722,12 @@ def test_cli_refuses_bad_outputs(files, tmp_path, capsys):
 def test_cli_does_not_import_napari(files, tmp_path):
     import subprocess
 
-    code = ("import sys; from napari_immunotrack.cli import main; "
-            f"rc = main(['register', {str(files / 'mri.nii.gz')!r}, {str(files / 'pet.nii.gz')!r}, "
-            f"'-o', {str(tmp_path / 'x.tfm')!r}]); "
-            "assert rc == 0; assert 'napari' not in sys.modules and 'qtpy' not in sys.modules; print('ok')")
+    code = (
+        "import sys; from napari_immunotrack.cli import main; "
+        f"rc = main(['register', {str(files / 'mri.nii.gz')!r}, {str(files / 'pet.nii.gz')!r}, "
+        f"'-o', {str(tmp_path / 'x.tfm')!r}]); "
+        "assert rc == 0; assert 'napari' not in sys.modules and 'qtpy' not in sys.modules; print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
@@ -700,8 +744,11 @@ def tiny_study(simulated_study):
     data = mri.numpy()
     idx = np.argwhere(data > np.percentile(data, 50))
     pts = mri.index_to_world(idx[np.random.default_rng(0).choice(len(idx), 3000, replace=False)])
-    images = {"pet": load_volume(ses / "pet"), "mpi": load_volume(next((ses / "mpi").glob("*_mpi.nii.gz"))),
-              "f19": load_volume(next((ses / "f19").glob("*_19F.nii.gz")))}
+    images = {
+        "pet": load_volume(ses / "pet"),
+        "mpi": load_volume(next((ses / "mpi").glob("*_mpi.nii.gz"))),
+        "f19": load_volume(next((ses / "f19").glob("*_19F.nii.gz"))),
+    }
     return mri, images, {k: np.array(truth[k][f"mri_to_{k}"]) for k in images}, pts
 
 

@@ -74,8 +74,9 @@ def test_t2star_within_5_percent_from_5_to_50_ms_at_snr_20_with_8_echoes():
     # R is 1000/T, in 1/s
     np.testing.assert_allclose(maps.rate_per_s.data[:, 0, 0], 1000.0 / est, rtol=1e-5)
     # why the noise floor matters: the log-linear fit over-estimates a short T2* whose late echoes sit on it
-    fast = rx.fit_relaxation(_series(stack, echo_times_ms=te.tolist()), "t2star", method="loglinear",
-                             noise_sigma=SIGMA).time_ms.data[:, 0, 0]
+    fast = rx.fit_relaxation(
+        _series(stack, echo_times_ms=te.tolist()), "t2star", method="loglinear", noise_sigma=SIGMA
+    ).time_ms.data[:, 0, 0]
     assert np.nanmedian(fast[truth == 5.0]) > 1.1 * 5.0
     assert 0.85 < maps.goodness.data[truth == 20.0].mean() <= 1.0  # SNR 20: the noise alone leaves ~8 %
 
@@ -131,15 +132,21 @@ def test_t1_vfa_within_5_percent_with_the_right_b1_and_biased_without_it():
     stack = sim.vfa_series(20000.0, 1000.0 / truth, flips, tr, SIGMA, rng, b1=b1)
     b1_map = Volume(b1[:, None, None].astype(np.float32), np.eye(4))
     for method in ("nonlinear", "linear"):
-        maps = rx.fit_relaxation(_series(stack, flip_angles_deg=flips, repetition_time_ms=tr), "t1vfa", b1=b1_map,
-                                 method=method, noise_sigma=SIGMA)
+        maps = rx.fit_relaxation(
+            _series(stack, flip_angles_deg=flips, repetition_time_ms=tr),
+            "t1vfa",
+            b1=b1_map,
+            method=method,
+            noise_sigma=SIGMA,
+        )
         for t, values in _per_truth(maps.time_ms.data[:, 0, 0], truth).items():
             assert np.nanmedian(values) == pytest.approx(t, rel=0.05), (method, t)
     # without the B1 map, flip angles 18 % low make T1 about 33 % short (the apparent T1 scales with b1^2)
-    plain = rx.fit_relaxation(_series(stack, flip_angles_deg=flips, repetition_time_ms=tr), "t1vfa",
-                              noise_sigma=SIGMA).time_ms.data[:, 0, 0]
+    plain = rx.fit_relaxation(
+        _series(stack, flip_angles_deg=flips, repetition_time_ms=tr), "t1vfa", noise_sigma=SIGMA
+    ).time_ms.data[:, 0, 0]
     low = (b1 < 0.85) & (truth == 1400.0)
-    assert np.nanmedian(plain[low]) / 1400.0 == pytest.approx(0.82 ** 2, rel=0.08)
+    assert np.nanmedian(plain[low]) / 1400.0 == pytest.approx(0.82**2, rel=0.08)
 
 
 def test_t1_saturation_and_inversion_recovery_within_5_percent():
@@ -166,14 +173,21 @@ def test_delta_r2star_gives_iron_within_10_percent_of_truth():
     shape = (12, 20, 20)
     fe_truth = np.zeros(shape)
     for i, c in enumerate((0.2, 0.4, 0.8)):  # mM Fe: delta R2* of 12, 24 and 48 1/s at r2* = 60
-        fe_truth[4 * i: 4 * i + 4, 2:18, 2:18] = c
+        fe_truth[4 * i : 4 * i + 4, 2:18, 2:18] = c
     r2s_tissue = 1000.0 / 25.0
     relax = rx.agent_relaxivity("ferumoxytol", 9.4)
     aff = np.diag([0.5, 0.5, 0.5, 1.0])
-    pre = Volume(sim.multi_echo_gre(np.full(shape, S0), np.full(shape, r2s_tissue), te, SIGMA, rng), aff, "MR",
-                 "a.u.", {"echo_times_ms": te.tolist()}, "pre")
-    post = pre.replace(data=sim.multi_echo_gre(np.full(shape, S0), r2s_tissue + relax.r2s * fe_truth, te, SIGMA, rng),
-                       name="post")
+    pre = Volume(
+        sim.multi_echo_gre(np.full(shape, S0), np.full(shape, r2s_tissue), te, SIGMA, rng),
+        aff,
+        "MR",
+        "a.u.",
+        {"echo_times_ms": te.tolist()},
+        "pre",
+    )
+    post = pre.replace(
+        data=sim.multi_echo_gre(np.full(shape, S0), r2s_tissue + relax.r2s * fe_truth, te, SIGMA, rng), name="post"
+    )
     post_maps = rx.fit_relaxation(post, "t2star", noise_sigma=SIGMA)
     pre_maps = rx.fit_relaxation(pre, "t2star", noise_sigma=SIGMA)
     delta = rx.delta_rate(post_maps.rate_per_s, pre_maps.rate_per_s)
@@ -277,8 +291,24 @@ def test_relax_command_writes_maps_companions_table_and_refuses_bad_input(tmp_pa
     rois = sample_study_root() / "sub-01/ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"
     out = tmp_path / "t2s.nii.gz"
     table = tmp_path / "t2s.csv"
-    rc = main(["relax", str(post), "--model", "t2star", "-o", str(out), "--baseline", str(pre),
-               "--relaxivity", "ferumoxytol", "--roi", str(rois), "--table", str(table)])
+    rc = main(
+        [
+            "relax",
+            str(post),
+            "--model",
+            "t2star",
+            "-o",
+            str(out),
+            "--baseline",
+            str(pre),
+            "--relaxivity",
+            "ferumoxytol",
+            "--roi",
+            str(rois),
+            "--table",
+            str(table),
+        ]
+    )
     assert rc == 0
     for suffix in ("", "_R2star", "_goodness", "_unreliable", "_S0", "_deltaR2star", "_Fe_mM", "_Fe_ug"):
         path = tmp_path / f"t2s{suffix}.nii.gz"
@@ -299,13 +329,21 @@ def test_relax_command_writes_maps_companions_table_and_refuses_bad_input(tmp_pa
     liver_truth = sum(f["iron_pg"] for f in truth["foci"] if f["site"] == "liver") * 1e-6
     liver = df[df["label"] == 3].iloc[0]
     assert liver["Fe_ug"] == pytest.approx(liver_truth, rel=0.15)
-    assert {"T2star_ms_mean", "R2star_per_s_mean", "deltaR2star_per_s_mean", "Fe_mM_mean", "Fe_umol",
-            "unreliable_fraction"} <= set(df.columns)
+    assert {
+        "T2star_ms_mean",
+        "R2star_per_s_mean",
+        "deltaR2star_per_s_mean",
+        "Fe_mM_mean",
+        "Fe_umol",
+        "unreliable_fraction",
+    } <= set(df.columns)
     capsys.readouterr()
     # nothing overwritten without --overwrite; the lists on the command line win and are checked
     assert main(["relax", str(post), "--model", "t2star", "-o", str(out)]) == 2
-    assert main(["relax", str(post), "--model", "t2star", "-o", str(tmp_path / "b.nii.gz"),
-                 "--echo-times-ms", "2,4,6"]) == 2
+    assert (
+        main(["relax", str(post), "--model", "t2star", "-o", str(tmp_path / "b.nii.gz"), "--echo-times-ms", "2,4,6"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "already exists" in err[0] and "8 volumes but 3 echo times" in err[1]
     three_d = sample_study_root() / "sub-01/ses-day1/anat/sub-01_ses-day1_T2starw.nii.gz"
@@ -313,8 +351,21 @@ def test_relax_command_writes_maps_companions_table_and_refuses_bad_input(tmp_pa
     assert "single 3D volume" in capsys.readouterr().err
     assert not (tmp_path / "b.nii.gz").exists() and not (tmp_path / "c.nii.gz").exists()
     # lists given on the command line win over the header
-    assert main(["relax", str(post), "--model", "t2star", "-o", str(tmp_path / "d.nii.gz"),
-                 "--echo-times-ms", "4,9,14,19,24,29,34,39"]) == 0
+    assert (
+        main(
+            [
+                "relax",
+                str(post),
+                "--model",
+                "t2star",
+                "-o",
+                str(tmp_path / "d.nii.gz"),
+                "--echo-times-ms",
+                "4,9,14,19,24,29,34,39",
+            ]
+        )
+        == 0
+    )
     doubled = load_volume(tmp_path / "d.nii.gz").numpy()
     ok = np.isfinite(doubled) & np.isfinite(t2s.numpy())
     assert np.median(doubled[ok] / t2s.numpy()[ok]) == pytest.approx(2.0, rel=0.02)
@@ -340,10 +391,16 @@ def test_multi_echo_dicom_series_gives_its_echo_times_to_the_fit(tmp_path):
 
 def test_header_units_by_format():
     data = np.ones((3, 2, 2, 2))
-    for fmt, te, expected in (("nifti1", [0.002, 0.004, 0.006], [2.0, 4.0, 6.0]), ("dicom", [2.0, 4.0, 6.0], [2.0, 4.0, 6.0]),
-                              ("paravision", [2.0, 4.0, 6.0], [2.0, 4.0, 6.0])):
-        vol = Volume(data, np.eye(4), metadata={"format": fmt, "EchoTime": te, "RepetitionTime": 0.8 if fmt == "nifti1"
-                                                else 800.0})
+    for fmt, te, expected in (
+        ("nifti1", [0.002, 0.004, 0.006], [2.0, 4.0, 6.0]),
+        ("dicom", [2.0, 4.0, 6.0], [2.0, 4.0, 6.0]),
+        ("paravision", [2.0, 4.0, 6.0], [2.0, 4.0, 6.0]),
+    ):
+        vol = Volume(
+            data,
+            np.eye(4),
+            metadata={"format": fmt, "EchoTime": te, "RepetitionTime": 0.8 if fmt == "nifti1" else 800.0},
+        )
         lists = rx.acquisition_lists(vol)
         assert lists["echo_times_ms"] == pytest.approx(expected) and lists["repetition_time_ms"] == pytest.approx(800.0)
     # the readers' unit-explicit keys win
@@ -362,8 +419,13 @@ def test_delta_r1_from_vfa_gives_gadolinium_within_10_percent():
     r1_tissue = 1000.0 / 1800.0
 
     def series(r1):
-        return Volume(sim.vfa_series(np.full(shape, 20000.0), r1, flips, tr, SIGMA, rng, b1=b1), np.eye(4), "MR",
-                      "a.u.", {"flip_angles_deg": flips, "repetition_time_ms": tr})
+        return Volume(
+            sim.vfa_series(np.full(shape, 20000.0), r1, flips, tr, SIGMA, rng, b1=b1),
+            np.eye(4),
+            "MR",
+            "a.u.",
+            {"flip_angles_deg": flips, "repetition_time_ms": tr},
+        )
 
     b1_map = Volume(b1.astype(np.float32), np.eye(4))
     pre = rx.fit_relaxation(series(np.full(shape, r1_tissue)), "t1vfa", b1=b1_map, noise_sigma=SIGMA)
@@ -387,8 +449,27 @@ def test_relax_step_for_pipelines_matches_the_command(tmp_path):
     rois = sample_study_root() / "sub-01/ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"
     out = rx.relax_step(load_volume(post), load_volume(rois), baseline=load_volume(pre), relaxivity="ferumoxytol")
     assert out["parameters"]["relaxivity_per_mM_s"] == 60.0 and out["concentration"].unit == "mM"
-    assert main(["relax", str(post), "--model", "t2star", "-o", str(tmp_path / "m.nii.gz"), "--baseline", str(pre),
-                 "--relaxivity", "ferumoxytol", "--roi", str(rois), "--table", str(tmp_path / "m.csv")]) == 0
+    assert (
+        main(
+            [
+                "relax",
+                str(post),
+                "--model",
+                "t2star",
+                "-o",
+                str(tmp_path / "m.nii.gz"),
+                "--baseline",
+                str(pre),
+                "--relaxivity",
+                "ferumoxytol",
+                "--roi",
+                str(rois),
+                "--table",
+                str(tmp_path / "m.csv"),
+            ]
+        )
+        == 0
+    )
     written = pd.read_csv(tmp_path / "m.csv")
     pd.testing.assert_frame_equal(out["table"].reset_index(drop=True), written, check_dtype=False, rtol=1e-6)
 
@@ -402,9 +483,12 @@ def test_relax_is_a_pipeline_and_batch_step():
     params = step_parameters("relax")
     assert params["model"] == "t2star" and "relaxivity" in params and "series" not in params
     ses = sample_study_root() / "sub-01/ses-day1"
-    inputs = {"T2starw": ses / "anat/sub-01_ses-day1_T2starw.nii.gz", "dseg": ses / "rois/sub-01_ses-day1_dseg.nii.gz",
-              "MEGRE": QMRI / "sub-01/ses-day1/sub-01_ses-day1_MEGRE.nii.gz",
-              "baseline_MEGRE": QMRI / "sub-01/ses-day0/sub-01_ses-day0_MEGRE.nii.gz"}
+    inputs = {
+        "T2starw": ses / "anat/sub-01_ses-day1_T2starw.nii.gz",
+        "dseg": ses / "rois/sub-01_ses-day1_dseg.nii.gz",
+        "MEGRE": QMRI / "sub-01/ses-day1/sub-01_ses-day1_MEGRE.nii.gz",
+        "baseline_MEGRE": QMRI / "sub-01/ses-day0/sub-01_ses-day0_MEGRE.nii.gz",
+    }
     out = analyse_inputs(inputs, "01", "day1", steps=["relax"], parameters={"relax": {"relaxivity": "ferumoxytol"}})
     assert "relax" not in out.errors, out.errors
     table = out.tables["relax"]

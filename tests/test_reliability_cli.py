@@ -40,9 +40,17 @@ from napari_immunotrack.volume import Volume
 
 AFF = np.diag([0.5, 0.5, 0.5, 1.0])
 SHAPE = (20, 20, 20)
-PET_HEADER = {"Modality": "PT", "Units": "BQML", "DecayCorrection": "START", "RadionuclideTotalDose": 1e7,
-              "RadionuclideHalfLife": 6586.2, "PatientWeight": 0.025, "SeriesDate": "20240305",
-              "SeriesTime": "100000", "RadiopharmaceuticalStartTime": "090000"}
+PET_HEADER = {
+    "Modality": "PT",
+    "Units": "BQML",
+    "DecayCorrection": "START",
+    "RadionuclideTotalDose": 1e7,
+    "RadionuclideHalfLife": 6586.2,
+    "PatientWeight": 0.025,
+    "SeriesDate": "20240305",
+    "SeriesTime": "100000",
+    "RadiopharmaceuticalStartTime": "090000",
+}
 
 
 def _pet(folder: Path, name: str, data, **header):
@@ -97,8 +105,13 @@ def inp(tmp_path_factory) -> Path:
     _pet(d, "pet_no_units", act, Units=None)
     _pet(d, "pet_weight_0", act, PatientWeight=0)
     _pet(d, "pet_dose_0", act, RadionuclideTotalDose=0)
-    _pet(d, "pet_injected_after_scan", act, RadiopharmaceuticalStartDateTime="20240305110000",
-         RadiopharmaceuticalStartTime="110000")
+    _pet(
+        d,
+        "pet_injected_after_scan",
+        act,
+        RadiopharmaceuticalStartDateTime="20240305110000",
+        RadiopharmaceuticalStartTime="110000",
+    )
     # 19F: a reference tube and a depot over Rician noise
     f = rng.rayleigh(10, SHAPE)
     f[12:18, 12:18, 12:18] = 200
@@ -108,8 +121,9 @@ def inp(tmp_path_factory) -> Path:
     m = np.zeros(SHAPE)
     m[2, 2, 2], m[2, 2, 17], m[6, 6, 6] = 1000, 5000, 300
     save_volume(Volume(m.astype(np.float32), AFF, "MPI"), d / "mpi.nii.gz")
-    fid = pd.DataFrame({"x_mm": [1.0, 1.0], "y_mm": [1.0, 1.0], "z_mm": [1.0, 8.5], "iron_ng": [100.0, 500.0],
-                        "radius_mm": [1.5, 1.5]})
+    fid = pd.DataFrame(
+        {"x_mm": [1.0, 1.0], "y_mm": [1.0, 1.0], "z_mm": [1.0, 8.5], "iron_ng": [100.0, 500.0], "radius_mm": [1.5, 1.5]}
+    )
     fid.to_csv(d / "fiducials.csv", index=False)
     fid.iloc[:1].to_csv(d / "one_fiducial.csv", index=False)
     fid.rename(columns={"iron_ng": "iron"}).to_csv(d / "fiducials_no_iron.csv", index=False)
@@ -139,8 +153,10 @@ def inp(tmp_path_factory) -> Path:
     (d / "fake_simulated" / "ground_truth.json").write_text("{}")
     cest_offsets = [-300.0, -2.0, -1.0, 0.0, 1.0, 2.0]  # a tiny CEST series, offsets in its sidecar
     zspec = 1 - 0.9 / (1 + (np.array(cest_offsets) / 0.8) ** 2)
-    save_volume(Volume((100 * zspec[:, None, None, None] * np.ones((1, 4, 4, 4))).astype(np.float32), AFF, "MR"),
-                d / "cest.nii.gz")
+    save_volume(
+        Volume((100 * zspec[:, None, None, None] * np.ones((1, 4, 4, 4))).astype(np.float32), AFF, "MR"),
+        d / "cest.nii.gz",
+    )
     (d / "cest.json").write_text(json.dumps({"SaturationOffsetsPPM": cest_offsets}))
     # a 3-echo gradient-echo series (T2* 20 ms) for relax, and a DICOM series for export
     echoes = np.stack([pre * np.exp(-te / 20.0) for te in (3.0, 6.0, 9.0)]).astype(np.float32)
@@ -181,13 +197,17 @@ BAD = {
         (["{i}/pre.nii.gz", "--model", "t2star", "-o", "{o}/m.nii.gz"], "single 3D volume"),
         (["{i}/frames.nii.gz", "--model", "t2star", "-o", "{o}/m.nii.gz"], "--echo-times-ms"),
         (["{i}/frames.nii.gz", "--model", "t2star", "--echo-times-ms", "5,3", "-o", "{o}/m.nii.gz"], "do not increase"),
-        (["{i}/frames.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
-         "one value per volume"),
+        (
+            ["{i}/frames.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
+            "one value per volume",
+        ),
     ],
     "export": [
         (["{i}/roi.nii.gz", "--source", "{i}/pre.nii.gz", "--seg", "{o}/s.dcm"], "is not a DICOM series"),
-        (["{i}/roi.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm", "--table", "{i}/counts_wrong.csv"],
-         "go together"),
+        (
+            ["{i}/roi.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm", "--table", "{i}/counts_wrong.csv"],
+            "go together",
+        ),
         (["{i}/empty_mask.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm"], "no label"),
     ],
     "align": [
@@ -212,12 +232,36 @@ BAD = {
         (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.json"], "must end in .tfm"),
         (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/no_folder/t.tfm"], "does not exist"),
         (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--resampled", "{o}/t.tfm"], "resampled"),
-        (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--fixed-points", "{i}/points.csv"],
-         "--moving-points"),
-        (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--fixed-points", "{i}/two_points.csv",
-          "--moving-points", "{i}/two_points.csv"], "at least 3"),
-        (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--fixed-points", "{i}/points_no_x.csv",
-          "--moving-points", "{i}/points.csv"], "x_mm"),
+        (
+            ["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--fixed-points", "{i}/points.csv"],
+            "--moving-points",
+        ),
+        (
+            [
+                "{i}/pre.nii.gz",
+                "{i}/post.nii.gz",
+                "-o",
+                "{o}/t.tfm",
+                "--fixed-points",
+                "{i}/two_points.csv",
+                "--moving-points",
+                "{i}/two_points.csv",
+            ],
+            "at least 3",
+        ),
+        (
+            [
+                "{i}/pre.nii.gz",
+                "{i}/post.nii.gz",
+                "-o",
+                "{o}/t.tfm",
+                "--fixed-points",
+                "{i}/points_no_x.csv",
+                "--moving-points",
+                "{i}/points.csv",
+            ],
+            "x_mm",
+        ),
         (["{i}/frames.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm"], "4 dimensions"),
         (["{i}/all_nan.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm"], "no finite value"),
         (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--bins", "4"], "bins"),
@@ -232,8 +276,18 @@ BAD = {
         (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--reference-mask", "{i}/empty_mask.nii.gz"], "empty"),
         (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--baseline", "{i}/other_grid.nii.gz"], "grid"),
         (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--baseline-transform", "identity"], "without --baseline"),
-        (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--baseline", "{i}/pre.nii.gz", "--baseline-transform",
-          "{i}/fiducials.csv"], "cannot be read as a transform"),
+        (
+            [
+                "{i}/post.nii.gz",
+                "-o",
+                "{o}/c.nii.gz",
+                "--baseline",
+                "{i}/pre.nii.gz",
+                "--baseline-transform",
+                "{i}/fiducials.csv",
+            ],
+            "cannot be read as a transform",
+        ),
         (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--threshold", "nan"], "not a finite number"),
         (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--threshold", "abc"], "not a number"),
         (["{i}/post.nii.gz", "-o", "{o}/c.nii.gz", "--min-size", "0"], "at least 1"),
@@ -241,17 +295,43 @@ BAD = {
     ],
     "confirm": [
         (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/missing.nii.gz", "-o", "{o}/c.nii.gz"], "does not exist"),
-        (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz", "--table", "{o}/c.txt"],
-         "must be a .csv"),
+        (
+            ["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz", "--table", "{o}/c.txt"],
+            "must be a .csv",
+        ),
         (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/other_grid.nii.gz", "-o", "{o}/c.nii.gz"], "grid"),
         (["--t1", "{i}/all_nan.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz"], "no finite values"),
         (["--t1", "{i}/frames.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz"], "4 dimensions"),
-        (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz", "--t1-map-pre",
-          "{i}/t1pre.nii.gz"], "in pairs"),
-        (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz", "--search-mask",
-          "{i}/empty_mask.nii.gz"], "empty"),
-        (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz", "--t1-threshold", "2"],
-         "between 0 and 1"),
+        (
+            [
+                "--t1",
+                "{i}/t1post.nii.gz",
+                "--t2",
+                "{i}/t2post.nii.gz",
+                "-o",
+                "{o}/c.nii.gz",
+                "--t1-map-pre",
+                "{i}/t1pre.nii.gz",
+            ],
+            "in pairs",
+        ),
+        (
+            [
+                "--t1",
+                "{i}/t1post.nii.gz",
+                "--t2",
+                "{i}/t2post.nii.gz",
+                "-o",
+                "{o}/c.nii.gz",
+                "--search-mask",
+                "{i}/empty_mask.nii.gz",
+            ],
+            "empty",
+        ),
+        (
+            ["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "-o", "{o}/c.nii.gz", "--t1-threshold", "2"],
+            "between 0 and 1",
+        ),
     ],
     "quantify": [
         (["{i}/pet.nii.gz", "--roi", "{i}/missing.nii.gz", "-o", "{o}/p.csv"], "does not exist"),
@@ -266,38 +346,212 @@ BAD = {
         (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--dose-mbq", "-5"], "--dose-mbq"),
         (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--injection-time", "noon"], "noon"),
         (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--labels", "7"], "not in the roi"),
-        (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--transform", "{i}/singular.txt"],
-         "transform"),
+        (
+            ["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv", "--transform", "{i}/singular.txt"],
+            "transform",
+        ),
     ],
     "fluorine": [
-        (["{i}/missing.nii.gz", "--reference-mask", "{i}/ref.nii.gz", "--reference-concentration", "50", "--roi",
-          "{i}/roi.nii.gz", "--fluorine-per-cell", "1e12", "-o", "{o}/f.csv"], "does not exist"),
-        (["{i}/f19.nii.gz", "--reference-mask", "{i}/ref.nii.gz", "--reference-concentration", "0", "--roi",
-          "{i}/roi.nii.gz", "--fluorine-per-cell", "1e12", "-o", "{o}/f.csv"], "greater than 0"),
-        (["{i}/f19.nii.gz", "--reference-mask", "{i}/empty_mask.nii.gz", "--reference-concentration", "50", "--roi",
-          "{i}/roi.nii.gz", "--fluorine-per-cell", "1e12", "-o", "{o}/f.csv"], "empty"),
-        (["{i}/some_nan.nii.gz", "--reference-mask", "{i}/ref.nii.gz", "--reference-concentration", "50", "--roi",
-          "{i}/roi.nii.gz", "--fluorine-per-cell", "1e12", "-o", "{o}/f.csv"], "nan"),
-        (["{i}/f19.nii.gz", "--reference-mask", "{i}/ref.nii.gz", "--reference-concentration", "50", "--roi",
-          "{i}/float_labels.nii.gz", "--fluorine-per-cell", "1e12", "-o", "{o}/f.csv"], "non-integer"),
-        (["{i}/f19.nii.gz", "--reference-mask", "{i}/ref.nii.gz", "--reference-concentration", "50", "--roi",
-          "{i}/roi.nii.gz", "--fluorine-per-cell", "1e12", "-o", "{o}/f.csv", "--connectivity", "7"], "6, 18 or 26"),
+        (
+            [
+                "{i}/missing.nii.gz",
+                "--reference-mask",
+                "{i}/ref.nii.gz",
+                "--reference-concentration",
+                "50",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--fluorine-per-cell",
+                "1e12",
+                "-o",
+                "{o}/f.csv",
+            ],
+            "does not exist",
+        ),
+        (
+            [
+                "{i}/f19.nii.gz",
+                "--reference-mask",
+                "{i}/ref.nii.gz",
+                "--reference-concentration",
+                "0",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--fluorine-per-cell",
+                "1e12",
+                "-o",
+                "{o}/f.csv",
+            ],
+            "greater than 0",
+        ),
+        (
+            [
+                "{i}/f19.nii.gz",
+                "--reference-mask",
+                "{i}/empty_mask.nii.gz",
+                "--reference-concentration",
+                "50",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--fluorine-per-cell",
+                "1e12",
+                "-o",
+                "{o}/f.csv",
+            ],
+            "empty",
+        ),
+        (
+            [
+                "{i}/some_nan.nii.gz",
+                "--reference-mask",
+                "{i}/ref.nii.gz",
+                "--reference-concentration",
+                "50",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--fluorine-per-cell",
+                "1e12",
+                "-o",
+                "{o}/f.csv",
+            ],
+            "nan",
+        ),
+        (
+            [
+                "{i}/f19.nii.gz",
+                "--reference-mask",
+                "{i}/ref.nii.gz",
+                "--reference-concentration",
+                "50",
+                "--roi",
+                "{i}/float_labels.nii.gz",
+                "--fluorine-per-cell",
+                "1e12",
+                "-o",
+                "{o}/f.csv",
+            ],
+            "non-integer",
+        ),
+        (
+            [
+                "{i}/f19.nii.gz",
+                "--reference-mask",
+                "{i}/ref.nii.gz",
+                "--reference-concentration",
+                "50",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--fluorine-per-cell",
+                "1e12",
+                "-o",
+                "{o}/f.csv",
+                "--connectivity",
+                "7",
+            ],
+            "6, 18 or 26",
+        ),
     ],
     "mpi": [
-        (["{i}/mpi.nii.gz", "--fiducials", "{i}/missing.csv", "--roi", "{i}/roi.nii.gz", "--iron-per-cell", "5",
-          "-o", "{o}/m.csv"], "does not exist"),
-        (["{i}/mpi.nii.gz", "--fiducials", "{i}/fiducials_no_iron.csv", "--roi", "{i}/roi.nii.gz",
-          "--iron-per-cell", "5", "-o", "{o}/m.csv"], "iron_ng"),
-        (["{i}/mpi.nii.gz", "--fiducials", "{i}/one_fiducial.csv", "--roi", "{i}/roi.nii.gz", "--iron-per-cell",
-          "5", "-o", "{o}/m.csv"], "at least 2"),
-        (["{i}/mpi.nii.gz", "--fiducials", "{i}/roi.nii.gz", "--roi", "{i}/roi.nii.gz", "--iron-per-cell", "5",
-          "-o", "{o}/m.csv"], "not a readable csv"),
-        (["{i}/some_nan.nii.gz", "--fiducials", "{i}/fiducials.csv", "--roi", "{i}/roi.nii.gz", "--iron-per-cell",
-          "5", "-o", "{o}/m.csv"], "nan"),
-        (["{i}/mpi.nii.gz", "--fiducials", "{i}/fiducials.csv", "--roi", "{i}/roi.nii.gz", "--iron-per-cell",
-          "abc", "-o", "{o}/m.csv"], "must be a number"),
-        (["{i}/mpi.nii.gz", "--fiducials", "{i}/fiducials.csv", "--roi", "{i}/roi.nii.gz", "--iron-per-cell", "5",
-          "--background", "abc", "-o", "{o}/m.csv"], "--background"),
+        (
+            [
+                "{i}/mpi.nii.gz",
+                "--fiducials",
+                "{i}/missing.csv",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "5",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "does not exist",
+        ),
+        (
+            [
+                "{i}/mpi.nii.gz",
+                "--fiducials",
+                "{i}/fiducials_no_iron.csv",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "5",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "iron_ng",
+        ),
+        (
+            [
+                "{i}/mpi.nii.gz",
+                "--fiducials",
+                "{i}/one_fiducial.csv",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "5",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "at least 2",
+        ),
+        (
+            [
+                "{i}/mpi.nii.gz",
+                "--fiducials",
+                "{i}/roi.nii.gz",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "5",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "not a readable csv",
+        ),
+        (
+            [
+                "{i}/some_nan.nii.gz",
+                "--fiducials",
+                "{i}/fiducials.csv",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "5",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "nan",
+        ),
+        (
+            [
+                "{i}/mpi.nii.gz",
+                "--fiducials",
+                "{i}/fiducials.csv",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "abc",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "must be a number",
+        ),
+        (
+            [
+                "{i}/mpi.nii.gz",
+                "--fiducials",
+                "{i}/fiducials.csv",
+                "--roi",
+                "{i}/roi.nii.gz",
+                "--iron-per-cell",
+                "5",
+                "--background",
+                "abc",
+                "-o",
+                "{o}/m.csv",
+            ],
+            "--background",
+        ),
     ],
     "demo": [
         (["{i}/not_simulated", "-o", "{o}/demo"], "ground_truth.json"),
@@ -331,10 +585,18 @@ BAD = {
 #: cases that show a known bug (reported to the lead); strict, so a fix turns them red until removed
 KNOWN_BUGS: dict = {}
 
-CASES = [pytest.param(verb, k, args, expect, id=f"{verb}-{k}",
-                      marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[(verb, k)])]
-                      if (verb, k) in KNOWN_BUGS else [])
-         for verb, cases in BAD.items() for k, (args, expect) in enumerate(cases)]
+CASES = [
+    pytest.param(
+        verb,
+        k,
+        args,
+        expect,
+        id=f"{verb}-{k}",
+        marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[(verb, k)])] if (verb, k) in KNOWN_BUGS else [],
+    )
+    for verb, cases in BAD.items()
+    for k, (args, expect) in enumerate(cases)
+]
 
 
 def test_every_verb_has_bad_input_cases():
@@ -372,27 +634,102 @@ def test_unknown_verb_and_option_are_one_line(capsys):
 #: verb -> (arguments of a run that would succeed, the outputs it would write)
 GOOD = {
     "movie": (["{i}/cohort", "-o", "{o}/m.gif", "--track", "T2starw", "--size", "320x240"], ["m.gif"]),
-    "relax": (["{i}/megre.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
-              ["m.nii.gz", "m_R2star.nii.gz", "m_unreliable.nii.gz"]),
+    "relax": (
+        ["{i}/megre.nii.gz", "--model", "t2star", "--echo-times-ms", "3,6,9", "-o", "{o}/m.nii.gz"],
+        ["m.nii.gz", "m_R2star.nii.gz", "m_unreliable.nii.gz"],
+    ),
     "export": (["{i}/roi.nii.gz", "--source", "{i}/dicom_mr", "--seg", "{o}/s.dcm"], ["s.dcm"]),
-    "register": (["{i}/pre.nii.gz", "{i}/post.nii.gz", "-o", "{o}/t.tfm", "--fixed-points", "{i}/points.csv",
-                  "--moving-points", "{i}/points_moved.csv"], ["t.tfm"]),
-    "segment": (["{i}/post.nii.gz", "--baseline", "{i}/pre.nii.gz", "--reference-mask", "{i}/ref.nii.gz",
-                 "--background-mask", "{i}/air.nii.gz", "-o", "{o}/c.nii.gz", "--table", "{o}/c.csv"],
-                ["c.nii.gz", "c.csv"]),
-    "confirm": (["--t1", "{i}/t1post.nii.gz", "--t2", "{i}/t2post.nii.gz", "--t1-pre", "{i}/t1pre.nii.gz",
-                 "--t2-pre", "{i}/t2pre.nii.gz", "-o", "{o}/c.nii.gz", "--table", "{o}/c.csv", "--maps-prefix",
-                 "{o}/maps"], ["c.nii.gz", "c.csv", "maps_t1_change.nii.gz", "maps_t2_change.nii.gz"]),
+    "register": (
+        [
+            "{i}/pre.nii.gz",
+            "{i}/post.nii.gz",
+            "-o",
+            "{o}/t.tfm",
+            "--fixed-points",
+            "{i}/points.csv",
+            "--moving-points",
+            "{i}/points_moved.csv",
+        ],
+        ["t.tfm"],
+    ),
+    "segment": (
+        [
+            "{i}/post.nii.gz",
+            "--baseline",
+            "{i}/pre.nii.gz",
+            "--reference-mask",
+            "{i}/ref.nii.gz",
+            "--background-mask",
+            "{i}/air.nii.gz",
+            "-o",
+            "{o}/c.nii.gz",
+            "--table",
+            "{o}/c.csv",
+        ],
+        ["c.nii.gz", "c.csv"],
+    ),
+    "confirm": (
+        [
+            "--t1",
+            "{i}/t1post.nii.gz",
+            "--t2",
+            "{i}/t2post.nii.gz",
+            "--t1-pre",
+            "{i}/t1pre.nii.gz",
+            "--t2-pre",
+            "{i}/t2pre.nii.gz",
+            "-o",
+            "{o}/c.nii.gz",
+            "--table",
+            "{o}/c.csv",
+            "--maps-prefix",
+            "{o}/maps",
+        ],
+        ["c.nii.gz", "c.csv", "maps_t1_change.nii.gz", "maps_t2_change.nii.gz"],
+    ),
     "quantify": (["{i}/pet.nii.gz", "--roi", "{i}/roi.nii.gz", "-o", "{o}/p.csv"], ["p.csv"]),
-    "fluorine": (["{i}/f19.nii.gz", "--reference-mask", "{i}/ref.nii.gz", "--reference-concentration", "50",
-                  "--roi", "{i}/roi.nii.gz", "--fluorine-per-cell", "1e12", "--noise-mask", "{i}/air.nii.gz",
-                  "-o", "{o}/f.csv"], ["f.csv"]),
-    "mpi": (["{i}/mpi.nii.gz", "--fiducials", "{i}/fiducials.csv", "--roi", "{i}/roi.nii.gz", "--iron-per-cell",
-             "5", "--background", "0", "-o", "{o}/m.csv"], ["m.csv"]),
+    "fluorine": (
+        [
+            "{i}/f19.nii.gz",
+            "--reference-mask",
+            "{i}/ref.nii.gz",
+            "--reference-concentration",
+            "50",
+            "--roi",
+            "{i}/roi.nii.gz",
+            "--fluorine-per-cell",
+            "1e12",
+            "--noise-mask",
+            "{i}/air.nii.gz",
+            "-o",
+            "{o}/f.csv",
+        ],
+        ["f.csv"],
+    ),
+    "mpi": (
+        [
+            "{i}/mpi.nii.gz",
+            "--fiducials",
+            "{i}/fiducials.csv",
+            "--roi",
+            "{i}/roi.nii.gz",
+            "--iron-per-cell",
+            "5",
+            "--background",
+            "0",
+            "-o",
+            "{o}/m.csv",
+        ],
+        ["m.csv"],
+    ),
 }
 #: verbs whose output is a folder: refused when it exists and is not empty
-FOLDER_OUTPUT = {"cest": ["{i}/cest.nii.gz", "-o", "{o}"], "demo": ["{i}/not_simulated", "-o", "{o}"], "batch": ["{i}/pipeline.yaml", "{i}/cohort", "-o", "{o}"],
-                 "report": ["{i}/cohort", "-o", "{o}"]}
+FOLDER_OUTPUT = {
+    "cest": ["{i}/cest.nii.gz", "-o", "{o}"],
+    "demo": ["{i}/not_simulated", "-o", "{o}"],
+    "batch": ["{i}/pipeline.yaml", "{i}/cohort", "-o", "{o}"],
+    "report": ["{i}/cohort", "-o", "{o}"],
+}
 
 
 def test_every_verb_with_outputs_is_checked_for_overwrites():
@@ -513,7 +850,7 @@ def test_internal_error_exits_1_with_one_line_and_debug_shows_it(inp, tmp_path, 
 
 
 def test_debug_prints_the_traceback_in_a_real_process(inp, tmp_path):
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import sys
         import napari_immunotrack.io as io
         def boom(*a, **k):
@@ -522,11 +859,16 @@ def test_debug_prints_the_traceback_in_a_real_process(inp, tmp_path):
         from napari_immunotrack.cli import main
         sys.exit(main(sys.argv[1:]))
     """)
-    plain = subprocess.run([sys.executable, "-c", code, "info", str(inp / "pre.nii.gz")], capture_output=True,
-                           text=True, timeout=120)
+    plain = subprocess.run(
+        [sys.executable, "-c", code, "info", str(inp / "pre.nii.gz")], capture_output=True, text=True, timeout=120
+    )
     assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1 and "--debug" in plain.stderr
-    debug = subprocess.run([sys.executable, "-c", code, "--debug", "info", str(inp / "pre.nii.gz")],
-                           capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(
+        [sys.executable, "-c", code, "--debug", "info", str(inp / "pre.nii.gz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert "ZeroDivisionError: a bug deep inside" in debug.stderr
 
@@ -542,8 +884,13 @@ def test_out_of_memory_and_broken_pipe_are_one_line(inp, capsys, monkeypatch):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "out of memory" in lines[0]
     # `immunotrack info x | head -0`: the reader of the pipe left before the output; no "internal error"
-    proc = subprocess.run(f"'{sys.executable}' -m napari_immunotrack.cli info '{inp / 'pre.nii.gz'}' | head -0",
-                          shell=True, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"'{sys.executable}' -m napari_immunotrack.cli info '{inp / 'pre.nii.gz'}' | head -0",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stderr == "", proc.stderr
 
 
@@ -627,10 +974,13 @@ def _check_reopened(root: Path, path: Path, child: Path, mode: str) -> int:
     return g
 
 
-@pytest.mark.parametrize("mode", [
-    "json",
-    "labels",
-])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "json",
+        "labels",
+    ],
+)
 def test_killing_a_state_save_leaves_the_previous_or_the_new_state(tmp_path, mode):
     root = tmp_path / "study"
     root.mkdir()
@@ -644,8 +994,12 @@ def test_killing_a_state_save_leaves_the_previous_or_the_new_state(tmp_path, mod
     saves = []
     first = 1
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, str(child), str(root), str(path), mode, str(first)],
-                                stdout=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, str(child), str(root), str(path), mode, str(first)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(float(rng.uniform(0.05, 0.6)))  # a random point in one of the saves
         proc.send_signal(signal.SIGKILL)
@@ -659,9 +1013,10 @@ def test_killing_a_state_save_leaves_the_previous_or_the_new_state(tmp_path, mod
     assert sum(saves) >= 6, saves  # the kills did land during a run of saves
 
 
-@pytest.mark.parametrize("code, expect", [(13, "cannot write in"), (30, "cannot write in"), (28, "no space left while writing in")])
-def test_an_unwritable_or_full_output_folder_is_bad_input_not_a_bug(inp, tmp_path, capsys, monkeypatch, code,
-                                                                     expect):
+@pytest.mark.parametrize(
+    "code, expect", [(13, "cannot write in"), (30, "cannot write in"), (28, "no space left while writing in")]
+)
+def test_an_unwritable_or_full_output_folder_is_bad_input_not_a_bug(inp, tmp_path, capsys, monkeypatch, code, expect):
     import napari_immunotrack.outputs as outputs
 
     def refuse(*args, **kwargs):

@@ -51,10 +51,17 @@ def test_report_flags_the_macrophage_site_and_no_true_site(report, study, capsys
 def test_report_html_tables_figures_and_provenance(report):
     rc, out = report
     page = (out / "index.html").read_text()
-    for needle in ("Labelled-cell tracking report", "Sites flagged as macrophage-held", "liver",
-                   "Parameters and provenance", "k_signal_per_day", "literature defaults",
-                   "ASSUMES the doubling time",
-                   "figures/fused_pet_axial.png", "tables/site_flags.csv.provenance.json"):
+    for needle in (
+        "Labelled-cell tracking report",
+        "Sites flagged as macrophage-held",
+        "liver",
+        "Parameters and provenance",
+        "k_signal_per_day",
+        "literature defaults",
+        "ASSUMES the doubling time",
+        "figures/fused_pet_axial.png",
+        "tables/site_flags.csv.provenance.json",
+    ):
         assert needle in page, needle
     for name in ("fused_pet_axial", "montage_19f_days", "pet_mip_coronal", "bars_pet_suv", "timecourse_19f"):
         for ext in ("png", "svg"):
@@ -92,7 +99,7 @@ def test_too_few_timepoints_and_a_missing_readout_are_reported_as_partial(report
     short = tmp_path / "short"
     shutil.copytree(study, short)
     shutil.rmtree(short / "sub-01" / "ses-day7")
-    shutil.rmtree(short / "sub-01" / "ses-day3" / "pet")      # PET missing on day 3
+    shutil.rmtree(short / "sub-01" / "ses-day3" / "pet")  # PET missing on day 3
     out = tmp_path / "rep"
     # day 1 is unchanged: its analysis, copied from the first report, is reused (its inputs hash the same)
     shutil.copytree(report[1] / "sessions" / "ses-day1", out / "sessions" / "ses-day1")
@@ -105,7 +112,7 @@ def test_too_few_timepoints_and_a_missing_readout_are_reported_as_partial(report
     pet3 = tc[(tc["readout"] == "PET") & (tc["day"] == 3.0)]
     assert len(pet3) and (pet3["status"] == "missing").all()
     f19 = tc[(tc["readout"] == "19F") & (tc["site"] == "liver")]
-    assert np.isfinite(f19["apparent_cells"]).all() and len(f19) == 2     # raw values kept
+    assert np.isfinite(f19["apparent_cells"]).all() and len(f19) == 2  # raw values kept
     fits = pd.read_csv(out / "tables" / "longitudinal_fits.csv")
     sel = fits[fits["site"].isin(["liver", "tumour"])]
     assert (sel[sel["status"] != "no valid data"]["status"] == "too few timepoints").all() and len(sel) >= 5
@@ -118,8 +125,10 @@ def test_bad_input(study, tmp_path, capsys):
     shutil.copytree(study / "sub-01" / "ses-day0", baseline_only / "sub-01" / "ses-day0")
     cases = [
         (["report", str(baseline_only), "-o", str(tmp_path / "o1")], "no post-injection session"),
-        (["report", str(study), "-o", str(tmp_path / "o2"), "--kinetics", str(study / "dataset_description.json")],
-         None),
+        (
+            ["report", str(study), "-o", str(tmp_path / "o2"), "--kinetics", str(study / "dataset_description.json")],
+            None,
+        ),
     ]
     bad_json = tmp_path / "k.json"
     bad_json.write_text("{not json")

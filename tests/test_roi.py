@@ -117,8 +117,16 @@ def test_weighted_median_and_sd():
     # partial weights: an image of two values, ROI weights 1 and 0.25
     img = np.zeros((1, 1, 4), np.float32)
     img[0, 0] = [10.0, 10.0, 20.0, 40.0]
-    rmap = R.RoiMap((1, 1, 4), np.eye(4), np.array([1]), [np.arange(4)], [np.array([1, 1, 1, 0.25], np.float32)],
-                    np.array([1.0]), np.array([0.0]), "test")
+    rmap = R.RoiMap(
+        (1, 1, 4),
+        np.eye(4),
+        np.array([1]),
+        [np.arange(4)],
+        [np.array([1, 1, 1, 0.25], np.float32)],
+        np.array([1.0]),
+        np.array([0.0]),
+        "test",
+    )
     df = R.roi_statistics(Volume(img, np.eye(4)), rmap, peak=False)
     wts = np.array([1, 1, 1, 0.25])
     mean = np.average(img[0, 0], weights=wts)
@@ -128,9 +136,15 @@ def test_weighted_median_and_sd():
     assert df.loc[0, "voxels"] == 3 and df.loc[0, "voxels_weighted"] == pytest.approx(3.25)
 
 
-@pytest.mark.parametrize("affine", [np.diag([2.0, 2.0, 2.0, 1.0]), np.diag([0.6, 0.6, 0.6, 1.0]),
-                                    np.diag([4.0, 2.5, 1.3, 1.0]),
-                                    np.vstack([np.column_stack([rot() * 1.7, [0, 0, 0]]), [0, 0, 0, 1]])])
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([2.0, 2.0, 2.0, 1.0]),
+        np.diag([0.6, 0.6, 0.6, 1.0]),
+        np.diag([4.0, 2.5, 1.3, 1.0]),
+        np.vstack([np.column_stack([rot() * 1.7, [0, 0, 0]]), [0, 0, 0, 1]]),
+    ],
+)
 def test_sphere_kernel_holds_one_millilitre(affine):
     k = R.sphere_kernel(affine, R.PEAK_RADIUS_MM, normalize=False)
     volume_mm3 = k.sum() * abs(np.linalg.det(affine[:3, :3]))

@@ -12,7 +12,7 @@ from napari_immunotrack.simulate import cluster_scene, dual_mode_scene, quantita
 from napari_immunotrack.simulate import iron as iron_mod
 from napari_immunotrack.simulate.fluorine import FluorineDepot, atoms_per_mM_voxel, f19_image
 from napari_immunotrack.simulate.mpi import mpi_image
-from napari_immunotrack.simulate.mri import Sequence, relaxivity, rician, spin_echo, gradient_echo
+from napari_immunotrack.simulate.mri import Sequence, gradient_echo, relaxivity, rician, spin_echo
 from napari_immunotrack.simulate.nuclear import HALF_LIFE_S, decay_factor
 from napari_immunotrack.simulate.phantom import Cylinder, Sphere, grid_affine, rasterize
 from napari_immunotrack.simulate.timecourse import car_t_population, simulate_population
@@ -65,7 +65,7 @@ def test_bloom_grows_with_iron_and_te_and_exceeds_the_cluster():
     assert all(b > a for a, b in zip(by_te, by_te[1:])), by_te
     # the void is far larger than the cells themselves
     n, c = _void_voxels(4000.0, 5.0)
-    cluster_vol_voxels = 4 / 3 * np.pi * c.radius_mm ** 3 / 0.1 ** 3
+    cluster_vol_voxels = 4 / 3 * np.pi * c.radius_mm**3 / 0.1**3
     assert n > 20 * cluster_vol_voxels
     # spin echo refocuses most of it: smaller void than the gradient echo at the same TE
     assert _void_voxels(4000.0, 16.0, "SE")[0] < _void_voxels(4000.0, 16.0, "GRE")[0]
@@ -85,8 +85,9 @@ def test_bloom_matches_brute_force_average():
     offs = (np.arange(s) + 0.5) / s - 0.5
     o = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3) @ aff[:3, :3].T
     mu = float(iron_mod.magnetic_moment(5000.0, 9.4))
-    bz, _ = iron_mod.dipole_field((centres[pick][:, None] + o[None]) * 1e-3, c.center_mm * 1e-3, mu,
-                                  np.array([0.0, 0.0, 1.0]))
+    bz, _ = iron_mod.dipole_field(
+        (centres[pick][:, None] + o[None]) * 1e-3, c.center_mm * 1e-3, mu, np.array([0.0, 0.0, 1.0])
+    )
     brute = np.abs(np.exp(1j * iron_mod.GAMMA_1H * 5e-3 * bz).mean(1))
     assert np.abs(brute - fac[pick]).max() < 0.03
 
@@ -257,7 +258,7 @@ def test_registration_pair_geometry():
 def test_timecourse_label_conservation_and_dilution():
     pop = car_t_population(cells=1e6)
     out = simulate_population(pop, [0.0, 1.0, 3.0, 7.0])
-    for t, state in out.items():
+    for _t, state in out.items():
         for lab, total in state["label_balance"].items():
             assert total == pytest.approx(state["injected_label"][lab], rel=1e-9)
     node = [out[t]["sites"]["ln_inguinal_right"] for t in (1.0, 3.0, 7.0)]
@@ -285,10 +286,15 @@ def test_study_layout_truth_and_determinism(tiny_study):
     from napari_immunotrack.simulate.study import list_sample_files
 
     a, b = tiny_study
-    for rel in ("sub-01/ses-day0/anat/sub-01_ses-day0_T2starw.nii.gz", "sub-01/ses-day0/anat/sub-01_ses-day0_T1w.json",
-                "sub-01/ses-day1/f19/sub-01_ses-day1_19F.nii.gz", "sub-01/ses-day1/mpi/sub-01_ses-day1_fiducials.csv",
-                "sub-01/ses-day1/optical/sub-01_ses-day1_fluo.ome.tif", "sub-01/ses-day1/rois/sub-01_ses-day1_dseg.tsv",
-                "ground_truth.json"):
+    for rel in (
+        "sub-01/ses-day0/anat/sub-01_ses-day0_T2starw.nii.gz",
+        "sub-01/ses-day0/anat/sub-01_ses-day0_T1w.json",
+        "sub-01/ses-day1/f19/sub-01_ses-day1_19F.nii.gz",
+        "sub-01/ses-day1/mpi/sub-01_ses-day1_fiducials.csv",
+        "sub-01/ses-day1/optical/sub-01_ses-day1_fluo.ome.tif",
+        "sub-01/ses-day1/rois/sub-01_ses-day1_dseg.tsv",
+        "ground_truth.json",
+    ):
         assert (a / rel).exists(), rel
     assert not (a / "sub-01/ses-day0/pet").exists()  # baseline: MRI only
     gta = json.loads((a / "ground_truth.json").read_text())

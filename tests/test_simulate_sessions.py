@@ -71,10 +71,12 @@ def test_poses_recorded_and_sessions_aligned_back(repositioned_study):
     ref = poses["ses-day0"]
     for ses in ("day1", "day3"):
         assert results[ses].status == "aligned", results[ses].message
-        est = read_transform(repositioned_study / "sub-01" / f"ses-{ses}" / "xfm" /
-                             session_transform_name("01", ses, "day0"))
+        est = read_transform(
+            repositioned_study / "sub-01" / f"ses-{ses}" / "xfm" / session_transform_name("01", ses, "day0")
+        )
         true = poses[f"ses-{ses}"] @ np.linalg.inv(ref)
         fixed_pts = body_points @ ref[:3, :3].T + ref[:3, 3]
-        err = np.linalg.norm((fixed_pts @ est[:3, :3].T + est[:3, 3]) - (fixed_pts @ true[:3, :3].T + true[:3, 3]),
-                             axis=1)
+        err = np.linalg.norm(
+            (fixed_pts @ est[:3, :3].T + est[:3, 3]) - (fixed_pts @ true[:3, :3].T + true[:3, 3]), axis=1
+        )
         assert err.mean() < 0.5 * 0.6, err  # half a voxel of the tiny grid (0.6 mm), with 0.1 mm soft-tissue shift

@@ -11,9 +11,20 @@ import pytest
 from napari_immunotrack.data import sample_study_root
 from napari_immunotrack.errors import InputError, OutputExistsError
 from napari_immunotrack.io.nifti import write_nifti
-from napari_immunotrack.study import (STATE_NAME, check_state, discover, load_state, new_state, open_study,
-                                      role_from_words, save_state, save_state_with_labels, saved_layers_dir,
-                                      sessions, track_label)
+from napari_immunotrack.study import (
+    STATE_NAME,
+    check_state,
+    discover,
+    load_state,
+    new_state,
+    open_study,
+    role_from_words,
+    save_state,
+    save_state_with_labels,
+    saved_layers_dir,
+    sessions,
+    track_label,
+)
 from napari_immunotrack.volume import Volume
 
 
@@ -40,9 +51,18 @@ def test_sample_study_roles_timepoints_and_tracks():
     assert study.sessions("01") == ["day0", "day1", "day3", "day7"]
     assert [study.day("01", s) for s in study.sessions("01")] == [0.0, 1.0, 3.0, 7.0]
     day1 = {f.track: f for f in study.session_files("01", "day1")}
-    expected = {"T1w": ("MR", "T1w"), "T2w": ("MR", "T2w"), "T2starw": ("MR", "T2starw"), "PET": ("PT", "PET"),
-                "SPECT": ("NM", "SPECT"), "19F": ("F19", "19F"), "MPI": ("MPI", "MPI"),
-                "fluorescence": ("OPT", "fluorescence"), "ROI": ("SEG", "ROI"), "ROI:reftube": ("SEG", "ROI")}
+    expected = {
+        "T1w": ("MR", "T1w"),
+        "T2w": ("MR", "T2w"),
+        "T2starw": ("MR", "T2starw"),
+        "PET": ("PT", "PET"),
+        "SPECT": ("NM", "SPECT"),
+        "19F": ("F19", "19F"),
+        "MPI": ("MPI", "MPI"),
+        "fluorescence": ("OPT", "fluorescence"),
+        "ROI": ("SEG", "ROI"),
+        "ROI:reftube": ("SEG", "ROI"),
+    }
     assert {t: (f.modality, f.role) for t, f in day1.items()} == expected
     assert all(f.phase == "pre" for f in study.session_files("01", "day0"))
     assert all(f.phase == "post" for f in study.session_files("01", "day3"))
@@ -167,23 +187,46 @@ def test_scanner_dicom_export_grouped_by_patient_and_date(tmp_path):
         (export / folder).mkdir(parents=True)
         study = {"StudyDate": date}
         patient = {"PatientID": "MOUSE7", "PatientName": "mouse^7"}
-        write_dicom_series(vol, export / folder / "s1", series_description="T2star MGE", modality="MR",
-                           patient=patient, study=study, series_number=1)
-        write_dicom_series(vol.replace(modality="PT", unit="Bq/mL"), export / folder / "s2",
-                           series_description="PET WB", modality="PT", patient=patient, study=study,
-                           series_number=2)
+        write_dicom_series(
+            vol,
+            export / folder / "s1",
+            series_description="T2star MGE",
+            modality="MR",
+            patient=patient,
+            study=study,
+            series_number=1,
+        )
+        write_dicom_series(
+            vol.replace(modality="PT", unit="Bq/mL"),
+            export / folder / "s2",
+            series_description="PET WB",
+            modality="PT",
+            patient=patient,
+            study=study,
+            series_number=2,
+        )
     # a third series mixed into the first series' folder of the second date (a flat export)
-    write_dicom_series(vol.replace(data=vol.data * 2), tmp_path / "t1", series_description="T1 FLASH",
-                       modality="MR", patient={"PatientID": "MOUSE7"}, study={"StudyDate": "20260113"},
-                       series_number=3)
+    write_dicom_series(
+        vol.replace(data=vol.data * 2),
+        tmp_path / "t1",
+        series_description="T1 FLASH",
+        modality="MR",
+        patient={"PatientID": "MOUSE7"},
+        study={"StudyDate": "20260113"},
+        series_number=3,
+    )
     for f in sorted((tmp_path / "t1").iterdir()):
         f.rename(export / "scan_b" / "s1" / f"t1_{f.name}")
     files = discover(export)
     assert {f.subject for f in files} == {"MOUSE7"}
     assert sessions(files) == ["20260110", "20260113"]
     assert sorted((f.session, f.day, f.role, f.modality) for f in files) == [
-        ("20260110", 0.0, "PET", "PT"), ("20260110", 0.0, "T2starw", "MR"),
-        ("20260113", 3.0, "PET", "PT"), ("20260113", 3.0, "T1w", "MR"), ("20260113", 3.0, "T2starw", "MR")]
+        ("20260110", 0.0, "PET", "PT"),
+        ("20260110", 0.0, "T2starw", "MR"),
+        ("20260113", 3.0, "PET", "PT"),
+        ("20260113", 3.0, "T1w", "MR"),
+        ("20260113", 3.0, "T2starw", "MR"),
+    ]
     # in the mixed folder each file picks its own series
     t1 = next(f for f in files if f.role == "T1w")
     t2s = next(f for f in files if f.role == "T2starw" and f.session == "20260113")
@@ -195,9 +238,19 @@ def test_scanner_dicom_export_grouped_by_patient_and_date(tmp_path):
 # --------------------------------------------------------------------------- the study state
 def _state(root, path):
     state = new_state(root, path, "01", "day1")
-    state["layers"] = [{"name": "T2starw (day 1)", "kind": "image", "track": "T2starw", "role": "track",
-                        "session": "day1", "source": "sub-01/ses-day1/anat/sub-01_ses-day1_T2starw.nii.gz",
-                        "colormap": "gray", "contrast_limits": [1.0, 2.0], "visible": True}]
+    state["layers"] = [
+        {
+            "name": "T2starw (day 1)",
+            "kind": "image",
+            "track": "T2starw",
+            "role": "track",
+            "session": "day1",
+            "source": "sub-01/ses-day1/anat/sub-01_ses-day1_T2starw.nii.gz",
+            "colormap": "gray",
+            "contrast_limits": [1.0, 2.0],
+            "visible": True,
+        }
+    ]
     state["parameters"] = {"Study": {"link_windows": False}}
     state["view"] = {"ndisplay": 2, "point": [1.0, 2.0, 3.0]}
     return state
@@ -269,8 +322,18 @@ def test_corrupt_or_foreign_state_file_is_refused_and_left_untouched(tmp_path):
     with pytest.raises(InputError, match="not a napari-immunotrack study state"):
         load_state(foreign)
     damaged = tmp_path / "damaged.json"
-    damaged.write_text(json.dumps({"format": "napari-immunotrack study state", "version": 1, "study": ".",
-                                   "subject": "01", "session": "day1", "layers": [{"kind": "image"}]}))
+    damaged.write_text(
+        json.dumps(
+            {
+                "format": "napari-immunotrack study state",
+                "version": 1,
+                "study": ".",
+                "subject": "01",
+                "session": "day1",
+                "layers": [{"kind": "image"}],
+            }
+        )
+    )
     with pytest.raises(InputError, match="layer entry 0"):
         load_state(damaged)
     with pytest.raises(InputError, match="does not exist"):
@@ -291,12 +354,13 @@ def test_check_state_lists_moved_and_changed_files(tmp_path):
     path = root / STATE_NAME
     state = new_state(root, path, "01", "day1")
     for name, f in (("T2w", a), ("MPI", b), ("19F", c)):
-        state["layers"].append({"name": name, "kind": "image", "source": f.relative_to(root).as_posix(),
-                                "sha256": sha256_path(f)})
+        state["layers"].append(
+            {"name": name, "kind": "image", "source": f.relative_to(root).as_posix(), "sha256": sha256_path(f)}
+        )
     save_state(state, path)
     assert check_state(load_state(path), path).ok
-    b.unlink()                         # moved away
-    _nifti(c, 9.0, overwrite=True)     # rewritten with other values: same name, other content
+    b.unlink()  # moved away
+    _nifti(c, 9.0, overwrite=True)  # rewritten with other values: same name, other content
     check = check_state(load_state(path), path)
     assert check.missing == ["MPI"] and check.changed == ["19F"] and check.root_exists
     message = check.message()

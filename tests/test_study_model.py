@@ -19,9 +19,11 @@ def study():
 def test_model_imports_without_qt():
     import subprocess
 
-    code = ("import sys; import napari_immunotrack.widgets.study.model, napari_immunotrack.widgets.study.session, "
-            "napari_immunotrack.widgets.study.planes; "
-            "print(any(m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari') for m in sys.modules))")
+    code = (
+        "import sys; import napari_immunotrack.widgets.study.model, napari_immunotrack.widgets.study.session, "
+        "napari_immunotrack.widgets.study.planes; "
+        "print(any(m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 

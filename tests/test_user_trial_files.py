@@ -149,26 +149,34 @@ def incomplete_ct_series(d):  # slices 18, 180, 181, 182 of a brain CT: most of 
 #: claims the file and shows the same line; "others" = left to napari's other readers)
 BAD = {
     # pydicom's odd test objects
-    shipped(_pydicom, "rtstruct.dcm"): (r"holds no image: it is a DICOM object of class RT Structure Set Storage "
-                                        r"\(Modality RTSTRUCT\), stored without the DICOM file header; give a "
-                                        r"DICOM image file", "same"),
-    shipped(_pydicom, "ExplVR_BigEndNoMeta.dcm"): (r"holds no image: .*RT Ion Plan Storage \(Modality RTPLAN\)",
-                                                   "same"),
+    shipped(_pydicom, "rtstruct.dcm"): (
+        r"holds no image: it is a DICOM object of class RT Structure Set Storage "
+        r"\(Modality RTSTRUCT\), stored without the DICOM file header; give a "
+        r"DICOM image file",
+        "same",
+    ),
+    shipped(_pydicom, "ExplVR_BigEndNoMeta.dcm"): (
+        r"holds no image: .*RT Ion Plan Storage \(Modality RTPLAN\)",
+        "same",
+    ),
     shipped(_pydicom, "waveform_ecg.dcm"): (r"holds no image \(Modality ECG\); give a DICOM image file", "same"),
     shipped(_pydicom, "meta_missing_tsyntax.dcm"): (r"DICOM header is damaged.*copy or export it again", "same"),
-    shipped(_pydicom, "empty_charset_LEI.dcm"): (r"holds no image \(its header has no Modality, SOP class or "
-                                                 r"pixel data\)", "same"),
-    shipped(_pydicom, "palettes/pet.dcm"): (r"holds no image \(a DICOM object of class Color Palette Storage\)",
-                                            "same"),
-    shipped(_pydicom, "JPEG-lossy.dcm"): (r"holds one 2D slice; a 3D volume is needed: give the series folder",
-                                          "same"),
+    shipped(_pydicom, "empty_charset_LEI.dcm"): (
+        r"holds no image \(its header has no Modality, SOP class or "
+        r"pixel data\)",
+        "same",
+    ),
+    shipped(_pydicom, "palettes/pet.dcm"): (
+        r"holds no image \(a DICOM object of class Color Palette Storage\)",
+        "same",
+    ),
+    shipped(_pydicom, "JPEG-lossy.dcm"): (r"holds one 2D slice; a 3D volume is needed: give the series folder", "same"),
     shipped(_pydicom, "examples_ybr_color.dcm"): (r"colour image \(3 samples per pixel\); only greyscale", "same"),
     # other tools' formats a PET/MR user has lying around
     shipped(_nibabel, "tinypet.v"): (r"is an ECAT file.*convert it to NIfTI first", "others"),
     shipped(_nibabel, "test.mgz"): (r"is a FreeSurfer MGH file.*convert it to NIfTI first", "others"),
     shipped(_nibabel, "simple.trk"): (r"tractography streamline file, not a volume image; give a NIfTI", "others"),
-    shipped(_nilearn, "fsaverage5/pial_left.gii.gz"): (r"GIFTI surface.*not a volume image; give a NIfTI",
-                                                       "others"),
+    shipped(_nilearn, "fsaverage5/pial_left.gii.gz"): (r"GIFTI surface.*not a volume image; give a NIfTI", "others"),
     shipped(_skimage, "astronaut.png"): (r"2D picture without a voxel size or position.*give the original", "others"),
     shipped(_skimage, "lfw_subset.npy"): (r"array file without voxel size.*save the array as NIfTI", "others"),
     shipped(_skimage, "multipage.tif"): (r"no physical pixel size.*set it in the file and save again \(Fiji", "same"),
@@ -179,10 +187,16 @@ BAD = {
     nii_gz_compressed_twice: (r"gzip-compressed twice; decompress it once", "same"),
     rtdose_with_zeroed_header_bytes: (r"image header is incomplete \(no Rows/Columns\).*copy it again", "same"),
     rtdose_cut_short: (r"pixel data are 4000 bytes where 6000 are expected.*copy it again", "same"),
-    mr_exported_without_preamble: (r"DICOM image of class MR Image Storage \(Modality MR\), stored without the "
-                                   r"128-byte preamble.*convert it to a standard DICOM file first", "same"),
-    folder_of_single_files_of_several_kinds: (r"holds 2 DICOM series but none forms a 3D volume.*give the series "
-                                              r"folder with all its slices", "same"),
+    mr_exported_without_preamble: (
+        r"DICOM image of class MR Image Storage \(Modality MR\), stored without the "
+        r"128-byte preamble.*convert it to a standard DICOM file first",
+        "same",
+    ),
+    folder_of_single_files_of_several_kinds: (
+        r"holds 2 DICOM series but none forms a 3D volume.*give the series "
+        r"folder with all its slices",
+        "same",
+    ),
     zipped_dicom_series: (r"is an archive; extract it first", "others"),
     dicomdir_file: (r"is a DICOMDIR.*give the folder that holds it", "same"),
     incomplete_ct_series: (r"161 slice\(s\) missing.*copy all of its files", "same"),
@@ -334,9 +348,9 @@ def test_jpeg_ls_series_needs_a_decoder_and_says_which(tmp_path, capsys, notific
         assert vol["shape"] == [4, int(ds.Rows), int(ds.Columns)]
         return
     line = _one_error_line(capsys, ["info", str(folder)])
-    assert re.search(r"compressed as JPEG-LS Lossless.*no installed decoder.*install a decoder: pip install \S+",
-                     line), line
+    assert re.search(
+        r"compressed as JPEG-LS Lossless.*no installed decoder.*install a decoder: pip install \S+", line
+    ), line
     assert get_reader(str(folder))(str(folder)) == [(None,)]
     errors = [text for level, text in notifications if level == "error"]
     assert len(errors) == 1 and errors[0] in line
-

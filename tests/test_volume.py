@@ -33,8 +33,9 @@ def make_affine(angles, spacing, translation):
 
 @st.composite
 def affines(draw, spacing=spacing_st):
-    return make_affine([draw(angle_st) for _ in range(3)], [draw(spacing) for _ in range(3)],
-                       [draw(translation_st) for _ in range(3)])
+    return make_affine(
+        [draw(angle_st) for _ in range(3)], [draw(spacing) for _ in range(3)], [draw(translation_st) for _ in range(3)]
+    )
 
 
 @st.composite
@@ -82,7 +83,7 @@ def test_spacing_and_voxel_volume(affine):
 
 
 @BUDGET
-@given(signed_permutation_affines(), shapes, st.integers(0, 2 ** 31))
+@given(signed_permutation_affines(), shapes, st.integers(0, 2**31))
 def test_canonical_keeps_every_voxel_in_place(affine, shape, seed):
     data = random_data(shape, seed)
     v = Volume(data, affine)
@@ -103,7 +104,7 @@ def test_canonical_keeps_every_voxel_in_place(affine, shape, seed):
 
 
 @BUDGET
-@given(signed_permutation_affines(), st.integers(0, 2 ** 31))
+@given(signed_permutation_affines(), st.integers(0, 2**31))
 def test_canonical_4d_moves_only_spatial_axes(affine, seed):
     data = random_data((3, 2, 4, 5), seed)
     c = Volume(data, affine).canonical()
@@ -134,7 +135,7 @@ def test_lps_matrix_and_orientation():
 
 # ---------------------------------------------------------------- resampling
 @BUDGET
-@given(affines(spacing=st.floats(0.1, 5)), shapes, st.integers(0, 2 ** 31), st.sampled_from([0, 1, 3]))
+@given(affines(spacing=st.floats(0.1, 5)), shapes, st.integers(0, 2**31), st.sampled_from([0, 1, 3]))
 def test_resample_to_same_grid_is_identity(affine, shape, seed, order):
     data = random_data(shape, seed)
     v = Volume(data, affine)
@@ -144,7 +145,7 @@ def test_resample_to_same_grid_is_identity(affine, shape, seed, order):
 
 
 @BUDGET
-@given(affines(spacing=st.floats(0.1, 5)), st.tuples(*[st.integers(-3, 3)] * 3), st.integers(0, 2 ** 31))
+@given(affines(spacing=st.floats(0.1, 5)), st.tuples(*[st.integers(-3, 3)] * 3), st.integers(0, 2**31))
 def test_resample_onto_grid_shifted_by_whole_voxels(affine, shift, seed):
     data = random_data((5, 6, 7), seed)
     v = Volume(data, affine)
@@ -159,7 +160,7 @@ def test_resample_onto_grid_shifted_by_whole_voxels(affine, shift, seed):
 
 
 @BUDGET
-@given(affines(spacing=st.floats(0.2, 3)), affines(spacing=st.floats(0.2, 3)), st.integers(0, 2 ** 31))
+@given(affines(spacing=st.floats(0.2, 3)), affines(spacing=st.floats(0.2, 3)), st.integers(0, 2**31))
 def test_nearest_resampling_keeps_label_values(src_affine, dst_affine, seed):
     rng = np.random.default_rng(seed)
     values = np.array([0, 3, 17, 255, 1000], np.int32)
@@ -175,8 +176,12 @@ def test_nearest_resampling_keeps_label_values(src_affine, dst_affine, seed):
 
 
 @BUDGET
-@given(affines(spacing=st.floats(0.3, 3)), st.floats(-np.pi, np.pi), st.tuples(*[st.floats(-5, 5)] * 3),
-       st.integers(0, 2 ** 31))
+@given(
+    affines(spacing=st.floats(0.3, 3)),
+    st.floats(-np.pi, np.pi),
+    st.tuples(*[st.floats(-5, 5)] * 3),
+    st.integers(0, 2**31),
+)
 def test_resample_with_transform_equals_moved_copy(affine, angle, shift, seed):
     data = random_data((6, 7, 8), seed)
     v = Volume(data, affine)
@@ -230,8 +235,12 @@ def test_resample_dask_volume():
 
 # ------------------------------------------------------------------- display
 @BUDGET
-@given(st.tuples(*[st.floats(-np.pi, np.pi)] * 3), st.tuples(*[st.floats(0.5, 2.0)] * 3),
-       st.tuples(*[st.integers(3, 8)] * 3), st.tuples(*[st.floats(-50, 50)] * 3))
+@given(
+    st.tuples(*[st.floats(-np.pi, np.pi)] * 3),
+    st.tuples(*[st.floats(0.5, 2.0)] * 3),
+    st.tuples(*[st.integers(3, 8)] * 3),
+    st.tuples(*[st.floats(-50, 50)] * 3),
+)
 def test_for_display_of_oblique_volume_keeps_bright_voxel_in_place(angles, spacing, point, translation):
     affine = make_affine(angles, spacing, translation)
     data = np.zeros((12, 12, 12), np.float32)
@@ -297,17 +306,20 @@ def _one_line(excinfo):
     return "\n" not in text and text == text.strip() and len(text) > 15
 
 
-@pytest.mark.parametrize("data, affine, match", [
-    (np.zeros((4, 5)), np.eye(4), "2 dimension"),
-    (np.zeros(5), np.eye(4), "1 dimension"),
-    (np.zeros((2, 2, 2, 2, 2)), np.eye(4), "5 dimension"),
-    (np.zeros((0, 2, 2)), np.eye(4), "empty"),
-    (np.zeros((2, 2, 2)), np.full((4, 4), np.nan), "non-finite"),
-    (np.zeros((2, 2, 2)), np.diag([1.0, 0.0, 1.0, 1.0]), "zero or degenerate voxel size"),
-    (np.zeros((2, 2, 2)), np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]), "degenerate"),
-    (np.zeros((2, 2, 2)), np.eye(3), "4x4"),
-    (np.zeros((2, 2, 2)), np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1.0]]), "last row"),
-])
+@pytest.mark.parametrize(
+    "data, affine, match",
+    [
+        (np.zeros((4, 5)), np.eye(4), "2 dimension"),
+        (np.zeros(5), np.eye(4), "1 dimension"),
+        (np.zeros((2, 2, 2, 2, 2)), np.eye(4), "5 dimension"),
+        (np.zeros((0, 2, 2)), np.eye(4), "empty"),
+        (np.zeros((2, 2, 2)), np.full((4, 4), np.nan), "non-finite"),
+        (np.zeros((2, 2, 2)), np.diag([1.0, 0.0, 1.0, 1.0]), "zero or degenerate voxel size"),
+        (np.zeros((2, 2, 2)), np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]), "degenerate"),
+        (np.zeros((2, 2, 2)), np.eye(3), "4x4"),
+        (np.zeros((2, 2, 2)), np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1.0]]), "last row"),
+    ],
+)
 def test_bad_volumes_raise_one_line_input_error(data, affine, match):
     with pytest.raises(InputError, match=match) as excinfo:
         Volume(data, affine, name="bad")

@@ -33,12 +33,12 @@ from __future__ import annotations
 import re
 import weakref
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
-from .layer_content import (EDITABLE_KINDS as _KINDS, content_fingerprint, is_unsaved, layer_kind as _kind,  # noqa: F401
-                            remember_saved, unsaved_layers)
+from .layer_content import EDITABLE_KINDS as _KINDS  # noqa: F401
+from .layer_content import content_fingerprint, is_unsaved, remember_saved, unsaved_layers
+from .layer_content import layer_kind as _kind
 
 
 def offer_to_save(parent, layers, action: str = "closing") -> bool:
@@ -124,20 +124,21 @@ def save_layer(layer, folder) -> Path:
                 for j, (x, y, z) in enumerate(_world_ras(layer, shape)):
                     rows.append({"shape": i, "shape_type": shape_type, "vertex": j, "x_mm": x, "y_mm": y, "z_mm": z})
             table = pd.DataFrame(rows, columns=["shape", "shape_type", "vertex", "x_mm", "y_mm", "z_mm"])
-        record = provenance.record("napari-layer-save", parameters={"layer": layer.name, "kind": kind,
-                                                                    "coordinates": "world RAS mm"})
+        record = provenance.record(
+            "napari-layer-save", parameters={"layer": layer.name, "kind": kind, "coordinates": "world RAS mm"}
+        )
         write_table(table, path, provenance=record)
     remember_saved(layer)
     return path
 
 
-def save_layers(layers, folder) -> List[Path]:
+def save_layers(layers, folder) -> list[Path]:
     """Save each layer into ``folder`` (see :func:`save_layer`)."""
     return [save_layer(layer, folder) for layer in layers]
 
 
 # ------------------------------------------------------------------------ the dialog (tests replace these)
-def ask_unsaved(parent, names: List[str], action: str = "closing") -> str:
+def ask_unsaved(parent, names: list[str], action: str = "closing") -> str:
     """Ask Save / Discard / Cancel about the unsaved layers before ``action``; returns "save", "discard" or
     "cancel"."""
     from qtpy.QtWidgets import QMessageBox
@@ -147,17 +148,21 @@ def ask_unsaved(parent, names: List[str], action: str = "closing") -> str:
     box.setWindowTitle("Unsaved work")
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     box.setText(f"{len(names)} layer(s) have changes that were not saved: {shown}.")
-    box.setInformativeText(f"Save them before {action}? Labels are saved as NIfTI on their source grid, "
-                           "points and shapes as CSV in world millimetres.")
-    box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                           | QMessageBox.StandardButton.Cancel)
+    box.setInformativeText(
+        f"Save them before {action}? Labels are saved as NIfTI on their source grid, "
+        "points and shapes as CSV in world millimetres."
+    )
+    box.setStandardButtons(
+        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel
+    )
     box.setDefaultButton(QMessageBox.StandardButton.Save)
     answer = box.exec()
     return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
-        QMessageBox.StandardButton(answer), "cancel")
+        QMessageBox.StandardButton(answer), "cancel"
+    )
 
 
-def choose_folder(parent, start: str) -> Optional[str]:
+def choose_folder(parent, start: str) -> str | None:
     """The folder to save into, or None when the user cancels."""
     from qtpy.QtWidgets import QFileDialog
 
@@ -194,8 +199,7 @@ class _CloseGuard:
             def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
                 # the window's own close button: a spontaneous close event
                 g = guard()
-                if event.type() == QEvent.Type.Close and event.spontaneous() and g is not None \
-                        and not g.may_close():
+                if event.type() == QEvent.Type.Close and event.spontaneous() and g is not None and not g.may_close():
                     event.ignore()
                     return True
                 return False
@@ -230,7 +234,7 @@ class _CloseGuard:
 
 
 #: napari Qt window -> its guard (weak keys: a closed window takes its guard with it)
-_GUARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_GUARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def install_close_guard(viewer):
@@ -255,5 +259,13 @@ def install_close_guard(viewer):
     return guard
 
 
-__all__ = ["install_close_guard", "unsaved_layers", "is_unsaved", "offer_to_save", "save_layer", "save_layers", "remember_saved",
-           "content_fingerprint"]
+__all__ = [
+    "install_close_guard",
+    "unsaved_layers",
+    "is_unsaved",
+    "offer_to_save",
+    "save_layer",
+    "save_layers",
+    "remember_saved",
+    "content_fingerprint",
+]

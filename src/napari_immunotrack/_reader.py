@@ -29,8 +29,20 @@ import re
 from pathlib import Path
 
 #: Extensions that only image formats we read use: a file with one is ours even when broken.
-OUR_EXTENSIONS = (".nii", ".nii.gz", ".dcm", ".ima", ".dicom", ".mdf", ".nrrd", ".nhdr", ".mha", ".mhd",
-                  ".ome.tif", ".ome.tiff")
+OUR_EXTENSIONS = (
+    ".nii",
+    ".nii.gz",
+    ".dcm",
+    ".ima",
+    ".dicom",
+    ".mdf",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".ome.tif",
+    ".ome.tiff",
+)
 #: Extensions shared with other software: ours only when the content says so.
 SHARED_EXTENSIONS = (".tif", ".tiff", ".h5", ".hdf5", ".img", ".hdr")
 #: Names DICOM exporters give files without an extension (IM0001, IM_0001, I0001, EXP0000, a dotted UID).

@@ -3,17 +3,14 @@ modality defaults. The loading itself is :mod:`napari_immunotrack.study_loading`
 
 from __future__ import annotations
 
-from typing import Optional
-
-from .study_loading import (NEEDS_REGISTRATION, label_names_beside, load_session, load_study_file,  # noqa: F401
-                            session_transforms)
+from .study_loading import NEEDS_REGISTRATION, label_names_beside, load_session, load_study_file, session_transforms  # noqa: F401
 
 #: Which images are shown when a session opens (the rest are loaded but hidden).
 _SHOWN_SUFFIXES = ("T2starw", "dseg")
 _SHOWN_MODALITIES = ("PT", "F19")
 
 
-def study_layer_data(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> list:
+def study_layer_data(root=None, session: str | None = None, subject: str | None = None) -> list:
     """LayerData tuples for one session (default: the sample study's first post-injection day)."""
     from .widgets._common import volume_layer_data
 

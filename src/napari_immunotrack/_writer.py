@@ -14,10 +14,10 @@ def write_labels(path: str, data, meta: dict):
     """
     import numpy as np
 
+    from .affines import napari_affine_to_ras
     from .io import save_labels
     from .provenance import record
     from .volume import Volume
-    from .affines import napari_affine_to_ras
 
     metadata = meta.get("metadata") or {}
     stored = metadata.get("volume")
@@ -35,12 +35,19 @@ def write_labels(path: str, data, meta: dict):
         extra = np.eye(4)
     affine = napari_affine_to_ras(extra @ physical)
     labels = Volume(np.asarray(data), affine, modality="SEG", unit="label", name=meta.get("name", "labels"))
-    if stored is not None and stored.spatial_shape != labels.spatial_shape or \
-            stored is not None and not np.allclose(stored.affine, labels.affine, atol=1e-6):
+    if (
+        stored is not None
+        and stored.spatial_shape != labels.spatial_shape
+        or stored is not None
+        and not np.allclose(stored.affine, labels.affine, atol=1e-6)
+    ):
         labels = labels.resample_to(stored, order=0)
         labels.metadata.update({k: stored.metadata[k] for k in ("sform_code", "qform_code") if k in stored.metadata})
-    prov = record("napari-labels-export", inputs={"source": stored} if stored is not None else {},
-                  parameters={"layer": meta.get("name")})
+    prov = record(
+        "napari-labels-export",
+        inputs={"source": stored} if stored is not None else {},
+        parameters={"layer": meta.get("name")},
+    )
     # napari's Save dialog already asked about replacing an existing file
     save_labels(labels, path, overwrite=True, provenance=prov)
     from .layer_content import remember_saved  # a neutral module: the writer does not import the close guard

@@ -26,15 +26,26 @@ floating point.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
-    "LPS_TO_RAS", "RAS_TO_LPS", "REVERSE_AXES", "lps_to_ras_matrix", "reverse_axes_matrix",
-    "lps_to_ras_transform", "ras_to_lps_transform", "lps_to_ras_points", "ras_to_lps_points",
-    "ras_to_napari", "napari_to_ras", "ras_affine_to_napari", "napari_affine_to_ras",
-    "reverse_index_order", "zyx_grid_affine",
+    "LPS_TO_RAS",
+    "RAS_TO_LPS",
+    "REVERSE_AXES",
+    "lps_to_ras_matrix",
+    "reverse_axes_matrix",
+    "lps_to_ras_transform",
+    "ras_to_lps_transform",
+    "lps_to_ras_points",
+    "ras_to_lps_points",
+    "ras_to_napari",
+    "napari_to_ras",
+    "ras_affine_to_napari",
+    "napari_affine_to_ras",
+    "reverse_index_order",
+    "zyx_grid_affine",
 ]
 
 

@@ -33,15 +33,14 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 import numpy as np
 
 from .errors import ImmunotrackWarning, InputError
 from .registration import (
-    matrix_to_sitk_transform,
     sitk_transform_to_matrix,
     volume_to_sitk,
 )
@@ -97,7 +96,7 @@ class AlignmentResult:
     precision_mm: float
     min_jacobian: float = 1.0
     doubtful: bool = False
-    warnings: List[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     stages: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
@@ -159,7 +158,7 @@ def body_mask(data: np.ndarray) -> np.ndarray:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         mask = labels == int(np.argmax(sizes))
-    for axis_slices in range(1):  # fill holes slice-free (3D)
+    for _axis_slices in range(1):  # fill holes slice-free (3D)
         mask = ndimage.binary_fill_holes(mask)
     return mask
 
@@ -182,10 +181,16 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def correct_intensities(volume: Volume, *, bias_correction: bool = True, gain_normalisation: bool = True,
-                        reference_mask: Optional[np.ndarray] = None, body: Optional[np.ndarray] = None,
-                        n4_target_voxels: int = 8_000,
-                        n4_iterations: Sequence[int] = (15,)) -> tuple:
+def correct_intensities(
+    volume: Volume,
+    *,
+    bias_correction: bool = True,
+    gain_normalisation: bool = True,
+    reference_mask: np.ndarray | None = None,
+    body: np.ndarray | None = None,
+    n4_target_voxels: int = 8_000,
+    n4_iterations: Sequence[int] = (15,),
+) -> tuple:
     """Bias-field correct (N4) and gain-normalise an MRI so another session's can be compared with it.
 
     Parameters
@@ -216,8 +221,10 @@ def correct_intensities(volume: Volume, *, bias_correction: bool = True, gain_no
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     mask = body_mask(data) if body is None else np.asarray(body, bool)
     if mask.sum() < 64:
-        raise InputError(f"{volume.name or 'the image'} shows no body (an empty or constant image); "
-                         "give the session's anatomical MRI.")
+        raise InputError(
+            f"{volume.name or 'the image'} shows no body (an empty or constant image); "
+            "give the session's anatomical MRI."
+        )
     record = {"bias_correction": bool(bias_correction), "gain_normalisation": bool(gain_normalisation)}
     out = data
     if bias_correction:
@@ -233,8 +240,9 @@ def correct_intensities(volume: Volume, *, bias_correction: bool = True, gain_no
         n4.Execute(small, small_mask)
         # the field is smooth: evaluate it on the coarse grid and interpolate (much cheaper than at every voxel)
         small_log = n4.GetLogBiasFieldAsImage(small)
-        log_bias = sitk.GetArrayFromImage(sitk.Resample(small_log, img, sitk.Transform(), sitk.sitkLinear, 0.0,
-                                                        sitk.sitkFloat32)).astype(np.float32)
+        log_bias = sitk.GetArrayFromImage(
+            sitk.Resample(small_log, img, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        ).astype(np.float32)
         bias = np.exp(log_bias)
         out = data / bias
         inside = bias[mask]
@@ -243,12 +251,16 @@ def correct_intensities(volume: Volume, *, bias_correction: bool = True, gain_no
     if gain_normalisation:
         ref = mask if reference_mask is None else np.asarray(reference_mask, bool)
         if ref.shape != data.shape or ref.sum() == 0:
-            raise InputError("the reference-tissue mask is empty or not on the image's grid; give a mask of "
-                             "the image's shape, or none to use the body.")
+            raise InputError(
+                "the reference-tissue mask is empty or not on the image's grid; give a mask of "
+                "the image's shape, or none to use the body."
+            )
         gain = float(np.median(out[ref]))
         if not gain > 0:
-            raise InputError(f"{volume.name or 'the image'}: reference tissue has no positive signal; "
-                             "check the mask or switch gain normalisation off.")
+            raise InputError(
+                f"{volume.name or 'the image'}: reference tissue has no positive signal; "
+                "check the mask or switch gain normalisation off."
+            )
         out = out / gain
         record["gain"] = round(gain, 6)
     return volume.replace(data=out.astype(np.float32)), record
@@ -285,7 +297,7 @@ def reliability(normalised: np.ndarray, gain_normalised: np.ndarray, body: np.nd
     var_total = float(np.var(normalised[body]))
     if var_total <= 0:
         return float("nan")
-    return max(var_total - sigma ** 2, 0.0) / var_total
+    return max(var_total - sigma**2, 0.0) / var_total
 
 
 def _rotation(angles_rad) -> np.ndarray:
@@ -343,9 +355,13 @@ def _method(metric: str, fixed_mask, sampling: float, seed: int):
 
 
 def _optimise(reg, fixed, moving, tx, iterations: int, min_step: float, learning_rate: float):
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=min_step,
-                                                 numberOfIterations=int(iterations), relaxationFactor=0.6,
-                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate,
+        minStep=min_step,
+        numberOfIterations=int(iterations),
+        relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-8,
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(tx, inPlace=True)
     reg.Execute(fixed, moving)
@@ -366,7 +382,7 @@ def align_mri(
     moving: Volume,
     transform: str = "rigid",
     *,
-    fixed_mask: Optional[np.ndarray] = None,
+    fixed_mask: np.ndarray | None = None,
     bias_correction: str = "local",
     local_sigma_mm: float = 2.0,
     gain_normalisation: bool = True,
@@ -452,9 +468,17 @@ def align_mri(
 
     coarse_f, cf = _shrunk(f_img, 12_000)
     coarse_m, _ = _shrunk(m_img, 12_000)
-    coarse_mask = sitk.Cast(sitk.BinShrink(sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(cf, max(1, s // 8)))
-                                                                                     for s in f_img.GetSize()]) >= 0.5,
-                            sitk.sitkUInt8) if cf > 1 else f_mask_img
+    coarse_mask = (
+        sitk.Cast(
+            sitk.BinShrink(
+                sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(cf, max(1, s // 8))) for s in f_img.GetSize()]
+            )
+            >= 0.5,
+            sitk.sitkUInt8,
+        )
+        if cf > 1
+        else f_mask_img
+    )
     coarse_f = sitk.SmoothingRecursiveGaussian(coarse_f, 0.5 * float(np.max(coarse_f.GetSpacing())))
     coarse_m = sitk.SmoothingRecursiveGaussian(coarse_m, 0.5 * float(np.max(coarse_m.GetSpacing())))
 
@@ -477,17 +501,25 @@ def align_mri(
     values = _search_scores(coarse_f, coarse_m, coarse_mask, candidates, c_f, c_m, seed)
     scored = list(zip(values, candidates))
     scored.sort(key=lambda x: x[0])
-    stages.append({"name": "orientation search", "candidates": len(candidates),
-                   "seconds": round(time.perf_counter() - t1, 3)})
+    stages.append(
+        {"name": "orientation search", "candidates": len(candidates), "seconds": round(time.perf_counter() - t1, 3)}
+    )
 
     # ---- optimise the best starts on the coarse level; keep the best
     t2 = time.perf_counter()
     optimised = []
-    for value, rot in scored[:max(1, n_starts)]:
+    for _value, rot in scored[: max(1, n_starts)]:
         tx = start(rot)
         reg = _method("correlation", coarse_mask, 1.0, seed)
-        tx, metric, its = _optimise(reg, coarse_f, coarse_m, tx, 100, 0.01 * float(np.min(coarse_f.GetSpacing())),
-                                    2.0 * float(np.max(coarse_f.GetSpacing())))
+        tx, metric, its = _optimise(
+            reg,
+            coarse_f,
+            coarse_m,
+            tx,
+            100,
+            0.01 * float(np.min(coarse_f.GetSpacing())),
+            2.0 * float(np.max(coarse_f.GetSpacing())),
+        )
         optimised.append((metric, tx))
     optimised.sort(key=lambda x: x[0])
     best = optimised[0]
@@ -501,22 +533,39 @@ def align_mri(
         if far and metric - best[0] < AMBIGUITY_MARGIN:
             rival = (metric, tx)
             break
-    stages.append({"name": "coarse", "starts": min(len(scored), n_starts), "metric": best[0],
-                   "seconds": round(time.perf_counter() - t2, 3)})
+    stages.append(
+        {
+            "name": "coarse",
+            "starts": min(len(scored), n_starts),
+            "metric": best[0],
+            "seconds": round(time.perf_counter() - t2, 3),
+        }
+    )
     rigid = best[1]
 
     # ---- refine: middle then full resolution
     t3 = time.perf_counter()
     mid_f, mf = _shrunk(f_img, 150_000)
     mid_m, _ = _shrunk(m_img, 150_000)
-    mid_mask = sitk.Cast(sitk.BinShrink(sitk.Cast(f_mask_img, sitk.sitkFloat32),
-                                        [int(min(mf, max(1, s // 8))) for s in f_img.GetSize()]) >= 0.5,
-                         sitk.sitkUInt8) if mf > 1 else f_mask_img
+    mid_mask = (
+        sitk.Cast(
+            sitk.BinShrink(
+                sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(mf, max(1, s // 8))) for s in f_img.GetSize()]
+            )
+            >= 0.5,
+            sitk.sitkUInt8,
+        )
+        if mf > 1
+        else f_mask_img
+    )
     mid_sampling = min(1.0, samples / float(np.prod(mid_f.GetSize())))
     reg = _method("correlation", mid_mask, mid_sampling, seed)
-    rigid, metric, its = _optimise(reg, mid_f, mid_m, rigid, 100, 1e-3 * float(np.min(mid_f.GetSpacing())),
-                                   0.5 * float(np.max(mid_f.GetSpacing())))
-    stages.append({"name": "middle", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t3, 3)})
+    rigid, metric, its = _optimise(
+        reg, mid_f, mid_m, rigid, 100, 1e-3 * float(np.min(mid_f.GetSpacing())), 0.5 * float(np.max(mid_f.GetSpacing()))
+    )
+    stages.append(
+        {"name": "middle", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t3, 3)}
+    )
     t4 = time.perf_counter()
     if bias_correction == "differential":
         f_img, ratio_range = _remove_differential_bias(f_img, m_img, f_body, rigid)
@@ -531,8 +580,9 @@ def align_mri(
     if mf > 1:
         reg = _method("correlation", f_mask_img, fine_sampling, seed)
         rigid, metric, its = _optimise(reg, f_img, m_img, rigid, 40, 0.02 * fine_step, fine_step)
-        stages.append({"name": "fine", "metric": metric, "iterations": its,
-                       "seconds": round(time.perf_counter() - t4, 3)})
+        stages.append(
+            {"name": "fine", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t4, 3)}
+        )
     linear = rigid
     if transform == "affine":
         t5 = time.perf_counter()
@@ -542,8 +592,9 @@ def align_mri(
         aff.SetTranslation(rigid.GetTranslation())
         reg = _method("correlation", f_mask_img, fine_sampling, seed)
         linear, metric, its = _optimise(reg, f_img, m_img, aff, 100, 1e-3 * fine_step, fine_step)
-        stages.append({"name": "affine", "metric": metric, "iterations": its,
-                       "seconds": round(time.perf_counter() - t5, 3)})
+        stages.append(
+            {"name": "affine", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t5, 3)}
+        )
     matrix = sitk_transform_to_matrix(linear)
 
     # ---- optional deformation
@@ -557,19 +608,31 @@ def align_mri(
         reg = _method("correlation", mid_mask, min(1.0, 20_000 / float(np.prod(mid_f.GetSize()))), seed)
         reg.SetMovingInitialTransform(linear)
         reg.SetInitialTransform(bsp, inPlace=True)
-        reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=50,
-                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=120,
-                                 costFunctionConvergenceFactor=1e9)
+        reg.SetOptimizerAsLBFGSB(
+            gradientConvergenceTolerance=1e-5,
+            numberOfIterations=50,
+            maximumNumberOfCorrections=5,
+            maximumNumberOfFunctionEvaluations=120,
+            costFunctionConvergenceFactor=1e9,
+        )
         reg.Execute(mid_f, mid_m)
         deformable = bsp
-        disp = sitk.TransformToDisplacementField(bsp, sitk.sitkVectorFloat64, mid_f.GetSize(), mid_f.GetOrigin(),
-                                                 mid_f.GetSpacing(), mid_f.GetDirection())
+        disp = sitk.TransformToDisplacementField(
+            bsp, sitk.sitkVectorFloat64, mid_f.GetSize(), mid_f.GetOrigin(), mid_f.GetSpacing(), mid_f.GetDirection()
+        )
         jac = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(disp))
         inside = sitk.GetArrayFromImage(mid_mask).astype(bool)
         min_jac = float(jac[inside].min()) if inside.any() else float(jac.min())
         metric = float(reg.GetMetricValue())
-        stages.append({"name": "bspline", "mesh": mesh, "metric": metric, "min_jacobian": round(min_jac, 4),
-                       "seconds": round(time.perf_counter() - t6, 3)})
+        stages.append(
+            {
+                "name": "bspline",
+                "mesh": mesh,
+                "metric": metric,
+                "min_jacobian": round(min_jac, 4),
+                "seconds": round(time.perf_counter() - t6, 3),
+            }
+        )
 
     # ---- quality checks
     voxel = float(np.min(fixed.spacing))
@@ -614,33 +677,65 @@ def align_mri(
         stages.append({"name": "precision check", "seconds": round(time.perf_counter() - t7, 3)})
     problems = []
     if corr < MIN_CORRELATION:
-        problems.append(f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): another body "
-                        "region, another contrast, a prone/supine turn (--allow-flip) or a different animal?")
+        problems.append(
+            f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): another body "
+            "region, another contrast, a prone/supine turn (--allow-flip) or a different animal?"
+        )
     if rival is not None:
-        problems.append("two clearly different poses fit almost equally well (a near-symmetric field of view?); "
-                        "check the result, or give a mask of distinctive anatomy")
+        problems.append(
+            "two clearly different poses fit almost equally well (a near-symmetric field of view?); "
+            "check the result, or give a mask of distinctive anatomy"
+        )
     if dice < MIN_BODY_DICE:
         problems.append(f"the body outlines overlap only {dice:.0%} after alignment (< {MIN_BODY_DICE:.0%})")
     if precision > MAX_PRECISION_VOXELS * voxel:
-        problems.append(f"restarts from nearby positions disagree by {precision:.2f} mm "
-                        f"(> {MAX_PRECISION_VOXELS:g} voxel): the optimum is poorly defined")
+        problems.append(
+            f"restarts from nearby positions disagree by {precision:.2f} mm "
+            f"(> {MAX_PRECISION_VOXELS:g} voxel): the optimum is poorly defined"
+        )
     if min_jac <= 0:
-        problems.append(f"the deformation folds (smallest Jacobian determinant {min_jac:.2f} <= 0); "
-                        "use a coarser B-spline spacing or a rigid/affine transform")
+        problems.append(
+            f"the deformation folds (smallest Jacobian determinant {min_jac:.2f} <= 0); "
+            "use a coarser B-spline spacing or a rigid/affine transform"
+        )
     for p in problems:
-        warnings.warn(f"session alignment of {moving.name or 'moving'} to {fixed.name or 'fixed'} is doubtful: "
-                      f"{p}.", ImmunotrackWarning, stacklevel=2)
-    params = {"transform": transform, "bias_correction": bias_correction, "gain_normalisation": gain_normalisation,
-              "search": search, "max_rotation_deg": max_rotation_deg, "rotation_step_deg": rotation_step_deg,
-              "allow_flip": allow_flip, "n_starts": n_starts, "bspline_spacing_mm": bspline_spacing_mm,
-              "metric": "normalised correlation", "fixed_intensities": f_rec, "moving_intensities": m_rec}
+        warnings.warn(
+            f"session alignment of {moving.name or 'moving'} to {fixed.name or 'fixed'} is doubtful: {p}.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
+    params = {
+        "transform": transform,
+        "bias_correction": bias_correction,
+        "gain_normalisation": gain_normalisation,
+        "search": search,
+        "max_rotation_deg": max_rotation_deg,
+        "rotation_step_deg": rotation_step_deg,
+        "allow_flip": allow_flip,
+        "n_starts": n_starts,
+        "bspline_spacing_mm": bspline_spacing_mm,
+        "metric": "normalised correlation",
+        "fixed_intensities": f_rec,
+        "moving_intensities": m_rec,
+    }
     params["expected_correlation"] = round(expected, 4) if np.isfinite(expected) else None
-    return AlignmentResult(matrix, transform, corr, dice, precision, min_jac, bool(problems), problems,
-                           time.perf_counter() - t0, stages, params, deformable)
+    return AlignmentResult(
+        matrix,
+        transform,
+        corr,
+        dice,
+        precision,
+        min_jac,
+        bool(problems),
+        problems,
+        time.perf_counter() - t0,
+        stages,
+        params,
+        deformable,
+    )
 
 
-def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0,
-                    body: Optional[np.ndarray] = None) -> np.ndarray:
+def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0, body: np.ndarray | None = None) -> np.ndarray:
     """Each body voxel divided by the body's Gaussian-weighted local mean (air set to 0).
 
     A smooth coil profile (wavelength of centimetres) cancels in the ratio, while tissue
@@ -651,8 +746,6 @@ def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0,
 
     data = np.asarray(data, np.float32)
     body = body_mask(data) if body is None else np.asarray(body, bool)
-
-    import SimpleITK as sitk
 
     def smooth(arr):  # recursive (IIR) Gaussian: cost independent of sigma, isotropic in mm
         img = sitk.GetImageFromArray(arr.astype(np.float32))
@@ -721,8 +814,9 @@ def _search_scores(coarse_f, coarse_m, coarse_mask, rotations, c_f, c_m, seed: i
         idx = idx[np.random.default_rng(seed).choice(len(idx), n_points, replace=False)]
     f_vals = f_arr[tuple(idx.T)].astype(np.float64)
     f_vals = (f_vals - f_vals.mean()) / max(float(f_vals.std()), 1e-9)
-    pts = np.array([coarse_f.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p[::-1]))
-                    for p in idx[:1]])  # warm-up; the matrix form below does the rest
+    pts = np.array(
+        [coarse_f.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p[::-1])) for p in idx[:1]]
+    )  # warm-up; the matrix form below does the rest
     direction = np.array(coarse_f.GetDirection()).reshape(3, 3) * np.array(coarse_f.GetSpacing())
     pts = idx[:, ::-1] @ direction.T + np.array(coarse_f.GetOrigin())
     m_dir = np.array(coarse_m.GetDirection()).reshape(3, 3) * np.array(coarse_m.GetSpacing())
@@ -771,9 +865,9 @@ class SessionAlignment:
     session: str
     reference: str
     status: str  # "reference", "aligned", "reused", "doubtful", "failed"
-    path: Optional[str] = None
+    path: str | None = None
     message: str = ""
-    result: Optional[AlignmentResult] = None
+    result: AlignmentResult | None = None
 
 
 def session_transform_name(subject: str, session: str, reference: str) -> str:
@@ -786,19 +880,21 @@ def session_transform_name(subject: str, session: str, reference: str) -> str:
     return f"sub-{subject}_ses-{session}_from-anat_to-{ref}.tfm"
 
 
-def _pick_reference(study, subject: str, reference: Optional[str]) -> str:
+def _pick_reference(study, subject: str, reference: str | None) -> str:
     sessions = study.sessions(subject)
     if reference:
         name = reference[4:] if reference.startswith("ses-") else reference
         if name not in sessions:
-            raise InputError(f"subject {subject} has no session {reference!r} (it has {', '.join(sessions)}); "
-                             "give one of those with --reference.")
+            raise InputError(
+                f"subject {subject} has no session {reference!r} (it has {', '.join(sessions)}); "
+                "give one of those with --reference."
+            )
         return name
     pre = [s for s in sessions if any(f.phase == "pre" for f in study.session_files(subject, s))]
     return pre[0] if pre else sessions[0]
 
 
-def _anatomy(study, subject: str, session: str, contrast: Optional[str]):
+def _anatomy(study, subject: str, session: str, contrast: str | None):
     files = [f for f in study.session_files(subject, session) if not f.is_labels]
     roles = (contrast,) if contrast else ALIGN_CONTRASTS
     for role in roles:
@@ -808,9 +904,18 @@ def _anatomy(study, subject: str, session: str, contrast: Optional[str]):
     return None
 
 
-def align_study(root, *, reference: Optional[str] = None, subject: Optional[str] = None,
-                contrast: Optional[str] = None, transform: str = "rigid", allow_flip: bool = False,
-                overwrite: bool = False, force: bool = False, progress=None) -> List[SessionAlignment]:
+def align_study(
+    root,
+    *,
+    reference: str | None = None,
+    subject: str | None = None,
+    contrast: str | None = None,
+    transform: str = "rigid",
+    allow_flip: bool = False,
+    overwrite: bool = False,
+    force: bool = False,
+    progress=None,
+) -> list[SessionAlignment]:
     """Align every session's anatomical MRI to a reference session and save the transforms in the study.
 
     Each session gets ``xfm/sub-<S>_ses-<T>_from-anat_to-ses<REF>.tfm`` (ITK text: a reference-session
@@ -854,7 +959,7 @@ def align_study(root, *, reference: Optional[str] = None, subject: Optional[str]
     subjects = [subject] if subject else study.subjects()
     if subject and subject not in study.subjects():
         raise InputError(f"{root} has no subject {subject!r} (it has {', '.join(study.subjects())}).")
-    out: List[SessionAlignment] = []
+    out: list[SessionAlignment] = []
     jobs = []
     for sub in subjects:
         ref = _pick_reference(study, sub, reference)
@@ -870,9 +975,18 @@ def align_study(root, *, reference: Optional[str] = None, subject: Optional[str]
         ses_file = _anatomy(study, sub, ses, contrast)
         if ref_file is None or ses_file is None:
             missing = ref if ref_file is None else ses
-            out.append(SessionAlignment(sub, ses, ref, "failed", message=(
-                f"sub-{sub} ses-{ses}: no {contrast or 'anatomical'} MRI in session {missing} to align with; "
-                f"add one (or choose another with --contrast)")))
+            out.append(
+                SessionAlignment(
+                    sub,
+                    ses,
+                    ref,
+                    "failed",
+                    message=(
+                        f"sub-{sub} ses-{ses}: no {contrast or 'anatomical'} MRI in session {missing} to align with; "
+                        f"add one (or choose another with --contrast)"
+                    ),
+                )
+            )
             continue
         session_dir = Path(ses_file.session_dir or Path(ses_file.path).parent)
         path = session_dir / "xfm" / session_transform_name(sub, ses, ref)
@@ -881,9 +995,19 @@ def align_study(root, *, reference: Optional[str] = None, subject: Optional[str]
             if _same_inputs(path, inputs, transform):
                 out.append(SessionAlignment(sub, ses, ref, "reused", str(path)))
                 continue
-            out.append(SessionAlignment(sub, ses, ref, "failed", str(path), (
-                f"sub-{sub} ses-{ses}: {path.name} exists but was made from other images or settings; "
-                "rerun with --overwrite to replace it")))
+            out.append(
+                SessionAlignment(
+                    sub,
+                    ses,
+                    ref,
+                    "failed",
+                    str(path),
+                    (
+                        f"sub-{sub} ses-{ses}: {path.name} exists but was made from other images or settings; "
+                        "rerun with --overwrite to replace it"
+                    ),
+                )
+            )
             continue
         try:
             fixed = load_volume(ref_file.path)
@@ -899,13 +1023,25 @@ def align_study(root, *, reference: Optional[str] = None, subject: Optional[str]
             out.append(SessionAlignment(sub, ses, ref, "failed", message=f"sub-{sub} ses-{ses}: {exc}"))
             continue
         if result.doubtful and not force:
-            out.append(SessionAlignment(sub, ses, ref, "doubtful", None, (
-                f"sub-{sub} ses-{ses}: alignment to ses-{ref} is doubtful ({'; '.join(result.warnings)}); "
-                "nothing saved: check both images are the same animal and contrast, or save it anyway with "
-                "--force"), result))
+            out.append(
+                SessionAlignment(
+                    sub,
+                    ses,
+                    ref,
+                    "doubtful",
+                    None,
+                    (
+                        f"sub-{sub} ses-{ses}: alignment to ses-{ref} is doubtful ({'; '.join(result.warnings)}); "
+                        "nothing saved: check both images are the same animal and contrast, or save it anyway with "
+                        "--force"
+                    ),
+                    result,
+                )
+            )
             continue
-        record = provenance.record("align", inputs=inputs, parameters=result.parameters, warnings=result.warnings,
-                                   result=result.to_dict())
+        record = provenance.record(
+            "align", inputs=inputs, parameters=result.parameters, warnings=result.warnings, result=result.to_dict()
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_transform(path, result.fixed_to_moving, overwrite=True, provenance=record)
         if result.deformable is not None:
@@ -913,8 +1049,17 @@ def align_study(root, *, reference: Optional[str] = None, subject: Optional[str]
             with atomic_output(bpath, True) as tmp:
                 sitk.WriteTransform(result.deformable, str(tmp))
                 write_sidecar(bpath, record, written=tmp)
-        out.append(SessionAlignment(sub, ses, ref, "doubtful-saved" if result.doubtful else "aligned", str(path),
-                                    "; ".join(result.warnings), result))
+        out.append(
+            SessionAlignment(
+                sub,
+                ses,
+                ref,
+                "doubtful-saved" if result.doubtful else "aligned",
+                str(path),
+                "; ".join(result.warnings),
+                result,
+            )
+        )
     if progress is not None:
         progress(1.0, "done")
     return out
@@ -976,9 +1121,11 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
             if flipped.correlation > result.correlation:
                 result = flipped
     if result.doubtful:
-        raise InputError(f"the baseline {baseline.name or ''} could not be aligned to the post image "
-                         f"({'; '.join(result.warnings)}); give its transform with --baseline-transform FILE "
-                         "(e.g. from immunotrack align or register).")
+        raise InputError(
+            f"the baseline {baseline.name or ''} could not be aligned to the post image "
+            f"({'; '.join(result.warnings)}); give its transform with --baseline-transform FILE "
+            "(e.g. from immunotrack align or register)."
+        )
     voxel = float(np.min(post.spacing))
     tolerance = max(1, int(np.ceil(result.precision_mm / voxel - 1e-9)))
     record = dict(result.to_dict(), tolerance_voxels=tolerance)

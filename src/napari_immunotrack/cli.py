@@ -19,7 +19,6 @@ import pkgutil
 import re
 import sys
 import warnings
-from typing import List, Optional
 
 from . import __version__, commands
 from .errors import Cancelled, ImmunotrackWarning, InputError, one_line, user_error
@@ -54,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, module in _verb_modules():
         p = sub.add_parser(verb, help=_escape_percent(module.HELP), description=module.__doc__)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show full tracebacks of internal errors")
+        p.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks of internal errors"
+        )
         module.add_arguments(p)
         for action in p._actions:  # "%ID" in a help text would break argparse's %-formatting
             if action.help:
@@ -74,7 +74,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     sys.stderr.write(f"immunotrack: warning: {one_line(message)}\n")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -110,7 +110,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             pass
         return 141
     except MemoryError:
-        sys.stderr.write(f"immunotrack {args.verb}: error: out of memory; use a smaller volume or a dask-backed input\n")
+        sys.stderr.write(
+            f"immunotrack {args.verb}: error: out of memory; use a smaller volume or a dask-backed input\n"
+        )
         return 1
     except Exception as exc:  # an internal error: a bug, not the user's fault
         if debug:

@@ -17,5 +17,7 @@ def sample_study_root() -> Path:
     for candidate in (here / "sample_data" / "mouse_study", here.parents[1] / "sample_data" / "mouse_study"):
         if candidate.is_dir():
             return candidate
-    raise InputError("the sample study is missing from this installation; regenerate it with "
-                     "`python scripts/make_sample_data.py` in a source checkout.")
+    raise InputError(
+        "the sample study is missing from this installation; regenerate it with "
+        "`python scripts/make_sample_data.py` in a source checkout."
+    )

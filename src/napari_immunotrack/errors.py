@@ -53,11 +53,14 @@ def user_error(exc: BaseException):
     # the folder, not the temporary file inside it that the atomic writers were creating
     where = Path(exc.filename).parent if exc.filename else "the output folder"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return InputError(f"cannot write in {where} (no permission or a read-only file system); choose a folder "
-                          "you can write to.")
+        return InputError(
+            f"cannot write in {where} (no permission or a read-only file system); choose a folder you can write to."
+        )
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return InputError(f"no space left while writing in {where}; free some space or choose another disk "
-                          "(nothing half-written was kept).")
+        return InputError(
+            f"no space left while writing in {where}; free some space or choose another disk "
+            "(nothing half-written was kept)."
+        )
     return None
 
 

@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -60,8 +60,15 @@ from .volume import Volume
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
 
 #: Continuous colour map per modality (perceptually uniform, colour-blind safe).
-MODALITY_CMAP = {"PT": "inferno", "NM": "magma", "F19": "viridis", "MPI": "cividis", "OPT": "viridis", "MR": "gray",
-                 "CT": "gray"}
+MODALITY_CMAP = {
+    "PT": "inferno",
+    "NM": "magma",
+    "F19": "viridis",
+    "MPI": "cividis",
+    "OPT": "viridis",
+    "MR": "gray",
+    "CT": "gray",
+}
 
 #: Style of every figure (Agg, DejaVu Sans which matplotlib ships, so it renders the same everywhere).
 STYLE = {
@@ -98,9 +105,31 @@ PLANES = {
 SITE_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p")
 #: Sites every figure knows, in a fixed order: a site keeps its colour and marker in every figure
 #: (19F, PET, MPI, cohort), whatever other sites a figure shows.
-KNOWN_SITES = ("tumour", "ln_inguinal_right", "ln_inguinal_left", "ln_iliac", "liver", "spleen", "kidney_left",
-               "kidney_right", "lung", "bladder", "muscle", "bone", "injection_site", "blood", "heart", "brain",
-               "ln_axillary_right", "ln_axillary_left", "ln_popliteal", "ln_mesenteric", "fat", "gut", "vessel")
+KNOWN_SITES = (
+    "tumour",
+    "ln_inguinal_right",
+    "ln_inguinal_left",
+    "ln_iliac",
+    "liver",
+    "spleen",
+    "kidney_left",
+    "kidney_right",
+    "lung",
+    "bladder",
+    "muscle",
+    "bone",
+    "injection_site",
+    "blood",
+    "heart",
+    "brain",
+    "ln_axillary_right",
+    "ln_axillary_left",
+    "ln_popliteal",
+    "ln_mesenteric",
+    "fat",
+    "gut",
+    "vessel",
+)
 _SITE_INDEX = {name: i for i, name in enumerate(KNOWN_SITES)}
 
 
@@ -168,13 +197,20 @@ class FigureResult:
     """
 
     figure: object
-    axes: Dict[str, object] = field(default_factory=dict)
+    axes: dict[str, object] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
-    def save(self, path, *, dpi: int = 300, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
-             provenance: Optional[dict] = None):
+    def save(
+        self,
+        path,
+        *,
+        dpi: int = 300,
+        formats: Sequence[str] | None = None,
+        overwrite: bool = False,
+        provenance: dict | None = None,
+    ):
         """Shortcut for :func:`save_figure`."""
         return save_figure(self, path, dpi=dpi, formats=formats, overwrite=overwrite, provenance=provenance)
 
@@ -184,12 +220,14 @@ def _check_volume(volume, role: str, need_unit: bool = False) -> Volume:
     if not isinstance(volume, Volume):
         raise InputError(f"the {role} must be a Volume (got {type(volume).__name__}).")
     if need_unit and (volume.unit is None or not str(volume.unit).strip()):
-        raise InputError(f"the {role} {volume.name!r} has no unit, so its colour bar cannot say what it shows; "
-                         "set its unit (e.g. 'Bq/mL', 'SUVbw', 'mM') or pass unit=...")
+        raise InputError(
+            f"the {role} {volume.name!r} has no unit, so its colour bar cannot say what it shows; "
+            "set its unit (e.g. 'Bq/mL', 'SUVbw', 'mM') or pass unit=..."
+        )
     return volume
 
 
-def in_reference_world(volume: Volume, fixed_to_moving: Optional[np.ndarray]) -> Volume:
+def in_reference_world(volume: Volume, fixed_to_moving: np.ndarray | None) -> Volume:
     """The volume placed in the reference (fixed) world by a registration, unresampled.
 
     ``fixed_to_moving`` maps a reference world point to this volume's world
@@ -244,8 +282,11 @@ def sample_plane(volume: Volume, grid, order: int = 1, fill: float = np.nan) -> 
     if order == 0 or np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
         out = vol.resample_to((shape, affine), order=0, fill=0).numpy()
     else:
-        out = vol.replace(data=data.astype(np.float32, copy=False)).resample_to((shape, affine), order=order,
-                                                                                fill=fill).numpy()
+        out = (
+            vol.replace(data=data.astype(np.float32, copy=False))
+            .resample_to((shape, affine), order=order, fill=fill)
+            .numpy()
+        )
     return np.asarray(out)[0]
 
 
@@ -274,21 +315,32 @@ def _scale_bar(ax, extent, length_mm: float, color=SCALE_BAR_COLOR, radiological
     h0, h1, v0, v1 = extent
     width, height = h1 - h0, v1 - v0
     if length_mm > 0.9 * width:
-        raise InputError(f"scale bar of {length_mm:g} mm does not fit in the {width:.1f} mm wide field of view; "
-                         "choose a shorter one.")
+        raise InputError(
+            f"scale bar of {length_mm:g} mm does not fit in the {width:.1f} mm wide field of view; "
+            "choose a shorter one."
+        )
     margin = 0.04 * width
     thickness = max(0.012 * height, 0.15)
     x_left = h0 + margin if radiological else h1 - margin - length_mm
     y = v0 + 0.05 * height
-    rect = Rectangle((x_left, y), length_mm, thickness, facecolor=color, edgecolor="none", linewidth=0,
-                     antialiased=False, zorder=10)
+    rect = Rectangle(
+        (x_left, y), length_mm, thickness, facecolor=color, edgecolor="none", linewidth=0, antialiased=False, zorder=10
+    )
     ax.add_patch(rect)
-    ax.text(x_left + length_mm / 2, y + thickness + 0.01 * height, f"{length_mm:g} mm", color=color, ha="center",
-            va="bottom", fontsize=7, zorder=10)
+    ax.text(
+        x_left + length_mm / 2,
+        y + thickness + 0.01 * height,
+        f"{length_mm:g} mm",
+        color=color,
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        zorder=10,
+    )
     return rect
 
 
-def emptiest_corner(signal: Optional[np.ndarray], fraction: float = 0.18, avoid=()) -> str:
+def emptiest_corner(signal: np.ndarray | None, fraction: float = 0.18, avoid=()) -> str:
     """The display corner ("upper left", "upper right", "lower left", "lower right") whose
     ``fraction`` x ``fraction`` box holds the least signal (rows top to bottom, as displayed).
 
@@ -306,18 +358,27 @@ def emptiest_corner(signal: Optional[np.ndarray], fraction: float = 0.18, avoid=
     img = np.nan_to_num(np.abs(np.asarray(signal, float)))
     nr, nc = img.shape
     hr, hc = max(int(round(fraction * nr)), 1), max(int(round(fraction * nc)), 1)
-    boxes = {"upper left": img[:hr, :hc], "upper right": img[:hr, nc - hc:], "lower left": img[nr - hr:, :hc],
-             "lower right": img[nr - hr:, nc - hc:]}
+    boxes = {
+        "upper left": img[:hr, :hc],
+        "upper right": img[:hr, nc - hc :],
+        "lower left": img[nr - hr :, :hc],
+        "lower right": img[nr - hr :, nc - hc :],
+    }
     return min(corners, key=lambda k: (round(float(boxes[k].sum()), 9), corners.index(k)))
 
 
 #: Axes-fraction anchor of the orientation marker in each corner, and the direction its arrows grow.
-_CORNERS = {"upper left": (0.04, 0.96, 1, -1), "upper right": (0.96, 0.96, -1, -1),
-            "lower left": (0.04, 0.04, 1, 1), "lower right": (0.96, 0.04, -1, 1)}
+_CORNERS = {
+    "upper left": (0.04, 0.96, 1, -1),
+    "upper right": (0.96, 0.96, -1, -1),
+    "lower left": (0.04, 0.04, 1, 1),
+    "lower right": (0.96, 0.04, -1, 1),
+}
 
 
-def _orientation_letters(ax, plane: str, radiological: bool, image: Optional[np.ndarray] = None,
-                         corner: Optional[str] = None, avoid=()) -> dict:
+def _orientation_letters(
+    ax, plane: str, radiological: bool, image: np.ndarray | None = None, corner: str | None = None, avoid=()
+) -> dict:
     """An orientation marker in the image corner with the least signal, away from the data.
 
     Two short arrows from the corner point along the screen's horizontal and vertical
@@ -333,16 +394,18 @@ def _orientation_letters(ax, plane: str, radiological: bool, image: Optional[np.
         left, right = right, left
     corner = corner or emptiest_corner(image, avoid=avoid)
     x0, y0, sx, sy = _CORNERS[corner]
-    h_letter = right if sx > 0 else left   # the arrow points inwards: towards the side on that screen edge
+    h_letter = right if sx > 0 else left  # the arrow points inwards: towards the side on that screen edge
     v_letter = top if sy > 0 else bottom
     effects = [pe.withStroke(linewidth=1.5, foreground="black")]
     kw = dict(color="white", fontsize=8, fontweight="bold", transform=ax.transAxes, zorder=11, path_effects=effects)
     length = 0.09
     arrow = dict(arrowstyle="-|>", color="white", linewidth=1.0, mutation_scale=7)
-    ah = ax.annotate("", xy=(x0 + sx * length, y0), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
-                     zorder=11)
-    av = ax.annotate("", xy=(x0, y0 + sy * length), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow,
-                     zorder=11)
+    ah = ax.annotate(
+        "", xy=(x0 + sx * length, y0), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow, zorder=11
+    )
+    av = ax.annotate(
+        "", xy=(x0, y0 + sy * length), xytext=(x0, y0), xycoords="axes fraction", arrowprops=arrow, zorder=11
+    )
     th = ax.text(x0 + sx * (length + 0.015), y0, h_letter, ha="left" if sx > 0 else "right", va="center", **kw)
     tv = ax.text(x0, y0 + sy * (length + 0.015), v_letter, ha="center", va="bottom" if sy > 0 else "top", **kw)
     return {"corner": corner, "letters": (h_letter, v_letter), "texts": (th, tv), "artists": (ah, av, th, tv)}
@@ -413,14 +476,18 @@ def _range_of(values: np.ndarray, value_range, nonzero: bool = False) -> tuple:
     return robust_range(values, nonzero=nonzero, value_range=value_range)
 
 
-def _unit_label(volume: Volume, unit: Optional[str], warn: list) -> str:
+def _unit_label(volume: Volume, unit: str | None, warn: list) -> str:
     unit = unit if unit is not None else volume.unit
     if unit is None or not str(unit).strip():
-        raise InputError(f"the overlay {volume.name!r} has no unit, so its colour bar cannot say what it shows; "
-                         "set its unit (e.g. 'Bq/mL', 'SUVbw', 'mM') or pass unit=...")
+        raise InputError(
+            f"the overlay {volume.name!r} has no unit, so its colour bar cannot say what it shows; "
+            "set its unit (e.g. 'Bq/mL', 'SUVbw', 'mM') or pass unit=..."
+        )
     if str(unit).strip().lower() in ("a.u.", "au", "arbitrary"):
-        msg = (f"the overlay {volume.name or volume.modality!r} is in arbitrary units (a.u.); calibrate it "
-               "(PET Bq/mL or SUV, 19F mM against the reference tube, MPI ng Fe) for a colour bar in physical units.")
+        msg = (
+            f"the overlay {volume.name or volume.modality!r} is in arbitrary units (a.u.); calibrate it "
+            "(PET Bq/mL or SUV, 19F mM against the reference tube, MPI ng Fe) for a colour bar in physical units."
+        )
         warnings.warn(msg, ImmunotrackWarning, stacklevel=3)
         warn.append(msg)
     name = volume.name or volume.modality
@@ -428,13 +495,30 @@ def _unit_label(volume: Volume, unit: Optional[str], warn: list) -> str:
 
 
 # --------------------------------------------------------------------------- panels
-def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, labels=(), *, plane: str = "axial",
-               position_mm: Optional[float] = None, fov_mm=None, pixel_mm: Optional[float] = None,
-               anatomy_range=None, overlay_range=None, overlay_cmap: Optional[str] = None,
-               overlay_alpha: float = 0.85, overlay_threshold: Optional[float] = None, unit: Optional[str] = None,
-               outline_colors=None, outline_width: float = 0.8, scale_bar_mm: Optional[float] = None,
-               letters: bool = True, radiological: bool = False, title: Optional[str] = None,
-               letter_corner: Optional[str] = None) -> dict:
+def draw_fused(
+    ax,
+    anatomy: Volume | None,
+    overlay: Volume | None = None,
+    labels=(),
+    *,
+    plane: str = "axial",
+    position_mm: float | None = None,
+    fov_mm=None,
+    pixel_mm: float | None = None,
+    anatomy_range=None,
+    overlay_range=None,
+    overlay_cmap: str | None = None,
+    overlay_alpha: float = 0.85,
+    overlay_threshold: float | None = None,
+    unit: str | None = None,
+    outline_colors=None,
+    outline_width: float = 0.8,
+    scale_bar_mm: float | None = None,
+    letters: bool = True,
+    radiological: bool = False,
+    title: str | None = None,
+    letter_corner: str | None = None,
+) -> dict:
     """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`).
 
     ``letter_corner`` forces the corner of the orientation marker (default: the one with the least signal).
@@ -462,21 +546,37 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         (h_range, v_range) = fov_mm
     position = _auto_position(base, plane) if position_mm is None else float(position_mm)
     if not box[0][p["normal"]] <= position <= box[1][p["normal"]]:
-        raise InputError(f"{plane} position {position:g} mm is outside the volume "
-                         f"({box[0][p['normal']]:.1f} to {box[1][p['normal']]:.1f} mm).")
+        raise InputError(
+            f"{plane} position {position:g} mm is outside the volume "
+            f"({box[0][p['normal']]:.1f} to {box[1][p['normal']]:.1f} mm)."
+        )
     if pixel_mm is None:
         sp = base.spacing
         pixel_mm = float(np.min(sp))
     grid = display_grid(plane, position, h_range, v_range, pixel_mm)
     extent = grid[2]
-    info = {"plane": plane, "position_mm": position, "extent_mm": tuple(float(e) for e in extent),
-            "pixel_mm": float(pixel_mm), "letters": PLANES[plane]["letters"], "radiological": bool(radiological)}
+    info = {
+        "plane": plane,
+        "position_mm": position,
+        "extent_mm": tuple(float(e) for e in extent),
+        "pixel_mm": float(pixel_mm),
+        "letters": PLANES[plane]["letters"],
+        "radiological": bool(radiological),
+    }
     ax.set_facecolor("black")
     if anatomy is not None:
         a2d = sample_plane(anatomy, grid, order=1)
         lo, hi = _range_of(a2d, anatomy_range)
-        ax.imshow(np.nan_to_num(a2d, nan=lo), cmap="gray", vmin=lo, vmax=hi, extent=extent, origin="upper",
-                  interpolation="nearest", zorder=1)
+        ax.imshow(
+            np.nan_to_num(a2d, nan=lo),
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            extent=extent,
+            origin="upper",
+            interpolation="nearest",
+            zorder=1,
+        )
         info["anatomy_range"] = (lo, hi)
     mappable = None
     if overlay is not None:
@@ -484,23 +584,34 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         o2d = sample_plane(overlay, grid, order=1)
         lo, hi = _range_of(o2d, overlay_range, nonzero=True)
         cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].with_extremes(
-            bad=(0.0, 0.0, 0.0, 0.0))
+            bad=(0.0, 0.0, 0.0, 0.0)
+        )
         # default: 5 % up the colour range, so a faint background of the overlay does not veil the anatomy
         threshold = lo + 0.05 * (hi - lo) if overlay_threshold is None else float(overlay_threshold)
         shown = np.ma.masked_where(~np.isfinite(o2d) | (o2d < threshold), o2d)
-        ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi, alpha=overlay_alpha, extent=extent, origin="upper",
-                  interpolation="nearest", zorder=2)
+        ax.imshow(
+            shown,
+            cmap=cmap,
+            vmin=lo,
+            vmax=hi,
+            alpha=overlay_alpha,
+            extent=extent,
+            origin="upper",
+            interpolation="nearest",
+            zorder=2,
+        )
         # the colour bar shows the map itself (opaque), not the overlay blended over grey
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 
         mappable = ScalarMappable(norm=Normalize(vmin=lo, vmax=hi), cmap=cmap)
-        info.update(colorbar_range=(lo, hi), colorbar_label=unit_text, overlay_cmap=cmap.name,
-                    overlay_threshold=threshold)
+        info.update(
+            colorbar_range=(lo, hi), colorbar_label=unit_text, overlay_cmap=cmap.name, overlay_threshold=threshold
+        )
     drawn = []
     colors = list(outline_colors or OUTLINE_COLORS)
-    for i, lab in enumerate(labels):
-        vol, col = (lab if isinstance(lab, tuple) else (lab, None))
+    for _i, lab in enumerate(labels):
+        vol, col = lab if isinstance(lab, tuple) else (lab, None)
         l2d = sample_plane(vol, grid, order=0)
         # one colour per label value, or the colour given with the volume
         values = _outlines(ax, l2d, extent, col if col else colors, linewidth=outline_width)
@@ -534,8 +645,9 @@ def draw_fused(ax, anatomy: Optional[Volume], overlay: Optional[Volume] = None, 
         if signal is not None and radiological and plane in ("axial", "coronal"):
             signal = signal[:, ::-1]  # as displayed
         bar_corner = "lower left" if radiological and plane in ("axial", "coronal") else "lower right"
-        marker = _orientation_letters(ax, plane, radiological, image=signal, corner=letter_corner,
-                                      avoid=(bar_corner,) if scale_bar_mm else ())
+        marker = _orientation_letters(
+            ax, plane, radiological, image=signal, corner=letter_corner, avoid=(bar_corner,) if scale_bar_mm else ()
+        )
         info["letter_corner"] = marker["corner"]
         info["letters_shown"] = marker["letters"]
         info["_marker"] = marker
@@ -563,9 +675,17 @@ def _describe_inputs(**volumes) -> dict:
     return out
 
 
-def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, labels=(), *, plane: str = "axial",
-                position_mm: Optional[float] = None, width_in: float = 3.4, colorbar: bool = True,
-                **kwargs) -> FigureResult:
+def fused_slice(
+    anatomy: Volume | None,
+    overlay: Volume | None = None,
+    labels=(),
+    *,
+    plane: str = "axial",
+    position_mm: float | None = None,
+    width_in: float = 3.4,
+    colorbar: bool = True,
+    **kwargs,
+) -> FigureResult:
     """A publication panel: one fused slice through world coordinates.
 
     Parameters
@@ -613,15 +733,27 @@ def fused_slice(anatomy: Optional[Volume], overlay: Optional[Volume] = None, lab
             cb.set_label(info["colorbar_label"])
             cax.tick_params(labelsize=7)
             axes["colorbar"] = cax
-        result = FigureResult(fig, axes, {"panel": info, **{k: v for k, v in info.items() if k != "warnings"}},
-                              _describe_inputs(anatomy=anatomy, overlay=overlay, labels=list(
-                                  [labels] if isinstance(labels, Volume) else labels or ())),
-                              list(info["warnings"]))
+        result = FigureResult(
+            fig,
+            axes,
+            {"panel": info, **{k: v for k, v in info.items() if k != "warnings"}},
+            _describe_inputs(
+                anatomy=anatomy, overlay=overlay, labels=list([labels] if isinstance(labels, Volume) else labels or ())
+            ),
+            list(info["warnings"]),
+        )
         return result
 
 
-def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range=None, panel_width_in: float = 2.2,
-            colorbar_label: Optional[str] = None, suptitle: Optional[str] = None) -> FigureResult:
+def montage(
+    panels: Sequence[dict],
+    *,
+    ncols: int | None = None,
+    shared_range=None,
+    panel_width_in: float = 2.2,
+    colorbar_label: str | None = None,
+    suptitle: str | None = None,
+) -> FigureResult:
     """Several fused slices in a grid, one colour range and one colour bar.
 
     Parameters
@@ -677,8 +809,14 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
         left_frac = (panel_width_in * ncols) / (panel_width_in * ncols + cbar_w)
         for i, pn in enumerate(panels):
             r, c = divmod(i, ncols)
-            ax = fig.add_axes([c / ncols * left_frac + 0.005, 1 - (r + 1) / nrows + 0.02,
-                               left_frac / ncols - 0.01, 1 / nrows - 0.02 - (0.06 if suptitle else 0.05)])
+            ax = fig.add_axes(
+                [
+                    c / ncols * left_frac + 0.005,
+                    1 - (r + 1) / nrows + 0.02,
+                    left_frac / ncols - 0.01,
+                    1 / nrows - 0.02 - (0.06 if suptitle else 0.05),
+                ]
+            )
             kw = {k: v for k, v in pn.items() if k not in ("anatomy", "overlay", "labels")}
             if pn.get("overlay") is not None:
                 kw.setdefault("overlay_range", shared_range)
@@ -698,8 +836,9 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
                 if info.get("letter_corner") not in (None, corner):
                     for artist in info["_marker"]["artists"]:
                         artist.remove()
-                    marker = _orientation_letters(axes[f"panel_{i}"], info["plane"], info["radiological"],
-                                                  corner=corner)
+                    marker = _orientation_letters(
+                        axes[f"panel_{i}"], info["plane"], info["radiological"], corner=corner
+                    )
                     info["letter_corner"], info["letters_shown"] = marker["corner"], marker["letters"]
         for info in infos:
             info.pop("_marker", None)
@@ -715,13 +854,28 @@ def montage(panels: Sequence[dict], *, ncols: Optional[int] = None, shared_range
         for i, pn in enumerate(panels):
             for k, v in _describe_inputs(anatomy=pn.get("anatomy"), overlay=pn.get("overlay")).items():
                 inputs[f"panel{i}_{k}"] = v
-        return FigureResult(fig, axes, {"panels": infos, "colorbar_range": tuple(shared_range) if has_overlay else None},
-                            inputs, list(dict.fromkeys(warn)))
+        return FigureResult(
+            fig,
+            axes,
+            {"panels": infos, "colorbar_range": tuple(shared_range) if has_overlay else None},
+            inputs,
+            list(dict.fromkeys(warn)),
+        )
 
 
-def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optional[str] = None,
-        unit: Optional[str] = None, pixel_mm: Optional[float] = None, scale_bar_mm: Optional[float] = None,
-        title: Optional[str] = None, width_in: float = 3.0, radiological: bool = False) -> FigureResult:
+def mip(
+    volume: Volume,
+    *,
+    plane: str = "coronal",
+    value_range=None,
+    cmap: str | None = None,
+    unit: str | None = None,
+    pixel_mm: float | None = None,
+    scale_bar_mm: float | None = None,
+    title: str | None = None,
+    width_in: float = 3.0,
+    radiological: bool = False,
+) -> FigureResult:
     """Maximum-intensity projection of a volume along the normal of ``plane`` (world axes).
 
     The volume is first resampled onto an axis-aligned world grid (linear), so
@@ -737,8 +891,11 @@ def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optio
         label = _unit_label(volume, unit, warn)
         spacing = pixel_mm or float(np.min(volume.spacing))
         shape, affine = volume.axis_aligned_grid(spacing)
-        data = volume.replace(data=volume.numpy().astype(np.float32)).resample_to((shape, affine), order=1,
-                                                                                  fill=np.nan).numpy()
+        data = (
+            volume.replace(data=volume.numpy().astype(np.float32))
+            .resample_to((shape, affine), order=1, fill=np.nan)
+            .numpy()
+        )
         # grid axes 0, 1, 2 run along z, y, x (see Volume.axis_aligned_grid)
         p = PLANES[plane]
         axis_of = {2: 0, 1: 1, 0: 2}
@@ -752,16 +909,27 @@ def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optio
         img = img[::-1]
         lo_w = affine[:3, 3] - spacing / 2
         n_xyz = {0: shape[2], 1: shape[1], 2: shape[0]}
-        extent = (lo_w[p["h"]], lo_w[p["h"]] + n_xyz[p["h"]] * spacing,
-                  lo_w[p["v"]], lo_w[p["v"]] + n_xyz[p["v"]] * spacing)
+        extent = (
+            lo_w[p["h"]],
+            lo_w[p["h"]] + n_xyz[p["h"]] * spacing,
+            lo_w[p["v"]],
+            lo_w[p["v"]] + n_xyz[p["v"]] * spacing,
+        )
         lo, hi = _range_of(img, value_range, nonzero=True)
         w, h = extent[1] - extent[0], extent[3] - extent[2]
         fig = _new_figure((width_in, max((width_in - 0.9) * h / w, 1.0) + 0.35))
         ax = fig.add_axes([0.02, 0.03, 0.72, 0.9])
         ax.set_facecolor("black")
         cm = colormaps[cmap or MODALITY_CMAP.get(volume.modality, "inferno")]
-        m = ax.imshow(np.nan_to_num(img, nan=lo), cmap=cm, vmin=lo, vmax=hi, extent=extent, origin="upper",
-                      interpolation="nearest")
+        m = ax.imshow(
+            np.nan_to_num(img, nan=lo),
+            cmap=cm,
+            vmin=lo,
+            vmax=hi,
+            extent=extent,
+            origin="upper",
+            interpolation="nearest",
+        )
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
         if radiological and plane in ("axial", "coronal"):
@@ -775,22 +943,42 @@ def mip(volume: Volume, *, plane: str = "coronal", value_range=None, cmap: Optio
         if bar:
             _scale_bar(ax, extent, float(bar), radiological=radiological and plane in ("axial", "coronal"))
         shown_img = img[:, ::-1] if radiological and plane in ("axial", "coronal") else img
-        marker = _orientation_letters(ax, plane, radiological, image=np.clip(
-            (np.nan_to_num(shown_img, nan=lo) - lo) / (hi - lo), 0, 1),
-            avoid=("lower left" if radiological and plane in ("axial", "coronal") else "lower right",) if bar else ())
+        marker = _orientation_letters(
+            ax,
+            plane,
+            radiological,
+            image=np.clip((np.nan_to_num(shown_img, nan=lo) - lo) / (hi - lo), 0, 1),
+            avoid=("lower left" if radiological and plane in ("axial", "coronal") else "lower right",) if bar else (),
+        )
         cax = fig.add_axes([0.78, 0.1, 0.035, 0.75])
         cb = fig.colorbar(m, cax=cax)
         cb.set_label(label)
         ax.set_title(title or f"MIP ({plane})")
-        info = {"plane": plane, "extent_mm": tuple(float(e) for e in extent), "colorbar_range": (lo, hi),
-                "colorbar_label": label, "scale_bar_mm": float(bar or 0), "pixel_mm": spacing,
-                "letter_corner": marker["corner"]}
+        info = {
+            "plane": plane,
+            "extent_mm": tuple(float(e) for e in extent),
+            "colorbar_range": (lo, hi),
+            "colorbar_label": label,
+            "scale_bar_mm": float(bar or 0),
+            "pixel_mm": spacing,
+            "letter_corner": marker["corner"],
+        }
         return FigureResult(fig, {"image": ax, "colorbar": cax}, info, _describe_inputs(volume=volume), warn)
 
 
-def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optional[str] = None,
-               category: str = "organ", unit: Optional[str] = None, title: Optional[str] = None,
-               log: bool = False, width_in: float = 4.5, height_in: float = 2.6) -> FigureResult:
+def organ_bars(
+    table,
+    value: str,
+    *,
+    error: str | None = None,
+    group: str | None = None,
+    category: str = "organ",
+    unit: str | None = None,
+    title: str | None = None,
+    log: bool = False,
+    width_in: float = 4.5,
+    height_in: float = 2.6,
+) -> FigureResult:
     """Bar chart per organ (category), optionally grouped (e.g. by day), with error bars.
 
     Parameters
@@ -814,14 +1002,29 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
         x = np.arange(len(cats))
         for gi, g in enumerate(groups):
             sub = df if g is None else df[df[group] == g]
-            vals = [float(sub.loc[sub[category] == c, value].iloc[0]) if (sub[category] == c).any() else np.nan
-                    for c in cats]
-            errs = ([float(sub.loc[sub[category] == c, error].iloc[0]) if (sub[category] == c).any() else np.nan
-                     for c in cats] if error else None)
+            vals = [
+                float(sub.loc[sub[category] == c, value].iloc[0]) if (sub[category] == c).any() else np.nan
+                for c in cats
+            ]
+            errs = (
+                [
+                    float(sub.loc[sub[category] == c, error].iloc[0]) if (sub[category] == c).any() else np.nan
+                    for c in cats
+                ]
+                if error
+                else None
+            )
             lab = None if g is None else (f"day {g:g}" if group == "day" and isinstance(g, (int, float)) else str(g))
-            ax.bar(x + (gi - (len(groups) - 1) / 2) * width, np.nan_to_num(vals), width * 0.92,
-                   yerr=None if errs is None else np.nan_to_num(errs), capsize=2, color=OKABE_ITO[gi % 8],
-                   label=lab, error_kw={"elinewidth": 0.8, "capthick": 0.8})
+            ax.bar(
+                x + (gi - (len(groups) - 1) / 2) * width,
+                np.nan_to_num(vals),
+                width * 0.92,
+                yerr=None if errs is None else np.nan_to_num(errs),
+                capsize=2,
+                color=OKABE_ITO[gi % 8],
+                label=lab,
+                error_kw={"elinewidth": 0.8, "capthick": 0.8},
+            )
         ax.set_xticks(x)
         ax.set_xticklabels([str(c).replace("_", " ") for c in cats], rotation=35, ha="right")
         ax.set_ylabel(unit or value)
@@ -831,8 +1034,9 @@ def organ_bars(table, value: str, *, error: Optional[str] = None, group: Optiona
             ax.legend(ncol=min(len(groups), 4), loc="upper right")
         if title:
             ax.set_title(title)
-        return FigureResult(fig, {"bars": ax}, {"categories": cats, "groups": groups, "value": value, "error": error},
-                            {}, [])
+        return FigureResult(
+            fig, {"bars": ax}, {"categories": cats, "groups": groups, "value": value, "error": error}, {}, []
+        )
 
 
 def _wrap_label(text: str, length_in: float, fontsize: float = 8.0) -> str:
@@ -843,10 +1047,22 @@ def _wrap_label(text: str, length_in: float, fontsize: float = 8.0) -> str:
     return textwrap.fill(str(text), per_line, break_on_hyphens=False) if len(str(text)) > per_line else str(text)
 
 
-def time_course(table, value: str, *, site: str = "site", day: str = "day", error: Optional[str] = None,
-                model: Optional[str] = None, limit: Optional[str] = None, flags: Optional[dict] = None,
-                unit: Optional[str] = None, title: Optional[str] = None, log: bool = True,
-                width_in: float = 4.5, height_in: float = 3.4) -> FigureResult:
+def time_course(
+    table,
+    value: str,
+    *,
+    site: str = "site",
+    day: str = "day",
+    error: str | None = None,
+    model: str | None = None,
+    limit: str | None = None,
+    flags: dict | None = None,
+    unit: str | None = None,
+    title: str | None = None,
+    log: bool = True,
+    width_in: float = 4.5,
+    height_in: float = 3.4,
+) -> FigureResult:
     """Time courses per site: measured points (markers), a model column (dashed), the detection limit (dotted).
 
     Parameters
@@ -879,8 +1095,18 @@ def time_course(table, value: str, *, site: str = "site", day: str = "day", erro
             flagged = bool(flags and flags.get(name))
             lab = str(name).replace("_", " ") + (" (macrophage-held?)" if flagged else "")
             yerr = sub[error].to_numpy(float) if error else None
-            ax.errorbar(sub[day], y, yerr=yerr, marker=style["marker"], color=color, linestyle="-",
-                        label=lab, capsize=2, markersize=4, markerfacecolor="white" if flagged else color)
+            ax.errorbar(
+                sub[day],
+                y,
+                yerr=yerr,
+                marker=style["marker"],
+                color=color,
+                linestyle="-",
+                label=lab,
+                capsize=2,
+                markersize=4,
+                markerfacecolor="white" if flagged else color,
+            )
             if model:
                 ax.plot(sub[day], sub[model], linestyle="--", color=color, linewidth=0.9)
             if limit and np.isfinite(sub[limit].to_numpy(float)).any():
@@ -900,8 +1126,9 @@ def time_course(table, value: str, *, site: str = "site", day: str = "day", erro
             fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=6.5)
         if title:
             ax.set_title(title)
-        return FigureResult(fig, {"plot": ax}, {"value": value, "model": model, "limit": limit, "site_styles": styles},
-                            {}, [])
+        return FigureResult(
+            fig, {"plot": ax}, {"value": value, "model": model, "limit": limit, "site_styles": styles}, {}, []
+        )
 
 
 # --------------------------------------------------------------------------- saving
@@ -916,8 +1143,15 @@ def render_png(result, dpi: int = 100) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba()).copy()
 
 
-def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
-                provenance: Optional[dict] = None):
+def save_figure(
+    result,
+    path,
+    *,
+    dpi: int = 300,
+    formats: Sequence[str] | None = None,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+):
     """Write a figure as PNG (at ``dpi``) and/or SVG/PDF, each with a ``.provenance.json`` sidecar.
 
     Parameters
@@ -967,8 +1201,11 @@ def save_figure(result, path, *, dpi: int = 300, formats: Optional[Sequence[str]
         for target in targets:
             fmt = target.suffix.lower().lstrip(".")
             # no dates or software stamps in the files: the same figure is byte-identical
-            metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
-                        "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}}[fmt]
+            metadata = {
+                "png": {"Software": None},
+                "svg": {"Date": None, "Creator": None},
+                "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None},
+            }[fmt]
             with atomic_output(target, overwrite) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=int(dpi), metadata=metadata, facecolor="white")
             prov = dict(base, parameters={**base["parameters"], "format": fmt})

@@ -19,7 +19,6 @@ What counts as unsaved, by content fingerprint:
 from __future__ import annotations
 
 import hashlib
-from typing import Optional
 
 import numpy as np
 
@@ -35,7 +34,7 @@ def layer_kind(layer) -> str:
     return type(layer).__name__
 
 
-def array_fingerprint(data) -> Optional[str]:
+def array_fingerprint(data) -> str | None:
     """A content hash of an in-memory array (None for lazy arrays, which cannot be edited).
 
     Parameters
@@ -65,7 +64,7 @@ def array_fingerprint(data) -> Optional[str]:
     return hashlib.blake2b(arr.view(np.uint8).reshape(-1).data, digest_size=16).hexdigest() + str(arr.shape)
 
 
-def content_fingerprint(layer) -> Optional[str]:
+def content_fingerprint(layer) -> str | None:
     """A hash of what the user could lose in ``layer`` (None for lazy data and for layers not edited by hand)."""
     kind = layer_kind(layer)
     if kind == "Labels":

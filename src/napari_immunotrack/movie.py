@@ -45,9 +45,9 @@ import shutil
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -68,9 +68,9 @@ class MovieTimepoint:
     """One timepoint of a movie: the anatomy and the track placed in the anatomy's world."""
 
     session: str
-    day: Optional[float]
-    anatomy: Optional[Volume]
-    overlay: Optional[Volume]
+    day: float | None
+    anatomy: Volume | None
+    overlay: Volume | None
     note: str = ""
     anatomy_label: str = ""
     subject: str = ""
@@ -87,7 +87,7 @@ class KeyFrame:
 
     image: np.ndarray
     stamp: str
-    stamp_box: Tuple[int, int, int, int]
+    stamp_box: tuple[int, int, int, int]
     info: dict = field(default_factory=dict)
 
 
@@ -95,20 +95,20 @@ class KeyFrame:
 class MovieResult:
     """What was written: the file, frame count and size, the timepoints and the colour range."""
 
-    path: Optional[Path]
+    path: Path | None
     n_frames: int
-    size: Tuple[int, int]
+    size: tuple[int, int]
     fps: float
-    key_days: List[Optional[float]]
-    stamps: List[str]
-    colorbar_range: Optional[Tuple[float, float]]
-    threshold: Optional[float]
+    key_days: list[float | None]
+    stamps: list[str]
+    colorbar_range: tuple[float, float] | None
+    threshold: float | None
     unit: str
     plane: str
-    position_mm: Optional[float]
-    warnings: List[str] = field(default_factory=list)
+    position_mm: float | None
+    warnings: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
-    key_frames: List[KeyFrame] = field(default_factory=list)
+    key_frames: list[KeyFrame] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- loading
@@ -145,8 +145,9 @@ def _nice_unit(volume: Volume) -> Volume:
     return volume
 
 
-def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] = None,
-                      anatomy: Optional[str] = None, progress=None) -> Tuple[List[MovieTimepoint], List[str]]:
+def load_track_series(
+    study_root, track: str = "PET", *, subject: str | None = None, anatomy: str | None = None, progress=None
+) -> tuple[list[MovieTimepoint], list[str]]:
     """The timepoints of one subject's ``track`` over its anatomy, each in its session's anatomy world.
 
     Parameters
@@ -174,15 +175,16 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
     subjects = study.subjects()
     if subject is None:
         if len(subjects) > 1:
-            raise InputError(f"the study holds {len(subjects)} subjects ({', '.join(subjects)}); choose one with "
-                             "--subject.")
+            raise InputError(
+                f"the study holds {len(subjects)} subjects ({', '.join(subjects)}); choose one with --subject."
+            )
         subject = subjects[0]
     subject = str(subject).removeprefix("sub-")
     if subject not in subjects:
         raise InputError(f"subject {subject!r} is not in the study; subjects are {', '.join(subjects)}.")
     role = TRACKS[track]
-    notes: List[str] = []
-    out: List[MovieTimepoint] = []
+    notes: list[str] = []
+    out: list[MovieTimepoint] = []
     sessions = study.sessions(subject)
     for i, session in enumerate(sessions):
         report(progress, i / max(len(sessions), 1), f"loading {session}")
@@ -204,8 +206,11 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
             continue
         f = study.file(subject, session, role)
         if f is None:
-            out.append(MovieTimepoint(session, day, under, None, note=f"no {track} at this timepoint",
-                                      anatomy_label=under_label))
+            out.append(
+                MovieTimepoint(
+                    session, day, under, None, note=f"no {track} at this timepoint", anatomy_label=under_label
+                )
+            )
             continue
         over = load_volume(f.path)
         if over.data.ndim == 4:
@@ -214,8 +219,10 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
         if xfm is not None:
             over = in_reference_world(over, read_transform(xfm.path))
         elif f.datatype not in ("anat", "f19"):
-            msg = (f"{session}: no saved registration of {track} to the anatomy (xfm/*_from-{f.datatype}_to-anat.tfm); "
-                   "shown where its header places it.")
+            msg = (
+                f"{session}: no saved registration of {track} to the anatomy (xfm/*_from-{f.datatype}_to-anat.tfm); "
+                "shown where its header places it."
+            )
             notes.append(msg)
         if track == "19F":
             side = _sidecar(f.path)
@@ -229,20 +236,26 @@ def load_track_series(study_root, track: str = "PET", *, subject: Optional[str] 
     if not out:
         raise InputError(f"subject {subject} has no anatomical image (T2w, T2*w, T1w) to draw the movie on.")
     if track != "T2starw" and all(t.overlay is None for t in out):
-        raise InputError(f"subject {subject} has no {track} image at any timepoint; tracks found: "
-                         f"{', '.join(study.tracks(subject))}.")
+        raise InputError(
+            f"subject {subject} has no {track} image at any timepoint; tracks found: "
+            f"{', '.join(study.tracks(subject))}."
+        )
     out.sort(key=lambda t: (t.day if t.day is not None else np.inf, t.session))
     for t in out:
         t.subject = subject
     units = {str(t.overlay.unit) for t in out if t.overlay is not None}
     if len(units) > 1:
-        raise InputError(f"the {track} images are in different units ({', '.join(sorted(units))}); one colour bar "
-                         "cannot show them; calibrate them alike first.")
+        raise InputError(
+            f"the {track} images are in different units ({', '.join(sorted(units))}); one colour bar "
+            "cannot show them; calibrate them alike first."
+        )
     unit = next((str(t.overlay.unit) for t in out if t.overlay is not None), "")
     if track != "T2starw" and unit.strip().lower() in ("a.u.", "au", "arbitrary", ""):
-        notes.append(f"the {track} images are in arbitrary units ({unit or 'no unit'}); calibrate them (PET Bq/mL or "
-                     "SUV, 19F mM against the reference tube, MPI ng Fe with fiducials) for a colour bar in physical "
-                     "units.")
+        notes.append(
+            f"the {track} images are in arbitrary units ({unit or 'no unit'}); calibrate them (PET Bq/mL or "
+            "SUV, 19F mM against the reference tube, MPI ng Fe with fiducials) for a colour bar in physical "
+            "units."
+        )
     report(progress, 1.0, "loaded")
     return out, notes
 
@@ -289,7 +302,7 @@ def _box(volume: Volume) -> np.ndarray:
     return _world_box(volume)
 
 
-def shared_range(series: Sequence[MovieTimepoint], plane: str, position_mm: Optional[float]) -> Optional[tuple]:
+def shared_range(series: Sequence[MovieTimepoint], plane: str, position_mm: float | None) -> tuple | None:
     """One colour range for every frame: robust percentiles of the non-zero values shown on all of them."""
     from .figures import PLANES, display_grid, robust_range, sample_plane
 
@@ -302,8 +315,13 @@ def shared_range(series: Sequence[MovieTimepoint], plane: str, position_mm: Opti
             continue
         p = PLANES[plane]
         box = _box(t.anatomy)
-        grid = display_grid(plane, position_mm, (box[0][p["h"]], box[1][p["h"]]), (box[0][p["v"]], box[1][p["v"]]),
-                            float(np.min(t.overlay.spacing)))
+        grid = display_grid(
+            plane,
+            position_mm,
+            (box[0][p["h"]], box[1][p["h"]]),
+            (box[0][p["v"]], box[1][p["v"]]),
+            float(np.min(t.overlay.spacing)),
+        )
         values.append(sample_plane(t.overlay, grid).ravel())
     if not values:
         return None
@@ -336,7 +354,7 @@ def display_threshold(series: Sequence[MovieTimepoint], value_range: tuple) -> f
     return float(max(lo + 0.1 * (hi - lo), floor))
 
 
-def _projection(volume: Volume, how: str, angle_deg: float, spacing: Optional[float] = None):
+def _projection(volume: Volume, how: str, angle_deg: float, spacing: float | None = None):
     """A coronal projection (viewer in front, looking posterior) after turning the body by ``angle_deg``
     about the S axis: (image rows top = superior, extent in mm)."""
     from scipy import ndimage
@@ -349,8 +367,11 @@ def _projection(volume: Volume, how: str, angle_deg: float, spacing: Optional[fl
         if len(_ALIGNED) > 8:
             _ALIGNED.clear()
         shape, affine = volume.axis_aligned_grid(sp)
-        data = volume.replace(data=volume.numpy().astype(np.float32)).resample_to((shape, affine), order=1,
-                                                                                  fill=0.0).numpy()
+        data = (
+            volume.replace(data=volume.numpy().astype(np.float32))
+            .resample_to((shape, affine), order=1, fill=0.0)
+            .numpy()
+        )
         _ALIGNED[key] = (np.nan_to_num(np.asarray(data)), shape, affine, volume)  # array axes (z, y, x)
     data, shape, affine, _ = _ALIGNED[key]
     if angle_deg:
@@ -363,7 +384,7 @@ def _projection(volume: Volume, how: str, angle_deg: float, spacing: Optional[fl
 
 
 # --------------------------------------------------------------------------- rendering
-def _figure(size: Tuple[int, int]):
+def _figure(size: tuple[int, int]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -384,7 +405,7 @@ def _pixels(fig, size) -> np.ndarray:
     return out
 
 
-def _text_box(fig, artist, size) -> Tuple[int, int, int, int]:
+def _text_box(fig, artist, size) -> tuple[int, int, int, int]:
     """(row0, row1, col0, col1) pixels of a text artist, a little padded, inside the frame."""
     bb = artist.get_window_extent(renderer=fig.canvas.get_renderer())
     width, height = size
@@ -394,10 +415,21 @@ def _text_box(fig, artist, size) -> Tuple[int, int, int, int]:
     return max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
 
 
-def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[float], size: Tuple[int, int],
-                     overlay_range: Optional[tuple], title: str, unit_label: str, cmap: Optional[str] = None,
-                     threshold: Optional[float] = None, angle_deg: float = 0.0, unit: str = "",
-                     letter_corner: Optional[str] = None) -> KeyFrame:
+def render_key_frame(
+    t: MovieTimepoint,
+    *,
+    plane: str,
+    position_mm: float | None,
+    size: tuple[int, int],
+    overlay_range: tuple | None,
+    title: str,
+    unit_label: str,
+    cmap: str | None = None,
+    threshold: float | None = None,
+    angle_deg: float = 0.0,
+    unit: str = "",
+    letter_corner: str | None = None,
+) -> KeyFrame:
     """One frame (RGB uint8, ``size`` = (width, height) pixels) of one timepoint.
 
     The image fills the left of the frame, the colour bar (``overlay_range``, shared by every frame)
@@ -430,19 +462,30 @@ def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[flo
             a_lo, a_hi = F.robust_range(a_img, nonzero=True)
             ax.imshow(a_img, cmap="gray", vmin=a_lo, vmax=a_hi, extent=extent, origin="upper", interpolation="bilinear")
             if t.overlay is not None and lo_hi is not None:
-                o_img, o_ext = _projection(t.overlay, "max", angle_deg, spacing=abs(extent[1] - extent[0]) / a_img.shape[1])
+                o_img, o_ext = _projection(
+                    t.overlay, "max", angle_deg, spacing=abs(extent[1] - extent[0]) / a_img.shape[1]
+                )
                 lo, hi = lo_hi
                 shown = np.ma.masked_where(o_img < threshold, o_img)
-                ax.imshow(shown, cmap=colormaps[cm_name], vmin=lo, vmax=hi, alpha=0.85, extent=o_ext,
-                          origin="upper", interpolation="bilinear")
+                ax.imshow(
+                    shown,
+                    cmap=colormaps[cm_name],
+                    vmin=lo,
+                    vmax=hi,
+                    alpha=0.85,
+                    extent=o_ext,
+                    origin="upper",
+                    interpolation="bilinear",
+                )
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_aspect("equal")
             ax.axis("off")
             F._scale_bar(ax, extent, F._nice_length(extent[1] - extent[0]))
             if angle_deg % 360 == 0:  # turned views have no fixed left/right: the title gives the angle
-                marker = F._orientation_letters(ax, "coronal", False, image=a_img, corner=letter_corner,
-                                                avoid=("lower right",))
+                marker = F._orientation_letters(
+                    ax, "coronal", False, image=a_img, corner=letter_corner, avoid=("lower right",)
+                )
                 info["letter_corner"] = marker["corner"]
             info.update(extent_mm=tuple(float(e) for e in extent), angle_deg=float(angle_deg))
         else:
@@ -456,28 +499,61 @@ def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[flo
                 kw = dict(overlay_range=lo_hi, overlay_threshold=threshold, overlay_cmap=cm_name)
             with warnings.catch_warnings():  # said once for the whole movie (make_movie), not once per frame
                 warnings.simplefilter("ignore", ImmunotrackWarning)
-                panel = F.draw_fused(ax, t.anatomy, t.overlay if lo_hi is not None else None, (), plane=plane,
-                                     position_mm=position_mm, pixel_mm=pixel_mm, letter_corner=letter_corner, **kw)
+                panel = F.draw_fused(
+                    ax,
+                    t.anatomy,
+                    t.overlay if lo_hi is not None else None,
+                    (),
+                    plane=plane,
+                    position_mm=position_mm,
+                    pixel_mm=pixel_mm,
+                    letter_corner=letter_corner,
+                    **kw,
+                )
             panel.pop("_mappable", None)
-            info.update({k: v for k, v in panel.items() if k in ("extent_mm", "position_mm", "pixel_mm",
-                                                                   "letter_corner")})
+            info.update(
+                {k: v for k, v in panel.items() if k in ("extent_mm", "position_mm", "pixel_mm", "letter_corner")}
+            )
         effects = [pe.withStroke(linewidth=2.5, foreground="black")]
-        stamp = fig.text(0.015, 0.975, t.stamp, color="white", fontsize=22, fontweight="bold", ha="left", va="top",
-                         path_effects=effects)
+        stamp = fig.text(
+            0.015,
+            0.975,
+            t.stamp,
+            color="white",
+            fontsize=22,
+            fontweight="bold",
+            ha="left",
+            va="top",
+            path_effects=effects,
+        )
         fig.text(0.5, 0.975, title, color="white", fontsize=11, ha="center", va="top")
         if t.note:
             fig.text(0.015, 0.89, t.note, color="#E69F00", fontsize=9, ha="left", va="top")
         if lo_hi is not None:
             ax.apply_aspect()  # the image's drawn box: the colour bar goes right beside it
             pos = ax.get_position()
-            cax = fig.add_axes([min(pos.x1 + 0.02, 1 - cbar_px / width), pos.y0 + 0.1 * pos.height,
-                                0.018 * height / width, 0.8 * pos.height])
+            cax = fig.add_axes(
+                [
+                    min(pos.x1 + 0.02, 1 - cbar_px / width),
+                    pos.y0 + 0.1 * pos.height,
+                    0.018 * height / width,
+                    0.8 * pos.height,
+                ]
+            )
             cb = fig.colorbar(ScalarMappable(norm=Normalize(*lo_hi), cmap=colormaps[cm_name]), cax=cax)
             cb.set_label(unit_label, color="white", fontsize=10)
             if lo_hi[0] < threshold < lo_hi[1]:
                 cax.axhline(threshold, color="white", linewidth=1.2)
-                cax.text(0.0, 1.02, f"shown above {threshold:.3g} {unit}".rstrip(), transform=cax.transAxes,
-                         color="white", fontsize=7, ha="left", va="bottom")
+                cax.text(
+                    0.0,
+                    1.02,
+                    f"shown above {threshold:.3g} {unit}".rstrip(),
+                    transform=cax.transAxes,
+                    color="white",
+                    fontsize=7,
+                    ha="left",
+                    va="bottom",
+                )
             info["threshold"] = float(threshold)
             cax.tick_params(colors="white", labelsize=8)
             cb.outline.set_edgecolor("white")
@@ -488,7 +564,7 @@ def render_key_frame(t: MovieTimepoint, *, plane: str, position_mm: Optional[flo
 
 
 # --------------------------------------------------------------------------- timeline
-def timeline(n_keys: int, fps: float, hold_s: float, fade_s: float) -> List[Tuple[int, int, float, float]]:
+def timeline(n_keys: int, fps: float, hold_s: float, fade_s: float) -> list[tuple[int, int, float, float]]:
     """The movie as (key a, key b, blend of b, duration s) per output frame (GIF) at constant ``fps`` (MP4).
 
     Each key frame is held ``hold_s`` seconds, then cross-fades to the next over ``fade_s`` seconds.
@@ -527,7 +603,7 @@ def iter_frames(keys: Sequence[KeyFrame], spec) -> Iterator[np.ndarray]:
 
 
 # --------------------------------------------------------------------------- writing
-def find_ffmpeg() -> Optional[str]:
+def find_ffmpeg() -> str | None:
     """The ffmpeg program used for MP4: ``IMMUNOTRACK_FFMPEG`` or ``ffmpeg`` on the PATH, else None."""
     exe = os.environ.get("IMMUNOTRACK_FFMPEG") or shutil.which("ffmpeg")
     return exe if exe and Path(exe).exists() else None
@@ -542,22 +618,52 @@ def _write_gif(frames: Iterator[np.ndarray], durations: Sequence[float], path: P
         if last is not None and np.array_equal(frame, last):
             seconds[-1] += d  # e.g. a fade between two timepoints that show the same data
             continue
-        kept.append(Image.fromarray(frame).quantize(colors=256, method=Image.Quantize.FASTOCTREE,
-                                                    dither=Image.Dither.NONE))
+        kept.append(
+            Image.fromarray(frame).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        )
         seconds.append(d)
         last = frame
     # GIF delays are in hundredths of a second; Pillow takes milliseconds
     ms = [max(int(round(d * 100)) * 10, 20) for d in seconds]
-    kept[0].save(path, format="GIF", save_all=True, append_images=kept[1:], duration=ms, loop=0,
-                 optimize=False, disposal=1)
+    kept[0].save(
+        path, format="GIF", save_all=True, append_images=kept[1:], duration=ms, loop=0, optimize=False, disposal=1
+    )
     return len(kept)
 
 
-def _write_mp4(frames: Iterator[np.ndarray], size: Tuple[int, int], fps: float, path: Path, exe: str) -> None:
+def _write_mp4(frames: Iterator[np.ndarray], size: tuple[int, int], fps: float, path: Path, exe: str) -> None:
     width, height = size
-    cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-an", "-c:v", "libx264", "-preset", "veryfast",
-           "-crf", "18", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(path)]
+    cmd = [
+        exe,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        f"{fps:g}",
+        "-i",
+        "-",
+        "-an",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "18",
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(path),
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for frame in frames:
@@ -567,12 +673,14 @@ def _write_mp4(frames: Iterator[np.ndarray], size: Tuple[int, int], fps: float, 
         pass
     err = proc.stderr.read().decode(errors="replace")
     if proc.wait() != 0:
-        raise InputError(f"ffmpeg ({exe}) could not write the MP4: {' '.join(err.split())[:200]}; write a GIF "
-                         "instead (-o movie.gif).")
+        raise InputError(
+            f"ffmpeg ({exe}) could not write the MP4: {' '.join(err.split())[:200]}; write a GIF "
+            "instead (-o movie.gif)."
+        )
 
 
-def parse_size(text) -> Tuple[int, int]:
-    """"1920x1080" -> (1920, 1080); both even (H.264 needs even sizes) and between 64 and 7680 pixels."""
+def parse_size(text) -> tuple[int, int]:
+    """ "1920x1080" -> (1920, 1080); both even (H.264 needs even sizes) and between 64 and 7680 pixels."""
     try:
         if isinstance(text, str):
             w, h = (int(v) for v in text.lower().replace("×", "x").split("x"))
@@ -581,16 +689,33 @@ def parse_size(text) -> Tuple[int, int]:
     except (ValueError, TypeError):
         raise InputError(f"size {text!r} must be WIDTHxHEIGHT in pixels, e.g. 1920x1080.") from None
     if not (64 <= w <= 7680 and 64 <= h <= 4320) or w % 2 or h % 2:
-        raise InputError(f"size {w}x{h}: width and height must be even numbers of pixels, 64-7680 x 64-4320 "
-                         "(e.g. 1920x1080 or 1280x720).")
+        raise InputError(
+            f"size {w}x{h}: width and height must be even numbers of pixels, 64-7680 x 64-4320 "
+            "(e.g. 1920x1080 or 1280x720)."
+        )
     return w, h
 
 
-def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str] = None, anatomy: Optional[str] = None,
-               plane: str = "axial", position_mm: Optional[float] = None, fps: float = 10.0, size="1920x1080",
-               hold_s: float = 1.5, fade_s: float = 0.6, rotate_views: int = 0, overlay_range=None,
-               cmap: Optional[str] = None, overwrite: bool = False, progress=None,
-               provenance: Optional[dict] = None) -> MovieResult:
+def make_movie(
+    study_root,
+    output,
+    *,
+    track: str = "PET",
+    subject: str | None = None,
+    anatomy: str | None = None,
+    plane: str = "axial",
+    position_mm: float | None = None,
+    fps: float = 10.0,
+    size="1920x1080",
+    hold_s: float = 1.5,
+    fade_s: float = 0.6,
+    rotate_views: int = 0,
+    overlay_range=None,
+    cmap: str | None = None,
+    overwrite: bool = False,
+    progress=None,
+    provenance: dict | None = None,
+) -> MovieResult:
     """Render and write a time-lapse movie of ``track`` over a study's timepoints.
 
     Parameters
@@ -638,16 +763,22 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
         if fmt == "mp4":
             exe = find_ffmpeg()
             if exe is None:
-                raise InputError("writing MP4 needs an ffmpeg program on the PATH (e.g. 'apt install ffmpeg' or "
-                                 "'conda install ffmpeg'; or set IMMUNOTRACK_FFMPEG); or write a GIF (-o movie.gif).")
-    series, notes = load_track_series(study_root, track, subject=subject, anatomy=anatomy,
-                                      progress=scaled(progress, 0.0, 0.3))
+                raise InputError(
+                    "writing MP4 needs an ffmpeg program on the PATH (e.g. 'apt install ffmpeg' or "
+                    "'conda install ffmpeg'; or set IMMUNOTRACK_FFMPEG); or write a GIF (-o movie.gif)."
+                )
+    series, notes = load_track_series(
+        study_root, track, subject=subject, anatomy=anatomy, progress=scaled(progress, 0.0, 0.3)
+    )
     for note in notes:  # shown once (the CLI prints ImmunotrackWarnings), and kept in the provenance
         warnings.warn(note, ImmunotrackWarning, stacklevel=2)
     t_load = time.perf_counter()
     if plane != "mip" and position_mm is None:
-        position_mm = _peak_position(series, plane) if track != "T2starw" else \
-            float(series[0].anatomy.center_world()[PLANES[plane]["normal"]])
+        position_mm = (
+            _peak_position(series, plane)
+            if track != "T2starw"
+            else float(series[0].anatomy.center_world()[PLANES[plane]["normal"]])
+        )
     if overlay_range is not None:
         lo_hi = robust_range(np.zeros(1), value_range=overlay_range)  # checks the user's range
     else:
@@ -663,16 +794,27 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
     where = "coronal MIP" if plane == "mip" else f"{plane}, {('xyz'[PLANES[plane]['normal']])} = {position_mm:.1f} mm"
     anat_name = next((t.anatomy_label for t in series if t.anatomy_label), "")
     title = f"{label} over {anat_name or 'MRI'} · {where}" if track != "T2starw" else f"T2*-weighted MRI · {where}"
-    keys: List[KeyFrame] = []
+    keys: list[KeyFrame] = []
     views = int(rotate_views) if rotate_views else 1
     total = len(series) * views
     for i, t in enumerate(series):
         for v in range(views):
             angle = 360.0 * v / views if rotate_views else 0.0
-            keys.append(render_key_frame(t, plane=plane, position_mm=position_mm, size=size, overlay_range=lo_hi,
-                                         title=title + (f" · turned {angle:.0f}°" if rotate_views else ""),
-                                         unit_label=label, cmap=cmap, threshold=threshold, angle_deg=angle,
-                                         unit=unit))
+            keys.append(
+                render_key_frame(
+                    t,
+                    plane=plane,
+                    position_mm=position_mm,
+                    size=size,
+                    overlay_range=lo_hi,
+                    title=title + (f" · turned {angle:.0f}°" if rotate_views else ""),
+                    unit_label=label,
+                    cmap=cmap,
+                    threshold=threshold,
+                    angle_deg=angle,
+                    unit=unit,
+                )
+            )
             report(scaled(progress, 0.3, 0.85), (i * views + v + 1) / total, f"frame {t.stamp}")
     # one corner for the orientation marker on every frame (it must not jump between timepoints):
     # the one most frames chose as emptiest
@@ -682,11 +824,20 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
         for i, k in enumerate(keys):
             if k.info.get("letter_corner") not in (None, corner):
                 t = series[i // views]
-                keys[i] = render_key_frame(t, plane=plane, position_mm=position_mm, size=size, overlay_range=lo_hi,
-                                           title=title + (f" · turned {k.info.get('angle_deg', 0):.0f}°"
-                                                          if rotate_views else ""),
-                                           unit_label=label, cmap=cmap, threshold=threshold,
-                                           angle_deg=k.info.get("angle_deg", 0.0), unit=unit, letter_corner=corner)
+                keys[i] = render_key_frame(
+                    t,
+                    plane=plane,
+                    position_mm=position_mm,
+                    size=size,
+                    overlay_range=lo_hi,
+                    title=title + (f" · turned {k.info.get('angle_deg', 0):.0f}°" if rotate_views else ""),
+                    unit_label=label,
+                    cmap=cmap,
+                    threshold=threshold,
+                    angle_deg=k.info.get("angle_deg", 0.0),
+                    unit=unit,
+                    letter_corner=corner,
+                )
     t_render = time.perf_counter()
     if rotate_views:
         # each timepoint turns once: every view is shown one frame; no cross-fade between turns
@@ -697,7 +848,7 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
     if output is not None:
         if fmt == "gif":
             # a GIF holds a still as one frame with a long delay; the fades are frames of 1/fps
-            merged: List[list] = []
+            merged: list[list] = []
             for a, b, w, d in spec:
                 if merged and (a, b, w) == tuple(merged[-1][:3]) and a == b:
                     merged[-1][3] += d
@@ -712,21 +863,50 @@ def make_movie(study_root, output, *, track: str = "PET", subject: Optional[str]
             else:
                 _write_mp4(iter_frames(keys, spec_out), size, fps, tmp, exe)
                 n_written = len(spec_out)
-        params = {"track": track, "subject": series[0].subject, "anatomy": anatomy, "plane": plane,
-                  "position_mm": position_mm, "fps": fps, "size": list(size), "hold_s": hold_s, "fade_s": fade_s,
-                  "rotate_views": int(rotate_views), "colorbar_range": list(lo_hi) if lo_hi else None,
-                  "colorbar_label": label, "display_threshold": threshold, "frames": n_written, "format": fmt,
-                  "timepoints": [{"session": t.session, "day": t.day, "note": t.note} for t in series],
-                  "encoder": (exe if fmt == "mp4" else "Pillow GIF")}
+        params = {
+            "track": track,
+            "subject": series[0].subject,
+            "anatomy": anatomy,
+            "plane": plane,
+            "position_mm": position_mm,
+            "fps": fps,
+            "size": list(size),
+            "hold_s": hold_s,
+            "fade_s": fade_s,
+            "rotate_views": int(rotate_views),
+            "colorbar_range": list(lo_hi) if lo_hi else None,
+            "colorbar_label": label,
+            "display_threshold": threshold,
+            "frames": n_written,
+            "format": fmt,
+            "timepoints": [{"session": t.session, "day": t.day, "note": t.note} for t in series],
+            "encoder": (exe if fmt == "mp4" else "Pillow GIF"),
+        }
         extra = dict(provenance or {})
-        prov = record(extra.pop("step", "movie"), inputs={"study": str(study_root)}, parameters=params,
-                      warnings=notes + list(extra.pop("warnings", [])), **extra)
+        prov = record(
+            extra.pop("step", "movie"),
+            inputs={"study": str(study_root)},
+            parameters=params,
+            warnings=notes + list(extra.pop("warnings", [])),
+            **extra,
+        )
         write_sidecar(output, prov)
     _ALIGNED.clear()  # the resampled volumes of the turning views are not kept after the movie
     report(progress, 1.0, "movie written" if output is not None else "movie rendered")
     t_end = time.perf_counter()
-    return MovieResult(output, n_written or len(spec), size, float(fps), [t.day for t in series],
-                       [t.stamp for t in series], tuple(lo_hi) if lo_hi else None, threshold, unit, plane, position_mm,
-                       notes,
-                       {"load": t_load - t0, "render": t_render - t_load, "write": t_end - t_render,
-                        "total": t_end - t0}, keys)
+    return MovieResult(
+        output,
+        n_written or len(spec),
+        size,
+        float(fps),
+        [t.day for t in series],
+        [t.stamp for t in series],
+        tuple(lo_hi) if lo_hi else None,
+        threshold,
+        unit,
+        plane,
+        position_mm,
+        notes,
+        {"load": t_load - t0, "render": t_render - t_load, "write": t_end - t_render, "total": t_end - t0},
+        keys,
+    )

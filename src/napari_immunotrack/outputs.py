@@ -13,8 +13,8 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 from .errors import InputError, OutputExistsError
 
@@ -25,7 +25,7 @@ def _suffixes(path: Path) -> str:
     name = path.name
     for double in (".nii.gz", ".ome.tif", ".ome.tiff", ".ome.zarr", ".provenance.json"):
         if name.lower().endswith(double):
-            return name[-len(double):]
+            return name[-len(double) :]
     return path.suffix
 
 
@@ -46,8 +46,9 @@ def check_output(path, overwrite: bool = False) -> Path:
 def check_writable(folder) -> None:
     """Refuse, before any work, a folder the process cannot write in (permissions or a read-only mount)."""
     if not os.access(folder, os.W_OK):
-        raise InputError(f"cannot write in {folder} (no permission or a read-only file system); choose a folder "
-                         "you can write to.")
+        raise InputError(
+            f"cannot write in {folder} (no permission or a read-only file system); choose a folder you can write to."
+        )
 
 
 @contextlib.contextmanager
@@ -171,7 +172,7 @@ def write_sidecar(path, provenance: dict, written=None) -> Path:
     return write_json(sidecar_path(path), record, overwrite=True)
 
 
-def sidecar_matches(path) -> Optional[bool]:
+def sidecar_matches(path) -> bool | None:
     """True/False when ``path``'s sidecar records an output hash that equals/differs from the file's; None when
     there is nothing to compare (no sidecar, no hash in it, or a folder output)."""
     from .provenance import sha256_path
@@ -186,7 +187,7 @@ def sidecar_matches(path) -> Optional[bool]:
     return sha256_path(path) == expected
 
 
-def write_png(image, path, provenance: Optional[dict] = None, overwrite: bool = False) -> Path:
+def write_png(image, path, provenance: dict | None = None, overwrite: bool = False) -> Path:
     """Write an RGB(A) picture (e.g. a napari screenshot) as PNG, atomically, with its provenance sidecar."""
     from PIL import Image
 
@@ -197,7 +198,7 @@ def write_png(image, path, provenance: Optional[dict] = None, overwrite: bool = 
     return Path(path)
 
 
-def write_table(df, path, provenance: Optional[dict] = None, overwrite: bool = False) -> Path:
+def write_table(df, path, provenance: dict | None = None, overwrite: bool = False) -> Path:
     """Write a pandas table as CSV (units in the column names) with its provenance sidecar."""
     path = Path(path)
     check_output(path, overwrite)

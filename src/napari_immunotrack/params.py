@@ -50,8 +50,9 @@ import dataclasses
 import functools
 import inspect
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 from .errors import InputError
 
@@ -114,18 +115,18 @@ class Param:
     default: Any
     help: str
     unit: str = ""
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
+    minimum: float | None = None
+    maximum: float | None = None
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
-    choices: Optional[Tuple[Any, ...]] = None
+    choices: tuple[Any, ...] | None = None
     optional: bool = False
     label: str = ""
-    step: Optional[float] = None
+    step: float | None = None
     decimals: int = 2
-    flag: Optional[str] = None
-    rule: Optional[str] = None
-    form_maximum: Optional[float] = None
+    flag: str | None = None
+    rule: str | None = None
+    form_maximum: float | None = None
 
     def __post_init__(self):
         if self.type not in (float, int, bool, str):
@@ -156,8 +157,10 @@ class Param:
         if lo is not None and hi is not None:
             lo_t, hi_t = _number_text(lo), _number_text(hi)
             if self.exclusive_minimum or self.exclusive_maximum:
-                return (f"{'more than' if self.exclusive_minimum else 'from'} {lo_t} to "
-                        f"{'less than ' if self.exclusive_maximum else ''}{hi_t}")
+                return (
+                    f"{'more than' if self.exclusive_minimum else 'from'} {lo_t} to "
+                    f"{'less than ' if self.exclusive_maximum else ''}{hi_t}"
+                )
             return f"between {lo_t} and {hi_t}"
         if lo is not None:
             return f"greater than {_number_text(lo)}" if self.exclusive_minimum else f"{_number_text(lo)} or more"
@@ -173,13 +176,16 @@ class Param:
         return self.help + (f" ({'; '.join(extra)})" if extra else "")
 
     # ------------------------------------------------------------------ checking
-    def _problem(self, value) -> Optional[str]:
+    def _problem(self, value) -> str | None:
         if value is None:
             return None if self.optional else "must be given"
         if self.type is bool:
             return None if isinstance(value, bool) else "must be true or false"
-        if self.type is int and (isinstance(value, bool) or not isinstance(value, int) and
-                                 not (isinstance(value, float) and float(value).is_integer())):
+        if self.type is int and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            and not (isinstance(value, float) and float(value).is_integer())
+        ):
             return "must be a whole number"
         if self.type is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return "must be a number"
@@ -228,7 +234,8 @@ class Param:
                 value = int(text) if self.type is int else float(text) if self.type is float else text
             except ValueError:
                 raise argparse.ArgumentTypeError(
-                    f"{text!r} is not {'a whole number' if self.type is int else 'a number'}") from None
+                    f"{text!r} is not {'a whole number' if self.type is int else 'a number'}"
+                ) from None
             problem = self._problem(value)
             if problem:
                 raise argparse.ArgumentTypeError(f"{text} {problem}")
@@ -251,7 +258,7 @@ class ParamModel:
 
     def __init__(self, name: str, params: Sequence[Param]):
         self.name = name
-        self.params: Dict[str, Param] = {}
+        self.params: dict[str, Param] = {}
         for p in params:
             if p.name in self.params:
                 raise TypeError(f"parameter model {name}: {p.name} is given twice")
@@ -270,21 +277,22 @@ class ParamModel:
         return name in self.params
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return list(self.params)
 
-    def defaults(self) -> Dict[str, Any]:
+    def defaults(self) -> dict[str, Any]:
         """{name: default} of every parameter."""
         return {p.name: p.default for p in self}
 
-    def with_default(self, name: str, default) -> "ParamModel":
+    def with_default(self, name: str, default) -> ParamModel:
         """A copy with one default changed (checked against the parameter's rule)."""
         params = [dataclasses.replace(p, default=default) if p.name == name else p for p in self]
         return ParamModel(self.name, params)
 
     # ------------------------------------------------------------------ checking
-    def validate(self, values: Optional[dict] = None, *, fill: bool = True, unknown: str = "error",
-                 prefix: str = "") -> Dict[str, Any]:
+    def validate(
+        self, values: dict | None = None, *, fill: bool = True, unknown: str = "error", prefix: str = ""
+    ) -> dict[str, Any]:
         """Check values; returns them (with the defaults of the others when ``fill``).
 
         ``unknown``: "error" (InputError naming the parameter and the known ones) or
@@ -296,8 +304,9 @@ class ParamModel:
             p = self.params.get(key)
             if p is None:
                 if unknown == "error":
-                    raise InputError(f"unknown parameter {prefix}{key}; the parameters of {self.name} are "
-                                     f"{', '.join(self.params)}.")
+                    raise InputError(
+                        f"unknown parameter {prefix}{key}; the parameters of {self.name} are {', '.join(self.params)}."
+                    )
                 continue
             out[key] = p.check(value, where=f"{prefix}{key}")
         return out
@@ -327,39 +336,54 @@ class ParamModel:
                 bound.arguments[name] = p.default if value is FROM_MODEL else p.check(value)
             return func(*bound.args, **bound.kwargs)
 
-        wrapper.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
-            q.replace(default=self.params[q.name].default) if q.name in self.params else q
-            for q in sig.parameters.values()])
+        wrapper.__signature__ = sig.replace(
+            parameters=[  # type: ignore[attr-defined]
+                q.replace(default=self.params[q.name].default) if q.name in self.params else q
+                for q in sig.parameters.values()
+            ]
+        )
         wrapper.parameter_model = self  # type: ignore[attr-defined]
         return wrapper
 
     # ------------------------------------------------------------------ the command line
-    def add_arguments(self, parser, names: Optional[Iterable[str]] = None) -> None:
+    def add_arguments(self, parser, names: Iterable[str] | None = None) -> None:
         """Add ``--flag`` arguments to an argparse parser, defaults and checks from the model."""
-        for name in (names or self.params):
+        for name in names or self.params:
             p = self.params[name]
             if p.type is bool:
                 # a flag turns on what is off by default (and --no-... turns off what is on)
                 flag = p.cli_flag if not p.default else "--no-" + p.cli_flag[2:]
-                parser.add_argument(flag, dest=p.name, action="store_false" if p.default else "store_true",
-                                    default=p.default, help=p.describe())
+                parser.add_argument(
+                    flag,
+                    dest=p.name,
+                    action="store_false" if p.default else "store_true",
+                    default=p.default,
+                    help=p.describe(),
+                )
             elif p.choices is not None:
-                parser.add_argument(p.cli_flag, dest=p.name, type=p.argparse_type(), choices=p.choices,
-                                    default=p.default, help=p.describe())
+                parser.add_argument(
+                    p.cli_flag,
+                    dest=p.name,
+                    type=p.argparse_type(),
+                    choices=p.choices,
+                    default=p.default,
+                    help=p.describe(),
+                )
             else:
-                parser.add_argument(p.cli_flag, dest=p.name, type=p.argparse_type(), default=p.default,
-                                    help=p.describe())
+                parser.add_argument(
+                    p.cli_flag, dest=p.name, type=p.argparse_type(), default=p.default, help=p.describe()
+                )
 
-    def from_args(self, args) -> Dict[str, Any]:
+    def from_args(self, args) -> dict[str, Any]:
         """{name: value} of the parsed arguments (those the parser was given)."""
         return {name: getattr(args, name) for name in self.params if hasattr(args, name)}
 
     # ------------------------------------------------------------------ state and schema
-    def to_state(self, values: dict) -> Dict[str, Any]:
+    def to_state(self, values: dict) -> dict[str, Any]:
         """The values as saved in a study state: every parameter, plain JSON types, checked."""
         return self.validate({k: v for k, v in values.items() if k in self.params})
 
-    def from_state(self, saved: Optional[dict]) -> Tuple[Dict[str, Any], List[str]]:
+    def from_state(self, saved: dict | None) -> tuple[dict[str, Any], list[str]]:
         """(values, problems) from a saved state: missing keys take the default; a bad value is
         reported and replaced by the default; unknown keys are ignored."""
         values, problems = self.defaults(), []
@@ -378,8 +402,11 @@ class ParamModel:
         kinds = {float: "number", int: "integer", bool: "boolean", str: "string"}
         props = {}
         for p in self:
-            entry: Dict[str, Any] = {"type": [kinds[p.type], "null"] if p.optional else kinds[p.type],
-                                     "default": p.default, "description": p.describe()}
+            entry: dict[str, Any] = {
+                "type": [kinds[p.type], "null"] if p.optional else kinds[p.type],
+                "default": p.default,
+                "description": p.describe(),
+            }
             if p.choices is not None:
                 entry["enum"] = list(p.choices)
             if p.minimum is not None:
@@ -389,8 +416,13 @@ class ParamModel:
             if p.unit:
                 entry["x-unit"] = p.unit
             props[p.name] = entry
-        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": f"{self.name} parameters",
-                "type": "object", "properties": props, "additionalProperties": False}
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"{self.name} parameters",
+            "type": "object",
+            "properties": props,
+            "additionalProperties": False,
+        }
 
     def markdown_table(self) -> str:
         """The parameters as a Markdown table (for the methods pages)."""
@@ -401,6 +433,6 @@ class ParamModel:
         return "\n".join(rows)
 
 
-def parameter_model(func) -> Optional[ParamModel]:
+def parameter_model(func) -> ParamModel | None:
     """The :class:`ParamModel` of a function bound with :meth:`ParamModel.bind` (None otherwise)."""
     return getattr(func, "parameter_model", None)

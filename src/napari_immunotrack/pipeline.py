@@ -20,12 +20,10 @@ simulated study's ``ground_truth.json``.
 from __future__ import annotations
 
 import json
-import re
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 
@@ -33,8 +31,17 @@ from .errors import InputError, one_line
 from .progress import report, scaled
 
 #: Organ labels of the sample study's ``dseg`` maps (``*_dseg.tsv`` beside them overrides).
-READOUT_ORGANS = ("liver", "spleen", "tumour", "ln_inguinal_right", "ln_inguinal_left", "ln_iliac", "kidney_left",
-                  "kidney_right", "muscle")
+READOUT_ORGANS = (
+    "liver",
+    "spleen",
+    "tumour",
+    "ln_inguinal_right",
+    "ln_inguinal_left",
+    "ln_iliac",
+    "kidney_left",
+    "kidney_right",
+    "muscle",
+)
 
 
 @dataclass
@@ -43,20 +50,20 @@ class SessionResult:
 
     subject: str
     session: str
-    volumes: Dict[str, object] = field(default_factory=dict)
-    tables: Dict[str, object] = field(default_factory=dict)
-    transforms: Dict[str, np.ndarray] = field(default_factory=dict)
-    registrations: Dict[str, object] = field(default_factory=dict)
-    errors: Dict[str, str] = field(default_factory=dict)
-    timings_s: Dict[str, float] = field(default_factory=dict)
+    volumes: dict[str, object] = field(default_factory=dict)
+    tables: dict[str, object] = field(default_factory=dict)
+    transforms: dict[str, np.ndarray] = field(default_factory=dict)
+    registrations: dict[str, object] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     #: {datatype: (fixed, moving)} image records of each transform (see io.transforms.describe_image)
-    transform_images: Dict[str, tuple] = field(default_factory=dict)
+    transform_images: dict[str, tuple] = field(default_factory=dict)
     #: DICOM objects made by the ``dicom`` step: {"organs_seg": Dataset, "pet_sr": Dataset}
-    dicom: Dict[str, object] = field(default_factory=dict)
+    dicom: dict[str, object] = field(default_factory=dict)
 
 
-def _label_names(dseg_path: Path) -> Dict[int, str]:
+def _label_names(dseg_path: Path) -> dict[int, str]:
     """Kept for old callers: :func:`napari_immunotrack.study.read_label_names` (the one .tsv reader)."""
     from .study import read_label_names
 
@@ -97,14 +104,14 @@ DEFAULT_INPUT_PATTERNS = {
 BASELINE_ROLES = ("T1w", "T2w", "T2starw", "MEGRE")
 
 
-def study_session_inputs(files, session: str, baseline_session: Optional[str]) -> Dict[str, Path]:
+def study_session_inputs(files, session: str, baseline_session: str | None) -> dict[str, Path]:
     """The inputs of one session as :func:`analyse_session` finds them in a discovered study.
 
     ``files`` is :func:`~napari_immunotrack.study.discover`'s list for one subject. Returns
     ``{role: path}`` for the roles of :data:`DEFAULT_INPUT_PATTERNS` that exist (plus
     ``baseline_T1w`` ... from ``baseline_session``).
     """
-    found: Dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for s in BASELINE_ROLES:
         f = _pick(files, session, "anat", s)
         if f is not None:
@@ -132,9 +139,17 @@ def study_session_inputs(files, session: str, baseline_session: Optional[str]) -
     return found
 
 
-def analyse_session(root, session: str, baseline_session: Optional[str] = None, subject: Optional[str] = None,
-                    iron_per_cell_pg: float = 5.0, fluorine_per_cell: Optional[float] = None,
-                    register_modalities=("pet", "spect", "mpi"), progress=None, steps=None) -> SessionResult:
+def analyse_session(
+    root,
+    session: str,
+    baseline_session: str | None = None,
+    subject: str | None = None,
+    iron_per_cell_pg: float = 5.0,
+    fluorine_per_cell: float | None = None,
+    register_modalities=("pet", "spect", "mpi"),
+    progress=None,
+    steps=None,
+) -> SessionResult:
     """Run the whole pipeline on one session (see the module docstring); ``steps`` as in :func:`analyse_inputs`."""
     from .study import discover, sessions
 
@@ -149,10 +164,20 @@ def analyse_session(root, session: str, baseline_session: Optional[str] = None, 
     if baseline_session is None:
         baseline_session = next((s for s in names if any(f.day == 0 for f in files if f.session == s)), None)
     inputs = study_session_inputs(files, session, baseline_session)
-    parameters = {"register": {"modalities": tuple(register_modalities)},
-                  "mpi": {"iron_per_cell_pg": iron_per_cell_pg}, "f19": {"fluorine_per_cell": fluorine_per_cell}}
-    return analyse_inputs(inputs, subject, session, baseline_session=baseline_session, parameters=parameters,
-                          progress=progress, steps=steps)
+    parameters = {
+        "register": {"modalities": tuple(register_modalities)},
+        "mpi": {"iron_per_cell_pg": iron_per_cell_pg},
+        "f19": {"fluorine_per_cell": fluorine_per_cell},
+    }
+    return analyse_inputs(
+        inputs,
+        subject,
+        session,
+        baseline_session=baseline_session,
+        parameters=parameters,
+        progress=progress,
+        steps=steps,
+    )
 
 
 #: Parameters of a step that are not arguments of its analysis function (see :func:`analyse_inputs`).
@@ -161,14 +186,22 @@ STEP_EXTRAS = {
     "clusters": {"chunks": None},
     "f19": {"reference_concentration_mm": None, "fluorine_per_cell": None},
     # partial-volume correction of the readouts (analysis/pvc.py; f19 takes pvc/psf as fluorine_cells arguments)
-    "pet": {"pvc": "none", "psf_fwhm": None}, "spect": {"pvc": "none", "psf_fwhm": None},
+    "pet": {"pvc": "none", "psf_fwhm": None},
+    "spect": {"pvc": "none", "psf_fwhm": None},
     "mpi": {"pvc": "none", "psf_fwhm": None},
 }
 
 
-def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = "", *, steps=None,
-                   parameters: Optional[dict] = None, baseline_session: Optional[str] = None,
-                   progress=None) -> SessionResult:
+def analyse_inputs(
+    inputs: dict[str, object],
+    subject: str = "",
+    session: str = "",
+    *,
+    steps=None,
+    parameters: dict | None = None,
+    baseline_session: str | None = None,
+    progress=None,
+) -> SessionResult:
     """The session pipeline on explicit input files (what :func:`analyse_session` and ``immunotrack batch`` run).
 
     Parameters
@@ -229,8 +262,11 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
     inputs = {k: Path(v) for k, v in inputs.items() if v is not None}
     out = SessionResult(subject, session)
     iron_per_cell_pg = parameters.get("mpi", {}).get("iron_per_cell_pg", 5.0)
-    out.parameters = {"baseline_session": baseline_session, "iron_per_cell_pg": iron_per_cell_pg,
-                      "fluorine_per_cell": params("f19")[0]["fluorine_per_cell"]}
+    out.parameters = {
+        "baseline_session": baseline_session,
+        "iron_per_cell_pg": iron_per_cell_pg,
+        "fluorine_per_cell": params("f19")[0]["fluorine_per_cell"],
+    }
 
     def step(name, fraction_start, fraction_stop, func):
         report(progress, fraction_start, name)
@@ -297,7 +333,8 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
                 # fixed is the MRI world (for MPI/19F: the PET already moved into it), moving the scanner's world
                 out.transform_images[datatype] = (
                     describe_image(reference, role="MRI world (fixed)", datatype="anat"),
-                    describe_image(moving, role=f"{datatype} scanner world (moving)", path=path, datatype=datatype))
+                    describe_image(moving, role=f"{datatype} scanner world (moving)", path=path, datatype=datatype),
+                )
                 # a moving voxel at world q sits at MRI world T^-1 q: move the affine, keep the data
                 moved[datatype] = moving.replace(affine=np.linalg.inv(result.fixed_to_moving) @ moving.affine)
 
@@ -311,8 +348,10 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         if path is None:
             raise InputError(f"no {datatype} image in this session.")
         if registering:
-            raise InputError(f"{datatype} was not registered to the MRI "
-                             f"({out.errors.get('register_' + datatype, 'not among the registered modalities')}).")
+            raise InputError(
+                f"{datatype} was not registered to the MRI "
+                f"({out.errors.get('register_' + datatype, 'not among the registered modalities')})."
+            )
         return load_volume(path)  # no register step: the scanners share the MRI's world
 
     # 2. iron clusters on the T2*-weighted image against the baseline
@@ -339,14 +378,16 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
 
             labels = load(dseg_path)
             index = [index_of[name]] if name in index_of else []
-            return labels.replace(data=da.isin(labels.data, index).astype(np.uint8), modality="SEG", unit="label",
-                                  name=name)
+            return labels.replace(
+                data=da.isin(labels.data, index).astype(np.uint8), modality="SEG", unit="label", name=name
+            )
 
         post = load(anat["T2starw"])
         pre = load(base["T2starw"]) if base.get("T2starw") else None
         mask = organ_mask if chunks is None else lazy_organ_mask
-        result = segment_clusters(post, baseline=pre, reference_mask=mask("muscle"),
-                                  background_mask=mask("air"), progress=p, **kwargs)
+        result = segment_clusters(
+            post, baseline=pre, reference_mask=mask("muscle"), background_mask=mask("air"), progress=p, **kwargs
+        )
         out.volumes["clusters"] = result.labels
         out.tables["clusters"] = result.table
         out.tables["clusters_provenance"] = result.parameters
@@ -362,8 +403,14 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         pre = {}
         if base.get("T1w") and base.get("T2w"):
             pre = {"t1_pre": load_volume(base["T1w"]), "t2_pre": load_volume(base["T2w"])}
-        result = confirm_dual_mode(load_volume(anat["T1w"]), load_volume(anat["T2w"]),
-                                   reference_mask=organ_mask("muscle"), progress=p, **pre, **kwargs)
+        result = confirm_dual_mode(
+            load_volume(anat["T1w"]),
+            load_volume(anat["T2w"]),
+            reference_mask=organ_mask("muscle"),
+            progress=p,
+            **pre,
+            **kwargs,
+        )
         out.volumes["confirmed"] = result.labels
         out.tables["confirmed"] = result.table
 
@@ -378,8 +425,10 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
             df = quantify_pet(in_mri_world(datatype), organ_rois(), progress=p, **kwargs)
             if extras["pvc"] != "none":  # factors on the image as stored (Bq/mL up to a global scale)
                 from .analysis.pvc import add_readout_pvc
+
                 df, _ = add_readout_pvc(df, in_mri_world(datatype), organ_rois(), extras["pvc"], extras["psf_fwhm"])
             out.tables[datatype] = name_rows(df)
+
         return inner
 
     if "pet" in steps:
@@ -400,7 +449,9 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         c_ref = extras["reference_concentration_mm"]
         if c_ref is None:
             c_ref = float(side.get("ReferenceConcentration_mM", side.get("reference_mM", 100.0)))
-        per_cell = extras["fluorine_per_cell"] or float(side.get("FluorineAtomsPerCell", side.get("FluorinePerCell", 1e12)))
+        per_cell = extras["fluorine_per_cell"] or float(
+            side.get("FluorineAtomsPerCell", side.get("FluorinePerCell", 1e12))
+        )
         out.parameters.update(f19_reference_mM=c_ref, fluorine_per_cell=per_cell)
         df = fluorine_cells(f19, organ_rois(), load_volume(tube), c_ref, per_cell, progress=p, **kwargs)
         out.tables["f19"] = name_rows(df)
@@ -422,10 +473,10 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         # ROIs come from the MRI world through the registration (MPI world -> MRI world)
         mpi_native = load_volume(inputs["mpi"])
         transform = np.linalg.inv(out.transforms["mpi"]) if registering else None
-        df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg, transform=transform, progress=p,
-                      **kwargs)
+        df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg, transform=transform, progress=p, **kwargs)
         if extras["pvc"] != "none":  # iron_ng_pvc, cell_count_pvc (analysis/pvc.py)
             from .analysis.pvc import add_mpi_pvc
+
             df, _ = add_mpi_pvc(df, mpi_native, organ_rois(), extras["pvc"], extras["psf_fwhm"], transform=transform)
         out.tables["mpi"] = name_rows(df)
 
@@ -435,10 +486,16 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
         from .analysis.relaxometry import relax_step
 
         def run_relax(p):
-            res = relax_step(load_volume(inputs["MEGRE"]), organ_rois() if dseg is not None else None, progress=p,
-                             baseline=load_volume(base["MEGRE"]) if base.get("MEGRE") else None, **params("relax")[1])
+            res = relax_step(
+                load_volume(inputs["MEGRE"]),
+                organ_rois() if dseg is not None else None,
+                progress=p,
+                baseline=load_volume(base["MEGRE"]) if base.get("MEGRE") else None,
+                **params("relax")[1],
+            )
             if res["table"] is not None:
                 out.tables["relax"] = name_rows(res["table"])
+
         step("relax", 0.99, 1.0, run_relax)
     if "dicom" in steps and dseg is not None and inputs.get("pet") is not None:
         from .io.dicom_export import build_seg, build_sr
@@ -453,6 +510,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
             out.dicom["organs_seg"] = seg
             if out.tables.get("pet") is not None:
                 out.dicom["pet_sr"] = build_sr(out.tables["pet"], seg, datasets)
+
         step("dicom", 0.995, 1.0, run_dicom)
     if "cest" in steps and inputs.get("cest") is not None:  # only sessions with a CEST series
         from .analysis.cest import cest_step
@@ -463,6 +521,7 @@ def analyse_inputs(inputs: Dict[str, object], subject: str = "", session: str = 
             for name, vol in maps.items():
                 out.volumes[f"cest_{name}"] = vol
             out.tables["cest"] = table
+
         step("cest", 0.995, 1.0, run_cest)
     report(progress, 1.0, "done")
     return out
@@ -477,8 +536,16 @@ def compare_with_truth(result: SessionResult, truth: dict):
 
     def add(quantity, site, measured, true, unit, tolerance=None):
         err = (measured - true) / true * 100 if true not in (0, None) and measured is not None else np.nan
-        rows.append({"quantity": quantity, "site": site, "measured": measured, "truth": true, "unit": unit,
-                     "error_percent": err})
+        rows.append(
+            {
+                "quantity": quantity,
+                "site": site,
+                "measured": measured,
+                "truth": true,
+                "unit": unit,
+                "error_percent": err,
+            }
+        )
 
     # registration: target registration error over the MRI field of view
     for datatype, matrix in result.transforms.items():
@@ -498,7 +565,9 @@ def compare_with_truth(result: SessionResult, truth: dict):
     # iron clusters: detected clusters near a true iron focus inside the MRI field of view
     if "clusters" in result.tables:
         table = result.tables["clusters"]
-        found = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
+        found = (
+            table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
+        )
         add("iron clusters detected", "all", float(len(found)), None, "clusters")
         # true iron foci inside the MRI field of view (their blooms are what the MRI sees)
         mri_affine = np.array(ses["mri"]["affine"])
@@ -514,17 +583,23 @@ def compare_with_truth(result: SessionResult, truth: dict):
             add("iron foci found within 1 mm (recall)", f"{len(foci)} foci in view", recall, 1.0, "fraction")
             add("clusters within 1 mm of a true focus (precision)", "all", precision, 1.0, "fraction")
         decoys = [c for c in truth.get("confounders", [])]
-        near_decoy = sum(1 for c in decoys if len(found) and
-                         np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 0.5)
+        near_decoy = sum(
+            1
+            for c in decoys
+            if len(found) and np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 0.5
+        )
         add("clusters on a confounder (pre-existing dark spot)", "all", float(near_decoy), 0.0, "clusters")
 
     # dual-mode sites
     if "confirmed" in result.tables:
         table = result.tables["confirmed"]
-        found = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
+        found = (
+            table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy() if len(table) else np.zeros((0, 3))
+        )
         for region in ses["mri"].get("dual_mode_regions", []):
-            hit = bool(len(found)) and np.min(np.linalg.norm(found - np.array(region["centroid_ras_mm"]), axis=1)) \
-                < max(1.0, region["radius_mm"] * 1.5)
+            hit = bool(len(found)) and np.min(
+                np.linalg.norm(found - np.array(region["centroid_ras_mm"]), axis=1)
+            ) < max(1.0, region["radius_mm"] * 1.5)
             add("dual-mode site confirmed", region["site"], float(hit), 1.0, "yes/no")
         for c in truth.get("confounders", []):
             hit = bool(len(found)) and np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 1.0
@@ -532,8 +607,10 @@ def compare_with_truth(result: SessionResult, truth: dict):
 
     # PET: percent of injected dose per organ against the activity the simulator put there
     sites = ses.get("sites", {})
-    for key, column, unit, quantity in (("f19", "fluorine_atoms", "19F atoms", "19F atoms"),
-                                        ("mpi", "iron_ng", "ng Fe", "MPI iron")):
+    for key, column, unit, quantity in (
+        ("f19", "fluorine_atoms", "19F atoms", "19F atoms"),
+        ("mpi", "iron_ng", "ng Fe", "MPI iron"),
+    ):
         if key not in result.tables:
             continue
         label_key = "f19" if key == "f19" else "iron"
@@ -543,8 +620,9 @@ def compare_with_truth(result: SessionResult, truth: dict):
             site = sites.get(row["organ"])
             if not site:
                 continue
-            true = (site.get("label_live", {}).get(label_key, 0.0) +
-                    site.get("label_macrophage", {}).get(label_key, 0.0)) * scale
+            true = (
+                site.get("label_live", {}).get(label_key, 0.0) + site.get("label_macrophage", {}).get(label_key, 0.0)
+            ) * scale
             if true > 0:
                 add(quantity, row["organ"], float(row[column]) if np.isfinite(row[column]) else None, true, unit)
 

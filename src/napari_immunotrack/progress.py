@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 ProgressCallback = Callable[[float, str], None]
 
 
-def report(progress: Optional[ProgressCallback], fraction: float, message: str = "") -> None:
+def report(progress: ProgressCallback | None, fraction: float, message: str = "") -> None:
     """Call ``progress`` if given (it may raise Cancelled)."""
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), message)
 
 
-def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> Optional[ProgressCallback]:
+def scaled(progress: ProgressCallback | None, start: float, stop: float) -> ProgressCallback | None:
     """A callback mapping [0, 1] of a sub-step onto [start, stop] of the whole."""
     if progress is None:
         return None

@@ -12,11 +12,23 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
-_PACKAGES = ("napari-immunotrack", "numpy", "scipy", "nibabel", "pydicom", "SimpleITK", "scikit-image",
-             "pandas", "tifffile", "zarr", "dask")
+_PACKAGES = (
+    "napari-immunotrack",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "pydicom",
+    "SimpleITK",
+    "scikit-image",
+    "pandas",
+    "tifffile",
+    "zarr",
+    "dask",
+)
 
 
 def sha256_path(path, chunk: int = 1 << 20) -> str:
@@ -54,7 +66,7 @@ def sha256_array(array, slab_bytes: int = 256 << 20) -> str:
     plane = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else dtype.itemsize
     step = max(1, int(slab_bytes // max(plane, 1)))
     for start in range(0, shape[0] if shape else 0, step):
-        h.update(np.ascontiguousarray(np.asarray(array[start:start + step].compute())).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(array[start : start + step].compute())).tobytes())
     if not shape:  # a 0-d array
         h.update(np.ascontiguousarray(np.asarray(array.compute())).tobytes())
     return h.hexdigest()
@@ -90,8 +102,13 @@ def describe_input(value) -> dict:
     return {"value": repr(value)}
 
 
-def record(step: str, inputs: Optional[Mapping[str, Any]] = None, parameters: Optional[Mapping[str, Any]] = None,
-           warnings: Optional[list] = None, **extra) -> dict:
+def record(
+    step: str,
+    inputs: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    warnings: list | None = None,
+    **extra,
+) -> dict:
     """The provenance dictionary of one run of ``step``."""
     rec = {
         "step": step,

@@ -41,16 +41,16 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 
 from .errors import ImmunotrackWarning, InputError, one_line
-from .progress import report as _report, scaled
+from .progress import report as _report
+from .progress import scaled
 
 #: Organs drawn as ROI outlines in the fused figure.
 _OUTLINE_ORGANS = ("tumour", "ln_inguinal_right", "ln_inguinal_left", "ln_iliac", "liver", "spleen")
-_ANALYSIS_VERSION = 1   # bump when the cached session outputs change meaning
+_ANALYSIS_VERSION = 1  # bump when the cached session outputs change meaning
 
 
 @dataclass
@@ -59,12 +59,12 @@ class ReportResult:
 
     out_dir: Path
     html: Path
-    pdf: Optional[Path] = None
+    pdf: Path | None = None
     pdf_note: str = ""
-    sessions: Dict[str, dict] = field(default_factory=dict)   # per session: reused, errors, timings
+    sessions: dict[str, dict] = field(default_factory=dict)  # per session: reused, errors, timings
     longitudinal: object = None
-    tables: Dict[str, Path] = field(default_factory=dict)
-    figures: Dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
     partial: list = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -86,7 +86,11 @@ def _inputs_hash(files, parameters) -> str:
         # side files (JSON sidecars, fiducials, label names) change results too
         parent = f.path.parent if f.path.is_file() else f.path
         for side in sorted(parent.glob("*")) if f.path.is_file() else []:
-            if side.is_file() and side.suffix in (".json", ".csv", ".tsv") and not side.name.endswith(".provenance.json"):
+            if (
+                side.is_file()
+                and side.suffix in (".json", ".csv", ".tsv")
+                and not side.name.endswith(".provenance.json")
+            ):
                 h.update(side.name.encode())
                 h.update(side.read_bytes())
     h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
@@ -153,8 +157,9 @@ def _write_session(result, ses_dir: Path, prov: dict):
     written = {"tables": [], "volumes": [], "transforms": []}
     for name in ("clusters", "confirmed"):
         if result.volumes.get(name) is not None:
-            save_labels(result.volumes[name], ses_dir / f"{name}.nii.gz", overwrite=True,
-                        provenance={**prov, "output": name})
+            save_labels(
+                result.volumes[name], ses_dir / f"{name}.nii.gz", overwrite=True, provenance={**prov, "output": name}
+            )
             written["volumes"].append(name)
     for name, table in result.tables.items():
         if hasattr(table, "to_csv"):
@@ -162,13 +167,16 @@ def _write_session(result, ses_dir: Path, prov: dict):
             written["tables"].append(name)
     for datatype, matrix in result.transforms.items():
         reg = result.registrations.get(datatype)
-        write_transform(ses_dir / f"from-{datatype}_to-anat.tfm", matrix, overwrite=True,
-                        fixed=(getattr(result, "transform_images", {}).get(datatype) or [None])[0]
-                        or describe_image(role="MRI world", datatype="anat"),
-                        moving=(getattr(result, "transform_images", {}).get(datatype) or [None, None])[1]
-                        or describe_image(role=f"{datatype} scanner world", datatype=datatype),
-                        provenance={**prov, "output": datatype,
-                                    "registration": reg.to_dict() if hasattr(reg, "to_dict") else None})
+        write_transform(
+            ses_dir / f"from-{datatype}_to-anat.tfm",
+            matrix,
+            overwrite=True,
+            fixed=(getattr(result, "transform_images", {}).get(datatype) or [None])[0]
+            or describe_image(role="MRI world", datatype="anat"),
+            moving=(getattr(result, "transform_images", {}).get(datatype) or [None, None])[1]
+            or describe_image(role=f"{datatype} scanner world", datatype=datatype),
+            provenance={**prov, "output": datatype, "registration": reg.to_dict() if hasattr(reg, "to_dict") else None},
+        )
         written["transforms"].append(datatype)
     return written
 
@@ -180,14 +188,17 @@ def _load_session(ses_dir: Path, record: dict):
     from .io.transforms import read_transform
 
     tables = {name: pd.read_csv(ses_dir / f"{name}.csv") for name in record["written"]["tables"]}
-    volumes = {name: load_volume(ses_dir / f"{name}.nii.gz").replace(modality="SEG", unit="label")
-               for name in record["written"]["volumes"]}
+    volumes = {
+        name: load_volume(ses_dir / f"{name}.nii.gz").replace(modality="SEG", unit="label")
+        for name in record["written"]["volumes"]
+    }
     transforms = {d: read_transform(ses_dir / f"from-{d}_to-anat.tfm") for d in record["written"]["transforms"]}
     return tables, volumes, transforms
 
 
-def analyse_or_reuse(root, session: str, baseline: Optional[str], ses_dir: Path, files, parameters: dict,
-                     precomputed=None, progress=None) -> dict:
+def analyse_or_reuse(
+    root, session: str, baseline: str | None, ses_dir: Path, files, parameters: dict, precomputed=None, progress=None
+) -> dict:
     """Run :func:`~napari_immunotrack.pipeline.analyse_session` or reuse its outputs in ``ses_dir``.
 
     Reused when ``ses_dir/session.provenance.json`` records the same input hash (files of the session
@@ -198,8 +209,10 @@ def analyse_or_reuse(root, session: str, baseline: Optional[str], ses_dir: Path,
     from .pipeline import analyse_session
     from .provenance import record
 
-    digest = _inputs_hash(_session_files(files, session, baseline),
-                          {**parameters, "session": session, "baseline": baseline, "version": _ANALYSIS_VERSION})
+    digest = _inputs_hash(
+        _session_files(files, session, baseline),
+        {**parameters, "session": session, "baseline": baseline, "version": _ANALYSIS_VERSION},
+    )
     rec_path = ses_dir / "session.provenance.json"
     if precomputed is None and rec_path.exists():
         try:
@@ -207,23 +220,45 @@ def analyse_or_reuse(root, session: str, baseline: Optional[str], ses_dir: Path,
             if rec.get("inputs_sha256") == digest:
                 tables, volumes, transforms = _load_session(ses_dir, rec)
                 _report(progress, 1.0, f"{session}: reused")
-                return {"tables": tables, "volumes": volumes, "transforms": transforms, "errors": rec.get("errors", {}),
-                        "timings_s": rec.get("timings_s", {}), "reused": True, "inputs_sha256": digest}
+                return {
+                    "tables": tables,
+                    "volumes": volumes,
+                    "transforms": transforms,
+                    "errors": rec.get("errors", {}),
+                    "timings_s": rec.get("timings_s", {}),
+                    "reused": True,
+                    "inputs_sha256": digest,
+                }
         except (OSError, ValueError, KeyError, InputError):
             pass  # a damaged cache is recomputed
-    result = precomputed if precomputed is not None else analyse_session(root, session, baseline_session=baseline,
-                                                                         progress=progress, **parameters)
+    result = (
+        precomputed
+        if precomputed is not None
+        else analyse_session(root, session, baseline_session=baseline, progress=progress, **parameters)
+    )
     errors = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
-    prov = record("report:analyse_session", inputs={"study": str(root)},
-                  parameters={"session": session, "baseline_session": baseline, **result.parameters},
-                  warnings=[f"step {k} did not complete: {v}" for k, v in errors.items()],
-                  inputs_sha256=digest, errors=errors, timings_s=result.timings_s)
+    prov = record(
+        "report:analyse_session",
+        inputs={"study": str(root)},
+        parameters={"session": session, "baseline_session": baseline, **result.parameters},
+        warnings=[f"step {k} did not complete: {v}" for k, v in errors.items()],
+        inputs_sha256=digest,
+        errors=errors,
+        timings_s=result.timings_s,
+    )
     written = _write_session(result, ses_dir, prov)
     write_json(rec_path, {**prov, "written": written, "analysis_version": _ANALYSIS_VERSION}, overwrite=True)
     tables = {k: v for k, v in result.tables.items() if hasattr(v, "to_csv")}
     volumes = {k: v for k, v in result.volumes.items() if k in ("clusters", "confirmed") and v is not None}
-    return {"tables": tables, "volumes": volumes, "transforms": dict(result.transforms), "errors": errors,
-            "timings_s": result.timings_s, "reused": False, "inputs_sha256": digest}
+    return {
+        "tables": tables,
+        "volumes": volumes,
+        "transforms": dict(result.transforms),
+        "errors": errors,
+        "timings_s": result.timings_s,
+        "reused": False,
+        "inputs_sha256": digest,
+    }
 
 
 # --------------------------------------------------------------------------- helpers for figures
@@ -244,10 +279,12 @@ def _organ_table(tables: dict):
     import pandas as pd
 
     parts = []
-    spec = {"pet": [("percent_id", "pet_percent_id"), ("suv_bw_mean", "pet_suv_bw_mean"), ("suv_bw_sd", "pet_suv_bw_sd")],
-            "spect": [("percent_id", "spect_percent_id"), ("suv_bw_mean", "spect_suv_bw_mean")],
-            "f19": [("fluorine_atoms", "f19_atoms"), ("cell_count", "f19_cells"), ("status", "f19_status")],
-            "mpi": [("iron_ng", "mpi_iron_ng"), ("cell_count", "mpi_cells"), ("status", "mpi_status")]}
+    spec = {
+        "pet": [("percent_id", "pet_percent_id"), ("suv_bw_mean", "pet_suv_bw_mean"), ("suv_bw_sd", "pet_suv_bw_sd")],
+        "spect": [("percent_id", "spect_percent_id"), ("suv_bw_mean", "spect_suv_bw_mean")],
+        "f19": [("fluorine_atoms", "f19_atoms"), ("cell_count", "f19_cells"), ("status", "f19_status")],
+        "mpi": [("iron_ng", "mpi_iron_ng"), ("cell_count", "mpi_cells"), ("status", "mpi_status")],
+    }
     for key, cols in spec.items():
         df = tables.get(key)
         if df is None or "organ" not in df:
@@ -295,7 +332,7 @@ def _cell_class(v) -> str:
     return " class=l" if isinstance(v, str) and len(v) > 40 else " class=t"
 
 
-def _html_table(df, link: Optional[str] = None, flag_col: Optional[str] = None, max_rows: int = 200) -> str:
+def _html_table(df, link: str | None = None, flag_col: str | None = None, max_rows: int = 200) -> str:
     if df is None or not len(df):
         return "<p class='note'>(empty)</p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
@@ -305,20 +342,28 @@ def _html_table(df, link: Optional[str] = None, flag_col: Optional[str] = None, 
         cells = "".join(f"<td{_cell_class(v)}>{_fmt(v)}</td>" for v in r.values)
         rows.append(f"<tr{cls}>{cells}</tr>")
     more = f"<p class='note'>first {max_rows} of {len(df)} rows; all in the CSV.</p>" if len(df) > max_rows else ""
-    src = (f"<p class='note'>CSV: <a href='{link}'>{link}</a> &middot; provenance: "
-           f"<a href='{link}.provenance.json'>{link}.provenance.json</a></p>") if link else ""
+    src = (
+        (
+            f"<p class='note'>CSV: <a href='{link}'>{link}</a> &middot; provenance: "
+            f"<a href='{link}.provenance.json'>{link}.provenance.json</a></p>"
+        )
+        if link
+        else ""
+    )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}{src}"
 
 
 def _figure_html(rel_png: str, caption: str) -> str:
     svg = rel_png[:-4] + ".svg"
-    return (f"<figure><a href='{svg}'><img src='{rel_png}' alt='{html.escape(caption)}'></a><figcaption>"
-            f"{html.escape(caption)} <span class='note'>(<a href='{svg}'>SVG</a>, "
-            f"<a href='{rel_png}.provenance.json'>provenance</a>)</span></figcaption></figure>")
+    return (
+        f"<figure><a href='{svg}'><img src='{rel_png}' alt='{html.escape(caption)}'></a><figcaption>"
+        f"{html.escape(caption)} <span class='note'>(<a href='{svg}'>SVG</a>, "
+        f"<a href='{rel_png}.provenance.json'>provenance</a>)</span></figcaption></figure>"
+    )
 
 
 # --------------------------------------------------------------------------- PDF
-def find_pdf_converter() -> Optional[list]:
+def find_pdf_converter() -> list | None:
     """The command line of an installed HTML-to-PDF converter (Chromium or wkhtmltopdf), or None."""
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         exe = shutil.which(name)
@@ -346,14 +391,28 @@ def html_to_pdf(html_path: Path, pdf_path: Path, timeout_s: float = 60.0):
                 raise RuntimeError("the converter wrote nothing")
         return pdf_path, f"PDF written with {Path(cmd[0]).name}."
     except (subprocess.SubprocessError, OSError, RuntimeError) as exc:
-        return None, f"PDF conversion with {Path(cmd[0]).name} failed ({one_line(exc)[:120]}); the HTML report is complete."
+        return (
+            None,
+            f"PDF conversion with {Path(cmd[0]).name} failed ({one_line(exc)[:120]}); the HTML report is complete.",
+        )
 
 
 # --------------------------------------------------------------------------- the report
-def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[str] = None,
-                 kinetics_file=None, cell_counts=None, injected_cells: Optional[float] = None,
-                 efflux_per_day: Optional[dict] = None, dpi: int = 150, pdf: bool = True,
-                 precomputed: Optional[dict] = None, progress=None) -> ReportResult:
+def build_report(
+    study,
+    out_dir,
+    *,
+    overwrite: bool = False,
+    subject: str | None = None,
+    kinetics_file=None,
+    cell_counts=None,
+    injected_cells: float | None = None,
+    efflux_per_day: dict | None = None,
+    dpi: int = 150,
+    pdf: bool = True,
+    precomputed: dict | None = None,
+    progress=None,
+) -> ReportResult:
     """Analyse (or reuse), follow over time, draw and write the HTML report of a study.
 
     Parameters
@@ -381,7 +440,8 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
     from .io import load_volume
     from .outputs import write_json, write_table, write_text
     from .provenance import record, versions
-    from .study import discover, sessions as session_names
+    from .study import discover
+    from .study import sessions as session_names
 
     t_start = time.perf_counter()
     root = Path(study)
@@ -389,22 +449,26 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder for the report.")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} exists and is not empty; pass --overwrite to update it (unchanged analyses are "
-                         "reused) or choose another folder.")
+        raise InputError(
+            f"{out} exists and is not empty; pass --overwrite to update it (unchanged analyses are "
+            "reused) or choose another folder."
+        )
     if not out.parent.exists():
         raise InputError(f"the folder {out.parent} does not exist; create it first or choose another output path.")
     files = discover(root)
     subject = subject or files[0].subject
     if subject not in {f.subject for f in files}:
-        raise InputError(f"subject {subject!r} is not in {root}; subjects are "
-                         f"{', '.join(sorted({f.subject for f in files}))}.")
+        raise InputError(
+            f"subject {subject!r} is not in {root}; subjects are {', '.join(sorted({f.subject for f in files}))}."
+        )
     files = [f for f in files if f.subject == subject]
     names = session_names(files)
     days = {s: next((f.day for f in files if f.session == s), None) for s in names}
     if any(d is None for d in days.values()):
         bad = [s for s, d in days.items() if d is None]
-        raise InputError(f"session(s) {bad} have no day in their name (ses-day<N>); the time course needs the day "
-                         "of each session.")
+        raise InputError(
+            f"session(s) {bad} have no day in their name (ses-day<N>); the time course needs the day of each session."
+        )
     baseline = next((s for s in names if days[s] == 0), None)
     post = [s for s in names if s != baseline]
     if not post:
@@ -426,8 +490,16 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
         sub = scaled(progress, 0.02 + 0.6 * i / len(post), 0.02 + 0.6 * (i + 1) / len(post))
         _report(sub, 0.0, f"session {s}")
         try:
-            analysed[s] = analyse_or_reuse(root, s, baseline, out / "sessions" / f"ses-{s}", files, params,
-                                           precomputed=(precomputed or {}).get(s), progress=sub)
+            analysed[s] = analyse_or_reuse(
+                root,
+                s,
+                baseline,
+                out / "sessions" / f"ses-{s}",
+                files,
+                params,
+                precomputed=(precomputed or {}).get(s),
+                progress=sub,
+            )
         except InputError as exc:
             partial.append(f"session {s} could not be analysed: {one_line(exc)}")
             continue
@@ -436,8 +508,12 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
             if f"register_{step}" in analysed[s]["errors"] and "was not registered" in msg:
                 msg = f"left out (its registration to the MRI failed, see register_{step})"
             partial.append(f"session {s}, step {step}: {msg}")
-        res.sessions[s] = {"reused": analysed[s]["reused"], "errors": analysed[s]["errors"],
-                           "timings_s": analysed[s]["timings_s"], "day": days[s]}
+        res.sessions[s] = {
+            "reused": analysed[s]["reused"],
+            "errors": analysed[s]["errors"],
+            "timings_s": analysed[s]["timings_s"],
+            "day": days[s],
+        }
     if not analysed:
         raise InputError("no session of the study could be analysed: " + "; ".join(partial))
 
@@ -461,10 +537,13 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
         for w in caught:
             partial.append(f"timepoint registration: {one_line(w.message)}")
     for d, msg in reg_errors.items():
-        partial.append(f"day {d:g} could not be registered to day {days[first]:g} ({msg}); its clusters are not "
-                       "followed over time (its organ readouts still are: ROIs are per session)")
-    cluster_tables = {days[s]: a["tables"].get("clusters") for s, a in analysed.items()
-                      if a["tables"].get("clusters") is not None}
+        partial.append(
+            f"day {d:g} could not be registered to day {days[first]:g} ({msg}); its clusters are not "
+            "followed over time (its organ readouts still are: ROIs are per session)"
+        )
+    cluster_tables = {
+        days[s]: a["tables"].get("clusters") for s, a in analysed.items() if a["tables"].get("clusters") is not None
+    }
     tracks = lg.track_clusters(cluster_tables, transforms) if cluster_tables else pd.DataFrame()
 
     # 3. longitudinal model ---------------------------------------------------
@@ -476,20 +555,28 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
         site_priors = priors["sites"]
         if priors.get("literature"):
             site_priors = lg.literature_priors(sorted(set(tc["site"])))
-        long = lg.analyse_timecourse(tc, kinetics=site_priors, cell_counts=cell_counts,
-                                     efflux_per_day=priors["efflux_per_day"])
+        long = lg.analyse_timecourse(
+            tc, kinetics=site_priors, cell_counts=cell_counts, efflux_per_day=priors["efflux_per_day"]
+        )
     long_warnings = [one_line(w.message) for w in caught]
     res.longitudinal = long
     n_days = len(session_tables)
     if n_days < 3:
-        partial.append(f"only {n_days} post-injection timepoint(s): the dilution-and-clearance model needs 3; "
-                       "raw values are reported without a fit")
+        partial.append(
+            f"only {n_days} post-injection timepoint(s): the dilution-and-clearance model needs 3; "
+            "raw values are reported without a fit"
+        )
 
     # 4. tables ---------------------------------------------------------------
     _report(progress, 0.74, "writing tables")
     inputs_prov = {f"ses-{s}": {"sha256_inputs": a["inputs_sha256"]} for s, a in analysed.items()}
-    base_prov = {"inputs": {}, "study": str(root.resolve()), "subject": subject, "session_inputs": inputs_prov,
-                 "priors_source": priors["source"]}
+    base_prov = {
+        "inputs": {},
+        "study": str(root.resolve()),
+        "subject": subject,
+        "session_inputs": inputs_prov,
+        "priors_source": priors["source"],
+    }
 
     def table(name, df, step, parameters=None, warn=()):
         prov = record(f"report:{step}", parameters=parameters or {}, warnings=list(warn), **base_prov)
@@ -511,15 +598,29 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
     from .analysis.longitudinal import COLUMN_DESCRIPTIONS
 
     # the model columns carry their assumptions (cells_corrected is not a measurement)
-    table("timecourse", long.timecourse, "longitudinal",
-          {**long.parameters, "column_descriptions": {c: d for c, d in COLUMN_DESCRIPTIONS.items()
-                                                      if c in long.timecourse.columns}}, long_warnings)
+    table(
+        "timecourse",
+        long.timecourse,
+        "longitudinal",
+        {
+            **long.parameters,
+            "column_descriptions": {c: d for c, d in COLUMN_DESCRIPTIONS.items() if c in long.timecourse.columns},
+        },
+        long_warnings,
+    )
     table("longitudinal_fits", long.fits, "longitudinal", long.parameters, long_warnings)
     table("site_flags", long.sites, "longitudinal", long.parameters, long_warnings)
     if len(tracks):
-        table("cluster_tracks", tracks, "track_clusters",
-              {"max_distance_mm": 1.5, "reference_day": days[first],
-               "transforms": {f"{d:g}": np.round(m, 6).tolist() for d, m in transforms.items()}})
+        table(
+            "cluster_tracks",
+            tracks,
+            "track_clusters",
+            {
+                "max_distance_mm": 1.5,
+                "reference_day": days[first],
+                "transforms": {f"{d:g}": np.round(m, 6).tolist() for d, m in transforms.items()},
+            },
+        )
     truth_cmp = _compare_with_truth(root, subject, long, days, analysed)
     if truth_cmp is not None:
         table("comparison_with_truth", truth_cmp, "truth_comparison")
@@ -528,8 +629,23 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
     _report(progress, 0.78, "drawing figures")
     fig_notes = {}
     try:
-        _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy, first, dpi, base_prov,
-                 inputs_prov, fig_notes, progress=scaled(progress, 0.78, 0.95))
+        _figures(
+            res,
+            root,
+            files,
+            analysed,
+            days,
+            long,
+            tracks,
+            transforms,
+            anatomy,
+            first,
+            dpi,
+            base_prov,
+            inputs_prov,
+            fig_notes,
+            progress=scaled(progress, 0.78, 0.95),
+        )
     except InputError as exc:
         partial.append(f"figures: {one_line(exc)}")
 
@@ -538,19 +654,45 @@ def build_report(study, out_dir, *, overwrite: bool = False, subject: Optional[s
     res.elapsed_s = time.perf_counter() - t_start
     if pdf:
         conv = find_pdf_converter()
-        res.pdf_note = (f"report.pdf beside this page (converted with {Path(conv[0]).name})" if conv else
-                        "no PDF converter installed (chromium or wkhtmltopdf); this HTML is the report")
+        res.pdf_note = (
+            f"report.pdf beside this page (converted with {Path(conv[0]).name})"
+            if conv
+            else "no PDF converter installed (chromium or wkhtmltopdf); this HTML is the report"
+        )
     else:
         res.pdf_note = "not requested"
-    page = _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, priors, transforms,
-                 reg_errors, fig_notes, versions(), __version__, long_warnings)
+    page = _html(
+        res,
+        root,
+        subject,
+        days,
+        analysed,
+        organs,
+        long,
+        tracks,
+        truth_cmp,
+        priors,
+        transforms,
+        reg_errors,
+        fig_notes,
+        versions(),
+        __version__,
+        long_warnings,
+    )
     write_text(res.html, page, overwrite=True)
-    write_json(out / "index.html.provenance.json",
-               record("report", inputs={"study": root}, parameters={"subject": subject, "dpi": dpi, **params,
-                                                                   "priors_source": priors["source"]},
-                      warnings=partial + long_warnings, session_inputs=inputs_prov,
-                      tables={k: str(v.relative_to(out)) for k, v in res.tables.items()},
-                      figures={k: str(v.relative_to(out)) for k, v in res.figures.items()}), overwrite=True)
+    write_json(
+        out / "index.html.provenance.json",
+        record(
+            "report",
+            inputs={"study": root},
+            parameters={"subject": subject, "dpi": dpi, **params, "priors_source": priors["source"]},
+            warnings=partial + long_warnings,
+            session_inputs=inputs_prov,
+            tables={k: str(v.relative_to(out)) for k, v in res.tables.items()},
+            figures={k: str(v.relative_to(out)) for k, v in res.figures.items()},
+        ),
+        overwrite=True,
+    )
     if pdf:
         res.pdf, res.pdf_note = html_to_pdf(res.html, out / "report.pdf")
     else:
@@ -589,20 +731,42 @@ def _compare_with_truth(root, subject, long, days, analysed):
             apparent = float(row.get("apparent_cells", np.nan))
             if not (np.isfinite(model) or np.isfinite(apparent)):
                 continue
-            rows.append({"site": r["site"], "day": last, "readout": row["readout"],
-                         "macrophage_flag": r["macrophage_flag"],
-                         "true_macrophage_fraction_iron": t["false_positive_fraction_iron"],
-                         "true_live_cells": live, "apparent_cells": apparent,
-                         "apparent_cells_error_percent": (apparent - live) / live * 100 if live > 0 else np.nan,
-                         "cells_model": model,
-                         "cells_model_error_percent": (model - live) / live * 100 if live > 0 else np.nan,
-                         "cells_corrected": corrected,
-                         "cells_corrected_error_percent": (corrected - live) / live * 100 if live > 0 else np.nan})
+            rows.append(
+                {
+                    "site": r["site"],
+                    "day": last,
+                    "readout": row["readout"],
+                    "macrophage_flag": r["macrophage_flag"],
+                    "true_macrophage_fraction_iron": t["false_positive_fraction_iron"],
+                    "true_live_cells": live,
+                    "apparent_cells": apparent,
+                    "apparent_cells_error_percent": (apparent - live) / live * 100 if live > 0 else np.nan,
+                    "cells_model": model,
+                    "cells_model_error_percent": (model - live) / live * 100 if live > 0 else np.nan,
+                    "cells_corrected": corrected,
+                    "cells_corrected_error_percent": (corrected - live) / live * 100 if live > 0 else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy, first, dpi, base_prov,
-             inputs_prov, notes, progress=None):
+def _figures(
+    res,
+    root,
+    files,
+    analysed,
+    days,
+    long,
+    tracks,
+    transforms,
+    anatomy,
+    first,
+    dpi,
+    base_prov,
+    inputs_prov,
+    notes,
+    progress=None,
+):
     """Draw the report's figures (each PNG + SVG with provenance)."""
     from . import figures as F
     from .io import load_volume
@@ -613,16 +777,30 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
     s0 = ordered[0]
 
     def save(name, fig_result, caption, parameters=None):
-        paths = F.save_figure(fig_result, out / name, formats=("png", "svg"), dpi=dpi, overwrite=True,
-                              provenance={"step": f"report:figure:{name}", "parameters": parameters or {},
-                                          "session_inputs": inputs_prov})
+        paths = F.save_figure(
+            fig_result,
+            out / name,
+            formats=("png", "svg"),
+            dpi=dpi,
+            overwrite=True,
+            provenance={"step": f"report:figure:{name}", "parameters": parameters or {}, "session_inputs": inputs_prov},
+        )
         res.figures[name] = paths[0]
         notes[name] = caption
         fig_result.figure.clear()
 
     def find(s, datatype, suffix=None, contains=None):
-        return next((f for f in files if f.session == s and f.datatype == datatype
-                     and (suffix is None or f.suffix == suffix) and (contains is None or contains in str(f.path))), None)
+        return next(
+            (
+                f
+                for f in files
+                if f.session == s
+                and f.datatype == datatype
+                and (suffix is None or f.suffix == suffix)
+                and (contains is None or contains in str(f.path))
+            ),
+            None,
+        )
 
     dseg_f = find(s0, "rois", "dseg")
     dseg = load_volume(dseg_f.path).replace(modality="SEG", unit="label", name="organs") if dseg_f else None
@@ -650,12 +828,25 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         if t2["volumes"].get("clusters") is not None:
             labels.append((t2["volumes"]["clusters"].replace(name="iron clusters"), "#56B4E9"))
         hi = float(np.percentile(pet.numpy(), 99.9))
-        r = F.fused_slice(mri, pet, labels, plane="axial", position_mm=z_mm, overlay_range=(0.0, hi),
-                          overlay_threshold=0.05 * hi, title=f"day {days[s0]:g}: T2w + 89Zr PET",
-                          width_in=4.0)
-        save("fused_pet_axial", r, f"Day {days[s0]:g}, axial slice through the tumour: T2-weighted MRI (grey), "
-             f"89Zr PET registered to the MRI (kBq/mL), organ ROIs (Okabe-Ito outlines) and iron clusters "
-             f"(sky-blue outlines).", {"position_mm": z_mm, "overlay_range": [0.0, hi]})
+        r = F.fused_slice(
+            mri,
+            pet,
+            labels,
+            plane="axial",
+            position_mm=z_mm,
+            overlay_range=(0.0, hi),
+            overlay_threshold=0.05 * hi,
+            title=f"day {days[s0]:g}: T2w + 89Zr PET",
+            width_in=4.0,
+        )
+        save(
+            "fused_pet_axial",
+            r,
+            f"Day {days[s0]:g}, axial slice through the tumour: T2-weighted MRI (grey), "
+            f"89Zr PET registered to the MRI (kBq/mL), organ ROIs (Okabe-Ito outlines) and iron clusters "
+            f"(sky-blue outlines).",
+            {"position_mm": z_mm, "overlay_range": [0.0, hi]},
+        )
         _report(progress, 0.25, "fused slice")
         r = F.mip(pet, plane="coronal", title=f"day {days[s0]:g}: 89Zr PET MIP")
         save("pet_mip_coronal", r, f"Day {days[s0]:g}: coronal maximum-intensity projection of the 89Zr PET (kBq/mL).")
@@ -677,22 +868,35 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         # Rician noise floor from the median of the (mostly empty) image: sigma = median / sqrt(2 ln 2)
         noise.append(float(np.median(outside)) / np.sqrt(2 * np.log(2)))
         hi = max(hi, float(outside.max()))
-        labels = [(analysed[s]["volumes"]["clusters"].replace(name="iron clusters"), "#56B4E9")] \
-            if analysed[s]["volumes"].get("clusters") is not None else []
-        panels.append({"anatomy": load_volume(t2s.path), "overlay": f19, "labels": labels, "position_mm": z_mm,
-                       "title": f"day {days[s]:g}"})
+        labels = (
+            [(analysed[s]["volumes"]["clusters"].replace(name="iron clusters"), "#56B4E9")]
+            if analysed[s]["volumes"].get("clusters") is not None
+            else []
+        )
+        panels.append(
+            {
+                "anatomy": load_volume(t2s.path),
+                "overlay": f19,
+                "labels": labels,
+                "position_mm": z_mm,
+                "title": f"day {days[s]:g}",
+            }
+        )
     if panels:
         # show 19F above the detection threshold (SNR 3.5; docs/methods/fluorine.md)
         threshold = 3.5 * float(np.max(noise))
         for p in panels:
             p["overlay_threshold"] = threshold
         # one colour range for all days, on robust percentiles of the values shown (figures.robust_range)
-        r = F.montage(panels, colorbar_label="19F (mM, reference-tube calibrated)",
-                      suptitle="T2*w + 19F over time")
-        save("montage_19f_days", r, "The same axial slice on each day: T2*-weighted MRI (grey), 19F in mM "
-             f"calibrated against the reference tube (one colour range; shown above SNR 3.5, {threshold:.1f} mM), "
-             "iron clusters (sky-blue outlines).", {"position_mm": z_mm, "range_mM": list(r.info.get("colorbar_range", (0.0, hi))),
-                                                   "threshold_mM": threshold})
+        r = F.montage(panels, colorbar_label="19F (mM, reference-tube calibrated)", suptitle="T2*w + 19F over time")
+        save(
+            "montage_19f_days",
+            r,
+            "The same axial slice on each day: T2*-weighted MRI (grey), 19F in mM "
+            f"calibrated against the reference tube (one colour range; shown above SNR 3.5, {threshold:.1f} mM), "
+            "iron clusters (sky-blue outlines).",
+            {"position_mm": z_mm, "range_mM": list(r.info.get("colorbar_range", (0.0, hi))), "threshold_mM": threshold},
+        )
     _report(progress, 0.6, "montage")
     # 3. per-organ bar charts and time courses
     organs = []
@@ -705,8 +909,14 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
     if organs:
         import pandas as pd
 
-        r = F.organ_bars(pd.concat(organs), "suv_bw_mean", error="suv_bw_sd", group="day", unit="SUVbw (mean ± SD)",
-                         title="89Zr PET per organ")
+        r = F.organ_bars(
+            pd.concat(organs),
+            "suv_bw_mean",
+            error="suv_bw_sd",
+            group="day",
+            unit="SUVbw (mean ± SD)",
+            title="89Zr PET per organ",
+        )
         save("bars_pet_suv", r, "89Zr PET SUVbw per organ (mean ± SD of the voxels) on each day.")
     tc = long.timecourse
     for readout in ("19F", "PET"):
@@ -714,15 +924,24 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         sub = sub[sub["site"].isin([s for s in dict.fromkeys(sub["site"]) if s not in ("muscle",)])]
         if not len(sub) or sub["day"].nunique() < 1:
             continue
-        flags = {r_["site"]: bool(r_["macrophage_flag"]) for _, r_ in long.sites.iterrows()
-                 if r_["macrophage_flag"] is True}
-        r = F.time_course(sub, "apparent_cells", model="live_label_model",
-                          limit="detection_limit_cells_cluster" if readout == "19F" else None, flags=flags,
-                          unit="apparent cells (label / label per cell at injection)",
-                          title=f"{readout}: label per site over time")
-        save(f"timecourse_{readout.lower()}", r,
-             f"{readout}: label per site in apparent cells (markers, solid); dashed: the label the live-cell model "
-             "leaves in live cells; dotted: detection limit. Open markers: flagged as macrophage-held.")
+        flags = {
+            r_["site"]: bool(r_["macrophage_flag"]) for _, r_ in long.sites.iterrows() if r_["macrophage_flag"] is True
+        }
+        r = F.time_course(
+            sub,
+            "apparent_cells",
+            model="live_label_model",
+            limit="detection_limit_cells_cluster" if readout == "19F" else None,
+            flags=flags,
+            unit="apparent cells (label / label per cell at injection)",
+            title=f"{readout}: label per site over time",
+        )
+        save(
+            f"timecourse_{readout.lower()}",
+            r,
+            f"{readout}: label per site in apparent cells (markers, solid); dashed: the label the live-cell model "
+            "leaves in live cells; dotted: detection limit. Open markers: flagged as macrophage-held.",
+        )
     if len(tracks) and "volume_mm3" in tracks:
         present = tracks[tracks["status"].isin(["present", "missing"])]
         big = present.groupby("track")["volume_mm3"].max().sort_values(ascending=False).head(8).index
@@ -730,8 +949,11 @@ def _figures(res, root, files, analysed, days, long, tracks, transforms, anatomy
         sub["site"] = ["cluster " + str(t) for t in sub["track"]]
         if sub["day"].nunique() > 1:
             r = F.time_course(sub, "volume_mm3", unit="void volume (mm³)", title="iron clusters over time", log=False)
-            save("cluster_volumes", r, "Void volume of the 8 largest iron clusters followed over time "
-                 "(timepoints registered to the first).")
+            save(
+                "cluster_volumes",
+                r,
+                "Void volume of the 8 largest iron clusters followed over time (timepoints registered to the first).",
+            )
     _report(progress, 1.0, "figures done")
 
 
@@ -739,38 +961,68 @@ def anat_of(files, session, suffix):
     return next((f for f in files if f.session == session and f.datatype == "anat" and f.suffix == suffix), None)
 
 
-def _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, priors, transforms, reg_errors,
-          notes, software, version, long_warnings) -> str:
+def _html(
+    res,
+    root,
+    subject,
+    days,
+    analysed,
+    organs,
+    long,
+    tracks,
+    truth_cmp,
+    priors,
+    transforms,
+    reg_errors,
+    notes,
+    software,
+    version,
+    long_warnings,
+) -> str:
     """The report page (self-contained HTML; figures and CSVs linked relatively)."""
     import pandas as pd
 
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>napari-immunotrack report: "
-             f"{esc(Path(root).name)}</title><style>{_CSS}</style></head><body>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>napari-immunotrack report: "
+        f"{esc(Path(root).name)}</title><style>{_CSS}</style></head><body>"
+    ]
     parts.append(f"<h1>Labelled-cell tracking report: {esc(Path(root).name)}, subject {esc(subject)}</h1>")
-    parts.append(f"<p class='note'>napari-immunotrack {esc(version)}. Study: <code>{esc(str(Path(root).resolve()))}"
-                 f"</code>. Sessions: {', '.join(esc(f'{s} (day {d:g})') for s, d in days.items())}.</p>")
+    parts.append(
+        f"<p class='note'>napari-immunotrack {esc(version)}. Study: <code>{esc(str(Path(root).resolve()))}"
+        f"</code>. Sessions: {', '.join(esc(f'{s} (day {d:g})') for s, d in days.items())}.</p>"
+    )
     # summary
     flagged = [r["site"] for _, r in long.sites.iterrows() if r["macrophage_flag"] is True]
     parts.append("<h2>Summary</h2><ul>")
-    parts.append(f"<li>{len(analysed)} post-injection session(s) analysed"
-                 + (f" ({sum(1 for a in analysed.values() if a['reused'])} reused from an earlier run)" if analysed else "")
-                 + ".</li>")
-    parts.append("<li>Sites flagged as macrophage-held signal (false positive for cell counts): "
-                 + (", ".join(f"<b>{esc(s)}</b>" for s in flagged) if flagged else "none") + ".</li>")
+    parts.append(
+        f"<li>{len(analysed)} post-injection session(s) analysed"
+        + (f" ({sum(1 for a in analysed.values() if a['reused'])} reused from an earlier run)" if analysed else "")
+        + ".</li>"
+    )
+    parts.append(
+        "<li>Sites flagged as macrophage-held signal (false positive for cell counts): "
+        + (", ".join(f"<b>{esc(s)}</b>" for s in flagged) if flagged else "none")
+        + ".</li>"
+    )
     parts.append(f"<li>Kinetic priors: {esc(priors['source'])}.</li>")
     if res.partial:
-        parts.append("<li class='partial'>Partial results:<ul>" + "".join(f"<li>{esc(p)}</li>" for p in res.partial)
-                     + "</ul></li>")
+        parts.append(
+            "<li class='partial'>Partial results:<ul>"
+            + "".join(f"<li>{esc(p)}</li>" for p in res.partial)
+            + "</ul></li>"
+        )
     else:
         parts.append("<li>Every step completed.</li>")
     parts.append("</ul>")
-    parts.append("<p class='note'>What the numbers measure: imaging counts the <i>label</i>, not live cells. Label per "
-                 "cell halves at each division and label taken up by host macrophages from dead cells looks like "
-                 "cells. Apparent cells = label / label per cell at injection; the live-cell model predicts the label live "
-                 "cells can still carry. <b>cells_corrected</b> = apparent x 2<sup>t/T<sub>d</sub></sup> "
-                 "e<sup>e t</sup> is not a measurement: it assumes the prior doubling time and efflux hold at the "
-                 "site from day 0 and that no label sits outside live cells (see the column descriptions).</p>")
+    parts.append(
+        "<p class='note'>What the numbers measure: imaging counts the <i>label</i>, not live cells. Label per "
+        "cell halves at each division and label taken up by host macrophages from dead cells looks like "
+        "cells. Apparent cells = label / label per cell at injection; the live-cell model predicts the label live "
+        "cells can still carry. <b>cells_corrected</b> = apparent x 2<sup>t/T<sub>d</sub></sup> "
+        "e<sup>e t</sup> is not a measurement: it assumes the prior doubling time and efflux hold at the "
+        "site from day 0 and that no label sits outside live cells (see the column descriptions).</p>"
+    )
     # figures
     if res.figures:
         parts.append("<h2>Figures</h2>")
@@ -778,78 +1030,159 @@ def _html(res, root, subject, days, analysed, organs, long, tracks, truth_cmp, p
             parts.append(_figure_html(f"figures/{path.name}", notes.get(name, name)))
     # longitudinal
     parts.append("<h2>Following the sites over time</h2>")
-    parts.append("<p class='note'>Model (docs/methods/longitudinal.md): label per live cell q(t) = q<sub>0</sub> 2<sup>-t/T<sub>d"
-                 "</sub></sup> e<sup>-e t</sup>; label in live cells L(t) = L(t<sub>ref</sub>) e<sup>-k (t - t<sub>ref"
-                 "</sub>)</sup>. k<sub>signal</sub> is fitted to the measured label (least squares on log values, "
-                 "&ge; 3 timepoints); T<sub>d</sub> cannot be fitted from label totals (division conserves label): "
-                 "it is fitted only with label-independent cell counts, else taken from the priors ('prior') or "
-                 "left unknown. A site is flagged when the signal persists while the live-cell model (k<sub>live</sub> "
-                 f"= cell loss + efflux) leaves &ge; {100 * long.parameters['flag_fraction']:.0f}% of it unexplained, "
-                 "or puts the live cells below the detection limit while the signal stays above it.</p>")
-    order = [c for c in ("site", "macrophage_flag", "flag_reason", "unexplained_fraction_last", "k_signal_per_day",
-                         "k_live_per_day", "doubling_days", "doubling_source", "day_below_limit", "readouts")
-             if c in long.sites.columns]
+    parts.append(
+        "<p class='note'>Model (docs/methods/longitudinal.md): label per live cell q(t) = q<sub>0</sub> 2<sup>-t/T<sub>d"
+        "</sub></sup> e<sup>-e t</sup>; label in live cells L(t) = L(t<sub>ref</sub>) e<sup>-k (t - t<sub>ref"
+        "</sub>)</sup>. k<sub>signal</sub> is fitted to the measured label (least squares on log values, "
+        "&ge; 3 timepoints); T<sub>d</sub> cannot be fitted from label totals (division conserves label): "
+        "it is fitted only with label-independent cell counts, else taken from the priors ('prior') or "
+        "left unknown. A site is flagged when the signal persists while the live-cell model (k<sub>live</sub> "
+        f"= cell loss + efflux) leaves &ge; {100 * long.parameters['flag_fraction']:.0f}% of it unexplained, "
+        "or puts the live cells below the detection limit while the signal stays above it.</p>"
+    )
+    order = [
+        c
+        for c in (
+            "site",
+            "macrophage_flag",
+            "flag_reason",
+            "unexplained_fraction_last",
+            "k_signal_per_day",
+            "k_live_per_day",
+            "doubling_days",
+            "doubling_source",
+            "day_below_limit",
+            "readouts",
+        )
+        if c in long.sites.columns
+    ]
     sites = long.sites[order]
     parts.append("<h3>Sites</h3>" + _html_table(sites, "tables/site_flags.csv", flag_col="macrophage_flag"))
-    fit_cols = [c for c in ("site", "readout", "n_points", "status", "k_signal_per_day", "k_signal_se",
-                            "k_live_per_day", "k_live_source", "doubling_days", "doubling_source", "day_below_limit",
-                            "unexplained_fraction_last", "macrophage_flag", "missing_days") if c in long.fits.columns]
+    fit_cols = [
+        c
+        for c in (
+            "site",
+            "readout",
+            "n_points",
+            "status",
+            "k_signal_per_day",
+            "k_signal_se",
+            "k_live_per_day",
+            "k_live_source",
+            "doubling_days",
+            "doubling_source",
+            "day_below_limit",
+            "unexplained_fraction_last",
+            "macrophage_flag",
+            "missing_days",
+        )
+        if c in long.fits.columns
+    ]
     fits = long.fits[fit_cols]
-    parts.append("<h3>Model fits per site and readout</h3>" + _html_table(fits, "tables/longitudinal_fits.csv",
-                                                                          flag_col="macrophage_flag"))
-    cols = [c for c in ("site", "day", "readout", "value", "unit", "apparent_cells", "cells_corrected",
-                        "live_label_model", "cells_model", "unexplained_fraction", "detection_limit_cells_roi",
-                        "detection_limit_cells_cluster", "status")
-            if c in long.timecourse.columns]
+    parts.append(
+        "<h3>Model fits per site and readout</h3>"
+        + _html_table(fits, "tables/longitudinal_fits.csv", flag_col="macrophage_flag")
+    )
+    cols = [
+        c
+        for c in (
+            "site",
+            "day",
+            "readout",
+            "value",
+            "unit",
+            "apparent_cells",
+            "cells_corrected",
+            "live_label_model",
+            "cells_model",
+            "unexplained_fraction",
+            "detection_limit_cells_roi",
+            "detection_limit_cells_cluster",
+            "status",
+        )
+        if c in long.timecourse.columns
+    ]
     from .analysis.longitudinal import COLUMN_DESCRIPTIONS
 
-    described = "".join(f"<li><b>{esc(c)}</b>: {esc(COLUMN_DESCRIPTIONS[c])}</li>" for c in cols
-                        if c in COLUMN_DESCRIPTIONS)
-    parts.append("<h3>Time course (raw values and model)</h3><ul class='note'>" + described + "</ul>"
-                 + _html_table(long.timecourse[cols], "tables/timecourse.csv"))
+    described = "".join(
+        f"<li><b>{esc(c)}</b>: {esc(COLUMN_DESCRIPTIONS[c])}</li>" for c in cols if c in COLUMN_DESCRIPTIONS
+    )
+    parts.append(
+        "<h3>Time course (raw values and model)</h3><ul class='note'>"
+        + described
+        + "</ul>"
+        + _html_table(long.timecourse[cols], "tables/timecourse.csv")
+    )
     if long_warnings:
         parts.append("<p class='partial'>" + "<br>".join(esc(w) for w in long_warnings) + "</p>")
     if truth_cmp is not None and len(truth_cmp):
-        parts.append("<h3>Against the simulation's ground truth</h3><p class='note'>This study is simulated: "
-                     "the truth says how much of each site's iron is held by macrophages and how many live cells "
-                     "are there.</p>" + _html_table(truth_cmp, "tables/comparison_with_truth.csv",
-                                                    flag_col="macrophage_flag"))
+        parts.append(
+            "<h3>Against the simulation's ground truth</h3><p class='note'>This study is simulated: "
+            "the truth says how much of each site's iron is held by macrophages and how many live cells "
+            "are there.</p>" + _html_table(truth_cmp, "tables/comparison_with_truth.csv", flag_col="macrophage_flag")
+        )
     # organ readouts
     parts.append("<h2>Readouts per organ and session</h2>")
-    parts.append("<p class='note'>PET/SPECT: decay-corrected percent of injected dose and SUVbw on the native grid "
-                 "(ROIs carried through the registration); 19F: atoms and cells against the reference tube; MPI: "
-                 "iron (ng) from the fiducial calibration. Blank: the step did not run (see partial results).</p>")
+    parts.append(
+        "<p class='note'>PET/SPECT: decay-corrected percent of injected dose and SUVbw on the native grid "
+        "(ROIs carried through the registration); 19F: atoms and cells against the reference tube; MPI: "
+        "iron (ng) from the fiducial calibration. Blank: the step did not run (see partial results).</p>"
+    )
     parts.append(_html_table(organs, "tables/organ_readouts.csv"))
     if len(tracks):
-        parts.append("<h3>Iron clusters followed over time</h3><p class='note'>Centroids in the first timepoint's "
-                     "world (timepoints registered rigidly to it); matched within 1.5 mm.</p>"
-                     + _html_table(tracks, "tables/cluster_tracks.csv", max_rows=60))
+        parts.append(
+            "<h3>Iron clusters followed over time</h3><p class='note'>Centroids in the first timepoint's "
+            "world (timepoints registered rigidly to it); matched within 1.5 mm.</p>"
+            + _html_table(tracks, "tables/cluster_tracks.csv", max_rows=60)
+        )
     # parameters and provenance
     parts.append("<h2>Parameters and provenance</h2>")
     rows = []
     for s, a in analysed.items():
-        rows.append({"session": s, "day": days[s], "reused": a["reused"], "inputs_sha256": a["inputs_sha256"][:16] + "…",
-                     "steps_failed": ", ".join(a["errors"]) or "none",
-                     "time_s": round(sum(v for v in a["timings_s"].values() if isinstance(v, (int, float))), 1),
-                     "outputs": f"sessions/ses-{s}/"})
+        rows.append(
+            {
+                "session": s,
+                "day": days[s],
+                "reused": a["reused"],
+                "inputs_sha256": a["inputs_sha256"][:16] + "…",
+                "steps_failed": ", ".join(a["errors"]) or "none",
+                "time_s": round(sum(v for v in a["timings_s"].values() if isinstance(v, (int, float))), 1),
+                "outputs": f"sessions/ses-{s}/",
+            }
+        )
     parts.append("<h3>Sessions</h3>" + _html_table(pd.DataFrame(rows)))
-    parts.append("<p class='note'>Each session's tables, labels and transforms are in <code>sessions/ses-*/</code>, "
-                 "each with a <code>.provenance.json</code> (inputs and their SHA-256, parameters, software, time). "
-                 "<code>session.provenance.json</code> holds the hash that decides whether a later report reuses "
-                 "them.</p>")
-    reg_rows = [{"day": d, "registered_to_day": min(days.values()) if days else 0,
-                 "translation_mm": np.round(m[:3, 3], 3).tolist(),
-                 "status": "ok" if d not in reg_errors else reg_errors[d]} for d, m in sorted(transforms.items())]
+    parts.append(
+        "<p class='note'>Each session's tables, labels and transforms are in <code>sessions/ses-*/</code>, "
+        "each with a <code>.provenance.json</code> (inputs and their SHA-256, parameters, software, time). "
+        "<code>session.provenance.json</code> holds the hash that decides whether a later report reuses "
+        "them.</p>"
+    )
+    reg_rows = [
+        {
+            "day": d,
+            "registered_to_day": min(days.values()) if days else 0,
+            "translation_mm": np.round(m[:3, 3], 3).tolist(),
+            "status": "ok" if d not in reg_errors else reg_errors[d],
+        }
+        for d, m in sorted(transforms.items())
+    ]
     reg_rows += [{"day": d, "status": msg} for d, msg in reg_errors.items()]
     parts.append("<h3>Timepoint registration (rigid, to the first)</h3>" + _html_table(pd.DataFrame(reg_rows)))
-    prior_rows = [{"site": s, "doubling_days": k.doubling_days, "loss_per_day": k.loss_per_day, "source": k.source}
-                  for s, k in priors["sites"].items()]
+    prior_rows = [
+        {"site": s, "doubling_days": k.doubling_days, "loss_per_day": k.loss_per_day, "source": k.source}
+        for s, k in priors["sites"].items()
+    ]
     parts.append(f"<h3>Kinetic priors ({esc(priors['source'])})</h3>" + _html_table(pd.DataFrame(prior_rows)))
-    parts.append("<p class='note'>Per-cell label efflux (1/day): "
-                 + (", ".join(f"{esc(k)} {v:g}" for k, v in priors["efflux_per_day"].items()) or "none")
-                 + f". Injected cells: {_fmt(priors['injected_cells'])}.</p>")
-    parts.append("<h3>Software</h3><p class='note'>" + ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in software.items())
-                 + "</p>")
-    parts.append(f"<p class='note'>PDF: {esc(res.pdf_note or 'see the command output')}. Report made in "
-                 f"{res.elapsed_s:.1f} s.</p></body></html>")
+    parts.append(
+        "<p class='note'>Per-cell label efflux (1/day): "
+        + (", ".join(f"{esc(k)} {v:g}" for k, v in priors["efflux_per_day"].items()) or "none")
+        + f". Injected cells: {_fmt(priors['injected_cells'])}.</p>"
+    )
+    parts.append(
+        "<h3>Software</h3><p class='note'>" + ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in software.items()) + "</p>"
+    )
+    parts.append(
+        f"<p class='note'>PDF: {esc(res.pdf_note or 'see the command output')}. Report made in "
+        f"{res.elapsed_s:.1f} s.</p></body></html>"
+    )
     return "\n".join(parts)

@@ -8,10 +8,9 @@ imports a command (a command is above it). Pure: no argparse, no napari.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 
-def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: bool) -> List[Path]:
+def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: bool) -> list[Path]:
     """Write a :class:`~napari_immunotrack.pipeline.SessionResult`'s labels, tables and transforms.
 
     Parameters
@@ -51,12 +50,23 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
     for datatype, matrix in result.transforms.items():
         path = out_dir / f"from-{datatype}_to-anat.tfm"
         reg = result.registrations.get(datatype)
-        extra = {"metric_initial": getattr(reg, "metric_initial", None), "metric_final": getattr(reg, "metric_final", None)}
+        extra = {
+            "metric_initial": getattr(reg, "metric_initial", None),
+            "metric_final": getattr(reg, "metric_final", None),
+        }
         # fixed: the MRI world (anat); moving: the scanner's own world (the direction record, docs/methods/transforms.md)
         images = getattr(result, "transform_images", {}).get(datatype) or (
-            describe_image(role="MRI world", datatype="anat"), describe_image(role=f"{datatype} world", datatype=datatype))
-        write_transform(path, matrix, overwrite=overwrite, provenance={**provenance_base, "output": datatype, **extra},
-                        fixed=images[0], moving=images[1])
+            describe_image(role="MRI world", datatype="anat"),
+            describe_image(role=f"{datatype} world", datatype=datatype),
+        )
+        write_transform(
+            path,
+            matrix,
+            overwrite=overwrite,
+            provenance={**provenance_base, "output": datatype, **extra},
+            fixed=images[0],
+            moving=images[1],
+        )
         written.append(path)
     if getattr(result, "dicom", None):  # the dicom step: organ SEG on the PET series and the PET SR
         from .io.dicom_export import save_dataset

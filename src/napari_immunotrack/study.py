@@ -47,12 +47,27 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from .errors import ImmunotrackWarning, InputError
 
-_SIDE_FILES = (".json", ".csv", ".tsv", ".txt", ".md", ".tfm", ".html", ".png", ".svg", ".pdf", ".mat", ".xml",
-               ".log", ".py", ".yaml", ".yml")
+_SIDE_FILES = (
+    ".json",
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".md",
+    ".tfm",
+    ".html",
+    ".png",
+    ".svg",
+    ".pdf",
+    ".mat",
+    ".xml",
+    ".log",
+    ".py",
+    ".yaml",
+    ".yml",
+)
 _LABEL_SUFFIXES = ("dseg", "mask", "roi", "labels", "label")
 #: Image file endings (a file without extension may be DICOM: its header says).
 _IMAGE_ENDINGS = (".nii", ".nii.gz", ".dcm", ".ima", ".tif", ".tiff", ".zarr")
@@ -77,18 +92,48 @@ _ROLE_ORDER = {role: i for i, role in enumerate(ROLES)}
 
 #: Words (in a BIDS suffix, a data-type folder, a file name or a DICOM SeriesDescription) -> role.
 _SUFFIX_ROLES = {
-    "t1w": "T1w", "t1": "T1w", "t1map": "T1w", "t2w": "T2w", "t2": "T2w", "t2map": "T2w",
-    "t2starw": "T2starw", "t2star": "T2starw", "t2s": "T2starw", "t2starmap": "T2starw", "swi": "T2starw",
-    "mge": "T2starw", "gre": "T2starw", "pet": "PET", "pt": "PET", "spect": "SPECT", "nm": "SPECT",
-    "ct": "CT", "19f": "19F", "f19": "19F", "fluorine": "19F", "mpi": "MPI", "fluo": "fluorescence",
-    "fluorescence": "fluorescence", "optical": "fluorescence", "nirf": "fluorescence", "bli": "fluorescence",
-    "dseg": "ROI", "mask": "ROI", "roi": "ROI", "rois": "ROI", "labels": "labels", "label": "labels",
-    "clusters": "labels", "anat": "MR", "mri": "MR", "mr": "MR",
+    "t1w": "T1w",
+    "t1": "T1w",
+    "t1map": "T1w",
+    "t2w": "T2w",
+    "t2": "T2w",
+    "t2map": "T2w",
+    "t2starw": "T2starw",
+    "t2star": "T2starw",
+    "t2s": "T2starw",
+    "t2starmap": "T2starw",
+    "swi": "T2starw",
+    "mge": "T2starw",
+    "gre": "T2starw",
+    "pet": "PET",
+    "pt": "PET",
+    "spect": "SPECT",
+    "nm": "SPECT",
+    "ct": "CT",
+    "19f": "19F",
+    "f19": "19F",
+    "fluorine": "19F",
+    "mpi": "MPI",
+    "fluo": "fluorescence",
+    "fluorescence": "fluorescence",
+    "optical": "fluorescence",
+    "nirf": "fluorescence",
+    "bli": "fluorescence",
+    "dseg": "ROI",
+    "mask": "ROI",
+    "roi": "ROI",
+    "rois": "ROI",
+    "labels": "labels",
+    "label": "labels",
+    "clusters": "labels",
+    "anat": "MR",
+    "mri": "MR",
+    "mr": "MR",
 }
 _DICOM_MODALITY_ROLES = {"PT": "PET", "NM": "SPECT", "CT": "CT", "SEG": "labels"}
 
 
-def role_from_words(*texts: str) -> Optional[str]:
+def role_from_words(*texts: str) -> str | None:
     """The role named by the first text that names one (a BIDS suffix, a folder, a description), else None.
 
     >>> role_from_words("sub-01_ses-day1_T2starw"), role_from_words("MGE T2* 3D"), role_from_words("notes")
@@ -131,12 +176,12 @@ class StudyFile:
     datatype: str
     suffix: str
     entities: dict = field(default_factory=dict)
-    session_dir: Optional[Path] = None
-    timepoint_days: Optional[float] = None
+    session_dir: Path | None = None
+    timepoint_days: float | None = None
     dicom: dict = field(default_factory=dict)
 
     @property
-    def day(self) -> Optional[float]:
+    def day(self) -> float | None:
         """Timepoint in days (``ses-day3`` -> 3.0; a DICOM export: days since the first scan), else None."""
         if self.timepoint_days is not None:
             return self.timepoint_days
@@ -160,8 +205,7 @@ class StudyFile:
             return _DICOM_MODALITY_ROLES[modality]
         if role is None and modality == "MR":
             # the series description may name the weighting; 19F MRI is an MR series too
-            role = role_from_words(self.dicom.get("SeriesDescription", ""), self.dicom.get("ProtocolName", "")) \
-                or "MR"
+            role = role_from_words(self.dicom.get("SeriesDescription", ""), self.dicom.get("ProtocolName", "")) or "MR"
         if role is None or role == "MR":
             role = role_from_words(self.datatype) or role
         if role is None and not self.dicom:
@@ -175,9 +219,13 @@ class StudyFile:
 
     @property
     def phase(self) -> str:
-        """"pre" (baseline, before injection), "post", or "" when the names do not say."""
-        words = set(re.split(r"[^a-z0-9]+", f"{self.session} {self.entities.get('acq', '')} "
-                                             f"{self.dicom.get('SeriesDescription', '')}".lower()))
+        """ "pre" (baseline, before injection), "post", or "" when the names do not say."""
+        words = set(
+            re.split(
+                r"[^a-z0-9]+",
+                f"{self.session} {self.entities.get('acq', '')} {self.dicom.get('SeriesDescription', '')}".lower(),
+            )
+        )
         if words & {"pre", "baseline", "before"}:
             return "pre"
         if "post" in words:
@@ -208,7 +256,7 @@ class StudyFile:
         return self.path.name
 
 
-def read_label_names(dseg_path) -> Dict[int, str]:
+def read_label_names(dseg_path) -> dict[int, str]:
     r"""The region names of a BIDS label map, read from the ``.tsv`` beside it ({} when there is none).
 
     The table's first column is the label index, the second the name, after a
@@ -232,7 +280,7 @@ def read_label_names(dseg_path) -> Dict[int, str]:
     {1: 'liver', 2: 'spleen'}
     """
     tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")
-    names: Dict[int, str] = {}
+    names: dict[int, str] = {}
     if not tsv.is_file():
         return names
     try:
@@ -318,7 +366,7 @@ def is_image_path(path) -> bool:
     return _is_dicom_file(p)
 
 
-def discover(root) -> List[StudyFile]:
+def discover(root) -> list[StudyFile]:
     """Every image of a study folder, sorted by subject, day, data type and name.
 
     A BIDS-like folder (``sub-*/ses-*/<type>/``) is read by its names; any
@@ -335,7 +383,7 @@ def discover(root) -> List[StudyFile]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give the study's top folder (the one holding sub-* folders).")
-    found: List[StudyFile] = []
+    found: list[StudyFile] = []
     subjects = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("sub-"))
     for subject_dir in subjects:
         sessions_ = sorted(p for p in subject_dir.iterdir() if p.is_dir() and p.name.startswith("ses-"))
@@ -348,13 +396,24 @@ def discover(root) -> List[StudyFile]:
                     entities, suffix = _entities(image.name)
                     if image.is_dir() and not image.name.lower().endswith(".zarr"):
                         suffix = suffix or type_dir.name
-                    found.append(StudyFile(image, subject_dir.name[4:], session, type_dir.name,
-                                           suffix or type_dir.name, entities, session_dir=session_dir))
+                    found.append(
+                        StudyFile(
+                            image,
+                            subject_dir.name[4:],
+                            session,
+                            type_dir.name,
+                            suffix or type_dir.name,
+                            entities,
+                            session_dir=session_dir,
+                        )
+                    )
     if not subjects:
         found = _discover_export(root)
     if not found:
-        raise InputError(f"{root} holds no images (NIfTI, DICOM, TIFF or OME-Zarr) in sub-*/ses-*/<type>/ folders "
-                         "or below; check the path or the layout.")
+        raise InputError(
+            f"{root} holds no images (NIfTI, DICOM, TIFF or OME-Zarr) in sub-*/ses-*/<type>/ folders "
+            "or below; check the path or the layout."
+        )
     found.sort(key=lambda f: (f.subject, f.day if f.day is not None else -1, f.session, f.datatype, str(f.path)))
     return found
 
@@ -362,16 +421,26 @@ def discover(root) -> List[StudyFile]:
 #: A scanner export may be large: how many files and how deep :func:`discover` looks.
 _EXPORT_MAX_FILES = 50_000
 _EXPORT_MAX_DEPTH = 8
-_DICOM_TAGS = ("PatientID", "PatientName", "StudyDate", "SeriesDate", "StudyInstanceUID", "SeriesInstanceUID",
-               "SeriesDescription", "ProtocolName", "Modality", "SeriesNumber")
+_DICOM_TAGS = (
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "SeriesDate",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "ProtocolName",
+    "Modality",
+    "SeriesNumber",
+)
 
 
-def _discover_export(root: Path) -> List[StudyFile]:
+def _discover_export(root: Path) -> list[StudyFile]:
     """A folder without ``sub-*`` folders: DICOM series by their headers, other images by their folders."""
     import pydicom
 
-    dicom_series: Dict[str, dict] = {}
-    others: List[Path] = []
+    dicom_series: dict[str, dict] = {}
+    others: list[Path] = []
     n_files = 0
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -404,16 +473,17 @@ def _discover_export(root: Path) -> List[StudyFile]:
                 others.append(path)
                 continue
             uid = str(ds.get("SeriesInstanceUID", "") or f"(no UID) {here}")
-            entry = dicom_series.setdefault(uid, {"folders": set(), "header": {k: str(ds.get(k, "") or "")
-                                                                               for k in _DICOM_TAGS}})
+            entry = dicom_series.setdefault(
+                uid, {"folders": set(), "header": {k: str(ds.get(k, "") or "") for k in _DICOM_TAGS}}
+            )
             entry["folders"].add(here)
-    files: List[StudyFile] = []
+    files: list[StudyFile] = []
     # a folder holding one series only is that series; a mixed folder keeps the series UID to pick it
-    series_per_folder: Dict[Path, int] = {}
+    series_per_folder: dict[Path, int] = {}
     for entry in dicom_series.values():
         for folder in entry["folders"]:
             series_per_folder[folder] = series_per_folder.get(folder, 0) + 1
-    first_date: Dict[str, str] = {}
+    first_date: dict[str, str] = {}
     for entry in dicom_series.values():
         h = entry["header"]
         subject = _clean(h["PatientID"] or h["PatientName"] or root.name)
@@ -433,21 +503,34 @@ def _discover_export(root: Path) -> List[StudyFile]:
             dicom["select_series"] = uid
         role_hint = role_from_words(h["SeriesDescription"], h["ProtocolName"]) or ""
         modality = h["Modality"].upper()
-        datatype = {"PT": "pet", "NM": "spect", "CT": "ct", "SEG": "rois"}.get(modality, "anat" if modality == "MR"
-                                                                                else modality.lower() or "dicom")
+        datatype = {"PT": "pet", "NM": "spect", "CT": "ct", "SEG": "rois"}.get(
+            modality, "anat" if modality == "MR" else modality.lower() or "dicom"
+        )
         if modality == "MR" and role_hint == "19F":
             datatype = "f19"
         suffix = role_hint if modality == "MR" and role_hint else datatype
-        files.append(StudyFile(folder, subject, session, datatype, suffix, {}, session_dir=folder.parent,
-                               timepoint_days=days, dicom=dicom))
+        files.append(
+            StudyFile(
+                folder,
+                subject,
+                session,
+                datatype,
+                suffix,
+                {},
+                session_dir=folder.parent,
+                timepoint_days=days,
+                dicom=dicom,
+            )
+        )
     for path in others:
         rel = path.relative_to(root).parts
         subject = _clean(rel[0]) if len(rel) >= 3 else _clean(root.name)
         session = _clean(rel[1]) if len(rel) >= 3 else (_clean(rel[0]) if len(rel) == 2 else "")
         entities, suffix = _entities(path.name)
         datatype = path.parent.name if len(rel) >= 2 else ""
-        suffix = suffix or re.sub(r"(\.nii\.gz|\.nii|\.ome\.tiff?|\.tiff?|\.ome\.zarr|\.zarr)$", "", path.name,
-                                  flags=re.I)
+        suffix = suffix or re.sub(
+            r"(\.nii\.gz|\.nii|\.ome\.tiff?|\.tiff?|\.ome\.zarr|\.zarr)$", "", path.name, flags=re.I
+        )
         session_dir = root.joinpath(*rel[:2]) if len(rel) >= 3 else path.parent
         files.append(StudyFile(path, subject, session, datatype, suffix, entities, session_dir=session_dir))
     return files
@@ -457,11 +540,11 @@ def _clean(text: str) -> str:
     text = str(text).strip()
     for prefix in ("sub-", "ses-"):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     return re.sub(r"[^A-Za-z0-9.+-]+", "", text.replace("^", "-")) or "unnamed"
 
 
-def _days_between(first: Optional[str], date: Optional[str]) -> Optional[float]:
+def _days_between(first: str | None, date: str | None) -> float | None:
     try:
         d0 = _dt.date(int(first[:4]), int(first[4:6]), int(first[6:8]))
         d1 = _dt.date(int(date[:4]), int(date[4:6]), int(date[6:8]))
@@ -470,7 +553,7 @@ def _days_between(first: Optional[str], date: Optional[str]) -> Optional[float]:
     return float((d1 - d0).days)
 
 
-def sessions(files: List[StudyFile], subject: Optional[str] = None) -> List[str]:
+def sessions(files: list[StudyFile], subject: str | None = None) -> list[str]:
     """Session names in time order (for one subject if given)."""
     seen = {}
     for f in files:
@@ -491,7 +574,7 @@ class StudyTransform:
     fixed: str
 
 
-def discover_transforms(files: List[StudyFile]) -> List[StudyTransform]:
+def discover_transforms(files: list[StudyFile]) -> list[StudyTransform]:
     """The transform files in the ``xfm/`` folders of the sessions of ``files``."""
     out, seen = [], set()
     for f in files:
@@ -518,33 +601,32 @@ class Study:
     """
 
     root: Path
-    files: List[StudyFile]
-    transforms: List[StudyTransform] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)
-    ignored: List[Path] = field(default_factory=list)
+    files: list[StudyFile]
+    transforms: list[StudyTransform] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
 
-    def subjects(self) -> List[str]:
+    def subjects(self) -> list[str]:
         return sorted({f.subject for f in self.files})
 
-    def sessions(self, subject: str) -> List[str]:
+    def sessions(self, subject: str) -> list[str]:
         return sessions(self.files, subject)
 
-    def day(self, subject: str, session: str) -> Optional[float]:
+    def day(self, subject: str, session: str) -> float | None:
         return next((f.day for f in self.files if f.subject == subject and f.session == session), None)
 
-    def session_files(self, subject: str, session: str) -> List[StudyFile]:
+    def session_files(self, subject: str, session: str) -> list[StudyFile]:
         return [f for f in self.files if f.subject == subject and f.session == session]
 
-    def tracks(self, subject: str) -> List[str]:
+    def tracks(self, subject: str) -> list[str]:
         """Every track of a subject, anatomy first."""
         return sorted({f.track for f in self.files if f.subject == subject}, key=track_order)
 
-    def file(self, subject: str, session: str, track: str) -> Optional[StudyFile]:
+    def file(self, subject: str, session: str, track: str) -> StudyFile | None:
         """The image of ``track`` at a session (the first when a session has several), else None."""
-        return next((f for f in self.files if f.subject == subject and f.session == session and f.track == track),
-                    None)
+        return next((f for f in self.files if f.subject == subject and f.session == session and f.track == track), None)
 
-    def missing(self, subject: str) -> List[tuple]:
+    def missing(self, subject: str) -> list[tuple]:
         """(session, track) pairs where a track seen at another post-injection timepoint has no image.
 
         The baseline (pre) session is expected to hold anatomy only and is not reported.
@@ -558,10 +640,16 @@ class Study:
             out.extend((session, t) for t in self.tracks(subject) if t not in have)
         return out
 
-    def transform_for(self, f: StudyFile) -> Optional[StudyTransform]:
+    def transform_for(self, f: StudyFile) -> StudyTransform | None:
         """The registration of ``f``'s data type to the session anatomy, if one was saved."""
-        return next((t for t in self.transforms if t.subject == f.subject and t.session == f.session and
-                     t.moving == f.datatype and t.fixed == "anat"), None)
+        return next(
+            (
+                t
+                for t in self.transforms
+                if t.subject == f.subject and t.session == f.session and t.moving == f.datatype and t.fixed == "anat"
+            ),
+            None,
+        )
 
     def relative(self, path) -> str:
         """``path`` relative to the study root (POSIX separators), or absolute when outside it."""
@@ -593,16 +681,20 @@ def open_study(root) -> Study:
         names = ", ".join(_short_path(p, root) for p in ignored[:4]) + (", ..." if len(ignored) > 4 else "")
         problems.append(f"{len(ignored)} file(s) are not images and were left out: {names}.")
     if not images:
-        raise InputError(f"{root} holds no images (NIfTI, DICOM, TIFF or OME-Zarr); only other files "
-                         f"({len(ignored)}) were found; check the path.")
+        raise InputError(
+            f"{root} holds no images (NIfTI, DICOM, TIFF or OME-Zarr); only other files "
+            f"({len(ignored)}) were found; check the path."
+        )
     unknown = [f for f in images if f.role == "unknown"]
     if unknown:
         names = ", ".join(_short_path(f.path, root) for f in unknown[:4]) + (", ..." if len(unknown) > 4 else "")
-        problems.append(f"{len(unknown)} image(s) of unknown role (name them with a BIDS suffix such as _T2w, "
-                        f"_pet, _19F): {names}; they are listed but not shown until ticked.")
+        problems.append(
+            f"{len(unknown)} image(s) of unknown role (name them with a BIDS suffix such as _T2w, "
+            f"_pet, _19F): {names}; they are listed but not shown until ticked."
+        )
     study = Study(root, images, discover_transforms(images), problems, ignored)
     for subject in study.subjects():
-        gaps: Dict[str, List[str]] = {}
+        gaps: dict[str, list[str]] = {}
         for session, track in study.missing(subject):
             gaps.setdefault(session, []).append(track_label(track))
         for session, labels in gaps.items():
@@ -633,8 +725,11 @@ def default_state_path(root) -> Path:
 def saved_layers_dir(state_path) -> Path:
     """The folder beside a state file where user-drawn ROI/labels layers are saved as NIfTI."""
     state_path = Path(state_path)
-    return state_path.with_name(state_path.name[: -len(".json")] + "_layers" if state_path.name.endswith(".json")
-                                else state_path.name + "_layers")
+    return state_path.with_name(
+        state_path.name[: -len(".json")] + "_layers"
+        if state_path.name.endswith(".json")
+        else state_path.name + "_layers"
+    )
 
 
 def new_state(study_root, state_path, subject: str, session: str) -> dict:
@@ -684,7 +779,7 @@ def save_state(state: dict, path, overwrite: bool = False) -> Path:
 _HASHED_LABELS = re.compile(r"-[0-9a-f]{12}\.nii\.gz$")
 
 
-def save_state_with_labels(state: dict, path, labels: Dict[str, object], overwrite: bool = False) -> Path:
+def save_state_with_labels(state: dict, path, labels: dict[str, object], overwrite: bool = False) -> Path:
     """Save a state and the labels Volumes it refers to; a crash leaves the old state or the new one, complete.
 
     ``labels`` maps the relative path given in a layer entry's ``saved``
@@ -771,25 +866,32 @@ def load_state(path) -> dict:
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a study state file (not text); it was left untouched.") from None
     except ValueError as exc:
-        raise InputError(f"{path} is corrupt (JSON error at line {getattr(exc, 'lineno', '?')}: "
-                         f"{getattr(exc, 'msg', exc)}); it was left untouched: fix it or open the study "
-                         "folder instead.") from None
+        raise InputError(
+            f"{path} is corrupt (JSON error at line {getattr(exc, 'lineno', '?')}: "
+            f"{getattr(exc, 'msg', exc)}); it was left untouched: fix it or open the study "
+            "folder instead."
+        ) from None
     _validate(state, path)
     return state
 
 
 def _validate(state, path: Path) -> None:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise InputError(f"{path} is not a napari-immunotrack study state (no \"format\": \"{STATE_FORMAT}\"); "
-                         "it was left untouched.")
+        raise InputError(
+            f'{path} is not a napari-immunotrack study state (no "format": "{STATE_FORMAT}"); it was left untouched.'
+        )
     version = state.get("version")
     if not isinstance(version, int) or version > STATE_VERSION:
-        raise InputError(f"{path} has state version {version!r}; this napari-immunotrack reads version "
-                         f"{STATE_VERSION} or older: update the package.")
+        raise InputError(
+            f"{path} has state version {version!r}; this napari-immunotrack reads version "
+            f"{STATE_VERSION} or older: update the package."
+        )
     for key, kind in (("study", str), ("layers", list), ("subject", str), ("session", str)):
         if not isinstance(state.get(key), kind):
-            raise InputError(f"{path}: the study state has no valid {key!r} ({kind.__name__} expected); "
-                             "it is damaged: fix it or open the study folder instead.")
+            raise InputError(
+                f"{path}: the study state has no valid {key!r} ({kind.__name__} expected); "
+                "it is damaged: fix it or open the study folder instead."
+            )
     for i, entry in enumerate(state["layers"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InputError(f"{path}: layer entry {i} is damaged (no name); fix it or open the study folder instead.")
@@ -807,9 +909,9 @@ class StateCheck:
 
     root: Path
     root_exists: bool
-    missing: List[str] = field(default_factory=list)   # layer names whose file is not there
-    changed: List[str] = field(default_factory=list)   # layer names whose file's SHA-256 differs
-    paths: Dict[str, Path] = field(default_factory=dict)  # layer name -> resolved path
+    missing: list[str] = field(default_factory=list)  # layer names whose file is not there
+    changed: list[str] = field(default_factory=list)  # layer names whose file's SHA-256 differs
+    paths: dict[str, Path] = field(default_factory=dict)  # layer name -> resolved path
 
     @property
     def ok(self) -> bool:
@@ -862,8 +964,27 @@ def check_state(state: dict, state_path, root=None, hashes: bool = True) -> Stat
     return check
 
 
-__all__ = ["StudyFile", "Study", "StudyTransform", "discover", "sessions", "open_study", "discover_transforms",
-           "role_from_words", "track_label", "track_order", "is_image_path", "ROLES", "STATE_NAME",
-           "default_state_path", "saved_layers_dir", "new_state", "save_state", "save_state_with_labels", "load_state",
-           "check_state",
-           "state_study_root", "StateCheck"]
+__all__ = [
+    "StudyFile",
+    "Study",
+    "StudyTransform",
+    "discover",
+    "sessions",
+    "open_study",
+    "discover_transforms",
+    "role_from_words",
+    "track_label",
+    "track_order",
+    "is_image_path",
+    "ROLES",
+    "STATE_NAME",
+    "default_state_path",
+    "saved_layers_dir",
+    "new_state",
+    "save_state",
+    "save_state_with_labels",
+    "load_state",
+    "check_state",
+    "state_study_root",
+    "StateCheck",
+]

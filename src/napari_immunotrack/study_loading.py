@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
@@ -32,7 +31,7 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
-def session_transforms(session_dir: Path, errors: Optional[list] = None) -> dict:
+def session_transforms(session_dir: Path, errors: list | None = None) -> dict:
     """Registration results saved in ``<session>/xfm/``: {datatype: fixed(anat)->moving 4x4 RAS}.
 
     Files are named ``*_from-<datatype>_to-anat.tfm`` (ITK, fixed physical point -> moving).
@@ -68,7 +67,7 @@ def label_names_beside(path: Path) -> dict:
 NEEDS_REGISTRATION = ("PT", "NM", "MPI", "CT")
 
 
-def load_study_file(f, transforms: Optional[dict] = None) -> List:
+def load_study_file(f, transforms: dict | None = None) -> list:
     """The Volumes of one study file, placed in the session anatomy's (MRI) world.
 
     Parameters
@@ -95,8 +94,13 @@ def load_study_file(f, transforms: Optional[dict] = None) -> List:
         side = _sidecar(f.path)
         if volume.modality == "OPT" and "ImageToWorldAffine" in side:
             volume = volume.replace(affine=np.array(side["ImageToWorldAffine"], float))
-        if role_modality not in ("OT", "SEG") and volume.modality in ("MR", "OT") and role_modality != volume.modality \
-                and "Modality" not in side and not f.dicom:
+        if (
+            role_modality not in ("OT", "SEG")
+            and volume.modality in ("MR", "OT")
+            and role_modality != volume.modality
+            and "Modality" not in side
+            and not f.dicom
+        ):
             volume = volume.replace(modality=role_modality)  # a plain NIfTI named *_pet, *_19F, ...
         registered = None
         if f.datatype in transforms:
@@ -111,9 +115,16 @@ def load_study_file(f, transforms: Optional[dict] = None) -> List:
             names = label_names_beside(Path(f.path))
             if names and not volume.metadata.get("label_names"):
                 volume.metadata["label_names"] = names
-        volume.metadata["study"] = {"subject": f.subject, "session": f.session, "day": f.day,
-                                    "datatype": f.datatype, "suffix": f.suffix, "role": f.role, "track": f.track,
-                                    "registered": registered}
+        volume.metadata["study"] = {
+            "subject": f.subject,
+            "session": f.session,
+            "day": f.day,
+            "datatype": f.datatype,
+            "suffix": f.suffix,
+            "role": f.role,
+            "track": f.track,
+            "registered": registered,
+        }
         suffix = f.suffix if f.suffix not in (f.datatype,) else ""
         # labels are named as the Study dock names them ("ROI", "ROI reftube"), not by a bare "dseg"/"mask"
         base = f.label if f.is_labels else (suffix or volume.name or f.datatype)
@@ -122,7 +133,7 @@ def load_study_file(f, transforms: Optional[dict] = None) -> List:
     return out
 
 
-def load_session(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> List:
+def load_session(root=None, session: str | None = None, subject: str | None = None) -> list:
     """The Volumes of one session, placed in the anatomy's (MRI) world.
 
     Registration transforms saved in the session's ``xfm/`` folder move a
@@ -144,8 +155,9 @@ def load_session(root=None, session: Optional[str] = None, subject: Optional[str
         session = (post or names)[0]
     session = session[4:] if session.startswith("ses-") else session
     chosen = [f for f in files if f.subject == subject and f.session == session]
-    baseline = [f for f in files if f.subject == subject and f.day == 0 and f.session != session and
-                f.datatype == "anat"]
+    baseline = [
+        f for f in files if f.subject == subject and f.day == 0 and f.session != session and f.datatype == "anat"
+    ]
     if not chosen:
         from .errors import InputError
 

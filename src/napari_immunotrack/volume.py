@@ -27,8 +27,9 @@ napari world
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -198,12 +199,12 @@ class Volume:
         corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
         return float(np.abs(corners @ (rot - dominant).T).max())
 
-    def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
+    def same_grid(self, other: Volume, atol: float = 1e-4) -> bool:
         """True when ``other`` has the same spatial shape and affine."""
         return self.spatial_shape == other.spatial_shape and np.allclose(self.affine, other.affine, atol=atol)
 
     # ------------------------------------------------------- derivations
-    def replace(self, **changes) -> "Volume":
+    def replace(self, **changes) -> Volume:
         """A copy with some fields changed (metadata copied, data shared)."""
         changes.setdefault("metadata", dict(self.metadata))
         return dataclasses.replace(self, **changes)
@@ -212,7 +213,7 @@ class Volume:
         """The data as a NumPy array (computes a dask array)."""
         return np.asarray(self.data.compute() if _is_dask(self.data) else self.data)
 
-    def canonical(self) -> "Volume":
+    def canonical(self) -> Volume:
         """The same voxels, transposed/flipped so axes run S, A, R with positive spacing.
 
         Only for axis-aligned volumes (no interpolation); see :meth:`for_display`
@@ -244,7 +245,7 @@ class Volume:
         # clean sub-tolerance rotation noise so napari gets a diagonal
         return self.replace(data=data, affine=new_affine)
 
-    def axis_aligned_grid(self, spacing: Optional[Sequence[float]] = None):
+    def axis_aligned_grid(self, spacing: Sequence[float] | None = None):
         """(shape, affine) of an axis-aligned S, A, R grid covering this volume's field of view."""
         corners = []
         n = np.array(self.spatial_shape)
@@ -270,9 +271,9 @@ class Volume:
         self,
         target,
         order: int = 1,
-        transform: Optional[np.ndarray] = None,
+        transform: np.ndarray | None = None,
         fill: float = 0.0,
-    ) -> "Volume":
+    ) -> Volume:
         """Resample onto another grid.
 
         Parameters
@@ -321,23 +322,40 @@ class Volume:
         # Higher orders: interpolate with the edge repeated, then fill outside the footprint.
         inside = None
         n_src = np.array(self.spatial_shape, float)
-        t_corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                              for k in (0, shape[2] - 1)])
+        t_corners = np.array(
+            [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+        )
         s_corners = (m @ t_corners.T).T[:, :3]
         # both boxes are convex and the map affine: if the target's corners fall in the source's
         # footprint, every target point does, and the footprint mask is not needed
         all_inside = bool(np.all(s_corners >= -0.5) and np.all(s_corners < n_src - 0.5))
         if order != 0 and not all_inside:
-            inside = ndimage.affine_transform(np.ones(self.spatial_shape, np.uint8), matrix, offset,
-                                              output_shape=shape, order=0, mode="grid-constant", cval=0,
-                                              output=np.uint8).astype(bool)
+            inside = ndimage.affine_transform(
+                np.ones(self.spatial_shape, np.uint8),
+                matrix,
+                offset,
+                output_shape=shape,
+                order=0,
+                mode="grid-constant",
+                cval=0,
+                output=np.uint8,
+            ).astype(bool)
 
         def sample(frame):
             if order == 0:
-                return ndimage.affine_transform(frame, matrix, offset, output_shape=shape, order=0,
-                                                mode="grid-constant", cval=fill, output=out_dtype)
-            values = ndimage.affine_transform(frame, matrix, offset, output_shape=shape, order=order,
-                                              mode="nearest", output=out_dtype)
+                return ndimage.affine_transform(
+                    frame,
+                    matrix,
+                    offset,
+                    output_shape=shape,
+                    order=0,
+                    mode="grid-constant",
+                    cval=fill,
+                    output=out_dtype,
+                )
+            values = ndimage.affine_transform(
+                frame, matrix, offset, output_shape=shape, order=order, mode="nearest", output=out_dtype
+            )
             if inside is not None:
                 with np.errstate(invalid="ignore"):  # a NaN fill in an integer output, as ndimage casts it
                     values[~inside] = np.array(fill).astype(values.dtype)
@@ -350,7 +368,7 @@ class Volume:
         meta["resampled_from"] = {"shape": list(self.spatial_shape), "affine": self.affine.tolist()}
         return self.replace(data=out, affine=np.array(t_affine, float), metadata=meta)
 
-    def for_display(self, reference: Optional["Volume"] = None, order: int = 1) -> "Volume":
+    def for_display(self, reference: Volume | None = None, order: int = 1) -> Volume:
         """An axis-aligned S, A, R volume for napari.
 
         Axis-aligned volumes are only transposed/flipped. Oblique ones are
@@ -363,8 +381,9 @@ class Volume:
         (:meth:`axis_aligned_error_mm`); a slightly tilted volume that fails
         this is resampled, so :meth:`napari_geometry` always accepts the result.
         """
-        if self.is_axis_aligned(tol_degrees=0.5) and \
-                self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(np.min(self.spacing)):
+        if self.is_axis_aligned(tol_degrees=0.5) and self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(
+            np.min(self.spacing)
+        ):
             return self.canonical()
         if reference is not None and reference.is_axis_aligned(tol_degrees=0.5):
             ref = reference.canonical()
@@ -374,7 +393,7 @@ class Volume:
             n_display, n_native = float(np.prod(grid[0])), float(np.prod(self.spatial_shape))
             # a header with an absurd voxel size (a 1 km voxel beside 1 mm ones) would ask for a
             # display grid of billions of voxels: refuse it rather than freeze or run out of memory
-            if n_display > max(_DISPLAY_GROWTH_LIMIT * n_native, 2.0 ** 22):
+            if n_display > max(_DISPLAY_GROWTH_LIMIT * n_native, 2.0**22):
                 raise InputError(
                     f"{self.message_prefix()}cannot be shown: its voxel sizes {np.round(self.spacing, 4).tolist()} mm "
                     f"would need a display grid of {n_display:.3g} voxels; check the voxel sizes in the header."
@@ -395,8 +414,9 @@ class Volume:
         expected = np.zeros((3, 3))
         expected[2, 0], expected[1, 1], expected[0, 2] = rot[2, 0], rot[1, 1], rot[0, 2]
         canonical_axes = np.all(np.argmax(np.abs(rot), axis=0) == [2, 1, 0]) and np.all(np.diag(expected[::-1]) > 0)
-        small = self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(np.min(self.spacing)) or \
-            np.allclose(rot, expected, atol=1e-6 * max(1.0, np.abs(rot).max()))
+        small = self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(np.min(self.spacing)) or np.allclose(
+            rot, expected, atol=1e-6 * max(1.0, np.abs(rot).max())
+        )
         if not (canonical_axes and small):
             raise ValueError("napari_geometry needs a canonical volume; call for_display() first")
         scale = [rot[2, 0], rot[1, 1], rot[0, 2]]

@@ -75,8 +75,9 @@ def parse_offsets(value, what: str = "--offsets-ppm") -> np.ndarray:
     [-300.0, -1.0, 0.0, 1.0]
     """
     if value is None:
-        raise InputError(f"{what} is missing; give the saturation offsets in ppm as a list (e.g. -300,-5,...,5) "
-                         "or a file.")
+        raise InputError(
+            f"{what} is missing; give the saturation offsets in ppm as a list (e.g. -300,-5,...,5) or a file."
+        )
     if isinstance(value, (str, Path)) and Path(str(value)).is_file():
         path = Path(str(value))
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -98,8 +99,10 @@ def parse_offsets(value, what: str = "--offsets-ppm") -> np.ndarray:
         try:
             offsets = np.array([float(t) for t in tokens], float)
         except ValueError:
-            raise InputError(f"{what}: {str(value)[:60]!r} is neither a file nor a list of numbers; give e.g. "
-                             "-300,-5,-4.5,...,5 or a text file of ppm values.") from None
+            raise InputError(
+                f"{what}: {str(value)[:60]!r} is neither a file nor a list of numbers; give e.g. "
+                "-300,-5,-4.5,...,5 or a text file of ppm values."
+            ) from None
     else:
         try:
             offsets = np.asarray(value, float).ravel()
@@ -112,33 +115,42 @@ def parse_offsets(value, what: str = "--offsets-ppm") -> np.ndarray:
     return offsets
 
 
-def series_offsets(series: Volume, offsets=None, what: str = "CEST series",
-                   option: str = "--offsets-ppm") -> np.ndarray:
+def series_offsets(
+    series: Volume, offsets=None, what: str = "CEST series", option: str = "--offsets-ppm"
+) -> np.ndarray:
     """The offsets of a 4D series: ``offsets`` if given, else its header/sidecar; checked against its length.
 
     Raises :class:`InputError` for a 3D image or a list whose length differs from the number of frames.
     """
     if series.data.ndim != 4:
-        raise InputError(f"{what} {series.name or ''} is a 3D image; a CEST series is 4D (one 3D image per "
-                         "saturation offset): give the 4D NIfTI/DICOM series.")
+        raise InputError(
+            f"{what} {series.name or ''} is a 3D image; a CEST series is 4D (one 3D image per "
+            "saturation offset): give the 4D NIfTI/DICOM series."
+        )
     if offsets is None:
         found = next((series.metadata[k] for k in OFFSET_KEYS_PPM if k in series.metadata), None)
         hz_key = next((k for k in OFFSET_KEYS_HZ if k in series.metadata), None)
         if found is None and hz_key is not None:  # offsets in Hz (e.g. BIDS MTOffsetFrequency): ppm needs the field
             field_t = series.metadata.get("MagneticFieldStrength")
             if not field_t:
-                raise InputError(f"{what} {series.name or ''} gives its offsets in Hz ({hz_key}) but no "
-                                 f"MagneticFieldStrength; give the offsets in ppm with {option}.")
+                raise InputError(
+                    f"{what} {series.name or ''} gives its offsets in Hz ({hz_key}) but no "
+                    f"MagneticFieldStrength; give the offsets in ppm with {option}."
+                )
             hz = parse_offsets(series.metadata[hz_key], hz_key)
             found = hz / (GAMMA_MHZ_PER_T * float(field_t))
         if found is None:
-            raise InputError(f"{what} {series.name or ''} has no saturation offsets in its header or JSON sidecar "
-                             f"('SaturationOffsetsPPM'); give them with {option} LIST|FILE.")
+            raise InputError(
+                f"{what} {series.name or ''} has no saturation offsets in its header or JSON sidecar "
+                f"('SaturationOffsetsPPM'); give them with {option} LIST|FILE."
+            )
         offsets = found
     offsets = parse_offsets(offsets, option)
     if offsets.size != series.data.shape[0]:
-        raise InputError(f"{option} has {offsets.size} offsets but {what} has {series.data.shape[0]} frames; "
-                         "give one offset per frame, in acquisition order.")
+        raise InputError(
+            f"{option} has {offsets.size} offsets but {what} has {series.data.shape[0]} frames; "
+            "give one offset per frame, in acquisition order."
+        )
     return offsets
 
 
@@ -148,8 +160,12 @@ def m0_frames(offsets: np.ndarray, m0_offset: float | None = None) -> np.ndarray
     return np.abs(np.asarray(offsets, float)) >= limit - 1e-6
 
 
-def z_spectrum(signal: np.ndarray, offsets, m0: np.ndarray | None = None, m0_offset: float | None = None,
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def z_spectrum(
+    signal: np.ndarray,
+    offsets,
+    m0: np.ndarray | None = None,
+    m0_offset: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise a CEST series to a Z-spectrum, sorted by offset.
 
     Parameters
@@ -188,23 +204,29 @@ def z_spectrum(signal: np.ndarray, offsets, m0: np.ndarray | None = None, m0_off
     if m0 is None:
         if not ref.any():
             limit = M0_OFFSET_LIMIT_PPM if m0_offset is None else abs(float(m0_offset))
-            raise InputError(f"no M0 reference: no offset at or beyond {limit:g} ppm in the offsets list and no M0 "
-                             "image; give --m0 M0_IMAGE or --m0-offset PPM (e.g. -300) naming the unsaturated frames.")
+            raise InputError(
+                f"no M0 reference: no offset at or beyond {limit:g} ppm in the offsets list and no M0 "
+                "image; give --m0 M0_IMAGE or --m0-offset PPM (e.g. -300) naming the unsaturated frames."
+            )
         m0 = signal[ref].mean(axis=0)
     else:
         m0 = np.asarray(m0, np.float64)
         if m0.ndim == signal.ndim:  # a 4D M0 (several unsaturated repeats): their mean
             m0 = m0.mean(axis=0)
         if m0.shape != signal.shape[1:]:
-            raise InputError(f"the M0 image has shape {m0.shape} but the CEST frames have {signal.shape[1:]}; give an "
-                             "M0 on the series' grid.")
+            raise InputError(
+                f"the M0 image has shape {m0.shape} but the CEST frames have {signal.shape[1:]}; give an "
+                "M0 on the series' grid."
+            )
     keep = ~ref
     if keep.sum() < 3:
         raise InputError(f"only {int(keep.sum())} saturated offsets besides M0; a Z-spectrum needs at least 3.")
     dw, inverse = np.unique(np.round(offsets[keep], 9), return_inverse=True)
     if dw.size < 3:
-        raise InputError(f"only {dw.size} distinct saturation offset(s) besides M0; a Z-spectrum needs at least 3 "
-                         "(check the offsets list).")
+        raise InputError(
+            f"only {dw.size} distinct saturation offset(s) besides M0; a Z-spectrum needs at least 3 "
+            "(check the offsets list)."
+        )
     data = signal[keep]
     summed = np.zeros((dw.size,) + data.shape[1:])
     np.add.at(summed, inverse, data)
@@ -300,8 +322,14 @@ def _chunks(n: int, size: int):
         yield slice(start, min(n, start + size))
 
 
-def b0_from_minimum(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.5, smoothing: float = 0.0,
-                    step_ppm: float = 0.01, chunk: int = 4096) -> np.ndarray:
+def b0_from_minimum(
+    z: np.ndarray,
+    dw: np.ndarray,
+    search_ppm: float = 1.5,
+    smoothing: float = 0.0,
+    step_ppm: float = 0.01,
+    chunk: int = 4096,
+) -> np.ndarray:
     """B0 (ppm) per voxel as the position of the spectrum's minimum near 0 ppm.
 
     Parameters
@@ -347,8 +375,14 @@ def b0_from_minimum(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.5, smoo
     return out
 
 
-def b0_from_symmetry(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.0, smoothing: float = 0.0,
-                     step_ppm: float = 0.01, chunk: int = 1024) -> np.ndarray:
+def b0_from_symmetry(
+    z: np.ndarray,
+    dw: np.ndarray,
+    search_ppm: float = 1.0,
+    smoothing: float = 0.0,
+    step_ppm: float = 0.01,
+    chunk: int = 1024,
+) -> np.ndarray:
     """B0 (ppm) per voxel as the centre about which the spectrum is most symmetric (WASSR, "MSCF").
 
     For each candidate centre ``c`` (near the spectrum's minimum) the cost is
@@ -410,8 +444,9 @@ def b0_from_symmetry(z: np.ndarray, dw: np.ndarray, search_ppm: float = 1.0, smo
     return out
 
 
-def shift_spectra(z: np.ndarray, dw: np.ndarray, b0_ppm: np.ndarray, out_dw: np.ndarray | None = None,
-                  smoothing: float = 0.0) -> np.ndarray:
+def shift_spectra(
+    z: np.ndarray, dw: np.ndarray, b0_ppm: np.ndarray, out_dw: np.ndarray | None = None, smoothing: float = 0.0
+) -> np.ndarray:
     """B0-corrected spectra: each voxel's spline re-sampled at ``out_dw + B0``.
 
     Parameters
@@ -445,8 +480,7 @@ def shift_spectra(z: np.ndarray, dw: np.ndarray, b0_ppm: np.ndarray, out_dw: np.
     return evaluate_spline(coef, dw, out_dw[:, None] + b0[None, :])
 
 
-def mtrasym(z: np.ndarray, dw: np.ndarray, at_ppm: Sequence[float], b0_ppm: np.ndarray | None = None
-            ) -> np.ndarray:
+def mtrasym(z: np.ndarray, dw: np.ndarray, at_ppm: Sequence[float], b0_ppm: np.ndarray | None = None) -> np.ndarray:
     """MTRasym(dw) = Z(-dw) - Z(+dw) on the (B0-corrected) spectra.
 
     Parameters
@@ -505,8 +539,11 @@ DEFAULT_POOLS: dict[str, Pool] = {
 }
 
 
-def make_pools(names: Iterable[str] = ("water", "amide", "amine", "noe", "mt"),
-               extra: dict[str, float] | None = None, extra_tolerance_ppm: float = 0.2) -> list[Pool]:
+def make_pools(
+    names: Iterable[str] = ("water", "amide", "amine", "noe", "mt"),
+    extra: dict[str, float] | None = None,
+    extra_tolerance_ppm: float = 0.2,
+) -> list[Pool]:
     """The pools of a fit: default pools by name plus user pools ``{name: ppm}`` (e.g. ``{"lrp": 3.4}``).
 
     A user pool with a default pool's name moves that pool's offset; its offset may vary by
@@ -523,8 +560,9 @@ def make_pools(names: Iterable[str] = ("water", "amide", "amine", "noe", "mt"),
         if not key:
             continue
         if key not in DEFAULT_POOLS:
-            raise InputError(f"unknown pool {name!r}; pools are {', '.join(DEFAULT_POOLS)}, or add one with "
-                             "--pool NAME:PPM.")
+            raise InputError(
+                f"unknown pool {name!r}; pools are {', '.join(DEFAULT_POOLS)}, or add one with --pool NAME:PPM."
+            )
         pools[key] = DEFAULT_POOLS[key]
     for name, ppm in (extra or {}).items():
         key = name.strip().lower()
@@ -594,7 +632,7 @@ def lorentzian_model(params: np.ndarray, dw: np.ndarray, jacobian: bool = False)
     if jacobian:
         jac[:, :, 0] = 1.0
     for i in range(n_pool):
-        a, g, d = params[:, 1 + 3 * i:2 + 3 * i], params[:, 2 + 3 * i:3 + 3 * i], params[:, 3 + 3 * i:4 + 3 * i]
+        a, g, d = params[:, 1 + 3 * i : 2 + 3 * i], params[:, 2 + 3 * i : 3 + 3 * i], params[:, 3 + 3 * i : 4 + 3 * i]
         centre = d if i == 0 else d_water + d
         u = x - centre
         h = 0.25 * g * g
@@ -641,9 +679,18 @@ class LorentzianFit:
         return lorentzian_model(params, dw)
 
 
-def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Sequence[Pool] | None = None,
-                    max_iter: int = 100, tol: float = 1e-5, chunk: int = 2048, starts: np.ndarray | None = None,
-                    z_floor: float = 0.0, restarts: int = 3, progress=None) -> LorentzianFit:
+def fit_lorentzians(
+    z: np.ndarray,
+    dw: np.ndarray,
+    pools: Sequence[Pool] | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+    chunk: int = 2048,
+    starts: np.ndarray | None = None,
+    z_floor: float = 0.0,
+    restarts: int = 3,
+    progress=None,
+) -> LorentzianFit:
     """Fit the multi-pool Lorentzian model to every spectrum at once.
 
     A projected Levenberg-Marquardt: all voxels of a chunk take their steps
@@ -702,8 +749,10 @@ def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Sequence[Pool] | None 
     p0, lo, hi = _pack(pools)
     n_par = p0.size
     if np.isfinite(z).sum(axis=0).max(initial=0) < n_par and n_vox:
-        raise InputError(f"{len(dw)} offsets cannot determine {n_par} parameters of {len(pools)} pools; "
-                         "acquire more offsets or fit fewer pools (--pools).")
+        raise InputError(
+            f"{len(dw)} offsets cannot determine {n_par} parameters of {len(pools)} pools; "
+            "acquire more offsets or fit fewer pools (--pools)."
+        )
     params = np.full((n_vox, n_par), np.nan)
     rmse = np.full(n_vox, np.nan)
     converged = np.zeros(n_vox, bool)
@@ -743,8 +792,9 @@ def fit_lorentzians(z: np.ndarray, dw: np.ndarray, pools: Sequence[Pool] | None 
                 continue
             if not retry.any():
                 break
-            res = _lm_batch(y[retry], weight[retry], start[retry], lo, hi, dw, max_iter, tol, valid[retry],
-                            progress=sub_progress)
+            res = _lm_batch(
+                y[retry], weight[retry], start[retry], lo, hi, dw, max_iter, tol, valid[retry], progress=sub_progress
+            )
             # keep, per voxel, the start that reached the lowest cost (local minima of multi-pool fits)
             better = np.zeros(len(y), bool)
             better[retry] = res[1] < best[1][retry]
@@ -883,11 +933,23 @@ def map_name(kind: str, value=None) -> str:
     return f"{kind}_{value}"
 
 
-def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offset: float | None = None,
-                 wassr: Volume | None = None, wassr_offsets=None, mtrasym_ppm: Sequence[float] = (3.5,),
-                 pools: Sequence[Pool] | None = None, b0_method: str | None = None,
-                 smoothing: float = 0.0, mask: Volume | None = None, fit: bool = True, max_iter: int = 100,
-                 z_floor: float = 0.02, progress=None) -> CestResult:
+def analyse_cest(
+    series: Volume,
+    offsets=None,
+    m0: Volume | None = None,
+    m0_offset: float | None = None,
+    wassr: Volume | None = None,
+    wassr_offsets=None,
+    mtrasym_ppm: Sequence[float] = (3.5,),
+    pools: Sequence[Pool] | None = None,
+    b0_method: str | None = None,
+    smoothing: float = 0.0,
+    mask: Volume | None = None,
+    fit: bool = True,
+    max_iter: int = 100,
+    z_floor: float = 0.02,
+    progress=None,
+) -> CestResult:
     """Z-spectra, B0 map, MTRasym maps and Lorentzian pool maps of a CEST series.
 
     Parameters
@@ -935,8 +997,10 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
     if m0 is not None:
         m0_data = np.asarray(m0.numpy(), np.float64)
         if m0_data.shape[-3:] != spatial:
-            raise InputError(f"the M0 image has shape {m0_data.shape[-3:]} but the CEST series' images have "
-                             f"{spatial}; give an M0 on the series' grid.")
+            raise InputError(
+                f"the M0 image has shape {m0_data.shape[-3:]} but the CEST series' images have "
+                f"{spatial}; give an M0 on the series' grid."
+            )
     if b0_method is None:
         b0_method = "wassr" if wassr is not None else "minimum"
     if b0_method not in ("wassr", "wassr-minimum", "minimum", "fit", "none"):
@@ -947,21 +1011,26 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
     if wassr is not None:  # every input checked before the first progress line
         w_off = series_offsets(wassr, wassr_offsets, what="WASSR series", option="--wassr-offsets-ppm")
         if wassr.data.shape[1:] != spatial:
-            raise InputError(f"the WASSR series' images have shape {wassr.data.shape[1:]} but the CEST series' have "
-                             f"{spatial}; give both on one grid.")
+            raise InputError(
+                f"the WASSR series' images have shape {wassr.data.shape[1:]} but the CEST series' have "
+                f"{spatial}; give both on one grid."
+            )
         n_wassr = np.unique(np.round(w_off[~m0_frames(w_off)], 9)).size
         if n_wassr < 5:
             raise InputError(f"the WASSR scan has {n_wassr} offsets; at least 5 around 0 ppm are needed.")
     z, dw, m0_img = z_spectrum(signal, offsets, m0_data, m0_offset)
     n_par = 1 + 3 * len(pools if pools is not None else make_pools())
     if (fit or b0_method == "fit") and dw.size < n_par:
-        raise InputError(f"{dw.size} offsets cannot determine the {n_par} parameters of the Lorentzian pools; "
-                         "acquire more offsets or fit fewer pools (--pools).")
+        raise InputError(
+            f"{dw.size} offsets cannot determine the {n_par} parameters of the Lorentzian pools; "
+            "acquire more offsets or fit fewer pools (--pools)."
+        )
     if mask is not None:
         sel = np.asarray(mask.numpy()) > 0
         if sel.shape != spatial:
-            raise InputError(f"the mask has shape {sel.shape} but the CEST images have {spatial}; give a mask on "
-                             "the series' grid.")
+            raise InputError(
+                f"the mask has shape {sel.shape} but the CEST images have {spatial}; give a mask on the series' grid."
+            )
         sel &= np.isfinite(m0_img) & (m0_img > 0)
     else:
         sel = default_mask(m0_img)
@@ -1001,8 +1070,9 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
     def to_map(values, name, unit):
         full = np.full(int(np.prod(spatial)), np.nan, np.float32)
         full[sel.ravel()] = values
-        maps[name] = Volume(full.reshape(spatial), affine, modality="MR", unit=unit,
-                            metadata={"quantity": name}, name=name)
+        maps[name] = Volume(
+            full.reshape(spatial), affine, modality="MR", unit=unit, metadata={"quantity": name}, name=name
+        )
 
     to_map(b0v, "b0_ppm", "ppm")
     asym = mtrasym(zv, dw, mtrasym_ppm, b0v)
@@ -1013,7 +1083,9 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
     result_fit = None
     if fit:
         report(progress, 0.45, "Lorentzian fit")
-        result_fit = fit_lorentzians(zc, dw, pools, max_iter=max_iter, z_floor=z_floor, progress=scaled(progress, 0.45, 0.98))
+        result_fit = fit_lorentzians(
+            zc, dw, pools, max_iter=max_iter, z_floor=z_floor, progress=scaled(progress, 0.45, 0.98)
+        )
         for pool in result_fit.pools:
             to_map(result_fit.values(pool.name, "amplitude"), map_name("amplitude", pool.name), "fraction of M0")
             to_map(result_fit.values(pool.name, "width"), map_name("width", pool.name), "ppm")
@@ -1024,21 +1096,46 @@ def analyse_cest(series: Volume, offsets=None, m0: Volume | None = None, m0_offs
     z_raw = z.reshape(dw.size, -1).copy()
     z_raw[:, ~sel.ravel()] = np.nan
     b0_full = maps["b0_ppm"].data.astype(float)
-    params = {"offsets_ppm": offsets.tolist(), "m0": "image" if m0 is not None else
-              f"frames with |offset| >= {abs(m0_offset) if m0_offset is not None else M0_OFFSET_LIMIT_PPM:g} ppm",
-              "b0_method": b0_method, "smoothing": smoothing, "z_floor": z_floor, "max_iter": max_iter, "mtrasym_ppm": [float(v) for v in
-                                                                            np.atleast_1d(mtrasym_ppm)],
-              "pools": [_pool_dict(p) for p in (result_fit.pools if result_fit else [])],
-              "voxels": int(n_vox)}
+    params = {
+        "offsets_ppm": offsets.tolist(),
+        "m0": "image"
+        if m0 is not None
+        else f"frames with |offset| >= {abs(m0_offset) if m0_offset is not None else M0_OFFSET_LIMIT_PPM:g} ppm",
+        "b0_method": b0_method,
+        "smoothing": smoothing,
+        "z_floor": z_floor,
+        "max_iter": max_iter,
+        "mtrasym_ppm": [float(v) for v in np.atleast_1d(mtrasym_ppm)],
+        "pools": [_pool_dict(p) for p in (result_fit.pools if result_fit else [])],
+        "voxels": int(n_vox),
+    }
     report(progress, 1.0, "CEST done")
-    return CestResult(maps, dw, z_full.reshape((dw.size,) + spatial), z_raw.reshape((dw.size,) + spatial), b0_full,
-                      result_fit, sel, params, warnings_)
+    return CestResult(
+        maps,
+        dw,
+        z_full.reshape((dw.size,) + spatial),
+        z_raw.reshape((dw.size,) + spatial),
+        b0_full,
+        result_fit,
+        sel,
+        params,
+        warnings_,
+    )
 
 
-def cest_step(inputs: dict[str, object], *, offsets=None, m0_offset: float | None = None,
-              mtrasym_ppm: Sequence[float] = (3.5,), pools: Sequence[str] = ("amide", "amine", "noe", "mt"),
-              extra_pools: dict[str, float] | None = None, b0_method: str | None = None,
-              z_floor: float = 0.02, label_names: dict[int, str] | None = None, progress=None):
+def cest_step(
+    inputs: dict[str, object],
+    *,
+    offsets=None,
+    m0_offset: float | None = None,
+    mtrasym_ppm: Sequence[float] = (3.5,),
+    pools: Sequence[str] = ("amide", "amine", "noe", "mt"),
+    extra_pools: dict[str, float] | None = None,
+    b0_method: str | None = None,
+    z_floor: float = 0.02,
+    label_names: dict[int, str] | None = None,
+    progress=None,
+):
     """The ``cest`` step of a session pipeline: maps from files, and their means per organ label.
 
     Parameters
@@ -1076,17 +1173,29 @@ def cest_step(inputs: dict[str, object], *, offsets=None, m0_offset: float | Non
     series = load_volume(inputs["cest"])
     wassr = load_volume(inputs["cest_wassr"]) if inputs.get("cest_wassr") else None
     m0 = load_volume(inputs["cest_m0"]) if inputs.get("cest_m0") else None
-    result = analyse_cest(series, offsets, m0=m0, m0_offset=m0_offset, wassr=wassr, mtrasym_ppm=mtrasym_ppm,
-                          pools=make_pools(pools, extra_pools), b0_method=b0_method, z_floor=z_floor,
-                          progress=progress)
+    result = analyse_cest(
+        series,
+        offsets,
+        m0=m0,
+        m0_offset=m0_offset,
+        wassr=wassr,
+        mtrasym_ppm=mtrasym_ppm,
+        pools=make_pools(pools, extra_pools),
+        b0_method=b0_method,
+        z_floor=z_floor,
+        progress=progress,
+    )
     rows = []
     if inputs.get("dseg"):
         reference = result.maps["b0_ppm"]
         organs = np.asarray(load_volume(inputs["dseg"]).resample_to(reference, order=0).numpy()).astype(int)
         for label in np.unique(organs[result.mask & (organs > 0)]):
             inside = (organs == label) & result.mask
-            row = {"label": int(label), "name": (label_names or {}).get(int(label), str(label)),
-                   "voxels": int(inside.sum())}
+            row = {
+                "label": int(label),
+                "name": (label_names or {}).get(int(label), str(label)),
+                "voxels": int(inside.sum()),
+            }
             for name, vol in result.maps.items():
                 row[name] = float(np.nanmean(np.asarray(vol.data)[inside]))
             rows.append(row)
@@ -1097,9 +1206,15 @@ def cest_step(inputs: dict[str, object], *, offsets=None, m0_offset: float | Non
 
 
 def _pool_dict(pool: Pool) -> dict:
-    return {"name": pool.name, "offset": pool.offset, "offset_bounds": list(pool.offset_bounds),
-            "amplitude": pool.amplitude, "amplitude_bounds": list(pool.amplitude_bounds),
-            "width": pool.width, "width_bounds": list(pool.width_bounds)}
+    return {
+        "name": pool.name,
+        "offset": pool.offset,
+        "offset_bounds": list(pool.offset_bounds),
+        "amplitude": pool.amplitude,
+        "amplitude_bounds": list(pool.amplitude_bounds),
+        "width": pool.width,
+        "width_bounds": list(pool.width_bounds),
+    }
 
 
 __all__ = [

@@ -9,8 +9,8 @@ and touching blooms split by a watershed on minima deeper than ``split_h``. See
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -29,8 +29,9 @@ _MIN_KEYS = ("min_r", "first", "lo0", "lo1", "lo2")
 _MAX_KEYS = ("hi0", "hi1", "hi2")
 
 
-def _sparse_stats(lab: np.ndarray, n: int, coords, post_vals, pre_vals, ref_mean: float,
-                  global_shape, seeds=None) -> Dict[str, np.ndarray]:
+def _sparse_stats(
+    lab: np.ndarray, n: int, coords, post_vals, pre_vals, ref_mean: float, global_shape, seeds=None
+) -> dict[str, np.ndarray]:
     """Per-label sums, minima and maxima of the voxels of labels 1..n (arrays of length n + 1).
 
     ``coords`` are global voxel indices (3 arrays). Everything a table row
@@ -73,12 +74,13 @@ def _sparse_stats(lab: np.ndarray, n: int, coords, post_vals, pre_vals, ref_mean
     return out
 
 
-def _merge_stats(stats: Dict[str, np.ndarray], groups: np.ndarray, n_groups: int) -> Dict[str, np.ndarray]:
+def _merge_stats(stats: dict[str, np.ndarray], groups: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
     """Combine per-label statistics into groups (``groups[i]`` the group of label i)."""
     out = {}
     for k in _SUM_KEYS:
-        out[k] = np.bincount(groups, weights=np.nan_to_num(stats[k], nan=0.0) if k != "spre" else stats[k],
-                             minlength=n_groups)[:n_groups]
+        out[k] = np.bincount(
+            groups, weights=np.nan_to_num(stats[k], nan=0.0) if k != "spre" else stats[k], minlength=n_groups
+        )[:n_groups]
     for k in _MIN_KEYS:
         v = np.full(n_groups, np.inf)
         np.minimum.at(v, groups, stats[k])
@@ -98,8 +100,8 @@ class _SplitSpec:
     connectivity: int
     min_size: int
     h: float
-    smooth: Tuple[float, float, float]   # Gaussian sigma per axis, voxels (1 voxel of the finest axis)
-    margin: Tuple[int, int, int]         # crop margin per axis for the smoothing
+    smooth: tuple[float, float, float]  # Gaussian sigma per axis, voxels (1 voxel of the finest axis)
+    margin: tuple[int, int, int]  # crop margin per axis for the smoothing
     ref_mean: float
 
     @property
@@ -108,7 +110,7 @@ class _SplitSpec:
         return max(2 * self.min_size, 8)
 
     @classmethod
-    def for_grid(cls, post: Volume, enabled, connectivity, min_size, h, ref_mean) -> "_SplitSpec":
+    def for_grid(cls, post: Volume, enabled, connectivity, min_size, h, ref_mean) -> _SplitSpec:
         smooth = tuple(float(np.min(post.spacing) / sp) for sp in post.spacing)
         margin = tuple(int(3.0 * sm + 0.5) + 1 for sm in smooth)
         return cls(bool(enabled), int(connectivity), int(min_size), float(h), smooth, margin, float(ref_mean))
@@ -125,8 +127,9 @@ def _split_in_arrays(post_crop, pre_crop, comp: np.ndarray, crop_lo, spec: _Spli
     local = np.unravel_index(idx, sub.shape)
     coords = tuple(local[a] + crop_lo[a] for a in range(3))
     pre_vals = None if pre_crop is None else np.asarray(pre_crop).ravel()[idx].astype(np.float64)
-    st = _sparse_stats(sub.ravel()[idx], k, coords, np.asarray(post_crop).ravel()[idx], pre_vals, spec.ref_mean,
-                       global_shape)
+    st = _sparse_stats(
+        sub.ravel()[idx], k, coords, np.asarray(post_crop).ravel()[idx], pre_vals, spec.ref_mean, global_shape
+    )
     slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(crop_lo, sub.shape))
     return {"slices": slices, "sub": sub.astype(np.int32), "stats": st, "k": k}
 
@@ -138,8 +141,17 @@ def _crop_bounds(lo, hi, margin, shape):
     return clo, chi
 
 
-def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape, structure, ref_mean,
-                      split: Optional[_SplitSpec] = None, keep_labels: bool = False) -> dict:
+def _block_components(
+    cand: np.ndarray,
+    post_blk,
+    pre_blk,
+    origin,
+    global_shape,
+    structure,
+    ref_mean,
+    split: _SplitSpec | None = None,
+    keep_labels: bool = False,
+) -> dict:
     """Label one block; its per-label statistics, its six faces, and the splits of its inner components.
 
     A component is split here when it cannot continue in another block (it
@@ -170,15 +182,18 @@ def _block_components(cand: np.ndarray, post_blk, pre_blk, origin, global_shape,
         for j in big[big > 0]:
             lo = [int(stats[f"lo{a}"][j]) for a in range(3)]
             hi = [int(stats[f"hi{a}"][j]) + 1 for a in range(3)]
-            inner_face = any((lo[a] == origin[a] and origin[a] > 0) or (hi[a] == end[a] and end[a] < global_shape[a])
-                             for a in range(3))
+            inner_face = any(
+                (lo[a] == origin[a] and origin[a] > 0) or (hi[a] == end[a] and end[a] < global_shape[a])
+                for a in range(3)
+            )
             clo, chi = _crop_bounds(lo, hi, split.margin, global_shape)
             if inner_face or any(clo[a] < origin[a] or chi[a] > end[a] for a in range(3)):
                 continue  # may continue in another block, or its crop leaves the block: done from crops later
             sl = tuple(slice(clo[a] - origin[a], chi[a] - origin[a]) for a in range(3))
             comp = labels[sl] == j
-            splits[int(j)] = _split_in_arrays(post_blk[sl], None if pre_blk is None else np.asarray(pre_blk)[sl],
-                                              comp, clo, split, global_shape)
+            splits[int(j)] = _split_in_arrays(
+                post_blk[sl], None if pre_blk is None else np.asarray(pre_blk)[sl], comp, clo, split, global_shape
+            )
     out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape, "splits": splits}
     if keep_labels:
         out["labels"] = labels
@@ -191,7 +206,7 @@ def _pack_mask(cand: np.ndarray):
     """A block's candidate mask in the smaller of two forms: flat indices (sparse) or packed bits."""
     flat = np.flatnonzero(cand)
     if flat.size * 4 < cand.size // 8:
-        return ("index", cand.shape, flat.astype(np.int32 if cand.size < 2 ** 31 else np.int64))
+        return ("index", cand.shape, flat.astype(np.int32 if cand.size < 2**31 else np.int64))
     return ("bits", cand.shape, np.packbits(cand.ravel() > 0))
 
 
@@ -204,7 +219,7 @@ def _unpack_mask(packed) -> np.ndarray:
     return np.unpackbits(payload, count=int(np.prod(shape))).astype(bool).reshape(shape)
 
 
-def _union_across_faces(blocks: List[dict], chunks, structure, offsets: List[int], n_total: int) -> np.ndarray:
+def _union_across_faces(blocks: list[dict], chunks, structure, offsets: list[int], n_total: int) -> np.ndarray:
     """Group label of every global label id (0..n_total) after merging labels that touch across chunk faces.
 
     For each chunk border plane, the two planes that meet there are assembled
@@ -234,7 +249,7 @@ def _union_across_faces(blocks: List[dict], chunks, structure, offsets: List[int
                 face = b["faces"][(axis, 1 if side == 0 else 0)].astype(np.int64)
                 face = np.where(face > 0, face + off, 0)
                 o0, o1 = bounds[others[0]][pos[others[0]]], bounds[others[1]][pos[others[1]]]
-                slab[side, o0:o0 + face.shape[0], o1:o1 + face.shape[1]] = face
+                slab[side, o0 : o0 + face.shape[0], o1 : o1 + face.shape[1]] = face
             if not (slab[0].any() and slab[1].any()):
                 continue
             # the two planes, labelled with the connectivity's structure (axis first)
@@ -253,8 +268,9 @@ def _union_across_faces(blocks: List[dict], chunks, structure, offsets: List[int
     return comp[: n_total + 1]
 
 
-def _split_component(r_crop: np.ndarray, comp: np.ndarray, connectivity: int, min_size: int, h: float,
-                     smooth: Sequence[float]) -> Optional[np.ndarray]:
+def _split_component(
+    r_crop: np.ndarray, comp: np.ndarray, connectivity: int, min_size: int, h: float, smooth: Sequence[float]
+) -> np.ndarray | None:
     """Sub-labels 1..k of a component with k >= 2 well-separated minima, else None.
 
     Minima of the smoothed normalised signal at least ``h`` deep (h-minima)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -41,10 +40,10 @@ class NoiseEstimate:
     sigma: float
     method: str
     n_voxels: int
-    details: Dict[str, float] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
 
 
-def _warn(message: str, collected: Optional[list]) -> None:
+def _warn(message: str, collected: list | None) -> None:
     message = " ".join(message.split())
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
@@ -59,12 +58,14 @@ def _check_3d(volume: Volume, what: str) -> None:
     if not isinstance(volume, Volume):
         raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
     if volume.data.ndim != 3:
-        raise InputError(f"{what} has {volume.data.ndim} dimensions; give one 3D volume: save one echo or "
-                         "time frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1, or "
-                         "nibabel.funcs.four_to_three).")
+        raise InputError(
+            f"{what} has {volume.data.ndim} dimensions; give one 3D volume: save one echo or "
+            "time frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1, or "
+            "nibabel.funcs.four_to_three)."
+        )
 
 
-def mask_on_grid(mask: Optional[Volume], grid: Volume, what: str, collected: Optional[list] = None):
+def mask_on_grid(mask: Volume | None, grid: Volume, what: str, collected: list | None = None):
     """A mask Volume as a boolean array on ``grid`` (nearest neighbour through world coordinates).
 
     Raises InputError when the mask is empty or lies outside ``grid``'s field of view.
@@ -93,11 +94,16 @@ def mask_on_grid(mask: Optional[Volume], grid: Volume, what: str, collected: Opt
     src = (np.nan_to_num(src) != 0).astype(np.uint8)
     out = Volume(src, mask.affine).resample_to(grid, order=0).numpy() != 0
     if not out.any():
-        raise InputError(f"{what} lies outside the image: none of its voxels falls in the image's field of view; "
-                         "draw it on this image or check both files' positions.")
+        raise InputError(
+            f"{what} lies outside the image: none of its voxels falls in the image's field of view; "
+            "draw it on this image or check both files' positions."
+        )
     if mask.spatial_shape == grid.spatial_shape:
-        _warn(f"{what} has the image's shape but another affine; it was carried to the image through world "
-              "coordinates (check that it was drawn on this image).", collected)
+        _warn(
+            f"{what} has the image's shape but another affine; it was carried to the image through world "
+            "coordinates (check that it was drawn on this image).",
+            collected,
+        )
     return out
 
 
@@ -127,8 +133,9 @@ def estimate_rician_sigma(image: Volume, background_mask: Volume, estimator: str
     return noise_from_background(image, background_mask, estimator).sigma
 
 
-def noise_from_background(image: Volume, background_mask: Volume, estimator: str = "sd",
-                          collected: Optional[list] = None) -> NoiseEstimate:
+def noise_from_background(
+    image: Volume, background_mask: Volume, estimator: str = "sd", collected: list | None = None
+) -> NoiseEstimate:
     """:func:`estimate_rician_sigma` with both estimates and a warning when they disagree."""
     if estimator not in ("sd", "mean"):
         raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
@@ -140,17 +147,23 @@ def noise_from_background(image: Volume, background_mask: Volume, estimator: str
     sd_sigma = sd / RAYLEIGH_SD
     mean_sigma = mean / RAYLEIGH_MEAN
     if not (sd_sigma > 0 or mean_sigma > 0):
-        raise InputError("the background ROI is constant (zero noise); it is not a magnitude image's air, or the "
-                         "image was masked; draw the background elsewhere or give the sigma.")
+        raise InputError(
+            "the background ROI is constant (zero noise); it is not a magnitude image's air, or the "
+            "image was masked; draw the background elsewhere or give the sigma."
+        )
     sigma = sd_sigma if estimator == "sd" else mean_sigma
     if min(sd_sigma, mean_sigma) <= 0 or max(sd_sigma, mean_sigma) / min(sd_sigma, mean_sigma) > 1.3:
-        _warn(f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
-              f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.", collected)
-    return NoiseEstimate(sigma, f"background ROI ({estimator})", int(n),
-                         {"sigma_from_sd": sd_sigma, "sigma_from_mean": mean_sigma})
+        _warn(
+            f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
+            f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.",
+            collected,
+        )
+    return NoiseEstimate(
+        sigma, f"background ROI ({estimator})", int(n), {"sigma_from_sd": sd_sigma, "sigma_from_mean": mean_sigma}
+    )
 
 
-def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
+def _masked_moments(data, mask) -> tuple[int, int, float, float]:
     """(voxels in mask, finite voxels in mask, mean, SD with ddof=1) of ``data`` over ``mask``.
 
     Sums in float64, slab by slab (NumPy) or one NumPy reduction per dask chunk, so a large
@@ -164,8 +177,9 @@ def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
         m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
         m = m.rechunk(d.chunks)
         # one NumPy reduction per chunk (much faster than an element-wise dask graph)
-        parts = dask.compute(*[dask.delayed(_moment_sums)(db, mb) for db, mb in
-                               zip(d.to_delayed().ravel(), m.to_delayed().ravel())])
+        parts = dask.compute(
+            *[dask.delayed(_moment_sums)(db, mb) for db, mb in zip(d.to_delayed().ravel(), m.to_delayed().ravel())]
+        )
         n_mask, n, s1, s2 = (sum(p[i] for p in parts) for i in range(4))
     else:
         n_mask, n, s1, s2 = _moment_sums(data, mask)
@@ -176,13 +190,13 @@ def _masked_moments(data, mask) -> Tuple[int, int, float, float]:
     return n_mask, n, mean, math.sqrt(var)
 
 
-def _moment_sums(data, mask) -> Tuple[int, int, float, float]:
+def _moment_sums(data, mask) -> tuple[int, int, float, float]:
     """(voxels in mask, finite voxels, sum, sum of squares) in float64, slab by slab."""
     data, mask = np.asarray(data), np.asarray(mask)
     n_mask = n = 0
     s1 = s2 = 0.0
     for a in range(0, data.shape[0], 32):
-        vals = np.asarray(data[a:a + 32][mask[a:a + 32]], np.float64)
+        vals = np.asarray(data[a : a + 32][mask[a : a + 32]], np.float64)
         n_mask += vals.size
         vals = vals[np.isfinite(vals)]
         n += vals.size
@@ -206,7 +220,7 @@ def _sample_step(shape, target: int = 1 << 22) -> int:
     return max(1, int(math.ceil((float(np.prod(shape)) / target) ** (1.0 / 3.0))))
 
 
-def _border_air_sigma(data) -> Optional[Tuple[float, int]]:
+def _border_air_sigma(data) -> tuple[float, int] | None:
     """Sigma from air at the field-of-view border (two-voxel shell), if the border is mostly air."""
     shells = []
     for axis in range(3):

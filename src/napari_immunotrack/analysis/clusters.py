@@ -84,7 +84,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -140,8 +140,19 @@ BLOB_NOISE_K = 5.0
 #: (outside about 98 % of the reference's own voxels; docs/methods/clusters.md#darker-than-reference).
 DARKER_K = 2.0
 
-TABLE_COLUMNS = ["label", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                 "min_signal_norm", "mean_signal_norm", "baseline_ratio", "cnr", "split"]
+TABLE_COLUMNS = [
+    "label",
+    "voxels",
+    "volume_mm3",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "min_signal_norm",
+    "mean_signal_norm",
+    "baseline_ratio",
+    "cnr",
+    "split",
+]
 
 
 # ---------------------------------------------------------------- small types
@@ -166,25 +177,25 @@ class Rule:
 
     method: str
     threshold: float
-    cut: float                       # voxel rules: r < cut; blob: local contrast > cut
+    cut: float  # voxel rules: r < cut; blob: local contrast > cut
     ref_mean: float
-    pre_ref_mean: Optional[float]
+    pre_ref_mean: float | None
     sigma: float
     baseline_rule: str = "ratio"
     baseline_ratio: float = 0.6
     baseline_k: float = 3.0
-    blob_sigmas: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = ((0.5,) * 3, (3.0,) * 3)
-    blob_noise_sd: float = 0.0       # noise SD of the blob deficit (signal units)
-    darker_cap: float = 1.0          # every voxel must be under darker_cap * ref_mean (darker than the reference)
-    fixed_share: bool = False        # the rule marks a fixed share of the search region by construction
-    baseline_tolerance: int = 1      # voxels around each candidate that must not have been dark at baseline
+    blob_sigmas: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0.5,) * 3, (3.0,) * 3)
+    blob_noise_sd: float = 0.0  # noise SD of the blob deficit (signal units)
+    darker_cap: float = 1.0  # every voxel must be under darker_cap * ref_mean (darker than the reference)
+    fixed_share: bool = False  # the rule marks a fixed share of the search region by construction
+    baseline_tolerance: int = 1  # voxels around each candidate that must not have been dark at baseline
 
     @property
     def threshold_signal(self) -> float:
         """The rule's threshold in the post image's signal units (voxel rules)."""
         return self.cut * self.ref_mean
 
-    def depth(self, has_baseline: bool) -> Tuple[int, int, int]:
+    def depth(self, has_baseline: bool) -> tuple[int, int, int]:
         """Halo (voxels per axis) a block needs so that the rule gives the same result as on the whole volume."""
         if self.method == "blob":
             return tuple(int(4.0 * s + 0.5) + 1 for s in self.blob_sigmas[1])
@@ -192,14 +203,19 @@ class Rule:
         return (r, r, r) if has_baseline else (0, 0, 0)
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "threshold": self.threshold, "cut_normalised": self.cut,
-                "threshold_signal": self.threshold_signal if self.method != "blob" else None,
-                "baseline_rule": self.baseline_rule, "baseline_ratio": self.baseline_ratio,
-                "baseline_k": self.baseline_k,
-                "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None,
-                "darker_than_reference_below_normalised": self.darker_cap,
-                "baseline_tolerance_voxels": self.baseline_tolerance,
-                "fixed_share_of_search_region": self.fixed_share}
+        return {
+            "method": self.method,
+            "threshold": self.threshold,
+            "cut_normalised": self.cut,
+            "threshold_signal": self.threshold_signal if self.method != "blob" else None,
+            "baseline_rule": self.baseline_rule,
+            "baseline_ratio": self.baseline_ratio,
+            "baseline_k": self.baseline_k,
+            "blob_sigmas_voxels": [list(s) for s in self.blob_sigmas] if self.method == "blob" else None,
+            "darker_than_reference_below_normalised": self.darker_cap,
+            "baseline_tolerance_voxels": self.baseline_tolerance,
+            "fixed_share_of_search_region": self.fixed_share,
+        }
 
 
 @dataclass
@@ -230,18 +246,27 @@ class ClusterResult:
     noise: NoiseEstimate
     reference: ReferenceStats
     rule: Rule
-    warnings: List[str]
-    parameters: Dict[str, Any]
+    warnings: list[str]
+    parameters: dict[str, Any]
 
-    def provenance(self, inputs: Optional[dict] = None, step: str = "segment") -> dict:
+    def provenance(self, inputs: dict | None = None, step: str = "segment") -> dict:
         """A provenance record (:func:`napari_immunotrack.provenance.record`) for this result."""
         from ..provenance import record
 
-        return record(step, inputs, self.parameters, self.warnings,
-                      results={"clusters": int(len(self.table)), "sigma": self.sigma,
-                               "noise_method": self.noise.method, "reference_mean": self.reference.mean,
-                               "reference_source": self.reference.source,
-                               "split_components": int(self.parameters.get("split_components", 0))})
+        return record(
+            step,
+            inputs,
+            self.parameters,
+            self.warnings,
+            results={
+                "clusters": int(len(self.table)),
+                "sigma": self.sigma,
+                "noise_method": self.noise.method,
+                "reference_mean": self.reference.mean,
+                "reference_source": self.reference.source,
+                "split_components": int(self.parameters.get("split_components", 0)),
+            },
+        )
 
 
 # ------------------------------------------------------------------ helpers
@@ -254,7 +279,7 @@ def structure_for(connectivity: int) -> np.ndarray:
     return ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity])
 
 
-def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: Optional[list] = None) -> Volume:
+def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: list | None = None) -> Volume:
     """The baseline carried onto the post image's grid.
 
     Rules (documented choice): a baseline with exactly the post image's grid
@@ -271,12 +296,16 @@ def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: 
         if baseline.same_grid(post):
             return baseline
         if baseline.spatial_shape == post.spatial_shape:
-            raise InputError("the baseline has the post image's shape but another affine (position or orientation), "
-                             "so they are not the same grid; register them and give the transform "
-                             "(--baseline-transform), or fix the header.")
-        raise InputError(f"the baseline grid {baseline.spatial_shape} differs from the post image grid "
-                         f"{post.spatial_shape} and no transform was given; register them and pass the transform "
-                         "(--baseline-transform FILE, or 'identity' if both are already in the same world).")
+            raise InputError(
+                "the baseline has the post image's shape but another affine (position or orientation), "
+                "so they are not the same grid; register them and give the transform "
+                "(--baseline-transform), or fix the header."
+            )
+        raise InputError(
+            f"the baseline grid {baseline.spatial_shape} differs from the post image grid "
+            f"{post.spatial_shape} and no transform was given; register them and pass the transform "
+            "(--baseline-transform FILE, or 'identity' if both are already in the same world)."
+        )
     t = np.asarray(transform, float)
     if t.shape != (4, 4) or not np.all(np.isfinite(t)) or not np.allclose(t[3], [0, 0, 0, 1]):
         raise InputError("the baseline transform must be a finite 4x4 affine matrix with last row 0 0 0 1.")
@@ -285,11 +314,16 @@ def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: 
     out = baseline.resample_to(post, order=1, transform=t, fill=np.nan)
     outside = float(np.mean(~np.isfinite(out.numpy())))
     if outside >= 0.999:
-        raise InputError("the baseline lies outside the post image after the transform; check the transform's "
-                         "direction (post world -> baseline world) and the files.")
+        raise InputError(
+            "the baseline lies outside the post image after the transform; check the transform's "
+            "direction (post world -> baseline world) and the files."
+        )
     if outside > 0.01:
-        _warn(f"{100 * outside:.1f}% of the post image lies outside the baseline's field of view; clusters there "
-              "cannot be confirmed and are not reported.", collected)
+        _warn(
+            f"{100 * outside:.1f}% of the post image lies outside the baseline's field of view; clusters there "
+            "cannot be confirmed and are not reported.",
+            collected,
+        )
     return out
 
 
@@ -304,14 +338,14 @@ class PreparedInputs:
     """
 
     post: Volume
-    pre: Any                       # array on post's grid or None
-    search: Any                    # bool array or None
+    pre: Any  # array on post's grid or None
+    search: Any  # bool array or None
     reference: ReferenceStats
-    pre_reference: Optional[ReferenceStats]
+    pre_reference: ReferenceStats | None
     noise: NoiseEstimate
-    warnings: List[str]
+    warnings: list[str]
     n_nonfinite: int = 0
-    _search_sorted: Optional[np.ndarray] = None
+    _search_sorted: np.ndarray | None = None
 
     @property
     def has_baseline(self) -> bool:
@@ -328,12 +362,19 @@ class PreparedInputs:
             self._search_sorted = np.sort(vals)
         return self._search_sorted
 
-    def rule(self, method: str = "fraction", threshold: Optional[float] = None, baseline_rule: str = "ratio",
-             baseline_ratio: float = 0.6, baseline_k: float = 3.0, blob_scales_voxels=(0.5, 3.0),
-             collected: Optional[list] = None, baseline_tolerance_voxels: int = 1) -> Rule:
+    def rule(
+        self,
+        method: str = "fraction",
+        threshold: float | None = None,
+        baseline_rule: str = "ratio",
+        baseline_ratio: float = 0.6,
+        baseline_k: float = 3.0,
+        blob_scales_voxels=(0.5, 3.0),
+        collected: list | None = None,
+        baseline_tolerance_voxels: int = 1,
+    ) -> Rule:
         """The candidate :class:`Rule` for a method and threshold; warns under the Rician floor."""
-        thr = check_rule_parameters(method, threshold, baseline_rule, baseline_ratio, baseline_k,
-                                    blob_scales_voxels)
+        thr = check_rule_parameters(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels)
         ref = self.reference
         sigma = self.noise.sigma
         spacing = self.post.spacing
@@ -353,9 +394,11 @@ class PreparedInputs:
         elif method == "ksigma":
             cut = 1.0 - thr * ref.sd / ref.mean
             if cut <= 0:
-                raise InputError(f"mean - {thr:g} SD of the reference is below zero (mean {ref.mean:.4g}, SD "
-                                 f"{ref.sd:.4g}): the reference ROI is too heterogeneous; draw it on uniform tissue "
-                                 "or use another rule.")
+                raise InputError(
+                    f"mean - {thr:g} SD of the reference is below zero (mean {ref.mean:.4g}, SD "
+                    f"{ref.sd:.4g}): the reference ROI is too heterogeneous; draw it on uniform tissue "
+                    "or use another rule."
+                )
         else:  # blob
             cut = thr
             noise_sd = sigma * _dog_noise_gain(sig1, sig2)
@@ -363,32 +406,56 @@ class PreparedInputs:
         # darkest noise, which would otherwise always come out as "clusters")
         darker_cap = max(1.0 - DARKER_K * ref.sd / ref.mean, 0.0)
         if method == "percentile":
-            _warn(f"the percentile rule marks the darkest {thr:g} % of the search region by construction (a fixed "
-                  f"share, voids or not); only voxels also darker than the reference (under {darker_cap:.3g} of its "
-                  "mean) and, with a baseline, darker than before are kept.", collected)
+            _warn(
+                f"the percentile rule marks the darkest {thr:g} % of the search region by construction (a fixed "
+                f"share, voids or not); only voxels also darker than the reference (under {darker_cap:.3g} of its "
+                "mean) and, with a baseline, darker than before are kept.",
+                collected,
+            )
         if method != "blob" and cut > darker_cap:
             if method != "percentile":
-                _warn(f"the {method} threshold ({cut:.3g} of the reference) is not darker than the reference tissue "
-                      f"(mean - {DARKER_K:g} SD = {darker_cap:.3g}); it is lowered to {darker_cap:.3g}.", collected)
+                _warn(
+                    f"the {method} threshold ({cut:.3g} of the reference) is not darker than the reference tissue "
+                    f"(mean - {DARKER_K:g} SD = {darker_cap:.3g}); it is lowered to {darker_cap:.3g}.",
+                    collected,
+                )
             cut = darker_cap
-        rule = Rule(method, thr, float(cut), ref.mean,
-                    self.pre_reference.mean if self.pre_reference is not None else None, sigma,
-                    baseline_rule, float(baseline_ratio), float(baseline_k), (sig1, sig2), noise_sd,
-                    darker_cap=float(darker_cap), fixed_share=method == "percentile",
-                    baseline_tolerance=int(baseline_tolerance_voxels))
+        rule = Rule(
+            method,
+            thr,
+            float(cut),
+            ref.mean,
+            self.pre_reference.mean if self.pre_reference is not None else None,
+            sigma,
+            baseline_rule,
+            float(baseline_ratio),
+            float(baseline_k),
+            (sig1, sig2),
+            noise_sd,
+            darker_cap=float(darker_cap),
+            fixed_share=method == "percentile",
+            baseline_tolerance=int(baseline_tolerance_voxels),
+        )
         floor = FLOOR_K * sigma
         if method != "blob" and rule.threshold_signal < floor:
-            _warn(f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
-                  f"is under the Rician noise floor 3 sigma = {floor:.4g}: voids cannot be told from noise; raise "
-                  "the threshold or use an image with more signal-to-noise.", collected)
+            _warn(
+                f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
+                f"is under the Rician noise floor 3 sigma = {floor:.4g}: voids cannot be told from noise; raise "
+                "the threshold or use an image with more signal-to-noise.",
+                collected,
+            )
         if method == "blob" and thr * ref.mean < BLOB_NOISE_K * noise_sd:
-            _warn(f"the blob contrast threshold {thr:g} ({thr * ref.mean:.4g} in image units) is under "
-                  f"{BLOB_NOISE_K:g} times the filtered noise ({noise_sd:.4g}); only voids deeper than "
-                  f"{BLOB_NOISE_K * noise_sd / ref.mean:.3g} of the reference are detected.", collected)
+            _warn(
+                f"the blob contrast threshold {thr:g} ({thr * ref.mean:.4g} in image units) is under "
+                f"{BLOB_NOISE_K:g} times the filtered noise ({noise_sd:.4g}); only voids deeper than "
+                f"{BLOB_NOISE_K * noise_sd / ref.mean:.3g} of the reference are detected.",
+                collected,
+            )
         return rule
 
-    def candidates(self, rule: Rule, region: Optional[Tuple[slice, slice, slice]] = None, progress=None,
-                   raw: bool = False) -> np.ndarray:
+    def candidates(
+        self, rule: Rule, region: tuple[slice, slice, slice] | None = None, progress=None, raw: bool = False
+    ) -> np.ndarray:
         """Candidate mask (bool) of ``rule`` on the whole grid or on a ``region`` (3 slices) of it.
 
         The result on a region is exactly the whole-volume result cut to the region.
@@ -409,8 +476,14 @@ class PreparedInputs:
         return np.take(self.candidates(rule, tuple(region)), 0, axis=axis)
 
 
-def check_rule_parameters(method: str = "fraction", threshold: Optional[float] = None, baseline_rule: str = "ratio",
-                          baseline_ratio: float = 0.6, baseline_k: float = 3.0, blob_scales_voxels=(0.5, 3.0)) -> float:
+def check_rule_parameters(
+    method: str = "fraction",
+    threshold: float | None = None,
+    baseline_rule: str = "ratio",
+    baseline_ratio: float = 0.6,
+    baseline_k: float = 3.0,
+    blob_scales_voxels=(0.5, 3.0),
+) -> float:
     """Check a rule's parameters before any work; returns the threshold (the method's default if None)."""
     if method not in METHODS:
         raise InputError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}.")
@@ -422,8 +495,9 @@ def check_rule_parameters(method: str = "fraction", threshold: Optional[float] =
     if not np.isfinite(thr):
         raise InputError(f"threshold={threshold} is not a finite number.")
     if method == "fraction" and not 0 < thr < 1:
-        raise InputError(f"threshold={thr:g} for 'fraction' must be between 0 and 1 (fraction of the reference; "
-                         "0.5 by default).")
+        raise InputError(
+            f"threshold={thr:g} for 'fraction' must be between 0 and 1 (fraction of the reference; 0.5 by default)."
+        )
     if method == "percentile" and not 0 < thr < 100:
         raise InputError(f"threshold={thr:g} for 'percentile' must be between 0 and 100 (10 by default).")
     if method == "ksigma" and not thr > 0:
@@ -452,8 +526,9 @@ def _dog_noise_gain(sig1, sig2) -> float:
     return float(np.sqrt(np.sum(k * k)))
 
 
-def reference_statistics(image: Volume, reference_mask=None, search_mask=None,
-                         collected: Optional[list] = None) -> ReferenceStats:
+def reference_statistics(
+    image: Volume, reference_mask=None, search_mask=None, collected: list | None = None
+) -> ReferenceStats:
     """Mean and SD of the reference tissue of ``image``.
 
     With a reference ROI: its finite voxels. Without one (a guess, warned):
@@ -461,6 +536,7 @@ def reference_statistics(image: Volume, reference_mask=None, search_mask=None,
     above the image's 50th percentile when there is no search ROI either.
     ``reference_mask``/``search_mask`` are Volumes or boolean arrays on the image's grid.
     """
+
     def as_mask(m, what):
         if m is None or not isinstance(m, Volume):
             return m
@@ -493,16 +569,22 @@ def reference_statistics(image: Volume, reference_mask=None, search_mask=None,
         med = float(np.median(vals))
         sd = 1.4826 * float(np.median(np.abs(vals - med)))
         stats = ReferenceStats(med, sd, int(vals.size), f"median of {where} (automatic)")
-        _warn(f"no reference ROI: signal normalised to the median of {where} ({med:.4g}); draw a reference ROI "
-              "(same organ without cells, contralateral node, muscle) for values that can be compared.", collected)
+        _warn(
+            f"no reference ROI: signal normalised to the median of {where} ({med:.4g}); draw a reference ROI "
+            "(same organ without cells, contralateral node, muscle) for values that can be compared.",
+            collected,
+        )
     if not stats.mean > 0:
-        raise InputError(f"the reference tissue has mean {stats.mean:.4g} (not positive); draw the reference ROI on "
-                         "tissue with signal.")
+        raise InputError(
+            f"the reference tissue has mean {stats.mean:.4g} (not positive); draw the reference ROI on "
+            "tissue with signal."
+        )
     return stats
 
 
-def _estimate_noise(post: Volume, pre, background_mask, ref_mask, reference: ReferenceStats,
-                    sigma: Optional[float], collected: list) -> NoiseEstimate:
+def _estimate_noise(
+    post: Volume, pre, background_mask, ref_mask, reference: ReferenceStats, sigma: float | None, collected: list
+) -> NoiseEstimate:
     """The noise sigma: given, from a background ROI, or automatic (see module docstring)."""
     if sigma is not None:
         try:
@@ -521,24 +603,34 @@ def _estimate_noise(post: Volume, pre, background_mask, ref_mask, reference: Ref
             mad = 1.4826 * float(np.median(np.abs(diff - np.median(diff))))
             s = mad / math.sqrt(2.0)
             if s > 0:
-                return NoiseEstimate(s, "post - baseline difference in the reference ROI (robust SD / sqrt 2)",
-                                     int(diff.size))
+                return NoiseEstimate(
+                    s, "post - baseline difference in the reference ROI (robust SD / sqrt 2)", int(diff.size)
+                )
     border = _border_air_sigma(post.data)
     if border is not None and border[0] < 0.1 * reference.mean and border[0] > 0:
         s = border[0] / RAYLEIGH_MEDIAN
         return NoiseEstimate(s, "air at the field-of-view border (median / 1.1774)", border[1])
     if reference.sd > 0:
-        _warn(f"no background ROI: noise sigma taken from the reference tissue's spread ({reference.sd:.4g}), an "
-              "upper bound that includes tissue texture; draw a background (air) ROI for a true Rician sigma.",
-              collected)
+        _warn(
+            f"no background ROI: noise sigma taken from the reference tissue's spread ({reference.sd:.4g}), an "
+            "upper bound that includes tissue texture; draw a background (air) ROI for a true Rician sigma.",
+            collected,
+        )
         return NoiseEstimate(reference.sd, "reference ROI spread (upper bound)", reference.n_voxels)
-    raise InputError("the noise cannot be estimated (no background ROI and a constant reference); draw a "
-                     "background (air) ROI.")
+    raise InputError(
+        "the noise cannot be estimated (no background ROI and a constant reference); draw a background (air) ROI."
+    )
 
 
-def prepare(post: Volume, baseline: Optional[Volume] = None, reference_mask: Optional[Volume] = None,
-            search_mask: Optional[Volume] = None, background_mask: Optional[Volume] = None,
-            baseline_transform=None, sigma: Optional[float] = None) -> PreparedInputs:
+def prepare(
+    post: Volume,
+    baseline: Volume | None = None,
+    reference_mask: Volume | None = None,
+    search_mask: Volume | None = None,
+    background_mask: Volume | None = None,
+    baseline_transform=None,
+    sigma: float | None = None,
+) -> PreparedInputs:
     """Check the inputs, carry them onto ``post``'s grid and measure reference and noise.
 
     See :func:`segment_clusters` for the parameters. Raises InputError on bad
@@ -561,8 +653,9 @@ def prepare(post: Volume, baseline: Optional[Volume] = None, reference_mask: Opt
     if data.dtype.kind not in "iuf":
         raise InputError(f"the post-injection image has {data.dtype} values; a real-valued magnitude image is needed.")
     if _is_dask(data):
-        n_finite, n_nonzero = (int(v) for v in _dask_compute(_da_isfinite(data).sum(),
-                                                             ((data != 0) & _da_isfinite(data)).sum()))
+        n_finite, n_nonzero = (
+            int(v) for v in _dask_compute(_da_isfinite(data).sum(), ((data != 0) & _da_isfinite(data)).sum())
+        )
     else:
         arr = np.asarray(data)
         finite = np.isfinite(arr) if arr.dtype.kind == "f" else None
@@ -575,8 +668,11 @@ def prepare(post: Volume, baseline: Optional[Volume] = None, reference_mask: Opt
     if n_nonzero == 0:
         raise InputError("the post-injection image is all zero; check the file (an empty or masked export?).")
     if n_finite < size:
-        _warn(f"the post-injection image has {size - n_finite} NaN/inf voxels ({100 * (size - n_finite) / size:.2g}%); "
-              "they are ignored (never part of a cluster or of the reference).", collected)
+        _warn(
+            f"the post-injection image has {size - n_finite} NaN/inf voxels ({100 * (size - n_finite) / size:.2g}%); "
+            "they are ignored (never part of a cluster or of the reference).",
+            collected,
+        )
     ref_mask = mask_on_grid(reference_mask, post, "the reference ROI", collected)
     search = mask_on_grid(search_mask, post, "the search ROI", collected)
     pre = None
@@ -606,12 +702,17 @@ def prepare(post: Volume, baseline: Optional[Volume] = None, reference_mask: Opt
         if ref_mask is not None:
             drop = reference.mean / pre_reference.mean
             if drop < 0.8 or drop > 1.25:
-                _warn(f"the reference tissue changed between baseline and post ({drop:.2f} of its baseline mean); "
-                      "check that the reference ROI has no labelled cells and that the scans match.", collected)
+                _warn(
+                    f"the reference tissue changed between baseline and post ({drop:.2f} of its baseline mean); "
+                    "check that the reference ROI has no labelled cells and that the scans match.",
+                    collected,
+                )
     noise = _estimate_noise(post, pre, background_mask, ref_mask, reference, sigma, collected)
     if reference.mean < FLOOR_K * noise.sigma:
-        raise InputError(f"the reference tissue mean ({reference.mean:.4g}) is under 3 sigma of noise "
-                         f"({FLOOR_K * noise.sigma:.4g}); the reference ROI is in air or the image is only noise.")
+        raise InputError(
+            f"the reference tissue mean ({reference.mean:.4g}) is under 3 sigma of noise "
+            f"({FLOOR_K * noise.sigma:.4g}); the reference ROI is in air or the image is only noise."
+        )
     return PreparedInputs(post, pre, search, reference, pre_reference, noise, collected, size - n_finite)
 
 
@@ -734,12 +835,18 @@ def _candidates_region(post_data, pre_data, search, rule: Rule, region, progress
         lo = [max(a - depth[0], 0)] + [max(region[k].start - depth[k], 0) for k in (1, 2)]
         hi = [min(b + depth[0], shape[0])] + [min(region[k].stop + depth[k], shape[k]) for k in (1, 2)]
         src = tuple(slice(l, h) for l, h in zip(lo, hi))
-        blk = _candidates_block(_np(post_data[src]), None if pre_data is None else _np(pre_data[src]),
-                                None if search is None else _np(search[src]), rule)
-        keep = (slice(a - lo[0], b - lo[0]),
-                slice(region[1].start - lo[1], region[1].stop - lo[1]),
-                slice(region[2].start - lo[2], region[2].stop - lo[2]))
-        out[a - z0:b - z0] = blk[keep]
+        blk = _candidates_block(
+            _np(post_data[src]),
+            None if pre_data is None else _np(pre_data[src]),
+            None if search is None else _np(search[src]),
+            rule,
+        )
+        keep = (
+            slice(a - lo[0], b - lo[0]),
+            slice(region[1].start - lo[1], region[1].stop - lo[1]),
+            slice(region[2].start - lo[2], region[2].stop - lo[2]),
+        )
+        out[a - z0 : b - z0] = blk[keep]
         report(progress, (i + 1) / len(starts), "finding dark voxels")
     return out
 
@@ -749,14 +856,28 @@ def _np(a):
 
 
 # -------------------------------------------------------------- the pipeline
-def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_mask: Optional[Volume] = None,
-                     search_mask: Optional[Volume] = None, background_mask: Optional[Volume] = None,
-                     method: str = "fraction", threshold: Optional[float] = None, min_size: int = 3,
-                     connectivity: int = 26, baseline_ratio: float = 0.6, baseline_rule: str = "ratio",
-                     baseline_k: float = 3.0, baseline_transform=None, split_touching: bool = True,
-                     split_h: float = 0.1, sigma: Optional[float] = None, blob_scales_voxels=(0.5, 3.0),
-                     progress=None, prepared: Optional[PreparedInputs] = None,
-                     baseline_tolerance_voxels: int = 1) -> ClusterResult:
+def segment_clusters(
+    post: Volume,
+    baseline: Volume | None = None,
+    reference_mask: Volume | None = None,
+    search_mask: Volume | None = None,
+    background_mask: Volume | None = None,
+    method: str = "fraction",
+    threshold: float | None = None,
+    min_size: int = 3,
+    connectivity: int = 26,
+    baseline_ratio: float = 0.6,
+    baseline_rule: str = "ratio",
+    baseline_k: float = 3.0,
+    baseline_transform=None,
+    split_touching: bool = True,
+    split_h: float = 0.1,
+    sigma: float | None = None,
+    blob_scales_voxels=(0.5, 3.0),
+    progress=None,
+    prepared: PreparedInputs | None = None,
+    baseline_tolerance_voxels: int = 1,
+) -> ClusterResult:
     """Find hypointense (iron) clusters in a T2/T2*-weighted image.
 
     Parameters
@@ -832,8 +953,16 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
     collected = list(prepared.warnings)
     if int(baseline_tolerance_voxels) != baseline_tolerance_voxels or not 1 <= baseline_tolerance_voxels <= 5:
         raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 1 to 5.")
-    rule = prepared.rule(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels, collected,
-                         baseline_tolerance_voxels=int(baseline_tolerance_voxels))
+    rule = prepared.rule(
+        method,
+        threshold,
+        baseline_rule,
+        baseline_ratio,
+        baseline_k,
+        blob_scales_voxels,
+        collected,
+        baseline_tolerance_voxels=int(baseline_tolerance_voxels),
+    )
     report(progress, 0.05, "finding dark voxels")
     spec = _SplitSpec.for_grid(post, split_touching, connectivity, min_size, split_h, rule.ref_mean)
     if _is_dask(post.data):
@@ -850,28 +979,53 @@ def segment_clusters(post: Volume, baseline: Optional[Volume] = None, reference_
     report(progress, 0.95, "writing labels")
     labels_data = relabel(final_of_group, patches)
     n_clusters = int(rows["count"].size)
-    table = _table_from_arrays(rows, np.arange(1, n_clusters + 1), rows["split"], post, rule.ref_mean,
-                               prepared.noise.sigma, prepared.has_baseline)
-    params = {"method": method, "threshold": rule.threshold, "min_size": int(min_size),
-              "connectivity": int(connectivity), "baseline": prepared.has_baseline,
-              "baseline_tolerance_voxels": int(baseline_tolerance_voxels) if prepared.has_baseline else None,
-              "baseline_rule": baseline_rule if prepared.has_baseline else None,
-              "baseline_ratio": float(baseline_ratio) if prepared.has_baseline else None,
-              "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,
-              "baseline_transform": None if baseline_transform is None else np.asarray(baseline_transform).tolist(),
-              "search_roi": prepared.search is not None, "split_touching": bool(split_touching),
-              "split_h": float(split_h), "split_components": int(n_split), "sigma": prepared.noise.sigma,
-              "noise_method": prepared.noise.method, "reference_mean": rule.ref_mean,
-              "reference_sd": prepared.reference.sd, "reference_source": prepared.reference.source,
-              "baseline_reference_mean": rule.pre_ref_mean, "rule": rule.as_dict(),
-              "centroid": "signal-deficit weighted (1 - r clipped to [0, 1])",
-              "cnr": "(mean_ref - mean_cluster) / sigma"}
+    table = _table_from_arrays(
+        rows,
+        np.arange(1, n_clusters + 1),
+        rows["split"],
+        post,
+        rule.ref_mean,
+        prepared.noise.sigma,
+        prepared.has_baseline,
+    )
+    params = {
+        "method": method,
+        "threshold": rule.threshold,
+        "min_size": int(min_size),
+        "connectivity": int(connectivity),
+        "baseline": prepared.has_baseline,
+        "baseline_tolerance_voxels": int(baseline_tolerance_voxels) if prepared.has_baseline else None,
+        "baseline_rule": baseline_rule if prepared.has_baseline else None,
+        "baseline_ratio": float(baseline_ratio) if prepared.has_baseline else None,
+        "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,
+        "baseline_transform": None if baseline_transform is None else np.asarray(baseline_transform).tolist(),
+        "search_roi": prepared.search is not None,
+        "split_touching": bool(split_touching),
+        "split_h": float(split_h),
+        "split_components": int(n_split),
+        "sigma": prepared.noise.sigma,
+        "noise_method": prepared.noise.method,
+        "reference_mean": rule.ref_mean,
+        "reference_sd": prepared.reference.sd,
+        "reference_source": prepared.reference.source,
+        "baseline_reference_mean": rule.pre_ref_mean,
+        "rule": rule.as_dict(),
+        "centroid": "signal-deficit weighted (1 - r clipped to [0, 1])",
+        "cnr": "(mean_ref - mean_cluster) / sigma",
+    }
     meta = {"connectivity": int(connectivity), "method": method, "source": post.name, "n_clusters": n_clusters}
-    labels = Volume(labels_data, post.affine, modality="SEG", unit="label", metadata=meta,
-                    name=f"{post.name}_clusters" if post.name else "clusters")
+    labels = Volume(
+        labels_data,
+        post.affine,
+        modality="SEG",
+        unit="label",
+        metadata=meta,
+        name=f"{post.name}_clusters" if post.name else "clusters",
+    )
     report(progress, 1.0, f"{n_clusters} clusters")
-    return ClusterResult(labels, table, prepared.noise.sigma, prepared.noise, prepared.reference, rule, collected,
-                         params)
+    return ClusterResult(
+        labels, table, prepared.noise.sigma, prepared.noise, prepared.reference, rule, collected, params
+    )
 
 
 def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _SplitSpec, progress):
@@ -881,8 +1035,9 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _S
     cand = prepared.candidates(rule, progress=scaled(progress, 0.0, 0.7), raw=True)
     report(progress, 0.75, "labelling components")
     pre = None if prepared.pre is None else np.asarray(prepared.pre)
-    blk = _block_components(cand, np.asarray(post.data), pre, (0, 0, 0), shape, structure, rule.ref_mean,
-                            split=spec, keep_labels=True)
+    blk = _block_components(
+        cand, np.asarray(post.data), pre, (0, 0, 0), shape, structure, rule.ref_mean, split=spec, keep_labels=True
+    )
     del cand
     labels = blk["labels"]
 
@@ -890,7 +1045,7 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _S
         lut = final_of_group.astype(np.int32)
         # in place, slab by slab, so no second full-size array is made
         for a in range(0, shape[0], 32):
-            labels[a:a + 32] = lut[labels[a:a + 32]]
+            labels[a : a + 32] = lut[labels[a : a + 32]]
         for slices, sub in patches:
             view = labels[slices]
             view[sub > 0] = sub[sub > 0]
@@ -935,8 +1090,15 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
     args = [post_da] + ([pre_da] if has_pre else []) + ([search_da] if has_search else [])
     if any(depth):
         # boundary="none": blocks at the volume edge get no padding, like the in-memory slabs
-        cand = da.map_overlap(rule_fn, *args, depth=dict(enumerate(depth)), boundary="none", trim=True,
-                              dtype=out_dtype, allow_rechunk=False)
+        cand = da.map_overlap(
+            rule_fn,
+            *args,
+            depth=dict(enumerate(depth)),
+            boundary="none",
+            trim=True,
+            dtype=out_dtype,
+            allow_rechunk=False,
+        )
     else:
         cand = da.map_blocks(rule_fn, *args, dtype=out_dtype)
     bounds = [np.r_[0, np.cumsum(c)] for c in chunks]
@@ -948,8 +1110,18 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
     tasks = []
     for pos in positions:
         origin = tuple(int(bounds[a][pos[a]]) for a in range(3))
-        tasks.append(dask.delayed(_block_components)(cand_d[pos], post_d[pos], None if pre_d is None else pre_d[pos],
-                                                     origin, shape, structure, rule.ref_mean, spec))
+        tasks.append(
+            dask.delayed(_block_components)(
+                cand_d[pos],
+                post_d[pos],
+                None if pre_d is None else pre_d[pos],
+                origin,
+                shape,
+                structure,
+                rule.ref_mean,
+                spec,
+            )
+        )
     # one layer of chunks along axis 0 at a time: the memory held is that of a few layers of chunks
     # (a layer, its halo neighbours and the dask scheduler's read-ahead), whatever the volume's depth
     blocks = [None] * len(tasks)
@@ -967,10 +1139,12 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
     report(progress, 0.85, "merging labels across chunks")
     groups = _union_across_faces(blocks, chunks, structure, offsets, total)
     # statistics of every global id, then of every group (group 0 = background)
-    all_stats = {k: np.concatenate([b["stats"][k][1:] for b in blocks]) if total else np.zeros(0)
-                 for k in blocks[0]["stats"]}
-    all_stats = {k: np.r_[0.0 if k in _SUM_KEYS else (np.inf if k in _MIN_KEYS else -np.inf), v]
-                 for k, v in all_stats.items()}
+    all_stats = {
+        k: np.concatenate([b["stats"][k][1:] for b in blocks]) if total else np.zeros(0) for k in blocks[0]["stats"]
+    }
+    all_stats = {
+        k: np.r_[0.0 if k in _SUM_KEYS else (np.inf if k in _MIN_KEYS else -np.inf), v] for k, v in all_stats.items()
+    }
     uniq, group_ids = np.unique(groups, return_inverse=True)
     # make the background's group 0
     bg = group_ids[0]
@@ -1018,7 +1192,7 @@ def _chunks_at_least(chunks, depth):
     """Chunk sizes with every chunk at least ``depth`` thick along its axis (small ones merged into a neighbour)."""
     out = []
     for sizes, d in zip(chunks, depth):
-        merged: List[int] = []
+        merged: list[int] = []
         for c in sizes:
             if merged and merged[-1] < d:
                 merged[-1] += c
@@ -1044,8 +1218,11 @@ def _split_by_crop(prepared: PreparedInputs, rule: Rule, structure, stats, g: in
     ext = [max(d, m) for d, m in zip(depth, spec.margin)]
     elo, ehi = _crop_bounds(lo, hi, ext, shape)
     big = tuple(slice(l, h) for l, h in zip(elo, ehi))
-    parts = [prepared.post.data[big], None if prepared.pre is None else prepared.pre[big],
-             None if prepared.search is None else prepared.search[big]]
+    parts = [
+        prepared.post.data[big],
+        None if prepared.pre is None else prepared.pre[big],
+        None if prepared.search is None else prepared.search[big],
+    ]
     if any(_is_dask(p) for p in parts if p is not None):
         import dask
 
@@ -1083,7 +1260,7 @@ def _finalise(prepared: PreparedInputs, rule: Rule, structure, stats, keep, spec
     piece_of_row = [np.zeros(whole.size, np.int64)]
     for g in split_groups:
         st, k = results[g]["stats"], results[g]["k"]
-        parts.append({key: st[key][1:k + 1] for key in stats})
+        parts.append({key: st[key][1 : k + 1] for key in stats})
         group_of_row.append(np.full(k, g))
         piece_of_row.append(np.arange(1, k + 1))
     rows = {k: np.concatenate([p[k] for p in parts]) for k in stats}
@@ -1120,21 +1297,24 @@ def _table_from_arrays(s, labels, split_flags, post: Volume, ref_mean, sigma, ha
         world = post.index_to_world(np.stack([cz, cy, cx], axis=1)) if count.size else np.zeros((0, 3))
         mean_r = s["sr"] / count
         ratio = s["spost"] / s["spre"] if has_baseline else np.full(count.size, np.nan)
-    return pd.DataFrame({
-        "label": labels.astype(np.int64),
-        "voxels": count.astype(np.int64),
-        "volume_mm3": count * post.voxel_volume_mm3,
-        "centroid_x_mm": world[:, 0], "centroid_y_mm": world[:, 1], "centroid_z_mm": world[:, 2],
-        "min_signal_norm": s["min_r"],
-        "mean_signal_norm": mean_r,
-        "baseline_ratio": ratio,
-        "cnr": ref_mean * (1.0 - mean_r) / sigma,
-        "split": split_flags.astype(bool),
-    })
+    return pd.DataFrame(
+        {
+            "label": labels.astype(np.int64),
+            "voxels": count.astype(np.int64),
+            "volume_mm3": count * post.voxel_volume_mm3,
+            "centroid_x_mm": world[:, 0],
+            "centroid_y_mm": world[:, 1],
+            "centroid_z_mm": world[:, 2],
+            "min_signal_norm": s["min_r"],
+            "mean_signal_norm": mean_r,
+            "baseline_ratio": ratio,
+            "cnr": ref_mean * (1.0 - mean_r) / sigma,
+            "split": split_flags.astype(bool),
+        }
+    )
 
 
-def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma: float,
-                     baseline: Optional[Volume] = None):
+def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma: float, baseline: Volume | None = None):
     """The per-cluster table of a label image (e.g. after manual correction).
 
     Same columns and formulas as :func:`segment_clusters` (``split`` is
@@ -1170,9 +1350,16 @@ def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma:
     ids = np.unique(lab)
     dense = np.searchsorted(ids, lab) + 1
     coords = np.unravel_index(idx, lab_arr.shape)
-    st = _sparse_stats(dense, ids.size, coords, np.asarray(post.numpy())[coords],
-                       None if pre_arr is None else np.asarray(pre_arr)[coords].astype(np.float64),
-                       float(reference_mean), lab_arr.shape)
+    st = _sparse_stats(
+        dense,
+        ids.size,
+        coords,
+        np.asarray(post.numpy())[coords],
+        None if pre_arr is None else np.asarray(pre_arr)[coords].astype(np.float64),
+        float(reference_mean),
+        lab_arr.shape,
+    )
     s = {k: v[1:] for k, v in st.items()}
-    return _table_from_arrays(s, ids, np.zeros(ids.size, bool), post, float(reference_mean), float(sigma),
-                              baseline is not None)
+    return _table_from_arrays(
+        s, ids, np.zeros(ids.size, bool), post, float(reference_mean), float(sigma), baseline is not None
+    )

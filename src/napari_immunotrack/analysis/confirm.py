@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -59,33 +58,128 @@ from ..params import FROM_MODEL, Param, ParamModel
 from ..volume import Volume
 
 #: The tunable parameters of :func:`confirm_dual_mode`: the one place their defaults and limits are written.
-CONFIRM_PARAMETERS = ParamModel("confirm", [
-    Param("t1_threshold", float, 0.2, "minimum T1w enhancement (post-pre)/pre", unit="fraction",
-          minimum=0.0, maximum=1.0, exclusive_maximum=True, rule="a fraction between 0 and 1 (e.g. 0.2 for 20 %)",
-          label="T1 threshold", step=0.05, form_maximum=0.99),
-    Param("t2_threshold", float, 0.2, "minimum T2w darkening -(post-pre)/pre", unit="fraction",
-          minimum=0.0, maximum=1.0, exclusive_maximum=True, rule="a fraction between 0 and 1 (e.g. 0.2 for 20 %)",
-          label="T2 threshold", step=0.05, form_maximum=0.99),
-    Param("k_sigma", float, 3.0, "a region starts where both changes exceed k x noise sigma (0 = off for weighted "
-          "images)", unit="sigma", minimum=0.0, label="k sigma (start)", step=0.5, form_maximum=10.0),
-    Param("k_sigma_grow", float, 2.0, "a region grows into voxels beyond k x sigma (at most k sigma)", unit="sigma",
-          minimum=0.0, label="k sigma (grow)", step=0.5, form_maximum=10.0),
-    Param("min_baseline_snr", float, 5.0, "leave out baseline voxels darker than this many noise sigma (air)",
-          unit="sigma", minimum=0.0, label="min baseline SNR", step=0.5, form_maximum=100.0),
-    Param("min_size", int, 3, "smallest region kept", unit="voxels", minimum=1, label="min size (voxels)",
-          form_maximum=10_000_000),
-    Param("opening", bool, False, "binary opening of the joint mask before labelling",
-          label="opening before labelling"),
-    Param("connectivity", int, 26, "voxel connectivity of a region", choices=(6, 18, 26)),
-    Param("normalise", str, "reference", "scale post to baseline by the reference region (only if given), the "
-          "tissue median, or not at all", choices=("reference", "tissue", "none")),
-    Param("r2_over_r1", float, None, "the agent's r2/r1, checked against dR2/dR1", minimum=0.0,
-          exclusive_minimum=True, optional=True, rule="a positive number", label="r2/r1"),
-    Param("min_delta_r1", float, 0.0, "floor for dR1 on top of k sigma (maps only)", unit="1/s", minimum=0.0,
-          label="min dR1", flag="--min-delta-r1"),
-    Param("min_delta_r2", float, 0.0, "floor for dR2 on top of k sigma (maps only)", unit="1/s", minimum=0.0,
-          label="min dR2", flag="--min-delta-r2"),
-])
+CONFIRM_PARAMETERS = ParamModel(
+    "confirm",
+    [
+        Param(
+            "t1_threshold",
+            float,
+            0.2,
+            "minimum T1w enhancement (post-pre)/pre",
+            unit="fraction",
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_maximum=True,
+            rule="a fraction between 0 and 1 (e.g. 0.2 for 20 %)",
+            label="T1 threshold",
+            step=0.05,
+            form_maximum=0.99,
+        ),
+        Param(
+            "t2_threshold",
+            float,
+            0.2,
+            "minimum T2w darkening -(post-pre)/pre",
+            unit="fraction",
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_maximum=True,
+            rule="a fraction between 0 and 1 (e.g. 0.2 for 20 %)",
+            label="T2 threshold",
+            step=0.05,
+            form_maximum=0.99,
+        ),
+        Param(
+            "k_sigma",
+            float,
+            3.0,
+            "a region starts where both changes exceed k x noise sigma (0 = off for weighted images)",
+            unit="sigma",
+            minimum=0.0,
+            label="k sigma (start)",
+            step=0.5,
+            form_maximum=10.0,
+        ),
+        Param(
+            "k_sigma_grow",
+            float,
+            2.0,
+            "a region grows into voxels beyond k x sigma (at most k sigma)",
+            unit="sigma",
+            minimum=0.0,
+            label="k sigma (grow)",
+            step=0.5,
+            form_maximum=10.0,
+        ),
+        Param(
+            "min_baseline_snr",
+            float,
+            5.0,
+            "leave out baseline voxels darker than this many noise sigma (air)",
+            unit="sigma",
+            minimum=0.0,
+            label="min baseline SNR",
+            step=0.5,
+            form_maximum=100.0,
+        ),
+        Param(
+            "min_size",
+            int,
+            3,
+            "smallest region kept",
+            unit="voxels",
+            minimum=1,
+            label="min size (voxels)",
+            form_maximum=10_000_000,
+        ),
+        Param(
+            "opening",
+            bool,
+            False,
+            "binary opening of the joint mask before labelling",
+            label="opening before labelling",
+        ),
+        Param("connectivity", int, 26, "voxel connectivity of a region", choices=(6, 18, 26)),
+        Param(
+            "normalise",
+            str,
+            "reference",
+            "scale post to baseline by the reference region (only if given), the tissue median, or not at all",
+            choices=("reference", "tissue", "none"),
+        ),
+        Param(
+            "r2_over_r1",
+            float,
+            None,
+            "the agent's r2/r1, checked against dR2/dR1",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+            rule="a positive number",
+            label="r2/r1",
+        ),
+        Param(
+            "min_delta_r1",
+            float,
+            0.0,
+            "floor for dR1 on top of k sigma (maps only)",
+            unit="1/s",
+            minimum=0.0,
+            label="min dR1",
+            flag="--min-delta-r1",
+        ),
+        Param(
+            "min_delta_r2",
+            float,
+            0.0,
+            "floor for dR2 on top of k sigma (maps only)",
+            unit="1/s",
+            minimum=0.0,
+            label="min dR2",
+            flag="--min-delta-r2",
+        ),
+    ],
+)
 
 #: Okabe–Ito colours (colour-blind safe) of the fusion view.
 FUSION_COLOURS = {
@@ -103,11 +197,23 @@ UNCONFIRMED_WARNING = (
 
 #: Table columns, in order (NaN where a quantity does not apply to the run).
 TABLE_COLUMNS = [
-    "label", "status", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-    "mean_t1_enhancement_fraction", "mean_t2_change_fraction", "change_vs",
+    "label",
+    "status",
+    "voxels",
+    "volume_mm3",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "mean_t1_enhancement_fraction",
+    "mean_t2_change_fraction",
+    "change_vs",
     "mean_t1w_over_t2w",
-    "mean_delta_r1_per_s", "mean_delta_r2_per_s", "delta_r2_over_delta_r1", "delta_r2_over_delta_r1_se",
-    "agent_r2_over_r1", "r2_over_r1_deviation",
+    "mean_delta_r1_per_s",
+    "mean_delta_r2_per_s",
+    "delta_r2_over_delta_r1",
+    "delta_r2_over_delta_r1_se",
+    "agent_r2_over_r1",
+    "r2_over_r1_deviation",
 ]
 
 _MAX_SAMPLE = 1_000_000  # voxels used for medians/Otsu (a deterministic stride beyond that)
@@ -161,7 +267,7 @@ class ConfirmResult:
     table: object
     confirmed: bool
     mode: dict
-    ratio: Optional[Volume] = None
+    ratio: Volume | None = None
     quantities: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
@@ -198,7 +304,7 @@ def _robust_sigma(values: np.ndarray) -> tuple:
     return med, float(1.4826 * np.median(np.abs(v - med)))
 
 
-def _otsu_log(values: np.ndarray) -> Optional[float]:
+def _otsu_log(values: np.ndarray) -> float | None:
     """Otsu's threshold of log intensity over positive finite ``values`` (None if it cannot split them).
 
     Log intensity puts the big air/tissue gap, not the tissue/fat one, between
@@ -235,8 +341,7 @@ class _Body:
         if self._mask is None:
             from scipy import ndimage
 
-            self._mask = ndimage.binary_erosion(_tissue(self.image),
-                                                structure=ndimage.generate_binary_structure(3, 1))
+            self._mask = ndimage.binary_erosion(_tissue(self.image), structure=ndimage.generate_binary_structure(3, 1))
         return int(np.count_nonzero(where & self._mask))
 
 
@@ -244,8 +349,10 @@ def _as_3d(volume: Volume, role: str) -> Volume:
     if not isinstance(volume, Volume):
         raise InputError(f"{role} must be a Volume (got {type(volume).__name__}); load it with io.load_volume.")
     if volume.data.ndim != 3:
-        raise InputError(f"{role} has {volume.data.ndim} dimensions; give one 3D volume: save one echo "
-                         "or frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1).")
+        raise InputError(
+            f"{role} has {volume.data.ndim} dimensions; give one 3D volume: save one echo "
+            "or frame as its own file first (e.g. fslroi in.nii.gz frame0.nii.gz 0 1)."
+        )
     return volume
 
 
@@ -264,8 +371,9 @@ def _finite_count(role: str, data: np.ndarray, messages: list) -> np.ndarray:
     return finite
 
 
-def _carry(volume: Volume, role: str, target: Volume, matrix: Optional[np.ndarray], hint: str,
-           messages: list) -> np.ndarray:
+def _carry(
+    volume: Volume, role: str, target: Volume, matrix: np.ndarray | None, hint: str, messages: list
+) -> np.ndarray:
     """``volume``'s values on ``target``'s grid as float32 (NaN outside its field of view)."""
     data = volume.numpy()
     _finite_count(role, data, messages)
@@ -276,15 +384,16 @@ def _carry(volume: Volume, role: str, target: Volume, matrix: Optional[np.ndarra
             f"{role} ({_grid_text(volume)}) is not on T1POST's grid ({_grid_text(target)}) and no transform was "
             f"given; {hint}"
         )
-    moved = volume.replace(data=np.asarray(data, np.float32)).resample_to(target, order=1, transform=matrix,
-                                                                          fill=np.nan)
+    moved = volume.replace(data=np.asarray(data, np.float32)).resample_to(
+        target, order=1, transform=matrix, fill=np.nan
+    )
     out = np.ascontiguousarray(moved.data, np.float32)
     if not np.isfinite(out).any():
         raise InputError(f"{role} does not overlap T1POST in world space after the transform; check the transform.")
     return out
 
 
-def _mask_on(mask: Optional[Volume], role: str, target: Volume) -> Optional[np.ndarray]:
+def _mask_on(mask: Volume | None, role: str, target: Volume) -> np.ndarray | None:
     """A mask Volume (non-zero = inside) on ``target``'s grid, carried through world coordinates."""
     if mask is None:
         return None
@@ -298,36 +407,53 @@ def _mask_on(mask: Optional[Volume], role: str, target: Volume) -> Optional[np.n
     return m
 
 
-def _sigma(diff: np.ndarray, valid: np.ndarray, ref: Optional[np.ndarray], sample_region: np.ndarray) -> tuple:
+def _sigma(diff: np.ndarray, valid: np.ndarray, ref: np.ndarray | None, sample_region: np.ndarray) -> tuple:
     """(σ, where it came from) of ``diff``: SD in the reference region, else robust over ``sample_region``
     (a mask over the strided sample :func:`_sub` of the grid)."""
     if ref is not None:
         vals = diff[valid & ref]
         if vals.size < 10:
-            raise InputError("the reference region holds fewer than 10 valid voxels; draw a larger reference region "
-                             "inside tissue seen on every image.")
+            raise InputError(
+                "the reference region holds fewer than 10 valid voxels; draw a larger reference region "
+                "inside tissue seen on every image."
+            )
         return float(np.std(vals, ddof=1)), "SD in the reference region"
     _, s = _robust_sigma(_sub(diff)[sample_region])
     if not np.isfinite(s):
-        raise InputError("no unchanged tissue is left to estimate the noise from; check that the images overlap "
-                         "and hold tissue, or give a reference region.")
+        raise InputError(
+            "no unchanged tissue is left to estimate the noise from; check that the images overlap "
+            "and hold tissue, or give a reference region."
+        )
     return s, "1.4826 x MAD over tissue"
 
 
 # --------------------------------------------------------------------------- sides
-def _side_delta_r(name: str, pre_ms: np.ndarray, post_ms: np.ndarray, k_sigma: float, k_grow: float,
-                  min_delta: float, ref: Optional[np.ndarray], body: _Body, messages: list) -> tuple:
+def _side_delta_r(
+    name: str,
+    pre_ms: np.ndarray,
+    post_ms: np.ndarray,
+    k_sigma: float,
+    k_grow: float,
+    min_delta: float,
+    ref: np.ndarray | None,
+    body: _Body,
+    messages: list,
+) -> tuple:
     """ΔR (1/s) from relaxation-time maps in ms: (ΔR, strong mask, weak mask, valid, rule)."""
     label = f"{name} map"
     valid = (pre_ms > 0) & (post_ms > 0) & np.isfinite(pre_ms) & np.isfinite(post_ms)
     if not valid.any():
-        raise InputError(f"the {label}s have no voxel with positive values before and after; "
-                         f"give {name} in ms (values > 0).")
+        raise InputError(
+            f"the {label}s have no voxel with positive values before and after; give {name} in ms (values > 0)."
+        )
     nonpos = (pre_ms <= 0) | (post_ms <= 0)  # NaN compares False: only true zeros/negatives
     inside = body.count(nonpos)
     if inside:
-        _warn(messages, f"the {label}s have {inside} zero or negative voxel(s) inside the tissue (no fit); "
-                        "ΔR is undefined there (division by zero) and they were left out.")
+        _warn(
+            messages,
+            f"the {label}s have {inside} zero or negative voxel(s) inside the tissue (no fit); "
+            "ΔR is undefined there (division by zero) and they were left out.",
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         r_pre = np.float32(1000.0) / pre_ms
         delta = np.float32(1000.0) / post_ms
@@ -338,8 +464,11 @@ def _side_delta_r(name: str, pre_ms: np.ndarray, post_ms: np.ndarray, k_sigma: f
     valid_s = _sub(valid)
     median_post = float(np.median(_sub(post_ms)[valid_s]))
     if median_post < 10:
-        _warn(messages, f"the {label} values look like seconds (median {median_post:.3g}); "
-                        "they were read as ms as documented; convert them to ms if they are seconds.")
+        _warn(
+            messages,
+            f"the {label} values look like seconds (median {median_post:.3g}); "
+            "they were read as ms as documented; convert them to ms if they are seconds.",
+        )
     sigma, source = _sigma(delta, valid, ref, valid_s)
     # a floor (0.1 % of the median rate) so that noise-free data do not turn rounding into findings
     floor = 1e-3 * abs(float(np.median(_sub(r_pre)[valid_s])))
@@ -348,30 +477,53 @@ def _side_delta_r(name: str, pre_ms: np.ndarray, post_ms: np.ndarray, k_sigma: f
     weak_thr = max(k_grow * sigma, float(min_delta))
     strong = delta > strong_thr  # NaN compares False
     weak = delta > weak_thr
-    rule = {"mode": "delta_r", "quantity": f"delta_{'r1' if name == 'T1' else 'r2'}_per_s", "unit": "1/s",
-            "non_positive_voxels": int(np.count_nonzero(nonpos)),
-            "rule": f"delta R > {strong_thr:.4g} 1/s to start a region, > {weak_thr:.4g} 1/s to grow it "
-                    f"(k={k_sigma:g} and {k_grow:g} x sigma={sigma:.4g} 1/s from {source}"
-                    f"{'; min ' + format(min_delta, 'g') + ' 1/s' if min_delta else ''})",
-            "sigma": sigma, "sigma_source": source, "threshold": strong_thr, "grow_threshold": weak_thr}
+    rule = {
+        "mode": "delta_r",
+        "quantity": f"delta_{'r1' if name == 'T1' else 'r2'}_per_s",
+        "unit": "1/s",
+        "non_positive_voxels": int(np.count_nonzero(nonpos)),
+        "rule": f"delta R > {strong_thr:.4g} 1/s to start a region, > {weak_thr:.4g} 1/s to grow it "
+        f"(k={k_sigma:g} and {k_grow:g} x sigma={sigma:.4g} 1/s from {source}"
+        f"{'; min ' + format(min_delta, 'g') + ' 1/s' if min_delta else ''})",
+        "sigma": sigma,
+        "sigma_source": source,
+        "threshold": strong_thr,
+        "grow_threshold": weak_thr,
+    }
     return delta, strong, weak, valid, rule
 
 
-def _side_relative(name: str, pre: np.ndarray, post: np.ndarray, threshold: float, k_sigma: float,
-                   k_grow: float, brighter: bool, ref: Optional[np.ndarray], normalise: str,
-                   min_snr: float, body: _Body, messages: list) -> tuple:
+def _side_relative(
+    name: str,
+    pre: np.ndarray,
+    post: np.ndarray,
+    threshold: float,
+    k_sigma: float,
+    k_grow: float,
+    brighter: bool,
+    ref: np.ndarray | None,
+    normalise: str,
+    min_snr: float,
+    body: _Body,
+    messages: list,
+) -> tuple:
     """Relative change of a weighted image against its baseline: (E, strong, weak, valid, rule)."""
     role = f"{name}PRE"
     valid = pre > 0  # NaN compares False
     valid &= np.isfinite(post)
     if not valid.any():
-        raise InputError(f"{role} has no positive voxels; the relative change (post - pre)/pre is undefined. "
-                         "Give the pre-injection magnitude image.")
+        raise InputError(
+            f"{role} has no positive voxels; the relative change (post - pre)/pre is undefined. "
+            "Give the pre-injection magnitude image."
+        )
     nonpos = pre <= 0
     inside = body.count(nonpos)
     if inside:
-        _warn(messages, f"{role} has {inside} zero or negative voxel(s) inside the tissue; the relative change is "
-                        "undefined there (division by zero) and they were left out.")
+        _warn(
+            messages,
+            f"{role} has {inside} zero or negative voxel(s) inside the tissue; the relative change is "
+            "undefined there (division by zero) and they were left out.",
+        )
     pre_s, post_s, valid_s = _sub(pre), _sub(post), _sub(valid)
     thr = _otsu_log(pre_s[valid_s])
     tissue_s = valid_s & (pre_s > (0 if thr is None else thr))
@@ -404,9 +556,12 @@ def _side_relative(name: str, pre: np.ndarray, post: np.ndarray, threshold: floa
         # a scan scaled differently from its baseline makes every voxel "change": say so
         med = float(np.nanmedian(_sub(rel)[tissue_s]))
         if abs(med) > 0.1:
-            _warn(messages, f"{name}POST differs from {role} by {100 * med:+.0f}% in the median tissue voxel; "
-                            "the scans may be scaled differently: give a reference region (normalise='reference') "
-                            "or use normalise='tissue'.")
+            _warn(
+                messages,
+                f"{name}POST differs from {role} by {100 * med:+.0f}% in the median tissue voxel; "
+                "the scans may be scaled differently: give a reference region (normalise='reference') "
+                "or use normalise='tissue'.",
+            )
     sign = 1.0 if brighter else -1.0
     # NaN compares False; written out per direction to spare full-volume temporaries
     if brighter:
@@ -421,18 +576,26 @@ def _side_relative(name: str, pre: np.ndarray, post: np.ndarray, threshold: floa
     weak &= passed
     op = ">" if brighter else "<"
     t = threshold if brighter else -threshold
-    rule = {"mode": "relative", "quantity": "relative signal change (post-pre)/pre", "unit": "fraction",
-            "non_positive_voxels": int(np.count_nonzero(nonpos)),
-            "rule": f"(post-pre)/pre {op} {t:g} and post-pre {op} {sign * k_sigma:g} x sigma to start a region, "
-                    f"{sign * k_grow:g} x sigma to grow it (sigma={sigma:.4g}, {source}; post scaled by {scale:.4g} "
-                    f"from {scale_source}; baseline SNR >= {min_snr:g})",
-            "sigma": sigma, "sigma_source": source, "threshold": threshold, "post_scale": scale,
-            "baseline_floor": floor}
+    rule = {
+        "mode": "relative",
+        "quantity": "relative signal change (post-pre)/pre",
+        "unit": "fraction",
+        "non_positive_voxels": int(np.count_nonzero(nonpos)),
+        "rule": f"(post-pre)/pre {op} {t:g} and post-pre {op} {sign * k_sigma:g} x sigma to start a region, "
+        f"{sign * k_grow:g} x sigma to grow it (sigma={sigma:.4g}, {source}; post scaled by {scale:.4g} "
+        f"from {scale_source}; baseline SNR >= {min_snr:g})",
+        "sigma": sigma,
+        "sigma_source": source,
+        "threshold": threshold,
+        "post_scale": scale,
+        "baseline_floor": floor,
+    }
     return rel, strong, weak, valid, rule
 
 
-def _reference_level(image: np.ndarray, valid: np.ndarray, ref: Optional[np.ndarray],
-                     search: Optional[np.ndarray], role: str) -> tuple:
+def _reference_level(
+    image: np.ndarray, valid: np.ndarray, ref: np.ndarray | None, search: np.ndarray | None, role: str
+) -> tuple:
     if ref is not None:
         vals, source = image[valid & ref], "mean of the reference region"
         level = float(np.mean(vals)) if vals.size else float("nan")
@@ -445,8 +608,9 @@ def _reference_level(image: np.ndarray, valid: np.ndarray, ref: Optional[np.ndar
         vals, source = sample[sample > (0 if thr is None else thr)], "median of the tissue (Otsu)"
         level = float(np.median(vals)) if vals.size else float("nan")
     if not level > 0:
-        raise InputError(f"{role}'s reference level ({source}) is not positive; draw a reference region in tissue "
-                         "with signal.")
+        raise InputError(
+            f"{role}'s reference level ({source}) is not positive; draw a reference region in tissue with signal."
+        )
     return level, source
 
 
@@ -524,7 +688,7 @@ def _drop_small(mask: np.ndarray, min_size: int, connectivity: int) -> np.ndarra
     return out
 
 
-def _region_means(index: np.ndarray, values: Optional[np.ndarray], n: int) -> np.ndarray:
+def _region_means(index: np.ndarray, values: np.ndarray | None, n: int) -> np.ndarray:
     """Mean of the finite ``values`` per region index 0..n-1 (NaN where none)."""
     if values is None:
         return np.full(n, np.nan)
@@ -536,8 +700,16 @@ def _region_means(index: np.ndarray, values: Optional[np.ndarray], n: int) -> np
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
 
-def _table(labels: np.ndarray, grid: Volume, status: str, change_vs: str, quantities: dict,
-           sigma1: float, sigma2: float, r2_over_r1: Optional[float]):
+def _table(
+    labels: np.ndarray,
+    grid: Volume,
+    status: str,
+    change_vs: str,
+    quantities: dict,
+    sigma1: float,
+    sigma2: float,
+    r2_over_r1: float | None,
+):
     """One row per label present in ``labels`` (any positive ids, gaps allowed)."""
     import pandas as pd
 
@@ -545,8 +717,14 @@ def _table(labels: np.ndarray, grid: Volume, status: str, change_vs: str, quanti
     ids, index = np.unique(labels[where], return_inverse=True)
     n = len(ids)
     if n == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("status", "change_vs") else
-                                          int if c in ("label", "voxels") else float) for c in TABLE_COLUMNS})
+        return pd.DataFrame(
+            {
+                c: pd.Series(
+                    dtype=object if c in ("status", "change_vs") else int if c in ("label", "voxels") else float
+                )
+                for c in TABLE_COLUMNS
+            }
+        )
     count = np.bincount(index, minlength=n)
     idx = np.stack([np.bincount(index, weights=w.astype(np.float64), minlength=n) / count for w in where], 1)
     centroid = grid.index_to_world(idx)
@@ -561,25 +739,31 @@ def _table(labels: np.ndarray, grid: Volume, status: str, change_vs: str, quanti
         # standard error of a ratio of two means, from each side's voxel noise
         se = np.abs(ratio_obs) * np.sqrt((sigma2 / m_dr2) ** 2 + (sigma1 / m_dr1) ** 2) / np.sqrt(count)
     agent = np.full(n, np.nan if r2_over_r1 is None else float(r2_over_r1))
-    table = pd.DataFrame({
-        "label": ids.astype(int),
-        "status": status,
-        "voxels": count.astype(int),
-        "volume_mm3": count * grid.voxel_volume_mm3,
-        "centroid_x_mm": centroid[:, 0], "centroid_y_mm": centroid[:, 1], "centroid_z_mm": centroid[:, 2],
-        "mean_t1_enhancement_fraction": mean("t1_enhancement"),
-        "mean_t2_change_fraction": mean("t2_change"),
-        "change_vs": change_vs,
-        "mean_t1w_over_t2w": mean("ratio"),
-        "mean_delta_r1_per_s": m_dr1, "mean_delta_r2_per_s": m_dr2,
-        "delta_r2_over_delta_r1": ratio_obs, "delta_r2_over_delta_r1_se": se,
-        "agent_r2_over_r1": agent,
-        "r2_over_r1_deviation": ratio_obs / agent - 1.0,
-    })
+    table = pd.DataFrame(
+        {
+            "label": ids.astype(int),
+            "status": status,
+            "voxels": count.astype(int),
+            "volume_mm3": count * grid.voxel_volume_mm3,
+            "centroid_x_mm": centroid[:, 0],
+            "centroid_y_mm": centroid[:, 1],
+            "centroid_z_mm": centroid[:, 2],
+            "mean_t1_enhancement_fraction": mean("t1_enhancement"),
+            "mean_t2_change_fraction": mean("t2_change"),
+            "change_vs": change_vs,
+            "mean_t1w_over_t2w": mean("ratio"),
+            "mean_delta_r1_per_s": m_dr1,
+            "mean_delta_r2_per_s": m_dr2,
+            "delta_r2_over_delta_r1": ratio_obs,
+            "delta_r2_over_delta_r1_se": se,
+            "agent_r2_over_r1": agent,
+            "r2_over_r1_deviation": ratio_obs / agent - 1.0,
+        }
+    )
     return table[TABLE_COLUMNS]
 
 
-def region_table(labels: Volume, result: "ConfirmResult"):
+def region_table(labels: Volume, result: ConfirmResult):
     """The per-region table of (hand-edited) ``labels`` from a result's change maps.
 
     Use it after correcting ``result.labels`` with napari's label tools: the
@@ -609,9 +793,16 @@ def region_table(labels: Volume, result: "ConfirmResult"):
     rules = result.parameters.get("rules", {})
     sigma1 = rules.get("t1", {}).get("sigma", float("nan")) if result.mode.get("t1") == "delta_r" else float("nan")
     sigma2 = rules.get("t2", {}).get("sigma", float("nan")) if result.mode.get("t2") == "delta_r" else float("nan")
-    return _table(np.asarray(lab.numpy()), grid, result.status,
-                  "baseline" if result.confirmed else "reference tissue", quantities, sigma1, sigma2,
-                  result.parameters.get("r2_over_r1"))
+    return _table(
+        np.asarray(lab.numpy()),
+        grid,
+        result.status,
+        "baseline" if result.confirmed else "reference tissue",
+        quantities,
+        sigma1,
+        sigma2,
+        result.parameters.get("r2_over_r1"),
+    )
 
 
 # --------------------------------------------------------------------------- main entry
@@ -619,12 +810,12 @@ def region_table(labels: Volume, result: "ConfirmResult"):
 def confirm_dual_mode(
     t1_post: Volume,
     t2_post: Volume,
-    t1_pre: Optional[Volume] = None,
-    t2_pre: Optional[Volume] = None,
-    t1_map_pre: Optional[Volume] = None,
-    t1_map_post: Optional[Volume] = None,
-    t2_map_pre: Optional[Volume] = None,
-    t2_map_post: Optional[Volume] = None,
+    t1_pre: Volume | None = None,
+    t2_pre: Volume | None = None,
+    t1_map_pre: Volume | None = None,
+    t1_map_post: Volume | None = None,
+    t2_map_pre: Volume | None = None,
+    t2_map_post: Volume | None = None,
     t1_threshold: float = FROM_MODEL,
     t2_threshold: float = FROM_MODEL,
     k_sigma: float = FROM_MODEL,
@@ -632,11 +823,11 @@ def confirm_dual_mode(
     min_size: int = FROM_MODEL,
     opening: bool = FROM_MODEL,
     connectivity: int = FROM_MODEL,
-    search_mask: Optional[Volume] = None,
-    reference_mask: Optional[Volume] = None,
-    r2_over_r1: Optional[float] = FROM_MODEL,
-    transform: Optional[np.ndarray] = None,
-    pre_transform: Optional[np.ndarray] = None,
+    search_mask: Volume | None = None,
+    reference_mask: Volume | None = None,
+    r2_over_r1: float | None = FROM_MODEL,
+    transform: np.ndarray | None = None,
+    pre_transform: np.ndarray | None = None,
     normalise: str = FROM_MODEL,
     min_baseline_snr: float = FROM_MODEL,
     min_delta_r1: float = FROM_MODEL,
@@ -727,14 +918,17 @@ def confirm_dual_mode(
     for pre, post, name in ((t1_map_pre, t1_map_post, "T1"), (t2_map_pre, t2_map_post, "T2")):
         if (pre is None) != (post is None):
             missing = "pre" if pre is None else "post"
-            raise InputError(f"the {name} map {missing}-injection is missing; give {name} maps in pairs "
-                             "(pre and post) or none.")
+            raise InputError(
+                f"the {name} map {missing}-injection is missing; give {name} maps in pairs (pre and post) or none."
+            )
     t1_has = t1_pre is not None or t1_map_pre is not None
     t2_has = t2_pre is not None or t2_map_pre is not None
     if t1_has != t2_has:
         have, lack = ("T1", "T2") if t1_has else ("T2", "T1")
-        raise InputError(f"a baseline was given for {have} only; give the pre-injection {lack} image too "
-                         f"(--{lack.lower()}-pre), or no baseline at all for unconfirmed candidates.")
+        raise InputError(
+            f"a baseline was given for {have} only; give the pre-injection {lack} image too "
+            f"(--{lack.lower()}-pre), or no baseline at all for unconfirmed candidates."
+        )
     baseline = t1_has and t2_has
     transforms = {}
     for value, name in ((transform, "transform"), (pre_transform, "pre_transform")):
@@ -748,10 +942,14 @@ def confirm_dual_mode(
 
     # ---- everything onto T1POST's grid
     grid = t1_post
-    t2_hint = ("register T2 to T1 and pass the transform (--transform T.tfm), or --transform identity if both "
-               "are in the same scanner frame.")
-    pre_hint = ("register the baseline to the post-injection scan and pass --pre-transform, or give a baseline on "
-                "the same grid.")
+    t2_hint = (
+        "register T2 to T1 and pass the transform (--transform T.tfm), or --transform identity if both "
+        "are in the same scanner frame."
+    )
+    pre_hint = (
+        "register the baseline to the post-injection scan and pass --pre-transform, or give a baseline on "
+        "the same grid."
+    )
     if pre_transform is not None:
         t2_pre_matrix = pre_transform if transform is None else transform @ pre_transform
     else:
@@ -769,17 +967,29 @@ def confirm_dual_mode(
 
     def t1_side(vol, role, is_pre):
         vol = _as_3d(vol, role)
-        return _carry(vol, role, grid, pre_transform if is_pre else None,
-                      pre_hint if is_pre else "resample it onto T1POST's grid first.", messages)
+        return _carry(
+            vol,
+            role,
+            grid,
+            pre_transform if is_pre else None,
+            pre_hint if is_pre else "resample it onto T1POST's grid first.",
+            messages,
+        )
 
     a1 = _carry(t1_post, "T1POST", grid, None, "", messages)
     a2 = t2_side(t2_post, "T2POST", False)
     p1 = t1_side(t1_pre, "T1PRE", True) if t1_pre is not None else None
     p2 = t2_side(t2_pre, "T2PRE", True) if t2_pre is not None else None
-    m1 = (t1_side(t1_map_pre, "T1 map pre", True), t1_side(t1_map_post, "T1 map post", False)) \
-        if t1_map_pre is not None else None
-    m2 = (t2_side(t2_map_pre, "T2 map pre", True), t2_side(t2_map_post, "T2 map post", False)) \
-        if t2_map_pre is not None else None
+    m1 = (
+        (t1_side(t1_map_pre, "T1 map pre", True), t1_side(t1_map_post, "T1 map post", False))
+        if t1_map_pre is not None
+        else None
+    )
+    m2 = (
+        (t2_side(t2_map_pre, "T2 map pre", True), t2_side(t2_map_post, "T2 map post", False))
+        if t2_map_pre is not None
+        else None
+    )
     search = _mask_on(search_mask, "search mask", grid)
     ref = _mask_on(reference_mask, "reference mask", grid)
     _progress.report(progress, 0.3, "images on T1POST's grid")
@@ -794,15 +1004,28 @@ def confirm_dual_mode(
         sides = {}
         for key, pre, post, thr, brighter in (("t1", p1, a1, t1_threshold, True), ("t2", p2, a2, t2_threshold, False)):
             if pre is not None:
-                sides[key] = _side_relative(key.upper(), pre, post, thr, k_sigma, k_sigma_grow, brighter, ref,
-                                            normalise, min_baseline_snr, body, messages)
+                sides[key] = _side_relative(
+                    key.upper(),
+                    pre,
+                    post,
+                    thr,
+                    k_sigma,
+                    k_sigma_grow,
+                    brighter,
+                    ref,
+                    normalise,
+                    min_baseline_snr,
+                    body,
+                    messages,
+                )
         _progress.report(progress, 0.5, "relative change")
         for key, maps, min_delta in (("t1", m1, min_delta_r1), ("t2", m2, min_delta_r2)):
             if maps is not None:
                 if key in sides:  # the weighted change stays in the table; the maps decide
                     rules[f"{key}_weighted"] = sides[key][4]
-                sides[key + "_maps"] = _side_delta_r(key.upper(), maps[0], maps[1], k_sigma, k_sigma_grow,
-                                                     min_delta, ref, body, messages)
+                sides[key + "_maps"] = _side_delta_r(
+                    key.upper(), maps[0], maps[1], k_sigma, k_sigma_grow, min_delta, ref, body, messages
+                )
         e1 = sides["t1"][0] if "t1" in sides else None
         e2 = sides["t2"][0] if "t2" in sides else None
         dr1 = sides["t1_maps"][0] if "t1_maps" in sides else None
@@ -839,10 +1062,18 @@ def confirm_dual_mode(
         e2[~valid2] = np.nan
         t1_change, t2_change = e1, e2
         unit1 = unit2 = "fraction (signal / reference - 1)"
-        rules["t1"] = {"mode": "ratio", "rule": f"T1w/ref > {1 + t1_threshold:g} (ref {ref1:.4g} = {src1})",
-                       "reference_level": ref1, "reference_source": src1}
-        rules["t2"] = {"mode": "ratio", "rule": f"T2w/ref < {1 - t2_threshold:g} (ref {ref2:.4g} = {src2})",
-                       "reference_level": ref2, "reference_source": src2}
+        rules["t1"] = {
+            "mode": "ratio",
+            "rule": f"T1w/ref > {1 + t1_threshold:g} (ref {ref1:.4g} = {src1})",
+            "reference_level": ref1,
+            "reference_source": src1,
+        }
+        rules["t2"] = {
+            "mode": "ratio",
+            "rule": f"T2w/ref < {1 - t2_threshold:g} (ref {ref2:.4g} = {src2})",
+            "reference_level": ref2,
+            "reference_source": src2,
+        }
         _warn(messages, UNCONFIRMED_WARNING)
     _progress.report(progress, 0.7, "joint mask")
 
@@ -858,22 +1089,31 @@ def confirm_dual_mode(
     quantities = {"t1_enhancement": e1, "t2_change": e2, "ratio": ratio, "delta_r1": dr1, "delta_r2": dr2}
     table = _table(labels, grid, status, change_vs, quantities, sigma1, sigma2, r2_over_r1)
     if r2_over_r1 is not None and (dr1 is None or dr2 is None):
-        _warn(messages, "r2_over_r1 was given but delta R1/delta R2 need T1 and T2 maps before and after; "
-                        "the relaxivity check was not done.")
+        _warn(
+            messages,
+            "r2_over_r1 was given but delta R1/delta R2 need T1 and T2 maps before and after; "
+            "the relaxivity check was not done.",
+        )
     elif r2_over_r1 is not None and len(table):
         dev = (table["delta_r2_over_delta_r1"] - r2_over_r1).abs()
         off = table[(dev > 3 * table["delta_r2_over_delta_r1_se"]) & (table["r2_over_r1_deviation"].abs() > 0.25)]
         for row in off.itertuples():
-            _warn(messages, f"region {row.label}: delta R2/delta R1 = {row.delta_r2_over_delta_r1:.3g} where the "
-                            f"agent's r2/r1 is {r2_over_r1:g} (r1 quenched by compartmentalisation, "
-                            "or not this agent).")
+            _warn(
+                messages,
+                f"region {row.label}: delta R2/delta R1 = {row.delta_r2_over_delta_r1:.3g} where the "
+                f"agent's r2/r1 is {r2_over_r1:g} (r1 quenched by compartmentalisation, "
+                "or not this agent).",
+            )
     _progress.report(progress, 0.95, "fusion")
 
     # ---- outputs on T1POST's grid
     overlap = labels > 0
     name = "confirmed" if baseline else "candidates_UNCONFIRMED"
-    description = ("immunotrack confirm: T1-T2 confirmed regions" if baseline else
-                   "UNCONFIRMED T1-T2 candidates (no baseline): haemorrhage/melanin/fat possible")
+    description = (
+        "immunotrack confirm: T1-T2 confirmed regions"
+        if baseline
+        else "UNCONFIRMED T1-T2 candidates (no baseline): haemorrhage/melanin/fat possible"
+    )
     meta = {"confirmed": baseline, "status": status, "description": description, "mode": {"t1": mode1, "t2": mode2}}
     # keep T1POST's NIfTI orientation codes, so a written output matches its header too
     meta.update({k: grid.metadata[k] for k in ("sform_code", "qform_code") if k in grid.metadata})
@@ -891,14 +1131,26 @@ def confirm_dual_mode(
         "overlap": vol(overlap.view(np.uint8), "T1+T2 overlap" + suffix, "mask"),
     }
     parameters = {
-        "t1_threshold": t1_threshold, "t2_threshold": t2_threshold, "k_sigma": k_sigma,
-        "k_sigma_grow": k_sigma_grow, "min_size": int(min_size), "opening": bool(opening),
-        "connectivity": connectivity, "normalise": normalise, "min_baseline_snr": min_baseline_snr,
-        "min_delta_r1": min_delta_r1, "min_delta_r2": min_delta_r2, "r2_over_r1": r2_over_r1,
+        "t1_threshold": t1_threshold,
+        "t2_threshold": t2_threshold,
+        "k_sigma": k_sigma,
+        "k_sigma_grow": k_sigma_grow,
+        "min_size": int(min_size),
+        "opening": bool(opening),
+        "connectivity": connectivity,
+        "normalise": normalise,
+        "min_baseline_snr": min_baseline_snr,
+        "min_delta_r1": min_delta_r1,
+        "min_delta_r2": min_delta_r2,
+        "r2_over_r1": r2_over_r1,
         "transform": None if transform is None else transform.tolist(),
         "pre_transform": None if pre_transform is None else pre_transform.tolist(),
-        "search_mask": search_mask is not None, "reference_mask": reference_mask is not None,
-        "confirmed": baseline, "status": status, "mode": {"t1": mode1, "t2": mode2}, "rules": rules,
+        "search_mask": search_mask is not None,
+        "reference_mask": reference_mask is not None,
+        "confirmed": baseline,
+        "status": status,
+        "mode": {"t1": mode1, "t2": mode2},
+        "rules": rules,
         "grid": {"shape": list(grid.spatial_shape), "affine": grid.affine.tolist()},
         "valid_voxels": {"t1": int(np.count_nonzero(valid1)), "t2": int(np.count_nonzero(valid2))},
         "regions": int(len(table)),
@@ -928,5 +1180,12 @@ def confirm_dual_mode(
     return result
 
 
-__all__ = ["CONFIRM_PARAMETERS", "confirm_dual_mode", "region_table", "ConfirmResult", "FUSION_COLOURS", "UNCONFIRMED_WARNING",
-           "TABLE_COLUMNS"]
+__all__ = [
+    "CONFIRM_PARAMETERS",
+    "confirm_dual_mode",
+    "region_table",
+    "ConfirmResult",
+    "FUSION_COLOURS",
+    "UNCONFIRMED_WARNING",
+    "TABLE_COLUMNS",
+]

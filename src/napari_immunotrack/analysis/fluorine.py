@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional
 
 import numpy as np
 
@@ -119,7 +118,7 @@ def rician_correct(values, sigma: float, method="power"):
     if method == "none":
         return v
     k = 2.0 if method == "power" else 1.0
-    return np.sqrt(np.maximum(v ** 2 - k * sigma ** 2, 0.0))
+    return np.sqrt(np.maximum(v**2 - k * sigma**2, 0.0))
 
 
 ESTIMATORS = ("whole-roi", "threshold")
@@ -129,7 +128,7 @@ def _rician_pdf_matrix(amplitudes, r):
     from scipy.special import i0e
 
     dr = r[1] - r[0]
-    return np.array([r * np.exp(-(r - a) ** 2 / 2.0) * i0e(r * a) for a in amplitudes]) * dr
+    return np.array([r * np.exp(-((r - a) ** 2) / 2.0) * i0e(r * a) for a in amplitudes]) * dr
 
 
 _TABLE = {}
@@ -157,7 +156,7 @@ def amplitude_table():
     knots = np.arange(0.0, 8.0 + 1e-9, 0.25)
     B = np.array([np.clip(1.0 - np.abs(r - k) / 0.25, 0.0, 1.0) for k in knots])
     B[-1] = np.where(r >= knots[-1], 1.0, B[-1])
-    tail = np.where(r >= knots[-1], np.sqrt(np.maximum(r ** 2 - 1.0, 0.0)) - math.sqrt(knots[-1] ** 2 - 1.0), 0.0)
+    tail = np.where(r >= knots[-1], np.sqrt(np.maximum(r**2 - 1.0, 0.0)) - math.sqrt(knots[-1] ** 2 - 1.0), 0.0)
     M, t = P @ B.T, P @ tail
     W = np.ones(amps.size)
     W[0] = 300.0
@@ -166,7 +165,7 @@ def amplitude_table():
     coef = np.linalg.solve(Q, M.T @ (W * (amps - t)))
     h = B.T @ coef + tail
     mean = P @ h
-    var = np.maximum(P @ h ** 2 - mean ** 2, 0.0)
+    var = np.maximum(P @ h**2 - mean**2, 0.0)
     _TABLE.update(r=r, h=h, A=amps, mean=mean, var=var)
     return _TABLE
 
@@ -199,11 +198,10 @@ def amplitude_variance(amplitude, sigma: float):
     """Variance of :func:`amplitude_estimate` for true amplitude(s) ``amplitude`` (clipped to >= 0)."""
     tab = amplitude_table()
     a = np.clip(np.asarray(amplitude, np.float64) / sigma, 0.0, None)
-    return np.interp(a, tab["A"], tab["var"], right=float(tab["var"][-1])) * sigma ** 2
+    return np.interp(a, tab["A"], tab["var"], right=float(tab["var"][-1])) * sigma**2
 
 
-def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray] = None, *,
-                   with_error: bool = False):
+def estimate_sigma(image: Volume, noise_mask=None, exclude: np.ndarray | None = None, *, with_error: bool = False):
     """Rician noise sigma of a magnitude image and how it was found.
 
     Parameters
@@ -237,12 +235,14 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
         vals = data.reshape(-1)[nmap.index[0]]
         keep = w >= 0.5
         if keep.sum() < 10:
-            raise InputError("the noise mask holds fewer than 10 voxels of the 19F image; draw a larger "
-                             "signal-free region.")
+            raise InputError(
+                "the noise mask holds fewer than 10 voxels of the 19F image; draw a larger signal-free region."
+            )
         mean = float(vals[keep].mean())
         if not mean > 0:
-            raise InputError("the noise mask's mean is not positive; the image is not a magnitude image or the "
-                             "mask is wrong.")
+            raise InputError(
+                "the noise mask's mean is not positive; the image is not a magnitude image or the mask is wrong."
+            )
         rel = math.sqrt((4.0 - math.pi) / math.pi) / math.sqrt(float(keep.sum()))
         out = (mean / RAYLEIGH_MEAN, "mean of the noise mask / sqrt(pi/2) (Rician background)")
         return (*out, rel) if with_error else out
@@ -254,19 +254,36 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: Optional[np.ndarray]
         raise InputError("too few voxels outside the ROIs to estimate the noise; give a noise mask.")
     median = float(np.median(flat))
     if not median > 0:
-        raise InputError("the image background is zero (not a magnitude image or already thresholded); give the "
-                         "noise sigma (--noise-sigma) or a noise mask.")
+        raise InputError(
+            "the image background is zero (not a magnitude image or already thresholded); give the "
+            "noise sigma (--noise-sigma) or a noise mask."
+        )
     out = (median / RAYLEIGH_MEDIAN, "median of voxels outside the ROIs and reference / sqrt(2 ln 2) (Rayleigh)")
     return (*out, 1.0 / (2.0 * math.log(2.0) * math.sqrt(flat.size))) if with_error else out
 
 
-def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm: float,
-                   fluorine_per_cell: float, *, noise_mask=None, noise_sigma: Optional[float] = None,
-                   snr_threshold: float = 3.5, min_cluster_voxels: int = 3, connectivity: int = 26,
-                   rician_correction="power", fluorine_atoms_per_molecule: float = 1.0,
-                   transform: Optional[np.ndarray] = None, supersample: int = 3,
-                   near_threshold_factor: float = 1.5, estimator: str = "whole-roi", pvc: Optional[str] = None,
-                   psf=None, progress=None):
+def fluorine_cells(
+    f19: Volume,
+    rois,
+    reference_mask,
+    reference_concentration_mm: float,
+    fluorine_per_cell: float,
+    *,
+    noise_mask=None,
+    noise_sigma: float | None = None,
+    snr_threshold: float = 3.5,
+    min_cluster_voxels: int = 3,
+    connectivity: int = 26,
+    rician_correction="power",
+    fluorine_atoms_per_molecule: float = 1.0,
+    transform: np.ndarray | None = None,
+    supersample: int = 3,
+    near_threshold_factor: float = 1.5,
+    estimator: str = "whole-roi",
+    pvc: str | None = None,
+    psf=None,
+    progress=None,
+):
     """19F atoms and cells per ROI, calibrated on a reference tube.
 
     Parameters
@@ -337,10 +354,14 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
 
     if f19.data.ndim != 3:
         raise InputError("the 19F image must be 3D.")
-    if reference_concentration_mm is None or not np.isfinite(reference_concentration_mm) \
-            or reference_concentration_mm <= 0:
-        raise InputError(f"the reference concentration must be a positive number of mM "
-                         f"(got {reference_concentration_mm}).")
+    if (
+        reference_concentration_mm is None
+        or not np.isfinite(reference_concentration_mm)
+        or reference_concentration_mm <= 0
+    ):
+        raise InputError(
+            f"the reference concentration must be a positive number of mM (got {reference_concentration_mm})."
+        )
     if fluorine_per_cell is None or not np.isfinite(fluorine_per_cell) or fluorine_per_cell <= 0:
         raise InputError(f"the 19F atoms per cell must be positive (got {fluorine_per_cell}).")
     if not fluorine_atoms_per_molecule > 0:
@@ -366,8 +387,14 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
 
     _progress.report(progress, 0.0, "carrying ROIs and reference")
     ref_map = _mask_map(reference_mask, f19, "reference tube mask")
-    roi_map = carry_rois(rois, f19, transform=transform, supersample=supersample, name="the 19F image",
-                         progress=_progress.scaled(progress, 0.05, 0.4))
+    roi_map = carry_rois(
+        rois,
+        f19,
+        transform=transform,
+        supersample=supersample,
+        name="the 19F image",
+        progress=_progress.scaled(progress, 0.05, 0.4),
+    )
     warns.extend(roi_map.warnings)
     data = f19.numpy().astype(np.float64)
     flat = data.reshape(-1)
@@ -390,8 +417,10 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
             exclude = ndimage.binary_dilation(exclude.reshape(data.shape), iterations=2) | hot
         sigma, how, sigma_rel_se = estimate_sigma(f19, noise_mask, exclude, with_error=True)
         if noise_mask is None:
-            warn(f"no noise mask: sigma = {sigma:.4g} estimated from the background median; give a signal-free "
-                 "noise mask for a traceable estimate.")
+            warn(
+                f"no noise mask: sigma = {sigma:.4g} estimated from the background median; give a signal-free "
+                "noise mask for a traceable estimate."
+            )
     _progress.report(progress, 0.45, "calibrating on the reference")
 
     whole = estimator == "whole-roi"
@@ -404,8 +433,10 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     if not ref_mean > 0:
         raise InputError("the reference tube has no signal above the noise; check the reference mask.")
     if ref_snr < snr_threshold:
-        raise InputError(f"the reference tube's SNR is {ref_snr:.2f}, below {snr_threshold}; it cannot calibrate "
-                         "the image. Check the reference mask and concentration.")
+        raise InputError(
+            f"the reference tube's SNR is {ref_snr:.2f}, below {snr_threshold}; it cannot calibrate "
+            "the image. Check the reference mask and concentration."
+        )
     if ref_snr < 10:
         warn(f"the reference tube's SNR is only {ref_snr:.1f}; the calibration is noisy.")
     ref_sd = float(np.sqrt(np.dot(w_ref, (ref_vals - ref_mean) ** 2) / w_ref.sum()))
@@ -423,10 +454,14 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     if pvc not in (None, "none"):
         from .pvc import correct_means, resolve_psf
 
-        psf_obj = psf if psf is not None and not isinstance(psf, (int, float, str, list, tuple, np.ndarray)) \
+        psf_obj = (
+            psf
+            if psf is not None and not isinstance(psf, (int, float, str, list, tuple, np.ndarray))
             else resolve_psf(f19, psf, modality="F19")
-        pvc_result = correct_means(f19.replace(data=corrected.reshape(data.shape).astype(np.float32)), roi_map,
-                                   pvc, psf_obj)
+        )
+        pvc_result = correct_means(
+            f19.replace(data=corrected.reshape(data.shape).astype(np.float32)), roi_map, pvc, psf_obj
+        )
         warns.extend(pvc_result["warnings"])
     _progress.report(progress, 0.6, "counting")
     rows = []
@@ -441,8 +476,8 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
             idx, w = roi_map.index[i], roi_map.weight[i].astype(np.float64)
             amp = corrected[idx]
             signal = float(np.dot(w, amp))
-            var_signal = float(np.dot(w ** 2, amplitude_variance(local_amp[idx], sigma)))
-            var_zero = float(np.dot(w ** 2, amplitude_variance(np.zeros(1), sigma)[0] * np.ones_like(w)))
+            var_signal = float(np.dot(w**2, amplitude_variance(local_amp[idx], sigma)))
+            var_zero = float(np.dot(w**2, amplitude_variance(np.zeros(1), sigma)[0] * np.ones_like(w)))
             atoms = atoms_per_signal * signal
             # the error of sigma moves every voxel's estimate (and the reference's) together
             d_atoms = 0.0
@@ -451,27 +486,31 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                 ref_plus = float(np.dot(w_ref, amplitude_estimate(flat[ref_map.index[0]], s_plus)) / w_ref.sum())
                 atoms_plus = f_ref / ref_plus * float(np.dot(w, amplitude_estimate(flat[idx], s_plus)))
                 d_atoms = (atoms_plus - atoms) / 0.001 * sigma_rel_se
-            se_atoms = math.sqrt((atoms_per_signal ** 2) * var_signal + (atoms * ref_rel_se) ** 2 + d_atoms ** 2)
+            se_atoms = math.sqrt((atoms_per_signal**2) * var_signal + (atoms * ref_rel_se) ** 2 + d_atoms**2)
             se0_atoms = atoms_per_signal * math.sqrt(var_zero)
-            decision_atoms = 1.6448536269514722 * se0_atoms      # Currie's critical level (5 % false positives)
-            limit_atoms = 3.289707253902945 * se0_atoms         # Currie's detection limit (5 % false negatives)
+            decision_atoms = 1.6448536269514722 * se0_atoms  # Currie's critical level (5 % false positives)
+            limit_atoms = 3.289707253902945 * se0_atoms  # Currie's detection limit (5 % false negatives)
             detected = atoms > decision_atoms
             cells = max(atoms, 0.0) / fluorine_per_cell
             se_cells = se_atoms / fluorine_per_cell
-            row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
-                   "volume_ml": float(w.sum() * voxel_ml), "counted_voxels": int(np.count_nonzero(w >= 0.5)),
-                   "fluorine_atoms": float(max(atoms, 0.0)) if detected else float("nan"),
-                   "fluorine_atoms_se": float(se_atoms),
-                   "cell_count": float(cells) if detected else float("nan"),
-                   "cell_count_se": float(se_cells),
-                   "cell_count_ci95_low": float(max(cells - z95 * se_cells, 0.0)) if detected else 0.0,
-                   "cell_count_ci95_high": float(cells + z95 * se_cells) if detected else float("nan"),
-                   "cell_count_upper_bound": float(cells + 1.6448536269514722 * se_cells),
-                   "status": "ok" if detected else "below detection limit",
-                   "snr_max": float(snr[idx].max()),
-                   "detection_limit_cells_roi": float(limit_atoms / fluorine_per_cell),
-                   "detection_limit_cells_per_voxel": float(limit_cells_voxel),
-                   "detection_limit_atoms_roi": float(limit_atoms)}
+            row = {
+                "label": int(label),
+                "voxels": int(np.count_nonzero(w >= 0.5)),
+                "volume_ml": float(w.sum() * voxel_ml),
+                "counted_voxels": int(np.count_nonzero(w >= 0.5)),
+                "fluorine_atoms": float(max(atoms, 0.0)) if detected else float("nan"),
+                "fluorine_atoms_se": float(se_atoms),
+                "cell_count": float(cells) if detected else float("nan"),
+                "cell_count_se": float(se_cells),
+                "cell_count_ci95_low": float(max(cells - z95 * se_cells, 0.0)) if detected else 0.0,
+                "cell_count_ci95_high": float(cells + z95 * se_cells) if detected else float("nan"),
+                "cell_count_upper_bound": float(cells + 1.6448536269514722 * se_cells),
+                "status": "ok" if detected else "below detection limit",
+                "snr_max": float(snr[idx].max()),
+                "detection_limit_cells_roi": float(limit_atoms / fluorine_per_cell),
+                "detection_limit_cells_per_voxel": float(limit_cells_voxel),
+                "detection_limit_atoms_roi": float(limit_atoms),
+            }
             rows.append(row)
     else:
         # ---- detection mask: SNR and cluster size
@@ -491,11 +530,21 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
             k = kept[idx]
             signal = float(np.dot(w[k], corrected[idx][k]))
             counted = int(np.count_nonzero(k & (w >= 0.5)))
-            row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
-                   "volume_ml": float(w.sum() * voxel_ml), "counted_voxels": counted}
+            row = {
+                "label": int(label),
+                "voxels": int(np.count_nonzero(w >= 0.5)),
+                "volume_ml": float(w.sum() * voxel_ml),
+                "counted_voxels": counted,
+            }
             if not np.any(k) or signal <= 0:
-                row.update(fluorine_atoms=float("nan"), cell_count=float("nan"), status="below detection limit",
-                           snr=float("nan"), snr_max=float(snr[idx].max()), near_threshold_fraction=float("nan"))
+                row.update(
+                    fluorine_atoms=float("nan"),
+                    cell_count=float("nan"),
+                    status="below detection limit",
+                    snr=float("nan"),
+                    snr_max=float(snr[idx].max()),
+                    near_threshold_fraction=float("nan"),
+                )
             else:
                 atoms = atoms_per_signal * signal
                 s_k = snr[idx][k]
@@ -503,15 +552,24 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
                 status = "ok"
                 if near > 0.5:
                     status = "near threshold"
-                    warn(f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
-                         "the count is probably an underestimate.")
-                row.update(fluorine_atoms=float(atoms), cell_count=float(atoms / fluorine_per_cell), status=status,
-                           snr=float(np.average(s_k, weights=w[k])), snr_max=float(s_k.max()),
-                           near_threshold_fraction=near)
+                    warn(
+                        f"ROI {label}: {100 * near:.0f}% of its 19F signal comes from voxels near the SNR threshold; "
+                        "the count is probably an underestimate."
+                    )
+                row.update(
+                    fluorine_atoms=float(atoms),
+                    cell_count=float(atoms / fluorine_per_cell),
+                    status=status,
+                    snr=float(np.average(s_k, weights=w[k])),
+                    snr_max=float(s_k.max()),
+                    near_threshold_fraction=near,
+                )
             # a site is detectable when it fills the minimum cluster at the per-voxel limit
-            row.update(detection_limit_cells_roi=float(limit_cells_voxel * int(min_cluster_voxels)),
-                       detection_limit_cells_per_voxel=float(limit_cells_voxel),
-                       detection_limit_atoms_roi=float(limit_atoms_voxel * int(min_cluster_voxels)))
+            row.update(
+                detection_limit_cells_roi=float(limit_cells_voxel * int(min_cluster_voxels)),
+                detection_limit_cells_per_voxel=float(limit_cells_voxel),
+                detection_limit_atoms_roi=float(limit_atoms_voxel * int(min_cluster_voxels)),
+            )
             rows.append(row)
     df = pd.DataFrame(rows)
     if pvc_result is not None:
@@ -525,16 +583,25 @@ def fluorine_cells(f19: Volume, rois, reference_mask, reference_concentration_mm
     df.attrs["warnings"] = warns
     df.attrs["parameters"] = {
         "estimator": estimator,
-        "sigma": sigma, "sigma_method": how, "sigma_relative_se": sigma_rel_se,
+        "sigma": sigma,
+        "sigma_method": how,
+        "sigma_relative_se": sigma_rel_se,
         "rician_correction": "unbiased amplitude" if whole else rician_correction,
         "reference_concentration_mm": reference_concentration_mm,
-        "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule, "fluorine_per_cell": fluorine_per_cell,
-        "reference_mean_signal": ref_mean, "reference_snr": ref_snr, "reference_cv": ref_cv,
+        "fluorine_atoms_per_molecule": fluorine_atoms_per_molecule,
+        "fluorine_per_cell": fluorine_per_cell,
+        "reference_mean_signal": ref_mean,
+        "reference_snr": ref_snr,
+        "reference_cv": ref_cv,
         "reference_relative_se": ref_rel_se,
-        "reference_voxels": float(w_ref.sum()), "atoms_per_reference_voxel": f_ref,
-        "atoms_per_signal_unit": atoms_per_signal, "snr_threshold": snr_threshold,
-        "min_cluster_voxels": int(min_cluster_voxels), "connectivity": connectivity,
-        "detection_limit_cells_per_voxel": limit_cells_voxel, "roi_mapping": roi_map.method,
+        "reference_voxels": float(w_ref.sum()),
+        "atoms_per_reference_voxel": f_ref,
+        "atoms_per_signal_unit": atoms_per_signal,
+        "snr_threshold": snr_threshold,
+        "min_cluster_voxels": int(min_cluster_voxels),
+        "connectivity": connectivity,
+        "detection_limit_cells_per_voxel": limit_cells_voxel,
+        "roi_mapping": roi_map.method,
         "pvc": pvc_result["provenance"] if pvc_result is not None else None,
         "method": "docs/methods/fluorine.md",
     }

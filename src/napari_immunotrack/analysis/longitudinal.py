@@ -62,8 +62,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -129,8 +129,9 @@ def _loglinear(t, y):
     return coef
 
 
-def fit_dilution_clearance(days, label, *, cells=None, doubling_days: Optional[float] = None,
-                           efflux_per_day: float = 0.0, min_points: int = 3) -> DilutionFit:
+def fit_dilution_clearance(
+    days, label, *, cells=None, doubling_days: float | None = None, efflux_per_day: float = 0.0, min_points: int = 3
+) -> DilutionFit:
     """Fit the dilution-and-clearance model to one site's time course.
 
     Parameters
@@ -184,8 +185,10 @@ def fit_dilution_clearance(days, label, *, cells=None, doubling_days: Optional[f
         raise InputError(f"doubling_days={doubling_days} must be > 0 days (or None for no division).")
     if ok.sum() < min_points:
         fit.status = "too few timepoints"
-        fit.message = (f"{int(ok.sum())} timepoint(s) with signal; the model needs at least {min_points} "
-                       "to fit the clearance (raw values reported).")
+        fit.message = (
+            f"{int(ok.sum())} timepoint(s) with signal; the model needs at least {min_points} "
+            "to fit the clearance (raw values reported)."
+        )
         fit.label_ref = float(y[ok][np.argmin(t[ok])])
         return fit
     tl, yl = t[ok], y[ok]
@@ -220,16 +223,17 @@ def fit_dilution_clearance(days, label, *, cells=None, doubling_days: Optional[f
     fit.label_ref = float(np.exp(sol.x[0]))
     fit.k_per_day = float(sol.x[1])
     fit.k_se = float(se[1])
-    fit.rms_log_residual = float(np.sqrt(np.mean(res ** 2)))
+    fit.rms_log_residual = float(np.sqrt(np.mean(res**2)))
     fit.status = "fitted"
     if fit_growth:
         r, r_se = float(sol.x[2]), float(se[2])
         fit.doubling_source = "fitted (cell counts)"
         if r > 0:
             fit.doubling_days = LN2 / r
-            fit.doubling_se = LN2 / r ** 2 * r_se
-            fit.message = (f"k and T_d fitted jointly from {int(ok.sum())} label and {int(cell_ok.sum())} "
-                           "cell-count timepoints.")
+            fit.doubling_se = LN2 / r**2 * r_se
+            fit.message = (
+                f"k and T_d fitted jointly from {int(ok.sum())} label and {int(cell_ok.sum())} cell-count timepoints."
+            )
         else:
             fit.doubling_days = math.inf
             fit.message = "cell counts show no net division (label per cell does not fall): T_d = inf."
@@ -238,12 +242,14 @@ def fit_dilution_clearance(days, label, *, cells=None, doubling_days: Optional[f
         fit.doubling_source = "prior" if prior != math.inf else "prior (no division)"
         fit.message = f"k fitted from {int(ok.sum())} timepoints; T_d assumed (not identifiable from label totals)."
     else:
-        fit.message = (f"k fitted from {int(ok.sum())} timepoints; T_d not identifiable from label totals "
-                       "(division conserves label): give cell counts or an assumed doubling time.")
+        fit.message = (
+            f"k fitted from {int(ok.sum())} timepoints; T_d not identifiable from label totals "
+            "(division conserves label): give cell counts or an assumed doubling time."
+        )
     return fit
 
 
-def corrected_cells(days, apparent_cells, doubling_days: Optional[float], efflux_per_day: float = 0.0):
+def corrected_cells(days, apparent_cells, doubling_days: float | None, efflux_per_day: float = 0.0):
     """Apparent to live-cell numbers: ``N_app * 2^(t / T_d) * exp(e t)`` (docs/methods/longitudinal.md).
 
     NaN where ``doubling_days`` is unknown (None/NaN); unchanged by division when it is inf.
@@ -259,7 +265,7 @@ def corrected_cells(days, apparent_cells, doubling_days: Optional[float], efflux
     return n * np.exp((growth + efflux_per_day) * t)
 
 
-def detection_day(t_ref: float, label_ref: float, k_per_day: float, limit: Optional[float]) -> float:
+def detection_day(t_ref: float, label_ref: float, k_per_day: float, limit: float | None) -> float:
     """Day the live-cell label ``label_ref * exp(-k (t - t_ref))`` reaches ``limit`` (inf if it never does).
 
     >>> round(detection_day(1.0, 1000.0, math.log(2), 250.0), 6)
@@ -274,7 +280,7 @@ def detection_day(t_ref: float, label_ref: float, k_per_day: float, limit: Optio
     return float(t_ref + math.log(label_ref / limit) / k_per_day)
 
 
-def dilution_day(doubling_days: Optional[float], per_cell_limit_fraction: Optional[float]) -> float:
+def dilution_day(doubling_days: float | None, per_cell_limit_fraction: float | None) -> float:
     """Day the label per cell falls below ``q_min = fraction * q0``: ``T_d * log2(1 / fraction)``.
 
     >>> dilution_day(2.0, 1 / 8)
@@ -290,8 +296,12 @@ def dilution_day(doubling_days: Optional[float], per_cell_limit_fraction: Option
 
 
 # --------------------------------------------------------------------------- tables over time
-def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injected_cells: Optional[float] = None,
-                     readouts: Sequence[str] = tuple(READOUTS), min_percent_id: float = 0.01):
+def timecourse_table(
+    session_tables: Mapping[float, Mapping[str, object]],
+    injected_cells: float | None = None,
+    readouts: Sequence[str] = tuple(READOUTS),
+    min_percent_id: float = 0.01,
+):
     """One long table of per-organ readouts over time.
 
     Parameters
@@ -335,15 +345,24 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
         for d in days:
             df = session_tables[d].get(key) if session_tables[d] else None
             for site in sites:
-                row = {"site": site, "day": d, "readout": readout, "value": np.nan, "unit": unit,
-                       "apparent_cells": np.nan, "detection_limit_cells_roi": np.nan,
-                       "detection_limit_cells_cluster": np.nan, "status": "missing"}
+                row = {
+                    "site": site,
+                    "day": d,
+                    "readout": readout,
+                    "value": np.nan,
+                    "unit": unit,
+                    "apparent_cells": np.nan,
+                    "detection_limit_cells_roi": np.nan,
+                    "detection_limit_cells_cluster": np.nan,
+                    "status": "missing",
+                }
                 if df is not None and column in df.columns and site in set(df["organ"]):
                     r = df[df["organ"] == site].iloc[0]
                     value = float(r[column]) if r[column] is not None else np.nan
                     status = str(r["status"]) if "status" in df.columns else "ok"
-                    row.update(value=value, status=status if np.isfinite(value) else
-                               (status if status != "ok" else "no value"))
+                    row.update(
+                        value=value, status=status if np.isfinite(value) else (status if status != "ok" else "no value")
+                    )
                     if column == "percent_id" and np.isfinite(value) and value < min_percent_id:
                         row["status"] = "below detection limit"  # the fluorine and MPI tables' wording
                         rows.append(row)
@@ -354,18 +373,46 @@ def timecourse_table(session_tables: Mapping[float, Mapping[str, object]], injec
                         row["apparent_cells"] = value / 100.0 * injected_cells
                     if "detection_limit_cells_roi" in df.columns:
                         row["detection_limit_cells_roi"] = float(r["detection_limit_cells_roi"])
-                    elif readout == "MPI iron" and "iron_ng_noise_sd" in df.columns and "cell_count" in df.columns \
-                            and np.isfinite(value) and value > 0:
-                        row["detection_limit_cells_roi"] = 3.5 * float(r["iron_ng_noise_sd"]) * float(r["cell_count"]) / value
-                    per_voxel = next((c for c in ("detection_limit_cells_per_voxel", "detection_limit_cells_voxel",
-                                                 "detection_limit_cells")
-                                      if c in df.columns), None)
+                    elif (
+                        readout == "MPI iron"
+                        and "iron_ng_noise_sd" in df.columns
+                        and "cell_count" in df.columns
+                        and np.isfinite(value)
+                        and value > 0
+                    ):
+                        row["detection_limit_cells_roi"] = (
+                            3.5 * float(r["iron_ng_noise_sd"]) * float(r["cell_count"]) / value
+                        )
+                    per_voxel = next(
+                        (
+                            c
+                            for c in (
+                                "detection_limit_cells_per_voxel",
+                                "detection_limit_cells_voxel",
+                                "detection_limit_cells",
+                            )
+                            if c in df.columns
+                        ),
+                        None,
+                    )
                     if readout == "19F" and per_voxel is not None:
                         # the smallest compact depot: the minimum cluster (3 voxels) at the per-voxel limit
                         row["detection_limit_cells_cluster"] = 3.0 * float(r[per_voxel])
                 rows.append(row)
-    return pd.DataFrame(rows, columns=["site", "day", "readout", "value", "unit", "apparent_cells",
-                                       "detection_limit_cells_roi", "detection_limit_cells_cluster", "status"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "site",
+            "day",
+            "readout",
+            "value",
+            "unit",
+            "apparent_cells",
+            "detection_limit_cells_roi",
+            "detection_limit_cells_cluster",
+            "status",
+        ],
+    )
 
 
 @dataclass
@@ -375,8 +422,8 @@ class SiteKinetics:
     ``doubling_days`` None = no division; ``loss_per_day`` = death and emigration of the cells.
     """
 
-    doubling_days: Optional[float] = None
-    loss_per_day: Optional[float] = None
+    doubling_days: float | None = None
+    loss_per_day: float | None = None
     source: str = "user"
 
 
@@ -385,8 +432,13 @@ class SiteKinetics:
 #: docs/methods/longitudinal.md#priors for the sources and ranges. Doubling only where T cells expand
 #: (lymph nodes, tumour); loss = death + emigration.
 LITERATURE_SITE_PRIORS = {
-    "tumour": (2.0, 0.1), "ln": (2.0, 0.1), "lymph": (2.0, 0.1),
-    "spleen": (None, 0.2), "liver": (None, 0.3), "lung": (None, 0.5), "circulation": (None, 0.1),
+    "tumour": (2.0, 0.1),
+    "ln": (2.0, 0.1),
+    "lymph": (2.0, 0.1),
+    "spleen": (None, 0.2),
+    "liver": (None, 0.3),
+    "lung": (None, 0.5),
+    "circulation": (None, 0.1),
 }
 #: Label efflux from live cells (1/day) by readout (docs/methods/longitudinal.md#priors).
 LITERATURE_EFFLUX_PER_DAY = {"19F": 0.02, "MPI iron": 0.02, "PET": 0.05, "SPECT": 0.1}
@@ -395,18 +447,18 @@ LITERATURE_SOURCE = "literature defaults (docs/methods/longitudinal.md#priors)"
 #: What the model columns of the time-course table mean, with their assumptions.
 COLUMN_DESCRIPTIONS = {
     "apparent_cells": "label at the site divided by the label per cell at injection (cells if no division, "
-                      "no efflux, no label outside live cells)",
+    "no efflux, no label outside live cells)",
     "cells_corrected": "ASSUMES the doubling time and efflux of the priors hold at this site, every cell divides "
-                       "at that rate from day 0 and no label sits outside live cells: apparent_cells x "
-                       "2^(t/T_d) x e^(e t). Off by the ratio of true to assumed division (it was +54 % to "
-                       "+1869 % off on the simulated study); not a measurement.",
+    "at that rate from day 0 and no label sits outside live cells: apparent_cells x "
+    "2^(t/T_d) x e^(e t). Off by the ratio of true to assumed division (it was +54 % to "
+    "+1869 % off on the simulated study); not a measurement.",
     "live_label_model": "label the live cells would hold under the fitted or prior kinetics",
     "cells_model": "live cells of the dilution-clearance model fitted to the time course",
     "unexplained_fraction": "share of the measured label the live-cell model cannot explain (macrophage-held "
-                            "signal when large)",
+    "signal when large)",
     "detection_limit_cells_roi": "the readout's detection limit for the whole ROI (cells)",
     "detection_limit_cells_cluster": "smallest compact depot the per-voxel limit shows: 3 voxels at the 19F "
-                                     "per-voxel limit (cells)",
+    "per-voxel limit (cells)",
 }
 
 
@@ -419,8 +471,9 @@ def literature_priors(sites) -> dict:
     out = {}
     for site in sites:
         key = str(site).lower()
-        match = next((k for k in LITERATURE_SITE_PRIORS if key == k or key.startswith(k + "_") or
-                      key.startswith(k)), None)
+        match = next(
+            (k for k in LITERATURE_SITE_PRIORS if key == k or key.startswith(k + "_") or key.startswith(k)), None
+        )
         if match is None:
             continue
         d, loss = LITERATURE_SITE_PRIORS[match]
@@ -432,17 +485,23 @@ def literature_priors(sites) -> dict:
 class LongitudinalResult:
     """Tables of :func:`analyse_timecourse` and the parameters that made them."""
 
-    timecourse: object          # long table per site, day, readout (with model columns)
-    fits: object                # one row per site and readout
-    sites: object               # one row per site: summary and flag
+    timecourse: object  # long table per site, day, readout (with model columns)
+    fits: object  # one row per site and readout
+    sites: object  # one row per site: summary and flag
     parameters: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
 
-def analyse_timecourse(timecourse, *, kinetics: Optional[Mapping[str, SiteKinetics]] = None,
-                       cell_counts=None, efflux_per_day: Optional[Mapping[str, float]] = None,
-                       per_cell_limit_fraction: Optional[float] = None, flag_fraction: float = FLAG_FRACTION,
-                       min_points: int = 3) -> LongitudinalResult:
+def analyse_timecourse(
+    timecourse,
+    *,
+    kinetics: Mapping[str, SiteKinetics] | None = None,
+    cell_counts=None,
+    efflux_per_day: Mapping[str, float] | None = None,
+    per_cell_limit_fraction: float | None = None,
+    flag_fraction: float = FLAG_FRACTION,
+    min_points: int = 3,
+) -> LongitudinalResult:
     """Fit every site's time course and flag signal that live cells cannot explain.
 
     Parameters
@@ -491,19 +550,36 @@ def analyse_timecourse(timecourse, *, kinetics: Optional[Mapping[str, SiteKineti
             cells = None
             if counts is not None:
                 c = counts[counts["site"] == site]
-                cells = np.array([float(c.loc[np.isclose(c["day"], d), "cells"].iloc[0])
-                                  if np.isclose(c["day"], d).any() else np.nan for d in days])
+                cells = np.array(
+                    [
+                        float(c.loc[np.isclose(c["day"], d), "cells"].iloc[0])
+                        if np.isclose(c["day"], d).any()
+                        else np.nan
+                        for d in days
+                    ]
+                )
                 if not np.isfinite(cells).any():
                     cells = None
             missing = [f"{d:g}" for d, v in zip(days, app) if not (np.isfinite(v) and v > 0)]
             if not np.isfinite(app).any() or not (app[np.isfinite(app)] > 0).any():
-                fit_rows.append({"site": site, "readout": readout, "n_points": 0, "status": "no valid data",
-                                 "message": "not detected at any timepoint (or no apparent-cell conversion)."})
+                fit_rows.append(
+                    {
+                        "site": site,
+                        "readout": readout,
+                        "n_points": 0,
+                        "status": "no valid data",
+                        "message": "not detected at any timepoint (or no apparent-cell conversion).",
+                    }
+                )
                 continue
-            fit = fit_dilution_clearance(days, app, cells=cells,
-                                         doubling_days=(prior.doubling_days if prior and prior.doubling_days
-                                                        else (math.inf if prior else None)),
-                                         efflux_per_day=e, min_points=min_points)
+            fit = fit_dilution_clearance(
+                days,
+                app,
+                cells=cells,
+                doubling_days=(prior.doubling_days if prior and prior.doubling_days else (math.inf if prior else None)),
+                efflux_per_day=e,
+                min_points=min_points,
+            )
             # the live-cell clearance: fitted with cell counts, else the prior (cell loss + efflux)
             k_live, k_live_source = float("nan"), "unknown"
             if cells is not None and fit.status == "fitted":
@@ -515,7 +591,9 @@ def analyse_timecourse(timecourse, *, kinetics: Optional[Mapping[str, SiteKineti
             m_ref = float(app[ok][np.argmin(days[ok])])
             live = m_ref * np.exp(-k_live * (days - t_ref)) if np.isfinite(k_live) else np.full(days.size, np.nan)
             unexplained = np.where(ok, 1.0 - np.minimum(1.0, live / np.where(ok, app, 1.0)), np.nan)
-            q_frac = fit.per_cell_fraction(days) if fit.doubling_source != "not identifiable" else np.full(days.size, np.nan)
+            q_frac = (
+                fit.per_cell_fraction(days) if fit.doubling_source != "not identifiable" else np.full(days.size, np.nan)
+            )
             tc.loc[sub.index, "cells_corrected"] = app / q_frac
             tc.loc[sub.index, "live_label_model"] = live
             tc.loc[sub.index, "cells_model"] = live / q_frac
@@ -533,32 +611,49 @@ def analyse_timecourse(timecourse, *, kinetics: Optional[Mapping[str, SiteKineti
                 flag = bool(unexplained[last] >= flag_fraction or below)
                 share = f"{100 * unexplained[last]:.0f}%"
                 if flag:
-                    reason = (f"signal persists on day {days[last]:g} ({app[last] / m_ref:.2f}x day {t_ref:g}) while "
-                              f"the live-cell model leaves {share} of it unexplained"
-                              + (" and puts the live cells below the detection limit" if below else "")
-                              + ": label held by host macrophages (false positive for cell counts)")
+                    reason = (
+                        f"signal persists on day {days[last]:g} ({app[last] / m_ref:.2f}x day {t_ref:g}) while "
+                        f"the live-cell model leaves {share} of it unexplained"
+                        + (" and puts the live cells below the detection limit" if below else "")
+                        + ": label held by host macrophages (false positive for cell counts)"
+                    )
                 elif unexplained[last] >= 0.5:
                     reason = f"mixed: up to {share} of the signal on day {days[last]:g} may be macrophage-held"
                 else:
                     reason = "signal consistent with live labelled cells"
             per_readout.append((readout, flag, unexplained[last] if np.isfinite(k_live) else np.nan))
-            row = {"site": site, "readout": readout, "n_points": fit.n_points, "status": fit.status,
-                   "t_ref_days": fit.t_ref_days, "label_ref_cells": fit.label_ref,
-                   "k_signal_per_day": fit.k_per_day, "k_signal_se": fit.k_se,
-                   "k_live_per_day": k_live, "k_live_source": k_live_source,
-                   "doubling_days": fit.doubling_days, "doubling_se": fit.doubling_se,
-                   "doubling_source": fit.doubling_source, "efflux_per_day": e,
-                   "rms_log_residual": fit.rms_log_residual,
-                   "detection_limit_cells": limit,
-                   "day_below_limit": detection_day(t_ref, m_ref, k_live, limit),
-                   "day_per_cell_below_limit": dilution_day(fit.doubling_days if fit.doubling_source != "not identifiable"
-                                                            else None, per_cell_limit_fraction),
-                   "unexplained_fraction_last": unexplained[last] if np.isfinite(k_live) else np.nan,
-                   "macrophage_flag": flag, "flag_reason": reason,
-                   "missing_days": ",".join(missing), "message": fit.message}
+            row = {
+                "site": site,
+                "readout": readout,
+                "n_points": fit.n_points,
+                "status": fit.status,
+                "t_ref_days": fit.t_ref_days,
+                "label_ref_cells": fit.label_ref,
+                "k_signal_per_day": fit.k_per_day,
+                "k_signal_se": fit.k_se,
+                "k_live_per_day": k_live,
+                "k_live_source": k_live_source,
+                "doubling_days": fit.doubling_days,
+                "doubling_se": fit.doubling_se,
+                "doubling_source": fit.doubling_source,
+                "efflux_per_day": e,
+                "rms_log_residual": fit.rms_log_residual,
+                "detection_limit_cells": limit,
+                "day_below_limit": detection_day(t_ref, m_ref, k_live, limit),
+                "day_per_cell_below_limit": dilution_day(
+                    fit.doubling_days if fit.doubling_source != "not identifiable" else None, per_cell_limit_fraction
+                ),
+                "unexplained_fraction_last": unexplained[last] if np.isfinite(k_live) else np.nan,
+                "macrophage_flag": flag,
+                "flag_reason": reason,
+                "missing_days": ",".join(missing),
+                "message": fit.message,
+            }
             if missing:
-                row["message"] = (row["message"] + f" No signal/missing on day(s) {', '.join(missing)}: "
-                                  "fitted without them (partial).").strip()
+                row["message"] = (
+                    row["message"] + f" No signal/missing on day(s) {', '.join(missing)}: "
+                    "fitted without them (partial)."
+                ).strip()
             fit_rows.append(row)
         # site summary: majority of the readouts that could assess it (ties: the preferred readout)
         assessed = [(r, f, u) for r, f, u in per_readout if f is not None]
@@ -571,35 +666,52 @@ def analyse_timecourse(timecourse, *, kinetics: Optional[Mapping[str, SiteKineti
             flag, u_med = None, float("nan")
         first = next((r for r in fit_rows if r["site"] == site and r.get("status") == "fitted"), None)
         first = first or next((r for r in fit_rows if r["site"] == site), {})
-        site_rows.append({
-            "site": site, "readouts": ", ".join(r for r, _, _ in per_readout),
-            "doubling_days": first.get("doubling_days", np.nan), "doubling_source": first.get("doubling_source", ""),
-            "k_signal_per_day": first.get("k_signal_per_day", np.nan),
-            "k_live_per_day": first.get("k_live_per_day", np.nan),
-            "day_below_limit": first.get("day_below_limit", np.nan),
-            "unexplained_fraction_last": u_med,
-            "macrophage_flag": flag,
-            "flag_reason": next((r["flag_reason"] for r in fit_rows if r["site"] == site and r.get("macrophage_flag") == flag
-                                 and r.get("flag_reason")), first.get("flag_reason", first.get("message", ""))),
-        })
+        site_rows.append(
+            {
+                "site": site,
+                "readouts": ", ".join(r for r, _, _ in per_readout),
+                "doubling_days": first.get("doubling_days", np.nan),
+                "doubling_source": first.get("doubling_source", ""),
+                "k_signal_per_day": first.get("k_signal_per_day", np.nan),
+                "k_live_per_day": first.get("k_live_per_day", np.nan),
+                "day_below_limit": first.get("day_below_limit", np.nan),
+                "unexplained_fraction_last": u_med,
+                "macrophage_flag": flag,
+                "flag_reason": next(
+                    (
+                        r["flag_reason"]
+                        for r in fit_rows
+                        if r["site"] == site and r.get("macrophage_flag") == flag and r.get("flag_reason")
+                    ),
+                    first.get("flag_reason", first.get("message", "")),
+                ),
+            }
+        )
     fits = pd.DataFrame(fit_rows)
     sites = pd.DataFrame(site_rows)
     too_few = fits[fits.get("status", pd.Series(dtype=str)) == "too few timepoints"] if len(fits) else fits
     if len(too_few):
-        notes.append(f"{len(too_few)} site/readout time course(s) have fewer than {min_points} timepoints: "
-                     "no model fit, raw values reported.")
+        notes.append(
+            f"{len(too_few)} site/readout time course(s) have fewer than {min_points} timepoints: "
+            "no model fit, raw values reported."
+        )
     for note in notes:
         warnings.warn(note, ImmunotrackWarning, stacklevel=2)
-    params = {"flag_fraction": flag_fraction, "min_points": min_points, "efflux_per_day": efflux,
-              "per_cell_limit_fraction": per_cell_limit_fraction,
-              "kinetics": {k: asdict(v) for k, v in kinetics.items()},
-              "cell_counts": None if counts is None else int(len(counts))}
+    params = {
+        "flag_fraction": flag_fraction,
+        "min_points": min_points,
+        "efflux_per_day": efflux,
+        "per_cell_limit_fraction": per_cell_limit_fraction,
+        "kinetics": {k: asdict(v) for k, v in kinetics.items()},
+        "cell_counts": None if counts is None else int(len(counts)),
+    }
     return LongitudinalResult(tc, fits, sites, params, notes)
 
 
 # --------------------------------------------------------------------------- clusters over time
-def register_timepoints(anatomy: Mapping[float, Volume], *, reference_day: Optional[float] = None,
-                        progress=None, **register_kwargs):
+def register_timepoints(
+    anatomy: Mapping[float, Volume], *, reference_day: float | None = None, progress=None, **register_kwargs
+):
     """Rigidly register every timepoint's anatomy to the first one (or ``reference_day``).
 
     Returns
@@ -629,8 +741,12 @@ def register_timepoints(anatomy: Mapping[float, Volume], *, reference_day: Optio
     return transforms, errors
 
 
-def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[Mapping[float, np.ndarray]] = None,
-                   max_distance_mm: float = 1.5, value_columns=("volume_mm3", "mean_signal_norm")):
+def track_clusters(
+    cluster_tables: Mapping[float, object],
+    transforms: Mapping[float, np.ndarray] | None = None,
+    max_distance_mm: float = 1.5,
+    value_columns=("volume_mm3", "mean_signal_norm"),
+):
     """Follow clusters across timepoints by their centroids in the reference world.
 
     Parameters
@@ -660,7 +776,7 @@ def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[
     if max_distance_mm <= 0:
         raise InputError(f"max_distance_mm={max_distance_mm} must be > 0 mm.")
     days = sorted(float(d) for d in cluster_tables)
-    tracks: list = []   # each: {"pos": last position, "rows": {day: row}}
+    tracks: list = []  # each: {"pos": last position, "rows": {day: row}}
     out = []
     cols = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
     for d in days:
@@ -671,8 +787,16 @@ def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[
             raise InputError(f"the cluster table of day {d:g} has no centroid columns {cols}.")
         if transforms is not None and d not in transforms:
             for _, r in df.iterrows():
-                out.append({"track": 0, "day": d, "label": int(r["label"]), "status": "not registered",
-                            **{c: float(r[c]) for c in cols}, **{v: float(r[v]) for v in value_columns if v in df}})
+                out.append(
+                    {
+                        "track": 0,
+                        "day": d,
+                        "label": int(r["label"]),
+                        "status": "not registered",
+                        **{c: float(r[c]) for c in cols},
+                        **{v: float(r[v]) for v in value_columns if v in df},
+                    }
+                )
             continue
         pts = df[cols].to_numpy(float)
         if transforms is not None:
@@ -680,8 +804,10 @@ def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[
             pts = pts @ inv[:3, :3].T + inv[:3, 3]
         free = set(range(len(df)))
         # greedy: closest pairs first, so two clusters never claim one track
-        pairs = sorted(((float(np.linalg.norm(pts[i] - tr["pos"])), i, j) for i in range(len(df))
-                        for j, tr in enumerate(tracks)), key=lambda p: p[0])
+        pairs = sorted(
+            ((float(np.linalg.norm(pts[i] - tr["pos"])), i, j) for i in range(len(df)) for j, tr in enumerate(tracks)),
+            key=lambda p: p[0],
+        )
         used_tracks = set()
         for dist, i, j in pairs:
             if dist > max_distance_mm:
@@ -693,13 +819,16 @@ def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[
                 tracks[j]["pos"] = pts[i]
         for i in sorted(free):
             tracks.append({"pos": pts[i], "rows": {d: (i, pts[i])}})
-        for j, tr in enumerate(tracks):
+        for tr in tracks:
             if d in tr["rows"]:
                 i, p = tr["rows"][d]
                 r = df.iloc[i]
-                tr.setdefault("out", {})[d] = {"label": int(r["label"]), "status": "present",
-                                                **dict(zip(cols, map(float, p))),
-                                                **{v: float(r[v]) for v in value_columns if v in df.columns}}
+                tr.setdefault("out", {})[d] = {
+                    "label": int(r["label"]),
+                    "status": "present",
+                    **dict(zip(cols, map(float, p))),
+                    **{v: float(r[v]) for v in value_columns if v in df.columns},
+                }
     registered_days = [d for d in days if transforms is None or d in transforms]
     for j, tr in enumerate(tracks, start=1):
         first = min(tr["rows"])
@@ -709,8 +838,16 @@ def track_clusters(cluster_tables: Mapping[float, object], transforms: Optional[
             if d in tr.get("out", {}):
                 out.append({"track": j, "day": d, **tr["out"][d]})
             else:
-                out.append({"track": j, "day": d, "label": 0, "status": "missing",
-                            **dict(zip(cols, map(float, tr["pos"]))), **{v: np.nan for v in value_columns}})
+                out.append(
+                    {
+                        "track": j,
+                        "day": d,
+                        "label": 0,
+                        "status": "missing",
+                        **dict(zip(cols, map(float, tr["pos"]))),
+                        **{v: np.nan for v in value_columns},
+                    }
+                )
     cols_out = ["track", "day", "label", "status"] + cols + list(value_columns)
     table = pd.DataFrame(out, columns=cols_out)
     return table.sort_values(["track", "day"], kind="stable").reset_index(drop=True)

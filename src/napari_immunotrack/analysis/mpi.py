@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -58,7 +57,6 @@ from .. import progress as _progress
 from ..errors import ImmunotrackWarning, InputError
 from ..volume import Volume
 from .roi import RoiMap, carry_rois
-
 
 #: An ROI is detected when its iron exceeds this many noise SDs of its sum.
 DETECTION_K = 3.5
@@ -113,11 +111,19 @@ class MpiCalibration:
         return (np.asarray(signal, float) - self.intercept_for(voxels)) / self.k_per_ng
 
     def as_dict(self) -> dict:
-        return {"k_per_ng": self.k_per_ng, "intercept": self.intercept, "intercept_model": self.intercept_model,
-                "intercept_per_voxel": self.intercept_per_voxel, "r2": self.r2, "n": self.n,
-                "background": self.background, "background_method": self.background_method,
-                "noise_sd_per_voxel": self.noise_sd, "method": self.method,
-                "fiducials": self.table.to_dict(orient="records")}
+        return {
+            "k_per_ng": self.k_per_ng,
+            "intercept": self.intercept,
+            "intercept_model": self.intercept_model,
+            "intercept_per_voxel": self.intercept_per_voxel,
+            "r2": self.r2,
+            "n": self.n,
+            "background": self.background,
+            "background_method": self.background_method,
+            "noise_sd_per_voxel": self.noise_sd,
+            "method": self.method,
+            "fiducials": self.table.to_dict(orient="records"),
+        }
 
 
 def _fiducial_table(fiducials):
@@ -140,16 +146,19 @@ def _fiducial_table(fiducials):
     need = ["iron_ng"] + ([] if "signal" in df.columns else ["x_mm", "y_mm", "z_mm"])
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise InputError(f"the fiducial table lacks column(s) {missing}; it needs x_mm, y_mm, z_mm, iron_ng "
-                         "(and optionally radius_mm, signal).")
+        raise InputError(
+            f"the fiducial table lacks column(s) {missing}; it needs x_mm, y_mm, z_mm, iron_ng "
+            "(and optionally radius_mm, signal)."
+        )
     for c in [c for c in ("x_mm", "y_mm", "z_mm", "iron_ng", "radius_mm", "signal") if c in df.columns]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
         if df[c].isna().any():
             bad = int(df[c].isna().idxmax()) + 1
             raise InputError(f"the fiducial table has a missing or non-numeric {c} in row {bad}.")
     if len(df) < 2:
-        raise InputError(f"the fiducial table has {len(df)} fiducial(s); a calibration needs at least 2 of "
-                         "different iron mass.")
+        raise InputError(
+            f"the fiducial table has {len(df)} fiducial(s); a calibration needs at least 2 of different iron mass."
+        )
     if (df["iron_ng"] < 0).any():
         raise InputError("a fiducial has a negative iron mass; iron must be >= 0 ng.")
     if "radius_mm" in df.columns and (df["radius_mm"] <= 0).any():
@@ -182,8 +191,8 @@ def sphere_weights(volume: Volume, centre_ras_mm, radius_mm: float, subsample: i
     rot = volume.affine[:3, :3]
     w = np.zeros(grid.shape[0])
     for start in range(0, grid.shape[0], 8192):
-        pts = (grid[start:start + 8192, None, :] + sub[None] - c_idx) @ rot.T
-        w[start:start + 8192] = (np.einsum("ijk,ijk->ij", pts, pts) <= radius_mm ** 2).mean(axis=1)
+        pts = (grid[start : start + 8192, None, :] + sub[None] - c_idx) @ rot.T
+        w[start : start + 8192] = (np.einsum("ijk,ijk->ij", pts, pts) <= radius_mm**2).mean(axis=1)
     keep = w > 0
     idx = np.ravel_multi_index(tuple(grid[keep].astype(int).T), tuple(shape))
     return idx.astype(np.int64), w[keep]
@@ -202,8 +211,10 @@ def _background(data: np.ndarray, background, exclude: np.ndarray):
         if background != "auto":
             raise InputError(f"background must be 'auto' or a number, not {background!r}.")
         if not np.isfinite(med):
-            raise InputError("too few voxels away from the fiducials and ROIs to estimate the background; "
-                             "give it as a number (--background).")
+            raise InputError(
+                "too few voxels away from the fiducials and ROIs to estimate the background; "
+                "give it as a number (--background)."
+            )
         return med, sd, "median of voxels away from fiducials and ROIs"
     value = float(background)
     if not np.isfinite(value):
@@ -211,8 +222,9 @@ def _background(data: np.ndarray, background, exclude: np.ndarray):
     return value, sd, "given"
 
 
-def mpi_calibration(mpi: Volume, fiducials, *, radius_mm: float = 3.0, background="auto",
-                    exclude: Optional[np.ndarray] = None) -> MpiCalibration:
+def mpi_calibration(
+    mpi: Volume, fiducials, *, radius_mm: float = 3.0, background="auto", exclude: np.ndarray | None = None
+) -> MpiCalibration:
     """Fit S = k m + b across fiducials (see the module docstring).
 
     Parameters
@@ -247,13 +259,17 @@ def mpi_calibration(mpi: Volume, fiducials, *, radius_mm: float = 3.0, backgroun
         for i, row in df.iterrows():
             r = float(row["radius_mm"]) if "radius_mm" in df.columns else radius_mm
             idx, w = sphere_weights(mpi, [row["x_mm"], row["y_mm"], row["z_mm"]], r)
-            full = 4.0 / 3.0 * np.pi * r ** 3 / mpi.voxel_volume_mm3
+            full = 4.0 / 3.0 * np.pi * r**3 / mpi.voxel_volume_mm3
             if idx.size == 0 or w.sum() < 1e-6:
-                raise InputError(f"fiducial {i + 1} at ({row['x_mm']:g}, {row['y_mm']:g}, {row['z_mm']:g}) mm lies "
-                                 "outside the MPI field of view; check its coordinates (world RAS mm).")
+                raise InputError(
+                    f"fiducial {i + 1} at ({row['x_mm']:g}, {row['y_mm']:g}, {row['z_mm']:g}) mm lies "
+                    "outside the MPI field of view; check its coordinates (world RAS mm)."
+                )
             if w.sum() < 0.95 * full:
-                msg = (f"fiducial {i + 1}: {100 * (1 - w.sum() / full):.0f}% of its sphere lies outside the MPI "
-                       "field of view; its signal is underestimated.")
+                msg = (
+                    f"fiducial {i + 1}: {100 * (1 - w.sum() / full):.0f}% of its sphere lies outside the MPI "
+                    "field of view; its signal is underestimated."
+                )
                 warns.append(msg)
                 warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
             spheres.append((idx, w, r))
@@ -270,8 +286,10 @@ def mpi_calibration(mpi: Volume, fiducials, *, radius_mm: float = 3.0, backgroun
         raise InputError("all fiducials have the same iron mass; a calibration needs at least two different masses.")
     k, b = np.polyfit(m, signal, 1)
     if not k > 0:
-        raise InputError(f"the fiducial signal does not increase with iron (slope {k:.3g}); check the fiducial "
-                         "positions and iron masses.")
+        raise InputError(
+            f"the fiducial signal does not increase with iron (slope {k:.3g}); check the fiducial "
+            "positions and iron masses."
+        )
     fitted = k * m + b
     ss_res = float(np.sum((signal - fitted) ** 2))
     ss_tot = float(np.sum((signal - signal.mean()) ** 2))
@@ -296,9 +314,20 @@ def mpi_calibration(mpi: Volume, fiducials, *, radius_mm: float = 3.0, backgroun
         model, per_voxel = "volume", float(b) / sphere_voxels
     else:
         model, per_voxel = "constant", 0.0
-    return MpiCalibration(k_per_ng=float(k), intercept=float(b), r2=float(r2), n=len(m), background=bg,
-                          table=table, method=method, warnings=warns, noise_sd=noise_sd, background_method=how,
-                          intercept_model=model, intercept_per_voxel=per_voxel)
+    return MpiCalibration(
+        k_per_ng=float(k),
+        intercept=float(b),
+        r2=float(r2),
+        n=len(m),
+        background=bg,
+        table=table,
+        method=method,
+        warnings=warns,
+        noise_sd=noise_sd,
+        background_method=how,
+        intercept_model=model,
+        intercept_per_voxel=per_voxel,
+    )
 
 
 def _dilated(rmap: RoiMap, i: int, spacing: np.ndarray, dilate_mm: float):
@@ -325,9 +354,20 @@ def _dilated(rmap: RoiMap, i: int, spacing: np.ndarray, dilate_mm: float):
     return flat.astype(np.int64), grown[nz].astype(np.float64)
 
 
-def mpi_iron(mpi: Volume, rois, fiducials, iron_per_cell_pg: float, *, transform: Optional[np.ndarray] = None,
-             supersample: int = 3, radius_mm: float = 3.0, background="auto", dilate_mm: float = 1.0,
-             calibration: Optional[MpiCalibration] = None, progress=None):
+def mpi_iron(
+    mpi: Volume,
+    rois,
+    fiducials,
+    iron_per_cell_pg: float,
+    *,
+    transform: np.ndarray | None = None,
+    supersample: int = 3,
+    radius_mm: float = 3.0,
+    background="auto",
+    dilate_mm: float = 1.0,
+    calibration: MpiCalibration | None = None,
+    progress=None,
+):
     """Iron (ng) and cells per ROI from an MPI image calibrated with fiducials.
 
     Parameters
@@ -368,8 +408,14 @@ def mpi_iron(mpi: Volume, rois, fiducials, iron_per_cell_pg: float, *, transform
     if mpi.data.ndim != 3:
         raise InputError("the MPI image must be 3D.")
     _progress.report(progress, 0.0, "carrying ROIs")
-    rmap = carry_rois(rois, mpi, transform=transform, supersample=supersample, name="the MPI image",
-                      progress=_progress.scaled(progress, 0.0, 0.4))
+    rmap = carry_rois(
+        rois,
+        mpi,
+        transform=transform,
+        supersample=supersample,
+        name="the MPI image",
+        progress=_progress.scaled(progress, 0.0, 0.4),
+    )
     warns = list(rmap.warnings)
     data = mpi.numpy().astype(np.float64)
     flat = data.reshape(-1)
@@ -398,16 +444,22 @@ def mpi_iron(mpi: Volume, rois, fiducials, iron_per_cell_pg: float, *, transform
             status = "below detection limit"
         ok = status == "ok"
         bound = max(iron, 0.0) + UPPER_BOUND_K * sd_ng
-        row = {"label": int(label), "voxels": int(np.count_nonzero(w >= 0.5)),
-               "volume_ml": float(w.sum() * mpi.voxel_volume_mm3 / 1000.0), "signal": signal,
-               "iron_ng": iron if ok else float("nan"), "iron_ng_measured": iron,
-               "iron_ng_noise_sd": sd_ng, "status": status,
-               "cell_count": iron / q_ng if ok else float("nan"),
-               # below the limit: an upper bound, never a negative count (docs/methods/mpi.md#detection-limit)
-               "iron_ng_upper_bound": float("nan") if ok else bound,
-               "cell_count_upper_bound": float("nan") if ok else bound / q_ng,
-               "detection_limit_ng_roi": limit_ng,
-               "detection_limit_cells_roi": limit_ng / q_ng}
+        row = {
+            "label": int(label),
+            "voxels": int(np.count_nonzero(w >= 0.5)),
+            "volume_ml": float(w.sum() * mpi.voxel_volume_mm3 / 1000.0),
+            "signal": signal,
+            "iron_ng": iron if ok else float("nan"),
+            "iron_ng_measured": iron,
+            "iron_ng_noise_sd": sd_ng,
+            "status": status,
+            "cell_count": iron / q_ng if ok else float("nan"),
+            # below the limit: an upper bound, never a negative count (docs/methods/mpi.md#detection-limit)
+            "iron_ng_upper_bound": float("nan") if ok else bound,
+            "cell_count_upper_bound": float("nan") if ok else bound / q_ng,
+            "detection_limit_ng_roi": limit_ng,
+            "detection_limit_cells_roi": limit_ng / q_ng,
+        }
         if dilated[i] is not None:
             d_idx, d_w = dilated[i]
             iron_d = float(cal.iron_ng(float(np.dot(d_w, flat[d_idx] - bg)), float(d_w.sum())))
@@ -415,23 +467,35 @@ def mpi_iron(mpi: Volume, rois, fiducials, iron_per_cell_pg: float, *, transform
             row["dilation_change_percent"] = 100.0 * (iron_d - iron) / iron if ok and iron > 0 else float("nan")
             row["cell_count_dilated"] = max(iron_d, 0.0) / q_ng if ok else float("nan")
             if ok and abs(row["dilation_change_percent"]) > 10:
-                msg = (f"ROI {label}: dilating it by {dilate_mm:g} mm changes the iron by "
-                       f"{row['dilation_change_percent']:+.0f}%; the ROI cuts the point spread (spill-over).")
+                msg = (
+                    f"ROI {label}: dilating it by {dilate_mm:g} mm changes the iron by "
+                    f"{row['dilation_change_percent']:+.0f}%; the ROI cuts the point spread (spill-over)."
+                )
                 warns.append(msg)
                 warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
         rows.append(row)
     df = pd.DataFrame(rows)
     below = df.loc[df["status"] != "ok", "label"].tolist()
     if below:
-        msg = (f"ROI(s) {below}: iron below the detection limit ({DETECTION_K:g} x noise of the ROI sum); an upper "
-               "bound is reported instead of a count (cell_count_upper_bound).")
+        msg = (
+            f"ROI(s) {below}: iron below the detection limit ({DETECTION_K:g} x noise of the ROI sum); an upper "
+            "bound is reported instead of a count (cell_count_upper_bound)."
+        )
         warns.append(msg)
         warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
     df.attrs["warnings"] = warns
     df.attrs["calibration"] = cal.as_dict()
-    df.attrs["parameters"] = {"iron_per_cell_pg": iron_per_cell_pg, "radius_mm": radius_mm,
-                              "background": bg, "background_method": cal.background_method,
-                              "noise_sd_per_voxel": noise_sd, "dilate_mm": dilate_mm, "roi_mapping": rmap.method,
-                              "k_per_ng": cal.k_per_ng, "intercept": cal.intercept, "r2": cal.r2}
+    df.attrs["parameters"] = {
+        "iron_per_cell_pg": iron_per_cell_pg,
+        "radius_mm": radius_mm,
+        "background": bg,
+        "background_method": cal.background_method,
+        "noise_sd_per_voxel": noise_sd,
+        "dilate_mm": dilate_mm,
+        "roi_mapping": rmap.method,
+        "k_per_ng": cal.k_per_ng,
+        "intercept": cal.intercept,
+        "r2": cal.r2,
+    }
     _progress.report(progress, 1.0, "done")
     return df

@@ -94,7 +94,6 @@ Examples
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -108,14 +107,14 @@ from .pet_header import (  # noqa: F401
     SUV_TYPES,
     SUV_UNITS,
     PetHeader,
+    _check_suv_type,
+    body_size,
     is_non_human,
     nuclide_key,
     parse_dicom_date,
     parse_dicom_datetime,
     parse_dicom_time,
     read_pet_header,
-    body_size,
-    _check_suv_type,
 )
 
 
@@ -153,8 +152,10 @@ def decay_factors(header: PetHeader, n_slices: int) -> np.ndarray:
         raise InputError("DecayCorrection NONE needs the half-life to correct each frame; give --half-life-s.")
     starts = header.slice_times
     if not starts:
-        raise InputError("DecayCorrection NONE but no AcquisitionTime for the frames; cannot decay-correct. "
-                         "Give the scan time or a decay-corrected series.")
+        raise InputError(
+            "DecayCorrection NONE but no AcquisitionTime for the frames; cannot decay-correct. "
+            "Give the scan time or a decay-corrected series."
+        )
     lam = math.log(2.0) / header.half_life_s
     ref = header.reference_time
     if len(starts) == 1:
@@ -168,8 +169,14 @@ def decay_factors(header: PetHeader, n_slices: int) -> np.ndarray:
     return out
 
 
-def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *, need_dose: bool = False,
-                           lbm_formula: str = "janmahasatian", **overrides) -> Volume:
+def activity_concentration(
+    volume: Volume,
+    header: PetHeader | None = None,
+    *,
+    need_dose: bool = False,
+    lbm_formula: str = "janmahasatian",
+    **overrides,
+) -> Volume:
     """Activity concentration (Bq/mL) at the header's reference time, on the volume's own grid.
 
     Parameters
@@ -231,8 +238,14 @@ def activity_concentration(volume: Volume, header: Optional[PetHeader] = None, *
     return volume.replace(data=data, unit="Bq/mL", metadata=meta, name=(volume.name or "pet") + "_bqml")
 
 
-def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None, *,
-        lbm_formula: str = "janmahasatian", **overrides) -> Volume:
+def suv(
+    volume: Volume,
+    suv_type: str = "bw",
+    header: PetHeader | None = None,
+    *,
+    lbm_formula: str = "janmahasatian",
+    **overrides,
+) -> Volume:
     """SUV Volume of ``suv_type`` ("bw", "lbm", "bsa", "ibw") on the volume's own grid.
 
     Examples
@@ -244,8 +257,11 @@ def suv(volume: Volume, suv_type: str = "bw", header: Optional[PetHeader] = None
     suv_type = _check_suv_type(suv_type)
     factor = suv_factor(header, suv_type, lbm_formula)
     conc = activity_concentration(volume, header, lbm_formula=lbm_formula)
-    out = conc.replace(data=conc.data * np.float32(factor), unit=f"SUV{suv_type} ({SUV_UNITS[suv_type]})",
-                       name=(volume.name or "pet") + f"_suv{suv_type}")
+    out = conc.replace(
+        data=conc.data * np.float32(factor),
+        unit=f"SUV{suv_type} ({SUV_UNITS[suv_type]})",
+        name=(volume.name or "pet") + f"_suv{suv_type}",
+    )
     out.metadata["suv_factor"] = factor
     out.metadata["suv_type"] = suv_type
     return out
@@ -259,7 +275,7 @@ PRECLINICAL_PSF_FWHM_MM = 1.5
 PERCIST_PEAK_ML = 1.0
 
 
-def psf_fwhm_from_header(volume: Volume) -> Optional[float]:
+def psf_fwhm_from_header(volume: Volume) -> float | None:
     """The largest PSF FWHM (mm) recorded with the image (sidecar ``PSF_FWHM_mm`` or ``PSFFWHM``), or None."""
     meta = volume.metadata or {}
     for key in ("PSF_FWHM_mm", "PSFFWHM", "psf_fwhm_mm", "SpatialResolution_mm"):
@@ -285,8 +301,9 @@ def peak_label(volume_ml: float) -> str:
     return f"{ul:.0f}ul" if ul < 999.5 else f"{volume_ml:.3g}ml"
 
 
-def peak_sphere(header: PetHeader, volume: Volume, peak_ml: Optional[float] = None,
-                psf_fwhm_mm: Optional[float] = None) -> dict:
+def peak_sphere(
+    header: PetHeader, volume: Volume, peak_ml: float | None = None, psf_fwhm_mm: float | None = None
+) -> dict:
     """How SUVpeak is measured for this scan (``docs/methods/pet.md#suvpeak``).
 
     Humans: PERCIST's 1 mL sphere (any voxels around a centre in the ROI). Animals
@@ -311,22 +328,29 @@ def peak_sphere(header: PetHeader, volume: Volume, peak_ml: Optional[float] = No
         source = "header/user" if fwhm is not None else "preclinical default"
         fwhm = fwhm if fwhm is not None else PRECLINICAL_PSF_FWHM_MM
         d_mm = 2.0 * fwhm
-        volume_ml, reason = math.pi / 6.0 * d_mm ** 3 / 1000.0, f"diameter 2 x PSF FWHM {fwhm:g} mm ({source})"
+        volume_ml, reason = math.pi / 6.0 * d_mm**3 / 1000.0, f"diameter 2 x PSF FWHM {fwhm:g} mm ({source})"
     else:
         volume_ml, reason = PERCIST_PEAK_ML, "PERCIST 1 mL (human)"
     restricted = animal
     suffix = "" if (not animal and abs(volume_ml - PERCIST_PEAK_ML) < 1e-12) else "_" + peak_label(volume_ml)
-    return {"volume_ml": volume_ml, "radius_mm": _roi.peak_radius_mm(volume_ml), "restricted": restricted,
-            "suffix": suffix, "reason": reason, "non_human": animal, "psf_fwhm_mm": fwhm}
+    return {
+        "volume_ml": volume_ml,
+        "radius_mm": _roi.peak_radius_mm(volume_ml),
+        "restricted": restricted,
+        "suffix": suffix,
+        "reason": reason,
+        "non_human": animal,
+        "psf_fwhm_mm": fwhm,
+    }
 
 
 # ----------------------------------------------------------------------------- tissue density
 #: Mass density (g/mL) by organ name, for %ID/g (docs/methods/pet.md#density; ICRU Report 44 / ICRP 89 values).
 TISSUE_DENSITY_G_ML = {
-    "lung": 0.30,          # inflated lung with its air (ICRU 44: 0.26; ICRP 89: ~0.3)
-    "fat": 0.95,           # adipose tissue (ICRU 44: 0.95)
+    "lung": 0.30,  # inflated lung with its air (ICRU 44: 0.26; ICRP 89: ~0.3)
+    "fat": 0.95,  # adipose tissue (ICRU 44: 0.95)
     "adipose": 0.95,
-    "bone": 1.92,          # cortical bone (ICRU 44: 1.92)
+    "bone": 1.92,  # cortical bone (ICRU 44: 1.92)
     "cortical_bone": 1.92,
     "trabecular_bone": 1.18,
     "bone_marrow": 1.03,
@@ -337,14 +361,14 @@ TISSUE_DENSITY_G_ML = {
     "kidney": 1.05,
     "muscle": 1.05,
     "brain": 1.04,
-    "air": None,           # gas holds no tissue: %ID/g is not defined (NaN)
+    "air": None,  # gas holds no tissue: %ID/g is not defined (NaN)
     "gut_gas": None,
 }
 #: Soft tissue not in the table (ICRU 44 soft tissue: 1.03-1.06; we use 1.04).
 SOFT_TISSUE_DENSITY_G_ML = 1.04
 
 
-def density_for(name: Optional[str], table: Optional[dict] = None, default: float = SOFT_TISSUE_DENSITY_G_ML) -> tuple:
+def density_for(name: str | None, table: dict | None = None, default: float = SOFT_TISSUE_DENSITY_G_ML) -> tuple:
     """(density g/mL, source) of an organ by name: the user's table first, then ours by name or prefix.
 
     >>> density_for("lung")[0], density_for("kidney_left")[0], density_for("tumour")[0]
@@ -364,11 +388,24 @@ def density_for(name: Optional[str], table: Optional[dict] = None, default: floa
 
 
 # ----------------------------------------------------------------------------- ROI table
-def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHeader] = None,
-                 lbm_formula: str = "janmahasatian", transform=None, supersample: int = 3,
-                 density_g_ml: Optional[float] = None, peak: bool = True, peak_ml: Optional[float] = None,
-                 peak_fwhm_mm: Optional[float] = None, label_names: Optional[dict] = None,
-                 density_table: Optional[dict] = None, progress=None, **overrides):
+def quantify_pet(
+    pet: Volume,
+    rois,
+    *,
+    suv_types=("bw",),
+    header: PetHeader | None = None,
+    lbm_formula: str = "janmahasatian",
+    transform=None,
+    supersample: int = 3,
+    density_g_ml: float | None = None,
+    peak: bool = True,
+    peak_ml: float | None = None,
+    peak_fwhm_mm: float | None = None,
+    label_names: dict | None = None,
+    density_table: dict | None = None,
+    progress=None,
+    **overrides,
+):
     """Per-ROI PET readouts on the PET's own grid.
 
     Parameters
@@ -435,10 +472,16 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     _progress.report(progress, 0.02, "activity concentration")
     conc = activity_concentration(pet, header, need_dose=True, lbm_formula=lbm_formula)
     _progress.report(progress, 0.1, "carrying ROIs to the PET grid")
-    stats = _roi.roi_statistics(conc, rois, transform=transform, supersample=supersample, peak=peak,
-                                peak_radius_mm=sphere["radius_mm"] if sphere else _roi.PEAK_RADIUS_MM,
-                                peak_in_roi_only=bool(sphere and sphere["restricted"]),
-                                progress=_progress.scaled(progress, 0.1, 0.98))
+    stats = _roi.roi_statistics(
+        conc,
+        rois,
+        transform=transform,
+        supersample=supersample,
+        peak=peak,
+        peak_radius_mm=sphere["radius_mm"] if sphere else _roi.PEAK_RADIUS_MM,
+        peak_in_roi_only=bool(sphere and sphere["restricted"]),
+        progress=_progress.scaled(progress, 0.1, 0.98),
+    )
     import pandas as pd
 
     a_dec = header.decayed_dose_bq
@@ -470,12 +513,15 @@ def quantify_pet(pet: Volume, rois, *, suv_types=("bw",), header: Optional[PetHe
     out.attrs["warnings"] = warns
     out.attrs["header"] = header.as_dict()
     out.attrs["parameters"] = {
-        "suv_types": types, "lbm_formula": lbm_formula, "supersample": supersample,
+        "suv_types": types,
+        "lbm_formula": lbm_formula,
+        "supersample": supersample,
         "density_g_ml": density_g_ml if density_g_ml is not None else "per label (docs/methods/pet.md#density)",
         "density_sources": sorted({src for _, src in densities}),
         "peak_sphere_ml": sphere["volume_ml"] if sphere else None,
         "peak_sphere": {k: v for k, v in sphere.items()} if sphere else None,
-        "suv_factors": factors, "decayed_dose_bq": a_dec,
+        "suv_factors": factors,
+        "decayed_dose_bq": a_dec,
         "reference_time": header.reference_time.isoformat() if header.reference_time else None,
         "roi_mapping": stats.attrs.get("method"),
     }

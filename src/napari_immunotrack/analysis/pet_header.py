@@ -13,7 +13,6 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -40,9 +39,19 @@ HALF_LIVES_S = {
 }
 
 _ELEMENTS = {
-    "FLUORINE": "F", "GALLIUM": "GA", "ZIRCONIUM": "ZR", "COPPER": "CU", "INDIUM": "IN",
-    "TECHNETIUM": "TC", "CARBON": "C", "NITROGEN": "N", "OXYGEN": "O", "IODINE": "I",
-    "RUBIDIUM": "RB", "YTTRIUM": "Y", "LUTETIUM": "LU",
+    "FLUORINE": "F",
+    "GALLIUM": "GA",
+    "ZIRCONIUM": "ZR",
+    "COPPER": "CU",
+    "INDIUM": "IN",
+    "TECHNETIUM": "TC",
+    "CARBON": "C",
+    "NITROGEN": "N",
+    "OXYGEN": "O",
+    "IODINE": "I",
+    "RUBIDIUM": "RB",
+    "YTTRIUM": "Y",
+    "LUTETIUM": "LU",
 }
 
 SUV_TYPES = ("bw", "lbm", "bsa", "ibw")
@@ -52,10 +61,21 @@ SUV_UNITS = {"bw": "g/mL", "lbm": "g/mL", "bsa": "cm2/mL", "ibw": "g/mL"}
 
 _COUNT_UNITS = ("CNTS", "PROPCNTS", "CPS", "PROPCPS")
 _UNIT_SYNONYMS = {
-    "BQML": ("BQML", 1.0), "BQ/ML": ("BQML", 1.0), "BQ/CC": ("BQML", 1.0), "KBQ/ML": ("BQML", 1e3),
-    "KBQML": ("BQML", 1e3), "MBQ/ML": ("BQML", 1e6), "GML": ("GML", 1.0), "G/ML": ("GML", 1.0),
-    "CM2ML": ("CM2ML", 1.0), "CM2/ML": ("CM2ML", 1.0), "CNTS": ("CNTS", 1.0), "COUNTS": ("CNTS", 1.0),
-    "PROPCNTS": ("PROPCNTS", 1.0), "CPS": ("CPS", 1.0), "PROPCPS": ("PROPCPS", 1.0),
+    "BQML": ("BQML", 1.0),
+    "BQ/ML": ("BQML", 1.0),
+    "BQ/CC": ("BQML", 1.0),
+    "KBQ/ML": ("BQML", 1e3),
+    "KBQML": ("BQML", 1e3),
+    "MBQ/ML": ("BQML", 1e6),
+    "GML": ("GML", 1.0),
+    "G/ML": ("GML", 1.0),
+    "CM2ML": ("CM2ML", 1.0),
+    "CM2/ML": ("CM2ML", 1.0),
+    "CNTS": ("CNTS", 1.0),
+    "COUNTS": ("CNTS", 1.0),
+    "PROPCNTS": ("PROPCNTS", 1.0),
+    "CPS": ("CPS", 1.0),
+    "PROPCPS": ("PROPCPS", 1.0),
 }
 _SUVTYPE_CODES = {"BW": "bw", "BSA": "bsa", "LBM": "lbm", "IBW": "ibw"}
 
@@ -116,32 +136,32 @@ class PetHeader:
         Values the user set, with the header value each replaced.
     """
 
-    units: Optional[str] = None
+    units: str | None = None
     unit_scale: float = 1.0
     modality: str = "PT"
-    decay_correction: Optional[str] = None
-    dose_bq: Optional[float] = None
-    injection_time: Optional[_dt.datetime] = None
-    series_time: Optional[_dt.datetime] = None
-    reference_time: Optional[_dt.datetime] = None
-    half_life_s: Optional[float] = None
-    radionuclide: Optional[str] = None
-    weight_kg: Optional[float] = None
-    height_m: Optional[float] = None
+    decay_correction: str | None = None
+    dose_bq: float | None = None
+    injection_time: _dt.datetime | None = None
+    series_time: _dt.datetime | None = None
+    reference_time: _dt.datetime | None = None
+    half_life_s: float | None = None
+    radionuclide: str | None = None
+    weight_kg: float | None = None
+    height_m: float | None = None
     sex: str = "O"
-    suv_type_in_file: Optional[str] = None
-    philips_suv_scale: Optional[float] = None
-    philips_activity_scale: Optional[float] = None
-    calibration_cps_per_mbq: Optional[float] = None
-    acquisition_duration_s: Optional[float] = None
-    slice_times: Optional[list] = None
-    slice_durations_s: Optional[list] = None
+    suv_type_in_file: str | None = None
+    philips_suv_scale: float | None = None
+    philips_activity_scale: float | None = None
+    calibration_cps_per_mbq: float | None = None
+    acquisition_duration_s: float | None = None
+    slice_times: list | None = None
+    slice_durations_s: list | None = None
     corrected_image: list = field(default_factory=list)
-    species: Optional[str] = None
+    species: str | None = None
     #: why the weight could not be read (ambiguous unit), raised when a weight is needed
-    weight_problem: Optional[str] = None
+    weight_problem: str | None = None
     #: a measured lean body mass (qMR/DEXA), kg: SUVlbm of any species
-    lean_mass_kg: Optional[float] = None
+    lean_mass_kg: float | None = None
     #: body surface area formula: "dubois" (humans) or "meeh" (k W^(2/3), animals)
     bsa_formula: str = "dubois"
     #: Meeh's constant k (cm2 g^-2/3): about 9.8 for mice
@@ -153,7 +173,7 @@ class PetHeader:
 
     # ------------------------------------------------------------- derived
     @property
-    def decay_time_s(self) -> Optional[float]:
+    def decay_time_s(self) -> float | None:
         """Seconds from the injection to the reference time (0 for ADMIN)."""
         if self.decay_correction == "ADMIN":
             return 0.0
@@ -162,7 +182,7 @@ class PetHeader:
         return (self.reference_time - self.injection_time).total_seconds()
 
     @property
-    def decayed_dose_bq(self) -> Optional[float]:
+    def decayed_dose_bq(self) -> float | None:
         """Injected activity decayed to the reference time (Bq)."""
         if self.dose_bq is None:
             return None
@@ -195,41 +215,64 @@ class PetHeader:
         return out
 
     # --------------------------------------------------------- validation
-    def require(self, suv_type: Optional[str] = "bw", lbm_formula: str = "janmahasatian",
-                need_dose: bool = True) -> None:
+    def require(self, suv_type: str | None = "bw", lbm_formula: str = "janmahasatian", need_dose: bool = True) -> None:
         """Raise InputError with the reason when these data cannot give Bq/mL or the SUV asked for."""
         if self.problems:
             raise InputError(self.problems[0])
         if self.units is None:
-            raise InputError("the PET header has no Units (0054,1001); cannot tell Bq/mL from counts or SUV. "
-                             "Give a series with Units BQML, or set the units.")
+            raise InputError(
+                "the PET header has no Units (0054,1001); cannot tell Bq/mL from counts or SUV. "
+                "Give a series with Units BQML, or set the units."
+            )
         if self.units in _COUNT_UNITS and self.philips_activity_scale is None and self.philips_suv_scale is None:
             if not self.calibration_cps_per_mbq:
-                raise InputError(f"the image is in counts (Units {self.units}) and no calibration factor was given; "
-                                 "SPECT/PET counts need a calibration in cps/MBq (--calibration-cps-per-mbq).")
+                raise InputError(
+                    f"the image is in counts (Units {self.units}) and no calibration factor was given; "
+                    "SPECT/PET counts need a calibration in cps/MBq (--calibration-cps-per-mbq)."
+                )
             if self.units in ("CNTS", "PROPCNTS") and not self.acquisition_duration_s:
-                raise InputError("the image is in counts but the acquisition duration is unknown "
-                                 "(ActualFrameDuration missing); give it (--acquisition-duration-s).")
-        needs_suv_inputs = need_dose or suv_type is not None or self.units in ("GML", "CM2ML") or (
-            self.units in _COUNT_UNITS and self.philips_activity_scale is None and self.philips_suv_scale is not None)
+                raise InputError(
+                    "the image is in counts but the acquisition duration is unknown "
+                    "(ActualFrameDuration missing); give it (--acquisition-duration-s)."
+                )
+        needs_suv_inputs = (
+            need_dose
+            or suv_type is not None
+            or self.units in ("GML", "CM2ML")
+            or (
+                self.units in _COUNT_UNITS
+                and self.philips_activity_scale is None
+                and self.philips_suv_scale is not None
+            )
+        )
         if needs_suv_inputs:
             if not self.dose_bq or self.dose_bq <= 0:
-                raise InputError("the header has no injected dose (RadionuclideTotalDose (0018,1074)); "
-                                 "give it (--dose-mbq) to compute SUV, total activity and %ID.")
+                raise InputError(
+                    "the header has no injected dose (RadionuclideTotalDose (0018,1074)); "
+                    "give it (--dose-mbq) to compute SUV, total activity and %ID."
+                )
             if self.decay_correction != "ADMIN":
                 if self.injection_time is None:
-                    raise InputError("the header has no injection time (RadiopharmaceuticalStartDateTime/StartTime); "
-                                     "give it (--injection-time) to decay-correct the dose.")
+                    raise InputError(
+                        "the header has no injection time (RadiopharmaceuticalStartDateTime/StartTime); "
+                        "give it (--injection-time) to decay-correct the dose."
+                    )
                 if self.reference_time is None:
-                    raise InputError("the header has no scan time (SeriesDate/SeriesTime or AcquisitionTime); "
-                                     "give it (--scan-time) to decay-correct the dose.")
+                    raise InputError(
+                        "the header has no scan time (SeriesDate/SeriesTime or AcquisitionTime); "
+                        "give it (--scan-time) to decay-correct the dose."
+                    )
                 if not self.half_life_s:
-                    raise InputError("the radionuclide's half-life is unknown (no RadionuclideHalfLife and no known "
-                                     "Radionuclide); give it (--half-life-s).")
+                    raise InputError(
+                        "the radionuclide's half-life is unknown (no RadionuclideHalfLife and no known "
+                        "Radionuclide); give it (--half-life-s)."
+                    )
                 if self.decay_time_s < 0:
-                    raise InputError(f"the injection ({self.injection_time.isoformat()}) is after the scan reference "
-                                     f"time ({self.reference_time.isoformat()}); the header times contradict each "
-                                     "other: fix them (--injection-time/--scan-time).")
+                    raise InputError(
+                        f"the injection ({self.injection_time.isoformat()}) is after the scan reference "
+                        f"time ({self.reference_time.isoformat()}); the header times contradict each "
+                        "other: fix them (--injection-time/--scan-time)."
+                    )
         suv_types = [suv_type] if suv_type else []
         if self.units == "GML":
             suv_types.append(self.suv_type_in_file or "bw")
@@ -239,19 +282,26 @@ class PetHeader:
             if (not self.weight_kg or self.weight_kg <= 0) and self.weight_problem:
                 raise InputError(self.weight_problem)
             if not self.weight_kg or self.weight_kg <= 0:
-                raise InputError("the header has no patient weight (PatientWeight (0010,1030)); give it "
-                                 "(--weight-kg) to compute SUV.")
+                raise InputError(
+                    "the header has no patient weight (PatientWeight (0010,1030)); give it "
+                    "(--weight-kg) to compute SUV."
+                )
             if t in ("lbm", "bsa", "ibw"):
                 body_size(self, t, lbm_formula)  # refuses animals, a missing height, formulas out of range
         converted = self.suv_type_in_file if self.units == "GML" else None
-        if converted in ("lbm", "ibw") and self.sex not in ("M", "F") and not (converted == "lbm" and
-                                                                               self.lean_mass_kg):
-            raise InputError(f"the pixel values are SUV{converted} (Units GML, SUVType {converted.upper()}), whose "
-                             "formula depends on sex, and PatientSex (0010,0040) is missing; give it (--sex M or F).")
+        if (
+            converted in ("lbm", "ibw")
+            and self.sex not in ("M", "F")
+            and not (converted == "lbm" and self.lean_mass_kg)
+        ):
+            raise InputError(
+                f"the pixel values are SUV{converted} (Units GML, SUVType {converted.upper()}), whose "
+                "formula depends on sex, and PatientSex (0010,0040) is missing; give it (--sex M or F)."
+            )
 
 
 # ----------------------------------------------------------------------------- parsing helpers
-def _text(value) -> Optional[str]:
+def _text(value) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -260,7 +310,7 @@ def _text(value) -> Optional[str]:
     return text or None
 
 
-def _number(value) -> Optional[float]:
+def _number(value) -> float | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -278,7 +328,7 @@ def _number(value) -> Optional[float]:
 from ..io.dicom.headers import parse_dicom_date, parse_dicom_datetime, parse_dicom_time  # noqa: E402,F401
 
 
-def nuclide_key(text) -> Optional[str]:
+def nuclide_key(text) -> str | None:
     """Canonical key ("F18", "ZR89", "TC99M", ...) of a nuclide name such as '^18^Fluorine', 'F-18', '89Zr'."""
     text = _text(text)
     if not text:
@@ -300,9 +350,15 @@ def nuclide_key(text) -> Optional[str]:
 class _Fields:
     """Look up DICOM keywords in a Volume's metadata: plain keys, then the pydicom header."""
 
-    _RADIOPHARM = ("RadionuclideTotalDose", "RadiopharmaceuticalStartDateTime", "RadiopharmaceuticalStartTime",
-                   "RadionuclideHalfLife", "RadionuclideCodeSequence", "Radiopharmaceutical",
-                   "RadionuclidePositronFraction")
+    _RADIOPHARM = (
+        "RadionuclideTotalDose",
+        "RadiopharmaceuticalStartDateTime",
+        "RadiopharmaceuticalStartTime",
+        "RadionuclideHalfLife",
+        "RadionuclideCodeSequence",
+        "Radiopharmaceutical",
+        "RadionuclidePositronFraction",
+    )
 
     def __init__(self, metadata: dict):
         self.meta = metadata or {}
@@ -317,8 +373,11 @@ class _Fields:
 
     @staticmethod
     def _empty(value) -> bool:
-        return value is None or (isinstance(value, str) and not value.strip()) or (
-            hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0)
+        return (
+            value is None
+            or (isinstance(value, str) and not value.strip())
+            or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0)
+        )
 
     def get(self, keyword: str):
         """(value, source) of ``keyword``; (None, None) when absent."""
@@ -359,7 +418,7 @@ class _Fields:
         return None, None
 
 
-def _private_number(value) -> Optional[float]:
+def _private_number(value) -> float | None:
     """Private numeric values may come as numbers, strings or raw little-endian doubles/floats."""
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
@@ -374,29 +433,44 @@ def _private_number(value) -> Optional[float]:
     return _number(value)
 
 
-def _as_datetime_override(value, default_date: Optional[_dt.date]) -> _dt.datetime:
+def _as_datetime_override(value, default_date: _dt.date | None) -> _dt.datetime:
     """A user-given time: datetime, ISO date-time, DICOM DT, or a time of day on ``default_date``."""
     if isinstance(value, _dt.datetime):
         return value.replace(tzinfo=None)
     text = str(value).strip()
     if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?|\d{4,6}(\.\d+)?", text):
         if default_date is None:
-            raise InputError(f"time {text!r} has no date and the header has none; give a full date-time "
-                             "(YYYY-MM-DDTHH:MM:SS).")
+            raise InputError(
+                f"time {text!r} has no date and the header has none; give a full date-time (YYYY-MM-DDTHH:MM:SS)."
+            )
         t = parse_dicom_time(text.zfill(5) if ":" in text and len(text.split(":")[0]) == 1 else text)
         return _dt.datetime.combine(default_date, t)
     return parse_dicom_datetime(text)
 
 
 # ----------------------------------------------------------------------------- read the header
-def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq: Optional[float] = None,
-                    weight_kg: Optional[float] = None, height_m: Optional[float] = None,
-                    height_cm: Optional[float] = None, sex: Optional[str] = None, injection_time=None,
-                    scan_time=None, half_life_s: Optional[float] = None, decay_correction: Optional[str] = None,
-                    units: Optional[str] = None, calibration_cps_per_mbq: Optional[float] = None,
-                    acquisition_duration_s: Optional[float] = None, weight_unit: str = "auto",
-                    species: Optional[str] = None, lean_mass_kg: Optional[float] = None,
-                    bsa_formula: str = "auto", meeh_k: Optional[float] = None) -> PetHeader:
+def read_pet_header(
+    volume: Volume,
+    *,
+    dose_bq: float | None = None,
+    dose_mbq: float | None = None,
+    weight_kg: float | None = None,
+    height_m: float | None = None,
+    height_cm: float | None = None,
+    sex: str | None = None,
+    injection_time=None,
+    scan_time=None,
+    half_life_s: float | None = None,
+    decay_correction: str | None = None,
+    units: str | None = None,
+    calibration_cps_per_mbq: float | None = None,
+    acquisition_duration_s: float | None = None,
+    weight_unit: str = "auto",
+    species: str | None = None,
+    lean_mass_kg: float | None = None,
+    bsa_formula: str = "auto",
+    meeh_k: float | None = None,
+) -> PetHeader:
     """Parse the quantitative PET/SPECT header of ``volume``, with optional user overrides.
 
     ``species`` replaces PatientSpeciesDescription; ``lean_mass_kg`` is a measured lean
@@ -458,9 +532,11 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
     if raw_units is not None:
         key = str(raw_units).strip().upper().replace(" ", "")
         if key not in _UNIT_SYNONYMS:
-            h.problems.append(f"the image's Units are {raw_units!r}, which this tool cannot turn into activity "
-                              "(BQML, GML, CM2ML, CNTS with Philips scale factors or a calibration, CPS); "
-                              "convert the image to Bq/mL or set the units.")
+            h.problems.append(
+                f"the image's Units are {raw_units!r}, which this tool cannot turn into activity "
+                "(BQML, GML, CM2ML, CNTS with Philips scale factors or a calibration, CPS); "
+                "convert the image to Bq/mL or set the units."
+            )
         else:
             h.units, h.unit_scale = _UNIT_SYNONYMS[key]
             h.sources["units"] = src
@@ -479,28 +555,38 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
     if dc is not None:
         dc = str(dc).strip().upper()
         if dc not in ("START", "ADMIN", "NONE"):
-            h.problems.append(f"DecayCorrection is {dc!r}; only START, ADMIN and NONE are defined. Fix the header "
-                              "or set --decay-correction.")
+            h.problems.append(
+                f"DecayCorrection is {dc!r}; only START, ADMIN and NONE are defined. Fix the header "
+                "or set --decay-correction."
+            )
         h.decay_correction = dc
         h.sources["decay_correction"] = src
     else:
         h.decay_correction = "NONE" if "DECY" not in h.corrected_image and h.corrected_image else "START"
         h.sources["decay_correction"] = "assumed"
         if h.units not in _COUNT_UNITS:
-            h.warn(f"the header has no DecayCorrection (0054,1102); assumed {h.decay_correction}"
-                   f"{' (CorrectedImage lacks DECY)' if h.decay_correction == 'NONE' else ''}.")
+            h.warn(
+                f"the header has no DecayCorrection (0054,1102); assumed {h.decay_correction}"
+                f"{' (CorrectedImage lacks DECY)' if h.decay_correction == 'NONE' else ''}."
+            )
     if h.corrected_image and "decay_correction" not in h.overrides:
         has_decy = "DECY" in h.corrected_image
         if h.decay_correction in ("START", "ADMIN") and not has_decy:
-            h.problems.append(f"contradictory header: DecayCorrection is {h.decay_correction} but CorrectedImage "
-                              f"({'/'.join(h.corrected_image)}) lacks DECY; set --decay-correction to say "
-                              "which is right.")
+            h.problems.append(
+                f"contradictory header: DecayCorrection is {h.decay_correction} but CorrectedImage "
+                f"({'/'.join(h.corrected_image)}) lacks DECY; set --decay-correction to say "
+                "which is right."
+            )
         if h.decay_correction == "NONE" and has_decy:
-            h.problems.append("contradictory header: DecayCorrection is NONE but CorrectedImage includes DECY; "
-                              "set --decay-correction to say which is right.")
+            h.problems.append(
+                "contradictory header: DecayCorrection is NONE but CorrectedImage includes DECY; "
+                "set --decay-correction to say which is right."
+            )
     if h.corrected_image and "ATTN" not in h.corrected_image and h.modality == "PT":
-        h.warn(f"CorrectedImage ({'/'.join(h.corrected_image)}) lacks ATTN: the image is not attenuation-corrected "
-               "and its activity values are not quantitative.")
+        h.warn(
+            f"CorrectedImage ({'/'.join(h.corrected_image)}) lacks ATTN: the image is not attenuation-corrected "
+            "and its activity values are not quantitative."
+        )
 
     # ---- SUV type of GML / CM2ML data
     if h.units == "GML":
@@ -510,8 +596,9 @@ def read_pet_header(volume: Volume, *, dose_bq: Optional[float] = None, dose_mbq
             h.suv_type_in_file = _SUVTYPE_CODES[code]
             h.sources["suv_type_in_file"] = "SUVType (0054,1006)"
         elif code:
-            h.problems.append(f"the image is SUV of type {code!r} (SUVType), which cannot be converted; "
-                              "use a Bq/mL series.")
+            h.problems.append(
+                f"the image is SUV of type {code!r} (SUVType), which cannot be converted; use a Bq/mL series."
+            )
         else:
             h.suv_type_in_file = "bw"
             h.sources["suv_type_in_file"] = "assumed"
@@ -620,12 +707,16 @@ def _read_weight(h: PetHeader, f: _Fields, meta: dict, weight_kg, weight_unit: s
     elif unit == "auto":
         small = h.species is not None and any(k in h.species.lower() + " " for k in _SPECIES_SMALL)
         if w > 1000:
-            h.warn(f"PatientWeight {w:g} is not a plausible weight in kg; taken as grams ({w / 1000:g} kg). "
-                   "Give --weight-kg if this is wrong.")
+            h.warn(
+                f"PatientWeight {w:g} is not a plausible weight in kg; taken as grams ({w / 1000:g} kg). "
+                "Give --weight-kg if this is wrong."
+            )
             w, note = w / 1000.0, "grams (value > 1000)"
         elif small and w > 2:
-            h.warn(f"PatientWeight {w:g} for a {h.species} is not plausible in kg; taken as grams "
-                   f"({w / 1000:g} kg). Give --weight-kg if this is wrong.")
+            h.warn(
+                f"PatientWeight {w:g} for a {h.species} is not plausible in kg; taken as grams "
+                f"({w / 1000:g} kg). Give --weight-kg if this is wrong."
+            )
             w, note = w / 1000.0, "grams (mouse/rat weight > 2)"
         else:
             human = h.species is not None and any(k in h.species.lower() for k in _HUMAN)
@@ -633,13 +724,18 @@ def _read_weight(h: PetHeader, f: _Fields, meta: dict, weight_kg, weight_unit: s
             tall = size is not None and (_HUMAN_MIN_HEIGHT_M <= size <= 3.0 or 50.0 <= size <= 300.0)
             if w >= 2 and not human and not tall and h.species is None:
                 # 25 is a 25 kg child or a 25 g mouse: a factor of 1000 in every SUV (docs/methods/pet.md#weight)
-                h.weight_problem = (f"PatientWeight {w:g} has no unit that can be trusted (no species, no human "
-                                    "height): give --weight-unit kg or g (or --weight-kg), or set "
-                                    "PatientSpeciesDescription (0010,2201).")
+                h.weight_problem = (
+                    f"PatientWeight {w:g} has no unit that can be trusted (no species, no human "
+                    "height): give --weight-unit kg or g (or --weight-kg), or set "
+                    "PatientSpeciesDescription (0010,2201)."
+                )
                 h.sources["weight_kg"] = f"{src}: ambiguous unit (refused)"
                 return
-            note = "kg" if w < 2 else ("kg (human species)" if human else
-                                       "kg (human height)" if tall else "kg (species given)")
+            note = (
+                "kg"
+                if w < 2
+                else ("kg (human species)" if human else "kg (human height)" if tall else "kg (species given)")
+            )
             if w > 300:
                 h.warn(f"PatientWeight {w:g} kg is implausibly high; check it.")
     else:
@@ -704,8 +800,10 @@ def _read_half_life(h: PetHeader, f: _Fields, meta: dict, half_life_s) -> None:
         return
     if header_value is not None and header_value > 0:
         if table and abs(header_value - table) / table > 0.05:
-            h.problems.append(f"contradictory header: RadionuclideHalfLife {header_value:g} s does not match "
-                              f"{h.radionuclide} ({table:g} s); give the right one (--half-life-s).")
+            h.problems.append(
+                f"contradictory header: RadionuclideHalfLife {header_value:g} s does not match "
+                f"{h.radionuclide} ({table:g} s); give the right one (--half-life-s)."
+            )
         h.half_life_s = header_value
         h.sources["half_life_s"] = "RadionuclideHalfLife (0018,1075)"
     elif table:
@@ -741,8 +839,10 @@ def _read_dose(h: PetHeader, f: _Fields, meta: dict, dose_bq, dose_mbq) -> None:
     if header_dose is None or header_dose <= 0:
         return
     if header_dose < 1e4:
-        h.warn(f"RadionuclideTotalDose {header_dose:g} is too small for Bq; taken as MBq "
-               f"({header_dose * 1e6:.4g} Bq). Give --dose-mbq if this is wrong.")
+        h.warn(
+            f"RadionuclideTotalDose {header_dose:g} is too small for Bq; taken as MBq "
+            f"({header_dose * 1e6:.4g} Bq). Give --dose-mbq if this is wrong."
+        )
         h.dose_bq = header_dose * 1e6
         h.sources["dose_bq"] = "RadionuclideTotalDose (0018,1074) read as MBq (value < 1e4)"
     else:
@@ -811,8 +911,10 @@ def _read_times(h: PetHeader, f: _Fields, volume: Volume, injection_time, scan_t
     elif earliest is not None:
         ref, ref_src = earliest, "earliest AcquisitionDate/AcquisitionTime"
         if series_dt is not None:
-            h.warn(f"SeriesTime ({series_dt.time()}) is later than the first AcquisitionTime ({earliest.time()}) "
-                   "(a post-processed series?); the dose is decayed to the first acquisition instead.")
+            h.warn(
+                f"SeriesTime ({series_dt.time()}) is later than the first AcquisitionTime ({earliest.time()}) "
+                "(a post-processed series?); the dose is decayed to the first acquisition instead."
+            )
         else:
             h.warn("the header has no SeriesTime; the dose is decayed to the first AcquisitionTime.")
     else:
@@ -828,34 +930,42 @@ def _read_times(h: PetHeader, f: _Fields, volume: Volume, injection_time, scan_t
     inj_tm_raw, _ = f.get("RadiopharmaceuticalStartTime")
     if injection_time is not None:
         inj = _as_datetime_override(injection_time, scan_date_default)
-        h.overrides["injection_time"] = {"value": inj.isoformat(),
-                                         "header": _text(inj_dt_raw) or _text(inj_tm_raw)}
+        h.overrides["injection_time"] = {"value": inj.isoformat(), "header": _text(inj_dt_raw) or _text(inj_tm_raw)}
         inj_src = "user"
         if ref is not None and inj > ref and re.fullmatch(r"[\d:.]+", str(injection_time).strip()):
             inj -= _dt.timedelta(days=1)
-            h.warn(f"the injection time {injection_time} is after the scan time; taken as the day before "
-                   "(injection before midnight).")
+            h.warn(
+                f"the injection time {injection_time} is after the scan time; taken as the day before "
+                "(injection before midnight)."
+            )
     else:
         inj_dt = parse_dicom_datetime(inj_dt_raw)
         inj_tm = parse_dicom_time(inj_tm_raw)
         inj, inj_src = None, None
         if inj_dt is not None:
             inj, inj_src = inj_dt, "RadiopharmaceuticalStartDateTime (0018,1078)"
-            if inj_tm is not None and abs(_seconds_of_day(inj_dt.time()) - _seconds_of_day(inj_tm)) > 1.0 and \
-                    abs(abs(_seconds_of_day(inj_dt.time()) - _seconds_of_day(inj_tm)) - 86400) > 1.0:
-                h.problems.append(f"contradictory header: RadiopharmaceuticalStartDateTime ({inj_dt.time()}) and "
-                                  f"RadiopharmaceuticalStartTime ({inj_tm}) disagree; give the injection time "
-                                  "(--injection-time).")
+            if (
+                inj_tm is not None
+                and abs(_seconds_of_day(inj_dt.time()) - _seconds_of_day(inj_tm)) > 1.0
+                and abs(abs(_seconds_of_day(inj_dt.time()) - _seconds_of_day(inj_tm)) - 86400) > 1.0
+            ):
+                h.problems.append(
+                    f"contradictory header: RadiopharmaceuticalStartDateTime ({inj_dt.time()}) and "
+                    f"RadiopharmaceuticalStartTime ({inj_tm}) disagree; give the injection time "
+                    "(--injection-time)."
+                )
         elif inj_tm is not None:
-            day = (ref.date() if ref is not None else scan_date_default)
+            day = ref.date() if ref is not None else scan_date_default
             if day is not None:
                 inj = _dt.datetime.combine(day, inj_tm)
                 inj_src = "RadiopharmaceuticalStartTime (0018,1072) on the scan date"
                 if ref is not None and inj > ref:
                     inj -= _dt.timedelta(days=1)
                     inj_src = "RadiopharmaceuticalStartTime (0018,1072) on the day before the scan"
-                    h.warn(f"RadiopharmaceuticalStartTime {inj_tm} is after the scan time {ref.time()}; the injection "
-                           "is taken as the day before (before midnight).")
+                    h.warn(
+                        f"RadiopharmaceuticalStartTime {inj_tm} is after the scan time {ref.time()}; the injection "
+                        "is taken as the day before (before midnight)."
+                    )
     h.injection_time = inj
     if inj_src:
         h.sources["injection_time"] = inj_src
@@ -922,18 +1032,24 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
         return float(header.meeh_k) * (w * 1000.0) ** (2.0 / 3.0)  # Meeh: cm2 from grams
     if is_non_human(header):
         what = header.species or f"a {w * 1000:g} g animal"
-        alternative = {"lbm": "a measured lean mass (qMR/DEXA: --lean-mass-g)",
-                       "bsa": "Meeh's BSA k W^(2/3) (--bsa-formula meeh; k about 9.8 for mice, --meeh-k)",
-                       "ibw": "SUVbw, or a measured lean mass (--suv lbm --lean-mass-g)"}[suv_type]
-        raise InputError(f"SUV{suv_type} uses human formulas (height, sex) that do not apply to {what}; use "
-                         f"{alternative} instead (docs/methods/pet.md#body-size).")
+        alternative = {
+            "lbm": "a measured lean mass (qMR/DEXA: --lean-mass-g)",
+            "bsa": "Meeh's BSA k W^(2/3) (--bsa-formula meeh; k about 9.8 for mice, --meeh-k)",
+            "ibw": "SUVbw, or a measured lean mass (--suv lbm --lean-mass-g)",
+        }[suv_type]
+        raise InputError(
+            f"SUV{suv_type} uses human formulas (height, sex) that do not apply to {what}; use "
+            f"{alternative} instead (docs/methods/pet.md#body-size)."
+        )
     h_m = header.height_m
     if not h_m or h_m <= 0:
-        raise InputError(f"SUV{suv_type} needs the patient height (PatientSize (0010,1020)), which is missing; "
-                         "give it (--height-cm) or use --suv bw.")
+        raise InputError(
+            f"SUV{suv_type} needs the patient height (PatientSize (0010,1020)), which is missing; "
+            "give it (--height-cm) or use --suv bw."
+        )
     h_cm = h_m * 100.0
     if suv_type == "bsa":
-        return 0.007184 * w ** 0.425 * h_cm ** 0.725 * 1e4
+        return 0.007184 * w**0.425 * h_cm**0.725 * 1e4
     sexes = [header.sex] if header.sex in ("M", "F") else ["M", "F"]
     values = []
     for s in sexes:
@@ -941,7 +1057,7 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
             if lbm_formula == "james":
                 lbm = 1.10 * w - 128 * (w / h_cm) ** 2 if s == "M" else 1.07 * w - 148 * (w / h_cm) ** 2
             elif lbm_formula == "janmahasatian":
-                bmi = w / h_m ** 2
+                bmi = w / h_m**2
                 lbm = 9270 * w / (6680 + 216 * bmi) if s == "M" else 9270 * w / (8780 + 244 * bmi)
             else:
                 raise InputError(f"lbm_formula must be one of {LBM_FORMULAS}, not {lbm_formula!r}.")
@@ -951,8 +1067,10 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
             values.append((50.0 if s == "M" else 45.5) + 2.3 * (h_in - 60.0))
     value = float(np.mean(values))
     if value <= 0:
-        raise InputError(f"the {suv_type.upper()} formula gives {value:.3g} kg for weight {w:g} kg and height "
-                         f"{h_m:g} m (outside the formula's range); use --suv bw.")
+        raise InputError(
+            f"the {suv_type.upper()} formula gives {value:.3g} kg for weight {w:g} kg and height "
+            f"{h_m:g} m (outside the formula's range); use --suv bw."
+        )
     return value * 1000.0
 
 

@@ -58,8 +58,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -116,11 +116,13 @@ def _isotope_key(isotope: str) -> str:
         elem = "".join(c for c in key if c.isalpha()).lower()
         if text in (mass + elem, elem + mass):
             return key
-    raise InputError(f"no positron range for isotope {isotope!r}; give one of "
-                     f"{', '.join(POSITRON_RANGE_MEAN_MM)} (or leave the option out).")
+    raise InputError(
+        f"no positron range for isotope {isotope!r}; give one of "
+        f"{', '.join(POSITRON_RANGE_MEAN_MM)} (or leave the option out)."
+    )
 
 
-def parse_fwhm(value) -> Optional[np.ndarray]:
+def parse_fwhm(value) -> np.ndarray | None:
     """A PSF FWHM from the user: one number or three (x, y, z mm), as text or numbers.
 
     Examples
@@ -139,11 +141,13 @@ def parse_fwhm(value) -> Optional[np.ndarray]:
     try:
         nums = [float(p) for p in parts]
     except (TypeError, ValueError):
-        raise InputError(f"--psf-fwhm must be one number or three comma-separated numbers in mm (x,y,z), "
-                         f"not {value!r}.") from None
+        raise InputError(
+            f"--psf-fwhm must be one number or three comma-separated numbers in mm (x,y,z), not {value!r}."
+        ) from None
     if len(nums) not in (1, 3) or not all(math.isfinite(x) and x >= 0 for x in nums):
-        raise InputError(f"--psf-fwhm must be one number or three comma-separated numbers >= 0 in mm (x,y,z), "
-                         f"not {value!r}.")
+        raise InputError(
+            f"--psf-fwhm must be one number or three comma-separated numbers >= 0 in mm (x,y,z), not {value!r}."
+        )
     return np.broadcast_to(np.asarray(nums, float), (3,)).copy()
 
 
@@ -156,8 +160,8 @@ class PointSpread:
 
     fwhm_mm: Sequence[float]
     source: str = "given"
-    scanner_fwhm_mm: Optional[Sequence[float]] = None
-    isotope: Optional[str] = None
+    scanner_fwhm_mm: Sequence[float] | None = None
+    isotope: str | None = None
     positron_range_fwhm_mm: float = 0.0
 
     def __post_init__(self):
@@ -175,12 +179,16 @@ class PointSpread:
         return self.fwhm_mm[world_axis] / FWHM_PER_SIGMA / spacing
 
     def as_dict(self) -> dict:
-        return {"fwhm_mm": [float(x) for x in self.fwhm_mm], "source": self.source,
-                "scanner_fwhm_mm": [float(x) for x in self.scanner_fwhm_mm], "isotope": self.isotope,
-                "positron_range_fwhm_mm": float(self.positron_range_fwhm_mm)}
+        return {
+            "fwhm_mm": [float(x) for x in self.fwhm_mm],
+            "source": self.source,
+            "scanner_fwhm_mm": [float(x) for x in self.scanner_fwhm_mm],
+            "isotope": self.isotope,
+            "positron_range_fwhm_mm": float(self.positron_range_fwhm_mm),
+        }
 
 
-def header_fwhm(volume: Volume) -> Optional[tuple]:
+def header_fwhm(volume: Volume) -> tuple | None:
     """(FWHM array, key) from the image's header/sidecar, or None."""
     meta = {str(k).lower(): v for k, v in (volume.metadata or {}).items()}
     for key in HEADER_PSF_KEYS:
@@ -192,8 +200,9 @@ def header_fwhm(volume: Volume) -> Optional[tuple]:
     return None
 
 
-def resolve_psf(volume: Volume, user_fwhm=None, *, isotope: Optional[str] = None,
-                modality: Optional[str] = None) -> PointSpread:
+def resolve_psf(
+    volume: Volume, user_fwhm=None, *, isotope: str | None = None, modality: str | None = None
+) -> PointSpread:
     """The PSF to correct ``volume`` with: header > user > per-modality default; plus positron range.
 
     Parameters
@@ -227,16 +236,19 @@ def resolve_psf(volume: Volume, user_fwhm=None, *, isotope: Optional[str] = None
         if user_fwhm is not None:
             user = parse_fwhm(user_fwhm)
             if not np.allclose(user, fwhm):
-                warnings.warn(f"the PSF FWHM of the header ({fwhm.tolist()} mm, {key}) is used, not the one given "
-                              f"({user.tolist()} mm).", ImmunotrackWarning, stacklevel=2)
+                warnings.warn(
+                    f"the PSF FWHM of the header ({fwhm.tolist()} mm, {key}) is used, not the one given "
+                    f"({user.tolist()} mm).",
+                    ImmunotrackWarning,
+                    stacklevel=2,
+                )
     elif user_fwhm is not None:
         fwhm, source = parse_fwhm(user_fwhm), "user"
     else:
         mod = str(modality or volume.modality or "").upper()
         table = DEFAULT_FWHM_MM.get(mod)
         if table is None:
-            raise InputError(f"no default PSF for modality {mod or '(unknown)'}; give the FWHM in mm "
-                             "(--psf-fwhm).")
+            raise InputError(f"no default PSF for modality {mod or '(unknown)'}; give the FWHM in mm (--psf-fwhm).")
         kind = "preclinical" if float(np.min(volume.spacing)) <= 2.0 else "clinical"
         fwhm, source = np.full(3, table[kind]), f"default for {mod} ({kind})"
     scanner = np.asarray(fwhm, float)
@@ -244,7 +256,7 @@ def resolve_psf(volume: Volume, user_fwhm=None, *, isotope: Optional[str] = None
     if isotope:
         extra = positron_range_fwhm_mm(isotope)
         isotope = _isotope_key(isotope)
-        fwhm = np.sqrt(scanner ** 2 + extra ** 2)
+        fwhm = np.sqrt(scanner**2 + extra**2)
     return PointSpread(fwhm, source, scanner, isotope, extra)
 
 
@@ -277,15 +289,18 @@ class GtmResult:
     background_measured: float = float("nan")
     background_corrected: float = float("nan")
     background_voxels: float = 0.0
-    psf: Optional[PointSpread] = None
+    psf: PointSpread | None = None
     warnings: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"labels": [int(x) for x in self.labels], "condition_number": float(self.condition_number),
-                "background_measured": float(self.background_measured),
-                "background_corrected": float(self.background_corrected),
-                "background_voxels": float(self.background_voxels),
-                "psf": self.psf.as_dict() if self.psf else None}
+        return {
+            "labels": [int(x) for x in self.labels],
+            "condition_number": float(self.condition_number),
+            "background_measured": float(self.background_measured),
+            "background_corrected": float(self.background_corrected),
+            "background_voxels": float(self.background_voxels),
+            "psf": self.psf.as_dict() if self.psf else None,
+        }
 
 
 class _Region:
@@ -326,8 +341,9 @@ def _as_map(image: Volume, rois, transform=None, supersample: int = 3) -> RoiMap
     return carry_rois(rois, image, transform=transform, supersample=supersample, name="the image to correct")
 
 
-def background_weights(data_box: np.ndarray, covered_box: np.ndarray, *, threshold: float = 0.05,
-                       mask_box: Optional[np.ndarray] = None) -> np.ndarray:
+def background_weights(
+    data_box: np.ndarray, covered_box: np.ndarray, *, threshold: float = 0.05, mask_box: np.ndarray | None = None
+) -> np.ndarray:
     """Weights of the background region in a box of the grid: voxels no ROI covers that carry activity.
 
     Parameters
@@ -362,14 +378,15 @@ def background_weights(data_box: np.ndarray, covered_box: np.ndarray, *, thresho
         shape = data_box.shape
         pad = [(0, s % 2) for s in shape]
         d = np.pad(data_box, pad, mode="edge") if any(p for _, p in pad) else data_box
-        block = d.reshape(d.shape[0] // 2, 2, d.shape[1] // 2, 2, d.shape[2] // 2, 2).mean(axis=(1, 3, 5),
-                                                                                           dtype=np.float32)
+        block = d.reshape(d.shape[0] // 2, 2, d.shape[1] // 2, 2, d.shape[2] // 2, 2).mean(
+            axis=(1, 3, 5), dtype=np.float32
+        )
         flat = block.reshape(-1)
-        sample = flat[::7] if flat.size > 70000 else flat   # the percentile of a regular subsample
+        sample = flat[::7] if flat.size > 70000 else flat  # the percentile of a regular subsample
         k = min(int(0.999 * sample.size), sample.size - 1)
         level = float(np.partition(sample, k)[k])
         active = block > threshold * level if level > 0 else np.zeros(block.shape, bool)
-        active = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)[:shape[0], :shape[1], :shape[2]]
+        active = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)[: shape[0], : shape[1], : shape[2]]
     free[~active] = 0.0
     return free
 
@@ -386,9 +403,19 @@ def _sl(lo, hi):
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
-def gtm(image: Volume, rois, psf: PointSpread, *, background: bool = True, background_threshold: float = 0.05,
-        background_mask: Optional[np.ndarray] = None, transform=None, supersample: int = 3,
-        condition_limit: float = 30.0, progress=None) -> GtmResult:
+def gtm(
+    image: Volume,
+    rois,
+    psf: PointSpread,
+    *,
+    background: bool = True,
+    background_threshold: float = 0.05,
+    background_mask: np.ndarray | None = None,
+    transform=None,
+    supersample: int = 3,
+    condition_limit: float = 30.0,
+    progress=None,
+) -> GtmResult:
     """Geometric transfer matrix correction of the regional means (see the module docstring).
 
     The work is confined to a box around the ROIs: the inner box (their bounding box
@@ -461,8 +488,14 @@ def gtm(image: Volume, rois, psf: PointSpread, *, background: bool = True, backg
         measure[inner] = emit[inner]
         total = float(measure.sum(dtype=np.float64))
         if total > 1e-6:
-            bg = {"emit": emit, "measure": measure, "total": total, "lo": out_lo, "hi": out_hi,
-                  "blurred": gaussian_blur(emit, sigma)}
+            bg = {
+                "emit": emit,
+                "measure": measure,
+                "total": total,
+                "lo": out_lo,
+                "hi": out_hi,
+                "blurred": gaussian_blur(emit, sigma),
+            }
             measured.append(float(np.sum(measure * data_box, dtype=np.float64)) / total)
     n = n_roi + (bg is not None)
     measured = np.asarray(measured)
@@ -476,8 +509,10 @@ def gtm(image: Volume, rois, psf: PointSpread, *, background: bool = True, backg
                 continue
             W[i, j] = ri.sample(blurred, rj.lo, rj.hi) / ri.total
         if bg is not None:
-            W[n_roi, j] = float(np.sum(bg["measure"][_sl(rj.lo - out_lo, rj.hi - out_lo)] * blurred,
-                                       dtype=np.float64)) / bg["total"]
+            W[n_roi, j] = (
+                float(np.sum(bg["measure"][_sl(rj.lo - out_lo, rj.hi - out_lo)] * blurred, dtype=np.float64))
+                / bg["total"]
+            )
     if bg is not None:
         for i, ri in enumerate(regions):
             W[i, n_roi] = ri.sample(bg["blurred"], out_lo, out_hi) / ri.total
@@ -487,9 +522,11 @@ def gtm(image: Volume, rois, psf: PointSpread, *, background: bool = True, backg
     labels = np.asarray(rmap.labels)
     if not math.isfinite(cond) or cond > condition_limit:
         small = [int(labels[i]) for i in range(n_roi) if W[i, i] < 0.5]
-        warn(f"the GTM matrix is ill-conditioned (condition number {cond:.3g} > {condition_limit:g}): "
-             + (f"ROI(s) {small} are smaller than the PSF (they keep < 50% of their own signal); " if small else "")
-             + "the corrected values amplify noise (docs/methods/pvc.md#conditioning).")
+        warn(
+            f"the GTM matrix is ill-conditioned (condition number {cond:.3g} > {condition_limit:g}): "
+            + (f"ROI(s) {small} are smaller than the PSF (they keep < 50% of their own signal); " if small else "")
+            + "the corrected values amplify noise (docs/methods/pvc.md#conditioning)."
+        )
     rc = np.full(n_roi, np.nan)
     ok = corrected[:n_roi] > 0
     rc[ok] = measured[:n_roi][ok] / corrected[:n_roi][ok]
@@ -505,8 +542,7 @@ def gtm(image: Volume, rois, psf: PointSpread, *, background: bool = True, backg
     return res
 
 
-def rbv(image: Volume, rois, psf: PointSpread, *, gtm_result: Optional[GtmResult] = None, progress=None,
-        **gtm_kwargs):
+def rbv(image: Volume, rois, psf: PointSpread, *, gtm_result: GtmResult | None = None, progress=None, **gtm_kwargs):
     """Region-based voxel-wise correction (Thomas et al. 2011): a corrected image and its ROI means.
 
     Parameters
@@ -566,13 +602,16 @@ def rbv(image: Volume, rois, psf: PointSpread, *, gtm_result: Optional[GtmResult
     out[box] = corrected_box
     # regional value: the region's GTM mean times its weighted mean of measured / modelled, so a voxel
     # shared by two regions lends each its own share (not the mixture P of the image)
-    means = np.array([x * float(np.dot(r.weight, ratio[tuple(c - a for c, a in zip(r.coords, lo))])) / r.total
-                      for x, r in zip(g.corrected, regions)])
+    means = np.array(
+        [
+            x * float(np.dot(r.weight, ratio[tuple(c - a for c, a in zip(r.coords, lo))])) / r.total
+            for x, r in zip(g.corrected, regions)
+        ]
+    )
     vol = image.replace(data=out)
     vol.metadata = dict(vol.metadata or {}, pvc="rbv", psf_fwhm_mm=psf.fwhm_mm.tolist())
     _progress.report(progress, 1.0, "RBV done")
     return vol, g, means
-
 
 
 def correct_means(image: Volume, rois, method: str, psf: PointSpread, *, progress=None, **kwargs) -> dict:
@@ -597,11 +636,18 @@ def correct_means(image: Volume, rois, method: str, psf: PointSpread, *, progres
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(measured != 0, corrected / measured, np.nan)
         recovery = np.where(corrected > 0, measured / corrected, np.nan)
-    prov = {"method": method, **g.as_dict(),
-            "reference": "docs/methods/pvc.md"}
-    return {"labels": g.labels, "measured": measured, "corrected": np.asarray(corrected), "factor": factor,
-            "recovery_coefficient": recovery, "gtm": g, "provenance": prov, "warnings": list(g.warnings),
-            "image": vol}
+    prov = {"method": method, **g.as_dict(), "reference": "docs/methods/pvc.md"}
+    return {
+        "labels": g.labels,
+        "measured": measured,
+        "corrected": np.asarray(corrected),
+        "factor": factor,
+        "recovery_coefficient": recovery,
+        "gtm": g,
+        "provenance": prov,
+        "warnings": list(g.warnings),
+        "image": vol,
+    }
 
 
 def add_pvc_columns(df, result: dict, columns: Sequence[str], label_column: str = "label"):
@@ -631,13 +677,26 @@ def is_regional_column(column: str) -> bool:
     """Whether a readout column is an ROI mean or sum (which a PVC factor scales), e.g. ``mean_bq_ml``,
     ``suv_bw_mean``, ``integral_au_ml``, ``percent_id``; not SD, min, max, median or peak."""
     c = str(column)
-    return (c.startswith(("mean_", "integral_", "total_")) or (c.startswith("suv_") and c.endswith("_mean"))
-            or c in ("percent_id", "percent_id_per_g", "percent_id_per_ml", "signal", "fluorine_atoms",
-                     "cell_count", "iron_ng")) and not c.endswith("_pvc")
+    return (
+        c.startswith(("mean_", "integral_", "total_"))
+        or (c.startswith("suv_") and c.endswith("_mean"))
+        or c
+        in ("percent_id", "percent_id_per_g", "percent_id_per_ml", "signal", "fluorine_atoms", "cell_count", "iron_ng")
+    ) and not c.endswith("_pvc")
 
 
-def add_readout_pvc(df, image: Volume, rois, method: str, psf_fwhm=None, *, isotope: Optional[str] = None,
-                    columns: Optional[Sequence[str]] = None, progress=None, **kwargs):
+def add_readout_pvc(
+    df,
+    image: Volume,
+    rois,
+    method: str,
+    psf_fwhm=None,
+    *,
+    isotope: str | None = None,
+    columns: Sequence[str] | None = None,
+    progress=None,
+    **kwargs,
+):
     """``df`` (one row per ROI label, from :func:`~napari_immunotrack.analysis.roi.roi_statistics`-like
     readouts of ``image``) with ``<column>_pvc`` beside each regional column and ``recovery_coefficient``.
 

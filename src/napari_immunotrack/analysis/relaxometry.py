@@ -71,15 +71,29 @@ from ..volume import Volume
 MODELS = ("t2star", "t2", "t1vfa", "t1sr", "t1ir")
 
 #: Default fitting method of each model.
-DEFAULT_METHOD = {"t2star": "rician", "t2": "exponential", "t1vfa": "nonlinear", "t1sr": "nonlinear",
-                  "t1ir": "nonlinear"}
-METHODS = {"t2star": ("rician", "loglinear"), "t2": ("exponential", "loglinear", "epg"),
-           "t1vfa": ("nonlinear", "linear"), "t1sr": ("nonlinear",), "t1ir": ("nonlinear",)}
+DEFAULT_METHOD = {
+    "t2star": "rician",
+    "t2": "exponential",
+    "t1vfa": "nonlinear",
+    "t1sr": "nonlinear",
+    "t1ir": "nonlinear",
+}
+METHODS = {
+    "t2star": ("rician", "loglinear"),
+    "t2": ("exponential", "loglinear", "epg"),
+    "t1vfa": ("nonlinear", "linear"),
+    "t1sr": ("nonlinear",),
+    "t1ir": ("nonlinear",),
+}
 
 #: What each model measures: (time name, rate name, sampling list, its unit).
-QUANTITY = {"t2star": ("T2star", "R2star", "echo times", "ms"), "t2": ("T2", "R2", "echo times", "ms"),
-            "t1vfa": ("T1", "R1", "flip angles", "deg"), "t1sr": ("T1", "R1", "saturation times", "ms"),
-            "t1ir": ("T1", "R1", "inversion times", "ms")}
+QUANTITY = {
+    "t2star": ("T2star", "R2star", "echo times", "ms"),
+    "t2": ("T2", "R2", "echo times", "ms"),
+    "t1vfa": ("T1", "R1", "flip angles", "deg"),
+    "t1sr": ("T1", "R1", "saturation times", "ms"),
+    "t1ir": ("T1", "R1", "inversion times", "ms"),
+}
 
 FLAG_FIT_FAILED = 1
 FLAG_OUT_OF_RANGE = 2
@@ -120,27 +134,41 @@ class AgentRelaxivity:
 _KNOBLOCH = "Knobloch et al., Invest Radiol 2018;53:257 (human plasma, 37 C)"
 _ROHRER = "Rohrer et al., Invest Radiol 2005;40:715 (plasma, 37 C)"
 _SZOMOLANYI = "Szomolanyi et al., Invest Radiol 2019;54:559 (r1, human plasma, 37 C)"
-_EXTRAPOLATED = ("extrapolated (docs/methods/relaxometry.md#relaxivity): r1 of iron oxides falls with field, "
-                 "r2 and r2* saturate above ~1.5 T; measure your own for quantitative work")
+_EXTRAPOLATED = (
+    "extrapolated (docs/methods/relaxometry.md#relaxivity): r1 of iron oxides falls with field, "
+    "r2 and r2* saturate above ~1.5 T; measure your own for quantitative work"
+)
 
-_GD_EXTRAPOLATED = ("extrapolated (docs/methods/relaxometry.md#relaxivity): r1 of macrocyclic Gd chelates changes "
-                    "little above 3 T; measure your own for quantitative work")
+_GD_EXTRAPOLATED = (
+    "extrapolated (docs/methods/relaxometry.md#relaxivity): r1 of macrocyclic Gd chelates changes "
+    "little above 3 T; measure your own for quantitative work"
+)
 
 #: Default relaxivities (mM^-1 s^-1) by (agent, field in T). See docs/methods/relaxometry.md#relaxivity.
 RELAXIVITIES: dict[tuple, AgentRelaxivity] = {}
-for _field, _r1, _r2, _r2s, _src in ((1.5, 19.0, 64.9, 64.4, _KNOBLOCH), (3.0, 9.5, 65.2, 55.7, _KNOBLOCH),
-                                      (4.7, 6.0, 66.0, 60.0, _EXTRAPOLATED), (7.0, 4.0, 66.0, 60.0, _EXTRAPOLATED),
-                                      (9.4, 3.0, 66.0, 60.0, _EXTRAPOLATED)):
+for _field, _r1, _r2, _r2s, _src in (
+    (1.5, 19.0, 64.9, 64.4, _KNOBLOCH),
+    (3.0, 9.5, 65.2, 55.7, _KNOBLOCH),
+    (4.7, 6.0, 66.0, 60.0, _EXTRAPOLATED),
+    (7.0, 4.0, 66.0, 60.0, _EXTRAPOLATED),
+    (9.4, 3.0, 66.0, 60.0, _EXTRAPOLATED),
+):
     RELAXIVITIES[("ferumoxytol", _field)] = AgentRelaxivity("ferumoxytol", "Fe", _field, _r1, _r2, _r2s, _src)
-for _field, _r1, _r2, _r2s, _src in ((1.5, 8.7, 61.0, 120.0, _ROHRER), (3.0, 4.6, 143.0, 200.0, _ROHRER),
-                                      (4.7, 2.8, 176.0, 230.0, _ROHRER), (7.0, 2.0, 180.0, 240.0, _EXTRAPOLATED),
-                                      (9.4, 1.5, 180.0, 240.0, _EXTRAPOLATED)):
+for _field, _r1, _r2, _r2s, _src in (
+    (1.5, 8.7, 61.0, 120.0, _ROHRER),
+    (3.0, 4.6, 143.0, 200.0, _ROHRER),
+    (4.7, 2.8, 176.0, 230.0, _ROHRER),
+    (7.0, 2.0, 180.0, 240.0, _EXTRAPOLATED),
+    (9.4, 1.5, 180.0, 240.0, _EXTRAPOLATED),
+):
     RELAXIVITIES[("ferucarbotran", _field)] = AgentRelaxivity("ferucarbotran", "Fe", _field, _r1, _r2, _r2s, _src)
-for _field, _r1, _r2, _src in ((1.5, 3.80, 5.0, _SZOMOLANYI + "; r2 " + _ROHRER),
-                               (3.0, 3.28, 5.7, _SZOMOLANYI + "; r2 " + _ROHRER),
-                               (4.7, 3.25, 5.8, "interpolated between 3 and 7 T (r1); r2 " + _ROHRER),
-                               (7.0, 3.21, 6.0, _SZOMOLANYI + "; r2 extrapolated"),
-                               (9.4, 3.1, 6.2, _GD_EXTRAPOLATED)):
+for _field, _r1, _r2, _src in (
+    (1.5, 3.80, 5.0, _SZOMOLANYI + "; r2 " + _ROHRER),
+    (3.0, 3.28, 5.7, _SZOMOLANYI + "; r2 " + _ROHRER),
+    (4.7, 3.25, 5.8, "interpolated between 3 and 7 T (r1); r2 " + _ROHRER),
+    (7.0, 3.21, 6.0, _SZOMOLANYI + "; r2 extrapolated"),
+    (9.4, 3.1, 6.2, _GD_EXTRAPOLATED),
+):
     RELAXIVITIES[("gadoteridol", _field)] = AgentRelaxivity("gadoteridol", "Gd", _field, _r1, _r2, _r2, _src)
 del _field, _r1, _r2, _r2s, _src
 
@@ -155,13 +183,17 @@ def agent_relaxivity(agent: str, field_t: float) -> AgentRelaxivity:
     """
     name = str(agent).strip().lower()
     if name not in AGENTS:
-        raise InputError(f"agent {agent!r} has no default relaxivity; use one of {', '.join(AGENTS)} "
-                         "or give the relaxivity in mM^-1 s^-1.")
+        raise InputError(
+            f"agent {agent!r} has no default relaxivity; use one of {', '.join(AGENTS)} "
+            "or give the relaxivity in mM^-1 s^-1."
+        )
     fields = sorted({k[1] for k in RELAXIVITIES})
     nearest = min(fields, key=lambda f: abs(f - float(field_t)))
     if abs(nearest - float(field_t)) > 0.3:
-        raise InputError(f"no default relaxivity of {name} at {field_t} T (tabulated: "
-                         f"{', '.join(str(f) for f in fields)} T); give the relaxivity in mM^-1 s^-1.")
+        raise InputError(
+            f"no default relaxivity of {name} at {field_t} T (tabulated: "
+            f"{', '.join(str(f) for f in fields)} T); give the relaxivity in mM^-1 s^-1."
+        )
     return RELAXIVITIES[(name, nearest)]
 
 
@@ -208,18 +240,20 @@ def acquisition_lists(series: Volume) -> dict:
         return None if values is None else [v * to_ms for v in values]
 
     tr = timed("repetition_time_ms", "RepetitionTime")
-    return {"echo_times_ms": timed("echo_times_ms", "EchoTime"),
-            "flip_angles_deg": _as_list(meta.get("flip_angles_deg", meta.get("FlipAngle"))),
-            "repetition_time_ms": tr[0] if tr else None,
-            "inversion_times_ms": timed("inversion_times_ms", "InversionTime"),
-            "saturation_times_ms": _as_list(meta.get("saturation_times_ms"))}
+    return {
+        "echo_times_ms": timed("echo_times_ms", "EchoTime"),
+        "flip_angles_deg": _as_list(meta.get("flip_angles_deg", meta.get("FlipAngle"))),
+        "repetition_time_ms": tr[0] if tr else None,
+        "inversion_times_ms": timed("inversion_times_ms", "InversionTime"),
+        "saturation_times_ms": _as_list(meta.get("saturation_times_ms")),
+    }
 
 
 _HOW_TO_GIVE = {
     "echo times": "give them with --echo-times-ms 2,4,6,... (or an EchoTime list in seconds in the BIDS JSON sidecar)",
     "flip angles": "give them with --flip-angles-deg 2,5,10,... (or a FlipAngle list in the BIDS JSON sidecar)",
     "inversion times": "give them with --inversion-times-ms 50,100,... (or an InversionTime list in seconds in the "
-                       "BIDS JSON sidecar)",
+    "BIDS JSON sidecar)",
     "saturation times": "give them with --saturation-times-ms 100,200,... (the delays after saturation)",
 }
 
@@ -236,11 +270,17 @@ def sampling_values(series: Volume, model: str, values=None) -> np.ndarray:
     what = QUANTITY[model][2]
     name = series.name or "the series"
     if series.data.ndim != 4 or series.shape[0] < 2:
-        raise InputError(f"{name} is a single 3D volume; a {model} fit needs a 4D series with one volume per "
-                         f"{what[:-1]} (a 4D NIfTI, a multi-echo DICOM series or a BIDS NIfTI with its JSON sidecar).")
+        raise InputError(
+            f"{name} is a single 3D volume; a {model} fit needs a 4D series with one volume per "
+            f"{what[:-1]} (a 4D NIfTI, a multi-echo DICOM series or a BIDS NIfTI with its JSON sidecar)."
+        )
     if values is None:
-        key = {"echo times": "echo_times_ms", "flip angles": "flip_angles_deg", "inversion times": "inversion_times_ms",
-               "saturation times": "saturation_times_ms"}[what]
+        key = {
+            "echo times": "echo_times_ms",
+            "flip angles": "flip_angles_deg",
+            "inversion times": "inversion_times_ms",
+            "saturation times": "saturation_times_ms",
+        }[what]
         values = acquisition_lists(series)[key]
         if values is None:
             raise InputError(f"{name} has no {what} in its header; {_HOW_TO_GIVE[what]}.")
@@ -251,8 +291,10 @@ def sampling_values(series: Volume, model: str, values=None) -> np.ndarray:
     if not np.all(np.isfinite(x)) or np.any(x < 0) or (what == "flip angles" and np.any(x <= 0)):
         raise InputError(f"the {what} of {name} ({', '.join(f'{v:g}' for v in x)}) must be finite and positive.")
     if what != "flip angles" and np.any(np.diff(x) <= 0):
-        raise InputError(f"the {what} of {name} ({', '.join(f'{v:g}' for v in x)}) do not increase; list them in "
-                         "the order of the volumes, shortest first.")
+        raise InputError(
+            f"the {what} of {name} ({', '.join(f'{v:g}' for v in x)}) do not increase; list them in "
+            "the order of the volumes, shortest first."
+        )
     if what == "flip angles" and np.unique(x).size < 2:
         raise InputError(f"the flip angles of {name} are all {x[0]:g} deg; VFA needs at least two different angles.")
     return x
@@ -286,13 +328,13 @@ def estimate_noise_sigma(image: np.ndarray) -> float | None:
     if values.size > 2_000_000:
         values = values[:: values.size // 2_000_000 + 1]
     low = np.sort(values)[: max(values.size // 20, 10)]
-    sigma = math.sqrt(float(np.mean(low ** 2)) / 2.0)
+    sigma = math.sqrt(float(np.mean(low**2)) / 2.0)
     factor = 2.0 * 0.85638  # 2 x truncated second moment of a Rayleigh at 2.5 sigma
     for _ in range(30):
         bg = values[values < 2.5 * sigma]
         if bg.size < max(50, 0.005 * values.size):
             return None
-        new = math.sqrt(float(np.mean(bg ** 2)) / factor)
+        new = math.sqrt(float(np.mean(bg**2)) / factor)
         if abs(new - sigma) < 1e-4 * sigma:
             sigma = new
             break
@@ -358,7 +400,7 @@ def _r_squared(y: np.ndarray, fit: np.ndarray) -> np.ndarray:
     ss_res = np.sum((y - fit) ** 2, axis=0)
     ss_tot = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res <= 1e-12 * (y ** 2).sum(0), 1.0, 0.0))
+        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res <= 1e-12 * (y**2).sum(0), 1.0, 0.0))
 
 
 # --------------------------------------------------------------------------- exponential decay
@@ -376,8 +418,9 @@ def _loglinear(y, t_s, valid):
     return amp, -slope
 
 
-def fit_decay(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, method: str = "rician",
-              rate_bounds=(0.1, 5000.0)) -> dict:
+def fit_decay(
+    y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, method: str = "rician", rate_bounds=(0.1, 5000.0)
+) -> dict:
     """Mono-exponential decay fits of many curves at once.
 
     Parameters
@@ -552,8 +595,16 @@ def epg_cpmg(t2_ms, b1, esp_ms: float, n_echoes: int, t1_ms: float = 1000.0, ref
     return echoes.reshape((n_echoes,) + shape)
 
 
-def fit_epg(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, refocusing_deg: float = 180.0,
-            t1_ms: float = 1000.0, t2_range_ms=(2.0, 2000.0), b1_range=(0.5, 1.3), progress=None) -> dict:
+def fit_epg(
+    y: np.ndarray,
+    te_ms: np.ndarray,
+    sigma: float = 0.0,
+    refocusing_deg: float = 180.0,
+    t1_ms: float = 1000.0,
+    t2_range_ms=(2.0, 2000.0),
+    b1_range=(0.5, 1.3),
+    progress=None,
+) -> dict:
     """T2 and B1 of CPMG echo trains by matching a dictionary of EPG curves.
 
     The dictionary spans T2 (log-spaced, 6 % steps) and B1 (0.05 steps). The
@@ -572,8 +623,10 @@ def fit_epg(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, refocusing_deg
     te = np.asarray(te_ms, float)
     esp = float(te[0])
     if not np.allclose(te, esp * np.arange(1, te.size + 1), rtol=1e-3, atol=1e-3):
-        raise InputError(f"the EPG fit needs equally spaced echoes at ESP, 2 ESP, 3 ESP, ... (got "
-                         f"{', '.join(f'{t:g}' for t in te)} ms); use --method exponential for other echo trains.")
+        raise InputError(
+            f"the EPG fit needs equally spaced echoes at ESP, 2 ESP, 3 ESP, ... (got "
+            f"{', '.join(f'{t:g}' for t in te)} ms); use --method exponential for other echo trains."
+        )
     t2_grid = np.exp(np.arange(np.log(t2_range_ms[0]), np.log(t2_range_ms[1]) + 1e-9, np.log(_EPG_T2_RATIO)))
     b1_grid = np.arange(b1_range[0], b1_range[1] + 1e-9, _EPG_B1_STEP)
     tt, bb = np.meshgrid(t2_grid, b1_grid, indexing="ij")
@@ -611,10 +664,12 @@ def fit_epg(y: np.ndarray, te_ms: np.ndarray, sigma: float = 0.0, refocusing_deg
         it, ib = np.unravel_index(flat, (nt, nb))
         rows = np.arange(corr.shape[0])
         itc, ibc = np.clip(it, 1, nt - 2), np.clip(ib, 1, nb - 2)
-        ot = np.where((it > 0) & (it < nt - 1), vertex(corr[rows, itc - 1, ib], corr[rows, itc, ib],
-                                                       corr[rows, itc + 1, ib]), 0.0)
-        ob = np.where((ib > 0) & (ib < nb - 1), vertex(corr[rows, it, ibc - 1], corr[rows, it, ibc],
-                                                       corr[rows, it, ibc + 1]), 0.0)
+        ot = np.where(
+            (it > 0) & (it < nt - 1), vertex(corr[rows, itc - 1, ib], corr[rows, itc, ib], corr[rows, itc + 1, ib]), 0.0
+        )
+        ob = np.where(
+            (ib > 0) & (ib < nb - 1), vertex(corr[rows, it, ibc - 1], corr[rows, it, ibc], corr[rows, it, ibc + 1]), 0.0
+        )
         best_t2[sl] = np.exp(np.log(t2_grid[it]) + ot * np.log(_EPG_T2_RATIO))
         best_b1[sl] = b1_grid[ib] + ob * _EPG_B1_STEP
         _progress.report(progress, min(start + step, v) / v, "EPG dictionary")
@@ -645,8 +700,14 @@ def _grid_start(y, basis_of_rate, rates):
     return amp, out
 
 
-def fit_vfa(y: np.ndarray, flip_deg: np.ndarray, tr_ms: float, b1: np.ndarray | None = None,
-            method: str = "nonlinear", rate_bounds=(0.02, 200.0)) -> dict:
+def fit_vfa(
+    y: np.ndarray,
+    flip_deg: np.ndarray,
+    tr_ms: float,
+    b1: np.ndarray | None = None,
+    method: str = "nonlinear",
+    rate_bounds=(0.02, 200.0),
+) -> dict:
     """T1 (as R1) and M0 from spoiled gradient echoes at several flip angles (DESPOT1).
 
     ``S = M0 sin(a) (1 - E1) / (1 - cos(a) E1)``, ``E1 = exp(-TR R1)``, with
@@ -681,8 +742,9 @@ def fit_vfa(y: np.ndarray, flip_deg: np.ndarray, tr_ms: float, b1: np.ndarray | 
         return p[0] * g, np.stack([g, p[0] * dg_de * (-tr * e)])
 
     if method == "nonlinear":
-        p = _levenberg_marquardt(model, y, np.stack([m0, rate]), [-np.inf, rate_bounds[0]],
-                                 [np.inf, rate_bounds[1]], n_iter=15)
+        p = _levenberg_marquardt(
+            model, y, np.stack([m0, rate]), [-np.inf, rate_bounds[0]], [np.inf, rate_bounds[1]], n_iter=15
+        )
         m0, rate = p
     fitted, _ = model(np.stack([m0, rate]))
     return {"amplitude": m0, "rate": rate, "fitted": fitted}
@@ -699,8 +761,9 @@ def fit_saturation_recovery(y: np.ndarray, t_ms: np.ndarray, rate_bounds=(0.02, 
         e = np.exp(-t * p[1])
         return p[0] * (1 - e), np.stack([1 - e + 0 * p[0], p[0] * t * e])
 
-    p = _levenberg_marquardt(model, y, np.stack([m0, rate]), [-np.inf, rate_bounds[0]], [np.inf, rate_bounds[1]],
-                             n_iter=15)
+    p = _levenberg_marquardt(
+        model, y, np.stack([m0, rate]), [-np.inf, rate_bounds[0]], [np.inf, rate_bounds[1]], n_iter=15
+    )
     fitted, _ = model(p)
     return {"amplitude": p[0], "rate": p[1], "fitted": fitted}
 
@@ -751,8 +814,9 @@ def fit_inversion_recovery(y: np.ndarray, ti_ms: np.ndarray, rate_bounds=(0.02, 
         e = np.exp(-tt * p[2])
         return p[0] + p[1] * e, np.stack([np.ones_like(e), e, -tt * p[1] * e])
 
-    p = _levenberg_marquardt(model, signed, start, [-np.inf, -np.inf, rate_bounds[0]],
-                             [np.inf, np.inf, rate_bounds[1]], n_iter=15)
+    p = _levenberg_marquardt(
+        model, signed, start, [-np.inf, -np.inf, rate_bounds[0]], [np.inf, np.inf, rate_bounds[1]], n_iter=15
+    )
     fitted, _ = model(p)
     return {"amplitude": p[0], "b": p[1], "rate": p[2], "fitted": np.abs(fitted), "signed": signed}
 
@@ -796,12 +860,14 @@ class RelaxationMaps:
         i = tuple(int(v) for v in index)
         amp = float(self.amplitude.data[i])
         rate = float(self.rate_per_s.data[i])
-        return model_curve(self.model, self.method, amp, rate, x, self.parameters,
-                           {k: float(v.data[i]) for k, v in self.extra.items()})
+        return model_curve(
+            self.model, self.method, amp, rate, x, self.parameters, {k: float(v.data[i]) for k, v in self.extra.items()}
+        )
 
 
-def model_curve(model: str, method: str, amplitude: float, rate: float, x, parameters: dict,
-                extra: dict | None = None) -> np.ndarray:
+def model_curve(
+    model: str, method: str, amplitude: float, rate: float, x, parameters: dict, extra: dict | None = None
+) -> np.ndarray:
     """Expected magnitude of a fitted voxel at sampling values ``x`` (for plots).
 
     >>> round(float(model_curve("t2star", "loglinear", 100.0, 50.0, [20.0], {})[0]), 4)
@@ -816,8 +882,17 @@ def model_curve(model: str, method: str, amplitude: float, rate: float, x, param
         if method == "epg":
             esp = float(parameters["sampling"][0])
             n = max(int(round(float(x.max()) / esp)), 1)
-            train = amplitude * epg_cpmg(np.array([1000.0 / rate]), np.array([extra.get("b1", 1.0)]), esp, n,
-                                         parameters.get("t1_ms", 1000.0), parameters.get("refocusing_deg", 180.0))[:, 0]
+            train = (
+                amplitude
+                * epg_cpmg(
+                    np.array([1000.0 / rate]),
+                    np.array([extra.get("b1", 1.0)]),
+                    esp,
+                    n,
+                    parameters.get("t1_ms", 1000.0),
+                    parameters.get("refocusing_deg", 180.0),
+                )[:, 0]
+            )
             s = np.interp(x, esp * np.arange(1, n + 1), train)
         else:
             s = amplitude * np.exp(-x / 1000.0 * rate)
@@ -842,11 +917,24 @@ def _default_range_ms(model: str, x: np.ndarray, tr_ms: float | None) -> tuple:
     return (0.2 * float(x[x > 0].min() if np.any(x > 0) else x.max()), 5.0 * float(x.max()))
 
 
-def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angles_deg=None, tr_ms=None,
-                   inversion_times_ms=None, saturation_times_ms=None, b1: Volume | None = None,
-                   method: str | None = None, noise_sigma: float | None = None,
-                   mask: Volume | None = None, valid_range_ms=None, refocusing_deg: float | None = None,
-                   t1_ms: float = 1000.0, progress=None) -> RelaxationMaps:
+def fit_relaxation(
+    series: Volume,
+    model: str,
+    *,
+    echo_times_ms=None,
+    flip_angles_deg=None,
+    tr_ms=None,
+    inversion_times_ms=None,
+    saturation_times_ms=None,
+    b1: Volume | None = None,
+    method: str | None = None,
+    noise_sigma: float | None = None,
+    mask: Volume | None = None,
+    valid_range_ms=None,
+    refocusing_deg: float | None = None,
+    t1_ms: float = 1000.0,
+    progress=None,
+) -> RelaxationMaps:
     """Fit a relaxometry model voxel by voxel and return its maps.
 
     Parameters
@@ -887,8 +975,13 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
     method = (method or DEFAULT_METHOD[model]).strip().lower()
     if method not in METHODS[model]:
         raise InputError(f"method {method!r} does not apply to {model}; use one of {', '.join(METHODS[model])}.")
-    given = {"t2star": echo_times_ms, "t2": echo_times_ms, "t1vfa": flip_angles_deg,
-             "t1sr": saturation_times_ms, "t1ir": inversion_times_ms}[model]
+    given = {
+        "t2star": echo_times_ms,
+        "t2": echo_times_ms,
+        "t1vfa": flip_angles_deg,
+        "t1sr": saturation_times_ms,
+        "t1ir": inversion_times_ms,
+    }[model]
     x = sampling_values(series, model, given)
     name = series.name or "the series"
     notes = []
@@ -911,8 +1004,10 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
             if noise_sigma is None:
                 noise_sigma = 0.0
                 if model in ("t2star", "t2"):
-                    notes.append(f"{name}: no signal-free background to measure the noise, so the fit ignores the "
-                                 "noise floor; give the noise sigma (--noise-sigma) for an unbiased fit of late echoes.")
+                    notes.append(
+                        f"{name}: no signal-free background to measure the noise, so the fit ignores the "
+                        "noise floor; give the noise sigma (--noise-sigma) for an unbiased fit of late echoes."
+                    )
     noise_sigma = float(noise_sigma)
     if not np.isfinite(noise_sigma) or noise_sigma < 0:
         raise InputError(f"noise sigma {noise_sigma} is impossible; give a value >= 0 in image units.")
@@ -951,15 +1046,21 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
     chunk = _CHUNK if method != "epg" else 1 << 15
     every = index.size == v  # every voxel fitted: contiguous slices, no gather copies
     for start in range(0, index.size, chunk):
-        sel = slice(start, min(start + chunk, v)) if every else index[start: start + chunk]
+        sel = slice(start, min(start + chunk, v)) if every else index[start : start + chunk]
         decay = model in ("t2star", "t2") and method != "epg"
         y = flat[:, sel] if decay else flat[:, sel].astype(np.float64)
         if decay:
             out = fit_decay(y, x, noise_sigma, "loglinear" if method == "loglinear" else "rician")
         elif method == "epg":
             done = start / max(index.size, 1)
-            out = fit_epg(y, x, noise_sigma, refocusing_deg, t1_ms, progress=_progress.scaled(
-                progress, done, min(start + chunk, index.size) / max(index.size, 1)))
+            out = fit_epg(
+                y,
+                x,
+                noise_sigma,
+                refocusing_deg,
+                t1_ms,
+                progress=_progress.scaled(progress, done, min(start + chunk, index.size) / max(index.size, 1)),
+            )
         elif model == "t1vfa":
             out = fit_vfa(y, x, tr_ms, None if b1_flat is None else b1_flat[sel], method)
         elif model == "t1sr":
@@ -972,8 +1073,11 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
         for key in ("b1", "b"):
             if key in out:
                 extra_arrays.setdefault(key, np.full(v, np.nan))[sel] = out[key]
-        _progress.report(progress, min(start + chunk, index.size) / max(index.size, 1),
-                         f"{model} fit {min(start + chunk, index.size)}/{index.size} voxels")
+        _progress.report(
+            progress,
+            min(start + chunk, index.size) / max(index.size, 1),
+            f"{model} fit {min(start + chunk, index.size)}/{index.size} voxels",
+        )
     if b1_flat is not None:
         extra_arrays["b1"] = np.where(fit_here, b1_flat, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -999,33 +1103,50 @@ def fit_relaxation(series: Volume, model: str, *, echo_times_ms=None, flip_angle
 
     n_fit = int(fit_here.sum())
     if n_fit and np.mean(flags[fit_here] != 0) > 0.5:
-        notes.append(f"{name}: the {model} fit is unreliable in {100 * np.mean(flags[fit_here] != 0):.0f} % of the "
-                     "voxels with signal; check the sampling list and the model.")
+        notes.append(
+            f"{name}: the {model} fit is unreliable in {100 * np.mean(flags[fit_here] != 0):.0f} % of the "
+            "voxels with signal; check the sampling list and the model."
+        )
     for message in notes:
         warnings.warn(message, ImmunotrackWarning, stacklevel=2)
-    parameters = {"model": model, "method": method, "sampling": x.tolist(), "sampling_unit": QUANTITY[model][3],
-                  "sampling_name": QUANTITY[model][2], "noise_sigma": noise_sigma,
-                  "valid_range_ms": [float(lo), float(hi)], "voxels_fitted": n_fit,
-                  "voxels_unreliable": int(np.count_nonzero(flags[fit_here]))}
+    parameters = {
+        "model": model,
+        "method": method,
+        "sampling": x.tolist(),
+        "sampling_unit": QUANTITY[model][3],
+        "sampling_name": QUANTITY[model][2],
+        "noise_sigma": noise_sigma,
+        "valid_range_ms": [float(lo), float(hi)],
+        "voxels_fitted": n_fit,
+        "voxels_unreliable": int(np.count_nonzero(flags[fit_here])),
+    }
     if model == "t1vfa":
         parameters["repetition_time_ms"] = tr_ms
         parameters["b1_map"] = b1 is not None
     if method == "epg":
         parameters.update(refocusing_deg=refocusing_deg, t1_ms=t1_ms)
     return RelaxationMaps(
-        model=model, method=method,
+        model=model,
+        method=method,
         time_ms=vol(time_ms, f"{t_name} (ms)", "ms"),
         rate_per_s=vol(rate, f"{r_name} (1/s)", "1/s"),
         goodness=vol(good, "fit R^2", "R^2"),
         unreliable=vol(flags, "unreliable", "label", np.uint8),
         amplitude=vol(amp, "S0" if model in ("t2star", "t2") else "M0", series.unit),
         extra={k: vol(a, k, "relative" if k == "b1" else series.unit) for k, a in extra_arrays.items()},
-        parameters=parameters, warnings=notes)
+        parameters=parameters,
+        warnings=notes,
+    )
 
 
 # --------------------------------------------------------------------------- concentrations
-def delta_rate(post: Volume, baseline: Volume, transform: np.ndarray | None = None,
-               post_unreliable: Volume | None = None, baseline_unreliable: Volume | None = None) -> Volume:
+def delta_rate(
+    post: Volume,
+    baseline: Volume,
+    transform: np.ndarray | None = None,
+    post_unreliable: Volume | None = None,
+    baseline_unreliable: Volume | None = None,
+) -> Volume:
     """Rate change ``R_post - R_baseline`` (1/s) on the post map's grid.
 
     Parameters
@@ -1059,8 +1180,14 @@ def delta_rate(post: Volume, baseline: Volume, transform: np.ndarray | None = No
         f = flags if (grid_ok and flags.same_grid(post)) else flags.resample_to(post, order=0, transform=transform)
         delta[f.numpy() != 0] = np.nan
     name = post.name.replace("(1/s)", "").strip() if post.name else "R"
-    return Volume(delta.astype(np.float32), post.affine, "MR", "1/s",
-                  {"baseline": baseline.metadata.get("source_path") or baseline.name}, f"delta {name} (1/s)")
+    return Volume(
+        delta.astype(np.float32),
+        post.affine,
+        "MR",
+        "1/s",
+        {"baseline": baseline.metadata.get("source_path") or baseline.name},
+        f"delta {name} (1/s)",
+    )
 
 
 def concentration(delta_r: Volume, relaxivity: float, metal: str = "Fe") -> Volume:
@@ -1074,8 +1201,14 @@ def concentration(delta_r: Volume, relaxivity: float, metal: str = "Fe") -> Volu
     if not np.isfinite(r) or r <= 0:
         raise InputError(f"relaxivity {relaxivity} is impossible; give it in mM^-1 s^-1 (> 0), e.g. --relaxivity 60.")
     out = delta_r.numpy().astype(np.float64) / r
-    return Volume(out.astype(np.float32), delta_r.affine, "MR", "mM",
-                  {"relaxivity_per_mM_s": r, "metal": metal}, f"{metal} concentration (mM)")
+    return Volume(
+        out.astype(np.float32),
+        delta_r.affine,
+        "MR",
+        "mM",
+        {"relaxivity_per_mM_s": r, "metal": metal},
+        f"{metal} concentration (mM)",
+    )
 
 
 def metal_mass_ug(conc: Volume, metal: str = "Fe") -> Volume:
@@ -1093,9 +1226,16 @@ def metal_mass_ug(conc: Volume, metal: str = "Fe") -> Volume:
     return Volume(ug.astype(np.float32), conc.affine, "MR", "ug", {"metal": metal}, f"{metal} (ug per voxel)")
 
 
-def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume | None = None,
-                          concentration_key: str | None = None, metal: str = "Fe",
-                          transform: np.ndarray | None = None, progress=None):
+def relaxometry_roi_table(
+    maps: dict[str, Volume],
+    rois,
+    *,
+    unreliable: Volume | None = None,
+    concentration_key: str | None = None,
+    metal: str = "Fe",
+    transform: np.ndarray | None = None,
+    progress=None,
+):
     """ROI table of relaxometry maps: mean, SD and median of each map, with amounts of metal.
 
     Parameters
@@ -1143,14 +1283,21 @@ def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume |
         raise InputError("no ROI label reaches the maps' field of view; check the ROI image and its registration.")
     bad = np.zeros(grid.spatial_shape, bool) if unreliable is None else unreliable.numpy() != 0
     kept = labels_vol.replace(data=np.where(np.isin(labels_vol.numpy(), present), labels_vol.numpy(), 0))
-    flags = roi_statistics(grid.replace(data=bad.astype(np.float32), unit="fraction"), kept, transform=transform,
-                           peak=False, name="the maps")
+    flags = roi_statistics(
+        grid.replace(data=bad.astype(np.float32), unit="fraction"),
+        kept,
+        transform=transform,
+        peak=False,
+        name="the maps",
+    )
     table = flags[["label", "voxels", "volume_ml", "mean"]].rename(columns={"mean": "unreliable_fraction"})
     # an ROI with no reliable voxel gets empty statistics rather than an error
     usable = [int(v) for v, f in zip(table["label"], table["unreliable_fraction"]) if f < 0.999]
     if len(usable) < len(present):
-        notes.append(f"ROI label(s) {', '.join(str(v) for v in present if v not in usable)} hold no reliable fit: "
-                     "their map statistics are empty.")
+        notes.append(
+            f"ROI label(s) {', '.join(str(v) for v in present if v not in usable)} hold no reliable fit: "
+            "their map statistics are empty."
+        )
     reliable = kept.replace(data=np.where(np.isin(kept.numpy(), usable), kept.numpy(), 0))
     for i, key in enumerate(keys):
         if not usable:
@@ -1159,8 +1306,14 @@ def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume |
         data = np.where(bad, np.nan, vol.numpy().astype(np.float64))
         with warnings.catch_warnings():  # the field-of-view notes were given once, for the mask
             warnings.simplefilter("ignore", ImmunotrackWarning)
-            stats = roi_statistics(vol.replace(data=data), reliable, transform=transform, peak=False, name=key,
-                                   progress=_progress.scaled(progress, i / (len(keys) + 1), (i + 1) / (len(keys) + 1)))
+            stats = roi_statistics(
+                vol.replace(data=data),
+                reliable,
+                transform=transform,
+                peak=False,
+                name=key,
+                progress=_progress.scaled(progress, i / (len(keys) + 1), (i + 1) / (len(keys) + 1)),
+            )
         cols = {"mean": f"{key}_mean", "sd": f"{key}_sd", "median": f"{key}_median"}
         part = stats[["label"] + list(cols)].rename(columns=cols)
         if key == concentration_key:
@@ -1179,11 +1332,22 @@ def relaxometry_roi_table(maps: dict[str, Volume], rois, *, unreliable: Volume |
 
 
 # --------------------------------------------------------------------------- pipeline step
-def relax_step(series: Volume, rois: Volume | None = None, *, baseline: Volume | None = None,
-               model: str = "t2star", method: str | None = None, relaxivity=None,
-               field_t: float | None = None, metal: str | None = None, noise_sigma: float | None = None,
-               b1: Volume | None = None, roi_transform: np.ndarray | None = None,
-               baseline_transform: np.ndarray | None = None, progress=None) -> dict:
+def relax_step(
+    series: Volume,
+    rois: Volume | None = None,
+    *,
+    baseline: Volume | None = None,
+    model: str = "t2star",
+    method: str | None = None,
+    relaxivity=None,
+    field_t: float | None = None,
+    metal: str | None = None,
+    noise_sigma: float | None = None,
+    b1: Volume | None = None,
+    roi_transform: np.ndarray | None = None,
+    baseline_transform: np.ndarray | None = None,
+    progress=None,
+) -> dict:
     """One session's relaxometry as a pipeline step: maps, delta R, concentration and the ROI table.
 
     What ``immunotrack relax`` computes, as a function a batch pipeline can call
@@ -1224,16 +1388,28 @@ def relax_step(series: Volume, rois: Volume | None = None, *, baseline: Volume |
     """
     model = check_model(model)
     sub = _progress.scaled
-    maps = fit_relaxation(series, model, method=method, noise_sigma=noise_sigma, b1=b1,
-                          progress=sub(progress, 0.0, 0.45 if baseline is not None else 0.8))
+    maps = fit_relaxation(
+        series,
+        model,
+        method=method,
+        noise_sigma=noise_sigma,
+        b1=b1,
+        progress=sub(progress, 0.0, 0.45 if baseline is not None else 0.8),
+    )
     parameters = dict(maps.parameters)
     delta = conc = table = None
     r_value = None
     if baseline is not None:
-        pre = fit_relaxation(baseline, model, method=method, noise_sigma=noise_sigma, b1=b1,
-                             progress=sub(progress, 0.45, 0.8))
-        delta = delta_rate(maps.rate_per_s, pre.rate_per_s, transform=baseline_transform,
-                           post_unreliable=maps.unreliable, baseline_unreliable=pre.unreliable)
+        pre = fit_relaxation(
+            baseline, model, method=method, noise_sigma=noise_sigma, b1=b1, progress=sub(progress, 0.45, 0.8)
+        )
+        delta = delta_rate(
+            maps.rate_per_s,
+            pre.rate_per_s,
+            transform=baseline_transform,
+            post_unreliable=maps.unreliable,
+            baseline_unreliable=pre.unreliable,
+        )
         if relaxivity is not None:
             try:
                 r_value = float(relaxivity)
@@ -1242,8 +1418,10 @@ def relax_step(series: Volume, rois: Volume | None = None, *, baseline: Volume |
             except (TypeError, ValueError):
                 field = field_t if field_t is not None else series.metadata.get("MagneticFieldStrength")
                 if field is None:
-                    raise InputError(f"{series.name or 'the series'} has no MagneticFieldStrength in its header; "
-                                     f"give field_t to pick the default relaxivity of {relaxivity}.") from None
+                    raise InputError(
+                        f"{series.name or 'the series'} has no MagneticFieldStrength in its header; "
+                        f"give field_t to pick the default relaxivity of {relaxivity}."
+                    ) from None
                 agent = agent_relaxivity(str(relaxivity), float(field))
                 r_value, metal, source = agent.for_model(model), metal or agent.metal, agent.source
             conc = concentration(delta, r_value, metal)
@@ -1255,8 +1433,14 @@ def relax_step(series: Volume, rois: Volume | None = None, *, baseline: Volume |
             tab[f"delta{r_name}_per_s"] = delta
         if conc is not None:
             tab[f"{metal}_mM"] = conc
-        table = relaxometry_roi_table(tab, rois, unreliable=maps.unreliable,
-                                      concentration_key=f"{metal}_mM" if conc is not None else None,
-                                      metal=metal or "Fe", transform=roi_transform, progress=sub(progress, 0.8, 1.0))
+        table = relaxometry_roi_table(
+            tab,
+            rois,
+            unreliable=maps.unreliable,
+            concentration_key=f"{metal}_mM" if conc is not None else None,
+            metal=metal or "Fe",
+            transform=roi_transform,
+            progress=sub(progress, 0.8, 1.0),
+        )
     _progress.report(progress, 1.0, "relaxometry done")
     return {"maps": maps, "delta": delta, "concentration": conc, "table": table, "parameters": parameters}

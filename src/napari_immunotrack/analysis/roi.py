@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -59,7 +58,7 @@ from ..volume import Volume, as_labels
 PEAK_RADIUS_MM = (3.0 / (4.0 * math.pi)) ** (1.0 / 3.0) * 10.0
 
 #: Largest peak-sphere kernel (voxels) :func:`roi_statistics` builds (a 1 mL sphere on a 0.1 mm grid is 2e6).
-_MAX_PEAK_KERNEL_VOXELS = 2 ** 24
+_MAX_PEAK_KERNEL_VOXELS = 2**24
 
 _MAX_POINTS = 1 << 21  # subpoints per chunk while carrying (bounds memory to ~100 MB)
 
@@ -147,8 +146,16 @@ def _label_array(rois: Volume) -> np.ndarray:
     return lab
 
 
-def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersample: int = 3,
-               labels=None, name: str = "the image", progress=None) -> RoiMap:
+def carry_rois(
+    rois,
+    target,
+    *,
+    transform: np.ndarray | None = None,
+    supersample: int = 3,
+    labels=None,
+    name: str = "the image",
+    progress=None,
+) -> RoiMap:
     """Carry a label volume onto ``target``'s grid with partial-voxel weights.
 
     Parameters
@@ -192,8 +199,10 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
     if world.shape != (4, 4) or not np.all(np.isfinite(world)):
         raise InputError("the transform must be a finite 4x4 matrix.")
     if not np.allclose(world[3], [0, 0, 0, 1]) or abs(np.linalg.det(world[:3, :3])) < 1e-9:
-        raise InputError("the transform is not an invertible affine map (last row 0 0 0 1, non-zero determinant); "
-                         "check the transform file.")
+        raise InputError(
+            "the transform is not an invertible affine map (last row 0 0 0 1, non-zero determinant); "
+            "check the transform file."
+        )
     from scipy import ndimage
 
     top = int(lab.max()) if lab.size else 0
@@ -226,8 +235,9 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
     sampled = None
     if not same and perm is None:
         # one pass over the union of the labels' footprints on the target grid, all labels at once
-        sampled = _supersampled_all(lab_i, boxes, present, m, m_back, sub_roi, shape,
-                                    _progress.scaled(progress, 0.0, 0.8))
+        sampled = _supersampled_all(
+            lab_i, boxes, present, m, m_back, sub_roi, shape, _progress.scaled(progress, 0.0, 0.8)
+        )
         progress = _progress.scaled(progress, 0.8, 1.0)
 
     out_idx, out_w, fov, src_ml, warns = [], [], [], [], []
@@ -251,8 +261,10 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
         frac_fov = float(inside.mean())
         fov.append(frac_fov)
         if frac_fov == 0.0:
-            raise InputError(f"ROI label {value} lies entirely outside {name}'s field of view; check the "
-                             "registration or draw the ROI inside the image.")
+            raise InputError(
+                f"ROI label {value} lies entirely outside {name}'s field of view; check the "
+                "registration or draw the ROI inside the image."
+            )
         idx_parts, w_parts = [], []
         if sampled is not None:
             if value in sampled:
@@ -266,28 +278,43 @@ def carry_rois(rois, target, *, transform: Optional[np.ndarray] = None, supersam
                     idx_parts.append(idx)
                     w_parts.append(w)
         if not idx_parts:
-            raise InputError(f"ROI label {value} covers no voxel of {name} after mapping to its grid (the ROI is "
-                             "outside the field of view or much smaller than a voxel); check the ROI and registration.")
+            raise InputError(
+                f"ROI label {value} covers no voxel of {name} after mapping to its grid (the ROI is "
+                "outside the field of view or much smaller than a voxel); check the ROI and registration."
+            )
         idx = np.concatenate(idx_parts)
         w = np.concatenate(w_parts)
         out_idx.append(idx)
         out_w.append(w)
         carried = float(w.sum()) * tgt_voxel_ml
         if frac_fov < 0.999:
-            msg = (f"ROI label {value}: {100 * (1 - frac_fov):.1f}% of its volume lies outside {name}'s field of "
-                   "view; its statistics cover only the part inside.")
+            msg = (
+                f"ROI label {value}: {100 * (1 - frac_fov):.1f}% of its volume lies outside {name}'s field of "
+                "view; its statistics cover only the part inside."
+            )
             warns.append(msg)
             warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
         elif abs(carried - nvox * roi_voxel_ml) > 0.25 * nvox * roi_voxel_ml and n > 1:
-            msg = (f"ROI label {value}: its volume changes from {nvox * roi_voxel_ml:.4g} mL to {carried:.4g} mL "
-                   f"on {name}'s grid (the ROI is small against the voxels); increase supersample.")
+            msg = (
+                f"ROI label {value}: its volume changes from {nvox * roi_voxel_ml:.4g} mL to {carried:.4g} mL "
+                f"on {name}'s grid (the ROI is small against the voxels); increase supersample."
+            )
             warns.append(msg)
             warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
         _progress.report(progress, (count + 1) / len(present), f"ROI {value}")
-    return RoiMap(shape=shape, affine=t_aff, labels=np.array(present, np.int64), index=out_idx, weight=out_w,
-                  fraction_in_fov=np.array(fov), source_volume_ml=np.array(src_ml),
-                  method="same grid" if same else ("exact overlap (axis-aligned grids)" if perm is not None
-                                                   else f"supersample {n}"), warnings=warns)
+    return RoiMap(
+        shape=shape,
+        affine=t_aff,
+        labels=np.array(present, np.int64),
+        index=out_idx,
+        weight=out_w,
+        fraction_in_fov=np.array(fov),
+        source_volume_ml=np.array(src_ml),
+        method="same grid"
+        if same
+        else ("exact overlap (axis-aligned grids)" if perm is not None else f"supersample {n}"),
+        warnings=warns,
+    )
 
 
 def _axis_permutation(m: np.ndarray, tol: float = 1e-6):
@@ -321,8 +348,9 @@ def _exact_axis_aligned(crop, sl, m, perm, t_lo, t_hi, shape):
     mats = []
     for t in range(3):
         r = perm[t]
-        mats.append(_overlap_matrix(sl[r].start, crop.shape[r], int(t_lo[t]), int(t_hi[t]), m[r, t], m[r, 3])
-                    .astype(np.float32))
+        mats.append(
+            _overlap_matrix(sl[r].start, crop.shape[r], int(t_lo[t]), int(t_hi[t]), m[r, t], m[r, 3]).astype(np.float32)
+        )
     roi_letters = "ijk"
     tgt_letters = "abc"
     spec = ",".join(f"{tgt_letters[t]}{roi_letters[perm[t]]}" for t in range(3)) + ",ijk->abc"
@@ -434,8 +462,9 @@ def _supersampled_all(lab_i, boxes, present, m, m_back, sub_roi, shape, progress
             done += sizes[v]
             _progress.report(progress, done / max(1, sum(sizes.values())), "carrying ROIs")
     else:
-        parts_lab, parts_idx, parts_w = _sample_box(flat_lab, pshape, strides, t_lo, t_hi, m, sub32, shape,
-                                                    progress=progress)
+        parts_lab, parts_idx, parts_w = _sample_box(
+            flat_lab, pshape, strides, t_lo, t_hi, m, sub32, shape, progress=progress
+        )
     if not parts_lab:
         return {}
     labs = np.concatenate(parts_lab)
@@ -487,8 +516,9 @@ def _kernel_half(affine: np.ndarray, radius_mm: float, max_half=None) -> np.ndar
     return half if max_half is None else np.minimum(half, np.asarray(max_half, int))
 
 
-def sphere_kernel(affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsample: int = 7,
-                  normalize: bool = True, max_half=None) -> np.ndarray:
+def sphere_kernel(
+    affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsample: int = 7, normalize: bool = True, max_half=None
+) -> np.ndarray:
     """Partial-voxel weights of a sphere of ``radius_mm`` centred on a voxel, on a grid of ``affine``.
 
     Each kernel voxel is split into ``subsample^3`` points; its weight is the
@@ -514,10 +544,10 @@ def sphere_kernel(affine: np.ndarray, radius_mm: float = PEAK_RADIUS_MM, subsamp
     weights = (centre_mm + half_diag <= radius_mm).astype(float)
     edge = np.nonzero((centre_mm + half_diag > radius_mm) & (centre_mm - half_diag <= radius_mm))[0]
     for chunk in range(0, edge.size, 4096):
-        part = edge[chunk:chunk + 4096]
+        part = edge[chunk : chunk + 4096]
         pts = grid[part, None, :] + sub[None, :, :]
         mm = pts @ rot.T
-        weights[part] = (np.einsum("ijk,ijk->ij", mm, mm) <= radius_mm ** 2).mean(axis=1)
+        weights[part] = (np.einsum("ijk,ijk->ij", mm, mm) <= radius_mm**2).mean(axis=1)
     kernel = weights.reshape([a.size for a in axes])
     total = kernel.sum()
     if total <= 0:
@@ -569,8 +599,14 @@ def _peak(image: np.ndarray, bbox, centres, kernel: np.ndarray) -> float:
 PEAK_MIN_INSIDE = 0.5
 
 
-def peak_in_roi(image: np.ndarray, idx: np.ndarray, w: np.ndarray, kernel: np.ndarray, roi_max: float,
-                min_inside: float = PEAK_MIN_INSIDE) -> tuple:
+def peak_in_roi(
+    image: np.ndarray,
+    idx: np.ndarray,
+    w: np.ndarray,
+    kernel: np.ndarray,
+    roi_max: float,
+    min_inside: float = PEAK_MIN_INSIDE,
+) -> tuple:
     """The peak of one ROI restricted to the ROI (preclinical SUVpeak; ``docs/methods/pet.md#suvpeak``).
 
     The sphere mean is taken over the ROI's own (partial-voxel weighted) voxels only,
@@ -602,7 +638,6 @@ def peak_in_roi(image: np.ndarray, idx: np.ndarray, w: np.ndarray, kernel: np.nd
     >>> peak_in_roi(img, flat, np.ones(27), np.ones((5, 5, 5)) / 125, 10.0)
     (0.37037037037037035, 'hottest voxel + 26 neighbours (ROI smaller than the sphere)')
     """
-    from scipy import ndimage
 
     shape = image.shape
     coords = np.unravel_index(idx, shape)
@@ -638,9 +673,19 @@ def peak_in_roi(image: np.ndarray, idx: np.ndarray, w: np.ndarray, kernel: np.nd
     return min(peak, roi_max), "hottest voxel + 26 neighbours (ROI smaller than the sphere)"
 
 
-def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = None, supersample: int = 3,
-                   peak: bool = True, peak_radius_mm: float = PEAK_RADIUS_MM, min_weight: float = 0.5,
-                   name: Optional[str] = None, progress=None, peak_in_roi_only: bool = False):
+def roi_statistics(
+    image: Volume,
+    rois,
+    *,
+    transform: np.ndarray | None = None,
+    supersample: int = 3,
+    peak: bool = True,
+    peak_radius_mm: float = PEAK_RADIUS_MM,
+    min_weight: float = 0.5,
+    name: str | None = None,
+    progress=None,
+    peak_in_roi_only: bool = False,
+):
     """Weighted statistics of ``image`` in each ROI, on ``image``'s own grid.
 
     Parameters
@@ -684,8 +729,14 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
     if image.data.ndim != 3:
         raise InputError("ROI statistics need a 3D image; select one frame of a 4D image first.")
     label_name = name or (f"{image.name!r}" if image.name else "the image")
-    rmap = carry_rois(rois, image, transform=transform, supersample=supersample, name=label_name,
-                      progress=_progress.scaled(progress, 0.0, 0.5))
+    rmap = carry_rois(
+        rois,
+        image,
+        transform=transform,
+        supersample=supersample,
+        name=label_name,
+        progress=_progress.scaled(progress, 0.0, 0.5),
+    )
     data = image.numpy()
     flat = data.reshape(-1)
     voxel_ml = image.voxel_volume_mm3 / 1000.0
@@ -695,9 +746,11 @@ def roi_statistics(image: Volume, rois, *, transform: Optional[np.ndarray] = Non
         # clipped spheres); a sphere of millions of voxels (microscopy pixels) gets no peak
         half = _kernel_half(image.affine, peak_radius_mm, np.array(data.shape) - 1)
         if float(np.prod(2 * half + 1)) > _MAX_PEAK_KERNEL_VOXELS:
-            message = (f"no peak for {label_name}: a sphere of {peak_radius_mm:.3g} mm spans "
-                       f"{float(np.prod(2 * half + 1)):.3g} of its {np.round(image.spacing, 4).tolist()} mm voxels; "
-                       "the peak column is left empty.")
+            message = (
+                f"no peak for {label_name}: a sphere of {peak_radius_mm:.3g} mm spans "
+                f"{float(np.prod(2 * half + 1)):.3g} of its {np.round(image.spacing, 4).tolist()} mm voxels; "
+                "the peak column is left empty."
+            )
             warnings.warn(message, ImmunotrackWarning, stacklevel=2)
             notes.append(message)
         else:

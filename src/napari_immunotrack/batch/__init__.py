@@ -51,16 +51,50 @@ of the former ``batch.py`` module is importable from here.
 
 from ..pipeline import BASELINE_ROLES, DEFAULT_INPUT_PATTERNS, STEP_EXTRAS, STEPS
 from .cohort import COHORT_COLUMNS, COHORT_FIGURES, TASK_TABLES, bids_label, cohort_figures, cohort_tables
-from .config import (PIPELINE_KEYS, Pipeline, load_pipeline, parse_pipeline, pipeline_from_settings, step_models,
-                     step_parameters, step_schema)
+from .config import (
+    PIPELINE_KEYS,
+    Pipeline,
+    load_pipeline,
+    parse_pipeline,
+    pipeline_from_settings,
+    step_models,
+    step_parameters,
+    step_schema,
+)
 from .run import MANIFEST, BatchSummary, check_output_dir, connect, run_batch
 from .tasks import find_tasks, input_hashes, is_visible, limit_threads, run_task, task_folder
 
-__all__ = ["BASELINE_ROLES", "DEFAULT_INPUT_PATTERNS", "STEP_EXTRAS", "STEPS", "PIPELINE_KEYS", "COHORT_COLUMNS",
-           "COHORT_FIGURES", "TASK_TABLES", "MANIFEST", "Pipeline", "BatchSummary", "step_parameters", "step_models",
-           "step_schema", "parse_pipeline", "load_pipeline", "pipeline_from_settings", "find_tasks", "task_folder",
-           "input_hashes", "run_task", "check_output_dir", "connect", "cohort_tables", "cohort_figures", "run_batch",
-           "bids_label", "is_visible", "limit_threads"]
+__all__ = [
+    "BASELINE_ROLES",
+    "DEFAULT_INPUT_PATTERNS",
+    "STEP_EXTRAS",
+    "STEPS",
+    "PIPELINE_KEYS",
+    "COHORT_COLUMNS",
+    "COHORT_FIGURES",
+    "TASK_TABLES",
+    "MANIFEST",
+    "Pipeline",
+    "BatchSummary",
+    "step_parameters",
+    "step_models",
+    "step_schema",
+    "parse_pipeline",
+    "load_pipeline",
+    "pipeline_from_settings",
+    "find_tasks",
+    "task_folder",
+    "input_hashes",
+    "run_task",
+    "check_output_dir",
+    "connect",
+    "cohort_tables",
+    "cohort_figures",
+    "run_batch",
+    "bids_label",
+    "is_visible",
+    "limit_threads",
+]
 
 # old private names (tests and scripts written before the split use them)
 _limit_threads, _label, _visible = limit_threads, bids_label, is_visible

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from .tasks import task_folder
 
@@ -31,7 +30,7 @@ def bids_label(prefix: str, name: str) -> str:
     return f"{prefix}-{name}" if name else ""
 
 
-def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
+def cohort_tables(out_dir, records: list[dict]) -> dict[str, object]:
     """The cohort tables from the finished tasks' folders: ``cohort`` and ``cohort_<table>``.
 
     ``cohort_<table>`` is every task's ``<table>.csv`` with ``subject`` (``sub-01``), ``session``
@@ -40,7 +39,7 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
     """
     import pandas as pd
 
-    tables: Dict[str, list] = {name: [] for name in TASK_TABLES}
+    tables: dict[str, list] = {name: [] for name in TASK_TABLES}
     for rec in sorted(records, key=lambda r: (r["subject"], r["day"] if r["day"] is not None else -1, r["session"])):
         if rec["status"] not in ("ok", "partial", "skipped"):
             continue
@@ -61,10 +60,12 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
         if df is None:
             continue
         # a preclinical SUVpeak names its sphere volume (suv_bw_peak_14ul): take whichever peak column is there
-        cols = [c for c in columns if c in df.columns] + [c for c in df.columns if c.startswith("suv_bw_peak_")
-                                                          and "suv_bw_peak" in columns]
+        cols = [c for c in columns if c in df.columns] + [
+            c for c in df.columns if c.startswith("suv_bw_peak_") and "suv_bw_peak" in columns
+        ]
         part = df[["subject", "session", "day", "organ"] + cols].rename(
-            columns={"organ": "site", **{c: f"{step}_{c}" for c in cols}})
+            columns={"organ": "site", **{c: f"{step}_{c}" for c in cols}}
+        )
         merged = part if merged is None else merged.merge(part, on=keys, how="outer", sort=False)
     if merged is not None:
         merged = merged.sort_values(["subject", "day", "session", "site"], kind="stable").reset_index(drop=True)
@@ -73,11 +74,15 @@ def cohort_tables(out_dir, records: List[dict]) -> Dict[str, object]:
 
 
 #: Readouts of the cohort table drawn as time courses at the end: (column, axis label).
-COHORT_FIGURES = (("pet_percent_id", "PET %ID"), ("spect_percent_id", "SPECT %ID"),
-                  ("f19_cell_count", "19F cells"), ("mpi_cell_count", "MPI cells"))
+COHORT_FIGURES = (
+    ("pet_percent_id", "PET %ID"),
+    ("spect_percent_id", "SPECT %ID"),
+    ("f19_cell_count", "19F cells"),
+    ("mpi_cell_count", "MPI cells"),
+)
 
 
-def cohort_figures(cohort, out_dir, provenance: Optional[dict] = None) -> List[Path]:
+def cohort_figures(cohort, out_dir, provenance: dict | None = None) -> list[Path]:
     """Per-site time courses (mean ± SD over subjects) of the cohort table's readouts, one PNG each.
 
     Drawn with :func:`napari_immunotrack.figures.time_course`; written as ``cohort_<column>.png``
@@ -90,10 +95,20 @@ def cohort_figures(cohort, out_dir, provenance: Optional[dict] = None) -> List[P
     for column, label in COHORT_FIGURES:
         if column not in cohort.columns or not cohort[column].notna().any():
             continue
-        agg = (cohort.groupby(["site", "day"], sort=False)[column].agg(["mean", "std"]).reset_index()
-               .rename(columns={"mean": column, "std": "sd"}))
-        result = figures.time_course(agg, column, error="sd", unit=f"{label} (mean ± SD, {n} subjects)",
-                                     title=f"{label} per site")
-        written += figures.save_figure(result, Path(out_dir) / f"cohort_{column}.png", dpi=150, overwrite=True,
-                                       provenance=dict(provenance or {}, step="batch"))
+        agg = (
+            cohort.groupby(["site", "day"], sort=False)[column]
+            .agg(["mean", "std"])
+            .reset_index()
+            .rename(columns={"mean": column, "std": "sd"})
+        )
+        result = figures.time_course(
+            agg, column, error="sd", unit=f"{label} (mean ± SD, {n} subjects)", title=f"{label} per site"
+        )
+        written += figures.save_figure(
+            result,
+            Path(out_dir) / f"cohort_{column}.png",
+            dpi=150,
+            overwrite=True,
+            provenance=dict(provenance or {}, step="batch"),
+        )
     return written

@@ -9,7 +9,6 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from ..errors import InputError, one_line
 from ..params import ParamModel, parameter_model
@@ -21,13 +20,42 @@ PIPELINE_KEYS = ("name", "description", "subjects", "sessions", "baseline_sessio
 #: Arguments the pipeline supplies itself (images, ROIs, transforms): not settable in a pipeline file.
 _WIRED = {
     "register": {"fixed", "moving", "fixed_mask", "moving_mask", "progress"},
-    "clusters": {"post", "baseline", "reference_mask", "search_mask", "background_mask", "baseline_transform",
-                 "progress", "prepared"},
-    "confirm": {"t1_post", "t2_post", "t1_pre", "t2_pre", "t1_map_pre", "t1_map_post", "t2_map_pre", "t2_map_post",
-                "search_mask", "reference_mask", "transform", "pre_transform", "progress"},
+    "clusters": {
+        "post",
+        "baseline",
+        "reference_mask",
+        "search_mask",
+        "background_mask",
+        "baseline_transform",
+        "progress",
+        "prepared",
+    },
+    "confirm": {
+        "t1_post",
+        "t2_post",
+        "t1_pre",
+        "t2_pre",
+        "t1_map_pre",
+        "t1_map_post",
+        "t2_map_pre",
+        "t2_map_post",
+        "search_mask",
+        "reference_mask",
+        "transform",
+        "pre_transform",
+        "progress",
+    },
     "pet": {"pet", "rois", "header", "transform", "progress", "overrides", "volume"},
-    "f19": {"f19", "rois", "reference_mask", "reference_concentration_mm", "fluorine_per_cell", "noise_mask",
-            "transform", "progress"},
+    "f19": {
+        "f19",
+        "rois",
+        "reference_mask",
+        "reference_concentration_mm",
+        "fluorine_per_cell",
+        "noise_mask",
+        "transform",
+        "progress",
+    },
     "mpi": {"mpi", "rois", "fiducials", "transform", "calibration", "progress"},
 }
 _WIRED["spect"] = _WIRED["pet"]
@@ -42,22 +70,31 @@ _PIPELINE_DEFAULTS = {"mpi": {"iron_per_cell_pg": 5.0}}
 # =============================================================================== pipeline files
 def _functions():
     """The analysis function(s) of each step, whose signatures define its parameters."""
+    from ..analysis.cest import cest_step
     from ..analysis.clusters import segment_clusters
     from ..analysis.confirm import confirm_dual_mode
     from ..analysis.fluorine import fluorine_cells
     from ..analysis.mpi import mpi_iron
     from ..analysis.pet import quantify_pet, read_pet_header
-    from ..analysis.cest import cest_step
-    from ..io.dicom_export import build_seg
     from ..analysis.relaxometry import relax_step
+    from ..io.dicom_export import build_seg
     from ..registration import register
 
-    return {"register": (register,), "clusters": (segment_clusters,), "confirm": (confirm_dual_mode,),
-            "pet": (quantify_pet, read_pet_header), "spect": (quantify_pet, read_pet_header),
-            "f19": (fluorine_cells,), "mpi": (mpi_iron,), "relax": (relax_step,), "cest": (cest_step,), "dicom": (build_seg,)}
+    return {
+        "register": (register,),
+        "clusters": (segment_clusters,),
+        "confirm": (confirm_dual_mode,),
+        "pet": (quantify_pet, read_pet_header),
+        "spect": (quantify_pet, read_pet_header),
+        "f19": (fluorine_cells,),
+        "mpi": (mpi_iron,),
+        "relax": (relax_step,),
+        "cest": (cest_step,),
+        "dicom": (build_seg,),
+    }
 
 
-def step_parameters(step: str) -> Dict[str, object]:
+def step_parameters(step: str) -> dict[str, object]:
     """The parameters a pipeline file may give ``step``, with their defaults.
 
     >>> step_parameters("clusters")["threshold"] is None and step_parameters("clusters")["min_size"]
@@ -65,7 +102,7 @@ def step_parameters(step: str) -> Dict[str, object]:
     """
     if step not in STEPS:
         raise InputError(f"unknown step {step!r}; steps are {', '.join(STEPS)}.")
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for func in _functions()[step]:
         model = parameter_model(func)  # an analysis with a parameter model: its defaults, read now
         for name, p in inspect.signature(func).parameters.items():
@@ -86,17 +123,17 @@ class Pipeline:
     """A checked pipeline file (see the module docstring)."""
 
     name: str
-    steps: Dict[str, dict]
-    inputs: Dict[str, str]
+    steps: dict[str, dict]
+    inputs: dict[str, str]
     subjects: str = "sub-*"
-    sessions: Optional[str] = "ses-*"
-    baseline_session: Optional[str] = "auto"
+    sessions: str | None = "ses-*"
+    baseline_session: str | None = "auto"
     description: str = ""
     source: str = "pipeline"
     text: str = ""
     # computed once where the pipeline is read, and shipped to the workers with it (so a worker that
     # only finds its task unchanged does not import the analyses to hash the parameters)
-    _resolved: Optional[dict] = field(default=None, repr=False, compare=False)
+    _resolved: dict | None = field(default=None, repr=False, compare=False)
 
     def resolved(self) -> dict:
         """Everything that defines the results: steps with every parameter (defaults filled), inputs."""
@@ -105,9 +142,18 @@ class Pipeline:
             for step in STEPS:
                 if step in self.steps:
                     steps[step] = {**step_parameters(step), **self.steps[step]}
-            self._resolved = json.loads(json.dumps({"steps": steps, "inputs": dict(sorted(self.inputs.items())),
-                                                    "subjects": self.subjects, "sessions": self.sessions,
-                                                    "baseline_session": self.baseline_session}, default=str))
+            self._resolved = json.loads(
+                json.dumps(
+                    {
+                        "steps": steps,
+                        "inputs": dict(sorted(self.inputs.items())),
+                        "subjects": self.subjects,
+                        "sessions": self.sessions,
+                        "baseline_session": self.baseline_session,
+                    },
+                    default=str,
+                )
+            )
         return json.loads(json.dumps(self._resolved))
 
     @property
@@ -129,7 +175,7 @@ def _yaml_tree(text: str, source: str):
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"{source}{where}: not valid YAML ({one_line(problem)}).") from None
-    lines: Dict[tuple, int] = {(): 1}
+    lines: dict[tuple, int] = {(): 1}
 
     def walk(n, path):
         if isinstance(n, yaml.MappingNode):
@@ -137,8 +183,10 @@ def _yaml_tree(text: str, source: str):
             for k, v in n.value:
                 key = k.value
                 if key in seen:
-                    raise InputError(f"{source} line {k.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))} "
-                                     "is given twice; keep one.")
+                    raise InputError(
+                        f"{source} line {k.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))} "
+                        "is given twice; keep one."
+                    )
                 seen.add(key)
                 lines[path + (key,)] = k.start_mark.line + 1
                 walk(v, path + (key,))
@@ -152,7 +200,7 @@ def _yaml_tree(text: str, source: str):
     return data, lines
 
 
-def _type_problem(value, default) -> Optional[str]:
+def _type_problem(value, default) -> str | None:
     """Why ``value`` cannot stand for a parameter whose default is ``default`` (None if it can)."""
     if default is None:
         return None
@@ -171,12 +219,12 @@ def _type_problem(value, default) -> Optional[str]:
     return None
 
 
-def step_models(step: str) -> List[ParamModel]:
+def step_models(step: str) -> list[ParamModel]:
     """The parameter models of a step's analysis functions (those that have one)."""
     return [m for m in (parameter_model(f) for f in _functions()[step]) if m is not None]
 
 
-def step_schema(step: str) -> Optional[dict]:
+def step_schema(step: str) -> dict | None:
     """The JSON Schema of a step's parameters in a pipeline file, from its analysis' parameter model
     (None for a step whose analysis has no model yet)."""
     models = step_models(step)
@@ -203,21 +251,31 @@ def _check_values(step: str, params: dict, where) -> None:
         elif step == "clusters":
             from ..analysis.clusters import check_rule_parameters, structure_for
 
-            check_rule_parameters(full["method"], full["threshold"], full["baseline_rule"], full["baseline_ratio"],
-                                  full["baseline_k"], full["blob_scales_voxels"])
+            check_rule_parameters(
+                full["method"],
+                full["threshold"],
+                full["baseline_rule"],
+                full["baseline_ratio"],
+                full["baseline_k"],
+                full["blob_scales_voxels"],
+            )
             structure_for(full["connectivity"])
             if full["min_size"] < 1:
                 raise InputError(f"clusters.min_size={full['min_size']} must be at least 1 voxel.")
             chunks = full["chunks"]
-            if chunks is not None and (not isinstance(chunks, list) or len(chunks) != 3 or
-                                       any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in chunks)):
+            if chunks is not None and (
+                not isinstance(chunks, list)
+                or len(chunks) != 3
+                or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in chunks)
+            ):
                 raise InputError(f"clusters.chunks={chunks!r} must be three positive whole numbers, e.g. [64, 64, 64].")
         elif step == "mpi" and not full["iron_per_cell_pg"] > 0:
             raise InputError(f"mpi.iron_per_cell_pg={full['iron_per_cell_pg']} must be greater than 0.")
         elif step == "f19":
             for key in ("reference_concentration_mm", "fluorine_per_cell"):
-                if full[key] is not None and (isinstance(full[key], bool) or not isinstance(full[key], (int, float))
-                                              or not full[key] > 0):
+                if full[key] is not None and (
+                    isinstance(full[key], bool) or not isinstance(full[key], (int, float)) or not full[key] > 0
+                ):
                     raise InputError(f"f19.{key}={full[key]!r} must be a number greater than 0 (or null).")
     except InputError as exc:
         raise InputError(f"{where(step)}: {one_line(exc)}") from None
@@ -251,8 +309,11 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
     for key in data:
         if key not in PIPELINE_KEYS:
             hint = difflib.get_close_matches(str(key), PIPELINE_KEYS, 1)
-            raise InputError(f"{at(key)}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                             + f"; a pipeline has {', '.join(PIPELINE_KEYS)}.")
+            raise InputError(
+                f"{at(key)}: unknown key {key!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; a pipeline has {', '.join(PIPELINE_KEYS)}."
+            )
     # --- steps: a mapping {step: params}, or a list of names / one-key mappings
     raw = data.get("steps")
     if raw is None:
@@ -268,7 +329,7 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
                 items.append((entry, None))
                 step_path[entry] = ("steps", i)
             elif isinstance(entry, dict) and len(entry) == 1:
-                (name, params), = entry.items()
+                ((name, params),) = entry.items()
                 items.append((name, params))
                 step_path[name] = ("steps", i, name)
             else:
@@ -284,12 +345,15 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
         path = step_path.get(step, ("steps",))
         return at(*(path + ((param,) if param is not None else ())))
 
-    steps: Dict[str, dict] = {}
+    steps: dict[str, dict] = {}
     for name, params in items:
         if name not in STEPS:
             hint = difflib.get_close_matches(str(name), STEPS, 1)
-            raise InputError(f"{where(name)}: unknown step {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                             + f"; steps are {', '.join(STEPS)}.")
+            raise InputError(
+                f"{where(name)}: unknown step {name!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; steps are {', '.join(STEPS)}."
+            )
         params = {} if params is None else params
         if not isinstance(params, dict):
             raise InputError(f"{where(name)}: the parameters of step {name} must be a mapping (name: value).")
@@ -297,9 +361,11 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
         for key, value in params.items():
             if key not in known:
                 hint = difflib.get_close_matches(str(key), list(known), 1)
-                raise InputError(f"{where(name, key)}: unknown parameter {key!r} for step {name}"
-                                 + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                 + f"; its parameters are {', '.join(known)}.")
+                raise InputError(
+                    f"{where(name, key)}: unknown parameter {key!r} for step {name}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; its parameters are {', '.join(known)}."
+                )
             problem = _type_problem(value, known[key])
             if problem:
                 raise InputError(f"{where(name, key)}: {name}.{key} {problem} (got {value!r}).")
@@ -313,8 +379,11 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
     for role, pattern in raw_inputs.items():
         if role not in DEFAULT_INPUT_PATTERNS:
             hint = difflib.get_close_matches(str(role), list(DEFAULT_INPUT_PATTERNS), 1)
-            raise InputError(f"{at('inputs', role)}: unknown input {role!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                             + f"; inputs are {', '.join(DEFAULT_INPUT_PATTERNS)}.")
+            raise InputError(
+                f"{at('inputs', role)}: unknown input {role!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; inputs are {', '.join(DEFAULT_INPUT_PATTERNS)}."
+            )
         if not isinstance(pattern, str) or not pattern.strip():
             raise InputError(f"{at('inputs', role)}: the pattern of input {role} must be text, e.g. anat/*_T1w.nii.gz.")
         if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
@@ -325,17 +394,27 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
     for key, default in (("subjects", "sub-*"), ("sessions", "ses-*"), ("baseline_session", "auto")):
         value = data.get(key, default)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise InputError(f"{at(key)}: {key} must be text (a folder name or glob pattern)"
-                             + (" or null." if key != "subjects" else "."))
+            raise InputError(
+                f"{at(key)}: {key} must be text (a folder name or glob pattern)"
+                + (" or null." if key != "subjects" else ".")
+            )
         if key == "subjects" and value is None:
             raise InputError(f"{at(key)}: subjects must be a glob pattern such as 'sub-*'.")
         out[key] = value
     name = data.get("name") or Path(source).stem
     if not isinstance(name, str):
         raise InputError(f"{at('name')}: name must be text.")
-    pipeline = Pipeline(name=name, steps=steps, inputs=inputs, subjects=out["subjects"], sessions=out["sessions"],
-                        baseline_session=out["baseline_session"], description=str(data.get("description") or ""),
-                        source=source, text=text)
+    pipeline = Pipeline(
+        name=name,
+        steps=steps,
+        inputs=inputs,
+        subjects=out["subjects"],
+        sessions=out["sessions"],
+        baseline_session=out["baseline_session"],
+        description=str(data.get("description") or ""),
+        source=source,
+        text=text,
+    )
     pipeline.resolved()
     return pipeline
 
@@ -409,8 +488,10 @@ def pipeline_from_settings(settings: dict) -> str:
         elif key in PIPELINE_KEYS:
             top[key] = value
         else:
-            raise InputError(f"setting {key!r} is neither a step ({', '.join(STEPS)}) nor a pipeline key "
-                             f"({', '.join(k for k in PIPELINE_KEYS if k != 'steps')}).")
+            raise InputError(
+                f"setting {key!r} is neither a step ({', '.join(STEPS)}) nor a pipeline key "
+                f"({', '.join(k for k in PIPELINE_KEYS if k != 'steps')})."
+            )
     if not steps:
         raise InputError(f"no step in the settings; give parameters for some of {', '.join(STEPS)}.")
     doc = {"name": top.get("name", "exported-from-napari")}
@@ -423,9 +504,11 @@ def pipeline_from_settings(settings: dict) -> str:
     doc["steps"] = {s: steps[s] for s in STEPS if s in steps}
     doc["steps"].update({s: v for s, v in steps.items() if s not in STEPS})  # unknown ones: named by the check
     when = _dt.datetime.now().isoformat(timespec="seconds")
-    text = (f"# napari-immunotrack pipeline, exported from the napari widgets' settings on {when}.\n"
-            "# Run it on a cohort:  immunotrack batch THIS_FILE.yaml COHORT_DIR -o OUT_DIR\n"
-            "# inputs: glob patterns relative to each session folder; steps: the analysis functions' parameters.\n"
-            + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+    text = (
+        f"# napari-immunotrack pipeline, exported from the napari widgets' settings on {when}.\n"
+        "# Run it on a cohort:  immunotrack batch THIS_FILE.yaml COHORT_DIR -o OUT_DIR\n"
+        "# inputs: glob patterns relative to each session folder; steps: the analysis functions' parameters.\n"
+        + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    )
     parse_pipeline(text, source="the exported settings")  # refuse to hand out a file that would not run
     return text

@@ -12,19 +12,18 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from ..errors import InputError, one_line
 from .cohort import bids_label, cohort_figures, cohort_tables  # noqa: F401
 from .config import Pipeline, load_pipeline, parse_pipeline, pipeline_from_settings  # noqa: F401
-from .tasks import is_visible, find_tasks, input_hashes, run_task, task_folder  # noqa: F401
+from .tasks import find_tasks, input_hashes, is_visible, run_task, task_folder  # noqa: F401
 
 # =============================================================================== the output folder
 MANIFEST = "batch.json"
 _LOCK = ".batch.lock"
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> List[str]:
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
@@ -54,11 +53,15 @@ def check_output_dir(out_dir, pipeline: Pipeline, overwrite: bool = False) -> Pa
         if old.get("parameters_sha256") != pipeline.sha256:
             diff = _differences(old.get("resolved", {}), pipeline.resolved())
             detail = f"; differs in {diff[0]}" + (f" and {len(diff) - 1} more" if len(diff) > 1 else "") if diff else ""
-            raise InputError(f"{out} holds the results of another pipeline ({old.get('pipeline', '?')!r}{detail}); "
-                             "choose another -o, or pass --overwrite to replace them.")
+            raise InputError(
+                f"{out} holds the results of another pipeline ({old.get('pipeline', '?')!r}{detail}); "
+                "choose another -o, or pass --overwrite to replace them."
+            )
     elif any(is_visible(p) for p in out.iterdir()):
-        raise InputError(f"{out} is not empty and holds no batch results ({MANIFEST} missing); choose a new or "
-                         "empty folder, or pass --overwrite to write into it.")
+        raise InputError(
+            f"{out} is not empty and holds no batch results ({MANIFEST} missing); choose a new or "
+            "empty folder, or pass --overwrite to write into it."
+        )
     return out
 
 
@@ -87,8 +90,10 @@ def _lock(out: Path):
             elif other.get("host") not in (None, me["host"]):
                 alive = True  # another machine: cannot tell, be safe
             if alive:
-                raise InputError(f"another immunotrack batch (pid {other.get('pid')} on {other.get('host')}) is "
-                                 f"writing to {out}; wait for it or choose another -o (remove {path} if it died).")
+                raise InputError(
+                    f"another immunotrack batch (pid {other.get('pid')} on {other.get('host')}) is "
+                    f"writing to {out}; wait for it or choose another -o (remove {path} if it died)."
+                ) from None
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as fh:
@@ -114,8 +119,13 @@ def _remove_stale(out: Path) -> int:
 
 
 # =============================================================================== the cluster
-def connect(workers: Optional[int] = None, scheduler: Optional[str] = None, processes: bool = True,
-            timeout_s: float = 5.0, memory_limit="auto"):
+def connect(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    processes: bool = True,
+    timeout_s: float = 5.0,
+    memory_limit="auto",
+):
     """(client, cluster): a LocalCluster of ``workers`` single-threaded workers, or a running scheduler.
 
     An unreachable scheduler is an InputError after ``timeout_s`` seconds.
@@ -131,20 +141,30 @@ def connect(workers: Optional[int] = None, scheduler: Optional[str] = None, proc
         try:
             client = Client(address, timeout=f"{timeout_s}s")
         except (OSError, TimeoutError) as exc:
-            raise InputError(f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
-                             f"({one_line(exc)[:120]}); check the address and that the scheduler is running.") from None
+            raise InputError(
+                f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
+                f"({one_line(exc)[:120]}); check the address and that the scheduler is running."
+            ) from None
         except (Exception, MemoryError) as exc:  # something answered that does not speak Dask's protocol
-            raise InputError(f"what answers at {address} is not a Dask scheduler ({type(exc).__name__}); give the "
-                             "scheduler's address (port 8786 by default, not the dashboard's 8787).") from None
+            raise InputError(
+                f"what answers at {address} is not a Dask scheduler ({type(exc).__name__}); give the "
+                "scheduler's address (port 8786 by default, not the dashboard's 8787)."
+            ) from None
         return client, None
     n = int(workers) if workers else max(1, os.cpu_count() or 1)
     kwargs = {"env": {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}} if processes else {}
     # Dask's own log lines (a worker's heartbeat racing the shutdown...) are not for the user: a task's
     # failure, a dead worker included, is reported by run_batch
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
-                           silence_logs=logging.CRITICAL, memory_limit=memory_limit, **kwargs)
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+        memory_limit=memory_limit,
+        **kwargs,
+    )
     return Client(cluster), cluster
-
 
 
 # =============================================================================== the driver
@@ -153,26 +173,26 @@ class BatchSummary:
     """What :func:`run_batch` did."""
 
     out_dir: Path
-    records: List[dict] = field(default_factory=list)
-    tables: Dict[str, Path] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+    tables: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     workers: int = 0
-    notes: List[str] = field(default_factory=list)
-    figures: List[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
     #: wall time of the phases: "checks", "cluster_start", "tasks", "cohort_outputs" (s)
-    timings_s: Dict[str, float] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.records)
 
     @property
-    def failed(self) -> List[dict]:
+    def failed(self) -> list[dict]:
         return [r for r in self.records if r["status"] == "failed"]
 
     @property
-    def peak_rss_mb_per_worker(self) -> Dict[str, float]:
+    def peak_rss_mb_per_worker(self) -> dict[str, float]:
         """Peak resident memory of each worker process that ran a task (MB)."""
-        out: Dict[str, float] = {}
+        out: dict[str, float] = {}
         for r in self.records:
             if r.get("peak_rss_mb") is not None and r["status"] != "skipped":
                 out[r["worker"]] = max(out.get(r["worker"], 0.0), r["peak_rss_mb"])
@@ -190,8 +210,18 @@ def _failure_rows(records):
     return rows
 
 
-def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, scheduler: Optional[str] = None,
-              overwrite: bool = False, processes: bool = True, progress=None, client=None) -> BatchSummary:
+def run_batch(
+    pipeline,
+    cohort_dir,
+    out_dir,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    processes: bool = True,
+    progress=None,
+    client=None,
+) -> BatchSummary:
     """Run ``pipeline`` on every (subject, session) of ``cohort_dir``; outputs in ``out_dir``.
 
     Parameters
@@ -232,20 +262,33 @@ def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, s
     own_client = client is None
     cluster = None
     if own_client:
-        client, cluster = connect(workers=min(workers or (os.cpu_count() or 1), len(tasks)), scheduler=scheduler,
-                                  processes=processes)
+        client, cluster = connect(
+            workers=min(workers or (os.cpu_count() or 1), len(tasks)), scheduler=scheduler, processes=processes
+        )
     summary.timings_s["cluster_start"] = round(time.perf_counter() - t0 - summary.timings_s["checks"], 2)
     try:
         summary.workers = len(client.scheduler_info().get("workers", {}))
         out.mkdir(exist_ok=True)
         with _lock(out):
             _remove_stale(out)
-            write_json(out / MANIFEST, {"pipeline": pipeline.name, "parameters_sha256": pipeline.sha256,
-                                        "resolved": pipeline.resolved(), "cohort": str(Path(cohort_dir).resolve()),
-                                        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                                        "tasks": len(tasks)}, overwrite=True)
-            write_text(out / "pipeline.yaml", pipeline.text or pipeline_from_settings(
-                {"name": pipeline.name, "steps": pipeline.steps, "inputs": pipeline.inputs}), overwrite=True)
+            write_json(
+                out / MANIFEST,
+                {
+                    "pipeline": pipeline.name,
+                    "parameters_sha256": pipeline.sha256,
+                    "resolved": pipeline.resolved(),
+                    "cohort": str(Path(cohort_dir).resolve()),
+                    "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "tasks": len(tasks),
+                },
+                overwrite=True,
+            )
+            write_text(
+                out / "pipeline.yaml",
+                pipeline.text
+                or pipeline_from_settings({"name": pipeline.name, "steps": pipeline.steps, "inputs": pipeline.inputs}),
+                overwrite=True,
+            )
             run_id = hashlib.sha1(f"{os.getpid()}-{time.time()}".encode()).hexdigest()[:8]
             futures = {}
             for task in tasks:
@@ -259,21 +302,35 @@ def run_batch(pipeline, cohort_dir, out_dir, *, workers: Optional[int] = None, s
                 try:
                     rec = fut.result()
                 except Exception as exc:  # the worker died (out of memory, crash): only this task is lost
-                    rec = {"subject": task["subject"], "session": task["session"], "day": task["day"],
-                           "status": "failed", "errors": {}, "seconds": None, "peak_rss_mb": None, "worker": "?",
-                           "message": f"the worker running it died ({type(exc).__name__}: {one_line(exc)[:150]})"}
+                    rec = {
+                        "subject": task["subject"],
+                        "session": task["session"],
+                        "day": task["day"],
+                        "status": "failed",
+                        "errors": {},
+                        "seconds": None,
+                        "peak_rss_mb": None,
+                        "worker": "?",
+                        "message": f"the worker running it died ({type(exc).__name__}: {one_line(exc)[:150]})",
+                    }
                 summary.records.append(rec)
-                report(progress, i / len(tasks),
-                       f"sub-{rec['subject']} {rec['session']} {rec['status']} ({i}/{len(tasks)})")
+                report(
+                    progress,
+                    i / len(tasks),
+                    f"sub-{rec['subject']} {rec['session']} {rec['status']} ({i}/{len(tasks)})",
+                )
             summary.records.sort(key=lambda r: (r["subject"], r["day"] if r["day"] is not None else -1, r["session"]))
             summary.timings_s["tasks"] = round(time.perf_counter() - t_tasks, 2)
             t_outputs = time.perf_counter()
             # ------------------------------------------------------------ cohort outputs
-            prov = prov_record("batch", inputs={"pipeline": pipeline.source if Path(pipeline.source).exists() else None},
-                               parameters={"pipeline": pipeline.name, **pipeline.resolved()},
-                               parameters_sha256=pipeline.sha256, cohort=str(Path(cohort_dir).resolve()),
-                               tasks=[{k: r.get(k) for k in ("subject", "session", "status", "message")}
-                                      for r in summary.records])
+            prov = prov_record(
+                "batch",
+                inputs={"pipeline": pipeline.source if Path(pipeline.source).exists() else None},
+                parameters={"pipeline": pipeline.name, **pipeline.resolved()},
+                parameters_sha256=pipeline.sha256,
+                cohort=str(Path(cohort_dir).resolve()),
+                tasks=[{k: r.get(k) for k in ("subject", "session", "status", "message")} for r in summary.records],
+            )
             for name, df in cohort_tables(out, summary.records).items():
                 summary.tables[name] = write_table(df, out / f"{name}.csv", provenance=prov, overwrite=True)
             if "cohort" in summary.tables:

@@ -11,7 +11,6 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from ..errors import InputError, one_line
 from ..pipeline import BASELINE_ROLES
@@ -19,7 +18,7 @@ from .config import Pipeline, step_parameters  # noqa: F401
 
 
 # =============================================================================== the cohort's tasks
-def _day(session: str) -> Optional[float]:
+def _day(session: str) -> float | None:
     match = re.search(r"day-?(\d+(?:[.p]\d+)?)", session)
     return float(match.group(1).replace("p", ".")) if match else None
 
@@ -38,7 +37,7 @@ def _match(folder: Path, pattern: str):
     return (hits[0] if hits else None), None
 
 
-def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
+def find_tasks(pipeline: Pipeline, cohort_dir) -> list[dict]:
     """One task per (subject, session) of ``cohort_dir``, with its input files (InputError if none).
 
     A task is a dict: ``subject``, ``session``, ``day``, ``session_dir``, ``baseline_session``,
@@ -50,8 +49,10 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
     root = root.resolve()  # absolute paths: a worker of a remote cluster has another working folder
     subjects = sorted(p for p in root.glob(pipeline.subjects) if p.is_dir() and is_visible(p))
     if not subjects:
-        raise InputError(f"{root} has no subject folder matching {pipeline.subjects!r}; check the folder or the "
-                         "pipeline's 'subjects' pattern.")
+        raise InputError(
+            f"{root} has no subject folder matching {pipeline.subjects!r}; check the folder or the "
+            "pipeline's 'subjects' pattern."
+        )
     tasks = []
     for sub_dir in subjects:
         subject = sub_dir.name[4:] if sub_dir.name.startswith("sub-") else sub_dir.name
@@ -62,8 +63,14 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
         names = {p: (p.name[4:] if p.name.startswith("ses-") else p.name) for p in sessions}
         baseline = None
         if pipeline.baseline_session == "auto":
-            baseline = next((p for p in sorted(sessions, key=lambda p: (_day(names[p]) is None, _day(names[p]) or 0))
-                             if _day(names[p]) == 0), None)
+            baseline = next(
+                (
+                    p
+                    for p in sorted(sessions, key=lambda p: (_day(names[p]) is None, _day(names[p]) or 0))
+                    if _day(names[p]) == 0
+                ),
+                None,
+            )
         elif pipeline.baseline_session is not None:
             want = pipeline.baseline_session
             baseline = next((p for p in sessions if p.name == want or names[p] == want), None)
@@ -84,12 +91,22 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> List[dict]:
                         problems.append(f"baseline_{role}: {problem}")
                     elif path is not None:
                         inputs["baseline_" + role] = str(path)
-            tasks.append({"subject": subject, "session": session, "day": _day(session),
-                          "session_dir": str(ses_dir), "baseline_session": names.get(baseline) if baseline else None,
-                          "inputs": inputs, "problems": problems})
+            tasks.append(
+                {
+                    "subject": subject,
+                    "session": session,
+                    "day": _day(session),
+                    "session_dir": str(ses_dir),
+                    "baseline_session": names.get(baseline) if baseline else None,
+                    "inputs": inputs,
+                    "problems": problems,
+                }
+            )
     if not tasks:
-        raise InputError(f"{root} has subject folders but no session to analyse besides the baseline "
-                         f"(sessions matching {pipeline.sessions!r}); check the pipeline's 'sessions' pattern.")
+        raise InputError(
+            f"{root} has subject folders but no session to analyse besides the baseline "
+            f"(sessions matching {pipeline.sessions!r}); check the pipeline's 'sessions' pattern."
+        )
     return tasks
 
 
@@ -119,17 +136,17 @@ def _peak_rss_mb() -> float:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / 1024.0 if os.uname().sysname != "Darwin" else peak / 2 ** 20, 1)
+    return round(peak / 1024.0 if os.uname().sysname != "Darwin" else peak / 2**20, 1)
 
 
-def input_hashes(inputs: Dict[str, str]) -> Dict[str, str]:
+def input_hashes(inputs: dict[str, str]) -> dict[str, str]:
     """Content hash (sha256) of every input file or folder."""
     from ..provenance import sha256_path
 
     return {role: sha256_path(path) for role, path in sorted(inputs.items())}
 
 
-def _write_task_outputs(result, folder: Path, prov: dict) -> List[str]:
+def _write_task_outputs(result, folder: Path, prov: dict) -> list[str]:
     """The files of one task (as `immunotrack demo` writes them; chunked labels as OME-Zarr)."""
     from ..session_outputs import write_session_outputs
 
@@ -140,8 +157,13 @@ def _write_task_outputs(result, folder: Path, prov: dict) -> List[str]:
             from ..io.zarr import write_ome_zarr
 
             # a volume larger than memory: written chunk by chunk, never gathered
-            write_ome_zarr(vol, folder / f"{name}.ome.zarr", levels=1, chunks=[max(c) for c in vol.data.chunks],
-                           provenance={**prov, "output": name})
+            write_ome_zarr(
+                vol,
+                folder / f"{name}.ome.zarr",
+                levels=1,
+                chunks=[max(c) for c in vol.data.chunks],
+                provenance={**prov, "output": name},
+            )
             written.append(f"{name}.ome.zarr")
             result.volumes[name] = None
     written += [Path(p).name for p in write_session_outputs(result, folder, prov, overwrite=True)]
@@ -162,8 +184,16 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
     from ..provenance import record as prov_record
 
     t0, cpu0 = time.perf_counter(), time.process_time()
-    rec = {"subject": task["subject"], "session": task["session"], "day": task["day"], "status": "failed",
-           "message": "", "errors": {}, "seconds": 0.0, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    rec = {
+        "subject": task["subject"],
+        "session": task["session"],
+        "day": task["day"],
+        "status": "failed",
+        "message": "",
+        "errors": {},
+        "seconds": 0.0,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
     folder = task_folder(out_dir, task)
     try:
         if task["problems"]:
@@ -176,25 +206,50 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
             except (OSError, ValueError):
                 done = {}
             if done.get("parameters_sha256") == pipeline.sha256 and done.get("inputs_sha256") == hashes:
-                rec.update(status="skipped", errors=done.get("errors", {}), previous_status=done.get("status"),
-                           message="unchanged since " + str(done.get("finished_utc", "?")))
+                rec.update(
+                    status="skipped",
+                    errors=done.get("errors", {}),
+                    previous_status=done.get("status"),
+                    message="unchanged since " + str(done.get("finished_utc", "?")),
+                )
                 return rec
         # dask arrays inside the task (chunked volumes) are computed here, not sent back to the cluster;
         # the analyses' warnings (guesses, small ROIs) are kept in the provenance, not printed by the worker
-        with dask.config.set(scheduler="synchronous" if threads == 1 else "threads", num_workers=threads), \
-                limit_threads(threads), warnings.catch_warnings(record=True) as caught:
+        with (
+            dask.config.set(scheduler="synchronous" if threads == 1 else "threads", num_workers=threads),
+            limit_threads(threads),
+            warnings.catch_warnings(record=True) as caught,
+        ):
             warnings.simplefilter("always")
-            result = analyse_inputs(task["inputs"], task["subject"], task["session"], steps=list(pipeline.steps),
-                                    parameters=pipeline.steps, baseline_session=task["baseline_session"])
+            result = analyse_inputs(
+                task["inputs"],
+                task["subject"],
+                task["session"],
+                steps=list(pipeline.steps),
+                parameters=pipeline.steps,
+                baseline_session=task["baseline_session"],
+            )
             errors = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
             notes = list(dict.fromkeys(one_line(w.message) for w in caught if issubclass(w.category, UserWarning)))
-            prov = prov_record("batch", parameters={"pipeline": pipeline.name, **pipeline.resolved(),
-                                                    **result.parameters, "itk_threads": threads},
-                               warnings=notes, errors=errors, timings_s=result.timings_s,
-                               subject=task["subject"], session=task["session"],
-                               parameters_sha256=pipeline.sha256)
-            prov["inputs"] = {role: {"path": str(Path(p).resolve()), "sha256": hashes[role]}
-                              for role, p in sorted(task["inputs"].items())}
+            prov = prov_record(
+                "batch",
+                parameters={
+                    "pipeline": pipeline.name,
+                    **pipeline.resolved(),
+                    **result.parameters,
+                    "itk_threads": threads,
+                },
+                warnings=notes,
+                errors=errors,
+                timings_s=result.timings_s,
+                subject=task["subject"],
+                session=task["session"],
+                parameters_sha256=pipeline.sha256,
+            )
+            prov["inputs"] = {
+                role: {"path": str(Path(p).resolve()), "sha256": hashes[role]}
+                for role, p in sorted(task["inputs"].items())
+            }
             status = "partial" if errors else "ok"
             folder.parent.mkdir(parents=True, exist_ok=True)
             # everything goes to a temporary folder renamed into place: complete or absent
@@ -203,16 +258,29 @@ def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> 
                 os.umask(umask)
                 os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; results are ordinary folders
                 written = _write_task_outputs(result, tmp, prov)
-                write_json(tmp / "done.json", {
-                    "subject": task["subject"], "session": task["session"], "day": task["day"],
-                    "status": status, "errors": errors, "warnings": notes, "pipeline": pipeline.name,
-                    "parameters_sha256": pipeline.sha256, "inputs_sha256": hashes,
-                    "inputs": {role: str(Path(p).resolve()) for role, p in sorted(task["inputs"].items())},
-                    "outputs": sorted(written), "timings_s": result.timings_s,
-                    "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "software": prov["software"]}, overwrite=True)
-        rec.update(status=status, errors=errors,
-                   message="; ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "")
+                write_json(
+                    tmp / "done.json",
+                    {
+                        "subject": task["subject"],
+                        "session": task["session"],
+                        "day": task["day"],
+                        "status": status,
+                        "errors": errors,
+                        "warnings": notes,
+                        "pipeline": pipeline.name,
+                        "parameters_sha256": pipeline.sha256,
+                        "inputs_sha256": hashes,
+                        "inputs": {role: str(Path(p).resolve()) for role, p in sorted(task["inputs"].items())},
+                        "outputs": sorted(written),
+                        "timings_s": result.timings_s,
+                        "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        "software": prov["software"],
+                    },
+                    overwrite=True,
+                )
+        rec.update(
+            status=status, errors=errors, message="; ".join(f"{k}: {v}" for k, v in errors.items()) if errors else ""
+        )
     except InputError as exc:
         rec["message"] = one_line(exc)
     except Exception as exc:  # a bug or a broken file the readers did not catch: reported, the others go on

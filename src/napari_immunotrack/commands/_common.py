@@ -64,18 +64,36 @@ def read_transform_arg(text: str, what: str):
 
 def add_transform_arguments(parser, image: str, other: str = "ROI image", flag: str = "--transform") -> None:
     """``--transform`` (or ``flag``) and ``--transform-fixed``: a registration used whichever way it was made."""
-    parser.add_argument(flag, help=f"registration between the {image} and the {other}: the .tfm of "
-                                   f"'immunotrack register' (either image fixed), Slicer or ANTs, or a 4x4 RAS "
-                                   f"matrix ({image} world -> {other} world) in .txt/.csv/.npy; see "
-                                   "docs/methods/transforms.md")
+    parser.add_argument(
+        flag,
+        help=f"registration between the {image} and the {other}: the .tfm of "
+        f"'immunotrack register' (either image fixed), Slicer or ANTs, or a 4x4 RAS "
+        f"matrix ({image} world -> {other} world) in .txt/.csv/.npy; see "
+        "docs/methods/transforms.md",
+    )
     dest = flag.lstrip("-").replace("-", "_") + "_fixed"
-    parser.add_argument(flag + "-fixed", dest=dest, default="auto", choices=("auto", "image", "other"),
-                        help=f"which image was the registration's fixed one: auto (default: from the file's "
-                             f"direction record, else by overlap), image (the {image}) or other (the {other})")
+    parser.add_argument(
+        flag + "-fixed",
+        dest=dest,
+        default="auto",
+        choices=("auto", "image", "other"),
+        help=f"which image was the registration's fixed one: auto (default: from the file's "
+        f"direction record, else by overlap), image (the {image}) or other (the {other})",
+    )
 
 
-def transform_arg(text, image, other, *, fixed: str = "auto", what: str = "--transform", image_path=None,
-                  other_path=None, image_name: str = "the image", other_name: str = "the ROI image"):
+def transform_arg(
+    text,
+    image,
+    other,
+    *,
+    fixed: str = "auto",
+    what: str = "--transform",
+    image_path=None,
+    other_path=None,
+    image_name: str = "the image",
+    other_name: str = "the ROI image",
+):
     """``image`` world -> ``other`` world from a transform argument, whichever image was fixed.
 
     Returns
@@ -87,6 +105,14 @@ def transform_arg(text, image, other, *, fixed: str = "auto", what: str = "--tra
     from ..io.transforms import read_transform_file, resolve_direction
 
     tf = read_transform_file(text, what)
-    matrix, how = resolve_direction(tf, image, other, fixed=fixed, image_path=image_path, other_path=other_path,
-                                    image_name=image_name, other_name=other_name)
+    matrix, how = resolve_direction(
+        tf,
+        image,
+        other,
+        fixed=fixed,
+        image_path=image_path,
+        other_path=other_path,
+        image_name=image_name,
+        other_name=other_name,
+    )
     return matrix, how

@@ -17,12 +17,23 @@ PET_COLUMNS = ("mean_bq_ml", "total_activity_kbq", "total_activity_mbq", "percen
 
 def add_arguments(parser, positron_range: bool = True) -> None:
     g = parser.add_argument_group("partial-volume correction (docs/methods/pvc.md)")
-    g.add_argument("--pvc", default="none", metavar="{none,gtm,rbv}", help="none (default), gtm (regional means) or rbv (voxel-wise image)")
-    g.add_argument("--psf-fwhm", metavar="MM", help="PSF FWHM in mm: one value or x,y,z (used when the header has none; "
-                                      "default per modality)")
+    g.add_argument(
+        "--pvc",
+        default="none",
+        metavar="{none,gtm,rbv}",
+        help="none (default), gtm (regional means) or rbv (voxel-wise image)",
+    )
+    g.add_argument(
+        "--psf-fwhm",
+        metavar="MM",
+        help="PSF FWHM in mm: one value or x,y,z (used when the header has none; default per modality)",
+    )
     if positron_range:
-        g.add_argument("--positron-range", metavar="ISOTOPE", help="add this isotope's positron range to the PSF (89Zr, 64Cu, 18F, 68Ga, "
-                                                "124I)")
+        g.add_argument(
+            "--positron-range",
+            metavar="ISOTOPE",
+            help="add this isotope's positron range to the PSF (89Zr, 64Cu, 18F, 68Ga, 124I)",
+        )
 
 
 def requested(args) -> bool:
@@ -47,9 +58,17 @@ def correct(args, image, rois, df, columns, progress=None, **carry):
     from ..analysis.pvc import add_readout_pvc
 
     chosen = [c for c in df.columns if c in columns or (c.startswith("suv_") and c.endswith("_mean"))]
-    return add_readout_pvc(df, image, rois, args.pvc, getattr(args, "psf_fwhm", None),
-                           isotope=getattr(args, "positron_range", None), columns=chosen, progress=progress,
-                           **carry)
+    return add_readout_pvc(
+        df,
+        image,
+        rois,
+        args.pvc,
+        getattr(args, "psf_fwhm", None),
+        isotope=getattr(args, "positron_range", None),
+        columns=chosen,
+        progress=progress,
+        **carry,
+    )
 
 
 def correct_mpi(args, mpi, rois, df, progress=None, **carry):

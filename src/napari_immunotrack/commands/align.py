@@ -22,16 +22,24 @@ def add_arguments(parser):
     from ._common import existing_path
 
     parser.add_argument("study", type=existing_path, help="study folder (BIDS-like, or a scanner export)")
-    parser.add_argument("--reference", metavar="SESSION",
-                        help="reference session, e.g. day0 or ses-day0 (default: the pre-injection session, "
-                             "else the first)")
+    parser.add_argument(
+        "--reference",
+        metavar="SESSION",
+        help="reference session, e.g. day0 or ses-day0 (default: the pre-injection session, else the first)",
+    )
     parser.add_argument("--subject", metavar="SUB", help="only this subject (e.g. 01)")
-    parser.add_argument("--contrast", choices=("T2w", "T1w", "T2starw"),
-                        help="MRI to align (default: the first of T2w, T1w, T2starw that both sessions have)")
-    parser.add_argument("--transform", choices=("rigid", "affine", "bspline"), default="rigid",
-                        help="rigid (default), affine, or rigid + regularised B-spline deformation")
-    parser.add_argument("--allow-flip", action="store_true",
-                        help="also search a prone/supine half turn from the start")
+    parser.add_argument(
+        "--contrast",
+        choices=("T2w", "T1w", "T2starw"),
+        help="MRI to align (default: the first of T2w, T1w, T2starw that both sessions have)",
+    )
+    parser.add_argument(
+        "--transform",
+        choices=("rigid", "affine", "bspline"),
+        default="rigid",
+        help="rigid (default), affine, or rigid + regularised B-spline deformation",
+    )
+    parser.add_argument("--allow-flip", action="store_true", help="also search a prone/supine half turn from the start")
     parser.add_argument("--force", action="store_true", help="save doubtful alignments too, with their warnings")
     parser.add_argument("--overwrite", action="store_true", help="recompute and replace saved transforms")
 
@@ -43,9 +51,17 @@ def run(args) -> int:
     from ..progress import text_progress
 
     bar = text_progress("align") if sys.stderr.isatty() else None
-    results = align_study(args.study, reference=args.reference, subject=args.subject, contrast=args.contrast,
-                          transform=args.transform, allow_flip=args.allow_flip, overwrite=args.overwrite,
-                          force=args.force, progress=bar)
+    results = align_study(
+        args.study,
+        reference=args.reference,
+        subject=args.subject,
+        contrast=args.contrast,
+        transform=args.transform,
+        allow_flip=args.allow_flip,
+        overwrite=args.overwrite,
+        force=args.force,
+        progress=bar,
+    )
     failed = 0
     for r in results:
         if r.status == "reference":
@@ -53,9 +69,11 @@ def run(args) -> int:
         elif r.status in ("aligned", "doubtful-saved"):
             res = r.result
             note = f" (doubtful, saved with --force: {r.message})" if r.status == "doubtful-saved" else ""
-            print(f"sub-{r.subject} ses-{r.session} -> ses-{r.reference}: {res.transform}, correlation "
-                  f"{res.correlation:.3f}, body overlap {res.body_dice:.1%}, {res.elapsed_s:.1f} s; wrote "
-                  f"{r.path}{note}")
+            print(
+                f"sub-{r.subject} ses-{r.session} -> ses-{r.reference}: {res.transform}, correlation "
+                f"{res.correlation:.3f}, body overlap {res.body_dice:.1%}, {res.elapsed_s:.1f} s; wrote "
+                f"{r.path}{note}"
+            )
         elif r.status == "reused":
             print(f"sub-{r.subject} ses-{r.session} -> ses-{r.reference}: reused {r.path} (inputs unchanged)")
         else:

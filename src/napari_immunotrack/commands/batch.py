@@ -21,17 +21,33 @@ HELP = "run a pipeline file over a cohort (one task per subject and session) on 
 
 
 def add_arguments(parser):
-    parser.add_argument("pipeline", type=existing_path, metavar="PIPELINE",
-                        help="pipeline file (YAML: steps, parameters, input patterns); see examples/pipeline.yaml")
-    parser.add_argument("cohort", type=existing_path, metavar="COHORT_DIR",
-                        help="cohort folder holding the subject folders (sub-*/ses-*/...)")
+    parser.add_argument(
+        "pipeline",
+        type=existing_path,
+        metavar="PIPELINE",
+        help="pipeline file (YAML: steps, parameters, input patterns); see examples/pipeline.yaml",
+    )
+    parser.add_argument(
+        "cohort",
+        type=existing_path,
+        metavar="COHORT_DIR",
+        help="cohort folder holding the subject folders (sub-*/ses-*/...)",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder")
-    parser.add_argument("--workers", type=positive_int, metavar="N",
-                        help="local worker processes, one core each (default: the number of cores)")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="address of a running Dask scheduler (tcp://host:port) instead of a local cluster")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a folder holding other results (changed tasks are redone)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="local worker processes, one core each (default: the number of cores)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (tcp://host:port) instead of a local cluster",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a folder holding other results (changed tasks are redone)"
+    )
 
 
 def run(args) -> int:
@@ -45,12 +61,22 @@ def run(args) -> int:
     from ..progress import text_progress
 
     if args.scheduler and args.workers:
-        warnings.warn("--workers is ignored with --scheduler: the cluster's own workers run the tasks.",
-                      ImmunotrackWarning)
+        warnings.warn(
+            "--workers is ignored with --scheduler: the cluster's own workers run the tasks.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     # per-task warnings (noise guesses, small ROIs) go to each task's provenance, not to the terminal
     warnings.filterwarnings("ignore", category=ImmunotrackWarning, module=r"napari_immunotrack\.(analysis|pipeline).*")
-    summary = run_batch(args.pipeline, args.cohort, args.output, workers=args.workers, scheduler=args.scheduler,
-                        overwrite=args.overwrite, progress=text_progress("batch"))
+    summary = run_batch(
+        args.pipeline,
+        args.cohort,
+        args.output,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        progress=text_progress("batch"),
+    )
     n = len([r for r in summary.records])
     counts = {s: summary.count(s) for s in ("ok", "partial", "skipped", "failed")}
     cohort = summary.tables.get("cohort")
@@ -60,8 +86,16 @@ def run(args) -> int:
         if cols:
             view = df.groupby(["day", "site"])[cols].agg(["mean", "std"]) if "day" in df else df
             view.columns = [f"{a} {b}" for a, b in view.columns]
-            with pd.option_context("display.width", 180, "display.max_columns", 12, "display.max_rows", 60,
-                                   "display.float_format", "{:.4g}".format):
+            with pd.option_context(
+                "display.width",
+                180,
+                "display.max_columns",
+                12,
+                "display.max_rows",
+                60,
+                "display.float_format",
+                "{:.4g}".format,
+            ):
                 print(f"\ncohort readouts per day and site (mean, SD over {df['subject'].nunique()} subjects):")
                 print(view.to_string())
         print(f"\ncohort table: {cohort} ({len(df)} rows: subject x session x site)")
@@ -74,11 +108,15 @@ def run(args) -> int:
     for rec in summary.records:
         if rec["status"] == "partial":
             steps = ", ".join(sorted(rec["errors"]))
-            sys.stderr.write(f"immunotrack batch: sub-{rec['subject']} {rec['session']}: step(s) {steps} did not "
-                             "complete (see failures.csv)\n")
+            sys.stderr.write(
+                f"immunotrack batch: sub-{rec['subject']} {rec['session']}: step(s) {steps} did not "
+                "complete (see failures.csv)\n"
+            )
     for note in summary.notes:
         sys.stderr.write(f"immunotrack batch: {note}\n")
-    print(f"{n} task(s) in {summary.seconds:.1f} s on {summary.workers} worker(s): {counts['ok']} ok, "
-          f"{counts['partial']} partial, {counts['skipped']} skipped (unchanged), {counts['failed']} failed"
-          f" -> {summary.out_dir}/")
+    print(
+        f"{n} task(s) in {summary.seconds:.1f} s on {summary.workers} worker(s): {counts['ok']} ok, "
+        f"{counts['partial']} partial, {counts['skipped']} skipped (unchanged), {counts['failed']} failed"
+        f" -> {summary.out_dir}/"
+    )
     return 1 if counts["failed"] else 0

@@ -32,37 +32,70 @@ def add_arguments(parser):
     # values, not as unknown options (its own matcher only knows single negative numbers)
     parser._negative_number_matcher = re.compile(r"^-\d*\.?\d+([eE][-+]?\d+)?([,;\s]+-?\d*\.?\d+([eE][-+]?\d+)?)*,?$")
 
-    parser.add_argument("series", type=existing_path, metavar="SERIES",
-                        help="4D CEST series (NIfTI/DICOM), one image per saturation offset")
-    parser.add_argument("--offsets-ppm", metavar="LIST|FILE",
-                        help="saturation offsets in ppm, comma-separated (e.g. -300,-6,-5.8,...,6) or a file (default: the JSON sidecar's "
-                             "SaturationOffsetsPPM)")
+    parser.add_argument(
+        "series",
+        type=existing_path,
+        metavar="SERIES",
+        help="4D CEST series (NIfTI/DICOM), one image per saturation offset",
+    )
+    parser.add_argument(
+        "--offsets-ppm",
+        metavar="LIST|FILE",
+        help="saturation offsets in ppm, comma-separated (e.g. -300,-6,-5.8,...,6) or a file (default: the JSON sidecar's "
+        "SaturationOffsetsPPM)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--m0", type=existing_path, metavar="M0", help="unsaturated reference image (3D, or 4D repeats)")
-    group.add_argument("--m0-offset", type=float, metavar="PPM",
-                       help="frames at or beyond this offset (e.g. -300) are M0 (default: |offset| >= 100 ppm)")
+    group.add_argument(
+        "--m0-offset",
+        type=float,
+        metavar="PPM",
+        help="frames at or beyond this offset (e.g. -300) are M0 (default: |offset| >= 100 ppm)",
+    )
     parser.add_argument("--wassr", type=existing_path, metavar="WASSR", help="WASSR series for the B0 map")
-    parser.add_argument("--wassr-offsets-ppm", metavar="LIST|FILE",
-                        help="offsets of the WASSR series (default: its JSON sidecar)")
+    parser.add_argument(
+        "--wassr-offsets-ppm", metavar="LIST|FILE", help="offsets of the WASSR series (default: its JSON sidecar)"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
-    parser.add_argument("--pools", default="water,amide,amine,noe,mt",
-                        help="Lorentzian pools (default water,amide,amine,noe,mt); 'none' skips the fit")
-    parser.add_argument("--pool", action="append", default=[], metavar="NAME:PPM",
-                        help="add a pool at PPM from water (e.g. lrp:3.4), or move a default pool; repeatable")
-    parser.add_argument("--mtrasym-ppm", default="3.5", metavar="LIST",
-                        help="offsets of the MTRasym maps, ppm (default 3.5)")
-    parser.add_argument("--b0-method", choices=("wassr", "wassr-minimum", "minimum", "fit", "none"),
-                        help="B0 from WASSR symmetry (default with --wassr), WASSR minimum, Z-spectrum minimum "
-                             "(default otherwise), the water pool of a Lorentzian fit, or none")
-    parser.add_argument("--smoothing", type=float, default=0.0,
-                        help="smoothing-spline lambda for the B0 search (default 0: interpolating spline)")
-    parser.add_argument("--z-floor", type=float, default=0.02,
-                        help="Z values below this are left out of the Lorentzian fit (magnitude noise floor near "
-                             "water; about 3 x noise / M0; default 0.02)")
+    parser.add_argument(
+        "--pools",
+        default="water,amide,amine,noe,mt",
+        help="Lorentzian pools (default water,amide,amine,noe,mt); 'none' skips the fit",
+    )
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="NAME:PPM",
+        help="add a pool at PPM from water (e.g. lrp:3.4), or move a default pool; repeatable",
+    )
+    parser.add_argument(
+        "--mtrasym-ppm", default="3.5", metavar="LIST", help="offsets of the MTRasym maps, ppm (default 3.5)"
+    )
+    parser.add_argument(
+        "--b0-method",
+        choices=("wassr", "wassr-minimum", "minimum", "fit", "none"),
+        help="B0 from WASSR symmetry (default with --wassr), WASSR minimum, Z-spectrum minimum "
+        "(default otherwise), the water pool of a Lorentzian fit, or none",
+    )
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.0,
+        help="smoothing-spline lambda for the B0 search (default 0: interpolating spline)",
+    )
+    parser.add_argument(
+        "--z-floor",
+        type=float,
+        default=0.02,
+        help="Z values below this are left out of the Lorentzian fit (magnitude noise floor near "
+        "water; about 3 x noise / M0; default 0.02)",
+    )
     parser.add_argument("--max-iter", type=int, default=100, help="Levenberg-Marquardt iterations at most (100)")
-    parser.add_argument("--mask", type=existing_path, help="analyse only these voxels (default: M0 above 5 %% of "
-                                                           "its 99th percentile)")
+    parser.add_argument(
+        "--mask", type=existing_path, help="analyse only these voxels (default: M0 above 5 %% of its 99th percentile)"
+    )
 
 
 def run(args) -> int:
@@ -106,23 +139,49 @@ def run(args) -> int:
     wassr = load(args.wassr, "WASSR series") if args.wassr else None
     wassr_offsets = parse_offsets(args.wassr_offsets_ppm, "--wassr-offsets-ppm") if args.wassr_offsets_ppm else None
     mask = load(args.mask, "mask") if args.mask else None
-    result = analyse_cest(series, offsets, m0=m0, m0_offset=args.m0_offset, wassr=wassr, wassr_offsets=wassr_offsets,
-                          mtrasym_ppm=mtr, pools=pools, b0_method=args.b0_method, smoothing=args.smoothing,
-                          mask=mask, fit=fit, z_floor=args.z_floor, max_iter=args.max_iter,
-                          progress=text_progress("cest"))
-    prov = record("cest", inputs={"series": args.series, "m0": args.m0, "wassr": args.wassr, "mask": args.mask},
-                  parameters=result.parameters, warnings=result.warnings)
-    zc = Volume(np.nan_to_num(result.z, nan=0.0).astype(np.float32), series.affine, modality="MR",
-                unit="fraction of M0", metadata={"leading_axis": "offset"}, name="zspectrum_b0corrected")
+    result = analyse_cest(
+        series,
+        offsets,
+        m0=m0,
+        m0_offset=args.m0_offset,
+        wassr=wassr,
+        wassr_offsets=wassr_offsets,
+        mtrasym_ppm=mtr,
+        pools=pools,
+        b0_method=args.b0_method,
+        smoothing=args.smoothing,
+        mask=mask,
+        fit=fit,
+        z_floor=args.z_floor,
+        max_iter=args.max_iter,
+        progress=text_progress("cest"),
+    )
+    prov = record(
+        "cest",
+        inputs={"series": args.series, "m0": args.m0, "wassr": args.wassr, "mask": args.mask},
+        parameters=result.parameters,
+        warnings=result.warnings,
+    )
+    zc = Volume(
+        np.nan_to_num(result.z, nan=0.0).astype(np.float32),
+        series.affine,
+        modality="MR",
+        unit="fraction of M0",
+        metadata={"leading_axis": "offset"},
+        name="zspectrum_b0corrected",
+    )
     with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
         for name, volume in result.maps.items():
             write_nifti(volume, tmp / f"{name}.nii.gz", provenance=dict(prov, quantity=name, unit=volume.unit))
             # a sidecar with the unit: the map reopens in ppm / fraction of M0, not "a.u."
-            write_json(tmp / f"{name}.json", {"Units": volume.unit, "Quantity": name,
-                                              "Description": "immunotrack cest, docs/methods/cest.md"})
+            write_json(
+                tmp / f"{name}.json",
+                {"Units": volume.unit, "Quantity": name, "Description": "immunotrack cest, docs/methods/cest.md"},
+            )
         write_nifti(zc, tmp / "zspectrum_b0corrected.nii.gz", provenance=dict(prov, quantity="Z (B0-corrected)"))
-        write_json(tmp / "zspectrum_b0corrected.json", {"SaturationOffsetsPPM": result.dw.tolist(),
-                                                         "Units": "fraction of M0"})
+        write_json(
+            tmp / "zspectrum_b0corrected.json", {"SaturationOffsetsPPM": result.dw.tolist(), "Units": "fraction of M0"}
+        )
         write_json(tmp / "offsets_ppm.json", {"SaturationOffsetsPPM": result.dw.tolist()})
         write_json(tmp / "cest.provenance.json", prov)
     for w in result.warnings:
@@ -131,6 +190,8 @@ def run(args) -> int:
         from ..errors import ImmunotrackWarning
 
         warnings.warn(w, ImmunotrackWarning, stacklevel=1)
-    print(f"{len(result.maps)} maps of {result.parameters['voxels']} voxels -> {out} "
-          f"(B0 median {np.nanmedian(result.b0_ppm):.3f} ppm; provenance beside each map)")
+    print(
+        f"{len(result.maps)} maps of {result.parameters['voxels']} voxels -> {out} "
+        f"(B0 median {np.nanmedian(result.b0_ppm):.3f} ppm; provenance beside each map)"
+    )
     return 0

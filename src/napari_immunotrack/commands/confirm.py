@@ -26,10 +26,16 @@ HELP = "T1-T2 self-confirmation of dual-mode labels (T1-bright AND T2-dark, new 
 
 
 def add_arguments(parser):
-    parser.add_argument("--t1", required=True, type=existing_path, metavar="T1POST",
-                        help="post-injection T1-weighted image (its grid is the output's)")
-    parser.add_argument("--t2", required=True, type=existing_path, metavar="T2POST",
-                        help="post-injection T2-weighted image")
+    parser.add_argument(
+        "--t1",
+        required=True,
+        type=existing_path,
+        metavar="T1POST",
+        help="post-injection T1-weighted image (its grid is the output's)",
+    )
+    parser.add_argument(
+        "--t2", required=True, type=existing_path, metavar="T2POST", help="post-injection T2-weighted image"
+    )
     parser.add_argument("--t1-pre", type=existing_path, metavar="T1PRE", help="pre-injection T1-weighted baseline")
     parser.add_argument("--t2-pre", type=existing_path, metavar="T2PRE", help="pre-injection T2-weighted baseline")
     parser.add_argument("--t1-map-pre", type=existing_path, help="T1 map (ms) before injection")
@@ -38,20 +44,31 @@ def add_arguments(parser):
     parser.add_argument("--t2-map-post", type=existing_path, help="T2 map (ms) after injection")
     add_output(parser, help="confirmed regions as NIfTI labels (.nii.gz), on T1POST's grid")
     parser.add_argument("--table", help="per-region table (CSV)")
-    parser.add_argument("--maps-prefix", help="also write PREFIX_t1_change.nii.gz, PREFIX_t2_change.nii.gz "
-                                              "(and PREFIX_ratio.nii.gz without a baseline)")
+    parser.add_argument(
+        "--maps-prefix",
+        help="also write PREFIX_t1_change.nii.gz, PREFIX_t2_change.nii.gz (and PREFIX_ratio.nii.gz without a baseline)",
+    )
     from ..analysis.confirm import CONFIRM_PARAMETERS
 
     CONFIRM_PARAMETERS.add_arguments(parser)  # --t1-threshold ... --min-delta-r2: defaults and checks from the model
     parser.add_argument("--search-mask", type=existing_path, help="look only inside this mask (non-zero voxels)")
-    parser.add_argument("--reference-mask", type=existing_path,
-                        help="unchanged reference tissue: noise sigma, scaling, ratio-mode reference")
-    parser.add_argument("--transform", metavar="T2_TRANSFORM",
-                        help="T1POST world -> T2 world (ITK .tfm from 'immunotrack register', a 4x4 RAS matrix "
-                             ".txt/.npy), or 'identity' when T2 shares T1's scanner frame; needed only when the "
-                             "T2 images are on another grid")
-    parser.add_argument("--pre-transform", metavar="PRE_TRANSFORM",
-                        help="post world -> baseline world (as --transform), for baselines on another grid")
+    parser.add_argument(
+        "--reference-mask",
+        type=existing_path,
+        help="unchanged reference tissue: noise sigma, scaling, ratio-mode reference",
+    )
+    parser.add_argument(
+        "--transform",
+        metavar="T2_TRANSFORM",
+        help="T1POST world -> T2 world (ITK .tfm from 'immunotrack register', a 4x4 RAS matrix "
+        ".txt/.npy), or 'identity' when T2 shares T1's scanner frame; needed only when the "
+        "T2 images are on another grid",
+    )
+    parser.add_argument(
+        "--pre-transform",
+        metavar="PRE_TRANSFORM",
+        help="post world -> baseline world (as --transform), for baselines on another grid",
+    )
 
 
 def run(args) -> int:
@@ -85,23 +102,59 @@ def run(args) -> int:
         outputs.check_output(path, args.overwrite)
 
     from ._common import transform_arg
-    files = {"t1_post": args.t1, "t2_post": args.t2, "t1_pre": args.t1_pre, "t2_pre": args.t2_pre,
-             "t1_map_pre": args.t1_map_pre, "t1_map_post": args.t1_map_post,
-             "t2_map_pre": args.t2_map_pre, "t2_map_post": args.t2_map_post,
-             "search_mask": args.search_mask, "reference_mask": args.reference_mask}
-    roles = {"t1_post": "T1POST", "t2_post": "T2POST", "t1_pre": "T1PRE", "t2_pre": "T2PRE",
-             "t1_map_pre": "T1 map pre", "t1_map_post": "T1 map post", "t2_map_pre": "T2 map pre",
-             "t2_map_post": "T2 map post", "search_mask": "search mask", "reference_mask": "reference mask"}
+
+    files = {
+        "t1_post": args.t1,
+        "t2_post": args.t2,
+        "t1_pre": args.t1_pre,
+        "t2_pre": args.t2_pre,
+        "t1_map_pre": args.t1_map_pre,
+        "t1_map_post": args.t1_map_post,
+        "t2_map_pre": args.t2_map_pre,
+        "t2_map_post": args.t2_map_post,
+        "search_mask": args.search_mask,
+        "reference_mask": args.reference_mask,
+    }
+    roles = {
+        "t1_post": "T1POST",
+        "t2_post": "T2POST",
+        "t1_pre": "T1PRE",
+        "t2_pre": "T2PRE",
+        "t1_map_pre": "T1 map pre",
+        "t1_map_post": "T1 map post",
+        "t2_map_pre": "T2 map pre",
+        "t2_map_post": "T2 map post",
+        "search_mask": "search mask",
+        "reference_mask": "reference mask",
+    }
     volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
     # either role of an `immunotrack register` output is accepted: the direction is read from its record,
     # else decided by overlap (docs/methods/transforms.md)
-    transform, direction = transform_arg(args.transform, volumes["t1_post"], volumes["t2_post"],
-                                         what="--transform", image_path=args.t1, other_path=args.t2,
-                                         image_name="T1POST", other_name="T2POST")
+    transform, direction = transform_arg(
+        args.transform,
+        volumes["t1_post"],
+        volumes["t2_post"],
+        what="--transform",
+        image_path=args.t1,
+        other_path=args.t2,
+        image_name="T1POST",
+        other_name="T2POST",
+    )
     baseline = volumes["t1_pre"] if volumes["t1_pre"] is not None else volumes["t2_pre"]
-    pre_transform, pre_direction = (None, None) if baseline is None else transform_arg(
-        args.pre_transform, volumes["t1_post"], baseline, what="--pre-transform", image_path=args.t1,
-        other_path=args.t1_pre or args.t2_pre, image_name="T1POST", other_name="the baseline")
+    pre_transform, pre_direction = (
+        (None, None)
+        if baseline is None
+        else transform_arg(
+            args.pre_transform,
+            volumes["t1_post"],
+            baseline,
+            what="--pre-transform",
+            image_path=args.t1,
+            other_path=args.t1_pre or args.t2_pre,
+            image_name="T1POST",
+            other_name="the baseline",
+        )
+    )
     # a progress bar only on a terminal: in a pipe or a log, an error stays the only line on stderr
     bar = text_progress("confirm") if sys.stderr.isatty() else None
     shown = []
@@ -112,17 +165,31 @@ def run(args) -> int:
             bar(fraction, message)
 
     try:
-        result = confirm_dual_mode(**volumes, **CONFIRM_PARAMETERS.from_args(args), transform=transform,
-                                   pre_transform=pre_transform, progress=progress)
+        result = confirm_dual_mode(
+            **volumes,
+            **CONFIRM_PARAMETERS.from_args(args),
+            transform=transform,
+            pre_transform=pre_transform,
+            progress=progress,
+        )
     except BaseException:
         if bar is not None and shown and shown[-1] < 1.0:
             sys.stderr.write("\n")  # end the progress line so the error stands on its own line
         raise
     status = result.status
-    params = dict(result.parameters, transform_file=args.transform, pre_transform_file=args.pre_transform,
-                  transform_direction=direction, pre_transform_direction=pre_direction)
-    extra = {"status": status, "confirmed": result.confirmed,
-             "description": result.labels.metadata["description"], "regions": len(result.table)}
+    params = dict(
+        result.parameters,
+        transform_file=args.transform,
+        pre_transform_file=args.pre_transform,
+        transform_direction=direction,
+        pre_transform_direction=pre_direction,
+    )
+    extra = {
+        "status": status,
+        "confirmed": result.confirmed,
+        "description": result.labels.metadata["description"],
+        "regions": len(result.table),
+    }
     record = provenance.record("confirm", inputs=files, parameters=params, warnings=result.warnings, **extra)
     labels = result.labels
     save_labels(labels, out, overwrite=args.overwrite, provenance=record, description=labels.metadata["description"])
@@ -134,15 +201,28 @@ def run(args) -> int:
             maps.append(("ratio", result.ratio))
         for suffix, vol in maps:
             vol = vol.replace(data=np.nan_to_num(vol.numpy(), nan=0.0).astype(np.float32))
-            save_volume(vol, f"{args.maps_prefix}_{suffix}.nii.gz", overwrite=args.overwrite,
-                        provenance=dict(record, map=suffix, unit=vol.unit))
+            save_volume(
+                vol,
+                f"{args.maps_prefix}_{suffix}.nii.gz",
+                overwrite=args.overwrite,
+                provenance=dict(record, map=suffix, unit=vol.unit),
+            )
     n = len(result.table)
     if result.confirmed:
         print(f"{n} confirmed region(s) (T1: {result.mode['t1']}, T2: {result.mode['t2']}) -> {out}")
     else:
         print(f"UNCONFIRMED: {n} candidate region(s), no baseline; haemorrhage, melanin or fat possible -> {out}")
     if n:
-        cols = ["label", "status", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                "mean_t1_enhancement_fraction", "mean_t2_change_fraction"]
+        cols = [
+            "label",
+            "status",
+            "voxels",
+            "volume_mm3",
+            "centroid_x_mm",
+            "centroid_y_mm",
+            "centroid_z_mm",
+            "mean_t1_enhancement_fraction",
+            "mean_t2_change_fraction",
+        ]
         print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0

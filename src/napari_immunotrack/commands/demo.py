@@ -16,8 +16,9 @@ def add_arguments(parser):
     parser.add_argument("-o", "--output", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     parser.add_argument("--session", default="day1", help="post-injection session to analyse (default: day1)")
-    parser.add_argument("--no-report", action="store_true",
-                        help="skip the study report (report/index.html: every session over time)")
+    parser.add_argument(
+        "--no-report", action="store_true", help="skip the study report (report/index.html: every session over time)"
+    )
 
 
 def write_outputs(result, out_dir, provenance_base: dict, overwrite: bool):
@@ -46,8 +47,10 @@ def run(args) -> int:
     root = Path(args.study) if args.study else sample_study_root()
     truth_path = root / "ground_truth.json"
     if not truth_path.exists():
-        raise InputError(f"{root} has no ground_truth.json; `demo` runs on a simulated study "
-                         "(use the individual verbs on real data).")
+        raise InputError(
+            f"{root} has no ground_truth.json; `demo` runs on a simulated study "
+            "(use the individual verbs on real data)."
+        )
     out_dir = Path(args.output)
     # an existing empty folder may be used; one with files only with --overwrite
     replace = bool(args.overwrite) or (out_dir.is_dir() and not any(out_dir.iterdir()))
@@ -59,9 +62,13 @@ def run(args) -> int:
     result = analyse_session(root, args.session, progress=text_progress("demo"))
     truth = json.loads(truth_path.read_text())
     comparison = compare_with_truth(result, truth)
-    prov = record("demo", inputs={"study": root}, parameters={"session": args.session, **result.parameters},
-                  errors={k: v for k, v in result.errors.items() if not k.endswith("_traceback")},
-                  timings_s=result.timings_s)
+    prov = record(
+        "demo",
+        inputs={"study": root},
+        parameters={"session": args.session, **result.parameters},
+        errors={k: v for k, v in result.errors.items() if not k.endswith("_traceback")},
+        timings_s=result.timings_s,
+    )
     report_result = None
     # everything goes into a temporary folder renamed to out_dir at the end: a crash leaves the old folder
     # (or none), never a mix of old and new results
@@ -72,19 +79,45 @@ def run(args) -> int:
             from ..report import build_report
 
             # the session analysed above is reused; the other sessions are analysed for the time course
-            report_result = build_report(root, tmp_dir / "report", overwrite=True,
-                                         precomputed={args.session: result}, pdf=False,
-                                         progress=text_progress("report"))
+            report_result = build_report(
+                root,
+                tmp_dir / "report",
+                overwrite=True,
+                precomputed={args.session: result},
+                pdf=False,
+                progress=text_progress("report"),
+            )
     elapsed = time.perf_counter() - t0
 
-    with pd.option_context("display.width", 160, "display.max_columns", 12, "display.max_rows", 200,
-                           "display.float_format", "{:.4g}".format):
+    with pd.option_context(
+        "display.width",
+        160,
+        "display.max_columns",
+        12,
+        "display.max_rows",
+        200,
+        "display.float_format",
+        "{:.4g}".format,
+    ):
         print(f"\nnapari-immunotrack demo on {root} (session {args.session}), {elapsed:.1f} s\n")
         for name in ("pet", "f19", "mpi"):
             table = result.tables.get(name)
             if table is not None:
-                cols = [c for c in ("organ", "volume_ml", "mean_bq_ml", "suv_bw_mean", "percent_id", "fluorine_atoms",
-                                    "cell_count", "status", "iron_ng") if c in table.columns]
+                cols = [
+                    c
+                    for c in (
+                        "organ",
+                        "volume_ml",
+                        "mean_bq_ml",
+                        "suv_bw_mean",
+                        "percent_id",
+                        "fluorine_atoms",
+                        "cell_count",
+                        "status",
+                        "iron_ng",
+                    )
+                    if c in table.columns
+                ]
                 print(f"{name} per organ:\n{table[cols].to_string(index=False)}\n")
         for name in ("clusters", "confirmed"):
             table = result.tables.get(name)
@@ -95,8 +128,10 @@ def run(args) -> int:
     if report_result is not None:
         flagged = [r["site"] for _, r in report_result.longitudinal.sites.iterrows() if r["macrophage_flag"] is True]
         html = out_dir / Path(report_result.html).relative_to(tmp_dir)
-        print(f"\nstudy report: {html} ({len(report_result.figures)} figures); sites flagged as "
-              f"macrophage-held signal: {', '.join(flagged) if flagged else 'none'}")
+        print(
+            f"\nstudy report: {html} ({len(report_result.figures)} figures); sites flagged as "
+            f"macrophage-held signal: {', '.join(flagged) if flagged else 'none'}"
+        )
     failed = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
     for step, message in failed.items():
         sys.stderr.write(f"immunotrack demo: step {step} did not complete (partial results): {message}\n")

@@ -19,12 +19,20 @@ def add_arguments(parser):
     from ._common import existing_path
 
     parser.add_argument("labels", type=existing_path, help="label image (NIfTI, DICOM SEG, ...; 0 = background)")
-    parser.add_argument("--source", required=True, type=existing_path,
-                        help="the DICOM series folder the labels belong to (the SEG references it)")
+    parser.add_argument(
+        "--source",
+        required=True,
+        type=existing_path,
+        help="the DICOM series folder the labels belong to (the SEG references it)",
+    )
     parser.add_argument("--seg", required=True, help="the DICOM SEG file to write")
-    parser.add_argument("--seg-type", choices=("binary", "labelmap"), default="binary",
-                        help="binary (default: Segmentation Storage, read by Slicer, OHIF and PACS) or labelmap "
-                             "(Label Map Segmentation Storage, DICOM 2024, for receivers that read it)")
+    parser.add_argument(
+        "--seg-type",
+        choices=("binary", "labelmap"),
+        default="binary",
+        help="binary (default: Segmentation Storage, read by Slicer, OHIF and PACS) or labelmap "
+        "(Label Map Segmentation Storage, DICOM 2024, for receivers that read it)",
+    )
     parser.add_argument("--table", type=existing_path, help="readout table (CSV with a 'label' column)")
     parser.add_argument("--sr", help="the DICOM SR file to write (with --table)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -40,8 +48,7 @@ def run(args) -> int:
     from ._common import load
 
     if (args.table is None) != (args.sr is None):
-        raise InputError("--table and --sr go together: give both (the readouts and the SR file to write) or "
-                         "neither.")
+        raise InputError("--table and --sr go together: give both (the readouts and the SR file to write) or neither.")
     outputs = [args.seg] + ([args.sr] if args.sr else [])
     if len(set(map(str, outputs))) != len(outputs):
         raise InputError("--seg and --sr name the same file; give two file names.")
@@ -63,18 +70,27 @@ def run(args) -> int:
         sr = build_sr(read_table(args.table), seg, datasets) if args.table else None
     notes = [str(w.message) for w in caught if issubclass(w.category, ImmunotrackWarning)]
     for note in notes:
-        warnings.warn(note, ImmunotrackWarning)
+        warnings.warn(note, ImmunotrackWarning, stacklevel=2)
     params = {"seg_type": args.seg_type, "segments": int(len(seg.SegmentSequence))}
     inputs = {"labels": args.labels, "source": args.source, "table": args.table}
-    record = provenance.record("export", inputs=inputs, parameters=params, warnings=notes,
-                               seg_sop_instance_uid=str(seg.SOPInstanceUID),
-                               source_series_instance_uid=str(datasets[0].SeriesInstanceUID))
+    record = provenance.record(
+        "export",
+        inputs=inputs,
+        parameters=params,
+        warnings=notes,
+        seg_sop_instance_uid=str(seg.SOPInstanceUID),
+        source_series_instance_uid=str(datasets[0].SeriesInstanceUID),
+    )
     save_dataset(seg, args.seg, overwrite=args.overwrite, provenance=record)
     message = f"DICOM SEG ({args.seg_type}, {len(seg.SegmentSequence)} segment(s)) -> {args.seg}"
     if sr is not None:
         try:
-            save_dataset(sr, args.sr, overwrite=args.overwrite, provenance=dict(record, sr_sop_instance_uid=str(
-                sr.SOPInstanceUID)))
+            save_dataset(
+                sr,
+                args.sr,
+                overwrite=args.overwrite,
+                provenance=dict(record, sr_sop_instance_uid=str(sr.SOPInstanceUID)),
+            )
         except BaseException:
             # nothing half-written: the SEG of this run goes too
             from pathlib import Path

@@ -31,18 +31,28 @@ def add_arguments(parser):
     parser.add_argument("--snr-threshold", default="3.5", help="minimum voxel SNR counted (default 3.5)")
     parser.add_argument("--min-cluster", default="3", help="minimum cluster size in voxels (default 3)")
     parser.add_argument("--connectivity", default="26", help="cluster connectivity: 6, 18 or 26 (default 26)")
-    parser.add_argument("--fluorine-atoms-per-molecule", default="1",
-                        help="19F atoms per molecule when the reference concentration is a compound's (default 1)")
-    parser.add_argument("--rician-correction", default="power",
-                        help="per-voxel bias correction: power = sqrt(I^2 - 2 sigma^2) (default), "
-                             "amplitude = sqrt(I^2 - sigma^2), none")
+    parser.add_argument(
+        "--fluorine-atoms-per-molecule",
+        default="1",
+        help="19F atoms per molecule when the reference concentration is a compound's (default 1)",
+    )
+    parser.add_argument(
+        "--rician-correction",
+        default="power",
+        help="per-voxel bias correction: power = sqrt(I^2 - 2 sigma^2) (default), "
+        "amplitude = sqrt(I^2 - sigma^2), none",
+    )
     from ._common import add_transform_arguments
 
     add_transform_arguments(parser, "19F image")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
-    parser.add_argument("--estimator", default="whole-roi",
-                        help="whole-roi (default: every voxel, noise floor removed, with uncertainty) or threshold")
+    parser.add_argument(
+        "--estimator",
+        default="whole-roi",
+        help="whole-roi (default: every voxel, noise floor removed, with uncertainty) or threshold",
+    )
     from . import _pvc
+
     _pvc.add_arguments(parser, positron_range=False)
 
 
@@ -50,8 +60,7 @@ def run(args) -> int:
     from ..analysis.fluorine import fluorine_cells
     from ..outputs import check_output, sidecar_path, write_table
     from ..provenance import record
-    from ._common import load
-    from ._common import transform_arg
+    from ._common import load, transform_arg
     from .quantify import number, progress_for
 
     out = check_output(args.output, args.overwrite)
@@ -64,21 +73,53 @@ def run(args) -> int:
     per_molecule = number(args.fluorine_atoms_per_molecule, "--fluorine-atoms-per-molecule")
     supersample = number(args.supersample, "--supersample", integer=True)
     from . import _pvc
+
     pvc = args.pvc if _pvc.requested(args) else None
     f19 = load(args.f19, "19F image")
     ref = load(args.reference_mask, "reference mask")
     roi = load(args.roi, "ROI")
-    transform, direction = transform_arg(args.transform, f19, roi, fixed=args.transform_fixed, image_path=args.f19,
-                                         other_path=args.roi, image_name="the 19F image")
+    transform, direction = transform_arg(
+        args.transform,
+        f19,
+        roi,
+        fixed=args.transform_fixed,
+        image_path=args.f19,
+        other_path=args.roi,
+        image_name="the 19F image",
+    )
     noise = load(args.noise_mask, "noise mask") if args.noise_mask else None
-    df = fluorine_cells(f19, roi, ref, c_ref, f_cell, noise_mask=noise, noise_sigma=sigma, snr_threshold=snr,
-                        min_cluster_voxels=min_cluster, connectivity=connectivity,
-                        rician_correction=args.rician_correction, fluorine_atoms_per_molecule=per_molecule,
-                        transform=transform, supersample=supersample, estimator=args.estimator, pvc=pvc,
-                        psf=args.psf_fwhm, progress=progress_for("fluorine"))
-    prov = record("fluorine", inputs={"f19": args.f19, "reference_mask": args.reference_mask, "roi": args.roi,
-                                      "noise_mask": args.noise_mask, "transform": args.transform},
-                  parameters=dict(df.attrs["parameters"], transform=args.transform, transform_direction=direction), warnings=df.attrs["warnings"])
+    df = fluorine_cells(
+        f19,
+        roi,
+        ref,
+        c_ref,
+        f_cell,
+        noise_mask=noise,
+        noise_sigma=sigma,
+        snr_threshold=snr,
+        min_cluster_voxels=min_cluster,
+        connectivity=connectivity,
+        rician_correction=args.rician_correction,
+        fluorine_atoms_per_molecule=per_molecule,
+        transform=transform,
+        supersample=supersample,
+        estimator=args.estimator,
+        pvc=pvc,
+        psf=args.psf_fwhm,
+        progress=progress_for("fluorine"),
+    )
+    prov = record(
+        "fluorine",
+        inputs={
+            "f19": args.f19,
+            "reference_mask": args.reference_mask,
+            "roi": args.roi,
+            "noise_mask": args.noise_mask,
+            "transform": args.transform,
+        },
+        parameters=dict(df.attrs["parameters"], transform=args.transform, transform_direction=direction),
+        warnings=df.attrs["warnings"],
+    )
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
     print(f"{len(df)} ROI(s) -> {out} (provenance: {sidecar_path(out).name})")
     return 0

@@ -9,23 +9,65 @@ from pathlib import Path
 
 HELP = "describe an image or show where an output came from"
 
-_KEYS = ("SeriesDescription", "Units", "DecayCorrection", "CorrectedImage", "RadionuclideTotalDose",
-         "RadiopharmaceuticalStartDateTime", "RadionuclideHalfLife", "Radionuclide", "PatientWeight",
-         "PatientSize", "PatientSex", "SeriesDate", "SeriesTime", "AcquisitionTime",
-         "EchoTime", "RepetitionTime", "FlipAngle", "MagneticFieldStrength", "leading_axis", "channel_names",
-         "frame_interval_s", "affine_source", "voxel_size_source", "orientation_nominal", "orientation_unknown",
-         "echo_times_ms", "label_names", "segmentation_type", "ReferencedSeriesInstanceUID",
-         "ParaVisionVersion", "SubjectType", "SubjectPosition", "slice_package", "PatientSpeciesDescription",
-         "ActualFrameDuration", "frame_window", "calibration_note", "dose_note", "weight_note", "overscan_voxels",
-         "tracer")
+_KEYS = (
+    "SeriesDescription",
+    "Units",
+    "DecayCorrection",
+    "CorrectedImage",
+    "RadionuclideTotalDose",
+    "RadiopharmaceuticalStartDateTime",
+    "RadionuclideHalfLife",
+    "Radionuclide",
+    "PatientWeight",
+    "PatientSize",
+    "PatientSex",
+    "SeriesDate",
+    "SeriesTime",
+    "AcquisitionTime",
+    "EchoTime",
+    "RepetitionTime",
+    "FlipAngle",
+    "MagneticFieldStrength",
+    "leading_axis",
+    "channel_names",
+    "frame_interval_s",
+    "affine_source",
+    "voxel_size_source",
+    "orientation_nominal",
+    "orientation_unknown",
+    "echo_times_ms",
+    "label_names",
+    "segmentation_type",
+    "ReferencedSeriesInstanceUID",
+    "ParaVisionVersion",
+    "SubjectType",
+    "SubjectPosition",
+    "slice_package",
+    "PatientSpeciesDescription",
+    "ActualFrameDuration",
+    "frame_window",
+    "calibration_note",
+    "dose_note",
+    "weight_note",
+    "overscan_voxels",
+    "tracer",
+)
 
 
 def add_arguments(parser):
-    parser.add_argument("path", help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, ParaVision scan folder "
-                        "or 2dseq, Inveon .img/.hdr, MDF (.mdf/.h5), NRRD, MetaImage, or an output CSV/NIfTI")
+    parser.add_argument(
+        "path",
+        help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, ParaVision scan folder "
+        "or 2dseq, Inveon .img/.hdr, MDF (.mdf/.h5), NRRD, MetaImage, or an output CSV/NIfTI",
+    )
     parser.add_argument("--json", action="store_true", help="print as JSON")
-    parser.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
-                        help="pixel size in mm of a TIFF/OME-Zarr without one: one number, (y x) or (z y x)")
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs="+",
+        metavar="MM",
+        help="pixel size in mm of a TIFF/OME-Zarr without one: one number, (y x) or (z y x)",
+    )
     parser.add_argument("--reference", help="for a DICOM SEG or RTSTRUCT: the series folder it was drawn on")
 
 
@@ -113,7 +155,9 @@ def run(args) -> int:
         if isinstance(prov, dict):
             print(f"  step: {prov.get('step')}  time: {prov.get('time_utc')}")
             for name, entry in prov.get("inputs", {}).items():
-                print(f"  input {name}: {entry.get('path', entry.get('value', ''))} sha256={str(entry.get('sha256', ''))[:16]}")
+                print(
+                    f"  input {name}: {entry.get('path', entry.get('value', ''))} sha256={str(entry.get('sha256', ''))[:16]}"
+                )
             for key, value in prov.get("parameters", {}).items():
                 print(f"  parameter {key}: {value}")
             for warning in prov.get("warnings", []):
@@ -122,8 +166,10 @@ def run(args) -> int:
             if out.get("provenance_matches_output") is True:
                 print("  output sha256: matches this file")
             elif out.get("provenance_matches_output") is False:
-                print("  WARNING: this record was written for other content (sha256 differs): the file was "
-                      "changed afterwards or a run was interrupted; rerun the step to get a matching record.")
+                print(
+                    "  WARNING: this record was written for other content (sha256 differs): the file was "
+                    "changed afterwards or a run was interrupted; rerun the step to get a matching record."
+                )
         else:
             print(f"  {prov}")
     return 0

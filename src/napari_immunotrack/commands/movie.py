@@ -23,23 +23,40 @@ def add_arguments(parser):
 
     parser.add_argument("study", type=existing_path, help="study folder (sub-*/ses-*/... or a scanner export)")
     add_output(parser, help="output movie: .mp4 (needs ffmpeg on the PATH) or .gif")
-    parser.add_argument("--track", default="PET", choices=["PET", "SPECT", "19F", "MPI", "T2starw"],
-                        help="signal shown over the anatomy (default PET)")
-    parser.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal", "mip"],
-                        help="slice plane, or mip for a coronal projection (default axial)")
-    parser.add_argument("--position-mm", help="world coordinate of the slice along the plane's normal "
-                                              "(default: through the peak of the signal)")
+    parser.add_argument(
+        "--track",
+        default="PET",
+        choices=["PET", "SPECT", "19F", "MPI", "T2starw"],
+        help="signal shown over the anatomy (default PET)",
+    )
+    parser.add_argument(
+        "--plane",
+        default="axial",
+        choices=["axial", "coronal", "sagittal", "mip"],
+        help="slice plane, or mip for a coronal projection (default axial)",
+    )
+    parser.add_argument(
+        "--position-mm",
+        help="world coordinate of the slice along the plane's normal (default: through the peak of the signal)",
+    )
     parser.add_argument("--subject", help="subject id (needed when the study holds several)")
     parser.add_argument("--anatomy", help="underlay role: T2w, T2starw, T1w (default: the first found)")
     parser.add_argument("--fps", default="10", help="frames per second (default 10)")
-    parser.add_argument("--size", default="1920x1080", help="frame size WIDTHxHEIGHT in pixels, even numbers "
-                                                          "(default 1920x1080)")
+    parser.add_argument(
+        "--size", default="1920x1080", help="frame size WIDTHxHEIGHT in pixels, even numbers (default 1920x1080)"
+    )
     parser.add_argument("--hold", default="1.5", help="seconds each timepoint is shown (default 1.5)")
     parser.add_argument("--fade", default="0.6", help="seconds of cross-fade between timepoints (default 0.6; 0 = cut)")
-    parser.add_argument("--rotate", default="0", help="with --plane mip: views per full turn at each timepoint "
-                                                      "(e.g. 24; default 0 = no rotation)")
-    parser.add_argument("--range", dest="value_range", help="colour-bar range LOW,HIGH in the track's unit "
-                                                           "(default: 1st-99.5th percentile of the values shown)")
+    parser.add_argument(
+        "--rotate",
+        default="0",
+        help="with --plane mip: views per full turn at each timepoint (e.g. 24; default 0 = no rotation)",
+    )
+    parser.add_argument(
+        "--range",
+        dest="value_range",
+        help="colour-bar range LOW,HIGH in the track's unit (default: 1st-99.5th percentile of the values shown)",
+    )
 
 
 def run(args) -> int:
@@ -63,13 +80,31 @@ def run(args) -> int:
             value_range = ()
         if len(value_range) != 2:
             raise InputError(f"--range {args.value_range!r} must be LOW,HIGH (two numbers).")
-    result = make_movie(args.study, out, track=args.track, subject=args.subject, anatomy=args.anatomy,
-                        plane=args.plane, position_mm=position, fps=fps, size=args.size, hold_s=hold, fade_s=fade,
-                        rotate_views=int(rotate), overlay_range=value_range, overwrite=args.overwrite,
-                        progress=text_progress("movie"))
+    result = make_movie(
+        args.study,
+        out,
+        track=args.track,
+        subject=args.subject,
+        anatomy=args.anatomy,
+        plane=args.plane,
+        position_mm=position,
+        fps=fps,
+        size=args.size,
+        hold_s=hold,
+        fade_s=fade,
+        rotate_views=int(rotate),
+        overlay_range=value_range,
+        overwrite=args.overwrite,
+        progress=text_progress("movie"),
+    )
     days = ", ".join(result.stamps)
-    rng = (f"; colour bar {result.colorbar_range[0]:.3g}-{result.colorbar_range[1]:.3g} {result.unit}"
-           if result.colorbar_range else "")
-    print(f"{result.n_frames} frames {result.size[0]}x{result.size[1]} ({days}{rng}) in "
-          f"{result.seconds['total']:.1f} s -> {out} (provenance: {sidecar_path(out).name})")
+    rng = (
+        f"; colour bar {result.colorbar_range[0]:.3g}-{result.colorbar_range[1]:.3g} {result.unit}"
+        if result.colorbar_range
+        else ""
+    )
+    print(
+        f"{result.n_frames} frames {result.size[0]}x{result.size[1]} ({days}{rng}) in "
+        f"{result.seconds['total']:.1f} s -> {out} (provenance: {sidecar_path(out).name})"
+    )
     return 0

@@ -23,13 +23,18 @@ def add_arguments(parser):
     parser.add_argument("--iron-per-cell", required=True, help="iron per cell (pg Fe)")
     add_output(parser, help="output CSV, one row per ROI label")
     parser.add_argument("--radius-mm", default="3.0", help="fiducial integration radius (mm, default 3)")
-    parser.add_argument("--background", default="auto", help="per-voxel background: auto (median away from "
-                                                             "fiducials and ROIs) or a number")
-    parser.add_argument("--dilate-mm", default="1.0",
-                        help="dilation for the sensitivity column (mm, default 1; 0 = off)")
+    parser.add_argument(
+        "--background",
+        default="auto",
+        help="per-voxel background: auto (median away from fiducials and ROIs) or a number",
+    )
+    parser.add_argument(
+        "--dilate-mm", default="1.0", help="dilation for the sensitivity column (mm, default 1; 0 = off)"
+    )
     add_transform_arguments(parser, "MPI image")
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
     from . import _pvc
+
     _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm (h19)
 
 
@@ -50,8 +55,9 @@ def run(args) -> int:
     radius = number(args.radius_mm, "--radius-mm")
     dilate = number(args.dilate_mm, "--dilate-mm", positive=False, minimum=0.0)
     supersample = number(args.supersample, "--supersample", integer=True)
-    background = "auto" if str(args.background).lower() == "auto" else number(args.background, "--background",
-                                                                              positive=False)
+    background = (
+        "auto" if str(args.background).lower() == "auto" else number(args.background, "--background", positive=False)
+    )
     fid_path = Path(args.fiducials)
     if not fid_path.is_file():
         raise InputError(f"fiducial table {fid_path} does not exist.")
@@ -61,23 +67,46 @@ def run(args) -> int:
         detail = " ".join(str(exc).split())[:100]
         raise InputError(f"fiducial table {fid_path} is not a readable CSV ({detail}).") from None
     from . import _pvc
+
     pvc = _pvc.requested(args)
     mpi = load(args.mpi, "MPI image")
     roi = load(args.roi, "ROI")
-    transform, direction = transform_arg(args.transform, mpi, roi, fixed=args.transform_fixed, image_path=args.mpi,
-                                         other_path=args.roi, image_name="the MPI image")
-    df = mpi_iron(mpi, roi, fiducials, q_cell, transform=transform, supersample=supersample, radius_mm=radius,
-                  background=background, dilate_mm=dilate, progress=progress_for("mpi"))
+    transform, direction = transform_arg(
+        args.transform,
+        mpi,
+        roi,
+        fixed=args.transform_fixed,
+        image_path=args.mpi,
+        other_path=args.roi,
+        image_name="the MPI image",
+    )
+    df = mpi_iron(
+        mpi,
+        roi,
+        fiducials,
+        q_cell,
+        transform=transform,
+        supersample=supersample,
+        radius_mm=radius,
+        background=background,
+        dilate_mm=dilate,
+        progress=progress_for("mpi"),
+    )
     cal = df.attrs["calibration"]
     params = dict(df.attrs["parameters"], transform=args.transform)
     if pvc:  # iron_ng_pvc, cell_count_pvc (commands/_pvc.py)
         df, params["pvc"] = _pvc.correct_mpi(args, mpi, roi, df, transform=transform, supersample=supersample)
-    prov = record("mpi", inputs={"mpi": args.mpi, "fiducials": args.fiducials, "roi": args.roi,
-                                 "transform": args.transform},
-                  parameters=dict(params, transform_direction=direction), warnings=df.attrs["warnings"],
-                  calibration=cal)
+    prov = record(
+        "mpi",
+        inputs={"mpi": args.mpi, "fiducials": args.fiducials, "roi": args.roi, "transform": args.transform},
+        parameters=dict(params, transform_direction=direction),
+        warnings=df.attrs["warnings"],
+        calibration=cal,
+    )
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
-    print(f"calibration: {cal['k_per_ng']:.4g} per ng, intercept {cal['intercept']:.4g}, R^2 {cal['r2']:.4f} "
-          f"({cal['n']} fiducials)")
+    print(
+        f"calibration: {cal['k_per_ng']:.4g} per ng, intercept {cal['intercept']:.4g}, R^2 {cal['r2']:.4f} "
+        f"({cal['n']} fiducials)"
+    )
     print(f"{len(df)} ROI(s) -> {out} (provenance: {sidecar_path(out).name})")
     return 0

@@ -101,8 +101,9 @@ def read_density_table(path) -> dict:
             table = dict(zip(df[name_col].astype(str), df[dens_col]))
         table = {str(k): float(v) for k, v in table.items()}
     except (ValueError, TypeError, IndexError, OSError) as exc:
-        raise InputError(f"--density-table {p} is not a name,density_g_ml table ({' '.join(str(exc).split())[:80]})."
-                         ) from None
+        raise InputError(
+            f"--density-table {p} is not a name,density_g_ml table ({' '.join(str(exc).split())[:80]})."
+        ) from None
     bad = [k for k, v in table.items() if not (v > 0 and math.isfinite(v))]
     if bad:
         raise InputError(f"--density-table {p}: densities must be positive numbers (bad: {', '.join(bad[:3])}).")
@@ -135,8 +136,9 @@ def add_arguments(parser):
     parser.add_argument("pet", help="PET/SPECT: DICOM series folder, or NIfTI with a JSON sidecar of DICOM fields")
     parser.add_argument("--roi", required=True, help="ROI label image (NIfTI, DICOM, ...) on any grid; 0 = background")
     add_output(parser, help="output CSV, one row per ROI label")
-    parser.add_argument("--suv", default="bw",
-                        help="SUV type(s) besides bw: bw, lbm, bsa, ibw (comma-separated; default bw)")
+    parser.add_argument(
+        "--suv", default="bw", help="SUV type(s) besides bw: bw, lbm, bsa, ibw (comma-separated; default bw)"
+    )
     parser.add_argument("--lbm-formula", default="janmahasatian", help="janmahasatian (default) or james")
     g = parser.add_argument_group("header values (replace or complete the file's header)")
     g.add_argument("--dose-mbq", help="injected activity at the injection time (MBq)")
@@ -146,8 +148,12 @@ def add_arguments(parser):
     g.add_argument("--sex", help="M or F (for SUV lbm/ibw)")
     g.add_argument("--species", help="species (replaces PatientSpeciesDescription), e.g. mouse, rat, human")
     g.add_argument("--lean-mass-g", help="measured lean body mass (g; qMR/DEXA) for --suv lbm of any species")
-    g.add_argument("--bsa-formula", default="auto", choices=("auto", "dubois", "meeh"),
-                   help="body surface area for --suv bsa: Du Bois (humans; default) or Meeh k*W^(2/3) (animals)")
+    g.add_argument(
+        "--bsa-formula",
+        default="auto",
+        choices=("auto", "dubois", "meeh"),
+        help="body surface area for --suv bsa: Du Bois (humans; default) or Meeh k*W^(2/3) (animals)",
+    )
     g.add_argument("--meeh-k", help="Meeh's constant k (cm2/g^(2/3); default 9.8, the mouse value)")
     g.add_argument("--injection-time", help="injection date-time, ISO 8601 (2024-05-01T09:30:00) or HH:MM:SS")
     g.add_argument("--scan-time", help="scan reference date-time (ISO 8601 or HH:MM:SS)")
@@ -158,21 +164,34 @@ def add_arguments(parser):
     g.add_argument("--acquisition-duration-s", help="counts images: acquisition duration (s)")
     add_transform_arguments(parser, "PET")
     parser.add_argument("--labels", help="only these labels (comma-separated)")
-    parser.add_argument("--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated "
-                                                          "grids (default 3)")
-    parser.add_argument("--density", default="auto",
-                        help="tissue density for %%ID/g: auto (default: per organ from the ROI's label names, "
-                             "docs/methods/pet.md#density) or one value in g/mL for every ROI")
-    parser.add_argument("--density-table", help="CSV/TSV (name,density_g_ml) or JSON {name: g/mL} replacing the "
-                                                "default densities by organ name")
-    parser.add_argument("--peak-ml", default="auto",
-                        help="SUVpeak sphere volume (mL): auto (default: 1 mL PERCIST for humans; for animals a "
-                             "sphere of 2 x the PSF FWHM restricted to the ROI) or a number")
-    parser.add_argument("--peak-fwhm-mm", help="PSF FWHM (mm) sizing the preclinical SUVpeak sphere (default: "
-                                               "header, else 1.5 mm)")
+    parser.add_argument(
+        "--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated grids (default 3)"
+    )
+    parser.add_argument(
+        "--density",
+        default="auto",
+        help="tissue density for %%ID/g: auto (default: per organ from the ROI's label names, "
+        "docs/methods/pet.md#density) or one value in g/mL for every ROI",
+    )
+    parser.add_argument(
+        "--density-table",
+        help="CSV/TSV (name,density_g_ml) or JSON {name: g/mL} replacing the default densities by organ name",
+    )
+    parser.add_argument(
+        "--peak-ml",
+        default="auto",
+        help="SUVpeak sphere volume (mL): auto (default: 1 mL PERCIST for humans; for animals a "
+        "sphere of 2 x the PSF FWHM restricted to the ROI) or a number",
+    )
+    parser.add_argument(
+        "--peak-fwhm-mm", help="PSF FWHM (mm) sizing the preclinical SUVpeak sphere (default: header, else 1.5 mm)"
+    )
     parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
-    parser.add_argument("--frames", help="dynamic PET: frame N or window A-B (0-based, inclusive; duration-weighted mean)")
+    parser.add_argument(
+        "--frames", help="dynamic PET: frame N or window A-B (0-based, inclusive; duration-weighted mean)"
+    )
     from . import _pvc
+
     _pvc.add_arguments(parser)  # --pvc, --psf-fwhm, --positron-range (h19)
 
 
@@ -228,6 +247,7 @@ def run(args) -> int:
             peak_fwhm = None
     labels = labels_arg(args.labels)
     from . import _pvc
+
     pvc = _pvc.requested(args)
 
     pet = load(args.pet, "PET")
@@ -236,23 +256,55 @@ def run(args) -> int:
 
         pet = choose_frames(pet, args.frames, args.pet)
     roi = load(args.roi, "ROI")
-    transform, direction = transform_arg(args.transform, pet, roi, fixed=args.transform_fixed, image_path=args.pet,
-                                         other_path=args.roi, image_name="the PET")
+    transform, direction = transform_arg(
+        args.transform,
+        pet,
+        roi,
+        fixed=args.transform_fixed,
+        image_path=args.pet,
+        other_path=args.roi,
+        image_name="the PET",
+    )
     header = pet_mod.read_pet_header(pet, weight_unit=args.weight_unit, **overrides)
     rois = carry_rois(roi, pet, transform=transform, supersample=supersample, labels=labels, name="the PET")
-    df = pet_mod.quantify_pet(pet, rois, suv_types=suv_types, header=header, lbm_formula=args.lbm_formula,
-                              density_g_ml=density, peak=not args.no_peak, peak_ml=peak_ml,
-                              peak_fwhm_mm=peak_fwhm, label_names=roi_label_names(args.roi),
-                              density_table=density_table,
-                              progress=progress_for("quantify"))
-    params = dict(df.attrs["parameters"], overrides=overrides, transform=args.transform, transform_direction=direction,
-                  labels=labels)
+    df = pet_mod.quantify_pet(
+        pet,
+        rois,
+        suv_types=suv_types,
+        header=header,
+        lbm_formula=args.lbm_formula,
+        density_g_ml=density,
+        peak=not args.no_peak,
+        peak_ml=peak_ml,
+        peak_fwhm_mm=peak_fwhm,
+        label_names=roi_label_names(args.roi),
+        density_table=density_table,
+        progress=progress_for("quantify"),
+    )
+    params = dict(
+        df.attrs["parameters"],
+        overrides=overrides,
+        transform=args.transform,
+        transform_direction=direction,
+        labels=labels,
+    )
     if pvc:  # corrected _pvc columns on the Bq/mL image (commands/_pvc.py)
-        df, params["pvc"] = _pvc.correct(args, pet_mod.activity_concentration(pet, header, need_dose=True),
-                                         rois if labels is None else roi, df, _pvc.PET_COLUMNS, transform=transform,
-                                         supersample=supersample)
-    prov = record("quantify", inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
-                  parameters=params, warnings=df.attrs["warnings"], pet_header=df.attrs["header"])
+        df, params["pvc"] = _pvc.correct(
+            args,
+            pet_mod.activity_concentration(pet, header, need_dose=True),
+            rois if labels is None else roi,
+            df,
+            _pvc.PET_COLUMNS,
+            transform=transform,
+            supersample=supersample,
+        )
+    prov = record(
+        "quantify",
+        inputs={"pet": args.pet, "roi": args.roi, "transform": args.transform},
+        parameters=params,
+        warnings=df.attrs["warnings"],
+        pet_header=df.attrs["header"],
+    )
     write_table(df, out, provenance=prov, overwrite=args.overwrite)
     print(f"{len(df)} ROI(s) -> {out} (provenance: {sidecar_path(out).name})")
     return 0

@@ -44,8 +44,13 @@ def add_arguments(parser):
     from ._common import add_output
 
     parser.add_argument("series", help="4D series: one volume per echo / flip angle / inversion or saturation time")
-    parser.add_argument("--model", required=True, choices=MODELS, help="t2star (multi-echo GRE), t2 (multi-echo SE), "
-                        "t1vfa (variable flip angle), t1sr (saturation recovery), t1ir (inversion recovery)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        choices=MODELS,
+        help="t2star (multi-echo GRE), t2 (multi-echo SE), "
+        "t1vfa (variable flip angle), t1sr (saturation recovery), t1ir (inversion recovery)",
+    )
     add_output(parser, help="output map in ms (.nii.gz) on SERIES' grid; companion maps are written beside it")
     parser.add_argument("--echo-times-ms", help="echo times in ms, e.g. 2,4,6,8 (or a text file)")
     parser.add_argument("--flip-angles-deg", help="nominal flip angles in degrees for t1vfa, e.g. 3,10,20")
@@ -53,22 +58,41 @@ def add_arguments(parser):
     parser.add_argument("--inversion-times-ms", help="inversion times in ms for t1ir")
     parser.add_argument("--saturation-times-ms", help="delays after saturation in ms for t1sr")
     parser.add_argument("--b1", help="relative B1 map (1 = nominal; percent is recognised) scaling the VFA flip angles")
-    parser.add_argument("--method", help="fit method: " + "; ".join(f"{m}: {', '.join(v)}" for m, v in METHODS.items())
-                        + " (default: the first)")
-    parser.add_argument("--noise-sigma", help="noise sigma per channel in image units (default: header NoiseSigma, "
-                        "else estimated from the background; 0 = no noise floor)")
+    parser.add_argument(
+        "--method",
+        help="fit method: " + "; ".join(f"{m}: {', '.join(v)}" for m, v in METHODS.items()) + " (default: the first)",
+    )
+    parser.add_argument(
+        "--noise-sigma",
+        help="noise sigma per channel in image units (default: header NoiseSigma, "
+        "else estimated from the background; 0 = no noise floor)",
+    )
     parser.add_argument("--refocusing-angle-deg", help="nominal refocusing angle for --method epg (default 180)")
     parser.add_argument("--mask", help="fit only inside this mask (on SERIES' grid)")
-    parser.add_argument("--baseline", help="pre-injection series of the same kind: gives delta R and, with "
-                        "--relaxivity, the concentration")
-    parser.add_argument("--baseline-transform", help="world-to-world transform SERIES -> baseline (.tfm, 4x4 matrix "
-                        "file or 'identity'; default identity: the same animal position)")
-    parser.add_argument("--relaxivity", help="relaxivity in mM^-1 s^-1 (r2* for t2star, r2 for t2, r1 for T1 "
-                        f"models), or an agent name for the default at the series' field: {', '.join(AGENTS)}")
-    parser.add_argument("--field-t", help="field strength in T for an agent's default relaxivity (default: the "
-                        "header's MagneticFieldStrength)")
-    parser.add_argument("--metal", choices=("Fe", "Gd"), help="metal of the concentration (default: the agent's; "
-                        "Fe for T2/T2* and Gd for T1 models with a numeric relaxivity)")
+    parser.add_argument(
+        "--baseline",
+        help="pre-injection series of the same kind: gives delta R and, with --relaxivity, the concentration",
+    )
+    parser.add_argument(
+        "--baseline-transform",
+        help="world-to-world transform SERIES -> baseline (.tfm, 4x4 matrix "
+        "file or 'identity'; default identity: the same animal position)",
+    )
+    parser.add_argument(
+        "--relaxivity",
+        help="relaxivity in mM^-1 s^-1 (r2* for t2star, r2 for t2, r1 for T1 "
+        f"models), or an agent name for the default at the series' field: {', '.join(AGENTS)}",
+    )
+    parser.add_argument(
+        "--field-t",
+        help="field strength in T for an agent's default relaxivity (default: the header's MagneticFieldStrength)",
+    )
+    parser.add_argument(
+        "--metal",
+        choices=("Fe", "Gd"),
+        help="metal of the concentration (default: the agent's; "
+        "Fe for T2/T2* and Gd for T1 models with a numeric relaxivity)",
+    )
     parser.add_argument("--roi", help="ROI label image on any grid (0 = background)")
     parser.add_argument("--table", help="output CSV: one row per ROI label (needs --roi)")
     parser.add_argument("--roi-transform", help="world-to-world transform SERIES -> ROI image (default identity)")
@@ -111,20 +135,28 @@ def run(args) -> int:
     if args.roi and not args.table:
         raise InputError("--roi needs --table (the CSV to write).")
     if args.relaxivity and not args.baseline:
-        raise InputError("--relaxivity needs --baseline (the pre-injection series): the concentration comes from "
-                         "delta R = R - R_baseline.")
-    lists = {"echo_times_ms": _number_list(args.echo_times_ms, "--echo-times-ms"),
-             "flip_angles_deg": _number_list(args.flip_angles_deg, "--flip-angles-deg"),
-             "inversion_times_ms": _number_list(args.inversion_times_ms, "--inversion-times-ms"),
-             "saturation_times_ms": _number_list(args.saturation_times_ms, "--saturation-times-ms")}
+        raise InputError(
+            "--relaxivity needs --baseline (the pre-injection series): the concentration comes from "
+            "delta R = R - R_baseline."
+        )
+    lists = {
+        "echo_times_ms": _number_list(args.echo_times_ms, "--echo-times-ms"),
+        "flip_angles_deg": _number_list(args.flip_angles_deg, "--flip-angles-deg"),
+        "inversion_times_ms": _number_list(args.inversion_times_ms, "--inversion-times-ms"),
+        "saturation_times_ms": _number_list(args.saturation_times_ms, "--saturation-times-ms"),
+    }
     tr = number(args.tr_ms, "--tr-ms")
     sigma = number(args.noise_sigma, "--noise-sigma", positive=False, minimum=0)
     refocusing = number(args.refocusing_angle_deg, "--refocusing-angle-deg")
     series = load(args.series, "series")
     rate_name = rx.QUANTITY[model][1]
     amp_name = "S0" if model in ("t2star", "t2") else "M0"
-    paths = {"rate": f"{stem}_{rate_name}{ext}", "goodness": f"{stem}_goodness{ext}",
-             "unreliable": f"{stem}_unreliable{ext}", "amplitude": f"{stem}_{amp_name}{ext}"}
+    paths = {
+        "rate": f"{stem}_{rate_name}{ext}",
+        "goodness": f"{stem}_goodness{ext}",
+        "unreliable": f"{stem}_unreliable{ext}",
+        "amplitude": f"{stem}_{amp_name}{ext}",
+    }
     if args.method == "epg":
         paths["b1"] = f"{stem}_B1{ext}"
     relax = metal = None
@@ -138,8 +170,10 @@ def run(args) -> int:
             except ValueError:
                 field_t = number(args.field_t, "--field-t") or series.metadata.get("MagneticFieldStrength")
                 if field_t is None:
-                    raise InputError(f"{args.series} has no MagneticFieldStrength in its header; give --field-t to "
-                                     f"pick the default relaxivity of {args.relaxivity}.") from None
+                    raise InputError(
+                        f"{args.series} has no MagneticFieldStrength in its header; give --field-t to "
+                        f"pick the default relaxivity of {args.relaxivity}."
+                    ) from None
                 agent = rx.agent_relaxivity(args.relaxivity, float(field_t))
                 relax, metal, source = agent.for_model(model), args.metal or agent.metal, agent.source
             if not np.isfinite(relax) or relax <= 0:
@@ -154,35 +188,51 @@ def run(args) -> int:
     b1 = load(args.b1, "B1 map") if args.b1 else None
     mask = load(args.mask, "mask") if args.mask else None
     given = {k: v for k, v in lists.items() if v is not None}
-    kwargs = dict(given, tr_ms=tr, b1=b1, method=args.method, noise_sigma=sigma, mask=mask,
-                  refocusing_deg=refocusing)
+    kwargs = dict(given, tr_ms=tr, b1=b1, method=args.method, noise_sigma=sigma, mask=mask, refocusing_deg=refocusing)
     maps = rx.fit_relaxation(series, model, progress=progress_for("relax"), **kwargs)
     parameters = dict(maps.parameters)
     notes = list(maps.warnings)
     extra_vols = {}
     if args.baseline:
         pre = load(args.baseline, "baseline series")
-        transform = read_transform_arg(args.baseline_transform, "--baseline-transform") \
-            if args.baseline_transform else None
+        transform = (
+            read_transform_arg(args.baseline_transform, "--baseline-transform") if args.baseline_transform else None
+        )
         pre_kwargs = dict(kwargs, mask=None, b1=b1 if model == "t1vfa" else None)
         pre_maps = rx.fit_relaxation(pre, model, progress=progress_for("relax baseline"), **pre_kwargs)
         notes += [f"baseline: {w}" for w in pre_maps.warnings]
-        delta = rx.delta_rate(maps.rate_per_s, pre_maps.rate_per_s, transform=transform,
-                              post_unreliable=maps.unreliable, baseline_unreliable=pre_maps.unreliable)
+        delta = rx.delta_rate(
+            maps.rate_per_s,
+            pre_maps.rate_per_s,
+            transform=transform,
+            post_unreliable=maps.unreliable,
+            baseline_unreliable=pre_maps.unreliable,
+        )
         extra_vols["delta"] = delta
         parameters["baseline_voxels_unreliable"] = pre_maps.parameters["voxels_unreliable"]
         if relax is not None:
             conc = rx.concentration(delta, relax, metal)
             extra_vols["concentration"] = conc
             extra_vols["mass"] = rx.metal_mass_ug(conc, metal)
-            parameters.update(relaxivity_per_mM_s=relax, relaxivity_source=source, metal=metal,
-                              molar_mass_g_per_mol=rx.MOLAR_MASS[metal])
-    prov = record("relax", inputs={"series": args.series, "baseline": args.baseline, "b1": args.b1,
-                                   "mask": args.mask, "roi": args.roi},
-                  parameters=parameters, warnings=notes)
-    outputs = {"map": (maps.time_ms, str(out)), "rate": (maps.rate_per_s, paths["rate"]),
-               "goodness": (maps.goodness, paths["goodness"]), "unreliable": (maps.unreliable, paths["unreliable"]),
-               "amplitude": (maps.amplitude, paths["amplitude"])}
+            parameters.update(
+                relaxivity_per_mM_s=relax,
+                relaxivity_source=source,
+                metal=metal,
+                molar_mass_g_per_mol=rx.MOLAR_MASS[metal],
+            )
+    prov = record(
+        "relax",
+        inputs={"series": args.series, "baseline": args.baseline, "b1": args.b1, "mask": args.mask, "roi": args.roi},
+        parameters=parameters,
+        warnings=notes,
+    )
+    outputs = {
+        "map": (maps.time_ms, str(out)),
+        "rate": (maps.rate_per_s, paths["rate"]),
+        "goodness": (maps.goodness, paths["goodness"]),
+        "unreliable": (maps.unreliable, paths["unreliable"]),
+        "amplitude": (maps.amplitude, paths["amplitude"]),
+    }
     if "b1" in paths:
         outputs["b1"] = (maps.extra["b1"], paths["b1"])
     for key, vol in extra_vols.items():
@@ -199,14 +249,28 @@ def run(args) -> int:
         if "concentration" in extra_vols:
             conc_key = f"{metal}_mM"
             tab_maps[conc_key] = extra_vols["concentration"]
-        table = rx.relaxometry_roi_table(tab_maps, roi, unreliable=maps.unreliable, concentration_key=conc_key,
-                                         metal=metal or "Fe", transform=roi_transform)
+        table = rx.relaxometry_roi_table(
+            tab_maps,
+            roi,
+            unreliable=maps.unreliable,
+            concentration_key=conc_key,
+            metal=metal or "Fe",
+            transform=roi_transform,
+        )
     for key, (vol, path) in outputs.items():
-        write_nifti(vol, path, overwrite=args.overwrite, provenance=dict(prov, output=key),
-                    description=f"immunotrack relax {model} {key}")
+        write_nifti(
+            vol,
+            path,
+            overwrite=args.overwrite,
+            provenance=dict(prov, output=key),
+            description=f"immunotrack relax {model} {key}",
+        )
         # a BIDS-style JSON beside each map carries its unit, so readers (and napari) show it
-        write_json(_json_beside(path), {"Units": vol.unit, "Modality": "MR", "Description": vol.name,
-                                        "GeneratedBy": "immunotrack relax"}, overwrite=args.overwrite)
+        write_json(
+            _json_beside(path),
+            {"Units": vol.unit, "Modality": "MR", "Description": vol.name, "GeneratedBy": "immunotrack relax"},
+            overwrite=args.overwrite,
+        )
     if table is not None:
         write_table(table, args.table, provenance=dict(prov, output="table"), overwrite=args.overwrite)
     n_fit = parameters["voxels_fitted"]
@@ -214,7 +278,9 @@ def run(args) -> int:
     t = maps.time_ms.numpy()
     ok = (maps.unreliable.numpy() == 0) & np.isfinite(t)
     median = float(np.median(t[ok])) if ok.any() else float("nan")
-    print(f"{model}: {n_fit} voxels fitted, {bad} unreliable, median {rx.QUANTITY[model][0]} {median:.4g} ms -> {out} "
-          f"(+ {len(outputs) - 1} companion maps{', table ' + str(args.table) if table is not None else ''}; "
-          f"provenance: {sidecar_path(out).name})")
+    print(
+        f"{model}: {n_fit} voxels fitted, {bad} unreliable, median {rx.QUANTITY[model][0]} {median:.4g} ms -> {out} "
+        f"(+ {len(outputs) - 1} companion maps{', table ' + str(args.table) if table is not None else ''}; "
+        f"provenance: {sidecar_path(out).name})"
+    )
     return 0

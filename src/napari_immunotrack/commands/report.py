@@ -28,14 +28,23 @@ def add_arguments(parser):
 
     parser.add_argument("study", type=existing_path, help="study folder (sub-*/ses-*/<type>/ layout)")
     parser.add_argument("-o", "--output", required=True, help="report folder (created)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="update an existing report folder (analyses whose inputs did not change are reused)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="update an existing report folder (analyses whose inputs did not change are reused)",
+    )
     parser.add_argument("--subject", help="subject label (default: the first)")
-    parser.add_argument("--kinetics", type=existing_path,
-                        help="JSON of kinetic priors: {\"sites\": {site: {\"doubling_days\", \"loss_per_day\"}}, "
-                             "\"efflux_per_day\": {readout: rate}, \"injected_cells\": N}")
-    parser.add_argument("--cell-counts", type=existing_path,
-                        help="CSV site,day,cells of label-independent live-cell counts (reporter, biopsy)")
+    parser.add_argument(
+        "--kinetics",
+        type=existing_path,
+        help='JSON of kinetic priors: {"sites": {site: {"doubling_days", "loss_per_day"}}, '
+        '"efflux_per_day": {readout: rate}, "injected_cells": N}',
+    )
+    parser.add_argument(
+        "--cell-counts",
+        type=existing_path,
+        help="CSV site,day,cells of label-independent live-cell counts (reporter, biopsy)",
+    )
     parser.add_argument("--injected-cells", type=positive_float, help="cells injected (PET/SPECT %%ID -> cells)")
     parser.add_argument("--efflux", type=_efflux, help="per-cell label efflux per readout, e.g. 19F=0.02,PET=0.05")
     parser.add_argument("--dpi", type=positive_int, default=150, help="PNG resolution (default 150)")
@@ -62,13 +71,24 @@ def run(args) -> int:
             raise InputError(f"--cell-counts {args.cell_counts} needs the columns site, day, cells.")
     if args.dpi > 1200:
         raise InputError(f"--dpi {args.dpi} is too large; use at most 1200.")
-    result = build_report(args.study, args.output, overwrite=args.overwrite, subject=args.subject,
-                          kinetics_file=args.kinetics, cell_counts=counts, injected_cells=args.injected_cells,
-                          efflux_per_day=args.efflux, dpi=args.dpi, pdf=not args.no_pdf,
-                          progress=text_progress("report"))
+    result = build_report(
+        args.study,
+        args.output,
+        overwrite=args.overwrite,
+        subject=args.subject,
+        kinetics_file=args.kinetics,
+        cell_counts=counts,
+        injected_cells=args.injected_cells,
+        efflux_per_day=args.efflux,
+        dpi=args.dpi,
+        pdf=not args.no_pdf,
+        progress=text_progress("report"),
+    )
     sites = result.longitudinal.sites if result.longitudinal is not None else None
-    print(f"report written to {result.html} in {result.elapsed_s:.1f} s "
-          f"({len(result.figures)} figures, {len(result.tables)} tables, each with a .provenance.json)")
+    print(
+        f"report written to {result.html} in {result.elapsed_s:.1f} s "
+        f"({len(result.figures)} figures, {len(result.tables)} tables, each with a .provenance.json)"
+    )
     reused = [s for s, info in result.sessions.items() if info["reused"]]
     if reused:
         print(f"reused the analyses of session(s) {', '.join(reused)} (inputs unchanged)")

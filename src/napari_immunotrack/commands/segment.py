@@ -33,50 +33,100 @@ def _number(text: str) -> float:
 
 
 def add_arguments(parser):
-    parser.add_argument("post", type=existing_path, metavar="POST",
-                        help="post-injection T2/T2*-weighted magnitude image (its grid is the output's)")
-    parser.add_argument("--baseline", type=existing_path, metavar="PRE",
-                        help="pre-injection scan; voids already there are never reported")
-    parser.add_argument("--baseline-transform", metavar="TRANSFORM",
-                        help="registration of POST and PRE (ITK .tfm from 'immunotrack register' with either "
-                             "fixed, a 4x4 RAS matrix POST world -> PRE world in .txt/.npy), or 'identity' when PRE "
-                             "shares POST's scanner frame, or 'auto': register PRE to POST now (same-contrast "
-                             "session alignment, docs/methods/session-alignment.md) when their grids differ; needed "
-                             "only when PRE is on another grid")
-    parser.add_argument("--baseline-transform-fixed", default="auto", choices=("auto", "image", "other"),
-                        help="which image was fixed in that registration: auto (from the file's direction record, "
-                             "else by overlap), image (POST) or other (PRE)")
-    parser.add_argument("--baseline-tolerance-voxels", type=int, default=None, metavar="N",
-                        help="a cluster voxel needs no dark baseline voxel within N voxels (default 1, or the "
-                             "residual error of '--baseline-transform auto' rounded up): structures dark before "
-                             "that moved by a fraction of a voxel are not new iron")
-    parser.add_argument("--reference-mask", type=existing_path, metavar="REF",
-                        help="reference tissue without cells (non-zero voxels); default: the median of the "
-                             "search region (a warned guess)")
-    parser.add_argument("--search-mask", type=existing_path, metavar="SEARCH",
-                        help="look only inside this mask (non-zero voxels); default: the whole image")
-    parser.add_argument("--background-mask", type=existing_path, metavar="AIR",
-                        help="air region for the Rician noise sigma; default: estimated automatically")
+    parser.add_argument(
+        "post",
+        type=existing_path,
+        metavar="POST",
+        help="post-injection T2/T2*-weighted magnitude image (its grid is the output's)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=existing_path,
+        metavar="PRE",
+        help="pre-injection scan; voids already there are never reported",
+    )
+    parser.add_argument(
+        "--baseline-transform",
+        metavar="TRANSFORM",
+        help="registration of POST and PRE (ITK .tfm from 'immunotrack register' with either "
+        "fixed, a 4x4 RAS matrix POST world -> PRE world in .txt/.npy), or 'identity' when PRE "
+        "shares POST's scanner frame, or 'auto': register PRE to POST now (same-contrast "
+        "session alignment, docs/methods/session-alignment.md) when their grids differ; needed "
+        "only when PRE is on another grid",
+    )
+    parser.add_argument(
+        "--baseline-transform-fixed",
+        default="auto",
+        choices=("auto", "image", "other"),
+        help="which image was fixed in that registration: auto (from the file's direction record, "
+        "else by overlap), image (POST) or other (PRE)",
+    )
+    parser.add_argument(
+        "--baseline-tolerance-voxels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a cluster voxel needs no dark baseline voxel within N voxels (default 1, or the "
+        "residual error of '--baseline-transform auto' rounded up): structures dark before "
+        "that moved by a fraction of a voxel are not new iron",
+    )
+    parser.add_argument(
+        "--reference-mask",
+        type=existing_path,
+        metavar="REF",
+        help="reference tissue without cells (non-zero voxels); default: the median of the "
+        "search region (a warned guess)",
+    )
+    parser.add_argument(
+        "--search-mask",
+        type=existing_path,
+        metavar="SEARCH",
+        help="look only inside this mask (non-zero voxels); default: the whole image",
+    )
+    parser.add_argument(
+        "--background-mask",
+        type=existing_path,
+        metavar="AIR",
+        help="air region for the Rician noise sigma; default: estimated automatically",
+    )
     add_output(parser, help="cluster labels as NIfTI (.nii or .nii.gz), on POST's grid")
     parser.add_argument("--table", metavar="CLUSTERS.csv", help="per-cluster table (CSV)")
-    parser.add_argument("--method", choices=("fraction", "percentile", "ksigma", "blob"), default="fraction",
-                        help="candidate rule: fraction of reference (default), darkest percentile of the search "
-                             "region (a fixed share by construction), mean - k SD of the reference, or "
-                             "local-contrast blob detector; every rule keeps only voxels darker than the reference "
-                             "(docs/methods/clusters.md)")
-    parser.add_argument("--threshold", type=_number,
-                        help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.2)")
+    parser.add_argument(
+        "--method",
+        choices=("fraction", "percentile", "ksigma", "blob"),
+        default="fraction",
+        help="candidate rule: fraction of reference (default), darkest percentile of the search "
+        "region (a fixed share by construction), mean - k SD of the reference, or "
+        "local-contrast blob detector; every rule keeps only voxels darker than the reference "
+        "(docs/methods/clusters.md)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_number,
+        help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.2)",
+    )
     parser.add_argument("--min-size", type=positive_int, default=3, help="smallest cluster kept, voxels (default 3)")
-    parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
-                        help="voxel connectivity of a cluster (default 26)")
-    parser.add_argument("--baseline-ratio", type=_number, default=0.6,
-                        help="post/pre below which a voxel counts as darkened (default 0.6)")
-    parser.add_argument("--baseline-rule", choices=("ratio", "delta_r2s"), default="ratio",
-                        help="darkening test: post/pre ratio (default) or delta R2* above k noise SD")
-    parser.add_argument("--baseline-k", type=positive_float, default=3.0,
-                        help="k for --baseline-rule delta_r2s (default 3)")
-    parser.add_argument("--no-split", action="store_true",
-                        help="do not split touching blooms (watershed from separate minima)")
+    parser.add_argument(
+        "--connectivity", type=int, choices=(6, 18, 26), default=26, help="voxel connectivity of a cluster (default 26)"
+    )
+    parser.add_argument(
+        "--baseline-ratio",
+        type=_number,
+        default=0.6,
+        help="post/pre below which a voxel counts as darkened (default 0.6)",
+    )
+    parser.add_argument(
+        "--baseline-rule",
+        choices=("ratio", "delta_r2s"),
+        default="ratio",
+        help="darkening test: post/pre ratio (default) or delta R2* above k noise SD",
+    )
+    parser.add_argument(
+        "--baseline-k", type=positive_float, default=3.0, help="k for --baseline-rule delta_r2s (default 3)"
+    )
+    parser.add_argument(
+        "--no-split", action="store_true", help="do not split touching blooms (watershed from separate minima)"
+    )
     parser.add_argument("--sigma", type=positive_float, help="noise sigma in image units, if known")
 
 
@@ -107,10 +157,20 @@ def run(args) -> int:
         raise InputError("--baseline-transform was given without --baseline.")
     from ._common import transform_arg
 
-    files = {"post": args.post, "baseline": args.baseline, "reference_mask": args.reference_mask,
-             "search_mask": args.search_mask, "background_mask": args.background_mask}
-    roles = {"post": "POST", "baseline": "PRE (--baseline)", "reference_mask": "--reference-mask",
-             "search_mask": "--search-mask", "background_mask": "--background-mask"}
+    files = {
+        "post": args.post,
+        "baseline": args.baseline,
+        "reference_mask": args.reference_mask,
+        "search_mask": args.search_mask,
+        "background_mask": args.background_mask,
+    }
+    roles = {
+        "post": "POST",
+        "baseline": "PRE (--baseline)",
+        "reference_mask": "--reference-mask",
+        "search_mask": "--search-mask",
+        "background_mask": "--background-mask",
+    }
     volumes = {k: (load(v, f"{roles[k]} {v}") if v is not None else None) for k, v in files.items()}
     # POST world -> PRE world, whichever of the two was fixed when they were registered
     tolerance = args.baseline_tolerance_voxels
@@ -123,10 +183,17 @@ def run(args) -> int:
         if tolerance is None:
             tolerance = alignment["tolerance_voxels"]
     else:
-        transform, direction = transform_arg(args.baseline_transform, volumes["post"], volumes["baseline"],
-                                             fixed=args.baseline_transform_fixed, what="--baseline-transform",
-                                             image_path=args.post, other_path=args.baseline, image_name="POST",
-                                             other_name="the baseline (PRE)")
+        transform, direction = transform_arg(
+            args.baseline_transform,
+            volumes["post"],
+            volumes["baseline"],
+            fixed=args.baseline_transform_fixed,
+            what="--baseline-transform",
+            image_path=args.post,
+            other_path=args.baseline,
+            image_name="POST",
+            other_name="the baseline (PRE)",
+        )
     tolerance = 1 if tolerance is None else tolerance
     bar = text_progress("segment") if sys.stderr.isatty() else None  # in a pipe or log, errors stay one line
     shown = []
@@ -138,33 +205,72 @@ def run(args) -> int:
 
     try:
         result = segment_clusters(
-            volumes["post"], baseline=volumes["baseline"], reference_mask=volumes["reference_mask"],
-            search_mask=volumes["search_mask"], background_mask=volumes["background_mask"], method=args.method,
-            threshold=args.threshold, min_size=args.min_size, connectivity=args.connectivity,
-            baseline_ratio=args.baseline_ratio, baseline_rule=args.baseline_rule, baseline_k=args.baseline_k,
-            baseline_transform=transform, split_touching=not args.no_split, sigma=args.sigma, progress=progress,
-            baseline_tolerance_voxels=tolerance)
+            volumes["post"],
+            baseline=volumes["baseline"],
+            reference_mask=volumes["reference_mask"],
+            search_mask=volumes["search_mask"],
+            background_mask=volumes["background_mask"],
+            method=args.method,
+            threshold=args.threshold,
+            min_size=args.min_size,
+            connectivity=args.connectivity,
+            baseline_ratio=args.baseline_ratio,
+            baseline_rule=args.baseline_rule,
+            baseline_k=args.baseline_k,
+            baseline_transform=transform,
+            split_touching=not args.no_split,
+            sigma=args.sigma,
+            progress=progress,
+            baseline_tolerance_voxels=tolerance,
+        )
     except BaseException:
         if bar is not None and shown and shown[-1] < 1.0:
             sys.stderr.write("\n")  # end the progress line so the error stands on its own line
         raise
-    params = dict(result.parameters, baseline_transform_file=args.baseline_transform,
-                  baseline_transform_direction=direction, baseline_alignment=alignment)
-    record = provenance.record("segment", inputs=files, parameters=params, warnings=result.warnings,
-                               clusters=int(len(result.table)), sigma=result.sigma,
-                               noise_method=result.noise.method, reference_source=result.reference.source)
-    save_labels(result.labels, out, overwrite=args.overwrite, provenance=record,
-                description=f"immunotrack segment {args.method} clusters")
+    params = dict(
+        result.parameters,
+        baseline_transform_file=args.baseline_transform,
+        baseline_transform_direction=direction,
+        baseline_alignment=alignment,
+    )
+    record = provenance.record(
+        "segment",
+        inputs=files,
+        parameters=params,
+        warnings=result.warnings,
+        clusters=int(len(result.table)),
+        sigma=result.sigma,
+        noise_method=result.noise.method,
+        reference_source=result.reference.source,
+    )
+    save_labels(
+        result.labels,
+        out,
+        overwrite=args.overwrite,
+        provenance=record,
+        description=f"immunotrack segment {args.method} clusters",
+    )
     if args.table:
         outputs.write_table(result.table, args.table, provenance=record, overwrite=args.overwrite)
     n = len(result.table)
-    print(f"{n} cluster(s) ({args.method}, threshold {result.rule.threshold:g}; reference mean "
-          f"{result.reference.mean:.4g} from {result.reference.source}; noise sigma {result.sigma:.4g} from "
-          f"{result.noise.method}; {'baseline-confirmed' if volumes['baseline'] is not None else 'NO baseline'})"
-          f" -> {out}")
+    print(
+        f"{n} cluster(s) ({args.method}, threshold {result.rule.threshold:g}; reference mean "
+        f"{result.reference.mean:.4g} from {result.reference.source}; noise sigma {result.sigma:.4g} from "
+        f"{result.noise.method}; {'baseline-confirmed' if volumes['baseline'] is not None else 'NO baseline'})"
+        f" -> {out}"
+    )
     if n:
-        cols = ["label", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                "min_signal_norm", "baseline_ratio", "cnr"]
+        cols = [
+            "label",
+            "voxels",
+            "volume_mm3",
+            "centroid_x_mm",
+            "centroid_y_mm",
+            "centroid_z_mm",
+            "min_signal_norm",
+            "baseline_ratio",
+            "cnr",
+        ]
         text = result.table[cols].head(50).to_string(index=False, float_format=lambda v: f"{v:.3g}")
         print(text + (f"\n... ({n - 50} more)" if n > 50 else ""))
     return 0

@@ -8,28 +8,39 @@ HELP = "open napari with a study (default: the sample study) and the plugin's do
 
 #: Dock widgets opened by `view` besides the Study dock, as (napari.yaml widget display name, tabified with
 #: the Study dock). The cursor readout sits below the Study dock, always in view.
-DOCKS = (("Quantitative readouts", True), ("Iron clusters", True), ("T1-T2 confirmation", True), ("Registration", True),
-         ("Maps", True),
-         ("Cursor readout", False))
+DOCKS = (
+    ("Quantitative readouts", True),
+    ("Iron clusters", True),
+    ("T1-T2 confirmation", True),
+    ("Registration", True),
+    ("Maps", True),
+    ("Cursor readout", False),
+)
 
 
 def add_arguments(parser):
-    parser.add_argument("study", nargs="?", help="study folder, or a saved study state (.json) (default: the "
-                        "bundled sample study)")
+    parser.add_argument(
+        "study", nargs="?", help="study folder, or a saved study state (.json) (default: the bundled sample study)"
+    )
     parser.add_argument("--session", help="session to show first, e.g. day1 (default: first post-injection)")
     parser.add_argument("--subject", help="subject to show (default: the first)")
     parser.add_argument("--state", help="reopen a saved study state (immunotrack_state.json)")
-    parser.add_argument("--goto", metavar="R,A,S", help="centre the views on this world point (mm); write "
-                        "negative values as --goto=-6.5,-0.4,8.9")
+    parser.add_argument(
+        "--goto",
+        metavar="R,A,S",
+        help="centre the views on this world point (mm); write negative values as --goto=-6.5,-0.4,8.9",
+    )
     parser.add_argument("--three-plane", action="store_true", help="show the axial, coronal and sagittal planes")
     parser.add_argument("--3d", dest="three_d", action="store_true", help="start in 3D")
-    parser.add_argument("--screenshot", help="save a screenshot of the window to this PNG (with its provenance "
-                        "record) and quit")
+    parser.add_argument(
+        "--screenshot", help="save a screenshot of the window to this PNG (with its provenance record) and quit"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot file")
 
 
-def open_viewer(study=None, session=None, subject=None, show=True, docks=True, state=None, three_plane=False,
-                progressive=False):
+def open_viewer(
+    study=None, session=None, subject=None, show=True, docks=True, state=None, three_plane=False, progressive=False
+):
     """A napari viewer with the study's session loaded and the docks in place (used by `view` and the tests).
 
     The Study dock (:class:`~napari_immunotrack.widgets.study.StudyWidget`) opens the study; it is
@@ -112,10 +123,16 @@ def save_screenshot(viewer, args, state) -> None:
 
     image = viewer.screenshot(canvas_only=False, flash=False)
     widget = study_widget(viewer)
-    shown = {"study": str(widget.study.root) if widget.study is not None else None, "subject": widget.subject,
-             "session": widget.session, "state": str(state) if state else None, "goto": args.goto,
-             "three_plane": bool(args.three_plane), "3d": bool(args.three_d),
-             "layers": [layer.name for layer in viewer.layers if layer.visible]}
+    shown = {
+        "study": str(widget.study.root) if widget.study is not None else None,
+        "subject": widget.subject,
+        "session": widget.session,
+        "state": str(state) if state else None,
+        "goto": args.goto,
+        "three_plane": bool(args.three_plane),
+        "3d": bool(args.three_d),
+        "layers": [layer.name for layer in viewer.layers if layer.visible],
+    }
     write_png(image, args.screenshot, record("view screenshot", parameters=shown), overwrite=args.overwrite)
 
 
@@ -126,8 +143,10 @@ def run(args) -> int:
     from ..errors import InputError
 
     if importlib.util.find_spec("napari") is None:
-        raise InputError("napari is not installed; install the GUI with `pip install napari-immunotrack[all]` "
-                         "or run the headless `immunotrack demo`.")
+        raise InputError(
+            "napari is not installed; install the GUI with `pip install napari-immunotrack[all]` "
+            "or run the headless `immunotrack demo`."
+        )
     # check what can be checked before a window opens: a bad path is one line on stderr, exit 2
     point = _parse_goto(args.goto) if args.goto else None
     state = args.state
@@ -141,8 +160,10 @@ def run(args) -> int:
         from ..study import open_study
 
         if not Path(args.study).exists():
-            raise InputError(f"{args.study} does not exist; give a study folder (sub-*/ses-*/...) or a scanner "
-                             "export folder, or nothing for the sample study.")
+            raise InputError(
+                f"{args.study} does not exist; give a study folder (sub-*/ses-*/...) or a scanner "
+                "export folder, or nothing for the sample study."
+            )
         open_study(args.study)  # no images: InputError before napari starts
     if args.screenshot:
         from ..outputs import check_output
@@ -152,8 +173,15 @@ def run(args) -> int:
         check_output(args.screenshot, args.overwrite)  # before the window opens, not after the work
     import napari
 
-    viewer = open_viewer(args.study, args.session, args.subject, show=True, state=state,
-                         three_plane=args.three_plane, progressive=not args.screenshot)
+    viewer = open_viewer(
+        args.study,
+        args.session,
+        args.subject,
+        show=True,
+        state=state,
+        three_plane=args.three_plane,
+        progressive=not args.screenshot,
+    )
     widget = study_widget(viewer)
     if args.three_d:
         widget.set_ndisplay(3)

@@ -19,31 +19,42 @@ several series). Formats:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List
 
 from ..errors import InputError
 from ..volume import Volume
 
-
 #: Image formats of other tools, named in the refusal so the user knows what to convert.
-_FOREIGN = (((".hdr", ".img", ".hdr.gz", ".img.gz"), "an Analyze or NIfTI-pair (.hdr/.img) file"),
-            ((".mnc", ".mnc.gz"), "a MINC file"), ((".mgz", ".mgh"), "a FreeSurfer MGH file"),
-            ((".par", ".rec"), "a Philips PAR/REC file"), ((".head", ".brik", ".brik.gz"), "an AFNI file"),
-            ((".v",), "an ECAT file"))
+_FOREIGN = (
+    ((".hdr", ".img", ".hdr.gz", ".img.gz"), "an Analyze or NIfTI-pair (.hdr/.img) file"),
+    ((".mnc", ".mnc.gz"), "a MINC file"),
+    ((".mgz", ".mgh"), "a FreeSurfer MGH file"),
+    ((".par", ".rec"), "a Philips PAR/REC file"),
+    ((".head", ".brik", ".brik.gz"), "an AFNI file"),
+    ((".v",), "an ECAT file"),
+)
 
 #: Files that are not volume images at all (or hold them packed): what they are and what to give instead.
 _NOT_VOLUMES = (
-    ((".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar"),
-     "is an archive; extract it first and give the extracted DICOM folder or image file."),
-    ((".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"),
-     "is a 2D picture without a voxel size or position, not a volume image; give the original NIfTI, DICOM, "
-     "OME-TIFF or OME-Zarr data (a microscope stack can be saved as a TIFF and opened with its pixel size)."),
-    ((".npy", ".npz", ".mat", ".h5", ".hdf5"),
-     "is an array file without voxel size or orientation; save the array as NIfTI with its affine first "
-     "(e.g. nib.save(nib.Nifti1Image(array, affine), 'image.nii.gz'))."),
-    ((".gii", ".gii.gz"), "is a GIFTI surface (a mesh or values on one), not a volume image; give a NIfTI "
-                          "or DICOM volume."),
+    (
+        (".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar"),
+        "is an archive; extract it first and give the extracted DICOM folder or image file.",
+    ),
+    (
+        (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"),
+        "is a 2D picture without a voxel size or position, not a volume image; give the original NIfTI, DICOM, "
+        "OME-TIFF or OME-Zarr data (a microscope stack can be saved as a TIFF and opened with its pixel size).",
+    ),
+    (
+        (".npy", ".npz", ".mat", ".h5", ".hdf5"),
+        "is an array file without voxel size or orientation; save the array as NIfTI with its affine first "
+        "(e.g. nib.save(nib.Nifti1Image(array, affine), 'image.nii.gz')).",
+    ),
+    (
+        (".gii", ".gii.gz"),
+        "is a GIFTI surface (a mesh or values on one), not a volume image; give a NIfTI or DICOM volume.",
+    ),
     ((".trk", ".tck", ".trx"), "is a tractography streamline file, not a volume image; give a NIfTI or DICOM volume."),
 )
 
@@ -83,7 +94,9 @@ def detect_format(path) -> str:
         return scanner
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
-    if name.endswith((".zarr", ".ome.zarr")) or (p.is_dir() and ((p / ".zattrs").exists() or (p / "zarr.json").exists() or (p / ".zgroup").exists())):
+    if name.endswith((".zarr", ".ome.zarr")) or (
+        p.is_dir() and ((p / ".zattrs").exists() or (p / "zarr.json").exists() or (p / ".zgroup").exists())
+    ):
         return "zarr"
     if name.endswith((".tif", ".tiff")):
         return "tiff"
@@ -99,13 +112,17 @@ def detect_format(path) -> str:
             raise InputError(f"{path} {what}")
     for endings, kind in _FOREIGN:
         if name.endswith(endings):
-            raise InputError(f"{path} is {kind}, which this plugin does not read; convert it to NIfTI first "
-                             "(e.g. nibabel: nib.save(nib.load(path), 'image.nii.gz'), or dcm2niix / mri_convert).")
+            raise InputError(
+                f"{path} is {kind}, which this plugin does not read; convert it to NIfTI first "
+                "(e.g. nibabel: nib.save(nib.load(path), 'image.nii.gz'), or dcm2niix / mri_convert)."
+            )
     if name.endswith(".gz") and p.is_file():  # a gzipped DICOM file or other image (not .nii.gz: see above)
         with open(p, "rb") as fh:
             if fh.read(2) == b"\x1f\x8b":
-                raise InputError(f"{path} is gzip-compressed; decompress it first (e.g. gunzip) and give the file "
-                                 "inside (a DICOM file, or a NIfTI named .nii.gz).")
+                raise InputError(
+                    f"{path} is gzip-compressed; decompress it first (e.g. gunzip) and give the file "
+                    "inside (a DICOM file, or a NIfTI named .nii.gz)."
+                )
     raise InputError(
         f"{path}: unknown image format; give a NIfTI (.nii, .nii.gz), a DICOM file or folder, "
         "an OME-TIFF (.ome.tif), an OME-Zarr (.zarr), a ParaVision scan folder or 2dseq, an Inveon .img/.hdr, "
@@ -114,7 +131,7 @@ def detect_format(path) -> str:
 
 
 def _scanner_format(p: Path):
-    """"paravision", "inveon", "mdf" or "itk" when ``p`` is one of those files, else None."""
+    """ "paravision", "inveon", "mdf" or "itk" when ``p`` is one of those files, else None."""
     name = p.name.lower()
     if name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")) and p.is_file():
         return "itk"
@@ -132,7 +149,7 @@ def _scanner_format(p: Path):
     return None
 
 
-def load_volumes(path, reference=None, **kwargs) -> List[Volume]:
+def load_volumes(path, reference=None, **kwargs) -> list[Volume]:
     """Every volume in ``path`` (one per DICOM series; one for other formats).
 
     A DICOM SEG or RTSTRUCT file opens as labels (:mod:`.dicom_seg`, :mod:`.rtstruct`);
@@ -152,8 +169,7 @@ def load_volumes(path, reference=None, **kwargs) -> List[Volume]:
 
             return [read_rtstruct(path, reference=reference)]
     if reference is not None:
-        raise InputError(f"--reference (reference=) is for a DICOM SEG or RTSTRUCT file; {path} is neither: "
-                         "drop it.")
+        raise InputError(f"--reference (reference=) is for a DICOM SEG or RTSTRUCT file; {path} is neither: drop it.")
     if fmt == "nifti":
         from . import nifti
 
@@ -203,8 +219,10 @@ def load_volume(path, **kwargs) -> Volume:
     volumes = load_volumes(path, **kwargs)
     if len(volumes) > 1 and volumes[0].metadata.get("format") == "paravision":
         names = "; ".join(f"{i}: {v.name} {v.spatial_shape}" for i, v in enumerate(volumes[:6]))
-        raise InputError(f"{path} holds {len(volumes)} ParaVision volumes (slice packages or frame groups: {names}); "
-                         "pick one with load_volume(path, package=N) for a slice package, or use load_volumes().")
+        raise InputError(
+            f"{path} holds {len(volumes)} ParaVision volumes (slice packages or frame groups: {names}); "
+            "pick one with load_volume(path, package=N) for a slice package, or use load_volumes()."
+        )
     if len(volumes) > 1:
         names = "; ".join(f"{v.name} ({v.modality}, {v.spatial_shape})" for v in volumes[:6])
         raise InputError(
@@ -217,8 +235,9 @@ def save_labels(labels: Volume, path, overwrite: bool = False, provenance=None, 
     """Write a label Volume to NIfTI with exactly its grid and affine (atomic); ``description`` goes to the header."""
     from . import nifti
 
-    return nifti.write_nifti(labels, path, overwrite=overwrite, provenance=provenance, labels=True,
-                             description=description)
+    return nifti.write_nifti(
+        labels, path, overwrite=overwrite, provenance=provenance, labels=True, description=description
+    )
 
 
 def save_volume(volume: Volume, path, overwrite: bool = False, provenance=None):

@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
@@ -51,8 +50,16 @@ from ..errors import InputError
 from ..volume import Volume
 from .jcamp import read_jcamp
 
-_WORD = {"_8BIT_UNSGN_INT": "u1", "_8BIT_SGN_INT": "i1", "_16BIT_SGN_INT": "i2", "_16BIT_UNSGN_INT": "u2",
-         "_32BIT_SGN_INT": "i4", "_32BIT_UNSGN_INT": "u4", "_32BIT_FLOAT": "f4", "_64BIT_FLOAT": "f8"}
+_WORD = {
+    "_8BIT_UNSGN_INT": "u1",
+    "_8BIT_SGN_INT": "i1",
+    "_16BIT_SGN_INT": "i2",
+    "_16BIT_UNSGN_INT": "u2",
+    "_32BIT_SGN_INT": "i4",
+    "_32BIT_UNSGN_INT": "u4",
+    "_32BIT_FLOAT": "f4",
+    "_64BIT_FLOAT": "f8",
+}
 _ORDER = {"littleendian": "<", "bigendian": ">"}
 #: Subject positions ParaVision writes (VisuSubjectPosition).
 SUBJECT_POSITIONS = tuple(f"{e}_{s}" for e in ("Head", "Foot") for s in ("Supine", "Prone", "Left", "Right"))
@@ -76,14 +83,18 @@ def subject_from_magnet(position: str) -> np.ndarray:
     """
     try:
         entry, side = str(position).split("_")
-        base = {"Supine": np.eye(3), "Prone": np.diag([-1.0, -1.0, 1.0]),
-                "Left": np.array([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]]),
-                "Right": np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])}[side]
+        base = {
+            "Supine": np.eye(3),
+            "Prone": np.diag([-1.0, -1.0, 1.0]),
+            "Left": np.array([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]]),
+            "Right": np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]),
+        }[side]
         if entry not in ("Head", "Foot", "Tail"):
             raise KeyError(entry)
     except (KeyError, ValueError):
-        raise InputError(f"unknown subject position {position!r}; expected one of {', '.join(SUBJECT_POSITIONS)}.") \
-            from None
+        raise InputError(
+            f"unknown subject position {position!r}; expected one of {', '.join(SUBJECT_POSITIONS)}."
+        ) from None
     return base @ np.diag([-1.0, 1.0, -1.0]) if entry != "Head" else base
 
 
@@ -108,8 +119,10 @@ def _study_scans(p: Path) -> list:
     if not (p / "subject").is_file():
         return []
     try:
-        return sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit() and (d / "acqp").is_file()),
-                      key=lambda d: int(d.name))
+        return sorted(
+            (d for d in p.iterdir() if d.is_dir() and d.name.isdigit() and (d / "acqp").is_file()),
+            key=lambda d: int(d.name),
+        )
     except OSError:
         return []
 
@@ -121,20 +134,26 @@ def _reco_folder(path) -> Path:
     scans = [] if (p / "pdata").is_dir() or (p / "acqp").is_file() else _study_scans(p)
     if scans:
         listing = ", ".join(d.name for d in scans[:12]) + (" ..." if len(scans) > 12 else "")
-        raise InputError(f"{p} is a ParaVision study with {len(scans)} scans ({listing}); open one scan folder, "
-                         f"e.g. {scans[0]}.")
+        raise InputError(
+            f"{p} is a ParaVision study with {len(scans)} scans ({listing}); open one scan folder, e.g. {scans[0]}."
+        )
     if (p / "2dseq").exists() or (p / "visu_pars").exists():
         return p
     pdata = p if (p.name == "pdata" and not (p / "pdata").is_dir()) else p / "pdata"
-    recos = sorted((d for d in pdata.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)) \
-        if pdata.is_dir() else []
+    recos = (
+        sorted((d for d in pdata.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+        if pdata.is_dir()
+        else []
+    )
     for d in recos:
         if (d / "2dseq").exists():
             return d
     if recos:
         return recos[0]
-    raise InputError(f"{p} is a ParaVision scan without a reconstruction (no pdata/N/2dseq); reconstruct the scan "
-                     "in ParaVision (or copy its pdata folder too) and open the scan folder again.")
+    raise InputError(
+        f"{p} is a ParaVision scan without a reconstruction (no pdata/N/2dseq); reconstruct the scan "
+        "in ParaVision (or copy its pdata folder too) and open the scan folder again."
+    )
 
 
 def _list(value, n=None, kind=float) -> list:
@@ -144,8 +163,10 @@ def _list(value, n=None, kind=float) -> list:
     try:
         return [kind(v) for v in arr]
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"a ParaVision parameter holds {value!r} where numbers are needed; the visu_pars file is "
-                         "damaged: copy the scan folder again.") from None
+        raise InputError(
+            f"a ParaVision parameter holds {value!r} where numbers are needed; the visu_pars file is "
+            "damaged: copy the scan folder again."
+        ) from None
 
 
 def _dtype(vp: dict, reco: dict, where: Path) -> np.dtype:
@@ -163,8 +184,10 @@ def _dtype(vp: dict, reco: dict, where: Path) -> np.dtype:
     code = _WORD.get(str(word))
     endian = _ORDER.get(str(order).lower())
     if code is None or endian is None:
-        raise InputError(f"{where}: unknown ParaVision data type {word!r} / byte order {order!r} "
-                         "(VisuCoreWordType/VisuCoreByteOrder); the visu_pars file is damaged or not ParaVision's.")
+        raise InputError(
+            f"{where}: unknown ParaVision data type {word!r} / byte order {order!r} "
+            "(VisuCoreWordType/VisuCoreByteOrder); the visu_pars file is damaged or not ParaVision's."
+        )
     return np.dtype(endian + code)
 
 
@@ -220,11 +243,15 @@ def _geometry(vp: dict, where: Path):
         pos = np.asarray(_list(vp.get("VisuCorePosition")), float).reshape(-1, 3)
         ori = np.asarray(_list(vp.get("VisuCoreOrientation")), float).reshape(-1, 3, 3)
     except ValueError:
-        raise InputError(f"{where}: VisuCorePosition/VisuCoreOrientation are not 3-vectors and 3x3 matrices; "
-                         "the visu_pars file is damaged: copy the scan folder again.") from None
+        raise InputError(
+            f"{where}: VisuCorePosition/VisuCoreOrientation are not 3-vectors and 3x3 matrices; "
+            "the visu_pars file is damaged: copy the scan folder again."
+        ) from None
     if len(pos) == 0 or len(ori) == 0:
-        raise InputError(f"{where}: visu_pars has no VisuCorePosition/VisuCoreOrientation, so the image cannot be "
-                         "placed in space; export the scan again from ParaVision (PV 5.1 or later).")
+        raise InputError(
+            f"{where}: visu_pars has no VisuCorePosition/VisuCoreOrientation, so the image cannot be "
+            "placed in space; export the scan again from ParaVision (PV 5.1 or later)."
+        )
     if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(ori))):
         raise InputError(f"{where}: VisuCorePosition/VisuCoreOrientation hold non-finite values; the file is damaged.")
     for m in ori:
@@ -246,7 +273,7 @@ def _affine_lps(origin, orient, steps_xyz, slice_step=None) -> np.ndarray:
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
+def read_paravision(path, package: int | None = None) -> list[Volume]:
     """Volumes of a ParaVision scan folder, ``pdata/N`` folder or ``2dseq`` file.
 
     Parameters
@@ -277,8 +304,10 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
     seq = folder / "2dseq"
     vp_file = folder / "visu_pars"
     if not vp_file.exists():
-        raise InputError(f"{folder} has no visu_pars (the ParaVision image parameters), so 2dseq cannot be read; "
-                         "copy the complete pdata folder (2dseq, visu_pars, reco) from the scanner.")
+        raise InputError(
+            f"{folder} has no visu_pars (the ParaVision image parameters), so 2dseq cannot be read; "
+            "copy the complete pdata folder (2dseq, visu_pars, reco) from the scanner."
+        )
     if not seq.exists():
         raise InputError(f"{folder} has visu_pars but no 2dseq (the image data); copy the complete pdata folder.")
     vp = read_jcamp(vp_file)
@@ -289,18 +318,31 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
         extent = _list(vp.get("VisuCoreExtent"))
         frame_count = int(vp.get("VisuCoreFrameCount", 0))
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{vp_file}: VisuCoreDim/Size/Extent/FrameCount are missing or not numbers; the file is "
-                         "damaged: copy the scan folder again.") from None
+        raise InputError(
+            f"{vp_file}: VisuCoreDim/Size/Extent/FrameCount are missing or not numbers; the file is "
+            "damaged: copy the scan folder again."
+        ) from None
     desc = vp.get("VisuCoreDimDesc")
     if desc is not None and any(str(d) != "spatial" for d in np.atleast_1d(np.asarray(desc, dtype=object)).ravel()):
-        raise InputError(f"{folder} is a spectroscopic ParaVision dataset (VisuCoreDimDesc {desc}), not an image; "
-                         "give an imaging scan.")
-    if dim not in (2, 3) or len(size) != dim or len(extent) != dim or min(size) < 1 or \
-            (frame_count < 1 and "VisuCoreFrameCount" in vp):
-        raise InputError(f"{vp_file}: VisuCoreDim {dim} with VisuCoreSize {size} and VisuCoreExtent {extent} does not "
-                         "describe a 2D or 3D image; the file is damaged or not an image.")
+        raise InputError(
+            f"{folder} is a spectroscopic ParaVision dataset (VisuCoreDimDesc {desc}), not an image; "
+            "give an imaging scan."
+        )
+    if (
+        dim not in (2, 3)
+        or len(size) != dim
+        or len(extent) != dim
+        or min(size) < 1
+        or (frame_count < 1 and "VisuCoreFrameCount" in vp)
+    ):
+        raise InputError(
+            f"{vp_file}: VisuCoreDim {dim} with VisuCoreSize {size} and VisuCoreExtent {extent} does not "
+            "describe a 2D or 3D image; the file is damaged or not an image."
+        )
     if not all(np.isfinite(e) and e > 0 for e in extent):
-        raise InputError(f"{vp_file}: VisuCoreExtent {extent} (field of view, mm) must be positive; the file is damaged.")
+        raise InputError(
+            f"{vp_file}: VisuCoreExtent {extent} (field of view, mm) must be positive; the file is damaged."
+        )
     dtype = _dtype(vp, reco, vp_file)
     frame_voxels = math.prod(size)
     if "VisuCoreFrameCount" not in vp:  # not written by some exporters: the frames the file holds
@@ -308,16 +350,20 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
     need = frame_count * frame_voxels * dtype.itemsize
     have = seq.stat().st_size
     if have != need:
-        raise InputError(f"{seq} holds {have} bytes where visu_pars describes {need} ({frame_count} frame(s) of "
-                         f"{'x'.join(map(str, size))} {dtype.name}); the file is "
-                         f"{'truncated' if have < need else 'longer than described'}: copy the scan folder again.")
+        raise InputError(
+            f"{seq} holds {have} bytes where visu_pars describes {need} ({frame_count} frame(s) of "
+            f"{'x'.join(map(str, size))} {dtype.name}); the file is "
+            f"{'truncated' if have < need else 'longer than described'}: copy the scan folder again."
+        )
     raw = np.memmap(seq, dtype=dtype, mode="r", shape=(frame_count,) + tuple(reversed(size)))
     slopes = np.asarray(_list(vp.get("VisuCoreDataSlope")) or [1.0], float)
     offsets = np.asarray(_list(vp.get("VisuCoreDataOffs")) or [0.0], float)
     for name, arr in (("VisuCoreDataSlope", slopes), ("VisuCoreDataOffs", offsets)):
         if arr.size not in (1, frame_count) or not np.all(np.isfinite(arr)):
-            raise InputError(f"{vp_file}: {name} has {arr.size} value(s) for {frame_count} frames (or non-finite "
-                             "ones); the file is damaged.")
+            raise InputError(
+                f"{vp_file}: {name} has {arr.size} value(s) for {frame_count} frames (or non-finite "
+                "ones); the file is damaged."
+            )
     slopes = np.broadcast_to(slopes, (frame_count,))
     offsets = np.broadcast_to(offsets, (frame_count,))
     steps = [e / n for e, n in zip(extent, size)]
@@ -343,8 +389,10 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
             return pos[slice_index], ori[slice_index if len(ori) == n_slices else 0]
         if len(pos) == 1:
             return pos[0], ori[0]
-        raise InputError(f"{vp_file}: VisuCorePosition has {len(pos)} entries for {n_slices} slices and "
-                         f"{frame_count} frames; the frames cannot be placed.")
+        raise InputError(
+            f"{vp_file}: VisuCorePosition has {len(pos)} entries for {n_slices} slices and "
+            f"{frame_count} frames; the frames cannot be placed."
+        )
 
     strides = np.cumprod([1] + lengths[:-1])
     other = [i for i in range(len(groups)) if i != slice_g]
@@ -359,8 +407,10 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
     packages = _packages(vp, s_pos, s_ori, n_slices) if dim == 2 else [(0, 1)]
     if package is not None:
         if not 0 <= int(package) < len(packages):
-            raise InputError(f"{folder} has {len(packages)} slice package(s); package={package} does not exist "
-                             f"(use 0 to {len(packages) - 1}).")
+            raise InputError(
+                f"{folder} has {len(packages)} slice package(s); package={package} does not exist "
+                f"(use 0 to {len(packages) - 1})."
+            )
         chosen = [int(package)]
     else:
         chosen = list(range(len(packages)))
@@ -379,8 +429,10 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
                 step = (s_pos[order[-1]] - p0) / (count - 1)
                 gaps = np.linalg.norm(np.diff(s_pos[order], axis=0) - step, axis=1)
                 if np.linalg.norm(step) < 1e-6 or gaps.max() > _SPACING_TOL * np.linalg.norm(step) + 1e-4:
-                    raise InputError(f"{folder}: the slices of package {pk + 1} are not evenly spaced (or two share a "
-                                     "position); they cannot form one volume. Open a scan with uniform slices.")
+                    raise InputError(
+                        f"{folder}: the slices of package {pk + 1} are not evenly spaced (or two share a "
+                        "position); they cannot form one volume. Open a scan with uniform slices."
+                    )
             else:
                 thick = _list(vp.get("VisuCoreFrameThickness")) or [1.0]
                 step = s_ori[first][2] * (thick[0] if thick[0] > 0 else 1.0)
@@ -395,8 +447,11 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
             frames = np.empty((n_lead, len(order)), dtype=np.int64)
             for t in range(n_lead):
                 for k, s in enumerate(order):
-                    frames[t, k] = base + (int(strides[lead]) * t if lead is not None else 0) + \
-                                   (int(strides[slice_g]) * s if slice_g is not None else 0)
+                    frames[t, k] = (
+                        base
+                        + (int(strides[lead]) * t if lead is not None else 0)
+                        + (int(strides[slice_g]) * s if slice_g is not None else 0)
+                    )
             flat = frames.ravel()
             if dim == 2:
                 block = raw[flat]  # (n, y, x)
@@ -405,8 +460,9 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
             scale_needed = np.any(slopes[flat] != 1.0) or np.any(offsets[flat] != 0.0)
             if scale_needed:
                 shape = (-1,) + (1,) * (block.ndim - 1)
-                block = block.astype(np.float32) * slopes[flat].astype(np.float32).reshape(shape) + \
-                    offsets[flat].astype(np.float32).reshape(shape)
+                block = block.astype(np.float32) * slopes[flat].astype(np.float32).reshape(shape) + offsets[
+                    flat
+                ].astype(np.float32).reshape(shape)
             else:
                 block = np.ascontiguousarray(block)
             if dim == 2:
@@ -437,12 +493,13 @@ def read_paravision(path, package: Optional[int] = None) -> List[Volume]:
                 meta["frames"] = frames_meta
             if isinstance(meta.get("EchoTime"), list) and len(meta["EchoTime"]) == 1:
                 meta["EchoTime"] = meta["EchoTime"][0]
-            volumes.append(Volume(data=data, affine=affine, modality="MR", unit=meta.get("unit", "a.u."),
-                                  metadata=meta, name=name))
+            volumes.append(
+                Volume(data=data, affine=affine, modality="MR", unit=meta.get("unit", "a.u."), metadata=meta, name=name)
+            )
     return volumes
 
 
-def _text(value) -> Optional[str]:
+def _text(value) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
@@ -452,8 +509,12 @@ def _text(value) -> Optional[str]:
 
 
 def _metadata(vp: dict, folder: Path, groups) -> dict:
-    meta = {"format": "paravision", "source_path": str(folder / "2dseq"), "Modality": "MR",
-            "frame_groups": [list(g) for g in groups]}
+    meta = {
+        "format": "paravision",
+        "source_path": str(folder / "2dseq"),
+        "Modality": "MR",
+        "frame_groups": [list(g) for g in groups],
+    }
     version = _text(vp.get("VisuCreatorVersion")) or _text(vp.get("VisuVersion"))
     if version:
         meta["ParaVisionVersion"] = version
@@ -465,8 +526,11 @@ def _metadata(vp: dict, folder: Path, groups) -> dict:
     meta["SubjectType"] = stype or "Biped (not stated; PV 5.1 writes none)"
     if spos:
         meta["SubjectPosition"] = spos
-    for key, out in (("VisuAcqRepetitionTime", "RepetitionTime"), ("VisuAcqFlipAngle", "FlipAngle"),
-                     ("VisuSubjectWeight", "PatientWeight")):
+    for key, out in (
+        ("VisuAcqRepetitionTime", "RepetitionTime"),
+        ("VisuAcqFlipAngle", "FlipAngle"),
+        ("VisuSubjectWeight", "PatientWeight"),
+    ):
         vals = _safe_floats(vp.get(key))
         if vals:
             meta[out] = vals[0]

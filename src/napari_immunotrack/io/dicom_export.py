@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,16 +38,23 @@ LOCAL_SCHEME = "99IMMUNOTRACK"
 
 # statistic suffix -> derivation code (PS3.16 CID 7464 "General Region of Interest Measurement Modifiers")
 _DERIVATION = {
-    "mean": ("373098007", "SCT", "Mean"), "max": ("56851009", "SCT", "Maximum"),
-    "min": ("255605001", "SCT", "Minimum"), "median": ("373099004", "SCT", "Median"),
-    "sd": ("386136009", "SCT", "Standard Deviation"), "peak": ("126031", "DCM", "Peak Value Within ROI"),
+    "mean": ("373098007", "SCT", "Mean"),
+    "max": ("56851009", "SCT", "Maximum"),
+    "min": ("255605001", "SCT", "Minimum"),
+    "median": ("373099004", "SCT", "Median"),
+    "sd": ("386136009", "SCT", "Standard Deviation"),
+    "peak": ("126031", "DCM", "Peak Value Within ROI"),
 }
-_SUV = {"bw": ("126401", "SUVbw", "{SUVbw}g/ml"), "lbm": ("126402", "SUVlbm", "{SUVlbm}g/ml"),
-        "bsa": ("126403", "SUVbsa", "{SUVbsa}cm2/ml"), "ibw": ("126404", "SUVibw", "{SUVibw}g/ml")}
+_SUV = {
+    "bw": ("126401", "SUVbw", "{SUVbw}g/ml"),
+    "lbm": ("126402", "SUVlbm", "{SUVlbm}g/ml"),
+    "bsa": ("126403", "SUVbsa", "{SUVbsa}cm2/ml"),
+    "ibw": ("126404", "SUVibw", "{SUVibw}g/ml"),
+}
 
 #: Table column -> (concept name (value, scheme, meaning), UCUM unit (code, meaning)); statistics columns
 #: (``suv_<type>_<stat>``, ``<stat>_bq_ml``) are added below with their derivation.
-COLUMN_CODES: Dict[str, Tuple[Tuple[str, str, str], Tuple[str, str]]] = {
+COLUMN_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str]]] = {
     "volume_ml": (("118565006", "SCT", "Volume"), ("ml", "milliliter")),
     "volume_mm3": (("118565006", "SCT", "Volume"), ("mm3", "cubic millimeter")),
     "percent_id": (("PCTID", LOCAL_SCHEME, "Percent injected dose"), ("%", "percent")),
@@ -57,8 +63,10 @@ COLUMN_CODES: Dict[str, Tuple[Tuple[str, str, str], Tuple[str, str]]] = {
     "total_activity_mbq": (("TOTACT", LOCAL_SCHEME, "Total activity in region"), ("MBq", "megabecquerel")),
     "cell_count": (("CELLS", LOCAL_SCHEME, "Number of labelled cells"), ("{cells}", "cells")),
     "cells": (("CELLS", LOCAL_SCHEME, "Number of labelled cells"), ("{cells}", "cells")),
-    "cells_corrected": (("CELLSCORR", LOCAL_SCHEME, "Number of labelled cells, partial-volume corrected"),
-                        ("{cells}", "cells")),
+    "cells_corrected": (
+        ("CELLSCORR", LOCAL_SCHEME, "Number of labelled cells, partial-volume corrected"),
+        ("{cells}", "cells"),
+    ),
     "apparent_cells": (("CELLSAPP", LOCAL_SCHEME, "Apparent number of labelled cells"), ("{cells}", "cells")),
     "detection_limit_cells": (("CELLSLOD", LOCAL_SCHEME, "Cell detection limit"), ("{cells}", "cells")),
     "fluorine_atoms": (("F19ATOMS", LOCAL_SCHEME, "Number of fluorine-19 atoms"), ("{atoms}", "atoms")),
@@ -89,12 +97,15 @@ def column_code(column: str):
         if m.group(1):
             value, meaning, unit = _SUV[m.group(1)]
             return (value, "DCM", meaning), (unit, "UCUM", f"Standardized Uptake Value {meaning[3:]}"), derivation
-        return (("ACTCONC", LOCAL_SCHEME, "Activity concentration"), ("Bq/ml", "UCUM", "becquerel per milliliter"),
-                derivation)
+        return (
+            ("ACTCONC", LOCAL_SCHEME, "Activity concentration"),
+            ("Bq/ml", "UCUM", "becquerel per milliliter"),
+            derivation,
+        )
     return None
 
 
-def _column_of(name: Tuple[str, str, str], unit: str, derivation: Optional[Tuple[str, str, str]]) -> Optional[str]:
+def _column_of(name: tuple[str, str, str], unit: str, derivation: tuple[str, str, str] | None) -> str | None:
     """The table column a coded measurement came from (the inverse of :func:`column_code`)."""
     for column in list(COLUMN_CODES):
         code = column_code(column)
@@ -112,7 +123,7 @@ def _column_of(name: Tuple[str, str, str], unit: str, derivation: Optional[Tuple
 
 
 # ------------------------------------------------------------------------------- the source series
-def source_series(source) -> Tuple[Volume, list]:
+def source_series(source) -> tuple[Volume, list]:
     """The DICOM series ``source`` (folder or file) as a Volume and its pydicom datasets in slice order.
 
     Refuses a non-DICOM source (a SEG must reference the UIDs of real images;
@@ -126,24 +137,29 @@ def source_series(source) -> Tuple[Volume, list]:
     path = Path(source)
     fmt = detect_format(path)
     if fmt != "dicom":
-        raise InputError(f"{path} is not a DICOM series ({fmt}); a DICOM SEG/SR references the Study, Series, SOP "
-                         "Instance and Frame of Reference UIDs of the images the labels belong to, and none are "
-                         "invented: give the original DICOM series folder (e.g. the scanner export the NIfTI was "
-                         "converted from), or write the image as DICOM first (io.dicom.write_dicom_series).")
+        raise InputError(
+            f"{path} is not a DICOM series ({fmt}); a DICOM SEG/SR references the Study, Series, SOP "
+            "Instance and Frame of Reference UIDs of the images the labels belong to, and none are "
+            "invented: give the original DICOM series folder (e.g. the scanner export the NIfTI was "
+            "converted from), or write the image as DICOM first (io.dicom.write_dicom_series)."
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
         volumes = read_dicom(path)
     if len(volumes) > 1:
         names = "; ".join(f"{v.name} ({v.modality})" for v in volumes[:5])
-        raise InputError(f"{path} holds {len(volumes)} series ({names}); give the folder of the one series the "
-                         "labels belong to.")
+        raise InputError(
+            f"{path} holds {len(volumes)} series ({names}); give the folder of the one series the labels belong to."
+        )
     volume = volumes[0]
     headers = [h for h in volume.metadata["slice_headers"] if h["frame"] == 0]
     files = [h["file"] for h in headers]
     if any("#frame" in f for f in files):
         if volume.data.ndim != 3 or len({f.split("#frame")[0] for f in files}) != 1:
-            raise InputError(f"{path}: a 4D or multi-file enhanced series cannot be a SEG source here; give the "
-                             "classic (one file per slice) export of the series.")
+            raise InputError(
+                f"{path}: a 4D or multi-file enhanced series cannot be a SEG source here; give the "
+                "classic (one file per slice) export of the series."
+            )
         ds = pydicom.dcmread(files[0].split("#frame")[0], stop_before_pixels=True)
         return volume, [ds]
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
@@ -168,13 +184,18 @@ def labels_on_source(labels: Volume, source: Volume, what: str = "labels") -> Vo
     if not before:
         raise InputError(f"the {what} hold no label (all voxels are 0); nothing to export.")
     if not np.any(data):
-        raise InputError(f"no labelled voxel of the {what} lies inside the source series in world space; the labels "
-                         "and the series are of different scans or frames of reference: give the series the labels "
-                         "were drawn on (or register them first).")
+        raise InputError(
+            f"no labelled voxel of the {what} lies inside the source series in world space; the labels "
+            "and the series are of different scans or frames of reference: give the series the labels "
+            "were drawn on (or register them first)."
+        )
     lost = sorted(set(before) - set(int(v) for v in np.unique(data)))
     if lost:
-        warnings.warn(f"labels {lost} fall outside the source series' field of view and are not exported.",
-                      ImmunotrackWarning)
+        warnings.warn(
+            f"labels {lost} fall outside the source series' field of view and are not exported.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     return on_grid
 
 
@@ -191,8 +212,15 @@ def _frames_for(datasets, source: Volume, data: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- SEG
-def build_seg(labels: Volume, source, *, segmentation_type: str = "binary", label_names=None,
-              series_description: str = "", series_number: int = 300):
+def build_seg(
+    labels: Volume,
+    source,
+    *,
+    segmentation_type: str = "binary",
+    label_names=None,
+    series_description: str = "",
+    series_number: int = 300,
+):
     """The DICOM SEG of ``labels`` on the source series, in memory: ``(seg, source_datasets)``.
 
     See :func:`write_seg` for the parameters; nothing is written.
@@ -215,33 +243,51 @@ def build_seg(labels: Volume, source, *, segmentation_type: str = "binary", labe
     for v, n in segment_of.items():
         lut[v] = n
     pixels = _frames_for(datasets, source_volume, lut[data])
-    algorithm = hd.AlgorithmIdentificationSequence(name="napari-immunotrack", version=str(__version__),
-                                                   family=hd.sr.CodedConcept(*_IMAGE_PROCESSING))
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=segment_of[v], segment_label=names.get(v, f"label {v}")[:64],
-        segmented_property_category=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
-        segmented_property_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
-        algorithm_type="AUTOMATIC", algorithm_identification=algorithm, tracking_id=f"label {v}",
-        tracking_uid=hd.UID()) for v in values]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="napari-immunotrack", version=str(__version__), family=hd.sr.CodedConcept(*_IMAGE_PROCESSING)
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=segment_of[v],
+            segment_label=names.get(v, f"label {v}")[:64],
+            segmented_property_category=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
+            segmented_property_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm,
+            tracking_id=f"label {v}",
+            tracking_uid=hd.UID(),
+        )
+        for v in values
+    ]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # highdicom's notes on person names of the source
             seg = hd.seg.Segmentation(
-                source_images=datasets, pixel_array=pixels,
+                source_images=datasets,
+                pixel_array=pixels,
                 segmentation_type="LABELMAP" if kind == "labelmap" else "BINARY",
-                segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=int(series_number),
-                sop_instance_uid=hd.UID(), instance_number=1, manufacturer="napari-immunotrack",
-                manufacturer_model_name="napari-immunotrack", software_versions=str(__version__),
-                device_serial_number="0", series_description=series_description or "immunotrack labels",
-                omit_empty_frames=kind == "binary")
+                segment_descriptions=descriptions,
+                series_instance_uid=hd.UID(),
+                series_number=int(series_number),
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="napari-immunotrack",
+                manufacturer_model_name="napari-immunotrack",
+                software_versions=str(__version__),
+                device_serial_number="0",
+                series_description=series_description or "immunotrack labels",
+                omit_empty_frames=kind == "binary",
+            )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise InputError(f"the SEG cannot be built on {source} ({' '.join(str(exc).split())[:160]}); the source "
-                         "series lacks what a SEG must reference (UIDs, geometry): give the original DICOM "
-                         "series.") from None
+        raise InputError(
+            f"the SEG cannot be built on {source} ({' '.join(str(exc).split())[:160]}); the source "
+            "series lacks what a SEG must reference (UIDs, geometry): give the original DICOM "
+            "series."
+        ) from None
     return seg, datasets
 
 
-def save_dataset(ds, path, *, overwrite: bool = False, provenance: Optional[dict] = None) -> Path:
+def save_dataset(ds, path, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
     """Write a pydicom/highdicom dataset atomically, with its provenance sidecar when given."""
     from ..outputs import atomic_output, check_output, sidecar_path, write_sidecar
 
@@ -255,9 +301,18 @@ def save_dataset(ds, path, *, overwrite: bool = False, provenance: Optional[dict
     return path
 
 
-def write_seg(labels: Volume, source, path, *, segmentation_type: str = "binary", label_names=None,
-              overwrite: bool = False, provenance: Optional[dict] = None, series_description: str = "",
-              series_number: int = 300) -> Path:
+def write_seg(
+    labels: Volume,
+    source,
+    path,
+    *,
+    segmentation_type: str = "binary",
+    label_names=None,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+    series_description: str = "",
+    series_number: int = 300,
+) -> Path:
     """Write labels as a DICOM SEG referencing the source series.
 
     Parameters
@@ -292,8 +347,14 @@ def write_seg(labels: Volume, source, path, *, segmentation_type: str = "binary"
     from ..outputs import check_output
 
     check_output(Path(path), overwrite)  # before the work
-    seg, _ = build_seg(labels, source, segmentation_type=segmentation_type, label_names=label_names,
-                       series_description=series_description, series_number=series_number)
+    seg, _ = build_seg(
+        labels,
+        source,
+        segmentation_type=segmentation_type,
+        label_names=label_names,
+        series_description=series_description,
+        series_number=series_number,
+    )
     return save_dataset(seg, path, overwrite=overwrite, provenance=provenance)
 
 
@@ -308,16 +369,24 @@ def build_sr(table, seg, datasets, *, series_description: str = "", series_numbe
     table = read_table(table)
     label_column = next((c for c in ("label", "cluster", "cluster_id") if c in table.columns), None)
     if label_column is None:
-        raise InputError(f"the readout table has no 'label' column (columns: {', '.join(map(str, table.columns))}); "
-                         "give a table with one row per label, as the readout commands write.")
+        raise InputError(
+            f"the readout table has no 'label' column (columns: {', '.join(map(str, table.columns))}); "
+            "give a table with one row per label, as the readout commands write."
+        )
     measured = [c for c in table.columns if c != label_column and column_code(str(c)) is not None]
     skipped = [str(c) for c in table.columns if c != label_column and c not in measured]
     if not measured:
-        raise InputError(f"the readout table has no column this report knows how to code (columns: "
-                         f"{', '.join(map(str, table.columns))}); see docs/methods/dicom-objects.md#measurement-codes.")
+        raise InputError(
+            f"the readout table has no column this report knows how to code (columns: "
+            f"{', '.join(map(str, table.columns))}); see docs/methods/dicom-objects.md#measurement-codes."
+        )
     if skipped:
-        warnings.warn(f"columns not reported in the SR (not measurements of a region, or no code for them): "
-                      f"{', '.join(skipped)}.", ImmunotrackWarning)
+        warnings.warn(
+            f"columns not reported in the SR (not measurements of a region, or no code for them): "
+            f"{', '.join(skipped)}.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     seg_path = "the SEG"
     if not hasattr(seg, "SOPInstanceUID"):
         seg_path, seg = seg, _read_dataset(seg, "DICOM SEG")
@@ -327,8 +396,10 @@ def build_sr(table, seg, datasets, *, series_description: str = "", series_numbe
         segment_of[int(m.group(1)) if m else int(item.SegmentNumber)] = item
     ref_series = [str(i.SeriesInstanceUID) for i in seg.get("ReferencedSeriesSequence", [])]
     if ref_series and str(datasets[0].SeriesInstanceUID) not in ref_series:
-        raise InputError(f"{seg_path} references series {ref_series[0]}, not the source series "
-                         f"{datasets[0].SeriesInstanceUID}; give the source the SEG was written for.")
+        raise InputError(
+            f"{seg_path} references series {ref_series[0]}, not the source series "
+            f"{datasets[0].SeriesInstanceUID}; give the source the SEG was written for."
+        )
     groups = []
     for _, row in table.iterrows():
         try:
@@ -336,8 +407,10 @@ def build_sr(table, seg, datasets, *, series_description: str = "", series_numbe
         except (TypeError, ValueError):
             raise InputError(f"label {row[label_column]!r} in the table is not an integer label.") from None
         if label not in segment_of:
-            raise InputError(f"label {label} of the table is not a segment of {seg_path} (segments: "
-                             f"{sorted(segment_of)}); give the SEG written from the same labels.")
+            raise InputError(
+                f"label {label} of the table is not a segment of {seg_path} (segments: "
+                f"{sorted(segment_of)}); give the SEG written from the same labels."
+            )
         item = segment_of[label]
         measurements = []
         for column in measured:
@@ -349,34 +422,54 @@ def build_sr(table, seg, datasets, *, series_description: str = "", series_numbe
             if not np.isfinite(value):
                 continue
             name, unit, derivation = column_code(str(column))
-            measurements.append(hd.sr.Measurement(
-                name=hd.sr.CodedConcept(*name), value=value, unit=hd.sr.CodedConcept(*unit),
-                derivation=hd.sr.CodedConcept(*derivation) if derivation else None))
-        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=str(item.get("TrackingUID", "") or hd.UID()),
-                                                         identifier=f"label {label}"),
-            referenced_segment=hd.sr.ReferencedSegment(
-                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=int(item.SegmentNumber),
-                source_series=hd.sr.SourceSeriesForSegmentation(str(datasets[0].SeriesInstanceUID))),
-            finding_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
-            measurements=measurements))
+            measurements.append(
+                hd.sr.Measurement(
+                    name=hd.sr.CodedConcept(*name),
+                    value=value,
+                    unit=hd.sr.CodedConcept(*unit),
+                    derivation=hd.sr.CodedConcept(*derivation) if derivation else None,
+                )
+            )
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=str(item.get("TrackingUID", "") or hd.UID()), identifier=f"label {label}"
+                ),
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=seg.SOPClassUID,
+                    sop_instance_uid=seg.SOPInstanceUID,
+                    segment_number=int(item.SegmentNumber),
+                    source_series=hd.sr.SourceSeriesForSegmentation(str(datasets[0].SeriesInstanceUID)),
+                ),
+                finding_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
+                measurements=measurements,
+            )
+        )
     observer = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="napari-immunotrack", model_name=str(__version__)))
+            uid=hd.UID(), name="napari-immunotrack", model_name=str(__version__)
+        ),
+    )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure"),
-        imaging_measurements=groups)
+        imaging_measurements=groups,
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sr = hd.sr.Comprehensive3DSR(
-                evidence=[seg] + list(datasets), content=report, series_instance_uid=hd.UID(),
-                series_number=int(series_number), sop_instance_uid=hd.UID(), instance_number=1,
-                manufacturer="napari-immunotrack", is_complete=True,
-                series_description=series_description or "immunotrack readouts")
+                evidence=[seg] + list(datasets),
+                content=report,
+                series_instance_uid=hd.UID(),
+                series_number=int(series_number),
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="napari-immunotrack",
+                is_complete=True,
+                series_description=series_description or "immunotrack readouts",
+            )
     except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"the SR cannot be built ({' '.join(str(exc).split())[:160]}).") from None
     return sr
@@ -391,12 +484,23 @@ def read_table(table):
     try:
         return pd.read_csv(table)
     except Exception as exc:
-        raise InputError(f"{table}: the readout table cannot be read ({' '.join(str(exc).split())[:100]}); give "
-                         "the CSV a readout command wrote.") from None
+        raise InputError(
+            f"{table}: the readout table cannot be read ({' '.join(str(exc).split())[:100]}); give "
+            "the CSV a readout command wrote."
+        ) from None
 
 
-def write_sr(table, seg_path, source, path, *, overwrite: bool = False, provenance: Optional[dict] = None,
-             series_description: str = "", series_number: int = 301) -> Path:
+def write_sr(
+    table,
+    seg_path,
+    source,
+    path,
+    *,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+    series_description: str = "",
+    series_number: int = 301,
+) -> Path:
     """Write a readout table as a TID 1500 measurement report (Comprehensive 3D SR) referencing a SEG.
 
     Parameters
@@ -421,8 +525,9 @@ def write_sr(table, seg_path, source, path, *, overwrite: bool = False, provenan
 
     check_output(Path(path), overwrite)
     _, datasets = source_series(source)
-    sr = build_sr(read_table(table), seg_path, datasets, series_description=series_description,
-                  series_number=series_number)
+    sr = build_sr(
+        read_table(table), seg_path, datasets, series_description=series_description, series_number=series_number
+    )
     return save_dataset(sr, path, overwrite=overwrite, provenance=provenance)
 
 
@@ -453,7 +558,7 @@ def read_sr(path):
             sr = hd.sr.srread(str(path))
     except Exception as exc:
         raise InputError(f"{path}: not a readable DICOM SR ({' '.join(str(exc).split())[:100]}).") from None
-    rows: List[dict] = []
+    rows: list[dict] = []
     for group in sr.content.get_volumetric_roi_measurement_groups():
         row: dict = {}
         ident = str(group.tracking_identifier or "")
@@ -467,8 +572,11 @@ def read_sr(path):
             name = (str(measurement.name.value), str(measurement.name.scheme_designator), str(measurement.name.meaning))
             unit = str(measurement.unit.value)
             derivation = measurement.derivation
-            derivation = None if derivation is None else (str(derivation.value), str(derivation.scheme_designator),
-                                                          str(derivation.meaning))
+            derivation = (
+                None
+                if derivation is None
+                else (str(derivation.value), str(derivation.scheme_designator), str(derivation.meaning))
+            )
             column = _column_of(name, unit, derivation) or f"{name[2]} [{unit}]"
             num = measurement[0]  # the NUM content item
             item = num.MeasuredValueSequence[0] if "MeasuredValueSequence" in num else None
@@ -481,6 +589,17 @@ def read_sr(path):
     return pd.DataFrame(rows)
 
 
-__all__ = ["write_seg", "write_sr", "build_seg", "build_sr", "save_dataset", "read_table", "read_sr", "column_code",
-           "source_series", "labels_on_source", "COLUMN_CODES",
-           "LOCAL_SCHEME"]
+__all__ = [
+    "write_seg",
+    "write_sr",
+    "build_seg",
+    "build_sr",
+    "save_dataset",
+    "read_table",
+    "read_sr",
+    "column_code",
+    "source_series",
+    "labels_on_source",
+    "COLUMN_CODES",
+    "LOCAL_SCHEME",
+]

@@ -37,7 +37,6 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -51,8 +50,8 @@ RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def dicom_object_kind(path) -> Optional[str]:
-    """"seg" for a DICOM SEG file, "rtstruct" for an RT structure set, None for anything else.
+def dicom_object_kind(path) -> str | None:
+    """ "seg" for a DICOM SEG file, "rtstruct" for an RT structure set, None for anything else.
 
     >>> from pydicom.data import get_testdata_file
     >>> dicom_object_kind(get_testdata_file("CT_small.dcm")) is None
@@ -78,7 +77,7 @@ def dicom_object_kind(path) -> Optional[str]:
     return None
 
 
-def reference_volume(reference, series_uids: List[str], frame_of_reference: str, path, what: str) -> Volume:
+def reference_volume(reference, series_uids: list[str], frame_of_reference: str, path, what: str) -> Volume:
     """The series of ``reference`` (a DICOM folder, file or Volume) that ``path`` refers to.
 
     Parameters
@@ -113,8 +112,10 @@ def reference_volume(reference, series_uids: List[str], frame_of_reference: str,
             match = candidates  # a Volume without DICOM identity: the caller vouches for it
         if not match:
             found = ", ".join(f"{v.metadata.get('SeriesInstanceUID') or '?'} ({v.name})" for v in candidates[:4])
-            raise InputError(f"{path}: the {what} was drawn on series {series_uids[0]}, which is not in {reference} "
-                             f"(it holds {found}); give the folder of the referenced series with --reference.")
+            raise InputError(
+                f"{path}: the {what} was drawn on series {series_uids[0]}, which is not in {reference} "
+                f"(it holds {found}); give the folder of the referenced series with --reference."
+            )
         return match[0]
     if frame_of_reference:
         match = [v for v in candidates if v.metadata.get("FrameOfReferenceUID") in (frame_of_reference, None)]
@@ -122,11 +123,13 @@ def reference_volume(reference, series_uids: List[str], frame_of_reference: str,
             return match[0]
     if len(candidates) == 1:
         return candidates[0]
-    raise InputError(f"{path}: the {what} names no referenced series and {reference} holds {len(candidates)} "
-                     "series; give the folder of the one series it was drawn on with --reference.")
+    raise InputError(
+        f"{path}: the {what} names no referenced series and {reference} holds {len(candidates)} "
+        "series; give the folder of the one series it was drawn on with --reference."
+    )
 
 
-def find_reference(path, series_uids: List[str]) -> Optional[Volume]:
+def find_reference(path, series_uids: list[str]) -> Volume | None:
     """The referenced series when it lies beside the object (in the object's folder, searched recursively,
     as a PACS or Slicer export stores them), else None; a folder that cannot be read counts as not found."""
     from .dicom import read_dicom
@@ -142,7 +145,7 @@ def find_reference(path, series_uids: List[str]) -> Optional[Volume]:
     return next((v for v in volumes if v.metadata.get("SeriesInstanceUID") in series_uids), None)
 
 
-def _labels_from_planes(planes: np.ndarray, numbers: List[int], threshold: float, path) -> np.ndarray:
+def _labels_from_planes(planes: np.ndarray, numbers: list[int], threshold: float, path) -> np.ndarray:
     """(…, segments) binary or fractional planes -> one label image (segment numbers, 0 = none)."""
     inside = planes >= threshold
     best = np.argmax(np.where(inside, planes, -1.0)[..., ::-1], axis=-1)  # ties to the higher number
@@ -151,9 +154,12 @@ def _labels_from_planes(planes: np.ndarray, numbers: List[int], threshold: float
     labels[~inside.any(axis=-1)] = 0
     overlap = int(np.count_nonzero(inside.sum(axis=-1) > 1))
     if overlap:
-        warnings.warn(f"{path}: {overlap} voxel(s) belong to more than one segment; a label image holds one per "
-                      "voxel, so each takes the segment with the largest value (ties: the higher number).",
-                      ImmunotrackWarning)
+        warnings.warn(
+            f"{path}: {overlap} voxel(s) belong to more than one segment; a label image holds one per "
+            "voxel, so each takes the segment with the largest value (ties: the higher number).",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     return labels
 
 
@@ -193,17 +199,23 @@ def read_seg(path, reference=None, threshold: float = 0.5) -> Volume:
             seg = hd.seg.segread(str(path))
     except Exception as exc:  # highdicom/pydicom raise many types on a damaged SEG: all mean a bad file
         if "little endian" in str(exc).lower():
-            raise InputError(f"{path}: the SEG is stored big-endian, which highdicom does not read; convert it to "
-                             "little endian first (e.g. dcmconv +te in.dcm out.dcm, or gdcmconv).") from None
-        raise InputError(f"{path}: not a readable DICOM SEG ({' '.join(str(exc).split())[:120]}); export the "
-                         "segmentation again (e.g. from 3D Slicer or OHIF).") from None
+            raise InputError(
+                f"{path}: the SEG is stored big-endian, which highdicom does not read; convert it to "
+                "little endian first (e.g. dcmconv +te in.dcm out.dcm, or gdcmconv)."
+            ) from None
+        raise InputError(
+            f"{path}: not a readable DICOM SEG ({' '.join(str(exc).split())[:120]}); export the "
+            "segmentation again (e.g. from 3D Slicer or OHIF)."
+        ) from None
     try:
         return _seg_volume(seg, path, reference, threshold)
     except InputError:
         raise
     except Exception as exc:  # highdicom raises many types on a damaged SEG's attributes: all mean a bad file
-        raise InputError(f"{path}: the DICOM SEG is damaged ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:120]}); export the segmentation again.") from None
+        raise InputError(
+            f"{path}: the DICOM SEG is damaged ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:120]}); export the segmentation again."
+        ) from None
 
 
 def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
@@ -213,22 +225,30 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
     except (TypeError, ValueError):
         n_frames = -1
     if per_frame is not None and len(per_frame) != n_frames:
-        raise InputError(f"{path}: the per-frame functional groups describe {len(per_frame)} frames but the file "
-                         f"holds {n_frames if n_frames >= 0 else 'an unreadable number of'} (NumberOfFrames); the "
-                         "file is inconsistent: export it again.")
+        raise InputError(
+            f"{path}: the per-frame functional groups describe {len(per_frame)} frames but the file "
+            f"holds {n_frames if n_frames >= 0 else 'an unreadable number of'} (NumberOfFrames); the "
+            "file is inconsistent: export it again."
+        )
     numbers = [int(n) for n in seg.get_segment_numbers()]
     if not numbers:
         raise InputError(f"{path}: the SEG holds no segment; export a segmentation with at least one segment.")
     segments = []
     for n in numbers:
         d = seg.get_segment_description(n)
-        segments.append({"number": n, "label": str(d.segment_label),
-                         "category": _code(d.segmented_property_category),
-                         "type": _code(d.segmented_property_type),
-                         "algorithm_type": str(getattr(d.algorithm_type, "value", d.algorithm_type))})
+        segments.append(
+            {
+                "number": n,
+                "label": str(d.segment_label),
+                "category": _code(d.segmented_property_category),
+                "type": _code(d.segmented_property_type),
+                "algorithm_type": str(getattr(d.algorithm_type, "value", d.algorithm_type)),
+            }
+        )
     seg_type = str(getattr(seg.segmentation_type, "value", seg.segmentation_type))
-    series_uids = [str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])
-                   if "SeriesInstanceUID" in item]
+    series_uids = [
+        str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in item
+    ]
     frame_of_reference = str(seg.get("FrameOfReferenceUID", "") or "")
     ref = None
     if reference is not None:
@@ -246,8 +266,9 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
                 try:  # one label image straight away (fast), unless segments overlap
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        hv = seg.get_volume(segment_numbers=numbers, combine_segments=True, relabel=False,
-                                            allow_missing_positions=True)
+                        hv = seg.get_volume(
+                            segment_numbers=numbers, combine_segments=True, relabel=False, allow_missing_positions=True
+                        )
                     labels = np.asarray(hv.array)
                     labels = labels.astype(np.uint16 if max(numbers) > 255 else np.uint8, copy=False)
                 except Exception:  # overlapping segments (or a damaged frame): the plane by plane route says which
@@ -255,8 +276,12 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
             if labels is None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    hv = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True,
-                                        allow_missing_positions=True)
+                    hv = seg.get_volume(
+                        segment_numbers=numbers,
+                        combine_segments=False,
+                        rescale_fractional=True,
+                        allow_missing_positions=True,
+                    )
                 planes = np.asarray(hv.array, dtype=np.float32)
                 if planes.ndim == 3:
                     planes = planes[..., None]
@@ -268,29 +293,42 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
             ref = ref if ref is not None else find_reference(path, series_uids)
             if ref is None:
                 what = f"series {series_uids[0]}" if series_uids else "the series it was drawn on"
-                raise InputError(f"{path}: the SEG's frames have no plane positions, so they are placed only by the "
-                                 f"images they were drawn on ({what}), which were not given nor found beside it; "
-                                 "give that series' folder with --reference (load_volume(seg, reference=folder)).")
+                raise InputError(
+                    f"{path}: the SEG's frames have no plane positions, so they are placed only by the "
+                    f"images they were drawn on ({what}), which were not given nor found beside it; "
+                    "give that series' folder with --reference (load_volume(seg, reference=folder))."
+                )
             uids = _slice_uids(ref, path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 planes = seg.get_pixels_by_source_instance(
-                    source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=False,
-                    rescale_fractional=True, ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+                    source_sop_instance_uids=uids,
+                    segment_numbers=numbers,
+                    combine_segments=False,
+                    rescale_fractional=True,
+                    ignore_spatial_locations=True,
+                    assert_missing_frames_are_empty=True,
+                )
             planes = np.asarray(planes, dtype=np.float32)
             labels = _labels_from_planes(planes, numbers, threshold, path)
             volume = Volume(labels, ref.affine, "SEG", "label", name=path.stem)
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{path}: the SEG's frames cannot be arranged as a volume "
-                         f"({' '.join(str(exc).split())[:140]}); export the segmentation again, or give the "
-                         "series it was drawn on with --reference.") from None
+        raise InputError(
+            f"{path}: the SEG's frames cannot be arranged as a volume "
+            f"({' '.join(str(exc).split())[:140]}); export the segmentation again, or give the "
+            "series it was drawn on with --reference."
+        ) from None
     # a SEG written by this package keeps each label's value as TrackingID "label N": give the same labels back
     restored = {}
     for s in segments:
-        s["tracking_id"] = str(seg.SegmentSequence[[int(i.SegmentNumber) for i in seg.SegmentSequence].index(
-            s["number"])].get("TrackingID", "") or "")
+        s["tracking_id"] = str(
+            seg.SegmentSequence[[int(i.SegmentNumber) for i in seg.SegmentSequence].index(s["number"])].get(
+                "TrackingID", ""
+            )
+            or ""
+        )
         m = re.fullmatch(r"label (\d+)", s["tracking_id"])
         if m:
             restored[s["number"]] = int(m.group(1))
@@ -301,34 +339,51 @@ def _seg_volume(seg, path: Path, reference, threshold: float) -> Volume:
         volume = volume.replace(data=lut[np.asarray(volume.numpy())])
         for s in segments:
             s["label_value"] = restored[s["number"]]
-    volume.metadata.update({
-        "label_names": {s.get("label_value", s["number"]): s["label"] for s in segments}, "segments": segments,
-        "segmentation_type": seg_type, "source_path": str(path), "format": "dicom-seg", "Modality": "SEG",
-        "SeriesInstanceUID": str(seg.get("SeriesInstanceUID", "")), "SOPInstanceUID": str(seg.SOPInstanceUID),
-        "FrameOfReferenceUID": frame_of_reference, "ReferencedSeriesInstanceUID": series_uids[0] if series_uids else "",
-        "files": [str(path)], "threshold": threshold if seg_type == "FRACTIONAL" else None,
-        "SeriesDescription": str(seg.get("SeriesDescription", "") or ""),
-    })
+    volume.metadata.update(
+        {
+            "label_names": {s.get("label_value", s["number"]): s["label"] for s in segments},
+            "segments": segments,
+            "segmentation_type": seg_type,
+            "source_path": str(path),
+            "format": "dicom-seg",
+            "Modality": "SEG",
+            "SeriesInstanceUID": str(seg.get("SeriesInstanceUID", "")),
+            "SOPInstanceUID": str(seg.SOPInstanceUID),
+            "FrameOfReferenceUID": frame_of_reference,
+            "ReferencedSeriesInstanceUID": series_uids[0] if series_uids else "",
+            "files": [str(path)],
+            "threshold": threshold if seg_type == "FRACTIONAL" else None,
+            "SeriesDescription": str(seg.get("SeriesDescription", "") or ""),
+        }
+    )
     if ref is not None:
         volume.metadata["reference_path"] = str(ref.metadata.get("source_path", reference))
     return volume
 
 
-def _code(concept) -> Dict[str, str]:
+def _code(concept) -> dict[str, str]:
     return {"value": str(concept.value), "scheme": str(concept.scheme_designator), "meaning": str(concept.meaning)}
 
 
-def _slice_uids(ref: Volume, path) -> List[str]:
+def _slice_uids(ref: Volume, path) -> list[str]:
     """SOPInstanceUIDs of the reference's slices in array order (first frame of a 4D series)."""
     n = ref.spatial_shape[0]
     headers = ref.metadata.get("slice_headers") or []
     uids = [h.get("SOPInstanceUID") for h in headers if h.get("frame", 0) == 0][:n]
     if len(uids) != n or not all(uids):
-        raise InputError(f"{path}: the reference series has no SOPInstanceUID per slice (it is not a classic DICOM "
-                         "series), so the SEG's frames cannot be matched to its slices; give the DICOM series the "
-                         "segmentation was drawn on.")
+        raise InputError(
+            f"{path}: the reference series has no SOPInstanceUID per slice (it is not a classic DICOM "
+            "series), so the SEG's frames cannot be matched to its slices; give the DICOM series the "
+            "segmentation was drawn on."
+        )
     return [str(u) for u in uids]
 
 
-__all__ = ["read_seg", "dicom_object_kind", "reference_volume", "find_reference", "SEG_SOP_CLASSES",
-           "RTSTRUCT_SOP_CLASS"]
+__all__ = [
+    "read_seg",
+    "dicom_object_kind",
+    "reference_volume",
+    "find_reference",
+    "SEG_SOP_CLASSES",
+    "RTSTRUCT_SOP_CLASS",
+]

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -54,8 +53,16 @@ from ..errors import InputError
 from ..volume import Volume
 
 _TYPES = {1: "i1", 2: "<i2", 3: "<i4", 4: "<f4", 5: ">f4", 6: ">i2", 7: ">i4"}
-INVEON_POSES = {1: "Foot_Prone", 2: "Head_Prone", 3: "Foot_Supine", 4: "Head_Supine", 5: "Foot_Right",
-          6: "Head_Right", 7: "Foot_Left", 8: "Head_Left"}
+INVEON_POSES = {
+    1: "Foot_Prone",
+    2: "Head_Prone",
+    3: "Foot_Supine",
+    4: "Head_Supine",
+    5: "Foot_Right",
+    6: "Head_Right",
+    7: "Foot_Left",
+    8: "Head_Left",
+}
 _MODALITY = {0: "PT", 1: "CT", 2: "NM"}
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -72,7 +79,7 @@ def _looks_like_header(path: Path) -> bool:
     return "x_dimension" in text and "data_type" in text
 
 
-def pair_of(path) -> Tuple[Path, Path]:
+def pair_of(path) -> tuple[Path, Path]:
     """(header, data file) of an Inveon pair given either file."""
     p = Path(path)
     name = p.name
@@ -101,7 +108,7 @@ def is_inveon(path) -> bool:
     return False
 
 
-def parse_header(text: str) -> Tuple[dict, list]:
+def parse_header(text: str) -> tuple[dict, list]:
     """(study fields, [frame fields]) of an Inveon header; values are the raw text after the keyword."""
     study: dict = {}
     frames: list = []
@@ -135,7 +142,7 @@ def _num(fields: dict, key: str, where: Path, default=None, kind=float):
     return value
 
 
-def _time(fields: dict, key: str, where: Path) -> Optional[_dt.datetime]:
+def _time(fields: dict, key: str, where: Path) -> _dt.datetime | None:
     raw = fields.get(key)
     if not raw:
         return None
@@ -145,11 +152,13 @@ def _time(fields: dict, key: str, where: Path) -> Optional[_dt.datetime]:
             return _dt.datetime.strptime(text, fmt)
         except ValueError:
             continue
-    raise InputError(f"{where}: {key} {raw!r} is not a date-time like 'Wed May 01 10:00:00 2024'; fix the header "
-                     f"or give the time on the command line (--{key.replace('_', '-')}).")
+    raise InputError(
+        f"{where}: {key} {raw!r} is not a date-time like 'Wed May 01 10:00:00 2024'; fix the header "
+        f"or give the time on the command line (--{key.replace('_', '-')})."
+    )
 
 
-def _dicom_dt(when: _dt.datetime) -> Tuple[str, str]:
+def _dicom_dt(when: _dt.datetime) -> tuple[str, str]:
     return when.strftime("%Y%m%d"), when.strftime("%H%M%S.%f")
 
 
@@ -187,11 +196,13 @@ def read_inveon(path) -> Volume:
         raise InputError(f"cannot read {hdr} ({exc.strerror or exc}).") from None
     dt_code = _num(study, "data_type", hdr, kind=int)
     if dt_code not in _TYPES:
-        raise InputError(f"{hdr}: data_type {dt_code} is not one of 1-7 (int8, int16, int32, float32 in either byte "
-                         "order); the header is damaged or the file is not an Inveon image.")
+        raise InputError(
+            f"{hdr}: data_type {dt_code} is not one of 1-7 (int8, int16, int32, float32 in either byte "
+            "order); the header is damaged or the file is not an Inveon image."
+        )
     dtype = np.dtype(_TYPES[dt_code])
     nx, ny, nz = (_num(study, k, hdr, kind=int) for k in ("x_dimension", "y_dimension", "z_dimension"))
-    if None in (nx, ny, nz) or min(nx, ny, nz) < 1 or nx * ny * nz > 2 ** 31:
+    if None in (nx, ny, nz) or min(nx, ny, nz) < 1 or nx * ny * nz > 2**31:
         raise InputError(f"{hdr}: x/y/z_dimension ({nx}, {ny}, {nz}) do not describe an image; fix the header.")
     n_frames = _num(study, "total_frames", hdr, default=max(len(frames), 1), kind=int)
     if n_frames < 1 or n_frames > 100000:
@@ -204,14 +215,17 @@ def read_inveon(path) -> Volume:
         try:
             offsets.append(int(ptr[-1]) + (int(ptr[0]) << 32 if len(ptr) > 1 else 0) if ptr else i * frame_bytes)
         except ValueError:
-            raise InputError(f"{hdr}: data_file_pointer of frame {i} is {fr.get('data_file_pointer')!r}; "
-                             "fix the header.") from None
+            raise InputError(
+                f"{hdr}: data_file_pointer of frame {i} is {fr.get('data_file_pointer')!r}; fix the header."
+            ) from None
     size = img.stat().st_size
     end = max(o + frame_bytes for o in offsets)
     if min(offsets) < 0 or size < end:
-        raise InputError(f"{img} holds {size} bytes but the header describes {n_frames} frame(s) of "
-                         f"{nx}x{ny}x{nz} {dtype.name} ending at byte {end}; the data file is short (an interrupted "
-                         "copy?): copy it again.")
+        raise InputError(
+            f"{img} holds {size} bytes but the header describes {n_frames} frame(s) of "
+            f"{nx}x{ny}x{nz} {dtype.name} ending at byte {end}; the data file is short (an interrupted "
+            "copy?): copy it again."
+        )
     # ---- voxel size (mm)
     px = _num(study, "pixel_size_x", hdr)
     py = _num(study, "pixel_size_y", hdr)
@@ -232,8 +246,10 @@ def read_inveon(path) -> Volume:
         pitch = _num(study, "axial_crystal_pitch", hdr)
         pz = plane * 10.0 if plane else (pitch * 10.0 / 2.0 if pitch else None)
     if px is None or pz is None or not (px > 0 and py > 0 and pz > 0):
-        raise InputError(f"{hdr}: the voxel size is missing or not positive (pixel_size_x/y/z in mm or pixel_size/"
-                         "axial_plane_size in cm); fix the header.")
+        raise InputError(
+            f"{hdr}: the voxel size is missing or not positive (pixel_size_x/y/z in mm or pixel_size/"
+            "axial_plane_size in cm); fix the header."
+        )
     pose_code = _num(study, "subject_orientation", hdr, default=0, kind=int)
     pose = INVEON_POSES.get(pose_code)
     from .bruker import subject_from_magnet
@@ -249,14 +265,15 @@ def read_inveon(path) -> Volume:
     affine = _LPS_TO_RAS @ lps
     # ---- values
     cal = _num(study, "calibration_factor", hdr, default=1.0)
-    branching = _num(study, "isotope_branching_fraction", hdr, default=None) or \
-        _num(study, "calibration_branching_fraction", hdr, default=1.0)
+    branching = _num(study, "isotope_branching_fraction", hdr, default=None) or _num(
+        study, "calibration_branching_fraction", hdr, default=1.0
+    )
     cal_units = _num(study, "calibration_units", hdr, default=0, kind=int)
     if not branching or branching <= 0 or branching > 1:
         raise InputError(f"{hdr}: isotope_branching_fraction {branching} is not in (0, 1]; fix the header.")
     unit_factor = {2: 1.0, 1: 37.0}.get(cal_units)
     scales = []
-    for i, fr in enumerate(frames):
+    for fr in frames:
         s = _num(fr, "scale_factor", hdr, default=1.0)
         scales.append(s * cal / branching * (unit_factor or 1.0))
     scales = np.asarray(scales, dtype=np.float64)
@@ -264,8 +281,11 @@ def read_inveon(path) -> Volume:
     contiguous = all(o == offsets[0] + i * frame_bytes for i, o in enumerate(offsets))
     if n_frames == 1:
         raw = np.memmap(img, dtype=dtype, mode="r", offset=offsets[0], shape=(nz, ny, nx))
-        data = (raw.astype(np.float32) * np.float32(scales[0])) if (scales[0] != 1.0 or dtype.kind != "f") else \
-            np.asarray(raw, dtype=np.float32)
+        data = (
+            (raw.astype(np.float32) * np.float32(scales[0]))
+            if (scales[0] != 1.0 or dtype.kind != "f")
+            else np.asarray(raw, dtype=np.float32)
+        )
     else:
         import dask.array as da
 
@@ -276,15 +296,28 @@ def read_inveon(path) -> Volume:
             raw = np.memmap(img, dtype=dtype, mode="r", offset=offsets[0], shape=(n_frames, nz, ny, nx))
             stack = da.from_array(raw, chunks=(1, nz, ny, nx), asarray=True, name=token)
         else:
-            parts = [da.from_array(np.memmap(img, dtype=dtype, mode="r", offset=o, shape=(nz, ny, nx)),
-                                   chunks=(nz, ny, nx), asarray=True, name=f"{token}-{i}")
-                     for i, o in enumerate(offsets)]
+            parts = [
+                da.from_array(
+                    np.memmap(img, dtype=dtype, mode="r", offset=o, shape=(nz, ny, nx)),
+                    chunks=(nz, ny, nx),
+                    asarray=True,
+                    name=f"{token}-{i}",
+                )
+                for i, o in enumerate(offsets)
+            ]
             stack = da.stack(parts)
         data = stack.astype(np.float32) * scales.astype(np.float32)[:, None, None, None]
     # ---- header fields as DICOM keywords
-    meta: dict = {"format": "inveon", "source_path": str(hdr), "voxel_size_source": voxel_source, "files": [str(hdr), str(img)], "Modality": modality,
-                  "inveon_header": dict(study), "inveon_frames": [dict(f) for f in frames],
-                  "activity_scale_per_frame": scales.tolist()}
+    meta: dict = {
+        "format": "inveon",
+        "source_path": str(hdr),
+        "voxel_size_source": voxel_source,
+        "files": [str(hdr), str(img)],
+        "Modality": modality,
+        "inveon_header": dict(study),
+        "inveon_frames": [dict(f) for f in frames],
+        "activity_scale_per_frame": scales.tolist(),
+    }
     unit = "a.u."
     if unit_factor is not None and modality in ("PT", "NM"):
         meta["Units"] = "BQML"
@@ -292,20 +325,24 @@ def read_inveon(path) -> Volume:
     elif modality in ("PT", "NM"):
         meta["Units"] = "CNTS"
         unit = "counts"
-        meta["calibration_note"] = (f"calibration_units {cal_units} is not Bq/cc (2) or nCi/cc (1): values are "
-                                    "uncalibrated")
+        meta["calibration_note"] = (
+            f"calibration_units {cal_units} is not Bq/cc (2) or nCi/cc (1): values are uncalibrated"
+        )
     if pose:
         meta["SubjectPosition"] = pose
     else:
-        meta["orientation_nominal"] = (f"subject_orientation {pose_code} is unknown: the image is placed as head-first "
-                                       "supine; check left/right and head/feet")
+        meta["orientation_nominal"] = (
+            f"subject_orientation {pose_code} is unknown: the image is placed as head-first "
+            "supine; check left/right and head/feet"
+        )
     scan = _time(study, "scan_time", hdr)
     inj = _time(study, "injection_time", hdr)
     applied = _num(study, "decay_correction_applied", hdr, default=None, kind=int)
     if applied is None:
         factors = [_num(fr, "decay_correction", hdr, default=1.0) for fr in frames]
-        applied = int(any(abs(f - 1.0) > 1e-9 for f in factors)) if any("decay_correction" in fr for fr in frames) \
-            else None
+        applied = (
+            int(any(abs(f - 1.0) > 1e-9 for f in factors)) if any("decay_correction" in fr for fr in frames) else None
+        )
     if applied is not None:
         meta["DecayCorrection"] = "START" if applied else "NONE"
     if scan is not None:
@@ -340,9 +377,16 @@ def read_inveon(path) -> Volume:
             meta["weight_note"] = f"subject_weight_units {w_units} unknown: the weight is read by the PET rules"
     if study.get("subject_identifier"):
         meta["PatientID"] = study["subject_identifier"].strip()
-    flags = [(k, c) for k, c in (("decay_correction_applied", "DECY"), ("attenuation_applied", "ATTN"),
-                                 ("normalization_applied", "NORM"), ("deadtime_correction_applied", "DTIM"),
-                                 ("scatter_correction", "SCAT"))]
+    flags = [
+        (k, c)
+        for k, c in (
+            ("decay_correction_applied", "DECY"),
+            ("attenuation_applied", "ATTN"),
+            ("normalization_applied", "NORM"),
+            ("deadtime_correction_applied", "DTIM"),
+            ("scatter_correction", "SCAT"),
+        )
+    ]
     if "attenuation_applied" in study:
         meta["CorrectedImage"] = [c for k, c in flags if _num(study, k, hdr, default=0, kind=int)]
     frame_info = []
@@ -350,11 +394,17 @@ def read_inveon(path) -> Volume:
         start = _num(fr, "frame_start", hdr, default=0.0)
         dur = _num(fr, "frame_duration", hdr, default=0.0)
         if not (-1e7 < start < 1e7 and 0 <= dur < 1e7):  # 1e7 s: four months
-            raise InputError(f"{hdr}: frame {i} starts at {start} s and lasts {dur} s; that is not a frame of a "
-                             "scan: fix the header.")
-        entry = {"FrameReferenceTime": 1000.0 * (start + dur / 2.0), "ActualFrameDuration": 1000.0 * dur,
-                 "frame_start_s": start, "frame_duration_s": dur,
-                 "DecayFactor": _num(fr, "decay_correction", hdr, default=1.0)}
+            raise InputError(
+                f"{hdr}: frame {i} starts at {start} s and lasts {dur} s; that is not a frame of a "
+                "scan: fix the header."
+            )
+        entry = {
+            "FrameReferenceTime": 1000.0 * (start + dur / 2.0),
+            "ActualFrameDuration": 1000.0 * dur,
+            "frame_start_s": start,
+            "frame_duration_s": dur,
+            "DecayFactor": _num(fr, "decay_correction", hdr, default=1.0),
+        }
         if scan is not None:
             entry["AcquisitionDate"], entry["AcquisitionTime"] = _dicom_dt(scan + _dt.timedelta(seconds=start))
         frame_info.append(entry)
@@ -366,13 +416,15 @@ def read_inveon(path) -> Volume:
         meta["leading_axis"] = "time"
         meta["frames"] = frame_info
         if scan is not None:
-            meta["AcquisitionDate"], meta["AcquisitionTime"] = frame_info[0]["AcquisitionDate"], \
-                frame_info[0]["AcquisitionTime"]
+            meta["AcquisitionDate"], meta["AcquisitionTime"] = (
+                frame_info[0]["AcquisitionDate"],
+                frame_info[0]["AcquisitionTime"],
+            )
     name = study.get("study_identifier") or img.name
     return Volume(data=data, affine=affine, modality=modality, unit=unit, metadata=meta, name=str(name).strip())
 
 
-def select_frames(volume: Volume, first: int, last: Optional[int] = None) -> Volume:
+def select_frames(volume: Volume, first: int, last: int | None = None) -> Volume:
     """One frame, or the duration-weighted mean of frames ``first..last`` (inclusive), of a dynamic volume.
 
     The timing fields become those of the window (acquisition start of the
@@ -396,9 +448,10 @@ def select_frames(volume: Volume, first: int, last: Optional[int] = None) -> Vol
     frames = volume.metadata.get("frames") or [{} for _ in range(n)]
     durs = np.array([float(frames[i].get("ActualFrameDuration") or 0.0) for i in range(first, last + 1)])
     weights = durs / durs.sum() if durs.sum() > 0 else np.full(len(durs), 1.0 / len(durs))
-    block = volume.data[first:last + 1]
-    data = np.asarray(sum(np.asarray(block[k], dtype=np.float32) * np.float32(w) for k, w in enumerate(weights)),
-                      dtype=np.float32)
+    block = volume.data[first : last + 1]
+    data = np.asarray(
+        sum(np.asarray(block[k], dtype=np.float32) * np.float32(w) for k, w in enumerate(weights)), dtype=np.float32
+    )
     meta = dict(volume.metadata)
     meta.pop("leading_axis", None)
     meta.pop("frames", None)
@@ -414,7 +467,7 @@ def select_frames(volume: Volume, first: int, last: Optional[int] = None) -> Vol
     return volume.replace(data=data, metadata=meta, name=name)
 
 
-def choose_frames(volume: Volume, text: Optional[str], label: str = "PET") -> Volume:
+def choose_frames(volume: Volume, text: str | None, label: str = "PET") -> Volume:
     """The frame ``"N"`` or window ``"A-B"`` (0-based, inclusive) of a dynamic volume, as ``--frames`` gives it.
 
     Examples
@@ -427,8 +480,10 @@ def choose_frames(volume: Volume, text: Optional[str], label: str = "PET") -> Vo
     """
     n = volume.data.shape[0] if volume.data.ndim == 4 else 1
     if text is None or not str(text).strip():
-        raise InputError(f"{label} is dynamic ({n} {volume.metadata.get('leading_axis', 'time')} frames); choose a "
-                         f"frame or a window with --frames N or --frames A-B (0 to {n - 1}).")
+        raise InputError(
+            f"{label} is dynamic ({n} {volume.metadata.get('leading_axis', 'time')} frames); choose a "
+            f"frame or a window with --frames N or --frames A-B (0 to {n - 1})."
+        )
     parts = str(text).replace(" ", "").split("-")
     try:
         first, last = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)

@@ -54,14 +54,16 @@ def read_itk_image(path) -> Volume:
         reader.ReadImageInformation()
         dim = reader.GetDimension()
         n_vox = int(np.prod(reader.GetSize()))
-        if n_vox > 2 ** 31:
+        if n_vox > 2**31:
             raise InputError(f"{p} declares {n_vox} voxels ({list(reader.GetSize())}); that is not a plausible image.")
         image = reader.Execute()
     except RuntimeError as exc:
         text = " ".join(str(exc).split())
-        hint = text[text.rfind(":") + 1:].strip()[:100] if ":" in text else text[:100]
-        raise InputError(f"{p} cannot be read as {'NRRD' if p.suffix.lower() in ('.nrrd', '.nhdr') else 'MetaImage'} "
-                         f"({hint}); the file (or its detached data file) is damaged or missing.") from None
+        hint = text[text.rfind(":") + 1 :].strip()[:100] if ":" in text else text[:100]
+        raise InputError(
+            f"{p} cannot be read as {'NRRD' if p.suffix.lower() in ('.nrrd', '.nhdr') else 'MetaImage'} "
+            f"({hint}); the file (or its detached data file) is damaged or missing."
+        ) from None
     if dim not in (2, 3, 4):
         raise InputError(f"{p} is a {dim}D image; give a 3D (or 3D + time) image.")
     if dim == 2:
@@ -69,8 +71,12 @@ def read_itk_image(path) -> Volume:
     spacing = np.array(image.GetSpacing(), float)
     origin = np.array(image.GetOrigin(), float)
     direction = np.array(image.GetDirection(), float).reshape(dim, dim)
-    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0) and np.all(np.isfinite(origin))
-            and np.all(np.isfinite(direction))):
+    if not (
+        np.all(np.isfinite(spacing))
+        and np.all(spacing > 0)
+        and np.all(np.isfinite(origin))
+        and np.all(np.isfinite(direction))
+    ):
         raise InputError(f"{p}: spacing {spacing.tolist()} / origin / direction are not valid numbers; fix the header.")
     data = sitk.GetArrayViewFromImage(image)  # (k, j, i[, components]) or (t, k, j, i)
     meta = {"format": "nrrd" if p.suffix.lower() in (".nrrd", ".nhdr") else "metaimage", "source_path": str(p)}
@@ -95,5 +101,11 @@ def read_itk_image(path) -> Volume:
     for key in reader.GetMetaDataKeys():
         if key.lower() in ("space", "nrrd_space", "anatomicalorientation"):
             meta[f"header_{key}"] = reader.GetMetaData(key)
-    return Volume(data=np.array(data), affine=_LPS_TO_RAS @ lps, modality="OT", unit="a.u.", metadata=meta,
-                  name=p.name.split(".")[0])
+    return Volume(
+        data=np.array(data),
+        affine=_LPS_TO_RAS @ lps,
+        modality="OT",
+        unit="a.u.",
+        metadata=meta,
+        name=p.name.split(".")[0],
+    )

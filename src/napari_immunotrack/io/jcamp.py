@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +66,10 @@ _MAX_RUN = 1 << 22  # values a run-length group may expand to (a 2048x2048 frame
 def _expand(match) -> str:
     count = int(match.group(1))
     if count > _MAX_RUN:
-        raise InputError(f"a ParaVision parameter repeats a value {count} times (@{count}*(...)); the parameter "
-                         "file is damaged: copy the scan folder again.")
+        raise InputError(
+            f"a ParaVision parameter repeats a value {count} times (@{count}*(...)); the parameter "
+            "file is damaged: copy the scan folder again."
+        )
     return " ".join([match.group(2).strip()] * count)
 
 
@@ -102,7 +104,7 @@ def _value(raw: str) -> Any:
     return _scalar(raw)
 
 
-def parse_jcamp(text: str) -> Dict[str, Any]:
+def parse_jcamp(text: str) -> dict[str, Any]:
     """Parameters of a JCAMP-DX text as a dict (``$`` dropped from the names).
 
     Parameters
@@ -115,7 +117,7 @@ def parse_jcamp(text: str) -> Dict[str, Any]:
     dict
         name -> int, float, str, tuple (struct), list or NumPy array.
     """
-    params: Dict[str, Any] = {}
+    params: dict[str, Any] = {}
     lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if not ln.startswith("$$")]
     records = re.split(r"(?m)^##", "\n".join(lines))
     for rec in records[1:]:
@@ -132,7 +134,7 @@ def parse_jcamp(text: str) -> Dict[str, Any]:
     return params
 
 
-def read_jcamp(path) -> Dict[str, Any]:
+def read_jcamp(path) -> dict[str, Any]:
     """Parse a ParaVision parameter file; InputError when it is not JCAMP-DX text."""
     p = Path(path)
     try:

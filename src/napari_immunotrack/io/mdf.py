@@ -25,7 +25,6 @@ See docs/methods/scanner-formats.md#mdf.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
@@ -53,8 +52,10 @@ def _read(group, name, where):
     try:
         return group[name][()]
     except Exception as exc:  # h5py raises OSError/KeyError/TypeError on damaged datasets
-        raise InputError(f"{where}: /reconstruction/{name} cannot be read ({' '.join(str(exc).split())[:80]}); "
-                         "the file is damaged: export it again.") from None
+        raise InputError(
+            f"{where}: /reconstruction/{name} cannot be read ({' '.join(str(exc).split())[:80]}); "
+            "the file is damaged: export it again."
+        ) from None
 
 
 def _text(value) -> str:
@@ -65,7 +66,7 @@ def _text(value) -> str:
     return str(value)
 
 
-def read_mdf(path) -> List[Volume]:
+def read_mdf(path) -> list[Volume]:
     """The reconstructed image(s) of an MDF file as Volumes (modality "MPI").
 
     Parameters
@@ -93,16 +94,19 @@ def read_mdf(path) -> List[Volume]:
     try:
         import h5py
     except ImportError:
-        raise InputError(f"{p} is an MDF (HDF5) file and reading it needs h5py; install it (pip install h5py).") \
-            from None
+        raise InputError(
+            f"{p} is an MDF (HDF5) file and reading it needs h5py; install it (pip install h5py)."
+        ) from None
     try:
         f = h5py.File(p, "r")
     except OSError:
         raise InputError(f"{p} is not a readable HDF5/MDF file (damaged or truncated); export it again.") from None
     with f:
         if "reconstruction" not in f or "data" not in f["reconstruction"]:
-            raise InputError(f"{p} is an MDF file without /reconstruction/data (measurement or calibration data "
-                             "only); reconstruct it first (e.g. MPIReco.jl) and give the reconstruction file.")
+            raise InputError(
+                f"{p} is an MDF file without /reconstruction/data (measurement or calibration data "
+                "only); reconstruct it first (e.g. MPIReco.jl) and give the reconstruction file."
+            )
         g = f["reconstruction"]
         data = _read(g, "data", p)
         size = _read(g, "size", p)
@@ -118,14 +122,18 @@ def read_mdf(path) -> List[Volume]:
         tracer_name = _text(tracer["name"][()]) if tracer is not None and "name" in tracer else None
         uuid = _text(f["uuid"][()]) if "uuid" in f else None
     if size is None or fov is None:
-        raise InputError(f"{p}: /reconstruction has no size or fieldOfView, so the image cannot be placed; "
-                         "export it again with its grid.")
+        raise InputError(
+            f"{p}: /reconstruction has no size or fieldOfView, so the image cannot be placed; "
+            "export it again with its grid."
+        )
     size = np.asarray(size).ravel()
     fov = np.asarray(fov, float).ravel()
     centre = np.zeros(3) if centre is None else np.asarray(centre, float).ravel()
     if size.size != 3 or fov.size != 3 or centre.size != 3:
-        raise InputError(f"{p}: size, fieldOfView and fieldOfViewCenter must hold 3 values each "
-                         f"(got {size.size}, {fov.size}, {centre.size}); the file is damaged.")
+        raise InputError(
+            f"{p}: size, fieldOfView and fieldOfViewCenter must hold 3 values each "
+            f"(got {size.size}, {fov.size}, {centre.size}); the file is damaged."
+        )
     if not (np.all(np.isfinite(fov)) and np.all(np.isfinite(centre)) and np.all(fov > 0) and np.all(size >= 1)):
         raise InputError(f"{p}: fieldOfView {fov.tolist()} m / size {size.tolist()} are not a grid; fix the file.")
     if sorted(order.lower()) != ["x", "y", "z"]:
@@ -138,8 +146,10 @@ def read_mdf(path) -> List[Volume]:
     elif data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3 or data.shape[1] != n_vox:
-        raise InputError(f"{p}: /reconstruction/data has shape {data.shape} but the grid {size.tolist()} holds "
-                         f"{n_vox} voxels (expected frames x voxels x channels); the file is damaged.")
+        raise InputError(
+            f"{p}: /reconstruction/data has shape {data.shape} but the grid {size.tolist()} holds "
+            f"{n_vox} voxels (expected frames x voxels x channels); the file is damaged."
+        )
     notes = {}
     if np.iscomplexobj(data):
         if np.abs(data.imag).max(initial=0) > 1e-6 * max(np.abs(data.real).max(initial=0), 1e-30):
@@ -152,7 +162,7 @@ def read_mdf(path) -> List[Volume]:
     data = data.astype(np.float32)
     # voxel order: the first letter of `order` varies fastest
     order = order.lower()
-    axes_slow_to_fast = list(reversed(order))                 # e.g. ['z', 'y', 'x']
+    axes_slow_to_fast = list(reversed(order))  # e.g. ['z', 'y', 'x']
     counts = {a: int(size["xyz".index(a)]) for a in "xyz"}
     steps_mm = fov * 1000.0 / size
     first_mm = centre * 1000.0 - fov * 1000.0 / 2.0 + steps_mm / 2.0
@@ -164,10 +174,17 @@ def read_mdf(path) -> List[Volume]:
     affine[:3, 3] = first_mm
     shape3 = tuple(counts[a] for a in axes_slow_to_fast)
     q, _, s = data.shape
-    meta = {"format": "mdf", "source_path": str(p), "Modality": "MPI", "mdf_order": order,
-            "fieldOfView_m": fov.tolist(), "fieldOfViewCenter_m": centre.tolist(),
-            "orientation_nominal": "MDF defines no patient frame: scanner x, y, z are drawn as R, A, S; "
-                                   "register the MPI to the anatomy", **notes}
+    meta = {
+        "format": "mdf",
+        "source_path": str(p),
+        "Modality": "MPI",
+        "mdf_order": order,
+        "fieldOfView_m": fov.tolist(),
+        "fieldOfViewCenter_m": centre.tolist(),
+        "orientation_nominal": "MDF defines no patient frame: scanner x, y, z are drawn as R, A, S; "
+        "register the MPI to the anatomy",
+        **notes,
+    }
     if tracer_name:
         meta["tracer"] = tracer_name
     if uuid:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..affines import REVERSE_AXES, reverse_index_order
 from ..errors import ImmunotrackWarning, InputError
 from ..outputs import atomic_output, write_sidecar
-from ..affines import REVERSE_AXES, reverse_index_order
 from ..volume import Volume, as_labels
 from . import captured_log
 
@@ -67,6 +67,7 @@ def _compression_mismatch(path: Path) -> str:
                 inner = fh.read(352)
     except (OSError, EOFError, zlib.error):  # a damaged gzip stream: not a naming mistake
         return ""
+
     # a NIfTI-1 header says 348 in its first 4 bytes, a NIfTI-2 header 540 (either byte order)
     def is_nifti(block: bytes) -> bool:
         return block[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c", b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
@@ -108,13 +109,22 @@ def _choose_affine(header, path: Path, allow_unknown_orientation: bool):
             f"{path} has no valid orientation (sform and qform codes are 0), so its position in the scanner "
             "is unknown; fix the header or load it with allow_unknown_orientation=True."
         )
-    warnings.warn(f"{path}: no orientation in the header (sform and qform codes 0); placed by its voxel sizes "
-                  "only, so its position relative to other images is unknown.", ImmunotrackWarning, stacklevel=3)
+    warnings.warn(
+        f"{path}: no orientation in the header (sform and qform codes 0); placed by its voxel sizes "
+        "only, so its position relative to other images is unknown.",
+        ImmunotrackWarning,
+        stacklevel=3,
+    )
     return header.get_base_affine(), "voxel sizes only (orientation unknown)"
 
 
-def read_nifti(path, modality: str | None = None, unit: str | None = None,
-               allow_unknown_orientation: bool = False, lazy: bool = False) -> Volume:
+def read_nifti(
+    path,
+    modality: str | None = None,
+    unit: str | None = None,
+    allow_unknown_orientation: bool = False,
+    lazy: bool = False,
+) -> Volume:
     """Read a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into a Volume.
 
     Parameters
@@ -165,15 +175,17 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
         mismatch = _compression_mismatch(path)
         if mismatch:
             raise InputError(f"{path} {mismatch}") from None
-        raise InputError(f"{path} is not a readable NIfTI file ({_short(exc)}); "
-                         "check that the file is complete and not corrupt.") from None
+        raise InputError(
+            f"{path} is not a readable NIfTI file ({_short(exc)}); check that the file is complete and not corrupt."
+        ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) or isinstance(img, nib.Cifti2Image):
         raise InputError(f"{path} is not a NIfTI-1/2 volume ({type(img).__name__}); convert it to NIfTI first.")
     header = img.header
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3:
-        raise InputError(f"{path} is a {len(shape)}D image {shape}; a 3D volume is needed "
-                         "(save single slices as 3D with one slice).")
+        raise InputError(
+            f"{path} is a {len(shape)}D image {shape}; a 3D volume is needed (save single slices as 3D with one slice)."
+        )
     if any(s < 1 for s in shape):
         raise InputError(f"{path} is empty (shape {shape}); the header is broken: export the image again.")
     zooms = [float(z) for z in header.get_zooms()]
@@ -182,33 +194,46 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     affine_ijk, affine_source = _choose_affine(header, path, allow_unknown_orientation)
     if affine_source != "sform" and any("pixdim" in m and "non-zero" in m for m in repairs):
         # nibabel set the zero voxel sizes to 1 mm: a guess the placement would rest on
-        raise InputError(f"{path} has a zero voxel size in pixdim and no sform, so its geometry is unknown; "
-                         "fix pixdim in the header.")
+        raise InputError(
+            f"{path} has a zero voxel size in pixdim and no sform, so its geometry is unknown; "
+            "fix pixdim in the header."
+        )
     minimum = int(getattr(type(header), "single_vox_offset", 0))
     offset = getattr(img.dataobj, "offset", minimum)  # where nibabel will read the voxels from
     if offset < minimum:
-        raise InputError(f"{path}: vox_offset {offset} points inside the header (a .nii file's "
-                         f"voxels start at byte {minimum} or later), so the voxels would be read from the header; "
-                         "the file was written wrongly: export it again.")
+        raise InputError(
+            f"{path}: vox_offset {offset} points inside the header (a .nii file's "
+            f"voxels start at byte {minimum} or later), so the voxels would be read from the header; "
+            "the file was written wrongly: export it again."
+        )
     if not np.all(np.isfinite(affine_ijk)):
-        raise InputError(f"{path} has non-finite values in its {affine_source}; the file's geometry is broken: "
-                         "fix the header or export the image again.")
+        raise InputError(
+            f"{path} has non-finite values in its {affine_source}; the file's geometry is broken: "
+            "fix the header or export the image again."
+        )
     try:
         space_unit, time_unit = header.get_xyzt_units()
     except KeyError:  # a unit code NIfTI does not define (nibabel raises KeyError)
         raw = int(header["xyzt_units"])
         if raw % 8 not in (0, 1, 2, 3):
-            raise InputError(f"{path} has an invalid spatial unit code {raw % 8} (xyzt_units {raw}); "
-                             "fix the header (2 = millimetres).") from None
+            raise InputError(
+                f"{path} has an invalid spatial unit code {raw % 8} (xyzt_units {raw}); "
+                "fix the header (2 = millimetres)."
+            ) from None
         space_unit, time_unit = nib.nifti1.unit_codes.label[raw % 8], "unknown"
     to_mm = _SPACE_TO_MM.get(space_unit, 1.0)
     if to_mm != 1.0:
         # the affine is in the header's unit: scale rotation/zoom and translation alike
         affine_ijk = affine_ijk.copy()
         affine_ijk[:3, :] *= to_mm
-    meta = {"source_path": str(path), "format": "nifti2" if isinstance(img, nib.Nifti2Image) else "nifti1",
-            "sform_code": int(header["sform_code"]), "qform_code": int(header["qform_code"]),
-            "affine_source": affine_source, "spatial_unit_in_file": space_unit}
+    meta = {
+        "source_path": str(path),
+        "format": "nifti2" if isinstance(img, nib.Nifti2Image) else "nifti1",
+        "sform_code": int(header["sform_code"]),
+        "qform_code": int(header["qform_code"]),
+        "affine_source": affine_source,
+        "spatial_unit_in_file": space_unit,
+    }
     if affine_source.startswith("voxel"):
         meta["orientation_unknown"] = True
     descrip = header["descrip"].item()
@@ -217,8 +242,9 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
     if descrip:
         meta["descrip"] = descrip
     if img.get_data_dtype().fields is not None:
-        raise InputError(f"{path} holds RGB or structured voxels ({img.get_data_dtype()}); "
-                         "convert it to a grey-scale volume first.")
+        raise InputError(
+            f"{path} holds RGB or structured voxels ({img.get_data_dtype()}); convert it to a grey-scale volume first."
+        )
     try:
         if lazy:
             import dask.array as da
@@ -229,8 +255,10 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
             if not data.dtype.isnative:  # big-endian files: napari and vispy want native order
                 data = data.astype(data.dtype.newbyteorder("="))
     except Exception as exc:
-        raise InputError(f"{path}: the image data cannot be read ({_short(exc)}); "
-                         "the file is probably truncated or corrupt: copy or export it again.") from None
+        raise InputError(
+            f"{path}: the image data cannot be read ({_short(exc)}); "
+            "the file is probably truncated or corrupt: copy or export it again."
+        ) from None
     # drop trailing axes of length 1 (x, y, z, 1) -> (x, y, z)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -249,11 +277,17 @@ def read_nifti(path, modality: str | None = None, unit: str | None = None,
         data = data.transpose(2, 1, 0)
     meta.update(side)
     if data.ndim == 4:  # BIDS lists (seconds) under unit-explicit keys for the relaxometry fits
-        for key, out, to_unit in (("EchoTime", "echo_times_ms", 1000.0), ("InversionTime", "inversion_times_ms", 1000.0),
-                                  ("FlipAngle", "flip_angles_deg", 1.0)):
+        for key, out, to_unit in (
+            ("EchoTime", "echo_times_ms", 1000.0),
+            ("InversionTime", "inversion_times_ms", 1000.0),
+            ("FlipAngle", "flip_angles_deg", 1.0),
+        ):
             values = side.get(key)
-            if isinstance(values, list) and len(values) == data.shape[0] and \
-                    all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if (
+                isinstance(values, list)
+                and len(values) == data.shape[0]
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            ):
                 meta[out] = [float(v) * to_unit for v in values]
     for message in repairs:  # shown only for a file that opens; a refused file gets its one error line
         warnings.warn(f"{path}: header repaired on reading: {message}", ImmunotrackWarning, stacklevel=2)
@@ -293,8 +327,14 @@ def _nifti_dtype(data: np.ndarray, labels: bool) -> np.dtype:
     return data.dtype
 
 
-def write_nifti(volume: Volume, path, overwrite: bool = False, provenance: dict | None = None,
-                labels: bool = False, description: str | None = None) -> Path:
+def write_nifti(
+    volume: Volume,
+    path,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+    labels: bool = False,
+    description: str | None = None,
+) -> Path:
     """Write ``volume`` to NIfTI atomically, with exactly its grid and affine.
 
     Parameters

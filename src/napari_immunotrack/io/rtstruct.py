@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
@@ -66,8 +65,8 @@ def even_odd_mask(polygons, shape) -> np.ndarray:
         r0, c0 = p[:, 0], p[:, 1]
         r1, c1 = np.roll(r0, -1), np.roll(c0, -1)
         lo, hi = np.minimum(r0, r1), np.maximum(r0, r1)
-        first = np.clip(np.ceil(lo), 0, rows).astype(np.int64)   # rows whose centres the edge crosses
-        last = np.clip(np.ceil(hi), 0, rows).astype(np.int64)    # (exclusive)
+        first = np.clip(np.ceil(lo), 0, rows).astype(np.int64)  # rows whose centres the edge crosses
+        last = np.clip(np.ceil(hi), 0, rows).astype(np.int64)  # (exclusive)
         n = last - first
         keep = n > 0
         if not np.any(keep):
@@ -76,7 +75,7 @@ def even_odd_mask(polygons, shape) -> np.ndarray:
         offsets = np.arange(edge.size) - np.repeat(np.cumsum(n[keep]) - n[keep], n[keep])
         y = first[edge] + offsets
         x = c0[edge] + (y - r0[edge]) * (c1[edge] - c0[edge]) / (r1[edge] - r0[edge])
-        start = np.clip(np.ceil(x), 0, cols).astype(np.int64)    # centres at or right of the crossing
+        start = np.clip(np.ceil(x), 0, cols).astype(np.int64)  # centres at or right of the crossing
         np.add.at(counts, (y, start), 1)
     return (np.cumsum(counts, axis=1)[:, :cols] % 2) == 1
 
@@ -89,11 +88,13 @@ def _read(path: Path):
             warnings.simplefilter("ignore")
             return pydicom.dcmread(str(path))
     except Exception as exc:
-        raise InputError(f"{path}: not a readable DICOM RTSTRUCT ({' '.join(str(exc).split())[:100]}); export the "
-                         "structure set again.") from None
+        raise InputError(
+            f"{path}: not a readable DICOM RTSTRUCT ({' '.join(str(exc).split())[:100]}); export the "
+            "structure set again."
+        ) from None
 
 
-def referenced_series_uids(ds) -> List[str]:
+def referenced_series_uids(ds) -> list[str]:
     """SeriesInstanceUIDs an RT structure set was drawn on (ReferencedFrameOfReferenceSequence)."""
     uids = []
     for frame in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
@@ -136,8 +137,10 @@ def read_rtstruct(path, reference=None) -> Volume:
     except InputError:
         raise
     except Exception as exc:  # pydicom parses elements lazily: a damaged one raises here, of many types
-        raise InputError(f"{path}: the RTSTRUCT is damaged ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:120]}); export the structure set again.") from None
+        raise InputError(
+            f"{path}: the RTSTRUCT is damaged ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:120]}); export the structure set again."
+        ) from None
 
 
 def _rasterise(ds, path: Path, reference) -> Volume:
@@ -148,9 +151,11 @@ def _rasterise(ds, path: Path, reference) -> Volume:
         reference = find_reference(path, series_uids)  # stored beside it, as exports do
     if reference is None:
         what = f"series {series_uids[0]}" if series_uids else "the series it was drawn on"
-        raise InputError(f"{path}: an RTSTRUCT's contours have no voxel grid and the image series they were drawn "
-                         f"on ({what}) is not beside it; give that series with --reference "
-                         "(load_volume(rtstruct, reference=folder)).")
+        raise InputError(
+            f"{path}: an RTSTRUCT's contours have no voxel grid and the image series they were drawn "
+            f"on ({what}) is not beside it; give that series with --reference "
+            "(load_volume(rtstruct, reference=folder))."
+        )
     frames = ds.get("ReferencedFrameOfReferenceSequence") or []
     frame_uid = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""
     ref = reference_volume(reference, series_uids, frame_uid, path, "RTSTRUCT")
@@ -160,12 +165,15 @@ def _rasterise(ds, path: Path, reference) -> Volume:
         try:
             names[int(item.ROINumber)] = str(item.get("ROIName", "") or f"ROI {int(item.ROINumber)}")
         except (TypeError, ValueError, AttributeError):
-            raise InputError(f"{path}: a StructureSetROISequence item has no valid ROINumber; the structure set is "
-                             "damaged: export it again.") from None
+            raise InputError(
+                f"{path}: a StructureSetROISequence item has no valid ROINumber; the structure set is "
+                "damaged: export it again."
+            ) from None
     contours_of = ds.get("ROIContourSequence", []) or []
     if not contours_of:
-        raise InputError(f"{path}: the structure set has no ROIContourSequence (no contours); export it with its "
-                         "contours.")
+        raise InputError(
+            f"{path}: the structure set has no ROIContourSequence (no contours); export it with its contours."
+        )
     numbers = [int(c.get("ReferencedROINumber", 0) or 0) for c in contours_of]
     dtype = np.uint16 if max(numbers + [0]) > 255 else np.uint8
     labels = np.zeros(shape, dtype)
@@ -173,8 +181,10 @@ def _rasterise(ds, path: Path, reference) -> Volume:
     rois, overlap = [], 0
     for roi, number in zip(contours_of, numbers):
         if number <= 0:
-            raise InputError(f"{path}: an ROIContourSequence item has no valid ReferencedROINumber; the structure "
-                             "set is damaged: export it again.")
+            raise InputError(
+                f"{path}: an ROIContourSequence item has no valid ReferencedROINumber; the structure "
+                "set is damaged: export it again."
+            )
         planes = {}
         used, off_plane, skipped_types = 0, 0, set()
         for contour in roi.get("ContourSequence", []) or []:
@@ -185,11 +195,15 @@ def _rasterise(ds, path: Path, reference) -> Volume:
             try:
                 points = np.asarray([float(v) for v in contour.ContourData], float)
             except (AttributeError, TypeError, ValueError):
-                raise InputError(f"{path}: ROI {number} has a contour without valid ContourData; the structure set "
-                                 "is damaged: export it again.") from None
+                raise InputError(
+                    f"{path}: ROI {number} has a contour without valid ContourData; the structure set "
+                    "is damaged: export it again."
+                ) from None
             if points.size < 9 or points.size % 3 or not np.all(np.isfinite(points)):
-                raise InputError(f"{path}: ROI {number} has a contour of {points.size} numbers (needs 3 per point, "
-                                 "at least 3 points); the structure set is damaged: export it again.")
+                raise InputError(
+                    f"{path}: ROI {number} has a contour of {points.size} numbers (needs 3 per point, "
+                    "at least 3 points); the structure set is damaged: export it again."
+                )
             ras = points.reshape(-1, 3) * [-1.0, -1.0, 1.0]
             index = (to_index @ np.c_[ras, np.ones(len(ras))].T).T[:, :3]  # (slice, row, column)
             k = float(np.mean(index[:, 0]))
@@ -203,27 +217,52 @@ def _rasterise(ds, path: Path, reference) -> Volume:
             mask = even_odd_mask(polygons, shape[1:])  # nested contours are holes, islands in holes are in
             overlap += int(np.count_nonzero(labels[s][mask]))
             labels[s][mask] = number
-        rois.append({"number": number, "name": names.get(number, f"ROI {number}"), "contours": used,
-                     "contours_off_slices": off_plane})
+        rois.append(
+            {
+                "number": number,
+                "name": names.get(number, f"ROI {number}"),
+                "contours": used,
+                "contours_off_slices": off_plane,
+            }
+        )
         if off_plane:
-            warnings.warn(f"{path}: {off_plane} contour(s) of ROI {number} ({names.get(number, '')}) do not lie on a "
-                          "slice of the reference series (or lie outside it) and are not drawn; check that the "
-                          "reference is the series the contours were drawn on.", ImmunotrackWarning)
+            warnings.warn(
+                f"{path}: {off_plane} contour(s) of ROI {number} ({names.get(number, '')}) do not lie on a "
+                "slice of the reference series (or lie outside it) and are not drawn; check that the "
+                "reference is the series the contours were drawn on.",
+                ImmunotrackWarning,
+                stacklevel=2,
+            )
         if skipped_types:
-            warnings.warn(f"{path}: ROI {number} has {', '.join(sorted(skipped_types))} contours, which enclose no "
-                          "area; they are not drawn.", ImmunotrackWarning)
+            warnings.warn(
+                f"{path}: ROI {number} has {', '.join(sorted(skipped_types))} contours, which enclose no "
+                "area; they are not drawn.",
+                ImmunotrackWarning,
+                stacklevel=2,
+            )
     if overlap:
-        warnings.warn(f"{path}: {overlap} voxel(s) belong to more than one ROI; each takes the later ROI in the file.",
-                      ImmunotrackWarning)
+        warnings.warn(
+            f"{path}: {overlap} voxel(s) belong to more than one ROI; each takes the later ROI in the file.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     volume = Volume(labels, ref.affine.copy(), "SEG", "label", name=path.stem)
-    volume.metadata.update({
-        "label_names": {r["number"]: r["name"] for r in rois}, "rois": rois, "source_path": str(path),
-        "format": "dicom-rtstruct", "Modality": "RTSTRUCT", "SOPInstanceUID": str(ds.get("SOPInstanceUID", "")),
-        "SeriesInstanceUID": str(ds.get("SeriesInstanceUID", "")), "FrameOfReferenceUID": frame_uid,
-        "ReferencedSeriesInstanceUID": series_uids[0] if series_uids else "", "files": [str(path)],
-        "reference_path": str(ref.metadata.get("source_path", reference)),
-        "StructureSetLabel": str(ds.get("StructureSetLabel", "") or ""),
-    })
+    volume.metadata.update(
+        {
+            "label_names": {r["number"]: r["name"] for r in rois},
+            "rois": rois,
+            "source_path": str(path),
+            "format": "dicom-rtstruct",
+            "Modality": "RTSTRUCT",
+            "SOPInstanceUID": str(ds.get("SOPInstanceUID", "")),
+            "SeriesInstanceUID": str(ds.get("SeriesInstanceUID", "")),
+            "FrameOfReferenceUID": frame_uid,
+            "ReferencedSeriesInstanceUID": series_uids[0] if series_uids else "",
+            "files": [str(path)],
+            "reference_path": str(ref.metadata.get("source_path", reference)),
+            "StructureSetLabel": str(ds.get("StructureSetLabel", "") or ""),
+        }
+    )
     return volume
 
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -51,15 +51,32 @@ from . import captured_log
 
 #: length units to millimetres (OME's UnitsLength symbols, ImageJ's spellings)
 _TO_MM = {
-    "pm": 1e-9, "Å": 1e-7, "angstrom": 1e-7, "nm": 1e-6, "nanometer": 1e-6,
-    "µm": 1e-3, "μm": 1e-3, "um": 1e-3, "micron": 1e-3, "microns": 1e-3, "micrometer": 1e-3, "\\u00b5m": 1e-3,
-    "mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0, "dm": 100.0, "m": 1000.0, "meter": 1000.0,
-    "in": 25.4, "inch": 25.4,
+    "pm": 1e-9,
+    "Å": 1e-7,
+    "angstrom": 1e-7,
+    "nm": 1e-6,
+    "nanometer": 1e-6,
+    "µm": 1e-3,
+    "μm": 1e-3,
+    "um": 1e-3,
+    "micron": 1e-3,
+    "microns": 1e-3,
+    "micrometer": 1e-3,
+    "\\u00b5m": 1e-3,
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "cm": 10.0,
+    "centimeter": 10.0,
+    "dm": 100.0,
+    "m": 1000.0,
+    "meter": 1000.0,
+    "in": 25.4,
+    "inch": 25.4,
 }
 _SCREEN_DPI = (72.0, 96.0)
 
 
-def _unit_to_mm(unit, default: Optional[str] = None) -> Optional[float]:
+def _unit_to_mm(unit, default: str | None = None) -> float | None:
     if unit is None or str(unit).strip() == "":
         unit = default
     if unit is None:
@@ -114,7 +131,7 @@ def _ome_geometry(xml_text: str, series: int, channel_count: int):
     return sizes, origin, names
 
 
-def _resolution_mm(page, unit_to_mm: Optional[float]):
+def _resolution_mm(page, unit_to_mm: float | None):
     """(y, x) pixel size in mm from X/YResolution (pixels per unit), or None."""
     try:
         xres = page.tags["XResolution"].value
@@ -181,14 +198,23 @@ def _normalise_axes(data, axes: str):
         mapped.append(a)
     axes = "".join(mapped)
     if "Y" not in axes or "X" not in axes or len(set(axes)) != len(axes) or set(axes) - set("CTZYX"):
-        raise InputError(f"the image's axes {axes!r} cannot be read as (channel, time, z, y, x); "
-                         "save it as an OME-TIFF with named axes.")
+        raise InputError(
+            f"the image's axes {axes!r} cannot be read as (channel, time, z, y, x); "
+            "save it as an OME-TIFF with named axes."
+        )
     return data, axes
 
 
-def read_tiff(path, voxel_size_mm: Union[None, float, Sequence[float]] = None, affine=None,
-              channel: Union[None, int, str] = None, series: int = 0, modality: str = "OPT",
-              unit: str = "a.u.", lazy: bool = False) -> Volume:
+def read_tiff(
+    path,
+    voxel_size_mm: None | float | Sequence[float] = None,
+    affine=None,
+    channel: None | int | str = None,
+    series: int = 0,
+    modality: str = "OPT",
+    unit: str = "a.u.",
+    lazy: bool = False,
+) -> Volume:
     """Read a TIFF / OME-TIFF / ImageJ TIFF into a Volume (fluorescence, optical).
 
     Parameters
@@ -235,8 +261,9 @@ def read_tiff(path, voxel_size_mm: Union[None, float, Sequence[float]] = None, a
         try:
             tf = tifffile.TiffFile(str(path))
         except Exception as exc:
-            raise InputError(f"{path} is not a readable TIFF file ({_short(exc)}); "
-                             "check that the file is complete and not corrupt.") from None
+            raise InputError(
+                f"{path} is not a readable TIFF file ({_short(exc)}); check that the file is complete and not corrupt."
+            ) from None
         try:
             return _read_opened_tiff(tf, path, voxel_size_mm, affine, channel, series, modality, unit, lazy)
         except InputError:
@@ -250,12 +277,15 @@ def read_tiff(path, voxel_size_mm: Union[None, float, Sequence[float]] = None, a
             if not frames or "tifffile" not in Path(frames[-1].filename).parts[-2:][0]:
                 raise
             tf.close()
-            raise InputError(f"{path} is not a readable TIFF file ({_short(exc)}); the file is probably "
-                             "truncated or corrupt: copy it again.") from None
+            raise InputError(
+                f"{path} is not a readable TIFF file ({_short(exc)}); the file is probably "
+                "truncated or corrupt: copy it again."
+            ) from None
 
 
-def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: int, modality: str, unit: str,
-                      lazy: bool) -> Volume:
+def _read_opened_tiff(
+    tf, path: Path, voxel_size_mm, affine, channel, series: int, modality: str, unit: str, lazy: bool
+) -> Volume:
     """The body of :func:`read_tiff` once the file is open."""
     try:
         if not tf.series or series < 0 or series >= len(tf.series):
@@ -270,8 +300,10 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
             else:
                 data = s.asarray()
         except Exception as exc:
-            raise InputError(f"{path}: the image data cannot be read ({_short(exc)}); "
-                             "the file is probably truncated or corrupt: copy or export it again.") from None
+            raise InputError(
+                f"{path}: the image data cannot be read ({_short(exc)}); "
+                "the file is probably truncated or corrupt: copy or export it again."
+            ) from None
         try:
             data, axes = _normalise_axes(data, s.axes)
         except InputError as exc:
@@ -300,8 +332,10 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
     elif channel is not None and n_channels == 1 and channel not in (0, None):
         raise InputError(f"{path} has one channel; channel={channel!r} does not exist.")
     if "C" in axes and "T" in axes:
-        raise InputError(f"{path} has {n_channels} channels and {data.shape[axes.index('T')]} time points; "
-                         f"choose one channel with channel= (one of {names or list(range(n_channels))}).")
+        raise InputError(
+            f"{path} has {n_channels} channels and {data.shape[axes.index('T')]} time points; "
+            f"choose one channel with channel= (one of {names or list(range(n_channels))})."
+        )
     if "Z" not in axes:
         data = data[..., None, :, :]
         axes = axes[:-2] + "Z" + axes[-2:]
@@ -331,9 +365,12 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
             file_zyx = [sizes.get(a) for a in "zyx"]
             differs = [a for a, f, g in zip("zyx", file_zyx, given) if f is not None and abs(f - g) > 0.01 * g]
             if differs:
-                warnings.warn(f"{path}: voxel_size_mm={given.tolist()} overrides the file's pixel size "
-                              f"({size_source}: {[sizes.get(a) for a in 'zyx']} mm).", ImmunotrackWarning,
-                              stacklevel=2)
+                warnings.warn(
+                    f"{path}: voxel_size_mm={given.tolist()} overrides the file's pixel size "
+                    f"({size_source}: {[sizes.get(a) for a in 'zyx']} mm).",
+                    ImmunotrackWarning,
+                    stacklevel=2,
+                )
                 meta["voxel_size_in_file_mm"] = [sizes.get(a) for a in "zyx"]
             zyx = given
             meta["voxel_size_source"] = "voxel_size_mm parameter"
@@ -341,14 +378,18 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
             if "x" not in sizes or "y" not in sizes:
                 # every verb and the napari reader open files without a pixel-size option: the fix that
                 # works everywhere is to store the size in the file
-                raise InputError(f"{path} has no physical pixel size (no OME PhysicalSizeX/Y, ImageJ or "
-                                 "resolution metadata); set it in the file and save again (Fiji: Image > "
-                                 "Properties, then File > Save), or give it in mm when opening (voxel_size_mm=0.1 "
-                                 "in Python, --voxel-size 0.1 with immunotrack info).")
+                raise InputError(
+                    f"{path} has no physical pixel size (no OME PhysicalSizeX/Y, ImageJ or "
+                    "resolution metadata); set it in the file and save again (Fiji: Image > "
+                    "Properties, then File > Save), or give it in mm when opening (voxel_size_mm=0.1 "
+                    "in Python, --voxel-size 0.1 with immunotrack info)."
+                )
             if "z" not in sizes and not single_plane:
-                raise InputError(f"{path} is a stack of {data.shape[-3]} planes without a z spacing; set the "
-                                 "distance between planes in the file and save again (Fiji: Image > Properties, "
-                                 "voxel depth), or give voxel_size_mm=(z, y, x) in Python.")
+                raise InputError(
+                    f"{path} is a stack of {data.shape[-3]} planes without a z spacing; set the "
+                    "distance between planes in the file and save again (Fiji: Image > Properties, "
+                    "voxel depth), or give voxel_size_mm=(z, y, x) in Python."
+                )
             z = sizes.get("z", min(sizes["x"], sizes["y"]))
             zyx = np.array([z, sizes["y"], sizes["x"]])
             meta["voxel_size_source"] = size_source
@@ -368,7 +409,7 @@ def _read_opened_tiff(tf, path: Path, voxel_size_mm, affine, channel, series: in
 
 
 # -------------------------------------------------------------------- write
-def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Optional[dict] = None) -> Path:
+def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: dict | None = None) -> Path:
     """Write ``volume`` as an OME-TIFF that :func:`read_tiff` reads back on the same grid.
 
     The volume must be axis-aligned; it is written in canonical order
@@ -391,8 +432,10 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
     if not path.name.lower().endswith((".tif", ".tiff")):
         raise InputError(f"{path}: OME-TIFF output must end in .ome.tif or .ome.tiff.")
     if not volume.is_axis_aligned(tol_degrees=1e-4):
-        raise InputError(f"{volume.message_prefix()}is oblique; OME-TIFF stores axis-aligned grids only: "
-                         "resample it with for_display() first.")
+        raise InputError(
+            f"{volume.message_prefix()}is oblique; OME-TIFF stores axis-aligned grids only: "
+            "resample it with for_display() first."
+        )
     canon = volume.canonical()
     data = canon.numpy()
     if data.dtype == bool:
@@ -402,9 +445,12 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
     nz = data.shape[-3]
     um = 1000.0
     metadata = {
-        "PhysicalSizeX": float(spacing[2] * um), "PhysicalSizeXUnit": "µm",
-        "PhysicalSizeY": float(spacing[1] * um), "PhysicalSizeYUnit": "µm",
-        "PhysicalSizeZ": float(spacing[0] * um), "PhysicalSizeZUnit": "µm",
+        "PhysicalSizeX": float(spacing[2] * um),
+        "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": float(spacing[1] * um),
+        "PhysicalSizeYUnit": "µm",
+        "PhysicalSizeZ": float(spacing[0] * um),
+        "PhysicalSizeZUnit": "µm",
     }
     if data.ndim == 4:
         is_channel = canon.metadata.get("leading_axis") == "channel"
@@ -419,16 +465,25 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: Op
     # planes are listed in storage order (leading axis outer, z inner)
     z_positions = [float((origin[2] + k * spacing[0]) * um) for k in range(nz)] * repeats
     metadata["Plane"] = {
-        "PositionX": [float(origin[0] * um)] * len(z_positions), "PositionXUnit": ["µm"] * len(z_positions),
-        "PositionY": [float(origin[1] * um)] * len(z_positions), "PositionYUnit": ["µm"] * len(z_positions),
-        "PositionZ": z_positions, "PositionZUnit": ["µm"] * len(z_positions),
+        "PositionX": [float(origin[0] * um)] * len(z_positions),
+        "PositionXUnit": ["µm"] * len(z_positions),
+        "PositionY": [float(origin[1] * um)] * len(z_positions),
+        "PositionYUnit": ["µm"] * len(z_positions),
+        "PositionZ": z_positions,
+        "PositionZUnit": ["µm"] * len(z_positions),
     }
     if volume.name:
         metadata["Name"] = volume.name
     with atomic_output(path, overwrite) as tmp:
         # minisblack: else tifffile takes a last axis of 3 or 4 voxels for RGB(A) samples and fails
-        tifffile.imwrite(str(tmp), data, ome=True, metadata=metadata, photometric="minisblack",
-                         compression="zlib" if data.nbytes > (1 << 20) else None)
+        tifffile.imwrite(
+            str(tmp),
+            data,
+            ome=True,
+            metadata=metadata,
+            photometric="minisblack",
+            compression="zlib" if data.nbytes > (1 << 20) else None,
+        )
         if provenance is not None:
             write_sidecar(path, provenance, written=tmp)
     return path

@@ -37,7 +37,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -53,8 +52,15 @@ DIRECTION_TAG = "#immunotrack-direction"
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: BIDS-like data types of ``from-<type>_to-<type>`` file names -> the modalities they stand for.
-_DATATYPE_MODALITIES = {"pet": {"PT"}, "spect": {"NM"}, "mpi": {"MPI"}, "f19": {"MR19F", "19F", "F19"},
-                        "anat": {"MR"}, "mri": {"MR"}, "ct": {"CT"}}
+_DATATYPE_MODALITIES = {
+    "pet": {"PT"},
+    "spect": {"NM"},
+    "mpi": {"MPI"},
+    "f19": {"MR19F", "19F", "F19"},
+    "anat": {"MR"},
+    "mri": {"MR"},
+    "ct": {"CT"},
+}
 
 
 def ras_to_lps(matrix) -> np.ndarray:
@@ -67,8 +73,10 @@ lps_to_ras = ras_to_lps
 
 def _check_suffix(path: Path) -> None:
     if not path.name.lower().endswith(TRANSFORM_SUFFIXES):
-        raise InputError(f"{path}: a transform file must end in .tfm (ITK text, read by Slicer and ANTs), "
-                         ".txt or .mat (ITK binary, ANTs).")
+        raise InputError(
+            f"{path}: a transform file must end in .tfm (ITK text, read by Slicer and ANTs), "
+            ".txt or .mat (ITK binary, ANTs)."
+        )
 
 
 def _check_matrix(matrix, what: str = "a transform") -> np.ndarray:
@@ -83,7 +91,7 @@ def _check_matrix(matrix, what: str = "a transform") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- image descriptors
-def describe_image(volume=None, *, role: str = "", path=None, datatype: Optional[str] = None) -> dict:
+def describe_image(volume=None, *, role: str = "", path=None, datatype: str | None = None) -> dict:
     """What a transform file records of one of its two images (JSON-ready).
 
     Parameters
@@ -104,8 +112,12 @@ def describe_image(volume=None, *, role: str = "", path=None, datatype: Optional
     d = {"role": role} if role else {}
     if volume is not None:
         shape = tuple(int(s) for s in volume.shape[-3:])
-        d.update(name=volume.name or "", modality=str(volume.modality or ""), shape=list(shape),
-                 affine=[[round(float(v), 6) for v in row] for row in np.asarray(volume.affine, float)])
+        d.update(
+            name=volume.name or "",
+            modality=str(volume.modality or ""),
+            shape=list(shape),
+            affine=[[round(float(v), 6) for v in row] for row in np.asarray(volume.affine, float)],
+        )
     if path is not None:
         d["path"] = str(path)
     if datatype:
@@ -130,8 +142,8 @@ class TransformFile:
     """
 
     fixed_to_moving: np.ndarray
-    fixed: Optional[dict] = None
-    moving: Optional[dict] = None
+    fixed: dict | None = None
+    moving: dict | None = None
     source: str = "none"
     path: str = ""
     #: every direction record found, most trusted first: (source, fixed, moving)
@@ -143,8 +155,15 @@ class TransformFile:
 
 
 # --------------------------------------------------------------------------- writing
-def write_transform(path, fixed_to_moving, overwrite: bool = False, provenance: dict | None = None, *,
-                    fixed: Optional[dict] = None, moving: Optional[dict] = None) -> Path:
+def write_transform(
+    path,
+    fixed_to_moving,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+    *,
+    fixed: dict | None = None,
+    moving: dict | None = None,
+) -> Path:
     """Write a 4x4 RAS ``fixed_to_moving`` transform as an ITK transform file (LPS inside).
 
     Parameters
@@ -180,8 +199,15 @@ def write_transform(path, fixed_to_moving, overwrite: bool = False, provenance: 
     tx = sitk.AffineTransform(3)
     tx.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
     tx.SetTranslation([float(v) for v in lps[:3, 3]])
-    direction = {"convention": "fixed world -> moving world (ITK); resample moving onto fixed with it",
-                 "fixed": fixed or {}, "moving": moving or {}} if (fixed or moving) else None
+    direction = (
+        {
+            "convention": "fixed world -> moving world (ITK); resample moving onto fixed with it",
+            "fixed": fixed or {},
+            "moving": moving or {},
+        }
+        if (fixed or moving)
+        else None
+    )
     if provenance is not None and direction is not None:
         provenance = {**provenance, "transform_direction": direction}
     with atomic_output(path, overwrite) as tmp:
@@ -213,13 +239,17 @@ def read_transform(path) -> np.ndarray:
         tx = sitk.ReadTransform(str(path))
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[-160:]
-        raise InputError(f"{path} is not a readable ITK transform file ({first}); write it with ITK, Slicer or "
-                         "ANTs, or with immunotrack register.") from None
+        raise InputError(
+            f"{path} is not a readable ITK transform file ({first}); write it with ITK, Slicer or "
+            "ANTs, or with immunotrack register."
+        ) from None
     if tx.GetDimension() != 3:
         raise InputError(f"{path} holds a {tx.GetDimension()}D transform; a 3D transform is needed.")
     if hasattr(tx, "IsLinear") and not tx.IsLinear():
-        raise InputError(f"{path}: the transform is not linear (e.g. a B-spline or displacement field); only rigid "
-                         "and affine transforms can be used here.")
+        raise InputError(
+            f"{path}: the transform is not linear (e.g. a B-spline or displacement field); only rigid "
+            "and affine transforms can be used here."
+        )
     # the matrix from the origin and three unit points: works for every linear transform type
     probe = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100]], float)
     mapped = np.array([tx.TransformPoint(tuple(float(c) for c in p)) for p in probe])
@@ -246,7 +276,7 @@ def _direction_from_header(path: Path):
         with open(path, errors="ignore") as fh:
             for _, line in zip(range(20), fh):
                 if line.startswith(DIRECTION_TAG):
-                    return json.loads(line[len(DIRECTION_TAG):])
+                    return json.loads(line[len(DIRECTION_TAG) :])
     except (OSError, ValueError):
         return None
     return None
@@ -264,10 +294,12 @@ def _direction_from_sidecar(path: Path):
         return record["transform_direction"]
     inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
     if record.get("step") == "register" and ("fixed" in inputs or "moving" in inputs):
+
         def as_desc(v):
             if isinstance(v, dict):
                 return {k: v[k] for k in ("name", "modality", "shape", "path") if k in v}
             return {"path": str(v)} if v else {}
+
         return {"fixed": as_desc(inputs.get("fixed")), "moving": as_desc(inputs.get("moving"))}
     return None
 
@@ -312,16 +344,19 @@ def read_transform_file(spec, what: str = "--transform") -> TransformFile:
             else:
                 m = np.loadtxt(path, delimiter="," if name.endswith(".csv") else None)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{what} {text} cannot be read as a transform: not a 4x4 matrix "
-                             f"({' '.join(str(exc).split())[:100]}).") from None
+            raise InputError(
+                f"{what} {text} cannot be read as a transform: not a 4x4 matrix ({' '.join(str(exc).split())[:100]})."
+            ) from None
         matrix = _check_matrix(m, f"{what} {text}")
         return TransformFile(matrix, None, None, "plain matrix", str(path))
     else:
-        raise InputError(f"{what} {text}: give an ITK transform (.tfm, .mat, .txt) or a 4x4 matrix "
-                         "(.npy, .csv, .txt).")
+        raise InputError(f"{what} {text}: give an ITK transform (.tfm, .mat, .txt) or a 4x4 matrix (.npy, .csv, .txt).")
     records = []
-    for source, finder in (("file header", _direction_from_header), ("provenance sidecar", _direction_from_sidecar),
-                           ("file name", _direction_from_name)):
+    for source, finder in (
+        ("file header", _direction_from_header),
+        ("provenance sidecar", _direction_from_sidecar),
+        ("file name", _direction_from_name),
+    ):
         found = finder(path)
         if found and (found.get("fixed") or found.get("moving")):
             records.append((source, found.get("fixed") or None, found.get("moving") or None))
@@ -332,7 +367,7 @@ def read_transform_file(spec, what: str = "--transform") -> TransformFile:
 
 
 # --------------------------------------------------------------------------- direction
-def _match(desc: Optional[dict], volume, path=None) -> int:
+def _match(desc: dict | None, volume, path=None) -> int:
     """How strongly a recorded image matches ``volume``: 4 same file, 3 same grid, 2 same shape, 1 same modality."""
     if not desc or volume is None:
         return 0
@@ -346,8 +381,7 @@ def _match(desc: Optional[dict], volume, path=None) -> int:
     shape = tuple(int(s) for s in volume.shape[-3:])
     if desc.get("shape") is not None and tuple(desc["shape"]) == shape:
         score = 2
-        if desc.get("affine") is not None and np.allclose(np.asarray(desc["affine"], float), volume.affine,
-                                                          atol=1e-3):
+        if desc.get("affine") is not None and np.allclose(np.asarray(desc["affine"], float), volume.affine, atol=1e-3):
             score = 3
     modality = str(getattr(volume, "modality", "") or "").upper()
     if score == 0 and modality:
@@ -441,8 +475,17 @@ OVERLAP_MARGIN = 0.10
 OVERLAP_MIN_SCORE = 0.05
 
 
-def resolve_direction(tf: TransformFile, image, other, *, fixed: str = "auto", image_path=None, other_path=None,
-                      image_name: str = "the image", other_name: str = "the ROI image") -> tuple:
+def resolve_direction(
+    tf: TransformFile,
+    image,
+    other,
+    *,
+    fixed: str = "auto",
+    image_path=None,
+    other_path=None,
+    image_name: str = "the image",
+    other_name: str = "the ROI image",
+) -> tuple:
     """The map from ``image``'s world to ``other``'s world that a transform file stands for.
 
     A registration written by ``immunotrack register``, ITK, Slicer or ANTs maps the
@@ -486,8 +529,9 @@ def resolve_direction(tf: TransformFile, image, other, *, fixed: str = "auto", i
         return np.linalg.inv(m), f"{other_name} taken as the registration's fixed image (as told); inverted"
     if tf.source == "identity":
         return m, "identity"
-    for source, rec_fixed, rec_moving in (tf.records or ([(tf.source, tf.fixed, tf.moving)] if tf.knows_direction
-                                                          else [])):
+    for source, rec_fixed, rec_moving in tf.records or (
+        [(tf.source, tf.fixed, tf.moving)] if tf.knows_direction else []
+    ):
         image_fixed = max(_match(rec_fixed, image, image_path), _match(rec_moving, other, other_path))
         image_moving = max(_match(rec_moving, image, image_path), _match(rec_fixed, other, other_path))
         if image_fixed != image_moving:
@@ -495,26 +539,44 @@ def resolve_direction(tf: TransformFile, image, other, *, fixed: str = "auto", i
                 return m, f"{image_name} was the fixed image ({source})"
             return np.linalg.inv(m), f"{image_name} was the moving image ({source}); the transform is inverted"
     # no usable record: the overlap decides
-    if _displacement_mm(m, image) < 0.5 * float(np.min(np.abs(image.spacing if hasattr(image, "spacing")
-                                                              else [1.0]))):
+    if _displacement_mm(m, image) < 0.5 * float(np.min(np.abs(image.spacing if hasattr(image, "spacing") else [1.0]))):
         return m, "the transform and its inverse differ by under half a voxel (direction immaterial)"
     given, inverted = overlap_scores(image, other, m)
     best = max(given, inverted)
     decisive = best >= OVERLAP_MIN_SCORE and abs(given - inverted) > OVERLAP_MARGIN * best
     if tf.source == "plain matrix" and not decisive:
         # a bare matrix has a documented convention (image world -> other world): used when overlap cannot tell
-        return m, (f"plain matrix taken as {image_name} world -> {other_name} world (overlap undecided: "
-                   f"{given:.3f} as given vs {inverted:.3f} inverted)")
+        return m, (
+            f"plain matrix taken as {image_name} world -> {other_name} world (overlap undecided: "
+            f"{given:.3f} as given vs {inverted:.3f} inverted)"
+        )
     if decisive:
         if given > inverted:
-            return m, (f"direction by overlap: {other_name} fits {image_name} better as given "
-                       f"({given:.3f} vs {inverted:.3f} inverted)")
-        return np.linalg.inv(m), (f"direction by overlap: {other_name} fits {image_name} better inverted "
-                                  f"({inverted:.3f} vs {given:.3f} as given)")
-    raise InputError(f"cannot tell which image was fixed in transform {tf.path} (no direction record, and "
-                     f"{other_name} overlaps {image_name} as well with it as with its inverse: {given:.3f} vs "
-                     f"{inverted:.3f}); pass --transform-fixed image or --transform-fixed other.")
+            return m, (
+                f"direction by overlap: {other_name} fits {image_name} better as given "
+                f"({given:.3f} vs {inverted:.3f} inverted)"
+            )
+        return np.linalg.inv(m), (
+            f"direction by overlap: {other_name} fits {image_name} better inverted "
+            f"({inverted:.3f} vs {given:.3f} as given)"
+        )
+    raise InputError(
+        f"cannot tell which image was fixed in transform {tf.path} (no direction record, and "
+        f"{other_name} overlaps {image_name} as well with it as with its inverse: {given:.3f} vs "
+        f"{inverted:.3f}); pass --transform-fixed image or --transform-fixed other."
+    )
 
 
-__all__ = ["write_transform", "read_transform", "read_transform_file", "resolve_direction", "describe_image",
-           "overlap_scores", "TransformFile", "TRANSFORM_SUFFIXES", "DIRECTION_TAG", "ras_to_lps", "lps_to_ras"]
+__all__ = [
+    "write_transform",
+    "read_transform",
+    "read_transform_file",
+    "resolve_direction",
+    "describe_image",
+    "overlap_scores",
+    "TransformFile",
+    "TRANSFORM_SUFFIXES",
+    "DIRECTION_TAG",
+    "ras_to_lps",
+    "lps_to_ras",
+]

@@ -25,8 +25,8 @@ one multiscale layer: ``viewer.add_image(meta["multiscale"]["arrays"], ...)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -37,9 +37,24 @@ from ..volume import Volume
 
 #: OME-NGFF (UDUNITS-2) length units to millimetres, plus common short forms
 _TO_MM = {
-    "angstrom": 1e-7, "picometer": 1e-9, "nanometer": 1e-6, "micrometer": 1e-3, "millimeter": 1.0,
-    "centimeter": 10.0, "decimeter": 100.0, "meter": 1000.0, "inch": 25.4, "foot": 304.8,
-    "nm": 1e-6, "µm": 1e-3, "μm": 1e-3, "um": 1e-3, "micron": 1e-3, "mm": 1.0, "cm": 10.0, "m": 1000.0,
+    "angstrom": 1e-7,
+    "picometer": 1e-9,
+    "nanometer": 1e-6,
+    "micrometer": 1e-3,
+    "millimeter": 1.0,
+    "centimeter": 10.0,
+    "decimeter": 100.0,
+    "meter": 1000.0,
+    "inch": 25.4,
+    "foot": 304.8,
+    "nm": 1e-6,
+    "µm": 1e-3,
+    "μm": 1e-3,
+    "um": 1e-3,
+    "micron": 1e-3,
+    "mm": 1.0,
+    "cm": 10.0,
+    "m": 1000.0,
 }
 _ATTRS_KEY = "napari_immunotrack"
 
@@ -66,8 +81,9 @@ def _open_group(path):
     try:
         return zarr.open_group(store, mode="r"), label
     except Exception as exc:
-        raise InputError(f"{label} is not a readable zarr group ({_short(exc)}); "
-                         "give an OME-Zarr image folder.") from None
+        raise InputError(
+            f"{label} is not a readable zarr group ({_short(exc)}); give an OME-Zarr image folder."
+        ) from None
 
 
 def _find_multiscales(group, label: str):
@@ -89,8 +105,10 @@ def _find_multiscales(group, label: str):
         child = None
     if isinstance(child, zarr.Group):
         return _find_multiscales(child, label + "/0")
-    raise InputError(f"{label} has no OME-NGFF 'multiscales' metadata; give an OME-Zarr image "
-                     "(a plain zarr array has no pixel size or position).")
+    raise InputError(
+        f"{label} has no OME-NGFF 'multiscales' metadata; give an OME-Zarr image "
+        "(a plain zarr array has no pixel size or position)."
+    )
 
 
 def _axes(ms: dict, ndim: int):
@@ -105,7 +123,9 @@ def _axes(ms: dict, ndim: int):
             out.append((a, {"t": "time", "c": "channel"}.get(a, "space" if a in "zyx" else None), None))
         else:
             name = str(a.get("name", ""))
-            kind = a.get("type") or {"t": "time", "c": "channel"}.get(name, "space" if name in ("z", "y", "x") else None)
+            kind = a.get("type") or {"t": "time", "c": "channel"}.get(
+                name, "space" if name in ("z", "y", "x") else None
+            )
             out.append((name, kind, a.get("unit")))
     return out
 
@@ -113,20 +133,25 @@ def _axes(ms: dict, ndim: int):
 def _transforms(transforms, ndim: int):
     """(scale, translation) of a list of NGFF coordinateTransformations."""
     scale, trans = np.ones(ndim), np.zeros(ndim)
-    if not isinstance(transforms, (list, tuple, type(None))) or \
-            not all(isinstance(t, dict) for t in transforms or []):
-        raise InputError("the coordinateTransformations in the metadata are not a list of objects; "
-                         "the metadata are damaged: write the image again.")
+    if not isinstance(transforms, (list, tuple, type(None))) or not all(isinstance(t, dict) for t in transforms or []):
+        raise InputError(
+            "the coordinateTransformations in the metadata are not a list of objects; "
+            "the metadata are damaged: write the image again."
+        )
     for t in transforms or []:
         kind = t.get("type")
         try:
             value = np.asarray(t.get(kind), float) if kind in ("scale", "translation") and kind in t else None
         except (TypeError, ValueError):  # e.g. "scale": "abc"
-            raise InputError(f"a {kind} transform holds non-numeric values ({str(t.get(kind))[:40]}); the metadata "
-                             "are damaged: write the image again.") from None
+            raise InputError(
+                f"a {kind} transform holds non-numeric values ({str(t.get(kind))[:40]}); the metadata "
+                "are damaged: write the image again."
+            ) from None
         if value is not None and (value.ndim != 1 or not np.all(np.isfinite(value))):
-            raise InputError(f"a {kind} transform holds {value.tolist()}: not a list of finite numbers; the metadata "
-                             "are damaged: write the image again.")
+            raise InputError(
+                f"a {kind} transform holds {value.tolist()}: not a list of finite numbers; the metadata "
+                "are damaged: write the image again."
+            )
         if kind == "scale" and value is not None:
             s = value
             scale, trans = scale * s, trans * s
@@ -135,8 +160,9 @@ def _transforms(transforms, ndim: int):
         elif kind == "identity":
             continue
         elif kind in ("scale", "translation"):
-            raise InputError(f"a {kind} transform stored in a file ('path') is not supported; "
-                             "inline the values in the metadata.")
+            raise InputError(
+                f"a {kind} transform stored in a file ('path') is not supported; inline the values in the metadata."
+            )
         else:
             raise InputError(f"the coordinate transformation {kind!r} is not supported (only scale and translation).")
     if scale.size != ndim or trans.size != ndim:
@@ -144,9 +170,14 @@ def _transforms(transforms, ndim: int):
     return scale, trans
 
 
-def read_ome_zarr(path, level: int = 0, modality: Optional[str] = None, unit: Optional[str] = None,
-                  voxel_size_mm: Union[None, float, Sequence[float]] = None,
-                  channel: Union[None, int, str] = None) -> Volume:
+def read_ome_zarr(
+    path,
+    level: int = 0,
+    modality: str | None = None,
+    unit: str | None = None,
+    voxel_size_mm: None | float | Sequence[float] = None,
+    channel: None | int | str = None,
+) -> Volume:
     """Open an OME-Zarr image lazily (dask) as a Volume.
 
     Parameters
@@ -236,15 +267,22 @@ def read_ome_zarr(path, level: int = 0, modality: Optional[str] = None, unit: Op
     omero = ome_attrs.get("omero") or group.attrs.asdict().get("omero") or {}
     if isinstance(omero, dict) and isinstance(omero.get("channels"), list):
         channel_names = [str(c.get("label", f"channel {i}")) for i, c in enumerate(omero["channels"])]
-    meta = {"source_path": str(path) if isinstance(path, (str, Path)) else label, "format": "ome-zarr",
-            "ngff_version": version, "level": level, "axes_in_file": names}
+    meta = {
+        "source_path": str(path) if isinstance(path, (str, Path)) else label,
+        "format": "ome-zarr",
+        "ngff_version": version,
+        "level": level,
+        "axes_in_file": names,
+    }
     select = {i: 0 for i in other if shape0[i] == 1}
     channel_axis = next((i for i in kept if kinds[i] == "channel"), None)
     if channel is not None and channel_axis is not None:
         n = shape0[channel_axis]
         if isinstance(channel, str):
             if channel not in channel_names:
-                raise InputError(f"{label}: no channel named {channel!r}; the channels are {channel_names or 'unnamed'}.")
+                raise InputError(
+                    f"{label}: no channel named {channel!r}; the channels are {channel_names or 'unnamed'}."
+                )
             index = channel_names.index(channel)
         else:
             index = int(channel)
@@ -254,8 +292,10 @@ def read_ome_zarr(path, level: int = 0, modality: Optional[str] = None, unit: Op
         kept.remove(channel_axis)
         meta["channel"] = channel_names[index] if index < len(channel_names) else index
     if len(kept) > 1:
-        raise InputError(f"{label} has several non-spatial axes {[names[i] for i in kept]} of length > 1; "
-                         "choose one channel with channel=.")
+        raise InputError(
+            f"{label} has several non-spatial axes {[names[i] for i in kept]} of length > 1; "
+            "choose one channel with channel=."
+        )
     lead_axis = kept[0] if kept else None
     if lead_axis is not None:
         kind = kinds[lead_axis]
@@ -280,8 +320,10 @@ def read_ome_zarr(path, level: int = 0, modality: Optional[str] = None, unit: Op
         meta["voxel_size_source"] = "voxel_size_mm parameter"
     elif any(f is None for f in factors):
         bad = [f"{names[i]} ({axes[i][2]!r})" for i, f in zip(space, factors) if f is None]
-        raise InputError(f"{label}: the spatial axes {', '.join(bad)} have no known length unit, so the pixel size "
-                         "is unknown; give voxel_size_mm= (level-0 size in mm).")
+        raise InputError(
+            f"{label}: the spatial axes {', '.join(bad)} have no known length unit, so the pixel size "
+            "is unknown; give voxel_size_mm= (level-0 size in mm)."
+        )
     else:
         meta["voxel_size_source"] = "OME-NGFF scale and axis units"
 
@@ -347,9 +389,13 @@ def multiscale_attrs(axes: list, scales: list, translations: list, version: str 
     entry = {
         "axes": [dict(name=n, type=t, **({"unit": "millimeter"} if t == "space" else {})) for n, t in axes],
         "datasets": [
-            {"path": str(k), "coordinateTransformations": [
-                {"type": "scale", "scale": [float(v) for v in s]},
-                {"type": "translation", "translation": [float(v) for v in t]}]}
+            {
+                "path": str(k),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [float(v) for v in s]},
+                    {"type": "translation", "translation": [float(v) for v in t]},
+                ],
+            }
             for k, (s, t) in enumerate(zip(scales, translations))
         ],
         "name": name,
@@ -359,8 +405,15 @@ def multiscale_attrs(axes: list, scales: list, translations: list, version: str 
     return entry
 
 
-def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] = (64, 64, 64),
-                   overwrite: bool = False, version: str = "0.4", provenance: Optional[dict] = None) -> Path:
+def write_ome_zarr(
+    volume: Volume,
+    path,
+    levels: int = 3,
+    chunks: Sequence[int] = (64, 64, 64),
+    overwrite: bool = False,
+    version: str = "0.4",
+    provenance: dict | None = None,
+) -> Path:
     """Write ``volume`` as an OME-Zarr image pyramid that :func:`read_ome_zarr` reads back on the same grid.
 
     Parameters
@@ -404,8 +457,10 @@ def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] 
     if len(tuple(chunks)) != 3 or any(int(c) < 1 for c in chunks):
         raise InputError(f"chunks={tuple(chunks)} must be three positive integers (z, y, x).")
     if not volume.is_axis_aligned(tol_degrees=1e-4):
-        raise InputError(f"{volume.message_prefix()}is oblique; OME-Zarr stores axis-aligned grids only: "
-                         "resample it with for_display() first.")
+        raise InputError(
+            f"{volume.message_prefix()}is oblique; OME-Zarr stores axis-aligned grids only: "
+            "resample it with for_display() first."
+        )
     canon = volume.canonical()
     data = canon.data
     if data.dtype == bool:
@@ -447,18 +502,31 @@ def write_ome_zarr(volume: Volume, path, levels: int = 3, chunks: Sequence[int] 
     ours = {"modality": canon.modality, "unit": canon.unit, "name": canon.name}
     channel_names = canon.metadata.get("channel_names")
     omero = None
-    if lead and canon.metadata.get("leading_axis") == "channel" and isinstance(channel_names, (list, tuple)) \
-            and len(channel_names) == data.shape[0]:
+    if (
+        lead
+        and canon.metadata.get("leading_axis") == "channel"
+        and isinstance(channel_names, (list, tuple))
+        and len(channel_names) == data.shape[0]
+    ):
         omero = {"channels": [{"label": str(n), "active": True} for n in channel_names]}
 
     with atomic_output_dir(path, overwrite) as tmp:
         zarr_format = 2 if version == "0.4" else 3
         group = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
         for k, level_data in enumerate(pyramid):
-            kwargs = {"chunk_key_encoding": {"name": "v2", "separator": "/"}} if zarr_format == 2 else \
-                {"dimension_names": [n for n, _ in axes]}
-            arr = group.create_array(str(k), shape=level_data.shape, chunks=level_data.chunksize,
-                                     dtype=level_data.dtype, fill_value=0, **kwargs)
+            kwargs = (
+                {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+                if zarr_format == 2
+                else {"dimension_names": [n for n, _ in axes]}
+            )
+            arr = group.create_array(
+                str(k),
+                shape=level_data.shape,
+                chunks=level_data.chunksize,
+                dtype=level_data.dtype,
+                fill_value=0,
+                **kwargs,
+            )
             da.store(level_data, arr, lock=False)
         if version == "0.4":
             attrs = {"multiscales": [entry], _ATTRS_KEY: ours}

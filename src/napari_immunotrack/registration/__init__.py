@@ -33,7 +33,25 @@ from .landmarks import expected_fre, expected_tre, register_landmarks
 from .qc import checkerboard, difference, edges, normalised, resample_moving
 from .result import METRIC_NOTE, RegistrationResult
 
-__all__ = ["HOT_SPOT_MODALITIES", "METRIC_NOTE", "RegistrationResult", "checkerboard", "difference", "edges",
-           "evaluate_metric", "expected_fre", "expected_tre", "lps_to_ras_transform", "matrix_to_sitk_transform",
-           "normalised", "ras_to_lps_transform", "register", "register_landmarks", "resample_moving", "sitk_affine",
-           "sitk_to_volume", "sitk_transform_to_matrix", "volume_to_sitk"]
+__all__ = [
+    "HOT_SPOT_MODALITIES",
+    "METRIC_NOTE",
+    "RegistrationResult",
+    "checkerboard",
+    "difference",
+    "edges",
+    "evaluate_metric",
+    "expected_fre",
+    "expected_tre",
+    "lps_to_ras_transform",
+    "matrix_to_sitk_transform",
+    "normalised",
+    "ras_to_lps_transform",
+    "register",
+    "register_landmarks",
+    "resample_moving",
+    "sitk_affine",
+    "sitk_to_volume",
+    "sitk_transform_to_matrix",
+    "volume_to_sitk",
+]

@@ -5,8 +5,6 @@ The only module that knows SimpleITK's conventions; see ``docs/methods/registrat
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ..affines import LPS_TO_RAS, lps_to_ras_transform, ras_to_lps_transform
@@ -79,7 +77,7 @@ def sitk_affine(image) -> np.ndarray:
     return affine
 
 
-def sitk_to_volume(image, like: Optional[Volume] = None, **fields) -> Volume:
+def sitk_to_volume(image, like: Volume | None = None, **fields) -> Volume:
     """A Volume from a 3D SimpleITK image (inverse of :func:`volume_to_sitk`).
 
     ``like`` supplies modality, unit, metadata and name; ``fields`` override them.
@@ -89,8 +87,11 @@ def sitk_to_volume(image, like: Optional[Volume] = None, **fields) -> Volume:
     if image.GetDimension() != 3:
         raise InputError(f"a {image.GetDimension()}D SimpleITK image cannot be a Volume; give a 3D image.")
     data = sitk.GetArrayFromImage(image)
-    base = {} if like is None else dict(modality=like.modality, unit=like.unit, metadata=dict(like.metadata),
-                                         name=like.name)
+    base = (
+        {}
+        if like is None
+        else dict(modality=like.modality, unit=like.unit, metadata=dict(like.metadata), name=like.name)
+    )
     base.update(fields)
     return Volume(data=data, affine=sitk_affine(image), **base)
 
@@ -103,8 +104,10 @@ def sitk_transform_to_matrix(transform) -> np.ndarray:
     non-linear transform is refused.
     """
     if hasattr(transform, "IsLinear") and not transform.IsLinear():
-        raise InputError("the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
-                         "affine transforms can be used here.")
+        raise InputError(
+            "the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
+            "affine transforms can be used here."
+        )
     probe = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float) * 100.0
     mapped = np.array([transform.TransformPoint(tuple(float(c) for c in p)) for p in probe])
     lps = np.eye(4)
@@ -112,8 +115,10 @@ def sitk_transform_to_matrix(transform) -> np.ndarray:
     lps[:3, :3] = ((mapped[1:] - mapped[0]) / 100.0).T
     check = np.array([37.0, -52.0, 81.0])
     if not np.allclose(transform.TransformPoint(tuple(check)), lps[:3, :3] @ check + lps[:3, 3], atol=1e-4):
-        raise InputError("the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
-                         "affine transforms can be used here.")
+        raise InputError(
+            "the transform is not linear (e.g. a B-spline or displacement field); only rigid and "
+            "affine transforms can be used here."
+        )
     return lps_to_ras_transform(lps)
 
 

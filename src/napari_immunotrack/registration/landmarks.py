@@ -62,19 +62,27 @@ def register_landmarks(fixed_points, moving_points, transform: str = "rigid") ->
     p = _points(fixed_points, "fixed")
     q = _points(moving_points, "moving")
     if len(p) != len(q):
-        raise InputError(f"{len(p)} fixed landmarks but {len(q)} moving ones; place the same landmarks, in the same "
-                         "order, on both images.")
+        raise InputError(
+            f"{len(p)} fixed landmarks but {len(q)} moving ones; place the same landmarks, in the same "
+            "order, on both images."
+        )
     need = 3 if transform == "rigid" else 4
     if len(p) < need:
-        raise InputError(f"{len(p)} landmark pair(s) given; a {transform} fit needs at least {need} pairs (6 or more "
-                         "spread around the region of interest are better): add landmarks.")
+        raise InputError(
+            f"{len(p)} landmark pair(s) given; a {transform} fit needs at least {need} pairs (6 or more "
+            "spread around the region of interest are better): add landmarks."
+        )
     sv = np.linalg.svd(p - p.mean(0), compute_uv=False)
     if sv[0] == 0 or sv[1] / sv[0] < 1e-3:
-        raise InputError("the fixed landmarks lie on a line (or on one point), so rotations about it are "
-                         "undetermined; add landmarks off that line.")
+        raise InputError(
+            "the fixed landmarks lie on a line (or on one point), so rotations about it are "
+            "undetermined; add landmarks off that line."
+        )
     if transform == "affine" and sv[2] / sv[0] < 1e-3:
-        raise InputError("the fixed landmarks lie in one plane, which an affine fit cannot use; add landmarks off "
-                         "that plane or use a rigid fit.")
+        raise InputError(
+            "the fixed landmarks lie in one plane, which an affine fit cannot use; add landmarks off "
+            "that plane or use a rigid fit."
+        )
     matrix = np.eye(4)
     if transform == "rigid":
         pm, qm = p.mean(0), q.mean(0)
@@ -92,23 +100,36 @@ def register_landmarks(fixed_points, moving_points, transform: str = "rigid") ->
     notes: list = []
     if len(p) >= 5 and np.median(fre) > 0 and fre.max() > 3 * np.median(fre) and fre.max() > 1e-6:
         worst = int(np.argmax(fre))
-        warn_or_collect(f"landmark pair {worst + 1} fits much worse than the others ({fre[worst]:.2f} mm against a median of "
-              f"{np.median(fre):.2f} mm); check that it marks the same point on both images.", notes)
+        warn_or_collect(
+            f"landmark pair {worst + 1} fits much worse than the others ({fre[worst]:.2f} mm against a median of "
+            f"{np.median(fre):.2f} mm); check that it marks the same point on both images.",
+            notes,
+        )
     if transform == "affine":
         s = np.linalg.svd(matrix[:3, :3], compute_uv=False)
         if s.max() / s.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
-            warn_or_collect(f"the affine landmark fit scales by {s.min():.2f}-{s.max():.2f} or mirrors; check the pairing or "
-                  "use a rigid fit.", notes)
+            warn_or_collect(
+                f"the affine landmark fit scales by {s.min():.2f}-{s.max():.2f} or mirrors; check the pairing or "
+                "use a rigid fit.",
+                notes,
+            )
     dof = 6 if transform == "rigid" else 12
     return RegistrationResult(
         fixed_to_moving=matrix,
         metric_initial=float(np.sqrt(np.mean(np.sum((p - q) ** 2, axis=1)))),
-        metric_final=float(np.sqrt(np.mean(fre ** 2))),
+        metric_final=float(np.sqrt(np.mean(fre**2))),
         iterations=0,
-        parameters={"transform": transform, "method": "least squares" + (" (Kabsch)" if dof == 6 else ""),
-                    "n_pairs": int(len(p)), "fixed_points_ras_mm": np.round(p, 4).tolist(),
-                    "moving_points_ras_mm": np.round(q, 4).tolist()},
-        elapsed_s=time.perf_counter() - t0, method="landmarks", warnings=notes, fre_mm=fre,
+        parameters={
+            "transform": transform,
+            "method": "least squares" + (" (Kabsch)" if dof == 6 else ""),
+            "n_pairs": int(len(p)),
+            "fixed_points_ras_mm": np.round(p, 4).tolist(),
+            "moving_points_ras_mm": np.round(q, 4).tolist(),
+        },
+        elapsed_s=time.perf_counter() - t0,
+        method="landmarks",
+        warnings=notes,
+        fre_mm=fre,
     )
 
 
@@ -150,4 +171,4 @@ def expected_tre(fixed_points, targets, fle_rms_mm: float) -> np.ndarray:
         f2 = np.mean(np.sum(pc[:, others] ** 2, axis=1))
         d2 = np.sum(rc[:, others] ** 2, axis=1)
         ratio = ratio + d2 / f2
-    return np.sqrt(fle_rms_mm ** 2 / len(p) * (1.0 + ratio / 3.0))
+    return np.sqrt(fle_rms_mm**2 / len(p) * (1.0 + ratio / 3.0))

@@ -1,5 +1,4 @@
-"""Resampling the moving image and the quality-control views of a registration (checkerboard, difference, edges).
-"""
+"""Resampling the moving image and the quality-control views of a registration (checkerboard, difference, edges)."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
-from .intensity import scaled_intensities, intensity_mode
+from .intensity import intensity_mode, scaled_intensities
 from .result import RegistrationResult
 
 
@@ -41,16 +40,23 @@ def _normalise(data: np.ndarray, mode: str = "linear") -> np.ndarray:
 
 def _same_grid_pair(fixed: Volume, moving_on_fixed: Volume, intensity: str = "auto"):
     if not fixed.same_grid(moving_on_fixed):
-        raise InputError("quality-control views need the moving image on the fixed grid; resample it first "
-                         "(resample_moving).")
-    return (_normalise(fixed.numpy(), intensity_mode(fixed, intensity)),
-            _normalise(moving_on_fixed.numpy(), intensity_mode(moving_on_fixed, intensity)))
+        raise InputError(
+            "quality-control views need the moving image on the fixed grid; resample it first (resample_moving)."
+        )
+    return (
+        _normalise(fixed.numpy(), intensity_mode(fixed, intensity)),
+        _normalise(moving_on_fixed.numpy(), intensity_mode(moving_on_fixed, intensity)),
+    )
 
 
 def normalised(volume: Volume, intensity: str = "auto") -> Volume:
     """The volume scaled to [0, 1] as the quality-control views show it (log for hot-spot modalities)."""
-    return volume.replace(data=_normalise(volume.numpy(), intensity_mode(volume, intensity)), unit="a.u.",
-                          modality="OT", name=f"{volume.name} (normalised)")
+    return volume.replace(
+        data=_normalise(volume.numpy(), intensity_mode(volume, intensity)),
+        unit="a.u.",
+        modality="OT",
+        name=f"{volume.name} (normalised)",
+    )
 
 
 def checkerboard(fixed: Volume, moving_on_fixed: Volume, square_mm: float = 10.0, intensity: str = "auto") -> Volume:

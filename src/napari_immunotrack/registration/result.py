@@ -1,17 +1,14 @@
-"""What a registration returns (:class:`RegistrationResult`), whichever method made it.
-"""
+"""What a registration returns (:class:`RegistrationResult`), whichever method made it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
 # --------------------------------------------------------------------------- result
 #: How the metric values are reported (ITK's sign convention).
-METRIC_NOTE = ("mutual information (nats) of a joint intensity histogram on fixed-image sample points; "
-               "higher is better")
+METRIC_NOTE = "mutual information (nats) of a joint intensity histogram on fixed-image sample points; higher is better"
 
 
 @dataclass
@@ -55,7 +52,7 @@ class RegistrationResult:
     method: str = "intensity"
     warnings: list = field(default_factory=list)
     metric_after_init: float = float("nan")
-    fre_mm: Optional[np.ndarray] = None
+    fre_mm: np.ndarray | None = None
 
     @property
     def moving_to_fixed(self) -> np.ndarray:

@@ -19,8 +19,15 @@
 
 from .scenes import cluster_scene, dual_mode_scene, quantitative_scene, registration_pair, rigid_matrix
 
-__all__ = ["cluster_scene", "dual_mode_scene", "quantitative_scene", "registration_pair", "rigid_matrix",
-           "make_study", "list_sample_files"]
+__all__ = [
+    "cluster_scene",
+    "dual_mode_scene",
+    "quantitative_scene",
+    "registration_pair",
+    "rigid_matrix",
+    "make_study",
+    "list_sample_files",
+]
 
 
 def __getattr__(name):

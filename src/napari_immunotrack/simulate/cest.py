@@ -53,21 +53,27 @@ class Tissue:
 
 
 def _pools_9t4(amide_f=0.0009, amine_f=0.0009, noe_f=0.005, mt_f=0.1):
-    return (BMPool("amide", amide_f, 1.0, 0.1, 50.0, 3.5), BMPool("amine", amine_f, 1.0, 0.1, 800.0, 2.0),
-            BMPool("noe", noe_f, 1.3, 0.005, 20.0, -3.5), BMPool("mt", mt_f, 1.0, 4e-5, 30.0, -2.5))
+    return (
+        BMPool("amide", amide_f, 1.0, 0.1, 50.0, 3.5),
+        BMPool("amine", amine_f, 1.0, 0.1, 800.0, 2.0),
+        BMPool("noe", noe_f, 1.3, 0.005, 20.0, -3.5),
+        BMPool("mt", mt_f, 1.0, 4e-5, 30.0, -2.5),
+    )
 
 
 #: Tissues of the sample (9.4 T): muscle, tumour and an LRP-expressing cell depot in the tumour.
 TISSUES: dict[str, Tissue] = {
     "muscle": Tissue("muscle", 1.8, 0.035, _pools_9t4(amide_f=0.0007, mt_f=0.12)),
     "tumour": Tissue("tumour", 2.2, 0.06, _pools_9t4(amide_f=0.0011, mt_f=0.06)),
-    "depot": Tissue("depot", 2.2, 0.06, _pools_9t4(amide_f=0.0011, mt_f=0.06)
-                    + (BMPool("lrp", 0.0015, 1.0, 0.1, 100.0, 3.4),)),
+    "depot": Tissue(
+        "depot", 2.2, 0.06, _pools_9t4(amide_f=0.0011, mt_f=0.06) + (BMPool("lrp", 0.0015, 1.0, 0.1, 100.0, 3.4),)
+    ),
 }
 
 
-def bloch_mcconnell_z(tissue: Tissue, offsets_ppm, b1_ut: float = 1.0, tsat_s: float = 2.0,
-                      field_t: float = 9.4) -> np.ndarray:
+def bloch_mcconnell_z(
+    tissue: Tissue, offsets_ppm, b1_ut: float = 1.0, tsat_s: float = 2.0, field_t: float = 9.4
+) -> np.ndarray:
     """Z = Mz_water(tsat) / M0 after CW saturation, from the Bloch-McConnell equations.
 
     Parameters
@@ -133,12 +139,15 @@ def bloch_mcconnell_z(tissue: Tissue, offsets_ppm, b1_ut: float = 1.0, tsat_s: f
 
 def pool_effect(tissue: Tissue, pool: str, at_ppm: float, **kwargs) -> float:
     """A pool's effect: Z without the pool minus Z with it, at ``at_ppm`` (a fraction of M0)."""
-    return float(bloch_mcconnell_z(tissue.without(pool), [at_ppm], **kwargs)[0]
-                 - bloch_mcconnell_z(tissue, [at_ppm], **kwargs)[0])
+    return float(
+        bloch_mcconnell_z(tissue.without(pool), [at_ppm], **kwargs)[0]
+        - bloch_mcconnell_z(tissue, [at_ppm], **kwargs)[0]
+    )
 
 
-def tissue_spectra(tissues: dict[str, Tissue], offsets_ppm, b0_range_ppm: float = 1.0, step_ppm: float = 0.01,
-                   **kwargs):
+def tissue_spectra(
+    tissues: dict[str, Tissue], offsets_ppm, b0_range_ppm: float = 1.0, step_ppm: float = 0.01, **kwargs
+):
     """Fine-grid spectra of each tissue covering ``offsets +- b0_range`` (for shifting by B0 per voxel)."""
     offsets = np.asarray(offsets_ppm, float)
     cest = offsets[np.abs(offsets) < 100]
@@ -146,11 +155,24 @@ def tissue_spectra(tissues: dict[str, Tissue], offsets_ppm, b0_range_ppm: float 
     return grid, {name: bloch_mcconnell_z(t, grid, **kwargs) for name, t in tissues.items()}
 
 
-def simulate_cest(labels: np.ndarray, affine: np.ndarray, tissue_of_label: dict[int, str],
-                  offsets_ppm: Sequence[float], b0_ppm: np.ndarray, m0: np.ndarray, *, snr: float = 100.0,
-                  wassr_offsets_ppm: Sequence[float] | None = None, b1_ut: float = 1.0, tsat_s: float = 2.0,
-                  wassr_b1_ut: float = 0.3, wassr_tsat_s: float = 0.5, field_t: float = 9.4,
-                  tissues: dict[str, Tissue] | None = None, seed: int = 0) -> dict:
+def simulate_cest(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    tissue_of_label: dict[int, str],
+    offsets_ppm: Sequence[float],
+    b0_ppm: np.ndarray,
+    m0: np.ndarray,
+    *,
+    snr: float = 100.0,
+    wassr_offsets_ppm: Sequence[float] | None = None,
+    b1_ut: float = 1.0,
+    tsat_s: float = 2.0,
+    wassr_b1_ut: float = 0.3,
+    wassr_tsat_s: float = 0.5,
+    field_t: float = 9.4,
+    tissues: dict[str, Tissue] | None = None,
+    seed: int = 0,
+) -> dict:
     """A CEST series (and WASSR) of a labelled volume with a B0 map.
 
     Parameters
@@ -178,8 +200,9 @@ def simulate_cest(labels: np.ndarray, affine: np.ndarray, tissue_of_label: dict[
     def series_for(offsets, b1, tsat):
         offsets = np.asarray(offsets, float)
         used = {t: tissues[t] for t in set(tissue_of_label.values())}
-        grid, spectra = tissue_spectra(used, offsets, b0_range_ppm=float(np.nanmax(np.abs(b0_ppm))) + 0.05,
-                                       b1_ut=b1, tsat_s=tsat, field_t=field_t)
+        grid, spectra = tissue_spectra(
+            used, offsets, b0_range_ppm=float(np.nanmax(np.abs(b0_ppm))) + 0.05, b1_ut=b1, tsat_s=tsat, field_t=field_t
+        )
         out = np.zeros((offsets.size,) + labels.shape)
         for label, name in tissue_of_label.items():
             sel = labels == label
@@ -194,30 +217,49 @@ def simulate_cest(labels: np.ndarray, affine: np.ndarray, tissue_of_label: dict[
         noisy = np.hypot(out + rng.normal(0, sigma, out.shape), rng.normal(0, sigma, out.shape))
         return noisy.astype(np.float32)
 
-    meta = {"MagneticFieldStrength": field_t, "SaturationB1uT": b1_ut, "SaturationTimeS": tsat_s,
-            "SaturationOffsetsPPM": [float(v) for v in offsets_ppm], "NoiseSigma": sigma}
-    series = Volume(series_for(offsets_ppm, b1_ut, tsat_s), affine, "MR", "a.u.",
-                    dict(meta, leading_axis="offset"), "cest")
+    meta = {
+        "MagneticFieldStrength": field_t,
+        "SaturationB1uT": b1_ut,
+        "SaturationTimeS": tsat_s,
+        "SaturationOffsetsPPM": [float(v) for v in offsets_ppm],
+        "NoiseSigma": sigma,
+    }
+    series = Volume(
+        series_for(offsets_ppm, b1_ut, tsat_s), affine, "MR", "a.u.", dict(meta, leading_axis="offset"), "cest"
+    )
     wassr = None
     if wassr_offsets_ppm is not None:
-        wmeta = dict(meta, SaturationB1uT=wassr_b1_ut, SaturationTimeS=wassr_tsat_s,
-                     SaturationOffsetsPPM=[float(v) for v in wassr_offsets_ppm], leading_axis="offset")
+        wmeta = dict(
+            meta,
+            SaturationB1uT=wassr_b1_ut,
+            SaturationTimeS=wassr_tsat_s,
+            SaturationOffsetsPPM=[float(v) for v in wassr_offsets_ppm],
+            leading_axis="offset",
+        )
         wassr = Volume(series_for(wassr_offsets_ppm, wassr_b1_ut, wassr_tsat_s), affine, "MR", "a.u.", wmeta, "wassr")
-    truth = {"b1_uT": b1_ut, "tsat_s": tsat_s, "field_T": field_t, "snr": snr, "noise_sigma": sigma,
-             "tissues": {}}
+    truth = {"b1_uT": b1_ut, "tsat_s": tsat_s, "field_T": field_t, "snr": snr, "noise_sigma": sigma, "tissues": {}}
     for name in set(tissue_of_label.values()):
         t = tissues[name]
-        entry = {"t1_s": t.t1, "t2_s": t.t2, "pools": [p.__dict__ if hasattr(p, "__dict__") else
-                                                      {"name": p.name, "f": p.f, "k": p.k, "dw": p.dw}
-                                                      for p in t.pools], "effects": {}}
+        entry = {
+            "t1_s": t.t1,
+            "t2_s": t.t2,
+            "pools": [
+                p.__dict__ if hasattr(p, "__dict__") else {"name": p.name, "f": p.f, "k": p.k, "dw": p.dw}
+                for p in t.pools
+            ],
+            "effects": {},
+        }
         for p in t.pools:
             if p.name in ("amide", "lrp", "amine"):
                 entry["effects"][p.name] = pool_effect(t, p.name, p.dw, b1_ut=b1_ut, tsat_s=tsat_s, field_t=field_t)
         truth["tissues"][name] = entry
-    return {"series": series, "wassr": wassr,
-            "b0_ppm": Volume(b0_ppm.astype(np.float32), affine, "MR", "ppm", {}, "b0_ppm"),
-            "labels": Volume(labels.astype(np.uint8), affine, "SEG", "label", {}, "tissues"),
-            "truth": truth}
+    return {
+        "series": series,
+        "wassr": wassr,
+        "b0_ppm": Volume(b0_ppm.astype(np.float32), affine, "MR", "ppm", {}, "b0_ppm"),
+        "labels": Volume(labels.astype(np.uint8), affine, "SEG", "label", {}, "tissues"),
+        "truth": truth,
+    }
 
 
 def default_offsets(n: int = 49, span_ppm: float = 6.0, m0_ppm: float = -300.0, n_m0: int = 1) -> np.ndarray:

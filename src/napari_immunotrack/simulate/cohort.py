@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence, Union
 
 import numpy as np
 
@@ -91,16 +91,26 @@ def vary_design(design, rng: np.random.Generator, variation: Mapping[str, float]
         dead = sorted(pop.death)
         f_death = ln("death", len(dead))
         pop.death = {s: pop.death[s] * float(f) for s, f in zip(dead, f_death)}
-        factors[pop.name] = {"homing": dict(zip(sites, np.round(f_home, 6).tolist())),
-                             "doubling": dict(zip(div, np.round(f_div, 6).tolist())),
-                             "death": dict(zip(dead, np.round(f_death, 6).tolist()))}
+        factors[pop.name] = {
+            "homing": dict(zip(sites, np.round(f_home, 6).tolist())),
+            "doubling": dict(zip(div, np.round(f_div, 6).tolist())),
+            "death": dict(zip(dead, np.round(f_death, 6).tolist())),
+        }
     new = replace(design, car_t=car, dc_vaccine=dc, patient_weight_kg=design.patient_weight_kg * factors["weight"])
     return new, factors
 
 
-def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Sequence[float] = (0, 1, 3),
-                size: str = "tiny", variation: Union[None, float, Mapping[str, float]] = None,
-                overwrite: bool = False, progress=None, design=None) -> Path:
+def make_cohort(
+    out_dir,
+    n_subjects: int = 8,
+    seed: int = 0,
+    timepoints_days: Sequence[float] = (0, 1, 3),
+    size: str = "tiny",
+    variation: None | float | Mapping[str, float] = None,
+    overwrite: bool = False,
+    progress=None,
+    design=None,
+) -> Path:
     """Simulate and write a cohort of ``n_subjects`` animals with biological variation.
 
     Parameters
@@ -142,14 +152,22 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         truth = {
             "description": "Ground truth of a napari-immunotrack simulated cohort (see simulate/cohort.py); "
-                           "each subject as in a simulated study (simulate/study.py), plus its variation.",
-            "conventions": {"world": "RAS millimetres; the MRI world is the phantom world",
-                            "transforms": "mri_to_<modality>: MRI world -> modality world (RAS mm)",
-                            "times": "days after injection; day 0 is the baseline MRI",
-                            "labels": S.LABEL_UNITS_DOC,
-                            "variation": "multiplicative factors drawn per subject (log-normal, mean 1)"},
-            "seed": int(seed), "size": size, "timepoints_days": days, "n_subjects": int(n_subjects),
-            "variation_sd": spreads, "design": S.design_to_dict(design), "subjects": {}, "confounders": [],
+            "each subject as in a simulated study (simulate/study.py), plus its variation.",
+            "conventions": {
+                "world": "RAS millimetres; the MRI world is the phantom world",
+                "transforms": "mri_to_<modality>: MRI world -> modality world (RAS mm)",
+                "times": "days after injection; day 0 is the baseline MRI",
+                "labels": S.LABEL_UNITS_DOC,
+                "variation": "multiplicative factors drawn per subject (log-normal, mean 1)",
+            },
+            "seed": int(seed),
+            "size": size,
+            "timepoints_days": days,
+            "n_subjects": int(n_subjects),
+            "variation_sd": spreads,
+            "design": S.design_to_dict(design),
+            "subjects": {},
+            "confounders": [],
         }
         files: list = []
         participants = []
@@ -161,22 +179,35 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
             subject = S.make_subject(index, seed)
             mouse = subject.mouse
             confounders = [
-                {"kind": "haemorrhage", "label": "haemorrhage",
-                 "centroid_ras_mm": mouse.confounders["haemorrhage"].center.tolist()},
-                {"kind": "air", "label": "gut_gas", "centroid_ras_mm": mouse.confounders["gut_gas"].center.tolist()}]
+                {
+                    "kind": "haemorrhage",
+                    "label": "haemorrhage",
+                    "centroid_ras_mm": mouse.confounders["haemorrhage"].center.tolist(),
+                },
+                {"kind": "air", "label": "gut_gas", "centroid_ras_mm": mouse.confounders["gut_gas"].center.tolist()},
+            ]
             car = sub_design.car_t
             sub_truth = {
-                "seed": subject.seed, "variation": factors, "design": S.design_to_dict(sub_design),
-                "sites": {k: {"label": v["label"], "center_ras_mm": v["center_mm"].tolist(), "radius_mm": v["radius_mm"]}
-                          for k, v in mouse.sites.items()},
+                "seed": subject.seed,
+                "variation": factors,
+                "design": S.design_to_dict(sub_design),
+                "sites": {
+                    k: {"label": v["label"], "center_ras_mm": v["center_mm"].tolist(), "radius_mm": v["radius_mm"]}
+                    for k, v in mouse.sites.items()
+                },
                 "confounders": confounders,
-                "injected": {"car_t_cells": car.cells, "car_t_label_per_cell": car.label_per_cell,
-                             "dc_vaccine_cells": sub_design.dc_vaccine.cells,
-                             "injection_datetime": sub_design.injection_datetime,
-                             "doses_bq": {"89Zr-oxine": car.cells * car.label_per_cell["zr89"],
-                                          "111In-oxine": car.cells * car.label_per_cell["in111"]},
-                             "iron_ng": car.cells * car.label_per_cell["iron"] / 1000.0,
-                             "patient_weight_kg": sub_design.patient_weight_kg},
+                "injected": {
+                    "car_t_cells": car.cells,
+                    "car_t_label_per_cell": car.label_per_cell,
+                    "dc_vaccine_cells": sub_design.dc_vaccine.cells,
+                    "injection_datetime": sub_design.injection_datetime,
+                    "doses_bq": {
+                        "89Zr-oxine": car.cells * car.label_per_cell["zr89"],
+                        "111In-oxine": car.cells * car.label_per_cell["in111"],
+                    },
+                    "iron_ng": car.cells * car.label_per_cell["iron"] / 1000.0,
+                    "patient_weight_kg": sub_design.patient_weight_kg,
+                },
                 "sessions": {},
             }
             if index == 1:
@@ -191,19 +222,38 @@ def make_cohort(out_dir, n_subjects: int = 8, seed: int = 0, timepoints_days: Se
                 done += 1
                 report(progress, done / n_steps, f"sub-{subject.label} day {day:g} written")
             truth["subjects"][subject.label] = sub_truth
-            participants.append((f"sub-{subject.label}", sub_design.patient_weight_kg, car.cells,
-                                 sub_design.dc_vaccine.cells, factors["cells"], factors["weight"]))
+            participants.append(
+                (
+                    f"sub-{subject.label}",
+                    sub_design.patient_weight_kg,
+                    car.cells,
+                    sub_design.dc_vaccine.cells,
+                    factors["cells"],
+                    factors["weight"],
+                )
+            )
         truth["files"] = sorted(os.path.relpath(f, tmp) for f in files)
         S.write_truth_json(tmp / "ground_truth.json", truth)
-        S.write_truth_json(tmp / "dataset_description.json", {
-            "Name": "napari-immunotrack simulated cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-            "GeneratedBy": [{"Name": "napari_immunotrack.simulate.cohort.make_cohort",
-                             "Description": f"n_subjects={n_subjects}, seed={seed}, size={size}, "
-                                            f"timepoints_days={days}, variation={spreads}"}]})
+        S.write_truth_json(
+            tmp / "dataset_description.json",
+            {
+                "Name": "napari-immunotrack simulated cohort",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "raw",
+                "GeneratedBy": [
+                    {
+                        "Name": "napari_immunotrack.simulate.cohort.make_cohort",
+                        "Description": f"n_subjects={n_subjects}, seed={seed}, size={size}, "
+                        f"timepoints_days={days}, variation={spreads}",
+                    }
+                ],
+            },
+        )
         (tmp / "participants.tsv").write_text(
             "participant_id\tweight_kg\tcar_t_cells\tdc_vaccine_cells\tcells_factor\tweight_factor\n"
             + "".join(f"{p}\t{w:.6g}\t{c:.6g}\t{d:.6g}\t{fc:.6f}\t{fw:.6f}\n" for p, w, c, d, fc, fw in participants),
-            encoding="utf-8")
+            encoding="utf-8",
+        )
     return out_dir
 
 
@@ -215,19 +265,33 @@ def _main(argv=None) -> int:
     from ..errors import one_line
     from ..progress import text_progress
 
-    parser = argparse.ArgumentParser(prog="python -m napari_immunotrack.simulate.cohort",
-                                     description="Write a simulated cohort (N animals with biological variation).")
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_immunotrack.simulate.cohort",
+        description="Write a simulated cohort (N animals with biological variation).",
+    )
     parser.add_argument("out_dir")
     parser.add_argument("--subjects", type=int, default=8, help="number of animals (default 8)")
-    parser.add_argument("--days", type=float, nargs="+", default=[0, 1, 3],
-                        help="timepoints, days after injection; 0 = baseline (default 0 1 3)")
+    parser.add_argument(
+        "--days",
+        type=float,
+        nargs="+",
+        default=[0, 1, 3],
+        help="timepoints, days after injection; 0 = baseline (default 0 1 3)",
+    )
     parser.add_argument("--size", default="tiny", help="tiny (default), sample or full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variation", type=float, default=1.0, help="scale of the default biological spreads")
     args = parser.parse_args(argv)
     try:
-        root = make_cohort(args.out_dir, n_subjects=args.subjects, seed=args.seed, timepoints_days=args.days,
-                           size=args.size, variation=args.variation, progress=text_progress("cohort"))
+        root = make_cohort(
+            args.out_dir,
+            n_subjects=args.subjects,
+            seed=args.seed,
+            timepoints_days=args.days,
+            size=args.size,
+            variation=args.variation,
+            progress=text_progress("cohort"),
+        )
     except InputError as exc:
         sys.stderr.write(f"error: {one_line(exc)}\n")
         return 2

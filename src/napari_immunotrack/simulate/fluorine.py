@@ -24,8 +24,8 @@ Quantification then reads: F per voxel of the reference =
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def atoms_per_mM_voxel(voxel_mm3: float) -> float:
     return 1e-3 * AVOGADRO * voxel_mm3 * 1e-6
 
 
-def atom_map(depots: List[FluorineDepot], shape, affine, to_phantom=None, supersample: int = 3):
+def atom_map(depots: list[FluorineDepot], shape, affine, to_phantom=None, supersample: int = 3):
     """19F atoms per voxel (float64) and the atoms that fell outside the grid."""
     shape = tuple(int(s) for s in shape)
     out = np.zeros(shape, np.float64)
@@ -87,7 +87,7 @@ def atom_map(depots: List[FluorineDepot], shape, affine, to_phantom=None, supers
                     kept = 1.0
                 else:
                     vox = abs(np.linalg.det(np.asarray(affine)[:3, :3]))
-                    kept = min(total / (4.0 / 3.0 * np.pi * d.radius_mm ** 3 / vox), 1.0)
+                    kept = min(total / (4.0 / 3.0 * np.pi * d.radius_mm**3 / vox), 1.0)
                 out += frac * (d.atoms * kept / total)
                 lost += d.atoms * (1.0 - kept)
                 continue
@@ -95,9 +95,18 @@ def atom_map(depots: List[FluorineDepot], shape, affine, to_phantom=None, supers
     return out, lost
 
 
-def f19_image(depots: List[FluorineDepot], tube: Solid, c_ref_mM: float, shape, affine,
-              to_phantom: Optional[np.ndarray] = None, snr: float = 20.0, gain_per_mM: float = 100.0,
-              rng: Optional[np.random.Generator] = None, supersample: int = 3) -> dict:
+def f19_image(
+    depots: list[FluorineDepot],
+    tube: Solid,
+    c_ref_mM: float,
+    shape,
+    affine,
+    to_phantom: np.ndarray | None = None,
+    snr: float = 20.0,
+    gain_per_mM: float = 100.0,
+    rng: np.random.Generator | None = None,
+    supersample: int = 3,
+) -> dict:
     """A 19F image with a reference tube.
 
     Parameters

@@ -45,8 +45,8 @@ assumed uniform inside a voxel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence as Seq
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class IronCluster:
     cells: float
     id: int = 0
     site: str = ""
-    owner: str = "live"   # "live" cells or "macrophage" (label carried by host cells)
+    owner: str = "live"  # "live" cells or "macrophage" (label carried by host cells)
     radius_mm: float = field(default=0.0)
 
     def __post_init__(self):
@@ -98,8 +98,9 @@ def check_iron(iron_pg, name: str = "iron_pg") -> float:
     return value
 
 
-def cluster_radius_mm(cells: float, cell_diameter_um: float = CELL_DIAMETER_UM,
-                      packing: float = PACKING_FRACTION) -> float:
+def cluster_radius_mm(
+    cells: float, cell_diameter_um: float = CELL_DIAMETER_UM, packing: float = PACKING_FRACTION
+) -> float:
     """Radius (mm) of a packed sphere of ``cells`` cells."""
     v_cell = np.pi / 6.0 * (cell_diameter_um * 1e-3) ** 3
     return float((3.0 * cells * v_cell / (4.0 * np.pi * packing)) ** (1.0 / 3.0))
@@ -111,8 +112,9 @@ def langevin(xi):
     return np.where(xi > 1e-4, 1.0 / np.tanh(np.maximum(xi, 1e-4)) - 1.0 / np.maximum(xi, 1e-4), xi / 3.0)
 
 
-def magnetic_moment(iron_pg, field_t: float, msat_am2_per_kg_fe: float = MSAT_AM2_PER_KG_FE,
-                    core_diameter_nm: float = 10.0) -> np.ndarray:
+def magnetic_moment(
+    iron_pg, field_t: float, msat_am2_per_kg_fe: float = MSAT_AM2_PER_KG_FE, core_diameter_nm: float = 10.0
+) -> np.ndarray:
     """Magnetic moment (A m^2) of ``iron_pg`` of SPIO iron in a field of ``field_t`` tesla.
 
     >>> round(float(magnetic_moment(1000.0, 9.4)) * 1e10, 3)   # 1 ng Fe: ~1e-10 A m^2
@@ -123,8 +125,9 @@ def magnetic_moment(iron_pg, field_t: float, msat_am2_per_kg_fe: float = MSAT_AM
     return np.asarray(iron_pg, float) * 1e-15 * msat_am2_per_kg_fe * langevin(xi)
 
 
-def dipole_field(points_m: np.ndarray, center_m: np.ndarray, moment: float, b0: np.ndarray,
-                 want_gradient: bool = False):
+def dipole_field(
+    points_m: np.ndarray, center_m: np.ndarray, moment: float, b0: np.ndarray, want_gradient: bool = False
+):
     """dBz (T) along ``b0`` of a dipole aligned with B0, and optionally its gradient (T/m).
 
     ``points_m`` (..., 3) in metres. Points at the centre get 0 (they are
@@ -157,7 +160,7 @@ def _box_radius_mm(moment: float, seq: Sequence, h_mm: float, eps: float = 0.002
     else:
         # gamma^2 G^2 D TE^3 / 12 = eps with G ~ 6k / r^4
         d = DIFFUSION_MM2_S * 1e-6
-        r = (GAMMA_1H ** 2 * 36.0 * k * k * d * te ** 3 / (12.0 * eps)) ** 0.125
+        r = (GAMMA_1H**2 * 36.0 * k * k * d * te**3 / (12.0 * eps)) ** 0.125
     return float(r * 1e3)
 
 
@@ -169,10 +172,18 @@ def _sinc(x):
     return np.where(small, 1.0 - x * x / 6.0, np.sin(safe) / safe)
 
 
-def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluster], seq,
-                  field_t: float = 9.4, b0_direction=(0.0, 0.0, 1.0), supersample: int = 3,
-                  near_phase: float = 0.5, to_phantom: Optional[np.ndarray] = None,
-                  msat_am2_per_kg_fe: float = MSAT_AM2_PER_KG_FE):
+def bloom_factors(
+    shape: Seq[int],
+    affine: np.ndarray,
+    clusters: list[IronCluster],
+    seq,
+    field_t: float = 9.4,
+    b0_direction=(0.0, 0.0, 1.0),
+    supersample: int = 3,
+    near_phase: float = 0.5,
+    to_phantom: np.ndarray | None = None,
+    msat_am2_per_kg_fe: float = MSAT_AM2_PER_KG_FE,
+):
     """Signal factors (0-1) of the voxels that iron clusters darken.
 
     Parameters
@@ -220,7 +231,7 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
         hi = np.minimum(np.ceil(centre_idx + half).astype(int) + 1, shape)
         boxes.append((lo, hi))
         if np.all(hi > lo):
-            mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+            mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
     flat = np.flatnonzero(mask)
     del mask
     if flat.size == 0:
@@ -236,7 +247,7 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
     for c, mu, (lo, hi) in zip(active, moments, boxes):
         if np.any(hi <= lo):
             continue
-        rows = pos[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].reshape(-1)
+        rows = pos[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].reshape(-1)
         p = pts_mm[rows]
         _, g = dipole_field(p * 1e-3, c.center_mm * 1e-3, mu, b0, want_gradient=True)
         grad[rows] += g
@@ -258,7 +269,7 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
             # the linear-phase result is exact where the phase is nearly linear over the voxel
             nears.append(np.abs(dphi).max(axis=1) > near_phase)
         else:
-            att = GAMMA_1H ** 2 * np.einsum("ij,ij->i", grad, grad) * d * te ** 3 / 12.0
+            att = GAMMA_1H**2 * np.einsum("ij,ij->i", grad, grad) * d * te**3 / 12.0
             factors.append(np.exp(-att))
             # the gradient changes across the voxel where the attenuation is noticeable
             nears.append(att > 0.05)
@@ -275,7 +286,7 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
         sub_edges = (edges_m / s).astype(np.float32)
         chunk = max(1, 1_000_000 // len(o))
         for a in range(0, sel.size, chunk):
-            rows = sel[a:a + chunk]
+            rows = sel[a : a + chunk]
             ridx = idx[rows]
             # float32 here: the phase error (< 1e-4 rad) is far below what matters, the speed doubles
             bz = np.zeros((rows.size, len(o)), np.float32)
@@ -286,8 +297,9 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
                     continue
                 # positions relative to the cluster (small numbers: float32 keeps their precision)
                 rel = ((pts_mm[rows[inb]] - c.center_mm)[:, None, :] + o_mm[None]).astype(np.float32) * 1e-3
-                b, g = dipole_field(rel, np.zeros(3, np.float32), np.float32(mu), b0.astype(np.float32),
-                                    want_gradient=True)
+                b, g = dipole_field(
+                    rel, np.zeros(3, np.float32), np.float32(mu), b0.astype(np.float32), want_gradient=True
+                )
                 bz[inb] += b
                 gsub[inb] += g
             g2 = None
@@ -305,7 +317,7 @@ def bloom_factors(shape: Seq[int], affine: np.ndarray, clusters: List[IronCluste
                 else:
                     if g2 is None:
                         g2 = np.einsum("...i,...i->...", gsub, gsub)
-                    att = np.float32(GAMMA_1H ** 2 * d) * g2[here] * te ** 3 / np.float32(12.0)
+                    att = np.float32(GAMMA_1H**2 * d) * g2[here] * te**3 / np.float32(12.0)
                     val = np.exp(-att).mean(1)
                 fac[rows[here]] = val
     out = []

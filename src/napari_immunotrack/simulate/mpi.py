@@ -19,7 +19,7 @@ docs/methods/simulator.md#mpi):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -28,9 +28,19 @@ from ..errors import InputError
 from .nuclear import deposit_points, fine_grid
 
 
-def mpi_image(points_mm: np.ndarray, iron_ng: np.ndarray, shape, affine, to_phantom: Optional[np.ndarray] = None,
-              fwhm_mm: Sequence[float] = (1.5, 1.5, 1.5), k_per_ng: float = 10.0, background: float = 0.0,
-              noise_sd: float = 0.05, rng: Optional[np.random.Generator] = None, supersample: int = 2) -> dict:
+def mpi_image(
+    points_mm: np.ndarray,
+    iron_ng: np.ndarray,
+    shape,
+    affine,
+    to_phantom: np.ndarray | None = None,
+    fwhm_mm: Sequence[float] = (1.5, 1.5, 1.5),
+    k_per_ng: float = 10.0,
+    background: float = 0.0,
+    noise_sd: float = 0.05,
+    rng: np.random.Generator | None = None,
+    supersample: int = 2,
+) -> dict:
     """An MPI image of iron point sources.
 
     Parameters
@@ -69,8 +79,9 @@ def mpi_image(points_mm: np.ndarray, iron_ng: np.ndarray, shape, affine, to_phan
     lost += float(before - fine.sum())
     ng = fine.reshape(shape[0], f, shape[1], f, shape[2], f).sum(axis=(1, 3, 5))
     noiseless = (k_per_ng * ng + background).astype(np.float32)
-    image = noiseless + (rng.standard_normal(noiseless.shape, dtype=np.float32) * np.float32(noise_sd)
-                         if noise_sd > 0 else 0)
+    image = noiseless + (
+        rng.standard_normal(noiseless.shape, dtype=np.float32) * np.float32(noise_sd) if noise_sd > 0 else 0
+    )
     return {
         "noiseless": noiseless,
         "image": image.astype(np.float32),

@@ -25,7 +25,6 @@ where ``S_ref`` is the noiseless mean signal of a named reference tissue
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional
 
 import numpy as np
 
@@ -62,7 +61,7 @@ class Sequence:
 
 
 #: Typical preclinical protocols (Bruker-like RARE and FLASH), per field.
-SEQUENCES: Dict[float, Dict[str, Sequence]] = {
+SEQUENCES: dict[float, dict[str, Sequence]] = {
     9.4: {
         "T1w": Sequence("T1w", "SE", 600.0, 8.0, 90.0),
         "T2w": Sequence("T2w", "SE", 5000.0, 30.0, 90.0),
@@ -76,7 +75,7 @@ SEQUENCES: Dict[float, Dict[str, Sequence]] = {
 }
 
 
-def sequences(field_t: float = 9.4) -> Dict[str, Sequence]:
+def sequences(field_t: float = 9.4) -> dict[str, Sequence]:
     """The T1w, T2w and T2*w presets at ``field_t``."""
     field_t = check_field(field_t)
     return dict(SEQUENCES[9.4 if abs(field_t - 9.4) < 1e-6 else 7.0])
@@ -93,7 +92,7 @@ class Relaxivity:
     r2s: float
 
 
-RELAXIVITY: Dict[tuple, Relaxivity] = {
+RELAXIVITY: dict[tuple, Relaxivity] = {
     # SPION (ferumoxytol/ferumoxides-like), per mM Fe: r1 falls and r2 stays high at high field.
     ("spion", 9.4): Relaxivity("spion", 9.4, 1.0, 90.0, 180.0),
     ("spion", 7.0): Relaxivity("spion", 7.0, 1.5, 85.0, 160.0),
@@ -146,10 +145,17 @@ def tissue_signal(seq: Sequence, field_t: float, tissue: str = "muscle") -> floa
     return float(signal(seq, luts["pd"][lab], luts["r1"][lab], luts["r2"][lab], luts["r2s"][lab]))
 
 
-def weighted_image(labels: np.ndarray, seq: Sequence, field_t: float = 9.4,
-                   agent_mM: Optional[np.ndarray] = None, agent: Optional[Relaxivity] = None,
-                   extra_r1: Optional[np.ndarray] = None, extra_r2: Optional[np.ndarray] = None,
-                   extra_r2s: Optional[np.ndarray] = None, scale: float = 1.0) -> np.ndarray:
+def weighted_image(
+    labels: np.ndarray,
+    seq: Sequence,
+    field_t: float = 9.4,
+    agent_mM: np.ndarray | None = None,
+    agent: Relaxivity | None = None,
+    extra_r1: np.ndarray | None = None,
+    extra_r2: np.ndarray | None = None,
+    extra_r2s: np.ndarray | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
     """Noiseless weighted image (float32) of a label map, optionally with an agent.
 
     The signal of each tissue is computed once (look-up table); only voxels
@@ -198,7 +204,7 @@ def weighted_image(labels: np.ndarray, seq: Sequence, field_t: float = 9.4,
     return out
 
 
-def relaxation_maps(labels: np.ndarray, field_t: float = 9.4, agent_mM=None, agent: Optional[Relaxivity] = None):
+def relaxation_maps(labels: np.ndarray, field_t: float = 9.4, agent_mM=None, agent: Relaxivity | None = None):
     """Quantitative T1 and T2 maps in ms (float32) of a label map with an optional agent; air gives 0."""
     luts = property_luts(field_t)
     r1 = luts["r1"][labels].astype(np.float32)

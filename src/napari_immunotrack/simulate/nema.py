@@ -27,7 +27,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,10 +41,19 @@ ROD_CIRCLE_RADIUS_MM = 7.0
 PHANTOM_RADIUS_MM = 15.0
 
 
-def nema_rods(*, voxel_mm: float = 0.5, fwhm_mm=1.5, rod_concentration: float = 100.0, background: float = 0.0,
-              rod_diameters_mm: Sequence[float] = ROD_DIAMETERS_MM, length_mm: float = 10.0,
-              supersample: int = 4, noise_sd: float = 0.0, rng: Optional[np.random.Generator] = None,
-              modality: str = "PT") -> dict:
+def nema_rods(
+    *,
+    voxel_mm: float = 0.5,
+    fwhm_mm=1.5,
+    rod_concentration: float = 100.0,
+    background: float = 0.0,
+    rod_diameters_mm: Sequence[float] = ROD_DIAMETERS_MM,
+    length_mm: float = 10.0,
+    supersample: int = 4,
+    noise_sd: float = 0.0,
+    rng: np.random.Generator | None = None,
+    modality: str = "PT",
+) -> dict:
     """A rods phantom blurred by a Gaussian PSF.
 
     Parameters
@@ -84,7 +93,7 @@ def nema_rods(*, voxel_mm: float = 0.5, fwhm_mm=1.5, rod_concentration: float = 
     half_z = length_mm / 2.0 + margin
     n_xy = int(np.ceil(2 * half_xy / voxel_mm))
     n_z = int(np.ceil(2 * half_z / voxel_mm))
-    shape = (n_z, n_xy, n_xy)                       # array axes z, y, x
+    shape = (n_z, n_xy, n_xy)  # array axes z, y, x
     affine = np.eye(4)
     affine[:3, :3] = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float).T * voxel_mm
     affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(shape, float) - 1) / 2.0)
@@ -104,7 +113,7 @@ def nema_rods(*, voxel_mm: float = 0.5, fwhm_mm=1.5, rod_concentration: float = 
         diameters[k + 1] = float(d)
     labels = rasterize(solids, fine_shape, fine_affine)
     lut = np.zeros(256, np.float32)
-    lut[1:len(rod_diameters_mm) + 1] = rod_concentration
+    lut[1 : len(rod_diameters_mm) + 1] = rod_concentration
     lut[len(rod_diameters_mm) + 1] = background
     fine = lut[labels]
     sigma = fwhm[np.argmax(np.abs(fine_affine[:3, :3]), axis=0)] / (2 * np.sqrt(2 * np.log(2))) / (voxel_mm / f)
@@ -117,5 +126,10 @@ def nema_rods(*, voxel_mm: float = 0.5, fwhm_mm=1.5, rod_concentration: float = 
     truth = {k: float(rod_concentration) for k in diameters}
     truth[len(rod_diameters_mm) + 1] = float(background)
     image = Volume(coarse.astype(np.float32), affine, modality, "Bq/mL", {"PSF_FWHM_mm": fwhm.tolist()}, "nema")
-    return {"image": image, "labels": Volume(labels, fine_affine, "SEG", "label", {}, "nema_labels"),
-            "truth": truth, "diameters_mm": diameters, "fwhm_mm": fwhm.tolist()}
+    return {
+        "image": image,
+        "labels": Volume(labels, fine_affine, "SEG", "label", {}, "nema_labels"),
+        "truth": truth,
+        "diameters_mm": diameters,
+        "fwhm_mm": fwhm.tolist(),
+    }

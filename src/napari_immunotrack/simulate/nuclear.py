@@ -27,8 +27,8 @@ Values are Bq/mL. Half-lives follow docs/methods/simulator.md#pet-and-spect.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -71,9 +71,9 @@ class ActivitySource:
     """Activity in Bq at scan time: in tissue ``label``, in ``solid``, or at ``center_mm``."""
 
     bq: float
-    label: Optional[int] = None
-    solid: Optional[Solid] = None
-    center_mm: Optional[Sequence[float]] = None
+    label: int | None = None
+    solid: Solid | None = None
+    center_mm: Sequence[float] | None = None
     name: str = ""
 
     def __post_init__(self):
@@ -92,8 +92,13 @@ def fine_grid(shape, affine, supersample: int):
     return tuple(int(n) * f for n in shape), np.asarray(affine, float) @ s
 
 
-def deposit_points(grid: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, values: np.ndarray,
-                   to_phantom: Optional[np.ndarray] = None) -> float:
+def deposit_points(
+    grid: np.ndarray,
+    affine: np.ndarray,
+    points_mm: np.ndarray,
+    values: np.ndarray,
+    to_phantom: np.ndarray | None = None,
+) -> float:
     """Add ``values`` at phantom-world points to ``grid`` by trilinear weights; returns what fell outside."""
     m = np.asarray(affine, float) if to_phantom is None else np.asarray(to_phantom, float) @ affine
     inv = np.linalg.inv(m)
@@ -113,9 +118,16 @@ def deposit_points(grid: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, 
     return lost
 
 
-def activity_image(solids, sources: List[ActivitySource], shape, affine, fwhm_mm=1.3,
-                   to_phantom: Optional[np.ndarray] = None, supersample: int = 2,
-                   labels_fine: Optional[np.ndarray] = None) -> Tuple[np.ndarray, dict]:
+def activity_image(
+    solids,
+    sources: list[ActivitySource],
+    shape,
+    affine,
+    fwhm_mm=1.3,
+    to_phantom: np.ndarray | None = None,
+    supersample: int = 2,
+    labels_fine: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
     """Noiseless activity concentration (Bq/mL, float32) on a scanner grid.
 
     Parameters
@@ -170,8 +182,9 @@ def activity_image(solids, sources: List[ActivitySource], shape, affine, fwhm_mm
     points = [s for s in sources if s.center_mm is not None and s.bq > 0]
     if points:
         acc = np.zeros(fshape, np.float64)
-        lost += deposit_points(acc, faff, np.array([p.center_mm for p in points]),
-                               np.array([p.bq for p in points]), to_phantom)
+        lost += deposit_points(
+            acc, faff, np.array([p.center_mm for p in points]), np.array([p.bq for p in points]), to_phantom
+        )
         fine += acc.astype(np.float32)
     before = float(fine.sum(dtype=np.float64))
     fwhm = np.broadcast_to(np.asarray(fwhm_mm, float), (3,))
@@ -200,8 +213,9 @@ def activity_image(solids, sources: List[ActivitySource], shape, affine, fwhm_mm
     return (coarse / voxel_ml).astype(np.float32), info
 
 
-def poisson_noise(bq_ml: np.ndarray, voxel_ml: float, duration_s: float, sensitivity: float,
-                  rng: np.random.Generator) -> np.ndarray:
+def poisson_noise(
+    bq_ml: np.ndarray, voxel_ml: float, duration_s: float, sensitivity: float, rng: np.random.Generator
+) -> np.ndarray:
     """Counting noise: Poisson(A V duration sensitivity) back to Bq/mL (float32)."""
     if duration_s <= 0 or sensitivity <= 0:
         raise InputError(f"duration_s={duration_s} and sensitivity={sensitivity} must both be > 0 for counting noise.")

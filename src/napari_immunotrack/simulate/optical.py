@@ -21,8 +21,6 @@ phantom world.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ..errors import InputError
@@ -33,7 +31,7 @@ def surface_height(mouse: Mouse, x: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Ventral skin height y_s(x, z) in mm (NaN outside the body's footprint)."""
     body: Body = mouse.body
     s = np.abs((z - body.center[2]) / body.half_length)
-    prof = np.power(np.clip(1.0 - s ** body.power, 0.0, None), 1.0 / body.power)
+    prof = np.power(np.clip(1.0 - s**body.power, 0.0, None), 1.0 / body.power)
     a, b = body.a * prof, body.b * prof
     u = 1.0 - ((x - body.center[0]) / np.maximum(a, 1e-9)) ** 2
     y = np.where((u >= 0) & (s <= 1), body.center[1] + b * np.sqrt(np.clip(u, 0, None)), np.nan)
@@ -46,10 +44,19 @@ def surface_height(mouse: Mouse, x: np.ndarray, z: np.ndarray) -> np.ndarray:
     return y
 
 
-def optical_image(mouse: Mouse, points_mm: np.ndarray, brightness: np.ndarray, pixel_mm: float = 0.2,
-                  mu_eff_per_mm: float = 1.0, sigma0_mm: float = 0.3, autofluorescence: float = 0.02,
-                  gain: float = 50.0, read_noise: float = 0.01, rng: Optional[np.random.Generator] = None,
-                  margin_mm: float = 2.0) -> dict:
+def optical_image(
+    mouse: Mouse,
+    points_mm: np.ndarray,
+    brightness: np.ndarray,
+    pixel_mm: float = 0.2,
+    mu_eff_per_mm: float = 1.0,
+    sigma0_mm: float = 0.3,
+    autofluorescence: float = 0.02,
+    gain: float = 50.0,
+    read_noise: float = 0.01,
+    rng: np.random.Generator | None = None,
+    margin_mm: float = 2.0,
+) -> dict:
     """Planar fluorescence image of point sources (phantom world, mm) with ``brightness`` (a.u. each).
 
     Returns
@@ -66,8 +73,8 @@ def optical_image(mouse: Mouse, points_mm: np.ndarray, brightness: np.ndarray, p
     z_max, z_min = hi[2] + margin_mm, lo[2] - margin_mm
     ncol = int(np.ceil((x_max - x_min) / pixel_mm))
     nrow = int(np.ceil((z_max - z_min) / pixel_mm))
-    xs = x_max - (np.arange(ncol) + 0.5) * pixel_mm       # columns: animal's right -> left
-    zs = z_max - (np.arange(nrow) + 0.5) * pixel_mm       # rows: head -> tail
+    xs = x_max - (np.arange(ncol) + 0.5) * pixel_mm  # columns: animal's right -> left
+    zs = z_max - (np.arange(nrow) + 0.5) * pixel_mm  # rows: head -> tail
     X, Z = np.meshgrid(xs, zs)
     ys = surface_height(mouse, X, Z)
     footprint = np.isfinite(ys)
@@ -86,11 +93,11 @@ def optical_image(mouse: Mouse, points_mm: np.ndarray, brightness: np.ndarray, p
         d = max(y_s - p[1], 0.0)
         depth[i] = d
         weight[i] = np.exp(-mu_eff_per_mm * d)
-        sig = np.sqrt(sigma0_mm ** 2 + (0.5 * d) ** 2)
+        sig = np.sqrt(sigma0_mm**2 + (0.5 * d) ** 2)
         g = np.exp(-((X - p[0]) ** 2 + (Z - p[2]) ** 2) / (2 * sig * sig)) / (2 * np.pi * sig * sig)
         img = img + a * weight[i] * g
     noiseless = img.astype(np.float32)
-    electrons = rng.poisson(np.clip(noiseless, 0, None) * gain * pixel_mm ** 2) / (gain * pixel_mm ** 2)
+    electrons = rng.poisson(np.clip(noiseless, 0, None) * gain * pixel_mm**2) / (gain * pixel_mm**2)
     image = (electrons + rng.normal(0, read_noise, noiseless.shape)).astype(np.float32)
     # index (0, row, col) -> world: plane at the skin top, rows along -z, columns along -x
     affine = np.eye(4)
@@ -98,6 +105,13 @@ def optical_image(mouse: Mouse, points_mm: np.ndarray, brightness: np.ndarray, p
     affine[:3, 1] = [0.0, 0.0, -pixel_mm]
     affine[:3, 2] = [-pixel_mm, 0.0, 0.0]
     affine[:3, 3] = [xs[0], plane_y, zs[0]]
-    return {"noiseless": noiseless[None], "image": image[None], "affine": affine, "depth_mm": depth,
-            "surface_weight": weight, "pixel_mm": float(pixel_mm), "mu_eff_per_mm": float(mu_eff_per_mm),
-            "footprint": footprint[None].astype(np.uint8)}
+    return {
+        "noiseless": noiseless[None],
+        "image": image[None],
+        "affine": affine,
+        "depth_mm": depth,
+        "surface_weight": weight,
+        "pixel_mm": float(pixel_mm),
+        "mu_eff_per_mm": float(mu_eff_per_mm),
+        "footprint": footprint[None].astype(np.uint8),
+    }

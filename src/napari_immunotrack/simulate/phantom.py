@@ -25,8 +25,8 @@ is longer at 7 T (x1.3).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,38 +50,38 @@ class Tissue:
 # label, PD, T1, T2, T2* (ms) at 9.4 T.
 _TISSUE_ROWS = [
     # name            label  PD    T1     T2    T2*
-    ("air",             0, 0.00,    1.0,   1.0,  1.0),
-    ("muscle",          1, 0.75, 1900.0,  28.0, 18.0),
-    ("fat",             2, 0.90,  800.0,  55.0, 25.0),
-    ("liver",           3, 0.70, 1400.0,  22.0, 10.0),
-    ("spleen",          4, 0.80, 1900.0,  40.0, 22.0),
-    ("kidney_left",     5, 0.85, 1900.0,  45.0, 25.0),
-    ("kidney_right",    6, 0.85, 1900.0,  45.0, 25.0),
-    ("tumour",          7, 0.85, 2100.0,  50.0, 30.0),
+    ("air", 0, 0.00, 1.0, 1.0, 1.0),
+    ("muscle", 1, 0.75, 1900.0, 28.0, 18.0),
+    ("fat", 2, 0.90, 800.0, 55.0, 25.0),
+    ("liver", 3, 0.70, 1400.0, 22.0, 10.0),
+    ("spleen", 4, 0.80, 1900.0, 40.0, 22.0),
+    ("kidney_left", 5, 0.85, 1900.0, 45.0, 25.0),
+    ("kidney_right", 6, 0.85, 1900.0, 45.0, 25.0),
+    ("tumour", 7, 0.85, 2100.0, 50.0, 30.0),
     ("ln_inguinal_right", 8, 0.85, 1800.0, 45.0, 28.0),
-    ("ln_inguinal_left",  9, 0.85, 1800.0, 45.0, 28.0),
-    ("ln_iliac",       10, 0.85, 1800.0,  45.0, 28.0),
+    ("ln_inguinal_left", 9, 0.85, 1800.0, 45.0, 28.0),
+    ("ln_iliac", 10, 0.85, 1800.0, 45.0, 28.0),
     # Flowing blood: the spin-echo flow void and the dephasing of flow in
     # gradient echoes are modelled as a low effective PD and a short T2*.
-    ("vessel",         11, 0.25, 2400.0,  15.0,  6.0),
-    ("bladder",        12, 0.95, 3500.0, 400.0, 150.0),
+    ("vessel", 11, 0.25, 2400.0, 15.0, 6.0),
+    ("bladder", 12, 0.95, 3500.0, 400.0, 150.0),
     # Cortical bone: almost no mobile water, T2 well under a millisecond.
-    ("bone",           13, 0.08,  800.0,   2.0,  0.8),
+    ("bone", 13, 0.08, 800.0, 2.0, 0.8),
     # Early subacute haemorrhage (intracellular methaemoglobin): T1 short
     # (bright on T1w) and T2/T2* short (dark) - Bradley, Radiology 1993
     # 189:15; Wood (see docs/methods/confirmation.md#references).
-    ("haemorrhage",    14, 0.80,  600.0,  12.0,  2.5),
+    ("haemorrhage", 14, 0.80, 600.0, 12.0, 2.5),
     # Lung parenchyma: little tissue, huge susceptibility gradients.
-    ("lung",           15, 0.20, 1400.0,  15.0,  1.0),
+    ("lung", 15, 0.20, 1400.0, 15.0, 1.0),
     # Gas in the gut: an air pocket inside the body.
-    ("gut_gas",        16, 0.00,    1.0,   1.0,  1.0),
+    ("gut_gas", 16, 0.00, 1.0, 1.0, 1.0),
     # Reference tubes / fiducials outside the body (water-like, doped).
     ("reference_tube", 17, 1.00, 1000.0, 100.0, 50.0),
 ]
 
-TISSUES_9P4T: Dict[str, Tissue] = {row[0]: Tissue(*row) for row in _TISSUE_ROWS}
-LABELS: Dict[int, str] = {t.label: t.name for t in TISSUES_9P4T.values()}
-LABEL_OF: Dict[str, int] = {t.name: t.label for t in TISSUES_9P4T.values()}
+TISSUES_9P4T: dict[str, Tissue] = {row[0]: Tissue(*row) for row in _TISSUE_ROWS}
+LABELS: dict[int, str] = {t.label: t.name for t in TISSUES_9P4T.values()}
+LABEL_OF: dict[str, int] = {t.name: t.label for t in TISSUES_9P4T.values()}
 
 #: Tissues that are dark on T2*-weighted images without any label, i.e. the
 #: regions that fool a naive threshold (docs/methods/simulator.md#phantom).
@@ -102,7 +102,7 @@ def check_field(field_t: float) -> float:
     return value
 
 
-def tissue_table(field_t: float = 9.4) -> Dict[str, Tissue]:
+def tissue_table(field_t: float = 9.4) -> dict[str, Tissue]:
     """Tissue properties at ``field_t`` (7.0 or 9.4 T), keyed by tissue name.
 
     >>> tissue_table(9.4)["muscle"].t2s_ms
@@ -120,7 +120,7 @@ def tissue_table(field_t: float = 9.4) -> Dict[str, Tissue]:
     return out
 
 
-def property_luts(field_t: float = 9.4, n_labels: int = 256) -> Dict[str, np.ndarray]:
+def property_luts(field_t: float = 9.4, n_labels: int = 256) -> dict[str, np.ndarray]:
     """Look-up tables indexed by label: ``pd``, ``r1``, ``r2``, ``r2s`` (rates in 1/s)."""
     table = tissue_table(field_t)
     luts = {k: np.zeros(n_labels, np.float64) for k in ("pd", "r1", "r2", "r2s")}
@@ -136,7 +136,7 @@ def property_luts(field_t: float = 9.4, n_labels: int = 256) -> Dict[str, np.nda
 class Solid:
     """A region of space. ``inside(x, y, z)`` takes broadcastable arrays (mm)."""
 
-    def bbox(self) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def inside(self, x, y, z):  # pragma: no cover - interface
@@ -210,7 +210,7 @@ class Cylinder(Solid):
         t = (dx * self._d[0] + dy * self._d[1] + dz * self._d[2]) / self._len2
         t = np.clip(t, 0.0, 1.0)
         ex, ey, ez = dx - t * self._d[0], dy - t * self._d[1], dz - t * self._d[2]
-        return ex * ex + ey * ey + ez * ez <= self.radius ** 2
+        return ex * ex + ey * ey + ez * ez <= self.radius**2
 
 
 @dataclass
@@ -243,7 +243,7 @@ class Body(Solid):
             s2 = s * s
             prof = np.sqrt(np.sqrt(np.clip(1.0 - s2 * s2, 0.0, None)))
         else:
-            prof = np.power(np.clip(1.0 - s ** self.power, 0.0, None), 1.0 / self.power)
+            prof = np.power(np.clip(1.0 - s**self.power, 0.0, None), 1.0 / self.power)
         return s, prof
 
     def _norm(self, x, y, z, shrink):
@@ -265,8 +265,9 @@ class Body(Solid):
 
 
 # --------------------------------------------------------------------------- grids
-def grid_affine(shape: Sequence[int], voxel_mm, center_mm=(0.0, 0.0, 0.0),
-                rotation: Optional[np.ndarray] = None) -> np.ndarray:
+def grid_affine(
+    shape: Sequence[int], voxel_mm, center_mm=(0.0, 0.0, 0.0), rotation: np.ndarray | None = None
+) -> np.ndarray:
     """Affine of a grid whose array axes 0, 1, 2 run along S, A, R (z, y, x), centred on ``center_mm``.
 
     ``voxel_mm`` is one number or three (spacing along array axes 0, 1, 2).
@@ -291,8 +292,9 @@ def world_coords(shape, affine, start=(0, 0, 0)):
     Terms with a zero affine coefficient are skipped, so on an axis-aligned
     grid each coordinate stays a thin (n, 1, 1)-like array.
     """
-    axes = [np.arange(shape[a], dtype=float).reshape([-1 if b == a else 1 for b in range(3)]) + start[a]
-            for a in range(3)]
+    axes = [
+        np.arange(shape[a], dtype=float).reshape([-1 if b == a else 1 for b in range(3)]) + start[a] for a in range(3)
+    ]
     out = []
     for r in range(3):
         acc = np.full((1, 1, 1), affine[r, 3])
@@ -312,8 +314,14 @@ def _index_box(solid: Solid, inv: np.ndarray, shape, margin: int = 1):
     return start, stop
 
 
-def rasterize(solids: Sequence[Tuple[int, Solid]], shape: Sequence[int], affine: np.ndarray,
-              to_phantom: Optional[np.ndarray] = None, dtype=np.uint8, chunk: int = 2_000_000) -> np.ndarray:
+def rasterize(
+    solids: Sequence[tuple[int, Solid]],
+    shape: Sequence[int],
+    affine: np.ndarray,
+    to_phantom: np.ndarray | None = None,
+    dtype=np.uint8,
+    chunk: int = 2_000_000,
+) -> np.ndarray:
     """Paint ``(label, solid)`` pairs in order on a grid (nearest: a voxel takes the label of its centre).
 
     Parameters
@@ -340,7 +348,7 @@ def rasterize(solids: Sequence[Tuple[int, Solid]], shape: Sequence[int], affine:
             sub_shape = (b0 - a0, stop[1] - start[1], stop[2] - start[2])
             x, y, z = world_coords(sub_shape, m, (a0, start[1], start[2]))
             hit = np.broadcast_to(solid.inside(x, y, z), sub_shape)
-            block = out[a0:b0, start[1]:stop[1], start[2]:stop[2]]
+            block = out[a0:b0, start[1] : stop[1], start[2] : stop[2]]
             block[hit] = label
     return out
 
@@ -362,7 +370,7 @@ def fraction_inside(solid: Solid, shape, affine, to_phantom=None, supersample: i
             for o2 in sub:
                 x, y, z = world_coords(block_shape, m, (start[0] + o0, start[1] + o1, start[2] + o2))
                 acc += np.broadcast_to(solid.inside(x, y, z), block_shape)
-    out[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = acc / supersample ** 3
+    out[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = acc / supersample**3
     return out
 
 
@@ -381,11 +389,11 @@ class Mouse:
     extent_mm : (2, 3) box [min, max] enclosing the whole animal.
     """
 
-    solids: List[Tuple[int, Solid]]
-    sites: Dict[str, dict]
+    solids: list[tuple[int, Solid]]
+    sites: dict[str, dict]
     body: Body
     extent_mm: np.ndarray
-    extra_body: List[Solid] = field(default_factory=list)
+    extra_body: list[Solid] = field(default_factory=list)
 
     def labels(self, shape, affine, to_phantom=None) -> np.ndarray:
         """Tissue label map (uint8, see :data:`LABELS`) on a grid."""
@@ -436,12 +444,14 @@ def make_mouse(seed: int = 0, jitter: float = 0.04) -> Mouse:
         "ln_iliac": Sphere(j([2.2, -3.2, -12.0]), float(j(0.7))),
     }
     spine = Cylinder((0.0, -7.2, -36.0), (0.0, -7.2, 34.0), 1.1)
-    vessels = [Cylinder((-0.9, -5.0, -30.0), (-0.9, -5.0, 24.0), 0.5),   # aorta
-               Cylinder((1.3, -4.8, -30.0), (1.3, -4.8, 17.0), 0.6)]     # vena cava
-    haem = Sphere(tumour_c + np.array([1.2, 1.0, 1.0]), 0.8)             # bleed inside the tumour
+    vessels = [
+        Cylinder((-0.9, -5.0, -30.0), (-0.9, -5.0, 24.0), 0.5),  # aorta
+        Cylinder((1.3, -4.8, -30.0), (1.3, -4.8, 17.0), 0.6),
+    ]  # vena cava
+    haem = Sphere(tumour_c + np.array([1.2, 1.0, 1.0]), 0.8)  # bleed inside the tumour
     gas = [Sphere(j([3.5, 4.0, -3.0]), 0.6), Sphere(j([-3.0, 5.0, -6.0]), 0.45)]  # gut gas
 
-    solids: List[Tuple[int, Solid]] = [(L["muscle"], body), (L["fat"], skin_fat), (L["tumour"], tumour)]
+    solids: list[tuple[int, Solid]] = [(L["muscle"], body), (L["fat"], skin_fat), (L["tumour"], tumour)]
     solids += [(L["fat"], p) for p in fat_pads]
     solids += [(L["lung"], s) for s in lungs]
     solids += [(L[name], s) for name, s in organs.items()]
@@ -453,10 +463,13 @@ def make_mouse(seed: int = 0, jitter: float = 0.04) -> Mouse:
 
     sites = {}
     for name, s in list(organs.items()) + list(nodes.items()):
-        sites[name] = {"label": L[name], "center_mm": s.center.copy(), "radius_mm": float(np.min(s.semi)),
-                       "solid": s}
-    sites["tumour"] = {"label": L["tumour"], "center_mm": tumour.center.copy(), "radius_mm": float(tumour.semi[0]),
-                       "solid": tumour}
+        sites[name] = {"label": L[name], "center_mm": s.center.copy(), "radius_mm": float(np.min(s.semi)), "solid": s}
+    sites["tumour"] = {
+        "label": L["tumour"],
+        "center_mm": tumour.center.copy(),
+        "radius_mm": float(tumour.semi[0]),
+        "solid": tumour,
+    }
     sites["lung"] = {"label": L["lung"], "center_mm": lungs[0].center.copy(), "radius_mm": 3.8, "solid": lungs[0]}
     confounders = {"haemorrhage": haem, "gut_gas": gas[0], "vessel": vessels[0], "bone": spine}
     extent = np.array([[-11.5, -10.0, -38.5], [tumour_c[0] + tumour.semi[0] + 0.5, 10.0, 38.5]])

@@ -48,8 +48,17 @@ def multi_echo_gre(s0, r2s_per_s, te_ms: Sequence[float], sigma: float, rng) -> 
     return _noisy(clean, sigma, rng)
 
 
-def multi_echo_se(s0, r2_per_s, esp_ms: float, n_echoes: int, sigma: float, rng, b1=1.0,
-                  t1_ms: float = 1000.0, refocusing_deg: float = 180.0) -> np.ndarray:
+def multi_echo_se(
+    s0,
+    r2_per_s,
+    esp_ms: float,
+    n_echoes: int,
+    sigma: float,
+    rng,
+    b1=1.0,
+    t1_ms: float = 1000.0,
+    refocusing_deg: float = 180.0,
+) -> np.ndarray:
     """CPMG multi-echo spin echo at ``ESP, 2 ESP, ...``; with ``b1 != 1`` the stimulated echoes of
     imperfect refocusing are included by the extended phase graph
     (:func:`~napari_immunotrack.analysis.relaxometry.epg_cpmg`, checked against an isochromat
@@ -91,13 +100,14 @@ def inversion_recovery_series(m0, r1_per_s, ti_ms, sigma: float, rng, efficiency
     return _noisy(clean, sigma, rng)
 
 
-def b1_field(shape, affine: np.ndarray, centre_mm=(0.0, 0.0, 0.0), falloff_mm: float = 40.0,
-             peak: float = 1.05) -> np.ndarray:
+def b1_field(
+    shape, affine: np.ndarray, centre_mm=(0.0, 0.0, 0.0), falloff_mm: float = 40.0, peak: float = 1.05
+) -> np.ndarray:
     """A smooth relative B1 map (surface-coil-like fall-off): ``peak x exp(-(r / falloff)^2)``."""
     idx = np.indices(shape, dtype=float).reshape(3, -1).T
     world = idx @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
     r2 = ((world - np.asarray(centre_mm, float)) ** 2).sum(1)
-    return (peak * np.exp(-r2 / falloff_mm ** 2)).reshape(shape)
+    return (peak * np.exp(-r2 / falloff_mm**2)).reshape(shape)
 
 
 def iron_concentration_map(shape, affine: np.ndarray, foci, supersample: int = 3) -> np.ndarray:
@@ -130,7 +140,7 @@ def iron_concentration_map(shape, affine: np.ndarray, foci, supersample: int = 3
         pts = (grid[:, None, :] + sub[None]).reshape(-1, 3)
         world = pts @ aff[:3, :3].T + aff[:3, 3]
         d2 = ((world - c) ** 2).sum(1)
-        dens = np.where(d2 <= reach ** 2, np.exp(-d2 / (2 * sd * sd)), 0.0).reshape(len(grid), -1).mean(1)
+        dens = np.where(d2 <= reach**2, np.exp(-d2 / (2 * sd * sd)), 0.0).reshape(len(grid), -1).mean(1)
         total = dens.sum() * voxel_mm3
         if total <= 0:
             continue
@@ -141,8 +151,16 @@ def iron_concentration_map(shape, affine: np.ndarray, foci, supersample: int = 3
     return out
 
 
-def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_mm=(3.0, 16.0), snr: float = 20.0,
-               field_t: float = 9.4, agent: str = "ferumoxytol", b1_peak: float = 1.05) -> dict:
+def qmri_scene(
+    seed: int = 0,
+    day: float = 1.0,
+    voxel_mm: float = 0.5,
+    z_range_mm=(3.0, 16.0),
+    snr: float = 20.0,
+    field_t: float = 9.4,
+    agent: str = "ferumoxytol",
+    b1_peak: float = 1.05,
+) -> dict:
     """Relaxometry series of the sample study's mouse at one session, with their truth.
 
     The mouse, its tissues and its labelled-cell foci are those of
@@ -196,8 +214,15 @@ def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_m
         for f in _foci_state(subject, tc, dc, day):
             fe = f["label_live"].get("iron", 0.0) + f["label_macrophage"].get("iron", 0.0)
             if fe > 0:
-                foci.append({"centroid_ras_mm": [float(v) for v in f["center_mm"]], "spread_mm": float(f["spread_mm"]),
-                             "iron_pg": float(fe), "site": f["site"], "id": f["id"]})
+                foci.append(
+                    {
+                        "centroid_ras_mm": [float(v) for v in f["center_mm"]],
+                        "spread_mm": float(f["spread_mm"]),
+                        "iron_pg": float(fe),
+                        "site": f["site"],
+                        "id": f["id"],
+                    }
+                )
     fe_mm = iron_concentration_map(shape, aff, foci) * (pd > 0)
     relax = agent_relaxivity(agent, field_t)
     r1_t, r2_t, r2s_t = r1 + relax.r1 * fe_mm, r2 + relax.r2 * fe_mm, r2s + relax.r2s * fe_mm
@@ -208,8 +233,11 @@ def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_m
     air = pd <= 0
     t1 = np.where(air, np.nan, 1000.0 / np.where(air, 1, r1_t))
     protocol = {
-        "MEGRE": {"echo_times_ms": [2.0, 4.5, 7.0, 9.5, 12.0, 14.5, 17.0, 19.5], "repetition_time_ms": 800.0,
-                  "flip_deg": 30.0},
+        "MEGRE": {
+            "echo_times_ms": [2.0, 4.5, 7.0, 9.5, 12.0, 14.5, 17.0, 19.5],
+            "repetition_time_ms": 800.0,
+            "flip_deg": 30.0,
+        },
         "MESE": {"echo_spacing_ms": 8.0, "n_echoes": 10, "repetition_time_ms": 3000.0, "refocusing_deg": 180.0},
         "VFA": {"flip_angles_deg": [3.0, 10.0, 20.0], "repetition_time_ms": 15.0},
         "IR": {"inversion_times_ms": [50.0, 250.0, 600.0, 1200.0, 2500.0, 5000.0], "repetition_time_ms": 10000.0},
@@ -221,8 +249,7 @@ def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_m
     gre = multi_echo_gre(m0, r2s_t, p["MEGRE"]["echo_times_ms"], sigma, rng)
     pre = multi_echo_gre(m0, r2s, p["MEGRE"]["echo_times_ms"], sigma, rng)
     se_te = [p["MESE"]["echo_spacing_ms"] * (i + 1) for i in range(p["MESE"]["n_echoes"])]
-    se = multi_echo_se(m0, r2_t, p["MESE"]["echo_spacing_ms"], p["MESE"]["n_echoes"], sigma, rng, b1=b1,
-                       t1_ms=1500.0)
+    se = multi_echo_se(m0, r2_t, p["MESE"]["echo_spacing_ms"], p["MESE"]["n_echoes"], sigma, rng, b1=b1, t1_ms=1500.0)
     vfa = vfa_series(m0 * 20.0, r1_t, p["VFA"]["flip_angles_deg"], p["VFA"]["repetition_time_ms"], sigma, rng, b1=b1)
     ir = inversion_recovery_series(m0, r1_t, p["IR"]["inversion_times_ms"], sigma, rng)
     sr = saturation_recovery_series(m0, r1_t, p["SR"]["saturation_times_ms"], sigma, rng)
@@ -231,19 +258,54 @@ def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_m
     def series_volume(data, name, **meta):
         return Volume(data.astype(np.float32), aff, "MR", "a.u.", dict(base_meta, **meta), name)
 
-    series["MEGRE"] = series_volume(gre, "MEGRE", leading_axis="echo", echo_times_ms=p["MEGRE"]["echo_times_ms"],
-                                    repetition_time_ms=800.0, ScanningSequence="GR", FlipAngle=30.0)
-    series["MESE"] = series_volume(se, "MESE", leading_axis="echo", echo_times_ms=se_te, repetition_time_ms=3000.0,
-                                   ScanningSequence="SE", RefocusingFlipAngle=180.0)
-    series["VFA"] = series_volume(vfa, "VFA", leading_axis="flip", flip_angles_deg=p["VFA"]["flip_angles_deg"],
-                                  repetition_time_ms=15.0, ScanningSequence="GR")
-    series["IR"] = series_volume(ir, "IR", leading_axis="inversion", inversion_times_ms=p["IR"]["inversion_times_ms"],
-                                 repetition_time_ms=10000.0, ScanningSequence="IR")
-    series["SR"] = series_volume(sr, "SR", leading_axis="saturation",
-                                 saturation_times_ms=p["SR"]["saturation_times_ms"], ScanningSequence="SR")
-    baseline = {"MEGRE": series_volume(pre, "MEGRE pre", leading_axis="echo",
-                                       echo_times_ms=p["MEGRE"]["echo_times_ms"], repetition_time_ms=800.0,
-                                       ScanningSequence="GR", FlipAngle=30.0)}
+    series["MEGRE"] = series_volume(
+        gre,
+        "MEGRE",
+        leading_axis="echo",
+        echo_times_ms=p["MEGRE"]["echo_times_ms"],
+        repetition_time_ms=800.0,
+        ScanningSequence="GR",
+        FlipAngle=30.0,
+    )
+    series["MESE"] = series_volume(
+        se,
+        "MESE",
+        leading_axis="echo",
+        echo_times_ms=se_te,
+        repetition_time_ms=3000.0,
+        ScanningSequence="SE",
+        RefocusingFlipAngle=180.0,
+    )
+    series["VFA"] = series_volume(
+        vfa,
+        "VFA",
+        leading_axis="flip",
+        flip_angles_deg=p["VFA"]["flip_angles_deg"],
+        repetition_time_ms=15.0,
+        ScanningSequence="GR",
+    )
+    series["IR"] = series_volume(
+        ir,
+        "IR",
+        leading_axis="inversion",
+        inversion_times_ms=p["IR"]["inversion_times_ms"],
+        repetition_time_ms=10000.0,
+        ScanningSequence="IR",
+    )
+    series["SR"] = series_volume(
+        sr, "SR", leading_axis="saturation", saturation_times_ms=p["SR"]["saturation_times_ms"], ScanningSequence="SR"
+    )
+    baseline = {
+        "MEGRE": series_volume(
+            pre,
+            "MEGRE pre",
+            leading_axis="echo",
+            echo_times_ms=p["MEGRE"]["echo_times_ms"],
+            repetition_time_ms=800.0,
+            ScanningSequence="GR",
+            FlipAngle=30.0,
+        )
+    }
 
     def truth_volume(arr, name, unit):
         return Volume(np.where(air, np.nan, arr).astype(np.float32), aff, "MR", unit, {"truth": True}, name)
@@ -261,12 +323,27 @@ def qmri_scene(seed: int = 0, day: float = 1.0, voxel_mm: float = 0.5, z_range_m
             "B1": Volume(b1.astype(np.float32), aff, "MR", "relative", {"truth": True}, "B1 truth"),
             "labels": Volume(labels.astype(np.uint8), aff, "SEG", "label", {}, "tissues"),
         }
-    info = {"seed": seed, "day": day, "field_t": field_t, "snr": snr, "noise_sigma": sigma, "voxel_mm": voxel_mm,
-            "shape": list(shape), "affine": aff.tolist(), "agent": agent,
-            "relaxivity_per_mM_s": {"r1": relax.r1, "r2": relax.r2, "r2s": relax.r2s, "source": relax.source},
-            "iron_ug_total_in_fov": float(fe_mm.sum() * abs(np.linalg.det(aff[:3, :3])) * MOLAR_MASS["Fe"] * 1e-3),
-            "foci": foci, "protocol": protocol,
-            "amplitude": "M0 = 1000 x PD / 0.75 (muscle 1000); VFA M0 x 20 (a 3D acquisition with more signal)",
-            "models": "docs/methods/relaxometry.md"}
-    return {"series": series, "b1": truth["B1"].replace(name="B1 map"), "baseline": baseline, "truth": truth,
-            "info": info}
+    info = {
+        "seed": seed,
+        "day": day,
+        "field_t": field_t,
+        "snr": snr,
+        "noise_sigma": sigma,
+        "voxel_mm": voxel_mm,
+        "shape": list(shape),
+        "affine": aff.tolist(),
+        "agent": agent,
+        "relaxivity_per_mM_s": {"r1": relax.r1, "r2": relax.r2, "r2s": relax.r2s, "source": relax.source},
+        "iron_ug_total_in_fov": float(fe_mm.sum() * abs(np.linalg.det(aff[:3, :3])) * MOLAR_MASS["Fe"] * 1e-3),
+        "foci": foci,
+        "protocol": protocol,
+        "amplitude": "M0 = 1000 x PD / 0.75 (muscle 1000); VFA M0 x 20 (a 3D acquisition with more signal)",
+        "models": "docs/methods/relaxometry.md",
+    }
+    return {
+        "series": series,
+        "b1": truth["B1"].replace(name="B1 map"),
+        "baseline": baseline,
+        "truth": truth,
+        "info": info,
+    }

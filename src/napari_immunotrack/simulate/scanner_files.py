@@ -11,15 +11,20 @@ tests can also write broken files. Layouts: docs/methods/scanner-formats.md.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 from ..io.bruker import subject_from_magnet  # noqa: F401  (re-exported for tests)
 
-_WORD = {"u1": "_8BIT_UNSGN_INT", "i1": "_8BIT_SGN_INT", "i2": "_16BIT_SGN_INT", "i4": "_32BIT_SGN_INT",
-         "f4": "_32BIT_FLOAT"}
+_WORD = {
+    "u1": "_8BIT_UNSGN_INT",
+    "i1": "_8BIT_SGN_INT",
+    "i2": "_16BIT_SGN_INT",
+    "i4": "_32BIT_SGN_INT",
+    "f4": "_32BIT_FLOAT",
+}
 
 
 def _jcamp_value(value) -> str:
@@ -39,7 +44,7 @@ def _jcamp_value(value) -> str:
     dims = ", ".join(str(d) for d in arr.shape)
     flat = [_jcamp_scalar(v) for v in arr.ravel().tolist()]
     # ParaVision wraps long values, each line ending in a space (readers join the lines as they are)
-    lines = [" ".join(flat[i:i + 8]) + " " for i in range(0, len(flat), 8)]
+    lines = [" ".join(flat[i : i + 8]) + " " for i in range(0, len(flat), 8)]
     return f"( {dims} )\n" + "\n".join(lines)
 
 
@@ -53,20 +58,42 @@ def _jcamp_scalar(v) -> str:
 
 def jcamp_text(params: dict, title: str = "Parameter List") -> str:
     """JCAMP-DX text of ``params`` (strings starting with "<" are quoted strings, other strings enums)."""
-    out = [f"##TITLE={title}", "##JCAMPDX=4.24", "##DATATYPE=Parameter Values", "##ORIGIN=Bruker BioSpin MRI GmbH",
-           "$$ written by napari-immunotrack's test writer"]
+    out = [
+        f"##TITLE={title}",
+        "##JCAMPDX=4.24",
+        "##DATATYPE=Parameter Values",
+        "##ORIGIN=Bruker BioSpin MRI GmbH",
+        "$$ written by napari-immunotrack's test writer",
+    ]
     for key, value in params.items():
         out.append(f"##${key}={_jcamp_value(value)}")
     out.append("##END=")
     return "\n".join(out) + "\n"
 
 
-def write_paravision(scan_dir, stored, *, extent, orientation, positions, dim: int = 2,
-                     frame_groups: Optional[Sequence] = None, slopes=None, offsets=None,
-                     word: str = "i2", byte_order: str = "littleEndian", subject_type: str = "Quadruped",
-                     subject_position: str = "Head_Prone", slice_packs: Optional[Sequence] = None,
-                     protocol: str = "T2_TurboRARE", version: str = "ParaVision 360 V3.5", echo_times=None,
-                     reco: int = 1, extra: Optional[dict] = None, write_visu_pars: bool = True) -> Path:
+def write_paravision(
+    scan_dir,
+    stored,
+    *,
+    extent,
+    orientation,
+    positions,
+    dim: int = 2,
+    frame_groups: Sequence | None = None,
+    slopes=None,
+    offsets=None,
+    word: str = "i2",
+    byte_order: str = "littleEndian",
+    subject_type: str = "Quadruped",
+    subject_position: str = "Head_Prone",
+    slice_packs: Sequence | None = None,
+    protocol: str = "T2_TurboRARE",
+    version: str = "ParaVision 360 V3.5",
+    echo_times=None,
+    reco: int = 1,
+    extra: dict | None = None,
+    write_visu_pars: bool = True,
+) -> Path:
     """Write a ParaVision scan folder; returns the ``pdata/<reco>`` folder.
 
     Parameters
@@ -93,17 +120,29 @@ def write_paravision(scan_dir, stored, *, extent, orientation, positions, dim: i
     orientation = np.asarray(orientation, float).reshape(-1, 9)
     positions = np.asarray(positions, float).reshape(-1, 3)
     groups = list(frame_groups) if frame_groups else ([(n_frames, "FG_SLICE")] if dim == 2 else [])
-    vp = {"VisuVersion": 5, "VisuCreator": "<ParaVision>", "VisuCreatorVersion": f"<{version}>",
-          "VisuCoreFrameCount": n_frames, "VisuCoreDim": dim, "VisuCoreSize": np.array(size),
-          "VisuCoreDimDesc": ["spatial"] * dim, "VisuCoreExtent": np.asarray(extent, float),
-          "VisuCoreFrameThickness": np.array([float(np.asarray(extent)[-1] / size[-1]) if dim == 3 else 1.0]),
-          "VisuCoreUnits": ["mm"] * dim, "VisuCoreOrientation": orientation, "VisuCorePosition": positions,
-          "VisuCoreDataSlope": np.asarray(slopes if slopes is not None else [1.0] * n_frames, float),
-          "VisuCoreDataOffs": np.asarray(offsets if offsets is not None else [0.0] * n_frames, float),
-          "VisuCoreWordType": _WORD[word], "VisuCoreByteOrder": byte_order,
-          "VisuSubjectType": subject_type, "VisuSubjectPosition": subject_position,
-          "VisuAcquisitionProtocol": f"<{protocol}>", "VisuAcqRepetitionTime": np.array([2500.0]),
-          "VisuAcqEchoTime": np.asarray(echo_times if echo_times is not None else [33.0], float)}
+    vp = {
+        "VisuVersion": 5,
+        "VisuCreator": "<ParaVision>",
+        "VisuCreatorVersion": f"<{version}>",
+        "VisuCoreFrameCount": n_frames,
+        "VisuCoreDim": dim,
+        "VisuCoreSize": np.array(size),
+        "VisuCoreDimDesc": ["spatial"] * dim,
+        "VisuCoreExtent": np.asarray(extent, float),
+        "VisuCoreFrameThickness": np.array([float(np.asarray(extent)[-1] / size[-1]) if dim == 3 else 1.0]),
+        "VisuCoreUnits": ["mm"] * dim,
+        "VisuCoreOrientation": orientation,
+        "VisuCorePosition": positions,
+        "VisuCoreDataSlope": np.asarray(slopes if slopes is not None else [1.0] * n_frames, float),
+        "VisuCoreDataOffs": np.asarray(offsets if offsets is not None else [0.0] * n_frames, float),
+        "VisuCoreWordType": _WORD[word],
+        "VisuCoreByteOrder": byte_order,
+        "VisuSubjectType": subject_type,
+        "VisuSubjectPosition": subject_position,
+        "VisuAcquisitionProtocol": f"<{protocol}>",
+        "VisuAcqRepetitionTime": np.array([2500.0]),
+        "VisuAcqEchoTime": np.asarray(echo_times if echo_times is not None else [33.0], float),
+    }
     vp["VisuCoreDimDesc"] = f"( {dim} )\n" + " ".join(["spatial"] * dim)
     if groups:
         vp["VisuFGOrderDescDim"] = len(groups)
@@ -115,8 +154,9 @@ def write_paravision(scan_dir, stored, *, extent, orientation, positions, dim: i
         vp.update(extra)
     if write_visu_pars:
         (pdata / "visu_pars").write_text(jcamp_text(vp, "visu_pars"))
-    (pdata / "reco").write_text(jcamp_text({"RECO_wordtype": _WORD[word], "RECO_byte_order": byte_order,
-                                            "RECO_size": np.array(size)}, "reco"))
+    (pdata / "reco").write_text(
+        jcamp_text({"RECO_wordtype": _WORD[word], "RECO_byte_order": byte_order, "RECO_size": np.array(size)}, "reco")
+    )
     (scan / "acqp").write_text(jcamp_text({"ACQ_protocol_name": f"<{protocol}>", "NR": 1}, "acqp"))
     (scan / "method").write_text(jcamp_text({"Method": "<Bruker:RARE>"}, "method"))
     return pdata
@@ -130,13 +170,32 @@ def _ctime(when: _dt.datetime) -> str:
     return when.strftime("%a %b %d %H:%M:%S %Y")
 
 
-def write_inveon(stem, stored, *, pixel_mm=(0.8, 0.8, 0.8), data_type: int = 4, scale_factors=None,
-                 calibration_factor: float = 1.0, calibration_units: int = 2, branching_fraction: float = 1.0,
-                 frame_starts=None, frame_durations=None, decay_correction_applied: int = 1,
-                 decay_factors=None, dose: float = 10.0, dose_units: int = 2, isotope: str = "F-18",
-                 half_life_s: float = 6586.2, injection_time: Optional[_dt.datetime] = None,
-                 scan_time: Optional[_dt.datetime] = None, weight: float = 25.0, weight_units: int = 1,
-                 subject_orientation: int = 2, cm_only: bool = False, extra_lines: Sequence[str] = ()) -> Path:
+def write_inveon(
+    stem,
+    stored,
+    *,
+    pixel_mm=(0.8, 0.8, 0.8),
+    data_type: int = 4,
+    scale_factors=None,
+    calibration_factor: float = 1.0,
+    calibration_units: int = 2,
+    branching_fraction: float = 1.0,
+    frame_starts=None,
+    frame_durations=None,
+    decay_correction_applied: int = 1,
+    decay_factors=None,
+    dose: float = 10.0,
+    dose_units: int = 2,
+    isotope: str = "F-18",
+    half_life_s: float = 6586.2,
+    injection_time: _dt.datetime | None = None,
+    scan_time: _dt.datetime | None = None,
+    weight: float = 25.0,
+    weight_units: int = 1,
+    subject_orientation: int = 2,
+    cm_only: bool = False,
+    extra_lines: Sequence[str] = (),
+) -> Path:
     """Write ``<stem>.img`` and ``<stem>.img.hdr`` (Inveon layout); returns the header path.
 
     ``stored`` is (frames, z, y, x) or (z, y, x), the values written to the
@@ -158,26 +217,63 @@ def write_inveon(stem, stored, *, pixel_mm=(0.8, 0.8, 0.8), data_type: int = 4, 
     starts = list(frame_starts if frame_starts is not None else [0.0] * n)
     durs = list(frame_durations if frame_durations is not None else [600.0] * n)
     decays = list(decay_factors if decay_factors is not None else [1.0] * n)
-    lines = ["#", "# Header file for data file " + img.name, "#", "version 001.910", "model 2000",
-             "modality 0", "file_type 5", f"acquisition_mode {3 if n > 1 else 2}", f"total_frames {n}",
-             f"isotope {isotope}", f"isotope_half_life {half_life_s:.6e}",
-             f"isotope_branching_fraction {branching_fraction:.6e}", f"data_type {data_type}", "data_order 1",
-             "number_of_dimensions 3", f"x_dimension {nx}", f"y_dimension {ny}", f"z_dimension {nz}",
-             f"pixel_size {pixel_mm[0] / 10.0:.6e}", f"axial_plane_size {pixel_mm[2] / 10.0:.6e}"]
+    lines = [
+        "#",
+        "# Header file for data file " + img.name,
+        "#",
+        "version 001.910",
+        "model 2000",
+        "modality 0",
+        "file_type 5",
+        f"acquisition_mode {3 if n > 1 else 2}",
+        f"total_frames {n}",
+        f"isotope {isotope}",
+        f"isotope_half_life {half_life_s:.6e}",
+        f"isotope_branching_fraction {branching_fraction:.6e}",
+        f"data_type {data_type}",
+        "data_order 1",
+        "number_of_dimensions 3",
+        f"x_dimension {nx}",
+        f"y_dimension {ny}",
+        f"z_dimension {nz}",
+        f"pixel_size {pixel_mm[0] / 10.0:.6e}",
+        f"axial_plane_size {pixel_mm[2] / 10.0:.6e}",
+    ]
     if not cm_only:
-        lines += [f"pixel_size_x {pixel_mm[0]:.6e}", f"pixel_size_y {pixel_mm[1]:.6e}",
-                  f"pixel_size_z {pixel_mm[2]:.6e}"]
-    lines += [f"calibration_units {calibration_units}", f"calibration_factor {calibration_factor:.6e}",
-              f"calibration_branching_fraction {branching_fraction:.6e}",
-              f"decay_correction_applied {decay_correction_applied}", f"scan_time {_ctime(scan_time)}",
-              f"dose_units {dose_units}", f"dose {dose:.6e}", f"injection_time {_ctime(injection_time)}",
-              "subject_identifier mouse_1", "subject_genus Mus musculus", f"subject_orientation {subject_orientation}",
-              f"subject_weight_units {weight_units}", f"subject_weight {weight:.6e}", *extra_lines]
+        lines += [
+            f"pixel_size_x {pixel_mm[0]:.6e}",
+            f"pixel_size_y {pixel_mm[1]:.6e}",
+            f"pixel_size_z {pixel_mm[2]:.6e}",
+        ]
+    lines += [
+        f"calibration_units {calibration_units}",
+        f"calibration_factor {calibration_factor:.6e}",
+        f"calibration_branching_fraction {branching_fraction:.6e}",
+        f"decay_correction_applied {decay_correction_applied}",
+        f"scan_time {_ctime(scan_time)}",
+        f"dose_units {dose_units}",
+        f"dose {dose:.6e}",
+        f"injection_time {_ctime(injection_time)}",
+        "subject_identifier mouse_1",
+        "subject_genus Mus musculus",
+        f"subject_orientation {subject_orientation}",
+        f"subject_weight_units {weight_units}",
+        f"subject_weight {weight:.6e}",
+        *extra_lines,
+    ]
     frame_bytes = nx * ny * nz * dtype.itemsize
     for f in range(n):
-        lines += [f"frame {f}", "  event_type 1", "  gate 0", "  bed 0", f"  data_file_pointer 0 {f * frame_bytes}",
-                  f"  frame_start {starts[f]:.6e}", f"  frame_duration {durs[f]:.6e}",
-                  f"  scale_factor {scale_factors[f]:.6e}", f"  decay_correction {decays[f]:.6e}",
-                  "end_of_header"]
+        lines += [
+            f"frame {f}",
+            "  event_type 1",
+            "  gate 0",
+            "  bed 0",
+            f"  data_file_pointer 0 {f * frame_bytes}",
+            f"  frame_start {starts[f]:.6e}",
+            f"  frame_duration {durs[f]:.6e}",
+            f"  scale_factor {scale_factors[f]:.6e}",
+            f"  decay_correction {decays[f]:.6e}",
+            "end_of_header",
+        ]
     hdr.write_text("\n".join(lines) + "\n")
     return hdr

@@ -14,7 +14,7 @@ clusters and the confounders. Every scene runs in well under a second.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence as Seq
+from collections.abc import Sequence as Seq
 
 import numpy as np
 
@@ -25,15 +25,29 @@ from .fluorine import FluorineDepot, atoms_per_mM_voxel, f19_image
 from .mpi import mpi_image
 from .mri import Sequence, check_snr, relaxation_maps, relaxivity, rician, sequences, tissue_signal, weighted_image
 from .nuclear import ActivitySource, activity_image, decay_factor, half_life_s, poisson_noise
-from .phantom import (LABEL_OF, LABELS, Body, Cylinder, Ellipsoid, Sphere, check_field, grid_affine, make_mouse,
-                      rasterize, rotation_matrix)
+from .phantom import (
+    LABEL_OF,
+    LABELS,
+    Body,
+    Cylinder,
+    Ellipsoid,
+    Sphere,
+    check_field,
+    grid_affine,
+    make_mouse,
+    rasterize,
+    rotation_matrix,
+)
 
 #: Image scale: the noiseless signal of the reference tissue (muscle) is this many a.u.
 REFERENCE_SIGNAL = 1000.0
 
 
-def rigid_matrix(rotation_deg: Seq[float] = (0.0, 0.0, 0.0), translation_mm: Seq[float] = (0.0, 0.0, 0.0),
-                 center_mm: Seq[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+def rigid_matrix(
+    rotation_deg: Seq[float] = (0.0, 0.0, 0.0),
+    translation_mm: Seq[float] = (0.0, 0.0, 0.0),
+    center_mm: Seq[float] = (0.0, 0.0, 0.0),
+) -> np.ndarray:
     """4x4 rigid map: rotate about ``center_mm`` (x, y, then z, degrees), then translate (mm)."""
     r = rotation_matrix(rotation_deg)
     c = np.asarray(center_mm, float)
@@ -49,12 +63,12 @@ def _mr_volume(data, affine, seq: Sequence, field_t, name, **meta) -> Volume:
     return Volume(np.asarray(data, np.float32), affine, modality="MR", unit="a.u.", metadata=md, name=name)
 
 
-def _label_volume(data, affine, name, names: Optional[dict] = None) -> Volume:
+def _label_volume(data, affine, name, names: dict | None = None) -> Volume:
     md = {"label_names": {int(k): v for k, v in (names or {}).items()}}
     return Volume(np.asarray(data), affine, modality="SEG", unit="label", metadata=md, name=name)
 
 
-def _place(rng, n, ok, lo, hi, existing: List[np.ndarray], min_sep: float, tries: int = 4000):
+def _place(rng, n, ok, lo, hi, existing: list[np.ndarray], min_sep: float, tries: int = 4000):
     """Draw ``n`` points uniformly in [lo, hi] satisfying ``ok(p)`` and ``min_sep`` from all others."""
     out = []
     for _ in range(n):
@@ -66,17 +80,29 @@ def _place(rng, n, ok, lo, hi, existing: List[np.ndarray], min_sep: float, tries
                 out.append(p)
                 break
         else:
-            raise InputError(f"could not place {n} objects {min_sep} mm apart in the field of view; "
-                             "lower their number or min_separation_mm, or enlarge the grid.")
+            raise InputError(
+                f"could not place {n} objects {min_sep} mm apart in the field of view; "
+                "lower their number or min_separation_mm, or enlarge the grid."
+            )
     return out
 
 
 # ============================================================================ 1. clusters
-def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
-                  iron_pg_range: Seq[float] = (1000.0, 10000.0), min_separation_mm: float = 1.5,
-                  decoys: bool = True, shape: Seq[int] = (64, 96, 96), voxel_mm: float = 0.1,
-                  te_ms: Optional[float] = None, field_t: float = 9.4, near_touching: bool = False,
-                  iron_pg_per_cell: float = 5.0, clusters: Optional[List[dict]] = None) -> Dict:
+def cluster_scene(
+    seed: int = 0,
+    snr: float = 20.0,
+    n_clusters: int = 6,
+    iron_pg_range: Seq[float] = (1000.0, 10000.0),
+    min_separation_mm: float = 1.5,
+    decoys: bool = True,
+    shape: Seq[int] = (64, 96, 96),
+    voxel_mm: float = 0.1,
+    te_ms: float | None = None,
+    field_t: float = 9.4,
+    near_touching: bool = False,
+    iron_pg_per_cell: float = 5.0,
+    clusters: list[dict] | None = None,
+) -> dict:
     """Iron-labelled cell clusters on a T2*-weighted gradient echo, before and after injection.
 
     A cross-section of soft tissue (muscle with a lymph-node-like region,
@@ -163,8 +189,8 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
 
     lo_box, hi_box = -half + 0.5, half - 0.5
     decoy_list = []
-    existing: List[np.ndarray] = []
-    decoy_keep: List[tuple] = []  # (centre, is a cylinder along z)
+    existing: list[np.ndarray] = []
+    decoy_keep: list[tuple] = []  # (centre, is a cylinder along z)
 
     def far_from_decoys(p, dmin):
         for q, cyl in decoy_keep:
@@ -176,8 +202,15 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
     if decoys:
         kinds = ["air", "vessel", "haemorrhage", "bone"]
         sep = max(min_separation_mm, 1.2) + 0.5
-        pts = _place(rng, 4, lambda p: in_tissue(p, 0.3) and far_from_decoys(p, sep), lo_box * np.array([1, 1, 0]),
-                     hi_box * np.array([1, 1, 0]), existing, sep)
+        pts = _place(
+            rng,
+            4,
+            lambda p: in_tissue(p, 0.3) and far_from_decoys(p, sep),
+            lo_box * np.array([1, 1, 0]),
+            hi_box * np.array([1, 1, 0]),
+            existing,
+            sep,
+        )
         for kind, p in zip(kinds, pts):
             if kind == "air":
                 solid, lab = Sphere(p, 0.3), LABEL_OF["gut_gas"]
@@ -214,7 +247,7 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
         d = sign * (w[line, 0] - c.center_mm[0]) if line.any() else np.array([0.0])
         return float(max(d.max(), 0.0))
 
-    pair: List[np.ndarray] = []
+    pair: list[np.ndarray] = []
     if clusters is not None:
         # explicit clusters: check each before anything else
         given = []
@@ -225,13 +258,16 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
             except (KeyError, TypeError, ValueError) as exc:
                 if isinstance(exc, InputError):
                     raise
-                raise InputError(f"clusters[{i}] must be a dict with 'centroid_ras_mm' (3 numbers, mm) and "
-                                 "'iron_pg' (pg).") from None
+                raise InputError(
+                    f"clusters[{i}] must be a dict with 'centroid_ras_mm' (3 numbers, mm) and 'iron_pg' (pg)."
+                ) from None
             ijk = np.round((np.linalg.inv(affine) @ np.r_[p, 1.0])[:3]).astype(int)
             inside_grid = bool(np.all(ijk >= 0) and np.all(ijk < np.array(shape)))
             if not inside_grid or labels[tuple(ijk)] == 0:
-                raise InputError(f"clusters[{i}] at {np.round(p, 3).tolist()} mm is outside the body; place "
-                                 "clusters inside the tissue (the search_mask).")
+                raise InputError(
+                    f"clusters[{i}] at {np.round(p, 3).tolist()} mm is outside the body; place "
+                    "clusters inside the tissue (the search_mask)."
+                )
             given.append((p, fe))
         n = len(given)
         irons = np.array([fe for _, fe in given])
@@ -240,22 +276,39 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
         # the first and last clusters sit side by side along x (perpendicular to B0),
         # their voids (r < 0.5) 1-2 voxels apart; place the pair first
         origin = np.zeros(3)
-        gap = (x_extent(iron_mod.IronCluster(origin, irons[0], 1.0), +1)
-               + x_extent(iron_mod.IronCluster(origin, irons[-1], 1.0), -1) + 1.5 * voxel_mm)
+        gap = (
+            x_extent(iron_mod.IronCluster(origin, irons[0], 1.0), +1)
+            + x_extent(iron_mod.IronCluster(origin, irons[-1], 1.0), -1)
+            + 1.5 * voxel_mm
+        )
         offset = np.array([gap, 0.0, 0.0])
-        first = _place(rng, 1, lambda p: in_tissue(p) and in_tissue(p + offset) and far_from_decoys(p, sep)
-                       and far_from_decoys(p + offset, sep), lo_box, hi_box, [], sep)[0]
+        first = _place(
+            rng,
+            1,
+            lambda p: (
+                in_tissue(p) and in_tissue(p + offset) and far_from_decoys(p, sep) and far_from_decoys(p + offset, sep)
+            ),
+            lo_box,
+            hi_box,
+            [],
+            sep,
+        )[0]
         pair = [first, first + offset]
     n_free = n - len(pair)
     if clusters is not None:
         pos = [p for p, _ in given]
     else:
-        pos = _place(rng, n_free, lambda p: in_tissue(p) and far_from_decoys(p, sep), lo_box, hi_box, pair, sep) \
-            if n_free else []
+        pos = (
+            _place(rng, n_free, lambda p: in_tissue(p) and far_from_decoys(p, sep), lo_box, hi_box, pair, sep)
+            if n_free
+            else []
+        )
     if pair:
         pos = [pair[0]] + pos + [pair[1]]
         near_pair = [1, n]
-    clusters = [iron_mod.IronCluster(p, fe, fe / iron_pg_per_cell, id=i + 1) for i, (p, fe) in enumerate(zip(pos, irons))]
+    clusters = [
+        iron_mod.IronCluster(p, fe, fe / iron_pg_per_cell, id=i + 1) for i, (p, fe) in enumerate(zip(pos, irons))
+    ]
     if pair and clusters:
         # the two fields add, so the joint voids are larger than each alone: push the partner
         # out voxel by voxel until the voids are separate (>= 1 empty voxel between them)
@@ -292,16 +345,22 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
         nearest = np.argmin(((w[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
         bloom_labels.reshape(-1)[vidx] = np.array([c.id for c in clusters])[nearest]
     for c in clusters:
-        truth_clusters.append({
-            "id": c.id, "centroid_ras_mm": [float(v) for v in c.center_mm], "iron_pg": float(c.iron_pg),
-            "cells": float(c.cells), "radius_mm": float(c.radius_mm), "bloom_voxels": int(single_bloom(c).size),
-        })
+        truth_clusters.append(
+            {
+                "id": c.id,
+                "centroid_ras_mm": [float(v) for v in c.center_mm],
+                "iron_pg": float(c.iron_pg),
+                "cells": float(c.cells),
+                "radius_mm": float(c.radius_mm),
+                "bloom_voxels": int(single_bloom(c).size),
+            }
+        )
     sigma = REFERENCE_SIGNAL / snr
     pre = rician(pre0, sigma, rng)
     post = rician(post0, sigma, rng)
     bg = (labels == 0) & ~np.asarray(body.inside(*_grid_xyz(shape, affine)))
     ref_mask = rasterize([(1, reference)], shape, affine) & (labels == LABEL_OF["muscle"])
-    search = (rasterize([(1, inner)], shape, affine) > 0)
+    search = rasterize([(1, inner)], shape, affine) > 0
     meta = {"snr": snr, "sigma": sigma, "reference_tissue": "muscle"}
     return {
         "pre": _mr_volume(pre, affine, seq, field_t, "T2starw_pre", **meta),
@@ -315,9 +374,15 @@ def cluster_scene(seed: int = 0, snr: float = 20.0, n_clusters: int = 6,
         "tissue_labels": _label_volume(labels, affine, "tissue_labels", LABELS),
         "sigma": float(sigma),
         "reference_signal": REFERENCE_SIGNAL,
-        "truth": {"clusters": truth_clusters, "decoys": decoy_list, "sequence": seq.metadata(field_t),
-                  "field_t": field_t, "near_pair": near_pair, "iron_pg_per_cell": float(iron_pg_per_cell),
-                  "void_threshold": 0.5},
+        "truth": {
+            "clusters": truth_clusters,
+            "decoys": decoy_list,
+            "sequence": seq.metadata(field_t),
+            "field_t": field_t,
+            "near_pair": near_pair,
+            "iron_pg_per_cell": float(iron_pg_per_cell),
+            "void_threshold": 0.5,
+        },
     }
 
 
@@ -328,9 +393,17 @@ def _grid_xyz(shape, affine):
 
 
 # ============================================================================ 2. dual mode
-def dual_mode_scene(seed: int = 0, snr: float = 25.0, shape: Seq[int] = (48, 64, 64), voxel_mm: float = 0.15,
-                    field_t: float = 9.4, n_labelled: int = 3, concentration_mM: Seq[float] = (0.3, 0.8),
-                    agent: str = "dual_mode", confounders: bool = True) -> Dict:
+def dual_mode_scene(
+    seed: int = 0,
+    snr: float = 25.0,
+    shape: Seq[int] = (48, 64, 64),
+    voxel_mm: float = 0.15,
+    field_t: float = 9.4,
+    n_labelled: int = 3,
+    concentration_mM: Seq[float] = (0.3, 0.8),
+    agent: str = "dual_mode",
+    confounders: bool = True,
+) -> dict:
     """T1-T2 dual-mode labelled regions with T1-bright / T2-dark confounders, before and after.
 
     Labelled regions are balls of agent (uniform ``concentration_mM`` drawn
@@ -362,18 +435,23 @@ def dual_mode_scene(seed: int = 0, snr: float = 25.0, shape: Seq[int] = (48, 64,
     half = (np.array(shape[::-1], float) - 1) / 2 * voxel_mm
     a, b = 0.86 * half[0], 0.80 * half[1]
     body = Body((0, 0, 0), a, b, half_length=1e6, power=2.0)
-    solids = [(LABEL_OF["muscle"], body), (LABEL_OF["fat"], Body((0, 0, 0), a, b, 1e6, 2.0, 0.35, True)),
-              (LABEL_OF["ln_inguinal_left"], Ellipsoid((-0.35 * a, 0.3 * b, 0), (0.35 * a, 0.35 * b, 0.7 * half[2])))]
+    solids = [
+        (LABEL_OF["muscle"], body),
+        (LABEL_OF["fat"], Body((0, 0, 0), a, b, 1e6, 2.0, 0.35, True)),
+        (LABEL_OF["ln_inguinal_left"], Ellipsoid((-0.35 * a, 0.3 * b, 0), (0.35 * a, 0.35 * b, 0.7 * half[2]))),
+    ]
     ref_c = np.array([0.55 * a, -0.45 * b, 0.0])
     ref_r = np.array([0.18 * a, 0.2 * b, 0.6 * half[2]])
     margin = 1.3
 
     def ok(p):
         inner = Body((0, 0, 0), a - margin, b - margin, 1e6, 2.0)
-        return bool(inner.contains(p)[0]) and np.linalg.norm((p - ref_c) / (ref_r + 1.0)) > 1 and abs(p[2]) < half[2] - 1.2
+        return (
+            bool(inner.contains(p)[0]) and np.linalg.norm((p - ref_c) / (ref_r + 1.0)) > 1 and abs(p[2]) < half[2] - 1.2
+        )
 
     lo_box, hi_box = -half + 0.5, half - 0.5
-    existing: List[np.ndarray] = []
+    existing: list[np.ndarray] = []
     conf = []
     if confounders:
         pts = _place(rng, 3, ok, lo_box * [1, 1, 0.5], hi_box * [1, 1, 0.5], existing, 2.0)
@@ -394,8 +472,17 @@ def dual_mode_scene(seed: int = 0, snr: float = 25.0, shape: Seq[int] = (48, 64,
         m = rasterize([(1, Sphere(p, r))], shape, affine).astype(bool) & (labels != 0)
         conc[m] = c
         truth_labels[m] = i + 1
-        labelled.append({"id": i + 1, "centroid_ras_mm": [float(v) for v in p], "radius_mm": r,
-                         "concentration_mM": c, "r1": rel.r1, "r2": rel.r2, "voxels": int(m.sum())})
+        labelled.append(
+            {
+                "id": i + 1,
+                "centroid_ras_mm": [float(v) for v in p],
+                "radius_mm": r,
+                "concentration_mM": c,
+                "r1": rel.r1,
+                "r2": rel.r2,
+                "voxels": int(m.sum()),
+            }
+        )
     seqs = sequences(field_t)
     out = {}
     sigmas = {}
@@ -406,27 +493,41 @@ def dual_mode_scene(seed: int = 0, snr: float = 25.0, shape: Seq[int] = (48, 64,
         sigma = REFERENCE_SIGNAL / snr
         sigmas[f"{key}_pre"] = sigmas[f"{key}_post"] = sigma
         out[f"{key}_pre"] = _mr_volume(rician(pre0, sigma, rng), affine, seq, field_t, f"{seq.name}_pre", sigma=sigma)
-        out[f"{key}_post"] = _mr_volume(rician(post0, sigma, rng), affine, seq, field_t, f"{seq.name}_post", sigma=sigma)
+        out[f"{key}_post"] = _mr_volume(
+            rician(post0, sigma, rng), affine, seq, field_t, f"{seq.name}_post", sigma=sigma
+        )
         out[f"{key}_pre_noiseless"] = _mr_volume(pre0, affine, seq, field_t, f"{seq.name}_pre_noiseless")
         out[f"{key}_post_noiseless"] = _mr_volume(post0, affine, seq, field_t, f"{seq.name}_post_noiseless")
     t1p, t2p = relaxation_maps(labels, field_t)
     t1q, t2q = relaxation_maps(labels, field_t, conc, rel)
     for name, arr in (("t1_map_pre", t1p), ("t1_map_post", t1q), ("t2_map_pre", t2p), ("t2_map_post", t2q)):
-        out[name] = Volume(arr, affine, modality="MR", unit="ms", metadata={"MagneticFieldStrength": field_t}, name=name)
+        out[name] = Volume(
+            arr, affine, modality="MR", unit="ms", metadata={"MagneticFieldStrength": field_t}, name=name
+        )
     ref = rasterize([(1, Ellipsoid(ref_c, ref_r))], shape, affine) & (labels == LABEL_OF["muscle"])
     bg = ~np.asarray(body.inside(*_grid_xyz(shape, affine)))
-    out.update({
-        "truth_labels": _label_volume(truth_labels, affine, "truth_labels",
-                                      {d["id"]: f"labelled_{d['id']}" for d in labelled}),
-        "labelled_mask": _label_volume((truth_labels > 0).astype(np.uint8), affine, "labelled_mask"),
-        "tissue_labels": _label_volume(labels, affine, "tissue_labels", LABELS),
-        "reference_mask": _label_volume(ref.astype(np.uint8), affine, "reference_mask", {1: "muscle reference"}),
-        "background_mask": _label_volume(bg.astype(np.uint8), affine, "background_mask", {1: "air"}),
-        "sigma": sigmas,
-        "truth": {"labelled": labelled, "confounders": conf, "r2_over_r1": rel.r2 / rel.r1, "agent": rel.agent,
-                  "r1": rel.r1, "r2": rel.r2, "field_t": field_t,
-                  "sequences": {k: seqs[k].metadata(field_t) for k in ("T1w", "T2w")}},
-    })
+    out.update(
+        {
+            "truth_labels": _label_volume(
+                truth_labels, affine, "truth_labels", {d["id"]: f"labelled_{d['id']}" for d in labelled}
+            ),
+            "labelled_mask": _label_volume((truth_labels > 0).astype(np.uint8), affine, "labelled_mask"),
+            "tissue_labels": _label_volume(labels, affine, "tissue_labels", LABELS),
+            "reference_mask": _label_volume(ref.astype(np.uint8), affine, "reference_mask", {1: "muscle reference"}),
+            "background_mask": _label_volume(bg.astype(np.uint8), affine, "background_mask", {1: "air"}),
+            "sigma": sigmas,
+            "truth": {
+                "labelled": labelled,
+                "confounders": conf,
+                "r2_over_r1": rel.r2 / rel.r1,
+                "agent": rel.agent,
+                "r1": rel.r1,
+                "r2": rel.r2,
+                "field_t": field_t,
+                "sequences": {k: seqs[k].metadata(field_t) for k in ("T1w", "T2w")},
+            },
+        }
+    )
     return out
 
 
@@ -436,13 +537,25 @@ def _mouse_grid(center, size_mm, voxel_mm):
     return shape, grid_affine(shape, voxel_mm, center)
 
 
-def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: float = 1.0,
-                       scan_delay_h: float = 24.0, pet_duration_s: float = 600.0, pet_sensitivity: float = 0.05,
-                       pet_fwhm_mm: float = 1.3, f19_cells: Seq[float] = (1e5, 1e6, 1e7), f_per_cell: float = 1e12,
-                       f19_snr: float = 20.0, f19_reference_mM: float = 50.0, f19_voxel_mm: float = 0.5,
-                       mpi_cells: Seq[float] = (2e4, 2e5), mpi_iron_pg_per_cell: float = 5.0,
-                       mpi_fiducials_ng: Seq[float] = (1000.0, 5000.0, 10000.0), mpi_noise_sd: float = 0.5,
-                       mpi_fwhm_mm: Seq[float] = (1.5, 1.5, 1.5)) -> Dict:
+def quantitative_scene(
+    seed: int = 0,
+    pet_noise: bool = True,
+    injected_mbq: float = 1.0,
+    scan_delay_h: float = 24.0,
+    pet_duration_s: float = 600.0,
+    pet_sensitivity: float = 0.05,
+    pet_fwhm_mm: float = 1.3,
+    f19_cells: Seq[float] = (1e5, 1e6, 1e7),
+    f_per_cell: float = 1e12,
+    f19_snr: float = 20.0,
+    f19_reference_mM: float = 50.0,
+    f19_voxel_mm: float = 0.5,
+    mpi_cells: Seq[float] = (2e4, 2e5),
+    mpi_iron_pg_per_cell: float = 5.0,
+    mpi_fiducials_ng: Seq[float] = (1000.0, 5000.0, 10000.0),
+    mpi_noise_sd: float = 0.5,
+    mpi_fwhm_mm: Seq[float] = (1.5, 1.5, 1.5),
+) -> dict:
     """PET, 19F and MPI readouts of one mouse with known activities, cells and iron.
 
     The PET grid (0.7 mm) covers the whole mouse, in a scanner world rotated
@@ -494,19 +607,37 @@ def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: floa
     t_half = half_life_s(nuclide)
     a_inj = injected_mbq * 1e6
     a_scan = a_inj * decay_factor(scan_delay_h * 3600.0, t_half)
-    fractions = {"liver": 0.35, "spleen": 0.15, "lung": 0.08, "bone": 0.10, "kidney_left": 0.02,
-                 "kidney_right": 0.02, "tumour": 0.04, "ln_inguinal_right": 0.01, "ln_iliac": 0.005,
-                 "bladder": 0.005}
+    fractions = {
+        "liver": 0.35,
+        "spleen": 0.15,
+        "lung": 0.08,
+        "bone": 0.10,
+        "kidney_left": 0.02,
+        "kidney_right": 0.02,
+        "tumour": 0.04,
+        "ln_inguinal_right": 0.01,
+        "ln_iliac": 0.005,
+        "bladder": 0.005,
+    }
     fractions["muscle"] = 1.0 - sum(fractions.values())
     sources = [ActivitySource(a_scan * f, label=L[name], name=name) for name, f in fractions.items()]
     pet_shape, pet_aff = _mouse_grid((1.5, 0.0, 0.0), (34.0, 26.0, 84.0), 0.7)
-    pet0, info = activity_image(mouse.solids, sources, pet_shape, pet_aff, pet_fwhm_mm,
-                                to_phantom=np.linalg.inv(mri_to_pet), supersample=2)
+    pet0, info = activity_image(
+        mouse.solids, sources, pet_shape, pet_aff, pet_fwhm_mm, to_phantom=np.linalg.inv(mri_to_pet), supersample=2
+    )
     voxel_ml = info["voxel_ml"]
     pet = poisson_noise(pet0, voxel_ml, pet_duration_s, pet_sensitivity, rng) if pet_noise else pet0.copy()
-    header = {"Units": "BQML", "DecayCorrection": "START", "CorrectedImage": ["ATTN", "DECY", "SCAT"],
-              "RadionuclideTotalDose": a_inj, "RadionuclideHalfLife": t_half, "Radiopharmaceutical": "89Zr-oxine",
-              "Radionuclide": nuclide, "scan_delay_s": scan_delay_h * 3600.0, "PatientWeight": 0.025}
+    header = {
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "CorrectedImage": ["ATTN", "DECY", "SCAT"],
+        "RadionuclideTotalDose": a_inj,
+        "RadionuclideHalfLife": t_half,
+        "Radiopharmaceutical": "89Zr-oxine",
+        "Radionuclide": nuclide,
+        "scan_delay_s": scan_delay_h * 3600.0,
+        "PatientWeight": 0.025,
+    }
     pet_meta = dict(header, fwhm_mm=pet_fwhm_mm, duration_s=pet_duration_s, sensitivity=pet_sensitivity)
     # ---------------- MRI anatomy
     mri_shape, mri_aff = _mouse_grid((1.5, 0.0, -2.5), (28.8, 24.0, 38.4), 0.3)
@@ -536,19 +667,27 @@ def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: floa
     for i, cells in enumerate(mpi_cells):
         site = mouse.sites[mpi_sites[i % 2]]
         iron_ng = cells * mpi_iron_pg_per_cell / 1000.0
-        mpi_depots.append({"name": mpi_sites[i % 2], "iron_ng": iron_ng, "cells": float(cells),
-                           "iron_pg_per_cell": float(mpi_iron_pg_per_cell),
-                           "centroid_ras_mm": [float(v) for v in site["center_mm"]], "label": i + 1})
+        mpi_depots.append(
+            {
+                "name": mpi_sites[i % 2],
+                "iron_ng": iron_ng,
+                "cells": float(cells),
+                "iron_pg_per_cell": float(mpi_iron_pg_per_cell),
+                "centroid_ras_mm": [float(v) for v in site["center_mm"]],
+                "label": i + 1,
+            }
+        )
         pts.append(site["center_mm"])
         ng.append(iron_ng)
-    fid_world_mpi = [np.array([8.0, -14.0, z]) for z in (-15.0, -2.5, 10.0)][:len(mpi_fiducials_ng)]
+    fid_world_mpi = [np.array([8.0, -14.0, z]) for z in (-15.0, -2.5, 10.0)][: len(mpi_fiducials_ng)]
     # fiducials are on the MPI bed: place them in MPI world, convert to phantom world for the simulator
     to_ph = np.linalg.inv(mri_to_mpi)
     fid_ph = [to_ph[:3, :3] @ p + to_ph[:3, 3] for p in fid_world_mpi]
     all_pts = np.array(pts + fid_ph)
     all_ng = np.array(ng + list(mpi_fiducials_ng), float)
-    m_img = mpi_image(all_pts, all_ng, m_shape, m_aff, to_phantom=to_ph, fwhm_mm=mpi_fwhm_mm,
-                      noise_sd=mpi_noise_sd, rng=rng)
+    m_img = mpi_image(
+        all_pts, all_ng, m_shape, m_aff, to_phantom=to_ph, fwhm_mm=mpi_fwhm_mm, noise_sd=mpi_noise_sd, rng=rng
+    )
     depot_ph = [np.asarray(d["centroid_ras_mm"]) for d in mpi_depots]
     depot_mpi_world = [mri_to_mpi[:3, :3] @ p + mri_to_mpi[:3, 3] for p in depot_ph]
     m_rois = [(i + 1, Sphere(p, 3.0)) for i, p in enumerate(depot_mpi_world)]
@@ -561,25 +700,46 @@ def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: floa
         "pet_organs": [{"name": k, "label": L[k], "fraction_id": v, "bq": a_scan * v} for k, v in fractions.items()],
         "pet_header": header,
         "pet_info": info,
-        "f19": Volume(f19["image"], f_aff, "F19", "a.u.", {"gain_per_mM": f19["gain_per_mM"], "sigma": f19["sigma"]}, "f19"),
+        "f19": Volume(
+            f19["image"], f_aff, "F19", "a.u.", {"gain_per_mM": f19["gain_per_mM"], "sigma": f19["sigma"]}, "f19"
+        ),
         "f19_noiseless": Volume(f19["noiseless"], f_aff, "F19", "a.u.", {}, "f19_noiseless"),
         "f19_reference_mask": _label_volume(f19["reference_mask"], f_aff, "f19_reference_mask", {1: "reference tube"}),
         "f19_reference_mM": float(f19_reference_mM),
         "f19_gain_per_mM": f19["gain_per_mM"],
         "f19_sigma": f19["sigma"],
-        "f19_atoms_per_mM_voxel": atoms_per_mM_voxel(f19_voxel_mm ** 3),
-        "f19_depots": [{"name": d.name, "cells": float(d.cells), "F_per_cell": float(d.f_per_cell), "atoms": d.atoms,
-                        "centroid_ras_mm": [float(v) for v in d.center_mm], "radius_mm": d.radius_mm, "label": i + 1}
-                       for i, d in enumerate(depots)],
-        "f19_depot_labels": _label_volume(f_labels, f_aff, "f19_depot_labels", {i + 1: d.name for i, d in enumerate(depots)}),
+        "f19_atoms_per_mM_voxel": atoms_per_mM_voxel(f19_voxel_mm**3),
+        "f19_depots": [
+            {
+                "name": d.name,
+                "cells": float(d.cells),
+                "F_per_cell": float(d.f_per_cell),
+                "atoms": d.atoms,
+                "centroid_ras_mm": [float(v) for v in d.center_mm],
+                "radius_mm": d.radius_mm,
+                "label": i + 1,
+            }
+            for i, d in enumerate(depots)
+        ],
+        "f19_depot_labels": _label_volume(
+            f_labels, f_aff, "f19_depot_labels", {i + 1: d.name for i, d in enumerate(depots)}
+        ),
         "mpi": Volume(m_img["image"], m_aff, "MPI", "a.u.", {"k_per_ng": m_img["k_per_ng"]}, "mpi"),
         "mpi_noiseless": Volume(m_img["noiseless"], m_aff, "MPI", "a.u.", {}, "mpi_noiseless"),
-        "mpi_fiducials": [{"position_ras_mm": [float(v) for v in p], "iron_ng": float(m)}
-                          for p, m in zip(fid_world_mpi, mpi_fiducials_ng)],
+        "mpi_fiducials": [
+            {"position_ras_mm": [float(v) for v in p], "iron_ng": float(m)}
+            for p, m in zip(fid_world_mpi, mpi_fiducials_ng)
+        ],
         "mpi_depots": [dict(d, centroid_ras_mm=[float(v) for v in w]) for d, w in zip(mpi_depots, depot_mpi_world)],
-        "mpi_depot_labels": _label_volume(m_labels, m_aff, "mpi_depot_labels", {d["label"]: d["name"] for d in mpi_depots}),
-        "mpi_calibration": {"k_per_ng": m_img["k_per_ng"], "background": m_img["background"],
-                            "noise_sd": m_img["noise_sd"], "fwhm_mm": m_img["fwhm_mm"]},
+        "mpi_depot_labels": _label_volume(
+            m_labels, m_aff, "mpi_depot_labels", {d["label"]: d["name"] for d in mpi_depots}
+        ),
+        "mpi_calibration": {
+            "k_per_ng": m_img["k_per_ng"],
+            "background": m_img["background"],
+            "noise_sd": m_img["noise_sd"],
+            "fwhm_mm": m_img["fwhm_mm"],
+        },
         "mri": _mr_volume(mri, mri_aff, t2w, 9.4, "T2w"),
         "roi_labels": _label_volume(roi, mri_aff, "roi_labels", LABELS),
         "transforms": {"mri_to_pet": mri_to_pet, "mri_to_mpi": mri_to_mpi, "mri_to_f19": np.eye(4)},
@@ -587,10 +747,16 @@ def quantitative_scene(seed: int = 0, pet_noise: bool = True, injected_mbq: floa
 
 
 # ============================================================================ 4. registration
-def registration_pair(seed: int = 0, rotation_deg: Seq[float] = (3.0, -2.0, 4.0),
-                      translation_mm: Seq[float] = (1.5, -1.0, 2.0), modality: str = "PT",
-                      fixed_voxel_mm: float = 0.4, moving_voxel_mm: float = 0.6, counts_scale: float = 1.0,
-                      n_landmarks: int = 8) -> Dict:
+def registration_pair(
+    seed: int = 0,
+    rotation_deg: Seq[float] = (3.0, -2.0, 4.0),
+    translation_mm: Seq[float] = (1.5, -1.0, 2.0),
+    modality: str = "PT",
+    fixed_voxel_mm: float = 0.4,
+    moving_voxel_mm: float = 0.6,
+    counts_scale: float = 1.0,
+    n_landmarks: int = 8,
+) -> dict:
     """An MRI-like fixed image and a PET/SPECT-like moving image of the same mouse, rigidly displaced.
 
     ``fixed`` is a T2-weighted MRI of the torso (Rician noise, SNR 25).
@@ -623,23 +789,58 @@ def registration_pair(seed: int = 0, rotation_deg: Seq[float] = (3.0, -2.0, 4.0)
     scale = REFERENCE_SIGNAL / tissue_signal(t2w, 9.4, "muscle")
     fixed = rician(weighted_image(labels, t2w, 9.4, scale=scale), REFERENCE_SIGNAL / 25.0, rng)
     L = LABEL_OF
-    uptake = {"muscle": 1.0, "fat": 0.3, "liver": 12.0, "spleen": 15.0, "kidney_left": 6.0, "kidney_right": 6.0,
-              "tumour": 4.0, "bladder": 20.0, "bone": 3.0, "ln_inguinal_right": 8.0, "ln_inguinal_left": 3.0,
-              "ln_iliac": 5.0, "vessel": 2.0, "lung": 1.5, "haemorrhage": 1.0}
+    uptake = {
+        "muscle": 1.0,
+        "fat": 0.3,
+        "liver": 12.0,
+        "spleen": 15.0,
+        "kidney_left": 6.0,
+        "kidney_right": 6.0,
+        "tumour": 4.0,
+        "bladder": 20.0,
+        "bone": 3.0,
+        "ln_inguinal_right": 8.0,
+        "ln_inguinal_left": 3.0,
+        "ln_iliac": 5.0,
+        "vessel": 2.0,
+        "lung": 1.5,
+        "haemorrhage": 1.0,
+    }
     m_center = f2m[:3, :3] @ centre + f2m[:3, 3]
     m_shape, m_aff = _mouse_grid(m_center, (36.0, 30.0, 40.0), moving_voxel_mm)
     from .nuclear import fine_grid
+
     fshape, faff = fine_grid(m_shape, m_aff, 2)
     fine_labels = rasterize(mouse.solids, fshape, faff, np.linalg.inv(f2m))
     counts = np.bincount(fine_labels.ravel(), minlength=256)
     sources = [ActivitySource(u * 1e3 * counts[L[k]], label=L[k], name=k) for k, u in uptake.items() if counts[L[k]]]
     fwhm = 1.4 if modality == "PT" else 1.2
-    moving0, info = activity_image(mouse.solids, sources, m_shape, m_aff, fwhm, to_phantom=np.linalg.inv(f2m),
-                                   supersample=2, labels_fine=fine_labels)
+    moving0, info = activity_image(
+        mouse.solids,
+        sources,
+        m_shape,
+        m_aff,
+        fwhm,
+        to_phantom=np.linalg.inv(f2m),
+        supersample=2,
+        labels_fine=fine_labels,
+    )
     sens = (0.05 if modality == "PT" else 0.002) * counts_scale
     moving = poisson_noise(moving0 / 20.0, info["voxel_ml"], 600.0, sens, rng) * 20.0
-    names = [n for n in ("liver", "spleen", "kidney_left", "kidney_right", "tumour", "ln_inguinal_right",
-                         "ln_inguinal_left", "ln_iliac") if n in mouse.sites]
+    names = [
+        n
+        for n in (
+            "liver",
+            "spleen",
+            "kidney_left",
+            "kidney_right",
+            "tumour",
+            "ln_inguinal_right",
+            "ln_inguinal_left",
+            "ln_iliac",
+        )
+        if n in mouse.sites
+    ]
     pts = np.array([mouse.sites[n]["center_mm"] for n in names])
     lo, hi = Volume(labels, f_aff).bounds_world()
     inside = np.all((pts > lo + 1) & (pts < hi - 1), axis=1)

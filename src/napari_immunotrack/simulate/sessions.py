@@ -19,8 +19,8 @@ to the moving-world point showing the same anatomy; the convention of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -34,9 +34,13 @@ from .phantom import LABEL_OF, Mouse, grid_affine, rasterize, rotation_matrix
 REFERENCE_SIGNAL = 1000.0
 
 
-def pose_matrix(rotation_deg: Sequence[float] = (0.0, 0.0, 0.0), translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
-                center_mm: Sequence[float] = (0.0, 0.0, 0.0), flip: bool = False,
-                long_axis: int = 2) -> np.ndarray:
+def pose_matrix(
+    rotation_deg: Sequence[float] = (0.0, 0.0, 0.0),
+    translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    center_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    flip: bool = False,
+    long_axis: int = 2,
+) -> np.ndarray:
     """A rigid phantom-to-scanner map: rotate about ``center_mm`` (x, then y, then z), then shift.
 
     ``flip`` adds a 180 degree turn about the body's long axis (prone <-> supine).
@@ -57,13 +61,23 @@ def pose_matrix(rotation_deg: Sequence[float] = (0.0, 0.0, 0.0), translation_mm:
     return out
 
 
-def random_pose(rng: np.random.Generator, max_rotation_deg: float = 15.0, max_shift_mm: float = 3.0,
-                center_mm: Sequence[float] = (0.0, 0.0, 0.0), flip: bool = False) -> Dict:
+def random_pose(
+    rng: np.random.Generator,
+    max_rotation_deg: float = 15.0,
+    max_shift_mm: float = 3.0,
+    center_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    flip: bool = False,
+) -> dict:
     """Draw a pose uniformly within +-``max_rotation_deg`` per axis and +-``max_shift_mm`` per axis."""
     rot = rng.uniform(-max_rotation_deg, max_rotation_deg, 3)
     shift = rng.uniform(-max_shift_mm, max_shift_mm, 3)
-    return {"matrix": pose_matrix(rot, shift, center_mm, flip), "rotation_deg_xyz": rot.tolist(),
-            "translation_mm": shift.tolist(), "rotation_center_mm": list(map(float, center_mm)), "flipped": flip}
+    return {
+        "matrix": pose_matrix(rot, shift, center_mm, flip),
+        "rotation_deg_xyz": rot.tolist(),
+        "translation_mm": shift.tolist(),
+        "rotation_center_mm": list(map(float, center_mm)),
+        "flipped": flip,
+    }
 
 
 def bias_field(shape, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -81,8 +95,9 @@ def bias_field(shape, strength: float, rng: np.random.Generator) -> np.ndarray:
     return np.exp(strength * p).astype(np.float32)
 
 
-def smooth_displacement(shape, spacing_mm, amplitude_mm: float, rng: np.random.Generator,
-                        wavelength_mm: float = 12.0) -> np.ndarray:
+def smooth_displacement(
+    shape, spacing_mm, amplitude_mm: float, rng: np.random.Generator, wavelength_mm: float = 12.0
+) -> np.ndarray:
     """A smooth soft-tissue displacement field (3, *shape) in voxels, peak about ``amplitude_mm``.
 
     A sum of a few random low-frequency sinusoids per axis (wavelength ~``wavelength_mm``).
@@ -115,11 +130,25 @@ class SessionMRI:
     labels: np.ndarray
 
 
-def session_mri(mouse: Mouse, pose: np.ndarray, *, target_mm: Sequence[float] = (1.0, -1.0, 4.0),
-                fov_mm: Sequence[float] = (12.8, 25.6, 25.6), voxel_mm: float = 0.2, sequence: str = "T2w",
-                field_t: float = 9.4, snr: float = 25.0, gain: float = 1.0, bias_strength: float = 0.0,
-                deformation_mm: float = 0.0, fov_offset_mm: Sequence[float] = (0.0, 0.0, 0.0),
-                supersample: int = 2, noise: bool = True, seed: int = 0, name: str = "T2w") -> SessionMRI:
+def session_mri(
+    mouse: Mouse,
+    pose: np.ndarray,
+    *,
+    target_mm: Sequence[float] = (1.0, -1.0, 4.0),
+    fov_mm: Sequence[float] = (12.8, 25.6, 25.6),
+    voxel_mm: float = 0.2,
+    sequence: str = "T2w",
+    field_t: float = 9.4,
+    snr: float = 25.0,
+    gain: float = 1.0,
+    bias_strength: float = 0.0,
+    deformation_mm: float = 0.0,
+    fov_offset_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    supersample: int = 2,
+    noise: bool = True,
+    seed: int = 0,
+    name: str = "T2w",
+) -> SessionMRI:
     """Render one anatomical MRI session of ``mouse`` placed by ``pose``.
 
     Parameters
@@ -187,14 +216,15 @@ def session_mri(mouse: Mouse, pose: np.ndarray, *, target_mm: Sequence[float] = 
     return SessionMRI(vol, pose, gain, bias, disp, labels)
 
 
-def landmarks(mouse: Mouse, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+def landmarks(mouse: Mouse, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Phantom-world anatomical landmarks (organ and node centres) for scoring alignments."""
     names = names or [n for n in mouse.sites if n in LABEL_OF]
     return {n: np.asarray(mouse.sites[n]["center_mm"], float) for n in names if n in mouse.sites}
 
 
-def target_registration_error(estimated_fixed_to_moving: np.ndarray, pose_fixed: np.ndarray,
-                              pose_moving: np.ndarray, points_phantom: np.ndarray) -> np.ndarray:
+def target_registration_error(
+    estimated_fixed_to_moving: np.ndarray, pose_fixed: np.ndarray, pose_moving: np.ndarray, points_phantom: np.ndarray
+) -> np.ndarray:
     """Distance (mm) between where an estimated map sends each landmark and where it truly is."""
     p = np.c_[np.asarray(points_phantom, float), np.ones(len(points_phantom))]
     fixed_pts = p @ np.asarray(pose_fixed).T
@@ -203,7 +233,7 @@ def target_registration_error(estimated_fixed_to_moving: np.ndarray, pose_fixed:
     return np.linalg.norm(est_moving[:, :3] - true_moving[:, :3], axis=1)
 
 
-def grid_points(volume: Volume, step_mm: float = 2.0, inside: Optional[np.ndarray] = None) -> np.ndarray:
+def grid_points(volume: Volume, step_mm: float = 2.0, inside: np.ndarray | None = None) -> np.ndarray:
     """World points on a regular grid over a volume (optionally only where ``inside`` is true): TRE targets."""
     step = max(1, int(round(step_mm / float(volume.spacing.min()))))
     idx = np.stack(np.meshgrid(*[np.arange(0, n, step) for n in volume.spatial_shape], indexing="ij"), -1)
@@ -220,7 +250,8 @@ def deformed_position(session: SessionMRI, undeformed_world: np.ndarray, iterati
     y = vol.world_to_index(undeformed_world)
     x = y.copy()
     for _ in range(iterations):
-        d = np.stack([ndimage.map_coordinates(session.displacement_vox[k], x.T, order=1, mode="nearest")
-                      for k in range(3)], 1)
+        d = np.stack(
+            [ndimage.map_coordinates(session.displacement_vox[k], x.T, order=1, mode="nearest") for k in range(3)], 1
+        )
         x = y - d
     return vol.index_to_world(x)

@@ -51,9 +51,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence as Seq
 
 import numpy as np
 
@@ -68,8 +68,7 @@ from .mpi import mpi_image
 from .mri import check_snr, relaxivity, rician, sequences, tissue_signal, weighted_image
 from .nuclear import ActivitySource, activity_image, decay_factor, fine_grid, half_life_s, poisson_noise
 from .optical import optical_image
-from .phantom import (LABEL_OF, LABELS, Cylinder, Ellipsoid, Sphere, check_field, grid_affine, make_mouse,
-                      rasterize)
+from .phantom import LABEL_OF, LABELS, Cylinder, Ellipsoid, Sphere, check_field, grid_affine, make_mouse, rasterize
 from .scenes import REFERENCE_SIGNAL, rigid_matrix
 from .timecourse import FREE_LABEL_SINK, Population, car_t_population, dc_vaccine_population, simulate_population
 
@@ -77,14 +76,41 @@ from .timecourse import FREE_LABEL_SINK, Population, car_t_population, dc_vaccin
 #: Grids per size preset: voxel sizes (mm) and the MRI matrix (S, A, R).
 SIZES = {
     # for tests: seconds, coarse
-    "tiny": {"mri_shape": (64, 48, 56), "mri_voxel": 0.6, "pet_voxel": 1.2, "spect_voxel": 1.5, "f19_voxel": 1.2,
-             "mpi_voxel": 1.2, "optical_pixel": 0.6, "supersample": 1, "bloom_supersample": 3},
+    "tiny": {
+        "mri_shape": (64, 48, 56),
+        "mri_voxel": 0.6,
+        "pet_voxel": 1.2,
+        "spect_voxel": 1.5,
+        "f19_voxel": 1.2,
+        "mpi_voxel": 1.2,
+        "optical_pixel": 0.6,
+        "supersample": 1,
+        "bloom_supersample": 3,
+    },
     # the bundled sample study (small enough for git)
-    "sample": {"mri_shape": (152, 96, 112), "mri_voxel": 0.25, "pet_voxel": 0.7, "spect_voxel": 0.8,
-               "f19_voxel": 0.5, "mpi_voxel": 0.5, "optical_pixel": 0.2, "supersample": 2, "bloom_supersample": 3},
+    "sample": {
+        "mri_shape": (152, 96, 112),
+        "mri_voxel": 0.25,
+        "pet_voxel": 0.7,
+        "spect_voxel": 0.8,
+        "f19_voxel": 0.5,
+        "mpi_voxel": 0.5,
+        "optical_pixel": 0.2,
+        "supersample": 2,
+        "bloom_supersample": 3,
+    },
     # mouse-sized grids of a real study (192 x 192 x 256 MRI at 0.15 mm)
-    "full": {"mri_shape": (256, 192, 192), "mri_voxel": 0.15, "pet_voxel": 0.4, "spect_voxel": 0.5,
-             "f19_voxel": 0.4, "mpi_voxel": 0.3, "optical_pixel": 0.1, "supersample": 2, "bloom_supersample": 3},
+    "full": {
+        "mri_shape": (256, 192, 192),
+        "mri_voxel": 0.15,
+        "pet_voxel": 0.4,
+        "spect_voxel": 0.5,
+        "f19_voxel": 0.4,
+        "mpi_voxel": 0.3,
+        "optical_pixel": 0.1,
+        "supersample": 2,
+        "bloom_supersample": 3,
+    },
 }
 
 #: Centre of the MRI field of view (phantom world, mm): the torso from the liver to the inguinal nodes.
@@ -92,8 +118,13 @@ MRI_CENTER_MM = (1.5, 0.0, -2.5)
 
 #: Sites that hold cell foci, with the number of foci and their spread radius (mm, used by PET/SPECT/19F).
 FOCI = {
-    "liver": (10, 1.2), "spleen": (6, 0.8), "tumour": (6, 0.5), "ln_inguinal_right": (3, 0.3),
-    "ln_iliac": (2, 0.3), "ln_inguinal_left": (2, 0.3), "lung": (8, 0.8),
+    "liver": (10, 1.2),
+    "spleen": (6, 0.8),
+    "tumour": (6, 0.5),
+    "ln_inguinal_right": (3, 0.3),
+    "ln_iliac": (2, 0.3),
+    "ln_inguinal_left": (2, 0.3),
+    "lung": (8, 0.8),
 }
 
 DC_DEPOT_CENTER = (-8.8, 2.0, -10.0)
@@ -131,7 +162,7 @@ class StudyDesign:
     repositioned: bool = False
     pose_max_rotation_deg: float = 15.0
     pose_max_shift_mm: float = 3.0
-    flip_day: Optional[float] = None  # the session scanned prone instead of supine (a half turn)
+    flip_day: float | None = None  # the session scanned prone instead of supine (a half turn)
     gain_range: Seq[float] = (0.7, 1.4)
     bias_strength: float = 0.2
     deformation_mm: float = 0.15
@@ -155,11 +186,12 @@ def _injection(design: StudyDesign) -> _dt.datetime:
     try:
         return _dt.datetime.fromisoformat(design.injection_datetime)
     except ValueError:
-        raise InputError(f"injection_datetime={design.injection_datetime!r} is not an ISO date-time "
-                         "(e.g. 2024-05-06T10:00:00).") from None
+        raise InputError(
+            f"injection_datetime={design.injection_datetime!r} is not an ISO date-time (e.g. 2024-05-06T10:00:00)."
+        ) from None
 
 
-def check_timepoints(timepoints_days) -> List[float]:
+def check_timepoints(timepoints_days) -> list[float]:
     """Timepoints (days after injection) as floats >= 0, else InputError naming the parameter."""
     try:
         t = [float(v) for v in timepoints_days]
@@ -169,8 +201,10 @@ def check_timepoints(timepoints_days) -> List[float]:
         raise InputError("timepoints_days is empty; give at least one day (0 = baseline before injection).")
     bad = [v for v in t if not np.isfinite(v) or v < 0]
     if bad:
-        raise InputError(f"timepoints_days has {bad[0]}, which is before injection; days must be >= 0 "
-                         "(0 = the baseline scanned just before injection).")
+        raise InputError(
+            f"timepoints_days has {bad[0]}, which is before injection; days must be >= 0 "
+            "(0 = the baseline scanned just before injection)."
+        )
     if len(set(t)) != len(t):
         raise InputError(f"timepoints_days={t} repeats a day; give each day once.")
     return sorted(t)
@@ -202,7 +236,7 @@ class Subject:
     index: int
     seed: int
     mouse: object
-    foci: Dict[str, list]
+    foci: dict[str, list]
 
     @property
     def label(self) -> str:
@@ -242,7 +276,7 @@ def make_subject(index: int = 1, seed: int = 0) -> Subject:
     return Subject(index=index, seed=sub_seed, mouse=mouse, foci=foci)
 
 
-def _session_poses(subject: Subject, day: float) -> Dict[str, np.ndarray]:
+def _session_poses(subject: Subject, day: float) -> dict[str, np.ndarray]:
     """Rigid maps MRI world -> each scanner's world for one session (seeded)."""
     rng = np.random.default_rng(subject.seed * 7919 + int(round(day * 100)))
     poses = {}
@@ -250,13 +284,16 @@ def _session_poses(subject: Subject, day: float) -> Dict[str, np.ndarray]:
         rot = rng.uniform(-3.0, 3.0, 3)
         trans = rng.uniform(-2.0, 2.0, 3)
         poses[modality] = rigid_matrix(rot, trans, center_mm=MRI_CENTER_MM)
-        poses[modality + "_params"] = {"rotation_deg_xyz": rot.tolist(), "translation_mm": trans.tolist(),
-                                       "rotation_center_mm": list(MRI_CENTER_MM)}
+        poses[modality + "_params"] = {
+            "rotation_deg_xyz": rot.tolist(),
+            "translation_mm": trans.tolist(),
+            "rotation_center_mm": list(MRI_CENTER_MM),
+        }
     poses["f19"] = np.eye(4)
     return poses
 
 
-def session_pose(subject: "Subject", day: float, design: StudyDesign) -> dict:
+def session_pose(subject: Subject, day: float, design: StudyDesign) -> dict:
     """The animal's pose in the MRI scanner at one session (phantom world -> session MRI world), with the
     session's receiver gain, coil-bias strength, soft-tissue deformation and field-of-view offset.
 
@@ -266,20 +303,36 @@ def session_pose(subject: "Subject", day: float, design: StudyDesign) -> dict:
     from .sessions import pose_matrix
 
     if not design.repositioned:
-        return {"matrix": np.eye(4), "rotation_deg_xyz": [0.0, 0.0, 0.0], "translation_mm": [0.0, 0.0, 0.0],
-                "rotation_center_mm": list(MRI_CENTER_MM), "flipped": False, "gain": 1.0, "bias_strength": 0.0,
-                "deformation_mm": 0.0, "fov_offset_mm": [0.0, 0.0, 0.0], "seed": None}
+        return {
+            "matrix": np.eye(4),
+            "rotation_deg_xyz": [0.0, 0.0, 0.0],
+            "translation_mm": [0.0, 0.0, 0.0],
+            "rotation_center_mm": list(MRI_CENTER_MM),
+            "flipped": False,
+            "gain": 1.0,
+            "bias_strength": 0.0,
+            "deformation_mm": 0.0,
+            "fov_offset_mm": [0.0, 0.0, 0.0],
+            "seed": None,
+        }
     seed = subject.seed * 104_729 + int(round(day * 1000)) + 17
     rng = np.random.default_rng(seed)
     rot = rng.uniform(-design.pose_max_rotation_deg, design.pose_max_rotation_deg, 3)
     shift = rng.uniform(-design.pose_max_shift_mm, design.pose_max_shift_mm, 3)
     flipped = design.flip_day is not None and float(design.flip_day) == float(day)
     lo, hi = sorted(float(g) for g in design.gain_range)
-    return {"matrix": pose_matrix(rot, shift, MRI_CENTER_MM, flip=flipped), "rotation_deg_xyz": rot.tolist(),
-            "translation_mm": shift.tolist(), "rotation_center_mm": list(MRI_CENTER_MM), "flipped": flipped,
-            "gain": float(rng.uniform(lo, hi)), "bias_strength": float(design.bias_strength),
-            "deformation_mm": float(design.deformation_mm),
-            "fov_offset_mm": rng.uniform(-design.fov_offset_mm, design.fov_offset_mm, 3).tolist(), "seed": seed}
+    return {
+        "matrix": pose_matrix(rot, shift, MRI_CENTER_MM, flip=flipped),
+        "rotation_deg_xyz": rot.tolist(),
+        "translation_mm": shift.tolist(),
+        "rotation_center_mm": list(MRI_CENTER_MM),
+        "flipped": flipped,
+        "gain": float(rng.uniform(lo, hi)),
+        "bias_strength": float(design.bias_strength),
+        "deformation_mm": float(design.deformation_mm),
+        "fov_offset_mm": rng.uniform(-design.fov_offset_mm, design.fov_offset_mm, 3).tolist(),
+        "seed": seed,
+    }
 
 
 def _apply_pose(matrix: np.ndarray, point) -> list:
@@ -301,7 +354,7 @@ def _scanner_grid(to_world: np.ndarray, extent: np.ndarray, voxel: float, lps: b
 
 
 # --------------------------------------------------------------------------- one timepoint
-def _foci_state(subject: Subject, tc: dict, dc: dict, day: float) -> List[dict]:
+def _foci_state(subject: Subject, tc: dict, dc: dict, day: float) -> list[dict]:
     """Cells and label at every focus at ``day`` (live and macrophage-held)."""
     out = []
     fid = 0
@@ -321,17 +374,30 @@ def _foci_state(subject: Subject, tc: dict, dc: dict, day: float) -> List[dict]:
         for f in foci:
             fid += 1
             w = f["weight"]
-            out.append({
-                "id": fid, "site": site, "population": "car_t", "center_mm": f["center_mm"],
-                "spread_mm": f["spread_mm"], "live_cells": live * w,
-                "label_live": {k: v * w for k, v in lab_live.items()},
-                "label_macrophage": {k: v * w for k, v in lab_mac.items()},
-            })
+            out.append(
+                {
+                    "id": fid,
+                    "site": site,
+                    "population": "car_t",
+                    "center_mm": f["center_mm"],
+                    "spread_mm": f["spread_mm"],
+                    "live_cells": live * w,
+                    "label_live": {k: v * w for k, v in lab_live.items()},
+                    "label_macrophage": {k: v * w for k, v in lab_mac.items()},
+                }
+            )
     return out
 
 
-def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: int = 0, size: str = "sample",
-                       design: Optional[StudyDesign] = None, progress=None) -> dict:
+def simulate_timepoint(
+    day: float,
+    *,
+    subject: Subject | None = None,
+    seed: int = 0,
+    size: str = "sample",
+    design: StudyDesign | None = None,
+    progress=None,
+) -> dict:
     """Every image of one session (in memory) and its truth.
 
     Parameters
@@ -364,10 +430,13 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     pose = session_pose(subject, day, design)
     S = pose["matrix"]  # phantom world -> this session's MRI world
     vols, sidecars, tables = {}, {}, {}
-    truth = {"day": day, "session": f"ses-{session_name(day)}", "baseline": baseline,
-             "mri_datetime": scan0.isoformat(),
-             "session_pose": dict({k: v for k, v in pose.items() if k != "matrix"},
-                                  phantom_to_mri_world=S.tolist())}
+    truth = {
+        "day": day,
+        "session": f"ses-{session_name(day)}",
+        "baseline": baseline,
+        "mri_datetime": scan0.isoformat(),
+        "session_pose": dict({k: v for k, v in pose.items() if k != "matrix"}, phantom_to_mri_world=S.tolist()),
+    }
     report(progress, 0.02, "anatomy")
     # ------------------------------------------------------------------ MRI
     shape = tuple(grid["mri_shape"])
@@ -383,30 +452,51 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     dc_truth = []
     if not baseline:
         dstate = dc[day]
-        depot_amount = dstate["source"]["label_live"]["dual_mode"] + dstate["sites"]["dc_depot"]["label_macrophage"]["dual_mode"]
+        depot_amount = (
+            dstate["source"]["label_live"]["dual_mode"] + dstate["sites"]["dc_depot"]["label_macrophage"]["dual_mode"]
+        )
         node = dstate["sites"]["ln_inguinal_left"]
         node_amount = node["label_live"]["dual_mode"] + node["label_macrophage"]["dual_mode"]
         agent_mM = np.zeros(shape, np.float32)
         node_c = mouse.sites["ln_inguinal_left"]["center_mm"]
         for name, centre, radius, amount, live in (
-                ("dc_depot", np.array(DC_DEPOT_CENTER), DC_DEPOT_RADIUS, depot_amount, dstate["source"]["cells"]),
-                ("ln_inguinal_left", node_c, DC_NODE_RADIUS, node_amount, node["live_cells"])):
-            vol_ul = 4.0 / 3.0 * np.pi * radius ** 3  # mm^3 = uL
+            ("dc_depot", np.array(DC_DEPOT_CENTER), DC_DEPOT_RADIUS, depot_amount, dstate["source"]["cells"]),
+            ("ln_inguinal_left", node_c, DC_NODE_RADIUS, node_amount, node["live_cells"]),
+        ):
+            vol_ul = 4.0 / 3.0 * np.pi * radius**3  # mm^3 = uL
             conc = amount / vol_ul * 1e-6  # fmol/uL = nM -> mM
             mask = rasterize([(1, Sphere(centre, radius))], shape, ph_aff).astype(bool)
             agent_mM[mask] = conc
-            dc_truth.append({"site": name, "centroid_ras_mm": _apply_pose(S, centre),
-                             "centroid_phantom_mm": [float(v) for v in centre], "radius_mm": radius,
-                             "concentration_mM": conc, "agent_fmol": amount, "live_cells": live,
-                             "agent": "dual_mode", "r1": dual.r1, "r2": dual.r2, "r2s": dual.r2s,
-                             "voxels": int(mask.sum())})
+            dc_truth.append(
+                {
+                    "site": name,
+                    "centroid_ras_mm": _apply_pose(S, centre),
+                    "centroid_phantom_mm": [float(v) for v in centre],
+                    "radius_mm": radius,
+                    "concentration_mM": conc,
+                    "agent_fmol": amount,
+                    "live_cells": live,
+                    "agent": "dual_mode",
+                    "r1": dual.r1,
+                    "r2": dual.r2,
+                    "r2s": dual.r2s,
+                    "voxels": int(mask.sum()),
+                }
+            )
     clusters = []
     for f in foci:
         fe = f["label_live"].get("iron", 0.0) + f["label_macrophage"].get("iron", 0.0)
         if fe > 0:
-            clusters.append(iron_mod.IronCluster(f["center_mm"], fe, max(f["live_cells"], 0.0), id=f["id"], site=f["site"]))
-    blooms = (iron_mod.bloom_factors(shape, ph_aff, clusters, list(seqs.values()), field_t,
-                                     supersample=grid["bloom_supersample"]) if clusters else [None] * len(seqs))
+            clusters.append(
+                iron_mod.IronCluster(f["center_mm"], fe, max(f["live_cells"], 0.0), id=f["id"], site=f["site"])
+            )
+    blooms = (
+        iron_mod.bloom_factors(
+            shape, ph_aff, clusters, list(seqs.values()), field_t, supersample=grid["bloom_supersample"]
+        )
+        if clusters
+        else [None] * len(seqs)
+    )
     session_rng = np.random.default_rng(pose["seed"]) if pose["seed"] is not None else None
     bias = disp = None
     if design.repositioned:
@@ -418,7 +508,9 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     gain = float(pose["gain"])
     for (key, seq), bloom in zip(seqs.items(), blooms):
         scale = REFERENCE_SIGNAL / tissue_signal(seq, field_t, "muscle")
-        img = weighted_image(labels, seq, field_t, agent_mM=agent_mM, agent=dual if agent_mM is not None else None, scale=scale)
+        img = weighted_image(
+            labels, seq, field_t, agent_mM=agent_mM, agent=dual if agent_mM is not None else None, scale=scale
+        )
         if bloom is not None:
             iron_mod.apply_bloom(img, *bloom)
         if disp is not None:  # soft tissue moved a little; the coil sees the moved tissue
@@ -428,34 +520,70 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         if gain != 1.0:
             noisy = (noisy * gain).astype(np.float32)
         vols[key] = Volume(noisy, mri_aff, "MR", "a.u.", seq.metadata(field_t), key)
-        sidecars[key] = dict(seq.metadata(field_t), Units="a.u.", NoiseSigma=sigma * gain,
-                             SNRReference="muscle", ReferenceSignal=REFERENCE_SIGNAL * gain,
-                             quantisation_step=sigma * gain / 5)
+        sidecars[key] = dict(
+            seq.metadata(field_t),
+            Units="a.u.",
+            NoiseSigma=sigma * gain,
+            SNRReference="muscle",
+            ReferenceSignal=REFERENCE_SIGNAL * gain,
+            quantisation_step=sigma * gain / 5,
+        )
     vols["dseg"] = Volume(dseg, mri_aff, "SEG", "label", {"label_names": LABELS}, "dseg")
     sidecars["dseg"] = {"Modality": "SEG", "Units": "label", "LabelNames": {str(k): v for k, v in LABELS.items()}}
-    truth["mri"] = {"field_t": field_t, "snr": design.snr, "sigma": REFERENCE_SIGNAL / design.snr * gain,
-                    "receiver_gain": gain,
-                    "reference_tissue": "muscle", "reference_signal": REFERENCE_SIGNAL,
-                    "sequences": {k: s.metadata(field_t) for k, s in seqs.items()},
-                    "shape": list(shape), "affine": mri_aff.tolist(),
-                    "dual_mode_regions": dc_truth}
+    truth["mri"] = {
+        "field_t": field_t,
+        "snr": design.snr,
+        "sigma": REFERENCE_SIGNAL / design.snr * gain,
+        "receiver_gain": gain,
+        "reference_tissue": "muscle",
+        "reference_signal": REFERENCE_SIGNAL,
+        "sequences": {k: s.metadata(field_t) for k, s in seqs.items()},
+        "shape": list(shape),
+        "affine": mri_aff.tolist(),
+        "dual_mode_regions": dc_truth,
+    }
     report(progress, 0.35, "MRI done")
     if baseline:
         truth["foci"] = []
         return {"volumes": vols, "sidecars": sidecars, "tables": tables, "truth": truth}
-    truth["foci"] = [{
-        "id": f["id"], "site": f["site"], "population": f["population"],
-        "centroid_ras_mm": _apply_pose(S, f["center_mm"]), "centroid_phantom_mm": [float(v) for v in f["center_mm"]],
-        "spread_mm": f["spread_mm"],
-        "live_cells": f["live_cells"], "label_live": f["label_live"], "label_macrophage": f["label_macrophage"],
-        "iron_pg": f["label_live"]["iron"] + f["label_macrophage"]["iron"],
-    } for f in foci]
+    truth["foci"] = [
+        {
+            "id": f["id"],
+            "site": f["site"],
+            "population": f["population"],
+            "centroid_ras_mm": _apply_pose(S, f["center_mm"]),
+            "centroid_phantom_mm": [float(v) for v in f["center_mm"]],
+            "spread_mm": f["spread_mm"],
+            "live_cells": f["live_cells"],
+            "label_live": f["label_live"],
+            "label_macrophage": f["label_macrophage"],
+            "iron_pg": f["label_live"]["iron"] + f["label_macrophage"]["iron"],
+        }
+        for f in foci
+    ]
     # ------------------------------------------------------------------ PET / SPECT
     for key, nuclide_label, pharma, offset_min, vox, fwhm, dur, sens in (
-            ("pet", "zr89", "89Zr-oxine", 30, grid["pet_voxel"], design.pet_fwhm_mm, design.pet_duration_s,
-             design.pet_sensitivity),
-            ("spect", "in111", "111In-oxine", 90, grid["spect_voxel"], design.spect_fwhm_mm, design.spect_duration_s,
-             design.spect_sensitivity)):
+        (
+            "pet",
+            "zr89",
+            "89Zr-oxine",
+            30,
+            grid["pet_voxel"],
+            design.pet_fwhm_mm,
+            design.pet_duration_s,
+            design.pet_sensitivity,
+        ),
+        (
+            "spect",
+            "in111",
+            "111In-oxine",
+            90,
+            grid["spect_voxel"],
+            design.spect_fwhm_mm,
+            design.spect_duration_s,
+            design.spect_sensitivity,
+        ),
+    ):
         nuclide = {"zr89": "Zr-89", "in111": "In-111"}[nuclide_label]
         t_half = half_life_s(nuclide)
         scan_time = inj + _dt.timedelta(days=day, minutes=offset_min)
@@ -466,8 +594,11 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         for f in foci:
             amount = f["label_live"][nuclide_label] + f["label_macrophage"][nuclide_label]
             if amount > 0:
-                sources.append(ActivitySource(amount * dfac, solid=Sphere(f["center_mm"], f["spread_mm"]),
-                                              name=f"{f['site']}#{f['id']}"))
+                sources.append(
+                    ActivitySource(
+                        amount * dfac, solid=Sphere(f["center_mm"], f["spread_mm"]), name=f"{f['site']}#{f['id']}"
+                    )
+                )
         car = tc[day]
         blood = car["source"]["label_live"][nuclide_label] * (1.0 - car["source"]["lung_trapped_fraction"])
         if blood > 0:
@@ -475,33 +606,60 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
         free = car["free_label"][nuclide_label]
         for sink, frac in FREE_LABEL_SINK[nuclide_label].items():
             if free * frac > 0:
-                sources.append(ActivitySource(free * frac * dfac, label=LABEL_OF[sink], name=f"free {nuclide} in {sink}"))
+                sources.append(
+                    ActivitySource(free * frac * dfac, label=LABEL_OF[sink], name=f"free {nuclide} in {sink}")
+                )
         injected = design.car_t.cells * design.car_t.label_per_cell[nuclide_label]
         fshape, faff = fine_grid(g_shape, g_aff, grid["supersample"])
         fine_labels = rasterize(mouse.solids, fshape, faff, np.linalg.inv(to_world))
-        act, info = activity_image(mouse.solids, sources, g_shape, g_aff, fwhm, to_phantom=np.linalg.inv(to_world),
-                                   supersample=grid["supersample"], labels_fine=fine_labels)
+        act, info = activity_image(
+            mouse.solids,
+            sources,
+            g_shape,
+            g_aff,
+            fwhm,
+            to_phantom=np.linalg.inv(to_world),
+            supersample=grid["supersample"],
+            labels_fine=fine_labels,
+        )
         noisy = poisson_noise(act, info["voxel_ml"], dur, sens, rng)
-        header = {"Units": "BQML", "DecayCorrection": "START", "CorrectedImage": ["ATTN", "DECY", "SCAT"],
-                  "SeriesDate": scan_time.strftime("%Y%m%d"), "SeriesTime": scan_time.strftime("%H%M%S"),
-                  "AcquisitionDate": scan_time.strftime("%Y%m%d"), "AcquisitionTime": scan_time.strftime("%H%M%S"),
-                  "ActualFrameDuration": int(dur * 1000),
-                  "Radiopharmaceutical": pharma, "RadionuclideTotalDose": float(injected),
-                  "RadionuclideHalfLife": float(t_half),
-                  "RadiopharmaceuticalStartDateTime": inj.strftime("%Y%m%d%H%M%S"),
-                  "RadiopharmaceuticalStartTime": inj.strftime("%H%M%S")}
+        header = {
+            "Units": "BQML",
+            "DecayCorrection": "START",
+            "CorrectedImage": ["ATTN", "DECY", "SCAT"],
+            "SeriesDate": scan_time.strftime("%Y%m%d"),
+            "SeriesTime": scan_time.strftime("%H%M%S"),
+            "AcquisitionDate": scan_time.strftime("%Y%m%d"),
+            "AcquisitionTime": scan_time.strftime("%H%M%S"),
+            "ActualFrameDuration": int(dur * 1000),
+            "Radiopharmaceutical": pharma,
+            "RadionuclideTotalDose": float(injected),
+            "RadionuclideHalfLife": float(t_half),
+            "RadiopharmaceuticalStartDateTime": inj.strftime("%Y%m%d%H%M%S"),
+            "RadiopharmaceuticalStartTime": inj.strftime("%H%M%S"),
+        }
         meta = dict(header, fwhm_mm=fwhm, duration_s=dur, sensitivity=sens, PatientWeight=design.patient_weight_kg)
         vols[key] = Volume(noisy, g_aff, "PT" if key == "pet" else "NM", "Bq/mL", meta, f"{key} {pharma}")
         truth[key] = {
-            "radiopharmaceutical": pharma, "nuclide": nuclide, "half_life_s": t_half,
-            "injected_bq": float(injected), "injection_datetime": inj.isoformat(),
-            "scan_datetime": scan_time.isoformat(), "decay_factor": dfac,
+            "radiopharmaceutical": pharma,
+            "nuclide": nuclide,
+            "half_life_s": t_half,
+            "injected_bq": float(injected),
+            "injection_datetime": inj.isoformat(),
+            "scan_datetime": scan_time.isoformat(),
+            "decay_factor": dfac,
             "total_bq_at_scan": float(injected * dfac),
-            "total_bq_image_noiseless": info["total_bq_image"], "psf_spill_bq": info["psf_spill_bq"],
+            "total_bq_image_noiseless": info["total_bq_image"],
+            "psf_spill_bq": info["psf_spill_bq"],
             "sources": [{"name": s.name, "bq_at_scan": s.bq} for s in sources],
-            "fwhm_mm": fwhm, "duration_s": dur, "sensitivity": sens, "voxel_mm": vox,
-            "shape": list(g_shape), "affine": g_aff.tolist(),
-            f"mri_to_{key}": to_world.tolist(), "pose": poses[key + "_params"],
+            "fwhm_mm": fwhm,
+            "duration_s": dur,
+            "sensitivity": sens,
+            "voxel_mm": vox,
+            "shape": list(g_shape),
+            "affine": g_aff.tolist(),
+            f"mri_to_{key}": to_world.tolist(),
+            "pose": poses[key + "_params"],
         }
         report(progress, 0.35 + (0.15 if key == "pet" else 0.3), f"{key} done")
     # ------------------------------------------------------------------ 19F (same scanner as MRI)
@@ -516,40 +674,70 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     for f in foci:
         atoms = f["label_live"]["f19"] + f["label_macrophage"]["f19"]
         if atoms > 0:
-            depots.append(FluorineDepot(f["center_mm"], atoms / f_per_cell, f_per_cell, f["spread_mm"],
-                                        name=f"{f['site']}#{f['id']}"))
+            depots.append(
+                FluorineDepot(
+                    f["center_mm"], atoms / f_per_cell, f_per_cell, f["spread_mm"], name=f"{f['site']}#{f['id']}"
+                )
+            )
     half_y = (f_shape[1] - 1) / 2 * f_vox
     tube_c = np.array([f_center[0] - 6.0, f_center[1] - half_y + 2.0, f_center[2]])
     tube_len = (f_shape[0] - 1) / 2 * f_vox - 2.0
     # the tube lies on the bed (scanner world); the depots move with the animal (phantom world)
-    tube = Cylinder(np.array(_apply_pose(S_inv, tube_c - [0, 0, tube_len])),
-                    np.array(_apply_pose(S_inv, tube_c + [0, 0, tube_len])), 1.0)
-    f19 = f19_image(depots, tube, design.f19_reference_mM, f_shape, f_aff, to_phantom=S_inv, snr=design.f19_snr,
-                    rng=rng, supersample=3)
+    tube = Cylinder(
+        np.array(_apply_pose(S_inv, tube_c - [0, 0, tube_len])),
+        np.array(_apply_pose(S_inv, tube_c + [0, 0, tube_len])),
+        1.0,
+    )
+    f19 = f19_image(
+        depots,
+        tube,
+        design.f19_reference_mM,
+        f_shape,
+        f_aff,
+        to_phantom=S_inv,
+        snr=design.f19_snr,
+        rng=rng,
+        supersample=3,
+    )
     vols["f19"] = Volume(f19["image"], f_aff, "F19", "a.u.", {}, "19F")
-    vols["f19_reftube"] = Volume(f19["reference_mask"], f_aff, "SEG", "label", {"label_names": {1: "reference tube"}},
-                                 "19F reference tube")
-    f_side = {"Modality": "F19", "Units": "a.u.", "Nucleus": "19F", "MagneticFieldStrength": field_t,
-              "ReferenceConcentration_mM": design.f19_reference_mM, "ReferenceMask": "desc-reftube_mask",
-              "NoiseSigma": f19["sigma"], "quantisation_step": f19["sigma"] / 5,
-              "FluorineAtomsPerCell": f_per_cell}
+    vols["f19_reftube"] = Volume(
+        f19["reference_mask"], f_aff, "SEG", "label", {"label_names": {1: "reference tube"}}, "19F reference tube"
+    )
+    f_side = {
+        "Modality": "F19",
+        "Units": "a.u.",
+        "Nucleus": "19F",
+        "MagneticFieldStrength": field_t,
+        "ReferenceConcentration_mM": design.f19_reference_mM,
+        "ReferenceMask": "desc-reftube_mask",
+        "NoiseSigma": f19["sigma"],
+        "quantisation_step": f19["sigma"] / 5,
+        "FluorineAtomsPerCell": f_per_cell,
+    }
     sidecars["f19"] = f_side
     sidecars["f19_reftube"] = {"Modality": "SEG", "Units": "label", "LabelNames": {"1": "reference tube"}}
     inside = [d for d in depots]
     truth["f19"] = {
-        "reference_mM": design.f19_reference_mM, "gain_per_mM": f19["gain_per_mM"], "sigma": f19["sigma"],
-        "snr_reference": design.f19_snr, "atoms_per_mM_voxel": atoms_per_mM_voxel(f_vox ** 3),
-        "F_per_cell": f_per_cell, "total_atoms": float(sum(d.atoms for d in inside)),
+        "reference_mM": design.f19_reference_mM,
+        "gain_per_mM": f19["gain_per_mM"],
+        "sigma": f19["sigma"],
+        "snr_reference": design.f19_snr,
+        "atoms_per_mM_voxel": atoms_per_mM_voxel(f_vox**3),
+        "F_per_cell": f_per_cell,
+        "total_atoms": float(sum(d.atoms for d in inside)),
         "lost_atoms_outside_fov": f19["lost_atoms"],
         "tube": {"center_ras_mm": tube_c.tolist(), "radius_mm": 1.0, "half_length_mm": tube_len},
-        "shape": list(f_shape), "affine": f_aff.tolist(), "mri_to_f19": np.eye(4).tolist(),
+        "shape": list(f_shape),
+        "affine": f_aff.tolist(),
+        "mri_to_f19": np.eye(4).tolist(),
     }
     report(progress, 0.75, "19F done")
     # ------------------------------------------------------------------ MPI (own scanner)
     to_mpi = poses["mpi"] @ S
     # the whole animal plus room on the bed below it for the fiducials
-    m_shape, m_aff = _scanner_grid(to_mpi, mouse.extent_mm + np.array([[0, -6.0, 0], [0, 0, 0]]),
-                                   grid["mpi_voxel"], lps=False, margin=3.0)
+    m_shape, m_aff = _scanner_grid(
+        to_mpi, mouse.extent_mm + np.array([[0, -6.0, 0], [0, 0, 0]]), grid["mpi_voxel"], lps=False, margin=3.0
+    )
     pts, ng = [], []
     for f in foci:
         fe = f["label_live"]["iron"] + f["label_macrophage"]["iron"]
@@ -565,39 +753,85 @@ def simulate_timepoint(day: float, *, subject: Optional[Subject] = None, seed: i
     all_pts = np.array(pts + fid_ph) if (pts or fid_ph) else np.zeros((0, 3))
     all_ng = np.array(ng + list(design.mpi_fiducials_ng), float)
     ss = 1 if grid["mpi_voxel"] <= min(design.mpi_fwhm_mm) / 4 else 2
-    m_img = mpi_image(all_pts, all_ng, m_shape, m_aff, to_phantom=to_ph, fwhm_mm=design.mpi_fwhm_mm,
-                      k_per_ng=design.mpi_k_per_ng, noise_sd=design.mpi_noise_sd, rng=rng, supersample=ss)
+    m_img = mpi_image(
+        all_pts,
+        all_ng,
+        m_shape,
+        m_aff,
+        to_phantom=to_ph,
+        fwhm_mm=design.mpi_fwhm_mm,
+        k_per_ng=design.mpi_k_per_ng,
+        noise_sd=design.mpi_noise_sd,
+        rng=rng,
+        supersample=ss,
+    )
     vols["mpi"] = Volume(m_img["image"], m_aff, "MPI", "a.u.", {}, "MPI")
-    sidecars["mpi"] = {"Modality": "MPI", "Units": "a.u.", "Tracer": "SPION (labelled cells)",
-                       "PSF_FWHM_mm": list(design.mpi_fwhm_mm), "NoiseSD": design.mpi_noise_sd,
-                       "quantisation_step": design.mpi_noise_sd / 5, "FiducialsFile": "fiducials.csv"}
+    sidecars["mpi"] = {
+        "Modality": "MPI",
+        "Units": "a.u.",
+        "Tracer": "SPION (labelled cells)",
+        "PSF_FWHM_mm": list(design.mpi_fwhm_mm),
+        "NoiseSD": design.mpi_noise_sd,
+        "quantisation_step": design.mpi_noise_sd / 5,
+        "FiducialsFile": "fiducials.csv",
+    }
     tables["mpi_fiducials"] = [
-        {"name": f"fiducial_{i + 1}", "x_mm": float(p[0]), "y_mm": float(p[1]), "z_mm": float(p[2]),
-         "iron_ng": float(mass)} for i, (p, mass) in enumerate(zip(fid_world, design.mpi_fiducials_ng))]
+        {
+            "name": f"fiducial_{i + 1}",
+            "x_mm": float(p[0]),
+            "y_mm": float(p[1]),
+            "z_mm": float(p[2]),
+            "iron_ng": float(mass),
+        }
+        for i, (p, mass) in enumerate(zip(fid_world, design.mpi_fiducials_ng))
+    ]
     truth["mpi"] = {
-        "k_per_ng": design.mpi_k_per_ng, "background": 0.0, "noise_sd": design.mpi_noise_sd,
-        "fwhm_mm": list(design.mpi_fwhm_mm), "total_cell_iron_ng": float(sum(ng)),
-        "fiducials": [{"position_ras_mm": p.tolist(), "iron_ng": float(m)} for p, m in zip(fid_world, design.mpi_fiducials_ng)],
-        "lost_ng_outside_fov": m_img["lost_ng"], "shape": list(m_shape), "affine": m_aff.tolist(),
-        "mri_to_mpi": to_mpi.tolist(), "pose": poses["mpi_params"],
+        "k_per_ng": design.mpi_k_per_ng,
+        "background": 0.0,
+        "noise_sd": design.mpi_noise_sd,
+        "fwhm_mm": list(design.mpi_fwhm_mm),
+        "total_cell_iron_ng": float(sum(ng)),
+        "fiducials": [
+            {"position_ras_mm": p.tolist(), "iron_ng": float(m)} for p, m in zip(fid_world, design.mpi_fiducials_ng)
+        ],
+        "lost_ng_outside_fov": m_img["lost_ng"],
+        "shape": list(m_shape),
+        "affine": m_aff.tolist(),
+        "mri_to_mpi": to_mpi.tolist(),
+        "pose": poses["mpi_params"],
     }
     report(progress, 0.85, "MPI done")
     # ------------------------------------------------------------------ optical
     dye_pts = [f["center_mm"] for f in foci]
     dye = [(f["label_live"]["dye"] + f["label_macrophage"]["dye"]) * design.photons_per_dye_unit for f in foci]
-    opt = optical_image(mouse, np.array(dye_pts) if dye_pts else np.zeros((0, 3)), np.array(dye),
-                        pixel_mm=grid["optical_pixel"], mu_eff_per_mm=design.mu_eff_per_mm, rng=rng)
+    opt = optical_image(
+        mouse,
+        np.array(dye_pts) if dye_pts else np.zeros((0, 3)),
+        np.array(dye),
+        pixel_mm=grid["optical_pixel"],
+        mu_eff_per_mm=design.mu_eff_per_mm,
+        rng=rng,
+    )
     opt["affine"] = S @ np.asarray(opt["affine"], float)  # the optical frame follows the animal into MRI world
-    vols["fluo"] = Volume(opt["image"], opt["affine"], "OPT", "a.u.", {"optical_affine": opt["affine"].tolist()}, "fluorescence")
-    sidecars["fluo"] = {"Modality": "OPT", "Units": "a.u.", "View": "ventral (camera above the supine animal)",
-                        "PixelSize_mm": opt["pixel_mm"], "mu_eff_per_mm": opt["mu_eff_per_mm"],
-                        "ImageToWorldAffine": opt["affine"].tolist(),
-                        "ImageToWorldAffineNote": "index (plane, row, column) -> MRI-world RAS mm; the TIFF's "
-                                                  "own frame is nominal"}
-    truth["optical"] = {"affine": opt["affine"].tolist(), "mu_eff_per_mm": opt["mu_eff_per_mm"],
-                        "depth_mm": [None if not np.isfinite(d) else float(d) for d in opt["depth_mm"]],
-                        "surface_weight": opt["surface_weight"].tolist(),
-                        "photons_per_dye_unit": design.photons_per_dye_unit}
+    vols["fluo"] = Volume(
+        opt["image"], opt["affine"], "OPT", "a.u.", {"optical_affine": opt["affine"].tolist()}, "fluorescence"
+    )
+    sidecars["fluo"] = {
+        "Modality": "OPT",
+        "Units": "a.u.",
+        "View": "ventral (camera above the supine animal)",
+        "PixelSize_mm": opt["pixel_mm"],
+        "mu_eff_per_mm": opt["mu_eff_per_mm"],
+        "ImageToWorldAffine": opt["affine"].tolist(),
+        "ImageToWorldAffineNote": "index (plane, row, column) -> MRI-world RAS mm; the TIFF's own frame is nominal",
+    }
+    truth["optical"] = {
+        "affine": opt["affine"].tolist(),
+        "mu_eff_per_mm": opt["mu_eff_per_mm"],
+        "depth_mm": [None if not np.isfinite(d) else float(d) for d in opt["depth_mm"]],
+        "surface_weight": opt["surface_weight"].tolist(),
+        "photons_per_dye_unit": design.photons_per_dye_unit,
+    }
     truth["sites"] = _site_truth(tc[day], dc[day], design)
     report(progress, 1.0, "timepoint done")
     return {"volumes": vols, "sidecars": sidecars, "tables": tables, "truth": truth}
@@ -617,26 +851,40 @@ def _site_truth(car: dict, dc: dict, design: StudyDesign) -> dict:
     q0 = design.car_t.label_per_cell
     for site, s in car["sites"].items():
         out[site] = {
-            "population": "car_t", "live_cells": s["live_cells"],
-            "label_per_live_cell": s["label_per_live_cell"], "label_live": s["label_live"],
+            "population": "car_t",
+            "live_cells": s["live_cells"],
+            "label_per_live_cell": s["label_per_live_cell"],
+            "label_live": s["label_live"],
             "label_macrophage": s["label_macrophage"],
             "iron_ng_total": (s["label_live"]["iron"] + s["label_macrophage"]["iron"]) / 1000.0,
             "apparent_cells_from_iron": (s["label_live"]["iron"] + s["label_macrophage"]["iron"]) / q0["iron"],
             "apparent_cells_from_19F": (s["label_live"]["f19"] + s["label_macrophage"]["f19"]) / q0["f19"],
             "mean_divisions": s["mean_divisions"],
-            "false_positive_fraction_iron": (s["label_macrophage"]["iron"] /
-                                             max(s["label_live"]["iron"] + s["label_macrophage"]["iron"], 1e-30)),
+            "false_positive_fraction_iron": (
+                s["label_macrophage"]["iron"] / max(s["label_live"]["iron"] + s["label_macrophage"]["iron"], 1e-30)
+            ),
         }
     src = car["source"]
-    out["circulation"] = {"population": "car_t", "live_cells": src["cells"], "label_live": src["label_live"],
-                          "lung_trapped_fraction": src["lung_trapped_fraction"]}
+    out["circulation"] = {
+        "population": "car_t",
+        "live_cells": src["cells"],
+        "label_live": src["label_live"],
+        "lung_trapped_fraction": src["lung_trapped_fraction"],
+    }
     out["free_label"] = car["free_label"]
     out["cleared_label"] = car["cleared_label"]
     for site, s in dc["sites"].items():
-        out[f"dc_vaccine:{site}"] = {"population": "dc_vaccine", "live_cells": s["live_cells"],
-                                     "label_live": s["label_live"], "label_macrophage": s["label_macrophage"]}
-    out["dc_vaccine:depot"] = {"population": "dc_vaccine", "live_cells": dc["source"]["cells"],
-                               "label_live": dc["source"]["label_live"]}
+        out[f"dc_vaccine:{site}"] = {
+            "population": "dc_vaccine",
+            "live_cells": s["live_cells"],
+            "label_live": s["label_live"],
+            "label_macrophage": s["label_macrophage"],
+        }
+    out["dc_vaccine:depot"] = {
+        "population": "dc_vaccine",
+        "live_cells": dc["source"]["cells"],
+        "label_live": dc["source"]["label_live"],
+    }
     return out
 
 
@@ -647,9 +895,10 @@ def _uid(*parts) -> str:
     return generate_uid(entropy_srcs=["napari-immunotrack"] + [str(p) for p in parts])
 
 
-def _write_nifti(volume: Volume, path: Path, step: Optional[float], labels: bool = False):
+def _write_nifti(volume: Volume, path: Path, step: float | None, labels: bool = False):
     """NIfTI-1 with exactly the Volume's grid; noisy images as int16 with scl_slope = ``step``."""
     import nibabel as nib
+
     from ..affines import reverse_index_order
     from ..outputs import atomic_output
 
@@ -693,8 +942,9 @@ def _default(v):
     return str(v)
 
 
-def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: float, seed: int,
-                    design: StudyDesign, files: list):
+def write_timepoint(
+    result: dict, session_dir: Path, subject_label: str, day: float, seed: int, design: StudyDesign, files: list
+):
     """Write one session's images (from :func:`simulate_timepoint`) under ``session_dir``."""
     from ..io.dicom import write_dicom_series
     from ..io.tiff import write_ome_tiff
@@ -702,10 +952,15 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
     ses = f"ses-{session_name(day)}"
     prefix = f"sub-{subject_label}_{ses}"
     vols, side = result["volumes"], result["sidecars"]
-    plan = [("T1w", "anat", f"{prefix}_T1w.nii.gz"), ("T2w", "anat", f"{prefix}_T2w.nii.gz"),
-            ("T2starw", "anat", f"{prefix}_T2starw.nii.gz"), ("dseg", "rois", f"{prefix}_dseg.nii.gz"),
-            ("f19", "f19", f"{prefix}_19F.nii.gz"), ("f19_reftube", "f19", f"{prefix}_desc-reftube_mask.nii.gz"),
-            ("mpi", "mpi", f"{prefix}_mpi.nii.gz")]
+    plan = [
+        ("T1w", "anat", f"{prefix}_T1w.nii.gz"),
+        ("T2w", "anat", f"{prefix}_T2w.nii.gz"),
+        ("T2starw", "anat", f"{prefix}_T2starw.nii.gz"),
+        ("dseg", "rois", f"{prefix}_dseg.nii.gz"),
+        ("f19", "f19", f"{prefix}_19F.nii.gz"),
+        ("f19_reftube", "f19", f"{prefix}_desc-reftube_mask.nii.gz"),
+        ("mpi", "mpi", f"{prefix}_mpi.nii.gz"),
+    ]
     for key, folder, name in plan:
         if key not in vols:
             continue
@@ -718,37 +973,75 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
         if used:
             meta["QuantisationStep"] = used
         write_truth_json(d / name.replace(".nii.gz", ".json"), meta)
-        files.append(str((d / name)))
+        files.append(str(d / name))
     if "dseg" in vols:
         tsv = session_dir / "rois" / f"{prefix}_dseg.tsv"
         tsv.write_text("index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(LABELS.items())), encoding="utf-8")
     if "mpi_fiducials" in result["tables"]:
         rows = result["tables"]["mpi_fiducials"]
         cols = ["name", "x_mm", "y_mm", "z_mm", "iron_ng"]
-        text = ",".join(cols) + "\n" + "".join(",".join(f"{r[c]!s}" if c == "name" else repr(float(r[c]))
-                                                       for c in cols) + "\n" for r in rows)
+        text = (
+            ",".join(cols)
+            + "\n"
+            + "".join(",".join(f"{r[c]!s}" if c == "name" else repr(float(r[c])) for c in cols) + "\n" for r in rows)
+        )
         (session_dir / "mpi" / f"{prefix}_fiducials.csv").write_text(text, encoding="utf-8")
     for key, folder, modality in (("pet", "pet", "PT"), ("spect", "spect", "NM")):
         if key not in vols:
             continue
         v = vols[key]
         md = v.metadata
-        pet = {k: md[k] for k in ("Units", "DecayCorrection", "CorrectedImage", "SeriesDate", "SeriesTime",
-                                  "AcquisitionDate", "AcquisitionTime", "ActualFrameDuration",
-                                  "Radiopharmaceutical", "RadionuclideTotalDose", "RadionuclideHalfLife",
-                                  "RadiopharmaceuticalStartDateTime", "RadiopharmaceuticalStartTime")}
-        study = {"StudyInstanceUID": _uid(seed, subject_label, ses, "study"),
-                 "FrameOfReferenceUID": _uid(seed, subject_label, ses, key, "for"),
-                 "StudyDate": md["SeriesDate"], "StudyTime": md["SeriesTime"],
-                 "StudyDescription": "napari-immunotrack simulated mouse study"}
-        patient = {"PatientName": f"SimMouse^{subject_label}", "PatientID": f"sim-{seed}-{subject_label}",
-                   "PatientWeight": design.patient_weight_kg, "PatientSex": "F", "PatientBirthDate": "20240101"}
+        pet = {
+            k: md[k]
+            for k in (
+                "Units",
+                "DecayCorrection",
+                "CorrectedImage",
+                "SeriesDate",
+                "SeriesTime",
+                "AcquisitionDate",
+                "AcquisitionTime",
+                "ActualFrameDuration",
+                "Radiopharmaceutical",
+                "RadionuclideTotalDose",
+                "RadionuclideHalfLife",
+                "RadiopharmaceuticalStartDateTime",
+                "RadiopharmaceuticalStartTime",
+            )
+        }
+        study = {
+            "StudyInstanceUID": _uid(seed, subject_label, ses, "study"),
+            "FrameOfReferenceUID": _uid(seed, subject_label, ses, key, "for"),
+            "StudyDate": md["SeriesDate"],
+            "StudyTime": md["SeriesTime"],
+            "StudyDescription": "napari-immunotrack simulated mouse study",
+        }
+        patient = {
+            "PatientName": f"SimMouse^{subject_label}",
+            "PatientID": f"sim-{seed}-{subject_label}",
+            "PatientWeight": design.patient_weight_kg,
+            "PatientSex": "F",
+            "PatientBirthDate": "20240101",
+        }
         series_uid = _uid(seed, subject_label, ses, key, "series")
-        extra = {"SeriesInstanceUID": series_uid,
-                 "SOPInstanceUID": (lambda s, f, _k=key: _uid(seed, subject_label, ses, _k, "sop", s, f))}
-        write_dicom_series(v, session_dir / folder, series_description=v.name, modality=modality,
-                           patient=patient, study=study, pet=pet, rescale="per-slice", overwrite=True,
-                           series_number=2 if key == "pet" else 3, extra=extra, multiframe=(modality == "NM"))
+        extra = {
+            "SeriesInstanceUID": series_uid,
+            "SOPInstanceUID": (lambda s, f, _k=key: _uid(seed, subject_label, ses, _k, "sop", s, f)),
+        }
+        write_dicom_series(
+            v,
+            session_dir / folder,
+            series_description=v.name,
+            modality=modality,
+            patient=patient,
+            study=study,
+            pet=pet,
+            rescale="per-slice",
+            overwrite=True,
+            series_number=2 if key == "pet" else 3,
+            extra=extra,
+            multiframe=(modality == "NM"),
+        )
         files.append(str(session_dir / folder))
     if "fluo" in vols:
         d = session_dir / "optical"
@@ -764,9 +1057,16 @@ def write_timepoint(result: dict, session_dir: Path, subject_label: str, day: fl
         files.append(str(d / f"{prefix}_fluo.ome.tif"))
 
 
-def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7), subjects: int = 1,
-               size: str = "sample", overwrite: bool = False, progress=None,
-               design: Optional[StudyDesign] = None) -> Path:
+def make_study(
+    out_dir,
+    seed: int = 0,
+    timepoints_days: Seq[float] = (0, 1, 3, 7),
+    subjects: int = 1,
+    size: str = "sample",
+    overwrite: bool = False,
+    progress=None,
+    design: StudyDesign | None = None,
+) -> Path:
     """Simulate and write a whole study with ``ground_truth.json`` at its root.
 
     Parameters
@@ -803,16 +1103,19 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
             "description": "Ground truth of a napari-immunotrack simulated study (see simulate/study.py).",
             "conventions": {
                 "world": "RAS millimetres; each session's MRI world is the phantom world moved by the session's "
-                         "pose (sessions.<ses>.session_pose.phantom_to_mri_world; identity when every session "
-                         "lies on one bed); centroid_ras_mm are in that session's MRI world",
+                "pose (sessions.<ses>.session_pose.phantom_to_mri_world; identity when every session "
+                "lies on one bed); centroid_ras_mm are in that session's MRI world",
                 "transforms": "mri_to_<modality>: 4x4 matrix mapping a point of MRI world (RAS mm) to the same "
-                              "anatomical point in that modality's world (RAS mm); identity for 19F",
+                "anatomical point in that modality's world (RAS mm); identity for 19F",
                 "times": "days after injection; day 0 is the baseline MRI scanned 30 min before injection",
                 "labels": LABEL_UNITS_DOC,
                 "macrophage": "label_macrophage is label carried by host macrophages (dead labelled cells, "
-                              "exocytosed label): signal without live cells, a false positive for cell counts",
+                "exocytosed label): signal without live cells, a false positive for cell counts",
             },
-            "seed": int(seed), "size": size, "timepoints_days": days, "subjects": {},
+            "seed": int(seed),
+            "size": size,
+            "timepoints_days": days,
+            "subjects": {},
             "design": design_to_dict(design),
             "confounders": [],
         }
@@ -822,32 +1125,63 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
         for sub in range(1, int(subjects) + 1):
             subject = make_subject(sub, seed)
             mouse = subject.mouse
-            conf = [{"kind": "haemorrhage", "label": "haemorrhage", "centroid_ras_mm": mouse.confounders["haemorrhage"].center.tolist(),
-                     "note": "early subacute: T1-bright, T2/T2*-dark, in the tumour"},
-                    {"kind": "air", "label": "gut_gas", "centroid_ras_mm": mouse.confounders["gut_gas"].center.tolist(),
-                     "note": "gas in the gut: dark on every MRI"},
-                    {"kind": "vessel", "label": "vessel", "centroid_ras_mm": [-0.9, -5.0, -3.0],
-                     "note": "aorta and vena cava along z: dark (flow void, short T2*)"},
-                    {"kind": "bone", "label": "bone", "centroid_ras_mm": [0.0, -7.2, -3.0],
-                     "note": "spine along z: dark everywhere"},
-                    {"kind": "fat", "label": "fat", "centroid_ras_mm": [7.0, 1.0, -17.0],
-                     "note": "subcutaneous fat and inguinal fat pads: T1-bright"},
-                    {"kind": "lung", "label": "lung", "centroid_ras_mm": mouse.sites["lung"]["center_mm"].tolist(),
-                     "note": "dark on T2*w"}]
+            conf = [
+                {
+                    "kind": "haemorrhage",
+                    "label": "haemorrhage",
+                    "centroid_ras_mm": mouse.confounders["haemorrhage"].center.tolist(),
+                    "note": "early subacute: T1-bright, T2/T2*-dark, in the tumour",
+                },
+                {
+                    "kind": "air",
+                    "label": "gut_gas",
+                    "centroid_ras_mm": mouse.confounders["gut_gas"].center.tolist(),
+                    "note": "gas in the gut: dark on every MRI",
+                },
+                {
+                    "kind": "vessel",
+                    "label": "vessel",
+                    "centroid_ras_mm": [-0.9, -5.0, -3.0],
+                    "note": "aorta and vena cava along z: dark (flow void, short T2*)",
+                },
+                {
+                    "kind": "bone",
+                    "label": "bone",
+                    "centroid_ras_mm": [0.0, -7.2, -3.0],
+                    "note": "spine along z: dark everywhere",
+                },
+                {
+                    "kind": "fat",
+                    "label": "fat",
+                    "centroid_ras_mm": [7.0, 1.0, -17.0],
+                    "note": "subcutaneous fat and inguinal fat pads: T1-bright",
+                },
+                {
+                    "kind": "lung",
+                    "label": "lung",
+                    "centroid_ras_mm": mouse.sites["lung"]["center_mm"].tolist(),
+                    "note": "dark on T2*w",
+                },
+            ]
             sub_truth = {
                 "seed": subject.seed,
-                "sites": {k: {"label": v["label"], "center_ras_mm": v["center_mm"].tolist(), "radius_mm": v["radius_mm"]}
-                          for k, v in mouse.sites.items()},
+                "sites": {
+                    k: {"label": v["label"], "center_ras_mm": v["center_mm"].tolist(), "radius_mm": v["radius_mm"]}
+                    for k, v in mouse.sites.items()
+                },
                 "labels": {str(k): v for k, v in LABELS.items()},
                 "confounders": conf,
                 "dc_depot": {"center_ras_mm": list(DC_DEPOT_CENTER), "radius_mm": DC_DEPOT_RADIUS},
                 "injected": {
-                    "car_t_cells": design.car_t.cells, "car_t_label_per_cell": design.car_t.label_per_cell,
+                    "car_t_cells": design.car_t.cells,
+                    "car_t_label_per_cell": design.car_t.label_per_cell,
                     "dc_vaccine_cells": design.dc_vaccine.cells,
                     "dc_vaccine_label_per_cell": design.dc_vaccine.label_per_cell,
                     "injection_datetime": design.injection_datetime,
-                    "doses_bq": {"89Zr-oxine": design.car_t.cells * design.car_t.label_per_cell["zr89"],
-                                 "111In-oxine": design.car_t.cells * design.car_t.label_per_cell["in111"]},
+                    "doses_bq": {
+                        "89Zr-oxine": design.car_t.cells * design.car_t.label_per_cell["zr89"],
+                        "111In-oxine": design.car_t.cells * design.car_t.label_per_cell["in111"],
+                    },
                     "half_lives_s": {"Zr-89": half_life_s("Zr-89"), "In-111": half_life_s("In-111")},
                     "iron_ng": design.car_t.cells * design.car_t.label_per_cell["iron"] / 1000.0,
                     "patient_weight_kg": design.patient_weight_kg,
@@ -868,16 +1202,30 @@ def make_study(out_dir, seed: int = 0, timepoints_days: Seq[float] = (0, 1, 3, 7
             truth["subjects"][subject.label] = sub_truth
         truth["files"] = sorted(os.path.relpath(f, tmp) for f in files)
         write_truth_json(tmp / "ground_truth.json", truth)
-        write_truth_json(tmp / "dataset_description.json", {
-            "Name": "napari-immunotrack simulated mouse study", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-            "GeneratedBy": [{"Name": "napari_immunotrack.simulate.study.make_study",
-                             "Description": f"seed={seed}, size={size}, timepoints_days={days}"}]})
+        write_truth_json(
+            tmp / "dataset_description.json",
+            {
+                "Name": "napari-immunotrack simulated mouse study",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "raw",
+                "GeneratedBy": [
+                    {
+                        "Name": "napari_immunotrack.simulate.study.make_study",
+                        "Description": f"seed={seed}, size={size}, timepoints_days={days}",
+                    }
+                ],
+            },
+        )
     return out_dir
 
 
 LABEL_UNITS_DOC = {
-    "iron": "pg Fe", "f19": "19F atoms", "zr89": "Bq at injection (decay separately)",
-    "in111": "Bq at injection (decay separately)", "dye": "fluorescence units", "dual_mode": "fmol metal",
+    "iron": "pg Fe",
+    "f19": "19F atoms",
+    "zr89": "Bq at injection (decay separately)",
+    "in111": "Bq at injection (decay separately)",
+    "dye": "fluorescence units",
+    "dual_mode": "fmol metal",
 }
 
 
@@ -907,7 +1255,7 @@ DISPLAY = {
 }
 
 
-def list_sample_files(root=None, session: Optional[str] = None, subject: Optional[str] = None) -> List[dict]:
+def list_sample_files(root=None, session: str | None = None, subject: str | None = None) -> list[dict]:
     """The images of a simulated study with what a viewer needs to show them (pure; reads only JSON).
 
     Parameters
@@ -940,8 +1288,9 @@ def list_sample_files(root=None, session: Optional[str] = None, subject: Optiona
         sub = sub_dir.name[4:]
         if subject is not None and sub != subject:
             continue
-        for ses_dir in sorted((p for p in sub_dir.iterdir() if p.is_dir() and p.name.startswith("ses-")),
-                              key=lambda p: _day_of(p.name)):
+        for ses_dir in sorted(
+            (p for p in sub_dir.iterdir() if p.is_dir() and p.name.startswith("ses-")), key=lambda p: _day_of(p.name)
+        ):
             if want_ses is not None and ses_dir.name != want_ses:
                 continue
             ses_truth = truth.get("subjects", {}).get(sub, {}).get("sessions", {}).get(ses_dir.name, {})
@@ -965,10 +1314,19 @@ def list_sample_files(root=None, session: Optional[str] = None, subject: Optiona
                         entries.append((f, modality, is_labels, label))
                 for path, modality, is_labels, label in entries:
                     cmap, blending, opacity = DISPLAY.get(modality, ("gray", "translucent", 1.0))
-                    item = {"path": path, "subject": sub, "session": ses_dir.name[4:], "day": _day_of(ses_dir.name),
-                            "datatype": type_dir.name, "modality": modality, "is_labels": is_labels,
-                            "colormap": cmap, "blending": blending, "opacity": opacity,
-                            "name": f"{label} ({ses_dir.name[4:]})"}
+                    item = {
+                        "path": path,
+                        "subject": sub,
+                        "session": ses_dir.name[4:],
+                        "day": _day_of(ses_dir.name),
+                        "datatype": type_dir.name,
+                        "modality": modality,
+                        "is_labels": is_labels,
+                        "colormap": cmap,
+                        "blending": blending,
+                        "opacity": opacity,
+                        "name": f"{label} ({ses_dir.name[4:]})",
+                    }
                     if modality == "OPT":
                         side = Path(str(path).replace(".ome.tif", ".json"))
                         if side.exists():

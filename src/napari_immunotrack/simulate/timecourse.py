@@ -36,8 +36,8 @@ through :class:`Population`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ LABEL_UNITS = {
 
 #: Where released (free) radiometal goes (fractions).
 FREE_LABEL_SINK = {
-    "zr89": {"bone": 0.8, "liver": 0.2},        # free 89Zr is osteophilic
+    "zr89": {"bone": 0.8, "liver": 0.2},  # free 89Zr is osteophilic
     "in111": {"liver": 0.4, "kidney_left": 0.15, "kidney_right": 0.15, "bone": 0.3},
 }
 
@@ -79,15 +79,15 @@ class Population:
 
     name: str
     cells: float
-    label_per_cell: Dict[str, float]
+    label_per_cell: dict[str, float]
     route: str = "iv"
     depot_site: str = ""
-    k_in: Dict[str, float] = field(default_factory=dict)
-    doubling_days: Dict[str, Optional[float]] = field(default_factory=dict)
-    death: Dict[str, float] = field(default_factory=dict)
-    exocytosis: Dict[str, float] = field(default_factory=dict)
-    retained: Dict[str, float] = field(default_factory=dict)
-    macrophage_loss: Dict[str, float] = field(default_factory=dict)
+    k_in: dict[str, float] = field(default_factory=dict)
+    doubling_days: dict[str, float | None] = field(default_factory=dict)
+    death: dict[str, float] = field(default_factory=dict)
+    exocytosis: dict[str, float] = field(default_factory=dict)
+    retained: dict[str, float] = field(default_factory=dict)
+    macrophage_loss: dict[str, float] = field(default_factory=dict)
     tau_lung_days: float = 0.25
 
     def __post_init__(self):
@@ -97,8 +97,9 @@ class Population:
             if lab not in LABEL_UNITS:
                 raise InputError(f"label {lab!r} is unknown; use one of {sorted(LABEL_UNITS)}.")
             if not np.isfinite(q) or q < 0:
-                raise InputError(f"label_per_cell[{lab!r}]={q} is impossible; give an amount >= 0 "
-                                 f"({LABEL_UNITS[lab]} per cell).")
+                raise InputError(
+                    f"label_per_cell[{lab!r}]={q} is impossible; give an amount >= 0 ({LABEL_UNITS[lab]} per cell)."
+                )
         if self.route not in ("iv", "depot"):
             raise InputError(f"route={self.route!r} must be 'iv' or 'depot'.")
         for d in (self.k_in, self.death, self.exocytosis, self.macrophage_loss):
@@ -107,12 +108,18 @@ class Population:
                     raise InputError(f"rate {k}={v} in population {self.name!r} is negative; rates are >= 0 per day.")
 
     @property
-    def sites(self) -> List[str]:
+    def sites(self) -> list[str]:
         return list(self.k_in)
 
 
-def car_t_population(cells: float = 5e6, iron_pg: float = 5.0, f_per_cell: float = 1e12,
-                     zr89_bq: float = 0.07, in111_bq: float = 0.1, dye: float = 1.0) -> Population:
+def car_t_population(
+    cells: float = 5e6,
+    iron_pg: float = 5.0,
+    f_per_cell: float = 1e12,
+    zr89_bq: float = 0.07,
+    in111_bq: float = 0.1,
+    dye: float = 1.0,
+) -> Population:
     """Intravenous CAR-T cells labelled with SPION, PFC (19F), 89Zr-/111In-oxine and a NIR dye.
 
     Carrying all labels at once is a simulation convenience (each modality
@@ -121,15 +128,29 @@ def car_t_population(cells: float = 5e6, iron_pg: float = 5.0, f_per_cell: float
     J Nucl Med 2018 59:1531).
     """
     return Population(
-        name="car_t", cells=cells,
+        name="car_t",
+        cells=cells,
         label_per_cell={"iron": iron_pg, "f19": f_per_cell, "zr89": zr89_bq, "in111": in111_bq, "dye": dye},
         route="iv",
         # the left inguinal node is contralateral to the tumour: no CAR-T homing (it drains the DC vaccine)
-        k_in={"liver": 0.8, "spleen": 0.6, "tumour": 0.10, "ln_inguinal_right": 0.06, "ln_iliac": 0.03,
-              "ln_inguinal_left": 0.0},
+        k_in={
+            "liver": 0.8,
+            "spleen": 0.6,
+            "tumour": 0.10,
+            "ln_inguinal_right": 0.06,
+            "ln_iliac": 0.03,
+            "ln_inguinal_left": 0.0,
+        },
         doubling_days={"tumour": 2.0, "ln_inguinal_right": 1.5, "ln_iliac": 2.5},
-        death={"circulation": 0.05, "liver": 0.5, "spleen": 0.2, "tumour": 0.1, "ln_inguinal_right": 0.05,
-               "ln_iliac": 0.05, "ln_inguinal_left": 0.1},
+        death={
+            "circulation": 0.05,
+            "liver": 0.5,
+            "spleen": 0.2,
+            "tumour": 0.1,
+            "ln_inguinal_right": 0.05,
+            "ln_iliac": 0.05,
+            "ln_inguinal_left": 0.1,
+        },
         exocytosis={"iron": 0.03, "f19": 0.02, "zr89": 0.05, "in111": 0.08, "dye": 0.05},
         retained={"iron": 0.8, "f19": 0.5, "zr89": 0.0, "in111": 0.0, "dye": 0.3},
         macrophage_loss={"iron": 0.01, "f19": 0.03, "zr89": 0.0, "in111": 0.0, "dye": 0.15},
@@ -142,10 +163,17 @@ def dc_vaccine_population(cells: float = 2e6, agent_fmol: float = 2.0) -> Popula
     They drain slowly to the left inguinal node; DCs do not divide.
     """
     return Population(
-        name="dc_vaccine", cells=cells, label_per_cell={"dual_mode": agent_fmol}, route="depot",
-        depot_site="dc_depot", k_in={"ln_inguinal_left": 0.04},
-        doubling_days={}, death={"depot": 0.08, "ln_inguinal_left": 0.05},
-        exocytosis={"dual_mode": 0.05}, retained={"dual_mode": 0.5}, macrophage_loss={"dual_mode": 0.05},
+        name="dc_vaccine",
+        cells=cells,
+        label_per_cell={"dual_mode": agent_fmol},
+        route="depot",
+        depot_site="dc_depot",
+        k_in={"ln_inguinal_left": 0.04},
+        doubling_days={},
+        death={"depot": 0.08, "ln_inguinal_left": 0.05},
+        exocytosis={"dual_mode": 0.05},
+        retained={"dual_mode": 0.5},
+        macrophage_loss={"dual_mode": 0.05},
     )
 
 
@@ -154,12 +182,13 @@ def _check_times(times_days: Sequence[float]) -> np.ndarray:
     if t.size == 0:
         raise InputError("timepoints_days is empty; give at least one time (days after injection).")
     if np.any(~np.isfinite(t)) or np.any(t < 0):
-        raise InputError(f"timepoints_days={t.tolist()} has a time before injection; times are days after "
-                         "injection (>= 0).")
+        raise InputError(
+            f"timepoints_days={t.tolist()} has a time before injection; times are days after injection (>= 0)."
+        )
     return t
 
 
-def simulate_population(pop: Population, times_days: Sequence[float], dt: float = 0.005) -> Dict[float, dict]:
+def simulate_population(pop: Population, times_days: Sequence[float], dt: float = 0.005) -> dict[float, dict]:
     """State of ``pop`` at each time (days after injection).
 
     Returns
@@ -185,19 +214,25 @@ def simulate_population(pop: Population, times_days: Sequence[float], dt: float 
     # macrophage pools: one per site plus "liver"/"spleen" sinks of dying circulating cells (or the depot's own)
     mac_sites = list(dict.fromkeys(sites + (["liver", "spleen"] if src == "circulation" else [pop.depot_site])))
     n_m = len(mac_sites)
-    src_death_to = ({"liver": 0.7, "spleen": 0.3} if src == "circulation" else {pop.depot_site: 1.0})
+    src_death_to = {"liver": 0.7, "spleen": 0.3} if src == "circulation" else {pop.depot_site: 1.0}
     src_w = np.array([src_death_to.get(s, 0.0) for s in mac_sites])
     site_to_mac = np.array([mac_sites.index(s) for s in sites])
 
     def unpack(y):
         i = 0
-        n0 = y[i]; i += 1
-        ns = y[i:i + n_s]; i += n_s
-        l0 = y[i:i + n_l]; i += n_l
-        ls = y[i:i + n_s * n_l].reshape(n_s, n_l); i += n_s * n_l
-        ms = y[i:i + n_m * n_l].reshape(n_m, n_l); i += n_m * n_l
-        free = y[i:i + n_l]; i += n_l
-        cleared = y[i:i + n_l]
+        n0 = y[i]
+        i += 1
+        ns = y[i : i + n_s]
+        i += n_s
+        l0 = y[i : i + n_l]
+        i += n_l
+        ls = y[i : i + n_s * n_l].reshape(n_s, n_l)
+        i += n_s * n_l
+        ms = y[i : i + n_m * n_l].reshape(n_m, n_l)
+        i += n_m * n_l
+        free = y[i : i + n_l]
+        i += n_l
+        cleared = y[i : i + n_l]
         return n0, ns, l0, ls, ms, free, cleared
 
     def deriv(y):
@@ -219,13 +254,16 @@ def simulate_population(pop: Population, times_days: Sequence[float], dt: float 
     q0 = np.array([pop.label_per_cell[l] for l in labels])
     y = np.zeros(1 + n_s + n_l + n_s * n_l + n_m * n_l + 2 * n_l)
     y[0] = pop.cells
-    y[1 + n_s:1 + n_s + n_l] = pop.cells * q0
+    y[1 + n_s : 1 + n_s + n_l] = pop.cells * q0
     out = {}
     t = 0.0
     for target in sorted(set(times.tolist())):
         while t < target - 1e-12:
             h = min(dt, target - t)
-            k1 = deriv(y); k2 = deriv(y + h / 2 * k1); k3 = deriv(y + h / 2 * k2); k4 = deriv(y + h * k3)
+            k1 = deriv(y)
+            k2 = deriv(y + h / 2 * k1)
+            k3 = deriv(y + h / 2 * k2)
+            k4 = deriv(y + h * k3)
             y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
             t += h
         n0, ns, l0, ls, ms, free, cleared = unpack(y)
@@ -235,21 +273,30 @@ def simulate_population(pop: Population, times_days: Sequence[float], dt: float 
             state["sites"][s] = {
                 "live_cells": live,
                 "label_live": {l: float(ls[i, j]) for j, l in enumerate(labels)},
-                "label_per_live_cell": {l: (float(ls[i, j] / live) if live > 1e-9 else 0.0) for j, l in enumerate(labels)},
+                "label_per_live_cell": {
+                    l: (float(ls[i, j] / live) if live > 1e-9 else 0.0) for j, l in enumerate(labels)
+                },
                 "label_macrophage": {l: float(ms[mac_sites.index(s), j]) for j, l in enumerate(labels)},
             }
             q = state["sites"][s]["label_per_live_cell"]
             ref = labels[0]
-            state["sites"][s]["mean_divisions"] = (float(np.log2(q0[0] / q[ref])) if q[ref] > 0 and q0[0] > 0 else None)
+            state["sites"][s]["mean_divisions"] = float(np.log2(q0[0] / q[ref])) if q[ref] > 0 and q0[0] > 0 else None
         for s in mac_sites:
             if s not in state["sites"]:
-                state["sites"][s] = {"live_cells": 0.0, "label_live": {l: 0.0 for l in labels},
-                                     "label_per_live_cell": {l: 0.0 for l in labels},
-                                     "label_macrophage": {l: float(ms[mac_sites.index(s), j]) for j, l in enumerate(labels)},
-                                     "mean_divisions": None}
+                state["sites"][s] = {
+                    "live_cells": 0.0,
+                    "label_live": {l: 0.0 for l in labels},
+                    "label_per_live_cell": {l: 0.0 for l in labels},
+                    "label_macrophage": {l: float(ms[mac_sites.index(s), j]) for j, l in enumerate(labels)},
+                    "mean_divisions": None,
+                }
         lung = float(np.exp(-target / pop.tau_lung_days)) if src == "circulation" else 0.0
-        state["source"] = {"name": src, "cells": float(n0), "label_live": {l: float(l0[j]) for j, l in enumerate(labels)},
-                           "lung_trapped_fraction": lung}
+        state["source"] = {
+            "name": src,
+            "cells": float(n0),
+            "label_live": {l: float(l0[j]) for j, l in enumerate(labels)},
+            "lung_trapped_fraction": lung,
+        }
         state["free_label"] = {l: float(free[j]) for j, l in enumerate(labels)}
         state["cleared_label"] = {l: float(cleared[j]) for j, l in enumerate(labels)}
         state["injected_label"] = {l: float(pop.cells * q0[j]) for j, l in enumerate(labels)}

@@ -28,16 +28,17 @@ Conventions
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
-from ..affines import REVERSE_AXES
 from .._notify import notify_error  # noqa: F401  (the docks import it from here)
+from ..affines import REVERSE_AXES
+from ..errors import Cancelled, InputError, one_line
 from ..layer_content import array_fingerprint as _fingerprint  # old private name, used by the docks
 from ..layer_geometry import data_to_world_matrix, data_to_world_points  # noqa: F401  (as above)
-from ..errors import Cancelled, InputError, one_line
 from ..volume import Volume, napari_to_ras, ras_to_napari
 
 #: napari world order is (S, A, R): this swaps it with RAS (x, y, z) (old name of affines.REVERSE_AXES).
@@ -79,15 +80,24 @@ def contrast_limits_for(volume_data, modality: str):
     return (lo, hi)
 
 
-def volume_layer_data(volume: Volume, reference: Optional[Volume] = None, as_labels: bool = False,
-                      **overrides) -> tuple:
+def volume_layer_data(volume: Volume, reference: Volume | None = None, as_labels: bool = False, **overrides) -> tuple:
     """A napari LayerData tuple ``(data, kwargs, layer_type)`` for a Volume."""
     display = volume.for_display(reference=reference, order=0 if as_labels else 1)
     geometry = display.napari_geometry()
-    metadata = {"volume": volume, "immunotrack": {"modality": volume.modality, "unit": volume.unit,
-                                                  "display_resampled": bool(display.metadata.get("display_resampled"))}}
-    kwargs: dict[str, Any] = {"name": volume.name or volume.modality, "metadata": metadata,
-                              "units": ("pixel",) * (len(geometry["scale"]) - 3) + ("mm",) * 3, **geometry}
+    metadata = {
+        "volume": volume,
+        "immunotrack": {
+            "modality": volume.modality,
+            "unit": volume.unit,
+            "display_resampled": bool(display.metadata.get("display_resampled")),
+        },
+    }
+    kwargs: dict[str, Any] = {
+        "name": volume.name or volume.modality,
+        "metadata": metadata,
+        "units": ("pixel",) * (len(geometry["scale"]) - 3) + ("mm",) * 3,
+        **geometry,
+    }
     if as_labels or volume.modality == "SEG" or volume.unit == "label":
         kwargs.update(overrides)
         labels = np.asarray(display.numpy()).astype(np.int32, copy=False)
@@ -115,7 +125,7 @@ def volume_layer_data(volume: Volume, reference: Optional[Volume] = None, as_lab
     return data, kwargs, "image"
 
 
-def add_volume(viewer, volume: Volume, reference: Optional[Volume] = None, as_labels: bool = False, **overrides):
+def add_volume(viewer, volume: Volume, reference: Volume | None = None, as_labels: bool = False, **overrides):
     """Add a Volume to the viewer in world millimetres with modality defaults; return the layer."""
     data, kwargs, layer_type = volume_layer_data(volume, reference=reference, as_labels=as_labels, **overrides)
     if layer_type == "labels":
@@ -130,8 +140,8 @@ def layer_affine_ras(layer) -> np.ndarray:
     if n < 3:
         raise InputError(f"layer {layer.name!r} is {n}D; a 3D layer is needed.")
     spatial = np.eye(4)
-    spatial[:3, :3] = matrix[n - 3:n, n - 3:n]
-    spatial[:3, 3] = matrix[n - 3:n, n]
+    spatial[:3, :3] = matrix[n - 3 : n, n - 3 : n]
+    spatial[:3, 3] = matrix[n - 3 : n, n]
     return _SWAP @ spatial
 
 
@@ -152,11 +162,19 @@ def layer_to_volume(layer, native: bool = True) -> Volume:
     if is_labels:
         modality, unit = "SEG", "label"
     vol = Volume(np.asarray(data), affine, modality=modality, unit=unit, metadata=meta, name=layer.name)
-    if native and stored is not None and vol.spatial_shape != stored.spatial_shape and \
-            int(np.prod(vol.spatial_shape)) == int(np.prod(stored.spatial_shape)):
+    if (
+        native
+        and stored is not None
+        and vol.spatial_shape != stored.spatial_shape
+        and int(np.prod(vol.spatial_shape)) == int(np.prod(stored.spatial_shape))
+    ):
         vol = vol.resample_to(stored, order=0)
-    elif native and stored is not None and vol.spatial_shape == stored.spatial_shape and \
-            not np.allclose(vol.affine, stored.affine, atol=1e-6):
+    elif (
+        native
+        and stored is not None
+        and vol.spatial_shape == stored.spatial_shape
+        and not np.allclose(vol.affine, stored.affine, atol=1e-6)
+    ):
         vol = vol.resample_to(stored, order=0)
     return vol
 
@@ -205,7 +223,7 @@ def center_on_world(viewer, ras_point) -> None:
     point = ras_to_napari(np.asarray(ras_point, float))
     ndim = viewer.dims.ndim
     full = list(viewer.dims.point)
-    full[ndim - 3:] = point.tolist()
+    full[ndim - 3 :] = point.tolist()
     viewer.dims.point = full
     displayed = list(viewer.dims.displayed)
     viewer_camera(viewer).center = tuple(full[d] for d in displayed)
@@ -275,9 +293,16 @@ class TaskRunner:
         if self.status_label is not None:
             self.status_label.setText(message)
 
-    def start(self, func: Callable, *args, on_done: Callable[[Any], None],
-              on_error: Optional[Callable[[BaseException], None]] = None, progress_kw: str = "progress",
-              guard: bool = False, **kwargs):
+    def start(
+        self,
+        func: Callable,
+        *args,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None = None,
+        progress_kw: str = "progress",
+        guard: bool = False,
+        **kwargs,
+    ):
         """Start ``func(*args, progress=..., **kwargs)``; call ``on_done(result)`` in the GUI thread.
 
         ``on_error(exc)`` (default :func:`notify_error`) gets an exception raised by ``func`` and
@@ -331,7 +356,7 @@ class RunRow:
 
     PARTS = ("run_button", "cancel_button", "progress_bar", "status", "runner")
 
-    def __init__(self, layout, run_text: str, on_run: Optional[Callable[[], None]] = None, owner=None):
+    def __init__(self, layout, run_text: str, on_run: Callable[[], None] | None = None, owner=None):
         from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton
 
         row = QHBoxLayout()
@@ -395,12 +420,15 @@ def looks_pre_injection(name: str) -> bool:
     """True for a layer name of a baseline: "pre", "baseline", "day0"/"d0" or "(day 0)" (not "day 0.5")."""
     import re
 
-    return bool(name_tokens(name) & {"pre", "baseline", "day0", "d0"}) or \
-        re.search(r"\bday[\s_-]*0(?![\d.])", name.lower()) is not None
+    return (
+        bool(name_tokens(name) & {"pre", "baseline", "day0", "d0"})
+        or re.search(r"\bday[\s_-]*0(?![\d.])", name.lower()) is not None
+    )
 
 
 def t2star_first(names) -> list:
     """``names`` ordered for iron detection: T2*-weighted/SWI first, then other T2, then the rest."""
+
     def rank(name):
         tokens = name_tokens(name)
         if tokens & {"t2starw", "t2star", "t2s", "swi", "gre"} or "t2*" in name.lower():
@@ -420,7 +448,7 @@ def layers_of(viewer, kinds, exclude=()) -> list:
     return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(ly) not in skip]
 
 
-def fill_combo(combo, names, optional: bool = False, guess: Optional[str] = None) -> None:
+def fill_combo(combo, names, optional: bool = False, guess: str | None = None) -> None:
     """Refill a combo box of layer names without emitting signals.
 
     The current choice stays if it is still offered; otherwise ``guess`` (if offered)
@@ -454,7 +482,7 @@ def chosen_layer(viewer, combo, what: str):
     return viewer.layers[name]
 
 
-def choose(combo, name: Optional[str], missing: str) -> None:
+def choose(combo, name: str | None, missing: str) -> None:
     """Choose ``name`` (None: :data:`NONE`) in a combo box; InputError(``missing``) if it is not offered."""
     text = NONE if name is None else name
     if combo.findText(text) < 0:
@@ -478,8 +506,7 @@ class LayerPickers:
     (the widget's own outputs) are not offered. ``combos`` maps keys to the combo boxes.
     """
 
-    def __init__(self, viewer, form, inputs, guess: Optional[Callable] = None,
-                 exclude: Optional[Callable[[], Any]] = None):
+    def __init__(self, viewer, form, inputs, guess: Callable | None = None, exclude: Callable[[], Any] | None = None):
         from qtpy.QtWidgets import QComboBox
 
         self.viewer, self.inputs = viewer, tuple(inputs)
@@ -529,8 +556,7 @@ def _write_and_report(write: Callable[[], Any], status, text: str) -> None:
         status.setText(text)
 
 
-def save_dialog(parent, status, caption: str, default_name: str, file_filter: str,
-                write: Callable[[str], Any]) -> None:
+def save_dialog(parent, status, caption: str, default_name: str, file_filter: str, write: Callable[[str], Any]) -> None:
     """Ask for a file, then ``write(path)``; "saved <path>" in ``status`` or one notification on error.
 
     The file dialog itself asks before replacing a file, so ``write`` may overwrite.
@@ -542,8 +568,9 @@ def save_dialog(parent, status, caption: str, default_name: str, file_filter: st
         _write_and_report(lambda: write(path), status, f"saved {path}")
 
 
-def export_labels_dialog(parent, status, caption: str, default_name: str, table_suffix: str,
-                         export: Callable[..., Any]) -> None:
+def export_labels_dialog(
+    parent, status, caption: str, default_name: str, table_suffix: str, export: Callable[..., Any]
+) -> None:
     """Ask for a NIfTI path, then ``export(path, table_path, overwrite=True)``.
 
     The table goes beside the labels as ``<stem><table_suffix>`` (e.g. "_clusters.csv"); the
@@ -557,11 +584,13 @@ def export_labels_dialog(parent, status, caption: str, default_name: str, table_
     name = Path(path).name
     stem = name[:-7] if name.lower().endswith(".nii.gz") else Path(path).stem
     table_path = Path(path).with_name(stem + table_suffix)
-    if table_path.exists() and QMessageBox.question(parent, "Replace?", f"{table_path} exists. Replace it?") \
-            != QMessageBox.StandardButton.Yes:
+    if (
+        table_path.exists()
+        and QMessageBox.question(parent, "Replace?", f"{table_path} exists. Replace it?")
+        != QMessageBox.StandardButton.Yes
+    ):
         return
-    _write_and_report(lambda: export(path, table_path, overwrite=True), status,
-                      f"saved {path} and {table_path.name}")
+    _write_and_report(lambda: export(path, table_path, overwrite=True), status, f"saved {path} and {table_path.name}")
 
 
 def labels_on_grid(layer, grid: Volume) -> Volume:
@@ -589,8 +618,9 @@ def check_labels_export(labels_path, table_path=None, overwrite: bool = False, c
     return labels_path
 
 
-def write_labels_export(labels: Volume, table, record: dict, labels_path, table_path=None, overwrite: bool = False,
-                        description: str = "") -> None:
+def write_labels_export(
+    labels: Volume, table, record: dict, labels_path, table_path=None, overwrite: bool = False, description: str = ""
+) -> None:
     """Write labels (NIfTI) and, if ``table_path``, their table (CSV), each with the provenance ``record``."""
     from ..io import save_labels
     from ..outputs import write_table
@@ -610,7 +640,7 @@ def replace_table_dock(viewer, old, df, name: str):
     return show_table_dock(viewer, df, name)
 
 
-def table_widget(df, on_row_clicked: Optional[Callable[[int], None]] = None):
+def table_widget(df, on_row_clicked: Callable[[int], None] | None = None):
     """A read-only QTableWidget showing a DataFrame; ``on_row_clicked(row_index)`` on click."""
     from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
@@ -636,8 +666,9 @@ def centroid_of_row(df, row: int):
 def show_table_dock(viewer, df, name: str, centre_on_click: bool = True):
     """Dock a findings table; clicking a row with centroid columns centres the views on it."""
     has_centroids = {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(df.columns)
-    on_click = (lambda row: center_on_world(viewer, centroid_of_row(df, row))) \
-        if centre_on_click and has_centroids else None
+    on_click = (
+        (lambda row: center_on_world(viewer, centroid_of_row(df, row))) if centre_on_click and has_centroids else None
+    )
     table = table_widget(df, on_click)
     viewer.window.add_dock_widget(table, name=name, area="right")
     return table

@@ -9,7 +9,7 @@ cannot show another default than the CLI, the batch step or the function.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
 
 from ..params import ParamModel
 
@@ -30,18 +30,20 @@ def make_widget(param):
         if param.form_maximum is not None:
             hi = param.form_maximum
         if param.type is int:
-            return widgets.SpinBox(value=int(param.default), min=int(lo), max=int(hi), step=int(param.step or 1),
-                                   **common)
+            return widgets.SpinBox(
+                value=int(param.default), min=int(lo), max=int(hi), step=int(param.step or 1), **common
+            )
         value = float(lo if param.default is None else param.default)
-        widget = widgets.FloatSpinBox(value=value, min=float(lo), max=float(hi), step=float(param.step or 0.1),
-                                      **common)
+        widget = widgets.FloatSpinBox(
+            value=value, min=float(lo), max=float(hi), step=float(param.step or 0.1), **common
+        )
         widget.native.setDecimals(param.decimals)
         widget.value = value  # again: the decimals may have rounded it
         return widget
     return widgets.LineEdit(value=str(param.default or ""), **common)
 
 
-def build_form(model: ParamModel, names: Optional[Iterable[str]] = None, form_layout=None) -> Dict[str, object]:
+def build_form(model: ParamModel, names: Iterable[str] | None = None, form_layout=None) -> dict[str, object]:
     """magicgui widgets for some of a model's parameters ({name: widget}), in the model's order.
 
     With ``form_layout`` (a ``QFormLayout``) each widget is added as a row
@@ -59,12 +61,12 @@ def build_form(model: ParamModel, names: Optional[Iterable[str]] = None, form_la
     return out
 
 
-def form_values(form: Dict[str, object]) -> dict:
+def form_values(form: dict[str, object]) -> dict:
     """{name: value} of a form made by :func:`build_form`."""
     return {name: widget.value for name, widget in form.items()}
 
 
-def set_form_values(form: Dict[str, object], values: dict) -> None:
+def set_form_values(form: dict[str, object], values: dict) -> None:
     """Show ``values`` in a form (keys the form lacks are ignored)."""
     for name, value in values.items():
         if name in form and value is not None:

@@ -18,21 +18,40 @@ slices); the candidate rule and its parameters.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QPushButton, QSpinBox,
-                            QVBoxLayout)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
 
+from .._close_guard import offer_to_save, remember_saved
 from ..analysis import clusters as C
 from ..errors import InputError
-from ..volume import Volume
-from .._close_guard import offer_to_save, remember_saved
-from ._dock import PluginDock
 from ..layer_content import array_fingerprint
-from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog,
-                      labels_on_grid, layer_to_volume, looks_pre_injection, name_tokens, replace_table_dock,
-                      shapes_to_mask, t2star_first, volume_layer_data, write_labels_export)
+from ..volume import Volume
+from ._common import (
+    LayerPickers,
+    RunRow,
+    check_labels_export,
+    debounce_timer,
+    export_labels_dialog,
+    labels_on_grid,
+    layer_to_volume,
+    looks_pre_injection,
+    name_tokens,
+    replace_table_dock,
+    shapes_to_mask,
+    t2star_first,
+    volume_layer_data,
+    write_labels_export,
+)
+from ._dock import PluginDock
 
 #: (key, label, optional, kinds of layer offered)
 _INPUTS = (
@@ -47,13 +66,19 @@ _INPUTS = (
 LAYER_NAMES = {"labels": "iron clusters", "preview": "cluster preview"}
 
 #: Spin box range, step and decimals of each rule's threshold.
-_THRESHOLD_SPIN = {"fraction": (0.01, 0.99, 0.05, 2), "percentile": (0.1, 99.0, 1.0, 1),
-                   "ksigma": (0.1, 20.0, 0.5, 1), "blob": (0.01, 0.99, 0.05, 2)}
-_THRESHOLD_TIPS = {"fraction": "voxels below this fraction of the reference mean (0.5: Tremblay et al. 2018)",
-                   "percentile": "the darkest p % of the search ROI, a fixed share by construction; only voxels "
-                                 "darker than the reference are kept",
-                   "ksigma": "voxels below mean - k SD of the reference",
-                   "blob": "local contrast 1 - G(0.5 vox)/G(3 vox) above this (small voids)"}
+_THRESHOLD_SPIN = {
+    "fraction": (0.01, 0.99, 0.05, 2),
+    "percentile": (0.1, 99.0, 1.0, 1),
+    "ksigma": (0.1, 20.0, 0.5, 1),
+    "blob": (0.01, 0.99, 0.05, 2),
+}
+_THRESHOLD_TIPS = {
+    "fraction": "voxels below this fraction of the reference mean (0.5: Tremblay et al. 2018)",
+    "percentile": "the darkest p % of the search ROI, a fixed share by construction; only voxels "
+    "darker than the reference are kept",
+    "ksigma": "voxels below mean - k SD of the reference",
+    "blob": "local contrast 1 - G(0.5 vox)/G(3 vox) above this (small voids)",
+}
 
 
 class ClusterWidget(PluginDock):
@@ -61,9 +86,9 @@ class ClusterWidget(PluginDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)  # self.viewer; the close guard
-        self.result: Optional[C.ClusterResult] = None
+        self.result: C.ClusterResult | None = None
         self.layers: dict = {}
-        self.table = None          # the QTableWidget of the docked table
+        self.table = None  # the QTableWidget of the docked table
         self._inputs_used: dict = {}
         self._volumes_used: dict = {}
         self._prep_key = None
@@ -76,8 +101,10 @@ class ClusterWidget(PluginDock):
         self.pickers = LayerPickers(napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values)
         self.combos = self.pickers.combos
         self.same_world = QCheckBox("baseline on another grid: same world, resample it")
-        self.same_world.setToolTip("use when the baseline is registered (or from the same session) but has "
-                                   "another voxel grid; otherwise a baseline must have the post image's grid")
+        self.same_world.setToolTip(
+            "use when the baseline is registered (or from the same session) but has "
+            "another voxel grid; otherwise a baseline must have the post image's grid"
+        )
         form.addRow("", self.same_world)
         layout.addWidget(box)
 
@@ -131,7 +158,7 @@ class ClusterWidget(PluginDock):
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
-    def _guess(key: str, names) -> Optional[str]:
+    def _guess(key: str, names) -> str | None:
         """Pre-select by name: "..._post"/"T2starw" for the image, "pre"/"day0" for the baseline, "ref..." ROIs."""
         if key == "post":
             post = [n for n in names if not looks_pre_injection(n)]
@@ -139,8 +166,11 @@ class ClusterWidget(PluginDock):
             return (t2star_first(named) or [None])[0]
         if key == "baseline":
             return (t2star_first([n for n in names if looks_pre_injection(n)]) or [None])[0]
-        word = {"reference_mask": ("reference", "ref"), "search_mask": ("search",),
-                "background_mask": ("background", "air", "bg")}[key]
+        word = {
+            "reference_mask": ("reference", "ref"),
+            "search_mask": ("search",),
+            "background_mask": ("background", "air", "bg"),
+        }[key]
         return next((n for n in names if name_tokens(n) & set(word)), None)
 
     def select(self, **layer_names) -> None:
@@ -167,9 +197,14 @@ class ClusterWidget(PluginDock):
         return out
 
     def parameters(self) -> dict:
-        return {"method": self.method.currentText(), "threshold": float(self.threshold.value()),
-                "min_size": int(self.min_size.value()), "connectivity": int(self.connectivity.currentText()),
-                "baseline_ratio": float(self.baseline_ratio.value()), "split_touching": self.split.isChecked()}
+        return {
+            "method": self.method.currentText(),
+            "threshold": float(self.threshold.value()),
+            "min_size": int(self.min_size.value()),
+            "connectivity": int(self.connectivity.currentText()),
+            "baseline_ratio": float(self.baseline_ratio.value()),
+            "split_touching": self.split.isChecked(),
+        }
 
     def _transform(self, volumes):
         base = volumes.get("baseline")
@@ -207,20 +242,40 @@ class ClusterWidget(PluginDock):
     def _prepared_for_display(self):
         """Inputs prepared on the post layer's display grid (cached until an input or an ROI changes)."""
         layers = [self.pickers.layer(k) for k, *_ in _INPUTS]
-        key = tuple((ly.name, array_fingerprint(ly.data) if type(ly).__name__ == "Labels" else
-                     (repr([np.asarray(d).round(3).tolist() for d in ly.data]) if type(ly).__name__ == "Shapes"
-                      else id(ly.data))) if ly is not None else None for ly in layers) + (self.same_world.isChecked(),)
+        key = tuple(
+            (
+                ly.name,
+                array_fingerprint(ly.data)
+                if type(ly).__name__ == "Labels"
+                else (
+                    repr([np.asarray(d).round(3).tolist() for d in ly.data])
+                    if type(ly).__name__ == "Shapes"
+                    else id(ly.data)
+                ),
+            )
+            if ly is not None
+            else None
+            for ly in layers
+        ) + (self.same_world.isChecked(),)
         if key != self._prep_key:
             vols = self.volumes()
-            display = {k: (v.for_display(reference=vols["post"]) if v is not None and k in ("post", "baseline")
-                           else v) for k, v in vols.items()}
+            display = {
+                k: (v.for_display(reference=vols["post"]) if v is not None and k in ("post", "baseline") else v)
+                for k, v in vols.items()
+            }
             transform = self._transform(display)
-            self._prep = C.prepare(display["post"], display["baseline"], display["reference_mask"],
-                                   display["search_mask"], display["background_mask"], transform)
+            self._prep = C.prepare(
+                display["post"],
+                display["baseline"],
+                display["reference_mask"],
+                display["search_mask"],
+                display["background_mask"],
+                transform,
+            )
             self._prep_key = key
         return self._prep
 
-    def update_preview(self) -> Optional[np.ndarray]:
+    def update_preview(self) -> np.ndarray | None:
         """Show the rule on the displayed slice in the preview layer; returns the 2D mask (None in 3D view)."""
         if not self.live.isChecked():
             return None
@@ -247,8 +302,13 @@ class ClusterWidget(PluginDock):
         if layer is None or layer not in self.viewer.layers or layer.data.shape != prep.post.spatial_shape:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
-            empty = Volume(np.zeros(prep.post.spatial_shape, np.uint8), prep.post.affine, modality="SEG",
-                           unit="label", name=LAYER_NAMES["preview"])
+            empty = Volume(
+                np.zeros(prep.post.spatial_shape, np.uint8),
+                prep.post.affine,
+                modality="SEG",
+                unit="label",
+                name=LAYER_NAMES["preview"],
+            )
             data, kwargs, _ = volume_layer_data(empty, as_labels=True, opacity=0.5)
             kwargs["metadata"] = {}  # a scratch layer: not an input, not a result
             layer = self.viewer.add_labels(data.astype(np.uint8), **kwargs)
@@ -262,8 +322,10 @@ class ClusterWidget(PluginDock):
         self._preview_slice = tuple(sl)
         data[self._preview_slice] = mask2d.astype(np.uint8)
         layer.refresh()
-        self.status.setText(f"preview: {int(mask2d.sum())} candidate voxel(s) on this slice "
-                            f"({p['method']} {p['threshold']:g}; components and min size apply on Find clusters)")
+        self.status.setText(
+            f"preview: {int(mask2d.sum())} candidate voxel(s) on this slice "
+            f"({p['method']} {p['threshold']:g}; components and min size apply on Find clusters)"
+        )
         return mask2d
 
     # ------------------------------------------------------------------ running
@@ -278,17 +340,29 @@ class ClusterWidget(PluginDock):
             return
         # the new result replaces our labels layer: corrections painted into it are offered for saving first
         ours = self.layers.get("labels")
-        if ours is not None and ours in self.viewer.layers and \
-                not offer_to_save(self, [ours], "replacing them with a new result"):
+        if (
+            ours is not None
+            and ours in self.viewer.layers
+            and not offer_to_save(self, [ours], "replacing them with a new result")
+        ):
             return
         self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._volumes_used = volumes
         transform = self._transform(volumes)
         self.status.setText("running...")
-        self.runner.start(C.segment_clusters, volumes["post"], baseline=volumes["baseline"],
-                          reference_mask=volumes["reference_mask"], search_mask=volumes["search_mask"],
-                          background_mask=volumes["background_mask"], baseline_transform=transform,
-                          **self.parameters(), on_done=self._show, on_error=self._failed, guard=True)
+        self.runner.start(
+            C.segment_clusters,
+            volumes["post"],
+            baseline=volumes["baseline"],
+            reference_mask=volumes["reference_mask"],
+            search_mask=volumes["search_mask"],
+            background_mask=volumes["background_mask"],
+            baseline_transform=transform,
+            **self.parameters(),
+            on_done=self._show,
+            on_error=self._failed,
+            guard=True,
+        )
 
     def _failed(self, exc) -> None:
         self.run_row.fail(exc)
@@ -305,9 +379,11 @@ class ClusterWidget(PluginDock):
         self.layers["labels"] = self.viewer.add_labels(data, **kwargs)
         self._show_table(result.table)
         n = len(result.table)
-        text = (f"{n} cluster(s); reference mean {result.reference.mean:.4g} ({result.reference.source}); "
-                f"noise sigma {result.sigma:.4g} ({result.noise.method}). Edit the '{LAYER_NAMES['labels']}' "
-                "layer with the brush or eraser, then export.")
+        text = (
+            f"{n} cluster(s); reference mean {result.reference.mean:.4g} ({result.reference.source}); "
+            f"noise sigma {result.sigma:.4g} ({result.noise.method}). Edit the '{LAYER_NAMES['labels']}' "
+            "layer with the brush or eraser, then export."
+        )
         if self._volumes_used.get("baseline") is None:
             text += " NO baseline: intrinsic dark spots (air, bone, vessels, haemorrhage) are not excluded."
         if result.warnings:
@@ -331,7 +407,7 @@ class ClusterWidget(PluginDock):
             raise InputError("find the clusters first (the clusters layer is missing).")
         return labels_on_grid(self.layers["labels"], self.result.labels)
 
-    def current_table(self, labels: Optional[Volume] = None):
+    def current_table(self, labels: Volume | None = None):
         """The table measured from the (edited) labels, with the run's reference mean and sigma."""
         labels = self.current_labels() if labels is None else labels
         post, base = self._volumes_used["post"], self._volumes_used.get("baseline")
@@ -350,17 +426,30 @@ class ClusterWidget(PluginDock):
         labels = self.current_labels()
         table = self.current_table(labels)
         edited = not np.array_equal(labels.numpy(), self.result.labels.numpy())
-        record = provenance.record("segment", inputs={k: v for k, v in self._volumes_used.items() if v is not None},
-                                   parameters=dict(self.result.parameters, edited_by_hand=edited),
-                                   warnings=self.result.warnings, clusters=len(table), layers=self._inputs_used)
-        write_labels_export(labels, table, record, labels_path, table_path, overwrite,
-                            description=f"immunotrack segment {self.result.parameters['method']} clusters")
+        record = provenance.record(
+            "segment",
+            inputs={k: v for k, v in self._volumes_used.items() if v is not None},
+            parameters=dict(self.result.parameters, edited_by_hand=edited),
+            warnings=self.result.warnings,
+            clusters=len(table),
+            layers=self._inputs_used,
+        )
+        write_labels_export(
+            labels,
+            table,
+            record,
+            labels_path,
+            table_path,
+            overwrite,
+            description=f"immunotrack segment {self.result.parameters['method']} clusters",
+        )
         remember_saved(self.layers["labels"])  # exported: closing or a rerun no longer asks about it
         return table
 
     def _export_dialog(self) -> None:
-        export_labels_dialog(self, self.status, "Save clusters as NIfTI", "clusters.nii.gz", "_clusters.csv",
-                             self.export)
+        export_labels_dialog(
+            self, self.status, "Save clusters as NIfTI", "clusters.nii.gz", "_clusters.csv", self.export
+        )
 
 
 __all__ = ["ClusterWidget", "LAYER_NAMES"]

@@ -27,20 +27,28 @@ each with its provenance sidecar; nothing is overwritten without asking.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout
 
-from ..analysis.confirm import (CONFIRM_PARAMETERS, FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode,
-                                region_table)
-from ..errors import InputError
 from .._close_guard import offer_to_save, remember_saved
+from ..analysis.confirm import CONFIRM_PARAMETERS, FUSION_COLOURS, UNCONFIRMED_WARNING, confirm_dual_mode, region_table
+from ..errors import InputError
+from ._common import (
+    LayerPickers,
+    RunRow,
+    check_labels_export,
+    debounce_timer,
+    export_labels_dialog,
+    labels_on_grid,
+    layer_to_volume,
+    looks_pre_injection,
+    notify_error,
+    replace_table_dock,
+    volume_layer_data,
+    write_labels_export,
+)
 from ._dock import PluginDock
 from ._params import build_form, form_values, set_form_values
-from ._common import (LayerPickers, RunRow, check_labels_export, debounce_timer, export_labels_dialog, labels_on_grid,
-                      layer_to_volume, looks_pre_injection, notify_error, replace_table_dock, volume_layer_data,
-                      write_labels_export)
 
 #: (key, label, optional, kinds of layer offered) of every input the widget offers.
 _INPUTS = (
@@ -61,13 +69,23 @@ FORM_PARAMETERS = ("t1_threshold", "t2_threshold", "k_sigma", "k_sigma_grow", "m
 
 #: Keys under which study states saved before the parameter model stored this dock's values
 #: (read from its widgets in order): what they mean now.
-_LEGACY_STATE_KEYS = {"QDoubleSpinBox0": "t1_threshold", "QDoubleSpinBox1": "t2_threshold",
-                      "QDoubleSpinBox2": "k_sigma", "QDoubleSpinBox3": "k_sigma_grow", "QSpinBox0": "min_size",
-                      "QCheckBox0": "opening", "QCheckBox1": "live"}
+_LEGACY_STATE_KEYS = {
+    "QDoubleSpinBox0": "t1_threshold",
+    "QDoubleSpinBox1": "t2_threshold",
+    "QDoubleSpinBox2": "k_sigma",
+    "QDoubleSpinBox3": "k_sigma_grow",
+    "QSpinBox0": "min_size",
+    "QCheckBox0": "opening",
+    "QCheckBox1": "live",
+}
 
 #: Names of the layers this widget owns.
-LAYER_NAMES = {"t1_enhancement": "T1 enhancement", "t2_darkening": "T2 darkening", "overlap": "T1+T2 overlap",
-               "labels": "confirmed regions"}
+LAYER_NAMES = {
+    "t1_enhancement": "T1 enhancement",
+    "t2_darkening": "T2 darkening",
+    "overlap": "T1+T2 overlap",
+    "labels": "confirmed regions",
+}
 
 
 def _mask_colormap(key: str):
@@ -81,9 +99,12 @@ def _mask_colormap(key: str):
     from napari.utils.colormaps import Colormap
 
     hexcode = FUSION_COLOURS[key].lstrip("#")
-    rgb = [int(hexcode[i:i + 2], 16) / 255 for i in (0, 2, 4)]
-    return Colormap(colors=[[0.0, 0.0, 0.0, 0.0], rgb + [1.0]], name=f"immunotrack_{key}",
-                    display_name=f"{key} ({FUSION_COLOURS[key]})")
+    rgb = [int(hexcode[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    return Colormap(
+        colors=[[0.0, 0.0, 0.0, 0.0], rgb + [1.0]],
+        name=f"immunotrack_{key}",
+        display_name=f"{key} ({FUSION_COLOURS[key]})",
+    )
 
 
 class ConfirmWidget(PluginDock):
@@ -142,7 +163,7 @@ class ConfirmWidget(PluginDock):
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
-    def _guess(key: str, names) -> Optional[str]:
+    def _guess(key: str, names) -> str | None:
         """A layer name that looks like ``key``: "T1w_post", "t2_map_pre", "sub-01_ses-day0_T2w" (day 0 = pre)."""
         import re
 
@@ -214,14 +235,18 @@ class ConfirmWidget(PluginDock):
             return
         # the new result replaces our labels layer: corrections painted into it are offered for saving first
         ours = self.layers.get("labels")
-        if ours is not None and ours in self.viewer.layers and \
-                not offer_to_save(self, [ours], "replacing them with a new result"):
+        if (
+            ours is not None
+            and ours in self.viewer.layers
+            and not offer_to_save(self, [ours], "replacing them with a new result")
+        ):
             return
         self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._reference = volumes["t1_post"]  # the display reference of the results
         self.status.setText("running...")
-        self.runner.start(confirm_dual_mode, **volumes, **self.parameters(), on_done=self._show,
-                          on_error=self._failed, guard=True)
+        self.runner.start(
+            confirm_dual_mode, **volumes, **self.parameters(), on_done=self._show, on_error=self._failed, guard=True
+        )
 
     def _failed(self, exc) -> None:
         self.run_row.fail(exc)
@@ -229,11 +254,15 @@ class ConfirmWidget(PluginDock):
 
     def _put(self, key: str, volume, reference, **style):
         """Add a result layer, or update ours in place (keeps the user's display settings)."""
-        data, kwargs, layer_type = volume_layer_data(volume, reference=reference,
-                                                     as_labels=(key == "labels"), **style)
+        data, kwargs, layer_type = volume_layer_data(volume, reference=reference, as_labels=(key == "labels"), **style)
         layer = self.layers.get(key)
-        if layer is not None and layer in self.viewer.layers and layer.data.shape == data.shape \
-                and np.allclose(layer.scale, kwargs["scale"]) and np.allclose(layer.translate, kwargs["translate"]):
+        if (
+            layer is not None
+            and layer in self.viewer.layers
+            and layer.data.shape == data.shape
+            and np.allclose(layer.scale, kwargs["scale"])
+            and np.allclose(layer.translate, kwargs["translate"])
+        ):
             layer.data = data
             layer.metadata.update(kwargs["metadata"])
             layer.name = kwargs["name"]
@@ -251,10 +280,16 @@ class ConfirmWidget(PluginDock):
         reference = self._reference
         for key in ("t1_enhancement", "t2_darkening", "overlap"):
             vol = result.fusion[key].replace(name=LAYER_NAMES[key] + suffix)
-            self._put(key, vol, reference, colormap=_mask_colormap(key), blending="translucent",
-                      contrast_limits=(0, 1), opacity=0.9)
-        labels = result.labels.replace(name=LAYER_NAMES["labels"] if result.confirmed
-                                       else "candidates (UNCONFIRMED)")
+            self._put(
+                key,
+                vol,
+                reference,
+                colormap=_mask_colormap(key),
+                blending="translucent",
+                contrast_limits=(0, 1),
+                opacity=0.9,
+            )
+        labels = result.labels.replace(name=LAYER_NAMES["labels"] if result.confirmed else "candidates (UNCONFIRMED)")
         previous = self.layers.get("labels")
         layer = self._put("labels", labels, reference, opacity=0.6)
         if layer is not previous:
@@ -264,8 +299,10 @@ class ConfirmWidget(PluginDock):
         self._show_table(result.table, "confirmed regions" if result.confirmed else "candidates (UNCONFIRMED)")
         n = len(result.table)
         if result.confirmed:
-            self.status.setText(f"{n} confirmed region(s); T1: {result.mode['t1']}, T2: {result.mode['t2']}. "
-                                f"Show the '{layer.name}' layer to edit them.")
+            self.status.setText(
+                f"{n} confirmed region(s); T1: {result.mode['t1']}, T2: {result.mode['t2']}. "
+                f"Show the '{layer.name}' layer to edit them."
+            )
             self.banner.setText("")
         else:
             self.status.setText(f"{n} candidate region(s), UNCONFIRMED (no baseline)")
@@ -305,18 +342,25 @@ class ConfirmWidget(PluginDock):
             if name in self.viewer.layers:
                 inputs[key] = layer_to_volume(self.viewer.layers[name])
         description = self.result.labels.metadata["description"]
-        record = provenance.record("confirm", inputs=inputs, parameters=dict(self.result.parameters,
-                                                                             edited_by_hand=edited),
-                                   warnings=self.result.warnings, status=self.result.status,
-                                   confirmed=self.result.confirmed, description=description,
-                                   regions=len(table), layers=self._inputs_used)
+        record = provenance.record(
+            "confirm",
+            inputs=inputs,
+            parameters=dict(self.result.parameters, edited_by_hand=edited),
+            warnings=self.result.warnings,
+            status=self.result.status,
+            confirmed=self.result.confirmed,
+            description=description,
+            regions=len(table),
+            layers=self._inputs_used,
+        )
         write_labels_export(labels, table, record, labels_path, table_path, overwrite, description=description)
         remember_saved(self.layers["labels"])  # exported: closing or a rerun no longer asks about it
         return table
 
     def _export_dialog(self) -> None:
-        export_labels_dialog(self, self.status, "Save regions as NIfTI", "confirmed.nii.gz", "_regions.csv",
-                             self.export)
+        export_labels_dialog(
+            self, self.status, "Save regions as NIfTI", "confirmed.nii.gz", "_regions.csv", self.export
+        )
 
 
 __all__ = ["ConfirmWidget", "LAYER_NAMES"]

@@ -16,18 +16,30 @@ callable without the dock (and in tests).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                            QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QDoubleSpinBox,
-                            QCheckBox)
 from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
 
 from ..errors import InputError, one_line
-from ._dock import PluginDock
 from ._common import layer_to_volume, notify_error, viewer_camera
+from ._dock import PluginDock
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
 _PLANE_OF_DISPLAYED = {(1, 2): "axial", (0, 2): "coronal", (0, 1): "sagittal"}
@@ -57,16 +69,23 @@ def _layer(viewer, name):
         raise InputError(f"there is no layer named {name!r} in the viewer.") from None
 
 
-def _cmap_name(layer) -> Optional[str]:
+def _cmap_name(layer) -> str | None:
     from matplotlib import colormaps
 
     name = getattr(getattr(layer, "colormap", None), "name", None)
     return name if name in colormaps else None
 
 
-def figure_from_viewer(viewer, anatomy: Optional[str] = None, overlay: Optional[str] = None,
-                       outlines: Sequence[str] = (), *, scale_bar_mm: Optional[float] = None,
-                       radiological: bool = False, title: Optional[str] = None):
+def figure_from_viewer(
+    viewer,
+    anatomy: str | None = None,
+    overlay: str | None = None,
+    outlines: Sequence[str] = (),
+    *,
+    scale_bar_mm: float | None = None,
+    radiological: bool = False,
+    title: str | None = None,
+):
     """The fused-slice figure of the current view (see :func:`napari_immunotrack.figures.fused_slice`).
 
     Layers are given by name; their native Volumes are drawn through world
@@ -89,10 +108,21 @@ def figure_from_viewer(viewer, anatomy: Optional[str] = None, overlay: Optional[
         kwargs["overlay_cmap"] = _cmap_name(o_layer)
         kwargs["overlay_alpha"] = float(min(max(o_layer.opacity, 0.3), 1.0))
     # one Okabe-Ito colour per outlined layer (ROIs, clusters), so the legend is the layer
-    labels = [(layer_to_volume(_layer(viewer, n)), figures.OKABE_ITO[i % len(figures.OKABE_ITO)])
-              for i, n in enumerate(outlines)]
-    return figures.fused_slice(a_vol, o_vol, labels, plane=plane, position_mm=position, scale_bar_mm=scale_bar_mm,
-                               radiological=radiological, title=title, **kwargs)
+    labels = [
+        (layer_to_volume(_layer(viewer, n)), figures.OKABE_ITO[i % len(figures.OKABE_ITO)])
+        for i, n in enumerate(outlines)
+    ]
+    return figures.fused_slice(
+        a_vol,
+        o_vol,
+        labels,
+        plane=plane,
+        position_mm=position,
+        scale_bar_mm=scale_bar_mm,
+        radiological=radiological,
+        title=title,
+        **kwargs,
+    )
 
 
 def save_view_figure(viewer, path, *, dpi: int = 300, overwrite: bool = False, **kwargs) -> Path:
@@ -101,10 +131,16 @@ def save_view_figure(viewer, path, *, dpi: int = 300, overwrite: bool = False, *
 
     result = figure_from_viewer(viewer, **kwargs)
     try:
-        written = save_figure(result, path, dpi=dpi, overwrite=overwrite,
-                              provenance={"step": "napari figure widget",
-                                          "parameters": {"layers": {k: v for k, v in kwargs.items()
-                                                                    if k in ("anatomy", "overlay", "outlines")}}})
+        written = save_figure(
+            result,
+            path,
+            dpi=dpi,
+            overwrite=overwrite,
+            provenance={
+                "step": "napari figure widget",
+                "parameters": {"layers": {k: v for k, v in kwargs.items() if k in ("anatomy", "overlay", "outlines")}},
+            },
+        )
     finally:
         result.figure.clear()
     return written[0]
@@ -128,19 +164,27 @@ def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) ->
             viewer.reset_view()  # the 2D camera means nothing in 3D: frame the whole scene
         image = viewer.screenshot(canvas_only=True, flash=False, scale=scale)
         cam = viewer_camera(viewer)
-        camera = {"angles": [float(a) for a in cam.angles], "zoom": float(cam.zoom),
-                  "center": [float(c) for c in cam.center]}
+        camera = {
+            "angles": [float(a) for a in cam.angles],
+            "zoom": float(cam.zoom),
+            "center": [float(c) for c in cam.center],
+        }
     finally:
         viewer.dims.ndisplay = before
     image = np.asarray(image)
     if image.ndim != 3 or image.size == 0 or not image[..., :3].any():
-        raise InputError("the 3D rendering came back empty (is the napari window shown, with OpenGL?); "
-                         "nothing was saved.")
-    layers = [{"name": layer.name, "visible": bool(layer.visible), "type": type(layer).__name__}
-              for layer in viewer.layers]
-    return write_png(image, path, record("napari 3D snapshot", parameters={"camera": camera, "layers": layers,
-                                                                          "shape_px": list(image.shape)}),
-                     overwrite=overwrite)
+        raise InputError(
+            "the 3D rendering came back empty (is the napari window shown, with OpenGL?); nothing was saved."
+        )
+    layers = [
+        {"name": layer.name, "visible": bool(layer.visible), "type": type(layer).__name__} for layer in viewer.layers
+    ]
+    return write_png(
+        image,
+        path,
+        record("napari 3D snapshot", parameters={"camera": camera, "layers": layers, "shape_px": list(image.shape)}),
+        overwrite=overwrite,
+    )
 
 
 class FigureWidget(PluginDock):
@@ -148,7 +192,7 @@ class FigureWidget(PluginDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)  # self.viewer; the close guard
-        self.last_path: Optional[Path] = None
+        self.last_path: Path | None = None
         layout = QVBoxLayout(self)
         box = QGroupBox("Layers")
         form = QFormLayout(box)
@@ -210,8 +254,11 @@ class FigureWidget(PluginDock):
                 if pick:
                     combo.setCurrentText(pick)
             combo.blockSignals(False)
-        checked = {self.outline_list.item(i).text() for i in range(self.outline_list.count())
-                   if self.outline_list.item(i).checkState() == Qt.CheckState.Checked}
+        checked = {
+            self.outline_list.item(i).text()
+            for i in range(self.outline_list.count())
+            if self.outline_list.item(i).checkState() == Qt.CheckState.Checked
+        }
         self.outline_list.clear()
         for name in labels:
             item = QListWidgetItem(name)
@@ -225,27 +272,47 @@ class FigureWidget(PluginDock):
 
     def choices(self) -> dict:
         """The widget's current choices as :func:`figure_from_viewer` keywords."""
-        outlines = [self.outline_list.item(i).text() for i in range(self.outline_list.count())
-                    if self.outline_list.item(i).checkState() == Qt.CheckState.Checked]
-        return {"anatomy": self.anatomy_combo.currentText(), "overlay": self.overlay_combo.currentText(),
-                "outlines": outlines, "scale_bar_mm": self.scale_bar.value() or None,
-                "radiological": self.radiological.isChecked()}
+        outlines = [
+            self.outline_list.item(i).text()
+            for i in range(self.outline_list.count())
+            if self.outline_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
+        return {
+            "anatomy": self.anatomy_combo.currentText(),
+            "overlay": self.overlay_combo.currentText(),
+            "outlines": outlines,
+            "scale_bar_mm": self.scale_bar.value() or None,
+            "radiological": self.radiological.isChecked(),
+        }
 
     # ------------------------------------------------------------------ actions
-    def save_figure(self, path=None, overwrite: bool = False) -> Optional[Path]:
+    def save_figure(self, path=None, overwrite: bool = False) -> Path | None:
         """Save the figure of the current view (asks for a file name when ``path`` is None)."""
         fmt = self.format_combo.currentText()
-        return self._save(path, overwrite, "Save figure", f"figure.{fmt}", f"{fmt.upper()} (*.{fmt})",
-                          lambda p, ow: save_view_figure(self.viewer, p, dpi=self.dpi.value(), overwrite=ow,
-                                                         **self.choices()), " (provenance beside it)")
+        return self._save(
+            path,
+            overwrite,
+            "Save figure",
+            f"figure.{fmt}",
+            f"{fmt.upper()} (*.{fmt})",
+            lambda p, ow: save_view_figure(self.viewer, p, dpi=self.dpi.value(), overwrite=ow, **self.choices()),
+            " (provenance beside it)",
+        )
 
-    def save_snapshot(self, path=None, overwrite: bool = False) -> Optional[Path]:
+    def save_snapshot(self, path=None, overwrite: bool = False) -> Path | None:
         """Save a 3D rendering of the viewer as PNG."""
-        return self._save(path, overwrite, "Save 3D snapshot", "snapshot_3d.png", "PNG (*.png)",
-                          lambda p, ow: snapshot_3d(self.viewer, p, overwrite=ow))
+        return self._save(
+            path,
+            overwrite,
+            "Save 3D snapshot",
+            "snapshot_3d.png",
+            "PNG (*.png)",
+            lambda p, ow: snapshot_3d(self.viewer, p, overwrite=ow),
+        )
 
-    def _save(self, path, overwrite: bool, caption: str, default: str, file_filter: str, write,
-              note: str = "") -> Optional[Path]:
+    def _save(
+        self, path, overwrite: bool, caption: str, default: str, file_filter: str, write, note: str = ""
+    ) -> Path | None:
         """Ask for a path when ``path`` is None, then ``write(path, overwrite)``; bad input is one message."""
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, caption, default, file_filter)

@@ -53,8 +53,13 @@ from ._common import (
 from ._dock import PluginDock
 
 #: Display of each map: colormap and how the contrast limits are chosen.
-MAP_STYLE = {"time": "turbo", "rate": "magma", "goodness": "gray", "delta": "twilight_shifted",
-             "concentration": "inferno"}
+MAP_STYLE = {
+    "time": "turbo",
+    "rate": "magma",
+    "goodness": "gray",
+    "delta": "twilight_shifted",
+    "concentration": "inferno",
+}
 
 #: Minimum height of the plot panel, pixels (readable axis labels on a laptop screen).
 PLOT_MIN_HEIGHT = 240
@@ -95,8 +100,9 @@ def guess_model(volume: Volume) -> str:
 
 def _series_rank(name: str) -> int:
     low = name.lower()
-    for rank, words in enumerate((("megre", "t2star", "t2*", "mgre", "gre"), ("mese", "cpmg", "t2"),
-                                  ("vfa", "despot"), ("ir", "sr"))):
+    for rank, words in enumerate(
+        (("megre", "t2star", "t2*", "mgre", "gre"), ("mese", "cpmg", "t2"), ("vfa", "despot"), ("ir", "sr"))
+    ):
         if any(w in low for w in words):
             return rank
     return 9
@@ -107,16 +113,29 @@ def sample_qmri_paths() -> dict:
     from ..data import sample_study_root
 
     root = sample_study_root() / "qmri" / "sub-01"
-    return {"MEGRE (day 1)": root / "ses-day1" / "sub-01_ses-day1_MEGRE.nii.gz",
-            "MEGRE (day 0)": root / "ses-day0" / "sub-01_ses-day0_MEGRE.nii.gz",
-            "MESE (day 1)": root / "ses-day1" / "sub-01_ses-day1_MESE.nii.gz",
-            "VFA (day 1)": root / "ses-day1" / "sub-01_ses-day1_VFA.nii.gz",
-            "IR (day 1)": root / "ses-day1" / "sub-01_ses-day1_IRT1.nii.gz",
-            "B1 map (day 1)": root / "ses-day1" / "sub-01_ses-day1_TB1map.nii.gz"}
+    return {
+        "MEGRE (day 1)": root / "ses-day1" / "sub-01_ses-day1_MEGRE.nii.gz",
+        "MEGRE (day 0)": root / "ses-day0" / "sub-01_ses-day0_MEGRE.nii.gz",
+        "MESE (day 1)": root / "ses-day1" / "sub-01_ses-day1_MESE.nii.gz",
+        "VFA (day 1)": root / "ses-day1" / "sub-01_ses-day1_VFA.nii.gz",
+        "IR (day 1)": root / "ses-day1" / "sub-01_ses-day1_IRT1.nii.gz",
+        "B1 map (day 1)": root / "ses-day1" / "sub-01_ses-day1_TB1map.nii.gz",
+    }
 
 
-def compute_maps(series: Volume, model: str, *, sampling=None, tr_ms=None, b1=None, method=None, baseline=None,
-                 relaxivity=None, metal="Fe", progress=None) -> dict:
+def compute_maps(
+    series: Volume,
+    model: str,
+    *,
+    sampling=None,
+    tr_ms=None,
+    b1=None,
+    method=None,
+    baseline=None,
+    relaxivity=None,
+    metal="Fe",
+    progress=None,
+) -> dict:
     """What the dock's worker runs: the fit, and with a baseline delta R and the concentration.
 
     Returns {"maps": RelaxationMaps, "delta": Volume or None, "concentration": Volume or None,
@@ -124,18 +143,32 @@ def compute_maps(series: Volume, model: str, *, sampling=None, tr_ms=None, b1=No
     """
     from ..progress import scaled
 
-    key = {"t2star": "echo_times_ms", "t2": "echo_times_ms", "t1vfa": "flip_angles_deg",
-           "t1sr": "saturation_times_ms", "t1ir": "inversion_times_ms"}[model]
+    key = {
+        "t2star": "echo_times_ms",
+        "t2": "echo_times_ms",
+        "t1vfa": "flip_angles_deg",
+        "t1sr": "saturation_times_ms",
+        "t1ir": "inversion_times_ms",
+    }[model]
     lists = {key: sampling} if sampling is not None else {}
-    maps = rx.fit_relaxation(series, model, tr_ms=tr_ms, b1=b1, method=method,
-                             progress=scaled(progress, 0.0, 0.6 if baseline is not None else 1.0), **lists)
+    maps = rx.fit_relaxation(
+        series,
+        model,
+        tr_ms=tr_ms,
+        b1=b1,
+        method=method,
+        progress=scaled(progress, 0.0, 0.6 if baseline is not None else 1.0),
+        **lists,
+    )
     out = {"maps": maps, "delta": None, "concentration": None, "baseline": None}
     if baseline is not None:
-        pre = rx.fit_relaxation(baseline, model, tr_ms=tr_ms, b1=b1, method=method,
-                                progress=scaled(progress, 0.6, 0.95), **lists)
+        pre = rx.fit_relaxation(
+            baseline, model, tr_ms=tr_ms, b1=b1, method=method, progress=scaled(progress, 0.6, 0.95), **lists
+        )
         out["baseline"] = pre
-        out["delta"] = rx.delta_rate(maps.rate_per_s, pre.rate_per_s, post_unreliable=maps.unreliable,
-                                     baseline_unreliable=pre.unreliable)
+        out["delta"] = rx.delta_rate(
+            maps.rate_per_s, pre.rate_per_s, post_unreliable=maps.unreliable, baseline_unreliable=pre.unreliable
+        )
         if relaxivity:
             out["concentration"] = rx.concentration(out["delta"], relaxivity, metal)
     return out
@@ -238,11 +271,17 @@ class RelaxometryPanel(QWidget):
         labels = [ly.name for ly in layers if type(ly).__name__ == "Labels" and id(ly) not in own]
         before = self.series_combo.currentText()
         fill_combo(self.series_combo, series)
-        baseline_guess = next((n for n in series if n != self.series_combo.currentText() and
-                               ("day 0" in n.lower() or "pre" in n.lower() or "baseline" in n.lower())), None)
+        baseline_guess = next(
+            (
+                n
+                for n in series
+                if n != self.series_combo.currentText()
+                and ("day 0" in n.lower() or "pre" in n.lower() or "baseline" in n.lower())
+            ),
+            None,
+        )
         fill_combo(self.baseline_combo, series, optional=True, guess=baseline_guess)
-        fill_combo(self.b1_combo, images3d, optional=True,
-                   guess=next((n for n in images3d if "b1" in n.lower()), None))
+        fill_combo(self.b1_combo, images3d, optional=True, guess=next((n for n in images3d if "b1" in n.lower()), None))
         fill_combo(self.roi_combo, labels, optional=True)
         if self.series_combo.currentText() != before:
             self._series_changed(self.series_combo.currentText())
@@ -265,8 +304,13 @@ class RelaxometryPanel(QWidget):
 
     def _fill_sampling(self, vol: Volume) -> None:
         model = self.model_combo.currentText()
-        key = {"t2star": "echo_times_ms", "t2": "echo_times_ms", "t1vfa": "flip_angles_deg",
-               "t1sr": "saturation_times_ms", "t1ir": "inversion_times_ms"}[model]
+        key = {
+            "t2star": "echo_times_ms",
+            "t2": "echo_times_ms",
+            "t1vfa": "flip_angles_deg",
+            "t1sr": "saturation_times_ms",
+            "t1ir": "inversion_times_ms",
+        }[model]
         lists = rx.acquisition_lists(vol)
         values = lists[key]
         self.sampling_edit.setText(", ".join(f"{v:g}" for v in values) if values else "")
@@ -344,19 +388,33 @@ class RelaxometryPanel(QWidget):
             base_layer = chosen_layer(self.viewer, self.baseline_combo, "as the baseline")
             relaxivity = self._numbers(self.relaxivity_edit.text(), "relaxivity")
             agent = self.agent_combo.currentText()
-            metal = rx.agent_relaxivity(agent, 9.4).metal if agent in rx.AGENTS else \
-                ("Fe" if model in ("t2star", "t2") else "Gd")
-            kwargs = dict(sampling=sampling, tr_ms=tr[0] if tr else None,
-                          b1=layer_to_volume(b1_layer) if b1_layer is not None else None,
-                          method=self.method_combo.currentText() or None,
-                          baseline=layer_to_volume(base_layer) if base_layer is not None else None,
-                          relaxivity=relaxivity[0] if relaxivity else None, metal=metal)
+            metal = (
+                rx.agent_relaxivity(agent, 9.4).metal
+                if agent in rx.AGENTS
+                else ("Fe" if model in ("t2star", "t2") else "Gd")
+            )
+            kwargs = dict(
+                sampling=sampling,
+                tr_ms=tr[0] if tr else None,
+                b1=layer_to_volume(b1_layer) if b1_layer is not None else None,
+                method=self.method_combo.currentText() or None,
+                baseline=layer_to_volume(base_layer) if base_layer is not None else None,
+                relaxivity=relaxivity[0] if relaxivity else None,
+                metal=metal,
+            )
         except InputError as exc:
             self.run_row.fail(exc)
             return
         self.status.setText(f"fitting {model} ...")
-        self.runner.start(compute_maps, series, model, on_done=lambda r: self._show(series, r),
-                          on_error=self.run_row.fail, guard=True, **kwargs)
+        self.runner.start(
+            compute_maps,
+            series,
+            model,
+            on_done=lambda r: self._show(series, r),
+            on_error=self.run_row.fail,
+            guard=True,
+            **kwargs,
+        )
 
     def _show(self, series: Volume, result: dict) -> None:
         maps = result["maps"]
@@ -379,17 +437,30 @@ class RelaxometryPanel(QWidget):
         for vol, kind, limits, visible in shown:
             data = vol.numpy()
             limits = limits or _limits(np.where(reliable, data, np.nan))
-            layer = add_volume(self.viewer, vol, colormap=MAP_STYLE[kind], contrast_limits=limits, visible=visible,
-                               blending="translucent")
+            layer = add_volume(
+                self.viewer,
+                vol,
+                colormap=MAP_STYLE[kind],
+                contrast_limits=limits,
+                visible=visible,
+                blending="translucent",
+            )
             self.output_layers.append(layer)
-        mask = add_volume(self.viewer, maps.unreliable.replace(data=(maps.unreliable.numpy() != 0).astype(np.uint8)),
-                          as_labels=True, opacity=0.4, visible=False)
+        mask = add_volume(
+            self.viewer,
+            maps.unreliable.replace(data=(maps.unreliable.numpy() != 0).astype(np.uint8)),
+            as_labels=True,
+            opacity=0.4,
+            visible=False,
+        )
         self.output_layers.append(mask)
         self.viewer.layers.selection.active = self.output_layers[-2]
         med = float(np.nanmedian(t[reliable])) if reliable.any() else float("nan")
-        self.status.setText(f"{t_name}: {maps.parameters['voxels_fitted']} voxels fitted, "
-                            f"{maps.parameters['voxels_unreliable']} unreliable; median {med:.4g} ms"
-                            + (f"; {'; '.join(maps.warnings)}" if maps.warnings else ""))
+        self.status.setText(
+            f"{t_name}: {maps.parameters['voxels_fitted']} voxels fitted, "
+            f"{maps.parameters['voxels_unreliable']} unreliable; median {med:.4g} ms"
+            + (f"; {'; '.join(maps.warnings)}" if maps.warnings else "")
+        )
         self.run_row.run_pending(self.run)
 
     # ------------------------------------------------------------------ plot
@@ -461,7 +532,8 @@ class RelaxometryPanel(QWidget):
                 flags = int(maps.unreliable.data[tuple(idx)])
                 good = float(maps.goodness.data[tuple(idx)])
                 text += f": {maps.names[0]} {t_val:.4g} ms, R^2 {good:.3f}" + (
-                    f", unreliable (flags {flags})" if flags else "")
+                    f", unreliable (flags {flags})" if flags else ""
+                )
         self.data_line.set_data(x, y)
         if fit is not None:
             self.fit_line.set_data(dense, fit)
@@ -475,8 +547,15 @@ class RelaxometryPanel(QWidget):
         self.plot_title.setText(text)
         self.canvas.draw()
         self.last_plot_ms = 1000.0 * (time.perf_counter() - start)
-        return {"index": tuple(int(i) for i in idx), "x": x, "y": y, "fit_x": dense, "fit": fit, "label": label,
-                "text": text}
+        return {
+            "index": tuple(int(i) for i in idx),
+            "x": x,
+            "y": y,
+            "fit_x": dense,
+            "fit": fit,
+            "label": label,
+            "text": text,
+        }
 
     def _on_move(self, viewer, event) -> None:
         try:

@@ -47,8 +47,13 @@ from ._common import (
 PLOT_MIN_HEIGHT = 260
 
 #: Colormaps and units of the output maps.
-MAP_STYLE = {"b0_ppm": ("PiYG", "ppm"), "mtrasym": ("viridis", "fraction of M0"),
-             "amplitude": ("magma", "fraction of M0"), "width": ("cividis", "ppm"), "offset": ("twilight", "ppm")}
+MAP_STYLE = {
+    "b0_ppm": ("PiYG", "ppm"),
+    "mtrasym": ("viridis", "fraction of M0"),
+    "amplitude": ("magma", "fraction of M0"),
+    "width": ("cividis", "ppm"),
+    "offset": ("twilight", "ppm"),
+}
 
 
 def _is_series(layer) -> bool:
@@ -60,8 +65,11 @@ def sample_cest_paths() -> dict:
     root = Path(__file__).resolve().parents[3] / "sample_data" / "mouse_study"
     found = {}
     for folder in sorted(root.glob("cest/sub-*/ses-*")):
-        for pattern, name in (("*_cest.nii.gz", "CEST"), ("*_wassr.nii.gz", "WASSR"),
-                              ("*_desc-cesttissues_dseg.nii.gz", "CEST tissues")):
+        for pattern, name in (
+            ("*_cest.nii.gz", "CEST"),
+            ("*_wassr.nii.gz", "WASSR"),
+            ("*_desc-cesttissues_dseg.nii.gz", "CEST tissues"),
+        ):
             hit = sorted(folder.glob(pattern))
             if hit:
                 found[name] = hit[0]
@@ -182,10 +190,10 @@ class CestPanel(QWidget):
         before = self.series_combo.currentText()
         cest_guess = next((n for n in series if "cest" in n.lower()), None)
         fill_combo(self.series_combo, series, guess=cest_guess)
-        fill_combo(self.wassr_combo, series, optional=True, guess=next((n for n in series if "wassr" in n.lower()),
-                                                                       None))
-        fill_combo(self.m0_combo, images3d, optional=True, guess=next((n for n in images3d if "m0" in n.lower()),
-                                                                      None))
+        fill_combo(
+            self.wassr_combo, series, optional=True, guess=next((n for n in series if "wassr" in n.lower()), None)
+        )
+        fill_combo(self.m0_combo, images3d, optional=True, guess=next((n for n in images3d if "m0" in n.lower()), None))
         fill_combo(self.roi_combo, labels, optional=True)
         if self.series_combo.currentText() != before:
             self._series_changed(self.series_combo.currentText())
@@ -250,13 +258,23 @@ class CestPanel(QWidget):
         wassr = self._volume(self.wassr_combo, "as the WASSR series")
         w_offsets = parse_numbers(self.wassr_offsets_edit.text(), "WASSR offsets") if wassr is not None else None
         names = [n for n in self.pools_edit.text().replace(";", ",").split(",") if n.strip()]
-        extra = dict(cest.parse_pool_option(p) for p in self.extra_pools_edit.text().replace(";", ",").split(",")
-                     if p.strip())
+        extra = dict(
+            cest.parse_pool_option(p) for p in self.extra_pools_edit.text().replace(";", ",").split(",") if p.strip()
+        )
         fit = bool([n for n in names if n.strip().lower() not in ("water", "none")] or extra)
         pools = cest.make_pools([n for n in names if n.strip().lower() not in ("water", "none")], extra)
         mtr = parse_numbers(self.mtrasym_edit.text(), "MTRasym offsets") or [3.5]
-        return {"series": series, "offsets": offsets, "m0": m0, "m0_offset": m0_offset[0] if m0_offset else None,
-                "wassr": wassr, "wassr_offsets": w_offsets, "mtrasym_ppm": mtr, "pools": pools, "fit": fit}
+        return {
+            "series": series,
+            "offsets": offsets,
+            "m0": m0,
+            "m0_offset": m0_offset[0] if m0_offset else None,
+            "wassr": wassr,
+            "wassr_offsets": w_offsets,
+            "mtrasym_ppm": mtr,
+            "pools": pools,
+            "fit": fit,
+        }
 
     # ------------------------------------------------------------------ run
     def run(self) -> None:
@@ -269,8 +287,14 @@ class CestPanel(QWidget):
             return
         series = kwargs.pop("series")
         self.status.setText("computing CEST maps ...")
-        self.runner.start(cest.analyse_cest, series, on_done=lambda r: self._show(series, r),
-                          on_error=self.run_row.fail, guard=True, **kwargs)
+        self.runner.start(
+            cest.analyse_cest,
+            series,
+            on_done=lambda r: self._show(series, r),
+            on_error=self.run_row.fail,
+            guard=True,
+            **kwargs,
+        )
 
     def _show(self, series: Volume, result: cest.CestResult) -> None:
         self.result, self.result_series = result, series
@@ -282,8 +306,9 @@ class CestPanel(QWidget):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.output_layers = []
-        reporter = next((p.name for p in (result.fit.pools if result.fit else [])
-                         if p.name not in cest.DEFAULT_POOLS), "amide")
+        reporter = next(
+            (p.name for p in (result.fit.pools if result.fit else []) if p.name not in cest.DEFAULT_POOLS), "amide"
+        )
         for name, vol in result.maps.items():
             kind = name.split("_")[0] if not name.startswith("b0") else "b0_ppm"
             if kind not in MAP_STYLE or name.endswith("_water") and kind != "offset":
@@ -296,12 +321,21 @@ class CestPanel(QWidget):
             if kind == "amplitude":
                 limits = (0.0, max(limits[1], 1e-3))
             shown = name in ("b0_ppm", f"amplitude_{reporter}")
-            layer = add_volume(self.viewer, vol.replace(unit=unit), colormap=colormap, contrast_limits=limits,
-                               visible=shown, blending="translucent", name=f"CEST {name}")
+            layer = add_volume(
+                self.viewer,
+                vol.replace(unit=unit),
+                colormap=colormap,
+                contrast_limits=limits,
+                visible=shown,
+                blending="translucent",
+                name=f"CEST {name}",
+            )
             self.output_layers.append(layer)
         med = float(np.nanmedian(result.b0_ppm)) if np.isfinite(result.b0_ppm).any() else float("nan")
-        self.status.setText(f"{result.parameters['voxels']} voxels; B0 median {med:.3f} ppm ({result.parameters['b0_method']})"
-                            + (f"; {'; '.join(result.warnings)}" if result.warnings else ""))
+        self.status.setText(
+            f"{result.parameters['voxels']} voxels; B0 median {med:.3f} ppm ({result.parameters['b0_method']})"
+            + (f"; {'; '.join(result.warnings)}" if result.warnings else "")
+        )
         self.run_row.run_pending(self.run)
 
     # ------------------------------------------------------------------ plot
@@ -348,8 +382,9 @@ class CestPanel(QWidget):
             if params is not None and np.all(np.isfinite(params)):
                 fit_x = np.linspace(float(x.min()), float(x.max()), 300)
                 fit = cest.lorentzian_model(params[None], fit_x)[0]
-                solute = next((p.name for p in res.fit.pools if p.name not in cest.DEFAULT_POOLS), None) or \
-                    next((p.name for p in res.fit.pools if p.name == "amide"), None)
+                solute = next((p.name for p in res.fit.pools if p.name not in cest.DEFAULT_POOLS), None) or next(
+                    (p.name for p in res.fit.pools if p.name == "amide"), None
+                )
                 if solute is not None:
                     p2 = params.copy()
                     p2[res.fit.index(solute, "amplitude")] = 0.0
@@ -362,8 +397,11 @@ class CestPanel(QWidget):
             if kwargs is None:
                 return None
             offsets, m0_offset = kwargs
-            data = np.asarray(series.data[(slice(None),) + idx], float) if not label else \
-                np.asarray(series.data)[:, inside].mean(axis=1)
+            data = (
+                np.asarray(series.data[(slice(None),) + idx], float)
+                if not label
+                else np.asarray(series.data)[:, inside].mean(axis=1)
+            )
             try:
                 z, x, _ = cest.z_spectrum(data[:, None], offsets, None, m0_offset)
             except InputError as exc:
@@ -383,8 +421,18 @@ class CestPanel(QWidget):
         self.plot_title.setText(text)
         self._redraw(limits)
         self.last_plot_ms = 1000.0 * (time.perf_counter() - start)
-        return {"index": idx, "x": x, "y": y, "fit_x": fit_x, "fit": fit, "reference": ref, "asym_x": pos,
-                "mtrasym": asym, "label": label, "text": text}
+        return {
+            "index": idx,
+            "x": x,
+            "y": y,
+            "fit_x": fit_x,
+            "fit": fit,
+            "reference": ref,
+            "asym_x": pos,
+            "mtrasym": asym,
+            "label": label,
+            "text": text,
+        }
 
     def _grab_background(self, event=None) -> None:
         self._background = self.canvas.copy_from_bbox(self.axes.bbox)

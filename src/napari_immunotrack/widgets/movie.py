@@ -9,7 +9,6 @@ and Cancel, and written atomically with a provenance sidecar. The same function
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from qtpy.QtWidgets import (
     QComboBox,
@@ -30,7 +29,7 @@ from ._dock import PluginDock
 SIZES = ("1920x1080", "1280x720", "960x540", "3840x2160")
 
 
-def study_root_from_layers(viewer) -> Optional[Path]:
+def study_root_from_layers(viewer) -> Path | None:
     """The study folder of the first layer read from a ``sub-*`` folder (its parent), else None."""
     for layer in viewer.layers:
         path = getattr(getattr(layer, "source", None), "path", None)
@@ -112,9 +111,13 @@ class MovieWidget(PluginDock):
             self.study_edit.setText(folder)
 
     def options(self) -> dict:
-        return {"track": self.track_combo.currentText(), "plane": self.plane_combo.currentText(),
-                "size": self.size_combo.currentText(), "fps": float(self.fps.value()),
-                "rotate_views": int(self.rotate.value()) if self.plane_combo.currentText() == "mip" else 0}
+        return {
+            "track": self.track_combo.currentText(),
+            "plane": self.plane_combo.currentText(),
+            "size": self.size_combo.currentText(),
+            "fps": float(self.fps.value()),
+            "rotate_views": int(self.rotate.value()) if self.plane_combo.currentText() == "mip" else 0,
+        }
 
     def run(self):
         if self.run_row.busy():
@@ -126,11 +129,18 @@ class MovieWidget(PluginDock):
                 return
             self.output_edit.setText(output)
         self.result = None
-        self.runner.start(export_movie, self.study_edit.text().strip(), output, **self.options(),
-                          on_done=self._done, on_error=self.run_row.fail)
+        self.runner.start(
+            export_movie,
+            self.study_edit.text().strip(),
+            output,
+            **self.options(),
+            on_done=self._done,
+            on_error=self.run_row.fail,
+        )
 
     def _done(self, result):
         self.result = result
-        self.status.setText(f"{result.n_frames} frames {result.size[0]}x{result.size[1]} "
-                            f"({', '.join(result.stamps)}) -> {result.path}")
+        self.status.setText(
+            f"{result.n_frames} frames {result.size[0]}x{result.size[1]} ({', '.join(result.stamps)}) -> {result.path}"
+        )
         self.run_row.run_pending(self.run)

@@ -21,24 +21,48 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                            QListWidgetItem, QPushButton, QVBoxLayout)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+)
 
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
+from ._common import (
+    RunRow,
+    choose,
+    debounce_timer,
+    fill_combo,
+    follow_layers,
+    layer_to_volume,
+    layers_of,
+    notify_error,
+    save_dialog,
+    table_widget,
+)
 from ._dock import PluginDock
-from ._common import (RunRow, choose, debounce_timer, fill_combo, follow_layers, layer_to_volume, layers_of,
-                      notify_error, save_dialog, table_widget)
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
 _NUCLEAR = ("PT", "NM")
 #: Header fields the user may edit: (override key, label, unit shown).
-EDITABLE = (("dose_mbq", "Injected dose (MBq)"), ("weight_kg", "Weight (kg)"), ("height_cm", "Height (cm)"),
-            ("sex", "Sex (M/F/O)"), ("injection_time", "Injection (ISO date-time)"),
-            ("scan_time", "Scan reference (ISO date-time)"))
+EDITABLE = (
+    ("dose_mbq", "Injected dose (MBq)"),
+    ("weight_kg", "Weight (kg)"),
+    ("height_cm", "Height (cm)"),
+    ("sex", "Sex (M/F/O)"),
+    ("injection_time", "Injection (ISO date-time)"),
+    ("scan_time", "Scan reference (ISO date-time)"),
+)
 
 
 def unit_slug(unit: str) -> str:
@@ -62,8 +86,16 @@ def is_nuclear(volume: Volume) -> bool:
     return volume.modality in _NUCLEAR or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
 
 
-def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Optional[dict] = None, progress=None,
-                  pvc: str = "none", psf_fwhm=None):
+def readout_table(
+    rois: Volume,
+    layers,
+    *,
+    suv_type: str = "bw",
+    overrides: dict | None = None,
+    progress=None,
+    pvc: str = "none",
+    psf_fwhm=None,
+):
     """Per-ROI statistics of several quantitative volumes (GUI-free; the widget's computation).
 
     Parameters
@@ -105,8 +137,9 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
             header = pet_mod.read_pet_header(vol, **overrides.get(lname, {}))
             headers[lname] = header.as_dict()
             try:
-                df = pet_mod.quantify_pet(vol, rois, suv_types=(suv_type,), header=header, progress=sub,
-                                          label_names=names)  # per-organ densities for %ID/g
+                df = pet_mod.quantify_pet(
+                    vol, rois, suv_types=(suv_type,), header=header, progress=sub, label_names=names
+                )  # per-organ densities for %ID/g
                 unit = "Bq/mL"
             except InputError as exc:  # no SUV possible: still give Bq/mL (or the raw unit), say why
                 status = f"no SUV: {one_line(exc)}"
@@ -130,6 +163,7 @@ def readout_table(rois: Volume, layers, *, suv_type: str = "bw", overrides: Opti
             warns.extend(df.attrs.get("warnings", []))
         if pvc != "none":  # partial-volume corrected columns, computed on the image the table read (h19)
             from ..analysis.pvc import add_readout_pvc
+
             image = vol if status != "ok" or not is_nuclear(vol) else pet_mod.activity_concentration(vol, header)
             df, pvc_prov[lname] = add_readout_pvc(df, image, rois, pvc, psf_fwhm)
             warns.extend(df.attrs.get("warnings", []))
@@ -239,8 +273,10 @@ class ReadoutWidget(PluginDock):
         self.export_button.setEnabled(False)
         layout.addWidget(self.export_button)
         self.dicom_button = QPushButton("Export DICOM SEG + SR...")
-        self.dicom_button.setToolTip("the ROIs as a DICOM SEG on the PET/SPECT series and the readouts as a "
-                                     "TID 1500 SR referencing it (for PACS, 3D Slicer, OHIF)")
+        self.dicom_button.setToolTip(
+            "the ROIs as a DICOM SEG on the PET/SPECT series and the readouts as a "
+            "TID 1500 SR referencing it (for PACS, 3D Slicer, OHIF)"
+        )
         self.dicom_button.setEnabled(False)
         layout.addWidget(self.dicom_button)
 
@@ -270,18 +306,20 @@ class ReadoutWidget(PluginDock):
             on = ly.name in checked or (ly.name not in known and quantitative)
             item.setCheckState(_checked(on))
             self.layer_list.addItem(item)
-        pets = [ly.name for ly in images if ly.metadata.get("volume") is not None
-                and is_nuclear(ly.metadata["volume"])]
+        pets = [ly.name for ly in images if ly.metadata.get("volume") is not None and is_nuclear(ly.metadata["volume"])]
         fill_combo(self.header_layer_combo, pets)
         self.header_box.setVisible(bool(pets))
         self._watch_roi_layer()
         self._show_header()
 
     def selected_layers(self) -> list:
-        return [self.layer_list.item(i).text() for i in range(self.layer_list.count())
-                if self.layer_list.item(i).checkState() == _checked(True)]
+        return [
+            self.layer_list.item(i).text()
+            for i in range(self.layer_list.count())
+            if self.layer_list.item(i).checkState() == _checked(True)
+        ]
 
-    def select(self, roi: Optional[str] = None, layers=None) -> None:
+    def select(self, roi: str | None = None, layers=None) -> None:
         """Choose inputs by layer name (for scripts and tests)."""
         if roi is not None:
             choose(self.roi_combo, roi, f"no Labels layer named {roi!r}.")
@@ -316,7 +354,7 @@ class ReadoutWidget(PluginDock):
             self._timer.start()
 
     # ------------------------------------------------------------------ header panel
-    def _header_volume(self) -> Optional[Volume]:
+    def _header_volume(self) -> Volume | None:
         name = self.header_layer_combo.currentText()
         if not name or name not in self.viewer.layers:
             return None
@@ -340,9 +378,11 @@ class ReadoutWidget(PluginDock):
                 return
         problems = "; ".join(h.problems)
         dec = h.decayed_dose_bq
-        info = [f"Units {h.units or '?'}, DecayCorrection {h.decay_correction or '?'}, "
-                f"nuclide {h.radionuclide or '?'}, T1/2 {h.half_life_s or '?'} s",
-                f"decayed dose {dec / 1e6:.4g} MBq at {h.reference_time}" if dec else "decayed dose: unknown"]
+        info = [
+            f"Units {h.units or '?'}, DecayCorrection {h.decay_correction or '?'}, "
+            f"nuclide {h.radionuclide or '?'}, T1/2 {h.half_life_s or '?'} s",
+            f"decayed dose {dec / 1e6:.4g} MBq at {h.reference_time}" if dec else "decayed dose: unknown",
+        ]
         if h.warnings:
             info.append("guesses: " + "; ".join(h.warnings))
         if problems:
@@ -350,13 +390,16 @@ class ReadoutWidget(PluginDock):
         if h.overrides:
             info.append("edited: " + ", ".join(sorted(h.overrides)))
         self.header_info.setText("\n".join(info))
-        values = {"dose_mbq": f"{h.dose_bq / 1e6:.6g}" if h.dose_bq else "",
-                  "weight_kg": f"{h.weight_kg:.6g}" if h.weight_kg else "",
-                  "height_cm": f"{h.height_m * 100:.6g}" if h.height_m else "",
-                  "sex": h.sex or "",
-                  "injection_time": h.injection_time.isoformat() if h.injection_time else "",
-                  "scan_time": h.reference_time.isoformat() if h.reference_time and h.decay_correction != "ADMIN"
-                  else (h.series_time.isoformat() if h.series_time else "")}
+        values = {
+            "dose_mbq": f"{h.dose_bq / 1e6:.6g}" if h.dose_bq else "",
+            "weight_kg": f"{h.weight_kg:.6g}" if h.weight_kg else "",
+            "height_cm": f"{h.height_m * 100:.6g}" if h.height_m else "",
+            "sex": h.sex or "",
+            "injection_time": h.injection_time.isoformat() if h.injection_time else "",
+            "scan_time": h.reference_time.isoformat()
+            if h.reference_time and h.decay_correction != "ADMIN"
+            else (h.series_time.isoformat() if h.series_time else ""),
+        }
         self._shown_header = values
         for key, edit in self.header_edits.items():
             edit.setText(values.get(key, ""))
@@ -364,15 +407,20 @@ class ReadoutWidget(PluginDock):
     def _apply_header_edits(self) -> None:
         """Turn the edited fields into overrides of the chosen PET layer's header, then recompute."""
         try:
-            self.set_header_edits(**{k: e.text().strip() for k, e in self.header_edits.items()
-                                     if e.text().strip() != self._shown_header.get(k, "")})
+            self.set_header_edits(
+                **{
+                    k: e.text().strip()
+                    for k, e in self.header_edits.items()
+                    if e.text().strip() != self._shown_header.get(k, "")
+                }
+            )
         except InputError as exc:
             notify_error(exc)
             return
         if self.table is not None:
             self.run()
 
-    def set_header_edits(self, layer: Optional[str] = None, **fields) -> dict:
+    def set_header_edits(self, layer: str | None = None, **fields) -> dict:
         """Record user edits (dose_mbq, weight_kg, height_cm, sex, injection_time, scan_time) for a PET layer."""
         name = layer or self.header_layer_combo.currentText()
         if not name:
@@ -422,11 +470,18 @@ class ReadoutWidget(PluginDock):
         self._inputs = {"rois": rois, **{n: v for n, v in layers}}
         self._live = True
         self.status.setText("computing...")
-        self.runner.start(readout_table, rois, layers, suv_type=self.suv_combo.currentText(),
-                          overrides={k: dict(v) for k, v in self.overrides.items()},
-                          pvc=self.pvc_combo.currentText(), psf_fwhm=self.psf_edit.text().strip() or None,
-                          on_done=self._done,
-                          on_error=self._failed, guard=True)
+        self.runner.start(
+            readout_table,
+            rois,
+            layers,
+            suv_type=self.suv_combo.currentText(),
+            overrides={k: dict(v) for k, v in self.overrides.items()},
+            pvc=self.pvc_combo.currentText(),
+            psf_fwhm=self.psf_edit.text().strip() or None,
+            on_done=self._done,
+            on_error=self._failed,
+            guard=True,
+        )
 
     def _done(self, result) -> None:
         self.table = result
@@ -460,8 +515,11 @@ class ReadoutWidget(PluginDock):
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
         self.metric_combo.addItems(numeric)
-        preferred = [c for c in (current, f"suv_{self.suv_combo.currentText()}_mean", "percent_id_per_g",
-                                 "mean_bq_ml") if c in numeric]
+        preferred = [
+            c
+            for c in (current, f"suv_{self.suv_combo.currentText()}_mean", "percent_id_per_g", "mean_bq_ml")
+            if c in numeric
+        ]
         if preferred:
             self.metric_combo.setCurrentText(preferred[0])
         self.metric_combo.blockSignals(False)
@@ -501,18 +559,31 @@ class ReadoutWidget(PluginDock):
         if self.table is None:
             raise InputError("compute the readouts first.")
         record = provenance.record(
-            "readout", inputs=getattr(self, "_inputs", {}),
-            parameters={"suv_type": self.suv_combo.currentText(), "roi_layer": self.roi_combo.currentText(),
-                        "layers": sorted(self.table["layer"].unique().tolist()), "header_edits": self.overrides},
-            warnings=self.table.attrs.get("warnings", []), pet_headers=self.table.attrs.get("headers", {}),
-            pvc=self.table.attrs.get("pvc", {}))
+            "readout",
+            inputs=getattr(self, "_inputs", {}),
+            parameters={
+                "suv_type": self.suv_combo.currentText(),
+                "roi_layer": self.roi_combo.currentText(),
+                "layers": sorted(self.table["layer"].unique().tolist()),
+                "header_edits": self.overrides,
+            },
+            warnings=self.table.attrs.get("warnings", []),
+            pet_headers=self.table.attrs.get("headers", {}),
+            pvc=self.table.attrs.get("pvc", {}),
+        )
         return write_table(self.table, path, provenance=record, overwrite=overwrite)
 
     def _export_dialog(self) -> None:
-        save_dialog(self, self.status, "Save readouts as CSV", "readouts.csv", "CSV (*.csv)",
-                    lambda path: self.export(path, overwrite=True))  # the dialog asked before replacing
+        save_dialog(
+            self,
+            self.status,
+            "Save readouts as CSV",
+            "readouts.csv",
+            "CSV (*.csv)",
+            lambda path: self.export(path, overwrite=True),
+        )  # the dialog asked before replacing
 
-    def export_dicom(self, seg_path, source, layer: Optional[str] = None, overwrite: bool = False):
+    def export_dicom(self, seg_path, source, layer: str | None = None, overwrite: bool = False):
         """Write the ROIs as a DICOM SEG on ``source`` (the DICOM series shown as ``layer``) and that layer's
         readouts as a TID 1500 SR beside it (``<seg stem>_sr.dcm``), both with provenance.
 
@@ -531,24 +602,33 @@ class ReadoutWidget(PluginDock):
         if layer not in quant:
             raise InputError(f"choose which layer the series is ({', '.join(quant)}); its readouts go in the SR.")
         seg_path = Path(seg_path)
-        sr_path = seg_path.with_name(seg_path.name[:-4] + "_sr.dcm" if seg_path.name.lower().endswith(".dcm")
-                                     else seg_path.name + "_sr.dcm")
+        sr_path = seg_path.with_name(
+            seg_path.name[:-4] + "_sr.dcm" if seg_path.name.lower().endswith(".dcm") else seg_path.name + "_sr.dcm"
+        )
         for out in (seg_path, sr_path):
             check_output(out, overwrite)
         shown = self._inputs[layer]
         native, _ = source_series(source)
         if tuple(native.spatial_shape) != tuple(shown.spatial_shape):
-            raise InputError(f"{source} ({native.spatial_shape}) is not the series shown as {layer!r} "
-                             f"({shown.spatial_shape}); choose the folder that layer was opened from.")
+            raise InputError(
+                f"{source} ({native.spatial_shape}) is not the series shown as {layer!r} "
+                f"({shown.spatial_shape}); choose the folder that layer was opened from."
+            )
         shown_to_native = native.affine @ np.linalg.inv(shown.affine)  # identity unless registered
         rois = self._inputs["rois"]
         labels = rois.replace(affine=shown_to_native @ rois.affine)
         seg, datasets = build_seg(labels, source, label_names=rois.metadata.get("label_names"))
         rows = self.table[self.table["layer"] == layer]
         sr = build_sr(rows, seg, datasets)
-        record = provenance.record("readout dicom export", inputs={"source": str(source)},
-                                   parameters={"layer": layer, "roi_layer": self.roi_combo.currentText(),
-                                               "shown_to_native": np.round(shown_to_native, 9).tolist()})
+        record = provenance.record(
+            "readout dicom export",
+            inputs={"source": str(source)},
+            parameters={
+                "layer": layer,
+                "roi_layer": self.roi_combo.currentText(),
+                "shown_to_native": np.round(shown_to_native, 9).tolist(),
+            },
+        )
         save_dataset(seg, seg_path, overwrite=overwrite, provenance=record)
         try:
             save_dataset(sr, sr_path, overwrite=overwrite, provenance=record)
@@ -566,8 +646,14 @@ class ReadoutWidget(PluginDock):
         start = str((vol.metadata.get("source_path") if vol is not None else None) or "")
         source = QFileDialog.getExistingDirectory(self, "The DICOM series the readouts were made on", start)
         if source:
-            save_dialog(self, self.status, "Save the DICOM SEG (the SR goes beside it)", "rois_seg.dcm",
-                        "DICOM (*.dcm)", lambda path: self.export_dicom(path, source, layer, overwrite=True))
+            save_dialog(
+                self,
+                self.status,
+                "Save the DICOM SEG (the SR goes beside it)",
+                "rois_seg.dcm",
+                "DICOM (*.dcm)",
+                lambda path: self.export_dicom(path, source, layer, overwrite=True),
+            )
 
 
 class CursorReadoutWidget(PluginDock):
@@ -583,7 +669,7 @@ class CursorReadoutWidget(PluginDock):
         self._suv_cache: dict = {}
         self.viewer.mouse_move_callbacks.append(self._on_move)
 
-    def _suv_factor(self, layer_name: str, volume: Volume) -> Optional[float]:
+    def _suv_factor(self, layer_name: str, volume: Volume) -> float | None:
         """SUVbw per stored value of a PET layer (None when the header cannot give it); cached per layer."""
         import warnings
 

@@ -20,29 +20,55 @@ image in the fixed world.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                            QListWidgetItem, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
 
-from ..affines import REVERSE_AXES
 from .. import registration as reg
+from ..affines import REVERSE_AXES
 from ..errors import InputError, one_line
 from ..progress import report, scaled
 from ..volume import napari_to_ras
+from ._common import (
+    Failed,
+    RunRow,
+    choose,
+    chosen_layer,
+    data_to_world_points,
+    fill_combo,
+    follow_layers,
+    layer_to_volume,
+    layers_of,
+    notify_error,
+    save_dialog,
+    volume_layer_data,
+)
 from ._dock import PluginDock
-from ._common import (Failed, RunRow, chosen_layer, choose, data_to_world_points, fill_combo, follow_layers,
-                      layer_to_volume, layers_of, notify_error, save_dialog, volume_layer_data)
 
 METHODS = {"Intensity (mutual information)": "intensity", "Landmarks (paired points)": "landmarks"}
 #: Names of the quality-control layers this widget owns.
-QC_NAMES = {"checkerboard": "QC checkerboard", "difference": "QC difference", "moving": "QC moving on fixed grid",
-            "edges": "QC fixed edges"}
+QC_NAMES = {
+    "checkerboard": "QC checkerboard",
+    "difference": "QC difference",
+    "moving": "QC moving on fixed grid",
+    "edges": "QC fixed edges",
+}
 #: Which QC layers each view shows (edges are drawn over the registered moving image).
-QC_VIEWS = {"checkerboard": ("checkerboard",), "difference": ("difference",), "edges": ("moving", "edges"),
-            "none": ()}
+QC_VIEWS = {"checkerboard": ("checkerboard",), "difference": ("difference",), "edges": ("moving", "edges"), "none": ()}
 #: Preferred moving image, by modality: what is usually registered to the anatomy.
 _MOVING_ORDER = ("PT", "NM", "CT", "MPI", "F19", "OPT")
 #: napari world order (S, A, R) <-> RAS (x, y, z)
@@ -58,8 +84,18 @@ def _points_ras(layer) -> np.ndarray:
     return napari_to_ras(world)
 
 
-def compute(fixed, moving, method="intensity", transform="rigid", fixed_mask=None, moving_mask=None,
-            fixed_points=None, moving_points=None, square_mm=10.0, progress=None):
+def compute(
+    fixed,
+    moving,
+    method="intensity",
+    transform="rigid",
+    fixed_mask=None,
+    moving_mask=None,
+    fixed_points=None,
+    moving_points=None,
+    square_mm=10.0,
+    progress=None,
+):
     """What the worker runs: the registration, then its quality-control views (pure; no napari).
 
     Returns ``(result, qc, metrics)``: the RegistrationResult, a dict of Volumes on the fixed grid
@@ -72,20 +108,30 @@ def compute(fixed, moving, method="intensity", transform="rigid", fixed_mask=Non
             result = reg.register_landmarks(fixed_points, moving_points, transform=transform)
             report(progress, 0.3, "landmarks fitted; metric before and after")
             try:
-                metrics = (reg.evaluate_metric(fixed, moving),
-                           reg.evaluate_metric(fixed, moving, result.fixed_to_moving))
+                metrics = (
+                    reg.evaluate_metric(fixed, moving),
+                    reg.evaluate_metric(fixed, moving, result.fixed_to_moving),
+                )
             except InputError:
                 metrics = (float("nan"), float("nan"))
         else:
-            result = reg.register(fixed, moving, transform=transform, fixed_mask=fixed_mask,
-                                  moving_mask=moving_mask, progress=scaled(progress, 0.0, 0.85))
+            result = reg.register(
+                fixed,
+                moving,
+                transform=transform,
+                fixed_mask=fixed_mask,
+                moving_mask=moving_mask,
+                progress=scaled(progress, 0.0, 0.85),
+            )
             metrics = (result.metric_initial, result.metric_final)
         report(progress, 0.9, "quality control views")
         on_fixed = reg.resample_moving(fixed, moving, result)
-        qc = {"checkerboard": reg.checkerboard(fixed, on_fixed, square_mm=square_mm),
-              "difference": reg.difference(fixed, on_fixed),
-              "moving": reg.normalised(on_fixed),
-              "edges": reg.edges(fixed)}
+        qc = {
+            "checkerboard": reg.checkerboard(fixed, on_fixed, square_mm=square_mm),
+            "difference": reg.difference(fixed, on_fixed),
+            "moving": reg.normalised(on_fixed),
+            "edges": reg.edges(fixed),
+        }
         report(progress, 1.0, "done")
         return result, qc, metrics
     except Exception as exc:  # noqa: BLE001 - shown to the user in the GUI thread, never lost
@@ -97,7 +143,7 @@ class RegistrationWidget(PluginDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)  # self.viewer; the close guard
-        self.result: Optional[reg.RegistrationResult] = None
+        self.result: reg.RegistrationResult | None = None
         self.metrics = (float("nan"), float("nan"))
         self.qc_layers: dict = {}
         self._undo: list = []
@@ -112,8 +158,9 @@ class RegistrationWidget(PluginDock):
         form.addRow("Fixed *", self.fixed_combo)
         form.addRow("Moving *", self.moving_combo)
         self.companions = QListWidget()
-        self.companions.setToolTip("other layers acquired with the moving one (its CT, its ROIs): "
-                                   "ticked layers get the same transform")
+        self.companions.setToolTip(
+            "other layers acquired with the moving one (its CT, its ROIs): ticked layers get the same transform"
+        )
         self.companions.setMaximumHeight(90)
         form.addRow("Move with it", self.companions)
         layout.addWidget(box)
@@ -180,12 +227,16 @@ class RegistrationWidget(PluginDock):
     def _refresh_choices(self, event=None) -> None:
         images = self._layers("Image")
         names = [ly.name for ly in images]
-        modality = {ly.name: ly.metadata.get("volume").modality if ly.metadata.get("volume") is not None else ""
-                    for ly in images}
+        modality = {
+            ly.name: ly.metadata.get("volume").modality if ly.metadata.get("volume") is not None else ""
+            for ly in images
+        }
         anatomy = next((n for n in names if modality[n] == "MR"), names[0] if names else None)
         others = [n for n in names if n != anatomy]
-        ranked = sorted(others, key=lambda n: _MOVING_ORDER.index(modality[n]) if modality[n] in _MOVING_ORDER
-                        else len(_MOVING_ORDER))
+        ranked = sorted(
+            others,
+            key=lambda n: _MOVING_ORDER.index(modality[n]) if modality[n] in _MOVING_ORDER else len(_MOVING_ORDER),
+        )
         hot = ranked[0] if ranked else None
         fill_combo(self.fixed_combo, names, guess=anatomy)
         fill_combo(self.moving_combo, names, guess=hot)
@@ -213,8 +264,11 @@ class RegistrationWidget(PluginDock):
 
     def companion_names(self) -> list:
         """Names of the ticked layers that move with the moving image."""
-        return [self.companions.item(i).text() for i in range(self.companions.count())
-                if self.companions.item(i).checkState() == Qt.CheckState.Checked]
+        return [
+            self.companions.item(i).text()
+            for i in range(self.companions.count())
+            if self.companions.item(i).checkState() == Qt.CheckState.Checked
+        ]
 
     def _method_changed(self, *args) -> None:
         landmarks = METHODS[self.method_combo.currentText()] == "landmarks"
@@ -223,13 +277,28 @@ class RegistrationWidget(PluginDock):
         for combo in (self.fixed_mask_combo, self.moving_mask_combo):
             combo.setEnabled(not landmarks)
 
-    def select(self, fixed=None, moving=None, method=None, transform=None, fixed_mask=None, moving_mask=None,
-               fixed_points=None, moving_points=None, companions=None) -> None:
+    def select(
+        self,
+        fixed=None,
+        moving=None,
+        method=None,
+        transform=None,
+        fixed_mask=None,
+        moving_mask=None,
+        fixed_points=None,
+        moving_points=None,
+        companions=None,
+    ) -> None:
         """Choose inputs by name (for scripts and tests); ``method`` is "intensity" or "landmarks"."""
-        for combo, value in ((self.fixed_combo, fixed), (self.moving_combo, moving),
-                             (self.transform_combo, transform), (self.fixed_mask_combo, fixed_mask),
-                             (self.moving_mask_combo, moving_mask), (self.fixed_points_combo, fixed_points),
-                             (self.moving_points_combo, moving_points)):
+        for combo, value in (
+            (self.fixed_combo, fixed),
+            (self.moving_combo, moving),
+            (self.transform_combo, transform),
+            (self.fixed_mask_combo, fixed_mask),
+            (self.moving_mask_combo, moving_mask),
+            (self.fixed_points_combo, fixed_points),
+            (self.moving_points_combo, moving_points),
+        ):
             if value is not None:
                 choose(combo, value, f"no choice named {value!r}.")
         if method is not None:
@@ -257,14 +326,19 @@ class RegistrationWidget(PluginDock):
             if fixed_layer is moving_layer:
                 raise InputError("the fixed and the moving image are the same layer; choose two images.")
             method = METHODS[self.method_combo.currentText()]
-            kwargs = {"method": method, "transform": self.transform_combo.currentText(),
-                      "square_mm": self.square_mm.value()}
+            kwargs = {
+                "method": method,
+                "transform": self.transform_combo.currentText(),
+                "square_mm": self.square_mm.value(),
+            }
             if method == "landmarks":
                 fp = self._layer(self.fixed_points_combo, "fixed landmarks")
                 mp = self._layer(self.moving_points_combo, "moving landmarks")
                 if fp is None or mp is None:
-                    raise InputError("choose a Points layer of landmarks on each image (the same points, same "
-                                     "order), or use the intensity method.")
+                    raise InputError(
+                        "choose a Points layer of landmarks on each image (the same points, same "
+                        "order), or use the intensity method."
+                    )
                 kwargs.update(fixed_points=_points_ras(fp), moving_points=_points_ras(mp))
             else:
                 for key, combo in (("fixed_mask", self.fixed_mask_combo), ("moving_mask", self.moving_mask_combo)):
@@ -275,8 +349,13 @@ class RegistrationWidget(PluginDock):
             self._failed(exc)
             return
         self.runner.start(compute, fixed, moving, on_done=self._done, on_error=self._failed, **kwargs)
-        self._inputs = {"fixed": fixed_layer, "moving": moving_layer, "fixed_volume": fixed, "moving_volume": moving,
-                        "points": (kwargs.get("fixed_points") is not None and self.moving_points_combo.currentText())}
+        self._inputs = {
+            "fixed": fixed_layer,
+            "moving": moving_layer,
+            "fixed_volume": fixed,
+            "moving_volume": moving,
+            "points": (kwargs.get("fixed_points") is not None and self.moving_points_combo.currentText()),
+        }
         self.status.setText("registering...")
 
     def _done(self, out) -> None:
@@ -296,11 +375,15 @@ class RegistrationWidget(PluginDock):
         self.save_button.setEnabled(True)
         note = ""
         if not np.allclose(result.fixed_to_moving[:3, :3], np.eye(3), atol=1e-3):
-            note = (" napari draws a rotated layer in 2D without its out-of-slice rotation: judge the alignment on "
-                    "the QC layers (on the fixed grid) or in 3D.")
-        self.status.setText(f"registered {moving_layer.name} to {self._inputs['fixed'].name} "
-                            f"({result.method}, {result.parameters.get('transform')}, {result.elapsed_s:.1f} s); "
-                            f"moved: {', '.join(ly.name for ly in movers)}.{note}")
+            note = (
+                " napari draws a rotated layer in 2D without its out-of-slice rotation: judge the alignment on "
+                "the QC layers (on the fixed grid) or in 3D."
+            )
+        self.status.setText(
+            f"registered {moving_layer.name} to {self._inputs['fixed'].name} "
+            f"({result.method}, {result.parameters.get('transform')}, {result.elapsed_s:.1f} s); "
+            f"moved: {', '.join(ly.name for ly in movers)}.{note}"
+        )
         for warning in result.warnings:
             from napari.utils.notifications import show_warning
 
@@ -320,8 +403,8 @@ class RegistrationWidget(PluginDock):
             old = np.array(layer.affine.affine_matrix, float)
             n = old.shape[0] - 1
             step = np.eye(n + 1)
-            step[n - 3:n, n - 3:n] = world[:3, :3]
-            step[n - 3:n, n] = world[:3, 3]
+            step[n - 3 : n, n - 3 : n] = world[:3, :3]
+            step[n - 3 : n, n] = world[:3, 3]
             volume = layer.metadata.get("volume")
             entries.append((layer, old, volume))
             layer.affine = step @ old
@@ -352,10 +435,12 @@ class RegistrationWidget(PluginDock):
     # ------------------------------------------------------------------ quality control
     def _show_qc(self, qc: dict) -> None:
         fixed = self._inputs["fixed_volume"]
-        styles = {"checkerboard": {"colormap": "gray", "contrast_limits": (0, 1), "blending": "translucent"},
-                  "difference": {"colormap": "twilight_shifted", "contrast_limits": (-1, 1), "blending": "translucent"},
-                  "moving": {"colormap": "gray", "contrast_limits": (0, 1), "blending": "translucent"},
-                  "edges": {"colormap": "cyan", "contrast_limits": (0, 1), "blending": "additive"}}
+        styles = {
+            "checkerboard": {"colormap": "gray", "contrast_limits": (0, 1), "blending": "translucent"},
+            "difference": {"colormap": "twilight_shifted", "contrast_limits": (-1, 1), "blending": "translucent"},
+            "moving": {"colormap": "gray", "contrast_limits": (0, 1), "blending": "translucent"},
+            "edges": {"colormap": "cyan", "contrast_limits": (0, 1), "blending": "additive"},
+        }
         for key, volume in qc.items():
             if key == "edges":
                 volume = volume.replace(data=volume.numpy().astype(np.float32), modality="OT", unit="a.u.")
@@ -380,8 +465,11 @@ class RegistrationWidget(PluginDock):
 
     def _show_metrics(self, result, metrics) -> None:
         before, after = metrics
-        text = (f"mutual information {before:.3f} -> {after:.3f} nats (higher is better)"
-                if np.isfinite(before) and np.isfinite(after) else "mutual information: not available")
+        text = (
+            f"mutual information {before:.3f} -> {after:.3f} nats (higher is better)"
+            if np.isfinite(before) and np.isfinite(after)
+            else "mutual information: not available"
+        )
         if result.method == "landmarks":
             text += f"; landmarks RMS error {result.metric_initial:.2f} -> {result.metric_final:.2f} mm"
             self.fre_table.setRowCount(len(result.fre_mm))
@@ -402,16 +490,32 @@ class RegistrationWidget(PluginDock):
         if self.result is None:
             raise InputError("register first: there is no transform to save.")
         inputs = {"fixed": self._inputs.get("fixed_volume"), "moving": self._inputs.get("moving_volume")}
-        record = provenance.record("register", inputs=inputs, parameters=self.result.parameters,
-                                   warnings=self.result.warnings, result=self.result.to_dict(),
-                                   layers={"fixed": self._inputs["fixed"].name, "moving": self._inputs["moving"].name})
-        return write_transform(path, self.result.fixed_to_moving, overwrite=overwrite, provenance=record,
-                               fixed=describe_image(inputs["fixed"], role="fixed"),
-                               moving=describe_image(inputs["moving"], role="moving"))
+        record = provenance.record(
+            "register",
+            inputs=inputs,
+            parameters=self.result.parameters,
+            warnings=self.result.warnings,
+            result=self.result.to_dict(),
+            layers={"fixed": self._inputs["fixed"].name, "moving": self._inputs["moving"].name},
+        )
+        return write_transform(
+            path,
+            self.result.fixed_to_moving,
+            overwrite=overwrite,
+            provenance=record,
+            fixed=describe_image(inputs["fixed"], role="fixed"),
+            moving=describe_image(inputs["moving"], role="moving"),
+        )
 
     def _save_dialog(self) -> None:
-        save_dialog(self, self.status, "Save transform", "transform.tfm", "ITK transform (*.tfm *.txt *.mat)",
-                    lambda path: self.save_transform(path, overwrite=True))  # the dialog asked before replacing
+        save_dialog(
+            self,
+            self.status,
+            "Save transform",
+            "transform.tfm",
+            "ITK transform (*.tfm *.txt *.mat)",
+            lambda path: self.save_transform(path, overwrite=True),
+        )  # the dialog asked before replacing
 
 
 __all__ = ["RegistrationWidget", "compute", "QC_NAMES"]

@@ -82,10 +82,27 @@ multi-frame included), :mod:`.geometry` (slice checks, ordering, affines),
 :mod:`.writer` (:func:`write_dicom_series`, the simulator's writer).
 """
 
-from .headers import (PLAIN_KEYS, RADIOPHARM_KEYS, SLICE_HEADER_KEYS, dicom_seconds, parse_dicom_date,
-                      parse_dicom_datetime, parse_dicom_time)
+from .headers import (
+    PLAIN_KEYS,
+    RADIOPHARM_KEYS,
+    SLICE_HEADER_KEYS,
+    dicom_seconds,
+    parse_dicom_date,
+    parse_dicom_datetime,
+    parse_dicom_time,
+)
 from .reading import read_dicom
 from .writer import make_study, write_dicom_series
 
-__all__ = ["read_dicom", "write_dicom_series", "make_study", "dicom_seconds", "parse_dicom_date",
-           "parse_dicom_time", "parse_dicom_datetime", "PLAIN_KEYS", "RADIOPHARM_KEYS", "SLICE_HEADER_KEYS"]
+__all__ = [
+    "read_dicom",
+    "write_dicom_series",
+    "make_study",
+    "dicom_seconds",
+    "parse_dicom_date",
+    "parse_dicom_time",
+    "parse_dicom_datetime",
+    "PLAIN_KEYS",
+    "RADIOPHARM_KEYS",
+    "SLICE_HEADER_KEYS",
+]

@@ -13,31 +13,78 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
 from ...errors import ImmunotrackWarning, InputError
 
 PLAIN_KEYS = (
-    "SeriesDescription", "SeriesNumber", "StudyDescription", "StudyInstanceUID", "FrameOfReferenceUID",
-    "Manufacturer", "ManufacturerModelName", "Units", "SUVType", "DecayCorrection", "CorrectedImage",
-    "SeriesType", "StudyDate", "StudyTime", "SeriesDate", "SeriesTime", "PatientID", "PatientName",
-    "PatientWeight", "PatientSize", "PatientSex", "PatientAge", "PatientBirthDate", "EchoTime",
-    "RepetitionTime", "InversionTime", "FlipAngle", "MagneticFieldStrength", "ImagingFrequency",
-    "DecayFactor", "FrameReferenceTime", "ActualFrameDuration", "SliceThickness", "SpacingBetweenSlices",
-    "ImageType", "BodyPartExamined",
+    "SeriesDescription",
+    "SeriesNumber",
+    "StudyDescription",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "Units",
+    "SUVType",
+    "DecayCorrection",
+    "CorrectedImage",
+    "SeriesType",
+    "StudyDate",
+    "StudyTime",
+    "SeriesDate",
+    "SeriesTime",
+    "PatientID",
+    "PatientName",
+    "PatientWeight",
+    "PatientSize",
+    "PatientSex",
+    "PatientAge",
+    "PatientBirthDate",
+    "EchoTime",
+    "RepetitionTime",
+    "InversionTime",
+    "FlipAngle",
+    "MagneticFieldStrength",
+    "ImagingFrequency",
+    "DecayFactor",
+    "FrameReferenceTime",
+    "ActualFrameDuration",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "ImageType",
+    "BodyPartExamined",
 )
 #: Fields of ``RadiopharmaceuticalInformationSequence[0]`` copied into metadata.
-RADIOPHARM_KEYS = ("Radiopharmaceutical", "RadionuclideTotalDose", "RadionuclideHalfLife",
-                   "RadiopharmaceuticalStartTime", "RadiopharmaceuticalStartDateTime",
-                   "RadionuclidePositronFraction", "RadiopharmaceuticalVolume")
+RADIOPHARM_KEYS = (
+    "Radiopharmaceutical",
+    "RadionuclideTotalDose",
+    "RadionuclideHalfLife",
+    "RadiopharmaceuticalStartTime",
+    "RadiopharmaceuticalStartDateTime",
+    "RadionuclidePositronFraction",
+    "RadiopharmaceuticalVolume",
+)
 #: Keys of each ``metadata["slice_headers"]`` entry. The list runs frame-major:
 #: entry ``i`` belongs to ``frame = i // n_slices`` and ``slice = i % n_slices``
 #: (both also stored in the entry; ``frame`` is 0 for 3D volumes).
-SLICE_HEADER_KEYS = ("frame", "slice", "AcquisitionDate", "AcquisitionTime", "FrameReferenceTime",
-                     "ActualFrameDuration", "DecayFactor", "RescaleSlope", "RescaleIntercept",
-                     "InstanceNumber", "ImagePositionPatient", "EchoTime", "SOPInstanceUID", "file")
+SLICE_HEADER_KEYS = (
+    "frame",
+    "slice",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "FrameReferenceTime",
+    "ActualFrameDuration",
+    "DecayFactor",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "EchoTime",
+    "SOPInstanceUID",
+    "file",
+)
 
 # SOP classes of images we read (used to tell a truncated image header from a non-image object).
 _IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.",)
@@ -46,25 +93,39 @@ _NON_IMAGE_SOP = {
 }
 SOP_CLASS = {
     "PT": "1.2.840.10008.5.1.4.1.1.128",  # PET Image Storage
-    "NM": "1.2.840.10008.5.1.4.1.1.20",   # Nuclear Medicine Image Storage
-    "MR": "1.2.840.10008.5.1.4.1.1.4",    # MR Image Storage
-    "CT": "1.2.840.10008.5.1.4.1.1.2",    # CT Image Storage
-    "OT": "1.2.840.10008.5.1.4.1.1.7",    # Secondary Capture Image Storage
+    "NM": "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image Storage
+    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "OT": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
 }
-PET_UNITS = {"BQML": "Bq/mL", "CNTS": "counts", "PROPCNTS": "counts", "CM2ML": "SUVbsa", "GML": "SUVbw",
-              "%ID/G": "%ID/g", "NONE": "a.u."}
+PET_UNITS = {
+    "BQML": "Bq/mL",
+    "CNTS": "counts",
+    "PROPCNTS": "counts",
+    "CM2ML": "SUVbsa",
+    "GML": "SUVbw",
+    "%ID/G": "%ID/g",
+    "NONE": "a.u.",
+}
 _SUV_TYPES = {"BW": "SUVbw", "BSA": "SUVbsa", "LBM": "SUVlbm", "IBW": "SUVibw"}
-UNIT_TO_DICOM = {"Bq/mL": "BQML", "counts": "CNTS", "SUVbw": "GML", "SUVbsa": "CM2ML", "SUVlbm": "GML",
-                  "SUVibw": "GML", "%ID/g": "%ID/G"}
+UNIT_TO_DICOM = {
+    "Bq/mL": "BQML",
+    "counts": "CNTS",
+    "SUVbw": "GML",
+    "SUVbsa": "CM2ML",
+    "SUVlbm": "GML",
+    "SUVibw": "GML",
+    "%ID/g": "%ID/G",
+}
 
-_DEFER_BYTES = 16384   # values larger than this are read from the file only when used
+_DEFER_BYTES = 16384  # values larger than this are read from the file only when used
 
 
 def _plain(value):
     """A pydicom value as a JSON-friendly str/int/float/list (None for sequences and bytes)."""
     from pydicom.multival import MultiValue
     from pydicom.sequence import Sequence
-    from pydicom.valuerep import DSdecimal, DSfloat, IS, PersonName
+    from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
     if value is None or isinstance(value, (Sequence, bytes, bytearray)):
         return None
@@ -117,7 +178,7 @@ def first_item(ds, sequence_keyword):
     return seq[0] if seq else None
 
 
-def parse_dicom_date(value) -> Optional[_dt.date]:
+def parse_dicom_date(value) -> _dt.date | None:
     """A DICOM DA ('YYYYMMDD', also 'YYYY.MM.DD' of old headers) or ISO date; None when empty.
 
     The one date parser of the package (PET timing and slice ordering use it).
@@ -142,7 +203,7 @@ def parse_dicom_date(value) -> Optional[_dt.date]:
         raise InputError(f"date {text!r} is not a valid date.") from None
 
 
-def parse_dicom_time(value) -> Optional[_dt.time]:
+def parse_dicom_time(value) -> _dt.time | None:
     """A DICOM TM ('HHMMSS.FFFFFF', 'HHMM', 'HH', or 'HH:MM:SS' of old headers) or ISO time; None when empty.
 
     A leap second (60) is read as 59. Raises InputError on text that is not a time.
@@ -171,7 +232,7 @@ def parse_dicom_time(value) -> Optional[_dt.time]:
         raise InputError(f"time {value!r} is not a valid time of day.") from None
 
 
-def parse_dicom_datetime(value) -> Optional[_dt.datetime]:
+def parse_dicom_datetime(value) -> _dt.datetime | None:
     """A DICOM DT ('YYYYMMDDHHMMSS.FFFFFF&ZZXX') or ISO 8601 date-time, as naive local time; None when empty.
 
     A UTC offset, if any, is dropped: the scanner writes all times of a study
@@ -199,7 +260,7 @@ def parse_dicom_datetime(value) -> Optional[_dt.datetime]:
     return _dt.datetime.combine(date, time)
 
 
-def dicom_seconds(date: Optional[str], time: Optional[str]) -> Optional[float]:
+def dicom_seconds(date: str | None, time: str | None) -> float | None:
     """Seconds since 0001-01-01 of a DICOM DA + TM pair (TM alone counts from day 0); None if unreadable.
 
     Built on :func:`parse_dicom_date` and :func:`parse_dicom_time` (one parser
@@ -222,7 +283,7 @@ def dicom_seconds(date: Optional[str], time: Optional[str]) -> Optional[float]:
     return days * 86400.0 + t.hour * 3600.0 + t.minute * 60.0 + t.second + t.microsecond / 1e6
 
 
-def _text(value) -> Optional[str]:
+def _text(value) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -231,7 +292,7 @@ def _text(value) -> Optional[str]:
     return text or None
 
 
-def read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
+def read_header(path: Path, explicit: bool, suspects: list | None = None):
     """The dataset of ``path`` (pixels deferred), or None when it is not a DICOM image.
 
     ``explicit``: the user named this file, so "not DICOM" is an error rather than a skip.
@@ -251,44 +312,67 @@ def read_header(path: Path, explicit: bool, suspects: Optional[list] = None):
         if explicit:
             raw = raw_dataset(path)
             if raw is not None and ("Rows" not in raw or "Columns" not in raw):
-                raise InputError(f"{path} holds no image: it is a DICOM object of class {_object_name(raw)}, stored "
-                                 "without the DICOM file header; give a DICOM image file or the folder of a "
-                                 "series.") from None
+                raise InputError(
+                    f"{path} holds no image: it is a DICOM object of class {_object_name(raw)}, stored "
+                    "without the DICOM file header; give a DICOM image file or the folder of a "
+                    "series."
+                ) from None
             if raw is not None:
-                raise InputError(f"{path} is a DICOM image of class {_object_name(raw)}, stored without the "
-                                 "128-byte preamble and 'DICM' file header; convert it to a standard DICOM file "
-                                 "first (e.g. dcmconv +F in.dcm out.dcm).") from None
-            raise InputError(f"{path} is not a DICOM file (no 'DICM' marker after the 128-byte preamble); "
-                             "give a DICOM file or the folder of a DICOM series (a raw dataset without the "
-                             "preamble must be converted first, e.g. dcmconv +F).") from None
+                raise InputError(
+                    f"{path} is a DICOM image of class {_object_name(raw)}, stored without the "
+                    "128-byte preamble and 'DICM' file header; convert it to a standard DICOM file "
+                    "first (e.g. dcmconv +F in.dcm out.dcm)."
+                ) from None
+            raise InputError(
+                f"{path} is not a DICOM file (no 'DICM' marker after the 128-byte preamble); "
+                "give a DICOM file or the folder of a DICOM series (a raw dataset without the "
+                "preamble must be converted first, e.g. dcmconv +F)."
+            ) from None
         if path.suffix.lower() in (".dcm", ".ima", ".dicom"):
-            warnings.warn(f"{path} has a DICOM extension but is not a DICOM file; skipped.", ImmunotrackWarning)
+            warnings.warn(
+                f"{path} has a DICOM extension but is not a DICOM file; skipped.", ImmunotrackWarning, stacklevel=2
+            )
         return None
     except Exception as exc:  # pydicom raises many types on a corrupt header: all mean "bad file"
-        raise InputError(f"{path}: the DICOM header cannot be read ({' '.join(str(exc).split())[:100]}); "
-                         "the file is probably truncated or corrupt: copy it again or remove it.") from None
+        raise InputError(
+            f"{path}: the DICOM header cannot be read ({' '.join(str(exc).split())[:100]}); "
+            "the file is probably truncated or corrupt: copy it again or remove it."
+        ) from None
     sop_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", "") or "")
     if "Rows" not in ds or "Columns" not in ds:
-        looks_like_image = (sop_class.startswith(_IMAGE_SOP_PREFIXES) and sop_class not in _NON_IMAGE_SOP
-                            and not _is_known_non_image(sop_class))
+        looks_like_image = (
+            sop_class.startswith(_IMAGE_SOP_PREFIXES)
+            and sop_class not in _NON_IMAGE_SOP
+            and not _is_known_non_image(sop_class)
+        )
         if looks_like_image and explicit:
             # an image object whose header stops early: the file was cut short
-            raise InputError(f"{path}: the DICOM image header is incomplete (no Rows/Columns); the file is "
-                             "probably truncated: copy it again.")
+            raise InputError(
+                f"{path}: the DICOM image header is incomplete (no Rows/Columns); the file is "
+                "probably truncated: copy it again."
+            )
         if looks_like_image and suspects is not None:
             suspects.append(path)
             return None
         if explicit:
             if sop_class == "1.2.840.10008.1.3.10" or "DirectoryRecordSequence" in ds:
-                raise InputError(f"{path} is a DICOMDIR (the index of a DICOM disc or export), not an image; "
-                                 "give the folder that holds it (every series below it is read) or one series' "
-                                 "folder.")
+                raise InputError(
+                    f"{path} is a DICOMDIR (the index of a DICOM disc or export), not an image; "
+                    "give the folder that holds it (every series below it is read) or one series' "
+                    "folder."
+                )
             if "PixelData" in ds and not sop_class and "Modality" not in ds:
-                raise InputError(f"{path}: the DICOM header is damaged (pixel data but no Rows/Columns, Modality "
-                                 "or SOP class); the file is probably corrupt: copy or export it again.")
-            what = (f"Modality {ds.Modality}" if ds.get("Modality") else
-                    f"a DICOM object of class {_object_name(ds)}" if sop_class else
-                    "its header has no Modality, SOP class or pixel data")
+                raise InputError(
+                    f"{path}: the DICOM header is damaged (pixel data but no Rows/Columns, Modality "
+                    "or SOP class); the file is probably corrupt: copy or export it again."
+                )
+            what = (
+                f"Modality {ds.Modality}"
+                if ds.get("Modality")
+                else f"a DICOM object of class {_object_name(ds)}"
+                if sop_class
+                else "its header has no Modality, SOP class or pixel data"
+            )
             raise InputError(f"{path} holds no image ({what}); give a DICOM image file or the folder of a series.")
         return None
     return ds
@@ -320,8 +404,9 @@ def _object_name(ds) -> str:
     "RT Structure Set Storage (Modality RTSTRUCT)")."""
     from pydicom.uid import UID
 
-    sop = str(ds.get("SOPClassUID", "") or "") or \
-        str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    sop = str(ds.get("SOPClassUID", "") or "") or str(
+        getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or ""
+    )
     name = UID(sop).name if sop else ""
     name = name or "unknown"  # pydicom names an unlisted UID by its digits
     modality = str(ds.get("Modality", "") or "")
@@ -333,12 +418,26 @@ def _is_known_non_image(sop_class: str) -> bool:
     from pydicom.uid import UID
 
     name = UID(sop_class).name.lower() if sop_class else ""
-    return any(word in name for word in ("report", " sr ", "structure", "plan", "presentation state",
-                                         "key object", "waveform", "encapsulated", "registration",
-                                         "raw data", "spectroscopy", "treatment record"))
+    return any(
+        word in name
+        for word in (
+            "report",
+            " sr ",
+            "structure",
+            "plan",
+            "presentation state",
+            "key object",
+            "waveform",
+            "encapsulated",
+            "registration",
+            "raw data",
+            "spectroscopy",
+            "treatment record",
+        )
+    )
 
 
-def list_files(root: Path) -> List[Path]:
+def list_files(root: Path) -> list[Path]:
     """Every regular file under ``root`` (recursive), hidden files excluded, in a stable order."""
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -355,13 +454,23 @@ def bad_values_as_input_error(path: Path):
 
     try:
         yield
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
-            NotImplementedError, BytesLengthException) as exc:  # pydicom: NotImplementedError for an unknown VR
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        NotImplementedError,
+        BytesLengthException,
+    ) as exc:  # pydicom: NotImplementedError for an unknown VR
         if isinstance(exc, InputError):
             raise
-        raise InputError(f"{path}: a DICOM header value cannot be used ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:100]}); the file is corrupt or was edited by hand: "
-                         "fix it or remove it from the folder.") from None
+        raise InputError(
+            f"{path}: a DICOM header value cannot be used ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:100]}); the file is corrupt or was edited by hand: "
+            "fix it or remove it from the folder."
+        ) from None
 
 
 def series_sort_key(ds) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -35,8 +34,9 @@ def _pip_command(requirement: str) -> str:
     if "requires" not in requirement:
         return " ".join(requirement.split())
     needs = requirement.split("requires", 1)[-1]
-    names = [n for n in re.findall(r"([A-Za-z][\w.-]*)\s*(?:[<>=!~]=?\s*[\d.]+)?", needs)
-             if n not in ("and", "numpy")]  # numpy is there already
+    names = [
+        n for n in re.findall(r"([A-Za-z][\w.-]*)\s*(?:[<>=!~]=?\s*[\d.]+)?", needs) if n not in ("and", "numpy")
+    ]  # numpy is there already
     names = ["python-gdcm" if n == "gdcm" else n for n in names]
     return "pip install " + " ".join(dict.fromkeys(names)) if names else " ".join(requirement.split())
 
@@ -73,15 +73,19 @@ def _decode(path: Path, ds) -> np.ndarray:
     try:
         ds.PixelData  # noqa: B018 - reads the deferred value now, so a vanished/truncated file fails here
     except Exception as exc:
-        raise InputError(f"{path}: the pixel data cannot be read ({' '.join(str(exc).split())[:100]}); the file "
-                         "is probably truncated or corrupt: copy it again.") from None
+        raise InputError(
+            f"{path}: the pixel data cannot be read ({' '.join(str(exc).split())[:100]}); the file "
+            "is probably truncated or corrupt: copy it again."
+        ) from None
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     try:
         compressed = ts is not None and ts.is_compressed
         plain = ts is not None and not compressed and ts.is_little_endian
     except (AttributeError, ValueError, TypeError):  # a damaged UID (pydicom raises on unknown ones)
-        raise InputError(f"{path}: the transfer syntax {' '.join(str(ts).split())[:70]!r} in the file meta is not "
-                         "a DICOM transfer syntax; the file is corrupt: copy it again.") from None
+        raise InputError(
+            f"{path}: the transfer syntax {' '.join(str(ts).split())[:70]!r} in the file meta is not "
+            "a DICOM transfer syntax; the file is corrupt: copy it again."
+        ) from None
     if plain and "PixelData" in ds:
         fast = _fast_pixels(ds)
         if fast is not None:
@@ -98,14 +102,18 @@ def _decode(path: Path, ds) -> np.ndarray:
                 available = False
             if not available:
                 raise InputError(f"{path}: {_decoder_hint(ds)}.") from None
-            raise InputError(f"{path}: the compressed pixel data ({ts.name}) cannot be decoded "
-                             f"({' '.join(str(exc).split())[:120]}); install pylibjpeg with its plugins or "
-                             "python-gdcm, or decompress the series (e.g. gdcmconv --raw).") from None
-        raise InputError(f"{path}: the pixel data cannot be read ({' '.join(str(exc).split())[:120]}); the file "
-                         "is probably truncated or corrupt: copy it again.") from None
+            raise InputError(
+                f"{path}: the compressed pixel data ({ts.name}) cannot be decoded "
+                f"({' '.join(str(exc).split())[:120]}); install pylibjpeg with its plugins or "
+                "python-gdcm, or decompress the series (e.g. gdcmconv --raw)."
+            ) from None
+        raise InputError(
+            f"{path}: the pixel data cannot be read ({' '.join(str(exc).split())[:120]}); the file "
+            "is probably truncated or corrupt: copy it again."
+        ) from None
 
 
-def _fast_pixels(ds) -> Optional[np.ndarray]:
+def _fast_pixels(ds) -> np.ndarray | None:
     """Uncompressed little-endian pixels without pydicom's generic machinery (about 5x faster); None if unusual."""
     bits = int(ds.get("BitsAllocated", 0) or 0)
     stored = int(ds.get("BitsStored", bits) or bits)
@@ -121,7 +129,9 @@ def _fast_pixels(ds) -> Optional[np.ndarray]:
     raw = ds.PixelData or b""  # an empty element reads as None
     need = rows * cols * n * dtype.itemsize
     if len(raw) < need:
-        raise InputError(f"{ds.filename}: the pixel data are {len(raw)} bytes where {need} are expected; the file is "
-                         "truncated or corrupt: copy it again.")
+        raise InputError(
+            f"{ds.filename}: the pixel data are {len(raw)} bytes where {need} are expected; the file is "
+            "truncated or corrupt: copy it again."
+        )
     arr = np.frombuffer(raw, dtype=dtype, count=rows * cols * n)
     return arr.reshape((n, rows, cols) if n > 1 else (rows, cols))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +13,26 @@ from ...errors import ImmunotrackWarning, InputError
 from ...volume import Volume
 from .frames import Frame, frames_of
 from .geometry import SPACING_ABS_TOL, arrange_frames, check_common_geometry, check_spacing, slice_affine
-from .headers import (PET_UNITS, PLAIN_KEYS, RADIOPHARM_KEYS, bad_values_as_input_error, dicom_seconds, first_item,
-                      header_value, list_files, pixel_unit, raw_dataset, read_header, series_label, series_sort_key,
-                      volume_label)
+from .headers import (
+    PET_UNITS,
+    PLAIN_KEYS,
+    RADIOPHARM_KEYS,
+    bad_values_as_input_error,
+    dicom_seconds,
+    first_item,
+    header_value,
+    list_files,
+    pixel_unit,
+    raw_dataset,
+    read_header,
+    series_label,
+    series_sort_key,
+    volume_label,
+)
 from .pixels import file_pixels
 
 
-def read_dicom(path, progress=None) -> List[Volume]:
+def read_dicom(path, progress=None) -> list[Volume]:
     """Read every 3D (or 4D) image series in a DICOM file or folder.
 
     Parameters
@@ -53,8 +66,8 @@ def read_dicom(path, progress=None) -> List[Volume]:
         raise InputError(f"{path} does not exist; check the path.")
     explicit = path.is_file()
     files = [path] if explicit else list_files(path)
-    frames: List[Frame] = []
-    suspects: List[Path] = []
+    frames: list[Frame] = []
+    suspects: list[Path] = []
     _progress.report(progress, 0.0, "reading DICOM headers")
     for i, f in enumerate(files):
         with bad_values_as_input_error(f):
@@ -62,36 +75,48 @@ def read_dicom(path, progress=None) -> List[Volume]:
             if ds is not None and _is_derived_object(ds):
                 # a segmentation (or RT structure set) lying in the series folder is not an image of it
                 if explicit:
-                    raise InputError(f"{f} is a DICOM {ds.get('Modality', 'SEG')} object (labels, not an image); "
-                                     "open it with load_volume / immunotrack info, giving the series it was drawn "
-                                     "on with --reference.")
+                    raise InputError(
+                        f"{f} is a DICOM {ds.get('Modality', 'SEG')} object (labels, not an image); "
+                        "open it with load_volume / immunotrack info, giving the series it was drawn "
+                        "on with --reference."
+                    )
                 ds = None
             if ds is not None:
                 frames.extend(frames_of(ds, f))
         if i % 20 == 0:
             _progress.report(progress, 0.3 * (i + 1) / len(files), "reading DICOM headers")
     if suspects:
-        warnings.warn(f"{len(suspects)} file(s) in {path} are DICOM image objects without Rows/Columns (truncated "
-                      f"headers?), skipped: {', '.join(str(p.relative_to(path)) for p in suspects[:3])}"
-                      f"{', ...' if len(suspects) > 3 else ''}.", ImmunotrackWarning)
+        warnings.warn(
+            f"{len(suspects)} file(s) in {path} are DICOM image objects without Rows/Columns (truncated "
+            f"headers?), skipped: {', '.join(str(p.relative_to(path)) for p in suspects[:3])}"
+            f"{', ...' if len(suspects) > 3 else ''}.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     if not frames:
         # a folder of raw datasets (no preamble/'DICM'): say so rather than "no DICOM image"; a few files suffice
         raw = next((f for f in files[:20] if (ds := raw_dataset(f)) is not None and "Rows" in ds), None)
         if raw is not None:
-            raise InputError(f"{path} holds DICOM images stored without the 128-byte preamble and 'DICM' file "
-                             f"header (e.g. {raw.name}); convert them to standard DICOM files first "
-                             "(e.g. dcmconv +F in.dcm out.dcm).")
-        raise InputError(f"{path} holds no DICOM image ({len(files)} file(s) looked at); give the folder of a "
-                         "DICOM series (files with or without .dcm extension).")
+            raise InputError(
+                f"{path} holds DICOM images stored without the 128-byte preamble and 'DICM' file "
+                f"header (e.g. {raw.name}); convert them to standard DICOM files first "
+                "(e.g. dcmconv +F in.dcm out.dcm)."
+            )
+        raise InputError(
+            f"{path} holds no DICOM image ({len(files)} file(s) looked at); give the folder of a "
+            "DICOM series (files with or without .dcm extension)."
+        )
     if explicit and len(frames) == 1:
-        raise InputError(f"{path} holds one 2D slice; a 3D volume is needed: give the series folder "
-                         "(all the slices' files) instead of one file.")
-    groups: Dict[tuple, List[Frame]] = {}
+        raise InputError(
+            f"{path} holds one 2D slice; a 3D volume is needed: give the series folder "
+            "(all the slices' files) instead of one file."
+        )
+    groups: dict[tuple, list[Frame]] = {}
     for fr in frames:
         groups.setdefault(fr.group, []).append(fr)
     volumes, failures = [], []
     ordered = sorted(groups.items(), key=lambda kv: (series_sort_key(kv[1][0].header), kv[0]))
-    for n, (key, members) in enumerate(ordered):
+    for n, (_key, members) in enumerate(ordered):
         sub = _progress.scaled(progress, 0.3 + 0.7 * n / len(ordered), 0.3 + 0.7 * (n + 1) / len(ordered))
         try:
             with bad_values_as_input_error(members[0].path):
@@ -113,10 +138,13 @@ def read_dicom(path, progress=None) -> List[Volume]:
     if failures:
         listed = "; ".join(f"series {label}: {msg.rstrip('.')}" for label, msg in failures[:5])
         more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
-        warnings.warn(f"{path}: {len(failures)} DICOM series skipped, as they form no 3D volume ({listed}{more}).",
-                      ImmunotrackWarning)
+        warnings.warn(
+            f"{path}: {len(failures)} DICOM series skipped, as they form no 3D volume ({listed}{more}).",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
     # distinct names, so napari layers and table columns do not collide
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     for v in volumes:
         seen[v.name] = seen.get(v.name, 0) + 1
     for v in volumes:
@@ -126,30 +154,37 @@ def read_dicom(path, progress=None) -> List[Volume]:
     return volumes
 
 
-def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
+def _build_volume(members: list[Frame], source: Path, progress=None) -> Volume:
     """One series' images -> a Volume (checks, sorting, pixels, affine, metadata)."""
     header = members[0].header
     label = volume_label(header, source)
     # the same image twice (a folder copied into itself): keep one, say so
-    unique: Dict[tuple, Frame] = {}
+    unique: dict[tuple, Frame] = {}
     for m in members:
         key = (m.info.get("SOPInstanceUID") or str(m.path), m.frame)
         unique.setdefault(key, m)
     if len(unique) < len(members):
-        warnings.warn(f"{label}: {len(members) - len(unique)} duplicate file(s) (same SOPInstanceUID) ignored.",
-                      ImmunotrackWarning)
+        warnings.warn(
+            f"{label}: {len(members) - len(unique)} duplicate file(s) (same SOPInstanceUID) ignored.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
         members = list(unique.values())
     if len(members) == 1:
-        raise InputError(f"{label} holds one 2D slice ({members[0].path.name}); a 3D volume is needed: give the "
-                         "series folder with all its slices.")
+        raise InputError(
+            f"{label} holds one 2D slice ({members[0].path.name}); a 3D volume is needed: give the "
+            "series folder with all its slices."
+        )
     check_common_geometry(members, label)
     frames, axis, normal = arrange_frames(members, label)
     step = check_spacing(frames[0], normal, label)
     for f in frames[1:]:
         off = np.abs(np.array([m.position for m in f]) - np.array([m.position for m in frames[0]])).max()
         if off > SPACING_ABS_TOL:
-            raise InputError(f"{label}: the {axis} frames are not at the same positions (up to {off:.3f} mm apart); "
-                             "give a series whose frames share one grid.")
+            raise InputError(
+                f"{label}: the {axis} frames are not at the same positions (up to {off:.3f} mm apart); "
+                "give a series whose frames share one grid."
+            )
     first = frames[0][0]
     n_slices = len(frames[0])
 
@@ -158,10 +193,14 @@ def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
     row_spacing, col_spacing = float(first.spacing[0]), float(first.spacing[1])
     affine = slice_affine(step, r, c, row_spacing, col_spacing, first.position)
     tilt = float(np.degrees(np.arccos(np.clip(np.dot(step, normal) / np.linalg.norm(step), -1, 1))))
-    meta: Dict[str, Any] = {}
+    meta: dict[str, Any] = {}
     if tilt > 0.01:
-        warnings.warn(f"{label}: the slices are sheared by {tilt:.2f} degrees (gantry tilt); the volume keeps the "
-                      "exact sheared geometry.", ImmunotrackWarning)
+        warnings.warn(
+            f"{label}: the slices are sheared by {tilt:.2f} degrees (gantry tilt); the volume keeps the "
+            "exact sheared geometry.",
+            ImmunotrackWarning,
+            stacklevel=2,
+        )
         meta["gantry_tilt_deg"] = tilt
 
     # ---- pixels, one file read at a time, rescaled per slice
@@ -177,11 +216,15 @@ def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
         elif m.frame < cache.shape[0]:
             raw = cache[m.frame]
         else:
-            raise InputError(f"{m.path}: frame {m.frame + 1} is described in the header but the pixel data hold "
-                             f"{cache.shape[0]} frames; the file is inconsistent or truncated.")
+            raise InputError(
+                f"{m.path}: frame {m.frame + 1} is described in the header but the pixel data hold "
+                f"{cache.shape[0]} frames; the file is inconsistent or truncated."
+            )
         if raw.shape != (m.rows, m.cols):
-            raise InputError(f"{m.path}: pixel array shape {raw.shape} does not match Rows x Columns "
-                             f"{m.rows}x{m.cols}; the file is corrupt.")
+            raise InputError(
+                f"{m.path}: pixel array shape {raw.shape} does not match Rows x Columns "
+                f"{m.rows}x{m.cols}; the file is corrupt."
+            )
         if data is None:
             data = np.empty((len(flat), m.rows, m.cols), np.float32 if scaled else raw.dtype)
         if scaled:
@@ -203,16 +246,26 @@ def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
     # ---- metadata
     dicom_modality = str(header_value(header, "Modality", "OT") or "OT")
     modality = dicom_modality if dicom_modality in ("MR", "PT", "NM", "CT", "OT") else "OT"
-    meta.update({"source_path": str(source), "format": "dicom", "Modality": dicom_modality,
-                 "SeriesInstanceUID": str(header_value(header, "SeriesInstanceUID", "") or "")})
+    meta.update(
+        {
+            "source_path": str(source),
+            "format": "dicom",
+            "Modality": dicom_modality,
+            "SeriesInstanceUID": str(header_value(header, "SeriesInstanceUID", "") or ""),
+        }
+    )
     head = first.header
     # a Legacy Converted Enhanced file keeps classic attributes in its unassigned converted sequences
-    converted = [item for groups, keyword in (("SharedFunctionalGroupsSequence",
-                                               "UnassignedSharedConvertedAttributesSequence"),
-                                              ("PerFrameFunctionalGroupsSequence",
-                                               "UnassignedPerFrameConvertedAttributesSequence"))
-                 if first.frame is not None and head.get(groups)
-                 for item in [first_item(head.get(groups)[0], keyword)] if item is not None]
+    converted = [
+        item
+        for groups, keyword in (
+            ("SharedFunctionalGroupsSequence", "UnassignedSharedConvertedAttributesSequence"),
+            ("PerFrameFunctionalGroupsSequence", "UnassignedPerFrameConvertedAttributesSequence"),
+        )
+        if first.frame is not None and head.get(groups)
+        for item in [first_item(head.get(groups)[0], keyword)]
+        if item is not None
+    ]
     for key in PLAIN_KEYS:
         value = header_value(head, key)
         for item in converted:
@@ -262,23 +315,47 @@ def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
     for f, frame in enumerate(frames):
         for s, m in enumerate(frame):
             entry = {"frame": f, "slice": s}
-            for key in ("AcquisitionDate", "AcquisitionTime", "FrameReferenceTime", "ActualFrameDuration",
-                        "DecayFactor", "InstanceNumber", "EchoTime", "SOPInstanceUID"):
+            for key in (
+                "AcquisitionDate",
+                "AcquisitionTime",
+                "FrameReferenceTime",
+                "ActualFrameDuration",
+                "DecayFactor",
+                "InstanceNumber",
+                "EchoTime",
+                "SOPInstanceUID",
+            ):
                 entry[key] = m.info.get(key)
-            entry.update(RescaleSlope=m.slope, RescaleIntercept=m.intercept,
-                         ImagePositionPatient=[float(x) for x in m.position],
-                         file=str(m.path) if m.frame is None else f"{m.path}#frame{m.frame + 1}")
+            entry.update(
+                RescaleSlope=m.slope,
+                RescaleIntercept=m.intercept,
+                ImagePositionPatient=[float(x) for x in m.position],
+                file=str(m.path) if m.frame is None else f"{m.path}#frame{m.frame + 1}",
+            )
             slice_headers.append(entry)
     meta["slice_headers"] = slice_headers
     meta["files"] = sorted({str(m.path) for m in flat})
     if axis is not None:
         meta["leading_axis"] = axis
-        meta["frames"] = [{k: frame[0].info.get(k) for k in ("FrameReferenceTime", "ActualFrameDuration",
-                                                                "AcquisitionDate", "AcquisitionTime", "EchoTime",
-                                                                "EchoNumbers", "TemporalPositionIdentifier",
-                                                                "RepetitionTime", "FlipAngle", "DecayFactor",
-                                                                "InversionTime")}
-                          for frame in frames]
+        meta["frames"] = [
+            {
+                k: frame[0].info.get(k)
+                for k in (
+                    "FrameReferenceTime",
+                    "ActualFrameDuration",
+                    "AcquisitionDate",
+                    "AcquisitionTime",
+                    "EchoTime",
+                    "EchoNumbers",
+                    "TemporalPositionIdentifier",
+                    "RepetitionTime",
+                    "FlipAngle",
+                    "DecayFactor",
+                    "InversionTime",
+                )
+            }
+            for frame in frames
+        ]
         if axis == "echo":
             meta["EchoTime"] = [fr["EchoTime"] for fr in meta["frames"]]
     # echo times in ms, one per echo (the leading axis of an echo series; one value for a single echo),
@@ -311,8 +388,9 @@ def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
     except Exception:  # a malformed element is left as it is; its neighbours are read
         pass
     meta["dicom_header"] = head  # pydicom Dataset without pixel data: private tags stay readable
-    name = (header_value(head, "SeriesDescription")
-            or f"{dicom_modality} {header_value(head, 'SeriesNumber', '')}".strip())
+    name = (
+        header_value(head, "SeriesDescription") or f"{dicom_modality} {header_value(head, 'SeriesNumber', '')}".strip()
+    )
     unit = pixel_unit(head, dicom_modality)
     if "Units" not in head and str(meta.get("Units", "")).upper() in PET_UNITS:
         from pydicom.dataset import Dataset
@@ -322,12 +400,12 @@ def _build_volume(members: List[Frame], source: Path, progress=None) -> Volume:
         if meta.get("SUVType"):
             units.SUVType = meta["SUVType"]
         unit = pixel_unit(units, dicom_modality)
-    return Volume(data=data, affine=affine, modality=modality, unit=unit,
-                  metadata=meta, name=str(name))
+    return Volume(data=data, affine=affine, modality=modality, unit=unit, metadata=meta, name=str(name))
 
 
 def _is_derived_object(ds) -> bool:
     """A DICOM SEG (binary/fractional or label map): pixel data, but labels of another series."""
     sop = str(ds.get("SOPClassUID", "") or "")
-    return sop in ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7") or \
-        str(ds.get("Modality", "")) == "SEG"
+    return (
+        sop in ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7") or str(ds.get("Modality", "")) == "SEG"
+    )

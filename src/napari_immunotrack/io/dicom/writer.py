@@ -7,7 +7,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -99,20 +98,24 @@ def _quantise(data: np.ndarray, rescale: str):
     """
     n = data.shape[0]
     if not np.all(np.isfinite(data)):
-        raise InputError("the volume has NaN or infinite values, which DICOM integers cannot hold; replace them "
-                         "(e.g. numpy.nan_to_num) first.")
+        raise InputError(
+            "the volume has NaN or infinite values, which DICOM integers cannot hold; replace them "
+            "(e.g. numpy.nan_to_num) first."
+        )
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
     if rescale == "none":
         if not (np.issubdtype(data.dtype, np.integer) or np.all(np.mod(data, 1) == 0)):
-            raise InputError("rescale='none' needs whole-number values; use rescale='per-slice' or 'global' for "
-                             "real-valued data.")
+            raise InputError(
+                "rescale='none' needs whole-number values; use rescale='per-slice' or 'global' for real-valued data."
+            )
         if lo >= 0 and hi <= 65535:
             dtype = np.uint16
         elif lo >= -32768 and hi <= 32767:
             dtype = np.int16
         else:
-            raise InputError(f"values {lo:g} to {hi:g} do not fit 16-bit DICOM pixels; use rescale='per-slice' or "
-                             "'global'.")
+            raise InputError(
+                f"values {lo:g} to {hi:g} do not fit 16-bit DICOM pixels; use rescale='per-slice' or 'global'."
+            )
         return data.astype(dtype), np.ones(n), np.zeros(n)
     if rescale not in ("per-slice", "global"):
         raise InputError(f"rescale must be 'per-slice', 'global' or 'none', not {rescale!r}.")
@@ -132,11 +135,23 @@ def _quantise(data: np.ndarray, rescale: str):
     return pixels, slopes, np.zeros(n)
 
 
-def write_dicom_series(volume: Volume, folder, *, series_description: str = "", modality: Optional[str] = None,
-                       patient: Optional[dict] = None, study: Optional[dict] = None, pet: Optional[dict] = None,
-                       rescale: str = "per-slice", shuffle_names=False, overwrite: bool = False,
-                       series_number: int = 1, extra: Optional[dict] = None, multiframe: bool = False,
-                       progress=None) -> Path:
+def write_dicom_series(
+    volume: Volume,
+    folder,
+    *,
+    series_description: str = "",
+    modality: str | None = None,
+    patient: dict | None = None,
+    study: dict | None = None,
+    pet: dict | None = None,
+    rescale: str = "per-slice",
+    shuffle_names=False,
+    overwrite: bool = False,
+    series_number: int = 1,
+    extra: dict | None = None,
+    multiframe: bool = False,
+    progress=None,
+) -> Path:
     """Write a Volume as a DICOM series (one file per slice) that scanners' software and this reader accept.
 
     Parameters
@@ -228,8 +243,9 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
 
     folder = Path(folder)
     if folder.exists() and not overwrite:
-        raise OutputExistsError(f"{folder} already exists; choose another folder or pass overwrite=True "
-                                "(--overwrite) to replace it.")
+        raise OutputExistsError(
+            f"{folder} already exists; choose another folder or pass overwrite=True (--overwrite) to replace it."
+        )
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder} is a file; give a folder name for the DICOM series.")
     parent = folder.parent if str(folder.parent) else Path(".")
@@ -239,8 +255,9 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
     if modality not in SOP_CLASS:
         modality = "OT"
     if multiframe and modality != "NM":
-        raise InputError("multiframe=True writes an NM (SPECT) multi-frame file; give modality='NM' or "
-                         "multiframe=False.")
+        raise InputError(
+            "multiframe=True writes an NM (SPECT) multi-frame file; give modality='NM' or multiframe=False."
+        )
     data = volume.numpy()
     if data.dtype == bool:
         data = data.astype(np.uint8)
@@ -317,8 +334,11 @@ def write_dicom_series(volume: Volume, folder, *, series_description: str = "", 
         ds.MRAcquisitionType = "3D"
     per_frame_pet = {}
     if modality in ("PT", "NM"):
-        rp_keys = set(RADIOPHARM_KEYS) | {"RadionuclideCodeSequence", "RadiopharmaceuticalCodeSequence",
-                                          "RadiopharmaceuticalRoute"}
+        rp_keys = set(RADIOPHARM_KEYS) | {
+            "RadionuclideCodeSequence",
+            "RadiopharmaceuticalCodeSequence",
+            "RadiopharmaceuticalRoute",
+        }
         units = pet.pop("Units", None) or UNIT_TO_DICOM.get(volume.unit) or ("BQML" if modality == "PT" else None)
         if units:
             ds.Units = units
@@ -420,7 +440,7 @@ def _save(ds, path: Path):
     """Write ``ds`` as a DICOM Part 10 file (preamble, DICM, file meta, explicit VR little endian)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID

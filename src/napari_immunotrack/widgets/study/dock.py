@@ -29,14 +29,12 @@ Design notes
   scanner put them and the user is told they are not registered.
 """
 
-
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
@@ -99,8 +97,11 @@ def _checked(on: bool):
     return Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
 
 
-_ROLE_TRACK, _ROLE_SESSION, _ROLE_FINDING = Qt.ItemDataRole.UserRole, Qt.ItemDataRole.UserRole + 1, \
-    Qt.ItemDataRole.UserRole + 2
+_ROLE_TRACK, _ROLE_SESSION, _ROLE_FINDING = (
+    Qt.ItemDataRole.UserRole,
+    Qt.ItemDataRole.UserRole + 1,
+    Qt.ItemDataRole.UserRole + 2,
+)
 
 
 class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
@@ -108,23 +109,23 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)  # self.viewer; the close guard
-        self.model = StudyViewModel()             # study, subject, session, ticked tracks, adjustments
-        self.reference: Optional[Volume] = None
-        self.track_layers: Dict[str, object] = {}
-        self.baseline_layers: Dict[str, object] = {}
-        self.messages: List[str] = []             # everything told to the user (tests read it)
-        self.findings: List[dict] = []
-        self._findings_cache: Dict[tuple, list] = {}
-        self.extra_findings: List[dict] = []
-        self.three_plane: Optional[ThreePlaneView] = None
+        self.model = StudyViewModel()  # study, subject, session, ticked tracks, adjustments
+        self.reference: Volume | None = None
+        self.track_layers: dict[str, object] = {}
+        self.baseline_layers: dict[str, object] = {}
+        self.messages: list[str] = []  # everything told to the user (tests read it)
+        self.findings: list[dict] = []
+        self._findings_cache: dict[tuple, list] = {}
+        self.extra_findings: list[dict] = []
+        self.three_plane: ThreePlaneView | None = None
         self._three_plane_dock = None
-        self._cache: Dict[tuple, concurrent.futures.Future] = {}
+        self._cache: dict[tuple, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="immunotrack-study")
-        self._pending_layers: List[tuple] = []    # hidden layers still to add after the first frame
+        self._pending_layers: list[tuple] = []  # hidden layers still to add after the first frame
         self._updating_tree = False
         self._told: set = set()
-        self.state_path: Optional[Path] = None
+        self.state_path: Path | None = None
         self._build()
         self._bind_keys()
         self._findings_timer = QTimer(self)
@@ -142,16 +143,16 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         return self.model.study
 
     @property
-    def subject(self) -> Optional[str]:
+    def subject(self) -> str | None:
         return self.model.subject
 
     @property
-    def session(self) -> Optional[str]:
+    def session(self) -> str | None:
         """The timepoint shown."""
         return self.model.session
 
     @property
-    def shown(self) -> Dict[str, bool]:
+    def shown(self) -> dict[str, bool]:
         """The user's tick per track."""
         return self.model.shown
 
@@ -164,8 +165,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.sample_button = QPushButton("Sample study")
         self.open_state_button = QPushButton("Open state...")
         self.save_state_button = QPushButton("Save state...")
-        self.save_state_button.setToolTip("layers, transforms, ROIs, parameters and view, as a small JSON file "
-                                          "next to the data")
+        self.save_state_button.setToolTip(
+            "layers, transforms, ROIs, parameters and view, as a small JSON file next to the data"
+        )
         for b in (self.open_button, self.sample_button, self.open_state_button, self.save_state_button):
             row.addWidget(b)
         layout.addLayout(row)
@@ -217,8 +219,10 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         grid = QGridLayout(disp)
         self.link_windows = QCheckBox("link windowing across timepoints")
         self.link_windows.setChecked(True)
-        self.link_windows.setToolTip("keep each modality's contrast limits when the timepoint changes (SUV, "
-                                     "signal); untick to window each timepoint on its own data")
+        self.link_windows.setToolTip(
+            "keep each modality's contrast limits when the timepoint changes (SUV, "
+            "signal); untick to window each timepoint on its own data"
+        )
         grid.addWidget(self.link_windows, 0, 0, 1, 3)
         grid.addWidget(QLabel("Window preset"), 1, 0)
         self.preset_combo = QComboBox()
@@ -270,6 +274,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
     def _bind_keys(self) -> None:
         self._bound = []
         for key, delta in (("Alt-Right", 1), ("Alt-Left", -1)):
+
             def handler(viewer, delta=delta):
                 self._guard(self.step, delta)
 
@@ -306,7 +311,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         answer = QMessageBox.question(self, title, question)
         return answer == QMessageBox.StandardButton.Yes
 
-    def locate_folder(self, prompt: str) -> Optional[str]:
+    def locate_folder(self, prompt: str) -> str | None:
         """Ask for a folder (a Qt dialog); None when cancelled."""
         path = QFileDialog.getExistingDirectory(self, prompt)
         return path or None
@@ -317,8 +322,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if path:
             self._guard(self.open_study, path)
 
-    def open_study(self, root=None, subject: Optional[str] = None, session: Optional[str] = None,
-                   shown=None, progressive: bool = False):
+    def open_study(
+        self, root=None, subject: str | None = None, session: str | None = None, shown=None, progressive: bool = False
+    ):
         """Open a study folder (None: the bundled sample) and show one session.
 
         Parameters
@@ -359,11 +365,13 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         anatomy = self.model.anatomy_tracks(session)
         data = prepare_session(study, self.subject, session, None, tracks=self.model.shown_tracks() + anatomy[:1])
         # the reference grid for oblique volumes: the first axis-aligned MRI of the session
-        self.reference = next((p.volume for p in data.layers.values() if p.volume.modality == "MR"
-                               and p.volume.is_axis_aligned()), None)
+        self.reference = next(
+            (p.volume for p in data.layers.values() if p.volume.modality == "MR" and p.volume.is_axis_aligned()), None
+        )
         with self._lock:
             self._cache[(self.subject, session, False)] = self._executor.submit(
-                prepare_session, study, self.subject, session, self.reference, None, False, data)
+                prepare_session, study, self.subject, session, self.reference, None, False, data
+            )
         self._create_layers(data, progressive=progressive)
         self._update_timepoint_label()
         self._mark_current_session()
@@ -384,8 +392,11 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
 
     def _study_layers(self) -> list:
         """The layers showing study files (their data change with the timepoint, subject or study)."""
-        return [ly for ly in list(self.track_layers.values()) + list(self.baseline_layers.values())
-                if ly in self.viewer.layers]
+        return [
+            ly
+            for ly in list(self.track_layers.values()) + list(self.baseline_layers.values())
+            if ly in self.viewer.layers
+        ]
 
     def _may_replace(self, layers, action: str) -> bool:
         """Ask Save / Discard / Cancel when ``layers`` hold edits not saved (e.g. corrections painted into
@@ -504,8 +515,12 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         stack = [root.child(i) for i in range(root.childCount())]
         while stack:
             item = stack.pop()
-            if item.data(0, _ROLE_TRACK) == track and item.parent() is not None and \
-                    item.parent().parent() is not None and item.parent().parent().text(0) == f"sub-{self.subject}":
+            if (
+                item.data(0, _ROLE_TRACK) == track
+                and item.parent() is not None
+                and item.parent().parent() is not None
+                and item.parent().parent().text(0) == f"sub-{self.subject}"
+            ):
                 yield item
             stack.extend(item.child(i) for i in range(item.childCount()))
 
@@ -517,7 +532,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if 0 <= index < len(names) and names[index] != self.session:
             self._guard(self.set_timepoint, names[index])
 
-    def step(self, delta: int) -> Optional[str]:
+    def step(self, delta: int) -> str | None:
         """Go ``delta`` timepoints forward (or back); returns the new session."""
         target = self.model.step_target(delta)
         if target != self.session:
@@ -552,8 +567,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
                     layer.visible = False
                     layer.metadata["immunotrack"] = dict(layer.metadata["immunotrack"], study_session=None)
                     day = self.study.day(self.subject, session)
-                    layer.name = layer_name(layer.metadata["immunotrack"].get("track_label", track), day, session,
-                                            "none")
+                    layer.name = layer_name(
+                        layer.metadata["immunotrack"].get("track_label", track), day, session, "none"
+                    )
                     continue
                 self._swap(layer, prepared)
                 self._apply_adjustment(layer, session, track)
@@ -589,7 +605,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.preset_combo.addItems(list(PRESETS[group]))
         self.preset_combo.setEnabled(True)
 
-    def apply_preset(self, name: Optional[str] = None, layer=None) -> tuple:
+    def apply_preset(self, name: str | None = None, layer=None) -> tuple:
         """Apply a contrast preset of the layer's modality (default: the active layer, the chosen preset)."""
         layer = layer or self.viewer.layers.selection.active
         if layer is None or type(layer).__name__ != "Image":
@@ -627,12 +643,13 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             self.plane_combo.blockSignals(False)
         viewer_camera(self.viewer).orientation2d = ("up", "right")
 
-    def set_three_plane(self, on: bool) -> Optional[ThreePlaneView]:
+    def set_three_plane(self, on: bool) -> ThreePlaneView | None:
         """Show or hide the axial/coronal/sagittal panels under the main view."""
         if on and self.three_plane is None:
             self.three_plane = ThreePlaneView(self.viewer)
-            self._three_plane_dock = self.viewer.window.add_dock_widget(self.three_plane, name="Three planes",
-                                                                        area="bottom")
+            self._three_plane_dock = self.viewer.window.add_dock_widget(
+                self.three_plane, name="Three planes", area="bottom"
+            )
         elif not on and self.three_plane is not None:
             self.three_plane.close_view()
             with contextlib.suppress(Exception):
@@ -662,14 +679,23 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if not needed <= set(df.columns):
             raise InputError(f"the table {source!r} has no centroid_x_mm/centroid_y_mm/centroid_z_mm columns.")
         for i, row in df.reset_index(drop=True).iterrows():
-            self.extra_findings.append({
-                "source": source, "label": int(row.get("label", i + 1)), "name": str(row.get("name", "") or ""),
-                "voxels": int(row.get("voxels", 0) or 0), "volume_mm3": float(row.get("volume_mm3", np.nan)),
-                "centroid_ras_mm": [float(row["centroid_x_mm"]), float(row["centroid_y_mm"]),
-                                    float(row["centroid_z_mm"])]})
+            self.extra_findings.append(
+                {
+                    "source": source,
+                    "label": int(row.get("label", i + 1)),
+                    "name": str(row.get("name", "") or ""),
+                    "voxels": int(row.get("voxels", 0) or 0),
+                    "volume_mm3": float(row.get("volume_mm3", np.nan)),
+                    "centroid_ras_mm": [
+                        float(row["centroid_x_mm"]),
+                        float(row["centroid_y_mm"]),
+                        float(row["centroid_z_mm"]),
+                    ],
+                }
+            )
         self.refresh_findings()
 
-    def refresh_findings(self) -> List[dict]:
+    def refresh_findings(self) -> list[dict]:
         """Rebuild the findings list from every labels layer (and added tables)."""
         findings = []
         for layer in self.viewer.layers:
@@ -680,8 +706,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             try:
                 # unchanged labels (same array content, same place) keep their findings: stepping
                 # timepoints back and forth must not recount every organ
-                key = (layer.name, array_fingerprint(layer.data),
-                       data_to_world_matrix(layer).round(9).tobytes())
+                key = (layer.name, array_fingerprint(layer.data), data_to_world_matrix(layer).round(9).tobytes())
                 found = self._findings_cache.get(key)
                 if found is None:
                     found = label_findings(layer_to_volume(layer, native=False), layer.name)
@@ -692,7 +717,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         findings.extend(self.extra_findings)
         self.findings = findings
         self.findings_tree.clear()
-        groups: Dict[str, QTreeWidgetItem] = {}
+        groups: dict[str, QTreeWidgetItem] = {}
         for i, item in enumerate(findings):
             group = groups.get(item["source"])
             if group is None:
@@ -719,8 +744,10 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         point = np.asarray(self.findings[index]["centroid_ras_mm"], float)
         center_on_world(self.viewer, point)
         item = self.findings[index]
-        self.status.setText(f"{item['source']}: {item['label']} {item['name']} at RAS "
-                            f"({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm")
+        self.status.setText(
+            f"{item['source']}: {item['label']} {item['name']} at RAS "
+            f"({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm"
+        )
         return point
 
     # ------------------------------------------------------------------ closing

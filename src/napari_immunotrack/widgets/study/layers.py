@@ -9,7 +9,6 @@ dock's ``viewer``, ``model``, ``track_layers``... attributes); the reading and p
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -49,7 +48,7 @@ class StudyLayersMixin:
                 if (self.subject, names[i], False) not in self._cache:
                     self._submit(names[i])
 
-    def _baseline_session(self) -> Optional[str]:
+    def _baseline_session(self) -> str | None:
         return self.model.baseline_session()
 
     def _create_layers(self, data: SessionData, progressive: bool) -> None:
@@ -66,8 +65,11 @@ class StudyLayersMixin:
             (first if visible else rest).append(("track", track, prepared))
         baseline = self._baseline_session()
         if baseline is not None and baseline != self.session:
-            rest.extend(("baseline", track, None) for track in BASELINE_TRACKS
-                        if self.study.file(self.subject, baseline, track) is not None)
+            rest.extend(
+                ("baseline", track, None)
+                for track in BASELINE_TRACKS
+                if self.study.file(self.subject, baseline, track) is not None
+            )
         for item in first:
             self._add_layer(*item)
         self._pending_layers = rest
@@ -108,7 +110,7 @@ class StudyLayersMixin:
         if self.study is not None:
             self._prefetch()
 
-    def _add_layer(self, role: str, track: str, prepared: Optional[Prepared]):
+    def _add_layer(self, role: str, track: str, prepared: Prepared | None):
         from ...study import track_label
 
         if prepared is None:
@@ -137,8 +139,9 @@ class StudyLayersMixin:
         """Baseline layers at the bottom, then the tracks in their order (anatomy below hot spots)."""
         from ...study import track_order
 
-        ours = list(self.baseline_layers.values()) + [self.track_layers[t] for t in
-                                                      sorted(self.track_layers, key=track_order)]
+        ours = list(self.baseline_layers.values()) + [
+            self.track_layers[t] for t in sorted(self.track_layers, key=track_order)
+        ]
         ours = [ly for ly in ours if ly in self.viewer.layers]
         if not ours:
             return
@@ -197,8 +200,9 @@ class StudyLayersMixin:
                 layer.affine = np.eye(layer.ndim + 1)
             metadata = dict(layer.metadata)
             metadata.update(kwargs["metadata"])
-            metadata["immunotrack"] = dict(kwargs["metadata"]["immunotrack"],
-                                           track_label=layer.metadata["immunotrack"].get("track_label"))
+            metadata["immunotrack"] = dict(
+                kwargs["metadata"]["immunotrack"], track_label=layer.metadata["immunotrack"].get("track_label")
+            )
             layer.metadata = metadata
             if prepared.kind == "image":
                 new_limits = kwargs["contrast_limits"]
@@ -216,7 +220,7 @@ class StudyLayersMixin:
             layer.refresh()
 
     # ------------------------------------------------------------------ user adjustments (registration)
-    def _layer_adjustment(self, layer) -> Optional[dict]:
+    def _layer_adjustment(self, layer) -> dict | None:
         """The affine changes the user made to a track layer ({} when none)."""
         prepared = self._prepared_for(layer)
         if prepared is None:
@@ -230,7 +234,7 @@ class StudyLayersMixin:
             out["affine_ras"] = np.asarray(volume.affine).tolist()
         return out
 
-    def _prepared_for(self, layer) -> Optional[Prepared]:
+    def _prepared_for(self, layer) -> Prepared | None:
         info = layer.metadata.get("immunotrack", {})
         session, track = info.get("study_session"), info.get("study_track")
         if session is None or track is None:

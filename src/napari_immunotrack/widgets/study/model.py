@@ -12,8 +12,9 @@ display. See ``docs/methods/study-viewer.md``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any
 
 from ...errors import InputError
 from .session import DEFAULT_SHOWN
@@ -30,27 +31,27 @@ _REGISTERED_MODALITIES = ("PT", "NM", "MPI", "CT")
 class TreeRow:
     """One row of the study tree: a subject, a timepoint or a modality at a timepoint."""
 
-    level: str                      # "subject", "session" or "track"
-    text: str                       # first column
-    detail: str                     # second column
+    level: str  # "subject", "session" or "track"
+    text: str  # first column
+    detail: str  # second column
     subject: str
-    session: Optional[str] = None
-    track: Optional[str] = None
+    session: str | None = None
+    track: str | None = None
     tooltip: str = ""
-    checkable: bool = False         # a track row of the current subject
+    checkable: bool = False  # a track row of the current subject
     checked: bool = False
-    missing: bool = False           # no image of this kind at this timepoint
-    current: bool = False           # the subject / timepoint shown
-    children: List["TreeRow"] = field(default_factory=list)
+    missing: bool = False  # no image of this kind at this timepoint
+    current: bool = False  # the subject / timepoint shown
+    children: list[TreeRow] = field(default_factory=list)
 
 
 def session_text(study, subject: str, session: str) -> str:
-    """"day 3" when the session's day is known, else the session name."""
+    """ "day 3" when the session's day is known, else the session name."""
     day = study.day(subject, session)
     return f"day {day:g}" if day is not None else session
 
 
-def strip_ses(session: Optional[str]) -> Optional[str]:
+def strip_ses(session: str | None) -> str | None:
     """A session name without its BIDS ``ses-`` prefix.
 
     Examples
@@ -81,13 +82,14 @@ class StudyViewModel:
         self.study: Any = None
         self.subject: Any = None
         self.session: Any = None
-        self.shown: Dict[str, bool] = {}
+        self.shown: dict[str, bool] = {}
         #: (session, track) -> the user's affine changes ({"layer_affine": ..., "affine_ras": ...})
-        self.adjustments: Dict[Tuple[str, str], dict] = {}
+        self.adjustments: dict[tuple[str, str], dict] = {}
 
     # ------------------------------------------------------------------ opening
-    def choose(self, study, subject: Optional[str] = None, session: Optional[str] = None,
-               shown: Optional[Iterable[str]] = None) -> Tuple[str, str, Dict[str, bool], List[str]]:
+    def choose(
+        self, study, subject: str | None = None, session: str | None = None, shown: Iterable[str] | None = None
+    ) -> tuple[str, str, dict[str, bool], list[str]]:
         """What opening ``study`` would show: (subject, session, {track: shown}, warnings); changes nothing.
 
         Default subject: the first; default session: the first post-injection one;
@@ -116,8 +118,9 @@ class StudyViewModel:
         assert session is not None
         return chosen, session, {t: (t in wanted and not t.startswith("unknown")) for t in tracks}, warnings
 
-    def open(self, study, subject: Optional[str] = None, session: Optional[str] = None,
-             shown: Optional[Iterable[str]] = None) -> List[str]:
+    def open(
+        self, study, subject: str | None = None, session: str | None = None, shown: Iterable[str] | None = None
+    ) -> list[str]:
         """Open ``study`` (see :meth:`choose`); returns the warnings to tell the user."""
         chosen, session, shown_map, warnings = self.choose(study, subject, session, shown)
         self.close()
@@ -136,12 +139,12 @@ class StudyViewModel:
 
     # ------------------------------------------------------------------ timepoints
     @property
-    def sessions(self) -> List[str]:
+    def sessions(self) -> list[str]:
         """The subject's sessions in time order ([] when nothing is open)."""
         return self.study.sessions(self.subject) if self.study is not None else []
 
     @property
-    def tracks(self) -> List[str]:
+    def tracks(self) -> list[str]:
         return self.study.tracks(self.subject) if self.study is not None else []
 
     @property
@@ -153,8 +156,9 @@ class StudyViewModel:
         self.require_study()
         name = strip_ses(session) or ""
         if name not in self.sessions:
-            raise InputError(f"no session {name!r} for subject {self.subject}; sessions are "
-                             f"{', '.join(self.sessions)}.")
+            raise InputError(
+                f"no session {name!r} for subject {self.subject}; sessions are {', '.join(self.sessions)}."
+            )
         return name
 
     def step_target(self, delta: int) -> str:
@@ -172,20 +176,24 @@ class StudyViewModel:
         files = self.study.session_files(self.subject, session)
         return bool(files) and all(f.phase == "pre" for f in files)
 
-    def baseline_session(self) -> Optional[str]:
+    def baseline_session(self) -> str | None:
         """The subject's pre-injection session (anatomy only), or None."""
         return next((s for s in self.sessions if self.is_baseline(s)), None)
 
-    def anatomy_tracks(self, session: str) -> List[str]:
+    def anatomy_tracks(self, session: str) -> list[str]:
         """The anatomy tracks with an image at ``session`` (the display reference comes from the first)."""
-        return [t for t in self.tracks if t.partition(":")[0] in ("T2starw", "T2w", "T1w", "MR")
-                and self.study.file(self.subject, session, t) is not None]
+        return [
+            t
+            for t in self.tracks
+            if t.partition(":")[0] in ("T2starw", "T2w", "T1w", "MR")
+            and self.study.file(self.subject, session, t) is not None
+        ]
 
-    def shown_tracks(self) -> List[str]:
+    def shown_tracks(self) -> list[str]:
         return [t for t, on in self.shown.items() if on]
 
     # ------------------------------------------------------------------ what the dock shows
-    def tree(self) -> List[TreeRow]:
+    def tree(self) -> list[TreeRow]:
         """Subjects -> timepoints -> modalities, with what is missing and what is registered."""
         from ...study import track_label
 
@@ -193,17 +201,27 @@ class StudyViewModel:
         if study is None:
             return rows
         for subject in study.subjects():
-            s_row = TreeRow("subject", f"sub-{subject}", f"{len(study.sessions(subject))} timepoint(s)", subject,
-                            current=subject == self.subject)
+            s_row = TreeRow(
+                "subject",
+                f"sub-{subject}",
+                f"{len(study.sessions(subject))} timepoint(s)",
+                subject,
+                current=subject == self.subject,
+            )
             rows.append(s_row)
             tracks = study.tracks(subject)
             for session in study.sessions(subject):
                 files = study.session_files(subject, session)
                 baseline = bool(files) and all(f.phase == "pre" for f in files)
-                t_row = TreeRow("session", session_text(study, subject, session),
-                                f"{session}{'  (baseline)' if baseline else ''}", subject, session,
-                                tooltip="click to show this timepoint",
-                                current=subject == self.subject and session == self.session)
+                t_row = TreeRow(
+                    "session",
+                    session_text(study, subject, session),
+                    f"{session}{'  (baseline)' if baseline else ''}",
+                    subject,
+                    session,
+                    tooltip="click to show this timepoint",
+                    current=subject == self.subject and session == self.session,
+                )
                 s_row.children.append(t_row)
                 have = {f.track: f for f in files}
                 for track in tracks:
@@ -215,29 +233,48 @@ class StudyViewModel:
                         detail = "unknown role: " + detail
                     if f is not None and f.modality in _REGISTERED_MODALITIES:
                         detail += "  (registered)" if study.transform_for(f) else "  (not registered)"
-                    t_row.children.append(TreeRow(
-                        "track", track_label(track), detail, subject, session, track,
-                        tooltip=str(f.path) if f is not None else "no image of this kind at this timepoint",
-                        checkable=subject == self.subject, checked=self.shown.get(track, False),
-                        missing=f is None))
+                    t_row.children.append(
+                        TreeRow(
+                            "track",
+                            track_label(track),
+                            detail,
+                            subject,
+                            session,
+                            track,
+                            tooltip=str(f.path) if f is not None else "no image of this kind at this timepoint",
+                            checkable=subject == self.subject,
+                            checked=self.shown.get(track, False),
+                            missing=f is None,
+                        )
+                    )
         return rows
 
-    def session_messages(self, present_tracks: Iterable[str], errors: Iterable[str] = ()) -> List[Tuple[str, str]]:
+    def session_messages(self, present_tracks: Iterable[str], errors: Iterable[str] = ()) -> list[tuple[str, str]]:
         """What to tell the user about the current timepoint: [(level, message)].
 
         ``present_tracks`` are the tracks read at this timepoint, ``errors`` the files that failed.
         """
-        from ...study_loading import NEEDS_REGISTRATION
         from ...study import track_label
+        from ...study_loading import NEEDS_REGISTRATION
 
         when = session_text(self.study, self.subject, self.session)
         out = [("error", e) for e in errors]
-        unregistered = sorted({f.label for f in self.study.session_files(self.subject, self.session)
-                               if f.modality in NEEDS_REGISTRATION and self.study.transform_for(f) is None})
+        unregistered = sorted(
+            {
+                f.label
+                for f in self.study.session_files(self.subject, self.session)
+                if f.modality in NEEDS_REGISTRATION and self.study.transform_for(f) is None
+            }
+        )
         if unregistered:
-            out.append(("warning", f"{when}: {', '.join(unregistered)} not registered to the MRI (no "
-                        "xfm/*_from-<type>_to-anat.tfm in this session): shown where the scanner put them; "
-                        "register them (Registration dock) for an exact overlay."))
+            out.append(
+                (
+                    "warning",
+                    f"{when}: {', '.join(unregistered)} not registered to the MRI (no "
+                    "xfm/*_from-<type>_to-anat.tfm in this session): shown where the scanner put them; "
+                    "register them (Registration dock) for an exact overlay.",
+                )
+            )
         present = set(present_tracks)
         missing = [track_label(t) for t in self.tracks if t not in present and self.shown.get(t)]
         if missing:
@@ -245,7 +282,7 @@ class StudyViewModel:
         return out
 
     # ------------------------------------------------------------------ adjustments and state
-    def remember_adjustment(self, session: str, track: str, adjustment: Optional[dict]) -> None:
+    def remember_adjustment(self, session: str, track: str, adjustment: dict | None) -> None:
         """Keep (or forget, when empty) the user's affine changes to a track at a session."""
         if adjustment:
             self.adjustments[(session, track)] = dict(adjustment)
@@ -255,11 +292,14 @@ class StudyViewModel:
     def adjustment(self, session: str, track: str) -> dict:
         return self.adjustments.get((session, track)) or {}
 
-    def adjustments_state(self) -> List[dict]:
+    def adjustments_state(self) -> list[dict]:
         """The adjustments as saved in a study state (see :mod:`napari_immunotrack.study`)."""
         return [{"session": s, "track": t, **adj} for (s, t), adj in sorted(self.adjustments.items())]
 
     def load_adjustments(self, entries: Iterable[dict]) -> None:
         """The adjustments of a saved study state (entries without session or track are ignored)."""
-        self.adjustments = {(a["session"], a["track"]): {k: a[k] for k in ("layer_affine", "affine_ras") if k in a}
-                            for a in entries if "session" in a and "track" in a}
+        self.adjustments = {
+            (a["session"], a["track"]): {k: a[k] for k in ("layer_affine", "affine_ras") if k in a}
+            for a in entries
+            if "session" in a and "track" in a
+        }

@@ -9,7 +9,6 @@ blending). See ``docs/methods/study-viewer.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 import numpy as np
 
@@ -27,12 +26,12 @@ class PlaneImage:
     """A rendered plane: RGB (rows top to bottom), the world point it goes through, and its geometry."""
 
     plane: str
-    rgb: np.ndarray                 # (H, W, 3) float in [0, 1]
-    point_ras: np.ndarray           # the world point (RAS mm) the plane goes through
-    origin: np.ndarray              # RAS of pixel (0, 0)'s centre
-    col_step: np.ndarray            # RAS step per column
-    row_step: np.ndarray            # RAS step per row (downwards)
-    values: Dict[str, np.ndarray]   # layer name -> sampled values (NaN outside the layer)
+    rgb: np.ndarray  # (H, W, 3) float in [0, 1]
+    point_ras: np.ndarray  # the world point (RAS mm) the plane goes through
+    origin: np.ndarray  # RAS of pixel (0, 0)'s centre
+    col_step: np.ndarray  # RAS step per column
+    row_step: np.ndarray  # RAS step per row (downwards)
+    values: dict[str, np.ndarray]  # layer name -> sampled values (NaN outside the layer)
 
     def pixel_of(self, ras) -> tuple:
         """(row, col) of the pixel holding a world point (RAS mm) on this plane."""
@@ -45,7 +44,7 @@ class PlaneImage:
         return self.origin + row * self.row_step + col * self.col_step
 
 
-def layer_world_bounds(layers) -> Optional[np.ndarray]:
+def layer_world_bounds(layers) -> np.ndarray | None:
     """(2, 3) RAS box covering the layers."""
     boxes = []
     for layer in layers:
@@ -96,8 +95,9 @@ def _blend(out: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, blending: str) -
     return out * (1 - a) + rgb * a
 
 
-def render_plane(layers, plane: str, point_ras, bounds_ras: Optional[np.ndarray] = None,
-                 max_pixels: int = 320) -> Optional[PlaneImage]:
+def render_plane(
+    layers, plane: str, point_ras, bounds_ras: np.ndarray | None = None, max_pixels: int = 320
+) -> PlaneImage | None:
     """Composite the visible 3D layers on one orthogonal plane through ``point_ras`` (like napari draws them).
 
     Layers are sampled by nearest neighbour through their own data-to-world

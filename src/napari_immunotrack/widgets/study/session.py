@@ -14,7 +14,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -30,7 +29,7 @@ BASELINE_TRACKS = ("T1w", "T2w", "T2starw")
 
 
 # ============================================================================ display preparation (no Qt)
-def suv_display_factor(volume: Volume) -> Optional[float]:
+def suv_display_factor(volume: Volume) -> float | None:
     """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it."""
     if volume.modality not in ("PT", "NM") or volume.data.ndim != 3:
         return None
@@ -51,15 +50,28 @@ def suv_display_factor(volume: Volume) -> Optional[float]:
 
 #: Contrast presets per modality: name -> ("percentile", lo %, hi %) on the displayed data, or ("fixed", lo, hi).
 PRESETS = {
-    "MR": {"auto (0.5-99.5 %)": ("percentile", 0.5, 99.5), "wide (0-99.9 %)": ("percentile", 0.0, 99.9),
-           "dark spots (1-70 %)": ("percentile", 1.0, 70.0)},
-    "CT": {"soft tissue (-160..240 HU)": ("fixed", -160.0, 240.0), "bone (-500..1300 HU)": ("fixed", -500.0, 1300.0),
-           "auto (0.5-99.5 %)": ("percentile", 0.5, 99.5)},
-    "SUV": {"SUV 0-2": ("fixed", 0.0, 2.0), "SUV 0-5": ("fixed", 0.0, 5.0), "SUV 0-10": ("fixed", 0.0, 10.0),
-            "auto (0-99.9 %)": ("percentile", None, 99.9)},
+    "MR": {
+        "auto (0.5-99.5 %)": ("percentile", 0.5, 99.5),
+        "wide (0-99.9 %)": ("percentile", 0.0, 99.9),
+        "dark spots (1-70 %)": ("percentile", 1.0, 70.0),
+    },
+    "CT": {
+        "soft tissue (-160..240 HU)": ("fixed", -160.0, 240.0),
+        "bone (-500..1300 HU)": ("fixed", -500.0, 1300.0),
+        "auto (0.5-99.5 %)": ("percentile", 0.5, 99.5),
+    },
+    "SUV": {
+        "SUV 0-2": ("fixed", 0.0, 2.0),
+        "SUV 0-5": ("fixed", 0.0, 5.0),
+        "SUV 0-10": ("fixed", 0.0, 10.0),
+        "auto (0-99.9 %)": ("percentile", None, 99.9),
+    },
     "PT": {"auto (0-99.9 %)": ("percentile", None, 99.9), "full (0-max)": ("percentile", None, 100.0)},
-    "HOT": {"hot spots (99 %-max)": ("percentile", 99.0, 100.0), "above noise (95 %-max)": ("percentile", 95.0, 100.0),
-            "full (0-max)": ("percentile", None, 100.0)},
+    "HOT": {
+        "hot spots (99 %-max)": ("percentile", 99.0, 100.0),
+        "above noise (95 %-max)": ("percentile", 95.0, 100.0),
+        "full (0-max)": ("percentile", None, 100.0),
+    },
     "OT": {"auto (0.5-99.5 %)": ("percentile", 0.5, 99.5), "full (min-max)": ("percentile", 0.0, 100.0)},
 }
 
@@ -102,10 +114,10 @@ class Prepared:
     source: Path
     track: str
     session: str
-    day: Optional[float]
+    day: float | None
     label: str
     display_unit: str = ""
-    registered: Optional[bool] = None
+    registered: bool | None = None
 
 
 @dataclass
@@ -113,16 +125,16 @@ class SessionData:
     """A prepared session: {track: Prepared}, and one-line errors for files that failed."""
 
     session: str
-    layers: Dict[str, Prepared] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)
+    layers: dict[str, Prepared] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
-def layer_name(label: str, day: Optional[float], session: str, extra: str = "") -> str:
+def layer_name(label: str, day: float | None, session: str, extra: str = "") -> str:
     when = f"day {day:g}" if day is not None else session or "no session"
     return f"{label}{' ' + extra if extra else ''} ({when})"
 
 
-def prepare_file(f, transforms: dict, reference: Optional[Volume], baseline: bool = False) -> List[Prepared]:
+def prepare_file(f, transforms: dict, reference: Volume | None, baseline: bool = False) -> list[Prepared]:
     """Read one study file and build its napari LayerData (thread-safe; no Qt).
 
     PET/SPECT are shown in SUVbw when their header allows (the layer data are
@@ -133,8 +145,13 @@ def prepare_file(f, transforms: dict, reference: Optional[Volume], baseline: boo
 
     out = []
     for volume in load_study_file(f, transforms):
-        label = "PET" if f.role == "PET" else "SPECT" if f.role == "SPECT" else \
-            (f.suffix if f.modality == "MR" and f.role != "MR" else f.label)
+        label = (
+            "PET"
+            if f.role == "PET"
+            else "SPECT"
+            if f.role == "SPECT"
+            else (f.suffix if f.modality == "MR" and f.role != "MR" else f.label)
+        )
         if f.role == "MR" and f.dicom.get("SeriesDescription"):
             label = f.dicom["SeriesDescription"]
         volume.name = layer_name(label, f.day, f.session, "baseline" if baseline else "")
@@ -155,19 +172,32 @@ def prepare_file(f, transforms: dict, reference: Optional[Volume], baseline: boo
             data = arr
             # the layer shows this array: layer_to_volume must still hand back the native Volume
             kwargs["metadata"]["_display_fingerprint"] = array_fingerprint(data)
-        kwargs["metadata"]["immunotrack"].update(display_unit=display_unit, study_track=f.track,
-                                                 study_session=f.session, study_role="baseline" if baseline
-                                                 else "track")
+        kwargs["metadata"]["immunotrack"].update(
+            display_unit=display_unit,
+            study_track=f.track,
+            study_session=f.session,
+            study_role="baseline" if baseline else "track",
+        )
         if kind == "labels":
             kwargs.setdefault("opacity", 0.5)
         registered = volume.metadata.get("study", {}).get("registered")
-        out.append(Prepared(volume, data, kwargs, kind, Path(f.path), f.track, f.session, f.day, label,
-                            display_unit, registered))
+        out.append(
+            Prepared(
+                volume, data, kwargs, kind, Path(f.path), f.track, f.session, f.day, label, display_unit, registered
+            )
+        )
     return out
 
 
-def prepare_session(study, subject: str, session: str, reference: Optional[Volume], tracks=None,
-                    baseline: bool = False, done: Optional[SessionData] = None) -> SessionData:
+def prepare_session(
+    study,
+    subject: str,
+    session: str,
+    reference: Volume | None,
+    tracks=None,
+    baseline: bool = False,
+    done: SessionData | None = None,
+) -> SessionData:
     """Every file of a session prepared for display; a file that fails is reported, the rest go on.
 
     ``tracks`` limits it to some tracks; ``done`` is a partial result whose
@@ -175,19 +205,23 @@ def prepare_session(study, subject: str, session: str, reference: Optional[Volum
     axis-aligned MRI of the session becomes the grid oblique volumes are
     resampled to for display.
     """
-    from ...study_loading import session_transforms
     from ...study import track_order
+    from ...study_loading import session_transforms
 
     result = SessionData(session)
     if done is not None:
         result.layers.update(done.layers)
         result.errors.extend(done.errors)
-    files = [f for f in study.session_files(subject, session) if (tracks is None or f.track in tracks)
-             and f.track not in result.layers]
+    files = [
+        f
+        for f in study.session_files(subject, session)
+        if (tracks is None or f.track in tracks) and f.track not in result.layers
+    ]
     files.sort(key=lambda f: track_order(f.track))  # anatomy first: it is the display reference
     if reference is None:
-        reference = next((p.volume for p in result.layers.values() if p.volume.modality == "MR"
-                          and p.volume.is_axis_aligned()), None)
+        reference = next(
+            (p.volume for p in result.layers.values() if p.volume.modality == "MR" and p.volume.is_axis_aligned()), None
+        )
     transforms = {}
     if files and files[0].session_dir is not None:
         transforms = session_transforms(Path(files[0].session_dir), errors=result.errors)
@@ -200,8 +234,9 @@ def prepare_session(study, subject: str, session: str, reference: Optional[Volum
             result.errors.append(f"{study.relative(f.path)}: {one_line(exc)}")
             continue
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the study
-            result.errors.append(f"{study.relative(f.path)}: internal error {type(exc).__name__}: "
-                                 f"{one_line(exc)[:150]}")
+            result.errors.append(
+                f"{study.relative(f.path)}: internal error {type(exc).__name__}: {one_line(exc)[:150]}"
+            )
             continue
         if prepared:
             result.layers[f.track] = prepared[0]
@@ -235,8 +270,14 @@ def label_findings(volume: Volume, source: str) -> list:
     world = volume.index_to_world(centres.reshape(-1, 3))
     out = []
     for label, n, centre in zip(present, counts, world):
-        out.append({"source": source, "label": int(label), "name": names.get(int(label), ""), "voxels": int(n),
-                    "volume_mm3": float(n * volume.voxel_volume_mm3), "centroid_ras_mm": centre.tolist()})
+        out.append(
+            {
+                "source": source,
+                "label": int(label),
+                "name": names.get(int(label), ""),
+                "voxels": int(n),
+                "volume_mm3": float(n * volume.voxel_volume_mm3),
+                "centroid_ras_mm": centre.tolist(),
+            }
+        )
     return out
-
-

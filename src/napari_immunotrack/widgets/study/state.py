@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QWidget
@@ -46,8 +45,9 @@ class StudyStateMixin:
             return
         # one question of ours (listing the state and its labels files) instead of Qt's about the JSON only
         start = str(self.state_path or default_state_path(self.study.root))
-        path, _ = QFileDialog.getSaveFileName(self, "Save the study state", start, "Study state (*.json)",
-                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the study state", start, "Study state (*.json)", options=QFileDialog.Option.DontConfirmOverwrite
+        )
         if path:
             self._guard(self.save_state, path, overwrite=None)
 
@@ -65,7 +65,7 @@ class StudyStateMixin:
         state = new_state(self.study.root, state_path, self.subject, self.session)
         to_save = {}
         self._remember_adjustments()
-        hashes: Dict[Path, str] = {}
+        hashes: dict[Path, str] = {}
         used_names = set()
         for layer in self.viewer.layers:
             kind = type(layer).__name__.lower()
@@ -102,8 +102,11 @@ class StudyStateMixin:
                 if value is None:
                     continue
                 value = getattr(value, "value", value)
-                entry[prop] = [float(v) for v in value] if prop == "contrast_limits" else \
-                    (float(value) if isinstance(value, (float, np.floating)) else value)
+                entry[prop] = (
+                    [float(v) for v in value]
+                    if prop == "contrast_limits"
+                    else (float(value) if isinstance(value, (float, np.floating)) else value)
+                )
             if kind == "image":
                 entry["colormap"] = layer.colormap.name
             state["layers"].append(entry)
@@ -113,7 +116,7 @@ class StudyStateMixin:
         state["view"] = self._view_state()
         return state, to_save
 
-    def save_state(self, path=None, overwrite: Optional[bool] = None) -> Optional[Path]:
+    def save_state(self, path=None, overwrite: bool | None = None) -> Path | None:
         """Save the study state (JSON) and user-drawn labels (NIfTI beside it).
 
         ``overwrite``: True replaces, False refuses (InputError), None asks
@@ -130,8 +133,10 @@ class StudyStateMixin:
         path = Path(path) if path else default_state_path(self.study.root)
         state, to_save = self.current_state(path)
         if path.exists() and overwrite is None:
-            if not self.ask("Replace the saved study state?", f"{path.name} exists in {path.parent}. Replace it "
-                            "(its labels files are replaced too)?"):
+            if not self.ask(
+                "Replace the saved study state?",
+                f"{path.name} exists in {path.parent}. Replace it (its labels files are replaced too)?",
+            ):
                 self._tell("not saved: the existing study state was kept.", "info")
                 return None
             overwrite = True
@@ -144,7 +149,7 @@ class StudyStateMixin:
         self._tell(f"study state saved to {path}" + (f" with {len(to_save)} labels layer(s)" if to_save else ""))
         return path
 
-    def open_state(self, path) -> Optional[object]:
+    def open_state(self, path) -> object | None:
         """Reopen a saved study state: the study, the session, layers' settings and affines, ROIs, view.
 
         Missing or changed files are listed in one message (a moved study
@@ -161,8 +166,10 @@ class StudyStateMixin:
         if not check.root_exists:
             located = self.locate_folder(f"The study folder {root} is not there: locate it")
             if not located:
-                raise InputError(f"the study folder {root} of {path.name} is not there (moved or renamed?); "
-                                 "locate it to reopen the state.")
+                raise InputError(
+                    f"the study folder {root} of {path.name} is not there (moved or renamed?); "
+                    "locate it to reopen the state."
+                )
             root = Path(located)
             check = check_state(state, path, root=root)
         shown = state.get("tracks_shown")
@@ -221,16 +228,22 @@ class StudyStateMixin:
         if message:
             self._tell(f"{path.name}: {message}. The rest of the study opened.", "warning")
         else:
-            self._tell(f"reopened {path.name}: day {self.study.day(self.subject, self.session):g}"
-                       if self.study.day(self.subject, self.session) is not None else f"reopened {path.name}")
+            self._tell(
+                f"reopened {path.name}: day {self.study.day(self.subject, self.session):g}"
+                if self.study.day(self.subject, self.session) is not None
+                else f"reopened {path.name}"
+            )
         self.refresh_findings()
         return check
 
     # ------------------------------------------------------------------ parameters and view
     def state_parameters(self) -> dict:
         """This dock's own parameters (saved in the study state)."""
-        return {"link_windows": self.link_windows.isChecked(), "three_plane": self.three_plane is not None,
-                "plane": self.plane_combo.currentText()}
+        return {
+            "link_windows": self.link_windows.isChecked(),
+            "three_plane": self.three_plane is not None,
+            "plane": self.plane_combo.currentText(),
+        }
 
     def set_state_parameters(self, params: dict) -> None:
         if "link_windows" in params:
@@ -240,7 +253,7 @@ class StudyStateMixin:
         if "three_plane" in params:
             self.set_three_plane(bool(params["three_plane"]))
 
-    def _plugin_docks(self) -> Dict[str, QWidget]:
+    def _plugin_docks(self) -> dict[str, QWidget]:
         """{dock name: inner widget} of the docked widgets (this one included)."""
         docks = getattr(self.viewer.window, "dock_widgets", {}) or {}  # napari 0.9: the inner widgets
         return {str(name): getattr(inner, "native", inner) for name, inner in dict(docks).items()}
@@ -279,10 +292,16 @@ class StudyStateMixin:
 
     def _view_state(self) -> dict:
         camera = viewer_camera(self.viewer)
-        return {"ndisplay": int(self.viewer.dims.ndisplay), "order": [int(o) for o in self.viewer.dims.order],
-                "point": [float(p) for p in self.viewer.dims.point],
-                "camera": {"center": [float(c) for c in camera.center], "zoom": float(camera.zoom),
-                           "angles": [float(a) for a in camera.angles]}}
+        return {
+            "ndisplay": int(self.viewer.dims.ndisplay),
+            "order": [int(o) for o in self.viewer.dims.order],
+            "point": [float(p) for p in self.viewer.dims.point],
+            "camera": {
+                "center": [float(c) for c in camera.center],
+                "zoom": float(camera.zoom),
+                "angles": [float(a) for a in camera.angles],
+            },
+        }
 
     def _apply_view(self, view: dict) -> None:
         if view.get("ndisplay") in (2, 3):
@@ -333,7 +352,7 @@ def _widget_values(widget) -> dict:
     from qtpy.QtWidgets import QAbstractSpinBox, QLineEdit
 
     values = {}
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for child in widget.findChildren(QWidget):
         if isinstance(child, QAbstractSpinBox) and hasattr(child, "value"):
             value = child.value()
@@ -355,7 +374,7 @@ def _widget_values(widget) -> dict:
 def _set_widget_values(widget, values: dict) -> None:
     from qtpy.QtWidgets import QAbstractSpinBox, QLineEdit
 
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for child in widget.findChildren(QWidget):
         if not isinstance(child, (QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit)):
             continue

@@ -7,7 +7,6 @@ point; a click moves the point, the wheel steps the plane.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Optional
 
 import numpy as np
 from qtpy.QtCore import QPointF, Qt, QTimer
@@ -17,24 +16,24 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 from ...affines import napari_to_ras
 from ...errors import one_line
 from .._common import center_on_world
-from .planes import AXIS_LETTERS, PLANE_AXES, PLANES, PlaneImage, layer_world_bounds, sampleable, render_plane  # noqa: F401
+from .planes import AXIS_LETTERS, PLANE_AXES, PLANES, PlaneImage, layer_world_bounds, render_plane, sampleable  # noqa: F401
 
 
 class _PlanePanel(QLabel):
     """One plane: the rendered image scaled to the panel, a crosshair, orientation letters; click to move."""
 
-    def __init__(self, owner: "ThreePlaneView", plane: str):
+    def __init__(self, owner: ThreePlaneView, plane: str):
         super().__init__()
         self.owner = owner
         self.plane = plane
-        self.image: Optional[PlaneImage] = None
+        self.image: PlaneImage | None = None
         self.setMinimumSize(200, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setStyleSheet("background-color: black;")
         self._geometry = None  # (x0, y0, scale) of the drawn image inside the label
 
-    def show_image(self, image: Optional[PlaneImage]) -> None:
+    def show_image(self, image: PlaneImage | None) -> None:
         self.image = image
         self._redraw()
 
@@ -139,8 +138,21 @@ class ThreePlaneView(QWidget):
         if id(layer) in self._watched:
             return
         self._watched.add(id(layer))
-        for name in ("data", "contrast_limits", "colormap", "opacity", "visible", "blending", "gamma", "affine",
-                     "scale", "translate", "contour", "set_data", "paint"):
+        for name in (
+            "data",
+            "contrast_limits",
+            "colormap",
+            "opacity",
+            "visible",
+            "blending",
+            "gamma",
+            "affine",
+            "scale",
+            "translate",
+            "contour",
+            "set_data",
+            "paint",
+        ):
             emitter = getattr(layer.events, name, None)
             if emitter is not None:
                 emitter.connect(self.schedule)
@@ -166,7 +178,7 @@ class ThreePlaneView(QWidget):
                 panel.show_image(None)
                 panel.setToolTip(one_line(exc))
 
-    def images(self) -> Dict[str, Optional[PlaneImage]]:
+    def images(self) -> dict[str, PlaneImage | None]:
         return {plane: panel.image for plane, panel in self.panels.items()}
 
     def go_to(self, ras) -> None:
