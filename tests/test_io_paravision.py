@@ -488,7 +488,7 @@ spatial spatial
 -10 -10 3
 $$ @vis= VisuCoreOrientation VisuCorePosition VisuCoreDataMin VisuCoreDataMax
 ##$VisuCoreDataSlope=( 4 )
-0.000245341790903415 0.000245341790903415
+0.000245341790903415 0.000245341790903415 
 0.000245341790903415 0.000245341790903415
 ##$VisuCoreDataOffs=( 4 )
 @4*(0)

@@ -188,7 +188,7 @@ def test_timecourse_table_from_session_tables_marks_missing():
     liver_pet = tc[(tc["site"] == "liver") & (tc["readout"] == "PET")]
     assert liver_pet["apparent_cells"].tolist() == [2e6, 2e6]  # 40 %ID of 5e6 cells
     tumour_pet = tc[(tc["site"] == "tumour") & (tc["readout"] == "PET")]
-    assert (tumour_pet["status"] == "below detection").all()
+    assert (tumour_pet["status"] == "below detection limit").all()
     assert tc[(tc["readout"] == "19F")]["detection_limit_cells_cluster"].dropna().eq(3e3).all()
     with pytest.raises(InputError, match="injected_cells"):
         lg.timecourse_table(tables, injected_cells=-1)

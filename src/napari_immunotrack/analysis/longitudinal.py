@@ -312,7 +312,7 @@ def timecourse_table(
     injected_cells : cells injected; turns decay-corrected %ID into apparent cells
         (%ID / 100 * cells). Without it PET/SPECT stay in %ID and have no apparent cells.
     readouts : which of :data:`READOUTS`.
-    min_percent_id : PET/SPECT values below this (%ID) are noise around zero: "below detection".
+    min_percent_id : PET/SPECT values below this (%ID) are noise around zero: "below detection limit".
 
     Returns
     -------
