@@ -336,8 +336,8 @@ class ParamModel:
                 bound.arguments[name] = p.default if value is FROM_MODEL else p.check(value)
             return func(*bound.args, **bound.kwargs)
 
-        wrapper.__signature__ = sig.replace(
-            parameters=[  # type: ignore[attr-defined]
+        wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[
                 q.replace(default=self.params[q.name].default) if q.name in self.params else q
                 for q in sig.parameters.values()
             ]
