@@ -357,7 +357,7 @@ _NO_INFORMATION = 0.1
 #: ... and below this one it comes with a warning
 _LOW_INFORMATION = 0.2
 #: a second optimum of the search closer than this share of the result's information above chance: ambiguous
-_AMBIGUITY = 0.1
+_AMBIGUITY = 0.05
 #: a result with fewer of the fixed sample points inside the moving image than this is doubtful
 _POOR_OVERLAP = 0.5
 #: points of the reported (NumPy) mutual information
@@ -729,11 +729,12 @@ def register(
         best_mi, tx, best_matrix, best_record = tried[0]
         init_name = best_record["initializer"]
         stages.append(best_record)
-        # a clearly different pose (more than two coarse voxels anywhere in the fixed body's box) kept to
-        # compare with the final result: two optima nearly equal mean the answer is not unique
+        # a clearly different pose (more than four coarse voxels somewhere in the fixed sample's box: not a
+        # start that merely stopped short of the same optimum) kept to compare with the final result: two
+        # optima nearly equal mean the answer is not unique
         box = _box_points(fine_sampler)
         far = [t for t in tried[1:] if np.isfinite(t[0])
-               and pose_distance_mm(t[2], best_matrix, box) > max(2.0 * coarse.spacing_mm, 2.0)]
+               and pose_distance_mm(t[2], best_matrix, box) > max(4.0 * coarse.spacing_mm, 4.0)]
         if far:
             rival = far[0]
         search_record.update({
