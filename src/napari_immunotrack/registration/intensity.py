@@ -693,28 +693,30 @@ def register(
         t_search = time.perf_counter()
         _progress.report(progress, 0.0, "orientation search")
         rotations = orientation_grid(capture_range_deg, search_step_deg)
-        # every usable starting translation (they differ when the images are far apart), each with every rotation
-        starts_from = [init_name]
-        for name in usable:
-            shifts = [np.subtract(candidates[name].GetTranslation(), candidates[o].GetTranslation()) for o in starts_from]
-            if min(float(np.linalg.norm(d)) for d in shifts) > 2.0:
-                starts_from.append(name)
-        angles = np.concatenate([rotations] * len(starts_from))
-        origin = [name for name in starts_from for _ in rotations]
+        # the rotations turn about the starting translation that scores best with points outside the moving
+        # field of view counted as no signal (the choice above drops them, which favours pushing the anatomy
+        # out of view when the images are far apart); the unrotated start chosen above is optimised too
+        names = list(usable)
+        fair = score_transforms(coarse_sampler, [sitk_transform_to_matrix(candidates[n]) for n in names])[0]
+        grid_from = names[int(np.argmax(fair))]
+        starts_from = [grid_from] + ([init_name] if init_name != grid_from else [])
+        angles = np.concatenate([rotations, np.zeros((len(starts_from) - 1, 3))])
+        origin = [grid_from] * len(rotations) + starts_from[1:]
 
         def grid_transform(i):
             base = candidates[origin[i]]
             return _euler(base.GetCenter(), base.GetTranslation(), np.deg2rad(angles[i]))
 
-        grid_matrices = np.concatenate([
-            euler_matrices_ras(rotations, candidates[name].GetCenter(), candidates[name].GetTranslation())
-            for name in starts_from])
-        grid_scores, grid_overlap = score_transforms(coarse_sampler, grid_matrices)
+        base = candidates[grid_from]
+        grid_scores, grid_overlap = score_transforms(
+            coarse_sampler, euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation()))
         # a candidate that pushes most of the fixed image out of the moving one cannot be scored fairly
         grid_scores = np.where(grid_overlap >= 0.5 * float(grid_overlap.max()), grid_scores, -np.inf)
-        picks = distinct_best(grid_scores, angles, max(1, int(n_starts)), search_step_deg)
-        if 0 not in picks:  # the start as given (the identity rotation) is always tried: small misalignments
-            picks.append(0)
+        picks = distinct_best(grid_scores, rotations, max(1, int(n_starts)), search_step_deg)
+        # the unrotated start chosen as before is always optimised too: small misalignments are found as before
+        unrotated = len(rotations) if init_name != grid_from else 0
+        if unrotated not in picks:
+            picks.append(unrotated)
         n_steps = len(plan) - 1 + len(picks)
         tried = []
         for j, i in enumerate(picks):
@@ -738,8 +740,9 @@ def register(
         if far:
             rival = far[0]
         search_record.update({
-            "candidates": int(len(angles)), "seconds": round(time.perf_counter() - t_search, 3),
-            "best_grid_deg": [float(a) for a in angles[int(np.argmax(grid_scores))]],
+            "candidates": int(len(rotations)), "rotated_about": grid_from,
+            "seconds": round(time.perf_counter() - t_search, 3),
+            "best_grid_deg": [float(a) for a in rotations[int(np.argmax(grid_scores))]],
             "optimised": [t[3] for t in tried],
         })
         plan = plan[1:]
