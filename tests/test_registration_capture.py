@@ -203,18 +203,22 @@ def far_files(tmp_path_factory, far_pet_pair):
 def test_cli_search_is_on_by_default_and_recorded(far_files, far_pet_pair, tmp_path, capsys):
     out = tmp_path / "t.tfm"
     rc = main(["register", str(far_files / "mri.nii.gz"), str(far_files / "pet.nii.gz"), "-o", str(out)])
-    assert rc == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "orientation search: 125 rotations up to +-30 deg" in captured.out and "DOUBTFUL" not in captured.out
     assert landmark_tre(read_transform(out), far_pet_pair).max() <= 1.0
     record = json.loads((tmp_path / "t.tfm.provenance.json").read_text())
     assert record["parameters"]["search"]["capture_range_deg"] == 30.0
-    # --no-search: the option is recorded (and this far pose is not captured, so it is refused as worse or kept
-    # with --force and flagged)
+    # --no-search: recorded; this far pose is then missed, and the written result is flagged as doubtful
     out2 = tmp_path / "t2.tfm"
     rc = main(["register", str(far_files / "mri.nii.gz"), str(far_files / "pet.nii.gz"), "-o", str(out2),
                "--no-search", "--force"])
     assert rc == 0
     record = json.loads((tmp_path / "t2.tfm.provenance.json").read_text())
     assert record["parameters"]["search"]["capture_range_deg"] == 0.0
+    captured = capsys.readouterr()
+    assert "DOUBTFUL" in captured.out and "immunotrack: warning:" in captured.err
+    assert record["result"]["warnings"]
     assert landmark_tre(read_transform(out2), far_pet_pair).mean() > 5.0
 
 

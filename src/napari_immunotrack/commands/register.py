@@ -42,7 +42,8 @@ def add_arguments(parser):
                              "15-degree steps)")
     parser.add_argument("--force", action="store_true",
                         help="write a doubtful result (metric worse than at the start, or no shared information) "
-                             "with a warning instead of refusing it")
+                             "with a warning instead of refusing it (results with a near-equal second optimum or "
+                             "a poor overlap are written with a warning anyway)")
     parser.add_argument("--fixed-points", metavar="CSV",
                         help="landmarks on the fixed image (columns x_mm, y_mm, z_mm in world RAS, one row per "
                              "landmark); with --moving-points, fit the transform to the pairs instead of intensities")
@@ -180,6 +181,13 @@ def run(args) -> int:
         start = result.metric_initial if np.isfinite(result.metric_initial) else result.metric_after_init
         print(f"metric ({METRIC_NOTE}): start {start:.4f} -> final {result.metric_final:.4f}; "
               f"{result.iterations} iterations, {result.elapsed_s:.2f} s")
+        search = result.parameters.get("search", {})
+        if search.get("capture_range_deg"):
+            print(f"orientation search: {search['candidates']} rotations up to +-{search['capture_range_deg']:g} deg, "
+                  f"{len(search['optimised'])} starts optimised ({search['seconds']:.2f} s)")
+        if result.parameters.get("doubtful"):
+            print("DOUBTFUL result (see the warnings above, also in the provenance file): check it by eye "
+                  "(--resampled, checkerboard) before using it")
     print("fixed_to_moving (RAS mm):")
     for row in result.fixed_to_moving:
         print("  " + "  ".join(f"{v:10.5f}" for v in row))
