@@ -436,7 +436,7 @@ def register(
     relaxation: float = 0.7,
     capture_range_deg: float = 30.0,
     search_step_deg: float = 15.0,
-    n_starts: int = 2,
+    n_starts: int = 3,
     progress=None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` by Mattes mutual information: rigid, then (optionally) affine.
