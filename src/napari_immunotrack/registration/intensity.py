@@ -743,13 +743,12 @@ def register(
         best_mi, tx, best_matrix, best_record = tried[0]
         init_name = best_record["initializer"]
         # the winner once more on the coarse level with a fresh step: from a start up to half a grid step
-        # off, the regular-step optimiser can shrink its step and stop before the optimum
-        if any(best_record["start_deg"]):  # the unrotated start needs no second run: as without the search
-            polish = run_stage(tx, "rigid", 0, coarse, len(picks), ", again from the best start")
-            best_record = dict(best_record, iterations=best_record["iterations"] + polish["iterations"],
-                               mattes_metric=polish["mattes_metric"], stop=polish["stop"], restarted=True,
-                               seconds=round(best_record["seconds"] + polish["seconds"], 3))
-            best_matrix = sitk_transform_to_matrix(tx)
+        # off (or 30 degrees, unrotated), the regular-step optimiser can shrink its step and stop ~1 mm short
+        polish = run_stage(tx, "rigid", 0, coarse, len(picks), ", again from the best start")
+        best_record = dict(best_record, iterations=best_record["iterations"] + polish["iterations"],
+                           mattes_metric=polish["mattes_metric"], stop=polish["stop"], restarted=True,
+                           seconds=round(best_record["seconds"] + polish["seconds"], 3))
+        best_matrix = sitk_transform_to_matrix(tx)
         stages.append(best_record)
         # a clearly different pose (more than four coarse voxels somewhere in the fixed sample's box: not a
         # start that merely stopped short of the same optimum) kept to compare with the final result: two
