@@ -132,7 +132,7 @@ def run(args) -> int:
         fixed_mask = load(args.fixed_mask, "fixed mask") if args.fixed_mask else None
         moving_mask = load(args.moving_mask, "moving mask") if args.moving_mask else None
         inputs.update(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
-        if not (0 < args.capture_range <= 90):
+        if args.search and not (0 < args.capture_range <= 90):
             raise InputError(f"--capture-range must be between 0 and 90 degrees, not {args.capture_range:g}; "
                              "use --no-search to turn the orientation search off.")
         capture_range = args.capture_range if args.search else 0.0
