@@ -744,11 +744,18 @@ def register(
         init_name = best_record["initializer"]
         # the winner once more on the coarse level with a fresh step: from a start up to half a grid step
         # off (or 30 degrees, unrotated), the regular-step optimiser can shrink its step and stop ~1 mm short
-        polish = run_stage(tx, "rigid", 0, coarse, len(picks), ", again from the best start")
+        # (kept only if it improves the metric: a fresh full step can also jump out of the basin)
+        polished = sitk.Euler3DTransform(tx)
+        polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start")
+        polished_matrix = sitk_transform_to_matrix(polished)
+        polished_mi = fine_sampler.score(polished_matrix)[0]
+        restarted = bool(np.isfinite(polished_mi) and polished_mi > best_mi)
         best_record = dict(best_record, iterations=best_record["iterations"] + polish["iterations"],
-                           mattes_metric=polish["mattes_metric"], stop=polish["stop"], restarted=True,
-                           seconds=round(best_record["seconds"] + polish["seconds"], 3))
-        best_matrix = sitk_transform_to_matrix(tx)
+                           restarted=restarted, seconds=round(best_record["seconds"] + polish["seconds"], 3))
+        if restarted:
+            tx, best_matrix, best_mi = polished, polished_matrix, polished_mi
+            best_record.update(mattes_metric=polish["mattes_metric"], stop=polish["stop"],
+                               mutual_information=plain_number(polished_mi))
         stages.append(best_record)
         # a clearly different pose (more than four coarse voxels somewhere in the fixed sample's box: not a
         # start that merely stopped short of the same optimum) kept to compare with the final result: two
