@@ -656,13 +656,13 @@ def register(
     state = {"cancelled": None}
     n_steps = len(plan)
 
-    def run_stage(tx, kind, index, level, k, note=""):
+    def run_stage(tx, kind, index, level, k, note="", rate=1.0):
         """Optimise ``tx`` in place on one level; returns the stage record."""
         reg = _metric_method(level, bins, per_level[index], seed)
         last = index == len(levels) - 1
         step_min = float(min_step_mm) if last else max(float(min_step_mm), _COARSE_MIN_STEP * level.spacing_mm)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
+            learningRate=rate * level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
             relaxationFactor=float(relaxation), gradientMagnitudeTolerance=1e-8)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
@@ -737,8 +737,9 @@ def register(
             record["start_deg"] = [float(a) for a in angles[i]]
             record["initializer"] = origin[i]
             m = sitk_transform_to_matrix(start_tx)
-            record["mutual_information"] = plain_number(fine_sampler.score(m)[0])
-            tried.append((fine_sampler.score(m)[0], start_tx, m, record))
+            mi = fine_sampler.score(m)[0]
+            record["mutual_information"] = plain_number(mi)
+            tried.append((mi, start_tx, m, record))
         tried.sort(key=lambda item: -item[0] if np.isfinite(item[0]) else np.inf)
         best_mi, tx, best_matrix, best_record = tried[0]
         init_name = best_record["initializer"]
@@ -746,7 +747,7 @@ def register(
         # off (or 30 degrees, unrotated), the regular-step optimiser can shrink its step and stop ~1 mm short
         # (kept only if it improves the metric: a fresh full step can also jump out of the basin)
         polished = sitk.Euler3DTransform(tx)
-        polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start")
+        polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start", rate=0.5)
         polished_matrix = sitk_transform_to_matrix(polished)
         polished_mi = fine_sampler.score(polished_matrix)[0]
         restarted = bool(np.isfinite(polished_mi) and polished_mi > best_mi)
