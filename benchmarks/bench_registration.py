@@ -302,7 +302,7 @@ def run_capture(poses: int, repeats: int):
             times, worst, doubtful = [], float("nan"), None
             for _ in range(repeats):
                 try:
-                    result, wall, _ = timed(lambda: reg.register(d["fixed"], d["moving"], **kw))
+                    result, wall, _ = timed(lambda d=d, kw=kw: reg.register(d["fixed"], d["moving"], **kw))
                     worst = tre(result.fixed_to_moving, d["fixed_to_moving"], pts)[1]
                     doubtful = result.parameters["doubtful"]
                 except InputError:
@@ -329,7 +329,7 @@ def run_capture(poses: int, repeats: int):
     for seed in range(min(poses, 4)):
         fixed, moving, truth, pts = sim_pair(seed)
         on = [timed(reg.register, fixed, moving) for _ in range(repeats)]
-        off = [timed(lambda: reg.register(fixed, moving, capture_range_deg=0)) for _ in range(repeats)]
+        off = [timed(lambda f=fixed, m=moving: reg.register(f, m, capture_range_deg=0)) for _ in range(repeats)]
         t_on, t_off = float(np.median([r[1] for r in on])), float(np.median([r[1] for r in off]))
         ratios.append(t_on / t_off)
         print(f"    pair {seed}: search {t_on:.2f} s (TRE {tre(on[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm), "

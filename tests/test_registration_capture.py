@@ -18,7 +18,11 @@ from napari_immunotrack.cli import main
 from napari_immunotrack.errors import ImmunotrackWarning, InputError
 from napari_immunotrack.io import save_volume
 from napari_immunotrack.io.transforms import read_transform
-from napari_immunotrack.registration.search import distinct_best, euler_matrices_ras, orientation_grid
+from napari_immunotrack.registration.search import (
+    distinct_best,
+    euler_matrices_ras,
+    orientation_grid,
+)
 from napari_immunotrack.simulate import registration_pair
 from napari_immunotrack.volume import Volume
 

@@ -19,7 +19,13 @@ from ..errors import ImmunotrackWarning, InputError
 from ..volume import Volume
 from .itk_bridge import sitk_transform_to_matrix, volume_to_sitk
 from .result import METRIC_NOTE, RegistrationResult, plain_number
-from .search import distinct_best, euler_matrices_ras, orientation_grid, pose_distance_mm, score_transforms
+from .search import (
+    distinct_best,
+    euler_matrices_ras,
+    orientation_grid,
+    pose_distance_mm,
+    score_transforms,
+)
 
 # --------------------------------------------------------------------------- input checks
 _MIN_VOXELS_PER_AXIS = 4
@@ -747,7 +753,7 @@ def register(
         # off (or 30 degrees, unrotated), the regular-step optimiser can shrink its step and stop ~1 mm short
         # (kept only if it improves the metric: a fresh full step can also jump out of the basin)
         polished = sitk.Euler3DTransform(tx)
-        polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start", rate=0.5)
+        polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start")
         polished_matrix = sitk_transform_to_matrix(polished)
         polished_mi = fine_sampler.score(polished_matrix)[0]
         restarted = bool(np.isfinite(polished_mi) and polished_mi > best_mi)

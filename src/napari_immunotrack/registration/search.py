@@ -99,7 +99,7 @@ def score_transforms(sampler, matrices_ras) -> tuple:
     idx = np.clip(idx, 0, size - 1)
     base = np.minimum(idx.astype(np.int64), size - 2)
     frac = idx - base
-    nz_, ny_, nx_ = sampler.moving.shape
+    _, ny_, nx_ = sampler.moving.shape
     start = (base[..., 2] * ny_ + base[..., 1]) * nx_ + base[..., 0]
     flat = np.asarray(sampler.moving_flat, np.float32)
     fx = frac[..., 0]
