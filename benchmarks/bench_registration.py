@@ -18,7 +18,11 @@ What it measures, each figure printed beside its requirement:
    study's ``ground_truth.json``.
 4. The whole ``immunotrack register`` command (start-up included) against
    the recipe's time.
-5. Landmarks: 6 noisy pairs, fiducial registration error against its expectation.
+5. Capture range: random poses within +-30 degrees per axis and +-20 mm (simulator
+   MRI vs PET/SPECT), the share captured (TRE <= 1 mm at every landmark) and the
+   time with the orientation search (the default) and without it, and the
+   search's time cost on small misalignments.
+6. Landmarks: 6 noisy pairs, fiducial registration error against its expectation.
 
 Times: the machine may be shared, so each method runs ``--repeats`` times,
 interleaved with the other, and the median is kept (wall clock and CPU).
@@ -277,6 +281,62 @@ def run_cli(repeats: int):
               f"ratio {c / r:.2f}x (requirement <= 2); TRE of the written file {mean:.2f}/{worst:.2f} mm")
 
 
+def run_capture(poses: int, repeats: int):
+    """Capture range (issue 18): random poses within +-30 degrees per axis and +-20 mm, PET and SPECT
+    alternating, registered with the orientation search (default) and without it (translation start only)."""
+    from napari_immunotrack.simulate import registration_pair
+
+    print(f"\n== capture sweep: simulator mouse MRI vs PET/SPECT, {poses} random poses within +-30 deg per axis and "
+          "+-20 mm; captured = TRE at every landmark <= 1 mm")
+    print(f"{'pose':>4} {'mod':>3} {'rotation deg':>20} {'shift mm':>20} | {'search TRE max':>14} {'s':>6} "
+          f"{'doubt':>5} | {'no search TRE max':>17} {'s':>6}")
+    rng = np.random.default_rng(18)
+    rows = []
+    for k in range(poses):
+        modality = ("PT", "NM")[k % 2]
+        rotation, shift = rng.uniform(-30, 30, 3), rng.uniform(-20, 20, 3)
+        d = registration_pair(seed=200 + k, rotation_deg=rotation, translation_mm=shift, modality=modality)
+        pts = d["landmarks_fixed"]
+        row = {}
+        for key, kw in (("search", {}), ("none", {"capture_range_deg": 0, "force": True})):
+            times, worst, doubtful = [], float("nan"), None
+            for _ in range(repeats):
+                try:
+                    result, wall, _ = timed(lambda d=d, kw=kw: reg.register(d["fixed"], d["moving"], **kw))
+                    worst = tre(result.fixed_to_moving, d["fixed_to_moving"], pts)[1]
+                    doubtful = result.parameters["doubtful"]
+                except InputError:
+                    wall = float("nan")
+                times.append(wall)
+            row[key] = (worst, float(np.nanmedian(times)) if np.isfinite(times).any() else float("nan"), doubtful)
+        rows.append(row)
+        s_, n_ = row["search"], row["none"]
+        print(f"{k:>4} {modality:>3} {str(rotation.round(1).tolist()):>20} {str(shift.round(1).tolist()):>20} | "
+              f"{s_[0]:14.2f} {s_[1]:6.2f} {str(bool(s_[2])):>5} | {n_[0]:17.2f} {n_[1]:6.2f}")
+    s_worst = np.array([r["search"][0] for r in rows])
+    n_worst = np.array([r["none"][0] for r in rows])
+    s_time = np.array([r["search"][1] for r in rows])
+    n_time = np.array([r["none"][1] for r in rows])
+    print(f"  with search:    {np.mean(s_worst <= 1.0):.0%} captured ({int(np.sum(s_worst <= 1.0))}/{poses}; requirement "
+          f"100 %), median {np.nanmedian(s_time):.2f} s per pair; flagged doubtful "
+          f"{sum(bool(r['search'][2]) for r in rows)}/{poses}")
+    print(f"  without search: {np.mean(n_worst <= 1.0):.0%} captured ({int(np.sum(n_worst <= 1.0))}/{poses}), "
+          f"median {np.nanmedian(n_time):.2f} s per pair")
+
+    # the price of the search where it is not needed: small misalignments (the figures of section 2)
+    print("  cost of the search on small misalignments (<= 10 deg, 3 mm), simulator pairs:")
+    ratios = []
+    for seed in range(min(poses, 4)):
+        fixed, moving, truth, pts = sim_pair(seed)
+        on = [timed(reg.register, fixed, moving) for _ in range(repeats)]
+        off = [timed(lambda f=fixed, m=moving: reg.register(f, m, capture_range_deg=0)) for _ in range(repeats)]
+        t_on, t_off = float(np.median([r[1] for r in on])), float(np.median([r[1] for r in off]))
+        ratios.append(t_on / t_off)
+        print(f"    pair {seed}: search {t_on:.2f} s (TRE {tre(on[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm), "
+              f"no search {t_off:.2f} s (TRE {tre(off[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm)")
+    print(f"  search / no search time: median {np.median(ratios):.2f}x")
+
+
 def run_landmarks(trials: int = 1000):
     rng = np.random.default_rng(0)
     sigma = 0.5
@@ -301,6 +361,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="random transforms per data set (default 8)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method and pair (default 3)")
     parser.add_argument("--quick", action="store_true", help="3 seeds, 1 repeat")
+    parser.add_argument("--capture-poses", type=int, default=10,
+                        help="random far poses (+-30 deg, +-20 mm) of the capture sweep (default 10)")
+    parser.add_argument("--only-capture", action="store_true", help="run the capture sweep only")
     parser.add_argument("--study", help="a simulated study folder with ground_truth.json (default: simulate one)")
     args = parser.parse_args(argv)
     seeds, repeats = (3, 1) if args.quick else (args.seeds, args.repeats)
@@ -308,6 +371,9 @@ def main(argv=None) -> int:
 
     print(f"SimpleITK {sitk.Version.VersionString()}, {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()} threads, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    if args.only_capture:
+        run_capture(args.capture_poses, 1 if args.quick else min(repeats, 2))
+        return 0
     compare("MNI152 T1 (2 mm) vs PET-like (3 mm, 6 mm FWHM, 5 % noise), <= 10 deg and 10 mm",
             [mni_pair(s) for s in range(seeds)], repeats)
     compare("simulator mouse T2w MRI (0.4 mm) vs PET (0.6 mm), <= 10 deg and 3 mm",
@@ -320,6 +386,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             run_study(make_study(Path(tmp) / "study", timepoints_days=(1,), size="sample"))
     run_cli(max(repeats, 3))
+    run_capture(args.capture_poses if not args.quick else 4, 1 if args.quick else min(repeats, 2))
     run_landmarks()
     print(f"\npeak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

@@ -7,6 +7,8 @@ Nothing is written unless the registration succeeds."""
 
 from __future__ import annotations
 
+import argparse
+
 HELP = "register two images (rigid/affine mutual information, or landmarks) and write an ITK .tfm"
 
 
@@ -30,9 +32,18 @@ def add_arguments(parser):
     parser.add_argument("--intensity", choices=("auto", "linear", "log", "rank"), default="auto",
                         help="what the metric sees: linear values, log-compressed (default for PET, SPECT, 19F, "
                              "MPI: a faint body counts beside hot spots) or ranks; auto picks by modality")
+    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
+                        help="orientation search before optimising (default on): rotations of up to "
+                             "--capture-range degrees about each axis are scored and the best few optimised, "
+                             "so images up to about 30 degrees and 20 mm apart are aligned; --no-search starts "
+                             "from the translation only (faster, for images already close)")
+    parser.add_argument("--capture-range", type=float, default=30.0, metavar="DEG",
+                        help="largest rotation about each axis the search tries, in degrees (default 30; "
+                             "15-degree steps)")
     parser.add_argument("--force", action="store_true",
                         help="write a doubtful result (metric worse than at the start, or no shared information) "
-                             "with a warning instead of refusing it")
+                             "with a warning instead of refusing it (results with a near-equal second optimum or "
+                             "a poor overlap are written with a warning anyway)")
     parser.add_argument("--fixed-points", metavar="CSV",
                         help="landmarks on the fixed image (columns x_mm, y_mm, z_mm in world RAS, one row per "
                              "landmark); with --moving-points, fit the transform to the pairs instead of intensities")
@@ -121,6 +132,10 @@ def run(args) -> int:
         fixed_mask = load(args.fixed_mask, "fixed mask") if args.fixed_mask else None
         moving_mask = load(args.moving_mask, "moving mask") if args.moving_mask else None
         inputs.update(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
+        if args.search and not (0 < args.capture_range <= 90):
+            raise InputError(f"--capture-range must be between 0 and 90 degrees, not {args.capture_range:g}; "
+                             "use --no-search to turn the orientation search off.")
+        capture_range = args.capture_range if args.search else 0.0
         # progress only on a terminal: in a pipe or a log an error stays the one line on stderr
         bar, shown = (text_progress("register") if sys.stderr.isatty() else None), []
         if bar is not None:
@@ -135,7 +150,8 @@ def run(args) -> int:
         try:
             result = register(fixed, moving, transform=args.transform, fixed_mask=fixed_mask,
                               moving_mask=moving_mask, initializer=args.initializer, bins=args.bins,
-                              intensity=args.intensity, force=args.force, progress=progress)
+                              intensity=args.intensity, force=args.force, progress=progress,
+                              capture_range_deg=capture_range)
         finally:
             if bar is not None and shown and shown[-1] < 1.0:  # end the progress line before an error message
                 sys.stderr.write("\n")
@@ -167,6 +183,13 @@ def run(args) -> int:
         start = result.metric_initial if np.isfinite(result.metric_initial) else result.metric_after_init
         print(f"metric ({METRIC_NOTE}): start {start:.4f} -> final {result.metric_final:.4f}; "
               f"{result.iterations} iterations, {result.elapsed_s:.2f} s")
+        search = result.parameters.get("search", {})
+        if search.get("capture_range_deg"):
+            print(f"orientation search: {search['candidates']} rotations up to +-{search['capture_range_deg']:g} deg, "
+                  f"{len(search['optimised'])} starts optimised ({search['seconds']:.2f} s)")
+        if result.parameters.get("doubtful"):
+            print("DOUBTFUL result (see the warnings above, also in the provenance file): check it by eye "
+                  "(--resampled, checkerboard) before using it")
     print("fixed_to_moving (RAS mm):")
     for row in result.fixed_to_moving:
         print("  " + "  ".join(f"{v:10.5f}" for v in row))

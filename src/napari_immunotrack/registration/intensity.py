@@ -5,6 +5,7 @@ See ``docs/methods/registration.md`` for the metric, the pyramid and the refusal
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,13 @@ from ..errors import ImmunotrackWarning, InputError
 from ..volume import Volume
 from .itk_bridge import sitk_transform_to_matrix, volume_to_sitk
 from .result import METRIC_NOTE, RegistrationResult, plain_number
+from .search import (
+    distinct_best,
+    euler_matrices_ras,
+    orientation_grid,
+    pose_distance_mm,
+    score_transforms,
+)
 
 # --------------------------------------------------------------------------- input checks
 _MIN_VOXELS_PER_AXIS = 4
@@ -354,12 +362,23 @@ _HOT_FRACTION, _HOT_DILATION_MM = 0.05, 3.0
 _NO_INFORMATION = 0.1
 #: ... and below this one it comes with a warning
 _LOW_INFORMATION = 0.2
+#: a second optimum of the search closer than this share of the result's information above chance: ambiguous
+_AMBIGUITY = 0.05
+#: a result with fewer of the fixed sample points inside the moving image than this is doubtful
+_POOR_OVERLAP = 0.5
 #: points of the reported (NumPy) mutual information
 _QC_POINTS = 20000
 #: convergence of the coarser levels: a step below this fraction of the level's voxel (the finest uses min_step_mm)
 _COARSE_MIN_STEP = 0.01
 #: sample points on the finest level, the one above, and coarser ones
 _DEFAULT_SAMPLES = (12000, 6000, 3000)
+
+
+def _box_points(sampler) -> np.ndarray:
+    """The 8 corners (RAS mm) of the box around a sampler's fixed points: where two poses are compared."""
+    lo, hi = sampler.points.min(axis=0), sampler.points.max(axis=0)
+    corners = np.array([[(lo, hi)[b][a] for a, b in enumerate(bits)] for bits in itertools.product((0, 1), repeat=3)])
+    return corners * np.array([-1.0, -1.0, 1.0])  # LPS -> RAS
 
 
 def _metric_method(level: _Level, bins: int, samples: int, seed: int):
@@ -421,6 +440,9 @@ def register(
     force: bool = False,
     seed: int = 1,
     relaxation: float = 0.7,
+    capture_range_deg: float = 30.0,
+    search_step_deg: float = 15.0,
+    n_starts: int = 3,
     progress=None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` by Mattes mutual information: rigid, then (optionally) affine.
@@ -482,12 +504,28 @@ def register(
         The optimiser (regular-step gradient descent, steps in mm of physical
         shift) multiplies its step by this when the gradient turns back; 0.7
         rather than ITK's 0.5 keeps noise in the metric from stopping it early.
+    capture_range_deg : float
+        Orientation search: rotations of up to this many degrees about each axis
+        (in ``search_step_deg`` steps, about the fixed centre of mass, after the
+        starting translation) are scored on the coarsest level and the best
+        ``n_starts`` distinct ones optimised there; the best of those is refined.
+        30 (default) finds poses up to about +-30 degrees and +-20 mm; 0 turns
+        the search off (start from the translation only, as before).
+    search_step_deg : float
+        Step of the orientation grid (15 degrees: 125 candidates at 30).
+    n_starts : int
+        How many of the best grid rotations (not grid neighbours of each other)
+        are optimised on the coarsest level; the start without rotation is
+        always optimised too.
     progress : callable, optional
         ``progress(fraction, message)``; may raise Cancelled.
 
     Returns
     -------
     RegistrationResult
+        ``parameters["search"]`` records the search (candidates, the starts
+        optimised and their metric); ``parameters["doubtful"]`` is True when a
+        warning says the result may be wrong.
 
     Raises
     ------
@@ -500,11 +538,23 @@ def register(
     -----
     The method, and why: a translation from centres of mass or field-of-view
     centres (the better of the two and the identity); a pyramid of block
-    averages; on each level Mattes MI on a regular grid of fixed points
+    averages; an orientation search on the coarsest level (125 rotations to
+    +-30 degrees about the fixed centre of mass, scored together by a NumPy
+    joint-histogram MI on a few thousand points, see :mod:`.search`; the best
+    ``n_starts`` distinct ones and the unrotated start optimised, the best
+    kept), because a gradient optimiser started 30 degrees off settles in a
+    wrong optimum; on each level Mattes MI on a regular grid of fixed points
     (jittered, seeded) optimised by regular-step gradient descent with
     physical-shift scales; rigid, then affine on the two finest levels. The
     reported metric is a separate NumPy mutual information on 20000 fixed
     points, the same points before and after, so the two compare.
+
+    Doubt, besides the refusals: a warning (kept in ``warnings``, and
+    ``parameters["doubtful"]``) when another optimised start more than four
+    coarse voxels away ends within 5 % of the result's information above
+    chance (two poses fit: a symmetric field of view), when under half of the
+    fixed points fall inside the moving image after registration, or when the
+    images share little information.
 
     Examples
     --------
@@ -531,6 +581,13 @@ def register(
         raise InputError(f"seed must be a whole number >= 1 (0 would mean a random seed), not {seed}.")
     if not 8 <= int(bins) <= 256:
         raise InputError(f"bins must be between 8 and 256 (32-64 is usual), not {bins}.")
+    if not (np.isfinite(capture_range_deg) and 0 <= float(capture_range_deg) <= 90):
+        raise InputError(f"capture_range_deg must be between 0 (no orientation search) and 90 degrees, not "
+                         f"{capture_range_deg}.")
+    if not 1 <= float(search_step_deg) <= 45:
+        raise InputError(f"search_step_deg must be between 1 and 45 degrees (15 is usual), not {search_step_deg}.")
+    if int(n_starts) < 1:
+        raise InputError(f"n_starts must be at least 1, not {n_starts}.")
     notes: list = []
     f_data = _check_image(fixed, "fixed", notes)
     m_data = _check_image(moving, "moving", notes)
@@ -601,29 +658,25 @@ def register(
     if transform == "affine":
         plan += [("affine", i, lv) for i, lv in enumerate(levels) if i >= len(levels) - 2]
     stages = []
-    total_iterations = 0
     _install_abort_hook()
     state = {"cancelled": None}
-    for k, (kind, index, level) in enumerate(plan):
-        if kind == "affine" and not isinstance(tx, sitk.AffineTransform):
-            affine = sitk.AffineTransform(3)
-            affine.SetCenter(tx.GetCenter())
-            affine.SetMatrix(tx.GetMatrix())
-            affine.SetTranslation(tx.GetTranslation())
-            tx = affine
+    n_steps = len(plan)
+
+    def run_stage(tx, kind, index, level, k, note="", rate=1.0):
+        """Optimise ``tx`` in place on one level; returns the stage record."""
         reg = _metric_method(level, bins, per_level[index], seed)
         last = index == len(levels) - 1
         step_min = float(min_step_mm) if last else max(float(min_step_mm), _COARSE_MIN_STEP * level.spacing_mm)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
+            learningRate=rate * level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
             relaxationFactor=float(relaxation), gradientMagnitudeTolerance=1e-8)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
-        label = f"{kind} level {index + 1}/{len(levels)} ({level.spacing_mm:.3g} mm)"
+        label = f"{kind} level {index + 1}/{len(levels)} ({level.spacing_mm:.3g} mm){note}"
 
-        def on_iteration(reg=reg, k=k, label=label):
+        def on_iteration():
             it = reg.GetOptimizerIteration()
-            frac = (k + min(it / 60.0, 0.95)) / len(plan)
+            frac = (k + min(it / 60.0, 0.95)) / n_steps
             try:
                 _progress.report(progress, frac, f"{label}: iteration {it}, Mattes cost {reg.GetMetricValue():.4f}")
             except Cancelled as exc:
@@ -633,7 +686,7 @@ def register(
         reg.AddCommand(sitk.sitkIterationEvent, on_iteration)
         t0 = time.perf_counter()
         try:
-            _progress.report(progress, k / len(plan), label)
+            _progress.report(progress, k / n_steps, label)
             reg.Execute(level.fixed, level.moving)
         except RuntimeError as exc:
             if state["cancelled"] is not None:
@@ -645,12 +698,101 @@ def register(
                     "the same body part, add masks, or pair landmarks."
                 ) from None
             raise
-        iterations = int(reg.GetOptimizerIteration())
-        total_iterations += iterations
-        stages.append({"stage": kind, "level": index + 1, "voxel_mm": round(level.spacing_mm, 4),
-                       "iterations": iterations, "mattes_metric": round(float(reg.GetMetricValue()), 6),
-                       "stop": reg.GetOptimizerStopConditionDescription(),
-                       "seconds": round(time.perf_counter() - t0, 3)})
+        return {"stage": kind, "level": index + 1, "voxel_mm": round(level.spacing_mm, 4),
+                "iterations": int(reg.GetOptimizerIteration()), "mattes_metric": round(float(reg.GetMetricValue()), 6),
+                "stop": reg.GetOptimizerStopConditionDescription(), "seconds": round(time.perf_counter() - t0, 3)}
+
+    # ---- orientation search (docs/methods/registration.md): score a grid of rotations about the fixed centre
+    # on the coarsest level, optimise the best few distinct starts there, keep the best, refine it
+    search_record = {"capture_range_deg": float(capture_range_deg), "step_deg": float(search_step_deg),
+                     "starts": int(n_starts)}
+    rival = None
+    if capture_range_deg > 0:
+        t_search = time.perf_counter()
+        _progress.report(progress, 0.0, "orientation search")
+        rotations = orientation_grid(capture_range_deg, search_step_deg)
+        # the rotations turn about the starting translation that scores best with points outside the moving
+        # field of view counted as no signal (the choice above drops them, which favours pushing the anatomy
+        # out of view when the images are far apart); the unrotated start chosen above is optimised too
+        names = list(usable)
+        fair = score_transforms(coarse_sampler, [sitk_transform_to_matrix(candidates[n]) for n in names])[0]
+        grid_from = names[int(np.argmax(fair))]
+        starts_from = [grid_from] + ([init_name] if init_name != grid_from else [])
+        angles = np.concatenate([rotations, np.zeros((len(starts_from) - 1, 3))])
+        origin = [grid_from] * len(rotations) + starts_from[1:]
+
+        def grid_transform(i):
+            base = candidates[origin[i]]
+            return _euler(base.GetCenter(), base.GetTranslation(), np.deg2rad(angles[i]))
+
+        base = candidates[grid_from]
+        grid_scores, grid_overlap = score_transforms(
+            coarse_sampler, euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation()))
+        # a candidate that pushes most of the fixed image out of the moving one cannot be scored fairly
+        grid_scores = np.where(grid_overlap >= 0.5 * float(grid_overlap.max()), grid_scores, -np.inf)
+        picks = distinct_best(grid_scores, rotations, max(1, int(n_starts)), search_step_deg)
+        # the unrotated start chosen as before is always optimised too: small misalignments are found as before
+        unrotated = len(rotations) if init_name != grid_from else 0
+        if unrotated not in picks:
+            picks.append(unrotated)
+        n_steps = len(plan) + len(picks)
+        tried = []
+        for j, i in enumerate(picks):
+            start_tx = grid_transform(i)
+            record = run_stage(start_tx, "rigid", 0, coarse, j, f", start {j + 1}/{len(picks)}")
+            record["start_deg"] = [float(a) for a in angles[i]]
+            record["initializer"] = origin[i]
+            m = sitk_transform_to_matrix(start_tx)
+            mi = fine_sampler.score(m)[0]
+            record["mutual_information"] = plain_number(mi)
+            tried.append((mi, start_tx, m, record))
+        tried.sort(key=lambda item: -item[0] if np.isfinite(item[0]) else np.inf)
+        best_mi, tx, best_matrix, best_record = tried[0]
+        init_name = best_record["initializer"]
+        # the winner once more on the coarse level with a fresh step: from a start up to half a grid step
+        # off (or 30 degrees, unrotated), the regular-step optimiser can shrink its step and stop ~1 mm short
+        # (kept only if it improves the metric: a fresh full step can also jump out of the basin)
+        polished = sitk.Euler3DTransform(tx)
+        polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start")
+        polished_matrix = sitk_transform_to_matrix(polished)
+        polished_mi = fine_sampler.score(polished_matrix)[0]
+        restarted = bool(np.isfinite(polished_mi) and polished_mi > best_mi)
+        best_record = dict(best_record, iterations=best_record["iterations"] + polish["iterations"],
+                           restarted=restarted, seconds=round(best_record["seconds"] + polish["seconds"], 3))
+        if restarted:
+            tx, best_matrix, best_mi = polished, polished_matrix, polished_mi
+            best_record.update(mattes_metric=polish["mattes_metric"], stop=polish["stop"],
+                               mutual_information=plain_number(polished_mi))
+        stages.append(best_record)
+        # a clearly different pose (more than four coarse voxels somewhere in the fixed sample's box: not a
+        # start that merely stopped short of the same optimum) kept to compare with the final result: two
+        # optima nearly equal mean the answer is not unique
+        box = _box_points(fine_sampler)
+        far = [t for t in tried[1:] if np.isfinite(t[0])
+               and pose_distance_mm(t[2], best_matrix, box) > max(4.0 * coarse.spacing_mm, 4.0)]
+        if far:
+            rival = far[0]
+        search_record.update({
+            "candidates": int(len(rotations)), "rotated_about": grid_from,
+            "seconds": round(time.perf_counter() - t_search, 3),
+            "best_grid_deg": [float(a) for a in rotations[int(np.argmax(grid_scores))]],
+            "optimised": [t[3] for t in tried],
+        })
+        plan = plan[1:]
+        first_step = len(picks) + 1
+    else:
+        first_step = 0
+    for k, (kind, index, level) in enumerate(plan):
+        if kind == "affine" and not isinstance(tx, sitk.AffineTransform):
+            affine = sitk.AffineTransform(3)
+            affine.SetCenter(tx.GetCenter())
+            affine.SetMatrix(tx.GetMatrix())
+            affine.SetTranslation(tx.GetTranslation())
+            tx = affine
+        stages.append(run_stage(tx, kind, index, level, first_step + k))
+    total_iterations = sum(int(s["iterations"]) for s in stages)
+    if capture_range_deg > 0:
+        total_iterations += sum(int(t[3]["iterations"]) for t in tried[1:])
 
     matrix = sitk_transform_to_matrix(tx)
     metric_final, overlap_final, chance = fine_sampler.score(matrix, chance=True)
@@ -672,6 +814,7 @@ def register(
         "intensity": intensity, "intensity_used": {"fixed": modes[0], "moving": modes[1]},
         "clip_percentile": float(clip_percentile), "seed": int(seed),
         "fixed_mask": fixed_mask is not None, "moving_mask": m_mask is not None, "hot_spot_mask": bool(hot_spots),
+        "search": search_record,
     }
     if transform == "affine":
         sv = np.linalg.svd(matrix[:3, :3], compute_uv=False)
@@ -696,10 +839,31 @@ def register(
         raise InputError(doubts[0] + ".")
     for doubt in doubts:
         warn_or_collect(doubt + ".", notes)
+    if rival is not None:
+        # the other optimum, scored on the same points as the result: nearly as good means not unique
+        rival_mi = fine_sampler.score(rival[2])[0]
+        margin = _AMBIGUITY * max(metric_final - chance, 1e-9)
+        parameters["search"]["rival_mutual_information"] = plain_number(rival_mi)
+        parameters["search"]["rival_distance_mm"] = round(pose_distance_mm(rival[2], matrix,
+                                                                           _box_points(fine_sampler)), 2)
+        if np.isfinite(rival_mi) and rival_mi >= metric_final - margin:
+            doubts.append("ambiguous")
+            warn_or_collect(
+                f"two clearly different poses fit almost equally well (mutual information {metric_final:.4f} and "
+                f"{rival_mi:.4f}, {parameters['search']['rival_distance_mm']:.1f} mm apart), so the result may be "
+                "the wrong one; check it by eye (checkerboard), add a mask of distinctive anatomy, or use "
+                "landmarks.", notes)
+    if overlap_final < _POOR_OVERLAP:
+        doubts.append("overlap")
+        warn_or_collect(f"only {100 * overlap_final:.0f}% of the fixed image falls inside the moving one after "
+                        "registration; unless the moving field of view is really that small, the result is "
+                        "doubtful: check it by eye, or use masks or landmarks.", notes)
     if not doubts and metric_final - chance < _LOW_INFORMATION:
+        doubts.append("low information")
         warn_or_collect(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
               f"{chance:.3f}), so this "
               "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
+    parameters["doubtful"] = bool(doubts)
     _progress.report(progress, 1.0, f"done: mutual information {metric_final:.4f} nats")
     return RegistrationResult(
         fixed_to_moving=matrix, metric_initial=metric_identity, metric_final=metric_final,

@@ -1,0 +1,153 @@
+"""Orientation search: the capture range of :func:`~.intensity.register` (``docs/methods/registration.md``).
+
+A gradient optimiser of mutual information only finds the optimum whose basin
+holds its start; from a start 30 degrees off it may settle on a wrong pose.
+Before optimising, :func:`orientation_grid` lists rotations (every
+combination of ``-range .. +range`` in ``step`` degrees about the three axes,
+about the fixed image's centre of mass) and :func:`score_transforms` scores
+all of them at once on the coarsest pyramid level: one trilinear
+interpolation and one histogram count for every candidate together, the
+moving image's value outside its field of view taken as its minimum (no
+signal), so a candidate cannot win by pushing the anatomy out of view.
+:func:`distinct_best` then keeps the best few candidates that are not grid
+neighbours of a better one: those are the starts the optimiser refines.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..affines import ras_to_lps_transform
+
+
+def orientation_grid(capture_range_deg: float, step_deg: float = 15.0) -> np.ndarray:
+    """Euler angles (degrees, (K, 3), about x, y, z) of the search: ``-range..+range`` in ``step`` steps per axis.
+
+    The identity comes first. A range of 0 gives only the identity.
+
+    Examples
+    --------
+    >>> orientation_grid(30).shape
+    (125, 3)
+    >>> orientation_grid(0).tolist()
+    [[0.0, 0.0, 0.0]]
+    """
+    capture_range_deg, step_deg = float(capture_range_deg), float(step_deg)
+    if capture_range_deg <= 0:
+        return np.zeros((1, 3))
+    n = max(1, int(np.ceil(capture_range_deg / step_deg - 1e-6)))
+    steps = np.linspace(-capture_range_deg, capture_range_deg, 2 * n + 1)
+    grid = np.array(list(itertools.product(steps, steps, steps)), float)
+    order = np.argsort(np.abs(grid).sum(axis=1), kind="stable")  # identity first, then by distance
+    return grid[order]
+
+
+def euler_matrices_ras(angles_deg, center_lps, translation_lps) -> np.ndarray:
+    """(K, 4, 4) RAS ``fixed_to_moving`` matrices of SimpleITK Euler3DTransforms with these angles.
+
+    ITK's Euler transform rotates ``R = Rz @ Rx @ Ry`` (its default order) about
+    ``center`` and then translates, in LPS: the same matrices as building each
+    transform and reading it back, without a round trip per candidate.
+    """
+    a = np.deg2rad(np.asarray(angles_deg, float))
+    cx, cy, cz = np.cos(a).T
+    sx, sy, sz = np.sin(a).T
+    one, zero = np.ones(len(a)), np.zeros(len(a))
+    rx = np.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], axis=1).reshape(-1, 3, 3)
+    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], axis=1).reshape(-1, 3, 3)
+    rz = np.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], axis=1).reshape(-1, 3, 3)
+    rot = rz @ rx @ ry
+    c = np.asarray(center_lps, float)
+    lps = np.tile(np.eye(4), (len(a), 1, 1))
+    lps[:, :3, :3] = rot
+    lps[:, :3, 3] = c - rot @ c + np.asarray(translation_lps, float)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return flip @ lps @ flip
+
+
+def score_transforms(sampler, matrices_ras) -> tuple:
+    """Mutual information (nats) and overlap of many fixed-to-moving RAS matrices on one sampler's points.
+
+    Parameters
+    ----------
+    sampler : intensity._Sampler
+        Fixed points (LPS mm) with their histogram bins, and the moving level image.
+    matrices_ras : (K, 4, 4) array
+        Candidate ``fixed_to_moving`` maps.
+
+    Returns
+    -------
+    mi : (K,) array
+        Mutual information of each candidate's joint histogram (higher is better);
+        points outside the moving field of view count as the moving image's minimum.
+    overlap : (K,) array
+        Share of the fixed points that land inside the moving image.
+    """
+    mats = np.array([ras_to_lps_transform(m) for m in np.asarray(matrices_ras, float)])
+    k, bins = len(mats), sampler.bins
+    # fixed LPS point -> moving continuous index (sitk order x, y, z), one 3x4 matrix per candidate
+    linear = sampler.m_inv @ mats[:, :3, :3]
+    offset = (mats[:, :3, 3] - sampler.m_origin) @ sampler.m_inv.T
+    pts = sampler.points.astype(np.float32)
+    idx = np.matmul(pts[None], linear.transpose(0, 2, 1).astype(np.float32)) + offset[:, None, :].astype(np.float32)
+    size = sampler.m_size
+    inside = np.all((idx >= 0) & (idx <= size - 1), axis=2)
+    # trilinear interpolation by flat indices into the (z, y, x) array, every candidate at once (NumPy only:
+    # importing scipy.ndimage would cost the command line more than the interpolation itself)
+    idx = np.clip(idx, 0, size - 1)
+    base = np.minimum(idx.astype(np.int64), size - 2)
+    frac = idx - base
+    _, ny_, nx_ = sampler.moving.shape
+    start = (base[..., 2] * ny_ + base[..., 1]) * nx_ + base[..., 0]
+    flat = np.asarray(sampler.moving_flat, np.float32)
+    fx = frac[..., 0]
+    values = np.zeros(start.shape, np.float32)
+    for dz in (0, 1):
+        wz = frac[..., 2] if dz else 1 - frac[..., 2]
+        for dy in (0, 1):
+            w = wz * (frac[..., 1] if dy else 1 - frac[..., 1])
+            row = start + (dz * ny_ + dy) * nx_
+            lo = flat[row]
+            values += w * (lo + fx * (flat[row + 1] - lo))
+    # outside the field of view: the moving minimum (no signal)
+    values = np.where(inside, values, np.float32(sampler.m_lo))
+    mbin = np.clip(((values - sampler.m_lo) / max(sampler.m_hi - sampler.m_lo, 1e-30) * bins).astype(np.int64),
+                   0, bins - 1)
+    cell = sampler.fbin[None, :] * bins + mbin + (np.arange(k) * bins * bins)[:, None]
+    joint = np.bincount(cell.ravel(), minlength=k * bins * bins).reshape(k, bins, bins).astype(np.float64)
+    joint /= joint.sum(axis=(1, 2), keepdims=True)
+    outer = joint.sum(axis=2)[:, :, None] * joint.sum(axis=1)[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(joint > 0, joint * np.log(joint / np.where(outer > 0, outer, 1.0)), 0.0)
+    return terms.sum(axis=(1, 2)), inside.mean(axis=1)
+
+
+def distinct_best(scores, angles_deg, count: int, step_deg: float) -> list:
+    """Indices of the ``count`` best candidates, skipping grid neighbours (within one step on every axis)
+    of a better one kept already: they would lead the optimiser to the same optimum.
+
+    Examples
+    --------
+    >>> angles = orientation_grid(15)
+    >>> scores = -np.abs(angles - [15, 0, 0]).sum(axis=1)   # best at +15 about x
+    >>> [angles[i].tolist() for i in distinct_best(scores, angles, 2, 15)]
+    [[15.0, 0.0, 0.0], [-15.0, 0.0, 0.0]]
+    """
+    scores = np.asarray(scores, float)
+    order = np.argsort(-np.where(np.isfinite(scores), scores, -np.inf), kind="stable")
+    kept: list = []
+    for i in order:
+        if len(kept) >= count:
+            break
+        if any(np.all(np.abs(angles_deg[i] - angles_deg[j]) <= step_deg + 1e-6) for j in kept):
+            continue
+        kept.append(int(i))
+    return kept
+
+
+def pose_distance_mm(a_ras, b_ras, points_ras) -> float:
+    """Largest distance (mm) between where two transforms send the same points (e.g. the fixed body's box)."""
+    pts = np.c_[np.asarray(points_ras, float), np.ones(len(points_ras))]
+    return float(np.linalg.norm((pts @ np.asarray(a_ras).T - pts @ np.asarray(b_ras).T)[:, :3], axis=1).max())
