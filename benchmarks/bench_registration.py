@@ -61,15 +61,17 @@ def textbook(fixed: Volume, moving: Volume) -> np.ndarray:
 
     f = reg.volume_to_sitk(fixed, sitk.sitkFloat32)
     m = reg.volume_to_sitk(moving, sitk.sitkFloat32)
-    initial = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
-                                                sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    initial = sitk.CenteredTransformInitializer(
+        f, m, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
+    )
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     r.SetMetricSamplingStrategy(r.RANDOM)
     r.SetMetricSamplingPercentage(0.01)
     r.SetInterpolator(sitk.sitkLinear)
-    r.SetOptimizerAsGradientDescent(learningRate=1.0, numberOfIterations=100, convergenceMinimumValue=1e-6,
-                                    convergenceWindowSize=10)
+    r.SetOptimizerAsGradientDescent(
+        learningRate=1.0, numberOfIterations=100, convergenceMinimumValue=1e-6, convergenceWindowSize=10
+    )
     r.SetOptimizerScalesFromPhysicalShift()
     r.SetShrinkFactorsPerLevel(shrinkFactors=[4, 2, 1])
     r.SetSmoothingSigmasPerLevel(smoothingSigmas=[2, 1, 0])
@@ -162,8 +164,10 @@ def timed(fn, *args):
 def compare(name, pairs, repeats):
     """Both methods on every pair: TRE of the first run, median times of ``repeats`` interleaved runs."""
     print(f"\n== {name}: {len(pairs)} pairs, TRE over 5000 points; times are medians of {repeats} interleaved runs")
-    print(f"{'pair':>5} {'identity':>9} | {'ours mean/max mm':>17} {'wall s':>7} {'cpu s':>6} | "
-          f"{'recipe mean/max mm':>19} {'wall s':>7} {'cpu s':>6}")
+    print(
+        f"{'pair':>5} {'identity':>9} | {'ours mean/max mm':>17} {'wall s':>7} {'cpu s':>6} | "
+        f"{'recipe mean/max mm':>19} {'wall s':>7} {'cpu s':>6}"
+    )
     rows = []
     for i, (fixed, moving, truth, pts) in enumerate(pairs):
         runs = {"ours": [], "recipe": []}
@@ -172,18 +176,26 @@ def compare(name, pairs, repeats):
                 runs[key].append(timed(fn, fixed, moving))
         row = {"identity": tre(np.eye(4), truth, pts)[0]}
         for key, rr in runs.items():
-            row[key] = (*tre(rr[0][0], truth, pts), float(np.median([r[1] for r in rr])),
-                        float(np.median([r[2] for r in rr])))
+            row[key] = (
+                *tre(rr[0][0], truth, pts),
+                float(np.median([r[1] for r in rr])),
+                float(np.median([r[2] for r in rr])),
+            )
         rows.append(row)
         o, t = row["ours"], row["recipe"]
-        print(f"{i:>5} {row['identity']:9.2f} | {o[0]:8.2f} /{o[1]:6.2f} {o[2]:7.2f} {o[3]:6.2f} | "
-              f"{t[0]:9.2f} /{t[1]:6.2f} {t[2]:7.2f} {t[3]:6.2f}")
+        print(
+            f"{i:>5} {row['identity']:9.2f} | {o[0]:8.2f} /{o[1]:6.2f} {o[2]:7.2f} {o[3]:6.2f} | "
+            f"{t[0]:9.2f} /{t[1]:6.2f} {t[2]:7.2f} {t[3]:6.2f}"
+        )
     o = np.array([r["ours"] for r in rows])
     t = np.array([r["recipe"] for r in rows])
-    print(f"  ours:   mean TRE {o[:, 0].mean():.2f} mm (worst pair {o[:, 0].max():.2f}; requirement <= 1 mm), "
-          f"max TRE {o[:, 1].max():.2f} mm (requirement <= 2 mm)")
-    print(f"  recipe: mean TRE {t[:, 0].mean():.2f} mm (worst pair {t[:, 0].max():.2f}), "
-          f"max TRE {t[:, 1].max():.2f} mm")
+    print(
+        f"  ours:   mean TRE {o[:, 0].mean():.2f} mm (worst pair {o[:, 0].max():.2f}; requirement <= 1 mm), "
+        f"max TRE {o[:, 1].max():.2f} mm (requirement <= 2 mm)"
+    )
+    print(
+        f"  recipe: mean TRE {t[:, 0].mean():.2f} mm (worst pair {t[:, 0].max():.2f}), max TRE {t[:, 1].max():.2f} mm"
+    )
     wall = np.median(o[:, 2] / t[:, 2])
     cpu = np.median(o[:, 3] / t[:, 3])
     print(f"  time ours/recipe: wall {wall:.2f}x, cpu {cpu:.2f}x (median over pairs; requirement <= 1)")
@@ -203,15 +215,21 @@ def study_pairs(root: Path):
     data = mri.numpy()
     idx = np.argwhere(data > np.percentile(data, 50))
     pts = mri.index_to_world(idx[np.random.default_rng(0).choice(len(idx), 5000, replace=False)])
-    paths = {"pet": ses / "pet", "spect": ses / "spect", "mpi": next((ses / "mpi").glob("*_mpi.nii.gz")),
-             "f19": next((ses / "f19").glob("*_19F.nii.gz"))}
+    paths = {
+        "pet": ses / "pet",
+        "spect": ses / "spect",
+        "mpi": next((ses / "mpi").glob("*_mpi.nii.gz")),
+        "f19": next((ses / "f19").glob("*_19F.nii.gz")),
+    }
     for key, path in paths.items():
         yield key, mri, load_volume(path), np.array(sessions[session][key][f"mri_to_{key}"]), pts
 
 
 def run_study(root: Path):
-    print(f"\n== sample study {root} (fixed: MRI T2w; truth: ground_truth.json mri_to_<modality>; TRE over 5000 "
-          "body points of the MRI)")
+    print(
+        f"\n== sample study {root} (fixed: MRI T2w; truth: ground_truth.json mri_to_<modality>; TRE over 5000 "
+        "body points of the MRI)"
+    )
     pairs = list(study_pairs(root))
     registered = {}
     for key, mri, moving, truth, pts in pairs:
@@ -231,9 +249,11 @@ def run_study(root: Path):
         print(line)
     if "pet" not in registered:
         return
-    print("  hot-spot images registered to the registered PET (metric around the PET's hot spots), "
-          "TRE against mri_to_<modality>:")
-    for key, mri, moving, truth, pts in pairs:
+    print(
+        "  hot-spot images registered to the registered PET (metric around the PET's hot spots), "
+        "TRE against mri_to_<modality>:"
+    )
+    for key, _mri, moving, truth, pts in pairs:
         if key == "pet":
             continue
         line = f"  {key:6s} -> PET: "
@@ -263,8 +283,12 @@ def run_cli(repeats: int):
         for k in range(repeats + 1):
             out = tmp / f"t{k}.tfm"
             t0 = time.perf_counter()
-            done = subprocess.run([str(exe), "register", str(tmp / "mri.nii.gz"), str(tmp / "pet.nii.gz"), "-o",
-                                   str(out)], capture_output=True, text=True, env=env)
+            done = subprocess.run(
+                [str(exe), "register", str(tmp / "mri.nii.gz"), str(tmp / "pet.nii.gz"), "-o", str(out)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if done.returncode != 0:
                 print(done.stderr)
                 return
@@ -277,8 +301,10 @@ def run_cli(repeats: int):
         mean, worst = tre(read_transform(out), truth, pts)
         c, r = float(np.median(cli)), float(np.median(recipe))
         print(f"\n== command line: immunotrack register on MNI pair 0 (NIfTI in, .tfm out), median of {repeats}")
-        print(f"  whole command {c:.2f} s (start-up, reading, registration, writing); recipe in-process {r:.2f} s; "
-              f"ratio {c / r:.2f}x (requirement <= 2); TRE of the written file {mean:.2f}/{worst:.2f} mm")
+        print(
+            f"  whole command {c:.2f} s (start-up, reading, registration, writing); recipe in-process {r:.2f} s; "
+            f"ratio {c / r:.2f}x (requirement <= 2); TRE of the written file {mean:.2f}/{worst:.2f} mm"
+        )
 
 
 def run_capture(poses: int, repeats: int):
@@ -286,10 +312,14 @@ def run_capture(poses: int, repeats: int):
     alternating, registered with the orientation search (default) and without it (translation start only)."""
     from napari_immunotrack.simulate import registration_pair
 
-    print(f"\n== capture sweep: simulator mouse MRI vs PET/SPECT, {poses} random poses within +-30 deg per axis and "
-          "+-20 mm; captured = TRE at every landmark <= 1 mm")
-    print(f"{'pose':>4} {'mod':>3} {'rotation deg':>20} {'shift mm':>20} | {'search TRE max':>14} {'s':>6} "
-          f"{'doubt':>5} | {'no search TRE max':>17} {'s':>6}")
+    print(
+        f"\n== capture sweep: simulator mouse MRI vs PET/SPECT, {poses} random poses within +-30 deg per axis and "
+        "+-20 mm; captured = TRE at every landmark <= 1 mm"
+    )
+    print(
+        f"{'pose':>4} {'mod':>3} {'rotation deg':>20} {'shift mm':>20} | {'search TRE max':>14} {'s':>6} "
+        f"{'doubt':>5} | {'no search TRE max':>17} {'s':>6}"
+    )
     rng = np.random.default_rng(18)
     rows = []
     for k in range(poses):
@@ -311,17 +341,23 @@ def run_capture(poses: int, repeats: int):
             row[key] = (worst, float(np.nanmedian(times)) if np.isfinite(times).any() else float("nan"), doubtful)
         rows.append(row)
         s_, n_ = row["search"], row["none"]
-        print(f"{k:>4} {modality:>3} {str(rotation.round(1).tolist()):>20} {str(shift.round(1).tolist()):>20} | "
-              f"{s_[0]:14.2f} {s_[1]:6.2f} {str(bool(s_[2])):>5} | {n_[0]:17.2f} {n_[1]:6.2f}")
+        print(
+            f"{k:>4} {modality:>3} {str(rotation.round(1).tolist()):>20} {str(shift.round(1).tolist()):>20} | "
+            f"{s_[0]:14.2f} {s_[1]:6.2f} {str(bool(s_[2])):>5} | {n_[0]:17.2f} {n_[1]:6.2f}"
+        )
     s_worst = np.array([r["search"][0] for r in rows])
     n_worst = np.array([r["none"][0] for r in rows])
     s_time = np.array([r["search"][1] for r in rows])
     n_time = np.array([r["none"][1] for r in rows])
-    print(f"  with search:    {np.mean(s_worst <= 1.0):.0%} captured ({int(np.sum(s_worst <= 1.0))}/{poses}; requirement "
-          f"100 %), median {np.nanmedian(s_time):.2f} s per pair; flagged doubtful "
-          f"{sum(bool(r['search'][2]) for r in rows)}/{poses}")
-    print(f"  without search: {np.mean(n_worst <= 1.0):.0%} captured ({int(np.sum(n_worst <= 1.0))}/{poses}), "
-          f"median {np.nanmedian(n_time):.2f} s per pair")
+    print(
+        f"  with search:    {np.mean(s_worst <= 1.0):.0%} captured ({int(np.sum(s_worst <= 1.0))}/{poses}; requirement "
+        f"100 %), median {np.nanmedian(s_time):.2f} s per pair; flagged doubtful "
+        f"{sum(bool(r['search'][2]) for r in rows)}/{poses}"
+    )
+    print(
+        f"  without search: {np.mean(n_worst <= 1.0):.0%} captured ({int(np.sum(n_worst <= 1.0))}/{poses}), "
+        f"median {np.nanmedian(n_time):.2f} s per pair"
+    )
 
     # the price of the search where it is not needed: small misalignments (the figures of section 2)
     print("  cost of the search on small misalignments (<= 10 deg, 3 mm), simulator pairs:")
@@ -332,8 +368,10 @@ def run_capture(poses: int, repeats: int):
         off = [timed(lambda f=fixed, m=moving: reg.register(f, m, capture_range_deg=0)) for _ in range(repeats)]
         t_on, t_off = float(np.median([r[1] for r in on])), float(np.median([r[1] for r in off]))
         ratios.append(t_on / t_off)
-        print(f"    pair {seed}: search {t_on:.2f} s (TRE {tre(on[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm), "
-              f"no search {t_off:.2f} s (TRE {tre(off[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm)")
+        print(
+            f"    pair {seed}: search {t_on:.2f} s (TRE {tre(on[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm), "
+            f"no search {t_off:.2f} s (TRE {tre(off[0][0].fixed_to_moving, truth, pts)[0]:.2f} mm)"
+        )
     print(f"  search / no search time: median {np.median(ratios):.2f}x")
 
 
@@ -347,13 +385,15 @@ def run_landmarks(trials: int = 1000):
         p = rng.uniform(-40, 40, (6, 3))
         q = p @ truth[:3, :3].T + truth[:3, 3]
         r = reg.register_landmarks(p + rng.normal(0, sigma, p.shape), q + rng.normal(0, sigma, q.shape))
-        fre2.append(np.mean(r.fre_mm ** 2))
+        fre2.append(np.mean(r.fre_mm**2))
         tres.append(tre(r.fixed_to_moving, truth, np.zeros((1, 3)))[0])
     expected = reg.expected_fre(fle, 6, "rigid")
     print(f"\n== landmarks: 6 pairs, 0.5 mm noise per axis on each image, {trials} trials")
-    print(f"  RMS FRE {np.sqrt(np.mean(fre2)):.3f} mm, expected sqrt(1 - 2/N) * FLE = {expected:.3f} mm; "
-          f"mean TRE at the landmarks' centre region {np.mean(tres):.3f} mm "
-          f"(expected about FLE/sqrt(N) = {fle / np.sqrt(6):.3f} mm)")
+    print(
+        f"  RMS FRE {np.sqrt(np.mean(fre2)):.3f} mm, expected sqrt(1 - 2/N) * FLE = {expected:.3f} mm; "
+        f"mean TRE at the landmarks' centre region {np.mean(tres):.3f} mm "
+        f"(expected about FLE/sqrt(N) = {fle / np.sqrt(6):.3f} mm)"
+    )
 
 
 def main(argv=None) -> int:
@@ -361,23 +401,35 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="random transforms per data set (default 8)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method and pair (default 3)")
     parser.add_argument("--quick", action="store_true", help="3 seeds, 1 repeat")
-    parser.add_argument("--capture-poses", type=int, default=10,
-                        help="random far poses (+-30 deg, +-20 mm) of the capture sweep (default 10)")
+    parser.add_argument(
+        "--capture-poses",
+        type=int,
+        default=10,
+        help="random far poses (+-30 deg, +-20 mm) of the capture sweep (default 10)",
+    )
     parser.add_argument("--only-capture", action="store_true", help="run the capture sweep only")
     parser.add_argument("--study", help="a simulated study folder with ground_truth.json (default: simulate one)")
     args = parser.parse_args(argv)
     seeds, repeats = (3, 1) if args.quick else (args.seeds, args.repeats)
     import SimpleITK as sitk
 
-    print(f"SimpleITK {sitk.Version.VersionString()}, {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()} threads, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"SimpleITK {sitk.Version.VersionString()}, {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     if args.only_capture:
         run_capture(args.capture_poses, 1 if args.quick else min(repeats, 2))
         return 0
-    compare("MNI152 T1 (2 mm) vs PET-like (3 mm, 6 mm FWHM, 5 % noise), <= 10 deg and 10 mm",
-            [mni_pair(s) for s in range(seeds)], repeats)
-    compare("simulator mouse T2w MRI (0.4 mm) vs PET (0.6 mm), <= 10 deg and 3 mm",
-            [sim_pair(s) for s in range(seeds)], repeats)
+    compare(
+        "MNI152 T1 (2 mm) vs PET-like (3 mm, 6 mm FWHM, 5 % noise), <= 10 deg and 10 mm",
+        [mni_pair(s) for s in range(seeds)],
+        repeats,
+    )
+    compare(
+        "simulator mouse T2w MRI (0.4 mm) vs PET (0.6 mm), <= 10 deg and 3 mm",
+        [sim_pair(s) for s in range(seeds)],
+        repeats,
+    )
     if args.study:
         run_study(Path(args.study))
     else:

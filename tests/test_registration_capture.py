@@ -215,8 +215,17 @@ def test_cli_search_is_on_by_default_and_recorded(far_files, far_pet_pair, tmp_p
     assert record["parameters"]["search"]["capture_range_deg"] == 30.0
     # --no-search: recorded; this far pose is then missed, and the written result is flagged as doubtful
     out2 = tmp_path / "t2.tfm"
-    rc = main(["register", str(far_files / "mri.nii.gz"), str(far_files / "pet.nii.gz"), "-o", str(out2),
-               "--no-search", "--force"])
+    rc = main(
+        [
+            "register",
+            str(far_files / "mri.nii.gz"),
+            str(far_files / "pet.nii.gz"),
+            "-o",
+            str(out2),
+            "--no-search",
+            "--force",
+        ]
+    )
     assert rc == 0
     record = json.loads((tmp_path / "t2.tfm.provenance.json").read_text())
     assert record["parameters"]["search"]["capture_range_deg"] == 0.0
@@ -228,8 +237,17 @@ def test_cli_search_is_on_by_default_and_recorded(far_files, far_pet_pair, tmp_p
 
 def test_cli_bad_capture_range(far_files, tmp_path, capsys):
     out = tmp_path / "t.tfm"
-    rc = main(["register", str(far_files / "mri.nii.gz"), str(far_files / "pet.nii.gz"), "-o", str(out),
-               "--capture-range", "0"])
+    rc = main(
+        [
+            "register",
+            str(far_files / "mri.nii.gz"),
+            str(far_files / "pet.nii.gz"),
+            "-o",
+            str(out),
+            "--capture-range",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "--capture-range" in err and "--no-search" in err and "Traceback" not in err
     assert not out.exists()

@@ -356,7 +356,7 @@ def timecourse_table(
                     "detection_limit_cells_cluster": np.nan,
                     "status": "missing",
                 }
-                if df is not None and column in df.columns and site in set(df["organ"]):
+                if df is not None and column in getattr(df, "columns", ()) and site in set(df["organ"]):  # type: ignore[index]
                     r = df[df["organ"] == site].iloc[0]
                     value = float(r[column]) if r[column] is not None else np.nan
                     status = str(r["status"]) if "status" in df.columns else "ok"

@@ -18,35 +18,65 @@ def add_arguments(parser):
     parser.add_argument("fixed", help="fixed (reference) image: NIfTI, DICOM file or folder, OME-TIFF")
     parser.add_argument("moving", help="moving image, in any format the readers open")
     add_output(parser, help="output transform file (.tfm, .txt or .mat)")
-    parser.add_argument("--transform", choices=("rigid", "affine"), default="rigid",
-                        help="rigid (6 parameters, default) or affine (rigid first, then 12 parameters)")
+    parser.add_argument(
+        "--transform",
+        choices=("rigid", "affine"),
+        default="rigid",
+        help="rigid (6 parameters, default) or affine (rigid first, then 12 parameters)",
+    )
     parser.add_argument("--fixed-mask", metavar="M", help="label image: compute the metric only inside it (fixed side)")
-    parser.add_argument("--moving-mask", metavar="M",
-                        help="label image: compute the metric only inside it (moving side)")
-    parser.add_argument("--resampled", metavar="OUT.nii.gz",
-                        help="also write the moving image resampled onto the fixed grid (linear interpolation)")
-    parser.add_argument("--initializer", choices=("auto", "moments", "geometry", "none"), default="auto",
-                        help="starting translation: centres of mass, field-of-view centres, as they are, "
-                             "or the best of the three (default auto)")
+    parser.add_argument(
+        "--moving-mask", metavar="M", help="label image: compute the metric only inside it (moving side)"
+    )
+    parser.add_argument(
+        "--resampled",
+        metavar="OUT.nii.gz",
+        help="also write the moving image resampled onto the fixed grid (linear interpolation)",
+    )
+    parser.add_argument(
+        "--initializer",
+        choices=("auto", "moments", "geometry", "none"),
+        default="auto",
+        help="starting translation: centres of mass, field-of-view centres, as they are, "
+        "or the best of the three (default auto)",
+    )
     parser.add_argument("--bins", type=int, default=32, help="histogram bins of the Mattes metric (default 32)")
-    parser.add_argument("--intensity", choices=("auto", "linear", "log", "rank"), default="auto",
-                        help="what the metric sees: linear values, log-compressed (default for PET, SPECT, 19F, "
-                             "MPI: a faint body counts beside hot spots) or ranks; auto picks by modality")
-    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
-                        help="orientation search before optimising (default on): rotations of up to "
-                             "--capture-range degrees about each axis are scored and the best few optimised, "
-                             "so images up to about 30 degrees and 20 mm apart are aligned; --no-search starts "
-                             "from the translation only (faster, for images already close)")
-    parser.add_argument("--capture-range", type=float, default=30.0, metavar="DEG",
-                        help="largest rotation about each axis the search tries, in degrees (default 30; "
-                             "15-degree steps)")
-    parser.add_argument("--force", action="store_true",
-                        help="write a doubtful result (metric worse than at the start, or no shared information) "
-                             "with a warning instead of refusing it (results with a near-equal second optimum or "
-                             "a poor overlap are written with a warning anyway)")
-    parser.add_argument("--fixed-points", metavar="CSV",
-                        help="landmarks on the fixed image (columns x_mm, y_mm, z_mm in world RAS, one row per "
-                             "landmark); with --moving-points, fit the transform to the pairs instead of intensities")
+    parser.add_argument(
+        "--intensity",
+        choices=("auto", "linear", "log", "rank"),
+        default="auto",
+        help="what the metric sees: linear values, log-compressed (default for PET, SPECT, 19F, "
+        "MPI: a faint body counts beside hot spots) or ranks; auto picks by modality",
+    )
+    parser.add_argument(
+        "--search",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="orientation search before optimising (default on): rotations of up to "
+        "--capture-range degrees about each axis are scored and the best few optimised, "
+        "so images up to about 30 degrees and 20 mm apart are aligned; --no-search starts "
+        "from the translation only (faster, for images already close)",
+    )
+    parser.add_argument(
+        "--capture-range",
+        type=float,
+        default=30.0,
+        metavar="DEG",
+        help="largest rotation about each axis the search tries, in degrees (default 30; 15-degree steps)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write a doubtful result (metric worse than at the start, or no shared information) "
+        "with a warning instead of refusing it (results with a near-equal second optimum or "
+        "a poor overlap are written with a warning anyway)",
+    )
+    parser.add_argument(
+        "--fixed-points",
+        metavar="CSV",
+        help="landmarks on the fixed image (columns x_mm, y_mm, z_mm in world RAS, one row per "
+        "landmark); with --moving-points, fit the transform to the pairs instead of intensities",
+    )
     parser.add_argument("--moving-points", metavar="CSV", help="the same landmarks on the moving image, same row order")
 
 
@@ -62,8 +92,9 @@ def _read_points(path, what: str):
         raise InputError(f"{what} {path} cannot be read as CSV ({' '.join(str(exc).split())[:100]}).") from None
     columns = ["x_mm", "y_mm", "z_mm"]
     if not set(columns) <= set(table.columns):
-        raise InputError(f"{what} {path} needs columns x_mm, y_mm, z_mm (world RAS mm); it has "
-                         f"{', '.join(map(str, table.columns))}.")
+        raise InputError(
+            f"{what} {path} needs columns x_mm, y_mm, z_mm (world RAS mm); it has {', '.join(map(str, table.columns))}."
+        )
     return np.asarray(table[columns], float)
 
 
@@ -106,8 +137,9 @@ def run(args) -> int:
 
     out = check_output(args.output, args.overwrite)
     if not out.name.lower().endswith(TRANSFORM_SUFFIXES):
-        raise InputError(f"{out}: the transform output must end in .tfm (ITK text, read by Slicer and ANTs), "
-                         ".txt or .mat.")
+        raise InputError(
+            f"{out}: the transform output must end in .tfm (ITK text, read by Slicer and ANTs), .txt or .mat."
+        )
     check_output(sidecar_path(out), args.overwrite)
     resampled_path = None
     if args.resampled:
@@ -126,21 +158,27 @@ def run(args) -> int:
         if args.fixed_mask or args.moving_mask:
             raise InputError("masks are used by intensity registration only; drop them or the landmark files.")
         inputs.update(fixed_points=args.fixed_points, moving_points=args.moving_points)
-        result = register_landmarks(_read_points(args.fixed_points, "--fixed-points"),
-                                    _read_points(args.moving_points, "--moving-points"), transform=args.transform)
+        result = register_landmarks(
+            _read_points(args.fixed_points, "--fixed-points"),
+            _read_points(args.moving_points, "--moving-points"),
+            transform=args.transform,
+        )
     else:
         fixed_mask = load(args.fixed_mask, "fixed mask") if args.fixed_mask else None
         moving_mask = load(args.moving_mask, "moving mask") if args.moving_mask else None
         inputs.update(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
         if args.search and not (0 < args.capture_range <= 90):
-            raise InputError(f"--capture-range must be between 0 and 90 degrees, not {args.capture_range:g}; "
-                             "use --no-search to turn the orientation search off.")
+            raise InputError(
+                f"--capture-range must be between 0 and 90 degrees, not {args.capture_range:g}; "
+                "use --no-search to turn the orientation search off."
+            )
         capture_range = args.capture_range if args.search else 0.0
         # progress only on a terminal: in a pipe or a log an error stays the one line on stderr
         bar, shown = (text_progress("register") if sys.stderr.isatty() else None), []
         if bar is not None:
-            sys.stderr.write(f"registering {moving.name or args.moving} to {fixed.name or args.fixed} "
-                             f"({args.transform})\n")
+            sys.stderr.write(
+                f"registering {moving.name or args.moving} to {fixed.name or args.fixed} ({args.transform})\n"
+            )
 
         def progress(fraction, message):
             shown.append(fraction)
@@ -148,10 +186,19 @@ def run(args) -> int:
                 bar(fraction, message)
 
         try:
-            result = register(fixed, moving, transform=args.transform, fixed_mask=fixed_mask,
-                              moving_mask=moving_mask, initializer=args.initializer, bins=args.bins,
-                              intensity=args.intensity, force=args.force, progress=progress,
-                              capture_range_deg=capture_range)
+            result = register(
+                fixed,
+                moving,
+                transform=args.transform,
+                fixed_mask=fixed_mask,
+                moving_mask=moving_mask,
+                initializer=args.initializer,
+                bins=args.bins,
+                intensity=args.intensity,
+                force=args.force,
+                progress=progress,
+                capture_range_deg=capture_range,
+            )
         finally:
             if bar is not None and shown and shown[-1] < 1.0:  # end the progress line before an error message
                 sys.stderr.write("\n")
@@ -160,12 +207,18 @@ def run(args) -> int:
     if resampled_path is not None:
         resampled = moving.resample_to(fixed, order=1, transform=result.fixed_to_moving)
         resampled.name = f"{moving.name}_in_{fixed.name}" if moving.name else "resampled"
-    record = provenance.record("register", inputs=inputs, parameters=result.parameters,
-                               warnings=result.warnings, result=result.to_dict())
+    record = provenance.record(
+        "register", inputs=inputs, parameters=result.parameters, warnings=result.warnings, result=result.to_dict()
+    )
     # Both outputs or none: the transform is removed again if the image cannot be written.
-    write_transform(out, result.fixed_to_moving, overwrite=args.overwrite, provenance=record,
-                    fixed=describe_image(fixed, role="fixed", path=args.fixed),
-                    moving=describe_image(moving, role="moving", path=args.moving))
+    write_transform(
+        out,
+        result.fixed_to_moving,
+        overwrite=args.overwrite,
+        provenance=record,
+        fixed=describe_image(fixed, role="fixed", path=args.fixed),
+        moving=describe_image(moving, role="moving", path=args.moving),
+    )
     if resampled is not None:
         try:
             save_volume(resampled, resampled_path, overwrite=args.overwrite, provenance=record)
@@ -176,20 +229,27 @@ def run(args) -> int:
 
     np.set_printoptions(suppress=True, precision=4)
     if result.method == "landmarks":
-        print(f"landmarks: {len(result.fre_mm)} pairs, RMS fiducial registration error {result.metric_final:.3f} mm "
-              f"(before: {result.metric_initial:.3f} mm); per pair (mm): "
-              + ", ".join(f"{v:.2f}" for v in result.fre_mm))
+        print(
+            f"landmarks: {len(result.fre_mm)} pairs, RMS fiducial registration error {result.metric_final:.3f} mm "
+            f"(before: {result.metric_initial:.3f} mm); per pair (mm): " + ", ".join(f"{v:.2f}" for v in result.fre_mm)
+        )
     else:
         start = result.metric_initial if np.isfinite(result.metric_initial) else result.metric_after_init
-        print(f"metric ({METRIC_NOTE}): start {start:.4f} -> final {result.metric_final:.4f}; "
-              f"{result.iterations} iterations, {result.elapsed_s:.2f} s")
+        print(
+            f"metric ({METRIC_NOTE}): start {start:.4f} -> final {result.metric_final:.4f}; "
+            f"{result.iterations} iterations, {result.elapsed_s:.2f} s"
+        )
         search = result.parameters.get("search", {})
         if search.get("capture_range_deg"):
-            print(f"orientation search: {search['candidates']} rotations up to +-{search['capture_range_deg']:g} deg, "
-                  f"{len(search['optimised'])} starts optimised ({search['seconds']:.2f} s)")
+            print(
+                f"orientation search: {search['candidates']} rotations up to +-{search['capture_range_deg']:g} deg, "
+                f"{len(search['optimised'])} starts optimised ({search['seconds']:.2f} s)"
+            )
         if result.parameters.get("doubtful"):
-            print("DOUBTFUL result (see the warnings above, also in the provenance file): check it by eye "
-                  "(--resampled, checkerboard) before using it")
+            print(
+                "DOUBTFUL result (see the warnings above, also in the provenance file): check it by eye "
+                "(--resampled, checkerboard) before using it"
+            )
     print("fixed_to_moving (RAS mm):")
     for row in result.fixed_to_moving:
         print("  " + "  ".join(f"{v:10.5f}" for v in row))

@@ -8,8 +8,8 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -31,36 +31,46 @@ from .search import (
 _MIN_VOXELS_PER_AXIS = 4
 
 
-def _check_image(volume, role: str, notes: Optional[list] = None) -> np.ndarray:
+def _check_image(volume, role: str, notes: list | None = None) -> np.ndarray:
     """The image's voxels as float32, after refusing what cannot be registered."""
     if not isinstance(volume, Volume):
-        raise InputError(f"the {role} image must be a Volume (napari_immunotrack.io.load_volume gives one), "
-                         f"not {type(volume).__name__}.")
+        raise InputError(
+            f"the {role} image must be a Volume (napari_immunotrack.io.load_volume gives one), "
+            f"not {type(volume).__name__}."
+        )
     if volume.data.ndim != 3:
-        raise InputError(f"the {role} image has {volume.data.ndim} dimensions {volume.shape}; registration needs "
-                         "one 3D volume: pick one frame or average the frames first.")
+        raise InputError(
+            f"the {role} image has {volume.data.ndim} dimensions {volume.shape}; registration needs "
+            "one 3D volume: pick one frame or average the frames first."
+        )
     shape = volume.spatial_shape
     if min(shape) < _MIN_VOXELS_PER_AXIS:
         kind = "2D (a single slice)" if sorted(shape)[0] == 1 else f"too thin ({min(shape)} voxels along one axis)"
-        raise InputError(f"the {role} image is {kind}, shape {shape}; intensity registration needs two 3D volumes "
-                         "(load the whole series), or pair landmarks instead.")
+        raise InputError(
+            f"the {role} image is {kind}, shape {shape}; intensity registration needs two 3D volumes "
+            "(load the whole series), or pair landmarks instead."
+        )
     data = np.asarray(volume.numpy(), dtype=np.float32)
     finite = np.isfinite(data)
     if not finite.all():
         if not finite.any():
             raise InputError(f"the {role} image has no finite value (all NaN or infinite); check the file.")
         data = np.where(finite, data, np.min(data[finite])).astype(np.float32)
-        warn_or_collect(f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
-              "for registration.", notes)
+        warn_or_collect(
+            f"the {role} image had {int((~finite).sum())} NaN/infinite voxels; they were set to its minimum "
+            "for registration.",
+            notes,
+        )
     lo, hi = float(data.min()), float(data.max())
     if hi == lo:
         what = "empty (every voxel is 0)" if hi == 0 else f"constant (every voxel is {hi:g})"
-        raise InputError(f"the {role} image is {what}, so there is nothing to align; check that the right image "
-                         "or series was given.")
+        raise InputError(
+            f"the {role} image is {what}, so there is nothing to align; check that the right image or series was given."
+        )
     return data
 
 
-def _check_mask(mask, image: Volume, role: str) -> Optional[np.ndarray]:
+def _check_mask(mask, image: Volume, role: str) -> np.ndarray | None:
     """A boolean mask on ``image``'s grid (resampled through world coordinates), or None."""
     if mask is None:
         return None
@@ -72,16 +82,22 @@ def _check_mask(mask, image: Volume, role: str) -> Optional[np.ndarray]:
     else:
         values = np.asarray(mask)
         if values.shape != image.spatial_shape:
-            raise InputError(f"the {role} mask has shape {values.shape} but the {role} image {image.spatial_shape}; "
-                             "give the mask as a Volume (placed in world space) or on the image's grid.")
+            raise InputError(
+                f"the {role} mask has shape {values.shape} but the {role} image {image.spatial_shape}; "
+                "give the mask as a Volume (placed in world space) or on the image's grid."
+            )
     out = np.asarray(values != 0)
     count = int(out.sum())
     if count == 0:
-        raise InputError(f"the {role} mask does not overlap the {role} image (no mask voxel falls inside it); check "
-                         f"that the mask was drawn on the {role} image, in the same world space.")
+        raise InputError(
+            f"the {role} mask does not overlap the {role} image (no mask voxel falls inside it); check "
+            f"that the mask was drawn on the {role} image, in the same world space."
+        )
     if count < 64:
-        raise InputError(f"the {role} mask covers only {count} voxels of the {role} image; draw a larger mask "
-                         "(the whole body or organ of interest), or register without it.")
+        raise InputError(
+            f"the {role} mask covers only {count} voxels of the {role} image; draw a larger mask "
+            "(the whole body or organ of interest), or register without it."
+        )
     return out
 
 
@@ -102,12 +118,14 @@ def _hot_spot_mask(volume: Volume, data: np.ndarray) -> np.ndarray:
     ball &= sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius)) <= 1.0
     mask = ndimage.binary_dilation(hot, structure=ball)
     if int(mask.sum()) < _MIN_LEVEL_VOXELS:
-        raise InputError(f"the fixed image's hot spots cover only {int(mask.sum())} voxels, too few to register "
-                         "on; register to an anatomical image, use landmarks, or pass hot_spots=False.")
+        raise InputError(
+            f"the fixed image's hot spots cover only {int(mask.sum())} voxels, too few to register "
+            "on; register to an anatomical image, use landmarks, or pass hot_spots=False."
+        )
     return mask
 
 
-def warn_or_collect(message: str, collected: Optional[list] = None) -> None:
+def warn_or_collect(message: str, collected: list | None = None) -> None:
     """Warn (ImmunotrackWarning) and, when given a list, also keep the message in it (for the result)."""
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
@@ -142,7 +160,7 @@ def _install_abort_hook() -> None:
 HOT_SPOT_MODALITIES = ("PT", "NM", "F19", "MPI", "OPT")
 
 
-def scaled_intensities(data: np.ndarray, mask: Optional[np.ndarray], mode: str, percentile: float) -> np.ndarray:
+def scaled_intensities(data: np.ndarray, mask: np.ndarray | None, mode: str, percentile: float) -> np.ndarray:
     """The intensities the metric sees.
 
     "linear": the values, those above ``percentile`` clipped (a bladder or a
@@ -186,7 +204,7 @@ def _to_sitk(volume: Volume, data: np.ndarray):
     return volume_to_sitk(volume.replace(data=data), sitk.sitkFloat32)
 
 
-def _mask_to_sitk(volume: Volume, mask: Optional[np.ndarray]):
+def _mask_to_sitk(volume: Volume, mask: np.ndarray | None):
     if mask is None:
         return None
     return volume_to_sitk(volume.replace(data=mask.astype(np.uint8)))
@@ -259,8 +277,10 @@ def _centroid(image, mask, weighted: bool) -> np.ndarray:
     total = w.sum()
     if not total > 0:
         return _centroid(image, mask, weighted=False)
-    idx = [np.tensordot(w.sum(axis=tuple(a for a in range(3) if a != ax)), np.arange(arr.shape[ax]), 1) / total
-           for ax in range(3)]
+    idx = [
+        np.tensordot(w.sum(axis=tuple(a for a in range(3) if a != ax)), np.arange(arr.shape[ax]), 1) / total
+        for ax in range(3)
+    ]
     # array axes (z, y, x) -> sitk index (x, y, z)
     return np.array(image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in idx[::-1])))
 
@@ -287,7 +307,7 @@ class _Sampler:
         else:
             flat = np.arange(farr.size)
         step = max(1, len(flat) // max(int(n_points), 1))
-        flat = flat[step // 2::step]
+        flat = flat[step // 2 :: step]
         zyx = np.array(np.unravel_index(flat, farr.shape), float)
         f_grid = np.array(f.GetDirection()).reshape(3, 3) * np.array(f.GetSpacing())
         self.points = zyx[::-1].T @ f_grid.T + np.array(f.GetOrigin())  # LPS mm
@@ -335,8 +355,9 @@ class _Sampler:
                 wzy = wz * (frac[:, 1] if dy else 1 - frac[:, 1])
                 row = start + (dz * ny_ + dy) * nx_
                 values += wzy * ((1 - frac[:, 0]) * self.moving_flat[row] + frac[:, 0] * self.moving_flat[row + 1])
-        mbin = np.clip(((values - self.m_lo) / max(self.m_hi - self.m_lo, 1e-30) * self.bins).astype(np.int64),
-                       0, self.bins - 1)
+        mbin = np.clip(
+            ((values - self.m_lo) / max(self.m_hi - self.m_lo, 1e-30) * self.bins).astype(np.int64), 0, self.bins - 1
+        )
         mi = self._mi(self.fbin[sel], mbin)
         if not chance:
             return mi, overlap
@@ -345,7 +366,7 @@ class _Sampler:
         return mi, overlap, float(np.mean([self._mi(self.fbin[sel], rng.permutation(mbin)) for _ in range(3)]))
 
     def _mi(self, fbin: np.ndarray, mbin: np.ndarray) -> float:
-        joint = np.bincount(fbin * self.bins + mbin, minlength=self.bins ** 2).reshape(self.bins, self.bins)
+        joint = np.bincount(fbin * self.bins + mbin, minlength=self.bins**2).reshape(self.bins, self.bins)
         joint = joint / joint.sum()
         outer = joint.sum(1)[:, None] * joint.sum(0)[None, :]
         nz = joint > 0
@@ -435,7 +456,7 @@ def register(
     max_iterations: int = 200,
     min_step_mm: float = 0.04,
     intensity: str = "auto",
-    hot_spots: Optional[bool] = None,
+    hot_spots: bool | None = None,
     clip_percentile: float = 99.9,
     force: bool = False,
     seed: int = 1,
@@ -582,8 +603,9 @@ def register(
     if not 8 <= int(bins) <= 256:
         raise InputError(f"bins must be between 8 and 256 (32-64 is usual), not {bins}.")
     if not (np.isfinite(capture_range_deg) and 0 <= float(capture_range_deg) <= 90):
-        raise InputError(f"capture_range_deg must be between 0 (no orientation search) and 90 degrees, not "
-                         f"{capture_range_deg}.")
+        raise InputError(
+            f"capture_range_deg must be between 0 (no orientation search) and 90 degrees, not {capture_range_deg}."
+        )
     if not 1 <= float(search_step_deg) <= 45:
         raise InputError(f"search_step_deg must be between 1 and 45 degrees (15 is usual), not {search_step_deg}.")
     if int(n_starts) < 1:
@@ -594,7 +616,7 @@ def register(
     f_mask = _check_mask(fixed_mask, fixed, "fixed")
     m_mask = _check_mask(moving_mask, moving, "moving")
     if hot_spots is None:
-        hot_spots = (fixed_mask is None and fixed.modality in _HOT_MATCH and moving.modality in _HOT_MATCH)
+        hot_spots = fixed_mask is None and fixed.modality in _HOT_MATCH and moving.modality in _HOT_MATCH
     if hot_spots:
         f_mask = _hot_spot_mask(fixed, f_data) if f_mask is None else f_mask & _hot_spot_mask(fixed, f_data)
     for data, mask, role in ((f_data, f_mask, "fixed"), (m_data, m_mask, "moving")):
@@ -607,14 +629,22 @@ def register(
     _progress.report(progress, 0.0, "preparing images")
 
     f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
-    levels = _build_pyramid(f_img, m_img, _mask_to_sitk(fixed, f_mask), _mask_to_sitk(moving, m_mask),
-                            [float(s) for s in shrink_factors], float(smoothing))
+    levels = _build_pyramid(
+        f_img,
+        m_img,
+        _mask_to_sitk(fixed, f_mask),
+        _mask_to_sitk(moving, m_mask),
+        [float(s) for s in shrink_factors],
+        float(smoothing),
+    )
     # a level with too few fixed voxels (a small mask) cannot estimate a histogram: start finer
     while len(levels) > 1 and levels[0].n_fixed < _MIN_LEVEL_VOXELS:
         levels.pop(0)
     if levels[-1].n_fixed < _MIN_LEVEL_VOXELS:
-        raise InputError(f"only {levels[-1].n_fixed} fixed voxels are left for the metric (mask or image too "
-                         "small); enlarge the mask or use landmarks.")
+        raise InputError(
+            f"only {levels[-1].n_fixed} fixed voxels are left for the metric (mask or image too "
+            "small); enlarge the mask or use landmarks."
+        )
     coarse, finest = levels[0], levels[-1]
     if samples is None:
         per_level = [_DEFAULT_SAMPLES[min(len(levels) - 1 - i, 2)] for i in range(len(levels))]
@@ -628,8 +658,10 @@ def register(
     c_fixed = _centroid(coarse.fixed, coarse.fixed_mask, weighted=True)
     candidates = {
         "none": _euler(c_fixed, (0, 0, 0)),
-        "geometry": _euler(_centroid(coarse.fixed, None, False),
-                           _centroid(coarse.moving, None, False) - _centroid(coarse.fixed, None, False)),
+        "geometry": _euler(
+            _centroid(coarse.fixed, None, False),
+            _centroid(coarse.moving, None, False) - _centroid(coarse.fixed, None, False),
+        ),
         "moments": _euler(c_fixed, _centroid(coarse.moving, coarse.moving_mask, weighted=True) - c_fixed),
     }
     names = list(candidates) if initializer == "auto" else [initializer]
@@ -646,8 +678,11 @@ def register(
     init_name = max(usable, key=lambda k: usable[k][1])
     tx = candidates[init_name]
     if usable[init_name][0] < 0.25:
-        warn_or_collect(f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
-              "initialisation; check the result or use masks or landmarks.", notes)
+        warn_or_collect(
+            f"only {100 * usable[init_name][0]:.0f}% of the fixed image overlaps the moving one after "
+            "initialisation; check the result or use masks or landmarks.",
+            notes,
+        )
     # the reported metric: mutual information on the finest level's points (higher is better)
     fine_sampler = _Sampler(finest, bins, _QC_POINTS)
     metric_identity = fine_sampler.score(np.eye(4))[0]
@@ -668,8 +703,12 @@ def register(
         last = index == len(levels) - 1
         step_min = float(min_step_mm) if last else max(float(min_step_mm), _COARSE_MIN_STEP * level.spacing_mm)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=rate * level.spacing_mm, minStep=step_min, numberOfIterations=int(max_iterations),
-            relaxationFactor=float(relaxation), gradientMagnitudeTolerance=1e-8)
+            learningRate=rate * level.spacing_mm,
+            minStep=step_min,
+            numberOfIterations=int(max_iterations),
+            relaxationFactor=float(relaxation),
+            gradientMagnitudeTolerance=1e-8,
+        )
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
         label = f"{kind} level {index + 1}/{len(levels)} ({level.spacing_mm:.3g} mm){note}"
@@ -690,7 +729,7 @@ def register(
             reg.Execute(level.fixed, level.moving)
         except RuntimeError as exc:
             if state["cancelled"] is not None:
-                raise state["cancelled"]
+                raise state["cancelled"] from None
             text = str(exc)
             if "outside" in text.lower() or "valid points" in text.lower() or "samples" in text.lower():
                 raise InputError(
@@ -698,14 +737,23 @@ def register(
                     "the same body part, add masks, or pair landmarks."
                 ) from None
             raise
-        return {"stage": kind, "level": index + 1, "voxel_mm": round(level.spacing_mm, 4),
-                "iterations": int(reg.GetOptimizerIteration()), "mattes_metric": round(float(reg.GetMetricValue()), 6),
-                "stop": reg.GetOptimizerStopConditionDescription(), "seconds": round(time.perf_counter() - t0, 3)}
+        return {
+            "stage": kind,
+            "level": index + 1,
+            "voxel_mm": round(level.spacing_mm, 4),
+            "iterations": int(reg.GetOptimizerIteration()),
+            "mattes_metric": round(float(reg.GetMetricValue()), 6),
+            "stop": reg.GetOptimizerStopConditionDescription(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
 
     # ---- orientation search (docs/methods/registration.md): score a grid of rotations about the fixed centre
     # on the coarsest level, optimise the best few distinct starts there, keep the best, refine it
-    search_record = {"capture_range_deg": float(capture_range_deg), "step_deg": float(search_step_deg),
-                     "starts": int(n_starts)}
+    search_record: dict = {
+        "capture_range_deg": float(capture_range_deg),
+        "step_deg": float(search_step_deg),
+        "starts": int(n_starts),
+    }
     rival = None
     if capture_range_deg > 0:
         t_search = time.perf_counter()
@@ -727,7 +775,8 @@ def register(
 
         base = candidates[grid_from]
         grid_scores, grid_overlap = score_transforms(
-            coarse_sampler, euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation()))
+            coarse_sampler, euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation())
+        )
         # a candidate that pushes most of the fixed image out of the moving one cannot be scored fairly
         grid_scores = np.where(grid_overlap >= 0.5 * float(grid_overlap.max()), grid_scores, -np.inf)
         picks = distinct_best(grid_scores, rotations, max(1, int(n_starts)), search_step_deg)
@@ -757,27 +806,38 @@ def register(
         polished_matrix = sitk_transform_to_matrix(polished)
         polished_mi = fine_sampler.score(polished_matrix)[0]
         restarted = bool(np.isfinite(polished_mi) and polished_mi > best_mi)
-        best_record = dict(best_record, iterations=best_record["iterations"] + polish["iterations"],
-                           restarted=restarted, seconds=round(best_record["seconds"] + polish["seconds"], 3))
+        best_record = dict(
+            best_record,
+            iterations=best_record["iterations"] + polish["iterations"],
+            restarted=restarted,
+            seconds=round(best_record["seconds"] + polish["seconds"], 3),
+        )
         if restarted:
             tx, best_matrix, best_mi = polished, polished_matrix, polished_mi
-            best_record.update(mattes_metric=polish["mattes_metric"], stop=polish["stop"],
-                               mutual_information=plain_number(polished_mi))
+            best_record.update(
+                mattes_metric=polish["mattes_metric"], stop=polish["stop"], mutual_information=plain_number(polished_mi)
+            )
         stages.append(best_record)
         # a clearly different pose (more than four coarse voxels somewhere in the fixed sample's box: not a
         # start that merely stopped short of the same optimum) kept to compare with the final result: two
         # optima nearly equal mean the answer is not unique
         box = _box_points(fine_sampler)
-        far = [t for t in tried[1:] if np.isfinite(t[0])
-               and pose_distance_mm(t[2], best_matrix, box) > max(4.0 * coarse.spacing_mm, 4.0)]
+        far = [
+            t
+            for t in tried[1:]
+            if np.isfinite(t[0]) and pose_distance_mm(t[2], best_matrix, box) > max(4.0 * coarse.spacing_mm, 4.0)
+        ]
         if far:
             rival = far[0]
-        search_record.update({
-            "candidates": int(len(rotations)), "rotated_about": grid_from,
-            "seconds": round(time.perf_counter() - t_search, 3),
-            "best_grid_deg": [float(a) for a in rotations[int(np.argmax(grid_scores))]],
-            "optimised": [t[3] for t in tried],
-        })
+        search_record.update(
+            {
+                "candidates": int(len(rotations)),
+                "rotated_about": grid_from,
+                "seconds": round(time.perf_counter() - t_search, 3),
+                "best_grid_deg": [float(a) for a in rotations[int(np.argmax(grid_scores))]],
+                "optimised": [t[3] for t in tried],
+            }
+        )
         plan = plan[1:]
         first_step = len(picks) + 1
     else:
@@ -798,43 +858,66 @@ def register(
     metric_final, overlap_final, chance = fine_sampler.score(matrix, chance=True)
     start = metric_identity if np.isfinite(metric_identity) else metric_init
     parameters = {
-        "transform": transform, "optimised_metric": "MattesMutualInformation", "bins": int(bins),
-        "reported_metric": METRIC_NOTE, "reported_metric_points": int(len(fine_sampler.points)),
-        "initializer": initializer, "initializer_used": init_name,
-        "initializer_scores": {k: {"overlap": round(v[0], 4), "mutual_information": plain_number(v[1])}
-                               for k, v in scores.items()},
-        "overlap_final": round(float(overlap_final), 4), "mutual_information_chance": plain_number(chance),
+        "transform": transform,
+        "optimised_metric": "MattesMutualInformation",
+        "bins": int(bins),
+        "reported_metric": METRIC_NOTE,
+        "reported_metric_points": int(len(fine_sampler.points)),
+        "initializer": initializer,
+        "initializer_used": init_name,
+        "initializer_scores": {
+            k: {"overlap": round(v[0], 4), "mutual_information": plain_number(v[1])} for k, v in scores.items()
+        },
+        "overlap_final": round(float(overlap_final), 4),
+        "mutual_information_chance": plain_number(chance),
         "levels_voxel_mm": [round(lv.spacing_mm, 4) for lv in levels],
         "shrink_factors": [float(s) for s in shrink_factors],
-        "smoothing_fraction": float(smoothing), "samples_per_level": per_level,
+        "smoothing_fraction": float(smoothing),
+        "samples_per_level": per_level,
         "sampling": "regular (jittered)",
-        "optimizer": "RegularStepGradientDescent", "max_iterations_per_level": int(max_iterations),
-        "min_step_mm": float(min_step_mm), "relaxation": float(relaxation), "scales": "physical shift",
+        "optimizer": "RegularStepGradientDescent",
+        "max_iterations_per_level": int(max_iterations),
+        "min_step_mm": float(min_step_mm),
+        "relaxation": float(relaxation),
+        "scales": "physical shift",
         "interpolator": "linear",
-        "intensity": intensity, "intensity_used": {"fixed": modes[0], "moving": modes[1]},
-        "clip_percentile": float(clip_percentile), "seed": int(seed),
-        "fixed_mask": fixed_mask is not None, "moving_mask": m_mask is not None, "hot_spot_mask": bool(hot_spots),
+        "intensity": intensity,
+        "intensity_used": {"fixed": modes[0], "moving": modes[1]},
+        "clip_percentile": float(clip_percentile),
+        "seed": int(seed),
+        "fixed_mask": fixed_mask is not None,
+        "moving_mask": m_mask is not None,
+        "hot_spot_mask": bool(hot_spots),
         "search": search_record,
     }
     if transform == "affine":
         sv = np.linalg.svd(matrix[:3, :3], compute_uv=False)
         if sv.max() / sv.min() > 1.5 or np.linalg.det(matrix[:3, :3]) <= 0:
-            warn_or_collect(f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
-                  "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.", notes)
+            warn_or_collect(
+                f"the affine result scales the anatomy by {sv.min():.2f}-{sv.max():.2f} (or mirrors it); "
+                "an affine fit this far from rigid is doubtful: try transform='rigid' or masks.",
+                notes,
+            )
     if not np.isfinite(metric_final):
-        raise InputError("the registration moved the moving image off the fixed one (no overlap left); check that "
-                         "both show the same body part, add masks, or pair landmarks.")
+        raise InputError(
+            "the registration moved the moving image off the fixed one (no overlap left); check that "
+            "both show the same body part, add masks, or pair landmarks."
+        )
     doubts = []
     if np.isfinite(start) and metric_final < start - max(0.002, 0.01 * abs(start)):
-        doubts.append(f"the registration made the metric worse (mutual information {start:.4f} at the start, "
-                      f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
-                      "around the anatomy, another initializer, or landmarks")
+        doubts.append(
+            f"the registration made the metric worse (mutual information {start:.4f} at the start, "
+            f"{metric_final:.4f} after), so the result is not trustworthy; try transform='rigid', masks "
+            "around the anatomy, another initializer, or landmarks"
+        )
     # a histogram's MI is biased upwards even for unrelated images (the more so, the fewer the points):
     # what counts is the information above that chance level
     if metric_final - chance < _NO_INFORMATION:
-        doubts.append(f"the images share no usable information (mutual information {metric_final:.3f} nats where "
-                      f"unrelated images give {chance:.3f}), so intensities cannot align them; pair landmarks "
-                      "(fiducials), or register to an image that shows the same thing (e.g. MPI or 19F to PET)")
+        doubts.append(
+            f"the images share no usable information (mutual information {metric_final:.3f} nats where "
+            f"unrelated images give {chance:.3f}), so intensities cannot align them; pair landmarks "
+            "(fiducials), or register to an image that shows the same thing (e.g. MPI or 19F to PET)"
+        )
     if doubts and not force:
         raise InputError(doubts[0] + ".")
     for doubt in doubts:
@@ -844,38 +927,61 @@ def register(
         rival_mi = fine_sampler.score(rival[2])[0]
         margin = _AMBIGUITY * max(metric_final - chance, 1e-9)
         parameters["search"]["rival_mutual_information"] = plain_number(rival_mi)
-        parameters["search"]["rival_distance_mm"] = round(pose_distance_mm(rival[2], matrix,
-                                                                           _box_points(fine_sampler)), 2)
+        parameters["search"]["rival_distance_mm"] = round(
+            pose_distance_mm(rival[2], matrix, _box_points(fine_sampler)), 2
+        )
         if np.isfinite(rival_mi) and rival_mi >= metric_final - margin:
             doubts.append("ambiguous")
             warn_or_collect(
                 f"two clearly different poses fit almost equally well (mutual information {metric_final:.4f} and "
                 f"{rival_mi:.4f}, {parameters['search']['rival_distance_mm']:.1f} mm apart), so the result may be "
                 "the wrong one; check it by eye (checkerboard), add a mask of distinctive anatomy, or use "
-                "landmarks.", notes)
+                "landmarks.",
+                notes,
+            )
     if overlap_final < _POOR_OVERLAP:
         doubts.append("overlap")
-        warn_or_collect(f"only {100 * overlap_final:.0f}% of the fixed image falls inside the moving one after "
-                        "registration; unless the moving field of view is really that small, the result is "
-                        "doubtful: check it by eye, or use masks or landmarks.", notes)
+        warn_or_collect(
+            f"only {100 * overlap_final:.0f}% of the fixed image falls inside the moving one after "
+            "registration; unless the moving field of view is really that small, the result is "
+            "doubtful: check it by eye, or use masks or landmarks.",
+            notes,
+        )
     if not doubts and metric_final - chance < _LOW_INFORMATION:
         doubts.append("low information")
-        warn_or_collect(f"the images share little information (mutual information {metric_final:.3f} nats, chance "
-              f"{chance:.3f}), so this "
-              "registration may be unreliable; check it by eye (checkerboard), or use landmarks.", notes)
+        warn_or_collect(
+            f"the images share little information (mutual information {metric_final:.3f} nats, chance "
+            f"{chance:.3f}), so this "
+            "registration may be unreliable; check it by eye (checkerboard), or use landmarks.",
+            notes,
+        )
     parameters["doubtful"] = bool(doubts)
     _progress.report(progress, 1.0, f"done: mutual information {metric_final:.4f} nats")
     return RegistrationResult(
-        fixed_to_moving=matrix, metric_initial=metric_identity, metric_final=metric_final,
-        iterations=total_iterations, parameters=parameters, stages=stages,
-        elapsed_s=time.perf_counter() - t_start, method="intensity", warnings=notes,
+        fixed_to_moving=matrix,
+        metric_initial=metric_identity,
+        metric_final=metric_final,
+        iterations=total_iterations,
+        parameters=parameters,
+        stages=stages,
+        elapsed_s=time.perf_counter() - t_start,
+        method="intensity",
+        warnings=notes,
         metric_after_init=metric_init,
     )
 
 
-
-def evaluate_metric(fixed: Volume, moving: Volume, fixed_to_moving=None, *, fixed_mask=None, moving_mask=None,
-                    bins: int = 32, points: int = _QC_POINTS, intensity: str = "auto") -> float:
+def evaluate_metric(
+    fixed: Volume,
+    moving: Volume,
+    fixed_to_moving=None,
+    *,
+    fixed_mask=None,
+    moving_mask=None,
+    bins: int = 32,
+    points: int = _QC_POINTS,
+    intensity: str = "auto",
+) -> float:
     """The mutual information (nats, higher is better) of a transform, as :func:`register` reports it.
 
     Use it for the "metric before and after" of a transform that did not come

@@ -113,8 +113,9 @@ def score_transforms(sampler, matrices_ras) -> tuple:
             values += w * (lo + fx * (flat[row + 1] - lo))
     # outside the field of view: the moving minimum (no signal)
     values = np.where(inside, values, np.float32(sampler.m_lo))
-    mbin = np.clip(((values - sampler.m_lo) / max(sampler.m_hi - sampler.m_lo, 1e-30) * bins).astype(np.int64),
-                   0, bins - 1)
+    mbin = np.clip(
+        ((values - sampler.m_lo) / max(sampler.m_hi - sampler.m_lo, 1e-30) * bins).astype(np.int64), 0, bins - 1
+    )
     cell = sampler.fbin[None, :] * bins + mbin + (np.arange(k) * bins * bins)[:, None]
     joint = np.bincount(cell.ravel(), minlength=k * bins * bins).reshape(k, bins, bins).astype(np.float64)
     joint /= joint.sum(axis=(1, 2), keepdims=True)
