@@ -333,6 +333,7 @@ def test_cli_mpi_pvc_iron_against_truth(tmp_path):
         assert df.loc[label, "iron_ng"] < 0.9 * true_ng
         assert df.loc[label, "iron_ng_pvc"] == pytest.approx(true_ng, rel=0.05)
         assert df.loc[label, "cell_count_pvc"] == pytest.approx(df.loc[label, "iron_ng_pvc"] / 5e-3)
+        assert df.loc[label, "iron_ug_pvc"] == pytest.approx(df.loc[label, "iron_ng_pvc"] / 1000.0)
 
 
 def test_readout_dock_table_and_batch_steps_take_pvc():

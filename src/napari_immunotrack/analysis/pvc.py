@@ -747,8 +747,8 @@ def add_readout_pvc(
 
 
 def add_mpi_pvc(df, mpi: Volume, rois, method: str, psf_fwhm=None, *, progress=None, **kwargs):
-    """MPI table (:func:`~napari_immunotrack.analysis.mpi.mpi_iron`) with ``signal_pvc``, ``iron_ng_pvc``,
-    ``cell_count_pvc`` and ``recovery_coefficient``.
+    """MPI table (:func:`~napari_immunotrack.analysis.mpi.mpi_iron`) with ``signal_pvc``, ``iron_ng_pvc``
+    (and ``iron_ug_pvc``, the same in micrograms), ``cell_count_pvc`` and ``recovery_coefficient``.
 
     The background-subtracted image is corrected; iron and cells then come from the corrected
     signal through the fiducial calibration, so its intercept is applied once and not scaled.
@@ -770,6 +770,8 @@ def add_mpi_pvc(df, mpi: Volume, rois, method: str, psf_fwhm=None, *, progress=N
     ok = out["status"] == "ok"
     q_ng = float(params["iron_per_cell_pg"]) / 1000.0
     out.insert(list(out.columns).index("iron_ng") + 1, "iron_ng_pvc", iron.where(ok, np.nan))
+    # the same in micrograms, the unit the PVC interface names (iron_ug_pvc)
+    out.insert(list(out.columns).index("iron_ng_pvc") + 1, "iron_ug_pvc", iron.where(ok, np.nan) / 1000.0)
     out.insert(list(out.columns).index("cell_count") + 1, "cell_count_pvc", (iron / q_ng).where(ok, np.nan))
     out.attrs["warnings"] = list(df.attrs.get("warnings", [])) + result["warnings"]
     return out, result["provenance"]
