@@ -482,7 +482,7 @@ def analyse_inputs(
 
     if "mpi" in steps:
         step("mpi", 0.90, 0.99, run_mpi)
-    if "relax" in steps and inputs.get("MEGRE") is not None:  # only sessions with a multi-echo series (h21a)
+    if "relax" in steps and inputs.get("MEGRE") is not None:  # only sessions with a multi-echo series
         from .analysis.relaxometry import relax_step
 
         def run_relax(p):

@@ -35,7 +35,7 @@ def add_arguments(parser):
     parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
     from . import _pvc
 
-    _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm (h19)
+    _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm
 
 
 def run(args) -> int:

@@ -192,7 +192,7 @@ def add_arguments(parser):
     )
     from . import _pvc
 
-    _pvc.add_arguments(parser)  # --pvc, --psf-fwhm, --positron-range (h19)
+    _pvc.add_arguments(parser)  # --pvc, --psf-fwhm, --positron-range
 
 
 def run(args) -> int:

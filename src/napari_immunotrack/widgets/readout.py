@@ -161,7 +161,7 @@ def readout_table(
             warns.extend(stats.attrs.get("warnings", []))
         else:
             warns.extend(df.attrs.get("warnings", []))
-        if pvc != "none":  # partial-volume corrected columns, computed on the image the table read (h19)
+        if pvc != "none":  # partial-volume corrected columns, computed on the image the table read
             from ..analysis.pvc import add_readout_pvc
 
             image = vol if status != "ok" or not is_nuclear(vol) else pet_mod.activity_concentration(vol, header)
@@ -229,7 +229,7 @@ class ReadoutWidget(PluginDock):
         form.addRow("ROI labels", self.roi_combo)
         form.addRow("Quantitative layers", self.layer_list)
         form.addRow("SUV type", self.suv_combo)
-        self.pvc_combo = QComboBox()  # partial-volume correction (h19, docs/methods/pvc.md)
+        self.pvc_combo = QComboBox()  # partial-volume correction (docs/methods/pvc.md)
         self.pvc_combo.addItems(["none", "gtm", "rbv"])
         self.psf_edit = QLineEdit()
         self.psf_edit.setPlaceholderText("header, else modality default (x,y,z mm)")
