@@ -16,7 +16,7 @@ import numpy as np
 from napari_immunotrack.data import sample_study_root
 from napari_immunotrack.errors import InputError
 from napari_immunotrack.io import load_volume
-from napari_immunotrack.io.transforms import write_transform
+from napari_immunotrack.io.transforms import describe_image, write_transform
 from napari_immunotrack.provenance import record
 from napari_immunotrack.registration import register
 from napari_immunotrack.study import discover
@@ -50,6 +50,9 @@ def main(root: Path) -> None:
                 result.fixed_to_moving,
                 overwrite=True,
                 provenance=record("register", inputs={"fixed": fixed, "moving": f.path}, parameters=result.parameters),
+                # the direction record: the MRI world (anat) fixed, this scanner's world moving
+                fixed=describe_image(fixed, role="MRI world", datatype="anat"),
+                moving=describe_image(moving, role=f"{datatype} world", path=f.path, datatype=datatype),
             )
             print(f"{session} {datatype}: metric {result.metric_initial:.3f} -> {result.metric_final:.3f}, {out.name}")
 
