@@ -8,19 +8,25 @@ the easiest registration problem there is once intensities are made
 comparable, and the one where a baseline comparison needs sub-voxel accuracy.
 The method (docs/methods/session-alignment.md):
 
-1. **Comparable intensities**: N4 bias-field correction (SimpleITK) on each
-   image, fitted on a coarse copy and applied at full resolution, then gain
-   normalisation (the median of reference tissue, by default the body, set to 1).
+1. **Comparable intensities**: gain normalisation (each body's median set to 1),
+   then each body voxel divided by the body's Gaussian-weighted local mean
+   (:func:`local_normalise`, sigma 2 mm): a coil profile varies over centimetres
+   and cancels in the ratio, tissue boundaries stay, and the isotropic filter
+   commutes with the animal's rotation. N4 (:func:`correct_intensities`) and a
+   differential bias fit are options; N4 is what to use before comparing two
+   sessions' intensities.
 2. **Capture range**: the body masks' centres of mass give the translation; an
    orientation search evaluates the correlation metric on a coarse level for a
-   grid of rotations (default +-30 degrees about every axis in 15 degree steps,
-   and a 180 degree turn about the body's long axis when ``allow_flip``); the
-   best few starts are optimised on the coarse level and the best one is refined.
+   grid of rotations (default +-30 degrees about every axis in 15 degree steps;
+   with ``allow_flip`` also a half turn about each principal axis of the body,
+   prone <-> supine); the best three starts are optimised on the coarse level and
+   the best one is refined.
 3. **Fine registration**: rigid (6 parameters) by normalised correlation on
    a pyramid down to the full resolution; optionally affine (12) and a
    regularised B-spline deformation on top.
 4. **Doubt, said aloud**: the final correlation, the overlap of the body masks,
-   the spread of refinements from perturbed starts (an estimate of the
+   two optimised starts at clearly different poses fitting almost equally well,
+   optionally the spread of refinements from perturbed starts (an estimate of the
    residual error in mm) and, for B-splines, the smallest Jacobian determinant
    (folding) are reported; a doubtful result carries a warning naming the reason.
 
@@ -385,7 +391,6 @@ def align_mri(
     fixed_mask: np.ndarray | None = None,
     bias_correction: str = "local",
     local_sigma_mm: float = 2.0,
-    gain_normalisation: bool = True,
     search: bool = True,
     max_rotation_deg: float = 30.0,
     rotation_step_deg: float = 15.0,
@@ -407,12 +412,14 @@ def align_mri(
         deformation (control points every ``bspline_spacing_mm``) after the rigid stage.
     fixed_mask : bool array on the fixed grid, optional
         Where the metric is computed (default: the body).
-    bias_correction : {"differential", "n4", "none"}
-        "differential" (default, fast): after the middle level, the smooth ratio of the two sessions'
-        coil profiles is fitted (a quadratic in log intensity over the fixed body) and removed from
-        the fixed image before the fine level; "n4": N4 on each image first (:func:`correct_intensities`).
-    gain_normalisation : bool
-        Divide each image by its body's median signal.
+    bias_correction : {"local", "differential", "n4", "none"}
+        "local" (default): the metric sees each image divided by its body's local mean
+        (:func:`local_normalise`, ``local_sigma_mm``), which cancels smooth coil profiles;
+        "differential": after the middle level, the smooth ratio of the two sessions' coil profiles is
+        fitted (a quadratic in log intensity over the fixed body) and removed from the fixed image;
+        "n4": N4 on each image first (:func:`correct_intensities`); "none": gain normalisation only.
+    local_sigma_mm : float
+        Width of the local mean of the "local" harmonisation.
     search : bool
         Orientation search over +-``max_rotation_deg`` in ``rotation_step_deg`` steps (and a 180 degree
         prone/supine turn about the long axis when ``allow_flip``). Off: start from the centres of mass.
@@ -707,7 +714,7 @@ def align_mri(
     params = {
         "transform": transform,
         "bias_correction": bias_correction,
-        "gain_normalisation": gain_normalisation,
+        "gain_normalisation": True,  # always: it makes the bias and noise figures comparable
         "search": search,
         "max_rotation_deg": max_rotation_deg,
         "rotation_step_deg": rotation_step_deg,
