@@ -11,14 +11,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import bmctool  # the testing extra (never downloaded at test time): a missing one fails, not skips
 import numpy as np
-
-bmctool = __import__("pytest").importorskip("bmctool")  # the testing extra; never downloaded at test time
-pp = __import__("pytest").importorskip("pypulseq")
-
-from bmctool.parameters import Parameters  # noqa: E402 (after the importorskip)
-from bmctool.parameters.CESTPool import CESTPool  # noqa: E402 (after the importorskip)
-from bmctool.simulation import BMCSim  # noqa: E402 (after the importorskip)
+import pypulseq as pp
+from bmctool.parameters import Parameters
+from bmctool.parameters.CESTPool import CESTPool
+from bmctool.simulation import BMCSim
 
 CONFIG_5POOL = Path(bmctool.__file__).parent / "library" / "sim-library" / "config_5pool.yaml"
 GAMMA_MHZ = 42.5764

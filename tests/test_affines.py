@@ -28,7 +28,8 @@ def test_lps_transform_matches_point_conversion():
 
 
 def test_reverse_index_order_agrees_with_nibabel(tmp_path):
-    nib = pytest.importorskip("nibabel")
+    import nibabel as nib
+
     from napari_immunotrack.io.nifti import read_nifti
 
     aff = np.array([[0.0, 0.3, 0.0, -4.0], [0.5, 0.0, 0.0, 7.0], [0.0, 0.0, 2.0, 1.5], [0, 0, 0, 1]])
@@ -52,7 +53,8 @@ def test_zyx_grid_affine_matches_volume_spacing():
 
 
 def test_sitk_agrees_with_lps_conversion():
-    pytest.importorskip("SimpleITK")
+    import SimpleITK  # noqa: F401
+
     from napari_immunotrack.registration import volume_to_sitk
 
     a = affines.zyx_grid_affine((2.0, 1.0, 0.5), (10.0, -3.0, 4.0))

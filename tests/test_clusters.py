@@ -415,7 +415,8 @@ def test_progress_is_reported_and_cancel_stops():
 # ------------------------------------------------------- chunked (dask)
 @pytest.mark.parametrize("method,baseline", [("fraction", True), ("blob", True), ("ksigma", False)])
 def test_dask_chunks_give_the_same_clusters_as_memory(method, baseline):
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     s = scene(0, 10.0, True)
     chunks = (14, 24, 24)  # borders cut through clusters; an 8-thick last chunk along axis 0 (merged for blob)
     kw = dict(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import highdicom as hd
 import numpy as np
 import pandas as pd
 import pydicom
@@ -20,8 +21,6 @@ from napari_immunotrack.io.dicom_export import column_code, read_sr, write_seg, 
 from napari_immunotrack.io.dicom_seg import read_seg
 from napari_immunotrack.io.rtstruct import read_rtstruct
 from napari_immunotrack.volume import Volume
-
-hd = pytest.importorskip("highdicom")
 
 PET_AFFINE = np.array([[0, 0, -0.8, 12.0], [0, -0.8, 0, 9.0], [1.2, 0, 0, -6.0], [0, 0, 0, 1.0]])  # axial, 0.8 mm
 

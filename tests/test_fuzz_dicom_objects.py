@@ -13,14 +13,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_fuzz_readers import _set_raw, _write_series, budget, opens_or_refuses, series_bytes
-
-hd = pytest.importorskip("highdicom")
 
 
 def _series_datasets(folder: Path):

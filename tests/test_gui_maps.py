@@ -6,8 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-
 from napari_immunotrack.data import sample_study_root
 from napari_immunotrack.io import load_volume
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -16,8 +17,6 @@ from napari_immunotrack.errors import InputError
 from napari_immunotrack.io import load_volume, load_volumes
 from napari_immunotrack.io.dicom import make_study, write_dicom_series
 from napari_immunotrack.volume import Volume
-
-hd = pytest.importorskip("highdicom")
 
 
 def _oblique_affine(origin=(3.0, -4.0, 5.0)):
@@ -127,7 +126,8 @@ def test_legacy_converted_enhanced_pet_keeps_units_and_world_positions(tmp_path)
 
 
 def test_enhanced_file_agrees_with_simpleitk_in_world_space(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
+
     vol = Volume(_smooth((5, 6, 7), 5), _oblique_affine(), modality="MR")
     classic_dir = write_dicom_series(vol, tmp_path / "mr", rescale="global")
     enhanced = _legacy(hd.legacy.LegacyConvertedEnhancedMRImage, [pydicom.dcmread(p) for p in _files(classic_dir)])

@@ -6,14 +6,13 @@ import json
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from napari_immunotrack.errors import InputError
 from napari_immunotrack.io import detect_format, load_volume, load_volumes
-
-h5py = pytest.importorskip("h5py")
-sitk = pytest.importorskip("SimpleITK")
 
 
 def write_mdf(path, data, size, fov_m, centre_m=(0, 0, 0), order=None, overscan=None, root_only=False):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import warnings
 
+import brukerapi.dataset as brukerapi  # noqa: E402
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -20,8 +21,6 @@ from napari_immunotrack.io import detect_format, load_volume, load_volumes
 from napari_immunotrack.io.bruker import SUBJECT_POSITIONS, subject_from_magnet
 from napari_immunotrack.io.jcamp import parse_jcamp
 from napari_immunotrack.simulate.scanner_files import write_paravision
-
-brukerapi = pytest.importorskip("brukerapi.dataset")
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 #: markers in the animal's own RAS (R = its right, A = ventral, S = cranial), mm, with distinct amplitudes

@@ -138,8 +138,8 @@ def test_gif_reads_back_with_imageio(study, tmp_path):
     assert not list(tmp_path.glob("*.part*"))
 
 
-@pytest.mark.skipif(M.find_ffmpeg() is None, reason="MP4 needs an ffmpeg program (apt install ffmpeg)")
 def test_mp4_reads_back_with_ffmpeg(study, tmp_path):
+    assert M.find_ffmpeg() is not None, "MP4 needs an ffmpeg program: scripts/setup.sh installs it (apt install ffmpeg)"
     out = tmp_path / "mpi.mp4"
     res = M.make_movie(study, out, track="MPI", size=SIZE, fps=4, hold_s=0.5, fade_s=0.5)
     probe = subprocess.run(
