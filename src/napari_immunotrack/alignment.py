@@ -331,6 +331,7 @@ def _euler_from(matrix3: np.ndarray, center, translation):
 
 
 def _shrunk(image, target_voxels: int):
+    """``image`` block-averaged to about ``target_voxels`` (each axis kept >= 8 voxels), and the factor."""
     import SimpleITK as sitk
 
     n = float(np.prod(image.GetSize()))
@@ -339,6 +340,14 @@ def _shrunk(image, target_voxels: int):
         return image, 1
     factors = [int(min(f, max(1, s // 8))) for s in image.GetSize()]
     return sitk.BinShrink(image, factors), f
+
+
+def _shrunk_mask(mask, target_voxels: int):
+    """A uint8 mask shrunk like :func:`_shrunk` (a block is inside when at least half of it is)."""
+    import SimpleITK as sitk
+
+    small, f = _shrunk(sitk.Cast(mask, sitk.sitkFloat32), target_voxels)
+    return mask if f == 1 else sitk.Cast(small >= 0.5, sitk.sitkUInt8)
 
 
 def _method(metric: str, fixed_mask, sampling: float, seed: int):
@@ -473,19 +482,9 @@ def align_mri(
     c_f = _centroid_lps(f_img, f_body)
     c_m = _centroid_lps(m_img, m_body)
 
-    coarse_f, cf = _shrunk(f_img, 12_000)
+    coarse_f, _ = _shrunk(f_img, 12_000)
     coarse_m, _ = _shrunk(m_img, 12_000)
-    coarse_mask = (
-        sitk.Cast(
-            sitk.BinShrink(
-                sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(cf, max(1, s // 8))) for s in f_img.GetSize()]
-            )
-            >= 0.5,
-            sitk.sitkUInt8,
-        )
-        if cf > 1
-        else f_mask_img
-    )
+    coarse_mask = _shrunk_mask(f_mask_img, 12_000)
     coarse_f = sitk.SmoothingRecursiveGaussian(coarse_f, 0.5 * float(np.max(coarse_f.GetSpacing())))
     coarse_m = sitk.SmoothingRecursiveGaussian(coarse_m, 0.5 * float(np.max(coarse_m.GetSpacing())))
 
@@ -554,17 +553,7 @@ def align_mri(
     t3 = time.perf_counter()
     mid_f, mf = _shrunk(f_img, 150_000)
     mid_m, _ = _shrunk(m_img, 150_000)
-    mid_mask = (
-        sitk.Cast(
-            sitk.BinShrink(
-                sitk.Cast(f_mask_img, sitk.sitkFloat32), [int(min(mf, max(1, s // 8))) for s in f_img.GetSize()]
-            )
-            >= 0.5,
-            sitk.sitkUInt8,
-        )
-        if mf > 1
-        else f_mask_img
-    )
+    mid_mask = _shrunk_mask(f_mask_img, 150_000)
     mid_sampling = min(1.0, samples / float(np.prod(mid_f.GetSize())))
     reg = _method("correlation", mid_mask, mid_sampling, seed)
     rigid, metric, its = _optimise(
