@@ -672,3 +672,25 @@ def show_table_dock(viewer, df, name: str, centre_on_click: bool = True):
     table = table_widget(df, on_click)
     viewer.window.add_dock_widget(table, name=name, area="right")
     return table
+
+
+def cursor_plot_panel(layout, figsize, margins: dict, min_height: int):
+    """The ROI-mean switch, its label picker and a matplotlib canvas of one axes, added to ``layout``.
+
+    Used by the Maps dock's tabs, whose plots follow the cursor: the margins are fixed because an
+    automatic layout on every redraw would cost most of the 100 ms budget of a cursor update.
+    Returns ``(roi_check, roi_combo, figure, canvas, axes)``; the caller adds the canvas where it wants.
+    """
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+    from qtpy.QtWidgets import QCheckBox, QComboBox
+
+    roi_check = QCheckBox("Plot the mean over the ROI label under the cursor")
+    roi_combo = QComboBox()
+    layout.addWidget(roi_check)
+    layout.addWidget(roi_combo)
+    figure = Figure(figsize=figsize)
+    figure.subplots_adjust(**margins)
+    canvas = FigureCanvasQTAgg(figure)
+    canvas.setMinimumHeight(min_height)
+    return roi_check, roi_combo, figure, canvas, figure.add_subplot(111)

@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -46,6 +45,7 @@ from ._common import (
     RunRow,
     add_volume,
     chosen_layer,
+    cursor_plot_panel,
     fill_combo,
     follow_layers,
     layer_to_volume,
@@ -233,19 +233,9 @@ class RelaxometryPanel(QWidget):
         buttons.addWidget(self.sample_button)
         layout.addLayout(buttons)
         self.run_row = RunRow(layout, "Compute maps", on_run=self.run, owner=self)
-        self.roi_check = QCheckBox("Plot the mean over the ROI label under the cursor")
-        self.roi_combo = QComboBox()
-        layout.addWidget(self.roi_check)
-        layout.addWidget(self.roi_combo)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        # fixed margins: an automatic layout on every redraw would cost most of the 100 ms budget
-        self.figure = Figure(figsize=(4, 2.6))
-        self.figure.subplots_adjust(left=0.17, right=0.97, bottom=0.2, top=0.95)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(PLOT_MIN_HEIGHT)
-        self.axes = self.figure.add_subplot(111)
+        self.roi_check, self.roi_combo, self.figure, self.canvas, self.axes = cursor_plot_panel(
+            layout, (4, 2.6), dict(left=0.17, right=0.97, bottom=0.2, top=0.95), PLOT_MIN_HEIGHT
+        )
         (self.data_line,) = self.axes.plot([], [], "o", color="tab:blue", label="data")
         (self.fit_line,) = self.axes.plot([], [], "-", color="tab:orange", label="fit")
         self.axes.legend(loc="upper right", fontsize=8)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFormLayout,
     QLabel,
@@ -38,6 +37,7 @@ from ._common import (
     RunRow,
     add_volume,
     chosen_layer,
+    cursor_plot_panel,
     fill_combo,
     follow_layers,
     layer_to_volume,
@@ -142,19 +142,9 @@ class CestPanel(QWidget):
         self.sample_button.clicked.connect(self.open_sample)
         layout.addWidget(self.sample_button)
         self.run_row = RunRow(layout, "Compute CEST maps", on_run=self.run, owner=self)
-        self.roi_check = QCheckBox("Plot the mean over the ROI label under the cursor")
-        self.roi_combo = QComboBox()
-        layout.addWidget(self.roi_check)
-        layout.addWidget(self.roi_combo)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 2.8))
-        # fixed margins: tight_layout on every draw would cost most of the cursor's 100 ms budget
-        self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.17, top=0.96)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(PLOT_MIN_HEIGHT)
-        self.axes = self.figure.add_subplot(111)
+        self.roi_check, self.roi_combo, self.figure, self.canvas, self.axes = cursor_plot_panel(
+            layout, (4, 2.8), dict(left=0.16, right=0.97, bottom=0.17, top=0.96), PLOT_MIN_HEIGHT
+        )
         (self.data_line,) = self.axes.plot([], [], "o", ms=3, color="tab:blue", label="Z")
         (self.fit_line,) = self.axes.plot([], [], "-", color="tab:orange", label="fit")
         (self.ref_line,) = self.axes.plot([], [], "--", color="tab:gray", lw=1, label="fit without solute")
