@@ -108,6 +108,15 @@ class Param:
         How to say the range in a message (default: made from minimum/maximum).
     form_maximum : float, optional
         Upper end of the form's spin box when the range is open above.
+    form_minimum : float, optional
+        Lower end of the form's spin box when it is narrower than the allowed range.
+    off_help : str, optional
+        Help of the ``--no-...`` flag of a bool that is on by default (default: "turn off: " + help).
+    none_word : str, optional
+        The word the command line takes for None (e.g. "auto"), for an optional number.
+    aliases : tuple of (value, meaning) pairs
+        Other values the function accepts for this parameter and what they stand for
+        (e.g. ``((True, "power"), (False, "none"))``); :meth:`check` turns them into the meaning.
     """
 
     name: str
@@ -127,6 +136,10 @@ class Param:
     flag: str | None = None
     rule: str | None = None
     form_maximum: float | None = None
+    form_minimum: float | None = None
+    off_help: str | None = None
+    none_word: str | None = None
+    aliases: tuple[tuple[Any, Any], ...] = ()
 
     def __post_init__(self):
         if self.type not in (float, int, bool, str):
@@ -173,6 +186,8 @@ class Param:
         extra = [self.unit] if self.unit else []
         if self.default is not None and self.type is not bool:
             extra.append(f"default {_number_text(self.default)}")
+        elif self.default is None and self.none_word:
+            extra.append(f"default {self.none_word}")
         return self.help + (f" ({'; '.join(extra)})" if extra else "")
 
     # ------------------------------------------------------------------ checking
@@ -216,6 +231,9 @@ class Param:
         """
         if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
             value = value.item()  # NumPy scalars from widgets and arrays
+        for alias, meaning in self.aliases:
+            if value is alias or (type(value) is type(alias) and value == alias):
+                return meaning
         problem = self._problem(value)
         if problem:
             raise InputError(f"{where or self.name} {problem}, got {value!r}.")
@@ -230,11 +248,14 @@ class Param:
         import argparse
 
         def convert(text: str):
+            if self.none_word is not None and text.strip().lower() == self.none_word:
+                return None
             try:
                 value = int(text) if self.type is int else float(text) if self.type is float else text
             except ValueError:
                 raise argparse.ArgumentTypeError(
                     f"{text!r} is not {'a whole number' if self.type is int else 'a number'}"
+                    + (f" or {self.none_word}" if self.none_word else "")
                 ) from None
             problem = self._problem(value)
             if problem:
@@ -346,10 +367,18 @@ class ParamModel:
         return wrapper
 
     # ------------------------------------------------------------------ the command line
-    def add_arguments(self, parser, names: Iterable[str] | None = None) -> None:
-        """Add ``--flag`` arguments to an argparse parser, defaults and checks from the model."""
+    def add_arguments(self, parser, names: Iterable[str] | None = None, *, required: Iterable[str] = ()) -> None:
+        """Add ``--flag`` arguments to an argparse parser, defaults and checks from the model.
+
+        ``names``: which parameters, in this order (default all, in the model's order), so that a
+        verb can keep its options where its help always showed them. ``required``: parameters the
+        verb needs on its command line (no default shown).
+        """
+        required = set(required)
         for name in names or self.params:
             p = self.params[name]
+            needed = name in required
+            help_text = p.help + (f" ({p.unit})" if p.unit else "") if needed else p.describe()
             if p.type is bool:
                 # a flag turns on what is off by default (and --no-... turns off what is on)
                 flag = p.cli_flag if not p.default else "--no-" + p.cli_flag[2:]
@@ -358,21 +387,16 @@ class ParamModel:
                     dest=p.name,
                     action="store_false" if p.default else "store_true",
                     default=p.default,
-                    help=p.describe(),
+                    help=(p.off_help or f"turn off: {p.help}") if p.default else p.describe(),
                 )
-            elif p.choices is not None:
-                parser.add_argument(
-                    p.cli_flag,
-                    dest=p.name,
-                    type=p.argparse_type(),
-                    choices=p.choices,
-                    default=p.default,
-                    help=p.describe(),
-                )
-            else:
-                parser.add_argument(
-                    p.cli_flag, dest=p.name, type=p.argparse_type(), default=p.default, help=p.describe()
-                )
+                continue
+            options: dict[str, Any] = dict(dest=p.name, type=p.argparse_type(), help=help_text)
+            options.update(required=True) if needed else options.update(default=p.default)
+            if p.choices is not None:
+                options["choices"] = p.choices
+            else:  # the metavar argparse would give the flag itself (the dest may be another name)
+                options["metavar"] = p.cli_flag[2:].replace("-", "_").upper()
+            parser.add_argument(p.cli_flag, **options)
 
     def from_args(self, args) -> dict[str, Any]:
         """{name: value} of the parsed arguments (those the parser was given)."""

@@ -90,6 +90,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ImmunotrackWarning, InputError
+from ..params import FROM_MODEL, Param, ParamModel
 from ..progress import report, scaled
 from ..volume import Volume
 from .cluster_components import (  # noqa: F401  (re-exported: the names stay importable from here)
@@ -856,29 +857,142 @@ def _np(a):
 
 
 # -------------------------------------------------------------- the pipeline
+#: The tunable parameters of :func:`segment_clusters`: the one place their defaults and limits are
+#: written (``immunotrack segment``, the "Iron clusters" dock, the batch step ``clusters`` and the
+#: saved study state take them from here). ``threshold``'s default depends on ``method``
+#: (:data:`DEFAULT_THRESHOLDS`), and its range too (:func:`check_rule_parameters`).
+CLUSTER_PARAMETERS = ParamModel(
+    "clusters",
+    [
+        Param(
+            "method",
+            str,
+            "fraction",
+            "candidate rule: fraction of reference, darkest percentile of the search region (a fixed "
+            "share by construction), mean - k SD of the reference, or local-contrast blob detector; "
+            "every rule keeps only voxels darker than the reference (docs/methods/clusters.md)",
+            choices=METHODS,
+        ),
+        Param(
+            "threshold",
+            float,
+            None,
+            "the rule's parameter (defaults: "
+            + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_THRESHOLDS.items())
+            + "; the method's default when not given)",
+            optional=True,
+        ),
+        Param(
+            "min_size",
+            int,
+            3,
+            "smallest cluster kept",
+            unit="voxels",
+            minimum=1,
+            label="min size (voxels)",
+            form_maximum=10_000_000,
+        ),
+        Param("connectivity", int, 26, "voxel connectivity of a cluster", choices=tuple(CONNECTIVITIES)),
+        Param(
+            "baseline_ratio",
+            float,
+            0.6,
+            "with a baseline: post/pre below which a voxel counts as darkened",
+            unit="post/pre",
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_minimum=True,
+            exclusive_maximum=True,
+            step=0.05,
+            form_minimum=0.05,
+            form_maximum=0.95,
+        ),
+        Param(
+            "baseline_rule",
+            str,
+            "ratio",
+            "darkening test: post/pre ratio or delta R2* above k noise SD",
+            choices=BASELINE_RULES,
+        ),
+        Param(
+            "baseline_k",
+            float,
+            3.0,
+            "k for baseline_rule delta_r2s",
+            unit="noise SD",
+            minimum=0.0,
+            exclusive_minimum=True,
+        ),
+        Param(
+            "split_touching",
+            bool,
+            True,
+            "split touching blooms (watershed from separate minima)",
+            label="split touching blooms",
+            flag="--split",
+            off_help="do not split touching blooms (watershed from separate minima)",
+        ),
+        Param(
+            "split_h",
+            float,
+            0.1,
+            "depth of a minimum needed to split touching blooms",
+            unit="normalised signal",
+            minimum=0.0,
+            exclusive_minimum=True,
+        ),
+        Param(
+            "sigma",
+            float,
+            None,
+            "noise sigma in image units, if known (else estimated)",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+        ),
+        Param(
+            "baseline_tolerance_voxels",
+            int,
+            1,
+            "a cluster voxel needs no dark baseline voxel within this many voxels: structures dark "
+            "before that moved by a fraction of a voxel are not new iron",
+            unit="voxels",
+            minimum=1,
+            maximum=5,
+        ),
+    ],
+)
+
+
+@CLUSTER_PARAMETERS.bind
 def segment_clusters(
     post: Volume,
     baseline: Volume | None = None,
     reference_mask: Volume | None = None,
     search_mask: Volume | None = None,
     background_mask: Volume | None = None,
-    method: str = "fraction",
-    threshold: float | None = None,
-    min_size: int = 3,
-    connectivity: int = 26,
-    baseline_ratio: float = 0.6,
-    baseline_rule: str = "ratio",
-    baseline_k: float = 3.0,
+    method: str = FROM_MODEL,
+    threshold: float | None = FROM_MODEL,
+    min_size: int = FROM_MODEL,
+    connectivity: int = FROM_MODEL,
+    baseline_ratio: float = FROM_MODEL,
+    baseline_rule: str = FROM_MODEL,
+    baseline_k: float = FROM_MODEL,
     baseline_transform=None,
-    split_touching: bool = True,
-    split_h: float = 0.1,
-    sigma: float | None = None,
+    split_touching: bool = FROM_MODEL,
+    split_h: float = FROM_MODEL,
+    sigma: float | None = FROM_MODEL,
     blob_scales_voxels=(0.5, 3.0),
     progress=None,
     prepared: PreparedInputs | None = None,
-    baseline_tolerance_voxels: int = 1,
+    baseline_tolerance_voxels: int = FROM_MODEL,
 ) -> ClusterResult:
     """Find hypointense (iron) clusters in a T2/T2*-weighted image.
+
+    The tunable parameters (``method`` ... ``baseline_tolerance_voxels``, but not
+    ``blob_scales_voxels``) take their defaults from :data:`CLUSTER_PARAMETERS`
+    (shown in this signature) and are checked against it: a value out of its range is
+    an InputError in one line.
 
     Parameters
     ----------
@@ -894,27 +1008,27 @@ def segment_clusters(
         Air ROI for the Rician noise sigma (any grid); otherwise estimated automatically.
     method : {"fraction", "percentile", "ksigma", "blob"}
     threshold : float, optional
-        The rule's parameter; defaults 0.5, 10 (%), 3 (k) and 0.2 (local contrast).
+        The rule's parameter; None: the method's default (:data:`DEFAULT_THRESHOLDS`).
     min_size : int
-        Smallest cluster kept, voxels (3).
+        Smallest cluster kept, voxels.
     connectivity : {6, 18, 26}
     baseline_ratio : float
-        post/pre below which a voxel counts as darkened (0.6).
+        post/pre below which a voxel counts as darkened.
     baseline_rule : {"ratio", "delta_r2s"}
     baseline_k : float
-        For "delta_r2s": required significance in noise SDs (3).
+        For "delta_r2s": required significance in noise SDs.
     baseline_transform : (4, 4) array, optional
         Post world -> baseline world (a registration result); required when the
         baseline is on another grid (identity if they share the world).
     baseline_tolerance_voxels : int
-        A candidate must have no dark baseline voxel within this many voxels (default 1, the
+        A candidate must have no dark baseline voxel within this many voxels (1 is the
         3x3x3 neighbourhood): raise it to the baseline registration's residual error in voxels
         (:func:`napari_immunotrack.alignment.baseline_alignment` gives it) so a structure that was
         dark before and moved by a fraction of a voxel is not reported.
     split_touching : bool
         Split components with several well-separated minima (watershed).
     split_h : float
-        Depth of a minimum (normalised units) needed to split (0.1).
+        Depth of a minimum (normalised units) needed to split.
     sigma : float, optional
         Noise sigma, if known (signal units); else estimated.
     blob_scales_voxels : (float, float)

@@ -249,7 +249,7 @@ def _check_values(step: str, params: dict, where) -> None:
             if full["transform"] not in ("rigid", "affine"):
                 raise InputError(f"register.transform={full['transform']!r} must be rigid or affine.")
         elif step == "clusters":
-            from ..analysis.clusters import check_rule_parameters, structure_for
+            from ..analysis.clusters import check_rule_parameters
 
             check_rule_parameters(
                 full["method"],
@@ -259,9 +259,6 @@ def _check_values(step: str, params: dict, where) -> None:
                 full["baseline_k"],
                 full["blob_scales_voxels"],
             )
-            structure_for(full["connectivity"])
-            if full["min_size"] < 1:
-                raise InputError(f"clusters.min_size={full['min_size']} must be at least 1 voxel.")
             chunks = full["chunks"]
             if chunks is not None and (
                 not isinstance(chunks, list)

@@ -17,22 +17,30 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ._common import add_output, existing_path, positive_float, positive_int
+from ._common import add_output, existing_path
 
 HELP = "find iron-labelled cell clusters (dark voids new since baseline) on T2/T2*-weighted MRI"
 
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+#: The parameters of CLUSTER_PARAMETERS offered as options, in the order the help shows them
+#: (split_h is left to the function and the batch step; --baseline-tolerance-voxels has its own "auto").
+_CLI_PARAMETERS = (
+    "method",
+    "threshold",
+    "min_size",
+    "connectivity",
+    "baseline_ratio",
+    "baseline_rule",
+    "baseline_k",
+    "split_touching",
+    "sigma",
+)
 
 
 def add_arguments(parser):
+    from ..analysis.clusters import CLUSTER_PARAMETERS
+
     parser.add_argument(
         "post",
         type=existing_path,
@@ -61,14 +69,14 @@ def add_arguments(parser):
         help="which image was fixed in that registration: auto (from the file's direction record, "
         "else by overlap), image (POST) or other (PRE)",
     )
+    tolerance = CLUSTER_PARAMETERS["baseline_tolerance_voxels"]
     parser.add_argument(
         "--baseline-tolerance-voxels",
-        type=int,
-        default=None,
+        type=tolerance.argparse_type(),
+        default=None,  # None: the model's default, or the residual error of '--baseline-transform auto'
         metavar="N",
-        help="a cluster voxel needs no dark baseline voxel within N voxels (default 1, or the "
-        "residual error of '--baseline-transform auto' rounded up): structures dark before "
-        "that moved by a fraction of a voxel are not new iron",
+        help=f"{tolerance.help.replace('this many voxels', 'N voxels')} (default {tolerance.default}, or the "
+        "residual error of '--baseline-transform auto' rounded up)",
     )
     parser.add_argument(
         "--reference-mask",
@@ -91,50 +99,15 @@ def add_arguments(parser):
     )
     add_output(parser, help="cluster labels as NIfTI (.nii or .nii.gz), on POST's grid")
     parser.add_argument("--table", metavar="CLUSTERS.csv", help="per-cluster table (CSV)")
-    parser.add_argument(
-        "--method",
-        choices=("fraction", "percentile", "ksigma", "blob"),
-        default="fraction",
-        help="candidate rule: fraction of reference (default), darkest percentile of the search "
-        "region (a fixed share by construction), mean - k SD of the reference, or "
-        "local-contrast blob detector; every rule keeps only voxels darker than the reference "
-        "(docs/methods/clusters.md)",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=_number,
-        help="the rule's parameter (defaults: fraction 0.5, percentile 10, ksigma 3, blob 0.2)",
-    )
-    parser.add_argument("--min-size", type=positive_int, default=3, help="smallest cluster kept, voxels (default 3)")
-    parser.add_argument(
-        "--connectivity", type=int, choices=(6, 18, 26), default=26, help="voxel connectivity of a cluster (default 26)"
-    )
-    parser.add_argument(
-        "--baseline-ratio",
-        type=_number,
-        default=0.6,
-        help="post/pre below which a voxel counts as darkened (default 0.6)",
-    )
-    parser.add_argument(
-        "--baseline-rule",
-        choices=("ratio", "delta_r2s"),
-        default="ratio",
-        help="darkening test: post/pre ratio (default) or delta R2* above k noise SD",
-    )
-    parser.add_argument(
-        "--baseline-k", type=positive_float, default=3.0, help="k for --baseline-rule delta_r2s (default 3)"
-    )
-    parser.add_argument(
-        "--no-split", action="store_true", help="do not split touching blooms (watershed from separate minima)"
-    )
-    parser.add_argument("--sigma", type=positive_float, help="noise sigma in image units, if known")
+    # --method ... --sigma: defaults, limits and help from the model (analysis/clusters.py)
+    CLUSTER_PARAMETERS.add_arguments(parser, _CLI_PARAMETERS)
 
 
 def run(args) -> int:
     import sys
 
     from .. import outputs, provenance
-    from ..analysis.clusters import segment_clusters
+    from ..analysis.clusters import CLUSTER_PARAMETERS, segment_clusters
     from ..errors import InputError
     from ..io import save_labels
     from ..progress import text_progress
@@ -194,7 +167,7 @@ def run(args) -> int:
             image_name="POST",
             other_name="the baseline (PRE)",
         )
-    tolerance = 1 if tolerance is None else tolerance
+    tolerance = CLUSTER_PARAMETERS["baseline_tolerance_voxels"].default if tolerance is None else tolerance
     bar = text_progress("segment") if sys.stderr.isatty() else None  # in a pipe or log, errors stay one line
     shown = []
 
@@ -210,18 +183,9 @@ def run(args) -> int:
             reference_mask=volumes["reference_mask"],
             search_mask=volumes["search_mask"],
             background_mask=volumes["background_mask"],
-            method=args.method,
-            threshold=args.threshold,
-            min_size=args.min_size,
-            connectivity=args.connectivity,
-            baseline_ratio=args.baseline_ratio,
-            baseline_rule=args.baseline_rule,
-            baseline_k=args.baseline_k,
             baseline_transform=transform,
-            split_touching=not args.no_split,
-            sigma=args.sigma,
             progress=progress,
-            baseline_tolerance_voxels=tolerance,
+            **dict(CLUSTER_PARAMETERS.from_args(args), baseline_tolerance_voxels=tolerance),
         )
     except BaseException:
         if bar is not None and shown and shown[-1] < 1.0:

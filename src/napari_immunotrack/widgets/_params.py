@@ -26,6 +26,8 @@ def make_widget(param):
         return widgets.CheckBox(value=bool(param.default), text=param.form_label, name=param.name, tooltip=tip)
     if param.type in (int, float):
         lo = param.minimum if param.minimum is not None else -1e9
+        if param.form_minimum is not None:
+            lo = param.form_minimum
         hi = param.maximum if param.maximum is not None else 1e9
         if param.form_maximum is not None:
             hi = param.form_maximum
@@ -57,8 +59,17 @@ def build_form(model: ParamModel, names: Iterable[str] | None = None, form_layou
         widget = make_widget(p)
         out[p.name] = widget
         if form_layout is not None:
-            form_layout.addRow("" if p.type is bool else p.form_label, widget.native)
+            add_row(form_layout, p, widget)
     return out
+
+
+def add_row(form_layout, param, widget) -> None:
+    """Add a form widget as a row of a ``QFormLayout`` (label from the model; a check box carries its own).
+
+    For docks that place rows of their own between the model's (build the form without a layout,
+    then add its rows in the order the dock shows them).
+    """
+    form_layout.addRow("" if param.type is bool else param.form_label, widget.native)
 
 
 def form_values(form: dict[str, object]) -> dict:

@@ -21,12 +21,10 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
 )
 
@@ -45,6 +43,7 @@ from ._common import (
     layer_to_volume,
     looks_pre_injection,
     name_tokens,
+    notify_error,
     replace_table_dock,
     shapes_to_mask,
     t2star_first,
@@ -52,6 +51,24 @@ from ._common import (
     write_labels_export,
 )
 from ._dock import PluginDock
+from ._params import add_row, build_form, form_values, set_form_values
+
+#: The parameters of CLUSTER_PARAMETERS the form shows, in its order (the threshold, whose range
+#: follows the method, is a spin box of the dock's own under "method").
+FORM_PARAMETERS = ("method", "min_size", "connectivity", "baseline_ratio", "split_touching")
+
+#: Keys under which study states saved before the parameter model stored this dock's values
+#: (read from its widgets in order): what they mean now.
+_LEGACY_STATE_KEYS = {
+    "QCheckBox0": "same_world",
+    "QComboBox5": "method",
+    "QDoubleSpinBox0": "threshold",
+    "QSpinBox0": "min_size",
+    "QComboBox6": "connectivity",
+    "QDoubleSpinBox1": "baseline_ratio",
+    "QCheckBox1": "split_touching",
+    "QCheckBox2": "live",
+}
 
 #: (key, label, optional, kinds of layer offered)
 _INPUTS = (
@@ -110,28 +127,24 @@ class ClusterWidget(PluginDock):
 
         box = QGroupBox("Rule")
         form = QFormLayout(box)
-        self.method = QComboBox()
-        self.method.addItems(list(C.METHODS))
+        # the form is made from the parameter model: defaults, ranges, labels and tooltips are the CLI's;
+        # the threshold's range and default follow the method (_THRESHOLD_SPIN, C.DEFAULT_THRESHOLDS)
+        self.form = build_form(C.CLUSTER_PARAMETERS, FORM_PARAMETERS)
+        #: the model's parameters the form does not show (the model's defaults, or a reopened state's values)
+        self.other_parameters = {
+            k: v for k, v in C.CLUSTER_PARAMETERS.defaults().items() if k not in self.form and k != "threshold"
+        }
         self.threshold = QDoubleSpinBox()
-        self.min_size = QSpinBox()
-        self.min_size.setRange(1, 10_000_000)
-        self.min_size.setValue(3)
-        self.min_size.setToolTip("smallest cluster kept, voxels")
-        self.connectivity = QComboBox()
-        self.connectivity.addItems(["26", "18", "6"])
-        self.baseline_ratio = QDoubleSpinBox()
-        self.baseline_ratio.setRange(0.05, 0.95)
-        self.baseline_ratio.setSingleStep(0.05)
-        self.baseline_ratio.setValue(0.6)
-        self.baseline_ratio.setToolTip("with a baseline: a voxel must have darkened to post/pre below this")
-        self.split = QCheckBox("split touching blooms")
-        self.split.setChecked(True)
-        form.addRow("method", self.method)
-        form.addRow("threshold", self.threshold)
-        form.addRow("min size (voxels)", self.min_size)
-        form.addRow("connectivity", self.connectivity)
-        form.addRow("baseline ratio", self.baseline_ratio)
-        form.addRow("", self.split)
+        for name, widget in self.form.items():
+            add_row(form, C.CLUSTER_PARAMETERS[name], widget)
+            if name == "method":
+                form.addRow("threshold", self.threshold)
+        # the Qt widgets, by the names the dock always had
+        self.method = self.form["method"].native
+        self.min_size = self.form["min_size"].native
+        self.connectivity = self.form["connectivity"].native
+        self.baseline_ratio = self.form["baseline_ratio"].native
+        self.split = self.form["split_touching"].native
         self.live = QCheckBox("Live preview (current slice)")
         form.addRow("", self.live)
         layout.addWidget(box)
@@ -197,14 +210,41 @@ class ClusterWidget(PluginDock):
         return out
 
     def parameters(self) -> dict:
-        return {
-            "method": self.method.currentText(),
-            "threshold": float(self.threshold.value()),
-            "min_size": int(self.min_size.value()),
-            "connectivity": int(self.connectivity.currentText()),
-            "baseline_ratio": float(self.baseline_ratio.value()),
-            "split_touching": self.split.isChecked(),
-        }
+        """Every parameter of :data:`~napari_immunotrack.analysis.clusters.CLUSTER_PARAMETERS`:
+        the form's values, the threshold shown for the method and the others'."""
+        values = {**self.other_parameters, **form_values(self.form)}
+        values["threshold"] = float(self.threshold.value())
+        return values
+
+    # ------------------------------------------------------------------ study state (through the model)
+    def state_parameters(self) -> dict:
+        """What the study state saves of this dock: every model parameter, the options, the chosen layers."""
+        state = C.CLUSTER_PARAMETERS.to_state(self.parameters())
+        state["same_world"] = self.same_world.isChecked()
+        state["live"] = self.live.isChecked()
+        state["inputs"] = self.pickers.names(self.combos)
+        return state
+
+    def set_state_parameters(self, values: dict) -> None:
+        """Show a saved state's values: missing ones take the model's default, bad ones are reported."""
+        values = {_LEGACY_STATE_KEYS.get(k, k): v for k, v in dict(values).items()}
+        if isinstance(values.get("connectivity"), str) and values["connectivity"].isdigit():
+            values["connectivity"] = int(values["connectivity"])  # saved as the combo's text before
+        # layers chosen by name: "inputs" (now) or the pickers' own keys (states saved before)
+        inputs = dict(values.get("inputs") or {k: values[k] for k, *_ in _INPUTS if k in values})
+        params, problems = C.CLUSTER_PARAMETERS.from_state(values)
+        self.live.setChecked(False)  # no preview while the values change
+        set_form_values(self.form, {k: v for k, v in params.items() if k in self.form})  # method: threshold reset
+        if params["threshold"] is not None:
+            self.threshold.setValue(params["threshold"])
+        self.other_parameters = {k: v for k, v in params.items() if k not in self.form and k != "threshold"}
+        for key, name in inputs.items():
+            if key in self.combos and self.combos[key].findText(str(name)) >= 0:
+                self.combos[key].setCurrentText(str(name))
+        self.same_world.setChecked(bool(values.get("same_world", False)))
+        self.live.setChecked(bool(values.get("live", False)))
+        if problems:
+            notify_error(InputError("Iron clusters: " + "; ".join(problems) + " (the default is used)."))
 
     def _transform(self, volumes):
         base = volumes.get("baseline")
