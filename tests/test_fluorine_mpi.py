@@ -150,10 +150,13 @@ def test_f19_near_threshold_warning():
 def test_f19_bad_inputs(scene):
     sc = scene
     args = (sc["f19"], sc["f19_depot_labels"], sc["f19_reference_mask"])
-    with pytest.raises(InputError, match="reference concentration"):
+    # checked against FLUORINE_PARAMETERS: the message names the keyword, its rule and unit
+    with pytest.raises(InputError, match=r"reference_concentration_mm must be greater than 0 \(mM\), got -5"):
         fluorine_cells(*args, -5.0, 1e12)
-    with pytest.raises(InputError, match="atoms per cell"):
+    with pytest.raises(InputError, match="fluorine_per_cell must be greater than 0"):
         fluorine_cells(*args, 50.0, 0.0)
+    with pytest.raises(InputError, match="reference concentration must be a positive number"):
+        fluorine_cells(*args)  # no default: still needed
     empty = sc["f19_reference_mask"].replace(data=np.zeros(sc["f19"].spatial_shape, np.uint8))
     with pytest.raises(InputError, match="reference tube mask is empty"):
         fluorine_cells(sc["f19"], sc["f19_depot_labels"], empty, 50.0, 1e12)
@@ -260,8 +263,8 @@ def test_mpi_calibration_from_signal_column_and_refusals(scene):
     away = [dict(f, position_ras_mm=[500.0, 0.0, 0.0]) for f in sc["mpi_fiducials"]]
     with pytest.raises(InputError, match="outside the MPI field of view"):
         mpi_iron(sc["mpi"], sc["mpi_depot_labels"], away, 5.0)
-    with pytest.raises(InputError, match="iron per cell"):
-        mpi_iron(sc["mpi"], sc["mpi_depot_labels"], sc["mpi_fiducials"], -1.0)
+    with pytest.raises(InputError, match=r"iron_per_cell_pg must be greater than 0 \(pg Fe\), got -1"):
+        mpi_iron(sc["mpi"], sc["mpi_depot_labels"], sc["mpi_fiducials"], -1.0)  # MPI_PARAMETERS' rule
     with pytest.warns(ImmunotrackWarning, match="only two fiducials"):
         mpi_calibration(sc["mpi"], sc["mpi_fiducials"][:2])
 

@@ -96,7 +96,7 @@ def test_limits_come_from_the_model_everywhere(tmp_path, capsys):
     # CLI: argparse's one line, exit 2
     with pytest.raises(SystemExit) as exc:
         _cli_args(tmp_path, ["--min-size", "0"])
-    assert exc.value.code == 2 and "0 must be 1 or more (voxels)" in capsys.readouterr().err
+    assert exc.value.code == 2 and "0 must be at least 1 (voxels)" in capsys.readouterr().err
     # batch: the line of the pipeline file is named
     with pytest.raises(InputError, match=r"p.yaml line 3: confirm.t2_threshold must be a fraction"):
         batch.parse_pipeline("steps:\n  confirm:\n    t2_threshold: 1.0\n", "p.yaml")

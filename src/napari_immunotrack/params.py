@@ -160,7 +160,7 @@ class Param:
         return self.label or self.name.replace("_", " ")
 
     def range_text(self) -> str:
-        """The allowed values in words, e.g. "0 or more", "from 0 to less than 1", "6, 18 or 26"."""
+        """The allowed values in words, e.g. "at least 0", "from 0 to less than 1", "6, 18 or 26"."""
         if self.rule:
             return self.rule
         if self.choices is not None:
@@ -176,9 +176,9 @@ class Param:
                 )
             return f"between {lo_t} and {hi_t}"
         if lo is not None:
-            return f"greater than {_number_text(lo)}" if self.exclusive_minimum else f"{_number_text(lo)} or more"
+            return f"greater than {_number_text(lo)}" if self.exclusive_minimum else f"at least {_number_text(lo)}"
         if hi is not None:
-            return f"less than {_number_text(hi)}" if self.exclusive_maximum else f"{_number_text(hi)} or less"
+            return f"less than {_number_text(hi)}" if self.exclusive_maximum else f"at most {_number_text(hi)}"
         return {float: "a number", int: "a whole number", bool: "true or false", str: "text"}[self.type]
 
     def describe(self) -> str:
@@ -210,7 +210,9 @@ class Param:
             return None if value in self.choices else f"must be {self.range_text()}"
         if self.type in (int, float):
             v = float(value)
-            bad = not math.isfinite(v)
+            if not math.isfinite(v):
+                return "is not a finite number"
+            bad = False
             if self.minimum is not None:
                 bad |= v <= self.minimum if self.exclusive_minimum else v < self.minimum
             if self.maximum is not None:
@@ -227,7 +229,7 @@ class Param:
         >>> Param("min_size", int, 3, "smallest region", unit="voxels", minimum=1).check(0)
         Traceback (most recent call last):
         ...
-        napari_immunotrack.errors.InputError: min_size must be 1 or more (voxels), got 0.
+        napari_immunotrack.errors.InputError: min_size must be at least 1 (voxels), got 0.
         """
         if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
             value = value.item()  # NumPy scalars from widgets and arrays
@@ -250,13 +252,17 @@ class Param:
         def convert(text: str):
             if self.none_word is not None and text.strip().lower() == self.none_word:
                 return None
-            try:
-                value = int(text) if self.type is int else float(text) if self.type is float else text
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"{text!r} is not {'a whole number' if self.type is int else 'a number'}"
-                    + (f" or {self.none_word}" if self.none_word else "")
-                ) from None
+            value: Any = text
+            if self.type in (int, float):
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise argparse.ArgumentTypeError(
+                        f"{text!r} is not a number; it must be {'a whole number' if self.type is int else 'a number'}"
+                        + (f" or {self.none_word}" if self.none_word else "")
+                    ) from None
+                if self.type is int and value.is_integer():
+                    value = int(value)
             problem = self._problem(value)
             if problem:
                 raise argparse.ArgumentTypeError(f"{text} {problem}")

@@ -144,13 +144,17 @@ def analyse_session(
     session: str,
     baseline_session: str | None = None,
     subject: str | None = None,
-    iron_per_cell_pg: float = 5.0,
+    iron_per_cell_pg: float | None = None,
     fluorine_per_cell: float | None = None,
     register_modalities=("pet", "spect", "mpi"),
     progress=None,
     steps=None,
 ) -> SessionResult:
-    """Run the whole pipeline on one session (see the module docstring); ``steps`` as in :func:`analyse_inputs`."""
+    """Run the whole pipeline on one session (see the module docstring); ``steps`` as in :func:`analyse_inputs`.
+
+    ``iron_per_cell_pg`` / ``fluorine_per_cell``: None takes the MPI model's default
+    (:data:`~napari_immunotrack.analysis.mpi.MPI_PARAMETERS`) / the 19F sidecar's value.
+    """
     from .study import discover, sessions
 
     root = Path(root)
@@ -166,7 +170,7 @@ def analyse_session(
     inputs = study_session_inputs(files, session, baseline_session)
     parameters = {
         "register": {"modalities": tuple(register_modalities)},
-        "mpi": {"iron_per_cell_pg": iron_per_cell_pg},
+        "mpi": {} if iron_per_cell_pg is None else {"iron_per_cell_pg": iron_per_cell_pg},
         "f19": {"fluorine_per_cell": fluorine_per_cell},
     }
     return analyse_inputs(
@@ -184,7 +188,6 @@ def analyse_session(
 STEP_EXTRAS = {
     "register": {"modalities": ("pet", "spect", "mpi")},
     "clusters": {"chunks": None},
-    "f19": {"reference_concentration_mm": None, "fluorine_per_cell": None},
     # partial-volume correction of the readouts (analysis/pvc.py; f19 takes pvc/psf as fluorine_cells arguments)
     "pet": {"pvc": "none", "psf_fwhm": None},
     "spect": {"pvc": "none", "psf_fwhm": None},
@@ -219,8 +222,8 @@ def analyse_inputs(
         Keyword arguments of each step's function (``register``, ``segment_clusters``,
         ``confirm_dual_mode``, ``quantify_pet``, ``fluorine_cells``, ``mpi_iron``), plus
         ``register.modalities``, ``clusters.chunks`` (read the T2*-weighted images lazily in
-        chunks of this shape: processed chunk by chunk) and ``f19.reference_concentration_mm``
-        / ``f19.fluorine_per_cell`` (default: the 19F sidecar's values).
+        chunks of this shape: processed chunk by chunk); ``f19.reference_concentration_mm``
+        / ``f19.fluorine_per_cell`` left at None (their model default) are the 19F sidecar's values.
     baseline_session : str, optional
         Name recorded in the result's parameters.
 
@@ -237,8 +240,8 @@ def analyse_inputs(
 
     from .analysis.clusters import segment_clusters
     from .analysis.confirm import confirm_dual_mode
-    from .analysis.fluorine import fluorine_cells
-    from .analysis.mpi import mpi_iron
+    from .analysis.fluorine import FLUORINE_PARAMETERS, fluorine_cells
+    from .analysis.mpi import MPI_PARAMETERS, mpi_iron
     from .analysis.pet import quantify_pet
     from .io import load_volume
     from .io.transforms import describe_image
@@ -261,11 +264,13 @@ def analyse_inputs(
 
     inputs = {k: Path(v) for k, v in inputs.items() if v is not None}
     out = SessionResult(subject, session)
-    iron_per_cell_pg = parameters.get("mpi", {}).get("iron_per_cell_pg", 5.0)
+    iron_per_cell_pg = parameters.get("mpi", {}).get("iron_per_cell_pg", MPI_PARAMETERS["iron_per_cell_pg"].default)
     out.parameters = {
         "baseline_session": baseline_session,
         "iron_per_cell_pg": iron_per_cell_pg,
-        "fluorine_per_cell": params("f19")[0]["fluorine_per_cell"],
+        "fluorine_per_cell": parameters.get("f19", {}).get(
+            "fluorine_per_cell", FLUORINE_PARAMETERS["fluorine_per_cell"].default
+        ),
     }
 
     def step(name, fraction_start, fraction_stop, func):
@@ -437,7 +442,7 @@ def analyse_inputs(
         step("spect", 0.75, 0.82, run_pet("spect"))
 
     def run_f19(p):
-        extras, kwargs = params("f19")
+        _, kwargs = params("f19")
         f, tube = inputs.get("f19"), inputs.get("f19_reftube")
         if f is None or tube is None:
             raise InputError("no 19F image with its reference-tube mask in this session.")
@@ -446,10 +451,11 @@ def analyse_inputs(
         side_path = Path(str(f).replace(".nii.gz", ".json"))
         if side_path.exists():
             side = json.loads(side_path.read_text())
-        c_ref = extras["reference_concentration_mm"]
+        # None (the model's default): the sidecar's values
+        c_ref = kwargs.pop("reference_concentration_mm", FLUORINE_PARAMETERS["reference_concentration_mm"].default)
         if c_ref is None:
             c_ref = float(side.get("ReferenceConcentration_mM", side.get("reference_mM", 100.0)))
-        per_cell = extras["fluorine_per_cell"] or float(
+        per_cell = kwargs.pop("fluorine_per_cell", FLUORINE_PARAMETERS["fluorine_per_cell"].default) or float(
             side.get("FluorineAtomsPerCell", side.get("FluorinePerCell", 1e12))
         )
         out.parameters.update(f19_reference_mM=c_ref, fluorine_per_cell=per_cell)
@@ -461,7 +467,6 @@ def analyse_inputs(
 
     def run_mpi(p):
         extras, kwargs = params("mpi")
-        kwargs.pop("iron_per_cell_pg", None)
         if registering and "mpi" not in moved:
             raise InputError(f"MPI was not registered to the MRI ({out.errors.get('register_mpi', 'no MPI image')}).")
         if inputs.get("mpi") is None:
@@ -473,7 +478,7 @@ def analyse_inputs(
         # ROIs come from the MRI world through the registration (MPI world -> MRI world)
         mpi_native = load_volume(inputs["mpi"])
         transform = np.linalg.inv(out.transforms["mpi"]) if registering else None
-        df = mpi_iron(mpi_native, organ_rois(), fiducials, iron_per_cell_pg, transform=transform, progress=p, **kwargs)
+        df = mpi_iron(mpi_native, organ_rois(), fiducials, transform=transform, progress=p, **kwargs)
         if extras["pvc"] != "none":  # iron_ng_pvc, cell_count_pvc (analysis/pvc.py)
             from .analysis.pvc import add_mpi_pvc
 

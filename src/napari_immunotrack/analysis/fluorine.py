@@ -59,6 +59,7 @@ import numpy as np
 
 from .. import progress as _progress
 from ..errors import ImmunotrackWarning, InputError
+from ..params import FROM_MODEL, Param, ParamModel
 from ..volume import Volume
 from .roi import RoiMap, carry_rois
 
@@ -262,29 +263,134 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: np.ndarray | None = 
     return (*out, 1.0 / (2.0 * math.log(2.0) * math.sqrt(flat.size))) if with_error else out
 
 
+#: The tunable parameters of :func:`fluorine_cells`: the one place their defaults and limits are
+#: written (``immunotrack fluorine``, the batch step ``f19`` and :mod:`napari_immunotrack.pipeline`
+#: take them from here). The reference concentration and the 19F load per cell have no default: the
+#: function needs them, the command line asks for them, a pipeline takes them from the 19F sidecar.
+FLUORINE_PARAMETERS = ParamModel(
+    "f19",
+    [
+        Param(
+            "reference_concentration_mm",
+            float,
+            None,
+            "19F concentration of the reference (see fluorine_atoms_per_molecule; "
+            "in a pipeline, null = the 19F sidecar's ReferenceConcentration_mM)",
+            unit="mM",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+            flag="--reference-concentration",
+        ),
+        Param(
+            "fluorine_per_cell",
+            float,
+            None,
+            "19F atoms per cell, measured in vitro, e.g. 1e12 "
+            "(in a pipeline, null = the 19F sidecar's FluorineAtomsPerCell)",
+            unit="19F atoms",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+        ),
+        Param(
+            "noise_sigma",
+            float,
+            None,
+            "known noise sigma (image units), instead of estimating it",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+        ),
+        Param(
+            "snr_threshold",
+            float,
+            3.5,
+            "minimum voxel SNR counted (the per-voxel detection limit; the threshold estimator's cut)",
+            unit="sigma",
+            minimum=0.0,
+            exclusive_minimum=True,
+        ),
+        Param(
+            "min_cluster_voxels",
+            int,
+            3,
+            "minimum cluster size (threshold estimator)",
+            unit="voxels",
+            minimum=1,
+            flag="--min-cluster",
+        ),
+        Param("connectivity", int, 26, "cluster connectivity", choices=(6, 18, 26)),
+        Param(
+            "fluorine_atoms_per_molecule",
+            float,
+            1.0,
+            "19F atoms per molecule when the reference concentration is a compound's",
+            minimum=0.0,
+            exclusive_minimum=True,
+        ),
+        Param(
+            "rician_correction",
+            str,
+            "power",
+            "per-voxel bias correction: power = sqrt(I^2 - 2 sigma^2), amplitude = sqrt(I^2 - sigma^2), none",
+            choices=RICIAN_METHODS,
+            aliases=((True, "power"), (False, "none"), (None, "none")),
+        ),
+        Param(
+            "supersample",
+            int,
+            3,
+            "subvoxels per axis for ROIs on rotated grids",
+            minimum=1,
+        ),
+        Param(
+            "near_threshold_factor",
+            float,
+            1.5,
+            "voxels with SNR below this factor x snr_threshold are 'near threshold' (threshold estimator)",
+            minimum=0.0,
+            exclusive_minimum=True,
+        ),
+        Param(
+            "estimator",
+            str,
+            "whole-roi",
+            "whole-roi (every voxel, noise floor removed, with uncertainty) or threshold",
+            choices=ESTIMATORS,
+        ),
+    ],
+)
+
+
+@FLUORINE_PARAMETERS.bind
 def fluorine_cells(
     f19: Volume,
     rois,
     reference_mask,
-    reference_concentration_mm: float,
-    fluorine_per_cell: float,
+    reference_concentration_mm: float = FROM_MODEL,
+    fluorine_per_cell: float = FROM_MODEL,
     *,
     noise_mask=None,
-    noise_sigma: float | None = None,
-    snr_threshold: float = 3.5,
-    min_cluster_voxels: int = 3,
-    connectivity: int = 26,
-    rician_correction="power",
-    fluorine_atoms_per_molecule: float = 1.0,
+    noise_sigma: float | None = FROM_MODEL,
+    snr_threshold: float = FROM_MODEL,
+    min_cluster_voxels: int = FROM_MODEL,
+    connectivity: int = FROM_MODEL,
+    rician_correction=FROM_MODEL,
+    fluorine_atoms_per_molecule: float = FROM_MODEL,
     transform: np.ndarray | None = None,
-    supersample: int = 3,
-    near_threshold_factor: float = 1.5,
-    estimator: str = "whole-roi",
+    supersample: int = FROM_MODEL,
+    near_threshold_factor: float = FROM_MODEL,
+    estimator: str = FROM_MODEL,
     pvc: str | None = None,
     psf=None,
     progress=None,
 ):
     """19F atoms and cells per ROI, calibrated on a reference tube.
+
+    The tunable parameters take their defaults from :data:`FLUORINE_PARAMETERS` (shown in
+    this signature) and are checked against it; ``reference_concentration_mm`` and
+    ``fluorine_per_cell`` have none and must be given.
 
     Parameters
     ----------
@@ -304,9 +410,9 @@ def fluorine_cells(
     noise_sigma : float, optional
         Known noise sigma (overrides the estimate).
     snr_threshold : float
-        Voxels with I / sigma below this are not counted (3.5).
+        Voxels with I / sigma below this are not counted.
     min_cluster_voxels : int
-        Smallest connected cluster of detected voxels that counts (3).
+        Smallest connected cluster of detected voxels that counts.
     connectivity : {6, 18, 26}
     rician_correction : {"power", "amplitude", "none"} or bool
         Per-voxel bias correction (:func:`rician_correct`); "power" (True) is
@@ -322,7 +428,7 @@ def fluorine_cells(
     near_threshold_factor : float
         Voxels with SNR below factor x threshold are "near threshold" ("threshold" estimator).
     estimator : {"whole-roi", "threshold"}
-        "whole-roi" (default): every voxel of the ROI counts through the
+        "whole-roi": every voxel of the ROI counts through the
         approximately unbiased Rician amplitude (:func:`amplitude_estimate`,
         zero on average for a signal-free voxel), with a standard error from the
         noise model and Currie's detection limit per ROI. "threshold": the older

@@ -55,6 +55,7 @@ import numpy as np
 
 from .. import progress as _progress
 from ..errors import ImmunotrackWarning, InputError
+from ..params import FROM_MODEL, Param, ParamModel
 from ..volume import Volume
 from .roi import RoiMap, carry_rois
 
@@ -354,21 +355,69 @@ def _dilated(rmap: RoiMap, i: int, spacing: np.ndarray, dilate_mm: float):
     return flat.astype(np.int64), grown[nz].astype(np.float64)
 
 
+#: The tunable parameters of :func:`mpi_iron`: the one place their defaults and limits are written
+#: (``immunotrack mpi``, the batch step ``mpi`` and :mod:`napari_immunotrack.pipeline` take them from here).
+MPI_PARAMETERS = ParamModel(
+    "mpi",
+    [
+        Param(
+            "iron_per_cell_pg",
+            float,
+            5.0,
+            "iron per cell, measured in vitro",
+            unit="pg Fe",
+            minimum=0.0,
+            exclusive_minimum=True,
+            flag="--iron-per-cell",
+            label="iron per cell (pg)",
+        ),
+        Param(
+            "radius_mm",
+            float,
+            3.0,
+            "fiducial integration radius (when the fiducial table has no radius_mm)",
+            unit="mm",
+            minimum=0.0,
+            exclusive_minimum=True,
+        ),
+        Param(
+            "dilate_mm",
+            float,
+            1.0,
+            "dilation of the ROIs for the sensitivity column iron_ng_dilated (0 = off)",
+            unit="mm",
+            minimum=0.0,
+        ),
+        Param(
+            "supersample",
+            int,
+            3,
+            "subvoxels per axis for ROIs on rotated grids",
+            minimum=1,
+        ),
+    ],
+)
+
+
+@MPI_PARAMETERS.bind
 def mpi_iron(
     mpi: Volume,
     rois,
     fiducials,
-    iron_per_cell_pg: float,
+    iron_per_cell_pg: float = FROM_MODEL,
     *,
     transform: np.ndarray | None = None,
-    supersample: int = 3,
-    radius_mm: float = 3.0,
+    supersample: int = FROM_MODEL,
+    radius_mm: float = FROM_MODEL,
     background="auto",
-    dilate_mm: float = 1.0,
+    dilate_mm: float = FROM_MODEL,
     calibration: MpiCalibration | None = None,
     progress=None,
 ):
     """Iron (ng) and cells per ROI from an MPI image calibrated with fiducials.
+
+    ``iron_per_cell_pg``, ``supersample``, ``radius_mm`` and ``dilate_mm`` take their
+    defaults from :data:`MPI_PARAMETERS` (shown in this signature) and are checked against it.
 
     Parameters
     ----------
@@ -383,6 +432,7 @@ def mpi_iron(
     transform : (4, 4) array, optional
         World-to-world map from MPI world to the ROI image's world.
     supersample : int
+        Subvoxels per axis for the partial-voxel weights of ROIs on another grid.
     radius_mm : float
         Fiducial integration radius (when the table has no radius_mm).
     background : "auto" or float

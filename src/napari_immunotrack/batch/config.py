@@ -50,8 +50,6 @@ _WIRED = {
         "f19",
         "rois",
         "reference_mask",
-        "reference_concentration_mm",
-        "fluorine_per_cell",
         "noise_mask",
         "transform",
         "progress",
@@ -62,9 +60,6 @@ _WIRED["spect"] = _WIRED["pet"]
 _WIRED["dicom"] = {"labels", "source", "label_names", "series_description", "series_number"}
 _WIRED["cest"] = {"inputs", "label_names", "progress"}
 _WIRED["relax"] = {"series", "rois", "baseline", "b1", "roi_transform", "baseline_transform", "progress"}
-
-#: Defaults of step arguments that have none in their function (the pipeline's own default).
-_PIPELINE_DEFAULTS = {"mpi": {"iron_per_cell_pg": 5.0}}
 
 
 # =============================================================================== pipeline files
@@ -111,7 +106,7 @@ def step_parameters(step: str) -> dict[str, object]:
             if model is not None and name in model:
                 default = model[name].default
             else:
-                default = p.default if p.default is not p.empty else _PIPELINE_DEFAULTS.get(step, {}).get(name)
+                default = p.default if p.default is not p.empty else None
             out.setdefault(name, list(default) if isinstance(default, tuple) else default)
     for name, default in STEP_EXTRAS.get(step, {}).items():
         out[name] = list(default) if isinstance(default, tuple) else default
@@ -266,14 +261,6 @@ def _check_values(step: str, params: dict, where) -> None:
                 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in chunks)
             ):
                 raise InputError(f"clusters.chunks={chunks!r} must be three positive whole numbers, e.g. [64, 64, 64].")
-        elif step == "mpi" and not full["iron_per_cell_pg"] > 0:
-            raise InputError(f"mpi.iron_per_cell_pg={full['iron_per_cell_pg']} must be greater than 0.")
-        elif step == "f19":
-            for key in ("reference_concentration_mm", "fluorine_per_cell"):
-                if full[key] is not None and (
-                    isinstance(full[key], bool) or not isinstance(full[key], (int, float)) or not full[key] > 0
-                ):
-                    raise InputError(f"f19.{key}={full[key]!r} must be a number greater than 0 (or null).")
     except InputError as exc:
         raise InputError(f"{where(step)}: {one_line(exc)}") from None
 

@@ -18,60 +18,44 @@ HELP = "19F MRI: 19F atoms and cell counts per ROI from a reference tube"
 
 
 def add_arguments(parser):
-    from ._common import add_output
+    from ..analysis.fluorine import FLUORINE_PARAMETERS as P  # defaults, limits and help of the options
+    from ._common import add_output, add_transform_arguments
 
+    needed = ("reference_concentration_mm", "fluorine_per_cell")
     parser.add_argument("f19", help="19F magnitude image (NIfTI, DICOM, ...)")
     parser.add_argument("--reference-mask", required=True, help="mask of the reference tube (inside the tube)")
-    parser.add_argument("--reference-concentration", required=True, help="19F concentration of the reference (mM)")
+    P.add_arguments(parser, ["reference_concentration_mm"], required=needed)
     parser.add_argument("--roi", required=True, help="ROI label image on any grid (0 = background)")
-    parser.add_argument("--fluorine-per-cell", required=True, help="19F atoms per cell (e.g. 1e12)")
+    P.add_arguments(parser, ["fluorine_per_cell"], required=needed)
     add_output(parser, help="output CSV, one row per ROI label")
     parser.add_argument("--noise-mask", help="signal-free background mask for the noise sigma (recommended)")
-    parser.add_argument("--noise-sigma", help="known noise sigma (image units), instead of estimating it")
-    parser.add_argument("--snr-threshold", default="3.5", help="minimum voxel SNR counted (default 3.5)")
-    parser.add_argument("--min-cluster", default="3", help="minimum cluster size in voxels (default 3)")
-    parser.add_argument("--connectivity", default="26", help="cluster connectivity: 6, 18 or 26 (default 26)")
-    parser.add_argument(
-        "--fluorine-atoms-per-molecule",
-        default="1",
-        help="19F atoms per molecule when the reference concentration is a compound's (default 1)",
+    P.add_arguments(
+        parser,
+        [
+            "noise_sigma",
+            "snr_threshold",
+            "min_cluster_voxels",
+            "connectivity",
+            "fluorine_atoms_per_molecule",
+            "rician_correction",
+        ],
     )
-    parser.add_argument(
-        "--rician-correction",
-        default="power",
-        help="per-voxel bias correction: power = sqrt(I^2 - 2 sigma^2) (default), "
-        "amplitude = sqrt(I^2 - sigma^2), none",
-    )
-    from ._common import add_transform_arguments
-
     add_transform_arguments(parser, "19F image")
-    parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
-    parser.add_argument(
-        "--estimator",
-        default="whole-roi",
-        help="whole-roi (default: every voxel, noise floor removed, with uncertainty) or threshold",
-    )
+    P.add_arguments(parser, ["supersample", "estimator"])
     from . import _pvc
 
     _pvc.add_arguments(parser, positron_range=False)
 
 
 def run(args) -> int:
-    from ..analysis.fluorine import fluorine_cells
+    from ..analysis.fluorine import FLUORINE_PARAMETERS, fluorine_cells
     from ..outputs import check_output, sidecar_path, write_table
     from ..provenance import record
     from ._common import load, transform_arg
-    from .quantify import number, progress_for
+    from .quantify import progress_for
 
     out = check_output(args.output, args.overwrite)
-    c_ref = number(args.reference_concentration, "--reference-concentration")
-    f_cell = number(args.fluorine_per_cell, "--fluorine-per-cell")
-    sigma = number(args.noise_sigma, "--noise-sigma")
-    snr = number(args.snr_threshold, "--snr-threshold")
-    min_cluster = number(args.min_cluster, "--min-cluster", integer=True)
-    connectivity = number(args.connectivity, "--connectivity", integer=True)
-    per_molecule = number(args.fluorine_atoms_per_molecule, "--fluorine-atoms-per-molecule")
-    supersample = number(args.supersample, "--supersample", integer=True)
+    options = FLUORINE_PARAMETERS.from_args(args)  # checked by argparse against the model
     from . import _pvc
 
     pvc = args.pvc if _pvc.requested(args) else None
@@ -92,21 +76,12 @@ def run(args) -> int:
         f19,
         roi,
         ref,
-        c_ref,
-        f_cell,
         noise_mask=noise,
-        noise_sigma=sigma,
-        snr_threshold=snr,
-        min_cluster_voxels=min_cluster,
-        connectivity=connectivity,
-        rician_correction=args.rician_correction,
-        fluorine_atoms_per_molecule=per_molecule,
         transform=transform,
-        supersample=supersample,
-        estimator=args.estimator,
         pvc=pvc,
         psf=args.psf_fwhm,
         progress=progress_for("fluorine"),
+        **options,
     )
     prov = record(
         "fluorine",

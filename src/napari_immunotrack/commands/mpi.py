@@ -20,19 +20,19 @@ def add_arguments(parser):
     parser.add_argument("mpi", help="MPI image (NIfTI, DICOM, ...)")
     parser.add_argument("--fiducials", required=True, help="CSV: x_mm, y_mm, z_mm, iron_ng[, radius_mm][, signal]")
     parser.add_argument("--roi", required=True, help="ROI label image on any grid (0 = background)")
-    parser.add_argument("--iron-per-cell", required=True, help="iron per cell (pg Fe)")
+    from ..analysis.mpi import MPI_PARAMETERS  # defaults, limits and help of the options
+
+    MPI_PARAMETERS.add_arguments(parser, ["iron_per_cell_pg"], required=["iron_per_cell_pg"])
     add_output(parser, help="output CSV, one row per ROI label")
-    parser.add_argument("--radius-mm", default="3.0", help="fiducial integration radius (mm, default 3)")
+    MPI_PARAMETERS.add_arguments(parser, ["radius_mm"])
     parser.add_argument(
         "--background",
         default="auto",
         help="per-voxel background: auto (median away from fiducials and ROIs) or a number",
     )
-    parser.add_argument(
-        "--dilate-mm", default="1.0", help="dilation for the sensitivity column (mm, default 1; 0 = off)"
-    )
+    MPI_PARAMETERS.add_arguments(parser, ["dilate_mm"])
     add_transform_arguments(parser, "MPI image")
-    parser.add_argument("--supersample", default="3", help="subvoxels per axis for ROIs on rotated grids (default 3)")
+    MPI_PARAMETERS.add_arguments(parser, ["supersample"])
     from . import _pvc
 
     _pvc.add_arguments(parser, positron_range=False)  # --pvc, --psf-fwhm
@@ -43,7 +43,7 @@ def run(args) -> int:
 
     import pandas as pd
 
-    from ..analysis.mpi import mpi_iron
+    from ..analysis.mpi import MPI_PARAMETERS, mpi_iron
     from ..errors import InputError
     from ..outputs import check_output, sidecar_path, write_table
     from ..provenance import record
@@ -51,10 +51,7 @@ def run(args) -> int:
     from .quantify import number, progress_for
 
     out = check_output(args.output, args.overwrite)
-    q_cell = number(args.iron_per_cell, "--iron-per-cell")
-    radius = number(args.radius_mm, "--radius-mm")
-    dilate = number(args.dilate_mm, "--dilate-mm", positive=False, minimum=0.0)
-    supersample = number(args.supersample, "--supersample", integer=True)
+    options = MPI_PARAMETERS.from_args(args)  # iron per cell, radius, dilation, supersampling: checked
     background = (
         "auto" if str(args.background).lower() == "auto" else number(args.background, "--background", positive=False)
     )
@@ -84,18 +81,17 @@ def run(args) -> int:
         mpi,
         roi,
         fiducials,
-        q_cell,
         transform=transform,
-        supersample=supersample,
-        radius_mm=radius,
         background=background,
-        dilate_mm=dilate,
         progress=progress_for("mpi"),
+        **options,
     )
     cal = df.attrs["calibration"]
     params = dict(df.attrs["parameters"], transform=args.transform)
     if pvc:  # iron_ng_pvc, cell_count_pvc (commands/_pvc.py)
-        df, params["pvc"] = _pvc.correct_mpi(args, mpi, roi, df, transform=transform, supersample=supersample)
+        df, params["pvc"] = _pvc.correct_mpi(
+            args, mpi, roi, df, transform=transform, supersample=options["supersample"]
+        )
     prov = record(
         "mpi",
         inputs={"mpi": args.mpi, "fiducials": args.fiducials, "roi": args.roi, "transform": args.transform},
