@@ -98,6 +98,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..params import FROM_MODEL, Param, ParamModel
 from ..volume import Volume
 
 # header reading lives in .pet_header; its public names stay importable from here
@@ -388,25 +389,99 @@ def density_for(name: str | None, table: dict | None = None, default: float = SO
 
 
 # ----------------------------------------------------------------------------- ROI table
+#: The tunable parameters of :func:`quantify_pet`: the one place their defaults and limits are written
+#: (``immunotrack quantify``, the ROI readouts dock, the batch steps ``pet`` and ``spect`` and the saved
+#: study state take them from here). ``suv_types`` (a list of :data:`SUV_TYPES`) and the header
+#: replacements stay with the function.
+PET_PARAMETERS = ParamModel(
+    "pet",
+    [
+        Param(
+            "lbm_formula",
+            str,
+            "janmahasatian",
+            "lean body mass formula for SUV lbm",
+            choices=LBM_FORMULAS,
+            label="LBM formula",
+        ),
+        Param(
+            "supersample",
+            int,
+            3,
+            "subvoxels per axis for partial-voxel weights on rotated grids",
+            minimum=1,
+        ),
+        Param(
+            "density_g_ml",
+            float,
+            None,
+            "tissue density for %ID/g: auto (per organ from the ROI's label names, "
+            "docs/methods/pet.md#density) or one value for every ROI",
+            unit="g/mL",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+            none_word="auto",
+            flag="--density",
+        ),
+        Param(
+            "peak",
+            bool,
+            True,
+            "compute SUVpeak",
+            label="SUVpeak",
+            off_help="skip SUVpeak",
+        ),
+        Param(
+            "peak_ml",
+            float,
+            None,
+            "SUVpeak sphere volume: auto (1 mL PERCIST for humans; for animals a sphere of "
+            "2 x the PSF FWHM restricted to the ROI) or a number",
+            unit="mL",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+            none_word="auto",
+        ),
+        Param(
+            "peak_fwhm_mm",
+            float,
+            None,
+            f"PSF FWHM sizing the preclinical SUVpeak sphere (default: header, else {PRECLINICAL_PSF_FWHM_MM:g} mm)",
+            unit="mm",
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+        ),
+    ],
+)
+
+
+@PET_PARAMETERS.bind
 def quantify_pet(
     pet: Volume,
     rois,
     *,
     suv_types=("bw",),
     header: PetHeader | None = None,
-    lbm_formula: str = "janmahasatian",
+    lbm_formula: str = FROM_MODEL,
     transform=None,
-    supersample: int = 3,
-    density_g_ml: float | None = None,
-    peak: bool = True,
-    peak_ml: float | None = None,
-    peak_fwhm_mm: float | None = None,
+    supersample: int = FROM_MODEL,
+    density_g_ml: float | None = FROM_MODEL,
+    peak: bool = FROM_MODEL,
+    peak_ml: float | None = FROM_MODEL,
+    peak_fwhm_mm: float | None = FROM_MODEL,
     label_names: dict | None = None,
     density_table: dict | None = None,
     progress=None,
     **overrides,
 ):
     """Per-ROI PET readouts on the PET's own grid.
+
+    ``lbm_formula``, ``supersample``, ``density_g_ml``, ``peak``, ``peak_ml`` and
+    ``peak_fwhm_mm`` take their defaults from :data:`PET_PARAMETERS` (shown in this
+    signature) and are checked against it.
 
     Parameters
     ----------
@@ -434,7 +509,8 @@ def quantify_pet(
         Volume of the SUVpeak sphere; default from :func:`peak_sphere` (PERCIST 1 mL for
         humans; 2 x PSF FWHM diameter, restricted to the ROI, for animals).
     peak_fwhm_mm : float, optional
-        PSF FWHM (mm) for the preclinical peak sphere (default: header, else 1.5 mm).
+        PSF FWHM (mm) for the preclinical peak sphere (default: header, else
+        ``PRECLINICAL_PSF_FWHM_MM``).
     label_names : {label: name}, optional
         Organ names (for the density table).
     density_table : {name: g/mL}, optional

@@ -131,6 +131,7 @@ def labels_arg(text):
 
 # ---------------------------------------------------------------------------- the verb
 def add_arguments(parser):
+    from ..analysis.pet import PET_PARAMETERS  # defaults, limits and help of the analysis' options
     from ._common import add_output, add_transform_arguments
 
     parser.add_argument("pet", help="PET/SPECT: DICOM series folder, or NIfTI with a JSON sidecar of DICOM fields")
@@ -139,7 +140,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--suv", default="bw", help="SUV type(s) besides bw: bw, lbm, bsa, ibw (comma-separated; default bw)"
     )
-    parser.add_argument("--lbm-formula", default="janmahasatian", help="janmahasatian (default) or james")
+    PET_PARAMETERS.add_arguments(parser, ["lbm_formula"])
     g = parser.add_argument_group("header values (replace or complete the file's header)")
     g.add_argument("--dose-mbq", help="injected activity at the injection time (MBq)")
     g.add_argument("--weight-kg", help="body weight (kg; a mouse is about 0.025)")
@@ -164,29 +165,12 @@ def add_arguments(parser):
     g.add_argument("--acquisition-duration-s", help="counts images: acquisition duration (s)")
     add_transform_arguments(parser, "PET")
     parser.add_argument("--labels", help="only these labels (comma-separated)")
-    parser.add_argument(
-        "--supersample", default="3", help="subvoxels per axis for partial-voxel weights on rotated grids (default 3)"
-    )
-    parser.add_argument(
-        "--density",
-        default="auto",
-        help="tissue density for %%ID/g: auto (default: per organ from the ROI's label names, "
-        "docs/methods/pet.md#density) or one value in g/mL for every ROI",
-    )
+    PET_PARAMETERS.add_arguments(parser, ["supersample", "density_g_ml"])
     parser.add_argument(
         "--density-table",
         help="CSV/TSV (name,density_g_ml) or JSON {name: g/mL} replacing the default densities by organ name",
     )
-    parser.add_argument(
-        "--peak-ml",
-        default="auto",
-        help="SUVpeak sphere volume (mL): auto (default: 1 mL PERCIST for humans; for animals a "
-        "sphere of 2 x the PSF FWHM restricted to the ROI) or a number",
-    )
-    parser.add_argument(
-        "--peak-fwhm-mm", help="PSF FWHM (mm) sizing the preclinical SUVpeak sphere (default: header, else 1.5 mm)"
-    )
-    parser.add_argument("--no-peak", action="store_true", help="skip SUVpeak")
+    PET_PARAMETERS.add_arguments(parser, ["peak_ml", "peak_fwhm_mm", "peak"])  # --peak-ml, --peak-fwhm-mm, --no-peak
     parser.add_argument(
         "--frames", help="dynamic PET: frame N or window A-B (0-based, inclusive; duration-weighted mean)"
     )
@@ -207,8 +191,6 @@ def run(args) -> int:
     for t in suv_types:
         if t.removeprefix("suv") not in pet_mod.SUV_TYPES:
             raise InputError(f"--suv must be among bw, lbm, bsa, ibw (got {t!r}).")
-    if args.lbm_formula not in pet_mod.LBM_FORMULAS:
-        raise InputError(f"--lbm-formula must be janmahasatian or james (got {args.lbm_formula!r}).")
     if args.weight_unit not in ("auto", "kg", "g"):
         raise InputError(f"--weight-unit must be auto, kg or g (got {args.weight_unit!r}).")
     if args.sex is not None and args.sex.upper()[:1] not in ("M", "F", "O"):
@@ -235,16 +217,14 @@ def run(args) -> int:
     if args.bsa_formula != "auto":
         overrides["bsa_formula"] = args.bsa_formula
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    supersample = number(args.supersample, "--supersample", integer=True)
-    density = None if str(args.density).lower() == "auto" else number(args.density, "--density")
+    options = pet_mod.PET_PARAMETERS.from_args(args)  # LBM formula, supersampling, density, peak: checked
+    supersample = options["supersample"]
     density_table = read_density_table(args.density_table) if args.density_table else None
-    peak_ml = None if str(args.peak_ml).lower() == "auto" else number(args.peak_ml, "--peak-ml")
-    peak_fwhm = number(args.peak_fwhm_mm, "--peak-fwhm-mm")
-    if peak_fwhm is None and getattr(args, "psf_fwhm", None):  # the PVC option's PSF, when given
+    if options["peak_fwhm_mm"] is None and getattr(args, "psf_fwhm", None):  # the PVC option's PSF, when given
         try:
-            peak_fwhm = max(float(v) for v in str(args.psf_fwhm).split(","))
+            options["peak_fwhm_mm"] = max(float(v) for v in str(args.psf_fwhm).split(","))
         except ValueError:
-            peak_fwhm = None
+            options["peak_fwhm_mm"] = None
     labels = labels_arg(args.labels)
     from . import _pvc
 
@@ -272,14 +252,10 @@ def run(args) -> int:
         rois,
         suv_types=suv_types,
         header=header,
-        lbm_formula=args.lbm_formula,
-        density_g_ml=density,
-        peak=not args.no_peak,
-        peak_ml=peak_ml,
-        peak_fwhm_mm=peak_fwhm,
         label_names=roi_label_names(args.roi),
         density_table=density_table,
         progress=progress_for("quantify"),
+        **options,
     )
     params = dict(
         df.attrs["parameters"],
