@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..analysis.pet import PET_PARAMETERS, SUV_TYPES
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
 from ._common import (
@@ -63,6 +64,17 @@ EDITABLE = (
     ("injection_time", "Injection (ISO date-time)"),
     ("scan_time", "Scan reference (ISO date-time)"),
 )
+
+#: Keys under which study states saved before the parameter model stored this dock's values
+#: (read from its widgets in order; the header fields under their own names): what they mean now.
+_LEGACY_STATE_KEYS = {
+    "QComboBox0": "roi",
+    "QComboBox1": "suv_type",
+    "QComboBox2": "pvc",
+    "QLineEdit0": "psf_fwhm",
+    "QComboBox3": "header_layer",
+    "QComboBox4": "metric",
+}
 
 
 def unit_slug(unit: str) -> str:
@@ -95,6 +107,7 @@ def readout_table(
     progress=None,
     pvc: str = "none",
     psf_fwhm=None,
+    pet_parameters: dict | None = None,
 ):
     """Per-ROI statistics of several quantitative volumes (GUI-free; the widget's computation).
 
@@ -110,6 +123,9 @@ def readout_table(
     pvc, psf_fwhm : str, optional
         Partial-volume correction ("none", "gtm", "rbv") and PSF FWHM (mm) when the layer's
         header has none: adds ``<column>_pvc`` and ``recovery_coefficient`` (docs/methods/pvc.md).
+    pet_parameters : dict, optional
+        Parameters of :data:`~napari_immunotrack.analysis.pet.PET_PARAMETERS` for the PET/SPECT
+        layers (the model's defaults for those left out).
 
     Returns
     -------
@@ -138,8 +154,14 @@ def readout_table(
             headers[lname] = header.as_dict()
             try:
                 df = pet_mod.quantify_pet(
-                    vol, rois, suv_types=(suv_type,), header=header, progress=sub, label_names=names
-                )  # per-organ densities for %ID/g
+                    vol,
+                    rois,
+                    suv_types=(suv_type,),
+                    header=header,
+                    progress=sub,
+                    label_names=names,  # per-organ densities for %ID/g
+                    **(pet_parameters or {}),
+                )
                 unit = "Bq/mL"
             except InputError as exc:  # no SUV possible: still give Bq/mL (or the raw unit), say why
                 status = f"no SUV: {one_line(exc)}"
@@ -225,7 +247,9 @@ class ReadoutWidget(PluginDock):
         self.layer_list = QListWidget()
         self.layer_list.setMaximumHeight(110)
         self.suv_combo = QComboBox()
-        self.suv_combo.addItems(["bw", "lbm", "bsa", "ibw"])
+        self.suv_combo.addItems(list(SUV_TYPES))
+        #: the PET/SPECT parameters of PET_PARAMETERS (not shown: the model's defaults, or a reopened state's)
+        self.other_parameters = PET_PARAMETERS.defaults()
         form.addRow("ROI labels", self.roi_combo)
         form.addRow("Quantitative layers", self.layer_list)
         form.addRow("SUV type", self.suv_combo)
@@ -327,6 +351,57 @@ class ReadoutWidget(PluginDock):
             for i in range(self.layer_list.count()):
                 item = self.layer_list.item(i)
                 item.setCheckState(_checked(item.text() in layers))
+
+    def parameters(self) -> dict:
+        """The PET/SPECT readout's parameters as a ``pet`` batch step takes them (suv_types, pvc,
+        psf_fwhm and every parameter of :data:`~napari_immunotrack.analysis.pet.PET_PARAMETERS`)."""
+        return {
+            "suv_types": [self.suv_combo.currentText()],
+            "pvc": self.pvc_combo.currentText(),
+            "psf_fwhm": self.psf_edit.text().strip() or None,
+            **self.other_parameters,
+        }
+
+    # ------------------------------------------------------------------ study state (through the model)
+    def state_parameters(self) -> dict:
+        """What the study state saves of this dock: the PET model's values, the options, the chosen layers."""
+        state = PET_PARAMETERS.to_state(self.other_parameters)
+        state.update(
+            suv_type=self.suv_combo.currentText(),
+            pvc=self.pvc_combo.currentText(),
+            psf_fwhm=self.psf_edit.text(),
+            roi=self.roi_combo.currentText(),
+            layers=self.selected_layers(),
+            header_layer=self.header_layer_combo.currentText(),
+            header_edits={key: edit.text() for key, edit in self.header_edits.items()},
+            metric=self.metric_combo.currentText(),
+        )
+        return state
+
+    def set_state_parameters(self, values: dict) -> None:
+        """Show a saved state's values: missing PET parameters take the model's default, bad ones are reported."""
+        values = {_LEGACY_STATE_KEYS.get(k, k): v for k, v in dict(values).items()}
+        params, problems = PET_PARAMETERS.from_state(values)
+        self.other_parameters = params
+        for combo, key in (
+            (self.suv_combo, "suv_type"),
+            (self.pvc_combo, "pvc"),
+            (self.roi_combo, "roi"),
+            (self.header_layer_combo, "header_layer"),
+            (self.metric_combo, "metric"),
+        ):
+            if key in values and combo.findText(str(values[key])) >= 0:
+                combo.setCurrentText(str(values[key]))
+        if "psf_fwhm" in values:
+            self.psf_edit.setText(str(values["psf_fwhm"] or ""))
+        if isinstance(values.get("layers"), list):
+            self.select(layers=[str(n) for n in values["layers"]])
+        edits = values.get("header_edits") or {k: values[k] for k in self.header_edits if k in values}
+        for key, text in dict(edits).items():
+            if key in self.header_edits:
+                self.header_edits[key].setText(str(text))
+        if problems:
+            notify_error(InputError("ROI readouts: " + "; ".join(problems) + " (the default is used)."))
 
     def _watch_roi_layer(self, *args) -> None:
         """Recompute (debounced) when the chosen ROI layer is painted or replaced."""
@@ -478,6 +553,7 @@ class ReadoutWidget(PluginDock):
             overrides={k: dict(v) for k, v in self.overrides.items()},
             pvc=self.pvc_combo.currentText(),
             psf_fwhm=self.psf_edit.text().strip() or None,
+            pet_parameters=dict(self.other_parameters),
             on_done=self._done,
             on_error=self._failed,
             guard=True,
