@@ -1,7 +1,9 @@
-"""The confirmation dock's form and its study-state values come from the parameter model (needs Xvfb)."""
+"""The docks' forms and their study-state values come from the parameter models (needs Xvfb):
+T1-T2 confirmation, iron clusters and ROI readouts (PET/SPECT)."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from napari_immunotrack.analysis.confirm import CONFIRM_PARAMETERS
@@ -64,3 +66,117 @@ def test_state_round_trip(make_napari_viewer, tmp_path):
     other = ConfirmWidget(viewer)
     other.set_state_parameters(state)
     assert other.parameters() == widget.parameters()
+
+
+# ---------------------------------------------------------------------------- the iron clusters dock
+CLUSTER_CHANGED = {
+    "min_size": 6,
+    "baseline_ratio": 0.45,
+    "connectivity": 18,
+    "split_touching": False,
+    "baseline_k": 4.0,
+}
+
+
+def test_cluster_form_and_state_follow_the_model(make_napari_viewer, monkeypatch):
+    from napari_immunotrack.analysis.clusters import CLUSTER_PARAMETERS, DEFAULT_THRESHOLDS
+    from napari_immunotrack.widgets.clusters import FORM_PARAMETERS, ClusterWidget
+
+    viewer = make_napari_viewer(show=False)
+    plain = ClusterWidget(viewer)
+    # the function's own defaults, the threshold shown for the method (the model's None = the method's default)
+    assert plain.parameters() == {**CLUSTER_PARAMETERS.defaults(), "threshold": DEFAULT_THRESHOLDS["fraction"]}
+    ratio = plain.baseline_ratio
+    assert (ratio.value(), ratio.minimum(), ratio.maximum(), ratio.singleStep()) == (0.6, 0.05, 0.95, 0.05)
+    assert plain.min_size.minimum() == 1 and plain.min_size.value() == 3
+    assert plain.connectivity.currentText() == "26" and plain.split.isChecked()
+    assert [plain.method.itemText(i) for i in range(plain.method.count())] == list(CLUSTER_PARAMETERS["method"].choices)
+    assert plain.min_size.toolTip() == CLUSTER_PARAMETERS["min_size"].describe()
+
+    for name, value in CLUSTER_CHANGED.items():
+        monkeypatch.setitem(
+            CLUSTER_PARAMETERS.params, name, dataclasses.replace(CLUSTER_PARAMETERS[name], default=value)
+        )
+    widget = ClusterWidget(viewer)
+    params = widget.parameters()
+    assert {k: params[k] for k in CLUSTER_CHANGED} == CLUSTER_CHANGED
+    assert widget.min_size.value() == 6 and widget.connectivity.currentText() == "18" and not widget.split.isChecked()
+    state = widget.state_parameters()
+    assert {k: state[k] for k in CLUSTER_PARAMETERS.names} == params
+    # a state that lacks a value reopens with the model's default; a saved value wins; the threshold follows
+    widget.baseline_ratio.setValue(0.8)
+    widget.set_state_parameters({"min_size": 9, "method": "ksigma", "threshold": 2.5})
+    got = widget.parameters()
+    assert (got["baseline_ratio"], got["min_size"], got["method"], got["threshold"]) == (0.45, 9, "ksigma", 2.5)
+    assert got["baseline_k"] == 4.0  # not in the form: kept from the model
+    # a state written before the model (values read from the widgets in order) still reopens
+    widget.set_state_parameters(
+        {"QComboBox5": "percentile", "QDoubleSpinBox0": 20.0, "QSpinBox0": 4, "QComboBox6": "6", "QCheckBox1": True}
+    )
+    got = widget.parameters()
+    assert (got["method"], got["threshold"], got["min_size"], got["connectivity"], got["split_touching"]) == (
+        "percentile",
+        20.0,
+        4,
+        6,
+        True,
+    )
+    assert set(FORM_PARAMETERS) <= set(CLUSTER_PARAMETERS.names)
+    # a bad saved value is reported and replaced by the default
+    widget.set_state_parameters({"min_size": 0})
+    assert widget.parameters()["min_size"] == 6
+
+
+def test_cluster_state_round_trip_with_layers(make_napari_viewer):
+    from napari_immunotrack.widgets.clusters import ClusterWidget
+
+    viewer = make_napari_viewer(show=False)
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.normal(100, 5, (8, 8, 8)).astype(np.float32), name="T2starw_post")
+    viewer.add_image(rng.normal(100, 5, (8, 8, 8)).astype(np.float32), name="T2starw_pre_day0")
+    widget = ClusterWidget(viewer)
+    widget.method.setCurrentText("blob")
+    widget.threshold.setValue(0.3)
+    widget.other_parameters["split_h"] = 0.2
+    widget.same_world.setChecked(True)
+    state = widget.state_parameters()
+    assert state["inputs"]["post"] == "T2starw_post" and state["split_h"] == 0.2
+    other = ClusterWidget(viewer)
+    other.select(baseline=None)
+    other.set_state_parameters(state)
+    assert other.parameters() == widget.parameters() and other.same_world.isChecked()
+    assert other.pickers.names(other.combos) == widget.pickers.names(widget.combos)
+
+
+# ---------------------------------------------------------------------------- the ROI readouts dock
+def test_readout_parameters_and_state_follow_the_pet_model(make_napari_viewer, monkeypatch):
+    from napari_immunotrack import batch
+    from napari_immunotrack.analysis.pet import PET_PARAMETERS, SUV_TYPES
+    from napari_immunotrack.widgets.readout import ReadoutWidget
+
+    viewer = make_napari_viewer(show=False)
+    plain = ReadoutWidget(viewer)
+    assert [plain.suv_combo.itemText(i) for i in range(plain.suv_combo.count())] == list(SUV_TYPES)
+    assert plain.parameters() == {"suv_types": ["bw"], "pvc": "none", "psf_fwhm": None, **PET_PARAMETERS.defaults()}
+    # the dock's settings are a valid pet step of a pipeline file
+    assert batch.parse_pipeline(batch.pipeline_from_settings({"pet": plain.parameters()})).steps["pet"]["peak"] is True
+
+    changed = {"lbm_formula": "james", "peak": False, "density_g_ml": 1.04}
+    for name, value in changed.items():
+        monkeypatch.setitem(PET_PARAMETERS.params, name, dataclasses.replace(PET_PARAMETERS[name], default=value))
+    widget = ReadoutWidget(viewer)
+    assert {k: widget.parameters()[k] for k in changed} == changed
+    widget.suv_combo.setCurrentText("lbm")
+    widget.psf_edit.setText("1.5")
+    state = widget.state_parameters()
+    assert {k: state[k] for k in PET_PARAMETERS.names} == PET_PARAMETERS.defaults()
+    assert (state["suv_type"], state["psf_fwhm"]) == ("lbm", "1.5")
+    other = ReadoutWidget(viewer)
+    other.set_state_parameters({**state, "supersample": 2})
+    assert other.parameters() == {**widget.parameters(), "supersample": 2}
+    # a state written before the model (combo boxes in order, header fields by name) still reopens
+    other.set_state_parameters({"QComboBox1": "bsa", "QComboBox2": "gtm", "QLineEdit0": "2,2,3", "dose_mbq": "9.5"})
+    got = other.parameters()
+    assert (got["suv_types"], got["pvc"], got["psf_fwhm"]) == (["bsa"], "gtm", "2,2,3")
+    assert other.header_edits["dose_mbq"].text() == "9.5"
+    assert got["lbm_formula"] == "james"  # missing from that state: the model's default
