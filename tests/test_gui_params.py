@@ -180,3 +180,34 @@ def test_readout_parameters_and_state_follow_the_pet_model(make_napari_viewer, m
     assert (got["suv_types"], got["pvc"], got["psf_fwhm"]) == (["bsa"], "gtm", "2,2,3")
     assert other.header_edits["dose_mbq"].text() == "9.5"
     assert got["lbm_formula"] == "james"  # missing from that state: the model's default
+
+
+def test_the_study_dock_saves_and_reopens_the_docks_through_their_models(make_napari_viewer):
+    """What the Study dock writes in a state for the clusters and readouts docks, and reopens (old states too)."""
+    from napari_immunotrack.analysis.clusters import CLUSTER_PARAMETERS
+    from napari_immunotrack.analysis.pet import PET_PARAMETERS
+    from napari_immunotrack.widgets.clusters import ClusterWidget
+    from napari_immunotrack.widgets.readout import ReadoutWidget
+    from napari_immunotrack.widgets.study import StudyWidget
+
+    viewer = make_napari_viewer(show=False)
+    study = StudyWidget(viewer)
+    viewer.window.add_dock_widget(study, name="Study", area="right")
+    clusters, readout = ClusterWidget(viewer), ReadoutWidget(viewer)
+    viewer.window.add_dock_widget(clusters, name="Iron clusters", area="right")
+    viewer.window.add_dock_widget(readout, name="ROI readouts", area="right")
+    try:
+        clusters.min_size.setValue(8)
+        readout.other_parameters["lbm_formula"] = "james"
+        saved = study._collect_parameters()
+        assert set(CLUSTER_PARAMETERS.names) <= set(saved["Iron clusters"]) and saved["Iron clusters"]["min_size"] == 8
+        assert {k: saved["ROI readouts"][k] for k in PET_PARAMETERS.names}["lbm_formula"] == "james"
+        clusters.min_size.setValue(3)
+        readout.other_parameters["lbm_formula"] = "janmahasatian"
+        study._apply_parameters(saved)
+        assert clusters.parameters()["min_size"] == 8 and readout.parameters()["lbm_formula"] == "james"
+        # a state saved before the models (generic widget values) reopens into the same widgets
+        study._apply_parameters({"Iron clusters": {"QSpinBox0": 11, "QDoubleSpinBox1": 0.7}})
+        assert (clusters.parameters()["min_size"], clusters.parameters()["baseline_ratio"]) == (11, 0.7)
+    finally:
+        study.shutdown()
