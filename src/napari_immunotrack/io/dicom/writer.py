@@ -20,12 +20,26 @@ from .headers import RADIOPHARM_KEYS, SOP_CLASS, UNIT_TO_DICOM
 def make_study(**fields) -> dict:
     """A study dict with fresh StudyInstanceUID and FrameOfReferenceUID, for several series of one study.
 
-    Keyword arguments (StudyDate, StudyTime, StudyDescription, StudyID,
-    AccessionNumber, ...) are added as given.
+    Parameters
+    ----------
+    **fields
+        DICOM keywords and values of the study (StudyDate, StudyTime, StudyDescription, StudyID,
+        AccessionNumber, ...), added as given.
 
+    Returns
+    -------
+    dict
+        ``StudyInstanceUID`` and ``FrameOfReferenceUID`` (new UIDs from pydicom) plus ``fields``:
+        pass it to every :func:`write_dicom_series` call of the study so the series share a study
+        and a patient frame of reference.
+
+    Examples
+    --------
     >>> s = make_study(StudyDate="20240101")
     >>> sorted(s)
     ['FrameOfReferenceUID', 'StudyDate', 'StudyInstanceUID']
+    >>> make_study()["StudyInstanceUID"] != make_study()["StudyInstanceUID"]
+    True
     """
     from pydicom.uid import generate_uid
 
