@@ -74,6 +74,21 @@ def subject_from_magnet(position: str) -> np.ndarray:
     ``position`` is ParaVision's ``Head|Foot_Supine|Prone|Left|Right`` (Left:
     lying on its left side). See docs/methods/scanner-formats.md#poses.
 
+    Parameters
+    ----------
+    position : str
+        ``VisuSubjectPosition``, e.g. "Head_Supine", "Foot_Prone", "Head_Left".
+
+    Returns
+    -------
+    (3, 3) ndarray
+        A signed permutation: columns are the magnet x, y, z axes in subject LPS coordinates.
+
+    Raises
+    ------
+    InputError
+        An unknown position.
+
     Examples
     --------
     >>> subject_from_magnet("Head_Prone").diagonal().tolist()
@@ -99,7 +114,29 @@ def subject_from_magnet(position: str) -> np.ndarray:
 
 
 def is_paravision(path) -> bool:
-    """True for a ``2dseq`` file, a ``pdata/N`` folder or a ParaVision scan folder."""
+    """True for a ``2dseq`` file, a ``pdata/N`` folder or a ParaVision scan folder.
+
+    A study folder (one holding a ``subject`` file and numbered scans) counts too.
+
+    Parameters
+    ----------
+    path : str or Path
+        Any path (only names and folder listings are looked at).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.simulate.scanner_files import write_paravision
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pdata = write_paravision(Path(tmp) / "5", np.zeros((2, 3, 4), np.int16), extent=(4.0, 3.0),
+    ...                              orientation=np.eye(3), positions=[[0, 0, 0], [0, 0, 1.0]])
+    ...     is_paravision(Path(tmp) / "5"), is_paravision(pdata / "2dseq"), is_paravision(tmp)
+    (True, True, False)
+    """
     p = Path(path)
     if p.is_file():
         return p.name == "2dseq"

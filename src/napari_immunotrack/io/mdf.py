@@ -33,7 +33,30 @@ from ..volume import Volume
 
 
 def is_mdf(path) -> bool:
-    """True when ``path`` is an HDF5 file with an MDF ``/reconstruction/data`` (or any MDF root group)."""
+    """True when ``path`` is an HDF5 file with an MDF ``/reconstruction/data`` (or any MDF root group).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any file (the 8-byte HDF5 signature is checked before h5py opens it).
+
+    Returns
+    -------
+    bool
+        True for a ``/reconstruction`` group, or a ``version`` with ``measurement`` or
+        ``acquisition``; False for other HDF5 files, non-HDF5 files and unreadable paths.
+
+    Examples
+    --------
+    >>> import tempfile, h5py
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with h5py.File(Path(tmp) / "mpi.mdf", "w") as f:
+    ...         _ = f.create_dataset("reconstruction/data", data=np.zeros((1, 8, 1)))
+    ...     with h5py.File(Path(tmp) / "other.h5", "w") as f:
+    ...         _ = f.create_dataset("images", data=np.zeros(3))
+    ...     is_mdf(Path(tmp) / "mpi.mdf"), is_mdf(Path(tmp) / "other.h5"), is_mdf(Path(tmp) / "missing.h5")
+    (True, False, False)
+    """
     try:
         with open(path, "rb") as fh:
             if fh.read(8) != b"\x89HDF\r\n\x1a\n":
