@@ -291,9 +291,10 @@ def read_label_names(dseg_path) -> dict[int, str]:
 
     Examples
     --------
-    >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> _ = (d / "sub-01_dseg.tsv").write_text("index\tname\n1\tliver\n2\tspleen\n")
-    >>> read_label_names(d / "sub-01_dseg.nii.gz")
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "sub-01_dseg.tsv").write_text("index\tname\n1\tliver\n2\tspleen\n")
+    ...     read_label_names(Path(tmp) / "sub-01_dseg.nii.gz")
     {1: 'liver', 2: 'spleen'}
     """
     tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")

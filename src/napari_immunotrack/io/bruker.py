@@ -331,11 +331,13 @@ def read_paravision(path, package: int | None = None) -> list[Volume]:
     --------
     >>> import tempfile, numpy as np
     >>> from napari_immunotrack.simulate.scanner_files import write_paravision
-    >>> pdata = write_paravision(tempfile.mkdtemp() + "/5", np.ones((3, 4, 6)), extent=(6.0, 4.0),
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pdata = write_paravision(tmp.name + "/5", np.ones((3, 4, 6)), extent=(6.0, 4.0),
     ...                          orientation=np.eye(3), positions=[[0, 0, z] for z in (0, 1, 2)])
     >>> v = read_paravision(pdata.parent.parent)[0]
     >>> v.spatial_shape, v.orientation(), v.metadata["SubjectPosition"]
     ((3, 4, 6), 'SPL', 'Head_Prone')
+    >>> tmp.cleanup()
     """
     folder = _reco_folder(path)
     seq = folder / "2dseq"

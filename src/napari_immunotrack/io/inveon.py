@@ -238,11 +238,13 @@ def read_inveon(path) -> Volume:
     --------
     >>> import tempfile, numpy as np
     >>> from napari_immunotrack.simulate.scanner_files import write_inveon
-    >>> hdr = write_inveon(tempfile.mkdtemp() + "/pet", np.full((2, 3, 4), 10.0), calibration_factor=2.0,
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> hdr = write_inveon(tmp.name + "/pet", np.full((2, 3, 4), 10.0), calibration_factor=2.0,
     ...                    branching_fraction=0.5)
     >>> v = read_inveon(hdr)
     >>> float(v.data.max()), v.unit, v.metadata["DecayCorrection"]
     (40.0, 'Bq/mL', 'START')
+    >>> tmp.cleanup()
     """
     hdr, img = pair_of(path)
     if not hdr.exists():

@@ -105,13 +105,15 @@ def read_mdf(path) -> list[Volume]:
     Examples
     --------
     >>> import tempfile, os, numpy as np, h5py
-    >>> path = os.path.join(tempfile.mkdtemp(), "reco.mdf")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "reco.mdf")
     >>> with h5py.File(path, "w") as f:
     ...     f["reconstruction/data"] = np.ones((1, 24, 1)); f["reconstruction/size"] = [4, 3, 2]
     ...     f["reconstruction/fieldOfView"] = [0.04, 0.03, 0.02]
     >>> v = read_mdf(path)[0]
     >>> v.spatial_shape, v.spacing.tolist(), v.modality
     ((2, 3, 4), [10.0, 10.0, 10.0], 'MPI')
+    >>> tmp.cleanup()
     """
     p = Path(path)
     try:

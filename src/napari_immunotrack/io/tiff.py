@@ -247,10 +247,16 @@ def read_tiff(
 
     Examples
     --------
-    >>> v = read_tiff("mouse_gfp.ome.tif")                      # doctest: +SKIP
-    >>> v = read_tiff("surface.tif", voxel_size_mm=0.1)         # doctest: +SKIP
-    >>> v.spatial_shape, v.spacing                              # doctest: +SKIP
-    ((1, 480, 640), array([0.1, 0.1, 0.1]))
+    A plain TIFF (no pixel size in it) needs ``voxel_size_mm``:
+
+    >>> import tempfile, numpy as np, tifffile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     tifffile.imwrite(Path(tmp) / "surface.tif", np.zeros((48, 64), np.uint16))
+    ...     v = read_tiff(Path(tmp) / "surface.tif", voxel_size_mm=0.1)
+    ...     v.spatial_shape, v.spacing.tolist(), v.modality
+    ((1, 48, 64), [0.1, 0.1, 0.1], 'OPT')
+
+    An OME-TIFF carries it (see :func:`write_ome_tiff` for a file written and read back).
     """
     import tifffile
 

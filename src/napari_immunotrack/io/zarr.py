@@ -208,10 +208,14 @@ def read_ome_zarr(
 
     Examples
     --------
-    >>> v = read_ome_zarr("lightsheet.ome.zarr")                         # doctest: +SKIP
-    >>> v.data                                                           # doctest: +SKIP
-    dask.array<...>
-    >>> [a.shape for a in v.metadata["multiscale"]["arrays"]]            # doctest: +SKIP
+    >>> import tempfile
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     stack = Volume(np.ones((4, 16, 16), np.float32), zyx_grid_affine((0.02, 0.01, 0.01)))
+    ...     store = write_ome_zarr(stack, Path(tmp) / "lightsheet.ome.zarr", levels=2)
+    ...     v = read_ome_zarr(store, level=1)
+    ...     type(v.data).__name__, v.spatial_shape, v.spacing.tolist()
+    ('Array', (2, 8, 8), [0.04, 0.02, 0.02])
     """
     import dask.array as da
 

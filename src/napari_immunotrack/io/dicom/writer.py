@@ -245,12 +245,14 @@ def write_dicom_series(
     >>> import numpy as np, tempfile, os
     >>> from napari_immunotrack.volume import Volume
     >>> pet_vol = Volume(np.ones((3, 4, 4), np.float32) * 5000.0, np.eye(4), modality="PT", unit="Bq/mL")
-    >>> out = write_dicom_series(pet_vol, os.path.join(tempfile.mkdtemp(), "pet"),
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = write_dicom_series(pet_vol, os.path.join(tmp.name, "pet"),
     ...                          patient={"PatientWeight": 0.025, "PatientID": "mouse1"},
     ...                          pet={"RadionuclideTotalDose": 5e6, "RadionuclideHalfLife": 6586.2,
     ...                               "RadiopharmaceuticalStartTime": "101500", "SeriesTime": "111500"})
     >>> len(os.listdir(out))
     3
+    >>> tmp.cleanup()
     """
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
