@@ -135,6 +135,16 @@ ras_to_lps_transform = lps_to_ras_transform
 def lps_to_ras_points(points) -> np.ndarray:
     """LPS points ``(..., 3)`` to RAS (x and y negated; also RAS -> LPS).
 
+    Parameters
+    ----------
+    points : array_like, shape (..., 3)
+        World points ``(x, y, z)`` in mm, in LPS (or RAS: the flip is its own inverse).
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        New float array: the same points with x and y negated, mm.
+
     Examples
     --------
     >>> lps_to_ras_points([[1.0, 2.0, 3.0]])
@@ -149,6 +159,16 @@ ras_to_lps_points = lps_to_ras_points
 def ras_to_napari(points) -> np.ndarray:
     """World RAS ``(x, y, z)`` points ``(..., 3)`` to napari world order ``(z, y, x)``.
 
+    Parameters
+    ----------
+    points : array_like, shape (..., 3)
+        RAS world points ``(x, y, z)``, mm.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        The same points as napari world coordinates ``(z, y, x)`` (S, A, R), mm; a float view.
+
     Examples
     --------
     >>> ras_to_napari([1.0, 2.0, 3.0])
@@ -160,6 +180,16 @@ def ras_to_napari(points) -> np.ndarray:
 def napari_to_ras(points) -> np.ndarray:
     """napari world ``(z, y, x)`` points ``(..., 3)`` to RAS ``(x, y, z)``.
 
+    Parameters
+    ----------
+    points : array_like, shape (..., 3)
+        napari world points ``(z, y, x)`` (S, A, R), mm.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        The same points as RAS ``(x, y, z)``, mm; a float view.
+
     Examples
     --------
     >>> napari_to_ras([[3.0, 2.0, 1.0]])
@@ -170,6 +200,16 @@ def napari_to_ras(points) -> np.ndarray:
 
 def ras_affine_to_napari(affine) -> np.ndarray:
     """An index -> RAS 4x4 affine as index -> napari world ``(S, A, R)``.
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        Maps homogeneous array indices to RAS world points, mm.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        ``REVERSE_AXES @ affine``: maps the same indices to napari world ``(z, y, x)``, mm.
 
     Examples
     --------
@@ -183,6 +223,16 @@ def ras_affine_to_napari(affine) -> np.ndarray:
 
 def napari_affine_to_ras(affine) -> np.ndarray:
     """An index -> napari world 4x4 affine as index -> RAS (inverse of :func:`ras_affine_to_napari`).
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        Maps homogeneous array indices to napari world ``(z, y, x)``, mm.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        ``REVERSE_AXES @ affine``: maps the same indices to RAS ``(x, y, z)``, mm.
 
     Examples
     --------
@@ -198,6 +248,16 @@ def reverse_index_order(affine) -> np.ndarray:
 
     nibabel reads a NIfTI array as ``(i, j, k)``; a :class:`~napari_immunotrack.volume.Volume`
     keeps the slice axis first, ``(k, j, i)``.
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        Maps homogeneous indices ``(i, j, k, 1)`` to world points, mm.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        ``affine @ REVERSE_AXES``: maps ``(k, j, i, 1)`` to the same world points.
 
     Examples
     --------
@@ -221,6 +281,8 @@ def zyx_grid_affine(spacing_zyx: Sequence[float], origin_xyz: Sequence[float] = 
     Returns
     -------
     (4, 4) ndarray
+        Index ``(a0, a1, a2, 1)`` -> RAS ``(x, y, z, 1)``, mm: ``x = origin_x + a2 * spacing_x``,
+        ``y = origin_y + a1 * spacing_y``, ``z = origin_z + a0 * spacing_z``.
 
     Examples
     --------

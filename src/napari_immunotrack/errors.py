@@ -43,6 +43,25 @@ def user_error(exc: BaseException):
 
     A folder without write permission, a read-only file system or a full disk
     is not a bug: the user must choose another place or free space.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What a writer raised.
+
+    Returns
+    -------
+    InputError or None
+        A one-line InputError naming the folder for EACCES, EPERM, EROFS, ENOSPC and EDQUOT;
+        None for any other exception.
+
+    Examples
+    --------
+    >>> import errno
+    >>> print(user_error(OSError(errno.ENOSPC, "No space left", "/data/out/.t.csv.part")))
+    no space left while writing in /data/out; free some space or choose another disk (nothing half-written was kept).
+    >>> user_error(KeyError("x")) is None
+    True
     """
     import errno
 
@@ -65,6 +84,23 @@ def user_error(exc: BaseException):
 
 
 def one_line(exc: BaseException) -> str:
-    """The one-line text shown to a user for ``exc``."""
+    """The one-line text shown to a user for ``exc``.
+
+    Parameters
+    ----------
+    exc : BaseException
+        Any exception.
+
+    Returns
+    -------
+    str
+        Its message with runs of white space (newlines included) made single spaces; the exception
+        type's name when the message is empty.
+
+    Examples
+    --------
+    >>> one_line(ValueError("bad value\\n   in column 3")), one_line(KeyboardInterrupt())
+    ('bad value in column 3', 'KeyboardInterrupt')
+    """
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

@@ -30,7 +30,40 @@ def _suffixes(path: Path) -> str:
 
 
 def check_output(path, overwrite: bool = False) -> Path:
-    """Refuse an output that exists (unless ``overwrite``) or whose folder is missing."""
+    """Refuse an output that exists (unless ``overwrite``) or whose folder is missing.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file.
+    overwrite : bool, default False
+        Allow an existing file (a folder of that name is always refused).
+
+    Returns
+    -------
+    Path
+        ``path`` as a Path, when it may be written.
+
+    Raises
+    ------
+    OutputExistsError
+        The file exists and not ``overwrite``.
+    InputError
+        ``path`` is a folder, or its folder is missing or not writable.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "table.csv").touch()
+    ...     print(check_output(Path(tmp) / "new.csv").name, check_output(Path(tmp) / "table.csv", overwrite=True).name)
+    ...     try:
+    ...         check_output(Path(tmp) / "table.csv")
+    ...     except OutputExistsError as error:
+    ...         print(str(error).replace(tmp, "TMP"))
+    new.csv table.csv
+    TMP/table.csv already exists; choose another name or pass --overwrite to replace it.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite to replace it.")
@@ -44,7 +77,33 @@ def check_output(path, overwrite: bool = False) -> Path:
 
 
 def check_writable(folder) -> None:
-    """Refuse, before any work, a folder the process cannot write in (permissions or a read-only mount)."""
+    """Refuse, before any work, a folder the process cannot write in (permissions or a read-only mount).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder an output goes to.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InputError
+        The process may not write in ``folder`` (``os.access`` W_OK), or it does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     check_writable(tmp)                      # returns None: writable
+    ...     try:
+    ...         check_writable(Path(tmp) / "missing")
+    ...     except InputError as error:
+    ...         print(str(error).split(" (")[0].replace(tmp, "TMP"))
+    cannot write in TMP/missing
+    """
     if not os.access(folder, os.W_OK):
         raise InputError(
             f"cannot write in {folder} (no permission or a read-only file system); choose a folder you can write to."
@@ -55,8 +114,43 @@ def check_writable(folder) -> None:
 def atomic_output(path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` on success.
 
-    >>> with atomic_output("table.csv", overwrite=True) as tmp:   # doctest: +SKIP
-    ...     df.to_csv(tmp)
+    The temporary file (``.<name>.<random>.part<suffixes>``, same folder) is flushed to disk, given
+    ordinary permissions and renamed with ``os.replace``; on an exception it is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file (checked with :func:`check_output`).
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager of Path
+        Yields the temporary path to write to (it keeps ``path``'s double extension, e.g.
+        ``.nii.gz``, so writers that dispatch on the name still work).
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists (or appeared while writing) and not ``overwrite``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with atomic_output(Path(folder) / "table.csv") as tmp:
+    ...         _ = tmp.write_text("a,b\\n1,2\\n")
+    ...         print(tmp.name.startswith(".table.csv."), (Path(folder) / "table.csv").exists())
+    ...     try:
+    ...         with atomic_output(Path(folder) / "table.csv", overwrite=True) as tmp:
+    ...             raise RuntimeError("the writer failed")
+    ...     except RuntimeError:
+    ...         pass
+    ...     sorted(p.name for p in Path(folder).iterdir()), (Path(folder) / "table.csv").read_text()
+    True False
+    (['table.csv'], 'a,b\\n1,2\\n')
     """
     path = check_output(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + _suffixes(path), dir=path.parent or ".")
@@ -86,6 +180,34 @@ def atomic_output_dir(path, overwrite: bool = False) -> Iterator[Path]:
     Yields an empty temporary folder beside ``path``; on success it is
     renamed to ``path`` (an existing ``path`` is first moved aside and removed
     only after the rename, so a crash leaves the old folder or the new one).
+
+    Parameters
+    ----------
+    path : str or Path
+        The output folder.
+    overwrite : bool, default False
+        Replace an existing folder.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager of Path
+        Yields the empty temporary folder to fill.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists (or appeared while writing) and not ``overwrite``.
+    InputError
+        ``path`` is a file, or its parent folder is missing or not writable.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with atomic_output_dir(Path(folder) / "series") as tmp:
+    ...         _ = (tmp / "IM0001.dcm").write_bytes(b"...")
+    ...     sorted(p.name for p in Path(folder).iterdir()), [p.name for p in (Path(folder) / "series").iterdir()]
+    (['series'], ['IM0001.dcm'])
     """
     import shutil
 
@@ -125,14 +247,59 @@ def atomic_output_dir(path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def write_text(path, text: str, overwrite: bool = False) -> Path:
-    """Atomically write a text file."""
+    """Atomically write a text file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (UTF-8).
+    text : str
+        Its content.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_text(Path(folder) / "notes.txt", "day 7: two clusters").read_text()
+    'day 7: two clusters'
+    """
     with atomic_output(path, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_json(path, obj, overwrite: bool = False) -> Path:
-    """Atomically write JSON (numpy scalars and arrays converted)."""
+    """Atomically write JSON (numpy scalars and arrays converted).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    obj : object
+        JSON data; NumPy scalars become numbers, arrays lists, Paths and anything else their str.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The written file (indented by 2, ending in a newline).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_json(Path(folder) / "r.json", {"mean": np.float32(2.5), "shape": np.array([4, 5])})
+    ...     json.loads(path.read_text())
+    {'mean': 2.5, 'shape': [4, 5]}
+    """
     return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite)
 
 
@@ -149,7 +316,22 @@ def _json_default(value):
 
 
 def sidecar_path(path) -> Path:
-    """Where the provenance record of ``path`` lives: ``<path>.provenance.json``."""
+    """Where the provenance record of ``path`` lives: ``<path>.provenance.json``.
+
+    Parameters
+    ----------
+    path : str or Path
+        An output file or folder.
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> sidecar_path("results/clusters.csv").as_posix()
+    'results/clusters.csv.provenance.json'
+    """
     path = Path(path)
     return path.with_name(path.name + ".provenance.json")
 
@@ -162,6 +344,29 @@ def write_sidecar(path, provenance: dict, written=None) -> Path:
     lets :func:`sidecar_matches` (and ``immunotrack info``) tell whether the
     record and the file belong together, e.g. after an interrupted run or a
     hand edit of the output.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output the record describes (its final name).
+    provenance : dict
+        The record (see :func:`~napari_immunotrack.provenance.record`); not changed.
+    written : str or Path, optional
+        The file to hash when it is not yet at ``path``.
+
+    Returns
+    -------
+    Path
+        The sidecar (always replaced).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     out = write_text(Path(folder) / "t.csv", "a\\n1\\n")
+    ...     side = write_sidecar(out, {"command": "quantify"})
+    ...     print(side.name, sorted(json.loads(side.read_text())), sidecar_matches(out))
+    t.csv.provenance.json ['command', 'output_sha256'] True
     """
     from .provenance import sha256_path
 
@@ -174,7 +379,28 @@ def write_sidecar(path, provenance: dict, written=None) -> Path:
 
 def sidecar_matches(path) -> bool | None:
     """True/False when ``path``'s sidecar records an output hash that equals/differs from the file's; None when
-    there is nothing to compare (no sidecar, no hash in it, or a folder output)."""
+    there is nothing to compare (no sidecar, no hash in it, or a folder output).
+
+    Parameters
+    ----------
+    path : str or Path
+        An output file.
+
+    Returns
+    -------
+    bool or None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     out = write_text(Path(folder) / "t.csv", "a\\n1\\n")
+    ...     before = sidecar_matches(out)
+    ...     _ = write_sidecar(out, {"command": "quantify"})
+    ...     _ = write_text(out, "a\\n2\\n", overwrite=True)           # edited after the run
+    ...     before, sidecar_matches(out)
+    (None, False)
+    """
     from .provenance import sha256_path
 
     path, side = Path(path), sidecar_path(path)
@@ -188,7 +414,34 @@ def sidecar_matches(path) -> bool | None:
 
 
 def write_png(image, path, provenance: dict | None = None, overwrite: bool = False) -> Path:
-    """Write an RGB(A) picture (e.g. a napari screenshot) as PNG, atomically, with its provenance sidecar."""
+    """Write an RGB(A) picture (e.g. a napari screenshot) as PNG, atomically, with its provenance sidecar.
+
+    Parameters
+    ----------
+    image : ndarray
+        (rows, columns, 3 or 4) uint8 (or (rows, columns) grey).
+    path : str or Path
+        The ``.png`` file.
+    provenance : dict, optional
+        Written beside it as ``<path>.provenance.json``.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
+    >>> rgb = np.zeros((4, 6, 3), np.uint8); rgb[..., 0] = 255
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with Image.open(write_png(rgb, Path(folder) / "shot.png")) as png:
+    ...         png.size, png.mode, png.getpixel((0, 0))
+    ((6, 4), 'RGB', (255, 0, 0))
+    """
     from PIL import Image
 
     with atomic_output(path, overwrite) as tmp:
@@ -199,7 +452,35 @@ def write_png(image, path, provenance: dict | None = None, overwrite: bool = Fal
 
 
 def write_table(df, path, provenance: dict | None = None, overwrite: bool = False) -> Path:
-    """Write a pandas table as CSV (units in the column names) with its provenance sidecar."""
+    """Write a pandas table as CSV (units in the column names) with its provenance sidecar.
+
+    Both outputs are checked before anything is written.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table (written without its index).
+    path : str or Path
+        The ``.csv`` file.
+    provenance : dict, optional
+        Written beside it as ``<path>.provenance.json``, with the CSV's SHA-256.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile, pandas as pd
+    >>> table = pd.DataFrame({"label": [1, 2], "mean_bq_ml": [1200.0, 3400.5]})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_table(table, Path(folder) / "readout.csv", provenance={"command": "quantify"})
+    ...     path.read_text().splitlines(), sidecar_matches(path)
+    (['label,mean_bq_ml', '1,1200.0', '2,3400.5'], True)
+    """
     path = Path(path)
     check_output(path, overwrite)
     if provenance is not None:

@@ -136,6 +136,23 @@ _DICOM_MODALITY_ROLES = {"PT": "PET", "NM": "SPECT", "CT": "CT", "SEG": "labels"
 def role_from_words(*texts: str) -> str | None:
     """The role named by the first text that names one (a BIDS suffix, a folder, a description), else None.
 
+    A whole text that is a known suffix wins; else its words are tried, longest first (so "T2*" is
+    T2starw rather than T2w), generic words ("mr", "anat", "pt", "nm") last. ``*`` reads as "star".
+
+    Parameters
+    ----------
+    *texts : str
+        Candidates in order of trust, e.g. the BIDS suffix, the folder name, a SeriesDescription.
+        Empty ones are skipped.
+
+    Returns
+    -------
+    str or None
+        A key of :data:`ROLES` ("T1w", "T2w", "T2starw", "PET", "SPECT", "19F", "MPI",
+        "fluorescence", "ROI", "labels", ...), or None when no text names a role.
+
+    Examples
+    --------
     >>> role_from_words("sub-01_ses-day1_T2starw"), role_from_words("MGE T2* 3D"), role_from_words("notes")
     ('T2starw', 'T2starw', None)
     """
@@ -274,9 +291,10 @@ def read_label_names(dseg_path) -> dict[int, str]:
 
     Examples
     --------
-    >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> _ = (d / "sub-01_dseg.tsv").write_text("index\tname\n1\tliver\n2\tspleen\n")
-    >>> read_label_names(d / "sub-01_dseg.nii.gz")
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "sub-01_dseg.tsv").write_text("index\tname\n1\tliver\n2\tspleen\n")
+    ...     read_label_names(Path(tmp) / "sub-01_dseg.nii.gz")
     {1: 'liver', 2: 'spleen'}
     """
     tsv = Path(re.sub(r"(\.nii\.gz|\.nii|\.ome\.zarr|\.zarr|\.ome\.tiff?|\.tiff?)$", "", str(dseg_path)) + ".tsv")
@@ -295,7 +313,23 @@ def read_label_names(dseg_path) -> dict[int, str]:
 
 
 def track_label(track: str) -> str:
-    """The user-facing name of a track key ("ROI:reftube" -> "ROI reftube", "T2starw" -> "T2*w")."""
+    """The user-facing name of a track key ("ROI:reftube" -> "ROI reftube", "T2starw" -> "T2*w").
+
+    Parameters
+    ----------
+    track : str
+        ``<role>`` or ``<role>:<description>`` (a :class:`StudyFile`'s ``track``).
+
+    Returns
+    -------
+    str
+        The role's display name, then the description; for role "unknown" the description alone.
+
+    Examples
+    --------
+    >>> track_label("ROI:reftube"), track_label("T2starw"), track_label("PET"), track_label("unknown:notes")
+    ('ROI reftube', 'T2*w', 'PET', 'notes')
+    """
     role, _, desc = track.partition(":")
     text = ROLES.get(role, ("", role))[1]
     if role == "unknown" and desc:
@@ -304,7 +338,23 @@ def track_label(track: str) -> str:
 
 
 def track_order(track: str) -> tuple:
-    """Sort key of a track: anatomy first (drawn at the bottom), hot spots last (on top)."""
+    """Sort key of a track: anatomy first (drawn at the bottom), hot spots last (on top).
+
+    Parameters
+    ----------
+    track : str
+        ``<role>`` or ``<role>:<description>``.
+
+    Returns
+    -------
+    tuple
+        ``(rank of the role, track)``; unknown roles after every known one.
+
+    Examples
+    --------
+    >>> sorted(["PET", "T2w", "ROI:reftube", "19F", "labels"], key=track_order)
+    ['T2w', 'ROI:reftube', 'labels', '19F', 'PET']
+    """
     role = track.partition(":")[0]
     return (_ROLE_ORDER.get(role, len(_ROLE_ORDER)), track)
 
@@ -356,7 +406,25 @@ def _images_in(folder: Path):
 
 
 def is_image_path(path) -> bool:
-    """True for a path an image reader may open (by its ending, a DICOM header, or a DICOM/Zarr folder)."""
+    """True for a path an image reader may open (by its ending, a DICOM header, or a DICOM/Zarr folder).
+
+    Parameters
+    ----------
+    path : str or Path
+        A file or folder (only its name, its first 132 bytes or its folder listing are read).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from napari_immunotrack.data import sample_study_root
+    >>> is_image_path("t2.nii.gz"), is_image_path("notes.txt")
+    (True, False)
+    >>> is_image_path(sample_study_root() / "sub-01" / "ses-day1" / "pet")   # a DICOM series folder
+    True
+    """
     p = Path(path)
     name = p.name.lower()
     if name.endswith(_IMAGE_ENDINGS):
@@ -371,7 +439,23 @@ def discover(root) -> list[StudyFile]:
 
     A BIDS-like folder (``sub-*/ses-*/<type>/``) is read by its names; any
     other folder as a scanner export (see the module docstring).
-    Raises InputError when the folder holds no image at all.
+
+    Parameters
+    ----------
+    root : str or Path
+        The study folder (holding ``sub-*`` folders) or a scanner export folder.
+
+    Returns
+    -------
+    list of StudyFile
+        One per image file, DICOM series folder or Zarr store, with subject, session, day (after
+        the first session, or from the folder name ``day<N>``), data type, BIDS suffix, modality,
+        role, phase and track.
+
+    Raises
+    ------
+    InputError
+        If ``root`` is not a folder or holds no image at all.
 
     Examples
     --------
@@ -554,7 +638,26 @@ def _days_between(first: str | None, date: str | None) -> float | None:
 
 
 def sessions(files: list[StudyFile], subject: str | None = None) -> list[str]:
-    """Session names in time order (for one subject if given)."""
+    """Session names in time order (for one subject if given).
+
+    Parameters
+    ----------
+    files : list of StudyFile
+        From :func:`discover`.
+    subject : str, optional
+        Only this subject's sessions (e.g. "01").
+
+    Returns
+    -------
+    list of str
+        Sorted by day (sessions without a day first), then name.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.data import sample_study_root
+    >>> sessions(discover(sample_study_root()), subject="01")
+    ['day0', 'day1', 'day3', 'day7']
+    """
     seen = {}
     for f in files:
         if subject is None or f.subject == subject:
@@ -575,7 +678,29 @@ class StudyTransform:
 
 
 def discover_transforms(files: list[StudyFile]) -> list[StudyTransform]:
-    """The transform files in the ``xfm/`` folders of the sessions of ``files``."""
+    """The transform files in the ``xfm/`` folders of the sessions of ``files``.
+
+    Parameters
+    ----------
+    files : list of StudyFile
+        From :func:`discover` (their session folders are searched).
+
+    Returns
+    -------
+    list of StudyTransform
+        One per file named ``*from-<moving>_to-<fixed>.tfm`` (or ``.txt``, ``.mat``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     session = Path(tmp) / "sub-01" / "ses-day1"
+    ...     for name in ("anat/sub-01_ses-day1_T2w.nii.gz", "xfm/sub-01_ses-day1_from-pet_to-anat.tfm"):
+    ...         (session / name).parent.mkdir(parents=True, exist_ok=True)
+    ...         (session / name).touch()
+    ...     [(t.subject, t.session, t.moving, t.fixed) for t in discover_transforms(discover(tmp))]
+    [('01', 'day1', 'pet', 'anat')]
+    """
     out, seen = [], set()
     for f in files:
         if f.session_dir is None or (f.subject, f.session) in seen:
@@ -662,6 +787,23 @@ class Study:
 def open_study(root) -> Study:
     """Discover a study and say what could not be placed.
 
+    Parameters
+    ----------
+    root : str or Path
+        The study folder or a scanner export (see :func:`discover`).
+
+    Returns
+    -------
+    Study
+        Its image files, the transforms of its ``xfm/`` folders, the non-image files left out
+        (``ignored``) and one-line ``problems``: files left out, images of unknown role, modalities
+        missing at a post-injection session.
+
+    Raises
+    ------
+    InputError
+        If the folder holds no image.
+
     Examples
     --------
     >>> from napari_immunotrack.data import sample_study_root
@@ -718,12 +860,43 @@ STATE_VERSION = 1
 
 
 def default_state_path(root) -> Path:
-    """Where a study's state is saved unless the user picks another file: ``<study>/immunotrack_state.json``."""
+    """Where a study's state is saved unless the user picks another file: ``<study>/immunotrack_state.json``.
+
+    Parameters
+    ----------
+    root : str or Path
+        The study folder.
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> default_state_path("/data/study").as_posix()
+    '/data/study/immunotrack_state.json'
+    """
     return Path(root) / STATE_NAME
 
 
 def saved_layers_dir(state_path) -> Path:
-    """The folder beside a state file where user-drawn ROI/labels layers are saved as NIfTI."""
+    """The folder beside a state file where user-drawn ROI/labels layers are saved as NIfTI.
+
+    Parameters
+    ----------
+    state_path : str or Path
+        The state file.
+
+    Returns
+    -------
+    Path
+        ``<state name without .json>_layers`` in the same folder.
+
+    Examples
+    --------
+    >>> saved_layers_dir("/data/study/immunotrack_state.json").as_posix()
+    '/data/study/immunotrack_state_layers'
+    """
     state_path = Path(state_path)
     return state_path.with_name(
         state_path.name[: -len(".json")] + "_layers"
@@ -733,7 +906,29 @@ def saved_layers_dir(state_path) -> Path:
 
 
 def new_state(study_root, state_path, subject: str, session: str) -> dict:
-    """An empty state dictionary (what :func:`save_state` writes; fill ``layers``, ``parameters``, ``view``)."""
+    """An empty state dictionary (what :func:`save_state` writes; fill ``layers``, ``parameters``, ``view``).
+
+    Parameters
+    ----------
+    study_root : str or Path
+        The study folder; stored relative to the state file's folder.
+    state_path : str or Path
+        Where the state will be saved.
+    subject, session : str
+        The subject and session shown.
+
+    Returns
+    -------
+    dict
+        ``format``, ``version``, ``study``, ``subject``, ``session`` and empty ``layers``,
+        ``adjustments``, ``parameters``, ``view``.
+
+    Examples
+    --------
+    >>> state = new_state("/data/study", "/data/states/mouse1.json", "01", "day1")
+    >>> state["study"], state["session"], state["layers"]
+    ('../study', 'day1', [])
+    """
     return {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
@@ -757,14 +952,33 @@ def _relative_to(path: Path, base: Path) -> str:
 def save_state(state: dict, path, overwrite: bool = False) -> Path:
     """Write a study state as readable JSON, atomically; an existing file is kept unless ``overwrite``.
 
+    Parameters
+    ----------
+    state : dict
+        From :func:`new_state`, filled in (checked: format, version, study, subject, session, layers).
+    path : str or Path
+        The state file.
+    overwrite : bool, default False
+        Replace an existing file (refused otherwise).
+
+    Returns
+    -------
+    Path
+        The written file; it also records ``saved_utc`` and the ``software`` version.
+
+    Raises
+    ------
+    InputError
+        A damaged state; OutputExistsError when ``path`` exists and not ``overwrite``.
+
     Examples
     --------
     >>> import tempfile, os
-    >>> folder = tempfile.mkdtemp()
-    >>> state = new_state(folder, os.path.join(folder, STATE_NAME), "01", "day1")
-    >>> p = save_state(state, os.path.join(folder, STATE_NAME))
-    >>> load_state(p)["session"]
-    'day1'
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     state = new_state(folder, os.path.join(folder, STATE_NAME), "01", "day1")
+    ...     p = save_state(state, os.path.join(folder, STATE_NAME))
+    ...     load_state(p)["session"], load_state(p)["software"].startswith("napari-immunotrack")
+    ('day1', True)
     """
     from . import __version__
     from .outputs import write_json
@@ -790,6 +1004,41 @@ def save_state_with_labels(state: dict, path, labels: dict[str, object], overwri
     rename is the switch from the old state to the new. Only then are the
     label files no state refers to any more removed (the previous state's,
     and leftovers of a save that was killed).
+
+    Parameters
+    ----------
+    state : dict
+        The state; not changed (a copy is saved with the new names and hashes).
+    path : str or Path
+        The state file.
+    labels : dict of str to Volume
+        Relative ``saved`` path of a layer entry -> its label Volume.
+    overwrite : bool, default False
+        Replace an existing state file.
+
+    Returns
+    -------
+    Path
+        The state file.
+
+    Raises
+    ------
+    ValueError
+        A key of ``labels`` is not the ``saved`` entry of any layer.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> roi = Volume(np.ones((2, 2, 2), np.uint8), np.eye(4), unit="label")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / STATE_NAME
+    ...     state = new_state(folder, path, "01", "day1")
+    ...     state["layers"].append({"name": "tumour ROI", "saved": "immunotrack_state_layers/tumour.nii.gz"})
+    ...     saved = load_state(save_state_with_labels(state, path, {"immunotrack_state_layers/tumour.nii.gz": roi}))
+    ...     entry = saved["layers"][0]
+    ...     entry["saved"] == f"immunotrack_state_layers/tumour-{entry['sha256'][:12]}.nii.gz"
+    True
     """
     from .io import save_labels
     from .outputs import check_output
@@ -856,6 +1105,33 @@ def load_state(path) -> dict:
     """Read a study state file; a missing, corrupt or foreign file is an InputError saying so.
 
     The file itself is never modified.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by :func:`save_state`.
+
+    Returns
+    -------
+    dict
+        The state.
+
+    Raises
+    ------
+    InputError
+        Missing, not JSON, not a study state, a newer version, or a damaged entry.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     (Path(folder) / "other.json").write_text('{"format": "something else"}')
+    ...     try:
+    ...         load_state(Path(folder) / "other.json")
+    ...     except InputError as error:
+    ...         print(str(error).split("other.json ")[1])
+    28
+    is not a napari-immunotrack study state (no "format": "napari-immunotrack study state"); it was left untouched.
     """
     path = Path(path)
     if not path.is_file():
@@ -898,7 +1174,26 @@ def _validate(state, path: Path) -> None:
 
 
 def state_study_root(state: dict, state_path) -> Path:
-    """The study folder a state points to (its ``study`` entry is relative to the state file's folder)."""
+    """The study folder a state points to (its ``study`` entry is relative to the state file's folder).
+
+    Parameters
+    ----------
+    state : dict
+        A study state.
+    state_path : str or Path
+        The state file.
+
+    Returns
+    -------
+    Path
+        Absolute (resolved) when ``study`` is relative, else ``study`` itself.
+
+    Examples
+    --------
+    >>> state = new_state("/data/study", "/data/states/mouse1.json", "01", "day1")
+    >>> state_study_root(state, "/data/states/mouse1.json").as_posix()
+    '/data/study'
+    """
     root = Path(state["study"])
     return root if root.is_absolute() else (Path(state_path).parent / root).resolve()
 
@@ -942,6 +1237,25 @@ def check_state(state: dict, state_path, root=None, hashes: bool = True) -> Stat
         The study folder, when the user located a moved study.
     hashes : bool
         Compare SHA-256 content hashes (else only existence).
+
+    Returns
+    -------
+    StateCheck
+        ``root``, ``root_exists``, the layer names whose file is ``missing`` or ``changed``, the
+        resolved ``paths``; ``ok`` and ``message()`` summarise.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     (Path(folder) / "t2.nii.gz").write_bytes(b"image")
+    ...     state = new_state(folder, Path(folder) / STATE_NAME, "01", "day1")
+    ...     state["layers"] += [{"name": "T2w", "source": "t2.nii.gz", "sha256": "0" * 64},
+    ...                         {"name": "PET", "source": "pet.nii.gz"}]
+    ...     check = check_state(state, Path(folder) / STATE_NAME)
+    ...     check.ok, check.missing, check.changed
+    5
+    (False, ['PET'], ['T2w'])
     """
     from .provenance import sha256_path
 

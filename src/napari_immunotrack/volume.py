@@ -430,6 +430,35 @@ def as_labels(volume: Volume, name: str = "labels") -> Volume:
 
     Float volumes whose values are all whole numbers are converted; other
     floats are refused (a probability map is not a label image).
+
+    Parameters
+    ----------
+    volume : Volume
+        The candidate label image (any dtype; boolean masks become 0/1).
+    name : str, default "labels"
+        How the volume is called in the error message.
+
+    Returns
+    -------
+    Volume
+        The same grid and metadata with integer data (``uint8`` for a boolean mask, ``int32`` for
+        whole-number floats, integers unchanged) and ``unit="label"``.
+
+    Raises
+    ------
+    InputError
+        If a float value is not a whole number (or not finite), or a label is negative.
+
+    Examples
+    --------
+    >>> mask = Volume(np.array([[[0.0, 2.0], [1.0, 0.0]]]), np.eye(4))
+    >>> labels = as_labels(mask)
+    >>> labels.data.dtype, labels.unit, labels.data.tolist()
+    (dtype('int32'), 'label', [[[0, 2], [1, 0]]])
+    >>> as_labels(mask.replace(data=mask.data * 0.5), name="seeds")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: seeds has non-integer values (float64); give a label image with whole numbers (0 = background).
     """
     data = volume.numpy()
     if data.dtype == bool:

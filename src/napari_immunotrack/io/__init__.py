@@ -84,7 +84,42 @@ def captured_log(name: str) -> Iterator[list]:
 
 def detect_format(path) -> str:
     """The format family of ``path``: "nifti", "dicom", "tiff", "zarr", "paravision", "inveon", "mdf" or
-    "itk" (NRRD/MetaImage); InputError otherwise."""
+    "itk" (NRRD/MetaImage); InputError otherwise.
+
+    The decision uses the name, the folder layout and, for a file without a known ending, the DICOM
+    preamble (``DICM`` at byte 128); the image itself is not read.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file or folder that exists.
+
+    Returns
+    -------
+    str
+        One of "nifti", "dicom", "tiff", "zarr", "paravision", "inveon", "mdf", "itk".
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not exist, or is a format this package does not read (the message names
+        the format and how to convert it).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "t1.nii.gz").touch()
+    ...     (Path(tmp) / "scan.mgz").touch()
+    ...     print(detect_format(Path(tmp) / "t1.nii.gz"), detect_format(tmp))
+    ...     try:
+    ...         detect_format(Path(tmp) / "scan.mgz")
+    ...     except InputError as error:
+    ...         print(str(error).split(", which")[0].replace(tmp, "TMP"))
+    nifti dicom
+    TMP/scan.mgz is a FreeSurfer MGH file
+    """
     p = Path(path)
     name = p.name.lower()
     if not p.exists():
@@ -154,6 +189,40 @@ def load_volumes(path, reference=None, **kwargs) -> list[Volume]:
 
     A DICOM SEG or RTSTRUCT file opens as labels (:mod:`.dicom_seg`, :mod:`.rtstruct`);
     ``reference`` is the series their geometry is in (required for RTSTRUCT).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any path :func:`detect_format` recognises: a NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr,
+        ParaVision scan, Inveon ``.img``/``.hdr``, MDF, NRRD or MetaImage.
+    reference : Volume, optional
+        Only for a DICOM SEG or RTSTRUCT file: the image series the objects were drawn on
+        (their labels are put on its grid). Refused for any other input.
+    **kwargs
+        Passed to the format's reader (e.g. ``package=`` for ParaVision, ``frames=`` for Inveon);
+        see each reader's documentation.
+
+    Returns
+    -------
+    list of Volume
+        One volume per DICOM series or ParaVision slice package / frame group, else a single volume.
+        Values keep the file's unit (``Volume.unit``); affines map to RAS mm.
+
+    Raises
+    ------
+    InputError
+        If the path is missing or unreadable, or ``reference`` is given for an ordinary image.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_volume(Volume(np.ones((2, 3, 4), np.float32), np.diag([2.0, 1.0, 0.5, 1.0])),
+    ...                        Path(tmp) / "ones.nii.gz")
+    ...     [(v.spatial_shape, v.spacing.tolist()) for v in load_volumes(path)]
+    [((2, 3, 4), [2.0, 1.0, 0.5])]
     """
     fmt = detect_format(path)
     if fmt == "dicom" and Path(path).is_file():
@@ -209,6 +278,25 @@ def load_volume(path, **kwargs) -> Volume:
     A DICOM folder with several series is refused with the list of series;
     use :func:`load_volumes` or point at one series' folder.
 
+    Parameters
+    ----------
+    path : str or Path
+        A file or folder holding exactly one volume (see :func:`load_volumes` for the formats).
+    **kwargs
+        Passed to :func:`load_volumes` and on to the format's reader (e.g. ``reference=`` for a DICOM
+        SEG/RTSTRUCT, ``package=`` for a ParaVision slice package).
+
+    Returns
+    -------
+    Volume
+        Data with the slice axis first (``([t,] z, y, x)`` for an axial scan), the index -> RAS mm
+        affine, modality, unit and the reader's metadata (source files, timing, dose, ...).
+
+    Raises
+    ------
+    InputError
+        If the path holds no volume, several (the message lists them), or cannot be read.
+
     Examples
     --------
     >>> import nibabel.testing, os
@@ -232,7 +320,38 @@ def load_volume(path, **kwargs) -> Volume:
 
 
 def save_labels(labels: Volume, path, overwrite: bool = False, provenance=None, description=None):
-    """Write a label Volume to NIfTI with exactly its grid and affine (atomic); ``description`` goes to the header."""
+    """Write a label Volume to NIfTI with exactly its grid and affine (atomic); ``description`` goes to the header.
+
+    Parameters
+    ----------
+    labels : Volume
+        Whole, non-negative values (0 = background); checked with
+        :func:`~napari_immunotrack.volume.as_labels` and stored as the smallest unsigned integer type.
+    path : str or Path
+        Output ``.nii`` or ``.nii.gz``.
+    overwrite : bool, default False
+        Replace an existing file (refused otherwise).
+    provenance : dict, optional
+        Written beside the output as ``<path>.provenance.json`` with the output's SHA-256.
+    description : str, optional
+        Written to the header's ``descrip`` field (at most 79 characters).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile, nibabel as nib, numpy as np
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.volume import Volume
+    >>> seg = Volume(np.array([[[0, 1], [2, 0]]]), np.eye(4), unit="label")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     img = nib.load(save_labels(seg, Path(tmp) / "seg.nii.gz", description="unconfirmed"))
+    ...     img.get_data_dtype(), img.header["descrip"].item(), img.header.get_intent()[0]
+    (dtype('uint8'), b'unconfirmed', 'label')
+    """
     from . import nifti
 
     return nifti.write_nifti(
@@ -241,7 +360,36 @@ def save_labels(labels: Volume, path, overwrite: bool = False, provenance=None, 
 
 
 def save_volume(volume: Volume, path, overwrite: bool = False, provenance=None):
-    """Write an image Volume to NIfTI with its grid and affine (atomic)."""
+    """Write an image Volume to NIfTI with its grid and affine (atomic).
+
+    Parameters
+    ----------
+    volume : Volume
+        3D or 4D image; values are stored unscaled in their own type (float64 as float32 when that
+        loses nothing, bool as uint8).
+    path : str or Path
+        Output ``.nii`` or ``.nii.gz``.
+    overwrite : bool, default False
+        Replace an existing file (refused otherwise).
+    provenance : dict, optional
+        Written beside the output as ``<path>.provenance.json`` with the output's SHA-256.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile, nibabel as nib, numpy as np
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.volume import Volume
+    >>> v = Volume(np.arange(24, dtype=float).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     img = nib.load(save_volume(v, Path(tmp) / "v.nii.gz"))
+    ...     img.shape, [float(z) for z in img.header.get_zooms()], img.get_data_dtype()  # NIfTI: (x, y, z)
+    ((4, 3, 2), [0.5, 1.0, 2.0], dtype('<f4'))
+    """
     from . import nifti
 
     return nifti.write_nifti(volume, path, overwrite=overwrite, provenance=provenance, labels=False)

@@ -74,6 +74,21 @@ def subject_from_magnet(position: str) -> np.ndarray:
     ``position`` is ParaVision's ``Head|Foot_Supine|Prone|Left|Right`` (Left:
     lying on its left side). See docs/methods/scanner-formats.md#poses.
 
+    Parameters
+    ----------
+    position : str
+        ``VisuSubjectPosition``, e.g. "Head_Supine", "Foot_Prone", "Head_Left".
+
+    Returns
+    -------
+    (3, 3) ndarray
+        A signed permutation: columns are the magnet x, y, z axes in subject LPS coordinates.
+
+    Raises
+    ------
+    InputError
+        An unknown position.
+
     Examples
     --------
     >>> subject_from_magnet("Head_Prone").diagonal().tolist()
@@ -99,7 +114,29 @@ def subject_from_magnet(position: str) -> np.ndarray:
 
 
 def is_paravision(path) -> bool:
-    """True for a ``2dseq`` file, a ``pdata/N`` folder or a ParaVision scan folder."""
+    """True for a ``2dseq`` file, a ``pdata/N`` folder or a ParaVision scan folder.
+
+    A study folder (one holding a ``subject`` file and numbered scans) counts too.
+
+    Parameters
+    ----------
+    path : str or Path
+        Any path (only names and folder listings are looked at).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.simulate.scanner_files import write_paravision
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pdata = write_paravision(Path(tmp) / "5", np.zeros((2, 3, 4), np.int16), extent=(4.0, 3.0),
+    ...                              orientation=np.eye(3), positions=[[0, 0, 0], [0, 0, 1.0]])
+    ...     is_paravision(Path(tmp) / "5"), is_paravision(pdata / "2dseq"), is_paravision(tmp)
+    (True, True, False)
+    """
     p = Path(path)
     if p.is_file():
         return p.name == "2dseq"
@@ -294,11 +331,13 @@ def read_paravision(path, package: int | None = None) -> list[Volume]:
     --------
     >>> import tempfile, numpy as np
     >>> from napari_immunotrack.simulate.scanner_files import write_paravision
-    >>> pdata = write_paravision(tempfile.mkdtemp() + "/5", np.ones((3, 4, 6)), extent=(6.0, 4.0),
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pdata = write_paravision(tmp.name + "/5", np.ones((3, 4, 6)), extent=(6.0, 4.0),
     ...                          orientation=np.eye(3), positions=[[0, 0, z] for z in (0, 1, 2)])
     >>> v = read_paravision(pdata.parent.parent)[0]
     >>> v.spatial_shape, v.orientation(), v.metadata["SubjectPosition"]
     ((3, 4, 6), 'SPL', 'Head_Prone')
+    >>> tmp.cleanup()
     """
     folder = _reco_folder(path)
     seq = folder / "2dseq"

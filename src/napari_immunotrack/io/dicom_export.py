@@ -128,6 +128,38 @@ def source_series(source) -> tuple[Volume, list]:
 
     Refuses a non-DICOM source (a SEG must reference the UIDs of real images;
     none are invented), a folder holding several series, and a 4D enhanced file.
+
+    Parameters
+    ----------
+    source : str or Path
+        A DICOM series folder or a (multi-frame) DICOM file.
+
+    Returns
+    -------
+    volume : Volume
+        The series as read by :func:`~napari_immunotrack.io.dicom.read_dicom`.
+    datasets : list of pydicom.Dataset
+        Its headers, in the volume's slice order.
+
+    Raises
+    ------
+    InputError
+        See above.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> volume, datasets = source_series(series)
+    >>> volume.spatial_shape, len(datasets), datasets[0].Modality
+    ((4, 5, 6), 4, 'PT')
+    >>> tmp.cleanup()
     """
     import pydicom
 
@@ -171,6 +203,30 @@ def labels_on_source(labels: Volume, source: Volume, what: str = "labels") -> Vo
 
     Raises InputError when no labelled voxel lands in the source's field of
     view; warns with the count when some fall outside it.
+
+    Parameters
+    ----------
+    labels : Volume
+        Integer labels on any grid in the source's world.
+    source : Volume
+        The source series.
+    what : str, default "labels"
+        How messages name the labels.
+
+    Returns
+    -------
+    Volume
+        The labels on ``source``'s 3D grid (unchanged when the grids already coincide).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> source = Volume(np.zeros((4, 5, 6)), np.diag([0.5, 0.5, 1.0, 1.0]), "PT")
+    >>> fine = Volume(np.zeros((8, 10, 12), np.uint8), np.diag([0.25, 0.25, 0.5, 1.0]), "SEG", "label")
+    >>> fine.data[2:6, 4:8, 4:10] = 1
+    >>> on_source = labels_on_source(fine, source)
+    >>> on_source.spatial_shape, int(on_source.numpy().sum())
+    ((4, 5, 6), 12)
     """
     from ..volume import as_labels
 
@@ -223,7 +279,49 @@ def build_seg(
 ):
     """The DICOM SEG of ``labels`` on the source series, in memory: ``(seg, source_datasets)``.
 
-    See :func:`write_seg` for the parameters; nothing is written.
+    Nothing is written.
+
+    Parameters
+    ----------
+    labels : Volume
+        Integer labels (0 background), on any grid in the source's world.
+    source : str or Path
+        The DICOM series folder (or enhanced file) the labels belong to.
+    segmentation_type : {"binary", "labelmap"}, default "binary"
+        See :func:`write_seg`.
+    label_names : dict, optional
+        {label: name}; default ``labels.metadata["label_names"]``, else "label N".
+    series_description : str, optional
+        Of the new SEG series.
+    series_number : int, default 300
+        Of the new SEG series.
+
+    Returns
+    -------
+    seg : highdicom.seg.Segmentation
+        One segment per label present (TrackingID "label N").
+    source_datasets : list of pydicom.Dataset
+        The source series' headers in slice order (the SEG's references).
+
+    Raises
+    ------
+    InputError
+        See :func:`source_series` and :func:`labels_on_source`.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> seg, datasets = build_seg(labels, series)
+    >>> seg.SOPClassUID.name, [s.SegmentLabel for s in seg.SegmentSequence], len(datasets)
+    ('Segmentation Storage', ['tumour'], 4)
+    >>> tmp.cleanup()
     """
     import highdicom as hd
 
@@ -288,7 +386,42 @@ def build_seg(
 
 
 def save_dataset(ds, path, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
-    """Write a pydicom/highdicom dataset atomically, with its provenance sidecar when given."""
+    """Write a pydicom/highdicom dataset atomically, with its provenance sidecar when given.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The object to write (``save_as``).
+    path : str or Path
+        The file.
+    overwrite : bool, default False
+        Replace an existing file (refused otherwise).
+    provenance : dict, optional
+        Written beside the file as ``<path>.provenance.json`` with the file's SHA-256.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> from napari_immunotrack.io.dicom_seg import dicom_object_kind
+    >>> seg, _ = build_seg(labels, series)
+    >>> dicom_object_kind(save_dataset(seg, Path(tmp.name) / "seg.dcm", provenance={"command": "demo"}))
+    'seg'
+    >>> sorted(p.name for p in Path(tmp.name).iterdir())
+    ['pet', 'seg.dcm', 'seg.dcm.provenance.json']
+    >>> tmp.cleanup()
+    """
     from ..outputs import atomic_output, check_output, sidecar_path, write_sidecar
 
     path = check_output(Path(path), overwrite)
@@ -361,7 +494,43 @@ def write_seg(
 # ------------------------------------------------------------------------------- SR
 def build_sr(table, seg, datasets, *, series_description: str = "", series_number: int = 301):
     """The TID 1500 report of ``table`` in memory (see :func:`write_sr`); ``seg`` a SEG dataset or file,
-    ``datasets`` the source series' datasets (:func:`source_series`)."""
+    ``datasets`` the source series' datasets (:func:`source_series`).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or path
+        The readout table (see :func:`write_sr`).
+    seg : pydicom.Dataset or path
+        The SEG the regions refer to.
+    datasets : list of pydicom.Dataset
+        The source series' datasets (evidence of the report).
+    series_description : str, optional
+        Of the new SR series.
+    series_number : int, default 301
+        Of the new SR series.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        One measurement group per table row.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> import pandas as pd
+    >>> seg, datasets = build_seg(labels, series)
+    >>> sr = build_sr(pd.DataFrame({"label": [1], "mean_bq_ml": [1234.5]}), seg, datasets)
+    >>> sr.SOPClassUID.name
+    'Comprehensive 3D SR Storage'
+    >>> tmp.cleanup()
+    """
     import highdicom as hd
 
     from .. import __version__
@@ -476,7 +645,30 @@ def build_sr(table, seg, datasets, *, series_description: str = "", series_numbe
 
 
 def read_table(table):
-    """A readout table from a DataFrame or a CSV path (InputError when unreadable)."""
+    """A readout table from a DataFrame or a CSV path (InputError when unreadable).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or str or Path
+        A table (returned as it is) or a CSV file.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    InputError
+        A CSV that cannot be read.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "readout.csv").write_text("label,mean_bq_ml\\n1,1234.5\\n")
+    ...     read_table(Path(tmp) / "readout.csv").to_dict("list")
+    {'label': [1], 'mean_bq_ml': [1234.5]}
+    """
     import pandas as pd
 
     if isinstance(table, pd.DataFrame):
@@ -517,9 +709,41 @@ def write_sr(
     path : path
         The SR file to write (atomically, with a provenance sidecar when given).
 
+    overwrite : bool, default False
+        Replace an existing file.
+    provenance : dict, optional
+        Provenance record written beside the file.
+    series_description : str, optional
+        Of the new SR series.
+    series_number : int, default 301
+        Of the new SR series.
+
     Returns
     -------
-    Path of the SR.
+    Path
+        The SR file.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> import pandas as pd, warnings
+    >>> seg = write_seg(labels, series, Path(tmp.name) / "seg.dcm")
+    >>> table = pd.DataFrame({"label": [1], "mean_bq_ml": [1234.5], "voxels": [12]})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     sr = write_sr(table, seg, series, Path(tmp.name) / "sr.dcm")
+    >>> str(caught[0].message).split(": ")[-1]             # a voxel count is not a measurement
+    'voxels.'
+    >>> read_sr(sr).to_dict("list")
+    {'label': [1], 'segment_number': [1], 'mean_bq_ml': [1234.5]}
+    >>> tmp.cleanup()
     """
     from ..outputs import check_output
 
@@ -548,6 +772,32 @@ def read_sr(path):
     measurement this package writes (:func:`column_code`; others as "<meaning> [<unit>]").
 
     Values are the report's FloatingPointValue where present (exact), else its decimal string.
+
+    Parameters
+    ----------
+    path : str or Path
+        A Comprehensive 3D SR (TID 1500) file, e.g. from :func:`write_sr` or another tool.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per measurement group.
+
+    Raises
+    ------
+    InputError
+        A file that is not a readable measurement report.
+
+    Examples
+    --------
+    See :func:`write_sr` (an SR written and read back).
+
+    >>> from pydicom.data import get_testdata_file
+    >>> try:
+    ...     read_sr(get_testdata_file("CT_small.dcm"))
+    ... except InputError as error:
+    ...     print("refused")
+    refused
     """
     import highdicom as hd
     import pandas as pd

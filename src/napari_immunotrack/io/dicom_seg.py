@@ -22,14 +22,16 @@ Examples
 >>> from napari_immunotrack.volume import Volume
 >>> from napari_immunotrack.io.dicom import write_dicom_series
 >>> from napari_immunotrack.io.dicom_export import write_seg
+>>> tmp = tempfile.TemporaryDirectory()
 >>> image = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), modality="MR")
->>> series = write_dicom_series(image, os.path.join(tempfile.mkdtemp(), "mr"))
+>>> series = write_dicom_series(image, os.path.join(tmp.name, "mr"))
 >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), image.affine, "SEG", "label", {"label_names": {1: "tumour"}})
 >>> labels.data[1:3, 2:4, 2:5] = 1
->>> seg = write_seg(labels, series, os.path.join(tempfile.mkdtemp(), "seg.dcm"))
+>>> seg = write_seg(labels, series, os.path.join(tmp.name, "seg.dcm"))
 >>> back = read_seg(seg, reference=series)
 >>> int(back.numpy().sum()), back.metadata["label_names"]
 (12, {1: 'tumour'})
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def dicom_object_kind(path) -> str | None:
     """ "seg" for a DICOM SEG file, "rtstruct" for an RT structure set, None for anything else.
 
+    Only the header is read (SOP class, else Modality); unreadable files give None.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file.
+
+    Returns
+    -------
+    {"seg", "rtstruct"} or None
+
+    Examples
+    --------
     >>> from pydicom.data import get_testdata_file
     >>> dicom_object_kind(get_testdata_file("CT_small.dcm")) is None
     True
@@ -97,6 +112,28 @@ def reference_volume(reference, series_uids: list[str], frame_of_reference: str,
     -------
     Volume
         The referenced series (its 3D grid is the labels' grid).
+
+    Raises
+    ------
+    InputError
+        The reference holds no series the object refers to (the message lists what it holds), or
+        its frame of reference differs.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> from napari_immunotrack.io import load_volume
+    >>> uid = load_volume(series).metadata["SeriesInstanceUID"]
+    >>> reference_volume(series, [uid], "", "seg.dcm", "DICOM SEG").spatial_shape
+    (4, 5, 6)
+    >>> tmp.cleanup()
     """
     if isinstance(reference, Volume):
         candidates = [reference]
@@ -131,7 +168,38 @@ def reference_volume(reference, series_uids: list[str], frame_of_reference: str,
 
 def find_reference(path, series_uids: list[str]) -> Volume | None:
     """The referenced series when it lies beside the object (in the object's folder, searched recursively,
-    as a PACS or Slicer export stores them), else None; a folder that cannot be read counts as not found."""
+    as a PACS or Slicer export stores them), else None; a folder that cannot be read counts as not found.
+
+    Parameters
+    ----------
+    path : str or Path
+        The SEG or RTSTRUCT file.
+    series_uids : list of str
+        The SeriesInstanceUIDs it refers to.
+
+    Returns
+    -------
+    Volume or None
+        The first series found whose SeriesInstanceUID is in ``series_uids``.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> from napari_immunotrack.io import load_volume
+    >>> from napari_immunotrack.io.dicom_export import write_seg
+    >>> seg = write_seg(labels, series, Path(tmp.name) / "seg.dcm")    # beside the series
+    >>> uid = load_volume(series).metadata["SeriesInstanceUID"]
+    >>> find_reference(seg, [uid]).spatial_shape, find_reference(seg, ["1.2.3"])
+    ((4, 5, 6), None)
+    >>> tmp.cleanup()
+    """
     from .dicom import read_dicom
 
     if not series_uids:
@@ -187,6 +255,30 @@ def read_seg(path, reference=None, threshold: float = 0.5) -> Volume:
         codes, algorithm type), ``SeriesInstanceUID``, ``SOPInstanceUID``,
         ``FrameOfReferenceUID``, ``ReferencedSeriesInstanceUID``,
         ``segmentation_type``.
+
+    Raises
+    ------
+    InputError
+        Not a SEG, a damaged SEG, frames without positions and no reference, or a reference that
+        is not the referenced series.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> pet = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]), "PT", "Bq/mL")
+    >>> series = write_dicom_series(pet, Path(tmp.name) / "pet")
+    >>> labels = Volume(np.zeros((4, 5, 6), np.uint8), pet.affine, "SEG", "label", {"label_names": {1: "tumour"}})
+    >>> labels.data[1:3, 2:4, 2:5] = 1
+    >>> from napari_immunotrack.io.dicom_export import write_seg
+    >>> seg = write_seg(labels, series, Path(tmp.name) / "seg.dcm")
+    >>> alone = read_seg(seg)                       # placed by the frames' own positions
+    >>> on_series = read_seg(seg, reference=series)  # on the PET's grid
+    >>> alone.spatial_shape, on_series.spatial_shape, int(on_series.numpy().sum())
+    ((2, 5, 6), (4, 5, 6), 12)
+    >>> tmp.cleanup()
     """
     import highdicom as hd
 

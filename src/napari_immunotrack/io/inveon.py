@@ -80,7 +80,23 @@ def _looks_like_header(path: Path) -> bool:
 
 
 def pair_of(path) -> tuple[Path, Path]:
-    """(header, data file) of an Inveon pair given either file."""
+    """(header, data file) of an Inveon pair given either file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.img`` data file or its header (``<name>.img.hdr``, or ``<name>.hdr`` when that exists).
+
+    Returns
+    -------
+    (Path, Path)
+        Header and data file (they need not exist).
+
+    Examples
+    --------
+    >>> [p.name for p in pair_of("scan/pet.img")], [p.name for p in pair_of("scan/pet.img.hdr")]
+    (['pet.img.hdr', 'pet.img'], ['pet.img.hdr', 'pet.img'])
+    """
     p = Path(path)
     name = p.name
     if name.lower().endswith(".hdr"):
@@ -95,7 +111,29 @@ def pair_of(path) -> tuple[Path, Path]:
 
 
 def is_inveon(path) -> bool:
-    """True when ``path`` is an Inveon header, or a data file beside one."""
+    """True when ``path`` is an Inveon header, or a data file beside one.
+
+    A header is text (Analyze/NIfTI ``.hdr`` files are binary and are not taken) naming
+    ``x_dimension`` and ``data_type`` in its first 8 KiB.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.simulate.scanner_files import write_inveon
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     header = write_inveon(Path(tmp) / "pet", np.ones((2, 3, 4), np.float32))
+    ...     is_inveon(header), is_inveon(Path(tmp) / "pet.img"), is_inveon(Path(tmp) / "missing.img")
+    (True, True, False)
+    """
     p = Path(path)
     if not p.is_file():
         return False
@@ -109,7 +147,28 @@ def is_inveon(path) -> bool:
 
 
 def parse_header(text: str) -> tuple[dict, list]:
-    """(study fields, [frame fields]) of an Inveon header; values are the raw text after the keyword."""
+    """(study fields, [frame fields]) of an Inveon header; values are the raw text after the keyword.
+
+    Parameters
+    ----------
+    text : str
+        The header's content. Lines starting with ``#`` are comments; ``frame N`` starts the
+        fields of frame N; the first occurrence of a keyword in a block wins.
+
+    Returns
+    -------
+    study : dict
+        Keyword -> raw value text of the fields before the first ``frame`` line.
+    frames : list of dict
+        One dict per frame, with ``frame`` (its number as text) and its fields.
+
+    Examples
+    --------
+    >>> study, frames = parse_header("# comment\\nx_dimension 4\\nisotope F-18\\n"
+    ...                              "frame 0\\nscale_factor 2.0e+00\\nframe 1\\nscale_factor 1.5e+00\\n")
+    >>> study, [(f["frame"], f["scale_factor"]) for f in frames]
+    ({'x_dimension': '4', 'isotope': 'F-18'}, [('0', '2.0e+00'), ('1', '1.5e+00')])
+    """
     study: dict = {}
     frames: list = []
     current = study
@@ -179,11 +238,13 @@ def read_inveon(path) -> Volume:
     --------
     >>> import tempfile, numpy as np
     >>> from napari_immunotrack.simulate.scanner_files import write_inveon
-    >>> hdr = write_inveon(tempfile.mkdtemp() + "/pet", np.full((2, 3, 4), 10.0), calibration_factor=2.0,
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> hdr = write_inveon(tmp.name + "/pet", np.full((2, 3, 4), 10.0), calibration_factor=2.0,
     ...                    branching_fraction=0.5)
     >>> v = read_inveon(hdr)
     >>> float(v.data.max()), v.unit, v.metadata["DecayCorrection"]
     (40.0, 'Bq/mL', 'START')
+    >>> tmp.cleanup()
     """
     hdr, img = pair_of(path)
     if not hdr.exists():
@@ -431,6 +492,28 @@ def select_frames(volume: Volume, first: int, last: int | None = None) -> Volume
     first frame, total duration), so a PET header read from the result
     describes the window. Frame numbers are 0-based.
 
+    Parameters
+    ----------
+    volume : Volume
+        A 4D volume, frames first (``metadata["frames"]`` gives each frame's
+        ``ActualFrameDuration`` in ms and timing; equal weights without durations).
+    first : int
+        First frame of the window.
+    last : int, optional
+        Last frame (inclusive); ``first`` when None.
+
+    Returns
+    -------
+    Volume
+        3D float32: the frame, or the mean weighted by frame duration; ``ActualFrameDuration``
+        (ms, the window's total), ``FrameReferenceTime`` (its middle), acquisition date/time and
+        ``frame_window`` set in the metadata.
+
+    Raises
+    ------
+    InputError
+        A 3D volume, or frames outside ``0..n-1``.
+
     Examples
     --------
     >>> import numpy as np
@@ -469,6 +552,25 @@ def select_frames(volume: Volume, first: int, last: int | None = None) -> Volume
 
 def choose_frames(volume: Volume, text: str | None, label: str = "PET") -> Volume:
     """The frame ``"N"`` or window ``"A-B"`` (0-based, inclusive) of a dynamic volume, as ``--frames`` gives it.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 4D volume, frames first.
+    text : str or None
+        ``"N"`` or ``"A-B"``; None or empty is refused with the number of frames.
+    label : str, default "PET"
+        How messages name the volume.
+
+    Returns
+    -------
+    Volume
+        :func:`select_frames` of the frame or window.
+
+    Raises
+    ------
+    InputError
+        No choice given, text that is not ``N`` or ``A-B``, or frames that do not exist.
 
     Examples
     --------

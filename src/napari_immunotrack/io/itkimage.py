@@ -38,12 +38,14 @@ def read_itk_image(path) -> Volume:
     Examples
     --------
     >>> import tempfile, os, numpy as np, SimpleITK as sitk
-    >>> path = os.path.join(tempfile.mkdtemp(), "x.nrrd")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "x.nrrd")
     >>> image = sitk.GetImageFromArray(np.zeros((2, 3, 4), np.float32)); image.SetSpacing((0.5, 0.5, 2.0))
     >>> sitk.WriteImage(image, path)
     >>> v = read_itk_image(path)
     >>> v.spatial_shape, v.spacing.tolist(), v.orientation()
     ((2, 3, 4), [2.0, 0.5, 0.5], 'SPL')
+    >>> tmp.cleanup()
     """
     import SimpleITK as sitk
 

@@ -116,6 +116,14 @@ def parse_jcamp(text: str) -> dict[str, Any]:
     -------
     dict
         name -> int, float, str, tuple (struct), list or NumPy array.
+
+    Examples
+    --------
+    >>> text = ("##TITLE=reco\\n$$ a comment\\n##$NR=1\\n##$Method=( 29 )\\n<Bruker:RARE>\\n"
+    ...         "##$RECO_size=( 2 )\\n128 96\\n##$PVM_Fov=( 2 )\\n25.6 19.2\\n##END=\\n")
+    >>> params = parse_jcamp(text)
+    >>> params["NR"], params["Method"], params["RECO_size"], params["PVM_Fov"]
+    (1, 'Bruker:RARE', array([128,  96]), array([25.6, 19.2]))
     """
     params: dict[str, Any] = {}
     lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if not ln.startswith("$$")]
@@ -135,7 +143,32 @@ def parse_jcamp(text: str) -> dict[str, Any]:
 
 
 def read_jcamp(path) -> dict[str, Any]:
-    """Parse a ParaVision parameter file; InputError when it is not JCAMP-DX text."""
+    """Parse a ParaVision parameter file; InputError when it is not JCAMP-DX text.
+
+    Parameters
+    ----------
+    path : str or Path
+        A parameter file (``acqp``, ``method``, ``visu_pars``, ``reco``, ``subject``), read as latin-1.
+
+    Returns
+    -------
+    dict
+        As :func:`parse_jcamp`.
+
+    Raises
+    ------
+    InputError
+        An unreadable file, or no ``##`` record in its first 4 KiB.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "acqp").write_text("##TITLE=acqp\\n##$NR=4\\n##$ACQ_protocol_name=( 64 )\\n<T2_RARE>\\n##END=\\n")
+    ...     params = read_jcamp(Path(tmp) / "acqp")
+    >>> params["NR"], params["ACQ_protocol_name"]
+    (4, 'T2_RARE')
+    """
     p = Path(path)
     try:
         text = p.read_bytes().decode("latin-1")

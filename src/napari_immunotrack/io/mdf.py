@@ -33,7 +33,30 @@ from ..volume import Volume
 
 
 def is_mdf(path) -> bool:
-    """True when ``path`` is an HDF5 file with an MDF ``/reconstruction/data`` (or any MDF root group)."""
+    """True when ``path`` is an HDF5 file with an MDF ``/reconstruction/data`` (or any MDF root group).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any file (the 8-byte HDF5 signature is checked before h5py opens it).
+
+    Returns
+    -------
+    bool
+        True for a ``/reconstruction`` group, or a ``version`` with ``measurement`` or
+        ``acquisition``; False for other HDF5 files, non-HDF5 files and unreadable paths.
+
+    Examples
+    --------
+    >>> import tempfile, h5py
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with h5py.File(Path(tmp) / "mpi.mdf", "w") as f:
+    ...         _ = f.create_dataset("reconstruction/data", data=np.zeros((1, 8, 1)))
+    ...     with h5py.File(Path(tmp) / "other.h5", "w") as f:
+    ...         _ = f.create_dataset("images", data=np.zeros(3))
+    ...     is_mdf(Path(tmp) / "mpi.mdf"), is_mdf(Path(tmp) / "other.h5"), is_mdf(Path(tmp) / "missing.h5")
+    (True, False, False)
+    """
     try:
         with open(path, "rb") as fh:
             if fh.read(8) != b"\x89HDF\r\n\x1a\n":
@@ -82,13 +105,15 @@ def read_mdf(path) -> list[Volume]:
     Examples
     --------
     >>> import tempfile, os, numpy as np, h5py
-    >>> path = os.path.join(tempfile.mkdtemp(), "reco.mdf")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "reco.mdf")
     >>> with h5py.File(path, "w") as f:
     ...     f["reconstruction/data"] = np.ones((1, 24, 1)); f["reconstruction/size"] = [4, 3, 2]
     ...     f["reconstruction/fieldOfView"] = [0.04, 0.03, 0.02]
     >>> v = read_mdf(path)[0]
     >>> v.spatial_shape, v.spacing.tolist(), v.modality
     ((2, 3, 4), [10.0, 10.0, 10.0], 'MPI')
+    >>> tmp.cleanup()
     """
     p = Path(path)
     try:

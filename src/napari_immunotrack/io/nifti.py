@@ -360,12 +360,27 @@ def write_nifti(
         Written to the header's ``descrip`` field (at most 79 characters
         kept), e.g. to mark a result as unconfirmed.
 
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    InputError
+        A wrong file ending, or (``labels``) values that are not whole non-negative numbers;
+        OutputExistsError when ``path`` exists and not ``overwrite``.
+
     Examples
     --------
-    >>> import numpy as np
+    >>> import numpy as np, tempfile, nibabel as nib
     >>> from napari_immunotrack.volume import Volume
     >>> seg = Volume(np.zeros((4, 5, 6), np.uint8), np.diag([2.0, 1.0, 0.5, 1.0]), unit="label")
-    >>> write_nifti(seg, "seg.nii.gz", labels=True)   # doctest: +SKIP
+    >>> seg.data[1, 2, 3] = 7
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     img = nib.load(write_nifti(seg, Path(tmp) / "seg.nii.gz", labels=True))
+    ...     img.shape, img.header.get_intent()[0], int(np.asarray(img.dataobj)[3, 2, 1])   # (i, j, k) = reversed
+    ((6, 5, 4), 'label', 7)
     """
     import nibabel as nib
 

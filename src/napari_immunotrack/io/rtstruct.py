@@ -95,7 +95,29 @@ def _read(path: Path):
 
 
 def referenced_series_uids(ds) -> list[str]:
-    """SeriesInstanceUIDs an RT structure set was drawn on (ReferencedFrameOfReferenceSequence)."""
+    """SeriesInstanceUIDs an RT structure set was drawn on (ReferencedFrameOfReferenceSequence).
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The RTSTRUCT header.
+
+    Returns
+    -------
+    list of str
+        In the order of the sequences (frame of reference, study, series); empty when absent.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> series, study, frame, rtstruct = Dataset(), Dataset(), Dataset(), Dataset()
+    >>> series.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    >>> study.RTReferencedSeriesSequence = [series]
+    >>> frame.RTReferencedStudySequence = [study]
+    >>> rtstruct.ReferencedFrameOfReferenceSequence = [frame]
+    >>> referenced_series_uids(rtstruct), referenced_series_uids(Dataset())
+    (['1.2.826.0.1.3680043.8.498.1'], [])
+    """
     uids = []
     for frame in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
         for study in frame.get("RTReferencedStudySequence", []) or []:

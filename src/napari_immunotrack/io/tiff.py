@@ -247,10 +247,16 @@ def read_tiff(
 
     Examples
     --------
-    >>> v = read_tiff("mouse_gfp.ome.tif")                      # doctest: +SKIP
-    >>> v = read_tiff("surface.tif", voxel_size_mm=0.1)         # doctest: +SKIP
-    >>> v.spatial_shape, v.spacing                              # doctest: +SKIP
-    ((1, 480, 640), array([0.1, 0.1, 0.1]))
+    A plain TIFF (no pixel size in it) needs ``voxel_size_mm``:
+
+    >>> import tempfile, numpy as np, tifffile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     tifffile.imwrite(Path(tmp) / "surface.tif", np.zeros((48, 64), np.uint16))
+    ...     v = read_tiff(Path(tmp) / "surface.tif", voxel_size_mm=0.1)
+    ...     v.spatial_shape, v.spacing.tolist(), v.modality
+    ((1, 48, 64), [0.1, 0.1, 0.1], 'OPT')
+
+    An OME-TIFF carries it (see :func:`write_ome_tiff` for a file written and read back).
     """
     import tifffile
 
@@ -419,12 +425,38 @@ def write_ome_tiff(volume: Volume, path, overwrite: bool = False, provenance: di
     ``metadata["leading_axis"]`` is "channel" is written as channels (with
     ``metadata["channel_names"]``), any other leading axis as time points.
 
+    Parameters
+    ----------
+    volume : Volume
+        3D or 4D, axis-aligned (any axis order and sign: it is reordered to the canonical one).
+    path : str or Path
+        Output ``.ome.tif`` / ``.ome.tiff`` (written atomically).
+    overwrite : bool, default False
+        Replace an existing file (refused otherwise).
+    provenance : dict, optional
+        Written beside the output as ``<path>.provenance.json``.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    InputError
+        An oblique volume or a wrong file ending; OutputExistsError when ``path`` exists and not
+        ``overwrite``.
+
     Examples
     --------
-    >>> import numpy as np
+    >>> import numpy as np, tempfile
+    >>> from napari_immunotrack.affines import zyx_grid_affine
     >>> from napari_immunotrack.volume import Volume
-    >>> v = Volume(np.zeros((1, 64, 64), np.uint16), np.diag([0.05, 0.05, 0.05, 1.0]), modality="OPT")
-    >>> write_ome_tiff(v, "surface.ome.tif")   # doctest: +SKIP
+    >>> v = Volume(np.arange(24, dtype=np.uint16).reshape(2, 3, 4), zyx_grid_affine((0.05, 0.05, 0.05)), "OPT")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     back = read_tiff(write_ome_tiff(v, Path(tmp) / "surface.ome.tif"))
+    ...     back.spatial_shape, back.numpy()[1, 2].tolist(), bool(np.allclose(back.affine, v.affine))
+    ((2, 3, 4), [20, 21, 22, 23], True)
     """
     import tifffile
 

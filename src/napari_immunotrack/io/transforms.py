@@ -64,7 +64,24 @@ _DATATYPE_MODALITIES = {
 
 
 def ras_to_lps(matrix) -> np.ndarray:
-    """A 4x4 RAS world transform as ITK's LPS (the conversion is its own inverse)."""
+    """A 4x4 RAS world transform as ITK's LPS (the conversion is its own inverse).
+
+    Parameters
+    ----------
+    matrix : (4, 4) array
+        A world-to-world map between RAS points (mm); or LPS, for :func:`lps_to_ras`.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        ``F @ matrix @ F`` with ``F = diag(-1, -1, 1, 1)``: the same motion between LPS points.
+
+    Examples
+    --------
+    >>> shift_right = np.eye(4); shift_right[0, 3] = 2.0      # 2 mm towards the subject's Right
+    >>> ras_to_lps(shift_right)[:3, 3]                          # LPS x points Left
+    array([-2.,  0.,  0.])
+    """
     return _LPS @ np.asarray(matrix, float) @ _LPS
 
 
@@ -104,10 +121,21 @@ def describe_image(volume=None, *, role: str = "", path=None, datatype: str | No
     datatype : str, optional
         BIDS-like data type ("pet", "anat", "mpi").
 
+    Returns
+    -------
+    dict
+        ``role``, ``path`` and ``datatype`` when given; with a volume also ``name``, ``modality``,
+        ``shape`` (the last three axes) and ``affine`` (rounded to 1e-6 mm).
+
     Examples
     --------
     >>> describe_image(role="MRI", datatype="anat")["datatype"]
     'anat'
+    >>> from napari_immunotrack.volume import Volume
+    >>> pet = Volume(np.zeros((2, 3, 4)), np.eye(4), modality="PT", name="pet")
+    >>> record = describe_image(pet, role="moving image")
+    >>> record["name"], record["modality"], record["shape"]
+    ('pet', 'PT', [2, 3, 4])
     """
     d = {"role": role} if role else {}
     if volume is not None:
@@ -181,13 +209,24 @@ def write_transform(
         :func:`describe_image` records of the two images; written as a comment line ITK
         skips (text files) and into the provenance, so that the file cannot be used backwards.
 
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    InputError
+        A wrong file ending, or a matrix that is not a finite, invertible 4x4 (3x4) affine;
+        OutputExistsError when ``path`` exists and not ``overwrite``.
+
     Examples
     --------
     >>> import numpy as np, tempfile, os
     >>> T = np.eye(4); T[:3, 3] = [1.0, 2.0, 3.0]
-    >>> path = os.path.join(tempfile.mkdtemp(), "t.tfm")
-    >>> _ = write_transform(path, T, fixed={"name": "mri"}, moving={"name": "pet"})
-    >>> np.allclose(read_transform(path), T), read_transform_file(path).moving["name"]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_transform(os.path.join(folder, "t.tfm"), T, fixed={"name": "mri"}, moving={"name": "pet"})
+    ...     np.allclose(read_transform(path), T), read_transform_file(path).moving["name"]
     (True, 'pet')
     """
     import SimpleITK as sitk
@@ -228,6 +267,30 @@ def read_transform(path) -> np.ndarray:
     Any linear ITK transform is accepted (Affine, Euler, Versor, Similarity,
     MatrixOffset as Slicer writes them, or a composite of those); a
     deformable one is refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.tfm``, ``.txt`` or ``.mat`` ITK transform file.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        Fixed world RAS mm -> moving world RAS mm.
+
+    Raises
+    ------
+    InputError
+        A missing file, a wrong ending, an unreadable or non-linear transform.
+
+    Examples
+    --------
+    >>> import tempfile, SimpleITK as sitk
+    >>> euler = sitk.Euler3DTransform(); euler.SetTranslation((1.0, 2.0, 3.0))   # ITK: LPS mm
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     sitk.WriteTransform(euler, str(Path(folder) / "euler.tfm"))
+    ...     read_transform(Path(folder) / "euler.tfm")[:3, 3]                    # RAS mm
+    array([-1., -2.,  3.])
     """
     import SimpleITK as sitk
 
@@ -327,6 +390,23 @@ def read_transform_file(spec, what: str = "--transform") -> TransformFile:
     TransformFile
         The matrix as written (fixed -> moving for ITK files) with the direction record
         from the file's comment line, its provenance sidecar or its name when there is one.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, a matrix that is not a finite invertible affine.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> read_transform_file("identity").source
+    'identity'
+    >>> shift = np.eye(4); shift[2, 3] = 3.0
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     np.savetxt(Path(folder) / "m.csv", shift, delimiter=",")
+    ...     plain = read_transform_file(Path(folder) / "m.csv")
+    >>> plain.source, float(plain.fixed_to_moving[2, 3]), plain.knows_direction
+    ('plain matrix', 3.0, False)
     """
     text = str(spec)
     if text.strip().lower() == "identity":
@@ -439,9 +519,32 @@ def overlap_scores(image, other, image_to_other: np.ndarray, max_points: int = 2
     explain much of it, shifted ROIs less); for two intensity images it is the
     absolute Pearson correlation of their values.
 
+    Parameters
+    ----------
+    image : Volume
+        The image whose voxels are sampled (first frame of a 4D image).
+    other : Volume
+        Labels (integer or modality "SEG") or a second intensity image, sampled at nearest voxel.
+    image_to_other : (4, 4) array
+        RAS world map from ``image``'s world to ``other``'s.
+    max_points : int, default 200000
+        At most about this many voxels of ``image`` are sampled (a regular stride).
+
     Returns
     -------
     (as given, inverted) : tuple of float
+        The score with ``image_to_other`` and with its inverse, each in [0, 1] (higher fits better;
+        0 when fewer than 10 points or no variance).
+
+    Examples
+    --------
+    >>> from napari_immunotrack.volume import Volume
+    >>> signal = np.zeros((1, 1, 30)); signal[0, 0, 10:15] = 10.0      # a hot organ at z = 10-14 mm
+    >>> rois = np.zeros((1, 1, 30), np.uint8); rois[0, 0, 13:18] = 1   # its ROI, drawn 3 mm higher
+    >>> shift = np.eye(4); shift[2, 3] = 3.0
+    >>> given, inverted = overlap_scores(Volume(signal, np.eye(4)), Volume(rois, np.eye(4)), shift)
+    >>> round(given, 3), round(inverted, 3)
+    (1.0, 0.04)
     """
     n = int(np.prod(image.shape[-3:]))
     stride = max(1, int(np.ceil((n / max_points) ** (1 / 3))))
@@ -519,6 +622,20 @@ def resolve_direction(
     InputError
         When the direction cannot be decided (no record, and the overlap with the
         transform and with its inverse is too close to call).
+
+    Examples
+    --------
+    >>> from napari_immunotrack.volume import Volume
+    >>> pet = Volume(np.zeros((1, 1, 30)), np.eye(4), modality="PT", name="pet")
+    >>> rois = Volume(np.zeros((1, 1, 40), np.uint8), np.eye(4), modality="SEG", name="rois")
+    >>> shift = np.eye(4); shift[2, 3] = 3.0
+    >>> pet_fixed = TransformFile(shift, describe_image(pet), describe_image(rois), "file header")
+    >>> matrix, how = resolve_direction(pet_fixed, pet, rois)
+    >>> float(matrix[2, 3]), how
+    (3.0, 'the image was the fixed image (file header)')
+    >>> matrix, how = resolve_direction(pet_fixed, rois, pet, image_name="the ROIs")
+    >>> float(matrix[2, 3]), how
+    (-3.0, 'the ROIs was the moving image (file header); the transform is inverted')
     """
     m = np.asarray(tf.fixed_to_moving, float)
     if fixed not in ("auto", "image", "other"):

@@ -208,10 +208,14 @@ def read_ome_zarr(
 
     Examples
     --------
-    >>> v = read_ome_zarr("lightsheet.ome.zarr")                         # doctest: +SKIP
-    >>> v.data                                                           # doctest: +SKIP
-    dask.array<...>
-    >>> [a.shape for a in v.metadata["multiscale"]["arrays"]]            # doctest: +SKIP
+    >>> import tempfile
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     stack = Volume(np.ones((4, 16, 16), np.float32), zyx_grid_affine((0.02, 0.01, 0.01)))
+    ...     store = write_ome_zarr(stack, Path(tmp) / "lightsheet.ome.zarr", levels=2)
+    ...     v = read_ome_zarr(store, level=1)
+    ...     type(v.data).__name__, v.spatial_shape, v.spacing.tolist()
+    ('Array', (2, 8, 8), [0.04, 0.02, 0.02])
     """
     import dask.array as da
 
@@ -385,6 +389,32 @@ def multiscale_attrs(axes: list, scales: list, translations: list, version: str 
 
     ``axes`` is a list of ``(name, type)``; ``scales``/``translations`` one
     list per level, one value per axis.
+
+    Parameters
+    ----------
+    axes : list of (str, str)
+        Axis name and type ("space", "time", "channel"); "space" axes get the unit "millimeter".
+    scales : list of list of float
+        Voxel size of each level along each axis (mm for space).
+    translations : list of list of float
+        Position of each level's first voxel centre along each axis (mm for space).
+    version : {"0.4", "0.5"}, default "0.4"
+        OME-NGFF version recorded.
+    name : str, optional
+        Image name.
+
+    Returns
+    -------
+    dict
+        ``axes``, ``datasets`` (path "0", "1", ... with scale and translation transformations),
+        ``name`` and ``version``.
+
+    Examples
+    --------
+    >>> entry = multiscale_attrs([("z", "space"), ("y", "space"), ("x", "space")],
+    ...                          [[0.5, 0.25, 0.25], [1.0, 0.5, 0.5]], [[0, 0, 0], [0.25, 0.125, 0.125]])
+    >>> entry["axes"][0], entry["datasets"][1]["coordinateTransformations"][0]
+    ({'name': 'z', 'type': 'space', 'unit': 'millimeter'}, {'type': 'scale', 'scale': [1.0, 0.5, 0.5]})
     """
     entry = {
         "axes": [dict(name=n, type=t, **({"unit": "millimeter"} if t == "space" else {})) for n, t in axes],
@@ -439,12 +469,28 @@ def write_ome_zarr(
     provenance : dict, optional
         Written to ``<path>.provenance.json``.
 
+    Returns
+    -------
+    Path
+        The written folder.
+
+    Raises
+    ------
+    InputError
+        An oblique volume or an unknown version; OutputExistsError when ``path`` exists and not
+        ``overwrite``.
+
     Examples
     --------
-    >>> import numpy as np
+    >>> import numpy as np, tempfile
+    >>> from napari_immunotrack.affines import zyx_grid_affine
     >>> from napari_immunotrack.volume import Volume
-    >>> v = Volume(np.zeros((32, 64, 64), np.uint16), np.diag([0.01, 0.01, 0.01, 1.0]))
-    >>> write_ome_zarr(v, "stack.ome.zarr", levels=2)                 # doctest: +SKIP
+    >>> v = Volume(np.arange(256, dtype=np.float32).reshape(4, 8, 8), zyx_grid_affine((0.5, 0.25, 0.25)))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     store = write_ome_zarr(v, Path(tmp) / "stack.ome.zarr", levels=2)
+    ...     back = read_ome_zarr(store)
+    ...     sorted(p.name for p in store.iterdir()), back.spatial_shape, float(back.data[1, 2, 3].compute())
+    (['.zattrs', '.zgroup', '0', '1'], (4, 8, 8), 83.0)
     """
     import dask.array as da
     import zarr

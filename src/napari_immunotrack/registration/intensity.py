@@ -126,7 +126,28 @@ def _hot_spot_mask(volume: Volume, data: np.ndarray) -> np.ndarray:
 
 
 def warn_or_collect(message: str, collected: list | None = None) -> None:
-    """Warn (ImmunotrackWarning) and, when given a list, also keep the message in it (for the result)."""
+    """Warn (ImmunotrackWarning) and, when given a list, also keep the message in it (for the result).
+
+    Parameters
+    ----------
+    message : str
+        The warning, one line.
+    collected : list, optional
+        Receives ``message`` too (e.g. ``RegistrationResult.warnings``).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> kept = []
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_or_collect("the images barely overlap", kept)
+    >>> kept, [str(w.message) for w in caught]
+    (['the images barely overlap'], ['the images barely overlap'])
+    """
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
         collected.append(message)
@@ -170,6 +191,34 @@ def scaled_intensities(data: np.ndarray, mask: np.ndarray | None, mode: str, per
     background, a few percent of the hot spots' value: the logarithm spreads
     it over the histogram instead of leaving it in the first bin.
     "rank": each value replaced by its quantile (histogram equalisation).
+    See ``docs/methods/registration.md#intensity-registration-mattes-mutual-information``.
+
+    Parameters
+    ----------
+    data : ndarray
+        The image values.
+    mask : ndarray of bool, optional
+        Voxels whose values set the percentiles (all when None).
+    mode : {"linear", "log", "rank"}
+        The mapping.
+    percentile : float
+        Values above this percentile (0-100) are clipped ("linear", "log").
+
+    Returns
+    -------
+    ndarray
+        Same shape: clipped values ("linear"), ``log1p`` of them in units of the 90th-percentile
+        range ("log", float32), or quantiles in [0, 1] ("rank", float32).
+
+    Examples
+    --------
+    >>> hot = np.array([0.0, 1, 1, 1, 1, 1, 1, 1, 2, 1000])
+    >>> scaled_intensities(hot, None, "linear", 90.0).astype(float).round(1).tolist()   # p90 = 101.8
+    [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 101.8]
+    >>> scaled_intensities(hot, None, "log", 100.0).astype(float).round(2).tolist()
+    [0.0, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 2.38]
+    >>> scaled_intensities(hot, None, "rank", 100.0).astype(float).round(2).tolist()
+    [0.0, 0.34, 0.34, 0.34, 0.34, 0.34, 0.34, 0.34, 0.66, 1.0]
     """
     values = data[mask] if mask is not None else data.ravel()
     step = max(1, values.size // 500_000)  # percentiles from a regular subsample of big images
@@ -192,7 +241,25 @@ def scaled_intensities(data: np.ndarray, mask: np.ndarray | None, mode: str, per
 
 
 def intensity_mode(volume: Volume, intensity: str) -> str:
-    """The intensity scaling used for a volume: ``"auto"`` is "log" for hot-spot modalities, else "linear"."""
+    """The intensity scaling used for a volume: ``"auto"`` is "log" for hot-spot modalities, else "linear".
+
+    Parameters
+    ----------
+    volume : Volume
+        Its ``modality`` decides "auto" (``HOT_SPOT_MODALITIES``: PT, NM, F19, MPI, OPT).
+    intensity : {"auto", "linear", "log", "rank"}
+        The requested mapping; anything but "auto" is returned unchanged.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> pet = Volume(np.ones((2, 2, 2)), np.eye(4), modality="PT")
+    >>> intensity_mode(pet, "auto"), intensity_mode(pet.replace(modality="MR"), "auto"), intensity_mode(pet, "rank")
+    ('log', 'linear', 'rank')
+    """
     if intensity == "auto":
         return "log" if volume.modality in HOT_SPOT_MODALITIES else "linear"
     return intensity
@@ -986,6 +1053,26 @@ def evaluate_metric(
 
     Use it for the "metric before and after" of a transform that did not come
     from :func:`register` (landmarks, a file). NaN when the images do not overlap.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+        The two 3D images.
+    fixed_to_moving : (4, 4) array, optional
+        RAS world matrix from fixed to moving points (mm); identity when None.
+    fixed_mask, moving_mask : Volume or ndarray of bool, optional
+        Only voxels inside count (on the image's own grid).
+    bins : int, default 32
+        Histogram bins per image.
+    points : int, default 20000
+        Fixed-image sample points (a regular grid, reproducible).
+    intensity : {"auto", "linear", "log", "rank"}, default "auto"
+        Intensity mapping before the histogram (see :func:`scaled_intensities`).
+
+    Returns
+    -------
+    float
+        Mattes mutual information in nats (higher is better), NaN without overlap.
 
     Examples
     --------

@@ -30,6 +30,17 @@ def volume_to_sitk(volume: Volume, pixel_type=None):
         Cast to this type (``sitk.sitkFloat32`` for registration); the
         array's own type when omitted.
 
+    Returns
+    -------
+    SimpleITK.Image
+        Size, spacing (mm), origin (LPS mm) and direction such that every voxel has the same
+        physical position as in ``volume``; boolean data becomes uint8.
+
+    Raises
+    ------
+    InputError
+        If the volume is 4D or its grid is sheared.
+
     Examples
     --------
     >>> v = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]))
@@ -68,7 +79,24 @@ def volume_to_sitk(volume: Volume, pixel_type=None):
 
 
 def sitk_affine(image) -> np.ndarray:
-    """The Volume-convention affine (array index of axes 0, 1, 2 -> RAS mm) of a sitk image."""
+    """The Volume-convention affine (array index of axes 0, 1, 2 -> RAS mm) of a sitk image.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        A 3D image (origin, spacing, direction in LPS).
+
+    Returns
+    -------
+    (4, 4) ndarray
+        Maps the index of ``sitk.GetArrayFromImage(image)`` (axes z, y, x) to RAS mm.
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]))
+    >>> np.array_equal(sitk_affine(volume_to_sitk(v)), v.affine)
+    True
+    """
     direction = np.array(image.GetDirection(), float).reshape(3, 3)
     lps = direction * np.array(image.GetSpacing(), float)  # columns in sitk index order x, y, z
     affine = np.eye(4)
@@ -80,7 +108,31 @@ def sitk_affine(image) -> np.ndarray:
 def sitk_to_volume(image, like: Volume | None = None, **fields) -> Volume:
     """A Volume from a 3D SimpleITK image (inverse of :func:`volume_to_sitk`).
 
-    ``like`` supplies modality, unit, metadata and name; ``fields`` override them.
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        A 3D image.
+    like : Volume, optional
+        Supplies modality, unit, metadata (copied) and name.
+    **fields
+        Volume fields (``modality``, ``unit``, ``metadata``, ``name``) that override ``like``'s.
+
+    Returns
+    -------
+    Volume
+        The image's array (axes z, y, x) with the RAS affine of :func:`sitk_affine`.
+
+    Raises
+    ------
+    InputError
+        If the image is not 3D.
+
+    Examples
+    --------
+    >>> pet = Volume(np.ones((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]), modality="PT", unit="Bq/mL")
+    >>> back = sitk_to_volume(volume_to_sitk(pet), like=pet, name="copy")
+    >>> back.spatial_shape, back.spacing.tolist(), back.unit, back.name
+    ((4, 5, 6), [2.0, 1.0, 0.5], 'Bq/mL', 'copy')
     """
     import SimpleITK as sitk
 
@@ -102,6 +154,28 @@ def sitk_transform_to_matrix(transform) -> np.ndarray:
     Found by mapping the origin and three unit points, so any linear transform
     (Euler, Versor, Similarity, Affine, a composite of those) works; a
     non-linear transform is refused.
+
+    Parameters
+    ----------
+    transform : SimpleITK.Transform
+        Maps fixed LPS points to moving LPS points (ITK's convention for a registration result).
+
+    Returns
+    -------
+    (4, 4) ndarray
+        The same map between RAS points (mm): the ``fixed_to_moving`` matrix of the package.
+
+    Raises
+    ------
+    InputError
+        If the transform is not linear (B-spline, displacement field).
+
+    Examples
+    --------
+    >>> import SimpleITK as sitk
+    >>> euler = sitk.Euler3DTransform(); euler.SetTranslation((1.0, 2.0, 3.0))   # LPS mm
+    >>> sitk_transform_to_matrix(euler)[:3, 3]                                    # RAS mm
+    array([-1., -2.,  3.])
     """
     if hasattr(transform, "IsLinear") and not transform.IsLinear():
         raise InputError(
@@ -123,7 +197,24 @@ def sitk_transform_to_matrix(transform) -> np.ndarray:
 
 
 def matrix_to_sitk_transform(matrix):
-    """A SimpleITK ``AffineTransform`` (LPS) of a 4x4 RAS world matrix."""
+    """A SimpleITK ``AffineTransform`` (LPS) of a 4x4 RAS world matrix.
+
+    Parameters
+    ----------
+    matrix : (4, 4) array
+        A RAS world-to-world map (mm), e.g. a ``fixed_to_moving`` matrix.
+
+    Returns
+    -------
+    SimpleITK.AffineTransform
+        The same map in LPS (inverse of :func:`sitk_transform_to_matrix`).
+
+    Examples
+    --------
+    >>> shift = np.eye(4); shift[0, 3] = 1.0          # 1 mm to the Right
+    >>> matrix_to_sitk_transform(shift).TransformPoint((0.0, 0.0, 0.0))   # LPS: x = -1
+    (-1.0, 0.0, 0.0)
+    """
     import SimpleITK as sitk
 
     lps = ras_to_lps_transform(matrix)

@@ -140,10 +140,29 @@ def expected_fre(fle_rms_mm: float, n_points: int, transform: str = "rigid") -> 
     the two images (both localisation errors together). For ``N`` pairs and a
     least-squares fit with ``p`` parameters (6 rigid, 12 affine):
     ``E[FRE^2] = (1 - p / (3 N)) FLE^2`` (Fitzpatrick, West & Maurer 1998;
-    exact for affine, first order for rigid).
+    exact for affine, first order for rigid); see
+    ``docs/methods/registration.md#accuracy-tre-and-fre``.
 
+    Parameters
+    ----------
+    fle_rms_mm : float
+        RMS fiducial localisation error, mm.
+    n_points : int
+        Number of landmark pairs ``N``.
+    transform : {"rigid", "affine"}, default "rigid"
+        The fitted model (6 or 12 parameters; anything but "rigid" counts as affine).
+
+    Returns
+    -------
+    float
+        Expected RMS FRE, mm; 0.0 when ``3 N <= p`` (the fit passes through every point).
+
+    Examples
+    --------
     >>> round(expected_fre(1.0, 6, "rigid"), 4)
     0.8165
+    >>> round(expected_fre(1.0, 8, "affine"), 4), expected_fre(1.0, 4, "affine")
+    (0.7071, 0.0)
     """
     p = 6 if transform == "rigid" else 12
     if n_points * 3 <= p:
@@ -157,7 +176,29 @@ def expected_tre(fixed_points, targets, fle_rms_mm: float) -> np.ndarray:
     Fitzpatrick, West & Maurer 1998:
     ``TRE^2(r) = FLE^2 / N * (1 + 1/3 * sum_k d_k^2 / f_k^2)``, with ``d_k`` the
     distance of ``r`` from principal axis ``k`` of the landmarks and ``f_k`` the
-    RMS distance of the landmarks from that axis.
+    RMS distance of the landmarks from that axis
+    (``docs/methods/registration.md#accuracy-tre-and-fre``).
+
+    Parameters
+    ----------
+    fixed_points : (N, 3) array
+        The landmarks on the fixed image, RAS mm (N >= 3, not collinear).
+    targets : (3,) or (M, 3) array
+        Points where the error is wanted, RAS mm.
+    fle_rms_mm : float
+        RMS fiducial localisation error, mm.
+
+    Returns
+    -------
+    (M,) ndarray
+        Expected RMS TRE at each target, mm: smallest at the landmarks' centroid
+        (``FLE / sqrt(N)``), growing away from it.
+
+    Examples
+    --------
+    >>> corners = [[0, 0, 0], [20, 0, 0], [0, 20, 0], [0, 0, 20]]
+    >>> expected_tre(corners, [[5, 5, 5], [50, 0, 0]], fle_rms_mm=1.0).round(3)
+    array([0.5  , 1.612])
     """
     p = _points(fixed_points, "fixed")
     r = np.atleast_2d(np.asarray(targets, float))

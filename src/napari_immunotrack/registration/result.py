@@ -94,6 +94,22 @@ class RegistrationResult:
 
 
 def plain_number(value):
-    """A float rounded to 6 decimals for reports, or None for NaN/inf."""
+    """A float rounded to 6 decimals for reports, or None for NaN/inf.
+
+    Parameters
+    ----------
+    value : float or number-like
+        E.g. a metric value, mm or nats.
+
+    Returns
+    -------
+    float or None
+        JSON-safe: None where JSON has no number.
+
+    Examples
+    --------
+    >>> plain_number(np.float32(0.1234567891)), plain_number(float("nan")), plain_number(3)
+    (0.123457, None, 3.0)
+    """
     value = float(value)
     return None if not np.isfinite(value) else round(value, 6)

@@ -23,14 +23,34 @@ from ..affines import ras_to_lps_transform
 
 
 def orientation_grid(capture_range_deg: float, step_deg: float = 15.0) -> np.ndarray:
-    """Euler angles (degrees, (K, 3), about x, y, z) of the search: ``-range..+range`` in ``step`` steps per axis.
+    """Euler angles (degrees, (K, 3), about x, y, z) of the search: ``-range..+range`` per axis, evenly
+    spaced at most ``step`` apart.
 
-    The identity comes first. A range of 0 gives only the identity.
+    The identity comes first, then the others by increasing sum of absolute angles. A range of 0
+    gives only the identity. Each axis gets ``2 n + 1`` angles with ``n = ceil(range / step)``, so
+    the spacing is ``range / n``: a 20 degree range in 15 degree steps is sampled every 10 degrees
+    (``docs/methods/registration.md#capture-range-the-orientation-search``).
+
+    Parameters
+    ----------
+    capture_range_deg : float
+        Largest rotation tried about each axis, degrees (<= 0: identity only).
+    step_deg : float, default 15.0
+        Largest spacing between tried angles, degrees.
+
+    Returns
+    -------
+    (K, 3) ndarray
+        ``K = (2 n + 1) ** 3`` rows of angles about x, y, z, degrees.
 
     Examples
     --------
     >>> orientation_grid(30).shape
     (125, 3)
+    >>> orientation_grid(30)[:3].tolist()
+    [[0.0, 0.0, 0.0], [-15.0, 0.0, 0.0], [0.0, -15.0, 0.0]]
+    >>> sorted(set(orientation_grid(20, 15)[:, 0].tolist()))
+    [-20.0, -10.0, 0.0, 10.0, 20.0]
     >>> orientation_grid(0).tolist()
     [[0.0, 0.0, 0.0]]
     """
@@ -50,6 +70,28 @@ def euler_matrices_ras(angles_deg, center_lps, translation_lps) -> np.ndarray:
     ITK's Euler transform rotates ``R = Rz @ Rx @ Ry`` (its default order) about
     ``center`` and then translates, in LPS: the same matrices as building each
     transform and reading it back, without a round trip per candidate.
+
+    Parameters
+    ----------
+    angles_deg : (K, 3) array
+        Rotation angles about x, y, z, degrees (e.g. :func:`orientation_grid`).
+    center_lps : (3,) array
+        Centre of rotation, LPS mm.
+    translation_lps : (3,) array
+        Translation applied after the rotation, LPS mm.
+
+    Returns
+    -------
+    (K, 4, 4) ndarray
+        The RAS ``fixed_to_moving`` matrices (mm).
+
+    Examples
+    --------
+    >>> [quarter] = euler_matrices_ras([[0, 0, 90]], [10, 0, 0], [0, 0, 5])   # about z through LPS (10, 0, 0)
+    >>> (quarter @ [-10, 0, 0, 1]).round(6)        # the centre (RAS x = -10) stays, then 5 mm up
+    array([-10.,   0.,   5.,   1.])
+    >>> quarter[:3, :3].round(6).tolist()
+    [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """
     a = np.deg2rad(np.asarray(angles_deg, float))
     cx, cy, cz = np.cos(a).T
@@ -129,6 +171,22 @@ def distinct_best(scores, angles_deg, count: int, step_deg: float) -> list:
     """Indices of the ``count`` best candidates, skipping grid neighbours (within one step on every axis)
     of a better one kept already: they would lead the optimiser to the same optimum.
 
+    Parameters
+    ----------
+    scores : (K,) array
+        Score of each candidate (higher is better; NaN counts as worst).
+    angles_deg : (K, 3) array
+        The candidates' Euler angles, degrees.
+    count : int
+        How many candidates to keep at most.
+    step_deg : float
+        Grid step, degrees: candidates within one step on every axis of a kept one are skipped.
+
+    Returns
+    -------
+    list of int
+        Indices into ``scores``, best first.
+
     Examples
     --------
     >>> angles = orientation_grid(15)
@@ -149,6 +207,28 @@ def distinct_best(scores, angles_deg, count: int, step_deg: float) -> list:
 
 
 def pose_distance_mm(a_ras, b_ras, points_ras) -> float:
-    """Largest distance (mm) between where two transforms send the same points (e.g. the fixed body's box)."""
+    """Largest distance (mm) between where two transforms send the same points (e.g. the fixed body's box).
+
+    Parameters
+    ----------
+    a_ras, b_ras : (4, 4) array
+        Two RAS world transforms.
+    points_ras : (N, 3) array
+        Points to map, RAS mm.
+
+    Returns
+    -------
+    float
+        ``max_i |a(p_i) - b(p_i)|``, mm.
+
+    Examples
+    --------
+    >>> shift = np.eye(4); shift[0, 3] = 2.0
+    >>> pose_distance_mm(np.eye(4), shift, [[0, 0, 0], [10, 10, 10]])
+    2.0
+    >>> [quarter] = euler_matrices_ras([[0, 0, 90]], [0, 0, 0], [0, 0, 0])
+    >>> round(pose_distance_mm(np.eye(4), quarter, [[10, 0, 0], [0, 0, 0]]), 3)   # 10 mm arm, 90 degrees
+    14.142
+    """
     pts = np.c_[np.asarray(points_ras, float), np.ones(len(points_ras))]
     return float(np.linalg.norm((pts @ np.asarray(a_ras).T - pts @ np.asarray(b_ras).T)[:, :3], axis=1).max())

@@ -88,7 +88,33 @@ class IronCluster:
 
 
 def check_iron(iron_pg, name: str = "iron_pg") -> float:
-    """``iron_pg`` as a float >= 0, else InputError naming the parameter."""
+    """``iron_pg`` as a float >= 0, else InputError naming the parameter.
+
+    Parameters
+    ----------
+    iron_pg : float or str
+        Iron mass, pg.
+    name : str, default "iron_pg"
+        The parameter's name in the message.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Not a number, not finite or negative.
+
+    Examples
+    --------
+    >>> check_iron("25")
+    25.0
+    >>> check_iron(-1, "iron_pg_per_cell")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: iron_pg_per_cell=-1 is impossible; iron mass must be >= 0 pg.
+    """
     try:
         value = float(iron_pg)
     except (TypeError, ValueError):
@@ -101,13 +127,51 @@ def check_iron(iron_pg, name: str = "iron_pg") -> float:
 def cluster_radius_mm(
     cells: float, cell_diameter_um: float = CELL_DIAMETER_UM, packing: float = PACKING_FRACTION
 ) -> float:
-    """Radius (mm) of a packed sphere of ``cells`` cells."""
+    """Radius (mm) of a packed sphere of ``cells`` cells.
+
+    ``R = (3 N V_cell / (4 pi phi))^(1/3)`` with ``V_cell = pi d^3 / 6`` (``docs/methods/simulator.md#iron-labelled-cells-dipole-blooms``).
+
+    Parameters
+    ----------
+    cells : float
+        Number of cells N.
+    cell_diameter_um : float, default 10.0
+        Cell diameter d, micrometres.
+    packing : float, default 0.6
+        Packing fraction phi.
+
+    Returns
+    -------
+    float
+        Radius, mm.
+
+    Examples
+    --------
+    >>> round(cluster_radius_mm(1) * 1000, 2), round(cluster_radius_mm(1000) * 1000, 2)   # micrometres
+    (5.93, 59.28)
+    """
     v_cell = np.pi / 6.0 * (cell_diameter_um * 1e-3) ** 3
     return float((3.0 * cells * v_cell / (4.0 * np.pi * packing)) ** (1.0 / 3.0))
 
 
 def langevin(xi):
-    """L(xi) = coth(xi) - 1/xi."""
+    """L(xi) = coth(xi) - 1/xi.
+
+    Parameters
+    ----------
+    xi : float or array
+        ``m_core B0 / (k T)`` (dimensionless, >= 0); below 1e-4 the series ``xi / 3`` is used.
+
+    Returns
+    -------
+    ndarray
+        Values in [0, 1): the fraction of the saturation moment.
+
+    Examples
+    --------
+    >>> langevin([0.0, 1.0, 100.0]).round(4)
+    array([0.   , 0.313, 0.99 ])
+    """
     xi = np.asarray(xi, float)
     return np.where(xi > 1e-4, 1.0 / np.tanh(np.maximum(xi, 1e-4)) - 1.0 / np.maximum(xi, 1e-4), xi / 3.0)
 
@@ -117,6 +181,26 @@ def magnetic_moment(
 ) -> np.ndarray:
     """Magnetic moment (A m^2) of ``iron_pg`` of SPIO iron in a field of ``field_t`` tesla.
 
+    ``mu = m_Fe M_s L(xi)``, ``xi = m_core B0 / (k T)`` at 310 K (``docs/methods/simulator.md#iron-labelled-cells-dipole-blooms``).
+
+    Parameters
+    ----------
+    iron_pg : float or array
+        Iron mass, pg.
+    field_t : float
+        B0, T.
+    msat_am2_per_kg_fe : float, default 100.0
+        Saturation magnetisation per kg of iron, A m^2/kg.
+    core_diameter_nm : float, default 10.0
+        Magnetite core diameter, nm (sets ``m_core``).
+
+    Returns
+    -------
+    ndarray
+        The moment, A m^2.
+
+    Examples
+    --------
     >>> round(float(magnetic_moment(1000.0, 9.4)) * 1e10, 3)   # 1 ng Fe: ~1e-10 A m^2
     0.998
     """
@@ -132,6 +216,35 @@ def dipole_field(
 
     ``points_m`` (..., 3) in metres. Points at the centre get 0 (they are
     inside the cluster and masked by the caller).
+
+    ``dBz = (mu0 / 4 pi) mu (3 cos^2 theta - 1) / r^3`` (``docs/methods/simulator.md#iron-labelled-cells-dipole-blooms``).
+
+    Parameters
+    ----------
+    points_m : (..., 3) array
+        Where the field is wanted, m.
+    center_m : (3,) array
+        The dipole's position, m.
+    moment : float
+        Its moment, A m^2 (along B0).
+    b0 : (3,) array
+        Unit vector of B0.
+    want_gradient : bool, default False
+        Also return the gradient of dBz.
+
+    Returns
+    -------
+    bz : ndarray
+        Field change along B0, T, shape ``points_m.shape[:-1]``.
+    gradient : ndarray or None
+        Its gradient, T/m, shape ``points_m.shape`` (None unless ``want_gradient``).
+
+    Examples
+    --------
+    >>> mu = float(magnetic_moment(1000.0, 9.4))             # 1 ng Fe
+    >>> bz, _ = dipole_field(np.array([[0, 0, 1e-4], [1e-4, 0, 0]]), np.zeros(3), mu, np.array([0, 0, 1.0]))
+    >>> (bz * 1e6).round(2)                                  # microtesla 0.1 mm away: along B0, then across
+    array([19.96, -9.98])
     """
     p = points_m - center_m
     r2 = np.einsum("...i,...i->...", p, p)
@@ -199,12 +312,23 @@ def bloom_factors(
         0.016 of a brute-force 24^3-point average, 0.0005 on average).
     near_phase : phase change across a voxel (rad, GRE) above which it is supersampled.
     to_phantom : map from this grid's world to phantom world, if different.
+    msat_am2_per_kg_fe : saturation magnetisation per kg of iron (A m^2/kg), see :func:`magnetic_moment`.
 
     Returns
     -------
     (flat_index, factor) for one sequence, a list of them for a list of sequences:
     flat_index : int64 voxel indices (``np.ravel_multi_index`` order);
     factor : float32, same length: multiply the noiseless signal by it.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.mri import sequences
+    >>> from napari_immunotrack.simulate.phantom import grid_affine
+    >>> cluster = IronCluster((0, 0, 0), iron_pg=5000.0, cells=500)           # 5 ng Fe, 47 um across
+    >>> t2s, t2 = sequences()["T2starw"], sequences()["T2w"]
+    >>> (gi, gf), (si, sf) = bloom_factors((24, 24, 24), grid_affine((24, 24, 24), 0.1), [cluster], [t2s, t2])
+    >>> int((gf < 0.5).sum()), int((sf < 0.5).sum())     # voxels more than halved: gradient echo, spin echo
+    (88, 48)
     """
     many = isinstance(seq, (list, tuple))
     seqs = list(seq) if many else [seq]
@@ -333,6 +457,27 @@ def bloom_factors(
 
 
 def apply_bloom(image: np.ndarray, flat_index: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """Multiply ``image`` (in place) by the bloom factors; returns it."""
+    """Multiply ``image`` (in place) by the bloom factors; returns it.
+
+    Parameters
+    ----------
+    image : ndarray
+        The noiseless image (changed in place; must be contiguous for the flat indices).
+    flat_index : int array
+        Voxel indices from :func:`bloom_factors`.
+    factor : float array
+        Their signal factors.
+
+    Returns
+    -------
+    ndarray
+        ``image``.
+
+    Examples
+    --------
+    >>> image = np.full((2, 2, 2), 1000.0, np.float32)
+    >>> apply_bloom(image, np.array([0, 7]), np.array([0.0, 0.5], np.float32))[[0, 1], [0, 1], [0, 1]].tolist()
+    [0.0, 500.0]
+    """
     image.reshape(-1)[flat_index] *= factor
     return image

@@ -76,7 +76,31 @@ SEQUENCES: dict[float, dict[str, Sequence]] = {
 
 
 def sequences(field_t: float = 9.4) -> dict[str, Sequence]:
-    """The T1w, T2w and T2*w presets at ``field_t``."""
+    """The T1w, T2w and T2*w presets at ``field_t``.
+
+    Parameters
+    ----------
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+
+    Returns
+    -------
+    dict of str to Sequence
+        "T1w" (spin echo, TR 600 ms), "T2w" (spin echo, TR 5000 ms) and "T2starw" (FLASH, TR 40 ms,
+        flip 12 degrees); echo times differ slightly between the fields.
+
+    Raises
+    ------
+    InputError
+        A field without preset.
+
+    Examples
+    --------
+    >>> sequences()["T2w"]
+    Sequence(name='T2w', kind='SE', tr_ms=5000.0, te_ms=30.0, flip_deg=90.0)
+    >>> sequences(7.0)["T1w"].te_ms
+    9.0
+    """
     field_t = check_field(field_t)
     return dict(SEQUENCES[9.4 if abs(field_t - 9.4) < 1e-6 else 7.0])
 
@@ -106,7 +130,34 @@ RELAXIVITY: dict[tuple, Relaxivity] = {
 
 
 def relaxivity(agent: str, field_t: float = 9.4) -> Relaxivity:
-    """Preset relaxivity of ``agent`` ("spion", "gd", "dual_mode") at 7 or 9.4 T."""
+    """Preset relaxivity of ``agent`` ("spion", "gd", "dual_mode") at 7 or 9.4 T.
+
+    Order-of-magnitude literature values (see the module docstring), not calibrations.
+
+    Parameters
+    ----------
+    agent : {"spion", "gd", "dual_mode"}
+        The contrast agent (case-insensitive).
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+
+    Returns
+    -------
+    Relaxivity
+        ``r1``, ``r2``, ``r2s`` in 1/(mM s), per mM of Fe or Gd.
+
+    Raises
+    ------
+    InputError
+        An unknown agent or a field without preset.
+
+    Examples
+    --------
+    >>> relaxivity("spion")
+    Relaxivity(agent='spion', field_t=9.4, r1=1.0, r2=90.0, r2s=180.0)
+    >>> relaxivity("gd", 7.0).r1
+    3.2
+    """
     field_t = check_field(field_t)
     key = (str(agent).lower(), 9.4 if abs(field_t - 9.4) < 1e-6 else 7.0)
     if key not in RELAXIVITY:
@@ -116,13 +167,59 @@ def relaxivity(agent: str, field_t: float = 9.4) -> Relaxivity:
 
 # ----------------------------------------------------------------- signal equations
 def spin_echo(pd, r1, r2, tr_ms: float, te_ms: float):
-    """Spin-echo magnitude ``PD (1 - exp(-TR R1)) exp(-TE R2)`` (rates in 1/s, times in ms)."""
+    """Spin-echo magnitude ``PD (1 - exp(-TR R1)) exp(-TE R2)`` (rates in 1/s, times in ms).
+
+    See ``docs/methods/simulator.md#mri-signal-equations``.
+
+    Parameters
+    ----------
+    pd : float or array
+        Proton density (signal units).
+    r1, r2 : float or array
+        Relaxation rates R1 = 1/T1 and R2 = 1/T2, 1/s.
+    tr_ms, te_ms : float
+        Repetition and echo time, ms.
+
+    Returns
+    -------
+    float or ndarray
+        The noiseless magnitude, in the units of ``pd``.
+
+    Examples
+    --------
+    >>> round(float(spin_echo(1.0, r1=1 / 1.5, r2=1 / 0.03, tr_ms=600, te_ms=8)), 4)   # T1 1.5 s, T2 30 ms
+    0.2525
+    """
     tr, te = tr_ms / 1000.0, te_ms / 1000.0
     return pd * (1.0 - np.exp(-tr * r1)) * np.exp(-te * r2)
 
 
 def gradient_echo(pd, r1, r2s, tr_ms: float, te_ms: float, flip_deg: float):
-    """Spoiled gradient-echo magnitude ``PD sin a (1-E1)/(1-cos a E1) exp(-TE R2*)``."""
+    """Spoiled gradient-echo magnitude ``PD sin a (1-E1)/(1-cos a E1) exp(-TE R2*)``.
+
+    ``E1 = exp(-TR R1)``; see ``docs/methods/simulator.md#mri-signal-equations``.
+
+    Parameters
+    ----------
+    pd : float or array
+        Proton density (signal units).
+    r1, r2s : float or array
+        Relaxation rates R1 and R2*, 1/s.
+    tr_ms, te_ms : float
+        Repetition and echo time, ms.
+    flip_deg : float
+        Flip angle, degrees.
+
+    Returns
+    -------
+    float or ndarray
+        The noiseless magnitude, in the units of ``pd``.
+
+    Examples
+    --------
+    >>> round(float(gradient_echo(1.0, r1=1.0, r2s=50.0, tr_ms=40, te_ms=5, flip_deg=12)), 4)
+    0.1055
+    """
     tr, te = tr_ms / 1000.0, te_ms / 1000.0
     a = np.deg2rad(flip_deg)
     e1 = np.exp(-tr * r1)
@@ -130,7 +227,32 @@ def gradient_echo(pd, r1, r2s, tr_ms: float, te_ms: float, flip_deg: float):
 
 
 def signal(seq: Sequence, pd, r1, r2, r2s):
-    """Noiseless signal of ``seq`` for property arrays (rates in 1/s)."""
+    """Noiseless signal of ``seq`` for property arrays (rates in 1/s).
+
+    Parameters
+    ----------
+    seq : Sequence
+        "SE" uses :func:`spin_echo` (R2), "GRE" :func:`gradient_echo` (R2*).
+    pd : float or array
+        Proton density.
+    r1, r2, r2s : float or array
+        Relaxation rates, 1/s.
+
+    Returns
+    -------
+    float or ndarray
+
+    Raises
+    ------
+    InputError
+        An unknown sequence kind.
+
+    Examples
+    --------
+    >>> t2w = sequences()["T2w"]
+    >>> round(float(signal(t2w, pd=1.0, r1=1.0, r2=30.0, r2s=50.0)), 4)   # R2* unused by a spin echo
+    0.4038
+    """
     if seq.kind == "SE":
         return spin_echo(pd, r1, r2, seq.tr_ms, seq.te_ms)
     if seq.kind == "GRE":
@@ -139,7 +261,27 @@ def signal(seq: Sequence, pd, r1, r2, r2s):
 
 
 def tissue_signal(seq: Sequence, field_t: float, tissue: str = "muscle") -> float:
-    """Noiseless signal (PD units) of one tissue for ``seq``: the usual SNR reference."""
+    """Noiseless signal (PD units) of one tissue for ``seq``: the usual SNR reference.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The acquisition.
+    field_t : float
+        Field strength, T (7.0 or 9.4): sets the tissue's T1, T2, T2*.
+    tissue : str, default "muscle"
+        A tissue name of :data:`~napari_immunotrack.simulate.phantom.LABEL_OF`.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> t2w = sequences()["T2w"]
+    >>> round(tissue_signal(t2w, 9.4), 4), round(tissue_signal(t2w, 9.4, "fat"), 4)
+    (0.2384, 0.5206)
+    """
     luts = property_luts(field_t)
     lab = LABEL_OF[tissue]
     return float(signal(seq, luts["pd"][lab], luts["r1"][lab], luts["r2"][lab], luts["r2s"][lab]))
@@ -169,6 +311,30 @@ def weighted_image(
     agent_mM, agent : concentration map (mM) and its :class:`Relaxivity`.
     extra_r1, extra_r2, extra_r2s : extra rates (1/s) added voxelwise.
     scale : multiply the result (PD units) by this (e.g. so muscle = 1000).
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+
+    Returns
+    -------
+    ndarray of float32
+        Same shape as ``labels``.
+
+    Raises
+    ------
+    InputError
+        ``agent_mM`` without ``agent``, or negative concentrations.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import LABEL_OF
+    >>> labels = np.array([[[0, LABEL_OF["muscle"], LABEL_OF["muscle"]]]])   # air, muscle, muscle
+    >>> t2w = sequences()["T2w"]
+    >>> scale = 1000 / tissue_signal(t2w, 9.4)
+    >>> weighted_image(labels, t2w, scale=scale).astype(float).round(1).tolist()
+    [[[0.0, 1000.0, 1000.0]]]
+    >>> iron = np.array([[[0.0, 0.0, 0.5]]])                                 # 0.5 mM Fe in the last voxel
+    >>> weighted_image(labels, t2w, agent_mM=iron, agent=relaxivity("spion"), scale=scale).astype(float).round(1).tolist()
+    [[[0.0, 1000.0, 277.7]]]
     """
     luts = property_luts(field_t)
     lut = signal(seq, luts["pd"], luts["r1"], luts["r2"], luts["r2s"]).astype(np.float32)
@@ -205,7 +371,32 @@ def weighted_image(
 
 
 def relaxation_maps(labels: np.ndarray, field_t: float = 9.4, agent_mM=None, agent: Relaxivity | None = None):
-    """Quantitative T1 and T2 maps in ms (float32) of a label map with an optional agent; air gives 0."""
+    """Quantitative T1 and T2 maps in ms (float32) of a label map with an optional agent; air gives 0.
+
+    Parameters
+    ----------
+    labels : int array
+        Tissue labels.
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+    agent_mM : array, optional
+        Agent concentration per voxel, mM.
+    agent : Relaxivity, optional
+        Its relaxivities (needed with ``agent_mM``): ``R = R0 + r C``.
+
+    Returns
+    -------
+    t1, t2 : ndarray of float32
+        ``1000 / R1`` and ``1000 / R2``, ms; 0 where the proton density is 0.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import LABEL_OF
+    >>> labels = np.array([[[0, LABEL_OF["muscle"], LABEL_OF["muscle"]]]])
+    >>> t1, t2 = relaxation_maps(labels, 9.4, np.array([[[0.0, 0.0, 0.5]]]), relaxivity("spion"))
+    >>> t1.astype(float).round(1).tolist(), t2.astype(float).round(2).tolist()
+    ([[[0.0, 1900.0, 974.4]]], [[[0.0, 28.0, 12.39]]])
+    """
     luts = property_luts(field_t)
     r1 = luts["r1"][labels].astype(np.float32)
     r2 = luts["r2"][labels].astype(np.float32)
@@ -220,7 +411,33 @@ def relaxation_maps(labels: np.ndarray, field_t: float = 9.4, agent_mM=None, age
 
 # ------------------------------------------------------------------------- noise
 def check_snr(snr, name: str = "snr") -> float:
-    """``snr`` as a float > 0, else InputError naming ``name``."""
+    """``snr`` as a float > 0, else InputError naming ``name``.
+
+    Parameters
+    ----------
+    snr : float or str
+        A signal-to-noise ratio.
+    name : str, default "snr"
+        The parameter's name in the message.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Not a number, not finite, or <= 0.
+
+    Examples
+    --------
+    >>> check_snr("20")
+    20.0
+    >>> check_snr(0, "f19_snr")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: f19_snr=0 is impossible; the signal-to-noise ratio must be > 0 (e.g. 20).
+    """
     try:
         value = float(snr)
     except (TypeError, ValueError):
@@ -233,7 +450,28 @@ def check_snr(snr, name: str = "snr") -> float:
 def rician(signal_arr: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of a complex signal with Gaussian noise of SD ``sigma`` per channel (float32).
 
-    The mean of pure noise (signal 0) is ``sigma * sqrt(pi/2)`` (Rayleigh).
+    The mean of pure noise (signal 0) is ``sigma * sqrt(pi/2)`` (Rayleigh); see
+    ``docs/methods/simulator.md#rician-noise``.
+
+    Parameters
+    ----------
+    signal_arr : array
+        Noiseless magnitude.
+    sigma : float
+        Noise standard deviation of each of the real and imaginary channels (<= 0: no noise).
+    rng : numpy.random.Generator
+        The random source (seeded by the caller).
+
+    Returns
+    -------
+    ndarray of float32
+        ``|S + n1 + i n2|``, same shape.
+
+    Examples
+    --------
+    >>> noise = rician(np.zeros(100_000), 10.0, np.random.default_rng(0))
+    >>> round(float(noise.mean()), 1), round(10 * float(np.sqrt(np.pi / 2)), 1)
+    (12.5, 12.5)
     """
     s = np.asarray(signal_arr, np.float32)
     if sigma <= 0:
@@ -250,4 +488,21 @@ def rician(signal_arr: np.ndarray, sigma: float, rng: np.random.Generator) -> np
 
 
 def sequence_dict(seq: Sequence) -> dict:
+    """A sequence as a plain dict (for JSON truth files).
+
+    Parameters
+    ----------
+    seq : Sequence
+        The acquisition.
+
+    Returns
+    -------
+    dict
+        ``name``, ``kind``, ``tr_ms``, ``te_ms``, ``flip_deg``.
+
+    Examples
+    --------
+    >>> sequence_dict(sequences()["T2starw"])
+    {'name': 'T2starw', 'kind': 'GRE', 'tr_ms': 40.0, 'te_ms': 5.0, 'flip_deg': 12.0}
+    """
     return asdict(seq)

@@ -55,14 +55,52 @@ RADIOPHARMACEUTICALS = {
 
 
 def half_life_s(nuclide: str) -> float:
-    """Half-life of ``nuclide`` ("Zr-89", "In-111", ...) in seconds."""
+    """Half-life of ``nuclide`` ("Zr-89", "In-111", ...) in seconds.
+
+    Parameters
+    ----------
+    nuclide : str
+        A key of :data:`HALF_LIFE_S`: "F-18", "Ga-68", "Zr-89", "Cu-64", "In-111", "Tc-99m".
+
+    Returns
+    -------
+    float
+        Seconds (``docs/methods/simulator.md#pet-and-spect``).
+
+    Raises
+    ------
+    InputError
+        An unknown nuclide.
+
+    Examples
+    --------
+    >>> half_life_s("Zr-89") / 3600                       # 78.4 h
+    78.4
+    """
     if nuclide not in HALF_LIFE_S:
         raise InputError(f"nuclide={nuclide!r} is unknown; use one of {sorted(HALF_LIFE_S)}.")
     return HALF_LIFE_S[nuclide]
 
 
 def decay_factor(elapsed_s: float, half_life: float) -> float:
-    """Fraction of activity left after ``elapsed_s`` seconds: 2^(-t/T1/2)."""
+    """Fraction of activity left after ``elapsed_s`` seconds: 2^(-t/T1/2).
+
+    Parameters
+    ----------
+    elapsed_s : float
+        Time since the reference, s.
+    half_life : float
+        Half-life, s.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(decay_factor(24 * 3600, half_life_s("Zr-89")), 4), decay_factor(6586.2, 6586.2)
+    (0.8088, 0.5)
+    """
     return float(2.0 ** (-float(elapsed_s) / float(half_life)))
 
 
@@ -84,7 +122,33 @@ class ActivitySource:
 
 
 def fine_grid(shape, affine, supersample: int):
-    """Shape and affine of a grid that splits each voxel into ``supersample``^3."""
+    """Shape and affine of a grid that splits each voxel into ``supersample``^3.
+
+    The fine voxels tile the coarse ones exactly (same outer edges), so summing ``f``^3 fine
+    voxels gives a coarse one.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Coarse grid shape.
+    affine : (4, 4) array
+        Coarse index -> world mm.
+    supersample : int
+        Subdivisions per axis ``f``.
+
+    Returns
+    -------
+    shape : tuple of 3 ints
+        ``f`` times the coarse shape.
+    affine : (4, 4) ndarray
+        Fine index -> world mm.
+
+    Examples
+    --------
+    >>> shape, affine = fine_grid((2, 3, 4), np.eye(4), 2)
+    >>> shape, float(affine[0, 0]), affine[:3, 3].tolist()       # first fine centre a quarter voxel in
+    ((4, 6, 8), 0.5, [-0.25, -0.25, -0.25])
+    """
     f = int(supersample)
     s = np.eye(4)
     s[:3, :3] /= f
@@ -99,7 +163,34 @@ def deposit_points(
     values: np.ndarray,
     to_phantom: np.ndarray | None = None,
 ) -> float:
-    """Add ``values`` at phantom-world points to ``grid`` by trilinear weights; returns what fell outside."""
+    """Add ``values`` at phantom-world points to ``grid`` by trilinear weights; returns what fell outside.
+
+    Parameters
+    ----------
+    grid : ndarray
+        3D array, changed in place.
+    affine : (4, 4) array
+        Grid index -> world mm.
+    points_mm : (N, 3) array
+        Phantom-world points, mm.
+    values : (N,) array
+        What each point carries (e.g. Bq).
+    to_phantom : (4, 4) array, optional
+        Grid world -> phantom world (identity when None).
+
+    Returns
+    -------
+    float
+        The part of ``values`` whose corner voxels lie outside the grid (the rest is conserved).
+
+    Examples
+    --------
+    >>> grid = np.zeros((3, 3, 3))
+    >>> deposit_points(grid, np.eye(4), [[1, 1, 1.5], [5, 5, 5]], [10.0, 4.0])   # the second misses
+    4.0
+    >>> grid[1, 1].tolist(), float(grid.sum())
+    ([0.0, 5.0, 5.0], 10.0)
+    """
     m = np.asarray(affine, float) if to_phantom is None else np.asarray(to_phantom, float) @ affine
     inv = np.linalg.inv(m)
     pts = np.atleast_2d(np.asarray(points_mm, float))
@@ -139,12 +230,23 @@ def activity_image(
         assumed close to the grid axes; the PSF is applied along array axes).
     to_phantom : scanner world -> phantom world (the rigid misalignment).
     supersample : fine-grid subdivisions per axis.
+    labels_fine : int array, optional
+        The phantom's labels already painted on the fine grid (saves painting them again).
 
     Returns
     -------
     bq_ml : (shape) float32 Bq/mL
-    info : dict with ``total_bq_sources``, ``total_bq_image``, ``lost_bq`` (outside the
-        field of view or missing labels) and ``per_source_bq``.
+    info : dict with ``total_bq_sources``, ``total_bq_image``, ``lost_bq_outside_or_missing``
+        (outside the field of view or missing labels), ``psf_spill_bq`` (blurred out of the
+        field of view), ``per_source_bq``, ``voxel_ml``, ``fwhm_mm`` and ``supersample``.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import grid_affine
+    >>> cluster = ActivitySource(1e6, center_mm=(0, 0, 0), name="cluster")
+    >>> bq_ml, info = activity_image([], [cluster], (8, 8, 8), grid_affine((8, 8, 8), 1.0), fwhm_mm=1.5)
+    >>> round(float(bq_ml.sum()) * info["voxel_ml"]), info["lost_bq_outside_or_missing"]   # total kept
+    (1000000, 0.0)
     """
     f = int(supersample)
     fshape, faff = fine_grid(shape, affine, f)
@@ -216,7 +318,39 @@ def activity_image(
 def poisson_noise(
     bq_ml: np.ndarray, voxel_ml: float, duration_s: float, sensitivity: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Counting noise: Poisson(A V duration sensitivity) back to Bq/mL (float32)."""
+    """Counting noise: Poisson(A V duration sensitivity) back to Bq/mL (float32).
+
+    The relative noise of a voxel is ``1 / sqrt(A V duration sensitivity)``.
+
+    Parameters
+    ----------
+    bq_ml : ndarray
+        Noiseless activity concentration, Bq/mL (negative values count as 0).
+    voxel_ml : float
+        Voxel volume, mL.
+    duration_s : float
+        Frame duration, s (> 0).
+    sensitivity : float
+        Detected counts per decay (> 0).
+    rng : numpy.random.Generator
+        The random source.
+
+    Returns
+    -------
+    ndarray of float32
+        Noisy Bq/mL.
+
+    Raises
+    ------
+    InputError
+        A non-positive duration or sensitivity.
+
+    Examples
+    --------
+    >>> noisy = poisson_noise(np.full((10, 10, 10), 1000.0), 0.001, 600, 0.05, np.random.default_rng(0))
+    >>> round(float(noisy.mean())), round(float(noisy.std())), round(1000 / np.sqrt(1000 * 0.001 * 600 * 0.05))
+    (1001, 184, 183)
+    """
     if duration_s <= 0 or sensitivity <= 0:
         raise InputError(f"duration_s={duration_s} and sensitivity={sensitivity} must both be > 0 for counting noise.")
     scale = voxel_ml * duration_s * sensitivity

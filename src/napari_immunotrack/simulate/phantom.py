@@ -92,7 +92,31 @@ FIELDS_T = (7.0, 9.4)
 
 
 def check_field(field_t: float) -> float:
-    """Return ``field_t`` as float if it is a supported preset (7 or 9.4 T)."""
+    """Return ``field_t`` as float if it is a supported preset (7 or 9.4 T).
+
+    Parameters
+    ----------
+    field_t : float or str
+        Field strength, T.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Not a number, or a field without tissue and relaxivity presets.
+
+    Examples
+    --------
+    >>> check_field("9.4")
+    9.4
+    >>> check_field(3.0)
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: field_t=3.0 T has no tissue/relaxivity preset; use 7.0 or 9.4 (tesla).
+    """
     try:
         value = float(field_t)
     except (TypeError, ValueError):
@@ -105,8 +129,30 @@ def check_field(field_t: float) -> float:
 def tissue_table(field_t: float = 9.4) -> dict[str, Tissue]:
     """Tissue properties at ``field_t`` (7.0 or 9.4 T), keyed by tissue name.
 
+    The 7 T values are the 9.4 T ones scaled (T1 x 0.915, T2 x 1.05, T2* x 1.3; see the module
+    docstring and ``docs/methods/simulator.md#phantom``).
+
+    Parameters
+    ----------
+    field_t : float, default 9.4
+        Field strength, T.
+
+    Returns
+    -------
+    dict of str to Tissue
+        Proton density (water = 1) and T1, T2, T2* in ms of every tissue.
+
+    Raises
+    ------
+    InputError
+        A field without preset.
+
+    Examples
+    --------
     >>> tissue_table(9.4)["muscle"].t2s_ms
     18.0
+    >>> round(tissue_table(7.0)["muscle"].t1_ms, 1)
+    1738.5
     """
     field_t = check_field(field_t)
     if abs(field_t - 9.4) < 1e-6:
@@ -121,7 +167,27 @@ def tissue_table(field_t: float = 9.4) -> dict[str, Tissue]:
 
 
 def property_luts(field_t: float = 9.4, n_labels: int = 256) -> dict[str, np.ndarray]:
-    """Look-up tables indexed by label: ``pd``, ``r1``, ``r2``, ``r2s`` (rates in 1/s)."""
+    """Look-up tables indexed by label: ``pd``, ``r1``, ``r2``, ``r2s`` (rates in 1/s).
+
+    Parameters
+    ----------
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+    n_labels : int, default 256
+        Table length (labels without a tissue get 0).
+
+    Returns
+    -------
+    dict of str to ndarray
+        float64 arrays of length ``n_labels``: ``lut[name][labels]`` maps a label image to the property.
+
+    Examples
+    --------
+    >>> luts = property_luts(9.4)
+    >>> muscle = LABEL_OF["muscle"]
+    >>> float(luts["pd"][muscle]), round(float(luts["r1"][muscle]), 4), round(float(luts["r2"][muscle]), 3)
+    (0.75, 0.5263, 35.714)
+    """
     table = tissue_table(field_t)
     luts = {k: np.zeros(n_labels, np.float64) for k in ("pd", "r1", "r2", "r2s")}
     for t in table.values():
@@ -149,7 +215,22 @@ class Solid:
 
 
 def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation about x, then y, then z (degrees): R = Rz @ Ry @ Rx."""
+    """Rotation about x, then y, then z (degrees): R = Rz @ Ry @ Rx.
+
+    Parameters
+    ----------
+    angles_deg : 3 floats
+        Angles about the x, y and z axes, degrees (right-hand rule).
+
+    Returns
+    -------
+    (3, 3) ndarray
+
+    Examples
+    --------
+    >>> rotation_matrix((0, 0, 90)).round(6) @ [1, 0, 0]      # x turns to y
+    array([0., 1., 0.])
+    """
     ax, ay, az = np.deg2rad(np.asarray(angles_deg, float))
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
@@ -182,7 +263,26 @@ class Ellipsoid(Solid):
 
 
 def Sphere(center, radius) -> Ellipsoid:
-    """A ball of ``radius`` mm."""
+    """A ball of ``radius`` mm.
+
+    Parameters
+    ----------
+    center : 3 floats
+        Centre, world mm.
+    radius : float
+        Radius, mm.
+
+    Returns
+    -------
+    Ellipsoid
+        With three equal semi-axes.
+
+    Examples
+    --------
+    >>> ball = Sphere((0, 0, 0), 2.0)
+    >>> ball.contains([[0, 0, 1.9], [0, 0, 2.1]])
+    array([ True, False])
+    """
     return Ellipsoid(center, (radius, radius, radius))
 
 
@@ -270,8 +370,32 @@ def grid_affine(
 ) -> np.ndarray:
     """Affine of a grid whose array axes 0, 1, 2 run along S, A, R (z, y, x), centred on ``center_mm``.
 
-    ``voxel_mm`` is one number or three (spacing along array axes 0, 1, 2).
-    ``rotation`` (3x3) turns the grid axes in world (oblique grids).
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape (axes 0, 1, 2).
+    voxel_mm : float or 3 floats
+        Spacing along array axes 0, 1, 2, mm (positive).
+    center_mm : 3 floats, default (0, 0, 0)
+        World RAS position of the grid's centre, mm.
+    rotation : (3, 3) array, optional
+        Turns the grid axes in world (oblique grids).
+
+    Returns
+    -------
+    (4, 4) ndarray
+        Index -> RAS mm.
+
+    Raises
+    ------
+    InputError
+        A non-positive voxel size.
+
+    Examples
+    --------
+    >>> affine = grid_affine((3, 4, 5), 0.5)
+    >>> affine @ [0, 0, 0, 1], affine @ [1, 1.5, 2, 1]      # first voxel, then the centre
+    (array([-1.  , -0.75, -0.5 ,  1.  ]), array([0., 0., 0., 1.]))
     """
     spacing = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
     if np.any(spacing <= 0):
@@ -291,6 +415,26 @@ def world_coords(shape, affine, start=(0, 0, 0)):
 
     Terms with a zero affine coefficient are skipped, so on an axis-aligned
     grid each coordinate stays a thin (n, 1, 1)-like array.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Block shape.
+    affine : (4, 4) array
+        Index -> world mm of the whole grid.
+    start : 3 numbers, default (0, 0, 0)
+        Index of the block's first voxel (fractions give sub-voxel points).
+
+    Returns
+    -------
+    list of 3 ndarrays
+        World x, y, z, mm, broadcastable to ``shape``.
+
+    Examples
+    --------
+    >>> x, y, z = world_coords((3, 4, 5), grid_affine((3, 4, 5), 0.5))
+    >>> x.shape, y.shape, z.shape, x.ravel().tolist()
+    ((1, 1, 5), (1, 4, 1), (3, 1, 1), [-1.0, -0.5, 0.0, 0.5, 1.0])
     """
     axes = [
         np.arange(shape[a], dtype=float).reshape([-1 if b == a else 1 for b in range(3)]) + start[a] for a in range(3)
@@ -332,6 +476,22 @@ def rasterize(
     to_phantom : (4, 4), optional
         Map from this grid's world to phantom world (for a scanner whose world
         differs from the phantom's). Identity when omitted.
+    dtype : numpy dtype, default uint8
+        Of the label image.
+    chunk : int, default 2000000
+        Voxels evaluated at once (bounds the memory).
+
+    Returns
+    -------
+    ndarray
+        Labels of ``shape`` (0 where no solid covers the voxel centre).
+
+    Examples
+    --------
+    >>> affine = grid_affine((3, 4, 5), 0.5)
+    >>> labels = rasterize([(1, Sphere((0, 0, 0), 1.0)), (2, Sphere((0, 0, 0), 0.5))], (3, 4, 5), affine)
+    >>> labels[1].tolist()                                   # the middle slice
+    [[0, 1, 1, 1, 0], [0, 1, 2, 1, 0], [0, 1, 2, 1, 0], [0, 1, 1, 1, 0]]
     """
     shape = tuple(int(s) for s in shape)
     m = np.asarray(affine, float) if to_phantom is None else np.asarray(to_phantom, float) @ affine
@@ -354,7 +514,32 @@ def rasterize(
 
 
 def fraction_inside(solid: Solid, shape, affine, to_phantom=None, supersample: int = 4) -> np.ndarray:
-    """Fraction (0-1) of each voxel inside ``solid``, by ``supersample``^3 sub-points per voxel."""
+    """Fraction (0-1) of each voxel inside ``solid``, by ``supersample``^3 sub-points per voxel.
+
+    Parameters
+    ----------
+    solid : Solid
+        The region.
+    shape : 3 ints
+        Grid shape.
+    affine : (4, 4) array
+        Index -> world mm.
+    to_phantom : (4, 4) array, optional
+        Grid world -> phantom world (identity when None).
+    supersample : int, default 4
+        Sub-points per voxel along each axis.
+
+    Returns
+    -------
+    ndarray of float32
+        Partial-volume fractions, in steps of ``1 / supersample**3``.
+
+    Examples
+    --------
+    >>> frac = fraction_inside(Sphere((0, 0, 0), 1.0), (3, 4, 5), grid_affine((3, 4, 5), 0.5))
+    >>> frac[1, 0].astype(float).round(3).tolist()
+    [0.031, 0.688, 1.0, 0.688, 0.031]
+    """
     shape = tuple(int(s) for s in shape)
     m = np.asarray(affine, float) if to_phantom is None else np.asarray(to_phantom, float) @ affine
     inv = np.linalg.inv(m)
@@ -412,8 +597,28 @@ def make_mouse(seed: int = 0, jitter: float = 0.04) -> Mouse:
     """A ~25 g mouse, 76 mm nose to tail base, with a subcutaneous tumour on the right flank.
 
     Organ positions and sizes vary by up to ``jitter`` (fraction) with the seed,
-    so subjects of a cohort differ. Coordinates are phantom-world RAS mm.
+    so subjects of a cohort differ. Coordinates are phantom-world RAS mm
+    (``docs/methods/simulator.md#phantom``).
 
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of the jitter.
+    jitter : float, default 0.04
+        Largest relative change of organ positions and sizes.
+
+    Returns
+    -------
+    Mouse
+        Solids in painting order (body, skin fat, tumour, fat pads, lungs, organs, vessels,
+        spine, lymph nodes, haemorrhage, gut gas), the sites cells home to, the body outline and
+        the enclosing box.
+
+    Examples
+    --------
+    >>> m = make_mouse(0)
+    >>> len(m.solids), m.in_body([[0, 0, 0], [0, 30, 0]]).tolist()
+    (21, [True, False])
     >>> m = make_mouse(0)
     >>> sorted(m.sites)[:3]
     ['bladder', 'kidney_left', 'kidney_right']

@@ -57,7 +57,31 @@ def _jcamp_scalar(v) -> str:
 
 
 def jcamp_text(params: dict, title: str = "Parameter List") -> str:
-    """JCAMP-DX text of ``params`` (strings starting with "<" are quoted strings, other strings enums)."""
+    """JCAMP-DX text of ``params`` (strings starting with "<" are quoted strings, other strings enums).
+
+    Parameters
+    ----------
+    params : dict
+        Parameter name (without ``$``) -> int, float, str, array (written with its size), list of
+        str (an enum array) or list of tuples (structs).
+    title : str, default "Parameter List"
+        The ``##TITLE`` record.
+
+    Returns
+    -------
+    str
+        The file's text, ending in ``##END=``; :func:`~napari_immunotrack.io.jcamp.parse_jcamp`
+        reads it back.
+
+    Examples
+    --------
+    >>> text = jcamp_text({"NR": 1, "Method": "<Bruker:RARE>", "RECO_size": np.array([4, 3])}, "reco")
+    >>> [line.strip() for line in text.splitlines()[5:]]
+    ['##$NR=1', '##$Method=( 29 )', '<Bruker:RARE>', '##$RECO_size=( 2 )', '4 3', '##END=']
+    >>> from napari_immunotrack.io.jcamp import parse_jcamp
+    >>> parse_jcamp(text)["RECO_size"]
+    array([4, 3])
+    """
     out = [
         f"##TITLE={title}",
         "##JCAMPDX=4.24",
@@ -107,7 +131,37 @@ def write_paravision(
     positions : (n, 3)
         VisuCorePosition: centre of the first voxel of each slice / volume.
     frame_groups : list of (length, name)
-        VisuFGOrderDesc, e.g. [(5, "FG_SLICE"), (3, "FG_ECHO")].
+        VisuFGOrderDesc, e.g. [(5, "FG_SLICE"), (3, "FG_ECHO")]; default one FG_SLICE group of every
+        frame for 2D data.
+
+    The other keywords are written as the ParaVision parameters they name: ``dim``
+    (VisuCoreDim, 2 or 3), ``slopes`` / ``offsets`` (VisuCoreDataSlope / DataOffs per frame,
+    default 1 and 0), ``word`` and ``byte_order`` (stored type, "i2", "i4", "f4"...),
+    ``subject_type`` and ``subject_position`` (VisuSubjectType / Position), ``slice_packs``
+    (slices per package), ``protocol``, ``version`` (VisuCreatorVersion), ``echo_times`` (ms),
+    ``reco`` (the processed-data number), ``extra`` (further visu_pars entries) and
+    ``write_visu_pars`` (False writes a scan without visu_pars, as some exports are).
+
+    Parameters
+    ----------
+    scan_dir : str or Path
+        The scan folder to create (``acqp``, ``method`` and ``pdata/<reco>/`` go in it).
+
+    Returns
+    -------
+    Path
+        The ``pdata/<reco>`` folder holding ``2dseq``, ``visu_pars`` and ``reco``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io import load_volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pdata = write_paravision(Path(tmp) / "5", np.arange(24, dtype=np.int16).reshape(2, 3, 4),
+    ...                              extent=(4.0, 3.0), orientation=np.eye(3), positions=[[0, 0, 0], [0, 0, 1.0]])
+    ...     scan = load_volume(Path(tmp) / "5")
+    ...     pdata.relative_to(tmp).as_posix(), scan.spatial_shape, scan.numpy()[1, 2].tolist()
+    ('5/pdata/1', (2, 3, 4), [20, 21, 22, 23])
     """
     scan = Path(scan_dir)
     pdata = scan / "pdata" / str(reco)
@@ -201,6 +255,37 @@ def write_inveon(
     ``stored`` is (frames, z, y, x) or (z, y, x), the values written to the
     image file; Bq/mL = stored * scale_factor * calibration_factor /
     branching_fraction (calibration_units 2 = Bq/cc, 1 = nCi/cc).
+
+    Parameters
+    ----------
+    stem : str or Path
+        Output path without (or with) ``.img``.
+    stored : array
+        (frames, z, y, x) or (z, y, x) values as written.
+
+    The other keywords are the header fields of the same name: ``pixel_mm`` (x, y, z voxel
+    size, mm), ``data_type`` (1 int8, 2 int16, 3 int32, 4 float32 LE, 5 float32 BE, 6 int16 BE,
+    7 int32 BE), ``scale_factors`` (per frame, default 1), ``frame_starts`` / ``frame_durations``
+    (s, default back-to-back 600 s frames), ``decay_correction_applied`` and ``decay_factors``,
+    ``dose`` and ``dose_units`` (2 = MBq), ``isotope`` and ``half_life_s``, ``injection_time``
+    and ``scan_time`` (datetimes), ``weight`` and ``weight_units`` (1 = g),
+    ``subject_orientation``; ``cm_only`` writes the older centimetre pixel-size fields only and
+    ``extra_lines`` adds raw header lines.
+
+    Returns
+    -------
+    Path
+        The header ``<stem>.img.hdr``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io import load_volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     header = write_inveon(Path(tmp) / "pet", np.full((2, 3, 4), 5, np.float32), scale_factors=[2.0])
+    ...     pet = load_volume(header)
+    ...     header.name, pet.spatial_shape, pet.unit, float(pet.numpy().mean())   # 5 x 2 Bq/cc
+    ('pet.img.hdr', (2, 3, 4), 'Bq/mL', 10.0)
     """
     stem = Path(stem)
     stored = np.asarray(stored)

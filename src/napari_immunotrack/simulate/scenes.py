@@ -48,7 +48,29 @@ def rigid_matrix(
     translation_mm: Seq[float] = (0.0, 0.0, 0.0),
     center_mm: Seq[float] = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
-    """4x4 rigid map: rotate about ``center_mm`` (x, y, then z, degrees), then translate (mm)."""
+    """4x4 rigid map: rotate about ``center_mm`` (x, y, then z, degrees), then translate (mm).
+
+    Parameters
+    ----------
+    rotation_deg : 3 floats, default (0, 0, 0)
+        Rotations about the x, y and z axes, degrees, applied in that order
+        (:func:`~napari_immunotrack.simulate.phantom.rotation_matrix`).
+    translation_mm : 3 floats, default (0, 0, 0)
+        Translation after the rotation, mm.
+    center_mm : 3 floats, default (0, 0, 0)
+        The point the rotation leaves in place, mm.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        ``p -> R (p - c) + c + t`` in homogeneous coordinates.
+
+    Examples
+    --------
+    >>> m = rigid_matrix((0, 0, 90), (1, 0, 0), center_mm=(10, 0, 0))
+    >>> (m @ [10, 0, 0, 1]).round(6), (m @ [11, 0, 0, 1]).round(6)    # the centre moves only by t
+    (array([11.,  0.,  0.,  1.]), array([11.,  1.,  0.,  1.]))
+    """
     r = rotation_matrix(rotation_deg)
     c = np.asarray(center_mm, float)
     m = np.eye(4)
@@ -410,18 +432,57 @@ def dual_mode_scene(
     from the range) in muscle/lymph-node tissue: R1 and R2 rise by r1 C and
     r2 C. Confounders present before AND after: early subacute haemorrhage
     (T1-bright, T2-dark), fat (T1-bright) and an air pocket (dark on both).
+    Signal equations and relaxivities: ``docs/methods/simulator.md#mri-signal-equations``.
+
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of the random placement, sizes, concentrations and noise (same seed, same scene).
+    snr : float, default 25.0
+        Muscle signal over the Rician noise sigma (> 0); sigma = 1000 / snr for every image.
+    shape : 3 ints, default (48, 64, 64)
+        Grid shape ``(z, y, x)``; the body fills most of the field of view.
+    voxel_mm : float, default 0.15
+        Isotropic voxel size, mm.
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4: the tissue and relaxivity presets).
+    n_labelled : int, default 3
+        Number of labelled regions (radius 0.6-0.9 mm, at least 2 mm apart).
+    concentration_mM : (low, high), default (0.3, 0.8)
+        Range of the uniform agent concentration drawn per region, mM (0 <= low <= high).
+    agent : {"dual_mode", "spion", "gd"}, default "dual_mode"
+        Relaxivity preset (r1, r2 in 1/(mM s)).
+    confounders : bool, default True
+        Add the haemorrhage, fat and air confounders (radius 0.6 mm).
 
     Returns
     -------
     dict
-        ``t1_pre``, ``t1_post`` : T1-weighted spin echo (TR 600 ms, TE 8 ms) magnitude, muscle = 1000
-        ``t2_pre``, ``t2_post`` : T2-weighted spin echo (TR 5000 ms, TE 30 ms) magnitude, muscle = 1000
+        ``t1_pre``, ``t1_post`` : T1-weighted spin echo (TR 600 ms, TE 8 ms at 9.4 T) magnitude, muscle = 1000
+        ``t2_pre``, ``t2_post`` : T2-weighted spin echo (TR 5000 ms, TE 30 ms at 9.4 T) magnitude, muscle = 1000
+        ``t1_pre_noiseless``, ``t1_post_noiseless``, ``t2_pre_noiseless``, ``t2_post_noiseless`` : the same
+        without noise
         ``t1_map_pre``, ``t1_map_post``, ``t2_map_pre``, ``t2_map_post`` : noiseless maps in ms (air 0)
-        ``truth_labels`` : label Volume (region id per voxel, 0 elsewhere)
-        ``reference_mask``, ``background_mask`` : uint8 Volumes
+        ``truth_labels`` : label Volume (region id per voxel, 0 elsewhere); ``labelled_mask`` (0/1)
+        ``tissue_labels`` : the phantom's tissue labels (names in ``metadata["label_names"]``)
+        ``reference_mask``, ``background_mask`` : uint8 Volumes (muscle reference, air outside the body)
         ``sigma`` : dict of noise sigma per image
         ``truth`` : ``labelled`` (list of {id, centroid_ras_mm, radius_mm, concentration_mM, r1, r2, voxels}),
-        ``confounders`` (list of {kind, centroid_ras_mm}), ``r2_over_r1``, ``agent``, ``field_t``.
+        ``confounders`` (list of {kind, centroid_ras_mm, radius_mm}), ``r2_over_r1``, ``agent``, ``r1``,
+        ``r2``, ``field_t``, ``sequences`` (TR/TE/flip of the two sequences).
+
+    Raises
+    ------
+    InputError
+        An SNR <= 0, a field without preset, an unknown agent or an impossible concentration range.
+
+    Examples
+    --------
+    >>> scene = dual_mode_scene(seed=0, shape=(12, 16, 16), voxel_mm=0.5, n_labelled=1)
+    >>> scene["t1_pre"].spatial_shape, scene["sigma"]["t1_pre"], scene["truth"]["r2_over_r1"]
+    ((12, 16, 16), 40.0, 10.0)
+    >>> [(d["id"], round(d["concentration_mM"], 3), d["voxels"]) for d in scene["truth"]["labelled"]]
+    [(1, 0.459, 16)]
     """
     snr = check_snr(snr)
     field_t = check_field(field_t)
@@ -589,6 +650,57 @@ def quantitative_scene(
         (``metadata["label_names"]``), ``transforms`` : {"mri_to_pet": 4x4, "mri_to_mpi": 4x4}
         (RAS world to world: maps an MRI-world point to the same anatomical point in the other world;
         19F shares the MRI world).
+
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of every random draw (noise, placement).
+    pet_noise : bool, default True
+        Add Poisson counting noise to ``pet`` (``pet_noiseless`` is always returned).
+    injected_mbq : float, default 1.0
+        89Zr activity at injection, MBq (> 0).
+    scan_delay_h : float, default 24.0
+        Time from injection to scan start, hours (>= 0).
+    pet_duration_s : float, default 600.0
+        Frame duration, s (sets the counts, hence the noise).
+    pet_sensitivity : float, default 0.05
+        Detected counts per decay.
+    pet_fwhm_mm : float, default 1.3
+        PET point-spread function, mm FWHM.
+    f19_cells : floats, default (1e5, 1e6, 1e7)
+        Cells of each 19F depot (>= 0): right inguinal node, tumour, left inguinal node.
+    f_per_cell : float, default 1e12
+        19F atoms per cell.
+    f19_snr : float, default 20.0
+        Signal-to-noise ratio of the reference tube.
+    f19_reference_mM : float, default 50.0
+        19F concentration of the reference tube, mM.
+    f19_voxel_mm : float, default 0.5
+        19F voxel size, mm.
+    mpi_cells : floats, default (2e4, 2e5)
+        Cells of each MPI depot: right inguinal node, tumour.
+    mpi_iron_pg_per_cell : float, default 5.0
+        Iron per cell, pg.
+    mpi_fiducials_ng : floats, default (1000, 5000, 10000)
+        Iron of the calibration fiducials on the bed, ng.
+    mpi_noise_sd : float, default 0.5
+        Gaussian noise of the MPI image, a.u.
+    mpi_fwhm_mm : 3 floats, default (1.5, 1.5, 1.5)
+        MPI point-spread function along x, y, z, mm FWHM.
+
+    Raises
+    ------
+    InputError
+        A non-positive injected activity, a negative delay or a negative cell number.
+
+    Examples
+    --------
+    >>> scene = quantitative_scene(seed=0, pet_noise=False)
+    >>> scene["pet"].spatial_shape, scene["pet"].unit, round(scene["pet_truth_activity_bq"])
+    ((121, 38, 49), 'Bq/mL', 808813)
+    >>> pet = scene["pet_noiseless"]     # decay-corrected to scan start: total = decayed injected activity
+    >>> round(float(pet.numpy().sum()) * pet.voxel_volume_mm3 / 1000.0)
+    808813
     """
     if not np.isfinite(injected_mbq) or injected_mbq <= 0:
         raise InputError(f"injected_mbq={injected_mbq} is impossible; give an injected activity > 0 MBq.")
@@ -767,11 +879,46 @@ def registration_pair(
     moving-world point ``fixed_to_moving @ p``; so
     ``moving.resample_to(fixed, transform=fixed_to_moving)`` aligns them.
 
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of the mouse and the noise.
+    rotation_deg : 3 floats, default (3, -2, 4)
+        Rotation of the moving world about x, y, z, degrees (about the torso centre).
+    translation_mm : 3 floats, default (1.5, -1, 2)
+        Translation of the moving world, mm.
+    modality : {"PT", "NM"}, default "PT"
+        PET (PSF 1.4 mm) or SPECT (PSF 1.2 mm, fewer counts).
+    fixed_voxel_mm : float, default 0.4
+        Isotropic voxel of the MRI, mm.
+    moving_voxel_mm : float, default 0.6
+        Isotropic voxel of the PET/SPECT, mm.
+    counts_scale : float, default 1.0
+        Multiplies the detected counts (> 0; higher is less noise).
+    n_landmarks : int, default 8
+        At most this many organ centres as landmarks.
+
     Returns
     -------
-    dict: ``fixed``, ``moving`` (Volumes), ``fixed_to_moving`` (4x4 RAS world map),
-    ``landmarks_fixed`` ((N, 3) RAS mm inside the body and the fixed field of view),
-    ``landmarks_moving`` (the same points in moving world), ``landmark_names``.
+    dict
+        ``fixed``, ``moving`` (Volumes; moving in Bq/mL), ``moving_noiseless``, ``fixed_labels`` (tissue
+        labels on the fixed grid), ``fixed_to_moving`` (4x4 RAS world map), ``landmarks_fixed``
+        ((N, 3) RAS mm inside the body and the fixed field of view), ``landmarks_moving`` (the same
+        points in moving world), ``landmark_names``.
+
+    Raises
+    ------
+    InputError
+        A modality other than PT/NM, angles or translation without three values, ``counts_scale <= 0``.
+
+    Examples
+    --------
+    >>> pair = registration_pair(seed=0, fixed_voxel_mm=2.0, moving_voxel_mm=3.0, n_landmarks=4)
+    >>> pair["fixed"].spatial_shape, pair["moving"].spatial_shape, pair["landmark_names"]
+    ((16, 12, 15), (14, 10, 12), ['spleen', 'kidney_left', 'kidney_right', 'tumour'])
+    >>> f2m = pair["fixed_to_moving"]
+    >>> bool(np.allclose(pair["landmarks_fixed"] @ f2m[:3, :3].T + f2m[:3, 3], pair["landmarks_moving"]))
+    True
     """
     if modality not in ("PT", "NM"):
         raise InputError(f"modality={modality!r} must be 'PT' (PET) or 'NM' (SPECT).")

@@ -192,7 +192,32 @@ def _injection(design: StudyDesign) -> _dt.datetime:
 
 
 def check_timepoints(timepoints_days) -> list[float]:
-    """Timepoints (days after injection) as floats >= 0, else InputError naming the parameter."""
+    """Timepoints (days after injection) as floats >= 0, else InputError naming the parameter.
+
+    Parameters
+    ----------
+    timepoints_days : iterable of float
+        Days after injection; 0 is the baseline scanned just before injection.
+
+    Returns
+    -------
+    list of float
+        The days, sorted.
+
+    Raises
+    ------
+    InputError
+        Not numbers, empty, negative or non-finite, or a day given twice.
+
+    Examples
+    --------
+    >>> check_timepoints([7, 0, 1.5])
+    [0.0, 1.5, 7.0]
+    >>> check_timepoints([1, 1])
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: timepoints_days=[1.0, 1.0] repeats a day; give each day once.
+    """
     try:
         t = [float(v) for v in timepoints_days]
     except (TypeError, ValueError):
@@ -211,7 +236,30 @@ def check_timepoints(timepoints_days) -> list[float]:
 
 
 def check_size(size: str) -> dict:
-    """The grid settings of a study size name ("small", ...); InputError naming the sizes when unknown."""
+    """The grid settings of a study size name ("tiny", "sample", "full"); InputError naming the sizes when unknown.
+
+    Parameters
+    ----------
+    size : str
+        A key of :data:`SIZES`.
+
+    Returns
+    -------
+    dict
+        ``mri_shape`` (S, A, R voxels), voxel sizes in mm (``mri_voxel``, ``pet_voxel``,
+        ``spect_voxel``, ``f19_voxel``, ``mpi_voxel``, ``optical_pixel``) and the supersampling
+        factors of the nuclear images and the iron blooms.
+
+    Examples
+    --------
+    >>> grid = check_size("tiny")
+    >>> grid["mri_shape"], grid["mri_voxel"], grid["pet_voxel"]
+    ((64, 48, 56), 0.6, 1.2)
+    >>> check_size("huge")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: size='huge' is unknown; use one of ['full', 'sample', 'tiny'].
+    """
     if size not in SIZES:
         raise InputError(f"size={size!r} is unknown; use one of {sorted(SIZES)}.")
     return SIZES[size]
@@ -219,6 +267,16 @@ def check_size(size: str) -> dict:
 
 def session_name(day: float) -> str:
     """The session folder name of a study day: 1 -> "day1", 0.5 -> "day0p5".
+
+    Parameters
+    ----------
+    day : float
+        Days after injection.
+
+    Returns
+    -------
+    str
+        ``day<N>`` with a whole day written without decimals and a ``.`` written ``p``.
 
     Examples
     --------
@@ -244,7 +302,33 @@ class Subject:
 
 
 def make_subject(index: int = 1, seed: int = 0) -> Subject:
-    """Anatomy and fixed focus positions of subject ``index`` (seeded by ``seed`` and ``index``)."""
+    """Anatomy and fixed focus positions of subject ``index`` (seeded by ``seed`` and ``index``).
+
+    The foci (where cells gather in each site of :data:`FOCI`: liver, spleen, tumour rim, lymph
+    nodes, lung) keep their positions over the sessions; their weights share the site's cells.
+
+    Parameters
+    ----------
+    index : int, default 1
+        Subject number (1 -> "01"); each subject has its own anatomy.
+    seed : int, default 0
+        Study seed; the subject's own seed is ``1000 * seed + index``.
+
+    Returns
+    -------
+    Subject
+        ``index``, ``seed`` (the subject's), ``mouse`` (the phantom of
+        :func:`~napari_immunotrack.simulate.phantom.make_mouse`) and ``foci`` (site -> list of
+        {center_mm (phantom world, mm), weight (sums to 1 per site), spread_mm}).
+
+    Examples
+    --------
+    >>> subject = make_subject(1, seed=0)
+    >>> subject.label, subject.seed, {site: len(f) for site, f in subject.foci.items()}["liver"]
+    ('01', 1, 10)
+    >>> round(sum(f["weight"] for f in subject.foci["spleen"]), 6)
+    1.0
+    """
     sub_seed = int(seed) * 1000 + int(index)
     mouse = make_mouse(sub_seed)
     rng = np.random.default_rng(sub_seed + 17)
@@ -298,7 +382,35 @@ def session_pose(subject: Subject, day: float, design: StudyDesign) -> dict:
     session's receiver gain, coil-bias strength, soft-tissue deformation and field-of-view offset.
 
     Identity, gain 1 and no bias or deformation unless ``design.repositioned`` (seeded by subject and day,
-    on a stream of its own so the other random draws do not change).
+    on a stream of its own so the other random draws do not change); see
+    ``docs/methods/session-alignment.md#simulated-repositioning``.
+
+    Parameters
+    ----------
+    subject : Subject
+        From :func:`make_subject`.
+    day : float
+        Days after injection.
+    design : StudyDesign
+        ``repositioned``, ``pose_max_rotation_deg``, ``pose_max_shift_mm``, ``flip_day``,
+        ``gain_range``, ``bias_strength``, ``deformation_mm`` and ``fov_offset_mm`` are used.
+
+    Returns
+    -------
+    dict
+        ``matrix`` (4x4, phantom world -> session MRI world, mm), ``rotation_deg_xyz``,
+        ``translation_mm``, ``rotation_center_mm``, ``flipped`` (prone instead of supine),
+        ``gain`` (receiver gain factor), ``bias_strength``, ``deformation_mm``, ``fov_offset_mm``
+        and ``seed`` (None when not repositioned).
+
+    Examples
+    --------
+    >>> subject = make_subject(1, seed=0)
+    >>> session_pose(subject, 3, StudyDesign())["gain"]
+    1.0
+    >>> pose = session_pose(subject, 3, StudyDesign(repositioned=True))
+    >>> [round(a, 2) for a in pose["rotation_deg_xyz"]], round(pose["gain"], 3)
+    ([-14.65, 8.87, 13.0], 0.736)
     """
     from .sessions import pose_matrix
 
@@ -402,15 +514,39 @@ def simulate_timepoint(
 
     Parameters
     ----------
-    day : days after injection; 0 is the pre-injection baseline (MRI only).
-    subject : from :func:`make_subject` (default: subject 1 of ``seed``).
-    size : "tiny", "sample" or "full" (see :data:`SIZES`).
+    day : float
+        Days after injection (>= 0); 0 is the pre-injection baseline (MRI only).
+    subject : Subject, optional
+        From :func:`make_subject` (default: subject 1 of ``seed``).
+    seed : int, default 0
+        Study seed, used when ``subject`` is not given.
+    size : {"tiny", "sample", "full"}, default "sample"
+        Grid preset (see :data:`SIZES`).
+    design : StudyDesign, optional
+        Field, noise, cell populations, scanner settings and repositioning (defaults of
+        :class:`StudyDesign` when None).
+    progress : callable, optional
+        Called as ``progress(fraction, message)`` while the images are built.
 
     Returns
     -------
-    dict: ``volumes`` ({"T1w", "T2w", "T2starw", "dseg"} and after injection "pet", "spect", "f19",
-    "f19_reftube", "mpi", "fluo": Volumes in their scanners' worlds), ``tables`` (fiducials),
-    ``sidecars`` (JSON fields per volume), ``truth`` (dict, JSON-ready).
+    dict
+        ``volumes`` ({"T1w", "T2w", "T2starw", "dseg"} and after injection "pet", "spect", "f19",
+        "f19_reftube", "mpi", "fluo": Volumes in their scanners' worlds), ``tables`` (fiducials),
+        ``sidecars`` (JSON fields per volume), ``truth`` (dict, JSON-ready).
+
+    Raises
+    ------
+    InputError
+        An unknown size, a negative day or an invalid design.
+
+    Examples
+    --------
+    >>> baseline = simulate_timepoint(0, subject=make_subject(1, seed=0), size="tiny")
+    >>> sorted(baseline["volumes"]), baseline["volumes"]["T2w"].spatial_shape
+    (['T1w', 'T2starw', 'T2w', 'dseg'], (64, 48, 56))
+    >>> baseline["truth"]["session"], baseline["truth"]["baseline"]
+    ('ses-day0', True)
     """
     design = design or StudyDesign()
     design.check()
@@ -930,7 +1066,27 @@ def _write_nifti(volume: Volume, path: Path, step: float | None, labels: bool = 
 
 
 def write_truth_json(path: Path, obj) -> None:
-    """Write a simulator JSON file (ground truth, dataset description): sorted keys, NumPy values as lists."""
+    """Write a simulator JSON file (ground truth, dataset description): sorted keys, NumPy values as lists.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (replaced if it exists; not atomic: the study folder is).
+    obj : object
+        JSON-ready data; NumPy scalars become numbers, arrays lists, anything else unknown its str.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_truth_json(Path(tmp) / "truth.json", {"b": np.float32(0.5), "a": np.arange(2)})
+    ...     print(" ".join((Path(tmp) / "truth.json").read_text().split()))
+    { "a": [ 0, 1 ], "b": 0.5 }
+    """
     path.write_text(json.dumps(obj, indent=1, default=_default, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -945,7 +1101,43 @@ def _default(v):
 def write_timepoint(
     result: dict, session_dir: Path, subject_label: str, day: float, seed: int, design: StudyDesign, files: list
 ):
-    """Write one session's images (from :func:`simulate_timepoint`) under ``session_dir``."""
+    """Write one session's images (from :func:`simulate_timepoint`) under ``session_dir``.
+
+    MRI, labels, 19F and MPI as NIfTI with JSON sidecars (``anat/``, ``rois/``, ``f19/``,
+    ``mpi/``, with the MPI fiducials as CSV), PET and SPECT as DICOM series (``pet/``, ``spect/``),
+    the optical image as OME-TIFF (``optical/``); file names ``sub-<label>_ses-day<N>_<suffix>``.
+
+    Parameters
+    ----------
+    result : dict
+        The output of :func:`simulate_timepoint`.
+    session_dir : Path
+        The session folder (created as needed; files in it are replaced).
+    subject_label : str
+        E.g. "01".
+    day : float
+        Days after injection (names the session).
+    seed : int
+        Study seed (makes the DICOM UIDs reproducible).
+    design : StudyDesign
+        Gives the animal's weight for the DICOM headers.
+    files : list
+        Receives the path of every image written (a DICOM series as its folder).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> baseline = simulate_timepoint(0, subject=make_subject(1, seed=0), size="tiny")
+    >>> written = []
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_timepoint(baseline, Path(tmp), "01", 0, 0, StudyDesign(), written)
+    ...     [Path(f).relative_to(tmp).as_posix() for f in written][:2]
+    ['anat/sub-01_ses-day0_T1w.nii.gz', 'anat/sub-01_ses-day0_T2w.nii.gz']
+    """
     from ..io.dicom import write_dicom_series
     from ..io.tiff import write_ome_tiff
 
@@ -1230,7 +1422,24 @@ LABEL_UNITS_DOC = {
 
 
 def design_to_dict(design: StudyDesign) -> dict:
-    """A study design as plain JSON-ready values (as recorded in ground_truth.json)."""
+    """A study design as plain JSON-ready values (as recorded in ground_truth.json).
+
+    Parameters
+    ----------
+    design : StudyDesign
+        The design to record.
+
+    Returns
+    -------
+    dict
+        One key per design field; the cell populations as dicts of their fields, sequences as lists.
+
+    Examples
+    --------
+    >>> record = design_to_dict(StudyDesign(snr=12.0))
+    >>> record["snr"], record["field_t"], record["mpi_fiducials_ng"], record["car_t"]["name"]
+    (12.0, 9.4, [1000.0, 5000.0, 10000.0], 'car_t')
+    """
     out = {}
     for k, v in design.__dict__.items():
         if isinstance(v, Population):
@@ -1270,8 +1479,21 @@ def list_sample_files(root=None, session: str | None = None, subject: str | None
     list of dict: ``path`` (file or DICOM folder), ``subject``, ``session``, ``day``, ``datatype``,
     ``modality``, ``is_labels``, ``colormap``, ``blending``, ``opacity``, ``name`` and, for the
     optical image, ``affine`` (index -> MRI-world RAS mm, pass it to the TIFF reader as ``affine=``),
-    and ``mri_to_world`` (the true MRI-world -> modality-world map, for checking a registration;
-    never needed to open the file).
+    and, for PET, SPECT, MPI and 19F when the ground truth records it, ``mri_to_world`` (the true
+    MRI-world -> modality-world map, for checking a registration; never needed to open the file).
+
+    Raises
+    ------
+    InputError
+        If ``root`` is not a folder.
+
+    Examples
+    --------
+    >>> entries = list_sample_files(session="day1", subject="01")   # the bundled sample study
+    >>> sorted({e["modality"] for e in entries})
+    ['F19', 'MPI', 'MR', 'NM', 'OPT', 'PT', 'SEG']
+    >>> [(e["name"], e["colormap"], e["blending"]) for e in entries if e["modality"] == "PT"]
+    [('PET (day1)', 'inferno', 'additive')]
     """
     if root is None:
         from ..data import sample_study_root

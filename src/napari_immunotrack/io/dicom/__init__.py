@@ -70,10 +70,12 @@ Examples
 >>> affine = np.array([[0, 0, 0.5, -10], [0, 0.5, 0, -20], [2, 0, 0, -30], [0, 0, 0, 1.0]])  # axes S, A, R
 >>> vol = Volume(np.random.default_rng(0).random((4, 8, 8)).astype(np.float32), affine,
 ...              modality="PT", unit="Bq/mL")
->>> folder = write_dicom_series(vol, os.path.join(tempfile.mkdtemp(), "pet"))
+>>> tmp = tempfile.TemporaryDirectory()
+>>> folder = write_dicom_series(vol, os.path.join(tmp.name, "pet"))
 >>> back = read_dicom(folder)[0]
 >>> back.spatial_shape, back.unit, bool(np.allclose(back.affine, vol.affine, atol=1e-6))
 ((4, 8, 8), 'Bq/mL', True)
+>>> tmp.cleanup()
 
 Modules: :mod:`.headers` (values, dates and times, one file's header),
 :mod:`.frames` (the 2D images of a file with their geometry, enhanced

@@ -33,7 +33,40 @@ class Frame:
 
 
 def frames_of(ds, path: Path) -> list[Frame]:
-    """The 2D images of one file, with their geometry (None where the header lacks it)."""
+    """The 2D images of one file, with their geometry (None where the header lacks it).
+
+    A single-frame file gives one Frame; an enhanced multi-frame file, an NM reconstructed SPECT
+    or an RT dose grid gives one per frame, with positions from its functional groups, slice
+    vector or grid offsets.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The file's header (pixels deferred, see :func:`~napari_immunotrack.io.dicom.headers.read_header`).
+    path : Path
+        The file, recorded in each Frame and named in messages.
+
+    Returns
+    -------
+    list of Frame
+        Position (ImagePositionPatient, LPS mm), orientation (6 cosines), PixelSpacing (mm), size,
+        rescale slope/intercept and per-slice timing of each 2D image; a multi-frame file's frames
+        share a group of their own (one volume).
+
+    Raises
+    ------
+    InputError
+        A Siemens mosaic, a colour image, or a multi-frame file whose frames have no positions.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> from napari_immunotrack.io.dicom.headers import read_header
+    >>> path = Path(get_testdata_file("CT_small.dcm"))
+    >>> [frame] = frames_of(read_header(path, explicit=True), path)
+    >>> frame.rows, frame.cols, frame.spacing.tolist(), frame.position.tolist(), frame.intercept
+    (128, 128, [0.661468, 0.661468], [-158.135803, -179.035797, -75.699997], -1024.0)
+    """
     uid = str(ds.get("SeriesInstanceUID", "") or "") or f"(no SeriesInstanceUID: {path.parent})"
     rows, cols = int(ds.Rows), int(ds.Columns)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)

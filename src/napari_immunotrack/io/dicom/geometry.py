@@ -59,7 +59,43 @@ def _fmt(values) -> str:
 
 
 def check_common_geometry(members: list[Frame], label: str):
-    """Every slice has position, orientation, spacing; all share orientation, size and spacing."""
+    """Every slice has position, orientation, spacing; all share orientation, size and spacing.
+
+    Parameters
+    ----------
+    members : list of Frame
+        The 2D images of one series (see :func:`~napari_immunotrack.io.dicom.frames.frames_of`).
+    label : str
+        How messages name the series (e.g. :func:`~napari_immunotrack.io.dicom.headers.volume_label`).
+
+    Returns
+    -------
+    None
+        Returns only when the geometry is complete and common to all slices.
+
+    Raises
+    ------
+    InputError
+        A slice lacks ImagePositionPatient, ImageOrientationPatient or PixelSpacing; the slices
+        differ in orientation (beyond 1e-4), matrix size or PixelSpacing; the spacing is not
+        positive; or the orientation is not two orthogonal unit vectors. Nothing is guessed.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io.dicom.frames import Frame
+    >>> def axial(z, t=0):   # a 4 x 4 axial slice at z mm, frame time t ms
+    ...     return Frame(Path(f"z{z}_t{t}.dcm"), None, None, ("1.2.3", ""), np.array([0.0, 0.0, z]),
+    ...                  np.array([1.0, 0, 0, 0, 1, 0]), np.array([0.5, 0.5]), 4, 4,
+    ...                  info={"FrameReferenceTime": t})
+    >>> check_common_geometry([axial(0), axial(2)], "series 1")   # fine: returns None
+    >>> tilted = axial(4); tilted.orientation = np.array([1.0, 0, 0, 0, 0, 1])
+    >>> try:
+    ...     check_common_geometry([axial(0), axial(2), tilted], "series 1")
+    ... except InputError as error:
+    ...     print(str(error).split(" (")[0])
+    series 1: the slices have 2 different orientations
+    """
     first = members[0]
     for keyword, attr in (
         ("ImageOrientationPatient", "orientation"),
@@ -124,7 +160,48 @@ def _frame_key(fr: Frame, axis: str) -> tuple:
 
 
 def arrange_frames(members: list[Frame], label: str):
-    """Sort slices along the normal and split duplicates into frames: (frames[f][s], leading_axis, normal)."""
+    """Sort slices along the normal and split duplicates into frames: (frames[f][s], leading_axis, normal).
+
+    Slices are ordered by ``normal . ImagePositionPatient`` (never by file name or InstanceNumber);
+    positions closer than 0.01 mm are the same position. Several images per position become frames,
+    ordered by echo time/number (``"echo"``) when those tell them apart, else by temporal position,
+    FrameReferenceTime, acquisition date-time, trigger time, inversion time, flip angle (``"time"``).
+
+    Parameters
+    ----------
+    members : list of Frame
+        The 2D images of one series, geometry checked by :func:`check_common_geometry`.
+    label : str
+        How messages name the series.
+
+    Returns
+    -------
+    frames : list of list of Frame
+        ``frames[f][s]``: frame ``f``'s slice ``s``, slices in increasing position along the normal.
+    leading_axis : {"echo", "time"} or None
+        None for a 3D series (one image per position).
+    normal : ndarray of shape (3,)
+        The unit slice normal ``row_cosine x column_cosine`` (LPS).
+
+    Raises
+    ------
+    InputError
+        A single slice position, positions with unequal numbers of images (an incomplete dynamic
+        series), or images at one position that cannot be ordered (a duplicated series).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io.dicom.frames import Frame
+    >>> def axial(z, t=0):   # a 4 x 4 axial slice at z mm, frame time t ms
+    ...     return Frame(Path(f"z{z}_t{t}.dcm"), None, None, ("1.2.3", ""), np.array([0.0, 0.0, z]),
+    ...                  np.array([1.0, 0, 0, 0, 1, 0]), np.array([0.5, 0.5]), 4, 4,
+    ...                  info={"FrameReferenceTime": t})
+    >>> images = [axial(4), axial(0), axial(2), axial(0, 60000), axial(2, 60000), axial(4, 60000)]
+    >>> frames, axis, normal = arrange_frames(images, "series 1")
+    >>> axis, normal.tolist(), [[f.path.name for f in frame] for frame in frames]
+    ('time', [0.0, 0.0, 1.0], [['z0_t0.dcm', 'z2_t0.dcm', 'z4_t0.dcm'], ['z0_t60000.dcm', 'z2_t60000.dcm', 'z4_t60000.dcm']])
+    """
     first = members[0]
     r, c = first.orientation[:3], first.orientation[3:]
     normal = np.cross(r, c)
@@ -176,7 +253,47 @@ def arrange_frames(members: list[Frame], label: str):
 
 
 def check_spacing(frame0: list[Frame], normal: np.ndarray, label: str) -> np.ndarray:
-    """Uniform steps along the normal and positions on one line; returns the step vector (LPS mm)."""
+    """Uniform steps along the normal and positions on one line; returns the step vector (LPS mm).
+
+    A step may differ from the median step by ``max(0.01 mm, 1 %)``; a slice may lie that far off
+    the line through the first and last positions.
+
+    Parameters
+    ----------
+    frame0 : list of Frame
+        One frame's slices, sorted along the normal (:func:`arrange_frames`).
+    normal : ndarray of shape (3,)
+        The unit slice normal (LPS).
+    label : str
+        How messages name the series.
+
+    Returns
+    -------
+    ndarray of shape (3,)
+        ``(position_last - position_first) / (n - 1)``, LPS mm (oblique for a gantry tilt).
+
+    Raises
+    ------
+    InputError
+        Whole slices missing (the message counts them), irregular steps, or a slice off the line.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io.dicom.frames import Frame
+    >>> def axial(z, t=0):   # a 4 x 4 axial slice at z mm, frame time t ms
+    ...     return Frame(Path(f"z{z}_t{t}.dcm"), None, None, ("1.2.3", ""), np.array([0.0, 0.0, z]),
+    ...                  np.array([1.0, 0, 0, 0, 1, 0]), np.array([0.5, 0.5]), 4, 4,
+    ...                  info={"FrameReferenceTime": t})
+    >>> normal = np.array([0.0, 0.0, 1.0])
+    >>> check_spacing([axial(0), axial(2), axial(4)], normal, "series 1")
+    array([0., 0., 2.])
+    >>> try:
+    ...     check_spacing([axial(0), axial(2), axial(4), axial(8)], normal, "series 1")
+    ... except InputError as error:
+    ...     print(str(error)[:37])
+    series 1: 1 slice(s) missing: the ste
+    """
     pos = np.array([m.position for m in frame0])
     dist = pos @ normal
     steps = np.diff(dist)
@@ -215,7 +332,39 @@ def check_spacing(frame0: list[Frame], normal: np.ndarray, label: str) -> np.nda
 
 
 def geometry_from_affine(affine: np.ndarray):
-    """(step_lps, row_cosine, column_cosine, row_spacing, column_spacing, origin_lps) of a RAS affine."""
+    """(step_lps, row_cosine, column_cosine, row_spacing, column_spacing, origin_lps) of a RAS affine.
+
+    The inverse of :func:`slice_affine`, used to write a Volume as a DICOM series.
+
+    Parameters
+    ----------
+    affine : (4, 4) array
+        Maps ``(slice, row, column)`` indices to RAS mm; its axes must be orthogonal.
+
+    Returns
+    -------
+    step_lps : ndarray of shape (3,)
+        LPS vector between consecutive slices' ImagePositionPatient, mm.
+    row_cosine, column_cosine : ndarray of shape (3,)
+        The two halves of ImageOrientationPatient (unit vectors, LPS).
+    row_spacing, column_spacing : float
+        PixelSpacing[0] and PixelSpacing[1], mm.
+    origin_lps : ndarray of shape (3,)
+        ImagePositionPatient of the first slice, LPS mm.
+
+    Raises
+    ------
+    InputError
+        If the axes are sheared (DICOM planes need orthogonal axes).
+
+    Examples
+    --------
+    >>> step, row, col, dr, dc, origin = geometry_from_affine(np.diag([2.0, 0.5, 0.25, 1.0]))
+    >>> step.tolist(), row.tolist(), col.tolist(), dr, dc
+    ([-2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0], 0.5, 0.25)
+    >>> np.allclose(slice_affine(step, row, col, dr, dc, origin), np.diag([2.0, 0.5, 0.25, 1.0]))
+    True
+    """
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)
     cols = lps[:3, :3]
     lengths = np.linalg.norm(cols, axis=0)

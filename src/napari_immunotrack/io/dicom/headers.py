@@ -145,7 +145,33 @@ def _plain(value):
 
 
 def header_value(ds, keyword, default=None):
-    """``ds.keyword`` as a plain value, ``default`` when absent or empty."""
+    """``ds.keyword`` as a plain value, ``default`` when absent or empty.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A DICOM header (or a sequence item).
+    keyword : str
+        A DICOM keyword, e.g. ``"SeriesNumber"``.
+    default : object, optional
+        Returned when the element is absent, empty or malformed (None by default).
+
+    Returns
+    -------
+    str, int, float, list or None
+        The value as plain Python: IS as int, DS as float, multi-values as lists, strings stripped
+        of padding, person names as written; sequences and bytes give None.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset()
+    >>> ds.SeriesNumber, ds.PixelSpacing, ds.SeriesDescription = "7", ["0.5", "0.25"], "T2w "
+    >>> header_value(ds, "SeriesNumber"), header_value(ds, "PixelSpacing"), header_value(ds, "SeriesDescription")
+    (7, [0.5, 0.25], 'T2w')
+    >>> header_value(ds, "EchoTime", default=0.0)
+    0.0
+    """
     try:
         elem = ds[keyword] if keyword in ds else None
     except Exception:  # a malformed element: treat as absent
@@ -159,7 +185,33 @@ def header_value(ds, keyword, default=None):
 
 
 def header_floats(ds, keyword, n):
-    """A numeric multi-value (n numbers) as an array, None when absent or malformed."""
+    """A numeric multi-value (n numbers) as an array, None when absent or malformed.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A DICOM header.
+    keyword : str
+        A numeric DICOM keyword, e.g. ``"ImagePositionPatient"``.
+    n : int
+        How many numbers the element must hold.
+
+    Returns
+    -------
+    ndarray of shape (n,) or None
+        The values as floats (in the element's own unit, e.g. mm), or None when the element is
+        absent, holds another count, or a value is not a finite number.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset()
+    >>> ds.ImagePositionPatient = ["-10", "20.5", "3"]
+    >>> header_floats(ds, "ImagePositionPatient", 3)
+    array([-10. ,  20.5,   3. ])
+    >>> header_floats(ds, "ImagePositionPatient", 2) is None
+    True
+    """
     value = header_value(ds, keyword)
     if value is None:
         return None
@@ -173,7 +225,30 @@ def header_floats(ds, keyword, n):
 
 
 def first_item(ds, sequence_keyword):
-    """The first item of a sequence, or None."""
+    """The first item of a sequence, or None.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A DICOM header.
+    sequence_keyword : str
+        The keyword of a sequence element, e.g. ``"RadiopharmaceuticalInformationSequence"``.
+
+    Returns
+    -------
+    pydicom.Dataset or None
+        The sequence's first item; None when the sequence is absent or empty.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> item = Dataset(); item.RadionuclideHalfLife = "6586.2"
+    >>> ds = Dataset(); ds.RadiopharmaceuticalInformationSequence = [item]
+    >>> header_value(first_item(ds, "RadiopharmaceuticalInformationSequence"), "RadionuclideHalfLife")
+    6586.2
+    >>> first_item(ds, "ReferencedImageSequence") is None
+    True
+    """
     seq = ds.get(sequence_keyword) if sequence_keyword in ds else None
     return seq[0] if seq else None
 
@@ -182,10 +257,29 @@ def parse_dicom_date(value) -> _dt.date | None:
     """A DICOM DA ('YYYYMMDD', also 'YYYY.MM.DD' of old headers) or ISO date; None when empty.
 
     The one date parser of the package (PET timing and slice ordering use it).
-    Raises InputError on text that is not a date.
 
+    Parameters
+    ----------
+    value : str, datetime.date, datetime.datetime or None
+        A DA value; any separators are ignored, so 'YYYY.MM.DD' and 'YYYY-MM-DD' also parse.
+        A date or datetime is returned as a date.
+
+    Returns
+    -------
+    datetime.date or None
+        None when ``value`` is empty.
+
+    Raises
+    ------
+    InputError
+        If the text is not eight digits of a valid date.
+
+    Examples
+    --------
     >>> parse_dicom_date("20240305")
     datetime.date(2024, 3, 5)
+    >>> parse_dicom_date("2024.03.05"), parse_dicom_date("")
+    (datetime.date(2024, 3, 5), None)
     """
     if isinstance(value, _dt.datetime):
         return value.date()
@@ -206,10 +300,29 @@ def parse_dicom_date(value) -> _dt.date | None:
 def parse_dicom_time(value) -> _dt.time | None:
     """A DICOM TM ('HHMMSS.FFFFFF', 'HHMM', 'HH', or 'HH:MM:SS' of old headers) or ISO time; None when empty.
 
-    A leap second (60) is read as 59. Raises InputError on text that is not a time.
+    A leap second (60) is read as 59.
 
+    Parameters
+    ----------
+    value : str, datetime.time, datetime.datetime or None
+        A TM value; missing minutes and seconds count as 0, colons are ignored.
+
+    Returns
+    -------
+    datetime.time or None
+        Microsecond resolution; None when ``value`` is empty.
+
+    Raises
+    ------
+    InputError
+        If the text is not a time of day.
+
+    Examples
+    --------
     >>> parse_dicom_time("101530.25")
     datetime.time(10, 15, 30, 250000)
+    >>> parse_dicom_time("0930"), parse_dicom_time("23:59:60")
+    (datetime.time(9, 30), datetime.time(23, 59, 59))
     """
     if isinstance(value, _dt.datetime):
         return value.time()
@@ -238,8 +351,27 @@ def parse_dicom_datetime(value) -> _dt.datetime | None:
     A UTC offset, if any, is dropped: the scanner writes all times of a study
     in the same local time.
 
+    Parameters
+    ----------
+    value : str, datetime.datetime or None
+        A DT value (the time part optional: a date alone is midnight) or an ISO 8601 text.
+
+    Returns
+    -------
+    datetime.datetime or None
+        Naive local time; None when ``value`` is empty.
+
+    Raises
+    ------
+    InputError
+        If the text is neither a DICOM DT nor ISO 8601.
+
+    Examples
+    --------
     >>> parse_dicom_datetime("20240305101530.5+0100")
     datetime.datetime(2024, 3, 5, 10, 15, 30, 500000)
+    >>> parse_dicom_datetime("2024-03-05T10:15:30")
+    datetime.datetime(2024, 3, 5, 10, 15, 30)
     """
     if isinstance(value, _dt.datetime):
         return value.replace(tzinfo=None)
@@ -267,6 +399,25 @@ def dicom_seconds(date: str | None, time: str | None) -> float | None:
     for the package); used to order frames, where an unreadable value must not
     stop the read.
 
+    Parameters
+    ----------
+    date : str or None
+        A DA value ('YYYYMMDD'); None or empty counts from day 0 (only differences within a day
+        are then meaningful).
+    time : str or None
+        A TM value ('HHMMSS.FFFFFF').
+
+    Returns
+    -------
+    float or None
+        Seconds; None when ``time`` is empty or either value does not parse (never raises).
+
+    Examples
+    --------
+    >>> dicom_seconds("20240102", "000000") - dicom_seconds("20240101", "000000")
+    86400.0
+    >>> dicom_seconds(None, "000130"), dicom_seconds("20240101", "not a time")
+    (90.0, None)
     >>> dicom_seconds("20240101", "120000.5") - dicom_seconds("20240101", "000000")
     43200.5
     """
@@ -295,9 +446,37 @@ def _text(value) -> str | None:
 def read_header(path: Path, explicit: bool, suspects: list | None = None):
     """The dataset of ``path`` (pixels deferred), or None when it is not a DICOM image.
 
-    ``explicit``: the user named this file, so "not DICOM" is an error rather than a skip.
-    ``suspects``: collects image objects without Rows/Columns (truncated headers, or
-    stripped test objects), reported in one warning by the caller.
+    Parameters
+    ----------
+    path : Path
+        The file to read.
+    explicit : bool
+        The user named this file, so "not DICOM" (or a DICOM object that is not an image) is an
+        InputError rather than a skip (None) as for a file found in a folder.
+    suspects : list, optional
+        Collects image objects without Rows/Columns (truncated headers, or stripped test
+        objects), reported in one warning by the caller.
+
+    Returns
+    -------
+    pydicom.Dataset or None
+        The header with values over 16 KiB (the pixel data) read only when used; None for a file
+        in a folder that is not a DICOM image (a warning when it has a DICOM extension).
+
+    Raises
+    ------
+    InputError
+        If the header is corrupt, or (``explicit``) the file is not a DICOM image; the message says
+        what the file is and what to give instead.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> ds = read_header(Path(get_testdata_file("CT_small.dcm")), explicit=True)
+    >>> ds.Modality, ds.Rows, ds.Columns
+    ('CT', 128, 128)
+    >>> read_header(Path(get_testdata_file("ExplVR_LitEndNoMeta.dcm")), explicit=False) is None
+    True
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -383,6 +562,25 @@ def raw_dataset(path: Path):
 
     Only what parses into a dataset naming its SOP class or modality counts: anything
     else forced through pydicom (a text file, a truncated header) is not DICOM.
+
+    Parameters
+    ----------
+    path : Path
+        A file that failed to read as a standard DICOM file.
+
+    Returns
+    -------
+    pydicom.Dataset or None
+        The header without pixel data, or None when the file is not a DICOM dataset at all.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> ds = raw_dataset(Path(get_testdata_file("ExplVR_LitEndNoMeta.dcm")))
+    >>> ds.Modality, "Rows" in ds
+    ('RTPLAN', False)
+    >>> raw_dataset(Path(__file__)) is None   # a Python source file
+    True
     """
     import pydicom
 
@@ -438,7 +636,28 @@ def _is_known_non_image(sop_class: str) -> bool:
 
 
 def list_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (recursive), hidden files excluded, in a stable order."""
+    """Every regular file under ``root`` (recursive), hidden files excluded, in a stable order.
+
+    Parameters
+    ----------
+    root : Path
+        A folder.
+
+    Returns
+    -------
+    list of Path
+        Files sorted by folder, then name; files and folders whose name starts with ``.`` are left out.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for name in ("b/2.dcm", "b/1.dcm", "a.dcm", ".hidden/x.dcm", ".DS_Store"):
+    ...         (Path(tmp) / name).parent.mkdir(exist_ok=True)
+    ...         (Path(tmp) / name).touch()
+    ...     [f.relative_to(tmp).as_posix() for f in list_files(Path(tmp))]
+    ['a.dcm', 'b/1.dcm', 'b/2.dcm']
+    """
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -449,7 +668,29 @@ def list_files(root: Path) -> list[Path]:
 @contextlib.contextmanager
 def bad_values_as_input_error(path: Path):
     """Turn what a corrupt or hand-edited header value makes numpy/pydicom raise (``int('abc')``,
-    a missing attribute, an impossible shape) into the InputError of a bad file."""
+    a missing attribute, an impossible shape) into the InputError of a bad file.
+
+    Parameters
+    ----------
+    path : Path
+        The file being read, named in the message.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        A context in which ValueError, TypeError, AttributeError, KeyError, IndexError,
+        OverflowError, NotImplementedError and pydicom's BytesLengthException become InputError
+        (an InputError raised inside passes unchanged).
+
+    Examples
+    --------
+    >>> try:
+    ...     with bad_values_as_input_error(Path("IM0001.dcm")):
+    ...         int("abc")
+    ... except InputError as error:
+    ...     print(str(error)[:66])
+    IM0001.dcm: a DICOM header value cannot be used (ValueError: inval
+    """
     from pydicom.errors import BytesLengthException  # a value cut short (a file truncated inside its header)
 
     try:
@@ -474,7 +715,25 @@ def bad_values_as_input_error(path: Path):
 
 
 def series_sort_key(ds) -> float:
-    """SeriesNumber as a number for sorting series (missing or unreadable last)."""
+    """SeriesNumber as a number for sorting series (missing or unreadable last).
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header of the series.
+
+    Returns
+    -------
+    float
+        The SeriesNumber, or ``inf`` when it is missing or not a number.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.SeriesNumber = "12"
+    >>> series_sort_key(ds), series_sort_key(Dataset())
+    (12.0, inf)
+    """
     n = header_value(ds, "SeriesNumber")
     try:
         return float(n)
@@ -483,18 +742,77 @@ def series_sort_key(ds) -> float:
 
 
 def series_label(ds) -> str:
-    """'<SeriesNumber> (<Modality>, <SeriesDescription>)' for messages."""
+    """'<SeriesNumber> (<Modality>, <SeriesDescription>)' for messages.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header of the series.
+
+    Returns
+    -------
+    str
+        Missing number or modality written as ``?``; no description, no comma.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.SeriesNumber, ds.Modality, ds.SeriesDescription = "3", "PT", "FDG 60 min"
+    >>> series_label(ds), series_label(Dataset())
+    ('3 (PT, FDG 60 min)', '? (?)')
+    """
     desc = header_value(ds, "SeriesDescription") or ""
     return f"{header_value(ds, 'SeriesNumber', '?')} ({header_value(ds, 'Modality', '?')}{', ' + desc if desc else ''})"
 
 
 def volume_label(ds, source: Path) -> str:
-    """'DICOM series <label> in <source>', how messages name a series."""
+    """'DICOM series <label> in <source>', how messages name a series.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header of the series (see :func:`series_label`).
+    source : Path
+        The file or folder the series was read from.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.SeriesNumber, ds.Modality = "3", "MR"
+    >>> volume_label(ds, Path("study/day7"))
+    'DICOM series 3 (MR) in study/day7'
+    """
     return f"DICOM series {series_label(ds)} in {source}"
 
 
 def pixel_unit(ds, modality: str) -> str:
-    """The unit of the pixel values: PET/NM Units (BQML -> Bq/mL, GML -> SUV type, ...), CT HU, RT dose Gy, else a.u."""
+    """The unit of the pixel values: PET/NM Units (BQML -> Bq/mL, GML -> SUV type, ...), CT HU, RT dose Gy, else a.u.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header of the series (Units, SUVType, DoseUnits are read).
+    modality : str
+        The volume's modality ("PT", "NM", "CT", "MR", ...).
+
+    Returns
+    -------
+    str
+        "Bq/mL", "counts", "SUVbw"/"SUVbsa"/"SUVlbm"/"SUVibw", "%ID/g" (PET/NM; an unknown Units
+        value is returned as written), "HU" (CT), "Gy" or "relative dose" (RTDOSE), else "a.u."
+        (a PET without Units) or "counts" (an NM without Units).
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.Units, ds.SUVType = "GML", "LBM"
+    >>> pixel_unit(ds, "PT"), pixel_unit(Dataset(), "PT"), pixel_unit(Dataset(), "CT")
+    ('SUVlbm', 'a.u.', 'HU')
+    """
     units = str(header_value(ds, "Units", "") or "").upper()
     if modality in ("PT", "NM") and units:
         if units == "GML":

@@ -46,6 +46,35 @@ def file_pixels(path: Path, ds) -> np.ndarray:
 
     ``ds`` is the file's dataset read with deferred pixel data; the pixel
     element is removed from it afterwards (it becomes ``dicom_header``).
+
+    Parameters
+    ----------
+    path : Path
+        The file (read again if another volume already took the pixels of ``ds``).
+    ds : pydicom.Dataset
+        Its header, read with deferred pixel data.
+
+    Returns
+    -------
+    ndarray
+        The stored values, before RescaleSlope/RescaleIntercept, in the stored integer (or float)
+        type.
+
+    Raises
+    ------
+    InputError
+        No pixel data (a truncated file), or a compressed transfer syntax without its decoder
+        installed (the message gives the ``pip install`` command).
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> from napari_immunotrack.io.dicom.headers import read_header
+    >>> path = Path(get_testdata_file("CT_small.dcm"))
+    >>> ds = read_header(path, explicit=True)
+    >>> pixels = file_pixels(path, ds)
+    >>> pixels.shape, pixels.dtype, pixels[0, :3].tolist(), "PixelData" in ds
+    ((128, 128), dtype('int16'), [175, 180, 166], False)
     """
     if getattr(ds, "_immunotrack_pixels_taken", False):
         # a file holding several volumes (stacks of an enhanced file): the pixels were taken from this header

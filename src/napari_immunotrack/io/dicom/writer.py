@@ -20,12 +20,26 @@ from .headers import RADIOPHARM_KEYS, SOP_CLASS, UNIT_TO_DICOM
 def make_study(**fields) -> dict:
     """A study dict with fresh StudyInstanceUID and FrameOfReferenceUID, for several series of one study.
 
-    Keyword arguments (StudyDate, StudyTime, StudyDescription, StudyID,
-    AccessionNumber, ...) are added as given.
+    Parameters
+    ----------
+    **fields
+        DICOM keywords and values of the study (StudyDate, StudyTime, StudyDescription, StudyID,
+        AccessionNumber, ...), added as given.
 
+    Returns
+    -------
+    dict
+        ``StudyInstanceUID`` and ``FrameOfReferenceUID`` (new UIDs from pydicom) plus ``fields``:
+        pass it to every :func:`write_dicom_series` call of the study so the series share a study
+        and a patient frame of reference.
+
+    Examples
+    --------
     >>> s = make_study(StudyDate="20240101")
     >>> sorted(s)
     ['FrameOfReferenceUID', 'StudyDate', 'StudyInstanceUID']
+    >>> make_study()["StudyInstanceUID"] != make_study()["StudyInstanceUID"]
+    True
     """
     from pydicom.uid import generate_uid
 
@@ -231,12 +245,14 @@ def write_dicom_series(
     >>> import numpy as np, tempfile, os
     >>> from napari_immunotrack.volume import Volume
     >>> pet_vol = Volume(np.ones((3, 4, 4), np.float32) * 5000.0, np.eye(4), modality="PT", unit="Bq/mL")
-    >>> out = write_dicom_series(pet_vol, os.path.join(tempfile.mkdtemp(), "pet"),
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = write_dicom_series(pet_vol, os.path.join(tmp.name, "pet"),
     ...                          patient={"PatientWeight": 0.025, "PatientID": "mouse1"},
     ...                          pet={"RadionuclideTotalDose": 5e6, "RadionuclideHalfLife": 6586.2,
     ...                               "RadiopharmaceuticalStartTime": "101500", "SeriesTime": "111500"})
     >>> len(os.listdir(out))
     3
+    >>> tmp.cleanup()
     """
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
