@@ -625,7 +625,6 @@ def gtm(
                 "blurred": gaussian_blur(emit, sigma),
             }
             measured.append(float(np.sum(measure * data_box, dtype=np.float64)) / total)
-    n = n_roi + (bg is not None)
     measured = np.asarray(measured)
     W = _transfer_matrix(regions, bg, sigma, None, progress)
     corrected, *_ = np.linalg.lstsq(W, measured, rcond=None)
@@ -643,7 +642,9 @@ def gtm(
         done = 0
         for b in range(blocks):
             step = min(10, iterations - done)
-            _progress.report(progress, 0.5 + 0.45 * b / blocks, f"GTM: deconvolving within regions ({done}/{iterations})")
+            _progress.report(
+                progress, 0.5 + 0.45 * b / blocks, f"GTM: deconvolving within regions ({done}/{iterations})"
+            )
             if bg is not None:
                 bg["x"] = float(corrected[-1])
             shapes = _deconvolve_within(
