@@ -436,7 +436,7 @@ def _transfer_matrix(regions, bg, sigma, shapes, progress=None) -> np.ndarray:
     return W
 
 
-def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterations, misfit_limit=0.08):
+def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterations, misfit_limit=0.08, update=None):
     """Region-constrained Richardson-Lucy: the distribution of the activity inside each region.
 
     The object is ``sum_j means_j * R_j * shape_j`` plus the (uniform) background region; each
@@ -448,14 +448,15 @@ def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterat
     weighted mean of 1 (GTM then solves for the regional means). A region whose mean is not positive
     keeps its shape (it emits nothing in the model).
 
-    d_plus is the data in the outer box clipped at 0 (RL needs non-negative data).
+    d_plus is the data in the outer box clipped at 0 (RL needs non-negative data). ``update`` names
+    the regions to deconvolve; without it they are chosen by ``misfit_limit``. Returns (shapes, update).
     """
     shapes = [np.asarray(s, np.float64).copy() for s in shapes]
     means = np.asarray(means, float)
     peak = float(d_plus.max()) if d_plus.size else 0.0
     active = [j for j in range(len(regions)) if means[j] > 0]
     if peak <= 0 or not active or iterations <= 0:
-        return shapes
+        return shapes, []
     tiny = 1e-4 * peak
     boxes = {j: _sl(regions[j].lo - out_lo, regions[j].hi - out_lo) for j in active}
     local = {j: tuple(c - a for c, a in zip(regions[j].coords, regions[j].lo)) for j in active}
@@ -475,8 +476,11 @@ def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterat
         return out
 
     x = {j: shapes[j] * means[j] for j in active}
-    update = active
-    if misfit_limit > 0:
+    if update is not None:
+        update = [j for j in update if j in active]
+    elif misfit_limit <= 0:
+        update = active
+    else:
         # regions the current model already explains (relative RMS misfit below the limit) keep their
         # shape: deconvolving them would only fit the model's own small errors (discretisation, PSF shape)
         model = np.zeros(d_plus.shape, np.float32) if base is None else base.copy()
@@ -490,8 +494,8 @@ def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterat
             misfit = math.sqrt(float(np.dot(w, (d - m) ** 2)) / max(float(np.dot(w, m**2)), 1e-30))
             if misfit > misfit_limit:
                 update.append(j)
-        if not update:
-            return shapes
+    if not update:
+        return shapes, []
     y, x_prev, g_prev = x, x, None
     for _ in range(int(iterations)):
         x_new = rl_step(y)
@@ -511,7 +515,7 @@ def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterat
     for j, r in enumerate(regions):
         mean = float(np.dot(r.weight, shapes[j])) / r.total
         shapes[j] = shapes[j] / mean if mean > 0 and np.isfinite(mean) else np.ones(r.weight.shape)
-    return shapes
+    return shapes, update
 
 
 def gtm(
@@ -639,7 +643,7 @@ def gtm(
         d_plus = np.maximum(np.asarray(data[_sl(out_lo, out_hi)], np.float32), 0.0)
         np.nan_to_num(d_plus, copy=False)
         blocks = max(1, int(math.ceil(iterations / 10)))
-        done = 0
+        done, chosen = 0, None
         for b in range(blocks):
             step = min(10, iterations - done)
             _progress.report(
@@ -647,9 +651,12 @@ def gtm(
             )
             if bg is not None:
                 bg["x"] = float(corrected[-1])
-            shapes = _deconvolve_within(
-                d_plus, regions, bg, corrected, shapes, sigma, out_lo, step, misfit_limit=uniform_misfit
+            # the regions to deconvolve are chosen once, against the uniform model
+            shapes, chosen = _deconvolve_within(
+                d_plus, regions, bg, corrected, shapes, sigma, out_lo, step, uniform_misfit, chosen
             )
+            if not chosen:
+                break
             done += step
             W = _transfer_matrix(regions, bg, sigma, shapes, None)
             corrected, *_ = np.linalg.lstsq(W, measured, rcond=None)
