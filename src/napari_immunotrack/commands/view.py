@@ -54,9 +54,13 @@ def open_viewer(
 
     viewer = napari.Viewer(title="napari-immunotrack", show=show)
     install_close_guard(viewer)  # closing with unsaved labels/ROIs asks first
-    viewer.window.resize(1500, 950)
+    from ..widgets._dock import fit_window_to_screen, make_scrollable, tidy_dock_tabs
+
+    qt_window = viewer.window._qt_window
+    fit_window_to_screen(qt_window)  # the screen's size, never more (docks scroll instead)
+    keep_columns(viewer)
     widget = StudyWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Study", area="right")
+    make_scrollable(viewer.window.add_dock_widget(widget, name="Study", area="right"))
     viewer.window._immunotrack_study = widget  # the command line and tests reach the dock here
     import warnings
 
@@ -71,18 +75,30 @@ def open_viewer(
     if docks:
         for name, tabify in DOCKS:
             try:
-                viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=tabify)
+                dock, _ = viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=tabify)
+                make_scrollable(dock)
+                dock.setWindowTitle(name)  # the tab reads "Iron clusters", not "Iron clusters (napari-immunotrack)"
             except Exception as exc:  # a broken optional widget must not stop the viewer
                 from napari.utils.notifications import show_warning
 
                 show_warning(f"the {name} dock could not open: {exc}")
-        inner = (getattr(viewer.window, "dock_widgets", {}) or {}).get("Study")
-        dock = inner.parent() if inner is not None else None  # the dock around the widget (napari 0.9)
+        tidy_dock_tabs(qt_window)
+        dock = study_dock(viewer)
         if dock is not None:
-            from qtpy.QtCore import QTimer
+            from qtpy.QtCore import Qt, QTimer
 
             dock.raise_()  # the Study tab in front (again once the window is laid out)
             QTimer.singleShot(0, dock.raise_)
+            QTimer.singleShot(0, lambda: tidy_dock_tabs(qt_window))
+            readout = (getattr(viewer.window, "_wrapped_dock_widgets", {}) or {}).get(
+                "Cursor readout (napari-immunotrack)"
+            )
+            if readout is not None:  # the readout lists a value per layer: a quarter of the column
+                height = qt_window.height()
+                qt_window.resizeDocks(
+                    [dock, readout], [int(0.72 * height), int(0.25 * height)], Qt.Orientation.Vertical
+                )
+    fit_window_to_screen(qt_window)
     if three_plane:
         widget.set_three_plane(True)
     return viewer
@@ -91,6 +107,37 @@ def open_viewer(
 def study_widget(viewer):
     """The Study dock of a viewer made by :func:`open_viewer`."""
     return getattr(viewer.window, "_immunotrack_study", None)
+
+
+def keep_columns(viewer) -> None:
+    """Docks in three columns that never push the window past the screen.
+
+    The left and right dock areas run to the bottom of the window, so the bottom dock (the
+    three-plane layout) sits under the canvas only; napari's layer controls (taller in 3D) scroll.
+    """
+    from qtpy.QtCore import Qt
+
+    from ..widgets._dock import make_scrollable
+
+    qt_window = viewer.window._qt_window
+    qt_window.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+    qt_window.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+    qt_viewer = viewer.window._qt_viewer
+    for name in ("dockLayerControls", "dockLayerList"):
+        dock = getattr(qt_viewer, name, None)
+        if dock is not None:
+            make_scrollable(dock)
+
+
+def study_dock(viewer):
+    """The napari dock (QDockWidget) holding the Study widget, or None."""
+    from qtpy.QtWidgets import QDockWidget
+
+    widget = study_widget(viewer)
+    parent = widget.parent() if widget is not None else None
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    return parent
 
 
 def fit_to_anatomy(viewer) -> None:

@@ -1,10 +1,14 @@
-"""The base of every napari-immunotrack dock widget."""
+"""The base of every napari-immunotrack dock widget, and the window layout that keeps them on screen."""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QTabBar, QTabWidget, QWidget
 
 from .._close_guard import install_close_guard
+
+#: The window's preferred size on a large screen (width, height); smaller screens get what they have.
+PREFERRED_WINDOW = (1500, 950)
 
 
 class PluginDock(QWidget):
@@ -18,3 +22,74 @@ class PluginDock(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         install_close_guard(napari_viewer)
+
+
+def make_scrollable(dock) -> None:
+    """Put a dock's content in a scroll area, so the dock can be shorter than its content.
+
+    Without it a dock's minimum height is its content's, and Qt grows the main window past the
+    screen to honour it. napari still finds the original widget (``viewer.window.dock_widgets``):
+    its dock asks the content for ``_magic_widget``, which the scroll area answers with it.
+    """
+    inner = dock.widget()
+    if inner is None or isinstance(inner, QScrollArea):
+        return
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    dock.setWidget(scroll)
+    scroll.setWidget(inner)
+    scroll._magic_widget = getattr(inner, "_magic_widget", inner)
+    # a dock made before it is docked is briefly a window, and Qt fixes a window's minimum size to
+    # its content's: give it back napari's own small minimum
+    dock.setMinimumSize(50, 50)
+    dock.layout().invalidate()
+
+
+def available_geometry(widget=None):
+    """The available geometry (QRect, without task bars) of the screen showing ``widget`` (else the primary)."""
+    screen = None
+    if widget is not None:
+        handle = widget.windowHandle()
+        screen = handle.screen() if handle is not None else None
+        if screen is None and hasattr(widget, "screen"):
+            screen = widget.screen()
+    screen = screen or QApplication.primaryScreen()
+    return screen.availableGeometry()
+
+
+def fit_window_to_screen(qt_window, preferred=PREFERRED_WINDOW) -> tuple[int, int]:
+    """Size the main window to the screen it is on and keep it there: never larger than the screen.
+
+    The window gets 90 % of the screen but at least ``preferred`` (width, height) when the screen
+    allows, else the available size minus the window frame; its maximum size is the available size, so results and docks that
+    appear later make the docks scroll instead of the window grow. Returns the size set.
+    """
+    area = available_geometry(qt_window)
+    frame = qt_window.frameGeometry().size() - qt_window.geometry().size()
+    # before the window is shown the frame is unknown: allow for a typical title bar
+    extra_w = max(frame.width(), 2)
+    extra_h = max(frame.height(), 30)
+    # 90 % of a large screen (at least ``preferred``), all of a small one
+    width = min(max(preferred[0], int(0.9 * area.width())), area.width() - extra_w)
+    height = min(max(preferred[1], int(0.9 * area.height())), area.height() - extra_h)
+    qt_window.setMaximumSize(area.width() - extra_w + 2, area.height() - extra_h + 2)
+    if qt_window.isMaximized() or qt_window.isFullScreen():
+        return width, height
+    qt_window.resize(width, height)
+    geo = qt_window.frameGeometry()
+    if not area.contains(geo):
+        qt_window.move(area.left(), area.top())
+    return width, height
+
+
+def tidy_dock_tabs(qt_window) -> None:
+    """Dock tabs on top with their whole titles (scroll buttons instead of "S…", "Iron cluste…")."""
+    for side in (Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea):
+        qt_window.setTabPosition(side, QTabWidget.TabPosition.North)
+    for bar in qt_window.findChildren(QTabBar):
+        if bar.parent() is qt_window:  # the tab bars of tabified docks, not those inside a dock
+            bar.setElideMode(Qt.TextElideMode.ElideNone)
+            bar.setUsesScrollButtons(True)
+            bar.setExpanding(False)

@@ -135,6 +135,10 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
         self.viewer.layers.selection.events.active.connect(self._active_changed)
+        self._preset_layer = None
+        self._findings_signature = None
+        for name in ("point", "range", "ndim", "order"):
+            getattr(self.viewer.dims.events, name).connect(self._label_slice_sliders)
 
     # ------------------------------------------------------------------ the view model's state
     @property
@@ -259,7 +263,8 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.findings_tree.setColumnWidth(0, 150)
         self.findings_tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.findings_tree.itemClicked.connect(self._finding_clicked)
-        self.findings_tree.setMinimumHeight(80)
+        rows = self.findings_tree.fontMetrics().height() + 6
+        self.findings_tree.setMinimumHeight(7 * rows)  # the header and six findings at least
         f_layout.addWidget(self.findings_tree)
         refresh = QPushButton("Refresh findings")
         refresh.clicked.connect(self.refresh_findings)
@@ -383,6 +388,39 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             self._prefetch()
         self._findings_timer.start()
         return study
+
+    def _label_slice_sliders(self, event=None) -> None:
+        """napari's slice sliders named S, A, R and showing the plane's position in mm (not only an index)."""
+        dims = self.viewer.dims
+        ndim = dims.ndim
+        if ndim < 3 or self.study is None:
+            return
+        names = ("S", "A", "R")
+        labels = tuple(dims.axis_labels[: ndim - 3]) + names
+        if tuple(dims.axis_labels) != labels:
+            dims.axis_labels = labels
+        qt_dims = getattr(getattr(self.viewer.window, "_qt_viewer", None), "dims", None)
+        for slider in getattr(qt_dims, "slider_widgets", []):
+            k = slider.axis - (ndim - 3)
+            if 0 <= k < 3 and slider.axis < len(dims.point):
+                n = dims.nsteps[slider.axis] - 1
+                label = slider.totslice_label
+                label.setText(f"/{n}  {names[k]} = {dims.point[slider.axis]:+.2f} mm")
+                label.setFixedWidth(label.fontMetrics().horizontalAdvance(f"/{n}  S = -000.00 mm") + 8)
+                slider.totslice_label.setToolTip(f"{names[k]} position of the plane shown, in world mm (RAS)")
+
+    def _select_useful_layer(self) -> None:
+        """Select a visible study layer (the anatomy first), not the last one added (a hidden baseline)."""
+        active = self.viewer.layers.selection.active
+        if active is not None and active.visible:
+            return
+        from ...study import track_order
+
+        for track in sorted(self.track_layers, key=track_order):
+            layer = self.track_layers[track]
+            if layer.visible and layer in self.viewer.layers and type(layer).__name__ == "Image":
+                self.viewer.layers.selection.active = layer
+                return
 
     def _fit_view(self) -> None:
         viewer_camera(self.viewer).orientation2d = ("up", "right")  # anterior up, subject's right to the right
@@ -595,19 +633,43 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
 
     # ------------------------------------------------------------------ display
     def _active_changed(self, event=None) -> None:
+        """The preset list of the selected image (else of the anatomy shown), keeping the chosen preset."""
         layer = self.viewer.layers.selection.active
-        self.preset_combo.clear()
         if layer is None or type(layer).__name__ != "Image":
+            from ...study import track_order
+
+            layer = next(
+                (
+                    self.track_layers[t]
+                    for t in sorted(self.track_layers, key=track_order)
+                    if type(self.track_layers[t]).__name__ == "Image" and self.track_layers[t].visible
+                ),
+                None,
+            )
+        self._preset_layer = layer
+        if layer is None:
+            self.preset_combo.clear()
             self.preset_combo.setEnabled(False)
             return
         info = layer.metadata.get("immunotrack", {}) if hasattr(layer, "metadata") else {}
         group = preset_group(info.get("modality", "OT"), info.get("display_unit", ""))
-        self.preset_combo.addItems(list(PRESETS[group]))
+        names = list(PRESETS[group])
+        chosen = self.preset_combo.currentText()
+        if [self.preset_combo.itemText(i) for i in range(self.preset_combo.count())] != names:
+            self.preset_combo.blockSignals(True)
+            self.preset_combo.clear()
+            self.preset_combo.addItems(names)
+            if chosen in names:
+                self.preset_combo.setCurrentText(chosen)
+            self.preset_combo.blockSignals(False)
+        self.preset_combo.setToolTip(f"contrast preset for {layer.name}")
         self.preset_combo.setEnabled(True)
 
     def apply_preset(self, name: str | None = None, layer=None) -> tuple:
         """Apply a contrast preset of the layer's modality (default: the active layer, the chosen preset)."""
         layer = layer or self.viewer.layers.selection.active
+        if layer is None or type(layer).__name__ != "Image":
+            layer = self._preset_layer
         if layer is None or type(layer).__name__ != "Image":
             raise InputError("select an image layer first; contrast presets apply to images.")
         info = layer.metadata.get("immunotrack", {})
@@ -650,6 +712,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             self._three_plane_dock = self.viewer.window.add_dock_widget(
                 self.three_plane, name="Three planes", area="bottom"
             )
+            self._show_three_plane_dock()
         elif not on and self.three_plane is not None:
             self.three_plane.close_view()
             with contextlib.suppress(Exception):
@@ -661,6 +724,19 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             self.three_plane_box.setChecked(bool(on))
             self.three_plane_box.blockSignals(False)
         return self.three_plane
+
+    def _show_three_plane_dock(self) -> None:
+        """Give the three planes a third of the window's height at once, inside the window (which never grows)."""
+        from qtpy.QtWidgets import QApplication
+
+        qt_window = self.viewer.window._qt_window
+        dock = self._three_plane_dock
+        height = max(int(qt_window.height() * 0.34), 140)
+        qt_window.resizeDocks([dock], [height], Qt.Orientation.Vertical)
+        dock.show()
+        dock.raise_()
+        QApplication.processEvents()  # laid out now: ticking the box shows the planes the moment it is ticked
+        self.three_plane.refresh()
 
     # ------------------------------------------------------------------ findings
     def _layers_changed(self, event=None) -> None:
@@ -716,6 +792,14 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
                 continue
         findings.extend(self.extra_findings)
         self.findings = findings
+        signature = [(f["source"], f["label"], tuple(np.round(f["centroid_ras_mm"], 4))) for f in findings]
+        if signature == self._findings_signature:
+            return findings  # unchanged: keep the list as the user left it (expanded groups, selection)
+        self._findings_signature = signature
+        expanded = {}
+        for i in range(self.findings_tree.topLevelItemCount()):
+            group = self.findings_tree.topLevelItem(i)
+            expanded[group.text(0)] = group.isExpanded()
         self.findings_tree.clear()
         groups: dict[str, QTreeWidgetItem] = {}
         for i, item in enumerate(findings):
@@ -731,7 +815,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             group.addChild(child)
         for group in groups.values():
             group.setText(1, f"{group.childCount()}")
-            group.setExpanded(group.childCount() <= 12)
+            group.setExpanded(expanded.get(group.text(0), group.childCount() <= 12))
         return findings
 
     def _finding_clicked(self, item, column) -> None:

@@ -87,6 +87,7 @@ class StudyLayersMixin:
             QTimer.singleShot(0, self._add_pending)
         else:
             self._order_layers()
+            self._select_useful_layer()
             QTimer.singleShot(100, self._prefetch)
 
     def _resolve(self, item: tuple) -> tuple:
@@ -107,6 +108,7 @@ class StudyLayersMixin:
         while self._pending_layers:
             self._add_layer(*self._resolve(self._pending_layers.pop(0)))
         self._order_layers()
+        self._select_useful_layer()
         if self.study is not None:
             self._prefetch()
 

@@ -27,7 +27,7 @@ class _PlanePanel(QLabel):
         self.owner = owner
         self.plane = plane
         self.image: PlaneImage | None = None
-        self.setMinimumSize(200, 200)
+        self.setMinimumSize(120, 110)  # small screens: the canvas above keeps room
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setStyleSheet("background-color: black;")
