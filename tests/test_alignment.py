@@ -78,6 +78,7 @@ def test_prone_supine_flip_needs_the_half_turn(mouse, reference):
     moving = S.session_mri(mouse, pose, voxel_mm=VOXEL, fov_mm=FOV, seed=3, gain=1.2, bias_strength=0.25)
     plain = _quiet(align_mri, reference.volume, moving.volume)
     assert plain.doubtful  # without the half turn it cannot be found, and it says so
+    assert any("half turn fits the orientation search better" in w for w in plain.warnings), plain.warnings
     flipped = align_mri(reference.volume, moving.volume, allow_flip=True)
     assert not flipped.doubtful
     assert _tre(flipped, reference, pose).mean() <= 0.5 * VOXEL

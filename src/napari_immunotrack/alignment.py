@@ -63,6 +63,9 @@ AMBIGUITY_MARGIN = 0.01
 MIN_BODY_DICE = 0.85
 #: A residual-error estimate above this many voxels makes the alignment doubtful.
 MAX_PRECISION_VOXELS = 2.0
+#: First step of the coarse optimiser, in coarse voxels. Two voxels overshot the narrow basin of a small field
+#: of view whose anatomy is a few 1 mm structures (the dual-mode scene); one voxel keeps the capture range.
+COARSE_LR = 1.0
 
 
 @dataclass
@@ -507,6 +510,16 @@ def align_mri(
     values = _search_scores(coarse_f, coarse_m, coarse_mask, candidates, c_f, c_m, seed)
     scored = list(zip(values, candidates))
     scored.sort(key=lambda x: x[0])
+    flip_score = None
+    if search and not allow_flip:
+        # a prone/supine turn is not searched, but is it likely? score half turns on a grid twice as coarse
+        coarse_steps = np.arange(-max_rotation_deg, max_rotation_deg + 1e-6, 2 * rotation_step_deg)
+        turned = [
+            _rotation(np.deg2rad(a)) @ _axis_turn(axis, np.pi)
+            for axis in _principal_axes_lps(f_img, f_body)
+            for a in itertools.product(coarse_steps, coarse_steps, coarse_steps)
+        ]
+        flip_score = float(min(_search_scores(coarse_f, coarse_m, coarse_mask, turned, c_f, c_m, seed)))
     stages.append(
         {"name": "orientation search", "candidates": len(candidates), "seconds": round(time.perf_counter() - t1, 3)}
     )
@@ -524,7 +537,7 @@ def align_mri(
             tx,
             100,
             0.01 * float(np.min(coarse_f.GetSpacing())),
-            2.0 * float(np.max(coarse_f.GetSpacing())),
+            COARSE_LR * float(np.max(coarse_f.GetSpacing())),
         )
         optimised.append((metric, tx))
     optimised.sort(key=lambda x: x[0])
@@ -676,6 +689,11 @@ def align_mri(
         problems.append(
             f"the aligned images correlate poorly ({corr:.2f} < {MIN_CORRELATION}): another body "
             "region, another contrast, a prone/supine turn (--allow-flip) or a different animal?"
+        )
+    if flip_score is not None and flip_score < float(scored[0][0]):
+        problems.append(
+            "a prone/supine half turn fits the orientation search better than any unturned pose; "
+            "align with the half turns searched (allow_flip, --allow-flip)"
         )
     if rival is not None:
         problems.append(

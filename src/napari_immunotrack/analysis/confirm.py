@@ -506,8 +506,16 @@ def _side_relative(
     min_snr: float,
     body: _Body,
     messages: list,
+    tolerance: int = 0,
 ) -> tuple:
-    """Relative change of a weighted image against its baseline: (E, strong, weak, valid, rule)."""
+    """Relative change of a weighted image against its baseline: (E, strong, weak, valid, rule).
+
+    ``tolerance`` > 0 (voxels): a voxel also has to pass the relative rule against the brightest (T1 side)
+    or darkest (T2 side) baseline value within that many voxels, so the partial-volume rim of a
+    structure that was there before (haemorrhage, melanin) does not read as new when the baseline
+    was resampled from another session or is misaligned by a fraction of a voxel
+    (docs/methods/session-alignment.md#baselines).
+    """
     role = f"{name}PRE"
     valid = pre > 0  # NaN compares False
     valid &= np.isfinite(post)
@@ -572,6 +580,8 @@ def _side_relative(
         passed = rel < -threshold
         strong = diff < -k_sigma * sigma
         weak = diff < -k_grow * sigma
+    if tolerance > 0:
+        passed &= _passes_against_neighbourhood(pre, post * np.float32(scale), threshold, brighter, int(tolerance))
     strong &= passed
     weak &= passed
     op = ">" if brighter else "<"
@@ -589,8 +599,24 @@ def _side_relative(
         "threshold": threshold,
         "post_scale": scale,
         "baseline_floor": floor,
+        "baseline_tolerance_voxels": int(tolerance),
     }
     return rel, strong, weak, valid, rule
+
+
+def _passes_against_neighbourhood(pre: np.ndarray, post: np.ndarray, threshold: float, brighter: bool, radius: int):
+    """The relative rule against the baseline's extreme within ``radius`` voxels (of a baseline smoothed by a
+    one-voxel Gaussian, so the extreme is not just the largest noise sample)."""
+    from scipy import ndimage
+
+    finite = np.isfinite(pre)
+    fill = 0.0 if brighter else float(np.nanmax(pre)) if finite.any() else 0.0
+    base = ndimage.gaussian_filter(np.where(finite, pre, fill).astype(np.float32), 1.0)
+    size = 2 * int(radius) + 1
+    base = ndimage.maximum_filter(base, size) if brighter else ndimage.minimum_filter(base, size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = post / base - 1.0
+    return rel > threshold if brighter else rel < -threshold
 
 
 def _reference_level(
@@ -806,6 +832,38 @@ def region_table(labels: Volume, result: ConfirmResult):
 
 
 # --------------------------------------------------------------------------- main entry
+def _auto_pre_transform(text: str, t1_post, t2_post, t1_pre, t2_pre, messages: list) -> tuple:
+    """``pre_transform="auto"``: the baseline session registered onto the post session now.
+
+    The baseline's T1w is aligned to T1POST (same contrast, :func:`napari_immunotrack.alignment.baseline_alignment`:
+    gain and coil profile harmonised, orientation search, doubt checks); without a T1w baseline its T2w is
+    aligned to T2POST when that shares T1POST's grid. A baseline already on T1POST's grid needs nothing.
+    Returns (matrix or None, JSON-ready record).
+    """
+    from ..alignment import baseline_alignment
+
+    if text.strip().lower() != "auto":
+        raise InputError(f"pre_transform={text!r}: give a 4x4 matrix, None, or 'auto' (register the baseline now).")
+    pairs = [(t1_post, t1_pre, "T1PRE onto T1POST")]
+    if t2_post is not None and t2_post.same_grid(t1_post):
+        pairs.append((t2_post, t2_pre, "T2PRE onto T2POST"))
+    for post, pre, how in pairs:
+        if pre is None:
+            continue
+        post, pre = _as_3d(post, "post"), _as_3d(pre, "baseline")
+        if pre.same_grid(t1_post):
+            return None, {"method": "same grid (no registration)"}
+        matrix, record = baseline_alignment(post, pre)
+        record = dict(record, registered=how)
+        if record.get("warnings"):
+            messages.extend(record["warnings"])
+        return matrix, record
+    raise InputError(
+        "pre_transform='auto' needs a weighted baseline (T1PRE, or T2PRE with T2POST on T1POST's grid) to "
+        "register; give the baseline images or an explicit --pre-transform."
+    )
+
+
 @CONFIRM_PARAMETERS.bind
 def confirm_dual_mode(
     t1_post: Volume,
@@ -827,11 +885,12 @@ def confirm_dual_mode(
     reference_mask: Volume | None = None,
     r2_over_r1: float | None = FROM_MODEL,
     transform: np.ndarray | None = None,
-    pre_transform: np.ndarray | None = None,
+    pre_transform: np.ndarray | str | None = None,
     normalise: str = FROM_MODEL,
     min_baseline_snr: float = FROM_MODEL,
     min_delta_r1: float = FROM_MODEL,
     min_delta_r2: float = FROM_MODEL,
+    baseline_tolerance_voxels: int | None = None,
     progress=None,
 ) -> ConfirmResult:
     """Find regions that are T1-bright AND T2-dark, new since the baseline.
@@ -876,8 +935,10 @@ def confirm_dual_mode(
         T1POST world -> T2 world (RAS mm, ``fixed_to_moving`` of a
         registration of T2 onto T1). Needed when the T2 images are on another
         grid; ``np.eye(4)`` says they share T1POST's scanner frame.
-    pre_transform : (4, 4) array, optional
+    pre_transform : (4, 4) array or "auto", optional
         T1POST world -> baseline-session world, for baselines on another grid.
+        "auto" registers the baseline session onto the post session now (T1PRE onto T1POST,
+        docs/methods/session-alignment.md); the record is in ``parameters["pre_alignment"]``.
         A T2 baseline on neither T1POST's nor T2POST's grid is carried through
         ``transform @ pre_transform``.
     normalise : {"reference", "tissue", "none"}
@@ -889,6 +950,11 @@ def confirm_dual_mode(
         their relative change is noise divided by noise.
     min_delta_r1, min_delta_r2 : float
         Optional floors (1/s) for ΔR1 and ΔR2 on top of k·σ.
+    baseline_tolerance_voxels : int, optional
+        Weighted baselines: a voxel must also be new against the brightest (T1) / darkest (T2)
+        baseline value within this many voxels, so structures present before do not show at their rim
+        after resampling or a residual misalignment. Default: 0 for a baseline on T1POST's grid, the
+        alignment's estimate with ``pre_transform="auto"``, else 1.
     progress : callable, optional
         ``progress(fraction, message)``; may raise Cancelled.
 
@@ -930,6 +996,9 @@ def confirm_dual_mode(
             f"(--{lack.lower()}-pre), or no baseline at all for unconfirmed candidates."
         )
     baseline = t1_has and t2_has
+    pre_alignment = None
+    if isinstance(pre_transform, str):
+        pre_transform, pre_alignment = _auto_pre_transform(pre_transform, t1_post, t2_post, t1_pre, t2_pre, messages)
     transforms = {}
     for value, name in ((transform, "transform"), (pre_transform, "pre_transform")):
         if value is not None:
@@ -999,6 +1068,15 @@ def confirm_dual_mode(
     e1 = e2 = dr1 = dr2 = ratio = None
     sigma1 = sigma2 = float("nan")
     body = _Body(a1)
+    if baseline_tolerance_voxels is None:
+        carried = t1_pre is not None and not _as_3d(t1_pre, "T1PRE").same_grid(grid)
+        if pre_alignment is not None and "tolerance_voxels" in pre_alignment:
+            baseline_tolerance_voxels = int(pre_alignment["tolerance_voxels"])
+        else:
+            baseline_tolerance_voxels = 1 if carried else 0
+    tolerance = int(baseline_tolerance_voxels)
+    if tolerance != baseline_tolerance_voxels or not 0 <= tolerance <= 5:
+        raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 0 to 5.")
     if baseline:
         change_vs = "baseline"
         sides = {}
@@ -1017,6 +1095,7 @@ def confirm_dual_mode(
                     min_baseline_snr,
                     body,
                     messages,
+                    tolerance,
                 )
         _progress.report(progress, 0.5, "relative change")
         for key, maps, min_delta in (("t1", m1, min_delta_r1), ("t2", m2, min_delta_r2)):
@@ -1145,6 +1224,8 @@ def confirm_dual_mode(
         "r2_over_r1": r2_over_r1,
         "transform": None if transform is None else transform.tolist(),
         "pre_transform": None if pre_transform is None else pre_transform.tolist(),
+        "pre_alignment": pre_alignment,
+        "baseline_tolerance_voxels": tolerance if baseline else None,
         "search_mask": search_mask is not None,
         "reference_mask": reference_mask is not None,
         "confirmed": baseline,

@@ -67,7 +67,17 @@ def add_arguments(parser):
     parser.add_argument(
         "--pre-transform",
         metavar="PRE_TRANSFORM",
-        help="post world -> baseline world (as --transform), for baselines on another grid",
+        help="post world -> baseline world (as --transform), for baselines on another grid, or 'auto': "
+        "register the baseline session onto the post session now (T1PRE onto T1POST, same contrast; "
+        "docs/methods/session-alignment.md)",
+    )
+    parser.add_argument(
+        "--baseline-tolerance-voxels",
+        type=int,
+        choices=range(0, 6),
+        metavar="N",
+        help="a voxel must also be new against the brightest (T1) / darkest (T2) baseline value within N "
+        "voxels (default: 0 on T1POST's grid, the alignment's estimate with --pre-transform auto, else 1)",
     )
 
 
@@ -141,9 +151,12 @@ def run(args) -> int:
         other_name="T2POST",
     )
     baseline = volumes["t1_pre"] if volumes["t1_pre"] is not None else volumes["t2_pre"]
+    auto_pre = args.pre_transform is not None and args.pre_transform.strip().lower() == "auto"
     pre_transform, pre_direction = (
         (None, None)
         if baseline is None
+        else ("auto", "registered now (--pre-transform auto): T1POST fixed, T1PRE moving")
+        if auto_pre
         else transform_arg(
             args.pre_transform,
             volumes["t1_post"],
@@ -170,6 +183,7 @@ def run(args) -> int:
             **CONFIRM_PARAMETERS.from_args(args),
             transform=transform,
             pre_transform=pre_transform,
+            baseline_tolerance_voxels=args.baseline_tolerance_voxels,
             progress=progress,
         )
     except BaseException:

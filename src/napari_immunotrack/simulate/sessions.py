@@ -255,3 +255,77 @@ def deformed_position(session: SessionMRI, undeformed_world: np.ndarray, iterati
         )
         x = y - d
     return vol.index_to_world(x)
+
+
+def reposition_session(
+    noiseless: dict[str, Volume],
+    sigma: dict[str, float] | float,
+    seed: int = 0,
+    *,
+    max_rotation_deg: float = 8.0,
+    max_shift_mm: float = 1.0,
+    gain: float | None = None,
+    bias_strength: float = 0.2,
+    fov_jitter_mm: float = 0.3,
+) -> tuple[dict[str, Volume], np.ndarray]:
+    """One session's images of a scene seen again with the animal repositioned (another visit to the scanner).
+
+    Every image of ``noiseless`` (same grid: one session) is rendered on the new scanner's own axis-aligned
+    grid with the animal in a random rigid pose, the session's coil profile (one bias field for all of its
+    images), receiver gain and Rician noise of ``sigma`` (before gain).
+
+    Parameters
+    ----------
+    noiseless : dict of name -> Volume
+        The scene's noiseless images of one session (e.g. ``t1_pre_noiseless``), all on one grid.
+    sigma : float or dict of name -> float
+        Rician noise sigma per image (signal units before gain).
+    max_rotation_deg, max_shift_mm : float
+        The pose is drawn uniformly within +-these per axis, about the grid's centre.
+    gain : float, optional
+        Receiver gain (default drawn in 0.7-1.4).
+    bias_strength : float
+        Coil profile strength (:func:`bias_field`).
+    fov_jitter_mm : float
+        The new field of view's centre is off the posed anatomy by up to this much per axis.
+
+    Returns
+    -------
+    (dict of name -> Volume, pose)
+        The repositioned images, and ``pose`` (4x4): scene world -> the new session's world, which is the
+        map a registration with the scene's image fixed should find.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.volume import Volume
+    >>> v = Volume(np.ones((8, 8, 8), np.float32) * 100, np.eye(4))
+    >>> moved, pose = reposition_session({"a": v}, 1.0, seed=0)
+    >>> moved["a"].spatial_shape, bool(np.allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3)))
+    ((8, 8, 8), True)
+    """
+    from .mri import rician
+
+    rng = np.random.default_rng(seed)
+    first = next(iter(noiseless.values()))
+    centre = first.center_world()
+    pose = pose_matrix(
+        rng.uniform(-max_rotation_deg, max_rotation_deg, 3), rng.uniform(-max_shift_mm, max_shift_mm, 3), centre
+    )
+    shape = first.spatial_shape
+    new_centre = pose[:3, :3] @ centre + pose[:3, 3] + rng.uniform(-fov_jitter_mm, fov_jitter_mm, 3)
+    grid = Volume(np.zeros(shape, np.float32), grid_affine(shape, float(first.spacing[0]), new_centre))
+    bias = bias_field(shape, bias_strength, rng)
+    gain = float(rng.uniform(0.7, 1.4)) if gain is None else float(gain)
+    out = {}
+    for name, vol in noiseless.items():
+        if not vol.same_grid(first):
+            raise InputError(f"{name} is not on the session's grid; give one session's images on one grid.")
+        img = vol.resample_to(grid, order=3, transform=np.linalg.inv(pose)).numpy()
+        img = np.nan_to_num(np.maximum(img, 0)) * bias
+        s = sigma[name] if isinstance(sigma, dict) else sigma
+        noisy = rician(img.astype(np.float32), float(s), rng) * gain
+        meta = dict(vol.metadata, gain=gain, simulated=True)
+        out[name] = Volume(
+            noisy.astype(np.float32), grid.affine, vol.modality, vol.unit, meta, f"{vol.name} (repositioned)"
+        )
+    return out, pose
