@@ -146,48 +146,8 @@ class AlignmentResult:
 
 
 # --------------------------------------------------------------------------- intensities
-def body_mask(data: np.ndarray) -> np.ndarray:
-    """The animal: voxels above an Otsu threshold of the lightly smoothed image, holes filled, largest part.
-
-    >>> img = np.zeros((20, 20, 20), np.float32); img[5:15, 5:15, 5:15] = 100
-    >>> mask = body_mask(img + np.random.default_rng(0).normal(0, 5, img.shape))
-    >>> bool(mask[6:14, 6:14, 6:14].all()), bool(mask[:3].any())   # the cube (its smoothed rim aside), no air
-    (True, False)
-    """
-    from scipy import ndimage
-
-    data = np.asarray(data, np.float32)
-    smooth = ndimage.uniform_filter(data, 3)
-    finite = smooth[np.isfinite(smooth)]
-    if finite.size == 0 or float(finite.max()) <= float(finite.min()):
-        return np.zeros(data.shape, bool)
-    mask = smooth > otsu_threshold(finite)
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
-    for _axis_slices in range(1):  # fill holes slice-free (3D)
-        mask = ndimage.binary_fill_holes(mask)
-    return mask
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1D array (maximum between-class variance of a 256-bin histogram).
-
-    >>> t = otsu_threshold(np.r_[np.zeros(100), np.ones(100) * 10])
-    >>> bool(0 < t < 10)
-    True
-    """
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(float)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
+# the body mask and Otsu's threshold live in analysis.body (the cluster segmentation uses them too)
+from .analysis.body import body_mask, otsu_threshold  # noqa: E402, F401
 
 
 def correct_intensities(

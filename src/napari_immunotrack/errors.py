@@ -104,3 +104,107 @@ def one_line(exc: BaseException) -> str:
     """
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+class WarningLog:
+    """The package's warnings collected while a long run goes on, each with the stage that raised it.
+
+    Filled by :func:`collect_warnings`; ``stage`` is set by the caller as the
+    run moves on (e.g. from its progress messages). :meth:`messages` gives what
+    a provenance record must hold, :meth:`summary` the few lines a console shows
+    at the end instead of every warning in the middle of the progress.
+    """
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self.entries: list[tuple[str, str]] = []  # (stage, one-line message), in the order raised
+
+    def add(self, message, stage: str | None = None) -> None:
+        """Record one warning (as one line) under ``stage`` (default: the current stage)."""
+        self.entries.append((self.stage if stage is None else stage, one_line(message)))
+
+    def messages(self, stages=None) -> list[str]:
+        """The distinct messages, in order, of the given stages (all when None)."""
+        keep = None if stages is None else set(stages)
+        return list(dict.fromkeys(m for s, m in self.entries if keep is None or s in keep))
+
+    def by_stage(self) -> dict[str, list[str]]:
+        """{stage: distinct messages}, stages in the order they first warned."""
+        out: dict[str, list[str]] = {}
+        for stage, message in self.entries:
+            if message not in out.setdefault(stage, []):
+                out[stage].append(message)
+        return out
+
+    def summary(self) -> list[str]:
+        """One line per kind of warning: the first one's text, how often it came and in which stages.
+
+        Warnings that differ only in their numbers (ROI 1 / ROI 3, 0.208 / 0.177 nats) are one kind.
+        """
+        import re
+
+        kinds: dict[str, list] = {}
+        for stage, message in self.entries:
+            key = re.sub(r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?", "#", message)
+            first, count, stages = kinds.setdefault(key, [message, 0, []])
+            kinds[key][1] = count + 1
+            if stage and stage not in stages:
+                stages.append(stage)
+        lines = []
+        for first, count, stages in kinds.values():
+            where = f" [{count}x: {', '.join(stages)}]" if count > 1 else (f" [{stages[0]}]" if stages else "")
+            lines.append(first + where)
+        return lines
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class collect_warnings:  # noqa: N801  (used like contextlib's context managers)
+    """Collect the package's warnings (:class:`ImmunotrackWarning`) into a :class:`WarningLog` instead of
+    printing them one by one; other warnings go on to whatever showed them before.
+
+    Parameters
+    ----------
+    log : WarningLog, optional
+        Where to collect (a new one by default; it is what ``with`` gives).
+    show : bool
+        Also pass each collected warning on to the previous handler (an outer
+        collector, or the command line's printer), e.g. to record warnings in a
+        provenance file without hiding them from the caller.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with collect_warnings() as log:
+    ...     log.stage = "pet"
+    ...     warnings.warn("ROI 3 is small", ImmunotrackWarning)
+    ...     warnings.warn("ROI 5 is small", ImmunotrackWarning)
+    >>> log.messages(), log.summary()
+    (['ROI 3 is small', 'ROI 5 is small'], ['ROI 3 is small [2x: pet]'])
+    """
+
+    def __init__(self, log: WarningLog | None = None, show: bool = False):
+        self.log = log if log is not None else WarningLog()
+        self.show = show
+
+    def __enter__(self) -> WarningLog:
+        import warnings
+
+        self._context = warnings.catch_warnings()
+        self._context.__enter__()
+        warnings.simplefilter("always", ImmunotrackWarning)  # every one is recorded, not once per place
+        previous = warnings.showwarning
+
+        def handler(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ImmunotrackWarning):
+                self.log.add(message)
+                if not self.show:
+                    return
+            previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = handler
+        return self.log
+
+    def __exit__(self, *exc) -> None:
+        self._context.__exit__(*exc)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, one_line
+from .errors import InputError, collect_warnings, one_line
 from .progress import report, scaled
 
 #: Organ labels of the sample study's ``dseg`` maps (``*_dseg.tsv`` beside them overrides).
@@ -61,6 +61,8 @@ class SessionResult:
     transform_images: dict[str, tuple] = field(default_factory=dict)
     #: DICOM objects made by the ``dicom`` step: {"organs_seg": Dataset, "pet_sr": Dataset}
     dicom: dict[str, object] = field(default_factory=dict)
+    #: {step: [warning, ...]}: the package's warnings each step raised (also shown to the caller)
+    warnings: dict[str, list] = field(default_factory=dict)
 
 
 def _label_names(dseg_path: Path) -> dict[int, str]:
@@ -277,7 +279,12 @@ def analyse_inputs(
         report(progress, fraction_start, name)
         t0 = time.perf_counter()
         try:
-            func(scaled(progress, fraction_start, fraction_stop))
+            with collect_warnings(show=True) as log:  # kept for the step's provenance, still shown
+                try:
+                    func(scaled(progress, fraction_start, fraction_stop))
+                finally:
+                    if len(log):
+                        out.warnings[name] = log.messages()
         except InputError as exc:
             out.errors[name] = one_line(exc)
         except Exception as exc:  # keep the other steps going; the report says what failed

@@ -241,7 +241,8 @@ def analyse_or_reuse(
         "report:analyse_session",
         inputs={"study": str(root)},
         parameters={"session": session, "baseline_session": baseline, **result.parameters},
-        warnings=[f"step {k} did not complete: {v}" for k, v in errors.items()],
+        warnings=[f"step {k} did not complete: {v}" for k, v in errors.items()]
+        + [f"{step}: {m}" for step, shown in getattr(result, "warnings", {}).items() for m in shown],
         inputs_sha256=digest,
         errors=errors,
         timings_s=result.timings_s,

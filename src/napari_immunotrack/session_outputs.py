@@ -30,6 +30,7 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
     -------
     list of Path
         The files written: ``<name>.nii.gz``, ``<table>.csv``, ``from-<datatype>_to-anat.tfm``.
+        Each file's provenance adds the warnings of the step that made it (``result.warnings``).
     """
     from .io import save_labels
     from .io.transforms import describe_image, write_transform
@@ -37,15 +38,29 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
 
     out_dir = Path(out_dir)
     written = []
+    step_warnings = getattr(result, "warnings", {}) or {}
+
+    def prov(output: str, step: str) -> dict:
+        """The provenance of one output: the base record, its name and the warnings its step raised."""
+        shown = list(provenance_base.get("warnings", [])) + list(step_warnings.get(step, []))
+        return {**provenance_base, "output": output, "warnings": list(dict.fromkeys(shown))}
+
     for name in ("clusters", "confirmed"):
         if result.volumes.get(name) is not None:
             path = out_dir / f"{name}.nii.gz"
-            save_labels(result.volumes[name], path, overwrite=overwrite, provenance={**provenance_base, "output": name})
+            save_labels(
+                result.volumes[name],
+                path,
+                overwrite=overwrite,
+                provenance=prov(name, "confirm" if name == "confirmed" else name),
+            )
             written.append(path)
     for name, table in result.tables.items():
         if hasattr(table, "to_csv"):
             path = out_dir / f"{name}.csv"
-            write_table(table, path, provenance={**provenance_base, "output": name}, overwrite=overwrite)
+            write_table(
+                table, path, provenance=prov(name, "confirm" if name == "confirmed" else name), overwrite=overwrite
+            )
             written.append(path)
     for datatype, matrix in result.transforms.items():
         path = out_dir / f"from-{datatype}_to-anat.tfm"
@@ -63,7 +78,7 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
             path,
             matrix,
             overwrite=overwrite,
-            provenance={**provenance_base, "output": datatype, **extra},
+            provenance={**prov(datatype, f"register_{datatype}"), **extra},
             fixed=images[0],
             moving=images[1],
         )
@@ -73,6 +88,6 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
 
         for name, ds in result.dicom.items():
             path = out_dir / f"{name}.dcm"
-            save_dataset(ds, path, overwrite=overwrite, provenance={**provenance_base, "output": name})
+            save_dataset(ds, path, overwrite=overwrite, provenance=prov(name, "dicom"))
             written.append(path)
     return written

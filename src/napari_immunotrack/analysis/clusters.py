@@ -347,6 +347,8 @@ class PreparedInputs:
     warnings: list[str]
     n_nonfinite: int = 0
     _search_sorted: np.ndarray | None = None
+    #: without a baseline: the air/outside-body exclusion's provenance record (None with a baseline)
+    outside_body: dict | None = None
 
     @property
     def has_baseline(self) -> bool:
@@ -690,7 +692,11 @@ def prepare(
             pre = pre.rechunk(data.chunks)
     elif baseline_transform is not None:
         raise InputError("a baseline transform was given without a baseline image.")
+    # the reference guess (no reference ROI) keeps using the user's search ROI or the image's brighter half
     reference = reference_statistics(post, ref_mask, search, collected)
+    outside_body = None
+    if pre is None:  # no baseline to tell air from new voids: the air around the animal is left out
+        search, outside_body = _search_inside_body(post, search, collected)
     pre_reference = None
     if pre is not None:
         pre_vol_grid = post.replace(data=pre)
@@ -714,7 +720,76 @@ def prepare(
             f"the reference tissue mean ({reference.mean:.4g}) is under 3 sigma of noise "
             f"({FLOOR_K * noise.sigma:.4g}); the reference ROI is in air or the image is only noise."
         )
-    return PreparedInputs(post, pre, search, reference, pre_reference, noise, collected, size - n_finite)
+    return PreparedInputs(
+        post, pre, search, reference, pre_reference, noise, collected, size - n_finite, outside_body=outside_body
+    )
+
+
+def _search_inside_body(post: Volume, search, collected: list):
+    """The search region without the air around the animal (no baseline), and the exclusion's record.
+
+    Without a baseline nothing tells the air outside the body (Rician noise, far
+    under any cut) from a void, so the whole surroundings would come out as one
+    huge "cluster". The body is found on the image itself (:func:`.body.outside_body`);
+    a dask image is measured on a regular subsample and the mask read back lazily.
+    """
+    from .body import outside_body
+
+    data = post.data
+    step = _sample_step(post.spatial_shape) if _is_dask(data) else 1
+    found = outside_body(data, step=step)  # a dask image: only the subsample is computed
+    record = found.as_dict()
+    if not found.air_found:
+        record["baseline_would_add"] = _BASELINE_ADDS
+        return search, record
+    if step == 1:
+        inside = ~found.mask
+        if _is_dask(data):
+            import dask.array as da
+
+            inside = da.from_array(inside, chunks=data.chunks)
+    else:
+        inside = _upsampled_inside(found, data)
+    if search is not None and not _is_dask(search) and not np.any(search & inside):
+        record.update(excluded=False, note="the search ROI lies wholly outside the body found; kept as drawn")
+        return search, record
+    search = inside if search is None else search & inside
+    record["baseline_would_add"] = _BASELINE_ADDS
+    _warn(
+        f"no baseline: the air around the body is left out ({found.voxels} voxels, "
+        f"{100 * found.voxels / max(int(np.prod(post.spatial_shape)), 1):.0f} % of the field of view; body from the "
+        f"image itself, docs/methods/clusters.md#outside-the-body). {_BASELINE_ADDS}",
+        collected,
+    )
+    return search, record
+
+
+#: What a pre-injection baseline adds to a segmentation without one (said once, in one line).
+_BASELINE_ADDS = (
+    "A pre-injection baseline would also remove the dark structures inside the body that were there before "
+    "(lungs, gut gas, bone, vessels, haemorrhage) and keep voids at the skin whole."
+)
+
+
+def _upsampled_inside(found, data):
+    """The body (not outside) on the full grid of a dask image from a mask measured on a subsample.
+
+    Read back by nearest neighbour chunk by chunk; within one coarse voxel of the coarse outline each
+    voxel is decided at full resolution (tissue above half the air threshold), so no rim of air comes in.
+    """
+    import dask.array as da
+    from scipy import ndimage
+
+    outside, step, cut = found.mask, found.step, np.float32(0.5 * found.threshold)
+    band = ndimage.binary_dilation(outside) & ndimage.binary_dilation(~outside)
+
+    def block(x, block_info=None):
+        loc = block_info[0]["array-location"]
+        idx = np.ix_(*[np.minimum(np.arange(a, b) // step, n - 1) for (a, b), n in zip(loc, outside.shape)])
+        x = np.asarray(x)
+        return np.where(band[idx], np.nan_to_num(x, nan=0.0) > cut, ~outside[idx])
+
+    return da.map_blocks(block, data, dtype=bool)
 
 
 def _da_isfinite(x):
@@ -1114,6 +1189,8 @@ def segment_clusters(
         "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,
         "baseline_transform": None if baseline_transform is None else np.asarray(baseline_transform).tolist(),
         "search_roi": prepared.search is not None,
+        # without a baseline: the air around the body left out (what, how many voxels, what a baseline adds)
+        "outside_body": prepared.outside_body,
         "split_touching": bool(split_touching),
         "split_h": float(split_h),
         "split_components": int(n_split),

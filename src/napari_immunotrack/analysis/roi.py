@@ -289,15 +289,15 @@ def carry_rois(
         carried = float(w.sum()) * tgt_voxel_ml
         if frac_fov < 0.999:
             msg = (
-                f"ROI label {value}: {100 * (1 - frac_fov):.1f}% of its volume lies outside {name}'s field of "
-                "view; its statistics cover only the part inside."
+                f"ROI label {value}: {100 * (1 - frac_fov):.1f}% of its volume lies outside the field of view of "
+                f"{name}; its statistics cover only the part inside."
             )
             warns.append(msg)
             warnings.warn(msg, ImmunotrackWarning, stacklevel=2)
         elif abs(carried - nvox * roi_voxel_ml) > 0.25 * nvox * roi_voxel_ml and n > 1:
             msg = (
                 f"ROI label {value}: its volume changes from {nvox * roi_voxel_ml:.4g} mL to {carried:.4g} mL "
-                f"on {name}'s grid (the ROI is small against the voxels); increase supersample."
+                f"on the grid of {name} (the ROI is small against the voxels); increase supersample."
             )
             warns.append(msg)
             warnings.warn(msg, ImmunotrackWarning, stacklevel=2)

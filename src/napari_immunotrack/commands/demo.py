@@ -23,10 +23,57 @@ def add_arguments(parser):
 
 def write_outputs(result, out_dir, provenance_base: dict, overwrite: bool):
     """Write a SessionResult's labels, tables and transforms (atomic, with provenance): see
-    :func:`napari_immunotrack.session_outputs.write_session_outputs`, shared with the batch."""
+    :func:`napari_immunotrack.session_outputs.write_session_outputs`, shared with the batch
+    (each file's provenance holds the warnings of the step that made it)."""
     from ..session_outputs import write_session_outputs
 
     return write_session_outputs(result, out_dir, provenance_base, overwrite)
+
+
+def staged_progress(progress, log, phase: str, session: str | None = None):
+    """A progress callback that also tells ``log`` (a WarningLog) which session and step is running.
+
+    The pipeline announces each step by its name (``register_pet``, ``clusters``, ...) and the report
+    each session (``session day3``); the warnings raised meanwhile are filed under ``"<session> <step>"``
+    (``phase`` before the first one).
+    """
+    from ..pipeline import STEPS
+
+    state = {"session": session, "step": None}
+
+    def stage() -> str:
+        parts = [p for p in (state["session"], state["step"]) if p]
+        return " ".join(parts) if parts else phase
+
+    log.stage = stage()
+
+    def callback(fraction: float, message: str = "") -> None:
+        if message.startswith("session "):
+            state.update(session=message.split(" ", 1)[1], step=None)
+        elif message in STEPS or message.startswith("register_"):
+            state["step"] = message
+        log.stage = stage()
+        if progress is not None:
+            progress(fraction, message)
+
+    return callback
+
+
+def print_warning_summary(log, out_dir, stream=None) -> None:
+    """The warnings of a run as a few lines: one per kind, with how often and where (step) it came."""
+    import sys
+
+    stream = stream if stream is not None else sys.stdout
+    if not len(log):
+        stream.write("\nno warnings\n")
+        return
+    lines = log.summary()
+    stream.write(
+        f"\nwarnings: {len(log)} shown during the run, {len(lines)} kind(s) (each output's .provenance.json in "
+        f"{out_dir}/ lists those of the step that made it):\n"
+    )
+    for line in lines:
+        stream.write(f"  - {line}\n")
 
 
 def run(args) -> int:
@@ -38,7 +85,7 @@ def run(args) -> int:
     import pandas as pd
 
     from ..data import sample_study_root
-    from ..errors import InputError
+    from ..errors import InputError, WarningLog, collect_warnings
     from ..outputs import atomic_output_dir, check_writable, write_table
     from ..pipeline import analyse_session, compare_with_truth
     from ..progress import text_progress
@@ -59,34 +106,48 @@ def run(args) -> int:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out_dir.parent)  # before a minute of analysis, not after
     t0 = time.perf_counter()
-    result = analyse_session(root, args.session, progress=text_progress("demo"))
-    truth = json.loads(truth_path.read_text())
-    comparison = compare_with_truth(result, truth)
-    prov = record(
-        "demo",
-        inputs={"study": root},
-        parameters={"session": args.session, **result.parameters},
-        errors={k: v for k, v in result.errors.items() if not k.endswith("_traceback")},
-        timings_s=result.timings_s,
-    )
-    report_result = None
-    # everything goes into a temporary folder renamed to out_dir at the end: a crash leaves the old folder
-    # (or none), never a mix of old and new results
-    with atomic_output_dir(out_dir, overwrite=replace) as tmp_dir:
-        written = write_outputs(result, tmp_dir, prov, overwrite=True)
-        write_table(comparison, tmp_dir / "comparison_with_truth.csv", provenance=prov, overwrite=True)
-        if not getattr(args, "no_report", False):
-            from ..report import build_report
-
-            # the session analysed above is reused; the other sessions are analysed for the time course
-            report_result = build_report(
-                root,
-                tmp_dir / "report",
+    session = args.session[4:] if args.session.startswith("ses-") else args.session
+    log = WarningLog()
+    # the warnings are gathered (and written to the provenance) instead of interrupting the progress view;
+    # a summary follows the results (--debug shows each one as it comes, too)
+    with collect_warnings(log, show=bool(getattr(args, "debug", False))):
+        result = analyse_session(
+            root, args.session, progress=staged_progress(text_progress("demo"), log, "demo", session)
+        )
+        session_warnings = log.messages()
+        truth = json.loads(truth_path.read_text())
+        comparison = compare_with_truth(result, truth)
+        prov = record(
+            "demo",
+            inputs={"study": root},
+            parameters={"session": args.session, **result.parameters},
+            errors={k: v for k, v in result.errors.items() if not k.endswith("_traceback")},
+            timings_s=result.timings_s,
+        )
+        report_result = None
+        # everything goes into a temporary folder renamed to out_dir at the end: a crash leaves the old folder
+        # (or none), never a mix of old and new results
+        with atomic_output_dir(out_dir, overwrite=replace) as tmp_dir:
+            written = write_outputs(result, tmp_dir, prov, overwrite=True)
+            # the comparison draws on every step: its provenance lists every warning of the session's analysis
+            write_table(
+                comparison,
+                tmp_dir / "comparison_with_truth.csv",
+                provenance={**prov, "output": "comparison_with_truth", "warnings": session_warnings},
                 overwrite=True,
-                precomputed={args.session: result},
-                pdf=False,
-                progress=text_progress("report"),
             )
+            if not getattr(args, "no_report", False):
+                from ..report import build_report
+
+                # the session analysed above is reused; the other sessions are analysed for the time course
+                report_result = build_report(
+                    root,
+                    tmp_dir / "report",
+                    overwrite=True,
+                    precomputed={args.session: result},
+                    pdf=False,
+                    progress=staged_progress(text_progress("report"), log, "report"),
+                )
     elapsed = time.perf_counter() - t0
 
     with pd.option_context(
@@ -135,6 +196,7 @@ def run(args) -> int:
     failed = {k: v for k, v in result.errors.items() if not k.endswith("_traceback")}
     for step, message in failed.items():
         sys.stderr.write(f"immunotrack demo: step {step} did not complete (partial results): {message}\n")
+    print_warning_summary(log, out_dir)
     print(f"\n{len(written) + 1} files written to {out_dir}/ (each with a .provenance.json)")
     internal = [k for k, v in failed.items() if v.startswith("internal error")]
     if report_result is not None:

@@ -5,8 +5,9 @@ LABELS has exactly POST's grid and affine, one integer label per cluster;
 CLUSTERS (CSV) has one row per label: voxels, volume_mm3, centroid in world
 RAS mm, min/mean signal normalised to the reference tissue, baseline ratio
 and contrast-to-noise ratio. Each output gets a .provenance.json beside it.
-Without --baseline, intrinsic dark spots (air, bone, vessels, haemorrhage)
-cannot be told from labelled cells. OME-Zarr inputs are processed chunk by
+Without --baseline, the air around the body is left out (body found on the
+image) but dark spots inside it (bone, vessels, lungs, haemorrhage) cannot be
+told from labelled cells. OME-Zarr inputs are processed chunk by
 chunk.
 
 Example:

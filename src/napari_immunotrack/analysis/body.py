@@ -1,0 +1,226 @@
+"""The animal in an image: a body mask and the air around it (docs/methods/clusters.md#outside-the-body).
+
+Shared by the session alignment (:mod:`napari_immunotrack.alignment`, which
+needs the body to centre and weight its registration) and the cluster
+segmentation (:mod:`.clusters`, which must not report the air around the
+animal as a dark "cluster" when there is no baseline to remove it). Pure
+NumPy/SciPy; no napari, no file I/O.
+
+- :func:`otsu_threshold`: Otsu's threshold of a set of values.
+- :func:`body_mask`: the animal as one filled part (what the alignment uses).
+- :func:`outside_body`: the air and other voxels outside the animal, safe to
+  leave out of a search for dark voids: inner dark structures (lungs, gut gas,
+  bone, vessels, voids) are kept inside even when the field of view cuts
+  through them, and an image without air-like background excludes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The dark class must be at most this fraction of the bright class (medians) to be air
+#: (air is noise, ~1-10 % of tissue signal; two tissue classes are rarely further apart than 1:4).
+AIR_CONTRAST = 0.25
+#: The dark class must hold at least this share of the image to be a background (a few voids in an
+#: image cropped inside the body are not air around it).
+MIN_AIR_SHARE = 0.01
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1D array (maximum between-class variance of a 256-bin histogram).
+
+    Parameters
+    ----------
+    values : array
+        Finite values (any shape; flattened by the histogram).
+    bins : int
+        Histogram bins.
+
+    Returns
+    -------
+    float
+        The bin centre that separates the two classes best.
+
+    Examples
+    --------
+    >>> t = otsu_threshold(np.r_[np.zeros(100), np.ones(100) * 10])
+    >>> bool(0 < t < 10)
+    True
+    """
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(float)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(centres[int(np.argmax(between[:-1]))])
+
+
+def body_mask(data: np.ndarray) -> np.ndarray:
+    """The animal: voxels above an Otsu threshold of the lightly smoothed image, holes filled, largest part.
+
+    Parameters
+    ----------
+    data : array (3D)
+        Magnitude image.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The largest bright part with its enclosed holes filled (3D).
+
+    Examples
+    --------
+    >>> img = np.zeros((20, 20, 20), np.float32); img[5:15, 5:15, 5:15] = 100
+    >>> mask = body_mask(img + np.random.default_rng(0).normal(0, 5, img.shape))
+    >>> bool(mask[6:14, 6:14, 6:14].all()), bool(mask[:3].any())   # the cube (its smoothed rim aside), no air
+    (True, False)
+    """
+    from scipy import ndimage
+
+    data = np.asarray(data, np.float32)
+    smooth = ndimage.uniform_filter(data, 3)
+    finite = smooth[np.isfinite(smooth)]
+    if finite.size == 0 or float(finite.max()) <= float(finite.min()):
+        return np.zeros(data.shape, bool)
+    mask = smooth > otsu_threshold(finite)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    return ndimage.binary_fill_holes(mask)
+
+
+@dataclass
+class OutsideBody:
+    """What :func:`outside_body` found.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray of bool
+        True outside the animal (on the subsampled grid when ``step`` > 1).
+    step : int
+        Stride per axis of the grid ``mask`` lies on (1: the image's own grid).
+    threshold : float
+        The air/tissue threshold (Otsu of the smoothed image), signal units.
+    air_found : bool
+        False when the image has no air-like background (nothing excluded).
+    reason : str
+        One line: what was excluded, or why nothing was.
+    """
+
+    mask: np.ndarray
+    step: int
+    threshold: float
+    air_found: bool
+    reason: str
+
+    @property
+    def voxels(self) -> int:
+        """Voxels excluded, counted on the image's own grid (approximately, when subsampled)."""
+        return int(np.count_nonzero(self.mask)) * self.step**3
+
+    def as_dict(self) -> dict:
+        """The provenance record of the exclusion."""
+        return {
+            "excluded": bool(self.air_found),
+            "voxels_excluded": self.voxels,
+            "air_threshold_signal": self.threshold,
+            "mask_grid_step": self.step,
+            "method": "Otsu threshold of the 3x3x3-smoothed image (tissue also above half of it unsmoothed); "
+            "holes filled slice by slice along each axis and in 3D; the dark voxels left open to the field of "
+            f"view's edge are outside (when dark voxels are >= {100 * MIN_AIR_SHARE:g} % of the image and under "
+            f"{AIR_CONTRAST:g} of the tissue's median; docs/methods/clusters.md#outside-the-body)",
+            "note": self.reason,
+        }
+
+
+def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
+    """Holes filled in 3D and in every slice along each axis (a structure the field of view cuts open in
+    one direction is still enclosed in the slices across it)."""
+    from scipy import ndimage
+
+    out = ndimage.binary_fill_holes(mask)
+    for axis in range(3):
+        moved = np.moveaxis(mask, axis, 0)
+        filled = np.empty_like(moved)
+        for i in range(moved.shape[0]):
+            filled[i] = ndimage.binary_fill_holes(moved[i])
+        out |= np.moveaxis(filled, 0, axis)
+    return out
+
+
+def outside_body(data, step: int = 1) -> OutsideBody:
+    """The voxels outside the animal in a magnitude image (air and the background around the body).
+
+    The tissue is what lies above Otsu's threshold of the 3x3x3-smoothed
+    image and above half of it unsmoothed (so the smoothing does not grow the
+    body by a rim of air). Dark parts enclosed by tissue in 3D or in any slice
+    along any axis stay inside (lungs, gut gas, bone, vessels and voids, also
+    where one face of the field of view cuts them open); the remaining dark
+    voxels are outside. Nothing is excluded when the dark class is not a
+    background: its median above :data:`AIR_CONTRAST` of the bright class's,
+    or under :data:`MIN_AIR_SHARE` of the image (an image cropped inside the body).
+
+    Parameters
+    ----------
+    data : array (3D)
+        Magnitude image (NaN allowed: treated as dark).
+    step : int
+        Compute on every ``step``-th voxel per axis (for very large images).
+
+    Returns
+    -------
+    OutsideBody
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> img = np.abs(rng.normal(0, 5, (30, 30, 30)) + 1j * rng.normal(0, 5, (30, 30, 30)))
+    >>> img[5:25, 5:25, :] += 100                   # a body cut by the field of view's two z edges
+    >>> img[12:15, 12:15, :] = 3.0                  # a dark vessel running through it, open at both edges
+    >>> out = outside_body(img)
+    >>> bool(out.mask[0, 0, 0]), bool(out.mask[13, 13, 0]), bool(out.mask[10, 10, 15])
+    (True, False, False)
+    """
+    from scipy import ndimage
+
+    sub = data[::step, ::step, ::step] if step > 1 else data
+    sub = np.asarray(sub.compute() if hasattr(sub, "compute") else sub, np.float32)
+    finite = np.isfinite(sub)
+    raw = np.where(finite, sub, 0.0).astype(np.float32)
+    # a light 3x3x3 smoothing against noise at full resolution; on a subsample it would bridge real gaps
+    smooth = ndimage.uniform_filter(raw, 3) if step == 1 else raw
+    values = smooth[finite]
+    nothing = np.zeros(sub.shape, bool)
+    if values.size == 0 or float(values.max()) <= float(values.min()):
+        return OutsideBody(nothing, step, float("nan"), False, "a constant image: no air found, nothing excluded")
+    t = otsu_threshold(values)
+    dark, bright = values[values <= t], values[values > t]
+    lo, hi = float(np.median(dark)), float(np.median(bright))
+    if not (hi > 0 and lo <= AIR_CONTRAST * hi and dark.size >= MIN_AIR_SHARE * values.size):
+        return OutsideBody(
+            nothing,
+            step,
+            t,
+            False,
+            f"no air-like background (dark class: {100 * dark.size / values.size:.2g} % of the image, median "
+            f"{lo:.4g} against the tissue's {hi:.4g}): nothing excluded",
+        )
+    tissue = (smooth > t) & (raw > 0.5 * t)
+    outside = ~_fill_holes_every_way(tissue)
+    if not outside.any():
+        return OutsideBody(nothing, step, t, False, "no air around the body in the field of view: nothing excluded")
+    share = outside.mean()
+    return OutsideBody(
+        outside,
+        step,
+        t,
+        True,
+        f"{100 * share:.0f} % of the field of view is air or background outside the body (under {t:.4g})",
+    )
