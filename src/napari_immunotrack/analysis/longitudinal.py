@@ -653,7 +653,7 @@ def analyse_timecourse(
     >>> res = analyse_timecourse(tc, kinetics=literature_priors(["tumour"]))
     >>> res.timecourse["live_label_model"].round(1).tolist()       # 0.1 /day cell loss from day 1
     [20000.0, 16374.6, 13406.4]
-    >>> res.sites.loc[0, "macrophage_flag"], res.sites.loc[0, "flag_reason"]
+    >>> bool(res.sites.loc[0, "macrophage_flag"]), res.sites.loc[0, "flag_reason"]
     (False, 'mixed: up to 66% of the signal on day 5 may be macrophage-held')
     """
     import pandas as pd
