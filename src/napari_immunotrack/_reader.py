@@ -137,7 +137,33 @@ def claims(path) -> bool:
 
 
 def get_reader(path):
-    """Return :func:`read_layers` if ``path`` is ours (see :func:`claims`), else None."""
+    """Return :func:`read_layers` if ``path`` is ours (see :func:`claims`), else None.
+
+    Parameters
+    ----------
+    path : str, Path or list
+        What napari was asked to open; a list of one path is read as that path, a longer list is
+        left to other readers.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_layers`, or None so that napari tries its other readers (also when looking at
+        the content fails).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "t2w.nii.gz"
+    ...     _ = save_volume(Volume(np.ones((2, 3, 4), np.float32), np.eye(4), "MR"), path)
+    ...     ours = get_reader(str(path)) is read_layers
+    >>> ours, get_reader("notes.txt"), get_reader(["a.nii.gz", "b.nii.gz"])
+    (True, None, None)
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -158,7 +184,36 @@ def read_layers(path):
     A volume that opens but cannot be shown (e.g. an absurd voxel size) is
     reported the same way; the other series of a DICOM folder still open.
     When nothing can be shown, napari gets :data:`NOTHING_TO_ADD`, so the
-    user sees the plugin's message and no second, generic one.
+    user sees the plugin's message and no second, generic one. Each volume is placed in napari's
+    world (millimetres, (S, A, R) order) with its modality's display defaults.
+
+    Parameters
+    ----------
+    path : str, Path or list
+        The file or folder (the first of a list).
+
+    Returns
+    -------
+    list of tuple
+        ``(data, layer keyword arguments, "image" or "labels")`` per volume, or :data:`NOTHING_TO_ADD`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "t2w.nii.gz"
+    ...     _ = save_volume(Volume(np.ones((2, 3, 4), np.float32), np.diag([0.5, 0.5, 0.5, 1.0]), "MR"), path)
+    ...     data, kwargs, kind = read_layers(str(path))[0]
+    ...     broken = Path(tmp) / "broken.nii.gz"
+    ...     _ = broken.write_bytes(b"not gzip")
+    ...     nothing = read_layers(str(broken))           # napari shows the one-line reason
+    >>> kind, data.shape, kwargs["name"], [float(s) for s in kwargs["scale"]]
+    ('image', (4, 3, 2), 't2w', [0.5, 0.5, 0.5])
+    >>> nothing
+    [(None,)]
     """
     from .errors import InputError, one_line
     from .io import load_volumes

@@ -6,11 +6,48 @@ from .errors import InputError
 
 
 def write_labels(path: str, data, meta: dict):
-    """Write a Labels layer to NIfTI with its source grid and affine.
+    """Write a Labels layer to NIfTI with its source grid and affine (napari writer contribution).
 
     napari gives the layer's data and attributes (scale, translate, affine,
     metadata). Labels made by this plugin carry their native grid in
-    ``metadata["volume"]``; others are placed by their scale/translate/affine.
+    ``metadata["volume"]`` and are written on it (nearest neighbour when the layer's grid differs);
+    others are placed by their scale/translate/affine (napari's (S, A, R) world -> RAS). An existing
+    file is replaced (napari's Save dialog asked already); a provenance sidecar is written beside it,
+    and the content counts as saved for the close guard (:func:`~napari_immunotrack.layer_content.remember_saved`).
+
+    Parameters
+    ----------
+    path : str
+        The ``.nii`` or ``.nii.gz`` file.
+    data : array_like
+        The layer's 3D integer labels.
+    meta : dict
+        The layer's attributes: ``scale``, ``translate``, ``affine``, ``name``, ``metadata``.
+
+    Returns
+    -------
+    list of str
+        ``[path]``.
+
+    Raises
+    ------
+    InputError
+        Labels that are not 3D.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io import load_volume
+    >>> labels = np.zeros((2, 3, 4), np.uint8)
+    >>> labels[1, 2, 3] = 5
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = write_labels(str(Path(tmp) / "clusters.nii.gz"), labels, {"scale": [2.0, 1.0, 0.5], "name": "clusters"})
+    ...     back = load_volume(out[0])
+    ...     files = sorted(p.name for p in Path(tmp).iterdir())
+    >>> files, int(back.data.max()), sorted(np.round(np.linalg.norm(back.affine[:3, :3], axis=0), 3).tolist())
+    (['clusters.nii.gz', 'clusters.nii.gz.provenance.json'], 5, [0.5, 1.0, 2.0])
     """
     import numpy as np
 

@@ -43,6 +43,30 @@ def _escape_percent(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``immunotrack`` argument parser: one sub-command per module of :mod:`napari_immunotrack.commands`.
+
+    Each verb module gives ``HELP``, ``add_arguments(parser)`` and ``run(args)``; every verb also
+    takes ``--debug``. A bad argument is one line on standard error and exit status 2.
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; ``parse_args`` gives ``verb`` and ``_run`` (the verb's ``run``).
+
+    Examples
+    --------
+    >>> parser = build_parser()
+    >>> verbs = next(a for a in parser._actions if a.dest == "verb").choices
+    >>> {"segment", "quantify", "report", "batch"} <= set(verbs)
+    True
+    >>> args = parser.parse_args(["info", "scan.nii.gz"])
+    >>> args.verb, args.path
+    ('info', 'scan.nii.gz')
+    """
     parser = _Parser(
         prog="immunotrack",
         description="Follow labelled therapeutic cells in vivo: MRI, PET/SPECT, 19F, MPI and optical images "
@@ -75,6 +99,26 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docstring for the error policy).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``immunotrack`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 success (also ``--help`` and ``--version``), 2 bad input (one line on standard error),
+        1 internal error, 130 cancelled or interrupted, 141 a closed output pipe.
+
+    Examples
+    --------
+    >>> main(["info", "no-such-file.nii.gz"])      # stderr: immunotrack info: error: no-such-file.nii.gz does not exist ...
+    2
+    >>> main(["info", "--no-such-option"])
+    2
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -128,6 +172,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> None:  # console_scripts target
+    """The ``immunotrack`` console script: :func:`main` on ``sys.argv``, its status as the process's exit code.
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    None
+        Never returns: raises ``SystemExit`` with :func:`main`'s status.
+
+    Examples
+    --------
+    >>> import sys
+    >>> saved, sys.argv = sys.argv, ["immunotrack", "info", "no-such-file.nii.gz"]
+    >>> try:
+    ...     entry_point()
+    ... except SystemExit as exc:
+    ...     print(exc.code)
+    ... finally:
+    ...     sys.argv = saved
+    2
+    """
     sys.exit(main())
 
 

@@ -30,7 +30,25 @@ EDITABLE_KINDS = ("Labels", "Shapes", "Points")
 
 
 def layer_kind(layer) -> str:
-    """The napari class name of a layer ("Labels", "Image"...)."""
+    """The napari class name of a layer ("Labels", "Image"...).
+
+    Parameters
+    ----------
+    layer : object
+        A napari layer (or anything: layers are used by duck typing).
+
+    Returns
+    -------
+    str
+        ``type(layer).__name__``.
+
+    Examples
+    --------
+    >>> class Labels:
+    ...     pass
+    >>> layer_kind(Labels()), layer_kind(np.zeros(2))
+    ('Labels', 'ndarray')
+    """
     return type(layer).__name__
 
 
@@ -65,7 +83,31 @@ def array_fingerprint(data) -> str | None:
 
 
 def content_fingerprint(layer) -> str | None:
-    """A hash of what the user could lose in ``layer`` (None for lazy data and for layers not edited by hand)."""
+    """A hash of what the user could lose in ``layer`` (None for lazy data and for layers not edited by hand).
+
+    Labels: :func:`array_fingerprint` of the data; Points: the coordinates; Shapes: each shape's type
+    and vertices (prefixed by the kind); other kinds: None.
+
+    Parameters
+    ----------
+    layer : napari layer
+        A Labels, Points or Shapes layer (duck-typed: ``data``, and ``shape_type`` for Shapes).
+
+    Returns
+    -------
+    str or None
+        A hex digest (with the shape for labels, the kind in front for points and shapes), equal for
+        equal content.
+
+    Examples
+    --------
+    >>> class Points:
+    ...     def __init__(self, data):
+    ...         self.data = data
+    >>> a, b = Points(np.array([[1.0, 2.0, 3.0]])), Points(np.array([[1.0, 2.0, 3.0]]))
+    >>> content_fingerprint(a) == content_fingerprint(b), content_fingerprint(a)[:6]
+    (True, 'Points')
+    """
     kind = layer_kind(layer)
     if kind == "Labels":
         return array_fingerprint(layer.data)
@@ -89,7 +131,33 @@ def _has_content(layer) -> bool:
 
 
 def remember_saved(layer_or_data) -> None:
-    """Record that this content was saved (call it after writing a layer, or its array, by another route)."""
+    """Record that this content was saved (call it after writing a layer, or its array, by another route).
+
+    The fingerprint goes into the session's registry; a layer also keeps it in
+    ``metadata["_saved_fingerprint"]``.
+
+    Parameters
+    ----------
+    layer_or_data : napari layer or array_like
+        A Labels/Shapes/Points layer, or the array that was written.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> class Labels:
+    ...     def __init__(self, data):
+    ...         self.data, self.metadata = data, {}
+    >>> layer = Labels(np.zeros((2, 7), np.uint8))
+    >>> layer.data[1, 6] = 9                                   # drawn by hand
+    >>> is_unsaved(layer)
+    True
+    >>> remember_saved(layer)
+    >>> is_unsaved(layer), layer.metadata["_saved_fingerprint"].endswith("(2, 7)")
+    (False, True)
+    """
     if hasattr(layer_or_data, "metadata") and layer_kind(layer_or_data) in EDITABLE_KINDS:  # a layer
         fp = content_fingerprint(layer_or_data)
         if fp is not None:
@@ -101,7 +169,31 @@ def remember_saved(layer_or_data) -> None:
 
 
 def is_unsaved(layer) -> bool:
-    """True for a Labels, Shapes or Points layer holding work not saved (see the module docstring)."""
+    """True for a Labels, Shapes or Points layer holding work not saved (see the module docstring).
+
+    Parameters
+    ----------
+    layer : napari layer
+        Any layer (duck-typed: ``data``, ``metadata``).
+
+    Returns
+    -------
+    bool
+        False for other kinds, lazy data, content shown as it was loaded or computed, content saved
+        since, and a new empty layer.
+
+    Examples
+    --------
+    >>> class Labels:
+    ...     def __init__(self, data):
+    ...         self.data, self.metadata = data, {}
+    >>> layer = Labels(np.zeros((3, 5), np.uint8))
+    >>> is_unsaved(layer)                                      # new and empty: nothing to lose
+    False
+    >>> layer.data[2, 4] = 3
+    >>> is_unsaved(layer)
+    True
+    """
     if layer_kind(layer) not in EDITABLE_KINDS:
         return False
     fp = content_fingerprint(layer)
@@ -115,5 +207,28 @@ def is_unsaved(layer) -> bool:
 
 
 def unsaved_layers(viewer) -> list:
-    """The viewer's layers holding work not saved (see :func:`is_unsaved`)."""
+    """The viewer's layers holding work not saved (see :func:`is_unsaved`).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Anything with ``layers``.
+
+    Returns
+    -------
+    list
+        The layers, in the viewer's order.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> class Points:
+    ...     def __init__(self, data):
+    ...         self.data, self.metadata = data, {}
+    >>> class Image(Points):
+    ...     pass
+    >>> viewer = SimpleNamespace(layers=[Image(np.ones(3)), Points(np.array([[4.0, 5.0, 6.5]]))])
+    >>> [layer_kind(layer) for layer in unsaved_layers(viewer)]
+    ['Points']
+    """
     return [layer for layer in viewer.layers if is_unsaved(layer)]

@@ -109,9 +109,41 @@ BASELINE_ROLES = ("T1w", "T2w", "T2starw", "MEGRE")
 def study_session_inputs(files, session: str, baseline_session: str | None) -> dict[str, Path]:
     """The inputs of one session as :func:`analyse_session` finds them in a discovered study.
 
-    ``files`` is :func:`~napari_immunotrack.study.discover`'s list for one subject. Returns
-    ``{role: path}`` for the roles of :data:`DEFAULT_INPUT_PATTERNS` that exist (plus
-    ``baseline_T1w`` ... from ``baseline_session``).
+    Found roles: the anatomy (T1w, T2w, T2starw, MEGRE) of the session and, as ``baseline_<role>``, of
+    ``baseline_session``; the organ map (``dseg``); the first PET, SPECT and MPI file; the 19F image and
+    its reference tube (``f19_reftube``, a file with "reftube" in its path); the MPI fiducial table
+    beside the MPI image. The CEST roles of :data:`DEFAULT_INPUT_PATTERNS` (``cest``, ``cest_wassr``)
+    are not looked for here: give them to :func:`analyse_inputs` directly.
+
+    Parameters
+    ----------
+    files : list of StudyFile
+        :func:`~napari_immunotrack.study.discover`'s list for one subject.
+    session : str
+        The session (``"day3"``, without "ses-").
+    baseline_session : str or None
+        The pre-injection session, for the ``baseline_*`` roles.
+
+    Returns
+    -------
+    dict
+        ``{role: Path}`` for the roles that exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.study import discover
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day in (0, 1):
+    ...         anat = Path(tmp) / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         _ = save_volume(Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "MR"),
+    ...                         anat / f"sub-01_ses-day{day}_T2starw.nii.gz")
+    ...     found = study_session_inputs(discover(Path(tmp)), "day1", "day0")
+    >>> {role: path.name for role, path in found.items()}
+    {'T2starw': 'sub-01_ses-day1_T2starw.nii.gz', 'baseline_T2starw': 'sub-01_ses-day0_T2starw.nii.gz'}
     """
     found: dict[str, Path] = {}
     for s in BASELINE_ROLES:
@@ -154,8 +186,62 @@ def analyse_session(
 ) -> SessionResult:
     """Run the whole pipeline on one session (see the module docstring); ``steps`` as in :func:`analyse_inputs`.
 
-    ``iron_per_cell_pg`` / ``fluorine_per_cell``: None takes the MPI model's default
-    (:data:`~napari_immunotrack.analysis.mpi.MPI_PARAMETERS`) / the 19F sidecar's value.
+    The session's files are found with :func:`study_session_inputs`; the steps then run as
+    :func:`analyse_inputs` runs them (a step that fails is recorded in ``errors``, the others go on).
+
+    Parameters
+    ----------
+    root : str or Path
+        The study folder (``sub-*/ses-*/<type>/``, :mod:`napari_immunotrack.study`).
+    session : str
+        The session to analyse (``"day3"`` or ``"ses-day3"``).
+    baseline_session : str, optional
+        The pre-injection session; default: the session of day 0, if any.
+    subject : str, optional
+        The subject (default: the first).
+    iron_per_cell_pg : float, optional
+        Iron per labelled cell (pg) for the MPI cell counts; default: the MPI model's (5 pg).
+    fluorine_per_cell : float, optional
+        19F atoms per labelled cell; None takes the 19F sidecar's value.
+    register_modalities : sequence of str, default ("pet", "spect", "mpi")
+        Modalities registered to the MRI by mutual information.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback.
+    steps : sequence of str, optional
+        Which of :data:`STEPS` to run (default :data:`DEFAULT_STEPS`).
+
+    Returns
+    -------
+    SessionResult
+        Volumes (labels), tables (one per step, with a provenance record), transforms (RAS mm),
+        errors, timings (s) and the parameters used.
+
+    Raises
+    ------
+    InputError
+        An unknown session or step, or a folder that is not a study.
+
+    Examples
+    --------
+    A two-session study (day 0 baseline, day 1 with a 27-voxel void) and the cluster step only:
+
+    >>> import tempfile, warnings
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> pre = (100 + np.random.default_rng(0).normal(0, 2, (12, 12, 12))).astype(np.float32)
+    >>> post = pre.copy()
+    >>> post[4:7, 4:7, 4:7] = 10.0
+    >>> with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")          # no reference ROI: a guessed reference, warned
+    ...     for day, image in ((0, pre), (1, post)):
+    ...         anat = Path(tmp) / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         _ = save_volume(Volume(image, np.eye(4), "MR"), anat / f"sub-01_ses-day{day}_T2starw.nii.gz")
+    ...     res = analyse_session(tmp, "day1", steps=["clusters"])
+    >>> res.parameters["baseline_session"], res.errors
+    ('day0', {})
+    >>> res.tables["clusters"][["voxels", "centroid_x_mm"]].round(3).values.tolist()
+    [[27.0, 5.0]]
     """
     from .study import discover, sessions
 
@@ -540,7 +626,38 @@ def analyse_inputs(
 
 
 def compare_with_truth(result: SessionResult, truth: dict):
-    """A table of measured versus true values for a simulated study (one row per quantity)."""
+    """A table of measured versus true values for a simulated study (one row per quantity).
+
+    Compared: each transform's target registration error over the MRI field of view (mean and max,
+    mm); the iron clusters (count, recall and precision within 1 mm of the true foci in view, clusters
+    on confounders); the dual-mode sites confirmed; 19F atoms and MPI iron per organ against the
+    label the simulator put there (live cells and macrophages); PET and SPECT %ID per organ.
+
+    Parameters
+    ----------
+    result : SessionResult
+        From :func:`analyse_session` on a simulated study.
+    truth : dict
+        The study's ``ground_truth.json`` (:mod:`napari_immunotrack.simulate.study`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``quantity``, ``site``, ``measured``, ``truth``, ``unit``, ``error_percent`` (NaN where
+        the truth is 0 or unknown).
+
+    Examples
+    --------
+    A PET registered 1 mm off along x:
+
+    >>> truth_pet = np.eye(4)
+    >>> truth_pet[0, 3] = 1.0
+    >>> ses = {"mri": {"affine": np.eye(4).tolist(), "shape": [10, 10, 10]}, "pet": {"mri_to_pet": truth_pet.tolist()}}
+    >>> truth = {"subjects": {"01": {"sessions": {"ses-day1": ses}}}}
+    >>> table = compare_with_truth(SessionResult("01", "day1", transforms={"pet": np.eye(4)}), truth)
+    >>> table[["quantity", "measured", "unit"]].values.tolist()
+    [['registration TRE mean (pet)', 1.0, 'mm'], ['registration TRE max (pet)', 1.0, 'mm']]
+    """
     import pandas as pd
 
     ses = truth["subjects"][result.subject]["sessions"][f"ses-{result.session}"]

@@ -17,13 +17,57 @@ ProgressCallback = Callable[[float, str], None]
 
 
 def report(progress: ProgressCallback | None, fraction: float, message: str = "") -> None:
-    """Call ``progress`` if given (it may raise Cancelled)."""
+    """Call ``progress`` if given (it may raise Cancelled), with ``fraction`` clipped to [0, 1].
+
+    Parameters
+    ----------
+    progress : callable or None
+        ``progress(fraction, message)``; None costs nothing.
+    fraction : float
+        How much of the work is done (clipped to [0, 1]).
+    message : str, default ""
+        What is being done.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> seen = []
+    >>> report(lambda f, m: seen.append((f, m)), 1.5, "done")
+    >>> report(None, 0.5)                                       # no callback: nothing happens
+    >>> seen
+    [(1.0, 'done')]
+    """
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), message)
 
 
 def scaled(progress: ProgressCallback | None, start: float, stop: float) -> ProgressCallback | None:
-    """A callback mapping [0, 1] of a sub-step onto [start, stop] of the whole."""
+    """A callback mapping [0, 1] of a sub-step onto [start, stop] of the whole.
+
+    Parameters
+    ----------
+    progress : callable or None
+        The whole computation's callback.
+    start, stop : float
+        The part of the whole this sub-step covers.
+
+    Returns
+    -------
+    callable or None
+        ``sub(fraction, message)`` calling ``progress(start + (stop - start) * fraction, message)``;
+        None when ``progress`` is None.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> sub = scaled(lambda f, m: seen.append((round(f, 3), m)), 0.2, 0.6)
+    >>> sub(0.5, "halfway through the second step")
+    >>> seen, scaled(None, 0.2, 0.6)
+    ([(0.4, 'halfway through the second step')], None)
+    """
     if progress is None:
         return None
 
@@ -68,5 +112,30 @@ class TextProgress:
 
 
 def text_progress(label: str = "") -> TextProgress:
-    """A :class:`TextProgress` writing to standard error."""
+    """A :class:`TextProgress` writing to standard error (the command line's progress bar).
+
+    On a terminal it redraws one line; into a log file or a pipe it writes one line per 10 % step.
+
+    Parameters
+    ----------
+    label : str, default ""
+        Text in front of the bar (the verb's name).
+
+    Returns
+    -------
+    TextProgress
+        A ``progress(fraction, message)`` callable.
+
+    Examples
+    --------
+    >>> import io
+    >>> bar = text_progress("segment")
+    >>> bar.stream = io.StringIO()                              # a log file instead of standard error
+    >>> for f in (0.0, 0.05, 0.5, 1.0):
+    ...     bar(f, "clusters")
+    >>> print(bar.stream.getvalue(), end="")
+    segment   0.0% clusters
+    segment  50.0% clusters
+    segment 100.0% clusters
+    """
     return TextProgress(label)

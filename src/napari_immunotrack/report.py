@@ -100,8 +100,43 @@ def _inputs_hash(files, parameters) -> str:
 def load_priors(path=None, study_root=None) -> dict:
     """Kinetic priors from a JSON file, else the literature defaults (never a study's ground truth).
 
-    Returns ``{"sites": {site: SiteKinetics}, "efflux_per_day": {...}, "injected_cells": float|None,
-    "source": str}``.
+    The file is ``{"sites": {site: {"doubling_days": d, "loss_per_day": l}}, "efflux_per_day":
+    {readout: 1/day}, "injected_cells": n}`` (the module docstring). Without a file the literature
+    defaults of :mod:`napari_immunotrack.analysis.longitudinal` are used (docs/methods/longitudinal.md#priors),
+    resolved by site name later; the injected cell number is then read from a simulated study's design
+    record (``ground_truth.json``, the experiment's input, not an outcome) when there is one.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The kinetics JSON file.
+    study_root : str or Path, optional
+        The study folder, for the injected cell number of a simulated study (only without ``path``).
+
+    Returns
+    -------
+    dict
+        ``sites`` ({site: SiteKinetics}, empty without a file), ``efflux_per_day`` ({readout: 1/day}),
+        ``injected_cells`` (float or None), ``source`` (text), ``literature`` (bool) and, without a
+        file, ``literature_sites`` (:data:`~napari_immunotrack.analysis.longitudinal.LITERATURE_SITE_PRIORS`).
+
+    Raises
+    ------
+    InputError
+        A missing or invalid file, or a negative or non-numeric rate.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "kinetics.json"
+    ...     _ = path.write_text('{"sites": {"tumour": {"doubling_days": 1.5, "loss_per_day": 0.2}}, "injected_cells": 1e6}')
+    ...     priors = load_priors(path)
+    >>> priors["sites"]["tumour"].doubling_days, priors["injected_cells"], priors["source"]
+    (1.5, 1000000.0, 'kinetics file kinetics.json')
+    >>> defaults = load_priors()
+    >>> defaults["literature"], defaults["efflux_per_day"]["PET"], defaults["injected_cells"]
+    (True, 0.05, None)
     """
     from .analysis.longitudinal import SiteKinetics
 
@@ -202,8 +237,62 @@ def analyse_or_reuse(
     """Run :func:`~napari_immunotrack.pipeline.analyse_session` or reuse its outputs in ``ses_dir``.
 
     Reused when ``ses_dir/session.provenance.json`` records the same input hash (files of the session
-    and its baseline, and the parameters). Returns ``{"tables", "volumes", "transforms", "errors",
-    "timings_s", "reused", "inputs_sha256"}``.
+    and its baseline's anatomy and ROIs, their JSON/CSV/TSV side files, and the parameters); a damaged
+    cache is recomputed. A new analysis writes its tables (CSV), label images (NIfTI) and transforms
+    (.tfm) into ``ses_dir``, each with a provenance sidecar.
+
+    Parameters
+    ----------
+    root : str or Path
+        The study folder.
+    session : str
+        Session name as :func:`napari_immunotrack.study.discover` gives it (``"day3"``).
+    baseline : str or None
+        The baseline (pre-injection) session.
+    ses_dir : Path
+        The report's folder of this session.
+    files : list of StudyFile
+        The study's files (:func:`napari_immunotrack.study.discover`).
+    parameters : dict
+        Keyword arguments of :func:`~napari_immunotrack.pipeline.analyse_session`.
+    precomputed : SessionResult, optional
+        A session already analysed (written, not recomputed).
+    progress : callable, optional
+        ``progress(fraction, message)`` callback.
+
+    Returns
+    -------
+    dict
+        ``tables`` ({name: DataFrame}), ``volumes`` ({"clusters"/"confirmed": label Volume}),
+        ``transforms`` ({datatype: 4x4}), ``errors`` ({step: message}), ``timings_s``, ``reused`` (bool)
+        and ``inputs_sha256``.
+
+    Examples
+    --------
+    A one-session study and an analysis result made elsewhere: the first call writes it, the second
+    finds the same inputs and reads it back.
+
+    >>> import tempfile
+    >>> from types import SimpleNamespace
+    >>> import pandas as pd
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.study import discover
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     anat = Path(tmp) / "study" / "sub-01" / "ses-day1" / "anat"
+    ...     anat.mkdir(parents=True)
+    ...     _ = save_volume(Volume(np.zeros((4, 4, 4), np.float32), np.eye(4), "MR"), anat / "sub-01_ses-day1_T2w.nii.gz")
+    ...     files = discover(Path(tmp) / "study")
+    ...     done = SimpleNamespace(tables={"pet": pd.DataFrame({"organ": ["tumour"], "percent_id": [2.5]})},
+    ...                            volumes={}, transforms={}, registrations={}, errors={}, parameters={}, timings_s={})
+    ...     ses_dir = Path(tmp) / "report" / "ses-day1"
+    ...     first = analyse_or_reuse(Path(tmp) / "study", "day1", None, ses_dir, files, {}, precomputed=done)
+    ...     again = analyse_or_reuse(Path(tmp) / "study", "day1", None, ses_dir, files, {})
+    ...     written = sorted(p.name for p in ses_dir.iterdir())
+    >>> first["reused"], again["reused"], again["tables"]["pet"].to_dict("records")
+    (False, True, [{'organ': 'tumour', 'percent_id': 2.5}])
+    >>> written
+    ['pet.csv', 'pet.csv.provenance.json', 'session.provenance.json']
     """
     from .outputs import write_json
     from .pipeline import analyse_session
@@ -264,7 +353,39 @@ def analyse_or_reuse(
 
 # --------------------------------------------------------------------------- helpers for figures
 def f19_in_mM(f19, tube_mask, reference_mM: float):
-    """A 19F image in mM of 19F compound, calibrated by the mean of the reference tube."""
+    """A 19F image in mM of 19F compound, calibrated by the mean of the reference tube.
+
+    ``C = S / mean(S_tube) x reference_mM`` (docs/methods/fluorine.md).
+
+    Parameters
+    ----------
+    f19 : Volume
+        The 19F image.
+    tube_mask : Volume
+        Mask of the reference tube (any grid; carried to the 19F grid by nearest neighbour).
+    reference_mM : float
+        Concentration of 19F compound in the tube (mM).
+
+    Returns
+    -------
+    Volume
+        float32 on the 19F grid, unit "mM", name "19F".
+
+    Raises
+    ------
+    InputError
+        An empty tube mask, or a tube without signal.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.volume import Volume
+    >>> f19 = Volume(np.full((2, 2, 2), 50.0, np.float32), np.eye(4))
+    >>> f19.data[0] = 200.0                                   # the tube
+    >>> tube = Volume((np.arange(8).reshape(2, 2, 2) < 4).astype(np.uint8), np.eye(4))
+    >>> mm = f19_in_mM(f19, tube, 10.0)
+    >>> mm.unit, mm.data[:, 0, 0].tolist()
+    ('mM', [10.0, 2.5])
+    """
     data = f19.numpy().astype(np.float32)
     mask = tube_mask.resample_to(f19, order=0).numpy() > 0 if not tube_mask.same_grid(f19) else tube_mask.numpy() > 0
     if not mask.any():
@@ -365,7 +486,25 @@ def _figure_html(rel_png: str, caption: str) -> str:
 
 # --------------------------------------------------------------------------- PDF
 def find_pdf_converter() -> list | None:
-    """The command line of an installed HTML-to-PDF converter (Chromium or wkhtmltopdf), or None."""
+    """The command line of an installed HTML-to-PDF converter (Chromium or wkhtmltopdf), or None.
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    list of str or None
+        The executable and its options (the input and output are appended by :func:`html_to_pdf`);
+        Chromium (headless, no header/footer) is preferred to wkhtmltopdf. None when neither is on
+        the PATH.
+
+    Examples
+    --------
+    >>> cmd = find_pdf_converter()
+    >>> cmd is None or cmd[1] in ("--headless", "--quiet")
+    True
+    """
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         exe = shutil.which(name)
         if exe:
@@ -375,7 +514,36 @@ def find_pdf_converter() -> list | None:
 
 
 def html_to_pdf(html_path: Path, pdf_path: Path, timeout_s: float = 60.0):
-    """Convert with the converter found; returns (path or None, note)."""
+    """Convert an HTML file to PDF with the converter found; returns (path or None, note).
+
+    The PDF is written atomically (nothing half-written on failure); a failure or a missing
+    converter is not an error: the note says why and the HTML stays the report.
+
+    Parameters
+    ----------
+    html_path : Path
+        The HTML file.
+    pdf_path : Path
+        The PDF to write (replaced if it exists).
+    timeout_s : float, default 60.0
+        Seconds the converter may run.
+
+    Returns
+    -------
+    tuple of (Path or None, str)
+        The PDF written (None when there is none) and a one-line note for the report.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     page = Path(tmp) / "report.html"
+    ...     _ = page.write_text("<html><body><p>1 cluster</p></body></html>")
+    ...     pdf, note = html_to_pdf(page, Path(tmp) / "report.pdf")
+    ...     written = pdf is not None and pdf.stat().st_size > 0
+    >>> written == (find_pdf_converter() is not None) or note.startswith("PDF conversion")
+    True
+    """
     from .outputs import atomic_output
 
     cmd = find_pdf_converter()
@@ -418,21 +586,59 @@ def build_report(
 
     Parameters
     ----------
-    study : the study folder (``sub-*/ses-*/<type>/``, see :mod:`napari_immunotrack.study`).
-    out_dir : the report folder; an existing non-empty one needs ``overwrite=True`` (analyses
-        whose inputs did not change are then reused, everything else is rewritten).
-    subject : which subject (default: the first).
-    kinetics_file : JSON of kinetic priors (see the module docstring).
-    cell_counts : DataFrame ``site, day, cells`` of label-independent live-cell counts, optional.
-    injected_cells : cells injected (turns PET/SPECT %ID into apparent cells); overrides the priors'.
-    efflux_per_day : {readout: 1/day}; overrides the priors'.
-    dpi : PNG resolution.
-    pdf : try to write ``report.pdf`` (needs Chromium or wkhtmltopdf).
-    precomputed : {session: SessionResult} already analysed (``immunotrack demo`` passes its own).
+    study : str or Path
+        The study folder (``sub-*/ses-*/<type>/``, see :mod:`napari_immunotrack.study`).
+    out_dir : str or Path
+        The report folder; an existing non-empty one needs ``overwrite=True`` (analyses whose inputs
+        did not change are then reused, everything else is rewritten).
+    overwrite : bool, default False
+        Update an existing report folder.
+    subject : str, optional
+        Which subject (default: the first).
+    kinetics_file : str or Path, optional
+        JSON of kinetic priors (see the module docstring and :func:`load_priors`).
+    cell_counts : pandas.DataFrame, optional
+        ``site, day, cells`` of label-independent live-cell counts.
+    injected_cells : float, optional
+        Cells injected (turns PET/SPECT %ID into apparent cells); overrides the priors'.
+    efflux_per_day : dict, optional
+        ``{readout: 1/day}``; overrides the priors'.
+    dpi : int, default 150
+        PNG resolution of the figures.
+    pdf : bool, default True
+        Try to write ``report.pdf`` (needs Chromium or wkhtmltopdf).
+    precomputed : dict, optional
+        ``{session: SessionResult}`` already analysed (``immunotrack demo`` passes its own).
+    progress : callable, optional
+        ``progress(fraction, message)`` callback.
 
     Returns
     -------
     ReportResult
+        The folder, ``index.html``, the PDF (or None and why), per-session reuse/errors/timings, the
+        longitudinal result, the tables and figures written, the steps that were partial and the
+        elapsed time (s).
+
+    Raises
+    ------
+    InputError
+        A study that cannot be read, an unknown subject, sessions without a day, or an output folder
+        that is a file, is not empty (without ``overwrite``) or has no parent.
+
+    Examples
+    --------
+    A whole study takes seconds to minutes (``immunotrack demo`` builds and reports one); what is
+    checked before any work is quick to show:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "report").mkdir()
+    ...     _ = (Path(tmp) / "report" / "notes.txt").write_text("mine")
+    ...     try:
+    ...         build_report(Path(tmp) / "study", Path(tmp) / "report")
+    ...     except InputError as exc:
+    ...         print(str(exc).replace(tmp, "TMP"))
+    TMP/report exists and is not empty; pass --overwrite to update it (unchanged analyses are reused) or choose another folder.
     """
     import pandas as pd
 
@@ -959,6 +1165,30 @@ def _figures(
 
 
 def anat_of(files, session, suffix):
+    """The anatomical file of a session with a BIDS suffix, or None.
+
+    Parameters
+    ----------
+    files : iterable of StudyFile
+        Study files (:func:`napari_immunotrack.study.discover`).
+    session : str
+        Session name (``"day3"``).
+    suffix : str
+        BIDS suffix of the anatomical image (``"T2w"``, ``"T2starw"``, ...).
+
+    Returns
+    -------
+    StudyFile or None
+        The first matching file of datatype "anat".
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as File
+    >>> files = [File(session="day1", datatype="anat", suffix="T2w", path="a.nii.gz"),
+    ...          File(session="day1", datatype="pet", suffix="pet", path="b.nii.gz")]
+    >>> anat_of(files, "day1", "T2w").path, anat_of(files, "day1", "T1w")
+    ('a.nii.gz', None)
+    """
     return next((f for f in files if f.session == session and f.datatype == "anat" and f.suffix == suffix), None)
 
 

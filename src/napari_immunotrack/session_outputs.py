@@ -29,8 +29,30 @@ def write_session_outputs(result, out_dir, provenance_base: dict, overwrite: boo
     Returns
     -------
     list of Path
-        The files written: ``<name>.nii.gz``, ``<table>.csv``, ``from-<datatype>_to-anat.tfm``.
-        Each file's provenance adds the warnings of the step that made it (``result.warnings``).
+        The files written: ``<name>.nii.gz``, ``<table>.csv``, ``from-<datatype>_to-anat.tfm``
+        (and ``<name>.dcm`` for the DICOM objects of the ``dicom`` step), each with a
+        ``.provenance.json`` sidecar; each file's provenance adds the warnings of the step that made it
+        (``result.warnings``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from napari_immunotrack.io.transforms import read_transform
+    >>> from napari_immunotrack.pipeline import SessionResult
+    >>> shift = np.eye(4)
+    >>> shift[:3, 3] = [1.0, -2.0, 0.5]
+    >>> result = SessionResult("01", "day1", tables={"pet": pd.DataFrame({"organ": ["tumour"], "percent_id": [2.5]})},
+    ...                        transforms={"pet": shift})
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     written = write_session_outputs(result, tmp, {"step": "demo"}, overwrite=False)
+    ...     back = read_transform(Path(tmp) / "from-pet_to-anat.tfm")
+    ...     files = sorted(p.name for p in Path(tmp).iterdir())
+    >>> [p.name for p in written], back[:3, 3].round(6).tolist()
+    (['pet.csv', 'from-pet_to-anat.tfm'], [1.0, -2.0, 0.5])
+    >>> files
+    ['from-pet_to-anat.tfm', 'from-pet_to-anat.tfm.provenance.json', 'pet.csv', 'pet.csv.provenance.json']
     """
     from .io import save_labels
     from .io.transforms import describe_image, write_transform

@@ -37,6 +37,34 @@ def session_transforms(session_dir: Path, errors: list | None = None) -> dict:
     Files are named ``*_from-<datatype>_to-anat.tfm`` (ITK, fixed physical point -> moving).
     An unreadable file raises InputError, or, when ``errors`` (a list) is given, its
     message is appended there and the other files are still read.
+
+    Parameters
+    ----------
+    session_dir : Path
+        The session folder.
+    errors : list, optional
+        Collects the one-line messages of unreadable files instead of raising.
+
+    Returns
+    -------
+    dict
+        ``{datatype: (4, 4) array}``, anatomy (MRI) world -> that modality's world, RAS mm; {} without
+        an ``xfm`` folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io.transforms import write_transform
+    >>> shift = np.eye(4)
+    >>> shift[0, 3] = 10.0
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "xfm").mkdir()
+    ...     _ = write_transform(Path(tmp) / "xfm" / "sub-01_ses-day1_from-pet_to-anat.tfm", shift)
+    ...     _ = (Path(tmp) / "xfm" / "sub-01_ses-day1_from-mpi_to-anat.tfm").write_text("not a transform")
+    ...     problems = []
+    ...     found = session_transforms(Path(tmp), problems)
+    >>> {k: v[:3, 3].tolist() for k, v in found.items()}, len(problems)
+    ({'pet': [10.0, 0.0, 0.0]}, 1)
     """
     from .errors import InputError, one_line
     from .io.transforms import read_transform
@@ -56,8 +84,29 @@ def session_transforms(session_dir: Path, errors: list | None = None) -> dict:
 
 
 def label_names_beside(path: Path) -> dict:
-    """Label names from the BIDS ``.tsv`` beside a label map (``index<TAB>name``), else {}
-    (:func:`napari_immunotrack.study.read_label_names`)."""
+    r"""Label names from the BIDS ``.tsv`` beside a label map (``index<TAB>name``), else {}.
+
+    The one .tsv reader is :func:`napari_immunotrack.study.read_label_names`.
+
+    Parameters
+    ----------
+    path : Path
+        The label map (``x_dseg.nii.gz`` reads ``x_dseg.tsv``).
+
+    Returns
+    -------
+    dict
+        ``{label index: name}``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "sub-01_dseg.tsv").write_text("index\tname\n1\ttumour\n2\tspleen\n")
+    ...     names = label_names_beside(Path(tmp) / "sub-01_dseg.nii.gz")
+    >>> names, label_names_beside(Path("no-such_dseg.nii.gz"))
+    ({1: 'tumour', 2: 'spleen'}, {})
+    """
     from .study import read_label_names
 
     return read_label_names(path)
@@ -70,16 +119,44 @@ NEEDS_REGISTRATION = ("PT", "NM", "MPI", "CT")
 def load_study_file(f, transforms: dict | None = None) -> list:
     """The Volumes of one study file, placed in the session anatomy's (MRI) world.
 
+    A matching transform moves the affine into the MRI world (data untouched: a voxel of the moving
+    image at world p sits at anatomy world T^-1 p; docs/methods/study-viewer.md#placing-each-image);
+    label maps become SEG Volumes with the names of the ``.tsv`` beside them; an optical image is
+    placed by the ``ImageToWorldAffine`` of its sidecar.
+
     Parameters
     ----------
     f : StudyFile
+        A file of :func:`napari_immunotrack.study.discover`.
     transforms : dict, optional
         {datatype: fixed(anat)->moving 4x4 RAS} (see :func:`session_transforms`);
         a matching one moves the affine into the MRI world (data untouched).
 
-    Each Volume's ``metadata["study"]`` says where it comes from (subject,
-    session, day, datatype, suffix, role, track) and, for PET/SPECT/MPI/CT,
-    whether a registration placed it (``registered``).
+    Returns
+    -------
+    list of Volume
+        Usually one (a DICOM folder may hold several series). Each Volume's ``metadata["study"]``
+        says where it comes from (subject, session, day, datatype, suffix, role, track) and, for
+        PET/SPECT/MPI/CT, whether a registration placed it (``registered``); its name is
+        "<suffix> (day N)".
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.study import discover
+    >>> from napari_immunotrack.volume import Volume
+    >>> shift = np.eye(4)
+    >>> shift[0, 3] = 10.0                                    # anatomy world -> PET world: +10 mm in x
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pet_dir = Path(tmp) / "sub-01" / "ses-day1" / "pet"
+    ...     pet_dir.mkdir(parents=True)
+    ...     _ = save_volume(Volume(np.ones((2, 2, 2), np.float32), np.eye(4), "PT"), pet_dir / "sub-01_ses-day1_pet.nii.gz")
+    ...     pet_file = discover(tmp)[0]
+    ...     placed = load_study_file(pet_file, {"pet": shift})[0]
+    ...     unplaced = load_study_file(pet_file)[0]
+    >>> placed.affine[:3, 3].tolist(), placed.metadata["study"]["registered"], unplaced.metadata["study"]["registered"]
+    ([-10.0, 0.0, 0.0], True, False)
     """
     from .io import load_volumes
 
@@ -139,9 +216,41 @@ def load_session(root=None, session: str | None = None, subject: str | None = No
     Registration transforms saved in the session's ``xfm/`` folder move a
     modality's affine into the MRI world (data untouched, so numbers stay on
     the native grid); an optical image is placed by the ``ImageToWorldAffine``
-    of its JSON sidecar when there is one.
+    of its JSON sidecar when there is one. The baseline (day 0) anatomy comes along.
 
-    Returns a list of (Volume, StudyFile) in display order (anatomy first).
+    Parameters
+    ----------
+    root : str or Path, optional
+        The study folder (default: the bundled sample study).
+    session : str, optional
+        The session (``"day1"`` or ``"ses-day1"``; default: the first post-injection one).
+    subject : str, optional
+        The subject (default: the first).
+
+    Returns
+    -------
+    list of tuple
+        (Volume, StudyFile) in display order (anatomy first, then labels, then the other modalities).
+
+    Raises
+    ------
+    InputError
+        A session without images.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day, datatype, name, modality in ((0, "anat", "T2w", "MR"), (1, "pet", "pet", "PT"), (1, "anat", "T2w", "MR")):
+    ...         folder = Path(tmp) / "sub-01" / f"ses-day{day}" / datatype
+    ...         folder.mkdir(parents=True, exist_ok=True)
+    ...         _ = save_volume(Volume(np.ones((2, 2, 2), np.float32), np.eye(4), modality),
+    ...                         folder / f"sub-01_ses-day{day}_{name}.nii.gz")
+    ...     loaded = load_session(tmp)
+    >>> [(volume.name, f.session) for volume, f in loaded]
+    [('T2w (day 1)', 'day1'), ('T2w (day 0)', 'day0'), ('sub-01_ses-day1_pet (day 1)', 'day1')]
     """
     from .data import sample_study_root
     from .study import discover, sessions

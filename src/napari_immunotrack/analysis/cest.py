@@ -120,7 +120,40 @@ def series_offsets(
 ) -> np.ndarray:
     """The offsets of a 4D series: ``offsets`` if given, else its header/sidecar; checked against its length.
 
-    Raises :class:`InputError` for a 3D image or a list whose length differs from the number of frames.
+    The header keys are :data:`OFFSET_KEYS_PPM` (ppm), then :data:`OFFSET_KEYS_HZ` (Hz, converted to ppm
+    with ``MagneticFieldStrength``: ppm = Hz / (42.577 MHz/T x B0)).
+
+    Parameters
+    ----------
+    series : Volume
+        4D series, one 3D image per saturation offset along axis 0.
+    offsets : sequence of float, str or path, optional
+        Offsets in ppm given by the user (a list, "a,b,c" or a text file; :func:`parse_offsets`).
+    what : str, default "CEST series"
+        What the series is, in error messages.
+    option : str, default "--offsets-ppm"
+        The command-line option that gives the offsets, in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 offsets in ppm, one per frame, in acquisition order.
+
+    Raises
+    ------
+    InputError
+        A 3D image, no offsets anywhere, offsets in Hz without the field, or a list whose length
+        differs from the number of frames.
+
+    Examples
+    --------
+    >>> s = Volume(np.ones((3, 1, 1, 1)), np.eye(4), metadata={"SaturationOffsetsPPM": [-3.5, 0.0, 3.5]})
+    >>> series_offsets(s)
+    array([-3.5,  0. ,  3.5])
+    >>> s = Volume(np.ones((3, 1, 1, 1)), np.eye(4),
+    ...            metadata={"MTOffsetFrequency": [-1277.3, 0.0, 1277.3], "MagneticFieldStrength": 3.0})
+    >>> np.round(series_offsets(s), 3)     # Hz at 3 T -> ppm
+    array([-10.,   0.,  10.])
     """
     if series.data.ndim != 4:
         raise InputError(
@@ -155,7 +188,28 @@ def series_offsets(
 
 
 def m0_frames(offsets: np.ndarray, m0_offset: float | None = None) -> np.ndarray:
-    """Boolean mask of the frames used as M0: ``|offset| >= |m0_offset|`` (default :data:`M0_OFFSET_LIMIT_PPM`)."""
+    """Boolean mask of the frames used as M0: ``|offset| >= |m0_offset|`` (default :data:`M0_OFFSET_LIMIT_PPM`).
+
+    Parameters
+    ----------
+    offsets : numpy.ndarray
+        Saturation offsets (ppm) of the frames.
+    m0_offset : float, optional
+        Offset (ppm) at or beyond which (in magnitude) a frame is an unsaturated reference; default
+        100 ppm.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, one per frame: True for the M0 frames (docs/methods/cest.md#z-spectrum).
+
+    Examples
+    --------
+    >>> m0_frames(np.array([-300.0, -3.5, 0.0, 3.5])).tolist()
+    [True, False, False, False]
+    >>> m0_frames(np.array([-300.0, 3.5, 10.0]), m0_offset=10).tolist()
+    [True, False, True]
+    """
     limit = M0_OFFSET_LIMIT_PPM if m0_offset is None else abs(float(m0_offset))
     return np.abs(np.asarray(offsets, float)) >= limit - 1e-6
 
@@ -547,12 +601,36 @@ def make_pools(
     """The pools of a fit: default pools by name plus user pools ``{name: ppm}`` (e.g. ``{"lrp": 3.4}``).
 
     A user pool with a default pool's name moves that pool's offset; its offset may vary by
-    ``extra_tolerance_ppm``. Water is always included (first).
+    ``extra_tolerance_ppm``. Water is always included (first). Start values and bounds of the default
+    pools are in :data:`DEFAULT_POOLS` (docs/methods/cest.md#lorentzian-pools); a new pool starts at
+    amplitude 0.02 (bounds 0-0.3) and width 1 ppm (0.3-5 ppm).
+
+    Parameters
+    ----------
+    names : iterable of str, default ("water", "amide", "amine", "noe", "mt")
+        Default pools to include (case-insensitive; empty names are skipped).
+    extra : dict, optional
+        User pools ``{name: offset ppm relative to water}``.
+    extra_tolerance_ppm : float, default 0.2
+        How far (ppm) a user pool's offset may move in the fit.
+
+    Returns
+    -------
+    list of Pool
+        Water first, then the named pools, then the user pools.
+
+    Raises
+    ------
+    InputError
+        An unknown default pool, or a user pool name that is not a word or is "water".
 
     Examples
     --------
     >>> [p.name for p in make_pools(["water", "mt"], {"lrp": 3.4})]
     ['water', 'mt', 'lrp']
+    >>> amide = make_pools(["amide"], {"amide": 3.6})[1]
+    >>> amide.offset, tuple(round(b, 2) for b in amide.offset_bounds)
+    (3.6, (3.4, 3.8))
     """
     pools: dict[str, Pool] = {"water": DEFAULT_POOLS["water"]}
     for name in names:
@@ -579,7 +657,28 @@ def make_pools(
 
 
 def parse_pool_option(text: str) -> tuple[str, float]:
-    """``"lrp:3.4"`` -> ``("lrp", 3.4)`` (the ``--pool NAME:PPM`` option)."""
+    """``"lrp:3.4"`` -> ``("lrp", 3.4)`` (the ``--pool NAME:PPM`` option).
+
+    Parameters
+    ----------
+    text : str
+        ``NAME:PPM``: a pool name and its offset from water (ppm).
+
+    Returns
+    -------
+    tuple of (str, float)
+        The name (stripped, lower case) and the offset (ppm).
+
+    Raises
+    ------
+    InputError
+        No colon, an empty name, or an offset that is not a finite number.
+
+    Examples
+    --------
+    >>> parse_pool_option("LRP:3.4"), parse_pool_option("guanidine : 2.0")
+    (('lrp', 3.4), ('guanidine', 2.0))
+    """
     name, sep, ppm = str(text).partition(":")
     try:
         value = float(ppm)
@@ -925,7 +1024,26 @@ def _format_ppm(value: float) -> str:
 
 
 def map_name(kind: str, value=None) -> str:
-    """File stem of a map: ``b0_ppm``, ``mtrasym_3.5ppm``, ``amplitude_amide``, ..."""
+    """File stem of a map: ``b0_ppm``, ``mtrasym_3.5ppm``, ``amplitude_amide``, ...
+
+    Parameters
+    ----------
+    kind : str
+        The map kind: "mtrasym", or any other kind ("b0_ppm", "amplitude", "width", "offset",
+        "fit_rmse").
+    value : float or str, optional
+        The MTRasym offset (ppm; a minus sign is written "minus"), or the pool name.
+
+    Returns
+    -------
+    str
+        ``mtrasym_<ppm>ppm``, ``<kind>_<value>``, or ``kind`` itself without a value.
+
+    Examples
+    --------
+    >>> map_name("b0_ppm"), map_name("mtrasym", 3.5), map_name("mtrasym", -3.5), map_name("amplitude", "amide")
+    ('b0_ppm', 'mtrasym_3.5ppm', 'mtrasym_minus3.5ppm', 'amplitude_amide')
+    """
     if kind == "mtrasym":
         return f"mtrasym_{_format_ppm(value)}ppm"
     if value is None:
@@ -964,31 +1082,53 @@ def analyse_cest(
         Offset (ppm) at/beyond which frames are M0 (default 100 ppm in magnitude).
     wassr : Volume, optional
         WASSR series (4D) on the same grid, for the B0 map; ``wassr_offsets`` its offsets.
-    mtrasym_ppm : sequence of float
-        Offsets of the MTRasym maps.
+    wassr_offsets : sequence, str or path, optional
+        Offsets (ppm) of the WASSR series (default: its header/sidecar).
+    mtrasym_ppm : sequence of float, default (3.5,)
+        Offsets (ppm) of the MTRasym maps, ``Z(-dw) - Z(+dw)`` after B0 correction
+        (docs/methods/cest.md#mtrasym).
     pools : sequence of Pool, optional
         Pools of the Lorentzian fit (:func:`make_pools`); default water, amide, amine, NOE, MT.
     b0_method : {"wassr", "wassr-minimum", "minimum", "fit", "none"}, optional
         Default "wassr" with a WASSR scan, else "minimum". "fit": the water pool's offset of a
         Lorentzian fit to the uncorrected spectra (uses all pools, so asymmetric MT/NOE do not
-        pull it). "none": no correction.
-    smoothing : float
+        pull it). "none": no correction (docs/methods/cest.md#b0-correction).
+    smoothing : float, default 0.0
         Smoothing-spline ``lam`` for the B0 search (0: interpolating spline).
     mask : Volume, optional
         Voxels to analyse (default: M0 above 5 % of its 99th percentile).
-    fit : bool
+    fit : bool, default True
         Run the Lorentzian fit.
-    max_iter : int
+    max_iter : int, default 100
         Levenberg-Marquardt iterations at most.
-    z_floor : float
+    z_floor : float, default 0.02
         Z values below this are left out of the fit (noise floor; see :func:`fit_lorentzians`).
     progress : callable, optional
+        ``progress(fraction, message)`` callback; may raise Cancelled.
 
     Returns
     -------
     CestResult
         ``maps`` holds ``b0_ppm``, ``mtrasym_<ppm>ppm``, ``amplitude_<pool>``, ``width_<pool>``,
-        ``offset_<pool>`` and ``fit_rmse`` (NaN outside the mask).
+        ``offset_<pool>`` and ``fit_rmse`` (NaN outside the mask); Z-spectra before and after B0
+        correction, the fit, the mask, the parameters and the warnings.
+
+    Examples
+    --------
+    Two voxels of water (0.9 deep, 1.4 ppm wide) shifted by B0 = +0.2 ppm, with an amide pool
+    (0.05 deep at +3.5 ppm from water) and one M0 frame at 300 ppm:
+
+    >>> def lorentzian(x, depth, fwhm, centre):
+    ...     return depth * (fwhm / 2) ** 2 / ((fwhm / 2) ** 2 + (x - centre) ** 2)
+    >>> off = np.concatenate([[300.0], np.arange(-6.0, 6.01, 0.5)])
+    >>> z = 1 - lorentzian(off, 0.9, 1.4, 0.2) - lorentzian(off, 0.05, 1.0, 3.7)
+    >>> data = (1000.0 * z)[:, None, None, None] * np.ones((off.size, 1, 1, 2))
+    >>> series = Volume(data, np.eye(4), "MR", metadata={"SaturationOffsetsPPM": off.tolist()})
+    >>> res = analyse_cest(series, pools=make_pools(["water", "amide"]))
+    >>> sorted(res.maps)
+    ['amplitude_amide', 'amplitude_water', 'b0_ppm', 'fit_rmse', 'mtrasym_3.5ppm', 'offset_amide', 'offset_water', 'width_amide', 'width_water']
+    >>> [round(float(res.maps[k].data[0, 0, 0]), 2) for k in ("b0_ppm", "mtrasym_3.5ppm", "amplitude_amide", "offset_amide")]
+    [0.17, 0.05, 0.05, 3.53]
     """
     spatial = series.data.shape[1:] if series.data.ndim == 4 else series.data.shape
     offsets = series_offsets(series, offsets)

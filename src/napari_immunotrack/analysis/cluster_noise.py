@@ -68,8 +68,41 @@ def _check_3d(volume: Volume, what: str) -> None:
 def mask_on_grid(mask: Volume | None, grid: Volume, what: str, collected: list | None = None):
     """A mask Volume as a boolean array on ``grid`` (nearest neighbour through world coordinates).
 
-    Raises InputError when the mask is empty or lies outside ``grid``'s field of view.
-    Returns None for None. A dask mask on the same grid stays lazy.
+    Non-zero (and, for float masks, finite) voxels are in the mask. A mask with the grid's shape but
+    another affine is carried too, with a warning (it was probably drawn on another image).
+
+    Parameters
+    ----------
+    mask : Volume or None
+        3D mask or label image on any grid.
+    grid : Volume
+        The image whose grid the mask is wanted on.
+    what : str
+        What the mask is ("the reference ROI"), in messages.
+    collected : list, optional
+        Warnings are appended here as text (and also emitted as ImmunotrackWarning).
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array or None
+        bool array of ``grid``'s spatial shape; None for None. A dask mask on the same grid stays lazy.
+
+    Raises
+    ------
+    InputError
+        A mask that is not a 3D Volume, is empty, or lies outside ``grid``'s field of view.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> grid = Volume(np.zeros((4, 4, 4)), np.eye(4))              # 1 mm voxels
+    >>> coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    >>> coarse[:3, 3] = 0.5                                        # one 2 mm voxel covers 2 x 2 x 2 of them
+    >>> m = np.zeros((2, 2, 2), np.uint8)
+    >>> m[0, 0, 0] = 1
+    >>> on_grid = mask_on_grid(Volume(m, coarse), grid, "the ROI")
+    >>> int(on_grid.sum()), bool(on_grid[:2, :2, :2].all())
+    (8, True)
     """
     if mask is None:
         return None
@@ -111,15 +144,26 @@ def estimate_rician_sigma(image: Volume, background_mask: Volume, estimator: str
     """Rician noise sigma from a signal-free (air) region of a magnitude image.
 
     Pure-noise magnitude is Rayleigh: ``sigma = SD_bg / 0.6551`` (``"sd"``)
-    or ``sigma = mean_bg / sqrt(pi/2)`` (``"mean"``).
+    or ``sigma = mean_bg / sqrt(pi/2)`` (``"mean"``; docs/methods/clusters.md#inputs-and-normalisation).
 
     Parameters
     ----------
     image : Volume
-        Magnitude image.
+        Magnitude image (3D).
     background_mask : Volume
         Air region (any grid; carried to the image's).
-    estimator : {"sd", "mean"}
+    estimator : {"sd", "mean"}, default "sd"
+        Which moment of the background gives sigma.
+
+    Returns
+    -------
+    float
+        The Gaussian noise sigma of each channel (signal units).
+
+    Raises
+    ------
+    InputError
+        An unknown estimator, fewer than 10 usable background voxels, or a constant background.
 
     Examples
     --------
@@ -136,7 +180,42 @@ def estimate_rician_sigma(image: Volume, background_mask: Volume, estimator: str
 def noise_from_background(
     image: Volume, background_mask: Volume, estimator: str = "sd", collected: list | None = None
 ) -> NoiseEstimate:
-    """:func:`estimate_rician_sigma` with both estimates and a warning when they disagree."""
+    """:func:`estimate_rician_sigma` with both estimates and a warning when they disagree.
+
+    The SD and mean estimates differing by more than 30 % means the region is not pure Rician noise
+    (tissue, ghosts or a masked image): warned.
+
+    Parameters
+    ----------
+    image : Volume
+        Magnitude image (3D).
+    background_mask : Volume
+        Air region (any grid; carried to the image's).
+    estimator : {"sd", "mean"}, default "sd"
+        Which estimate becomes ``sigma``.
+    collected : list, optional
+        Warnings are appended here as text (and also emitted as ImmunotrackWarning).
+
+    Returns
+    -------
+    NoiseEstimate
+        ``sigma`` (signal units), ``method``, ``n_voxels`` and ``details`` with ``sigma_from_sd`` and
+        ``sigma_from_mean``.
+
+    Raises
+    ------
+    InputError
+        An unknown estimator, fewer than 10 usable background voxels, or a constant background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> air = np.abs(rng.normal(0, 4, (10, 10, 10)) + 1j * rng.normal(0, 4, (10, 10, 10)))
+    >>> est = noise_from_background(Volume(air, np.eye(4)), Volume(np.ones(air.shape, np.uint8), np.eye(4)))
+    >>> round(est.sigma, 2), est.method, est.n_voxels, {k: round(v, 2) for k, v in est.details.items()}
+    (4.02, 'background ROI (sd)', 1000, {'sigma_from_sd': 4.02, 'sigma_from_mean': 4.03})
+    """
     if estimator not in ("sd", "mean"):
         raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
     _check_3d(image, "the image")

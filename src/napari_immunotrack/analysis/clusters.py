@@ -274,7 +274,28 @@ class ClusterResult:
 
 
 def structure_for(connectivity: int) -> np.ndarray:
-    """The 3x3x3 structuring element of 6-, 18- or 26-connectivity."""
+    """The 3x3x3 structuring element of 6-, 18- or 26-connectivity.
+
+    Parameters
+    ----------
+    connectivity : {6, 18, 26}
+        Neighbours a voxel touches: faces (6), faces and edges (18), or faces, edges and corners (26).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, shape (3, 3, 3), for :func:`scipy.ndimage.label`.
+
+    Raises
+    ------
+    InputError
+        Any other connectivity.
+
+    Examples
+    --------
+    >>> [int(structure_for(c).sum()) for c in (6, 18, 26)]    # the centre voxel and its neighbours
+    [7, 19, 27]
+    """
     if connectivity not in CONNECTIVITIES:
         raise InputError(f"connectivity={connectivity} is not supported; use 6, 18 or 26.")
     return ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity])
@@ -288,9 +309,45 @@ def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: 
     the 4x4 world-to-world map from post world points to baseline world points
     (a registration result; ``numpy.eye(4)`` when both are already in the same
     world) and is then resampled linearly; voxels outside its field of view
-    become NaN and cannot be confirmed. The same shape with another affine is
-    not the same grid and is refused without a transform: it is usually two
-    scans that were never registered.
+    become NaN and cannot be confirmed (warned when more than 1% of the post image). The same shape with
+    another affine is not the same grid and is refused without a transform: it is usually two
+    scans that were never registered (docs/methods/transforms.md#direction).
+
+    Parameters
+    ----------
+    baseline : Volume
+        Pre-injection image (3D).
+    post : Volume
+        Post-injection image whose grid is the target.
+    transform : (4, 4) array, optional
+        Post world (mm) -> baseline world (mm).
+    collected : list, optional
+        Warnings are appended here as text (and also emitted as ImmunotrackWarning).
+
+    Returns
+    -------
+    Volume
+        ``baseline`` itself when it is already on the grid, else a new Volume on ``post``'s grid
+        (NaN outside the baseline's field of view).
+
+    Raises
+    ------
+    InputError
+        A different grid without a transform, a transform that is not a finite affine, or a baseline
+        that lies outside the post image after the transform.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> post = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    >>> pre = Volume(np.arange(64, dtype=np.float32).reshape(4, 4, 4), np.eye(4))
+    >>> baseline_on_grid(pre, post) is pre
+    True
+    >>> shift = np.eye(4)
+    >>> shift[0, 3] = 1.0                                   # post x -> baseline x + 1 mm
+    >>> moved = baseline_on_grid(pre, post, shift, collected=[])
+    >>> moved.data[0, 0].tolist(), float(moved.data[3, 0, 0])    # the last slab falls outside: NaN
+    ([16.0, 17.0, 18.0, 19.0], nan)
     """
     _check_3d(baseline, "the baseline")
     if transform is None:
@@ -487,7 +544,41 @@ def check_rule_parameters(
     baseline_k: float = 3.0,
     blob_scales_voxels=(0.5, 3.0),
 ) -> float:
-    """Check a rule's parameters before any work; returns the threshold (the method's default if None)."""
+    """Check a rule's parameters before any work; returns the threshold (the method's default if None).
+
+    The rules and their parameters are in docs/methods/clusters.md#rules.
+
+    Parameters
+    ----------
+    method : {"fraction", "percentile", "ksigma", "blob"}, default "fraction"
+        Candidate rule.
+    threshold : float, optional
+        The rule's parameter: fraction of the reference (0 to 1, default 0.5), percentile (0 to 100,
+        default 10), k in reference SDs (> 0, default 3) or local contrast (0 to 1, default 0.2).
+    baseline_rule : {"ratio", "delta_r2s"}, default "ratio"
+        How a voxel counts as darkened against the baseline.
+    baseline_ratio : float, default 0.6
+        post/pre below which a voxel counts as darkened (0 to 1).
+    baseline_k : float, default 3.0
+        For "delta_r2s": required significance in noise SDs (> 0).
+    blob_scales_voxels : (float, float), default (0.5, 3.0)
+        Inner and outer Gaussian scales (voxels) of the blob detector; 0 < inner < outer.
+
+    Returns
+    -------
+    float
+        The threshold to use.
+
+    Raises
+    ------
+    InputError
+        An unknown method or baseline rule, or a value out of its range.
+
+    Examples
+    --------
+    >>> check_rule_parameters("fraction"), check_rule_parameters("percentile"), check_rule_parameters("ksigma", 2)
+    (0.5, 10.0, 2.0)
+    """
     if method not in METHODS:
         raise InputError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}.")
     thr = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
@@ -534,10 +625,42 @@ def reference_statistics(
 ) -> ReferenceStats:
     """Mean and SD of the reference tissue of ``image``.
 
-    With a reference ROI: its finite voxels. Without one (a guess, warned):
-    the median and robust SD (1.4826 MAD) of the search ROI, or of the voxels
-    above the image's 50th percentile when there is no search ROI either.
-    ``reference_mask``/``search_mask`` are Volumes or boolean arrays on the image's grid.
+    With a reference ROI: the mean and sample SD of its finite voxels. Without one (a guess, warned):
+    the median and robust SD (1.4826 MAD) of the search ROI, or of the voxels above the image's
+    median when there is no search ROI either (on a regular subsample of at most about 4 million
+    voxels). Signals are then normalised to the mean (docs/methods/clusters.md#inputs-and-normalisation).
+
+    Parameters
+    ----------
+    image : Volume
+        The image (3D, NumPy or dask).
+    reference_mask : Volume or numpy.ndarray, optional
+        Reference tissue ROI: a Volume on any grid (carried to the image's by nearest neighbour) or a
+        boolean array on the image's grid.
+    search_mask : Volume or numpy.ndarray, optional
+        Search ROI, used only without a reference ROI.
+    collected : list, optional
+        Warnings are appended here as text (and also emitted as ImmunotrackWarning).
+
+    Returns
+    -------
+    ReferenceStats
+        ``mean`` and ``sd`` (signal units), ``n_voxels`` and ``source`` (where they came from).
+
+    Raises
+    ------
+    InputError
+        A reference ROI with only NaN voxels, no finite voxel at all, or a mean that is not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = Volume(np.tile(np.float32([100, 110, 90, 100]), 16).reshape(4, 4, 4), np.eye(4))
+    >>> ref = np.zeros((4, 4, 4), bool)
+    >>> ref[:2] = True
+    >>> s = reference_statistics(img, ref)
+    >>> s.mean, round(s.sd, 3), s.n_voxels, s.source
+    (100.0, 7.184, 32, 'reference ROI')
     """
 
     def as_mask(m, what):
@@ -636,10 +759,34 @@ def prepare(
 ) -> PreparedInputs:
     """Check the inputs, carry them onto ``post``'s grid and measure reference and noise.
 
-    See :func:`segment_clusters` for the parameters. Raises InputError on bad
-    input (empty or outside ROIs, grids that do not match, an all-zero or
-    all-NaN image) and warns (ImmunotrackWarning, also kept in
-    ``.warnings``) on doubtful input (NaN voxels, no reference ROI, ...).
+    Raises InputError on bad input (empty or outside ROIs, grids that do not match, an all-zero or
+    all-NaN image) and warns (ImmunotrackWarning, also kept in ``.warnings``) on doubtful input (NaN
+    voxels, no reference ROI, ...). Rules with other methods and thresholds are then cheap
+    (:meth:`PreparedInputs.rule`), which is what a live preview needs.
+
+    Parameters
+    ----------
+    post : Volume
+        Post-injection magnitude image (3D, NumPy or dask).
+    baseline : Volume, optional
+        Pre-injection scan, carried with :func:`baseline_on_grid`.
+    reference_mask : Volume, optional
+        Reference tissue ROI (any grid); see :func:`reference_statistics`.
+    search_mask : Volume, optional
+        Where to look (any grid); the whole image without it.
+    background_mask : Volume, optional
+        Air ROI for the Rician noise sigma (any grid); otherwise estimated automatically
+        (docs/methods/clusters.md#inputs-and-normalisation).
+    baseline_transform : (4, 4) array, optional
+        Post world -> baseline world (mm), needed when the baseline is on another grid.
+    sigma : float, optional
+        Noise sigma (signal units), if known.
+
+    Returns
+    -------
+    PreparedInputs
+        The post image, the baseline and masks on its grid, the reference statistics, the noise
+        estimate and the warnings; pass it to :func:`segment_clusters` as ``prepared``.
 
     Examples
     --------
@@ -1508,9 +1655,35 @@ def _table_from_arrays(s, labels, split_flags, post: Volume, ref_mean, sigma, ha
 def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma: float, baseline: Volume | None = None):
     """The per-cluster table of a label image (e.g. after manual correction).
 
-    Same columns and formulas as :func:`segment_clusters` (``split`` is
-    False). ``labels`` must be on ``post``'s grid (it is carried there by
-    nearest neighbour otherwise); ``baseline`` must be on it too.
+    Same columns and formulas as :func:`segment_clusters` (``split`` is False;
+    docs/methods/clusters.md#components-and-table). ``labels`` is carried to ``post``'s grid by
+    nearest neighbour when it is on another grid; ``baseline`` must be on ``post``'s grid.
+
+    Parameters
+    ----------
+    labels : Volume
+        Integer labels (0 background, positive clusters); float labels are truncated to integers (NaN -> 0).
+    post : Volume
+        Post-injection image (3D).
+    reference_mean : float
+        Mean of the reference tissue (signal units), the normaliser of ``*_signal_norm``.
+    sigma : float
+        Noise sigma (signal units), the denominator of ``cnr``.
+    baseline : Volume, optional
+        Pre-injection image on ``post``'s grid, for ``baseline_ratio``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label: ``label``, ``voxels``, ``volume_mm3``, ``centroid_{x,y,z}_mm`` (world,
+        deficit-weighted), ``min_signal_norm``, ``mean_signal_norm`` (fractions of the reference),
+        ``baseline_ratio`` (mean post / mean pre, NaN without a baseline), ``cnr`` =
+        (reference_mean - mean_cluster) / sigma, ``split``.
+
+    Raises
+    ------
+    InputError
+        Negative labels, or a baseline on another grid.
 
     Examples
     --------

@@ -794,7 +794,22 @@ def region_table(labels: Volume, result: ConfirmResult):
 
     Use it after correcting ``result.labels`` with napari's label tools: the
     labels are carried to the result's grid (nearest neighbour) when they are
-    on another one, and every positive id present gets a row.
+    on another one, and every positive id present gets a row (docs/methods/confirmation.md#output).
+
+    Parameters
+    ----------
+    labels : Volume
+        Integer labels (0 background), 3D, on any grid.
+    result : ConfirmResult
+        A :func:`confirm_dual_mode` result whose change maps (``result.quantities``) are averaged.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label, the columns of :data:`TABLE_COLUMNS`: ``label``, ``status``, ``voxels``,
+        ``volume_mm3``, ``centroid_{x,y,z}_mm`` (world, mm), the mean T1 enhancement and T2 change
+        (fractions), ``change_vs``, the mean T1w/T2w ratio, the mean ΔR1 and ΔR2 (1/s, NaN without
+        maps), ΔR2/ΔR1 with its standard error, the agent's r2/r1 and the relative deviation from it.
 
     Examples
     --------

@@ -250,12 +250,35 @@ def fit_dilution_clearance(
 
 
 def corrected_cells(days, apparent_cells, doubling_days: float | None, efflux_per_day: float = 0.0):
-    """Apparent to live-cell numbers: ``N_app * 2^(t / T_d) * exp(e t)`` (docs/methods/longitudinal.md).
+    """Apparent to live-cell numbers: ``N_app * 2^(t / T_d) * exp(e t)`` (docs/methods/longitudinal.md#corrected-cells).
 
-    NaN where ``doubling_days`` is unknown (None/NaN); unchanged by division when it is inf.
+    Division dilutes the label per cell and efflux removes it, so the apparent cells (label / label per
+    cell at injection) undercount live cells by these factors, under the assumptions of
+    :data:`COLUMN_DESCRIPTIONS` ``["cells_corrected"]``.
 
+    Parameters
+    ----------
+    days : array_like
+        Days since injection.
+    apparent_cells : array_like
+        Apparent cells at those days (broadcast with ``days``).
+    doubling_days : float or None
+        Assumed doubling time (days); None or NaN: unknown; inf: no division (no growth term).
+    efflux_per_day : float, default 0.0
+        Label efflux from live cells (1/day).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 live-cell estimates, the broadcast shape of the inputs; NaN where ``doubling_days``
+        is unknown.
+
+    Examples
+    --------
     >>> corrected_cells([4.0], [1000.0], 2.0).round(1).tolist()
     [4000.0]
+    >>> corrected_cells([0.0, 2.0], [1000.0, 1000.0], math.inf, 0.1).round(1).tolist(), corrected_cells([1.0], [1.0], None)
+    ([1000.0, 1221.4], array([nan]))
     """
     t = np.asarray(days, float)
     n = np.asarray(apparent_cells, float)
@@ -268,8 +291,31 @@ def corrected_cells(days, apparent_cells, doubling_days: float | None, efflux_pe
 def detection_day(t_ref: float, label_ref: float, k_per_day: float, limit: float | None) -> float:
     """Day the live-cell label ``label_ref * exp(-k (t - t_ref))`` reaches ``limit`` (inf if it never does).
 
-    >>> round(detection_day(1.0, 1000.0, math.log(2), 250.0), 6)
+    ``t_ref + ln(label_ref / limit) / k`` (docs/methods/longitudinal.md#detection-limits).
+
+    Parameters
+    ----------
+    t_ref : float
+        Reference day of ``label_ref``.
+    label_ref : float
+        Live-cell label at ``t_ref`` (any unit, the same as ``limit``; apparent cells in the tables).
+    k_per_day : float
+        Live-cell label loss rate (1/day).
+    limit : float or None
+        Detection limit in the unit of ``label_ref``.
+
+    Returns
+    -------
+    float
+        The day; ``t_ref`` when the label is already at or under the limit; inf when ``k`` is not
+        positive; NaN when the limit or the label is unknown.
+
+    Examples
+    --------
+    >>> round(detection_day(1.0, 1000.0, math.log(2), 250.0), 6)    # two half-lives after day 1
     3.0
+    >>> detection_day(1.0, 100.0, 0.5, 200.0), detection_day(1.0, 1000.0, 0.0, 250.0), detection_day(1.0, 1000.0, 0.5, None)
+    (1.0, inf, nan)
     """
     if limit is None or not np.isfinite(limit) or limit <= 0 or not np.isfinite(label_ref):
         return float("nan")
@@ -283,8 +329,30 @@ def detection_day(t_ref: float, label_ref: float, k_per_day: float, limit: float
 def dilution_day(doubling_days: float | None, per_cell_limit_fraction: float | None) -> float:
     """Day the label per cell falls below ``q_min = fraction * q0``: ``T_d * log2(1 / fraction)``.
 
-    >>> dilution_day(2.0, 1 / 8)
-    6.0
+    After n divisions a cell holds ``q0 / 2^n`` (docs/methods/longitudinal.md#detection-limits).
+
+    Parameters
+    ----------
+    doubling_days : float or None
+        Doubling time (days); inf for cells that do not divide.
+    per_cell_limit_fraction : float or None
+        ``q_min / q0``, between 0 and 1: the per-cell detection limit as a fraction of the label a
+        cell had at injection.
+
+    Returns
+    -------
+    float
+        Days after injection; inf without division; NaN when either input is unknown.
+
+    Raises
+    ------
+    InputError
+        A fraction outside (0, 1).
+
+    Examples
+    --------
+    >>> dilution_day(2.0, 1 / 8), dilution_day(math.inf, 0.5), dilution_day(None, 0.5)
+    (6.0, inf, nan)
     """
     if per_cell_limit_fraction is None or doubling_days is None or not np.isfinite(per_cell_limit_fraction):
         return float("nan")
@@ -306,21 +374,47 @@ def timecourse_table(
 
     Parameters
     ----------
-    session_tables : {day: {"f19": DataFrame, "mpi": ..., "pet": ..., "spect": ...}} as
-        :func:`napari_immunotrack.pipeline.analyse_session` makes them (an ``organ`` column).
-        A missing table or organ at one day becomes a row with status "missing".
-    injected_cells : cells injected; turns decay-corrected %ID into apparent cells
-        (%ID / 100 * cells). Without it PET/SPECT stay in %ID and have no apparent cells.
-    readouts : which of :data:`READOUTS`.
-    min_percent_id : PET/SPECT values below this (%ID) are noise around zero: "below detection limit".
+    session_tables : {day: {"f19": DataFrame, "mpi": ..., "pet": ..., "spect": ...}}
+        Per-organ tables as :func:`napari_immunotrack.pipeline.analyse_session` makes them (an
+        ``organ`` column, and the readout's column of :data:`READOUTS`). A missing table or organ at
+        one day becomes a row with status "missing".
+    injected_cells : float, optional
+        Cells injected; turns decay-corrected %ID into apparent cells (%ID / 100 * cells). Without it
+        PET/SPECT stay in %ID and have no apparent cells.
+    readouts : sequence of str, default all of :data:`READOUTS`
+        Which readouts: "19F", "MPI iron", "PET", "SPECT".
+    min_percent_id : float, default 0.01
+        PET/SPECT values below this (%ID) are noise around zero: "below detection limit".
 
     Returns
     -------
-    DataFrame with columns ``site, day, readout, value, unit, apparent_cells, detection_limit_cells_roi,
-    detection_limit_cells_cluster, status``: ``detection_limit_cells_roi`` is the readout's own limit for the
-    whole ROI (MPI: 3.5 noise SDs of the ROI sum; 19F when its table gives one); ``detection_limit_cells_cluster``
-    is the smallest compact depot a per-voxel limit can show (3 voxels at the 19F per-voxel limit). They are
-    different numbers and never share a name (docs/methods/longitudinal.md#detection-limits).
+    pandas.DataFrame
+        Columns ``site, day, readout, value, unit, apparent_cells, detection_limit_cells_roi,
+        detection_limit_cells_cluster, status``: ``detection_limit_cells_roi`` is the readout's own limit
+        for the whole ROI (MPI: 3.5 noise SDs of the ROI sum; 19F when its table gives one);
+        ``detection_limit_cells_cluster`` is the smallest compact depot a per-voxel limit can show (3
+        voxels at the 19F per-voxel limit). They are different numbers and never share a name
+        (docs/methods/longitudinal.md#detection-limits).
+
+    Raises
+    ------
+    InputError
+        An unknown readout, or ``injected_cells`` that is not a positive number.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> tables = {d: {"pet": pd.DataFrame({"organ": ["spleen", "tumour"], "percent_id": [p, q]})}
+    ...           for d, p, q in [(1.0, 20.0, 2.0), (3.0, 12.0, 3.0), (5.0, 0.005, 4.0)]}
+    >>> tc = timecourse_table(tables, injected_cells=1e6)
+    >>> print(tc[["site", "day", "value", "apparent_cells", "status"]].to_string(index=False))
+      site  day  value  apparent_cells                status
+    spleen  1.0 20.000        200000.0                    ok
+    tumour  1.0  2.000         20000.0                    ok
+    spleen  3.0 12.000        120000.0                    ok
+    tumour  3.0  3.000         30000.0                    ok
+    spleen  5.0  0.005             NaN below detection limit
+    tumour  5.0  4.000         40000.0                    ok
     """
     import pandas as pd
 
@@ -465,8 +559,24 @@ COLUMN_DESCRIPTIONS = {
 def literature_priors(sites) -> dict:
     """{site: SiteKinetics} from :data:`LITERATURE_SITE_PRIORS` (by name or prefix: ``ln_iliac`` -> ``ln``).
 
-    >>> literature_priors(["ln_iliac", "kidney_left"])["ln_iliac"].doubling_days
-    2.0
+    The values and their sources are in docs/methods/longitudinal.md#priors.
+
+    Parameters
+    ----------
+    sites : iterable of str
+        Site (organ) names; matched case-insensitively.
+
+    Returns
+    -------
+    dict
+        ``{site: SiteKinetics}`` (doubling days or None, loss per day, source) for the sites with a
+        prior; sites without one are left out.
+
+    Examples
+    --------
+    >>> priors = literature_priors(["ln_iliac", "kidney_left", "Liver"])
+    >>> sorted(priors), priors["ln_iliac"].doubling_days, priors["Liver"].loss_per_day
+    (['Liver', 'ln_iliac'], 2.0, 0.3)
     """
     out = {}
     for site in sites:
@@ -504,20 +614,47 @@ def analyse_timecourse(
 ) -> LongitudinalResult:
     """Fit every site's time course and flag signal that live cells cannot explain.
 
+    The model and the flag are in the module docstring and docs/methods/longitudinal.md#model.
+
     Parameters
     ----------
-    timecourse : DataFrame from :func:`timecourse_table` (``site, day, readout, apparent_cells``).
-    kinetics : {site: SiteKinetics}, assumed doubling time and cell loss per site (priors).
-    cell_counts : DataFrame ``site, day, cells`` of label-independent live-cell counts, optional.
-    efflux_per_day : {readout: per-cell label efflux (1/day)}, from label-retention assays.
-    per_cell_limit_fraction : q_min / q0 for single-cell detection (dilution day), optional.
-    flag_fraction : flag when at least this fraction of the signal cannot be in live cells.
-    min_points : timepoints needed to fit.
+    timecourse : pandas.DataFrame
+        From :func:`timecourse_table` (``site, day, readout, apparent_cells``).
+    kinetics : {site: SiteKinetics}, optional
+        Assumed doubling time and cell loss per site (priors), e.g. :func:`literature_priors`.
+    cell_counts : pandas.DataFrame, optional
+        ``site, day, cells``: label-independent live-cell counts (flow cytometry, bioluminescence).
+    efflux_per_day : {readout: float}, optional
+        Per-cell label efflux (1/day) by readout, from label-retention assays (default 0).
+    per_cell_limit_fraction : float, optional
+        ``q_min / q0`` for single-cell detection (:func:`dilution_day`).
+    flag_fraction : float, default :data:`FLAG_FRACTION` (0.9)
+        Flag when at least this fraction of the signal cannot be in live cells.
+    min_points : int, default 3
+        Timepoints with signal needed to fit a site's clearance.
 
     Returns
     -------
-    LongitudinalResult with ``timecourse`` (plus ``cells_corrected``, ``live_label_model``,
-    ``cells_model``), ``fits`` and ``sites`` (``macrophage_flag`` True/False/None and ``flag_reason``).
+    LongitudinalResult
+        ``timecourse`` (plus ``cells_corrected``, ``live_label_model``, ``cells_model``,
+        ``unexplained_fraction``), ``fits`` (one row per site and readout) and ``sites`` (one row per
+        site, with ``macrophage_flag`` True/False/None and ``flag_reason``), the parameters and warnings.
+
+    Raises
+    ------
+    InputError
+        A table without the needed columns, or ``flag_fraction`` outside (0, 1).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> tc = pd.DataFrame({"site": "tumour", "day": [1.0, 3.0, 5.0], "readout": "PET",
+    ...                    "apparent_cells": [20000.0, 30000.0, 40000.0]})
+    >>> res = analyse_timecourse(tc, kinetics=literature_priors(["tumour"]))
+    >>> res.timecourse["live_label_model"].round(1).tolist()       # 0.1 /day cell loss from day 1
+    [20000.0, 16374.6, 13406.4]
+    >>> bool(res.sites.loc[0, "macrophage_flag"]), res.sites.loc[0, "flag_reason"]
+    (False, 'mixed: up to 66% of the signal on day 5 may be macrophage-held')
     """
     import pandas as pd
 
@@ -714,10 +851,43 @@ def register_timepoints(
 ):
     """Rigidly register every timepoint's anatomy to the first one (or ``reference_day``).
 
+    Each day's anatomy is registered to the reference day's with
+    :func:`napari_immunotrack.registration.register` (rigid, docs/methods/registration.md).
+
+    Parameters
+    ----------
+    anatomy : {day: Volume}
+        One anatomical volume per day.
+    reference_day : float, optional
+        The day the others are registered to (default: the first day).
+    progress : callable, optional
+        ``progress(fraction, message)`` callback.
+    **register_kwargs
+        Keyword arguments of :func:`napari_immunotrack.registration.register`.
+
     Returns
     -------
-    transforms : {day: 4x4 reference-world -> that day's world (RAS mm)}; identity for the reference.
-    errors : {day: one-line reason} for timepoints that could not be registered (left out of transforms).
+    transforms : dict
+        ``{day: 4x4 array}``, reference world -> that day's world (RAS mm); identity for the reference.
+    errors : dict
+        ``{day: one-line reason}`` for timepoints that could not be registered (left out of transforms).
+
+    Raises
+    ------
+    InputError
+        No anatomy, or a reference day without anatomy.
+
+    Examples
+    --------
+    >>> z, y, x = np.mgrid[:16, :16, :16]
+    >>> def blob(c):
+    ...     return 100 * np.exp(-((z - c[0]) ** 2 + 0.5 * (y - c[1]) ** 2 + 2 * (x - c[2]) ** 2) / 20.0)
+    >>> day0 = Volume((blob((8, 8, 8)) + 0.5 * blob((5, 10, 6))).astype(np.float32), np.eye(4), "MR")
+    >>> moved = np.eye(4)
+    >>> moved[:3, 3] = [2.0, 0.0, 0.0]                     # the same anatomy placed 2 mm along x
+    >>> transforms, errors = register_timepoints({0.0: day0, 3.0: day0.replace(affine=moved)})
+    >>> (np.round(transforms[3.0][:3, 3], 1) + 0.0).tolist(), errors
+    ([2.0, 0.0, 0.0], {})
     """
     from .. import progress as _progress
     from ..registration import register

@@ -170,10 +170,35 @@ def _fiducial_table(fiducials):
 def sphere_weights(volume: Volume, centre_ras_mm, radius_mm: float, subsample: int = 8):
     """(flat indices, weights) of the voxels of ``volume`` inside a sphere, with partial-voxel weights.
 
+    Each voxel near the sphere is split into ``subsample^3`` points; its weight is the fraction of them
+    inside the sphere (works for anisotropic and oblique grids). Voxels outside the image are left out.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image whose grid is used (its affine maps index to world RAS, mm).
+    centre_ras_mm : sequence of 3 float
+        Sphere centre in world RAS (mm).
+    radius_mm : float
+        Sphere radius (mm).
+    subsample : int, default 8
+        Points per axis in each voxel.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, numpy.ndarray)
+        int64 flat (C-order) indices into the spatial grid, and float64 weights in (0, 1]; the weights
+        sum to the sphere's volume in voxels (the part inside the image).
+
+    Examples
+    --------
     >>> v = Volume(np.zeros((20, 20, 20)), np.eye(4))
     >>> idx, w = sphere_weights(v, [10, 10, 10], 3.0)
     >>> round(float(w.sum()))   # 4/3 pi 27 = 113.1 mm3
     113
+    >>> idx, w = sphere_weights(v, [-0.5, -0.5, -0.5], 3.0)   # centred on the image's corner: an eighth
+    >>> round(float(w.sum()), 1)
+    14.1
     """
     centre = np.asarray(centre_ras_mm, float).reshape(3)
     inv = np.linalg.inv(volume.affine)
@@ -226,7 +251,12 @@ def _background(data: np.ndarray, background, exclude: np.ndarray):
 def mpi_calibration(
     mpi: Volume, fiducials, *, radius_mm: float = 3.0, background="auto", exclude: np.ndarray | None = None
 ) -> MpiCalibration:
-    """Fit S = k m + b across fiducials (see the module docstring).
+    """Fit S = k m + b across fiducials (see the module docstring and docs/methods/mpi.md#calibration).
+
+    Each fiducial's signal S is the background-subtracted signal integrated over a sphere around it
+    (partial-voxel weights, :func:`sphere_weights`), unless the table gives a ``signal`` column; k and b
+    come from a least-squares line against the iron mass m. Two fiducials are warned about (R^2 = 1
+    by construction), an R^2 under 0.95 too.
 
     Parameters
     ----------
@@ -234,16 +264,41 @@ def mpi_calibration(
         3D MPI image.
     fiducials : DataFrame or list of dict
         x_mm, y_mm, z_mm (world RAS), iron_ng, optional radius_mm and signal.
-    radius_mm : float
-        Integration sphere radius when the table has no radius_mm.
-    background : "auto" or float
-        Per-voxel background to subtract.
+    radius_mm : float, default 3.0
+        Integration sphere radius (mm) when the table has no radius_mm.
+    background : "auto" or float, default "auto"
+        Per-voxel background to subtract: "auto" takes the median of the voxels outside the
+        fiducials and ``exclude``; a number is used as is.
     exclude : bool array, optional
-        Voxels (besides the fiducials) to leave out of the background estimate.
+        Voxels (besides the fiducials) to leave out of the background estimate, on the image's grid.
 
     Returns
     -------
     MpiCalibration
+        ``k_per_ng`` (signal units per ng), ``intercept`` (signal units), ``r2``, ``n``, the
+        ``background`` and its ``noise_sd``, the fiducial ``table`` (with ``signal``,
+        ``iron_ng_fitted`` and ``residual_ng``), the intercept model (docs/methods/mpi.md#intercept)
+        and the warnings.
+
+    Raises
+    ------
+    InputError
+        A fiducial outside the field of view, fiducials with one iron mass only, a slope that is not
+        positive, a non-3D image or a non-positive radius.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> img = np.zeros((30, 30, 30), np.float32)
+    >>> img[5, 5, 5], img[5, 5, 15], img[5, 5, 25] = 1000.0, 2000.0, 4000.0    # 10 a.u. per ng
+    >>> mpi = Volume(img, np.diag([0.5, 0.5, 0.5, 1.0]), "MPI")
+    >>> fid = pd.DataFrame({"x_mm": [2.5] * 3, "y_mm": [2.5] * 3, "z_mm": [2.5, 7.5, 12.5],
+    ...                     "iron_ng": [100.0, 200.0, 400.0]})
+    >>> cal = mpi_calibration(mpi, fid, radius_mm=1.5, background=0.0)
+    >>> round(cal.k_per_ng, 6), round(cal.intercept, 6) + 0.0, cal.r2, cal.n
+    (10.0, 0.0, 1.0, 3)
+    >>> cal.table["signal"].tolist()
+    [1000.0, 2000.0, 4000.0]
     """
     if mpi.data.ndim != 3:
         raise InputError("the MPI image must be 3D.")

@@ -121,15 +121,44 @@ from .pet_header import (  # noqa: F401
 
 # ----------------------------------------------------------------------------- SUV
 def suv_factor(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janmahasatian") -> float:
-    """Factor F with SUV = F * C[Bq/mL]: body size / decayed dose.
+    """Factor F with SUV = F * C[Bq/mL]: the body size divided by the decayed dose.
+
+    ``F = body size / A_dec`` (docs/methods/pet.md#body-size): the weight in g for SUVbw, the lean
+    body mass in g for SUVlbm, the body surface area in cm2 for SUVbsa, Devine's ideal body weight in
+    g for SUVibw, and ``A_dec`` the injected activity decayed to the reference time (Bq,
+    docs/methods/pet.md#decay). For SUVlbm and SUVibw of unknown sex the mean of the male and female
+    formulas is used and a warning is added to ``header.warnings``.
+
+    Parameters
+    ----------
+    header : PetHeader
+        Parsed header (:func:`read_pet_header`); needs the dose, the times (or ADMIN decay correction)
+        and the weight, plus height and sex for "lbm", "bsa" and "ibw" (human formulas).
+    suv_type : {"bw", "lbm", "bsa", "ibw"}, default "bw"
+        SUV type; a leading "SUV" and upper case are accepted ("SUVbw").
+    lbm_formula : {"janmahasatian", "james"}, default "janmahasatian"
+        Lean-body-mass formula of SUVlbm (ignored for the other types, and when the header holds a
+        measured lean mass).
+
+    Returns
+    -------
+    float
+        F in g/Bq (bw, lbm, ibw) or cm2/Bq (bsa), so that SUV = F x C in g/mL (or cm2/mL).
+
+    Raises
+    ------
+    InputError
+        When a value the SUV type needs is missing, or the type is unknown.
 
     Examples
     --------
     >>> import datetime as dt
-    >>> h = PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e8, weight_kg=50.0,
-    ...               injection_time=dt.datetime(2024, 1, 1, 9))
-    >>> suv_factor(h, "bw")
-    0.0005
+    >>> h = PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e8, weight_kg=70.0, height_m=1.75,
+    ...               sex="M", injection_time=dt.datetime(2024, 1, 1, 9))
+    >>> suv_factor(h, "bw")      # 70 000 g / 1e8 Bq
+    0.0007
+    >>> round(suv_factor(h, "lbm", "james"), 7)
+    0.0005652
     """
     suv_type = _check_suv_type(suv_type)
     header.require(suv_type, lbm_formula)
@@ -144,7 +173,39 @@ def decay_factors(header: PetHeader, n_slices: int) -> np.ndarray:
     """Per-slice factors that bring stored values to the reference time (all 1 unless DecayCorrection NONE).
 
     For NONE, slice i acquired from t_i for D_i seconds is multiplied by
-    2^((t_i - t0)/T1/2) * lambda D_i / (1 - exp(-lambda D_i)), t0 = the reference time.
+    ``2^((t_i - t0)/T1/2) * lambda D_i / (1 - exp(-lambda D_i))``, t0 = ``header.reference_time`` and
+    lambda = ln 2 / T1/2 (docs/methods/pet.md#decay). A single acquisition time (one frame) applies to
+    every slice.
+
+    Parameters
+    ----------
+    header : PetHeader
+        Parsed header: ``decay_correction``, and for NONE ``half_life_s`` (s), ``slice_times``
+        (datetimes), ``slice_durations_s`` (s, 0 or absent: no in-frame correction) and
+        ``reference_time``.
+    n_slices : int
+        Number of slices along axis 0 of the image.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(n_slices,)``, dimensionless multipliers.
+
+    Raises
+    ------
+    InputError
+        DecayCorrection NONE without a half-life or without acquisition times.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> t0 = dt.datetime(2024, 1, 1, 10)
+    >>> h = PetHeader(decay_correction="NONE", half_life_s=6586.2, reference_time=t0,
+    ...               slice_times=[t0, t0 + dt.timedelta(seconds=6586.2)], slice_durations_s=[0.0, 0.0])
+    >>> decay_factors(h, 2)    # the second slice started one half-life later
+    array([1., 2.])
+    >>> decay_factors(PetHeader(decay_correction="START"), 3)
+    array([1., 1., 1.])
     """
     out = np.ones(n_slices)
     if header.decay_correction != "NONE":
@@ -249,9 +310,41 @@ def suv(
 ) -> Volume:
     """SUV Volume of ``suv_type`` ("bw", "lbm", "bsa", "ibw") on the volume's own grid.
 
+    The values are :func:`activity_concentration` (Bq/mL at the reference time) times
+    :func:`suv_factor` (docs/methods/pet.md#body-size).
+
+    Parameters
+    ----------
+    volume : Volume
+        PET or SPECT (3D), values as the reader returns them, header in ``metadata``.
+    suv_type : {"bw", "lbm", "bsa", "ibw"}, default "bw"
+        SUV type.
+    header : PetHeader, optional
+        Parsed header (with the user's edits); parsed from ``volume`` with ``overrides`` when omitted.
+    lbm_formula : {"janmahasatian", "james"}, default "janmahasatian"
+        Lean-body-mass formula of SUVlbm (and of stored SUVlbm values).
+    **overrides
+        Keyword arguments of :func:`read_pet_header` (``weight_kg``, ``dose_mbq``, ...), used only
+        when ``header`` is omitted.
+
+    Returns
+    -------
+    Volume
+        float32, unit "SUVbw (g/mL)" (g/mL for bw, lbm, ibw; cm2/mL for bsa), name "<name>_suv<type>";
+        ``metadata["suv_factor"]`` (F) and ``metadata["suv_type"]``, plus the header as
+        ``metadata["pet_header"]``.
+
     Examples
     --------
-    See the module docstring.
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e8, "PatientWeight": 70,
+    ...         "PatientSize": 1.75,
+    ...         "RadiopharmaceuticalStartDateTime": "20240101100000", "SeriesDate": "20240101", "SeriesTime": "100000"}
+    >>> pet = Volume(np.full((2, 2, 2), 5000.0, np.float32), np.eye(4), "PT", "BQML", meta)
+    >>> s = suv(pet, "bw")
+    >>> round(float(s.data[0, 0, 0]), 3), s.unit   # 5000 Bq/mL x 70 000 g / 1e8 Bq
+    (3.5, 'SUVbw (g/mL)')
     """
     if header is None:
         header = read_pet_header(volume, **overrides)
@@ -277,7 +370,32 @@ PERCIST_PEAK_ML = 1.0
 
 
 def psf_fwhm_from_header(volume: Volume) -> float | None:
-    """The largest PSF FWHM (mm) recorded with the image (sidecar ``PSF_FWHM_mm`` or ``PSFFWHM``), or None."""
+    """The largest PSF FWHM (mm) recorded with the image, or None.
+
+    Looks for ``PSF_FWHM_mm``, ``PSFFWHM``, ``psf_fwhm_mm`` or ``SpatialResolution_mm`` in the
+    metadata (a NIfTI's JSON sidecar), in that order; a scalar or one value per axis. Values that are
+    not finite and positive are ignored.
+
+    Parameters
+    ----------
+    volume : Volume
+        The PET/SPECT image.
+
+    Returns
+    -------
+    float or None
+        The largest of the per-axis FWHMs (mm), the conservative choice for the SUVpeak sphere
+        (docs/methods/pet.md#suvpeak); None when the metadata holds none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> psf_fwhm_from_header(Volume(np.ones((1, 1, 1)), np.eye(4), "PT", metadata={"PSF_FWHM_mm": [1.2, 1.6, 1.6]}))
+    1.6
+    >>> psf_fwhm_from_header(Volume(np.ones((1, 1, 1)), np.eye(4), "PT")) is None
+    True
+    """
     meta = volume.metadata or {}
     for key in ("PSF_FWHM_mm", "PSFFWHM", "psf_fwhm_mm", "SpatialResolution_mm"):
         value = meta.get(key)
@@ -295,8 +413,21 @@ def psf_fwhm_from_header(volume: Volume) -> float | None:
 def peak_label(volume_ml: float) -> str:
     """Column suffix naming a peak sphere's volume: 0.0118 mL -> "12ul", 2 mL -> "2ml".
 
-    >>> peak_label(0.01149), peak_label(1.0)
-    ('11ul', '1ml')
+    Parameters
+    ----------
+    volume_ml : float
+        Sphere volume (mL).
+
+    Returns
+    -------
+    str
+        Microlitres rounded to an integer with "ul" below 999.5 uL, else mL to 3 significant digits
+        with "ml".
+
+    Examples
+    --------
+    >>> peak_label(0.01149), peak_label(1.0), peak_label(2.5)
+    ('11ul', '1ml', '2.5ml')
     """
     ul = volume_ml * 1000.0
     return f"{ul:.0f}ul" if ul < 999.5 else f"{volume_ml:.3g}ml"
@@ -305,17 +436,42 @@ def peak_label(volume_ml: float) -> str:
 def peak_sphere(
     header: PetHeader, volume: Volume, peak_ml: float | None = None, psf_fwhm_mm: float | None = None
 ) -> dict:
-    """How SUVpeak is measured for this scan (``docs/methods/pet.md#suvpeak``).
+    """How SUVpeak is measured for this scan (docs/methods/pet.md#suvpeak).
 
     Humans: PERCIST's 1 mL sphere (any voxels around a centre in the ROI). Animals
-    (:func:`is_non_human`): a sphere of diameter 2 x the PSF FWHM (header, else the
-    user's, else :data:`PRECLINICAL_PSF_FWHM_MM`) restricted to the ROI, with the
-    volume in the column names (``suv_bw_peak_12ul``). ``peak_ml`` overrides the volume.
+    (:func:`is_non_human`): a sphere of diameter 2 x the PSF FWHM (``psf_fwhm_mm``, else the
+    header's, else :data:`PRECLINICAL_PSF_FWHM_MM`) restricted to the ROI, with the volume in the
+    column names (``suv_bw_peak_14ul``). ``peak_ml`` overrides the volume.
+
+    Parameters
+    ----------
+    header : PetHeader
+        Parsed header; its species or weight decides human or animal.
+    volume : Volume
+        The PET, for the PSF FWHM recorded in its metadata (:func:`psf_fwhm_from_header`).
+    peak_ml : float, optional
+        Sphere volume (mL) chosen by the user; must be positive.
+    psf_fwhm_mm : float, optional
+        PSF FWHM (mm) given by the user; takes precedence over the header's.
 
     Returns
     -------
     dict
-        volume_ml, radius_mm, restricted (bool), suffix ("" for PERCIST), reason.
+        ``volume_ml`` (mL), ``radius_mm`` (mm), ``restricted`` (bool: the sphere is limited to the
+        ROI's voxels), ``suffix`` (column-name suffix, "" for PERCIST's 1 mL), ``reason`` (text),
+        ``non_human`` (bool) and ``psf_fwhm_mm`` (the FWHM used or found, mm, or None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> pet = Volume(np.ones((1, 1, 1)), np.eye(4), "PT")
+    >>> s = peak_sphere(PetHeader(weight_kg=0.025), pet)    # a mouse: 3 mm sphere
+    >>> round(s["volume_ml"], 4), round(s["radius_mm"], 2), s["restricted"], s["suffix"]
+    (0.0141, 1.5, True, '_14ul')
+    >>> s = peak_sphere(PetHeader(weight_kg=70.0), pet)     # a human: PERCIST
+    >>> s["volume_ml"], round(s["radius_mm"], 2), s["suffix"]
+    (1.0, 6.2, '')
     """
     from . import roi as _roi
 
@@ -372,8 +528,31 @@ SOFT_TISSUE_DENSITY_G_ML = 1.04
 def density_for(name: str | None, table: dict | None = None, default: float = SOFT_TISSUE_DENSITY_G_ML) -> tuple:
     """(density g/mL, source) of an organ by name: the user's table first, then ours by name or prefix.
 
+    Names are matched case-insensitively with spaces read as underscores; "kidney_left" falls back to
+    "kidney" (the longest known prefix). Gas (air, gut gas) has no tissue density: NaN
+    (docs/methods/pet.md#density).
+
+    Parameters
+    ----------
+    name : str or None
+        Organ or ROI name (from the label table).
+    table : dict, optional
+        The user's densities ``{name: g/mL}``; they override :data:`TISSUE_DENSITY_G_ML`.
+    default : float, default :data:`SOFT_TISSUE_DENSITY_G_ML` (1.04)
+        Density (g/mL) of a name found in neither table.
+
+    Returns
+    -------
+    tuple of (float, str)
+        The density (g/mL, NaN for gas) and where it came from: "user table", "tissue table",
+        "gas: no tissue" or "soft tissue default".
+
+    Examples
+    --------
     >>> density_for("lung")[0], density_for("kidney_left")[0], density_for("tumour")[0]
     (0.3, 1.05, 1.04)
+    >>> density_for("Lung", {"lung": 0.26}), density_for("air")
+    ((0.26, 'user table'), (nan, 'gas: no tissue'))
     """
     key = str(name or "").strip().lower().replace(" ", "_")
     for source, tab in (("user table", table or {}), ("tissue table", TISSUE_DENSITY_G_ML)):
@@ -606,11 +785,50 @@ def quantify_pet(
 
 
 def quantify_frames(pet: Volume, rois, **kwargs):
-    """Per-frame PET readouts of a dynamic study: one :func:`~napari_immunotrack.analysis.pet.quantify_pet`
-    table per frame, stacked, with columns ``frame``, ``frame_start_s`` and ``frame_duration_s`` first.
+    """Per-frame PET readouts of a dynamic study: one :func:`quantify_pet` table per frame, stacked.
 
-    ``rois`` are on the PET grid (from :func:`napari_immunotrack.analysis.roi.carry_rois`); keyword
-    arguments go to ``quantify_pet``.
+    Each frame is taken with :func:`napari_immunotrack.io.inveon.select_frames` (its timing becomes the
+    header's) and quantified with the same ROIs and options.
+
+    Parameters
+    ----------
+    pet : Volume
+        Dynamic (4D: frame, z, y, x) PET with ``metadata["frames"]`` (each frame's
+        ``ActualFrameDuration`` in ms and ``frame_start_s``).
+    rois : Volume or RoiMap
+        Label volume on any grid, or ROIs already carried to the PET grid with
+        :func:`napari_immunotrack.analysis.roi.carry_rois` (cheaper: carried once, not per frame).
+    **kwargs
+        Keyword arguments of :func:`quantify_pet` (``suv_types``, ``peak``, header overrides, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`quantify_pet` with ``frame`` (0-based), ``frame_start_s`` (s) and
+        ``frame_duration_s`` (s) first; one row per frame and label. ``attrs`` are the first frame's.
+
+    Raises
+    ------
+    InputError
+        When ``pet`` is not 4D.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> frames = [{"ActualFrameDuration": 60000.0, "frame_start_s": 0.0},
+    ...           {"ActualFrameDuration": 60000.0, "frame_start_s": 60.0}]
+    >>> meta = {"Units": "BQML", "DecayCorrection": "ADMIN", "RadionuclideTotalDose": 1e6, "PatientWeight": 0.025,
+    ...         "RadiopharmaceuticalStartDateTime": "20240101100000", "SeriesDate": "20240101",
+    ...         "SeriesTime": "100000", "leading_axis": "time", "frames": frames}
+    >>> data = np.stack([np.full((4, 4, 4), 1000.0), np.full((4, 4, 4), 2000.0)]).astype(np.float32)
+    >>> pet = Volume(data, np.eye(4), "PT", "BQML", meta)
+    >>> rois = Volume(np.pad(np.ones((2, 2, 2), np.uint8), 1), np.eye(4), "labels")
+    >>> df = quantify_frames(pet, rois, peak=False)
+    >>> print(df[["frame", "frame_start_s", "label", "mean_bq_ml", "suv_bw_mean"]].to_string(index=False))
+     frame  frame_start_s  label  mean_bq_ml  suv_bw_mean
+         0            0.0      1      1000.0        0.025
+         1           60.0      1      2000.0        0.050
     """
     import pandas as pd
 

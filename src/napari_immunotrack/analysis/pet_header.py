@@ -329,7 +329,27 @@ from ..io.dicom.headers import parse_dicom_date, parse_dicom_datetime, parse_dic
 
 
 def nuclide_key(text) -> str | None:
-    """Canonical key ("F18", "ZR89", "TC99M", ...) of a nuclide name such as '^18^Fluorine', 'F-18', '89Zr'."""
+    """Canonical key ("F18", "ZR89", "TC99M", ...) of a nuclide name such as '^18^Fluorine', 'F-18', '89Zr'.
+
+    Element names are replaced by their symbols, punctuation dropped, and mass number and symbol put
+    in the order of :data:`HALF_LIVES_S`'s keys (symbol, mass number, "M" for a metastable state).
+
+    Parameters
+    ----------
+    text : str or None
+        A nuclide as written in a DICOM header (CodeMeaning of RadionuclideCodeSequence), a BIDS
+        sidecar or by a user.
+
+    Returns
+    -------
+    str or None
+        The key, or None when ``text`` is empty or not a nuclide name.
+
+    Examples
+    --------
+    >>> nuclide_key("^18^Fluorine"), nuclide_key("89Zr"), nuclide_key("Tc-99m"), nuclide_key("water")
+    ('F18', 'ZR89', 'TC99M', None)
+    """
     text = _text(text)
     if not text:
         return None
@@ -995,9 +1015,24 @@ _HUMAN_MIN_HEIGHT_M = 0.5
 def is_non_human(header: PetHeader) -> bool:
     """True for an animal: a non-human species in the header, or a body weight under 2 kg.
 
+    A species that names a human ("human", "Homo sapiens") is human; any other species is an animal.
+    Without a species, a weight under 2 kg is an animal (docs/methods/pet.md#weight).
+
+    Parameters
+    ----------
+    header : PetHeader
+        Parsed header (``species``, ``weight_kg``).
+
+    Returns
+    -------
+    bool
+        True for an animal; False for a human or when neither species nor weight tell.
+
     Examples
     --------
     >>> is_non_human(PetHeader(weight_kg=0.025)), is_non_human(PetHeader(weight_kg=70.0, species="Homo sapiens"))
+    (True, False)
+    >>> is_non_human(PetHeader(weight_kg=0.3, species="Rattus norvegicus")), is_non_human(PetHeader())
     (True, False)
     """
     species = (header.species or "").strip().lower()
@@ -1010,9 +1045,36 @@ def is_non_human(header: PetHeader) -> bool:
 def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janmahasatian") -> float:
     """The normaliser of an SUV type: weight (g), BSA (cm2), LBM (g) or IBW (g).
 
+    Formulas in docs/methods/pet.md#body-size: Du Bois BSA ``0.007184 W^0.425 H[cm]^0.725`` m2 (or
+    Meeh's ``k W[g]^(2/3)`` cm2 when ``header.bsa_formula`` is "meeh"); James or Janmahasatian lean body
+    mass, or the measured ``header.lean_mass_kg``; Devine's ideal body weight. Unknown sex averages the
+    male and female formulas. Human formulas are refused for animals (:func:`is_non_human`).
+
+    Parameters
+    ----------
+    header : PetHeader
+        Parsed header: ``weight_kg``, and for the human formulas ``height_m`` and ``sex``.
+    suv_type : {"bw", "lbm", "bsa", "ibw"}, default "bw"
+        SUV type whose normaliser is wanted.
+    lbm_formula : {"janmahasatian", "james"}, default "janmahasatian"
+        Lean-body-mass formula (SUVlbm without a measured lean mass).
+
+    Returns
+    -------
+    float
+        Body weight, lean body mass or ideal body weight in grams, or body surface area in cm2.
+
+    Raises
+    ------
+    InputError
+        A missing weight or height, a human formula for an animal, an unknown formula, or a formula
+        outside its range (a non-positive result).
+
     Examples
     --------
     >>> h = PetHeader(weight_kg=70.0, height_m=1.75, sex="M")
+    >>> body_size(h, "bw")
+    70000.0
     >>> round(body_size(h, "bsa"))   # Du Bois, cm2
     18481
     >>> round(body_size(h, "lbm", "james") / 1000, 2)

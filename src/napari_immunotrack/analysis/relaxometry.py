@@ -178,8 +178,33 @@ AGENTS = ("ferumoxytol", "ferucarbotran", "gadoteridol")
 def agent_relaxivity(agent: str, field_t: float) -> AgentRelaxivity:
     """The default relaxivities of ``agent`` at the tabulated field nearest ``field_t`` (within 0.3 T).
 
-    >>> agent_relaxivity("ferumoxytol", 3.0).r2s
-    55.7
+    The table and its sources are in docs/methods/relaxometry.md#relaxivity.
+
+    Parameters
+    ----------
+    agent : {"ferumoxytol", "ferucarbotran", "gadoteridol"}
+        Contrast agent (case-insensitive).
+    field_t : float
+        Main magnetic field (T).
+
+    Returns
+    -------
+    AgentRelaxivity
+        ``r1``, ``r2`` and ``r2s`` in mM^-1 s^-1 per mM of the metal, the ``metal``, the tabulated
+        ``field_t`` used and the ``source``.
+
+    Raises
+    ------
+    InputError
+        An agent without defaults, or no tabulated field within 0.3 T.
+
+    Examples
+    --------
+    >>> r = agent_relaxivity("ferumoxytol", 3.0)
+    >>> r.metal, r.r1, r.r2, r.r2s
+    ('Fe', 9.5, 65.2, 55.7)
+    >>> agent_relaxivity("Ferumoxytol", 2.9).field_t
+    3.0
     """
     name = str(agent).strip().lower()
     if name not in AGENTS:
@@ -214,7 +239,12 @@ def acquisition_lists(series: Volume) -> dict:
     ``saturation_times_ms``); otherwise ``EchoTime``, ``RepetitionTime`` and
     ``InversionTime``: in seconds for a NIfTI (its BIDS JSON sidecar), in
     milliseconds for anything else (DICOM attributes, ParaVision parameters);
-    ``FlipAngle`` in degrees.
+    ``FlipAngle`` in degrees (docs/methods/relaxometry.md#inputs-and-their-lists).
+
+    Parameters
+    ----------
+    series : Volume
+        The series; only its ``metadata`` is read (``metadata["format"]`` tells a NIfTI).
 
     Returns
     -------
@@ -261,10 +291,35 @@ _HOW_TO_GIVE = {
 def sampling_values(series: Volume, model: str, values=None) -> np.ndarray:
     """The sampling list of ``model`` (echo times ms, flip angles deg, ...) checked against the series.
 
-    ``values`` (e.g. from the command line) wins over the header. Raises
-    :class:`InputError` (one line naming the list and how to give it) when the
-    series is not 4D, the list is missing, its length differs from the number
-    of volumes, or times do not increase.
+    ``values`` (e.g. from the command line) wins over the header (:func:`acquisition_lists`).
+
+    Parameters
+    ----------
+    series : Volume
+        4D series, one volume per sampling value along axis 0.
+    model : {"t2star", "t2", "t1vfa", "t1sr", "t1ir"}
+        The model, which decides the list: echo times (ms) for T2*/T2, flip angles (deg) for VFA,
+        saturation or inversion times (ms) for SR/IR.
+    values : sequence of float, optional
+        The list given by the user.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one value per volume (ms or degrees).
+
+    Raises
+    ------
+    InputError
+        One line naming the list and how to give it, when the series is not 4D, the list is missing,
+        its length differs from the number of volumes, a value is not finite and positive, times do
+        not increase or the flip angles are all equal.
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((3, 2, 2, 2)), np.eye(4), metadata={"echo_times_ms": [2.0, 4.0, 6.0]}, name="mge")
+    >>> sampling_values(v, "t2star"), sampling_values(v, "t2star", [1, 2, 3])
+    (array([2., 4., 6.]), array([1., 2., 3.]))
     """
     model = check_model(model)
     what = QUANTITY[model][2]
@@ -301,6 +356,28 @@ def sampling_values(series: Volume, model: str, values=None) -> np.ndarray:
 
 
 def check_model(model: str) -> str:
+    """The canonical name of a relaxometry model ("T2*" -> "t2star"), refused when unknown.
+
+    Parameters
+    ----------
+    model : str
+        A model name, case-insensitive; "*" is read as "star".
+
+    Returns
+    -------
+    str
+        One of :data:`MODELS`: "t2star", "t2", "t1vfa", "t1sr", "t1ir".
+
+    Raises
+    ------
+    InputError
+        When the name is not a model.
+
+    Examples
+    --------
+    >>> check_model("T2*"), check_model(" t1ir ")
+    ('t2star', 't1ir')
+    """
     name = str(model).strip().lower().replace("*", "star")
     if name not in MODELS:
         raise InputError(f"model {model!r} is unknown; use one of {', '.join(MODELS)}.")
@@ -313,13 +390,31 @@ def estimate_noise_sigma(image: np.ndarray) -> float | None:
 
     Iterates ``sigma^2 = <M^2 | M < 2.5 sigma> / (2 c)`` where ``c = 0.85638`` is
     the truncated Rayleigh second-moment factor, starting from the lowest 5 %
-    of the voxels. None when fewer than 0.5 % of the voxels (or 50) look like
-    background (e.g. a cropped image with tissue everywhere).
+    of the voxels (docs/methods/relaxometry.md#noise-floor). Zero and non-finite voxels are ignored;
+    at most about 2 million voxels are used (a regular subsample).
 
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Magnitude image (any shape), e.g. the brightest volume of a series.
+
+    Returns
+    -------
+    float or None
+        Sigma of the Gaussian noise in each channel (image units); None for fewer than 100 usable
+        voxels, or when fewer than 0.5 % of the voxels (or 50) fall under 2.5 sigma. The iteration
+        cannot tell that an image has no background: on a crop with tissue everywhere it returns a
+        sigma of the order of the tissue signal (500 everywhere gives 382), so give the sigma
+        (``noise_sigma``) for such images.
+
+    Examples
+    --------
     >>> rng = np.random.default_rng(0)
     >>> img = np.abs(rng.normal(0, 10, 20000) + 1j * rng.normal(0, 10, 20000))
     >>> round(estimate_noise_sigma(np.concatenate([img, np.full(20000, 500.0)])), 0)
     10.0
+    >>> estimate_noise_sigma(np.full(50, 5.0)) is None     # too few voxels
+    True
     """
     values = np.asarray(image, float).ravel()
     values = values[np.isfinite(values) & (values > 0)]
@@ -613,11 +708,45 @@ def fit_epg(
     the atom whose squared train has the highest normalised correlation with it;
     a second pass repeats the match weighted by the inverse variance of ``M^2``
     predicted by the first; T2 and B1 are then refined by a parabola through the correlations of the
-    neighbouring atoms, and the amplitude is the least-squares scale.
+    neighbouring atoms, and the amplitude is the least-squares scale (docs/methods/relaxometry.md#epg).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Magnitudes, shape (n echoes, v voxels).
+    te_ms : numpy.ndarray
+        Echo times (ms), equally spaced at ESP, 2 ESP, 3 ESP, ...
+    sigma : float, default 0.0
+        Gaussian noise sigma per channel (signal units); 0 ignores the noise floor.
+    refocusing_deg : float, default 180.0
+        Nominal refocusing flip angle (degrees).
+    t1_ms : float, default 1000.0
+        T1 (ms) assumed for the stimulated-echo pathways.
+    t2_range_ms : (float, float), default (2.0, 2000.0)
+        T2 range of the dictionary (ms).
+    b1_range : (float, float), default (0.5, 1.3)
+        Relative B1 range of the dictionary (1 = nominal).
+    progress : callable, optional
+        ``progress(fraction, message)`` callback.
 
     Returns
     -------
-    dict: ``amplitude``, ``rate`` (1/s), ``b1``, ``fitted`` (n, v), ``n_signal``.
+    dict
+        ``amplitude`` (v,) signal units, ``rate`` (v,) R2 in 1/s, ``b1`` (v,) relative,
+        ``fitted`` (n, v) magnitudes, ``n_signal`` (v,) echoes above 3 sigma.
+
+    Raises
+    ------
+    InputError
+        Echo times that are not equally spaced from ESP.
+
+    Examples
+    --------
+    >>> te = 10.0 * np.arange(1, 11)
+    >>> y = 1000.0 * epg_cpmg(np.array([50.0, 80.0]), np.array([0.9, 1.0]), 10.0, 10)   # 2 voxels
+    >>> fit = fit_epg(y, te)
+    >>> np.round(1000.0 / fit["rate"], 1).tolist(), np.round(fit["b1"], 2).tolist()
+    ([50.0, 80.0], [0.9, 1.0])
     """
     y = np.asarray(y, float)
     te = np.asarray(te_ms, float)
@@ -713,11 +842,37 @@ def fit_vfa(
     ``S = M0 sin(a) (1 - E1) / (1 - cos(a) E1)``, ``E1 = exp(-TR R1)``, with
     ``a = b1 x nominal angle``. "linear": the straight line ``S/sin a = E1 S/tan a
     + M0 (1 - E1)`` (Deoni et al., MRM 2003 49:515); "nonlinear": Levenberg-
-    Marquardt on the signal equation started from the linear fit.
+    Marquardt on the signal equation started from the linear fit (docs/methods/relaxometry.md#vfa).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Magnitudes, shape (n flip angles, v voxels).
+    flip_deg : numpy.ndarray
+        Nominal flip angles (degrees), one per row of ``y``.
+    tr_ms : float
+        Repetition time (ms).
+    b1 : numpy.ndarray, optional
+        Relative flip-angle scale per voxel (v,); 1 (nominal) when omitted.
+    method : {"nonlinear", "linear"}, default "nonlinear"
+        Fit method.
+    rate_bounds : (float, float), default (0.02, 200.0)
+        Bounds of R1 (1/s).
 
     Returns
     -------
-    dict: ``amplitude`` (M0), ``rate`` (R1, 1/s), ``fitted`` (n, v).
+    dict
+        ``amplitude`` (v,) M0 in signal units, ``rate`` (v,) R1 in 1/s, ``fitted`` (n, v) magnitudes.
+
+    Examples
+    --------
+    >>> flips, tr = np.array([2.0, 5.0, 10.0, 15.0]), 15.0
+    >>> e1 = np.exp(-tr / 800.0)                                  # T1 = 800 ms
+    >>> a = np.deg2rad(flips)[:, None]
+    >>> y = 1000.0 * np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1)
+    >>> fit = fit_vfa(y, flips, tr)
+    >>> np.round(1000.0 / fit["rate"], 3), np.round(fit["amplitude"], 3)
+    (array([800.]), array([1000.]))
     """
     y = np.asarray(y, float)
     v = y.shape[1]
@@ -751,7 +906,32 @@ def fit_vfa(
 
 
 def fit_saturation_recovery(y: np.ndarray, t_ms: np.ndarray, rate_bounds=(0.02, 200.0)) -> dict:
-    """T1 (as R1) and M0 from ``S(t) = M0 (1 - exp(-t R1))``: a rate grid start, then Levenberg-Marquardt."""
+    """T1 (as R1) and M0 from ``S(t) = M0 (1 - exp(-t R1))``: a rate grid start, then Levenberg-Marquardt.
+
+    See docs/methods/relaxometry.md#sr.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Magnitudes, shape (n saturation delays, v voxels).
+    t_ms : numpy.ndarray
+        Delays after saturation (ms), one per row of ``y``.
+    rate_bounds : (float, float), default (0.02, 200.0)
+        Bounds of R1 (1/s).
+
+    Returns
+    -------
+    dict
+        ``amplitude`` (v,) M0 in signal units, ``rate`` (v,) R1 in 1/s, ``fitted`` (n, v).
+
+    Examples
+    --------
+    >>> t = np.array([100.0, 300.0, 600.0, 1200.0, 2400.0])
+    >>> y = 500.0 * (1 - np.exp(-t[:, None] / 1000.0 * 1.5))      # R1 = 1.5 /s
+    >>> fit = fit_saturation_recovery(y, t)
+    >>> np.round(fit["rate"], 4), np.round(fit["amplitude"], 2)
+    (array([1.5]), array([500.]))
+    """
     y = np.asarray(y, float)
     t = np.asarray(t_ms, float)[:, None] / 1000.0
     rates = np.exp(np.linspace(np.log(rate_bounds[0]), np.log(rate_bounds[1]), 80))
@@ -774,11 +954,33 @@ def fit_inversion_recovery(y: np.ndarray, ti_ms: np.ndarray, rate_bounds=(0.02, 
     The samples before the null are negative: for each voxel the two candidate
     sign patterns (flip up to the smallest magnitude, excluded or included) are
     fitted on a rate grid with closed-form ``a, b``, the better kept, then
-    refined by Levenberg-Marquardt (after Barral et al., MRM 2010 64:1057).
+    refined by Levenberg-Marquardt (after Barral et al., MRM 2010 64:1057;
+    docs/methods/relaxometry.md#inversion-recovery).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Magnitudes, shape (n inversion times, v voxels).
+    ti_ms : numpy.ndarray
+        Inversion times (ms), one per row of ``y``.
+    rate_bounds : (float, float), default (0.02, 200.0)
+        Bounds of R1 (1/s).
 
     Returns
     -------
-    dict: ``amplitude`` (a), ``b``, ``rate`` (R1, 1/s), ``fitted`` (magnitudes), ``signed`` (restored data).
+    dict
+        ``amplitude`` (a), ``b`` (both signal units, (v,)), ``rate`` (R1, 1/s), ``fitted`` (magnitudes,
+        (n, v)), ``signed`` (the data with restored polarity, (n, v)).
+
+    Examples
+    --------
+    >>> ti = np.array([50.0, 200.0, 500.0, 1000.0, 2000.0, 4000.0])
+    >>> y = np.abs(400.0 - 800.0 * np.exp(-ti[:, None] / 1000.0 * 1.25))   # R1 = 1.25 /s
+    >>> fit = fit_inversion_recovery(y, ti)
+    >>> np.round(fit["rate"], 4), np.round(fit["amplitude"], 2), np.round(fit["b"], 2)
+    (array([1.25]), array([400.]), array([-800.]))
+    >>> np.sign(fit["signed"][:, 0]).astype(int).tolist()      # the first three were before the null
+    [-1, -1, -1, 1, 1, 1]
     """
     y = np.asarray(y, float)
     n, v = y.shape
@@ -870,8 +1072,39 @@ def model_curve(
 ) -> np.ndarray:
     """Expected magnitude of a fitted voxel at sampling values ``x`` (for plots).
 
+    T2*/T2: ``A exp(-x R)`` (or the EPG train for "epg"), with the Rician floor
+    ``sqrt(S^2 + 2 sigma^2)`` unless the method is "loglinear"; VFA: the spoiled gradient echo
+    equation; SR: ``A (1 - exp(-x R))``; IR: ``|A + b exp(-x R)|`` (b = -2 A when not fitted).
+
+    Parameters
+    ----------
+    model : {"t2star", "t2", "t1vfa", "t1sr", "t1ir"}
+        The model.
+    method : str
+        The fit method (:data:`METHODS`), e.g. "loglinear", "rician", "epg".
+    amplitude : float
+        S0 / M0 (signal units).
+    rate : float
+        R2*, R2 or R1 (1/s).
+    x : sequence of float
+        Sampling values: times in ms, or flip angles in degrees for VFA.
+    parameters : dict
+        The fit's ``RelaxationMaps.parameters``: ``noise_sigma``, and ``sampling`` (EPG),
+        ``repetition_time_ms`` (VFA), ``t1_ms`` and ``refocusing_deg`` (EPG) where needed.
+    extra : dict, optional
+        The voxel's extra parameters: ``b1`` (EPG, VFA), ``b`` (IR).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, the shape of ``x`` (signal units; NaN when the fit has no finite amplitude or rate).
+
+    Examples
+    --------
     >>> round(float(model_curve("t2star", "loglinear", 100.0, 50.0, [20.0], {})[0]), 4)
     36.7879
+    >>> np.round(model_curve("t1sr", "nonlinear", 100.0, 1.0, [0.0, 1000.0], {}), 3)
+    array([ 0.   , 63.212])
     """
     x = np.asarray(x, float)
     extra = extra or {}
@@ -942,10 +1175,11 @@ def fit_relaxation(
     series : Volume
         4D: one volume per echo / flip angle / inversion or saturation time.
     model : {"t2star", "t2", "t1vfa", "t1sr", "t1ir"}
+        The model (docs/methods/relaxometry.md).
     echo_times_ms, flip_angles_deg, inversion_times_ms, saturation_times_ms : list, optional
-        The sampling list; wins over the header (:func:`acquisition_lists`).
+        The sampling list (ms, or degrees for flip angles); wins over the header (:func:`acquisition_lists`).
     tr_ms : float, optional
-        Repetition time for VFA (header ``RepetitionTime`` otherwise).
+        Repetition time (ms) for VFA (header ``RepetitionTime`` otherwise).
     b1 : Volume, optional
         Relative flip-angle map (1 = nominal) on any grid, resampled onto the
         series' grid; scales the VFA flip angles. Not used by the other models
@@ -954,7 +1188,7 @@ def fit_relaxation(
         See the module docstring (defaults in :data:`DEFAULT_METHOD`).
     noise_sigma : float, optional
         Gaussian noise sigma per channel. Default: the header's ``NoiseSigma``,
-        else estimated from the background of the first volume; 0 disables the
+        else estimated from the background of the brightest volume; 0 disables the
         noise-floor terms.
     mask : Volume, optional
         Fit only where the mask is non-zero (same grid as the series).
@@ -963,13 +1197,28 @@ def fit_relaxation(
         sampling can measure, docs/methods/relaxometry.md#reliability).
     refocusing_deg : float, optional
         Nominal refocusing angle for EPG (header ``RefocusingFlipAngle`` or 180).
-    t1_ms : float
-        T1 assumed by EPG for the stimulated-echo pathways.
+    t1_ms : float, default 1000.0
+        T1 (ms) assumed by EPG for the stimulated-echo pathways.
     progress : callable, optional
+        ``progress(fraction, message)`` callback.
 
     Returns
     -------
     RelaxationMaps
+        Time (ms), rate (1/s), R^2, flag and amplitude maps on the series' spatial grid, the
+        parameters used and the warnings.
+
+    Examples
+    --------
+    >>> te = np.array([2.0, 4.0, 6.0, 8.0])
+    >>> t2s = np.array([10.0, 20.0])[None, :, None, None]                 # two slabs: 10 and 20 ms
+    >>> data = 1000.0 * np.exp(-te[:, None, None, None] / t2s) * np.ones((4, 2, 2, 2))
+    >>> series = Volume(data, np.eye(4), "MR", metadata={"echo_times_ms": te.tolist()}, name="mge")
+    >>> maps = fit_relaxation(series, "t2star", noise_sigma=0.0)
+    >>> maps.method, maps.time_ms.data[:, 0, 0].tolist(), maps.rate_per_s.data[:, 0, 0].tolist()
+    ('rician', [10.0, 20.0], [100.0, 50.0])
+    >>> int(maps.unreliable.data.sum()), maps.parameters["valid_range_ms"]
+    (0, [1.0, 40.0])
     """
     model = check_model(model)
     method = (method or DEFAULT_METHOD[model]).strip().lower()
@@ -1193,9 +1442,33 @@ def delta_rate(
 def concentration(delta_r: Volume, relaxivity: float, metal: str = "Fe") -> Volume:
     """Agent concentration (mM of the metal) ``= delta R / r``, r in mM^-1 s^-1.
 
+    See docs/methods/relaxometry.md#concentration.
+
+    Parameters
+    ----------
+    delta_r : Volume
+        Change of relaxation rate against the baseline (1/s), e.g. from :func:`delta_rate`.
+    relaxivity : float
+        The agent's relaxivity for that rate (mM^-1 s^-1, > 0; :func:`agent_relaxivity`).
+    metal : str, default "Fe"
+        The metal the concentration counts (recorded in the metadata and name).
+
+    Returns
+    -------
+    Volume
+        float32, unit "mM", ``metadata`` with ``relaxivity_per_mM_s`` and ``metal``.
+
+    Raises
+    ------
+    InputError
+        A relaxivity that is not finite and positive.
+
+    Examples
+    --------
     >>> d = Volume(np.full((2, 2, 2), 30.0), np.eye(4))
-    >>> float(concentration(d, 60.0).data[0, 0, 0])
-    0.5
+    >>> c = concentration(d, 60.0)
+    >>> float(c.data[0, 0, 0]), c.unit
+    (0.5, 'mM')
     """
     r = float(relaxivity)
     if not np.isfinite(r) or r <= 0:
@@ -1214,11 +1487,34 @@ def concentration(delta_r: Volume, relaxivity: float, metal: str = "Fe") -> Volu
 def metal_mass_ug(conc: Volume, metal: str = "Fe") -> Volume:
     """Micrograms of metal per voxel from a concentration map in mM.
 
-    1 mM in 1 mm^3 is 1e-9 mol, i.e. ``molar mass x 1e-3`` ug (0.0558 ug of Fe).
+    1 mM in 1 mm^3 is 1e-9 mol, i.e. ``molar mass x 1e-3`` ug (0.0558 ug of Fe;
+    docs/methods/relaxometry.md#concentration).
 
+    Parameters
+    ----------
+    conc : Volume
+        Concentration map (mM).
+    metal : {"Fe", "Gd"}, default "Fe"
+        The metal, for its molar mass (:data:`MOLAR_MASS`, g/mol).
+
+    Returns
+    -------
+    Volume
+        float32, unit "ug": micrograms of metal in each voxel (concentration x voxel volume x molar mass).
+
+    Raises
+    ------
+    InputError
+        An unknown metal.
+
+    Examples
+    --------
     >>> c = Volume(np.ones((1, 1, 1)), np.eye(4))
     >>> round(float(metal_mass_ug(c).data[0, 0, 0]), 6)
     0.055845
+    >>> c = Volume(np.ones((1, 1, 1)), np.diag([2.0, 2.0, 2.0, 1.0]))   # 8 mm3 voxels
+    >>> round(float(metal_mass_ug(c, "Gd").data[0, 0, 0]), 4)
+    1.258
     """
     if metal not in MOLAR_MASS:
         raise InputError(f"metal {metal!r} is unknown; use one of {', '.join(MOLAR_MASS)}.")
@@ -1243,21 +1539,41 @@ def relaxometry_roi_table(
     maps : dict
         Column prefix -> 3D Volume on one grid, e.g. ``{"T2star_ms": ..., "R2star_per_s": ...}``.
     rois : Volume
-        Label image on any grid (carried with :func:`~napari_immunotrack.analysis.roi.roi_statistics`).
+        Label image on any grid (carried with :func:`~napari_immunotrack.analysis.roi.roi_statistics`);
+        labels outside the maps' field of view are left out (noted in ``attrs["warnings"]``).
     unreliable : Volume, optional
         Flag map; flagged voxels are left out of every statistic and counted in
         ``unreliable_fraction``.
     concentration_key : str, optional
         The key of ``maps`` holding a concentration in mM: adds ``<metal>_umol``
         (the ROI integral, mM x mL) and ``<metal>_ug``.
+    metal : str, default "Fe"
+        The metal of the concentration map (column names and molar mass).
     transform : (4, 4) array, optional
         World-to-world map from the maps' world to the ROI image's world.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback.
 
     Returns
     -------
     pandas.DataFrame
-        ``label``, ``voxels``, ``volume_ml``, ``<key>_mean``, ``<key>_sd``,
-        ``<key>_median`` per map, ``unreliable_fraction`` and the metal columns.
+        ``label``, ``voxels``, ``volume_ml``, ``unreliable_fraction``, ``<key>_mean``, ``<key>_sd``,
+        ``<key>_median`` per map, and the metal columns.
+
+    Raises
+    ------
+    InputError
+        No map, an ROI image without labels, or no label inside the maps' field of view.
+
+    Examples
+    --------
+    >>> conc = Volume(np.full((4, 4, 4), 0.5, np.float32), np.eye(4), "MR", "mM")
+    >>> t2s = Volume(np.full((4, 4, 4), 20.0, np.float32), np.eye(4), "MR", "ms")
+    >>> lab = np.zeros((4, 4, 4), np.uint8)
+    >>> lab[:2, :2, :2] = 1
+    >>> df = relaxometry_roi_table({"T2star_ms": t2s, "Fe_mM": conc}, Volume(lab, np.eye(4)), concentration_key="Fe_mM")
+    >>> df[["label", "volume_ml", "T2star_ms_mean", "Fe_mM_mean", "Fe_umol", "Fe_ug"]].round(5).values.tolist()
+    [[1.0, 0.008, 20.0, 0.5, 0.004, 0.22338]]
     """
     import pandas as pd
 

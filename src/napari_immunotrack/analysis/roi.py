@@ -158,32 +158,57 @@ def carry_rois(
 ) -> RoiMap:
     """Carry a label volume onto ``target``'s grid with partial-voxel weights.
 
+    Each target voxel gets, per label, the fraction of its volume the label covers
+    (docs/methods/roi.md#carry): exact overlaps for grids whose axes are parallel (permuted or flipped),
+    ``supersample^3`` subvoxels otherwise, and weight 1 on the very same grid.
+
     Parameters
     ----------
     rois : Volume or RoiMap
-        Integer labels (0 = background) on any grid. A RoiMap is checked and returned.
+        Integer labels (0 = background) on any grid. A RoiMap is checked (same grid as ``target``)
+        and returned as is.
     target : Volume or (shape, affine)
-        The quantitative image's grid.
+        The quantitative image's grid: its spatial shape and (4, 4) index-to-world affine (mm).
     transform : (4, 4) array, optional
         World-to-world map from target world to ROI world (fixed -> moving of a
         registration where the ROI image is the moving one). Identity when omitted.
-    supersample : int
-        Subvoxels per axis (1 = nearest neighbour at the voxel centre; 3-5 typical).
+    supersample : int, default 3
+        Subvoxels per axis, 1 to 10 (1 = nearest neighbour at the voxel centre; 3-5 typical). Not
+        used for the same grid or parallel axes (exact overlap).
     labels : sequence of int, optional
         Only these labels (default: every non-zero label).
-    name : str
+    name : str, default "the image"
         Name of the target in error messages ("the PET").
     progress : callable, optional
+        ``progress(fraction, message)`` callback (:mod:`napari_immunotrack.progress`).
 
     Returns
     -------
     RoiMap
+        Per label, the flat target indices it touches and their weights in (0, 1], the fraction of its
+        volume inside the target's field of view, its own volume (mL) and the method used.
 
     Raises
     ------
     InputError
-        A label that lies entirely outside the target's field of view, or that
-        covers no target voxel after mapping.
+        An empty ROI image, a label that is absent, lies entirely outside the target's field of view
+        or covers no target voxel after mapping, a bad transform or ``supersample``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> lab = np.zeros((4, 4, 4), np.uint8)
+    >>> lab[:2, :2, :2] = 1
+    >>> lab[2:, 2:, 2:] = 2
+    >>> rois = Volume(lab, np.eye(4), "SEG", "label")        # 1 mm voxels
+    >>> coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    >>> coarse[:3, 3] = 0.5                                  # 2 mm voxels covering 2 x 2 x 2 of them
+    >>> m = carry_rois(rois, ((2, 2, 2), coarse))
+    >>> m.method, m.labels.tolist(), [i.tolist() for i in m.index], [w.tolist() for w in m.weight]
+    ('exact overlap (axis-aligned grids)', [1, 2], [[0], [7]], [[1.0], [1.0]])
+    >>> m.source_volume_ml.tolist()   # each label: 8 voxels of 1 uL
+    [0.008, 0.008]
     """
     shape, t_aff = _grid(target)
     if isinstance(rois, RoiMap):
@@ -489,6 +514,20 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     reaches half the total; when it reaches exactly half, the mean of that
     value and the next.
 
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Values (any shape; flattened).
+    weights : numpy.ndarray
+        Non-negative weights, same size as ``values`` (partial-voxel weights of an ROI).
+
+    Returns
+    -------
+    float
+        The weighted median, NaN for no values.
+
+    Examples
+    --------
     >>> weighted_median(np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4))
     2.5
     >>> weighted_median(np.array([1.0, 10.0]), np.array([3.0, 1.0]))
@@ -521,14 +560,43 @@ def sphere_kernel(
 ) -> np.ndarray:
     """Partial-voxel weights of a sphere of ``radius_mm`` centred on a voxel, on a grid of ``affine``.
 
-    Each kernel voxel is split into ``subsample^3`` points; its weight is the
-    fraction inside the sphere (works for anisotropic and oblique grids). The
-    kernel sums to 1 (a mean filter). ``max_half`` (voxels per axis) cuts
-    the kernel to what can overlap an image of shape ``max_half + 1``.
+    Each kernel voxel that straddles the sphere's surface is split into ``subsample^3`` points; its
+    weight is the fraction inside the sphere (works for anisotropic and oblique grids). With
+    ``normalize`` the kernel sums to 1 (a mean filter); without, each weight is the covered fraction.
+    ``max_half`` (voxels per axis) cuts the kernel to what can overlap an image of shape
+    ``max_half + 1`` (docs/methods/roi.md#peak).
 
+    Parameters
+    ----------
+    affine : (4, 4) array
+        Index-to-world affine of the image grid (mm); only its 3 x 3 part matters.
+    radius_mm : float, default :data:`PEAK_RADIUS_MM` (6.2035, PERCIST's 1 mL)
+        Sphere radius (mm).
+    subsample : int, default 7
+        Points per axis in a surface voxel.
+    normalize : bool, default True
+        Divide by the sum so the weights add up to 1.
+    max_half : sequence of int, optional
+        Largest half-extent (voxels) per index axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(2 h0 + 1, 2 h1 + 1, 2 h2 + 1)`` with h the half-extent in voxels per axis.
+
+    Raises
+    ------
+    InputError
+        When the sphere covers no voxel.
+
+    Examples
+    --------
     >>> k = sphere_kernel(np.diag([2.0, 2.0, 2.0, 1.0]))
     >>> k.shape, round(float(k.sum()), 6)
     ((7, 7, 7), 1.0)
+    >>> k = sphere_kernel(np.eye(4), 1.0, normalize=False)     # r = 1 voxel
+    >>> k.shape, float(k[1, 1, 1]), round(float(k[0, 1, 1]), 3), round(float(k[0, 0, 0]), 4)
+    ((3, 3, 3), 1.0, 0.42, 0.0029)
     """
     rot = np.asarray(affine, float)[:3, :3]
     # half-extent of the sphere along each index axis: r * |row of inv(rot)|
@@ -556,7 +624,30 @@ def sphere_kernel(
 
 
 def peak_radius_mm(volume_ml: float) -> float:
-    """Radius (mm) of a sphere of ``volume_ml`` (1 mL -> 6.2035 mm)."""
+    """Radius (mm) of a sphere of ``volume_ml`` (1 mL -> 6.2035 mm).
+
+    ``r = (3 V / (4 pi))^(1/3)`` with V in mm3 (docs/methods/pet.md#suvpeak).
+
+    Parameters
+    ----------
+    volume_ml : float
+        Sphere volume (mL), positive.
+
+    Returns
+    -------
+    float
+        Radius in mm.
+
+    Raises
+    ------
+    InputError
+        When ``volume_ml`` is not positive.
+
+    Examples
+    --------
+    >>> round(peak_radius_mm(1.0), 4), round(peak_radius_mm(0.0141), 3)
+    (6.2035, 1.499)
+    """
     if not volume_ml > 0:
         raise InputError(f"the peak sphere volume must be positive (got {volume_ml} mL).")
     return (3.0 * volume_ml / (4.0 * math.pi)) ** (1.0 / 3.0) * 10.0

@@ -26,16 +26,67 @@ def _read_csv(path):
 
 
 def bids_label(prefix: str, name: str) -> str:
-    """BIDS-style label (``sub-01``, ``ses-day1``): text in every CSV reader, joins participants.tsv."""
+    """BIDS-style label (``sub-01``, ``ses-day1``): text in every CSV reader, joins participants.tsv.
+
+    Parameters
+    ----------
+    prefix : str
+        The entity ("sub", "ses").
+    name : str
+        The label's value; empty for none.
+
+    Returns
+    -------
+    str
+        ``"<prefix>-<name>"``, or "" for an empty name.
+
+    Examples
+    --------
+    >>> bids_label("sub", "01"), bids_label("ses", "day1"), bids_label("ses", "")
+    ('sub-01', 'ses-day1', '')
+    """
     return f"{prefix}-{name}" if name else ""
 
 
 def cohort_tables(out_dir, records: list[dict]) -> dict[str, object]:
     """The cohort tables from the finished tasks' folders: ``cohort`` and ``cohort_<table>``.
 
-    ``cohort_<table>`` is every task's ``<table>.csv`` with ``subject`` (``sub-01``), ``session``
-    (``ses-day1``) and ``day`` in front; ``cohort`` has one row per subject, session and site (organ) with the readouts of
-    :data:`COHORT_COLUMNS` as ``<step>_<column>``.
+    ``cohort_<table>`` is every task's ``<table>.csv`` (:data:`TASK_TABLES`) with ``subject``
+    (``sub-01``), ``session`` (``ses-day1``) and ``day`` in front; ``cohort`` has one row per subject,
+    session and site (organ) with the readouts of :data:`COHORT_COLUMNS` as ``<step>_<column>``. Tasks
+    that failed are left out; numbers are read back bit for bit (round-trip float parsing).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The batch's output folder.
+    records : list of dict
+        The tasks' records (:func:`~napari_immunotrack.batch.tasks.run_task`: ``subject``,
+        ``session``, ``day``, ``status``).
+
+    Returns
+    -------
+    dict
+        ``{name: pandas.DataFrame}``, only for tables some task wrote; ``cohort`` when a readout of
+        :data:`COHORT_COLUMNS` was found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for session, pid in (("day1", 2.0), ("day3", 3.5)):
+    ...         folder = Path(tmp) / "sub-01" / f"ses-{session}"
+    ...         folder.mkdir(parents=True)
+    ...         pd.DataFrame({"organ": ["tumour"], "percent_id": [pid]}).to_csv(folder / "pet.csv", index=False)
+    ...     records = [{"subject": "01", "session": s, "day": d, "status": "ok"} for s, d in (("day1", 1.0), ("day3", 3.0))]
+    ...     tables = cohort_tables(tmp, records)
+    >>> sorted(tables)
+    ['cohort', 'cohort_pet']
+    >>> print(tables["cohort"].to_string(index=False))
+    subject  session  day   site  pet_percent_id
+     sub-01 ses-day1  1.0 tumour             2.0
+     sub-01 ses-day3  3.0 tumour             3.5
     """
     import pandas as pd
 
@@ -86,7 +137,33 @@ def cohort_figures(cohort, out_dir, provenance: dict | None = None) -> list[Path
     """Per-site time courses (mean ± SD over subjects) of the cohort table's readouts, one PNG each.
 
     Drawn with :func:`napari_immunotrack.figures.time_course`; written as ``cohort_<column>.png``
-    with a provenance sidecar. Readouts without any value are left out.
+    with a provenance sidecar. Readouts without any value are left out (:data:`COHORT_FIGURES`).
+
+    Parameters
+    ----------
+    cohort : pandas.DataFrame
+        The ``cohort`` table of :func:`cohort_tables` (``subject``, ``day``, ``site`` and readouts).
+    out_dir : str or Path
+        Where the figures go (replaced if they exist).
+    provenance : dict, optional
+        Provenance fields recorded in each figure's sidecar (``step`` is set to "batch").
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> cohort = pd.DataFrame({"subject": ["sub-01", "sub-01", "sub-02", "sub-02"], "day": [1.0, 3.0, 1.0, 3.0],
+    ...                        "site": "tumour", "pet_percent_id": [2.0, 3.5, 2.4, 3.1]})
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     written = cohort_figures(cohort, tmp)
+    ...     names = sorted(p.name for p in Path(tmp).iterdir())
+    >>> [p.name for p in written], names
+    (['cohort_pet_percent_id.png'], ['cohort_pet_percent_id.png', 'cohort_pet_percent_id.png.provenance.json'])
     """
     from .. import figures
 

@@ -92,8 +92,32 @@ def _functions():
 def step_parameters(step: str) -> dict[str, object]:
     """The parameters a pipeline file may give ``step``, with their defaults.
 
+    Every argument of the step's analysis functions (:func:`~napari_immunotrack.pipeline.analyse_inputs`
+    runs them) except those the pipeline supplies itself (images, ROIs, transforms, progress), with the
+    default of the function's parameter model when it has one, else of its signature; plus the step's
+    :data:`~napari_immunotrack.pipeline.STEP_EXTRAS`. Tuples become lists (as YAML reads them).
+
+    Parameters
+    ----------
+    step : str
+        One of :data:`~napari_immunotrack.pipeline.STEPS`.
+
+    Returns
+    -------
+    dict
+        ``{parameter name: default}`` (None where the default is "decided from the data").
+
+    Raises
+    ------
+    InputError
+        An unknown step.
+
+    Examples
+    --------
     >>> step_parameters("clusters")["threshold"] is None and step_parameters("clusters")["min_size"]
     3
+    >>> step_parameters("register")["modalities"]
+    ['pet', 'spect', 'mpi']
     """
     if step not in STEPS:
         raise InputError(f"unknown step {step!r}; steps are {', '.join(STEPS)}.")
@@ -215,13 +239,50 @@ def _type_problem(value, default) -> str | None:
 
 
 def step_models(step: str) -> list[ParamModel]:
-    """The parameter models of a step's analysis functions (those that have one)."""
+    """The parameter models of a step's analysis functions (those that have one).
+
+    Parameters
+    ----------
+    step : str
+        One of :data:`~napari_immunotrack.pipeline.STEPS`.
+
+    Returns
+    -------
+    list of ParamModel
+        The models (:mod:`napari_immunotrack.params`), empty for a step whose functions have none yet.
+
+    Examples
+    --------
+    >>> [m.name for m in step_models("confirm")]
+    ['confirm']
+    >>> step_models("register")
+    []
+    """
     return [m for m in (parameter_model(f) for f in _functions()[step]) if m is not None]
 
 
 def step_schema(step: str) -> dict | None:
-    """The JSON Schema of a step's parameters in a pipeline file, from its analysis' parameter model
-    (None for a step whose analysis has no model yet)."""
+    """The JSON Schema of a step's parameters in a pipeline file, from its analysis' parameter model.
+
+    Parameters
+    ----------
+    step : str
+        One of :data:`~napari_immunotrack.pipeline.STEPS`.
+
+    Returns
+    -------
+    dict or None
+        A JSON Schema object (type, default, range, unit in ``x-unit``, help per parameter); None for
+        a step whose analysis has no model yet.
+
+    Examples
+    --------
+    >>> schema = step_schema("confirm")
+    >>> schema["type"], schema["properties"]["min_size"]["default"], schema["properties"]["min_size"]["x-unit"]
+    ('object', 3, 'voxels')
+    >>> step_schema("register") is None
+    True
+    """
     models = step_models(step)
     return models[0].json_schema() if models else None
 
@@ -266,14 +327,36 @@ def _check_values(step: str, params: dict, where) -> None:
 
 
 def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
-    """Check a pipeline file's text and return the :class:`Pipeline` (InputError naming the line otherwise).
+    r"""Check a pipeline file's text and return the :class:`Pipeline` (InputError naming the line otherwise).
+
+    Unknown keys, steps and parameters (with a "did you mean" suggestion), values of the wrong type
+    or out of range are refused with the file and line; missing inputs take
+    :data:`~napari_immunotrack.pipeline.DEFAULT_INPUT_PATTERNS`.
+
+    Parameters
+    ----------
+    text : str
+        The YAML text (keys of :data:`PIPELINE_KEYS`).
+    source : str, default "pipeline"
+        Where the text came from (a file name), in messages and in ``Pipeline.source``.
+
+    Returns
+    -------
+    Pipeline
+        The name, steps with the parameters given, inputs (glob patterns per role), subject/session
+        patterns, the baseline session and the text.
+
+    Raises
+    ------
+    InputError
+        ``"<source> line N: ..."`` for anything that cannot run.
 
     Examples
     --------
-    >>> p = parse_pipeline("steps:\\n  clusters: {threshold: 0.4}\\n")
+    >>> p = parse_pipeline("steps:\n  clusters: {threshold: 0.4}\n")
     >>> p.steps, p.inputs["T2starw"]
     ({'clusters': {'threshold': 0.4}}, 'anat/*_T2starw.nii.gz')
-    >>> parse_pipeline("steps:\\n  clusters: {treshold: 0.4}\\n", "p.yaml")
+    >>> parse_pipeline("steps:\n  clusters: {treshold: 0.4}\n", "p.yaml")
     Traceback (most recent call last):
     ...
     napari_immunotrack.errors.InputError: p.yaml line 2: unknown parameter 'treshold' for step clusters ...
@@ -404,7 +487,33 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
 
 
 def load_pipeline(path) -> Pipeline:
-    """Read and check a pipeline file (YAML)."""
+    r"""Read and check a pipeline file (YAML) with :func:`parse_pipeline`.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.yaml`` or ``.yml`` file, UTF-8.
+
+    Returns
+    -------
+    Pipeline
+        The checked pipeline; ``source`` is the path.
+
+    Raises
+    ------
+    InputError
+        A missing file, another extension, text that is not UTF-8, or what :func:`parse_pipeline` refuses.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "pipeline.yaml"
+    ...     _ = path.write_text("name: demo\nsteps:\n  clusters: {threshold: 0.4}\n  pet: {}\n")
+    ...     p = load_pipeline(path)
+    >>> p.name, sorted(p.steps), p.subjects, p.baseline_session
+    ('demo', ['clusters', 'pet'], 'sub-*', 'auto')
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"pipeline file {path} does not exist or is not a file.")

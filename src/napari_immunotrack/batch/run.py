@@ -35,7 +35,47 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def check_output_dir(out_dir, pipeline: Pipeline, overwrite: bool = False) -> Path:
-    """Refuse an output folder holding something else than this pipeline's results (unless ``overwrite``)."""
+    r"""Refuse an output folder holding something else than this pipeline's results (unless ``overwrite``).
+
+    A new folder, an empty one (hidden files and provenance sidecars aside) or one whose
+    :data:`MANIFEST` records the same pipeline hash is accepted: a rerun then skips the unchanged tasks.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The batch's output folder (its parent must exist).
+    pipeline : Pipeline
+        The checked pipeline.
+    overwrite : bool, default False
+        Accept any existing folder.
+
+    Returns
+    -------
+    Path
+        ``out_dir`` (not created here).
+
+    Raises
+    ------
+    InputError
+        A file, a missing parent folder, a folder of another pipeline's results (naming the first
+        difference) or a non-empty folder without results.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.batch import parse_pipeline
+    >>> pipeline = parse_pipeline("steps:\n  clusters: {}\n")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     new = check_output_dir(Path(tmp) / "out", pipeline)
+    ...     _ = (Path(tmp) / "notes.txt").write_text("mine")
+    ...     try:
+    ...         check_output_dir(tmp, pipeline)
+    ...     except InputError as exc:
+    ...         print(str(exc).replace(tmp, "TMP"))
+    TMP is not empty and holds no batch results (batch.json missing); choose a new or empty folder, or pass --overwrite to write into it.
+    >>> new.name, new.exists()
+    ('out', False)
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder for the batch outputs.")
@@ -128,7 +168,41 @@ def connect(
 ):
     """(client, cluster): a LocalCluster of ``workers`` single-threaded workers, or a running scheduler.
 
-    An unreachable scheduler is an InputError after ``timeout_s`` seconds.
+    Workers started here are told to run ITK single-threaded (one core per task). Dask's own log
+    lines are silenced: task failures are reported by :func:`run_batch`.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of local workers (default: the machine's cores).
+    scheduler : str, optional
+        Address of a running Dask scheduler (``host:port`` or ``tcp://host:port``); no local cluster
+        is started then.
+    processes : bool, default True
+        Local workers in processes (False: threads of this process).
+    timeout_s : float, default 5.0
+        Seconds to wait for the scheduler.
+    memory_limit : str or int, default "auto"
+        Memory limit of each local worker (Dask's syntax, e.g. "4GB").
+
+    Returns
+    -------
+    tuple
+        A ``distributed.Client`` and the ``LocalCluster`` (None with ``scheduler``); close both when done.
+
+    Raises
+    ------
+    InputError
+        An address that is not a Dask scheduler's, or a scheduler that does not answer within
+        ``timeout_s``.
+
+    Examples
+    --------
+    >>> try:
+    ...     connect(scheduler="http://localhost:8787")       # the dashboard, not the scheduler
+    ... except InputError as exc:
+    ...     print(exc)
+    --scheduler 'http://localhost:8787' is not a Dask scheduler address; give tcp://host:port.
     """
     import logging
 

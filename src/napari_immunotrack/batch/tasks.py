@@ -24,7 +24,23 @@ def _day(session: str) -> float | None:
 
 
 def is_visible(path: Path) -> bool:
-    """False for hidden files and provenance sidecars (they do not make a folder "not empty")."""
+    """False for hidden files and provenance sidecars (they do not make a folder "not empty").
+
+    Parameters
+    ----------
+    path : Path
+        A file or folder.
+
+    Returns
+    -------
+    bool
+        True unless the name starts with "." or ends with ".provenance.json".
+
+    Examples
+    --------
+    >>> is_visible(Path("pet.csv")), is_visible(Path("pet.csv.provenance.json")), is_visible(Path(".DS_Store"))
+    (True, False, False)
+    """
     return not path.name.startswith(".") and not path.name.endswith(".provenance.json")
 
 
@@ -38,10 +54,44 @@ def _match(folder: Path, pattern: str):
 
 
 def find_tasks(pipeline: Pipeline, cohort_dir) -> list[dict]:
-    """One task per (subject, session) of ``cohort_dir``, with its input files (InputError if none).
+    r"""One task per (subject, session) of ``cohort_dir``, with its input files (InputError if none).
 
-    A task is a dict: ``subject``, ``session``, ``day``, ``session_dir``, ``baseline_session``,
-    ``inputs`` ({role: path}) and ``problems`` (patterns matching several files).
+    Subjects and sessions are the folders matching the pipeline's patterns; the baseline session
+    ("auto": the session of day 0, from ``ses-day0``) is not a task of its own but gives every other
+    session its ``baseline_<role>`` inputs (:data:`~napari_immunotrack.pipeline.BASELINE_ROLES`). Each
+    input role is the one file its pattern matches in the session folder.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        The checked pipeline (:func:`~napari_immunotrack.batch.config.parse_pipeline`).
+    cohort_dir : str or Path
+        The cohort folder holding the subject folders.
+
+    Returns
+    -------
+    list of dict
+        A task per session: ``subject``, ``session``, ``day`` (from ``day<N>`` in the name, or None),
+        ``session_dir``, ``baseline_session``, ``inputs`` ({role: absolute path}) and ``problems``
+        (patterns matching several files; the task then fails with them).
+
+    Raises
+    ------
+    InputError
+        A cohort folder that does not exist, or holds no subject or no session to analyse.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.batch import parse_pipeline
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day in (0, 1):
+    ...         anat = Path(tmp) / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         _ = (anat / f"sub-01_ses-day{day}_T2starw.nii.gz").write_bytes(b"")
+    ...     tasks = find_tasks(parse_pipeline("steps:\n  clusters: {}\n"), tmp)
+    >>> [(t["subject"], t["session"], t["day"], t["baseline_session"], sorted(t["inputs"])) for t in tasks]
+    [('01', 'day1', 1.0, 'day0', ['T2starw', 'baseline_T2starw'])]
     """
     root = Path(cohort_dir)
     if not root.is_dir():
@@ -111,7 +161,27 @@ def find_tasks(pipeline: Pipeline, cohort_dir) -> list[dict]:
 
 
 def task_folder(out_dir, task: dict) -> Path:
-    """Where a task's outputs go: ``OUT/sub-<subject>/ses-<session>``."""
+    """Where a task's outputs go: ``OUT/sub-<subject>/ses-<session>`` (``ses-all`` without sessions).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The batch's output folder.
+    task : dict
+        A task of :func:`find_tasks` (``subject``, ``session``), or a record of :func:`run_task`.
+
+    Returns
+    -------
+    Path
+        The task's folder.
+
+    Examples
+    --------
+    >>> task_folder("out", {"subject": "01", "session": "day1"}).as_posix()
+    'out/sub-01/ses-day1'
+    >>> task_folder("out", {"subject": "01", "session": ""}).as_posix()
+    'out/sub-01/ses-all'
+    """
     path = Path(out_dir) / f"sub-{task['subject']}"
     return path / f"ses-{task['session']}" if task["session"] else path / "ses-all"
 
@@ -119,8 +189,31 @@ def task_folder(out_dir, task: dict) -> Path:
 # =============================================================================== one task (on a worker)
 @contextlib.contextmanager
 def limit_threads(n: int):
-    """One task = ``n`` cores: ITK's threads too (one thread also makes registration bit-reproducible:
-    ITK's multi-threaded metric sums in a varying order, which moves a result by ~1e-12 mm)."""
+    """One task = ``n`` cores: ITK's threads too, restored on exit.
+
+    One thread also makes registration bit-reproducible: ITK's multi-threaded metric sums in a varying
+    order, which moves a result by ~1e-12 mm.
+
+    Parameters
+    ----------
+    n : int
+        Threads ITK (SimpleITK) may use inside the block.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        A context manager; on exit the previous global default number of threads is restored.
+
+    Examples
+    --------
+    >>> import SimpleITK as sitk
+    >>> before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    >>> with limit_threads(1):
+    ...     sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    1
+    >>> sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == before
+    True
+    """
     import SimpleITK as sitk
 
     before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
@@ -140,7 +233,28 @@ def _peak_rss_mb() -> float:
 
 
 def input_hashes(inputs: dict[str, str]) -> dict[str, str]:
-    """Content hash (sha256) of every input file or folder."""
+    r"""Content hash (sha256) of every input file or folder.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``{role: path}`` of a task.
+
+    Returns
+    -------
+    dict
+        ``{role: sha256 hex digest}``, sorted by role (a folder hashes its files' names and contents;
+        :func:`napari_immunotrack.provenance.sha256_path`).
+
+    Examples
+    --------
+    >>> import hashlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "a.csv").write_text("organ,percent_id\ntumour,2.5\n")
+    ...     hashes = input_hashes({"table": str(Path(tmp) / "a.csv")})
+    >>> hashes["table"] == hashlib.sha256(b"organ,percent_id\ntumour,2.5\n").hexdigest()
+    True
+    """
     from ..provenance import sha256_path
 
     return {role: sha256_path(path) for role, path in sorted(inputs.items())}
@@ -171,11 +285,59 @@ def _write_task_outputs(result, folder: Path, prov: dict) -> list[str]:
 
 
 def run_task(task: dict, pipeline: Pipeline, out_dir: str, threads: int = 1) -> dict:
-    """Run one (subject, session) task; never raises (a failure is returned as its one-line message).
+    r"""Run one (subject, session) task; never raises (a failure is returned as its one-line message).
 
-    Returns a record: ``subject``, ``session``, ``day``, ``status`` ("ok", "partial", "skipped",
-    "failed"), ``message``, ``errors`` ({step: message}), ``seconds`` (wall), ``cpu_s`` (CPU time of
-    the worker process meanwhile), ``peak_rss_mb`` (of the worker process so far), ``worker`` (host:pid).
+    A task whose ``done.json`` records the same pipeline hash and input hashes is skipped. Otherwise
+    :func:`~napari_immunotrack.pipeline.analyse_inputs` runs the pipeline's steps with ``threads``
+    cores, and the tables, label images, transforms and ``done.json`` are written into the task's
+    folder (:func:`task_folder`) atomically: complete or absent. The analyses' warnings go to the
+    provenance, not to the worker's output.
+
+    Parameters
+    ----------
+    task : dict
+        A task of :func:`find_tasks`.
+    pipeline : Pipeline
+        The checked pipeline.
+    out_dir : str
+        The batch's output folder.
+    threads : int, default 1
+        Cores of this task (dask and ITK threads).
+
+    Returns
+    -------
+    dict
+        A record: ``subject``, ``session``, ``day``, ``status`` ("ok", "partial", "skipped",
+        "failed"), ``message``, ``errors`` ({step: message}), ``seconds`` (wall), ``cpu_s`` (CPU time of
+        the worker process meanwhile), ``peak_rss_mb`` (of the worker process so far), ``worker`` (host:pid).
+
+    Examples
+    --------
+    A day-0 baseline and a day-1 session with a 27-voxel void, the cluster step only; the second run
+    finds nothing changed:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from napari_immunotrack.batch import parse_pipeline
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> pre = (100 + np.random.default_rng(0).normal(0, 2, (12, 12, 12))).astype(np.float32)
+    >>> post = pre.copy()
+    >>> post[4:7, 4:7, 4:7] = 10.0
+    >>> pipeline = parse_pipeline("name: iron\nsteps:\n  clusters: {threshold: 0.4}\n")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day, image in ((0, pre), (1, post)):
+    ...         anat = Path(tmp) / "cohort" / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         _ = save_volume(Volume(image, np.eye(4), "MR"), anat / f"sub-01_ses-day{day}_T2starw.nii.gz")
+    ...     task = find_tasks(pipeline, Path(tmp) / "cohort")[0]
+    ...     first = run_task(task, pipeline, str(Path(tmp) / "out"))
+    ...     written = sorted(p.name for p in task_folder(Path(tmp) / "out", task).iterdir())
+    ...     again = run_task(task, pipeline, str(Path(tmp) / "out"))
+    >>> first["status"], first["errors"], again["status"]
+    ('ok', {}, 'skipped')
+    >>> written
+    ['clusters.csv', 'clusters.csv.provenance.json', 'clusters.nii.gz', 'clusters.nii.gz.provenance.json', 'done.json']
     """
     import dask
 
