@@ -417,10 +417,20 @@ def debounce_timer(parent, msec: int, slot: Callable[[], Any]):
 NONE = "(none)"
 
 
+def unwrapped(layer):
+    """The layer itself: a plugin dock's viewer hands out a new proxy object at every access."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same layer (proxied or not)."""
+    return a is not None and b is not None and unwrapped(a) is unwrapped(b)
+
+
 def layers_of(viewer, kinds, exclude=()) -> list:
     """The viewer's layers whose type name is in ``kinds`` ("Image", "Labels", ...), but not those in ``exclude``."""
-    skip = {id(layer) for layer in exclude}
-    return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(ly) not in skip]
+    skip = {id(unwrapped(layer)) for layer in exclude}
+    return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(unwrapped(ly)) not in skip]
 
 
 def fill_combo(combo, names, optional: bool = False, guess: str | None = None) -> None:
@@ -573,11 +583,8 @@ class LayerPickers:
 
     # ------------------------------------------------------------------ what is offered and chosen
     def _offered(self) -> dict:
-        own = {id(ly) for ly in (self._exclude() if self._exclude is not None else [])}
-        return {
-            key: [ly for ly in self.viewer.layers if type(ly).__name__ in kinds and id(ly) not in own]
-            for key, _label, _optional, kinds in self.inputs
-        }
+        own = list(self._exclude()) if self._exclude is not None else []
+        return {key: layers_of(self.viewer, kinds, own) for key, _label, _optional, kinds in self.inputs}
 
     def wanted(self) -> dict:
         """{key: layer name} the pickers should show now (pins, then roles, then guesses by name)."""
@@ -587,7 +594,7 @@ class LayerPickers:
         facts = [layer_facts(ly) for ly in self.viewer.layers]
         self.context = study_context(facts)
         for key, layer in list(self.pins.items()):
-            if layer is not None and all(layer is not ly for ly in offered[key]):
+            if layer is not None and not any(same_layer(layer, ly) for ly in offered[key]):
                 del self.pins[key]  # the pinned layer is gone: follow again
         following = {k: r for k, r in self.roles.items() if k not in self.pins}
         by_role = assign_roles(following, facts) if self.context.current is not None else {}

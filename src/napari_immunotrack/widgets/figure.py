@@ -38,7 +38,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError, one_line
-from ._common import Coalesced, LayerPickers, follow_layers, layer_to_volume, notify_error, viewer_camera
+from ._common import (
+    Coalesced,
+    LayerPickers,
+    follow_layers,
+    layer_to_volume,
+    notify_error,
+    same_layer,
+    viewer_camera,
+)
 from ._dock import PluginDock
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
@@ -254,13 +262,14 @@ class FigureWidget(PluginDock):
     def _refresh(self, *_):
         self.pickers.refresh()
         labels = [layer for layer in self.viewer.layers if type(layer).__name__ == "Labels"]
-        self._outlined = [ly for ly in self._outlined if ly in labels]
+        self._outlined = [ly for ly in self._outlined if any(same_layer(ly, other) for other in labels)]
         self.outline_list.blockSignals(True)
         self.outline_list.clear()
         for layer in labels:
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if layer in self._outlined else Qt.CheckState.Unchecked)
+            outlined = any(same_layer(layer, ly) for ly in self._outlined)
+            item.setCheckState(Qt.CheckState.Checked if outlined else Qt.CheckState.Unchecked)
             self.outline_list.addItem(item)
         self.outline_list.blockSignals(False)
 

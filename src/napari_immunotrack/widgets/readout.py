@@ -55,6 +55,7 @@ from ._common import (
     layer_to_volume,
     layers_of,
     notify_error,
+    same_layer,
     save_dialog,
     table_widget,
 )
@@ -63,6 +64,10 @@ from .readable import column_header, label_text, nuclide_text
 
 #: Smallest heights (px) of the results table (about six rows) and of the chart (axes, labels and names).
 TABLE_MIN_HEIGHT, CHART_MIN_HEIGHT = 180, 260
+
+#: Events of the ROI layer that recompute a live readout: the user's brush, fill and eraser (a timepoint step
+#: swaps the layer's data without a paint event: the readouts of the new day are asked for with Compute).
+_ROI_EDITS = ("paint",)
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
 _NUCLEAR = ("PT", "NM")
@@ -383,7 +388,7 @@ class ReadoutWidget(PluginDock):
         self._later.pending = False
         self.pickers.refresh()
         images = layers_of(self.viewer, ("Image",))
-        pinned = [ly for ly in self._layers_pinned if ly in images]
+        pinned = [ly for ly in self._layers_pinned if any(same_layer(ly, im) for im in images)]
         self._layers_pinned = pinned
         on = {ly.name for ly in pinned} if pinned else self._following_layers(images)
         self.layer_list.blockSignals(True)
@@ -451,10 +456,10 @@ class ReadoutWidget(PluginDock):
             layer = self.pickers.layer("roi")
         except InputError:
             layer = None
-        if layer is self._roi_layer:
+        if same_layer(layer, self._roi_layer) or (layer is None and self._roi_layer is None):
             return
         for old in [self._roi_layer] if self._roi_layer is not None else []:
-            for ev in ("paint", "data", "labels_update"):
+            for ev in _ROI_EDITS:
                 emitter = getattr(old.events, ev, None)
                 if emitter is not None:
                     try:
@@ -463,7 +468,7 @@ class ReadoutWidget(PluginDock):
                         pass
         self._roi_layer = layer
         if layer is not None:
-            for ev in ("paint", "data", "labels_update"):
+            for ev in _ROI_EDITS:
                 emitter = getattr(layer.events, ev, None)
                 if emitter is not None:
                     emitter.connect(self._roi_edited)
