@@ -136,7 +136,7 @@ def test_cursor_readout(make_napari_viewer, pet, rois):
     header = P.read_pet_header(pet)
     suv = value * P.suv_factor(header, "bw")
     assert f"pet: {value:.5g} Bq/mL = SUVbw {suv:.4g}" in text
-    assert "roi: 0 label" in text or "roi: 1 label" in text
+    assert "roi: label 0" in text or "roi: label 1" in text
     far = widget.describe(ras_to_napari(np.array([500.0, 0.0, 0.0])))
     assert "pet: outside" in far
 

@@ -17,8 +17,9 @@ Conventions
   :class:`RunRow` builds that row (Run, Cancel, progress bar, status line).
 - Layer choosers: :func:`fill_combo` refills a combo box of layer names
   keeping the user's choice, :func:`chosen_layer` reads it back,
-  :func:`follow_layers` refreshes when layers come and go, and
-  :class:`LayerPickers` is a form of such combo boxes keyed by input.
+  :func:`follow_layers` refreshes when layers come, go or are renamed, and
+  :class:`LayerPickers` is a form of such combo boxes keyed by input, which
+  follow the Study dock's timepoint by role (:mod:`.roles`) unless pinned.
 - Saving: :func:`save_dialog` (one file) and :func:`export_labels_dialog`
   (labels as NIfTI and their table as CSV beside them) ask for the path,
   write, and report errors as notifications; :func:`check_labels_export` and
@@ -40,6 +41,9 @@ from ..errors import Cancelled, InputError, one_line
 from ..layer_content import array_fingerprint as _fingerprint  # old private name, used by the docks
 from ..layer_geometry import data_to_world_matrix, data_to_world_points  # noqa: F401  (as above)
 from ..volume import Volume, napari_to_ras, ras_to_napari
+
+# the name heuristics live with the role logic (Qt-free); the docks import them from here
+from .roles import looks_pre_injection, name_tokens, t2star_first  # noqa: F401
 
 #: napari world order is (S, A, R): this swaps it with RAS (x, y, z) (old name of affines.REVERSE_AXES).
 _SWAP = REVERSE_AXES
@@ -409,43 +413,24 @@ def debounce_timer(parent, msec: int, slot: Callable[[], Any]):
     return timer
 
 
-def name_tokens(name: str) -> set:
-    """The lower-case words of a layer name ("T2starw baseline (day 0)" -> {"t2starw", "baseline", "day", "0"})."""
-    import re
-
-    return {t for t in re.split(r"[^a-z0-9]+", name.lower()) if t}
-
-
-def looks_pre_injection(name: str) -> bool:
-    """True for a layer name of a baseline: "pre", "baseline", "day0"/"d0" or "(day 0)" (not "day 0.5")."""
-    import re
-
-    return (
-        bool(name_tokens(name) & {"pre", "baseline", "day0", "d0"})
-        or re.search(r"\bday[\s_-]*0(?![\d.])", name.lower()) is not None
-    )
-
-
-def t2star_first(names) -> list:
-    """``names`` ordered for iron detection: T2*-weighted/SWI first, then other T2, then the rest."""
-
-    def rank(name):
-        tokens = name_tokens(name)
-        if tokens & {"t2starw", "t2star", "t2s", "swi", "gre"} or "t2*" in name.lower():
-            return 0
-        return 1 if any(t.startswith("t2") for t in tokens) else 2
-
-    return sorted(names, key=rank)  # stable: the viewer's order among equals
-
-
 #: The first entry of an optional layer chooser.
 NONE = "(none)"
 
 
+def unwrapped(layer):
+    """The layer itself: a plugin dock's viewer hands out a new proxy object at every access."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same layer (proxied or not)."""
+    return a is not None and b is not None and unwrapped(a) is unwrapped(b)
+
+
 def layers_of(viewer, kinds, exclude=()) -> list:
     """The viewer's layers whose type name is in ``kinds`` ("Image", "Labels", ...), but not those in ``exclude``."""
-    skip = {id(layer) for layer in exclude}
-    return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(ly) not in skip]
+    skip = {id(unwrapped(layer)) for layer in exclude}
+    return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(unwrapped(ly)) not in skip]
 
 
 def fill_combo(combo, names, optional: bool = False, guess: str | None = None) -> None:
@@ -490,60 +475,258 @@ def choose(combo, name: str | None, missing: str) -> None:
     combo.setCurrentText(text)
 
 
-def follow_layers(viewer, refresh: Callable) -> None:
-    """Call ``refresh`` now and whenever a layer is added to or removed from the viewer."""
-    viewer.layers.events.inserted.connect(refresh)
+def follow_layers(viewer, refresh: Callable, on_rename: Callable | None = None) -> None:
+    """Call ``refresh`` now and whenever a layer is added to or removed from the viewer.
+
+    With ``on_rename``, that is also called whenever a layer is renamed: the Study dock renames
+    its layers when the user steps to another timepoint (their data are swapped in place).
+    """
+
+    def watch(layer):
+        if on_rename is not None:
+            layer.events.name.connect(lambda *_: on_rename())
+
+    def inserted(event=None):
+        if event is not None and getattr(event, "value", None) is not None:
+            watch(event.value)
+        refresh()
+
+    viewer.layers.events.inserted.connect(inserted)
     viewer.layers.events.removed.connect(refresh)
+    for layer in list(viewer.layers):
+        watch(layer)
     refresh()
 
 
+class Coalesced:
+    """Call ``func`` once from the event loop however many times :meth:`__call__` was called in one turn
+    (a timepoint step renames a dozen layers: the docks refresh once, after the step)."""
+
+    def __init__(self, parent, func: Callable[[], Any]):
+        from qtpy.QtCore import QTimer
+
+        self.timer = QTimer(parent)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(0)
+        self.timer.timeout.connect(func)
+        self.pending = False
+
+    def __call__(self, *args) -> None:
+        self.pending = True
+        try:
+            self.timer.start()
+        except RuntimeError:  # the dock was closed
+            pass
+
+
+#: Text of a picker's follow/pin button.
+FOLLOWS, AUTO, PINNED = "follows", "auto", "pinned"
+
+
 class LayerPickers:
-    """A form of layer choosers, one combo box a row, kept in step with the viewer's layers.
+    """A form of layer choosers, one combo box a row, kept in step with the viewer's layers and the study.
 
     ``inputs`` holds ``(key, label, optional, kinds)`` rows: ``kinds`` are the layer type
     names offered ("Image", "Labels", "Shapes"); a required input's label gets " *".
-    ``guess(key, names)`` pre-selects a layer by its name; layers listed by ``exclude()``
-    (the widget's own outputs) are not offered. ``combos`` maps keys to the combo boxes.
+    ``roles`` maps input keys to roles of :data:`~napari_immunotrack.widgets.roles.ROLES`: such an
+    input *follows* the Study dock's timepoint (the layer playing that role now; see
+    :mod:`.roles`). Other inputs, and every input when no study is loaded, are guessed by name
+    (``guess(key, names)``). A choice the user makes in a combo box (or through :meth:`select`)
+    *pins* that layer: it stays chosen when the timepoint changes, until the row's button is
+    pressed again. The button says which: "follows" (the study), "auto" (by name) or "pinned".
+    One layer chosen for two inputs is refused with a notification.
+    Layers listed by ``exclude()`` (the widget's own outputs) are not offered.
+    ``combos`` maps keys to the combo boxes, ``pin_buttons`` to the buttons.
     """
 
-    def __init__(self, viewer, form, inputs, guess: Callable | None = None, exclude: Callable[[], Any] | None = None):
-        from qtpy.QtWidgets import QComboBox
+    def __init__(
+        self,
+        viewer,
+        form,
+        inputs,
+        guess: Callable | None = None,
+        exclude: Callable[[], Any] | None = None,
+        roles: dict | None = None,
+        parent=None,
+    ):
+        from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton
 
         self.viewer, self.inputs = viewer, tuple(inputs)
         self._guess, self._exclude = guess, exclude
+        self.roles = dict(roles or {})
+        self.labels = {key: label for key, label, *_ in self.inputs}
         self.combos: dict = {}
+        self.pin_buttons: dict = {}
+        self.pins: dict = {}  # key -> the layer chosen by the user (None: "(none)" chosen)
+        self.context = None  # the last roles.StudyContext
+        self.context_label = QLabel("")
+        self.context_label.setWordWrap(True)
+        self.context_label.setObjectName("study_context")
+        form.addRow(self.context_label)
         for key, label, optional, _kinds in self.inputs:
             combo = QComboBox()
             combo.setObjectName(key)
-            self.combos[key] = combo
-            form.addRow(label + ("" if optional else " *"), combo)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+            button = QToolButton()
+            button.setCheckable(True)
+            button.setObjectName(f"{key}_pin")
+            row = QHBoxLayout()
+            row.addWidget(combo, 1)
+            row.addWidget(button)
+            self.combos[key], self.pin_buttons[key] = combo, button
+            form.addRow(label + ("" if optional else " *"), row)
+            combo.activated.connect(lambda _i, key=key: self._user_chose(key))
+            button.clicked.connect(lambda on, key=key: self._button(key, on))
+        self._later = Coalesced(parent, self.refresh) if parent is not None else None
+        self._show_buttons()
+
+    # ------------------------------------------------------------------ what is offered and chosen
+    def _offered(self) -> dict:
+        own = list(self._exclude()) if self._exclude is not None else []
+        return {key: layers_of(self.viewer, kinds, own) for key, _label, _optional, kinds in self.inputs}
+
+    def wanted(self) -> dict:
+        """{key: layer name} the pickers should show now (pins, then roles, then guesses by name)."""
+        from .roles import assign_roles, guess_by_name, layer_facts, study_context
+
+        offered = self._offered()
+        facts = [layer_facts(ly) for ly in self.viewer.layers]
+        self.context = study_context(facts)
+        for key, layer in list(self.pins.items()):
+            if layer is not None and not any(same_layer(layer, ly) for ly in offered[key]):
+                del self.pins[key]  # the pinned layer is gone: follow again
+        following = {k: r for k, r in self.roles.items() if k not in self.pins}
+        by_role = assign_roles(following, facts) if self.context.current is not None else {}
+        out: dict = {}
+        taken = {ly.name for ly in self.pins.values() if ly is not None}
+        for key, _label, optional, _kinds in self.inputs:
+            names = [ly.name for ly in offered[key]]
+            if key in self.pins:
+                out[key] = self.pins[key].name if self.pins[key] is not None else NONE
+                continue
+            name = by_role.get(key)
+            if name is None and not (key in self.roles and self.context.current is not None and optional):
+                # no study role here: guess by name (a required input of a study still needs a layer)
+                free = [n for n in names if n not in taken]
+                if self._guess is not None:
+                    name = self._guess(key, free)
+                elif key in self.roles:
+                    name = guess_by_name(self.roles[key], free)
+            if name is not None and name in names:
+                out[key] = name
+                taken.add(name)
+            else:
+                out[key] = NONE if optional else (names[0] if names else "")
+        return out
 
     def refresh(self, event=None) -> None:
-        """Offer the current layers again (keeping each choice that is still there)."""
-        own = list(self._exclude()) if self._exclude is not None else []
-        for key, _label, optional, kinds in self.inputs:
-            names = [ly.name for ly in layers_of(self.viewer, kinds, own)]
-            guess = self._guess(key, names) if self._guess is not None else None
-            fill_combo(self.combos[key], names, optional, guess)
+        """Offer the current layers again and choose what each picker follows (pins kept)."""
+        if self._later is not None:
+            self._later.pending = False
+        offered = self._offered()
+        wanted = self.wanted()
+        for key, _label, optional, _kinds in self.inputs:
+            combo = self.combos[key]
+            names = [ly.name for ly in offered[key]]
+            items = ([NONE] if optional else []) + names
+            if [combo.itemText(i) for i in range(combo.count())] != items:
+                combo.blockSignals(True)
+                combo.clear()
+                combo.addItems(items)
+                combo.blockSignals(False)
+            if combo.currentText() != wanted[key] and combo.findText(wanted[key]) >= 0:
+                combo.setCurrentText(wanted[key])  # emits: the dock's "inputs changed" runs
+        self.context_label.setText(self.context.describe() if self.context is not None else "")
+        self._show_buttons()
+
+    def _show_buttons(self) -> None:
+        for key, button in self.pin_buttons.items():
+            pinned = key in self.pins
+            follows = key in self.roles and self.context is not None and self.context.current is not None
+            button.blockSignals(True)
+            button.setChecked(pinned)
+            button.blockSignals(False)
+            button.setText(PINNED if pinned else (FOLLOWS if follows else AUTO))
+            button.setToolTip(
+                "pinned: this layer stays chosen when the timepoint changes; click to follow again"
+                if pinned
+                else (
+                    "follows the Study dock: the layer playing this role at the current timepoint "
+                    "(choose one in the list to pin it)"
+                    if follows
+                    else "chosen by the layers' names (choose one in the list to pin it)"
+                )
+            )
+
+    def _button(self, key: str, on: bool) -> None:
+        if on:  # pin what is shown now
+            self.pins[key] = self.layer(key)
+        else:
+            self.pins.pop(key, None)
+        self.refresh()
+
+    def _user_chose(self, key: str) -> None:
+        """A choice made in a combo box: refused if that layer plays another input here, else pinned."""
+        from .roles import check_distinct
+
+        name = self.combos[key].currentText()
+        chosen = {k: c.currentText() for k, c in self.combos.items() if c.currentText() not in (NONE, "")}
+        try:
+            check_distinct({k: v for k, v in chosen.items() if k != key} | {key: name}, self.labels)
+        except InputError as exc:
+            notify_error(exc)
+            self.refresh()  # back to what it was
+            return
+        self.pins[key] = None if name in (NONE, "") else self.viewer.layers[name]
+        self.refresh()
 
     def follow(self) -> None:
-        """Refresh now and whenever layers come and go."""
-        follow_layers(self.viewer, self.refresh)
+        """Refresh now, whenever layers come and go, and (once, after it) whenever the Study steps."""
+        follow_layers(self.viewer, self.refresh, on_rename=self._later or self.refresh)
 
+    # ------------------------------------------------------------------ reading the choice
     def select(self, **layer_names) -> None:
-        """Choose inputs by layer name, e.g. ``select(post="T2starw_post", baseline=None)`` (None = none)."""
+        """Choose (pin) inputs by layer name, e.g. ``select(post="T2starw_post", baseline=None)`` (None = none)."""
         for key, name in layer_names.items():
             if key not in self.combos:
                 raise InputError(f"unknown input {key!r}; choose among {', '.join(self.combos)}.")
             choose(self.combos[key], name, f"no layer named {name!r} for {key}.")
+            self.pins[key] = None if name is None else self.viewer.layers[name]
+        self.refresh()
+
+    def unpin(self, *keys) -> None:
+        """Let inputs follow the study (or the names) again; no keys: all of them."""
+        for key in keys or list(self.pins):
+            self.pins.pop(key, None)
+        self.refresh()
+
+    def following(self) -> dict:
+        """{key: "follows" | "auto" | "pinned"} as the buttons show it."""
+        return {key: button.text() for key, button in self.pin_buttons.items()}
+
+    def _fresh(self) -> None:
+        if self._later is not None and self._later.pending:
+            self.refresh()  # a step is not yet shown: never read a stale choice
 
     def layer(self, key: str):
         """The layer chosen for ``key`` (None when none)."""
+        self._fresh()
+        if self.pins.get(key) is not None:
+            return self.pins[key]
         return chosen_layer(self.viewer, self.combos[key], f"for {key}")
 
     def names(self, keys) -> dict:
         """{key: chosen layer name} for ``keys`` (what a provenance record lists)."""
+        self._fresh()
         return {k: self.combos[k].currentText() for k in keys}
+
+    def check_distinct(self) -> None:
+        """InputError when one layer is chosen for two inputs."""
+        from .roles import check_distinct
+
+        self._fresh()
+        check_distinct({k: c.currentText() for k, c in self.combos.items() if c.currentText() != NONE}, self.labels)
 
 
 def _write_and_report(write: Callable[[], Any], status, text: str) -> None:
@@ -650,7 +833,10 @@ def table_widget(df, on_row_clicked: Callable[[int], None] | None = None):
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     for r, row in enumerate(df.itertuples(index=False)):
         for c, value in enumerate(row):
-            text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+            if isinstance(value, (float, np.floating)):
+                text = "" if not np.isfinite(value) else f"{value:.4g}"  # a blank, not "nan", where nothing applies
+            else:
+                text = str(value)
             table.setItem(r, c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
     if on_row_clicked is not None:

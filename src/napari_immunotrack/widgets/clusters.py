@@ -79,6 +79,9 @@ _INPUTS = (
     ("background_mask", "Air ROI (noise)", True, ("Labels", "Shapes")),
 )
 
+#: Inputs that follow the Study dock's timepoint (see widgets/roles.py); the ROIs are guessed by name.
+ROLES = {"post": "t2star_post", "baseline": "t2star_baseline"}
+
 #: Layers this widget owns.
 LAYER_NAMES = {"labels": "iron clusters", "preview": "cluster preview"}
 
@@ -115,7 +118,9 @@ class ClusterWidget(PluginDock):
         layout = QVBoxLayout(self)
         box = QGroupBox("Images and ROIs")
         form = QFormLayout(box)
-        self.pickers = LayerPickers(napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values)
+        self.pickers = LayerPickers(
+            napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values, roles=ROLES, parent=self
+        )
         self.combos = self.pickers.combos
         self.same_world = QCheckBox("baseline on another grid: same world, resample it")
         self.same_world.setToolTip(
@@ -192,6 +197,7 @@ class ClusterWidget(PluginDock):
 
     def volumes(self) -> dict:
         """The chosen inputs as Volumes (ROIs drawn as Shapes rasterised on the post image's grid)."""
+        self.pickers.check_distinct()
         layer = self.pickers.layer("post")
         if layer is None:
             raise InputError("choose the post-injection T2/T2*-weighted image layer.")

@@ -64,6 +64,9 @@ _INPUTS = (
     ("reference_mask", "Reference tissue", True, ("Labels",)),
 )
 
+#: Inputs that follow the Study dock's timepoint (see widgets/roles.py); maps and masks are guessed by name.
+ROLES = {"t1_post": "t1_post", "t2_post": "t2_post", "t1_pre": "t1_pre", "t2_pre": "t2_pre"}
+
 #: The parameters of CONFIRM_PARAMETERS the form shows (the others keep their model default, or the state's value).
 FORM_PARAMETERS = ("t1_threshold", "t2_threshold", "k_sigma", "k_sigma_grow", "min_size", "opening")
 
@@ -121,7 +124,9 @@ class ConfirmWidget(PluginDock):
         layout = QVBoxLayout(self)
         box = QGroupBox("Images")
         form = QFormLayout(box)
-        self.pickers = LayerPickers(napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values)
+        self.pickers = LayerPickers(
+            napari_viewer, form, _INPUTS, guess=self._guess, exclude=self.layers.values, roles=ROLES, parent=self
+        )
         self.combos = self.pickers.combos
         layout.addWidget(box)
 
@@ -227,6 +232,7 @@ class ConfirmWidget(PluginDock):
         if self.run_row.busy():
             return
         try:
+            self.pickers.check_distinct()  # one layer for T1w post and T2w post would "confirm" nothing
             volumes = {key: self._volume(key) for key, *_ in _INPUTS}
             if volumes["t1_post"] is None or volumes["t2_post"] is None:
                 raise InputError("choose the post-injection T1w and T2w image layers.")

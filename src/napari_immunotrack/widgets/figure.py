@@ -38,7 +38,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError, one_line
-from ._common import layer_to_volume, notify_error, viewer_camera
+from ._common import (
+    Coalesced,
+    LayerPickers,
+    follow_layers,
+    layer_to_volume,
+    notify_error,
+    same_layer,
+    viewer_camera,
+)
 from ._dock import PluginDock
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
@@ -196,12 +204,21 @@ class FigureWidget(PluginDock):
         layout = QVBoxLayout(self)
         box = QGroupBox("Layers")
         form = QFormLayout(box)
-        self.anatomy_combo = QComboBox()
-        self.overlay_combo = QComboBox()
+        # the anatomy and the overlay follow the Study dock's timepoint (widgets/roles.py) unless pinned
+        self.pickers = LayerPickers(
+            napari_viewer,
+            form,
+            (("anatomy", "Anatomy (grey)", True, ("Image",)), ("overlay", "Overlay (colour)", True, ("Image",))),
+            guess=self._guess,
+            roles={"anatomy": "t2star_post", "overlay": "pet"},
+            parent=self,
+        )
+        self.anatomy_combo = self.pickers.combos["anatomy"]
+        self.overlay_combo = self.pickers.combos["overlay"]
+        self._outlined: list = []  # the layers ticked as outlines (by identity: a step renames them)
         self.outline_list = QListWidget()
         self.outline_list.setMaximumHeight(90)
-        form.addRow("Anatomy (grey)", self.anatomy_combo)
-        form.addRow("Overlay (colour)", self.overlay_combo)
+        self.outline_list.itemChanged.connect(self._outlines_ticked)
         form.addRow("Outlines", self.outline_list)
         layout.addWidget(box)
         opts = QGroupBox("Figure")
@@ -234,37 +251,35 @@ class FigureWidget(PluginDock):
         layout.addStretch(1)
         self.save_button.clicked.connect(lambda: self.save_figure())
         self.snapshot_button.clicked.connect(lambda: self.save_snapshot())
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self._refresh)
-        self._refresh()
+        follow_layers(self.viewer, self._refresh, on_rename=Coalesced(self, self._refresh))
 
     # ------------------------------------------------------------------ layer choices
+    def _guess(self, key: str, names) -> str | None:
+        """Layers opened by hand: the first MR/CT image as the anatomy, the first PET/SPECT/19F/MPI as the overlay."""
+        prefer = ("MR", "CT") if key == "anatomy" else ("PT", "NM", "F19", "MPI")
+        return next((n for n in names if self._modality(n) in prefer), None)
+
     def _refresh(self, *_):
-        images = [layer.name for layer in self.viewer.layers if type(layer).__name__ == "Image"]
-        labels = [layer.name for layer in self.viewer.layers if type(layer).__name__ == "Labels"]
-        for combo, prefer in ((self.anatomy_combo, ("MR", "CT")), (self.overlay_combo, ("PT", "NM", "F19", "MPI"))):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems([_NONE] + images)
-            if current in images:
-                combo.setCurrentText(current)
-            else:
-                pick = next((n for n in images if self._modality(n) in prefer), None)
-                if pick:
-                    combo.setCurrentText(pick)
-            combo.blockSignals(False)
-        checked = {
+        self.pickers.refresh()
+        labels = [layer for layer in self.viewer.layers if type(layer).__name__ == "Labels"]
+        self._outlined = [ly for ly in self._outlined if any(same_layer(ly, other) for other in labels)]
+        self.outline_list.blockSignals(True)
+        self.outline_list.clear()
+        for layer in labels:
+            item = QListWidgetItem(layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            outlined = any(same_layer(layer, ly) for ly in self._outlined)
+            item.setCheckState(Qt.CheckState.Checked if outlined else Qt.CheckState.Unchecked)
+            self.outline_list.addItem(item)
+        self.outline_list.blockSignals(False)
+
+    def _outlines_ticked(self, *_):
+        ticked = {
             self.outline_list.item(i).text()
             for i in range(self.outline_list.count())
             if self.outline_list.item(i).checkState() == Qt.CheckState.Checked
         }
-        self.outline_list.clear()
-        for name in labels:
-            item = QListWidgetItem(name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if name in checked else Qt.CheckState.Unchecked)
-            self.outline_list.addItem(item)
+        self._outlined = [ly for ly in self.viewer.layers if ly.name in ticked]
 
     def _modality(self, name) -> str:
         vol = self.viewer.layers[name].metadata.get("volume")
@@ -277,9 +292,10 @@ class FigureWidget(PluginDock):
             for i in range(self.outline_list.count())
             if self.outline_list.item(i).checkState() == Qt.CheckState.Checked
         ]
+        chosen = self.pickers.names(("anatomy", "overlay"))  # after a step: that timepoint's layers
         return {
-            "anatomy": self.anatomy_combo.currentText(),
-            "overlay": self.overlay_combo.currentText(),
+            "anatomy": chosen["anatomy"],
+            "overlay": chosen["overlay"],
             "outlines": outlines,
             "scale_bar_mm": self.scale_bar.value() or None,
             "radiological": self.radiological.isChecked(),

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -33,25 +34,41 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSplitter,
+    QToolButton,
     QVBoxLayout,
+    QWidget,
 )
 
 from ..analysis.pet import PET_PARAMETERS, SUV_TYPES
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
 from ._common import (
+    AUTO,
+    FOLLOWS,
+    PINNED,
+    Coalesced,
+    LayerPickers,
     RunRow,
-    choose,
     debounce_timer,
     fill_combo,
     follow_layers,
     layer_to_volume,
     layers_of,
     notify_error,
+    same_layer,
     save_dialog,
     table_widget,
 )
 from ._dock import PluginDock
+from .readable import column_header, label_text, nuclide_text
+
+#: Smallest heights (px) of the results table (about six rows) and of the chart (axes, labels and names).
+TABLE_MIN_HEIGHT, CHART_MIN_HEIGHT = 180, 260
+
+#: Events of the ROI layer that recompute a live readout: the user's brush, fill and eraser (a timepoint step
+#: swaps the layer's data without a paint event: the readouts of the new day are asked for with Compute).
+_ROI_EDITS = ("paint",)
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
 _NUCLEAR = ("PT", "NM")
@@ -75,6 +92,14 @@ _LEGACY_STATE_KEYS = {
     "QComboBox3": "header_layer",
     "QComboBox4": "metric",
 }
+
+
+def _guess_roi(key: str, names) -> str | None:
+    """The organ ROI among Labels layers opened by hand: not a reference-tube mask (outside most images)."""
+    from .roles import guess_by_name
+
+    organs = [n for n in names if not any(w in n.lower() for w in ("reftube", "tube", "reference", "mask"))]
+    return guess_by_name("roi", organs) or (organs[0] if organs else None)
 
 
 def unit_slug(unit: str) -> str:
@@ -108,6 +133,7 @@ def readout_table(
     pvc: str = "none",
     psf_fwhm=None,
     pet_parameters: dict | None = None,
+    references: dict | None = None,
 ):
     """Per-ROI statistics of several quantitative volumes (GUI-free; the widget's computation).
 
@@ -126,6 +152,13 @@ def readout_table(
     pet_parameters : dict, optional
         Parameters of :data:`~napari_immunotrack.analysis.pet.PET_PARAMETERS` for the PET/SPECT
         layers (the model's defaults for those left out).
+    references : dict, optional
+        {layer name: reference-tube mask Volume} of 19F layers. A 19F layer whose sidecar gives the
+        tube's concentration and the atoms per cell (:func:`.readable.fluorine_calibration`) is then
+        calibrated as ``immunotrack fluorine`` does it (:func:`~napari_immunotrack.analysis.fluorine.fluorine_cells`,
+        docs/methods/fluorine.md): unit mM, ``mean_mm`` (mean 19F concentration), ``fluorine_atoms``,
+        ``cell_count`` and their limits. Without one the 19F stays in the scanner's unit (a.u.), said in
+        ``status``.
 
     Returns
     -------
@@ -172,6 +205,11 @@ def readout_table(
                 unit = conc.unit
                 df = None
                 vol = conc
+        if df is None and vol.modality == "F19":
+            df, status = _fluorine_readout(lname, vol, rois, (references or {}).get(lname), sub)
+            if df is not None:
+                unit = "mM"
+                warns.extend(df.attrs.get("warnings", []))
         if df is None:
             stats = roi_statistics(vol, rois, progress=sub)
             unit = vol.unit
@@ -181,7 +219,7 @@ def readout_table(
                 df[f"{s}_{slug}"] = stats[s]
             df[f"integral_{slug}_ml"] = stats["integral"]
             warns.extend(stats.attrs.get("warnings", []))
-        else:
+        elif unit != "mM":
             warns.extend(df.attrs.get("warnings", []))
         if pvc != "none":  # partial-volume corrected columns, computed on the image the table read
             from ..analysis.pvc import add_readout_pvc
@@ -192,13 +230,30 @@ def readout_table(
         df.insert(0, "unit", unit)
         df.insert(0, "layer", lname)
         df.insert(3, "name", [names.get(int(v), "") for v in df["label"]])
-        df["status"] = status
+        df["status"] = df.pop("_status") if "_status" in df.columns else status
         frames.append(df)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.attrs["warnings"] = list(dict.fromkeys(warns))
     out.attrs["pvc"] = pvc_prov  # method, PSF and conditioning per layer (provenance)
     out.attrs["headers"] = headers
     return out
+
+
+def _fluorine_readout(lname: str, vol: Volume, rois: Volume, reference, progress):
+    """(table, status) of a 19F layer calibrated on its reference tube, or (None, why not)."""
+    from ..analysis.fluorine import fluorine_cells
+    from .readable import fluorine_calibration, fluorine_mm
+
+    calibration = fluorine_calibration(vol)
+    if calibration is None:
+        return None, "uncalibrated (a.u.): the 19F sidecar gives no ReferenceConcentration_mM / FluorineAtomsPerCell"
+    if reference is None:
+        return None, "uncalibrated (a.u.): no reference-tube mask of this timepoint"
+    df = fluorine_cells(vol, rois, reference, progress=progress, **calibration).copy()
+    df.insert(df.columns.get_loc("volume_ml") + 1, "mean_mm", fluorine_mm(df["fluorine_atoms"], df["volume_ml"]))
+    if "status" in df.columns:  # per ROI ("ok", "below detection limit"): kept as the table's status
+        df = df.rename(columns={"status": "_status"})
+    return df, "ok"
 
 
 def cursor_values(viewer, position) -> list:
@@ -243,15 +298,25 @@ class ReadoutWidget(PluginDock):
         layout = QVBoxLayout(self)
         box = QGroupBox("Inputs")
         form = QFormLayout(box)
-        self.roi_combo = QComboBox()
+        # the ROI follows the Study dock's timepoint (the organ atlas of that day) unless pinned
+        self.pickers = LayerPickers(
+            napari_viewer, form, (("roi", "ROI labels", False, ("Labels",)),), guess=_guess_roi, roles={"roi": "roi"}
+        )
+        self.roi_combo = self.pickers.combos["roi"]
         self.layer_list = QListWidget()
         self.layer_list.setMaximumHeight(110)
+        self.layers_pin = QToolButton()
+        self.layers_pin.setCheckable(True)
+        self.layers_pin.setObjectName("layers_pin")
+        self._layers_pinned: list = []  # the layers the user ticked (pinned), by identity
         self.suv_combo = QComboBox()
         self.suv_combo.addItems(list(SUV_TYPES))
         #: the PET/SPECT parameters of PET_PARAMETERS (not shown: the model's defaults, or a reopened state's)
         self.other_parameters = PET_PARAMETERS.defaults()
-        form.addRow("ROI labels", self.roi_combo)
-        form.addRow("Quantitative layers", self.layer_list)
+        list_row = QHBoxLayout()
+        list_row.addWidget(self.layer_list, 1)
+        list_row.addWidget(self.layers_pin, 0, Qt.AlignmentFlag.AlignTop)
+        form.addRow("Quantitative layers", list_row)
         form.addRow("SUV type", self.suv_combo)
         self.pvc_combo = QComboBox()  # partial-volume correction (docs/methods/pvc.md)
         self.pvc_combo.addItems(["none", "gtm", "rbv"])
@@ -279,20 +344,31 @@ class ReadoutWidget(PluginDock):
         layout.addWidget(self.header_box)
 
         self.run_row = RunRow(layout, "Compute", on_run=self.run, owner=self)  # run_button, status, runner...
-        self.table_view = table_widget(_empty_frame())
-        layout.addWidget(self.table_view)
+        # the results: the table (every row) above the chart, in a splitter the user can drag; both keep a
+        # height at which they can be read (a chart squeezed to a few pixels tells nothing)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
 
+        self.results = QSplitter(Qt.Orientation.Vertical)
+        self.results.setObjectName("results")
+        self.results.setChildrenCollapsible(False)
+        self.table_view = table_widget(_empty_frame())
+        self.table_view.setMinimumHeight(TABLE_MIN_HEIGHT)
+        self.results.addWidget(self.table_view)
+        chart = QWidget()
+        chart_layout = QVBoxLayout(chart)
+        chart_layout.setContentsMargins(0, 0, 0, 0)
         chart_row = QHBoxLayout()
         self.metric_combo = QComboBox()
         chart_row.addWidget(QLabel("Chart"))
         chart_row.addWidget(self.metric_combo, 1)
-        layout.addLayout(chart_row)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        chart_layout.addLayout(chart_row)
+        self.figure = Figure(figsize=(4, 3.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        layout.addWidget(self.canvas)
+        self.canvas.setMinimumHeight(CHART_MIN_HEIGHT)
+        chart_layout.addWidget(self.canvas, 1)
+        self.results.addWidget(chart)
+        layout.addWidget(self.results, 1)
         self.export_button = QPushButton("Export CSV...")
         self.export_button.setEnabled(False)
         layout.addWidget(self.export_button)
@@ -311,30 +387,71 @@ class ReadoutWidget(PluginDock):
         self.metric_combo.currentTextChanged.connect(self._draw_chart)
         self.roi_combo.currentTextChanged.connect(self._watch_roi_layer)
         self.header_layer_combo.currentTextChanged.connect(self._show_header)
-        follow_layers(self.viewer, self._refresh_choices)
+        self.layer_list.itemChanged.connect(self._layers_ticked)
+        self.layers_pin.clicked.connect(self._layers_pin_clicked)
+        self._later = Coalesced(self, self._refresh_choices)
+        follow_layers(self.viewer, self._refresh_choices, on_rename=self._later)
 
     # ------------------------------------------------------------------ choices
+    def _following_layers(self, images) -> set:
+        """The quantitative layers of the study's current timepoint (PET, SPECT, 19F, MPI), else every
+        layer of a quantitative modality (files opened by hand)."""
+        from .roles import QUANTITATIVE_ROLES, assign_roles, layer_facts, study_context
+
+        facts = [layer_facts(ly) for ly in self.viewer.layers]
+        if study_context(facts).current is not None:
+            chosen = assign_roles({r: r for r in QUANTITATIVE_ROLES}, facts)
+            return {n for n in chosen.values() if n}
+        return {
+            ly.name
+            for ly in images
+            if ly.metadata.get("volume") is not None and ly.metadata["volume"].modality in ("PT", "NM", "F19", "MPI")
+        }
+
     def _refresh_choices(self, event=None) -> None:
-        labels = [ly.name for ly in layers_of(self.viewer, ("Labels",))]
+        self._later.pending = False
+        self.pickers.refresh()
         images = layers_of(self.viewer, ("Image",))
-        # organ ROIs first: a reference-tube mask lies outside most images (PET, SPECT, MPI)
-        organs = [n for n in labels if not any(w in n.lower() for w in ("reftube", "tube", "reference", "mask"))]
-        fill_combo(self.roi_combo, labels, guess=organs[0] if organs else None)
-        checked = self.selected_layers()
-        known = {self.layer_list.item(i).text() for i in range(self.layer_list.count())}
+        pinned = [ly for ly in self._layers_pinned if any(same_layer(ly, im) for im in images)]
+        self._layers_pinned = pinned
+        on = {ly.name for ly in pinned} if pinned else self._following_layers(images)
+        self.layer_list.blockSignals(True)
         self.layer_list.clear()
         for ly in images:
             item = QListWidgetItem(ly.name)
-            vol = ly.metadata.get("volume")
-            quantitative = vol is not None and vol.modality in ("PT", "NM", "F19", "MPI")
-            on = ly.name in checked or (ly.name not in known and quantitative)
-            item.setCheckState(_checked(on))
+            item.setCheckState(_checked(ly.name in on))
             self.layer_list.addItem(item)
+        self.layer_list.blockSignals(False)
+        self.layers_pin.setChecked(bool(pinned))
+        self.layers_pin.setText(PINNED if pinned else (FOLLOWS if self.pickers.context.current else AUTO))
+        self.layers_pin.setToolTip(
+            "pinned: the ticked layers stay when the timepoint changes; click to follow the study again"
+            if pinned
+            else "the current timepoint's PET, SPECT, 19F and MPI are ticked (tick others to pin your choice)"
+        )
         pets = [ly.name for ly in images if ly.metadata.get("volume") is not None and is_nuclear(ly.metadata["volume"])]
         fill_combo(self.header_layer_combo, pets)
         self.header_box.setVisible(bool(pets))
         self._watch_roi_layer()
         self._show_header()
+
+    def _layers_ticked(self, item=None) -> None:
+        """A tick by the user pins the ticked layers (kept when the timepoint changes)."""
+        ticked = set(self.selected_layers())
+        self._layers_pinned = [ly for ly in layers_of(self.viewer, ("Image",)) if ly.name in ticked]
+        self.layers_pin.setChecked(True)
+        self.layers_pin.setText(PINNED)
+
+    def _layers_pin_clicked(self, on: bool) -> None:
+        if on:
+            self._layers_ticked()
+        else:
+            self._layers_pinned = []
+            self._refresh_choices()
+
+    def _fresh(self) -> None:
+        if self._later.pending:
+            self._refresh_choices()  # a step not yet shown: never compute on the old day's layers
 
     def selected_layers(self) -> list:
         return [
@@ -346,11 +463,16 @@ class ReadoutWidget(PluginDock):
     def select(self, roi: str | None = None, layers=None) -> None:
         """Choose inputs by layer name (for scripts and tests)."""
         if roi is not None:
-            choose(self.roi_combo, roi, f"no Labels layer named {roi!r}.")
+            if self.roi_combo.findText(roi) < 0:
+                raise InputError(f"no Labels layer named {roi!r}.")
+            self.pickers.select(roi=roi)
         if layers is not None:
+            self.layer_list.blockSignals(True)
             for i in range(self.layer_list.count()):
                 item = self.layer_list.item(i)
                 item.setCheckState(_checked(item.text() in layers))
+            self.layer_list.blockSignals(False)
+            self._layers_ticked()
 
     def parameters(self) -> dict:
         """The PET/SPECT readout's parameters as a ``pet`` batch step takes them (suv_types, pvc,
@@ -405,12 +527,14 @@ class ReadoutWidget(PluginDock):
 
     def _watch_roi_layer(self, *args) -> None:
         """Recompute (debounced) when the chosen ROI layer is painted or replaced."""
-        name = self.roi_combo.currentText()
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is self._roi_layer:
+        try:
+            layer = self.pickers.layer("roi")
+        except InputError:
+            layer = None
+        if same_layer(layer, self._roi_layer) or (layer is None and self._roi_layer is None):
             return
         for old in [self._roi_layer] if self._roi_layer is not None else []:
-            for ev in ("paint", "data", "labels_update"):
+            for ev in _ROI_EDITS:
                 emitter = getattr(old.events, ev, None)
                 if emitter is not None:
                     try:
@@ -419,7 +543,7 @@ class ReadoutWidget(PluginDock):
                         pass
         self._roi_layer = layer
         if layer is not None:
-            for ev in ("paint", "data", "labels_update"):
+            for ev in _ROI_EDITS:
                 emitter = getattr(layer.events, ev, None)
                 if emitter is not None:
                     emitter.connect(self._roi_edited)
@@ -455,7 +579,7 @@ class ReadoutWidget(PluginDock):
         dec = h.decayed_dose_bq
         info = [
             f"Units {h.units or '?'}, DecayCorrection {h.decay_correction or '?'}, "
-            f"nuclide {h.radionuclide or '?'}, T1/2 {h.half_life_s or '?'} s",
+            + nuclide_text(h.radionuclide, h.half_life_s, h.sources.get("radionuclide")),
             f"decayed dose {dec / 1e6:.4g} MBq at {h.reference_time}" if dec else "decayed dose: unknown",
         ]
         if h.warnings:
@@ -528,17 +652,20 @@ class ReadoutWidget(PluginDock):
         if self.run_row.busy():
             return
         try:
-            roi_name = self.roi_combo.currentText()
-            if not roi_name or roi_name not in self.viewer.layers:
+            self._fresh()
+            roi_layer = self.pickers.layer("roi")
+            if roi_layer is None:
                 raise InputError("choose an ROI Labels layer (draw ROIs on the anatomy first).")
             names = self.selected_layers()
             if not names:
                 raise InputError("tick at least one quantitative layer.")
-            rois = layer_to_volume(self.viewer.layers[roi_name], native=True)
-            stored = self.viewer.layers[roi_name].metadata.get("volume")
+            rois = layer_to_volume(roi_layer, native=True)
+            stored = roi_layer.metadata.get("volume")
             if stored is not None and "label_names" in stored.metadata:
                 rois.metadata["label_names"] = stored.metadata["label_names"]
             layers = [(n, layer_to_volume(self.viewer.layers[n])) for n in names]
+            references = {n: self._reference_tube(roi_layer) for n, v in layers if v.modality == "F19"}
+            references = {n: v for n, v in references.items() if v is not None}
         except InputError as exc:
             self.run_row.fail(exc)
             return
@@ -554,10 +681,23 @@ class ReadoutWidget(PluginDock):
             pvc=self.pvc_combo.currentText(),
             psf_fwhm=self.psf_edit.text().strip() or None,
             pet_parameters=dict(self.other_parameters),
+            references=references,
             on_done=self._done,
             on_error=self._failed,
             guard=True,
         )
+
+    def _reference_tube(self, roi_layer) -> Volume | None:
+        """The 19F reference-tube mask of the current timepoint (study role, else a "reftube" Labels layer)."""
+        from .roles import assign_roles, guess_by_name, layer_facts
+
+        facts = [layer_facts(ly) for ly in self.viewer.layers]
+        name = assign_roles({"tube": "reference_tube"}, facts)["tube"]
+        if name is None:
+            name = guess_by_name("reference_tube", [ly.name for ly in layers_of(self.viewer, ("Labels",))])
+        if name is None or name not in self.viewer.layers or self.viewer.layers[name] is roi_layer:
+            return None
+        return layer_to_volume(self.viewer.layers[name], native=True)
 
     def _done(self, result) -> None:
         self.table = result
@@ -579,32 +719,35 @@ class ReadoutWidget(PluginDock):
         self.run_row.run_pending(self.run)
 
     def _show_table(self, df) -> None:
-        layout = self.layout()
-        new = table_widget(df)
-        layout.replaceWidget(self.table_view, new)
+        from .readable import display_table
+
+        new = table_widget(display_table(df) if len(df) else df)
+        new.setMinimumHeight(TABLE_MIN_HEIGHT)
+        self.results.replaceWidget(0, new)
         self.table_view.deleteLater()
         self.table_view = new
         from pandas.api.types import is_numeric_dtype
 
         numeric = [c for c in df.columns if c not in ("label", "voxels") and is_numeric_dtype(df[c])]
-        current = self.metric_combo.currentText()
+        current = self.metric_combo.currentData()
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
-        self.metric_combo.addItems(numeric)
+        for column in numeric:  # shown with its unit, the table's column name kept as the item's data
+            self.metric_combo.addItem(column_header(column), column)
         preferred = [
             c
-            for c in (current, f"suv_{self.suv_combo.currentText()}_mean", "percent_id_per_g", "mean_bq_ml")
+            for c in (current, f"suv_{self.suv_combo.currentText()}_mean", "percent_id_per_g", "mean_bq_ml", "mean_mm")
             if c in numeric
         ]
         if preferred:
-            self.metric_combo.setCurrentText(preferred[0])
+            self.metric_combo.setCurrentIndex(self.metric_combo.findData(preferred[0]))
         self.metric_combo.blockSignals(False)
         self._draw_chart()
 
     def _draw_chart(self, *args) -> None:
         """Bars of the chosen metric per ROI (organ), one colour per layer."""
         self.figure.clear()
-        df, metric = self.table, self.metric_combo.currentText()
+        df, metric = self.table, self.metric_combo.currentData()
         if df is None or metric not in getattr(df, "columns", []):
             self.canvas.draw_idle()
             return
@@ -620,8 +763,13 @@ class ReadoutWidget(PluginDock):
             ax.bar(x, sub[metric], width=width, label=lname, color=colours[i % len(colours)])
         names = df.drop_duplicates("label").set_index("label")["name"]
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(labels))])
-        ax.set_xticklabels([names.get(k) or str(k) for k in labels], rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel(metric, fontsize=8)
+        ax.set_xticklabels([names.get(k) or f"label {k}" for k in labels], rotation=45, ha="right", fontsize=7)
+        units = list(dict.fromkeys(rows["unit"]))
+        ylabel = column_header(metric)
+        if "(" not in ylabel and not ylabel.startswith(("SUV", "%")) and len(units) == 1:
+            ylabel += f" ({units[0]})"
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
         if len(layers) > 1:
             ax.legend(fontsize=7)
         self.canvas.draw_idle()
@@ -744,6 +892,24 @@ class CursorReadoutWidget(PluginDock):
         layout.addStretch(1)
         self._suv_cache: dict = {}
         self.viewer.mouse_move_callbacks.append(self._on_move)
+        # a timepoint step swaps (and renames) the layers under a still mouse: say the new values at once
+        self._after_step = Coalesced(self, self.update_now)
+        follow_layers(self.viewer, lambda *_: None, on_rename=self._after_step)
+
+    def update_now(self) -> str:
+        """Describe the values at the cursor's last position, and refresh napari's status line (after a step)."""
+        self._after_step.pending = False
+        try:
+            position = self.viewer.cursor.position
+            text = self.describe(position)
+        except Exception as exc:  # noqa: BLE001 - a readout never breaks a step
+            text = one_line(exc)
+        self.text.setText(text)
+        try:
+            self.viewer.update_status_from_cursor()
+        except Exception:  # noqa: BLE001 - napari's own status line: best effort
+            pass
+        return text
 
     def _suv_factor(self, layer_name: str, volume: Volume) -> float | None:
         """SUVbw per stored value of a PET layer (None when the header cannot give it); cached per layer."""
@@ -776,8 +942,13 @@ class CursorReadoutWidget(PluginDock):
             if value is None:
                 lines.append(f"{name}: outside")
                 continue
-            text = f"{name}: {value:.5g} {unit}"
             layer = self.viewer.layers[name]
+            vol = layer.metadata.get("volume")
+            if unit == "label" or type(layer).__name__ == "Labels":  # the organ's name, not its number
+                names = _label_names(vol) if vol is not None else {}
+                lines.append(f"{name}: {label_text(int(round(value)), names)}")
+                continue
+            text = f"{name}: {value:.5g} {unit}"
             vol = layer.metadata.get("volume")
             if vol is not None:
                 factor = self._suv_factor(name, vol)

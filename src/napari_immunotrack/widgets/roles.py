@@ -1,0 +1,397 @@
+"""Which layer plays which role at the study's current timepoint (no Qt, no napari import).
+
+The analysis docks ask for their inputs by *role* — the post-injection T2*w image, its pre-injection
+baseline, the T1w/T2w pair before and after, PET, SPECT, 19F, MPI, the organ ROI — not by layer name:
+when the user steps the Study dock to another timepoint, the roles point at that timepoint's layers.
+
+A layer's place in the study is read from what the loaders put in its metadata:
+
+- layers of the Study dock carry ``metadata["immunotrack"]`` with ``study_role`` ("track": the layer
+  that follows the timepoint; "baseline": the pre-injection anatomy kept beside it), ``study_track``
+  (``"T2starw"``, ``"ROI"``, ``"ROI:reftube"``...) and ``study_session`` (None when the track has no
+  image at the current timepoint);
+- layers of File > Open Sample (or any study file read by :mod:`napari_immunotrack.study_loading`)
+  carry ``metadata["volume"].metadata["study"]`` with ``track``, ``session`` and ``day``.
+
+The *current* session is the Study dock's (the session its track layers hold); without a Study dock,
+the session of the visible study layers. The *baseline* session is the earliest one loaded before
+it (the Study dock's baseline layers first); at the baseline timepoint itself there is no baseline.
+Layers without study metadata are matched by name (:func:`guess_by_name`), as a user's own files are.
+
+Everything here is a pure function of :class:`LayerFacts` (tested without Qt);
+:class:`~napari_immunotrack.widgets._common.LayerPickers` is the thin Qt side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    """What the role logic needs to know of one layer.
+
+    Parameters
+    ----------
+    name : str
+        The layer's name (what the pickers show).
+    kind : str
+        napari layer type name: "Image", "Labels", "Shapes"...
+    track : str or None
+        Study track ("T2starw", "ROI", "ROI:reftube", "PET"...), None for a layer not from a study.
+    session : str or None
+        The session the layer holds now (None: not a study layer, or no image at this timepoint).
+    day : float or None
+        Days after injection of that session, when known.
+    study_role : str or None
+        "track" or "baseline" for a Study dock layer, None otherwise.
+    visible : bool
+        Whether the layer is shown.
+    """
+
+    name: str
+    kind: str = "Image"
+    track: str | None = None
+    session: str | None = None
+    day: float | None = None
+    study_role: str | None = None
+    visible: bool = True
+
+    @property
+    def in_study(self) -> bool:
+        return self.track is not None and self.session is not None
+
+
+@dataclass(frozen=True)
+class Role:
+    """An input role: which study tracks may play it, at which time, and what kind of layer."""
+
+    label: str
+    tracks: tuple[str, ...]
+    when: str  # "current" or "baseline"
+    kind: str = "Image"
+    #: a baseline role takes the track of this role's layer (a T2*w post gets a T2*w baseline)
+    pairs_with: str | None = None
+
+
+#: Every role a dock may ask for.
+ROLES: dict[str, Role] = {
+    "t2star_post": Role("T2*w post", ("T2starw", "T2w"), "current"),
+    "t2star_baseline": Role("T2*w baseline", ("T2starw", "T2w"), "baseline", pairs_with="t2star_post"),
+    "t1_post": Role("T1w post", ("T1w",), "current"),
+    "t1_pre": Role("T1w pre", ("T1w",), "baseline"),
+    "t2_post": Role("T2w post", ("T2w",), "current"),
+    "t2_pre": Role("T2w pre", ("T2w",), "baseline"),
+    "pet": Role("PET", ("PET",), "current"),
+    "spect": Role("SPECT", ("SPECT",), "current"),
+    "f19": Role("19F", ("19F",), "current"),
+    "mpi": Role("MPI", ("MPI",), "current"),
+    "roi": Role("organ ROI", ("ROI",), "current", kind="Labels"),
+    "reference_tube": Role("19F reference tube", ("ROI:reftube",), "current", kind="Labels"),
+}
+
+#: Roles of the quantitative images a readout offers.
+QUANTITATIVE_ROLES = ("pet", "spect", "f19", "mpi")
+
+
+# ============================================================================ facts from napari layers (duck-typed)
+def layer_facts(layer) -> LayerFacts:
+    """The :class:`LayerFacts` of a napari layer (read from its metadata; no napari import needed).
+
+    Examples
+    --------
+    >>> class Fake:
+    ...     name, visible = "T2starw (day 3)", True
+    ...     metadata = {"immunotrack": {"study_role": "track", "study_track": "T2starw", "study_session": "day3"}}
+    >>> Image = type("Image", (Fake,), {})
+    >>> layer_facts(Image()).track, layer_facts(Image()).session
+    ('T2starw', 'day3')
+    """
+    meta = getattr(layer, "metadata", None) or {}
+    info = meta.get("immunotrack") or {}
+    volume = meta.get("volume")
+    study = dict(getattr(volume, "metadata", {}).get("study") or {}) if volume is not None else {}
+    role = info.get("study_role")
+    if role is not None:  # a Study dock layer: its session changes when the user steps
+        track, session = info.get("study_track"), info.get("study_session")
+        day = study.get("day") if study.get("session") == session else None
+    else:
+        track, session, day = study.get("track"), study.get("session"), study.get("day")
+    try:
+        day = None if day is None else float(day)
+    except (TypeError, ValueError):
+        day = None
+    return LayerFacts(
+        name=str(layer.name),
+        kind=type(layer).__name__,
+        track=track,
+        session=session,
+        day=day,
+        study_role=role,
+        visible=bool(getattr(layer, "visible", True)),
+    )
+
+
+# ============================================================================ the study's timepoint
+@dataclass(frozen=True)
+class StudyContext:
+    """The current and the baseline session of the loaded layers (None when unknown / none)."""
+
+    current: str | None
+    baseline: str | None
+    days: Mapping[str, float | None]
+
+    def describe(self) -> str:
+        """One line for the docks: "inputs follow the Study: day 3 (baseline day 0)"."""
+        if self.current is None:
+            return "no study timepoint: inputs are chosen by layer name"
+        text = f"inputs follow the Study: {self._when(self.current)}"
+        if self.baseline is not None:
+            return text + f" (baseline {self._when(self.baseline)})"
+        return text + " (no earlier timepoint: no baseline)"
+
+    def _when(self, session: str) -> str:
+        day = self.days.get(session)
+        return f"day {day:g}" if day is not None else session
+
+
+def study_context(facts: Iterable[LayerFacts]) -> StudyContext:
+    """The current and baseline sessions of a set of layers.
+
+    Examples
+    --------
+    >>> facts = [
+    ...     LayerFacts("T2starw (day 3)", track="T2starw", session="day3", day=3.0, study_role="track"),
+    ...     LayerFacts("T2starw baseline (day 0)", track="T2starw", session="day0", day=0.0, study_role="baseline"),
+    ... ]
+    >>> ctx = study_context(facts)
+    >>> ctx.current, ctx.baseline
+    ('day3', 'day0')
+    """
+    facts = [f for f in facts if f.in_study]
+    days: dict[str, float | None] = {}
+    for f in facts:
+        if days.get(f.session) is None:
+            days[f.session] = f.day
+    tracks = [f.session for f in facts if f.study_role == "track"]
+    if tracks:
+        current = Counter(tracks).most_common(1)[0][0]
+    else:
+        shown = [f.session for f in facts if f.visible and f.study_role is None]
+        if shown:
+            current = Counter(shown).most_common(1)[0][0]
+        elif facts:  # nothing shown: the latest session loaded
+            current = max(days, key=lambda s: (days[s] if days[s] is not None else float("-inf"), s))
+        else:
+            return StudyContext(None, None, days)
+    baseline = None
+    marked = [f.session for f in facts if f.study_role == "baseline" and f.session != current]
+    candidates = marked or [s for s in days if s != current]
+    if candidates:
+        here = days.get(current)
+
+        def key(s):
+            return days[s] if days[s] is not None else float("inf")
+
+        earliest = min(candidates, key=key)
+        before = here is None or days.get(earliest) is None or days[earliest] < here
+        if before and (marked or days.get(earliest) is not None or _looks_pre(earliest)):
+            baseline = earliest
+    return StudyContext(current, baseline, days)
+
+
+# ============================================================================ roles -> layers
+def _candidates(role: Role, facts: list[LayerFacts], session: str | None, tracks) -> list[LayerFacts]:
+    if session is None:
+        return []
+    out = []
+    for track in tracks:
+        here = [f for f in facts if f.kind == role.kind and f.track == track and f.session == session]
+        if role.when == "baseline":  # the Study dock's baseline copy before a track layer showing that day
+            here.sort(key=lambda f: f.study_role != "baseline")
+        else:
+            here.sort(key=lambda f: f.study_role != "track")
+        out.extend(here)
+    return out
+
+
+def assign_roles(wanted: Mapping[str, str], facts: Iterable[LayerFacts]) -> dict[str, str | None]:
+    """The layer name playing each wanted role at the current timepoint (None: no such layer).
+
+    Parameters
+    ----------
+    wanted : mapping
+        {input key: role name of :data:`ROLES`}.
+    facts : iterable of LayerFacts
+        The viewer's layers.
+
+    Returns
+    -------
+    dict
+        {input key: layer name or None}. Without study layers every value is None (the caller
+        then guesses by name). No layer is given to two keys.
+
+    Examples
+    --------
+    >>> facts = [
+    ...     LayerFacts("T1w (day 3)", track="T1w", session="day3", day=3.0, study_role="track"),
+    ...     LayerFacts("T2w (day 3)", track="T2w", session="day3", day=3.0, study_role="track"),
+    ...     LayerFacts("T1w baseline (day 0)", track="T1w", session="day0", day=0.0, study_role="baseline"),
+    ...     LayerFacts("T2w baseline (day 0)", track="T2w", session="day0", day=0.0, study_role="baseline"),
+    ... ]
+    >>> assign_roles({"t1_post": "t1_post", "t2_post": "t2_post", "t1_pre": "t1_pre", "t2_pre": "t2_pre"}, facts)
+    {'t1_post': 'T1w (day 3)', 't2_post': 'T2w (day 3)', 't1_pre': 'T1w baseline (day 0)', 't2_pre': 'T2w baseline (day 0)'}
+    """
+    facts = list(facts)
+    ctx = study_context(facts)
+    chosen: dict[str, str | None] = {}
+    used: set[str] = set()
+    tracks_of: dict[str, str] = {}  # role -> track of its chosen layer
+    # roles another one pairs with go first
+    order = sorted(wanted, key=lambda k: ROLES[wanted[k]].pairs_with is not None)
+    for key in order:
+        role = ROLES[wanted[key]]
+        session = ctx.current if role.when == "current" else ctx.baseline
+        tracks = role.tracks
+        if role.pairs_with is not None and role.pairs_with in tracks_of:
+            tracks = (tracks_of[role.pairs_with],)
+        pick = next((f for f in _candidates(role, facts, session, tracks) if f.name not in used), None)
+        chosen[key] = pick.name if pick is not None else None
+        if pick is not None:
+            used.add(pick.name)
+            tracks_of[wanted[key]] = pick.track
+    return {k: chosen[k] for k in wanted}
+
+
+# ============================================================================ by name (layers without study metadata)
+def name_tokens(name: str) -> set:
+    """The lower-case words of a layer name ("T2starw baseline (day 0)" -> {"t2starw", "baseline", "day", "0"})."""
+    return {t for t in re.split(r"[^a-z0-9]+", name.lower()) if t}
+
+
+def _looks_pre(name: str) -> bool:
+    return bool(name_tokens(name) & {"pre", "baseline", "day0", "d0"}) or (
+        re.search(r"\bday[\s_-]*0(?![\d.])", name.lower()) is not None
+    )
+
+
+def looks_pre_injection(name: str) -> bool:
+    """True for a layer name of a baseline: "pre", "baseline", "day0"/"d0" or "(day 0)" (not "day 0.5")."""
+    return _looks_pre(name)
+
+
+def t2star_first(names) -> list:
+    """``names`` ordered for iron detection: T2*-weighted/SWI first, then other T2, then the rest."""
+
+    def rank(name):
+        tokens = name_tokens(name)
+        if tokens & {"t2starw", "t2star", "t2s", "swi", "gre"} or "t2*" in name.lower():
+            return 0
+        return 1 if any(t.startswith("t2") for t in tokens) else 2
+
+    return sorted(names, key=rank)  # stable: the viewer's order among equals
+
+
+def _has(name: str, *words) -> bool:
+    tokens = name_tokens(name)
+    return any(w in tokens or any(t.startswith(w) for t in tokens) for w in words)
+
+
+def guess_by_name(role: str, names: Iterable[str]) -> str | None:
+    """A layer name that looks like it plays ``role`` (for layers a user opened as files).
+
+    Examples
+    --------
+    >>> guess_by_name("t2star_baseline", ["T2starw_post", "T2starw_pre", "T1w_pre"])
+    'T2starw_pre'
+    >>> guess_by_name("t2_post", ["T2starw_post", "T2w_post"])
+    'T2w_post'
+    """
+    names = list(names)
+    post = [n for n in names if not _looks_pre(n)]
+    pre = [n for n in names if _looks_pre(n)]
+    if role == "t2star_post":
+        named = [n for n in post if "post" in name_tokens(n)] or post
+        return (t2star_first(named) or [None])[0]
+    if role == "t2star_baseline":
+        return (t2star_first(pre) or [None])[0]
+    contrast = {"t1_post": "t1", "t1_pre": "t1", "t2_post": "t2", "t2_pre": "t2"}.get(role)
+    if contrast is not None:
+        pool = post if role.endswith("post") else pre
+
+        def fits(n):
+            tokens = name_tokens(n)
+            if contrast == "t2":  # a T2w, never the T2*w
+                return any(t.startswith("t2") and not t.startswith(("t2s", "t2star")) for t in tokens)
+            return any(t.startswith("t1") for t in tokens)
+
+        return next((n for n in pool if fits(n)), None)
+    words = {
+        "pet": ("pet", "pt", "fdg", "zr", "89zr"),
+        "spect": ("spect", "nm", "111in", "in111", "99mtc"),
+        "f19": ("19f", "f19", "fluorine"),
+        "mpi": ("mpi",),
+        "roi": ("roi", "dseg", "organ", "atlas", "labels"),
+        "reference_tube": ("reftube", "tube"),
+    }.get(role, ())
+    pool = [n for n in names if not (role == "roi" and _has(n, "reftube", "tube", "mask"))]
+    return next((n for n in pool if _has(n, *words)), None)
+
+
+# ============================================================================ one layer, one role
+def duplicated_choices(chosen: Mapping[str, str | None]) -> dict[str, list[str]]:
+    """{layer name: [input keys]} for every layer chosen for more than one input.
+
+    Examples
+    --------
+    >>> duplicated_choices({"t1_post": "T2starw (day 1)", "t2_post": "T2starw (day 1)", "t1_pre": None})
+    {'T2starw (day 1)': ['t1_post', 't2_post']}
+    """
+    by_name: dict[str, list[str]] = {}
+    for key, name in chosen.items():
+        if name:
+            by_name.setdefault(name, []).append(key)
+    return {name: keys for name, keys in by_name.items() if len(keys) > 1}
+
+
+def check_distinct(chosen: Mapping[str, str | None], labels: Mapping[str, str] | None = None) -> None:
+    """Refuse one layer chosen for two inputs (InputError naming both inputs).
+
+    Examples
+    --------
+    >>> check_distinct({"t1_post": "T1w (day 1)", "t2_post": "T2w (day 1)"})
+    >>> check_distinct({"t1_post": "T2starw", "t2_post": "T2starw"}, {"t1_post": "T1w post", "t2_post": "T2w post"})
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: the layer 'T2starw' is chosen for both T1w post and T2w post; one layer cannot play two roles: choose another for T2w post.
+    """
+    labels = labels or {}
+    for name, keys in duplicated_choices(chosen).items():
+        named = [labels.get(k, k) for k in keys]
+        raise InputError(
+            f"the layer {name!r} is chosen for both {' and '.join(named)}; one layer cannot play two roles: "
+            f"choose another for {named[-1]}."
+        )
+
+
+__all__ = [
+    "LayerFacts",
+    "Role",
+    "ROLES",
+    "QUANTITATIVE_ROLES",
+    "StudyContext",
+    "layer_facts",
+    "study_context",
+    "assign_roles",
+    "guess_by_name",
+    "duplicated_choices",
+    "check_distinct",
+    "name_tokens",
+    "looks_pre_injection",
+    "t2star_first",
+]
