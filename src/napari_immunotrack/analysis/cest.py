@@ -397,6 +397,8 @@ def b0_from_minimum(
         ``lam`` of a cubic smoothing spline (0: interpolating spline).
     step_ppm : float
         Search grid; the minimum is refined between grid points by a parabola.
+    chunk : int, default 4096
+        Voxels evaluated at once (bounds the memory of the spline evaluation; no effect on the result).
 
     Returns
     -------
@@ -456,6 +458,8 @@ def b0_from_symmetry(
         ``lam`` of a cubic smoothing spline (0: interpolating).
     step_ppm : float
         Grid of candidate centres.
+    chunk : int, default 1024
+        Voxels evaluated at once (bounds the memory of the spline evaluation; no effect on the result).
 
     Returns
     -------
@@ -1290,6 +1294,8 @@ def cest_step(
         Default pools by name and user pools ``{name: ppm}`` (:func:`make_pools`).
     label_names : {label: name}, optional
         Names of the ``dseg`` labels for the table.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback; may raise Cancelled.
 
     Returns
     -------
@@ -1301,8 +1307,29 @@ def cest_step(
 
     Examples
     --------
-    >>> maps, table = cest_step({"cest": "cest/sub-01/ses-day1/sub-01_ses-day1_cest.nii.gz",
-    ...                          "dseg": "ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"})  # doctest: +SKIP
+    A 2 x 2 x 2 series with an amide pool (0.05 deep at 3.5 ppm), its offsets in the JSON sidecar, and
+    two organs:
+
+    >>> import json, tempfile
+    >>> from napari_immunotrack.io import save_volume
+    >>> off = np.concatenate([[300.0], np.arange(-6.0, 6.01, 0.5)])
+    >>> def lorentzian(x, depth, fwhm, centre):
+    ...     return depth * (fwhm / 2) ** 2 / ((fwhm / 2) ** 2 + (x - centre) ** 2)
+    >>> z = 1 - lorentzian(off, 0.9, 1.4, 0.0) - lorentzian(off, 0.05, 1.0, 3.5)
+    >>> organs = np.zeros((2, 2, 2), np.uint8)
+    >>> organs[0], organs[1] = 1, 2
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     series = Path(tmp) / "sub-01_ses-day1_cest.nii.gz"
+    ...     data = ((1000.0 * z)[:, None, None, None] * np.ones((off.size, 2, 2, 2))).astype(np.float32)
+    ...     _ = save_volume(Volume(data, np.eye(4), "MR"), series)
+    ...     _ = (Path(tmp) / "sub-01_ses-day1_cest.json").write_text(json.dumps({"SaturationOffsetsPPM": off.tolist()}))
+    ...     _ = save_volume(Volume(organs, np.eye(4), "SEG", "label"), Path(tmp) / "dseg.nii.gz")
+    ...     maps, table = cest_step({"cest": str(series), "dseg": str(Path(tmp) / "dseg.nii.gz")},
+    ...                             pools=("amide",), label_names={1: "tumour", 2: "muscle"})
+    >>> print(table[["label", "name", "voxels", "mtrasym_3.5ppm", "amplitude_amide"]].round(3).to_string(index=False))
+     label   name  voxels  mtrasym_3.5ppm  amplitude_amide
+         1 tumour       4            0.05             0.05
+         2 muscle       4            0.05             0.05
     """
     import pandas as pd
 

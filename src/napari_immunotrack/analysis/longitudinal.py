@@ -925,6 +925,7 @@ def track_clusters(
     transforms : {day: reference world -> that day's world}; a day without a transform is left
         out (it could not be registered) and its rows are reported with status "not registered".
     max_distance_mm : largest centroid shift still counted as the same cluster.
+    value_columns : columns of the cluster tables carried into the track table (those present).
 
     Returns
     -------

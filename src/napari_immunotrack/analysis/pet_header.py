@@ -519,6 +519,14 @@ def read_pet_header(
         Duration of a counts acquisition (overrides ActualFrameDuration).
     weight_unit : {"auto", "kg", "g"}
         How to read PatientWeight; "auto" applies the rule in the module docstring.
+    species : str, optional
+        Replaces PatientSpeciesDescription (e.g. "Mus musculus"; docs/methods/pet.md#weight).
+    lean_mass_kg : float, optional
+        A measured lean body mass (qMR/DEXA, kg): SUVlbm of any species.
+    bsa_formula : {"auto", "dubois", "meeh"}
+        "auto": Du Bois for humans (Meeh for animals only when asked); "meeh" uses ``k W^(2/3)``.
+    meeh_k : float, optional
+        Meeh's constant k (cm2 g^-2/3; 9.8 for mice by default).
 
     Returns
     -------

@@ -1682,10 +1682,14 @@ def relax_step(
     relaxivity : float or str, optional
         mM^-1 s^-1, or an agent name of :data:`AGENTS` (its default at ``field_t``,
         else at the header's ``MagneticFieldStrength``).
+    field_t : float, optional
+        Main field (T) for an agent's default relaxivity (:func:`agent_relaxivity`).
     metal : "Fe" or "Gd", optional
         Default: the agent's; Fe for T2/T2*, Gd for T1 models with a number.
     roi_transform, baseline_transform : (4, 4) arrays, optional
         World-to-world maps from the series' world to the ROI's and the baseline's.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback; may raise Cancelled.
 
     Returns
     -------
