@@ -228,8 +228,8 @@ def z_spectrum(
         One image per saturation offset.
     offsets : sequence of float, length K
         Saturation offsets in ppm.
-    m0 : ndarray, shape (...), optional
-        Unsaturated reference image. Without it the frames with
+    m0 : ndarray, shape (...) or (R, ...), optional
+        Unsaturated reference image (several repeats are averaged). Without it the frames with
         ``|offset| >= |m0_offset|`` (default 100 ppm) are averaged as M0.
     m0_offset : float, optional
         Offset (ppm, e.g. -300) at or beyond which frames are M0 references.
@@ -512,6 +512,7 @@ def shift_spectra(
     z : ndarray (K, V)
     dw : ndarray (K,) sorted offsets of ``z``.
     b0_ppm : ndarray (V,)
+        Field offset per voxel (ppm); NaN is read as 0 (no correction).
     out_dw : ndarray (Q,), optional
         Offsets of the corrected spectra (default ``dw``); points whose shifted position falls
         outside the sampled range are NaN.
@@ -548,7 +549,7 @@ def mtrasym(z: np.ndarray, dw: np.ndarray, at_ppm: Sequence[float], b0_ppm: np.n
     at_ppm : sequence of float
         Offsets at which MTRasym is wanted (ppm, positive: the CEST side).
     b0_ppm : ndarray (V,), optional
-        Field offset per voxel; the spectrum is read at ``+-dw + B0``.
+        Field offset per voxel; the spectrum is read at ``+-dw + B0`` (NaN is read as 0).
 
     Returns
     -------

@@ -930,7 +930,9 @@ def track_clusters(
     Returns
     -------
     DataFrame ``track, day, label, status, centroid_{x,y,z}_mm`` (reference world) and ``value_columns``;
-    status "present", "missing" (the track had no cluster that day) or "not registered".
+    status "present", "missing" (the track had no cluster that day; label 0, the track's last position)
+    or "not registered" (track 0, centroids in that day's own world). Clusters are matched greedily,
+    closest pairs first, to each track's last position.
 
     Examples
     --------
