@@ -765,18 +765,82 @@ class LorentzianFit:
     converged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def index(self, pool: str, what: str) -> int:
-        """Column of ``what`` (amplitude, width, offset) of ``pool`` in :attr:`params`."""
+        """Column of ``what`` (amplitude, width, offset) of ``pool`` in :attr:`params`.
+
+        Parameters
+        ----------
+        pool : str
+            A pool of the fit ("water", "amide", ...).
+        what : {"amplitude", "width", "offset"}
+            The parameter.
+
+        Returns
+        -------
+        int
+            The column (column 0 is the baseline ``c``; then three per pool, in the pools' order).
+
+        Raises
+        ------
+        InputError
+            A pool that is not in the fit.
+
+        Examples
+        --------
+        >>> fit = LorentzianFit(make_pools(["water", "amide"]), np.array([[1.0, 0.9, 1.4, 0.1, 0.05, 1.0, 3.5]]), np.zeros(1))
+        >>> fit.index("water", "amplitude"), fit.index("amide", "offset")
+        (1, 6)
+        """
         names = [p.name for p in self.pools]
         if pool not in names:
             raise InputError(f"no pool {pool!r} in this fit; pools: {', '.join(names)}.")
         return 1 + 3 * names.index(pool) + ("amplitude", "width", "offset").index(what)
 
     def values(self, pool: str, what: str) -> np.ndarray:
-        """Per-voxel amplitude (fraction of M0), width (FWHM, ppm) or offset (ppm; water: B0 residual)."""
+        """Per-voxel amplitude (fraction of M0), width (FWHM, ppm) or offset (ppm; water: B0 residual).
+
+        Parameters
+        ----------
+        pool : str
+            A pool of the fit.
+        what : {"amplitude", "width", "offset"}
+            The parameter.
+
+        Returns
+        -------
+        numpy.ndarray
+            (V,) values; pool offsets other than water's are relative to water.
+
+        Examples
+        --------
+        >>> fit = LorentzianFit(make_pools(["water", "amide"]), np.array([[1.0, 0.9, 1.4, 0.1, 0.05, 1.0, 3.5]]), np.zeros(1))
+        >>> fit.values("amide", "amplitude").tolist(), fit.values("water", "offset").tolist()
+        ([0.05], [0.1])
+        """
         return self.params[:, self.index(pool, what)]
 
     def model(self, dw: np.ndarray, without: str | None = None) -> np.ndarray:
-        """The fitted spectra (V, K) at ``dw``; ``without`` drops one pool (its reference spectrum)."""
+        """The fitted spectra (V, K) at ``dw``; ``without`` drops one pool (its reference spectrum).
+
+        Parameters
+        ----------
+        dw : numpy.ndarray
+            Offsets (ppm), (K,).
+        without : str, optional
+            A pool whose amplitude is set to 0: the spectrum without it, the reference of a
+            Lorentzian-difference contrast.
+
+        Returns
+        -------
+        numpy.ndarray
+            (V, K) Z values (:func:`lorentzian_model`).
+
+        Examples
+        --------
+        >>> fit = LorentzianFit(make_pools(["water", "amide"]), np.array([[1.0, 0.9, 1.4, 0.1, 0.05, 1.0, 3.5]]), np.zeros(1))
+        >>> full, reference = fit.model(np.array([3.6]))[0, 0], fit.model(np.array([3.6]), without="amide")[0, 0]
+        >>> round(float(full), 4), round(float(reference - full), 4)       # the amide pool's share at 3.6 ppm
+        (0.9154, 0.05)
+        """
         params = self.params.copy()
         if without is not None:
             params[:, self.index(without, "amplitude")] = 0.0

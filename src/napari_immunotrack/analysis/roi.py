@@ -103,24 +103,109 @@ class RoiMap:
         return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
     def position(self, label: int) -> int:
+        """The row of ``label`` in :attr:`labels` (and in ``index``, ``weight``, ...).
+
+        Parameters
+        ----------
+        label : int
+            A label value.
+
+        Returns
+        -------
+        int
+            Its position.
+
+        Raises
+        ------
+        InputError
+            A label that is not among the ROIs.
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0], lab[1, 0, 0] = 1, 3
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> rois.labels.tolist(), rois.position(3)
+        ([1, 3], 1)
+        """
         hits = np.nonzero(self.labels == label)[0]
         if hits.size == 0:
             raise InputError(f"label {label} is not among the ROIs ({self.labels.tolist()[:20]}).")
         return int(hits[0])
 
     def weight_volume(self, label: int) -> np.ndarray:
-        """Dense float32 array (target grid) of the label's weights."""
+        """Dense float32 array (target grid) of the label's weights.
+
+        Parameters
+        ----------
+        label : int
+            A label value.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, the target grid's shape: each voxel's covered fraction (0 outside the label).
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0] = 1
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> float(rois.weight_volume(1).sum()), rois.weight_volume(1).dtype
+        (4.0, dtype('float32'))
+        """
         i = self.position(label)
         out = np.zeros(int(np.prod(self.shape)), np.float32)
         out[self.index[i]] = self.weight[i]
         return out.reshape(self.shape)
 
     def mask(self, label: int, min_weight: float = 0.5) -> np.ndarray:
-        """Boolean mask (target grid) of voxels with weight >= ``min_weight``."""
+        """Boolean mask (target grid) of voxels with weight >= ``min_weight``.
+
+        Parameters
+        ----------
+        label : int
+            A label value.
+        min_weight : float, default 0.5
+            Smallest covered fraction counted as inside.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool, the target grid's shape.
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0] = 1
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> int(rois.mask(1).sum())
+        4
+        """
         return self.weight_volume(label) >= min_weight
 
     def to_labels(self, min_weight: float = 0.5) -> Volume:
-        """A label Volume on the target grid: each voxel takes its largest-weight label (if >= min_weight)."""
+        """A label Volume on the target grid: each voxel takes its largest-weight label (if >= min_weight).
+
+        Parameters
+        ----------
+        min_weight : float, default 0.5
+            Smallest covered fraction that labels a voxel.
+
+        Returns
+        -------
+        Volume
+            int32 labels (0 elsewhere) on the target grid, modality "SEG", ``metadata["roi_mapping"]`` the
+            carrying method.
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0], lab[1, 0, 0] = 1, 3
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> rois.to_labels().data.tolist()
+        [[[1, 1], [1, 1]], [[3, 0], [0, 0]]]
+        """
         flat = np.zeros(int(np.prod(self.shape)), np.int32)
         best = np.zeros(flat.shape, np.float32)
         for lab, idx, w in zip(self.labels, self.index, self.weight):
