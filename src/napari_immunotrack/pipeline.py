@@ -314,6 +314,8 @@ def analyse_inputs(
         / ``f19.fluorine_per_cell`` left at None (their model default) are the 19F sidecar's values.
     baseline_session : str, optional
         Name recorded in the result's parameters.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback; may raise Cancelled.
 
     Returns
     -------
@@ -321,8 +323,22 @@ def analyse_inputs(
 
     Examples
     --------
-    >>> res = analyse_inputs({"T2starw": "post.nii.gz", "baseline_T2starw": "pre.nii.gz"},
-    ...                      steps=["clusters"], parameters={"clusters": {"threshold": 0.4}})  # doctest: +SKIP
+    A baseline and a post-injection T2*-weighted image with a 27-voxel void, the cluster step only:
+
+    >>> import tempfile, warnings
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> pre = (100 + np.random.default_rng(0).normal(0, 2, (12, 12, 12))).astype(np.float32)
+    >>> post = pre.copy()
+    >>> post[4:7, 4:7, 4:7] = 10.0
+    >>> with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")          # no reference ROI: a guessed reference, warned
+    ...     _ = save_volume(Volume(pre, np.eye(4), "MR"), Path(tmp) / "pre.nii.gz")
+    ...     _ = save_volume(Volume(post, np.eye(4), "MR"), Path(tmp) / "post.nii.gz")
+    ...     res = analyse_inputs({"T2starw": Path(tmp) / "post.nii.gz", "baseline_T2starw": Path(tmp) / "pre.nii.gz"},
+    ...                          "01", "day1", steps=["clusters"], parameters={"clusters": {"threshold": 0.4}})
+    >>> res.errors, res.tables["clusters"]["voxels"].tolist()
+    ({}, [27])
     """
     import pandas as pd
 

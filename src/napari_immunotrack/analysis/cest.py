@@ -228,8 +228,8 @@ def z_spectrum(
         One image per saturation offset.
     offsets : sequence of float, length K
         Saturation offsets in ppm.
-    m0 : ndarray, shape (...), optional
-        Unsaturated reference image. Without it the frames with
+    m0 : ndarray, shape (...) or (R, ...), optional
+        Unsaturated reference image (several repeats are averaged). Without it the frames with
         ``|offset| >= |m0_offset|`` (default 100 ppm) are averaged as M0.
     m0_offset : float, optional
         Offset (ppm, e.g. -300) at or beyond which frames are M0 references.
@@ -397,6 +397,8 @@ def b0_from_minimum(
         ``lam`` of a cubic smoothing spline (0: interpolating spline).
     step_ppm : float
         Search grid; the minimum is refined between grid points by a parabola.
+    chunk : int, default 4096
+        Voxels evaluated at once (bounds the memory of the spline evaluation; no effect on the result).
 
     Returns
     -------
@@ -456,6 +458,8 @@ def b0_from_symmetry(
         ``lam`` of a cubic smoothing spline (0: interpolating).
     step_ppm : float
         Grid of candidate centres.
+    chunk : int, default 1024
+        Voxels evaluated at once (bounds the memory of the spline evaluation; no effect on the result).
 
     Returns
     -------
@@ -508,6 +512,7 @@ def shift_spectra(
     z : ndarray (K, V)
     dw : ndarray (K,) sorted offsets of ``z``.
     b0_ppm : ndarray (V,)
+        Field offset per voxel (ppm); NaN is read as 0 (no correction).
     out_dw : ndarray (Q,), optional
         Offsets of the corrected spectra (default ``dw``); points whose shifted position falls
         outside the sampled range are NaN.
@@ -544,7 +549,7 @@ def mtrasym(z: np.ndarray, dw: np.ndarray, at_ppm: Sequence[float], b0_ppm: np.n
     at_ppm : sequence of float
         Offsets at which MTRasym is wanted (ppm, positive: the CEST side).
     b0_ppm : ndarray (V,), optional
-        Field offset per voxel; the spectrum is read at ``+-dw + B0``.
+        Field offset per voxel; the spectrum is read at ``+-dw + B0`` (NaN is read as 0).
 
     Returns
     -------
@@ -760,18 +765,82 @@ class LorentzianFit:
     converged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def index(self, pool: str, what: str) -> int:
-        """Column of ``what`` (amplitude, width, offset) of ``pool`` in :attr:`params`."""
+        """Column of ``what`` (amplitude, width, offset) of ``pool`` in :attr:`params`.
+
+        Parameters
+        ----------
+        pool : str
+            A pool of the fit ("water", "amide", ...).
+        what : {"amplitude", "width", "offset"}
+            The parameter.
+
+        Returns
+        -------
+        int
+            The column (column 0 is the baseline ``c``; then three per pool, in the pools' order).
+
+        Raises
+        ------
+        InputError
+            A pool that is not in the fit.
+
+        Examples
+        --------
+        >>> fit = LorentzianFit(make_pools(["water", "amide"]), np.array([[1.0, 0.9, 1.4, 0.1, 0.05, 1.0, 3.5]]), np.zeros(1))
+        >>> fit.index("water", "amplitude"), fit.index("amide", "offset")
+        (1, 6)
+        """
         names = [p.name for p in self.pools]
         if pool not in names:
             raise InputError(f"no pool {pool!r} in this fit; pools: {', '.join(names)}.")
         return 1 + 3 * names.index(pool) + ("amplitude", "width", "offset").index(what)
 
     def values(self, pool: str, what: str) -> np.ndarray:
-        """Per-voxel amplitude (fraction of M0), width (FWHM, ppm) or offset (ppm; water: B0 residual)."""
+        """Per-voxel amplitude (fraction of M0), width (FWHM, ppm) or offset (ppm; water: B0 residual).
+
+        Parameters
+        ----------
+        pool : str
+            A pool of the fit.
+        what : {"amplitude", "width", "offset"}
+            The parameter.
+
+        Returns
+        -------
+        numpy.ndarray
+            (V,) values; pool offsets other than water's are relative to water.
+
+        Examples
+        --------
+        >>> fit = LorentzianFit(make_pools(["water", "amide"]), np.array([[1.0, 0.9, 1.4, 0.1, 0.05, 1.0, 3.5]]), np.zeros(1))
+        >>> fit.values("amide", "amplitude").tolist(), fit.values("water", "offset").tolist()
+        ([0.05], [0.1])
+        """
         return self.params[:, self.index(pool, what)]
 
     def model(self, dw: np.ndarray, without: str | None = None) -> np.ndarray:
-        """The fitted spectra (V, K) at ``dw``; ``without`` drops one pool (its reference spectrum)."""
+        """The fitted spectra (V, K) at ``dw``; ``without`` drops one pool (its reference spectrum).
+
+        Parameters
+        ----------
+        dw : numpy.ndarray
+            Offsets (ppm), (K,).
+        without : str, optional
+            A pool whose amplitude is set to 0: the spectrum without it, the reference of a
+            Lorentzian-difference contrast.
+
+        Returns
+        -------
+        numpy.ndarray
+            (V, K) Z values (:func:`lorentzian_model`).
+
+        Examples
+        --------
+        >>> fit = LorentzianFit(make_pools(["water", "amide"]), np.array([[1.0, 0.9, 1.4, 0.1, 0.05, 1.0, 3.5]]), np.zeros(1))
+        >>> full, reference = fit.model(np.array([3.6]))[0, 0], fit.model(np.array([3.6]), without="amide")[0, 0]
+        >>> round(float(full), 4), round(float(reference - full), 4)       # the amide pool's share at 3.6 ppm
+        (0.9154, 0.05)
+        """
         params = self.params.copy()
         if without is not None:
             params[:, self.index(without, "amplitude")] = 0.0
@@ -1290,6 +1359,8 @@ def cest_step(
         Default pools by name and user pools ``{name: ppm}`` (:func:`make_pools`).
     label_names : {label: name}, optional
         Names of the ``dseg`` labels for the table.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback; may raise Cancelled.
 
     Returns
     -------
@@ -1301,8 +1372,29 @@ def cest_step(
 
     Examples
     --------
-    >>> maps, table = cest_step({"cest": "cest/sub-01/ses-day1/sub-01_ses-day1_cest.nii.gz",
-    ...                          "dseg": "ses-day1/rois/sub-01_ses-day1_dseg.nii.gz"})  # doctest: +SKIP
+    A 2 x 2 x 2 series with an amide pool (0.05 deep at 3.5 ppm), its offsets in the JSON sidecar, and
+    two organs:
+
+    >>> import json, tempfile
+    >>> from napari_immunotrack.io import save_volume
+    >>> off = np.concatenate([[300.0], np.arange(-6.0, 6.01, 0.5)])
+    >>> def lorentzian(x, depth, fwhm, centre):
+    ...     return depth * (fwhm / 2) ** 2 / ((fwhm / 2) ** 2 + (x - centre) ** 2)
+    >>> z = 1 - lorentzian(off, 0.9, 1.4, 0.0) - lorentzian(off, 0.05, 1.0, 3.5)
+    >>> organs = np.zeros((2, 2, 2), np.uint8)
+    >>> organs[0], organs[1] = 1, 2
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     series = Path(tmp) / "sub-01_ses-day1_cest.nii.gz"
+    ...     data = ((1000.0 * z)[:, None, None, None] * np.ones((off.size, 2, 2, 2))).astype(np.float32)
+    ...     _ = save_volume(Volume(data, np.eye(4), "MR"), series)
+    ...     _ = (Path(tmp) / "sub-01_ses-day1_cest.json").write_text(json.dumps({"SaturationOffsetsPPM": off.tolist()}))
+    ...     _ = save_volume(Volume(organs, np.eye(4), "SEG", "label"), Path(tmp) / "dseg.nii.gz")
+    ...     maps, table = cest_step({"cest": str(series), "dseg": str(Path(tmp) / "dseg.nii.gz")},
+    ...                             pools=("amide",), label_names={1: "tumour", 2: "muscle"})
+    >>> print(table[["label", "name", "voxels", "mtrasym_3.5ppm", "amplitude_amide"]].round(3).to_string(index=False))
+     label   name  voxels  mtrasym_3.5ppm  amplitude_amide
+         1 tumour       4            0.05             0.05
+         2 muscle       4            0.05             0.05
     """
     import pandas as pd
 

@@ -197,13 +197,51 @@ class Rule:
         return self.cut * self.ref_mean
 
     def depth(self, has_baseline: bool) -> tuple[int, int, int]:
-        """Halo (voxels per axis) a block needs so that the rule gives the same result as on the whole volume."""
+        """Halo (voxels per axis) a block needs so that the rule gives the same result as on the whole volume.
+
+        Parameters
+        ----------
+        has_baseline : bool
+            Whether a baseline is used (its neighbourhood check reaches ``baseline_tolerance`` voxels).
+
+        Returns
+        -------
+        tuple of int
+            Voxels per axis: the blob filter's outer Gaussian reach (4 sigma + 1), else the baseline
+            tolerance with a baseline, else 0.
+
+        Examples
+        --------
+        >>> rule = Rule("fraction", 0.5, 0.5, 100.0, None, 2.0)
+        >>> rule.depth(False), rule.depth(True)
+        ((0, 0, 0), (1, 1, 1))
+        """
         if self.method == "blob":
             return tuple(int(4.0 * s + 0.5) + 1 for s in self.blob_sigmas[1])
         r = int(self.baseline_tolerance)
         return (r, r, r) if has_baseline else (0, 0, 0)
 
     def as_dict(self) -> dict:
+        """The rule's numbers for provenance (JSON-ready).
+
+        Parameters
+        ----------
+        None
+
+        Returns
+        -------
+        dict
+            ``method``, ``threshold``, ``cut_normalised``, ``threshold_signal`` (signal units; None for
+            blob), the baseline rule and its ratio and k, the blob sigmas (voxels; blob only), the
+            darker-than-reference cap (normalised), the baseline tolerance (voxels) and
+            ``fixed_share_of_search_region``.
+
+        Examples
+        --------
+        >>> d = Rule("fraction", 0.5, 0.5, 100.0, None, 2.0).as_dict()
+        >>> d["threshold_signal"], d["cut_normalised"], d["blob_sigmas_voxels"]
+        (50.0, 0.5, None)
+        """
         return {
             "method": self.method,
             "threshold": self.threshold,
@@ -251,7 +289,32 @@ class ClusterResult:
     parameters: dict[str, Any]
 
     def provenance(self, inputs: dict | None = None, step: str = "segment") -> dict:
-        """A provenance record (:func:`napari_immunotrack.provenance.record`) for this result."""
+        """A provenance record (:func:`napari_immunotrack.provenance.record`) for this result.
+
+        Parameters
+        ----------
+        inputs : dict, optional
+            The input files or Volumes (``{role: path or Volume}``).
+        step : str, default "segment"
+            The step's name in the record.
+
+        Returns
+        -------
+        dict
+            The record: step, inputs, parameters, warnings, software versions and ``results`` (cluster
+            count, sigma and how it was found, the reference mean and its source, split components).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.full((8, 8, 8), 100.0, np.float32)
+        >>> img[2:4, 2:4, 2:4] = 20.0
+        >>> res = segment_clusters(Volume(img, np.eye(4)), reference_mask=Volume((img > 50).astype(np.uint8), np.eye(4)),
+        ...                        sigma=2.0)
+        >>> rec = res.provenance(step="segment")
+        >>> rec["step"], rec["results"]["clusters"], rec["results"]["sigma"]
+        ('segment', 1, 2.0)
+        """
         from ..provenance import record
 
         return record(
@@ -412,7 +475,27 @@ class PreparedInputs:
         return self.pre is not None
 
     def search_values_sorted(self) -> np.ndarray:
-        """Sorted finite normalised values of the search ROI (or the whole image), cached for the percentile rule."""
+        """Sorted finite normalised values of the search ROI (or the whole image), cached for the percentile rule.
+
+        Parameters
+        ----------
+        None
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, the values divided by the reference mean, ascending.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.full((4, 4, 4), 100.0, np.float32)
+        >>> img[0, 0, 0] = 20.0
+        >>> prep = prepare(Volume(img, np.eye(4)), reference_mask=Volume(np.ones((4, 4, 4), np.uint8), np.eye(4)), sigma=2.0)
+        >>> values = prep.search_values_sorted()           # reference mean (63 x 100 + 20) / 64 = 98.75
+        >>> values.size, round(float(values[0]), 4), round(float(values[-1]), 4)
+        (64, 0.2025, 1.0127)
+        """
         if self._search_sorted is None:
             if self.search is not None:
                 vals = _masked_values(self.post.data, self.search)
@@ -433,7 +516,46 @@ class PreparedInputs:
         collected: list | None = None,
         baseline_tolerance_voxels: int = 1,
     ) -> Rule:
-        """The candidate :class:`Rule` for a method and threshold; warns under the Rician floor."""
+        """The candidate :class:`Rule` for a method and threshold; warns under the Rician floor.
+
+        Every rule also keeps voxels darker than the reference only (a cut above ``1 - 2 SD/mean`` is
+        lowered to it; docs/methods/clusters.md#darker-than-reference); a threshold under 3 sigma, or a
+        blob contrast under 5 filtered-noise SDs, is warned about.
+
+        Parameters
+        ----------
+        method : {"fraction", "percentile", "ksigma", "blob"}, default "fraction"
+            Candidate rule (docs/methods/clusters.md#rules).
+        threshold : float, optional
+            The rule's parameter (default of :data:`DEFAULT_THRESHOLDS`).
+        baseline_rule : {"ratio", "delta_r2s"}, default "ratio"
+            How a voxel counts as darkened against the baseline.
+        baseline_ratio : float, default 0.6
+            post/pre below which a voxel counts as darkened.
+        baseline_k : float, default 3.0
+            For "delta_r2s": required significance in noise SDs.
+        blob_scales_voxels : (float, float), default (0.5, 3.0)
+            Inner and outer Gaussian scales of the blob detector (voxels of the finest axis).
+        collected : list, optional
+            Warnings are appended here as text (and also emitted as ImmunotrackWarning).
+        baseline_tolerance_voxels : int, default 1
+            Voxels around a candidate that must not have been dark at baseline.
+
+        Returns
+        -------
+        Rule
+            The rule with its cut in normalised units (``threshold_signal`` in signal units).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.full((8, 8, 8), 100.0, np.float32)
+        >>> img[2:4, 2:4, 2:4] = 20.0
+        >>> prep = prepare(Volume(img, np.eye(4)), reference_mask=Volume((img > 50).astype(np.uint8), np.eye(4)), sigma=2.0)
+        >>> rule = prep.rule("fraction", 0.5)
+        >>> rule.cut, rule.threshold_signal
+        (0.5, 50.0)
+        """
         thr = check_rule_parameters(method, threshold, baseline_rule, baseline_ratio, baseline_k, blob_scales_voxels)
         ref = self.reference
         sigma = self.noise.sigma
@@ -521,6 +643,32 @@ class PreparedInputs:
         The result on a region is exactly the whole-volume result cut to the region.
         With ``raw`` the blob rule gives uint8: 2 for seeds, 1 for weak voxels
         (kept only in components that hold a seed).
+
+        Parameters
+        ----------
+        rule : Rule
+            From :meth:`rule`.
+        region : tuple of 3 slices, optional
+            Part of the post image's grid (default: all of it).
+        progress : callable, optional
+            ``progress(fraction, message)`` callback.
+        raw : bool, default False
+            Return the blob rule's seed/weak labels instead of a boolean mask.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool (or uint8 with ``raw`` for blob), the region's shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.full((8, 8, 8), 100.0, np.float32)
+        >>> img[2:4, 2:4, 2:4] = 20.0
+        >>> prep = prepare(Volume(img, np.eye(4)), reference_mask=Volume((img > 50).astype(np.uint8), np.eye(4)), sigma=2.0)
+        >>> rule = prep.rule("fraction", 0.5)
+        >>> int(prep.candidates(rule).sum()), int(prep.candidates(rule, (slice(0, 3), slice(None), slice(None))).sum())
+        (8, 4)
         """
         shape = self.post.spatial_shape
         if region is None:
@@ -530,7 +678,32 @@ class PreparedInputs:
         return out if raw or out.dtype == bool else out > 0
 
     def preview(self, rule: Rule, axis: int, index: int) -> np.ndarray:
-        """The 2D candidate mask of the slice ``index`` along array ``axis`` (exact, fast: one slice)."""
+        """The 2D candidate mask of the slice ``index`` along array ``axis`` (exact, fast: one slice).
+
+        Parameters
+        ----------
+        rule : Rule
+            From :meth:`rule`.
+        axis : int
+            Array axis (0, 1 or 2) across which the slice is taken.
+        index : int
+            The slice's index along ``axis``.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool, 2D: the whole-volume candidates of that slice.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.full((8, 8, 8), 100.0, np.float32)
+        >>> img[2:4, 2:4, 2:4] = 20.0
+        >>> prep = prepare(Volume(img, np.eye(4)), reference_mask=Volume((img > 50).astype(np.uint8), np.eye(4)), sigma=2.0)
+        >>> mask = prep.preview(prep.rule("fraction", 0.5), axis=0, index=2)
+        >>> mask.shape, int(mask.sum())
+        ((8, 8), 4)
+        """
         region = [slice(None)] * 3
         region[axis] = slice(int(index), int(index) + 1)
         return np.take(self.candidates(rule, tuple(region)), 0, axis=axis)

@@ -108,17 +108,68 @@ class DilutionFit:
     message: str = ""
 
     def label_at(self, days) -> np.ndarray:
-        """The fitted total label (apparent cells) at ``days``."""
+        """The fitted total label (apparent cells) at ``days``: ``label_ref exp(-k (t - t_ref))``.
+
+        Parameters
+        ----------
+        days : array_like
+            Days after injection.
+
+        Returns
+        -------
+        numpy.ndarray
+            Apparent cells, the shape of ``days``.
+
+        Examples
+        --------
+        >>> fit = DilutionFit(n_points=3, t_ref_days=1.0, label_ref=1000.0, k_per_day=math.log(2), doubling_days=2.0)
+        >>> fit.label_at([1.0, 3.0]).round(6).tolist()
+        [1000.0, 250.0]
+        """
         t = np.asarray(days, float)
         return self.label_ref * np.exp(-self.k_per_day * (t - self.t_ref_days))
 
     def per_cell_fraction(self, days) -> np.ndarray:
-        """q(t) / q0 at ``days`` (1 without a doubling time)."""
+        """q(t) / q0 at ``days``: the label a cell keeps, ``exp(-(ln 2 / T_d + e) t)`` (1 without division or efflux).
+
+        Parameters
+        ----------
+        days : array_like
+            Days after injection.
+
+        Returns
+        -------
+        numpy.ndarray
+            Fractions of the label per cell at injection, the shape of ``days``.
+
+        Examples
+        --------
+        >>> fit = DilutionFit(n_points=3, t_ref_days=1.0, doubling_days=2.0)
+        >>> fit.per_cell_fraction([0.0, 4.0]).round(6).tolist()        # two divisions in 4 days
+        [1.0, 0.25]
+        """
         t = np.asarray(days, float)
         growth = 0.0 if not np.isfinite(self.doubling_days) else LN2 / self.doubling_days
         return np.exp(-(growth + self.efflux_per_day) * t)
 
     def to_dict(self) -> dict:
+        """The fit's fields as a dictionary (for tables and provenance).
+
+        Parameters
+        ----------
+        None
+
+        Returns
+        -------
+        dict
+            Every field of the dataclass.
+
+        Examples
+        --------
+        >>> d = DilutionFit(n_points=2, t_ref_days=1.0).to_dict()
+        >>> d["n_points"], d["status"]
+        (2, 'no valid data')
+        """
         return asdict(self)
 
 
@@ -925,11 +976,14 @@ def track_clusters(
     transforms : {day: reference world -> that day's world}; a day without a transform is left
         out (it could not be registered) and its rows are reported with status "not registered".
     max_distance_mm : largest centroid shift still counted as the same cluster.
+    value_columns : columns of the cluster tables carried into the track table (those present).
 
     Returns
     -------
     DataFrame ``track, day, label, status, centroid_{x,y,z}_mm`` (reference world) and ``value_columns``;
-    status "present", "missing" (the track had no cluster that day) or "not registered".
+    status "present", "missing" (the track had no cluster that day; label 0, the track's last position)
+    or "not registered" (track 0, centroids in that day's own world). Clusters are matched greedily,
+    closest pairs first, to each track's last position.
 
     Examples
     --------

@@ -102,16 +102,78 @@ class MpiCalibration:
     intercept_per_voxel: float = 0.0
 
     def intercept_for(self, voxels=None) -> float:
-        """The intercept of an integration over ``voxels`` (weighted voxel count; docs/methods/mpi.md#intercept)."""
+        """The intercept of an integration over ``voxels`` (weighted voxel count; docs/methods/mpi.md#intercept).
+
+        Parameters
+        ----------
+        voxels : float, optional
+            The integration volume in (weighted) voxels.
+
+        Returns
+        -------
+        float
+            ``intercept_per_voxel x voxels`` for the "volume" model with ``voxels`` given, else the
+            fiducials' ``intercept`` (signal units x voxels).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> cal = MpiCalibration(10.0, 50.0, 1.0, 3, 0.0, pd.DataFrame(), intercept_per_voxel=0.5)
+        >>> cal.intercept_for(), cal.intercept_for(40)
+        (50.0, 20.0)
+        """
         if self.intercept_model == "volume" and voxels is not None:
             return float(self.intercept_per_voxel * voxels)
         return float(self.intercept)
 
     def iron_ng(self, signal, voxels=None):
-        """Iron (ng) of an integrated, background-subtracted signal over ``voxels`` (weighted count)."""
+        """Iron (ng) of an integrated, background-subtracted signal over ``voxels`` (weighted count).
+
+        ``m = (S - b(voxels)) / k`` (docs/methods/mpi.md#calibration).
+
+        Parameters
+        ----------
+        signal : float or array_like
+            Integrated signal (signal units x voxels).
+        voxels : float, optional
+            The integration volume in (weighted) voxels, for the intercept (:meth:`intercept_for`).
+
+        Returns
+        -------
+        numpy.ndarray or float
+            Iron in ng, the shape of ``signal``.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> cal = MpiCalibration(10.0, 50.0, 1.0, 3, 0.0, pd.DataFrame(), intercept_per_voxel=0.5)
+        >>> float(cal.iron_ng(1020.0, voxels=40)), cal.iron_ng([1050.0]).tolist()
+        (100.0, [100.0])
+        """
         return (np.asarray(signal, float) - self.intercept_for(voxels)) / self.k_per_ng
 
     def as_dict(self) -> dict:
+        """The calibration as a JSON-ready dictionary (for provenance).
+
+        Parameters
+        ----------
+        None
+
+        Returns
+        -------
+        dict
+            ``k_per_ng``, ``intercept``, ``intercept_model``, ``intercept_per_voxel``, ``r2``, ``n``,
+            ``background``, ``background_method``, ``noise_sd_per_voxel``, ``method`` and ``fiducials``
+            (the table's rows).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> cal = MpiCalibration(10.0, 50.0, 1.0, 3, 0.0, pd.DataFrame({"iron_ng": [100.0]}))
+        >>> d = cal.as_dict()
+        >>> d["k_per_ng"], d["intercept_model"], d["fiducials"]
+        (10.0, 'volume', [{'iron_ng': 100.0}])
+        """
         return {
             "k_per_ng": self.k_per_ng,
             "intercept": self.intercept,

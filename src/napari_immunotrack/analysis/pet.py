@@ -251,11 +251,15 @@ def activity_concentration(
         Refuse when the decayed dose is unknown even if the units would not need it.
     lbm_formula : {"janmahasatian", "james"}
         The lean-body-mass formula of pixel values stored as SUVlbm (Units GML, SUVType LBM).
+    **overrides
+        Keyword arguments of :func:`read_pet_header` (``weight_kg``, ``dose_mbq``, ...), used only
+        when ``header`` is omitted.
 
     Returns
     -------
     Volume
-        float32, unit "Bq/mL", metadata["pet_header"] = header.as_dict().
+        float32, unit "Bq/mL", metadata["pet_header"] = header.as_dict() and
+        metadata["activity_scale"] (the factor applied to the stored values; docs/methods/pet.md#activity).
 
     Examples
     --------

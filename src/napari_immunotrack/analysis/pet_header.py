@@ -196,12 +196,48 @@ class PetHeader:
         return float(self.dose_bq) * 2.0 ** (-dt / self.half_life_s)
 
     def warn(self, message: str) -> None:
-        """Record a guess and show it."""
+        """Record a guess and show it (also emitted as ImmunotrackWarning).
+
+        Parameters
+        ----------
+        message : str
+            One line saying what was guessed and how to give the true value.
+
+        Returns
+        -------
+        None
+
+        Examples
+        --------
+        >>> import warnings
+        >>> h = PetHeader()
+        >>> with warnings.catch_warnings(record=True):
+        ...     h.warn("PatientWeight 25 read as grams (a mouse).")
+        >>> h.warnings
+        ['PatientWeight 25 read as grams (a mouse).']
+        """
         self.warnings.append(message)
         warnings.warn(message, ImmunotrackWarning, stacklevel=3)
 
     def as_dict(self) -> dict:
-        """Plain JSON-able dictionary (for provenance and tables)."""
+        """Plain JSON-able dictionary (for provenance and tables).
+
+        Parameters
+        ----------
+        None
+
+        Returns
+        -------
+        dict
+            Every field (datetimes as ISO 8601 text) plus ``decay_time_s`` (s) and ``decayed_dose_bq`` (Bq).
+
+        Examples
+        --------
+        >>> h = PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e8, injection_time=_dt.datetime(2024, 1, 1, 9))
+        >>> d = h.as_dict()
+        >>> d["injection_time"], d["decay_time_s"], d["decayed_dose_bq"]
+        ('2024-01-01T09:00:00', 0.0, 100000000.0)
+        """
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -216,7 +252,38 @@ class PetHeader:
 
     # --------------------------------------------------------- validation
     def require(self, suv_type: str | None = "bw", lbm_formula: str = "janmahasatian", need_dose: bool = True) -> None:
-        """Raise InputError with the reason when these data cannot give Bq/mL or the SUV asked for."""
+        """Raise InputError with the reason when these data cannot give Bq/mL or the SUV asked for.
+
+        Parameters
+        ----------
+        suv_type : {"bw", "lbm", "bsa", "ibw"} or None, default "bw"
+            The SUV asked for (None: activity concentration only).
+        lbm_formula : {"janmahasatian", "james"}, default "janmahasatian"
+            The lean-body-mass formula (SUVlbm).
+        need_dose : bool, default True
+            Also require the decayed dose (SUV, total activity and %ID need it).
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        InputError
+            The first missing or contradictory value, with how to give it (units, calibration of
+            counts, dose, times, half-life, weight, height, sex-dependent formula).
+
+        Examples
+        --------
+        >>> h = PetHeader(units="BQML", decay_correction="ADMIN", dose_bq=1e8, weight_kg=70.0,
+        ...               injection_time=_dt.datetime(2024, 1, 1, 9))
+        >>> h.require("bw") is None
+        True
+        >>> PetHeader(units="BQML").require("bw")
+        Traceback (most recent call last):
+        ...
+        napari_immunotrack.errors.InputError: the header has no injected dose (RadionuclideTotalDose (0018,1074)); ...
+        """
         if self.problems:
             raise InputError(self.problems[0])
         if self.units is None:
@@ -519,6 +586,14 @@ def read_pet_header(
         Duration of a counts acquisition (overrides ActualFrameDuration).
     weight_unit : {"auto", "kg", "g"}
         How to read PatientWeight; "auto" applies the rule in the module docstring.
+    species : str, optional
+        Replaces PatientSpeciesDescription (e.g. "Mus musculus"; docs/methods/pet.md#weight).
+    lean_mass_kg : float, optional
+        A measured lean body mass (qMR/DEXA, kg): SUVlbm of any species.
+    bsa_formula : {"auto", "dubois", "meeh"}
+        "auto": Du Bois for humans (Meeh for animals only when asked); "meeh" uses ``k W^(2/3)``.
+    meeh_k : float, optional
+        Meeh's constant k (cm2 g^-2/3; 9.8 for mice by default).
 
     Returns
     -------

@@ -127,7 +127,24 @@ class AgentRelaxivity:
     source: str
 
     def for_model(self, model: str) -> float:
-        """The relaxivity matching a model: r1 for T1 models, r2 for "t2", r2* for "t2star"."""
+        """The relaxivity matching a model: r1 for T1 models, r2 for "t2", r2* for "t2star".
+
+        Parameters
+        ----------
+        model : str
+            A model of :data:`MODELS`.
+
+        Returns
+        -------
+        float
+            mM^-1 s^-1.
+
+        Examples
+        --------
+        >>> r = agent_relaxivity("ferumoxytol", 3.0)
+        >>> r.for_model("t2star"), r.for_model("t2"), r.for_model("t1vfa")
+        (55.7, 65.2, 9.5)
+        """
         return {"t2star": self.r2s, "t2": self.r2}.get(model, self.r1)
 
 
@@ -1058,7 +1075,29 @@ class RelaxationMaps:
         return QUANTITY[self.model][:2]
 
     def curve_at(self, index, x) -> np.ndarray:
-        """The fitted curve (expected magnitude) of voxel ``index`` (3 ints) at sampling values ``x``."""
+        """The fitted curve (expected magnitude) of voxel ``index`` (3 ints) at sampling values ``x``.
+
+        Parameters
+        ----------
+        index : sequence of 3 int
+            The voxel's array index on the maps' grid.
+        x : sequence of float
+            Sampling values (ms, or degrees for VFA).
+
+        Returns
+        -------
+        numpy.ndarray
+            Expected magnitudes (signal units), :func:`model_curve` with the voxel's fitted parameters.
+
+        Examples
+        --------
+        >>> te = np.array([2.0, 4.0, 6.0, 8.0])
+        >>> s = Volume(1000.0 * np.exp(-te / 20.0)[:, None, None, None] * np.ones((4, 1, 1, 1)), np.eye(4),
+        ...            metadata={"echo_times_ms": te.tolist()})
+        >>> maps = fit_relaxation(s, "t2star", noise_sigma=0.0)
+        >>> maps.curve_at((0, 0, 0), [0.0, 20.0]).round(3).tolist()           # S0 and S0 / e at T2* = 20 ms
+        [1000.0, 367.879]
+        """
         i = tuple(int(v) for v in index)
         amp = float(self.amplitude.data[i])
         rate = float(self.rate_per_s.data[i])
@@ -1682,10 +1721,14 @@ def relax_step(
     relaxivity : float or str, optional
         mM^-1 s^-1, or an agent name of :data:`AGENTS` (its default at ``field_t``,
         else at the header's ``MagneticFieldStrength``).
+    field_t : float, optional
+        Main field (T) for an agent's default relaxivity (:func:`agent_relaxivity`).
     metal : "Fe" or "Gd", optional
         Default: the agent's; Fe for T2/T2*, Gd for T1 models with a number.
     roi_transform, baseline_transform : (4, 4) arrays, optional
         World-to-world maps from the series' world to the ROI's and the baseline's.
+    progress : callable, optional
+        ``progress(fraction, message)`` callback; may raise Cancelled.
 
     Returns
     -------

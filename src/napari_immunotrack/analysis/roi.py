@@ -103,24 +103,109 @@ class RoiMap:
         return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
     def position(self, label: int) -> int:
+        """The row of ``label`` in :attr:`labels` (and in ``index``, ``weight``, ...).
+
+        Parameters
+        ----------
+        label : int
+            A label value.
+
+        Returns
+        -------
+        int
+            Its position.
+
+        Raises
+        ------
+        InputError
+            A label that is not among the ROIs.
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0], lab[1, 0, 0] = 1, 3
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> rois.labels.tolist(), rois.position(3)
+        ([1, 3], 1)
+        """
         hits = np.nonzero(self.labels == label)[0]
         if hits.size == 0:
             raise InputError(f"label {label} is not among the ROIs ({self.labels.tolist()[:20]}).")
         return int(hits[0])
 
     def weight_volume(self, label: int) -> np.ndarray:
-        """Dense float32 array (target grid) of the label's weights."""
+        """Dense float32 array (target grid) of the label's weights.
+
+        Parameters
+        ----------
+        label : int
+            A label value.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, the target grid's shape: each voxel's covered fraction (0 outside the label).
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0] = 1
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> float(rois.weight_volume(1).sum()), rois.weight_volume(1).dtype
+        (4.0, dtype('float32'))
+        """
         i = self.position(label)
         out = np.zeros(int(np.prod(self.shape)), np.float32)
         out[self.index[i]] = self.weight[i]
         return out.reshape(self.shape)
 
     def mask(self, label: int, min_weight: float = 0.5) -> np.ndarray:
-        """Boolean mask (target grid) of voxels with weight >= ``min_weight``."""
+        """Boolean mask (target grid) of voxels with weight >= ``min_weight``.
+
+        Parameters
+        ----------
+        label : int
+            A label value.
+        min_weight : float, default 0.5
+            Smallest covered fraction counted as inside.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool, the target grid's shape.
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0] = 1
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> int(rois.mask(1).sum())
+        4
+        """
         return self.weight_volume(label) >= min_weight
 
     def to_labels(self, min_weight: float = 0.5) -> Volume:
-        """A label Volume on the target grid: each voxel takes its largest-weight label (if >= min_weight)."""
+        """A label Volume on the target grid: each voxel takes its largest-weight label (if >= min_weight).
+
+        Parameters
+        ----------
+        min_weight : float, default 0.5
+            Smallest covered fraction that labels a voxel.
+
+        Returns
+        -------
+        Volume
+            int32 labels (0 elsewhere) on the target grid, modality "SEG", ``metadata["roi_mapping"]`` the
+            carrying method.
+
+        Examples
+        --------
+        >>> lab = np.zeros((2, 2, 2), np.uint8)
+        >>> lab[0], lab[1, 0, 0] = 1, 3
+        >>> rois = carry_rois(Volume(lab, np.eye(4)), ((2, 2, 2), np.eye(4)))
+        >>> rois.to_labels().data.tolist()
+        [[[1, 1], [1, 1]], [[3, 0], [0, 0]]]
+        """
         flat = np.zeros(int(np.prod(self.shape)), np.int32)
         best = np.zeros(flat.shape, np.float32)
         for lab, idx, w in zip(self.labels, self.index, self.weight):
@@ -715,11 +800,14 @@ def peak_in_roi(
         Sphere weights (:func:`sphere_kernel`, normalised to sum 1).
     roi_max : float
         The ROI's maximum (the cap).
-    min_inside : float
+    min_inside : float, default :data:`PEAK_MIN_INSIDE`
+        Smallest share of the sphere (its kernel weight) that must lie in the ROI at a centre.
 
     Returns
     -------
     (peak, method) : (float, str)
+        The peak (image units) and how it was measured: "sphere in ROI" or "hottest voxel + 26
+        neighbours (ROI smaller than the sphere)".
 
     Examples
     --------
@@ -787,13 +875,14 @@ def roi_statistics(
         Label volume on any grid (carried with :func:`carry_rois`) or a RoiMap for this grid.
     transform : (4, 4) array, optional
         World-to-world map from the image's world to the ROI image's world.
-    supersample : int
+    supersample : int, default 3
         Subvoxels per axis for the partial-voxel weights.
-    peak : bool
-        Compute the peak (highest mean in a sphere of ``peak_radius_mm`` centred in the ROI).
-    peak_radius_mm : float
+    peak : bool, default True
+        Compute the peak (highest mean in a sphere of ``peak_radius_mm`` centred in the ROI;
+        docs/methods/roi.md#peak).
+    peak_radius_mm : float, default :data:`PEAK_RADIUS_MM`
         6.2035 mm = 1 cm^3 (SUVpeak).
-    min_weight : float
+    min_weight : float, default 0.5
         Voxels with at least this weight count as inside for ``voxels``, min, max
         and the peak centres.
     peak_in_roi_only : bool
@@ -807,13 +896,23 @@ def roi_statistics(
     Returns
     -------
     pandas.DataFrame
-        Columns label, voxels, voxels_weighted, volume_ml, mean, sd, min, median,
-        max, peak (if asked), integral (sum of w * value * voxel mL), fraction_in_fov.
+        Columns label, voxels, voxels_weighted, volume_ml, mean, sd (both weighted by the
+        partial-voxel weights; the SD divides by the summed weight), min, median (weighted),
+        max, peak (if asked; NaN when the sphere is too large for the grid) and peak_method (with
+        ``peak_in_roi_only``), integral (sum of w * value * voxel mL), fraction_in_fov.
         ``attrs``: "warnings", "method", "unit".
 
     Examples
     --------
-    See the module docstring.
+    >>> img = Volume(np.arange(64, dtype=float).reshape(4, 4, 4), np.eye(4), "PT", "Bq/mL")
+    >>> lab = np.zeros((4, 4, 4), np.uint8)
+    >>> lab[:2, :2, :2], lab[2:, 2:, 2:] = 1, 2
+    >>> df = roi_statistics(img, Volume(lab, np.eye(4)), peak_radius_mm=1.0)
+    >>> df[["label", "voxels", "volume_ml", "mean", "min", "max", "integral"]].round(3).values.tolist()
+    [[1.0, 8.0, 0.008, 10.5, 0.0, 21.0, 0.084], [2.0, 8.0, 0.008, 52.5, 42.0, 63.0, 0.42]]
+    >>> df = roi_statistics(img, Volume(lab, np.eye(4)), peak_radius_mm=1.0, peak_in_roi_only=True)
+    >>> df["peak"].round(3).tolist(), df["peak_method"].tolist()
+    ([16.455, 58.455], ['sphere in ROI', 'sphere in ROI'])
     """
     import pandas as pd
 

@@ -155,7 +155,27 @@ class Pipeline:
     _resolved: dict | None = field(default=None, repr=False, compare=False)
 
     def resolved(self) -> dict:
-        """Everything that defines the results: steps with every parameter (defaults filled), inputs."""
+        r"""Everything that defines the results: steps with every parameter (defaults filled), inputs.
+
+        Parameters
+        ----------
+        None
+
+        Returns
+        -------
+        dict
+            ``steps`` ({step: {parameter: value}}, :func:`step_parameters` overlaid with the file's),
+            ``inputs``, ``subjects``, ``sessions``, ``baseline_session``: a JSON-ready copy (computed once).
+
+        Examples
+        --------
+        >>> p = parse_pipeline("steps:\n  clusters: {threshold: 0.4}\n")
+        >>> r = p.resolved()
+        >>> sorted(r), r["steps"]["clusters"]["threshold"], r["steps"]["clusters"]["min_size"]
+        (['baseline_session', 'inputs', 'sessions', 'steps', 'subjects'], 0.4, 3)
+        >>> p.sha256 == parse_pipeline("steps:\n  clusters: {threshold: 0.4, min_size: 3}\n").sha256   # a default written out
+        True
+        """
         if self._resolved is None:
             steps = {}
             for step in STEPS:

@@ -257,6 +257,24 @@ class BatchSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
+        """How many tasks ended with ``status``.
+
+        Parameters
+        ----------
+        status : {"ok", "partial", "skipped", "failed"}
+            A task status (:func:`~napari_immunotrack.batch.tasks.run_task`).
+
+        Returns
+        -------
+        int
+            The number of records with that status.
+
+        Examples
+        --------
+        >>> summary = BatchSummary(Path("out"), records=[{"status": "ok"}, {"status": "failed"}, {"status": "ok"}])
+        >>> summary.count("ok"), summary.count("skipped")
+        (2, 0)
+        """
         return sum(r["status"] == status for r in self.records)
 
     @property
