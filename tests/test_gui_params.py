@@ -92,6 +92,11 @@ def test_cluster_form_and_state_follow_the_model(make_napari_viewer, monkeypatch
     assert plain.connectivity.currentText() == "26" and plain.split.isChecked()
     assert [plain.method.itemText(i) for i in range(plain.method.count())] == list(CLUSTER_PARAMETERS["method"].choices)
     assert plain.min_size.toolTip() == CLUSTER_PARAMETERS["min_size"].describe()
+    # the dock's settings are a valid clusters step of a pipeline file, with the same values
+    from napari_immunotrack import batch
+
+    exported = batch.parse_pipeline(batch.pipeline_from_settings({"clusters": plain.parameters()}))
+    assert exported.resolved()["steps"]["clusters"] == {**batch.step_parameters("clusters"), **plain.parameters()}
 
     for name, value in CLUSTER_CHANGED.items():
         monkeypatch.setitem(
