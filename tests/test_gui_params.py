@@ -1,5 +1,5 @@
 """The docks' forms and their study-state values come from the parameter models (needs Xvfb):
-T1-T2 confirmation, iron clusters and ROI readouts (PET/SPECT)."""
+T1-T2 confirmation, iron clusters and quantitative readouts (PET/SPECT)."""
 
 import dataclasses
 
@@ -92,6 +92,11 @@ def test_cluster_form_and_state_follow_the_model(make_napari_viewer, monkeypatch
     assert plain.connectivity.currentText() == "26" and plain.split.isChecked()
     assert [plain.method.itemText(i) for i in range(plain.method.count())] == list(CLUSTER_PARAMETERS["method"].choices)
     assert plain.min_size.toolTip() == CLUSTER_PARAMETERS["min_size"].describe()
+    # the dock's settings are a valid clusters step of a pipeline file, with the same values
+    from napari_immunotrack import batch
+
+    exported = batch.parse_pipeline(batch.pipeline_from_settings({"clusters": plain.parameters()}))
+    assert exported.resolved()["steps"]["clusters"] == {**batch.step_parameters("clusters"), **plain.parameters()}
 
     for name, value in CLUSTER_CHANGED.items():
         monkeypatch.setitem(
@@ -148,7 +153,7 @@ def test_cluster_state_round_trip_with_layers(make_napari_viewer):
     assert other.pickers.names(other.combos) == widget.pickers.names(widget.combos)
 
 
-# ---------------------------------------------------------------------------- the ROI readouts dock
+# ---------------------------------------------------------------------------- the quantitative readouts dock
 def test_readout_parameters_and_state_follow_the_pet_model(make_napari_viewer, monkeypatch):
     from napari_immunotrack import batch
     from napari_immunotrack.analysis.pet import PET_PARAMETERS, SUV_TYPES
@@ -195,13 +200,13 @@ def test_the_study_dock_saves_and_reopens_the_docks_through_their_models(make_na
     viewer.window.add_dock_widget(study, name="Study", area="right")
     clusters, readout = ClusterWidget(viewer), ReadoutWidget(viewer)
     viewer.window.add_dock_widget(clusters, name="Iron clusters", area="right")
-    viewer.window.add_dock_widget(readout, name="ROI readouts", area="right")
+    viewer.window.add_dock_widget(readout, name="Quantitative readouts", area="right")
     try:
         clusters.min_size.setValue(8)
         readout.other_parameters["lbm_formula"] = "james"
         saved = study._collect_parameters()
         assert set(CLUSTER_PARAMETERS.names) <= set(saved["Iron clusters"]) and saved["Iron clusters"]["min_size"] == 8
-        assert {k: saved["ROI readouts"][k] for k in PET_PARAMETERS.names}["lbm_formula"] == "james"
+        assert {k: saved["Quantitative readouts"][k] for k in PET_PARAMETERS.names}["lbm_formula"] == "james"
         clusters.min_size.setValue(3)
         readout.other_parameters["lbm_formula"] = "janmahasatian"
         study._apply_parameters(saved)

@@ -67,7 +67,7 @@ class _FromModel:
 
 
 #: Default to write in a bound function's signature for a modelled parameter (see :meth:`ParamModel.bind`).
-FROM_MODEL = _FromModel()
+FROM_MODEL: Any = _FromModel()  # typed Any: it stands in for a default of any type
 
 
 def _number_text(value) -> str:

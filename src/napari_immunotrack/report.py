@@ -689,7 +689,9 @@ def build_report(
         (out / d).mkdir(parents=True, exist_ok=True)
     res = ReportResult(out, out / "index.html")
     partial = res.partial
-    params = {"iron_per_cell_pg": 5.0}
+    from .analysis.mpi import MPI_PARAMETERS
+
+    params = {"iron_per_cell_pg": MPI_PARAMETERS["iron_per_cell_pg"].default}  # the MPI analysis' own default
 
     # 1. sessions -------------------------------------------------------------
     analysed = {}

@@ -573,7 +573,7 @@ def density_for(name: str | None, table: dict | None = None, default: float = SO
 
 # ----------------------------------------------------------------------------- ROI table
 #: The tunable parameters of :func:`quantify_pet`: the one place their defaults and limits are written
-#: (``immunotrack quantify``, the ROI readouts dock, the batch steps ``pet`` and ``spect`` and the saved
+#: (``immunotrack quantify``, the Quantitative readouts dock, the batch steps ``pet`` and ``spect`` and the saved
 #: study state take them from here). ``suv_types`` (a list of :data:`SUV_TYPES`) and the header
 #: replacements stay with the function.
 PET_PARAMETERS = ParamModel(

@@ -523,7 +523,7 @@ class ReadoutWidget(PluginDock):
             if key in self.header_edits:
                 self.header_edits[key].setText(str(text))
         if problems:
-            notify_error(InputError("ROI readouts: " + "; ".join(problems) + " (the default is used)."))
+            notify_error(InputError("Quantitative readouts: " + "; ".join(problems) + " (the default is used)."))
 
     def _watch_roi_layer(self, *args) -> None:
         """Recompute (debounced) when the chosen ROI layer is painted or replaced."""
