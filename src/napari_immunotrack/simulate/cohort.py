@@ -151,9 +151,11 @@ def make_cohort(
 
     Examples
     --------
-    >>> root = make_cohort("/tmp/cohort", n_subjects=4, timepoints_days=(0, 1), overwrite=True)  # doctest: +SKIP
-    >>> sorted(p.name for p in root.glob("sub-*"))                                          # doctest: +SKIP
-    ['sub-01', 'sub-02', 'sub-03', 'sub-04']
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = make_cohort(Path(tmp) / "cohort", n_subjects=2, timepoints_days=(0,))
+    ...     sorted(p.name for p in root.iterdir())
+    ['dataset_description.json', 'ground_truth.json', 'participants.tsv', 'sub-01', 'sub-02']
     """
     from . import study as S
 
