@@ -143,8 +143,20 @@ def site_style(name) -> dict:
     Known sites (:data:`KNOWN_SITES`) have fixed styles; another name gets the next free style the
     first time any figure draws it and keeps it for the rest of the session.
 
+    Parameters
+    ----------
+    name : str
+        A site name; case, spaces and hyphens are ignored ("LN inguinal-right" is "ln_inguinal_right").
+
+    Returns
+    -------
+    dict
+        ``color`` (an Okabe-Ito hex colour) and ``marker`` (a matplotlib marker).
+
     Examples
     --------
+    >>> site_style("liver"), site_style("tumour")
+    ({'color': '#0072B2', 'marker': 'v'}, {'color': '#E69F00', 'marker': 'o'})
     >>> site_style("liver") == site_style("Liver") == site_style("liver")
     True
     >>> site_style("tumour")["color"] != site_style("ln_inguinal_right")["color"]
@@ -171,7 +183,23 @@ def _style() -> dict:
 
 @contextlib.contextmanager
 def figure_style():
-    """Context manager applying :data:`STYLE` (used by every function here)."""
+    """Context manager applying :data:`STYLE` (used by every function here).
+
+    The matplotlib settings (font sizes, line widths, no top/right spines, the Okabe-Ito colour
+    cycle) hold inside the ``with`` block only.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> with figure_style():
+    ...     inside = matplotlib.rcParams["font.size"]
+    >>> inside, inside == STYLE["font.size"]
+    (8.0, True)
+    """
     import matplotlib
 
     with matplotlib.rc_context(_style()):
@@ -232,6 +260,29 @@ def in_reference_world(volume: Volume, fixed_to_moving: np.ndarray | None) -> Vo
 
     ``fixed_to_moving`` maps a reference world point to this volume's world
     (``RegistrationResult.fixed_to_moving``); the affine becomes ``inv(T) @ affine``.
+
+    Parameters
+    ----------
+    volume : Volume
+        A moving image (e.g. PET in its scanner's world).
+    fixed_to_moving : (4, 4) array or None
+        Reference world -> this volume's world, mm (None: the volume is returned as it is).
+
+    Returns
+    -------
+    Volume
+        The same voxels with the new affine (nothing is resampled).
+
+    Raises
+    ------
+    InputError
+        A transform that is not a finite 4x4 matrix.
+
+    Examples
+    --------
+    >>> shift = np.eye(4); shift[0, 3] = 5.0          # the PET world is 5 mm right of the reference world
+    >>> in_reference_world(Volume(np.zeros((2, 3, 4)), np.eye(4), "PT"), shift).affine[:3, 3]
+    array([-5.,  0.,  0.])
     """
     if fixed_to_moving is None:
         return volume
@@ -250,10 +301,40 @@ def _world_box(volume: Volume) -> np.ndarray:
 
 
 def display_grid(plane: str, position_mm: float, h_range, v_range, pixel_mm: float):
-    """The (shape, affine) of a one-voxel-thick 3D grid sampling a plane in world mm.
+    """The (shape, affine, extent) of a one-voxel-thick 3D grid sampling a plane in world mm.
 
     Array axes (0, rows, columns): row 0 at the top (largest vertical coordinate),
     columns along the horizontal world axis increasing to the right.
+
+    Parameters
+    ----------
+    plane : {"axial", "coronal", "sagittal"}
+        The plane (see :data:`PLANES`: its horizontal, vertical and normal world axes).
+    position_mm : float
+        World coordinate of the plane along its normal, mm.
+    h_range, v_range : (float, float)
+        Horizontal and vertical world range shown, mm.
+    pixel_mm : float
+        Display pixel size, mm (> 0).
+
+    Returns
+    -------
+    shape : (1, rows, columns)
+    affine : (4, 4) ndarray
+        Index -> world RAS mm.
+    extent : (left, right, bottom, top)
+        For matplotlib's ``imshow``, mm.
+
+    Raises
+    ------
+    InputError
+        A pixel size <= 0.
+
+    Examples
+    --------
+    >>> shape, affine, extent = display_grid("axial", 0.0, (-4, 4), (-2, 2), 1.0)
+    >>> shape, extent, (affine @ [0, 0, 0, 1]).tolist()      # first pixel: top left, x = -3.5, y = 1.5
+    ((1, 4, 8), (-4, 4.0, -2.0, 2), [-3.5, 1.5, 0.0, 1.0])
     """
     p = PLANES[plane]
     if not pixel_mm > 0:
@@ -273,7 +354,30 @@ def display_grid(plane: str, position_mm: float, h_range, v_range, pixel_mm: flo
 
 
 def sample_plane(volume: Volume, grid, order: int = 1, fill: float = np.nan) -> np.ndarray:
-    """A volume's values on a display grid (2D array, rows top to bottom); ``fill`` outside its field of view."""
+    """A volume's values on a display grid (2D array, rows top to bottom); ``fill`` outside its field of view.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any volume (the first frame of a 4D one).
+    grid : tuple
+        From :func:`display_grid` (shape and affine used).
+    order : int, default 1
+        Interpolation order; integer and boolean data are always sampled nearest (0 outside).
+    fill : float, default NaN
+        Value outside the volume.
+
+    Returns
+    -------
+    (rows, columns) ndarray
+
+    Examples
+    --------
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> cube = Volume(np.arange(512, dtype=np.float32).reshape(8, 8, 8), zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4)))
+    >>> sample_plane(cube, display_grid("axial", 0.0, (-4, 4), (-4, 4), 2.0), order=0)[0].tolist()
+    [313.0, 315.0, 317.0, 319.0]
+    """
     shape, affine = grid[0], grid[1]
     vol = volume
     if vol.data.ndim == 4:
@@ -345,6 +449,19 @@ def emptiest_corner(signal: np.ndarray | None, fraction: float = 0.18, avoid=())
     ``fraction`` x ``fraction`` box holds the least signal (rows top to bottom, as displayed).
 
     Ties (e.g. no signal) go to the upper left; corners in ``avoid`` (the scale bar's) are not used.
+
+    Parameters
+    ----------
+    signal : 2D array or None
+        What is shown (None or not 2D: the first allowed corner).
+    fraction : float, default 0.18
+        Side of each corner box, as a fraction of the image's rows and columns.
+    avoid : iterable of str, optional
+        Corners not to use.
+
+    Returns
+    -------
+    str
 
     Examples
     --------
@@ -522,6 +639,42 @@ def draw_fused(
     """Draw one fused slice into a matplotlib ``ax``; returns the panel's info (see :func:`fused_slice`).
 
     ``letter_corner`` forces the corner of the orientation marker (default: the one with the least signal).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Where to draw.
+    anatomy, overlay, labels, plane, position_mm
+        As for :func:`fused_slice`.
+    fov_mm, pixel_mm, anatomy_range, overlay_range, overlay_cmap, overlay_alpha, overlay_threshold, unit,
+    outline_colors, outline_width, scale_bar_mm, letters, radiological, title
+        The drawing options listed in :func:`fused_slice`'s ``**kwargs``.
+
+    Returns
+    -------
+    dict
+        The panel's info: plane, position and extent (mm), pixel size, anatomy and colour-bar range,
+        colour-bar label, threshold, outlines drawn, scale bar, orientation letters, warnings; and
+        the private ``_mappable`` (for a colour bar), ``_marker``, ``_letter_avoid``.
+
+    Raises
+    ------
+    InputError
+        An unknown plane, nothing to draw, a position outside the volume, or an overlay without unit.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> from matplotlib.backends.backend_agg import FigureCanvasAgg
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))          # 8 mm cubes centred on 0
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR")
+    >>> hot = np.zeros((8, 8, 8), np.float32); hot[3:5, 3:5, 3] = 1000.0; hot[3:5, 3:5, 4] = 3000.0
+    >>> pet = Volume(hot, grid, "PT", "Bq/mL")
+    >>> figure = Figure(); _ = FigureCanvasAgg(figure)
+    >>> info = draw_fused(figure.add_subplot(), anatomy, pet, position_mm=0.0, title="day 1")
+    >>> info["plane"], info["colorbar_range"], info["colorbar_label"]
+    ('axial', (1000.0, 3000.0), 'PT (Bq/mL)')
     """
     from matplotlib import colormaps
 
@@ -703,10 +856,24 @@ def fused_slice(
         ``overlay_cmap``, ``overlay_alpha``, ``overlay_threshold``, ``unit``, ``outline_colors``,
         ``scale_bar_mm`` (0 for none), ``letters``, ``radiological``, ``title``.
 
+    colorbar : bool, default True
+        Draw the overlay's colour bar.
+
     Returns
     -------
     FigureResult; ``info["panel"]`` has the plane, position, field of view (mm), colour-bar
     range and label, scale-bar length and display pixel size.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))          # 8 mm cubes centred on 0
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR")
+    >>> hot = np.zeros((8, 8, 8), np.float32); hot[3:5, 3:5, 3] = 1000.0; hot[3:5, 3:5, 4] = 3000.0
+    >>> pet = Volume(hot, grid, "PT", "Bq/mL")
+    >>> panel = fused_slice(anatomy, pet, plane="axial", position_mm=0.0).info["panel"]
+    >>> panel["colorbar_range"], panel["extent_mm"], panel["overlay_threshold"]   # threshold 5 % up the range
+    ((1000.0, 3000.0), (-4.5, 3.5, -4.5, 3.5), 1100.0)
     """
     with figure_style():
         base = anatomy if anatomy is not None else overlay
@@ -761,7 +928,20 @@ def montage(
     panels : list of dicts of :func:`draw_fused` arguments (``anatomy``, ``overlay``, ``labels``,
         ``plane``, ``position_mm``, ``title``, ...): slices of one study or one slice over timepoints.
     ncols : columns (default: all in one row up to 4).
-    shared_range : (low, high) for every overlay (default: the union of the panels' auto ranges).
+    shared_range : (low, high) for every overlay (default: robust percentiles of the values shown on
+        all panels).
+    panel_width_in : width of one panel, inches.
+    colorbar_label : label of the shared colour bar (default: the first overlay's unit).
+    suptitle : title above the grid.
+
+    Returns
+    -------
+    FigureResult; ``info["panels"]`` holds each panel's info, ``info["colorbar_range"]`` the shared range.
+
+    Raises
+    ------
+    InputError
+        No panels, or a first panel with neither anatomy nor overlay.
 
     Examples
     --------
@@ -880,6 +1060,50 @@ def mip(
 
     The volume is first resampled onto an axis-aligned world grid (linear), so
     oblique and LPS-ordered images project along true world directions.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image (its unit labels the colour bar).
+    plane : {"coronal", "axial", "sagittal"}, default "coronal"
+        The projection is along this plane's normal.
+    value_range : (float, float), optional
+        Colour range (default: robust percentiles of the projection's non-zero values).
+    cmap : str, optional
+        Matplotlib colour map (default by modality).
+    unit : str, optional
+        Overrides the volume's unit in the label.
+    pixel_mm : float, optional
+        Resampling grid spacing, mm (default: the smallest voxel size).
+    scale_bar_mm : float, optional
+        Scale bar length, mm (default about a fifth of the width; 0 for none).
+    title : str, optional
+        Panel title.
+    width_in : float, default 3.0
+        Figure width, inches.
+    radiological : bool, default False
+        Show the patient's right on the image's left.
+
+    Returns
+    -------
+    FigureResult
+        ``info`` has the plane, extent (mm), pixel size, colour-bar range and label, scale bar.
+
+    Raises
+    ------
+    InputError
+        An unknown plane or a volume without unit.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))          # 8 mm cubes centred on 0
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR")
+    >>> hot = np.zeros((8, 8, 8), np.float32); hot[3:5, 3:5, 3] = 1000.0; hot[3:5, 3:5, 4] = 3000.0
+    >>> pet = Volume(hot, grid, "PT", "Bq/mL")
+    >>> projection = mip(pet)
+    >>> projection.info["plane"], projection.info["colorbar_range"], projection.info["extent_mm"]
+    ('coronal', (1000.0, 3000.0), (-4.5, 3.5, -4.5, 3.5))
     """
     from matplotlib import colormaps
 
@@ -1071,6 +1295,28 @@ def time_course(
     model : column of model values at the same days (e.g. ``cells_model``), drawn dashed.
     limit : column of the detection limit, drawn dotted.
     flags : {site: True} sites to mark "macrophage-held?" (e.g. ``LongitudinalResult.sites``).
+    site, day : column names of the site and the day (default "site", "day").
+    error : column of error bars (same unit as ``value``).
+    unit : the y axis unit (default: the value column's name).
+    title : panel title. log : logarithmic y axis (default True).
+    width_in, height_in : figure size, inches.
+
+    Returns
+    -------
+    FigureResult; ``info`` has the value, model and limit columns and each site's colour and marker.
+
+    Raises
+    ------
+    InputError
+        An empty table or a missing column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"site": ["liver", "liver", "tumour", "tumour"], "day": [1, 3, 1, 3],
+    ...                       "cells": [1e5, 2e5, 1e4, 5e4]})
+    >>> time_course(table, "cells", unit="cells").info["site_styles"]["tumour"]
+    {'color': '#E69F00', 'marker': 'o'}
     """
     if table is None or not len(table):
         raise InputError("the table for the time course is empty.")
@@ -1136,7 +1382,27 @@ _FORMATS = ("png", "svg", "pdf")
 
 
 def render_png(result, dpi: int = 100) -> np.ndarray:
-    """The figure as an RGBA uint8 array (what a PNG at ``dpi`` holds), for tests and thumbnails."""
+    """The figure as an RGBA uint8 array (what a PNG at ``dpi`` holds), for tests and thumbnails.
+
+    Parameters
+    ----------
+    result : FigureResult or matplotlib Figure
+        The figure.
+    dpi : int, default 100
+        Dots per inch.
+
+    Returns
+    -------
+    (height, width, 4) ndarray of uint8
+
+    Examples
+    --------
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), zyx_grid_affine((1.0, 1.0, 1.0)), "MR")
+    >>> pixels = render_png(fused_slice(anatomy, width_in=2.0), dpi=50)
+    >>> pixels.shape[1], pixels.shape[2], pixels.dtype                    # 2 inches at 50 dpi, RGBA
+    (100, 4, dtype('uint8'))
+    """
     fig = result.figure if isinstance(result, FigureResult) else result
     fig.set_dpi(dpi)
     fig.canvas.draw()
@@ -1163,9 +1429,28 @@ def save_figure(
     overwrite : replace existing files (refused otherwise).
     provenance : extra fields for the sidecar (step, parameters); the figure's inputs are added.
 
+    formats : sequence of "png", "svg", "pdf", optional
+        Write these formats from the stem of ``path``.
+
     Returns
     -------
     list of written paths (figures only; each has ``<path>.provenance.json`` beside it).
+
+    Raises
+    ------
+    InputError
+        A dpi outside 10-2400, an unknown format or file ending; OutputExistsError when a file
+        exists and not ``overwrite``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), zyx_grid_affine((1.0, 1.0, 1.0)), "MR")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     written = save_figure(fused_slice(anatomy), Path(tmp) / "fig", formats=["png", "svg"], dpi=50)
+    ...     [p.name for p in written], sorted(p.name for p in Path(tmp).iterdir())
+    (['fig.png', 'fig.svg'], ['fig.png', 'fig.png.provenance.json', 'fig.svg', 'fig.svg.provenance.json'])
     """
     from .outputs import atomic_output, check_output, write_sidecar
     from .provenance import record

@@ -157,11 +157,32 @@ def load_track_series(
         "MPI" or "T2starw" (the MRI alone: iron clusters are its dark spots).
     subject : subject id (default: the only subject; required when there are several).
     anatomy : role of the underlay (default: the first of T2w, T2*w, T1w, MR, CT found).
+    progress : callable(fraction, message), optional.
 
     Returns
     -------
     (timepoints, warnings): every session with an anatomy, in time order; a session without
     the track keeps its anatomy and says so in ``note`` (e.g. the pre-injection baseline).
+
+    Examples
+    --------
+    >>> import tempfile, warnings
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> from napari_immunotrack.io import save_volume
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> for day, bq_ml in ((1, 1000.0), (3, 4000.0)):                # a two-session study, NIfTI only
+    ...     session = Path(tmp.name) / "sub-01" / f"ses-day{day}"
+    ...     (session / "anat").mkdir(parents=True); (session / "pet").mkdir()
+    ...     _ = save_volume(Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR"),
+    ...                     session / "anat" / f"sub-01_ses-day{day}_T2w.nii.gz")
+    ...     data = np.zeros((8, 8, 8), np.float32); data[3:5, 3:5, 3:5] = bq_ml
+    ...     _ = save_volume(Volume(data, grid, "PT"), session / "pet" / f"sub-01_ses-day{day}_pet.nii.gz")
+    >>> with warnings.catch_warnings(record=True):
+    ...     series, notes = load_track_series(tmp.name, "PET")
+    >>> [(t.stamp, float(t.overlay.numpy().max())) for t in series], len(notes)   # no registration, no unit: 3 notes
+    ([('day 1', 1000.0), ('day 3', 4000.0)], 3)
+    >>> tmp.cleanup()
     """
     from .figures import in_reference_world
     from .io import load_volume
@@ -303,7 +324,35 @@ def _box(volume: Volume) -> np.ndarray:
 
 
 def shared_range(series: Sequence[MovieTimepoint], plane: str, position_mm: float | None) -> tuple | None:
-    """One colour range for every frame: robust percentiles of the non-zero values shown on all of them."""
+    """One colour range for every frame: robust percentiles of the non-zero values shown on all of them.
+
+    Parameters
+    ----------
+    series : sequence of MovieTimepoint
+        The timepoints (those without an overlay are skipped).
+    plane : {"axial", "coronal", "sagittal", "mip"}
+        What each frame shows (for "mip", the maximum projection's values).
+    position_mm : float or None
+        Slice position along the plane's normal, world mm.
+
+    Returns
+    -------
+    (float, float) or None
+        1st and 99.5th percentiles of the non-zero values shown (see
+        :func:`~napari_immunotrack.figures.robust_range`); None when no timepoint has an overlay.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))       # 8 mm cubes centred on 0
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR")
+    >>> def pet(bq_ml):
+    ...     data = np.zeros((8, 8, 8), np.float32); data[3:5, 3:5, 3:5] = bq_ml
+    ...     return Volume(data, grid, "PT", "Bq/mL")
+    >>> series = [MovieTimepoint("day1", 1.0, anatomy, pet(1000.0)), MovieTimepoint("day3", 3.0, anatomy, pet(4000.0))]
+    >>> shared_range(series, "axial", 0.0)
+    (1000.0, 4000.0)
+    """
     from .figures import PLANES, display_grid, robust_range, sample_plane
 
     values = []
@@ -337,6 +386,26 @@ def display_threshold(series: Sequence[MovieTimepoint], value_range: tuple) -> f
     The noise floor is the background's median + 3.5 robust SDs (1.4826 x MAD) of the non-zero
     values of every timepoint; for magnitude (Rician) images such as 19F MRI this is about SNR 3.5,
     the detection threshold of docs/methods/fluorine.md, so noise is not painted as labelled cells.
+
+    Parameters
+    ----------
+    series : sequence of MovieTimepoint
+        The timepoints (their overlays' non-zero values set the noise floor).
+    value_range : (float, float)
+        The shared colour range (:func:`shared_range`).
+
+    Returns
+    -------
+    float
+        The threshold, in the overlay's unit.
+
+    Examples
+    --------
+    >>> noise = np.abs(np.random.default_rng(0).normal(50, 5, (8, 8, 8))).astype(np.float32)   # 19F-like background
+    >>> noise[3:5, 3:5, 3:5] = 2000.0
+    >>> series = [MovieTimepoint("day1", 1.0, None, Volume(noise, np.eye(4), "F19"))]
+    >>> round(display_threshold(series, (0.0, 100.0)), 1), display_threshold(series, (0.0, 4000.0))
+    (68.2, 400.0)
     """
     lo, hi = value_range
     floor = -np.inf
@@ -435,6 +504,52 @@ def render_key_frame(
     The image fills the left of the frame, the colour bar (``overlay_range``, shared by every frame)
     the right; the time stamp is large at the top left, the title at the top. The track is drawn
     above ``threshold`` (default: 10 % up the colour range), marked on the colour bar.
+
+    Parameters
+    ----------
+    t : MovieTimepoint
+        The timepoint.
+    plane : {"axial", "coronal", "sagittal", "mip"}
+        The view.
+    position_mm : float or None
+        Slice position, world mm (None: the anatomy's centre).
+    size : (int, int)
+        Frame width and height, pixels.
+    overlay_range : (float, float) or None
+        The colour bar's range, shared by every frame.
+    title : str
+        Drawn at the top.
+    unit_label : str
+        The colour bar's label.
+    cmap : str, optional
+        Matplotlib colour map of the track (default by modality).
+    threshold : float, optional
+        Track values below are not drawn.
+    angle_deg : float, default 0.0
+        View angle about the S axis ("mip" only).
+    unit : str, optional
+        The track's unit (for the colour bar ticks).
+    letter_corner : str, optional
+        Corner of the orientation letters (default: the emptiest).
+
+    Returns
+    -------
+    KeyFrame
+        ``image`` (height, width, 3) uint8, the time ``stamp`` and its pixel box, and ``info``.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))       # 8 mm cubes centred on 0
+    >>> anatomy = Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR")
+    >>> def pet(bq_ml):
+    ...     data = np.zeros((8, 8, 8), np.float32); data[3:5, 3:5, 3:5] = bq_ml
+    ...     return Volume(data, grid, "PT", "Bq/mL")
+    >>> series = [MovieTimepoint("day1", 1.0, anatomy, pet(1000.0)), MovieTimepoint("day3", 3.0, anatomy, pet(4000.0))]
+    >>> key = render_key_frame(series[0], plane="axial", position_mm=0.0, size=(320, 180),
+    ...                        overlay_range=(1000.0, 4000.0), title="PET", unit_label="Bq/mL")
+    >>> key.image.shape, key.image.dtype, key.stamp
+    ((180, 320, 3), dtype('uint8'), 'day 1')
     """
     import matplotlib.patheffects as pe
     from matplotlib import colormaps
@@ -569,6 +684,22 @@ def timeline(n_keys: int, fps: float, hold_s: float, fade_s: float) -> list[tupl
 
     Each key frame is held ``hold_s`` seconds, then cross-fades to the next over ``fade_s`` seconds.
 
+    Parameters
+    ----------
+    n_keys : int
+        Number of key frames (timepoints, or views).
+    fps : float
+        Output frames per second.
+    hold_s : float
+        Seconds each key frame is shown alone.
+    fade_s : float
+        Seconds of each cross-fade (0: a cut).
+
+    Returns
+    -------
+    list of (int, int, float, float)
+        Per output frame: key a, key b, weight of b (0-1) and the frame's duration, s.
+
     Examples
     --------
     >>> [(a, b, round(w, 2)) for a, b, w, _ in timeline(2, fps=4, hold_s=0.5, fade_s=0.5)]
@@ -597,14 +728,46 @@ def _compose(keys: Sequence[KeyFrame], a: int, b: int, w: float) -> np.ndarray:
 
 
 def iter_frames(keys: Sequence[KeyFrame], spec) -> Iterator[np.ndarray]:
-    """The frames of a timeline (see :func:`timeline`), made one at a time (a 1080p frame is 6 MB)."""
+    """The frames of a timeline (see :func:`timeline`), made one at a time (a 1080p frame is 6 MB).
+
+    Parameters
+    ----------
+    keys : sequence of KeyFrame
+        The rendered timepoints.
+    spec : list of (int, int, float, float)
+        The timeline.
+
+    Returns
+    -------
+    iterator of ndarray
+        RGB uint8 frames; during a fade the time stamp is the nearer timepoint's.
+
+    Examples
+    --------
+    >>> black = KeyFrame(np.zeros((2, 4, 3), np.uint8), "day 1", (0, 1, 0, 1))
+    >>> white = KeyFrame(np.full((2, 4, 3), 200, np.uint8), "day 3", (0, 1, 0, 1))
+    >>> [int(f[1, 3, 0]) for f in iter_frames([black, white], timeline(2, fps=4, hold_s=0.25, fade_s=0.5))]
+    [0, 67, 133, 200]
+    """
     for a, b, w, _ in spec:
         yield _compose(keys, a, b, w)
 
 
 # --------------------------------------------------------------------------- writing
 def find_ffmpeg() -> str | None:
-    """The ffmpeg program used for MP4: ``IMMUNOTRACK_FFMPEG`` or ``ffmpeg`` on the PATH, else None."""
+    """The ffmpeg program used for MP4: ``IMMUNOTRACK_FFMPEG`` or ``ffmpeg`` on the PATH, else None.
+
+    Returns
+    -------
+    str or None
+        The executable's path, when it exists.
+
+    Examples
+    --------
+    >>> exe = find_ffmpeg()
+    >>> exe is None or Path(exe).exists()
+    True
+    """
     exe = os.environ.get("IMMUNOTRACK_FFMPEG") or shutil.which("ffmpeg")
     return exe if exe and Path(exe).exists() else None
 
@@ -680,7 +843,32 @@ def _write_mp4(frames: Iterator[np.ndarray], size: tuple[int, int], fps: float, 
 
 
 def parse_size(text) -> tuple[int, int]:
-    """ "1920x1080" -> (1920, 1080); both even (H.264 needs even sizes) and between 64 and 7680 pixels."""
+    """ "1920x1080" -> (1920, 1080); both even (H.264 needs even sizes), 64-7680 wide and 64-4320 high.
+
+    Parameters
+    ----------
+    text : str or (int, int)
+        "WIDTHxHEIGHT" (``x`` or ``×``) or a pair.
+
+    Returns
+    -------
+    (int, int)
+        Width and height, pixels.
+
+    Raises
+    ------
+    InputError
+        Not two integers, odd, or out of range.
+
+    Examples
+    --------
+    >>> parse_size("1280x720"), parse_size((640, 480))
+    ((1280, 720), (640, 480))
+    >>> parse_size("1281x720")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: size 1281x720: width and height must be even numbers of pixels, 64-7680 x 64-4320 (e.g. 1920x1080 or 1280x720).
+    """
     try:
         if isinstance(text, str):
             w, h = (int(v) for v in text.lower().replace("×", "x").split("x"))
@@ -731,9 +919,33 @@ def make_movie(
     overlay_range : (low, high) of the colour bar (default: robust percentiles, 1st-99.5th, of the
         non-zero values shown on all frames).
 
+    cmap : matplotlib colour map of the track (default by modality).
+    overwrite : replace an existing output. progress : callable(fraction, message), optional.
+    provenance : dict written beside the output as ``<output>.provenance.json``.
+
     Returns
     -------
     MovieResult (file, number of frames, size, days, colour range, display threshold, timings).
+
+    Examples
+    --------
+    >>> import tempfile, warnings
+    >>> from napari_immunotrack.affines import zyx_grid_affine
+    >>> from napari_immunotrack.io import save_volume
+    >>> grid = zyx_grid_affine((1.0, 1.0, 1.0), (-4, -4, -4))
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> for day, bq_ml in ((1, 1000.0), (3, 4000.0)):                # a two-session study, NIfTI only
+    ...     session = Path(tmp.name) / "sub-01" / f"ses-day{day}"
+    ...     (session / "anat").mkdir(parents=True); (session / "pet").mkdir()
+    ...     _ = save_volume(Volume(np.full((8, 8, 8), 100.0, np.float32), grid, "MR"),
+    ...                     session / "anat" / f"sub-01_ses-day{day}_T2w.nii.gz")
+    ...     data = np.zeros((8, 8, 8), np.float32); data[3:5, 3:5, 3:5] = bq_ml
+    ...     _ = save_volume(Volume(data, grid, "PT"), session / "pet" / f"sub-01_ses-day{day}_pet.nii.gz")
+    >>> with warnings.catch_warnings(record=True):
+    ...     movie = make_movie(tmp.name, Path(tmp.name) / "pet.gif", size="128x96", fps=2, hold_s=0.5, fade_s=0)
+    >>> movie.path.name, movie.n_frames, movie.stamps, movie.colorbar_range
+    ('pet.gif', 2, ['day 1', 'day 3'], (1000.0, 4000.0))
+    >>> tmp.cleanup()
     """
     from .figures import PLANES, robust_range
     from .outputs import atomic_output, check_output, write_sidecar

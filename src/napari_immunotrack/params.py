@@ -464,5 +464,25 @@ class ParamModel:
 
 
 def parameter_model(func) -> ParamModel | None:
-    """The :class:`ParamModel` of a function bound with :meth:`ParamModel.bind` (None otherwise)."""
+    """The :class:`ParamModel` of a function bound with :meth:`ParamModel.bind` (None otherwise).
+
+    Parameters
+    ----------
+    func : callable
+        Any function (e.g. an analysis' pure function).
+
+    Returns
+    -------
+    ParamModel or None
+        The model that gives ``func`` its defaults, checks and forms.
+
+    Examples
+    --------
+    >>> model = ParamModel("demo", [Param("threshold", float, 0.2, "minimum change", minimum=0.0)])
+    >>> @model.bind
+    ... def detect(image, threshold=FROM_MODEL):
+    ...     return threshold
+    >>> parameter_model(detect) is model, detect(None), parameter_model(print)
+    (True, 0.2, None)
+    """
     return getattr(func, "parameter_model", None)

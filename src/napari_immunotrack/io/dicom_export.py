@@ -81,8 +81,23 @@ def column_code(column: str):
     """The measurement a table column reports: (name, unit, derivation) as (value, scheme, meaning) tuples
     (derivation None for plain quantities), or None for a column that is not a measurement of the region.
 
+    Parameters
+    ----------
+    column : str
+        A readout table column: a key of :data:`COLUMN_CODES`, ``suv_<type>_<stat>`` or
+        ``<stat>_bq_ml`` (stat: mean, max, peak, ...).
+
+    Returns
+    -------
+    tuple or None
+        ``(name, unit, derivation)``: the concept name (DCM or local code), the UCUM unit and the
+        statistic (e.g. "Peak Value Within ROI"; None for a plain quantity) as
+        ``(value, scheme, meaning)`` tuples; None when the column is not coded (it is left out of an SR).
+
     Examples
     --------
+    >>> column_code("mean_bq_ml")[1]
+    ('Bq/ml', 'UCUM', 'becquerel per milliliter')
     >>> column_code("suv_bw_peak")[0][2], column_code("suv_bw_peak")[1][0], column_code("suv_bw_peak")[2][2]
     ('SUVbw', '{SUVbw}g/ml', 'Peak Value Within ROI')
     >>> column_code("voxels") is None

@@ -126,6 +126,22 @@ def score_transforms(sampler, matrices_ras) -> tuple:
         points outside the moving field of view count as the moving image's minimum.
     overlap : (K,) array
         Share of the fixed points that land inside the moving image.
+
+    Examples
+    --------
+    The sampler is built by :func:`~napari_immunotrack.registration.register`; any object with its
+    attributes will do, here a moving image bright where LPS x >= 4 mm and fixed points binned alike:
+
+    >>> from types import SimpleNamespace
+    >>> moving = np.zeros((8, 8, 8), np.float32); moving[:, :, 4:] = 1.0
+    >>> points = np.array([[x, y, z] for x in range(1, 7) for y in (2, 5) for z in (2, 5)], float)   # LPS mm
+    >>> sampler = SimpleNamespace(points=points, bins=2, fbin=(points[:, 0] >= 4).astype(np.int64),
+    ...                           moving=moving, moving_flat=moving.ravel(), m_lo=0.0, m_hi=1.0,
+    ...                           m_inv=np.eye(3), m_origin=np.zeros(3), m_size=np.array([8, 8, 8]))
+    >>> shift = np.eye(4); shift[0, 3] = 2.0                     # 2 mm to the Right (RAS)
+    >>> mi, overlap = score_transforms(sampler, [np.eye(4), shift])
+    >>> mi.round(3), overlap.round(3)                            # identity: log(2) nats, all points inside
+    (array([0.693, 0.132]), array([1.   , 0.833]))
     """
     mats = np.array([ras_to_lps_transform(m) for m in np.asarray(matrices_ras, float)])
     k, bins = len(mats), sampler.bins

@@ -138,7 +138,31 @@ def bloch_mcconnell_z(
 
 
 def pool_effect(tissue: Tissue, pool: str, at_ppm: float, **kwargs) -> float:
-    """A pool's effect: Z without the pool minus Z with it, at ``at_ppm`` (a fraction of M0)."""
+    """A pool's effect: Z without the pool minus Z with it, at ``at_ppm`` (a fraction of M0).
+
+    The definition the tests check the analysis against (``docs/methods/cest.md#validation``).
+
+    Parameters
+    ----------
+    tissue : Tissue
+        The tissue with the pool.
+    pool : str
+        The pool's name (e.g. "amide", "lrp").
+    at_ppm : float
+        Saturation offset, ppm from water (usually the pool's own shift).
+    **kwargs
+        ``b1_ut``, ``tsat_s``, ``field_t`` of :func:`bloch_mcconnell_z`.
+
+    Returns
+    -------
+    float
+        Fraction of M0.
+
+    Examples
+    --------
+    >>> round(pool_effect(TISSUES["depot"], "lrp", 3.4), 4), round(pool_effect(TISSUES["muscle"], "amide", 3.5), 4)
+    (0.1097, 0.0239)
+    """
     return float(
         bloch_mcconnell_z(tissue.without(pool), [at_ppm], **kwargs)[0]
         - bloch_mcconnell_z(tissue, [at_ppm], **kwargs)[0]
@@ -148,7 +172,35 @@ def pool_effect(tissue: Tissue, pool: str, at_ppm: float, **kwargs) -> float:
 def tissue_spectra(
     tissues: dict[str, Tissue], offsets_ppm, b0_range_ppm: float = 1.0, step_ppm: float = 0.01, **kwargs
 ):
-    """Fine-grid spectra of each tissue covering ``offsets +- b0_range`` (for shifting by B0 per voxel)."""
+    """Fine-grid spectra of each tissue covering ``offsets +- b0_range`` (for shifting by B0 per voxel).
+
+    Parameters
+    ----------
+    tissues : dict of str to Tissue
+        The tissues to simulate.
+    offsets_ppm : array of float
+        The series' offsets; M0 frames (``|dw| >= 100``) are left out of the grid.
+    b0_range_ppm : float, default 1.0
+        Largest B0 offset to cover, ppm.
+    step_ppm : float, default 0.01
+        Grid step, ppm.
+    **kwargs
+        ``b1_ut``, ``tsat_s``, ``field_t`` of :func:`bloch_mcconnell_z`.
+
+    Returns
+    -------
+    grid : ndarray
+        Offsets of the fine grid, ppm.
+    spectra : dict of str to ndarray
+        Z on the grid per tissue.
+
+    Examples
+    --------
+    >>> grid, spectra = tissue_spectra({"water": Tissue("water", 3.0, 0.05)}, [-300, -0.5, 0, 0.5],
+    ...                                b0_range_ppm=0.1, step_ppm=0.05)
+    >>> grid.size, round(float(grid[0]), 2), spectra["water"][[0, 13]].round(3).tolist()   # Z at -0.65 and 0 ppm
+    (27, -0.65, [0.492, 0.0])
+    """
     offsets = np.asarray(offsets_ppm, float)
     cest = offsets[np.abs(offsets) < 100]
     grid = np.arange(cest.min() - b0_range_ppm - step_ppm, cest.max() + b0_range_ppm + 2 * step_ppm, step_ppm)
@@ -188,10 +240,30 @@ def simulate_cest(
         M0 of the brightest tissue / noise sigma (Rician magnitude noise).
     wassr_offsets_ppm : offsets of a WASSR scan (low power, short), or None.
 
+    b1_ut, tsat_s : float
+        Saturation amplitude (uT) and duration (s) of the CEST series (defaults 1.0 and 2.0).
+    wassr_b1_ut, wassr_tsat_s : float
+        The same for the WASSR scan (defaults 0.3 and 0.5).
+    field_t : float
+        Field strength, T (default 9.4).
+    tissues : dict of str to Tissue, optional
+        Tissue models (default :data:`TISSUES`: muscle, tumour, reporter depot).
+    seed : int
+        Noise seed (default 0).
+
     Returns
     -------
     dict with Volumes ``series`` (4D), ``wassr`` (4D or None), ``b0_ppm``, ``labels`` and a ``truth`` dict
-    (per tissue: amide and reporter effects, pool parameters; the settings).
+    (per tissue: amide, amine and reporter effects, pool parameters; the settings).
+
+    Examples
+    --------
+    >>> water = Tissue("water", 3.0, 0.05)
+    >>> out = simulate_cest(np.array([[[1, 1]]]), np.eye(4), {1: "water"}, [-300, -0.5, 0, 0.5],
+    ...                     b0_ppm=np.array([[[0.0, 0.2]]]), m0=np.full((1, 1, 2), 1000.0), snr=1e6,
+    ...                     tissues={"water": water})
+    >>> out["series"].numpy()[:, 0, 0].astype(float).round(0).tolist()   # the second voxel's dip moved by B0
+    [[1000.0, 1000.0], [333.0, 537.0], [0.0, 56.0], [333.0, 122.0]]
     """
     tissues = dict(TISSUES if tissues is None else tissues)
     rng = np.random.default_rng(seed)
@@ -263,12 +335,52 @@ def simulate_cest(
 
 
 def default_offsets(n: int = 49, span_ppm: float = 6.0, m0_ppm: float = -300.0, n_m0: int = 1) -> np.ndarray:
-    """``n_m0`` M0 frames at ``m0_ppm`` then ``n`` offsets evenly in ``[-span, span]`` ppm."""
+    """``n_m0`` M0 frames at ``m0_ppm`` then ``n`` offsets evenly in ``[-span, span]`` ppm.
+
+    Parameters
+    ----------
+    n : int, default 49
+        Saturated offsets.
+    span_ppm : float, default 6.0
+        Half-width of the offset range, ppm.
+    m0_ppm : float, default -300.0
+        Offset of the unsaturated reference frames, ppm.
+    n_m0 : int, default 1
+        Number of reference frames.
+
+    Returns
+    -------
+    ndarray
+        ``n_m0 + n`` offsets, ppm.
+
+    Examples
+    --------
+    >>> default_offsets(5, 4.0).tolist()
+    [-300.0, -4.0, -2.0, 0.0, 2.0, 4.0]
+    """
     return np.r_[[m0_ppm] * n_m0, np.linspace(-span_ppm, span_ppm, n)]
 
 
 def default_wassr_offsets(n: int = 21, span_ppm: float = 1.5) -> np.ndarray:
-    """WASSR offsets: ``n`` values evenly in ``[-span, span]`` ppm."""
+    """WASSR offsets: ``n`` values evenly in ``[-span, span]`` ppm.
+
+    Parameters
+    ----------
+    n : int, default 21
+        Number of offsets.
+    span_ppm : float, default 1.5
+        Half-width, ppm.
+
+    Returns
+    -------
+    ndarray
+        Offsets, ppm.
+
+    Examples
+    --------
+    >>> default_wassr_offsets(5, 1.0).tolist()
+    [-1.0, -0.5, 0.0, 0.5, 1.0]
+    """
     return np.linspace(-span_ppm, span_ppm, n)
 
 

@@ -65,9 +65,28 @@ def _variation(variation) -> dict:
 def vary_design(design, rng: np.random.Generator, variation: Mapping[str, float]):
     """A copy of ``design`` (a :class:`~.study.StudyDesign`) with one animal's biology drawn.
 
+    Each factor is log-normal with mean one (the cohort's average stays the design's value).
+
+    Parameters
+    ----------
+    design : StudyDesign
+        The cohort's design (not changed).
+    rng : numpy.random.Generator
+        The random source.
+    variation : mapping of str to float
+        Log-normal SD of each factor: "cells" (cells injected), "homing" (per site), "doubling"
+        (per dividing site), "death" (per site), "weight" (body weight); missing keys do not vary.
+
     Returns
     -------
     (design, factors): the new design and the multiplicative factors drawn (for the truth).
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.study import StudyDesign
+    >>> animal, factors = vary_design(StudyDesign(), np.random.default_rng(0), {"cells": 0.2, "weight": 0.1})
+    >>> round(animal.car_t.cells), round(animal.patient_weight_kg, 5), round(factors["cells"], 4)
+    (5025797, 0.02455, 1.0052)
     """
     from dataclasses import replace
 
@@ -132,9 +151,11 @@ def make_cohort(
 
     Examples
     --------
-    >>> root = make_cohort("/tmp/cohort", n_subjects=4, timepoints_days=(0, 1), overwrite=True)  # doctest: +SKIP
-    >>> sorted(p.name for p in root.glob("sub-*"))                                          # doctest: +SKIP
-    ['sub-01', 'sub-02', 'sub-03', 'sub-04']
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = make_cohort(Path(tmp) / "cohort", n_subjects=2, timepoints_days=(0,))
+    ...     sorted(p.name for p in root.iterdir())
+    ['dataset_description.json', 'ground_truth.json', 'participants.tsv', 'sub-01', 'sub-02']
     """
     from . import study as S
 

@@ -53,10 +53,28 @@ def mpi_image(
     k_per_ng : signal units per ng of iron.
     background, noise_sd : offset per voxel and Gaussian noise SD (signal units).
 
+    to_phantom : scanner world -> phantom world, optional (identity when None).
+    rng : numpy.random.Generator, optional (seed 0 when None).
+    supersample : fine-grid subdivisions per axis for the blur (default 2).
+
     Returns
     -------
     dict: ``noiseless``, ``image`` (float32), ``iron_ng_map`` (ng per voxel after the
-    PSF, float64), ``lost_ng`` (outside the field of view) and the constants.
+    PSF, float64), ``lost_ng`` (outside the field of view) and the constants
+    ``k_per_ng``, ``background``, ``noise_sd``, ``fwhm_mm`` (``docs/methods/simulator.md#mpi``).
+
+    Raises
+    ------
+    InputError
+        Negative or non-finite iron, or a negative noise SD.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import grid_affine
+    >>> out = mpi_image(np.array([[0, 0, 0.0]]), np.array([100.0]), (12, 12, 12), grid_affine((12, 12, 12), 0.5),
+    ...                 noise_sd=0)
+    >>> round(float(out["iron_ng_map"].sum()), 3), round(float(out["noiseless"].sum()), 1)   # 100 ng x 10 per ng
+    (100.0, 1000.0)
     """
     iron = np.asarray(iron_ng, float).reshape(-1)
     if np.any(~np.isfinite(iron)) or np.any(iron < 0):

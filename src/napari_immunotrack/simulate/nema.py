@@ -81,6 +81,20 @@ def nema_rods(
     -------
     dict: ``image`` (Volume), ``labels`` (Volume, fine grid: rods 1.., cylinder = n_rods + 1),
     ``truth`` ({label: true concentration}), ``diameters_mm`` ({label: diameter}), ``fwhm_mm``.
+
+    Raises
+    ------
+    InputError
+        A non-positive voxel size, length or supersampling, or a negative FWHM.
+
+    Examples
+    --------
+    >>> rods = nema_rods(voxel_mm=1.0, supersample=2, length_mm=4.0, rod_diameters_mm=(2.0, 5.0))
+    >>> rods["image"].shape, rods["truth"], rods["diameters_mm"]
+    ((15, 41, 41), {1: 100.0, 2: 100.0, 3: 0.0}, {1: 2.0, 2: 5.0})
+    >>> image = rods["image"]                            # rod centres at x = +7 (2 mm) and -7 mm (5 mm)
+    >>> [round(float(image.numpy()[tuple(i)]), 1) for i in np.rint(image.world_to_index([[7, 0, 0], [-7, 0, 0]])).astype(int)]
+    [64.4, 99.9]
     """
     from scipy import ndimage
 

@@ -28,7 +28,28 @@ from .phantom import Body, Ellipsoid, Mouse
 
 
 def surface_height(mouse: Mouse, x: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Ventral skin height y_s(x, z) in mm (NaN outside the body's footprint)."""
+    """Ventral skin height y_s(x, z) in mm (NaN outside the body's footprint).
+
+    The body's elliptic cross-section at ``z``, and the tumour (a sphere) where it stands higher.
+
+    Parameters
+    ----------
+    mouse : Mouse
+        The phantom (:func:`~napari_immunotrack.simulate.phantom.make_mouse`).
+    x, z : ndarray
+        Phantom-world x and z, mm (broadcast together).
+
+    Returns
+    -------
+    ndarray
+        Skin y (anterior), mm.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> surface_height(make_mouse(0), np.array([0.0, 0.0, 30.0]), np.array([0.0, 40.0, 0.0])).round(2).tolist()
+    [9.5, nan, nan]
+    """
     body: Body = mouse.body
     s = np.abs((z - body.center[2]) / body.half_length)
     prof = np.power(np.clip(1.0 - s**body.power, 0.0, None), 1.0 / body.power)
@@ -59,11 +80,53 @@ def optical_image(
 ) -> dict:
     """Planar fluorescence image of point sources (phantom world, mm) with ``brightness`` (a.u. each).
 
+    Each source below the ventral skin at depth d is attenuated by ``exp(-mu_eff d)`` and
+    spread as a Gaussian of SD ``sqrt(sigma0^2 + (d / 2)^2)`` on a plane at the top of the skin
+    (``docs/methods/simulator.md#fluorescence``).
+
+    Parameters
+    ----------
+    mouse : Mouse
+        The phantom.
+    points_mm : (N, 3) array
+        Sources, phantom world mm.
+    brightness : (N,) array
+        Fluorescence of each source, a.u. (>= 0).
+    pixel_mm : float, default 0.2
+        Pixel size, mm.
+    mu_eff_per_mm : float, default 1.0
+        Effective attenuation coefficient, 1/mm.
+    sigma0_mm : float, default 0.3
+        Blur of a source at the surface, mm.
+    autofluorescence : float, default 0.02
+        Signal of the body's footprint, a.u./mm^2.
+    gain : float, default 50.0
+        Detected photoelectrons per a.u. per mm^2 (sets the shot noise).
+    read_noise : float, default 0.01
+        Gaussian read-noise SD, a.u./mm^2.
+    rng : numpy.random.Generator, optional
+        Noise source (seed 0 when None).
+    margin_mm : float, default 2.0
+        Field of view around the animal, mm.
+
     Returns
     -------
     dict: ``noiseless``, ``image`` ((1, rows, cols) float32, a.u./mm^2), ``affine`` (index -> phantom
     world RAS mm), ``depth_mm`` per source (NaN when outside the footprint), ``surface_weight``
-    (exp(-mu_eff d) per source), ``pixel_mm``, ``mu_eff_per_mm``.
+    (exp(-mu_eff d) per source), ``pixel_mm``, ``mu_eff_per_mm``, ``footprint`` ((1, rows, cols)
+    uint8, 1 over the body).
+
+    Raises
+    ------
+    InputError
+        A non-positive pixel size, a negative attenuation or negative brightness.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> out = optical_image(make_mouse(0), np.array([[0, 5, 0], [0, 0, 0.0]]), np.array([100.0, 100.0]), pixel_mm=1.0)
+    >>> out["image"].shape, out["depth_mm"].round(2).tolist(), out["surface_weight"].round(4).tolist()
+    ((1, 81, 31), [4.5, 9.5], [0.0111, 0.0001])
     """
     if pixel_mm <= 0 or mu_eff_per_mm < 0:
         raise InputError(f"pixel_mm={pixel_mm} must be > 0 and mu_eff_per_mm={mu_eff_per_mm} >= 0.")

@@ -41,7 +41,39 @@ def _noisy(clean: np.ndarray, sigma: float, rng) -> np.ndarray:
 
 
 def multi_echo_gre(s0, r2s_per_s, te_ms: Sequence[float], sigma: float, rng) -> np.ndarray:
-    """Multi-echo gradient echo: ``S0 exp(-TE R2*)`` plus Rician noise, shape (n_echoes,) + shape."""
+    """Multi-echo gradient echo: ``S0 exp(-TE R2*)`` plus Rician noise, shape (n_echoes,) + shape.
+
+    See ``docs/methods/relaxometry.md#t2star``.
+
+    Parameters
+    ----------
+    s0 : float or array
+        Signal at TE = 0.
+    r2s_per_s : float or array
+        R2*, 1/s (broadcast with ``s0``).
+    te_ms : sequence of float
+        Echo times, ms (at least two, >= 0).
+    sigma : float
+        Rician noise SD per channel (0: noiseless magnitude).
+    rng : numpy.random.Generator
+        Noise source.
+
+    Returns
+    -------
+    ndarray of float32
+        One image per echo.
+
+    Raises
+    ------
+    InputError
+        Fewer than two echo times, or negative / non-finite ones.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> multi_echo_gre(1000.0, 50.0, [2, 4, 8], sigma=0, rng=rng).astype(float).round(1).tolist()   # T2* 20 ms
+    [904.8, 818.7, 670.3]
+    """
     te = _times(te_ms, "echo times")
     s0, r2s = np.broadcast_arrays(np.asarray(s0, float), np.asarray(r2s_per_s, float))
     clean = s0[None] * np.exp(-te.reshape((-1,) + (1,) * s0.ndim) / 1000.0 * r2s[None])
@@ -62,7 +94,42 @@ def multi_echo_se(
     """CPMG multi-echo spin echo at ``ESP, 2 ESP, ...``; with ``b1 != 1`` the stimulated echoes of
     imperfect refocusing are included by the extended phase graph
     (:func:`~napari_immunotrack.analysis.relaxometry.epg_cpmg`, checked against an isochromat
-    Bloch simulation in the tests)."""
+    Bloch simulation in the tests; ``docs/methods/relaxometry.md#epg``).
+
+    Parameters
+    ----------
+    s0 : float or array
+        Signal scale (equilibrium magnetisation).
+    r2_per_s : float or array
+        R2, 1/s.
+    esp_ms : float
+        Echo spacing, ms.
+    n_echoes : int
+        Number of echoes.
+    sigma : float
+        Rician noise SD (0: noiseless).
+    rng : numpy.random.Generator
+        Noise source.
+    b1 : float or array, default 1.0
+        Relative B1: the refocusing angle actually reached is ``b1 * refocusing_deg``.
+    t1_ms : float, default 1000.0
+        T1 used for the stimulated-echo pathways, ms.
+    refocusing_deg : float, default 180.0
+        Nominal refocusing flip angle, degrees.
+
+    Returns
+    -------
+    ndarray of float32
+        Shape ``(n_echoes,) + shape``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> multi_echo_se(1000.0, 1000 / 30, 10, 4, 0, rng).astype(float).round(1).tolist()      # T2 30 ms
+    [716.5, 513.4, 367.9, 263.6]
+    >>> multi_echo_se(1000.0, 1000 / 30, 10, 4, 0, rng, b1=0.8).astype(float).round(1).tolist()
+    [648.1, 542.6, 336.0, 290.9]
+    """
     s0, r2, b1 = np.broadcast_arrays(np.asarray(s0, float), np.asarray(r2_per_s, float), np.asarray(b1, float))
     t2 = np.where(r2 > 0, 1000.0 / np.maximum(r2, 1e-9), 1e9)
     trains = epg_cpmg(t2.ravel(), b1.ravel(), float(esp_ms), int(n_echoes), t1_ms, refocusing_deg)
@@ -71,7 +138,33 @@ def multi_echo_se(
 
 
 def spgr(m0, r1_per_s, flip_deg, tr_ms: float, b1=1.0) -> np.ndarray:
-    """Spoiled gradient-echo steady state ``M0 sin a (1 - E1) / (1 - cos a E1)`` (TE -> 0), a = b1 x flip."""
+    """Spoiled gradient-echo steady state ``M0 sin a (1 - E1) / (1 - cos a E1)`` (TE -> 0), a = b1 x flip.
+
+    ``E1 = exp(-TR R1)``; see ``docs/methods/relaxometry.md#vfa``.
+
+    Parameters
+    ----------
+    m0 : float or array
+        Equilibrium magnetisation.
+    r1_per_s : float or array
+        R1, 1/s.
+    flip_deg : float or sequence of float
+        Nominal flip angles, degrees.
+    tr_ms : float
+        Repetition time, ms.
+    b1 : float or array, default 1.0
+        Relative B1 (scales the flip angle).
+
+    Returns
+    -------
+    ndarray
+        Shape ``(n_flips,) + shape``, noiseless.
+
+    Examples
+    --------
+    >>> spgr(1000.0, 1 / 1.5, [5, 15, 30], tr_ms=15).round(2).tolist()      # T1 1.5 s
+    [63.22, 58.95, 34.89]
+    """
     flips = np.asarray(flip_deg, float).ravel()
     m0, r1, b1 = np.broadcast_arrays(np.asarray(m0, float), np.asarray(r1_per_s, float), np.asarray(b1, float))
     a = np.deg2rad(flips.reshape((-1,) + (1,) * m0.ndim)) * b1[None]
@@ -80,12 +173,60 @@ def spgr(m0, r1_per_s, flip_deg, tr_ms: float, b1=1.0) -> np.ndarray:
 
 
 def vfa_series(m0, r1_per_s, flip_deg, tr_ms: float, sigma: float, rng, b1=1.0) -> np.ndarray:
-    """Variable flip angle set: :func:`spgr` at each angle plus Rician noise."""
+    """Variable flip angle set: :func:`spgr` at each angle plus Rician noise.
+
+    Parameters
+    ----------
+    m0, r1_per_s, flip_deg, tr_ms, b1
+        As for :func:`spgr`.
+    sigma : float
+        Rician noise SD (0: noiseless).
+    rng : numpy.random.Generator
+        Noise source.
+
+    Returns
+    -------
+    ndarray of float32
+        Shape ``(n_flips,) + shape``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> vfa_series(1000.0, 1 / 1.5, [5, 15, 30], 15, sigma=0, rng=rng).astype(float).round(2).tolist()
+    [63.22, 58.95, 34.89]
+    """
     return _noisy(spgr(m0, r1_per_s, flip_deg, tr_ms, b1), sigma, rng)
 
 
 def saturation_recovery_series(m0, r1_per_s, t_ms, sigma: float, rng) -> np.ndarray:
-    """``M0 (1 - exp(-t R1))`` at each delay after saturation, plus Rician noise."""
+    """``M0 (1 - exp(-t R1))`` at each delay after saturation, plus Rician noise.
+
+    See ``docs/methods/relaxometry.md#sr``.
+
+    Parameters
+    ----------
+    m0 : float or array
+        Equilibrium magnetisation.
+    r1_per_s : float or array
+        R1, 1/s.
+    t_ms : sequence of float
+        Delays after saturation, ms (at least two, >= 0).
+    sigma : float
+        Rician noise SD (0: noiseless).
+    rng : numpy.random.Generator
+        Noise source.
+
+    Returns
+    -------
+    ndarray of float32
+        Shape ``(n_delays,) + shape``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> saturation_recovery_series(1000.0, 1.0, [0, 500, 1000, 3000], 0, rng).astype(float).round(1).tolist()
+    [0.0, 393.5, 632.1, 950.2]
+    """
     t = _times(t_ms, "saturation times")
     m0, r1 = np.broadcast_arrays(np.asarray(m0, float), np.asarray(r1_per_s, float))
     clean = m0[None] * (1 - np.exp(-t.reshape((-1,) + (1,) * m0.ndim) / 1000.0 * r1[None]))
@@ -93,7 +234,36 @@ def saturation_recovery_series(m0, r1_per_s, t_ms, sigma: float, rng) -> np.ndar
 
 
 def inversion_recovery_series(m0, r1_per_s, ti_ms, sigma: float, rng, efficiency: float = 1.0) -> np.ndarray:
-    """Magnitude inversion recovery ``|M0 (1 - (1 + efficiency) exp(-TI R1))|`` (long TR), plus Rician noise."""
+    """Magnitude inversion recovery ``|M0 (1 - (1 + efficiency) exp(-TI R1))|`` (long TR), plus Rician noise.
+
+    See ``docs/methods/relaxometry.md#inversion-recovery``.
+
+    Parameters
+    ----------
+    m0 : float or array
+        Equilibrium magnetisation.
+    r1_per_s : float or array
+        R1, 1/s.
+    ti_ms : sequence of float
+        Inversion times, ms (at least two, >= 0).
+    sigma : float
+        Rician noise SD (0: noiseless magnitude).
+    rng : numpy.random.Generator
+        Noise source.
+    efficiency : float, default 1.0
+        Inversion efficiency (1: a perfect 180 degree inversion).
+
+    Returns
+    -------
+    ndarray of float32
+        Shape ``(n_ti,) + shape``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> inversion_recovery_series(1000.0, 1.0, [0, 693.147, 3000], 0, rng).astype(float).round(1).tolist()
+    [1000.0, 0.0, 900.4]
+    """
     ti = _times(ti_ms, "inversion times")
     m0, r1 = np.broadcast_arrays(np.asarray(m0, float), np.asarray(r1_per_s, float))
     clean = m0[None] * (1 - (1 + efficiency) * np.exp(-ti.reshape((-1,) + (1,) * m0.ndim) / 1000.0 * r1[None]))
@@ -103,7 +273,32 @@ def inversion_recovery_series(m0, r1_per_s, ti_ms, sigma: float, rng, efficiency
 def b1_field(
     shape, affine: np.ndarray, centre_mm=(0.0, 0.0, 0.0), falloff_mm: float = 40.0, peak: float = 1.05
 ) -> np.ndarray:
-    """A smooth relative B1 map (surface-coil-like fall-off): ``peak x exp(-(r / falloff)^2)``."""
+    """A smooth relative B1 map (surface-coil-like fall-off): ``peak x exp(-(r / falloff)^2)``.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape.
+    affine : (4, 4) array
+        Index -> world mm.
+    centre_mm : 3 floats, default (0, 0, 0)
+        Where B1 peaks, world mm.
+    falloff_mm : float, default 40.0
+        Distance at which B1 falls by a factor e, mm.
+    peak : float, default 1.05
+        Relative B1 at the centre.
+
+    Returns
+    -------
+    ndarray
+        Relative B1 (1 = the nominal flip angle), shape ``shape``.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import grid_affine
+    >>> b1_field((1, 1, 5), grid_affine((1, 1, 5), 10.0)).round(3).tolist()     # x = -20 ... 20 mm
+    [[[0.818, 0.986, 1.05, 0.986, 0.818]]]
+    """
     idx = np.indices(shape, dtype=float).reshape(3, -1).T
     world = idx @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
     r2 = ((world - np.asarray(centre_mm, float)) ** 2).sum(1)
@@ -116,6 +311,31 @@ def iron_concentration_map(shape, affine: np.ndarray, foci, supersample: int = 3
     The Gaussian of SD ``spread_mm`` is integrated over each voxel (``supersample^3``
     points), so the map holds each focus's iron exactly up to the truncation at 3 SD:
     ``sum(C x V_voxel) x 55.845e-3 ug = iron``.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape.
+    affine : (4, 4) array
+        Index -> world mm.
+    foci : iterable of dict
+        ``centroid_ras_mm`` (world mm), ``spread_mm`` (Gaussian SD, mm) and ``iron_pg``; foci with
+        no iron or no spread are skipped.
+    supersample : int, default 3
+        Sub-points per voxel along each axis.
+
+    Returns
+    -------
+    ndarray of float64
+        Iron concentration, mM Fe.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import grid_affine
+    >>> focus = {"centroid_ras_mm": (0, 0, 0), "spread_mm": 0.6, "iron_pg": 1e6}         # 1 ug Fe
+    >>> fe_mM = iron_concentration_map((12, 12, 12), grid_affine((12, 12, 12), 0.5), [focus])
+    >>> round(float(fe_mM.sum()) * 0.5**3 * 55.845e-3, 4)                             # ug back
+    1.0
     """
     out = np.zeros(shape, np.float64)
     aff = np.asarray(affine, float)
@@ -170,15 +390,40 @@ def qmri_scene(
     iron-oxide agent (``agent``'s relaxivities at ``field_t``) added to the
     tissue rates: ``R = R_tissue + r C``.
 
+    Parameters
+    ----------
+    seed : int, default 0
+        Study seed (the mouse and its foci, as in the study simulator) and noise seed.
+    day : float, default 1.0
+        Session day after injection (sets where the cells and their iron are).
+    voxel_mm : float, default 0.5
+        Isotropic voxel, mm.
+    z_range_mm : (low, high), default (3.0, 16.0)
+        Superior-inferior range kept, RAS z mm.
+    snr : float, default 20.0
+        Muscle signal over the Rician noise SD.
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+    agent : str, default "ferumoxytol"
+        Iron-oxide agent whose relaxivities are used (``docs/methods/relaxometry.md#relaxivity``).
+    b1_peak : float, default 1.05
+        Relative B1 at the coil centre (:func:`b1_field`).
+
     Returns
     -------
     dict
         ``series``: {"MEGRE", "MESE", "VFA", "IR", "SR"} 4D Volumes with their sampling
         lists in the metadata (ms, deg) and ``NoiseSigma``; ``b1``: the relative B1
         Volume; ``baseline``: {"MEGRE": the same GRE without iron (pre-injection)};
-        ``truth``: Volumes T2star_ms, T2_ms, T1_ms, R2star_per_s, R2_per_s,
-        R1_per_s, Fe_mM, B1 and the dict ``info`` (JSON-ready: protocol, sigma,
-        relaxivity, total iron).
+        ``truth``: Volumes T2star_ms, T2_ms, T1_ms, R2star_per_s, R2star_baseline_per_s,
+        R2_per_s, R1_per_s, Fe_mM, B1 and the tissue ``labels``; ``info``: JSON-ready
+        protocol, noise sigma, relaxivity, foci, total iron in the field of view (ug).
+
+    Examples
+    --------
+    >>> scene = qmri_scene(voxel_mm=1.5, z_range_mm=(3, 6))
+    >>> scene["series"]["MEGRE"].shape, scene["info"]["noise_sigma"], sorted(scene["series"])
+    ((8, 2, 16, 19), 50.0, ['IR', 'MEGRE', 'MESE', 'SR', 'VFA'])
     """
     from .phantom import grid_affine, property_luts
     from .study import (

@@ -45,6 +45,28 @@ def pose_matrix(
 
     ``flip`` adds a 180 degree turn about the body's long axis (prone <-> supine).
 
+    Parameters
+    ----------
+    rotation_deg : 3 floats, default (0, 0, 0)
+        Angles about x, y, z, degrees.
+    translation_mm : 3 floats, default (0, 0, 0)
+        Shift after the rotation, mm.
+    center_mm : 3 floats, default (0, 0, 0)
+        Centre of rotation, phantom world mm.
+    flip : bool, default False
+        Add the half turn about the long axis (before the rotation).
+    long_axis : int, default 2
+        The body's long axis (0 x, 1 y, 2 z).
+
+    Returns
+    -------
+    (4, 4) ndarray
+        Phantom world -> scanner world, mm.
+
+    Examples
+    --------
+    >>> np.round(pose_matrix(flip=True)[:3, :3]).tolist()          # prone: x and y turned over
+    [[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]
     >>> p = pose_matrix((0, 0, 90), (1, 0, 0))
     >>> np.round(p @ [1.0, 0, 0, 1], 6).tolist()
     [1.0, 1.0, 0.0, 1.0]
@@ -68,7 +90,33 @@ def random_pose(
     center_mm: Sequence[float] = (0.0, 0.0, 0.0),
     flip: bool = False,
 ) -> dict:
-    """Draw a pose uniformly within +-``max_rotation_deg`` per axis and +-``max_shift_mm`` per axis."""
+    """Draw a pose uniformly within +-``max_rotation_deg`` per axis and +-``max_shift_mm`` per axis.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    max_rotation_deg : float, default 15.0
+        Largest angle about each axis, degrees.
+    max_shift_mm : float, default 3.0
+        Largest shift along each axis, mm.
+    center_mm : 3 floats, default (0, 0, 0)
+        Centre of rotation, mm.
+    flip : bool, default False
+        Prone instead of supine (see :func:`pose_matrix`).
+
+    Returns
+    -------
+    dict
+        ``matrix`` (4x4, :func:`pose_matrix`), ``rotation_deg_xyz``, ``translation_mm``,
+        ``rotation_center_mm``, ``flipped``.
+
+    Examples
+    --------
+    >>> pose = random_pose(np.random.default_rng(0), max_rotation_deg=10, max_shift_mm=2)
+    >>> np.round(pose["rotation_deg_xyz"], 3).tolist(), np.round(pose["translation_mm"], 3).tolist()
+    ([2.739, -4.604, -9.181], [-1.934, 1.253, 1.651])
+    """
     rot = rng.uniform(-max_rotation_deg, max_rotation_deg, 3)
     shift = rng.uniform(-max_shift_mm, max_shift_mm, 3)
     return {
@@ -84,6 +132,26 @@ def bias_field(shape, strength: float, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative coil profile exp(strength * p) with p a random quadratic in [-1, 1] coordinates.
 
     ``strength`` 0.2 gives roughly +-20 % over the field of view, like a volume coil's falloff.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape.
+    strength : float
+        Largest exponent: the field lies in ``[exp(-strength), exp(strength)]`` (0: all ones).
+    rng : numpy.random.Generator
+        The random source.
+
+    Returns
+    -------
+    ndarray of float32
+        The multiplicative field.
+
+    Examples
+    --------
+    >>> field = bias_field((4, 4, 4), 0.2, np.random.default_rng(0))
+    >>> round(float(field.min()), 3), round(float(field.max()), 3)
+    (0.844, 1.221)
     """
     if strength == 0:
         return np.ones(shape, np.float32)
@@ -101,6 +169,30 @@ def smooth_displacement(
     """A smooth soft-tissue displacement field (3, *shape) in voxels, peak about ``amplitude_mm``.
 
     A sum of a few random low-frequency sinusoids per axis (wavelength ~``wavelength_mm``).
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape.
+    spacing_mm : 3 floats
+        Voxel size along each axis, mm.
+    amplitude_mm : float
+        Peak displacement, mm (0: no displacement).
+    rng : numpy.random.Generator
+        The random source.
+    wavelength_mm : float, default 12.0
+        Wavelength of the sinusoids, mm.
+
+    Returns
+    -------
+    ndarray of float32
+        Shape ``(3,) + shape``: displacement along each array axis, voxels.
+
+    Examples
+    --------
+    >>> d = smooth_displacement((8, 8, 8), (0.5, 0.5, 0.5), 0.3, np.random.default_rng(0))
+    >>> d.shape, round(float(np.abs(d).max()) * 0.5, 3)       # peak in mm
+    ((3, 8, 8, 8), 0.295)
     """
     spacing = np.asarray(spacing_mm, float)
     grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
@@ -185,6 +277,21 @@ def session_mri(
     SessionMRI
         ``volume`` (MR, axis-aligned grid in scanner world), ``pose``, ``gain``, ``bias`` (the field
         applied), ``displacement_vox`` (3, *shape) and ``labels`` (nearest label per voxel before deformation).
+
+    Other parameters: ``field_t`` (7.0 or 9.4 T), ``seed`` (noise, bias and deformation), ``name``
+    (of the Volume).
+
+    Raises
+    ------
+    InputError
+        A non-positive voxel size or supersampling.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> session = session_mri(make_mouse(0), np.eye(4), fov_mm=(6.4, 6.4, 6.4), voxel_mm=0.8, supersample=1)
+    >>> session.volume.spatial_shape, session.volume.center_world().round(2).tolist()   # centred on target_mm
+    ((8, 8, 8), [1.0, -1.0, 4.0])
     """
     if voxel_mm <= 0 or supersample < 1:
         raise InputError("voxel_mm must be > 0 and supersample >= 1.")
@@ -217,7 +324,26 @@ def session_mri(
 
 
 def landmarks(mouse: Mouse, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Phantom-world anatomical landmarks (organ and node centres) for scoring alignments."""
+    """Phantom-world anatomical landmarks (organ and node centres) for scoring alignments.
+
+    Parameters
+    ----------
+    mouse : Mouse
+        The phantom.
+    names : sequence of str, optional
+        Sites to use (default: every site that is a tissue label).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Site -> centre, phantom world mm.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> {k: v.round(2).tolist() for k, v in landmarks(make_mouse(0), ["liver", "spleen"]).items()}
+    {'liver': [-0.51, 1.55, 13.11], 'spleen': [-7.69, -0.48, 7.2]}
+    """
     names = names or [n for n in mouse.sites if n in LABEL_OF]
     return {n: np.asarray(mouse.sites[n]["center_mm"], float) for n in names if n in mouse.sites}
 
@@ -225,7 +351,29 @@ def landmarks(mouse: Mouse, names: Sequence[str] | None = None) -> dict[str, np.
 def target_registration_error(
     estimated_fixed_to_moving: np.ndarray, pose_fixed: np.ndarray, pose_moving: np.ndarray, points_phantom: np.ndarray
 ) -> np.ndarray:
-    """Distance (mm) between where an estimated map sends each landmark and where it truly is."""
+    """Distance (mm) between where an estimated map sends each landmark and where it truly is.
+
+    Parameters
+    ----------
+    estimated_fixed_to_moving : (4, 4) array
+        The alignment under test: fixed session world -> moving session world.
+    pose_fixed, pose_moving : (4, 4) array
+        The true phantom -> session world poses.
+    points_phantom : (N, 3) array
+        Landmarks, phantom world mm.
+
+    Returns
+    -------
+    (N,) ndarray
+        Target registration error at each landmark, mm.
+
+    Examples
+    --------
+    >>> points = np.array([[-0.51, 1.55, 13.11], [-7.69, -0.48, 7.2]])
+    >>> turned = pose_matrix((0, 0, 5))                       # the moving session turned 5 degrees about z
+    >>> target_registration_error(np.eye(4), np.eye(4), turned, points).round(3)   # identity misses by
+    array([0.142, 0.672])
+    """
     p = np.c_[np.asarray(points_phantom, float), np.ones(len(points_phantom))]
     fixed_pts = p @ np.asarray(pose_fixed).T
     true_moving = fixed_pts @ (np.asarray(pose_moving) @ np.linalg.inv(pose_fixed)).T
@@ -234,7 +382,30 @@ def target_registration_error(
 
 
 def grid_points(volume: Volume, step_mm: float = 2.0, inside: np.ndarray | None = None) -> np.ndarray:
-    """World points on a regular grid over a volume (optionally only where ``inside`` is true): TRE targets."""
+    """World points on a regular grid over a volume (optionally only where ``inside`` is true): TRE targets.
+
+    Parameters
+    ----------
+    volume : Volume
+        The grid.
+    step_mm : float, default 2.0
+        Approximate spacing, mm (rounded to whole voxels of the smallest spacing).
+    inside : ndarray of bool, optional
+        Keep only voxels where this mask (on the volume's grid) is true.
+
+    Returns
+    -------
+    (N, 3) ndarray
+        World RAS points, mm.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import grid_affine
+    >>> grid = Volume(np.zeros((8, 8, 8)), grid_affine((8, 8, 8), 0.8))
+    >>> points = grid_points(grid, step_mm=3.2)
+    >>> points.shape, points[:2].round(2).tolist()
+    ((8, 3), [[-2.8, -2.8, -2.8], [0.4, -2.8, -2.8]])
+    """
     step = max(1, int(round(step_mm / float(volume.spacing.min()))))
     idx = np.stack(np.meshgrid(*[np.arange(0, n, step) for n in volume.spatial_shape], indexing="ij"), -1)
     idx = idx.reshape(-1, 3)
@@ -245,7 +416,30 @@ def grid_points(volume: Volume, step_mm: float = 2.0, inside: np.ndarray | None 
 
 def deformed_position(session: SessionMRI, undeformed_world: np.ndarray, iterations: int = 20) -> np.ndarray:
     """Where anatomy that would sit at ``undeformed_world`` (session world, rigid pose only) appears
-    in the deformed image: solves x + d(x) = y for x by fixed-point iteration (d smooth and small)."""
+    in the deformed image: solves x + d(x) = y for x by fixed-point iteration (d smooth and small).
+
+    Parameters
+    ----------
+    session : SessionMRI
+        A rendered session (its ``displacement_vox``).
+    undeformed_world : (N, 3) array
+        Points in the session world as the rigid pose alone puts them, mm.
+    iterations : int, default 20
+        Fixed-point iterations.
+
+    Returns
+    -------
+    (N, 3) ndarray
+        Where those points appear in the deformed image, world mm.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.simulate.phantom import make_mouse
+    >>> session = session_mri(make_mouse(0), np.eye(4), fov_mm=(6.4, 6.4, 6.4), voxel_mm=0.8, supersample=1,
+    ...                       deformation_mm=0.3, seed=1)
+    >>> deformed_position(session, [[1.0, -1.0, 4.0]]).round(3)
+    array([[ 0.994, -1.125,  4.021]])
+    """
     vol = session.volume
     y = vol.world_to_index(undeformed_world)
     x = y.copy()

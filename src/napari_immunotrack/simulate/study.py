@@ -1278,7 +1278,13 @@ def make_study(
 
     Examples
     --------
-    >>> root = make_study("/tmp/mouse_study", timepoints_days=(0, 1), size="tiny", overwrite=True)  # doctest: +SKIP
+    A baseline-only tiny study (MRI); add days after injection for PET, SPECT, 19F, MPI and optical:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = make_study(Path(tmp) / "mouse_study", timepoints_days=(0,), size="tiny")
+    ...     sorted(p.name for p in root.iterdir()), sorted(p.name for p in (root / "sub-01" / "ses-day0").iterdir())
+    (['dataset_description.json', 'ground_truth.json', 'sub-01'], ['anat', 'rois'])
     """
     design = design or StudyDesign()
     design.check()

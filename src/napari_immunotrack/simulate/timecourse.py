@@ -125,7 +125,34 @@ def car_t_population(
     Carrying all labels at once is a simulation convenience (each modality
     gets a readout of the same cells); per-cell loads are typical of T cells
     (1-5 pg Fe, 1e11-1e12 19F atoms, ~0.07 Bq 89Zr per cell, Weist et al.,
-    J Nucl Med 2018 59:1531).
+    J Nucl Med 2018 59:1531). Rates: ``docs/methods/simulator.md#time-course-where-cells-and-label-are-day-by-day``.
+
+    Parameters
+    ----------
+    cells : float, default 5e6
+        Cells injected.
+    iron_pg : float, default 5.0
+        Iron per cell, pg.
+    f_per_cell : float, default 1e12
+        19F atoms per cell.
+    zr89_bq : float, default 0.07
+        89Zr activity per cell at injection, Bq.
+    in111_bq : float, default 0.1
+        111In activity per cell at injection, Bq.
+    dye : float, default 1.0
+        Fluorescent dye per cell, a.u.
+
+    Returns
+    -------
+    Population
+        Intravenous route, homing rates to liver, spleen, tumour and nodes, division in the tumour
+        and nodes, death, exocytosis and macrophage handling of each label.
+
+    Examples
+    --------
+    >>> car_t = car_t_population(cells=1e6)
+    >>> car_t.route, car_t.cells, car_t.label_per_cell["iron"], car_t.doubling_days["tumour"]
+    ('iv', 1000000.0, 5.0, 2.0)
     """
     return Population(
         name="car_t",
@@ -161,6 +188,24 @@ def dc_vaccine_population(cells: float = 2e6, agent_fmol: float = 2.0) -> Popula
     """Dendritic cells labelled with a T1-T2 dual-mode agent, injected subcutaneously (left flank).
 
     They drain slowly to the left inguinal node; DCs do not divide.
+
+    Parameters
+    ----------
+    cells : float, default 2e6
+        Cells injected.
+    agent_fmol : float, default 2.0
+        Dual-mode agent per cell, fmol of metal.
+
+    Returns
+    -------
+    Population
+        Route "depot" at the site "dc_depot", homing only to the left inguinal node.
+
+    Examples
+    --------
+    >>> dc = dc_vaccine_population()
+    >>> dc.route, dc.depot_site, dc.label_per_cell, dc.k_in
+    ('depot', 'dc_depot', {'dual_mode': 2.0}, {'ln_inguinal_left': 0.04})
     """
     return Population(
         name="dc_vaccine",
@@ -191,11 +236,34 @@ def _check_times(times_days: Sequence[float]) -> np.ndarray:
 def simulate_population(pop: Population, times_days: Sequence[float], dt: float = 0.005) -> dict[float, dict]:
     """State of ``pop`` at each time (days after injection).
 
+    The compartment equations are integrated with fixed-step RK4
+    (``docs/methods/simulator.md#time-course-where-cells-and-label-are-day-by-day``).
+
+    Parameters
+    ----------
+    pop : Population
+        E.g. :func:`car_t_population` or :func:`dc_vaccine_population`.
+    times_days : sequence of float
+        Days after injection (>= 0).
+    dt : float, default 0.005
+        Integration step, days.
+
     Returns
     -------
-    {t: {"sites": {site: {"live_cells", "label_live" {label: amount}, "label_macrophage" {label: amount},
-         "label_per_live_cell" {label}, "divisions"}}, "circulating": {...}, "lung_trapped_cells",
-         "free_label" {label: {sink: amount}}, "total_label" {label: amount}}}
+    {t: {"time_days", "sites": {site: {"live_cells", "label_live" {label: amount},
+         "label_macrophage" {label: amount}, "label_per_live_cell" {label: amount}, "mean_divisions"}},
+         "source": {"name" ("circulation" or "depot"), "cells", "label_live", "lung_trapped_fraction"},
+         "free_label" {label: amount}, "cleared_label" {label: amount}, "injected_label" {label: amount},
+         "label_balance" {label: amount} (equals ``injected_label``: conservation)}}
+
+    Examples
+    --------
+    >>> course = simulate_population(car_t_population(), [1, 3], dt=0.05)
+    >>> {t: round(state["sites"]["tumour"]["live_cells"]) for t, state in course.items()}
+    {1.0: 287731, 3.0: 553398}
+    >>> day3 = course[3.0]
+    >>> round(day3["label_balance"]["iron"] / day3["injected_label"]["iron"], 9), round(day3["sites"]["tumour"]["mean_divisions"], 3)
+    (1.0, 1.346)
     """
     times = _check_times(times_days)
     sites = pop.sites
