@@ -61,6 +61,7 @@ from ._common import (
 )
 from ._dock import PluginDock
 from .readable import column_header, label_text, nuclide_text
+from .roles import listen_for_steps
 
 #: Smallest heights (px) of the results table (about six rows) and of the chart (axes, labels and names).
 TABLE_MIN_HEIGHT, CHART_MIN_HEIGHT = 180, 260
@@ -367,6 +368,7 @@ class ReadoutWidget(PluginDock):
         self.layers_pin.clicked.connect(self._layers_pin_clicked)
         self._later = Coalesced(self, self._refresh_choices)
         follow_layers(self.viewer, self._refresh_choices, on_rename=self._later)
+        listen_for_steps(self.viewer, self._refresh_choices)
 
     # ------------------------------------------------------------------ choices
     def _following_layers(self, images) -> set:
@@ -819,6 +821,7 @@ class CursorReadoutWidget(PluginDock):
         # a timepoint step swaps (and renames) the layers under a still mouse: say the new values at once
         self._after_step = Coalesced(self, self.update_now)
         follow_layers(self.viewer, lambda *_: None, on_rename=self._after_step)
+        listen_for_steps(self.viewer, self.update_now)
 
     def update_now(self) -> str:
         """Describe the values at the cursor's last position, and refresh napari's status line (after a step)."""
