@@ -331,3 +331,26 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
     assert confirm.pickers.names(["t2_post"]) == {"t2_post": "T2w (day 3)"}
     assert confirm.pickers.following()["t2_post"] == "follows"
     assert counts["day1"] > 0
+
+
+def test_open_sample_gives_the_docks_the_same_default_inputs(make_napari_viewer, qtbot):
+    """File > Open Sample (no Study dock): the day shown is the current timepoint, the day-0 anatomy its baseline."""
+    viewer = make_napari_viewer(show=False)
+    viewer.open_sample("napari-immunotrack", "mouse_study")
+    docks = {}
+    for name in ("Iron clusters", "T1-T2 confirmation", "Quantitative readouts", "Figure"):
+        _dock, widget = viewer.window.add_plugin_dock_widget("napari-immunotrack", name)
+        docks[name] = widget
+    clusters, confirm, readout = docks["Iron clusters"], docks["T1-T2 confirmation"], docks["Quantitative readouts"]
+    assert clusters.pickers.names(("post", "baseline")) == {"post": "T2starw (day 1)", "baseline": "T2starw (day 0)"}
+    assert confirm.pickers.names(("t1_post", "t2_post", "t1_pre", "t2_pre")) == {
+        "t1_post": "T1w (day 1)",
+        "t2_post": "T2w (day 1)",
+        "t1_pre": "T1w (day 0)",
+        "t2_pre": "T2w (day 0)",
+    }
+    assert readout.roi_combo.currentText() == "ROI (day 1)"  # the organs, not the reference tube
+    ticked = readout.selected_layers()
+    assert {viewer.layers[n].metadata["volume"].modality for n in ticked} == {"PT", "NM", "F19", "MPI"}
+    assert docks["Figure"].anatomy_combo.currentText() == "T2starw (day 1)"
+    assert "day 1 (baseline day 0)" in clusters.pickers.context_label.text()

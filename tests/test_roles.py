@@ -193,3 +193,23 @@ def test_fluorine_mm_is_atoms_over_avogadro_and_volume():
         "noise_sigma": 5.0,
     }
     assert readable.fluorine_calibration(type("V", (), {"metadata": {"ReferenceConcentration_mM": 100.0}})()) is None
+
+
+def test_a_step_is_announced_to_the_live_listeners_of_that_viewer_only():
+    class Dock:
+        def __init__(self):
+            self.heard = 0
+
+        def refresh(self):
+            self.heard += 1
+
+    viewer, other = object(), object()
+    kept, gone, elsewhere = Dock(), Dock(), Dock()
+    roles.listen_for_steps(viewer, kept.refresh)
+    roles.listen_for_steps(viewer, gone.refresh)
+    roles.listen_for_steps(other, elsewhere.refresh)
+    del gone  # a closed dock is forgotten, not kept alive
+    roles.announce_step(viewer)
+    roles.announce_step(viewer)
+    assert kept.heard == 2 and elsewhere.heard == 0
+    assert len(roles._STEP_LISTENERS[id(viewer)]) == 1

@@ -508,8 +508,13 @@ class Coalesced:
         self.timer = QTimer(parent)
         self.timer.setSingleShot(True)
         self.timer.setInterval(0)
-        self.timer.timeout.connect(func)
+        self.timer.timeout.connect(self._fire)
+        self.func = func
         self.pending = False
+
+    def _fire(self) -> None:
+        if self.pending:  # not done meanwhile (a step announcement refreshes at once)
+            self.func()
 
     def __call__(self, *args) -> None:
         self.pending = True
@@ -683,7 +688,10 @@ class LayerPickers:
 
     def follow(self) -> None:
         """Refresh now, whenever layers come and go, and (once, after it) whenever the Study steps."""
+        from .roles import listen_for_steps
+
         follow_layers(self.viewer, self.refresh, on_rename=self._later or self.refresh)
+        listen_for_steps(self.viewer, self.refresh)
 
     # ------------------------------------------------------------------ reading the choice
     def select(self, **layer_names) -> None:

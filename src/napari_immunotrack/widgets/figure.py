@@ -48,6 +48,7 @@ from ._common import (
     viewer_camera,
 )
 from ._dock import PluginDock
+from .roles import listen_for_steps
 
 #: napari world axes (S, A, R) displayed -> plane; the remaining axis is the slice.
 _PLANE_OF_DISPLAYED = {(1, 2): "axial", (0, 2): "coronal", (0, 1): "sagittal"}
@@ -251,7 +252,9 @@ class FigureWidget(PluginDock):
         layout.addStretch(1)
         self.save_button.clicked.connect(lambda: self.save_figure())
         self.snapshot_button.clicked.connect(lambda: self.save_snapshot())
-        follow_layers(self.viewer, self._refresh, on_rename=Coalesced(self, self._refresh))
+        self._later = Coalesced(self, self._refresh)
+        follow_layers(self.viewer, self._refresh, on_rename=self._later)
+        listen_for_steps(self.viewer, self._refresh)
 
     # ------------------------------------------------------------------ layer choices
     def _guess(self, key: str, names) -> str | None:
@@ -260,6 +263,7 @@ class FigureWidget(PluginDock):
         return next((n for n in names if self._modality(n) in prefer), None)
 
     def _refresh(self, *_):
+        self._later.pending = False
         self.pickers.refresh()
         labels = [layer for layer in self.viewer.layers if type(layer).__name__ == "Labels"]
         self._outlined = [ly for ly in self._outlined if any(same_layer(ly, other) for other in labels)]

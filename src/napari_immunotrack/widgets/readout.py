@@ -62,13 +62,14 @@ from ._common import (
 )
 from ._dock import PluginDock
 from .readable import column_header, label_text, nuclide_text
+from .roles import listen_for_steps
 
 #: Smallest heights (px) of the results table (about six rows) and of the chart (axes, labels and names).
 TABLE_MIN_HEIGHT, CHART_MIN_HEIGHT = 180, 260
 
-#: Events of the ROI layer that recompute a live readout: the user's brush, fill and eraser (a timepoint step
-#: swaps the layer's data without a paint event: the readouts of the new day are asked for with Compute).
-_ROI_EDITS = ("paint",)
+#: Events of the ROI layer that recompute a live readout (the user's brush, fill, eraser or new labels); a
+#: timepoint step also swaps the layer's data, but then the readouts of the new day wait for Compute.
+_ROI_EDITS = ("paint", "data", "labels_update")
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
 _NUCLEAR = ("PT", "NM")
@@ -92,6 +93,11 @@ _LEGACY_STATE_KEYS = {
     "QComboBox3": "header_layer",
     "QComboBox4": "metric",
 }
+
+
+def _study_session(layer) -> str | None:
+    """The Study session a layer holds now (None for a layer not from the Study dock)."""
+    return (getattr(layer, "metadata", None) or {}).get("immunotrack", {}).get("study_session")
 
 
 def _guess_roi(key: str, names) -> str | None:
@@ -333,14 +339,25 @@ class ReadoutWidget(PluginDock):
         self.header_info = QLabel("")
         self.header_info.setWordWrap(True)
         hform.addRow(self.header_info)
+        # the editable fields fold away: the readouts need the room more often than the header edits do
+        self.header_edit_toggle = QToolButton()
+        self.header_edit_toggle.setText("edit dose, weight, times...")
+        self.header_edit_toggle.setCheckable(True)
+        self.header_edit_box = QWidget()
+        eform = QFormLayout(self.header_edit_box)
+        eform.setContentsMargins(0, 0, 0, 0)
         self.header_edits = {}
         for key, label in EDITABLE:
             edit = QLineEdit()
             edit.setObjectName(key)
             self.header_edits[key] = edit
-            hform.addRow(label, edit)
+            eform.addRow(label, edit)
         self.apply_header = QPushButton("Apply edits")
-        hform.addRow(self.apply_header)
+        eform.addRow(self.apply_header)
+        self.header_edit_box.setVisible(False)
+        self.header_edit_toggle.toggled.connect(self.header_edit_box.setVisible)
+        hform.addRow(self.header_edit_toggle)
+        hform.addRow(self.header_edit_box)
         layout.addWidget(self.header_box)
 
         self.run_row = RunRow(layout, "Compute", on_run=self.run, owner=self)  # run_button, status, runner...
@@ -380,7 +397,7 @@ class ReadoutWidget(PluginDock):
         self.dicom_button.setEnabled(False)
         layout.addWidget(self.dicom_button)
 
-        self._timer = debounce_timer(self, 400, self.run)
+        self._timer = debounce_timer(self, 400, self._rerun_after_edit)
         self.apply_header.clicked.connect(self._apply_header_edits)
         self.export_button.clicked.connect(self._export_dialog)
         self.dicom_button.clicked.connect(self._export_dicom_dialog)
@@ -391,6 +408,7 @@ class ReadoutWidget(PluginDock):
         self.layers_pin.clicked.connect(self._layers_pin_clicked)
         self._later = Coalesced(self, self._refresh_choices)
         follow_layers(self.viewer, self._refresh_choices, on_rename=self._later)
+        listen_for_steps(self.viewer, self._refresh_choices)
 
     # ------------------------------------------------------------------ choices
     def _following_layers(self, images) -> set:
@@ -429,7 +447,9 @@ class ReadoutWidget(PluginDock):
             if pinned
             else "the current timepoint's PET, SPECT, 19F and MPI are ticked (tick others to pin your choice)"
         )
-        pets = [ly.name for ly in images if ly.metadata.get("volume") is not None and is_nuclear(ly.metadata["volume"])]
+        nuclear = [ly for ly in images if ly.metadata.get("volume") is not None and is_nuclear(ly.metadata["volume"])]
+        # PET first: its header is the one most often checked (the SPECT's follows in the list)
+        pets = [ly.name for ly in sorted(nuclear, key=lambda ly: ly.metadata["volume"].modality != "PT")]
         fill_combo(self.header_layer_combo, pets)
         self.header_box.setVisible(bool(pets))
         self._watch_roi_layer()
@@ -547,6 +567,15 @@ class ReadoutWidget(PluginDock):
                 emitter = getattr(layer.events, ev, None)
                 if emitter is not None:
                     emitter.connect(self._roi_edited)
+
+    def _rerun_after_edit(self) -> None:
+        """Recompute after the ROIs were edited, not after a timepoint step swapped them (the user asks)."""
+        try:
+            layer = self.pickers.layer("roi")
+        except InputError:
+            return
+        if layer is not None and _study_session(layer) == getattr(self, "_roi_session", None):
+            self.run()
 
     def _roi_edited(self, event=None) -> None:
         if self._live:  # live once a first readout was asked for
@@ -671,6 +700,7 @@ class ReadoutWidget(PluginDock):
             return
         self._inputs = {"rois": rois, **{n: v for n, v in layers}}
         self._live = True
+        self._roi_session = _study_session(roi_layer)
         self.status.setText("computing...")
         self.runner.start(
             readout_table,
@@ -704,12 +734,17 @@ class ReadoutWidget(PluginDock):
         self._show_table(result)
         n_roi = result["label"].nunique() if len(result) else 0
         msg = f"{n_roi} ROI(s) x {result['layer'].nunique() if len(result) else 0} layer(s)"
-        notes = [s for s in result.get("status", []) if s != "ok"] if len(result) else []
-        if notes:
-            msg += "; " + notes[0]
-        if result.attrs.get("warnings"):
-            msg += "; " + result.attrs["warnings"][0]
+        if len(result) and "status" in result.columns:
+            odd = result[result["status"] != "ok"]
+            for (layer, status), rows in list(odd.groupby(["layer", "status"], sort=False))[:2]:
+                msg += f"; {layer}: {len(rows)} ROI(s) {status}"
+        warned = result.attrs.get("warnings") or []
+        if warned:
+            # one short line; every warning in the tooltip (and in the exported provenance)
+            first = warned[0] if len(warned[0]) <= 140 else warned[0][:137] + "..."
+            msg += f"; {first}" + (f" (+{len(warned) - 1} more: hover)" if len(warned) > 1 else "")
         self.status.setText(msg)
+        self.status.setToolTip("\n".join(warned))
         self.export_button.setEnabled(True)
         self.dicom_button.setEnabled(True)
         self.run_row.run_pending(self.run)
@@ -895,6 +930,7 @@ class CursorReadoutWidget(PluginDock):
         # a timepoint step swaps (and renames) the layers under a still mouse: say the new values at once
         self._after_step = Coalesced(self, self.update_now)
         follow_layers(self.viewer, lambda *_: None, on_rename=self._after_step)
+        listen_for_steps(self.viewer, self.update_now)
 
     def update_now(self) -> str:
         """Describe the values at the cursor's last position, and refresh napari's status line (after a step)."""

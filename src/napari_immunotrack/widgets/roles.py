@@ -379,7 +379,47 @@ def check_distinct(chosen: Mapping[str, str | None], labels: Mapping[str, str] |
         )
 
 
+# ============================================================================ step announcements
+#: {id of the viewer: [weak references to callbacks]}: who wants to hear of a timepoint step.
+_STEP_LISTENERS: dict[int, list] = {}
+
+
+def _viewer_key(viewer) -> int:
+    return id(getattr(viewer, "__wrapped__", viewer))  # a plugin dock sees the viewer through a proxy
+
+
+def listen_for_steps(viewer, callback) -> None:
+    """Call ``callback()`` at the end of every timepoint step of ``viewer``'s Study dock.
+
+    The callback is held weakly (a closed dock is forgotten) and called synchronously, before napari
+    redraws: the docks show the new timepoint's inputs in the same frame as the images.
+    """
+    import weakref
+
+    ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+    _STEP_LISTENERS.setdefault(_viewer_key(viewer), []).append(ref)
+
+
+def announce_step(viewer) -> None:
+    """Tell the docks of ``viewer`` that the Study dock now shows another timepoint (the Study calls this)."""
+    refs = _STEP_LISTENERS.get(_viewer_key(viewer), [])
+    alive = []
+    for ref in refs:
+        callback = ref()
+        if callback is None:
+            continue
+        try:
+            callback()
+        except RuntimeError:  # the dock's Qt side was deleted
+            continue
+        alive.append(ref)
+    if refs:
+        _STEP_LISTENERS[_viewer_key(viewer)] = alive
+
+
 __all__ = [
+    "listen_for_steps",
+    "announce_step",
     "LayerFacts",
     "Role",
     "ROLES",

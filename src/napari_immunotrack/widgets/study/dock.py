@@ -64,6 +64,7 @@ from ...layer_content import array_fingerprint
 from ...volume import Volume
 from .._common import center_on_world, data_to_world_matrix, layer_to_volume, notify_error, viewer_camera
 from .._dock import PluginDock
+from ..roles import announce_step
 from .layers import StudyLayersMixin
 from .model import StudyViewModel
 from .planes import PLANES
@@ -627,6 +628,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if previous is not None:
             self._report_session(data)
         self._active_changed()
+        announce_step(self.viewer)  # the analysis docks show this timepoint's inputs now (widgets/roles.py)
 
     def _update_timepoint_label(self) -> None:
         self.timepoint_label.setText(self.model.timepoint_text())
