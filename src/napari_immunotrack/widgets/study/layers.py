@@ -34,7 +34,10 @@ class StudyLayersMixin:
     def _submit(self, session: str, baseline: bool = False):
         study, subject, reference = self.study, self.subject, self.reference
         tracks = BASELINE_TRACKS if baseline else None
-        future = self._executor.submit(prepare_session, study, subject, session, reference, tracks, baseline)
+        alignment = self._alignment_for(session)  # None: drawn in its scanner's frame
+        future = self._executor.submit(
+            prepare_session, study, subject, session, reference, tracks, baseline, None, alignment
+        )
         self._cache[(subject, session, baseline)] = future
         return future
 
