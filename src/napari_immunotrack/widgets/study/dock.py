@@ -68,11 +68,14 @@ from .layers import StudyLayersMixin
 from .model import StudyViewModel, session_text
 from .planes import PLANES
 from .session import (
+    PLANE_OF_NORMAL,
     PRESETS,
     SessionData,
     StudyFrame,
+    anatomy_projection,
     label_findings,
     layer_name,
+    planar_normal,
     prepare_session,
     preset_group,
     preset_limits,
@@ -132,6 +135,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.frame = StudyFrame()
         self.frame_mode = "reference"
         self._anatomy_grid: tuple | None = None  # (session, shape, affine) of the first anatomy seen
+        self._projection_layer = None  # the anatomy projected behind a planar optical image
         self._build()
         self._bind_keys()
         self._findings_timer = QTimer(self)
@@ -482,6 +486,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         for layer in list(self.track_layers.values()) + list(self.baseline_layers.values()):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+        if self._projection_layer is not None and self._projection_layer in self.viewer.layers:
+            self.viewer.layers.remove(self._projection_layer)
+        self._projection_layer = None
         self.track_layers.clear()
         self.baseline_layers.clear()
         self._pending_layers.clear()
@@ -551,7 +558,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
     def _update_frame_label(self) -> None:
         frame, names = self.frame, self.model.sessions
         if frame.reference is None:
-            text = "no session alignment saved: each day drawn in its scanner's frame (one bed: the same frame)."
+            text = "no session alignment saved: each day drawn in its scanner's frame (one bed: one frame for all)."
         elif self.frame_mode == "native":
             text = f"native scanner frames (alignment to {frame.reference} saved, not applied)."
         else:
@@ -695,6 +702,11 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if layer is not None:
             available = layer.metadata["immunotrack"].get("study_session") == self.session
             layer.visible = bool(visible) and available
+            if layer.metadata["immunotrack"].get("placement"):
+                if visible and available:
+                    self.show_planar(track)  # a planar picture: its own plane, over the anatomy's projection
+                else:
+                    self._update_projection()
         # keep the same track's boxes in step at every timepoint
         self._updating_tree = True
         for item in self._track_items(track):
@@ -768,6 +780,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             prepared = data.layers.get(track)
             if track not in self.track_layers and prepared is not None and self.shown.get(track):
                 self._add_layer("track", track, prepared)  # a kind missing at the first timepoint
+        self._update_projection()
         self._order_layers()
         # the same world point: napari may clamp it to a new extent; put it back
         if tuple(self.viewer.dims.point) != point:
@@ -857,6 +870,81 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             self.plane_combo.setCurrentText(plane)
             self.plane_combo.blockSignals(False)
         viewer_camera(self.viewer).orientation2d = ("up", "right")
+
+    # ------------------------------------------------------------------ planar optical images
+    def _planar_layer(self):
+        """The visible planar optical layer of the current timepoint, or None."""
+        for layer in self.track_layers.values():
+            if layer.visible and layer.metadata.get("immunotrack", {}).get("placement"):
+                return layer
+        return None
+
+    def show_planar(self, track: str) -> str | None:
+        """Show a planar optical track in its own plane (e.g. coronal) over the anatomy's projection.
+
+        The view switches to the plane the picture lies in and the slider to its position; the
+        anatomy shown is the first MRI of the timepoint averaged along the plane's normal, drawn
+        in the same plane. Returns the plane shown (None when the track is not a planar image).
+        """
+        layer = self.track_layers.get(track)
+        volume = layer.metadata.get("volume") if layer is not None else None
+        found = planar_normal(volume) if volume is not None else None
+        if found is None:
+            return None
+        axis, position = found
+        plane = PLANE_OF_NORMAL[axis]
+        if self.viewer.dims.ndisplay == 2:
+            self.set_plane(plane)
+        self._update_projection()
+        self._order_layers()
+        point = list(self.viewer.dims.point)
+        point[len(point) - 1 - axis] = position  # napari's last three axes are S, A, R
+        self.viewer.dims.point = point
+        self._tell(layer.metadata["immunotrack"]["placement"], "info")
+        return plane
+
+    def _update_projection(self) -> None:
+        """Keep the anatomy projection behind the visible planar optical image (none without one)."""
+        from ...study import track_order
+        from .._common import volume_layer_data
+
+        planar = self._planar_layer()
+        found = planar_normal(planar.metadata["volume"]) if planar is not None else None
+        anatomy = None
+        if found is not None:
+            # the anatomy the user is looking at first (the shown MRI), else the first MRI of the timepoint
+            order = sorted(self.track_layers, key=lambda t: (not self.track_layers[t].visible, track_order(t)))
+            for track in order:
+                candidate = self.track_layers[track]
+                info = candidate.metadata.get("immunotrack", {})
+                if (
+                    info.get("modality") == "MR"
+                    and info.get("study_session") == self.session
+                    and candidate.metadata.get("volume") is not None
+                ):
+                    anatomy = candidate
+                    break
+        if anatomy is None:
+            if self._projection_layer is not None and self._projection_layer in self.viewer.layers:
+                self.viewer.layers.remove(self._projection_layer)
+            self._projection_layer = None
+            return
+        axis, position = found
+        projection = anatomy_projection(anatomy.metadata["volume"], axis, position)
+        data, kwargs, _ = volume_layer_data(projection)
+        name = f"{anatomy.name.split(' (')[0]} mean projection along {'RAS'[axis]} ({self.session})"
+        layer = self._projection_layer
+        if layer is None or layer not in self.viewer.layers:
+            kwargs["name"] = name
+            kwargs["metadata"]["immunotrack"]["placement"] = (
+                f"the MRI averaged along {'RAS'[axis]} and drawn in the optical image's plane "
+                f"({'RAS'[axis]} = {position:.2f} mm): the anatomy behind the planar picture"
+            )
+            self._projection_layer = self.viewer.add_image(data, **kwargs)
+        else:
+            layer.data = data
+            layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
+            layer.name = name
 
     def set_three_plane(self, on: bool) -> ThreePlaneView | None:
         """Show or hide the axial/coronal/sagittal panels under the main view."""

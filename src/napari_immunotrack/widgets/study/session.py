@@ -220,6 +220,78 @@ def to_reference(volume: Volume, alignment: np.ndarray | None) -> Volume:
     return moved
 
 
+# ============================================================================ planar optical images (no Qt)
+#: the view that shows a plane whose normal is this RAS axis
+PLANE_OF_NORMAL = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def planar_normal(volume: Volume) -> tuple[int, float] | None:
+    """(RAS axis, position in mm) of a single-plane image (a planar fluorescence or bioluminescence
+    picture placed in the MRI world), or None for a volume.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> affine = np.array([[0, 0, -0.2, 17.0], [0.2, 0, 0, 9.5], [0, -0.2, 0, 40.0], [0, 0, 0, 1.0]])
+    >>> planar_normal(Volume(np.zeros((1, 50, 60)), affine))  # index (plane, row, column): a coronal plane
+    (1, 9.5)
+    """
+    shape = volume.spatial_shape
+    thin = [i for i, n in enumerate(shape) if n == 1]
+    if len(thin) != 1 or not volume.is_axis_aligned(tol_degrees=0.5):
+        return None
+    axis = int(np.argmax(np.abs(volume.affine[:3, thin[0]])))
+    return axis, float(volume.affine[axis, 3])
+
+
+def anatomy_projection(anatomy: Volume, axis: int, position_mm: float, how: str = "mean") -> Volume:
+    """The anatomy projected along RAS ``axis`` (mean or max), as one slice at ``position_mm`` on that axis:
+    the backdrop a planar optical image lies on (both in the same plane of the same world).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mri = Volume(np.arange(24.0).reshape(2, 3, 4), np.diag([0.5, 0.5, 0.5, 1.0]))
+    >>> proj = anatomy_projection(mri, 1, 9.5)  # along A; array axes S, A, R
+    >>> proj.spatial_shape, float(proj.index_to_world(np.zeros((1, 3)))[0][1])
+    ((4, 1, 2), 9.5)
+    """
+    if how not in ("mean", "max"):
+        raise InputError(f"projection {how!r}: choose mean or max.")
+    if not anatomy.is_axis_aligned(tol_degrees=0.5):
+        anatomy = anatomy.for_display()
+    canonical = anatomy.canonical()  # array axes S, A, R
+    array_axis = 2 - int(axis)
+    data = np.asarray(canonical.numpy(), np.float32)
+    if data.ndim == 4:
+        data = data[0]
+    projected = data.mean(axis=array_axis, keepdims=True) if how == "mean" else data.max(axis=array_axis, keepdims=True)
+    affine = np.array(canonical.affine, float)
+    affine[int(axis), 3] = float(position_mm)  # index 0 of the flattened axis sits in the optical plane
+    out = Volume(projected, affine, modality=anatomy.modality, unit=anatomy.unit)
+    out.name = f"{anatomy.name or 'MRI'} {how} projection"
+    return out
+
+
+def planar_placement_text(volume: Volume, source: Path | None = None) -> str:
+    """One sentence saying where a planar optical image sits in the world and why."""
+    found = planar_normal(volume)
+    if found is None:
+        return ""
+    axis, position = found
+    letter = "RAS"[axis]
+    how = (
+        "placed by the ImageToWorldAffine of its JSON sidecar"
+        if source is not None and any(Path(source).parent.glob("*.json"))
+        else "placed by its file's own geometry (nominal)"
+    )
+    return (
+        f"planar optical image: a 2D picture of the whole animal, drawn as the {PLANE_OF_NORMAL[axis]} plane "
+        f"{letter} = {position:.2f} mm of the MRI world ({how}); the anatomy behind it is the MRI projected "
+        f"along {letter}. Its signal is integrated through the body, not at that depth."
+    )
+
+
 def layer_name(label: str, day: float | None, session: str, extra: str = "") -> str:
     when = f"day {day:g}" if day is not None else session or "no session"
     return f"{label}{' ' + extra if extra else ''} ({when})"
@@ -278,6 +350,9 @@ def prepare_file(
         )
         if kind == "labels":
             kwargs.setdefault("opacity", 0.5)
+        placement = planar_placement_text(volume, Path(f.path)) if volume.modality == "OPT" else ""
+        if placement:
+            kwargs["metadata"]["immunotrack"]["placement"] = placement
         registered = volume.metadata.get("study", {}).get("registered")
         out.append(
             Prepared(
