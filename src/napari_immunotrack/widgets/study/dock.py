@@ -62,20 +62,25 @@ from ..._close_guard import offer_to_save
 from ...errors import InputError, one_line
 from ...layer_content import array_fingerprint
 from ...volume import Volume
-from .._common import center_on_world, data_to_world_matrix, layer_to_volume, notify_error, viewer_camera
+from .._common import RunRow, center_on_world, data_to_world_matrix, layer_to_volume, notify_error, viewer_camera
 from .._dock import PluginDock
 from ..roles import announce_step
 from .layers import StudyLayersMixin
-from .model import StudyViewModel
+from .model import StudyViewModel, session_text
 from .planes import PLANES
 from .session import (
+    PLANE_OF_NORMAL,
     PRESETS,
     SessionData,
+    StudyFrame,
+    anatomy_projection,
     label_findings,
     layer_name,
+    planar_normal,
     prepare_session,
     preset_group,
     preset_limits,
+    study_frame,
 )
 from .state import StudyStateMixin
 from .three_plane import ThreePlaneView
@@ -127,6 +132,11 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self._updating_tree = False
         self._told: set = set()
         self.state_path: Path | None = None
+        #: the subject's saved session alignments, and whether every day is shown in the reference frame
+        self.frame = StudyFrame()
+        self.frame_mode = "reference"
+        self._anatomy_grid: tuple | None = None  # (session, shape, affine) of the first anatomy seen
+        self._projection_layer = None  # the anatomy projected behind a planar optical image
         self._build()
         self._bind_keys()
         self._findings_timer = QTimer(self)
@@ -216,6 +226,27 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         tp_layout.addWidget(self.next_button)
         tp_layout.addWidget(self.timepoint_label)
         layout.addWidget(tp)
+        frame_box = QGroupBox("Frame (where every day is drawn)")
+        frame_layout = QVBoxLayout(frame_box)
+        self.reference_frame_box = QCheckBox("the animal stays still: every day in the reference session's frame")
+        self.reference_frame_box.setChecked(True)
+        self.reference_frame_box.setToolTip(
+            "ticked: each session is moved onto the reference session by its saved alignment "
+            "(xfm/*_from-anat_to-ses<REF>.tfm); unticked: each session where its scanner put it"
+        )
+        self.reference_frame_box.toggled.connect(
+            lambda on: self._guard(self.set_frame, "reference" if on else "native")
+        )
+        frame_layout.addWidget(self.reference_frame_box)
+        self.frame_label = QLabel("")
+        self.frame_label.setWordWrap(True)
+        frame_layout.addWidget(self.frame_label)
+        self.align_row = RunRow(frame_layout, "Align sessions", on_run=lambda: self._guard(self.align_sessions))
+        self.align_row.run_button.setToolTip(
+            "register every session's MRI to the reference session (rigid) and save the transforms in the study"
+        )
+        self.align_row.progress_bar.setMaximumHeight(12)
+        layout.addWidget(frame_box)
         self.prev_button.clicked.connect(lambda: self._guard(self.step, -1))
         self.next_button.clicked.connect(lambda: self._guard(self.step, 1))
         self.slider.valueChanged.connect(self._slider_moved)
@@ -367,16 +398,25 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.slider.setMaximum(max(len(names) - 1, 0))
         self.slider.setValue(names.index(session))
         self.slider.blockSignals(False)
+        self.frame = study_frame(study, self.subject)  # the saved session alignments (none: one bed)
+        self._anatomy_grid = None
+        for error in self.frame.errors:
+            self._tell(error, "error")
+        alignment = self._alignment_for(session)
+        # in the reference frame every session is drawn on the reference session's anatomy grid
+        reference = self._reference_anatomy() if alignment is not None else None
         # the shown tracks are read now; the others of this session in the background
         anatomy = self.model.anatomy_tracks(session)
-        data = prepare_session(study, self.subject, session, None, tracks=self.model.shown_tracks() + anatomy[:1])
+        data = prepare_session(
+            study, self.subject, session, reference, tracks=self.model.shown_tracks() + anatomy[:1], alignment=alignment
+        )
         # the reference grid for oblique volumes: the first axis-aligned MRI of the session
-        self.reference = next(
+        self.reference = reference or next(
             (p.volume for p in data.layers.values() if p.volume.modality == "MR" and p.volume.is_axis_aligned()), None
         )
         with self._lock:
             self._cache[(self.subject, session, False)] = self._executor.submit(
-                prepare_session, study, self.subject, session, self.reference, None, False, data
+                prepare_session, study, self.subject, session, self.reference, None, False, data, alignment
             )
         self._create_layers(data, progressive=progressive)
         self._update_timepoint_label()
@@ -447,6 +487,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         for layer in list(self.track_layers.values()) + list(self.baseline_layers.values()):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+        if self._projection_layer is not None and self._projection_layer in self.viewer.layers:
+            self.viewer.layers.remove(self._projection_layer)
+        self._projection_layer = None
         self.track_layers.clear()
         self.baseline_layers.clear()
         self._pending_layers.clear()
@@ -456,9 +499,126 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self.model.close()
 
     def _report_session(self, data: SessionData) -> None:
-        """Tell the user what is missing, unregistered or broken at this timepoint."""
+        """Tell the user what is missing, unregistered or broken at this timepoint, and where it is drawn."""
         for level, message in self.model.session_messages(data.layers, data.errors):
             self._tell(message, level)
+        self._check_positions(data)
+        self._update_frame_label()
+
+    # ------------------------------------------------------------------ the reference frame (issue 18)
+    def _alignment_for(self, session: str | None):
+        """The session's alignment to the reference session when every day is drawn in that frame, else None."""
+        if session is None or self.frame_mode != "reference" or self.frame.reference is None:
+            return None
+        return self.frame.alignment(session)
+
+    def _reference_anatomy(self) -> Volume | None:
+        """The reference session's first anatomy (its own scanner grid: the display grid of every day)."""
+        ref = self.frame.reference
+        tracks = self.model.anatomy_tracks(ref) if ref is not None else []
+        if not tracks:
+            return None
+        data = prepare_session(self.study, self.subject, ref, None, tracks=tracks[:1])
+        return next((p.volume for p in data.layers.values() if p.volume.is_axis_aligned()), None)
+
+    def _check_positions(self, data: SessionData) -> None:
+        """Warn when a session without alignment has another MRI grid than the first one seen: the animal
+        was probably repositioned, and drawing both in scanner frames would overlay the wrong anatomy."""
+        session = data.session
+        if self._alignment_for(session) is not None:
+            return
+        anatomy = next((p.volume for p in data.layers.values() if p.volume.modality == "MR"), None)
+        if anatomy is None:
+            return
+        grid = (session, tuple(anatomy.spatial_shape), np.asarray(anatomy.affine, float))
+        if self._anatomy_grid is None:
+            self._anatomy_grid = grid
+            return
+        first, shape, affine = self._anatomy_grid
+        if session == first or (shape == grid[1] and np.allclose(affine, grid[2], atol=1e-3)):
+            return
+        when = session_text(self.study, self.subject, session)
+        then = session_text(self.study, self.subject, first)
+        if self.frame_mode == "native" and self.frame.reference is not None:
+            self._tell(
+                f"{when}: drawn in its scanner's frame (native frames chosen); tick the reference frame "
+                "to keep the anatomy still.",
+                "info",
+            )
+            return
+        self._tell(
+            f"{when} and {then} have different MRI grids (the animal was probably repositioned) and sub-"
+            f"{self.subject} has no saved alignment for {when}: each is drawn where its scanner put it, so the "
+            "anatomy moves between days and overlays across days are not anatomical. Press 'Align sessions' "
+            "(Study dock) to compute the alignment (saved in the study).",
+            "warning",
+        )
+        self.align_row.run_button.setText("Align sessions (not aligned yet)")
+        self.align_row.run_button.setStyleSheet("font-weight: bold;")
+
+    def _update_frame_label(self) -> None:
+        frame, names = self.frame, self.model.sessions
+        if frame.reference is None:
+            text = "no session alignment saved: each day drawn in its scanner's frame (one bed: one frame for all)."
+        elif self.frame_mode == "native":
+            text = f"native scanner frames (alignment to {frame.reference} saved, not applied)."
+        else:
+            missing = frame.missing(names)
+            text = (
+                f"every day in {frame.reference}'s frame (aligned: {', '.join(s for s in names if s not in missing)})"
+            )
+            if missing:
+                text += f"; not aligned, drawn in its scanner's frame: {', '.join(missing)}"
+        self.frame_label.setText(text)
+        self.reference_frame_box.setEnabled(frame.reference is not None)
+
+    def set_frame(self, mode: str) -> None:
+        """Draw every day in the reference session's frame ("reference") or in its scanner's ("native")."""
+        if mode not in ("reference", "native"):
+            raise InputError(f"unknown frame {mode!r}; choose reference or native.")
+        self.reference_frame_box.blockSignals(True)
+        self.reference_frame_box.setChecked(mode == "reference")
+        self.reference_frame_box.blockSignals(False)
+        if mode == self.frame_mode:
+            return
+        self.frame_mode = mode
+        if self.study is not None:
+            shown = [t for t, on in self.shown.items() if on]
+            self.open_study(self.study.root, subject=self.subject, session=self.session, shown=shown)
+
+    def align_sessions(self) -> None:
+        """Compute the session alignments of the subject in a worker (progress, Cancel), then redraw."""
+        self.model.require_study()
+        if self.align_row.busy():
+            return
+        from ...alignment import align_study
+
+        root, subject = self.study.root, self.subject
+        self.align_row.status.setText(f"aligning the sessions of sub-{subject}...")
+        self.align_row.runner.start(
+            align_study, root, subject=subject, on_done=self._sessions_aligned, on_error=self._alignment_failed
+        )
+
+    def _alignment_failed(self, exc) -> None:
+        self.align_row.status.setText(one_line(exc))
+        self._tell(f"session alignment stopped: {one_line(exc)}", "error")
+
+    def _sessions_aligned(self, results) -> None:
+        done = [r.session for r in results if r.status in ("aligned", "reused", "doubtful-saved")]
+        problems = [r.message for r in results if r.status in ("failed", "doubtful")]
+        for message in problems:
+            self._tell(message, "warning")
+        ref = next((r.reference for r in results), None)
+        self.align_row.status.setText(
+            f"aligned to {ref}: {', '.join(done) or 'none'}" + (f"; {len(problems)} not aligned" if problems else "")
+        )
+        self.align_row.run_button.setText("Align sessions")
+        self.align_row.run_button.setStyleSheet("")
+        self.frame_mode = "reference"
+        if self.study is not None:
+            shown = [t for t, on in self.shown.items() if on]
+            self.open_study(self.study.root, subject=self.subject, session=self.session, shown=shown)
+        self.align_row.run_pending(self.align_sessions)
 
     # ------------------------------------------------------------------ tree
     def _fill_subjects(self) -> None:
@@ -543,6 +703,11 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if layer is not None:
             available = layer.metadata["immunotrack"].get("study_session") == self.session
             layer.visible = bool(visible) and available
+            if layer.metadata["immunotrack"].get("placement"):
+                if visible and available:
+                    self.show_planar(track)  # a planar picture: its own plane, over the anatomy's projection
+                else:
+                    self._update_projection()
         # keep the same track's boxes in step at every timepoint
         self._updating_tree = True
         for item in self._track_items(track):
@@ -616,6 +781,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             prepared = data.layers.get(track)
             if track not in self.track_layers and prepared is not None and self.shown.get(track):
                 self._add_layer("track", track, prepared)  # a kind missing at the first timepoint
+        self._update_projection()
         self._order_layers()
         # the same world point: napari may clamp it to a new extent; put it back
         if tuple(self.viewer.dims.point) != point:
@@ -706,6 +872,81 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
             self.plane_combo.setCurrentText(plane)
             self.plane_combo.blockSignals(False)
         viewer_camera(self.viewer).orientation2d = ("up", "right")
+
+    # ------------------------------------------------------------------ planar optical images
+    def _planar_layer(self):
+        """The visible planar optical layer of the current timepoint, or None."""
+        for layer in self.track_layers.values():
+            if layer.visible and layer.metadata.get("immunotrack", {}).get("placement"):
+                return layer
+        return None
+
+    def show_planar(self, track: str) -> str | None:
+        """Show a planar optical track in its own plane (e.g. coronal) over the anatomy's projection.
+
+        The view switches to the plane the picture lies in and the slider to its position; the
+        anatomy shown is the first MRI of the timepoint averaged along the plane's normal, drawn
+        in the same plane. Returns the plane shown (None when the track is not a planar image).
+        """
+        layer = self.track_layers.get(track)
+        volume = layer.metadata.get("volume") if layer is not None else None
+        found = planar_normal(volume) if volume is not None else None
+        if found is None:
+            return None
+        axis, position = found
+        plane = PLANE_OF_NORMAL[axis]
+        if self.viewer.dims.ndisplay == 2:
+            self.set_plane(plane)
+        self._update_projection()
+        self._order_layers()
+        point = list(self.viewer.dims.point)
+        point[len(point) - 1 - axis] = position  # napari's last three axes are S, A, R
+        self.viewer.dims.point = point
+        self._tell(layer.metadata["immunotrack"]["placement"], "info")
+        return plane
+
+    def _update_projection(self) -> None:
+        """Keep the anatomy projection behind the visible planar optical image (none without one)."""
+        from ...study import track_order
+        from .._common import volume_layer_data
+
+        planar = self._planar_layer()
+        found = planar_normal(planar.metadata["volume"]) if planar is not None else None
+        anatomy = None
+        if found is not None:
+            # the anatomy the user is looking at first (the shown MRI), else the first MRI of the timepoint
+            order = sorted(self.track_layers, key=lambda t: (not self.track_layers[t].visible, track_order(t)))
+            for track in order:
+                candidate = self.track_layers[track]
+                info = candidate.metadata.get("immunotrack", {})
+                if (
+                    info.get("modality") == "MR"
+                    and info.get("study_session") == self.session
+                    and candidate.metadata.get("volume") is not None
+                ):
+                    anatomy = candidate
+                    break
+        if anatomy is None:
+            if self._projection_layer is not None and self._projection_layer in self.viewer.layers:
+                self.viewer.layers.remove(self._projection_layer)
+            self._projection_layer = None
+            return
+        axis, position = found
+        projection = anatomy_projection(anatomy.metadata["volume"], axis, position)
+        data, kwargs, _ = volume_layer_data(projection)
+        name = f"{anatomy.name.split(' (')[0]} mean projection along {'RAS'[axis]} ({self.session})"
+        layer = self._projection_layer
+        if layer is None or layer not in self.viewer.layers:
+            kwargs["name"] = name
+            kwargs["metadata"]["immunotrack"]["placement"] = (
+                f"the MRI averaged along {'RAS'[axis]} and drawn in the optical image's plane "
+                f"({'RAS'[axis]} = {position:.2f} mm): the anatomy behind the planar picture"
+            )
+            self._projection_layer = self.viewer.add_image(data, **kwargs)
+        else:
+            layer.data = data
+            layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
+            layer.name = name
 
     def set_three_plane(self, on: bool) -> ThreePlaneView | None:
         """Show or hide the axial/coronal/sagittal panels under the main view."""

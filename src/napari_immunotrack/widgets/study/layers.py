@@ -34,7 +34,10 @@ class StudyLayersMixin:
     def _submit(self, session: str, baseline: bool = False):
         study, subject, reference = self.study, self.subject, self.reference
         tracks = BASELINE_TRACKS if baseline else None
-        future = self._executor.submit(prepare_session, study, subject, session, reference, tracks, baseline)
+        alignment = self._alignment_for(session)  # None: drawn in its scanner's frame
+        future = self._executor.submit(
+            prepare_session, study, subject, session, reference, tracks, baseline, None, alignment
+        )
         self._cache[(subject, session, baseline)] = future
         return future
 
@@ -141,9 +144,13 @@ class StudyLayersMixin:
         """Baseline layers at the bottom, then the tracks in their order (anatomy below hot spots)."""
         from ...study import track_order
 
-        ours = list(self.baseline_layers.values()) + [
-            self.track_layers[t] for t in sorted(self.track_layers, key=track_order)
-        ]
+        tracks = [self.track_layers[t] for t in sorted(self.track_layers, key=track_order)]
+        projection = getattr(self, "_projection_layer", None)
+        if projection is not None:
+            # the anatomy's projection right under the planar picture, above the 3D anatomy's slice
+            planar = [i for i, ly in enumerate(tracks) if ly.metadata.get("immunotrack", {}).get("placement")]
+            tracks.insert(planar[0] if planar else 0, projection)
+        ours = list(self.baseline_layers.values()) + tracks
         ours = [ly for ly in ours if ly in self.viewer.layers]
         if not ours:
             return

@@ -129,13 +129,181 @@ class SessionData:
     errors: list[str] = field(default_factory=list)
 
 
+# ============================================================================ the reference frame (no Qt)
+@dataclass
+class StudyFrame:
+    """Where the Study dock shows a subject's sessions.
+
+    ``reference`` is the session every other one is aligned to (None: no alignment saved);
+    ``alignments`` maps a session to its saved alignment, a 4x4 RAS matrix taking a point of the
+    reference session's world to the same anatomy in that session's world (what
+    :func:`napari_immunotrack.alignment.align_study` writes as ``xfm/<session_transform_name>``);
+    ``errors`` are the transforms that could not be read (one line each).
+    """
+
+    reference: str | None = None
+    alignments: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def alignment(self, session: str) -> np.ndarray | None:
+        """The session's alignment (identity for the reference session; None when it has none)."""
+        if session == self.reference:
+            return np.eye(4)
+        return self.alignments.get(session)
+
+    def missing(self, sessions) -> list[str]:
+        """The sessions without an alignment to the reference (all of them when there is no reference)."""
+        return [s for s in sessions if self.alignment(s) is None]
+
+
+def study_frame(study, subject: str) -> StudyFrame:
+    """The session alignments saved in a study for one subject (see :class:`StudyFrame`).
+
+    Looks in each session's ``xfm/`` folder for ``sub-<S>_ses-<T>_from-anat_to-ses<REF>.tfm``
+    (:func:`napari_immunotrack.alignment.session_transform_name`; the B-spline refinement beside it,
+    ``_desc-bspline``, is not used for display). When sessions name different references the
+    most common one wins; a transform that cannot be read is reported, never guessed.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.data import sample_study_root   # doctest: +SKIP
+    >>> from napari_immunotrack.study import open_study         # doctest: +SKIP
+    >>> study_frame(open_study(sample_study_root()), "01").reference is None  # one-bed sample # doctest: +SKIP
+    True
+    """
+    from collections import Counter
+
+    from ...alignment import session_transform_name
+    from ...io.transforms import read_transform
+
+    sessions = study.sessions(subject)
+    tag_to_session = {"ses" + "".join(ch for ch in ses if ch.isalnum()): ses for ses in sessions}
+    found: dict[str, dict[str, Path]] = {}  # reference -> {session: path}
+    for ses in sessions:
+        files = study.session_files(subject, ses)
+        dirs = {Path(f.session_dir) for f in files if f.session_dir is not None}
+        for folder in dirs:
+            for path in sorted((folder / "xfm").glob(f"sub-{subject}_ses-{ses}_from-anat_to-ses*.tfm")):
+                if "_desc-" in path.name:
+                    continue
+                tag = path.name.rsplit("_to-", 1)[1][: -len(".tfm")]
+                ref = tag_to_session.get(tag)
+                if ref is not None and path.name == session_transform_name(subject, ses, ref):
+                    found.setdefault(ref, {})[ses] = path
+    frame = StudyFrame()
+    if not found:
+        return frame
+    counts = Counter({ref: len(paths) for ref, paths in found.items()})
+    frame.reference = counts.most_common(1)[0][0]
+    for ses, path in found[frame.reference].items():
+        try:
+            frame.alignments[ses] = read_transform(path)
+        except InputError as exc:
+            frame.errors.append(
+                f"sub-{subject} ses-{ses}: its alignment {path.name} cannot be read ({one_line(exc)}); "
+                "recompute it (Align sessions, or `immunotrack align --overwrite`)."
+            )
+    return frame
+
+
+def to_reference(volume: Volume, alignment: np.ndarray | None) -> Volume:
+    """The volume placed in the reference session's world by its session's alignment (data untouched).
+
+    A voxel at this session's world point ``p`` sits at reference point ``T^-1 p``; the modality's own
+    registration to its MRI was already applied to the affine, so the two compose into one affine and
+    the data are resampled (for display) once, never twice.
+    """
+    if alignment is None or np.allclose(alignment, np.eye(4)):
+        return volume
+    moved = volume.replace(affine=np.linalg.inv(alignment) @ volume.affine)
+    moved.metadata["study_frame"] = "reference"
+    return moved
+
+
+# ============================================================================ planar optical images (no Qt)
+#: the view that shows a plane whose normal is this RAS axis
+PLANE_OF_NORMAL = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def planar_normal(volume: Volume) -> tuple[int, float] | None:
+    """(RAS axis, position in mm) of a single-plane image (a planar fluorescence or bioluminescence
+    picture placed in the MRI world), or None for a volume.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> affine = np.array([[0, 0, -0.2, 17.0], [0.2, 0, 0, 9.5], [0, -0.2, 0, 40.0], [0, 0, 0, 1.0]])
+    >>> planar_normal(Volume(np.zeros((1, 50, 60)), affine))  # index (plane, row, column): a coronal plane
+    (1, 9.5)
+    """
+    shape = volume.spatial_shape
+    thin = [i for i, n in enumerate(shape) if n == 1]
+    if len(thin) != 1 or not volume.is_axis_aligned(tol_degrees=0.5):
+        return None
+    axis = int(np.argmax(np.abs(volume.affine[:3, thin[0]])))
+    return axis, float(volume.affine[axis, 3])
+
+
+def anatomy_projection(anatomy: Volume, axis: int, position_mm: float, how: str = "mean") -> Volume:
+    """The anatomy projected along RAS ``axis`` (mean or max), as one slice at ``position_mm`` on that axis:
+    the backdrop a planar optical image lies on (both in the same plane of the same world).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mri = Volume(np.arange(24.0).reshape(2, 3, 4), np.diag([0.5, 0.5, 0.5, 1.0]))
+    >>> proj = anatomy_projection(mri, 1, 9.5)  # along A; array axes S, A, R
+    >>> proj.spatial_shape, float(proj.index_to_world(np.zeros((1, 3)))[0][1])
+    ((4, 1, 2), 9.5)
+    """
+    if how not in ("mean", "max"):
+        raise InputError(f"projection {how!r}: choose mean or max.")
+    if not anatomy.is_axis_aligned(tol_degrees=0.5):
+        anatomy = anatomy.for_display()
+    canonical = anatomy.canonical()  # array axes S, A, R
+    array_axis = 2 - int(axis)
+    data = np.asarray(canonical.numpy(), np.float32)
+    if data.ndim == 4:
+        data = data[0]
+    projected = data.mean(axis=array_axis, keepdims=True) if how == "mean" else data.max(axis=array_axis, keepdims=True)
+    affine = np.array(canonical.affine, float)
+    affine[int(axis), 3] = float(position_mm)  # index 0 of the flattened axis sits in the optical plane
+    out = Volume(projected, affine, modality=anatomy.modality, unit=anatomy.unit)
+    out.name = f"{anatomy.name or 'MRI'} {how} projection"
+    return out
+
+
+def planar_placement_text(volume: Volume, source: Path | None = None) -> str:
+    """One sentence saying where a planar optical image sits in the world and why."""
+    found = planar_normal(volume)
+    if found is None:
+        return ""
+    axis, position = found
+    letter = "RAS"[axis]
+    how = (
+        "placed by the ImageToWorldAffine of its JSON sidecar"
+        if source is not None and any(Path(source).parent.glob("*.json"))
+        else "placed by its file's own geometry (nominal)"
+    )
+    return (
+        f"planar optical image: a 2D picture of the whole animal, drawn as the {PLANE_OF_NORMAL[axis]} plane "
+        f"{letter} = {position:.2f} mm of the MRI world ({how}); the anatomy behind it is the MRI projected "
+        f"along {letter}. Its signal is integrated through the body, not at that depth."
+    )
+
+
 def layer_name(label: str, day: float | None, session: str, extra: str = "") -> str:
     when = f"day {day:g}" if day is not None else session or "no session"
     return f"{label}{' ' + extra if extra else ''} ({when})"
 
 
-def prepare_file(f, transforms: dict, reference: Volume | None, baseline: bool = False) -> list[Prepared]:
+def prepare_file(
+    f, transforms: dict, reference: Volume | None, baseline: bool = False, alignment: np.ndarray | None = None
+) -> list[Prepared]:
     """Read one study file and build its napari LayerData (thread-safe; no Qt).
+
+    ``alignment`` (the session's alignment to the reference session, see :class:`StudyFrame`)
+    places it in the reference session's world; None keeps its scanner's (registered MRI) world.
 
     PET/SPECT are shown in SUVbw when their header allows (the layer data are
     the native values times the SUV factor; the native Volume is kept in the
@@ -145,6 +313,7 @@ def prepare_file(f, transforms: dict, reference: Volume | None, baseline: bool =
 
     out = []
     for volume in load_study_file(f, transforms):
+        volume = to_reference(volume, alignment)
         label = (
             "PET"
             if f.role == "PET"
@@ -177,9 +346,13 @@ def prepare_file(f, transforms: dict, reference: Volume | None, baseline: bool =
             study_track=f.track,
             study_session=f.session,
             study_role="baseline" if baseline else "track",
+            study_frame="reference" if alignment is not None else "native",
         )
         if kind == "labels":
             kwargs.setdefault("opacity", 0.5)
+        placement = planar_placement_text(volume, Path(f.path)) if volume.modality == "OPT" else ""
+        if placement:
+            kwargs["metadata"]["immunotrack"]["placement"] = placement
         registered = volume.metadata.get("study", {}).get("registered")
         out.append(
             Prepared(
@@ -197,13 +370,15 @@ def prepare_session(
     tracks=None,
     baseline: bool = False,
     done: SessionData | None = None,
+    alignment: np.ndarray | None = None,
 ) -> SessionData:
     """Every file of a session prepared for display; a file that fails is reported, the rest go on.
 
     ``tracks`` limits it to some tracks; ``done`` is a partial result whose
     tracks are kept (not read again). Without a ``reference`` the first
     axis-aligned MRI of the session becomes the grid oblique volumes are
-    resampled to for display.
+    resampled to for display. ``alignment`` places the session in the reference
+    session's world (see :func:`prepare_file`).
     """
     from ...study import track_order
     from ...study_loading import session_transforms
@@ -229,7 +404,7 @@ def prepare_session(
         if f.track in result.layers:  # a second image of the same kind in one session: the first is shown
             continue
         try:
-            prepared = prepare_file(f, transforms, reference, baseline=baseline)
+            prepared = prepare_file(f, transforms, reference, baseline=baseline, alignment=alignment)
         except InputError as exc:
             result.errors.append(f"{study.relative(f.path)}: {one_line(exc)}")
             continue

@@ -1,0 +1,58 @@
+"""A planar optical image (issue 17 item 10) is shown in its own plane over the anatomy's projection: ticking
+it in the Study dock switches the view to that plane and position, and its placement is explained."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_immunotrack.volume import ras_to_napari
+from napari_immunotrack.widgets.study import StudyWidget
+
+pytestmark = pytest.mark.gui
+
+
+def test_ticking_fluorescence_shows_it_coronal_over_the_mri_projection(make_napari_viewer):
+    viewer = make_napari_viewer(show=False)
+    widget = StudyWidget(viewer)
+    try:
+        widget.open_study(None, session="day1")
+        optical = widget.track_layers["fluorescence"]
+        assert not optical.visible
+        sidecar_affine = np.array(
+            __import__("json").loads(
+                next((widget.study.root / "sub-01" / "ses-day1" / "optical").glob("*.json")).read_text()
+            )["ImageToWorldAffine"]
+        )
+        plane_a = sidecar_affine[1, 3]  # the sidecar puts the picture in the coronal plane A = this
+        widget.set_track_visible("fluorescence", True)
+        assert widget.plane_combo.currentText() == "coronal"
+        step = viewer.dims.range[-2].step  # napari snaps the point to its slider grid (axes S, A, R)
+        assert viewer.dims.point[-2] == pytest.approx(plane_a, abs=0.51 * step)
+        placement = optical.metadata["immunotrack"]["placement"]
+        assert "coronal plane A = " in placement and f"{plane_a:.2f}" in placement
+        assert placement in widget.messages
+        projection = widget._projection_layer
+        assert projection is not None and projection.visible
+        assert list(viewer.layers).index(projection) < list(viewer.layers).index(optical)  # behind it
+        # the projection is the mean of the day-1 T2*w along A, checked against nibabel's reading of the file
+        t2s = next((widget.study.root / "sub-01" / "ses-day1" / "anat").glob("*_T2starw.nii.gz"))
+        img = nib.as_closest_canonical(nib.load(t2s))  # RAS axes
+        mean_a = np.asarray(img.dataobj, float).mean(axis=1)  # (R, S)
+        ras = img.affine @ np.array([10, 0, 20, 1.0])  # a voxel's R and S, any A
+        point = ras[:3].copy()
+        point[1] = plane_a
+        index = np.round(projection.world_to_data(ras_to_napari(point))).astype(int)
+        assert index[1] == 0  # the single slice sits in the optical plane
+        assert float(np.asarray(projection.data)[tuple(index)]) == pytest.approx(mean_a[10, 20], rel=1e-4)
+        # the optical picture is there in the same plane (not a line above the skin)
+        oi = np.round(optical.world_to_data(ras_to_napari(point))).astype(int)
+        assert np.all(oi >= 0) and np.all(oi < np.asarray(optical.data.shape))
+        # a timepoint step keeps the backdrop on the new day's anatomy; unticking removes it
+        widget.set_timepoint("day3")
+        assert "day3" in widget._projection_layer.name
+        widget.set_track_visible("fluorescence", False)
+        assert widget._projection_layer is None
+    finally:
+        widget.shutdown()
