@@ -162,3 +162,58 @@ def test_real_subprocess(tmp_path):
     bad = subprocess.run([str(exe), "info", str(tmp_path / "missing.nii")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def test_info_on_a_folder_holding_an_ome_tiff_describes_it(tmp_path, capsys):
+    """A folder with an OME-TIFF (written by tifffile) is no DICOM series: info says so and describes the
+    file, with the shape and voxel size the OME-XML gives; other verbs name the file to give instead."""
+    folder = tmp_path / "microscopy"
+    folder.mkdir()
+    data = np.arange(4 * 16 * 24, dtype=np.uint16).reshape(4, 16, 24)
+    meta = {"axes": "ZYX", "PhysicalSizeX": 2.0, "PhysicalSizeY": 2.0, "PhysicalSizeZ": 5.0}  # micrometres
+    tifffile.imwrite(folder / "cells.ome.tif", data, ome=True, metadata=meta)
+    (folder / "notes.txt").write_text("acquired on the spinning disc")
+    rc = main(["info", str(folder)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "no DICOM" not in captured.out + captured.err
+    assert "is not a DICOM series" in captured.out and "cells.ome.tif (TIFF/OME-TIFF)" in captured.out
+    out = run_json(capsys, folder)
+    assert [Path(i["path"]).name for i in out["folder"]["images"]] == ["cells.ome.tif"]
+    (vol,) = out["volumes"]
+    reference = tifffile.TiffFile(folder / "cells.ome.tif")
+    assert vol["file"] == "cells.ome.tif" and sorted(vol["shape"]) == sorted(reference.series[0].shape)
+    assert sorted(vol["voxel_size_mm"]) == pytest.approx([0.002, 0.002, 0.005])
+    # another verb on the folder: one line naming the file to give
+    rc = main(["segment", str(folder), "-o", str(tmp_path / "c.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "cells.ome.tif" in err and "give the file" in err
+
+
+@pytest.mark.parametrize("make", ["not_gzip", "garbage_nii", "garbage_mha", "empty_zarr"])
+def test_error_messages_name_the_path_once(tmp_path, capsys, make):
+    """The libraries' own texts repeat the path (nibabel 'File x is not a gzip file', SimpleITK, zarr)."""
+    if make == "not_gzip":
+        path = tmp_path / "scan.nii.gz"
+        path.write_bytes(b"hello")
+    elif make == "garbage_nii":
+        path = tmp_path / "scan.nii"
+        path.write_bytes(b"x" * 10)
+    elif make == "garbage_mha":
+        path = tmp_path / "scan.mha"
+        path.write_bytes(b"x")
+    else:
+        path = tmp_path / "scan.zarr"
+        path.mkdir()
+    rc = main(["info", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.count(path.name) == 1, err
+
+
+def test_info_on_an_empty_folder_says_it_is_empty(tmp_path, capsys):
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    assert main(["info", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "empty folder" in err and err.count("\n") == 1

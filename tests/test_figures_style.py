@@ -143,3 +143,84 @@ def test_montage_panels_share_one_marker_corner():
     for i in range(3):
         letters = [t.get_text() for t in res.axes[f"panel_{i}"].texts if len(t.get_text()) == 1]
         assert len(letters) == 2
+
+
+def test_montage_colour_range_is_set_by_the_spots_shown_not_the_hidden_noise():
+    """A mostly empty 19F image (Rician noise everywhere, a few spots over a display threshold): the colour bar
+    spans the spots' values, so a 40 mM and a 300 mM spot get different colours (the report's 19F montage
+    used to run 4-20 mM with a 24 mM threshold: every spot drawn saturated)."""
+    from matplotlib.colors import to_rgba
+
+    shape = (80, 80, 12)  # axial slices across the last axis (world z)
+    aff = np.diag([0.5, 0.5, 0.5, 1.0])
+    rng = np.random.default_rng(5)
+    panels = []
+    for day in (1, 3):
+        noise = np.abs(rng.normal(0, 6, shape) + 1j * rng.normal(0, 6, shape)).astype(np.float32)
+        data = noise.copy()
+        data[20:26, 20:26, 4:9] = 40.0  # a faint spot
+        data[50:56, 50:56, 4:9] = 300.0  # a bright spot
+        panels.append(
+            {
+                "anatomy": None,
+                "overlay": Volume(data, aff, "F19", "mM", name="19F"),
+                "position_mm": 3.0,
+                "overlay_threshold": 30.0,
+                "title": f"day {day}",
+            }
+        )
+    res = F.montage(panels)
+    lo, hi = res.info["colorbar_range"]
+    assert 30.0 <= lo <= 45.0 and 250.0 <= hi <= 300.0, (lo, hi)
+    # pixels: the two spots are drawn in clearly different colours of the overlay's colour map
+    ax = res.axes["panel_0"]
+    overlay_image = ax.get_images()[-1]
+    cmap, norm = overlay_image.get_cmap(), overlay_image.norm
+    faint, bright = np.array(to_rgba(cmap(norm(40.0)))), np.array(to_rgba(cmap(norm(300.0))))
+    assert np.abs(faint - bright)[:3].max() > 0.4
+    rgba = F.render_png(res, dpi=80).astype(float) / 255
+    present = [np.min(np.abs(rgba[..., :3] - c[:3]).sum(axis=-1)) for c in (faint, bright)]
+    assert max(present) < 0.15, present  # both colours are on the canvas (alpha-blended on black: close)
+
+
+def test_organ_outlines_take_each_sites_own_colour():
+    """Named organ labels are outlined in their site's colour (the one of the time courses), whatever other
+    labels the slice holds; unnamed labels keep the per-value palette."""
+    from matplotlib.colors import to_hex as hexed
+
+    shape = (40, 40, 10)
+    aff = np.diag([0.5, 0.5, 0.5, 1.0])
+    mri = Volume(np.full(shape, 100.0, np.float32), aff, "MR", "a.u.")
+    labels = np.zeros(shape, np.int32)
+    labels[5:12, 5:12, :] = 8  # spleen
+    labels[20:30, 20:30, :] = 7  # liver
+    lab = Volume(labels, aff, "SEG", "label", name="organs", metadata={"label_names": {7: "liver", 8: "spleen"}})
+    res = F.fused_slice(mri, None, [lab], position_mm=2.5)
+    ax = res.axes["image"] if "image" in res.axes else next(iter(res.axes.values()))
+    drawn = res.info["outlines"][0]["labels"]
+    assert drawn == [7, 8]
+    contour_colours = [hexed(c.get_edgecolor()[0]) for c in ax.collections if len(c.get_edgecolor())]
+    expected = [F.site_style(n)["color"].lower() for n in ("liver", "spleen")]
+    assert expected != [c.lower() for c in F.OKABE_ITO[:2]]  # not what the per-value palette gives
+    assert contour_colours[-2:] == expected
+
+
+def test_day_bars_do_not_borrow_a_sites_colour():
+    table = pd.DataFrame(
+        [{"organ": o, "day": d, "suv": 1.0 + d} for o in ("tumour", "liver", "spleen") for d in (1, 3, 7)]
+    )
+    res = F.organ_bars(table, "suv", group="day", unit="SUVbw")
+    faces = {to_hex(p.get_facecolor()) for p in res.axes["bars"].patches}
+    assert len(faces) == 3  # one shade per day
+    assert not faces & {c.lower() for c in F.OKABE_ITO}
+    # light to dark with time
+    shades = [
+        np.mean(np.array(to_rgba_list(to_hex(res.axes["bars"].patches[i * 3].get_facecolor())))) for i in range(3)
+    ]
+    assert shades[0] > shades[1] > shades[2]
+
+
+def to_rgba_list(hex_colour):
+    from matplotlib.colors import to_rgb
+
+    return list(to_rgb(hex_colour))

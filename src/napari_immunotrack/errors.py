@@ -208,3 +208,36 @@ class collect_warnings:  # noqa: N801  (used like contextlib's context managers)
 
     def __exit__(self, *exc) -> None:
         self._context.__exit__(*exc)
+
+
+def library_reason(exc: BaseException, *paths, limit: int = 120) -> str:
+    """A library's error as a short reason for our own message, without the path it repeats.
+
+    Our messages start with the path already; nibabel, SimpleITK and zarr name it again in theirs
+    ('File x.nii.gz is not a gzip file'), so the user read it twice. The path (quoted or not) is
+    replaced by "it", and a leading "File <path>" dropped.
+
+    Examples
+    --------
+    >>> library_reason(OSError("File /data/a.nii.gz is not a gzip file"), "/data/a.nii.gz")
+    'not a gzip file'
+    >>> library_reason(RuntimeError('Unable to determine ImageIO reader for "/d/b.mha"'), "/d/b.mha")
+    'Unable to determine ImageIO reader for it'
+    """
+    import os
+    import re
+
+    text = one_line(exc)
+    forms = set()
+    for p in paths:
+        if p is None:
+            continue
+        forms.add(os.fspath(p))
+        forms.add(os.path.abspath(os.fspath(p)))
+    for form in sorted(forms, key=len, reverse=True):
+        if not form:
+            continue
+        quoted = r"[\"']?" + re.escape(form) + r"[\"']?"
+        text = re.sub(r"\bFile\s+" + quoted + r"\s+(is\s+)?", "", text)
+        text = re.sub(quoted, "it", text)
+    return text.strip()[:limit] or type(exc).__name__

@@ -589,6 +589,15 @@ def robust_range(values, low: float = 1.0, high: float = 99.5, *, nonzero: bool 
     return (lo, hi) if hi > lo else (lo, lo + max(abs(lo), 1.0) * 1e-3 if lo else 1.0)
 
 
+def _shown_values(values: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The finite values an overlay draws: those at or above its display threshold (all without one)."""
+    values = np.asarray(values, dtype=float).ravel()
+    if threshold is None:
+        return values
+    above = values[np.isfinite(values) & (values >= float(threshold))]
+    return above if above.size else values
+
+
 def _range_of(values: np.ndarray, value_range, nonzero: bool = False) -> tuple:
     return robust_range(values, nonzero=nonzero, value_range=value_range)
 
@@ -735,7 +744,9 @@ def draw_fused(
     if overlay is not None:
         unit_text = _unit_label(overlay, unit, warn)
         o2d = sample_plane(overlay, grid, order=1)
-        lo, hi = _range_of(o2d, overlay_range, nonzero=True)
+        # the colour range on the values drawn: above the display threshold when one is given (a mostly
+        # empty 19F image's noise, hidden under it, would otherwise set the range and saturate every spot)
+        lo, hi = _range_of(_shown_values(o2d, overlay_threshold), overlay_range, nonzero=True)
         cmap = colormaps[overlay_cmap or MODALITY_CMAP.get(overlay.modality, "inferno")].with_extremes(
             bad=(0.0, 0.0, 0.0, 0.0)
         )
@@ -766,8 +777,17 @@ def draw_fused(
     for _i, lab in enumerate(labels):
         vol, col = lab if isinstance(lab, tuple) else (lab, None)
         l2d = sample_plane(vol, grid, order=0)
-        # one colour per label value, or the colour given with the volume
-        values = _outlines(ax, l2d, extent, col if col else colors, linewidth=outline_width)
+        # the colour given with the volume; else each named site's own colour (site_style: the same as in
+        # the time courses), else one colour per label value
+        names = {int(k): v for k, v in (vol.metadata.get("label_names") or {}).items()} if not col else {}
+        if names and outline_colors is None:
+            present = sorted(int(v) for v in np.unique(l2d) if v != 0)
+            by_value = [
+                site_style(names[v])["color"] if v in names else colors[i % len(colors)] for i, v in enumerate(present)
+            ]
+            values = _outlines(ax, l2d, extent, by_value, linewidth=outline_width, values=present)
+        else:
+            values = _outlines(ax, l2d, extent, col if col else colors, linewidth=outline_width)
         drawn.append({"name": vol.name, "labels": values})
     info["outlines"] = drawn
     ax.set_xlim(extent[0], extent[1])
@@ -983,7 +1003,7 @@ def montage(
                     fv = pn.get("fov_mm") or ((bx[0][pp["h"]], bx[1][pp["h"]]), (bx[0][pp["v"]], bx[1][pp["v"]]))
                     pos = pn.get("position_mm", _auto_position(base_pn, pl))
                     grid = display_grid(pl, pos, fv[0], fv[1], pn.get("pixel_mm") or float(np.min(base_pn.spacing)))
-                    shown.append(sample_plane(pn["overlay"], grid).ravel())
+                    shown.append(_shown_values(sample_plane(pn["overlay"], grid), pn.get("overlay_threshold")))
             shared_range = robust_range(np.concatenate(shown))
         infos, axes, warn, mappable, label = [], {}, [], None, colorbar_label
         left_frac = (panel_width_in * ncols) / (panel_width_in * ncols + cbar_w)
@@ -1209,13 +1229,16 @@ def organ_bars(
     ----------
     table : DataFrame with ``category``, ``value`` (and ``error``, ``group``) columns.
     value, error : column names; the y label says the value's unit (``unit`` or the column name).
-    group : column whose values become side-by-side bars in Okabe-Ito colours (e.g. "day").
+    group : column whose values become side-by-side bars in a grey ramp, light to dark (e.g. "day").
     """
     if table is None or not len(table):
         raise InputError("the table for the bar chart is empty.")
     for col in [c for c in (value, error, group, category) if c]:
         if col not in table.columns:
             raise InputError(f"the table has no column {col!r}; columns are {list(table.columns)}.")
+    from matplotlib import cm
+    from matplotlib.colors import to_hex
+
     with figure_style():
         df = table.copy()
         cats = list(dict.fromkeys(df[category]))
@@ -1224,6 +1247,9 @@ def organ_bars(
         ax = fig.add_subplot()
         width = 0.8 / len(groups)
         x = np.arange(len(cats))
+        # groups (days) in a grey ramp, light to dark: the Okabe-Ito colours belong to the sites (site_style),
+        # so no day may look like a site of the time courses
+        group_colors = [to_hex(cm.Greys(f)) for f in np.linspace(0.3, 0.75, len(groups))] if group else ["#7f7f7f"]
         for gi, g in enumerate(groups):
             sub = df if g is None else df[df[group] == g]
             vals = [
@@ -1245,7 +1271,7 @@ def organ_bars(
                 width * 0.92,
                 yerr=None if errs is None else np.nan_to_num(errs),
                 capsize=2,
-                color=OKABE_ITO[gi % 8],
+                color=group_colors[gi],
                 label=lab,
                 error_kw={"elinewidth": 0.8, "capthick": 0.8},
             )

@@ -1020,6 +1020,7 @@ def _figures(
     if dseg is not None:
         keep = [index_of[o] for o in _OUTLINE_ORGANS if o in index_of]
         organ_outline = dseg.replace(data=np.where(np.isin(dseg.numpy(), keep), dseg.numpy(), 0).astype(np.int32))
+        organ_outline.metadata["label_names"] = dict(names)  # outlines in each site's own colour (site_style)
         if "tumour" in index_of:
             c = _centroid_of(dseg, index_of["tumour"])
             z_mm = float(c[2]) if c is not None else None

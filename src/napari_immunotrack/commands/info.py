@@ -106,8 +106,13 @@ def describe_table(path) -> dict:
     return {"rows": int(len(df)), "columns": [str(c) for c in df.columns]}
 
 
+#: Images of a non-DICOM folder that ``info`` describes one by one.
+_MAX_DESCRIBED = 10
+
+
 def run(args) -> int:
-    from ..io import detect_format, load_volumes
+    from ..errors import InputError
+    from ..io import FORMAT_NAMES, detect_format, images_in_folder, load_volumes
     from ..outputs import sidecar_matches, sidecar_path
 
     path = Path(args.path)
@@ -132,16 +137,38 @@ def run(args) -> int:
             kwargs["voxel_size_mm"] = args.voxel_size[0] if len(args.voxel_size) == 1 else tuple(args.voxel_size)
         if getattr(args, "reference", None):
             kwargs["reference"] = args.reference
-        out["volumes"] = [describe(v) for v in load_volumes(path, **kwargs)]
+        try:
+            out["volumes"] = [describe(v) for v in load_volumes(path, **kwargs)]
+        except InputError:
+            # a folder that is no DICOM series but holds images of other formats (an OME-TIFF, NIfTI
+            # files): describe those, saying what the folder is and what to give the other verbs
+            others = images_in_folder(path) if fmt == "dicom" and path.is_dir() else []
+            if not others:
+                raise
+            out["folder"] = {
+                "note": f"{path} is not a DICOM series; it holds {len(others)} image file(s) of other formats: "
+                "give one of them (the file itself) to the other commands",
+                "images": [{"path": str(p), "format": FORMAT_NAMES.get(f, f)} for p, f in others],
+            }
+            out["volumes"] = []
+            for p, _f in others[:_MAX_DESCRIBED]:
+                for v in load_volumes(p, **({} if _f not in ("tiff", "zarr") else kwargs)):
+                    out["volumes"].append({**describe(v), "file": p.name})
     elif path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
         out["table"] = describe_table(path)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
+    if "folder" in out:
+        print(out["folder"]["note"] + ":")
+        for item in out["folder"]["images"]:
+            print(f"  {Path(item['path']).name} ({item['format']})")
+        if len(out["folder"]["images"]) > _MAX_DESCRIBED:
+            print(f"  (the first {_MAX_DESCRIBED} are described below)")
     for vol in out.get("volumes", []):
-        print(f"{vol['name']}")
+        print(f"{vol['name']}" + (f" ({vol['file']})" if "file" in vol else ""))
         for key, value in vol.items():
-            if key != "name":
+            if key not in ("name", "file"):
                 print(f"  {key}: {value}")
     if "table" in out:
         table = out["table"]

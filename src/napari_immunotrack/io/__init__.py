@@ -165,6 +165,47 @@ def detect_format(path) -> str:
     )
 
 
+#: Names of the format families of :func:`detect_format`, for messages.
+FORMAT_NAMES = {
+    "nifti": "NIfTI",
+    "dicom": "DICOM",
+    "tiff": "TIFF/OME-TIFF",
+    "zarr": "OME-Zarr",
+    "paravision": "ParaVision",
+    "inveon": "Inveon",
+    "mdf": "MDF",
+    "itk": "NRRD/MetaImage",
+}
+
+
+def images_in_folder(folder, limit: int = 200) -> list[tuple[Path, str]]:
+    """The images of other formats than DICOM directly inside ``folder``: ``[(path, format), ...]``.
+
+    What a folder that is not a DICOM series holds (an OME-TIFF, NIfTI files, an OME-Zarr, a
+    ParaVision scan), so a message can name the files to give instead. At most ``limit`` entries
+    are looked at; hidden files and sidecars are skipped.
+
+    Examples
+    --------
+    >>> images_in_folder("/no/such/folder")
+    []
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in sorted(folder.iterdir())[:limit]:
+        if entry.name.startswith(".") or entry.name.lower().endswith((".json", ".tsv", ".csv", ".txt")):
+            continue
+        try:
+            fmt = detect_format(entry)
+        except Exception:  # not an image, or unreadable: not listed
+            continue
+        if fmt != "dicom":  # every folder and .dcm name is "dicom" to detect_format: not evidence of an image
+            found.append((entry, fmt))
+    return found
+
+
 def _scanner_format(p: Path):
     """ "paravision", "inveon", "mdf" or "itk" when ``p`` is one of those files, else None."""
     name = p.name.lower()

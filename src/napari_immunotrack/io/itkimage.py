@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, library_reason
 from ..volume import Volume
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -60,7 +60,7 @@ def read_itk_image(path) -> Volume:
             raise InputError(f"{p} declares {n_vox} voxels ({list(reader.GetSize())}); that is not a plausible image.")
         image = reader.Execute()
     except RuntimeError as exc:
-        text = " ".join(str(exc).split())
+        text = library_reason(exc, p, limit=400)  # without the path our message starts with
         hint = text[text.rfind(":") + 1 :].strip()[:100] if ":" in text else text[:100]
         raise InputError(
             f"{p} cannot be read as {'NRRD' if p.suffix.lower() in ('.nrrd', '.nhdr') else 'MetaImage'} "

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..affines import REVERSE_AXES, reverse_index_order
-from ..errors import ImmunotrackWarning, InputError
+from ..errors import ImmunotrackWarning, InputError, library_reason
 from ..outputs import atomic_output, write_sidecar
 from ..volume import Volume, as_labels
 from . import captured_log
@@ -176,7 +176,8 @@ def read_nifti(
         if mismatch:
             raise InputError(f"{path} {mismatch}") from None
         raise InputError(
-            f"{path} is not a readable NIfTI file ({_short(exc)}); check that the file is complete and not corrupt."
+            f"{path} is not a readable NIfTI file ({library_reason(exc, path)}); check that the file is "
+            "complete and not corrupt."
         ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) or isinstance(img, nib.Cifti2Image):
         raise InputError(f"{path} is not a NIfTI-1/2 volume ({type(img).__name__}); convert it to NIfTI first.")
@@ -256,7 +257,7 @@ def read_nifti(
                 data = data.astype(data.dtype.newbyteorder("="))
     except Exception as exc:
         raise InputError(
-            f"{path}: the image data cannot be read ({_short(exc)}); "
+            f"{path}: the image data cannot be read ({library_reason(exc, path)}); "
             "the file is probably truncated or corrupt: copy or export it again."
         ) from None
     # drop trailing axes of length 1 (x, y, z, 1) -> (x, y, z)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..affines import zyx_grid_affine
-from ..errors import ImmunotrackWarning, InputError
+from ..errors import ImmunotrackWarning, InputError, library_reason
 from ..outputs import atomic_output, write_sidecar
 from ..volume import Volume
 from . import captured_log
@@ -82,10 +82,6 @@ def _unit_to_mm(unit, default: str | None = None) -> float | None:
     if unit is None:
         return None
     return _TO_MM.get(str(unit).strip(), _TO_MM.get(str(unit).strip().lower()))
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:120] or type(exc).__name__
 
 
 # ----------------------------------------------------------------- metadata
@@ -268,7 +264,7 @@ def read_tiff(
             tf = tifffile.TiffFile(str(path))
         except Exception as exc:
             raise InputError(
-                f"{path} is not a readable TIFF file ({_short(exc)}); check that the file is complete and not corrupt."
+                f"{path} is not a readable TIFF file ({library_reason(exc, path)}); check that the file is complete and not corrupt."
             ) from None
         try:
             return _read_opened_tiff(tf, path, voxel_size_mm, affine, channel, series, modality, unit, lazy)
@@ -284,7 +280,7 @@ def read_tiff(
                 raise
             tf.close()
             raise InputError(
-                f"{path} is not a readable TIFF file ({_short(exc)}); the file is probably "
+                f"{path} is not a readable TIFF file ({library_reason(exc, path)}); the file is probably "
                 "truncated or corrupt: copy it again."
             ) from None
 
@@ -307,7 +303,7 @@ def _read_opened_tiff(
                 data = s.asarray()
         except Exception as exc:
             raise InputError(
-                f"{path}: the image data cannot be read ({_short(exc)}); "
+                f"{path}: the image data cannot be read ({library_reason(exc, path)}); "
                 "the file is probably truncated or corrupt: copy or export it again."
             ) from None
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..affines import ras_to_napari, zyx_grid_affine
-from ..errors import InputError
+from ..errors import InputError, library_reason
 from ..outputs import atomic_output_dir, write_sidecar
 from ..volume import Volume
 
@@ -82,7 +82,7 @@ def _open_group(path):
         return zarr.open_group(store, mode="r"), label
     except Exception as exc:
         raise InputError(
-            f"{label} is not a readable zarr group ({_short(exc)}); give an OME-Zarr image folder."
+            f"{label} is not a readable zarr group ({library_reason(exc, label)}); give an OME-Zarr image folder."
         ) from None
 
 

@@ -102,6 +102,18 @@ def read_dicom(path, progress=None) -> list[Volume]:
                 f"header (e.g. {raw.name}); convert them to standard DICOM files first "
                 "(e.g. dcmconv +F in.dcm out.dcm)."
             )
+        from .. import FORMAT_NAMES, images_in_folder
+
+        if not explicit and not any(Path(path).iterdir()):
+            raise InputError(f"{path} is an empty folder; give the folder of a DICOM series or an image file.")
+
+        others = images_in_folder(path)
+        if others:  # say what the folder holds and what to give instead
+            listed = ", ".join(f"{p.name} ({FORMAT_NAMES.get(fmt, fmt)})" for p, fmt in others[:3])
+            raise InputError(
+                f"{path} is not a DICOM series: it holds {len(others)} image(s) of another format ({listed}"
+                f"{', ...' if len(others) > 3 else ''}); give the file itself, e.g. {others[0][0]}."
+            )
         raise InputError(
             f"{path} holds no DICOM image ({len(files)} file(s) looked at); give the folder of a "
             "DICOM series (files with or without .dcm extension)."
