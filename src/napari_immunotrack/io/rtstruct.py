@@ -149,7 +149,8 @@ def read_rtstruct(path, reference=None) -> Volume:
     Raises
     ------
     InputError
-        Not an RTSTRUCT, no reference found, or a reference that is not the referenced series.
+        An unreadable file, no reference given or found beside it, a reference that is not the
+        referenced series, or a structure set without valid ROIs or contours.
 
     Examples
     --------
