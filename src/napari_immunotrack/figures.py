@@ -658,6 +658,8 @@ def draw_fused(
     fov_mm, pixel_mm, anatomy_range, overlay_range, overlay_cmap, overlay_alpha, overlay_threshold, unit,
     outline_colors, outline_width, scale_bar_mm, letters, radiological, title
         The drawing options listed in :func:`fused_slice`'s ``**kwargs``.
+    letter_corner : str, optional
+        "upper left", "upper right", "lower left" or "lower right" for the orientation marker.
 
     Returns
     -------
@@ -1318,13 +1320,15 @@ def time_course(
     Parameters
     ----------
     table : long DataFrame with ``site``, ``day`` and ``value`` columns (one readout).
+    value : column of the readout drawn (markers).
     model : column of model values at the same days (e.g. ``cells_model``), drawn dashed.
     limit : column of the detection limit, drawn dotted.
     flags : {site: True} sites to mark "macrophage-held?" (e.g. ``LongitudinalResult.sites``).
     site, day : column names of the site and the day (default "site", "day").
     error : column of error bars (same unit as ``value``).
     unit : the y axis unit (default: the value column's name).
-    title : panel title. log : logarithmic y axis (default True).
+    title : panel title.
+    log : logarithmic y axis (default True).
     width_in, height_in : figure size, inches.
 
     Returns

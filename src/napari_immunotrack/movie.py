@@ -908,20 +908,37 @@ def make_movie(
 
     Parameters
     ----------
-    study_root : study folder. output : ``.mp4`` or ``.gif`` path (``None``: render only, nothing written).
-    track, subject, anatomy : see :func:`load_track_series`.
-    plane : "axial", "coronal", "sagittal" (a slice at ``position_mm``, default the signal's peak)
-        or "mip" (coronal projection: anatomy mean, track maximum).
-    fps : output frames per second. size : "WIDTHxHEIGHT" (even numbers) or (width, height).
-    hold_s, fade_s : seconds each timepoint is held and the cross-fade to the next lasts (0: cut).
-    rotate_views : with ``plane="mip"``, the number of views of one full turn about the S axis
-        shown at each timepoint (the 3D variant; 0 = no rotation).
-    overlay_range : (low, high) of the colour bar (default: robust percentiles, 1st-99.5th, of the
-        non-zero values shown on all frames).
-
-    cmap : matplotlib colour map of the track (default by modality).
-    overwrite : replace an existing output. progress : callable(fraction, message), optional.
-    provenance : dict written beside the output as ``<output>.provenance.json``.
+    study_root : str or Path
+        The study folder.
+    output : str, Path or None
+        ``.mp4`` or ``.gif`` path (``None``: render only, nothing written).
+    track, subject, anatomy : str
+        See :func:`load_track_series` (defaults "PET", the only subject, the first anatomy found).
+    plane : {"axial", "coronal", "sagittal", "mip"}, default "axial"
+        A slice at ``position_mm``, or "mip" (coronal projection: anatomy mean, track maximum).
+    position_mm : float, optional
+        Slice position along the plane's normal, world mm (default: the track's strongest signal
+        inside the body).
+    fps : float, default 10.0
+        Output frames per second.
+    size : str or (int, int), default "1920x1080"
+        "WIDTHxHEIGHT" (even numbers) or (width, height), pixels (:func:`parse_size`).
+    hold_s, fade_s : float, defaults 1.5 and 0.6
+        Seconds each timepoint is held and the cross-fade to the next lasts (0: cut).
+    rotate_views : int, default 0
+        With ``plane="mip"``, the number of views of one full turn about the S axis shown at each
+        timepoint (the 3D variant; 0 = no rotation).
+    overlay_range : (float, float), optional
+        The colour bar (default: robust percentiles, 1st-99.5th, of the non-zero values shown on
+        all frames).
+    cmap : str, optional
+        Matplotlib colour map of the track (default by modality).
+    overwrite : bool, default False
+        Replace an existing output.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+    provenance : dict, optional
+        Written beside the output as ``<output>.provenance.json``.
 
     Returns
     -------

@@ -723,6 +723,16 @@ class Study:
 
     ``problems`` are one-line messages for the user (unknown roles, non-image
     files, missing modalities); the study opens without those files.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.data import sample_study_root
+    >>> study = open_study(sample_study_root())
+    >>> study.sessions("01"), study.day("01", "day3"), study.tracks("01")[:3]
+    (['day0', 'day1', 'day3', 'day7'], 3.0, ['T1w', 'T2w', 'T2starw'])
+    >>> pet = study.file("01", "day1", "PET")
+    >>> pet.modality, pet.phase, study.relative(pet.path), study.transform_for(pet).path.name
+    ('PT', 'post', 'sub-01/ses-day1/pet', 'sub-01_ses-day1_from-pet_to-anat.tfm')
     """
 
     root: Path

@@ -148,39 +148,140 @@ class Volume:
         return float(abs(np.linalg.det(self.affine[:3, :3])))
 
     def index_to_world(self, index) -> np.ndarray:
-        """Array indices (N, 3), continuous, to world RAS mm (N, 3)."""
+        """Array indices (N, 3), continuous, to world RAS mm (N, 3).
+
+        Parameters
+        ----------
+        index : array_like, shape (3,) or (N, 3)
+            Indices of the last three axes (fractions allowed: 0 is the first voxel's centre).
+
+        Returns
+        -------
+        ndarray, shape (N, 3)
+            RAS world points, mm.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.index_to_world([[1, 2, 3]])
+        array([[2. , 2. , 1.5]])
+        """
         idx = np.atleast_2d(np.asarray(index, dtype=float))
         return idx @ self.affine[:3, :3].T + self.affine[:3, 3]
 
     def world_to_index(self, points) -> np.ndarray:
-        """World RAS mm (N, 3) to continuous array indices (N, 3)."""
+        """World RAS mm (N, 3) to continuous array indices (N, 3).
+
+        Parameters
+        ----------
+        points : array_like, shape (3,) or (N, 3)
+            RAS world points, mm.
+
+        Returns
+        -------
+        ndarray, shape (N, 3)
+            Continuous indices of the last three axes (round them to pick a voxel).
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.world_to_index([2.0, 2.0, 1.5])
+        array([[1., 2., 3.]])
+        """
         pts = np.atleast_2d(np.asarray(points, dtype=float))
         inv = np.linalg.inv(self.affine)
         return pts @ inv[:3, :3].T + inv[:3, 3]
 
     def corners_world(self) -> np.ndarray:
-        """World positions (8, 3) of the centres of the corner voxels."""
+        """World positions (8, 3) of the centres of the corner voxels.
+
+        Returns
+        -------
+        ndarray, shape (8, 3)
+            RAS mm.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.corners_world()[[0, -1]]
+        array([[0. , 0. , 0. ],
+               [2. , 2. , 1.5]])
+        """
         n = np.array(self.spatial_shape) - 1
         corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
         return self.index_to_world(corners)
 
     def bounds_world(self) -> np.ndarray:
-        """(2, 3) world box [min, max] of the voxel centres, RAS mm."""
+        """(2, 3) world box [min, max] of the voxel centres, RAS mm.
+
+        Returns
+        -------
+        ndarray, shape (2, 3)
+            Row 0 the smallest x, y, z of the voxel centres, row 1 the largest (not the voxel edges).
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.bounds_world().tolist()
+        [[0.0, 0.0, 0.0], [2.0, 2.0, 1.5]]
+        """
         c = self.corners_world()
         return np.stack([c.min(0), c.max(0)])
 
     def center_world(self) -> np.ndarray:
-        """World position of the centre of the field of view."""
+        """World position of the centre of the field of view.
+
+        Returns
+        -------
+        ndarray, shape (3,)
+            RAS mm of the middle of the voxel-centre box.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.center_world()
+        array([1.  , 1.  , 0.75])
+        """
         return self.index_to_world((np.array(self.spatial_shape) - 1) / 2.0)[0]
 
     def orientation(self) -> str:
-        """Orientation code of the array axes, e.g. "SAR" or "LPS" (nibabel's aff2axcodes)."""
+        """Orientation code of the array axes, e.g. "SAR" or "LPS" (nibabel's aff2axcodes).
+
+        Returns
+        -------
+        str
+            For each array axis (0, 1, 2), the world direction it increases towards (nearest axis).
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.orientation(), v.canonical().orientation()
+        ('RAS', 'SAR')
+        """
         import nibabel as nib
 
         return "".join(nib.orientations.aff2axcodes(self.affine))
 
     def is_axis_aligned(self, tol_degrees: float = 0.01) -> bool:
-        """True when each array axis runs along one world axis."""
+        """True when each array axis runs along one world axis.
+
+        Parameters
+        ----------
+        tol_degrees : float, default 0.01
+            Largest angle between an array axis and its nearest world axis, degrees.
+
+        Returns
+        -------
+        bool
+
+        Examples
+        --------
+        >>> from napari_immunotrack.simulate.scenes import rigid_matrix
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> tilted = v.replace(affine=rigid_matrix((0, 0, 10)) @ v.affine)    # turned 10 degrees about z
+        >>> v.is_axis_aligned(), tilted.is_axis_aligned(), tilted.is_axis_aligned(tol_degrees=15)
+        (True, False, True)
+        """
         cosines = np.abs(self.affine[:3, :3] / self.spacing)
         return bool(np.all(cosines.max(axis=0) >= np.cos(np.deg2rad(tol_degrees))))
 
@@ -189,6 +290,19 @@ class Volume:
 
         How wrong an axis-aligned drawing (napari ``scale``/``translate``) of
         this volume would be: 0 for an exactly axis-aligned volume.
+
+        Returns
+        -------
+        float
+            mm.
+
+        Examples
+        --------
+        >>> from napari_immunotrack.simulate.scenes import rigid_matrix
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> tilted = v.replace(affine=rigid_matrix((0, 0, 10)) @ v.affine)
+        >>> v.axis_aligned_error_mm(), round(tilted.axis_aligned_error_mm(), 3)
+        (0.0, 0.347)
         """
         rot = self.affine[:3, :3]
         rows = np.argmax(np.abs(rot), axis=0)
@@ -200,17 +314,67 @@ class Volume:
         return float(np.abs(corners @ (rot - dominant).T).max())
 
     def same_grid(self, other: Volume, atol: float = 1e-4) -> bool:
-        """True when ``other`` has the same spatial shape and affine."""
+        """True when ``other`` has the same spatial shape and affine.
+
+        Parameters
+        ----------
+        other : Volume
+            The volume to compare with (its values and frames do not matter).
+        atol : float, default 1e-4
+            Tolerance on every affine element (mm, or mm per voxel).
+
+        Returns
+        -------
+        bool
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.same_grid(v.replace(data=v.data * 0)), v.same_grid(v.canonical())
+        (True, False)
+        """
         return self.spatial_shape == other.spatial_shape and np.allclose(self.affine, other.affine, atol=atol)
 
     # ------------------------------------------------------- derivations
     def replace(self, **changes) -> Volume:
-        """A copy with some fields changed (metadata copied, data shared)."""
+        """A copy with some fields changed (metadata copied, data shared).
+
+        Parameters
+        ----------
+        **changes
+            New values of fields: ``data``, ``affine``, ``modality``, ``unit``, ``metadata``, ``name``.
+
+        Returns
+        -------
+        Volume
+            The new volume (checked as on construction); unchanged fields are shared, except the
+            metadata dict, which is copied.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> copy = v.replace(name="copy", unit="Bq/mL")
+        >>> copy.name, copy.unit, copy.data is v.data, copy.metadata is v.metadata
+        ('copy', 'Bq/mL', True, False)
+        """
         changes.setdefault("metadata", dict(self.metadata))
         return dataclasses.replace(self, **changes)
 
     def numpy(self) -> np.ndarray:
-        """The data as a NumPy array (computes a dask array)."""
+        """The data as a NumPy array (computes a dask array).
+
+        Returns
+        -------
+        ndarray
+            The data itself for a NumPy volume (no copy), the computed array for a dask one.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> lazy = Volume(da.zeros((2, 3, 4), chunks=1), np.eye(4))
+        >>> type(lazy.data).__name__, type(lazy.numpy()).__name__
+        ('Array', 'ndarray')
+        """
         return np.asarray(self.data.compute() if _is_dask(self.data) else self.data)
 
     def canonical(self) -> Volume:
@@ -218,6 +382,24 @@ class Volume:
 
         Only for axis-aligned volumes (no interpolation); see :meth:`for_display`
         for oblique ones.
+
+        Returns
+        -------
+        Volume
+            Array axes (after any leading frame axis) along S, A, R with positive spacing; the same
+            voxels at the same world positions (a dask array stays lazy).
+
+        Raises
+        ------
+        InputError
+            An oblique volume (more than 0.5 degree off the world axes).
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> c = v.canonical()
+        >>> c.spatial_shape, c.orientation(), c.spacing.tolist(), c.numpy()[0, 0].tolist()
+        ((4, 3, 2), 'SAR', [0.5, 1.0, 2.0], [0.0, 12.0])
         """
         if not self.is_axis_aligned(tol_degrees=0.5):
             raise InputError(f"{self.message_prefix()}is oblique; resample it with for_display() instead.")
@@ -246,7 +428,30 @@ class Volume:
         return self.replace(data=data, affine=new_affine)
 
     def axis_aligned_grid(self, spacing: Sequence[float] | None = None):
-        """(shape, affine) of an axis-aligned S, A, R grid covering this volume's field of view."""
+        """(shape, affine) of an axis-aligned S, A, R grid covering this volume's field of view.
+
+        The grid covers the box of the voxels' edges (not only their centres).
+
+        Parameters
+        ----------
+        spacing : float or 3 floats, optional
+            Voxel size of the grid along world x, y, z (R, A, S), mm; one number for isotropic voxels.
+            Default: the volume's smallest spacing, isotropic.
+
+        Returns
+        -------
+        shape : (int, int, int)
+            Along S, A, R.
+        affine : (4, 4) ndarray
+            Index -> RAS mm.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> shape, affine = v.axis_aligned_grid((1.0, 1.0, 2.0))      # x, y, z spacing
+        >>> shape, affine[:3, 3].tolist()
+        ((1, 3, 4), [-0.5, 0.0, 0.75])
+        """
         corners = []
         n = np.array(self.spatial_shape)
         for i in (-0.5, n[0] - 0.5):
@@ -294,7 +499,18 @@ class Volume:
 
         Returns
         -------
-        Volume on the target grid, same modality, unit and metadata.
+        Volume on the target grid, same modality, unit and metadata (plus ``resampled_from``: the
+        source shape and affine). Integer and boolean data keep their type; floats at least float32.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> fine = v.resample_to(((2, 3, 8), np.diag([2.0, 1.0, 0.25, 1.0])))   # half the z spacing
+        >>> fine.numpy()[0, 0].tolist()                                     # 0 beyond the last voxel's edge
+        [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 0.0]
+        >>> up = np.eye(4); up[2, 3] = 0.5                                   # target z -> source z + 0.5 mm
+        >>> v.resample_to(v, transform=up).numpy()[0, 0].tolist()
+        [1.0, 2.0, 3.0, 0.0]
         """
         from scipy import ndimage
 
@@ -380,6 +596,33 @@ class Volume:
         ``scale``/``translate`` moves no voxel by more than 0.1 voxel
         (:meth:`axis_aligned_error_mm`); a slightly tilted volume that fails
         this is resampled, so :meth:`napari_geometry` always accepts the result.
+
+        Parameters
+        ----------
+        reference : Volume, optional
+            The grid an oblique volume is resampled onto (when it is axis-aligned).
+        order : int, default 1
+            Interpolation order for oblique volumes (0 for labels).
+
+        Returns
+        -------
+        Volume
+            Canonical; ``metadata["display_resampled"]`` is True when it was resampled.
+
+        Raises
+        ------
+        InputError
+            An oblique volume whose voxel sizes would need an absurdly large display grid.
+
+        Examples
+        --------
+        >>> from napari_immunotrack.simulate.scenes import rigid_matrix
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> v.for_display().orientation(), v.for_display().metadata.get("display_resampled")
+        ('SAR', None)
+        >>> shown = v.replace(affine=rigid_matrix((0, 0, 10)) @ v.affine).for_display()
+        >>> shown.spatial_shape, shown.metadata["display_resampled"]
+        ((4, 8, 9), True)
         """
         if self.is_axis_aligned(tol_degrees=0.5) and self.axis_aligned_error_mm() <= _DISPLAY_TOLERANCE_VOXELS * float(
             np.min(self.spacing)
@@ -409,6 +652,23 @@ class Volume:
         :meth:`for_display` first. Off-axis terms so small that dropping them
         moves no voxel by more than 0.1 voxel (float noise, a tilt of
         hundredths of a degree) are accepted.
+
+        Returns
+        -------
+        dict
+            ``scale`` and ``translate`` lists (a leading 1.0 / 0.0 per frame axis), mm.
+
+        Raises
+        ------
+        ValueError
+            The volume is not canonical.
+
+        Examples
+        --------
+        >>> v = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 1.0, 0.5, 1.0]))
+        >>> geometry = v.canonical().napari_geometry()
+        >>> [float(s) for s in geometry["scale"]], [float(t) for t in geometry["translate"]]
+        ([0.5, 1.0, 2.0], [0.0, 0.0, 0.0])
         """
         rot = self.affine[:3, :3]
         expected = np.zeros((3, 3))

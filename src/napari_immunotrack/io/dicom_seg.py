@@ -116,8 +116,9 @@ def reference_volume(reference, series_uids: list[str], frame_of_reference: str,
     Raises
     ------
     InputError
-        The reference holds no series the object refers to (the message lists what it holds), or
-        its frame of reference differs.
+        The reference holds none of the series the object refers to (the message lists what it
+        holds), or the object names no series and the reference holds several (of its frame of
+        reference).
 
     Examples
     --------

@@ -146,9 +146,43 @@ def read_rtstruct(path, reference=None) -> Volume:
         modality "SEG", ``metadata["label_names"]`` {ROINumber: ROIName},
         ``metadata["rois"]`` (number, name, contours used, contours not on a slice).
 
+    Raises
+    ------
+    InputError
+        An unreadable file, no reference given or found beside it, a reference that is not the
+        referenced series, or a structure set without valid ROIs or contours.
+
     Examples
     --------
-    >>> # see tests/test_dicom_objects.py for a structure set with holes written by pydicom
+    A structure set with one square contour on slice 1 of a CT series, written with pydicom
+    (tests/test_dicom_objects.py has one with holes and islands):
+
+    >>> import tempfile, pydicom
+    >>> from pydicom.dataset import Dataset, FileMetaDataset
+    >>> from napari_immunotrack.io import load_volume
+    >>> from napari_immunotrack.io.dicom import write_dicom_series
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> ct = load_volume(write_dicom_series(Volume(np.zeros((3, 8, 8), np.float32), np.diag([1.0, 1.0, 2.0, 1.0]), "CT"),
+    ...                                     Path(tmp.name) / "ct"))
+    >>> square = ct.index_to_world([[1, r, c] for r, c in ((2, 2), (2, 5), (5, 5), (5, 2))]) * [-1, -1, 1]  # LPS
+    >>> contour = Dataset(); contour.ContourGeometricType = "CLOSED_PLANAR"; contour.NumberOfContourPoints = 4
+    >>> contour.ContourData = [float(v) for v in square.ravel()]
+    >>> series = Dataset(); series.SeriesInstanceUID = ct.metadata["SeriesInstanceUID"]
+    >>> study = Dataset(); study.RTReferencedSeriesSequence = [series]
+    >>> frame = Dataset(); frame.FrameOfReferenceUID = ct.metadata["FrameOfReferenceUID"]
+    >>> frame.RTReferencedStudySequence = [study]
+    >>> roi = Dataset(); roi.ROINumber, roi.ROIName = 1, "tumour"
+    >>> roi_contour = Dataset(); roi_contour.ReferencedROINumber = 1; roi_contour.ContourSequence = [contour]
+    >>> rs = Dataset(); rs.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
+    >>> rs.SOPInstanceUID = pydicom.uid.generate_uid()
+    >>> rs.Modality = "RTSTRUCT"; rs.ReferencedFrameOfReferenceSequence = [frame]
+    >>> rs.StructureSetROISequence, rs.ROIContourSequence = [roi], [roi_contour]
+    >>> rs.file_meta = FileMetaDataset(); rs.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    >>> rs.save_as(Path(tmp.name) / "rs.dcm", enforce_file_format=True)
+    >>> labels = read_rtstruct(Path(tmp.name) / "rs.dcm", reference=ct)
+    >>> labels.spatial_shape, labels.metadata["label_names"], labels.numpy()[1].sum(axis=1).tolist()
+    ((3, 8, 8), {1: 'tumour'}, [0, 0, 3, 3, 3, 0, 0, 0])
+    >>> tmp.cleanup()
     """
     path = Path(path)
     if not path.is_file():

@@ -477,8 +477,8 @@ def write_ome_zarr(
     Raises
     ------
     InputError
-        An oblique volume or an unknown version; OutputExistsError when ``path`` exists and not
-        ``overwrite``.
+        An oblique volume, an unknown version, ``levels < 1`` or chunks that are not three positive
+        integers; OutputExistsError when ``path`` exists and not ``overwrite``.
 
     Examples
     --------

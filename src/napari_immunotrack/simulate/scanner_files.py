@@ -122,6 +122,8 @@ def write_paravision(
 
     Parameters
     ----------
+    scan_dir : str or Path
+        The scan folder to create (``acqp``, ``method`` and ``pdata/<reco>/`` go in it).
     stored : array (frames, [z,] y, x)
         Stored values, frames in ``frame_groups`` order (first group fastest).
     extent : sequence
@@ -133,19 +135,32 @@ def write_paravision(
     frame_groups : list of (length, name)
         VisuFGOrderDesc, e.g. [(5, "FG_SLICE"), (3, "FG_ECHO")]; default one FG_SLICE group of every
         frame for 2D data.
-
-    The other keywords are written as the ParaVision parameters they name: ``dim``
-    (VisuCoreDim, 2 or 3), ``slopes`` / ``offsets`` (VisuCoreDataSlope / DataOffs per frame,
-    default 1 and 0), ``word`` and ``byte_order`` (stored type, "i2", "i4", "f4"...),
-    ``subject_type`` and ``subject_position`` (VisuSubjectType / Position), ``slice_packs``
-    (slices per package), ``protocol``, ``version`` (VisuCreatorVersion), ``echo_times`` (ms),
-    ``reco`` (the processed-data number), ``extra`` (further visu_pars entries) and
-    ``write_visu_pars`` (False writes a scan without visu_pars, as some exports are).
-
-    Parameters
-    ----------
-    scan_dir : str or Path
-        The scan folder to create (``acqp``, ``method`` and ``pdata/<reco>/`` go in it).
+    dim : int, default 2
+        VisuCoreDim: 2 (a slice per frame) or 3 (a volume per frame).
+    slopes, offsets : array, optional
+        VisuCoreDataSlope / VisuCoreDataOffs per frame (default 1 and 0).
+    word : str, default "i2"
+        Stored type: "i1", "i2", "i4", "u1", "f4" ... (VisuCoreWordType).
+    byte_order : {"littleEndian", "bigEndian"}, default "littleEndian"
+        VisuCoreByteOrder.
+    subject_type : str, default "Quadruped"
+        VisuSubjectType.
+    subject_position : str, default "Head_Prone"
+        VisuSubjectPosition (see :func:`~napari_immunotrack.io.bruker.subject_from_magnet`).
+    slice_packs : sequence of int, optional
+        Slices per slice package (VisuCoreSlicePacksSlices).
+    protocol : str, default "T2_TurboRARE"
+        VisuAcquisitionProtocol and ACQ_protocol_name.
+    version : str, default "ParaVision 360 V3.5"
+        VisuCreatorVersion.
+    echo_times : sequence of float, optional
+        VisuAcqEchoTime, ms (default [33.0]).
+    reco : int, default 1
+        The processed-data number (``pdata/<reco>``).
+    extra : dict, optional
+        Further visu_pars entries (override the above).
+    write_visu_pars : bool, default True
+        False writes a scan without visu_pars, as some exports are.
 
     Returns
     -------
@@ -262,15 +277,44 @@ def write_inveon(
         Output path without (or with) ``.img``.
     stored : array
         (frames, z, y, x) or (z, y, x) values as written.
-
-    The other keywords are the header fields of the same name: ``pixel_mm`` (x, y, z voxel
-    size, mm), ``data_type`` (1 int8, 2 int16, 3 int32, 4 float32 LE, 5 float32 BE, 6 int16 BE,
-    7 int32 BE), ``scale_factors`` (per frame, default 1), ``frame_starts`` / ``frame_durations``
-    (s, default back-to-back 600 s frames), ``decay_correction_applied`` and ``decay_factors``,
-    ``dose`` and ``dose_units`` (2 = MBq), ``isotope`` and ``half_life_s``, ``injection_time``
-    and ``scan_time`` (datetimes), ``weight`` and ``weight_units`` (1 = g),
-    ``subject_orientation``; ``cm_only`` writes the older centimetre pixel-size fields only and
-    ``extra_lines`` adds raw header lines.
+    pixel_mm : 3 floats, default (0.8, 0.8, 0.8)
+        Voxel size along x, y, z, mm.
+    data_type : int, default 4
+        Inveon data_type: 1 int8, 2 int16, 3 int32, 4 float32 LE, 5 float32 BE, 6 int16 BE, 7 int32 BE.
+    scale_factors : sequence of float, optional
+        Per frame (default 1).
+    calibration_factor : float, default 1.0
+        Header calibration_factor.
+    calibration_units : int, default 2
+        2 = Bq/cc, 1 = nCi/cc.
+    branching_fraction : float, default 1.0
+        Written as isotope_branching_fraction and calibration_branching_fraction.
+    frame_starts, frame_durations : sequence of float, optional
+        Seconds (default: every frame starts at 0 s and lasts 600 s).
+    decay_correction_applied : int, default 1
+        Header flag.
+    decay_factors : sequence of float, optional
+        Per frame decay correction factors.
+    dose : float, default 10.0
+        Injected dose, in ``dose_units``.
+    dose_units : int, default 2
+        Inveon code: 1 mCi, 2 MBq.
+    isotope : str, default "F-18"
+        Header isotope.
+    half_life_s : float, default 6586.2
+        Isotope half-life, s.
+    injection_time, scan_time : datetime, optional
+        Written as ctime strings (defaults 2024-05-01 09:00 and 10:00: the scan one hour after injection).
+    weight : float, default 25.0
+        Subject weight, in ``weight_units``.
+    weight_units : int, default 1
+        Inveon code: 1 g, 2 lb, 3 kg.
+    subject_orientation : int, default 2
+        Header subject_orientation code.
+    cm_only : bool, default False
+        Write only the older centimetre pixel-size fields.
+    extra_lines : sequence of str, optional
+        Raw header lines added at the end of the study block.
 
     Returns
     -------

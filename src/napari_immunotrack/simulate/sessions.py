@@ -271,15 +271,18 @@ def session_mri(
         Partial-volume rendering: tissue labels on a grid this many times finer, signals averaged.
     noise : bool
         Add Rician noise.
+    field_t : float, default 9.4
+        Field strength, T (7.0 or 9.4).
+    seed : int, default 0
+        Seed of the noise, the coil profile and the deformation.
+    name : str, default "T2w"
+        Name of the Volume.
 
     Returns
     -------
     SessionMRI
         ``volume`` (MR, axis-aligned grid in scanner world), ``pose``, ``gain``, ``bias`` (the field
         applied), ``displacement_vox`` (3, *shape) and ``labels`` (nearest label per voxel before deformation).
-
-    Other parameters: ``field_t`` (7.0 or 9.4 T), ``seed`` (noise, bias and deformation), ``name``
-    (of the Volume).
 
     Raises
     ------
