@@ -304,6 +304,10 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
     study.slider.setValue(0)
     qtbot.wait(50)
     _expect_inputs(docks, study, "day0")
+    # no PET/19F at day 0: the empty placeholders are offered nowhere, and the day-7 table is said to be day 7's
+    assert readout.selected_layers() == [] and readout.header_layer_combo.count() == 0
+    assert not any("none" in clusters.combos["post"].itemText(i) for i in range(clusters.combos["post"].count()))
+    assert "results below are of day 7" in readout.status.text()
     _shot(viewer, qtbot, shots, "day0_inputs")
 
     # a pinned choice survives a step; unpinned, the picker follows again

@@ -428,9 +428,16 @@ def same_layer(a, b) -> bool:
 
 
 def layers_of(viewer, kinds, exclude=()) -> list:
-    """The viewer's layers whose type name is in ``kinds`` ("Image", "Labels", ...), but not those in ``exclude``."""
+    """The viewer's layers whose type name is in ``kinds`` ("Image", "Labels", ...), but not those in ``exclude``
+    nor a Study track with no image at the current timepoint."""
+    from .roles import holds_image_now
+
     skip = {id(unwrapped(layer)) for layer in exclude}
-    return [ly for ly in viewer.layers if type(ly).__name__ in kinds and id(unwrapped(ly)) not in skip]
+    return [
+        ly
+        for ly in viewer.layers
+        if type(ly).__name__ in kinds and id(unwrapped(ly)) not in skip and holds_image_now(ly)
+    ]
 
 
 def fill_combo(combo, names, optional: bool = False, guess: str | None = None) -> None:
@@ -496,6 +503,14 @@ def follow_layers(viewer, refresh: Callable, on_rename: Callable | None = None) 
     for layer in list(viewer.layers):
         watch(layer)
     refresh()
+
+
+def organ_roi(viewer, names) -> str | None:
+    """The organ ROI among ``names``: the Study's at its timepoint (:mod:`.roles`), else one named like it."""
+    from .roles import assign_roles, guess_by_name, layer_facts
+
+    chosen = assign_roles({"roi": "roi"}, [layer_facts(ly) for ly in viewer.layers])["roi"]
+    return chosen if chosen in names else guess_by_name("roi", names)
 
 
 class Coalesced:

@@ -3,7 +3,10 @@
 Pick the post-injection T2/T2*-weighted image and, to exclude voids that
 were there before, the pre-injection baseline; a reference tissue ROI, a
 search ROI and an air ROI (napari Labels layers or Shapes drawn on axial
-slices); the candidate rule and its parameters.
+slices); the candidate rule and its parameters. With a study open, the
+image and the baseline follow the Study dock's timepoint by role (the T2*w
+of the day shown, the day-0 T2*w; :mod:`.roles`) until the user picks a
+layer, which pins it ("follows" / "pinned" beside each picker).
 
 - "Live preview" shows the rule on the slice on screen (one slice only: fast)
   in a "cluster preview" layer while parameters move or the slice changes.

@@ -3,6 +3,9 @@
 
 Choose the post-injection T1w and T2w images and, to confirm rather than
 only suggest, their pre-injection baselines (or T1/T2 maps before and after).
+With a study open, the four images follow the Study dock's timepoint by role
+(T1w and T2w of the day shown, the day-0 T1w and T2w; :mod:`.roles`) until the
+user picks one (pinned); one layer for two inputs is refused.
 The result comes back as:
 
 - a three-colour fusion over the anatomy (Okabe-Ito colours, drawn

@@ -42,6 +42,7 @@ from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
 from ._common import (
     NONE,
+    Coalesced,
     RunRow,
     add_volume,
     chosen_layer,
@@ -49,6 +50,8 @@ from ._common import (
     fill_combo,
     follow_layers,
     layer_to_volume,
+    organ_roi,
+    unwrapped,
 )
 from ._dock import PluginDock
 
@@ -248,17 +251,17 @@ class RelaxometryPanel(QWidget):
         self.series_combo.currentTextChanged.connect(self._series_changed)
         self.model_combo.currentTextChanged.connect(self._model_changed)
         self.agent_combo.currentTextChanged.connect(self._agent_changed)
-        follow_layers(viewer, self.refresh)
+        follow_layers(viewer, self.refresh, on_rename=Coalesced(self, self.refresh))  # a Study step renames
         self._model_changed(self.model_combo.currentText())
         viewer.mouse_move_callbacks.append(self._on_move)
 
     # ------------------------------------------------------------------ inputs
     def refresh(self, event=None) -> None:
-        own = {id(ly) for ly in self.output_layers}
-        layers = [ly for ly in self.viewer.layers if id(ly) not in own]
+        own = {id(unwrapped(ly)) for ly in self.output_layers}  # the dock's viewer hands out proxies
+        layers = [ly for ly in self.viewer.layers if id(unwrapped(ly)) not in own]
         series = sorted((ly.name for ly in layers if _is_series(ly)), key=_series_rank)
         images3d = [ly.name for ly in layers if type(ly).__name__ == "Image" and not _is_series(ly)]
-        labels = [ly.name for ly in layers if type(ly).__name__ == "Labels" and id(ly) not in own]
+        labels = [ly.name for ly in layers if type(ly).__name__ == "Labels"]
         before = self.series_combo.currentText()
         fill_combo(self.series_combo, series)
         baseline_guess = next(
@@ -272,7 +275,7 @@ class RelaxometryPanel(QWidget):
         )
         fill_combo(self.baseline_combo, series, optional=True, guess=baseline_guess)
         fill_combo(self.b1_combo, images3d, optional=True, guess=next((n for n in images3d if "b1" in n.lower()), None))
-        fill_combo(self.roi_combo, labels, optional=True)
+        fill_combo(self.roi_combo, labels, optional=True, guess=organ_roi(self.viewer, labels))
         if self.series_combo.currentText() != before:
             self._series_changed(self.series_combo.currentText())
 

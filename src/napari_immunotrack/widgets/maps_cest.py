@@ -34,6 +34,7 @@ from ..analysis import cest
 from ..errors import InputError, one_line
 from ..volume import Volume, napari_to_ras
 from ._common import (
+    Coalesced,
     RunRow,
     add_volume,
     chosen_layer,
@@ -41,6 +42,8 @@ from ._common import (
     fill_combo,
     follow_layers,
     layer_to_volume,
+    organ_roi,
+    unwrapped,
 )
 
 #: Smallest height of the plot (pixels), so that axis labels stay readable in a narrow dock.
@@ -167,13 +170,13 @@ class CestPanel(QWidget):
         layout.addStretch(1)
         self.series_combo.currentTextChanged.connect(self._series_changed)
         self.wassr_combo.currentTextChanged.connect(self._wassr_changed)
-        follow_layers(viewer, self.refresh)
+        follow_layers(viewer, self.refresh, on_rename=Coalesced(self, self.refresh))  # a Study step renames
         viewer.mouse_move_callbacks.append(self._on_move)
 
     # ------------------------------------------------------------------ inputs
     def refresh(self, event=None) -> None:
-        own = {id(ly) for ly in self.output_layers}
-        layers = [ly for ly in self.viewer.layers if id(ly) not in own]
+        own = {id(unwrapped(ly)) for ly in self.output_layers}  # the dock's viewer hands out proxies
+        layers = [ly for ly in self.viewer.layers if id(unwrapped(ly)) not in own]
         series = [ly.name for ly in layers if _is_series(ly)]
         images3d = [ly.name for ly in layers if type(ly).__name__ == "Image" and not _is_series(ly)]
         labels = [ly.name for ly in layers if type(ly).__name__ == "Labels"]
@@ -184,7 +187,7 @@ class CestPanel(QWidget):
             self.wassr_combo, series, optional=True, guess=next((n for n in series if "wassr" in n.lower()), None)
         )
         fill_combo(self.m0_combo, images3d, optional=True, guess=next((n for n in images3d if "m0" in n.lower()), None))
-        fill_combo(self.roi_combo, labels, optional=True)
+        fill_combo(self.roi_combo, labels, optional=True, guess=organ_roi(self.viewer, labels))
         if self.series_combo.currentText() != before:
             self._series_changed(self.series_combo.currentText())
 

@@ -11,10 +11,15 @@
     A header panel shows the PET's quantitative DICOM fields; dose, weight,
     height, sex and times can be edited (the edits are recorded in the
     exported provenance). A bar chart shows one metric per ROI; "Export CSV"
-    writes the table with its provenance.
+    writes the table with its provenance. With a study open, the ROI (the organ
+    atlas of the day shown) and the ticked layers (that day's PET, SPECT, 19F and
+    MPI) follow the Study dock's timepoint until the user chooses (pinned); 19F is
+    calibrated in mM on the day's reference tube when its sidecar allows. The table
+    shows organ names and units (:mod:`.readable`), above a chart of readable height.
 :class:`CursorReadoutWidget` (dock)
     Every layer's value under the mouse, read from the layer's native
-    volume, in its unit (and SUVbw for PET layers whose header allows it).
+    volume, in its unit (and SUVbw for PET layers whose header allows it);
+    label layers by name ("4 spleen"). Said again after every timepoint step.
 """
 
 from __future__ import annotations
@@ -454,6 +459,14 @@ class ReadoutWidget(PluginDock):
         self.header_box.setVisible(bool(pets))
         self._watch_roi_layer()
         self._show_header()
+        self._say_if_stale()
+
+    def _say_if_stale(self) -> None:
+        """After a step, say that the table shown is another timepoint's (the user asks for this one)."""
+        now = self.pickers.context.when() if self.pickers.context is not None else None
+        computed = getattr(self, "_computed_when", None)
+        if self.table is not None and now and computed and computed != now:
+            self.status.setText(f"the results below are of {computed}; press Compute for {now}.")
 
     def _layers_ticked(self, item=None) -> None:
         """A tick by the user pins the ticked layers (kept when the timepoint changes)."""
@@ -701,6 +714,7 @@ class ReadoutWidget(PluginDock):
         self._inputs = {"rois": rois, **{n: v for n, v in layers}}
         self._live = True
         self._roi_session = _study_session(roi_layer)
+        self._computed_when = self.pickers.context.when() if self.pickers.context is not None else None
         self.status.setText("computing...")
         self.runner.start(
             readout_table,

@@ -137,6 +137,21 @@ def layer_facts(layer) -> LayerFacts:
     )
 
 
+def holds_image_now(layer) -> bool:
+    """False for a Study track layer with no image at the current timepoint (an empty placeholder that still
+    carries another day's volume in its metadata: no dock may offer it).
+
+    Examples
+    --------
+    >>> class L:
+    ...     metadata = {"immunotrack": {"study_role": "track", "study_track": "PET", "study_session": None}}
+    >>> holds_image_now(L())
+    False
+    """
+    info = (getattr(layer, "metadata", None) or {}).get("immunotrack") or {}
+    return not (info.get("study_role") == "track" and info.get("study_session") is None)
+
+
 # ============================================================================ the study's timepoint
 @dataclass(frozen=True)
 class StudyContext:
@@ -150,12 +165,16 @@ class StudyContext:
         """One line for the docks: "inputs follow the Study: day 3 (baseline day 0)"."""
         if self.current is None:
             return "no study timepoint: inputs are chosen by layer name"
-        text = f"inputs follow the Study: {self._when(self.current)}"
+        text = f"inputs follow the Study: {self.when(self.current)}"
         if self.baseline is not None:
-            return text + f" (baseline {self._when(self.baseline)})"
+            return text + f" (baseline {self.when(self.baseline)})"
         return text + " (no earlier timepoint: no baseline)"
 
-    def _when(self, session: str) -> str:
+    def when(self, session: str | None = None) -> str | None:
+        """A session as the user reads it ("day 3"; the session name when its day is unknown); default: the current."""
+        session = self.current if session is None else session
+        if session is None:
+            return None
         day = self.days.get(session)
         return f"day {day:g}" if day is not None else session
 
@@ -418,6 +437,7 @@ def announce_step(viewer) -> None:
 
 
 __all__ = [
+    "holds_image_now",
     "listen_for_steps",
     "announce_step",
     "LayerFacts",
