@@ -196,3 +196,46 @@ def test_a_second_run_while_one_runs_is_a_message(make_napari_viewer, qtbot, pai
     _wait(widget, qtbot)
     assert widget.result is not None, widget.status.text()
     assert widget._inputs["moving"].name == pair["moving"].name  # applied to what the first run registered
+
+
+def test_session_alignment_of_two_repositioned_mri(make_napari_viewer, qtbot, tmp_path):
+    """The dock aligns the same animal's MRI of two sessions (another pose, gain and coil profile) with
+    alignment.align_mri: the moved layer's voxels land where the simulator's poses say, within half a voxel."""
+    import json
+
+    from napari_immunotrack.io import load_volume
+    from napari_immunotrack.simulate.study import StudyDesign, make_study
+    from napari_immunotrack.widgets.registration import QC_NAMES, RegistrationWidget
+
+    root = make_study(
+        tmp_path / "study", seed=4, timepoints_days=(0, 3), size="tiny", design=StudyDesign(repositioned=True)
+    )
+    truth = json.loads((root / "ground_truth.json").read_text())["subjects"]["01"]
+    poses = {k[4:]: np.asarray(v["session_pose"]["phantom_to_mri_world"]) for k, v in truth["sessions"].items()}
+    fixed = load_volume(next((root / "sub-01" / "ses-day0" / "anat").glob("*_T2w.nii.gz")))
+    moving = load_volume(next((root / "sub-01" / "ses-day3" / "anat").glob("*_T2w.nii.gz")))
+    fixed.name, moving.name = "T2w day 0", "T2w day 3"
+    viewer = make_napari_viewer(show=False)
+    add_volume(viewer, fixed)
+    moving_layer = add_volume(viewer, moving)
+    widget = RegistrationWidget(viewer)
+    widget.select(fixed="T2w day 0", moving="T2w day 3", method="session", transform="rigid")
+    assert not widget.fixed_mask_combo.isEnabled()
+    widget.run()
+    _wait(widget, qtbot, timeout=120_000)
+    assert widget.result is not None, widget.status.text()
+    assert widget.result.method == "session" and "correlation" in widget.metric_label.text()
+    true = poses["day3"] @ np.linalg.inv(poses["day0"])  # day-0 world -> day-3 world, the same anatomy
+    sites = np.array([s["center_ras_mm"] for s in truth["sites"].values()])
+    fixed_pts = sites @ poses["day0"][:3, :3].T + poses["day0"][:3, 3]
+    est = widget.result.fixed_to_moving
+    err = np.linalg.norm((fixed_pts @ est[:3, :3].T + est[:3, 3]) - (fixed_pts @ true[:3, :3].T + true[:3, 3]), axis=1)
+    assert err.mean() < 0.5 * float(np.min(fixed.spacing)), err
+    # the moving layer now draws day 3's voxels in day 0's world: a site's voxel lands on the site
+    a = layer_affine_ras(moving_layer)
+    site_day3 = sites[0] @ poses["day3"][:3, :3].T + poses["day3"][:3, 3]
+    index = moving.world_to_index(site_day3)[0]
+    drawn = index @ a[:3, :3].T + a[:3, 3]
+    assert np.linalg.norm(drawn - fixed_pts[0]) < float(np.max(fixed.spacing))
+    # the same quality-control views as any registration
+    assert QC_NAMES["checkerboard"] in [ly.name for ly in viewer.layers]

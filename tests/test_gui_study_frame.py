@@ -93,7 +93,7 @@ def _assert_anatomy_still(widget, poses, sites):
     return times
 
 
-def test_every_day_in_the_reference_frame_keeps_the_anatomy_still(make_napari_viewer, aligned_study):
+def test_every_day_in_the_reference_frame_keeps_the_anatomy_still(make_napari_viewer, aligned_study, tmp_path):
     poses, sites = _truth(aligned_study)
     viewer = make_napari_viewer(show=False)
     widget = StudyWidget(viewer)
@@ -118,6 +118,11 @@ def test_every_day_in_the_reference_frame_keeps_the_anatomy_still(make_napari_vi
             assert _label_at(widget, scanner[session]) == label, session  # drawn where its scanner put it
         # the poses really differ: the reference frame is what held the anatomy still
         assert max(np.linalg.norm(scanner[s] - scanner["day0"]) for s in SESSIONS) > 2 * voxel
+        # the frame is part of the saved study state (its point is in that frame's world)
+        saved = widget.save_state(tmp_path / "state.json", overwrite=True)
+        widget.set_frame("reference")
+        widget.open_state(saved)
+        assert widget.frame_mode == "native" and not widget.reference_frame_box.isChecked()
     finally:
         widget.shutdown()
 

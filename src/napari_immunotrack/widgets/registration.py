@@ -59,7 +59,11 @@ from ._common import (
 )
 from ._dock import PluginDock
 
-METHODS = {"Intensity (mutual information)": "intensity", "Landmarks (paired points)": "landmarks"}
+METHODS = {
+    "Intensity (mutual information)": "intensity",
+    "Landmarks (paired points)": "landmarks",
+    "Session alignment (same-contrast MRI)": "session",
+}
 #: Names of the quality-control layers this widget owns.
 QC_NAMES = {
     "checkerboard": "QC checkerboard",
@@ -114,6 +118,9 @@ def compute(
                 )
             except InputError:
                 metrics = (float("nan"), float("nan"))
+        elif method == "session":
+            result = _align_sessions(fixed, moving, transform, progress)
+            metrics = (float("nan"), float("nan"))
         else:
             result = reg.register(
                 fixed,
@@ -136,6 +143,32 @@ def compute(
         return result, qc, metrics
     except Exception as exc:  # noqa: BLE001 - shown to the user in the GUI thread, never lost
         return Failed(exc)
+
+
+def _align_sessions(fixed, moving, transform, progress):
+    """The same animal's MRI of two sessions (another pose, gain, coil profile) aligned by
+    :func:`napari_immunotrack.alignment.align_mri`, as a RegistrationResult (what the dock applies,
+    shows and saves); see ``docs/methods/session-alignment.md``."""
+    from ..alignment import align_mri
+
+    report(progress, 0.05, "session alignment: orientation search, then rigid refinement")
+    aligned = align_mri(fixed, moving, transform)
+    warnings = list(aligned.warnings)
+    if aligned.doubtful:
+        warnings.insert(0, "the session alignment is doubtful; check the QC views before using it")
+    report(progress, 0.85, f"aligned (correlation {aligned.correlation:.3f})")
+    return reg.RegistrationResult(
+        fixed_to_moving=aligned.fixed_to_moving,
+        metric_initial=float("nan"),
+        metric_final=float(aligned.correlation),
+        iterations=0,
+        parameters=dict(aligned.parameters, transform=transform),
+        stages=list(aligned.stages),
+        elapsed_s=float(aligned.elapsed_s),
+        method="session",
+        warnings=warnings,
+        metric_after_init=float(aligned.body_dice),
+    )
 
 
 class RegistrationWidget(PluginDock):
@@ -274,8 +307,9 @@ class RegistrationWidget(PluginDock):
         landmarks = METHODS[self.method_combo.currentText()] == "landmarks"
         for combo in (self.fixed_points_combo, self.moving_points_combo):
             combo.setEnabled(landmarks)
+        session = METHODS[self.method_combo.currentText()] == "session"
         for combo in (self.fixed_mask_combo, self.moving_mask_combo):
-            combo.setEnabled(not landmarks)
+            combo.setEnabled(not landmarks and not session)  # session alignment finds the body itself
 
     def select(
         self,
@@ -289,7 +323,7 @@ class RegistrationWidget(PluginDock):
         moving_points=None,
         companions=None,
     ) -> None:
-        """Choose inputs by name (for scripts and tests); ``method`` is "intensity" or "landmarks"."""
+        """Choose inputs by name (for scripts and tests); ``method`` is "intensity", "landmarks" or "session"."""
         for combo, value in (
             (self.fixed_combo, fixed),
             (self.moving_combo, moving),
@@ -340,7 +374,7 @@ class RegistrationWidget(PluginDock):
                         "order), or use the intensity method."
                     )
                 kwargs.update(fixed_points=_points_ras(fp), moving_points=_points_ras(mp))
-            else:
+            elif method != "session":
                 for key, combo in (("fixed_mask", self.fixed_mask_combo), ("moving_mask", self.moving_mask_combo)):
                     layer = self._layer(combo, key.replace("_", " "))
                     kwargs[key] = None if layer is None else layer_to_volume(layer, native=True)
@@ -470,6 +504,11 @@ class RegistrationWidget(PluginDock):
             if np.isfinite(before) and np.isfinite(after)
             else "mutual information: not available"
         )
+        if result.method == "session":
+            text = (
+                f"session alignment: correlation of the harmonised images {result.metric_final:.3f} (1 = identical), "
+                f"body overlap {result.metric_after_init:.3f}"
+            )
         if result.method == "landmarks":
             text += f"; landmarks RMS error {result.metric_initial:.2f} -> {result.metric_final:.2f} mm"
             self.fre_table.setRowCount(len(result.fre_mm))

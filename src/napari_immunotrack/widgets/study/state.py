@@ -173,6 +173,12 @@ class StudyStateMixin:
             root = Path(located)
             check = check_state(state, path, root=root)
         shown = state.get("tracks_shown")
+        frame = (state.get("view") or {}).get("frame")
+        if frame in ("reference", "native"):  # the saved point is in that frame's world
+            self.frame_mode = frame
+            self.reference_frame_box.blockSignals(True)
+            self.reference_frame_box.setChecked(frame == "reference")
+            self.reference_frame_box.blockSignals(False)
         if self.open_study(root, subject=state["subject"], session=state["session"], shown=shown) is None:
             return None  # the user kept the open study (edited layers not saved)
         self.state_path = path
@@ -294,6 +300,7 @@ class StudyStateMixin:
         camera = viewer_camera(self.viewer)
         return {
             "ndisplay": int(self.viewer.dims.ndisplay),
+            "frame": self.frame_mode,  # the world the point and the camera are in (reference or native)
             "order": [int(o) for o in self.viewer.dims.order],
             "point": [float(p) for p in self.viewer.dims.point],
             "camera": {
