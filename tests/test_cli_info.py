@@ -217,3 +217,17 @@ def test_info_on_an_empty_folder_says_it_is_empty(tmp_path, capsys):
     assert main(["info", str(empty)]) == 2
     err = capsys.readouterr().err
     assert "empty folder" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("verb", ["segment", "relax"])
+def test_a_verb_names_a_broken_inputs_role_and_path_once(tmp_path, capsys, verb):
+    """'POST x.nii.gz: x.nii.gz is not a readable NIfTI file' printed the path twice."""
+    bad = tmp_path / "post_scan.nii.gz"
+    bad.write_bytes(b"not gzip at all")
+    args = [verb, str(bad), "-o", str(tmp_path / "out.nii.gz")]
+    if verb == "relax":
+        args += ["--model", "t2star"]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.count("post_scan.nii.gz") == 1, err

@@ -131,16 +131,20 @@ def test_with_a_baseline_no_body_mask_is_applied():
     assert res.table.voxels.tolist() == [27]
 
 
-def test_dask_subsampled_body_mask_matches(monkeypatch):
-    """A large lazy image: the body is measured on a subsample and read back chunk by chunk."""
-    da = pytest.importorskip("dask.array")
+@pytest.mark.parametrize("lazy", [True, False])
+def test_subsampled_body_mask_matches(monkeypatch, lazy):
+    """A large image (lazy, or over 16 million voxels in memory): the body is measured on a subsample and
+    read back (chunk by chunk when lazy), the outline decided at full resolution."""
+    import dask.array as da
+
     import napari_immunotrack.analysis.clusters as clusters
 
     post, dseg, foci = _session(sample_study_root(), 1)
     monkeypatch.setattr(clusters, "_sample_step", lambda shape, target=0: 2)
-    lazy = post.replace(data=da.from_array(post.numpy().astype(np.float32), chunks=(48, 48, 48)))
-    res = _segment(lazy)
-    labels = np.asarray(res.labels.data.compute())
+    data = post.numpy().astype(np.float32)
+    image = post.replace(data=da.from_array(data, chunks=(48, 48, 48)) if lazy else data)
+    res = _segment(image)
+    labels = np.asarray(res.labels.data.compute() if lazy else res.labels.data)
     assert not np.any(labels[dseg == 0]), "a cluster in the air"
     assert res.parameters["outside_body"]["mask_grid_step"] == 2
     assert _recall(res.table, _foci_in_view(foci, post)) > 0.5

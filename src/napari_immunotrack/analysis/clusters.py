@@ -1056,7 +1056,8 @@ def _search_inside_body(post: Volume, search, collected: list):
     from .body import outside_body
 
     data = post.data
-    step = _sample_step(post.spatial_shape) if _is_dask(data) else 1
+    # a lazy image, or one over 16 million voxels, is measured on a regular subsample (seconds, not minutes)
+    step = _sample_step(post.spatial_shape, target=1 << 22 if _is_dask(data) else 1 << 24)
     found = outside_body(data, step=step)  # a dask image: only the subsample is computed
     record = found.as_dict()
     if not found.air_found:
@@ -1092,24 +1093,27 @@ _BASELINE_ADDS = (
 
 
 def _upsampled_inside(found, data):
-    """The body (not outside) on the full grid of a dask image from a mask measured on a subsample.
+    """The body (not outside) on the full grid from a mask measured on a subsample (NumPy or, chunk by
+    chunk, dask).
 
-    Read back by nearest neighbour chunk by chunk; within one coarse voxel of the coarse outline each
-    voxel is decided at full resolution (tissue above half the air threshold), so no rim of air comes in.
+    Read back by nearest neighbour; within one coarse voxel of the coarse outline each voxel is decided
+    at full resolution (tissue above half the air threshold), so no rim of air comes in.
     """
-    import dask.array as da
     from scipy import ndimage
 
     outside, step, cut = found.mask, found.step, np.float32(0.5 * found.threshold)
     band = ndimage.binary_dilation(outside) & ndimage.binary_dilation(~outside)
 
-    def block(x, block_info=None):
-        loc = block_info[0]["array-location"]
+    def block(x, loc):
         idx = np.ix_(*[np.minimum(np.arange(a, b) // step, n - 1) for (a, b), n in zip(loc, outside.shape)])
         x = np.asarray(x)
         return np.where(band[idx], np.nan_to_num(x, nan=0.0) > cut, ~outside[idx])
 
-    return da.map_blocks(block, data, dtype=bool)
+    if not _is_dask(data):
+        return block(data, [(0, n) for n in data.shape])
+    import dask.array as da
+
+    return da.map_blocks(lambda x, block_info=None: block(x, block_info[0]["array-location"]), data, dtype=bool)
 
 
 def _da_isfinite(x):

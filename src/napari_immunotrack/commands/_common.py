@@ -175,7 +175,10 @@ def load(path, what: str, **kwargs):
     try:
         return load_volume(path, **kwargs)
     except InputError as exc:
-        raise InputError(f"{what}: {exc}") from None
+        # the reader's message usually starts with the path: name the role once, not the path twice
+        text = str(exc)
+        role = " ".join(what.replace(str(path), " ").split()) if str(path) in text else what
+        raise InputError(f"{role}: {text}" if role else text) from None
 
 
 def read_transform_arg(text: str, what: str):
