@@ -1145,7 +1145,9 @@ def mip(
         # grid axes 0, 1, 2 run along z, y, x (see Volume.axis_aligned_grid)
         p = PLANES[plane]
         axis_of = {2: 0, 1: 1, 0: 2}
-        proj = np.nanmax(data, axis=axis_of[p["normal"]]) if np.isfinite(data).any() else np.zeros(1)
+        with warnings.catch_warnings():  # rays that miss the image (outside its field of view) stay NaN
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            proj = np.nanmax(data, axis=axis_of[p["normal"]]) if np.isfinite(data).any() else np.zeros(1)
         # remaining axes: the two of (z, y, x) left, in that order -> rows = larger world index axis
         remaining = [w for w in (2, 1, 0) if w != p["normal"]]  # world axes in array order
         img = proj
