@@ -315,9 +315,13 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
     assert clusters.pickers.following()["post"] == "pinned"
     study.slider.setValue(2)  # day 3
     qtbot.wait(50)
-    assert clusters.pickers.names(["post"]) == {"post": "T2w (day 3)"}  # the same (pinned) layer, now day 3
+    # the same (pinned) layer, now day 3, and the baseline that pairs with its contrast
+    assert clusters.pickers.names(["post", "baseline"]) == {"post": "T2w (day 3)", "baseline": "T2w baseline (day 0)"}
     clusters.pickers.unpin("post")
-    assert clusters.pickers.names(["post"]) == {"post": "T2starw (day 3)"}
+    assert clusters.pickers.names(["post", "baseline"]) == {
+        "post": "T2starw (day 3)",
+        "baseline": "T2starw baseline (day 0)",
+    }
 
     # one layer for two roles: refused with a notification, the choice unchanged
     import napari.utils.notifications as notifications

@@ -617,7 +617,8 @@ class LayerPickers:
             if layer is not None and not any(same_layer(layer, ly) for ly in offered[key]):
                 del self.pins[key]  # the pinned layer is gone: follow again
         following = {k: r for k, r in self.roles.items() if k not in self.pins}
-        by_role = assign_roles(following, facts) if self.context.current is not None else {}
+        pinned = {self.roles[k]: ly.name for k, ly in self.pins.items() if k in self.roles and ly is not None}
+        by_role = assign_roles(following, facts, pinned) if self.context.current is not None else {}
         out: dict = {}
         taken = {ly.name for ly in self.pins.values() if ly is not None}
         for key, _label, optional, _kinds in self.inputs:

@@ -239,7 +239,9 @@ def _candidates(role: Role, facts: list[LayerFacts], session: str | None, tracks
     return out
 
 
-def assign_roles(wanted: Mapping[str, str], facts: Iterable[LayerFacts]) -> dict[str, str | None]:
+def assign_roles(
+    wanted: Mapping[str, str], facts: Iterable[LayerFacts], pinned: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
     """The layer name playing each wanted role at the current timepoint (None: no such layer).
 
     Parameters
@@ -248,6 +250,9 @@ def assign_roles(wanted: Mapping[str, str], facts: Iterable[LayerFacts]) -> dict
         {input key: role name of :data:`ROLES`}.
     facts : iterable of LayerFacts
         The viewer's layers.
+    pinned : mapping, optional
+        {role name: layer name} the user chose for other inputs: those layers are not given again, and a
+        baseline role pairs with a pinned post's track (a T2w pinned as the iron image gets the T2w baseline).
 
     Returns
     -------
@@ -265,12 +270,19 @@ def assign_roles(wanted: Mapping[str, str], facts: Iterable[LayerFacts]) -> dict
     ... ]
     >>> assign_roles({"t1_post": "t1_post", "t2_post": "t2_post", "t1_pre": "t1_pre", "t2_pre": "t2_pre"}, facts)
     {'t1_post': 'T1w (day 3)', 't2_post': 'T2w (day 3)', 't1_pre': 'T1w baseline (day 0)', 't2_pre': 'T2w baseline (day 0)'}
+    >>> facts.append(LayerFacts("T2starw baseline (day 0)", track="T2starw", session="day0", study_role="baseline"))
+    >>> assign_roles({"baseline": "t2star_baseline"}, facts, pinned={"t2star_post": "T2w (day 3)"})
+    {'baseline': 'T2w baseline (day 0)'}
     """
     facts = list(facts)
     ctx = study_context(facts)
     chosen: dict[str, str | None] = {}
-    used: set[str] = set()
+    used: set[str] = set((pinned or {}).values())
     tracks_of: dict[str, str] = {}  # role -> track of its chosen layer
+    by_name = {f.name: f for f in facts}
+    for role_name, layer_name in (pinned or {}).items():
+        if layer_name in by_name and by_name[layer_name].track is not None:
+            tracks_of[role_name] = by_name[layer_name].track
     # roles another one pairs with go first
     order = sorted(wanted, key=lambda k: ROLES[wanted[k]].pairs_with is not None)
     for key in order:
