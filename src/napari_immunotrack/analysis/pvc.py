@@ -387,7 +387,14 @@ def background_weights(
         sample = flat[::7] if flat.size > 70000 else flat  # the percentile of a regular subsample
         k = min(int(0.999 * sample.size), sample.size - 1)
         level = float(np.partition(sample, k)[k])
-        active = block > threshold * level if level > 0 else np.zeros(block.shape, bool)
+        cut = threshold * level
+        # zero-mean noise around a zero background (background-subtracted MPI, the 19F amplitude estimate):
+        # its negative half gives the noise of a block mean; a block 5 of those above 0 carries activity,
+        # also when that is under 5 % of a focal tracer's peak (diffuse activity between the foci)
+        negative = sample[sample < 0]
+        if negative.size >= 0.1 * sample.size:
+            cut = min(cut, 5.0 * float(np.sqrt(np.mean(negative.astype(np.float64) ** 2))))
+        active = block > cut if level > 0 else np.zeros(block.shape, bool)
         active = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)[: shape[0], : shape[1], : shape[2]]
     free[~active] = 0.0
     return free
