@@ -15,11 +15,19 @@ GTM (geometric transfer matrix; Rousset et al., J Nucl Med 1998 39:904)
     ``t = W x`` for the true regional means ``x``, solved by least squares.
     The condition number of W is reported; W is ill-conditioned when ROIs are
     smaller than the PSF (the correction then amplifies noise).
+Within-region templates (the default; docs/methods/pvc.md#within-region)
+    Labelled cells sit in foci, not uniformly in an organ; a focus away from
+    the border loses less signal than a uniform region, so uniform indicators
+    over-correct. Every region the uniform model does not explain (relative RMS
+    misfit > 8 %) gets a template ``R_j * s_j``: the shape of a region-constrained,
+    accelerated Richardson-Lucy deconvolution of the data (all regions jointly,
+    activity never leaving its region), and W is built from ``blur(R_j * s_j)``.
+    Uniform regions keep ``s_j = 1`` (the classical GTM).
 RBV (region-based voxel-wise; Thomas et al., Eur J Nucl Med Mol Imaging 2011 38:1104)
-    With the GTM means ``x`` build the piecewise-constant image
-    ``P = sum_j x_j R_j``; the corrected image is ``f * P / blur(P)`` inside
-    the regions (the measured value outside them). Its ROI means are the RBV
-    readouts.
+    With the GTM means ``x`` build the image ``P = sum_j x_j R_j s_j``; the
+    corrected image is ``f * P / blur(P)`` inside the regions (the measured
+    value where the model is empty). The ROI value is ``x_j`` times the ROI's
+    measured over modelled signal.
 
 Background region
     The voxels of the quantitative image that no ROI covers but that carry
