@@ -354,8 +354,8 @@ def grouped_median(values) -> float:
     # the data sit on a grid of that step (allowing float rounding): quantised
     if not np.allclose(np.round((levels - levels[0]) / step), (levels - levels[0]) / step, atol=1e-3):
         return med
-    below = np.searchsorted(v, med, side="left")
-    at = np.searchsorted(v, med, side="right") - below
+    below = int(np.searchsorted(v, med, side="left"))
+    at = int(np.searchsorted(v, med, side="right")) - below
     return float(med - step / 2.0 + step * (n / 2.0 - below) / max(at, 1))
 
 

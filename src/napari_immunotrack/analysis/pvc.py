@@ -299,6 +299,10 @@ class GtmResult:
     background_voxels: float = 0.0
     psf: PointSpread | None = None
     warnings: list = field(default_factory=list)
+    #: "deconvolved" when within-region templates were used, else "uniform" (docs/methods/pvc.md#within-region)
+    within_region: str = "uniform"
+    iterations: int = 0
+    _shapes: list | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -308,6 +312,8 @@ class GtmResult:
             "background_corrected": float(self.background_corrected),
             "background_voxels": float(self.background_voxels),
             "psf": self.psf.as_dict() if self.psf else None,
+            "within_region": self.within_region,
+            "deconvolution_iterations": int(self.iterations),
         }
 
 
@@ -689,7 +695,7 @@ def gtm(
                 "blurred": gaussian_blur(emit, sigma),
             }
             measured.append(float(np.sum(measure * data_box, dtype=np.float64)) / total)
-    measured = np.asarray(measured)
+    measured = np.asarray(measured)  # type: ignore[assignment]
     W = _transfer_matrix(regions, bg, sigma, None, progress)
     corrected, *_ = np.linalg.lstsq(W, measured, rcond=None)
     shapes = None
