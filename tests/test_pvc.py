@@ -420,10 +420,10 @@ def test_cli_fluorine_pvc_and_estimator(tmp_path, capsys):
     assert "estimator" in capsys.readouterr().err
 
 
-def _foci_in_organs(seed=0, noise=0.0):
+def _foci_in_organs(seed=0, noise=0.0, body_value=1.0):
     """Two organs (balls of 3 and 5 mm radius, 0.5 mm voxels) holding their activity in 5 and 8 foci
     (Gaussian blobs of 0.3-0.6 mm SD, cut at the organ's border), a cold third organ between them
-    and a warm body; the image is the truth blurred with a 1.5 mm FWHM PSF (plus Gaussian noise)."""
+    and a warm body (``body_value``); the image is the truth blurred with a 1.5 mm FWHM PSF (plus Gaussian noise)."""
     rng = np.random.default_rng(seed)
     n = 64
     idx = np.indices((n, n, n)).transpose(1, 2, 3, 0) * 0.5
@@ -433,7 +433,7 @@ def _foci_in_organs(seed=0, noise=0.0):
     organs = {1: ((16.0, 16.0, 9.5), 3.0), 2: ((16.0, 16.0, 20.5), 5.0), 3: ((16.0, 9.0, 15.0), 2.0)}
     for k, (c, r) in organs.items():
         lab[np.linalg.norm(idx - np.array(c), axis=-1) < r] = k
-    truth = np.where(lab == 4, 1.0, 0.0)
+    truth = np.where(lab == 4, body_value, 0.0)
     for k, n_foci in ((1, 5), (2, 8)):
         c, r = organs[k]
         inside = np.argwhere(np.linalg.norm(idx - np.array(c), axis=-1) < r - 1.0)
@@ -473,3 +473,18 @@ def test_foci_inside_organs_are_not_over_corrected(noise):
     # the cold organ stays near zero, the warm body near 1
     assert abs(default.corrected[list(default.labels).index(3)]) < 0.1
     assert default.corrected[list(default.labels).index(4)] == pytest.approx(1.0, abs=0.05)
+
+
+def test_foci_in_a_cold_body_with_zero_mean_noise():
+    """MPI-like: the foci sit in organs inside a body with no activity, the image carries zero-mean noise
+    around 0 (background-subtracted), so the surrounding ROI's GTM mean can come out negative. The
+    deconvolution keeps it in the model and offsets the data instead of clipping the noise."""
+    img, lab, psf, truth = _foci_in_organs(seed=2, noise=0.3, body_value=0.0)
+    uniform = gtm(img, lab, psf, within_region="uniform")
+    default = gtm(img, lab, psf)
+    for i, k in enumerate(default.labels):
+        if int(k) in (1, 2):
+            assert abs(default.corrected[i] / truth[int(k)] - 1) < 0.05, (k, default.corrected[i], truth[int(k)])
+            assert uniform.corrected[i] / truth[int(k)] - 1 > 0.05  # the uniform model over-corrects
+        else:  # the cold organ and the body hold nothing
+            assert abs(default.corrected[i]) < 0.1

@@ -325,6 +325,41 @@ def count_cramer_rao(amplitudes, sigma: float = 1.0, weights=None) -> dict:
     }
 
 
+def grouped_median(values) -> float:
+    """Median of ``values``; for quantised data (few distinct levels, e.g. integers stored with a
+    scale factor) the median interpolated within its quantisation step.
+
+    The plain median of quantised data is one of the levels: with a step of sigma/5 the Rayleigh median
+    (1.18 sigma) is read as 1.2 sigma, sigma comes out ~2 % high, and a whole-ROI 19F count of a large,
+    mostly empty ROI moves by ~-10 % (every empty voxel's estimate shifts with sigma). Each level
+    stands for the interval of +-step/2 around it; the median is placed in that interval by the share
+    of values below it (the grouped-data median).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.hypot(rng.normal(0, 1, 200000), rng.normal(0, 1, 200000))
+    >>> q = np.round(x / 0.2) * 0.2
+    >>> round(float(np.median(q)) / RAYLEIGH_MEDIAN, 3), round(grouped_median(q) / RAYLEIGH_MEDIAN, 3)
+    (1.019, 1.003)
+    """
+    v = np.sort(np.asarray(values, np.float64).ravel())
+    n = v.size
+    if n == 0:
+        return float("nan")
+    med = float(np.median(v))
+    levels = np.unique(v)
+    if levels.size < 2 or levels.size > 0.05 * n:
+        return med
+    step = float(np.min(np.diff(levels)))
+    # the data sit on a grid of that step (allowing float rounding): quantised
+    if not np.allclose(np.round((levels - levels[0]) / step), (levels - levels[0]) / step, atol=1e-3):
+        return med
+    below = int(np.searchsorted(v, med, side="left"))
+    at = int(np.searchsorted(v, med, side="right")) - below
+    return float(med - step / 2.0 + step * (n / 2.0 - below) / max(at, 1))
+
+
 def estimate_sigma(image: Volume, noise_mask=None, exclude: np.ndarray | None = None, *, with_error: bool = False):
     """Rician noise sigma of a magnitude image and how it was found.
 
@@ -376,7 +411,7 @@ def estimate_sigma(image: Volume, noise_mask=None, exclude: np.ndarray | None = 
     flat = flat[np.isfinite(flat)]
     if flat.size < 100:
         raise InputError("too few voxels outside the ROIs to estimate the noise; give a noise mask.")
-    median = float(np.median(flat))
+    median = grouped_median(flat)
     if not median > 0:
         raise InputError(
             "the image background is zero (not a magnitude image or already thresholded); give the "

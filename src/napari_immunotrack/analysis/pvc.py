@@ -15,11 +15,19 @@ GTM (geometric transfer matrix; Rousset et al., J Nucl Med 1998 39:904)
     ``t = W x`` for the true regional means ``x``, solved by least squares.
     The condition number of W is reported; W is ill-conditioned when ROIs are
     smaller than the PSF (the correction then amplifies noise).
+Within-region templates (the default; docs/methods/pvc.md#within-region)
+    Labelled cells sit in foci, not uniformly in an organ; a focus away from
+    the border loses less signal than a uniform region, so uniform indicators
+    over-correct. Every region the uniform model does not explain (relative RMS
+    misfit > 8 %) gets a template ``R_j * s_j``: the shape of a region-constrained,
+    accelerated Richardson-Lucy deconvolution of the data (all regions jointly,
+    activity never leaving its region), and W is built from ``blur(R_j * s_j)``.
+    Uniform regions keep ``s_j = 1`` (the classical GTM).
 RBV (region-based voxel-wise; Thomas et al., Eur J Nucl Med Mol Imaging 2011 38:1104)
-    With the GTM means ``x`` build the piecewise-constant image
-    ``P = sum_j x_j R_j``; the corrected image is ``f * P / blur(P)`` inside
-    the regions (the measured value outside them). Its ROI means are the RBV
-    readouts.
+    With the GTM means ``x`` build the image ``P = sum_j x_j R_j s_j``; the
+    corrected image is ``f * P / blur(P)`` inside the regions (the measured
+    value where the model is empty). The ROI value is ``x_j`` times the ROI's
+    measured over modelled signal.
 
 Background region
     The voxels of the quantitative image that no ROI covers but that carry
@@ -291,6 +299,10 @@ class GtmResult:
     background_voxels: float = 0.0
     psf: PointSpread | None = None
     warnings: list = field(default_factory=list)
+    #: "deconvolved" when within-region templates were used, else "uniform" (docs/methods/pvc.md#within-region)
+    within_region: str = "uniform"
+    iterations: int = 0
+    _shapes: list | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -300,6 +312,8 @@ class GtmResult:
             "background_corrected": float(self.background_corrected),
             "background_voxels": float(self.background_voxels),
             "psf": self.psf.as_dict() if self.psf else None,
+            "within_region": self.within_region,
+            "deconvolution_iterations": int(self.iterations),
         }
 
 
@@ -387,7 +401,14 @@ def background_weights(
         sample = flat[::7] if flat.size > 70000 else flat  # the percentile of a regular subsample
         k = min(int(0.999 * sample.size), sample.size - 1)
         level = float(np.partition(sample, k)[k])
-        active = block > threshold * level if level > 0 else np.zeros(block.shape, bool)
+        cut = threshold * level
+        # zero-mean noise around a zero background (background-subtracted MPI, the 19F amplitude estimate):
+        # its negative half gives the noise of a block mean; a block 5 of those above 0 carries activity,
+        # also when that is under 5 % of a focal tracer's peak (diffuse activity between the foci)
+        negative = sample[sample < 0]
+        if negative.size >= 0.1 * sample.size:
+            cut = min(cut, 5.0 * float(np.sqrt(np.mean(negative.astype(np.float64) ** 2))))
+        active = block > cut if level > 0 else np.zeros(block.shape, bool)
         active = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)[: shape[0], : shape[1], : shape[2]]
     free[~active] = 0.0
     return free
@@ -436,7 +457,9 @@ def _transfer_matrix(regions, bg, sigma, shapes, progress=None) -> np.ndarray:
     return W
 
 
-def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterations, misfit_limit=0.08, update=None):
+def _deconvolve_within(
+    d_plus, regions, bg, means, shapes, sigma, out_lo, iterations, misfit_limit=0.08, update=None, offset=0.0
+):
     """Region-constrained Richardson-Lucy: the distribution of the activity inside each region.
 
     The object is ``sum_j means_j * R_j * shape_j`` plus the (uniform) background region; each
@@ -446,26 +469,45 @@ def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterat
     a neighbour is not taken for the region's own activity). The iterations are accelerated by
     Biggs & Andrews' (1997) vector extrapolation. Only the shape is kept: each is returned with a
     weighted mean of 1 (GTM then solves for the regional means). A region whose mean is not positive
-    keeps its shape (it emits nothing in the model).
+    starts from its measured mean of the data (less the offset); the background region emits but is
+    not deconvolved.
 
-    d_plus is the data in the outer box clipped at 0 (RL needs non-negative data). ``update`` names
+    d_plus is the data in the outer box plus ``offset`` (a constant the model carries too), clipped at 0
+    (RL needs non-negative data). ``update`` names
     the regions to deconvolve; without it they are chosen by ``misfit_limit``. Returns (shapes, update).
     """
     shapes = [np.asarray(s, np.float64).copy() for s in shapes]
     means = np.asarray(means, float)
     peak = float(d_plus.max()) if d_plus.size else 0.0
-    active = [j for j in range(len(regions)) if means[j] > 0]
+    active = list(range(len(regions)))
     if peak <= 0 or not active or iterations <= 0:
         return shapes, []
     tiny = 1e-4 * peak
     boxes = {j: _sl(regions[j].lo - out_lo, regions[j].hi - out_lo) for j in active}
     local = {j: tuple(c - a for c, a in zip(regions[j].coords, regions[j].lo)) for j in active}
-    base = np.float32(bg["x"]) * bg["blurred"] if bg is not None and bg.get("x", 0) > 0 else None
+    # RL needs a positive start: a region whose GTM mean is not positive (a mostly empty ROI beside hot
+    # ones, where the uniform model fails) starts from its measured mean of the clipped data, so that
+    # the spill-in it receives is explained by its neighbours' activity, not by activity at their borders
+    means = means.copy()
+    for j in active:
+        if not means[j] > 0:
+            d_j = d_plus[boxes[j]][local[j]]
+            means[j] = max(float(np.dot(regions[j].weight, d_j)) / regions[j].total - offset, tiny)
+    # the background region emits in the model (key "bg", dense over the outer box; also when its GTM mean
+    # is not positive): activity outside every ROI is then not mistaken for activity at an ROI's border
+    bg_on = bg is not None
+    if bg_on:
+        emit = bg["emit"]
 
-    def rl_step(conc):
-        model = np.zeros(d_plus.shape, np.float32) if base is None else base.copy()
-        for j in active:
-            model[boxes[j]] += gaussian_blur(regions[j].dense(conc[j]), sigma)
+    def emission(j, conc):
+        if j == "bg":
+            return gaussian_blur(emit * conc, sigma)
+        return gaussian_blur(regions[j].dense(conc), sigma)
+
+    def rl_step(conc, fixed):
+        model = np.full(d_plus.shape, offset, np.float32) if fixed is None else fixed + np.float32(offset)
+        for j in update:
+            model[boxes[j]] += emission(j, conc[j])
         out = dict(conc)
         for j in update:
             m = model[boxes[j]]
@@ -476,34 +518,58 @@ def _deconvolve_within(d_plus, regions, bg, means, shapes, sigma, out_lo, iterat
         return out
 
     x = {j: shapes[j] * means[j] for j in active}
+    if bg_on:
+        x_bg = float(bg.get("x", 0.0))
+        if not x_bg > 0:
+            x_bg = max(float(np.sum(emit * d_plus, dtype=np.float64)) / max(float(np.sum(emit)), 1e-30) - offset, tiny)
+        x["bg"] = np.full(emit.shape, x_bg, np.float32)
+    everyone = active + (["bg"] if bg_on else [])
+    # the background region emits in the model but keeps its uniform template: deconvolving it would
+    # blur the whole working box at every iteration, and it takes up the spill-out of the ROIs' foci
+    # (measured: 128^3 foci benchmark 0.1 % -> 3.4 %, sample MPI nodes +1 % -> +15 %)
     if update is not None:
         update = [j for j in update if j in active]
     elif misfit_limit <= 0:
-        update = active
+        update = list(active)
     else:
         # regions the current model already explains (relative RMS misfit below the limit) keep their
         # shape: deconvolving them would only fit the model's own small errors (discretisation, PSF shape)
-        model = np.zeros(d_plus.shape, np.float32) if base is None else base.copy()
-        for j in active:
-            model[boxes[j]] += gaussian_blur(regions[j].dense(x[j]), sigma)
+        model = np.full(d_plus.shape, offset, np.float32)
+        for j in everyone:
+            if j == "bg":
+                model += emission("bg", x["bg"])
+            else:
+                model[boxes[j]] += emission(j, x[j])
         update = []
         for j in active:
+            w = regions[j].weight
             m = model[boxes[j]][local[j]].astype(np.float64)
             d = d_plus[boxes[j]][local[j]].astype(np.float64)
-            w = regions[j].weight
-            misfit = math.sqrt(float(np.dot(w, (d - m) ** 2)) / max(float(np.dot(w, m**2)), 1e-30))
+            m = m - offset
+            misfit = math.sqrt(float(np.dot(w, (d - offset - m) ** 2)) / max(float(np.dot(w, m**2)), 1e-30))
             if misfit > misfit_limit:
                 update.append(j)
     if not update:
         return shapes, []
+    # what the regions that keep their shape emit does not change during the iterations
+    fixed = None
+    for j in everyone:
+        if j in update:
+            continue
+        if fixed is None:
+            fixed = np.zeros(d_plus.shape, np.float32)
+        if j == "bg":
+            fixed += emission("bg", x["bg"])
+        else:
+            fixed[boxes[j]] += emission(j, x[j])
     y, x_prev, g_prev = x, x, None
     for _ in range(int(iterations)):
-        x_new = rl_step(y)
+        x_new = rl_step(y, fixed)
         g = {j: x_new[j] - y[j] for j in update}
         alpha = 0.0
         if g_prev is not None:
-            num = sum(float(np.dot(g[j], g_prev[j])) for j in update)
-            den = sum(float(np.dot(g_prev[j], g_prev[j])) for j in update)
+            num = sum(float(np.vdot(g[j], g_prev[j])) for j in update)
+            den = sum(float(np.vdot(g_prev[j], g_prev[j])) for j in update)
             alpha = min(max(num / den, 0.0), 0.95) if den > 0 else 0.0
         y = dict(x_new)
         if alpha > 0:
@@ -629,7 +695,7 @@ def gtm(
                 "blurred": gaussian_blur(emit, sigma),
             }
             measured.append(float(np.sum(measure * data_box, dtype=np.float64)) / total)
-    measured = np.asarray(measured)
+    measured = np.asarray(measured)  # type: ignore[assignment]
     W = _transfer_matrix(regions, bg, sigma, None, progress)
     corrected, *_ = np.linalg.lstsq(W, measured, rcond=None)
     shapes = None
@@ -640,8 +706,16 @@ def gtm(
         # data, replaces the uniform indicator (docs/methods/pvc.md#within-region); GTM is solved again
         # with those templates after every block of iterations
         shapes = [np.ones(r.weight.shape) for r in regions]
-        d_plus = np.maximum(np.asarray(data[_sl(out_lo, out_hi)], np.float32), 0.0)
-        np.nan_to_num(d_plus, copy=False)
+        d_box = np.nan_to_num(np.asarray(data[_sl(out_lo, out_hi)], np.float32))
+        # RL needs non-negative data. Zero-mean noise around a zero background (background-subtracted MPI,
+        # the 19F amplitude estimate) clipped at 0 would look like activity everywhere; a constant offset
+        # of 3 noise SD (from the negative values) added to the data and to the model keeps it neutral
+        negative = d_box[d_box < 0]
+        offset = 0.0
+        if negative.size >= 0.1 * d_box.size:
+            offset = 3.0 * float(np.sqrt(np.mean(negative.astype(np.float64) ** 2)))
+        d_plus = np.maximum(d_box + np.float32(offset), 0.0)
+        del d_box
         blocks = max(1, int(math.ceil(iterations / 10)))
         done, chosen = 0, None
         for b in range(blocks):
@@ -653,7 +727,7 @@ def gtm(
                 bg["x"] = float(corrected[-1])
             # the regions to deconvolve are chosen once, against the uniform model
             shapes, chosen = _deconvolve_within(
-                d_plus, regions, bg, corrected, shapes, sigma, out_lo, step, uniform_misfit, chosen
+                d_plus, regions, bg, corrected, shapes, sigma, out_lo, step, uniform_misfit, chosen, offset
             )
             if not chosen:
                 break
