@@ -15,6 +15,30 @@ HELP = "MPI: iron mass and cell counts per ROI from fiducials"
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack mpi`` to a parser.
+
+    Numbers are kept as text here and checked in :func:`run` (one line and exit status 2 for a bad value).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        Also adds the transform arguments (``_common.add_transform_arguments``) and ``--pvc``/``--psf-fwhm``.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack mpi")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["mpi.nii.gz", "--fiducials", "fid.csv", "--roi", "roi.nii.gz",
+    ...                           "--iron-per-cell", "5", "-o", "iron.csv"])
+    >>> args.radius_mm, args.background, args.dilate_mm, args.supersample, args.overwrite
+    ('3.0', 'auto', '1.0', '3', False)
+    """
     from ._common import add_output, add_transform_arguments
 
     parser.add_argument("mpi", help="MPI image (NIfTI, DICOM, ...)")
@@ -39,6 +63,34 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    r"""Run ``immunotrack mpi``: iron mass and cell counts per ROI label, calibrated on fiducials.
+
+    Writes a CSV with one row per ROI label and its provenance sidecar. See
+    :func:`napari_immunotrack.analysis.mpi.mpi_iron` and ``docs/methods/mpi.md``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (fewer than two fiducials of different iron mass, a number that is not one, an
+        existing output without ``--overwrite``, ...) raises :class:`~napari_immunotrack.errors.InputError`
+        (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with open(os.path.join(d, "fid.csv"), "w") as f:
+    ...         _ = f.write("x_mm,y_mm,z_mm,iron_ng\n0.5,0.5,0.5,100\n")
+    ...     main(["mpi", ".", "--fiducials", os.path.join(d, "fid.csv"), "--roi", ".", "--iron-per-cell", "5",
+    ...           "-o", os.path.join(d, "iron.csv")])  # stderr: ... a calibration needs at least 2 of different iron mass.
+    2
+    """
     from pathlib import Path
 
     import pandas as pd
