@@ -19,6 +19,26 @@ DOCKS = (
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack view`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack view")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--3d", "--goto=-6.5,-0.4,8.9"])
+    >>> args.study, args.session, args.subject, args.three_d, args.three_plane, args.goto, args.screenshot
+    (None, None, None, True, False, '-6.5,-0.4,8.9', None)
+    """
     parser.add_argument(
         "study", nargs="?", help="study folder, or a saved study state (.json) (default: the bundled sample study)"
     )
@@ -137,6 +157,36 @@ def save_screenshot(viewer, args, state) -> None:
 
 
 def run(args) -> int:
+    """Run ``immunotrack view``: open napari with a study and the plugin's docks.
+
+    Everything that can be checked is checked before a window opens (napari installed, ``--goto``, the
+    study or saved state, the ``--screenshot`` name). With ``--screenshot`` the window is drawn, saved
+    to the PNG with a provenance sidecar (:func:`save_screenshot`) and closed; otherwise napari runs until
+    the window is closed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0 when the window is closed (or the screenshot saved). Bad input raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    Opening a window takes seconds; these are refused before napari starts:
+
+    >>> import tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> main(["view", "--goto", "1,2"])  # stderr: ... --goto '1,2': give three numbers R,A,S in mm, e.g. --goto 1.5,-2,3
+    2
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     main(["view", d])  # stderr: ... holds no images ...
+    2
+    """
     import importlib.util
     from pathlib import Path
 
