@@ -89,7 +89,7 @@ def run(args) -> int:
     >>> import tempfile
     >>> from napari_immunotrack.cli import main
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     main(["align", d])  # stderr: ... holds no images (NIfTI, DICOM, TIFF or OME-Zarr) in sub-*/ses-*/<type>/ ...
+    ...     main(["align", d])  # stderr: ... holds no images ...
     2
     """
     import sys

@@ -101,7 +101,8 @@ def run(args) -> int:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     with open(os.path.join(d, "pipeline.yaml"), "w") as f:
     ...         _ = f.write("steps: [nope]\n")
-    ...     main(["batch", os.path.join(d, "pipeline.yaml"), d, "-o", os.path.join(d, "out")])  # stderr: ... unknown step 'nope'; steps are register, clusters, ...
+    ...     # stderr: immunotrack batch: error: ...pipeline.yaml line 1: unknown step 'nope'; steps are ...
+    ...     main(["batch", os.path.join(d, "pipeline.yaml"), d, "-o", os.path.join(d, "out")])
     2
     """
     import sys

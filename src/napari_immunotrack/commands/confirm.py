@@ -117,7 +117,8 @@ def run(args) -> int:
     >>> import os, tempfile
     >>> from napari_immunotrack.cli import main
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     main(["confirm", "--t1", d, "--t2", d, "-o", os.path.join(d, "confirmed.png")])  # stderr: ... the output must be NIfTI (.nii or .nii.gz).
+    ...     # stderr: immunotrack confirm: error: ...confirmed.png: the output must be NIfTI (.nii or .nii.gz).
+    ...     main(["confirm", "--t1", d, "--t2", d, "-o", os.path.join(d, "confirmed.png")])
     2
     """
     import sys

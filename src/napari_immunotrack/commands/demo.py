@@ -107,7 +107,7 @@ def run(args) -> int:
     >>> import tempfile
     >>> from napari_immunotrack.cli import main
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     main(["demo", d, "-o", d + "/out"])  # stderr: ... has no ground_truth.json; `demo` runs on a simulated study ...
+    ...     main(["demo", d, "-o", d + "/out"])  # stderr: ... has no ground_truth.json ...
     2
     """
     import json

@@ -120,7 +120,8 @@ def run(args) -> int:
     ...         nib.save(nib.Nifti1Image(arr, np.diag([0.5, 0.5, 0.5, 1.0])), os.path.join(d, name + ".nii.gz"))
     ...     main(["fluorine", os.path.join(d, "f19.nii.gz"), "--reference-mask", os.path.join(d, "tube.nii.gz"),
     ...           "--reference-concentration", "10", "--roi", os.path.join(d, "roi.nii.gz"),
-    ...           "--fluorine-per-cell", "1e12", "--noise-sigma", "1", "-o", os.path.join(d, "f19.csv")])  # doctest: +ELLIPSIS
+    ...           "--fluorine-per-cell", "1e12", "--noise-sigma", "1",
+    ...           "-o", os.path.join(d, "f19.csv")])  # doctest: +ELLIPSIS
     ...     table = pd.read_csv(os.path.join(d, "f19.csv"))
     1 ROI(s) -> ...f19.csv (provenance: f19.csv.provenance.json)
     0

@@ -105,7 +105,8 @@ def run(args) -> int:
     >>> import os, tempfile
     >>> from napari_immunotrack.cli import main
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     main(["movie", d, "-o", os.path.join(d, "pet.gif"), "--range", "5"])  # stderr: ... --range '5' must be LOW,HIGH (two numbers).
+    ...     # stderr: immunotrack movie: error: --range '5' must be LOW,HIGH (two numbers).
+    ...     main(["movie", d, "-o", os.path.join(d, "pet.gif"), "--range", "5"])
     ...     main(["movie", d, "-o", os.path.join(d, "pet.gif")])  # stderr: ... holds no images ...
     2
     2

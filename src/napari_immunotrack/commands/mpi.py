@@ -88,7 +88,7 @@ def run(args) -> int:
     ...     with open(os.path.join(d, "fid.csv"), "w") as f:
     ...         _ = f.write("x_mm,y_mm,z_mm,iron_ng\n0.5,0.5,0.5,100\n")
     ...     main(["mpi", ".", "--fiducials", os.path.join(d, "fid.csv"), "--roi", ".", "--iron-per-cell", "5",
-    ...           "-o", os.path.join(d, "iron.csv")])  # stderr: ... a calibration needs at least 2 of different iron mass.
+    ...           "-o", os.path.join(d, "iron.csv")])  # stderr: ... needs at least 2 of different iron mass.
     2
     """
     from pathlib import Path

@@ -98,7 +98,8 @@ def run(args) -> int:
     >>> import os, tempfile
     >>> from napari_immunotrack.cli import main
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     main(["report", d, "-o", os.path.join(d, "report"), "--dpi", "5000"])  # stderr: ... --dpi 5000 is too large; use at most 1200.
+    ...     # stderr: immunotrack report: error: --dpi 5000 is too large; use at most 1200.
+    ...     main(["report", d, "-o", os.path.join(d, "report"), "--dpi", "5000"])
     ...     main(["report", d, "-o", os.path.join(d, "report")])  # stderr: ... holds no images ...
     2
     2

@@ -181,7 +181,7 @@ def run(args) -> int:
 
     >>> import tempfile
     >>> from napari_immunotrack.cli import main
-    >>> main(["view", "--goto", "1,2"])  # stderr: ... --goto '1,2': give three numbers R,A,S in mm, e.g. --goto 1.5,-2,3
+    >>> main(["view", "--goto", "1,2"])  # stderr: ... --goto '1,2': give three numbers R,A,S in mm, ...
     2
     >>> with tempfile.TemporaryDirectory() as d:
     ...     main(["view", d])  # stderr: ... holds no images ...

@@ -95,7 +95,7 @@ def guess_model(volume: Volume) -> str:
     't1vfa'
     >>> guess_model(Volume(np.zeros((8, 2, 2, 2)), np.eye(4), metadata={"ScanningSequence": "SE"}))
     't2'
-    >>> guess_model(Volume(np.zeros((3, 2, 2, 2)), np.eye(4), metadata={"flip_angles_deg": [3, 10]}))  # 2 angles, 3 volumes
+    >>> guess_model(Volume(np.zeros((3, 2, 2, 2)), np.eye(4), metadata={"flip_angles_deg": [3, 10]}))  # 3 volumes
     't2star'
     """
     meta = volume.metadata or {}

@@ -50,7 +50,8 @@ def study_root_from_layers(viewer) -> Path | None:
     >>> from napari.components import ViewerModel
     >>> from napari_immunotrack.volume import Volume
     >>> viewer = ViewerModel()
-    >>> vol = Volume(np.zeros((2, 2, 2)), np.eye(4), metadata={"source_path": "/data/study/sub-01/ses-day1/pet/x.nii.gz"})
+    >>> source = "/data/study/sub-01/ses-day1/pet/x.nii.gz"
+    >>> vol = Volume(np.zeros((2, 2, 2)), np.eye(4), metadata={"source_path": source})
     >>> _ = viewer.add_image(np.zeros((2, 2, 2)), name="drawn")
     >>> print(study_root_from_layers(viewer))
     None

@@ -114,7 +114,8 @@ def is_nuclear(volume: Volume) -> bool:
 
     Examples
     --------
-    >>> is_nuclear(Volume(np.zeros((2, 2, 2)), np.eye(4), "PT")), is_nuclear(Volume(np.zeros((2, 2, 2)), np.eye(4), "MR"))
+    >>> cube = np.zeros((2, 2, 2))
+    >>> is_nuclear(Volume(cube, np.eye(4), "PT")), is_nuclear(Volume(cube, np.eye(4), "MR"))
     (True, False)
     >>> is_nuclear(Volume(np.zeros((2, 2, 2)), np.eye(4), "OT", metadata={"Units": "BQML"}))
     True

@@ -129,7 +129,8 @@ def compute(
     >>> from napari_immunotrack.volume import Volume
     >>> image = Volume(np.random.default_rng(0).random((6, 6, 6)), np.eye(4), "MR")
     >>> fixed_pts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
-    >>> result, qc, metrics = compute(image, image, method="landmarks", fixed_points=fixed_pts, moving_points=fixed_pts + [2, 0, 0])
+    >>> moving_pts = fixed_pts + [2.0, 0, 0]
+    >>> result, qc, metrics = compute(image, image, "landmarks", fixed_points=fixed_pts, moving_points=moving_pts)
     >>> np.round(result.fixed_to_moving[:3, 3], 6) + 0.0, sorted(qc)
     (array([2., 0., 0.]), ['checkerboard', 'difference', 'edges', 'moving'])
     >>> failed = compute(image, image, method="landmarks")

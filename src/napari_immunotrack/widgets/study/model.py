@@ -72,7 +72,8 @@ def session_text(study, subject: str, session: str) -> str:
     ...     for session in ("day3", "baseline"):
     ...         folder = Path(tmp) / "sub-01" / f"ses-{session}" / "anat"
     ...         folder.mkdir(parents=True)
-    ...         _ = save_volume(Volume(np.ones((2, 2, 2), np.float32), np.eye(4), "MR"), folder / f"sub-01_ses-{session}_T2w.nii.gz")
+    ...         t2w = Volume(np.ones((2, 2, 2), np.float32), np.eye(4), "MR")
+    ...         _ = save_volume(t2w, folder / f"sub-01_ses-{session}_T2w.nii.gz")
     ...     study = open_study(tmp)
     >>> session_text(study, "01", "day3"), session_text(study, "01", "baseline")
     ('day 3', 'baseline')

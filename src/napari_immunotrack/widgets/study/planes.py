@@ -98,7 +98,8 @@ def sampleable(layer) -> bool:
     --------
     >>> import numpy as np
     >>> from napari.layers import Image, Labels, Points
-    >>> sampleable(Image(np.zeros((2, 2, 2)))), sampleable(Labels(np.zeros((2, 2, 2), int))), sampleable(Image(np.zeros((2, 2))))
+    >>> cube = np.zeros((2, 2, 2))
+    >>> sampleable(Image(cube)), sampleable(Labels(cube.astype(int))), sampleable(Image(np.zeros((2, 2))))
     (True, True, False)
     >>> sampleable(Image(np.zeros((2, 2, 2)), visible=False)), sampleable(Points(np.zeros((1, 3))))
     (False, False)
