@@ -20,9 +20,6 @@ HELP = "19F MRI: 19F atoms and cell counts per ROI from a reference tube"
 def add_arguments(parser):
     """Add the arguments of ``immunotrack fluorine`` to a parser.
 
-    Numbers are kept as text here and checked in :func:`run`, so that a bad value is one line and exit
-    status 2 (see :func:`napari_immunotrack.commands.quantify.number`).
-
     Parameters
     ----------
     parser : argparse.ArgumentParser
@@ -39,10 +36,8 @@ def add_arguments(parser):
     >>> add_arguments(parser)
     >>> args = parser.parse_args(["f19.nii.gz", "--reference-mask", "tube.nii.gz", "--reference-concentration", "10",
     ...                           "--roi", "roi.nii.gz", "--fluorine-per-cell", "1e12", "-o", "cells.csv"])
-    >>> args.snr_threshold, args.min_cluster, args.connectivity, args.rician_correction, args.estimator
-    ('3.5', '3', '26', 'power', 'whole-roi')
-    >>> args.noise_mask, args.noise_sigma, args.supersample
-    (None, None, '3')
+    >>> args.f19, args.reference_mask, args.roi, args.output, args.noise_mask, args.overwrite
+    ('f19.nii.gz', 'tube.nii.gz', 'roi.nii.gz', 'cells.csv', None, False)
     """
     from ._common import add_output
 

@@ -185,7 +185,7 @@ def run(args) -> int:
     """Run ``immunotrack info``: describe an image, a table or an output of this package.
 
     An image in any format the readers open is described volume by volume (:func:`describe`); a CSV/TSV
-    output by its rows and columns; when a provenance sidecar (``<file>.prov.json``) sits beside the path,
+    output by its rows and columns; when a provenance sidecar (``<file>.provenance.json``) sits beside the path,
     its step, inputs, parameters, warnings and software are printed too, and whether its sha256 still
     matches the file.
 

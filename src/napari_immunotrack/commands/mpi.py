@@ -17,8 +17,6 @@ HELP = "MPI: iron mass and cell counts per ROI from fiducials"
 def add_arguments(parser):
     """Add the arguments of ``immunotrack mpi`` to a parser.
 
-    Numbers are kept as text here and checked in :func:`run` (one line and exit status 2 for a bad value).
-
     Parameters
     ----------
     parser : argparse.ArgumentParser
@@ -36,8 +34,8 @@ def add_arguments(parser):
     >>> add_arguments(parser)
     >>> args = parser.parse_args(["mpi.nii.gz", "--fiducials", "fid.csv", "--roi", "roi.nii.gz",
     ...                           "--iron-per-cell", "5", "-o", "iron.csv"])
-    >>> args.radius_mm, args.background, args.dilate_mm, args.supersample, args.overwrite
-    ('3.0', 'auto', '1.0', '3', False)
+    >>> args.mpi, args.fiducials, args.roi, args.background, args.output, args.overwrite
+    ('mpi.nii.gz', 'fid.csv', 'roi.nii.gz', 'auto', 'iron.csv', False)
     """
     from ._common import add_output, add_transform_arguments
 

@@ -300,8 +300,6 @@ def labels_arg(text):
 def add_arguments(parser):
     """Add the arguments of ``immunotrack quantify`` to a parser.
 
-    Numbers are kept as text here and checked in :func:`run` with :func:`number`.
-
     Parameters
     ----------
     parser : argparse.ArgumentParser
@@ -318,10 +316,10 @@ def add_arguments(parser):
     >>> parser = argparse.ArgumentParser(prog="immunotrack quantify")
     >>> add_arguments(parser)
     >>> args = parser.parse_args(["pet.nii.gz", "--roi", "organs.nii.gz", "-o", "pet.csv"])
-    >>> args.suv, args.lbm_formula, args.weight_unit, args.bsa_formula, args.supersample, args.density
-    ('bw', 'janmahasatian', 'auto', 'auto', '3', 'auto')
-    >>> args.peak_ml, args.no_peak, args.frames, args.dose_mbq
-    ('auto', False, None, None)
+    >>> args.pet, args.roi, args.output, args.suv, args.weight_unit, args.bsa_formula
+    ('pet.nii.gz', 'organs.nii.gz', 'pet.csv', 'bw', 'auto', 'auto')
+    >>> args.labels, args.frames, args.dose_mbq, args.overwrite
+    (None, None, None, False)
     """
     from ._common import add_output, add_transform_arguments
 
