@@ -139,8 +139,13 @@ def sample_qmri_paths() -> dict:
     -------
     dict of str to Path
         Dock label to file under ``<sample study>/qmri/sub-01/``: multi-echo gradient echo (day 1 and
-        day 0), multi-echo spin echo, variable flip angle, inversion recovery and B1 map. The paths are
-        built, not checked: a file may be absent in an installation without the sample.
+        day 0), multi-echo spin echo, variable flip angle, inversion recovery and B1 map. The file paths
+        are built, not checked.
+
+    Raises
+    ------
+    InputError
+        The sample study itself is missing (see :func:`napari_immunotrack.data.sample_study_root`).
 
     Examples
     --------
