@@ -141,9 +141,12 @@ def _json_beside(path):
 def run(args) -> int:
     """Run ``immunotrack relax``: fit a relaxation map and write it with its companion maps.
 
-    Writes the map (ms) on the series' grid, its companions beside it (``<stem>_R2star``/``_R1``...,
-    ``_S0``, ``_goodness``, ``_unreliable``, and with ``--baseline`` the delta R and concentration maps),
-    a JSON sidecar with the unit for each, provenance sidecars, and with ``--roi`` a per-label table.
+    Writes the map (ms) on the series' grid and its companions beside it: the rate
+    (``<stem>_R2star``, ``_R2`` or ``_R1``), ``_S0`` (T2 models) or ``_M0`` (T1 models), ``_goodness``,
+    ``_unreliable``, ``_B1`` with ``--method epg``; with ``--baseline`` the rate change
+    (``_deltaR2star``, ...) and, with ``--relaxivity`` too, the concentration (``_Fe_mM`` or ``_Gd_mM``)
+    and mass (``_Fe_ug``, ...) maps. Every output is checked before any work; each gets a JSON sidecar
+    with its unit and a provenance sidecar; with ``--roi`` a per-label table is written too.
     See :func:`napari_immunotrack.analysis.relaxometry.fit_relaxation`.
 
     Parameters
