@@ -19,6 +19,27 @@ HELP = "align every session of a study to a reference session (repositioned anim
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack align`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        The study folder must exist (checked when parsing).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack align")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["."])
+    >>> args.reference, args.subject, args.contrast, args.transform, args.allow_flip, args.force, args.overwrite
+    (None, None, None, 'rigid', False, False, False)
+    """
     from ._common import existing_path
 
     parser.add_argument("study", type=existing_path, help="study folder (BIDS-like, or a scanner export)")
@@ -45,6 +66,32 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack align``: align every session of a study to its reference session.
+
+    Calls :func:`napari_immunotrack.alignment.align_study` (which saves one transform per session in the
+    study, with provenance) and prints one line per session: reference, aligned (correlation, body
+    overlap, time, file), reused (inputs unchanged) or, on standard error, why it failed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0 when every session is aligned, reused or the reference; 2 when one or more could not be aligned
+        (or were doubtful and not saved without ``--force``). A study without images raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     main(["align", d])  # stderr: ... holds no images ...
+    2
+    """
     import sys
 
     from ..alignment import align_study

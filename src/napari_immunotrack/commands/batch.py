@@ -21,6 +21,29 @@ HELP = "run a pipeline file over a cohort (one task per subject and session) on 
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack batch`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        PIPELINE and COHORT_DIR must exist (checked when parsing).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse, os, tempfile
+    >>> parser = argparse.ArgumentParser(prog="immunotrack batch")
+    >>> add_arguments(parser)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     open(os.path.join(d, "pipeline.yaml"), "w").close()
+    ...     args = parser.parse_args([os.path.join(d, "pipeline.yaml"), d, "-o", "results", "--workers", "2"])
+    >>> args.output, args.workers, args.scheduler, args.overwrite
+    ('results', 2, None, False)
+    """
     parser.add_argument(
         "pipeline",
         type=existing_path,
@@ -51,6 +74,37 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    r"""Run ``immunotrack batch``: one task per subject and session of a cohort, on Dask, resumably.
+
+    Calls :func:`napari_immunotrack.batch.run_batch`, then prints the cohort readouts per day and site
+    (mean and SD over subjects), the cohort table, figures and failures, and a summary line; per-task
+    warnings go to each task's provenance, failed and partial tasks to standard error. Tasks whose inputs
+    and parameters did not change are skipped.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0, or 1 when a task failed. A bad pipeline file or cohort raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    A pipeline file with an unknown step is refused before any task runs:
+
+    >>> import os, tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with open(os.path.join(d, "pipeline.yaml"), "w") as f:
+    ...         _ = f.write("steps: [nope]\n")
+    ...     # stderr: immunotrack batch: error: ...pipeline.yaml line 1: unknown step 'nope'; steps are ...
+    ...     main(["batch", os.path.join(d, "pipeline.yaml"), d, "-o", os.path.join(d, "out")])
+    2
+    """
     import sys
     import warnings
 

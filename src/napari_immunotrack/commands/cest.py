@@ -24,6 +24,30 @@ HELP = "CEST: B0 map, MTRasym and multi-pool Lorentzian maps from a Z-spectrum s
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack cest`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        Image arguments must name existing paths (checked when parsing); ``--m0`` and ``--m0-offset``
+        exclude each other.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack cest")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([".", "-o", "maps"])
+    >>> args.pools, args.pool, args.mtrasym_ppm, args.b0_method, args.smoothing, args.z_floor, args.max_iter
+    ('water,amide,amine,noe,mt', [], '3.5', None, 0.0, 0.02, 100)
+    >>> args.offsets_ppm, args.m0, args.m0_offset, args.wassr, args.mask
+    (None, None, None, None, None)
+    """
     import re
 
     from ._common import existing_path
@@ -99,6 +123,45 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack cest``: B0, MTRasym and Lorentzian pool maps from a Z-spectrum series.
+
+    Calls :func:`napari_immunotrack.analysis.cest.analyse_cest` and writes into the output folder, all at
+    once: one NIfTI per map with a JSON sidecar giving its unit, the B0-corrected Z-spectra
+    (``zspectrum_b0corrected.nii.gz``), ``offsets_ppm.json`` and ``cest.provenance.json``. See
+    ``docs/methods/cest.md``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (an existing output folder without ``--overwrite``, offsets that do not match the
+        series, ``--wassr-offsets-ppm`` without ``--wassr``, ...) raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    A water line 1 ppm wide centred on 0 ppm in every voxel, M0 at -300 ppm, no pool fit:
+
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> from napari_immunotrack.cli import main
+    >>> offsets = [-300, -4, -3.5, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 3.5, 4]
+    >>> z = [1.0] + [1 - 0.9 / (1 + (2 * w) ** 2) for w in offsets[1:]]
+    >>> series = np.asarray(z, np.float32) * np.full((4, 4, 4, 1), 1000, np.float32)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     nib.save(nib.Nifti1Image(series, np.eye(4)), os.path.join(d, "cest.nii.gz"))
+    ...     main(["cest", os.path.join(d, "cest.nii.gz"), "--offsets-ppm", ",".join(map(str, offsets)),
+    ...           "--m0-offset", "-300", "--pools", "none", "-o", os.path.join(d, "maps")])  # doctest: +ELLIPSIS
+    ...     print(sorted(f for f in os.listdir(os.path.join(d, "maps")) if f.endswith(".nii.gz")))
+    2 maps of 64 voxels -> ...maps (B0 median ...0.000 ppm; provenance beside each map)
+    0
+    ['b0_ppm.nii.gz', 'mtrasym_3.5ppm.nii.gz', 'zspectrum_b0corrected.nii.gz']
+    """
     from pathlib import Path
 
     import numpy as np

@@ -26,6 +26,27 @@ HELP = "T1-T2 self-confirmation of dual-mode labels (T1-bright AND T2-dark, new 
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack confirm`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        Image arguments must name existing paths (checked when parsing).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack confirm")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--t1", ".", "--t2", ".", "-o", "confirmed.nii.gz"])
+    >>> args.output, args.table, args.t1_pre, args.t2_pre, args.transform, args.overwrite
+    ('confirmed.nii.gz', None, None, None, None, False)
+    """
     parser.add_argument(
         "--t1",
         required=True,
@@ -82,6 +103,34 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack confirm``: regions that are T1-bright AND T2-dark (and new since the baseline).
+
+    Calls :func:`napari_immunotrack.analysis.confirm.confirm_dual_mode` and writes the confirmed regions
+    as NIfTI labels on T1POST's grid, the optional table (CSV) and change maps, each with a provenance
+    sidecar. Without a baseline the regions are printed as UNCONFIRMED candidates (haemorrhage, melanin
+    and fat are also T1-bright and T2-dark).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (an output that is not NIfTI/CSV, two outputs with one name, an existing output
+        without ``--overwrite``, ...) raises :class:`~napari_immunotrack.errors.InputError` (exit status 2
+        from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     # stderr: immunotrack confirm: error: ...confirmed.png: the output must be NIfTI (.nii or .nii.gz).
+    ...     main(["confirm", "--t1", d, "--t2", d, "-o", os.path.join(d, "confirmed.png")])
+    2
+    """
     import sys
 
     import numpy as np

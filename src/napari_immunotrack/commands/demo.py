@@ -12,6 +12,26 @@ HELP = "run the whole pipeline on the sample study and compare it with the groun
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack demo`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack demo")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([])
+    >>> args.study, args.output, args.session, args.overwrite, args.no_report
+    (None, 'demo_output', 'day1', False, False)
+    """
     parser.add_argument("study", nargs="?", help="simulated study folder (default: the bundled sample study)")
     parser.add_argument("-o", "--output", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
@@ -23,8 +43,37 @@ def add_arguments(parser):
 
 def write_outputs(result, out_dir, provenance_base: dict, overwrite: bool):
     """Write a SessionResult's labels, tables and transforms (atomic, with provenance): see
-    :func:`napari_immunotrack.session_outputs.write_session_outputs`, shared with the batch
-    (each file's provenance holds the warnings of the step that made it)."""
+    :func:`napari_immunotrack.session_outputs.write_session_outputs`, shared with the batch.
+
+    Parameters
+    ----------
+    result : SessionResult
+        The analysed session (:func:`napari_immunotrack.pipeline.analyse_session`).
+    out_dir : str or Path
+        Existing folder to write into.
+    provenance_base : dict
+        The provenance record; each file's sidecar adds its ``output`` name.
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    list of Path
+        The files written (``<name>.nii.gz``, ``<table>.csv``, ``from-<datatype>_to-anat.tfm``), each with
+        a ``.provenance.json`` sidecar beside it that also holds the warnings of the step that made it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> from napari_immunotrack.pipeline import SessionResult
+    >>> result = SessionResult("01", "day1", tables={"pet": pd.DataFrame({"organ": ["tumour"], "percent_id": [2.5]})})
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     written = write_outputs(result, tmp, {"step": "demo"}, overwrite=False)
+    ...     print([p.name for p in written], sorted(p.name for p in Path(tmp).iterdir()))
+    ['pet.csv'] ['pet.csv', 'pet.csv.provenance.json']
+    """
     from ..session_outputs import write_session_outputs
 
     return write_session_outputs(result, out_dir, provenance_base, overwrite)
@@ -77,6 +126,36 @@ def print_warning_summary(log, out_dir, stream=None) -> None:
 
 
 def run(args) -> int:
+    """Run ``immunotrack demo``: analyse one session of a simulated study and compare it with its truth.
+
+    Analyses the session with :func:`napari_immunotrack.pipeline.analyse_session`, compares the readouts
+    with the study's ``ground_truth.json`` (:func:`~napari_immunotrack.pipeline.compare_with_truth`) and
+    writes the labels, tables, transforms, ``comparison_with_truth.csv`` and (unless ``--no-report``) the
+    study report into the output folder, all at once (a crash leaves the old folder or none). Prints the
+    readouts per organ and the comparison.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0, or 1 when a step failed with an internal error (its partial results are still written). A study
+        without ``ground_truth.json`` or a non-empty output folder without ``--overwrite`` raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    The whole sample study takes about a minute; here the check that refuses a study that is not simulated:
+
+    >>> import tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     main(["demo", d, "-o", d + "/out"])  # stderr: ... has no ground_truth.json ...
+    2
+    """
     import json
     import sys
     import time

@@ -16,6 +16,27 @@ HELP = "write labels as DICOM SEG (and readouts as a DICOM SR measurement report
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack export`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        LABELS, ``--source`` and ``--table`` must name existing paths (checked when parsing).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack export")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([".", "--source", ".", "--seg", "clusters.dcm"])
+    >>> args.seg, args.seg_type, args.table, args.sr, args.overwrite
+    ('clusters.dcm', 'binary', None, None, False)
+    """
     from ._common import existing_path
 
     parser.add_argument("labels", type=existing_path, help="label image (NIfTI, DICOM SEG, ...; 0 = background)")
@@ -39,6 +60,38 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack export``: write label images as DICOM SEG, and readouts as a DICOM SR.
+
+    The SEG (and SR) reference the Study, Series, SOP Instance and Frame of Reference UIDs of the source
+    DICOM series; none are invented, so ``--source`` must be that series. Each file gets a provenance
+    sidecar. See :mod:`napari_immunotrack.io.dicom_export`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (``--table`` without ``--sr`` or the reverse, a source that is not a DICOM series, an
+        existing output without ``--overwrite``, ...) raises :class:`~napari_immunotrack.errors.InputError`
+        (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), os.path.join(d, "labels.nii.gz"))
+    ...     main(["export", os.path.join(d, "labels.nii.gz"), "--source", os.path.join(d, "labels.nii.gz"),
+    ...           "--seg", os.path.join(d, "labels.dcm")])  # stderr: ... is not a DICOM series (nifti); ...
+    ...     print(sorted(os.listdir(d)))  # nothing half-written
+    2
+    ['labels.nii.gz']
+    """
     import warnings
 
     from .. import provenance

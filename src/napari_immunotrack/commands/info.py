@@ -55,6 +55,28 @@ _KEYS = (
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack info`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack info")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["scan.nii.gz"])
+    >>> args.path, args.json, args.voxel_size, args.reference
+    ('scan.nii.gz', False, None, None)
+    >>> parser.parse_args(["stack.tif", "--voxel-size", "2", "0.1", "0.1"]).voxel_size
+    [2.0, 0.1, 0.1]
+    """
     parser.add_argument(
         "path",
         help="NIfTI, DICOM file or folder, OME-TIFF, OME-Zarr, ParaVision scan folder "
@@ -72,6 +94,35 @@ def add_arguments(parser):
 
 
 def describe(volume) -> dict:
+    """What ``immunotrack info`` prints about one volume: geometry, modality, unit and the quantitative
+    header fields it carries.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image, as a reader returns it.
+
+    Returns
+    -------
+    dict
+        ``name``, ``modality``, ``unit``, ``shape``, ``dtype``, ``voxel_size_mm`` (rounded to 6 decimals),
+        ``orientation`` (axis codes), ``axis_aligned``, ``world_bounds_ras_mm`` (``min``/``max`` corners of the
+        voxel centres in world RAS mm, rounded to 3 decimals), then every header field of a fixed list
+        (``Units``, ``RadionuclideTotalDose``, ``EchoTime``, ``label_names``, ...) that is set and not empty,
+        and ``pyramid_shapes`` for a multiscale image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> vol = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 0.5, 1.0]), modality="MR",
+    ...              metadata={"EchoTime": 0.01, "SeriesDescription": ""}, name="T2w")
+    >>> info = describe(vol)
+    >>> info["shape"], info["voxel_size_mm"], info["orientation"]
+    ([4, 5, 6], [2.0, 1.0, 0.5], 'RAS')
+    >>> info["world_bounds_ras_mm"], info["EchoTime"], "SeriesDescription" in info
+    ({'min': [0.0, 0.0, 0.0], 'max': [6.0, 4.0, 2.5]}, 0.01, False)
+    """
     import numpy as np
 
     bounds = volume.bounds_world()
@@ -96,7 +147,31 @@ def describe(volume) -> dict:
 
 
 def describe_table(path) -> dict:
-    """Rows and columns of a CSV/TSV output."""
+    r"""Rows and columns of a CSV/TSV output (``.tsv`` is read tab-separated, anything else as CSV).
+
+    Parameters
+    ----------
+    path : str or Path
+        The table file.
+
+    Returns
+    -------
+    dict
+        ``{"rows": int, "columns": [str, ...]}``, or ``{"unreadable": reason}`` (the reader's message, at most
+        120 characters) when the file cannot be read as a table.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "cells.csv")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write("label,cells\n1,1200\n2,300\n")
+    ...     print(describe_table(path))
+    ...     print(sorted(describe_table(os.path.join(d, "missing.csv"))))
+    {'rows': 2, 'columns': ['label', 'cells']}
+    ['unreadable']
+    """
     import pandas as pd
 
     try:
@@ -111,6 +186,46 @@ _MAX_DESCRIBED = 10
 
 
 def run(args) -> int:
+    """Run ``immunotrack info``: describe an image, a table or an output of this package.
+
+    An image in any format the readers open is described volume by volume (:func:`describe`); a CSV/TSV
+    output by its rows and columns; when a provenance sidecar (``<file>.provenance.json``) sits beside the path,
+    its step, inputs, parameters, warnings and software are printed too, and whether its sha256 still
+    matches the file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`): ``path``, ``json``, ``voxel_size``, ``reference``.
+
+    Returns
+    -------
+    int
+        0. Bad input raises :class:`~napari_immunotrack.errors.InputError`, which
+        :func:`napari_immunotrack.cli.main` turns into one line on standard error and exit status 2.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "post.nii.gz")
+    ...     nib.save(nib.Nifti1Image(np.zeros((6, 6, 4), np.float32), np.diag([0.5, 0.5, 1.0, 1.0])), path)
+    ...     main(["info", path])  # arrays are held (z, y, x): the NIfTI i axis comes last
+    post
+      modality: MR
+      unit: a.u.
+      shape: [4, 6, 6]
+      dtype: float32
+      voxel_size_mm: [1.0, 0.5, 0.5]
+      orientation: SAR
+      axis_aligned: True
+      world_bounds_ras_mm: {'min': [0.0, 0.0, 0.0], 'max': [2.5, 2.5, 3.0]}
+      affine_source: sform
+    0
+    """
     from ..errors import InputError
     from ..io import FORMAT_NAMES, detect_format, images_in_folder, load_volumes
     from ..outputs import sidecar_matches, sidecar_path

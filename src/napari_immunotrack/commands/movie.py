@@ -19,6 +19,29 @@ HELP = "time-lapse movie (MP4/GIF) of a track over the study's timepoints"
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack movie`` to a parser.
+
+    Numbers are kept as text here and checked in :func:`run` (one line and exit status 2 for a bad value).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        The study folder must exist (checked when parsing).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack movie")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([".", "-o", "pet.gif"])
+    >>> args.track, args.plane, args.fps, args.size, args.hold, args.fade, args.rotate, args.value_range
+    ('PET', 'axial', '10', '1920x1080', '1.5', '0.6', '0', None)
+    """
     from ._common import add_output, existing_path
 
     parser.add_argument("study", type=existing_path, help="study folder (sub-*/ses-*/... or a scanner export)")
@@ -60,6 +83,34 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack movie``: a time-lapse MP4/GIF of one track over the study's timepoints.
+
+    Calls :func:`napari_immunotrack.movie.make_movie` (written atomically with a provenance sidecar) and
+    prints the frames, size, timepoints and colour-bar range.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (a number that is not one, ``--range`` that is not LOW,HIGH, a study without images,
+        an existing output without ``--overwrite``, ...) raises :class:`~napari_immunotrack.errors.InputError`
+        (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     # stderr: immunotrack movie: error: --range '5' must be LOW,HIGH (two numbers).
+    ...     main(["movie", d, "-o", os.path.join(d, "pet.gif"), "--range", "5"])
+    ...     main(["movie", d, "-o", os.path.join(d, "pet.gif")])  # stderr: ... holds no images ...
+    2
+    2
+    """
     from ..errors import InputError
     from ..movie import make_movie
     from ..outputs import check_output, sidecar_path

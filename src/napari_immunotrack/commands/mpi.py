@@ -15,6 +15,28 @@ HELP = "MPI: iron mass and cell counts per ROI from fiducials"
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack mpi`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        Also adds the transform arguments (``_common.add_transform_arguments``) and ``--pvc``/``--psf-fwhm``.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack mpi")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["mpi.nii.gz", "--fiducials", "fid.csv", "--roi", "roi.nii.gz",
+    ...                           "--iron-per-cell", "5", "-o", "iron.csv"])
+    >>> args.mpi, args.fiducials, args.roi, args.background, args.output, args.overwrite
+    ('mpi.nii.gz', 'fid.csv', 'roi.nii.gz', 'auto', 'iron.csv', False)
+    """
     from ._common import add_output, add_transform_arguments
 
     parser.add_argument("mpi", help="MPI image (NIfTI, DICOM, ...)")
@@ -39,6 +61,54 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    r"""Run ``immunotrack mpi``: iron mass and cell counts per ROI label, calibrated on fiducials.
+
+    Writes a CSV with one row per ROI label and its provenance sidecar. See
+    :func:`napari_immunotrack.analysis.mpi.mpi_iron` and ``docs/methods/mpi.md``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (fewer than two fiducials of different iron mass, a number that is not one, an
+        existing output without ``--overwrite``, ...) raises :class:`~napari_immunotrack.errors.InputError`
+        (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    Three point-like fiducials of 100, 50 and 20 ng (signal 1 per ng) and an ROI holding a source of
+    signal 30: 30 ng of iron, 6000 cells at 5 pg per cell.
+
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from napari_immunotrack.cli import main
+    >>> image = np.zeros((10, 10, 10), np.float32)
+    >>> image[1, 1, 1], image[1, 8, 1], image[8, 1, 1], image[7, 7, 7] = 100, 50, 20, 30
+    >>> roi = np.zeros((10, 10, 10), np.uint8); roi[6:9, 6:9, 6:9] = 1
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     nib.save(nib.Nifti1Image(image, np.eye(4)), os.path.join(d, "mpi.nii.gz"))
+    ...     nib.save(nib.Nifti1Image(roi, np.eye(4)), os.path.join(d, "roi.nii.gz"))
+    ...     with open(os.path.join(d, "fid.csv"), "w") as f:
+    ...         _ = f.write("x_mm,y_mm,z_mm,iron_ng\n1,1,1,100\n1,8,1,50\n8,1,1,20\n")
+    ...     main(["mpi", os.path.join(d, "mpi.nii.gz"), "--fiducials", os.path.join(d, "fid.csv"),
+    ...           "--roi", os.path.join(d, "roi.nii.gz"), "--iron-per-cell", "5", "--radius-mm", "1.5",
+    ...           "--background", "0", "-o", os.path.join(d, "iron.csv")])  # doctest: +ELLIPSIS
+    ...     table = pd.read_csv(os.path.join(d, "iron.csv"))
+    calibration: 1 per ng, intercept ..., R^2 1.0000 (3 fiducials)
+    1 ROI(s) -> ...iron.csv (provenance: iron.csv.provenance.json)
+    0
+    >>> table[["label", "voxels", "iron_ng", "cell_count", "status"]].round(6).to_dict("records")
+    [{'label': 1, 'voxels': 27, 'iron_ng': 30.0, 'cell_count': 6000.0, 'status': 'ok'}]
+    >>> main(["mpi", "mpi.nii.gz", "--fiducials", "fid.csv", "--roi", "roi.nii.gz", "--iron-per-cell", "0",
+    ...       "-o", "iron.csv"])  # stderr: immunotrack mpi: error: --iron-per-cell must be greater than 0 (got 0).
+    2
+    """
     from pathlib import Path
 
     import pandas as pd

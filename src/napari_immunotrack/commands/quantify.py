@@ -24,7 +24,50 @@ HELP = "PET/SPECT Bq/mL, SUV, SUVpeak, %ID per ROI on the PET's own grid"
 
 # ---------------------------------------------------------------------------- shared by fluorine and mpi
 def number(value, name: str, *, positive: bool = True, minimum=None, integer: bool = False):
-    """A command-line number checked here (so a bad value exits 2 with one line, not argparse's usage)."""
+    """A command-line number checked here, so that a bad value is one line and exit status 2 (not
+    argparse's usage block). Shared by the ``quantify``, ``fluorine``, ``mpi`` and ``relax`` verbs.
+
+    Parameters
+    ----------
+    value : str, float or None
+        The text given on the command line (or a number); None passes through.
+    name : str
+        The flag, for the message (e.g. ``"--dose-mbq"``).
+    positive : bool, default True
+        Require a value greater than 0.
+    minimum : float, optional
+        Require a value of at least this.
+    integer : bool, default False
+        Require a whole number and return an int.
+
+    Returns
+    -------
+    float, int or None
+        The value; None when `value` is None.
+
+    Raises
+    ------
+    InputError
+        Not a number, not finite, not positive (with `positive`), below `minimum`, or not whole (with
+        `integer`).
+
+    Examples
+    --------
+    >>> number("1e12", "--fluorine-per-cell")
+    1000000000000.0
+    >>> number("3", "--supersample", integer=True), number(None, "--noise-sigma")
+    (3, None)
+    >>> number("0", "--dilate-mm", positive=False, minimum=0.0)
+    0.0
+    >>> number("-2", "--dose-mbq")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: --dose-mbq must be greater than 0 (got -2).
+    >>> number("ten", "--weight-kg")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: --weight-kg must be a number, not 'ten'.
+    """
     if value is None:
         return None
     try:
@@ -45,7 +88,35 @@ def number(value, name: str, *, positive: bool = True, minimum=None, integer: bo
 
 
 def load_transform(path):
-    """The 4x4 matrix of a transform file as written (no direction resolved; see ``_common.transform_arg``)."""
+    """The 4x4 matrix of a transform file as written (no direction resolved; see ``_common.transform_arg``).
+
+    Parameters
+    ----------
+    path : str, Path or None
+        An ITK ``.tfm``/``.txt``/``.mat`` file or a text file holding a 4x4 matrix (world RAS mm).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The file's fixed-to-moving 4x4 matrix (RAS mm); None when `path` is None.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read as a transform.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> load_transform(None) is None
+    True
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "shift.txt")
+    ...     np.savetxt(path, [[1, 0, 0, 2.5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    ...     print(load_transform(path)[:3, 3])
+    [2.5 0.  0. ]
+    """
     if path is None:
         return None
     from ..io.transforms import read_transform_file
@@ -54,7 +125,31 @@ def load_transform(path):
 
 
 def roi_label_names(roi_path) -> dict:
-    """{label: name} from the BIDS-style .tsv (index, name) beside a label image, or {}."""
+    r"""{label: name} from the BIDS-style ``.tsv`` (columns ``index``, ``name``) beside a label image.
+
+    The table is the image's file name with its image extension (``.nii.gz``, ``.nii``, ``.ome.zarr``,
+    ``.zarr``, ``.tif``, ``.tiff``, ``.nrrd``, ``.mha``) replaced by ``.tsv``.
+
+    Parameters
+    ----------
+    roi_path : str or Path
+        The label image.
+
+    Returns
+    -------
+    dict of int to str
+        Label value to name; ``{}`` when there is no such table or it cannot be read. Rows whose index is
+        not a whole number are skipped.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with open(os.path.join(d, "organs.tsv"), "w") as f:
+    ...         _ = f.write("index\tname\n1\tliver\n2\tspleen\nx\tbad\n")
+    ...     print(roi_label_names(os.path.join(d, "organs.nii.gz")), roi_label_names(os.path.join(d, "other.nii")))
+    {1: 'liver', 2: 'spleen'} {}
+    """
     import csv
 
     p = Path(str(roi_path))
@@ -80,7 +175,35 @@ def roi_label_names(roi_path) -> dict:
 
 
 def read_density_table(path) -> dict:
-    """{organ name: density g/mL} from a CSV/TSV (name, density_g_ml) or a JSON object."""
+    r"""{organ name: density g/mL} from a CSV/TSV (``name``, ``density_g_ml``) or a JSON object.
+
+    A CSV/TSV is read with its separator sniffed; without those column names, the first two columns are
+    used (a ``density`` column also counts).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``--density-table`` file.
+
+    Returns
+    -------
+    dict of str to float
+        Organ name to tissue density in g/mL.
+
+    Raises
+    ------
+    InputError
+        The file does not exist, is not such a table, or holds a density that is not a positive number.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with open(os.path.join(d, "dens.csv"), "w") as f:
+    ...         _ = f.write("name,density_g_ml\nliver,1.06\nlung,0.30\n")
+    ...     print(read_density_table(os.path.join(d, "dens.csv")))
+    {'liver': 1.06, 'lung': 0.3}
+    """
     import json
 
     p = Path(path)
@@ -111,13 +234,57 @@ def read_density_table(path) -> dict:
 
 
 def progress_for(label: str):
-    """A progress bar on standard error when it is a terminal (keeps error output to one line otherwise)."""
+    """A progress bar on standard error when it is a terminal (keeps error output to one line otherwise).
+
+    Parameters
+    ----------
+    label : str
+        The bar's prefix (the verb's name).
+
+    Returns
+    -------
+    TextProgress or None
+        A :class:`napari_immunotrack.progress.TextProgress` callback ``(fraction, message)`` when standard
+        error is a terminal, else None (no progress shown in a pipe, a log file or a test).
+
+    Examples
+    --------
+    >>> import sys
+    >>> progress_for("mpi") is None or sys.stderr.isatty()  # None here unless run at a terminal
+    True
+    """
     from ..progress import text_progress
 
     return text_progress(label) if sys.stderr.isatty() else None
 
 
 def labels_arg(text):
+    """The ``--labels`` option: which ROI labels to quantify.
+
+    Parameters
+    ----------
+    text : str or None
+        Comma-separated positive whole numbers (spaces allowed); None means every label.
+
+    Returns
+    -------
+    list of int or None
+        The label values in the order given; None when `text` is None.
+
+    Raises
+    ------
+    InputError
+        A value is not a whole number, is below 1, or none is given.
+
+    Examples
+    --------
+    >>> labels_arg("1, 3,7"), labels_arg(None)
+    ([1, 3, 7], None)
+    >>> labels_arg("0")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: --labels must list positive label values (got '0').
+    """
     if text is None:
         return None
     try:
@@ -131,6 +298,29 @@ def labels_arg(text):
 
 # ---------------------------------------------------------------------------- the verb
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack quantify`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        Also adds the transform arguments and ``--pvc``/``--psf-fwhm``/``--positron-range``.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack quantify")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["pet.nii.gz", "--roi", "organs.nii.gz", "-o", "pet.csv"])
+    >>> args.pet, args.roi, args.output, args.suv, args.weight_unit, args.bsa_formula
+    ('pet.nii.gz', 'organs.nii.gz', 'pet.csv', 'bw', 'auto', 'auto')
+    >>> args.labels, args.frames, args.dose_mbq, args.overwrite
+    (None, None, None, False)
+    """
     from ..analysis.pet import PET_PARAMETERS  # defaults, limits and help of the analysis' options
     from ._common import add_output, add_transform_arguments
 
@@ -180,6 +370,48 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack quantify``: Bq/mL, SUV, SUVpeak and %ID per ROI label on the PET's own grid.
+
+    The ROIs (any grid) are carried onto the PET grid with partial-voxel weights; header values given as
+    flags replace or complete the file's header. Writes a CSV with one row per ROI label and its
+    provenance sidecar. See :func:`napari_immunotrack.analysis.pet.quantify_pet` and ``docs/methods/pet.md``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (an unknown SUV type, a number that is not one, a missing dose or weight for SUV, an
+        existing output without ``--overwrite``, ...) raises :class:`~napari_immunotrack.errors.InputError`
+        (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    A uniform 400 kBq/mL image, 10 MBq injected into a 25 g mouse: SUVbw = 400 kBq/mL / (10 MBq / 25 g) = 1,
+    and the 8-voxel ROI (0.008 mL) holds 3.2 kBq, 0.032 % of the injected dose.
+
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from napari_immunotrack.cli import main
+    >>> roi = np.zeros((6, 6, 6), np.uint8); roi[2:4, 2:4, 2:4] = 1
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     nib.save(nib.Nifti1Image(np.full((6, 6, 6), 4e5, np.float32), np.eye(4)), os.path.join(d, "pet.nii.gz"))
+    ...     nib.save(nib.Nifti1Image(roi, np.eye(4)), os.path.join(d, "roi.nii.gz"))
+    ...     main(["quantify", os.path.join(d, "pet.nii.gz"), "--roi", os.path.join(d, "roi.nii.gz"),
+    ...           "--units", "BQML", "--dose-mbq", "10", "--weight-kg", "0.025", "--decay-correction", "ADMIN",
+    ...           "--no-peak", "-o", os.path.join(d, "pet.csv")])  # doctest: +ELLIPSIS
+    ...     table = pd.read_csv(os.path.join(d, "pet.csv"))
+    1 ROI(s) -> ...pet.csv (provenance: pet.csv.provenance.json)
+    0
+    >>> table.loc[0, ["voxels", "volume_ml", "mean_bq_ml", "suv_bw_mean", "total_activity_mbq", "percent_id"]].tolist()
+    [8.0, 0.008, 400000.0, 1.0, 0.0032, 0.032]
+    """
+    ###
     from ..analysis import pet as pet_mod
     from ..analysis.roi import carry_rois
     from ..outputs import check_output, sidecar_path, write_table

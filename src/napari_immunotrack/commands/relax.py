@@ -40,6 +40,28 @@ def _number_list(text, flag):
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack relax`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        The ``--model`` choices and the ``--method`` help come from
+        :mod:`napari_immunotrack.analysis.relaxometry` (``MODELS``, ``METHODS``).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack relax")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["mge.nii.gz", "--model", "t2star", "--echo-times-ms", "2,4,6,8", "-o", "t2s.nii.gz"])
+    >>> args.series, args.model, args.echo_times_ms, args.method, args.noise_sigma, args.baseline
+    ('mge.nii.gz', 't2star', '2,4,6,8', None, None, None)
+    """
     from ..analysis.relaxometry import AGENTS, METHODS, MODELS
     from ._common import add_output
 
@@ -117,6 +139,47 @@ def _json_beside(path):
 
 
 def run(args) -> int:
+    """Run ``immunotrack relax``: fit a relaxation map and write it with its companion maps.
+
+    Writes the map (ms) on the series' grid and its companions beside it: the rate
+    (``<stem>_R2star``, ``_R2`` or ``_R1``), ``_S0`` (T2 models) or ``_M0`` (T1 models), ``_goodness``,
+    ``_unreliable``, ``_B1`` with ``--method epg``; with ``--baseline`` the rate change
+    (``_deltaR2star``, ...) and, with ``--relaxivity`` too, the concentration (``_Fe_mM`` or ``_Gd_mM``)
+    and mass (``_Fe_ug``, ...) maps. Every output is checked before any work; each gets a JSON sidecar
+    with its unit and a provenance sidecar; with ``--roi`` a per-label table is written too.
+    See :func:`napari_immunotrack.analysis.relaxometry.fit_relaxation`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (missing echo times, ``--table`` without ``--roi``, ``--relaxivity`` without
+        ``--baseline``, an existing output without ``--overwrite``, ...) raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    Four echoes of a mono-exponential decay with T2* = 20 ms, no noise floor:
+
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> from napari_immunotrack.cli import main
+    >>> echoes = 1000 * np.exp(-np.array([2.0, 4, 6, 8]) / 20.0) * np.ones((4, 4, 4, 1))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     series = os.path.join(d, "mge.nii.gz")
+    ...     nib.save(nib.Nifti1Image(echoes.astype(np.float32), np.diag([0.5, 0.5, 0.5, 1.0])), series)
+    ...     main(["relax", series, "--model", "t2star", "--echo-times-ms", "2,4,6,8", "--noise-sigma", "0",
+    ...           "-o", os.path.join(d, "t2star.nii.gz")])  # doctest: +ELLIPSIS
+    ...     print(sorted(f for f in os.listdir(d) if f.endswith(".nii.gz")))
+    t2star: 64 voxels fitted, 0 unreliable, median T2star 20 ms -> ...t2star.nii.gz (+ 4 companion maps; provenance: t2star.nii.gz.provenance.json)
+    0
+    ['mge.nii.gz', 't2star.nii.gz', 't2star_R2star.nii.gz', 't2star_S0.nii.gz', 't2star_goodness.nii.gz', 't2star_unreliable.nii.gz']
+    """
     import numpy as np
 
     from ..analysis import relaxometry as rx

@@ -24,6 +24,28 @@ def _efflux(text: str) -> dict:
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack report`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        The study, ``--kinetics`` and ``--cell-counts`` must name existing paths (checked when parsing);
+        ``--efflux`` is parsed to ``{readout: fraction per day}``.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack report")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([".", "-o", "report", "--efflux", "19F=0.02,PET=0.05"])
+    >>> args.output, args.subject, args.injected_cells, args.dpi, args.no_pdf, args.efflux
+    ('report', None, None, 150, False, {'19F': 0.02, 'PET': 0.05})
+    """
     from ._common import existing_path, positive_float, positive_int
 
     parser.add_argument("study", type=existing_path, help="study folder (sub-*/ses-*/<type>/ layout)")
@@ -52,6 +74,36 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack report``: analyse every session of a study and write the HTML report.
+
+    Calls :func:`napari_immunotrack.report.build_report` (figures, tables and provenance in the output
+    folder; a PDF too when a converter is installed, unless ``--no-pdf``), then prints where it was
+    written, which sessions were reused and which sites are flagged as macrophage-held signal.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0, or 1 when a part of the report failed with an internal error (the rest is written; the part is
+        named on standard error). Bad input (``--dpi`` above 1200, a ``--cell-counts`` CSV without the
+        columns site, day, cells, a study without images, ...) raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     # stderr: immunotrack report: error: --dpi 5000 is too large; use at most 1200.
+    ...     main(["report", d, "-o", os.path.join(d, "report"), "--dpi", "5000"])
+    ...     main(["report", d, "-o", os.path.join(d, "report")])  # stderr: ... holds no images ...
+    2
+    2
+    """
     import sys
 
     from ..errors import InputError

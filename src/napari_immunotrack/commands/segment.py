@@ -40,6 +40,29 @@ _CLI_PARAMETERS = (
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack segment`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+        Image arguments must name existing paths (checked when parsing: exit 2 otherwise).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack segment")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([".", "-o", "clusters.nii.gz"])  # "." only needs to exist here
+    >>> args.method, args.threshold, args.min_size, args.connectivity, args.baseline_ratio, args.baseline_rule
+    ('fraction', None, 3, 26, 0.6, 'ratio')
+    >>> args.baseline, args.table, args.overwrite
+    (None, None, False)
+    """
     from ..analysis.clusters import CLUSTER_PARAMETERS
 
     parser.add_argument(
@@ -105,6 +128,51 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Run ``immunotrack segment``: find dark (iron) clusters on POST and write their labels and table.
+
+    Every output is checked before any work; the labels (NIfTI on POST's grid) and the optional table
+    (CSV) are written atomically, each with a provenance sidecar, and a summary line plus the first 50
+    rows of the table are printed. See :func:`napari_immunotrack.analysis.clusters.segment_clusters`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0. Bad input (an output that is not NIfTI/CSV or already exists without ``--overwrite``, an
+        unreadable image, a transform without ``--baseline``) raises
+        :class:`~napari_immunotrack.errors.InputError`: :func:`napari_immunotrack.cli.main` prints one line
+        and returns 2.
+
+    Examples
+    --------
+    A 27-voxel dark void in a noisy 12-voxel cube, a reference ROI and a known noise sigma:
+
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> from napari_immunotrack.cli import main
+    >>> rng = np.random.default_rng(0)
+    >>> post = 100 + rng.normal(0, 3, (12, 12, 12)); post[5:8, 5:8, 5:8] = 20
+    >>> muscle = np.zeros((12, 12, 12), np.uint8); muscle[1:4, 1:11, 1:11] = 1
+    >>> affine = np.diag([0.2, 0.2, 0.2, 1.0])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     nib.save(nib.Nifti1Image(post.astype(np.float32), affine), os.path.join(d, "post.nii.gz"))
+    ...     nib.save(nib.Nifti1Image(muscle, affine), os.path.join(d, "muscle.nii.gz"))
+    ...     main(["segment", os.path.join(d, "post.nii.gz"), "--reference-mask", os.path.join(d, "muscle.nii.gz"),
+    ...           "--sigma", "3", "-o", os.path.join(d, "clusters.nii.gz"), "--table", os.path.join(d, "clusters.csv")])
+    ...     print(sorted(f for f in os.listdir(d) if f.startswith("clusters")))  # doctest: +ELLIPSIS
+    1 cluster(s) (fraction, threshold 0.5; reference mean 99.75 from reference ROI; noise sigma 3 from given; NO baseline) -> ...clusters.nii.gz
+     label  voxels  volume_mm3  centroid_x_mm  centroid_y_mm  centroid_z_mm  min_signal_norm  baseline_ratio  cnr
+         1      27       0.216            1.2            1.2            1.2            0.201             NaN 26.6
+    0
+    ['clusters.csv', 'clusters.csv.provenance.json', 'clusters.nii.gz', 'clusters.nii.gz.provenance.json']
+    >>> main(["segment", ".", "-o", "clusters.png"])  # stderr: ... the labels output must be NIfTI (.nii or .nii.gz).
+    2
+    """
     import sys
 
     from .. import outputs, provenance

@@ -19,6 +19,26 @@ DOCKS = (
 
 
 def add_arguments(parser):
+    """Add the arguments of ``immunotrack view`` to a parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's sub-parser (:func:`napari_immunotrack.cli.build_parser` passes it); changed in place.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="immunotrack view")
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--3d", "--goto=-6.5,-0.4,8.9"])
+    >>> args.study, args.session, args.subject, args.three_d, args.three_plane, args.goto, args.screenshot
+    (None, None, None, True, False, '-6.5,-0.4,8.9', None)
+    """
     parser.add_argument(
         "study", nargs="?", help="study folder, or a saved study state (.json) (default: the bundled sample study)"
     )
@@ -46,6 +66,38 @@ def open_viewer(
     The Study dock (:class:`~napari_immunotrack.widgets.study.StudyWidget`) opens the study; it is
     reachable as ``viewer.window._immunotrack_study``. ``progressive`` draws the visible layers
     first and adds the hidden ones from the event loop (the command line); tests get all layers.
+
+    Parameters
+    ----------
+    study : str or Path, optional
+        Study folder or scanner export (default: the bundled sample study).
+    session, subject : str, optional
+        What to show first (default: the first post-injection session of the first subject).
+    show : bool, default True
+        Show the window.
+    docks : bool, default True
+        Also open the analysis docks (``DOCKS``), tabified with the Study dock; a dock that fails to
+        open is a warning, not an error.
+    state : str or Path, optional
+        A saved study state (``immunotrack_state.json``) to reopen instead of `study`.
+    three_plane : bool, default False
+        Show the axial, coronal and sagittal planes.
+    progressive : bool, default False
+        Add hidden layers later, from the event loop.
+
+    Returns
+    -------
+    napari.Viewer
+        The viewer (1500 x 950), with a close guard that asks before unsaved labels or ROIs are lost.
+
+    Examples
+    --------
+    Not run as a doctest: it opens a Qt main window and reads a whole study, which takes seconds (the
+    GUI tests run it, e.g. tests/test_gui_study.py):
+
+    >>> viewer = open_viewer(show=False)  # doctest: +SKIP
+    >>> study_widget(viewer).session  # doctest: +SKIP
+    'day1'
     """
     import napari
 
@@ -105,7 +157,26 @@ def open_viewer(
 
 
 def study_widget(viewer):
-    """The Study dock of a viewer made by :func:`open_viewer`."""
+    """The Study dock of a viewer made by :func:`open_viewer`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Any viewer; its ``window._immunotrack_study`` is read.
+
+    Returns
+    -------
+    StudyWidget or None
+        The dock; None for a viewer not made by :func:`open_viewer`.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> study_widget(SimpleNamespace(window=SimpleNamespace(_immunotrack_study="the Study dock")))
+    'the Study dock'
+    >>> print(study_widget(SimpleNamespace(window=SimpleNamespace())))
+    None
+    """
     return getattr(viewer.window, "_immunotrack_study", None)
 
 
@@ -145,6 +216,30 @@ def fit_to_anatomy(viewer) -> None:
 
     Kept here for old imports; it lives with the Study dock
     (:func:`napari_immunotrack.widgets.study.fit_to_anatomy`), which the command imports, never the reverse.
+    Only visible layers holding a Volume of modality MR in their metadata count; without one the view is
+    just reset.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.widgets._common import volume_layer_data
+    >>> viewer = ViewerModel()
+    >>> t2w = Volume(np.zeros((10, 20, 30), np.float32), np.diag([1.0, 0.5, 0.25, 1.0]), "MR", name="T2w")
+    >>> data, kwargs, _kind = volume_layer_data(t2w)
+    >>> _ = viewer.add_image(data, **kwargs)
+    >>> fit_to_anatomy(viewer)
+    >>> t2w.center_world().tolist(), viewer.dims.point  # RAS centre; napari's (S, A, R) slider
+    ([4.5, 4.75, 3.625], (3.625, 4.75, 4.5))
     """
     from ..widgets.study import fit_to_anatomy as fit
 
@@ -164,7 +259,45 @@ def _parse_goto(text):
 
 
 def save_screenshot(viewer, args, state) -> None:
-    """Write the window's picture to ``args.screenshot`` atomically, with what was shown in its sidecar."""
+    """Write the window's picture to ``args.screenshot`` atomically, with what was shown in its sidecar.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        A viewer made by :func:`open_viewer` (its ``screenshot`` and Study dock are used).
+    args : argparse.Namespace
+        ``screenshot`` (the PNG path), ``overwrite``, ``goto``, ``three_plane`` and ``three_d``.
+    state : str or Path or None
+        The saved state that was opened, recorded in the sidecar.
+
+    Returns
+    -------
+    None
+        Writes the PNG and ``<png>.provenance.json``, whose parameters list the study, subject, session,
+        state, goto point, view mode and the visible layers.
+
+    Examples
+    --------
+    A stand-in viewer (a real one needs a window; ``immunotrack view --screenshot`` runs it):
+
+    >>> import argparse, json, os, tempfile
+    >>> from types import SimpleNamespace
+    >>> import numpy as np
+    >>> dock = SimpleNamespace(study=None, subject="01", session="day1")
+    >>> viewer = SimpleNamespace(screenshot=lambda canvas_only, flash: np.zeros((4, 6, 4), np.uint8),
+    ...                          window=SimpleNamespace(_immunotrack_study=dock),
+    ...                          layers=[SimpleNamespace(name="T2w (day 1)", visible=True)])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     args = argparse.Namespace(screenshot=os.path.join(d, "view.png"), overwrite=False, goto=None,
+    ...                               three_plane=False, three_d=False)
+    ...     save_screenshot(viewer, args, None)
+    ...     with open(os.path.join(d, "view.png.provenance.json")) as f:
+    ...         shown = json.load(f)["parameters"]
+    ...     print(sorted(os.listdir(d)))
+    ['view.png', 'view.png.provenance.json']
+    >>> shown["session"], shown["layers"], shown["3d"]
+    ('day1', ['T2w (day 1)'], False)
+    """
     from ..outputs import write_png
     from ..provenance import record
 
@@ -184,6 +317,36 @@ def save_screenshot(viewer, args, state) -> None:
 
 
 def run(args) -> int:
+    """Run ``immunotrack view``: open napari with a study and the plugin's docks.
+
+    Everything that can be checked is checked before a window opens (napari installed, ``--goto``, the
+    study or saved state, the ``--screenshot`` name). With ``--screenshot`` the window is drawn, saved
+    to the PNG with a provenance sidecar (:func:`save_screenshot`) and closed; otherwise napari runs until
+    the window is closed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0 when the window is closed (or the screenshot saved). Bad input raises
+        :class:`~napari_immunotrack.errors.InputError` (exit status 2 from :func:`napari_immunotrack.cli.main`).
+
+    Examples
+    --------
+    Opening a window takes seconds; these are refused before napari starts:
+
+    >>> import tempfile
+    >>> from napari_immunotrack.cli import main
+    >>> main(["view", "--goto", "1,2"])  # stderr: ... --goto '1,2': give three numbers R,A,S in mm, ...
+    2
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     main(["view", d])  # stderr: ... holds no images ...
+    2
+    """
     import importlib.util
     from pathlib import Path
 

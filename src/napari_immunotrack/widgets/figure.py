@@ -58,7 +58,42 @@ _NONE = "(none)"
 
 
 def current_plane(viewer) -> tuple:
-    """(plane, position in world mm along its normal) of the viewer's 2D view."""
+    """(plane, position in world mm along its normal) of the viewer's 2D view.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        A viewer with at least 3 dimensions, in 2D display.
+
+    Returns
+    -------
+    tuple
+        ``(plane, position_mm)``: ``"axial"``, ``"coronal"`` or ``"sagittal"`` (from the two displayed
+        axes of napari's S, A, R order), and the slider's world coordinate along the plane's normal.
+
+    Raises
+    ------
+    InputError
+        Fewer than 3 dimensions, a 3D display, or displayed axes that are not an orthogonal plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> viewer = ViewerModel()
+    >>> _ = viewer.add_image(np.zeros((8, 8, 8), np.float32))
+    >>> viewer.dims.point = (2.0, 3.0, 4.0)  # S, A, R mm
+    >>> current_plane(viewer)
+    ('axial', 2.0)
+    >>> viewer.dims.order = (1, 0, 2)  # A on the slider: the coronal view
+    >>> current_plane(viewer)
+    ('coronal', 3.0)
+    >>> viewer.dims.ndisplay = 3
+    >>> current_plane(viewer)
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: switch the viewer to a 2D axial, coronal or sagittal view to make a slice figure.
+    """
     if viewer.dims.ndim < 3:
         raise InputError("the viewer shows fewer than 3 dimensions; open a 3D volume first.")
     displayed = tuple(sorted(int(d) - (viewer.dims.ndim - 3) for d in viewer.dims.displayed[-2:]))
@@ -99,6 +134,53 @@ def figure_from_viewer(
 
     Layers are given by name; their native Volumes are drawn through world
     coordinates, with the layers' contrast limits as value ranges.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        In a 2D orthogonal view (see :func:`current_plane`).
+    anatomy : str, optional
+        Name of the grey-scale underlay layer.
+    overlay : str, optional
+        Name of the colour overlay layer (its colormap, when matplotlib has it, and its opacity, at least
+        0.3, are used). At least one of `anatomy` and `overlay` is needed.
+    outlines : sequence of str, optional
+        Names of label layers drawn as outlines, one Okabe-Ito colour each.
+    scale_bar_mm : float, optional
+        Scale-bar length (default: chosen from the field of view).
+    radiological : bool, default False
+        Patient's right on the image's left.
+    title : str, optional
+
+    Returns
+    -------
+    FigureResult
+        The matplotlib figure and what it shows (``info``: plane, position, field of view, ranges, ...).
+
+    Raises
+    ------
+    InputError
+        No layer chosen, a layer name not in the viewer, or a view that is not a 2D orthogonal plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.widgets._common import volume_layer_data
+    >>> viewer = ViewerModel()
+    >>> t2w = Volume(np.linspace(0, 1, 512, dtype=np.float32).reshape(8, 8, 8), np.eye(4), "MR", name="T2w")
+    >>> data, kwargs, _kind = volume_layer_data(t2w)
+    >>> _ = viewer.add_image(data, **kwargs)
+    >>> viewer.dims.point = (2.0, 3.0, 4.0)
+    >>> result = figure_from_viewer(viewer, anatomy="T2w")
+    >>> result.info["plane"], result.info["position_mm"], result.info["extent_mm"], result.info["pixel_mm"]
+    ('axial', 2.0, (-0.5, 7.5, -0.5, 7.5), 1.0)
+    >>> result.figure.clear()
+    >>> figure_from_viewer(viewer, overlay="PET")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: there is no layer named 'PET' in the viewer.
     """
     from .. import figures
 
@@ -135,7 +217,39 @@ def figure_from_viewer(
 
 
 def save_view_figure(viewer, path, *, dpi: int = 300, overwrite: bool = False, **kwargs) -> Path:
-    """Draw :func:`figure_from_viewer` and save it (format from the suffix) with its provenance sidecar."""
+    """Draw :func:`figure_from_viewer` and save it (format from the suffix) with its provenance sidecar.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        In a 2D orthogonal view.
+    path : str or Path
+        The figure file (``.png``, ``.pdf``, ``.svg``, ``.tif``, ...).
+    dpi : int, default 300
+        Resolution of raster formats.
+    overwrite : bool, default False
+        Replace an existing file.
+    **kwargs
+        Passed to :func:`figure_from_viewer` (``anatomy``, ``overlay``, ``outlines``, ...); the layer
+        names are recorded in the provenance.
+
+    Returns
+    -------
+    Path
+        The figure written (with ``<file>.provenance.json`` beside it).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> viewer = ViewerModel()
+    >>> _ = viewer.add_image(np.linspace(0, 1, 512).reshape(8, 8, 8), name="T2w")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     written = save_view_figure(viewer, os.path.join(d, "slice.png"), dpi=50, anatomy="T2w")
+    ...     print(written.name, sorted(os.listdir(d)))
+    slice.png ['slice.png', 'slice.png.provenance.json']
+    """
     from ..figures import save_figure
 
     result = figure_from_viewer(viewer, **kwargs)
@@ -156,7 +270,45 @@ def save_view_figure(viewer, path, *, dpi: int = 300, overwrite: bool = False, *
 
 
 def snapshot_3d(viewer, path, *, overwrite: bool = False, scale: float = 1.0) -> Path:
-    """Render the viewer in 3D, save the canvas as PNG with a provenance sidecar, and restore the view."""
+    """Render the viewer in 3D, save the canvas as PNG with a provenance sidecar, and restore the view.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        A viewer with a shown window (the canvas is rendered with OpenGL).
+    path : str or Path
+        The ``.png`` to write.
+    overwrite : bool, default False
+        Replace an existing file.
+    scale : float, default 1.0
+        Screenshot scale factor (2 doubles the pixels).
+
+    Returns
+    -------
+    Path
+        The PNG written; its sidecar records the camera (angles, zoom, centre) and the visible layers.
+
+    Raises
+    ------
+    InputError
+        Not a ``.png`` name, an existing file without `overwrite`, no layer, or an empty rendering.
+
+    Examples
+    --------
+    The rendering needs a window (the GUI tests run it); the checks come first:
+
+    >>> from napari.components import ViewerModel
+    >>> snapshot_3d(ViewerModel(), "view.jpg")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: view.jpg: a 3D snapshot is saved as .png.
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     snapshot_3d(ViewerModel(), os.path.join(d, "view.png"))
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: the viewer has no layer to render.
+    """
     from ..outputs import check_output, write_png
     from ..provenance import record
 

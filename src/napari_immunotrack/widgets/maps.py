@@ -78,8 +78,28 @@ def _is_series(layer) -> bool:
 def guess_model(volume: Volume) -> str:
     """The relaxometry model a series' header suggests (t2star when nothing tells).
 
+    Acquisition lists with one value per volume decide first (inversion times: ``t1ir``, saturation
+    times: ``t1sr``, flip angles: ``t1vfa``); then a spin-echo ``ScanningSequence`` or a name holding
+    "mese", "cpmg" or "t2map" gives ``t2``.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 4D series, one volume per echo / flip angle / inversion or saturation time along axis 0.
+
+    Returns
+    -------
+    str
+        One of ``"t1ir"``, ``"t1sr"``, ``"t1vfa"``, ``"t2"``, ``"t2star"``.
+
+    Examples
+    --------
     >>> guess_model(Volume(np.zeros((3, 2, 2, 2)), np.eye(4), metadata={"flip_angles_deg": [3, 10, 20]}))
     't1vfa'
+    >>> guess_model(Volume(np.zeros((8, 2, 2, 2)), np.eye(4), metadata={"ScanningSequence": "SE"}))
+    't2'
+    >>> guess_model(Volume(np.zeros((3, 2, 2, 2)), np.eye(4), metadata={"flip_angles_deg": [3, 10]}))  # 3 volumes
+    't2star'
     """
     meta = volume.metadata or {}
     lists = rx.acquisition_lists(volume)
@@ -112,7 +132,32 @@ def _series_rank(name: str) -> int:
 
 
 def sample_qmri_paths() -> dict:
-    """The bundled qMRI sample series (see scripts/make_qmri_sample.py): {name: path}."""
+    """The bundled qMRI sample series (see scripts/make_qmri_sample.py): {name: path}.
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    dict of str to Path
+        Dock label to file under ``<sample study>/qmri/sub-01/``: multi-echo gradient echo (day 1 and
+        day 0), multi-echo spin echo, variable flip angle, inversion recovery and B1 map. The file paths
+        are built, not checked.
+
+    Raises
+    ------
+    InputError
+        The sample study itself is missing (see :func:`napari_immunotrack.data.sample_study_root`).
+
+    Examples
+    --------
+    >>> paths = sample_qmri_paths()
+    >>> list(paths)
+    ['MEGRE (day 1)', 'MEGRE (day 0)', 'MESE (day 1)', 'VFA (day 1)', 'IR (day 1)', 'B1 map (day 1)']
+    >>> paths["MEGRE (day 1)"].name
+    'sub-01_ses-day1_MEGRE.nii.gz'
+    """
     from ..data import sample_study_root
 
     root = sample_study_root() / "qmri" / "sub-01"
@@ -141,8 +186,51 @@ def compute_maps(
 ) -> dict:
     """What the dock's worker runs: the fit, and with a baseline delta R and the concentration.
 
-    Returns {"maps": RelaxationMaps, "delta": Volume or None, "concentration": Volume or None,
-    "baseline": RelaxationMaps or None}.
+    Parameters
+    ----------
+    series : Volume
+        4D series, one volume per echo / flip angle / inversion or saturation time along axis 0.
+    model : str
+        ``"t2star"``, ``"t2"``, ``"t1vfa"``, ``"t1sr"`` or ``"t1ir"``.
+    sampling : sequence of float, optional
+        The model's acquisition list (echo times ms, flip angles deg, saturation or inversion times ms);
+        default: the series' header.
+    tr_ms : float, optional
+        Repetition time for ``t1vfa`` (default: the header).
+    b1 : Volume, optional
+        Relative B1 map scaling the VFA flip angles.
+    method : str, optional
+        Fit method (see ``analysis.relaxometry.METHODS``; default: the model's first).
+    baseline : Volume, optional
+        Pre-injection series of the same kind, fitted the same way.
+    relaxivity : float, optional
+        mM^-1 s^-1; with `baseline`, gives the concentration map.
+    metal : {"Fe", "Gd"}, default "Fe"
+        Metal of the concentration.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    dict
+        ``{"maps": RelaxationMaps, "delta": Volume or None, "concentration": Volume or None,
+        "baseline": RelaxationMaps or None}``; ``delta`` is the rate change post minus baseline (1/s)
+        and needs `baseline`, ``concentration`` needs `baseline` and `relaxivity`.
+        See :func:`napari_immunotrack.analysis.relaxometry.fit_relaxation`.
+
+    Examples
+    --------
+    T2* 20 ms after injection, 40 ms before: delta R2* = 1/0.020 - 1/0.040 = 25 /s, and with a
+    relaxivity of 100 /mM/s an iron concentration of 0.25 mM.
+
+    >>> te = np.array([2.0, 4, 6, 8])
+    >>> decay = lambda t2s: Volume((1000 * np.exp(-te / t2s))[:, None, None, None] * np.ones((4, 3, 3, 3)),
+    ...                            np.eye(4), "MR", metadata={"NoiseSigma": 0})
+    >>> out = compute_maps(decay(20.0), "t2star", sampling=te, baseline=decay(40.0), relaxivity=100.0)
+    >>> round(float(np.median(out["maps"].time_ms.data)), 3), round(float(np.median(out["delta"].data)), 3)
+    (20.0, 25.0)
+    >>> out["concentration"].unit, float(np.median(out["concentration"].data))  # 25 /s / (100 /mM/s)
+    ('mM', 0.25)
     """
     from ..progress import scaled
 

@@ -64,7 +64,26 @@ def _is_series(layer) -> bool:
 
 
 def sample_cest_paths() -> dict:
-    """Paths of the bundled CEST sample (series, WASSR, tissue labels), by layer name; empty if absent."""
+    """Paths of the bundled CEST sample (series, WASSR, tissue labels), by layer name; empty if absent.
+
+    The sample is looked for in the source checkout's ``sample_data/mouse_study/cest/sub-*/ses-*``
+    (the first such folder).
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    dict of str to Path
+        ``"CEST"``, ``"WASSR"`` and ``"CEST tissues"`` for the files found; ``{}`` without the sample.
+
+    Examples
+    --------
+    >>> paths = sample_cest_paths()
+    >>> set(paths) <= {"CEST", "WASSR", "CEST tissues"}, all(p.is_file() for p in paths.values())
+    (True, True)
+    """
     root = Path(__file__).resolve().parents[3] / "sample_data" / "mouse_study"
     found = {}
     for folder in sorted(root.glob("cest/sub-*/ses-*")):
@@ -92,7 +111,34 @@ def _limits(data, lo_pct=1.0, hi_pct=99.0, symmetric=False):
 
 
 def parse_numbers(text: str, what: str) -> list | None:
-    """Comma/space-separated numbers from a line edit (None when empty)."""
+    """Comma/space-separated numbers from a line edit (None when empty).
+
+    Parameters
+    ----------
+    text : str or None
+        Numbers separated by commas, semicolons or spaces.
+    what : str
+        What they are (e.g. ``"saturation offsets"``), for the message.
+
+    Returns
+    -------
+    list of float or None
+        The numbers in order; None for an empty or blank text.
+
+    Raises
+    ------
+    InputError
+        A value is not a number.
+
+    Examples
+    --------
+    >>> parse_numbers("-300, -3.5; 0 3.5", "offsets"), parse_numbers("  ", "offsets")
+    ([-300.0, -3.5, 0.0, 3.5], None)
+    >>> parse_numbers("-3.5, amide", "offsets")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: the offsets '-3.5, amide' are not numbers; write e.g. -300, -6, -5.8, ..., 6.
+    """
     text = (text or "").strip()
     if not text:
         return None

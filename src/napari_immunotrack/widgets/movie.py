@@ -30,7 +30,35 @@ SIZES = ("1920x1080", "1280x720", "960x540", "3840x2160")
 
 
 def study_root_from_layers(viewer) -> Path | None:
-    """The study folder of the first layer read from a ``sub-*`` folder (its parent), else None."""
+    """The study folder of the first layer read from a ``sub-*`` folder (its parent), else None.
+
+    A layer's path is its napari ``source.path``, else the ``source_path`` of the Volume in its metadata.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        Anything with ``layers``.
+
+    Returns
+    -------
+    Path or None
+        The folder holding the ``sub-*`` folder; None when no layer comes from one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> from napari_immunotrack.volume import Volume
+    >>> viewer = ViewerModel()
+    >>> source = "/data/study/sub-01/ses-day1/pet/x.nii.gz"
+    >>> vol = Volume(np.zeros((2, 2, 2)), np.eye(4), metadata={"source_path": source})
+    >>> _ = viewer.add_image(np.zeros((2, 2, 2)), name="drawn")
+    >>> print(study_root_from_layers(viewer))
+    None
+    >>> _ = viewer.add_image(vol.data, metadata={"volume": vol})
+    >>> study_root_from_layers(viewer).as_posix()
+    '/data/study'
+    """
     for layer in viewer.layers:
         path = getattr(getattr(layer, "source", None), "path", None)
         volume = layer.metadata.get("volume") if isinstance(getattr(layer, "metadata", None), dict) else None
@@ -45,7 +73,41 @@ def study_root_from_layers(viewer) -> Path | None:
 
 
 def export_movie(study_root, output, *, progress=None, **kwargs):
-    """Render and write the movie (worker-thread function; see :func:`napari_immunotrack.movie.make_movie`)."""
+    """Render and write the movie (worker-thread function; see :func:`napari_immunotrack.movie.make_movie`).
+
+    Parameters
+    ----------
+    study_root : str or Path
+        The study folder (holding ``sub-*/ses-*``).
+    output : str or Path
+        The movie file (``.mp4`` needs ffmpeg, or ``.gif``).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+    **kwargs
+        Passed to :func:`~napari_immunotrack.movie.make_movie` (track, plane, fps, size, ...); its
+        provenance records the step as ``napari movie dock``.
+
+    Returns
+    -------
+    MovieResult
+        What :func:`~napari_immunotrack.movie.make_movie` returns (frames, size, stamps, timings).
+
+    Raises
+    ------
+    InputError
+        No study folder or no output chosen, or what :func:`~napari_immunotrack.movie.make_movie` refuses.
+
+    Examples
+    --------
+    >>> export_movie("", "pet.gif")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: choose the study folder (the folder holding sub-*/ses-*) first.
+    >>> export_movie("study", None)
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: choose where to save the movie (.mp4 or .gif) first.
+    """
     from ..movie import make_movie
 
     if not study_root:

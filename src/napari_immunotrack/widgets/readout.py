@@ -114,7 +114,24 @@ def _guess_roi(key: str, names) -> str | None:
 
 
 def unit_slug(unit: str) -> str:
-    """Column suffix of a unit: "Bq/mL" -> "bq_ml", "a.u." -> "au", "ng Fe" -> "ng_fe"."""
+    """Column suffix of a unit: "Bq/mL" -> "bq_ml", "a.u." -> "au", "ng Fe" -> "ng_fe".
+
+    Parameters
+    ----------
+    unit : str
+        A unit as Volumes carry it.
+
+    Returns
+    -------
+    str
+        Lower case, dots dropped, every other run of non-alphanumerics one underscore; ``"au"`` when
+        nothing is left.
+
+    Examples
+    --------
+    >>> unit_slug("Bq/mL"), unit_slug("a.u."), unit_slug("ng Fe"), unit_slug("")
+    ('bq_ml', 'au', 'ng_fe', 'au')
+    """
     slug = re.sub(r"[^a-z0-9]+", "_", str(unit).lower().replace(".", "")).strip("_")
     return slug or "au"
 
@@ -131,6 +148,26 @@ def _label_names(volume: Volume) -> dict:
 
 
 def is_nuclear(volume: Volume) -> bool:
+    """True for a PET/SPECT image: modality PT or NM, or ``Units`` BQML, GML or CNTS in its header.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image.
+
+    Returns
+    -------
+    bool
+        Whether the readout treats it as nuclear medicine (Bq/mL, SUV and %ID columns).
+
+    Examples
+    --------
+    >>> cube = np.zeros((2, 2, 2))
+    >>> is_nuclear(Volume(cube, np.eye(4), "PT")), is_nuclear(Volume(cube, np.eye(4), "MR"))
+    (True, False)
+    >>> is_nuclear(Volume(np.zeros((2, 2, 2)), np.eye(4), "OT", metadata={"Units": "BQML"}))
+    True
+    """
     return volume.modality in _NUCLEAR or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
 
 
@@ -151,12 +188,15 @@ def readout_table(
     Parameters
     ----------
     rois : Volume
-        Labels on any grid.
+        Labels on any grid (0 = background); names from its ``label_names`` metadata.
     layers : list of (name, Volume)
-    suv_type : str
+        The 3D images to read (a 4D one raises InputError).
+    suv_type : str, default "bw"
         SUV type reported for PET/SPECT layers (besides bw).
     overrides : dict, optional
         {layer name: read_pet_header keyword overrides} (the header panel's edits).
+    progress : callable, optional
+        ``progress(fraction, message)``.
     pvc, psf_fwhm : str, optional
         Partial-volume correction ("none", "gtm", "rbv") and PSF FWHM (mm) when the layer's
         header has none: adds ``<column>_pvc`` and ``recovery_coefficient`` (docs/methods/pvc.md).
@@ -176,7 +216,20 @@ def readout_table(
     pandas.DataFrame
         Long table: layer, unit, label, name, then statistics whose column names
         carry the unit (mean_bq_ml, suv_bw_mean, mean_au, ...), and status.
-        ``attrs["warnings"]``, ``attrs["headers"]`` (per PET layer).
+        ``attrs["warnings"]``, ``attrs["pvc"]`` and ``attrs["headers"]`` (per PET layer).
+
+    Examples
+    --------
+    >>> rois = np.zeros((4, 4, 4), np.uint8); rois[:2] = 1; rois[2:] = 2
+    >>> t2 = Volume(np.concatenate([np.full((2, 4, 4), 100.0), np.full((2, 4, 4), 40.0)]), np.eye(4), "MR")
+    >>> labels = Volume(rois, np.eye(4), "SEG", metadata={"label_names": {1: "muscle", 2: "tumour"}})
+    >>> table = readout_table(labels, [("T2w", t2)])
+    >>> table[["layer", "unit", "label", "name", "voxels", "mean_au", "status"]]
+      layer  unit  label    name  voxels  mean_au status
+    0   T2w  a.u.      1  muscle      32    100.0     ok
+    1   T2w  a.u.      2  tumour      32     40.0     ok
+    >>> table.attrs["warnings"]
+    []
     """
     import pandas as pd
 
@@ -268,7 +321,35 @@ def _fluorine_readout(lname: str, vol: Volume, rois: Volume, reference, progress
 
 
 def cursor_values(viewer, position) -> list:
-    """[(layer name, value, unit)] of every visible image/labels layer at a napari world position (S, A, R)."""
+    """[(layer name, value, unit)] of every visible image/labels layer at a napari world position (S, A, R).
+
+    A layer's Volume is the one in its metadata, else it is rebuilt from the layer (2D and RGB layers are
+    skipped); a 4D layer is read at the viewer's current step of axis 0.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        Anything with ``layers`` and ``dims``.
+    position : sequence of float
+        The cursor's world position in napari order; its last three values are (S, A, R) mm.
+
+    Returns
+    -------
+    list of tuple
+        ``(layer name, value as float or None outside the layer, unit)``, in layer order.
+
+    Examples
+    --------
+    >>> from napari.components import ViewerModel
+    >>> from napari_immunotrack.volume import Volume
+    >>> viewer = ViewerModel()
+    >>> vol = Volume(np.arange(27.0).reshape(3, 3, 3), np.eye(4), "PT", unit="Bq/mL")
+    >>> _ = viewer.add_image(vol.data, name="PET", metadata={"volume": vol})
+    >>> cursor_values(viewer, [2.0, 1.0, 0.0])  # S=2, A=1, R=0 mm: voxel (0, 1, 2)
+    [('PET', 5.0, 'Bq/mL')]
+    >>> cursor_values(viewer, [0.0, 0.0, 9.0])
+    [('PET', None, 'Bq/mL')]
+    """
     ras = napari_to_ras(np.asarray(position, float)[-3:])
     out = []
     for layer in viewer.layers:

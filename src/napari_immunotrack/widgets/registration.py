@@ -102,8 +102,44 @@ def compute(
 ):
     """What the worker runs: the registration, then its quality-control views (pure; no napari).
 
-    Returns ``(result, qc, metrics)``: the RegistrationResult, a dict of Volumes on the fixed grid
-    (checkerboard, difference, edges) and the (before, after) mutual information.
+    Parameters
+    ----------
+    fixed, moving : Volume
+        The reference image and the image to align to it.
+    method : {"intensity", "landmarks"}, default "intensity"
+        Mutual-information registration, or a least-squares fit of paired landmarks.
+    transform : {"rigid", "affine"}, default "rigid"
+    fixed_mask, moving_mask : Volume, optional
+        Compute the metric only inside these (intensity registration).
+    fixed_points, moving_points : (N, 3) array, optional
+        Paired landmarks in world RAS mm, same order (needed with ``method="landmarks"``).
+    square_mm : float, default 10.0
+        Size of the checkerboard's squares.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    tuple or Failed
+        ``(result, qc, metrics)``: the RegistrationResult, a dict of Volumes on the fixed grid
+        (``checkerboard``, ``difference``, ``moving`` resampled and normalised, ``edges``) and the
+        (before, after) mutual information (NaN when it cannot be computed for landmarks). Any
+        exception is returned as a :class:`~napari_immunotrack.widgets._common.Failed` holding it, not
+        raised, so the GUI thread shows it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_immunotrack.volume import Volume
+    >>> image = Volume(np.random.default_rng(0).random((6, 6, 6)), np.eye(4), "MR")
+    >>> fixed_pts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    >>> moving_pts = fixed_pts + [2.0, 0, 0]
+    >>> result, qc, metrics = compute(image, image, "landmarks", fixed_points=fixed_pts, moving_points=moving_pts)
+    >>> np.round(result.fixed_to_moving[:3, 3], 6) + 0.0, sorted(qc)
+    (array([2., 0., 0.]), ['checkerboard', 'difference', 'edges', 'moving'])
+    >>> failed = compute(image, image, method="landmarks")
+    >>> type(failed).__name__, str(failed.exc)
+    ('Failed', 'choose a Points layer of landmarks on each image (the same points, same order).')
     """
     try:
         if method == "landmarks":

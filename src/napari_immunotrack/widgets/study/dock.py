@@ -87,7 +87,33 @@ from .three_plane import ThreePlaneView
 
 
 def fit_to_anatomy(viewer) -> None:
-    """Centre the slider and the camera on the first visible MRI layer and zoom to its field of view."""
+    """Centre the slider and the camera on the first visible MRI layer and zoom to its field of view.
+
+    Only layers holding a Volume of modality MR in their metadata count; without one the view is just
+    reset (``viewer.reset_view``).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> from napari_immunotrack.volume import Volume
+    >>> from napari_immunotrack.widgets._common import volume_layer_data
+    >>> viewer = ViewerModel()
+    >>> t2w = Volume(np.zeros((10, 20, 30), np.float32), np.diag([1.0, 0.5, 0.25, 1.0]), "MR", name="T2w")
+    >>> data, kwargs, _kind = volume_layer_data(t2w)
+    >>> _ = viewer.add_image(data, **kwargs)
+    >>> fit_to_anatomy(viewer)
+    >>> t2w.center_world().tolist(), viewer.dims.point  # RAS centre; napari's (S, A, R) slider
+    ([4.5, 4.75, 3.625], (3.625, 4.75, 4.5))
+    """
     viewer.reset_view()
     for layer in viewer.layers:
         volume = layer.metadata.get("volume")

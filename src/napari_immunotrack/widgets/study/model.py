@@ -46,13 +46,54 @@ class TreeRow:
 
 
 def session_text(study, subject: str, session: str) -> str:
-    """ "day 3" when the session's day is known, else the session name."""
+    """How the dock names a session: "day 3" when the study knows its day, else the session name.
+
+    Parameters
+    ----------
+    study : Study
+        The open study (:func:`napari_immunotrack.study.open_study`).
+    subject, session : str
+        Subject and session labels (without ``sub-``/``ses-``).
+
+    Returns
+    -------
+    str
+        ``"day <d>"`` (``:g`` format) or the session name.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.study import open_study
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for session in ("day3", "baseline"):
+    ...         folder = Path(tmp) / "sub-01" / f"ses-{session}" / "anat"
+    ...         folder.mkdir(parents=True)
+    ...         t2w = Volume(np.ones((2, 2, 2), np.float32), np.eye(4), "MR")
+    ...         _ = save_volume(t2w, folder / f"sub-01_ses-{session}_T2w.nii.gz")
+    ...     study = open_study(tmp)
+    >>> session_text(study, "01", "day3"), session_text(study, "01", "baseline")
+    ('day 3', 'baseline')
+    """
     day = study.day(subject, session)
     return f"day {day:g}" if day is not None else session
 
 
 def strip_ses(session: str | None) -> str | None:
     """A session name without its BIDS ``ses-`` prefix.
+
+    Parameters
+    ----------
+    session : str or None
+        ``"ses-day1"`` or ``"day1"``.
+
+    Returns
+    -------
+    str or None
+        The name without ``ses-``; None (or an empty string) unchanged.
 
     Examples
     --------

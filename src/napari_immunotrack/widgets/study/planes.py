@@ -45,7 +45,30 @@ class PlaneImage:
 
 
 def layer_world_bounds(layers) -> np.ndarray | None:
-    """(2, 3) RAS box covering the layers."""
+    """(2, 3) RAS box covering the layers.
+
+    Parameters
+    ----------
+    layers : iterable of napari layers
+        Layers whose ``extent.world`` (napari order, last three axes S, A, R) is read; a layer without
+        one is skipped.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``[[R, A, S] min, [R, A, S] max]`` in mm (voxel centres); None when no layer has an extent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.layers import Image
+    >>> layers = [Image(np.zeros((2, 3, 4)), scale=(2, 1, 0.5)), Image(np.zeros((2, 2, 2)), translate=(-5, 0, 0))]
+    >>> layer_world_bounds(layers)
+    array([[ 0. ,  0. , -5. ],
+           [ 1.5,  2. ,  2. ]])
+    >>> print(layer_world_bounds([]))
+    None
+    """
     boxes = []
     for layer in layers:
         try:
@@ -60,7 +83,27 @@ def layer_world_bounds(layers) -> np.ndarray | None:
 
 
 def sampleable(layer) -> bool:
-    """True for a visible 3D image or labels layer whose data can be sampled in memory."""
+    """True for a visible 3D image or labels layer whose data can be sampled in memory.
+
+    Parameters
+    ----------
+    layer : napari layer
+
+    Returns
+    -------
+    bool
+        False for other layer types, hidden, multiscale, RGB or non-3D layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.layers import Image, Labels, Points
+    >>> cube = np.zeros((2, 2, 2))
+    >>> sampleable(Image(cube)), sampleable(Labels(cube.astype(int))), sampleable(Image(np.zeros((2, 2))))
+    (True, True, False)
+    >>> sampleable(Image(np.zeros((2, 2, 2)), visible=False)), sampleable(Points(np.zeros((1, 3))))
+    (False, False)
+    """
     kind = type(layer).__name__
     if kind not in ("Image", "Labels") or not layer.visible or getattr(layer, "multiscale", False):
         return False
@@ -104,6 +147,40 @@ def render_plane(
     transform, coloured by their colormap, contrast limits, gamma and
     opacity, and blended bottom to top (additive, translucent, minimum,
     opaque). Labels use their colours, as outlines when ``contour`` > 0.
+
+    Parameters
+    ----------
+    layers : sequence of napari layers
+        Bottom to top; layers that are not :func:`sampleable` are left out.
+    plane : {"axial", "coronal", "sagittal"}
+    point_ras : sequence of float
+        World point (RAS mm) the plane goes through.
+    bounds_ras : (2, 3) array, optional
+        RAS box to cover (default: :func:`layer_world_bounds` of the layers).
+    max_pixels : int, default 320
+        Pixels along the longer side, at most (never finer than the finest layer's voxel).
+
+    Returns
+    -------
+    PlaneImage or None
+        The RGB image (rows top to bottom, values in [0, 1]), its geometry and each layer's sampled
+        values (NaN outside the layer); None when no layer can be drawn.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.layers import Image
+    >>> data = np.zeros((3, 4, 5)); data[1, 2, 3] = 1.0  # (z, y, x) = napari (S, A, R)
+    >>> view = render_plane([Image(data, contrast_limits=(0, 1), name="T2w")], "axial", [3.0, 2.0, 1.0])
+    >>> view.rgb.shape, view.values["T2w"].shape
+    ((4, 5, 3), (4, 5))
+    >>> print(view.values["T2w"])  # row 0 is the most anterior row
+    [[0. 0. 0. 0. 0.]
+     [0. 0. 0. 1. 0.]
+     [0. 0. 0. 0. 0.]
+     [0. 0. 0. 0. 0.]]
+    >>> print(render_plane([], "axial", [0, 0, 0]))
+    None
     """
     layers = [ly for ly in layers if sampleable(ly)]
     point_ras = np.asarray(point_ras, float)

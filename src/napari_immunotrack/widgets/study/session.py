@@ -30,7 +30,33 @@ BASELINE_TRACKS = ("T1w", "T2w", "T2starw")
 
 # ============================================================================ display preparation (no Qt)
 def suv_display_factor(volume: Volume) -> float | None:
-    """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it."""
+    """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D image; only modality PT or NM is considered.
+
+    Returns
+    -------
+    float or None
+        The factor that turns the stored values into SUVbw (body weight in g over the decay-corrected
+        injected activity in Bq, times the activity scale of the stored unit). None for other
+        modalities, 4D data, a header without dose or weight, or ``DecayCorrection`` NONE (each frame
+        would need its own decay factor).
+
+    Examples
+    --------
+    10 MBq into a 25 g mouse: SUVbw = value x 25 g / 1e7 Bq.
+
+    >>> header = {"Units": "BQML", "RadionuclideTotalDose": 1e7, "PatientWeight": 0.025, "DecayCorrection": "ADMIN"}
+    >>> pet = Volume(np.full((2, 2, 2), 4e5, np.float32), np.eye(4), "PT", unit="Bq/mL", metadata=header)
+    >>> suv_display_factor(pet)
+    2.5e-06
+    >>> no_header = Volume(np.zeros((2, 2, 2)), np.eye(4), "PT")
+    >>> print(suv_display_factor(no_header), suv_display_factor(pet.replace(modality="MR")))
+    None None
+    """
     if volume.modality not in ("PT", "NM") or volume.data.ndim != 3:
         return None
     from ...analysis import pet as pet_mod
@@ -77,7 +103,28 @@ PRESETS = {
 
 
 def preset_group(modality: str, display_unit: str = "") -> str:
-    """Which preset list fits a layer: "MR", "CT", "SUV", "PT", "HOT" or "OT"."""
+    """Which preset list fits a layer: "MR", "CT", "SUV", "PT", "HOT" or "OT".
+
+    Parameters
+    ----------
+    modality : str
+        The Volume's modality (``"MR"``, ``"CT"``, ``"PT"``, ``"NM"``, ``"F19"``, ``"MPI"``, ``"OPT"``, ...).
+    display_unit : str, optional
+        The unit the layer shows; PET/SPECT shown in SUV get the ``"SUV"`` presets.
+
+    Returns
+    -------
+    str
+        A key of :data:`PRESETS`: PET/SPECT give ``"SUV"`` or ``"PT"``, 19F/MPI/optical ``"HOT"``, MR and
+        CT their own, anything else ``"OT"``.
+
+    Examples
+    --------
+    >>> preset_group("PT", "SUVbw"), preset_group("NM", "Bq/mL"), preset_group("F19")
+    ('SUV', 'PT', 'HOT')
+    >>> preset_group("MR"), preset_group("US")
+    ('MR', 'OT')
+    """
     if modality in ("PT", "NM"):
         return "SUV" if display_unit.startswith("SUV") else "PT"
     if modality in ("F19", "MPI", "OPT"):
@@ -86,7 +133,33 @@ def preset_group(modality: str, display_unit: str = "") -> str:
 
 
 def preset_limits(data, group: str, name: str) -> tuple:
-    """Contrast limits (lo, hi) of preset ``name`` of ``group`` for ``data``."""
+    """Contrast limits (lo, hi) of preset ``name`` of ``group`` for ``data``.
+
+    Parameters
+    ----------
+    data : array_like
+        The displayed values (non-finite values are ignored; above 2 million values, an even subsample).
+    group : str
+        A key of :data:`PRESETS` (see :func:`preset_group`).
+    name : str
+        A preset of that group, e.g. ``"auto (0.5-99.5 %)"`` or ``"SUV 0-5"``.
+
+    Returns
+    -------
+    tuple of float
+        ``(lo, hi)``: fixed presets give their numbers; percentile presets the percentiles of `data`
+        (a missing low percentile means min(0, data minimum)); ``hi`` is at least ``lo + 1``; ``(0, 1)``
+        when nothing is finite.
+
+    Examples
+    --------
+    >>> data = np.arange(101.0)
+    >>> preset_limits(data, "MR", "dark spots (1-70 %)"), preset_limits(data, "SUV", "SUV 0-5")
+    ((1.0, 70.0), (0.0, 5.0))
+    >>> auto = "auto (0.5-99.5 %)"
+    >>> preset_limits(np.full(5, np.nan), "MR", auto), preset_limits(np.ones(4), "MR", auto)
+    ((0.0, 1.0), (1.0, 2.0))
+    """
     kind, lo, hi = PRESETS[group][name]
     if kind == "fixed":
         return (float(lo), float(hi))
@@ -293,6 +366,28 @@ def planar_placement_text(volume: Volume, source: Path | None = None) -> str:
 
 
 def layer_name(label: str, day: float | None, session: str, extra: str = "") -> str:
+    """The Study dock's name of a layer: ``"<label>[ <extra>] (day <d>)"``.
+
+    Parameters
+    ----------
+    label : str
+        What the image is (``"PET"``, ``"T2w"``, a series description, ...).
+    day : float or None
+        The session's day after injection; None to use the session name.
+    session : str
+        The session name (used when `day` is None; ``"no session"`` when empty too).
+    extra : str, optional
+        A qualifier such as ``"baseline"`` or ``"SUVbw"``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> layer_name("PET", 1.0, "day1", "SUVbw"), layer_name("T2w", None, "pre"), layer_name("T2w", None, "")
+    ('PET SUVbw (day 1)', 'T2w (pre)', 'T2w (no session)')
+    """
     when = f"day {day:g}" if day is not None else session or "no session"
     return f"{label}{' ' + extra if extra else ''} ({when})"
 
@@ -308,6 +403,41 @@ def prepare_file(
     PET/SPECT are shown in SUVbw when their header allows (the layer data are
     the native values times the SUV factor; the native Volume is kept in the
     metadata), float data are shown as float32.
+
+    Parameters
+    ----------
+    f : StudyFile
+        One file of an open study (:meth:`Study.session_files`).
+    transforms : dict
+        {datatype: 4x4 RAS matrix} placing the session's images in the anatomy's world
+        (:func:`napari_immunotrack.study_loading.session_transforms`).
+    reference : Volume or None
+        Grid that oblique volumes are resampled to for display.
+    baseline : bool, default False
+        Name the layer as a baseline (``"... baseline (day 0)"``).
+
+    Returns
+    -------
+    list of Prepared
+        One per volume the file holds: the native Volume, the layer data and keyword arguments, kind
+        (``"image"`` or ``"labels"``), source path, track, session, day, label, display unit and whether
+        it was registered.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.study import open_study
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     folder = Path(tmp) / "sub-01" / "ses-day1" / "anat"
+    ...     folder.mkdir(parents=True)
+    ...     t2w = Volume(np.ones((2, 2, 2)), np.eye(4), "MR")  # float64 on disk
+    ...     _ = save_volume(t2w, folder / "sub-01_ses-day1_T2w.nii.gz")
+    ...     study_file = open_study(tmp).session_files("01", "day1")[0]
+    ...     prepared = prepare_file(study_file, {}, None)[0]
+    >>> prepared.kind, prepared.track, prepared.kwargs["name"], str(prepared.data.dtype), prepared.display_unit
+    ('image', 'T2w', 'T2w (day 1)', 'float32', 'a.u.')
     """
     from ...study_loading import load_study_file
 
@@ -379,6 +509,48 @@ def prepare_session(
     axis-aligned MRI of the session becomes the grid oblique volumes are
     resampled to for display. ``alignment`` places the session in the reference
     session's world (see :func:`prepare_file`).
+
+    Parameters
+    ----------
+    study : Study
+        The open study.
+    subject, session : str
+        Which session (labels without ``sub-``/``ses-``).
+    reference : Volume or None
+        Display grid for oblique volumes (see above).
+    tracks : collection of str, optional
+        Only these tracks (default: all).
+    baseline : bool, default False
+        Name the layers as baselines.
+    done : SessionData, optional
+        Tracks already prepared.
+    alignment : ndarray (4, 4), optional
+        The session's place in the reference session's world (see :func:`prepare_file`); None: native.
+
+    Returns
+    -------
+    SessionData
+        ``layers`` ({track: Prepared}, the anatomy first; one file per track, the first found) and
+        ``errors`` (one line per file or transform that could not be read).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.study import open_study
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for datatype, name, modality in (("anat", "T2w", "MR"), ("pet", "pet", "PT")):
+    ...         folder = Path(tmp) / "sub-01" / "ses-day1" / datatype
+    ...         folder.mkdir(parents=True)
+    ...         _ = save_volume(Volume(np.ones((2, 2, 2), np.float32), np.eye(4), modality),
+    ...                         folder / f"sub-01_ses-day1_{name}.nii.gz")
+    ...     _ = (Path(tmp) / "sub-01" / "ses-day1" / "anat" / "sub-01_ses-day1_T1w.nii.gz").write_text("not NIfTI")
+    ...     data = prepare_session(open_study(tmp), "01", "day1", None)
+    >>> [p.kwargs["name"] for p in data.layers.values()], len(data.errors)
+    (['T2w (day 1)', 'PET (day 1)'], 1)
+    >>> print(data.errors[0])  # doctest: +ELLIPSIS
+    sub-01/ses-day1/anat/sub-01_ses-day1_T1w.nii.gz: ...
     """
     from ...study import track_order
     from ...study_loading import session_transforms
@@ -423,7 +595,29 @@ def prepare_session(
 
 # ============================================================================ findings (no Qt)
 def label_findings(volume: Volume, source: str) -> list:
-    """One finding per label of a label Volume: dicts with source, label, name, voxels, volume_mm3, centroid_ras_mm."""
+    """One finding per label of a label Volume: dicts with source, label, name, voxels, volume_mm3, centroid_ras_mm.
+
+    Parameters
+    ----------
+    volume : Volume
+        Labels (0 = background); a 4D volume's first frame is used. Names from its ``label_names``.
+    source : str
+        What the labels are (e.g. ``"clusters"``), copied into each finding.
+
+    Returns
+    -------
+    list of dict
+        In label order: ``source``, ``label``, ``name`` ("" when unnamed), ``voxels``, ``volume_mm3`` and
+        ``centroid_ras_mm`` (world RAS of the centre of mass); ``[]`` without labels.
+
+    Examples
+    --------
+    >>> labels = np.zeros((4, 4, 4), np.uint8); labels[0:2, 0:2, 0:2] = 1; labels[3, 3, 3] = 2
+    >>> names = {"label_names": {"1": "tumour"}}
+    >>> found = label_findings(Volume(labels, np.diag([0.5, 0.5, 0.5, 1.0]), "SEG", metadata=names), "clusters")
+    >>> [(f["label"], f["name"], f["voxels"], round(f["volume_mm3"], 3), f["centroid_ras_mm"]) for f in found]
+    [(1, 'tumour', 8, 1.0, [0.25, 0.25, 0.25]), (2, '', 1, 0.125, [1.5, 1.5, 1.5])]
+    """
     from scipy import ndimage
 
     data = np.asarray(volume.numpy())
