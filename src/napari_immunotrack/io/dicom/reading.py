@@ -57,6 +57,7 @@ def read_dicom(path, progress=None) -> list[Volume]:
     >>> folder = os.path.join(os.path.dirname(get_testdata_file("CT_small.dcm")), "dicomdirtests", "98892001")
     >>> import warnings
     >>> with warnings.catch_warnings(record=True) as caught:   # the 2-view scout is skipped, with a warning
+    ...     warnings.simplefilter("always")  # shown even if an earlier example already raised it
     ...     volumes = read_dicom(folder)
     >>> [v.spatial_shape for v in volumes], "Scout" in str(caught[-1].message)
     ([(5, 16, 16)], True)
