@@ -219,9 +219,10 @@ def session_defaults(layers) -> tuple:
     else:
         days = sorted(mri, key=lambda li: (li[1]["day"] is None, li[1]["day"] or 0.0))
         reference = days[0][1]["session"]
-    moving = sorted(
+    reference_tracks = {i["track"] for _, i in mri if i["session"] == reference}
+    moving = sorted(  # a contrast the reference session has too, T2w before T1w before T2*w
         [(ly, i) for ly, i in mri if i["session"] != reference and i["role"] != "baseline"],
-        key=lambda li: _anatomy_rank(li[1]),
+        key=lambda li: (li[1]["track"] not in reference_tracks, _anatomy_rank(li[1])),
     )
     if not moving:
         return None, None
