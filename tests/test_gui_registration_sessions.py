@@ -159,6 +159,8 @@ def test_cancel_leaves_nothing_moved_or_written(make_napari_viewer, qtbot, study
     affines = {name: layer_affine_ras(layer) for name, layer in layers.items()}
     widget = RegistrationWidget(viewer)
     widget.run()
+    # cancelled while the alignment runs (after its first progress report)
+    qtbot.waitUntil(lambda: widget.progress_bar.value() >= 2, timeout=30_000)
     widget.runner.cancel()
     _wait(widget, qtbot)
     assert widget.alignment is None and widget.result is None
@@ -232,3 +234,33 @@ def test_study_dock_layers_give_the_defaults_and_the_study(make_napari_viewer, q
         assert np.allclose(read_transform(path), widget.alignment.fixed_to_moving, atol=1e-6)
     finally:
         dock.shutdown()
+
+
+def test_bspline_quality_views_follow_the_whole_transform(study):
+    """The QC views of a B-spline alignment show the moving image through its deformation and linear part,
+    in that order: checked against the alignment's own point mapping and an independent interpolation."""
+    from scipy import ndimage
+
+    from napari_immunotrack.io import load_volume
+    from napari_immunotrack.widgets.registration import compute_session, moving_on_fixed
+
+    root = study["root"]
+    fixed = load_volume(next((root / "sub-01" / "ses-day0" / "anat").glob("*_T2w.nii.gz")))
+    moving = load_volume(next((root / "sub-01" / "ses-day3" / "anat").glob("*_T2w.nii.gz")))
+    result, qc, alignment = compute_session(fixed, moving, "bspline")
+    assert alignment.deformable is not None and result.method == "session"
+    assert set(qc) >= {"checkerboard", "difference"} and qc["difference"].same_grid(fixed)
+    on_fixed = moving_on_fixed(fixed, moving, alignment)
+    assert on_fixed.same_grid(fixed)
+    rng = np.random.default_rng(0)
+    body = np.argwhere(fixed.numpy() > np.percentile(fixed.numpy(), 70))
+    idx = body[rng.choice(len(body), 200, replace=False)]
+    target = alignment.transform_points(fixed.index_to_world(idx))
+    expected = ndimage.map_coordinates(moving.numpy().astype(float), moving.world_to_index(target).T, order=1)
+    got = on_fixed.numpy()[tuple(idx.T)]
+    assert np.abs(got - expected).max() < 1e-3 * float(np.abs(moving.numpy()).max())
+    # ... and the deformation is not the identity, so the order mattered
+    linear = alignment.transform_points(fixed.index_to_world(idx)) - (
+        fixed.index_to_world(idx) @ alignment.fixed_to_moving[:3, :3].T + alignment.fixed_to_moving[:3, 3]
+    )
+    assert np.linalg.norm(linear, axis=1).max() > 1e-3

@@ -274,10 +274,12 @@ def compute_session(
         report(progress, 0.02, "session alignment: orientation search, then rigid refinement")
         with warnings.catch_warnings():  # the doubts are in alignment.warnings, shown once by the dock
             warnings.simplefilter("ignore", ImmunotrackWarning)
-            alignment = align_mri(fixed, moving, transform, bias_correction=bias_correction, allow_flip=allow_flip)
+            # precision_check: restarts from nearby poses estimate the residual error (mm) the dock reports
+            options = {"bias_correction": bias_correction, "precision_check": True}
+            alignment = align_mri(fixed, moving, transform, allow_flip=allow_flip, **options)
             if alignment.doubtful and not allow_flip:
                 report(progress, 0.5, "doubtful: trying the prone/supine half turns")
-                flipped = align_mri(fixed, moving, transform, bias_correction=bias_correction, allow_flip=True)
+                flipped = align_mri(fixed, moving, transform, allow_flip=True, **options)
                 if flipped.correlation > alignment.correlation:
                     alignment = flipped
         report(progress, 0.85, f"aligned (correlation {alignment.correlation:.3f}); quality control views")
@@ -534,6 +536,16 @@ class RegistrationWidget(PluginDock):
             if fixed is not None:
                 self.fixed_combo.setCurrentText(fixed)
                 self.moving_combo.setCurrentText(moving)
+                self._fit_checkerboard(self.viewer.layers[fixed])
+
+    def _fit_checkerboard(self, layer) -> None:
+        """Checkerboard squares of about an eighth of a small animal's field of view (10 mm is a mouse's half)."""
+        volume = layer.metadata.get("volume")
+        if volume is None or self.square_mm.value() != 10.0:  # the user's own choice stays
+            return
+        extent = float(np.min(np.asarray(volume.spatial_shape, float) * volume.spacing))
+        if extent < 80.0:
+            self.square_mm.setValue(max(0.5, round(extent / 8.0, 1)))
 
     def select(
         self,
@@ -852,7 +864,7 @@ class RegistrationWidget(PluginDock):
             self.fre_table.setVisible(False)
             self.metric_label.setText(
                 f"correlation {a.correlation:.3f} (>= {_min_correlation():g} expected), body overlap "
-                f"{a.body_dice:.0%}"
+                f"{a.body_dice:.0%}, restarts agree within {a.precision_mm:.3f} mm"
                 + (f", smallest Jacobian {a.min_jacobian:.2f}" if a.deformable is not None else "")
                 + ("; DOUBTFUL: " + "; ".join(a.warnings) if a.doubtful else "; no doubt raised")
             )
