@@ -235,6 +235,20 @@ def test_study_dock_layers_give_the_defaults_and_the_study(make_napari_viewer, q
         path = widget.save_to_study()
         assert path == root / "sub-01" / "ses-day3" / "xfm" / session_transform_name("01", "day3", "day0")
         assert np.allclose(read_transform(path), widget.alignment.fixed_to_moving, atol=1e-6)
+        # aligned again from where the layers now are: a small correction, composed with the first move;
+        # what is saved is still measured from day 3's own world
+        first = widget.alignment.fixed_to_moving
+        widget.run()
+        _wait(widget, qtbot)
+        second = widget.alignment.fixed_to_moving
+        assert np.linalg.norm(second[:3, 3] - np.eye(4)[:3, 3]) < voxel  # nearly nothing left to correct
+        assert np.allclose(layer_affine_ras(pet), np.linalg.inv(second) @ np.linalg.inv(first) @ pet_before)
+        with pytest.raises(InputError, match="exists"):
+            widget.save_to_study()
+        widget.save_to_study(overwrite=True)
+        saved = read_transform(path)
+        assert np.allclose(saved, first @ second, atol=1e-6)
+        assert _tre(saved, study).mean() < 0.5 * voxel
     finally:
         dock.shutdown()
 
