@@ -378,7 +378,8 @@ class RegistrationWidget(PluginDock):
         form.addRow("Moving *", self.moving_combo)
         self.companions = QListWidget()
         self.companions.setToolTip(
-            "other layers acquired with the moving one (its CT, its ROIs): ticked layers get the same transform"
+            "other layers acquired with the moving one (its CT, its ROIs): ticked layers get the same transform "
+            "(session alignment moves every layer of the moving session anyway)"
         )
         self.companions.setMaximumHeight(90)
         form.addRow("Move with it", self.companions)
