@@ -316,9 +316,13 @@ def find_study_root(viewer):
         root = getattr(study, "root", None)
         if root is not None:
             return Path(root)
-    from .movie import study_root_from_layers
-
-    return study_root_from_layers(viewer)
+    for layer in viewer.layers:  # a layer napari read from a file inside sub-*/: the folder above it
+        path = getattr(getattr(layer, "source", None), "path", None)
+        parents = Path(path).parents if path else ()
+        root = next((p.parent for p in parents if p.name.startswith("sub-")), None)
+        if root is not None:
+            return root
+    return None
 
 
 def session_transform_target(root, subject, session: str, reference: str, moving_track=None, fixed_track=None):
