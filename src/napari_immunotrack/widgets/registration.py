@@ -731,7 +731,8 @@ class RegistrationWidget(PluginDock):
             # a doubtful map is not applied: the QC views show why; Save to study asks first
             text = (
                 f"session alignment of {moving_layer.name} to {fixed_name} is doubtful "
-                f"({'; '.join(alignment.warnings)}); not applied: check the QC views, the images and the method."
+                f"({'; '.join(w.replace(' (--allow-flip)', '') for w in alignment.warnings)}; the prone/supine "
+                "half turns were tried too); not applied: check the QC views, the images and the method."
             )
             show_warning(text)
             self.status.setText(text)
