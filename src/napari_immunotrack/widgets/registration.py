@@ -15,6 +15,19 @@ Layers made from a Volume keep it in ``layer.metadata["volume"]``; after
 registration it is replaced by the same voxels with the registered affine
 (``inv(fixed_to_moving) @ affine``), so every other widget sees the moving
 image in the fixed world.
+
+Session alignment (method "session", docs/methods/session-alignment.md): the
+same animal's anatomical MRI of another session is aligned to the reference
+session's by :func:`napari_immunotrack.alignment.align_mri` (orientation
+search, gain and coil-profile harmonisation, rigid by default, affine or
+B-spline on request). The defaults come from the study layers' metadata
+(``study_session``/``study_track``/``study_role``): the current timepoint's
+anatomical MRI moves onto the reference (baseline) session's MRI of the same
+contrast. The result moves every layer of that session (affines composed,
+data never resampled), doubt checks come as a warning, and "Save to study"
+writes ``xfm/<alignment.session_transform_name>`` (ITK, reference world ->
+session world, with its direction record and provenance), asking before it
+replaces one.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -63,6 +77,19 @@ METHODS = {
     "Intensity (mutual information)": "intensity",
     "Landmarks (paired points)": "landmarks",
     "Session alignment (same-contrast MRI)": "session",
+}
+#: Transforms offered by each method (session alignment adds a regularised B-spline on request).
+TRANSFORMS = {
+    "intensity": ("rigid", "affine"),
+    "landmarks": ("rigid", "affine"),
+    "session": ("rigid", "affine", "bspline"),
+}
+#: Intensity harmonisation of session alignment (``alignment.align_mri``'s ``bias_correction``).
+HARMONISATION = {
+    "local mean (coil profile cancels)": "local",
+    "N4 bias correction": "n4",
+    "differential bias fit": "differential",
+    "gain only": "none",
 }
 #: Names of the quality-control layers this widget owns.
 QC_NAMES = {
@@ -154,9 +181,6 @@ def compute(
                 )
             except InputError:
                 metrics = (float("nan"), float("nan"))
-        elif method == "session":
-            result = _align_sessions(fixed, moving, transform, progress)
-            metrics = (float("nan"), float("nan"))
         else:
             result = reg.register(
                 fixed,
@@ -181,30 +205,194 @@ def compute(
         return Failed(exc)
 
 
-def _align_sessions(fixed, moving, transform, progress):
-    """The same animal's MRI of two sessions (another pose, gain, coil profile) aligned by
-    :func:`napari_immunotrack.alignment.align_mri`, as a RegistrationResult (what the dock applies,
-    shows and saves); see ``docs/methods/session-alignment.md``."""
-    from ..alignment import align_mri
+# ---------------------------------------------------------------------------- session alignment
+#: Anatomical MRI tracks, in the order session alignment prefers them (as alignment.ALIGN_CONTRASTS).
+_ANATOMY_ORDER = ("T2w", "T1w", "T2starw", "MR")
 
-    report(progress, 0.05, "session alignment: orientation search, then rigid refinement")
-    aligned = align_mri(fixed, moving, transform)
-    warnings = list(aligned.warnings)
-    if aligned.doubtful:
-        warnings.insert(0, "the session alignment is doubtful; check the QC views before using it")
-    report(progress, 0.85, f"aligned (correlation {aligned.correlation:.3f})")
-    return reg.RegistrationResult(
-        fixed_to_moving=aligned.fixed_to_moving,
-        metric_initial=float("nan"),
-        metric_final=float(aligned.correlation),
-        iterations=0,
-        parameters=dict(aligned.parameters, transform=transform),
-        stages=list(aligned.stages),
-        elapsed_s=float(aligned.elapsed_s),
-        method="session",
-        warnings=warnings,
-        metric_after_init=float(aligned.body_dice),
+
+def session_info(layer) -> dict:
+    """Where a layer comes from in a study: {subject, session, track, role, modality} (None when unknown).
+
+    The Study dock writes ``study_session``/``study_track``/``study_role`` into
+    ``layer.metadata["immunotrack"]``; a Volume read from a study carries ``metadata["study"]``.
+    """
+    meta = layer.metadata if isinstance(getattr(layer, "metadata", None), dict) else {}
+    tags = meta.get("immunotrack", {}) or {}
+    volume = meta.get("volume")
+    study = (getattr(volume, "metadata", {}) or {}).get("study", {}) or {}
+    return {
+        "subject": study.get("subject"),
+        "session": tags.get("study_session") or study.get("session"),
+        "track": tags.get("study_track") or study.get("track") or study.get("role"),
+        "role": tags.get("study_role") or ("track" if study else None),
+        "modality": tags.get("modality") or getattr(volume, "modality", None),
+        "day": study.get("day"),
+    }
+
+
+def _anatomy_rank(info: dict) -> int:
+    track = info.get("track") or ""
+    return _ANATOMY_ORDER.index(track) if track in _ANATOMY_ORDER else len(_ANATOMY_ORDER)
+
+
+def session_defaults(layers) -> tuple:
+    """(fixed, moving) layer names for session alignment, from the study layers' metadata, or (None, None).
+
+    Moving: the current timepoint's anatomical MRI (a track layer, T2w before T1w before T2*w);
+    fixed: the reference session's MRI of the same contrast (the baseline layer the Study dock shows,
+    else the session of the earliest day).
+    """
+    mri = []
+    for layer in layers:
+        info = session_info(layer)
+        if info["session"] and info["modality"] == "MR" and type(layer).__name__ == "Image":
+            mri.append((layer, info))
+    if len({info["session"] for _, info in mri}) < 2:
+        return None, None
+    baseline = [(ly, i) for ly, i in mri if i["role"] == "baseline"]
+    if baseline:
+        reference = baseline[0][1]["session"]
+    else:
+        days = sorted(mri, key=lambda li: (li[1]["day"] is None, li[1]["day"] or 0.0))
+        reference = days[0][1]["session"]
+    reference_tracks = {i["track"] for _, i in mri if i["session"] == reference}
+    moving = sorted(  # a contrast the reference session has too, T2w before T1w before T2*w
+        [(ly, i) for ly, i in mri if i["session"] != reference and i["role"] != "baseline"],
+        key=lambda li: (li[1]["track"] not in reference_tracks, _anatomy_rank(li[1])),
     )
+    if not moving:
+        return None, None
+    moving_layer, moving_info = moving[0]
+    fixed = sorted(
+        [(ly, i) for ly, i in mri if i["session"] == reference],
+        key=lambda li: (li[1]["track"] != moving_info["track"], _anatomy_rank(li[1])),
+    )
+    return fixed[0][0].name, moving_layer.name
+
+
+def moving_on_fixed(fixed, moving, alignment):
+    """The moving MRI on the fixed grid through an AlignmentResult (its B-spline part included)."""
+    if alignment.deformable is None:
+        return reg.resample_moving(fixed, moving, alignment.fixed_to_moving)
+    import SimpleITK as sitk
+
+    total = sitk.CompositeTransform(3)
+    total.AddTransform(reg.matrix_to_sitk_transform(alignment.fixed_to_moving))
+    total.AddTransform(alignment.deformable)  # applied first: the B-spline works on fixed-world points
+    image = sitk.Resample(
+        reg.volume_to_sitk(moving, sitk.sitkFloat32), reg.volume_to_sitk(fixed), total, sitk.sitkLinear, 0.0
+    )
+    return reg.sitk_to_volume(image, like=moving, name=f"{moving.name} registered")
+
+
+def compute_session(
+    fixed,
+    moving,
+    transform="rigid",
+    bias_correction="local",
+    allow_flip=False,
+    square_mm=10.0,
+    progress=None,
+):
+    """What the worker runs for session alignment (pure; no napari).
+
+    :func:`napari_immunotrack.alignment.align_mri` (a doubtful rigid result is retried with the
+    prone/supine half turns, as ``align_study`` does), then the quality-control views on the fixed grid.
+    Returns ``(result, qc, alignment)``: a RegistrationResult (what the dock applies), the QC
+    Volumes and the AlignmentResult (doubt checks, provenance), or a Failed.
+    """
+    import warnings
+
+    from ..alignment import align_mri
+    from ..errors import ImmunotrackWarning
+
+    try:
+        report(progress, 0.02, "session alignment: orientation search, then rigid refinement")
+        with warnings.catch_warnings():  # the doubts are in alignment.warnings, shown once by the dock
+            warnings.simplefilter("ignore", ImmunotrackWarning)
+            # precision_check: restarts from nearby poses estimate the residual error (mm) the dock reports
+            options = {"bias_correction": bias_correction, "precision_check": True}
+            alignment = align_mri(fixed, moving, transform, allow_flip=allow_flip, **options)
+            if alignment.doubtful and not allow_flip:
+                report(progress, 0.5, "doubtful: trying the prone/supine half turns")
+                flipped = align_mri(fixed, moving, transform, allow_flip=True, **options)
+                if flipped.correlation > alignment.correlation:
+                    alignment = flipped
+        report(progress, 0.85, f"aligned (correlation {alignment.correlation:.3f}); quality control views")
+        on_fixed = moving_on_fixed(fixed, moving, alignment)
+        qc = {
+            "checkerboard": reg.checkerboard(fixed, on_fixed, square_mm=square_mm),
+            "difference": reg.difference(fixed, on_fixed),
+            "moving": reg.normalised(on_fixed),
+            "edges": reg.edges(fixed),
+        }
+        result = reg.RegistrationResult(
+            fixed_to_moving=alignment.fixed_to_moving,
+            metric_initial=float("nan"),
+            metric_final=float(alignment.correlation),
+            iterations=0,
+            parameters=dict(alignment.parameters),
+            stages=list(alignment.stages),
+            elapsed_s=float(alignment.elapsed_s),
+            method="session",
+            warnings=list(alignment.warnings),
+            metric_after_init=float(alignment.body_dice),
+        )
+        report(progress, 1.0, "done")
+        return result, qc, alignment
+    except Exception as exc:  # noqa: BLE001 - shown to the user in the GUI thread, never lost
+        return Failed(exc)
+
+
+def find_study_root(viewer):
+    """The study folder behind the viewer's layers: a dock holding an open study, else a layer's file path."""
+    docks = getattr(viewer.window, "dock_widgets", {}) or {}
+    for widget in list(docks.values()):
+        study = getattr(getattr(widget, "model", None), "study", None)
+        root = getattr(study, "root", None)
+        if root is not None:
+            return Path(root)
+    for layer in viewer.layers:  # a layer napari read from a file inside sub-*/: the folder above it
+        path = getattr(getattr(layer, "source", None), "path", None)
+        parents = Path(path).parents if path else ()
+        root = next((p.parent for p in parents if p.name.startswith("sub-")), None)
+        if root is not None:
+            return root
+    return None
+
+
+def session_transform_target(root, subject, session: str, reference: str, moving_track=None, fixed_track=None):
+    """Where a session's alignment goes in a study and the anatomy files it was made from.
+
+    Returns ``(path, inputs)``: ``<session>/xfm/<session_transform_name>`` and {"fixed": path,
+    "moving": path} of the two sessions' MRI files (what ``immunotrack align`` checks to reuse it).
+    """
+    from ..alignment import session_transform_name
+    from ..study import open_study
+
+    study = open_study(root)
+    subjects = study.subjects()
+    subject = subject or (subjects[0] if len(subjects) == 1 else None)
+    if subject not in subjects:
+        raise InputError(
+            f"cannot tell which subject of {root} these layers show (it has {', '.join(subjects)}); "
+            "open the session with the Study dock."
+        )
+    for name in (session, reference):
+        if name not in study.sessions(subject):
+            raise InputError(f"{root} has no session {name!r} for subject {subject}; choose the study it came from.")
+
+    def anatomy(ses, track):
+        files = [f for f in study.session_files(subject, ses) if not f.is_labels and f.modality == "MR"]
+        files.sort(key=lambda f: (f.track != track, _anatomy_rank({"track": f.role})))
+        return files[0] if files else None
+
+    moving_file, fixed_file = anatomy(session, moving_track), anatomy(reference, fixed_track)
+    session_dir = Path(moving_file.session_dir) if moving_file is not None and moving_file.session_dir else None
+    if session_dir is None:
+        session_dir = Path(root) / f"sub-{subject}" / f"ses-{session}"
+    inputs = {"fixed": fixed_file.path if fixed_file else None, "moving": moving_file.path if moving_file else None}
+    return session_dir / "xfm" / session_transform_name(subject, session, reference), inputs
 
 
 class RegistrationWidget(PluginDock):
@@ -217,6 +405,8 @@ class RegistrationWidget(PluginDock):
         self.qc_layers: dict = {}
         self._undo: list = []
         self._inputs: dict = {}
+        self.alignment = None  # the AlignmentResult of the last session alignment
+        self.study_root: Path | None = None  # where "Save to study" writes (found from the layers when None)
 
         layout = QVBoxLayout(self)
         box = QGroupBox("Images")
@@ -228,7 +418,8 @@ class RegistrationWidget(PluginDock):
         form.addRow("Moving *", self.moving_combo)
         self.companions = QListWidget()
         self.companions.setToolTip(
-            "other layers acquired with the moving one (its CT, its ROIs): ticked layers get the same transform"
+            "other layers acquired with the moving one (its CT, its ROIs): ticked layers get the same transform "
+            "(session alignment moves every layer of the moving session anyway)"
         )
         self.companions.setMaximumHeight(90)
         form.addRow("Move with it", self.companions)
@@ -249,6 +440,16 @@ class RegistrationWidget(PluginDock):
         form.addRow("Moving mask", self.moving_mask_combo)
         form.addRow("Fixed landmarks", self.fixed_points_combo)
         form.addRow("Moving landmarks", self.moving_points_combo)
+        self.harmonise_combo = QComboBox()
+        self.harmonise_combo.addItems(list(HARMONISATION))
+        self.harmonise_combo.setToolTip(
+            "session alignment: how the two sessions' gains and coil profiles are made comparable "
+            "(docs/methods/session-alignment.md)"
+        )
+        self.flip_box = QCheckBox("also try prone/supine half turns")
+        self.flip_box.setToolTip("session alignment: the animal may lie on its back one day and its belly another")
+        form.addRow("Intensities", self.harmonise_combo)
+        form.addRow("", self.flip_box)
         self.square_mm = QDoubleSpinBox()
         self.square_mm.setRange(0.5, 500.0)
         self.square_mm.setValue(10.0)
@@ -269,8 +470,14 @@ class RegistrationWidget(PluginDock):
         row2 = QHBoxLayout()
         self.undo_button = QPushButton("Undo")
         self.save_button = QPushButton("Save transform...")
+        self.study_button = QPushButton("Save to study")
+        self.study_button.setToolTip(
+            "session alignment: write xfm/<session>_from-anat_to-ses<reference>.tfm in the study "
+            "(what `immunotrack align` writes and the Study dock reads); asks before replacing one"
+        )
         row2.addWidget(self.undo_button)
         row2.addWidget(self.save_button)
+        row2.addWidget(self.study_button)
         layout.addWidget(self.metric_label)
         layout.addWidget(self.fre_table)
         qc_row = QFormLayout()
@@ -280,13 +487,18 @@ class RegistrationWidget(PluginDock):
         layout.addStretch(1)
         self.undo_button.setEnabled(False)
         self.save_button.setEnabled(False)
+        self.study_button.setEnabled(False)
 
         self.undo_button.clicked.connect(self.undo)
         self.save_button.clicked.connect(self._save_dialog)
+        self.study_button.clicked.connect(self._save_to_study_clicked)
         self.qc_combo.currentTextChanged.connect(self.show_qc)
         self.method_combo.currentTextChanged.connect(self._method_changed)
         self.moving_combo.currentTextChanged.connect(self._refresh_companions)
         follow_layers(self.viewer, self._refresh_choices)
+        if session_defaults(self._layers("Image"))[0] is not None:
+            # study layers of two sessions: aligning the sessions is what this dock is most likely opened for
+            self.method_combo.setCurrentText(next(k for k, v in METHODS.items() if v == "session"))
         self._method_changed()
 
     # ------------------------------------------------------------------ choices
@@ -307,6 +519,9 @@ class RegistrationWidget(PluginDock):
             key=lambda n: _MOVING_ORDER.index(modality[n]) if modality[n] in _MOVING_ORDER else len(_MOVING_ORDER),
         )
         hot = ranked[0] if ranked else None
+        if self._method() == "session":
+            session_fixed, session_moving = session_defaults(images)
+            anatomy, hot = session_fixed or anatomy, session_moving or hot
         fill_combo(self.fixed_combo, names, guess=anatomy)
         fill_combo(self.moving_combo, names, guess=hot)
         labels = [ly.name for ly in self._layers("Labels")]
@@ -339,13 +554,39 @@ class RegistrationWidget(PluginDock):
             if self.companions.item(i).checkState() == Qt.CheckState.Checked
         ]
 
+    def _method(self) -> str:
+        return METHODS.get(self.method_combo.currentText(), "intensity")
+
     def _method_changed(self, *args) -> None:
-        landmarks = METHODS[self.method_combo.currentText()] == "landmarks"
+        method = self._method()
+        landmarks, session = method == "landmarks", method == "session"
         for combo in (self.fixed_points_combo, self.moving_points_combo):
             combo.setEnabled(landmarks)
-        session = METHODS[self.method_combo.currentText()] == "session"
         for combo in (self.fixed_mask_combo, self.moving_mask_combo):
             combo.setEnabled(not landmarks and not session)  # session alignment finds the body itself
+        self.harmonise_combo.setEnabled(session)
+        self.flip_box.setEnabled(session)
+        current = self.transform_combo.currentText()
+        self.transform_combo.blockSignals(True)
+        self.transform_combo.clear()
+        self.transform_combo.addItems(list(TRANSFORMS[method]))
+        self.transform_combo.setCurrentText(current if current in TRANSFORMS[method] else "rigid")
+        self.transform_combo.blockSignals(False)
+        if session:  # the pickers follow the study: this timepoint's MRI onto the reference session's
+            fixed, moving = session_defaults(self._layers("Image"))
+            if fixed is not None:
+                self.fixed_combo.setCurrentText(fixed)
+                self.moving_combo.setCurrentText(moving)
+                self._fit_checkerboard(self.viewer.layers[fixed])
+
+    def _fit_checkerboard(self, layer) -> None:
+        """Checkerboard squares of about an eighth of a small animal's field of view (10 mm is a mouse's half)."""
+        volume = layer.metadata.get("volume")
+        if volume is None or self.square_mm.value() != 10.0:  # the user's own choice stays
+            return
+        extent = float(np.min(np.asarray(volume.spatial_shape, float) * volume.spacing))
+        if extent < 80.0:
+            self.square_mm.setValue(max(0.5, round(extent / 8.0, 1)))
 
     def select(
         self,
@@ -358,8 +599,26 @@ class RegistrationWidget(PluginDock):
         fixed_points=None,
         moving_points=None,
         companions=None,
+        harmonisation=None,
+        allow_flip=None,
     ) -> None:
-        """Choose inputs by name (for scripts and tests); ``method`` is "intensity", "landmarks" or "session"."""
+        """Choose inputs by name (for scripts and tests); ``method`` is "intensity", "landmarks" or "session".
+
+        ``harmonisation`` (session alignment) is one of ``HARMONISATION``'s values ("local", "n4",
+        "differential", "none"); ``allow_flip`` also tries prone/supine half turns.
+        """
+        if method is not None:
+            if method not in METHODS.values():
+                raise InputError(f"no method {method!r}; choose one of {', '.join(METHODS.values())}.")
+            self.method_combo.setCurrentText(next(k for k, v in METHODS.items() if v == method))
+        if harmonisation is not None:
+            if harmonisation not in HARMONISATION.values():
+                raise InputError(
+                    f"no harmonisation {harmonisation!r}; choose one of {', '.join(HARMONISATION.values())}."
+                )
+            self.harmonise_combo.setCurrentText(next(k for k, v in HARMONISATION.items() if v == harmonisation))
+        if allow_flip is not None:
+            self.flip_box.setChecked(bool(allow_flip))
         for combo, value in (
             (self.fixed_combo, fixed),
             (self.moving_combo, moving),
@@ -371,8 +630,6 @@ class RegistrationWidget(PluginDock):
         ):
             if value is not None:
                 choose(combo, value, f"no choice named {value!r}.")
-        if method is not None:
-            self.method_combo.setCurrentText(next(k for k, v in METHODS.items() if v == method))
         if companions is not None:
             self._refresh_companions()
             for i in range(self.companions.count()):
@@ -395,7 +652,10 @@ class RegistrationWidget(PluginDock):
                 raise InputError("choose a fixed and a moving image layer.")
             if fixed_layer is moving_layer:
                 raise InputError("the fixed and the moving image are the same layer; choose two images.")
-            method = METHODS[self.method_combo.currentText()]
+            method = self._method()
+            if method == "session":
+                self._run_session(fixed_layer, moving_layer)
+                return
             kwargs = {
                 "method": method,
                 "transform": self.transform_combo.currentText(),
@@ -410,7 +670,7 @@ class RegistrationWidget(PluginDock):
                         "order), or use the intensity method."
                     )
                 kwargs.update(fixed_points=_points_ras(fp), moving_points=_points_ras(mp))
-            elif method != "session":
+            else:
                 for key, combo in (("fixed_mask", self.fixed_mask_combo), ("moving_mask", self.moving_mask_combo)):
                     layer = self._layer(combo, key.replace("_", " "))
                     kwargs[key] = None if layer is None else layer_to_volume(layer, native=True)
@@ -427,6 +687,108 @@ class RegistrationWidget(PluginDock):
             "points": (kwargs.get("fixed_points") is not None and self.moving_points_combo.currentText()),
         }
         self.status.setText("registering...")
+
+    def _run_session(self, fixed_layer, moving_layer) -> None:
+        fixed_info, moving_info = session_info(fixed_layer), session_info(moving_layer)
+        if fixed_info["session"] and fixed_info["session"] == moving_info["session"]:
+            raise InputError(
+                f"{fixed_layer.name!r} and {moving_layer.name!r} are of the same session "
+                f"({moving_info['session']}); choose the reference session's MRI as fixed and another session's as moving."
+            )
+        fixed, moving = layer_to_volume(fixed_layer), layer_to_volume(moving_layer)
+        for layer, volume in ((fixed_layer, fixed), (moving_layer, moving)):
+            if volume.data.ndim != 3:
+                raise InputError(f"{layer.name!r} is not a 3D image; session alignment needs each session's 3D MRI.")
+        self.runner.start(
+            compute_session,
+            fixed,
+            moving,
+            on_done=self._session_done,
+            on_error=self._failed,
+            transform=self.transform_combo.currentText(),
+            bias_correction=HARMONISATION[self.harmonise_combo.currentText()],
+            allow_flip=self.flip_box.isChecked(),
+            square_mm=self.square_mm.value(),
+        )
+        self._inputs = {
+            "fixed": fixed_layer,
+            "moving": moving_layer,
+            "fixed_volume": fixed,
+            "moving_volume": moving,
+            "points": False,
+            "fixed_info": fixed_info,
+            "moving_info": moving_info,
+            # how far the moving layer was already moved from its session's world (by an earlier alignment)
+            "prior": self._prior_move(moving_layer),
+        }
+        self.status.setText("aligning sessions...")
+
+    @staticmethod
+    def _prior_move(layer) -> np.ndarray:
+        """The world change already applied to ``layer`` by this dock (its session world -> shown world)."""
+        volume = layer.metadata.get("volume")
+        native = layer.metadata.get("immunotrack", {}).get("session_native_affine")
+        if volume is None or native is None:
+            return np.eye(4)
+        return np.asarray(volume.affine, float) @ np.linalg.inv(np.asarray(native, float))
+
+    def _session_layers(self, moving_layer) -> list:
+        """The moving MRI and every other layer of its session (Study dock tracks, study files, ticked layers)."""
+        info = self._inputs["moving_info"]
+        own = {id(q) for q in self.qc_layers.values()}
+        movers = [moving_layer]
+        for layer in self.viewer.layers:
+            if layer is moving_layer or id(layer) in own:
+                continue
+            other = session_info(layer)
+            same = (
+                info["session"] is not None
+                and other["session"] == info["session"]
+                and other["role"] != "baseline"
+                and (other["subject"] is None or info["subject"] is None or other["subject"] == info["subject"])
+            )
+            if same or layer.name in self.companion_names():
+                movers.append(layer)
+        return movers
+
+    def _session_done(self, out) -> None:
+        from napari.utils.notifications import show_warning
+
+        result, qc, alignment = out
+        moving_layer = self._inputs["moving"]
+        if moving_layer not in self.viewer.layers:
+            self._failed(InputError("the moving layer was removed while aligning; nothing was applied."))
+            return
+        self.result, self.alignment, self.metrics = result, alignment, (float("nan"), alignment.correlation)
+        self._show_qc(qc)
+        self._show_metrics(result, self.metrics)
+        fixed_name = self._inputs["fixed"].name
+        if alignment.doubtful:
+            # a doubtful map is not applied: the QC views show why; Save to study asks first
+            text = (
+                f"session alignment of {moving_layer.name} to {fixed_name} is doubtful "
+                f"({'; '.join(w.replace(' (--allow-flip)', '') for w in alignment.warnings)}; the prone/supine "
+                "half turns were tried too); not applied: check the QC views, the images and the method."
+            )
+            show_warning(text)
+            self.status.setText(text)
+            self.save_button.setEnabled(True)
+            self.study_button.setEnabled(True)
+            return
+        movers = self._session_layers(moving_layer)
+        self.apply(result.fixed_to_moving, movers)
+        self.save_button.setEnabled(True)
+        self.study_button.setEnabled(True)
+        self.status.setText(
+            f"aligned {moving_layer.name} to {fixed_name} ({alignment.transform}, correlation "
+            f"{alignment.correlation:.3f}, body overlap {alignment.body_dice:.0%}, {alignment.elapsed_s:.1f} s); "
+            f"moved: {', '.join(ly.name for ly in movers)}."
+            + (
+                " The B-spline part shows in the QC views only (layers move by the linear part)."
+                if alignment.deformable is not None
+                else ""
+            )
+        )
 
     def _done(self, out) -> None:
         result, qc, metrics = out  # a Failed from compute goes to _failed (see TaskRunner.start)
@@ -479,6 +841,8 @@ class RegistrationWidget(PluginDock):
             entries.append((layer, old, volume))
             layer.affine = step @ old
             if volume is not None:
+                tags = layer.metadata.setdefault("immunotrack", {})
+                tags.setdefault("session_native_affine", np.asarray(volume.affine, float).tolist())
                 layer.metadata["volume"] = volume.replace(affine=inverse @ volume.affine)
         self._undo.append(entries)
         self.undo_button.setEnabled(True)
@@ -498,6 +862,8 @@ class RegistrationWidget(PluginDock):
         self.result = None
         self.undo_button.setEnabled(bool(self._undo))
         self.save_button.setEnabled(False)
+        self.study_button.setEnabled(False)
+        self.alignment = None
         self.metric_label.setText("")
         self.fre_table.setVisible(False)
         self.status.setText("undone")
@@ -535,16 +901,21 @@ class RegistrationWidget(PluginDock):
 
     def _show_metrics(self, result, metrics) -> None:
         before, after = metrics
+        if result.method == "session":
+            a = self.alignment
+            self.fre_table.setVisible(False)
+            self.metric_label.setText(
+                f"correlation {a.correlation:.3f} (>= {_min_correlation():g} expected), body overlap "
+                f"{a.body_dice:.0%}, restarts agree within {a.precision_mm:.3f} mm"
+                + (f", smallest Jacobian {a.min_jacobian:.2f}" if a.deformable is not None else "")
+                + ("; DOUBTFUL: " + "; ".join(a.warnings) if a.doubtful else "; no doubt raised")
+            )
+            return
         text = (
             f"mutual information {before:.3f} -> {after:.3f} nats (higher is better)"
             if np.isfinite(before) and np.isfinite(after)
             else "mutual information: not available"
         )
-        if result.method == "session":
-            text = (
-                f"session alignment: correlation of the harmonised images {result.metric_final:.3f} (1 = identical), "
-                f"body overlap {result.metric_after_init:.3f}"
-            )
         if result.method == "landmarks":
             text += f"; landmarks RMS error {result.metric_initial:.2f} -> {result.metric_final:.2f} mm"
             self.fre_table.setRowCount(len(result.fre_mm))
@@ -582,6 +953,146 @@ class RegistrationWidget(PluginDock):
             moving=describe_image(inputs["moving"], role="moving"),
         )
 
+    def session_transform(self) -> np.ndarray:
+        """The last session alignment as the study stores it: reference session world -> this session's world.
+
+        A layer this dock had already moved is measured from its session's own world again, so the
+        saved map composes with nothing and is read back as is (the Study dock and ``immunotrack align``).
+        """
+        if self.alignment is None:
+            raise InputError("align the sessions first (method: session alignment): there is no alignment to save.")
+        prior_moving = self._inputs.get("prior", np.eye(4))
+        prior_fixed = (
+            self._prior_move(self._inputs["fixed"]) if self._inputs["fixed"] in self.viewer.layers else np.eye(4)
+        )
+        return np.linalg.inv(prior_moving) @ self.alignment.fixed_to_moving @ prior_fixed
+
+    def save_to_study(self, root=None, overwrite: bool = False, force: bool = False) -> Path:
+        """Write the last session alignment into the study as ``xfm/<alignment.session_transform_name>``.
+
+        Parameters
+        ----------
+        root : path, optional
+            The study folder (default :attr:`study_root`, else found from the Study dock or the layers).
+        overwrite : bool
+            Replace an existing transform (the button asks first).
+        force : bool
+            Save a doubtful alignment too (its warnings go into the provenance; the button asks first).
+
+        Returns
+        -------
+        Path of the written ``.tfm`` (its provenance sidecar beside it; the B-spline part, if any, as
+        ``..._desc-bspline.tfm``, as ``immunotrack align`` writes it).
+        """
+        import SimpleITK as sitk
+
+        from .. import provenance
+        from ..io.transforms import describe_image, write_transform
+        from ..outputs import atomic_output, write_sidecar
+
+        matrix = self.session_transform()
+        alignment = self.alignment
+        if alignment.doubtful and not force:
+            raise InputError(
+                f"the alignment is doubtful ({'; '.join(alignment.warnings)}); nothing saved: check the QC views, "
+                "or save it anyway (asked when saving from the dock)."
+            )
+        root = root if root is not None else (self.study_root or find_study_root(self.viewer))
+        if root is None:
+            raise InputError(
+                "cannot tell which study these layers come from; open it with the Study dock or choose its folder."
+            )
+        fixed_info, moving_info = self._inputs["fixed_info"], self._inputs["moving_info"]
+        if not fixed_info["session"] or not moving_info["session"]:
+            raise InputError(
+                "the two MRI layers do not say which sessions they are (open them with the Study dock); "
+                "use Save transform... to write the file anywhere."
+            )
+        path, files = session_transform_target(
+            root,
+            moving_info["subject"] or fixed_info["subject"],
+            moving_info["session"],
+            fixed_info["session"],
+            moving_info["track"],
+            fixed_info["track"],
+        )
+        bspline = path.with_name(path.name[:-4] + "_desc-bspline.tfm")
+        for target in (path, bspline) if alignment.deformable is not None else (path,):
+            if target.exists() and not overwrite:
+                raise InputError(f"{target} exists; replace it (overwrite) or keep it.")
+        fixed_volume = self._inputs["fixed_volume"]
+        moving_volume = self._inputs["moving_volume"]
+        native_fixed = fixed_volume.replace(
+            affine=np.linalg.inv(self._prior_move(self._inputs["fixed"])) @ fixed_volume.affine
+        )
+        native_moving = moving_volume.replace(
+            affine=np.linalg.inv(self._inputs.get("prior", np.eye(4))) @ moving_volume.affine
+        )
+        inputs = {
+            role: (files[role] if files[role] is not None else vol)
+            for role, vol in (("fixed", native_fixed), ("moving", native_moving))
+        }
+        result = dict(alignment.to_dict(), fixed_to_moving_ras=np.round(matrix, 9).tolist())
+        record = provenance.record(
+            "align",
+            inputs=inputs,
+            parameters=alignment.parameters,
+            warnings=alignment.warnings,
+            result=result,
+            layers={"fixed": self._inputs["fixed"].name, "moving": self._inputs["moving"].name},
+            via="napari Registration dock (session alignment)",
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_transform(
+            path,
+            matrix,
+            overwrite=overwrite,
+            provenance=record,
+            fixed=describe_image(
+                native_fixed, role=f"ses-{fixed_info['session']} MRI (reference)", path=files["fixed"]
+            ),
+            moving=describe_image(native_moving, role=f"ses-{moving_info['session']} MRI", path=files["moving"]),
+        )
+        if alignment.deformable is not None:
+            with atomic_output(bspline, overwrite) as tmp:
+                sitk.WriteTransform(alignment.deformable, str(tmp))
+                write_sidecar(bspline, record, written=tmp)
+        self.status.setText(f"saved {path}")
+        return path
+
+    def _save_to_study_clicked(self) -> None:
+        from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+        try:
+            root = self.study_root or find_study_root(self.viewer)
+            if root is None:
+                chosen = QFileDialog.getExistingDirectory(self, "Which study do these sessions belong to?")
+                if not chosen:
+                    return
+                root = self.study_root = Path(chosen)
+            force = False
+            if self.alignment is not None and self.alignment.doubtful:
+                answer = QMessageBox.question(
+                    self,
+                    "Doubtful alignment",
+                    "The alignment is doubtful:\n" + "\n".join(self.alignment.warnings) + "\nSave it anyway?",
+                )
+                if answer != QMessageBox.StandardButton.Yes:
+                    return
+                force = True
+            try:
+                self.save_to_study(root, force=force)
+            except InputError as exc:
+                if "exists" not in str(exc):
+                    raise
+                answer = QMessageBox.question(self, "Replace?", f"{one_line(exc)}\nReplace the saved alignment?")
+                if answer != QMessageBox.StandardButton.Yes:
+                    self.status.setText("kept the saved alignment; nothing written")
+                    return
+                self.save_to_study(root, overwrite=True, force=force)
+        except Exception as exc:  # noqa: BLE001 - one notification, never raised into Qt's loop
+            self._failed(exc)
+
     def _save_dialog(self) -> None:
         save_dialog(
             self,
@@ -593,4 +1104,18 @@ class RegistrationWidget(PluginDock):
         )  # the dialog asked before replacing
 
 
-__all__ = ["RegistrationWidget", "compute", "QC_NAMES"]
+def _min_correlation() -> float:
+    from ..alignment import MIN_CORRELATION
+
+    return MIN_CORRELATION
+
+
+__all__ = [
+    "RegistrationWidget",
+    "compute",
+    "compute_session",
+    "session_defaults",
+    "session_info",
+    "session_transform_target",
+    "QC_NAMES",
+]
