@@ -194,3 +194,23 @@ def test_one_bed_sample_opens_as_before(make_napari_viewer):
             assert "study_frame" not in volume.metadata
     finally:
         widget.shutdown()
+
+
+def test_open_sample_layers_follow_the_alignment(aligned_study):
+    """File > Open Sample's loader (napari sample-data hook) draws the baseline and the day shown in the
+    reference session's world too: the day-0 and day-3 anatomy put an organ centre on the same label."""
+    from napari_immunotrack._sample_data import study_layer_data
+
+    poses, sites = _truth(aligned_study)
+    layers = study_layer_data(aligned_study, session="day3")
+    by_name = {kwargs["name"]: (data, kwargs) for data, kwargs, _ in layers}
+    roi = by_name["ROI (day 3)"]
+    volume = roi[1]["metadata"]["volume"]
+    checked = 0
+    for name, (label, centre) in sites.items():
+        truth_ref = poses["day0"][:3, :3] @ centre + poses["day0"][:3, 3]
+        index = np.round(volume.world_to_index(truth_ref)[0]).astype(int)
+        if np.all(index >= 0) and np.all(index < volume.spatial_shape):
+            assert volume.data[tuple(index)] == label, name
+            checked += 1
+    assert checked >= 3

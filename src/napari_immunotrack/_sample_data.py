@@ -52,7 +52,7 @@ def study_layer_data(root=None, session: str | None = None, subject: str | None 
     """
     from .widgets._common import volume_layer_data
 
-    loaded = load_session(root, session, subject)
+    loaded = _in_reference_frame(load_session(root, session, subject), root)
     reference = next((v for v, _ in loaded if v.modality == "MR" and v.is_axis_aligned()), None)
     layers = []
     # the baseline anatomy is loaded hidden; the session asked for is shown
@@ -64,6 +64,23 @@ def study_layer_data(root=None, session: str | None = None, subject: str | None 
             extra.update(opacity=0.5)
         layers.append(volume_layer_data(volume, reference=reference, as_labels=f.is_labels, **extra))
     return layers
+
+
+def _in_reference_frame(loaded: list, root) -> list:
+    """Each session's volumes moved into the reference session's world when the study holds session
+    alignments (``align_study``); the pre-injection baseline then lies on the same anatomy as the day shown.
+    A study without them (one bed) is returned as it is. See docs/methods/study-viewer.md."""
+    from .data import sample_study_root
+    from .study import open_study
+    from .widgets.study.session import study_frame, to_reference
+
+    if not loaded:
+        return loaded
+    study = open_study(root or sample_study_root())
+    frame = study_frame(study, loaded[0][1].subject)
+    if frame.reference is None:
+        return loaded
+    return [(to_reference(volume, frame.alignment(f.session)), f) for volume, f in loaded]
 
 
 def sample_study():

@@ -150,6 +150,9 @@ def open_viewer(
                 qt_window.resizeDocks(
                     [dock, readout], [int(0.72 * height), int(0.25 * height)], Qt.Orientation.Vertical
                 )
+                from ..widgets._dock import ResultDocksAsTabs
+
+                qt_window._immunotrack_result_tabs = ResultDocksAsTabs(qt_window, readout)
     fit_window_to_screen(qt_window)
     if three_plane:
         widget.set_three_plane(True)

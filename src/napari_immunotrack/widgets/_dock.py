@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QTabBar, QTabWidget, QWidget
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtWidgets import QApplication, QDockWidget, QFrame, QScrollArea, QTabBar, QTabWidget, QWidget
 
 from .._close_guard import install_close_guard
 
@@ -93,3 +93,38 @@ def tidy_dock_tabs(qt_window) -> None:
             bar.setElideMode(Qt.TextElideMode.ElideNone)
             bar.setUsesScrollButtons(True)
             bar.setExpanding(False)
+
+
+class ResultDocksAsTabs(QObject):
+    """Docks that appear later on the right (result tables) become tabs beside ``anchor`` (the cursor
+    readout), so the analysis docks above keep their height instead of sharing the column in slices."""
+
+    def __init__(self, qt_window, anchor):
+        super().__init__(qt_window)
+        self.qt_window = qt_window
+        self.anchor = anchor
+        qt_window.installEventFilter(self)
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+        if event.type() == QEvent.Type.ChildAdded and isinstance(event.child(), QDockWidget):
+            dock = event.child()
+            QTimer.singleShot(0, lambda: self._tabify(dock))
+        return False
+
+    def _tabify(self, dock) -> None:
+        window, anchor = self.qt_window, self.anchor
+        try:
+            if dock is anchor or dock.isFloating():
+                return
+            right = Qt.DockWidgetArea.RightDockWidgetArea
+            if window.dockWidgetArea(dock) != right or window.dockWidgetArea(anchor) != right:
+                return
+            if window.tabifiedDockWidgets(dock):
+                return  # already a tab (the analysis docks)
+            make_scrollable(dock)
+            window.tabifyDockWidget(anchor, dock)
+            tidy_dock_tabs(window)
+            dock.raise_()
+            QTimer.singleShot(100, dock.raise_)  # the new result in front once it is shown
+        except RuntimeError:  # the dock was deleted meanwhile
+            return
