@@ -1035,6 +1035,20 @@ def align_study(
         inputs = {"fixed": str(ref_file.path), "moving": str(ses_file.path)}
         if path.exists() and not overwrite:
             if _same_inputs(path, inputs, transform):
+                problem = _unreadable(path, transform)
+                if problem:
+                    out.append(
+                        SessionAlignment(
+                            sub,
+                            ses,
+                            ref,
+                            "failed",
+                            str(path),
+                            f"sub-{sub} ses-{ses}: the saved alignment {path.name} cannot be read ({problem}); "
+                            "rerun with --overwrite to recompute it",
+                        )
+                    )
+                    continue
                 out.append(SessionAlignment(sub, ses, ref, "reused", str(path)))
                 continue
             out.append(
@@ -1054,6 +1068,12 @@ def align_study(
         try:
             fixed = load_volume(ref_file.path)
             moving = load_volume(ses_file.path)
+            other_animal = _other_animal(fixed, moving)
+            if other_animal:
+                raise InputError(
+                    f"its MRI is of another animal than ses-{ref}'s ({other_animal}); put this animal's scan in "
+                    "the session, or give the scan its own subject folder"
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ImmunotrackWarning)
                 result = align_mri(fixed, moving, transform, allow_flip=allow_flip)
@@ -1063,6 +1083,23 @@ def align_study(
                         result = flipped
         except InputError as exc:
             out.append(SessionAlignment(sub, ses, ref, "failed", message=f"sub-{sub} ses-{ses}: {exc}"))
+            continue
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            # e.g. SimpleITK's "all samples map outside the moving image": the images share no anatomy
+            reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+            out.append(
+                SessionAlignment(
+                    sub,
+                    ses,
+                    ref,
+                    "failed",
+                    message=(
+                        f"sub-{sub} ses-{ses}: could not be aligned to ses-{ref} ({reason}); check that both MRIs "
+                        "show the same body region of the same animal, or register them by hand (immunotrack "
+                        "register) and save the transform as " + path.name
+                    ),
+                )
+            )
             continue
         if result.doubtful and not force:
             out.append(
@@ -1105,6 +1142,44 @@ def align_study(
     if progress is not None:
         progress(1.0, "done")
     return out
+
+
+#: Header fields naming the animal (DICOM PatientID, Bruker/Inveon subject ids as the readers store them).
+ANIMAL_ID_KEYS = ("PatientID", "SubjectID", "subject_id", "AnimalID")
+
+
+def _other_animal(a: Volume, b: Volume) -> str:
+    """'X vs Y' when both images name their animal and the names differ; '' otherwise."""
+    for key in ANIMAL_ID_KEYS:
+        x, y = (a.metadata or {}).get(key), (b.metadata or {}).get(key)
+        if x and y and str(x).strip() != str(y).strip():
+            return f"{key} {str(y).strip()!r} vs {str(x).strip()!r}"
+    return ""
+
+
+def _unreadable(path: Path, transform: str) -> str:
+    """Why a saved session transform (and its B-spline part) cannot be used; '' when it can."""
+    import json
+
+    import SimpleITK as sitk
+
+    from .io.transforms import read_transform
+    from .outputs import sidecar_path
+    from .provenance import sha256_path
+
+    try:
+        # the file as written: its provenance records its hash (a damaged file may still parse, e.g. as identity)
+        written = json.loads(sidecar_path(path).read_text()).get("output_sha256")
+        if written and written != sha256_path(path):
+            return "changed or damaged since it was written: its content no longer matches its provenance record"
+        matrix = read_transform(path)
+        if not (np.all(np.isfinite(matrix)) and abs(np.linalg.det(matrix[:3, :3])) > 1e-6):
+            return "not an invertible map"
+        if transform == "bspline":
+            sitk.ReadTransform(str(path.with_name(path.name[:-4] + "_desc-bspline.tfm")))
+    except (InputError, RuntimeError, ValueError, OSError) as exc:
+        return str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return ""
 
 
 def _same_inputs(path: Path, inputs: dict, transform: str) -> bool:
