@@ -1247,3 +1247,75 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
     tolerance = max(1, int(np.ceil(result.precision_mm / voxel - 1e-9)))
     record = dict(result.to_dict(), tolerance_voxels=tolerance)
     return result.fixed_to_moving, record
+
+
+def saved_session_transform(image_path) -> tuple:
+    """The saved session alignment of the session holding ``image_path`` (``<session>/<datatype>/<file>``).
+
+    Returns
+    -------
+    (matrix, reference) or (None, None)
+        ``matrix``: the reference session's world -> this session's world (as :func:`align_study` saved it in
+        ``<session>/xfm/*_from-anat_to-ses<REF>.tfm``), and the reference's ``ses-`` name. A session that is
+        itself a reference (another session's file names it) gets the identity.
+    """
+    from .io.transforms import read_transform
+
+    session_dir = Path(image_path).parent.parent
+    found = sorted((session_dir / "xfm").glob("*_from-anat_to-ses*.tfm")) if (session_dir / "xfm").is_dir() else []
+    found = [p for p in found if not p.name.endswith("_desc-bspline.tfm")]
+    if found:
+        ref = found[0].name[:-4].split("_to-")[-1]
+        return read_transform(found[0]), ref
+    own = "ses" + "".join(ch for ch in session_dir.name[4:] if ch.isalnum())
+    siblings = session_dir.parent.glob(f"ses-*/xfm/*_from-anat_to-{own}.tfm")
+    if any(True for _ in siblings):
+        return np.eye(4), own
+    return None, None
+
+
+def baseline_transform_between(post_path, baseline_path, post: Volume, baseline: Volume) -> tuple:
+    """Post world -> baseline world for a baseline of another session of the same animal, and the baseline
+    tolerance (voxels) it calls for.
+
+    The sessions' saved alignments (:func:`align_study`) are chained when both sessions have one to the same
+    reference (``T_baseline @ inv(T_post)``, tolerance 1 voxel); otherwise a baseline on another grid is aligned
+    now (:func:`baseline_alignment`, tolerance from its precision); a baseline on the post image's grid needs
+    nothing: ``(None, None)``.
+    """
+    t_post, ref_post = saved_session_transform(post_path)
+    t_base, ref_base = saved_session_transform(baseline_path)
+    if t_post is not None and t_base is not None and ref_post == ref_base:
+        return t_base @ np.linalg.inv(t_post), 1
+    if baseline.same_grid(post):
+        return None, None
+    matrix, record = baseline_alignment(post, baseline)
+    return matrix, int(record["tolerance_voxels"])
+
+
+def confirm_with_aligned_baseline(t1_post: Volume, t2_post: Volume, t1_pre: Volume, t2_pre: Volume, **kwargs):
+    """T1-T2 confirmation against a baseline session in another pose: the baseline registered onto the post
+    session now, then :func:`napari_immunotrack.analysis.confirm.confirm_dual_mode`.
+
+    T1PRE is aligned to T1POST (same contrast, :func:`baseline_alignment`: gain and coil profile harmonised,
+    orientation search, precision check); T2PRE, from the same session, follows it. A baseline on T1POST's
+    grid needs no registration. The record is in the result's ``parameters["pre_alignment"]`` and the
+    baseline tolerance defaults to the alignment's precision rounded up (docs/methods/session-alignment.md#baselines).
+
+    Raises
+    ------
+    InputError
+        When the baseline cannot be aligned (another animal or region): give ``pre_transform`` instead.
+    """
+    from .analysis.confirm import confirm_dual_mode
+
+    if "pre_transform" in kwargs:
+        raise InputError("give either pre_transform or let confirm_with_aligned_baseline register the baseline.")
+    if t1_pre.same_grid(t1_post):
+        matrix, record = None, {"method": "same grid (no registration)", "tolerance_voxels": 0}
+    else:
+        matrix, record = baseline_alignment(t1_post, t1_pre)
+        record = dict(record, registered="T1PRE onto T1POST")
+    return confirm_dual_mode(
+        t1_post, t2_post, t1_pre, t2_pre, pre_transform=matrix, pre_alignment_record=record, **kwargs
+    )
