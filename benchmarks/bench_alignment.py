@@ -117,14 +117,19 @@ def main(argv=None) -> int:
             folder.mkdir(parents=True)
             save_volume(vol, folder / f"sub-01_ses-{ses}_T2w.nii")
         cli = [sys.executable, "-m", "napari_immunotrack.cli", "align", str(root), "--overwrite"]
-        times = []
+        import resource
+
+        times, cpus = [], []
         for _ in range(args.repeats):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             subprocess.run(cli, check=True, capture_output=True)
             times.append(time.perf_counter() - t)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
         print(
-            f"immunotrack align (2 sessions, start-up included): median {np.median(times):.2f} s "
-            f"[requirement: <= 1.5 s]"
+            f"immunotrack align (2 sessions, start-up included): median wall {np.median(times):.2f} s, "
+            f"CPU {np.median(cpus):.2f} s (all threads) [requirement: <= 1.5 s]"
         )
     print(f"load average {os.getloadavg()[0]:.1f}")
     return 0

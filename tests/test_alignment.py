@@ -157,3 +157,60 @@ def test_align_study_saves_reuses_and_reports(tmp_path, mouse):
     assert redone["day3"] == "aligned" and saved.read_bytes() != before
     with pytest.raises(InputError, match="no session"):
         align_study(root, reference="day5")
+
+
+def test_align_study_sessions_that_cannot_be_aligned(tmp_path, mouse, capsys):
+    """Another body region (no shared anatomy), another animal (headers name it) and a corrupt saved
+    transform: each is one stderr line naming the session and what to do, nothing is written for it,
+    and the good session is still aligned."""
+    import json
+
+    from napari_immunotrack.cli import main
+    from napari_immunotrack.io import save_volume
+
+    root = tmp_path / "study"
+    sessions = {
+        "day0": S.session_mri(mouse, np.eye(4), voxel_mm=VOXEL, fov_mm=FOV, seed=40, bias_strength=0.2),
+        "day1": S.session_mri(
+            mouse, S.pose_matrix((8, -4, 10), (2, 1, -1), CENTRE), voxel_mm=VOXEL, fov_mm=FOV, seed=41, gain=1.2
+        ),
+        # the field of view 25 mm further down the animal: no anatomy in common with day 0
+        "day3": S.session_mri(mouse, np.eye(4), voxel_mm=VOXEL, fov_mm=FOV, seed=42, target_mm=(0, 0, -25)),
+        # a well-aligned scan, but its header names another animal
+        "day5": S.session_mri(
+            mouse, S.pose_matrix((-5, 3, 4), (1, 0, 0), CENTRE), voxel_mm=VOXEL, fov_mm=FOV, seed=43, gain=0.9
+        ),
+    }
+    for ses, img in sessions.items():
+        folder = root / "sub-01" / f"ses-{ses}" / "anat"
+        folder.mkdir(parents=True)
+        save_volume(img.volume, folder / f"sub-01_ses-{ses}_T2w.nii.gz")
+        animal = "mouse-B" if ses == "day5" else "mouse-A"
+        (folder / f"sub-01_ses-{ses}_T2w.json").write_text(json.dumps({"PatientID": animal}))
+
+    def xfm(ses):
+        return root / "sub-01" / f"ses-{ses}" / "xfm" / session_transform_name("01", ses, "day0")
+
+    rc = main(["align", str(root)])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 2, lines
+    assert lines[0].startswith("sub-01 ses-day3:") and "doubtful" in lines[0] and "nothing saved" in lines[0]
+    assert lines[1].startswith("sub-01 ses-day5:") and "another animal" in lines[1] and "mouse-B" in lines[1]
+    assert "ses-day1 -> ses-day0: rigid" in out and xfm("day1").exists()
+    for ses in ("day3", "day5"):
+        assert not xfm(ses).parent.exists() or list(xfm(ses).parent.iterdir()) == []
+    # a saved transform corrupted since (its provenance intact): refused in one line, not reused
+    xfm("day1").write_text("#Insight Transform File V1.0\nTransform: AffineTransform_double_3_3\nParameters: 1 2\n")
+    rc = main(["align", str(root), "--subject", "01"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and any(
+        line.startswith("sub-01 ses-day1:") and "cannot be read" in line and "--overwrite" in line for line in lines
+    ), lines
+    assert main(["align", str(root), "--overwrite"]) == 2  # day3 and day5 still refused
+    capsys.readouterr()
+    pts = S.grid_points(sessions["day0"].volume, 2.0, sessions["day0"].labels > 0)
+    from napari_immunotrack.io.transforms import read_transform
+
+    tre = S.target_registration_error(read_transform(xfm("day1")), np.eye(4), sessions["day1"].pose, pts)
+    assert tre.mean() <= 0.5 * VOXEL

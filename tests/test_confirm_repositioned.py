@@ -3,7 +3,7 @@
 The dual-mode scene's pre-injection T1w and T2w are rendered again as one session on the scanner's own
 grid with the animal rotated (up to 8 degrees) and shifted (up to 1 mm), another receiver gain, one coil
 profile for both images and Rician noise (`simulate.sessions.reposition_session`). With
-``pre_transform="auto"`` (CLI ``--pre-transform auto``) every labelled region must be confirmed and no
+``alignment.confirm_with_aligned_baseline`` (CLI ``--pre-transform auto``) every labelled region must be confirmed and no
 confounder (haemorrhage: T1-bright and T2-dark before the injection too) taken; with the alignment
 switched off (the baseline taken as lying in the post world) regions are lost and confounders come back.
 """
@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
+from napari_immunotrack.alignment import confirm_with_aligned_baseline
 from napari_immunotrack.analysis.confirm import confirm_dual_mode
 from napari_immunotrack.cli import main
 from napari_immunotrack.errors import ImmunotrackWarning, InputError
@@ -47,7 +48,10 @@ def _score(sc, labels: np.ndarray, index_to_world):
 def _run(sc, pre, pre_transform):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImmunotrackWarning)
-        res = confirm_dual_mode(sc["t1_post"], sc["t2_post"], pre["t1"], pre["t2"], pre_transform=pre_transform)
+        if isinstance(pre_transform, str):
+            res = confirm_with_aligned_baseline(sc["t1_post"], sc["t2_post"], pre["t1"], pre["t2"])
+        else:
+            res = confirm_dual_mode(sc["t1_post"], sc["t2_post"], pre["t1"], pre["t2"], pre_transform=pre_transform)
     return res, _score(sc, res.labels.numpy(), res.labels.index_to_world)
 
 
@@ -71,8 +75,8 @@ def test_auto_pre_transform_confirms_every_region_and_no_confounder(seed):
 
 def test_same_grid_baseline_needs_no_registration_and_no_tolerance():
     sc = dual_mode_scene(seed=0)
-    res = confirm_dual_mode(sc["t1_post"], sc["t2_post"], sc["t1_pre"], sc["t2_pre"], pre_transform="auto")
-    assert res.parameters["pre_alignment"] == {"method": "same grid (no registration)"}
+    res = confirm_with_aligned_baseline(sc["t1_post"], sc["t2_post"], sc["t1_pre"], sc["t2_pre"])
+    assert res.parameters["pre_alignment"] == {"method": "same grid (no registration)", "tolerance_voxels": 0}
     assert res.parameters["pre_transform"] is None and res.parameters["baseline_tolerance_voxels"] == 0
     plain = confirm_dual_mode(sc["t1_post"], sc["t2_post"], sc["t1_pre"], sc["t2_pre"])
     assert np.array_equal(res.labels.numpy(), plain.labels.numpy())
@@ -99,8 +103,8 @@ def test_tolerance_keeps_the_rim_of_a_structure_that_was_there_before():
     assert loose.n_regions >= 1 and tight.n_regions == 0
     with pytest.raises(InputError, match="baseline_tolerance_voxels"):
         confirm_dual_mode(*args, baseline_tolerance_voxels=9)
-    with pytest.raises(InputError, match="auto"):
-        confirm_dual_mode(*args, pre_transform="nearest")
+    with pytest.raises(InputError, match="either pre_transform"):
+        confirm_with_aligned_baseline(*args, pre_transform=np.eye(4))
 
 
 def test_cli_pre_transform_auto(tmp_path, capsys):

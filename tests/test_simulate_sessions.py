@@ -80,3 +80,49 @@ def test_poses_recorded_and_sessions_aligned_back(repositioned_study):
             (fixed_pts @ est[:3, :3].T + est[:3, 3]) - (fixed_pts @ true[:3, :3].T + true[:3, 3]), axis=1
         )
         assert err.mean() < 0.5 * 0.6, err  # half a voxel of the tiny grid (0.6 mm), with 0.1 mm soft-tissue shift
+
+
+def test_pipeline_and_report_use_the_saved_session_alignment(repositioned_study):
+    """After `align`, a repositioned baseline is brought onto a post session through the chained saved
+    transforms (T_baseline @ inv(T_post)), the pipeline's clusters and confirmation steps run against it, and
+    the report's timepoints are in the reference session's frame from those files (issue 18, item 7)."""
+    from napari_immunotrack.alignment import align_study, baseline_transform_between, saved_session_transform
+    from napari_immunotrack.io import load_volume
+    from napari_immunotrack.pipeline import analyse_session
+    from napari_immunotrack.report import _timepoints_in_reference_frame
+    from napari_immunotrack.study import discover
+
+    align_study(repositioned_study)  # reused when the previous test already aligned
+    truth = json.loads((repositioned_study / "ground_truth.json").read_text())
+    sessions = truth["subjects"]["01"]["sessions"]
+    poses = {k: np.asarray(v["session_pose"]["phantom_to_mri_world"]) for k, v in sessions.items()}
+    anat = {
+        s: next((repositioned_study / "sub-01" / f"ses-{s}" / "anat").glob("*_T2starw.nii*")) for s in ("day0", "day3")
+    }
+    post, pre = load_volume(anat["day3"]), load_volume(anat["day0"])
+    matrix, tolerance = baseline_transform_between(anat["day3"], anat["day0"], post, pre)
+    true = poses["ses-day0"] @ np.linalg.inv(poses["ses-day3"])  # day-3 world -> day-0 world
+    body = np.array([s["center_ras_mm"] for s in truth["subjects"]["01"]["sites"].values()])
+    post_pts = body @ poses["ses-day3"][:3, :3].T + poses["ses-day3"][:3, 3]
+    err = np.linalg.norm(
+        (post_pts @ matrix[:3, :3].T + matrix[:3, 3]) - (post_pts @ true[:3, :3].T + true[:3, 3]), axis=1
+    )
+    assert err.mean() < 0.3 and tolerance == 1
+    # the pipeline: clusters and confirmation of day 3 against the day-0 baseline on its own grid
+    result = analyse_session(repositioned_study, "day3", baseline_session="day0", steps=("clusters", "confirm"))
+    assert not result.errors, result.errors
+    applied = np.asarray(result.tables["clusters_provenance"]["baseline_transform"])
+    assert np.allclose(applied, matrix, atol=1e-6)
+    # the report's frame: the saved files chained, not a new registration
+    files = [f for f in discover(repositioned_study) if f.subject == "01"]
+    days = {"day0": 0.0, "day1": 1.0, "day3": 3.0}
+    anatomy = {
+        days[s]: load_volume(anat_s)
+        for s, anat_s in (
+            (s, next((repositioned_study / "sub-01" / f"ses-{s}" / "anat").glob("*_T2w.nii*"))) for s in days
+        )
+    }
+    transforms, errors = _timepoints_in_reference_frame(anatomy, days, "day0", files)
+    assert errors == {}
+    saved = saved_session_transform(anat["day3"])[0]
+    assert np.allclose(transforms[3.0], saved) and np.allclose(transforms[0.0], np.eye(4))

@@ -66,6 +66,11 @@ MAX_PRECISION_VOXELS = 2.0
 #: First step of the coarse optimiser, in coarse voxels. Two voxels overshot the narrow basin of a small field
 #: of view whose anatomy is a few 1 mm structures (the dual-mode scene); one voxel keeps the capture range.
 COARSE_LR = 1.0
+#: Smallest step of the middle level, in its voxels (the full-resolution level finishes the job).
+MIDDLE_MIN_STEP = 1e-3
+#: The middle level may crawl from a coarse result a few voxels off (cluster scene, seed 1: 100 iterations left
+#: 0.35 mm of error, 300 reach 0.03 mm); a converged level stops long before (40-60 on the benchmark pair).
+MIDDLE_ITERATIONS = 300
 
 
 @dataclass
@@ -257,9 +262,10 @@ def reliability(normalised: np.ndarray, gain_normalised: np.ndarray, body: np.nd
     divides by. Two perfectly aligned sessions correlate at about sqrt(rel_a * rel_b).
     Returns NaN when the field of view has no air to measure the noise in.
     """
-    from scipy import ndimage
+    import SimpleITK as sitk
 
-    air = ~ndimage.binary_dilation(body, iterations=3)
+    near = sitk.BinaryDilate(sitk.GetImageFromArray(body.astype(np.uint8)), [3, 3, 3], sitk.sitkBall)
+    air = sitk.GetArrayFromImage(near) == 0
     if air.sum() < 500:
         return float("nan")
     sigma = float(np.mean(gain_normalised[air])) / np.sqrt(np.pi / 2)
@@ -530,7 +536,13 @@ def align_mri(
     mid_sampling = min(1.0, samples / float(np.prod(mid_f.GetSize())))
     reg = _method("correlation", mid_mask, mid_sampling, seed)
     rigid, metric, its = _optimise(
-        reg, mid_f, mid_m, rigid, 100, 1e-3 * float(np.min(mid_f.GetSpacing())), 0.5 * float(np.max(mid_f.GetSpacing()))
+        reg,
+        mid_f,
+        mid_m,
+        rigid,
+        MIDDLE_ITERATIONS,
+        MIDDLE_MIN_STEP * float(np.min(mid_f.GetSpacing())),
+        0.5 * float(np.max(mid_f.GetSpacing())),
     )
     stages.append(
         {"name": "middle", "metric": metric, "iterations": its, "seconds": round(time.perf_counter() - t3, 3)}
@@ -774,11 +786,32 @@ def _remove_differential_bias(f_img, m_img, f_body: np.ndarray, transform):
     return out, [round(float(inside.min()), 4), round(float(inside.max()), 4)]
 
 
+def _trilinear(array: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Linear interpolation of a 3D array at continuous indices ``coords`` (3, N), 0 outside (NumPy only)."""
+    shape = np.array(array.shape)
+    pts = np.asarray(coords, np.float64).T
+    inside = np.all((pts >= 0) & (pts <= shape - 1), axis=1)
+    pts = np.clip(pts, 0, shape - 1)
+    base = np.minimum(pts.astype(np.int64), np.maximum(shape - 2, 0))
+    frac = (pts - base).astype(np.float32)
+    flat = np.asarray(array, np.float32).ravel()
+    ny, nx = array.shape[1], array.shape[2]
+    start = (base[:, 0] * ny + base[:, 1]) * nx + base[:, 2]
+    out = np.zeros(len(pts), np.float32)
+    for dz in (0, 1):
+        wz = frac[:, 0] if dz else 1 - frac[:, 0]
+        for dy in (0, 1):
+            w = wz * (frac[:, 1] if dy else 1 - frac[:, 1])
+            row = start + (dz * ny + dy) * nx
+            lo = flat[row]
+            out += w * (lo + frac[:, 2] * (flat[row + 1] - lo))
+    return np.where(inside, out, np.float32(0.0))
+
+
 def _search_scores(coarse_f, coarse_m, coarse_mask, rotations, c_f, c_m, seed: int, n_points: int = 4000):
     """Negative normalised correlation (lower is better) of each start: rotation about the fixed body
     centre with the centres of mass matched. Vectorised over all starts (one interpolation call)."""
     import SimpleITK as sitk
-    from scipy import ndimage
 
     f_arr = sitk.GetArrayFromImage(coarse_f)
     m_arr = sitk.GetArrayFromImage(coarse_m)
@@ -802,7 +835,7 @@ def _search_scores(coarse_f, coarse_m, coarse_mask, rotations, c_f, c_m, seed: i
         q = rel @ np.asarray(rot).T + c_m
         coords.append(((q - m_origin) @ m_inv.T)[:, ::-1])  # sitk x, y, z -> array z, y, x
     coords = np.concatenate(coords).T
-    vals = ndimage.map_coordinates(m_arr, coords, order=1, mode="constant", cval=0.0).reshape(len(rotations), -1)
+    vals = _trilinear(m_arr, coords).reshape(len(rotations), -1)
     vals = vals - vals.mean(axis=1, keepdims=True)
     norm = np.maximum(np.linalg.norm(vals, axis=1), 1e-9)
     return list(-(vals @ f_vals) / (norm * np.sqrt(len(f_vals))))
@@ -967,6 +1000,20 @@ def align_study(
         inputs = {"fixed": str(ref_file.path), "moving": str(ses_file.path)}
         if path.exists() and not overwrite:
             if _same_inputs(path, inputs, transform):
+                problem = _unreadable(path, transform)
+                if problem:
+                    out.append(
+                        SessionAlignment(
+                            sub,
+                            ses,
+                            ref,
+                            "failed",
+                            str(path),
+                            f"sub-{sub} ses-{ses}: the saved alignment {path.name} cannot be read ({problem}); "
+                            "rerun with --overwrite to recompute it",
+                        )
+                    )
+                    continue
                 out.append(SessionAlignment(sub, ses, ref, "reused", str(path)))
                 continue
             out.append(
@@ -986,6 +1033,12 @@ def align_study(
         try:
             fixed = load_volume(ref_file.path)
             moving = load_volume(ses_file.path)
+            other_animal = _other_animal(fixed, moving)
+            if other_animal:
+                raise InputError(
+                    f"its MRI is of another animal than ses-{ref}'s ({other_animal}); put this animal's scan in "
+                    "the session, or give the scan its own subject folder"
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ImmunotrackWarning)
                 result = align_mri(fixed, moving, transform, allow_flip=allow_flip)
@@ -995,6 +1048,23 @@ def align_study(
                         result = flipped
         except InputError as exc:
             out.append(SessionAlignment(sub, ses, ref, "failed", message=f"sub-{sub} ses-{ses}: {exc}"))
+            continue
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            # e.g. SimpleITK's "all samples map outside the moving image": the images share no anatomy
+            reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+            out.append(
+                SessionAlignment(
+                    sub,
+                    ses,
+                    ref,
+                    "failed",
+                    message=(
+                        f"sub-{sub} ses-{ses}: could not be aligned to ses-{ref} ({reason}); check that both MRIs "
+                        "show the same body region of the same animal, or register them by hand (immunotrack "
+                        "register) and save the transform as " + path.name
+                    ),
+                )
+            )
             continue
         if result.doubtful and not force:
             out.append(
@@ -1037,6 +1107,44 @@ def align_study(
     if progress is not None:
         progress(1.0, "done")
     return out
+
+
+#: Header fields naming the animal (DICOM PatientID, Bruker/Inveon subject ids as the readers store them).
+ANIMAL_ID_KEYS = ("PatientID", "SubjectID", "subject_id", "AnimalID")
+
+
+def _other_animal(a: Volume, b: Volume) -> str:
+    """'X vs Y' when both images name their animal and the names differ; '' otherwise."""
+    for key in ANIMAL_ID_KEYS:
+        x, y = (a.metadata or {}).get(key), (b.metadata or {}).get(key)
+        if x and y and str(x).strip() != str(y).strip():
+            return f"{key} {str(y).strip()!r} vs {str(x).strip()!r}"
+    return ""
+
+
+def _unreadable(path: Path, transform: str) -> str:
+    """Why a saved session transform (and its B-spline part) cannot be used; '' when it can."""
+    import json
+
+    import SimpleITK as sitk
+
+    from .io.transforms import read_transform
+    from .outputs import sidecar_path
+    from .provenance import sha256_path
+
+    try:
+        # the file as written: its provenance records its hash (a damaged file may still parse, e.g. as identity)
+        written = json.loads(sidecar_path(path).read_text()).get("output_sha256")
+        if written and written != sha256_path(path):
+            return "changed or damaged since it was written: its content no longer matches its provenance record"
+        matrix = read_transform(path)
+        if not (np.all(np.isfinite(matrix)) and abs(np.linalg.det(matrix[:3, :3])) > 1e-6):
+            return "not an invertible map"
+        if transform == "bspline":
+            sitk.ReadTransform(str(path.with_name(path.name[:-4] + "_desc-bspline.tfm")))
+    except (InputError, RuntimeError, ValueError, OSError) as exc:
+        return str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return ""
 
 
 def _same_inputs(path: Path, inputs: dict, transform: str) -> bool:
@@ -1104,3 +1212,75 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
     tolerance = max(1, int(np.ceil(result.precision_mm / voxel - 1e-9)))
     record = dict(result.to_dict(), tolerance_voxels=tolerance)
     return result.fixed_to_moving, record
+
+
+def saved_session_transform(image_path) -> tuple:
+    """The saved session alignment of the session holding ``image_path`` (``<session>/<datatype>/<file>``).
+
+    Returns
+    -------
+    (matrix, reference) or (None, None)
+        ``matrix``: the reference session's world -> this session's world (as :func:`align_study` saved it in
+        ``<session>/xfm/*_from-anat_to-ses<REF>.tfm``), and the reference's ``ses-`` name. A session that is
+        itself a reference (another session's file names it) gets the identity.
+    """
+    from .io.transforms import read_transform
+
+    session_dir = Path(image_path).parent.parent
+    found = sorted((session_dir / "xfm").glob("*_from-anat_to-ses*.tfm")) if (session_dir / "xfm").is_dir() else []
+    found = [p for p in found if not p.name.endswith("_desc-bspline.tfm")]
+    if found:
+        ref = found[0].name[:-4].split("_to-")[-1]
+        return read_transform(found[0]), ref
+    own = "ses" + "".join(ch for ch in session_dir.name[4:] if ch.isalnum())
+    siblings = session_dir.parent.glob(f"ses-*/xfm/*_from-anat_to-{own}.tfm")
+    if any(True for _ in siblings):
+        return np.eye(4), own
+    return None, None
+
+
+def baseline_transform_between(post_path, baseline_path, post: Volume, baseline: Volume) -> tuple:
+    """Post world -> baseline world for a baseline of another session of the same animal, and the baseline
+    tolerance (voxels) it calls for.
+
+    The sessions' saved alignments (:func:`align_study`) are chained when both sessions have one to the same
+    reference (``T_baseline @ inv(T_post)``, tolerance 1 voxel); otherwise a baseline on another grid is aligned
+    now (:func:`baseline_alignment`, tolerance from its precision); a baseline on the post image's grid needs
+    nothing: ``(None, None)``.
+    """
+    t_post, ref_post = saved_session_transform(post_path)
+    t_base, ref_base = saved_session_transform(baseline_path)
+    if t_post is not None and t_base is not None and ref_post == ref_base:
+        return t_base @ np.linalg.inv(t_post), 1
+    if baseline.same_grid(post):
+        return None, None
+    matrix, record = baseline_alignment(post, baseline)
+    return matrix, int(record["tolerance_voxels"])
+
+
+def confirm_with_aligned_baseline(t1_post: Volume, t2_post: Volume, t1_pre: Volume, t2_pre: Volume, **kwargs):
+    """T1-T2 confirmation against a baseline session in another pose: the baseline registered onto the post
+    session now, then :func:`napari_immunotrack.analysis.confirm.confirm_dual_mode`.
+
+    T1PRE is aligned to T1POST (same contrast, :func:`baseline_alignment`: gain and coil profile harmonised,
+    orientation search, precision check); T2PRE, from the same session, follows it. A baseline on T1POST's
+    grid needs no registration. The record is in the result's ``parameters["pre_alignment"]`` and the
+    baseline tolerance defaults to the alignment's precision rounded up (docs/methods/session-alignment.md#baselines).
+
+    Raises
+    ------
+    InputError
+        When the baseline cannot be aligned (another animal or region): give ``pre_transform`` instead.
+    """
+    from .analysis.confirm import confirm_dual_mode
+
+    if "pre_transform" in kwargs:
+        raise InputError("give either pre_transform or let confirm_with_aligned_baseline register the baseline.")
+    if t1_pre.same_grid(t1_post):
+        matrix, record = None, {"method": "same grid (no registration)", "tolerance_voxels": 0}
+    else:
+        matrix, record = baseline_alignment(t1_post, t1_pre)
+        record = dict(record, registered="T1PRE onto T1POST")
+    return confirm_dual_mode(
+        t1_post, t2_post, t1_pre, t2_pre, pre_transform=matrix, pre_alignment_record=record, **kwargs
+    )

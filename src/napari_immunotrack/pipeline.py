@@ -499,6 +499,11 @@ def analyse_inputs(
         post = load(anat["T2starw"])
         pre = load(base["T2starw"]) if base.get("T2starw") else None
         mask = organ_mask if chunks is None else lazy_organ_mask
+        if pre is not None and "baseline_transform" not in kwargs:  # a repositioned baseline: the sessions' alignment
+            from .alignment import baseline_transform_between
+
+            kwargs["baseline_transform"], tol = baseline_transform_between(anat["T2starw"], base["T2starw"], post, pre)
+            kwargs["baseline_tolerance_voxels"] = max(tol or 1, kwargs.get("baseline_tolerance_voxels", 1))
         result = segment_clusters(
             post, baseline=pre, reference_mask=mask("muscle"), background_mask=mask("air"), progress=p, **kwargs
         )
@@ -515,10 +520,15 @@ def analyse_inputs(
         if anat["T1w"] is None or anat["T2w"] is None:
             raise InputError("T1w and T2w images are needed for the T1-T2 confirmation.")
         pre = {}
+        t1_post = load_volume(anat["T1w"])
         if base.get("T1w") and base.get("T2w"):
             pre = {"t1_pre": load_volume(base["T1w"]), "t2_pre": load_volume(base["T2w"])}
+            from .alignment import baseline_transform_between  # a repositioned baseline: the sessions' alignment
+
+            matrix, tol = baseline_transform_between(anat["T1w"], base["T1w"], t1_post, pre["t1_pre"])
+            pre.update(pre_transform=matrix, baseline_tolerance_voxels=tol)
         result = confirm_dual_mode(
-            load_volume(anat["T1w"]),
+            t1_post,
             load_volume(anat["T2w"]),
             reference_mask=organ_mask("muscle"),
             progress=p,

@@ -740,11 +740,9 @@ def build_report(
             anatomy[days[s]] = v
     transforms, reg_errors = ({}, {})
     if anatomy:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ImmunotrackWarning)
-            transforms, reg_errors = lg.register_timepoints(anatomy, reference_day=days[first])
-        for w in caught:
-            partial.append(f"timepoint registration: {one_line(w.message)}")
+        # every timepoint in the reference session's frame: the study's saved session alignments
+        # (immunotrack align) when there, else the same-contrast session alignment now
+        transforms, reg_errors = _timepoints_in_reference_frame(anatomy, days, first, files)
     for d, msg in reg_errors.items():
         partial.append(
             f"day {d:g} could not be registered to day {days[first]:g} ({msg}); its clusters are not "
@@ -1420,3 +1418,51 @@ def _html(
         f"{res.elapsed_s:.1f} s.</p></body></html>"
     )
     return "\n".join(parts)
+
+
+def _timepoints_in_reference_frame(anatomy: dict, days: dict, first: str, files) -> tuple:
+    """{day: reference world -> that day's world} and {day: why not} for the report's cluster tracks.
+
+    Saved session alignments (``xfm/*_from-anat_to-ses<REF>.tfm`` of :func:`alignment.align_study`) are chained
+    to the report's reference session; a day without one is aligned now (:func:`alignment.align_mri`, same
+    contrast, doubt checks; docs/methods/session-alignment.md). A doubtful alignment leaves the day out.
+    """
+    from .alignment import align_mri, saved_session_transform
+
+    by_day = {d: s for s, d in days.items()}
+    ref_day = days[first]
+
+    def anat_path(session):
+        for suffix in ("T2w", "T2starw", "T1w"):
+            f = next((f for f in files if f.session == session and f.datatype == "anat" and f.suffix == suffix), None)
+            if f is not None:
+                return f.path
+        return None
+
+    saved = {}
+    for d in anatomy:
+        path = anat_path(by_day[d])
+        if path is not None:
+            matrix, ref = saved_session_transform(path)
+            if matrix is not None:
+                saved[d] = (matrix, ref)
+    transforms, errors = {ref_day: np.eye(4)}, {}
+    ref_saved = saved.get(ref_day)
+    for d in sorted(anatomy):
+        if d == ref_day:
+            continue
+        if ref_saved is not None and d in saved and saved[d][1] == ref_saved[1]:
+            transforms[d] = saved[d][0] @ np.linalg.inv(ref_saved[0])
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImmunotrackWarning)  # the doubt is said once, below
+                result = align_mri(anatomy[ref_day], anatomy[d])
+        except (InputError, RuntimeError) as exc:
+            errors[d] = one_line(exc)
+            continue
+        if result.doubtful:
+            errors[d] = "alignment doubtful: " + "; ".join(result.warnings)
+        else:
+            transforms[d] = np.asarray(result.fixed_to_moving, float)
+    return transforms, errors

@@ -80,20 +80,17 @@ def body_mask(data: np.ndarray) -> np.ndarray:
     >>> bool(mask[6:14, 6:14, 6:14].all()), bool(mask[:3].any())   # the cube (its smoothed rim aside), no air
     (True, False)
     """
-    from scipy import ndimage
+    import SimpleITK as sitk  # not scipy.ndimage: its import alone costs `immunotrack align` about 0.3 s
 
     data = np.asarray(data, np.float32)
-    smooth = ndimage.uniform_filter(data, 3)
+    smooth = sitk.GetArrayFromImage(sitk.BoxMean(sitk.GetImageFromArray(data), [1, 1, 1]))
     finite = smooth[np.isfinite(smooth)]
     if finite.size == 0 or float(finite.max()) <= float(finite.min()):
         return np.zeros(data.shape, bool)
-    mask = smooth > otsu_threshold(finite)
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(mask)
+    mask = sitk.GetImageFromArray((smooth > otsu_threshold(finite)).astype(np.uint8))
+    # the largest 6-connected part, its enclosed holes filled
+    largest = sitk.RelabelComponent(sitk.ConnectedComponent(mask, False), sortByObjectSize=True) == 1
+    return sitk.GetArrayFromImage(sitk.BinaryFillhole(largest, False)).astype(bool)
 
 
 @dataclass

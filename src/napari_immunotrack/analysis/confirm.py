@@ -847,38 +847,6 @@ def region_table(labels: Volume, result: ConfirmResult):
 
 
 # --------------------------------------------------------------------------- main entry
-def _auto_pre_transform(text: str, t1_post, t2_post, t1_pre, t2_pre, messages: list) -> tuple:
-    """``pre_transform="auto"``: the baseline session registered onto the post session now.
-
-    The baseline's T1w is aligned to T1POST (same contrast, :func:`napari_immunotrack.alignment.baseline_alignment`:
-    gain and coil profile harmonised, orientation search, doubt checks); without a T1w baseline its T2w is
-    aligned to T2POST when that shares T1POST's grid. A baseline already on T1POST's grid needs nothing.
-    Returns (matrix or None, JSON-ready record).
-    """
-    from ..alignment import baseline_alignment
-
-    if text.strip().lower() != "auto":
-        raise InputError(f"pre_transform={text!r}: give a 4x4 matrix, None, or 'auto' (register the baseline now).")
-    pairs = [(t1_post, t1_pre, "T1PRE onto T1POST")]
-    if t2_post is not None and t2_post.same_grid(t1_post):
-        pairs.append((t2_post, t2_pre, "T2PRE onto T2POST"))
-    for post, pre, how in pairs:
-        if pre is None:
-            continue
-        post, pre = _as_3d(post, "post"), _as_3d(pre, "baseline")
-        if pre.same_grid(t1_post):
-            return None, {"method": "same grid (no registration)"}
-        matrix, record = baseline_alignment(post, pre)
-        record = dict(record, registered=how)
-        if record.get("warnings"):
-            messages.extend(record["warnings"])
-        return matrix, record
-    raise InputError(
-        "pre_transform='auto' needs a weighted baseline (T1PRE, or T2PRE with T2POST on T1POST's grid) to "
-        "register; give the baseline images or an explicit --pre-transform."
-    )
-
-
 @CONFIRM_PARAMETERS.bind
 def confirm_dual_mode(
     t1_post: Volume,
@@ -900,12 +868,13 @@ def confirm_dual_mode(
     reference_mask: Volume | None = None,
     r2_over_r1: float | None = FROM_MODEL,
     transform: np.ndarray | None = None,
-    pre_transform: np.ndarray | str | None = None,
+    pre_transform: np.ndarray | None = None,
     normalise: str = FROM_MODEL,
     min_baseline_snr: float = FROM_MODEL,
     min_delta_r1: float = FROM_MODEL,
     min_delta_r2: float = FROM_MODEL,
     baseline_tolerance_voxels: int | None = None,
+    pre_alignment_record: dict | None = None,
     progress=None,
 ) -> ConfirmResult:
     """Find regions that are T1-bright AND T2-dark, new since the baseline.
@@ -950,10 +919,10 @@ def confirm_dual_mode(
         T1POST world -> T2 world (RAS mm, ``fixed_to_moving`` of a
         registration of T2 onto T1). Needed when the T2 images are on another
         grid; ``np.eye(4)`` says they share T1POST's scanner frame.
-    pre_transform : (4, 4) array or "auto", optional
+    pre_transform : (4, 4) array, optional
         T1POST world -> baseline-session world, for baselines on another grid.
-        "auto" registers the baseline session onto the post session now (T1PRE onto T1POST,
-        docs/methods/session-alignment.md); the record is in ``parameters["pre_alignment"]``.
+        To register the baseline session now, call
+        :func:`napari_immunotrack.alignment.confirm_with_aligned_baseline` (CLI ``--pre-transform auto``).
         A T2 baseline on neither T1POST's nor T2POST's grid is carried through
         ``transform @ pre_transform``.
     normalise : {"reference", "tissue", "none"}
@@ -969,7 +938,10 @@ def confirm_dual_mode(
         Weighted baselines: a voxel must also be new against the brightest (T1) / darkest (T2)
         baseline value within this many voxels, so structures present before do not show at their rim
         after resampling or a residual misalignment. Default: 0 for a baseline on T1POST's grid, the
-        alignment's estimate with ``pre_transform="auto"``, else 1.
+        alignment's estimate when registered now, else 1.
+    pre_alignment_record : dict, optional
+        How ``pre_transform`` was found (kept in ``parameters["pre_alignment"]``; its
+        ``tolerance_voxels`` is the default tolerance).
     progress : callable, optional
         ``progress(fraction, message)``; may raise Cancelled.
 
@@ -1011,9 +983,7 @@ def confirm_dual_mode(
             f"(--{lack.lower()}-pre), or no baseline at all for unconfirmed candidates."
         )
     baseline = t1_has and t2_has
-    pre_alignment = None
-    if isinstance(pre_transform, str):
-        pre_transform, pre_alignment = _auto_pre_transform(pre_transform, t1_post, t2_post, t1_pre, t2_pre, messages)
+    pre_alignment = pre_alignment_record
     transforms = {}
     for value, name in ((transform, "transform"), (pre_transform, "pre_transform")):
         if value is not None:

@@ -226,6 +226,15 @@ def run(args) -> int:
         if bar is not None:
             bar(fraction, message)
 
+    pre_record = None
+    if pre_transform == "auto":  # the baseline session registered onto the post session now
+        from ..alignment import baseline_alignment
+
+        if volumes["t1_pre"] is None or volumes["t1_pre"].same_grid(volumes["t1_post"]):
+            pre_transform, pre_record = None, {"method": "same grid (no registration)", "tolerance_voxels": 0}
+        else:
+            pre_transform, pre_record = baseline_alignment(volumes["t1_post"], volumes["t1_pre"])
+            pre_record = dict(pre_record, registered="T1PRE onto T1POST")
     try:
         result = confirm_dual_mode(
             **volumes,
@@ -233,6 +242,7 @@ def run(args) -> int:
             transform=transform,
             pre_transform=pre_transform,
             baseline_tolerance_voxels=args.baseline_tolerance_voxels,
+            pre_alignment_record=pre_record,
             progress=progress,
         )
     except BaseException:
