@@ -183,6 +183,14 @@ def _signature(obj) -> str:
         return "(...)"
 
 
+def _takes_arguments(func) -> bool:
+    """Whether a function has any parameter (a Parameters section is then required)."""
+    try:
+        return bool(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return True
+
+
 def _members(module) -> list[tuple[str, object]]:
     """Public classes and functions the module defines (or exports through ``__all__``)."""
     names = getattr(module, "__all__", None)
@@ -227,6 +235,8 @@ def module_page(name: str) -> tuple[str, ModuleDoc]:
         kind = "class" if inspect.isclass(obj) else "function"
         lines += [f"## {kind} `{member_name}{_signature(obj)}`", "", doc_md or "*(no docstring)*", ""]
         if kind == "function":
+            if not _takes_arguments(obj):  # numpydoc: no Parameters section for a function without any
+                present = present | {"Parameters"}
             info.functions.append((qualified, present))
             continue
         for attr, member in _class_members(obj):
