@@ -96,6 +96,124 @@ def _check_suffix(path: Path) -> None:
         )
 
 
+#: Parameter counts of ITK's 3D linear transforms as the text format writes them (type name before "_double").
+#: A text file is checked against these before SimpleITK reads it: SimpleITK accepts a missing Parameters
+#: line as the identity and crashes the process (segmentation fault) on a short or non-numeric one.
+_LINEAR_PARAMETER_COUNTS = {
+    "AffineTransform": 12,
+    "MatrixOffsetTransformBase": 12,
+    "Rigid3DTransform": 12,
+    "FixedCenterOfRotationAffineTransform": 12,
+    "CenteredAffineTransform": 15,
+    "Euler3DTransform": 6,
+    "CenteredEuler3DTransform": 9,
+    "VersorRigid3DTransform": 6,
+    "VersorTransform": 3,
+    "QuaternionRigidTransform": 7,
+    "Similarity3DTransform": 7,
+    "ScaleVersor3DTransform": 9,
+    "ScaleSkewVersor3DTransform": 15,
+    "ScaleTransform": 3,
+    "ScaleLogarithmicTransform": 3,
+    "TranslationTransform": 3,
+    "IdentityTransform": 0,
+}
+
+
+def check_itk_text(path: Path) -> None:
+    r"""Refuse a damaged ITK text transform file before SimpleITK reads it (one line, InputError).
+
+    Every transform of the file (a composite's parts included) must have a ``Parameters`` and a
+    ``FixedParameters`` line of finite numbers, as many as its type takes (at least 3 fixed parameters,
+    the centre, except for translations). Non-linear types (B-spline, displacement field) are left to the
+    caller's own refusal; unknown types only need finite numbers.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.tfm`` or ``.txt`` ITK text transform file (other files are not checked).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InputError
+        A file that is not ITK text, a transform without its parameters, a count that does not fit
+        its type, or a value that is not a finite number.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     good = Path(d) / "ok.tfm"
+    ...     _ = good.write_text("#Insight Transform File V1.0\n#Transform 0\n"
+    ...                         "Transform: Euler3DTransform_double_3_3\n"
+    ...                         "Parameters: 0 0 0 1 2 3\nFixedParameters: 0 0 0 0\n")
+    ...     check_itk_text(good)
+    ...     bad = Path(d) / "bad.tfm"
+    ...     _ = bad.write_text(good.read_text().replace("0 0 0 1 2 3", "0 0"))
+    ...     try:
+    ...         check_itk_text(bad)
+    ...     except InputError as exc:
+    ...         print(str(exc).split(": ", 1)[1])
+    transform 1 (Euler3DTransform) has 2 parameters; its type takes 6; the file is damaged: write it again (immunotrack register or align).
+    """
+    if not path.name.lower().endswith((".tfm", ".txt")):
+        return
+    try:
+        text = path.read_text(errors="strict")
+    except (UnicodeDecodeError, OSError):
+        raise InputError(
+            f"{path} is not an ITK text transform file (not text); write it with ITK, Slicer or ANTs, or "
+            "with immunotrack register."
+        ) from None
+    blocks: list[dict] = []
+    for raw in text.splitlines():
+        key, sep, value = raw.partition(":")
+        key = key.strip()
+        if not sep or key.startswith("#"):
+            continue
+        if key == "Transform":
+            blocks.append({"type": value.strip()})
+        elif key in ("Parameters", "FixedParameters") and blocks:
+            blocks[-1][key] = value.split()
+    if not blocks:
+        raise InputError(
+            f"{path} holds no 'Transform:' line, so it is not an ITK transform file (or it is cut short); "
+            "write it again with ITK, Slicer or ANTs, or with immunotrack register."
+        )
+    again = "; the file is damaged: write it again (immunotrack register or align)."
+    for number, block in enumerate(blocks, 1):
+        kind = block["type"].split("_")[0]
+        if kind.startswith("Composite"):
+            continue
+        for key in ("Parameters", "FixedParameters"):
+            if key not in block:
+                raise InputError(f"{path}: transform {number} ({kind}) has no {key} line{again}")
+            try:
+                values = [float(v) for v in block[key]]
+            except ValueError:
+                raise InputError(
+                    f"{path}: transform {number} ({kind}) has a {key} value that is not a number{again}"
+                ) from None
+            if not all(np.isfinite(values)):
+                raise InputError(f"{path}: transform {number} ({kind}) has a {key} value that is not finite{again}")
+        expected = _LINEAR_PARAMETER_COUNTS.get(kind)
+        if expected is not None and len(block["Parameters"]) != expected:
+            raise InputError(
+                f"{path}: transform {number} ({kind}) has {len(block['Parameters'])} parameters; its type takes "
+                f"{expected}{again}"
+            )
+        centred = kind not in ("TranslationTransform", "IdentityTransform")  # the others keep a centre
+        if expected is not None and centred and len(block["FixedParameters"]) < 3:
+            raise InputError(
+                f"{path}: transform {number} ({kind}) has {len(block['FixedParameters'])} fixed parameters; "
+                f"3D transforms take at least 3 (the centre){again}"
+            )
+
+
 def _check_matrix(matrix, what: str = "a transform") -> np.ndarray:
     m = np.asarray(matrix, float)
     if m.shape == (3, 4):
@@ -298,6 +416,7 @@ def read_transform(path) -> np.ndarray:
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path of the transform file.")
     _check_suffix(path)
+    check_itk_text(path)
     try:
         tx = sitk.ReadTransform(str(path))
     except RuntimeError as exc:
