@@ -166,7 +166,7 @@ def check_itk_text(path: Path) -> None:
         text = path.read_text(errors="strict")
     except (UnicodeDecodeError, OSError):
         raise InputError(
-            f"{path} is not an ITK text transform file (not text); write it with ITK, Slicer or ANTs, or "
+            f"{path} is not a readable ITK transform file (not text); write it with ITK, Slicer or ANTs, or "
             "with immunotrack register."
         ) from None
     blocks: list[dict] = []
@@ -181,8 +181,8 @@ def check_itk_text(path: Path) -> None:
             blocks[-1][key] = value.split()
     if not blocks:
         raise InputError(
-            f"{path} holds no 'Transform:' line, so it is not an ITK transform file (or it is cut short); "
-            "write it again with ITK, Slicer or ANTs, or with immunotrack register."
+            f"{path} is not a readable ITK transform file: it holds no 'Transform:' line (or it is cut "
+            "short); write it again with ITK, Slicer or ANTs, or with immunotrack register."
         )
     again = "; the file is damaged: write it again (immunotrack register or align)."
     for number, block in enumerate(blocks, 1):
