@@ -170,21 +170,45 @@ def correct_intensities(
     Parameters
     ----------
     volume : Volume
-        A 3D MRI.
-    bias_correction : bool
+        A 3D MRI (any unit; NaN and infinite voxels are read as 0).
+    bias_correction : bool, default True
         Run N4 (fitted on a copy shrunk to about ``n4_target_voxels``, applied at full resolution).
-    gain_normalisation : bool
+    gain_normalisation : bool, default True
         Divide by the median of ``reference_mask`` (default: the body mask) so reference tissue reads 1.
     reference_mask : bool array, optional
         Reference tissue (e.g. muscle) on the volume's grid.
     body : bool array, optional
         The body mask if already known (else :func:`body_mask`).
+    n4_target_voxels : int, default 8000
+        About how many voxels the copy N4 is fitted on has (the shrink factor is the same along every axis).
+    n4_iterations : sequence of int, default (15,)
+        N4's iterations per fitting level (one level per item).
 
     Returns
     -------
     (Volume, dict)
-        The corrected volume (float32) and a record: ``bias_correction``, ``gain`` (the divisor),
-        ``bias_range`` (min/max of the fitted field inside the body).
+        The corrected volume (float32, in units of the reference tissue's median when gain-normalised) and a
+        record: ``bias_correction``, ``gain_normalisation``, ``gain`` (the divisor, in the volume's unit),
+        ``bias_range`` (min/max of the fitted field inside the body) and ``n4_shrink`` (the shrink factor).
+
+    Raises
+    ------
+    InputError
+        When the volume is not 3D, shows no body (fewer than 64 voxels), or the reference mask is empty, off
+        the grid or has no positive signal.
+
+    Examples
+    --------
+    A cube of signal 200 under a receiver gain rising from 1 to 2 across x:
+
+    >>> from napari_immunotrack.volume import Volume
+    >>> rng = np.random.default_rng(0)
+    >>> img = np.abs(rng.normal(0, 5, (24, 24, 24)) + 1j * rng.normal(0, 5, (24, 24, 24)))
+    >>> img[6:18, 6:18, 6:18] += 200
+    >>> ramp = np.linspace(1.0, 2.0, 24)[:, None, None]
+    >>> out, record = correct_intensities(Volume(img * ramp, np.diag([0.5, 0.5, 0.5, 1.0])), bias_correction=False)
+    >>> record["gain"], np.round(out.data[[7, 16], 12, 12], 2)   # body median; the gain ramp is still there
+    (311.208527, array([0.87, 1.13], dtype=float32))
     """
     import SimpleITK as sitk
 
@@ -259,8 +283,35 @@ def reliability(normalised: np.ndarray, gain_normalised: np.ndarray, body: np.nd
 
     The noise sigma comes from the air of the gain-normalised image (Rician background:
     mean = sigma * sqrt(pi / 2)), in units of the body's median, which is what local normalisation
-    divides by. Two perfectly aligned sessions correlate at about sqrt(rel_a * rel_b).
-    Returns NaN when the field of view has no air to measure the noise in.
+    divides by. Two perfectly aligned sessions correlate at about sqrt(rel_a * rel_b)
+    (docs/methods/session-alignment.md#session-alignment).
+
+    Parameters
+    ----------
+    normalised : ndarray
+        The image whose variance is judged (normally :func:`local_normalise`'s output), dimensionless.
+    gain_normalised : ndarray
+        The same image gain-normalised only (body median 1): its air gives the noise.
+    body : bool ndarray
+        The body mask; the air is what lies more than 3 voxels outside it (at least 500 voxels needed).
+
+    Returns
+    -------
+    float
+        ``max(var - sigma**2, 0) / var`` over the body, in [0, 1]; NaN when the field of view has no
+        air to measure the noise in, or the body has no variance.
+
+    Examples
+    --------
+    A textured body (SD 40 on 200) under Rician noise of sigma 5 is mostly signal:
+
+    >>> rng = np.random.default_rng(0)
+    >>> img = np.abs(rng.normal(0, 5, (24, 24, 24)) + 1j * rng.normal(0, 5, (24, 24, 24)))
+    >>> img[6:18, 6:18, 6:18] += 200 + rng.normal(0, 40, (12, 12, 12))
+    >>> body = body_mask(img)
+    >>> gain = img / np.median(img[body])
+    >>> round(float(reliability(gain, gain, body)), 3)
+    0.985
     """
     import SimpleITK as sitk
 
@@ -726,7 +777,34 @@ def local_normalise(data: np.ndarray, spacing_mm, sigma_mm: float = 2.0, body: n
 
     A smooth coil profile (wavelength of centimetres) cancels in the ratio, while tissue
     boundaries stay; the filter is isotropic, so it commutes with the animal's rotation and two
-    sessions' normalised images stay comparable.
+    sessions' normalised images stay comparable (docs/methods/session-alignment.md#session-alignment).
+    Only body voxels enter the local mean (a normalised convolution), so the air does not darken the rim.
+
+    Parameters
+    ----------
+    data : ndarray
+        A 3D image (any unit).
+    spacing_mm : sequence of 3 float
+        Voxel size along the array's axes, mm.
+    sigma_mm : float, default 2.0
+        Standard deviation of the Gaussian local mean, mm.
+    body : bool ndarray, optional
+        The body mask (default :func:`body_mask` of ``data``).
+
+    Returns
+    -------
+    ndarray of float32
+        Dimensionless: about 1 in uniform tissue; 0 outside the body.
+
+    Examples
+    --------
+    A cube seen through a gain that rises 30 % from one side to the other:
+
+    >>> img = np.zeros((24, 24, 24), np.float32); img[6:18, 6:18, 6:18] = 1
+    >>> img *= np.linspace(0.7, 1.3, 24, dtype=np.float32)[:, None, None]
+    >>> out = local_normalise(img, (0.5, 0.5, 0.5), sigma_mm=2.0, body=img > 0)
+    >>> np.round(img[[7, 16], 12, 12], 2), np.round(out[[7, 16], 12, 12], 2), float(out[0, 0, 0])
+    (array([0.88, 1.12], dtype=float32), array([0.94, 1.06], dtype=float32), 0.0)
     """
     import SimpleITK as sitk
 
@@ -880,7 +958,26 @@ class SessionAlignment:
 def session_transform_name(subject: str, session: str, reference: str) -> str:
     """File name of a session's alignment to the reference session (``from-anat_to-ses<ref>``).
 
+    Parameters
+    ----------
+    subject : str
+        Subject label, without ``sub-``.
+    session : str
+        Label of the aligned session, without ``ses-``.
+    reference : str
+        Label of the reference session; only its letters and digits are kept.
+
+    Returns
+    -------
+    str
+        ``sub-<subject>_ses-<session>_from-anat_to-ses<reference>.tfm``, the name :func:`align_study` saves
+        in the session's ``xfm`` folder.
+
+    Examples
+    --------
     >>> session_transform_name("01", "day3", "day0")
+    'sub-01_ses-day3_from-anat_to-sesday0.tfm'
+    >>> session_transform_name("01", "day3", "day-0")
     'sub-01_ses-day3_from-anat_to-sesday0.tfm'
     """
     ref = "ses" + "".join(ch for ch in reference if ch.isalnum())
@@ -936,23 +1033,56 @@ def align_study(
     root : path
         The study folder (BIDS-like or a scanner export; see :mod:`napari_immunotrack.study`).
     reference : str, optional
-        Reference session (``day0`` or ``ses-day0``); default the pre-injection session, else the first.
+        Reference session (``day0`` or ``ses-day0``); default the first session holding a pre-injection
+        file, else the first session.
     subject : str, optional
         Only this subject.
     contrast : str, optional
-        The MRI role to align (T2w, T1w, T2starw); default the first of those both sessions have.
-    transform : {"rigid", "affine", "bspline"}
+        The MRI role to align (T2w, T1w, T2starw, MR). Default: in each session separately, the first of
+        :data:`ALIGN_CONTRASTS` it has, so two sessions can be aligned across contrasts (normalised
+        correlation handles that poorly: give ``contrast`` when the sessions differ).
+    transform : {"rigid", "affine", "bspline"}, default "rigid"
         See :func:`align_mri`; the B-spline part is saved beside the linear file (``_desc-bspline.tfm``).
-    allow_flip : bool
-        Also search a prone/supine half turn.
-    overwrite : bool
+    allow_flip : bool, default False
+        Also search a prone/supine half turn (tried anyway when the alignment without it is doubtful).
+    overwrite : bool, default False
         Recompute and replace existing transforms.
-    force : bool
+    force : bool, default False
         Save doubtful alignments too (with their warnings in the provenance).
+    progress : callable, optional
+        Called as ``progress(fraction, text)`` before each session and at the end.
 
     Returns
     -------
     list of SessionAlignment
+        One per session of each subject, reference sessions included, with ``status`` "reference",
+        "aligned", "reused", "doubtful" (not saved), "doubtful-saved" or "failed" and a ``message``.
+
+    Raises
+    ------
+    InputError
+        When the study has no such subject, or the reference session does not exist.
+
+    Examples
+    --------
+    A session whose MRI shows no body is reported, not raised:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io import save_volume
+    >>> rng = np.random.default_rng(0)
+    >>> body = np.abs(rng.normal(0, 5, (16, 16, 16)) + 1j * rng.normal(0, 5, (16, 16, 16))).astype(np.float32)
+    >>> body[4:12, 4:12, 4:12] += 100
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day, image in ((0, body), (3, np.zeros_like(body))):
+    ...         anat = Path(tmp) / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         _ = save_volume(Volume(image, np.eye(4), "MR"), anat / f"sub-01_ses-day{day}_T2w.nii.gz")
+    ...     done = align_study(tmp)
+    >>> [(a.session, a.status) for a in done]
+    [('day0', 'reference'), ('day3', 'failed')]
+    >>> done[1].message
+    "sub-01 ses-day3: sub-01_ses-day3_T2w shows no body (an empty or constant image); give the session's anatomical MRI."
     """
     import SimpleITK as sitk
 
@@ -1178,6 +1308,17 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
     Identity (no registration) when the baseline already shares the post image's grid; otherwise a
     session alignment with the post image fixed (:func:`align_mri`, with the precision check), so the
     baseline can be carried onto the post grid (``baseline.resample_to(post, transform=matrix)``).
+    When the alignment is doubtful without ``allow_flip``, the prone/supine half turns are tried too and
+    the better-correlated result kept (docs/methods/session-alignment.md#baselines).
+
+    Parameters
+    ----------
+    post : Volume
+        The post-injection anatomical MRI (the fixed image).
+    baseline : Volume
+        The pre-injection MRI of the same animal and contrast (the moving image).
+    allow_flip : bool, default False
+        Search the prone/supine half turns from the start.
 
     Returns
     -------
@@ -1192,6 +1333,13 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
     InputError
         When the alignment is doubtful (the images are then not the same animal and region, or need
         a manual transform).
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    >>> matrix, record = baseline_alignment(v, v)
+    >>> np.allclose(matrix, np.eye(4)), record
+    (True, {'method': 'same grid (no registration)', 'tolerance_voxels': 1})
     """
     if baseline.same_grid(post):
         return np.eye(4), {"method": "same grid (no registration)", "tolerance_voxels": 1}
@@ -1217,12 +1365,37 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
 def saved_session_transform(image_path) -> tuple:
     """The saved session alignment of the session holding ``image_path`` (``<session>/<datatype>/<file>``).
 
+    Parameters
+    ----------
+    image_path : str or Path
+        A file inside a session folder, two levels down (``ses-day3/anat/file.nii.gz``); it need not exist.
+
     Returns
     -------
     (matrix, reference) or (None, None)
         ``matrix``: the reference session's world -> this session's world (as :func:`align_study` saved it in
         ``<session>/xfm/*_from-anat_to-ses<REF>.tfm``), and the reference's ``ses-`` name. A session that is
-        itself a reference (another session's file names it) gets the identity.
+        itself a reference (another session's file names it) gets the identity. ``(None, None)`` when the
+        session has no saved alignment and is nobody's reference. A B-spline part is not read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io.transforms import write_transform
+    >>> shift = np.eye(4); shift[:3, 3] = [1.0, -2.0, 0.5]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     sub = Path(tmp) / "sub-01"
+    ...     (sub / "ses-day0" / "anat").mkdir(parents=True)
+    ...     (sub / "ses-day3" / "xfm").mkdir(parents=True)
+    ...     _ = write_transform(sub / "ses-day3" / "xfm" / session_transform_name("01", "day3", "day0"), shift)
+    ...     day3 = saved_session_transform(sub / "ses-day3" / "anat" / "t2.nii.gz")
+    ...     day0 = saved_session_transform(sub / "ses-day0" / "anat" / "t2.nii.gz")
+    ...     day7 = saved_session_transform(sub / "ses-day7" / "anat" / "t2.nii.gz")
+    >>> np.round(day3[0][:3, 3], 3), day3[1]
+    (array([ 1. , -2. ,  0.5]), 'sesday0')
+    >>> np.allclose(day0[0], np.eye(4)), day0[1], day7
+    (True, 'sesday0', (None, None))
     """
     from .io.transforms import read_transform
 
@@ -1246,7 +1419,44 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     The sessions' saved alignments (:func:`align_study`) are chained when both sessions have one to the same
     reference (``T_baseline @ inv(T_post)``, tolerance 1 voxel); otherwise a baseline on another grid is aligned
     now (:func:`baseline_alignment`, tolerance from its precision); a baseline on the post image's grid needs
-    nothing: ``(None, None)``.
+    nothing: ``(None, None)`` (docs/methods/session-alignment.md#baselines).
+
+    Parameters
+    ----------
+    post_path, baseline_path : str or Path
+        The post and baseline image files (in their session folders; see :func:`saved_session_transform`).
+    post, baseline : Volume
+        The same images, loaded.
+
+    Returns
+    -------
+    (matrix, tolerance) or (None, None)
+        ``matrix`` (4x4, post world RAS mm -> baseline world) and the baseline tolerance in post voxels.
+
+    Raises
+    ------
+    InputError
+        When the baseline must be aligned now and the alignment is doubtful.
+
+    Examples
+    --------
+    Two sessions of a study, both aligned to day 0, are chained without registering anything:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_immunotrack.io.transforms import write_transform
+    >>> v = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     sub = Path(tmp) / "sub-01"
+    ...     for day, x in ((3, 1.0), (7, 3.0)):
+    ...         (sub / f"ses-day{day}" / "xfm").mkdir(parents=True)
+    ...         shift = np.eye(4); shift[0, 3] = x
+    ...         _ = write_transform(sub / f"ses-day{day}" / "xfm" / session_transform_name("01", f"day{day}", "day0"), shift)
+    ...     matrix, tolerance = baseline_transform_between(sub / "ses-day7/anat/a.nii.gz", sub / "ses-day3/anat/b.nii.gz", v, v)
+    >>> np.round(matrix[:3, 3], 3), tolerance
+    (array([-2.,  0.,  0.]), 1)
+    >>> baseline_transform_between("ses-a/anat/a.nii.gz", "ses-b/anat/b.nii.gz", v, v)   # same grid, nothing saved
+    (None, None)
     """
     t_post, ref_post = saved_session_transform(post_path)
     t_base, ref_base = saved_session_transform(baseline_path)
@@ -1267,10 +1477,41 @@ def confirm_with_aligned_baseline(t1_post: Volume, t2_post: Volume, t1_pre: Volu
     grid needs no registration. The record is in the result's ``parameters["pre_alignment"]`` and the
     baseline tolerance defaults to the alignment's precision rounded up (docs/methods/session-alignment.md#baselines).
 
+    Parameters
+    ----------
+    t1_post, t2_post : Volume
+        Post-injection T1-weighted and T2-weighted images (T1POST's grid is every output's grid).
+    t1_pre, t2_pre : Volume
+        The baseline session's T1-weighted and T2-weighted images, in that session's pose.
+    **kwargs
+        Any other argument of :func:`~napari_immunotrack.analysis.confirm.confirm_dual_mode` except
+        ``pre_transform`` (thresholds, masks, ``transform``, ``baseline_tolerance_voxels``, ...).
+
+    Returns
+    -------
+    ConfirmResult
+        As :func:`~napari_immunotrack.analysis.confirm.confirm_dual_mode`; the alignment record (``method``,
+        ``tolerance_voxels``, ``registered``) is in ``parameters["pre_alignment"]``.
+
     Raises
     ------
     InputError
-        When the baseline cannot be aligned (another animal or region): give ``pre_transform`` instead.
+        When the baseline cannot be aligned (another animal or region), or ``pre_transform`` is given:
+        use :func:`~napari_immunotrack.analysis.confirm.confirm_dual_mode` with ``pre_transform`` instead.
+
+    Examples
+    --------
+    A baseline on T1POST's grid needs no registration:
+
+    >>> rng = np.random.default_rng(0)
+    >>> pre1 = Volume(100 + rng.normal(0, 2, (20, 20, 20)), np.eye(4))
+    >>> pre2 = Volume(100 + rng.normal(0, 2, (20, 20, 20)), np.eye(4))
+    >>> post1, post2 = pre1.numpy().copy(), pre2.numpy().copy()
+    >>> post1[8:11, 8:11, 8:11] *= 1.6     # T1-bright
+    >>> post2[8:11, 8:11, 8:11] *= 0.4     # and T2-dark at the same place
+    >>> res = confirm_with_aligned_baseline(pre1.replace(data=post1), pre2.replace(data=post2), pre1, pre2)
+    >>> res.confirmed, res.n_regions, res.parameters["pre_alignment"]["method"]
+    (True, 1, 'same grid (no registration)')
     """
     from .analysis.confirm import confirm_dual_mode
 

@@ -217,12 +217,28 @@ def library_reason(exc: BaseException, *paths, limit: int = 120) -> str:
     ('File x.nii.gz is not a gzip file'), so the user read it twice. The path (quoted or not) is
     replaced by "it", and a leading "File <path>" dropped.
 
+    Parameters
+    ----------
+    exc : BaseException
+        The library's exception (its one-line text, :func:`one_line`).
+    *paths : str, Path or None
+        Paths to take out, each as given and made absolute; None is skipped.
+    limit : int, default 120
+        Most characters kept.
+
+    Returns
+    -------
+    str
+        The shortened reason, or the exception's class name when nothing is left.
+
     Examples
     --------
     >>> library_reason(OSError("File /data/a.nii.gz is not a gzip file"), "/data/a.nii.gz")
     'not a gzip file'
     >>> library_reason(RuntimeError('Unable to determine ImageIO reader for "/d/b.mha"'), "/d/b.mha")
     'Unable to determine ImageIO reader for it'
+    >>> library_reason(ValueError(""))
+    'ValueError'
     """
     import os
     import re

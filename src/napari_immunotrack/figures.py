@@ -1231,9 +1231,50 @@ def organ_bars(
 
     Parameters
     ----------
-    table : DataFrame with ``category``, ``value`` (and ``error``, ``group``) columns.
-    value, error : column names; the y label says the value's unit (``unit`` or the column name).
-    group : column whose values become side-by-side bars in a grey ramp, light to dark (e.g. "day").
+    table : pandas.DataFrame
+        With ``category``, ``value`` (and ``error``, ``group``) columns; one row per category and group
+        (a second row of the same pair is ignored).
+    value : str
+        Column of the bar heights. A missing category in a group draws no bar (height 0).
+    error : str, optional
+        Column of the error-bar half-lengths (same unit as ``value``).
+    group : str, optional
+        Column whose values become side-by-side bars in a grey ramp, light to dark (e.g. "day", whose
+        numbers the legend shows as "day 3").
+    category : str, default "organ"
+        Column naming the bars' positions along x, in order of first appearance (underscores shown as
+        spaces).
+    unit : str, optional
+        The y-axis label (default the ``value`` column's name).
+    title : str, optional
+        Title above the axes.
+    log : bool, default False
+        Logarithmic y axis.
+    width_in, height_in : float, default 4.5 and 2.6
+        Figure size in inches.
+
+    Returns
+    -------
+    FigureResult
+        The figure (pyplot-free Agg), ``axes["bars"]`` and ``info``: ``categories``, ``groups``, ``value``,
+        ``error``.
+
+    Raises
+    ------
+    InputError
+        For an empty table or a column it does not have.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"organ": ["liver", "spleen", "liver", "spleen"], "day": [1, 1, 7, 7],
+    ...                       "cells": [4000.0, 2500.0, 3000.0, 3500.0], "sd": [300.0, 250.0, 280.0, 310.0]})
+    >>> res = organ_bars(table, "cells", error="sd", group="day", unit="cells")
+    >>> ax = res.axes["bars"]
+    >>> [round(bar.get_height()) for bar in ax.patches], [round(float(bar.get_x() + bar.get_width() / 2), 1) for bar in ax.patches]
+    ([4000, 2500, 3000, 3500], [-0.2, 0.8, 0.2, 1.2])
+    >>> res.info["categories"], [t.get_text() for t in ax.get_legend().get_texts()], ax.get_ylabel()
+    (['liver', 'spleen'], ['day 1', 'day 7'], 'cells')
     """
     if table is None or not len(table):
         raise InputError("the table for the bar chart is empty.")

@@ -562,9 +562,31 @@ def mpi_iron(
     Returns
     -------
     pandas.DataFrame
-        label, voxels, volume_ml, signal, iron_ng, iron_ng_noise_sd, status, cell_count,
-        iron_ng_dilated, dilation_change_percent, cell_count_dilated. ``attrs``:
-        "warnings", "calibration" (dict), "parameters".
+        One row per label: label, voxels, volume_ml, signal (a.u., background subtracted), iron_ng
+        (NaN below the detection limit), iron_ng_measured (always filled), iron_ng_noise_sd, status ("ok"
+        or "below detection limit"), cell_count, iron_ng_upper_bound and cell_count_upper_bound (filled
+        below the limit only), detection_limit_ng_roi, detection_limit_cells_roi
+        (docs/methods/mpi.md#detection-limit), and with ``dilate_mm`` > 0 iron_ng_dilated,
+        dilation_change_percent, cell_count_dilated. ``attrs``: "warnings", "calibration" (dict),
+        "parameters".
+
+    Examples
+    --------
+    Two fiducials (100 and 500 ng, 10 a.u. per ng), 25 ng in ROI 1 and nothing in ROI 2, noise SD 0.5:
+
+    >>> import warnings
+    >>> import pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(0, 0.5, (40, 40, 40)).astype(np.float32)
+    >>> img[5, 5, 5] += 1000.0; img[5, 5, 30] += 5000.0; img[20, 20, 20] += 250.0
+    >>> mpi = Volume(img, np.diag([0.5, 0.5, 0.5, 1.0]), "MPI")
+    >>> fid = pd.DataFrame({"x_mm": [2.5, 2.5], "y_mm": [2.5, 2.5], "z_mm": [2.5, 15.0], "iron_ng": [100.0, 500.0]})
+    >>> roi = np.zeros((40, 40, 40), np.uint8); roi[18:23, 18:23, 18:23] = 1; roi[30:35, 18:23, 18:23] = 2
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")      # two fiducials only; ROI 2 below the detection limit
+    ...     df = mpi_iron(mpi, Volume(roi, mpi.affine), fid, iron_per_cell_pg=5.0, background=0.0)
+    >>> df[["label", "iron_ng", "cell_count", "status", "iron_ng_upper_bound"]].round(2).values.tolist()
+    [[1, 24.34, 4867.89, 'ok', nan], [2, nan, nan, 'below detection limit', 1.32]]
     """
     import pandas as pd
 

@@ -107,6 +107,22 @@ def positron_range_fwhm_mm(isotope: str) -> float:
     ``s = R / (2 sqrt(2 / pi))`` and ``FWHM = 2.3548 s ~= 1.476 R``. The
     real distribution is cusp-shaped with long tails; see docs/methods/pvc.md#positron-range.
 
+    Parameters
+    ----------
+    isotope : str
+        One of 18F, 64Cu, 89Zr, 68Ga, 124I, written either way round and with any case, hyphen or space
+        ("Ga-68", "68ga", "F 18").
+
+    Returns
+    -------
+    float
+        FWHM in mm (about 1.476 times the mean range of :data:`POSITRON_RANGE_MEAN_MM`).
+
+    Raises
+    ------
+    InputError
+        For an isotope without a tabulated range.
+
     Examples
     --------
     >>> round(positron_range_fwhm_mm("68Ga"), 2)
@@ -132,6 +148,22 @@ def _isotope_key(isotope: str) -> str:
 
 def parse_fwhm(value) -> np.ndarray | None:
     """A PSF FWHM from the user: one number or three (x, y, z mm), as text or numbers.
+
+    Parameters
+    ----------
+    value : float, str, sequence or None
+        One FWHM for all axes or three (world x, y, z), in mm, each finite and >= 0; text is
+        comma-separated ("1.2,1.6,1.6").
+
+    Returns
+    -------
+    ndarray of 3 float or None
+        FWHM in mm along world x, y, z; None when ``value`` is None.
+
+    Raises
+    ------
+    InputError
+        For text that is not numbers, two or more than three values, or a negative or non-finite one.
 
     Examples
     --------
@@ -197,7 +229,27 @@ class PointSpread:
 
 
 def header_fwhm(volume: Volume) -> tuple | None:
-    """(FWHM array, key) from the image's header/sidecar, or None."""
+    """(FWHM array, key) from the image's header/sidecar, or None.
+
+    Parameters
+    ----------
+    volume : Volume
+        Its metadata is searched, ignoring case, for the keys of :data:`HEADER_PSF_KEYS` in that order;
+        a value that :func:`parse_fwhm` cannot read is skipped.
+
+    Returns
+    -------
+    (ndarray, str) or None
+        The FWHM in mm along world x, y, z and the key as :data:`HEADER_PSF_KEYS` spells it; None when
+        no key holds a readable FWHM.
+
+    Examples
+    --------
+    >>> header_fwhm(Volume(np.zeros((2, 2, 2)), np.eye(4), metadata={"psf_fwhm": "1.5"}))
+    (array([1.5, 1.5, 1.5]), 'PSF_FWHM')
+    >>> header_fwhm(Volume(np.zeros((2, 2, 2)), np.eye(4))) is None
+    True
+    """
     meta = {str(k).lower(): v for k, v in (volume.metadata or {}).items()}
     for key in HEADER_PSF_KEYS:
         if key.lower() in meta and meta[key.lower()] not in (None, "", []):
@@ -269,7 +321,28 @@ def resolve_psf(
 
 
 def gaussian_blur(array: np.ndarray, sigma_voxels) -> np.ndarray:
-    """Separable Gaussian blur (float32, zero outside the grid: what leaves the field of view is lost)."""
+    """Separable Gaussian blur (float32, zero outside the grid: what leaves the field of view is lost).
+
+    Parameters
+    ----------
+    array : ndarray
+        The image, one sigma per axis.
+    sigma_voxels : sequence of float
+        Gaussian SD per array axis, in voxels (:meth:`PointSpread.sigma_voxels`); an axis with
+        sigma <= 0.001 is not blurred. The kernel is truncated at 4 sigma.
+
+    Returns
+    -------
+    ndarray of float32
+        The blurred image, same shape.
+
+    Examples
+    --------
+    >>> point = np.zeros((9, 9, 9)); point[4, 4, 4] = 1.0
+    >>> out = gaussian_blur(point, (1.0, 0, 0))
+    >>> np.round(out[:, 4, 4].astype(float), 3).tolist(), round(float(out.sum()), 6)
+    ([0.0, 0.004, 0.054, 0.242, 0.399, 0.242, 0.054, 0.004, 0.0], 1.0)
+    """
     from scipy import ndimage
 
     out = np.asarray(array, np.float32)
@@ -842,11 +915,46 @@ def rbv(image: Volume, rois, psf: PointSpread, *, gtm_result: GtmResult | None =
 def correct_means(image: Volume, rois, method: str, psf: PointSpread, *, progress=None, **kwargs) -> dict:
     """Measured and corrected ROI means by ``method`` ("gtm" or "rbv"), for the readout tables.
 
+    Methods: docs/methods/pvc.md#gtm and docs/methods/pvc.md#rbv.
+
+    Parameters
+    ----------
+    image : Volume
+        The linear quantitative image (Bq/mL, a.u., ...).
+    rois : Volume or RoiMap
+        The ROI labels, on any grid (every label becomes a region).
+    method : {"gtm", "rbv"}
+        Case-insensitive.
+    psf : PointSpread
+        The Gaussian PSF (:func:`resolve_psf`).
+    progress : callable, optional
+        Called as ``progress(fraction, text)``.
+    **kwargs
+        Passed to :func:`gtm` (background, transform, supersample, within_region, ...).
+
     Returns
     -------
-    dict: ``labels``, ``measured``, ``corrected``, ``recovery_coefficient`` (measured / corrected),
-    ``factor`` (corrected / measured), ``gtm`` (GtmResult), ``provenance`` (method, PSF, condition
-    number, background), ``warnings``, and ``image`` (the RBV image, or None).
+    dict
+        ``labels``, ``measured``, ``corrected`` (ROI means in the image's unit),
+        ``recovery_coefficient`` (measured / corrected; NaN where corrected <= 0), ``factor``
+        (corrected / measured; NaN where measured is 0), ``gtm`` (GtmResult), ``provenance`` (method, PSF,
+        condition number, background), ``warnings``, and ``image`` (the RBV image, or None).
+
+    Raises
+    ------
+    InputError
+        For another method name (and whatever :func:`gtm` raises).
+
+    Examples
+    --------
+    Two slabs of 4 and 1 side by side, blurred by a PSF of 3 mm FWHM along x:
+
+    >>> from scipy import ndimage
+    >>> lab = np.zeros((40, 6, 6), np.uint8); lab[5:20] = 1; lab[20:35] = 2
+    >>> img = ndimage.gaussian_filter(np.choose(lab, [0.0, 4.0, 1.0]), (3 / 2.3548, 0, 0), mode="constant")
+    >>> r = correct_means(Volume(img, np.eye(4), "PT"), Volume(lab, np.eye(4)), "gtm", PointSpread((3, 0, 0)))
+    >>> np.round(r["measured"], 3), np.round(r["corrected"], 3), np.round(r["recovery_coefficient"], 3)
+    (array([3.775, 1.064]), array([4., 1.]), array([0.944, 1.064]))
     """
     method = str(method).lower()
     if method not in ("gtm", "rbv"):
@@ -881,6 +989,31 @@ def add_pvc_columns(df, result: dict, columns: Sequence[str], label_column: str 
 
     Means and sums over an ROI scale alike (a sum is the mean times the ROI's
     weight), so one factor per ROI corrects both.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per ROI; its ``attrs`` are kept.
+    result : dict
+        :func:`correct_means`' output (``labels``, ``factor``, ``recovery_coefficient``).
+    columns : sequence of str
+        The columns to correct; each gets ``<column>_pvc`` right after it.
+    label_column : str, default "label"
+        The column holding the ROI label. A label that ``result`` lacks gets NaN.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with the ``_pvc`` columns and ``recovery_coefficient`` (measured / corrected) last.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> result = {"labels": [1, 2], "factor": [1.059, 0.94], "recovery_coefficient": [0.944, 1.064]}
+    >>> df = pd.DataFrame({"label": [1, 2], "mean_au": [3.775, 1.064], "max_au": [4.0, 2.0]})
+    >>> out = add_pvc_columns(df, result, ["mean_au"])
+    >>> list(out.columns), np.round(out["mean_au_pvc"], 2).tolist()
+    (['label', 'mean_au', 'mean_au_pvc', 'max_au', 'recovery_coefficient'], [4.0, 1.0])
     """
     out = df.copy()
     factor = dict(zip((int(x) for x in result["labels"]), result["factor"]))
@@ -900,7 +1033,26 @@ def add_pvc_columns(df, result: dict, columns: Sequence[str], label_column: str 
 
 def is_regional_column(column: str) -> bool:
     """Whether a readout column is an ROI mean or sum (which a PVC factor scales), e.g. ``mean_bq_ml``,
-    ``suv_bw_mean``, ``integral_au_ml``, ``percent_id``; not SD, min, max, median or peak."""
+    ``suv_bw_mean``, ``integral_au_ml``, ``percent_id``; not SD, min, max, median or peak.
+
+    Parameters
+    ----------
+    column : str
+        A readout column name.
+
+    Returns
+    -------
+    bool
+        True for ``mean_*``, ``integral_*``, ``total_*``, ``suv_*_mean`` and the named totals
+        (percent_id, percent_id_per_g, percent_id_per_ml, signal, fluorine_atoms, cell_count, iron_ng);
+        False for anything already ending in ``_pvc``.
+
+    Examples
+    --------
+    >>> [c for c in ("mean_bq_ml", "sd_bq_ml", "suv_bw_mean", "suv_bw_max", "percent_id", "mean_bq_ml_pvc")
+    ...  if is_regional_column(c)]
+    ['mean_bq_ml', 'suv_bw_mean', 'percent_id']
+    """
     c = str(column)
     return (
         c.startswith(("mean_", "integral_", "total_"))
@@ -977,11 +1129,52 @@ def add_mpi_pvc(df, mpi: Volume, rois, method: str, psf_fwhm=None, *, progress=N
 
     The background-subtracted image is corrected; iron and cells then come from the corrected
     signal through the fiducial calibration, so its intercept is applied once and not scaled.
-    ROIs below the detection limit get no corrected count either.
+    ROIs below the detection limit get no corrected count either (docs/methods/pvc.md#psf for the
+    MPI default PSF).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :func:`~napari_immunotrack.analysis.mpi.mpi_iron`'s table, with its ``attrs`` ("parameters" with
+        ``background`` and ``iron_per_cell_pg``, "calibration" with ``k_per_ng`` and ``intercept``).
+    mpi : Volume
+        The MPI image the table was read from.
+    rois : Volume or RoiMap
+        The same ROIs.
+    method : {"none", "gtm", "rbv"}
+        "none" (or None) returns ``df`` unchanged.
+    psf_fwhm : float, str or sequence, optional
+        PSF FWHM in mm when the header has none (see :func:`resolve_psf`; default 1.5 mm for MPI).
+    progress : callable, optional
+        Called as ``progress(fraction, text)``.
+    **kwargs
+        Passed to :func:`gtm`.
 
     Returns
     -------
-    (DataFrame, dict or None) as :func:`add_readout_pvc`.
+    (DataFrame, dict or None)
+        As :func:`add_readout_pvc`: the table and the correction's provenance (None for "none").
+
+    Examples
+    --------
+    A 5-voxel cube holding 25 ng of iron, blurred by a PSF of 1.18 mm FWHM, beside two point fiducials:
+
+    >>> import warnings
+    >>> import pandas as pd
+    >>> from scipy import ndimage
+    >>> from napari_immunotrack.analysis.mpi import mpi_iron
+    >>> im = np.zeros((40, 40, 40), np.float32); im[18:23, 18:23, 18:23] = 2.0     # 250 a.u.
+    >>> im = ndimage.gaussian_filter(im, 1.0, mode="constant")                   # sigma 1 voxel = 0.5 mm
+    >>> im[5, 5, 5], im[5, 5, 30] = 1000.0, 5000.0                               # 10 a.u. per ng
+    >>> mpi = Volume(im, np.diag([0.5, 0.5, 0.5, 1.0]), "MPI")
+    >>> fid = pd.DataFrame({"x_mm": [2.5, 2.5], "y_mm": [2.5, 2.5], "z_mm": [2.5, 15.0], "iron_ng": [100.0, 500.0]})
+    >>> roi = Volume((np.abs(np.indices((40, 40, 40)) - 20).max(axis=0) <= 2).astype(np.uint8), mpi.affine)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")      # only two fiducials
+    ...     df = mpi_iron(mpi, roi, fid, iron_per_cell_pg=5.0, background=0.0, dilate_mm=0.0)
+    ...     out, prov = add_mpi_pvc(df, mpi, roi, "gtm", 1.1774)
+    >>> out[["iron_ng", "iron_ng_pvc", "cell_count_pvc", "recovery_coefficient"]].round(3).values.tolist()
+    [[15.598, 25.0, 4999.966, 0.624]]
     """
     method = str(method or "none").lower()
     if method == "none":

@@ -85,6 +85,36 @@ def staged_progress(progress, log, phase: str, session: str | None = None):
     The pipeline announces each step by its name (``register_pet``, ``clusters``, ...) and the report
     each session (``session day3``); the warnings raised meanwhile are filed under ``"<session> <step>"``
     (``phase`` before the first one).
+
+    Parameters
+    ----------
+    progress : callable or None
+        The caller's ``progress(fraction, message)``, called with every message after the stage is set.
+    log : WarningLog
+        Its ``stage`` is kept up to date (:class:`~napari_immunotrack.errors.WarningLog`).
+    phase : str
+        The stage before any session or step is announced (e.g. "report").
+    session : str, optional
+        The session already running, when the caller analyses one session only.
+
+    Returns
+    -------
+    callable
+        ``callback(fraction, message="")``. A message ``"session <name>"`` starts a session (and clears the
+        step); a step name of :data:`~napari_immunotrack.pipeline.STEPS` or ``register_*`` starts a step;
+        other messages leave the stage as it is.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.errors import WarningLog
+    >>> log, shown = WarningLog(), []
+    >>> callback = staged_progress(lambda fraction, message: shown.append(message), log, "report")
+    >>> stages = [log.stage]
+    >>> for fraction, message in ((0.1, "session day3"), (0.2, "clusters"), (0.3, "reading"), (0.5, "session day7")):
+    ...     callback(fraction, message)
+    ...     stages.append(log.stage)
+    >>> stages, shown
+    (['report', 'day3', 'day3 clusters', 'day3 clusters', 'day7'], ['session day3', 'clusters', 'reading', 'session day7'])
     """
     from ..pipeline import STEPS
 
@@ -109,7 +139,34 @@ def staged_progress(progress, log, phase: str, session: str | None = None):
 
 
 def print_warning_summary(log, out_dir, stream=None) -> None:
-    """The warnings of a run as a few lines: one per kind, with how often and where (step) it came."""
+    """The warnings of a run as a few lines: one per kind, with how often and where (step) it came.
+
+    Parameters
+    ----------
+    log : WarningLog
+        The run's warnings (:meth:`~napari_immunotrack.errors.WarningLog.summary` makes the lines).
+    out_dir : str or Path
+        The output folder, named as where the provenance files list the warnings.
+    stream : file-like, optional
+        Where to write (default ``sys.stdout``).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> from napari_immunotrack.errors import WarningLog
+    >>> log = WarningLog()
+    >>> log.add("ROI 1: smaller than 3 voxels", "day3 clusters"); log.add("ROI 4: smaller than 3 voxels", "day7 clusters")
+    >>> print_warning_summary(log, "demo_out")
+    <BLANKLINE>
+    warnings: 2 shown during the run, 1 kind(s) (each output's .provenance.json in demo_out/ lists those of the step that made it):
+      - ROI 1: smaller than 3 voxels [2x: day3 clusters, day7 clusters]
+    >>> print_warning_summary(WarningLog(), "demo_out")
+    <BLANKLINE>
+    no warnings
+    """
     import sys
 
     stream = stream if stream is not None else sys.stdout

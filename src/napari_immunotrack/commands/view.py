@@ -188,6 +188,31 @@ def keep_columns(viewer) -> None:
 
     The left and right dock areas run to the bottom of the window, so the bottom dock (the
     three-plane layout) sits under the canvas only; napari's layer controls (taller in 3D) scroll.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        A viewer with a Qt window (its ``window._qt_window`` and ``window._qt_viewer`` are changed).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    Needs Qt (a QApplication); a stand-in for napari's window is enough:
+
+    >>> from types import SimpleNamespace
+    >>> from qtpy.QtCore import Qt
+    >>> from qtpy.QtWidgets import QApplication, QDockWidget, QMainWindow, QScrollArea, QWidget
+    >>> app = QApplication.instance() or QApplication([])
+    >>> controls = QDockWidget("layer controls"); controls.setWidget(QWidget())
+    >>> window = SimpleNamespace(_qt_window=QMainWindow(), _qt_viewer=SimpleNamespace(dockLayerControls=controls))
+    >>> keep_columns(SimpleNamespace(window=window))
+    >>> window._qt_window.corner(Qt.Corner.BottomLeftCorner) == Qt.DockWidgetArea.LeftDockWidgetArea
+    True
+    >>> isinstance(controls.widget(), QScrollArea)
+    True
     """
     from qtpy.QtCore import Qt
 
@@ -204,7 +229,33 @@ def keep_columns(viewer) -> None:
 
 
 def study_dock(viewer):
-    """The napari dock (QDockWidget) holding the Study widget, or None."""
+    """The napari dock (QDockWidget) holding the Study widget, or None.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Any viewer; its Study widget is found by :func:`study_widget`.
+
+    Returns
+    -------
+    QDockWidget or None
+        The first QDockWidget among the Study widget's parents (it may sit in a scroll area); None when the
+        viewer has no Study widget or the widget is not docked.
+
+    Examples
+    --------
+    Needs Qt (a QApplication):
+
+    >>> from types import SimpleNamespace
+    >>> from qtpy.QtWidgets import QApplication, QDockWidget, QScrollArea, QWidget
+    >>> app = QApplication.instance() or QApplication([])
+    >>> dock, scroll, study = QDockWidget("Study"), QScrollArea(), QWidget()
+    >>> dock.setWidget(scroll); scroll.setWidget(study)
+    >>> study_dock(SimpleNamespace(window=SimpleNamespace(_immunotrack_study=study))) is dock
+    True
+    >>> print(study_dock(SimpleNamespace(window=SimpleNamespace())))
+    None
+    """
     from qtpy.QtWidgets import QDockWidget
 
     widget = study_widget(viewer)

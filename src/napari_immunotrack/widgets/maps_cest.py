@@ -513,7 +513,39 @@ class CestPanel(QWidget):
 
 
 def build_cest_panel(viewer) -> QWidget:
-    """The CEST tab for the "Maps" dock (also usable on its own)."""
+    """The CEST tab for the "Maps" dock (also usable on its own).
+
+    The panel follows the viewer's layers: 4D image layers are offered as the CEST and WASSR series
+    (guessed by "cest" and "wassr" in their names), 3D ones as M0, Labels as the ROI of the plot; the
+    offsets are read from the series' sidecar keys (:data:`~napari_immunotrack.analysis.cest.OFFSET_KEYS_PPM`).
+    Method: docs/methods/cest.md.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or napari.components.ViewerModel
+        The viewer whose layers feed the panel and whose mouse moves drive the Z-spectrum plot.
+
+    Returns
+    -------
+    CestPanel
+        A QWidget (a QApplication must exist), not yet docked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari.components import ViewerModel
+    >>> from qtpy.QtWidgets import QApplication
+    >>> from napari_immunotrack.widgets._common import volume_layer_data
+    >>> app = QApplication.instance() or QApplication([])
+    >>> series = Volume(np.ones((5, 2, 3, 3), np.float32), np.eye(4), "MR",
+    ...                 metadata={"OffsetsPPM": [-300, -3.5, 0, 3.5, 300]}, name="CEST")
+    >>> data, kwargs, _kind = volume_layer_data(series)
+    >>> viewer = ViewerModel()
+    >>> _ = viewer.add_image(data, **kwargs)
+    >>> panel = build_cest_panel(viewer)
+    >>> panel.series_combo.currentText(), panel.offsets_edit.text(), panel.wassr_combo.currentText()
+    ('CEST', '-300, -3.5, 0, 3.5, 300', '(none)')
+    """
     return CestPanel(viewer)
 
 

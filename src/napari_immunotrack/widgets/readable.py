@@ -21,6 +21,17 @@ HALF_LIFE_TOLERANCE = 0.02
 def nuclide_symbol(key: str | None) -> str | None:
     """A nuclide key of the PET header reader ("ZR89", "TC99M") as written in papers ("89Zr", "99mTc").
 
+    Parameters
+    ----------
+    key : str or None
+        Element then mass number, optionally ``M`` for metastable, any case.
+
+    Returns
+    -------
+    str or None
+        Mass number, ``m`` if metastable, element ("99mTc"); the key unchanged when it is not of that
+        form; None for None or "".
+
     Examples
     --------
     >>> nuclide_symbol("ZR89"), nuclide_symbol("TC99M"), nuclide_symbol("F18")
@@ -37,6 +48,20 @@ def nuclide_symbol(key: str | None) -> str | None:
 
 def nuclide_from_half_life(half_life_s: float | None, tolerance: float = HALF_LIFE_TOLERANCE) -> str | None:
     """The nuclide key whose half-life is within ``tolerance`` of ``half_life_s`` (None: none or ambiguous).
+
+    Parameters
+    ----------
+    half_life_s : float or None
+        Half-life from the header, seconds.
+    tolerance : float, default 0.02
+        Largest relative difference from a tabulated half-life
+        (:data:`~napari_immunotrack.analysis.pet_header.HALF_LIVES_S`).
+
+    Returns
+    -------
+    str or None
+        The nuclide key ("ZR89"); None when no nuclide or more than one fits, or the half-life is
+        missing, zero or not finite.
 
     Examples
     --------
@@ -55,12 +80,30 @@ def nuclide_text(radionuclide: str | None, half_life_s: float | None, source: st
     """ "nuclide 89Zr (RadionuclideCodeSequence)", "nuclide 89Zr (from the half-life, 78.4 h)" or
     "nuclide not named, T1/2 1000 s".
 
+    Parameters
+    ----------
+    radionuclide : str or None
+        The header's nuclide key ("ZR89"), if it names one.
+    half_life_s : float or None
+        The header's half-life, seconds.
+    source : str, optional
+        Where the nuclide was read (shown in brackets).
+
+    Returns
+    -------
+    str
+        One line for the dock: the named nuclide (with its half-life in hours when known), the nuclide
+        guessed from the half-life (:func:`nuclide_from_half_life`), the half-life alone, or "nuclide and
+        half-life unknown".
+
     Examples
     --------
     >>> nuclide_text(None, 282240.0)
     'nuclide 89Zr (from the half-life, 78.4 h)'
     >>> nuclide_text("F18", 6586.2, "RadionuclideCodeSequence")
     'nuclide 18F (RadionuclideCodeSequence), T1/2 1.83 h'
+    >>> nuclide_text(None, 1000.0), nuclide_text(None, None)
+    ('nuclide not named, T1/2 1000 s', 'nuclide and half-life unknown')
     """
     hours = f"{half_life_s / 3600:.3g} h" if half_life_s else None
     if radionuclide:
@@ -109,12 +152,24 @@ _FIXED_HEADERS = {
 def column_header(column: str) -> str:
     """A table column as a header with its unit: "mean_bq_ml" -> "mean (Bq/mL)", "suv_bw_mean" -> "SUVbw mean".
 
+    Parameters
+    ----------
+    column : str
+        A machine-readable readout column (``<statistic>_<unit slug>``, ``suv_<kind>_<statistic>``,
+        ``integral_<unit>_ml``, optionally ending in ``_<n>ul`` for a peak volume or ``_pvc``).
+
+    Returns
+    -------
+    str
+        The header: fixed names for the known columns (``name`` -> "organ"), "PVC" appended to a corrected
+        column, else the column with spaces for underscores.
+
     Examples
     --------
     >>> column_header("mean_bq_ml"), column_header("suv_bw_peak_14ul"), column_header("integral_au_ml")
     ('mean (Bq/mL)', 'SUVbw peak 14 µL', 'integral (a.u.·mL)')
-    >>> column_header("mean_mm"), column_header("percent_id_per_g")
-    ('mean (mM)', '%ID/g')
+    >>> column_header("mean_mm"), column_header("percent_id_per_g"), column_header("mean_bq_ml_pvc")
+    ('mean (mM)', '%ID/g', 'mean (Bq/mL) PVC')
     """
     if column in _FIXED_HEADERS:
         return _FIXED_HEADERS[column]
@@ -146,7 +201,16 @@ def display_table(df):
     """The readout table as the dock shows it: organ names (label numbers where a label has no name),
     the columns no row fills dropped, headers with units.
 
-    Returns a new DataFrame (the exported table keeps the machine-readable column names).
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A readout table; ``name`` and ``label`` columns are merged into "organ".
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table: ``name``, ``layer``, ``unit`` first, then the others in order, all headers from
+        :func:`column_header` (the exported table keeps the machine-readable column names).
 
     Examples
     --------
@@ -176,6 +240,26 @@ def fluorine_calibration(volume) -> dict | None:
 
     Reads ``ReferenceConcentration_mM`` (or ``ReferenceConcentration``) and ``FluorineAtomsPerCell``;
     ``NoiseSigma`` is passed on when present.
+
+    Parameters
+    ----------
+    volume : Volume or any object with ``metadata``
+        The 19F image.
+
+    Returns
+    -------
+    dict or None
+        ``reference_concentration_mm`` (mM of 19F), ``fluorine_per_cell`` and ``noise_sigma`` (None when the
+        sidecar has none); None unless both of the first two are positive finite numbers.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.volume import Volume
+    >>> meta = {"ReferenceConcentration_mM": "50", "FluorineAtomsPerCell": 2e12}
+    >>> fluorine_calibration(Volume(np.zeros((2, 2, 2)), np.eye(4), "F19", metadata=meta))
+    {'reference_concentration_mm': 50.0, 'fluorine_per_cell': 2000000000000.0, 'noise_sigma': None}
+    >>> fluorine_calibration(Volume(np.zeros((2, 2, 2)), np.eye(4), "F19", metadata={"FluorineAtomsPerCell": 2e12})) is None
+    True
     """
     meta = getattr(volume, "metadata", {}) or {}
 
@@ -199,6 +283,18 @@ def fluorine_calibration(volume) -> dict | None:
 def fluorine_mm(atoms, volume_ml):
     """Mean 19F concentration (mM) of ``atoms`` 19F atoms in ``volume_ml`` mL.
 
+    Parameters
+    ----------
+    atoms : float or array_like
+        Number of 19F atoms.
+    volume_ml : float or array_like
+        Volume, mL (broadcast against ``atoms``).
+
+    Returns
+    -------
+    ndarray of float
+        ``atoms / N_A / (volume_ml * 1e-3) * 1e3`` in mM; inf or NaN for a zero volume.
+
     Examples
     --------
     >>> round(float(fluorine_mm(6.02214076e17, 1.0)), 6)  # 1 µmol in 1 mL
@@ -211,6 +307,17 @@ def fluorine_mm(atoms, volume_ml):
 
 def label_text(value: int, names: dict) -> str:
     """A label value with its name: "7 tumour" ("label 7" when it has none).
+
+    Parameters
+    ----------
+    value : int
+        The label value.
+    names : dict
+        Label value (int) -> name; an empty name counts as none.
+
+    Returns
+    -------
+    str
 
     Examples
     --------

@@ -211,10 +211,31 @@ _ANATOMY_ORDER = ("T2w", "T1w", "T2starw", "MR")
 
 
 def session_info(layer) -> dict:
-    """Where a layer comes from in a study: {subject, session, track, role, modality} (None when unknown).
+    """Where a layer comes from in a study: {subject, session, track, role, modality, day} (None when unknown).
 
     The Study dock writes ``study_session``/``study_track``/``study_role`` into
     ``layer.metadata["immunotrack"]``; a Volume read from a study carries ``metadata["study"]``.
+
+    Parameters
+    ----------
+    layer : napari layer or any object with a ``metadata`` dict
+        Its ``metadata["immunotrack"]`` tags win over its Volume's ``metadata["study"]``.
+
+    Returns
+    -------
+    dict
+        ``subject`` and ``day`` (from the Volume only), ``session``, ``track`` (the study's track or role),
+        ``role`` ("track" for a Volume from a study without Study dock tags) and ``modality`` (the tag, else
+        the Volume's); None for what neither says.
+
+    Examples
+    --------
+    >>> from napari_immunotrack.volume import Volume
+    >>> study = {"subject": "01", "session": "day3", "track": "T2w", "day": 3.0}
+    >>> class Layer:
+    ...     metadata = {"volume": Volume(np.zeros((2, 2, 2)), np.eye(4), "MR", metadata={"study": study})}
+    >>> session_info(Layer())
+    {'subject': '01', 'session': 'day3', 'track': 'T2w', 'role': 'track', 'modality': 'MR', 'day': 3.0}
     """
     meta = layer.metadata if isinstance(getattr(layer, "metadata", None), dict) else {}
     tags = meta.get("immunotrack", {}) or {}
@@ -241,6 +262,33 @@ def session_defaults(layers) -> tuple:
     Moving: the current timepoint's anatomical MRI (a track layer, T2w before T1w before T2*w);
     fixed: the reference session's MRI of the same contrast (the baseline layer the Study dock shows,
     else the session of the earliest day).
+
+    Parameters
+    ----------
+    layers : iterable of napari layers
+        The viewer's layers; only Image layers of modality MR with a session (:func:`session_info`) count.
+
+    Returns
+    -------
+    (str, str) or (None, None)
+        The fixed and moving layer names; (None, None) when the MR layers span fewer than two sessions or
+        no layer of another session than the reference's can move. A moving contrast the reference session
+        also has is preferred.
+
+    Examples
+    --------
+    >>> class Image:                        # duck-typed: the class name and the metadata are what count
+    ...     def __init__(self, name, session, track, role):
+    ...         self.name = name
+    ...         self.metadata = {"immunotrack": {"study_session": session, "study_track": track,
+    ...                                          "study_role": role, "modality": "MR"}}
+    >>> layers = [Image("T1w (day 3)", "day3", "T1w", "track"), Image("T2w (day 3)", "day3", "T2w", "track"),
+    ...           Image("T1w baseline (day 0)", "day0", "T1w", "baseline"),
+    ...           Image("T2w baseline (day 0)", "day0", "T2w", "baseline")]
+    >>> session_defaults(layers)
+    ('T2w baseline (day 0)', 'T2w (day 3)')
+    >>> session_defaults(layers[:2])        # one session only
+    (None, None)
     """
     mri = []
     for layer in layers:
@@ -298,8 +346,43 @@ def compute_session(
 
     :func:`napari_immunotrack.alignment.align_mri` (a doubtful rigid result is retried with the
     prone/supine half turns, as ``align_study`` does), then the quality-control views on the fixed grid.
-    Returns ``(result, qc, alignment)``: a RegistrationResult (what the dock applies), the QC
-    Volumes and the AlignmentResult (doubt checks, provenance), or a Failed.
+    Parameters
+    ----------
+    fixed : Volume
+        The reference session's anatomical MRI.
+    moving : Volume
+        This session's MRI of the same animal (same contrast works best).
+    transform : {"rigid", "affine", "bspline"}, default "rigid"
+        As :func:`~napari_immunotrack.alignment.align_mri`.
+    bias_correction : {"local", "differential", "n4", "none"}, default "local"
+        Intensity harmonisation, as :func:`~napari_immunotrack.alignment.align_mri`.
+    allow_flip : bool, default False
+        Search the prone/supine half turns from the start.
+    square_mm : float, default 10.0
+        Side of the checkerboard's squares, mm.
+    progress : callable, optional
+        Called as ``progress(fraction, text)``.
+
+    Returns
+    -------
+    tuple or Failed
+        ``(result, qc, alignment)``: a RegistrationResult (what the dock applies; ``method`` "session",
+        ``metric_final`` the correlation, ``metric_after_init`` the body-mask Dice), the QC Volumes
+        (``checkerboard``, ``difference``, ``moving``, ``edges``) and the AlignmentResult (doubt checks,
+        provenance); or a Failed carrying the exception (never raised: the dock shows it).
+
+    Examples
+    --------
+    A real alignment takes about 1.5 s even on a small mouse (see
+    :func:`~napari_immunotrack.alignment.align_mri`'s example); here, what the dock is given for an image
+    without a body:
+
+    >>> from napari_immunotrack.errors import one_line
+    >>> from napari_immunotrack.volume import Volume
+    >>> empty = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4), "MR")
+    >>> out = compute_session(empty, empty)
+    >>> type(out).__name__, one_line(out.exc)
+    ('Failed', "the image shows no body (an empty or constant image); give the session's anatomical MRI.")
     """
     import warnings
 
@@ -364,8 +447,47 @@ def find_study_root(viewer):
 def session_transform_target(root, subject, session: str, reference: str, moving_track=None, fixed_track=None):
     """Where a session's alignment goes in a study and the anatomy files it was made from.
 
-    Returns ``(path, inputs)``: ``<session>/xfm/<session_transform_name>`` and {"fixed": path,
-    "moving": path} of the two sessions' MRI files (what ``immunotrack align`` checks to reuse it).
+    Parameters
+    ----------
+    root : str or Path
+        The study folder.
+    subject : str or None
+        Subject label; None is accepted when the study has one subject.
+    session : str
+        The aligned (moving) session's label.
+    reference : str
+        The reference (fixed) session's label.
+    moving_track, fixed_track : str, optional
+        The MRI tracks the layers showed (T2w, T1w, ...): the file of that track is named as the input;
+        otherwise (or when absent) the first MR file in the order T2w, T1w, T2*w.
+
+    Returns
+    -------
+    (Path, dict)
+        ``<session>/xfm/<session_transform_name>`` and {"fixed": path, "moving": path} of the two sessions'
+        MRI files (what ``immunotrack align`` checks to reuse it; None for a session without MRI).
+
+    Raises
+    ------
+    InputError
+        When the subject cannot be told or is not in the study, or either session is not the subject's.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.volume import Volume
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day in (0, 3):
+    ...         anat = Path(tmp) / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         for contrast in ("T1w", "T2w"):
+    ...             _ = save_volume(Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "MR"),
+    ...                             anat / f"sub-01_ses-day{day}_{contrast}.nii.gz")
+    ...     path, inputs = session_transform_target(tmp, None, "day3", "day0", "T1w", "T1w")
+    ...     path = path.relative_to(tmp)
+    >>> path.as_posix(), {k: Path(v).name for k, v in inputs.items()}
+    ('sub-01/ses-day3/xfm/sub-01_ses-day3_from-anat_to-sesday0.tfm', {'fixed': 'sub-01_ses-day0_T1w.nii.gz', 'moving': 'sub-01_ses-day3_T1w.nii.gz'})
     """
     from ..alignment import session_transform_name
     from ..study import open_study

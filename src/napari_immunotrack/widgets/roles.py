@@ -103,6 +103,18 @@ QUANTITATIVE_ROLES = ("pet", "spect", "f19", "mpi")
 def layer_facts(layer) -> LayerFacts:
     """The :class:`LayerFacts` of a napari layer (read from its metadata; no napari import needed).
 
+    Parameters
+    ----------
+    layer : napari layer or any object with ``name`` and ``metadata``
+        Its ``metadata["immunotrack"]`` (a Study dock layer) is read first, else
+        ``metadata["volume"].metadata["study"]`` (a study file opened otherwise); its class name is the kind.
+
+    Returns
+    -------
+    LayerFacts
+        A Study dock layer's day is only kept when the volume's own session is the one it shows now;
+        a day that is not a number becomes None.
+
     Examples
     --------
     >>> class Fake:
@@ -140,6 +152,16 @@ def layer_facts(layer) -> LayerFacts:
 def holds_image_now(layer) -> bool:
     """False for a Study track layer with no image at the current timepoint (an empty placeholder that still
     carries another day's volume in its metadata: no dock may offer it).
+
+    Parameters
+    ----------
+    layer : napari layer or any object with ``metadata``
+        Read from ``metadata["immunotrack"]`` (``study_role``, ``study_session``).
+
+    Returns
+    -------
+    bool
+        True for every other layer, study or not.
 
     Examples
     --------
@@ -182,6 +204,21 @@ class StudyContext:
 def study_context(facts: Iterable[LayerFacts]) -> StudyContext:
     """The current and baseline sessions of a set of layers.
 
+    The current session is the one most Study dock track layers hold; without those, the one most visible
+    study layers hold; without those, the latest day loaded. The baseline is the earliest other session
+    (the Study dock's baseline layers first) if it comes before the current one, or, when days are
+    unknown, if its name looks pre-injection (:func:`looks_pre_injection`).
+
+    Parameters
+    ----------
+    facts : iterable of LayerFacts
+        The viewer's layers; those without a track and session are ignored.
+
+    Returns
+    -------
+    StudyContext
+        ``current``, ``baseline`` (session names, or None) and ``days`` ({session: day or None}).
+
     Examples
     --------
     >>> facts = [
@@ -191,6 +228,10 @@ def study_context(facts: Iterable[LayerFacts]) -> StudyContext:
     >>> ctx = study_context(facts)
     >>> ctx.current, ctx.baseline
     ('day3', 'day0')
+    >>> ctx.describe()
+    'inputs follow the Study: day 3 (baseline day 0)'
+    >>> study_context([LayerFacts("pet.nii")]).current is None    # no study layers
+    True
     """
     facts = [f for f in facts if f.in_study]
     days: dict[str, float | None] = {}
@@ -301,7 +342,22 @@ def assign_roles(
 
 # ============================================================================ by name (layers without study metadata)
 def name_tokens(name: str) -> set:
-    """The lower-case words of a layer name ("T2starw baseline (day 0)" -> {"t2starw", "baseline", "day", "0"})."""
+    """The lower-case words of a layer name ("T2starw baseline (day 0)" -> {"t2starw", "baseline", "day", "0"}).
+
+    Parameters
+    ----------
+    name : str
+        A layer name; anything but ASCII letters and digits separates words.
+
+    Returns
+    -------
+    set of str
+
+    Examples
+    --------
+    >>> sorted(name_tokens("T2starw baseline (day 0)"))
+    ['0', 'baseline', 'day', 't2starw']
+    """
     return {t for t in re.split(r"[^a-z0-9]+", name.lower()) if t}
 
 
@@ -312,12 +368,46 @@ def _looks_pre(name: str) -> bool:
 
 
 def looks_pre_injection(name: str) -> bool:
-    """True for a layer name of a baseline: "pre", "baseline", "day0"/"d0" or "(day 0)" (not "day 0.5")."""
+    """True for a layer name of a baseline: "pre", "baseline", "day0"/"d0" or "(day 0)" (not "day 0.5").
+
+    Parameters
+    ----------
+    name : str
+        A layer (or session) name.
+
+    Returns
+    -------
+    bool
+        True when one of its words (:func:`name_tokens`) is pre, baseline, day0 or d0, or it contains
+        "day 0" ("day_0", "day-0") not followed by more digits.
+
+    Examples
+    --------
+    >>> [looks_pre_injection(n) for n in ("T2starw_pre", "T2w (day 0)", "ses-day0", "T2w day 0.5", "T2w_post")]
+    [True, True, True, False, False]
+    """
     return _looks_pre(name)
 
 
 def t2star_first(names) -> list:
-    """``names`` ordered for iron detection: T2*-weighted/SWI first, then other T2, then the rest."""
+    """``names`` ordered for iron detection: T2*-weighted/SWI first, then other T2, then the rest.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Layer names. T2*-weighted: a word t2starw, t2star, t2s, swi or gre, or "t2*" anywhere; other T2:
+        a word starting with t2.
+
+    Returns
+    -------
+    list of str
+        The names sorted by that rank, keeping the given order among equals.
+
+    Examples
+    --------
+    >>> t2star_first(["T1w", "T2w_post", "SWI_post", "mGRE"])
+    ['SWI_post', 'T2w_post', 'T1w', 'mGRE']
+    """
 
     def rank(name):
         tokens = name_tokens(name)
@@ -335,6 +425,20 @@ def _has(name: str, *words) -> bool:
 
 def guess_by_name(role: str, names: Iterable[str]) -> str | None:
     """A layer name that looks like it plays ``role`` (for layers a user opened as files).
+
+    Parameters
+    ----------
+    role : str
+        A role name of :data:`ROLES`.
+    names : iterable of str
+        The viewer's layer names, in the viewer's order. Names that look pre-injection
+        (:func:`looks_pre_injection`) play baseline roles only; the T2*w roles prefer T2*-weighted names
+        (:func:`t2star_first`), a T2w role never takes a T2*w; the organ ROI never takes a tube or mask.
+
+    Returns
+    -------
+    str or None
+        The first name that fits, or None.
 
     Examples
     --------
@@ -378,6 +482,16 @@ def guess_by_name(role: str, names: Iterable[str]) -> str | None:
 def duplicated_choices(chosen: Mapping[str, str | None]) -> dict[str, list[str]]:
     """{layer name: [input keys]} for every layer chosen for more than one input.
 
+    Parameters
+    ----------
+    chosen : mapping
+        {input key: layer name or None}; None (nothing chosen) is never a duplicate.
+
+    Returns
+    -------
+    dict
+        {layer name: input keys in ``chosen``'s order}; empty when every layer is chosen once.
+
     Examples
     --------
     >>> duplicated_choices({"t1_post": "T2starw (day 1)", "t2_post": "T2starw (day 1)", "t1_pre": None})
@@ -392,6 +506,22 @@ def duplicated_choices(chosen: Mapping[str, str | None]) -> dict[str, list[str]]
 
 def check_distinct(chosen: Mapping[str, str | None], labels: Mapping[str, str] | None = None) -> None:
     """Refuse one layer chosen for two inputs (InputError naming both inputs).
+
+    Parameters
+    ----------
+    chosen : mapping
+        {input key: layer name or None}.
+    labels : mapping, optional
+        {input key: what the dock calls it}, for the message (default the keys).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InputError
+        For the first layer chosen more than once.
 
     Examples
     --------
@@ -422,8 +552,37 @@ def _viewer_key(viewer) -> int:
 def listen_for_steps(viewer, callback) -> None:
     """Call ``callback()`` at the end of every timepoint step of ``viewer``'s Study dock.
 
-    The callback is held weakly (a closed dock is forgotten) and called synchronously, before napari
-    redraws: the docks show the new timepoint's inputs in the same frame as the images.
+    A bound method (a dock's) is held weakly, so a closed dock is forgotten; any other callable is held
+    for the life of the process. Callbacks are called synchronously by :func:`announce_step`, before
+    napari redraws: the docks show the new timepoint's inputs in the same frame as the images.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or ViewerModel
+        The viewer (a plugin's proxy of it counts as the same viewer).
+    callback : callable
+        Called without arguments; a RuntimeError it raises (its Qt side deleted) drops it.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> from napari.components import ViewerModel
+    >>> class Dock:
+    ...     steps = 0
+    ...     def on_step(self):
+    ...         self.steps += 1
+    >>> viewer, dock = ViewerModel(), Dock()
+    >>> listen_for_steps(viewer, dock.on_step)
+    >>> announce_step(viewer); announce_step(viewer)
+    >>> dock.steps
+    2
+    >>> del dock                       # a closed dock is forgotten
+    >>> announce_step(viewer)
+    >>> len(_STEP_LISTENERS[_viewer_key(viewer)])
+    0
     """
     import weakref
 
@@ -432,7 +591,28 @@ def listen_for_steps(viewer, callback) -> None:
 
 
 def announce_step(viewer) -> None:
-    """Tell the docks of ``viewer`` that the Study dock now shows another timepoint (the Study calls this)."""
+    """Tell the docks of ``viewer`` that the Study dock now shows another timepoint (the Study calls this).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer or ViewerModel
+        The viewer whose listeners (:func:`listen_for_steps`) are called, in the order they were added.
+        Listeners whose dock is gone (collected, or raising RuntimeError) are dropped.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> from napari.components import ViewerModel
+    >>> heard = []
+    >>> viewer = ViewerModel()
+    >>> listen_for_steps(viewer, lambda: heard.append("readout"))
+    >>> announce_step(viewer); announce_step(ViewerModel())     # another viewer's step is not heard
+    >>> heard
+    ['readout']
+    """
     refs = _STEP_LISTENERS.get(_viewer_key(viewer), [])
     alive = []
     for ref in refs:

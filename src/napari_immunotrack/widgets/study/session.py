@@ -237,12 +237,42 @@ def study_frame(study, subject: str) -> StudyFrame:
     ``_desc-bspline``, is not used for display). When sessions name different references the
     most common one wins; a transform that cannot be read is reported, never guessed.
 
+    Parameters
+    ----------
+    study : Study
+        An opened study (:func:`napari_immunotrack.study.open_study`).
+    subject : str
+        Subject label, without ``sub-``.
+
+    Returns
+    -------
+    StudyFrame
+        The reference session (None when no alignment is saved), the alignments to it and the unreadable
+        transforms. A transform whose name points to a session the subject does not have is ignored.
+
     Examples
     --------
-    >>> from napari_immunotrack.data import sample_study_root   # doctest: +SKIP
-    >>> from napari_immunotrack.study import open_study         # doctest: +SKIP
-    >>> study_frame(open_study(sample_study_root()), "01").reference is None  # one-bed sample # doctest: +SKIP
-    True
+    Day 3 aligned to day 0, day 7 not aligned:
+
+    >>> import tempfile
+    >>> from napari_immunotrack.alignment import session_transform_name
+    >>> from napari_immunotrack.io import save_volume
+    >>> from napari_immunotrack.io.transforms import write_transform
+    >>> from napari_immunotrack.study import open_study
+    >>> shift = np.eye(4); shift[:3, 3] = [2.0, 0.0, -1.0]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for day in (0, 3, 7):
+    ...         anat = Path(tmp) / "sub-01" / f"ses-day{day}" / "anat"
+    ...         anat.mkdir(parents=True)
+    ...         _ = save_volume(Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "MR"), anat / f"sub-01_ses-day{day}_T2w.nii.gz")
+    ...     xfm = Path(tmp) / "sub-01" / "ses-day3" / "xfm"
+    ...     xfm.mkdir()
+    ...     _ = write_transform(xfm / session_transform_name("01", "day3", "day0"), shift)
+    ...     frame = study_frame(open_study(tmp), "01")
+    >>> frame.reference, sorted(frame.alignments), frame.missing(["day0", "day3", "day7"]), frame.errors
+    ('day0', ['day3'], ['day7'], [])
+    >>> frame.alignment("day3")[:3, 3].round(3).tolist()
+    [2.0, 0.0, -1.0]
     """
     from collections import Counter
 
@@ -285,6 +315,27 @@ def to_reference(volume: Volume, alignment: np.ndarray | None) -> Volume:
     A voxel at this session's world point ``p`` sits at reference point ``T^-1 p``; the modality's own
     registration to its MRI was already applied to the affine, so the two compose into one affine and
     the data are resampled (for display) once, never twice.
+
+    Parameters
+    ----------
+    volume : Volume
+        An image or labels of one session, in that session's world (RAS mm).
+    alignment : (4, 4) array or None
+        The session's alignment (:meth:`StudyFrame.alignment`): reference world -> this session's world.
+
+    Returns
+    -------
+    Volume
+        A copy with affine ``inv(alignment) @ volume.affine`` and ``metadata["study_frame"] = "reference"``;
+        the volume itself (same object) when ``alignment`` is None or the identity.
+
+    Examples
+    --------
+    >>> shift = np.eye(4); shift[:3, 3] = [2.0, 0.0, -1.0]    # the session sees the animal 2 mm further right
+    >>> v = Volume(np.zeros((2, 2, 2)), np.eye(4))
+    >>> moved = to_reference(v, shift)
+    >>> moved.affine[:3, 3].tolist(), moved.metadata["study_frame"], to_reference(v, None) is v
+    ([-2.0, 0.0, 1.0], 'reference', True)
     """
     if alignment is None or np.allclose(alignment, np.eye(4)):
         return volume
@@ -302,12 +353,25 @@ def planar_normal(volume: Volume) -> tuple[int, float] | None:
     """(RAS axis, position in mm) of a single-plane image (a planar fluorescence or bioluminescence
     picture placed in the MRI world), or None for a volume.
 
+    Parameters
+    ----------
+    volume : Volume
+        Counted as planar when exactly one spatial axis has one voxel and the grid is axis-aligned
+        (within 0.5 degree).
+
+    Returns
+    -------
+    (int, float) or None
+        The RAS axis (0 R, 1 A, 2 S) the plane is normal to and the plane's position on it, mm.
+
     Examples
     --------
     >>> import numpy as np
     >>> affine = np.array([[0, 0, -0.2, 17.0], [0.2, 0, 0, 9.5], [0, -0.2, 0, 40.0], [0, 0, 0, 1.0]])
     >>> planar_normal(Volume(np.zeros((1, 50, 60)), affine))  # index (plane, row, column): a coronal plane
     (1, 9.5)
+    >>> planar_normal(Volume(np.zeros((2, 50, 60)), affine)) is None
+    True
     """
     shape = volume.spatial_shape
     thin = [i for i, n in enumerate(shape) if n == 1]
@@ -321,6 +385,27 @@ def anatomy_projection(anatomy: Volume, axis: int, position_mm: float, how: str 
     """The anatomy projected along RAS ``axis`` (mean or max), as one slice at ``position_mm`` on that axis:
     the backdrop a planar optical image lies on (both in the same plane of the same world).
 
+    Parameters
+    ----------
+    anatomy : Volume
+        The MRI (a rotated grid is first resampled onto an axis-aligned one; of 4D data the first volume).
+    axis : int
+        RAS axis to project along (0 R, 1 A, 2 S): :func:`planar_normal`'s axis.
+    position_mm : float
+        Where the one-voxel slice sits on that axis, mm.
+    how : {"mean", "max"}, default "mean"
+        Mean or maximum intensity projection.
+
+    Returns
+    -------
+    Volume
+        Float32, canonical axes (S, A, R) with one voxel along ``axis``; the anatomy's modality and unit.
+
+    Raises
+    ------
+    InputError
+        For another ``how``.
+
     Examples
     --------
     >>> import numpy as np
@@ -328,6 +413,8 @@ def anatomy_projection(anatomy: Volume, axis: int, position_mm: float, how: str 
     >>> proj = anatomy_projection(mri, 1, 9.5)  # along A; array axes S, A, R
     >>> proj.spatial_shape, float(proj.index_to_world(np.zeros((1, 3)))[0][1])
     ((4, 1, 2), 9.5)
+    >>> proj.numpy()[0, 0].tolist()    # S = 0, R = 0 and 1: the mean over A of 12 R + 4 A + S
+    [4.0, 16.0]
     """
     if how not in ("mean", "max"):
         raise InputError(f"projection {how!r}: choose mean or max.")
@@ -347,7 +434,33 @@ def anatomy_projection(anatomy: Volume, axis: int, position_mm: float, how: str 
 
 
 def planar_placement_text(volume: Volume, source: Path | None = None) -> str:
-    """One sentence saying where a planar optical image sits in the world and why."""
+    """One sentence saying where a planar optical image sits in the world and why.
+
+    Parameters
+    ----------
+    volume : Volume
+        The optical image (see :func:`planar_normal`).
+    source : Path, optional
+        Its file. When the file's folder holds any ``.json`` file, the placement is said to come from
+        the sidecar's ImageToWorldAffine (the folder is not checked further); otherwise from the file's
+        own, nominal, geometry.
+
+    Returns
+    -------
+    str
+        The sentence (plane, its position in mm, how it was placed, and that the signal is integrated
+        through the body); "" for a volume that is not planar.
+
+    Examples
+    --------
+    >>> affine = np.array([[0, 0, -0.2, 17.0], [0.2, 0, 0, 9.5], [0, -0.2, 0, 40.0], [0, 0, 0, 1.0]])
+    >>> print(planar_placement_text(Volume(np.zeros((1, 50, 60)), affine)))   # doctest: +NORMALIZE_WHITESPACE
+    planar optical image: a 2D picture of the whole animal, drawn as the coronal plane A = 9.50 mm of the MRI
+    world (placed by its file's own geometry (nominal)); the anatomy behind it is the MRI projected along A.
+    Its signal is integrated through the body, not at that depth.
+    >>> planar_placement_text(Volume(np.zeros((2, 50, 60)), affine))
+    ''
+    """
     found = planar_normal(volume)
     if found is None:
         return ""
