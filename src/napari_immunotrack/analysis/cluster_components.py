@@ -197,6 +197,7 @@ def _block_components(
     out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape, "splits": splits}
     if keep_labels:
         out["labels"] = labels
+        out["flat_index"] = idx  # where the labels are: relabelling then touches only these voxels
     else:  # the candidates, compactly, so the label image can be rebuilt without reading the inputs again
         out["mask"] = _pack_mask(cand)
     return out

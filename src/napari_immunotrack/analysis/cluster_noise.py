@@ -277,7 +277,9 @@ def _moment_sums(data, mask) -> tuple[int, int, float, float]:
     for a in range(0, data.shape[0], 32):
         vals = np.asarray(data[a : a + 32][mask[a : a + 32]], np.float64)
         n_mask += vals.size
-        vals = vals[np.isfinite(vals)]
+        finite = np.isfinite(vals)
+        if not finite.all():  # no second copy when every value is finite (the usual case)
+            vals = vals[finite]
         n += vals.size
         s1 += float(vals.sum())
         s2 += float(np.dot(vals, vals))

@@ -1555,12 +1555,13 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _S
     )
     del cand
     labels = blk["labels"]
+    flat_index = blk["flat_index"]
 
     def relabel(final_of_group, patches):
         lut = final_of_group.astype(np.int32)
-        # in place, slab by slab, so no second full-size array is made
-        for a in range(0, shape[0], 32):
-            labels[a : a + 32] = lut[labels[a : a + 32]]
+        # in place, only where a component is (the rest stays 0): no pass over the whole volume
+        flat = labels.reshape(-1)
+        flat[flat_index] = lut[flat[flat_index]]
         for slices, sub in patches:
             view = labels[slices]
             view[sub > 0] = sub[sub > 0]
