@@ -142,27 +142,26 @@ def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
     one direction is still enclosed in the slices across it).
 
     Equal to ``ndimage.binary_fill_holes`` of the volume OR-ed with that of every slice along each
-    axis, but with four labellings of the background instead of one fill per slice: a background
-    voxel is in a hole when its component (face-connected; in-plane only for the slices) touches no
-    face of the field of view (in-plane faces only for the slices).
+    axis, but with three labellings of the background instead of one fill per slice: a background
+    voxel is in a hole of its slice when its in-plane (edge-connected) component touches none of the
+    slice's four edges. The 3D fill adds nothing: a 3D hole's voxels are, in any slice, in an in-plane
+    component that lies inside that enclosed 3D component, so they are holes of their slices already.
     """
     from scipy import ndimage
 
     background = ~mask
     out = mask.copy()
-    for plane_axis in (None, 0, 1, 2):
-        structure = ndimage.generate_binary_structure(3, 1)
-        if plane_axis is not None:  # links only inside each slice across plane_axis
-            structure = structure & (np.abs(np.indices((3, 3, 3))[plane_axis] - 1) == 0)
+    for plane_axis in range(3):
+        # face-connected links only inside each slice across plane_axis
+        structure = ndimage.generate_binary_structure(3, 1) & (np.indices((3, 3, 3))[plane_axis] == 1)
         labels, n = ndimage.label(background, structure=structure)
         if n == 0:
             continue
         open_to_edge = np.zeros(n + 1, bool)
         for axis in range(3):
-            if axis == plane_axis:
-                continue  # a slice's own faces are the other two axes' edges
-            open_to_edge[np.take(labels, 0, axis=axis)] = True
-            open_to_edge[np.take(labels, -1, axis=axis)] = True
+            if axis != plane_axis:  # a slice's edges are on the other two axes' faces
+                open_to_edge[np.take(labels, 0, axis=axis)] = True
+                open_to_edge[np.take(labels, -1, axis=axis)] = True
         open_to_edge[0] = True
         out |= ~open_to_edge[labels]
     return out
