@@ -96,3 +96,20 @@ def test_segment_clusters_equals_the_plain_implementation(seed, with_baseline, m
     # relabelling touched every component: labels are 1..n with the table's voxel counts
     counts = np.bincount(labels.ravel())[1:]
     assert np.array_equal(counts, fast.table["voxels"].to_numpy())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_class_median_is_numpys_median_of_the_class(seed):
+    from napari_immunotrack.analysis.body import _class_median, otsu_threshold
+
+    rng = np.random.default_rng(seed)
+    n = [10, 5000, 20_000, 300_000][seed % 4]
+    air = np.abs(rng.normal(0, rng.uniform(1, 10), n // 2) + 1j * rng.normal(0, 3, n // 2))
+    values = np.concatenate([air, rng.normal(100, rng.uniform(1, 30), n - n // 2)]).astype(np.float32)
+    if seed % 2:
+        values = np.round(values)  # many ties
+    values = rng.permutation(values)
+    t = otsu_threshold(values)
+    n_dark = int(np.count_nonzero(values <= t))
+    assert _class_median(values, t, n_dark, dark=True) == float(np.median(values[values <= t]))
+    assert _class_median(values, t, n_dark, dark=False) == float(np.median(values[values > t]))

@@ -167,6 +167,35 @@ def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _class_median(values: np.ndarray, t: float, n_dark: int, dark: bool) -> float:
+    """``np.median`` of the values ``<= t`` (dark) or ``> t`` (bright), without gathering the whole class.
+
+    The median's order statistics are bracketed from a regular subsample, counted exactly in the full
+    array, and only the values between the brackets are partitioned; the result is the very number
+    ``np.median`` gives (it falls back to it when the brackets miss).
+    """
+    side = (lambda v: v <= t) if dark else (lambda v: v > t)
+    n = n_dark if dark else values.size - n_dark
+    stride = max(1, values.size // 200_000)
+    sample = values[::stride]
+    sample = np.sort(sample[side(sample)])
+    if n < 4096 or sample.size < 1000:
+        return float(np.median(values[side(values)]))
+    k_hi = n // 2
+    k_lo = k_hi - 1 if n % 2 == 0 else k_hi
+    pos = k_hi / n * sample.size
+    a = sample[max(int(pos - 0.02 * sample.size) - 2, 0)]
+    b = sample[min(int(pos + 0.02 * sample.size) + 2, sample.size - 1)]
+    # below a, in the class: for the dark class all values under a (a <= t); for the bright one, minus the dark
+    below = int(np.count_nonzero(values < a)) - (0 if dark else n_dark)
+    window = values[(values >= a) & (values <= b)]  # b <= t (dark) or a > t (bright): all in the class
+    if not (below <= k_lo and k_hi < below + window.size):
+        return float(np.median(values[side(values)]))
+    ks = sorted({k_lo - below, k_hi - below})
+    part = np.partition(window, ks)
+    return float(np.median(part[k_lo - below : k_hi - below + 1]))
+
+
 def outside_body(data, step: int = 1) -> OutsideBody:
     """The voxels outside the animal in a magnitude image (air and the background around the body).
 
@@ -215,15 +244,15 @@ def outside_body(data, step: int = 1) -> OutsideBody:
     if values.size == 0 or float(values.max()) <= float(values.min()):
         return OutsideBody(nothing, step, float("nan"), False, "a constant image: no air found, nothing excluded")
     t = otsu_threshold(values)
-    dark, bright = values[values <= t], values[values > t]
-    lo, hi = float(np.median(dark)), float(np.median(bright))
-    if not (hi > 0 and lo <= AIR_CONTRAST * hi and dark.size >= MIN_AIR_SHARE * values.size):
+    n_dark = int(np.count_nonzero(values <= t))
+    lo, hi = _class_median(values, t, n_dark, dark=True), _class_median(values, t, n_dark, dark=False)
+    if not (hi > 0 and lo <= AIR_CONTRAST * hi and n_dark >= MIN_AIR_SHARE * values.size):
         return OutsideBody(
             nothing,
             step,
             t,
             False,
-            f"no air-like background (dark class: {100 * dark.size / values.size:.2g} % of the image, median "
+            f"no air-like background (dark class: {100 * n_dark / values.size:.2g} % of the image, median "
             f"{lo:.4g} against the tissue's {hi:.4g}): nothing excluded",
         )
     tissue = (smooth > t) & (raw > 0.5 * t)
