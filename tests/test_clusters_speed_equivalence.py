@@ -44,6 +44,11 @@ def test_fill_holes_by_labelling_equals_slice_by_slice(seed):
     expected = _fill_holes_slice_by_slice(mask)
     got = _fill_holes_every_way(mask)
     assert got.dtype == bool and np.array_equal(got, expected)
+    # the same mask inside a larger field of view, off-centre (only its bounding box is labelled)
+    pad = [(int(rng.integers(0, 4)), int(rng.integers(0, 4))) for _ in range(3)]
+    padded = np.pad(mask, pad)
+    assert np.array_equal(_fill_holes_every_way(padded), _fill_holes_slice_by_slice(padded))
+    assert not _fill_holes_every_way(np.zeros((3, 4, 5), bool)).any()
 
 
 def test_fill_holes_keeps_tubes_cut_open_by_the_field_of_view():

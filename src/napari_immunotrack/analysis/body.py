@@ -149,8 +149,18 @@ def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
     """
     from scipy import ndimage
 
-    background = ~mask
     out = mask.copy()
+    # only the mask's bounding box and a one-voxel rim need labelling: the rim (background, or the field
+    # of view's face) is open to the slice's edges, so whatever reaches it is open, whatever does not is not
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return out  # no mask: all background, open to the edges, no holes
+        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
+    box = tuple(box)
+    background = ~mask[box]
+    filled = out[box]  # a view: holes are set in place
     for plane_axis in range(3):
         # face-connected links only inside each slice across plane_axis
         structure = ndimage.generate_binary_structure(3, 1) & (np.indices((3, 3, 3))[plane_axis] == 1)
@@ -163,7 +173,7 @@ def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
                 open_to_edge[np.take(labels, 0, axis=axis)] = True
                 open_to_edge[np.take(labels, -1, axis=axis)] = True
         open_to_edge[0] = True
-        out |= ~open_to_edge[labels]
+        filled |= ~open_to_edge[labels]
     return out
 
 
