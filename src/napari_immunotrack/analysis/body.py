@@ -139,17 +139,71 @@ class OutsideBody:
 
 def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
     """Holes filled in 3D and in every slice along each axis (a structure the field of view cuts open in
-    one direction is still enclosed in the slices across it)."""
+    one direction is still enclosed in the slices across it).
+
+    Equal to ``ndimage.binary_fill_holes`` of the volume OR-ed with that of every slice along each
+    axis, but with three labellings of the background instead of one fill per slice: a background
+    voxel is in a hole of its slice when its in-plane (edge-connected) component touches none of the
+    slice's four edges. The 3D fill adds nothing: a 3D hole's voxels are, in any slice, in an in-plane
+    component that lies inside that enclosed 3D component, so they are holes of their slices already.
+    """
     from scipy import ndimage
 
-    out = ndimage.binary_fill_holes(mask)
+    out = mask.copy()
+    # only the mask's bounding box and a one-voxel rim need labelling: the rim (background, or the field
+    # of view's face) is open to the slice's edges, so whatever reaches it is open, whatever does not is not
+    box = []
     for axis in range(3):
-        moved = np.moveaxis(mask, axis, 0)
-        filled = np.empty_like(moved)
-        for i in range(moved.shape[0]):
-            filled[i] = ndimage.binary_fill_holes(moved[i])
-        out |= np.moveaxis(filled, 0, axis)
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return out  # no mask: all background, open to the edges, no holes
+        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
+    box = tuple(box)
+    background = ~mask[box]
+    filled = out[box]  # a view: holes are set in place
+    for plane_axis in range(3):
+        # face-connected links only inside each slice across plane_axis
+        structure = ndimage.generate_binary_structure(3, 1) & (np.indices((3, 3, 3))[plane_axis] == 1)
+        labels, n = ndimage.label(background, structure=structure)
+        if n == 0:
+            continue
+        open_to_edge = np.zeros(n + 1, bool)
+        for axis in range(3):
+            if axis != plane_axis:  # a slice's edges are on the other two axes' faces
+                open_to_edge[np.take(labels, 0, axis=axis)] = True
+                open_to_edge[np.take(labels, -1, axis=axis)] = True
+        open_to_edge[0] = True
+        filled |= ~open_to_edge[labels]
     return out
+
+
+def _class_median(values: np.ndarray, t: float, n_dark: int, dark: bool) -> float:
+    """``np.median`` of the values ``<= t`` (dark) or ``> t`` (bright), without gathering the whole class.
+
+    The median's order statistics are bracketed from a regular subsample, counted exactly in the full
+    array, and only the values between the brackets are partitioned; the result is the very number
+    ``np.median`` gives (it falls back to it when the brackets miss).
+    """
+    side = (lambda v: v <= t) if dark else (lambda v: v > t)
+    n = n_dark if dark else values.size - n_dark
+    stride = max(1, values.size // 200_000)
+    sample = values[::stride]
+    sample = np.sort(sample[side(sample)])
+    if n < 4096 or sample.size < 1000:
+        return float(np.median(values[side(values)]))
+    k_hi = n // 2
+    k_lo = k_hi - 1 if n % 2 == 0 else k_hi
+    pos = k_hi / n * sample.size
+    a = sample[max(int(pos - 0.02 * sample.size) - 2, 0)]
+    b = sample[min(int(pos + 0.02 * sample.size) + 2, sample.size - 1)]
+    # below a, in the class: for the dark class all values under a (a <= t); for the bright one, minus the dark
+    below = int(np.count_nonzero(values < a)) - (0 if dark else n_dark)
+    window = values[(values >= a) & (values <= b)]  # b <= t (dark) or a > t (bright): all in the class
+    if not (below <= k_lo and k_hi < below + window.size):
+        return float(np.median(values[side(values)]))
+    ks = sorted({k_lo - below, k_hi - below})
+    part = np.partition(window, ks)
+    return float(np.median(part[k_lo - below : k_hi - below + 1]))
 
 
 def outside_body(data, step: int = 1) -> OutsideBody:
@@ -190,23 +244,25 @@ def outside_body(data, step: int = 1) -> OutsideBody:
     sub = data[::step, ::step, ::step] if step > 1 else data
     sub = np.asarray(sub.compute() if hasattr(sub, "compute") else sub, np.float32)
     finite = np.isfinite(sub)
-    raw = np.where(finite, sub, 0.0).astype(np.float32)
+    all_finite = bool(finite.all())
+    # no copies of a finite image: the values are then the whole (smoothed) volume, in the same order
+    raw = sub if all_finite else np.where(finite, sub, 0.0).astype(np.float32)
     # a light 3x3x3 smoothing against noise at full resolution; on a subsample it would bridge real gaps
     smooth = ndimage.uniform_filter(raw, 3) if step == 1 else raw
-    values = smooth[finite]
+    values = smooth.ravel() if all_finite else smooth[finite]
     nothing = np.zeros(sub.shape, bool)
     if values.size == 0 or float(values.max()) <= float(values.min()):
         return OutsideBody(nothing, step, float("nan"), False, "a constant image: no air found, nothing excluded")
     t = otsu_threshold(values)
-    dark, bright = values[values <= t], values[values > t]
-    lo, hi = float(np.median(dark)), float(np.median(bright))
-    if not (hi > 0 and lo <= AIR_CONTRAST * hi and dark.size >= MIN_AIR_SHARE * values.size):
+    n_dark = int(np.count_nonzero(values <= t))
+    lo, hi = _class_median(values, t, n_dark, dark=True), _class_median(values, t, n_dark, dark=False)
+    if not (hi > 0 and lo <= AIR_CONTRAST * hi and n_dark >= MIN_AIR_SHARE * values.size):
         return OutsideBody(
             nothing,
             step,
             t,
             False,
-            f"no air-like background (dark class: {100 * dark.size / values.size:.2g} % of the image, median "
+            f"no air-like background (dark class: {100 * n_dark / values.size:.2g} % of the image, median "
             f"{lo:.4g} against the tissue's {hi:.4g}): nothing excluded",
         )
     tissue = (smooth > t) & (raw > 0.5 * t)

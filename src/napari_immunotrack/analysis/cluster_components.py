@@ -160,7 +160,7 @@ def _block_components(
     components are split later from crops (:func:`.clusters._split_by_crop`).
     """
     labels, n = ndimage.label(cand, structure=structure, output=np.int32)
-    idx = np.flatnonzero(labels)
+    idx = np.flatnonzero(cand)  # the labelled voxels (a quarter of the bytes of the label image to scan)
     lab = labels.ravel()[idx]
     local = np.unravel_index(idx, labels.shape)
     coords = tuple(local[a] + origin[a] for a in range(3))
@@ -197,6 +197,7 @@ def _block_components(
     out = {"n": n, "stats": stats, "faces": faces, "origin": tuple(origin), "shape": labels.shape, "splits": splits}
     if keep_labels:
         out["labels"] = labels
+        out["flat_index"] = idx  # where the labels are: relabelling then touches only these voxels
     else:  # the candidates, compactly, so the label image can be rebuilt without reading the inputs again
         out["mask"] = _pack_mask(cand)
     return out

@@ -275,9 +275,12 @@ def _moment_sums(data, mask) -> tuple[int, int, float, float]:
     n_mask = n = 0
     s1 = s2 = 0.0
     for a in range(0, data.shape[0], 32):
-        vals = np.asarray(data[a : a + 32][mask[a : a + 32]], np.float64)
+        vals = data[a : a + 32][mask[a : a + 32]]
         n_mask += vals.size
-        vals = vals[np.isfinite(vals)]
+        finite = np.isfinite(vals)
+        if not finite.all():  # no second copy when every value is finite (the usual case)
+            vals = vals[finite]
+        vals = np.asarray(vals, np.float64)
         n += vals.size
         s1 += float(vals.sum())
         s2 += float(np.dot(vals, vals))

@@ -1215,8 +1215,11 @@ def _confirm_sparse(cand: np.ndarray, post: np.ndarray, pre: np.ndarray, rule: R
         coords = np.unravel_index(sel, cand.shape)
         ok = np.ones(sel.size, bool)
         shape = cand.shape
-        for off in _offsets(rule.baseline_tolerance):  # neighbours clipped at the block's edges
-            v = pre[tuple(np.clip(coords[a] + off[a], 0, shape[a] - 1) for a in range(3))]
+        r = int(rule.baseline_tolerance)
+        # neighbour coordinates clipped at the block's edges, once per axis and shift (not per offset)
+        moved = [{o: np.clip(coords[a] + o, 0, shape[a] - 1) for o in range(-r, r + 1)} for a in range(3)]
+        for off in _offsets(r):
+            v = pre[moved[0][off[0]], moved[1][off[1]], moved[2][off[2]]]
             ok &= v >= dark_cut  # NaN (outside the baseline) is not confirmed
         keep[keep] = ok
     cand.ravel()[idx[~keep]] = False
@@ -1555,12 +1558,13 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _S
     )
     del cand
     labels = blk["labels"]
+    flat_index = blk["flat_index"]
 
     def relabel(final_of_group, patches):
         lut = final_of_group.astype(np.int32)
-        # in place, slab by slab, so no second full-size array is made
-        for a in range(0, shape[0], 32):
-            labels[a : a + 32] = lut[labels[a : a + 32]]
+        # in place, only where a component is (the rest stays 0): no pass over the whole volume
+        flat = labels.reshape(-1)
+        flat[flat_index] = lut[flat[flat_index]]
         for slices, sub in patches:
             view = labels[slices]
             view[sub > 0] = sub[sub > 0]
