@@ -1056,8 +1056,9 @@ def _search_inside_body(post: Volume, search, collected: list):
     from .body import outside_body
 
     data = post.data
-    # a lazy image, or one over 16 million voxels, is measured on a regular subsample (seconds, not minutes)
-    step = _sample_step(post.spatial_shape, target=1 << 22 if _is_dask(data) else 1 << 24)
+    # an image over 2 million voxels is measured on a regular subsample and its outline decided at full
+    # resolution (keeps the exclusion under the cost of one labelling; a lazy one: seconds, not minutes)
+    step = _sample_step(post.spatial_shape, target=1 << 22 if _is_dask(data) else 1 << 21)
     found = outside_body(data, step=step)  # a dask image: only the subsample is computed
     record = found.as_dict()
     if not found.air_found:
@@ -1110,7 +1111,18 @@ def _upsampled_inside(found, data):
         return np.where(band[idx], np.nan_to_num(x, nan=0.0) > cut, ~outside[idx])
 
     if not _is_dask(data):
-        return block(data, [(0, n) for n in data.shape])
+        # the coarse masks repeated to the full grid (contiguous copies, much cheaper than fancy indexing),
+        # the full-resolution test only in the band
+        def up(mask):
+            for axis, n in enumerate(data.shape):
+                mask = np.repeat(mask, step, axis=axis)[(slice(None),) * axis + (slice(0, n),)]
+            return mask
+
+        band_full = up(band)
+        inside = ~up(outside)
+        values = np.asarray(data)[band_full]
+        inside[band_full] = np.nan_to_num(values, nan=0.0) > cut
+        return inside
     import dask.array as da
 
     return da.map_blocks(lambda x, block_info=None: block(x, block_info[0]["array-location"]), data, dtype=bool)
