@@ -459,7 +459,7 @@ def test_chunked_union_matches_scipy_label_on_random_masks():
         blocks, offsets, total = [], [], 0
         for pos in np.ndindex(3, 2, 2):
             sl = tuple(slice(bounds[a][pos[a]], bounds[a][pos[a] + 1]) for a in range(3))
-            b = C._block_components(
+            b = C.block_components(
                 m[sl],
                 np.ones(m[sl].shape),
                 None,
@@ -473,7 +473,7 @@ def test_chunked_union_matches_scipy_label_on_random_masks():
             blocks.append(b)
             offsets.append(total)
             total += b["n"]
-        groups = C._union_across_faces(blocks, chunks, st, offsets, total)
+        groups = C.union_across_faces(blocks, chunks, st, offsets, total)
         merged = np.zeros(m.shape, np.int64)
         for b, off in zip(blocks, offsets):
             merged[b["sl"]] = np.where(b["labels"] > 0, groups[b["labels"] + off], 0)

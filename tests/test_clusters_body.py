@@ -140,7 +140,7 @@ def test_subsampled_body_mask_matches(monkeypatch, lazy):
     import napari_immunotrack.analysis.clusters as clusters
 
     post, dseg, foci = _session(sample_study_root(), 1)
-    monkeypatch.setattr(clusters, "_sample_step", lambda shape, target=0: 2)
+    monkeypatch.setattr(clusters, "sample_step", lambda shape, target=0: 2)
     data = post.numpy().astype(np.float32)
     image = post.replace(data=da.from_array(data, chunks=(48, 48, 48)) if lazy else data)
     res = _segment(image)

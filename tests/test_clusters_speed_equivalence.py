@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from napari_immunotrack.analysis.body import _fill_holes_every_way
-from napari_immunotrack.analysis.cluster_noise import _moment_sums
+from napari_immunotrack.analysis.cluster_noise import moment_sums
 
 
 def _fill_holes_slice_by_slice(mask):
@@ -65,12 +65,12 @@ def test_moment_sums_equal_with_and_without_non_finite_values():
     rng = np.random.default_rng(3)
     data = rng.normal(100, 10, (40, 20, 20)).astype(np.float32)
     mask = rng.random(data.shape) < 0.3
-    n_mask, n, s1, s2 = _moment_sums(data, mask)
+    n_mask, n, s1, s2 = moment_sums(data, mask)
     assert (n_mask, n) == (int(mask.sum()), int(mask.sum()))
     assert s1 == pytest.approx(float(data[mask].astype(np.float64).sum()), rel=1e-12)
     assert s2 == pytest.approx(_moment_sums_plain(data, mask)[3], rel=1e-12)
     data[mask & (rng.random(data.shape) < 0.1)] = np.nan
-    n_mask2, n2, s1b, _ = _moment_sums(data, mask)
+    n_mask2, n2, s1b, _ = moment_sums(data, mask)
     plain = _moment_sums_plain(data, mask)
     assert (n_mask2, n2) == plain[:2] and n2 < n_mask2
     assert s1b == pytest.approx(plain[2], rel=1e-12)

@@ -292,8 +292,25 @@ def in_reference_world(volume: Volume, fixed_to_moving: np.ndarray | None) -> Vo
     return volume.replace(affine=np.linalg.inv(t) @ volume.affine)
 
 
-def _world_box(volume: Volume) -> np.ndarray:
-    """(2, 3) world box of a volume's field of view (voxel edges)."""
+def world_box(volume: Volume) -> np.ndarray:
+    """(2, 3) world box of a volume's field of view (voxel edges).
+
+    Parameters
+    ----------
+    volume : Volume
+        Any volume.
+
+    Returns
+    -------
+    ndarray, shape (2, 3)
+        Lowest and highest world coordinate (mm, x y z) over the outer voxel edges.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> world_box(Volume(np.zeros((2, 3, 4)), np.diag([2.0, 1.0, 1.0, 1.0]))).tolist()
+    [[-1.0, -0.5, -0.5], [3.0, 2.5, 3.5]]
+    """
     n = np.array(volume.spatial_shape)
     corners = np.array([[i, j, k] for i in (-0.5, n[0] - 0.5) for j in (-0.5, n[1] - 0.5) for k in (-0.5, n[2] - 0.5)])
     w = volume.index_to_world(corners)
@@ -703,7 +720,7 @@ def draw_fused(
     base = anatomy if anatomy is not None else overlay
     p = PLANES[plane]
     warn: list = []
-    box = _world_box(base)
+    box = world_box(base)
     if fov_mm is None:
         h_range, v_range = (box[0][p["h"]], box[1][p["h"]]), (box[0][p["v"]], box[1][p["v"]])
     else:
@@ -904,7 +921,7 @@ def fused_slice(
         p = PLANES.get(plane)
         if p is None:
             raise InputError(f"plane={plane!r} is unknown; use one of {list(PLANES)}.")
-        box = _world_box(base)
+        box = world_box(base)
         fov = kwargs.get("fov_mm")
         w = (fov[0][1] - fov[0][0]) if fov else box[1][p["h"]] - box[0][p["h"]]
         h = (fov[1][1] - fov[1][0]) if fov else box[1][p["v"]] - box[0][p["v"]]
@@ -986,7 +1003,7 @@ def montage(
             raise InputError("the first montage panel has neither an anatomy nor an overlay.")
         plane = first.get("plane", "axial")
         p = PLANES.get(plane, PLANES["axial"])
-        box = _world_box(base)
+        box = world_box(base)
         fov = first.get("fov_mm")
         w = (fov[0][1] - fov[0][0]) if fov else box[1][p["h"]] - box[0][p["h"]]
         h = (fov[1][1] - fov[1][0]) if fov else box[1][p["v"]] - box[0][p["v"]]
@@ -1000,7 +1017,7 @@ def montage(
                 if pn.get("overlay") is not None:
                     base_pn = pn.get("anatomy") if pn.get("anatomy") is not None else pn["overlay"]
                     pl = pn.get("plane", "axial")
-                    bx = _world_box(base_pn)
+                    bx = world_box(base_pn)
                     pp = PLANES[pl]
                     fv = pn.get("fov_mm") or ((bx[0][pp["h"]], bx[1][pp["h"]]), (bx[0][pp["v"]], bx[1][pp["v"]]))
                     pos = pn.get("position_mm", _auto_position(base_pn, pl))

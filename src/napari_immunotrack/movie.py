@@ -318,9 +318,9 @@ def _peak_position(series: Sequence[MovieTimepoint], plane: str) -> float:
 
 
 def _box(volume: Volume) -> np.ndarray:
-    from .figures import _world_box
+    from .figures import world_box
 
-    return _world_box(volume)
+    return world_box(volume)
 
 
 def shared_range(series: Sequence[MovieTimepoint], plane: str, position_mm: float | None) -> tuple | None:

@@ -29,8 +29,8 @@ RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)  # 1.2533
 RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))  # 1.1774
 
 
-#: Noise statistics use at most this many voxels (a regular subsample).
-_MAX_SAMPLE = 1 << 20
+#: Noise statistics use at most this many voxels (a regular subsample); the same cap serves the clusters' medians.
+MAX_NOISE_SAMPLE = 1 << 20
 
 
 @dataclass
@@ -43,18 +43,85 @@ class NoiseEstimate:
     details: dict[str, float] = field(default_factory=dict)
 
 
-def _warn(message: str, collected: list | None) -> None:
+def warn_and_collect(message: str, collected: list | None) -> None:
+    """Emit ``message`` (whitespace collapsed) as an ImmunotrackWarning and append it to ``collected``.
+
+    Parameters
+    ----------
+    message : str
+        The warning text.
+    collected : list or None
+        Where the result keeps its warnings (None: only warn).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import warnings
+    >>> got = []
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     warn_and_collect("two   words", got)
+    >>> got
+    ['two words']
+    """
     message = " ".join(message.split())
     warnings.warn(message, ImmunotrackWarning, stacklevel=3)
     if collected is not None:
         collected.append(message)
 
 
-def _is_dask(array) -> bool:
+def is_dask_array(array) -> bool:
+    """Whether ``array`` is a dask object (checked by module, without importing dask).
+
+    Parameters
+    ----------
+    array : object
+        Any array-like.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_dask_array(np.zeros(2))
+    False
+    """
     return type(array).__module__.startswith("dask")
 
 
-def _check_3d(volume: Volume, what: str) -> None:
+def require_3d(volume: Volume, what: str) -> None:
+    """Raise InputError unless ``volume`` is a Volume holding one 3D image.
+
+    Parameters
+    ----------
+    volume : Volume
+        The input to check.
+    what : str
+        How the message names it (e.g. "the baseline").
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InputError
+        Not a Volume, or not three-dimensional (with how to extract one frame).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> require_3d(Volume(np.zeros((2, 2, 2)), np.eye(4)), "the image")
+    >>> require_3d(np.zeros((2, 2, 2)), "the image")
+    Traceback (most recent call last):
+    ...
+    napari_immunotrack.errors.InputError: the image must be a Volume, got ndarray.
+    """
     if not isinstance(volume, Volume):
         raise InputError(f"{what} must be a Volume, got {type(volume).__name__}.")
     if volume.data.ndim != 3:
@@ -112,8 +179,8 @@ def mask_on_grid(mask: Volume | None, grid: Volume, what: str, collected: list |
         raise InputError(f"{what} has {mask.data.ndim} dimensions; a 3D mask is needed.")
     if mask.same_grid(grid):
         data = mask.data
-        out = data != 0 if _is_dask(data) else np.asarray(data) != 0
-        if _is_dask(out):
+        out = data != 0 if is_dask_array(data) else np.asarray(data) != 0
+        if is_dask_array(out):
             if not bool(out.any().compute()):
                 raise InputError(f"{what} is empty (no voxel set); draw the ROI first.")
             return out
@@ -132,7 +199,7 @@ def mask_on_grid(mask: Volume | None, grid: Volume, what: str, collected: list |
             "draw it on this image or check both files' positions."
         )
     if mask.spatial_shape == grid.spatial_shape:
-        _warn(
+        warn_and_collect(
             f"{what} has the image's shape but another affine; it was carried to the image through world "
             "coordinates (check that it was drawn on this image).",
             collected,
@@ -218,9 +285,9 @@ def noise_from_background(
     """
     if estimator not in ("sd", "mean"):
         raise InputError(f"estimator={estimator!r}: use 'sd' or 'mean'.")
-    _check_3d(image, "the image")
+    require_3d(image, "the image")
     mask = mask_on_grid(background_mask, image, "the background ROI", collected)
-    _, n, mean, sd = _masked_moments(image.data, mask)
+    _, n, mean, sd = masked_moments(image.data, mask)
     if n < 10:
         raise InputError(f"the background ROI holds {n} usable voxels; draw a larger region of air.")
     sd_sigma = sd / RAYLEIGH_SD
@@ -232,7 +299,7 @@ def noise_from_background(
         )
     sigma = sd_sigma if estimator == "sd" else mean_sigma
     if min(sd_sigma, mean_sigma) <= 0 or max(sd_sigma, mean_sigma) / min(sd_sigma, mean_sigma) > 1.3:
-        _warn(
+        warn_and_collect(
             f"the background ROI does not look like pure Rician noise (sigma {sd_sigma:.4g} from its SD, "
             f"{mean_sigma:.4g} from its mean); it may hold tissue, ghosts or a masked image.",
             collected,
@@ -242,26 +309,43 @@ def noise_from_background(
     )
 
 
-def _masked_moments(data, mask) -> tuple[int, int, float, float]:
+def masked_moments(data, mask) -> tuple[int, int, float, float]:
     """(voxels in mask, finite voxels in mask, mean, SD with ddof=1) of ``data`` over ``mask``.
 
     Sums in float64, slab by slab (NumPy) or one NumPy reduction per dask chunk, so a large
     region costs no copy of its values.
+
+    Parameters
+    ----------
+    data, mask : array_like or dask array
+        Values and boolean mask of the same shape.
+
+    Returns
+    -------
+    (int, int, float, float)
+        Voxels in the mask, finite ones among them, their mean and SD (NaN when none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = np.array([[[1.0, 3.0, np.nan, 9.0]]])
+    >>> masked_moments(data, np.array([[[True, True, True, False]]]))
+    (3, 2, 2.0, 1.4142135623730951)
     """
-    if _is_dask(data) or _is_dask(mask):
+    if is_dask_array(data) or is_dask_array(mask):
         import dask
         import dask.array as da
 
-        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
-        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
+        d = data if is_dask_array(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
+        m = mask if is_dask_array(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
         m = m.rechunk(d.chunks)
         # one NumPy reduction per chunk (much faster than an element-wise dask graph)
         parts = dask.compute(
-            *[dask.delayed(_moment_sums)(db, mb) for db, mb in zip(d.to_delayed().ravel(), m.to_delayed().ravel())]
+            *[dask.delayed(moment_sums)(db, mb) for db, mb in zip(d.to_delayed().ravel(), m.to_delayed().ravel())]
         )
         n_mask, n, s1, s2 = (sum(p[i] for p in parts) for i in range(4))
     else:
-        n_mask, n, s1, s2 = _moment_sums(data, mask)
+        n_mask, n, s1, s2 = moment_sums(data, mask)
     if n == 0:
         return n_mask, 0, float("nan"), float("nan")
     mean = s1 / n
@@ -269,8 +353,25 @@ def _masked_moments(data, mask) -> tuple[int, int, float, float]:
     return n_mask, n, mean, math.sqrt(var)
 
 
-def _moment_sums(data, mask) -> tuple[int, int, float, float]:
-    """(voxels in mask, finite voxels, sum, sum of squares) in float64, slab by slab."""
+def moment_sums(data, mask) -> tuple[int, int, float, float]:
+    """(voxels in mask, finite voxels, sum, sum of squares) in float64, slab by slab.
+
+    Parameters
+    ----------
+    data, mask : array_like
+        Values and boolean mask of the same shape (at least 1D; slabs along axis 0).
+
+    Returns
+    -------
+    (int, int, float, float)
+        Voxels in the mask, finite ones, sum and sum of squares of the finite ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> moment_sums(np.array([1.0, 2.0, np.inf]), np.array([True, True, True]))
+    (3, 2, 3.0, 5.0)
+    """
     data, mask = np.asarray(data), np.asarray(mask)
     n_mask = n = 0
     s1 = s2 = 0.0
@@ -287,30 +388,87 @@ def _moment_sums(data, mask) -> tuple[int, int, float, float]:
     return n_mask, n, s1, s2
 
 
-def _masked_values(data, mask) -> np.ndarray:
-    if _is_dask(data) or _is_dask(mask):
+def masked_values(data, mask) -> np.ndarray:
+    """The values of ``data`` inside ``mask`` as float64 (dask inputs are computed).
+
+    Parameters
+    ----------
+    data, mask : array_like or dask array
+        Values and boolean mask of the same shape.
+
+    Returns
+    -------
+    ndarray of float64
+        The masked values, in C order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> masked_values(np.arange(4).reshape(1, 2, 2), np.array([[[True, False], [False, True]]])).tolist()
+    [0.0, 3.0]
+    """
+    if is_dask_array(data) or is_dask_array(mask):
         import dask.array as da
 
-        d = data if _is_dask(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
-        m = mask if _is_dask(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
+        d = data if is_dask_array(data) else da.from_array(np.asarray(data), chunks=mask.chunks)
+        m = mask if is_dask_array(mask) else da.from_array(np.asarray(mask), chunks=d.chunks)
         return np.asarray(d[m].compute(), dtype=np.float64)
     return np.asarray(np.asarray(data)[mask], dtype=np.float64)
 
 
-def _sample_step(shape, target: int = 1 << 22) -> int:
-    """Stride per axis that keeps a regular subsample of a volume under ``target`` voxels."""
+def sample_step(shape, target: int = 1 << 22) -> int:
+    """Stride per axis that keeps a regular subsample of a volume under ``target`` voxels.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Volume shape.
+    target : int, default 2**22
+        Voxel budget of the subsample.
+
+    Returns
+    -------
+    int
+        Step (>= 1) to take along every axis.
+
+    Examples
+    --------
+    >>> sample_step((10, 10, 10), target=1000), sample_step((10, 10, 10), target=125)
+    (1, 2)
+    """
     return max(1, int(math.ceil((float(np.prod(shape)) / target) ** (1.0 / 3.0))))
 
 
-def _border_air_sigma(data) -> tuple[float, int] | None:
-    """Sigma from air at the field-of-view border (two-voxel shell), if the border is mostly air."""
+def border_air_sigma(data) -> tuple[float, int] | None:
+    """Median of the field-of-view border (two-voxel shell), the air signal when the border is air.
+
+    Parameters
+    ----------
+    data : array_like or dask array
+        A 3D image.
+
+    Returns
+    -------
+    (float, int) or None
+        Median of the finite shell values and their count (the six two-voxel slabs, edges counted
+        once per slab); None when fewer than 500.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = np.full((12, 12, 12), 7.0)
+    >>> border_air_sigma(data)
+    (7.0, 1728)
+    >>> border_air_sigma(np.ones((3, 3, 3))) is None
+    True
+    """
     shells = []
     for axis in range(3):
         for sl in (slice(0, 2), slice(-2, None)):
             idx = [slice(None)] * 3
             idx[axis] = sl
             block = data[tuple(idx)]
-            shells.append(np.asarray(block.compute() if _is_dask(block) else block, np.float64).ravel())
+            shells.append(np.asarray(block.compute() if is_dask_array(block) else block, np.float64).ravel())
     shell = np.concatenate(shells)
     shell = shell[np.isfinite(shell)]
     if shell.size < 500:

@@ -94,38 +94,38 @@ from ..params import FROM_MODEL, Param, ParamModel
 from ..progress import report, scaled
 from ..volume import Volume
 from .cluster_components import (  # noqa: F401  (re-exported: the names stay importable from here)
-    _MAX_KEYS,
-    _MIN_KEYS,
-    _SUM_KEYS,
     CONNECTIVITIES,
-    _block_components,
-    _crop_bounds,
-    _merge_stats,
-    _pack_mask,
-    _sparse_stats,
-    _split_component,
-    _split_in_arrays,
-    _SplitSpec,
-    _union_across_faces,
-    _unpack_mask,
+    MAX_STAT_KEYS,
+    MIN_STAT_KEYS,
+    SUM_STAT_KEYS,
+    SplitSpec,
+    block_components,
+    crop_bounds,
+    merge_label_stats,
+    pack_mask,
+    sparse_label_stats,
+    split_component,
+    split_component_in_crop,
+    union_across_faces,
+    unpack_mask,
 )
 from .cluster_noise import (  # noqa: F401  (re-exported: the public names stay importable from here)
-    _MAX_SAMPLE,
+    MAX_NOISE_SAMPLE,
     RAYLEIGH_MEAN,
     RAYLEIGH_MEDIAN,
     RAYLEIGH_SD,
     NoiseEstimate,
-    _border_air_sigma,
-    _check_3d,
-    _is_dask,
-    _masked_moments,
-    _masked_values,
-    _moment_sums,
-    _sample_step,
-    _warn,
+    border_air_sigma,
     estimate_rician_sigma,
+    is_dask_array,
     mask_on_grid,
+    masked_moments,
+    masked_values,
+    moment_sums,
     noise_from_background,
+    require_3d,
+    sample_step,
+    warn_and_collect,
 )
 
 METHODS = ("fraction", "percentile", "ksigma", "blob")
@@ -412,7 +412,7 @@ def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: 
     >>> moved.data[0, 0].tolist(), float(moved.data[3, 0, 0])    # the last slab falls outside: NaN
     ([16.0, 17.0, 18.0, 19.0], nan)
     """
-    _check_3d(baseline, "the baseline")
+    require_3d(baseline, "the baseline")
     if transform is None:
         if baseline.same_grid(post):
             return baseline
@@ -440,7 +440,7 @@ def baseline_on_grid(baseline: Volume, post: Volume, transform=None, collected: 
             "direction (post world -> baseline world) and the files."
         )
     if outside > 0.01:
-        _warn(
+        warn_and_collect(
             f"{100 * outside:.1f}% of the post image lies outside the baseline's field of view; clusters there "
             "cannot be confirmed and are not reported.",
             collected,
@@ -498,7 +498,7 @@ class PreparedInputs:
         """
         if self._search_sorted is None:
             if self.search is not None:
-                vals = _masked_values(self.post.data, self.search)
+                vals = masked_values(self.post.data, self.search)
             else:
                 vals = np.asarray(self.post.numpy(), np.float64).ravel()
             vals = vals[np.isfinite(vals)] / self.reference.mean
@@ -588,7 +588,7 @@ class PreparedInputs:
         # darkest noise, which would otherwise always come out as "clusters")
         darker_cap = max(1.0 - DARKER_K * ref.sd / ref.mean, 0.0)
         if method == "percentile":
-            _warn(
+            warn_and_collect(
                 f"the percentile rule marks the darkest {thr:g} % of the search region by construction (a fixed "
                 f"share, voids or not); only voxels also darker than the reference (under {darker_cap:.3g} of its "
                 "mean) and, with a baseline, darker than before are kept.",
@@ -596,7 +596,7 @@ class PreparedInputs:
             )
         if method != "blob" and cut > darker_cap:
             if method != "percentile":
-                _warn(
+                warn_and_collect(
                     f"the {method} threshold ({cut:.3g} of the reference) is not darker than the reference tissue "
                     f"(mean - {DARKER_K:g} SD = {darker_cap:.3g}); it is lowered to {darker_cap:.3g}.",
                     collected,
@@ -620,14 +620,14 @@ class PreparedInputs:
         )
         floor = FLOOR_K * sigma
         if method != "blob" and rule.threshold_signal < floor:
-            _warn(
+            warn_and_collect(
                 f"the {method} threshold ({rule.threshold_signal:.4g} in image units, {cut:.3g} of the reference) "
                 f"is under the Rician noise floor 3 sigma = {floor:.4g}: voids cannot be told from noise; raise "
                 "the threshold or use an image with more signal-to-noise.",
                 collected,
             )
         if method == "blob" and thr * ref.mean < BLOB_NOISE_K * noise_sd:
-            _warn(
+            warn_and_collect(
                 f"the blob contrast threshold {thr:g} ({thr * ref.mean:.4g} in image units) is under "
                 f"{BLOB_NOISE_K:g} times the filtered noise ({noise_sd:.4g}); only voids deeper than "
                 f"{BLOB_NOISE_K * noise_sd / ref.mean:.3g} of the reference are detected.",
@@ -843,19 +843,19 @@ def reference_statistics(
 
     ref = as_mask(reference_mask, "the reference ROI")
     if ref is not None:
-        n_all, n, mean, sd = _masked_moments(image.data, ref)
+        n_all, n, mean, sd = masked_moments(image.data, ref)
         if n == 0:
             raise InputError("the reference ROI covers only NaN voxels of the image; draw it on valid tissue.")
         if n < n_all:
-            _warn(f"{n_all - n} NaN voxels in the reference ROI were ignored.", collected)
+            warn_and_collect(f"{n_all - n} NaN voxels in the reference ROI were ignored.", collected)
         stats = ReferenceStats(mean, sd, int(n), "reference ROI")
     else:
         # a guess from a regular subsample (at most ~4 million voxels): the median needs no more
-        step = _sample_step(image.spatial_shape)
+        step = sample_step(image.spatial_shape)
         sub = tuple(slice(None, None, step) for _ in range(3))
         search = as_mask(search_mask, "the search ROI")
         if search is not None:
-            vals = _masked_values(image.data[sub], search[sub])
+            vals = masked_values(image.data[sub], search[sub])
             where = "the search ROI"
         else:
             vals = _np(image.data[sub]).astype(np.float64).ravel()
@@ -868,7 +868,7 @@ def reference_statistics(
         med = float(np.median(vals))
         sd = 1.4826 * float(np.median(np.abs(vals - med)))
         stats = ReferenceStats(med, sd, int(vals.size), f"median of {where} (automatic)")
-        _warn(
+        warn_and_collect(
             f"no reference ROI: signal normalised to the median of {where} ({med:.4g}); draw a reference ROI "
             "(same organ without cells, contralateral node, muscle) for values that can be compared.",
             collected,
@@ -896,7 +896,7 @@ def _estimate_noise(
     if background_mask is not None:
         return noise_from_background(post, background_mask, "sd", collected)
     if pre is not None and ref_mask is not None:
-        diff = _masked_values(post.data, ref_mask) - _masked_values(pre, ref_mask)
+        diff = masked_values(post.data, ref_mask) - masked_values(pre, ref_mask)
         diff = diff[np.isfinite(diff)]
         if diff.size >= 50:
             mad = 1.4826 * float(np.median(np.abs(diff - np.median(diff))))
@@ -905,12 +905,12 @@ def _estimate_noise(
                 return NoiseEstimate(
                     s, "post - baseline difference in the reference ROI (robust SD / sqrt 2)", int(diff.size)
                 )
-    border = _border_air_sigma(post.data)
+    border = border_air_sigma(post.data)
     if border is not None and border[0] < 0.1 * reference.mean and border[0] > 0:
         s = border[0] / RAYLEIGH_MEDIAN
         return NoiseEstimate(s, "air at the field-of-view border (median / 1.1774)", border[1])
     if reference.sd > 0:
-        _warn(
+        warn_and_collect(
             f"no background ROI: noise sigma taken from the reference tissue's spread ({reference.sd:.4g}), an "
             "upper bound that includes tissue texture; draw a background (air) ROI for a true Rician sigma.",
             collected,
@@ -971,11 +971,11 @@ def prepare(
     (100.0, 50.0)
     """
     collected: list = []
-    _check_3d(post, "the post-injection image")
+    require_3d(post, "the post-injection image")
     data = post.data
     if data.dtype.kind not in "iuf":
         raise InputError(f"the post-injection image has {data.dtype} values; a real-valued magnitude image is needed.")
-    if _is_dask(data):
+    if is_dask_array(data):
         n_finite, n_nonzero = (
             int(v) for v in _dask_compute(_da_isfinite(data).sum(), ((data != 0) & _da_isfinite(data)).sum())
         )
@@ -991,7 +991,7 @@ def prepare(
     if n_nonzero == 0:
         raise InputError("the post-injection image is all zero; check the file (an empty or masked export?).")
     if n_finite < size:
-        _warn(
+        warn_and_collect(
             f"the post-injection image has {size - n_finite} NaN/inf voxels ({100 * (size - n_finite) / size:.2g}%); "
             "they are ignored (never part of a cluster or of the reference).",
             collected,
@@ -1002,13 +1002,13 @@ def prepare(
     if baseline is not None:
         pre_vol = baseline_on_grid(baseline, post, baseline_transform, collected)
         pre = pre_vol.data
-        if _is_dask(data) and not _is_dask(pre):
+        if is_dask_array(data) and not is_dask_array(pre):
             import dask.array as da
 
             pre = da.from_array(np.asarray(pre), chunks=data.chunks)
-        elif _is_dask(pre) and not _is_dask(data):
+        elif is_dask_array(pre) and not is_dask_array(data):
             pre = np.asarray(pre.compute())
-        elif _is_dask(pre):
+        elif is_dask_array(pre):
             pre = pre.rechunk(data.chunks)
     elif baseline_transform is not None:
         raise InputError("a baseline transform was given without a baseline image.")
@@ -1029,7 +1029,7 @@ def prepare(
         if ref_mask is not None:
             drop = reference.mean / pre_reference.mean
             if drop < 0.8 or drop > 1.25:
-                _warn(
+                warn_and_collect(
                     f"the reference tissue changed between baseline and post ({drop:.2f} of its baseline mean); "
                     "check that the reference ROI has no labelled cells and that the scans match.",
                     collected,
@@ -1058,7 +1058,7 @@ def _search_inside_body(post: Volume, search, collected: list):
     data = post.data
     # an image over 2 million voxels is measured on a regular subsample and its outline decided at full
     # resolution (keeps the exclusion under the cost of one labelling; a lazy one: seconds, not minutes)
-    step = _sample_step(post.spatial_shape, target=1 << 22 if _is_dask(data) else 1 << 21)
+    step = sample_step(post.spatial_shape, target=1 << 22 if is_dask_array(data) else 1 << 21)
     found = outside_body(data, step=step)  # a dask image: only the subsample is computed
     record = found.as_dict()
     if not found.air_found:
@@ -1066,18 +1066,18 @@ def _search_inside_body(post: Volume, search, collected: list):
         return search, record
     if step == 1:
         inside = ~found.mask
-        if _is_dask(data):
+        if is_dask_array(data):
             import dask.array as da
 
             inside = da.from_array(inside, chunks=data.chunks)
     else:
         inside = _upsampled_inside(found, data)
-    if search is not None and not _is_dask(search) and not np.any(search & inside):
+    if search is not None and not is_dask_array(search) and not np.any(search & inside):
         record.update(excluded=False, note="the search ROI lies wholly outside the body found; kept as drawn")
         return search, record
     search = inside if search is None else search & inside
     record["baseline_would_add"] = _BASELINE_ADDS
-    _warn(
+    warn_and_collect(
         f"no baseline: the air around the body is left out ({found.voxels} voxels, "
         f"{100 * found.voxels / max(int(np.prod(post.spatial_shape)), 1):.0f} % of the field of view; body from the "
         f"image itself, docs/methods/clusters.md#outside-the-body). {_BASELINE_ADDS}",
@@ -1110,7 +1110,7 @@ def _upsampled_inside(found, data):
         x = np.asarray(x)
         return np.where(band[idx], np.nan_to_num(x, nan=0.0) > cut, ~outside[idx])
 
-    if not _is_dask(data):
+    if not is_dask_array(data):
         # the coarse masks repeated to the full grid (contiguous copies, much cheaper than fancy indexing),
         # the full-resolution test only in the band
         def up(mask):
@@ -1267,7 +1267,7 @@ def _candidates_region(post_data, pre_data, search, rule: Rule, region, progress
 
 
 def _np(a):
-    return np.asarray(a.compute() if _is_dask(a) else a)
+    return np.asarray(a.compute() if is_dask_array(a) else a)
 
 
 # -------------------------------------------------------------- the pipeline
@@ -1492,8 +1492,8 @@ def segment_clusters(
         baseline_tolerance_voxels=int(baseline_tolerance_voxels),
     )
     report(progress, 0.05, "finding dark voxels")
-    spec = _SplitSpec.for_grid(post, split_touching, connectivity, min_size, split_h, rule.ref_mean)
-    if _is_dask(post.data):
+    spec = SplitSpec.for_grid(post, split_touching, connectivity, min_size, split_h, rule.ref_mean)
+    if is_dask_array(post.data):
         stats, presplit, relabel = _components_dask(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
     else:
         stats, presplit, relabel = _components_memory(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
@@ -1558,14 +1558,14 @@ def segment_clusters(
     )
 
 
-def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _SplitSpec, progress):
+def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: SplitSpec, progress):
     """In-memory path: the rule in slabs, one labelling, sparse statistics, splits in place."""
     post = prepared.post
     shape = post.spatial_shape
     cand = prepared.candidates(rule, progress=scaled(progress, 0.0, 0.7), raw=True)
     report(progress, 0.75, "labelling components")
     pre = None if prepared.pre is None else np.asarray(prepared.pre)
-    blk = _block_components(
+    blk = block_components(
         cand, np.asarray(post.data), pre, (0, 0, 0), shape, structure, rule.ref_mean, split=spec, keep_labels=True
     )
     del cand
@@ -1585,7 +1585,7 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: _S
     return blk["stats"], blk["splits"], relabel
 
 
-def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _SplitSpec, progress):
+def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: SplitSpec, progress):
     """Chunked path: rule with overlap, each chunk labelled, labels merged across chunk faces.
 
     Chunks are computed one layer (along axis 0) at a time; only small
@@ -1608,7 +1608,7 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
     search_da = None
     if prepared.search is not None:
         s = prepared.search
-        search_da = s.rechunk(chunks) if _is_dask(s) else da.from_array(np.asarray(s), chunks=chunks)
+        search_da = s.rechunk(chunks) if is_dask_array(s) else da.from_array(np.asarray(s), chunks=chunks)
     has_pre, has_search = pre_da is not None, search_da is not None
     out_dtype = np.uint8 if rule.method == "blob" else bool
 
@@ -1642,7 +1642,7 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
     for pos in positions:
         origin = tuple(int(bounds[a][pos[a]]) for a in range(3))
         tasks.append(
-            dask.delayed(_block_components)(
+            dask.delayed(block_components)(
                 cand_d[pos],
                 post_d[pos],
                 None if pre_d is None else pre_d[pos],
@@ -1668,21 +1668,22 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
         offsets.append(total)
         total += b["n"]
     report(progress, 0.85, "merging labels across chunks")
-    groups = _union_across_faces(blocks, chunks, structure, offsets, total)
+    groups = union_across_faces(blocks, chunks, structure, offsets, total)
     # statistics of every global id, then of every group (group 0 = background)
     all_stats = {
         k: np.concatenate([b["stats"][k][1:] for b in blocks]) if total else np.zeros(0) for k in blocks[0]["stats"]
     }
     all_stats = {
-        k: np.r_[0.0 if k in _SUM_KEYS else (np.inf if k in _MIN_KEYS else -np.inf), v] for k, v in all_stats.items()
+        k: np.r_[0.0 if k in SUM_STAT_KEYS else (np.inf if k in MIN_STAT_KEYS else -np.inf), v]
+        for k, v in all_stats.items()
     }
     uniq, group_ids = np.unique(groups, return_inverse=True)
     # make the background's group 0
     bg = group_ids[0]
     group_ids = np.where(group_ids == bg, 0, np.where(group_ids == 0, bg, group_ids))
     n_groups = int(uniq.size)
-    stats = _merge_stats(all_stats, group_ids, n_groups)
-    for k in _SUM_KEYS:
+    stats = merge_label_stats(all_stats, group_ids, n_groups)
+    for k in SUM_STAT_KEYS:
         stats[k][0] = 0.0
     # splits made inside blocks, by group (such a component never spans blocks, so its group is itself)
     presplit = {}
@@ -1700,7 +1701,7 @@ def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: _Spl
             # the block's labels again from its stored candidates (the same labelling as the first pass)
             loc = block_info[0]["array-location"]
             pos = tuple(block_info[0]["chunk-location"])
-            labels, _ = ndimage.label(_unpack_mask(masks[pos]), structure=structure, output=np.int32)
+            labels, _ = ndimage.label(unpack_mask(masks[pos]), structure=structure, output=np.int32)
             off = offset_of[pos]
             out = np.where(labels > 0, lut_global[np.minimum(labels + off, lut_global.size - 1)], 0).astype(np.int32)
             for slices, sub in patches:
@@ -1735,7 +1736,7 @@ def _chunks_at_least(chunks, depth):
     return tuple(out)
 
 
-def _split_by_crop(prepared: PreparedInputs, rule: Rule, structure, stats, g: int, spec: _SplitSpec):
+def _split_by_crop(prepared: PreparedInputs, rule: Rule, structure, stats, g: int, spec: SplitSpec):
     """Split group ``g`` from crops of the inputs (components that span chunks or reach a chunk's edge).
 
     The crop holds the component's box, the rule's halo and the smoothing
@@ -1747,14 +1748,14 @@ def _split_by_crop(prepared: PreparedInputs, rule: Rule, structure, stats, g: in
     hi = [int(stats[f"hi{a}"][g]) + 1 for a in range(3)]
     depth = rule.depth(prepared.pre is not None)
     ext = [max(d, m) for d, m in zip(depth, spec.margin)]
-    elo, ehi = _crop_bounds(lo, hi, ext, shape)
+    elo, ehi = crop_bounds(lo, hi, ext, shape)
     big = tuple(slice(l, h) for l, h in zip(elo, ehi))
     parts = [
         prepared.post.data[big],
         None if prepared.pre is None else prepared.pre[big],
         None if prepared.search is None else prepared.search[big],
     ]
-    if any(_is_dask(p) for p in parts if p is not None):
+    if any(is_dask_array(p) for p in parts if p is not None):
         import dask
 
         parts = list(dask.compute(*parts))
@@ -1765,14 +1766,14 @@ def _split_by_crop(prepared: PreparedInputs, rule: Rule, structure, stats, g: in
     lab, _ = ndimage.label(cand, structure=structure)
     first = np.unravel_index(int(stats["first"][g]), shape)
     comp_id = lab[tuple(first[a] - lo[a] for a in range(3))]
-    clo, chi = _crop_bounds(lo, hi, spec.margin, shape)
+    clo, chi = crop_bounds(lo, hi, spec.margin, shape)
     comp = np.zeros(tuple(h - l for l, h in zip(clo, chi)), bool)
     comp[tuple(slice(l - c, h - c) for l, h, c in zip(lo, hi, clo))] = lab == comp_id
     sl = tuple(slice(c - e, h - e) for c, h, e in zip(clo, chi, elo))
-    return _split_in_arrays(post_c[sl], None if pre_c is None else pre_c[sl], comp, clo, spec, shape)
+    return split_component_in_crop(post_c[sl], None if pre_c is None else pre_c[sl], comp, clo, spec, shape)
 
 
-def _finalise(prepared: PreparedInputs, rule: Rule, structure, stats, keep, spec: _SplitSpec, presplit: dict):
+def _finalise(prepared: PreparedInputs, rule: Rule, structure, stats, keep, spec: SplitSpec, presplit: dict):
     """Rows of the table (in final label order), the group -> label map, the label patches of split groups.
 
     Final labels follow the raster order of each cluster's first voxel, which
@@ -1887,7 +1888,7 @@ def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma:
     >>> measure_clusters(lab, post, 100.0, 5.0)[["voxels", "mean_signal_norm", "cnr"]].round(6).values.tolist()
     [[8.0, 0.2, 16.0]]
     """
-    _check_3d(post, "the image")
+    require_3d(post, "the image")
     if not isinstance(labels, Volume):
         raise InputError("labels must be a Volume.")
     if not labels.same_grid(post):
@@ -1907,7 +1908,7 @@ def measure_clusters(labels: Volume, post: Volume, reference_mean: float, sigma:
     ids = np.unique(lab)
     dense = np.searchsorted(ids, lab) + 1
     coords = np.unravel_index(idx, lab_arr.shape)
-    st = _sparse_stats(
+    st = sparse_label_stats(
         dense,
         ids.size,
         coords,

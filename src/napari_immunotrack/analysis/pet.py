@@ -108,9 +108,9 @@ from .pet_header import (  # noqa: F401
     SUV_TYPES,
     SUV_UNITS,
     PetHeader,
-    _check_suv_type,
     body_size,
     is_non_human,
+    normalise_suv_type,
     nuclide_key,
     parse_dicom_date,
     parse_dicom_datetime,
@@ -160,7 +160,7 @@ def suv_factor(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janm
     >>> round(suv_factor(h, "lbm", "james"), 7)
     0.0005652
     """
-    suv_type = _check_suv_type(suv_type)
+    suv_type = normalise_suv_type(suv_type)
     header.require(suv_type, lbm_formula)
     if suv_type in ("lbm", "ibw") and header.sex not in ("M", "F"):
         msg = f"sex unknown ({header.sex}): SUV{suv_type} uses the mean of the male and female formulas."
@@ -352,7 +352,7 @@ def suv(
     """
     if header is None:
         header = read_pet_header(volume, **overrides)
-    suv_type = _check_suv_type(suv_type)
+    suv_type = normalise_suv_type(suv_type)
     factor = suv_factor(header, suv_type, lbm_formula)
     conc = activity_concentration(volume, header, lbm_formula=lbm_formula)
     out = conc.replace(
@@ -722,7 +722,7 @@ def quantify_pet(
         header = read_pet_header(pet, **overrides)
     types = []
     for t in ["bw", *suv_types]:
-        t = _check_suv_type(t)
+        t = normalise_suv_type(t)
         if t not in types:
             types.append(t)
     header.require(types[-1] if len(types) > 1 else "bw", lbm_formula)

@@ -1155,7 +1155,7 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
     >>> round(body_size(h, "lbm", "james") / 1000, 2)
     56.52
     """
-    suv_type = _check_suv_type(suv_type)
+    suv_type = normalise_suv_type(suv_type)
     w = header.weight_kg
     if (not w or w <= 0) and header.weight_problem:
         raise InputError(header.weight_problem)
@@ -1211,7 +1211,29 @@ def body_size(header: PetHeader, suv_type: str = "bw", lbm_formula: str = "janma
     return value * 1000.0
 
 
-def _check_suv_type(suv_type: str) -> str:
+def normalise_suv_type(suv_type: str) -> str:
+    """The SUV normalisation key of ``suv_type`` (case-insensitive, an "suv" prefix allowed).
+
+    Parameters
+    ----------
+    suv_type : str
+        E.g. "bw", "SUVlbm", "bsa" (see :data:`SUV_TYPES`).
+
+    Returns
+    -------
+    str
+        The lower-case key, one of :data:`SUV_TYPES`.
+
+    Raises
+    ------
+    InputError
+        Not a known SUV type.
+
+    Examples
+    --------
+    >>> normalise_suv_type("SUVbw")
+    'bw'
+    """
     t = str(suv_type).lower().removeprefix("suv")
     if t not in SUV_TYPES:
         raise InputError(f"SUV type must be one of {', '.join(SUV_TYPES)}, not {suv_type!r}.")

@@ -430,7 +430,7 @@ def qmri_scene(
         MRI_CENTER_MM,
         SIZES,
         StudyDesign,
-        _foci_state,
+        foci_state,
         make_subject,
         simulate_population,
     )
@@ -456,7 +456,7 @@ def qmri_scene(
     if day > 0:
         tc = simulate_population(design.car_t, [day])
         dc = simulate_population(design.dc_vaccine, [day])
-        for f in _foci_state(subject, tc, dc, day):
+        for f in foci_state(subject, tc, dc, day):
             fe = f["label_live"].get("iron", 0.0) + f["label_macrophage"].get("iron", 0.0)
             if fe > 0:
                 foci.append(

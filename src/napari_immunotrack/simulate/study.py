@@ -466,8 +466,38 @@ def _scanner_grid(to_world: np.ndarray, extent: np.ndarray, voxel: float, lps: b
 
 
 # --------------------------------------------------------------------------- one timepoint
-def _foci_state(subject: Subject, tc: dict, dc: dict, day: float) -> list[dict]:
-    """Cells and label at every focus at ``day`` (live and macrophage-held)."""
+def foci_state(subject: Subject, tc: dict, dc: dict, day: float) -> list[dict]:
+    """Cells and label at every focus at ``day`` (live and macrophage-held).
+
+    Each site's cells and label are shared among its foci by the foci's weights; lung foci
+    hold the trapped fraction of the injected cells.
+
+    Parameters
+    ----------
+    subject : Subject
+        From :func:`make_subject`.
+    tc : dict
+        The CAR-T time course by day (``source`` and ``sites`` per day).
+    dc : dict
+        The other populations' time course (unused here; kept for a uniform signature).
+    day : float
+        A day present in ``tc``.
+
+    Returns
+    -------
+    list of dict
+        One dict per focus: ``id``, ``site``, ``population``, ``center_mm``, ``spread_mm``,
+        ``live_cells``, ``label_live``, ``label_macrophage``.
+
+    Examples
+    --------
+    >>> subject = Subject(1, 0, None, {"liver": [{"weight": 0.25, "center_mm": (0, 0, 0), "spread_mm": 1.0}]})
+    >>> site = {"live_cells": 400.0, "label_live": {"iron": 8.0}, "label_macrophage": {"iron": 4.0}}
+    >>> tc = {1.0: {"source": {}, "sites": {"liver": site}}}
+    >>> f = foci_state(subject, tc, {}, 1.0)[0]
+    >>> f["live_cells"], f["label_live"], f["label_macrophage"]
+    (100.0, {'iron': 2.0}, {'iron': 1.0})
+    """
     out = []
     fid = 0
     car = tc[day]
@@ -561,7 +591,7 @@ def simulate_timepoint(
     scan0 = inj + _dt.timedelta(days=day) - (_dt.timedelta(minutes=30) if baseline else _dt.timedelta(0))
     tc = simulate_population(design.car_t, [day])
     dc = simulate_population(design.dc_vaccine, [day])
-    foci = [] if baseline else _foci_state(subject, tc, dc, day)
+    foci = [] if baseline else foci_state(subject, tc, dc, day)
     poses = _session_poses(subject, day)
     pose = session_pose(subject, day, design)
     S = pose["matrix"]  # phantom world -> this session's MRI world
