@@ -152,13 +152,13 @@ def _fill_holes_every_way(mask: np.ndarray) -> np.ndarray:
     out = mask.copy()
     # only the mask's bounding box and a one-voxel rim need labelling: the rim (background, or the field
     # of view's face) is open to the slice's edges, so whatever reaches it is open, whatever does not is not
-    box = []
+    bounds: list[slice] = []
     for axis in range(3):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         if hit.size == 0:
             return out  # no mask: all background, open to the edges, no holes
-        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
-    box = tuple(box)
+        bounds.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
+    box = tuple(bounds)
     background = ~mask[box]
     filled = out[box]  # a view: holes are set in place
     for plane_axis in range(3):
