@@ -182,6 +182,11 @@ def _file_geometry(tf, series: int, channel_count: int):
 def _normalise_axes(data, axes: str):
     """Squeeze length-1 axes and map tifffile axis codes onto C, T, Z, Y, X."""
     axes = axes.upper()
+    if 0 in data.shape or len(axes) != data.ndim:  # e.g. a damaged tag read as a zero size
+        raise InputError(
+            f"its image has an axis of length 0 or axes that do not match the data ({axes} for shape "
+            f"{tuple(data.shape)}); the file is probably truncated or corrupt: copy or export it again."
+        )
     keep = [i for i, a in enumerate(axes) if data.shape[i] > 1 or a in "YX"]
     data = data.reshape(tuple(data.shape[i] for i in keep)) if len(keep) != data.ndim else data
     axes = "".join(axes[i] for i in keep)

@@ -69,6 +69,8 @@ def contrast_limits_for(volume_data, modality: str):
     window starts above the noise (99th percentile) so only hot spots show.
     """
     data = np.asarray(volume_data)
+    if data.dtype == bool:  # a 1-bit image (mask): percentiles need numbers
+        data = data.view(np.uint8)
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return (0.0, 1.0)
