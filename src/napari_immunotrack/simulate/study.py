@@ -794,7 +794,7 @@ def simulate_timepoint(
             "voxel_mm": vox,
             "shape": list(g_shape),
             "affine": g_aff.tolist(),
-            f"mri_to_{key}": to_world.tolist(),
+            f"mri_to_{key}": poses[key].tolist(),  # MRI world -> scanner world (the session pose excluded)
             "pose": poses[key + "_params"],
         }
         report(progress, 0.35 + (0.15 if key == "pet" else 0.3), f"{key} done")
@@ -933,7 +933,7 @@ def simulate_timepoint(
         "lost_ng_outside_fov": m_img["lost_ng"],
         "shape": list(m_shape),
         "affine": m_aff.tolist(),
-        "mri_to_mpi": to_mpi.tolist(),
+        "mri_to_mpi": poses["mpi"].tolist(),  # MRI world -> MPI world (the session pose excluded)
         "pose": poses["mpi_params"],
     }
     report(progress, 0.85, "MPI done")
