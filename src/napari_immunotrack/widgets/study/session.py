@@ -286,8 +286,9 @@ def to_reference(volume: Volume, alignment: np.ndarray | None) -> Volume:
     registration to its MRI was already applied to the affine, so the two compose into one affine and
     the data are resampled (for display) once, never twice.
     """
-    if alignment is None or np.allclose(alignment, np.eye(4)):
+    if alignment is None:
         return volume
+    # the reference session itself (identity) is tagged too: the docks then know both lie in one world
     moved = volume.replace(affine=np.linalg.inv(alignment) @ volume.affine)
     moved.metadata["study_frame"] = "reference"
     return moved
