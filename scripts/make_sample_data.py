@@ -18,7 +18,7 @@ Every choice, and why:
 - ``size="sample"``: MRI 152 x 96 x 112 at 0.25 mm (the torso from the liver
   to the inguinal nodes), PET 0.7 mm and SPECT 0.8 mm over the whole mouse,
   19F and MPI 0.5 mm, optical 0.2 mm pixels. Small enough for git (about
-  25 MB) while the blooms, nodes and tumour rim stay visible. Use
+  29 MiB with qmri/ and cest/; ``du -sh`` 30M) while the blooms, nodes and tumour rim stay visible. Use
   ``make_study(..., size="full")`` for 0.15 mm MRI.
 - Field 9.4 T, MRI SNR 20 (muscle), 19F reference-tube SNR 15: typical
   preclinical values (see simulate/mri.py and simulate/study.py).
@@ -122,9 +122,9 @@ def main(argv=None) -> int:
 
         register_sample.main(Path(out))
     size = folder_size_mb(Path(out))
-    print(f"wrote {out} ({size:.1f} MB) in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {out} ({size:.1f} MiB) in {time.perf_counter() - start:.1f} s")
     if size > 30:
-        print("warning: the sample study is over 30 MB; shrink the grids before committing it", file=sys.stderr)
+        print("warning: the sample study is over 30 MiB; shrink the grids before committing it", file=sys.stderr)
     return 0
 
 

@@ -241,8 +241,8 @@ def study_frame(study, subject: str) -> StudyFrame:
     --------
     >>> from napari_immunotrack.data import sample_study_root   # doctest: +SKIP
     >>> from napari_immunotrack.study import open_study         # doctest: +SKIP
-    >>> study_frame(open_study(sample_study_root()), "01").reference is None  # one-bed sample # doctest: +SKIP
-    True
+    >>> study_frame(open_study(sample_study_root()), "01").reference  # sessions aligned to day 0 # doctest: +SKIP
+    'day0'
     """
     from collections import Counter
 
