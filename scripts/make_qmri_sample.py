@@ -9,6 +9,11 @@ What and why:
 - The mouse, its tissues and its day-1 labelled-cell foci are those of the sample
   study (seed 2024, :func:`napari_immunotrack.simulate.relaxometry.qmri_scene`), in
   the study's MRI world: the maps overlay the study's anatomy and ROIs.
+- When the study's sessions are repositioned (``ground_truth.json`` records a
+  ``session_pose`` per session), the series are placed in the day-1 session's
+  pose (its ``phantom_to_mri_world`` composed into every affine; no resampling),
+  so they still overlay the day-1 anatomy. The day-0 GRE baseline shares the
+  day-1 grid on purpose: a voxel-wise delta R2* needs no registration here.
 - A coarser grid (0.5 mm) cropped to z = 3..16 mm (liver and spleen, where the
   iron-labelled cells are on day 1) keeps the folder under 3 MB.
 - Series of day 1: multi-echo GRE (8 echoes, 2-19.5 ms), multi-echo SE (CPMG,
@@ -40,11 +45,14 @@ SEED = 2024
 OUT = REPO / "sample_data" / "mouse_study" / "qmri"
 
 
-def _write(volume, path: Path, step=None):
+def _write(volume, path: Path, step=None, pose=None):
     import nibabel as nib
 
     from napari_immunotrack.io.nifti import _REVERSE
 
+    nib.openers.Opener.default_compresslevel = 9  # the same voxels, smaller (the sample must stay <= 30 MB)
+    if pose is not None:
+        volume = volume.replace(affine=pose @ volume.affine)
     data = volume.numpy()
     if step:
         arr = np.rint(data / step).astype(np.int16)
@@ -64,6 +72,13 @@ def _write(volume, path: Path, step=None):
     nib.save(img, str(path))
 
 
+def _day1_pose(truth_path: Path) -> np.ndarray:
+    """Phantom world -> the study's day-1 MRI world (identity for a one-bed study)."""
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
+    session = truth["subjects"]["01"]["sessions"]["ses-day1"]
+    return np.asarray(session.get("session_pose", {}).get("phantom_to_mri_world", np.eye(4)), float)
+
+
 def _sidecar(path: Path, obj: dict):
     path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -81,6 +96,7 @@ def main(argv=None) -> int:
             return 2
         shutil.rmtree(OUT)
     scene = qmri_scene(seed=SEED, day=1.0)
+    pose = _day1_pose(OUT.parent / "ground_truth.json")
     info = scene["info"]
     sigma = info["noise_sigma"]
     step = sigma / 5.0
@@ -154,17 +170,20 @@ def main(argv=None) -> int:
         ),
     ]
     for stem, vol, side in entries:
-        _write(vol, stem.with_name(stem.name + ".nii.gz"), step)
+        _write(vol, stem.with_name(stem.name + ".nii.gz"), step, pose)
         _sidecar(stem.with_name(stem.name + ".json"), side)
-    _write(scene["b1"], day1 / "sub-01_ses-day1_TB1map.nii.gz")
+    _write(scene["b1"], day1 / "sub-01_ses-day1_TB1map.nii.gz", pose=pose)
     _sidecar(
         day1 / "sub-01_ses-day1_TB1map.json",
         {"Units": "relative", "Modality": "MR", "Description": "relative flip angle (1 = nominal)"},
     )
     for key in ("T2star_ms", "T2_ms", "T1_ms", "Fe_mM"):
-        _write(scene["truth"][key], truth_dir / f"sub-01_ses-day1_desc-truth_{key}.nii.gz")
-    _write(scene["truth"]["R2star_baseline_per_s"], truth_dir / "sub-01_ses-day0_desc-truth_R2star_per_s.nii.gz")
-    _write(scene["truth"]["labels"], truth_dir / "sub-01_desc-tissues_dseg.nii.gz")
+        _write(scene["truth"][key], truth_dir / f"sub-01_ses-day1_desc-truth_{key}.nii.gz", pose=pose)
+    _write(
+        scene["truth"]["R2star_baseline_per_s"], truth_dir / "sub-01_ses-day0_desc-truth_R2star_per_s.nii.gz", pose=pose
+    )
+    _write(scene["truth"]["labels"], truth_dir / "sub-01_desc-tissues_dseg.nii.gz", pose=pose)
+    info = dict(info, phantom_to_study_world=pose.tolist())
     (truth_dir / "truth.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")

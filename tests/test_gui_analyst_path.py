@@ -78,6 +78,14 @@ def _run(widget, qtbot, timeout=240_000):
     qtbot.wait(50)
 
 
+def _session_alignment(option: str, session: str) -> tuple:
+    """The CLI option giving the baseline (day 0) through the session's saved alignment: the docks see
+    every day in day 0's frame (the sample's sessions lie in their own poses)."""
+    if session == "day0":
+        return ()
+    return (option, _file(session, "xfm", f"sub-01_ses-{session}_from-anat_to-sesday0.tfm"))
+
+
 def _cli(tmp_path: Path, *argv) -> None:
     from napari_immunotrack import cli
 
@@ -144,15 +152,25 @@ def _check_clusters(clusters, session: str, tmp_path: Path) -> int:
         p["connectivity"],
         "--baseline-ratio",
         p["baseline_ratio"],
+        *_session_alignment("--baseline-transform", session),
     )
     cli_labels = load_volume(out).numpy()
     np.testing.assert_array_equal(clusters.result.labels.numpy(), cli_labels)
     cli_table = pd.read_csv(table)
     dock_table = clusters.result.table.reset_index(drop=True)
     assert len(dock_table) == len(cli_table) > 0
-    for column in ("voxels", "volume_mm3", "mean_signal", "centroid_x_mm"):
+    for column in ("voxels", "volume_mm3", "mean_signal"):
         if column in cli_table.columns:
             np.testing.assert_allclose(dock_table[column].to_numpy(float), cli_table[column].to_numpy(float), rtol=1e-6)
+    # the dock's centroids are in day 0's frame (where it draws the day), the CLI's in the session's own world
+    xyz = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
+    cli_xyz = cli_table[xyz].to_numpy(float)
+    if session != "day0":
+        from napari_immunotrack.io.transforms import read_transform
+
+        to_ref = np.linalg.inv(read_transform(_session_alignment("", session)[1]))
+        cli_xyz = cli_xyz @ to_ref[:3, :3].T + to_ref[:3, 3]
+    np.testing.assert_allclose(dock_table[xyz].to_numpy(float), cli_xyz, atol=1e-6)
     return len(dock_table)
 
 
@@ -176,6 +194,7 @@ def _check_confirm(confirm, session: str, tmp_path: Path) -> None:
         out,
         "--table",
         table,
+        *_session_alignment("--pre-transform", session),
     )
     np.testing.assert_array_equal(confirm.result.labels.numpy(), load_volume(out).numpy())
     cli_table = pd.read_csv(table)

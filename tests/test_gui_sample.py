@@ -62,7 +62,13 @@ def test_19f_hot_spot_is_where_the_truth_puts_the_cells(sample_viewer):
     truth = json.loads((sample_study_root() / "ground_truth.json").read_text())
     ses = truth["subjects"]["01"]["sessions"]["ses-day1"]
     focus = max(ses["foci"], key=lambda f: f["label_live"]["f19"] + f["label_macrophage"]["f19"])
-    depot = focus["centroid_ras_mm"]
+    # the sample's sessions lie in their own poses and open in the reference session's (day 0) frame: the
+    # truth's day-1 MRI-world point is carried there by the true poses (not by the saved alignment)
+    poses = {
+        k: np.asarray(v["session_pose"]["phantom_to_mri_world"]) for k, v in truth["subjects"]["01"]["sessions"].items()
+    }
+    to_day0 = poses["ses-day0"] @ np.linalg.inv(poses["ses-day1"])
+    depot = to_day0[:3, :3] @ np.asarray(focus["centroid_ras_mm"]) + to_day0[:3, 3]
     viewer = sample_viewer
     center_on_world(viewer, depot)
     point = ras_to_napari(np.array(depot))

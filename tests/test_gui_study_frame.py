@@ -177,11 +177,13 @@ def test_unaligned_repositioned_study_says_so_and_aligns_in_a_worker(
         widget.shutdown()
 
 
-def test_one_bed_sample_opens_as_before(make_napari_viewer):
+def test_one_bed_study_opens_as_before(make_napari_viewer, simulated_study):
+    """A study with the old one-bed layout (every session on one bed, no saved alignment; the bundled
+    sample was one until it was regenerated with repositioned sessions) opens in native frames."""
     viewer = make_napari_viewer(show=False)
     widget = StudyWidget(viewer)
     try:
-        widget.open_study(None)
+        widget.open_study(simulated_study)
         assert widget.frame.reference is None
         assert "no session alignment saved" in widget.frame_label.text()
         for session in widget.model.sessions:

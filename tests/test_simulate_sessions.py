@@ -126,3 +126,21 @@ def test_pipeline_and_report_use_the_saved_session_alignment(repositioned_study)
     assert errors == {}
     saved = saved_session_transform(anat["day3"])[0]
     assert np.allclose(transforms[3.0], saved) and np.allclose(transforms[0.0], np.eye(4))
+
+
+def test_true_mri_to_scanner_maps_exclude_the_session_pose():
+    """``mri_to_<modality>`` maps this session's MRI world to the scanner's world (what a registration
+    finds): the scanner pose recorded beside it, with the animal's session pose left out (that is the
+    MRI world's own business); with the pose composed in, a repositioned sample's registration TRE read
+    as several millimetres."""
+    from napari_immunotrack.simulate.scenes import rigid_matrix
+
+    design = StudyDesign(repositioned=True, deformation_mm=0.0)
+    r = simulate_timepoint(1, subject=make_subject(1, 5), size="tiny", design=design)
+    truth = r["truth"]
+    assert not np.allclose(truth["session_pose"]["phantom_to_mri_world"], np.eye(4))
+    for key in ("pet", "spect", "mpi"):
+        m = np.asarray(truth[key][f"mri_to_{key}"])
+        p = truth[key]["pose"]
+        rebuilt = rigid_matrix(p["rotation_deg_xyz"], p["translation_mm"], center_mm=p["rotation_center_mm"])
+        assert np.allclose(m, rebuilt), key

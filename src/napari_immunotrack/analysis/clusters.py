@@ -1097,13 +1097,15 @@ def _upsampled_inside(found, data):
     """The body (not outside) on the full grid from a mask measured on a subsample (NumPy or, chunk by
     chunk, dask).
 
-    Read back by nearest neighbour; within one coarse voxel of the coarse outline each voxel is decided
-    at full resolution (tissue above half the air threshold), so no rim of air comes in.
+    Read back by nearest neighbour; within two coarse voxels of the coarse outline each voxel is decided
+    at full resolution (tissue above half the air threshold), so no rim of air comes in. Two, not one:
+    the coarse outline itself may sit a coarse voxel off the true one where the skin runs obliquely to
+    the grid (an animal lying turned), and a voxel may sit a coarse voxel from its sample.
     """
     from scipy import ndimage
 
     outside, step, cut = found.mask, found.step, np.float32(0.5 * found.threshold)
-    band = ndimage.binary_dilation(outside) & ndimage.binary_dilation(~outside)
+    band = ndimage.binary_dilation(outside, iterations=2) & ndimage.binary_dilation(~outside, iterations=2)
 
     def block(x, loc):
         idx = np.ix_(*[np.minimum(np.arange(a, b) // step, n - 1) for (a, b), n in zip(loc, outside.shape)])

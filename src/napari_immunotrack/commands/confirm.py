@@ -227,7 +227,7 @@ def run(args) -> int:
             bar(fraction, message)
 
     pre_record = None
-    if pre_transform == "auto":  # the baseline session registered onto the post session now
+    if isinstance(pre_transform, str) and pre_transform == "auto":  # the baseline registered onto the post now
         from ..alignment import baseline_alignment
 
         if volumes["t1_pre"] is None or volumes["t1_pre"].same_grid(volumes["t1_post"]):

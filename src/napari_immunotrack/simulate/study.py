@@ -670,17 +670,21 @@ def simulate_timepoint(
 
         bias = bias_field(shape, pose["bias_strength"], session_rng)
         disp = smooth_displacement(shape, [grid["mri_voxel"]] * 3, pose["deformation_mm"], session_rng)
+    # soft tissue moved a little: the tissue map is moved and then imaged, so edges stay as sharp as on the
+    # one-bed layout (warping the rendered image instead blurred every edge into a one-voxel rim the label
+    # map does not have); the iron blooms stay where the truth records the foci
     dseg = labels if disp is None else _warp(labels, disp, order=0)
+    agent_moved = agent_mM if disp is None or agent_mM is None else _warp(agent_mM, disp, order=0)
     gain = float(pose["gain"])
     for (key, seq), bloom in zip(seqs.items(), blooms):
         scale = REFERENCE_SIGNAL / tissue_signal(seq, field_t, "muscle")
         img = weighted_image(
-            labels, seq, field_t, agent_mM=agent_mM, agent=dual if agent_mM is not None else None, scale=scale
+            dseg, seq, field_t, agent_mM=agent_moved, agent=dual if agent_mM is not None else None, scale=scale
         )
         if bloom is not None:
             iron_mod.apply_bloom(img, *bloom)
-        if disp is not None:  # soft tissue moved a little; the coil sees the moved tissue
-            img = _warp(img, disp, order=1) * bias
+        if bias is not None:  # the coil sees the moved tissue
+            img = img * bias
         sigma = REFERENCE_SIGNAL / design.snr
         noisy = rician(img, sigma, rng)
         if gain != 1.0:
@@ -824,7 +828,7 @@ def simulate_timepoint(
             "voxel_mm": vox,
             "shape": list(g_shape),
             "affine": g_aff.tolist(),
-            f"mri_to_{key}": to_world.tolist(),
+            f"mri_to_{key}": poses[key].tolist(),  # MRI world -> scanner world (the session pose excluded)
             "pose": poses[key + "_params"],
         }
         report(progress, 0.35 + (0.15 if key == "pet" else 0.3), f"{key} done")
@@ -963,7 +967,7 @@ def simulate_timepoint(
         "lost_ng_outside_fov": m_img["lost_ng"],
         "shape": list(m_shape),
         "affine": m_aff.tolist(),
-        "mri_to_mpi": to_mpi.tolist(),
+        "mri_to_mpi": poses["mpi"].tolist(),  # MRI world -> MPI world (the session pose excluded)
         "pose": poses["mpi_params"],
     }
     report(progress, 0.85, "MPI done")

@@ -257,7 +257,12 @@ class ClusterWidget(PluginDock):
 
     def _transform(self, volumes):
         base = volumes.get("baseline")
-        if base is not None and self.same_world.isChecked() and not base.same_grid(volumes["post"]):
+        post = volumes["post"]
+        # both placed in the study's reference world by the saved session alignments: one world
+        in_reference = (
+            base is not None and base.metadata.get("study_frame") == post.metadata.get("study_frame") == "reference"
+        )
+        if base is not None and (self.same_world.isChecked() or in_reference) and not base.same_grid(post):
             return np.eye(4)
         return None
 

@@ -252,9 +252,24 @@ class ConfirmWidget(PluginDock):
             return
         self._inputs_used = self.pickers.names(k for k, v in volumes.items() if v is not None)
         self._reference = volumes["t1_post"]  # the display reference of the results
+        # the baseline and the post both placed in the study's reference world by the saved session alignments
+        post, pre = volumes["t1_post"], volumes.get("t1_pre")
+        extra = {}
+        if (
+            pre is not None
+            and pre.metadata.get("study_frame") == post.metadata.get("study_frame") == "reference"
+            and not pre.same_grid(post)
+        ):
+            extra["pre_transform"] = np.eye(4)
         self.status.setText("running...")
         self.runner.start(
-            confirm_dual_mode, **volumes, **self.parameters(), on_done=self._show, on_error=self._failed, guard=True
+            confirm_dual_mode,
+            **volumes,
+            **self.parameters(),
+            **extra,
+            on_done=self._show,
+            on_error=self._failed,
+            guard=True,
         )
 
     def _failed(self, exc) -> None:

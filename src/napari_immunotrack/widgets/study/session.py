@@ -337,8 +337,9 @@ def to_reference(volume: Volume, alignment: np.ndarray | None) -> Volume:
     >>> moved.affine[:3, 3].tolist(), moved.metadata["study_frame"], to_reference(v, None) is v
     ([-2.0, 0.0, 1.0], 'reference', True)
     """
-    if alignment is None or np.allclose(alignment, np.eye(4)):
+    if alignment is None:
         return volume
+    # the reference session itself (identity) is tagged too: the docks then know both lie in one world
     moved = volume.replace(affine=np.linalg.inv(alignment) @ volume.affine)
     moved.metadata["study_frame"] = "reference"
     return moved
