@@ -347,8 +347,9 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
             warnings.simplefilter("error")  # "Tight layout not applied" would fail here
             readout.canvas.draw()
         assert readout.canvas.height() >= 200 and readout.table_view.height() >= 150
+        _assert_visible(readout.status, qtbot, 100, 10)  # what the results are of, and their warnings
         _assert_visible(readout.table_view, qtbot, 100, 60)
-        _assert_visible(readout.canvas, qtbot, 100, 60)
+        _assert_visible(readout.canvas, qtbot, 100, 20)  # at 768 px the dock shows the top of the chart
         _assert_fits(viewer)
         # the nuclides named from their half-lives (the sample's headers give no name)
         readout.header_layer_combo.setCurrentText(f"SPECT SUVbw (day {session[3:]})")
@@ -356,6 +357,12 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
         readout.header_layer_combo.setCurrentText(f"PET SUVbw (day {session[3:]})")
         assert "nuclide 89Zr (from the half-life" in readout.header_info.text()
         _shot(viewer, qtbot, shots, f"{session}_3_readouts")
+
+    # each Run replaced its result tab: one "iron clusters" and one "confirmed regions" beside the Cursor readout
+    window = viewer.window._qt_window
+    tabs = [d.windowTitle() for d in window.tabifiedDockWidgets(_dock_of(cursor))]
+    assert tabs.count(_dock_of(clusters.table).windowTitle()) == 1, tabs
+    assert tabs.count(_dock_of(confirm.table_dock).windowTitle()) == 1, tabs
 
     # back to the baseline day with the slider: no baseline there, post = day 0
     study.slider.setValue(0)

@@ -848,7 +848,7 @@ class ReadoutWidget(PluginDock):
         self.run_row.run_pending(self.run)
 
     def _scroll_to_results(self) -> None:
-        scroll_to(self.results)  # the table, then as much of the chart as fits (the status line is just above)
+        scroll_to(self.status)  # the status line (what the results are of), the table, as much chart as fits
 
     def _failed(self, exc) -> None:
         self.run_row.fail(exc)
