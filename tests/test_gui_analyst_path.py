@@ -414,12 +414,17 @@ def _hover_canvas_centre(viewer, qtbot) -> np.ndarray:
 
     native = viewer.window._qt_viewer.canvas.native
     centre = QPoint(native.width() // 2, native.height() // 2)
-    qtbot.mouseMove(native, centre - QPoint(7, 5))  # a move, not a jump onto the point
-    qtbot.mouseMove(native, centre)
-    qtbot.wait(50)
     expected = np.asarray(viewer.dims.point, float)[-3:].copy()
     displayed = list(viewer.dims.displayed)
     expected[displayed] = np.asarray(viewer.scene.camera.center, float)[-len(displayed) :]
+    mm_per_px = 1.0 / viewer.scene.camera.zoom
+    qtbot.mouseMove(native, centre - QPoint(7, 5))  # a move, not a jump onto the point
+    for _ in range(10):  # a move event may be coalesced with the previous one: move again until it lands
+        qtbot.mouseMove(native, centre)
+        qtbot.wait(30)
+        if np.allclose(np.asarray(viewer.cursor.position, float)[-3:], expected, atol=2 * mm_per_px):
+            break
+        qtbot.mouseMove(native, centre + QPoint(1, 1))
     return expected
 
 
@@ -559,6 +564,17 @@ def test_analyst_path_steps_views_state_figure_movie(analyst, qtbot, tmp_path, m
         assert img.format == "PNG" and min(img.size) >= 240, img.size  # a 100-dpi figure of a few inches
     Image.open(figure_path).save(shots / "walk_5_figure_day3.png")
     assert "saved" in figure.status.text()
+    # the figure draws what the view shows: the PET layer in SUVbw (its Volume holds Bq/mL) on its contrast limits
+    from napari_immunotrack.widgets.figure import _as_displayed, figure_from_viewer
+
+    pet = viewer.layers["PET SUVbw (day 3)"]
+    displayed = _as_displayed(pet, pet.metadata["volume"])
+    assert displayed.unit == "SUVbw"  # the layer is resampled for display (a lower peak): compare the peaks loosely
+    np.testing.assert_allclose(float(np.nanmax(displayed.numpy())), float(np.nanmax(np.asarray(pet.data))), rtol=0.15)
+    drawn = figure_from_viewer(viewer, **figure.choices())
+    assert "SUVbw" in drawn.info["colorbar_label"], drawn.info["colorbar_label"]
+    np.testing.assert_allclose(drawn.info["colorbar_range"], pet.contrast_limits, rtol=1e-6)
+    drawn.figure.clear()
     _assert_visible(figure.status, qtbot, 50, 10)
     _assert_fits(viewer)
 
