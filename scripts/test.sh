@@ -12,6 +12,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh testing || exit 1
 export PYTHONHASHSEED=0
+# screenshots GUI tests keep for a person to look at (CI keeps this folder as an artefact; CONTRIBUTING.md)
+export IMMUNOTRACK_ARTIFACTS="${IMMUNOTRACK_ARTIFACTS:-$PWD/test-artifacts}"
 
 run_pytest() {
   if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then

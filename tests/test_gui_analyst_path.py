@@ -9,12 +9,20 @@ timepoint's layers (and the day-0 baselines), and the numbers must equal the com
 with the dock's parameters). A pinned choice survives a step; one layer for two roles is refused with a
 notification; the Cursor readout follows a step without a mouse move.
 
-Screenshots of the whole window go to ``<pytest basetemp>/analyst_path/`` (pytest keeps the last three
-basetemps; CI keeps that folder as an artefact). Window sizes are asserted by the layout's own test.
+The second walk goes on where the first stops: every timepoint in turn, the three-plane layout ticked, 2D/3D,
+a mouse move over the canvas (the Cursor readout shows the Volume's value of each of the day's layers at the
+world point under the mouse), Save state / Open state through the Study dock's buttons, a figure from the
+Figure dock and a GIF of the 4 timepoints from the Movie dock. Both walks assert throughout that the main
+window stays inside the screen (run them at 1366x768: ``xvfb-run -a -s "-screen 0 1366x768x24"``) and that
+each dock's result has a visible, non-zero size.
+
+Screenshots of the whole window go to ``$IMMUNOTRACK_ARTIFACTS/analyst_path/`` when that variable is set
+(scripts/test.sh sets it to ``test-artifacts/``, which CI keeps), else ``<repo>/test-artifacts/analyst_path/``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -48,9 +56,48 @@ def analyst(make_napari_viewer, monkeypatch, request):
 
     monkeypatch.setattr(napari, "Viewer", lambda *a, **k: make_napari_viewer(show=True))
     viewer = view.open_viewer(show=True)
-    shots = Path(request.config._tmp_path_factory.getbasetemp()) / "analyst_path"
+    return viewer, _artifacts()
+
+
+def _artifacts() -> Path:
+    """The screenshots' folder CI keeps: $IMMUNOTRACK_ARTIFACTS/analyst_path, else <repo>/test-artifacts/analyst_path."""
+    root = os.environ.get("IMMUNOTRACK_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts"
+    shots = Path(root) / "analyst_path"
     shots.mkdir(parents=True, exist_ok=True)
-    return viewer, shots
+    return shots
+
+
+def _assert_fits(viewer) -> None:
+    """The main window's frame lies inside the screen's available area (it never grows past the screen)."""
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    window = viewer.window._qt_window
+    screen = window.screen().availableGeometry()
+    frame = window.frameGeometry()
+    assert frame.width() <= screen.width() and frame.height() <= screen.height(), (frame, screen)
+    assert screen.contains(frame), (frame, screen)
+
+
+def _dock_of(widget):
+    from qtpy.QtWidgets import QDockWidget
+
+    while widget is not None and not isinstance(widget, QDockWidget):
+        widget = widget.parent()
+    return widget
+
+
+def _assert_visible(widget, qtbot, min_w: int = 1, min_h: int = 1) -> None:
+    """A result is on screen: its dock raised (tabs), the widget shown with a non-zero visible area."""
+    dock = _dock_of(widget)
+    assert dock is not None and not dock.isHidden()
+    dock.raise_()
+    qtbot.wait(30)
+    region = widget.visibleRegion().boundingRect()
+    if not (widget.isVisible() and region.width() >= min_w and region.height() >= min_h):
+        failed = _artifacts() / f"FAILED_not_visible_{dock.windowTitle().replace(' ', '_')}.png"
+        widget.window().grab().save(str(failed))  # what the analyst would have seen, kept with the artefacts
+        raise AssertionError(f"{dock.windowTitle()}: result not visible ({region}); see {failed}")
 
 
 def _docks(viewer) -> dict:
@@ -267,6 +314,7 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
     cursor = docks["Cursor readout"]
     qtbot.wait(200)
     assert study.session == "day1"
+    _assert_fits(viewer)
 
     # the cursor somewhere in the body: its readout must follow a step without a mouse move
     centre = next(ly for ly in viewer.layers if ly.name == "T2starw (day 1)").metadata["volume"].center_world()
@@ -290,12 +338,18 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
         _run(clusters, qtbot)
         assert clusters.result is not None, clusters.status.text()
         counts[session] = _check_clusters(clusters, session, tmp_path)
+        _assert_visible(clusters.table, qtbot, 100, 40)  # the clusters' table (a result tab)
+        _assert_visible(clusters, qtbot, 100, 100)
+        _assert_fits(viewer)
         _shot(viewer, qtbot, shots, f"{session}_1_clusters")
 
         _raise(confirm)
         _run(confirm, qtbot)
         assert confirm.result is not None
         _check_confirm(confirm, session, tmp_path)
+        _assert_visible(confirm.table_dock, qtbot, 100, 40)
+        _assert_visible(confirm, qtbot, 100, 100)
+        _assert_fits(viewer)
         _shot(viewer, qtbot, shots, f"{session}_2_confirm")
 
         _raise(readout)
@@ -312,12 +366,22 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
             warnings.simplefilter("error")  # "Tight layout not applied" would fail here
             readout.canvas.draw()
         assert readout.canvas.height() >= 200 and readout.table_view.height() >= 150
+        _assert_visible(readout.status, qtbot, 100, 10)  # what the results are of, and their warnings
+        _assert_visible(readout.table_view, qtbot, 100, 60)
+        _assert_visible(readout.canvas, qtbot, 100, 20)  # at 768 px the dock shows the top of the chart
+        _assert_fits(viewer)
         # the nuclides named from their half-lives (the sample's headers give no name)
         readout.header_layer_combo.setCurrentText(f"SPECT SUVbw (day {session[3:]})")
         assert "nuclide 111In (from the half-life" in readout.header_info.text()
         readout.header_layer_combo.setCurrentText(f"PET SUVbw (day {session[3:]})")
         assert "nuclide 89Zr (from the half-life" in readout.header_info.text()
         _shot(viewer, qtbot, shots, f"{session}_3_readouts")
+
+    # each Run replaced its result tab: one "iron clusters" and one "confirmed regions" beside the Cursor readout
+    window = viewer.window._qt_window
+    tabs = [d.windowTitle() for d in window.tabifiedDockWidgets(_dock_of(cursor))]
+    assert tabs.count(_dock_of(clusters.table).windowTitle()) == 1, tabs
+    assert tabs.count(_dock_of(confirm.table_dock).windowTitle()) == 1, tabs
 
     # back to the baseline day with the slider: no baseline there, post = day 0
     study.slider.setValue(0)
@@ -358,6 +422,209 @@ def test_analyst_path_on_the_sample_study(analyst, qtbot, tmp_path):
     assert confirm.pickers.names(["t2_post"]) == {"t2_post": "T2w (day 3)"}
     assert confirm.pickers.following()["t2_post"] == "follows"
     assert counts["day1"] > 0
+
+
+def _hover_canvas_centre(viewer, qtbot) -> np.ndarray:
+    """Move the mouse (a real Qt mouse-move event) to the canvas's centre; return the world point (S, A, R) there.
+
+    In 2D the canvas's centre shows the camera's centre on the displayed axes, at the dims point of the other axis.
+    """
+    from qtpy.QtCore import QPoint
+
+    native = viewer.window._qt_viewer.canvas.native
+    centre = QPoint(native.width() // 2, native.height() // 2)
+    expected = np.asarray(viewer.dims.point, float)[-3:].copy()
+    displayed = list(viewer.dims.displayed)
+    expected[displayed] = np.asarray(viewer.scene.camera.center, float)[-len(displayed) :]
+    mm_per_px = 1.0 / viewer.scene.camera.zoom
+    qtbot.mouseMove(native, centre - QPoint(7, 5))  # a move, not a jump onto the point
+    for _ in range(10):  # a move event may be coalesced with the previous one: move again until it lands
+        qtbot.mouseMove(native, centre)
+        qtbot.wait(30)
+        if np.allclose(np.asarray(viewer.cursor.position, float)[-3:], expected, atol=2 * mm_per_px):
+            break
+        qtbot.mouseMove(native, centre + QPoint(1, 1))
+    return expected
+
+
+def _value_in_volume(volume, position) -> float:
+    """The Volume's value at a napari world position (S, A, R): the nearest voxel, from its own affine."""
+    from napari_immunotrack.volume import napari_to_ras
+
+    ras = napari_to_ras(np.asarray(position, float))
+    index = np.rint(np.asarray(volume.world_to_index(ras[None, :]), float).reshape(-1)[:3]).astype(int)
+    return float(volume.numpy()[tuple(index)])
+
+
+def test_analyst_path_steps_views_state_figure_movie(analyst, qtbot, tmp_path, monkeypatch):
+    """Every timepoint, three-plane, 2D/3D, the mouse over the canvas, save/reopen the state, a figure, a movie."""
+    viewer, shots = analyst
+    from PIL import Image
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_immunotrack.commands.view import study_widget
+    from napari_immunotrack.movie import timeline
+    from napari_immunotrack.widgets._dock import make_scrollable
+
+    study = study_widget(viewer)
+    for name in ("Figure", "Movie"):  # the two export docks (Plugins menu), tabified like view's docks
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-immunotrack", name, tabify=True)
+        make_scrollable(dock)
+    docks = _docks(viewer)
+    figure, movie, cursor = docks["Figure"], docks["Movie"], docks["Cursor readout"]
+    qtbot.wait(200)
+    _assert_fits(viewer)
+    _shot(viewer, qtbot, shots, "walk_0_open")
+
+    # every timepoint in turn (the slider): each dock's inputs are that day's layers, the window stays on screen
+    for index, session in enumerate(study.model.sessions):
+        study.slider.setValue(index)
+        qtbot.wait(30)
+        _expect_inputs(docks, study, session)
+        day = session[3:]
+        assert figure.choices()["anatomy"] == f"T2starw (day {day})"
+        if session != "day0":
+            assert figure.choices()["overlay"] == f"PET SUVbw (day {day})"
+        _assert_fits(viewer)
+    assert study.model.sessions == ["day0", "day1", "day3", "day7"]
+
+    # day 3, three-plane ticked: the three panels are there at once, under the canvas, inside the screen
+    study.slider.setValue(2)
+    qtbot.wait(30)
+    _raise(study)
+    canvas = viewer.window._qt_viewer.canvas.native
+    zoom = viewer.scene.camera.zoom
+    shown_before = np.array([canvas.width(), canvas.height()]) / zoom  # world mm across the main canvas
+    study.three_plane_box.click()
+    qtbot.wait(100)
+    # the shorter main canvas still shows what it showed (zoomed out, not the body cut at the top)
+    shown_after = np.array([canvas.width(), canvas.height()]) / viewer.scene.camera.zoom
+    assert canvas.height() < shown_before[1] * zoom and np.all(shown_after >= 0.98 * shown_before), (
+        shown_before,
+        shown_after,
+    )
+    assert study.three_plane_box.isChecked() and study.three_plane is not None
+    for panel in study.three_plane.panels.values():
+        _assert_visible(panel, qtbot, 100, 80)
+    _assert_fits(viewer)
+    _shot(viewer, qtbot, shots, "walk_1_three_plane_day3")
+
+    # 3D and back to 2D with the Study dock's buttons
+    study.view3d.click()
+    qtbot.wait(100)
+    assert viewer.dims.ndisplay == 3
+    _assert_fits(viewer)
+    _shot(viewer, qtbot, shots, "walk_2_3d_day3")
+    study.view2d.click()
+    qtbot.wait(50)
+    assert viewer.dims.ndisplay == 2
+    # back in 2D the slice slider still says where the plane is, in mm (napari rewrites its label)
+    sliders = [w.totslice_label.text() for w in viewer.window._qt_viewer.dims.slider_widgets if w.isVisible()]
+    assert any(re.search(r"S = [-+]\d+\.\d\d mm", t) for t in sliders), sliders
+    _assert_fits(viewer)
+
+    # the mouse over the canvas: the Cursor readout says each of the day's layers' value at that world point
+    aimed = _hover_canvas_centre(viewer, qtbot)
+    position = np.asarray(viewer.cursor.position, float)[-3:]
+    spacing = viewer.layers["T2starw (day 3)"].metadata["volume"].spacing
+    np.testing.assert_allclose(position, aimed, atol=float(max(spacing)))  # within a voxel of the aimed point
+    text = cursor.text.text()
+    shown = [ly for ly in viewer.layers if ly.visible and type(ly).__name__ == "Image" and "(day 3)" in ly.name]
+    assert {ly.name for ly in shown} >= {"T2starw (day 3)", "PET SUVbw (day 3)"}, [ly.name for ly in shown]
+    for layer in shown:
+        value = _value_in_volume(layer.metadata["volume"], position)
+        assert f"{layer.name}: {value:.5g} " in text, (layer.name, value, text)
+    assert "(day 1)" not in text and "(day 7)" not in text
+    _assert_visible(cursor.text, qtbot, 50, 20)
+    _shot(viewer, qtbot, shots, "walk_3_cursor_day3")
+
+    # Save state (the Study dock's button; the file dialog answered) into a tmp folder, then change things
+    state_path = tmp_path / "state" / "immunotrack_state.json"
+    state_path.parent.mkdir()
+    pet = viewer.layers["PET SUVbw (day 3)"]
+    pet.opacity = 0.35
+    docks["Iron clusters"].threshold.setValue(0.35)
+    names_at_save = [ly.name for ly in viewer.layers if "Three" not in ly.name]
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(state_path), "")))
+    _raise(study)
+    study.save_state_button.click()
+    assert state_path.exists(), study.status.text() if hasattr(study, "status") else ""
+    study.slider.setValue(3)  # day 7, three-plane off, another threshold
+    study.three_plane_box.click()
+    docks["Iron clusters"].threshold.setValue(0.8)
+    qtbot.wait(30)
+    assert study.session == "day7" and study.three_plane is None
+    # Open state: back to day 3 with the same layers, settings and dock inputs
+    monkeypatch.setattr(study, "ask", lambda *a, **k: True)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(state_path), "")))
+    study.open_state_button.click()
+    qtbot.wait(100)
+    assert study.session == "day3"
+    assert [ly.name for ly in viewer.layers if "Three" not in ly.name] == names_at_save
+    assert viewer.layers["PET SUVbw (day 3)"].opacity == pytest.approx(0.35)
+    assert docks["Iron clusters"].threshold.value() == pytest.approx(0.35)
+    assert study.three_plane is not None and study.three_plane_box.isChecked()
+    _expect_inputs(docks, study, "day3")
+    text = cursor.text.text()  # the Cursor readout follows the reopened timepoint without a mouse move
+    assert "T2starw (day 3)" in text and "(day 7)" not in text, text
+    # the tabs read their whole short names, also those of the docks opened from the Plugins menu
+    assert {_dock_of(figure).windowTitle(), _dock_of(movie).windowTitle()} == {"Figure", "Movie"}
+    _assert_fits(viewer)
+    _shot(viewer, qtbot, shots, "walk_4_state_reopened_day3")
+
+    # a figure of the current view from the Figure dock (its Save button; the file dialog answered)
+    figure_path = tmp_path / "figure_day3.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(figure_path), "")))
+    figure.dpi.setValue(100)
+    _raise(figure)
+    figure.save_button.click()
+    assert figure.last_path == figure_path and figure_path.exists(), figure.status.text()
+    with Image.open(figure_path) as img:
+        assert img.format == "PNG" and min(img.size) >= 240, img.size  # a 100-dpi figure of a few inches
+    Image.open(figure_path).save(shots / "walk_5_figure_day3.png")
+    assert "saved" in figure.status.text()
+    # the figure draws what the view shows: the PET layer in SUVbw (its Volume holds Bq/mL) on its contrast limits
+    from napari_immunotrack.widgets.figure import _as_displayed, figure_from_viewer
+
+    pet = viewer.layers["PET SUVbw (day 3)"]
+    displayed = _as_displayed(pet, pet.metadata["volume"])
+    assert displayed.unit == "SUVbw"  # the layer is resampled for display (a lower peak): compare the peaks loosely
+    np.testing.assert_allclose(float(np.nanmax(displayed.numpy())), float(np.nanmax(np.asarray(pet.data))), rtol=0.15)
+    drawn = figure_from_viewer(viewer, **figure.choices())
+    assert "SUVbw" in drawn.info["colorbar_label"], drawn.info["colorbar_label"]
+    np.testing.assert_allclose(drawn.info["colorbar_range"], pet.contrast_limits, rtol=1e-6)
+    drawn.figure.clear()
+    _assert_visible(figure.status, qtbot, 50, 10)
+    _assert_fits(viewer)
+
+    # a GIF of the 4 timepoints from the Movie dock (the study folder guessed from the layers)
+    gif = tmp_path / "pet.gif"
+    assert Path(movie.study_edit.text()) == ROOT
+    movie.output_edit.setText(str(gif))
+    movie.size_combo.setCurrentText("960x540")
+    movie.fps.setValue(2)
+    _raise(movie)
+    movie.run_row.run_button.click()
+    qtbot.waitUntil(lambda: movie.result is not None or "error" in movie.status.text().lower(), timeout=240_000)
+    result = movie.result
+    assert result is not None, movie.status.text()
+    assert len(result.stamps) == 4 and tuple(result.size) == (960, 540)
+    with Image.open(gif) as img:
+        assert img.format == "GIF" and img.size == (960, 540)
+        assert img.n_frames == result.n_frames
+        durations = []
+        for i in range(img.n_frames):
+            img.seek(i)
+            durations.append(img.info["duration"])
+    # the timeline of 4 key frames (1.5 s held, 0.6 s fades at 2 frames/s); identical frames merged, time kept
+    frames = timeline(4, 2.0, 1.5, 0.6)
+    assert 4 <= result.n_frames <= len(frames)
+    assert sum(durations) == pytest.approx(1000 * sum(d for *_, d in frames), abs=10 * len(durations))
+    assert f"{result.n_frames} frames 960x540" in movie.status.text()
+    _assert_visible(movie.status, qtbot, 50, 10)
+    _assert_fits(viewer)
+    _shot(viewer, qtbot, shots, "walk_6_movie")
+    Image.open(gif).convert("RGB").save(shots / "walk_7_movie_first_frame.png")
 
 
 def test_open_sample_gives_the_docks_the_same_default_inputs(make_napari_viewer, qtbot):

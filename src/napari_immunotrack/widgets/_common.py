@@ -842,8 +842,13 @@ def write_labels_export(
 def replace_table_dock(viewer, old, df, name: str):
     """Dock a findings table (:func:`show_table_dock`) in place of ``old`` (if still open); return it."""
     if old is not None:
+        from qtpy.QtWidgets import QDockWidget
+
         try:
-            viewer.window.remove_dock_widget(old)
+            dock = old  # its dock: the table may sit in a scroll area (widgets/_dock.make_scrollable)
+            while dock is not None and not isinstance(dock, QDockWidget):
+                dock = dock.parentWidget()
+            viewer.window.remove_dock_widget(dock if dock is not None else old)
         except (LookupError, ValueError, RuntimeError):  # already closed by the user
             pass
     return show_table_dock(viewer, df, name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QPoint, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QDockWidget, QFrame, QScrollArea, QTabBar, QTabWidget, QWidget
 
 from .._close_guard import install_close_guard
@@ -45,6 +45,44 @@ def make_scrollable(dock) -> None:
     # its content's: give it back napari's own small minimum
     dock.setMinimumSize(50, 50)
     dock.layout().invalidate()
+
+
+def scroll_to(widget) -> None:
+    """Scroll the dock's scroll area (:func:`make_scrollable`) so ``widget``'s top is at the top of the view.
+
+    A dock shorter than its content (a 768-px screen) would otherwise leave a new result below the fold.
+    Until the user scrolls, the view keeps ``widget`` on top when the dock is laid out again (its tab
+    raised, the window settling). Nothing happens outside a scroll area.
+    """
+    area = widget.parentWidget()
+    while area is not None and not isinstance(area, QScrollArea):
+        area = area.parentWidget()
+    if area is None or area.widget() is None:
+        return
+    content, bar = area.widget(), area.verticalScrollBar()
+    previous = getattr(area, "_immunotrack_keep_in_view", None)
+    if previous is not None:
+        previous()
+
+    def place(*_):
+        try:
+            top = widget.mapTo(content, QPoint(0, 0)).y()
+            bar.setValue(min(max(top, 0), bar.maximum()))
+        except RuntimeError:  # the widget was deleted meanwhile
+            stop()
+
+    def stop(*_):
+        for signal, slot in ((bar.rangeChanged, place), (bar.actionTriggered, stop)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
+        area._immunotrack_keep_in_view = None
+
+    place()
+    bar.rangeChanged.connect(place)
+    bar.actionTriggered.connect(stop)  # the user scrolled (wheel, drag, click): leave the view to them
+    area._immunotrack_keep_in_view = stop
 
 
 def available_geometry(widget=None):
@@ -114,6 +152,10 @@ class ResultDocksAsTabs(QObject):
     def _tabify(self, dock) -> None:
         window, anchor = self.qt_window, self.anchor
         try:
+            title = dock.windowTitle()
+            if title.endswith(" (napari-immunotrack)"):  # a dock opened from the Plugins menu: a short, whole tab
+                dock.setWindowTitle(title.removesuffix(" (napari-immunotrack)"))
+                tidy_dock_tabs(window)
             if dock is anchor or dock.isFloating():
                 return
             right = Qt.DockWidgetArea.RightDockWidgetArea

@@ -120,6 +120,19 @@ def _cmap_name(layer) -> str | None:
     return name if name in colormaps else None
 
 
+def _as_displayed(layer, volume):
+    """The Volume in the unit its layer shows: the Study dock shows PET/SPECT as SUVbw, its Volume holds Bq/mL."""
+    info = layer.metadata.get("immunotrack", {}) if isinstance(getattr(layer, "metadata", None), dict) else {}
+    if info.get("display_unit") != "SUVbw" or volume.unit == "SUVbw":
+        return volume
+    from .study.session import suv_display_factor
+
+    factor = suv_display_factor(volume)
+    if factor is None:
+        return volume
+    return volume.replace(data=np.asarray(volume.data, np.float32) * np.float32(factor), unit="SUVbw")
+
+
 def figure_from_viewer(
     viewer,
     anatomy: str | None = None,
@@ -194,7 +207,7 @@ def figure_from_viewer(
         a_vol = layer_to_volume(a_layer)
         kwargs["anatomy_range"] = tuple(float(v) for v in a_layer.contrast_limits)
     if o_layer is not None:
-        o_vol = layer_to_volume(o_layer)
+        o_vol = _as_displayed(o_layer, layer_to_volume(o_layer))  # the layer's contrast limits are in that unit
         kwargs["overlay_range"] = tuple(float(v) for v in o_layer.contrast_limits)
         kwargs["overlay_cmap"] = _cmap_name(o_layer)
         kwargs["overlay_alpha"] = float(min(max(o_layer.opacity, 0.3), 1.0))

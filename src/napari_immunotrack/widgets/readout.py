@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -65,7 +65,7 @@ from ._common import (
     save_dialog,
     table_widget,
 )
-from ._dock import PluginDock
+from ._dock import PluginDock, scroll_to
 from .readable import column_header, label_text, nuclide_text
 from .roles import listen_for_steps
 
@@ -842,7 +842,13 @@ class ReadoutWidget(PluginDock):
         self.status.setToolTip("\n".join(warned))
         self.export_button.setEnabled(True)
         self.dicom_button.setEnabled(True)
+        # on a short screen the results sit below the fold of the dock's scroll area: bring them into view
+        self._scroll_to_results()
+        QTimer.singleShot(0, self._scroll_to_results)  # again once the new table is laid out
         self.run_row.run_pending(self.run)
+
+    def _scroll_to_results(self) -> None:
+        scroll_to(self.status)  # the status line (what the results are of), the table, as much chart as fits
 
     def _failed(self, exc) -> None:
         self.run_row.fail(exc)

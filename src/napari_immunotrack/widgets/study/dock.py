@@ -176,6 +176,8 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         self._findings_signature = None
         for name in ("point", "range", "ndim", "order"):
             getattr(self.viewer.dims.events, name).connect(self._label_slice_sliders)
+        # napari rewrites the slider's labels when 3D goes back to 2D (after our handlers): label them after it
+        self.viewer.dims.events.ndisplay.connect(self._label_slice_sliders_later)
 
     # ------------------------------------------------------------------ the view model's state
     @property
@@ -454,6 +456,7 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         if not progressive:
             self._prefetch()
         self._findings_timer.start()
+        announce_step(self.viewer)  # a new study or a reopened state: the docks and the Cursor readout follow it now
         return study
 
     def _label_slice_sliders(self, event=None) -> None:
@@ -475,6 +478,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
                 label.setText(f"/{n}  {names[k]} = {dims.point[slider.axis]:+.2f} mm")
                 label.setFixedWidth(label.fontMetrics().horizontalAdvance(f"/{n}  S = -000.00 mm") + 8)
                 slider.totslice_label.setToolTip(f"{names[k]} position of the plane shown, in world mm (RAS)")
+
+    def _label_slice_sliders_later(self, event=None) -> None:
+        QTimer.singleShot(0, self._label_slice_sliders)
 
     def _select_useful_layer(self) -> None:
         """Select a visible study layer (the anatomy first), not the last one added (a hidden baseline)."""
@@ -1000,11 +1006,18 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
 
         qt_window = self.viewer.window._qt_window
         dock = self._three_plane_dock
+        canvas = self.viewer.window._qt_viewer.canvas.native
+        before = (canvas.width(), canvas.height())
         height = max(int(qt_window.height() * 0.34), 140)
         qt_window.resizeDocks([dock], [height], Qt.Orientation.Vertical)
         dock.show()
         dock.raise_()
         QApplication.processEvents()  # laid out now: ticking the box shows the planes the moment it is ticked
+        # the main canvas got shorter: zoom out so it still shows what it showed (not the body cut at the top)
+        shrink = min(canvas.width() / max(before[0], 1), canvas.height() / max(before[1], 1))
+        if 0 < shrink < 1 and self.viewer.dims.ndisplay == 2:
+            camera = viewer_camera(self.viewer)
+            camera.zoom = camera.zoom * shrink
         self.three_plane.refresh()
 
     # ------------------------------------------------------------------ findings
