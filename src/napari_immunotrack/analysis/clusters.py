@@ -1567,8 +1567,6 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: Sp
     cand = prepared.candidates(rule, progress=scaled(progress, 0.0, 0.7), raw=True)
     report(progress, 0.75, "labelling components")
     pre = None if prepared.pre is None else np.asarray(prepared.pre)
-    if pre is not None:
-        prepared.outside_body = _drop_air_candidates(cand, np.asarray(post.data))
     blk = block_components(
         cand, np.asarray(post.data), pre, (0, 0, 0), shape, structure, rule.ref_mean, split=spec, keep_labels=True
     )
@@ -1587,44 +1585,6 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: Sp
         return labels
 
     return blk["stats"], blk["splits"], relabel
-
-
-def _drop_air_candidates(cand: np.ndarray, data: np.ndarray) -> dict | None:
-    """With a baseline: candidates in the air outside the post image's body are dropped (in place).
-
-    The baseline test alone takes air as new darkening where the skin moved between sessions by more
-    than the alignment's tolerance (a soft-tissue shift of 1-2 voxels at the belly: air on the post scan
-    where the baseline had fat). The body is found on a coarse subsample (cheap: a few ms for 8 million
-    voxels) and each candidate voxel is decided as :func:`_upsampled_inside` decides it (docs/methods/
-    clusters.md#outside-the-body). Returns the exclusion's record, or None when nothing was dropped.
-    """
-    from scipy import ndimage
-
-    from .body import outside_body
-
-    where = np.flatnonzero(cand)
-    if where.size == 0:
-        return None
-    step = max(2, sample_step(cand.shape, target=1 << 18))
-    found = outside_body(data, step=step)
-    if not found.air_found:
-        return None
-    outside = found.mask
-    band = ndimage.binary_dilation(outside, iterations=2) & ndimage.binary_dilation(~outside, iterations=2)
-    coords = np.unravel_index(where, cand.shape)
-    coarse = tuple(np.minimum(c // step, n - 1) for c, n in zip(coords, outside.shape))
-    values = np.nan_to_num(data.reshape(-1)[where], nan=0.0)
-    in_air = np.where(band[coarse], values <= np.float32(0.5 * found.threshold), outside[coarse])
-    if not in_air.any():
-        return None
-    cand.reshape(-1)[where[in_air]] = False
-    record = found.as_dict()
-    record.update(
-        voxels_excluded=int(in_air.sum()),
-        note="with a baseline: candidate voxels in the air outside the post image's body dropped "
-        "(a skin that moved between sessions reads as new darkening)",
-    )
-    return record
 
 
 def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: SplitSpec, progress):
