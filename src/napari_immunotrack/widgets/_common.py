@@ -86,6 +86,53 @@ def contrast_limits_for(volume_data, modality: str):
     return (lo, hi)
 
 
+def suv_display_factor(volume: Volume) -> float | None:
+    """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D image; only modality PT or NM is considered.
+
+    Returns
+    -------
+    float or None
+        The factor that turns the stored values into SUVbw (body weight in g over the decay-corrected
+        injected activity in Bq, times the activity scale of the stored unit). None for other
+        modalities, 4D data, a header without dose or weight, or ``DecayCorrection`` NONE (each frame
+        would need its own decay factor).
+
+    Examples
+    --------
+    10 MBq into a 25 g mouse: SUVbw = value x 25 g / 1e7 Bq.
+
+    >>> header = {"Units": "BQML", "RadionuclideTotalDose": 1e7, "PatientWeight": 0.025, "DecayCorrection": "ADMIN"}
+    >>> pet = Volume(np.full((2, 2, 2), 4e5, np.float32), np.eye(4), "PT", unit="Bq/mL", metadata=header)
+    >>> suv_display_factor(pet)
+    2.5e-06
+    >>> no_header = Volume(np.zeros((2, 2, 2)), np.eye(4), "PT")
+    >>> print(suv_display_factor(no_header), suv_display_factor(pet.replace(modality="MR")))
+    None None
+    """
+    if volume.modality not in ("PT", "NM") or volume.data.ndim != 3:
+        return None
+    import warnings
+
+    from ..analysis import pet as pet_mod
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = pet_mod.read_pet_header(volume)
+            conc = pet_mod.activity_concentration(volume, header, need_dose=True)
+            if header.decay_correction == "NONE":
+                return None  # per-frame decay: one factor would be wrong
+            factor = pet_mod.suv_factor(header, "bw") * conc.metadata["activity_scale"]
+        except (InputError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+    return float(factor) if np.isfinite(factor) and factor > 0 else None
+
+
 def volume_layer_data(volume: Volume, reference: Volume | None = None, as_labels: bool = False, **overrides) -> tuple:
     """A napari LayerData tuple ``(data, kwargs, layer_type)`` for a Volume."""
     display = volume.for_display(reference=reference, order=0 if as_labels else 1)

@@ -125,7 +125,7 @@ def _as_displayed(layer, volume):
     info = layer.metadata.get("immunotrack", {}) if isinstance(getattr(layer, "metadata", None), dict) else {}
     if info.get("display_unit") != "SUVbw" or volume.unit == "SUVbw":
         return volume
-    from .study.session import suv_display_factor
+    from ._common import suv_display_factor
 
     factor = suv_display_factor(volume)
     if factor is None:
