@@ -216,3 +216,55 @@ def test_open_sample_layers_follow_the_alignment(aligned_study):
             assert volume.data[tuple(index)] == label, name
             checked += 1
     assert checked >= 3
+
+
+def test_a_hand_adjustment_is_not_applied_on_top_of_an_alignment_saved_since(
+    make_napari_viewer, unaligned_study, aligned_study, tmp_path
+):
+    """A day moved by hand (as the Registration dock does), kept in a saved state, then its alignment saved into
+    the study: reopening the state draws the day through the saved alignment only (once), never both."""
+    root = tmp_path / "study"
+    shutil.copytree(unaligned_study, root)
+    viewer = make_napari_viewer(show=False)
+    widget = StudyWidget(viewer)
+    try:
+        widget.open_study(root, session="day1", shown=["T2w"])
+        assert widget.frame.reference is None  # no alignment saved yet
+        layer = widget.track_layers["T2w"]
+        move = np.eye(4)
+        move[:3, 3] = [0.6, -0.9, 0.3]  # napari order S, A, R
+        layer.affine = move
+        widget.set_timepoint("day0")
+        widget.set_timepoint("day1")  # same frame: the hand adjustment comes back
+        np.testing.assert_allclose(np.asarray(widget.track_layers["T2w"].affine.affine_matrix), move, atol=1e-9)
+        saved = widget.save_state(tmp_path / "state.json", overwrite=True)
+    finally:
+        widget.shutdown()
+    # the alignment is saved into the study since (Registration dock's "Save to study", or immunotrack align)
+    for xfm in aligned_study.rglob("*_from-anat_to-ses*.tfm"):
+        target = root / xfm.relative_to(aligned_study)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(xfm, target)
+    viewer2 = make_napari_viewer(show=False)
+    widget2 = StudyWidget(viewer2)
+    try:
+        widget2.open_state(saved)
+        assert widget2.frame.reference == "day0" and widget2.session == "day1"
+        layer = widget2.track_layers["T2w"]
+        # drawn through the saved alignment alone: no hand move on top of it
+        np.testing.assert_allclose(np.asarray(layer.affine.affine_matrix), np.eye(4), atol=1e-9)
+        assert any("dropped and the saved alignment is used" in m for m in widget2.messages)
+        # a reference view of the same day in a fresh window draws it at the same place
+        viewer3 = make_napari_viewer(show=False)
+        widget3 = StudyWidget(viewer3)
+        try:
+            widget3.open_study(root, session="day1", shown=["T2w"])
+            np.testing.assert_allclose(
+                np.asarray(layer._data_to_world.affine_matrix),
+                np.asarray(widget3.track_layers["T2w"]._data_to_world.affine_matrix),
+                atol=1e-9,
+            )
+        finally:
+            widget3.shutdown()
+    finally:
+        widget2.shutdown()

@@ -241,6 +241,9 @@ class StudyLayersMixin:
         volume = layer.metadata.get("volume")
         if volume is not None and not np.allclose(volume.affine, prepared.volume.affine, atol=1e-9):
             out["affine_ras"] = np.asarray(volume.affine).tolist()
+        if out:  # the frame the change was made in: it means nothing in another one
+            shown = self._alignment_for(layer.metadata.get("immunotrack", {}).get("study_session"))
+            out["displayed_through"] = None if shown is None else np.asarray(shown, float).tolist()
         return out
 
     def _prepared_for(self, layer) -> Prepared | None:
@@ -264,6 +267,18 @@ class StudyLayersMixin:
     def _apply_adjustment(self, layer, session: str, track: str) -> None:
         adj = self.model.adjustment(session, track)
         if not adj:
+            return
+        made_in, shown = adj.get("displayed_through"), self._alignment_for(session)
+        if (made_in is None) != (shown is None) or (
+            made_in is not None and not np.allclose(np.asarray(made_in, float), np.asarray(shown, float), atol=1e-6)
+        ):
+            # e.g. a hand alignment saved into the study since: applying both would move the day twice
+            self.model.remember_adjustment(session, track, None)
+            self._tell(
+                f"{session}: the hand adjustment of {track} was made in another frame (before the session's "
+                "alignment was saved, or in native frames); it is dropped and the saved alignment is used.",
+                level="warning",
+            )
             return
         if adj.get("layer_affine") is not None:
             layer.affine = np.asarray(adj["layer_affine"], float)

@@ -340,7 +340,7 @@ class StudyViewModel:
     def load_adjustments(self, entries: Iterable[dict]) -> None:
         """The adjustments of a saved study state (entries without session or track are ignored)."""
         self.adjustments = {
-            (a["session"], a["track"]): {k: a[k] for k in ("layer_affine", "affine_ras") if k in a}
+            (a["session"], a["track"]): {k: a[k] for k in ("layer_affine", "affine_ras", "displayed_through") if k in a}
             for a in entries
             if "session" in a and "track" in a
         }
