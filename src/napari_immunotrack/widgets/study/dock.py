@@ -77,6 +77,7 @@ from .session import (
     label_findings,
     layer_name,
     planar_normal,
+    planar_tilt_degrees,
     prepare_session,
     preset_group,
     preset_limits,
@@ -934,7 +935,14 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         point = list(self.viewer.dims.point)
         point[len(point) - 1 - axis] = position  # napari's last three axes are S, A, R
         self.viewer.dims.point = point
-        self._tell(layer.metadata["immunotrack"]["placement"], "info")
+        message = layer.metadata["immunotrack"]["placement"]
+        tilt = planar_tilt_degrees(volume)
+        if tilt > 0.5:  # napari slices along the view's axes: the picture is drawn flat in the nearest plane
+            message += (
+                f" It is tilted {tilt:.0f} degrees against the {plane} plane and drawn flat in it, so its overlay on "
+                "the anatomy is approximate away from its centre."
+            )
+        self._tell(message, "info")
         return plane
 
     def _update_projection(self) -> None:

@@ -311,13 +311,14 @@ def planar_normal(volume: Volume) -> tuple[int, float] | None:
     Parameters
     ----------
     volume : Volume
-        Counted as planar when exactly one spatial axis has one voxel and the grid is axis-aligned
-        (within 0.5 degree).
+        Counted as planar when exactly one spatial axis has one voxel and its normal lies within
+        :data:`MAX_PLANAR_TILT_DEGREES` of an RAS axis (the picture is then shown flat in that plane).
 
     Returns
     -------
     (int, float) or None
-        The RAS axis (0 R, 1 A, 2 S) the plane is normal to and the plane's position on it, mm.
+        The RAS axis (0 R, 1 A, 2 S) nearest the plane's normal and the position of the picture's centre
+        on it, mm.
 
     Examples
     --------
@@ -330,10 +331,47 @@ def planar_normal(volume: Volume) -> tuple[int, float] | None:
     """
     shape = volume.spatial_shape
     thin = [i for i, n in enumerate(shape) if n == 1]
-    if len(thin) != 1 or not volume.is_axis_aligned(tol_degrees=0.5):
+    if len(thin) != 1 or planar_tilt_degrees(volume) > MAX_PLANAR_TILT_DEGREES:
         return None
     axis = int(np.argmax(np.abs(volume.affine[:3, thin[0]])))
-    return axis, float(volume.affine[axis, 3])
+    centre = volume.affine[:3, :3] @ ((np.asarray(shape, float) - 1) / 2) + volume.affine[:3, 3]
+    return axis, float(centre[axis])
+
+
+#: A planar picture tilted by up to this much against the nearest view plane is shown flat in that plane
+#: (an animal lies a little askew in every scanner; napari slices along the view's axes only).
+MAX_PLANAR_TILT_DEGREES = 30.0
+
+
+def planar_tilt_degrees(volume: Volume) -> float:
+    """Angle between a single-plane image's normal and the nearest RAS axis, degrees (NaN for a volume).
+
+    Parameters
+    ----------
+    volume : Volume
+        An image with exactly one spatial axis of one voxel.
+
+    Returns
+    -------
+    float
+        0 for a picture lying in an axial, coronal or sagittal plane; NaN when no axis has one voxel.
+
+    Examples
+    --------
+    >>> tilted = np.eye(4)
+    >>> c, s = np.cos(np.radians(12)), np.sin(np.radians(12))
+    >>> tilted[:3, :3] = [[1, 0, 0], [0, c, -s], [0, s, c]]
+    >>> round(planar_tilt_degrees(Volume(np.zeros((4, 1, 3)), tilted, "OPT")), 6)
+    12.0
+    >>> planar_tilt_degrees(Volume(np.zeros((4, 1, 3)), np.eye(4), "OPT"))
+    0.0
+    """
+    thin = [i for i, n in enumerate(volume.spatial_shape) if n == 1]
+    if len(thin) != 1:
+        return float("nan")
+    normal = np.asarray(volume.affine[:3, thin[0]], float)
+    normal = normal / np.linalg.norm(normal)
+    return float(np.degrees(np.arccos(np.clip(np.max(np.abs(normal)), -1.0, 1.0))))
 
 
 def anatomy_projection(anatomy: Volume, axis: int, position_mm: float, how: str = "mean") -> Volume:
