@@ -1362,6 +1362,40 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
     return result.fixed_to_moving, record
 
 
+def saved_alignment_files(session_dir) -> list[tuple[str, Path]]:
+    """The session alignments saved in a session folder: ``(reference tag, path)`` pairs, sorted by name.
+
+    The one reader of the file names :func:`align_study` writes (``<session>/xfm/*_from-anat_to-ses<REF>.tfm``);
+    the B-spline parts (``_desc-bspline.tfm``) are left out. The tag is the ``ses<REF>`` of the name
+    (alphanumerics only, as :func:`session_transform_name` writes it).
+
+    Parameters
+    ----------
+    session_dir : str or Path
+        A session folder (``sub-01/ses-day3``); it need not exist.
+
+    Returns
+    -------
+    list of (str, Path)
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     xfm = Path(tmp) / "ses-day3" / "xfm"
+    ...     xfm.mkdir(parents=True)
+    ...     for name in ("sub-01_ses-day3_from-anat_to-sesday0.tfm", "sub-01_ses-day3_from-anat_to-sesday0_desc-bspline.tfm"):
+    ...         _ = (xfm / name).write_text("")
+    ...     [(tag, p.name) for tag, p in saved_alignment_files(xfm.parent)]
+    [('sesday0', 'sub-01_ses-day3_from-anat_to-sesday0.tfm')]
+    """
+    folder = Path(session_dir) / "xfm"
+    if not folder.is_dir():
+        return []
+    paths = sorted(p for p in folder.glob("*_from-anat_to-ses*.tfm") if "_desc-" not in p.name)
+    return [(p.name[: -len(".tfm")].rsplit("_to-", 1)[1], p) for p in paths]
+
+
 def saved_session_transform(image_path) -> tuple:
     """The saved session alignment of the session holding ``image_path`` (``<session>/<datatype>/<file>``).
 
@@ -1400,11 +1434,10 @@ def saved_session_transform(image_path) -> tuple:
     from .io.transforms import read_transform
 
     session_dir = Path(image_path).parent.parent
-    found = sorted((session_dir / "xfm").glob("*_from-anat_to-ses*.tfm")) if (session_dir / "xfm").is_dir() else []
-    found = [p for p in found if not p.name.endswith("_desc-bspline.tfm")]
+    found = saved_alignment_files(session_dir)
     if found:
-        ref = found[0].name[:-4].split("_to-")[-1]
-        return read_transform(found[0]), ref
+        ref, path = found[0]
+        return read_transform(path), ref
     own = "ses" + "".join(ch for ch in session_dir.name[4:] if ch.isalnum())
     siblings = session_dir.parent.glob(f"ses-*/xfm/*_from-anat_to-{own}.tfm")
     if any(True for _ in siblings):

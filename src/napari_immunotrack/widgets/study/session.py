@@ -230,7 +230,7 @@ def study_frame(study, subject: str) -> StudyFrame:
     """
     from collections import Counter
 
-    from ...alignment import session_transform_name
+    from ...alignment import saved_alignment_files, session_transform_name
     from ...io.transforms import read_transform
 
     sessions = study.sessions(subject)
@@ -240,10 +240,7 @@ def study_frame(study, subject: str) -> StudyFrame:
         files = study.session_files(subject, ses)
         dirs = {Path(f.session_dir) for f in files if f.session_dir is not None}
         for folder in dirs:
-            for path in sorted((folder / "xfm").glob(f"sub-{subject}_ses-{ses}_from-anat_to-ses*.tfm")):
-                if "_desc-" in path.name:
-                    continue
-                tag = path.name.rsplit("_to-", 1)[1][: -len(".tfm")]
+            for tag, path in saved_alignment_files(folder):
                 ref = tag_to_session.get(tag)
                 if ref is not None and path.name == session_transform_name(subject, ses, ref):
                     found.setdefault(ref, {})[ses] = path
