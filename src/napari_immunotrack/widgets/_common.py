@@ -86,6 +86,45 @@ def contrast_limits_for(volume_data, modality: str):
     return (lo, hi)
 
 
+def percentile_limits(data, lo_pct: float = 1.0, hi_pct: float = 99.0, symmetric: bool = False):
+    """Display window of a computed map from percentiles of its finite values.
+
+    Parameters
+    ----------
+    data : array-like
+        The map (NaN and infinities are left out).
+    lo_pct, hi_pct : float
+        Percentiles of the window's ends.
+    symmetric : bool
+        A window centred on zero (difference or offset maps): +/- the ``hi_pct`` percentile of |data|.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` with ``high > low``; (0, 1) for a map without finite values. A constant map
+        gets a window 1 % of its value wide (1 when the value is 0) so its unit scale is kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> percentile_limits(np.array([0.0, 1.0, 2.0, np.nan]), 0, 100)
+    (0.0, 2.0)
+    >>> percentile_limits(np.array([-3.0, 1.0]), symmetric=True, hi_pct=100)
+    (-3.0, 3.0)
+    >>> percentile_limits(np.full(4, 50.0))
+    (50.0, 50.5)
+    """
+    values = np.asarray(data, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    if symmetric:
+        top = float(np.percentile(np.abs(finite), hi_pct)) or 1.0
+        return (-top, top)
+    lo, hi = (float(v) for v in np.percentile(finite, [lo_pct, hi_pct]))
+    return (lo, hi if hi > lo else lo + (abs(lo) * 0.01 or 1.0))
+
+
 def suv_display_factor(volume: Volume) -> float | None:
     """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it.
 

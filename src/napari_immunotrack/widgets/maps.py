@@ -51,6 +51,7 @@ from ._common import (
     follow_layers,
     layer_to_volume,
     organ_roi,
+    percentile_limits,
     unwrapped,
 )
 from ._dock import PluginDock
@@ -263,17 +264,6 @@ def compute_maps(
         if relaxivity:
             out["concentration"] = rx.concentration(out["delta"], relaxivity, metal)
     return out
-
-
-def _limits(data, lo_pct=1.0, hi_pct=99.0, symmetric=False):
-    finite = np.asarray(data)[np.isfinite(data)]
-    if finite.size == 0:
-        return (0.0, 1.0)
-    if symmetric:
-        top = float(np.percentile(np.abs(finite), hi_pct)) or 1.0
-        return (-top, top)
-    lo, hi = (float(v) for v in np.percentile(finite, [lo_pct, hi_pct]))
-    return (lo, hi if hi > lo else lo + 1.0)
 
 
 class RelaxometryPanel(QWidget):
@@ -510,14 +500,14 @@ class RelaxometryPanel(QWidget):
         t = maps.time_ms.numpy()
         shown = [(maps.goodness, "goodness", (0.0, 1.0), False), (maps.rate_per_s, "rate", None, False)]
         if result["delta"] is not None:
-            shown.append((result["delta"], "delta", _limits(result["delta"].numpy(), symmetric=True), False))
+            shown.append((result["delta"], "delta", percentile_limits(result["delta"].numpy(), symmetric=True), False))
         if result["concentration"] is not None:
             c = result["concentration"].numpy()
-            shown.append((result["concentration"], "concentration", (0.0, _limits(c, 1, 99.5)[1]), False))
-        shown.append((maps.time_ms, "time", _limits(np.where(reliable, t, np.nan)), True))
+            shown.append((result["concentration"], "concentration", (0.0, percentile_limits(c, 1, 99.5)[1]), False))
+        shown.append((maps.time_ms, "time", percentile_limits(np.where(reliable, t, np.nan)), True))
         for vol, kind, limits, visible in shown:
             data = vol.numpy()
-            limits = limits or _limits(np.where(reliable, data, np.nan))
+            limits = limits or percentile_limits(np.where(reliable, data, np.nan))
             layer = add_volume(
                 self.viewer,
                 vol,

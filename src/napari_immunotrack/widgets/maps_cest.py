@@ -43,6 +43,7 @@ from ._common import (
     follow_layers,
     layer_to_volume,
     organ_roi,
+    percentile_limits,
     unwrapped,
 )
 
@@ -97,17 +98,6 @@ def sample_cest_paths() -> dict:
                 found[name] = hit[0]
         break
     return found
-
-
-def _limits(data, lo_pct=1.0, hi_pct=99.0, symmetric=False):
-    finite = np.asarray(data)[np.isfinite(data)]
-    if finite.size == 0:
-        return (0.0, 1.0)
-    if symmetric:
-        top = float(np.percentile(np.abs(finite), hi_pct)) or 1.0
-        return (-top, top)
-    lo, hi = (float(v) for v in np.percentile(finite, [lo_pct, hi_pct]))
-    return (lo, hi if hi > lo else lo + 1e-6)
 
 
 def parse_numbers(text: str, what: str) -> list | None:
@@ -356,7 +346,7 @@ class CestPanel(QWidget):
                 continue  # in the CLI's output folder; as layers they would bury the useful maps
             colormap, unit = MAP_STYLE[kind]
             data = vol.numpy()
-            limits = _limits(data, symmetric=kind in ("b0_ppm",))
+            limits = percentile_limits(data, symmetric=kind in ("b0_ppm",))
             if kind == "amplitude":
                 limits = (0.0, max(limits[1], 1e-3))
             shown = name in ("b0_ppm", f"amplitude_{reporter}")
