@@ -890,3 +890,35 @@ def test_density_per_label_and_percent_id_per_ml():
     assert df2.loc[1, "percent_id_per_g"] == pytest.approx(pid_ml / 0.26)
     df3 = P.quantify_pet(vol, Volume(lab, aff), density_g_ml=1.0)
     assert np.allclose(df3["percent_id_per_g"], pid_ml)
+
+
+def test_quiet_header_records_guesses_without_emitting_them():
+    """The display factor runs in worker threads: its header guesses are kept, never emitted."""
+    import threading
+
+    from napari_immunotrack.analysis.pet_header import read_pet_header
+    from napari_immunotrack.widgets._common import suv_display_factor
+
+    header = {
+        "Units": "BQML",
+        "RadionuclideTotalDose": 1e7,
+        "PatientWeight": 25,  # a mouse's weight in g where DICOM says kg: a guess the header must record
+        "DecayCorrection": "ADMIN",
+        "PatientSpeciesDescription": "Mus musculus",
+    }
+    pet = Volume(np.full((2, 2, 2), 4e5, np.float32), np.eye(4), "PT", unit="Bq/mL", metadata=header)
+    with warnings.catch_warnings(record=True) as loud:
+        warnings.simplefilter("always")
+        assert read_pet_header(pet).weight_kg == pytest.approx(0.025)
+    assert any("taken as grams" in str(w.message) for w in loud)
+
+    factors: list = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet = read_pet_header(pet, quiet=True)
+        worker = threading.Thread(target=lambda: factors.append(suv_display_factor(pet)))
+        worker.start()
+        worker.join()
+    assert caught == []
+    assert any("taken as grams" in m for m in quiet.warnings) and "quiet" not in quiet.as_dict()
+    assert factors == [pytest.approx(25.0 / 1e7)]  # SUVbw per Bq/mL: 25 g over 10 MBq

@@ -13,6 +13,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -170,6 +171,9 @@ class PetHeader:
     sources: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
+    #: record guesses without emitting them: a display helper in a worker thread, where
+    #: ``warnings.catch_warnings`` is not thread-safe (not a field: not in as_dict)
+    quiet: ClassVar[bool] = False
 
     # ------------------------------------------------------------- derived
     @property
@@ -217,7 +221,8 @@ class PetHeader:
         ['PatientWeight 25 read as grams (a mouse).']
         """
         self.warnings.append(message)
-        warnings.warn(message, ImmunotrackWarning, stacklevel=3)
+        if not self.quiet:
+            warnings.warn(message, ImmunotrackWarning, stacklevel=3)
 
     def as_dict(self) -> dict:
         """Plain JSON-able dictionary (for provenance and tables).
@@ -557,6 +562,7 @@ def read_pet_header(
     lean_mass_kg: float | None = None,
     bsa_formula: str = "auto",
     meeh_k: float | None = None,
+    quiet: bool = False,
 ) -> PetHeader:
     """Parse the quantitative PET/SPECT header of ``volume``, with optional user overrides.
 
@@ -594,6 +600,9 @@ def read_pet_header(
         "auto": Du Bois for humans (Meeh for animals only when asked); "meeh" uses ``k W^(2/3)``.
     meeh_k : float, optional
         Meeh's constant k (cm2 g^-2/3; 9.8 for mice by default).
+    quiet : bool
+        Record every guess in ``warnings`` without emitting an ImmunotrackWarning (for display code
+        running in a worker thread, where silencing by ``warnings.catch_warnings`` is not thread-safe).
 
     Returns
     -------
@@ -615,6 +624,7 @@ def read_pet_header(
     """
     f = _Fields(volume.metadata)
     h = PetHeader()
+    h.quiet = quiet
     h.modality = str(volume.modality or f.get("Modality")[0] or "PT")
 
     # ---- units

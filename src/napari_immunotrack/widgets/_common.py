@@ -125,13 +125,37 @@ def percentile_limits(data, lo_pct: float = 1.0, hi_pct: float = 99.0, symmetric
     return (lo, hi if hi > lo else lo + (abs(lo) * 0.01 or 1.0))
 
 
+def is_nuclear(volume: Volume) -> bool:
+    """True for a PET/SPECT image: modality PT or NM, or ``Units`` BQML, GML or CNTS in its header.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image.
+
+    Returns
+    -------
+    bool
+        Whether the readout treats it as nuclear medicine (Bq/mL, SUV and %ID columns).
+
+    Examples
+    --------
+    >>> cube = np.zeros((2, 2, 2))
+    >>> is_nuclear(Volume(cube, np.eye(4), "PT")), is_nuclear(Volume(cube, np.eye(4), "MR"))
+    (True, False)
+    >>> is_nuclear(Volume(np.zeros((2, 2, 2)), np.eye(4), "OT", metadata={"Units": "BQML"}))
+    True
+    """
+    return volume.modality in ("PT", "NM") or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
+
+
 def suv_display_factor(volume: Volume) -> float | None:
     """SUVbw per stored value of a PET/SPECT Volume, or None when its header cannot give it.
 
     Parameters
     ----------
     volume : Volume
-        A 3D image; only modality PT or NM is considered.
+        A 3D image; only a nuclear-medicine one (:func:`is_nuclear`) is considered.
 
     Returns
     -------
@@ -150,25 +174,22 @@ def suv_display_factor(volume: Volume) -> float | None:
     >>> suv_display_factor(pet)
     2.5e-06
     >>> no_header = Volume(np.zeros((2, 2, 2)), np.eye(4), "PT")
-    >>> print(suv_display_factor(no_header), suv_display_factor(pet.replace(modality="MR")))
+    >>> print(suv_display_factor(no_header), suv_display_factor(pet.replace(modality="MR", metadata={})))
     None None
     """
-    if volume.modality not in ("PT", "NM") or volume.data.ndim != 3:
+    if not is_nuclear(volume) or volume.data.ndim != 3:
         return None
-    import warnings
-
     from ..analysis import pet as pet_mod
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            header = pet_mod.read_pet_header(volume)
-            conc = pet_mod.activity_concentration(volume, header, need_dose=True)
-            if header.decay_correction == "NONE":
-                return None  # per-frame decay: one factor would be wrong
-            factor = pet_mod.suv_factor(header, "bw") * conc.metadata["activity_scale"]
-        except (InputError, KeyError, TypeError, ValueError, ZeroDivisionError):
-            return None
+    # quiet header: this runs in worker threads, where warnings.catch_warnings is not thread-safe
+    try:
+        header = pet_mod.read_pet_header(volume, quiet=True)
+        conc = pet_mod.activity_concentration(volume, header, need_dose=True)
+        if header.decay_correction == "NONE":
+            return None  # per-frame decay: one factor would be wrong
+        factor = pet_mod.suv_factor(header, "bw") * conc.metadata["activity_scale"]
+    except (InputError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
     return float(factor) if np.isfinite(factor) and factor > 0 else None
 
 

@@ -58,11 +58,13 @@ from ._common import (
     debounce_timer,
     fill_combo,
     follow_layers,
+    is_nuclear,
     layer_to_volume,
     layers_of,
     notify_error,
     same_layer,
     save_dialog,
+    suv_display_factor,
     table_widget,
 )
 from ._dock import PluginDock, scroll_to
@@ -77,7 +79,6 @@ TABLE_MIN_HEIGHT, CHART_MIN_HEIGHT = 180, 260
 _ROI_EDITS = ("paint", "data", "labels_update")
 
 _QUANT_MODALITIES = ("PT", "NM", "F19", "MPI", "CT", "MR", "OPT", "OT")
-_NUCLEAR = ("PT", "NM")
 #: Header fields the user may edit: (override key, label, unit shown).
 EDITABLE = (
     ("dose_mbq", "Injected dose (MBq)"),
@@ -145,30 +146,6 @@ def _label_names(volume: Volume) -> dict:
         except (TypeError, ValueError):
             continue
     return out
-
-
-def is_nuclear(volume: Volume) -> bool:
-    """True for a PET/SPECT image: modality PT or NM, or ``Units`` BQML, GML or CNTS in its header.
-
-    Parameters
-    ----------
-    volume : Volume
-        The image.
-
-    Returns
-    -------
-    bool
-        Whether the readout treats it as nuclear medicine (Bq/mL, SUV and %ID columns).
-
-    Examples
-    --------
-    >>> cube = np.zeros((2, 2, 2))
-    >>> is_nuclear(Volume(cube, np.eye(4), "PT")), is_nuclear(Volume(cube, np.eye(4), "MR"))
-    (True, False)
-    >>> is_nuclear(Volume(np.zeros((2, 2, 2)), np.eye(4), "OT", metadata={"Units": "BQML"}))
-    True
-    """
-    return volume.modality in _NUCLEAR or str(volume.metadata.get("Units", "")).upper() in ("BQML", "GML", "CNTS")
 
 
 def readout_table(
@@ -689,15 +666,11 @@ class ReadoutWidget(PluginDock):
         name = self.header_layer_combo.currentText()
         if vol is None:
             return
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                h = read_pet_header(vol, **self.overrides.get(name, {}))
-            except InputError as exc:
-                self.header_info.setText(one_line(exc))
-                return
+        try:  # quiet: the guesses are listed in the panel itself
+            h = read_pet_header(vol, quiet=True, **self.overrides.get(name, {}))
+        except InputError as exc:
+            self.header_info.setText(one_line(exc))
+            return
         problems = "; ".join(h.problems)
         dec = h.decayed_dose_bq
         info = [
@@ -1050,24 +1023,9 @@ class CursorReadoutWidget(PluginDock):
 
     def _suv_factor(self, layer_name: str, volume: Volume) -> float | None:
         """SUVbw per stored value of a PET layer (None when the header cannot give it); cached per layer."""
-        import warnings
-
-        from ..analysis import pet as pet_mod
-
         key = (layer_name, id(volume))
         if key not in self._suv_cache:
-            factor = None
-            if is_nuclear(volume) and volume.data.ndim == 3:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    try:
-                        header = pet_mod.read_pet_header(volume)
-                        conc = pet_mod.activity_concentration(volume, header, need_dose=True)
-                        if header.decay_correction != "NONE":
-                            factor = pet_mod.suv_factor(header, "bw") * conc.metadata["activity_scale"]
-                    except InputError:
-                        factor = None
-            self._suv_cache[key] = factor
+            self._suv_cache[key] = suv_display_factor(volume)
         return self._suv_cache[key]
 
     def describe(self, position) -> str:
