@@ -67,3 +67,33 @@ def test_ticking_fluorescence_shows_it_coronal_over_the_mri_projection(make_napa
         assert widget._projection_layer is None
     finally:
         widget.shutdown()
+
+
+def test_a_picture_too_askew_to_lay_flat_is_said_not_switched(make_napari_viewer, simulated_study, tmp_path):
+    """A planar picture tilted 40 degrees (over the 30 that are drawn flat) keeps the view and says why."""
+    import json
+    import shutil
+
+    study = shutil.copytree(simulated_study, tmp_path / "mouse")
+    sidecar = next((study / "sub-01" / "ses-day1" / "optical").glob("*.json"))
+    meta = json.loads(sidecar.read_text())
+    affine = np.asarray(meta["ImageToWorldAffine"], float)
+    c, s = np.cos(np.radians(40.0)), np.sin(np.radians(40.0))
+    turn = np.eye(4)
+    turn[:3, :3] = [[1, 0, 0], [0, c, -s], [0, s, c]]  # about R: the picture's normal leaves the A axis by 40
+    meta["ImageToWorldAffine"] = (turn @ affine).tolist()
+    sidecar.write_text(json.dumps(meta))
+
+    viewer = make_napari_viewer(show=False)
+    widget = StudyWidget(viewer)
+    try:
+        widget.open_study(study, session="day1")
+        plane_before = widget.plane_combo.currentText()
+        widget.set_track_visible("fluorescence", True)
+        assert widget.track_layers["fluorescence"].visible
+        assert widget.plane_combo.currentText() == plane_before  # not laid flat in a plane it is not in
+        assert widget._projection_layer is None
+        told = [m for m in widget.messages if "tilted 40 degrees" in m]
+        assert told and "3D view" in told[0]
+    finally:
+        widget.shutdown()

@@ -925,6 +925,8 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         volume = layer.metadata.get("volume") if layer is not None else None
         found = planar_normal(volume) if volume is not None else None
         if found is None:
+            if layer is not None and layer.metadata["immunotrack"].get("placement"):
+                self._tell(layer.metadata["immunotrack"]["placement"], "info")  # too askew to be laid flat
             return None
         axis, position = found
         plane = PLANE_OF_NORMAL[axis]

@@ -439,7 +439,8 @@ def planar_placement_text(volume: Volume, source: Path | None = None) -> str:
     -------
     str
         The sentence (plane, its position in mm, how it was placed, and that the signal is integrated
-        through the body); "" for a volume that is not planar.
+        through the body); for a picture tilted more than :data:`MAX_PLANAR_TILT_DEGREES` against every
+        view plane, a sentence saying it is drawn where it lies, as a one-voxel slab; "" for a volume.
 
     Examples
     --------
@@ -450,8 +451,20 @@ def planar_placement_text(volume: Volume, source: Path | None = None) -> str:
     Its signal is integrated through the body, not at that depth.
     >>> planar_placement_text(Volume(np.zeros((2, 50, 60)), affine))
     ''
+    >>> c, s = np.cos(np.radians(40)), np.sin(np.radians(40))
+    >>> askew = np.diag([0.2, 0.2, 0.2, 1.0]) @ np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]])
+    >>> print(planar_placement_text(Volume(np.zeros((50, 1, 60)), askew)))  # doctest: +NORMALIZE_WHITESPACE
+    planar optical image tilted 40 degrees against the nearest view plane (more than 30): it is drawn where it
+    lies, as a slab one pixel thick that the 2D views cut along a line; see it whole in the 3D view.
     """
     found = planar_normal(volume)
+    tilt = planar_tilt_degrees(volume)
+    if found is None and tilt > MAX_PLANAR_TILT_DEGREES:
+        return (
+            f"planar optical image tilted {tilt:.0f} degrees against the nearest view plane (more than "
+            f"{MAX_PLANAR_TILT_DEGREES:.0f}): it is drawn where it lies, as a slab one pixel thick that the 2D "
+            "views cut along a line; see it whole in the 3D view."
+        )
     if found is None:
         return ""
     axis, position = found
