@@ -551,7 +551,8 @@ def _side_relative(
     if normalise == "field" or (normalise == "reference" and carried):
         # another session: its gain AND its coil profile differ, so one factor cannot make them comparable
         log_field, field_range = _differential_field(pre, post, valid)
-        post = post * np.exp(-log_field)
+        np.negative(log_field, out=log_field)
+        post = post * np.exp(log_field, out=log_field)
         scale_source = "differential field (smooth post/baseline ratio, quadratic in log, robust fit over tissue)"
     elif normalise == "reference" and ref is not None:
         region = valid & ref
@@ -654,18 +655,22 @@ def _differential_field(pre: np.ndarray, post: np.ndarray, valid: np.ndarray) ->
     y_obs = np.log(q[ok].astype(np.float64) / p[ok])
     keep = np.ones(y_obs.size, bool)
     for _ in range(3):
-        coef, *_ = np.linalg.lstsq(terms[keep], y_obs[keep], rcond=None)
+        # normal equations: 10 unknowns on coordinates in [-1, 1] are well conditioned, and far cheaper than an SVD
+        kept = terms[keep]
+        coef = np.linalg.lstsq(kept.T @ kept, kept.T @ y_obs[keep], rcond=None)[0]
         resid = y_obs - terms @ coef
         spread = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep])))
         keep = np.abs(resid) < 2.5 * max(spread, 1e-6)
-    # the field on the full grid, built by broadcasting (no full-size coordinate arrays)
-    z = np.linspace(-1.0, 1.0, shape[0], dtype=np.float32)[:, None, None]
-    y = np.linspace(-1.0, 1.0, shape[1], dtype=np.float32)[None, :, None]
-    x = np.linspace(-1.0, 1.0, shape[2], dtype=np.float32)[None, None, :]
-    c = coef.astype(np.float32)
-    field = np.full(shape, c[0], np.float32)
-    for ci, term in zip(c[1:], design((z, y, x))[1:]):
-        field += ci * term
+    # the field on the full grid: P(z, y) + Q(z, y) x + R(x), two full-size operations
+    z = np.linspace(-1.0, 1.0, shape[0])[:, None]
+    y = np.linspace(-1.0, 1.0, shape[1])[None, :]
+    x = np.linspace(-1.0, 1.0, shape[2])
+    c = coef
+    p_zy = c[0] + c[1] * z + c[2] * y + c[4] * z * z + c[5] * y * y + c[7] * z * y
+    q_zy = c[3] + c[8] * z + c[9] * y
+    field = q_zy.astype(np.float32)[:, :, None] * x.astype(np.float32)
+    field += p_zy.astype(np.float32)[:, :, None]
+    field += (c[6] * x * x).astype(np.float32)
     fitted = terms @ coef
     return field, [round(float(np.exp(fitted.min())), 4), round(float(np.exp(fitted.max())), 4)]
 
