@@ -377,3 +377,36 @@ def test_truth_comparison_moves_the_confounders_into_the_session():
 
     assert taken([13.0, -2.0, -8.0]) == (1.0, 1.0)
     assert taken([10.0, 0.0, -9.0]) == (0.0, 0.0)
+
+
+def test_differential_field_recovers_a_known_smooth_ratio():
+    """Analytic: the post session = the baseline x exp(quadratic) (gain 1.3 and a coil-profile ratio), plus one
+    dual-labelled ball and one T2-only ball. The fitted ratio's range is the true one within 2 %, the dual ball
+    is the one region with its true changes, and the T2-only ball is not taken."""
+    from napari_immunotrack.volume import Volume
+
+    rng = np.random.default_rng(4)
+    shape = (40, 48, 48)
+    z, y, x = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    log_ratio = np.log(1.3) + 0.15 * x - 0.1 * z * z + 0.05 * y * z
+    ball = lambda c: ((np.indices(shape).T - np.array(c)).T ** 2).sum(0) <= 9  # noqa: E731
+    dual, t2_only = ball((20, 14, 14)), ball((20, 34, 34))
+    pre = {k: np.full(shape, v, np.float64) for k, v in (("t1", 1000.0), ("t2", 800.0))}
+    post = {k: v * np.exp(log_ratio) for k, v in pre.items()}
+    post["t1"][dual] *= 1.6
+    post["t2"][dual] *= 0.5
+    post["t2"][t2_only] *= 0.5
+
+    def vol(a):
+        return Volume((a + rng.normal(0, 10, shape)).astype(np.float32), np.eye(4))
+
+    args = (vol(post["t1"]), vol(post["t2"]), vol(pre["t1"]), vol(pre["t2"]))
+    res = confirm_dual_mode(*args, normalise="field")
+    lo, hi = res.parameters["rules"]["t1"]["differential_field_range"]
+    true = np.exp(log_ratio)
+    assert abs(lo / true.min() - 1) < 0.02 and abs(hi / true.max() - 1) < 0.02
+    labels = res.labels.numpy()
+    assert res.n_regions == 1 and labels[dual].all() and not labels[t2_only].any()
+    # the regions' relative change is measured against the harmonised post: the dual ball's +60 % / -50 %
+    row = res.table.iloc[0]
+    assert abs(row.mean_t1_enhancement_fraction - 0.6) < 0.05 and abs(row.mean_t2_change_fraction + 0.5) < 0.05

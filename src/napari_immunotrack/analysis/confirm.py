@@ -638,7 +638,7 @@ def _differential_field(pre: np.ndarray, post: np.ndarray, valid: np.ndarray) ->
     p, q = pre[sub], post[sub]
     # tissue on both images: above the baseline's air/tissue threshold and with signal after
     thr = _otsu_log(p[np.isfinite(p) & (p > 0)])
-    ok = valid[sub] & (p > (0 if thr is None else thr)) & (q > 0)
+    ok = valid[sub] & (p > (0 if thr is None else thr)) & (q > 0) & np.isfinite(p) & np.isfinite(q)
     coords = [np.linspace(-1.0, 1.0, n)[::step] for n in shape]
 
     def design(grid_coords):
