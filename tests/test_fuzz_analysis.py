@@ -278,7 +278,7 @@ def test_confirm_dual_mode(data, hostile):
         search_mask=data.draw(masks(t1, hostile=hostile)),
         reference_mask=data.draw(masks(t1, hostile=hostile)),
         transform=None if same else data.draw(st.none() | st.just(np.eye(4))),
-        normalise=pick(data, hostile, ["reference", "tissue", "none"], ["bogus"]),
+        normalise=pick(data, hostile, ["reference", "field", "tissue", "none"], ["bogus"]),
     )
     if res is None:
         return

@@ -100,7 +100,7 @@ def test_limits_come_from_the_model_everywhere(tmp_path, capsys):
     # batch: the line of the pipeline file is named
     with pytest.raises(InputError, match=r"p.yaml line 3: confirm.t2_threshold must be a fraction"):
         batch.parse_pipeline("steps:\n  confirm:\n    t2_threshold: 1.0\n", "p.yaml")
-    with pytest.raises(InputError, match="confirm.normalise must be 'reference', 'tissue' or 'none'"):
+    with pytest.raises(InputError, match="confirm.normalise must be 'reference', 'field', 'tissue' or 'none'"):
         batch.parse_pipeline("steps:\n  confirm: {normalise: zscore}\n", "p.yaml")
     # state: a bad saved value is reported and replaced by the default
     values, problems = CONFIRM_PARAMETERS.from_state({"k_sigma": -1, "min_size": 4, "unknown": 1})

@@ -688,6 +688,11 @@ def compare_with_truth(result: SessionResult, truth: dict):
 
     ses = truth["subjects"][result.subject]["sessions"][f"ses-{result.session}"]
     rows = []
+    # the confounders are recorded once, in the phantom's world; a repositioned session sees them moved by its pose
+    pose = np.asarray((ses.get("session_pose") or {}).get("phantom_to_mri_world", np.eye(4)), float)
+    confounders = [
+        dict(c, centroid_ras_mm=(pose @ np.r_[c["centroid_ras_mm"], 1.0])[:3]) for c in truth.get("confounders", [])
+    ]
 
     def add(quantity, site, measured, true, unit, tolerance=None):
         err = (measured - true) / true * 100 if true not in (0, None) and measured is not None else np.nan
@@ -737,7 +742,7 @@ def compare_with_truth(result: SessionResult, truth: dict):
             precision = float(np.mean(d.min(axis=1) < 1.0))
             add("iron foci found within 1 mm (recall)", f"{len(foci)} foci in view", recall, 1.0, "fraction")
             add("clusters within 1 mm of a true focus (precision)", "all", precision, 1.0, "fraction")
-        decoys = [c for c in truth.get("confounders", [])]
+        decoys = confounders
         near_decoy = sum(
             1
             for c in decoys
@@ -756,7 +761,7 @@ def compare_with_truth(result: SessionResult, truth: dict):
                 np.linalg.norm(found - np.array(region["centroid_ras_mm"]), axis=1)
             ) < max(1.0, region["radius_mm"] * 1.5)
             add("dual-mode site confirmed", region["site"], float(hit), 1.0, "yes/no")
-        for c in truth.get("confounders", []):
+        for c in confounders:
             hit = bool(len(found)) and np.min(np.linalg.norm(found - np.array(c["centroid_ras_mm"]), axis=1)) < 1.0
             add("confounder confirmed", c["label"], float(hit), 0.0, "yes/no")
 

@@ -18,7 +18,11 @@ How each side (T1, T2) is decided, chosen from the inputs given
     E2 = (T2w_post − T2w_pre)/T2w_pre < −t2 and T2w_post − T2w_pre < −k·σ_d2,
     where the baseline has signal (SNR ≥ ``min_baseline_snr``; the relative
     change of noise in air means nothing). The relative rule is the field's;
-    the k·σ rule keeps noise from passing it by chance.
+    the k·σ rule keeps noise from passing it by chance. A baseline from another
+    session (carried through ``pre_transform``) has its own receiver gain and
+    coil profile: the post image is first divided by the smooth post/baseline
+    ratio field of unchanged tissue (``normalise``; the differential bias
+    correction of serial MRI), else the T1 side passes on a gain alone.
 ``"ratio"`` (no baseline at all)
     T1n = T1w/ref1 > 1 + t1 and T2n = T2w/ref2 < 1 − t2, each normalised to a
     reference region (or the median of the search mask, or of the tissue).
@@ -144,8 +148,9 @@ CONFIRM_PARAMETERS = ParamModel(
             "normalise",
             str,
             "reference",
-            "scale post to baseline by the reference region (only if given), the tissue median, or not at all",
-            choices=("reference", "tissue", "none"),
+            "scale post to baseline by the reference region (only if given; a baseline from another session: "
+            "the smooth post/baseline ratio field), the smooth ratio field, the tissue median, or not at all",
+            choices=("reference", "field", "tissue", "none"),
         ),
         Param(
             "r2_over_r1",
@@ -507,8 +512,13 @@ def _side_relative(
     body: _Body,
     messages: list,
     tolerance: int = 0,
+    carried: bool = False,
 ) -> tuple:
     """Relative change of a weighted image against its baseline: (E, strong, weak, valid, rule).
+
+    ``carried``: the baseline comes from another session (carried onto the grid through a transform); the
+    default ``normalise="reference"`` then divides out the smooth post/baseline ratio field
+    (:func:`_differential_field`: gain and coil profile together) instead of one factor.
 
     ``tolerance`` > 0 (voxels): a voxel also has to pass the relative rule against the brightest (T1 side)
     or darkest (T2 side) baseline value within that many voxels, so the partial-volume rim of a
@@ -537,8 +547,14 @@ def _side_relative(
     tissue_s = valid_s & (pre_s > (0 if thr is None else thr))
     if not tissue_s.any():
         tissue_s = valid_s
-    scale, scale_source = 1.0, "none"
-    if normalise == "reference" and ref is not None:
+    scale, scale_source, field_range = 1.0, "none", None
+    if normalise == "field" or (normalise == "reference" and carried):
+        # another session: its gain AND its coil profile differ, so one factor cannot make them comparable
+        log_field, field_range = _differential_field(pre, post, valid)
+        np.negative(log_field, out=log_field)
+        post = post * np.exp(log_field, out=log_field)
+        scale_source = "differential field (smooth post/baseline ratio, quadratic in log, robust fit over tissue)"
+    elif normalise == "reference" and ref is not None:
         region = valid & ref
         # post scaled so that the unchanged reference tissue has the pre's mean: removes a gain change
         scale, scale_source = float(np.mean(pre[region]) / np.mean(post[region])), "reference region mean"
@@ -598,10 +614,65 @@ def _side_relative(
         "sigma_source": source,
         "threshold": threshold,
         "post_scale": scale,
+        "post_scale_source": scale_source,
+        "differential_field_range": field_range,
         "baseline_floor": floor,
         "baseline_tolerance_voxels": int(tolerance),
     }
     return rel, strong, weak, valid, rule
+
+
+def _differential_field(pre: np.ndarray, post: np.ndarray, valid: np.ndarray) -> tuple:
+    """log(post/baseline) of unchanged tissue as a smooth field: (log field on the full grid, its range).
+
+    Two sessions of one animal differ by a receiver gain and by the ratio of their coil profiles, both
+    smooth over the body; after alignment log(post/pre) of tissue that did not change is that smooth
+    field plus noise (the differential bias of serial MRI). It is fitted by a quadratic polynomial of the
+    grid coordinates (a coil profile moved rigidly stays quadratic) on a strided sample of tissue voxels,
+    robustly: voxels more than 2.5 robust SD off the fit (cells that arrived, a bleed that matured,
+    misregistered edges) are dropped and the fit redone, three times (docs/methods/confirmation.md#harmonisation).
+    """
+    shape = pre.shape
+    step = max(1, int(round((pre.size / 200_000) ** (1 / 3))))
+    sub = (slice(None, None, step),) * 3
+    p, q = pre[sub], post[sub]
+    # tissue on both images: above the baseline's air/tissue threshold and with signal after
+    thr = _otsu_log(p[np.isfinite(p) & (p > 0)])
+    ok = valid[sub] & (p > (0 if thr is None else thr)) & (q > 0) & np.isfinite(p) & np.isfinite(q)
+    coords = [np.linspace(-1.0, 1.0, n)[::step] for n in shape]
+
+    def design(grid_coords):
+        z, y, x = grid_coords
+        return [np.ones_like(z), z, y, x, z * z, y * y, x * x, z * y, z * x, y * x]
+
+    if np.count_nonzero(ok) < 100:
+        # too little tissue for a field: one robust factor (median ratio)
+        ratio = np.log(q[ok] / p[ok]) if ok.any() else np.zeros(1)
+        c = float(np.median(ratio))
+        return np.full(shape, c, np.float32), [round(float(np.exp(c)), 4)] * 2
+    zz, yy, xx = np.meshgrid(*coords, indexing="ij")
+    terms = np.stack([t[ok] for t in design((zz, yy, xx))], 1)
+    y_obs = np.log(q[ok].astype(np.float64) / p[ok])
+    keep = np.ones(y_obs.size, bool)
+    for _ in range(3):
+        # normal equations: 10 unknowns on coordinates in [-1, 1] are well conditioned, and far cheaper than an SVD
+        kept = terms[keep]
+        coef = np.linalg.lstsq(kept.T @ kept, kept.T @ y_obs[keep], rcond=None)[0]
+        resid = y_obs - terms @ coef
+        spread = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep])))
+        keep = np.abs(resid) < 2.5 * max(spread, 1e-6)
+    # the field on the full grid: P(z, y) + Q(z, y) x + R(x), two full-size operations
+    z = np.linspace(-1.0, 1.0, shape[0])[:, None]
+    y = np.linspace(-1.0, 1.0, shape[1])[None, :]
+    x = np.linspace(-1.0, 1.0, shape[2])
+    c = coef
+    p_zy = c[0] + c[1] * z + c[2] * y + c[4] * z * z + c[5] * y * y + c[7] * z * y
+    q_zy = c[3] + c[8] * z + c[9] * y
+    field = q_zy.astype(np.float32)[:, :, None] * x.astype(np.float32)
+    field += p_zy.astype(np.float32)[:, :, None]
+    field += (c[6] * x * x).astype(np.float32)
+    fitted = terms @ coef
+    return field, [round(float(np.exp(fitted.min())), 4), round(float(np.exp(fitted.max())), 4)]
 
 
 def _passes_against_neighbourhood(pre: np.ndarray, post: np.ndarray, threshold: float, brighter: bool, radius: int):
@@ -925,10 +996,15 @@ def confirm_dual_mode(
         :func:`napari_immunotrack.alignment.confirm_with_aligned_baseline` (CLI ``--pre-transform auto``).
         A T2 baseline on neither T1POST's nor T2POST's grid is carried through
         ``transform @ pre_transform``.
-    normalise : {"reference", "tissue", "none"}
-        How post images are scaled to their baseline before comparing:
-        to the reference region's mean (only when one is given), to the
-        tissue median, or not at all.
+    normalise : {"reference", "field", "tissue", "none"}
+        How post images are made comparable with their baseline before comparing.
+        ``"reference"`` (default): a baseline carried from another grid (another
+        session: its own gain and coil profile) gets the differential field, a
+        baseline on T1POST's grid the reference region's mean (only when one is
+        given; else nothing). ``"field"``: always the differential field, the
+        smooth post/baseline ratio of unchanged tissue (quadratic in log, fitted
+        robustly; docs/methods/confirmation.md#harmonisation). ``"tissue"``: one
+        factor, the tissue medians' ratio. ``"none"``: not at all.
     min_baseline_snr : float
         Weighted baselines darker than this many noise σ (air) are left out:
         their relative change is noise divided by noise.
@@ -1053,8 +1129,10 @@ def confirm_dual_mode(
     e1 = e2 = dr1 = dr2 = ratio = None
     sigma1 = sigma2 = float("nan")
     body = _Body(a1)
+    # a baseline carried from another grid is another session (another gain and coil profile)
+    carried_pre = t1_pre is not None and not _as_3d(t1_pre, "T1PRE").same_grid(grid)
     if baseline_tolerance_voxels is None:
-        carried = t1_pre is not None and not _as_3d(t1_pre, "T1PRE").same_grid(grid)
+        carried = carried_pre
         if pre_alignment is not None and "tolerance_voxels" in pre_alignment:
             baseline_tolerance_voxels = int(pre_alignment["tolerance_voxels"])
         else:
@@ -1081,6 +1159,7 @@ def confirm_dual_mode(
                     body,
                     messages,
                     tolerance,
+                    carried=carried_pre,
                 )
         _progress.report(progress, 0.5, "relative change")
         for key, maps, min_delta in (("t1", m1, min_delta_r1), ("t2", m2, min_delta_r2)):
