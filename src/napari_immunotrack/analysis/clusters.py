@@ -1599,10 +1599,13 @@ def segment_clusters(
     )
     report(progress, 0.05, "finding dark voxels")
     spec = SplitSpec.for_grid(post, split_touching, connectivity, min_size, split_h, rule.ref_mean)
+    voxels_of = None
     if is_dask_array(post.data):
         stats, presplit, relabel = _components_dask(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
     else:
-        stats, presplit, relabel = _components_memory(prepared, rule, structure, spec, scaled(progress, 0.05, 0.8))
+        stats, presplit, relabel, voxels_of = _components_memory(
+            prepared, rule, structure, spec, scaled(progress, 0.05, 0.8)
+        )
     # blob components must hold a seed (always true for the other rules)
     with np.errstate(divide="ignore", invalid="ignore"):
         darker = stats["sr"] < stats["count"]  # mean normalised signal < 1: CNR > 0 (a brighter "void" is dropped)
@@ -1612,6 +1615,9 @@ def segment_clusters(
     rows, final_of_group, patches, n_split = _finalise(prepared, rule, structure, stats, keep, spec, presplit)
     report(progress, 0.95, "writing labels")
     labels_data = relabel(final_of_group, patches)
+    exterior_air = None
+    if prepared.has_baseline:  # air the skin left since the baseline is not new darkening
+        rows, exterior_air = _drop_exterior_air(prepared, rule, rows, labels_data, voxels_of, min_size, collected)
     n_clusters = int(rows["count"].size)
     table = _table_from_arrays(
         rows,
@@ -1636,6 +1642,8 @@ def segment_clusters(
         "search_roi": prepared.search is not None,
         # without a baseline: the air around the body left out (what, how many voxels, what a baseline adds)
         "outside_body": prepared.outside_body,
+        # with a baseline: candidates that were the air around the body (the skin moved since the baseline)
+        "exterior_air": exterior_air,
         "split_touching": bool(split_touching),
         "split_h": float(split_h),
         "split_components": int(n_split),
@@ -1688,7 +1696,103 @@ def _components_memory(prepared: PreparedInputs, rule: Rule, structure, spec: Sp
             view[sub > 0] = sub[sub > 0]
         return labels
 
-    return blk["stats"], blk["splits"], relabel
+    def voxels_of():
+        """The candidate voxels (flat indices) and the component of each."""
+        return flat_index, labels.reshape(-1)[flat_index]
+
+    return blk["stats"], blk["splits"], relabel, voxels_of
+
+
+def _drop_exterior_air(
+    prepared: PreparedInputs, rule: Rule, rows: dict, labels, voxels_of, min_size: int, collected: list
+):
+    """With a baseline: the air around the animal is not iron (docs/methods/clusters.md#air-at-the-skin).
+
+    Soft tissue moves between sessions: where the skin lies a voxel or two further in than at baseline,
+    the post image has air where the baseline had fat, which reads as new darkening. Exterior air is what
+    lies under :data:`.body.AIR_SIGMAS` noise sigmas and is 6-connected through such voxels to the air at
+    the field of view's border (:class:`.body.ExteriorAir`). A cluster at least
+    :data:`.body.EXTERIOR_AIR_SHARE` of whose voxels are exterior air is air, and left out; a cluster with
+    fewer (a bloom next to the skin, run into by such air) loses its exterior-air voxels and is measured
+    again on the rest (left out when under ``min_size``). A bloom in tissue is surrounded by tissue: its
+    dark core is enclosed, so it has none. Judged on the final clusters (after touching blooms are split).
+    Only clusters with a voxel that dark are looked at, each first in a small box, so this costs next to
+    nothing when there is no such air. ``labels`` (the final labels, in memory) are changed in place;
+    returns the rows kept and the provenance record.
+    """
+    from .body import AIR_SIGMAS, EXTERIOR_AIR_SHARE, ExteriorAir
+
+    threshold = float(min(AIR_SIGMAS * prepared.noise.sigma, rule.threshold_signal))
+    record = {
+        "air_threshold_signal": threshold,
+        "rule": f"voxels under {AIR_SIGMAS:g} noise sigmas 6-connected through such voxels to the air at the "
+        f"field of view's border are air, not iron: a cluster with >= {EXTERIOR_AIR_SHARE:g} of them is left "
+        "out, others lose them",
+        "clusters_left_out": 0,
+        "clusters_trimmed": 0,
+        "voxels_left_out": 0,
+    }
+    n = int(rows["count"].size)
+    if voxels_of is None:
+        record["note"] = "not checked on a lazy (chunked) image"
+        return rows, record
+    if n == 0:
+        return rows, record
+    data = np.asarray(prepared.post.data)
+    flat, _ = voxels_of()
+    flat_labels = labels.reshape(-1)[flat]
+    coords = np.unravel_index(flat, data.shape)
+    dark = data[coords] < np.float32(threshold)
+    suspects = np.flatnonzero(np.bincount(flat_labels[dark], minlength=n + 1)[1:]) + 1
+    if suspects.size == 0:
+        return rows, record
+    mine = np.isin(flat_labels, suspects)
+    sub_flat, sub_lab = flat[mine], flat_labels[mine]
+    order = np.argsort(sub_lab, kind="stable")
+    found, starts = np.unique(sub_lab[order], return_index=True)
+    air = ExteriorAir(data, threshold)
+    drop, trims, removed = [], {}, []
+    for lab, part in zip(found, np.split(sub_flat[order], starts[1:])):
+        outside = air.flags(part)
+        n_out = int(np.count_nonzero(outside))
+        if n_out == 0:
+            continue
+        removed.append(part[outside])
+        if n_out >= EXTERIOR_AIR_SHARE * part.size or part.size - n_out < min_size:
+            drop.append(int(lab))
+        else:
+            trims[int(lab)] = part[~outside]
+    record["whole_image_air_labelled"] = air.whole_image_labelled
+    if not removed:
+        return rows, record
+    removed = np.concatenate(removed)
+    labels.reshape(-1)[removed] = 0
+    pre = None if prepared.pre is None else np.asarray(prepared.pre)
+    for lab, rest in trims.items():  # measured again on the voxels left
+        at = np.unravel_index(rest, data.shape)
+        st = sparse_label_stats(
+            np.ones(rest.size, np.int64), 1, at, data[at], None if pre is None else pre[at], rule.ref_mean, data.shape
+        )
+        for key, values in st.items():
+            if key in rows and key != "seeds":
+                rows[key][lab - 1] = values[1]
+    kept = np.ones(n, bool)
+    kept[np.asarray(drop, np.int64) - 1] = False
+    if drop:
+        lut = np.zeros(n + 1, labels.dtype)
+        lut[1:][kept] = np.arange(1, int(kept.sum()) + 1)
+        still = flat[np.isin(flat_labels, np.flatnonzero(kept) + 1)]
+        labels.reshape(-1)[still] = lut[labels.reshape(-1)[still]]
+        rows = {k: v[kept] for k, v in rows.items()}
+    record.update(clusters_left_out=len(drop), clusters_trimmed=len(trims), voxels_left_out=int(removed.size))
+    warn_and_collect(
+        f"{removed.size} dark voxels lie in the air around the body (under {threshold:.4g}, connected to the air "
+        f"at the field of view's border), most likely where the skin moved since the baseline: {len(drop)} "
+        f"cluster(s) of such air are not reported and {len(trims)} lost those voxels "
+        "(docs/methods/clusters.md#air-at-the-skin).",
+        collected,
+    )
+    return rows, record
 
 
 def _components_dask(prepared: PreparedInputs, rule: Rule, structure, spec: SplitSpec, progress):
