@@ -177,3 +177,21 @@ def test_segment_with_the_body_outline_equals_the_full_mask(method, monkeypatch)
     assert fast.parameters["outside_body"]["mask_grid_step"] == 2 and len(fast.table) > 0
     assert np.array_equal(np.asarray(fast.labels.data), np.asarray(plain.labels.data))
     assert fast.table.equals(plain.table)
+
+
+def test_preview_slices_equal_the_volume_with_the_body_outline():
+    """A 0.1 mm image without a baseline finds its body on every second voxel (an outline applied to the
+    candidates); the live preview's single slices still equal the whole-volume candidates."""
+    from napari_immunotrack.analysis import clusters
+    from napari_immunotrack.simulate import cluster_scene
+
+    s = cluster_scene(seed=3, n_clusters=6)
+    prep = clusters.prepare(s["post"], reference_mask=s["reference_mask"])
+    assert prep.body is not None and prep.outside_body["mask_grid_step"] == 2
+    for method in ("fraction", "blob", "percentile"):
+        rule = prep.rule(method)
+        full = prep.candidates(rule)
+        assert full.any()
+        for axis in range(3):
+            for index in (0, 5, 31, full.shape[axis] - 1):
+                assert np.array_equal(prep.preview(rule, axis, index), np.take(full, index, axis=axis))
