@@ -118,3 +118,80 @@ def test_class_median_is_numpys_median_of_the_class(seed):
     n_dark = int(np.count_nonzero(values <= t))
     assert _class_median(values, t, n_dark, dark=True) == float(np.median(values[values <= t]))
     assert _class_median(values, t, n_dark, dark=False) == float(np.median(values[values > t]))
+
+
+def test_grow_is_binary_dilation():
+    from napari_immunotrack.analysis.clusters import _grow
+
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1, 1), (3, 5, 7), (12, 9, 10)]:
+        mask = rng.random(shape) < 0.2
+        assert np.array_equal(_grow(mask), ndimage.binary_dilation(mask))
+        assert np.array_equal(_grow(_grow(~mask)), ndimage.binary_dilation(~mask, iterations=2))
+
+
+@pytest.mark.parametrize("density", [0.002, 0.6])
+def test_body_outline_on_candidates_equals_the_full_mask(density):
+    """The subsampled body applied to candidate voxels only (sparse, or slab by slab when dense) clears exactly
+    the candidates the full-grid mask (``_upsampled_inside``) clears, in any region of the grid."""
+    from napari_immunotrack.analysis.body import outside_body
+    from napari_immunotrack.analysis.clusters import _BodyOutline, _upsampled_inside
+    from napari_immunotrack.simulate import cluster_scene
+
+    s = cluster_scene(seed=1, n_clusters=4)
+    data = s["post"].numpy()
+    found = outside_body(data, step=3)
+    full = _upsampled_inside(found, data)
+    body = _BodyOutline(found)
+    rng = np.random.default_rng(0)
+    for region in [(slice(0, 64), slice(0, 96), slice(0, 96)), (slice(5, 21), slice(7, 60), slice(31, 96))]:
+        cand = rng.random(tuple(r.stop - r.start for r in region)) < density
+        got = cand.copy()
+        body.apply(got, data[region], [r.start for r in region])
+        assert np.array_equal(got, cand & full[region])
+        assert (cand & ~full[region]).any()  # something was cleared
+    assert body.touches(np.ones(data.shape, bool), data) and not body.touches(~full, data)
+
+
+@pytest.mark.parametrize("method", ["fraction", "percentile", "blob"])
+def test_segment_with_the_body_outline_equals_the_full_mask(method, monkeypatch):
+    """Without a baseline, on a subsampled body: labels and table as with the full-grid search mask."""
+    import napari_immunotrack.analysis.clusters as clusters
+    from napari_immunotrack.simulate import cluster_scene
+
+    s = cluster_scene(seed=2, n_clusters=6)
+    monkeypatch.setattr(clusters, "sample_step", lambda shape, target=0: 2)
+    kw = dict(reference_mask=s["reference_mask"], method=method)
+    fast = clusters.segment_clusters(s["post"], **kw)
+    original = clusters._search_inside_body
+
+    def full_mask(post, search, collected):
+        search, record, body = original(post, search, collected)
+        if body is not None:
+            inside = body.full_inside(post.data)
+            search = inside if search is None else search & inside
+        return search, record, None
+
+    monkeypatch.setattr(clusters, "_search_inside_body", full_mask)
+    plain = clusters.segment_clusters(s["post"], **kw)
+    assert fast.parameters["outside_body"]["mask_grid_step"] == 2 and len(fast.table) > 0
+    assert np.array_equal(np.asarray(fast.labels.data), np.asarray(plain.labels.data))
+    assert fast.table.equals(plain.table)
+
+
+def test_preview_slices_equal_the_volume_with_the_body_outline():
+    """A 0.1 mm image without a baseline finds its body on every second voxel (an outline applied to the
+    candidates); the live preview's single slices still equal the whole-volume candidates."""
+    from napari_immunotrack.analysis import clusters
+    from napari_immunotrack.simulate import cluster_scene
+
+    s = cluster_scene(seed=3, n_clusters=6)
+    prep = clusters.prepare(s["post"], reference_mask=s["reference_mask"])
+    assert prep.body is not None and prep.outside_body["mask_grid_step"] == 2
+    for method in ("fraction", "blob", "percentile"):
+        rule = prep.rule(method)
+        full = prep.candidates(rule)
+        assert full.any()
+        for axis in range(3):
+            for index in (0, 5, 31, full.shape[axis] - 1):
+                assert np.array_equal(prep.preview(rule, axis, index), np.take(full, index, axis=axis))

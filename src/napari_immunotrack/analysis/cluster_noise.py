@@ -384,7 +384,9 @@ def moment_sums(data, mask) -> tuple[int, int, float, float]:
         vals = np.asarray(vals, np.float64)
         n += vals.size
         s1 += float(vals.sum())
-        s2 += float(np.dot(vals, vals))
+        # einsum, not np.dot: BLAS would spread this over threads (CPU spent spinning, last bits depending on
+        # the machine's core count); einsum's own loop gives the same sum everywhere
+        s2 += float(np.einsum("i,i->", vals, vals))
     return n_mask, n, s1, s2
 
 
