@@ -337,9 +337,11 @@ def signal_region(volume: Volume, data: np.ndarray, dilation_mm: float = 1.0) ->
     empty (zero or noise) background; against an anatomical image, only the
     points near that signal tell one pose from another. The background level
     is the median and its spread the median absolute deviation (robust to the
-    hot spots); a voxel counts when it is above the background by two such
-    spreads and by 0.1 % of the range (an exactly empty background has no
-    spread). The dilation keeps the edges, where the information is. See
+    hot spots); a voxel counts when it is above the background by five such
+    spreads (noise alone almost never is) and by 0.1 % of the range (an
+    exactly empty background has no spread). The dilation keeps the edges,
+    where the information is; above a noisy background it is at least two
+    voxels, to give back the faint outer tail the threshold cut. See
     ``docs/methods/registration.md#sampling-where-the-signal-is``.
 
     Parameters
@@ -372,7 +374,7 @@ def signal_region(volume: Volume, data: np.ndarray, dilation_mm: float = 1.0) ->
     floor = float(np.median(sample))
     spread = 1.4826 * float(np.median(np.abs(sample - floor)))
     top = float(data.max())
-    signal = data > floor + max(2.0 * spread, 1e-3 * (top - floor))
+    signal = data > floor + max(5.0 * spread, 1e-3 * (top - floor))
     # above a noisy background the threshold cuts the faint outer tail of every edge: give back two voxels
     voxels = 2 if spread > 0 else 1
     radius = np.maximum(np.round(float(dilation_mm) / np.asarray(volume.spacing)).astype(int), voxels)
