@@ -842,6 +842,15 @@ def register(
     metric_identity = fine_sampler.score(np.eye(4))[0]
     metric_init = fine_sampler.score(sitk_transform_to_matrix(tx))[0]
     if signal_img is not None:
+        # the search's candidates are scored on points of the moving signal region read in the coarse fixed
+        # level (fixed points would mostly fall where a sparse hot-spot image is empty)
+        coarse_signal = _Sampler(
+            _Level(m_img, coarse.fixed, signal_img, None, 0.0, 1), bins, len(coarse_sampler.points)
+        )
+
+        def search_scores(matrices):
+            return score_transforms(coarse_signal, np.linalg.inv(np.asarray(matrices, float)))
+
         # the starts are compared on points of the moving signal region (the same points for every pose, read
         # in the fixed image): a sparse hot-spot image leaves too few informative points among the fixed ones
         signal_sampler = _Sampler(_Level(m_img, finest.fixed, signal_img, None, 0.0, 1), bins, _QC_POINTS)
@@ -849,6 +858,9 @@ def register(
         def select_score(matrix):
             return signal_sampler.score(np.linalg.inv(matrix))[0]
     else:
+
+        def search_scores(matrices):
+            return score_transforms(coarse_sampler, matrices)
 
         def select_score(matrix):
             return fine_sampler.score(matrix)[0]
@@ -930,7 +942,7 @@ def register(
         # field of view counted as no signal (the choice above drops them, which favours pushing the anatomy
         # out of view when the images are far apart); the unrotated start chosen above is optimised too
         names = list(usable)
-        fair = score_transforms(coarse_sampler, [sitk_transform_to_matrix(candidates[n]) for n in names])[0]
+        fair = search_scores([sitk_transform_to_matrix(candidates[n]) for n in names])[0]
         grid_from = names[int(np.argmax(fair))]
         starts_from = [grid_from] + ([init_name] if init_name != grid_from else [])
         angles = np.concatenate([rotations, np.zeros((len(starts_from) - 1, 3))])
@@ -941,8 +953,8 @@ def register(
             return _euler(base.GetCenter(), base.GetTranslation(), np.deg2rad(angles[i]))
 
         base = candidates[grid_from]
-        grid_scores, grid_overlap = score_transforms(
-            coarse_sampler, euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation())
+        grid_scores, grid_overlap = search_scores(
+            euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation())
         )
         # a candidate that pushes most of the fixed image out of the moving one cannot be scored fairly
         grid_scores = np.where(grid_overlap >= 0.5 * float(grid_overlap.max()), grid_scores, -np.inf)
