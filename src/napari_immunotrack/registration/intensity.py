@@ -1069,7 +1069,7 @@ def register(
         "hot_spot_mask": bool(hot_spots),
         "signal_region": None
         if signal_img is None
-        else {"dilation_mm": _SIGNAL_DILATION_MM, "share_of_moving": round(float(signal_share), 4)},
+        else {"dilation_mm": _SIGNAL_DILATION_MM, "share_of_moving": round(float(signal_share or 0.0), 4)},
         "search": search_record,
     }
     if transform == "affine":
