@@ -330,6 +330,76 @@ def _build_pyramid(f_img, m_img, f_mask, m_mask, shrink_factors, smoothing):
     return levels
 
 
+def signal_region(volume: Volume, data: np.ndarray, dilation_mm: float = 1.0) -> np.ndarray:
+    """Where a hot-spot image carries signal: voxels clearly above its background, dilated.
+
+    A PET, SPECT or MPI image of labelled cells is often a few hot organs on an
+    empty (zero or noise) background; against an anatomical image, only the
+    points near that signal tell one pose from another. The background level
+    is the median and its spread the median absolute deviation (robust to the
+    hot spots); a voxel counts when it is above the background by five such
+    spreads (noise alone almost never is) and by 0.1 % of the range (an
+    exactly empty background has no spread). The dilation keeps the edges,
+    where the information is; above a noisy background it is at least two
+    voxels, to give back the faint outer tail the threshold cut. See
+    ``docs/methods/registration.md#sampling-where-the-signal-is``.
+
+    Parameters
+    ----------
+    volume : Volume
+        Gives the voxel size (mm) for the dilation.
+    data : ndarray
+        The image values (as the metric sees them).
+    dilation_mm : float, default 1.0
+        Radius of the dilation, mm (at least one voxel).
+
+    Returns
+    -------
+    ndarray of bool
+        Same shape as ``data``.
+
+    Examples
+    --------
+    >>> data = np.zeros((12, 12, 12), np.float32)
+    >>> data[5:7, 5:7, 5:7] = 10.0                          # one hot spot on an empty background
+    >>> vol = Volume(data, np.eye(4), modality="PT")
+    >>> mask = signal_region(vol, data, dilation_mm=1.0)
+    >>> int(mask.sum()), bool(mask[4, 5, 5]), bool(mask[3, 5, 5])   # the 8 voxels and their 24 face neighbours
+    (32, True, False)
+    """
+    from scipy import ndimage
+
+    step = max(1, data.size // 500_000)  # robust statistics from a regular subsample of big images
+    sample = data.ravel()[::step].astype(np.float64)
+    floor = float(np.median(sample))
+    spread = 1.4826 * float(np.median(np.abs(sample - floor)))
+    top = float(data.max())
+    signal = data > floor + max(5.0 * spread, 1e-3 * (top - floor))
+    # above a noisy background the threshold cuts the faint outer tail of every edge: give back two voxels
+    voxels = 2 if spread > 0 else 1
+    radius = np.maximum(np.round(float(dilation_mm) / np.asarray(volume.spacing)).astype(int), voxels)
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g / r) ** 2 for g, r in zip(grid, radius)) <= 1.0
+    return ndimage.binary_dilation(signal, structure=ball)
+
+
+def _signal_level(level: _Level, signal_img, transform) -> _Level:
+    """The level with its fixed points restricted to where the moving signal region lands under ``transform``.
+
+    Sampling the same moving region mapped by the current pose keeps the
+    samples informative (a sparse hot-spot image would otherwise leave most
+    of them in empty background); the level is unchanged when too few fixed
+    voxels fall in the region.
+    """
+    import SimpleITK as sitk
+
+    mask = sitk.Resample(signal_img, level.fixed, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    count = int(sitk.GetArrayViewFromImage(mask).sum())
+    if count < _MIN_LEVEL_VOXELS:
+        return level
+    return _Level(level.fixed, level.moving, mask, level.moving_mask, level.spacing_mm, count)
+
+
 def _centroid(image, mask, weighted: bool) -> np.ndarray:
     """Physical (LPS) centre of an image: of its intensity (moments) or of its field of view (geometry)."""
     import SimpleITK as sitk
@@ -459,7 +529,12 @@ _QC_POINTS = 20000
 #: convergence of the coarser levels: a step below this fraction of the level's voxel (the finest uses min_step_mm)
 _COARSE_MIN_STEP = 0.01
 #: sample points on the finest level, the one above, and coarser ones
-_DEFAULT_SAMPLES = (12000, 6000, 3000)
+_DEFAULT_SAMPLES = (12000, 12000, 3000)
+#: hot-spot moving images against anatomy: their signal region (dilated this much, mm) is where the points go,
+#: unless it covers more than this share of the moving image (then sampling it gains nothing)
+_SIGNAL_DILATION_MM, _SIGNAL_MAX_SHARE = 1.0, 0.8
+#: ... or, above a noisy background (where the threshold cuts into every edge), this share: sparse hot spots only
+_SIGNAL_MAX_SHARE_NOISY = 0.1
 
 
 def _box_points(sampler) -> np.ndarray:
@@ -696,6 +771,18 @@ def register(
     _progress.report(progress, 0.0, "preparing images")
 
     f_img, m_img = _to_sitk(fixed, f_data), _to_sitk(moving, m_data)
+    # a hot-spot image (PET, SPECT, MPI of labelled cells) against anatomy: sample where it has signal
+    # (docs/methods/registration.md#sampling-where-the-signal-is)
+    signal_img, signal_share = None, None
+    if f_mask is None and m_mask is None and not hot_spots and moving.modality in HOT_SPOT_MODALITIES:
+        region = signal_region(moving, m_data, _SIGNAL_DILATION_MM)
+        signal_share = float(region.mean())
+        empty = float(np.median(m_data)) == float(m_data.min())  # at least half the voxels hold no signal at all
+        if (
+            0 < signal_share <= (_SIGNAL_MAX_SHARE if empty else _SIGNAL_MAX_SHARE_NOISY)
+            and int(region.sum()) >= _MIN_LEVEL_VOXELS
+        ):
+            signal_img = _mask_to_sitk(moving, region)
     levels = _build_pyramid(
         f_img,
         m_img,
@@ -754,6 +841,29 @@ def register(
     fine_sampler = _Sampler(finest, bins, _QC_POINTS)
     metric_identity = fine_sampler.score(np.eye(4))[0]
     metric_init = fine_sampler.score(sitk_transform_to_matrix(tx))[0]
+    if signal_img is not None:
+        # the search's candidates are scored on points of the moving signal region read in the coarse fixed
+        # level (fixed points would mostly fall where a sparse hot-spot image is empty)
+        coarse_signal = _Sampler(
+            _Level(m_img, coarse.fixed, signal_img, None, 0.0, 1), bins, len(coarse_sampler.points)
+        )
+
+        def search_scores(matrices):
+            return score_transforms(coarse_signal, np.linalg.inv(np.asarray(matrices, float)))
+
+        # the starts are compared on points of the moving signal region (the same points for every pose, read
+        # in the fixed image): a sparse hot-spot image leaves too few informative points among the fixed ones
+        signal_sampler = _Sampler(_Level(m_img, finest.fixed, signal_img, None, 0.0, 1), bins, _QC_POINTS)
+
+        def select_score(matrix):
+            return signal_sampler.score(np.linalg.inv(matrix))[0]
+    else:
+
+        def search_scores(matrices):
+            return score_transforms(coarse_sampler, matrices)
+
+        def select_score(matrix):
+            return fine_sampler.score(matrix)[0]
 
     # ---- stages: rigid on every level, then affine on the two finest
     plan = [("rigid", i, lv) for i, lv in enumerate(levels)]
@@ -766,6 +876,8 @@ def register(
 
     def run_stage(tx, kind, index, level, k, note="", rate=1.0):
         """Optimise ``tx`` in place on one level; returns the stage record."""
+        if signal_img is not None:
+            level = _signal_level(level, signal_img, tx)
         reg = _metric_method(level, bins, per_level[index], seed)
         last = index == len(levels) - 1
         step_min = float(min_step_mm) if last else max(float(min_step_mm), _COARSE_MIN_STEP * level.spacing_mm)
@@ -830,7 +942,7 @@ def register(
         # field of view counted as no signal (the choice above drops them, which favours pushing the anatomy
         # out of view when the images are far apart); the unrotated start chosen above is optimised too
         names = list(usable)
-        fair = score_transforms(coarse_sampler, [sitk_transform_to_matrix(candidates[n]) for n in names])[0]
+        fair = search_scores([sitk_transform_to_matrix(candidates[n]) for n in names])[0]
         grid_from = names[int(np.argmax(fair))]
         starts_from = [grid_from] + ([init_name] if init_name != grid_from else [])
         angles = np.concatenate([rotations, np.zeros((len(starts_from) - 1, 3))])
@@ -841,8 +953,8 @@ def register(
             return _euler(base.GetCenter(), base.GetTranslation(), np.deg2rad(angles[i]))
 
         base = candidates[grid_from]
-        grid_scores, grid_overlap = score_transforms(
-            coarse_sampler, euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation())
+        grid_scores, grid_overlap = search_scores(
+            euler_matrices_ras(rotations, base.GetCenter(), base.GetTranslation())
         )
         # a candidate that pushes most of the fixed image out of the moving one cannot be scored fairly
         grid_scores = np.where(grid_overlap >= 0.5 * float(grid_overlap.max()), grid_scores, -np.inf)
@@ -859,7 +971,7 @@ def register(
             record["start_deg"] = [float(a) for a in angles[i]]
             record["initializer"] = origin[i]
             m = sitk_transform_to_matrix(start_tx)
-            mi = fine_sampler.score(m)[0]
+            mi = select_score(m)
             record["mutual_information"] = plain_number(mi)
             tried.append((mi, start_tx, m, record))
         tried.sort(key=lambda item: -item[0] if np.isfinite(item[0]) else np.inf)
@@ -871,7 +983,7 @@ def register(
         polished = sitk.Euler3DTransform(tx)
         polish = run_stage(polished, "rigid", 0, coarse, len(picks), ", again from the best start")
         polished_matrix = sitk_transform_to_matrix(polished)
-        polished_mi = fine_sampler.score(polished_matrix)[0]
+        polished_mi = select_score(polished_matrix)
         restarted = bool(np.isfinite(polished_mi) and polished_mi > best_mi)
         best_record = dict(
             best_record,
@@ -955,6 +1067,9 @@ def register(
         "fixed_mask": fixed_mask is not None,
         "moving_mask": m_mask is not None,
         "hot_spot_mask": bool(hot_spots),
+        "signal_region": None
+        if signal_img is None
+        else {"dilation_mm": _SIGNAL_DILATION_MM, "share_of_moving": round(float(signal_share or 0.0), 4)},
         "search": search_record,
     }
     if transform == "affine":
