@@ -10,11 +10,13 @@ The pairs are other seeds than the bundled sample (seed 2024), each session in i
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 
 from napari_immunotrack import registration as reg
+from napari_immunotrack.errors import ImmunotrackWarning
 from napari_immunotrack.io import load_volume
 from napari_immunotrack.simulate.study import StudyDesign, make_study
 from napari_immunotrack.volume import Volume
@@ -77,3 +79,22 @@ def test_signal_region_is_the_hot_spots_and_their_edge():
     noisy = data + np.random.default_rng(0).normal(0, 1.0, data.shape).astype(np.float32)
     region = reg.intensity.signal_region(vol.replace(data=noisy), noisy, dilation_mm=0.1)
     assert np.array_equal(region, mask)
+
+
+def test_the_same_registration_gives_the_same_transform_every_time():
+    """SimpleITK's threads add the metric's partial sums in a varying order; registrations run on one thread so
+    the sample's MPI-to-PET registration (it moved by up to 0.04 mm between runs) repeats bit for bit, and
+    the README's demo numbers are what every run prints."""
+    import SimpleITK as sitk
+
+    from napari_immunotrack.data import sample_study_root
+    from napari_immunotrack.pipeline import analyse_session
+
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImmunotrackWarning)
+        runs = [analyse_session(sample_study_root(), "day1", steps=["register"]).transforms for _ in range(3)]
+    for other in runs[1:]:
+        for modality in ("pet", "spect", "mpi"):
+            assert np.array_equal(runs[0][modality], other[modality]), modality
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads  # restored for the rest of the process

@@ -17,7 +17,7 @@ from .. import progress as _progress
 from ..affines import ras_to_lps_transform
 from ..errors import ImmunotrackWarning, InputError
 from ..volume import Volume
-from .itk_bridge import sitk_transform_to_matrix, volume_to_sitk
+from .itk_bridge import one_itk_thread, sitk_transform_to_matrix, volume_to_sitk
 from .result import METRIC_NOTE, RegistrationResult, plain_number
 from .search import (
     distinct_best,
@@ -905,7 +905,8 @@ def register(
         t0 = time.perf_counter()
         try:
             _progress.report(progress, k / n_steps, label)
-            reg.Execute(level.fixed, level.moving)
+            with one_itk_thread():  # the same call gives the same transform (docs/methods/registration.md#determinism)
+                reg.Execute(level.fixed, level.moving)
         except RuntimeError as exc:
             if state["cancelled"] is not None:
                 raise state["cancelled"] from None
