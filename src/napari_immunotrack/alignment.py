@@ -1356,9 +1356,10 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
             f"({'; '.join(result.warnings)}); give its transform with --baseline-transform FILE "
             "(e.g. from immunotrack align or register)."
         )
-    voxel = float(np.min(post.spacing))
-    tolerance = max(1, int(np.ceil(result.precision_mm / voxel - 1e-9)))
-    record = dict(result.to_dict(), tolerance_voxels=tolerance)
+    from .registration.residual import baseline_tolerance  # precision and the measured residual misalignment
+
+    tolerance, residual = baseline_tolerance(post, baseline, result.fixed_to_moving, result.precision_mm)
+    record = dict(result.to_dict(), tolerance_voxels=tolerance, baseline_tolerance=residual)
     return result.fixed_to_moving, record
 
 
@@ -1494,7 +1495,10 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     t_post, ref_post = saved_session_transform(post_path)
     t_base, ref_base = saved_session_transform(baseline_path)
     if t_post is not None and t_base is not None and ref_post == ref_base:
-        return t_base @ np.linalg.inv(t_post), 1
+        from .registration.residual import baseline_tolerance  # the residual the saved alignments leave
+
+        matrix = t_base @ np.linalg.inv(t_post)
+        return matrix, baseline_tolerance(post, baseline, matrix)[0]
     if baseline.same_grid(post):
         return None, None
     matrix, record = baseline_alignment(post, baseline)

@@ -1594,6 +1594,19 @@ def segment_clusters(
     collected = list(prepared.warnings)
     if int(baseline_tolerance_voxels) != baseline_tolerance_voxels or not 1 <= baseline_tolerance_voxels <= 5:
         raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 1 to 5.")
+    residual = None
+    carried = baseline is not None and (baseline_transform is not None or not baseline.same_grid(post))
+    if prepared.has_baseline and carried:
+        # carried through a transform: at least the residual misalignment it leaves
+        # (docs/methods/session-alignment.md#residual); a baseline on the post grid keeps its tolerance
+        from ..registration.residual import baseline_tolerance
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImmunotrackWarning)
+            measured, residual = baseline_tolerance(post, baseline, baseline_transform)
+        for w in caught:  # emitted again, and kept in the result's warnings
+            warn_and_collect(str(w.message), collected)
+        baseline_tolerance_voxels = max(int(baseline_tolerance_voxels), measured)
     rule = prepared.rule(
         method,
         threshold,
@@ -1642,6 +1655,7 @@ def segment_clusters(
         "connectivity": int(connectivity),
         "baseline": prepared.has_baseline,
         "baseline_tolerance_voxels": int(baseline_tolerance_voxels) if prepared.has_baseline else None,
+        "baseline_residual": residual,  # the misalignment a transformed baseline still has (None on its grid)
         "baseline_rule": baseline_rule if prepared.has_baseline else None,
         "baseline_ratio": float(baseline_ratio) if prepared.has_baseline else None,
         "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,

@@ -1135,8 +1135,15 @@ def confirm_dual_mode(
         carried = carried_pre
         if pre_alignment is not None and "tolerance_voxels" in pre_alignment:
             baseline_tolerance_voxels = int(pre_alignment["tolerance_voxels"])
+        elif carried:  # the residual misalignment a given transform leaves (session-alignment.md#residual)
+            from ..registration.residual import baseline_tolerance
+
+            baseline_tolerance_voxels, measured = baseline_tolerance(
+                _as_3d(t1_post, "T1POST"), _as_3d(t1_pre, "T1PRE"), pre_transform
+            )
+            pre_alignment = dict(pre_alignment or {}, method="given transform", baseline_tolerance=measured)
         else:
-            baseline_tolerance_voxels = 1 if carried else 0
+            baseline_tolerance_voxels = 0
     tolerance = int(baseline_tolerance_voxels)
     if tolerance != baseline_tolerance_voxels or not 0 <= tolerance <= 5:
         raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 0 to 5.")
