@@ -1326,7 +1326,8 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
         ``matrix`` (4x4, post world RAS mm -> baseline world) and a JSON-ready record: ``method``
         ("same grid" or the alignment's record), ``tolerance_voxels``: how far (in post voxels) a
         baseline comparison should look around each voxel to survive the residual misalignment
-        (at least 1; the precision estimate rounded up otherwise).
+        (at least 1; the precision estimate rounded up or the misalignment measured by block matching,
+        docs/methods/baseline-residual.md).
 
     Raises
     ------
@@ -1451,7 +1452,7 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     tolerance (voxels) it calls for.
 
     The sessions' saved alignments (:func:`align_study`) are chained when both sessions have one to the same
-    reference (``T_baseline @ inv(T_post)``, tolerance 1 voxel); otherwise a baseline on another grid is aligned
+    reference (``T_baseline @ inv(T_post)``, tolerance from the residual it leaves); otherwise a baseline on another grid is aligned
     now (:func:`baseline_alignment`, tolerance from its precision); a baseline on the post image's grid needs
     nothing: ``(None, None)`` (docs/methods/session-alignment.md#baselines).
 
@@ -1512,7 +1513,7 @@ def confirm_with_aligned_baseline(t1_post: Volume, t2_post: Volume, t1_pre: Volu
     T1PRE is aligned to T1POST (same contrast, :func:`baseline_alignment`: gain and coil profile harmonised,
     orientation search, precision check); T2PRE, from the same session, follows it. A baseline on T1POST's
     grid needs no registration. The record is in the result's ``parameters["pre_alignment"]`` and the
-    baseline tolerance defaults to the alignment's precision rounded up (docs/methods/session-alignment.md#baselines).
+    baseline tolerance defaults to the alignment's (docs/methods/baseline-residual.md).
 
     Parameters
     ----------

@@ -1551,7 +1551,9 @@ def segment_clusters(
         A candidate must have no dark baseline voxel within this many voxels (1 is the
         3x3x3 neighbourhood): raise it to the baseline registration's residual error in voxels
         (:func:`napari_immunotrack.alignment.baseline_alignment` gives it) so a structure that was
-        dark before and moved by a fraction of a voxel is not reported.
+        dark before and moved by a fraction of a voxel is not reported. A baseline carried through
+        ``baseline_transform`` or from another grid gets at least the residual measured now
+        (:func:`napari_immunotrack.registration.residual.baseline_tolerance`, ``parameters["baseline_residual"]``).
     split_touching : bool
         Split components with several well-separated minima (watershed).
     split_h : float
@@ -1598,7 +1600,7 @@ def segment_clusters(
     carried = baseline is not None and (baseline_transform is not None or not baseline.same_grid(post))
     if prepared.has_baseline and carried:
         # carried through a transform: at least the residual misalignment it leaves
-        # (docs/methods/session-alignment.md#residual); a baseline on the post grid keeps its tolerance
+        # (docs/methods/baseline-residual.md); a baseline on the post grid keeps its tolerance
         from ..registration.residual import baseline_tolerance
 
         with warnings.catch_warnings(record=True) as caught:

@@ -5,7 +5,7 @@ optimiser's restarts (``precision_mm``) say how well its optimum is defined, not
 still is from where the transform puts it. Here the residual is measured directly: small blocks of the
 post image around structured voxels are searched for in the baseline carried through the transform,
 and the sub-voxel shift of best normalised cross-correlation (NCC) of each block is the local residual
-(block matching, as used to check registrations: docs/methods/session-alignment.md#residual).
+(block matching, as used to check registrations: docs/methods/baseline-residual.md).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def residual_misalignment(
     (edges and tubes slide along themselves) are left out. The residual is the ``PERCENTILE``-th
     percentile of the trusted shifts. NCC ignores gain; the coil profile is smooth at a block's scale.
     The cost depends on the number of blocks, not on the image size (candidates are sampled on a lattice).
-    See docs/methods/session-alignment.md#residual.
+    See docs/methods/baseline-residual.md.
 
     Parameters
     ----------
@@ -369,7 +369,7 @@ def baseline_tolerance(
     (:func:`residual_misalignment`'s ``residual_voxels``: the 90th percentile of the blocks' largest
     per-axis shift) rounded to the nearest voxel. A neighbourhood of ``t`` voxels catches a dark structure
     moved by up to about ``t + 0.5`` voxels: the trilinear sample ``t`` voxels away still holds more than
-    half of it (docs/methods/session-alignment.md#residual, where the rounding is measured). When the
+    half of it (docs/methods/baseline-residual.md, where the rounding is measured). When the
     residual calls for more than ``MAX_TOLERANCE`` voxels a warning says so: a larger neighbourhood would
     hide real cells near every dark structure, so the baseline needs a deformable alignment instead.
 
@@ -419,7 +419,7 @@ def baseline_tolerance(
         "from_residual": from_residual,
         "capped": bool(wanted > MAX_TOLERANCE),
         "rule": "max(1, ceil(precision), round(residual 90th percentile per axis)), at most "
-        f"{MAX_TOLERANCE} voxels (docs/methods/session-alignment.md#residual)",
+        f"{MAX_TOLERANCE} voxels (docs/methods/baseline-residual.md)",
         "residual": estimate.to_dict(),
     }
     if estimate.residual_voxels is None:
