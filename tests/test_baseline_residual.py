@@ -133,8 +133,7 @@ def test_residual_after_alignment_is_the_true_small_error():
         assert record["tolerance_voxels"] == 1
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) if s not in (3, 4) else s for s in range(6)])
 def test_skin_moved_baseline_aligned_takes_no_baseline_dark_structure(seed):
     """The baseline's outer tissue moved up to 0.2 mm, then repositioned and aligned (rigid): its vessels and
     bone stay up to 0.3 mm off (seeds 3, 4). With the tolerance from precision alone (1 voxel) 6 and 4 decoys
