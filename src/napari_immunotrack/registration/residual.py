@@ -21,6 +21,8 @@ BLOCK = 7
 SEARCH = 4
 MAX_BLOCKS = 300
 MIN_BLOCKS = 12
+#: Candidate blocks looked at per block matched (on a lattice, drawn at random when there are more).
+CANDIDATES_PER_BLOCK = 15
 #: A block is trusted when its NCC peak is at least this high and its peak is sharp in every direction
 #: (the smallest curvature of the NCC peak at least this fraction of the largest: an edge or a tube, whose
 #: shift along itself is undefined, is left out).
@@ -137,22 +139,15 @@ def _ncc_maps(templates, regions):
     )
     num = num[:, :reach, :reach, :reach]
 
-    # each placement's sum and sum of squares from integral images
+    # each placement's sum and sum of squares: running sums, one axis at a time (a separable box sum)
     def window_sums(x):
-        c = np.zeros((n, size + 1, size + 1, size + 1), np.float64)
-        c[:, 1:, 1:, 1:] = x.cumsum(1).cumsum(2).cumsum(3)
-        e = np.arange(reach)
-        lo, hi = e, e + b
-        return (
-            c[:, hi][:, :, hi][:, :, :, hi]
-            - c[:, lo][:, :, hi][:, :, :, hi]
-            - c[:, hi][:, :, lo][:, :, :, hi]
-            - c[:, hi][:, :, hi][:, :, :, lo]
-            + c[:, lo][:, :, lo][:, :, :, hi]
-            + c[:, lo][:, :, hi][:, :, :, lo]
-            + c[:, hi][:, :, lo][:, :, :, lo]
-            - c[:, lo][:, :, lo][:, :, :, lo]
-        )
+        for axis in (1, 2, 3):
+            c = np.cumsum(x, axis=axis)
+            upper = np.take(c, np.arange(b - 1, b - 1 + reach), axis=axis)
+            lower = np.take(c, np.arange(-1, reach - 1), axis=axis)
+            lower[(slice(None),) * axis + (0,)] = 0.0  # the first placement starts at the region's edge
+            x = upper - lower
+        return x
 
     s1, s2 = window_sums(regions), window_sums(regions * regions)
     var = np.maximum(s2 - s1 * s1 / b**3, 0.0)
@@ -287,7 +282,7 @@ def residual_misalignment(
         data = data.reshape(data.shape[-3:]) if np.prod(data.shape[:-3]) == 1 else data[(0,) * (data.ndim - 3)]
     b, s = BLOCK, SEARCH
     empty = ResidualEstimate(None, None, None, None, 0, 0, 0.0)
-    starts = _block_starts(data.shape, s, b, 40 * max_blocks, rng)
+    starts = _block_starts(data.shape, s, b, CANDIDATES_PER_BLOCK * max_blocks, rng)
     if len(starts) < MIN_BLOCKS:
         empty.seconds = time.perf_counter() - t0
         return empty
