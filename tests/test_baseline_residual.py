@@ -144,3 +144,29 @@ def test_skin_moved_baseline_aligned_takes_no_baseline_dark_structure(seed):
     assert decoys == 0 and in_air == 0 and f1 >= 0.95 and skin_tp == len(scene["skin_foci"])
     assert 1 <= tolerance <= MAX_TOLERANCE
     assert result.parameters["baseline_residual"]["residual"]["blocks_trusted"] >= 100
+
+
+def test_cli_segment_with_a_transform_file_records_the_residual(tmp_path, capsys):
+    """`segment --baseline-transform FILE`: the tolerance is sized by the residual the file leaves, and the
+    measurement is in the provenance."""
+    import json
+
+    from napari_immunotrack.cli import main
+    from napari_immunotrack.io import save_volume
+    from napari_immunotrack.io.transforms import write_transform
+
+    scene, baseline, pose = _pair(0)
+    paths = {}
+    for key, vol in (("post", scene["post"]), ("pre", baseline), ("ref", scene["reference_mask"])):
+        paths[key] = str(tmp_path / f"{key}.nii.gz")
+        save_volume(vol, paths[key])
+    tfm = write_transform(tmp_path / "off.tfm", pose @ _shift((0.2, 0, 0)))
+    out = tmp_path / "labels.nii.gz"
+    argv = ["segment", paths["post"], "--baseline", paths["pre"], "--reference-mask", paths["ref"]]
+    argv += ["--baseline-transform", str(tfm), "--baseline-transform-fixed", "image", "-o", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    params = json.loads(out.with_name(out.name + ".provenance.json").read_text())["parameters"]
+    assert params["baseline_tolerance_voxels"] == 2
+    residual = params["baseline_residual"]
+    assert residual["from_residual"] == 2 and residual["residual"]["residual_mm"] == pytest.approx(0.2, abs=0.03)
