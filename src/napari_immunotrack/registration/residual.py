@@ -21,6 +21,8 @@ BLOCK = 7
 SEARCH = 4
 MAX_BLOCKS = 300
 MIN_BLOCKS = 12
+#: Blocks needed to measure along one array axis (those that see a shift along it).
+MIN_AXIS_BLOCKS = 8
 #: Candidate blocks looked at per block matched (on a lattice, drawn at random when there are more).
 CANDIDATES_PER_BLOCK = 15
 #: A block is trusted when its NCC peak is at least this high and its peak is sharp in every direction
@@ -46,8 +48,11 @@ class ResidualEstimate:
         The ``percentile``-th percentile of the blocks' shift lengths (mm); None when too few blocks
         could be matched (a featureless or noisy image).
     residual_voxels : float or None
-        The same percentile of the largest per-axis shift component, in post voxels (the baseline
-        tolerance looks at a cube of voxels around each voxel, so the per-axis reach is what it needs).
+        The largest of ``per_axis_voxels`` (the baseline tolerance looks at a cube of voxels around each
+        voxel, so the per-axis reach is what it needs).
+    per_axis_voxels : list of float
+        Along each array axis, the ``PERCENTILE``-th percentile of the shift's component (post voxels) over
+        the blocks that see a shift along that axis (at least ``MIN_AXIS_BLOCKS`` of them, else 0).
     median_mm, max_mm : float or None
         Median and largest shift length of the trusted blocks (mm).
     n_blocks, n_tried : int
@@ -66,6 +71,7 @@ class ResidualEstimate:
     n_tried: int
     seconds: float
     n_beyond: int = 0
+    per_axis_voxels: list = field(default_factory=list)
     shifts_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
 
     def to_dict(self) -> dict:
@@ -79,6 +85,7 @@ class ResidualEstimate:
             "percentile": PERCENTILE,
             "residual_mm": r(self.residual_mm),
             "residual_voxels": r(self.residual_voxels),
+            "per_axis_voxels": [r(v) for v in self.per_axis_voxels],
             "median_mm": r(self.median_mm),
             "max_mm": r(self.max_mm),
             "blocks_trusted": int(self.n_blocks),
@@ -164,7 +171,8 @@ def _subvoxel_peaks(ncc, reach):
 
     Returns the shifts (N, 3; voxels, projected on each block's stiff directions; a peak on the edge of the
     search along a stiff direction gives its edge placement, a lower bound), whether each peak is on that
-    edge, and whether each block is trusted (peak NCC at least ``MIN_NCC``, some stiff direction).
+    edge, whether each block is trusted (peak NCC at least ``MIN_NCC``, some stiff direction), and how much
+    each array axis lies in each block's stiff directions (N, 3; 0 to 1).
     """
     n = len(ncc)
     s = (reach - 1) / 2
@@ -211,7 +219,7 @@ def _subvoxel_peaks(ncc, reach):
     shift = np.einsum("nak,nk->na", vec, proj)
     best = ncc.reshape(n, -1).max(axis=1)
     ok = (best >= MIN_NCC) & stiff.any(axis=1) & (beyond | np.all(np.abs(step) <= 1.0, axis=1))
-    return shift, beyond & ok, ok
+    return shift, beyond & ok, ok, stiff_weight
 
 
 def residual_misalignment(
@@ -333,17 +341,27 @@ def residual_misalignment(
     if n_tried < MIN_BLOCKS:
         return ResidualEstimate(None, None, None, None, 0, n_tried, time.perf_counter() - t0)
     ncc = _ncc_maps(blocks, regions)
-    shift, beyond, ok = _subvoxel_peaks(ncc, 2 * s + 1)
-    shift, n_beyond = shift[ok], int(beyond.sum())
+    shift, beyond, ok, stiff_weight = _subvoxel_peaks(ncc, 2 * s + 1)
+    shift, stiff_weight, n_beyond = shift[ok], stiff_weight[ok], int(beyond.sum())
     if len(shift) < MIN_BLOCKS:
         return ResidualEstimate(None, None, None, None, int(len(shift)), n_tried, time.perf_counter() - t0)
     spacing = np.asarray(post.spacing, float)
     shifts_mm = shift * spacing
     length = np.linalg.norm(shifts_mm, axis=1)
-    per_axis = np.abs(shift * spacing / float(spacing.min())).max(axis=1)
+    # per axis, over the blocks that can see a shift along it (that axis mostly in their stiff directions):
+    # a scene of tubes along one axis says nothing along it in most blocks, and their zeros would dilute the
+    # few blocks (ends, spheres) that do
+    in_voxels = np.abs(shift * spacing / float(spacing.min()))
+    per_axis = [
+        float(np.percentile(in_voxels[stiff_weight[:, a] > 0.5, a], PERCENTILE))
+        if np.count_nonzero(stiff_weight[:, a] > 0.5) >= MIN_AXIS_BLOCKS
+        else 0.0
+        for a in range(3)
+    ]
     return ResidualEstimate(
         residual_mm=float(np.percentile(length, PERCENTILE)),
-        residual_voxels=float(np.percentile(per_axis, PERCENTILE)),
+        residual_voxels=max(per_axis),
+        per_axis_voxels=per_axis,
         median_mm=float(np.median(length)),
         max_mm=float(length.max()),
         n_blocks=int(len(shift)),
@@ -422,7 +440,7 @@ def baseline_tolerance(
     if wanted > MAX_TOLERANCE:
         warnings.warn(
             f"the baseline {baseline.name or ''} still differs from the post image by "
-            f"{estimate.residual_mm:.2f} mm ({estimate.residual_voxels:.1f} voxels, 90th percentile) after "
+            f"{estimate.residual_voxels * voxel:.2f} mm ({estimate.residual_voxels:.1f} voxels, 90th percentile) after "
             f"alignment: soft tissue moved; the baseline test looks {MAX_TOLERANCE} voxels around each voxel "
             "only. Consider a deformable alignment (immunotrack align --transform bspline) and a baseline "
             "resampled onto the post image through it.",
