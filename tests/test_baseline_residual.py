@@ -116,6 +116,14 @@ def test_confirm_with_a_given_pre_transform_measures_its_residual():
     assert off.parameters["baseline_tolerance_voxels"] == 2  # 0.3 mm on 0.15 mm voxels
     rec = off.parameters["pre_alignment"]
     assert rec["method"] == "given transform" and rec["baseline_tolerance"]["from_residual"] == 2
+    # 0.6 mm (4 voxels) left: capped at 3 voxels, and the result says why
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImmunotrackWarning)
+        far = confirm_dual_mode(
+            sc["t1_post"], sc["t2_post"], pre["t1"], pre["t2"], pre_transform=pose @ _shift((0.6, 0, 0))
+        )
+    assert far.parameters["baseline_tolerance_voxels"] == MAX_TOLERANCE
+    assert any("soft tissue moved" in w for w in far.warnings)
 
 
 @pytest.mark.slow

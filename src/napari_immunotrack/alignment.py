@@ -1452,9 +1452,9 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     tolerance (voxels) it calls for.
 
     The sessions' saved alignments (:func:`align_study`) are chained when both sessions have one to the same
-    reference (``T_baseline @ inv(T_post)``, tolerance from the residual it leaves); otherwise a baseline on another grid is aligned
-    now (:func:`baseline_alignment`, tolerance from its precision); a baseline on the post image's grid needs
-    nothing: ``(None, None)`` (docs/methods/session-alignment.md#baselines).
+    reference (``T_baseline @ inv(T_post)``, tolerance from the residual it leaves, docs/methods/baseline-residual.md);
+    otherwise a baseline on another grid is aligned now (:func:`baseline_alignment` and its tolerance); a baseline
+    on the post image's grid needs nothing: ``(None, None)`` (docs/methods/session-alignment.md#baselines).
 
     Parameters
     ----------

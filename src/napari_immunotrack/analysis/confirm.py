@@ -1139,9 +1139,13 @@ def confirm_dual_mode(
         elif carried:  # the residual misalignment a given transform leaves (docs/methods/baseline-residual.md)
             from ..registration.residual import baseline_tolerance
 
-            baseline_tolerance_voxels, measured = baseline_tolerance(
-                _as_3d(t1_post, "T1POST"), _as_3d(t1_pre, "T1PRE"), pre_transform
-            )
+            with warnings.catch_warnings(record=True) as caught:  # kept with the result's other warnings
+                warnings.simplefilter("always", ImmunotrackWarning)
+                baseline_tolerance_voxels, measured = baseline_tolerance(
+                    _as_3d(t1_post, "T1POST"), _as_3d(t1_pre, "T1PRE"), pre_transform
+                )
+            for w in caught:
+                _warn(messages, str(w.message))
             pre_alignment = dict(pre_alignment or {}, method="given transform", baseline_tolerance=measured)
         else:
             baseline_tolerance_voxels = 0

@@ -216,7 +216,8 @@ def _subvoxel_peaks(ncc, reach):
     shift = np.where(beyond[:, None], peak - s, p + offset - s)
     # the shift across the ridge: projected on the stiff directions
     proj = np.where(stiff, np.einsum("nak,na->nk", vec, shift), 0.0)
-    shift = np.einsum("nak,nk->na", vec, proj)
+    # (a peak on the search's edge is not where the quadratic was fitted: its placement is kept as it is)
+    shift = np.where(beyond[:, None], shift, np.einsum("nak,nk->na", vec, proj))
     best = ncc.reshape(n, -1).max(axis=1)
     ok = (best >= MIN_NCC) & stiff.any(axis=1) & (beyond | np.all(np.abs(step) <= 1.0, axis=1))
     return shift, beyond & ok, ok, stiff_weight
