@@ -182,3 +182,17 @@ def test_cli_segment_with_a_transform_file_records_the_residual(tmp_path, capsys
     assert params["baseline_tolerance_voxels"] == 2
     residual = params["baseline_residual"]
     assert residual["from_residual"] == 2 and residual["residual"]["residual_mm"] == pytest.approx(0.2, abs=0.03)
+
+
+def test_an_imprecise_alignment_alone_is_capped_with_a_warning_and_nothing_measured_on_a_blank_image():
+    """No structure to match (a blank image): the residual is not measured and the precision rules; a
+    precision of 0.5 mm on 0.1 mm voxels calls for 5 voxels, capped at 3 with a warning naming the precision."""
+    from napari_immunotrack.volume import Volume
+
+    blank = Volume(np.full((40, 40, 40), 100.0, np.float32), np.diag([0.1, 0.1, 0.1, 1.0]))
+    assert residual_misalignment(blank, blank).residual_voxels is None
+    assert baseline_tolerance(blank, blank, None, precision_mm=0.15)[0] == 2
+    with pytest.warns(ImmunotrackWarning, match="alignment precision"):
+        tolerance, record = baseline_tolerance(blank, blank, None, precision_mm=0.5)
+    assert tolerance == MAX_TOLERANCE and record["from_precision"] == 5 and record["from_residual"] is None
+    assert "not measured" in record["note"]

@@ -439,9 +439,11 @@ def baseline_tolerance(
     if estimate.residual_voxels is None:
         record["note"] = "not measured (a lazy image, or too few structured blocks matched)"
     if wanted > MAX_TOLERANCE:
+        measured = (from_residual or 0) > MAX_TOLERANCE and estimate.residual_voxels is not None
+        off = float(estimate.residual_voxels or 0.0) if measured else float(precision_mm or 0.0) / voxel
         warnings.warn(
-            f"the baseline {baseline.name or ''} still differs from the post image by "
-            f"{estimate.residual_voxels * voxel:.2f} mm ({estimate.residual_voxels:.1f} voxels, 90th percentile) after "
+            f"the baseline {baseline.name or ''} still differs from the post image by {off * voxel:.2f} mm "
+            f"({off:.1f} voxels, {'90th percentile' if measured else 'the alignment precision'}) after "
             f"alignment: soft tissue moved; the baseline test looks {MAX_TOLERANCE} voxels around each voxel "
             "only. Consider a deformable alignment (immunotrack align --transform bspline) and a baseline "
             "resampled onto the post image through it.",
