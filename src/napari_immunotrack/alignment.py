@@ -1326,7 +1326,8 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
         ``matrix`` (4x4, post world RAS mm -> baseline world) and a JSON-ready record: ``method``
         ("same grid" or the alignment's record), ``tolerance_voxels``: how far (in post voxels) a
         baseline comparison should look around each voxel to survive the residual misalignment
-        (at least 1; the precision estimate rounded up otherwise).
+        (at least 1; the precision estimate rounded up or the misalignment measured by block matching,
+        docs/methods/baseline-residual.md).
 
     Raises
     ------
@@ -1356,9 +1357,10 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
             f"({'; '.join(result.warnings)}); give its transform with --baseline-transform FILE "
             "(e.g. from immunotrack align or register)."
         )
-    voxel = float(np.min(post.spacing))
-    tolerance = max(1, int(np.ceil(result.precision_mm / voxel - 1e-9)))
-    record = dict(result.to_dict(), tolerance_voxels=tolerance)
+    from .registration.residual import baseline_tolerance  # precision and the measured residual misalignment
+
+    tolerance, residual = baseline_tolerance(post, baseline, result.fixed_to_moving, result.precision_mm)
+    record = dict(result.to_dict(), tolerance_voxels=tolerance, baseline_tolerance=residual)
     return result.fixed_to_moving, record
 
 
@@ -1450,9 +1452,9 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     tolerance (voxels) it calls for.
 
     The sessions' saved alignments (:func:`align_study`) are chained when both sessions have one to the same
-    reference (``T_baseline @ inv(T_post)``, tolerance 1 voxel); otherwise a baseline on another grid is aligned
-    now (:func:`baseline_alignment`, tolerance from its precision); a baseline on the post image's grid needs
-    nothing: ``(None, None)`` (docs/methods/session-alignment.md#baselines).
+    reference (``T_baseline @ inv(T_post)``, tolerance from the residual it leaves, docs/methods/baseline-residual.md);
+    otherwise a baseline on another grid is aligned now (:func:`baseline_alignment` and its tolerance); a baseline
+    on the post image's grid needs nothing: ``(None, None)`` (docs/methods/session-alignment.md#baselines).
 
     Parameters
     ----------
@@ -1494,7 +1496,10 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     t_post, ref_post = saved_session_transform(post_path)
     t_base, ref_base = saved_session_transform(baseline_path)
     if t_post is not None and t_base is not None and ref_post == ref_base:
-        return t_base @ np.linalg.inv(t_post), 1
+        from .registration.residual import baseline_tolerance  # the residual the saved alignments leave
+
+        matrix = t_base @ np.linalg.inv(t_post)
+        return matrix, baseline_tolerance(post, baseline, matrix)[0]
     if baseline.same_grid(post):
         return None, None
     matrix, record = baseline_alignment(post, baseline)
@@ -1508,7 +1513,7 @@ def confirm_with_aligned_baseline(t1_post: Volume, t2_post: Volume, t1_pre: Volu
     T1PRE is aligned to T1POST (same contrast, :func:`baseline_alignment`: gain and coil profile harmonised,
     orientation search, precision check); T2PRE, from the same session, follows it. A baseline on T1POST's
     grid needs no registration. The record is in the result's ``parameters["pre_alignment"]`` and the
-    baseline tolerance defaults to the alignment's precision rounded up (docs/methods/session-alignment.md#baselines).
+    baseline tolerance defaults to the alignment's (docs/methods/baseline-residual.md).
 
     Parameters
     ----------

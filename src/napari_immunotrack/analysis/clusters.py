@@ -1551,7 +1551,9 @@ def segment_clusters(
         A candidate must have no dark baseline voxel within this many voxels (1 is the
         3x3x3 neighbourhood): raise it to the baseline registration's residual error in voxels
         (:func:`napari_immunotrack.alignment.baseline_alignment` gives it) so a structure that was
-        dark before and moved by a fraction of a voxel is not reported.
+        dark before and moved by a fraction of a voxel is not reported. A baseline carried through
+        ``baseline_transform`` or from another grid gets at least the residual measured now
+        (:func:`napari_immunotrack.registration.residual.baseline_tolerance`, ``parameters["baseline_residual"]``).
     split_touching : bool
         Split components with several well-separated minima (watershed).
     split_h : float
@@ -1594,6 +1596,19 @@ def segment_clusters(
     collected = list(prepared.warnings)
     if int(baseline_tolerance_voxels) != baseline_tolerance_voxels or not 1 <= baseline_tolerance_voxels <= 5:
         raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 1 to 5.")
+    residual = None
+    carried = baseline is not None and (baseline_transform is not None or not baseline.same_grid(post))
+    if prepared.has_baseline and carried:
+        # carried through a transform: at least the residual misalignment it leaves
+        # (docs/methods/baseline-residual.md); a baseline on the post grid keeps its tolerance
+        from ..registration.residual import baseline_tolerance
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImmunotrackWarning)
+            measured, residual = baseline_tolerance(post, baseline, baseline_transform)
+        for w in caught:  # emitted again, and kept in the result's warnings
+            warn_and_collect(str(w.message), collected)
+        baseline_tolerance_voxels = max(int(baseline_tolerance_voxels), measured)
     rule = prepared.rule(
         method,
         threshold,
@@ -1642,6 +1657,7 @@ def segment_clusters(
         "connectivity": int(connectivity),
         "baseline": prepared.has_baseline,
         "baseline_tolerance_voxels": int(baseline_tolerance_voxels) if prepared.has_baseline else None,
+        "baseline_residual": residual,  # the misalignment a transformed baseline still has (None on its grid)
         "baseline_rule": baseline_rule if prepared.has_baseline else None,
         "baseline_ratio": float(baseline_ratio) if prepared.has_baseline else None,
         "baseline_k": float(baseline_k) if prepared.has_baseline and baseline_rule == "delta_r2s" else None,

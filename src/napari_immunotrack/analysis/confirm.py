@@ -1014,7 +1014,8 @@ def confirm_dual_mode(
         Weighted baselines: a voxel must also be new against the brightest (T1) / darkest (T2)
         baseline value within this many voxels, so structures present before do not show at their rim
         after resampling or a residual misalignment. Default: 0 for a baseline on T1POST's grid, the
-        alignment's estimate when registered now, else 1.
+        alignment's estimate when registered now, else the residual misalignment ``pre_transform``
+        leaves, measured by block matching (docs/methods/baseline-residual.md).
     pre_alignment_record : dict, optional
         How ``pre_transform`` was found (kept in ``parameters["pre_alignment"]``; its
         ``tolerance_voxels`` is the default tolerance).
@@ -1135,8 +1136,19 @@ def confirm_dual_mode(
         carried = carried_pre
         if pre_alignment is not None and "tolerance_voxels" in pre_alignment:
             baseline_tolerance_voxels = int(pre_alignment["tolerance_voxels"])
+        elif carried:  # the residual misalignment a given transform leaves (docs/methods/baseline-residual.md)
+            from ..registration.residual import baseline_tolerance
+
+            with warnings.catch_warnings(record=True) as caught:  # kept with the result's other warnings
+                warnings.simplefilter("always", ImmunotrackWarning)
+                baseline_tolerance_voxels, measured = baseline_tolerance(
+                    _as_3d(t1_post, "T1POST"), _as_3d(t1_pre, "T1PRE"), pre_transform
+                )
+            for w in caught:
+                _warn(messages, str(w.message))
+            pre_alignment = dict(pre_alignment or {}, method="given transform", baseline_tolerance=measured)
         else:
-            baseline_tolerance_voxels = 1 if carried else 0
+            baseline_tolerance_voxels = 0
     tolerance = int(baseline_tolerance_voxels)
     if tolerance != baseline_tolerance_voxels or not 0 <= tolerance <= 5:
         raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 0 to 5.")

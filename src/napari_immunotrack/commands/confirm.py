@@ -98,7 +98,8 @@ def add_arguments(parser):
         choices=range(0, 6),
         metavar="N",
         help="a voxel must also be new against the brightest (T1) / darkest (T2) baseline value within N "
-        "voxels (default: 0 on T1POST's grid, the alignment's estimate with --pre-transform auto, else 1)",
+        "voxels (default: 0 on T1POST's grid, else the residual misalignment measured through --pre-transform, "
+        "docs/methods/baseline-residual.md)",
     )
 
 

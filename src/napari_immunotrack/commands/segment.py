@@ -99,8 +99,9 @@ def add_arguments(parser):
         type=tolerance.argparse_type(),
         default=None,  # None: the model's default, or the residual error of '--baseline-transform auto'
         metavar="N",
-        help=f"{tolerance.help.replace('this many voxels', 'N voxels')} (default {tolerance.default}, or the "
-        "residual error of '--baseline-transform auto' rounded up)",
+        help=f"{tolerance.help.replace('this many voxels', 'N voxels')} (default {tolerance.default}; with "
+        "--baseline-transform at least the residual misalignment measured through it, "
+        "docs/methods/baseline-residual.md)",
     )
     parser.add_argument(
         "--reference-mask",
