@@ -395,10 +395,13 @@ def compute_session(
             warnings.simplefilter("ignore", ImmunotrackWarning)
             # precision_check: restarts from nearby poses estimate the residual error (mm) the dock reports
             options = {"bias_correction": bias_correction, "precision_check": True}
-            alignment = align_mri(fixed, moving, transform, allow_flip=allow_flip, **options)
+            # progress at every optimiser iteration: a Cancel stops the alignment inside a stage
+            first = scaled(progress, 0.02, 0.6)
+            alignment = align_mri(fixed, moving, transform, allow_flip=allow_flip, progress=first, **options)
             if alignment.doubtful and not allow_flip:
-                report(progress, 0.5, "doubtful: trying the prone/supine half turns")
-                flipped = align_mri(fixed, moving, transform, allow_flip=True, **options)
+                report(progress, 0.6, "doubtful: trying the prone/supine half turns")
+                again = scaled(progress, 0.6, 0.85)
+                flipped = align_mri(fixed, moving, transform, allow_flip=True, progress=again, **options)
                 if flipped.correlation > alignment.correlation:
                     alignment = flipped
         report(progress, 0.85, f"aligned (correlation {alignment.correlation:.3f}); quality control views")
