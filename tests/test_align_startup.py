@@ -94,3 +94,40 @@ def test_align_verb_loads_no_gui_and_nothing_other_verbs_need(two_session_study)
     centre = np.array([[1.0, -1.0, 4.0], [3.0, 1.0, 6.0]])
     tre = S.target_registration_error(read_transform(saved), np.eye(4), pose, centre)
     assert tre.max() < 0.2  # half a 0.4 mm voxel
+
+
+def test_align_study_reads_the_reference_once(tmp_path, monkeypatch):
+    """Three sessions onto day 0: day 0's MRI is read once, not once per session, and both alignments are
+    still right against the true poses."""
+    import collections
+
+    import napari_immunotrack.io as nio
+    from napari_immunotrack.alignment import align_study
+
+    mouse = make_mouse(0)
+    root = tmp_path / "study"
+    poses = {
+        "day0": np.eye(4),
+        "day1": S.pose_matrix((8, -4, 10), (2, 1, -1), (1.0, -1.0, 4.0)),
+        "day3": S.pose_matrix((-12, 6, -5), (-1.5, 2, 0.5), (1.0, -1.0, 4.0)),
+    }
+    for n, (ses, pose) in enumerate(poses.items()):
+        img = S.session_mri(mouse, pose, voxel_mm=0.4, fov_mm=(19.2, 25.6, 25.6), seed=60 + n, gain=1 + 0.2 * n)
+        folder = root / "sub-01" / f"ses-{ses}" / "anat"
+        folder.mkdir(parents=True)
+        nio.save_volume(img.volume, folder / f"sub-01_ses-{ses}_T2w.nii.gz")
+    reads = collections.Counter()
+    real = nio.load_volume
+
+    def counted(path, *args, **kwargs):
+        reads[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(nio, "load_volume", counted)
+    results = {r.session: r for r in align_study(root)}
+    assert reads == {"sub-01_ses-day0_T2w.nii.gz": 1, "sub-01_ses-day1_T2w.nii.gz": 1, "sub-01_ses-day3_T2w.nii.gz": 1}
+    centre = np.array([[1.0, -1.0, 4.0], [3.0, 1.0, 6.0], [-1.0, -3.0, 2.0]])
+    for ses in ("day1", "day3"):
+        assert results[ses].status == "aligned"
+        tre = S.target_registration_error(results[ses].result.fixed_to_moving, np.eye(4), poses[ses], centre)
+        assert tre.max() < 0.2, (ses, tre)

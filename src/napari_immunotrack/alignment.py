@@ -1258,6 +1258,7 @@ def align_study(
     if subject and subject not in study.subjects():
         raise InputError(f"{root} has no subject {subject!r} (it has {', '.join(study.subjects())}).")
     out: list[SessionAlignment] = []
+    loaded: dict = {}  # the reference MRI being aligned to, read once
     jobs = []
     for sub in subjects:
         ref = _pick_reference(study, sub, reference)
@@ -1322,7 +1323,10 @@ def align_study(
             )
             continue
         try:
-            fixed = load_volume(ref_file.path)
+            if str(ref_file.path) not in loaded:  # every session of a subject is aligned to this one: read it once
+                loaded.clear()
+                loaded[str(ref_file.path)] = load_volume(ref_file.path)
+            fixed = loaded[str(ref_file.path)]
             moving = load_volume(ses_file.path)
             other_animal = _other_animal(fixed, moving)
             if other_animal:
