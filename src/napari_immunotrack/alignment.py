@@ -488,7 +488,11 @@ def _optimise(reg, fixed, moving, tx, iterations: int, min_step: float, learning
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(tx, inPlace=True)
-    reg.Execute(fixed, moving)
+    try:
+        reg.Execute(fixed, moving)
+    finally:
+        if watch is not None:
+            reg.RemoveAllCommands()  # the command refers back to reg: a cycle Python's collector cannot see
     if watch is not None:
         watch[0].check()
     return tx, float(reg.GetMetricValue()), int(reg.GetOptimizerIteration())
@@ -795,6 +799,8 @@ def align_mri(
         except RuntimeError:
             track.check()  # a cancel ends L-BFGS-B through SimpleITK's RuntimeError: raise the cancel instead
             raise
+        finally:
+            reg.RemoveAllCommands()  # see _optimise
         track.check()
         deformable = bsp
         disp = sitk.TransformToDisplacementField(
