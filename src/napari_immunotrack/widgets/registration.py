@@ -361,7 +361,9 @@ def compute_session(
     square_mm : float, default 10.0
         Side of the checkerboard's squares, mm.
     progress : callable, optional
-        Called as ``progress(fraction, text)``.
+        Called as ``progress(fraction, text)``, also at every iteration of the alignment's optimisers
+        (:func:`~napari_immunotrack.alignment.align_mri`), so a Cancelled it raises (the dock's Cancel) stops
+        the work inside a stage, within about a second; the result is then a Failed carrying it.
 
     Returns
     -------
