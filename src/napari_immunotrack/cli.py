@@ -3,8 +3,11 @@
 Each verb lives in its own module under :mod:`napari_immunotrack.commands`
 and defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules import their heavy dependencies inside
-``run`` so that ``immunotrack --help`` stays fast. The command line never
-imports napari or Qt (except ``view``, which opens napari on purpose).
+``run`` so that ``immunotrack --help`` stays fast, and only the verb being
+run gets its arguments added (some verbs read their defaults from analysis
+modules that import scipy; ``immunotrack align`` would pay for them). The
+command line never imports napari, Qt or matplotlib (except ``view``, which
+opens napari on purpose).
 
 Exit status: 0 success, 2 bad input (an :class:`~.errors.InputError`, one
 line on standard error), 1 internal error (traceback only with ``--debug``).
@@ -42,7 +45,12 @@ def _escape_percent(text: str) -> str:
     return re.sub(r"%%|%\([a-z_]+\)[sdrf]|%", lambda m: m.group(0) if len(m.group(0)) > 1 else "%%", text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _verb_in(argv: list[str]) -> str | None:
+    """The verb of a command line: its first word that is not an option (the top-level options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``immunotrack`` argument parser: one sub-command per module of :mod:`napari_immunotrack.commands`.
 
     Each verb module gives ``HELP``, ``add_arguments(parser)`` and ``run(args)``; every verb also
@@ -50,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     Parameters
     ----------
-    None
+    only : str, optional
+        Add the arguments of this verb only (the others are listed with their help line but parse nothing):
+        :func:`main` passes the verb being run, so start-up does not import what other verbs' arguments need.
+        Default: every verb's arguments.
 
     Returns
     -------
@@ -66,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args = parser.parse_args(["info", "scan.nii.gz"])
     >>> args.verb, args.path
     ('info', 'scan.nii.gz')
+    >>> build_parser(only="info").parse_args(["info", "scan.nii.gz"]).path
+    'scan.nii.gz'
     """
     parser = _Parser(
         prog="immunotrack",
@@ -80,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks of internal errors"
         )
+        if only is not None and verb != only:
+            continue  # never run: main() built this parser for another verb
         module.add_arguments(p)
         for action in p._actions:  # "%ID" in a help text would break argparse's %-formatting
             if action.help:
@@ -119,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["info", "--no-such-option"])
     2
     """
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_verb_in(argv) or "")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad argument (one line already on stderr)

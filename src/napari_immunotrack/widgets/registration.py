@@ -361,7 +361,9 @@ def compute_session(
     square_mm : float, default 10.0
         Side of the checkerboard's squares, mm.
     progress : callable, optional
-        Called as ``progress(fraction, text)``.
+        Called as ``progress(fraction, text)``, also at every iteration of the alignment's optimisers
+        (:func:`~napari_immunotrack.alignment.align_mri`), so a Cancelled it raises (the dock's Cancel) stops
+        the work inside a stage, within about a second; the result is then a Failed carrying it.
 
     Returns
     -------
@@ -395,10 +397,13 @@ def compute_session(
             warnings.simplefilter("ignore", ImmunotrackWarning)
             # precision_check: restarts from nearby poses estimate the residual error (mm) the dock reports
             options = {"bias_correction": bias_correction, "precision_check": True}
-            alignment = align_mri(fixed, moving, transform, allow_flip=allow_flip, **options)
+            # progress at every optimiser iteration: a Cancel stops the alignment inside a stage
+            first = scaled(progress, 0.02, 0.6)
+            alignment = align_mri(fixed, moving, transform, allow_flip=allow_flip, progress=first, **options)
             if alignment.doubtful and not allow_flip:
-                report(progress, 0.5, "doubtful: trying the prone/supine half turns")
-                flipped = align_mri(fixed, moving, transform, allow_flip=True, **options)
+                report(progress, 0.6, "doubtful: trying the prone/supine half turns")
+                again = scaled(progress, 0.6, 0.85)
+                flipped = align_mri(fixed, moving, transform, allow_flip=True, progress=again, **options)
                 if flipped.correlation > alignment.correlation:
                     alignment = flipped
         report(progress, 0.85, f"aligned (correlation {alignment.correlation:.3f}); quality control views")
