@@ -82,3 +82,36 @@ def test_ten_repositioned_pairs_at_the_detection_limit():
         decoys.append(hits)
     assert min(f1s) >= 0.95, f1s
     assert sum(decoys) == 0, decoys
+
+
+def test_reference_roi_outside_the_baselines_view_is_said_in_one_line():
+    """A baseline whose field of view misses the reference ROI (cropped before it, or turned out of it): the
+    message names the baseline's field of view, not a 'NaN image' the user never made."""
+    from napari_immunotrack.errors import InputError
+
+    scene = cluster_scene(seed=0)
+    ref = np.asarray(scene["reference_mask"].numpy(), bool)
+    first = int(np.argwhere(ref)[:, 2].min())  # the ROI starts here along the last axis
+    pre = scene["pre"]
+    cropped = Volume(np.ascontiguousarray(pre.numpy()[:, :, :first]), pre.affine, "MR", "a.u.", {}, "pre (cropped)")
+    with pytest.raises(InputError, match="outside the baseline's field of view"):
+        C.segment_clusters(
+            scene["post"],
+            baseline=cropped,
+            reference_mask=scene["reference_mask"],
+            background_mask=scene["background_mask"],
+            baseline_transform=np.eye(4),
+        )
+
+
+def test_a_half_turn_doubt_the_retry_settles_is_not_a_refusal():
+    """A baseline turned (27, -8, 17) degrees and shifted 4 mm: on this small, near-symmetric field of view a
+    half turn scored better in the coarse search, so the first alignment was doubtful; the retry that
+    searched the half turns too settled on the unturned pose with every check passed (its correlation is
+    not comparable with the first's). It used to be refused; the pose is now kept and the iron found."""
+    scene = cluster_scene(seed=1, snr=11, near_touching=True, iron_pg_range=(1500.0, 6000.0))
+    baseline, pose = repositioned_baseline(scene, 101, rotation_deg=30.0, shift_mm=5.0)
+    transform, record = baseline_alignment(scene["post"], baseline)
+    assert np.abs(transform[:3, 3] - pose[:3, 3]).max() < 0.05
+    f1, decoys = _score(scene, baseline, transform, record["tolerance_voxels"])
+    assert f1 >= 0.95 and decoys == 0

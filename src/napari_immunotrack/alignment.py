@@ -1361,8 +1361,7 @@ def align_study(
                 if result.doubtful and not allow_flip:  # a prone/supine change looks like this: try the half turns
                     again = scaled(progress, (n + 0.8) * share, (n + 1) * share)
                     flipped = align_mri(fixed, moving, transform, allow_flip=True, progress=again)
-                    if flipped.correlation > result.correlation:
-                        result = flipped
+                    result = keep_after_half_turn_retry(result, flipped)
         except InputError as exc:
             out.append(SessionAlignment(sub, ses, ref, "failed", message=f"sub-{sub} ses-{ses}: {exc}"))
             continue
@@ -1489,6 +1488,41 @@ def _same_inputs(path: Path, inputs: dict, transform: str) -> bool:
 
 
 # --------------------------------------------------------------------------- baselines
+def keep_after_half_turn_retry(first: AlignmentResult, retry: AlignmentResult) -> AlignmentResult:
+    """The alignment to keep when a doubtful one was retried with the prone/supine half turns searched.
+
+    The retry searched every start the first run did and the half turns too, and was optimised and checked
+    the same way: when its checks pass it is kept even if it settled on the first run's pose (its
+    correlation need not be higher: on a small, near-symmetric field of view the half turn only fitted the
+    coarse search better, and that was all the first run doubted). When both are doubtful, the better
+    correlated one is kept (and still reported as doubtful).
+
+    Parameters
+    ----------
+    first : AlignmentResult
+        The doubtful alignment without the half turns.
+    retry : AlignmentResult
+        The same alignment with ``allow_flip=True``.
+
+    Returns
+    -------
+    AlignmentResult
+        ``retry`` when it is not doubtful or correlates better, else ``first``.
+
+    Examples
+    --------
+    >>> def result(correlation, doubtful):
+    ...     return AlignmentResult(np.eye(4), "rigid", correlation, 0.95, 0.01, doubtful=doubtful)
+    >>> first = result(0.84, True)  # "a prone/supine half turn fits the orientation search better"
+    >>> retry = result(0.79, False)  # the same pose, its checks passed
+    >>> keep_after_half_turn_retry(first, retry) is retry, keep_after_half_turn_retry(first, result(0.5, True)) is first
+    (True, True)
+    """
+    if retry.doubtful and first.doubtful:
+        return retry if retry.correlation > first.correlation else first
+    return retry if not retry.doubtful else first
+
+
 def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = False) -> tuple:
     """The map from post world to baseline world for a pre-injection baseline of the same animal.
 
@@ -1536,8 +1570,7 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
         result = align_mri(post, baseline, precision_check=True, allow_flip=allow_flip)
         if result.doubtful and not allow_flip:
             flipped = align_mri(post, baseline, precision_check=True, allow_flip=True)
-            if flipped.correlation > result.correlation:
-                result = flipped
+            result = keep_after_half_turn_retry(result, flipped)
     if result.doubtful:
         raise InputError(
             f"the baseline {baseline.name or ''} could not be aligned to the post image "

@@ -1028,6 +1028,11 @@ def prepare(
     if pre is not None:
         pre_vol_grid = post.replace(data=pre)
         if ref_mask is not None:
+            if not np.isfinite(pre[np.asarray(ref_mask, bool)]).any():
+                raise InputError(
+                    "the reference ROI lies outside the baseline's field of view once the baseline is brought onto "
+                    "the post image; draw it where both images show tissue, or check the baseline transform."
+                )
             pre_reference = reference_statistics(pre_vol_grid, ref_mask, None, collected)
         else:
             with warnings.catch_warnings():  # the same guess was already reported for the post image

@@ -388,7 +388,7 @@ def compute_session(
     """
     import warnings
 
-    from ..alignment import align_mri
+    from ..alignment import align_mri, keep_after_half_turn_retry
     from ..errors import ImmunotrackWarning
 
     try:
@@ -404,8 +404,7 @@ def compute_session(
                 report(progress, 0.6, "doubtful: trying the prone/supine half turns")
                 again = scaled(progress, 0.6, 0.85)
                 flipped = align_mri(fixed, moving, transform, allow_flip=True, progress=again, **options)
-                if flipped.correlation > alignment.correlation:
-                    alignment = flipped
+                alignment = keep_after_half_turn_retry(alignment, flipped)
         report(progress, 0.85, f"aligned (correlation {alignment.correlation:.3f}); quality control views")
         on_fixed = moving_on_fixed(fixed, moving, alignment)
         qc = {
