@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from napari_immunotrack.registration.residual import residual_misalignment  # noqa: E402
+from napari_immunotrack.analysis.residual import residual_misalignment  # noqa: E402
 from napari_immunotrack.simulate import cluster_scene  # noqa: E402
 
 

@@ -20,8 +20,8 @@ from test_clusters_skin import score, segment, skin_pair
 
 from napari_immunotrack.alignment import baseline_alignment
 from napari_immunotrack.analysis import clusters as C
+from napari_immunotrack.analysis.residual import MAX_TOLERANCE, baseline_tolerance, residual_misalignment
 from napari_immunotrack.errors import ImmunotrackWarning
-from napari_immunotrack.registration.residual import MAX_TOLERANCE, baseline_tolerance, residual_misalignment
 from napari_immunotrack.simulate import cluster_scene
 
 

@@ -1577,7 +1577,7 @@ def baseline_alignment(post: Volume, baseline: Volume, *, allow_flip: bool = Fal
             f"({'; '.join(result.warnings)}); give its transform with --baseline-transform FILE "
             "(e.g. from immunotrack align or register)."
         )
-    from .registration.residual import baseline_tolerance  # precision and the measured residual misalignment
+    from .analysis.residual import baseline_tolerance  # precision and the measured residual misalignment
 
     tolerance, residual = baseline_tolerance(post, baseline, result.fixed_to_moving, result.precision_mm)
     record = dict(result.to_dict(), tolerance_voxels=tolerance, baseline_tolerance=residual)
@@ -1716,7 +1716,7 @@ def baseline_transform_between(post_path, baseline_path, post: Volume, baseline:
     t_post, ref_post = saved_session_transform(post_path)
     t_base, ref_base = saved_session_transform(baseline_path)
     if t_post is not None and t_base is not None and ref_post == ref_base:
-        from .registration.residual import baseline_tolerance  # the residual the saved alignments leave
+        from .analysis.residual import baseline_tolerance  # the residual the saved alignments leave
 
         matrix = t_base @ np.linalg.inv(t_post)
         return matrix, baseline_tolerance(post, baseline, matrix)[0]

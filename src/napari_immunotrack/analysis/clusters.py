@@ -1558,7 +1558,7 @@ def segment_clusters(
         (:func:`napari_immunotrack.alignment.baseline_alignment` gives it) so a structure that was
         dark before and moved by a fraction of a voxel is not reported. A baseline carried through
         ``baseline_transform`` or from another grid gets at least the residual measured now
-        (:func:`napari_immunotrack.registration.residual.baseline_tolerance`, ``parameters["baseline_residual"]``).
+        (:func:`napari_immunotrack.analysis.residual.baseline_tolerance`, ``parameters["baseline_residual"]``).
     split_touching : bool
         Split components with several well-separated minima (watershed).
     split_h : float
@@ -1603,10 +1603,10 @@ def segment_clusters(
         raise InputError(f"baseline_tolerance_voxels={baseline_tolerance_voxels} must be a whole number from 1 to 5.")
     residual = None
     carried = baseline is not None and (baseline_transform is not None or not baseline.same_grid(post))
-    if prepared.has_baseline and carried:
+    if prepared.has_baseline and carried and baseline is not None:
         # carried through a transform: at least the residual misalignment it leaves
         # (docs/methods/baseline-residual.md); a baseline on the post grid keeps its tolerance
-        from ..registration.residual import baseline_tolerance
+        from .residual import baseline_tolerance
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ImmunotrackWarning)
@@ -1793,8 +1793,8 @@ def _drop_exterior_air(
     record["whole_image_air_labelled"] = air.whole_image_labelled
     if not removed:
         return rows, record
-    removed = np.concatenate(removed)
-    labels.reshape(-1)[removed] = 0
+    gone = np.concatenate(removed)
+    labels.reshape(-1)[gone] = 0
     pre = None if prepared.pre is None else np.asarray(prepared.pre)
     for lab, rest in trims.items():  # measured again on the voxels left
         at = np.unravel_index(rest, data.shape)
@@ -1812,9 +1812,9 @@ def _drop_exterior_air(
         still = flat[np.isin(flat_labels, np.flatnonzero(kept) + 1)]
         labels.reshape(-1)[still] = lut[labels.reshape(-1)[still]]
         rows = {k: v[kept] for k, v in rows.items()}
-    record.update(clusters_left_out=len(drop), clusters_trimmed=len(trims), voxels_left_out=int(removed.size))
+    record.update(clusters_left_out=len(drop), clusters_trimmed=len(trims), voxels_left_out=int(gone.size))
     warn_and_collect(
-        f"{removed.size} dark voxels lie in the air around the body (under {threshold:.4g}, connected to the air "
+        f"{gone.size} dark voxels lie in the air around the body (under {threshold:.4g}, connected to the air "
         f"at the field of view's border), most likely where the skin moved since the baseline: {len(drop)} "
         f"cluster(s) of such air are not reported and {len(trims)} lost those voxels "
         "(docs/methods/clusters.md#air-at-the-skin).",

@@ -1136,8 +1136,10 @@ def confirm_dual_mode(
         carried = carried_pre
         if pre_alignment is not None and "tolerance_voxels" in pre_alignment:
             baseline_tolerance_voxels = int(pre_alignment["tolerance_voxels"])
-        elif carried:  # the residual misalignment a given transform leaves (docs/methods/baseline-residual.md)
-            from ..registration.residual import baseline_tolerance
+        elif (
+            carried and t1_pre is not None
+        ):  # the residual a given transform leaves (docs/methods/baseline-residual.md)
+            from .residual import baseline_tolerance
 
             with warnings.catch_warnings(record=True) as caught:  # kept with the result's other warnings
                 warnings.simplefilter("always", ImmunotrackWarning)

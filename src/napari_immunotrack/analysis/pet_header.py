@@ -13,7 +13,6 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 
@@ -172,8 +171,8 @@ class PetHeader:
     overrides: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
     #: record guesses without emitting them: a display helper in a worker thread, where
-    #: ``warnings.catch_warnings`` is not thread-safe (not a field: not in as_dict)
-    quiet: ClassVar[bool] = False
+    #: ``warnings.catch_warnings`` is not thread-safe (left out of as_dict: not a header value)
+    quiet: bool = field(default=False, repr=False, compare=False)
 
     # ------------------------------------------------------------- derived
     @property
@@ -245,6 +244,8 @@ class PetHeader:
         """
         out = {}
         for f in dataclasses.fields(self):
+            if f.name == "quiet":
+                continue  # how guesses are shown, not a header value
             value = getattr(self, f.name)
             if isinstance(value, _dt.datetime):
                 value = value.isoformat()

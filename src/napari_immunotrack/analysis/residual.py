@@ -280,7 +280,7 @@ def residual_misalignment(
 
     from scipy import ndimage
 
-    from ..analysis.body import otsu_threshold
+    from .body import otsu_threshold
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
