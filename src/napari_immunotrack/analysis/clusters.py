@@ -1028,7 +1028,9 @@ def prepare(
     if pre is not None:
         pre_vol_grid = post.replace(data=pre)
         if ref_mask is not None:
-            if not np.isfinite(pre[np.asarray(ref_mask, bool)]).any():
+            # a carried baseline is NaN outside its field of view (a lazy or integer one has none to check here)
+            carried_nan = isinstance(pre, np.ndarray) and pre.dtype.kind == "f"
+            if carried_nan and not np.isfinite(pre[np.asarray(ref_mask, bool)]).any():
                 raise InputError(
                     "the reference ROI lies outside the baseline's field of view once the baseline is brought onto "
                     "the post image; draw it where both images show tissue, or check the baseline transform."
@@ -1763,6 +1765,11 @@ def _drop_exterior_air(
     n = int(rows["count"].size)
     if voxels_of is None:
         record["note"] = "not checked on a lazy (chunked) image"
+        warn_and_collect(
+            "the air at the skin is not checked on a chunked image: where the skin moved since the baseline, air "
+            "may be reported as clusters; run without chunks to check it (docs/methods/clusters.md#air-at-the-skin).",
+            collected,
+        )
         return rows, record
     if n == 0:
         return rows, record
