@@ -1135,7 +1135,9 @@ class StudyWidget(StudyLayersMixin, StudyStateMixin, PluginDock):
         """Stop the background preparation and release the key bindings."""
         for future in self._cache.values():
             future.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # wait for the preparation already running (one read): left running, it went on reading files, with
+        # warnings.catch_warnings in the readers, into whatever ran next (a lost warning elsewhere)
+        self._executor.shutdown(wait=True, cancel_futures=True)
         for key in getattr(self, "_bound", []):
             with contextlib.suppress(Exception):
                 self.viewer.bind_key(key, None, overwrite=True)
